@@ -1,0 +1,14 @@
+//! Every error a client sees carries `extensions.code` and a human message.
+
+use async_graphql::ErrorExtensions;
+use shared::{AppError, ErrorCode};
+
+/// Converts a service error into a GraphQL error with its code.
+pub fn gql(e: AppError) -> async_graphql::Error {
+    async_graphql::Error::new(e.message).extend_with(|_, ext| ext.set("code", e.code.as_str()))
+}
+
+/// A BAD_USER_INPUT error.
+pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
+    gql(AppError::new(ErrorCode::BadUserInput, message))
+}

@@ -1,0 +1,9 @@
+//! The gateway: Duikou's one public door. GraphQL over HTTP (and, later,
+//! WebSocket) in front of the services, which it reaches only by RPC.
+
+pub mod error;
+pub mod http;
+pub mod schema;
+
+pub use http::{router, serve};
+pub use schema::{DuikouSchema, build_schema};

@@ -1,0 +1,259 @@
+//! GraphQL output types, thin wrappers over the services' views.
+
+use async_graphql::{
+    Enum, ID, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value,
+};
+use chrono::{DateTime, NaiveDate, Utc};
+use shared::money::{CURRENCY, Fen};
+
+/// A calendar date, `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Date(pub NaiveDate);
+
+#[Scalar(name = "Date")]
+impl ScalarType for Date {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::String(s) => s
+                .parse::<NaiveDate>()
+                .map(Date)
+                .map_err(|_| InputValueError::custom(format!("`{s}` is not a date (YYYY-MM-DD)"))),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.to_string())
+    }
+}
+
+/// An amount of money: a decimal string in yuan and the currency.
+#[derive(SimpleObject)]
+pub struct Money {
+    /// e.g. "380.00".
+    pub amount: String,
+    /// Always "CNY".
+    pub currency: String,
+}
+
+impl From<Fen> for Money {
+    fn from(f: Fen) -> Money {
+        Money {
+            amount: f.to_string(),
+            currency: CURRENCY.into(),
+        }
+    }
+}
+
+/// Language of names.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Default)]
+pub enum Lang {
+    /// 中文.
+    #[default]
+    Zh,
+    /// English.
+    En,
+}
+
+/// Kind of identity document.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum DocumentType {
+    /// 居民身份证.
+    ResidentId,
+    /// Passport.
+    Passport,
+}
+
+/// An administrative region (GB/T 2260).
+pub struct Region(pub shared::region::Region);
+
+#[Object]
+impl Region {
+    /// The six-digit code, e.g. 150430.
+    async fn code(&self) -> ID {
+        ID(self.0.code.to_string())
+    }
+    /// The name in the asked language (Chinese by default).
+    async fn name(&self, lang: Option<Lang>) -> &str {
+        match lang.unwrap_or_default() {
+            Lang::Zh => &self.0.name_zh,
+            Lang::En => &self.0.name_en,
+        }
+    }
+    /// Chinese name.
+    async fn name_zh(&self) -> &str {
+        &self.0.name_zh
+    }
+    /// English name.
+    async fn name_en(&self) -> &str {
+        &self.0.name_en
+    }
+    /// The parent region's code.
+    async fn parent_code(&self) -> Option<ID> {
+        self.0.parent.map(|p| ID(p.to_string()))
+    }
+    /// One of the 832 national poverty counties.
+    async fn poverty_county(&self) -> bool {
+        self.0.poverty_county
+    }
+    /// The year it was lifted out of poverty.
+    async fn lifted_year(&self) -> Option<i32> {
+        self.0.lifted_year
+    }
+}
+
+/// Booking status.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum BookingStatus {
+    /// Waiting for the hold.
+    Pending,
+    /// Held; pay before `expiresAt`.
+    AwaitingPayment,
+    /// Paid and confirmed.
+    Confirmed,
+    /// The hold was refused (see `reason`).
+    Rejected,
+    /// Not paid in time.
+    Expired,
+    /// Cancelled.
+    Cancelled,
+}
+
+fn status(s: &str) -> BookingStatus {
+    match s {
+        "AWAITING_PAYMENT" => BookingStatus::AwaitingPayment,
+        "CONFIRMED" => BookingStatus::Confirmed,
+        "REJECTED" => BookingStatus::Rejected,
+        "EXPIRED" => BookingStatus::Expired,
+        "CANCELLED" => BookingStatus::Cancelled,
+        _ => BookingStatus::Pending,
+    }
+}
+
+/// The listing a booking holds, as it was when held.
+#[derive(SimpleObject)]
+pub struct Listing {
+    /// Homestay and room type, or route.
+    pub title: String,
+    /// Where it is.
+    pub region_code: ID,
+    /// Carried the poverty-relief certification when held.
+    pub certified: bool,
+}
+
+/// A booking.
+pub struct Booking(pub shared::rpcs::BookingView);
+
+#[Object]
+impl Booking {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn status(&self) -> BookingStatus {
+        status(&self.0.status)
+    }
+    /// Number of travelers.
+    async fn travelers(&self) -> u32 {
+        self.0.travelers
+    }
+    /// The price snapshot, once held.
+    async fn total(&self) -> Option<Money> {
+        self.0.total.map(Money::from)
+    }
+    async fn listing(&self) -> Option<Listing> {
+        self.0.listing.as_ref().map(|l| Listing {
+            title: l.title.clone(),
+            region_code: ID(l.region_code.to_string()),
+            certified: l.certified,
+        })
+    }
+    /// Pay before this, or the booking expires.
+    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.expires_at
+    }
+    /// Why it was rejected, expired or cancelled.
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// Where a payment's money went.
+#[derive(SimpleObject)]
+pub struct PaymentSplit {
+    /// To the host household, cooperative or village collective.
+    pub host: Money,
+    /// Platform fee.
+    pub platform: Money,
+    /// Donation to the public welfare fund.
+    pub fund: Money,
+    /// Agency commission.
+    pub agency: Money,
+}
+
+/// Payment status.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum PaymentStatus {
+    /// Being processed.
+    Processing,
+    /// Money captured.
+    Captured,
+    /// Declined.
+    Failed,
+}
+
+/// A payment.
+pub struct Payment(pub shared::rpcs::PaymentView);
+
+#[Object]
+impl Payment {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn booking_id(&self) -> ID {
+        ID(self.0.booking_id.to_string())
+    }
+    async fn status(&self) -> PaymentStatus {
+        match self.0.status.as_str() {
+            "CAPTURED" => PaymentStatus::Captured,
+            "FAILED" => PaymentStatus::Failed,
+            _ => PaymentStatus::Processing,
+        }
+    }
+    async fn amount(&self) -> Money {
+        self.0.amount.into()
+    }
+    /// The split of a captured payment.
+    async fn split(&self) -> Option<PaymentSplit> {
+        self.0.split.map(|s| PaymentSplit {
+            host: s.host.into(),
+            platform: s.platform.into(),
+            fund: s.fund.into(),
+            agency: s.agency.into(),
+        })
+    }
+}
+
+/// One night of a room type's calendar.
+pub struct Night(pub shared::rpcs::Night);
+
+#[Object]
+impl Night {
+    async fn date(&self) -> Date {
+        Date(self.0.date)
+    }
+    /// Rooms on sale.
+    async fn rooms(&self) -> u32 {
+        self.0.rooms
+    }
+    /// Rooms still free.
+    async fn available(&self) -> u32 {
+        self.0.available
+    }
+    /// Price per room.
+    async fn price(&self) -> Money {
+        self.0.price.into()
+    }
+}

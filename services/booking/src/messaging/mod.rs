@@ -1,0 +1,292 @@
+//! Booking's RPC handlers (create, read) and the saga's event handlers.
+//! Every step commits its state change, history and outgoing events in one
+//! transaction with the inbox row of the event that caused it.
+
+use crate::SERVICE;
+use crate::domain::{self, Status};
+use crate::storage::{self, Changes};
+use chrono::{Duration, Utc};
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use shared::bus::{EventRouter, HandlerError};
+use shared::envelope::Envelope;
+use shared::events::{
+    BookingConfirmed, HoldGranted, HoldRejected, HoldReleaseRequested, HoldReleased, HoldRequested,
+    PaymentCaptured, PaymentFailed,
+};
+use shared::ids::BookingId;
+use shared::outbox::{OutboxSignal, begin_once, enqueue};
+use shared::rpc::RpcRouter;
+use shared::rpcs::{BookingView, CreateBooking, GetBooking};
+use shared::{AppError, ErrorCode};
+use tracing::{info, warn};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Bookings {
+    /// Booking's database.
+    pub db: DatabaseConnection,
+    /// Wakes the outbox relay.
+    pub outbox: OutboxSignal,
+    /// How long a hold lasts.
+    pub hold_for: Duration,
+}
+
+macro_rules! handler {
+    ($router:expr, $svc:expr, $event:ty, $method:ident) => {{
+        let s = $svc.clone();
+        $router.on::<$event, _, _>(move |env, ev| {
+            let s = s.clone();
+            async move { s.$method(env, ev).await }
+        })
+    }};
+}
+
+impl Bookings {
+    /// The events the saga reacts to.
+    pub fn events(&self) -> EventRouter {
+        let r = EventRouter::new("booking.events");
+        let r = handler!(r, self, HoldGranted, on_hold_granted);
+        let r = handler!(r, self, HoldRejected, on_hold_rejected);
+        let r = handler!(r, self, HoldReleased, on_hold_released);
+        let r = handler!(r, self, PaymentCaptured, on_payment_captured);
+        handler!(r, self, PaymentFailed, on_payment_failed)
+    }
+
+    /// The RPC methods booking answers.
+    pub fn rpc(&self) -> RpcRouter {
+        let (a, b) = (self.clone(), self.clone());
+        RpcRouter::new(SERVICE)
+            .route::<CreateBooking, _, _>(move |req| {
+                let s = a.clone();
+                async move { s.create(req).await }
+            })
+            .route::<GetBooking, _, _>(move |req| {
+                let s = b.clone();
+                async move { s.get(req.booking_id).await }
+            })
+    }
+
+    /// Creates a PENDING booking and asks inventory for the hold, once per
+    /// idempotency key.
+    pub async fn create(&self, req: CreateBooking) -> Result<BookingView, AppError> {
+        domain::validate(&req)?;
+        let fingerprint = domain::fingerprint(&req);
+        let id = BookingId::new();
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        // Two requests with one key: the second waits on the unique index
+        // until the first commits, then inserts nothing and reads the first.
+        if !storage::insert(&txn, id, &req, &fingerprint, now).await? {
+            txn.rollback().await?;
+            let first = storage::by_key(&self.db, &req.idempotency_key)
+                .await?
+                .ok_or_else(|| AppError::internal("idempotency key vanished"))?;
+            if first.fingerprint != fingerprint {
+                return Err(AppError::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    "this idempotency key was used for a different booking request",
+                ));
+            }
+            return Ok(first.view);
+        }
+        storage::history(&txn, id, Status::Pending, "created", now).await?;
+        let hold = HoldRequested {
+            booking_id: id,
+            item: req.item.clone(),
+            expires_at: now + self.hold_for,
+        };
+        enqueue(&txn, &[Envelope::new(SERVICE, id.0, &hold)]).await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        info!(booking = %id, "booking created; hold requested");
+        self.get(id).await
+    }
+
+    /// Reads one booking.
+    pub async fn get(&self, id: BookingId) -> Result<BookingView, AppError> {
+        storage::by_id(&self.db, id)
+            .await?
+            .map(|s| s.view)
+            .ok_or_else(|| AppError::not_found(format!("no booking {id}")))
+    }
+
+    async fn on_hold_granted(&self, env: Envelope, ev: HoldGranted) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        let changes = Changes {
+            total: Some(ev.total),
+            listing: Some(ev.listing),
+            expires_at: Some(ev.expires_at),
+            reason: None,
+        };
+        let moved = storage::transition(
+            &txn,
+            ev.booking_id,
+            &[Status::Pending],
+            Status::AwaitingPayment,
+            changes,
+            "hold granted",
+        )
+        .await?;
+        if !moved {
+            // Cancelled or expired before the hold came back: give it back.
+            warn!(booking = %ev.booking_id, "hold granted for a booking no longer pending; releasing");
+            let release = HoldReleaseRequested {
+                booking_id: ev.booking_id,
+                reason: "booking no longer pending".into(),
+            };
+            enqueue(&txn, &[env.follow(SERVICE, &release)]).await?;
+        }
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(())
+    }
+
+    async fn on_hold_rejected(&self, env: Envelope, ev: HoldRejected) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        let changes = Changes {
+            reason: Some(ev.reason.clone()),
+            ..Changes::default()
+        };
+        storage::transition(
+            &txn,
+            ev.booking_id,
+            &[Status::Pending],
+            Status::Rejected,
+            changes,
+            &format!("hold rejected: {}", ev.code),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn on_hold_released(&self, env: Envelope, ev: HoldReleased) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        if let Some(b) = storage::by_id(&txn, ev.booking_id).await? {
+            let status = match b.view.status.as_str() {
+                "EXPIRED" => Status::Expired,
+                "CANCELLED" => Status::Cancelled,
+                "REJECTED" => Status::Rejected,
+                _ => Status::Pending,
+            };
+            storage::history(&txn, ev.booking_id, status, "capacity released", Utc::now()).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn on_payment_captured(
+        &self,
+        env: Envelope,
+        ev: PaymentCaptured,
+    ) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        let moved = storage::transition(
+            &txn,
+            ev.booking_id,
+            &[Status::AwaitingPayment],
+            Status::Confirmed,
+            Changes::default(),
+            "payment captured",
+        )
+        .await?;
+        if moved {
+            let Some(b) = storage::by_id(&txn, ev.booking_id).await? else {
+                return Err(HandlerError::Retry("booking vanished".into()));
+            };
+            let Some(listing) = b.view.listing else {
+                return Err(HandlerError::Reject(
+                    "confirmed booking has no listing snapshot".into(),
+                ));
+            };
+            let confirmed = BookingConfirmed {
+                booking_id: ev.booking_id,
+                travelers: b.view.travelers,
+                sponsor_region: b.sponsor_region,
+                listing,
+                total: ev.split.gross,
+            };
+            enqueue(&txn, &[env.follow(SERVICE, &confirmed)]).await?;
+            info!(booking = %ev.booking_id, "booking confirmed");
+        } else {
+            // Captured after the booking expired or was cancelled: the money
+            // must go back (automatic refund: the payment issue's work).
+            storage::history(
+                &txn,
+                ev.booking_id,
+                Status::Expired,
+                "payment captured after the booking ended; refund required",
+                Utc::now(),
+            )
+            .await?;
+            warn!(booking = %ev.booking_id, "payment captured for a booking that is not awaiting payment");
+        }
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(())
+    }
+
+    async fn on_payment_failed(
+        &self,
+        env: Envelope,
+        ev: PaymentFailed,
+    ) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        storage::history(
+            &txn,
+            ev.booking_id,
+            Status::AwaitingPayment,
+            &format!("payment failed: {}", ev.reason),
+            Utc::now(),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Expires bookings whose payment deadline passed and asks inventory to
+    /// release their holds; returns how many expired.
+    pub async fn expire_overdue(&self) -> Result<usize, sea_orm::DbErr> {
+        let txn = self.db.begin().await?;
+        let ids = storage::overdue(&txn, Utc::now(), 100).await?;
+        let mut events = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let changes = Changes {
+                reason: Some("not paid in time".into()),
+                ..Changes::default()
+            };
+            if storage::transition(
+                &txn,
+                *id,
+                &[Status::AwaitingPayment],
+                Status::Expired,
+                changes,
+                "payment deadline passed",
+            )
+            .await?
+            {
+                let release = HoldReleaseRequested {
+                    booking_id: *id,
+                    reason: "expired".into(),
+                };
+                events.push(Envelope::new(SERVICE, id.0, &release));
+            }
+        }
+        enqueue(&txn, &events).await?;
+        txn.commit().await?;
+        if !events.is_empty() {
+            self.outbox.committed();
+        }
+        Ok(events.len())
+    }
+}

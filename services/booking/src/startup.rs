@@ -1,0 +1,34 @@
+//! Starting booking: database, migrations, consumers, the expiry sweeper.
+
+use crate::SERVICE;
+use crate::messaging::Bookings;
+use crate::storage::Migrator;
+use shared::runtime::Runtime;
+use std::time::Duration;
+use tracing::warn;
+
+/// Connects, migrates, and starts the saga's consumers and sweeper.
+pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
+    let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
+    let bookings = Bookings {
+        db,
+        outbox,
+        hold_for: chrono::Duration::seconds(rt.settings.hold_seconds),
+    };
+    rt.bus.subscribe(bookings.events()).await?;
+    rt.bus.serve(bookings.rpc()).await?;
+
+    let cancel = rt.cancel.clone();
+    rt.tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = cancel.cancelled() => break,
+            }
+            if let Err(e) = bookings.expire_overdue().await {
+                warn!(error = %e, "expiry sweep failed; will retry");
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Booking's tables and queries. Status moves only by conditional updates
+//! (`WHERE status IN (…)`), so two handlers racing on one booking cannot both
+//! move it: the loser's update touches no row.
+
+use crate::domain::Status;
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Value};
+use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
+use shared::db::{run_ddl, uuid_value};
+use shared::events::ListingSnapshot;
+use shared::ids::BookingId;
+use shared::money::Fen;
+use shared::outbox::stmt;
+use shared::region::RegionCode;
+use shared::rpcs::{BookingView, CreateBooking};
+
+/// Booking's migrations.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(shared::runtime::KernelMigration),
+            Box::new(Bookings),
+        ]
+    }
+}
+
+struct Bookings;
+
+impl MigrationName for Bookings {
+    fn name(&self) -> &str {
+        "m20261123_000001_bookings"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Bookings {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "CREATE TABLE bookings (
+                    id UUID PRIMARY KEY,
+                    status TEXT NOT NULL,
+                    idempotency_key TEXT NOT NULL UNIQUE,
+                    fingerprint TEXT NOT NULL,
+                    item TEXT NOT NULL,
+                    travelers TEXT NOT NULL,
+                    traveler_count INTEGER NOT NULL,
+                    contact TEXT NOT NULL,
+                    sponsor_region TEXT,
+                    notes TEXT,
+                    total_fen BIGINT,
+                    listing TEXT,
+                    expires_at TIMESTAMPTZ,
+                    reason TEXT,
+                    created_at TIMESTAMPTZ NOT NULL,
+                    updated_at TIMESTAMPTZ NOT NULL)",
+                "CREATE INDEX bookings_awaiting_expiry ON bookings (expires_at) WHERE status = 'AWAITING_PAYMENT'",
+                "CREATE TABLE booking_history (
+                    id BIGSERIAL PRIMARY KEY,
+                    booking_id UUID NOT NULL REFERENCES bookings (id),
+                    status TEXT NOT NULL,
+                    cause TEXT NOT NULL,
+                    at TIMESTAMPTZ NOT NULL)",
+                "CREATE INDEX booking_history_booking ON booking_history (booking_id)",
+            ],
+        )
+        .await
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str, column: &str) -> Result<T, DbErr> {
+    serde_json::from_str(s).map_err(|e| DbErr::Custom(format!("bookings.{column}: {e}")))
+}
+
+/// A stored booking: the view plus what idempotency needs.
+pub struct Stored {
+    /// As clients see it.
+    pub view: BookingView,
+    /// The create request's fingerprint.
+    pub fingerprint: String,
+    /// The declared sponsor region, if any.
+    pub sponsor_region: Option<RegionCode>,
+}
+
+fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
+    let item: String = row.try_get("", "item")?;
+    let listing: Option<String> = row.try_get("", "listing")?;
+    let sponsor: Option<String> = row.try_get("", "sponsor_region")?;
+    Ok(Stored {
+        view: BookingView {
+            id: BookingId(shared::db::row_uuid(row, "id")?),
+            status: row.try_get("", "status")?,
+            item: from_json(&item, "item")?,
+            travelers: u32::try_from(row.try_get::<i32>("", "traveler_count")?).unwrap_or(0),
+            total: row.try_get::<Option<i64>>("", "total_fen")?.map(Fen),
+            listing: listing
+                .map(|l| from_json::<ListingSnapshot>(&l, "listing"))
+                .transpose()?,
+            expires_at: row.try_get("", "expires_at")?,
+            reason: row.try_get("", "reason")?,
+            created_at: row.try_get("", "created_at")?,
+        },
+        fingerprint: row.try_get("", "fingerprint")?,
+        sponsor_region: sponsor.and_then(|s| RegionCode::parse(&s).ok()),
+    })
+}
+
+/// Inserts a new PENDING booking unless its idempotency key exists; returns
+/// whether it was inserted.
+pub async fn insert<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    req: &CreateBooking,
+    fingerprint: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
+                traveler_count, contact, sponsor_region, notes, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+            vec![
+                uuid_value(b, id.0),
+                Status::Pending.as_str().into(),
+                req.idempotency_key.trim().into(),
+                fingerprint.into(),
+                json(&req.item).into(),
+                json(&req.travelers).into(),
+                (req.travelers.len() as i32).into(),
+                json(&req.contact).into(),
+                req.sponsor_region.map(|r| r.to_string()).into(),
+                req.notes.clone().into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The booking created with this idempotency key.
+pub async fn by_key<C: ConnectionTrait>(conn: &C, key: &str) -> Result<Option<Stored>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        "SELECT * FROM bookings WHERE idempotency_key = $1",
+        vec![key.trim().into()],
+    ))
+    .await?
+    .map(|r| stored(&r))
+    .transpose()
+}
+
+/// One booking.
+pub async fn by_id<C: ConnectionTrait>(conn: &C, id: BookingId) -> Result<Option<Stored>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        "SELECT * FROM bookings WHERE id = $1",
+        vec![uuid_value(b, id.0)],
+    ))
+    .await?
+    .map(|r| stored(&r))
+    .transpose()
+}
+
+/// Extra columns a transition sets.
+#[derive(Default)]
+pub struct Changes {
+    /// Price snapshot.
+    pub total: Option<Fen>,
+    /// Listing snapshot.
+    pub listing: Option<ListingSnapshot>,
+    /// Payment deadline.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Reason shown to the booker.
+    pub reason: Option<String>,
+}
+
+/// Moves a booking from one of `from` to `to`, with a history row; returns
+/// false (and changes nothing) when the booking was in no state of `from`.
+pub async fn transition<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    from: &[Status],
+    to: Status,
+    changes: Changes,
+    cause: &str,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let now = Utc::now();
+    let mut values: Vec<Value> = vec![
+        uuid_value(b, id.0),
+        to.as_str().into(),
+        now.into(),
+        changes.total.map(Fen::get).into(),
+        changes.listing.as_ref().map(json).into(),
+        changes.expires_at.into(),
+        changes.reason.into(),
+    ];
+    let first = values.len() + 1;
+    let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", first + i)).collect();
+    values.extend(from.iter().map(|s| Value::from(s.as_str())));
+    let sql = format!(
+        "UPDATE bookings SET status = $2, updated_at = $3,
+            total_fen = COALESCE($4, total_fen), listing = COALESCE($5, listing),
+            expires_at = COALESCE($6, expires_at), reason = COALESCE($7, reason)
+         WHERE id = $1 AND status IN ({})",
+        placeholders.join(", ")
+    );
+    let moved = conn
+        .execute_raw(stmt(b, &sql, values))
+        .await?
+        .rows_affected()
+        == 1;
+    if moved {
+        history(conn, id, to, cause, now).await?;
+    }
+    Ok(moved)
+}
+
+/// Appends to a booking's history.
+pub async fn history<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    status: Status,
+    cause: &str,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO booking_history (booking_id, status, cause, at) VALUES ($1, $2, $3, $4)",
+        vec![
+            uuid_value(b, id.0),
+            status.as_str().into(),
+            cause.into(),
+            at.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Bookings awaiting payment past their deadline, locked for this sweeper
+/// (others skip them).
+pub async fn overdue<C: ConnectionTrait>(
+    conn: &C,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<BookingId>, DbErr> {
+    let b = conn.get_database_backend();
+    let lock = if b == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT id FROM bookings WHERE status = 'AWAITING_PAYMENT' AND expires_at < $1 ORDER BY expires_at LIMIT $2{lock}"
+    );
+    let rows = conn
+        .query_all_raw(stmt(b, &sql, vec![now.into(), (limit as i64).into()]))
+        .await?;
+    rows.iter()
+        .map(|r| Ok(BookingId(shared::db::row_uuid(r, "id")?)))
+        .collect()
+}

@@ -1,0 +1,316 @@
+//! Inventory's event handlers (holds) and RPC handlers (catalogue).
+
+use crate::SERVICE;
+use crate::domain::{StayDates, calendar_range};
+use crate::storage;
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use shared::bus::{EventRouter, HandlerError};
+use shared::envelope::Envelope;
+use shared::events::{
+    BookingConfirmed, HoldGranted, HoldItem, HoldRejected, HoldReleaseRequested, HoldReleased,
+    HoldRequested,
+};
+use shared::ids::{HomestayId, HostId, RoomTypeId};
+use shared::outbox::{OutboxSignal, begin_once, enqueue};
+use shared::rpc::RpcRouter;
+use shared::rpcs::{
+    CreateHomestay, GetRoomCalendar, HomestayCreated, ListRegions, Night, SetRoomCalendar,
+};
+use shared::{AppError, ErrorCode};
+use tracing::info;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Inventory {
+    /// Inventory's database.
+    pub db: DatabaseConnection,
+    /// Wakes the outbox relay.
+    pub outbox: OutboxSignal,
+}
+
+impl Inventory {
+    /// The events inventory consumes.
+    pub fn events(&self) -> EventRouter {
+        let (a, b, c) = (self.clone(), self.clone(), self.clone());
+        EventRouter::new("inventory.events")
+            .on::<HoldRequested, _, _>(move |env, ev| {
+                let s = a.clone();
+                async move { s.on_hold_requested(env, ev).await }
+            })
+            .on::<HoldReleaseRequested, _, _>(move |env, ev| {
+                let s = b.clone();
+                async move { s.on_release_requested(env, ev).await }
+            })
+            .on::<BookingConfirmed, _, _>(move |env, ev| {
+                let s = c.clone();
+                async move { s.on_booking_confirmed(env, ev).await }
+            })
+    }
+
+    /// The RPC methods inventory answers.
+    pub fn rpc(&self) -> RpcRouter {
+        let (a, b, c, d) = (self.clone(), self.clone(), self.clone(), self.clone());
+        RpcRouter::new(SERVICE)
+            .route::<ListRegions, _, _>(move |req| {
+                let s = a.clone();
+                async move { Ok(storage::regions(&s.db, req.parent_code, req.poverty_only).await?) }
+            })
+            .route::<CreateHomestay, _, _>(move |req| {
+                let s = b.clone();
+                async move { s.create_homestay(req).await }
+            })
+            .route::<SetRoomCalendar, _, _>(move |req| {
+                let s = c.clone();
+                async move { s.set_room_calendar(req).await }
+            })
+            .route::<GetRoomCalendar, _, _>(move |req| {
+                let s = d.clone();
+                async move { s.room_calendar(req).await }
+            })
+    }
+
+    async fn on_hold_requested(
+        &self,
+        env: Envelope,
+        ev: HoldRequested,
+    ) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        if storage::hold_for_update(&txn, ev.booking_id)
+            .await?
+            .is_some()
+        {
+            // Released (a tombstone) before it was ever held, or held already.
+            txn.commit().await?;
+            return Ok(());
+        }
+        let HoldItem::RoomNights {
+            room_type_id,
+            check_in,
+            check_out,
+            rooms,
+        } = ev.item
+        else {
+            let reject = HoldRejected {
+                booking_id: ev.booking_id,
+                code: ErrorCode::NotFound,
+                reason: "route departures are not on sale yet".into(),
+            };
+            return self.reject(txn, &env, reject).await;
+        };
+        let stay = match StayDates::parse(check_in, check_out) {
+            Ok(stay) if rooms > 0 => stay,
+            Ok(_) => {
+                return self
+                    .reject(
+                        txn,
+                        &env,
+                        rejection(&ev, ErrorCode::BadUserInput, "at least one room"),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .reject(txn, &env, rejection(&ev, e.code, &e.message))
+                    .await;
+            }
+        };
+        let Some(listing) = storage::listing(&txn, room_type_id).await? else {
+            return self
+                .reject(
+                    txn,
+                    &env,
+                    rejection(&ev, ErrorCode::NotFound, "no such room type"),
+                )
+                .await;
+        };
+        match storage::take_nights(&txn, room_type_id, stay, rooms).await? {
+            Some(total) => {
+                storage::insert_hold(
+                    &txn,
+                    ev.booking_id,
+                    "HELD",
+                    Some((room_type_id, stay, rooms)),
+                    Some(ev.expires_at),
+                )
+                .await?;
+                let granted = HoldGranted {
+                    booking_id: ev.booking_id,
+                    total,
+                    listing,
+                    expires_at: ev.expires_at,
+                };
+                enqueue(&txn, &[env.follow(SERVICE, &granted)]).await?;
+                txn.commit().await?;
+                self.outbox.committed();
+                info!(booking = %ev.booking_id, %total, "hold granted");
+                Ok(())
+            }
+            None => {
+                // Some night lacked room: undo the partial update, then record the refusal.
+                txn.rollback().await?;
+                let Some(txn) = begin_once(&self.db, &env).await? else {
+                    return Ok(());
+                };
+                let reason =
+                    format!("not enough rooms for every night from {check_in} to {check_out}");
+                self.reject(txn, &env, rejection(&ev, ErrorCode::SoldOut, &reason))
+                    .await
+            }
+        }
+    }
+
+    async fn reject(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        env: &Envelope,
+        reject: HoldRejected,
+    ) -> Result<(), HandlerError> {
+        storage::insert_hold(&txn, reject.booking_id, "REJECTED", None, None).await?;
+        enqueue(&txn, &[env.follow(SERVICE, &reject)]).await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        info!(booking = %reject.booking_id, reason = %reject.reason, "hold rejected");
+        Ok(())
+    }
+
+    async fn on_release_requested(
+        &self,
+        env: Envelope,
+        ev: HoldReleaseRequested,
+    ) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        match storage::hold_for_update(&txn, ev.booking_id).await? {
+            Some(hold) if hold.state == "HELD" || hold.state == "COMMITTED" => {
+                if let (Some(room_type), Some(stay)) = (hold.room_type_id, hold.stay) {
+                    storage::return_nights(&txn, room_type, stay, hold.rooms).await?;
+                }
+                storage::set_hold_state(&txn, ev.booking_id, "RELEASED").await?;
+            }
+            Some(_) => {}
+            // The release overtook the request: leave a tombstone so the
+            // request, when it comes, holds nothing.
+            None => storage::insert_hold(&txn, ev.booking_id, "RELEASED", None, None).await?,
+        }
+        enqueue(
+            &txn,
+            &[env.follow(
+                SERVICE,
+                &HoldReleased {
+                    booking_id: ev.booking_id,
+                },
+            )],
+        )
+        .await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(())
+    }
+
+    async fn on_booking_confirmed(
+        &self,
+        env: Envelope,
+        ev: BookingConfirmed,
+    ) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        if let Some(hold) = storage::hold_for_update(&txn, ev.booking_id).await?
+            && hold.state == "HELD"
+        {
+            storage::set_hold_state(&txn, ev.booking_id, "COMMITTED").await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Creates a host, its homestay and a room type.
+    pub async fn create_homestay(&self, req: CreateHomestay) -> Result<HomestayCreated, AppError> {
+        let name = req.name.trim();
+        let host = req.host_name.trim();
+        let room = req.room_type.name.trim();
+        if name.is_empty() || host.is_empty() || room.is_empty() {
+            return Err(AppError::bad_input(
+                "names of homestay, host and room type must not be empty",
+            ));
+        }
+        if req.room_type.beds == 0 || req.room_type.max_guests == 0 {
+            return Err(AppError::bad_input(
+                "a room type needs at least one bed and one guest",
+            ));
+        }
+        let txn = self.db.begin().await?;
+        if !storage::region_exists(&txn, req.region_code).await? {
+            return Err(AppError::bad_input(format!(
+                "unknown region {}",
+                req.region_code
+            )));
+        }
+        let created = HomestayCreated {
+            homestay_id: HomestayId::new(),
+            host_id: HostId::new(),
+            room_type_id: RoomTypeId::new(),
+        };
+        storage::insert_homestay(
+            &txn,
+            (created.host_id, host),
+            (created.homestay_id, name),
+            req.region_code,
+            (
+                created.room_type_id,
+                room,
+                req.room_type.beds,
+                req.room_type.max_guests,
+            ),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(created)
+    }
+
+    /// Sets rooms and price over a range of nights.
+    pub async fn set_room_calendar(&self, req: SetRoomCalendar) -> Result<u32, AppError> {
+        calendar_range(req.from, req.to)?;
+        if req.price.get() < 0 {
+            return Err(AppError::bad_input("price must not be negative"));
+        }
+        let txn = self.db.begin().await?;
+        if !storage::room_type_exists(&txn, req.room_type_id).await? {
+            return Err(AppError::not_found("no such room type"));
+        }
+        let n = storage::set_nights(
+            &txn,
+            req.room_type_id,
+            req.from,
+            req.to,
+            req.rooms,
+            req.price,
+        )
+        .await
+        .map_err(|e| {
+            if e.to_string().to_lowercase().contains("check constraint") {
+                AppError::conflict("fewer rooms than are already held or sold on some night")
+            } else {
+                AppError::from(e)
+            }
+        })?;
+        txn.commit().await?;
+        Ok(n)
+    }
+
+    async fn room_calendar(&self, req: GetRoomCalendar) -> Result<Vec<Night>, AppError> {
+        calendar_range(req.from, req.to)?;
+        Ok(storage::nights(&self.db, req.room_type_id, req.from, req.to).await?)
+    }
+}
+
+fn rejection(ev: &HoldRequested, code: ErrorCode, reason: &str) -> HoldRejected {
+    HoldRejected {
+        booking_id: ev.booking_id,
+        code,
+        reason: reason.to_owned(),
+    }
+}

@@ -1,0 +1,491 @@
+//! Inventory's tables and queries.
+//!
+//! Capacity lives in `room_nights.available`, guarded by
+//! `CHECK (available >= 0)`. A hold takes every night in one conditional
+//! `UPDATE … WHERE available >= n` and succeeds only if it touched every night
+//! of the stay: all or nothing, never read-then-write.
+
+use crate::domain::StayDates;
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
+use shared::db::{opt_uuid_value, row_uuid, run_ddl, uuid_value};
+use shared::events::ListingSnapshot;
+use shared::ids::{BookingId, HomestayId, HostId, RoomTypeId};
+use shared::money::Fen;
+use shared::outbox::stmt;
+use shared::region::{Region, RegionCode, reference_regions};
+use shared::rpcs::Night;
+
+/// Inventory's migrations.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(shared::runtime::KernelMigration),
+            Box::new(Catalogue),
+        ]
+    }
+}
+
+struct Catalogue;
+
+impl MigrationName for Catalogue {
+    fn name(&self) -> &str {
+        "m20261123_000001_catalogue"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Catalogue {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "CREATE TABLE regions (
+                    code TEXT PRIMARY KEY,
+                    name_zh TEXT NOT NULL,
+                    name_en TEXT NOT NULL,
+                    parent_code TEXT,
+                    poverty_county BOOLEAN NOT NULL,
+                    lifted_year INTEGER)",
+                "CREATE TABLE hosts (
+                    id UUID PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    region_code TEXT NOT NULL REFERENCES regions (code),
+                    created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                "CREATE TABLE homestays (
+                    id UUID PRIMARY KEY,
+                    host_id UUID NOT NULL REFERENCES hosts (id),
+                    region_code TEXT NOT NULL REFERENCES regions (code),
+                    name TEXT NOT NULL,
+                    certified BOOLEAN NOT NULL DEFAULT FALSE,
+                    created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                "CREATE TABLE room_types (
+                    id UUID PRIMARY KEY,
+                    homestay_id UUID NOT NULL REFERENCES homestays (id),
+                    name TEXT NOT NULL,
+                    beds INTEGER NOT NULL CHECK (beds > 0),
+                    max_guests INTEGER NOT NULL CHECK (max_guests > 0))",
+                "CREATE TABLE room_nights (
+                    room_type_id UUID NOT NULL REFERENCES room_types (id),
+                    night DATE NOT NULL,
+                    rooms INTEGER NOT NULL CHECK (rooms >= 0),
+                    available INTEGER NOT NULL CHECK (available >= 0 AND available <= rooms),
+                    price_fen BIGINT NOT NULL CHECK (price_fen >= 0),
+                    PRIMARY KEY (room_type_id, night))",
+                "CREATE TABLE holds (
+                    booking_id UUID PRIMARY KEY,
+                    room_type_id UUID,
+                    check_in DATE,
+                    check_out DATE,
+                    rooms INTEGER NOT NULL DEFAULT 0,
+                    state TEXT NOT NULL,
+                    expires_at TIMESTAMPTZ,
+                    created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            ],
+        )
+        .await?;
+        seed_regions(manager.get_connection()).await
+    }
+}
+
+async fn seed_regions<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
+    let backend = conn.get_database_backend();
+    for r in reference_regions() {
+        conn.execute_raw(stmt(
+            backend,
+            "INSERT INTO regions (code, name_zh, name_en, parent_code, poverty_county, lifted_year)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (code) DO NOTHING",
+            vec![
+                r.code.to_string().into(),
+                r.name_zh.into(),
+                r.name_en.into(),
+                r.parent.map(|p| p.to_string()).into(),
+                r.poverty_county.into(),
+                r.lifted_year.into(),
+            ],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+fn region_from_row(row: &sea_orm::QueryResult) -> Result<Region, DbErr> {
+    let code: String = row.try_get("", "code")?;
+    let parent: Option<String> = row.try_get("", "parent_code")?;
+    let bad = |e: shared::region::BadRegionCode| DbErr::Custom(e.to_string());
+    Ok(Region {
+        code: RegionCode::parse(&code).map_err(bad)?,
+        name_zh: row.try_get("", "name_zh")?,
+        name_en: row.try_get("", "name_en")?,
+        parent: parent
+            .map(|p| RegionCode::parse(&p))
+            .transpose()
+            .map_err(bad)?,
+        poverty_county: row.try_get("", "poverty_county")?,
+        lifted_year: row.try_get("", "lifted_year")?,
+    })
+}
+
+/// Children of `parent` (provinces when `None`), sorted by code.
+pub async fn regions<C: ConnectionTrait>(
+    conn: &C,
+    parent: Option<RegionCode>,
+    poverty_only: bool,
+) -> Result<Vec<Region>, DbErr> {
+    let backend = conn.get_database_backend();
+    let rows = match parent {
+        Some(p) => {
+            conn.query_all_raw(stmt(
+                backend,
+                "SELECT * FROM regions WHERE parent_code = $1 AND (poverty_county OR NOT $2) ORDER BY code",
+                vec![p.to_string().into(), poverty_only.into()],
+            ))
+            .await?
+        }
+        None => {
+            conn.query_all_raw(stmt(
+                backend,
+                "SELECT * FROM regions WHERE parent_code IS NULL AND (poverty_county OR NOT $1) ORDER BY code",
+                vec![poverty_only.into()],
+            ))
+            .await?
+        }
+    };
+    rows.iter().map(region_from_row).collect()
+}
+
+/// True when the region is in the table.
+pub async fn region_exists<C: ConnectionTrait>(conn: &C, code: RegionCode) -> Result<bool, DbErr> {
+    let backend = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(
+            backend,
+            "SELECT code FROM regions WHERE code = $1",
+            vec![code.to_string().into()],
+        ))
+        .await?
+        .is_some())
+}
+
+/// Inserts a host, its homestay and one room type.
+pub async fn insert_homestay<C: ConnectionTrait>(
+    conn: &C,
+    host: (HostId, &str),
+    homestay: (HomestayId, &str),
+    region: RegionCode,
+    room_type: (RoomTypeId, &str, u32, u32),
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO hosts (id, name, region_code) VALUES ($1, $2, $3)",
+        vec![
+            uuid_value(b, host.0.0),
+            host.1.into(),
+            region.to_string().into(),
+        ],
+    ))
+    .await?;
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO homestays (id, host_id, region_code, name) VALUES ($1, $2, $3, $4)",
+        vec![
+            uuid_value(b, homestay.0.0),
+            uuid_value(b, host.0.0),
+            region.to_string().into(),
+            homestay.1.into(),
+        ],
+    ))
+    .await?;
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO room_types (id, homestay_id, name, beds, max_guests) VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            uuid_value(b, room_type.0.0),
+            uuid_value(b, homestay.0.0),
+            room_type.1.into(),
+            room_type.2.into(),
+            room_type.3.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// True when the room type exists.
+pub async fn room_type_exists<C: ConnectionTrait>(conn: &C, id: RoomTypeId) -> Result<bool, DbErr> {
+    Ok(listing(conn, id).await?.is_some())
+}
+
+/// Sets rooms and price for each night in `[from, to)`. Lowering `rooms`
+/// lowers `available` by the same amount; below what is held, the CHECK fails.
+pub async fn set_nights<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+    from: NaiveDate,
+    to: NaiveDate,
+    rooms: u32,
+    price: Fen,
+) -> Result<u32, DbErr> {
+    let b = conn.get_database_backend();
+    let mut n = 0;
+    let mut night = from;
+    while night < to {
+        conn.execute_raw(stmt(
+            b,
+            "INSERT INTO room_nights (room_type_id, night, rooms, available, price_fen)
+             VALUES ($1, $2, $3, $3, $4)
+             ON CONFLICT (room_type_id, night) DO UPDATE SET
+               available = room_nights.available + (excluded.rooms - room_nights.rooms),
+               rooms = excluded.rooms,
+               price_fen = excluded.price_fen",
+            vec![
+                uuid_value(b, room_type.0),
+                night.into(),
+                rooms.into(),
+                price.get().into(),
+            ],
+        ))
+        .await?;
+        n += 1;
+        night = night.succ_opt().unwrap_or(night);
+    }
+    Ok(n)
+}
+
+/// The calendar of a room type for `[from, to)`: only nights that were set.
+pub async fn nights<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<Night>, DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT night, rooms, available, price_fen FROM room_nights
+             WHERE room_type_id = $1 AND night >= $2 AND night < $3 ORDER BY night",
+            vec![uuid_value(b, room_type.0), from.into(), to.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Night {
+                date: r.try_get("", "night")?,
+                rooms: u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0),
+                available: u32::try_from(r.try_get::<i32>("", "available")?).unwrap_or(0),
+                price: Fen(r.try_get("", "price_fen")?),
+            })
+        })
+        .collect()
+}
+
+/// The listing snapshot of a room type: title, host, region, certification.
+pub async fn listing<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+) -> Result<Option<ListingSnapshot>, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified
+             FROM room_types r JOIN homestays h ON h.id = r.homestay_id WHERE r.id = $1",
+            vec![uuid_value(b, room_type.0)],
+        ))
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let homestay: String = row.try_get("", "homestay")?;
+    let room: String = row.try_get("", "room")?;
+    let region: String = row.try_get("", "region_code")?;
+    Ok(Some(ListingSnapshot {
+        title: format!("{homestay} · {room}"),
+        host_id: HostId(row_uuid(&row, "host_id")?),
+        region_code: RegionCode::parse(&region).map_err(|e| DbErr::Custom(e.to_string()))?,
+        certified: row.try_get("", "certified")?,
+    }))
+}
+
+/// Takes `rooms` rooms on every night of the stay, or nothing. Returns the
+/// total price when every night had room.
+pub async fn take_nights<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+    stay: StayDates,
+    rooms: u32,
+) -> Result<Option<Fen>, DbErr> {
+    let b = conn.get_database_backend();
+    let taken = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE room_nights SET available = available - $4
+             WHERE room_type_id = $1 AND night >= $2 AND night < $3 AND available >= $4",
+            vec![
+                uuid_value(b, room_type.0),
+                stay.check_in.into(),
+                stay.check_out.into(),
+                rooms.into(),
+            ],
+        ))
+        .await?;
+    if taken.rows_affected() != stay.nights() as u64 {
+        return Ok(None);
+    }
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT CAST(COALESCE(SUM(price_fen), 0) AS BIGINT) AS total FROM room_nights
+             WHERE room_type_id = $1 AND night >= $2 AND night < $3",
+            vec![
+                uuid_value(b, room_type.0),
+                stay.check_in.into(),
+                stay.check_out.into(),
+            ],
+        ))
+        .await?;
+    let per_room: i64 = match row {
+        Some(r) => r.try_get("", "total")?,
+        None => 0,
+    };
+    Ok(Some(Fen(per_room * i64::from(rooms))))
+}
+
+/// Gives `rooms` back on every night of the stay.
+pub async fn return_nights<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+    stay: StayDates,
+    rooms: u32,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE room_nights SET available = available + $4
+         WHERE room_type_id = $1 AND night >= $2 AND night < $3",
+        vec![
+            uuid_value(b, room_type.0),
+            stay.check_in.into(),
+            stay.check_out.into(),
+            rooms.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A hold's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// HELD, COMMITTED, RELEASED or REJECTED.
+    pub state: String,
+    /// Room type held (none for a tombstone).
+    pub room_type_id: Option<RoomTypeId>,
+    /// The stay held.
+    pub stay: Option<StayDates>,
+    /// Rooms per night.
+    pub rooms: u32,
+}
+
+/// Reads a hold, locking it on PostgreSQL.
+pub async fn hold_for_update<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+) -> Result<Option<Hold>, DbErr> {
+    let b = conn.get_database_backend();
+    let sql = match b {
+        sea_orm::DbBackend::Postgres => "SELECT * FROM holds WHERE booking_id = $1 FOR UPDATE",
+        _ => "SELECT * FROM holds WHERE booking_id = $1",
+    };
+    let Some(row) = conn
+        .query_one_raw(stmt(b, sql, vec![uuid_value(b, booking.0)]))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let check_in: Option<NaiveDate> = row.try_get("", "check_in")?;
+    let check_out: Option<NaiveDate> = row.try_get("", "check_out")?;
+    let room_type = match row.try_get::<Option<uuid::Uuid>>("", "room_type_id") {
+        Ok(v) => v,
+        Err(_) => row
+            .try_get::<Option<String>>("", "room_type_id")?
+            .and_then(|s| uuid::Uuid::parse_str(&s).ok()),
+    };
+    Ok(Some(Hold {
+        state: row.try_get("", "state")?,
+        room_type_id: room_type.map(RoomTypeId),
+        stay: check_in
+            .zip(check_out)
+            .map(|(check_in, check_out)| StayDates {
+                check_in,
+                check_out,
+            }),
+        rooms: u32::try_from(row.try_get::<i32>("", "rooms")?).unwrap_or(0),
+    }))
+}
+
+/// Records a hold (or a tombstone: state RELEASED/REJECTED with no capacity).
+pub async fn insert_hold<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+    state: &str,
+    held: Option<(RoomTypeId, StayDates, u32)>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    let (room_type, check_in, check_out, rooms) = match held {
+        Some((r, s, n)) => (Some(r.0), Some(s.check_in), Some(s.check_out), n),
+        None => (None, None, None, 0),
+    };
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO holds (booking_id, room_type_id, check_in, check_out, rooms, state, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        vec![
+            uuid_value(b, booking.0),
+            opt_uuid_value(b, room_type),
+            check_in.into(),
+            check_out.into(),
+            rooms.into(),
+            state.into(),
+            expires_at.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Moves a hold to `state`.
+pub async fn set_hold_state<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+    state: &str,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE holds SET state = $2 WHERE booking_id = $1",
+        vec![uuid_value(b, booking.0), state.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Number of homestays (demo seeding checks for an empty catalogue).
+pub async fn homestay_count<C: ConnectionTrait>(conn: &C) -> Result<i64, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM homestays",
+            vec![],
+        ))
+        .await?;
+    match row {
+        Some(r) => r.try_get("", "n"),
+        None => Ok(0),
+    }
+}

@@ -1,0 +1,45 @@
+//! Ledger rules, without I/O.
+
+use shared::ids::HostId;
+use shared::money::{Fen, Split};
+
+/// The traveler clearing account: money in from travelers.
+pub const CLEARING: &str = "traveler_clearing";
+/// Platform revenue.
+pub const PLATFORM: &str = "platform_revenue";
+/// The public welfare fund (公益基金).
+pub const FUND: &str = "welfare_fund";
+
+/// The payable account of a host.
+pub fn host_account(host: HostId) -> String {
+    format!("host:{host}")
+}
+
+/// The legs of a capture: clearing pays out to host, platform, fund (and
+/// agency). They sum to exactly zero because the split sums to the gross.
+pub fn capture_legs(split: &Split, host: HostId) -> Vec<(String, Fen)> {
+    let mut legs = vec![
+        (CLEARING.to_owned(), -split.gross),
+        (host_account(host), split.host),
+        (PLATFORM.to_owned(), split.platform),
+        (FUND.to_owned(), split.fund),
+    ];
+    if split.agency != Fen::ZERO {
+        legs.push(("agency".to_owned(), split.agency));
+    }
+    legs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::money::SplitRates;
+
+    #[test]
+    fn a_capture_posts_legs_that_sum_to_zero() {
+        let split = Split::of(Fen(38_001), SplitRates::default());
+        let legs = capture_legs(&split, HostId::new());
+        assert_eq!(legs.iter().map(|(_, a)| *a).sum::<Fen>(), Fen::ZERO);
+        assert_eq!(legs[0].1, Fen(-38_001));
+    }
+}

@@ -1,0 +1,240 @@
+//! The in-process bus, for embedded mode: the same contract as RabbitMQ —
+//! topic routing, unroutable publishes fail, at-least-once delivery with
+//! redelivery on a retryable error, dead-letter after the limit or on reject,
+//! RPC with a deadline — without a broker. Messages cross it as bytes, so
+//! whatever would not survive the wire does not survive here either.
+//!
+//! It is not durable: a crash loses what was published and not yet handled.
+//! The outbox has already marked those events published, which is why the
+//! embedded mode is for trying Duikou and small single-process deployments.
+
+use super::{
+    Bus, BusConfig, BusError, EventRouter, HandlerError, retry_delay, rpc_timeout, topic_matches,
+};
+use crate::envelope::Envelope;
+use crate::error::{AppError, ErrorCode};
+use crate::rpc::RpcRouter;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info_span, warn};
+
+/// One message waiting in a queue.
+struct Delivery {
+    body: Vec<u8>,
+    attempt: u32,
+}
+
+struct Queue {
+    bindings: Vec<String>,
+    tx: mpsc::UnboundedSender<Delivery>,
+}
+
+/// A message the in-process bus dead-lettered.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The body as published.
+    pub body: Vec<u8>,
+    /// Why it was dead-lettered.
+    pub reason: String,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<String, Queue>,
+    services: HashMap<String, Arc<RpcRouter>>,
+    dead: HashMap<String, Vec<DeadLetter>>,
+}
+
+/// The in-process implementation of [`Bus`].
+#[derive(Clone)]
+pub struct MemoryBus {
+    config: BusConfig,
+    state: Arc<Mutex<State>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl MemoryBus {
+    /// A bus with no queues yet.
+    pub fn new(config: BusConfig) -> MemoryBus {
+        MemoryBus {
+            config,
+            state: Arc::default(),
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The messages dead-lettered from queue `name` so far.
+    pub fn dead_letters(&self, name: &str) -> Vec<DeadLetter> {
+        self.state().dead.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Puts raw bytes on a queue as if published (tests: malformed messages).
+    pub fn inject(&self, queue: &str, body: Vec<u8>) -> Result<(), BusError> {
+        let state = self.state();
+        let q = state
+            .queues
+            .get(queue)
+            .ok_or_else(|| BusError::Unroutable(queue.to_owned()))?;
+        q.tx.send(Delivery { body, attempt: 1 })
+            .map_err(|_| BusError::Broker("queue closed".into()))
+    }
+
+    fn bury(&self, queue: &str, body: Vec<u8>, reason: String) {
+        warn!(queue, %reason, "dead-lettered a message");
+        self.state()
+            .dead
+            .entry(queue.to_owned())
+            .or_default()
+            .push(DeadLetter { body, reason });
+    }
+
+    async fn deliver(&self, router: &EventRouter, delivery: Delivery) {
+        let queue = router.queue();
+        let env = match Envelope::from_bytes(&delivery.body) {
+            Ok(env) => env,
+            Err(e) => {
+                return self.bury(queue, delivery.body, format!("not an event envelope: {e}"));
+            }
+        };
+        let span = info_span!("event", r#type = %env.kind, id = %env.id, correlation_id = %env.correlation_id);
+        match router.dispatch(env).instrument(span).await {
+            Ok(()) => {}
+            Err(HandlerError::Reject(reason)) => self.bury(queue, delivery.body, reason),
+            Err(HandlerError::Retry(reason)) => {
+                if delivery.attempt >= self.config.delivery_limit {
+                    let reason = format!("delivery limit reached; last error: {reason}");
+                    return self.bury(queue, delivery.body, reason);
+                }
+                warn!(queue, %reason, attempt = delivery.attempt, "handler failed; will be redelivered");
+                tokio::time::sleep(retry_delay(delivery.attempt)).await;
+                let state = self.state();
+                if let Some(q) = state.queues.get(queue) {
+                    let _ = q.tx.send(Delivery {
+                        body: delivery.body,
+                        attempt: delivery.attempt + 1,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), BusError>> {
+        let state = self.state();
+        events
+            .iter()
+            .map(|env| {
+                let mut routed = false;
+                for q in state.queues.values() {
+                    if q.bindings.iter().any(|b| topic_matches(b, &env.kind)) {
+                        routed |=
+                            q.tx.send(Delivery {
+                                body: env.to_bytes(),
+                                attempt: 1,
+                            })
+                            .is_ok();
+                    }
+                }
+                if routed {
+                    Ok(())
+                } else {
+                    Err(BusError::Unroutable(env.kind.clone()))
+                }
+            })
+            .collect()
+    }
+
+    async fn subscribe(&self, router: EventRouter) -> Result<(), BusError> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
+        let name = router.queue().to_owned();
+        self.state().queues.insert(
+            name,
+            Queue {
+                bindings: router.bindings(),
+                tx,
+            },
+        );
+        let router = Arc::new(router);
+        let bus = self.clone();
+        let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(
+            self.config.prefetch.max(1),
+        )));
+        self.tracker.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = rx.recv() => next,
+                    () = bus.cancel.cancelled() => break,
+                };
+                let Some(delivery) = next else { break };
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
+                let (bus2, router) = (bus.clone(), router.clone());
+                bus.tracker.spawn(async move {
+                    bus2.deliver(&router, delivery).await;
+                    drop(permit);
+                });
+            }
+        });
+        Ok(())
+    }
+
+    async fn serve(&self, router: RpcRouter) -> Result<(), BusError> {
+        self.state()
+            .services
+            .insert(router.service().to_owned(), Arc::new(router));
+        Ok(())
+    }
+
+    async fn call_raw(
+        &self,
+        service: &str,
+        method: &str,
+        body: serde_json::Value,
+        deadline: Duration,
+    ) -> Result<serde_json::Value, AppError> {
+        let router = self.state().services.get(service).cloned();
+        let Some(router) = router else {
+            return Err(AppError::new(
+                ErrorCode::ServiceUnavailable,
+                format!("{service} is not running"),
+            ));
+        };
+        let call = async move {
+            // Cross the "wire" as bytes in both directions.
+            let body: serde_json::Value =
+                serde_json::from_slice(&serde_json::to_vec(&body).map_err(AppError::internal)?)
+                    .map_err(AppError::internal)?;
+            let reply = router.dispatch(method, body).await?;
+            let bytes = serde_json::to_vec(&reply).map_err(AppError::internal)?;
+            serde_json::from_slice(&bytes).map_err(AppError::internal)
+        };
+        match tokio::time::timeout(deadline, call).await {
+            Ok(reply) => reply,
+            Err(_) => Err(rpc_timeout(service, deadline)),
+        }
+    }
+
+    fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}

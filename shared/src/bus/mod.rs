@@ -1,0 +1,261 @@
+//! The bus: events on a topic exchange, and RPC, behind one trait with two
+//! implementations — RabbitMQ ([`amqp::AmqpBus`]) and in-process
+//! ([`memory::MemoryBus`]) — with the same at-least-once semantics.
+//!
+//! Handlers return [`HandlerError::Retry`] for a failure that may pass (the
+//! message is redelivered until the delivery limit, then dead-lettered) and
+//! [`HandlerError::Reject`] for a message that can never succeed (dead-lettered
+//! at once, the reason in a header). A handler's effect and its inbox row
+//! commit together, so a redelivery after a lost ack changes nothing.
+
+pub mod amqp;
+pub mod memory;
+mod topic;
+
+use crate::envelope::{BadPayload, Envelope, Event};
+use crate::error::{AppError, ErrorCode};
+use crate::rpc::{Rpc, RpcRouter};
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use topic::topic_matches;
+
+/// Header naming why a message was dead-lettered by a consumer.
+pub const DEAD_REASON_HEADER: &str = "x-duikou-dead-reason";
+
+/// Tunables shared by both implementations.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// Prefix on every exchange and queue name: isolates tests, or tenants of one vhost.
+    pub prefix: String,
+    /// Unacknowledged deliveries per consumer (and handlers running at once).
+    pub prefetch: u16,
+    /// Deliveries of one message before it is dead-lettered.
+    pub delivery_limit: u32,
+    /// Default deadline of an RPC.
+    pub rpc_timeout: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            prefix: String::new(),
+            prefetch: 32,
+            delivery_limit: 5,
+            rpc_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BusConfig {
+    /// The events exchange, `duikou.events` with the prefix.
+    pub fn exchange(&self) -> String {
+        format!("{}duikou.events", self.prefix)
+    }
+
+    /// A queue's full name, e.g. `booking.events` with the prefix.
+    pub fn queue(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The dead-letter queue of `name`.
+    pub fn dead_queue(&self, name: &str) -> String {
+        format!("{}{name}.dead", self.prefix)
+    }
+
+    /// The RPC queue of `service`.
+    pub fn rpc_queue(&self, service: &str) -> String {
+        format!("{}{service}.rpc", self.prefix)
+    }
+}
+
+/// A bus failure when publishing or declaring.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// No queue is bound for the routing key (returned under `mandatory`).
+    #[error("no queue is bound for `{0}`")]
+    Unroutable(String),
+    /// The broker refused the message (nack).
+    #[error("the broker refused the message")]
+    Nacked,
+    /// The broker cannot be reached or the channel failed.
+    #[error("broker: {0}")]
+    Broker(String),
+}
+
+impl From<lapin::Error> for BusError {
+    fn from(e: lapin::Error) -> Self {
+        BusError::Broker(e.to_string())
+    }
+}
+
+/// How a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// May succeed later (database busy, deadlock): redeliver.
+    #[error("retry: {0}")]
+    Retry(String),
+    /// Can never succeed (malformed, unknown type): dead-letter now.
+    #[error("reject: {0}")]
+    Reject(String),
+}
+
+impl From<sea_orm::DbErr> for HandlerError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        HandlerError::Retry(e.to_string())
+    }
+}
+
+impl From<BadPayload> for HandlerError {
+    fn from(e: BadPayload) -> Self {
+        HandlerError::Reject(e.to_string())
+    }
+}
+
+type EventRoute =
+    Box<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+
+/// The events one service consumes from its queue, one handler per type.
+pub struct EventRouter {
+    queue: String,
+    routes: HashMap<&'static str, EventRoute>,
+}
+
+impl EventRouter {
+    /// A router consuming the queue `name` (e.g. `booking.events`).
+    pub fn new(queue: impl Into<String>) -> Self {
+        EventRouter {
+            queue: queue.into(),
+            routes: HashMap::new(),
+        }
+    }
+
+    /// The queue's name without prefix.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The routing keys to bind: one per handled type.
+    pub fn bindings(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.routes.keys().map(|k| (*k).to_owned()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// Handles events of type `E`; the handler receives the envelope (for its
+    /// id and correlation) and the decoded payload.
+    pub fn on<E, F, Fut>(mut self, handler: F) -> Self
+    where
+        E: Event + 'static,
+        F: Fn(Envelope, E) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.routes.insert(
+            E::TYPE,
+            Box::new(move |env| {
+                let handler = handler.clone();
+                Box::pin(async move {
+                    let event: E = env.decode()?;
+                    handler(env, event).await
+                })
+            }),
+        );
+        self
+    }
+
+    /// Runs the handler for the envelope's type; an unknown type is rejected.
+    pub async fn dispatch(&self, env: Envelope) -> Result<(), HandlerError> {
+        match self.routes.get(env.kind.as_str()) {
+            Some(route) => route(env).await,
+            None => Err(HandlerError::Reject(format!(
+                "{} has no handler for event type `{}`",
+                self.queue, env.kind
+            ))),
+        }
+    }
+}
+
+/// The bus both implementations provide.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes events to `duikou.events` and waits for the broker to confirm
+    /// each; the result at index i is event i's. Unroutable is a failure.
+    async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), BusError>>;
+
+    /// Declares the router's queue (with its dead-letter queue and bindings)
+    /// and consumes it until shutdown.
+    async fn subscribe(&self, router: EventRouter) -> Result<(), BusError>;
+
+    /// Serves the router's RPC methods as a competing consumer of `<service>.rpc`.
+    async fn serve(&self, router: RpcRouter) -> Result<(), BusError>;
+
+    /// Sends one RPC and waits for the reply until `deadline`.
+    async fn call_raw(
+        &self,
+        service: &str,
+        method: &str,
+        body: serde_json::Value,
+        deadline: Duration,
+    ) -> Result<serde_json::Value, AppError>;
+
+    /// The bus's configuration.
+    fn config(&self) -> &BusConfig;
+
+    /// Stops taking deliveries and waits for handlers in flight to finish.
+    async fn shutdown(&self);
+
+    /// Closes the connection; call after [`Bus::shutdown`] and after the
+    /// outbox relays' last round.
+    async fn close(&self) {}
+
+    /// Names of the queues this bus declared (tests delete them afterwards).
+    fn declared_queues(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Sends a typed RPC with the bus's default deadline.
+pub async fn call<R: Rpc>(bus: &dyn Bus, request: &R) -> Result<R::Reply, AppError> {
+    call_within(bus, request, bus.config().rpc_timeout).await
+}
+
+/// Sends a typed RPC with an explicit deadline.
+pub async fn call_within<R: Rpc>(
+    bus: &dyn Bus,
+    request: &R,
+    deadline: Duration,
+) -> Result<R::Reply, AppError> {
+    let body = serde_json::to_value(request).map_err(AppError::internal)?;
+    let reply = bus.call_raw(R::SERVICE, R::METHOD, body, deadline).await?;
+    serde_json::from_value(reply).map_err(|e| {
+        AppError::new(
+            ErrorCode::Internal,
+            format!(
+                "{} replied to {} with an unexpected shape: {e}",
+                R::SERVICE,
+                R::METHOD
+            ),
+        )
+    })
+}
+
+/// The error a caller sees when a service did not answer in time.
+pub(crate) fn rpc_timeout(service: &str, deadline: Duration) -> AppError {
+    AppError::new(
+        ErrorCode::ServiceUnavailable,
+        format!(
+            "{service} did not answer within {} ms",
+            deadline.as_millis()
+        ),
+    )
+}
+
+/// Backoff before a failed delivery is handed back: grows with the attempt.
+pub(crate) fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6)))
+}

@@ -1,0 +1,135 @@
+//! Configuration: `DUIKOU_*` environment variables over an optional TOML
+//! file. Secrets (URLs with passwords, the admin password) are wrapped so
+//! they never print, not even in `Debug`.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::bus::BusConfig;
+use crate::money::SplitRates;
+
+/// Everything the launcher and the services read from the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// PostgreSQL server; each service uses its own database on it. None: SQLite.
+    pub postgres_url: Option<SecretString>,
+    /// RabbitMQ. None: the in-process bus.
+    pub amqp_url: Option<SecretString>,
+    /// Redis. None: in-process cache and limiter.
+    pub redis_url: Option<SecretString>,
+    /// Where the gateway listens.
+    pub gateway_addr: String,
+    /// Where embedded mode keeps its SQLite files.
+    pub data_dir: PathBuf,
+    /// Database names are `<db_prefix><service>`.
+    pub db_prefix: String,
+    /// Prefix on exchange and queue names.
+    pub bus_prefix: String,
+    /// Connections per service database pool.
+    pub db_max_connections: u32,
+    /// Default RPC deadline in milliseconds.
+    pub rpc_timeout_ms: u64,
+    /// Unacked deliveries per consumer.
+    pub prefetch: u16,
+    /// Deliveries before a message is dead-lettered.
+    pub delivery_limit: u32,
+    /// How long a hold lasts before the booking expires, in seconds.
+    pub hold_seconds: i64,
+    /// Platform fee in basis points (300 = 3 %).
+    pub platform_fee_bp: u32,
+    /// Welfare fund share in basis points (100 = 1 %).
+    pub fund_bp: u32,
+    /// Bootstrap platform admin.
+    pub admin_email: Option<String>,
+    /// Bootstrap platform admin's password.
+    pub admin_password: Option<SecretString>,
+    /// `pretty` or `json`.
+    pub log_format: String,
+    /// Load the demonstration catalogue when a catalogue is empty on start.
+    pub demo: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            postgres_url: None,
+            amqp_url: None,
+            redis_url: None,
+            gateway_addr: "127.0.0.1:8000".into(),
+            data_dir: PathBuf::from("data"),
+            db_prefix: "duikou_".into(),
+            bus_prefix: String::new(),
+            db_max_connections: 10,
+            rpc_timeout_ms: 5_000,
+            prefetch: 32,
+            delivery_limit: 5,
+            hold_seconds: 15 * 60,
+            platform_fee_bp: 300,
+            fund_bp: 100,
+            admin_email: None,
+            admin_password: None,
+            log_format: "pretty".into(),
+            demo: true,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the optional file, then `DUIKOU_*` variables over it
+    /// (`DUIKOU_POSTGRES_URL` sets `postgres_url`).
+    pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        builder
+            .add_source(
+                config::Environment::with_prefix("DUIKOU")
+                    .prefix_separator("_")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()
+    }
+
+    /// The bus tunables.
+    pub fn bus(&self) -> BusConfig {
+        BusConfig {
+            prefix: self.bus_prefix.clone(),
+            prefetch: self.prefetch,
+            delivery_limit: self.delivery_limit,
+            rpc_timeout: Duration::from_millis(self.rpc_timeout_ms),
+        }
+    }
+
+    /// The split rates for a traveler's own booking.
+    pub fn split_rates(&self) -> SplitRates {
+        SplitRates {
+            platform_bp: self.platform_fee_bp,
+            fund_bp: self.fund_bp,
+            agency_bp: 0,
+        }
+    }
+
+    /// `embedded` or `distributed`, for the start-up summary.
+    pub fn mode(&self) -> &'static str {
+        if self.postgres_url.is_some() || self.amqp_url.is_some() {
+            "distributed"
+        } else {
+            "embedded"
+        }
+    }
+
+    /// The AMQP URL, if one is configured.
+    pub fn amqp(&self) -> Option<&str> {
+        self.amqp_url.as_ref().map(|s| s.expose_secret())
+    }
+
+    /// The PostgreSQL URL, if one is configured.
+    pub fn postgres(&self) -> Option<&str> {
+        self.postgres_url.as_ref().map(|s| s.expose_secret())
+    }
+}

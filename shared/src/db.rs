@@ -1,0 +1,166 @@
+//! Database connections: each service its own database — on PostgreSQL
+//! `<db_prefix><service>`, created if missing; in embedded mode a SQLite file
+//! under the data directory.
+
+use crate::config::Settings;
+use crate::outbox::stmt;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use std::time::Duration;
+use tracing::info;
+
+/// The database name (or file stem) of `service`.
+pub fn database_name(settings: &Settings, service: &str) -> String {
+    format!("{}{service}", settings.db_prefix)
+}
+
+/// Replaces the database in a PostgreSQL URL.
+pub fn with_database(url: &str, database: &str) -> Result<String, DbErr> {
+    let mut parsed =
+        url::Url::parse(url).map_err(|e| DbErr::Custom(format!("bad PostgreSQL URL: {e}")))?;
+    parsed.set_path(&format!("/{database}"));
+    Ok(parsed.to_string())
+}
+
+/// Creates the database on the server unless it exists (safe under races).
+pub async fn ensure_database(server_url: &str, database: &str) -> Result<(), DbErr> {
+    let admin = Database::connect(with_database(server_url, "postgres")?).await?;
+    let exists = admin
+        .query_one_raw(stmt(
+            DbBackend::Postgres,
+            "SELECT 1 AS one FROM pg_database WHERE datname = $1",
+            vec![database.into()],
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        let quoted = database.replace('"', "\"\"");
+        match admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{quoted}\""))
+            .await
+        {
+            Ok(_) => info!(database, "created database"),
+            // Another process created it between our check and our create.
+            Err(e) if e.to_string().contains("already exists") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    admin.close().await
+}
+
+/// Drops a database (test cleanup), closing its connections.
+pub async fn drop_database(server_url: &str, database: &str) -> Result<(), DbErr> {
+    let admin = Database::connect(with_database(server_url, "postgres")?).await?;
+    let quoted = database.replace('"', "\"\"");
+    admin
+        .execute_unprepared(&format!(
+            "DROP DATABASE IF EXISTS \"{quoted}\" WITH (FORCE)"
+        ))
+        .await?;
+    admin.close().await
+}
+
+/// Connects `service` to its own database.
+pub async fn connect(settings: &Settings, service: &str) -> Result<DatabaseConnection, DbErr> {
+    let name = database_name(settings, service);
+    match settings.postgres() {
+        Some(server) => {
+            ensure_database(server, &name).await?;
+            let mut options = ConnectOptions::new(with_database(server, &name)?);
+            options
+                .max_connections(settings.db_max_connections)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .sqlx_logging(false);
+            Database::connect(options).await
+        }
+        None => {
+            std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+                DbErr::Custom(format!(
+                    "cannot create {}: {e}",
+                    settings.data_dir.display()
+                ))
+            })?;
+            let path = settings.data_dir.join(format!("{name}.db"));
+            let mut options = ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
+            // One connection: SQLite has one writer anyway, and a second
+            // connection inside an open transaction would wait on itself.
+            options.max_connections(1).sqlx_logging(false);
+            let db = Database::connect(options).await?;
+            db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+            db.execute_unprepared("PRAGMA busy_timeout=5000").await?;
+            db.execute_unprepared("PRAGMA foreign_keys=ON").await?;
+            Ok(db)
+        }
+    }
+}
+
+/// A UUID as a bind value: native on PostgreSQL, text on SQLite.
+pub fn uuid_value(backend: DbBackend, id: uuid::Uuid) -> sea_orm::Value {
+    match backend {
+        DbBackend::Sqlite => id.to_string().into(),
+        _ => id.into(),
+    }
+}
+
+/// Reads a UUID column stored by [`uuid_value`].
+pub fn row_uuid(row: &sea_orm::QueryResult, column: &str) -> Result<uuid::Uuid, DbErr> {
+    match row.try_get::<uuid::Uuid>("", column) {
+        Ok(id) => Ok(id),
+        Err(_) => {
+            let s: String = row.try_get("", column)?;
+            uuid::Uuid::parse_str(&s).map_err(|e| DbErr::Custom(format!("{column}: {e}")))
+        }
+    }
+}
+
+/// DDL written for PostgreSQL, adapted to SQLite's types where needed.
+pub fn portable_ddl(backend: DbBackend, sql: &str) -> String {
+    match backend {
+        DbBackend::Sqlite => sql
+            .replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT")
+            .replace("TIMESTAMPTZ", "TEXT")
+            .replace("UUID", "TEXT")
+            .replace("DATE ", "TEXT ")
+            .replace("JSONB", "TEXT")
+            .replace("DEFAULT now()", "DEFAULT CURRENT_TIMESTAMP"),
+        _ => sql.to_owned(),
+    }
+}
+
+/// Runs a service's DDL statements (PostgreSQL dialect, see [`portable_ddl`]).
+pub async fn run_ddl(
+    manager: &sea_orm_migration::SchemaManager<'_>,
+    statements: &[&str],
+) -> Result<(), DbErr> {
+    let conn = manager.get_connection();
+    let backend = conn.get_database_backend();
+    for sql in statements {
+        conn.execute_unprepared(&portable_ddl(backend, sql)).await?;
+    }
+    Ok(())
+}
+
+/// True for errors worth retrying: serialization failure, deadlock, busy.
+pub fn is_transient(e: &DbErr) -> bool {
+    let s = e.to_string();
+    s.contains("40001")
+        || s.contains("40P01")
+        || s.contains("deadlock")
+        || s.contains("database is locked")
+}
+
+/// True when the error is a unique-constraint violation.
+pub fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+/// An optional UUID as a bind value (a typed NULL on PostgreSQL).
+pub fn opt_uuid_value(backend: DbBackend, id: Option<uuid::Uuid>) -> sea_orm::Value {
+    match backend {
+        DbBackend::Sqlite => id.map(|i| i.to_string()).into(),
+        _ => id.into(),
+    }
+}

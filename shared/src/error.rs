@@ -1,0 +1,105 @@
+//! Error codes every part of Duikou speaks, from an RPC reply to the
+//! GraphQL `extensions.code` a client sees.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A stable, machine-readable error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// No or invalid credentials.
+    Unauthenticated,
+    /// Authenticated, but not allowed.
+    Forbidden,
+    /// The input is invalid; the message says which part.
+    BadUserInput,
+    /// The thing asked for does not exist (or is not visible to the caller).
+    NotFound,
+    /// Not enough capacity for the request.
+    SoldOut,
+    /// The request conflicts with the current state.
+    Conflict,
+    /// An idempotency key was reused with different input.
+    IdempotencyKeyReused,
+    /// The payment provider refused the payment.
+    PaymentDeclined,
+    /// Too many requests.
+    RateLimited,
+    /// A part of the system did not answer in time.
+    ServiceUnavailable,
+    /// A bug or an unexpected failure; details are in the logs, not the reply.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as clients see it, e.g. `BAD_USER_INPUT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::BadUserInput => "BAD_USER_INPUT",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::SoldOut => "SOLD_OUT",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ErrorCode::PaymentDeclined => "PAYMENT_DECLINED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error with a code and a message meant for the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AppError {
+    /// The machine-readable code.
+    pub code: ErrorCode,
+    /// A human message; never SQL or a stack trace.
+    pub message: String,
+}
+
+impl AppError {
+    /// An error with the given code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        AppError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// BAD_USER_INPUT.
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadUserInput, message)
+    }
+
+    /// NOT_FOUND.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    /// CONFLICT.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    /// INTERNAL: logs the cause and tells the client only that it happened.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error; it has been logged")
+    }
+}
+
+impl From<sea_orm::DbErr> for AppError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        AppError::internal(e)
+    }
+}

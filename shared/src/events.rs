@@ -1,0 +1,189 @@
+//! The events of DESIGN.md, one struct per routing key. Versioned by adding
+//! fields only: a new field is `#[serde(default)]` so old producers still parse.
+
+use crate::envelope::Event;
+use crate::ids::{BookingId, DepartureId, HostId, PaymentId, RefundId, RoomTypeId};
+use crate::money::{Fen, Split};
+use crate::region::RegionCode;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What a booking holds: room-nights of one room type, or seats on a departure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HoldItem {
+    /// `rooms` rooms of a room type for every night in `[check_in, check_out)`.
+    RoomNights {
+        /// The room type.
+        room_type_id: RoomTypeId,
+        /// First night.
+        check_in: NaiveDate,
+        /// Day of departure (not a night).
+        check_out: NaiveDate,
+        /// Rooms per night.
+        rooms: u32,
+    },
+    /// `seats` seats on a route departure.
+    Seats {
+        /// The departure.
+        departure_id: DepartureId,
+        /// Seats (travelers).
+        seats: u32,
+    },
+}
+
+/// booking → inventory: hold this capacity for the booking until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldRequested {
+    /// The booking (and the hold's id).
+    pub booking_id: BookingId,
+    /// What to hold.
+    pub item: HoldItem,
+    /// When the hold lapses unless committed.
+    pub expires_at: DateTime<Utc>,
+}
+impl Event for HoldRequested {
+    const TYPE: &'static str = "booking.hold_requested";
+}
+
+/// The priced listing a hold was granted on: the booking's price snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListingSnapshot {
+    /// The listing's title (homestay name + room type, or route title).
+    pub title: String,
+    /// Who receives the host payout.
+    pub host_id: HostId,
+    /// Where the listing is.
+    pub region_code: RegionCode,
+    /// Whether it carried a valid poverty-relief certification when held.
+    pub certified: bool,
+}
+
+/// inventory → booking: the capacity is held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldGranted {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// Total price of what was held.
+    pub total: Fen,
+    /// The listing as it was when held.
+    pub listing: ListingSnapshot,
+    /// When the hold lapses.
+    pub expires_at: DateTime<Utc>,
+}
+impl Event for HoldGranted {
+    const TYPE: &'static str = "inventory.hold_granted";
+}
+
+/// inventory → booking: the hold could not be granted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldRejected {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// `SOLD_OUT`, `NOT_FOUND`, `BAD_USER_INPUT`…
+    pub code: crate::ErrorCode,
+    /// Why, for the traveler.
+    pub reason: String,
+}
+impl Event for HoldRejected {
+    const TYPE: &'static str = "inventory.hold_rejected";
+}
+
+/// booking → inventory: give the held capacity back (expired, cancelled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldReleaseRequested {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// Why.
+    pub reason: String,
+}
+impl Event for HoldReleaseRequested {
+    const TYPE: &'static str = "booking.hold_release_requested";
+}
+
+/// inventory → booking: the capacity is back on sale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldReleased {
+    /// The booking.
+    pub booking_id: BookingId,
+}
+impl Event for HoldReleased {
+    const TYPE: &'static str = "inventory.hold_released";
+}
+
+/// payment → booking, partnership: money was captured, split as shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    /// The booking paid for.
+    pub booking_id: BookingId,
+    /// The payment.
+    pub payment_id: PaymentId,
+    /// Gross and its split.
+    pub split: Split,
+}
+impl Event for PaymentCaptured {
+    const TYPE: &'static str = "payment.captured";
+}
+
+/// payment → booking: the provider refused the payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// The payment.
+    pub payment_id: PaymentId,
+    /// The provider's reason.
+    pub reason: String,
+}
+impl Event for PaymentFailed {
+    const TYPE: &'static str = "payment.failed";
+}
+
+/// payment → booking, partnership: money went back, reversing this split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// The payment refunded.
+    pub payment_id: PaymentId,
+    /// The refund.
+    pub refund_id: RefundId,
+    /// The reversed shares (positive amounts).
+    pub split: Split,
+}
+impl Event for PaymentRefunded {
+    const TYPE: &'static str = "payment.refunded";
+}
+
+/// booking → inventory, partnership, gateway: the booking is confirmed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingConfirmed {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// Travelers on it (tourists sent).
+    pub travelers: u32,
+    /// The booker's home region (or the declared sponsor region).
+    pub sponsor_region: Option<RegionCode>,
+    /// The listing as held.
+    pub listing: ListingSnapshot,
+    /// Gross paid.
+    pub total: Fen,
+}
+impl Event for BookingConfirmed {
+    const TYPE: &'static str = "booking.confirmed";
+}
+
+/// booking → anyone watching: the booking moved to a new state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingStatusChanged {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// The new status, e.g. `CONFIRMED`.
+    pub status: String,
+    /// Why, when there is a reason (rejected, expired).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+impl Event for BookingStatusChanged {
+    const TYPE: &'static str = "booking.status_changed";
+}

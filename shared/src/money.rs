@@ -1,0 +1,249 @@
+//! Money: integer fen (分) inside, a decimal string outside.
+//!
+//! All amounts are CNY. `Fen` never holds a fraction, so sums are exact; the
+//! only place rounding happens is [`Split::of`], and its remainder goes to the
+//! host so the parts always add up to the gross.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::iter::Sum;
+use std::ops::{Add, AddAssign, Neg, Sub};
+use std::str::FromStr;
+
+/// The only currency Duikou sells in.
+pub const CURRENCY: &str = "CNY";
+
+/// An amount of money in fen (1/100 yuan). May be negative (ledger legs).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Fen(pub i64);
+
+impl Fen {
+    /// Zero fen.
+    pub const ZERO: Fen = Fen(0);
+
+    /// Whole yuan.
+    pub const fn yuan(y: i64) -> Fen {
+        Fen(y * 100)
+    }
+
+    /// The raw number of fen.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// Multiplies by a count (nights, rooms, travelers); `None` on overflow.
+    pub fn checked_mul(self, n: i64) -> Option<Fen> {
+        self.0.checked_mul(n).map(Fen)
+    }
+
+    /// `self * basis_points / 10_000`, rounded down (towards zero).
+    pub fn share_bp(self, basis_points: u32) -> Fen {
+        Fen(((self.0 as i128 * basis_points as i128) / 10_000) as i64)
+    }
+
+    /// `self * num / den`, rounded towards zero; `den` must not be zero.
+    pub fn scale(self, num: i64, den: i64) -> Fen {
+        if den == 0 {
+            return Fen::ZERO;
+        }
+        Fen(((self.0 as i128 * num as i128) / den as i128) as i64)
+    }
+}
+
+impl Add for Fen {
+    type Output = Fen;
+    fn add(self, rhs: Fen) -> Fen {
+        Fen(self.0 + rhs.0)
+    }
+}
+
+impl AddAssign for Fen {
+    fn add_assign(&mut self, rhs: Fen) {
+        self.0 += rhs.0;
+    }
+}
+
+impl Sub for Fen {
+    type Output = Fen;
+    fn sub(self, rhs: Fen) -> Fen {
+        Fen(self.0 - rhs.0)
+    }
+}
+
+impl Neg for Fen {
+    type Output = Fen;
+    fn neg(self) -> Fen {
+        Fen(-self.0)
+    }
+}
+
+impl Sum for Fen {
+    fn sum<I: Iterator<Item = Fen>>(iter: I) -> Fen {
+        iter.fold(Fen::ZERO, Add::add)
+    }
+}
+
+/// Shows fen as a decimal yuan string: `12345` → `"123.45"`, `-5` → `"-0.05"`.
+impl fmt::Display for Fen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        write!(f, "{sign}{}.{:02}", abs / 100, abs % 100)
+    }
+}
+
+/// Why a decimal string is not an amount of money.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an amount of yuan with at most two decimals")]
+pub struct BadAmount(pub String);
+
+/// Parses a decimal yuan string with at most two decimals: `"123.4"` → 12340 fen.
+impl FromStr for Fen {
+    type Err = BadAmount;
+    fn from_str(s: &str) -> Result<Fen, BadAmount> {
+        let bad = || BadAmount(s.to_owned());
+        let t = s.trim();
+        let (neg, digits) = match t.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, t),
+        };
+        let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if whole.is_empty()
+            || frac.len() > 2
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let whole: i64 = whole.parse().map_err(|_| bad())?;
+        let frac: i64 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
+        let fen = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(frac))
+            .ok_or_else(bad)?;
+        Ok(Fen(if neg { -fen } else { fen }))
+    }
+}
+
+/// Rates applied to each sale, in basis points (1 bp = 0.01 %).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitRates {
+    /// Platform fee, default 300 bp (3 %).
+    pub platform_bp: u32,
+    /// Welfare fund donation, default 100 bp (1 %).
+    pub fund_bp: u32,
+    /// Agency commission from the agency's contract; 0 for a traveler's own booking.
+    pub agency_bp: u32,
+}
+
+impl Default for SplitRates {
+    fn default() -> Self {
+        SplitRates {
+            platform_bp: 300,
+            fund_bp: 100,
+            agency_bp: 0,
+        }
+    }
+}
+
+/// How a gross amount is shared out. `host + platform + fund + agency == gross`, always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// What the traveler paid.
+    pub gross: Fen,
+    /// Owed to the host household, cooperative or village collective.
+    pub host: Fen,
+    /// Platform revenue.
+    pub platform: Fen,
+    /// Donation to the public welfare fund (公益基金).
+    pub fund: Fen,
+    /// Commission owed to the booking agency (zero without one).
+    pub agency: Fen,
+}
+
+impl Split {
+    /// Splits `gross` by `rates`: each share rounds down, the host gets the
+    /// remainder, so the parts sum to `gross` exactly.
+    pub fn of(gross: Fen, rates: SplitRates) -> Split {
+        let platform = gross.share_bp(rates.platform_bp);
+        let fund = gross.share_bp(rates.fund_bp);
+        let agency = gross.share_bp(rates.agency_bp);
+        Split {
+            gross,
+            host: gross - platform - fund - agency,
+            platform,
+            fund,
+            agency,
+        }
+    }
+
+    /// The part of this split that a refund of `refund` (≤ gross) reverses:
+    /// each share scaled by refund/gross, the host again takes the remainder,
+    /// and refunding the whole gross reverses exactly the original split.
+    pub fn portion(&self, refund: Fen) -> Split {
+        let scale = |part: Fen| part.scale(refund.0, self.gross.0);
+        let platform = scale(self.platform);
+        let fund = scale(self.fund);
+        let agency = scale(self.agency);
+        Split {
+            gross: refund,
+            host: refund - platform - fund - agency,
+            platform,
+            fund,
+            agency,
+        }
+    }
+
+    /// Sum of the parts (equals `gross` by construction).
+    pub fn total(&self) -> Fen {
+        self.host + self.platform + self.fund + self.agency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn fen_prints_and_parses_as_yuan() {
+        assert_eq!(Fen(12345).to_string(), "123.45");
+        assert_eq!(Fen(-5).to_string(), "-0.05");
+        assert_eq!("123.4".parse::<Fen>(), Ok(Fen(12340)));
+        assert_eq!("7".parse::<Fen>(), Ok(Fen(700)));
+        assert!("1.234".parse::<Fen>().is_err());
+        assert!("abc".parse::<Fen>().is_err());
+        assert!(".5".parse::<Fen>().is_err());
+    }
+
+    #[test]
+    fn the_host_takes_the_rounding_remainder() {
+        let s = Split::of(Fen(999), SplitRates::default());
+        assert_eq!(
+            (s.platform, s.fund, s.agency, s.host),
+            (Fen(29), Fen(9), Fen(0), Fen(961))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn a_split_always_sums_to_the_gross(gross in 0i64..10_000_000_000, p in 0u32..2000, f in 0u32..2000, a in 0u32..3000) {
+            let s = Split::of(Fen(gross), SplitRates { platform_bp: p, fund_bp: f, agency_bp: a });
+            prop_assert_eq!(s.total(), Fen(gross));
+            prop_assert!(s.host >= Fen::ZERO);
+        }
+
+        #[test]
+        fn a_refund_portion_sums_and_a_full_refund_reverses_exactly(gross in 1i64..10_000_000_000, r in 0i64..10_000, a in 0u32..3000) {
+            let s = Split::of(Fen(gross), SplitRates { agency_bp: a, ..SplitRates::default() });
+            let refund = Fen(gross).scale(r, 10_000);
+            let part = s.portion(refund);
+            prop_assert_eq!(part.total(), refund);
+            prop_assert!(part.platform <= s.platform && part.fund <= s.fund && part.agency <= s.agency);
+            prop_assert_eq!(s.portion(Fen(gross)), s);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Typed RPC over the bus: the gateway (or a test) asks a service and waits
+//! for one reply, within a deadline.
+//!
+//! A request type names its service and method and its reply type; a service
+//! answers through an [`RpcRouter`] that decodes the request, runs the handler
+//! and encodes `Result<Reply, AppError>`.
+
+use crate::error::{AppError, ErrorCode};
+use futures::future::BoxFuture;
+use serde::{Serialize, de::DeserializeOwned};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// A request one service answers.
+pub trait Rpc: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The service that answers it, e.g. `inventory`.
+    const SERVICE: &'static str;
+    /// The method name, unique within the service.
+    const METHOD: &'static str;
+    /// What comes back.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
+type Route = Box<
+    dyn Fn(serde_json::Value) -> BoxFuture<'static, Result<serde_json::Value, AppError>>
+        + Send
+        + Sync,
+>;
+
+/// The RPC methods one service serves.
+pub struct RpcRouter {
+    service: &'static str,
+    routes: HashMap<&'static str, Route>,
+}
+
+impl RpcRouter {
+    /// An empty router for `service`.
+    pub fn new(service: &'static str) -> Self {
+        RpcRouter {
+            service,
+            routes: HashMap::new(),
+        }
+    }
+
+    /// The service this router answers for.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// Adds the handler for request type `R`.
+    pub fn route<R, F, Fut>(mut self, handler: F) -> Self
+    where
+        R: Rpc,
+        F: Fn(R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R::Reply, AppError>> + Send + 'static,
+    {
+        debug_assert_eq!(
+            R::SERVICE,
+            self.service,
+            "{} routed on the wrong service",
+            R::METHOD
+        );
+        let handler = Arc::new(handler);
+        self.routes.insert(
+            R::METHOD,
+            Box::new(move |body| {
+                let handler = handler.clone();
+                Box::pin(async move {
+                    let req: R = serde_json::from_value(body).map_err(|e| {
+                        AppError::bad_input(format!("malformed {} request: {e}", R::METHOD))
+                    })?;
+                    let reply = handler(req).await?;
+                    serde_json::to_value(reply).map_err(AppError::internal)
+                })
+            }),
+        );
+        self
+    }
+
+    /// Runs the handler for `method`; an unknown method is BAD_USER_INPUT.
+    pub async fn dispatch(
+        &self,
+        method: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, AppError> {
+        match self.routes.get(method) {
+            Some(route) => route(body).await,
+            None => Err(AppError::new(
+                ErrorCode::BadUserInput,
+                format!("{} has no method `{method}`", self.service),
+            )),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The RPC requests of each service and their replies. The gateway sends
+//! them; the owning service answers.
+
+use crate::events::{HoldItem, ListingSnapshot};
+use crate::ids::{BookingId, HomestayId, HostId, PaymentId, RoomTypeId};
+use crate::money::{Fen, Split};
+use crate::region::{Region, RegionCode};
+use crate::rpc::Rpc;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------- inventory
+
+/// Regions under a parent (or the top level), optionally poverty counties only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListRegions {
+    /// Direct children of this region; `None` for provinces.
+    pub parent_code: Option<RegionCode>,
+    /// Only national poverty counties.
+    pub poverty_only: bool,
+}
+impl Rpc for ListRegions {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "list_regions";
+    type Reply = Vec<Region>;
+}
+
+/// A room type to create with a homestay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewRoomType {
+    /// e.g. 蒙古包双床房
+    pub name: String,
+    /// Beds per room.
+    pub beds: u32,
+    /// Guests per room.
+    pub max_guests: u32,
+}
+
+/// Creates a host's homestay with one room type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateHomestay {
+    /// The host household, cooperative or village collective.
+    pub host_name: String,
+    /// Where it is (county level).
+    pub region_code: RegionCode,
+    /// The homestay's name.
+    pub name: String,
+    /// Its first room type.
+    pub room_type: NewRoomType,
+}
+
+/// Ids of what [`CreateHomestay`] made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HomestayCreated {
+    /// The homestay.
+    pub homestay_id: HomestayId,
+    /// Its host.
+    pub host_id: HostId,
+    /// Its room type.
+    pub room_type_id: RoomTypeId,
+}
+impl Rpc for CreateHomestay {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "create_homestay";
+    type Reply = HomestayCreated;
+}
+
+/// Sets rooms and price for every night in `[from, to)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetRoomCalendar {
+    /// The room type.
+    pub room_type_id: RoomTypeId,
+    /// First night.
+    pub from: NaiveDate,
+    /// End (exclusive).
+    pub to: NaiveDate,
+    /// Rooms on sale each night.
+    pub rooms: u32,
+    /// Price per room per night.
+    pub price: Fen,
+}
+impl Rpc for SetRoomCalendar {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "set_room_calendar";
+    /// Nights written.
+    type Reply = u32;
+}
+
+/// One night of a room type's calendar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Night {
+    /// The night.
+    pub date: NaiveDate,
+    /// Rooms on sale.
+    pub rooms: u32,
+    /// Rooms not held or sold.
+    pub available: u32,
+    /// Price per room.
+    pub price: Fen,
+}
+
+/// Reads a room type's calendar for `[from, to)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetRoomCalendar {
+    /// The room type.
+    pub room_type_id: RoomTypeId,
+    /// First night.
+    pub from: NaiveDate,
+    /// End (exclusive).
+    pub to: NaiveDate,
+}
+impl Rpc for GetRoomCalendar {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "get_room_calendar";
+    type Reply = Vec<Night>;
+}
+
+// ------------------------------------------------------------------ booking
+
+/// Kind of identity document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IdType {
+    /// 居民身份证, 18 characters with a checksum.
+    ResidentId,
+    /// Passport.
+    Passport,
+}
+
+/// A traveler, with real name and document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TravelerInput {
+    /// Real name.
+    pub name: String,
+    /// Document kind.
+    pub id_type: IdType,
+    /// Document number.
+    pub id_number: String,
+}
+
+/// How to reach the booker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactInput {
+    /// Contact name.
+    pub name: String,
+    /// Mobile phone.
+    pub phone: String,
+    /// Email, optional.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// Creates a booking and starts its saga.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateBooking {
+    /// Client-chosen key: the same key and input return the first booking.
+    pub idempotency_key: String,
+    /// What to book.
+    pub item: HoldItem,
+    /// Who travels.
+    pub travelers: Vec<TravelerInput>,
+    /// Who to contact.
+    pub contact: ContactInput,
+    /// Declared sponsor region (the booker's home region otherwise).
+    #[serde(default)]
+    pub sponsor_region: Option<RegionCode>,
+    /// Free text for the host.
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+impl Rpc for CreateBooking {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "create_booking";
+    type Reply = BookingView;
+}
+
+/// Reads one booking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetBooking {
+    /// The booking.
+    pub booking_id: BookingId,
+}
+impl Rpc for GetBooking {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "get_booking";
+    type Reply = BookingView;
+}
+
+/// A booking as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingView {
+    /// The booking.
+    pub id: BookingId,
+    /// PENDING, AWAITING_PAYMENT, CONFIRMED, REJECTED, EXPIRED or CANCELLED.
+    pub status: String,
+    /// What was booked.
+    pub item: HoldItem,
+    /// Number of travelers.
+    pub travelers: u32,
+    /// The price snapshot, once the hold was granted.
+    pub total: Option<Fen>,
+    /// The listing as held.
+    pub listing: Option<ListingSnapshot>,
+    /// Payment is due before this.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Why it was rejected, expired or cancelled.
+    pub reason: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+// ------------------------------------------------------------------ payment
+
+/// Pays a booking awaiting payment with a provider token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayBooking {
+    /// Client-chosen key: a retry never charges twice.
+    pub idempotency_key: String,
+    /// The booking, as the gateway read it from the booking service.
+    pub booking: BookingView,
+    /// The provider's card/wallet token (`tok_success`, ... in the sandbox).
+    pub payment_token: String,
+}
+impl Rpc for PayBooking {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "pay_booking";
+    type Reply = PaymentView;
+}
+
+/// A payment as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentView {
+    /// The payment.
+    pub id: PaymentId,
+    /// The booking paid for.
+    pub booking_id: BookingId,
+    /// CAPTURED or FAILED.
+    pub status: String,
+    /// Gross amount.
+    pub amount: Fen,
+    /// Where the money went (captured payments).
+    pub split: Option<Split>,
+    /// The provider's reason for a failure.
+    pub failure_reason: Option<String>,
+}

@@ -1,0 +1,94 @@
+//! What every service gets from the launcher: settings, the bus, and a place
+//! to run background work that stops cleanly.
+//!
+//! Shutdown order matters: first the bus stops taking deliveries and lets the
+//! handlers in flight finish (their effects commit, their acks go out), then
+//! background tasks (outbox relays, sweepers) stop after a last round.
+
+use crate::bus::Bus;
+use crate::bus::amqp::AmqpBus;
+use crate::bus::memory::MemoryBus;
+use crate::config::Settings;
+use crate::outbox::{OutboxSignal, Relay};
+use sea_orm::{DatabaseConnection, DbErr};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Shared by the parts running in one process.
+#[derive(Clone)]
+pub struct Runtime {
+    /// The configuration.
+    pub settings: Arc<Settings>,
+    /// The bus (RabbitMQ or in-process).
+    pub bus: Arc<dyn Bus>,
+    /// Cancelled on shutdown, after the bus stopped.
+    pub cancel: CancellationToken,
+    /// Background tasks to wait for on shutdown.
+    pub tracker: TaskTracker,
+}
+
+impl Runtime {
+    /// Connects the bus the settings name (RabbitMQ if `amqp_url`, else in-process).
+    pub async fn connect(settings: Settings) -> anyhow::Result<Runtime> {
+        let bus: Arc<dyn Bus> = match settings.amqp() {
+            Some(url) => Arc::new(AmqpBus::connect(url, settings.bus()).await?),
+            None => Arc::new(MemoryBus::new(settings.bus())),
+        };
+        Ok(Runtime::with_bus(settings, bus))
+    }
+
+    /// A runtime over an existing bus.
+    pub fn with_bus(settings: Settings, bus: Arc<dyn Bus>) -> Runtime {
+        Runtime {
+            settings: Arc::new(settings),
+            bus,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Connects `service` to its database, runs its migrations `M`, and
+    /// starts its outbox relay.
+    pub async fn service_db<M: sea_orm_migration::MigratorTrait>(
+        &self,
+        service: &str,
+    ) -> Result<(DatabaseConnection, OutboxSignal), DbErr> {
+        let db = crate::db::connect(&self.settings, service).await?;
+        M::up(&db, None).await?;
+        let signal = OutboxSignal::default();
+        Relay::new(db.clone(), self.bus.clone(), signal.clone())
+            .spawn(self.cancel.clone(), &self.tracker);
+        Ok((db, signal))
+    }
+
+    /// Stops consuming, lets in-flight handlers finish, then stops background work.
+    pub async fn shutdown(&self) {
+        self.bus.shutdown().await;
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.bus.close().await;
+    }
+}
+
+/// The kernel's migration (outbox and inbox), first in every service's list.
+pub struct KernelMigration;
+
+impl sea_orm_migration::MigrationName for KernelMigration {
+    fn name(&self) -> &str {
+        "m20261123_000000_kernel_outbox_inbox"
+    }
+}
+
+#[async_trait::async_trait]
+impl sea_orm_migration::MigrationTrait for KernelMigration {
+    async fn up(&self, manager: &sea_orm_migration::SchemaManager) -> Result<(), DbErr> {
+        use sea_orm::ConnectionTrait;
+        let conn = manager.get_connection();
+        for ddl in crate::outbox::kernel_ddl(conn.get_database_backend()) {
+            conn.execute_unprepared(ddl).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+//! The messaging kernel against the real RabbitMQ and PostgreSQL.
+
+mod common;
+
+use common::{Kernel, Ping, Proxy, amqp_url, eventually};
+use duikou_shared::ErrorCode;
+use duikou_shared::bus::amqp::admin;
+use duikou_shared::bus::{Bus, EventRouter, HandlerError, call_within};
+use duikou_shared::envelope::Envelope;
+use duikou_shared::rpcs::ListRegions;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn an_event_committed_while_the_broker_is_unreachable_is_delivered_after_it_returns() {
+    let k = Kernel::new(5).await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let bus = k.bus(&proxy.url()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    bus.subscribe(k.recording_router(calls.clone()))
+        .await
+        .expect("subscribe");
+    let (signal, cancel, tracker) = k.relay(bus.clone());
+
+    proxy.cut();
+    k.commit_pings(0..3).await;
+    signal.committed();
+    // While the broker is away the rows stay in the outbox and nothing is handled.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(k.outbox_len().await, 3, "rows must wait in the outbox");
+    assert_eq!(k.effects().await, (0, 0));
+
+    proxy.restore();
+    eventually(
+        "the three events handled after the broker returned",
+        WAIT,
+        || async { (k.effects().await == (3, 3)).then_some(()) },
+    )
+    .await;
+    assert_eq!(k.outbox_len().await, 0);
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    k.cleanup(bus.as_ref()).await;
+}
+
+#[tokio::test]
+async fn a_handler_that_keeps_failing_ends_in_the_dead_letter_queue_after_the_delivery_limit() {
+    let k = Kernel::new(3).await;
+    let bus = k.bus(&amqp_url()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let router = EventRouter::new("kernel.events").on::<Ping, _, _>(move |_, _| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(HandlerError::Retry("the database is on fire".into()))
+        }
+    });
+    bus.subscribe(router).await.expect("subscribe");
+    let env = Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n: 7 });
+    bus.publish(std::slice::from_ref(&env))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("publish");
+
+    let dead = eventually("the event in the dead-letter queue", WAIT, || async {
+        let dead = admin::drain(&amqp_url(), &k.dead_queue())
+            .await
+            .expect("drain");
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    let body =
+        Envelope::from_bytes(&dead[0].body).expect("the dead letter is the original envelope");
+    assert_eq!(body.id, env.id, "nothing lost: the same event");
+    assert_eq!(dead[0].reason.as_deref(), Some("delivery_limit"));
+    // Delivered limit + 1 times: the first delivery and `limit` redeliveries.
+    assert!(
+        calls.load(Ordering::SeqCst) >= 3,
+        "handled {} times",
+        calls.load(Ordering::SeqCst)
+    );
+    k.cleanup(bus.as_ref()).await;
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_twice_changes_state_once() {
+    let k = Kernel::new(5).await;
+    let bus = k.bus(&amqp_url()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    bus.subscribe(k.recording_router(calls.clone()))
+        .await
+        .expect("subscribe");
+    let env = Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n: 1 });
+    for r in bus.publish(&[env.clone(), env.clone()]).await {
+        r.expect("publish");
+    }
+    eventually("both deliveries handled", WAIT, || async {
+        (calls.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    assert_eq!(k.effects().await, (1, 1), "applied once");
+    k.cleanup(bus.as_ref()).await;
+}
+
+#[tokio::test]
+async fn a_malformed_message_is_dead_lettered_with_its_reason_and_the_consumer_keeps_running() {
+    let k = Kernel::new(5).await;
+    let bus = k.bus(&amqp_url()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    bus.subscribe(k.recording_router(calls.clone()))
+        .await
+        .expect("subscribe");
+    let url = amqp_url();
+    // Not JSON; an envelope of a type nobody handles; a ping missing its field.
+    admin::publish_raw(&url, &k.config, "test.ping", b"{not json")
+        .await
+        .expect("raw 1");
+    let mut unknown = Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n: 2 });
+    unknown.kind = "test.unknown".into();
+    admin::publish_raw(&url, &k.config, "test.ping", &unknown.to_bytes())
+        .await
+        .expect("raw 2");
+    let mut missing = Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n: 3 });
+    missing.payload = serde_json::json!({});
+    admin::publish_raw(&url, &k.config, "test.ping", &missing.to_bytes())
+        .await
+        .expect("raw 3");
+    // And a good one after them.
+    let good = Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n: 4 });
+    bus.publish(&[good])
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("publish");
+
+    eventually("the good event handled", WAIT, || async {
+        (k.effects().await == (1, 1)).then_some(())
+    })
+    .await;
+    let mut dead = Vec::new();
+    let dead = eventually("three dead letters", WAIT, || {
+        let q = k.dead_queue();
+        let url = url.clone();
+        let mut have = std::mem::take(&mut dead);
+        async move {
+            have.extend(admin::drain(&url, &q).await.expect("drain"));
+            (have.len() >= 3).then_some(have)
+        }
+    })
+    .await;
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|d| d.reason.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(dead.len(), 3, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("not an event envelope")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("no handler for event type `test.unknown`")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("missing field `n`")),
+        "{reasons:?}"
+    );
+    k.cleanup(bus.as_ref()).await;
+}
+
+#[tokio::test]
+async fn an_rpc_to_a_service_that_is_not_running_fails_within_its_deadline() {
+    let k = Kernel::new(5).await;
+    let bus = k.bus(&amqp_url()).await;
+    let deadline = Duration::from_millis(300);
+
+    // No queue at all: the broker returns the request at once.
+    let started = Instant::now();
+    let err = call_within(
+        bus.as_ref(),
+        &ListRegions {
+            parent_code: None,
+            poverty_only: false,
+        },
+        deadline,
+    )
+    .await
+    .expect_err("nobody serves inventory");
+    assert_eq!(err.code, ErrorCode::ServiceUnavailable);
+    assert!(
+        started.elapsed() < deadline + Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A queue whose consumers are gone: the caller gives up at the deadline.
+    let router = duikou_shared::rpc::RpcRouter::new("inventory");
+    let server = k.bus(&amqp_url()).await;
+    server.serve(router).await.expect("serve");
+    server.shutdown().await;
+    server.close().await;
+    let started = Instant::now();
+    let err = call_within(
+        bus.as_ref(),
+        &ListRegions {
+            parent_code: None,
+            poverty_only: false,
+        },
+        deadline,
+    )
+    .await
+    .expect_err("nobody consumes the queue");
+    assert_eq!(err.code, ErrorCode::ServiceUnavailable);
+    assert!(err.message.contains("did not answer"), "{}", err.message);
+    let waited = started.elapsed();
+    assert!(
+        waited >= deadline && waited < deadline + Duration::from_millis(500),
+        "{waited:?}"
+    );
+    let mut queues = server.declared_queues();
+    queues.extend(bus.declared_queues());
+    let _ = admin::delete(&amqp_url(), &k.config, &queues).await;
+    k.cleanup(bus.as_ref()).await;
+}
+
+#[tokio::test]
+async fn an_rpc_is_answered_by_competing_consumers_with_typed_errors() {
+    let k = Kernel::new(5).await;
+    let client = k.bus(&amqp_url()).await;
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let bus = k.bus(&amqp_url()).await;
+        let s = served.clone();
+        let router = duikou_shared::rpc::RpcRouter::new("inventory").route::<ListRegions, _, _>(
+            move |req| {
+                let s = s.clone();
+                async move {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    if req.poverty_only {
+                        return Err(duikou_shared::AppError::bad_input("no poverty today"));
+                    }
+                    Ok(duikou_shared::region::reference_regions())
+                }
+            },
+        );
+        bus.serve(router).await.expect("serve");
+        servers.push(bus);
+    }
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            call_within(
+                client.as_ref(),
+                &ListRegions {
+                    parent_code: None,
+                    poverty_only: false,
+                },
+                Duration::from_secs(5),
+            )
+        })
+        .collect();
+    for r in futures::future::join_all(calls).await {
+        assert!(!r.expect("answered").is_empty());
+    }
+    let err = call_within(
+        client.as_ref(),
+        &ListRegions {
+            parent_code: None,
+            poverty_only: true,
+        },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("typed error");
+    assert_eq!(err.code, ErrorCode::BadUserInput);
+    assert_eq!(err.message, "no poverty today");
+    assert_eq!(served.load(Ordering::SeqCst), 21);
+    let mut queues = client.declared_queues();
+    for s in &servers {
+        queues.extend(s.declared_queues());
+        s.shutdown().await;
+        s.close().await;
+    }
+    let _ = admin::delete(&amqp_url(), &k.config, &queues).await;
+    k.cleanup(client.as_ref()).await;
+}

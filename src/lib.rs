@@ -1,0 +1,114 @@
+//! The `duikou` launcher: starts all parts in one process or one part alone,
+//! over the same bus and the same messages either way.
+
+use anyhow::Context;
+use sea_orm_migration::MigratorTrait;
+use shared::config::Settings;
+use shared::runtime::Runtime;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A part of Duikou that `duikou serve` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Every part in one process.
+    All,
+    /// The public GraphQL API.
+    Gateway,
+    /// Catalogue, capacity and holds.
+    Inventory,
+    /// Bookings and the saga.
+    Booking,
+    /// Payments and the ledger.
+    Payment,
+    /// Partnerships and impact.
+    Partnership,
+}
+
+impl Part {
+    fn includes(self, other: Part) -> bool {
+        self == Part::All || self == other
+    }
+}
+
+/// A running Duikou (all of it or one part).
+pub struct App {
+    /// Settings, bus and background tasks.
+    pub rt: Runtime,
+    /// Where the gateway listens, when this process runs it.
+    pub gateway_addr: Option<SocketAddr>,
+    gateway: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+/// Installs the process-wide rustls crypto provider (STACK.md trap 1).
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+impl App {
+    /// Starts `part` with `settings`. The gateway binds `settings.gateway_addr`
+    /// (port 0 picks a free port; see [`App::gateway_addr`]).
+    pub async fn start(settings: Settings, part: Part) -> anyhow::Result<App> {
+        install_crypto();
+        let rt = Runtime::connect(settings)
+            .await
+            .context("connecting the bus")?;
+        // Services first, so the gateway's first request finds them.
+        if part.includes(Part::Inventory) {
+            inventory::start(&rt).await.context("starting inventory")?;
+        }
+        if part.includes(Part::Booking) {
+            booking::start(&rt).await.context("starting booking")?;
+        }
+        if part.includes(Part::Payment) {
+            payment::start(&rt).await.context("starting payment")?;
+        }
+        if part.includes(Part::Partnership) {
+            partnership::start(&rt)
+                .await
+                .context("starting partnership")?;
+        }
+        let mut app = App {
+            rt,
+            gateway_addr: None,
+            gateway: None,
+        };
+        if part.includes(Part::Gateway) {
+            let listener = TcpListener::bind(&app.rt.settings.gateway_addr)
+                .await
+                .with_context(|| {
+                    format!("binding the gateway to {}", app.rt.settings.gateway_addr)
+                })?;
+            let cancel = CancellationToken::new();
+            let (addr, handle) =
+                gateway::serve(app.rt.bus.clone(), listener, cancel.clone()).await?;
+            app.gateway_addr = Some(addr);
+            app.gateway = Some((cancel, handle));
+        }
+        Ok(app)
+    }
+
+    /// Stops accepting requests, lets handlers in flight finish, stops.
+    pub async fn stop(self) {
+        if let Some((cancel, handle)) = self.gateway {
+            cancel.cancel();
+            let _ = handle.await;
+        }
+        self.rt.shutdown().await;
+    }
+}
+
+/// Creates every service's database (if missing) and runs its migrations.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    install_crypto();
+    let db = shared::db::connect(settings, inventory::SERVICE).await?;
+    inventory::storage::Migrator::up(&db, None).await?;
+    let db = shared::db::connect(settings, booking::SERVICE).await?;
+    booking::storage::Migrator::up(&db, None).await?;
+    let db = shared::db::connect(settings, payment::SERVICE).await?;
+    payment::storage::Migrator::up(&db, None).await?;
+    let db = shared::db::connect(settings, partnership::SERVICE).await?;
+    partnership::storage::Migrator::up(&db, None).await?;
+    Ok(())
+}
