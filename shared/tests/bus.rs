@@ -226,9 +226,6 @@ async fn an_rpc_to_a_service_that_is_not_running_fails_within_its_deadline() {
         waited >= deadline && waited < deadline + Duration::from_millis(500),
         "{waited:?}"
     );
-    let mut queues = server.declared_queues();
-    queues.extend(bus.declared_queues());
-    let _ = admin::delete(&amqp_url(), &k.config, &queues).await;
     k.cleanup(bus.as_ref()).await;
 }
 
@@ -284,12 +281,9 @@ async fn an_rpc_is_answered_by_competing_consumers_with_typed_errors() {
     assert_eq!(err.code, ErrorCode::BadUserInput);
     assert_eq!(err.message, "no poverty today");
     assert_eq!(served.load(Ordering::SeqCst), 21);
-    let mut queues = client.declared_queues();
     for s in &servers {
-        queues.extend(s.declared_queues());
         s.shutdown().await;
         s.close().await;
     }
-    let _ = admin::delete(&amqp_url(), &k.config, &queues).await;
     k.cleanup(client.as_ref()).await;
 }

@@ -47,16 +47,47 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
 
 /// The RabbitMQ implementation of [`Bus`].
 pub struct AmqpBus {
-    config: BusConfig,
-    connection: Connection,
-    /// Publishes events and dead letters, with confirms.
-    publisher: Channel,
-    /// Sends RPC requests (with confirms) and receives replies (direct reply-to).
-    rpc_channel: Channel,
+    inner: Arc<Inner>,
     pending: Pending,
     cancel: CancellationToken,
     tracker: TaskTracker,
     declared: Mutex<Vec<String>>,
+}
+
+/// What consumers and handlers share: the connection and the channels that
+/// are replaced when they die (a channel-level error closes a channel for
+/// good; lapin's recovery only covers connection failures).
+struct Inner {
+    config: BusConfig,
+    connection: Connection,
+    /// Publishes events and dead letters, with confirms.
+    publisher: tokio::sync::Mutex<Channel>,
+    /// Sends RPC requests (with confirms) and receives replies (direct reply-to).
+    rpc_channel: tokio::sync::Mutex<Channel>,
+}
+
+fn usable(channel: &Channel) -> bool {
+    let status = channel.status();
+    status.connected() || status.reconnecting() || status.initializing()
+}
+
+impl Inner {
+    async fn confirming_channel(&self) -> Result<Channel, BusError> {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(channel)
+    }
+
+    /// The publishing channel, replaced if it was closed.
+    async fn publisher(&self) -> Result<Channel, BusError> {
+        let mut channel = self.publisher.lock().await;
+        if !usable(&channel) {
+            *channel = self.confirming_channel().await?;
+        }
+        Ok(channel.clone())
+    }
 }
 
 impl AmqpBus {
@@ -89,31 +120,41 @@ impl AmqpBus {
                 FieldTable::default(),
             )
             .await?;
-
         let rpc_channel = connection.create_channel().await?;
         rpc_channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let pending: Pending = Arc::default();
         let bus = AmqpBus {
-            config,
-            connection,
-            publisher,
-            rpc_channel,
-            pending,
+            inner: Arc::new(Inner {
+                config,
+                connection,
+                publisher: tokio::sync::Mutex::new(publisher),
+                rpc_channel: tokio::sync::Mutex::new(rpc_channel.clone()),
+            }),
+            pending: Arc::default(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             declared: Mutex::default(),
         };
-        bus.listen_for_replies().await?;
+        bus.listen_for_replies(rpc_channel).await?;
         Ok(bus)
+    }
+
+    /// The RPC channel, replaced (with a new reply listener) if it was closed.
+    async fn rpc_channel(&self) -> Result<Channel, BusError> {
+        let mut channel = self.inner.rpc_channel.lock().await;
+        if !usable(&channel) {
+            let fresh = self.inner.confirming_channel().await?;
+            self.listen_for_replies(fresh.clone()).await?;
+            *channel = fresh;
+        }
+        Ok(channel.clone())
     }
 
     /// Direct reply-to: consume the pseudo-queue with no-ack on the channel
     /// that publishes the requests, before the first request.
-    async fn listen_for_replies(&self) -> Result<(), BusError> {
-        let mut replies = self
-            .rpc_channel
+    async fn listen_for_replies(&self, channel: Channel) -> Result<(), BusError> {
+        let mut replies = channel
             .basic_consume(
                 DIRECT_REPLY_TO.into(),
                 "duikou-rpc-replies".into(),
@@ -125,7 +166,6 @@ impl AmqpBus {
             )
             .await?;
         let pending = self.pending.clone();
-        let channel = self.rpc_channel.clone();
         let cancel = self.cancel.clone();
         tokio::spawn(async move {
             loop {
@@ -145,7 +185,8 @@ impl AmqpBus {
                     }
                     Some(Err(e)) => {
                         if let Err(e) = channel.wait_for_recovery(e).await {
-                            error!(error = %e, "RPC reply listener lost its channel");
+                            // The next call replaces the channel and this listener.
+                            debug!(error = %e, "RPC reply channel closed");
                             break;
                         }
                     }
@@ -156,77 +197,74 @@ impl AmqpBus {
         Ok(())
     }
 
-    /// Declares `<queue>.dead`, then `<queue>` (quorum, delivery limit,
-    /// at-least-once dead-lettering) and its bindings.
-    async fn declare_event_queue(
-        &self,
-        channel: &Channel,
-        router: &EventRouter,
-    ) -> Result<String, BusError> {
-        let name = self.config.queue(router.queue());
-        let dead = self.config.dead_queue(router.queue());
-        lock(&self.declared).extend([name.clone(), dead.clone()]);
-        let mut dead_args = FieldTable::default();
-        dead_args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        channel
-            .queue_declare(
-                dead.as_str().into(),
-                QueueDeclareOptions::durable(),
-                dead_args,
-            )
-            .await?;
-
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongInt(i32::try_from(self.config.delivery_limit).unwrap_or(i32::MAX)),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(dead.as_str().into()),
-        );
-        args.insert(
-            "x-dead-letter-strategy".into(),
-            AMQPValue::LongString("at-least-once".into()),
-        );
-        args.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("reject-publish".into()),
-        );
-        channel
-            .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
-            .await?;
-        for key in router.bindings() {
-            channel
-                .queue_bind(
-                    name.as_str().into(),
-                    self.config.exchange().as_str().into(),
-                    key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        Ok(name)
-    }
-
     fn stopping(&self) -> Consuming {
         Consuming {
             cancel: self.cancel.clone(),
             tracker: self.tracker.clone(),
         }
     }
+}
+
+/// Declares `<queue>.dead`, then `<queue>` (quorum, delivery limit,
+/// dead-lettering into `<queue>.dead`) and its bindings.
+///
+/// Dead-lettering is the quorum queue's default (at-most-once) strategy: the
+/// at-least-once strategy crashes RabbitMQ 3.10 after `stop_app`/`start_app`
+/// (its `rabbit_fifo_dlx_sup` is not restarted; declaring such a queue then
+/// fails with INTERNAL_ERROR). See docs/messaging.md.
+async fn declare_event_queue(
+    config: &BusConfig,
+    channel: &Channel,
+    queue: &str,
+    bindings: &[String],
+) -> Result<(), BusError> {
+    let name = config.queue(queue);
+    let dead = config.dead_queue(queue);
+    let mut dead_args = FieldTable::default();
+    dead_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            dead.as_str().into(),
+            QueueDeclareOptions::durable(),
+            dead_args,
+        )
+        .await?;
+
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongInt(i32::try_from(config.delivery_limit).unwrap_or(i32::MAX)),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dead.as_str().into()),
+    );
+    channel
+        .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
+        .await?;
+    for key in bindings {
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                config.exchange().as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -294,7 +332,7 @@ fn confirmation_result(key: &str, confirmation: Confirmation) -> Result<(), BusE
 
 /// Dead-letters a delivery with the reason in a header, then acks it; if the
 /// dead letter cannot be stored the delivery is requeued instead.
-async fn dead_letter(publisher: &Channel, dead_queue: &str, delivery: &Delivery, reason: &str) {
+async fn dead_letter(inner: &Inner, dead_queue: &str, delivery: &Delivery, reason: &str) {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(
         DEAD_REASON_HEADER.into(),
@@ -306,7 +344,9 @@ async fn dead_letter(publisher: &Channel, dead_queue: &str, delivery: &Delivery,
     );
     let properties = delivery.properties.clone().with_headers(headers);
     let stored = async {
-        publisher
+        inner
+            .publisher()
+            .await?
             .basic_publish(
                 "".into(),
                 dead_queue.into(),
@@ -340,17 +380,14 @@ async fn dead_letter(publisher: &Channel, dead_queue: &str, delivery: &Delivery,
     }
 }
 
-async fn handle_event(
-    router: &EventRouter,
-    publisher: &Channel,
-    dead_queue: &str,
-    delivery: Delivery,
-) {
+async fn handle_event(inner: &Inner, router: &EventRouter, delivery: Delivery) {
+    let dead_queue = inner.config.dead_queue(router.queue());
+    let dead_queue = dead_queue.as_str();
     let env = match Envelope::from_bytes(&delivery.data) {
         Ok(env) => env,
         Err(e) => {
             let reason = format!("not an event envelope: {e}");
-            return dead_letter(publisher, dead_queue, &delivery, &reason).await;
+            return dead_letter(inner, dead_queue, &delivery, &reason).await;
         }
     };
     let span =
@@ -377,12 +414,12 @@ async fn handle_event(
                 .await;
         }
         Err(HandlerError::Reject(reason)) => {
-            dead_letter(publisher, dead_queue, &delivery, &reason).await;
+            dead_letter(inner, dead_queue, &delivery, &reason).await;
         }
     }
 }
 
-async fn handle_rpc(router: &RpcRouter, channel: &Channel, delivery: Delivery) {
+async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
     let method = delivery
         .properties
         .kind()
@@ -402,17 +439,24 @@ async fn handle_rpc(router: &RpcRouter, channel: &Channel, delivery: Delivery) {
         delivery.properties.correlation_id().clone(),
     ) {
         let body = serde_json::to_vec(&reply).unwrap_or_default();
-        let sent = channel
-            .basic_publish(
-                "".into(),
-                reply_to,
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default()
-                    .with_correlation_id(corr)
-                    .with_content_type("application/json".into()),
-            )
-            .await;
+        // Replies wait for no confirm: the caller has its deadline anyway.
+        let sent = async {
+            inner
+                .publisher()
+                .await?
+                .basic_publish(
+                    "".into(),
+                    reply_to,
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default()
+                        .with_correlation_id(corr)
+                        .with_content_type("application/json".into()),
+                )
+                .await
+                .map_err(BusError::from)
+        }
+        .await;
         if let Err(e) = sent {
             warn!(error = %e, "could not send an RPC reply");
         }
@@ -420,11 +464,43 @@ async fn handle_rpc(router: &RpcRouter, channel: &Channel, delivery: Delivery) {
     let _ = delivery.ack(BasicAckOptions::default()).await;
 }
 
-/// Consumes `queue` on `channel` until shutdown, running `handle` for each
-/// delivery as a task (at most `prefetch` at once: the broker sends no more).
+/// Opens a channel with the prefetch, lets `declare` set up the queue, and
+/// starts consuming it.
+async fn open_consumer(
+    inner: &Inner,
+    queue: &str,
+    declare: &(
+         dyn Fn(Channel) -> futures::future::BoxFuture<'static, Result<(), BusError>> + Send + Sync
+     ),
+) -> Result<(Channel, lapin::Consumer, String), BusError> {
+    let channel = inner.connection.create_channel().await?;
+    channel
+        .basic_qos(inner.config.prefetch, BasicQosOptions::default())
+        .await?;
+    declare(channel.clone()).await?;
+    let tag = format!("{queue}-{}", Uuid::now_v7());
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, consumer, tag))
+}
+
+type Declare =
+    Arc<dyn Fn(Channel) -> futures::future::BoxFuture<'static, Result<(), BusError>> + Send + Sync>;
+
+/// Consumes `queue` until shutdown, running `handle` for each delivery as a
+/// task (at most `prefetch` at once: the broker sends no more). Supervised:
+/// when the channel dies for good (not just a connection recovery), the
+/// consumer is set up again on a new channel.
 async fn consume<F, Fut>(
-    channel: Channel,
+    inner: Arc<Inner>,
     queue: String,
+    declare: Declare,
     stop: Consuming,
     handle: F,
 ) -> Result<(), BusError>
@@ -432,17 +508,11 @@ where
     F: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let tag = format!("{queue}-{}", Uuid::now_v7());
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (mut channel, mut consumer, mut tag) =
+        open_consumer(&inner, &queue, declare.as_ref()).await?;
     let tracker = stop.tracker.clone();
     tracker.spawn(async move {
+        let mut backoff = Duration::from_millis(100);
         loop {
             let next = tokio::select! {
                 next = consumer.next() => next,
@@ -453,16 +523,33 @@ where
             };
             match next {
                 Some(Ok(delivery)) => {
+                    backoff = Duration::from_millis(100);
                     stop.tracker.spawn(handle(delivery));
+                    continue;
                 }
                 Some(Err(e)) => {
                     warn!(queue, error = %e, "consumer interrupted; waiting for recovery");
-                    if let Err(e) = channel.wait_for_recovery(e).await {
-                        error!(queue, error = %e, "consumer cannot recover");
-                        break;
+                    match channel.wait_for_recovery(e).await {
+                        Ok(()) => continue,
+                        Err(e) => warn!(queue, error = %e, "consumer channel lost; opening a new one"),
                     }
                 }
-                None => break,
+                None => warn!(queue, "consumer stream ended; opening a new one"),
+            }
+            // Set the consumer up again until it works or we are stopping.
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancel.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                match open_consumer(&inner, &queue, declare.as_ref()).await {
+                    Ok((c, s, t)) => {
+                        (channel, consumer, tag) = (c, s, t);
+                        break;
+                    }
+                    Err(e) => error!(queue, error = %e, "cannot consume yet; will retry"),
+                }
             }
         }
     });
@@ -473,11 +560,20 @@ where
 impl Bus for AmqpBus {
     async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), BusError>> {
         // Pipeline: send all, then collect the confirms in order.
-        let exchange = self.config.exchange();
+        let exchange = self.inner.config.exchange();
+        let publisher = match self.inner.publisher().await {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = e.to_string();
+                return events
+                    .iter()
+                    .map(|_| Err(BusError::Broker(reason.clone())))
+                    .collect();
+            }
+        };
         let mut confirms = Vec::with_capacity(events.len());
         for env in events {
-            let sent = self
-                .publisher
+            let sent = publisher
                 .basic_publish(
                     exchange.as_str().into(),
                     env.kind.as_str().into(),
@@ -506,44 +602,58 @@ impl Bus for AmqpBus {
     }
 
     async fn subscribe(&self, router: EventRouter) -> Result<(), BusError> {
-        let channel = self.connection.create_channel().await?;
-        channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
-        let queue = self.declare_event_queue(&channel, &router).await?;
-        let dead = self.config.dead_queue(router.queue());
+        let config = self.inner.config.clone();
+        let queue = config.queue(router.queue());
+        lock(&self.declared).extend([queue.clone(), config.dead_queue(router.queue())]);
+        let (name, bindings) = (router.queue().to_owned(), router.bindings());
+        let declare: Declare = Arc::new(move |channel| {
+            let (config, name, bindings) = (config.clone(), name.clone(), bindings.clone());
+            Box::pin(async move { declare_event_queue(&config, &channel, &name, &bindings).await })
+        });
         let router = Arc::new(router);
-        let publisher = self.publisher.clone();
-        consume(channel, queue, self.stopping(), move |delivery| {
-            let router = router.clone();
-            let publisher = publisher.clone();
-            let dead = dead.clone();
-            async move { handle_event(&router, &publisher, &dead, delivery).await }
-        })
+        let inner = self.inner.clone();
+        consume(
+            self.inner.clone(),
+            queue,
+            declare,
+            self.stopping(),
+            move |delivery| {
+                let (inner, router) = (inner.clone(), router.clone());
+                async move { handle_event(&inner, &router, delivery).await }
+            },
+        )
         .await
     }
 
     async fn serve(&self, router: RpcRouter) -> Result<(), BusError> {
-        let channel = self.connection.create_channel().await?;
-        channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
-        let queue = self.config.rpc_queue(router.service());
+        let queue = self.inner.config.rpc_queue(router.service());
         lock(&self.declared).push(queue.clone());
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await?;
+        let name = queue.clone();
+        let declare: Declare = Arc::new(move |channel| {
+            let name = name.clone();
+            Box::pin(async move {
+                channel
+                    .queue_declare(
+                        name.as_str().into(),
+                        QueueDeclareOptions::durable(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+                Ok(())
+            })
+        });
         let router = Arc::new(router);
-        let reply_channel = channel.clone();
-        consume(channel, queue, self.stopping(), move |delivery| {
-            let router = router.clone();
-            let reply_channel = reply_channel.clone();
-            async move { handle_rpc(&router, &reply_channel, delivery).await }
-        })
+        let inner = self.inner.clone();
+        consume(
+            self.inner.clone(),
+            queue,
+            declare,
+            self.stopping(),
+            move |delivery| {
+                let (inner, router) = (inner.clone(), router.clone());
+                async move { handle_rpc(&inner, &router, delivery).await }
+            },
+        )
         .await
     }
 
@@ -561,7 +671,7 @@ impl Bus for AmqpBus {
         // Whatever happens next, the waiter must not outlive the call.
         let _cleanup = RemoveOnDrop(&self.pending, &correlation);
 
-        let queue = self.config.rpc_queue(service);
+        let queue = self.inner.config.rpc_queue(service);
         let payload = serde_json::to_vec(&body).map_err(AppError::internal)?;
         let properties = BasicProperties::default()
             .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
@@ -572,7 +682,8 @@ impl Bus for AmqpBus {
             .with_expiration(deadline.as_millis().to_string().as_str().into());
         let publish = async {
             let confirm = self
-                .rpc_channel
+                .rpc_channel()
+                .await?
                 .basic_publish(
                     "".into(),
                     queue.as_str().into(),
@@ -584,7 +695,7 @@ impl Bus for AmqpBus {
                     properties,
                 )
                 .await?;
-            confirm.await
+            confirm.await.map_err(BusError::from)
         };
         match tokio::time::timeout(deadline, publish).await {
             Err(_) => return Err(rpc_timeout(service, deadline)),
@@ -619,7 +730,7 @@ impl Bus for AmqpBus {
     }
 
     fn config(&self) -> &BusConfig {
-        &self.config
+        &self.inner.config
     }
 
     async fn shutdown(&self) {
@@ -629,7 +740,7 @@ impl Bus for AmqpBus {
     }
 
     async fn close(&self) {
-        let _ = self.connection.close(200, "shutdown".into()).await;
+        let _ = self.inner.connection.close(200, "shutdown".into()).await;
     }
 
     fn declared_queues(&self) -> Vec<String> {

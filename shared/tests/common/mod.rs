@@ -67,6 +67,9 @@ pub struct Kernel {
 impl Kernel {
     pub async fn new(delivery_limit: u32) -> Kernel {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        if std::env::var("TEST_LOG").is_ok() {
+            duikou_shared::telemetry::init("pretty");
+        }
         let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
         let db_name = format!("t_{id}_kernel");
         duikou_shared::db::ensure_database(&postgres_url(), &db_name)
@@ -184,15 +187,33 @@ impl Kernel {
         self.config.dead_queue("kernel.events")
     }
 
-    /// Drops the database and the prefix's queues.
+    /// Stops the bus; dropping the kernel then removes its database and queues.
     pub async fn cleanup(self, bus: &dyn Bus) {
-        let mut queues = bus.declared_queues();
-        queues.extend([self.queue(), self.dead_queue()]);
         bus.shutdown().await;
         bus.close().await;
-        let _ = admin::delete(&amqp_url(), &self.config, &queues).await;
-        let _ = self.db.close().await;
-        let _ = duikou_shared::db::drop_database(&postgres_url(), &self.db_name).await;
+    }
+}
+
+impl Drop for Kernel {
+    /// Removes the test's database and queues, also when the test failed.
+    fn drop(&mut self) {
+        let queues = vec![
+            self.queue(),
+            self.dead_queue(),
+            self.config.rpc_queue("inventory"),
+        ];
+        let (config, db_name) = (self.config.clone(), self.db_name.clone());
+        let cleaned = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let _ = admin::delete(&amqp_url(), &config, &queues).await;
+                let _ = duikou_shared::db::drop_database(&postgres_url(), &db_name).await;
+            });
+        });
+        let _ = cleaned.join();
     }
 }
 

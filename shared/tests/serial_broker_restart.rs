@@ -1,0 +1,76 @@
+//! Restarts the shared RabbitMQ, so it runs alone after every other test
+//! (`scripts/test` runs ignored tests serially in a second phase).
+
+mod common;
+
+use common::{Kernel, amqp_url, eventually};
+use duikou_shared::bus::Bus;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+fn rabbitmqctl(arg: &str) {
+    let status = Command::new("rabbitmqctl")
+        .arg(arg)
+        .status()
+        .expect("rabbitmqctl runs");
+    assert!(status.success(), "rabbitmqctl {arg} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the shared broker: run alone (scripts/test does)"]
+async fn a_broker_restarted_mid_stream_loses_no_event_and_applies_each_once() {
+    const EVENTS: i64 = 400;
+    let k = Kernel::new(10).await;
+    let bus = k.bus(&amqp_url()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    bus.subscribe(k.recording_router(calls))
+        .await
+        .expect("subscribe");
+    let (signal, cancel, tracker) = k.relay(bus.clone());
+
+    let k = Arc::new(k);
+    let producer = {
+        let (k, signal) = (k.clone(), signal.clone());
+        tokio::spawn(async move {
+            for batch in 0..(EVENTS / 10) {
+                k.commit_pings(batch * 10..batch * 10 + 10).await;
+                signal.committed();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Let part of the stream through, then take the broker down and up.
+    eventually(
+        "some events handled before the restart",
+        Duration::from_secs(20),
+        || async { (k.effects().await.0 > 20).then_some(()) },
+    )
+    .await;
+    tokio::task::spawn_blocking(|| {
+        rabbitmqctl("stop_app");
+        rabbitmqctl("start_app");
+    })
+    .await
+    .expect("restart");
+    producer.await.expect("producer");
+
+    eventually(
+        "every event handled after the restart",
+        Duration::from_secs(120),
+        || async { (k.effects().await.0 == EVENTS).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        k.effects().await,
+        (EVENTS, EVENTS),
+        "each event applied exactly once"
+    );
+    assert_eq!(k.outbox_len().await, 0, "nothing left behind in the outbox");
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    let k = Arc::try_unwrap(k).ok().expect("sole owner");
+    k.cleanup(bus.as_ref()).await;
+}

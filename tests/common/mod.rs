@@ -1,0 +1,192 @@
+//! The end-to-end harness: the real application on port 0 against the local
+//! PostgreSQL and RabbitMQ, with databases and queues of the test's own that
+//! are removed when the test ends (also when it fails).
+
+#![allow(dead_code)]
+
+use chrono::{Duration as Days, NaiveDate, Utc};
+use duikou::{App, Part};
+use serde_json::{Value, json};
+use shared::bus::call;
+use shared::config::Settings;
+use shared::money::Fen;
+use shared::region::RegionCode;
+use shared::rpcs::{CreateHomestay, HomestayCreated, NewRoomType, SetRoomCalendar};
+use std::time::{Duration, Instant};
+
+pub fn postgres_url() -> String {
+    std::env::var("DUIKOU_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("DUIKOU_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Settings for a test of its own: unique database and queue prefixes.
+pub fn test_settings() -> Settings {
+    let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+    Settings {
+        postgres_url: Some(postgres_url().into()),
+        amqp_url: Some(amqp_url().into()),
+        gateway_addr: "127.0.0.1:0".into(),
+        db_prefix: format!("t_{id}_"),
+        bus_prefix: format!("t.{id}."),
+        demo: false,
+        db_max_connections: 5,
+        ..Settings::default()
+    }
+}
+
+pub struct TestApp {
+    pub app: App,
+    pub url: String,
+    pub http: reqwest::Client,
+    settings: Settings,
+}
+
+/// Starts everything in one process.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        shared::telemetry::init("pretty");
+    }
+    let app = App::start(settings.clone(), Part::All)
+        .await
+        .expect("the application starts");
+    let addr = app.gateway_addr.expect("the gateway listens");
+    TestApp {
+        app,
+        url: format!("http://{addr}/graphql"),
+        http: reqwest::Client::new(),
+        settings,
+    }
+}
+
+impl TestApp {
+    /// POSTs a GraphQL request; returns the whole response body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.http
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("the gateway answers")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
+    /// A homestay in 敖汉旗 with `rooms` rooms at 380 yuan for 60 nights from tomorrow.
+    pub async fn homestay(&self, rooms: u32) -> HomestayCreated {
+        let bus = self.app.rt.bus.as_ref();
+        let created = call(
+            bus,
+            &CreateHomestay {
+                host_name: "敖汉旗测试牧户".into(),
+                region_code: RegionCode::parse("150430").expect("code"),
+                name: "测试蒙古包".into(),
+                room_type: NewRoomType {
+                    name: "双床".into(),
+                    beds: 2,
+                    max_guests: 2,
+                },
+            },
+        )
+        .await
+        .expect("homestay created");
+        call(
+            bus,
+            &SetRoomCalendar {
+                room_type_id: created.room_type_id,
+                from: tomorrow(),
+                to: tomorrow() + Days::days(60),
+                rooms,
+                price: Fen::yuan(380),
+            },
+        )
+        .await
+        .expect("calendar set");
+        created
+    }
+
+    /// createBooking for one traveler; returns the response body.
+    pub async fn create_booking(
+        &self,
+        room_type: &str,
+        check_in: NaiveDate,
+        nights: i64,
+        key: &str,
+    ) -> Value {
+        self.graphql(
+            "mutation($input: CreateBookingInput!, $key: String!) {
+                createBooking(input: $input, idempotencyKey: $key) { id status }
+            }",
+            json!({
+                "key": key,
+                "input": {
+                    "roomTypeId": room_type,
+                    "checkIn": check_in.to_string(),
+                    "checkOut": (check_in + Days::days(nights)).to_string(),
+                    "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
+                    "contact": { "name": "张三", "phone": "13800138000" },
+                    "sponsorRegionCode": "110108"
+                }
+            }),
+        )
+        .await
+    }
+
+    /// Polls the booking until its status is `status`.
+    pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let body = self
+                .graphql(
+                    "query($id: ID!) { booking(id: $id) { id status total { amount currency } reason expiresAt } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            if body["data"]["booking"]["status"] == status {
+                return body["data"]["booking"].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "booking {id} never reached {status}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let settings = self.settings.clone();
+        let queues = self.app.rt.bus.declared_queues();
+        let bus = settings.bus();
+        // Clean up on a thread of its own: Drop cannot await, and this also
+        // runs when the test failed.
+        let cleaned = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let _ = shared::bus::amqp::admin::delete(&amqp_url(), &bus, &queues).await;
+                for service in ["inventory", "booking", "payment", "partnership"] {
+                    let name = shared::db::database_name(&settings, service);
+                    let _ = shared::db::drop_database(&postgres_url(), &name).await;
+                }
+            });
+        });
+        let _ = cleaned.join();
+    }
+}
+
+pub fn tomorrow() -> NaiveDate {
+    Utc::now().date_naive() + Days::days(1)
+}
