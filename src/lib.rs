@@ -1,6 +1,8 @@
 //! The `duikou` launcher: starts all parts in one process or one part alone,
 //! over the same bus and the same messages either way.
 
+pub mod bench;
+
 use anyhow::Context;
 use sea_orm_migration::MigratorTrait;
 use shared::config::Settings;

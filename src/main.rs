@@ -33,6 +33,28 @@ enum Command {
     },
     /// Create each service's database if missing and run its migrations.
     Migrate,
+    /// Measure; prints a table and writes JSON. Needs the real servers
+    /// (DUIKOU_POSTGRES_URL and DUIKOU_AMQP_URL, or the local defaults).
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Events per second end to end: outbox → RabbitMQ (confirms) → inbox handler committed.
+    Events {
+        /// Events per run (after a warm-up of a tenth of that).
+        #[arg(long, default_value_t = 5000)]
+        events: i64,
+        /// Competing consumers per run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        consumers: Vec<usize>,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/events.json")]
+        json: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -42,6 +64,31 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init(&settings.log_format);
     match cli.command {
         Command::Serve { part } => serve(settings, part).await,
+        Command::Bench {
+            what:
+                Bench::Events {
+                    events,
+                    consumers,
+                    json,
+                },
+        } => {
+            let postgres = settings
+                .postgres()
+                .unwrap_or("postgres://root@127.0.0.1:5432")
+                .to_owned();
+            let amqp = settings
+                .amqp()
+                .unwrap_or("amqp://guest:guest@127.0.0.1:5672/%2f")
+                .to_owned();
+            println!("events end to end (outbox → RabbitMQ → inbox), {events} events per run:");
+            let runs = duikou::bench::events(&postgres, &amqp, events, &consumers).await?;
+            if let Some(dir) = json.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&json, serde_json::to_vec_pretty(&runs)?)?;
+            println!("wrote {}", json.display());
+            Ok(())
+        }
         Command::Migrate => {
             migrate(&settings).await?;
             println!("migrated the databases of inventory, booking, payment and partnership");

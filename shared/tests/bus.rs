@@ -44,7 +44,11 @@ async fn an_event_committed_while_the_broker_is_unreachable_is_delivered_after_i
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
-    k.cleanup(bus.as_ref()).await;
+    bus.shutdown().await;
+    bus.close().await;
+    // Nothing may reconnect through the proxy and declare the exchange again.
+    proxy.cut();
+    drop(k);
 }
 
 #[tokio::test]

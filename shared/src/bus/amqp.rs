@@ -392,31 +392,35 @@ async fn handle_event(inner: &Inner, router: &EventRouter, delivery: Delivery) {
     };
     let span =
         info_span!("event", r#type = %env.kind, id = %env.id, correlation_id = %env.correlation_id);
-    let outcome = router.dispatch(env).instrument(span.clone()).await;
-    let _entered = span.enter();
-    match outcome {
-        Ok(()) => {
-            // Ok(false) or an error: the channel died; the message comes again
-            // and the inbox skips it.
-            if !matches!(delivery.ack(BasicAckOptions::default()).await, Ok(true)) {
-                debug!("ack lost with the channel; expecting a redelivery");
+    // The whole handling, ack included, runs in the event's span (a span
+    // guard must never be held across an await).
+    async move {
+        match router.dispatch(env).await {
+            Ok(()) => {
+                // Ok(false) or an error: the channel died; the message comes again
+                // and the inbox skips it.
+                if !matches!(delivery.ack(BasicAckOptions::default()).await, Ok(true)) {
+                    debug!("ack lost with the channel; expecting a redelivery");
+                }
+            }
+            Err(HandlerError::Retry(reason)) => {
+                let attempt = delivery_count(&delivery.properties);
+                warn!(%reason, attempt, "handler failed; will be redelivered");
+                tokio::time::sleep(retry_delay(attempt)).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+            }
+            Err(HandlerError::Reject(reason)) => {
+                dead_letter(inner, dead_queue, &delivery, &reason).await;
             }
         }
-        Err(HandlerError::Retry(reason)) => {
-            let attempt = delivery_count(&delivery.properties);
-            warn!(%reason, attempt, "handler failed; will be redelivered");
-            tokio::time::sleep(retry_delay(attempt)).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
-        }
-        Err(HandlerError::Reject(reason)) => {
-            dead_letter(inner, dead_queue, &delivery, &reason).await;
-        }
     }
+    .instrument(span)
+    .await
 }
 
 async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
