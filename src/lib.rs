@@ -4,7 +4,6 @@
 pub mod bench;
 
 use anyhow::Context;
-use sea_orm_migration::MigratorTrait;
 use shared::config::Settings;
 use shared::runtime::Runtime;
 use std::net::SocketAddr;
@@ -105,12 +104,12 @@ impl App {
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     install_crypto();
     let db = shared::db::connect(settings, inventory::SERVICE).await?;
-    inventory::storage::Migrator::up(&db, None).await?;
+    shared::db::migrate::<inventory::storage::Migrator>(&db).await?;
     let db = shared::db::connect(settings, booking::SERVICE).await?;
-    booking::storage::Migrator::up(&db, None).await?;
+    shared::db::migrate::<booking::storage::Migrator>(&db).await?;
     let db = shared::db::connect(settings, payment::SERVICE).await?;
-    payment::storage::Migrator::up(&db, None).await?;
+    shared::db::migrate::<payment::storage::Migrator>(&db).await?;
     let db = shared::db::connect(settings, partnership::SERVICE).await?;
-    partnership::storage::Migrator::up(&db, None).await?;
+    shared::db::migrate::<partnership::storage::Migrator>(&db).await?;
     Ok(())
 }

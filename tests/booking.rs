@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{spawn_app, tomorrow};
+use common::{spawn_app, spawn_app_with, test_settings, tomorrow};
 use serde_json::json;
 
 #[tokio::test]
@@ -196,5 +196,112 @@ async fn bad_input_gets_a_clear_error_code() {
     assert_eq!(
         declined["errors"][0]["extensions"]["code"], "NOT_FOUND",
         "{declined}"
+    );
+}
+
+#[tokio::test]
+async fn an_unpaid_booking_expires_and_its_rooms_go_back_on_sale() {
+    let mut settings = test_settings();
+    settings.hold_seconds = 1;
+    let app = spawn_app_with(settings).await;
+    let homestay = app.homestay(1).await;
+    let room_type = homestay.room_type_id.to_string();
+    let created = app
+        .create_booking(&room_type, tomorrow(), 1, "expire-1")
+        .await;
+    let id = created["data"]["createBooking"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let expired = app.wait_for_status(&id, "EXPIRED").await;
+    assert_eq!(expired["reason"], "not paid in time");
+
+    let calendar = "query($rt: ID!, $from: Date!, $to: Date!) { roomCalendar(roomTypeId: $rt, from: $from, to: $to) { available } }";
+    let vars = json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + chrono::Duration::days(1)).to_string() });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.graphql(calendar, vars.clone()).await["data"]["roomCalendar"]
+        != json!([{ "available": 1 }])
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the room never went back on sale"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+
+    let late = app
+        .graphql(
+            "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"late\") { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        late["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{late}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bookings_never_hold_more_rooms_than_there_are() {
+    const ROOMS: usize = 3;
+    const CLIENTS: usize = 20;
+    let app = spawn_app().await;
+    let homestay = app.homestay(ROOMS as u32).await;
+    let room_type = homestay.room_type_id.to_string();
+    let keys: Vec<String> = (0..CLIENTS).map(|i| format!("race-{i}")).collect();
+    let requests = keys
+        .iter()
+        .map(|key| app.create_booking(&room_type, tomorrow(), 2, key));
+    let created = futures::future::join_all(requests).await;
+    let ids: Vec<String> = created
+        .iter()
+        .map(|c| {
+            c["data"]["createBooking"]["id"]
+                .as_str()
+                .expect("created")
+                .to_owned()
+        })
+        .collect();
+
+    let mut held = 0;
+    let mut rejected = 0;
+    for id in &ids {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let b = app
+                .graphql(
+                    "query($id: ID!) { booking(id: $id) { status } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            match b["data"]["booking"]["status"].as_str() {
+                Some("AWAITING_PAYMENT") => {
+                    held += 1;
+                    break;
+                }
+                Some("REJECTED") => {
+                    rejected += 1;
+                    break;
+                }
+                _ => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "booking {id} never settled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+    assert_eq!((held, rejected), (ROOMS, CLIENTS - ROOMS));
+    let calendar = app
+        .graphql(
+            "query($rt: ID!, $from: Date!, $to: Date!) { roomCalendar(roomTypeId: $rt, from: $from, to: $to) { available } }",
+            json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + chrono::Duration::days(2)).to_string() }),
+        )
+        .await;
+    assert_eq!(
+        calendar["data"]["roomCalendar"],
+        json!([{ "available": 0 }, { "available": 0 }])
     );
 }

@@ -164,3 +164,23 @@ pub fn opt_uuid_value(backend: DbBackend, id: Option<uuid::Uuid>) -> sea_orm::Va
         _ => id.into(),
     }
 }
+
+/// Runs the migrations `M`. On PostgreSQL they run in one transaction under
+/// an advisory lock, so N copies of a service starting at once migrate once
+/// (the others wait, then find nothing pending) and a failed migration leaves
+/// nothing half-applied.
+pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
+    db: &DatabaseConnection,
+) -> Result<(), DbErr> {
+    use sea_orm::TransactionTrait;
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let txn = db.begin().await?;
+            txn.execute_unprepared("SELECT pg_advisory_xact_lock(8127001)")
+                .await?;
+            M::up(&txn, None).await?;
+            txn.commit().await
+        }
+        _ => M::up(db, None).await,
+    }
+}

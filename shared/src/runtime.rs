@@ -55,7 +55,7 @@ impl Runtime {
         service: &str,
     ) -> Result<(DatabaseConnection, OutboxSignal), DbErr> {
         let db = crate::db::connect(&self.settings, service).await?;
-        M::up(&db, None).await?;
+        crate::db::migrate::<M>(&db).await?;
         let signal = OutboxSignal::default();
         Relay::new(db.clone(), self.bus.clone(), signal.clone())
             .spawn(self.cancel.clone(), &self.tracker);

@@ -1,0 +1,250 @@
+//! The in-process bus and the outbox/inbox on SQLite: the same guarantees
+//! as RabbitMQ and PostgreSQL, for embedded mode.
+
+use duikou_shared::bus::memory::MemoryBus;
+use duikou_shared::bus::{Bus, BusConfig, EventRouter, HandlerError, call_within};
+use duikou_shared::config::Settings;
+use duikou_shared::envelope::{Envelope, Event};
+use duikou_shared::outbox::{OutboxSignal, Relay, begin_once, enqueue, stmt};
+use duikou_shared::rpcs::ListRegions;
+use duikou_shared::{AppError, ErrorCode};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ping {
+    n: i64,
+}
+impl Event for Ping {
+    const TYPE: &'static str = "test.ping";
+}
+
+struct Sqlite {
+    db: DatabaseConnection,
+    dir: PathBuf,
+}
+
+impl Drop for Sqlite {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn sqlite() -> Sqlite {
+    let dir = std::env::temp_dir().join(format!("duikou-test-{}", uuid::Uuid::now_v7().simple()));
+    let settings = Settings {
+        data_dir: dir.clone(),
+        ..Settings::default()
+    };
+    let db = duikou_shared::db::connect(&settings, "kernel")
+        .await
+        .expect("sqlite");
+    for ddl in duikou_shared::outbox::kernel_ddl(db.get_database_backend()) {
+        db.execute_unprepared(ddl).await.expect("kernel ddl");
+    }
+    db.execute_unprepared("CREATE TABLE effects (n BIGINT PRIMARY KEY, times INTEGER NOT NULL)")
+        .await
+        .expect("effects");
+    Sqlite { db, dir }
+}
+
+fn bus(limit: u32) -> Arc<MemoryBus> {
+    Arc::new(MemoryBus::new(BusConfig {
+        delivery_limit: limit,
+        ..BusConfig::default()
+    }))
+}
+
+fn recording(db: &DatabaseConnection, calls: Arc<AtomicUsize>) -> EventRouter {
+    let db = db.clone();
+    EventRouter::new("kernel.events").on::<Ping, _, _>(move |env, ping| {
+        let (db, calls) = (db.clone(), calls.clone());
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let Some(txn) = begin_once(&db, &env).await? else { return Ok(()) };
+            let b = txn.get_database_backend();
+            txn.execute_raw(stmt(
+                b,
+                "INSERT INTO effects (n, times) VALUES ($1, 1) ON CONFLICT (n) DO UPDATE SET times = effects.times + 1",
+                vec![ping.n.into()],
+            ))
+            .await?;
+            txn.commit().await?;
+            Ok::<(), HandlerError>(())
+        }
+    })
+}
+
+async fn effects(db: &DatabaseConnection) -> (i64, i64) {
+    let b = db.get_database_backend();
+    let row = db
+        .query_one_raw(stmt(
+            b,
+            "SELECT COUNT(*) AS n, COALESCE(SUM(times), 0) AS t FROM effects",
+            vec![],
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    (
+        row.try_get("", "n").expect("n"),
+        row.try_get("", "t").expect("t"),
+    )
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_twice_changes_state_once_on_sqlite() {
+    let s = sqlite().await;
+    let bus = bus(5);
+    let calls = Arc::new(AtomicUsize::new(0));
+    bus.subscribe(recording(&s.db, calls.clone()))
+        .await
+        .expect("subscribe");
+    let env = Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n: 1 });
+    for r in bus.publish(&[env.clone(), env]).await {
+        r.expect("routed");
+    }
+    eventually("two deliveries", || async {
+        calls.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(effects(&s.db).await, (1, 1));
+}
+
+#[tokio::test]
+async fn a_failing_handler_is_dead_lettered_after_the_limit_and_a_malformed_message_at_once() {
+    let bus = bus(3);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let router = EventRouter::new("kernel.events").on::<Ping, _, _>(move |_, _| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(HandlerError::Retry("always".into()))
+        }
+    });
+    bus.subscribe(router).await.expect("subscribe");
+    bus.publish(&[Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n: 1 })])
+        .await;
+    bus.inject("kernel.events", b"{oops".to_vec())
+        .expect("inject");
+    let b = bus.clone();
+    eventually("two dead letters", move || {
+        let b = b.clone();
+        async move { b.dead_letters("kernel.events").len() == 2 }
+    })
+    .await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "delivered exactly the limit"
+    );
+    let reasons: Vec<String> = bus
+        .dead_letters("kernel.events")
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("delivery limit")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("not an event envelope")),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_sqlite_outbox_keeps_unroutable_events_until_a_consumer_is_bound() {
+    let s = sqlite().await;
+    let bus = bus(5);
+    let signal = OutboxSignal::default();
+    let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+    Relay::new(s.db.clone(), bus.clone(), signal.clone()).spawn(cancel.clone(), &tracker);
+
+    let txn = s.db.begin().await.expect("begin");
+    let events: Vec<Envelope> = (0..5)
+        .map(|n| Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n }))
+        .collect();
+    enqueue(&txn, &events).await.expect("enqueue");
+    txn.commit().await.expect("commit");
+    signal.committed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left = |db: DatabaseConnection| async move {
+        let b = db.get_database_backend();
+        let row = db
+            .query_one_raw(stmt(b, "SELECT COUNT(*) AS n FROM outbox", vec![]))
+            .await
+            .expect("q")
+            .expect("row");
+        row.try_get::<i64>("", "n").expect("n")
+    };
+    assert_eq!(
+        left(s.db.clone()).await,
+        5,
+        "nobody is bound: the rows wait"
+    );
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    bus.subscribe(recording(&s.db, calls))
+        .await
+        .expect("subscribe");
+    let db = s.db.clone();
+    eventually("all five handled", move || {
+        let db = db.clone();
+        async move { effects(&db).await == (5, 5) }
+    })
+    .await;
+    assert_eq!(left(s.db.clone()).await, 0);
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+#[tokio::test]
+async fn an_in_process_rpc_fails_fast_without_a_service_and_at_its_deadline_when_slow() {
+    let bus = bus(5);
+    let request = ListRegions {
+        parent_code: None,
+        poverty_only: false,
+    };
+    let err = call_within(bus.as_ref(), &request, Duration::from_millis(200))
+        .await
+        .expect_err("nobody serves");
+    assert_eq!(err.code, ErrorCode::ServiceUnavailable);
+
+    let router =
+        duikou_shared::rpc::RpcRouter::new("inventory").route::<ListRegions, _, _>(|_| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Err::<Vec<duikou_shared::region::Region>, _>(AppError::internal("too late"))
+        });
+    bus.serve(router).await.expect("serve");
+    let started = Instant::now();
+    let err = call_within(bus.as_ref(), &request, Duration::from_millis(200))
+        .await
+        .expect_err("too slow");
+    assert_eq!(err.code, ErrorCode::ServiceUnavailable);
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+}
