@@ -133,3 +133,19 @@ impl Settings {
         self.postgres_url.as_ref().map(|s| s.expose_secret())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let settings = Settings {
+            postgres_url: Some("postgres://app:hunter2@db:5432".to_owned().into()),
+            amqp_url: Some("amqp://app:hunter2@mq:5672/%2f".to_owned().into()),
+            admin_password: Some("hunter2".to_owned().into()),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+}

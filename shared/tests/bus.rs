@@ -291,3 +291,61 @@ async fn an_rpc_is_answered_by_competing_consumers_with_typed_errors() {
     }
     k.cleanup(client.as_ref()).await;
 }
+
+#[tokio::test]
+async fn an_event_no_queue_is_bound_for_is_a_publish_failure() {
+    let k = Kernel::new(5).await;
+    let bus = k.bus(&amqp_url()).await;
+    let env = Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n: 1 });
+    let results = bus.publish(&[env]).await;
+    assert!(
+        matches!(&results[0], Err(duikou_shared::bus::BusError::Unroutable(key)) if key == "test.ping"),
+        "{results:?}"
+    );
+    k.cleanup(bus.as_ref()).await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_handler_in_flight_commit_and_ack() {
+    let k = Kernel::new(5).await;
+    let bus = k.bus(&amqp_url()).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let db = k.db.clone();
+    let s = started.clone();
+    let router = EventRouter::new("kernel.events").on::<Ping, _, _>(move |env, ping| {
+        let (db, s) = (db.clone(), s.clone());
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Some(txn) = duikou_shared::outbox::begin_once(&db, &env).await? else {
+                return Ok(());
+            };
+            use sea_orm::ConnectionTrait;
+            txn.execute_raw(duikou_shared::outbox::stmt(
+                sea_orm::DbBackend::Postgres,
+                "INSERT INTO effects (n, times) VALUES ($1, 1)",
+                vec![ping.n.into()],
+            ))
+            .await?;
+            txn.commit().await?;
+            Ok::<(), HandlerError>(())
+        }
+    });
+    bus.subscribe(router).await.expect("subscribe");
+    bus.publish(&[Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n: 9 })])
+        .await;
+    eventually("the handler started", WAIT, || async {
+        (started.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    bus.shutdown().await;
+    assert_eq!(
+        k.effects().await,
+        (1, 1),
+        "the handler in flight finished before shutdown returned"
+    );
+    // Acked: nothing is left in the queue for a next consumer.
+    let left = admin::drain(&amqp_url(), &k.queue()).await.expect("drain");
+    assert!(left.is_empty(), "{} message(s) left unacked", left.len());
+    k.cleanup(bus.as_ref()).await;
+}

@@ -41,6 +41,8 @@ pub fn test_settings() -> Settings {
 
 pub struct TestApp {
     pub app: App,
+    /// Other processes' worth of parts, when the test runs them separately.
+    pub parts: Vec<App>,
     pub url: String,
     pub http: reqwest::Client,
     settings: Settings,
@@ -52,15 +54,28 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    spawn_parts(settings, &[Part::All]).await
+}
+
+/// Starts each part as if in a process of its own (own bus connection and
+/// pools); the last part must run the gateway.
+pub async fn spawn_parts(settings: Settings, parts: &[Part]) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         shared::telemetry::init("pretty");
     }
-    let app = App::start(settings.clone(), Part::All)
-        .await
-        .expect("the application starts");
-    let addr = app.gateway_addr.expect("the gateway listens");
+    let mut started = Vec::new();
+    for part in parts {
+        started.push(
+            App::start(settings.clone(), *part)
+                .await
+                .expect("the part starts"),
+        );
+    }
+    let app = started.pop().expect("at least one part");
+    let addr = app.gateway_addr.expect("the last part runs the gateway");
     TestApp {
         app,
+        parts: started,
         url: format!("http://{addr}/graphql"),
         http: reqwest::Client::new(),
         settings,
@@ -166,8 +181,11 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         let settings = self.settings.clone();
-        let queues = self.app.rt.bus.declared_queues();
         let bus = settings.bus();
+        let mut queues = Vec::new();
+        for app in std::iter::once(&self.app).chain(&self.parts) {
+            queues.extend(app.rt.bus.declared_queues());
+        }
         // Clean up on a thread of its own: Drop cannot await, and this also
         // runs when the test failed.
         let cleaned = std::thread::spawn(move || {

@@ -516,19 +516,24 @@ where
         open_consumer(&inner, &queue, declare.as_ref()).await?;
     let tracker = stop.tracker.clone();
     tracker.spawn(async move {
+        // Handlers in flight ack on this channel: it must outlive them
+        // (dropping the last handle closes it and their acks are lost).
+        let handlers = TaskTracker::new();
         let mut backoff = Duration::from_millis(100);
         loop {
             let next = tokio::select! {
                 next = consumer.next() => next,
                 () = stop.cancel.cancelled() => {
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    handlers.close();
+                    handlers.wait().await;
                     break;
                 }
             };
             match next {
                 Some(Ok(delivery)) => {
                     backoff = Duration::from_millis(100);
-                    stop.tracker.spawn(handle(delivery));
+                    handlers.spawn(handle(delivery));
                     continue;
                 }
                 Some(Err(e)) => {
@@ -544,7 +549,11 @@ where
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = stop.cancel.cancelled() => return,
+                    () = stop.cancel.cancelled() => {
+                        handlers.close();
+                        handlers.wait().await;
+                        return;
+                    }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 match open_consumer(&inner, &queue, declare.as_ref()).await {
