@@ -305,3 +305,35 @@ async fn concurrent_bookings_never_hold_more_rooms_than_there_are() {
         json!([{ "available": 0 }, { "available": 0 }])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_creates_with_one_key_make_one_booking() {
+    let app = spawn_app().await;
+    let homestay = app.homestay(10).await;
+    let room_type = homestay.room_type_id.to_string();
+    let requests = (0..100).map(|_| app.create_booking(&room_type, tomorrow(), 1, "one-key"));
+    let answers = futures::future::join_all(requests).await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|a| {
+            a["data"]["createBooking"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{a}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one booking for one key");
+    let id = ids.into_iter().next().expect("an id");
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let calendar = app
+        .graphql(
+            "query($rt: ID!, $from: Date!, $to: Date!) { roomCalendar(roomTypeId: $rt, from: $from, to: $to) { available } }",
+            json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + chrono::Duration::days(1)).to_string() }),
+        )
+        .await;
+    assert_eq!(
+        calendar["data"]["roomCalendar"],
+        json!([{ "available": 9 }]),
+        "one room held"
+    );
+}
