@@ -337,3 +337,70 @@ async fn a_hundred_concurrent_creates_with_one_key_make_one_booking() {
         "one room held"
     );
 }
+
+#[tokio::test]
+async fn a_booking_cancelled_before_payment_releases_its_rooms() {
+    let app = spawn_app().await;
+    let homestay = app.homestay(1).await;
+    let room_type = homestay.room_type_id.to_string();
+    let created = app
+        .create_booking(&room_type, tomorrow(), 1, "cancel-1")
+        .await;
+    let id = created["data"]["createBooking"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+
+    let cancel = "mutation($id: ID!, $key: String!) { cancelBooking(bookingId: $id, idempotencyKey: $key) { status reason } }";
+    let first = app.graphql(cancel, json!({ "id": id, "key": "c-1" })).await;
+    assert_eq!(
+        first["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{first}"
+    );
+    let again = app.graphql(cancel, json!({ "id": id, "key": "c-1" })).await;
+    assert_eq!(
+        again["data"]["cancelBooking"],
+        first["data"]["cancelBooking"]
+    );
+
+    // The room is for sale again: a second booking of the same night is held.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let calendar = "query($rt: ID!, $from: Date!, $to: Date!) { roomCalendar(roomTypeId: $rt, from: $from, to: $to) { available } }";
+    let vars = json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + chrono::Duration::days(1)).to_string() });
+    while app.graphql(calendar, vars.clone()).await["data"]["roomCalendar"]
+        != json!([{ "available": 1 }])
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the room never went back on sale"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let paid = app
+        .graphql(
+            "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"after-cancel\") { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        paid["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{paid}"
+    );
+
+    let other = app
+        .create_booking(&room_type, tomorrow(), 1, "cancel-2")
+        .await;
+    let other = other["data"]["createBooking"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let reused = app
+        .graphql(cancel, json!({ "id": other, "key": "c-1" }))
+        .await;
+    assert_eq!(
+        reused["errors"][0]["extensions"]["code"], "IDEMPOTENCY_KEY_REUSED",
+        "{reused}"
+    );
+    app.wait_for_status(&other, "AWAITING_PAYMENT").await;
+}

@@ -186,6 +186,21 @@ impl Rpc for GetBooking {
     type Reply = BookingView;
 }
 
+/// Cancels a booking that is not yet paid, releasing its hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelBooking {
+    /// Client-chosen key: a retry returns the same booking; the key may not
+    /// be reused for another booking.
+    pub idempotency_key: String,
+    /// The booking.
+    pub booking_id: BookingId,
+}
+impl Rpc for CancelBooking {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "cancel_booking";
+    type Reply = BookingView;
+}
+
 /// A booking as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BookingView {

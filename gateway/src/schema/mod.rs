@@ -246,6 +246,27 @@ impl Mutation {
         .await?;
         Ok(Payment(payment))
     }
+
+    /// Cancels a booking that is not paid yet (PENDING or AWAITING_PAYMENT);
+    /// its rooms go back on sale. Retrying with the same key is safe.
+    async fn cancel_booking(
+        &self,
+        ctx: &Context<'_>,
+        booking_id: ID,
+        idempotency_key: String,
+    ) -> Result<Booking> {
+        let booking_id: BookingId = parse("booking id", &booking_id)?;
+        Ok(Booking(
+            rpc(
+                ctx,
+                rpcs::CancelBooking {
+                    idempotency_key,
+                    booking_id,
+                },
+            )
+            .await?,
+        ))
+    }
 }
 
 impl From<DocumentType> for IdType {

@@ -16,7 +16,7 @@ use shared::events::{
 use shared::ids::BookingId;
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::rpc::RpcRouter;
-use shared::rpcs::{BookingView, CreateBooking, GetBooking};
+use shared::rpcs::{BookingView, CancelBooking, CreateBooking, GetBooking};
 use shared::{AppError, ErrorCode};
 use tracing::{info, warn};
 
@@ -54,8 +54,12 @@ impl Bookings {
 
     /// The RPC methods booking answers.
     pub fn rpc(&self) -> RpcRouter {
-        let (a, b) = (self.clone(), self.clone());
+        let (a, b, c) = (self.clone(), self.clone(), self.clone());
         RpcRouter::new(SERVICE)
+            .route::<CancelBooking, _, _>(move |req| {
+                let s = c.clone();
+                async move { s.cancel(req).await }
+            })
             .route::<CreateBooking, _, _>(move |req| {
                 let s = a.clone();
                 async move { s.create(req).await }
@@ -100,6 +104,70 @@ impl Bookings {
         self.outbox.committed();
         info!(booking = %id, "booking created; hold requested");
         self.get(id).await
+    }
+
+    /// Cancels a booking that is not paid yet and asks inventory to release
+    /// its hold. Cancelling a cancelled booking returns it unchanged.
+    pub async fn cancel(&self, req: CancelBooking) -> Result<BookingView, AppError> {
+        let key = req.idempotency_key.trim();
+        if key.is_empty() || key.len() > domain::MAX_KEY_LEN {
+            return Err(AppError::bad_input(format!(
+                "the idempotency key must be 1 to {} characters",
+                domain::MAX_KEY_LEN
+            )));
+        }
+        let txn = self.db.begin().await?;
+        let Some(booking) = storage::by_id(&txn, req.booking_id).await? else {
+            return Err(AppError::not_found(format!(
+                "no booking {}",
+                req.booking_id
+            )));
+        };
+        if storage::claim_cancel_key(&txn, key, req.booking_id).await? != req.booking_id {
+            return Err(AppError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this idempotency key was used to cancel a different booking",
+            ));
+        }
+        let changes = Changes {
+            reason: Some("cancelled by the booker".into()),
+            ..Changes::default()
+        };
+        let cancelled = storage::transition(
+            &txn,
+            req.booking_id,
+            &[Status::Pending, Status::AwaitingPayment],
+            Status::Cancelled,
+            changes,
+            "cancelled before payment",
+        )
+        .await?;
+        if cancelled {
+            // A hold granted after this is released by on_hold_granted; a
+            // release that overtakes the request leaves a tombstone.
+            let release = HoldReleaseRequested {
+                booking_id: req.booking_id,
+                reason: "cancelled".into(),
+            };
+            enqueue(&txn, &[Envelope::new(SERVICE, req.booking_id.0, &release)]).await?;
+        } else if booking.view.status != Status::Cancelled.as_str() {
+            let message = if booking.view.status == Status::Confirmed.as_str() {
+                "the booking is paid; cancelling a paid booking with a refund is not available yet"
+                    .to_owned()
+            } else {
+                format!(
+                    "the booking is {} and cannot be cancelled",
+                    booking.view.status
+                )
+            };
+            return Err(AppError::conflict(message));
+        }
+        txn.commit().await?;
+        if cancelled {
+            self.outbox.committed();
+            info!(booking = %req.booking_id, "booking cancelled; release requested");
+        }
+        self.get(req.booking_id).await
     }
 
     /// Reads one booking.

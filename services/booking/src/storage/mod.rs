@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(shared::runtime::KernelMigration),
             Box::new(Bookings),
+            Box::new(Cancellations),
         ]
     }
 }
@@ -66,6 +67,28 @@ impl MigrationTrait for Bookings {
                     at TIMESTAMPTZ NOT NULL)",
                 "CREATE INDEX booking_history_booking ON booking_history (booking_id)",
             ],
+        )
+        .await
+    }
+}
+
+struct Cancellations;
+
+impl MigrationName for Cancellations {
+    fn name(&self) -> &str {
+        "m20261123_000002_cancellations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Cancellations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &["CREATE TABLE cancellations (
+                idempotency_key TEXT PRIMARY KEY,
+                booking_id UUID NOT NULL REFERENCES bookings (id),
+                at TIMESTAMPTZ NOT NULL)"],
         )
         .await
     }
@@ -273,4 +296,30 @@ pub async fn overdue<C: ConnectionTrait>(
     rows.iter()
         .map(|r| Ok(BookingId(shared::db::row_uuid(r, "id")?)))
         .collect()
+}
+
+/// Records a cancel request's key; returns the booking the key belongs to
+/// (this one if new, the first one if the key was used before).
+pub async fn claim_cancel_key<C: ConnectionTrait>(
+    conn: &C,
+    key: &str,
+    booking: BookingId,
+) -> Result<BookingId, DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO cancellations (idempotency_key, booking_id, at) VALUES ($1, $2, $3)
+         ON CONFLICT (idempotency_key) DO NOTHING",
+        vec![key.into(), uuid_value(b, booking.0), Utc::now().into()],
+    ))
+    .await?;
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT booking_id FROM cancellations WHERE idempotency_key = $1",
+            vec![key.into()],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("cancellation key".into()))?;
+    Ok(BookingId(shared::db::row_uuid(&row, "booking_id")?))
 }
