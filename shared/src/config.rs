@@ -38,6 +38,10 @@ pub struct Settings {
     pub delivery_limit: u32,
     /// How long a hold lasts before the booking expires, in seconds.
     pub hold_seconds: i64,
+    /// A booking still PENDING this many seconds after its hold request asks again.
+    pub pending_retry_seconds: i64,
+    /// Hold requests per booking before it is rejected as unanswered.
+    pub hold_attempts: i32,
     /// Platform fee in basis points (300 = 3 %).
     pub platform_fee_bp: u32,
     /// Welfare fund share in basis points (100 = 1 %).
@@ -67,6 +71,8 @@ impl Default for Settings {
             prefetch: 32,
             delivery_limit: 5,
             hold_seconds: 15 * 60,
+            pending_retry_seconds: 30,
+            hold_attempts: 5,
             platform_fee_bp: 300,
             fund_bp: 100,
             admin_email: None,

@@ -65,6 +65,20 @@ impl Envelope {
         }
     }
 
+    /// An event caused by this one whose type and payload were stored as
+    /// JSON (an answer sent again).
+    pub fn follow_raw(&self, source: &str, kind: &str, payload: serde_json::Value) -> Envelope {
+        Envelope {
+            id: Uuid::now_v7(),
+            kind: kind.to_owned(),
+            occurred_at: Utc::now(),
+            correlation_id: self.correlation_id,
+            causation_id: Some(self.id),
+            source: source.to_owned(),
+            payload,
+        }
+    }
+
     /// True when this envelope carries an `E`.
     pub fn is<E: Event>(&self) -> bool {
         self.kind == E::TYPE

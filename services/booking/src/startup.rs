@@ -14,6 +14,8 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
         db,
         outbox,
         hold_for: chrono::Duration::seconds(rt.settings.hold_seconds),
+        pending_retry: chrono::Duration::seconds(rt.settings.pending_retry_seconds),
+        hold_attempts: rt.settings.hold_attempts.max(1),
     };
     rt.bus.subscribe(bookings.events()).await?;
     rt.bus.serve(bookings.rpc()).await?;
@@ -27,6 +29,9 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
             }
             if let Err(e) = bookings.expire_overdue().await {
                 warn!(error = %e, "expiry sweep failed; will retry");
+            }
+            if let Err(e) = bookings.retry_unanswered().await {
+                warn!(error = %e, "pending sweep failed; will retry");
             }
         }
     });

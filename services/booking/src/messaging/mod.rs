@@ -29,6 +29,10 @@ pub struct Bookings {
     pub outbox: OutboxSignal,
     /// How long a hold lasts.
     pub hold_for: Duration,
+    /// How long a PENDING booking waits for inventory before asking again.
+    pub pending_retry: Duration,
+    /// Hold requests before a booking is rejected as unanswered.
+    pub hold_attempts: i32,
 }
 
 macro_rules! handler {
@@ -198,13 +202,22 @@ impl Bookings {
         )
         .await?;
         if !moved {
-            // Cancelled or expired before the hold came back: give it back.
-            warn!(booking = %ev.booking_id, "hold granted for a booking no longer pending; releasing");
-            let release = HoldReleaseRequested {
-                booking_id: ev.booking_id,
-                reason: "booking no longer pending".into(),
-            };
-            enqueue(&txn, &[env.follow(SERVICE, &release)]).await?;
+            let status = storage::by_id(&txn, ev.booking_id)
+                .await?
+                .map(|b| b.view.status);
+            match status.as_deref() {
+                // A repeated answer to a request that was already answered.
+                Some("AWAITING_PAYMENT") | Some("CONFIRMED") => {}
+                // Cancelled, expired or given up before the hold came back: give it back.
+                _ => {
+                    warn!(booking = %ev.booking_id, ?status, "hold granted for a booking that ended; releasing");
+                    let release = HoldReleaseRequested {
+                        booking_id: ev.booking_id,
+                        reason: "booking no longer pending".into(),
+                    };
+                    enqueue(&txn, &[env.follow(SERVICE, &release)]).await?;
+                }
+            }
         }
         txn.commit().await?;
         self.outbox.committed();
@@ -320,6 +333,56 @@ impl Bookings {
         .await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// Asks inventory again for bookings still PENDING after `pending_retry`
+    /// (the request or its answer was dead-lettered), and rejects those that
+    /// used up their attempts, releasing whatever may have been held: no
+    /// booking stays PENDING. Returns how many were moved.
+    pub async fn retry_unanswered(&self) -> Result<usize, sea_orm::DbErr> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let stuck = storage::unanswered(&txn, now - self.pending_retry, 100).await?;
+        let mut events = Vec::with_capacity(stuck.len());
+        for b in &stuck {
+            if b.attempts >= self.hold_attempts {
+                let changes = Changes {
+                    reason: Some("inventory did not answer; nothing is held".into()),
+                    ..Changes::default()
+                };
+                if storage::transition(
+                    &txn,
+                    b.id,
+                    &[Status::Pending],
+                    Status::Rejected,
+                    changes,
+                    "hold requests unanswered",
+                )
+                .await?
+                {
+                    let release = HoldReleaseRequested {
+                        booking_id: b.id,
+                        reason: "hold requests unanswered".into(),
+                    };
+                    events.push(Envelope::new(SERVICE, b.id.0, &release));
+                }
+            } else {
+                storage::count_attempt(&txn, b.id, now).await?;
+                let hold = HoldRequested {
+                    booking_id: b.id,
+                    item: b.item.clone(),
+                    expires_at: now + self.hold_for,
+                };
+                events.push(Envelope::new(SERVICE, b.id.0, &hold));
+                warn!(booking = %b.id, attempt = b.attempts + 1, "no answer to the hold request; asking again");
+            }
+        }
+        enqueue(&txn, &events).await?;
+        txn.commit().await?;
+        if !events.is_empty() {
+            self.outbox.committed();
+        }
+        Ok(stuck.len())
     }
 
     /// Expires bookings whose payment deadline passed and asks inventory to

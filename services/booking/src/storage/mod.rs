@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(shared::runtime::KernelMigration),
             Box::new(Bookings),
             Box::new(Cancellations),
+            Box::new(HoldAttempts),
         ]
     }
 }
@@ -89,6 +90,28 @@ impl MigrationTrait for Cancellations {
                 idempotency_key TEXT PRIMARY KEY,
                 booking_id UUID NOT NULL REFERENCES bookings (id),
                 at TIMESTAMPTZ NOT NULL)"],
+        )
+        .await
+    }
+}
+
+struct HoldAttempts;
+
+impl MigrationName for HoldAttempts {
+    fn name(&self) -> &str {
+        "m20261123_000003_hold_attempts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for HoldAttempts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE bookings ADD COLUMN hold_attempts INTEGER NOT NULL DEFAULT 1",
+                "CREATE INDEX bookings_pending ON bookings (updated_at) WHERE status = 'PENDING'",
+            ],
         )
         .await
     }
@@ -322,4 +345,60 @@ pub async fn claim_cancel_key<C: ConnectionTrait>(
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("cancellation key".into()))?;
     Ok(BookingId(shared::db::row_uuid(&row, "booking_id")?))
+}
+
+/// A PENDING booking whose hold request went unanswered.
+pub struct Unanswered {
+    /// The booking.
+    pub id: BookingId,
+    /// What it asks to hold.
+    pub item: shared::events::HoldItem,
+    /// Requests sent so far.
+    pub attempts: i32,
+}
+
+/// PENDING bookings not touched since `before`, locked for this sweeper.
+pub async fn unanswered<C: ConnectionTrait>(
+    conn: &C,
+    before: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<Unanswered>, DbErr> {
+    let b = conn.get_database_backend();
+    let lock = if b == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT id, item, hold_attempts FROM bookings WHERE status = 'PENDING' AND updated_at < $1 ORDER BY updated_at LIMIT $2{lock}"
+    );
+    let rows = conn
+        .query_all_raw(stmt(b, &sql, vec![before.into(), (limit as i64).into()]))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let item: String = r.try_get("", "item")?;
+            Ok(Unanswered {
+                id: BookingId(shared::db::row_uuid(r, "id")?),
+                item: from_json(&item, "item")?,
+                attempts: r.try_get("", "hold_attempts")?,
+            })
+        })
+        .collect()
+}
+
+/// Counts another hold request for a PENDING booking.
+pub async fn count_attempt<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE bookings SET hold_attempts = hold_attempts + 1, updated_at = $2 WHERE id = $1 AND status = 'PENDING'",
+        vec![uuid_value(b, id.0), now.into()],
+    ))
+    .await?;
+    Ok(())
 }

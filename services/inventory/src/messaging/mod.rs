@@ -77,11 +77,15 @@ impl Inventory {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
-        if storage::hold_for_update(&txn, ev.booking_id)
-            .await?
-            .is_some()
-        {
-            // Released (a tombstone) before it was ever held, or held already.
+        if let Some(hold) = storage::hold_for_update(&txn, ev.booking_id).await? {
+            // Asked again (the saga repeats a request it got no answer to):
+            // answer as the first time. A released hold answers nothing.
+            if let (Some((kind, payload)), false) = (hold.reply, hold.state == "RELEASED") {
+                enqueue(&txn, &[env.follow_raw(SERVICE, &kind, payload)]).await?;
+                txn.commit().await?;
+                self.outbox.committed();
+                return Ok(());
+            }
             txn.commit().await?;
             return Ok(());
         }
@@ -127,21 +131,23 @@ impl Inventory {
         };
         match storage::take_nights(&txn, room_type_id, stay, rooms).await? {
             Some(total) => {
-                storage::insert_hold(
-                    &txn,
-                    ev.booking_id,
-                    "HELD",
-                    Some((room_type_id, stay, rooms)),
-                    Some(ev.expires_at),
-                )
-                .await?;
                 let granted = HoldGranted {
                     booking_id: ev.booking_id,
                     total,
                     listing,
                     expires_at: ev.expires_at,
                 };
-                enqueue(&txn, &[env.follow(SERVICE, &granted)]).await?;
+                let reply = env.follow(SERVICE, &granted);
+                storage::insert_hold(
+                    &txn,
+                    ev.booking_id,
+                    "HELD",
+                    Some((room_type_id, stay, rooms)),
+                    Some(ev.expires_at),
+                    Some(&reply),
+                )
+                .await?;
+                enqueue(&txn, &[reply]).await?;
                 txn.commit().await?;
                 self.outbox.committed();
                 info!(booking = %ev.booking_id, %total, "hold granted");
@@ -167,8 +173,17 @@ impl Inventory {
         env: &Envelope,
         reject: HoldRejected,
     ) -> Result<(), HandlerError> {
-        storage::insert_hold(&txn, reject.booking_id, "REJECTED", None, None).await?;
-        enqueue(&txn, &[env.follow(SERVICE, &reject)]).await?;
+        let reply = env.follow(SERVICE, &reject);
+        storage::insert_hold(
+            &txn,
+            reject.booking_id,
+            "REJECTED",
+            None,
+            None,
+            Some(&reply),
+        )
+        .await?;
+        enqueue(&txn, &[reply]).await?;
         txn.commit().await?;
         self.outbox.committed();
         info!(booking = %reject.booking_id, reason = %reject.reason, "hold rejected");
@@ -193,7 +208,7 @@ impl Inventory {
             Some(_) => {}
             // The release overtook the request: leave a tombstone so the
             // request, when it comes, holds nothing.
-            None => storage::insert_hold(&txn, ev.booking_id, "RELEASED", None, None).await?,
+            None => storage::insert_hold(&txn, ev.booking_id, "RELEASED", None, None, None).await?,
         }
         enqueue(
             &txn,

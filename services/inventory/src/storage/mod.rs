@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{ConnectionTrait, DbErr};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use shared::db::{opt_uuid_value, row_uuid, run_ddl, uuid_value};
+use shared::envelope::Envelope;
 use shared::events::ListingSnapshot;
 use shared::ids::{BookingId, HomestayId, HostId, RoomTypeId};
 use shared::money::Fen;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(shared::runtime::KernelMigration),
             Box::new(Catalogue),
+            Box::new(HoldReplies),
         ]
     }
 }
@@ -88,6 +90,28 @@ impl MigrationTrait for Catalogue {
         )
         .await?;
         seed_regions(manager.get_connection()).await
+    }
+}
+
+struct HoldReplies;
+
+impl MigrationName for HoldReplies {
+    fn name(&self) -> &str {
+        "m20261123_000002_hold_replies"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for HoldReplies {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE holds ADD COLUMN reply_kind TEXT",
+                "ALTER TABLE holds ADD COLUMN reply_payload TEXT",
+            ],
+        )
+        .await
     }
 }
 
@@ -388,6 +412,9 @@ pub struct Hold {
     pub stay: Option<StayDates>,
     /// Rooms per night.
     pub rooms: u32,
+    /// The answer sent for it (event type and payload), to send again when
+    /// the request is repeated.
+    pub reply: Option<(String, serde_json::Value)>,
 }
 
 /// Reads a hold, locking it on PostgreSQL.
@@ -424,6 +451,13 @@ pub async fn hold_for_update<C: ConnectionTrait>(
                 check_out,
             }),
         rooms: u32::try_from(row.try_get::<i32>("", "rooms")?).unwrap_or(0),
+        reply: match (
+            row.try_get::<Option<String>>("", "reply_kind")?,
+            row.try_get::<Option<String>>("", "reply_payload")?,
+        ) {
+            (Some(kind), Some(payload)) => serde_json::from_str(&payload).ok().map(|p| (kind, p)),
+            _ => None,
+        },
     }))
 }
 
@@ -434,6 +468,7 @@ pub async fn insert_hold<C: ConnectionTrait>(
     state: &str,
     held: Option<(RoomTypeId, StayDates, u32)>,
     expires_at: Option<DateTime<Utc>>,
+    reply: Option<&Envelope>,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     let (room_type, check_in, check_out, rooms) = match held {
@@ -442,8 +477,9 @@ pub async fn insert_hold<C: ConnectionTrait>(
     };
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO holds (booking_id, room_type_id, check_in, check_out, rooms, state, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO holds (booking_id, room_type_id, check_in, check_out, rooms, state, expires_at,
+                            reply_kind, reply_payload)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         vec![
             uuid_value(b, booking.0),
             opt_uuid_value(b, room_type),
@@ -452,6 +488,8 @@ pub async fn insert_hold<C: ConnectionTrait>(
             rooms.into(),
             state.into(),
             expires_at.into(),
+            reply.map(|r| r.kind.clone()).into(),
+            reply.map(|r| r.payload.to_string()).into(),
         ],
     ))
     .await?;
