@@ -54,6 +54,9 @@ pub struct Settings {
     pub log_format: String,
     /// Load the demonstration catalogue when a catalogue is empty on start.
     pub demo: bool,
+    /// Faults to inject into the bus (`duplicate,reorder,delay`): tests and
+    /// chaos runs only.
+    pub faults: String,
 }
 
 impl Default for Settings {
@@ -79,6 +82,7 @@ impl Default for Settings {
             admin_password: None,
             log_format: "pretty".into(),
             demo: true,
+            faults: String::new(),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::bus::Bus;
 use crate::bus::amqp::AmqpBus;
+use crate::bus::faulty::{Faults, FaultyBus};
 use crate::bus::memory::MemoryBus;
 use crate::config::Settings;
 use crate::outbox::{OutboxSignal, Relay};
@@ -31,10 +32,15 @@ pub struct Runtime {
 impl Runtime {
     /// Connects the bus the settings name (RabbitMQ if `amqp_url`, else in-process).
     pub async fn connect(settings: Settings) -> anyhow::Result<Runtime> {
-        let bus: Arc<dyn Bus> = match settings.amqp() {
+        let mut bus: Arc<dyn Bus> = match settings.amqp() {
             Some(url) => Arc::new(AmqpBus::connect(url, settings.bus()).await?),
             None => Arc::new(MemoryBus::new(settings.bus())),
         };
+        let faults = Faults::parse(&settings.faults).map_err(anyhow::Error::msg)?;
+        if faults.any() {
+            tracing::warn!(?faults, "injecting faults into the bus");
+            bus = Arc::new(FaultyBus::new(bus, faults));
+        }
         Ok(Runtime::with_bus(settings, bus))
     }
 

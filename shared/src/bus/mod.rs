@@ -9,6 +9,7 @@
 //! commit together, so a redelivery after a lost ack changes nothing.
 
 pub mod amqp;
+pub mod faulty;
 pub mod memory;
 mod topic;
 
