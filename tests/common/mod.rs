@@ -178,6 +178,98 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// The id of a createBooking answer (panics with the body otherwise).
+    pub fn id_of(body: &Value) -> String {
+        body["data"]["createBooking"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no booking in {body}"))
+            .to_owned()
+    }
+
+    /// A booking's status.
+    pub async fn status(&self, id: &str) -> String {
+        let body = self
+            .graphql(
+                "query($id: ID!) { booking(id: $id) { status } }",
+                json!({ "id": id }),
+            )
+            .await;
+        body["data"]["booking"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Polls until the hold was answered: AWAITING_PAYMENT or REJECTED.
+    pub async fn wait_until_held_or_rejected(&self, id: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.status(id).await;
+            if status == "AWAITING_PAYMENT" || status == "REJECTED" {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "booking {id} never got an answer to its hold ({status})"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// payBooking with a test token; the whole response body.
+    pub async fn pay(&self, id: &str, token: &str, key: &str) -> Value {
+        self.graphql(
+            "mutation($id: ID!, $token: String!, $key: String!) {
+                payBooking(bookingId: $id, paymentToken: $token, idempotencyKey: $key) {
+                    status amount { amount } split { host { amount } platform { amount } fund { amount } agency { amount } } } }",
+            json!({ "id": id, "token": token, "key": key }),
+        )
+        .await
+    }
+
+    /// cancelBooking; the whole response body.
+    pub async fn cancel(&self, id: &str, key: &str) -> Value {
+        self.graphql(
+            "mutation($id: ID!, $key: String!) { cancelBooking(bookingId: $id, idempotencyKey: $key) { status reason } }",
+            json!({ "id": id, "key": key }),
+        )
+        .await
+    }
+
+    /// Free rooms of a room type on each of `nights` nights from tomorrow.
+    pub async fn available(&self, room_type: &str, nights: i64) -> Value {
+        let body = self
+            .graphql(
+                "query($rt: ID!, $from: Date!, $to: Date!) { roomCalendar(roomTypeId: $rt, from: $from, to: $to) { available } }",
+                json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + Days::days(nights)).to_string() }),
+            )
+            .await;
+        let nights = body["data"]["roomCalendar"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Value::Array(nights.iter().map(|n| n["available"].clone()).collect())
+    }
+
+    /// Polls until the free rooms from tomorrow are `expected`, night by night.
+    pub async fn wait_for_available(&self, room_type: &str, expected: Value) {
+        let nights = expected.as_array().map_or(0, Vec::len) as i64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.available(room_type, nights).await;
+            if now == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "free rooms stayed {now}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         let settings = self.settings.clone();
