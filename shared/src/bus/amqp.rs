@@ -8,9 +8,12 @@
 //!   failure (no queue bound), so the outbox keeps the row and tries again.
 //! - RPC: the default exchange, queue `<service>.rpc` shared by competing
 //!   consumers, replies through direct reply-to (`amq.rabbitmq.reply-to`).
-//! - Recovery: lapin's automatic recovery replays the topology and consumers
-//!   after a broker restart; deliveries whose ack was lost come again and the
-//!   inbox skips them.
+//! - Recovery: the kernel's own. A lost connection is replaced by a new one
+//!   on first use; channels opened on an old connection are replaced too; each
+//!   consumer is supervised and sets itself up again (queue, bindings, QoS)
+//!   with backoff. Deliveries whose ack was lost come again and the inbox
+//!   skips them. (lapin's automatic recovery can stay "reconnecting" for good
+//!   after `rabbitmqctl stop_app; start_app`, so it is not used.)
 
 use super::{
     Bus, BusConfig, BusError, DEAD_REASON_HEADER, EventRouter, HandlerError, retry_delay,
@@ -54,12 +57,13 @@ pub struct AmqpBus {
     declared: Mutex<Vec<String>>,
 }
 
-/// What consumers and handlers share: the connection and the channels that
-/// are replaced when they die (a channel-level error closes a channel for
-/// good; lapin's recovery only covers connection failures).
+/// What consumers and handlers share: the current connection and the
+/// channels that are replaced when they die.
 struct Inner {
+    url: String,
     config: BusConfig,
-    connection: Connection,
+    /// The current connection; replaced when it is no longer connected.
+    connection: tokio::sync::Mutex<Arc<Connection>>,
     /// Publishes events and dead letters, with confirms.
     publisher: tokio::sync::Mutex<Channel>,
     /// Sends RPC requests (with confirms) and receives replies (direct reply-to).
@@ -68,12 +72,28 @@ struct Inner {
 
 fn usable(channel: &Channel) -> bool {
     let status = channel.status();
-    status.connected() || status.reconnecting() || status.initializing()
+    status.connected() || status.initializing()
+}
+
+async fn open_connection(url: &str) -> Result<Connection, BusError> {
+    let properties = ConnectionProperties::default().with_connection_name("duikou".into());
+    Ok(Connection::connect(url, properties).await?)
 }
 
 impl Inner {
+    /// The current connection, or a new one if it was lost. Fails fast when
+    /// the broker is away; callers retry with their own backoff.
+    async fn connection(&self) -> Result<Arc<Connection>, BusError> {
+        let mut current = self.connection.lock().await;
+        if !current.status().connected() {
+            *current = Arc::new(open_connection(&self.url).await?);
+            tracing::info!("connected to RabbitMQ again");
+        }
+        Ok(current.clone())
+    }
+
     async fn confirming_channel(&self) -> Result<Channel, BusError> {
-        let channel = self.connection.create_channel().await?;
+        let channel = self.connection().await?.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -91,20 +111,20 @@ impl Inner {
 }
 
 impl AmqpBus {
-    /// Connects, declares the events exchange and starts the reply listener.
-    /// Retries the connection itself until the broker answers.
+    /// Connects (retrying until the broker answers), declares the events
+    /// exchange and starts the reply listener.
     pub async fn connect(url: &str, config: BusConfig) -> Result<AmqpBus, BusError> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name("duikou".into())
-            // Keep retrying for as long as the broker is away; the outbox waits.
-            .configure_backoff(|b| {
-                b.with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(2))
-                    .with_max_times(1_000_000)
-            })
-            .enable_auto_recover();
-        let connection = Connection::connect(url, properties).await?;
-
+        let mut backoff = Duration::from_millis(100);
+        let connection = loop {
+            match open_connection(url).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    warn!(error = %e, "RabbitMQ does not answer yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
         let publisher = connection.create_channel().await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
@@ -126,8 +146,9 @@ impl AmqpBus {
             .await?;
         let bus = AmqpBus {
             inner: Arc::new(Inner {
+                url: url.to_owned(),
                 config,
-                connection,
+                connection: tokio::sync::Mutex::new(Arc::new(connection)),
                 publisher: tokio::sync::Mutex::new(publisher),
                 rpc_channel: tokio::sync::Mutex::new(rpc_channel.clone()),
             }),
@@ -183,12 +204,10 @@ impl AmqpBus {
                             let _ = tx.send(delivery.data);
                         }
                     }
+                    // The next call replaces the channel and this listener.
                     Some(Err(e)) => {
-                        if let Err(e) = channel.wait_for_recovery(e).await {
-                            // The next call replaces the channel and this listener.
-                            debug!(error = %e, "RPC reply channel closed");
-                            break;
-                        }
+                        debug!(error = %e, "RPC reply channel closed");
+                        break;
                     }
                     None => break,
                 }
@@ -477,7 +496,7 @@ async fn open_consumer(
          dyn Fn(Channel) -> futures::future::BoxFuture<'static, Result<(), BusError>> + Send + Sync
      ),
 ) -> Result<(Channel, lapin::Consumer, String), BusError> {
-    let channel = inner.connection.create_channel().await?;
+    let channel = inner.connection().await?.create_channel().await?;
     channel
         .basic_qos(inner.config.prefetch, BasicQosOptions::default())
         .await?;
@@ -536,13 +555,7 @@ where
                     handlers.spawn(handle(delivery));
                     continue;
                 }
-                Some(Err(e)) => {
-                    warn!(queue, error = %e, "consumer interrupted; waiting for recovery");
-                    match channel.wait_for_recovery(e).await {
-                        Ok(()) => continue,
-                        Err(e) => warn!(queue, error = %e, "consumer channel lost; opening a new one"),
-                    }
-                }
+                Some(Err(e)) => warn!(queue, error = %e, "consumer channel lost; opening a new one"),
                 None => warn!(queue, "consumer stream ended; opening a new one"),
             }
             // Set the consumer up again until it works or we are stopping.
@@ -753,7 +766,8 @@ impl Bus for AmqpBus {
     }
 
     async fn close(&self) {
-        let _ = self.inner.connection.close(200, "shutdown".into()).await;
+        let connection = self.inner.connection.lock().await.clone();
+        let _ = connection.close(200, "shutdown".into()).await;
     }
 
     fn declared_queues(&self) -> Vec<String> {
