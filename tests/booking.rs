@@ -310,3 +310,60 @@ async fn a_booking_inventory_does_not_answer_is_rejected_and_a_late_hold_is_give
     app.wait_for_available(&room_type, expected).await;
     assert_eq!(app.status(&id).await, "REJECTED");
 }
+
+#[tokio::test]
+async fn the_welfare_fund_shows_each_donation_without_personal_data() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(3).await.room_type_id.to_string();
+    for i in 0..2 {
+        let id = TestApp::id_of(
+            &app.create_booking(&room_type, tomorrow(), 1, &format!("fund-{i}"))
+                .await,
+        );
+        app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+        let paid = app.pay(&id, "tok_success", &format!("fund-pay-{i}")).await;
+        assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    }
+    let page = "query($after: String) { welfareFund { balance { amount currency }
+        entries(first: 1, after: $after) { totalCount pageInfo { hasNextPage endCursor }
+          edges { node { bookingReference regionCode amount { amount } } } } } }";
+    let first = app.graphql(page, json!({})).await;
+    let fund = &first["data"]["welfareFund"];
+    assert_eq!(
+        fund["balance"],
+        json!({ "amount": "7.60", "currency": "CNY" }),
+        "{first}"
+    );
+    assert_eq!(fund["entries"]["totalCount"], 2);
+    assert_eq!(fund["entries"]["pageInfo"]["hasNextPage"], true);
+    let node = &fund["entries"]["edges"][0]["node"];
+    assert_eq!(node["regionCode"], "150430");
+    assert_eq!(node["amount"]["amount"], "3.80");
+    assert!(
+        node["bookingReference"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("DK-")),
+        "{node}"
+    );
+    assert!(!first.to_string().contains("张三") && !first.to_string().contains("13800138000"));
+
+    let cursor = fund["entries"]["pageInfo"]["endCursor"].clone();
+    let second = app.graphql(page, json!({ "after": cursor })).await;
+    let entries = &second["data"]["welfareFund"]["entries"];
+    assert_eq!(entries["pageInfo"]["hasNextPage"], false, "{second}");
+    assert_ne!(
+        entries["edges"][0]["node"]["bookingReference"],
+        node["bookingReference"]
+    );
+
+    let too_many = app
+        .graphql(
+            "{ welfareFund { entries(first: 1000) { totalCount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        too_many["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{too_many}"
+    );
+}

@@ -258,3 +258,47 @@ pub struct PaymentView {
     /// The provider's reason for a failure.
     pub failure_reason: Option<String>,
 }
+
+/// Reads the public welfare fund: its balance and a page of entries, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetWelfareFund {
+    /// Entries per page (1 to 100).
+    pub first: u32,
+    /// Entries older than this entry id.
+    #[serde(default)]
+    pub after: Option<i64>,
+}
+impl Rpc for GetWelfareFund {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "get_welfare_fund";
+    type Reply = WelfareFundPage;
+}
+
+/// One donation to (or, for a refund, back from) the welfare fund. No
+/// personal data: the booking appears only as a reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundEntry {
+    /// Ledger entry id (the cursor).
+    pub id: i64,
+    /// A reference derived from the booking, not its id.
+    pub booking_reference: String,
+    /// Where the listing is.
+    pub region_code: RegionCode,
+    /// The amount (negative for a refund's reversal).
+    pub amount: Fen,
+    /// When it was posted.
+    pub at: DateTime<Utc>,
+}
+
+/// The fund's balance and one page of its entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WelfareFundPage {
+    /// The balance.
+    pub balance: Fen,
+    /// Entries in all.
+    pub total_count: i64,
+    /// This page, newest first.
+    pub entries: Vec<FundEntry>,
+    /// Whether older entries follow.
+    pub has_next_page: bool,
+}

@@ -37,7 +37,7 @@ async fn call_service<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply,
     call(bus.as_ref(), &request).await
 }
 
-async fn rpc<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply> {
+pub(crate) async fn rpc<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply> {
     call_service(ctx, request).await.map_err(gql)
 }
 
@@ -83,6 +83,12 @@ impl Query {
             Err(e) if e.code == ErrorCode::NotFound => Ok(None),
             Err(e) => Err(gql(e)),
         }
+    }
+
+    /// The public welfare fund (公益基金): its balance and every entry, newest
+    /// first. Readable without login; no personal data.
+    async fn welfare_fund(&self) -> WelfareFund {
+        WelfareFund
     }
 
     /// A room type's nights from `from` to `to` (exclusive).

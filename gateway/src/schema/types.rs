@@ -257,3 +257,96 @@ impl Night {
         self.0.price.into()
     }
 }
+
+/// The public welfare fund.
+pub struct WelfareFund;
+
+/// One entry of the welfare fund.
+#[derive(async_graphql::SimpleObject)]
+pub struct FundEntry {
+    /// A reference derived from the booking (not its id).
+    pub booking_reference: String,
+    /// The listing's region.
+    pub region_code: ID,
+    /// The donation (negative when a refund reversed it).
+    pub amount: Money,
+    /// When it was posted.
+    pub at: DateTime<Utc>,
+}
+
+/// Extra fields of the fund's entry list.
+#[derive(async_graphql::SimpleObject)]
+pub struct FundEntryCount {
+    /// Entries in all.
+    pub total_count: i64,
+}
+
+/// How many entries a page may have.
+const MAX_PAGE: i32 = 100;
+
+#[Object]
+impl WelfareFund {
+    /// The fund's balance.
+    async fn balance(&self, ctx: &async_graphql::Context<'_>) -> async_graphql::Result<Money> {
+        let page = super::rpc(
+            ctx,
+            shared::rpcs::GetWelfareFund {
+                first: 1,
+                after: None,
+            },
+        )
+        .await?;
+        Ok(page.balance.into())
+    }
+
+    /// Entries, newest first (Relay connection; `first` at most 100).
+    async fn entries(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<
+        async_graphql::connection::Connection<String, FundEntry, FundEntryCount>,
+    > {
+        let first = first.unwrap_or(20);
+        if !(1..=MAX_PAGE).contains(&first) {
+            return Err(crate::error::bad_input(format!(
+                "first must be 1 to {MAX_PAGE}"
+            )));
+        }
+        let after = after
+            .map(|a| {
+                a.parse::<i64>().map_err(|_| {
+                    crate::error::bad_input(format!("`{a}` is not a cursor from this list"))
+                })
+            })
+            .transpose()?;
+        let page = super::rpc(
+            ctx,
+            shared::rpcs::GetWelfareFund {
+                first: first as u32,
+                after,
+            },
+        )
+        .await?;
+        let mut connection = async_graphql::connection::Connection::with_additional_fields(
+            after.is_some(),
+            page.has_next_page,
+            FundEntryCount {
+                total_count: page.total_count,
+            },
+        );
+        connection.edges.extend(page.entries.into_iter().map(|e| {
+            async_graphql::connection::Edge::new(
+                e.id.to_string(),
+                FundEntry {
+                    booking_reference: e.booking_reference,
+                    region_code: ID(e.region_code.to_string()),
+                    amount: e.amount.into(),
+                    at: e.at,
+                },
+            )
+        }));
+        Ok(connection)
+    }
+}

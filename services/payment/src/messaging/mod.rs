@@ -13,7 +13,7 @@ use shared::ids::PaymentId;
 use shared::money::{Split, SplitRates};
 use shared::outbox::{OutboxSignal, enqueue};
 use shared::rpc::RpcRouter;
-use shared::rpcs::{PayBooking, PaymentView};
+use shared::rpcs::{GetWelfareFund, PayBooking, PaymentView, WelfareFundPage};
 use shared::{AppError, ErrorCode};
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -37,11 +37,16 @@ pub struct Payments {
 impl Payments {
     /// The RPC methods payment answers.
     pub fn rpc(&self) -> RpcRouter {
-        let s = self.clone();
-        RpcRouter::new(SERVICE).route::<PayBooking, _, _>(move |req| {
-            let s = s.clone();
-            async move { s.pay(req).await }
-        })
+        let (a, b) = (self.clone(), self.clone());
+        RpcRouter::new(SERVICE)
+            .route::<PayBooking, _, _>(move |req| {
+                let s = a.clone();
+                async move { s.pay(req).await }
+            })
+            .route::<GetWelfareFund, _, _>(move |req| {
+                let s = b.clone();
+                async move { s.welfare_fund(req).await }
+            })
     }
 
     /// Pays a booking: once per idempotency key, at most one live payment per
@@ -159,6 +164,23 @@ impl Payments {
         txn.commit().await?;
         self.outbox.committed();
         view
+    }
+}
+
+impl Payments {
+    /// The public welfare fund: balance, entry count and one page of entries.
+    pub async fn welfare_fund(&self, req: GetWelfareFund) -> Result<WelfareFundPage, AppError> {
+        if !(1..=100).contains(&req.first) {
+            return Err(AppError::bad_input("ask for 1 to 100 entries at a time"));
+        }
+        let (entries, has_next_page) =
+            storage::fund_entries(&self.db, req.first, req.after).await?;
+        Ok(WelfareFundPage {
+            balance: storage::balance(&self.db, crate::domain::FUND).await?,
+            total_count: storage::entry_count(&self.db, crate::domain::FUND).await?,
+            entries,
+            has_next_page,
+        })
     }
 }
 

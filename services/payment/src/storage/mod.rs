@@ -210,3 +210,63 @@ pub async fn balance<C: ConnectionTrait>(conn: &C, account: &str) -> Result<Fen,
         None => 0,
     }))
 }
+
+/// A page of the welfare fund's ledger entries, newest first, and whether
+/// more follow.
+pub async fn fund_entries<C: ConnectionTrait>(
+    conn: &C,
+    first: u32,
+    after: Option<i64>,
+) -> Result<(Vec<shared::rpcs::FundEntry>, bool), DbErr> {
+    use sha2::{Digest, Sha256};
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT id, booking_id, region_code, amount_fen, created_at FROM ledger_entries
+             WHERE account = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            vec![
+                crate::domain::FUND.into(),
+                after.unwrap_or(i64::MAX).into(),
+                (i64::from(first) + 1).into(),
+            ],
+        ))
+        .await?;
+    let has_next = rows.len() > first as usize;
+    let entries = rows
+        .iter()
+        .take(first as usize)
+        .map(|r| {
+            let booking = row_uuid(r, "booking_id")?;
+            let region: String = r.try_get("", "region_code")?;
+            Ok(shared::rpcs::FundEntry {
+                id: r.try_get("", "id")?,
+                booking_reference: format!(
+                    "DK-{}",
+                    &hex::encode(Sha256::digest(booking.as_bytes()))[..10]
+                ),
+                region_code: RegionCode::parse(&region)
+                    .map_err(|e| DbErr::Custom(e.to_string()))?,
+                amount: Fen(r.try_get("", "amount_fen")?),
+                at: r.try_get("", "created_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    Ok((entries, has_next))
+}
+
+/// Number of ledger entries of an account.
+pub async fn entry_count<C: ConnectionTrait>(conn: &C, account: &str) -> Result<i64, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ledger_entries WHERE account = $1",
+            vec![account.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get("", "n")?,
+        None => 0,
+    })
+}
