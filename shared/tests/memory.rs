@@ -66,7 +66,8 @@ fn recording(db: &DatabaseConnection, calls: Arc<AtomicUsize>) -> EventRouter {
     EventRouter::new("kernel.events").on::<Ping, _, _>(move |env, ping| {
         let (db, calls) = (db.clone(), calls.clone());
         async move {
-            calls.fetch_add(1, Ordering::SeqCst);
+            // Counted when the handling finished (applied or skipped).
+                let result = async {
             let Some(txn) = begin_once(&db, &env).await? else { return Ok(()) };
             let b = txn.get_database_backend();
             txn.execute_raw(stmt(
@@ -77,6 +78,10 @@ fn recording(db: &DatabaseConnection, calls: Arc<AtomicUsize>) -> EventRouter {
             .await?;
             txn.commit().await?;
             Ok::<(), HandlerError>(())
+                }
+                .await;
+                calls.fetch_add(1, Ordering::SeqCst);
+                result
         }
     })
 }

@@ -156,7 +156,8 @@ impl Kernel {
             let db = db.clone();
             let calls = calls.clone();
             async move {
-                calls.fetch_add(1, Ordering::SeqCst);
+                // Counted when the handling finished (applied or skipped).
+                let result = async {
                 let Some(txn) = begin_once(&db, &env).await? else { return Ok(()) };
                 txn.execute_raw(stmt(
                     DbBackend::Postgres,
@@ -166,6 +167,10 @@ impl Kernel {
                 .await?;
                 txn.commit().await?;
                 Ok::<(), HandlerError>(())
+                }
+                .await;
+                calls.fetch_add(1, Ordering::SeqCst);
+                result
             }
         })
     }
