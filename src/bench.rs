@@ -66,7 +66,7 @@ async fn one_run(
     shared::db::ensure_database(postgres, &db_name).await?;
     let db = Database::connect(shared::db::with_database(postgres, &db_name)?).await?;
     for ddl in shared::outbox::kernel_ddl(DbBackend::Postgres) {
-        db.execute_unprepared(ddl).await?;
+        db.execute_unprepared(&ddl).await?;
     }
     db.execute_unprepared("CREATE TABLE effects (n BIGINT PRIMARY KEY)")
         .await?;

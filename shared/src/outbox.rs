@@ -35,33 +35,22 @@ pub fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
 }
 
 /// The kernel's tables: `outbox` and `inbox`. Every service migrates them first.
-pub fn kernel_ddl(backend: DbBackend) -> &'static [&'static str] {
-    match backend {
-        DbBackend::Sqlite => &[
-            "CREATE TABLE IF NOT EXISTS outbox (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                event_id TEXT NOT NULL,
-                kind TEXT NOT NULL,
-                body TEXT NOT NULL,
-                created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
-            "CREATE TABLE IF NOT EXISTS inbox (
-                event_id TEXT PRIMARY KEY,
-                kind TEXT NOT NULL,
-                handled_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
-        ],
-        _ => &[
-            "CREATE TABLE IF NOT EXISTS outbox (
-                seq BIGSERIAL PRIMARY KEY,
-                event_id UUID NOT NULL,
-                kind TEXT NOT NULL,
-                body TEXT NOT NULL,
-                created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-            "CREATE TABLE IF NOT EXISTS inbox (
-                event_id UUID PRIMARY KEY,
-                kind TEXT NOT NULL,
-                handled_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-        ],
-    }
+pub fn kernel_ddl(backend: DbBackend) -> Vec<String> {
+    [
+        "CREATE TABLE IF NOT EXISTS outbox (
+            seq BIGSERIAL PRIMARY KEY,
+            event_id UUID NOT NULL,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        "CREATE TABLE IF NOT EXISTS inbox (
+            event_id UUID PRIMARY KEY,
+            kind TEXT NOT NULL,
+            handled_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    ]
+    .iter()
+    .map(|sql| crate::db::portable_ddl(backend, sql))
+    .collect()
 }
 
 fn id_value(backend: DbBackend, id: uuid::Uuid) -> Value {

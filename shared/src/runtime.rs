@@ -93,7 +93,7 @@ impl sea_orm_migration::MigrationTrait for KernelMigration {
         use sea_orm::ConnectionTrait;
         let conn = manager.get_connection();
         for ddl in crate::outbox::kernel_ddl(conn.get_database_backend()) {
-            conn.execute_unprepared(ddl).await?;
+            conn.execute_unprepared(&ddl).await?;
         }
         Ok(())
     }

@@ -46,7 +46,7 @@ async fn sqlite() -> Sqlite {
         .await
         .expect("sqlite");
     for ddl in duikou_shared::outbox::kernel_ddl(db.get_database_backend()) {
-        db.execute_unprepared(ddl).await.expect("kernel ddl");
+        db.execute_unprepared(&ddl).await.expect("kernel ddl");
     }
     db.execute_unprepared("CREATE TABLE effects (n BIGINT PRIMARY KEY, times INTEGER NOT NULL)")
         .await

@@ -78,7 +78,7 @@ impl Kernel {
         let url = duikou_shared::db::with_database(&postgres_url(), &db_name).expect("url");
         let db = Database::connect(url).await.expect("connect");
         for ddl in duikou_shared::outbox::kernel_ddl(DbBackend::Postgres) {
-            db.execute_unprepared(ddl).await.expect("kernel ddl");
+            db.execute_unprepared(&ddl).await.expect("kernel ddl");
         }
         db.execute_unprepared(
             "CREATE TABLE effects (n BIGINT PRIMARY KEY, times INTEGER NOT NULL)",
