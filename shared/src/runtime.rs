@@ -69,6 +69,12 @@ impl Runtime {
     }
 
     /// Stops consuming, lets in-flight handlers finish, then stops background work.
+    /// Stops consumers and background tasks without waiting for them.
+    pub fn halt(&self) {
+        self.bus.halt();
+        self.cancel.cancel();
+    }
+
     pub async fn shutdown(&self) {
         self.bus.shutdown().await;
         self.cancel.cancel();

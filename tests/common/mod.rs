@@ -276,6 +276,9 @@ impl Drop for TestApp {
         let bus = settings.bus();
         let mut queues = Vec::new();
         for app in std::iter::once(&self.app).chain(&self.parts) {
+            // First stop the consumers: a consumer whose queue vanishes
+            // under it would otherwise declare the queue again.
+            app.rt.halt();
             queues.extend(app.rt.bus.declared_queues());
         }
         // Clean up on a thread of its own: Drop cannot await, and this also
@@ -286,10 +289,14 @@ impl Drop for TestApp {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let _ = shared::bus::amqp::admin::delete(&amqp_url(), &bus, &queues).await;
+                if let Err(e) = shared::bus::amqp::admin::delete(&amqp_url(), &bus, &queues).await {
+                    eprintln!("cleanup: queues {queues:?} not deleted: {e}");
+                }
                 for service in ["inventory", "booking", "payment", "partnership"] {
                     let name = shared::db::database_name(&settings, service);
-                    let _ = shared::db::drop_database(&postgres_url(), &name).await;
+                    if let Err(e) = shared::db::drop_database(&postgres_url(), &name).await {
+                        eprintln!("cleanup: database {name} not dropped: {e}");
+                    }
                 }
             });
         });

@@ -773,6 +773,10 @@ impl Bus for AmqpBus {
     fn declared_queues(&self) -> Vec<String> {
         lock(&self.declared).clone()
     }
+
+    fn halt(&self) {
+        self.cancel.cancel();
+    }
 }
 
 struct RemoveOnDrop<'a>(&'a Pending, &'a str);

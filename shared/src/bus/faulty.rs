@@ -157,4 +157,8 @@ impl Bus for FaultyBus {
     fn declared_queues(&self) -> Vec<String> {
         self.inner.declared_queues()
     }
+
+    fn halt(&self) {
+        self.inner.halt();
+    }
 }

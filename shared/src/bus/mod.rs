@@ -218,6 +218,11 @@ pub trait Bus: Send + Sync + 'static {
     fn declared_queues(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Tells every consumer to stop without waiting (usable where nothing
+    /// can await, e.g. in `Drop`): no consumer re-declares its queue after
+    /// this, so the queues can be deleted for good.
+    fn halt(&self) {}
 }
 
 /// Sends a typed RPC with the bus's default deadline.

@@ -214,8 +214,12 @@ impl Drop for Kernel {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let _ = admin::delete(&amqp_url(), &config, &queues).await;
-                let _ = duikou_shared::db::drop_database(&postgres_url(), &db_name).await;
+                if let Err(e) = admin::delete(&amqp_url(), &config, &queues).await {
+                    eprintln!("cleanup: queues {queues:?} not deleted: {e}");
+                }
+                if let Err(e) = duikou_shared::db::drop_database(&postgres_url(), &db_name).await {
+                    eprintln!("cleanup: database {db_name} not dropped: {e}");
+                }
             });
         });
         let _ = cleaned.join();
@@ -255,7 +259,10 @@ impl Proxy {
     }
 
     pub fn url(&self) -> String {
-        format!("amqp://guest:guest@{}/%2f", self.addr)
+        // The same virtual host as the tests' broker URL.
+        let url = amqp_url();
+        let vhost = url.rsplit('/').next().unwrap_or("%2f");
+        format!("amqp://guest:guest@{}/{vhost}", self.addr)
     }
 
     pub fn cut(&self) {
