@@ -210,10 +210,12 @@ async fn a_booking_cancelled_before_payment_releases_its_rooms() {
         "{first}"
     );
     let again = app.cancel(&id, "c-1").await;
-    assert_eq!(
-        again["data"]["cancelBooking"],
-        first["data"]["cancelBooking"]
-    );
+    for field in ["id", "status", "reason", "refundDue", "refunded"] {
+        assert_eq!(
+            again["data"]["cancelBooking"][field],
+            first["data"]["cancelBooking"][field]
+        );
+    }
     app.wait_for_available(&room_type, json!([1])).await;
 
     let paid = app.pay(&id, "tok_success", "after-cancel").await;

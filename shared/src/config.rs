@@ -46,6 +46,8 @@ pub struct Settings {
     pub platform_fee_bp: u32,
     /// Welfare fund share in basis points (100 = 1 %).
     pub fund_bp: u32,
+    /// How long the sandbox provider takes for `tok_slow`, in milliseconds.
+    pub sandbox_slow_ms: u64,
     /// Bootstrap platform admin.
     pub admin_email: Option<String>,
     /// Bootstrap platform admin's password.
@@ -78,6 +80,7 @@ impl Default for Settings {
             hold_attempts: 5,
             platform_fee_bp: 300,
             fund_bp: 100,
+            sandbox_slow_ms: 2_000,
             admin_email: None,
             admin_password: None,
             log_format: "pretty".into(),

@@ -113,6 +113,17 @@ pub fn row_uuid(row: &sea_orm::QueryResult, column: &str) -> Result<uuid::Uuid, 
     }
 }
 
+/// Reads a nullable UUID column on either backend.
+pub fn opt_row_uuid(row: &sea_orm::QueryResult, column: &str) -> Result<Option<uuid::Uuid>, DbErr> {
+    match row.try_get::<Option<uuid::Uuid>>("", column) {
+        Ok(id) => Ok(id),
+        Err(_) => row
+            .try_get::<Option<String>>("", column)?
+            .map(|s| uuid::Uuid::parse_str(&s).map_err(|e| DbErr::Custom(format!("{column}: {e}"))))
+            .transpose(),
+    }
+}
+
 /// DDL written for PostgreSQL, adapted to SQLite's types where needed.
 pub fn portable_ddl(backend: DbBackend, sql: &str) -> String {
     match backend {

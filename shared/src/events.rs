@@ -57,6 +57,13 @@ pub struct ListingSnapshot {
     pub region_code: RegionCode,
     /// Whether it carried a valid poverty-relief certification when held.
     pub certified: bool,
+    /// The refund rule when a confirmed booking is cancelled, as it was
+    /// when held (the standard policy for older producers).
+    #[serde(default)]
+    pub cancellation_policy: crate::policy::CancellationPolicy,
+    /// The departure's date, for seats on a route (a stay starts at check-in).
+    #[serde(default)]
+    pub starts_on: Option<NaiveDate>,
 }
 
 /// inventory → booking: the capacity is held.
@@ -150,9 +157,27 @@ pub struct PaymentRefunded {
     pub refund_id: RefundId,
     /// The reversed shares (positive amounts).
     pub split: Split,
+    /// Why the money went back.
+    #[serde(default)]
+    pub reason: String,
 }
 impl Event for PaymentRefunded {
     const TYPE: &'static str = "payment.refunded";
+}
+
+/// booking → payment: give money back for this booking. The event's id is
+/// the refund's idempotency key: redelivered, it refunds once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundRequested {
+    /// The booking whose captured payment is refunded.
+    pub booking_id: BookingId,
+    /// How much; `None` refunds everything captured and not yet refunded.
+    pub amount: Option<Fen>,
+    /// Why (shown in the booking's history and the ledger).
+    pub reason: String,
+}
+impl Event for RefundRequested {
+    const TYPE: &'static str = "booking.refund_requested";
 }
 
 /// booking → inventory, partnership, gateway: the booking is confirmed.

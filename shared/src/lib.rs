@@ -11,6 +11,7 @@ pub mod events;
 pub mod ids;
 pub mod money;
 pub mod outbox;
+pub mod policy;
 pub mod region;
 pub mod rpc;
 pub mod rpcs;

@@ -197,6 +197,21 @@ impl Split {
         }
     }
 
+    /// The part of this split reversed by a refund that takes the refunded
+    /// total from `before` to `after` (both ≤ gross): the difference of the
+    /// two portions, so partial refunds that add up to the gross reverse
+    /// exactly the original split, whatever their rounding.
+    pub fn reversal(&self, before: Fen, after: Fen) -> Split {
+        let (a, b) = (self.portion(after), self.portion(before));
+        Split {
+            gross: a.gross - b.gross,
+            host: a.host - b.host,
+            platform: a.platform - b.platform,
+            fund: a.fund - b.fund,
+            agency: a.agency - b.agency,
+        }
+    }
+
     /// Sum of the parts (equals `gross` by construction).
     pub fn total(&self) -> Fen {
         self.host + self.platform + self.fund + self.agency
@@ -244,6 +259,25 @@ mod tests {
             prop_assert_eq!(part.total(), refund);
             prop_assert!(part.platform <= s.platform && part.fund <= s.fund && part.agency <= s.agency);
             prop_assert_eq!(s.portion(Fen(gross)), s);
+        }
+
+        #[test]
+        fn partial_refunds_up_to_the_gross_reverse_the_split_exactly(gross in 1i64..10_000_000_000, cuts in proptest::collection::vec(0i64..10_000, 0..6), a in 0u32..3000) {
+            let s = Split::of(Fen(gross), SplitRates { agency_bp: a, ..SplitRates::default() });
+            let mut marks: Vec<Fen> = cuts.iter().map(|c| Fen(gross).scale(*c, 10_000)).collect();
+            marks.push(Fen::ZERO);
+            marks.push(Fen(gross));
+            marks.sort();
+            let mut sum = Split { gross: Fen::ZERO, host: Fen::ZERO, platform: Fen::ZERO, fund: Fen::ZERO, agency: Fen::ZERO };
+            for w in marks.windows(2) {
+                let r = s.reversal(w[0], w[1]);
+                prop_assert_eq!(r.total(), r.gross);
+                // (the host's part of a refund of a few fen can be negative: it takes the
+                // other shares' rounding; the sum over all refunds is exact)
+                prop_assert!(r.platform >= Fen::ZERO && r.fund >= Fen::ZERO && r.agency >= Fen::ZERO);
+                sum = Split { gross: sum.gross + r.gross, host: sum.host + r.host, platform: sum.platform + r.platform, fund: sum.fund + r.fund, agency: sum.agency + r.agency };
+            }
+            prop_assert_eq!(sum, s);
         }
     }
 }

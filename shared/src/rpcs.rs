@@ -47,6 +47,10 @@ pub struct CreateHomestay {
     pub name: String,
     /// Its first room type.
     pub room_type: NewRoomType,
+    /// Refund tiers when a paid booking is cancelled; none: the standard
+    /// policy (100 % from 7 days ahead, 50 % from 3).
+    #[serde(default)]
+    pub cancellation_policy: Option<Vec<crate::policy::PolicyTier>>,
 }
 
 /// Ids of what [`CreateHomestay`] made.
@@ -186,7 +190,8 @@ impl Rpc for GetBooking {
     type Reply = BookingView;
 }
 
-/// Cancels a booking that is not yet paid, releasing its hold.
+/// Cancels a booking, releasing its hold; a paid (CONFIRMED) booking is
+/// refunded by its listing's cancellation policy at the time of cancelling.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CancelBooking {
     /// Client-chosen key: a retry returns the same booking; the key may not
@@ -222,6 +227,60 @@ pub struct BookingView {
     pub reason: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// The refund promised when it was cancelled after payment (or when a
+    /// payment arrived after it ended).
+    #[serde(default)]
+    pub refund_due: Option<Fen>,
+    /// Money refunded so far.
+    #[serde(default)]
+    pub refunded: Fen,
+    /// Every state it went through, oldest first (filled by `GetBooking`).
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One step of a booking's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The status after the step.
+    pub status: String,
+    /// What caused it.
+    pub cause: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// What cancelling a booking now would refund, before cancelling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuoteCancellation {
+    /// The booking.
+    pub booking_id: BookingId,
+}
+impl Rpc for QuoteCancellation {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "quote_cancellation";
+    type Reply = CancellationQuote;
+}
+
+/// The answer to [`QuoteCancellation`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancellationQuote {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// Its status now.
+    pub status: String,
+    /// Whether it can be cancelled at all.
+    pub cancellable: bool,
+    /// What was paid (zero before payment).
+    pub paid: Fen,
+    /// What cancelling now refunds.
+    pub refund: Fen,
+    /// The policy's share for `days_before`.
+    pub refund_percent: u8,
+    /// Whole days (China time) until the stay or departure starts.
+    pub days_before: i64,
+    /// The listing's policy.
+    pub policy: crate::policy::CancellationPolicy,
 }
 
 // ------------------------------------------------------------------ payment

@@ -110,6 +110,7 @@ impl TestApp {
                     beds: 2,
                     max_guests: 2,
                 },
+                cancellation_policy: None,
             },
         )
         .await
@@ -178,6 +179,63 @@ impl TestApp {
     }
 }
 
+/// Every field of a booking the tests look at.
+pub const BOOKING_FIELDS: &str = "id status reason total { amount } refundDue { amount }
+    refunded { amount } history { status cause }";
+
+impl TestApp {
+    /// A connection to one service's database (to look behind the API).
+    pub async fn service_db(&self, service: &str) -> sea_orm::DatabaseConnection {
+        shared::db::connect(&self.settings, service)
+            .await
+            .expect("the service database")
+    }
+
+    /// Polls the booking until `done` holds for it; returns it.
+    pub async fn wait_for_booking(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let query = format!("query($id: ID!) {{ booking(id: $id) {{ {BOOKING_FIELDS} }} }}");
+        loop {
+            let body = self.graphql(&query, json!({ "id": id })).await;
+            let booking = &body["data"]["booking"];
+            if done(booking) {
+                return booking.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "booking {id}: {what} never happened: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The public welfare fund's balance, in yuan as the API prints it.
+    pub async fn fund_balance(&self) -> String {
+        let body = self
+            .graphql("{ welfareFund { balance { amount } } }", json!({}))
+            .await;
+        body["data"]["welfareFund"]["balance"]["amount"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no fund balance in {body}"))
+            .to_owned()
+    }
+
+    /// A booking for one night on `check_in`, held and paid with `token`.
+    pub async fn paid_booking(&self, room_type: &str, check_in: NaiveDate, token: &str) -> String {
+        let key = uuid::Uuid::now_v7().to_string();
+        let id = Self::id_of(&self.create_booking(room_type, check_in, 1, &key).await);
+        self.wait_for_status(&id, "AWAITING_PAYMENT").await;
+        let paid = self.pay(&id, token, &key).await;
+        assert!(paid["errors"].is_null(), "{paid}");
+        id
+    }
+}
+
 impl TestApp {
     /// The id of a createBooking answer (panics with the body otherwise).
     pub fn id_of(body: &Value) -> String {
@@ -231,7 +289,7 @@ impl TestApp {
     /// cancelBooking; the whole response body.
     pub async fn cancel(&self, id: &str, key: &str) -> Value {
         self.graphql(
-            "mutation($id: ID!, $key: String!) { cancelBooking(bookingId: $id, idempotencyKey: $key) { status reason } }",
+            &format!("mutation($id: ID!, $key: String!) {{ cancelBooking(bookingId: $id, idempotencyKey: $key) {{ {BOOKING_FIELDS} }} }}"),
             json!({ "id": id, "key": key }),
         )
         .await

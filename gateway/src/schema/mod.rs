@@ -85,6 +85,18 @@ impl Query {
         }
     }
 
+    /// What cancelling a booking now would refund, by its listing's policy.
+    async fn cancellation_quote(
+        &self,
+        ctx: &Context<'_>,
+        booking_id: ID,
+    ) -> Result<CancellationQuote> {
+        let booking_id: BookingId = parse("booking id", &booking_id)?;
+        Ok(CancellationQuote(
+            rpc(ctx, rpcs::QuoteCancellation { booking_id }).await?,
+        ))
+    }
+
     /// The public welfare fund (公益基金): its balance and every entry, newest
     /// first. Readable without login; no personal data.
     async fn welfare_fund(&self) -> WelfareFund {
@@ -253,8 +265,10 @@ impl Mutation {
         Ok(Payment(payment))
     }
 
-    /// Cancels a booking that is not paid yet (PENDING or AWAITING_PAYMENT);
-    /// its rooms go back on sale. Retrying with the same key is safe.
+    /// Cancels a booking; its rooms go back on sale. A paid (CONFIRMED)
+    /// booking is refunded by its listing's policy as of now — the amount
+    /// `cancellationQuote` shows — and `refundDue`/`refunded`/`history` follow
+    /// the refund. Retrying with the same key is safe.
     async fn cancel_booking(
         &self,
         ctx: &Context<'_>,

@@ -178,6 +178,93 @@ impl Booking {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// The refund promised when it was cancelled after payment, or when a
+    /// payment arrived after it had ended.
+    async fn refund_due(&self) -> Option<Money> {
+        self.0.refund_due.map(Money::from)
+    }
+    /// Money refunded so far.
+    async fn refunded(&self) -> Money {
+        self.0.refunded.into()
+    }
+    /// Every step it went through, oldest first.
+    async fn history(&self) -> Vec<BookingEvent> {
+        self.0
+            .history
+            .iter()
+            .map(|h| BookingEvent {
+                status: status(&h.status),
+                cause: h.cause.clone(),
+                at: h.at,
+            })
+            .collect()
+    }
+}
+
+/// One step of a booking's history.
+#[derive(SimpleObject)]
+pub struct BookingEvent {
+    /// The status after this step.
+    pub status: BookingStatus,
+    /// What caused it.
+    pub cause: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// One step of a cancellation policy.
+#[derive(SimpleObject)]
+pub struct PolicyTier {
+    /// Cancelling at least this many days ahead…
+    pub days_before: u32,
+    /// …refunds this share of the price.
+    pub refund_percent: u8,
+}
+
+/// What cancelling a booking now would refund; ask before `cancelBooking`.
+pub struct CancellationQuote(pub shared::rpcs::CancellationQuote);
+
+#[Object]
+impl CancellationQuote {
+    async fn booking_id(&self) -> ID {
+        ID(self.0.booking_id.to_string())
+    }
+    /// The booking's status now.
+    async fn status(&self) -> BookingStatus {
+        status(&self.0.status)
+    }
+    /// Whether it can be cancelled at all.
+    async fn cancellable(&self) -> bool {
+        self.0.cancellable
+    }
+    /// What was paid (zero before payment).
+    async fn paid(&self) -> Money {
+        self.0.paid.into()
+    }
+    /// What cancelling now refunds.
+    async fn refund(&self) -> Money {
+        self.0.refund.into()
+    }
+    /// The policy's share for `daysBefore`.
+    async fn refund_percent(&self) -> u8 {
+        self.0.refund_percent
+    }
+    /// Whole days until the stay or departure starts (China Standard Time).
+    async fn days_before(&self) -> i64 {
+        self.0.days_before
+    }
+    /// The listing's cancellation policy, most days first.
+    async fn policy(&self) -> Vec<PolicyTier> {
+        self.0
+            .policy
+            .tiers
+            .iter()
+            .map(|t| PolicyTier {
+                days_before: t.days_before,
+                refund_percent: t.refund_percent,
+            })
+            .collect()
+    }
 }
 
 /// Where a payment's money went.

@@ -36,6 +36,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
                 beds: 2,
                 max_guests: 2,
             },
+            cancellation_policy: None,
         })
         .await?;
     let today = Utc::now().date_naive();

@@ -38,8 +38,25 @@ pub trait PaymentProvider: Send + Sync + 'static {
         token: &str,
         amount: Fen,
     ) -> Result<Charge, ProviderError>;
+    /// Refunds `amount` of the charge made with `charge_key`, once per
+    /// `idempotency_key`; never more than was charged in all.
+    async fn refund(
+        &self,
+        idempotency_key: &str,
+        charge_key: &str,
+        amount: Fen,
+    ) -> Result<ProviderRefund, ProviderError>;
     /// Every charge the provider holds (for reconciliation).
     async fn charges(&self) -> Vec<(String, Charge)>;
+}
+
+/// Money the provider sent back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRefund {
+    /// The provider's reference.
+    pub reference: String,
+    /// Amount refunded.
+    pub amount: Fen,
 }
 
 /// The sandbox: test tokens decide the outcome.
@@ -54,6 +71,8 @@ pub trait PaymentProvider: Send + Sync + 'static {
 #[derive(Default)]
 pub struct Sandbox {
     charges: Mutex<HashMap<String, Charge>>,
+    /// Refunds by their key: (charge key, refund).
+    refunds: Mutex<HashMap<String, (String, ProviderRefund)>>,
     slow: Duration,
 }
 
@@ -61,8 +80,8 @@ impl Sandbox {
     /// A sandbox whose `tok_slow` takes `slow`.
     pub fn new(slow: Duration) -> Sandbox {
         Sandbox {
-            charges: Mutex::default(),
             slow,
+            ..Sandbox::default()
         }
     }
 
@@ -111,6 +130,41 @@ impl PaymentProvider for Sandbox {
         }
     }
 
+    async fn refund(
+        &self,
+        key: &str,
+        charge_key: &str,
+        amount: Fen,
+    ) -> Result<ProviderRefund, ProviderError> {
+        let Some(charge) = self.existing(charge_key) else {
+            return Err(ProviderError::Declined(format!(
+                "no charge `{charge_key}` to refund"
+            )));
+        };
+        let mut refunds = self.refunds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, first)) = refunds.get(key) {
+            return Ok(first.clone());
+        }
+        let refunded: Fen = refunds
+            .values()
+            .filter(|(c, _)| c == charge_key)
+            .map(|(_, r)| r.amount)
+            .sum();
+        if amount <= Fen::ZERO || refunded + amount > charge.amount {
+            return Err(ProviderError::Declined(format!(
+                "cannot refund {amount}: {} of {} is left",
+                charge.amount - refunded,
+                charge.amount
+            )));
+        }
+        let refund = ProviderRefund {
+            reference: format!("sbx_re_{}", uuid::Uuid::now_v7().simple()),
+            amount,
+        };
+        refunds.insert(key.to_owned(), (charge_key.to_owned(), refund.clone()));
+        Ok(refund)
+    }
+
     async fn charges(&self) -> Vec<(String, Charge)> {
         let charges = self.charges.lock().unwrap_or_else(|p| p.into_inner());
         charges
@@ -134,6 +188,22 @@ mod tests {
         let again = s.charge("k1", "tok_timeout_then_success", Fen(100)).await;
         assert!(again.is_ok());
         assert_eq!(s.charges().await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn refunds_are_once_per_key_and_never_exceed_the_charge() {
+        let s = Sandbox::default();
+        s.charge("c", "tok_success", Fen(1000))
+            .await
+            .expect("charged");
+        let first = s.refund("r1", "c", Fen(600)).await.expect("refunded");
+        assert_eq!(s.refund("r1", "c", Fen(600)).await, Ok(first));
+        assert!(matches!(
+            s.refund("r2", "c", Fen(401)).await,
+            Err(ProviderError::Declined(_))
+        ));
+        assert!(s.refund("r3", "c", Fen(400)).await.is_ok());
+        assert!(s.refund("r4", "nope", Fen(1)).await.is_err());
     }
 
     #[tokio::test]

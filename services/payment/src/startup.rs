@@ -1,4 +1,4 @@
-//! Starting payment: database, migrations, the provider, the RPC consumer.
+//! Starting payment: database, migrations, the provider, its consumers.
 
 use crate::SERVICE;
 use crate::messaging::Payments;
@@ -14,9 +14,12 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let payments = Payments {
         db,
         outbox,
-        provider: Arc::new(Sandbox::new(Duration::from_secs(2))),
+        provider: Arc::new(Sandbox::new(Duration::from_millis(
+            rt.settings.sandbox_slow_ms,
+        ))),
         rates: rt.settings.split_rates(),
     };
+    rt.bus.subscribe(payments.events()).await?;
     rt.bus.serve(payments.rpc()).await?;
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! Booking rules, without I/O: validation at the edge and the status machine.
 
+use chrono::{DateTime, FixedOffset, Utc};
 use sha2::{Digest, Sha256};
 use shared::AppError;
 use shared::events::HoldItem;
-use shared::rpcs::{CreateBooking, IdType, TravelerInput};
+use shared::money::Fen;
+use shared::rpcs::{BookingView, CancellationQuote, CreateBooking, IdType, TravelerInput};
 
 /// Booking status, as DESIGN.md names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,20 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status stored under `name`.
+    pub fn parse(name: &str) -> Option<Status> {
+        [
+            Status::Pending,
+            Status::AwaitingPayment,
+            Status::Confirmed,
+            Status::Rejected,
+            Status::Expired,
+            Status::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
     /// The name stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -139,6 +155,50 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Whole days from `now` until the booking's stay or departure starts, in
+/// China Standard Time (UTC+8), the calendar the policy is written in.
+/// None when the start is unknown (no listing snapshot yet for seats).
+pub fn days_before(view: &BookingView, now: DateTime<Utc>) -> Option<i64> {
+    let start = match &view.item {
+        HoldItem::RoomNights { check_in, .. } => Some(*check_in),
+        HoldItem::Seats { .. } => view.listing.as_ref().and_then(|l| l.starts_on),
+    }?;
+    let china = FixedOffset::east_opt(8 * 3600)?;
+    Some((start - now.with_timezone(&china).date_naive()).num_days())
+}
+
+/// What cancelling the booking at `now` refunds, by its listing's policy.
+pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
+    let status = Status::parse(&view.status);
+    let policy = view
+        .listing
+        .as_ref()
+        .map(|l| l.cancellation_policy.clone())
+        .unwrap_or_default();
+    let days = days_before(view, now).unwrap_or(0);
+    let paid = match (status, view.total) {
+        (Some(Status::Confirmed), Some(total)) => total,
+        _ => Fen::ZERO,
+    };
+    CancellationQuote {
+        booking_id: view.id,
+        status: view.status.clone(),
+        cancellable: matches!(
+            status,
+            Some(Status::Pending | Status::AwaitingPayment | Status::Confirmed)
+        ),
+        paid,
+        refund: policy.refund(paid, days),
+        refund_percent: if paid > Fen::ZERO {
+            policy.refund_percent(days)
+        } else {
+            0
+        },
+        days_before: days,
+        policy,
+    }
+}
+
 /// A fingerprint of the request without its key: the same key with a
 /// different fingerprint is IDEMPOTENCY_KEY_REUSED.
 pub fn fingerprint(req: &CreateBooking) -> String {
@@ -155,6 +215,62 @@ pub fn fingerprint(req: &CreateBooking) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn confirmed(check_in: chrono::NaiveDate, total: i64) -> BookingView {
+        BookingView {
+            id: shared::ids::BookingId::new(),
+            status: "CONFIRMED".into(),
+            item: HoldItem::RoomNights {
+                room_type_id: shared::ids::RoomTypeId::new(),
+                check_in,
+                check_out: check_in + chrono::Duration::days(2),
+                rooms: 1,
+            },
+            travelers: 1,
+            total: Some(Fen(total)),
+            listing: None,
+            expires_at: None,
+            reason: None,
+            created_at: Utc::now(),
+            refund_due: None,
+            refunded: Fen::ZERO,
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_quote_counts_days_in_china_time_and_applies_the_policy() {
+        use chrono::TimeZone;
+        let check_in = chrono::NaiveDate::from_ymd_opt(2026, 12, 10).expect("date");
+        let view = confirmed(check_in, 76_000);
+        // 2026-12-02 20:00 UTC is already 12-03 in Beijing: 7 days ahead.
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 2, 20, 0, 0)
+            .single()
+            .expect("time");
+        let q = quote(&view, at);
+        assert_eq!(
+            (q.days_before, q.refund_percent, q.refund),
+            (7, 100, Fen(76_000))
+        );
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 5, 1, 0, 0)
+            .single()
+            .expect("time");
+        assert_eq!(quote(&view, at).refund, Fen(38_000));
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 9, 1, 0, 0)
+            .single()
+            .expect("time");
+        assert_eq!(quote(&view, at).refund, Fen::ZERO);
+        let unpaid = BookingView {
+            status: "AWAITING_PAYMENT".into(),
+            ..view
+        };
+        let q = quote(&unpaid, at);
+        assert!(q.cancellable);
+        assert_eq!((q.paid, q.refund), (Fen::ZERO, Fen::ZERO));
+    }
 
     #[test]
     fn resident_ids_are_checked_by_their_checksum() {

@@ -11,12 +11,15 @@ use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
 use shared::events::{
     BookingConfirmed, HoldGranted, HoldRejected, HoldReleaseRequested, HoldReleased, HoldRequested,
-    PaymentCaptured, PaymentFailed,
+    PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRequested,
 };
 use shared::ids::BookingId;
+use shared::money::Fen;
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::rpc::RpcRouter;
-use shared::rpcs::{BookingView, CancelBooking, CreateBooking, GetBooking};
+use shared::rpcs::{
+    BookingView, CancelBooking, CancellationQuote, CreateBooking, GetBooking, QuoteCancellation,
+};
 use shared::{AppError, ErrorCode};
 use tracing::{info, warn};
 
@@ -53,13 +56,18 @@ impl Bookings {
         let r = handler!(r, self, HoldRejected, on_hold_rejected);
         let r = handler!(r, self, HoldReleased, on_hold_released);
         let r = handler!(r, self, PaymentCaptured, on_payment_captured);
+        let r = handler!(r, self, PaymentRefunded, on_payment_refunded);
         handler!(r, self, PaymentFailed, on_payment_failed)
     }
 
     /// The RPC methods booking answers.
     pub fn rpc(&self) -> RpcRouter {
-        let (a, b, c) = (self.clone(), self.clone(), self.clone());
+        let (a, b, c, d) = (self.clone(), self.clone(), self.clone(), self.clone());
         RpcRouter::new(SERVICE)
+            .route::<QuoteCancellation, _, _>(move |req| {
+                let s = d.clone();
+                async move { s.quote(req.booking_id).await }
+            })
             .route::<CancelBooking, _, _>(move |req| {
                 let s = c.clone();
                 async move { s.cancel(req).await }
@@ -110,8 +118,10 @@ impl Bookings {
         self.get(id).await
     }
 
-    /// Cancels a booking that is not paid yet and asks inventory to release
-    /// its hold. Cancelling a cancelled booking returns it unchanged.
+    /// Cancels a booking. Before payment its hold is released; after
+    /// payment (CONFIRMED) it is also refunded by the listing's policy as of
+    /// now, the same figure `quote` shows. Cancelling a cancelled booking
+    /// returns it unchanged.
     pub async fn cancel(&self, req: CancelBooking) -> Result<BookingView, AppError> {
         let key = req.idempotency_key.trim();
         if key.is_empty() || key.len() > domain::MAX_KEY_LEN {
@@ -120,66 +130,109 @@ impl Bookings {
                 domain::MAX_KEY_LEN
             )));
         }
+        let id = req.booking_id;
         let txn = self.db.begin().await?;
-        let Some(booking) = storage::by_id(&txn, req.booking_id).await? else {
-            return Err(AppError::not_found(format!(
-                "no booking {}",
-                req.booking_id
-            )));
+        let Some(booking) = storage::by_id(&txn, id).await? else {
+            return Err(AppError::not_found(format!("no booking {id}")));
         };
-        if storage::claim_cancel_key(&txn, key, req.booking_id).await? != req.booking_id {
+        if storage::claim_cancel_key(&txn, key, id).await? != id {
             return Err(AppError::new(
                 ErrorCode::IdempotencyKeyReused,
                 "this idempotency key was used to cancel a different booking",
             ));
         }
-        let changes = Changes {
+        let release = Envelope::new(
+            SERVICE,
+            id.0,
+            &HoldReleaseRequested {
+                booking_id: id,
+                reason: "cancelled".into(),
+            },
+        );
+        let unpaid = Changes {
             reason: Some("cancelled by the booker".into()),
             ..Changes::default()
         };
-        let cancelled = storage::transition(
+        let mut events = Vec::new();
+        if storage::transition(
             &txn,
-            req.booking_id,
+            id,
             &[Status::Pending, Status::AwaitingPayment],
             Status::Cancelled,
-            changes,
+            unpaid,
             "cancelled before payment",
         )
-        .await?;
-        if cancelled {
+        .await?
+        {
             // A hold granted after this is released by on_hold_granted; a
             // release that overtakes the request leaves a tombstone.
-            let release = HoldReleaseRequested {
-                booking_id: req.booking_id,
-                reason: "cancelled".into(),
+            events.push(release);
+        } else {
+            // Read again: it may have been paid since the first read. A
+            // CONFIRMED booking's price no longer changes, and the
+            // conditional move below makes sure it still is CONFIRMED.
+            let current = storage::by_id(&txn, id)
+                .await?
+                .map_or(booking.view, |b| b.view);
+            let quote = domain::quote(&current, Utc::now());
+            let cause = format!(
+                "cancelled after payment; refund {} ({}% by the policy, {} days ahead)",
+                quote.refund, quote.refund_percent, quote.days_before
+            );
+            let paid = Changes {
+                reason: Some(format!("cancelled by the booker; refund {}", quote.refund)),
+                ..Changes::default()
             };
-            enqueue(&txn, &[Envelope::new(SERVICE, req.booking_id.0, &release)]).await?;
-        } else if booking.view.status != Status::Cancelled.as_str() {
-            let message = if booking.view.status == Status::Confirmed.as_str() {
-                "the booking is paid; cancelling a paid booking with a refund is not available yet"
-                    .to_owned()
-            } else {
-                format!(
+            if storage::transition(
+                &txn,
+                id,
+                &[Status::Confirmed],
+                Status::Cancelled,
+                paid,
+                &cause,
+            )
+            .await?
+            {
+                storage::set_refund_due(&txn, id, quote.refund).await?;
+                events.push(release);
+                if quote.refund > Fen::ZERO {
+                    let refund = RefundRequested {
+                        booking_id: id,
+                        amount: Some(quote.refund),
+                        reason: "cancelled by the booker".into(),
+                    };
+                    events.push(Envelope::new(SERVICE, id.0, &refund));
+                }
+            } else if current.status != Status::Cancelled.as_str() {
+                return Err(AppError::conflict(format!(
                     "the booking is {} and cannot be cancelled",
-                    booking.view.status
-                )
-            };
-            return Err(AppError::conflict(message));
+                    current.status
+                )));
+            }
         }
+        enqueue(&txn, &events).await?;
         txn.commit().await?;
-        if cancelled {
+        if !events.is_empty() {
             self.outbox.committed();
-            info!(booking = %req.booking_id, "booking cancelled; release requested");
+            info!(booking = %id, "booking cancelled");
         }
-        self.get(req.booking_id).await
+        self.get(id).await
     }
 
-    /// Reads one booking.
+    /// What cancelling the booking now would refund.
+    pub async fn quote(&self, id: BookingId) -> Result<CancellationQuote, AppError> {
+        let view = self.get(id).await?;
+        Ok(domain::quote(&view, Utc::now()))
+    }
+
+    /// Reads one booking with its history.
     pub async fn get(&self, id: BookingId) -> Result<BookingView, AppError> {
-        storage::by_id(&self.db, id)
+        let mut view = storage::by_id(&self.db, id)
             .await?
             .map(|s| s.view)
-            .ok_or_else(|| AppError::not_found(format!("no booking {id}")))
+            .ok_or_else(|| AppError::not_found(format!("no booking {id}")))?;
+        view.history = storage::history_of(&self.db, id).await?;
+        Ok(view)
     }
 
     async fn on_hold_granted(&self, env: Envelope, ev: HoldGranted) -> Result<(), HandlerError> {
@@ -249,13 +302,7 @@ impl Bookings {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
-        if let Some(b) = storage::by_id(&txn, ev.booking_id).await? {
-            let status = match b.view.status.as_str() {
-                "EXPIRED" => Status::Expired,
-                "CANCELLED" => Status::Cancelled,
-                "REJECTED" => Status::Rejected,
-                _ => Status::Pending,
-            };
+        if let Some(status) = self.status_of(&txn, ev.booking_id).await? {
             storage::history(&txn, ev.booking_id, status, "capacity released", Utc::now()).await?;
         }
         txn.commit().await?;
@@ -297,22 +344,57 @@ impl Bookings {
             };
             enqueue(&txn, &[env.follow(SERVICE, &confirmed)]).await?;
             info!(booking = %ev.booking_id, "booking confirmed");
-        } else {
-            // Captured after the booking expired or was cancelled: the money
-            // must go back (automatic refund: the payment issue's work).
+        } else if let Some(status) = self.status_of(&txn, ev.booking_id).await? {
+            // Captured after the booking expired or was cancelled (its hold
+            // is gone or going): never confirm over capacity, give it all back.
             storage::history(
                 &txn,
                 ev.booking_id,
-                Status::Expired,
-                "payment captured after the booking ended; refund required",
+                status,
+                "payment captured after the booking ended; full refund requested",
                 Utc::now(),
             )
             .await?;
-            warn!(booking = %ev.booking_id, "payment captured for a booking that is not awaiting payment");
+            storage::set_refund_due(&txn, ev.booking_id, ev.split.gross).await?;
+            let refund = RefundRequested {
+                booking_id: ev.booking_id,
+                amount: None,
+                reason: format!("paid after the booking was {}", status.as_str()),
+            };
+            enqueue(&txn, &[env.follow(SERVICE, &refund)]).await?;
+            warn!(booking = %ev.booking_id, ?status, "payment captured for a booking that ended; refunding");
         }
         txn.commit().await?;
         self.outbox.committed();
         Ok(())
+    }
+
+    async fn on_payment_refunded(
+        &self,
+        env: Envelope,
+        ev: PaymentRefunded,
+    ) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        if let Some(status) = self.status_of(&txn, ev.booking_id).await? {
+            storage::add_refunded(&txn, ev.booking_id, ev.split.gross).await?;
+            let cause = format!("refunded {}: {}", ev.split.gross, ev.reason);
+            storage::history(&txn, ev.booking_id, status, &cause, Utc::now()).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// A booking's current status, if it exists.
+    async fn status_of<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: BookingId,
+    ) -> Result<Option<Status>, sea_orm::DbErr> {
+        Ok(storage::by_id(conn, id)
+            .await?
+            .and_then(|b| Status::parse(&b.view.status)))
     }
 
     async fn on_payment_failed(

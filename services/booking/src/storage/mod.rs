@@ -24,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(Bookings),
             Box::new(Cancellations),
             Box::new(HoldAttempts),
+            Box::new(Refunds),
         ]
     }
 }
@@ -117,6 +118,28 @@ impl MigrationTrait for HoldAttempts {
     }
 }
 
+struct Refunds;
+
+impl MigrationName for Refunds {
+    fn name(&self) -> &str {
+        "m20261124_000001_refunds"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Refunds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE bookings ADD COLUMN refund_due_fen BIGINT",
+                "ALTER TABLE bookings ADD COLUMN refunded_fen BIGINT NOT NULL DEFAULT 0",
+            ],
+        )
+        .await
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -152,6 +175,9 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
             expires_at: row.try_get("", "expires_at")?,
             reason: row.try_get("", "reason")?,
             created_at: row.try_get("", "created_at")?,
+            refund_due: row.try_get::<Option<i64>>("", "refund_due_fen")?.map(Fen),
+            refunded: Fen(row.try_get("", "refunded_fen")?),
+            history: Vec::new(),
         },
         fingerprint: row.try_get("", "fingerprint")?,
         sponsor_region: sponsor.and_then(|s| RegionCode::parse(&s).ok()),
@@ -401,4 +427,59 @@ pub async fn count_attempt<C: ConnectionTrait>(
     ))
     .await?;
     Ok(())
+}
+
+/// Records the refund a cancellation promised.
+pub async fn set_refund_due<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    amount: Fen,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE bookings SET refund_due_fen = $2 WHERE id = $1",
+        vec![uuid_value(b, id.0), amount.get().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Adds a refund that went through.
+pub async fn add_refunded<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    amount: Fen,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE bookings SET refunded_fen = refunded_fen + $2, updated_at = $3 WHERE id = $1",
+        vec![uuid_value(b, id.0), amount.get().into(), Utc::now().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A booking's history, oldest first.
+pub async fn history_of<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+) -> Result<Vec<shared::rpcs::HistoryEntry>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT status, cause, at FROM booking_history WHERE booking_id = $1 ORDER BY id",
+        vec![uuid_value(b, id.0)],
+    ))
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(shared::rpcs::HistoryEntry {
+            status: r.try_get("", "status")?,
+            cause: r.try_get("", "cause")?,
+            at: r.try_get("", "at")?,
+        })
+    })
+    .collect()
 }

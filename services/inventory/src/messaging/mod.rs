@@ -12,6 +12,7 @@ use shared::events::{
 };
 use shared::ids::{HomestayId, HostId, RoomTypeId};
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
+use shared::policy::CancellationPolicy;
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
     CreateHomestay, GetRoomCalendar, HomestayCreated, ListRegions, Night, SetRoomCalendar,
@@ -257,6 +258,10 @@ impl Inventory {
                 "a room type needs at least one bed and one guest",
             ));
         }
+        let policy = req
+            .cancellation_policy
+            .map(|tiers| CancellationPolicy::new(tiers).map_err(|e| AppError::bad_input(e.0)))
+            .transpose()?;
         let txn = self.db.begin().await?;
         if !storage::region_exists(&txn, req.region_code).await? {
             return Err(AppError::bad_input(format!(
@@ -280,6 +285,7 @@ impl Inventory {
                 req.room_type.beds,
                 req.room_type.max_guests,
             ),
+            policy.as_ref(),
         )
         .await?;
         txn.commit().await?;

@@ -15,6 +15,7 @@ use shared::events::ListingSnapshot;
 use shared::ids::{BookingId, HomestayId, HostId, RoomTypeId};
 use shared::money::Fen;
 use shared::outbox::stmt;
+use shared::policy::CancellationPolicy;
 use shared::region::{Region, RegionCode, reference_regions};
 use shared::rpcs::Night;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(shared::runtime::KernelMigration),
             Box::new(Catalogue),
             Box::new(HoldReplies),
+            Box::new(Policies),
         ]
     }
 }
@@ -110,6 +112,26 @@ impl MigrationTrait for HoldReplies {
                 "ALTER TABLE holds ADD COLUMN reply_kind TEXT",
                 "ALTER TABLE holds ADD COLUMN reply_payload TEXT",
             ],
+        )
+        .await
+    }
+}
+
+struct Policies;
+
+impl MigrationName for Policies {
+    fn name(&self) -> &str {
+        "m20261124_000001_cancellation_policies"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Policies {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // NULL: the platform's standard policy.
+        run_ddl(
+            manager,
+            &["ALTER TABLE homestays ADD COLUMN cancellation_policy TEXT"],
         )
         .await
     }
@@ -201,6 +223,7 @@ pub async fn insert_homestay<C: ConnectionTrait>(
     homestay: (HomestayId, &str),
     region: RegionCode,
     room_type: (RoomTypeId, &str, u32, u32),
+    policy: Option<&CancellationPolicy>,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
@@ -215,12 +238,16 @@ pub async fn insert_homestay<C: ConnectionTrait>(
     .await?;
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO homestays (id, host_id, region_code, name) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO homestays (id, host_id, region_code, name, cancellation_policy)
+         VALUES ($1, $2, $3, $4, $5)",
         vec![
             uuid_value(b, homestay.0.0),
             uuid_value(b, host.0.0),
             region.to_string().into(),
             homestay.1.into(),
+            policy
+                .map(|p| serde_json::to_string(p).unwrap_or_default())
+                .into(),
         ],
     ))
     .await?;
@@ -317,7 +344,8 @@ pub async fn listing<C: ConnectionTrait>(
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified
+            "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified,
+                    h.cancellation_policy
              FROM room_types r JOIN homestays h ON h.id = r.homestay_id WHERE r.id = $1",
             vec![uuid_value(b, room_type.0)],
         ))
@@ -331,6 +359,12 @@ pub async fn listing<C: ConnectionTrait>(
         host_id: HostId(row_uuid(&row, "host_id")?),
         region_code: RegionCode::parse(&region).map_err(|e| DbErr::Custom(e.to_string()))?,
         certified: row.try_get("", "certified")?,
+        cancellation_policy: match row.try_get::<Option<String>>("", "cancellation_policy")? {
+            Some(p) => serde_json::from_str(&p)
+                .map_err(|e| DbErr::Custom(format!("homestays.cancellation_policy: {e}")))?,
+            None => CancellationPolicy::default(),
+        },
+        starts_on: None,
     }))
 }
 
@@ -435,12 +469,7 @@ pub async fn hold_for_update<C: ConnectionTrait>(
     };
     let check_in: Option<NaiveDate> = row.try_get("", "check_in")?;
     let check_out: Option<NaiveDate> = row.try_get("", "check_out")?;
-    let room_type = match row.try_get::<Option<uuid::Uuid>>("", "room_type_id") {
-        Ok(v) => v,
-        Err(_) => row
-            .try_get::<Option<String>>("", "room_type_id")?
-            .and_then(|s| uuid::Uuid::parse_str(&s).ok()),
-    };
+    let room_type = shared::db::opt_row_uuid(&row, "room_type_id")?;
     Ok(Some(Hold {
         state: row.try_get("", "state")?,
         room_type_id: room_type.map(RoomTypeId),

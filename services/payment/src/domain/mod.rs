@@ -30,6 +30,15 @@ pub fn capture_legs(split: &Split, host: HostId) -> Vec<(String, Fen)> {
     legs
 }
 
+/// The legs of a refund: the exact reverse of the capture's legs for the
+/// reversed part of the split.
+pub fn refund_legs(reversed: &Split, host: HostId) -> Vec<(String, Fen)> {
+    capture_legs(reversed, host)
+        .into_iter()
+        .map(|(account, amount)| (account, Fen::ZERO - amount))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +50,16 @@ mod tests {
         let legs = capture_legs(&split, HostId::new());
         assert_eq!(legs.iter().map(|(_, a)| *a).sum::<Fen>(), Fen::ZERO);
         assert_eq!(legs[0].1, Fen(-38_001));
+    }
+
+    #[test]
+    fn a_full_refund_posts_the_exact_reverse_of_the_capture() {
+        let split = Split::of(Fen(38_001), SplitRates::default());
+        let host = HostId::new();
+        let capture = capture_legs(&split, host);
+        let refund = refund_legs(&split.reversal(Fen::ZERO, split.gross), host);
+        for ((a, x), (b, y)) in capture.iter().zip(&refund) {
+            assert_eq!((a, *x), (b, Fen::ZERO - *y));
+        }
     }
 }

@@ -2,21 +2,24 @@
 //! ledger, emit `payment.captured` or `payment.failed` through the outbox.
 
 use crate::SERVICE;
-use crate::domain::capture_legs;
+use crate::domain::{capture_legs, refund_legs};
 use crate::provider::{PaymentProvider, ProviderError};
 use crate::storage;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use sha2::{Digest, Sha256};
+use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
-use shared::events::{PaymentCaptured, PaymentFailed};
+use shared::events::{PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRequested};
 use shared::ids::PaymentId;
+use shared::ids::RefundId;
+use shared::money::Fen;
 use shared::money::{Split, SplitRates};
 use shared::outbox::{OutboxSignal, enqueue};
 use shared::rpc::RpcRouter;
 use shared::rpcs::{GetWelfareFund, PayBooking, PaymentView, WelfareFundPage};
 use shared::{AppError, ErrorCode};
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Provider calls per payment when it times out.
 const PROVIDER_ATTEMPTS: usize = 3;
@@ -35,6 +38,15 @@ pub struct Payments {
 }
 
 impl Payments {
+    /// The events payment reacts to.
+    pub fn events(&self) -> EventRouter {
+        let s = self.clone();
+        EventRouter::new("payment.events").on::<RefundRequested, _, _>(move |env, ev| {
+            let s = s.clone();
+            async move { s.on_refund_requested(env, ev).await }
+        })
+    }
+
     /// The RPC methods payment answers.
     pub fn rpc(&self) -> RpcRouter {
         let (a, b) = (self.clone(), self.clone());
@@ -81,18 +93,26 @@ impl Payments {
         }
 
         let id = PaymentId::new();
-        let inserted =
-            storage::insert_processing(&self.db, id, booking.id, key, &fingerprint, amount)
-                .await
-                .map_err(|e| {
-                    if shared::db::is_unique_violation(&e) {
-                        AppError::conflict(
-                            "this booking is already paid or a payment for it is in progress",
-                        )
-                    } else {
-                        AppError::from(e)
-                    }
-                })?;
+        let new = storage::NewPayment {
+            id,
+            booking: booking.id,
+            key,
+            fingerprint: &fingerprint,
+            amount,
+            host: listing.host_id,
+            region: listing.region_code,
+        };
+        let inserted = storage::insert_processing(&self.db, &new)
+            .await
+            .map_err(|e| {
+                if shared::db::is_unique_violation(&e) {
+                    AppError::conflict(
+                        "this booking is already paid or a payment for it is in progress",
+                    )
+                } else {
+                    AppError::from(e)
+                }
+            })?;
         if !inserted {
             // Same key, concurrently: the other request owns it.
             let first = storage::by_key(&self.db, key)
@@ -181,6 +201,130 @@ impl Payments {
             entries,
             has_next_page,
         })
+    }
+}
+
+impl Payments {
+    /// Refunds a booking's captured payment, once per request (the event id
+    /// is the key): reserve the amount with a conditional update, ask the
+    /// provider with the refund's id as its idempotency key, then post the
+    /// reverse legs and `payment.refunded`. A redelivery after a crash or a
+    /// provider timeout resumes from the stored refund and never pays twice.
+    async fn on_refund_requested(
+        &self,
+        env: Envelope,
+        ev: RefundRequested,
+    ) -> Result<(), HandlerError> {
+        let key = env.id.to_string();
+        let refund = match storage::refund_by_key(&self.db, &key).await? {
+            Some(r) => r,
+            None => match self.reserve(&key, &ev).await? {
+                Some(r) => r,
+                None => return Ok(()),
+            },
+        };
+        if refund.status != "PENDING" {
+            return Ok(());
+        }
+        let outcome = self
+            .provider
+            .refund(
+                &refund.id.to_string(),
+                &refund.payment_id.to_string(),
+                refund.amount,
+            )
+            .await;
+        let txn = self.db.begin().await?;
+        match outcome {
+            Ok(done) => {
+                if storage::finish_refund(&txn, refund.id, Ok(&done.reference)).await? {
+                    let captured = storage::captured_for_booking(&txn, refund.booking_id)
+                        .await?
+                        .ok_or_else(|| HandlerError::Retry("the payment vanished".into()))?;
+                    storage::post(
+                        &txn,
+                        refund.booking_id,
+                        captured.region,
+                        &refund_legs(&refund.split, captured.host),
+                    )
+                    .await?;
+                    let refunded = PaymentRefunded {
+                        booking_id: refund.booking_id,
+                        payment_id: refund.payment_id,
+                        refund_id: refund.id,
+                        split: refund.split,
+                        reason: refund.reason.clone(),
+                    };
+                    enqueue(&txn, &[env.follow(SERVICE, &refunded)]).await?;
+                    info!(booking = %refund.booking_id, amount = %refund.amount, "refunded");
+                }
+            }
+            Err(ProviderError::Timeout) => {
+                txn.rollback().await?;
+                return Err(HandlerError::Retry(
+                    "the provider timed out on a refund; asking again with the same key".into(),
+                ));
+            }
+            Err(ProviderError::Declined(reason)) => {
+                if storage::finish_refund(&txn, refund.id, Err(&reason)).await? {
+                    storage::unreserve_refund(&txn, refund.payment_id, refund.amount).await?;
+                    error!(booking = %refund.booking_id, %reason, "the provider refused a refund; it needs a person");
+                }
+            }
+        }
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(())
+    }
+
+    /// Reserves the requested amount on the booking's captured payment and
+    /// records a PENDING refund; None when there is nothing to refund.
+    async fn reserve(
+        &self,
+        key: &str,
+        ev: &RefundRequested,
+    ) -> Result<Option<storage::Refund>, HandlerError> {
+        let txn = self.db.begin().await?;
+        let Some(captured) = storage::captured_for_booking(&txn, ev.booking_id).await? else {
+            if storage::processing_for_booking(&txn, ev.booking_id).await? {
+                return Err(HandlerError::Retry(
+                    "the payment is still in progress; refund after it settles".into(),
+                ));
+            }
+            warn!(booking = %ev.booking_id, "refund requested, but nothing was captured");
+            return Ok(None);
+        };
+        let left = captured.amount - captured.refunded;
+        let amount = ev.amount.unwrap_or(left);
+        let mut refund = storage::Refund {
+            id: RefundId::new(),
+            payment_id: captured.id,
+            booking_id: ev.booking_id,
+            amount,
+            split: captured
+                .split
+                .reversal(captured.refunded, captured.refunded + amount),
+            reason: ev.reason.clone(),
+            status: "PENDING".into(),
+        };
+        let fits = amount > Fen::ZERO
+            && amount <= left
+            && storage::reserve_refund(&txn, captured.id, amount).await?;
+        if !fits {
+            // Recorded, so the request is answered once and can be audited;
+            // the provider is never asked for money that is not there.
+            let why = format!("{amount} asked, {left} left to refund");
+            warn!(booking = %ev.booking_id, %why, "refund refused");
+            refund.amount = amount.max(Fen::ZERO);
+            refund.split = captured.split.reversal(Fen::ZERO, Fen::ZERO);
+            refund.status = "REFUSED".into();
+            storage::insert_refund(&txn, &refund, key, Some(&why)).await?;
+            txn.commit().await?;
+            return Ok(None);
+        }
+        storage::insert_refund(&txn, &refund, key, None).await?;
+        txn.commit().await?;
+        Ok(Some(refund))
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::Utc;
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use shared::db::{row_uuid, run_ddl, uuid_value};
-use shared::ids::{BookingId, PaymentId};
+use shared::ids::{BookingId, HostId, PaymentId};
 use shared::money::{Fen, Split};
 use shared::outbox::stmt;
 use shared::region::RegionCode;
@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(shared::runtime::KernelMigration),
             Box::new(Payments),
+            Box::new(Refunds),
         ]
     }
 }
@@ -67,6 +68,46 @@ impl MigrationTrait for Payments {
     }
 }
 
+struct Refunds;
+
+impl MigrationName for Refunds {
+    fn name(&self) -> &str {
+        "m20261124_000001_refunds"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Refunds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // Raised only by a conditional update that keeps it within
+                // the amount captured (see `reserve_refund`).
+                "ALTER TABLE payments ADD COLUMN refunded_fen BIGINT NOT NULL DEFAULT 0",
+                // Whom a capture paid and where: a refund reverses the same legs.
+                "ALTER TABLE payments ADD COLUMN host_id UUID",
+                "ALTER TABLE payments ADD COLUMN region_code TEXT",
+                "CREATE TABLE refunds (
+                    id UUID PRIMARY KEY,
+                    payment_id UUID NOT NULL REFERENCES payments (id),
+                    booking_id UUID NOT NULL,
+                    request_key TEXT NOT NULL UNIQUE,
+                    amount_fen BIGINT NOT NULL CHECK (amount_fen >= 0),
+                    split TEXT NOT NULL,
+                    reason TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    provider_ref TEXT,
+                    failure_reason TEXT,
+                    created_at TIMESTAMPTZ NOT NULL,
+                    updated_at TIMESTAMPTZ NOT NULL)",
+                "CREATE INDEX refunds_booking ON refunds (booking_id)",
+            ],
+        )
+        .await
+    }
+}
+
 /// A stored payment and its fingerprint.
 pub struct Stored {
     /// As clients see it.
@@ -93,25 +134,48 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
     })
 }
 
+/// A payment about to be made.
+pub struct NewPayment<'a> {
+    /// The payment.
+    pub id: PaymentId,
+    /// The booking paid for.
+    pub booking: BookingId,
+    /// The client's idempotency key.
+    pub key: &'a str,
+    /// Fingerprint of the request.
+    pub fingerprint: &'a str,
+    /// Amount to charge.
+    pub amount: Fen,
+    /// Who gets the host's share.
+    pub host: HostId,
+    /// The listing's region.
+    pub region: RegionCode,
+}
+
 /// Inserts a PROCESSING payment unless the key exists; Ok(false) when it does.
 /// A live payment for the same booking fails with a unique violation.
 pub async fn insert_processing<C: ConnectionTrait>(
     conn: &C,
-    id: PaymentId,
-    booking: BookingId,
-    key: &str,
-    fingerprint: &str,
-    amount: Fen,
+    new: &NewPayment<'_>,
 ) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
     let now = Utc::now();
     let r = conn
         .execute_raw(stmt(
             b,
-            "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'PROCESSING', $6, $6)
+            "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, host_id, region_code, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'PROCESSING', $8, $8)
              ON CONFLICT (idempotency_key) DO NOTHING",
-            vec![uuid_value(b, id.0), uuid_value(b, booking.0), key.into(), fingerprint.into(), amount.get().into(), now.into()],
+            vec![
+                uuid_value(b, new.id.0),
+                uuid_value(b, new.booking.0),
+                new.key.into(),
+                new.fingerprint.into(),
+                new.amount.get().into(),
+                uuid_value(b, new.host.0),
+                new.region.to_string().into(),
+                now.into(),
+            ],
         ))
         .await?;
     Ok(r.rows_affected() == 1)
@@ -269,4 +333,250 @@ pub async fn entry_count<C: ConnectionTrait>(conn: &C, account: &str) -> Result<
         Some(r) => r.try_get("", "n")?,
         None => 0,
     })
+}
+
+/// The captured payment of a booking, locked on PostgreSQL.
+pub struct Captured {
+    /// The payment.
+    pub id: PaymentId,
+    /// Amount captured.
+    pub amount: Fen,
+    /// Refunded so far.
+    pub refunded: Fen,
+    /// The capture's split.
+    pub split: Split,
+    /// Who got the host's share.
+    pub host: HostId,
+    /// The listing's region.
+    pub region: RegionCode,
+}
+
+/// The booking's CAPTURED payment, if any; `Err` names a payment still in
+/// flight so the caller can wait for it.
+pub async fn captured_for_booking<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+) -> Result<Option<Captured>, DbErr> {
+    let b = conn.get_database_backend();
+    let sql = match b {
+        sea_orm::DbBackend::Postgres => {
+            "SELECT * FROM payments WHERE booking_id = $1 AND status = 'CAPTURED' FOR UPDATE"
+        }
+        _ => "SELECT * FROM payments WHERE booking_id = $1 AND status = 'CAPTURED'",
+    };
+    let Some(row) = conn
+        .query_one_raw(stmt(b, sql, vec![uuid_value(b, booking.0)]))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let s = stored(&row)?;
+    let split = s
+        .view
+        .split
+        .ok_or_else(|| DbErr::Custom("a captured payment without its split".into()))?;
+    let host = shared::db::opt_row_uuid(&row, "host_id")?
+        .ok_or_else(|| DbErr::Custom("a captured payment without its host".into()))?;
+    let region: Option<String> = row.try_get("", "region_code")?;
+    let region = region
+        .as_deref()
+        .map(RegionCode::parse)
+        .transpose()
+        .map_err(|e| DbErr::Custom(e.to_string()))?
+        .ok_or_else(|| DbErr::Custom("a captured payment without its region".into()))?;
+    Ok(Some(Captured {
+        host: HostId(host),
+        region,
+        id: s.view.id,
+        amount: s.view.amount,
+        refunded: Fen(row.try_get("", "refunded_fen")?),
+        split,
+    }))
+}
+
+/// Whether the booking has a payment still PROCESSING.
+pub async fn processing_for_booking<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT id FROM payments WHERE booking_id = $1 AND status = 'PROCESSING'",
+            vec![uuid_value(b, booking.0)],
+        ))
+        .await?
+        .is_some())
+}
+
+/// Adds `amount` to what is refunded of a payment if that stays within the
+/// amount captured, in one conditional update: concurrent refunds can never
+/// take more than was paid. Ok(false) when it would.
+pub async fn reserve_refund<C: ConnectionTrait>(
+    conn: &C,
+    payment: PaymentId,
+    amount: Fen,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE payments SET refunded_fen = refunded_fen + $2, updated_at = $3
+             WHERE id = $1 AND status = 'CAPTURED' AND refunded_fen + $2 <= amount_fen",
+            vec![
+                uuid_value(b, payment.0),
+                amount.get().into(),
+                Utc::now().into(),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Gives back a reservation whose refund the provider declined.
+pub async fn unreserve_refund<C: ConnectionTrait>(
+    conn: &C,
+    payment: PaymentId,
+    amount: Fen,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE payments SET refunded_fen = refunded_fen - $2, updated_at = $3 WHERE id = $1",
+        vec![
+            uuid_value(b, payment.0),
+            amount.get().into(),
+            Utc::now().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A refund row.
+#[derive(Debug, Clone)]
+pub struct Refund {
+    /// The refund.
+    pub id: shared::ids::RefundId,
+    /// The payment refunded.
+    pub payment_id: PaymentId,
+    /// The booking.
+    pub booking_id: BookingId,
+    /// Amount.
+    pub amount: Fen,
+    /// The reversed shares.
+    pub split: Split,
+    /// Why.
+    pub reason: String,
+    /// PENDING (reserved, provider not yet done), SUCCEEDED, FAILED (the
+    /// provider refused) or REFUSED (more than was left to refund).
+    pub status: String,
+}
+
+/// Records a refund for a request key: PENDING, or REFUSED (with why in
+/// `failure_reason`) when the request asked for more than is left.
+pub async fn insert_refund<C: ConnectionTrait>(
+    conn: &C,
+    refund: &Refund,
+    request_key: &str,
+    refused: Option<&str>,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    let now = Utc::now();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO refunds (id, payment_id, booking_id, request_key, amount_fen, split, reason, status, failure_reason, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        vec![
+            uuid_value(b, refund.id.0),
+            uuid_value(b, refund.payment_id.0),
+            uuid_value(b, refund.booking_id.0),
+            request_key.into(),
+            refund.amount.get().into(),
+            serde_json::to_string(&refund.split).unwrap_or_default().into(),
+            refund.reason.as_str().into(),
+            if refused.is_some() { "REFUSED" } else { "PENDING" }.into(),
+            refused.map(str::to_owned).into(),
+            now.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The refund made for a request key.
+pub async fn refund_by_key<C: ConnectionTrait>(
+    conn: &C,
+    request_key: &str,
+) -> Result<Option<Refund>, DbErr> {
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT * FROM refunds WHERE request_key = $1",
+            vec![request_key.into()],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let split: String = row.try_get("", "split")?;
+    Ok(Some(Refund {
+        id: shared::ids::RefundId(row_uuid(&row, "id")?),
+        payment_id: PaymentId(row_uuid(&row, "payment_id")?),
+        booking_id: BookingId(row_uuid(&row, "booking_id")?),
+        amount: Fen(row.try_get("", "amount_fen")?),
+        split: serde_json::from_str(&split)
+            .map_err(|e| DbErr::Custom(format!("refunds.split: {e}")))?,
+        reason: row.try_get("", "reason")?,
+        status: row.try_get("", "status")?,
+    }))
+}
+
+/// Moves a PENDING refund to SUCCEEDED or FAILED; Ok(false) if it had
+/// already left PENDING (a redelivery finished it first).
+pub async fn finish_refund<C: ConnectionTrait>(
+    conn: &C,
+    id: shared::ids::RefundId,
+    outcome: Result<&str, &str>,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let (status, reference, failure) = match outcome {
+        Ok(reference) => ("SUCCEEDED", Some(reference), None),
+        Err(reason) => ("FAILED", None, Some(reason)),
+    };
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE refunds SET status = $2, provider_ref = $3, failure_reason = $4, updated_at = $5
+             WHERE id = $1 AND status = 'PENDING'",
+            vec![
+                uuid_value(b, id.0),
+                status.into(),
+                reference.map(str::to_owned).into(),
+                failure.map(str::to_owned).into(),
+                Utc::now().into(),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// How many refunds of a booking are in each status.
+pub async fn refund_counts<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+) -> Result<Vec<(String, i64)>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT status, CAST(COUNT(*) AS BIGINT) AS n FROM refunds WHERE booking_id = $1
+         GROUP BY status ORDER BY status",
+        vec![uuid_value(b, booking.0)],
+    ))
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("", "status")?, r.try_get("", "n")?)))
+    .collect()
 }

@@ -1,0 +1,124 @@
+//! Cancellation policies: how much of the price goes back when a confirmed
+//! booking is cancelled, by whole days left before the stay or departure.
+
+use crate::money::Fen;
+use serde::{Deserialize, Serialize};
+
+/// One step of a policy: cancelling at least `days_before` days ahead
+/// refunds `refund_percent` of the price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyTier {
+    /// Whole days between the cancellation and the start date.
+    pub days_before: u32,
+    /// Share refunded, 0 to 100.
+    pub refund_percent: u8,
+}
+
+/// Tiers by days before the start; the first whose `days_before` is reached
+/// applies, and none reached means no refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancellationPolicy {
+    /// Most days first once [`CancellationPolicy::new`] sorted them.
+    pub tiers: Vec<PolicyTier>,
+}
+
+impl Default for CancellationPolicy {
+    /// The platform's standard policy: full refund 7 or more days ahead,
+    /// half from 3 days, nothing after.
+    fn default() -> Self {
+        CancellationPolicy {
+            tiers: vec![
+                PolicyTier {
+                    days_before: 7,
+                    refund_percent: 100,
+                },
+                PolicyTier {
+                    days_before: 3,
+                    refund_percent: 50,
+                },
+            ],
+        }
+    }
+}
+
+/// Why a policy was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadPolicy(pub String);
+
+impl CancellationPolicy {
+    /// A policy from tiers in any order: percents ≤ 100, days distinct, and
+    /// more days never refunding less.
+    pub fn new(mut tiers: Vec<PolicyTier>) -> Result<CancellationPolicy, BadPolicy> {
+        if tiers.len() > 10 {
+            return Err(BadPolicy("a policy has at most 10 tiers".into()));
+        }
+        tiers.sort_by_key(|t| std::cmp::Reverse(t.days_before));
+        for t in &tiers {
+            if t.refund_percent > 100 {
+                return Err(BadPolicy(format!(
+                    "a refund of {}% is more than the price",
+                    t.refund_percent
+                )));
+            }
+        }
+        for w in tiers.windows(2) {
+            if w[0].days_before == w[1].days_before {
+                return Err(BadPolicy(format!(
+                    "two tiers for {} days before",
+                    w[0].days_before
+                )));
+            }
+            if w[0].refund_percent < w[1].refund_percent {
+                return Err(BadPolicy(
+                    "cancelling earlier must never refund less".into(),
+                ));
+            }
+        }
+        Ok(CancellationPolicy { tiers })
+    }
+
+    /// Percent refunded when cancelling `days_before` days ahead (negative:
+    /// after the start).
+    pub fn refund_percent(&self, days_before: i64) -> u8 {
+        self.tiers
+            .iter()
+            .find(|t| days_before >= i64::from(t.days_before))
+            .map_or(0, |t| t.refund_percent)
+    }
+
+    /// The refund of `paid` when cancelling `days_before` days ahead, in
+    /// whole fen rounded down.
+    pub fn refund(&self, paid: Fen, days_before: i64) -> Fen {
+        paid.scale(i64::from(self.refund_percent(days_before)), 100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standard_policy_refunds_by_days_left() {
+        let p = CancellationPolicy::default();
+        assert_eq!(p.refund(Fen(38_001), 30), Fen(38_001));
+        assert_eq!(p.refund(Fen(38_001), 7), Fen(38_001));
+        assert_eq!(p.refund(Fen(38_001), 6), Fen(19_000));
+        assert_eq!(p.refund(Fen(38_001), 3), Fen(19_000));
+        assert_eq!(p.refund(Fen(38_001), 2), Fen::ZERO);
+        assert_eq!(p.refund(Fen(38_001), -1), Fen::ZERO);
+    }
+
+    #[test]
+    fn a_policy_refunding_more_for_later_cancelling_is_refused() {
+        let tier = |days_before, refund_percent| PolicyTier {
+            days_before,
+            refund_percent,
+        };
+        assert!(CancellationPolicy::new(vec![tier(1, 100), tier(7, 50)]).is_err());
+        assert!(CancellationPolicy::new(vec![tier(1, 101)]).is_err());
+        assert!(CancellationPolicy::new(vec![tier(3, 10), tier(3, 20)]).is_err());
+        let ok = CancellationPolicy::new(vec![tier(1, 20), tier(14, 100)]).expect("valid");
+        assert_eq!(ok.tiers[0].days_before, 14);
+    }
+}

@@ -1,0 +1,213 @@
+//! Money going back: cancelling a paid booking by its listing's policy, a
+//! payment that lands after its booking expired, and concurrent refund
+//! requests that together ask for more than was paid.
+
+mod common;
+
+use chrono::Duration as Days;
+use common::{TestApp, spawn_app, spawn_app_with, test_settings, tomorrow};
+use serde_json::{Value, json};
+use shared::envelope::Envelope;
+use shared::events::RefundRequested;
+use shared::ids::BookingId;
+use shared::money::Fen;
+
+fn amount(v: &Value) -> &str {
+    v["amount"].as_str().unwrap_or("none")
+}
+
+fn history_has(booking: &Value, cause: &str) -> bool {
+    booking["history"].as_array().is_some_and(|h| {
+        h.iter()
+            .any(|e| e["cause"].as_str().is_some_and(|c| c.contains(cause)))
+    })
+}
+
+#[tokio::test]
+async fn a_paid_booking_cancelled_ten_days_ahead_is_refunded_in_full_and_the_ledger_reversed() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let check_in = tomorrow() + Days::days(9);
+    let id = app.paid_booking(&room_type, check_in, "tok_success").await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    assert_eq!(app.fund_balance().await, "3.80");
+
+    let quote = app
+        .graphql(
+            "query($id: ID!) { cancellationQuote(bookingId: $id) {
+                cancellable paid { amount } refund { amount } refundPercent daysBefore policy { daysBefore refundPercent } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let q = &quote["data"]["cancellationQuote"];
+    assert_eq!(q["cancellable"], true, "{quote}");
+    assert_eq!(
+        (amount(&q["paid"]), amount(&q["refund"])),
+        ("380.00", "380.00")
+    );
+    assert_eq!(q["refundPercent"], 100);
+    assert_eq!(
+        q["policy"][0],
+        json!({ "daysBefore": 7, "refundPercent": 100 })
+    );
+
+    let cancelled = app.cancel(&id, "cancel-1").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    let done = app
+        .wait_for_booking(&id, "the refund", |b| amount(&b["refunded"]) == "380.00")
+        .await;
+    assert_eq!(amount(&done["refundDue"]), "380.00");
+    assert!(history_has(&done, "refunded 380.00"), "{done}");
+    // The fund gives its share back; the room is on sale again that night.
+    assert_eq!(app.fund_balance().await, "0.00");
+    let nights = (check_in - tomorrow()).num_days() + 1;
+    let free = app.available(&room_type, nights).await;
+    assert_eq!(free[nights as usize - 1], 1, "{free}");
+
+    // Cancelling again with the same key changes nothing and refunds nothing more.
+    let again = app.cancel(&id, "cancel-1").await;
+    assert_eq!(again["data"]["cancelBooking"]["status"], "CANCELLED");
+    assert_eq!(
+        amount(&again["data"]["cancelBooking"]["refunded"]),
+        "380.00"
+    );
+}
+
+#[tokio::test]
+async fn a_paid_booking_cancelled_four_days_ahead_gets_half_back() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    // 4 or 5 days ahead in China time, whatever the hour: the 50 % tier.
+    let id = app
+        .paid_booking(&room_type, tomorrow() + Days::days(3), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let cancelled = app.cancel(&id, "c").await;
+    assert_eq!(
+        amount(&cancelled["data"]["cancelBooking"]["refundDue"]),
+        "190.00",
+        "{cancelled}"
+    );
+    app.wait_for_booking(&id, "the half refund", |b| {
+        amount(&b["refunded"]) == "190.00"
+    })
+    .await;
+    assert_eq!(app.fund_balance().await, "1.90");
+}
+
+#[tokio::test]
+async fn unpaid_and_unknown_bookings_quote_no_refund_or_are_not_found() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "k").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let quote = app
+        .graphql(
+            "query($id: ID!) { cancellationQuote(bookingId: $id) { cancellable refund { amount } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(quote["data"]["cancellationQuote"]["cancellable"], true);
+    assert_eq!(
+        amount(&quote["data"]["cancellationQuote"]["refund"]),
+        "0.00"
+    );
+    let unknown = app
+        .graphql(
+            "query($id: ID!) { cancellationQuote(bookingId: $id) { refund { amount } } }",
+            json!({ "id": BookingId::new().to_string() }),
+        )
+        .await;
+    assert_eq!(
+        unknown["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{unknown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_captured_after_its_booking_expired_is_refunded_in_full() {
+    let mut settings = test_settings();
+    settings.hold_seconds = 1;
+    settings.sandbox_slow_ms = 2_500;
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "late").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    // The provider answers after the hold lapsed: the booking expires first.
+    let paid = app.pay(&id, "tok_slow", "late-pay").await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+
+    let done = app
+        .wait_for_booking(&id, "the automatic refund", |b| {
+            amount(&b["refunded"]) == "380.00"
+        })
+        .await;
+    assert_eq!(
+        done["status"], "EXPIRED",
+        "never confirmed over capacity: {done}"
+    );
+    assert!(history_has(&done, "full refund requested"), "{done}");
+    assert_eq!(app.fund_balance().await, "0.00");
+    app.wait_for_available(&room_type, json!([1])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refund_requests_never_return_more_than_was_paid() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(&room_type, tomorrow(), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+
+    // Ten requests of 100 yuan against 380 paid, all at once.
+    let booking_id: BookingId = id.parse().expect("booking id");
+    let requests: Vec<Envelope> = (0..10)
+        .map(|_| {
+            Envelope::new(
+                "test",
+                booking_id.0,
+                &RefundRequested {
+                    booking_id,
+                    amount: Some(Fen::yuan(100)),
+                    reason: "goodwill".into(),
+                },
+            )
+        })
+        .collect();
+    for sent in app.app.rt.bus.publish(&requests).await {
+        sent.expect("published");
+    }
+
+    let payment = app.service_db("payment").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let counts = loop {
+        let counts = payment::storage::refund_counts(&payment, booking_id)
+            .await
+            .expect("counts");
+        if counts.iter().map(|(_, n)| n).sum::<i64>() == 10
+            && counts.iter().all(|(s, _)| s != "PENDING")
+        {
+            break counts;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refunds never settled: {counts:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    // Three fit; seven were refused by the ledger before reaching the provider.
+    assert_eq!(
+        counts,
+        vec![("REFUSED".to_owned(), 7), ("SUCCEEDED".to_owned(), 3)]
+    );
+    let done = app
+        .wait_for_booking(&id, "three refunds", |b| amount(&b["refunded"]) == "300.00")
+        .await;
+    assert_eq!(done["status"], "CONFIRMED");
+    // 1 % of the 80 yuan that stayed paid.
+    assert_eq!(app.fund_balance().await, "0.80");
+}
