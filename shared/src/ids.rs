@@ -71,6 +71,8 @@ id_type!(
     RefundId,
     /// A partnership between two regions.
     PartnershipId,
+    /// An agreement (框架协议) of a partnership.
+    AgreementId,
     /// A travel agency.
     AgencyId,
     /// A user account.

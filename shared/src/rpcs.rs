@@ -361,3 +361,275 @@ pub struct WelfareFundPage {
     /// Whether older entries follow.
     pub has_next_page: bool,
 }
+
+// -------------------------------------------------------------- partnership
+
+/// The figures impact is counted in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Tourists sent (travelers on confirmed bookings).
+    pub tourists: i64,
+    /// Confirmed bookings.
+    pub bookings: i64,
+    /// Spend, net of refunds.
+    pub spend: Fen,
+    /// Spend on certified listings.
+    pub certified_spend: Fen,
+    /// Income to host households.
+    pub host_income: Fen,
+    /// Donations to the welfare fund.
+    pub fund: Fen,
+}
+
+impl std::ops::Add for Figures {
+    type Output = Figures;
+    fn add(self, o: Figures) -> Figures {
+        Figures {
+            tourists: self.tourists + o.tourists,
+            bookings: self.bookings + o.bookings,
+            spend: self.spend + o.spend,
+            certified_spend: self.certified_spend + o.certified_spend,
+            host_income: self.host_income + o.host_income,
+            fund: self.fund + o.fund,
+        }
+    }
+}
+
+impl std::ops::Sub for Figures {
+    type Output = Figures;
+    fn sub(self, o: Figures) -> Figures {
+        Figures {
+            tourists: self.tourists - o.tourists,
+            bookings: self.bookings - o.bookings,
+            spend: self.spend - o.spend,
+            certified_spend: self.certified_spend - o.certified_spend,
+            host_income: self.host_income - o.host_income,
+            fund: self.fund - o.fund,
+        }
+    }
+}
+
+impl std::iter::Sum for Figures {
+    fn sum<I: Iterator<Item = Figures>>(iter: I) -> Figures {
+        iter.fold(Figures::default(), |a, b| a + b)
+    }
+}
+
+impl Figures {
+    /// True when every figure is zero.
+    pub fn is_zero(&self) -> bool {
+        *self == Figures::default()
+    }
+}
+
+/// Pairs a sponsor region with a beneficiary region.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatePartnership {
+    /// The sponsor (帮扶方), e.g. 110108 北京市海淀区.
+    pub sponsor: RegionCode,
+    /// The beneficiary (受援方), e.g. 150430 敖汉旗.
+    pub beneficiary: RegionCode,
+    /// Paired since.
+    pub since: Option<NaiveDate>,
+    /// Notes.
+    pub notes: Option<String>,
+    /// Demonstration data.
+    #[serde(default)]
+    pub demo: bool,
+}
+impl Rpc for CreatePartnership {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "create_partnership";
+    type Reply = PartnershipView;
+}
+
+/// A yearly target of an agreement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct YearTarget {
+    /// The year.
+    pub year: i32,
+    /// Tourists to send.
+    pub tourists: Option<i64>,
+    /// Spend to reach.
+    pub spend: Option<Fen>,
+    /// Spend on certified listings to reach.
+    pub certified_spend: Option<Fen>,
+}
+
+/// Adds an agreement (框架协议) to a partnership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateAgreement {
+    /// The partnership.
+    pub partnership_id: crate::ids::PartnershipId,
+    /// e.g. 《京蒙旅游扶贫协作框架协议》.
+    pub title: String,
+    /// Signed on.
+    pub signed_on: NaiveDate,
+    /// First day in force.
+    pub starts_on: NaiveDate,
+    /// Last day in force.
+    pub ends_on: NaiveDate,
+    /// Who signed.
+    pub signatories: Vec<String>,
+    /// Targets by year.
+    pub targets: Vec<YearTarget>,
+}
+impl Rpc for CreateAgreement {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "create_agreement";
+    type Reply = AgreementView;
+}
+
+/// An agreement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgreementView {
+    /// The agreement.
+    pub id: crate::ids::AgreementId,
+    /// Its partnership.
+    pub partnership_id: crate::ids::PartnershipId,
+    /// Title.
+    pub title: String,
+    /// Signed on.
+    pub signed_on: NaiveDate,
+    /// First day in force.
+    pub starts_on: NaiveDate,
+    /// Last day in force.
+    pub ends_on: NaiveDate,
+    /// Who signed.
+    pub signatories: Vec<String>,
+    /// Targets by year.
+    pub targets: Vec<YearTarget>,
+}
+
+/// A partnership.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartnershipView {
+    /// The partnership.
+    pub id: crate::ids::PartnershipId,
+    /// The sponsor.
+    pub sponsor: RegionCode,
+    /// The beneficiary.
+    pub beneficiary: RegionCode,
+    /// Paired since.
+    pub since: Option<NaiveDate>,
+    /// ACTIVE or ENDED.
+    pub status: String,
+    /// Notes.
+    pub notes: Option<String>,
+    /// Demonstration data.
+    pub demo: bool,
+    /// Its agreements, oldest first.
+    pub agreements: Vec<AgreementView>,
+}
+
+/// Partnerships where a region (or a region inside it) is either side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListPartnerships {
+    /// Only pairs touching this region's sub-tree; all when None.
+    pub region: Option<RegionCode>,
+}
+impl Rpc for ListPartnerships {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "list_partnerships";
+    type Reply = Vec<PartnershipView>;
+}
+
+/// A partnership's figures for a year.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetPartnershipReport {
+    /// The partnership.
+    pub partnership_id: crate::ids::PartnershipId,
+    /// The year (China time).
+    pub year: i32,
+}
+impl Rpc for GetPartnershipReport {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "partnership_report";
+    type Reply = PartnershipReport;
+}
+
+/// Reached against a target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetProgress {
+    /// Reached so far.
+    pub actual: i64,
+    /// The target.
+    pub target: i64,
+    /// actual / target in percent.
+    pub percent: f64,
+    /// At or ahead of the share of the year gone by.
+    pub on_track: bool,
+}
+
+/// A partnership's year.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartnershipReport {
+    /// The partnership.
+    pub partnership: PartnershipView,
+    /// The year.
+    pub year: i32,
+    /// The year's figures.
+    pub totals: Figures,
+    /// Month 1..=12 and its figures.
+    pub monthly: Vec<(u32, Figures)>,
+    /// Progress against the year's targets (tourists; spend and certified
+    /// spend in fen), where an agreement sets them.
+    pub tourists_progress: Option<TargetProgress>,
+    /// Spend against its target.
+    pub spend_progress: Option<TargetProgress>,
+    /// Certified spend against its target.
+    pub certified_spend_progress: Option<TargetProgress>,
+    /// The report as CSV (one row per month and a total).
+    pub csv: String,
+}
+
+/// A region's impact in a year, as sponsor and as beneficiary; each booking
+/// counted once, however many partnerships it credited.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetRegionImpact {
+    /// The region (its whole sub-tree).
+    pub region: RegionCode,
+    /// The year.
+    pub year: i32,
+}
+impl Rpc for GetRegionImpact {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "region_impact";
+    type Reply = RegionImpact;
+}
+
+/// The answer to [`GetRegionImpact`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegionImpact {
+    /// The region.
+    pub region: RegionCode,
+    /// The year.
+    pub year: i32,
+    /// Bookings its people made.
+    pub as_sponsor: Figures,
+    /// Bookings of listings inside it.
+    pub as_beneficiary: Figures,
+    /// Both, as CSV.
+    pub csv: String,
+}
+
+/// Which partnerships a booking credited, and with what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetBookingImpact {
+    /// The booking.
+    pub booking_id: BookingId,
+}
+impl Rpc for GetBookingImpact {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "booking_impact";
+    type Reply = Vec<ImpactCredit>;
+}
+
+/// One partnership credited by a booking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImpactCredit {
+    /// The partnership.
+    pub partnership: PartnershipView,
+    /// What the booking counts for there now.
+    pub figures: Figures,
+}

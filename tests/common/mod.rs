@@ -191,6 +191,16 @@ impl TestApp {
             .expect("the service database")
     }
 
+    /// The `extensions.code` of the first error a request gets (panics
+    /// with the body when there is none).
+    pub async fn error_code(&self, query: &str, variables: Value) -> String {
+        let body = self.graphql(query, variables).await;
+        body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {body}"))
+            .to_owned()
+    }
+
     /// Polls the booking until `done` holds for it; returns it.
     pub async fn wait_for_booking(
         &self,

@@ -1,9 +1,11 @@
 //! The GraphQL schema: types, queries and mutations over the services' RPCs.
 
+mod impact;
 mod types;
 
 use crate::error::{bad_input, gql};
 use async_graphql::{Context, EmptySubscription, ID, InputObject, Object, Result, Schema};
+pub use impact::*;
 use shared::bus::{Bus, call};
 use shared::events::HoldItem;
 use shared::ids::{BookingId, DepartureId, RoomTypeId};
@@ -95,6 +97,59 @@ impl Query {
         Ok(CancellationQuote(
             rpc(ctx, rpcs::QuoteCancellation { booking_id }).await?,
         ))
+    }
+
+    /// Partnerships (结对帮扶) where the region's sub-tree is either side; all
+    /// when `regionCode` is omitted.
+    async fn partnerships(
+        &self,
+        ctx: &Context<'_>,
+        region_code: Option<ID>,
+    ) -> Result<Vec<Partnership>> {
+        let region = region_code.map(|c| region(&c)).transpose()?;
+        let list = rpc(ctx, rpcs::ListPartnerships { region }).await?;
+        Ok(list.into_iter().map(Partnership).collect())
+    }
+
+    /// A partnership's figures for a year (China time): totals, months,
+    /// progress against its agreement's targets, CSV.
+    async fn partnership_report(
+        &self,
+        ctx: &Context<'_>,
+        partnership_id: ID,
+        year: i32,
+    ) -> Result<PartnershipReport> {
+        let partnership_id = parse("partnership id", &partnership_id)?;
+        Ok(PartnershipReport(
+            rpc(
+                ctx,
+                rpcs::GetPartnershipReport {
+                    partnership_id,
+                    year,
+                },
+            )
+            .await?,
+        ))
+    }
+
+    /// A region's year as sponsor and as beneficiary, each booking once.
+    async fn region_impact(
+        &self,
+        ctx: &Context<'_>,
+        region_code: ID,
+        year: i32,
+    ) -> Result<RegionImpact> {
+        let region = region(&region_code)?;
+        Ok(RegionImpact(
+            rpc(ctx, rpcs::GetRegionImpact { region, year }).await?,
+        ))
+    }
+
+    /// Which partnerships a booking credited, most specific pair first.
+    async fn booking_impact(&self, ctx: &Context<'_>, booking_id: ID) -> Result<Vec<ImpactCredit>> {
+        let booking_id: BookingId = parse("booking id", &booking_id)?;
+        let credits = rpc(ctx, rpcs::GetBookingImpact { booking_id }).await?;
+        Ok(credits.into_iter().map(ImpactCredit).collect())
     }
 
     /// The public welfare fund (公益基金): its balance and every entry, newest

@@ -1,7 +1,10 @@
-//! Partnership: sponsor↔beneficiary region pairs, agreements and the impact
-//! every confirmed booking feeds. It learns of bookings only from events.
+//! Partnership: sponsor↔beneficiary region pairs, agreements with yearly
+//! targets, and the impact every booking feeds. It learns of bookings and
+//! money only from events.
 
+pub mod domain;
 pub mod messaging;
+pub mod report;
 pub mod startup;
 pub mod storage;
 

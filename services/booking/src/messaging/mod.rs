@@ -112,10 +112,17 @@ impl Bookings {
             expires_at: now + self.hold_for,
         };
         enqueue(&txn, &[Envelope::new(SERVICE, id.0, &hold)]).await?;
+        // The answer is the booking as created (PENDING), whatever the saga
+        // does the moment it is committed.
+        let mut view = storage::by_id(&txn, id)
+            .await?
+            .map(|b| b.view)
+            .ok_or_else(|| AppError::internal("the booking just inserted is missing"))?;
+        view.history = storage::history_of(&txn, id).await?;
         txn.commit().await?;
         self.outbox.committed();
         info!(booking = %id, "booking created; hold requested");
-        self.get(id).await
+        Ok(view)
     }
 
     /// Cancels a booking. Before payment its hold is released; after

@@ -7,10 +7,12 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Value};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use shared::db::{run_ddl, uuid_value};
+use shared::envelope::Envelope;
+use shared::events::BookingStatusChanged;
 use shared::events::ListingSnapshot;
 use shared::ids::BookingId;
 use shared::money::Fen;
-use shared::outbox::stmt;
+use shared::outbox::{enqueue, stmt};
 use shared::region::RegionCode;
 use shared::rpcs::{BookingView, CreateBooking};
 
@@ -270,6 +272,7 @@ pub async fn transition<C: ConnectionTrait>(
 ) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
     let now = Utc::now();
+    let reason = changes.reason.clone();
     let mut values: Vec<Value> = vec![
         uuid_value(b, id.0),
         to.as_str().into(),
@@ -296,6 +299,14 @@ pub async fn transition<C: ConnectionTrait>(
         == 1;
     if moved {
         history(conn, id, to, cause, now).await?;
+        // Every move is announced, in the same transaction: partnership
+        // reverses a cancelled booking's impact, subscribers follow it.
+        let changed = BookingStatusChanged {
+            booking_id: id,
+            status: to.as_str().to_owned(),
+            reason,
+        };
+        enqueue(conn, &[Envelope::new(crate::SERVICE, id.0, &changed)]).await?;
     }
     Ok(moved)
 }

@@ -1,11 +1,25 @@
-//! Partnership's event handlers.
+//! Partnership's event handlers (attribution) and RPCs (partnerships,
+//! agreements, reports).
 
-use crate::storage;
-use sea_orm::DatabaseConnection;
+use crate::SERVICE;
+use crate::domain::{self, Facts, Money3, Pair};
+use crate::storage::{self, Fact};
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
-use shared::events::BookingConfirmed;
+use shared::events::{BookingConfirmed, BookingStatusChanged, PaymentCaptured, PaymentRefunded};
+use shared::ids::{AgreementId, BookingId, PartnershipId};
 use shared::outbox::begin_once;
+use shared::region::{RegionCode, RegionLevel, reference_region};
+use shared::rpc::RpcRouter;
+use shared::rpcs::{
+    AgreementView, CreateAgreement, CreatePartnership, Figures, GetBookingImpact,
+    GetPartnershipReport, GetRegionImpact, ImpactCredit, ListPartnerships, PartnershipReport,
+    PartnershipView, RegionImpact,
+};
+use shared::{AppError, ErrorCode};
+use tracing::info;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -14,22 +28,412 @@ pub struct Partnerships {
     pub db: DatabaseConnection,
 }
 
-impl Partnerships {
-    /// The events partnership consumes.
-    pub fn events(&self) -> EventRouter {
-        let s = self.clone();
-        EventRouter::new("partnership.events").on::<BookingConfirmed, _, _>(move |env, ev| {
+macro_rules! on {
+    ($router:expr, $svc:expr, $event:ty, $fact:expr) => {{
+        let s = $svc.clone();
+        $router.on::<$event, _, _>(move |env, ev| {
             let s = s.clone();
-            async move { s.on_confirmed(env, ev).await }
+            async move {
+                let fact: Option<(BookingId, Fact)> = $fact(&env, ev);
+                match fact {
+                    Some((booking, fact)) => s.apply(&env, booking, fact).await,
+                    None => Ok(()),
+                }
+            }
+        })
+    }};
+}
+
+impl Partnerships {
+    /// The events attribution learns from.
+    pub fn events(&self) -> EventRouter {
+        let r = EventRouter::new("partnership.events");
+        let r = on!(
+            r,
+            self,
+            BookingConfirmed,
+            |env: &Envelope, ev: BookingConfirmed| {
+                Some((
+                    ev.booking_id,
+                    Fact::Confirmed {
+                        sponsor: ev.sponsor_region,
+                        listing: ev.listing.region_code,
+                        certified: ev.listing.certified,
+                        travelers: ev.travelers,
+                        total: ev.total,
+                        at: env.occurred_at,
+                    },
+                ))
+            }
+        );
+        let r = on!(
+            r,
+            self,
+            PaymentCaptured,
+            |_: &Envelope, ev: PaymentCaptured| {
+                Some((ev.booking_id, Fact::Captured(money(&ev.split))))
+            }
+        );
+        let r = on!(
+            r,
+            self,
+            PaymentRefunded,
+            |_: &Envelope, ev: PaymentRefunded| {
+                Some((ev.booking_id, Fact::Refunded(money(&ev.split))))
+            }
+        );
+        on!(
+            r,
+            self,
+            BookingStatusChanged,
+            |_: &Envelope, ev: BookingStatusChanged| {
+                (ev.status == "CANCELLED").then_some((ev.booking_id, Fact::Cancelled))
+            }
+        )
+    }
+
+    /// Records the event's fact and credits the difference, once per event.
+    async fn apply(
+        &self,
+        env: &Envelope,
+        booking: BookingId,
+        fact: Fact,
+    ) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, env).await? else {
+            return Ok(());
+        };
+        let facts = storage::record_fact(&txn, booking, fact).await?;
+        let pairs = storage::partnerships(&txn).await?;
+        reconcile(
+            &txn,
+            booking,
+            &facts,
+            &pairs,
+            &format!("{} {}", env.kind, env.id),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The RPC methods partnership answers.
+    pub fn rpc(&self) -> RpcRouter {
+        let s = [(); 6].map(|()| self.clone());
+        let [a, b, c, d, e, f] = s;
+        RpcRouter::new(SERVICE)
+            .route::<CreatePartnership, _, _>(move |req| {
+                let s = a.clone();
+                async move { s.create_partnership(req).await }
+            })
+            .route::<CreateAgreement, _, _>(move |req| {
+                let s = b.clone();
+                async move { s.create_agreement(req).await }
+            })
+            .route::<ListPartnerships, _, _>(move |req| {
+                let s = c.clone();
+                async move { s.list(req.region).await }
+            })
+            .route::<GetPartnershipReport, _, _>(move |req| {
+                let s = d.clone();
+                async move { s.report(req.partnership_id, req.year).await }
+            })
+            .route::<GetRegionImpact, _, _>(move |req| {
+                let s = e.clone();
+                async move { s.region_impact(req.region, req.year).await }
+            })
+            .route::<GetBookingImpact, _, _>(move |req| {
+                let s = f.clone();
+                async move { s.booking_impact(req.booking_id).await }
+            })
+    }
+
+    /// Pairs two regions, and credits the pair with the confirmed bookings
+    /// it covers that are already known.
+    pub async fn create_partnership(
+        &self,
+        req: CreatePartnership,
+    ) -> Result<PartnershipView, AppError> {
+        for code in [req.sponsor, req.beneficiary] {
+            if reference_region(code).is_none() {
+                return Err(AppError::bad_input(format!("unknown region {code}")));
+            }
+        }
+        Pair {
+            sponsor: req.sponsor,
+            beneficiary: req.beneficiary,
+        }
+        .validate()?;
+        let notes = req
+            .notes
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
+        if notes.as_ref().is_some_and(|n| n.chars().count() > 2_000) {
+            return Err(AppError::bad_input("notes are at most 2,000 characters"));
+        }
+        let view = PartnershipView {
+            id: PartnershipId::new(),
+            sponsor: req.sponsor,
+            beneficiary: req.beneficiary,
+            since: req.since,
+            status: "ACTIVE".into(),
+            notes,
+            demo: req.demo,
+            agreements: Vec::new(),
+        };
+        let txn = self.db.begin().await?;
+        if !storage::insert_partnership(&txn, &view).await? {
+            return Err(AppError::bad_input(format!(
+                "{} and {} are already paired",
+                req.sponsor, req.beneficiary
+            )));
+        }
+        let pairs = storage::partnerships(&txn).await?;
+        let prefix = code_prefix(req.beneficiary);
+        for booking in storage::confirmed_in(&txn, &prefix).await? {
+            let facts = storage::record_fact(&txn, booking, Fact::Nothing).await?;
+            reconcile(&txn, booking, &facts, &pairs, "partnership created").await?;
+        }
+        txn.commit().await?;
+        info!(partnership = %view.id, sponsor = %view.sponsor, beneficiary = %view.beneficiary, "partnership created");
+        Ok(view)
+    }
+
+    /// Adds an agreement with yearly targets.
+    pub async fn create_agreement(&self, req: CreateAgreement) -> Result<AgreementView, AppError> {
+        let title = req.title.trim();
+        if title.is_empty() || title.chars().count() > 200 {
+            return Err(AppError::bad_input(
+                "a title of 1 to 200 characters is required",
+            ));
+        }
+        if req.ends_on < req.starts_on {
+            return Err(AppError::bad_input(
+                "an agreement cannot end before it starts",
+            ));
+        }
+        domain::validate_targets(&req.targets)?;
+        let view = AgreementView {
+            id: AgreementId::new(),
+            partnership_id: req.partnership_id,
+            title: title.to_owned(),
+            signed_on: req.signed_on,
+            starts_on: req.starts_on,
+            ends_on: req.ends_on,
+            signatories: req.signatories,
+            targets: req.targets,
+        };
+        let txn = self.db.begin().await?;
+        if storage::partnership_by_id(&txn, req.partnership_id)
+            .await?
+            .is_none()
+        {
+            return Err(AppError::not_found(format!(
+                "no partnership {}",
+                req.partnership_id
+            )));
+        }
+        storage::insert_agreement(&txn, &view).await?;
+        txn.commit().await?;
+        Ok(view)
+    }
+
+    /// Partnerships touching a region's sub-tree (either side), or all.
+    pub async fn list(&self, region: Option<RegionCode>) -> Result<Vec<PartnershipView>, AppError> {
+        let all = storage::partnerships(&self.db).await?;
+        Ok(match region {
+            None => all,
+            Some(r) => all
+                .into_iter()
+                .filter(|p| {
+                    [p.sponsor, p.beneficiary]
+                        .iter()
+                        .any(|side| r.contains(*side) || side.contains(r))
+                })
+                .collect(),
         })
     }
 
-    async fn on_confirmed(&self, env: Envelope, ev: BookingConfirmed) -> Result<(), HandlerError> {
-        let Some(txn) = begin_once(&self.db, &env).await? else {
-            return Ok(());
+    /// A partnership's year: totals, months, progress against its targets, CSV.
+    pub async fn report(
+        &self,
+        id: PartnershipId,
+        year: i32,
+    ) -> Result<PartnershipReport, AppError> {
+        check_year(year)?;
+        let Some(partnership) = storage::partnership_by_id(&self.db, id).await? else {
+            return Err(AppError::not_found(format!("no partnership {id}")));
         };
-        storage::record_confirmed(&txn, &ev, env.occurred_at).await?;
-        txn.commit().await?;
+        let monthly = storage::monthly_totals(&self.db, id, year).await?;
+        let totals: Figures = monthly.iter().map(|(_, f)| *f).sum();
+        let today = Utc::now().date_naive();
+        let target = partnership
+            .agreements
+            .iter()
+            .rev()
+            .flat_map(|a| a.targets.iter())
+            .find(|t| t.year == year)
+            .cloned();
+        let progress = |actual: i64, target: Option<i64>| {
+            target.map(|t| domain::progress(actual, t, year, today))
+        };
+        let csv = crate::report::partnership_csv(&partnership, year, &monthly, &totals)
+            .map_err(|e| AppError::internal(format!("writing the CSV: {e}")))?;
+        Ok(PartnershipReport {
+            tourists_progress: progress(totals.tourists, target.as_ref().and_then(|t| t.tourists)),
+            spend_progress: progress(
+                totals.spend.get(),
+                target.as_ref().and_then(|t| t.spend).map(|f| f.get()),
+            ),
+            certified_spend_progress: progress(
+                totals.certified_spend.get(),
+                target
+                    .as_ref()
+                    .and_then(|t| t.certified_spend)
+                    .map(|f| f.get()),
+            ),
+            partnership,
+            year,
+            totals,
+            monthly,
+            csv,
+        })
+    }
+
+    /// A region's year as sponsor and as beneficiary, each booking once.
+    pub async fn region_impact(
+        &self,
+        region: RegionCode,
+        year: i32,
+    ) -> Result<RegionImpact, AppError> {
+        check_year(year)?;
+        let (Some(from), Some(to)) = (storage::year_start(year), storage::year_start(year + 1))
+        else {
+            return Err(AppError::bad_input(format!("no such year {year}")));
+        };
+        let prefix = code_prefix(region);
+        let sum = |facts: Vec<Facts>| facts.iter().map(Facts::contribution).sum::<Figures>();
+        let as_sponsor = sum(storage::facts_in(&self.db, &prefix, true, from, to).await?);
+        let as_beneficiary = sum(storage::facts_in(&self.db, &prefix, false, from, to).await?);
+        let csv = crate::report::region_csv(region, year, &as_sponsor, &as_beneficiary)
+            .map_err(|e| AppError::internal(format!("writing the CSV: {e}")))?;
+        Ok(RegionImpact {
+            region,
+            year,
+            as_sponsor,
+            as_beneficiary,
+            csv,
+        })
+    }
+
+    /// Which partnerships a booking credited, with what it counts for now.
+    pub async fn booking_impact(&self, booking: BookingId) -> Result<Vec<ImpactCredit>, AppError> {
+        let credited = storage::credited(&self.db, booking).await?;
+        let pairs = storage::partnerships(&self.db).await?;
+        let mut out: Vec<ImpactCredit> = credited
+            .into_iter()
+            .filter_map(|(id, figures)| {
+                let partnership = pairs.iter().find(|p| p.id == id)?.clone();
+                Some(ImpactCredit {
+                    partnership,
+                    figures,
+                })
+            })
+            .collect();
+        // Most specific pair first.
+        out.sort_by_key(|c| {
+            (
+                level_rank(c.partnership.beneficiary) + level_rank(c.partnership.sponsor),
+                c.partnership.id,
+            )
+        });
+        Ok(out)
+    }
+}
+
+/// Credits every partnership with the difference between what the booking
+/// contributes now and what it was credited so far. Runs with the booking's
+/// facts row locked (see `storage::record_fact`).
+async fn reconcile<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+    facts: &Facts,
+    pairs: &[PartnershipView],
+    cause: &str,
+) -> Result<(), DbErr> {
+    let Some(period) = facts.period() else {
+        return Ok(()); // not confirmed yet: nothing counts
+    };
+    let now = facts.contribution();
+    let credited = storage::credited(conn, booking).await?;
+    for p in pairs {
+        let counts = match (facts.sponsor, facts.listing) {
+            (Some(sponsor), Some(listing)) => Pair {
+                sponsor: p.sponsor,
+                beneficiary: p.beneficiary,
+            }
+            .credits(sponsor, listing),
+            _ => false,
+        };
+        let want = if counts { now } else { Figures::default() };
+        let have = credited
+            .iter()
+            .find(|(id, _)| *id == p.id)
+            .map(|(_, f)| *f)
+            .unwrap_or_default();
+        let delta = want - have;
+        if !delta.is_zero() {
+            storage::credit(conn, booking, p.id, cause, period, &delta).await?;
+        }
+    }
+    Ok(())
+}
+
+fn money(split: &shared::money::Split) -> Money3 {
+    Money3 {
+        gross: split.gross,
+        host: split.host,
+        fund: split.fund,
+    }
+}
+
+/// The leading digits every code inside a region shares.
+fn code_prefix(region: RegionCode) -> String {
+    let s = region.to_string();
+    match region.level() {
+        RegionLevel::Province => s[..2].to_owned(),
+        RegionLevel::Prefecture => s[..4].to_owned(),
+        RegionLevel::County => s,
+    }
+}
+
+fn level_rank(region: RegionCode) -> u8 {
+    match region.level() {
+        RegionLevel::County => 0,
+        RegionLevel::Prefecture => 1,
+        RegionLevel::Province => 2,
+    }
+}
+
+fn check_year(year: i32) -> Result<(), AppError> {
+    if (1990..=2100).contains(&year) {
         Ok(())
+    } else {
+        Err(AppError::new(
+            ErrorCode::BadUserInput,
+            format!("{year} is not a year between 1990 and 2100"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_prefix_covers_the_sub_tree() {
+        let code = |s| RegionCode::parse(s).expect("code");
+        assert_eq!(code_prefix(code("150000")), "15");
+        assert_eq!(code_prefix(code("150400")), "1504");
+        assert_eq!(code_prefix(code("150430")), "150430");
     }
 }

@@ -1,18 +1,29 @@
-//! Partnership's tables: for now the ledger of confirmed bookings that
-//! attribution and reports are computed from.
+//! Partnership's tables: partnerships and agreements; per booking the facts
+//! known from events; the append-only attribution records (one row per
+//! change of what a booking contributes to a partnership); and the monthly
+//! totals kept from them in the same transaction, which reports read.
 
-use sea_orm::{ConnectionTrait, DbErr};
+use crate::domain::{Contribution, Facts, Money3};
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult, Value};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
-use shared::db::{run_ddl, uuid_value};
-use shared::events::BookingConfirmed;
+use shared::db::{row_uuid, run_ddl, uuid_value};
+use shared::ids::{AgreementId, BookingId, PartnershipId};
+use shared::money::Fen;
 use shared::outbox::stmt;
+use shared::region::RegionCode;
+use shared::rpcs::{AgreementView, Figures, PartnershipView, YearTarget};
 
 /// Partnership's migrations.
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(shared::runtime::KernelMigration), Box::new(Impact)]
+        vec![
+            Box::new(shared::runtime::KernelMigration),
+            Box::new(Impact),
+            Box::new(Partnerships),
+        ]
     }
 }
 
@@ -42,27 +53,544 @@ impl MigrationTrait for Impact {
     }
 }
 
-/// Records a confirmed booking once.
-pub async fn record_confirmed<C: ConnectionTrait>(
+struct Partnerships;
+
+impl MigrationName for Partnerships {
+    fn name(&self) -> &str {
+        "m20261124_000001_partnerships_attribution"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Partnerships {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "CREATE TABLE partnerships (
+                    id UUID PRIMARY KEY,
+                    sponsor_code TEXT NOT NULL,
+                    beneficiary_code TEXT NOT NULL,
+                    since DATE,
+                    status TEXT NOT NULL,
+                    notes TEXT,
+                    demo BOOLEAN NOT NULL,
+                    created_at TIMESTAMPTZ NOT NULL,
+                    UNIQUE (sponsor_code, beneficiary_code))",
+                "CREATE TABLE agreements (
+                    id UUID PRIMARY KEY,
+                    partnership_id UUID NOT NULL REFERENCES partnerships (id),
+                    title TEXT NOT NULL,
+                    signed_on DATE NOT NULL,
+                    starts_on DATE NOT NULL,
+                    ends_on DATE NOT NULL CHECK (ends_on >= starts_on),
+                    signatories TEXT NOT NULL,
+                    targets TEXT NOT NULL,
+                    created_at TIMESTAMPTZ NOT NULL)",
+                "CREATE INDEX agreements_partnership ON agreements (partnership_id)",
+                "CREATE TABLE booking_facts (
+                    booking_id UUID PRIMARY KEY,
+                    sponsor_code TEXT,
+                    listing_code TEXT,
+                    certified BOOLEAN NOT NULL DEFAULT FALSE,
+                    travelers INTEGER NOT NULL DEFAULT 0,
+                    total_fen BIGINT NOT NULL DEFAULT 0,
+                    confirmed_at TIMESTAMPTZ,
+                    captured_gross BIGINT NOT NULL DEFAULT 0,
+                    captured_host BIGINT NOT NULL DEFAULT 0,
+                    captured_fund BIGINT NOT NULL DEFAULT 0,
+                    refunded_gross BIGINT NOT NULL DEFAULT 0,
+                    refunded_host BIGINT NOT NULL DEFAULT 0,
+                    refunded_fund BIGINT NOT NULL DEFAULT 0,
+                    cancelled BOOLEAN NOT NULL DEFAULT FALSE)",
+                "INSERT INTO booking_facts (booking_id, sponsor_code, listing_code, certified, travelers, total_fen, confirmed_at)
+                    SELECT booking_id, sponsor_region, listing_region, certified, travelers, spend_fen, confirmed_at
+                    FROM confirmed_bookings",
+                "DROP TABLE confirmed_bookings",
+                "CREATE TABLE attributions (
+                    id BIGSERIAL PRIMARY KEY,
+                    booking_id UUID NOT NULL,
+                    partnership_id UUID NOT NULL REFERENCES partnerships (id),
+                    cause TEXT NOT NULL,
+                    year INTEGER NOT NULL,
+                    month INTEGER NOT NULL,
+                    tourists BIGINT NOT NULL,
+                    bookings BIGINT NOT NULL,
+                    spend_fen BIGINT NOT NULL,
+                    certified_fen BIGINT NOT NULL,
+                    host_fen BIGINT NOT NULL,
+                    fund_fen BIGINT NOT NULL,
+                    at TIMESTAMPTZ NOT NULL)",
+                "CREATE INDEX attributions_booking ON attributions (booking_id, partnership_id)",
+                "CREATE TABLE impact_totals (
+                    partnership_id UUID NOT NULL REFERENCES partnerships (id),
+                    year INTEGER NOT NULL,
+                    month INTEGER NOT NULL,
+                    tourists BIGINT NOT NULL,
+                    bookings BIGINT NOT NULL,
+                    spend_fen BIGINT NOT NULL,
+                    certified_fen BIGINT NOT NULL,
+                    host_fen BIGINT NOT NULL,
+                    fund_fen BIGINT NOT NULL,
+                    PRIMARY KEY (partnership_id, year, month))",
+            ],
+        )
+        .await
+    }
+}
+
+fn code(row: &QueryResult, column: &str) -> Result<Option<RegionCode>, DbErr> {
+    let s: Option<String> = row.try_get("", column)?;
+    s.map(|s| RegionCode::parse(&s).map_err(|e| DbErr::Custom(format!("{column}: {e}"))))
+        .transpose()
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &QueryResult, column: &str) -> Result<T, DbErr> {
+    let s: String = row.try_get("", column)?;
+    serde_json::from_str(&s).map_err(|e| DbErr::Custom(format!("{column}: {e}")))
+}
+
+// ------------------------------------------------------------ partnerships
+
+/// Inserts a partnership; Ok(false) when the same pair exists.
+pub async fn insert_partnership<C: ConnectionTrait>(
     conn: &C,
-    ev: &BookingConfirmed,
-    at: chrono::DateTime<chrono::Utc>,
+    p: &PartnershipView,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "INSERT INTO partnerships (id, sponsor_code, beneficiary_code, since, status, notes, demo, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (sponsor_code, beneficiary_code) DO NOTHING",
+            vec![
+                uuid_value(b, p.id.0),
+                p.sponsor.to_string().into(),
+                p.beneficiary.to_string().into(),
+                p.since.into(),
+                p.status.as_str().into(),
+                p.notes.clone().into(),
+                p.demo.into(),
+                Utc::now().into(),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+fn partnership(row: &QueryResult) -> Result<PartnershipView, DbErr> {
+    Ok(PartnershipView {
+        id: PartnershipId(row_uuid(row, "id")?),
+        sponsor: code(row, "sponsor_code")?
+            .ok_or_else(|| DbErr::Custom("partnership without sponsor".into()))?,
+        beneficiary: code(row, "beneficiary_code")?
+            .ok_or_else(|| DbErr::Custom("partnership without beneficiary".into()))?,
+        since: row.try_get("", "since")?,
+        status: row.try_get("", "status")?,
+        notes: row.try_get("", "notes")?,
+        demo: row.try_get("", "demo")?,
+        agreements: Vec::new(),
+    })
+}
+
+/// Every partnership, with its agreements, oldest first.
+pub async fn partnerships<C: ConnectionTrait>(conn: &C) -> Result<Vec<PartnershipView>, DbErr> {
+    let b = conn.get_database_backend();
+    let mut list = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT * FROM partnerships ORDER BY created_at, id",
+            vec![],
+        ))
+        .await?
+        .iter()
+        .map(partnership)
+        .collect::<Result<Vec<_>, _>>()?;
+    let agreements = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT * FROM agreements ORDER BY starts_on, id",
+            vec![],
+        ))
+        .await?
+        .iter()
+        .map(agreement)
+        .collect::<Result<Vec<_>, _>>()?;
+    for a in agreements {
+        if let Some(p) = list.iter_mut().find(|p| p.id == a.partnership_id) {
+            p.agreements.push(a);
+        }
+    }
+    Ok(list)
+}
+
+/// One partnership with its agreements.
+pub async fn partnership_by_id<C: ConnectionTrait>(
+    conn: &C,
+    id: PartnershipId,
+) -> Result<Option<PartnershipView>, DbErr> {
+    Ok(partnerships(conn).await?.into_iter().find(|p| p.id == id))
+}
+
+/// Inserts an agreement.
+pub async fn insert_agreement<C: ConnectionTrait>(
+    conn: &C,
+    a: &AgreementView,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO confirmed_bookings (booking_id, sponsor_region, listing_region, certified, travelers, spend_fen, confirmed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (booking_id) DO NOTHING",
+        "INSERT INTO agreements (id, partnership_id, title, signed_on, starts_on, ends_on, signatories, targets, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         vec![
-            uuid_value(b, ev.booking_id.0),
-            ev.sponsor_region.map(|r| r.to_string()).into(),
-            ev.listing.region_code.to_string().into(),
-            ev.listing.certified.into(),
-            ev.travelers.into(),
-            ev.total.get().into(),
-            at.into(),
+            uuid_value(b, a.id.0),
+            uuid_value(b, a.partnership_id.0),
+            a.title.as_str().into(),
+            a.signed_on.into(),
+            a.starts_on.into(),
+            a.ends_on.into(),
+            serde_json::to_string(&a.signatories).unwrap_or_default().into(),
+            serde_json::to_string(&a.targets).unwrap_or_default().into(),
+            Utc::now().into(),
         ],
     ))
     .await?;
     Ok(())
+}
+
+fn agreement(row: &QueryResult) -> Result<AgreementView, DbErr> {
+    Ok(AgreementView {
+        id: AgreementId(row_uuid(row, "id")?),
+        partnership_id: PartnershipId(row_uuid(row, "partnership_id")?),
+        title: row.try_get("", "title")?,
+        signed_on: row.try_get("", "signed_on")?,
+        starts_on: row.try_get("", "starts_on")?,
+        ends_on: row.try_get("", "ends_on")?,
+        signatories: json_col(row, "signatories")?,
+        targets: json_col::<Vec<YearTarget>>(row, "targets")?,
+    })
+}
+
+// ------------------------------------------------------------ booking facts
+
+/// One fact an event brings about a booking.
+pub enum Fact {
+    /// `booking.confirmed`.
+    Confirmed {
+        /// Sponsor region.
+        sponsor: Option<RegionCode>,
+        /// Listing region.
+        listing: RegionCode,
+        /// Certified when held.
+        certified: bool,
+        /// Travelers.
+        travelers: u32,
+        /// Price.
+        total: Fen,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// `payment.captured`.
+    Captured(Money3),
+    /// `payment.refunded` (added to what was refunded before).
+    Refunded(Money3),
+    /// `booking.status_changed` to CANCELLED.
+    Cancelled,
+    /// Nothing new (backfilling a new partnership).
+    Nothing,
+}
+
+/// Records a fact and returns the booking's facts, the row locked until the
+/// transaction ends on PostgreSQL: two events of one booking handled at once
+/// reconcile one after the other.
+pub async fn record_fact<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+    fact: Fact,
+) -> Result<Facts, DbErr> {
+    let b = conn.get_database_backend();
+    let id = uuid_value(b, booking.0);
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO booking_facts (booking_id) VALUES ($1) ON CONFLICT (booking_id) DO NOTHING",
+        vec![id.clone()],
+    ))
+    .await?;
+    let (sql, mut values): (&str, Vec<Value>) = match fact {
+        Fact::Confirmed {
+            sponsor,
+            listing,
+            certified,
+            travelers,
+            total,
+            at,
+        } => (
+            "UPDATE booking_facts SET sponsor_code = $2, listing_code = $3, certified = $4,
+                travelers = $5, total_fen = $6, confirmed_at = $7 WHERE booking_id = $1",
+            vec![
+                sponsor.map(|s| s.to_string()).into(),
+                listing.to_string().into(),
+                certified.into(),
+                travelers.into(),
+                total.get().into(),
+                at.into(),
+            ],
+        ),
+        Fact::Captured(m) => (
+            "UPDATE booking_facts SET captured_gross = $2, captured_host = $3, captured_fund = $4
+             WHERE booking_id = $1",
+            vec![
+                m.gross.get().into(),
+                m.host.get().into(),
+                m.fund.get().into(),
+            ],
+        ),
+        Fact::Refunded(m) => (
+            "UPDATE booking_facts SET refunded_gross = refunded_gross + $2,
+                refunded_host = refunded_host + $3, refunded_fund = refunded_fund + $4
+             WHERE booking_id = $1",
+            vec![
+                m.gross.get().into(),
+                m.host.get().into(),
+                m.fund.get().into(),
+            ],
+        ),
+        Fact::Cancelled => (
+            "UPDATE booking_facts SET cancelled = TRUE WHERE booking_id = $1",
+            vec![],
+        ),
+        // Takes the row lock like the others.
+        Fact::Nothing => (
+            "UPDATE booking_facts SET cancelled = cancelled WHERE booking_id = $1",
+            vec![],
+        ),
+    };
+    values.insert(0, id.clone());
+    conn.execute_raw(stmt(b, sql, values)).await?;
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT * FROM booking_facts WHERE booking_id = $1",
+            vec![id],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("booking facts vanished".into()))?;
+    facts(&row)
+}
+
+fn money(row: &QueryResult, prefix: &str) -> Result<Money3, DbErr> {
+    Ok(Money3 {
+        gross: Fen(row.try_get("", &format!("{prefix}_gross"))?),
+        host: Fen(row.try_get("", &format!("{prefix}_host"))?),
+        fund: Fen(row.try_get("", &format!("{prefix}_fund"))?),
+    })
+}
+
+fn facts(row: &QueryResult) -> Result<Facts, DbErr> {
+    Ok(Facts {
+        sponsor: code(row, "sponsor_code")?,
+        listing: code(row, "listing_code")?,
+        certified: row.try_get("", "certified")?,
+        travelers: u32::try_from(row.try_get::<i32>("", "travelers")?).unwrap_or(0),
+        total: Fen(row.try_get("", "total_fen")?),
+        confirmed_at: row.try_get("", "confirmed_at")?,
+        captured: money(row, "captured")?,
+        refunded: money(row, "refunded")?,
+        cancelled: row.try_get("", "cancelled")?,
+    })
+}
+
+/// Bookings confirmed from `from` (inclusive) to `to` (exclusive) whose
+/// sponsor (or listing, when `as_sponsor` is false) code starts with `prefix`.
+pub async fn facts_in<C: ConnectionTrait>(
+    conn: &C,
+    prefix: &str,
+    as_sponsor: bool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Facts>, DbErr> {
+    let b = conn.get_database_backend();
+    let column = if as_sponsor {
+        "sponsor_code"
+    } else {
+        "listing_code"
+    };
+    let sql = format!(
+        "SELECT * FROM booking_facts WHERE {column} LIKE $1 AND confirmed_at >= $2 AND confirmed_at < $3"
+    );
+    conn.query_all_raw(stmt(
+        b,
+        &sql,
+        vec![format!("{prefix}%").into(), from.into(), to.into()],
+    ))
+    .await?
+    .iter()
+    .map(facts)
+    .collect()
+}
+
+/// Ids of confirmed bookings of listings whose code starts with `prefix`
+/// (backfilling a new partnership).
+pub async fn confirmed_in<C: ConnectionTrait>(
+    conn: &C,
+    prefix: &str,
+) -> Result<Vec<BookingId>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT booking_id FROM booking_facts WHERE listing_code LIKE $1 AND confirmed_at IS NOT NULL",
+        vec![format!("{prefix}%").into()],
+    ))
+    .await?
+    .iter()
+    .map(|r| Ok(BookingId(row_uuid(r, "booking_id")?)))
+    .collect()
+}
+
+// ------------------------------------------------------------- attribution
+
+fn figures(row: &QueryResult) -> Result<Figures, DbErr> {
+    Ok(Figures {
+        tourists: row.try_get("", "tourists")?,
+        bookings: row.try_get("", "bookings")?,
+        spend: Fen(row.try_get("", "spend_fen")?),
+        certified_spend: Fen(row.try_get("", "certified_fen")?),
+        host_income: Fen(row.try_get("", "host_fen")?),
+        fund: Fen(row.try_get("", "fund_fen")?),
+    })
+}
+
+const SUMS: &str = "CAST(COALESCE(SUM(tourists), 0) AS BIGINT) AS tourists,
+    CAST(COALESCE(SUM(bookings), 0) AS BIGINT) AS bookings,
+    CAST(COALESCE(SUM(spend_fen), 0) AS BIGINT) AS spend_fen,
+    CAST(COALESCE(SUM(certified_fen), 0) AS BIGINT) AS certified_fen,
+    CAST(COALESCE(SUM(host_fen), 0) AS BIGINT) AS host_fen,
+    CAST(COALESCE(SUM(fund_fen), 0) AS BIGINT) AS fund_fen";
+
+/// What each partnership was credited for a booking so far.
+pub async fn credited<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+) -> Result<Vec<(PartnershipId, Figures)>, DbErr> {
+    let b = conn.get_database_backend();
+    let sql = format!(
+        "SELECT partnership_id, {SUMS} FROM attributions WHERE booking_id = $1
+         GROUP BY partnership_id ORDER BY partnership_id"
+    );
+    conn.query_all_raw(stmt(b, &sql, vec![uuid_value(b, booking.0)]))
+        .await?
+        .iter()
+        .map(|r| Ok((PartnershipId(row_uuid(r, "partnership_id")?), figures(r)?)))
+        .collect()
+}
+
+/// Appends one attribution record and adds it to the month's totals.
+pub async fn credit<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+    partnership: PartnershipId,
+    cause: &str,
+    (year, month): (i32, u32),
+    delta: &Contribution,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    let nums = |d: &Contribution| -> Vec<Value> {
+        vec![
+            d.tourists.into(),
+            d.bookings.into(),
+            d.spend.get().into(),
+            d.certified_spend.get().into(),
+            d.host_income.get().into(),
+            d.fund.get().into(),
+        ]
+    };
+    let mut values = vec![
+        uuid_value(b, booking.0),
+        uuid_value(b, partnership.0),
+        cause.into(),
+        year.into(),
+        month.into(),
+    ];
+    values.extend(nums(delta));
+    values.push(Utc::now().into());
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO attributions (booking_id, partnership_id, cause, year, month,
+            tourists, bookings, spend_fen, certified_fen, host_fen, fund_fen, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        values,
+    ))
+    .await?;
+    let mut values = vec![uuid_value(b, partnership.0), year.into(), month.into()];
+    values.extend(nums(delta));
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO impact_totals (partnership_id, year, month,
+            tourists, bookings, spend_fen, certified_fen, host_fen, fund_fen)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (partnership_id, year, month) DO UPDATE SET
+            tourists = impact_totals.tourists + excluded.tourists,
+            bookings = impact_totals.bookings + excluded.bookings,
+            spend_fen = impact_totals.spend_fen + excluded.spend_fen,
+            certified_fen = impact_totals.certified_fen + excluded.certified_fen,
+            host_fen = impact_totals.host_fen + excluded.host_fen,
+            fund_fen = impact_totals.fund_fen + excluded.fund_fen",
+        values,
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A partnership's kept monthly totals for a year.
+pub async fn monthly_totals<C: ConnectionTrait>(
+    conn: &C,
+    partnership: PartnershipId,
+    year: i32,
+) -> Result<Vec<(u32, Figures)>, DbErr> {
+    monthly(conn, "impact_totals", partnership, year).await
+}
+
+/// The same, recomputed from the raw attribution records (audits, tests).
+pub async fn monthly_recomputed<C: ConnectionTrait>(
+    conn: &C,
+    partnership: PartnershipId,
+    year: i32,
+) -> Result<Vec<(u32, Figures)>, DbErr> {
+    monthly(conn, "attributions", partnership, year).await
+}
+
+async fn monthly<C: ConnectionTrait>(
+    conn: &C,
+    table: &str,
+    partnership: PartnershipId,
+    year: i32,
+) -> Result<Vec<(u32, Figures)>, DbErr> {
+    let b = conn.get_database_backend();
+    let sql = format!(
+        "SELECT month, {SUMS} FROM {table} WHERE partnership_id = $1 AND year = $2
+         GROUP BY month ORDER BY month"
+    );
+    conn.query_all_raw(stmt(
+        b,
+        &sql,
+        vec![uuid_value(b, partnership.0), year.into()],
+    ))
+    .await?
+    .iter()
+    .map(|r| {
+        let month: i32 = r.try_get("", "month")?;
+        Ok((u32::try_from(month).unwrap_or(0), figures(r)?))
+    })
+    .collect()
+}
+
+/// First day of a year at midnight China time, in UTC.
+pub fn year_start(year: i32) -> Option<DateTime<Utc>> {
+    let china = chrono::FixedOffset::east_opt(8 * 3600)?;
+    NaiveDate::from_ymd_opt(year, 1, 1)?
+        .and_hms_opt(0, 0, 0)?
+        .and_local_timezone(china)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
 }

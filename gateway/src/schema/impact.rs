@@ -1,0 +1,239 @@
+//! Partnerships, agreements and the impact bookings feed.
+
+use super::types::{Date, Money, Region};
+use async_graphql::{ID, Object, SimpleObject};
+use shared::region::{RegionCode, reference_region};
+use shared::rpcs;
+
+fn region(code: RegionCode) -> Option<Region> {
+    reference_region(code).map(Region)
+}
+
+/// A sponsor↔beneficiary pair of regions (结对帮扶 / 对口协作).
+pub struct Partnership(pub rpcs::PartnershipView);
+
+#[Object]
+impl Partnership {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// The sponsor (帮扶方).
+    async fn sponsor(&self) -> Option<Region> {
+        region(self.0.sponsor)
+    }
+    /// The beneficiary (受援方).
+    async fn beneficiary(&self) -> Option<Region> {
+        region(self.0.beneficiary)
+    }
+    /// Paired since.
+    async fn since(&self) -> Option<Date> {
+        self.0.since.map(Date)
+    }
+    /// ACTIVE or ENDED.
+    async fn status(&self) -> &str {
+        &self.0.status
+    }
+    async fn notes(&self) -> Option<&str> {
+        self.0.notes.as_deref()
+    }
+    /// Demonstration data, not a real record.
+    async fn demo(&self) -> bool {
+        self.0.demo
+    }
+    /// Its agreements (框架协议), oldest first.
+    async fn agreements(&self) -> Vec<Agreement> {
+        self.0.agreements.iter().cloned().map(Agreement).collect()
+    }
+}
+
+/// An agreement of a partnership, with yearly targets.
+pub struct Agreement(pub rpcs::AgreementView);
+
+#[Object]
+impl Agreement {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// e.g. 《京蒙旅游扶贫协作框架协议》.
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+    async fn signed_on(&self) -> Date {
+        Date(self.0.signed_on)
+    }
+    async fn starts_on(&self) -> Date {
+        Date(self.0.starts_on)
+    }
+    async fn ends_on(&self) -> Date {
+        Date(self.0.ends_on)
+    }
+    async fn signatories(&self) -> &[String] {
+        &self.0.signatories
+    }
+    async fn targets(&self) -> Vec<YearTarget> {
+        self.0
+            .targets
+            .iter()
+            .map(|t| YearTarget {
+                year: t.year,
+                tourists: t.tourists,
+                spend: t.spend.map(Money::from),
+                certified_spend: t.certified_spend.map(Money::from),
+            })
+            .collect()
+    }
+}
+
+/// What an agreement aims at in a year.
+#[derive(SimpleObject)]
+pub struct YearTarget {
+    pub year: i32,
+    /// Tourists to send.
+    pub tourists: Option<i64>,
+    /// Spend to reach.
+    pub spend: Option<Money>,
+    /// Spend on certified listings to reach.
+    pub certified_spend: Option<Money>,
+}
+
+/// Impact figures: net of cancellations and refunds.
+#[derive(SimpleObject)]
+pub struct Impact {
+    /// Tourists sent (客源互送).
+    pub tourists: i64,
+    /// Confirmed bookings.
+    pub bookings: i64,
+    /// Spend.
+    pub spend: Money,
+    /// Spend on certified poverty-relief listings.
+    pub certified_spend: Money,
+    /// Income to host households.
+    pub host_income: Money,
+    /// Donations to the welfare fund.
+    pub fund: Money,
+}
+
+impl From<rpcs::Figures> for Impact {
+    fn from(f: rpcs::Figures) -> Impact {
+        Impact {
+            tourists: f.tourists,
+            bookings: f.bookings,
+            spend: f.spend.into(),
+            certified_spend: f.certified_spend.into(),
+            host_income: f.host_income.into(),
+            fund: f.fund.into(),
+        }
+    }
+}
+
+/// One month of a report.
+#[derive(SimpleObject)]
+pub struct MonthImpact {
+    /// 1 to 12.
+    pub month: u32,
+    pub impact: Impact,
+}
+
+/// A figure against its target.
+#[derive(SimpleObject)]
+pub struct TargetProgress {
+    /// Reached (fen for money).
+    pub actual: i64,
+    /// The target (fen for money).
+    pub target: i64,
+    /// actual / target in percent.
+    pub percent: f64,
+    /// At or ahead of the share of the year gone by.
+    pub on_track: bool,
+}
+
+fn progress(p: Option<rpcs::TargetProgress>) -> Option<TargetProgress> {
+    p.map(|p| TargetProgress {
+        actual: p.actual,
+        target: p.target,
+        percent: (p.percent * 10.0).round() / 10.0,
+        on_track: p.on_track,
+    })
+}
+
+/// A partnership's year.
+pub struct PartnershipReport(pub rpcs::PartnershipReport);
+
+#[Object]
+impl PartnershipReport {
+    async fn partnership(&self) -> Partnership {
+        Partnership(self.0.partnership.clone())
+    }
+    async fn year(&self) -> i32 {
+        self.0.year
+    }
+    /// The year's figures.
+    async fn totals(&self) -> Impact {
+        self.0.totals.into()
+    }
+    /// Months with any activity.
+    async fn monthly(&self) -> Vec<MonthImpact> {
+        self.0
+            .monthly
+            .iter()
+            .map(|(month, f)| MonthImpact {
+                month: *month,
+                impact: (*f).into(),
+            })
+            .collect()
+    }
+    /// Tourists against the agreement's target for the year.
+    async fn tourists_progress(&self) -> Option<TargetProgress> {
+        progress(self.0.tourists_progress.clone())
+    }
+    /// Spend against its target.
+    async fn spend_progress(&self) -> Option<TargetProgress> {
+        progress(self.0.spend_progress.clone())
+    }
+    /// Certified spend against its target.
+    async fn certified_spend_progress(&self) -> Option<TargetProgress> {
+        progress(self.0.certified_spend_progress.clone())
+    }
+    /// The report as CSV.
+    async fn csv(&self) -> &str {
+        &self.0.csv
+    }
+}
+
+/// A region's year, each booking counted once.
+pub struct RegionImpact(pub rpcs::RegionImpact);
+
+#[Object]
+impl RegionImpact {
+    async fn region(&self) -> Option<Region> {
+        region(self.0.region)
+    }
+    async fn year(&self) -> i32 {
+        self.0.year
+    }
+    /// Bookings its people made.
+    async fn as_sponsor(&self) -> Impact {
+        self.0.as_sponsor.into()
+    }
+    /// Bookings of listings inside it.
+    async fn as_beneficiary(&self) -> Impact {
+        self.0.as_beneficiary.into()
+    }
+    /// The report as CSV.
+    async fn csv(&self) -> &str {
+        &self.0.csv
+    }
+}
+
+/// A partnership a booking credited, and what the booking counts for there now.
+pub struct ImpactCredit(pub rpcs::ImpactCredit);
+
+#[Object]
+impl ImpactCredit {
+    async fn partnership(&self) -> Partnership {
+        Partnership(self.0.partnership.clone())
+    }
+    async fn impact(&self) -> Impact {
+        self.0.figures.into()
+    }
+}

@@ -1,0 +1,257 @@
+//! Attribution rules, without I/O.
+//!
+//! What a booking contributes is a function of everything known about it (its
+//! [`Facts`]): confirmed, paid, refunded, cancelled. Each event updates the
+//! facts and then credits every matching partnership with the *difference*
+//! between what the booking should contribute now and what it was credited
+//! already. So a duplicated event changes nothing, events may come in any
+//! order, and a cancellation or refund takes back exactly what it undoes.
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Utc};
+use shared::AppError;
+use shared::money::Fen;
+use shared::region::RegionCode;
+use shared::rpcs::{TargetProgress, YearTarget};
+
+/// Everything partnership knows about one booking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The sponsor side: the booker's home region or the declared one.
+    pub sponsor: Option<RegionCode>,
+    /// Where the listing is (known once confirmed).
+    pub listing: Option<RegionCode>,
+    /// Whether the listing was certified when held.
+    pub certified: bool,
+    /// Travelers on the booking.
+    pub travelers: u32,
+    /// The price, from the confirmation.
+    pub total: Fen,
+    /// When it was confirmed; None until `booking.confirmed` arrives.
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// Captured: gross, host share, fund share (zero until `payment.captured`).
+    pub captured: Money3,
+    /// Refunded so far, same shares.
+    pub refunded: Money3,
+    /// Cancelled after confirmation.
+    pub cancelled: bool,
+}
+
+/// Gross, host share and fund share of a payment or refund.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Money3 {
+    /// What the traveler paid (or got back).
+    pub gross: Fen,
+    /// The host's share.
+    pub host: Fen,
+    /// The welfare fund's share.
+    pub fund: Fen,
+}
+
+/// What a booking contributes to a partnership's figures.
+pub type Contribution = shared::rpcs::Figures;
+
+impl Facts {
+    /// What the booking contributes now: nothing before it is confirmed;
+    /// travelers and the booking itself until it is cancelled; money as
+    /// captured (the confirmed price until the capture is known) less refunds.
+    pub fn contribution(&self) -> Contribution {
+        if self.confirmed_at.is_none() {
+            return Contribution::default();
+        }
+        let counted = i64::from(!self.cancelled);
+        let gross = if self.captured.gross > Fen::ZERO {
+            self.captured.gross
+        } else {
+            self.total
+        };
+        let spend = gross - self.refunded.gross;
+        Contribution {
+            tourists: counted * i64::from(self.travelers),
+            bookings: counted,
+            spend,
+            certified_spend: if self.certified { spend } else { Fen::ZERO },
+            host_income: self.captured.host - self.refunded.host,
+            fund: self.captured.fund - self.refunded.fund,
+        }
+    }
+
+    /// Year and month of the confirmation in China time, where the booking's
+    /// figures are reported.
+    pub fn period(&self) -> Option<(i32, u32)> {
+        let china = FixedOffset::east_opt(8 * 3600)?;
+        self.confirmed_at.map(|at| {
+            let local = at.with_timezone(&china);
+            (local.year(), local.month())
+        })
+    }
+}
+
+/// A partnership as attribution sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair {
+    /// The sponsor (帮扶方).
+    pub sponsor: RegionCode,
+    /// The beneficiary (受援方).
+    pub beneficiary: RegionCode,
+}
+
+impl Pair {
+    /// Whether a booking from `sponsor` to a listing in `listing` counts here.
+    pub fn credits(&self, sponsor: RegionCode, listing: RegionCode) -> bool {
+        self.sponsor.contains(sponsor) && self.beneficiary.contains(listing)
+    }
+
+    /// Checks a new pair: two different regions, neither inside the other.
+    pub fn validate(&self) -> Result<(), AppError> {
+        if self.sponsor == self.beneficiary {
+            return Err(AppError::bad_input("a region cannot be paired with itself"));
+        }
+        if self.sponsor.contains(self.beneficiary) || self.beneficiary.contains(self.sponsor) {
+            return Err(AppError::bad_input(format!(
+                "{} and {} lie one inside the other; a partnership pairs separate regions",
+                self.sponsor, self.beneficiary
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Progress of `actual` against `target` for `year`, judged at `on`: the
+/// target is spread evenly over the year, a past year must have reached it.
+pub fn progress(actual: i64, target: i64, year: i32, on: NaiveDate) -> TargetProgress {
+    let percent = if target > 0 {
+        actual as f64 * 100.0 / target as f64
+    } else {
+        100.0
+    };
+    let elapsed = if on.year() > year {
+        1.0
+    } else if on.year() < year {
+        0.0
+    } else {
+        let days = if NaiveDate::from_ymd_opt(year, 12, 31).is_some_and(|d| d.ordinal() == 366) {
+            366.0
+        } else {
+            365.0
+        };
+        f64::from(on.ordinal()) / days
+    };
+    TargetProgress {
+        actual,
+        target,
+        percent,
+        on_track: actual as f64 >= target as f64 * elapsed,
+    }
+}
+
+/// Checks yearly targets: none negative, one per year.
+pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
+    let mut years: Vec<i32> = targets.iter().map(|t| t.year).collect();
+    years.sort_unstable();
+    if years.windows(2).any(|w| w[0] == w[1]) {
+        return Err(AppError::bad_input("one target per year"));
+    }
+    for t in targets {
+        let negative = t.tourists.is_some_and(|n| n < 0)
+            || t.spend.is_some_and(|f| f < Fen::ZERO)
+            || t.certified_spend.is_some_and(|f| f < Fen::ZERO);
+        if negative {
+            return Err(AppError::bad_input(format!(
+                "the targets for {} must not be negative",
+                t.year
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(s: &str) -> RegionCode {
+        RegionCode::parse(s).expect("code")
+    }
+
+    fn confirmed() -> Facts {
+        Facts {
+            sponsor: Some(code("110108")),
+            listing: Some(code("150430")),
+            certified: true,
+            travelers: 2,
+            total: Fen(76_000),
+            confirmed_at: Some(Utc::now()),
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn a_cancelled_and_fully_refunded_booking_contributes_nothing() {
+        let mut f = confirmed();
+        f.captured = Money3 {
+            gross: Fen(76_000),
+            host: Fen(72_960),
+            fund: Fen(760),
+        };
+        assert_eq!(f.contribution().tourists, 2);
+        assert_eq!(f.contribution().certified_spend, Fen(76_000));
+        f.cancelled = true;
+        f.refunded = f.captured;
+        assert!(f.contribution().is_zero(), "{:?}", f.contribution());
+    }
+
+    #[test]
+    fn nothing_counts_before_the_confirmation_whatever_arrived_first() {
+        let f = Facts {
+            captured: Money3 {
+                gross: Fen(100),
+                host: Fen(96),
+                fund: Fen(1),
+            },
+            ..Facts::default()
+        };
+        assert!(f.contribution().is_zero());
+    }
+
+    #[test]
+    fn haidian_to_aohan_counts_for_the_district_pair_and_the_province_pair() {
+        let district = Pair {
+            sponsor: code("110108"),
+            beneficiary: code("150430"),
+        };
+        let province = Pair {
+            sponsor: code("110000"),
+            beneficiary: code("150000"),
+        };
+        let other = Pair {
+            sponsor: code("110105"),
+            beneficiary: code("150430"),
+        };
+        for p in [district, province] {
+            assert!(p.credits(code("110108"), code("150430")));
+        }
+        assert!(!other.credits(code("110108"), code("150430")));
+    }
+
+    #[test]
+    fn a_region_is_not_paired_with_itself_or_its_ancestor() {
+        let pair = |a, b| Pair {
+            sponsor: code(a),
+            beneficiary: code(b),
+        };
+        assert!(pair("150430", "150430").validate().is_err());
+        assert!(pair("150000", "150430").validate().is_err());
+        assert!(pair("150430", "150400").validate().is_err());
+        assert!(pair("110108", "150430").validate().is_ok());
+    }
+
+    #[test]
+    fn progress_is_judged_against_the_share_of_the_year_gone_by() {
+        let mid = NaiveDate::from_ymd_opt(2026, 7, 1).expect("date");
+        assert!(progress(50, 100, 2026, mid).on_track);
+        assert!(!progress(40, 100, 2026, mid).on_track);
+        assert!(!progress(99, 100, 2025, mid).on_track);
+        assert!(progress(0, 100, 2027, mid).on_track);
+        assert_eq!(progress(25, 100, 2026, mid).percent, 25.0);
+    }
+}

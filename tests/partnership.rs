@@ -1,0 +1,391 @@
+//! Attribution end to end: bookings credit the partnerships whose sponsor
+//! contains the booker's region and whose beneficiary contains the listing,
+//! once each; cancellations and refunds take back exactly what they undo;
+//! duplicated and reordered events change nothing; the kept totals always
+//! equal a recomputation from the raw attribution records.
+
+mod common;
+
+use chrono::{Datelike, Duration as Days, FixedOffset, Utc};
+use common::{TestApp, spawn_app, spawn_app_with, test_settings, tomorrow};
+use serde_json::{Value, json};
+use shared::ErrorCode;
+use shared::bus::call;
+use shared::ids::PartnershipId;
+use shared::money::Fen;
+use shared::region::RegionCode;
+use shared::rpcs::{CreateAgreement, CreatePartnership, PartnershipView, YearTarget};
+use std::time::{Duration, Instant};
+
+fn code(s: &str) -> RegionCode {
+    RegionCode::parse(s).expect("code")
+}
+
+fn year_now() -> i32 {
+    let china = FixedOffset::east_opt(8 * 3600).expect("offset");
+    Utc::now().with_timezone(&china).year()
+}
+
+async fn pair(app: &TestApp, sponsor: &str, beneficiary: &str) -> PartnershipView {
+    call(
+        app.app.rt.bus.as_ref(),
+        &CreatePartnership {
+            sponsor: code(sponsor),
+            beneficiary: code(beneficiary),
+            since: None,
+            notes: None,
+            demo: false,
+        },
+    )
+    .await
+    .expect("partnership created")
+}
+
+/// The booking's credits as (sponsor, beneficiary) → impact.
+async fn impact_of(app: &TestApp, booking: &str) -> Vec<(String, Value)> {
+    let body = app
+        .graphql(
+            "query($id: ID!) { bookingImpact(bookingId: $id) {
+                partnership { sponsor { code } beneficiary { code } }
+                impact { tourists bookings spend { amount } certifiedSpend { amount } hostIncome { amount } fund { amount } } } }",
+            json!({ "id": booking }),
+        )
+        .await;
+    body["data"]["bookingImpact"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no impact in {body}"))
+        .iter()
+        .map(|c| {
+            let p = &c["partnership"];
+            (
+                format!(
+                    "{}-{}",
+                    p["sponsor"]["code"].as_str().unwrap_or("?"),
+                    p["beneficiary"]["code"].as_str().unwrap_or("?")
+                ),
+                c["impact"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn impact(tourists: i64, bookings: i64, spend: &str, host: &str, fund: &str) -> Value {
+    json!({
+        "tourists": tourists, "bookings": bookings, "spend": { "amount": spend },
+        "certifiedSpend": { "amount": "0.00" }, "hostIncome": { "amount": host }, "fund": { "amount": fund }
+    })
+}
+
+async fn wait_for_impact(app: &TestApp, booking: &str, expected: &[(&str, Value)]) {
+    let expected: Vec<(String, Value)> = expected
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = impact_of(app, booking).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "impact stayed {now:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn report(app: &TestApp, id: PartnershipId) -> Value {
+    let body = app
+        .graphql(
+            "query($id: ID!, $year: Int!) { partnershipReport(partnershipId: $id, year: $year) {
+                totals { tourists bookings spend { amount } fund { amount } }
+                monthly { month impact { tourists spend { amount } } }
+                touristsProgress { actual target percent onTrack } csv } }",
+            json!({ "id": id.to_string(), "year": year_now() }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    body["data"]["partnershipReport"].clone()
+}
+
+/// The kept monthly totals equal the sums of the raw attribution records.
+async fn assert_totals_match_the_records(app: &TestApp, ids: &[PartnershipId]) {
+    let db = app.service_db("partnership").await;
+    for id in ids {
+        let kept = partnership::storage::monthly_totals(&db, *id, year_now())
+            .await
+            .expect("totals");
+        let recomputed = partnership::storage::monthly_recomputed(&db, *id, year_now())
+            .await
+            .expect("records");
+        assert_eq!(kept, recomputed, "partnership {id}");
+    }
+}
+
+#[tokio::test]
+async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once_and_a_cancel_reverses_both()
+ {
+    let app = spawn_app().await;
+    let district = pair(&app, "110108", "150430").await;
+    let province = pair(&app, "110000", "150000").await;
+    let other_sponsor = pair(&app, "110105", "150430").await;
+    let other_beneficiary = pair(&app, "110108", "150423").await;
+    call(
+        app.app.rt.bus.as_ref(),
+        &CreateAgreement {
+            partnership_id: province.id,
+            title: "《京蒙旅游扶贫协作框架协议》".into(),
+            signed_on: chrono::NaiveDate::from_ymd_opt(2018, 6, 1).expect("date"),
+            starts_on: chrono::NaiveDate::from_ymd_opt(2018, 6, 1).expect("date"),
+            ends_on: chrono::NaiveDate::from_ymd_opt(2030, 12, 31).expect("date"),
+            signatories: vec!["北京市".into(), "内蒙古自治区".into()],
+            targets: vec![YearTarget {
+                year: year_now(),
+                tourists: Some(4),
+                spend: Some(Fen::yuan(10_000)),
+                certified_spend: None,
+            }],
+        },
+    )
+    .await
+    .expect("agreement");
+
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    // The traveler's sponsor region is 110108 海淀区; the homestay is in 敖汉旗.
+    let id = app
+        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let credited = impact(1, 1, "380.00", "364.80", "3.80");
+    wait_for_impact(
+        &app,
+        &id,
+        &[
+            ("110108-150430", credited.clone()),
+            ("110000-150000", credited),
+        ],
+    )
+    .await;
+
+    let r = report(&app, province.id).await;
+    assert_eq!(r["totals"]["tourists"], 1, "{r}");
+    assert_eq!(r["totals"]["spend"]["amount"], "380.00");
+    assert_eq!(r["touristsProgress"]["target"], 4);
+    assert_eq!(r["touristsProgress"]["percent"], 25.0);
+    assert!(
+        r["csv"].as_str().is_some_and(|c| c.lines().last()
+            == Some(&format!("110000,150000,{},1,1,380.00,0.00,364.80,3.80", year_now())[..])),
+        "{r}"
+    );
+    for untouched in [&other_sponsor, &other_beneficiary] {
+        let r = report(&app, untouched.id).await;
+        assert_eq!(r["totals"]["bookings"], 0, "{r}");
+    }
+    // Beijing as a sponsor counts the booking once, though two of its pairs got it.
+    let region = app
+        .graphql(
+            "query($y: Int!) { regionImpact(regionCode: \"110000\", year: $y) { asSponsor { tourists bookings spend { amount } } asBeneficiary { bookings } } }",
+            json!({ "y": year_now() }),
+        )
+        .await;
+    assert_eq!(
+        region["data"]["regionImpact"]["asSponsor"],
+        json!({ "tourists": 1, "bookings": 1, "spend": { "amount": "380.00" } }),
+        "{region}"
+    );
+    assert_eq!(
+        region["data"]["regionImpact"]["asBeneficiary"]["bookings"],
+        0
+    );
+
+    // Cancelled ten days ahead: full refund, and both pairs go back to zero.
+    app.cancel(&id, "cancel").await;
+    app.wait_for_booking(&id, "the refund", |b| b["refunded"]["amount"] == "380.00")
+        .await;
+    let zero = impact(0, 0, "0.00", "0.00", "0.00");
+    wait_for_impact(
+        &app,
+        &id,
+        &[("110108-150430", zero.clone()), ("110000-150000", zero)],
+    )
+    .await;
+    let r = report(&app, district.id).await;
+    assert_eq!(
+        r["totals"],
+        json!({ "tourists": 0, "bookings": 0, "spend": { "amount": "0.00" }, "fund": { "amount": "0.00" } })
+    );
+    assert_totals_match_the_records(
+        &app,
+        &[
+            district.id,
+            province.id,
+            other_sponsor.id,
+            other_beneficiary.id,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_and_reordered_events_give_the_same_report_as_a_clean_delivery() {
+    let mut settings = test_settings();
+    settings.faults = "all".into();
+    let app = spawn_app_with(settings).await;
+    let district = pair(&app, "110108", "150430").await;
+    let room_type = app.homestay(3).await.room_type_id.to_string();
+
+    // Three bookings: one kept, one cancelled with a full refund, one
+    // cancelled four days ahead with half back.
+    let kept = app
+        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
+        .await;
+    let gone = app
+        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
+        .await;
+    let half = app
+        .paid_booking(&room_type, tomorrow() + Days::days(3), "tok_success")
+        .await;
+    for id in [&kept, &gone, &half] {
+        app.wait_for_status(id, "CONFIRMED").await;
+    }
+    app.cancel(&gone, "c1").await;
+    app.cancel(&half, "c2").await;
+    app.wait_for_booking(&gone, "full refund", |b| {
+        b["refunded"]["amount"] == "380.00"
+    })
+    .await;
+    app.wait_for_booking(&half, "half refund", |b| {
+        b["refunded"]["amount"] == "190.00"
+    })
+    .await;
+
+    // What one clean delivery gives: one booking and tourist; 380 + 190 spent.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = report(&app, district.id).await;
+        let expected = json!({ "tourists": 1, "bookings": 1, "spend": { "amount": "570.00" }, "fund": { "amount": "5.70" } });
+        if r["totals"] == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "report stayed {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for_impact(
+        &app,
+        &half,
+        &[("110108-150430", impact(0, 0, "190.00", "182.40", "1.90"))],
+    )
+    .await;
+    assert_totals_match_the_records(&app, &[district.id]).await;
+}
+
+#[tokio::test]
+async fn a_pair_recorded_after_a_booking_is_credited_with_it() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(&room_type, tomorrow(), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    // Wait until partnership has heard of the confirmation and the capture.
+    let db = app.service_db("partnership").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let facts = partnership::storage::facts_in(
+            &db,
+            "150430",
+            false,
+            Utc::now() - chrono::Duration::days(1),
+            Utc::now() + chrono::Duration::days(1),
+        )
+        .await
+        .expect("facts");
+        if facts
+            .first()
+            .is_some_and(|f| f.captured.gross == Fen::yuan(380))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partnership never heard of the booking"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    pair(&app, "110000", "150400").await;
+    let credited = impact(1, 1, "380.00", "364.80", "3.80");
+    assert_eq!(
+        impact_of(&app, &id).await,
+        vec![("110000-150400".to_owned(), credited)]
+    );
+}
+
+#[tokio::test]
+async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
+    let app = spawn_app().await;
+    let bus = app.app.rt.bus.as_ref();
+    let create = |sponsor: &str, beneficiary: &str| CreatePartnership {
+        sponsor: code(sponsor),
+        beneficiary: code(beneficiary),
+        since: None,
+        notes: None,
+        demo: false,
+    };
+    for (sponsor, beneficiary) in [
+        ("150430", "150430"),
+        ("150000", "150430"),
+        ("150430", "150400"),
+        ("110108", "150499"),
+    ] {
+        let e = call(bus, &create(sponsor, beneficiary))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            e.code,
+            ErrorCode::BadUserInput,
+            "{sponsor}-{beneficiary}: {e:?}"
+        );
+    }
+    let p = call(bus, &create("110108", "150430"))
+        .await
+        .expect("created");
+    let e = call(bus, &create("110108", "150430"))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(e.code, ErrorCode::BadUserInput);
+    assert!(e.message.contains("already paired"), "{e:?}");
+
+    let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).expect("date");
+    let agreement = |ends_on, tourists| CreateAgreement {
+        partnership_id: p.id,
+        title: "协议".into(),
+        signed_on: date(2018, 1, 1),
+        starts_on: date(2018, 1, 1),
+        ends_on,
+        signatories: vec![],
+        targets: vec![YearTarget {
+            year: 2026,
+            tourists: Some(tourists),
+            spend: None,
+            certified_spend: None,
+        }],
+    };
+    let e = call(bus, &agreement(date(2017, 12, 31), 1))
+        .await
+        .expect_err("ends before it starts");
+    assert_eq!(e.code, ErrorCode::BadUserInput);
+    let e = call(bus, &agreement(date(2020, 1, 1), -1))
+        .await
+        .expect_err("negative target");
+    assert_eq!(e.code, ErrorCode::BadUserInput);
+    call(bus, &agreement(date(2020, 1, 1), 10))
+        .await
+        .expect("a good agreement");
+
+    let report = "query($id: ID!, $year: Int!) { partnershipReport(partnershipId: $id, year: $year) { year } }";
+    let unknown = json!({ "id": PartnershipId::new().to_string(), "year": 2026 });
+    assert_eq!(app.error_code(report, unknown).await, "NOT_FOUND");
+    let bad_year = json!({ "id": p.id.to_string(), "year": 99999 });
+    assert_eq!(app.error_code(report, bad_year).await, "BAD_USER_INPUT");
+}
