@@ -81,9 +81,10 @@ impl App {
                 .with_context(|| {
                     format!("binding the gateway to {}", app.rt.settings.gateway_addr)
                 })?;
+            let identity = start_identity(&app.rt.settings).await?;
             let cancel = CancellationToken::new();
             let (addr, handle) =
-                gateway::serve(app.rt.bus.clone(), listener, cancel.clone()).await?;
+                gateway::serve(app.rt.bus.clone(), identity, listener, cancel.clone()).await?;
             app.gateway_addr = Some(addr);
             app.gateway = Some((cancel, handle));
         }
@@ -100,6 +101,24 @@ impl App {
     }
 }
 
+/// The gateway's accounts and tokens: its database, migrated, and the
+/// bootstrap admin from configuration.
+async fn start_identity(settings: &Settings) -> anyhow::Result<gateway::identity::Identity> {
+    use gateway::identity::{Identity, storage};
+    let db = shared::db::connect(settings, storage::DATABASE).await?;
+    shared::db::migrate::<storage::Migrator>(&db).await?;
+    let identity = Identity::new(db, settings.jwt_secret(), settings.access_token_minutes)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting identity: {}", e.message))?;
+    if let Some((email, password)) = settings.bootstrap_admin() {
+        identity
+            .bootstrap_admin(email, password)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the bootstrap admin: {}", e.message))?;
+    }
+    Ok(identity)
+}
+
 /// Creates every service's database (if missing) and runs its migrations.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     install_crypto();
@@ -111,5 +130,7 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     shared::db::migrate::<payment::storage::Migrator>(&db).await?;
     let db = shared::db::connect(settings, partnership::SERVICE).await?;
     shared::db::migrate::<partnership::storage::Migrator>(&db).await?;
+    let db = shared::db::connect(settings, gateway::identity::storage::DATABASE).await?;
+    shared::db::migrate::<gateway::identity::storage::Migrator>(&db).await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod schema;
 
 pub use http::{router, serve};

@@ -48,6 +48,11 @@ pub struct Settings {
     pub fund_bp: u32,
     /// How long the sandbox provider takes for `tok_slow`, in milliseconds.
     pub sandbox_slow_ms: u64,
+    /// Key that signs access tokens (≥ 32 characters). None: one generated
+    /// once and kept in the gateway's database, shared by its replicas.
+    pub jwt_secret: Option<SecretString>,
+    /// Lifetime of an access token, in minutes.
+    pub access_token_minutes: i64,
     /// Bootstrap platform admin.
     pub admin_email: Option<String>,
     /// Bootstrap platform admin's password.
@@ -81,6 +86,8 @@ impl Default for Settings {
             platform_fee_bp: 300,
             fund_bp: 100,
             sandbox_slow_ms: 2_000,
+            jwt_secret: None,
+            access_token_minutes: 15,
             admin_email: None,
             admin_password: None,
             log_format: "pretty".into(),
@@ -133,6 +140,19 @@ impl Settings {
             "distributed"
         } else {
             "embedded"
+        }
+    }
+
+    /// The configured token signing key.
+    pub fn jwt_secret(&self) -> Option<&str> {
+        self.jwt_secret.as_ref().map(|s| s.expose_secret())
+    }
+
+    /// The bootstrap admin's email and password, when both are set.
+    pub fn bootstrap_admin(&self) -> Option<(&str, &str)> {
+        match (&self.admin_email, &self.admin_password) {
+            (Some(email), Some(password)) => Some((email.as_str(), password.expose_secret())),
+            _ => None,
         }
     }
 

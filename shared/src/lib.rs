@@ -2,6 +2,7 @@
 //! messages, money, regions, ids, error codes) and the messaging machinery
 //! every service uses (bus, outbox, inbox, config, telemetry, the runtime).
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod db;

@@ -171,6 +171,8 @@ pub struct CreateBooking {
     /// Free text for the host.
     #[serde(default)]
     pub notes: Option<String>,
+    /// Who books (the traveler or agency the gateway authenticated).
+    pub by: crate::auth::Principal,
 }
 impl Rpc for CreateBooking {
     const SERVICE: &'static str = "booking";
@@ -183,6 +185,33 @@ impl Rpc for CreateBooking {
 pub struct GetBooking {
     /// The booking.
     pub booking_id: BookingId,
+    /// Who asks: its owner, its agency or an admin of its listing's region.
+    pub viewer: crate::auth::Principal,
+}
+
+/// The bookings a traveler or agency made, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListBookings {
+    /// Who asks (a traveler sees theirs, an agency its own).
+    pub viewer: crate::auth::Principal,
+    /// Page size (1 to 100).
+    pub first: u32,
+    /// Bookings older than this one.
+    pub after: Option<BookingId>,
+}
+impl Rpc for ListBookings {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "list_bookings";
+    type Reply = BookingPage;
+}
+
+/// A page of bookings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BookingPage {
+    /// Newest first.
+    pub bookings: Vec<BookingView>,
+    /// Whether older ones follow.
+    pub has_next_page: bool,
 }
 impl Rpc for GetBooking {
     const SERVICE: &'static str = "booking";
@@ -199,6 +228,8 @@ pub struct CancelBooking {
     pub idempotency_key: String,
     /// The booking.
     pub booking_id: BookingId,
+    /// Who cancels: its owner, its agency or a platform admin.
+    pub viewer: crate::auth::Principal,
 }
 impl Rpc for CancelBooking {
     const SERVICE: &'static str = "booking";
@@ -237,6 +268,9 @@ pub struct BookingView {
     /// Every state it went through, oldest first (filled by `GetBooking`).
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+    /// Who booked.
+    #[serde(default)]
+    pub booker: Option<crate::auth::Booker>,
 }
 
 /// One step of a booking's history.
@@ -255,6 +289,8 @@ pub struct HistoryEntry {
 pub struct QuoteCancellation {
     /// The booking.
     pub booking_id: BookingId,
+    /// Who asks.
+    pub viewer: crate::auth::Principal,
 }
 impl Rpc for QuoteCancellation {
     const SERVICE: &'static str = "booking";

@@ -40,6 +40,9 @@ pub fn test_settings() -> Settings {
 }
 
 pub struct TestApp {
+    /// The access token `graphql` sends: a traveler from 海淀区 registered
+    /// when the app started.
+    pub token: Option<String>,
     pub app: App,
     /// Other processes' worth of parts, when the test runs them separately.
     pub parts: Vec<App>,
@@ -73,27 +76,59 @@ pub async fn spawn_parts(settings: Settings, parts: &[Part]) -> TestApp {
     }
     let app = started.pop().expect("at least one part");
     let addr = app.gateway_addr.expect("the last part runs the gateway");
-    TestApp {
+    let mut test = TestApp {
+        token: None,
         app,
         parts: started,
         url: format!("http://{addr}/graphql"),
         http: reqwest::Client::new(),
         settings,
-    }
+    };
+    test.token = Some(test.register("traveler@example.cn", "110108").await);
+    test
 }
 
+/// The password every test account gets.
+pub const PASSWORD: &str = "草原上的蒙古包-2026";
+
 impl TestApp {
-    /// POSTs a GraphQL request; returns the whole response body.
+    /// POSTs a GraphQL request as the test's traveler; the whole response body.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
-        self.http
+        self.graphql_as(self.token.as_deref(), query, variables)
+            .await
+    }
+
+    /// POSTs a GraphQL request with `token` (none: anonymous).
+    pub async fn graphql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .http
             .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
             .send()
             .await
             .expect("the gateway answers")
             .json()
             .await
             .expect("a JSON body")
+    }
+
+    /// Registers a traveler from `home_region`; returns the access token.
+    pub async fn register(&self, email: &str, home_region: &str) -> String {
+        let body = self
+            .graphql_as(
+                None,
+                "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }",
+                json!({ "input": { "email": email, "password": PASSWORD, "displayName": "张三", "homeRegionCode": home_region } }),
+            )
+            .await;
+        body["data"]["register"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("registration failed: {body}"))
+            .to_owned()
     }
 
     /// A homestay in 敖汉旗 with `rooms` rooms at 380 yuan for 60 nights from tomorrow.
@@ -360,7 +395,7 @@ impl Drop for TestApp {
                 if let Err(e) = shared::bus::amqp::admin::delete(&amqp_url(), &bus, &queues).await {
                     eprintln!("cleanup: queues {queues:?} not deleted: {e}");
                 }
-                for service in ["inventory", "booking", "payment", "partnership"] {
+                for service in ["inventory", "booking", "payment", "partnership", "gateway"] {
                     let name = shared::db::database_name(&settings, service);
                     if let Err(e) = shared::db::drop_database(&postgres_url(), &name).await {
                         eprintln!("cleanup: database {name} not dropped: {e}");

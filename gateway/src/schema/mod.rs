@@ -1,10 +1,13 @@
 //! The GraphQL schema: types, queries and mutations over the services' RPCs.
 
+mod auth;
 mod impact;
 mod types;
 
 use crate::error::{bad_input, gql};
+use crate::identity::Identity;
 use async_graphql::{Context, EmptySubscription, ID, InputObject, Object, Result, Schema};
+pub use auth::*;
 pub use impact::*;
 use shared::bus::{Bus, call};
 use shared::events::HoldItem;
@@ -21,13 +24,16 @@ pub use types::*;
 pub type DuikouSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Builds the schema with its limits; `bus` is how resolvers reach services.
-pub fn build_schema(bus: Option<Arc<dyn Bus>>) -> DuikouSchema {
+pub fn build_schema(bus: Option<Arc<dyn Bus>>, identity: Option<Identity>) -> DuikouSchema {
     let mut builder = Schema::build(Query, Mutation, EmptySubscription)
         // GraphiQL's introspection query is 13 deep; leave it room.
         .limit_depth(16)
         .limit_complexity(2_000);
     if let Some(bus) = bus {
         builder = builder.data(bus);
+    }
+    if let Some(identity) = identity {
+        builder = builder.data(identity);
     }
     builder.finish()
 }
@@ -77,10 +83,52 @@ impl Query {
         Ok(list.into_iter().map(Region).collect())
     }
 
-    /// One booking.
+    /// Who you are (needs a token).
+    async fn me(&self, ctx: &Context<'_>) -> Result<Account> {
+        let p = principal(ctx)?;
+        identity(ctx)?
+            .account(p.account_id)
+            .await
+            .map_err(gql)?
+            .map(Account)
+            .ok_or_else(|| {
+                gql(AppError::new(
+                    ErrorCode::Unauthenticated,
+                    "the account no longer exists",
+                ))
+            })
+    }
+
+    /// Your bookings (a traveler's own, an agency's all), newest first.
+    async fn my_bookings(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<BookingConnection> {
+        let viewer = principal(ctx)?.clone();
+        let first =
+            u32::try_from(first.unwrap_or(20)).map_err(|_| bad_input("first must be 1 to 100"))?;
+        let after = after
+            .map(|a| parse::<BookingId>("cursor", &a))
+            .transpose()?;
+        let page = rpc(
+            ctx,
+            rpcs::ListBookings {
+                viewer,
+                first,
+                after,
+            },
+        )
+        .await?;
+        Ok(BookingConnection::from(page))
+    }
+
+    /// One booking: yours, your agency's, or (admins) one in your region.
     async fn booking(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Booking>> {
+        let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &id)?;
-        match call_service(ctx, rpcs::GetBooking { booking_id }).await {
+        match call_service(ctx, rpcs::GetBooking { booking_id, viewer }).await {
             Ok(b) => Ok(Some(Booking(b))),
             Err(e) if e.code == ErrorCode::NotFound => Ok(None),
             Err(e) => Err(gql(e)),
@@ -93,9 +141,10 @@ impl Query {
         ctx: &Context<'_>,
         booking_id: ID,
     ) -> Result<CancellationQuote> {
+        let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &booking_id)?;
         Ok(CancellationQuote(
-            rpc(ctx, rpcs::QuoteCancellation { booking_id }).await?,
+            rpc(ctx, rpcs::QuoteCancellation { booking_id, viewer }).await?,
         ))
     }
 
@@ -147,7 +196,10 @@ impl Query {
 
     /// Which partnerships a booking credited, most specific pair first.
     async fn booking_impact(&self, ctx: &Context<'_>, booking_id: ID) -> Result<Vec<ImpactCredit>> {
+        let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &booking_id)?;
+        // Only those who may see the booking see what it credited.
+        rpc(ctx, rpcs::GetBooking { booking_id, viewer }).await?;
         let credits = rpc(ctx, rpcs::GetBookingImpact { booking_id }).await?;
         Ok(credits.into_iter().map(ImpactCredit).collect())
     }
@@ -268,6 +320,8 @@ impl Mutation {
         input: CreateBookingInput,
         idempotency_key: String,
     ) -> Result<Booking> {
+        let by = principal(ctx)?.clone();
+        let idempotency_key = scoped_key(&by, &idempotency_key)?;
         let item = hold_item(&input)?;
         let sponsor_region = input
             .sponsor_region_code
@@ -293,6 +347,7 @@ impl Mutation {
             },
             sponsor_region,
             notes: input.notes,
+            by,
         };
         Ok(Booking(rpc(ctx, request).await?))
     }
@@ -306,8 +361,20 @@ impl Mutation {
         payment_token: String,
         idempotency_key: String,
     ) -> Result<Payment> {
+        let viewer = principal(ctx)?.clone();
+        let idempotency_key = scoped_key(&viewer, &idempotency_key)?;
         let booking_id: BookingId = parse("booking id", &booking_id)?;
-        let booking = rpc(ctx, rpcs::GetBooking { booking_id }).await?;
+        let booking = rpc(
+            ctx,
+            rpcs::GetBooking {
+                booking_id,
+                viewer: viewer.clone(),
+            },
+        )
+        .await?;
+        if !viewer.owns(booking.booker.as_ref()) {
+            return Err(forbidden("only the booker pays a booking"));
+        }
         let payment = rpc(
             ctx,
             rpcs::PayBooking {
@@ -330,6 +397,8 @@ impl Mutation {
         booking_id: ID,
         idempotency_key: String,
     ) -> Result<Booking> {
+        let viewer = principal(ctx)?.clone();
+        let idempotency_key = scoped_key(&viewer, &idempotency_key)?;
         let booking_id: BookingId = parse("booking id", &booking_id)?;
         Ok(Booking(
             rpc(
@@ -337,11 +406,100 @@ impl Mutation {
                 rpcs::CancelBooking {
                     idempotency_key,
                     booking_id,
+                    viewer,
                 },
             )
             .await?,
         ))
     }
+
+    /// Gives an account a role (platform admins only): REGION_ADMIN needs
+    /// `regionCode`, AGENCY needs `agencyId`. The account's next token
+    /// (log in or refresh) carries it.
+    async fn grant_role(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        role: Role,
+        region_code: Option<ID>,
+        agency_id: Option<ID>,
+    ) -> Result<Account> {
+        platform_admin(ctx)?;
+        let scope = region_code.map(|c| region(&c)).transpose()?;
+        let agency = agency_id.map(|a| parse("agency id", &a)).transpose()?;
+        let account = identity(ctx)?
+            .grant_role(&email, role.into(), scope, agency)
+            .await
+            .map_err(gql)?;
+        Ok(Account(account))
+    }
+
+    /// Creates a traveler account and logs it in. Bookings made with it
+    /// count for the partnerships of `homeRegionCode` (unless a booking
+    /// declares another sponsor region).
+    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<AuthPayload> {
+        let home = region(&input.home_region_code)?;
+        let tokens = identity(ctx)?
+            .register(&input.email, input.password, &input.display_name, home)
+            .await
+            .map_err(gql)?;
+        Ok(tokens.into())
+    }
+
+    /// Logs in with email and password.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        password: String,
+    ) -> Result<AuthPayload> {
+        Ok(identity(ctx)?
+            .login(&email, password)
+            .await
+            .map_err(gql)?
+            .into())
+    }
+
+    /// A new token pair for a refresh token; the old refresh token stops
+    /// working (using it again revokes every session of the account).
+    async fn refresh_token(&self, ctx: &Context<'_>, token: String) -> Result<AuthPayload> {
+        Ok(identity(ctx)?.refresh(&token).await.map_err(gql)?.into())
+    }
+
+    /// Revokes a refresh token.
+    async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool> {
+        identity(ctx)?.logout(&refresh_token).await.map_err(gql)?;
+        Ok(true)
+    }
+
+    /// Changes your password; every refresh token of the account is revoked
+    /// and a new pair returned.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        new_password: String,
+    ) -> Result<AuthPayload> {
+        let who = principal(ctx)?;
+        let tokens = identity(ctx)?
+            .change_password(who, current_password, new_password)
+            .await
+            .map_err(gql)?;
+        Ok(tokens.into())
+    }
+}
+
+/// A new traveler.
+#[derive(InputObject)]
+pub struct RegisterInput {
+    /// Login email.
+    pub email: String,
+    /// 10 to 128 characters.
+    pub password: String,
+    /// Shown name.
+    pub display_name: String,
+    /// Home region (e.g. 110108 北京市海淀区).
+    pub home_region_code: ID,
 }
 
 impl From<DocumentType> for IdType {

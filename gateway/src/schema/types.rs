@@ -437,3 +437,39 @@ impl WelfareFund {
         Ok(connection)
     }
 }
+
+/// A booking in a list.
+#[derive(SimpleObject)]
+pub struct BookingEdge {
+    pub cursor: String,
+    pub node: Booking,
+}
+
+/// A page of bookings, newest first.
+#[derive(SimpleObject)]
+pub struct BookingConnection {
+    pub edges: Vec<BookingEdge>,
+    pub page_info: async_graphql::connection::PageInfo,
+}
+
+impl From<shared::rpcs::BookingPage> for BookingConnection {
+    fn from(page: shared::rpcs::BookingPage) -> BookingConnection {
+        let edges: Vec<BookingEdge> = page
+            .bookings
+            .into_iter()
+            .map(|b| BookingEdge {
+                cursor: b.id.to_string(),
+                node: Booking(b),
+            })
+            .collect();
+        BookingConnection {
+            page_info: async_graphql::connection::PageInfo {
+                has_previous_page: false,
+                has_next_page: page.has_next_page,
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+        }
+    }
+}

@@ -235,6 +235,7 @@ mod tests {
             refund_due: None,
             refunded: Fen::ZERO,
             history: Vec::new(),
+            booker: None,
         }
     }
 

@@ -7,6 +7,7 @@ use crate::domain::{self, Status};
 use crate::storage::{self, Changes};
 use chrono::{Duration, Utc};
 use sea_orm::{DatabaseConnection, TransactionTrait};
+use shared::auth::{Principal, Role};
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
 use shared::events::{
@@ -18,10 +19,20 @@ use shared::money::Fen;
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
-    BookingView, CancelBooking, CancellationQuote, CreateBooking, GetBooking, QuoteCancellation,
+    BookingPage, BookingView, CancelBooking, CancellationQuote, CreateBooking, GetBooking,
+    ListBookings, QuoteCancellation,
 };
 use shared::{AppError, ErrorCode};
 use tracing::{info, warn};
+
+/// FORBIDDEN, with who tried what (logged, not shown).
+fn forbidden(viewer: &Principal, booking: &BookingView, what: &str) -> AppError {
+    warn!(account = %viewer.account_id, role = ?viewer.role, booking = %booking.id, what, "refused");
+    AppError::new(
+        ErrorCode::Forbidden,
+        format!("you may not {what} this booking"),
+    )
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -62,11 +73,15 @@ impl Bookings {
 
     /// The RPC methods booking answers.
     pub fn rpc(&self) -> RpcRouter {
-        let (a, b, c, d) = (self.clone(), self.clone(), self.clone(), self.clone());
+        let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<QuoteCancellation, _, _>(move |req| {
                 let s = d.clone();
-                async move { s.quote(req.booking_id).await }
+                async move { s.quote(&req.viewer, req.booking_id).await }
+            })
+            .route::<ListBookings, _, _>(move |req| {
+                let s = e.clone();
+                async move { s.list(req).await }
             })
             .route::<CancelBooking, _, _>(move |req| {
                 let s = c.clone();
@@ -78,13 +93,19 @@ impl Bookings {
             })
             .route::<GetBooking, _, _>(move |req| {
                 let s = b.clone();
-                async move { s.get(req.booking_id).await }
+                async move { s.get_for(&req.viewer, req.booking_id).await }
             })
     }
 
     /// Creates a PENDING booking and asks inventory for the hold, once per
     /// idempotency key.
     pub async fn create(&self, req: CreateBooking) -> Result<BookingView, AppError> {
+        if !matches!(req.by.role, Role::Traveler | Role::Agency) {
+            return Err(AppError::new(
+                ErrorCode::Forbidden,
+                "bookings are made by travelers and agencies",
+            ));
+        }
         domain::validate(&req)?;
         let fingerprint = domain::fingerprint(&req);
         let id = BookingId::new();
@@ -142,6 +163,9 @@ impl Bookings {
         let Some(booking) = storage::by_id(&txn, id).await? else {
             return Err(AppError::not_found(format!("no booking {id}")));
         };
+        if !req.viewer.owns(booking.view.booker.as_ref()) {
+            return Err(forbidden(&req.viewer, &booking.view, "cancel"));
+        }
         if storage::claim_cancel_key(&txn, key, id).await? != id {
             return Err(AppError::new(
                 ErrorCode::IdempotencyKeyReused,
@@ -227,9 +251,42 @@ impl Bookings {
     }
 
     /// What cancelling the booking now would refund.
-    pub async fn quote(&self, id: BookingId) -> Result<CancellationQuote, AppError> {
-        let view = self.get(id).await?;
+    pub async fn quote(
+        &self,
+        viewer: &Principal,
+        id: BookingId,
+    ) -> Result<CancellationQuote, AppError> {
+        let view = self.get_for(viewer, id).await?;
         Ok(domain::quote(&view, Utc::now()))
+    }
+
+    /// One booking, if `viewer` may see it: its owner, its agency, an admin
+    /// of its listing's region (FORBIDDEN for anyone else).
+    pub async fn get_for(
+        &self,
+        viewer: &Principal,
+        id: BookingId,
+    ) -> Result<BookingView, AppError> {
+        let view = self.get(id).await?;
+        let region = view.listing.as_ref().map(|l| l.region_code);
+        if viewer.may_see(view.booker.as_ref(), region) {
+            Ok(view)
+        } else {
+            Err(forbidden(viewer, &view, "see"))
+        }
+    }
+
+    /// The viewer's bookings, newest first.
+    pub async fn list(&self, req: ListBookings) -> Result<BookingPage, AppError> {
+        if !(1..=100).contains(&req.first) {
+            return Err(AppError::bad_input("ask for 1 to 100 bookings at a time"));
+        }
+        let (bookings, has_next_page) =
+            storage::list(&self.db, &req.viewer, req.first, req.after).await?;
+        Ok(BookingPage {
+            bookings,
+            has_next_page,
+        })
     }
 
     /// Reads one booking with its history.

@@ -6,11 +6,12 @@ use crate::domain::Status;
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Value};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
+use shared::auth::{Booker, Principal, Role};
 use shared::db::{run_ddl, uuid_value};
 use shared::envelope::Envelope;
 use shared::events::BookingStatusChanged;
 use shared::events::ListingSnapshot;
-use shared::ids::BookingId;
+use shared::ids::{AccountId, AgencyId, BookingId};
 use shared::money::Fen;
 use shared::outbox::{enqueue, stmt};
 use shared::region::RegionCode;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(Cancellations),
             Box::new(HoldAttempts),
             Box::new(Refunds),
+            Box::new(Bookers),
         ]
     }
 }
@@ -142,6 +144,30 @@ impl MigrationTrait for Refunds {
     }
 }
 
+struct Bookers;
+
+impl MigrationName for Bookers {
+    fn name(&self) -> &str {
+        "m20261124_000002_bookers"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Bookers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE bookings ADD COLUMN account_id UUID",
+                "ALTER TABLE bookings ADD COLUMN agency_id UUID",
+                "CREATE INDEX bookings_account ON bookings (account_id, id)",
+                "CREATE INDEX bookings_agency ON bookings (agency_id, id)",
+            ],
+        )
+        .await
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -180,6 +206,13 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
             refund_due: row.try_get::<Option<i64>>("", "refund_due_fen")?.map(Fen),
             refunded: Fen(row.try_get("", "refunded_fen")?),
             history: Vec::new(),
+            booker: shared::db::opt_row_uuid(row, "account_id")?.map(|account| Booker {
+                account_id: AccountId(account),
+                agency_id: shared::db::opt_row_uuid(row, "agency_id")
+                    .ok()
+                    .flatten()
+                    .map(AgencyId),
+            }),
         },
         fingerprint: row.try_get("", "fingerprint")?,
         sponsor_region: sponsor.and_then(|s| RegionCode::parse(&s).ok()),
@@ -200,8 +233,9 @@ pub async fn insert<C: ConnectionTrait>(
         .execute_raw(stmt(
             b,
             "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
-                traveler_count, contact, sponsor_region, notes, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+                traveler_count, contact, sponsor_region, notes, created_at, updated_at,
+                account_id, agency_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)
              ON CONFLICT (idempotency_key) DO NOTHING",
             vec![
                 uuid_value(b, id.0),
@@ -212,9 +246,14 @@ pub async fn insert<C: ConnectionTrait>(
                 json(&req.travelers).into(),
                 (req.travelers.len() as i32).into(),
                 json(&req.contact).into(),
-                req.sponsor_region.map(|r| r.to_string()).into(),
+                req.sponsor_region
+                    .or(req.by.home_region)
+                    .map(|r| r.to_string())
+                    .into(),
                 req.notes.clone().into(),
                 now.into(),
+                uuid_value(b, req.by.account_id.0),
+                shared::db::opt_uuid_value(b, req.by.agency_id.map(|a| a.0)),
             ],
         ))
         .await?;
@@ -493,4 +532,40 @@ pub async fn history_of<C: ConnectionTrait>(
         })
     })
     .collect()
+}
+
+/// A page of the bookings a traveler (by account) or an agency made, newest
+/// first, and whether older ones follow. Platform admins page through all.
+pub async fn list<C: ConnectionTrait>(
+    conn: &C,
+    viewer: &Principal,
+    first: u32,
+    after: Option<BookingId>,
+) -> Result<(Vec<BookingView>, bool), DbErr> {
+    let b = conn.get_database_backend();
+    let (filter, owner) = match (viewer.role, viewer.agency_id) {
+        (Role::PlatformAdmin, _) => ("TRUE", None),
+        (Role::Agency, Some(agency)) => ("agency_id = $3", Some(agency.0)),
+        (Role::Agency, None) => ("FALSE", None),
+        _ => ("account_id = $3", Some(viewer.account_id.0)),
+    };
+    let mut values = vec![
+        (i64::from(first) + 1).into(),
+        after
+            .map(|a| uuid_value(b, a.0))
+            .unwrap_or_else(|| uuid_value(b, uuid::Uuid::max())),
+    ];
+    if let Some(owner) = owner {
+        values.push(uuid_value(b, owner));
+    }
+    let sql =
+        format!("SELECT * FROM bookings WHERE {filter} AND id < $2 ORDER BY id DESC LIMIT $1");
+    let rows = conn.query_all_raw(stmt(b, &sql, values)).await?;
+    let has_next = rows.len() > first as usize;
+    let views = rows
+        .iter()
+        .take(first as usize)
+        .map(|r| stored(r).map(|s| s.view))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((views, has_next))
 }

@@ -1,0 +1,532 @@
+//! Identity: accounts with argon2 password hashes, short-lived access tokens
+//! (JWT, HS256 pinned, issuer and audience checked) and long-lived refresh
+//! tokens stored only as hashes, rotated on every use and revocable.
+
+pub mod storage;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{Duration, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use shared::auth::{Principal, Role};
+use shared::ids::{AccountId, AgencyId};
+use shared::region::{RegionCode, reference_region};
+use shared::{AppError, ErrorCode};
+use std::sync::Arc;
+use storage::Account;
+use tracing::{info, warn};
+
+/// Who issues the tokens and for whom.
+const ISSUER: &str = "duikou";
+const AUDIENCE: &str = "duikou-api";
+
+/// Passwords: long enough to resist guessing, short enough to hash cheaply.
+const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 10..=128;
+
+/// The claims of an access token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// The account.
+    pub sub: String,
+    /// Its role.
+    pub role: Role,
+    /// Home region (travelers, agencies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
+    /// Agency (AGENCY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agency: Option<String>,
+    /// Administered region (REGION_ADMIN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+}
+
+/// A pair of tokens for a principal.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// The JWT for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Exchange for a new pair with `refreshToken`; revocable.
+    pub refresh_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: i64,
+    /// The account.
+    pub account: Account,
+}
+
+/// Identity: the gateway's accounts and tokens.
+#[derive(Clone)]
+pub struct Identity {
+    db: DatabaseConnection,
+    encoding: Arc<EncodingKey>,
+    decoding: Arc<DecodingKey>,
+    validation: Arc<Validation>,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+fn unauthenticated(message: impl Into<String>) -> AppError {
+    AppError::new(ErrorCode::Unauthenticated, message)
+}
+
+/// Hex SHA-256 of a refresh token or client secret: what is stored.
+pub fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// 32 random bytes, URL-safe base64.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Hashes a password with argon2id (off the async threads: it is slow on purpose).
+pub async fn hash_password(password: String) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || {
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt).map_err(AppError::internal)?;
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(AppError::internal)
+    })
+    .await
+    .map_err(AppError::internal)?
+}
+
+/// Checks a password against a stored hash; without a hash it still does
+/// the work, so an unknown email takes as long as a wrong password.
+pub async fn verify_password(password: String, hash: Option<String>) -> bool {
+    tokio::task::spawn_blocking(move || {
+        // A hash of a random password, the same cost as a real one.
+        const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Q0xqkCUg6s2C3f8UpE7qDqEKR8Ph6d8Ri1zQmZ1gk6U";
+        let stored = hash.as_deref().unwrap_or(DUMMY);
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return false;
+        };
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+            && hash.is_some()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+fn check_password(password: &str) -> Result<(), AppError> {
+    if !PASSWORD_CHARS.contains(&password.chars().count()) {
+        return Err(AppError::bad_input(format!(
+            "a password has {} to {} characters",
+            PASSWORD_CHARS.start(),
+            PASSWORD_CHARS.end()
+        )));
+    }
+    Ok(())
+}
+
+/// Normalises and checks an email address.
+pub fn normalise_email(email: &str) -> Result<String, AppError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(AppError::bad_input(format!(
+            "`{email}` is not an email address"
+        )))
+    }
+}
+
+/// A new account's details.
+pub struct NewAccount {
+    /// Email (the login).
+    pub email: String,
+    /// Password, checked and hashed here.
+    pub password: String,
+    /// Shown name.
+    pub display_name: String,
+    /// Home region (the sponsor side of bookings).
+    pub home_region: Option<RegionCode>,
+    /// Role.
+    pub role: Role,
+    /// Administered region (REGION_ADMIN).
+    pub region_scope: Option<RegionCode>,
+    /// Agency (AGENCY).
+    pub agency_id: Option<AgencyId>,
+}
+
+impl Identity {
+    /// Identity over the gateway's database; the signing key is `secret`, or
+    /// one generated once and kept in the database so every gateway replica
+    /// signs and checks with the same key.
+    pub async fn new(
+        db: DatabaseConnection,
+        secret: Option<&str>,
+        access_minutes: i64,
+    ) -> Result<Identity, AppError> {
+        let secret = match secret {
+            Some(s) if s.len() >= 32 => s.to_owned(),
+            Some(_) => {
+                return Err(AppError::bad_input(
+                    "DUIKOU_JWT_SECRET must be at least 32 characters",
+                ));
+            }
+            None => storage::signing_secret(&db, &random_secret()).await?,
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        Ok(Identity {
+            db,
+            encoding: Arc::new(EncodingKey::from_secret(secret.as_bytes())),
+            decoding: Arc::new(DecodingKey::from_secret(secret.as_bytes())),
+            validation: Arc::new(validation),
+            access_ttl: Duration::minutes(access_minutes.clamp(1, 24 * 60)),
+            refresh_ttl: Duration::days(30),
+        })
+    }
+
+    /// The database (for the agency and API client handlers).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The principal of a valid access token; UNAUTHENTICATED otherwise
+    /// (`none`, another algorithm or key, expired, wrong issuer or audience).
+    pub fn verify(&self, token: &str) -> Result<Principal, AppError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => {
+                        unauthenticated("the access token expired; use your refresh token")
+                    }
+                    _ => unauthenticated("the access token is not valid"),
+                }
+            })?;
+        let c = data.claims;
+        let parse_region = |s: Option<String>| s.and_then(|s| RegionCode::parse(&s).ok());
+        Ok(Principal {
+            account_id: c
+                .sub
+                .parse::<AccountId>()
+                .map_err(|_| unauthenticated("the access token is not valid"))?,
+            role: c.role,
+            home_region: parse_region(c.home),
+            agency_id: c.agency.and_then(|a| a.parse().ok()),
+            region_scope: parse_region(c.scope),
+        })
+    }
+
+    fn access_token(&self, account: &Account) -> Result<String, AppError> {
+        let now = Utc::now();
+        let claims = Claims {
+            sub: account.id.to_string(),
+            role: account.role,
+            home: account.home_region.map(|r| r.to_string()),
+            agency: account.agency_id.map(|a| a.to_string()),
+            scope: account.region_scope.map(|r| r.to_string()),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            exp: (now + self.access_ttl).timestamp(),
+            iat: now.timestamp(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(AppError::internal)
+    }
+
+    /// A fresh token pair for an account (the refresh token stored hashed).
+    async fn issue<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        account: Account,
+    ) -> Result<Tokens, AppError> {
+        let refresh = random_secret();
+        storage::insert_refresh(
+            conn,
+            &digest(&refresh),
+            account.id,
+            Utc::now() + self.refresh_ttl,
+        )
+        .await?;
+        Ok(Tokens {
+            access_token: self.access_token(&account)?,
+            refresh_token: refresh,
+            expires_in: self.access_ttl.num_seconds(),
+            account,
+        })
+    }
+
+    /// Creates an account (checked: email, password, name, region).
+    pub async fn create_account(&self, new: NewAccount) -> Result<Account, AppError> {
+        let email = normalise_email(&new.email)?;
+        check_password(&new.password)?;
+        let display_name = new.display_name.trim().to_owned();
+        if display_name.is_empty() || display_name.chars().count() > 100 {
+            return Err(AppError::bad_input(
+                "a display name has 1 to 100 characters",
+            ));
+        }
+        for region in [new.home_region, new.region_scope].into_iter().flatten() {
+            if reference_region(region).is_none() {
+                return Err(AppError::bad_input(format!("unknown region {region}")));
+            }
+        }
+        let account = Account {
+            id: AccountId::new(),
+            email,
+            display_name,
+            role: new.role,
+            home_region: new.home_region,
+            region_scope: new.region_scope,
+            agency_id: new.agency_id,
+        };
+        let hash = hash_password(new.password).await?;
+        if !storage::insert_account(&self.db, &account, &hash).await? {
+            return Err(AppError::conflict(format!(
+                "an account for {} exists already; log in instead",
+                account.email
+            )));
+        }
+        Ok(account)
+    }
+
+    /// Registers a traveler and logs them in.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: String,
+        display_name: &str,
+        home_region: RegionCode,
+    ) -> Result<Tokens, AppError> {
+        let account = self
+            .create_account(NewAccount {
+                email: email.into(),
+                password,
+                display_name: display_name.into(),
+                home_region: Some(home_region),
+                role: Role::Traveler,
+                region_scope: None,
+                agency_id: None,
+            })
+            .await?;
+        info!(account = %account.id, "traveler registered");
+        self.issue(&self.db, account).await
+    }
+
+    /// Logs in with email and password.
+    pub async fn login(&self, email: &str, password: String) -> Result<Tokens, AppError> {
+        let found = match normalise_email(email) {
+            Ok(email) => storage::account_by_email(&self.db, &email).await?,
+            Err(_) => None,
+        };
+        let hash = found.as_ref().map(|(_, h)| h.clone());
+        if !verify_password(password, hash).await {
+            return Err(unauthenticated("wrong email or password"));
+        }
+        let (account, _) = found.ok_or_else(|| unauthenticated("wrong email or password"))?;
+        self.issue(&self.db, account).await
+    }
+
+    /// Exchanges a refresh token for a new pair; the old one stops working.
+    /// A token used twice means it leaked: every token of the account is
+    /// revoked and the holder must log in again.
+    pub async fn refresh(&self, token: &str) -> Result<Tokens, AppError> {
+        let hash = digest(token);
+        let txn = self.db.begin().await?;
+        let Some(stored) = storage::refresh_for_update(&txn, &hash).await? else {
+            return Err(unauthenticated("unknown refresh token"));
+        };
+        if stored.revoked {
+            storage::revoke_all(&txn, stored.account_id).await?;
+            txn.commit().await?;
+            warn!(account = %stored.account_id, "a revoked refresh token was used; all sessions revoked");
+            return Err(unauthenticated(
+                "this refresh token was revoked; log in again",
+            ));
+        }
+        if stored.expires_at < Utc::now() {
+            return Err(unauthenticated("the refresh token expired; log in again"));
+        }
+        let account = storage::account_by_id(&txn, stored.account_id)
+            .await?
+            .ok_or_else(|| unauthenticated("the account no longer exists"))?;
+        storage::revoke(&txn, &hash).await?;
+        let tokens = self.issue(&txn, account).await?;
+        txn.commit().await?;
+        Ok(tokens)
+    }
+
+    /// Revokes a refresh token (logout). Unknown tokens are fine.
+    pub async fn logout(&self, token: &str) -> Result<(), AppError> {
+        storage::revoke(&self.db, &digest(token)).await?;
+        Ok(())
+    }
+
+    /// Changes the password and revokes every refresh token of the account.
+    pub async fn change_password(
+        &self,
+        who: &Principal,
+        current: String,
+        new: String,
+    ) -> Result<Tokens, AppError> {
+        check_password(&new)?;
+        let account = storage::account_by_id(&self.db, who.account_id)
+            .await?
+            .ok_or_else(|| unauthenticated("the account no longer exists"))?;
+        let hash = storage::password_hash(&self.db, who.account_id).await?;
+        if !verify_password(current, hash).await {
+            return Err(AppError::new(
+                ErrorCode::Forbidden,
+                "the current password is wrong",
+            ));
+        }
+        let new_hash = hash_password(new).await?;
+        let txn = self.db.begin().await?;
+        storage::set_password(&txn, who.account_id, &new_hash).await?;
+        storage::revoke_all(&txn, who.account_id).await?;
+        let tokens = self.issue(&txn, account).await?;
+        txn.commit().await?;
+        Ok(tokens)
+    }
+
+    /// The account behind a principal.
+    pub async fn account(&self, id: AccountId) -> Result<Option<Account>, AppError> {
+        Ok(storage::account_by_id(&self.db, id).await?)
+    }
+
+    /// Creates the platform admin from configuration if the email is unused.
+    pub async fn bootstrap_admin(&self, email: &str, password: &str) -> Result<(), AppError> {
+        let email = normalise_email(email)?;
+        if storage::account_by_email(&self.db, &email).await?.is_some() {
+            return Ok(());
+        }
+        match self
+            .create_account(NewAccount {
+                email: email.clone(),
+                password: password.to_owned(),
+                display_name: "Platform admin".into(),
+                home_region: None,
+                role: Role::PlatformAdmin,
+                region_scope: None,
+                agency_id: None,
+            })
+            .await
+        {
+            Ok(account) => {
+                info!(account = %account.id, %email, "bootstrap platform admin created");
+                Ok(())
+            }
+            // Another gateway replica created it first.
+            Err(e) if e.code == ErrorCode::Conflict => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the account with `email` a role bound to what it needs: a
+    /// region for REGION_ADMIN, an agency for AGENCY, nothing otherwise.
+    pub async fn grant_role(
+        &self,
+        email: &str,
+        role: Role,
+        region_scope: Option<RegionCode>,
+        agency: Option<AgencyId>,
+    ) -> Result<Account, AppError> {
+        let email = normalise_email(email)?;
+        let (region_scope, agency) = match role {
+            Role::RegionAdmin => {
+                let region = region_scope
+                    .ok_or_else(|| AppError::bad_input("a REGION_ADMIN needs regionCode"))?;
+                if reference_region(region).is_none() {
+                    return Err(AppError::bad_input(format!("unknown region {region}")));
+                }
+                (Some(region), None)
+            }
+            Role::Agency => {
+                let agency = agency
+                    .ok_or_else(|| AppError::bad_input("an AGENCY account needs agencyId"))?;
+                if !storage::agency_exists(&self.db, agency).await? {
+                    return Err(AppError::not_found(format!("no agency {agency}")));
+                }
+                (None, Some(agency))
+            }
+            Role::Traveler | Role::PlatformAdmin => (None, None),
+        };
+        let (account, _) = storage::account_by_email(&self.db, &email)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("no account {email}")))?;
+        storage::set_role(&self.db, account.id, role, region_scope, agency).await?;
+        info!(account = %account.id, role = role.as_str(), "role granted");
+        Ok(Account {
+            role,
+            region_scope,
+            agency_id: agency,
+            ..account
+        })
+    }
+
+    /// Issues tokens for an account without a password (API clients, after
+    /// their secret was checked).
+    pub async fn tokens_for(&self, account: Account) -> Result<Tokens, AppError> {
+        self.issue(&self.db, account).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            normalise_email(" Zhang@Example.CN ").ok().as_deref(),
+            Some("zhang@example.cn")
+        );
+        for bad in [
+            "",
+            "zhang",
+            "@example.cn",
+            "zhang@cn",
+            "zhang@.cn",
+            "a b@example.cn",
+        ] {
+            assert!(normalise_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_password_verifies_against_its_hash_and_nothing_else() {
+        let hash = hash_password("correct horse battery".into())
+            .await
+            .expect("hash");
+        assert!(verify_password("correct horse battery".into(), Some(hash.clone())).await);
+        assert!(!verify_password("wrong horse battery".into(), Some(hash)).await);
+        assert!(!verify_password("correct horse battery".into(), None).await);
+    }
+}

@@ -1,0 +1,349 @@
+//! The gateway's tables: accounts, refresh tokens (hashes only), agencies,
+//! API clients (secret hashes only) and the token signing secret.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult};
+use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
+use shared::auth::Role;
+use shared::db::{opt_row_uuid, opt_uuid_value, row_uuid, run_ddl, uuid_value};
+use shared::ids::{AccountId, AgencyId};
+use shared::outbox::stmt;
+use shared::region::RegionCode;
+
+/// The gateway database's name suffix.
+pub const DATABASE: &str = "gateway";
+
+/// The gateway's migrations.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(Identity)]
+    }
+}
+
+struct Identity;
+
+impl MigrationName for Identity {
+    fn name(&self) -> &str {
+        "m20261124_000001_identity"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Identity {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "CREATE TABLE secrets (
+                    name TEXT PRIMARY KEY,
+                    value TEXT NOT NULL)",
+                "CREATE TABLE agencies (
+                    id UUID PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    home_region TEXT NOT NULL,
+                    commission_bp INTEGER NOT NULL CHECK (commission_bp >= 0 AND commission_bp <= 3000),
+                    created_at TIMESTAMPTZ NOT NULL)",
+                "CREATE TABLE accounts (
+                    id UUID PRIMARY KEY,
+                    email TEXT NOT NULL UNIQUE,
+                    password_hash TEXT,
+                    display_name TEXT NOT NULL,
+                    role TEXT NOT NULL,
+                    home_region TEXT,
+                    region_scope TEXT,
+                    agency_id UUID REFERENCES agencies (id),
+                    created_at TIMESTAMPTZ NOT NULL)",
+                "CREATE TABLE refresh_tokens (
+                    token_hash TEXT PRIMARY KEY,
+                    account_id UUID NOT NULL REFERENCES accounts (id),
+                    expires_at TIMESTAMPTZ NOT NULL,
+                    revoked_at TIMESTAMPTZ,
+                    created_at TIMESTAMPTZ NOT NULL)",
+                "CREATE INDEX refresh_tokens_account ON refresh_tokens (account_id)",
+                "CREATE TABLE api_clients (
+                    client_id TEXT PRIMARY KEY,
+                    secret_hash TEXT NOT NULL,
+                    account_id UUID NOT NULL REFERENCES accounts (id),
+                    name TEXT NOT NULL,
+                    revoked_at TIMESTAMPTZ,
+                    created_at TIMESTAMPTZ NOT NULL)",
+            ],
+        )
+        .await
+    }
+}
+
+/// An account as the gateway shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The account.
+    pub id: AccountId,
+    /// Login email, lower case.
+    pub email: String,
+    /// Shown name.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// Home region.
+    pub home_region: Option<RegionCode>,
+    /// Administered region (REGION_ADMIN).
+    pub region_scope: Option<RegionCode>,
+    /// Agency (AGENCY).
+    pub agency_id: Option<AgencyId>,
+}
+
+fn region(row: &QueryResult, column: &str) -> Result<Option<RegionCode>, DbErr> {
+    let s: Option<String> = row.try_get("", column)?;
+    s.map(|s| RegionCode::parse(&s).map_err(|e| DbErr::Custom(format!("{column}: {e}"))))
+        .transpose()
+}
+
+fn account(row: &QueryResult) -> Result<Account, DbErr> {
+    let role: String = row.try_get("", "role")?;
+    Ok(Account {
+        id: AccountId(row_uuid(row, "id")?),
+        email: row.try_get("", "email")?,
+        display_name: row.try_get("", "display_name")?,
+        role: Role::parse(&role).ok_or_else(|| DbErr::Custom(format!("role {role}")))?,
+        home_region: region(row, "home_region")?,
+        region_scope: region(row, "region_scope")?,
+        agency_id: opt_row_uuid(row, "agency_id")?.map(AgencyId),
+    })
+}
+
+/// The signing secret: the stored one, or `candidate` stored now (the first
+/// gateway to start wins; the others read its secret).
+pub async fn signing_secret<C: ConnectionTrait>(
+    conn: &C,
+    candidate: &str,
+) -> Result<String, DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO secrets (name, value) VALUES ('jwt', $1) ON CONFLICT (name) DO NOTHING",
+        vec![candidate.into()],
+    ))
+    .await?;
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT value FROM secrets WHERE name = 'jwt'",
+            vec![],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("the signing secret vanished".into()))?;
+    row.try_get("", "value")
+}
+
+/// Inserts an account; Ok(false) when the email is taken.
+pub async fn insert_account<C: ConnectionTrait>(
+    conn: &C,
+    a: &Account,
+    password_hash: &str,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "INSERT INTO accounts (id, email, password_hash, display_name, role, home_region, region_scope, agency_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (email) DO NOTHING",
+            vec![
+                uuid_value(b, a.id.0),
+                a.email.as_str().into(),
+                password_hash.into(),
+                a.display_name.as_str().into(),
+                a.role.as_str().into(),
+                a.home_region.map(|r| r.to_string()).into(),
+                a.region_scope.map(|r| r.to_string()).into(),
+                opt_uuid_value(b, a.agency_id.map(|id| id.0)),
+                Utc::now().into(),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// An account and its password hash, by email.
+pub async fn account_by_email<C: ConnectionTrait>(
+    conn: &C,
+    email: &str,
+) -> Result<Option<(Account, String)>, DbErr> {
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT * FROM accounts WHERE email = $1",
+            vec![email.into()],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let hash: Option<String> = row.try_get("", "password_hash")?;
+    Ok(Some((account(&row)?, hash.unwrap_or_default())))
+}
+
+/// An account by id.
+pub async fn account_by_id<C: ConnectionTrait>(
+    conn: &C,
+    id: AccountId,
+) -> Result<Option<Account>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        "SELECT * FROM accounts WHERE id = $1",
+        vec![uuid_value(b, id.0)],
+    ))
+    .await?
+    .map(|r| account(&r))
+    .transpose()
+}
+
+/// An account's password hash.
+pub async fn password_hash<C: ConnectionTrait>(
+    conn: &C,
+    id: AccountId,
+) -> Result<Option<String>, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT password_hash FROM accounts WHERE id = $1",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get("", "password_hash")?,
+        None => None,
+    })
+}
+
+/// Replaces an account's password hash.
+pub async fn set_password<C: ConnectionTrait>(
+    conn: &C,
+    id: AccountId,
+    hash: &str,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE accounts SET password_hash = $2 WHERE id = $1",
+        vec![uuid_value(b, id.0), hash.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Gives an account a role (and the region or agency it is bound to).
+pub async fn set_role<C: ConnectionTrait>(
+    conn: &C,
+    id: AccountId,
+    role: Role,
+    region_scope: Option<RegionCode>,
+    agency: Option<AgencyId>,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE accounts SET role = $2, region_scope = $3, agency_id = $4 WHERE id = $1",
+            vec![
+                uuid_value(b, id.0),
+                role.as_str().into(),
+                region_scope.map(|r| r.to_string()).into(),
+                opt_uuid_value(b, agency.map(|a| a.0)),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// A stored refresh token.
+pub struct StoredRefresh {
+    /// Whose.
+    pub account_id: AccountId,
+    /// Until when.
+    pub expires_at: DateTime<Utc>,
+    /// Used or logged out.
+    pub revoked: bool,
+}
+
+/// Stores a refresh token's hash.
+pub async fn insert_refresh<C: ConnectionTrait>(
+    conn: &C,
+    hash: &str,
+    account: AccountId,
+    expires_at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+        vec![hash.into(), uuid_value(b, account.0), expires_at.into(), Utc::now().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A refresh token by hash, locked on PostgreSQL (two refreshes with one
+/// token: the second sees it revoked).
+pub async fn refresh_for_update<C: ConnectionTrait>(
+    conn: &C,
+    hash: &str,
+) -> Result<Option<StoredRefresh>, DbErr> {
+    let b = conn.get_database_backend();
+    let sql = match b {
+        sea_orm::DbBackend::Postgres => {
+            "SELECT * FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE"
+        }
+        _ => "SELECT * FROM refresh_tokens WHERE token_hash = $1",
+    };
+    let Some(row) = conn.query_one_raw(stmt(b, sql, vec![hash.into()])).await? else {
+        return Ok(None);
+    };
+    let revoked: Option<DateTime<Utc>> = row.try_get("", "revoked_at")?;
+    Ok(Some(StoredRefresh {
+        account_id: AccountId(row_uuid(&row, "account_id")?),
+        expires_at: row.try_get("", "expires_at")?,
+        revoked: revoked.is_some(),
+    }))
+}
+
+/// Revokes one refresh token.
+pub async fn revoke<C: ConnectionTrait>(conn: &C, hash: &str) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
+        vec![hash.into(), Utc::now().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Revokes every refresh token of an account.
+pub async fn revoke_all<C: ConnectionTrait>(conn: &C, account: AccountId) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE account_id = $1 AND revoked_at IS NULL",
+        vec![uuid_value(b, account.0), Utc::now().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Whether an agency exists.
+pub async fn agency_exists<C: ConnectionTrait>(conn: &C, id: AgencyId) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT id FROM agencies WHERE id = $1",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?
+        .is_some())
+}

@@ -1,0 +1,147 @@
+//! Identity in the schema: who is asking, and the account mutations.
+
+use crate::error::gql;
+use crate::identity::{Identity, Tokens, storage::Account as StoredAccount};
+use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
+use shared::auth::{Principal, Role as SharedRole};
+use shared::{AppError, ErrorCode};
+
+/// The caller, or UNAUTHENTICATED.
+pub fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
+    ctx.data_opt::<Principal>().ok_or_else(|| {
+        gql(AppError::new(
+            ErrorCode::Unauthenticated,
+            "log in first: send `Authorization: Bearer <accessToken>`",
+        ))
+    })
+}
+
+/// The caller if it is a platform admin, FORBIDDEN (or UNAUTHENTICATED) otherwise.
+pub fn platform_admin<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
+    let p = principal(ctx)?;
+    if p.is_platform_admin() {
+        Ok(p)
+    } else {
+        Err(forbidden("only a platform admin may do this"))
+    }
+}
+
+/// A FORBIDDEN error.
+pub fn forbidden(message: &str) -> async_graphql::Error {
+    gql(AppError::new(ErrorCode::Forbidden, message))
+}
+
+/// The identity service, or SERVICE_UNAVAILABLE.
+pub fn identity<'a>(ctx: &Context<'a>) -> Result<&'a Identity> {
+    ctx.data::<Identity>().map_err(|_| {
+        gql(AppError::new(
+            ErrorCode::ServiceUnavailable,
+            "accounts are not available here",
+        ))
+    })
+}
+
+/// An idempotency key scoped to the caller's agency or account, so two
+/// clients choosing the same key never see each other's results.
+pub fn scoped_key(p: &Principal, key: &str) -> Result<String> {
+    let key = key.trim();
+    if key.is_empty() || key.chars().count() > 200 {
+        return Err(gql(AppError::bad_input(
+            "the idempotency key must be 1 to 200 characters",
+        )));
+    }
+    let scope = p
+        .agency_id
+        .map_or_else(|| p.account_id.to_string(), |a| format!("agency:{a}"));
+    Ok(format!("{scope}:{key}"))
+}
+
+/// A role.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum Role {
+    /// A registered traveler.
+    Traveler,
+    /// A travel agency.
+    Agency,
+    /// Manages a region and everything under it.
+    RegionAdmin,
+    /// Runs the platform.
+    PlatformAdmin,
+}
+
+impl From<SharedRole> for Role {
+    fn from(r: SharedRole) -> Role {
+        match r {
+            SharedRole::Traveler => Role::Traveler,
+            SharedRole::Agency => Role::Agency,
+            SharedRole::RegionAdmin => Role::RegionAdmin,
+            SharedRole::PlatformAdmin => Role::PlatformAdmin,
+        }
+    }
+}
+
+impl From<Role> for SharedRole {
+    fn from(r: Role) -> SharedRole {
+        match r {
+            Role::Traveler => SharedRole::Traveler,
+            Role::Agency => SharedRole::Agency,
+            Role::RegionAdmin => SharedRole::RegionAdmin,
+            Role::PlatformAdmin => SharedRole::PlatformAdmin,
+        }
+    }
+}
+
+/// An account.
+pub struct Account(pub StoredAccount);
+
+#[Object]
+impl Account {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+    async fn display_name(&self) -> &str {
+        &self.0.display_name
+    }
+    async fn role(&self) -> Role {
+        self.0.role.into()
+    }
+    /// Where the traveler or agency is from: the sponsor side of its bookings.
+    async fn home_region_code(&self) -> Option<ID> {
+        self.0.home_region.map(|r| ID(r.to_string()))
+    }
+    /// The region a REGION_ADMIN manages (with everything under it).
+    async fn region_scope_code(&self) -> Option<ID> {
+        self.0.region_scope.map(|r| ID(r.to_string()))
+    }
+    /// The agency of an AGENCY account.
+    async fn agency_id(&self) -> Option<ID> {
+        self.0.agency_id.map(|a| ID(a.to_string()))
+    }
+}
+
+/// Tokens after registering, logging in or refreshing.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    /// Send as `Authorization: Bearer <accessToken>`; short-lived.
+    pub access_token: String,
+    /// Exchange with `refreshToken` for a new pair; each works once.
+    pub refresh_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: i64,
+    /// Who you are.
+    pub account: Account,
+}
+
+impl From<Tokens> for AuthPayload {
+    fn from(t: Tokens) -> AuthPayload {
+        AuthPayload {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+            expires_in: t.expires_in,
+            account: Account(t.account),
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Identity and authorization through HTTP: accounts and tokens, forged and
+//! revoked tokens refused, and every role kept to what it may see and do.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use common::{PASSWORD, TestApp, spawn_app_with, test_settings, tomorrow};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const SECRET: &str = "a-test-signing-secret-of-forty-characters";
+const ADMIN: &str = "admin@duikou.test";
+
+async fn app() -> TestApp {
+    let mut settings = test_settings();
+    settings.jwt_secret = Some(SECRET.to_owned().into());
+    settings.admin_email = Some(ADMIN.into());
+    settings.admin_password = Some(PASSWORD.to_owned().into());
+    spawn_app_with(settings).await
+}
+
+async fn login(app: &TestApp, email: &str) -> Value {
+    let body = app
+        .graphql_as(
+            None,
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken expiresIn account { email role } } }",
+            json!({ "e": email, "p": PASSWORD }),
+        )
+        .await;
+    body["data"]["login"].clone()
+}
+
+fn token(v: &Value) -> String {
+    v["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {v}"))
+        .to_owned()
+}
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("none")
+}
+
+const ME: &str = "{ me { email role homeRegionCode } }";
+
+/// A token signed with `key`, with these claims over sensible defaults.
+fn forge(key: &str, changes: Value) -> String {
+    let now = Utc::now().timestamp();
+    let mut claims = json!({
+        "sub": uuid::Uuid::now_v7().to_string(), "role": "PLATFORM_ADMIN",
+        "iss": "duikou", "aud": "duikou-api", "iat": now, "exp": now + 600
+    });
+    for (k, v) in changes.as_object().into_iter().flatten() {
+        claims[k] = v.clone();
+    }
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(key.as_bytes()),
+    )
+    .expect("encoded")
+}
+
+#[tokio::test]
+async fn a_traveler_registers_logs_in_refreshes_once_per_token_and_logs_out() {
+    let app = app().await;
+    let me = app.graphql(ME, json!({})).await;
+    assert_eq!(
+        me["data"]["me"],
+        json!({ "email": "traveler@example.cn", "role": "TRAVELER", "homeRegionCode": "110108" })
+    );
+
+    let again = app
+        .graphql_as(
+            None,
+            "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }",
+            json!({ "i": { "email": "Traveler@Example.cn", "password": PASSWORD, "displayName": "李四", "homeRegionCode": "110108" } }),
+        )
+        .await;
+    assert_eq!(code(&again), "CONFLICT", "{again}");
+    for (email, password, region) in [
+        ("not-an-email", PASSWORD, "110108"),
+        ("a@b.cn", "short", "110108"),
+        ("a@b.cn", PASSWORD, "999999"),
+    ] {
+        let bad = app
+            .graphql_as(
+                None,
+                "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }",
+                json!({ "i": { "email": email, "password": password, "displayName": "x", "homeRegionCode": region } }),
+            )
+            .await;
+        assert_eq!(code(&bad), "BAD_USER_INPUT", "{bad}");
+    }
+    let wrong = app
+        .graphql_as(None, "mutation { login(email: \"traveler@example.cn\", password: \"wrong password!\") { accessToken } }", json!({}))
+        .await;
+    assert_eq!(code(&wrong), "UNAUTHENTICATED");
+
+    let first = login(&app, "traveler@example.cn").await;
+    assert_eq!(first["expiresIn"], 900);
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { accessToken refreshToken } }";
+    let second = app
+        .graphql_as(None, refresh, json!({ "t": first["refreshToken"] }))
+        .await;
+    let second = &second["data"]["refreshToken"];
+    let me = app.graphql_as(Some(&token(second)), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["email"], "traveler@example.cn");
+
+    // The first refresh token was used: using it again revokes every session.
+    let reused = app
+        .graphql_as(None, refresh, json!({ "t": first["refreshToken"] }))
+        .await;
+    assert_eq!(code(&reused), "UNAUTHENTICATED", "{reused}");
+    let after = app
+        .graphql_as(None, refresh, json!({ "t": second["refreshToken"] }))
+        .await;
+    assert_eq!(
+        code(&after),
+        "UNAUTHENTICATED",
+        "the second token went with the rest: {after}"
+    );
+
+    let third = login(&app, "traveler@example.cn").await;
+    app.graphql_as(
+        None,
+        "mutation($t: String!) { logout(refreshToken: $t) }",
+        json!({ "t": third["refreshToken"] }),
+    )
+    .await;
+    let out = app
+        .graphql_as(None, refresh, json!({ "t": third["refreshToken"] }))
+        .await;
+    assert_eq!(code(&out), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn changing_the_password_revokes_the_old_refresh_tokens() {
+    let app = app().await;
+    let session = login(&app, "traveler@example.cn").await;
+    let changed = app
+        .graphql(
+            "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) { refreshToken } }",
+            json!({ "c": PASSWORD, "n": "a brand new passphrase" }),
+        )
+        .await;
+    assert!(changed["errors"].is_null(), "{changed}");
+    let old = app
+        .graphql_as(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": session["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(code(&old), "UNAUTHENTICATED");
+    let new = app
+        .graphql_as(None, "mutation { login(email: \"traveler@example.cn\", password: \"a brand new passphrase\") { accessToken } }", json!({}))
+        .await;
+    assert!(new["data"]["login"]["accessToken"].is_string(), "{new}");
+}
+
+#[tokio::test]
+async fn forged_expired_and_misaddressed_tokens_are_refused_with_401() {
+    let app = app().await;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(
+        json!({ "sub": uuid::Uuid::now_v7().to_string(), "role": "PLATFORM_ADMIN", "iss": "duikou", "aud": "duikou-api", "exp": Utc::now().timestamp() + 600 })
+            .to_string(),
+    );
+    let none = format!("{header}.{payload}.");
+    let cases = [
+        ("alg none", none),
+        (
+            "another key",
+            forge("another-secret-that-is-long-enough-to-use", json!({})),
+        ),
+        (
+            "expired",
+            forge(SECRET, json!({ "exp": Utc::now().timestamp() - 60 })),
+        ),
+        (
+            "wrong audience",
+            forge(SECRET, json!({ "aud": "someone-else" })),
+        ),
+        ("wrong issuer", forge(SECRET, json!({ "iss": "evil" }))),
+        ("garbage", "not.a.jwt".to_owned()),
+    ];
+    for (what, token) in cases {
+        let response = app
+            .http
+            .post(&app.url)
+            .bearer_auth(&token)
+            .json(&json!({ "query": ME }))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 401, "{what}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(code(&body), "UNAUTHENTICATED", "{what}: {body}");
+    }
+    // The same claims signed with the right key pass: the refusals above are
+    // about the token, not the claims.
+    let good = forge(SECRET, json!({}));
+    let body = app
+        .graphql_as(Some(&good), "{ regions { code } }", json!({}))
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+}
+
+#[tokio::test]
+async fn every_role_is_kept_to_its_own_bookings() {
+    let app = app().await;
+    let room_type = app.homestay(5).await.room_type_id.to_string();
+    let mine = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "k").await);
+    app.wait_for_status(&mine, "AWAITING_PAYMENT").await;
+
+    let other = app.register("other@example.cn", "110105").await;
+    let booking = "query($id: ID!) { booking(id: $id) { id status } }";
+    let theirs = app
+        .graphql_as(Some(&other), booking, json!({ "id": mine }))
+        .await;
+    assert_eq!(code(&theirs), "FORBIDDEN", "{theirs}");
+    let anonymous = app.graphql_as(None, booking, json!({ "id": mine })).await;
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+    for mutation in [
+        "mutation($id: ID!) { cancelBooking(bookingId: $id, idempotencyKey: \"x\") { status } }",
+        "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"x\") { status } }",
+    ] {
+        let refused = app
+            .graphql_as(Some(&other), mutation, json!({ "id": mine }))
+            .await;
+        assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    }
+    // The same idempotency key from another traveler is another booking.
+    let same_key = TestApp::id_of(
+        &app.graphql_as(
+            Some(&other),
+            "mutation($i: CreateBookingInput!) { createBooking(input: $i, idempotencyKey: \"k\") { id } }",
+            json!({ "i": {
+                "roomTypeId": room_type, "checkIn": tomorrow().to_string(), "checkOut": (tomorrow() + chrono::Duration::days(1)).to_string(),
+                "travelers": [{ "name": "李四", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
+                "contact": { "name": "李四", "phone": "13900139000" } } }),
+        )
+        .await,
+    );
+    assert_ne!(same_key, mine);
+    let list = "{ myBookings(first: 10) { edges { node { id } } pageInfo { hasNextPage } } }";
+    let own = app.graphql_as(Some(&other), list, json!({})).await;
+    assert_eq!(
+        own["data"]["myBookings"]["edges"],
+        json!([{ "node": { "id": same_key } }]),
+        "{own}"
+    );
+
+    // Region admins: 赤峰市 sees the 敖汉旗 booking but may not cancel it; 北京市 sees nothing.
+    let admin = token(&login(&app, ADMIN).await);
+    for (email, region) in [
+        ("chifeng@example.cn", "150400"),
+        ("beijing@example.cn", "110000"),
+    ] {
+        app.register(email, "150430").await;
+        let granted = app
+            .graphql_as(
+                Some(&admin),
+                "mutation($e: String!, $r: ID!) { grantRole(email: $e, role: REGION_ADMIN, regionCode: $r) { role regionScopeCode } }",
+                json!({ "e": email, "r": region }),
+            )
+            .await;
+        assert_eq!(
+            granted["data"]["grantRole"]["role"], "REGION_ADMIN",
+            "{granted}"
+        );
+    }
+    let chifeng = token(&login(&app, "chifeng@example.cn").await);
+    let seen = app
+        .graphql_as(Some(&chifeng), booking, json!({ "id": mine }))
+        .await;
+    assert_eq!(seen["data"]["booking"]["id"], mine, "{seen}");
+    let cancel = app
+        .graphql_as(Some(&chifeng), "mutation($id: ID!) { cancelBooking(bookingId: $id, idempotencyKey: \"c\") { status } }", json!({ "id": mine }))
+        .await;
+    assert_eq!(code(&cancel), "FORBIDDEN");
+    let beijing = token(&login(&app, "beijing@example.cn").await);
+    let not_seen = app
+        .graphql_as(Some(&beijing), booking, json!({ "id": mine }))
+        .await;
+    assert_eq!(code(&not_seen), "FORBIDDEN");
+    // Only a platform admin grants roles.
+    let self_grant = app
+        .graphql_as(
+            Some(&chifeng),
+            "mutation { grantRole(email: \"chifeng@example.cn\", role: PLATFORM_ADMIN) { role } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&self_grant), "FORBIDDEN");
+    let platform = app
+        .graphql_as(Some(&admin), booking, json!({ "id": mine }))
+        .await;
+    assert_eq!(platform["data"]["booking"]["status"], "AWAITING_PAYMENT");
+    // An admin does not book.
+    let admin_books = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($i: CreateBookingInput!) { createBooking(input: $i, idempotencyKey: \"a\") { id } }",
+            json!({ "i": {
+                "roomTypeId": room_type, "checkIn": tomorrow().to_string(), "checkOut": (tomorrow() + chrono::Duration::days(1)).to_string(),
+                "travelers": [{ "name": "王五", "idType": "PASSPORT", "idNumber": "E12345678" }],
+                "contact": { "name": "王五", "phone": "13700137000" } } }),
+        )
+        .await;
+    assert_eq!(code(&admin_books), "FORBIDDEN", "{admin_books}");
+}
+
+#[tokio::test]
+async fn public_reads_need_no_token_and_mutations_are_refused_over_get() {
+    let app = app().await;
+    let regions = app
+        .graphql_as(
+            None,
+            "{ regions { code } welfareFund { balance { amount } } }",
+            json!({}),
+        )
+        .await;
+    assert!(regions["errors"].is_null(), "{regions}");
+    let get = app
+        .http
+        .get(&app.url)
+        .query(&[("query", "{ regions { code } }")])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(get.status(), 200);
+    let mutation = app
+        .http
+        .get(&app.url)
+        .query(&[("query", "mutation { logout(refreshToken: \"x\") }")])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(mutation.status(), 405);
+}
