@@ -6,30 +6,19 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use common::{PASSWORD, TestApp, spawn_app_with, test_settings, tomorrow};
+use common::{ADMIN, PASSWORD, TestApp, spawn_app_with, test_settings, tomorrow};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 const SECRET: &str = "a-test-signing-secret-of-forty-characters";
-const ADMIN: &str = "admin@duikou.test";
-
 async fn app() -> TestApp {
     let mut settings = test_settings();
     settings.jwt_secret = Some(SECRET.to_owned().into());
-    settings.admin_email = Some(ADMIN.into());
-    settings.admin_password = Some(PASSWORD.to_owned().into());
     spawn_app_with(settings).await
 }
 
 async fn login(app: &TestApp, email: &str) -> Value {
-    let body = app
-        .graphql_as(
-            None,
-            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken expiresIn account { email role } } }",
-            json!({ "e": email, "p": PASSWORD }),
-        )
-        .await;
-    body["data"]["login"].clone()
+    app.login(email).await
 }
 
 fn token(v: &Value) -> String {
@@ -258,24 +247,8 @@ async fn every_role_is_kept_to_its_own_bookings() {
 
     // Region admins: 赤峰市 sees the 敖汉旗 booking but may not cancel it; 北京市 sees nothing.
     let admin = token(&login(&app, ADMIN).await);
-    for (email, region) in [
-        ("chifeng@example.cn", "150400"),
-        ("beijing@example.cn", "110000"),
-    ] {
-        app.register(email, "150430").await;
-        let granted = app
-            .graphql_as(
-                Some(&admin),
-                "mutation($e: String!, $r: ID!) { grantRole(email: $e, role: REGION_ADMIN, regionCode: $r) { role regionScopeCode } }",
-                json!({ "e": email, "r": region }),
-            )
-            .await;
-        assert_eq!(
-            granted["data"]["grantRole"]["role"], "REGION_ADMIN",
-            "{granted}"
-        );
-    }
-    let chifeng = token(&login(&app, "chifeng@example.cn").await);
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
     let seen = app
         .graphql_as(Some(&chifeng), booking, json!({ "id": mine }))
         .await;
@@ -284,7 +257,6 @@ async fn every_role_is_kept_to_its_own_bookings() {
         .graphql_as(Some(&chifeng), "mutation($id: ID!) { cancelBooking(bookingId: $id, idempotencyKey: \"c\") { status } }", json!({ "id": mine }))
         .await;
     assert_eq!(code(&cancel), "FORBIDDEN");
-    let beijing = token(&login(&app, "beijing@example.cn").await);
     let not_seen = app
         .graphql_as(Some(&beijing), booking, json!({ "id": mine }))
         .await;

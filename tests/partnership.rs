@@ -389,3 +389,83 @@ async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
     let bad_year = json!({ "id": p.id.to_string(), "year": 99999 });
     assert_eq!(app.error_code(report, bad_year).await, "BAD_USER_INPUT");
 }
+
+#[tokio::test]
+async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
+    let app = spawn_app().await;
+    let create = "mutation($i: PartnershipInput!) { createPartnership(input: $i) { id sponsor { code } beneficiary { name } } }";
+    let input = |s: &str, b: &str| json!({ "i": { "sponsorRegionCode": s, "beneficiaryRegionCode": b, "since": "2018-06-01" } });
+
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    let ok = app
+        .graphql_as(Some(&chifeng), create, input("110108", "150430"))
+        .await;
+    assert_eq!(
+        ok["data"]["createPartnership"]["beneficiary"]["name"], "敖汉旗",
+        "{ok}"
+    );
+    let id = ok["data"]["createPartnership"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Not a pair of 赤峰市: refused; a traveler and an anonymous caller too.
+    let theirs = app
+        .graphql_as(Some(&chifeng), create, input("110105", "150921"))
+        .await;
+    assert_eq!(
+        theirs["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{theirs}"
+    );
+    let traveler = app.graphql(create, input("110105", "150921")).await;
+    assert_eq!(traveler["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    let anonymous = app
+        .graphql_as(None, create, input("110105", "150921"))
+        .await;
+    assert_eq!(
+        anonymous["errors"][0]["extensions"]["code"],
+        "UNAUTHENTICATED"
+    );
+    let admin = app.admin_token().await;
+    let platform = app
+        .graphql_as(Some(&admin), create, input("110105", "150921"))
+        .await;
+    assert!(platform["errors"].is_null(), "{platform}");
+
+    let record = "mutation($i: AgreementInput!) { recordAgreement(input: $i) { title targets { year tourists spend { amount } } } }";
+    let agreement = |ends: &str, spend: &str| {
+        json!({ "i": {
+        "partnershipId": id, "title": "《京蒙旅游扶贫协作框架协议》", "signedOn": "2018-06-01",
+        "startsOn": "2018-06-01", "endsOn": ends, "signatories": ["海淀区", "敖汉旗"],
+        "targets": [{ "year": 2026, "tourists": 500, "spend": spend }] } })
+    };
+    let recorded = app
+        .graphql_as(Some(&chifeng), record, agreement("2027-12-31", "380000.00"))
+        .await;
+    assert_eq!(
+        recorded["data"]["recordAgreement"]["targets"],
+        json!([{ "year": 2026, "tourists": 500, "spend": { "amount": "380000.00" } }]),
+        "{recorded}"
+    );
+    let backwards = app
+        .graphql_as(Some(&chifeng), record, agreement("2017-12-31", "1.00"))
+        .await;
+    assert_eq!(
+        backwards["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{backwards}"
+    );
+    let not_money = app
+        .graphql_as(Some(&chifeng), record, agreement("2027-12-31", "lots"))
+        .await;
+    assert_eq!(
+        not_money["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{not_money}"
+    );
+    let beijing = app.region_admin("xicheng@example.cn", "110102").await;
+    let other = app
+        .graphql_as(Some(&beijing), record, agreement("2027-12-31", "1.00"))
+        .await;
+    assert_eq!(
+        other["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{other}"
+    );
+}

@@ -35,6 +35,8 @@ pub fn test_settings() -> Settings {
         bus_prefix: format!("t.{id}."),
         demo: false,
         db_max_connections: 5,
+        admin_email: Some(ADMIN.into()),
+        admin_password: Some(PASSWORD.to_owned().into()),
         ..Settings::default()
     }
 }
@@ -90,6 +92,8 @@ pub async fn spawn_parts(settings: Settings, parts: &[Part]) -> TestApp {
 
 /// The password every test account gets.
 pub const PASSWORD: &str = "草原上的蒙古包-2026";
+/// The bootstrap platform admin of every test app.
+pub const ADMIN: &str = "admin@duikou.test";
 
 impl TestApp {
     /// POSTs a GraphQL request as the test's traveler; the whole response body.
@@ -114,6 +118,46 @@ impl TestApp {
             .json()
             .await
             .expect("a JSON body")
+    }
+
+    /// Logs in; the `login` payload (accessToken, refreshToken, …).
+    pub async fn login(&self, email: &str) -> Value {
+        let body = self
+            .graphql_as(
+                None,
+                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken expiresIn account { email role } } }",
+                json!({ "e": email, "p": PASSWORD }),
+            )
+            .await;
+        body["data"]["login"].clone()
+    }
+
+    /// The platform admin's access token.
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN).await["accessToken"]
+            .as_str()
+            .expect("the admin logs in")
+            .to_owned()
+    }
+
+    /// A new account made REGION_ADMIN of `region`; its access token.
+    pub async fn region_admin(&self, email: &str, region: &str) -> String {
+        self.register(email, region).await;
+        let granted = self
+            .graphql_as(
+                Some(&self.admin_token().await),
+                "mutation($e: String!, $r: ID!) { grantRole(email: $e, role: REGION_ADMIN, regionCode: $r) { role } }",
+                json!({ "e": email, "r": region }),
+            )
+            .await;
+        assert_eq!(
+            granted["data"]["grantRole"]["role"], "REGION_ADMIN",
+            "{granted}"
+        );
+        self.login(email).await["accessToken"]
+            .as_str()
+            .expect("the region admin logs in")
+            .to_owned()
     }
 
     /// Registers a traveler from `home_region`; returns the access token.

@@ -1,7 +1,14 @@
 //! Partnerships, agreements and the impact bookings feed.
 
+use super::auth::{forbidden, principal};
+use super::rpc;
 use super::types::{Date, Money, Region};
-use async_graphql::{ID, Object, SimpleObject};
+use crate::error::{bad_input, gql};
+use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
+use shared::AppError;
+use shared::auth::Principal;
+use shared::ids::PartnershipId;
+use shared::money::Fen;
 use shared::region::{RegionCode, reference_region};
 use shared::rpcs;
 
@@ -236,4 +243,117 @@ impl ImpactCredit {
     async fn impact(&self) -> Impact {
         self.0.figures.into()
     }
+}
+
+/// A new partnership.
+#[derive(InputObject)]
+pub struct PartnershipInput {
+    /// The sponsor (帮扶方), e.g. 110108 北京市海淀区.
+    pub sponsor_region_code: ID,
+    /// The beneficiary (受援方), e.g. 150430 敖汉旗.
+    pub beneficiary_region_code: ID,
+    /// Paired since.
+    pub since: Option<Date>,
+    pub notes: Option<String>,
+}
+
+/// A year's targets of an agreement; money in yuan ("1500000.00").
+#[derive(InputObject)]
+pub struct YearTargetInput {
+    pub year: i32,
+    pub tourists: Option<i64>,
+    pub spend: Option<String>,
+    pub certified_spend: Option<String>,
+}
+
+/// A new agreement (框架协议).
+#[derive(InputObject)]
+pub struct AgreementInput {
+    pub partnership_id: ID,
+    /// e.g. 《京蒙旅游扶贫协作框架协议》.
+    pub title: String,
+    pub signed_on: Date,
+    pub starts_on: Date,
+    pub ends_on: Date,
+    #[graphql(default)]
+    pub signatories: Vec<String>,
+    #[graphql(default)]
+    pub targets: Vec<YearTargetInput>,
+}
+
+fn may_record(p: &Principal, sponsor: RegionCode, beneficiary: RegionCode) -> Result<()> {
+    if p.administers(sponsor) || p.administers(beneficiary) {
+        Ok(())
+    } else {
+        Err(forbidden(
+            "only a platform admin or an admin of one of the two regions may record this",
+        ))
+    }
+}
+
+fn yuan(what: &str, v: Option<String>) -> Result<Option<Fen>> {
+    v.map(|s| {
+        s.parse::<Fen>()
+            .map_err(|_| bad_input(format!("{what} `{s}` is not an amount in yuan")))
+    })
+    .transpose()
+}
+
+/// `createPartnership`: a platform admin, or an admin of either region.
+pub async fn create_partnership(ctx: &Context<'_>, input: PartnershipInput) -> Result<Partnership> {
+    let p = principal(ctx)?;
+    let sponsor = super::region(&input.sponsor_region_code)?;
+    let beneficiary = super::region(&input.beneficiary_region_code)?;
+    may_record(p, sponsor, beneficiary)?;
+    let created = rpc(
+        ctx,
+        rpcs::CreatePartnership {
+            sponsor,
+            beneficiary,
+            since: input.since.map(|d| d.0),
+            notes: input.notes,
+            demo: false,
+        },
+    )
+    .await?;
+    Ok(Partnership(created))
+}
+
+/// `recordAgreement`: the same admins as the partnership's.
+pub async fn record_agreement(ctx: &Context<'_>, input: AgreementInput) -> Result<Agreement> {
+    let p = principal(ctx)?;
+    let partnership_id: PartnershipId = super::parse("partnership id", &input.partnership_id)?;
+    let all = rpc(ctx, rpcs::ListPartnerships { region: None }).await?;
+    let Some(pair) = all.iter().find(|x| x.id == partnership_id) else {
+        return Err(gql(AppError::not_found(format!(
+            "no partnership {partnership_id}"
+        ))));
+    };
+    may_record(p, pair.sponsor, pair.beneficiary)?;
+    let targets = input
+        .targets
+        .into_iter()
+        .map(|t| {
+            Ok(rpcs::YearTarget {
+                year: t.year,
+                tourists: t.tourists,
+                spend: yuan("spend", t.spend)?,
+                certified_spend: yuan("certifiedSpend", t.certified_spend)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let created = rpc(
+        ctx,
+        rpcs::CreateAgreement {
+            partnership_id,
+            title: input.title,
+            signed_on: input.signed_on.0,
+            starts_on: input.starts_on.0,
+            ends_on: input.ends_on.0,
+            signatories: input.signatories,
+            targets,
+        },
+    )
+    .await?;
+    Ok(Agreement(created))
 }

@@ -434,6 +434,25 @@ impl Mutation {
         Ok(Account(account))
     }
 
+    /// Pairs a sponsor region with a beneficiary region (platform admins, or
+    /// an admin of either region). Confirmed bookings it covers count at once.
+    async fn create_partnership(
+        &self,
+        ctx: &Context<'_>,
+        input: PartnershipInput,
+    ) -> Result<Partnership> {
+        impact::create_partnership(ctx, input).await
+    }
+
+    /// Records an agreement with yearly targets (the partnership's admins).
+    async fn record_agreement(
+        &self,
+        ctx: &Context<'_>,
+        input: AgreementInput,
+    ) -> Result<Agreement> {
+        impact::record_agreement(ctx, input).await
+    }
+
     /// Creates a traveler account and logs it in. Bookings made with it
     /// count for the partnerships of `homeRegionCode` (unless a booking
     /// declares another sponsor region).
