@@ -173,6 +173,10 @@ pub struct CreateBooking {
     pub notes: Option<String>,
     /// Who books (the traveler or agency the gateway authenticated).
     pub by: crate::auth::Principal,
+    /// The agency's commission by its contract, in basis points, snapshotted
+    /// on the booking (0 for travelers).
+    #[serde(default)]
+    pub commission_bp: u32,
 }
 impl Rpc for CreateBooking {
     const SERVICE: &'static str = "booking";
@@ -271,6 +275,9 @@ pub struct BookingView {
     /// Who booked.
     #[serde(default)]
     pub booker: Option<crate::auth::Booker>,
+    /// The booking agency's commission, basis points (0 without one).
+    #[serde(default)]
+    pub commission_bp: u32,
 }
 
 /// One step of a booking's history.

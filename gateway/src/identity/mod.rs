@@ -19,7 +19,8 @@ use shared::ids::{AccountId, AgencyId};
 use shared::region::{RegionCode, reference_region};
 use shared::{AppError, ErrorCode};
 use std::sync::Arc;
-use storage::Account;
+use storage::{Account, Agency};
+use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 /// Who issues the tokens and for whom.
@@ -491,9 +492,93 @@ impl Identity {
         })
     }
 
-    /// Issues tokens for an account without a password (API clients, after
-    /// their secret was checked).
-    pub async fn tokens_for(&self, account: Account) -> Result<Tokens, AppError> {
+    /// Registers an agency with its commission contract.
+    pub async fn create_agency(
+        &self,
+        name: &str,
+        home_region: RegionCode,
+        commission_bp: u32,
+    ) -> Result<Agency, AppError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(AppError::bad_input(
+                "an agency name has 1 to 200 characters",
+            ));
+        }
+        if reference_region(home_region).is_none() {
+            return Err(AppError::bad_input(format!("unknown region {home_region}")));
+        }
+        if commission_bp > 3_000 {
+            return Err(AppError::bad_input(
+                "a commission is 0 to 3000 basis points (30 %)",
+            ));
+        }
+        let agency = Agency {
+            id: AgencyId::new(),
+            name: name.to_owned(),
+            home_region,
+            commission_bp,
+        };
+        if !storage::insert_agency(&self.db, &agency).await? {
+            return Err(AppError::conflict(format!("an agency named {name} exists")));
+        }
+        info!(agency = %agency.id, "agency created");
+        Ok(agency)
+    }
+
+    /// An agency.
+    pub async fn agency(&self, id: AgencyId) -> Result<Option<Agency>, AppError> {
+        Ok(storage::agency(&self.db, id).await?)
+    }
+
+    /// Creates an API client for an agency: an AGENCY account of its own and
+    /// a secret returned once (only its hash is kept).
+    pub async fn create_api_client(
+        &self,
+        agency: AgencyId,
+        name: &str,
+    ) -> Result<(String, String), AppError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(AppError::bad_input("a client name has 1 to 100 characters"));
+        }
+        let Some(agency) = storage::agency(&self.db, agency).await? else {
+            return Err(AppError::not_found(format!("no agency {agency}")));
+        };
+        let client_id = format!("dk_{}", uuid::Uuid::now_v7().simple());
+        let secret = random_secret();
+        let account = Account {
+            id: AccountId::new(),
+            email: format!("{client_id}@clients.duikou"),
+            display_name: format!("{} · {name}", agency.name),
+            role: Role::Agency,
+            home_region: Some(agency.home_region),
+            region_scope: None,
+            agency_id: Some(agency.id),
+        };
+        let txn = self.db.begin().await?;
+        // No password: the account logs in only with the client's secret.
+        storage::insert_account(&txn, &account, "").await?;
+        storage::insert_api_client(&txn, &client_id, &digest(&secret), account.id, name).await?;
+        txn.commit().await?;
+        info!(agency = %agency.id, client = %client_id, "API client created");
+        Ok((client_id, secret))
+    }
+
+    /// Exchanges an API client's credentials for tokens.
+    pub async fn client_token(&self, client_id: &str, secret: &str) -> Result<Tokens, AppError> {
+        let refused = || unauthenticated("unknown client or wrong secret");
+        let Some((hash, account)) = storage::api_client(&self.db, client_id.trim()).await? else {
+            return Err(refused());
+        };
+        // Digests compared in constant time.
+        let same: bool = digest(secret).as_bytes().ct_eq(hash.as_bytes()).into();
+        if !same {
+            return Err(refused());
+        }
+        let account = storage::account_by_id(&self.db, account)
+            .await?
+            .ok_or_else(refused)?;
         self.issue(&self.db, account).await
     }
 }

@@ -347,3 +347,105 @@ pub async fn agency_exists<C: ConnectionTrait>(conn: &C, id: AgencyId) -> Result
         .await?
         .is_some())
 }
+
+/// An agency and its commission contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agency {
+    /// The agency.
+    pub id: AgencyId,
+    /// Its name (unique).
+    pub name: String,
+    /// Where it is based: the sponsor side of its bookings.
+    pub home_region: RegionCode,
+    /// Commission on its bookings, basis points.
+    pub commission_bp: u32,
+}
+
+/// Inserts an agency; Ok(false) when the name is taken.
+pub async fn insert_agency<C: ConnectionTrait>(conn: &C, a: &Agency) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "INSERT INTO agencies (id, name, home_region, commission_bp, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+            vec![
+                uuid_value(b, a.id.0),
+                a.name.as_str().into(),
+                a.home_region.to_string().into(),
+                (a.commission_bp as i32).into(),
+                Utc::now().into(),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// An agency by id.
+pub async fn agency<C: ConnectionTrait>(conn: &C, id: AgencyId) -> Result<Option<Agency>, DbErr> {
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT * FROM agencies WHERE id = $1",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Agency {
+        id,
+        name: row.try_get("", "name")?,
+        home_region: region(&row, "home_region")?
+            .ok_or_else(|| DbErr::Custom("agency without a home region".into()))?,
+        commission_bp: u32::try_from(row.try_get::<i32>("", "commission_bp")?).unwrap_or(0),
+    }))
+}
+
+/// Records an API client (its secret only as a hash).
+pub async fn insert_api_client<C: ConnectionTrait>(
+    conn: &C,
+    client_id: &str,
+    secret_hash: &str,
+    account: AccountId,
+    name: &str,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO api_clients (client_id, secret_hash, account_id, name, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            client_id.into(),
+            secret_hash.into(),
+            uuid_value(b, account.0),
+            name.into(),
+            Utc::now().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// An API client's secret hash and account, unless revoked.
+pub async fn api_client<C: ConnectionTrait>(
+    conn: &C,
+    client_id: &str,
+) -> Result<Option<(String, AccountId)>, DbErr> {
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT secret_hash, account_id FROM api_clients WHERE client_id = $1 AND revoked_at IS NULL",
+            vec![client_id.into()],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((
+        row.try_get("", "secret_hash")?,
+        AccountId(row_uuid(&row, "account_id")?),
+    )))
+}

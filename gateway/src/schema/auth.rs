@@ -145,3 +145,33 @@ impl From<Tokens> for AuthPayload {
         }
     }
 }
+
+/// A travel agency and its commission contract.
+#[derive(SimpleObject)]
+pub struct Agency {
+    pub id: ID,
+    pub name: String,
+    /// Where it is based: the sponsor side of its bookings.
+    pub home_region_code: ID,
+    /// Commission on its bookings, in basis points (800 = 8 %).
+    pub commission_basis_points: u32,
+}
+
+impl From<crate::identity::storage::Agency> for Agency {
+    fn from(a: crate::identity::storage::Agency) -> Agency {
+        Agency {
+            id: ID(a.id.to_string()),
+            name: a.name,
+            home_region_code: ID(a.home_region.to_string()),
+            commission_basis_points: a.commission_bp,
+        }
+    }
+}
+
+/// A new API client's credentials: the secret is shown this once.
+#[derive(SimpleObject)]
+pub struct ApiClientCredentials {
+    pub client_id: String,
+    /// Keep it safe: only its hash is stored, it cannot be shown again.
+    pub client_secret: String,
+}

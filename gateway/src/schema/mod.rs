@@ -306,6 +306,20 @@ fn hold_item(input: &CreateBookingInput) -> Result<HoldItem> {
     }
 }
 
+/// The booking agency's commission from its contract (0 for travelers).
+async fn agency_commission(ctx: &Context<'_>, by: &shared::auth::Principal) -> Result<u32> {
+    let Some(agency) = by.agency_id else {
+        return Ok(0);
+    };
+    let found = identity(ctx)?.agency(agency).await.map_err(gql)?;
+    found.map(|a| a.commission_bp).ok_or_else(|| {
+        gql(AppError::new(
+            ErrorCode::Forbidden,
+            "your agency no longer exists",
+        ))
+    })
+}
+
 /// Mutations.
 pub struct Mutation;
 
@@ -347,6 +361,7 @@ impl Mutation {
             },
             sponsor_region,
             notes: input.notes,
+            commission_bp: agency_commission(ctx, &by).await?,
             by,
         };
         Ok(Booking(rpc(ctx, request).await?))
@@ -451,6 +466,60 @@ impl Mutation {
         input: AgreementInput,
     ) -> Result<Agreement> {
         impact::record_agreement(ctx, input).await
+    }
+
+    /// Registers a travel agency with its home region and commission
+    /// contract (platform admins).
+    async fn create_agency(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        home_region_code: ID,
+        commission_basis_points: i32,
+    ) -> Result<Agency> {
+        platform_admin(ctx)?;
+        let home = region(&home_region_code)?;
+        let bp = u32::try_from(commission_basis_points)
+            .map_err(|_| bad_input("a commission cannot be negative"))?;
+        Ok(identity(ctx)?
+            .create_agency(&name, home, bp)
+            .await
+            .map_err(gql)?
+            .into())
+    }
+
+    /// Creates API credentials for an agency's integration (platform admins).
+    /// The secret is returned once.
+    async fn create_api_client(
+        &self,
+        ctx: &Context<'_>,
+        agency_id: ID,
+        name: String,
+    ) -> Result<ApiClientCredentials> {
+        platform_admin(ctx)?;
+        let agency = parse("agency id", &agency_id)?;
+        let (client_id, client_secret) = identity(ctx)?
+            .create_api_client(agency, &name)
+            .await
+            .map_err(gql)?;
+        Ok(ApiClientCredentials {
+            client_id,
+            client_secret,
+        })
+    }
+
+    /// Exchanges an agency's API client credentials for tokens.
+    async fn api_client_token(
+        &self,
+        ctx: &Context<'_>,
+        client_id: String,
+        client_secret: String,
+    ) -> Result<AuthPayload> {
+        Ok(identity(ctx)?
+            .client_token(&client_id, &client_secret)
+            .await
+            .map_err(gql)?
+            .into())
     }
 
     /// Creates a traveler account and logs it in. Bookings made with it

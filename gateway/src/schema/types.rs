@@ -183,6 +183,11 @@ impl Booking {
     async fn refund_due(&self) -> Option<Money> {
         self.0.refund_due.map(Money::from)
     }
+    /// The booking agency's commission from its contract, in basis points
+    /// (0 when a traveler booked).
+    async fn commission_basis_points(&self) -> u32 {
+        self.0.commission_bp
+    }
     /// Money refunded so far.
     async fn refunded(&self) -> Money {
         self.0.refunded.into()

@@ -105,6 +105,9 @@ fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
 
 /// Validates a create request at the edge; the saga never re-checks.
 pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
+    if req.commission_bp > 3_000 {
+        return Err(AppError::bad_input("an agency commission is at most 30 %"));
+    }
     let key = req.idempotency_key.trim();
     if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Err(AppError::bad_input(format!(
@@ -236,6 +239,7 @@ mod tests {
             refunded: Fen::ZERO,
             history: Vec::new(),
             booker: None,
+            commission_bp: 0,
         }
     }
 

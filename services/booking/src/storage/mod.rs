@@ -160,6 +160,7 @@ impl MigrationTrait for Bookers {
             &[
                 "ALTER TABLE bookings ADD COLUMN account_id UUID",
                 "ALTER TABLE bookings ADD COLUMN agency_id UUID",
+                "ALTER TABLE bookings ADD COLUMN commission_bp INTEGER NOT NULL DEFAULT 0",
                 "CREATE INDEX bookings_account ON bookings (account_id, id)",
                 "CREATE INDEX bookings_agency ON bookings (agency_id, id)",
             ],
@@ -213,6 +214,7 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
                     .flatten()
                     .map(AgencyId),
             }),
+            commission_bp: u32::try_from(row.try_get::<i32>("", "commission_bp")?).unwrap_or(0),
         },
         fingerprint: row.try_get("", "fingerprint")?,
         sponsor_region: sponsor.and_then(|s| RegionCode::parse(&s).ok()),
@@ -234,8 +236,8 @@ pub async fn insert<C: ConnectionTrait>(
             b,
             "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
                 traveler_count, contact, sponsor_region, notes, created_at, updated_at,
-                account_id, agency_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)
+                account_id, agency_id, commission_bp)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)
              ON CONFLICT (idempotency_key) DO NOTHING",
             vec![
                 uuid_value(b, id.0),
@@ -254,6 +256,12 @@ pub async fn insert<C: ConnectionTrait>(
                 now.into(),
                 uuid_value(b, req.by.account_id.0),
                 shared::db::opt_uuid_value(b, req.by.agency_id.map(|a| a.0)),
+                (if req.by.agency_id.is_some() {
+                    req.commission_bp as i32
+                } else {
+                    0
+                })
+                .into(),
             ],
         ))
         .await?;

@@ -1,6 +1,6 @@
 //! Ledger rules, without I/O.
 
-use shared::ids::HostId;
+use shared::ids::{AgencyId, HostId};
 use shared::money::{Fen, Split};
 
 /// The traveler clearing account: money in from travelers.
@@ -10,6 +10,11 @@ pub const PLATFORM: &str = "platform_revenue";
 /// The public welfare fund (公益基金).
 pub const FUND: &str = "welfare_fund";
 
+/// The commission payable account of an agency.
+pub fn agency_account(agency: AgencyId) -> String {
+    format!("agency:{agency}")
+}
+
 /// The payable account of a host.
 pub fn host_account(host: HostId) -> String {
     format!("host:{host}")
@@ -17,7 +22,7 @@ pub fn host_account(host: HostId) -> String {
 
 /// The legs of a capture: clearing pays out to host, platform, fund (and
 /// agency). They sum to exactly zero because the split sums to the gross.
-pub fn capture_legs(split: &Split, host: HostId) -> Vec<(String, Fen)> {
+pub fn capture_legs(split: &Split, host: HostId, agency: Option<AgencyId>) -> Vec<(String, Fen)> {
     let mut legs = vec![
         (CLEARING.to_owned(), -split.gross),
         (host_account(host), split.host),
@@ -25,15 +30,18 @@ pub fn capture_legs(split: &Split, host: HostId) -> Vec<(String, Fen)> {
         (FUND.to_owned(), split.fund),
     ];
     if split.agency != Fen::ZERO {
-        legs.push(("agency".to_owned(), split.agency));
+        // A commission without an agency would be a bug upstream; it stays
+        // visible on a suspense account rather than unbalancing the books.
+        let account = agency.map_or_else(|| "agency:unknown".to_owned(), agency_account);
+        legs.push((account, split.agency));
     }
     legs
 }
 
 /// The legs of a refund: the exact reverse of the capture's legs for the
 /// reversed part of the split.
-pub fn refund_legs(reversed: &Split, host: HostId) -> Vec<(String, Fen)> {
-    capture_legs(reversed, host)
+pub fn refund_legs(reversed: &Split, host: HostId, agency: Option<AgencyId>) -> Vec<(String, Fen)> {
+    capture_legs(reversed, host, agency)
         .into_iter()
         .map(|(account, amount)| (account, Fen::ZERO - amount))
         .collect()
@@ -47,7 +55,7 @@ mod tests {
     #[test]
     fn a_capture_posts_legs_that_sum_to_zero() {
         let split = Split::of(Fen(38_001), SplitRates::default());
-        let legs = capture_legs(&split, HostId::new());
+        let legs = capture_legs(&split, HostId::new(), None);
         assert_eq!(legs.iter().map(|(_, a)| *a).sum::<Fen>(), Fen::ZERO);
         assert_eq!(legs[0].1, Fen(-38_001));
     }
@@ -56,8 +64,8 @@ mod tests {
     fn a_full_refund_posts_the_exact_reverse_of_the_capture() {
         let split = Split::of(Fen(38_001), SplitRates::default());
         let host = HostId::new();
-        let capture = capture_legs(&split, host);
-        let refund = refund_legs(&split.reversal(Fen::ZERO, split.gross), host);
+        let capture = capture_legs(&split, host, None);
+        let refund = refund_legs(&split.reversal(Fen::ZERO, split.gross), host, None);
         for ((a, x), (b, y)) in capture.iter().zip(&refund) {
             assert_eq!((a, *x), (b, Fen::ZERO - *y));
         }

@@ -101,6 +101,16 @@ impl Payments {
             amount,
             host: listing.host_id,
             region: listing.region_code,
+            agency: booking.booker.and_then(|b| b.agency_id),
+        };
+        let agency = new.agency;
+        let rates = SplitRates {
+            agency_bp: if agency.is_some() {
+                booking.commission_bp
+            } else {
+                0
+            },
+            ..self.rates
         };
         let inserted = storage::insert_processing(&self.db, &new)
             .await
@@ -136,13 +146,13 @@ impl Payments {
         let txn = self.db.begin().await?;
         let view = match outcome {
             Ok(charge) => {
-                let split = Split::of(amount, self.rates);
+                let split = Split::of(amount, rates);
                 storage::mark_captured(&txn, id, &charge.reference, &split).await?;
                 storage::post(
                     &txn,
                     booking.id,
                     listing.region_code,
-                    &capture_legs(&split, listing.host_id),
+                    &capture_legs(&split, listing.host_id, agency),
                 )
                 .await?;
                 let captured = PaymentCaptured {
@@ -245,7 +255,7 @@ impl Payments {
                         &txn,
                         refund.booking_id,
                         captured.region,
-                        &refund_legs(&refund.split, captured.host),
+                        &refund_legs(&refund.split, captured.host, captured.agency),
                     )
                     .await?;
                     let refunded = PaymentRefunded {

@@ -6,7 +6,7 @@ use chrono::Utc;
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use shared::db::{row_uuid, run_ddl, uuid_value};
-use shared::ids::{BookingId, HostId, PaymentId};
+use shared::ids::{AgencyId, BookingId, HostId, PaymentId};
 use shared::money::{Fen, Split};
 use shared::outbox::stmt;
 use shared::region::RegionCode;
@@ -88,6 +88,7 @@ impl MigrationTrait for Refunds {
                 // Whom a capture paid and where: a refund reverses the same legs.
                 "ALTER TABLE payments ADD COLUMN host_id UUID",
                 "ALTER TABLE payments ADD COLUMN region_code TEXT",
+                "ALTER TABLE payments ADD COLUMN agency_id UUID",
                 "CREATE TABLE refunds (
                     id UUID PRIMARY KEY,
                     payment_id UUID NOT NULL REFERENCES payments (id),
@@ -150,6 +151,8 @@ pub struct NewPayment<'a> {
     pub host: HostId,
     /// The listing's region.
     pub region: RegionCode,
+    /// The agency that booked, owed the commission.
+    pub agency: Option<AgencyId>,
 }
 
 /// Inserts a PROCESSING payment unless the key exists; Ok(false) when it does.
@@ -163,8 +166,8 @@ pub async fn insert_processing<C: ConnectionTrait>(
     let r = conn
         .execute_raw(stmt(
             b,
-            "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, host_id, region_code, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'PROCESSING', $8, $8)
+            "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, host_id, region_code, agency_id, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, 'PROCESSING', $8, $8)
              ON CONFLICT (idempotency_key) DO NOTHING",
             vec![
                 uuid_value(b, new.id.0),
@@ -175,6 +178,7 @@ pub async fn insert_processing<C: ConnectionTrait>(
                 uuid_value(b, new.host.0),
                 new.region.to_string().into(),
                 now.into(),
+                shared::db::opt_uuid_value(b, new.agency.map(|a| a.0)),
             ],
         ))
         .await?;
@@ -349,6 +353,8 @@ pub struct Captured {
     pub host: HostId,
     /// The listing's region.
     pub region: RegionCode,
+    /// The agency owed the commission.
+    pub agency: Option<AgencyId>,
 }
 
 /// The booking's CAPTURED payment, if any; `Err` names a payment still in
@@ -385,6 +391,7 @@ pub async fn captured_for_booking<C: ConnectionTrait>(
         .map_err(|e| DbErr::Custom(e.to_string()))?
         .ok_or_else(|| DbErr::Custom("a captured payment without its region".into()))?;
     Ok(Some(Captured {
+        agency: shared::db::opt_row_uuid(&row, "agency_id")?.map(AgencyId),
         host: HostId(host),
         region,
         id: s.view.id,

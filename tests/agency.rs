@@ -1,0 +1,189 @@
+//! Agencies: a platform admin registers one with a commission contract and
+//! gives it API credentials; its integration books a group, pays, and the
+//! capture pays its commission — and it sees only its own bookings.
+
+mod common;
+
+use common::{TestApp, spawn_app, tomorrow};
+use serde_json::{Value, json};
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("none")
+}
+
+/// An agency with `bp` commission and an API client; the client's token.
+async fn agency(app: &TestApp, name: &str, bp: i32) -> (String, String, String) {
+    let admin = app.admin_token().await;
+    let created = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($n: String!, $bp: Int!) { createAgency(name: $n, homeRegionCode: \"110105\", commissionBasisPoints: $bp) { id commissionBasisPoints } }",
+            json!({ "n": name, "bp": bp }),
+        )
+        .await;
+    let id = created["data"]["createAgency"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let client = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($a: ID!) { createApiClient(agencyId: $a, name: \"booking system\") { clientId clientSecret } }",
+            json!({ "a": id }),
+        )
+        .await;
+    let creds = &client["data"]["createApiClient"];
+    let (client_id, secret) = (
+        creds["clientId"].as_str().expect("id").to_owned(),
+        creds["clientSecret"].as_str().expect("secret").to_owned(),
+    );
+    let token = app
+        .graphql_as(
+            None,
+            "mutation($c: String!, $s: String!) { apiClientToken(clientId: $c, clientSecret: $s) { accessToken account { role homeRegionCode agencyId } } }",
+            json!({ "c": client_id, "s": secret }),
+        )
+        .await;
+    assert_eq!(
+        token["data"]["apiClientToken"]["account"]["role"], "AGENCY",
+        "{token}"
+    );
+    assert_eq!(
+        token["data"]["apiClientToken"]["account"]["agencyId"],
+        id.as_str()
+    );
+    (
+        id,
+        client_id,
+        token["data"]["apiClientToken"]["accessToken"]
+            .as_str()
+            .expect("token")
+            .to_owned(),
+    )
+}
+
+async fn group_booking(app: &TestApp, token: &str, room_type: &str, key: &str) -> Value {
+    app.graphql_as(
+        Some(token),
+        "mutation($i: CreateBookingInput!, $k: String!) { createBooking(input: $i, idempotencyKey: $k) { id status commissionBasisPoints } }",
+        json!({ "k": key, "i": {
+            "roomTypeId": room_type, "rooms": 2,
+            "checkIn": tomorrow().to_string(), "checkOut": (tomorrow() + chrono::Duration::days(1)).to_string(),
+            "travelers": [
+                { "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" },
+                { "name": "李四", "idType": "PASSPORT", "idNumber": "E12345678" }
+            ],
+            "contact": { "name": "旅行社", "phone": "010-88886666" } } }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_agency_books_a_group_earns_its_commission_and_sees_only_its_own_bookings() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(4).await.room_type_id.to_string();
+    let (_, _, token) = agency(&app, "草原之旅国际旅行社", 800).await;
+
+    let created = group_booking(&app, &token, &room_type, "grp-1").await;
+    assert_eq!(
+        created["data"]["createBooking"]["commissionBasisPoints"], 800,
+        "{created}"
+    );
+    let id = TestApp::id_of(&created);
+    // Wait as the agency: it may read its booking.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let b = app
+            .graphql_as(
+                Some(&token),
+                "query($id: ID!) { booking(id: $id) { status } }",
+                json!({ "id": id }),
+            )
+            .await;
+        if b["data"]["booking"]["status"] == "AWAITING_PAYMENT" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never held: {b}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let paid = app
+        .graphql_as(
+            Some(&token),
+            "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"p\") {
+                amount { amount } split { host { amount } platform { amount } fund { amount } agency { amount } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    // Two rooms at 380: 760 = host 668.80 + platform 22.80 + fund 7.60 + agency 60.80 (8 %).
+    assert_eq!(
+        paid["data"]["payBooking"]["split"],
+        json!({ "host": { "amount": "668.80" }, "platform": { "amount": "22.80" }, "fund": { "amount": "7.60" }, "agency": { "amount": "60.80" } }),
+        "{paid}"
+    );
+
+    // Another agency and the test's traveler see none of it.
+    let (_, _, other) = agency(&app, "另一家旅行社", 500).await;
+    let refused = app
+        .graphql_as(
+            Some(&other),
+            "query($id: ID!) { booking(id: $id) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(code(&refused), "FORBIDDEN");
+    let traveler = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(code(&traveler), "FORBIDDEN");
+    let list = "{ myBookings(first: 10) { edges { node { id } } } }";
+    let own = app.graphql_as(Some(&token), list, json!({})).await;
+    assert_eq!(
+        own["data"]["myBookings"]["edges"],
+        json!([{ "node": { "id": id } }])
+    );
+    let theirs = app.graphql_as(Some(&other), list, json!({})).await;
+    assert_eq!(theirs["data"]["myBookings"]["edges"], json!([]));
+}
+
+#[tokio::test]
+async fn agencies_and_credentials_are_for_platform_admins_and_a_wrong_secret_gets_nothing() {
+    let app = spawn_app().await;
+    let traveler_made = app
+        .graphql("mutation { createAgency(name: \"x\", homeRegionCode: \"110105\", commissionBasisPoints: 500) { id } }", json!({}))
+        .await;
+    assert_eq!(code(&traveler_made), "FORBIDDEN");
+    let admin = app.admin_token().await;
+    for (name, region, bp) in [
+        ("", "110105", 500),
+        ("y", "110105", 3001),
+        ("y", "110105", -1),
+        ("y", "999999", 500),
+    ] {
+        let bad = app
+            .graphql_as(
+                Some(&admin),
+                "mutation($n: String!, $r: ID!, $bp: Int!) { createAgency(name: $n, homeRegionCode: $r, commissionBasisPoints: $bp) { id } }",
+                json!({ "n": name, "r": region, "bp": bp }),
+            )
+            .await;
+        assert_eq!(code(&bad), "BAD_USER_INPUT", "{name} {region} {bp}: {bad}");
+    }
+    let (_, client_id, _) = agency(&app, "正规旅行社", 500).await;
+    let wrong = app
+        .graphql_as(
+            None,
+            "mutation($c: String!) { apiClientToken(clientId: $c, clientSecret: \"guess\") { accessToken } }",
+            json!({ "c": client_id }),
+        )
+        .await;
+    assert_eq!(code(&wrong), "UNAUTHENTICATED");
+    let unknown = app
+        .graphql_as(None, "mutation { apiClientToken(clientId: \"dk_nobody\", clientSecret: \"guess\") { accessToken } }", json!({}))
+        .await;
+    assert_eq!(code(&unknown), "UNAUTHENTICATED");
+}
