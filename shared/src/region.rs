@@ -72,6 +72,18 @@ impl RegionCode {
         }
     }
 
+    /// The leading digits every code inside this region shares (`15` for
+    /// 内蒙古, `1504` for 赤峰市, all six for a county): `LIKE '<prefix>%'`
+    /// selects the sub-tree.
+    pub fn code_prefix(self) -> String {
+        let s = self.to_string();
+        match self.level() {
+            RegionLevel::Province => s[..2].to_owned(),
+            RegionLevel::Prefecture => s[..4].to_owned(),
+            RegionLevel::County => s,
+        }
+    }
+
     /// This region's ancestors by code, nearest first (prefecture, then province).
     pub fn ancestors(self) -> Vec<RegionCode> {
         let mut out = Vec::with_capacity(2);
@@ -343,6 +355,13 @@ mod tests {
 
     fn code(s: &str) -> RegionCode {
         RegionCode::parse(s).expect("valid code")
+    }
+
+    #[test]
+    fn a_code_prefix_covers_the_sub_tree() {
+        assert_eq!(code("150000").code_prefix(), "15");
+        assert_eq!(code("150400").code_prefix(), "1504");
+        assert_eq!(code("150430").code_prefix(), "150430");
     }
 
     #[test]

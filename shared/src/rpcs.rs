@@ -51,6 +51,10 @@ pub struct CreateHomestay {
     /// policy (100 % from 7 days ahead, 50 % from 3).
     #[serde(default)]
     pub cancellation_policy: Option<Vec<crate::policy::PolicyTier>>,
+    /// Who asks (the gateway always says; must administer the region).
+    /// None: a trusted internal caller such as the demo seed.
+    #[serde(default)]
+    pub by: Option<crate::auth::Principal>,
 }
 
 /// Ids of what [`CreateHomestay`] made.
@@ -82,6 +86,9 @@ pub struct SetRoomCalendar {
     pub rooms: u32,
     /// Price per room per night.
     pub price: Fen,
+    /// Who asks (must administer the homestay's region); None: internal.
+    #[serde(default)]
+    pub by: Option<crate::auth::Principal>,
 }
 impl Rpc for SetRoomCalendar {
     const SERVICE: &'static str = "inventory";
@@ -117,6 +124,68 @@ impl Rpc for GetRoomCalendar {
     const SERVICE: &'static str = "inventory";
     const METHOD: &'static str = "get_room_calendar";
     type Reply = Vec<Night>;
+}
+
+/// Homestays bookable for a whole stay: every night has the rooms free.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchHomestays {
+    /// Only inside this region (its whole sub-tree).
+    pub region: Option<RegionCode>,
+    /// First night.
+    pub check_in: NaiveDate,
+    /// Day of departure.
+    pub check_out: NaiveDate,
+    /// Guests to sleep.
+    pub guests: u32,
+    /// Rooms wanted.
+    pub rooms: u32,
+    /// Only certified poverty-relief listings.
+    pub certified_only: bool,
+    /// Page size (1 to 100).
+    pub first: u32,
+    /// The cursor of the last offer seen.
+    pub after: Option<String>,
+}
+impl Rpc for SearchHomestays {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "search_homestays";
+    type Reply = OfferPage;
+}
+
+/// A room type bookable for the whole stay, with its total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The homestay.
+    pub homestay_id: HomestayId,
+    /// Its name.
+    pub homestay_name: String,
+    /// Where it is.
+    pub region_code: RegionCode,
+    /// Certified poverty-relief listing.
+    pub certified: bool,
+    /// The room type.
+    pub room_type_id: RoomTypeId,
+    /// Its name.
+    pub room_type_name: String,
+    /// Guests per room.
+    pub max_guests: u32,
+    /// Nights of the stay.
+    pub nights: u32,
+    /// Fewest rooms free on any night of the stay.
+    pub rooms_left: u32,
+    /// Price of the stay for the rooms asked.
+    pub total: Fen,
+    /// Pass as `after` for the offers that follow this one.
+    pub cursor: String,
+}
+
+/// A page of offers, cheapest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfferPage {
+    /// The offers.
+    pub offers: Vec<Offer>,
+    /// Whether more follow.
+    pub has_next_page: bool,
 }
 
 // ------------------------------------------------------------------ booking

@@ -190,6 +190,7 @@ impl TestApp {
                     max_guests: 2,
                 },
                 cancellation_policy: None,
+                by: None,
             },
         )
         .await
@@ -202,6 +203,7 @@ impl TestApp {
                 to: tomorrow() + Days::days(60),
                 rooms,
                 price: Fen::yuan(380),
+                by: None,
             },
         )
         .await

@@ -1,6 +1,7 @@
 //! The GraphQL schema: types, queries and mutations over the services' RPCs.
 
 mod auth;
+mod catalogue;
 mod impact;
 mod types;
 
@@ -8,6 +9,7 @@ use crate::error::{bad_input, gql};
 use crate::identity::Identity;
 use async_graphql::{Context, EmptySubscription, ID, InputObject, Object, Result, Schema};
 pub use auth::*;
+pub use catalogue::*;
 pub use impact::*;
 use shared::bus::{Bus, call};
 use shared::events::HoldItem;
@@ -81,6 +83,35 @@ impl Query {
         )
         .await?;
         Ok(list.into_iter().map(Region).collect())
+    }
+
+    /// Room types bookable for every night of the stay with `rooms` rooms
+    /// free and room for `guests`, cheapest first, with the stay's total.
+    #[allow(clippy::too_many_arguments)]
+    async fn search_homestays(
+        &self,
+        ctx: &Context<'_>,
+        region_code: Option<ID>,
+        check_in: Date,
+        check_out: Date,
+        guests: i32,
+        #[graphql(default = 1)] rooms: i32,
+        #[graphql(default = false)] certified_only: bool,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<HomestayOfferConnection> {
+        catalogue::search(
+            ctx,
+            region_code,
+            check_in,
+            check_out,
+            guests,
+            rooms,
+            certified_only,
+            first,
+            after,
+        )
+        .await
     }
 
     /// Who you are (needs a token).
@@ -447,6 +478,31 @@ impl Mutation {
             .await
             .map_err(gql)?;
         Ok(Account(account))
+    }
+
+    /// Lists a homestay with its host and first room type (admins of the
+    /// region, platform admins).
+    async fn create_homestay(
+        &self,
+        ctx: &Context<'_>,
+        input: HomestayInput,
+    ) -> Result<catalogue::HomestayCreated> {
+        catalogue::create_homestay(ctx, input).await
+    }
+
+    /// Puts `rooms` rooms on sale at `price` yuan a night for every night
+    /// in [from, to) (admins of the homestay's region). Lowering the rooms
+    /// below what is held or sold on a night is a CONFLICT.
+    async fn set_room_calendar(
+        &self,
+        ctx: &Context<'_>,
+        room_type_id: ID,
+        from: Date,
+        to: Date,
+        rooms: i32,
+        price: String,
+    ) -> Result<u32> {
+        catalogue::set_room_calendar(ctx, room_type_id, from, to, rooms, price).await
     }
 
     /// Pairs a sponsor region with a beneficiary region (platform admins, or

@@ -468,13 +468,23 @@ impl From<shared::rpcs::BookingPage> for BookingConnection {
             })
             .collect();
         BookingConnection {
-            page_info: async_graphql::connection::PageInfo {
-                has_previous_page: false,
-                has_next_page: page.has_next_page,
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
+            page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
             edges,
         }
+    }
+}
+
+/// Relay page info for a forward page with these cursors.
+pub fn page_info<'a>(
+    mut cursors: impl DoubleEndedIterator<Item = &'a String>,
+    has_next_page: bool,
+) -> async_graphql::connection::PageInfo {
+    let start_cursor = cursors.next().cloned();
+    let end_cursor = cursors.next_back().cloned().or_else(|| start_cursor.clone());
+    async_graphql::connection::PageInfo {
+        has_previous_page: false,
+        has_next_page,
+        start_cursor,
+        end_cursor,
     }
 }

@@ -37,6 +37,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
                 max_guests: 2,
             },
             cancellation_policy: None,
+            by: None,
         })
         .await?;
     let today = Utc::now().date_naive();
@@ -47,6 +48,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
             to: today + Duration::days(90),
             rooms: 5,
             price: Fen::yuan(380),
+            by: None,
         })
         .await?;
     info!(homestay = %created.homestay_id, room_type = %created.room_type_id, "seeded the demonstration homestay");

@@ -4,6 +4,7 @@ use crate::SERVICE;
 use crate::domain::{StayDates, calendar_range};
 use crate::storage;
 use sea_orm::{DatabaseConnection, TransactionTrait};
+use shared::auth::Principal;
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
 use shared::events::{
@@ -13,10 +14,12 @@ use shared::events::{
 use shared::ids::{HomestayId, HostId, RoomTypeId};
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::policy::CancellationPolicy;
+use shared::region::RegionCode;
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
     CreateHomestay, GetRoomCalendar, HomestayCreated, ListRegions, Night, SetRoomCalendar,
 };
+use shared::rpcs::{OfferPage, SearchHomestays};
 use shared::{AppError, ErrorCode};
 use tracing::info;
 
@@ -50,8 +53,12 @@ impl Inventory {
 
     /// The RPC methods inventory answers.
     pub fn rpc(&self) -> RpcRouter {
-        let (a, b, c, d) = (self.clone(), self.clone(), self.clone(), self.clone());
+        let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
+            .route::<SearchHomestays, _, _>(move |req| {
+                let s = e.clone();
+                async move { s.search(req).await }
+            })
             .route::<ListRegions, _, _>(move |req| {
                 let s = a.clone();
                 async move { Ok(storage::regions(&s.db, req.parent_code, req.poverty_only).await?) }
@@ -262,6 +269,7 @@ impl Inventory {
             .cancellation_policy
             .map(|tiers| CancellationPolicy::new(tiers).map_err(|e| AppError::bad_input(e.0)))
             .transpose()?;
+        administers(req.by.as_ref(), req.region_code)?;
         let txn = self.db.begin().await?;
         if !storage::region_exists(&txn, req.region_code).await? {
             return Err(AppError::bad_input(format!(
@@ -299,9 +307,10 @@ impl Inventory {
             return Err(AppError::bad_input("price must not be negative"));
         }
         let txn = self.db.begin().await?;
-        if !storage::room_type_exists(&txn, req.room_type_id).await? {
+        let Some(listing) = storage::listing(&txn, req.room_type_id).await? else {
             return Err(AppError::not_found("no such room type"));
-        }
+        };
+        administers(req.by.as_ref(), listing.region_code)?;
         let n = storage::set_nights(
             &txn,
             req.room_type_id,
@@ -325,6 +334,62 @@ impl Inventory {
     async fn room_calendar(&self, req: GetRoomCalendar) -> Result<Vec<Night>, AppError> {
         calendar_range(req.from, req.to)?;
         Ok(storage::nights(&self.db, req.room_type_id, req.from, req.to).await?)
+    }
+}
+
+/// Catalogue changes are for the admins of the listing's region; `None` is
+/// a trusted internal caller (the demo seed).
+fn administers(by: Option<&Principal>, region: RegionCode) -> Result<(), AppError> {
+    match by {
+        Some(p) if !p.administers(region) => Err(AppError::new(
+            ErrorCode::Forbidden,
+            format!("only an admin of {region} (or a platform admin) may change its listings"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Inventory {
+    /// Room types bookable for the whole stay, cheapest first.
+    pub async fn search(&self, req: SearchHomestays) -> Result<OfferPage, AppError> {
+        let stay = StayDates::parse(req.check_in, req.check_out)?;
+        if !(1..=100).contains(&req.first) {
+            return Err(AppError::bad_input("ask for 1 to 100 offers at a time"));
+        }
+        if req.rooms == 0 || req.rooms > 50 || req.guests == 0 || req.guests > 200 {
+            return Err(AppError::bad_input(
+                "search for 1 to 50 rooms and 1 to 200 guests",
+            ));
+        }
+        let after = req
+            .after
+            .as_deref()
+            .map(|c| {
+                c.split_once(':')
+                    .and_then(|(t, id)| {
+                        Some((t.parse::<i64>().ok()?, uuid::Uuid::parse_str(id).ok()?))
+                    })
+                    .ok_or_else(|| {
+                        AppError::bad_input(format!("`{c}` is not a cursor of this search"))
+                    })
+            })
+            .transpose()?;
+        let prefix = req.region.map(RegionCode::code_prefix).unwrap_or_default();
+        let (offers, has_next_page) = storage::search(
+            &self.db,
+            &prefix,
+            stay,
+            req.guests,
+            req.rooms,
+            req.certified_only,
+            req.first,
+            after,
+        )
+        .await?;
+        Ok(OfferPage {
+            offers,
+            has_next_page,
+        })
     }
 }
 

@@ -556,3 +556,80 @@ pub async fn homestay_count<C: ConnectionTrait>(conn: &C) -> Result<i64, DbErr> 
         None => Ok(0),
     }
 }
+
+/// Room types bookable for every night of `[check_in, check_out)` with
+/// `rooms` rooms free, inside the region whose codes start with `prefix`,
+/// cheapest first; `after` is the (total, room type) of the last offer seen.
+#[allow(clippy::too_many_arguments)]
+pub async fn search<C: ConnectionTrait>(
+    conn: &C,
+    prefix: &str,
+    stay: StayDates,
+    guests: u32,
+    rooms: u32,
+    certified_only: bool,
+    first: u32,
+    after: Option<(i64, uuid::Uuid)>,
+) -> Result<(Vec<shared::rpcs::Offer>, bool), DbErr> {
+    let b = conn.get_database_backend();
+    let nights = (stay.check_out - stay.check_in).num_days();
+    let (after_total, after_id) = after.unwrap_or((-1, uuid::Uuid::nil()));
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT * FROM (
+                SELECT h.id AS homestay_id, h.name AS homestay_name, h.region_code, h.certified,
+                       r.id AS room_type_id, r.name AS room_type_name, r.max_guests,
+                       CAST(MIN(n.available) AS BIGINT) AS rooms_left,
+                       CAST(SUM(n.price_fen) * $4 AS BIGINT) AS total
+                FROM homestays h
+                JOIN room_types r ON r.homestay_id = h.id
+                JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
+                WHERE h.region_code LIKE $1 AND r.max_guests * $4 >= $5
+                  AND (h.certified OR NOT $6)
+                GROUP BY h.id, h.name, h.region_code, h.certified, r.id, r.name, r.max_guests
+                HAVING COUNT(*) = $7 AND MIN(n.available) >= $4
+             ) AS o
+             WHERE o.total > $8 OR (o.total = $8 AND o.room_type_id > $9)
+             ORDER BY o.total, o.room_type_id
+             LIMIT $10",
+            vec![
+                format!("{prefix}%").into(),
+                stay.check_in.into(),
+                stay.check_out.into(),
+                i64::from(rooms).into(),
+                i64::from(guests).into(),
+                certified_only.into(),
+                nights.into(),
+                after_total.into(),
+                uuid_value(b, after_id),
+                (i64::from(first) + 1).into(),
+            ],
+        ))
+        .await?;
+    let has_next = rows.len() > first as usize;
+    let offers = rows
+        .iter()
+        .take(first as usize)
+        .map(|r| {
+            let room_type = row_uuid(r, "room_type_id")?;
+            let total: i64 = r.try_get("", "total")?;
+            let region: String = r.try_get("", "region_code")?;
+            Ok(shared::rpcs::Offer {
+                homestay_id: shared::ids::HomestayId(row_uuid(r, "homestay_id")?),
+                homestay_name: r.try_get("", "homestay_name")?,
+                region_code: RegionCode::parse(&region)
+                    .map_err(|e| DbErr::Custom(e.to_string()))?,
+                certified: r.try_get("", "certified")?,
+                room_type_id: RoomTypeId(room_type),
+                room_type_name: r.try_get("", "room_type_name")?,
+                max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
+                nights: u32::try_from(nights).unwrap_or(0),
+                rooms_left: u32::try_from(r.try_get::<i64>("", "rooms_left")?).unwrap_or(0),
+                total: Fen(total),
+                cursor: format!("{total}:{room_type}"),
+            })
+        })
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    Ok((offers, has_next))
+}

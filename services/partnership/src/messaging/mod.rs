@@ -188,7 +188,7 @@ impl Partnerships {
             )));
         }
         let pairs = storage::partnerships(&txn).await?;
-        let prefix = code_prefix(req.beneficiary);
+        let prefix = req.beneficiary.code_prefix();
         for booking in storage::confirmed_in(&txn, &prefix).await? {
             let facts = storage::record_fact(&txn, booking, Fact::Nothing).await?;
             reconcile(&txn, booking, &facts, &pairs, "partnership created").await?;
@@ -310,7 +310,7 @@ impl Partnerships {
         else {
             return Err(AppError::bad_input(format!("no such year {year}")));
         };
-        let prefix = code_prefix(region);
+        let prefix = region.code_prefix();
         let sum = |facts: Vec<Facts>| facts.iter().map(Facts::contribution).sum::<Figures>();
         let as_sponsor = sum(storage::facts_in(&self.db, &prefix, true, from, to).await?);
         let as_beneficiary = sum(storage::facts_in(&self.db, &prefix, false, from, to).await?);
@@ -396,16 +396,6 @@ fn money(split: &shared::money::Split) -> Money3 {
     }
 }
 
-/// The leading digits every code inside a region shares.
-fn code_prefix(region: RegionCode) -> String {
-    let s = region.to_string();
-    match region.level() {
-        RegionLevel::Province => s[..2].to_owned(),
-        RegionLevel::Prefecture => s[..4].to_owned(),
-        RegionLevel::County => s,
-    }
-}
-
 fn level_rank(region: RegionCode) -> u8 {
     match region.level() {
         RegionLevel::County => 0,
@@ -422,18 +412,5 @@ fn check_year(year: i32) -> Result<(), AppError> {
             ErrorCode::BadUserInput,
             format!("{year} is not a year between 1990 and 2100"),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_code_prefix_covers_the_sub_tree() {
-        let code = |s| RegionCode::parse(s).expect("code");
-        assert_eq!(code_prefix(code("150000")), "15");
-        assert_eq!(code_prefix(code("150400")), "1504");
-        assert_eq!(code_prefix(code("150430")), "150430");
     }
 }
