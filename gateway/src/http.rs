@@ -4,9 +4,10 @@
 
 use crate::identity::Identity;
 use crate::schema::{DuikouSchema, build_schema};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -33,7 +34,7 @@ struct Gateway {
 pub fn router(schema: DuikouSchema, identity: Option<Identity>) -> Router {
     Router::new()
         .route("/", get(graphiql))
-        .route("/graphql", get(graphql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
@@ -71,6 +72,63 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
             ops.values().any(|op| op.node.ty == OperationType::Mutation)
         }
     }
+}
+
+/// GET: a WebSocket upgrade for subscriptions, or a query.
+async fn graphql_get(State(gw): State<Gateway>, request: axum::extract::Request) -> Response {
+    use axum::extract::{FromRequest, FromRequestParts, ws::WebSocketUpgrade};
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !upgrade {
+        let method = request.method().clone();
+        let headers = request.headers().clone();
+        return match GraphQLRequest::from_request(request, &()).await {
+            Ok(q) => graphql(State(gw), method, headers, q).await,
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let (mut parts, _body) = request.into_parts();
+    let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let identity = gw.identity.clone();
+            GraphQLWebSocket::new(socket, gw.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    connection_principal(identity.as_ref(), &payload)
+                })
+                .serve()
+        })
+        .into_response()
+}
+
+/// The principal of a subscription connection, from `connection_init`'s
+/// `Authorization` (or `authorization`, or `token`); none: anonymous.
+fn connection_principal(
+    identity: Option<&Identity>,
+    payload: &serde_json::Value,
+) -> async_graphql::Result<async_graphql::Data> {
+    let mut data = async_graphql::Data::default();
+    let token = ["Authorization", "authorization", "token"]
+        .iter()
+        .find_map(|k| payload.get(k).and_then(|v| v.as_str()))
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+    if let Some(token) = token {
+        let identity = identity.ok_or("no identity here")?;
+        let principal = identity
+            .verify(&token)
+            .map_err(|e| async_graphql::Error::new(e.message))?;
+        data.insert(principal);
+    }
+    Ok(data)
 }
 
 async fn graphql(
@@ -124,8 +182,11 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let addr = listener.local_addr()?;
+    let push = crate::push::Push::start(&bus)
+        .await
+        .map_err(|e| std::io::Error::other(format!("subscribing to booking changes: {e}")))?;
     let app = router(
-        build_schema(Some(bus), Some(identity.clone())),
+        build_schema(Some(bus), Some(identity.clone()), Some(push)),
         Some(identity),
     );
     let handle = tokio::spawn(async move {

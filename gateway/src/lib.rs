@@ -4,6 +4,7 @@
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod push;
 pub mod schema;
 
 pub use http::{router, serve};

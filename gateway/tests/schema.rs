@@ -6,7 +6,7 @@ use duikou_gateway::build_schema;
 
 #[test]
 fn the_committed_sdl_matches_the_schema_in_the_code() {
-    let sdl = build_schema(None, None).sdl();
+    let sdl = build_schema(None, None, None).sdl();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
     if std::env::var("UPDATE_SCHEMA").is_ok() {
         std::fs::write(path, &sdl).expect("write schema.graphql");
@@ -23,6 +23,6 @@ fn the_committed_sdl_matches_the_schema_in_the_code() {
 #[tokio::test]
 async fn graphiql_introspection_passes_the_depth_and_complexity_limits() {
     let query = include_str!("introspection.graphql");
-    let response = build_schema(None, None).execute(query).await;
+    let response = build_schema(None, None, None).execute(query).await;
     assert!(response.errors.is_empty(), "{:?}", response.errors);
 }

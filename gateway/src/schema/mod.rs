@@ -3,11 +3,12 @@
 mod auth;
 mod catalogue;
 mod impact;
+mod subscription;
 mod types;
 
 use crate::error::{bad_input, gql};
 use crate::identity::Identity;
-use async_graphql::{Context, EmptySubscription, ID, InputObject, Object, Result, Schema};
+use async_graphql::{Context, ID, InputObject, Object, Result, Schema};
 pub use auth::*;
 pub use catalogue::*;
 pub use impact::*;
@@ -20,14 +21,19 @@ use shared::rpcs::{self, ContactInput, IdType, TravelerInput};
 use shared::{AppError, ErrorCode};
 use std::str::FromStr;
 use std::sync::Arc;
+pub use subscription::Subscription;
 pub use types::*;
 
 /// The schema type.
-pub type DuikouSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type DuikouSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema with its limits; `bus` is how resolvers reach services.
-pub fn build_schema(bus: Option<Arc<dyn Bus>>, identity: Option<Identity>) -> DuikouSchema {
-    let mut builder = Schema::build(Query, Mutation, EmptySubscription)
+pub fn build_schema(
+    bus: Option<Arc<dyn Bus>>,
+    identity: Option<Identity>,
+    push: Option<crate::push::Push>,
+) -> DuikouSchema {
+    let mut builder = Schema::build(Query, Mutation, Subscription)
         // GraphiQL's introspection query is 13 deep; leave it room.
         .limit_depth(16)
         .limit_complexity(2_000);
@@ -36,6 +42,9 @@ pub fn build_schema(bus: Option<Arc<dyn Bus>>, identity: Option<Identity>) -> Du
     }
     if let Some(identity) = identity {
         builder = builder.data(identity);
+    }
+    if let Some(push) = push {
+        builder = builder.data(push);
     }
     builder.finish()
 }

@@ -480,7 +480,10 @@ pub fn page_info<'a>(
     has_next_page: bool,
 ) -> async_graphql::connection::PageInfo {
     let start_cursor = cursors.next().cloned();
-    let end_cursor = cursors.next_back().cloned().or_else(|| start_cursor.clone());
+    let end_cursor = cursors
+        .next_back()
+        .cloned()
+        .or_else(|| start_cursor.clone());
     async_graphql::connection::PageInfo {
         has_previous_page: false,
         has_next_page,

@@ -231,6 +231,46 @@ impl AmqpBus {
 /// at-least-once strategy crashes RabbitMQ 3.10 after `stop_app`/`start_app`
 /// (its `rabbit_fifo_dlx_sup` is not restarted; declaring such a queue then
 /// fails with INTERNAL_ERROR). See docs/messaging.md.
+/// A queue of this connection only, deleted with it (pushes to clients).
+async fn declare_ephemeral_queue(
+    config: &BusConfig,
+    channel: &Channel,
+    queue: &str,
+    bindings: &[String],
+) -> Result<(), BusError> {
+    let name = config.queue(queue);
+    let options = QueueDeclareOptions {
+        durable: false,
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(name.as_str().into(), options, FieldTable::default())
+        .await?;
+    bind(config, channel, &name, bindings).await
+}
+
+async fn bind(
+    config: &BusConfig,
+    channel: &Channel,
+    name: &str,
+    bindings: &[String],
+) -> Result<(), BusError> {
+    for key in bindings {
+        channel
+            .queue_bind(
+                name.into(),
+                config.exchange().as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 async fn declare_event_queue(
     config: &BusConfig,
     channel: &Channel,
@@ -272,18 +312,7 @@ async fn declare_event_queue(
     channel
         .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
         .await?;
-    for key in bindings {
-        channel
-            .queue_bind(
-                name.as_str().into(),
-                config.exchange().as_str().into(),
-                key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
-    Ok(())
+    bind(config, channel, &name, bindings).await
 }
 
 #[derive(Clone)]
@@ -630,11 +659,20 @@ impl Bus for AmqpBus {
     async fn subscribe(&self, router: EventRouter) -> Result<(), BusError> {
         let config = self.inner.config.clone();
         let queue = config.queue(router.queue());
-        lock(&self.declared).extend([queue.clone(), config.dead_queue(router.queue())]);
+        let ephemeral = router.is_ephemeral();
+        if !ephemeral {
+            lock(&self.declared).extend([queue.clone(), config.dead_queue(router.queue())]);
+        }
         let (name, bindings) = (router.queue().to_owned(), router.bindings());
         let declare: Declare = Arc::new(move |channel| {
             let (config, name, bindings) = (config.clone(), name.clone(), bindings.clone());
-            Box::pin(async move { declare_event_queue(&config, &channel, &name, &bindings).await })
+            Box::pin(async move {
+                if ephemeral {
+                    declare_ephemeral_queue(&config, &channel, &name, &bindings).await
+                } else {
+                    declare_event_queue(&config, &channel, &name, &bindings).await
+                }
+            })
         });
         let router = Arc::new(router);
         let inner = self.inner.clone();

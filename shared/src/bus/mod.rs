@@ -124,6 +124,7 @@ type EventRoute =
 pub struct EventRouter {
     queue: String,
     routes: HashMap<&'static str, EventRoute>,
+    ephemeral: bool,
 }
 
 impl EventRouter {
@@ -132,7 +133,22 @@ impl EventRouter {
         EventRouter {
             queue: queue.into(),
             routes: HashMap::new(),
+            ephemeral: false,
         }
+    }
+
+    /// Makes the queue this process's own and temporary: not durable, gone
+    /// with the connection, no dead-lettering. For pushes to connected
+    /// clients, where every gateway replica needs every event and an event
+    /// missed while down has no one to go to. Give it a unique name.
+    pub fn ephemeral(mut self) -> Self {
+        self.ephemeral = true;
+        self
+    }
+
+    /// Whether the queue is [ephemeral](EventRouter::ephemeral).
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
     }
 
     /// The queue's name without prefix.
