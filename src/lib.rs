@@ -40,6 +40,8 @@ pub struct App {
     /// Where the gateway listens, when this process runs it.
     pub gateway_addr: Option<SocketAddr>,
     gateway: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// Demonstration accounts created by this start, to show once.
+    pub demo_accounts: Option<gateway::identity::DemoAccounts>,
 }
 
 /// Installs the process-wide rustls crypto provider (STACK.md trap 1).
@@ -74,6 +76,7 @@ impl App {
             rt,
             gateway_addr: None,
             gateway: None,
+            demo_accounts: None,
         };
         if part.includes(Part::Gateway) {
             let listener = TcpListener::bind(&app.rt.settings.gateway_addr)
@@ -82,6 +85,15 @@ impl App {
                     format!("binding the gateway to {}", app.rt.settings.gateway_addr)
                 })?;
             let identity = start_identity(&app.rt.settings).await?;
+            // Known demo passwords only where nobody else can log in: the
+            // embedded default, or when asked for (`duikou seed --demo`).
+            let settings = &app.rt.settings;
+            if settings.demo && (settings.mode() == "embedded" || settings.seed_demo_accounts) {
+                app.demo_accounts = identity
+                    .seed_demo_accounts()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("seeding demo accounts: {}", e.message))?;
+            }
             let cancel = CancellationToken::new();
             let (addr, handle) =
                 gateway::serve(app.rt.bus.clone(), identity, listener, cancel.clone()).await?;

@@ -33,6 +33,15 @@ enum Command {
     },
     /// Create each service's database if missing and run its migrations.
     Migrate,
+    /// Load demonstration data and exit: the catalogue (敖汉旗 homestay),
+    /// the Beijing–Inner Mongolia partnerships and agreement, and demo
+    /// accounts (a traveler, the 赤峰市 admin, an agency's API client) whose
+    /// credentials are printed. Everything is marked [演示] / demo.
+    Seed {
+        /// Required: say that you want demonstration data.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Measure; prints a table and writes JSON. Needs the real servers
     /// (DUIKOU_POSTGRES_URL and DUIKOU_AMQP_URL, or the local defaults).
     Bench {
@@ -89,9 +98,32 @@ async fn main() -> anyhow::Result<()> {
             println!("wrote {}", json.display());
             Ok(())
         }
+        Command::Seed { demo } => {
+            if !demo {
+                anyhow::bail!("only demonstration data can be seeded: `duikou seed --demo`");
+            }
+            let mut settings = settings;
+            settings.demo = true;
+            settings.seed_demo_accounts = true;
+            settings.gateway_addr = "127.0.0.1:0".into();
+            let app = App::start(settings, Part::All).await?;
+            match &app.demo_accounts {
+                Some(accounts) => println!("{}", accounts.describe()),
+                None => println!(
+                    "Demonstration data was there already (the agency secret was shown when it was created)."
+                ),
+            }
+            println!(
+                "Seeded: the demo homestay in 敖汉旗 and the 京蒙协作 partnerships (if missing)."
+            );
+            app.stop().await;
+            Ok(())
+        }
         Command::Migrate => {
             migrate(&settings).await?;
-            println!("migrated the databases of inventory, booking, payment and partnership");
+            println!(
+                "migrated the databases of the gateway, inventory, booking, payment and partnership"
+            );
             Ok(())
         }
     }
@@ -101,6 +133,9 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
     let mode = settings.mode();
     let app = App::start(settings, part).await?;
     println!("Duikou is running ({mode} mode, part: {part:?}).");
+    if let Some(accounts) = &app.demo_accounts {
+        println!("{}", accounts.describe());
+    }
     if let Some(addr) = app.gateway_addr {
         println!("  GraphQL:  http://{addr}/graphql");
         println!("  GraphiQL: http://{addr}/");

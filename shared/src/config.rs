@@ -61,6 +61,10 @@ pub struct Settings {
     pub log_format: String,
     /// Load the demonstration catalogue when a catalogue is empty on start.
     pub demo: bool,
+    /// Also create the demonstration accounts (known password) outside
+    /// embedded mode; set by `duikou seed --demo`.
+    #[serde(skip)]
+    pub seed_demo_accounts: bool,
     /// Faults to inject into the bus (`duplicate,reorder,delay`): tests and
     /// chaos runs only.
     pub faults: String,
@@ -92,6 +96,7 @@ impl Default for Settings {
             admin_password: None,
             log_format: "pretty".into(),
             demo: true,
+            seed_demo_accounts: false,
             faults: String::new(),
         }
     }

@@ -161,6 +161,32 @@ pub fn normalise_email(email: &str) -> Result<String, AppError> {
     }
 }
 
+/// Password of every demonstration account.
+pub const DEMO_PASSWORD: &str = "duikou-demo-2026";
+/// The demonstration traveler (from 北京市海淀区).
+pub const DEMO_TRAVELER: &str = "traveler@demo.duikou";
+/// The demonstration region admin (赤峰市).
+pub const DEMO_REGION_ADMIN: &str = "chifeng@demo.duikou";
+
+/// What `seed_demo_accounts` created that can only be shown now.
+#[derive(Debug, Clone)]
+pub struct DemoAccounts {
+    /// The demo agency's API client.
+    pub client_id: String,
+    /// Its secret (shown once).
+    pub client_secret: String,
+}
+
+impl DemoAccounts {
+    /// The credentials, for the start-up summary.
+    pub fn describe(&self) -> String {
+        format!(
+            "Demonstration accounts (password {DEMO_PASSWORD}):\n  traveler      {DEMO_TRAVELER}\n  region admin  {DEMO_REGION_ADMIN} (赤峰市)\n  agency API client  {} / {} (shown once)",
+            self.client_id, self.client_secret
+        )
+    }
+}
+
 /// A new account's details.
 pub struct NewAccount {
     /// Email (the login).
@@ -490,6 +516,54 @@ impl Identity {
             agency_id: agency,
             ..account
         })
+    }
+
+    /// Demonstration accounts (marked `demo.duikou` and [演示]): a traveler
+    /// from 海淀区, the admin of 赤峰市 and an agency with API credentials.
+    /// None when they exist already (the agency's secret is shown only once).
+    pub async fn seed_demo_accounts(&self) -> Result<Option<DemoAccounts>, AppError> {
+        if storage::account_by_email(&self.db, DEMO_TRAVELER)
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let account = |email: &str, name: &str, role, home: &str, scope: Option<&str>| NewAccount {
+            email: email.into(),
+            password: DEMO_PASSWORD.into(),
+            display_name: name.into(),
+            home_region: RegionCode::parse(home).ok(),
+            role,
+            region_scope: scope.and_then(|s| RegionCode::parse(s).ok()),
+            agency_id: None,
+        };
+        self.create_account(account(
+            DEMO_TRAVELER,
+            "[演示] 张三",
+            Role::Traveler,
+            "110108",
+            None,
+        ))
+        .await?;
+        self.create_account(account(
+            DEMO_REGION_ADMIN,
+            "[演示] 赤峰市文旅局",
+            Role::RegionAdmin,
+            "150400",
+            Some("150400"),
+        ))
+        .await?;
+        let home = RegionCode::parse("110105").map_err(AppError::internal)?;
+        let agency = self
+            .create_agency("[演示] 草原之旅国际旅行社", home, 800)
+            .await?;
+        let (client_id, client_secret) = self
+            .create_api_client(agency.id, "demo integration")
+            .await?;
+        Ok(Some(DemoAccounts {
+            client_id,
+            client_secret,
+        }))
     }
 
     /// Registers an agency with its commission contract.

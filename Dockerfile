@@ -1,0 +1,19 @@
+# One image for every part: `duikou serve <part>`.
+# Build:  docker build -t duikou .
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked && cp target/release/duikou /usr/local/bin/duikou
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 duikou
+COPY --from=build /usr/local/bin/duikou /usr/local/bin/duikou
+USER duikou
+ENV DUIKOU_GATEWAY_ADDR=0.0.0.0:8000 DUIKOU_LOG_FORMAT=json
+EXPOSE 8000
+ENTRYPOINT ["duikou"]
+CMD ["serve", "all"]

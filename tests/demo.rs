@@ -1,0 +1,88 @@
+//! `duikou seed --demo` on the real servers: the demonstration catalogue,
+//! partnerships and accounts, usable at once, created once.
+
+mod common;
+
+use common::{spawn_app_with, test_settings, tomorrow};
+use duikou::{App, Part};
+use gateway::identity::{DEMO_PASSWORD, DEMO_TRAVELER};
+use serde_json::json;
+
+#[tokio::test]
+async fn the_demo_seed_gives_a_bookable_homestay_partnerships_and_accounts_once() {
+    let mut settings = test_settings();
+    settings.demo = true;
+    settings.seed_demo_accounts = true;
+    let app = spawn_app_with(settings.clone()).await;
+    let accounts = app
+        .app
+        .demo_accounts
+        .clone()
+        .expect("demo accounts created");
+
+    let login = app
+        .graphql_as(
+            None,
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { account { role homeRegionCode } } }",
+            json!({ "e": DEMO_TRAVELER, "p": DEMO_PASSWORD }),
+        )
+        .await;
+    assert_eq!(
+        login["data"]["login"]["account"],
+        json!({ "role": "TRAVELER", "homeRegionCode": "110108" }),
+        "{login}"
+    );
+    let agency = app
+        .graphql_as(
+            None,
+            "mutation($c: String!, $s: String!) { apiClientToken(clientId: $c, clientSecret: $s) { account { role } } }",
+            json!({ "c": accounts.client_id, "s": accounts.client_secret }),
+        )
+        .await;
+    assert_eq!(
+        agency["data"]["apiClientToken"]["account"]["role"], "AGENCY",
+        "{agency}"
+    );
+
+    let offers = app
+        .graphql_as(
+            None,
+            "query($in: Date!, $out: Date!) { searchHomestays(regionCode: \"150430\", checkIn: $in, checkOut: $out, guests: 2) { edges { node { homestayName } } } }",
+            json!({ "in": tomorrow().to_string(), "out": (tomorrow() + chrono::Duration::days(2)).to_string() }),
+        )
+        .await;
+    let name = offers["data"]["searchHomestays"]["edges"][0]["node"]["homestayName"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(name.starts_with("[演示]"), "{offers}");
+    let pairs = app
+        .graphql_as(
+            None,
+            "{ partnerships(regionCode: \"110000\") { demo agreements { title } } }",
+            json!({}),
+        )
+        .await;
+    let pairs = pairs["data"]["partnerships"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pairs.len(), 6, "{pairs:?}");
+    assert!(pairs.iter().all(|p| p["demo"] == true));
+    assert!(pairs.iter().any(|p| {
+        p["agreements"][0]["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("京蒙旅游扶贫协作框架协议"))
+    }));
+
+    // Seeding again adds nothing and shows no secret.
+    let again = App::start(settings, Part::All).await.expect("starts again");
+    assert!(again.demo_accounts.is_none());
+    again.stop().await;
+    let pairs = app
+        .graphql_as(None, "{ partnerships { id } }", json!({}))
+        .await;
+    assert_eq!(
+        pairs["data"]["partnerships"].as_array().map(Vec::len),
+        Some(6)
+    );
+}
