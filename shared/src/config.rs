@@ -48,6 +48,9 @@ pub struct Settings {
     pub fund_bp: u32,
     /// How long the sandbox provider takes for `tok_slow`, in milliseconds.
     pub sandbox_slow_ms: u64,
+    /// A payment still PROCESSING this many seconds after its last change is
+    /// reconciled with the provider.
+    pub reconcile_after_seconds: i64,
     /// Key that signs access tokens (≥ 32 characters). None: one generated
     /// once and kept in the gateway's database, shared by its replicas.
     pub jwt_secret: Option<SecretString>,
@@ -90,6 +93,7 @@ impl Default for Settings {
             platform_fee_bp: 300,
             fund_bp: 100,
             sandbox_slow_ms: 2_000,
+            reconcile_after_seconds: 60,
             jwt_secret: None,
             access_token_minutes: 15,
             admin_email: None,

@@ -3,9 +3,10 @@
 //! retry with the same key returns the first charge, never a second one.
 
 use async_trait::async_trait;
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use shared::money::Fen;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use shared::outbox::stmt;
 use std::time::Duration;
 
 /// A captured charge at the provider.
@@ -14,6 +15,15 @@ pub struct Charge {
     /// The provider's reference.
     pub reference: String,
     /// Amount charged.
+    pub amount: Fen,
+}
+
+/// Money the provider sent back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRefund {
+    /// The provider's reference.
+    pub reference: String,
+    /// Amount refunded.
     pub amount: Fen,
 }
 
@@ -46,17 +56,8 @@ pub trait PaymentProvider: Send + Sync + 'static {
         charge_key: &str,
         amount: Fen,
     ) -> Result<ProviderRefund, ProviderError>;
-    /// Every charge the provider holds (for reconciliation).
-    async fn charges(&self) -> Vec<(String, Charge)>;
-}
-
-/// Money the provider sent back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderRefund {
-    /// The provider's reference.
-    pub reference: String,
-    /// Amount refunded.
-    pub amount: Fen,
+    /// The charge made with this idempotency key, if any (reconciliation).
+    async fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, ProviderError>;
 }
 
 /// The sandbox: test tokens decide the outcome.
@@ -68,58 +69,85 @@ pub struct ProviderRefund {
 /// | `tok_insufficient_funds` | declined: insufficient funds |
 /// | `tok_timeout_then_success` | charges, but the first call times out |
 /// | `tok_slow` | captured after a delay |
-#[derive(Default)]
+/// | `tok_lost_answer` | charges, but every answer is lost (reconciliation finds it) |
+///
+/// Its records live in payment's database (`sandbox_*` tables), standing in
+/// for the provider's own books: they outlive a restart of payment and every
+/// replica sees the same ones, as with a real provider.
 pub struct Sandbox {
-    charges: Mutex<HashMap<String, Charge>>,
-    /// Refunds by their key: (charge key, refund).
-    refunds: Mutex<HashMap<String, (String, ProviderRefund)>>,
+    db: DatabaseConnection,
     slow: Duration,
 }
 
+fn unavailable(e: DbErr) -> ProviderError {
+    tracing::warn!(error = %e, "sandbox provider storage failed");
+    ProviderError::Timeout
+}
+
 impl Sandbox {
-    /// A sandbox whose `tok_slow` takes `slow`.
-    pub fn new(slow: Duration) -> Sandbox {
-        Sandbox {
-            slow,
-            ..Sandbox::default()
-        }
+    /// A sandbox keeping its books in `db`, whose `tok_slow` takes `slow`.
+    pub fn new(db: DatabaseConnection, slow: Duration) -> Sandbox {
+        Sandbox { db, slow }
     }
 
-    fn record(&self, key: &str, amount: Fen) -> Charge {
-        let mut charges = self.charges.lock().unwrap_or_else(|p| p.into_inner());
-        charges
-            .entry(key.to_owned())
-            .or_insert_with(|| Charge {
-                reference: format!("sbx_{}", uuid::Uuid::now_v7().simple()),
-                amount,
+    async fn record(&self, key: &str, amount: Fen) -> Result<Charge, DbErr> {
+        let b = self.db.get_database_backend();
+        self.db
+            .execute_raw(stmt(
+                b,
+                "INSERT INTO sandbox_charges (idempotency_key, reference, amount_fen, created_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+                vec![
+                    key.into(),
+                    format!("sbx_{}", uuid::Uuid::now_v7().simple()).into(),
+                    amount.get().into(),
+                    Utc::now().into(),
+                ],
+            ))
+            .await?;
+        self.existing(key)
+            .await?
+            .ok_or_else(|| DbErr::Custom("the sandbox charge vanished".into()))
+    }
+
+    async fn existing(&self, key: &str) -> Result<Option<Charge>, DbErr> {
+        let b = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                b,
+                "SELECT reference, amount_fen FROM sandbox_charges WHERE idempotency_key = $1",
+                vec![key.into()],
+            ))
+            .await?;
+        row.map(|r| {
+            Ok(Charge {
+                reference: r.try_get("", "reference")?,
+                amount: Fen(r.try_get("", "amount_fen")?),
             })
-            .clone()
-    }
-
-    fn existing(&self, key: &str) -> Option<Charge> {
-        self.charges
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+        })
+        .transpose()
     }
 }
 
 #[async_trait]
 impl PaymentProvider for Sandbox {
     async fn charge(&self, key: &str, token: &str, amount: Fen) -> Result<Charge, ProviderError> {
-        if let Some(charge) = self.existing(key) {
+        if let Some(charge) = self.existing(key).await.map_err(unavailable)? {
+            if token == "tok_lost_answer" {
+                return Err(ProviderError::Timeout);
+            }
             return Ok(charge);
         }
         match token {
-            "tok_success" => Ok(self.record(key, amount)),
+            "tok_success" => self.record(key, amount).await.map_err(unavailable),
             "tok_slow" => {
                 tokio::time::sleep(self.slow).await;
-                Ok(self.record(key, amount))
+                self.record(key, amount).await.map_err(unavailable)
             }
-            "tok_timeout_then_success" => {
+            "tok_timeout_then_success" | "tok_lost_answer" => {
                 // The provider charges, but the answer is lost.
-                self.record(key, amount);
+                self.record(key, amount).await.map_err(unavailable)?;
                 Err(ProviderError::Timeout)
             }
             "tok_decline" => Err(ProviderError::Declined("the card was declined".into())),
@@ -136,85 +164,81 @@ impl PaymentProvider for Sandbox {
         charge_key: &str,
         amount: Fen,
     ) -> Result<ProviderRefund, ProviderError> {
-        let Some(charge) = self.existing(charge_key) else {
+        let b = self.db.get_database_backend();
+        let txn = self.db.begin().await.map_err(unavailable)?;
+        let lock = match b {
+            sea_orm::DbBackend::Postgres => " FOR UPDATE",
+            _ => "",
+        };
+        let charge = txn
+            .query_one_raw(stmt(
+                b,
+                &format!("SELECT amount_fen FROM sandbox_charges WHERE idempotency_key = $1{lock}"),
+                vec![charge_key.into()],
+            ))
+            .await
+            .map_err(unavailable)?;
+        let Some(charge) = charge else {
             return Err(ProviderError::Declined(format!(
                 "no charge `{charge_key}` to refund"
             )));
         };
-        let mut refunds = self.refunds.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, first)) = refunds.get(key) {
-            return Ok(first.clone());
+        let charged = Fen(charge.try_get("", "amount_fen").map_err(unavailable)?);
+        let first = txn
+            .query_one_raw(stmt(
+                b,
+                "SELECT reference, amount_fen FROM sandbox_refunds WHERE idempotency_key = $1",
+                vec![key.into()],
+            ))
+            .await
+            .map_err(unavailable)?;
+        if let Some(r) = first {
+            return Ok(ProviderRefund {
+                reference: r.try_get("", "reference").map_err(unavailable)?,
+                amount: Fen(r.try_get("", "amount_fen").map_err(unavailable)?),
+            });
         }
-        let refunded: Fen = refunds
-            .values()
-            .filter(|(c, _)| c == charge_key)
-            .map(|(_, r)| r.amount)
-            .sum();
-        if amount <= Fen::ZERO || refunded + amount > charge.amount {
+        let refunded = txn
+            .query_one_raw(stmt(
+                b,
+                "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS total FROM sandbox_refunds WHERE charge_key = $1",
+                vec![charge_key.into()],
+            ))
+            .await
+            .map_err(unavailable)?
+            .map(|r| r.try_get::<i64>("", "total"))
+            .transpose()
+            .map_err(unavailable)?
+            .map_or(Fen::ZERO, Fen);
+        if amount <= Fen::ZERO || refunded + amount > charged {
             return Err(ProviderError::Declined(format!(
-                "cannot refund {amount}: {} of {} is left",
-                charge.amount - refunded,
-                charge.amount
+                "cannot refund {amount}: {} of {charged} is left",
+                charged - refunded
             )));
         }
         let refund = ProviderRefund {
             reference: format!("sbx_re_{}", uuid::Uuid::now_v7().simple()),
             amount,
         };
-        refunds.insert(key.to_owned(), (charge_key.to_owned(), refund.clone()));
+        txn.execute_raw(stmt(
+            b,
+            "INSERT INTO sandbox_refunds (idempotency_key, charge_key, reference, amount_fen, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                key.into(),
+                charge_key.into(),
+                refund.reference.as_str().into(),
+                amount.get().into(),
+                Utc::now().into(),
+            ],
+        ))
+        .await
+        .map_err(unavailable)?;
+        txn.commit().await.map_err(unavailable)?;
         Ok(refund)
     }
 
-    async fn charges(&self) -> Vec<(String, Charge)> {
-        let charges = self.charges.lock().unwrap_or_else(|p| p.into_inner());
-        charges
-            .iter()
-            .map(|(k, c)| (k.clone(), c.clone()))
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_retry_after_a_timeout_returns_the_first_charge() {
-        let s = Sandbox::default();
-        assert_eq!(
-            s.charge("k1", "tok_timeout_then_success", Fen(100)).await,
-            Err(ProviderError::Timeout)
-        );
-        let again = s.charge("k1", "tok_timeout_then_success", Fen(100)).await;
-        assert!(again.is_ok());
-        assert_eq!(s.charges().await.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn refunds_are_once_per_key_and_never_exceed_the_charge() {
-        let s = Sandbox::default();
-        s.charge("c", "tok_success", Fen(1000))
-            .await
-            .expect("charged");
-        let first = s.refund("r1", "c", Fen(600)).await.expect("refunded");
-        assert_eq!(s.refund("r1", "c", Fen(600)).await, Ok(first));
-        assert!(matches!(
-            s.refund("r2", "c", Fen(401)).await,
-            Err(ProviderError::Declined(_))
-        ));
-        assert!(s.refund("r3", "c", Fen(400)).await.is_ok());
-        assert!(s.refund("r4", "nope", Fen(1)).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn test_tokens_decline_with_a_reason() {
-        let s = Sandbox::default();
-        assert!(matches!(
-            s.charge("k", "tok_decline", Fen(1)).await,
-            Err(ProviderError::Declined(_))
-        ));
-        assert!(
-            matches!(s.charge("k2", "tok_nope", Fen(1)).await, Err(ProviderError::Declined(r)) if r.contains("tok_nope"))
-        );
+    async fn lookup(&self, key: &str) -> Result<Option<Charge>, ProviderError> {
+        self.existing(key).await.map_err(unavailable)
     }
 }

@@ -1,4 +1,5 @@
-//! Starting payment: database, migrations, the provider, its consumers.
+//! Starting payment: database, migrations, the provider, its consumers and
+//! the reconciler.
 
 use crate::SERVICE;
 use crate::messaging::Payments;
@@ -7,19 +8,39 @@ use crate::storage::Migrator;
 use shared::runtime::Runtime;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::warn;
 
-/// Connects, migrates, and serves payment's RPCs with the sandbox provider.
+/// Connects, migrates, serves payment's RPCs and events with the sandbox
+/// provider, and reconciles payments the provider left unanswered.
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
+    let provider = Sandbox::new(
+        db.clone(),
+        Duration::from_millis(rt.settings.sandbox_slow_ms),
+    );
     let payments = Payments {
         db,
         outbox,
-        provider: Arc::new(Sandbox::new(Duration::from_millis(
-            rt.settings.sandbox_slow_ms,
-        ))),
+        provider: Arc::new(provider),
         rates: rt.settings.split_rates(),
     };
     rt.bus.subscribe(payments.events()).await?;
     rt.bus.serve(payments.rpc()).await?;
+
+    let after = chrono::Duration::seconds(rt.settings.reconcile_after_seconds.max(1));
+    let every = Duration::from_secs(u64::try_from(after.num_seconds()).unwrap_or(60))
+        .min(Duration::from_secs(30));
+    let cancel = rt.cancel.clone();
+    rt.tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = cancel.cancelled() => break,
+            }
+            if let Err(e) = payments.reconcile(after).await {
+                warn!(error = %e.message, "reconciliation failed; will retry");
+            }
+        }
+    });
     Ok(())
 }

@@ -93,6 +93,15 @@ impl Payments {
         }
 
         let id = PaymentId::new();
+        let agency = booking.booker.and_then(|b| b.agency_id);
+        let rates = SplitRates {
+            agency_bp: if agency.is_some() {
+                booking.commission_bp
+            } else {
+                0
+            },
+            ..self.rates
+        };
         let new = storage::NewPayment {
             id,
             booking: booking.id,
@@ -101,16 +110,8 @@ impl Payments {
             amount,
             host: listing.host_id,
             region: listing.region_code,
-            agency: booking.booker.and_then(|b| b.agency_id),
-        };
-        let agency = new.agency;
-        let rates = SplitRates {
-            agency_bp: if agency.is_some() {
-                booking.commission_bp
-            } else {
-                0
-            },
-            ..self.rates
+            agency,
+            split: Split::of(amount, rates),
         };
         let inserted = storage::insert_processing(&self.db, &new)
             .await
@@ -142,58 +143,116 @@ impl Payments {
             }
             warn!(payment = %id, "provider timed out; retrying with the same key");
         }
-
-        let txn = self.db.begin().await?;
-        let view = match outcome {
+        let processing = storage::Processing {
+            id,
+            booking_id: booking.id,
+            amount,
+            split: new.split,
+            host: listing.host_id,
+            region: listing.region_code,
+            agency,
+        };
+        match outcome {
             Ok(charge) => {
-                let split = Split::of(amount, rates);
-                storage::mark_captured(&txn, id, &charge.reference, &split).await?;
-                storage::post(
-                    &txn,
-                    booking.id,
-                    listing.region_code,
-                    &capture_legs(&split, listing.host_id, agency),
-                )
-                .await?;
-                let captured = PaymentCaptured {
-                    booking_id: booking.id,
-                    payment_id: id,
-                    split,
-                };
-                enqueue(&txn, &[Envelope::new(SERVICE, booking.id.0, &captured)]).await?;
-                info!(payment = %id, booking = %booking.id, %amount, "payment captured");
-                Ok(PaymentView {
-                    id,
-                    booking_id: booking.id,
-                    status: "CAPTURED".into(),
-                    amount,
-                    split: Some(split),
-                    failure_reason: None,
-                })
+                self.settle(&processing, Ok(&charge.reference)).await?;
             }
             Err(ProviderError::Declined(reason)) => {
-                storage::mark_failed(&txn, id, &reason).await?;
-                let failed = PaymentFailed {
-                    booking_id: booking.id,
-                    payment_id: id,
-                    reason: reason.clone(),
-                };
-                enqueue(&txn, &[Envelope::new(SERVICE, booking.id.0, &failed)]).await?;
-                Err(AppError::new(ErrorCode::PaymentDeclined, reason))
+                self.settle(&processing, Err(&reason)).await?;
             }
             Err(ProviderError::Timeout) => {
                 // The charge may have happened: the payment stays PROCESSING
-                // for reconciliation, which asks the provider by the same key.
-                txn.rollback().await?;
+                // and the reconciler asks the provider by the same key.
                 return Err(AppError::new(
                     ErrorCode::ServiceUnavailable,
                     "the payment provider did not answer; the payment will be reconciled, do not pay again",
                 ));
             }
+        }
+        // Whoever settled it (this request or the reconciler), this is it now.
+        let settled = storage::by_key(&self.db, key)
+            .await?
+            .ok_or_else(|| AppError::internal("payment vanished"))?;
+        replay(settled, &fingerprint)
+    }
+
+    /// Settles a PROCESSING payment with the provider's answer — captured
+    /// (ledger posted, `payment.captured`) or declined (`payment.failed`) —
+    /// in one transaction, unless it was settled already. Returns whether
+    /// this call settled it.
+    async fn settle(
+        &self,
+        p: &storage::Processing,
+        outcome: Result<&str, &str>,
+    ) -> Result<bool, AppError> {
+        let txn = self.db.begin().await?;
+        let settled = match outcome {
+            Ok(reference) => {
+                let moved = storage::mark_captured(&txn, p.id, reference).await?;
+                if moved {
+                    let legs = capture_legs(&p.split, p.host, p.agency);
+                    storage::post(&txn, p.booking_id, p.region, &legs).await?;
+                    let captured = PaymentCaptured {
+                        booking_id: p.booking_id,
+                        payment_id: p.id,
+                        split: p.split,
+                    };
+                    enqueue(&txn, &[Envelope::new(SERVICE, p.booking_id.0, &captured)]).await?;
+                    info!(payment = %p.id, booking = %p.booking_id, amount = %p.amount, "payment captured");
+                }
+                moved
+            }
+            Err(reason) => {
+                let moved = storage::mark_failed(&txn, p.id, reason).await?;
+                if moved {
+                    let failed = PaymentFailed {
+                        booking_id: p.booking_id,
+                        payment_id: p.id,
+                        reason: reason.to_owned(),
+                    };
+                    enqueue(&txn, &[Envelope::new(SERVICE, p.booking_id.0, &failed)]).await?;
+                }
+                moved
+            }
         };
         txn.commit().await?;
-        self.outbox.committed();
-        view
+        if settled {
+            self.outbox.committed();
+        }
+        Ok(settled)
+    }
+
+    /// Settles payments left PROCESSING for longer than `after` (the
+    /// provider never answered, or payment stopped between the charge and
+    /// its record): asks the provider by the payment's key and records what
+    /// it says — a charge the ledger lacked is captured (and the saga goes
+    /// on: confirmed, or refunded if the booking ended); no charge at all
+    /// is a failed payment. Returns (captured, failed) counts.
+    pub async fn reconcile(&self, after: chrono::Duration) -> Result<(usize, usize), AppError> {
+        let stuck = storage::stuck_processing(&self.db, chrono::Utc::now() - after, 100).await?;
+        let (mut captured, mut failed) = (0, 0);
+        for p in stuck {
+            match self.provider.lookup(&p.id.to_string()).await {
+                Ok(Some(charge)) => {
+                    if self.settle(&p, Ok(&charge.reference)).await? {
+                        warn!(payment = %p.id, booking = %p.booking_id, "reconciliation: the provider charged; ledger completed");
+                        captured += 1;
+                    }
+                }
+                Ok(None) => {
+                    if self
+                        .settle(&p, Err("the payment provider has no record of this charge"))
+                        .await?
+                    {
+                        warn!(payment = %p.id, booking = %p.booking_id, "reconciliation: no charge at the provider; payment failed");
+                        failed += 1;
+                    }
+                }
+                Err(e) => {
+                    warn!(payment = %p.id, error = %e, "reconciliation: the provider did not answer; next round")
+                }
+            }
+        }
+        Ok((captured, failed))
     }
 }
 

@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(shared::runtime::KernelMigration),
             Box::new(Payments),
             Box::new(Refunds),
+            Box::new(SandboxBooks),
         ]
     }
 }
@@ -109,6 +110,41 @@ impl MigrationTrait for Refunds {
     }
 }
 
+struct SandboxBooks;
+
+impl MigrationName for SandboxBooks {
+    fn name(&self) -> &str {
+        "m20261124_000002_sandbox_books"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SandboxBooks {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The sandbox provider's own records. A real provider keeps them on
+        // its side; the sandbox keeps them here so they outlive a restart
+        // of payment and every replica sees the same ones.
+        run_ddl(
+            manager,
+            &[
+                "CREATE TABLE sandbox_charges (
+                    idempotency_key TEXT PRIMARY KEY,
+                    reference TEXT NOT NULL,
+                    amount_fen BIGINT NOT NULL,
+                    created_at TIMESTAMPTZ NOT NULL)",
+                "CREATE TABLE sandbox_refunds (
+                    idempotency_key TEXT PRIMARY KEY,
+                    charge_key TEXT NOT NULL REFERENCES sandbox_charges (idempotency_key),
+                    reference TEXT NOT NULL,
+                    amount_fen BIGINT NOT NULL,
+                    created_at TIMESTAMPTZ NOT NULL)",
+                "CREATE INDEX payments_processing ON payments (updated_at) WHERE status = 'PROCESSING'",
+            ],
+        )
+        .await
+    }
+}
+
 /// A stored payment and its fingerprint.
 pub struct Stored {
     /// As clients see it.
@@ -153,6 +189,8 @@ pub struct NewPayment<'a> {
     pub region: RegionCode,
     /// The agency that booked, owed the commission.
     pub agency: Option<AgencyId>,
+    /// How the amount will be split once captured (rates as of now).
+    pub split: Split,
 }
 
 /// Inserts a PROCESSING payment unless the key exists; Ok(false) when it does.
@@ -166,8 +204,8 @@ pub async fn insert_processing<C: ConnectionTrait>(
     let r = conn
         .execute_raw(stmt(
             b,
-            "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, host_id, region_code, agency_id, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, 'PROCESSING', $8, $8)
+            "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, host_id, region_code, agency_id, split, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, 'PROCESSING', $8, $8)
              ON CONFLICT (idempotency_key) DO NOTHING",
             vec![
                 uuid_value(b, new.id.0),
@@ -179,6 +217,7 @@ pub async fn insert_processing<C: ConnectionTrait>(
                 new.region.to_string().into(),
                 now.into(),
                 shared::db::opt_uuid_value(b, new.agency.map(|a| a.0)),
+                serde_json::to_string(&new.split).unwrap_or_default().into(),
             ],
         ))
         .await?;
@@ -198,20 +237,20 @@ pub async fn by_key<C: ConnectionTrait>(conn: &C, key: &str) -> Result<Option<St
     .transpose()
 }
 
-/// Marks a PROCESSING payment CAPTURED with its split.
+/// Marks a PROCESSING payment CAPTURED; Ok(false) when something else
+/// (the pay request or the reconciler) settled it first.
 pub async fn mark_captured<C: ConnectionTrait>(
     conn: &C,
     id: PaymentId,
     reference: &str,
-    split: &Split,
 ) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
     let r = conn
         .execute_raw(stmt(
             b,
-            "UPDATE payments SET status = 'CAPTURED', provider_ref = $2, split = $3, updated_at = $4
+            "UPDATE payments SET status = 'CAPTURED', provider_ref = $2, updated_at = $3
              WHERE id = $1 AND status = 'PROCESSING'",
-            vec![uuid_value(b, id.0), reference.into(), serde_json::to_string(split).unwrap_or_default().into(), Utc::now().into()],
+            vec![uuid_value(b, id.0), reference.into(), Utc::now().into()],
         ))
         .await?;
     Ok(r.rows_affected() == 1)
@@ -585,5 +624,67 @@ pub async fn refund_counts<C: ConnectionTrait>(
     .await?
     .iter()
     .map(|r| Ok((r.try_get("", "status")?, r.try_get("", "n")?)))
+    .collect()
+}
+
+/// A payment still PROCESSING: what settling it needs.
+#[derive(Debug, Clone)]
+pub struct Processing {
+    /// The payment (also the provider's idempotency key).
+    pub id: PaymentId,
+    /// The booking.
+    pub booking_id: BookingId,
+    /// Amount charged.
+    pub amount: Fen,
+    /// The split to post.
+    pub split: Split,
+    /// The host paid.
+    pub host: HostId,
+    /// The listing's region.
+    pub region: RegionCode,
+    /// The agency owed commission.
+    pub agency: Option<AgencyId>,
+}
+
+/// Payments PROCESSING since before `before`, oldest first: a provider that
+/// never answered, or a crash between the charge and its record.
+pub async fn stuck_processing<C: ConnectionTrait>(
+    conn: &C,
+    before: chrono::DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<Processing>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT * FROM payments WHERE status = 'PROCESSING' AND updated_at < $1
+         ORDER BY updated_at LIMIT $2",
+        vec![before.into(), (limit as i64).into()],
+    ))
+    .await?
+    .iter()
+    .map(|row| {
+        let s = stored(row)?;
+        let region: Option<String> = row.try_get("", "region_code")?;
+        Ok(Processing {
+            id: s.view.id,
+            booking_id: s.view.booking_id,
+            amount: s.view.amount,
+            split: s
+                .view
+                .split
+                .ok_or_else(|| DbErr::Custom("a payment without its split".into()))?,
+            host: HostId(
+                shared::db::opt_row_uuid(row, "host_id")?
+                    .ok_or_else(|| DbErr::Custom("a payment without its host".into()))?,
+            ),
+            region: region
+                .as_deref()
+                .map(RegionCode::parse)
+                .transpose()
+                .map_err(|e| DbErr::Custom(e.to_string()))?
+                .ok_or_else(|| DbErr::Custom("a payment without its region".into()))?,
+            agency: shared::db::opt_row_uuid(row, "agency_id")?.map(AgencyId),
+        })
+    })
     .collect()
 }

@@ -1,0 +1,92 @@
+//! Reconciliation: a payment the provider charged but never confirmed is
+//! found by asking the provider and completed (ledger, saga); one the
+//! provider never charged is failed. Nothing stays PROCESSING.
+
+mod common;
+
+use common::{TestApp, spawn_app_with, test_settings, tomorrow};
+use serde_json::json;
+use shared::ids::{BookingId, HostId, PaymentId};
+use shared::money::{Fen, Split, SplitRates};
+use shared::region::RegionCode;
+use std::time::{Duration, Instant};
+
+async fn app() -> TestApp {
+    let mut settings = test_settings();
+    settings.reconcile_after_seconds = 1;
+    spawn_app_with(settings).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_whose_answer_was_lost_is_captured_and_the_booking_confirmed() {
+    let app = app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "lost").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+
+    let paid = app.pay(&id, "tok_lost_answer", "pay").await;
+    assert_eq!(
+        paid["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
+        "{paid}"
+    );
+    // Paying again while it is unsettled is refused, not charged twice.
+    let again = app.pay(&id, "tok_success", "pay-again").await;
+    assert_eq!(
+        again["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{again}"
+    );
+
+    app.wait_for_status(&id, "CONFIRMED").await;
+    assert_eq!(app.fund_balance().await, "3.80");
+    // The client's retry with its key now gets the captured payment.
+    let retried = app.pay(&id, "tok_lost_answer", "pay").await;
+    assert_eq!(
+        retried["data"]["payBooking"]["status"], "CAPTURED",
+        "{retried}"
+    );
+}
+
+#[tokio::test]
+async fn a_payment_the_provider_never_charged_is_failed() {
+    let app = app().await;
+    let db = app.service_db("payment").await;
+    let id = PaymentId::new();
+    let new = payment::storage::NewPayment {
+        id,
+        booking: BookingId::new(),
+        key: "crashed-before-charging",
+        fingerprint: "f",
+        amount: Fen::yuan(380),
+        host: HostId::new(),
+        region: RegionCode::parse("150430").expect("code"),
+        agency: None,
+        split: Split::of(Fen::yuan(380), SplitRates::default()),
+    };
+    assert!(
+        payment::storage::insert_processing(&db, &new)
+            .await
+            .expect("inserted")
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored = payment::storage::by_key(&db, "crashed-before-charging")
+            .await
+            .expect("read")
+            .expect("there");
+        if stored.view.status == "FAILED" {
+            assert!(
+                stored
+                    .view
+                    .failure_reason
+                    .is_some_and(|r| r.contains("no record"))
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {}", stored.view.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fund = app
+        .graphql_as(None, "{ welfareFund { balance { amount } } }", json!({}))
+        .await;
+    assert_eq!(fund["data"]["welfareFund"]["balance"]["amount"], "0.00");
+}
