@@ -94,9 +94,24 @@ impl App {
                     .await
                     .map_err(|e| anyhow::anyhow!("seeding demo accounts: {}", e.message))?;
             }
+            let settings = &app.rt.settings;
+            let limiter = gateway::limits::Limiter::new(
+                settings.redis(),
+                &settings.db_prefix,
+                settings.rate_limit,
+                std::time::Duration::from_secs(settings.rate_limit_window_seconds),
+            )
+            .await
+            .context("connecting to Redis for rate limits")?;
             let cancel = CancellationToken::new();
-            let (addr, handle) =
-                gateway::serve(app.rt.bus.clone(), identity, listener, cancel.clone()).await?;
+            let (addr, handle) = gateway::serve(
+                app.rt.bus.clone(),
+                identity,
+                limiter,
+                listener,
+                cancel.clone(),
+            )
+            .await?;
             app.gateway_addr = Some(addr);
             app.gateway = Some((cancel, handle));
         }

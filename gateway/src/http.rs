@@ -3,13 +3,14 @@
 //! a bad one is refused with 401 before anything runs.
 
 use crate::identity::Identity;
+use crate::limits::Limiter;
 use crate::schema::{DuikouSchema, build_schema};
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -28,17 +29,22 @@ const MAX_BODY: usize = 256 * 1024;
 struct Gateway {
     schema: DuikouSchema,
     identity: Option<Identity>,
+    limiter: Limiter,
 }
 
 /// The gateway's routes over a schema.
-pub fn router(schema: DuikouSchema, identity: Option<Identity>) -> Router {
+pub fn router(schema: DuikouSchema, identity: Option<Identity>, limiter: Limiter) -> Router {
     Router::new()
         .route("/", get(graphiql))
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
-        .with_state(Gateway { schema, identity })
+        .with_state(Gateway {
+            schema,
+            identity,
+            limiter,
+        })
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -75,7 +81,11 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
 }
 
 /// GET: a WebSocket upgrade for subscriptions, or a query.
-async fn graphql_get(State(gw): State<Gateway>, request: axum::extract::Request) -> Response {
+async fn graphql_get(
+    State(gw): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+) -> Response {
     use axum::extract::{FromRequest, FromRequestParts, ws::WebSocketUpgrade};
     let upgrade = request
         .headers()
@@ -85,7 +95,7 @@ async fn graphql_get(State(gw): State<Gateway>, request: axum::extract::Request)
         let method = request.method().clone();
         let headers = request.headers().clone();
         return match GraphQLRequest::from_request(request, &()).await {
-            Ok(q) => graphql(State(gw), method, headers, q).await,
+            Ok(q) => graphql(State(gw), ConnectInfo(peer), method, headers, q).await,
             Err(rejection) => rejection.into_response(),
         };
     }
@@ -133,6 +143,7 @@ fn connection_principal(
 
 async fn graphql(
     State(gw): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
     request: GraphQLRequest,
@@ -145,6 +156,7 @@ async fn graphql(
             "mutations must be sent with POST",
         );
     }
+    let mut who = format!("ip:{}", peer.ip());
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -158,9 +170,26 @@ async fn graphql(
             );
         };
         match identity.verify(&token) {
-            Ok(principal) => request = request.data(principal),
+            Ok(principal) => {
+                who = format!("account:{}", principal.account_id);
+                request = request.data(principal);
+            }
             Err(e) => return error(StatusCode::UNAUTHORIZED, e.code.as_str(), &e.message),
         }
+    }
+    if let Err(wait) = gw.limiter.check(&who).await {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            &format!(
+                "too many requests; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
     }
     GraphQLResponse::from(gw.schema.execute(request).await).into_response()
 }
@@ -178,6 +207,7 @@ async fn graphiql() -> Html<String> {
 pub async fn serve(
     bus: Arc<dyn Bus>,
     identity: Identity,
+    limiter: Limiter,
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -188,8 +218,10 @@ pub async fn serve(
     let app = router(
         build_schema(Some(bus), Some(identity.clone()), Some(push)),
         Some(identity),
+        limiter,
     );
     let handle = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await;

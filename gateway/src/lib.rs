@@ -4,6 +4,7 @@
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod limits;
 pub mod push;
 pub mod schema;
 

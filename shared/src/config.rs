@@ -56,6 +56,11 @@ pub struct Settings {
     pub jwt_secret: Option<SecretString>,
     /// Lifetime of an access token, in minutes.
     pub access_token_minutes: i64,
+    /// Requests a caller (account, or IP without a token) may send per
+    /// window; 0 turns the limit off.
+    pub rate_limit: u32,
+    /// The rate limit's window, in seconds.
+    pub rate_limit_window_seconds: u64,
     /// Bootstrap platform admin.
     pub admin_email: Option<String>,
     /// Bootstrap platform admin's password.
@@ -95,6 +100,8 @@ impl Default for Settings {
             sandbox_slow_ms: 2_000,
             reconcile_after_seconds: 60,
             jwt_secret: None,
+            rate_limit: 600,
+            rate_limit_window_seconds: 60,
             access_token_minutes: 15,
             admin_email: None,
             admin_password: None,
@@ -150,6 +157,11 @@ impl Settings {
         } else {
             "embedded"
         }
+    }
+
+    /// The Redis URL, if one is configured.
+    pub fn redis(&self) -> Option<&str> {
+        self.redis_url.as_ref().map(|s| s.expose_secret())
     }
 
     /// The configured token signing key.

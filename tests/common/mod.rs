@@ -19,6 +19,10 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432".into())
 }
 
+pub fn redis_url() -> String {
+    std::env::var("DUIKOU_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 pub fn amqp_url() -> String {
     std::env::var("DUIKOU_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -30,6 +34,9 @@ pub fn test_settings() -> Settings {
     Settings {
         postgres_url: Some(postgres_url().into()),
         amqp_url: Some(amqp_url().into()),
+        redis_url: Some(redis_url().into()),
+        // Tests poll quickly; tests/limits.rs turns the limit on.
+        rate_limit: 0,
         gateway_addr: "127.0.0.1:0".into(),
         db_prefix: format!("t_{id}_"),
         bus_prefix: format!("t.{id}."),

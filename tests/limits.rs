@@ -1,0 +1,58 @@
+//! Rate limits, counted in Redis: a caller over the limit gets 429 and
+//! RATE_LIMITED with Retry-After, others are not affected, and it recovers.
+
+mod common;
+
+use common::{spawn_app_with, test_settings};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn the_limit_trips_per_caller_and_recovers() {
+    let mut settings = test_settings();
+    settings.rate_limit = 5;
+    settings.rate_limit_window_seconds = 2;
+    let app = spawn_app_with(settings).await;
+    let anonymous = || async {
+        app.http
+            .post(&app.url)
+            .json(&json!({ "query": "{ __typename }" }))
+            .send()
+            .await
+            .expect("answer")
+    };
+
+    // Within at most limit + 1 requests (a window may turn over once) the
+    // anonymous caller is refused.
+    let mut refused = None;
+    for _ in 0..12 {
+        let response = anonymous().await;
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let refused = refused.expect("the limit tripped");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{body}"
+    );
+
+    // The logged-in traveler counts on its own.
+    let mine = app.graphql("{ me { email } }", json!({})).await;
+    assert_eq!(mine["data"]["me"]["email"], "traveler@example.cn", "{mine}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while anonymous().await.status() == 429 {
+        assert!(Instant::now() < deadline, "the limit never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
