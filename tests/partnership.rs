@@ -468,4 +468,32 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
         other["errors"][0]["extensions"]["code"], "FORBIDDEN",
         "{other}"
     );
+
+    let update =
+        "mutation($i: PartnershipUpdate!) { updatePartnership(input: $i) { status notes since } }";
+    let ended = json!({ "i": { "partnershipId": id, "status": "ENDED", "notes": "协议期满" } });
+    let refused = app.graphql_as(Some(&beijing), update, ended.clone()).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    let done = app.graphql_as(Some(&chifeng), update, ended).await;
+    assert_eq!(
+        done["data"]["updatePartnership"],
+        json!({ "status": "ENDED", "notes": "协议期满", "since": "2018-06-01" }),
+        "{done}"
+    );
+    let cleared = app
+        .graphql_as(
+            Some(&chifeng),
+            update,
+            json!({ "i": { "partnershipId": id, "notes": "" } }),
+        )
+        .await;
+    assert_eq!(
+        cleared["data"]["updatePartnership"]["notes"],
+        Value::Null,
+        "{cleared}"
+    );
+    assert_eq!(cleared["data"]["updatePartnership"]["status"], "ENDED");
 }

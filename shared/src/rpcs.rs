@@ -555,6 +555,25 @@ impl Rpc for CreatePartnership {
     type Reply = PartnershipView;
 }
 
+/// Edits a partnership: its status (ACTIVE, ENDED), since when, notes.
+/// Fields left `None` stay as they are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdatePartnership {
+    /// The partnership.
+    pub partnership_id: crate::ids::PartnershipId,
+    /// ACTIVE or ENDED.
+    pub status: Option<String>,
+    /// Paired since.
+    pub since: Option<NaiveDate>,
+    /// Notes (empty clears them).
+    pub notes: Option<String>,
+}
+impl Rpc for UpdatePartnership {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "update_partnership";
+    type Reply = PartnershipView;
+}
+
 /// A yearly target of an agreement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct YearTarget {

@@ -321,15 +321,8 @@ pub async fn create_partnership(ctx: &Context<'_>, input: PartnershipInput) -> R
 
 /// `recordAgreement`: the same admins as the partnership's.
 pub async fn record_agreement(ctx: &Context<'_>, input: AgreementInput) -> Result<Agreement> {
-    let p = principal(ctx)?;
     let partnership_id: PartnershipId = super::parse("partnership id", &input.partnership_id)?;
-    let all = rpc(ctx, rpcs::ListPartnerships { region: None }).await?;
-    let Some(pair) = all.iter().find(|x| x.id == partnership_id) else {
-        return Err(gql(AppError::not_found(format!(
-            "no partnership {partnership_id}"
-        ))));
-    };
-    may_record(p, pair.sponsor, pair.beneficiary)?;
+    editable(ctx, partnership_id).await?;
     let targets = input
         .targets
         .into_iter()
@@ -356,4 +349,60 @@ pub async fn record_agreement(ctx: &Context<'_>, input: AgreementInput) -> Resul
     )
     .await?;
     Ok(Agreement(created))
+}
+
+/// Partnership status.
+#[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq)]
+pub enum PartnershipStatus {
+    /// In force.
+    Active,
+    /// Ended; its figures stay.
+    Ended,
+}
+
+/// Changes to a partnership; omitted fields stay.
+#[derive(InputObject)]
+pub struct PartnershipUpdate {
+    pub partnership_id: ID,
+    pub status: Option<PartnershipStatus>,
+    pub since: Option<Date>,
+    /// An empty string clears them.
+    pub notes: Option<String>,
+}
+
+/// The partnership, if `p` may change it (its admins).
+async fn editable(ctx: &Context<'_>, id: PartnershipId) -> Result<rpcs::PartnershipView> {
+    let p = principal(ctx)?;
+    let all = rpc(ctx, rpcs::ListPartnerships { region: None }).await?;
+    let Some(pair) = all.into_iter().find(|x| x.id == id) else {
+        return Err(gql(AppError::not_found(format!("no partnership {id}"))));
+    };
+    may_record(p, pair.sponsor, pair.beneficiary)?;
+    Ok(pair)
+}
+
+/// `updatePartnership`: the admins of either side.
+pub async fn update_partnership(
+    ctx: &Context<'_>,
+    input: PartnershipUpdate,
+) -> Result<Partnership> {
+    let partnership_id: PartnershipId = super::parse("partnership id", &input.partnership_id)?;
+    editable(ctx, partnership_id).await?;
+    let updated = rpc(
+        ctx,
+        rpcs::UpdatePartnership {
+            partnership_id,
+            status: input.status.map(|s| {
+                match s {
+                    PartnershipStatus::Active => "ACTIVE",
+                    PartnershipStatus::Ended => "ENDED",
+                }
+                .to_owned()
+            }),
+            since: input.since.map(|d| d.0),
+            notes: input.notes,
+        },
+    )
+    .await?;
+    Ok(Partnership(updated))
 }

@@ -524,6 +524,15 @@ impl Mutation {
         impact::create_partnership(ctx, input).await
     }
 
+    /// Edits a partnership's status, start or notes (the admins of either side).
+    async fn update_partnership(
+        &self,
+        ctx: &Context<'_>,
+        input: PartnershipUpdate,
+    ) -> Result<Partnership> {
+        impact::update_partnership(ctx, input).await
+    }
+
     /// Records an agreement with yearly targets (the partnership's admins).
     async fn record_agreement(
         &self,

@@ -16,7 +16,7 @@ use shared::rpc::RpcRouter;
 use shared::rpcs::{
     AgreementView, CreateAgreement, CreatePartnership, Figures, GetBookingImpact,
     GetPartnershipReport, GetRegionImpact, ImpactCredit, ListPartnerships, PartnershipReport,
-    PartnershipView, RegionImpact,
+    PartnershipView, RegionImpact, UpdatePartnership,
 };
 use shared::{AppError, ErrorCode};
 use tracing::info;
@@ -118,9 +118,13 @@ impl Partnerships {
 
     /// The RPC methods partnership answers.
     pub fn rpc(&self) -> RpcRouter {
-        let s = [(); 6].map(|()| self.clone());
-        let [a, b, c, d, e, f] = s;
+        let s = [(); 7].map(|()| self.clone());
+        let [a, b, c, d, e, f, g] = s;
         RpcRouter::new(SERVICE)
+            .route::<UpdatePartnership, _, _>(move |req| {
+                let s = g.clone();
+                async move { s.update_partnership(req).await }
+            })
             .route::<CreatePartnership, _, _>(move |req| {
                 let s = a.clone();
                 async move { s.create_partnership(req).await }
@@ -195,6 +199,52 @@ impl Partnerships {
         }
         txn.commit().await?;
         info!(partnership = %view.id, sponsor = %view.sponsor, beneficiary = %view.beneficiary, "partnership created");
+        Ok(view)
+    }
+
+    /// Edits a partnership's status (ACTIVE, ENDED), start and notes. What
+    /// it was credited stays: figures are history.
+    pub async fn update_partnership(
+        &self,
+        req: UpdatePartnership,
+    ) -> Result<PartnershipView, AppError> {
+        if let Some(status) = req.status.as_deref()
+            && !matches!(status, "ACTIVE" | "ENDED")
+        {
+            return Err(AppError::bad_input(format!(
+                "a partnership is ACTIVE or ENDED, not {status}"
+            )));
+        }
+        let notes = req.notes.map(|n| {
+            let n = n.trim().to_owned();
+            (!n.is_empty()).then_some(n)
+        });
+        if notes
+            .as_ref()
+            .and_then(|n| n.as_ref())
+            .is_some_and(|n| n.chars().count() > 2_000)
+        {
+            return Err(AppError::bad_input("notes are at most 2,000 characters"));
+        }
+        let txn = self.db.begin().await?;
+        let found = storage::update_partnership(
+            &txn,
+            req.partnership_id,
+            req.status.as_deref(),
+            req.since,
+            notes,
+        )
+        .await?;
+        if !found {
+            return Err(AppError::not_found(format!(
+                "no partnership {}",
+                req.partnership_id
+            )));
+        }
+        let view = storage::partnership_by_id(&txn, req.partnership_id)
+            .await?
+            .ok_or_else(|| AppError::internal("the partnership vanished"))?;
+        txn.commit().await?;
         Ok(view)
     }
 

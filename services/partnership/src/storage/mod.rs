@@ -594,3 +594,30 @@ pub fn year_start(year: i32) -> Option<DateTime<Utc>> {
         .single()
         .map(|t| t.with_timezone(&Utc))
 }
+
+/// Updates a partnership's status, start and notes (each when given).
+pub async fn update_partnership<C: ConnectionTrait>(
+    conn: &C,
+    id: PartnershipId,
+    status: Option<&str>,
+    since: Option<NaiveDate>,
+    notes: Option<Option<String>>,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE partnerships SET status = COALESCE($2, status), since = COALESCE($3, since),
+                notes = CASE WHEN $4 THEN $5 ELSE notes END
+             WHERE id = $1",
+            vec![
+                uuid_value(b, id.0),
+                status.map(str::to_owned).into(),
+                since.into(),
+                notes.is_some().into(),
+                notes.flatten().into(),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
