@@ -52,6 +52,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Homestay search (two nights, 40 homestays) through the gateway at
+    /// several client counts, beside `{ __typename }` on the same gateway.
+    Search {
+        /// Concurrent clients per run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        /// Measured seconds per run (after one second of warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/search.json")]
+        json: PathBuf,
+    },
     /// Events per second end to end: outbox → RabbitMQ (confirms) → inbox handler committed.
     Events {
         /// Events per run (after a warm-up of a tenth of that).
@@ -75,6 +88,28 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { part } => serve(settings, part).await,
         Command::Bench {
             what:
+                Bench::Search {
+                    clients,
+                    seconds,
+                    json,
+                },
+        } => {
+            let mut settings = settings;
+            settings
+                .postgres_url
+                .get_or_insert_with(|| "postgres://root@127.0.0.1:5432".to_owned().into());
+            settings
+                .amqp_url
+                .get_or_insert_with(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned().into());
+            println!(
+                "homestay search through the gateway vs {{ __typename }}, {seconds} s per run:"
+            );
+            let runs = duikou::bench_search::search(settings, &clients, seconds).await?;
+            write_json(&json, &runs)?;
+            Ok(())
+        }
+        Command::Bench {
+            what:
                 Bench::Events {
                     events,
                     consumers,
@@ -91,11 +126,7 @@ async fn main() -> anyhow::Result<()> {
                 .to_owned();
             println!("events end to end (outbox → RabbitMQ → inbox), {events} events per run:");
             let runs = duikou::bench::events(&postgres, &amqp, events, &consumers).await?;
-            if let Some(dir) = json.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&json, serde_json::to_vec_pretty(&runs)?)?;
-            println!("wrote {}", json.display());
+            write_json(&json, &runs)?;
             Ok(())
         }
         Command::Seed { demo } => {
@@ -127,6 +158,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn write_json(path: &std::path::Path, runs: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(runs)?)?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {

@@ -1,0 +1,192 @@
+//! `duikou bench search`: homestay search for a two-night window through the
+//! gateway at several client counts, beside `{ __typename }` on the same
+//! gateway in the same run (the ceiling: HTTP, JSON, auth and GraphQL with
+//! no service behind). Latencies in HDR histograms, warm-up excluded. A
+//! figure, not a test.
+
+use crate::{App, Part};
+use chrono::{Duration as Days, Utc};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use shared::bus::call;
+use shared::config::Settings;
+use shared::money::Fen;
+use shared::region::RegionCode;
+use shared::rpcs::{CreateHomestay, NewRoomType, SetRoomCalendar};
+use std::time::{Duration, Instant};
+
+/// One measured load.
+#[derive(Debug, serde::Serialize)]
+pub struct SearchRun {
+    /// `search` or `typename`.
+    pub query: &'static str,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Requests answered in the measured time.
+    pub requests: u64,
+    /// requests / second.
+    pub requests_per_second: f64,
+    /// Median latency, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Slowest, milliseconds.
+    pub max_ms: f64,
+}
+
+const HOMESTAYS: usize = 40;
+
+/// Runs the search benchmark on a Duikou of its own (fresh databases and
+/// queues under a unique prefix on the configured servers, removed after).
+pub async fn search(
+    mut settings: Settings,
+    client_counts: &[usize],
+    seconds: u64,
+) -> anyhow::Result<Vec<SearchRun>> {
+    let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+    settings.db_prefix = format!("bench_{id}_");
+    settings.bus_prefix = format!("bench.{id}.");
+    settings.gateway_addr = "127.0.0.1:0".into();
+    settings.demo = false;
+    settings.rate_limit = 0;
+    let app = App::start(settings.clone(), Part::All).await?;
+    let result = measure(&app, client_counts, seconds).await;
+    let queues = app.rt.bus.declared_queues();
+    app.stop().await;
+    cleanup(&settings, &queues).await;
+    result
+}
+
+async fn measure(
+    app: &App,
+    client_counts: &[usize],
+    seconds: u64,
+) -> anyhow::Result<Vec<SearchRun>> {
+    let addr = app
+        .gateway_addr
+        .ok_or_else(|| anyhow::anyhow!("no gateway"))?;
+    let url = format!("http://{addr}/graphql");
+    let bus = app.rt.bus.as_ref();
+    let today = Utc::now().date_naive();
+    let banners = ["150430", "150423", "150428", "150522", "150525"];
+    print!("  seeding {HOMESTAYS} homestays with 30 nights each… ");
+    for i in 0..HOMESTAYS {
+        let created = call(
+            bus,
+            &CreateHomestay {
+                host_name: format!("牧户 {i}"),
+                region_code: RegionCode::parse(banners[i % banners.len()])?,
+                name: format!("草原民宿 {i}"),
+                room_type: NewRoomType {
+                    name: "双床".into(),
+                    beds: 2,
+                    max_guests: 2,
+                },
+                cancellation_policy: None,
+                by: None,
+            },
+        )
+        .await?;
+        call(
+            bus,
+            &SetRoomCalendar {
+                room_type_id: created.room_type_id,
+                from: today,
+                to: today + Days::days(30),
+                rooms: 5,
+                price: Fen::yuan(200 + (i as i64 * 7) % 300),
+                by: None,
+            },
+        )
+        .await?;
+    }
+    println!("done");
+    let search = json!({
+        "query": "query($in: Date!, $out: Date!) { searchHomestays(regionCode: \"150400\", checkIn: $in, checkOut: $out, guests: 2, first: 20) { edges { node { homestayName total { amount } } } } }",
+        "variables": { "in": (today + Days::days(7)).to_string(), "out": (today + Days::days(9)).to_string() }
+    });
+    let typename = json!({ "query": "{ __typename }" });
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let mut runs = Vec::new();
+    for &clients in client_counts {
+        for (name, body) in [("typename", &typename), ("search", &search)] {
+            let run = load(&http, &url, name, body, clients, seconds).await?;
+            println!(
+                "  {:<8} {:>3} clients: {:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms",
+                run.query, run.clients, run.requests_per_second, run.p50_ms, run.p99_ms, run.max_ms
+            );
+            runs.push(run);
+        }
+        if let [ceiling, search] = &runs[runs.len() - 2..] {
+            println!(
+                "  ratio search / __typename at {clients}: {:.2}",
+                search.requests_per_second / ceiling.requests_per_second.max(1.0)
+            );
+        }
+    }
+    Ok(runs)
+}
+
+/// `clients` loops sending `body` for a warm-up second and then `seconds`.
+async fn load(
+    http: &reqwest::Client,
+    url: &str,
+    query: &'static str,
+    body: &serde_json::Value,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<SearchRun> {
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let until = warm_until + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, body) = (http.clone(), url.to_owned(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            loop {
+                let started = Instant::now();
+                if started >= until {
+                    break;
+                }
+                let response = http.post(&url).json(&body).send().await?;
+                let ok = response.status().is_success();
+                let text = response.text().await?;
+                if !ok || text.contains("\"errors\"") {
+                    anyhow::bail!("the gateway answered an error: {text}");
+                }
+                if started >= warm_until {
+                    hist.record(started.elapsed().as_micros() as u64)?;
+                }
+            }
+            Ok::<_, anyhow::Error>(hist)
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for task in tasks {
+        all.add(task.await??)?;
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok(SearchRun {
+        query,
+        clients,
+        requests: all.len(),
+        requests_per_second: all.len() as f64 / seconds as f64,
+        p50_ms: ms(all.value_at_quantile(0.5)),
+        p99_ms: ms(all.value_at_quantile(0.99)),
+        max_ms: ms(all.max()),
+    })
+}
+
+async fn cleanup(settings: &Settings, queues: &[String]) {
+    if let Some(amqp) = settings.amqp() {
+        let _ = shared::bus::amqp::admin::delete(amqp, &settings.bus(), queues).await;
+    }
+    if let Some(postgres) = settings.postgres() {
+        for service in ["inventory", "booking", "payment", "partnership", "gateway"] {
+            let name = shared::db::database_name(settings, service);
+            let _ = shared::db::drop_database(postgres, &name).await;
+        }
+    }
+}
