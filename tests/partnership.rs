@@ -145,6 +145,7 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
                 tourists: Some(4),
                 spend: Some(Fen::yuan(10_000)),
                 certified_spend: None,
+                custom: vec![],
             }],
         },
     )
@@ -369,6 +370,7 @@ async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
             tourists: Some(tourists),
             spend: None,
             certified_spend: None,
+            custom: vec![],
         }],
     };
     let e = call(bus, &agreement(date(2017, 12, 31), 1))
@@ -431,19 +433,21 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
         .await;
     assert!(platform["errors"].is_null(), "{platform}");
 
-    let record = "mutation($i: AgreementInput!) { recordAgreement(input: $i) { title targets { year tourists spend { amount } } } }";
+    let record = "mutation($i: AgreementInput!) { recordAgreement(input: $i) { title targets { year tourists spend { amount } custom { name target unit } } } }";
     let agreement = |ends: &str, spend: &str| {
         json!({ "i": {
         "partnershipId": id, "title": "《京蒙旅游扶贫协作框架协议》", "signedOn": "2018-06-01",
         "startsOn": "2018-06-01", "endsOn": ends, "signatories": ["海淀区", "敖汉旗"],
-        "targets": [{ "year": 2026, "tourists": 500, "spend": spend }] } })
+        "targets": [{ "year": 2026, "tourists": 500, "spend": spend,
+                      "custom": [{ "name": "培训乡村旅游带头人", "target": 30.0, "unit": "人次" }] }] } })
     };
     let recorded = app
         .graphql_as(Some(&chifeng), record, agreement("2027-12-31", "380000.00"))
         .await;
     assert_eq!(
         recorded["data"]["recordAgreement"]["targets"],
-        json!([{ "year": 2026, "tourists": 500, "spend": { "amount": "380000.00" } }]),
+        json!([{ "year": 2026, "tourists": 500, "spend": { "amount": "380000.00" },
+                 "custom": [{ "name": "培训乡村旅游带头人", "target": 30.0, "unit": "人次" }] }]),
         "{recorded}"
     );
     let backwards = app

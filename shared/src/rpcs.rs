@@ -575,7 +575,7 @@ impl Rpc for UpdatePartnership {
 }
 
 /// A yearly target of an agreement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct YearTarget {
     /// The year.
     pub year: i32,
@@ -585,6 +585,22 @@ pub struct YearTarget {
     pub spend: Option<Fen>,
     /// Spend on certified listings to reach.
     pub certified_spend: Option<Fen>,
+    /// Further indicators the agreement sets (e.g. 培训乡村旅游带头人 30),
+    /// recorded and shown; Duikou does not measure them.
+    #[serde(default)]
+    pub custom: Vec<CustomTarget>,
+}
+
+/// An indicator of an agreement beyond what bookings measure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomTarget {
+    /// What is counted, e.g. 培训乡村旅游带头人.
+    pub name: String,
+    /// The target.
+    pub target: f64,
+    /// Unit, e.g. 人次.
+    #[serde(default)]
+    pub unit: Option<String>,
 }
 
 /// Adds an agreement (框架协议) to a partnership.

@@ -86,6 +86,15 @@ impl Agreement {
                 tourists: t.tourists,
                 spend: t.spend.map(Money::from),
                 certified_spend: t.certified_spend.map(Money::from),
+                custom: t
+                    .custom
+                    .iter()
+                    .map(|c| CustomTarget {
+                        name: c.name.clone(),
+                        target: c.target,
+                        unit: c.unit.clone(),
+                    })
+                    .collect(),
             })
             .collect()
     }
@@ -101,6 +110,19 @@ pub struct YearTarget {
     pub spend: Option<Money>,
     /// Spend on certified listings to reach.
     pub certified_spend: Option<Money>,
+    /// Further indicators (recorded, not measured by Duikou).
+    pub custom: Vec<CustomTarget>,
+}
+
+/// An agreement's indicator beyond what bookings measure.
+#[derive(SimpleObject, InputObject)]
+#[graphql(input_name = "CustomTargetInput")]
+pub struct CustomTarget {
+    /// e.g. 培训乡村旅游带头人.
+    pub name: String,
+    pub target: f64,
+    /// e.g. 人次.
+    pub unit: Option<String>,
 }
 
 /// Impact figures: net of cancellations and refunds.
@@ -264,6 +286,8 @@ pub struct YearTargetInput {
     pub tourists: Option<i64>,
     pub spend: Option<String>,
     pub certified_spend: Option<String>,
+    #[graphql(default)]
+    pub custom: Vec<CustomTarget>,
 }
 
 /// A new agreement (框架协议).
@@ -332,6 +356,15 @@ pub async fn record_agreement(ctx: &Context<'_>, input: AgreementInput) -> Resul
                 tourists: t.tourists,
                 spend: yuan("spend", t.spend)?,
                 certified_spend: yuan("certifiedSpend", t.certified_spend)?,
+                custom: t
+                    .custom
+                    .into_iter()
+                    .map(|c| rpcs::CustomTarget {
+                        name: c.name,
+                        target: c.target,
+                        unit: c.unit,
+                    })
+                    .collect(),
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -6,7 +6,7 @@ use crate::storage::{self, Migrator};
 use chrono::NaiveDate;
 use shared::money::Fen;
 use shared::region::RegionCode;
-use shared::rpcs::{CreateAgreement, CreatePartnership, YearTarget};
+use shared::rpcs::{CreateAgreement, CreatePartnership, CustomTarget, YearTarget};
 use shared::runtime::Runtime;
 use tracing::info;
 
@@ -66,6 +66,11 @@ pub async fn seed_demo(p: &Partnerships) -> anyhow::Result<()> {
                 tourists: Some(2_000),
                 spend: Some(Fen::yuan(1_500_000)),
                 certified_spend: Some(Fen::yuan(600_000)),
+                custom: vec![CustomTarget {
+                    name: "[演示] 培训乡村旅游带头人".into(),
+                    target: 30.0,
+                    unit: Some("人次".into()),
+                }],
             })
             .collect();
         p.create_agreement(CreateAgreement {

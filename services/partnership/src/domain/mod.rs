@@ -152,9 +152,19 @@ pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
         return Err(AppError::bad_input("one target per year"));
     }
     for t in targets {
+        for c in &t.custom {
+            if c.name.trim().is_empty() || c.name.chars().count() > 100 {
+                return Err(AppError::bad_input(
+                    "a custom indicator needs a name of 1 to 100 characters",
+                ));
+            }
+        }
         let negative = t.tourists.is_some_and(|n| n < 0)
             || t.spend.is_some_and(|f| f < Fen::ZERO)
-            || t.certified_spend.is_some_and(|f| f < Fen::ZERO);
+            || t.certified_spend.is_some_and(|f| f < Fen::ZERO)
+            || t.custom
+                .iter()
+                .any(|c| !c.target.is_finite() || c.target < 0.0);
         if negative {
             return Err(AppError::bad_input(format!(
                 "the targets for {} must not be negative",
