@@ -368,4 +368,33 @@ async fn the_welfare_fund_shows_each_donation_without_personal_data() {
         too_many["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
         "{too_many}"
     );
+
+    // Totals per year (China time) and per beneficiary region, for everyone.
+    let year = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("offset"))
+        .format("%Y")
+        .to_string()
+        .parse::<i32>()
+        .expect("year");
+    let totals = app
+        .graphql_as(
+            None,
+            "query($y: Int) { welfareFund { byYear { year amount { amount } } byRegion(year: $y) { regionCode amount { amount } } } }",
+            json!({ "y": year }),
+        )
+        .await;
+    assert_eq!(
+        totals["data"]["welfareFund"],
+        json!({ "byYear": [{ "year": year, "amount": { "amount": "7.60" } }],
+                "byRegion": [{ "regionCode": "150430", "amount": { "amount": "7.60" } }] }),
+        "{totals}"
+    );
+    let other_year = app
+        .graphql_as(
+            None,
+            "{ welfareFund { byRegion(year: 2019) { regionCode } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(other_year["data"]["welfareFund"]["byRegion"], json!([]));
 }

@@ -461,6 +461,28 @@ pub struct FundEntry {
     pub at: DateTime<Utc>,
 }
 
+/// The welfare fund's totals: per year (China time) and, for one year or
+/// all, per beneficiary region (the listing's county).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetFundTotals {
+    /// Only this year for the per-region totals; all years when None.
+    pub year: Option<i32>,
+}
+impl Rpc for GetFundTotals {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "fund_totals";
+    type Reply = FundTotals;
+}
+
+/// The answer to [`GetFundTotals`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FundTotals {
+    /// Net donations per year, oldest first.
+    pub by_year: Vec<(i32, Fen)>,
+    /// Net donations per region, largest first.
+    pub by_region: Vec<(RegionCode, Fen)>,
+}
+
 /// The fund's balance and one page of its entries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WelfareFundPage {

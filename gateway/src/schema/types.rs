@@ -353,6 +353,20 @@ impl Night {
 /// The public welfare fund.
 pub struct WelfareFund;
 
+/// The fund's donations in a year.
+#[derive(SimpleObject)]
+pub struct FundYear {
+    pub year: i32,
+    pub amount: Money,
+}
+
+/// The fund's donations from bookings in a region.
+#[derive(SimpleObject)]
+pub struct FundRegion {
+    pub region_code: ID,
+    pub amount: Money,
+}
+
 /// One entry of the welfare fund.
 #[derive(async_graphql::SimpleObject)]
 pub struct FundEntry {
@@ -389,6 +403,40 @@ impl WelfareFund {
         )
         .await?;
         Ok(page.balance.into())
+    }
+
+    /// Net donations per year (China time), oldest first.
+    async fn by_year(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Vec<FundYear>> {
+        let totals = super::rpc(ctx, shared::rpcs::GetFundTotals { year: None }).await?;
+        Ok(totals
+            .by_year
+            .into_iter()
+            .map(|(year, amount)| FundYear {
+                year,
+                amount: amount.into(),
+            })
+            .collect())
+    }
+
+    /// Net donations per beneficiary region (the listing's county), largest
+    /// first; for one year, or all.
+    async fn by_region(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+        year: Option<i32>,
+    ) -> async_graphql::Result<Vec<FundRegion>> {
+        let totals = super::rpc(ctx, shared::rpcs::GetFundTotals { year }).await?;
+        Ok(totals
+            .by_region
+            .into_iter()
+            .map(|(code, amount)| FundRegion {
+                region_code: ID(code.to_string()),
+                amount: amount.into(),
+            })
+            .collect())
     }
 
     /// Entries, newest first (Relay connection; `first` at most 100).

@@ -16,7 +16,7 @@ use shared::money::Fen;
 use shared::money::{Split, SplitRates};
 use shared::outbox::{OutboxSignal, enqueue};
 use shared::rpc::RpcRouter;
-use shared::rpcs::{GetWelfareFund, PayBooking, PaymentView, WelfareFundPage};
+use shared::rpcs::{GetFundTotals, GetWelfareFund, PayBooking, PaymentView, WelfareFundPage};
 use shared::{AppError, ErrorCode};
 use std::sync::Arc;
 use tracing::{error, info, warn};
@@ -49,7 +49,7 @@ impl Payments {
 
     /// The RPC methods payment answers.
     pub fn rpc(&self) -> RpcRouter {
-        let (a, b) = (self.clone(), self.clone());
+        let [a, b, c] = [(); 3].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<PayBooking, _, _>(move |req| {
                 let s = a.clone();
@@ -58,6 +58,10 @@ impl Payments {
             .route::<GetWelfareFund, _, _>(move |req| {
                 let s = b.clone();
                 async move { s.welfare_fund(req).await }
+            })
+            .route::<GetFundTotals, _, _>(move |req| {
+                let s = c.clone();
+                async move { Ok(storage::fund_totals(&s.db, req.year).await?) }
             })
     }
 

@@ -688,3 +688,56 @@ pub async fn stuck_processing<C: ConnectionTrait>(
     })
     .collect()
 }
+
+/// The welfare fund's net donations per year (China time), and per region
+/// for `year` (or all years).
+pub async fn fund_totals<C: ConnectionTrait>(
+    conn: &C,
+    year: Option<i32>,
+) -> Result<shared::rpcs::FundTotals, DbErr> {
+    let b = conn.get_database_backend();
+    let year_of = match b {
+        sea_orm::DbBackend::Postgres => {
+            "CAST(EXTRACT(YEAR FROM created_at AT TIME ZONE 'Asia/Shanghai') AS INTEGER)"
+        }
+        _ => "CAST(strftime('%Y', created_at, '+8 hours') AS INTEGER)",
+    };
+    let by_year = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT {year_of} AS year, CAST(SUM(amount_fen) AS BIGINT) AS total
+                 FROM ledger_entries WHERE account = $1 GROUP BY 1 ORDER BY 1"
+            ),
+            vec![crate::domain::FUND.into()],
+        ))
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get::<i32>("", "year")?, Fen(r.try_get("", "total")?))))
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    let by_region = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT region_code, CAST(SUM(amount_fen) AS BIGINT) AS total
+                 FROM ledger_entries WHERE account = $1 AND ($2 OR {year_of} = $3)
+                 GROUP BY region_code ORDER BY 2 DESC, 1"
+            ),
+            vec![
+                crate::domain::FUND.into(),
+                year.is_none().into(),
+                year.unwrap_or(0).into(),
+            ],
+        ))
+        .await?
+        .iter()
+        .map(|r| {
+            let code: String = r.try_get("", "region_code")?;
+            Ok((
+                RegionCode::parse(&code).map_err(|e| DbErr::Custom(e.to_string()))?,
+                Fen(r.try_get("", "total")?),
+            ))
+        })
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    Ok(shared::rpcs::FundTotals { by_year, by_region })
+}
