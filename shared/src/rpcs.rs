@@ -483,6 +483,52 @@ pub struct FundTotals {
     pub by_region: Vec<(RegionCode, Fen)>,
 }
 
+/// What each host is owed now: host shares captured, less refunded, less
+/// paid out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetHostBalances {}
+impl Rpc for GetHostBalances {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "host_balances";
+    type Reply = Vec<HostBalance>;
+}
+
+/// A host's balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostBalance {
+    /// The host household, cooperative or village collective.
+    pub host_id: HostId,
+    /// Owed to it.
+    pub owed: Fen,
+}
+
+/// Pays every host what it is owed for bookings captured before `up_to`,
+/// once per `reference` (the bank batch): a second run with the same
+/// reference returns the first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunPayouts {
+    /// The payout batch's reference (e.g. the bank's).
+    pub reference: String,
+    /// Ledger entries up to this moment count (the period's end); now if None.
+    pub up_to: Option<DateTime<Utc>>,
+}
+impl Rpc for RunPayouts {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "run_payouts";
+    type Reply = PayoutRun;
+}
+
+/// A payout run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayoutRun {
+    /// Its reference.
+    pub reference: String,
+    /// What each host was paid.
+    pub payouts: Vec<HostBalance>,
+    /// The sum.
+    pub total: Fen,
+}
+
 /// The fund's balance and one page of its entries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WelfareFundPage {

@@ -123,6 +123,14 @@ impl Query {
         .await
     }
 
+    /// What each host is owed now: host shares captured, less refunded, less
+    /// paid out (platform admins).
+    async fn host_balances(&self, ctx: &Context<'_>) -> Result<Vec<HostBalance>> {
+        platform_admin(ctx)?;
+        let balances = rpc(ctx, rpcs::GetHostBalances {}).await?;
+        Ok(balances.into_iter().map(HostBalance::from).collect())
+    }
+
     /// Who you are (needs a token).
     async fn me(&self, ctx: &Context<'_>) -> Result<Account> {
         let p = principal(ctx)?;
@@ -594,6 +602,24 @@ impl Mutation {
             .await
             .map_err(gql)?
             .into())
+    }
+
+    /// Pays every host what it is owed for bookings captured before `upTo`
+    /// (now when omitted): balanced ledger entries, once per `reference` —
+    /// the same reference again returns the first run (platform admins).
+    async fn run_payouts(
+        &self,
+        ctx: &Context<'_>,
+        reference: String,
+        up_to: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<PayoutRun> {
+        platform_admin(ctx)?;
+        let run = rpc(ctx, rpcs::RunPayouts { reference, up_to }).await?;
+        Ok(PayoutRun {
+            reference: run.reference,
+            total: run.total.into(),
+            payouts: run.payouts.into_iter().map(HostBalance::from).collect(),
+        })
     }
 
     /// Creates a traveler account and logs it in. Bookings made with it

@@ -539,3 +539,30 @@ pub fn page_info<'a>(
         end_cursor,
     }
 }
+
+/// What a host is owed, or was paid.
+#[derive(SimpleObject)]
+pub struct HostBalance {
+    /// The household, cooperative or village collective.
+    pub host_id: ID,
+    pub amount: Money,
+}
+
+impl From<shared::rpcs::HostBalance> for HostBalance {
+    fn from(b: shared::rpcs::HostBalance) -> HostBalance {
+        HostBalance {
+            host_id: ID(b.host_id.to_string()),
+            amount: b.owed.into(),
+        }
+    }
+}
+
+/// A payout run.
+#[derive(SimpleObject)]
+pub struct PayoutRun {
+    /// The batch reference.
+    pub reference: String,
+    /// What each host was paid.
+    pub payouts: Vec<HostBalance>,
+    pub total: Money,
+}

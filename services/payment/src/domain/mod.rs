@@ -10,6 +10,9 @@ pub const PLATFORM: &str = "platform_revenue";
 /// The public welfare fund (公益基金).
 pub const FUND: &str = "welfare_fund";
 
+/// Money paid out to hosts' bank accounts.
+pub const PAYOUTS: &str = "payouts_bank";
+
 /// The commission payable account of an agency.
 pub fn agency_account(agency: AgencyId) -> String {
     format!("agency:{agency}")

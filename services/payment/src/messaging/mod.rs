@@ -16,7 +16,10 @@ use shared::money::Fen;
 use shared::money::{Split, SplitRates};
 use shared::outbox::{OutboxSignal, enqueue};
 use shared::rpc::RpcRouter;
-use shared::rpcs::{GetFundTotals, GetWelfareFund, PayBooking, PaymentView, WelfareFundPage};
+use shared::rpcs::{
+    GetFundTotals, GetHostBalances, GetWelfareFund, HostBalance, PayBooking, PaymentView,
+    PayoutRun, RunPayouts, WelfareFundPage,
+};
 use shared::{AppError, ErrorCode};
 use std::sync::Arc;
 use tracing::{error, info, warn};
@@ -49,7 +52,7 @@ impl Payments {
 
     /// The RPC methods payment answers.
     pub fn rpc(&self) -> RpcRouter {
-        let [a, b, c] = [(); 3].map(|()| self.clone());
+        let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<PayBooking, _, _>(move |req| {
                 let s = a.clone();
@@ -62,6 +65,20 @@ impl Payments {
             .route::<GetFundTotals, _, _>(move |req| {
                 let s = c.clone();
                 async move { Ok(storage::fund_totals(&s.db, req.year).await?) }
+            })
+            .route::<GetHostBalances, _, _>(move |_req| {
+                let s = d.clone();
+                async move {
+                    let balances = storage::host_balances(&s.db, chrono::Utc::now()).await?;
+                    Ok(balances
+                        .into_iter()
+                        .map(|(host_id, owed, _)| HostBalance { host_id, owed })
+                        .collect())
+                }
+            })
+            .route::<RunPayouts, _, _>(move |req| {
+                let s = e.clone();
+                async move { s.run_payouts(req).await }
             })
     }
 
@@ -261,6 +278,57 @@ impl Payments {
 }
 
 impl Payments {
+    /// Pays every host what it is owed for entries before `up_to`: one
+    /// balanced transaction per host (host payable → payouts bank), once
+    /// per reference, runs serialised so a balance is never paid twice.
+    pub async fn run_payouts(&self, req: RunPayouts) -> Result<PayoutRun, AppError> {
+        let reference = req.reference.trim().to_owned();
+        if reference.is_empty() || reference.chars().count() > 100 {
+            return Err(AppError::bad_input(
+                "a payout reference has 1 to 100 characters",
+            ));
+        }
+        let up_to = req.up_to.unwrap_or_else(chrono::Utc::now);
+        if up_to > chrono::Utc::now() {
+            return Err(AppError::bad_input(
+                "a payout period cannot end in the future",
+            ));
+        }
+        let txn = self.db.begin().await?;
+        storage::lock_payouts(&txn).await?;
+        if storage::insert_payout_run(&txn, &reference, up_to).await? {
+            for (host, owed, region) in storage::host_balances(&txn, up_to).await? {
+                if owed <= Fen::ZERO {
+                    continue;
+                }
+                let legs = vec![
+                    (crate::domain::host_account(host), Fen::ZERO - owed),
+                    (crate::domain::PAYOUTS.to_owned(), owed),
+                ];
+                storage::post(
+                    &txn,
+                    shared::ids::BookingId(uuid::Uuid::nil()),
+                    region,
+                    &legs,
+                )
+                .await?;
+                storage::insert_payout(&txn, &reference, host, owed).await?;
+            }
+            info!(%reference, "payout run");
+        }
+        let payouts: Vec<HostBalance> = storage::payouts_of(&txn, &reference)
+            .await?
+            .into_iter()
+            .map(|(host_id, owed)| HostBalance { host_id, owed })
+            .collect();
+        txn.commit().await?;
+        Ok(PayoutRun {
+            total: payouts.iter().map(|p| p.owed).sum(),
+            reference,
+            payouts,
+        })
+    }
+
     /// The public welfare fund: balance, entry count and one page of entries.
     pub async fn welfare_fund(&self, req: GetWelfareFund) -> Result<WelfareFundPage, AppError> {
         if !(1..=100).contains(&req.first) {

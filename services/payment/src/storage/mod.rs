@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(Payments),
             Box::new(Refunds),
             Box::new(SandboxBooks),
+            Box::new(Payouts),
         ]
     }
 }
@@ -139,6 +140,36 @@ impl MigrationTrait for SandboxBooks {
                     amount_fen BIGINT NOT NULL,
                     created_at TIMESTAMPTZ NOT NULL)",
                 "CREATE INDEX payments_processing ON payments (updated_at) WHERE status = 'PROCESSING'",
+            ],
+        )
+        .await
+    }
+}
+
+struct Payouts;
+
+impl MigrationName for Payouts {
+    fn name(&self) -> &str {
+        "m20261124_000003_payouts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Payouts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "CREATE TABLE payouts (
+                    reference TEXT NOT NULL,
+                    host_id UUID NOT NULL,
+                    amount_fen BIGINT NOT NULL CHECK (amount_fen > 0),
+                    created_at TIMESTAMPTZ NOT NULL,
+                    PRIMARY KEY (reference, host_id))",
+                "CREATE TABLE payout_runs (
+                    reference TEXT PRIMARY KEY,
+                    up_to TIMESTAMPTZ NOT NULL,
+                    created_at TIMESTAMPTZ NOT NULL)",
             ],
         )
         .await
@@ -740,4 +771,107 @@ pub async fn fund_totals<C: ConnectionTrait>(
         })
         .collect::<Result<Vec<_>, DbErr>>()?;
     Ok(shared::rpcs::FundTotals { by_year, by_region })
+}
+
+/// Balances of the host accounts (positive: owed), from entries before `up_to`.
+pub async fn host_balances<C: ConnectionTrait>(
+    conn: &C,
+    up_to: chrono::DateTime<Utc>,
+) -> Result<Vec<(HostId, Fen, RegionCode)>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT account, MIN(region_code) AS region_code, CAST(SUM(amount_fen) AS BIGINT) AS owed FROM ledger_entries
+         WHERE account LIKE 'host:%' AND created_at < $1
+         GROUP BY account HAVING SUM(amount_fen) <> 0 ORDER BY account",
+        vec![up_to.into()],
+    ))
+    .await?
+    .iter()
+    .map(|r| {
+        let account: String = r.try_get("", "account")?;
+        let id = account
+            .strip_prefix("host:")
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .ok_or_else(|| DbErr::Custom(format!("ledger account {account}")))?;
+        let region: String = r.try_get("", "region_code")?;
+        Ok((
+            HostId(id),
+            Fen(r.try_get("", "owed")?),
+            RegionCode::parse(&region).map_err(|e| DbErr::Custom(e.to_string()))?,
+        ))
+    })
+    .collect()
+}
+
+/// Records a payout run; Ok(false) when its reference was used before.
+pub async fn insert_payout_run<C: ConnectionTrait>(
+    conn: &C,
+    reference: &str,
+    up_to: chrono::DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "INSERT INTO payout_runs (reference, up_to, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (reference) DO NOTHING",
+            vec![reference.into(), up_to.into(), Utc::now().into()],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Records one host's payout in a run.
+pub async fn insert_payout<C: ConnectionTrait>(
+    conn: &C,
+    reference: &str,
+    host: HostId,
+    amount: Fen,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO payouts (reference, host_id, amount_fen, created_at) VALUES ($1, $2, $3, $4)",
+        vec![
+            reference.into(),
+            uuid_value(b, host.0),
+            amount.get().into(),
+            Utc::now().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The payouts of a run.
+pub async fn payouts_of<C: ConnectionTrait>(
+    conn: &C,
+    reference: &str,
+) -> Result<Vec<(HostId, Fen)>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT host_id, amount_fen FROM payouts WHERE reference = $1 ORDER BY host_id",
+        vec![reference.into()],
+    ))
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            HostId(row_uuid(r, "host_id")?),
+            Fen(r.try_get("", "amount_fen")?),
+        ))
+    })
+    .collect()
+}
+
+/// Serialises payout runs on PostgreSQL (SQLite has one writer anyway).
+pub async fn lock_payouts<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    if b == sea_orm::DbBackend::Postgres {
+        conn.execute_raw(stmt(b, "SELECT pg_advisory_xact_lock(7461)", vec![]))
+            .await?;
+    }
+    Ok(())
 }

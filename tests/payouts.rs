@@ -1,0 +1,88 @@
+//! Host payouts: what each host is owed (captured less refunded), paid once
+//! per batch reference with balanced entries, and the books still sum to zero.
+
+mod common;
+
+use chrono::Duration as Days;
+use common::{spawn_app, tomorrow};
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+
+fn amounts(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|b| b["amount"]["amount"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
+    let app = spawn_app().await;
+    let first = app.homestay(1).await.room_type_id.to_string();
+    let second = app.homestay(1).await.room_type_id.to_string();
+    let kept = app
+        .paid_booking(&first, tomorrow() + Days::days(3), "tok_success")
+        .await;
+    let halved = app
+        .paid_booking(&second, tomorrow() + Days::days(3), "tok_success")
+        .await;
+    app.wait_for_status(&kept, "CONFIRMED").await;
+    app.wait_for_status(&halved, "CONFIRMED").await;
+    app.cancel(&halved, "c").await;
+    app.wait_for_booking(&halved, "the half refund", |b| {
+        b["refunded"]["amount"] == "190.00"
+    })
+    .await;
+
+    let admin = app.admin_token().await;
+    let balances = "{ hostBalances { hostId amount { amount } } }";
+    let owed = app.graphql_as(Some(&admin), balances, json!({})).await;
+    // 364.80 each captured; the refund took back 182.40 of the second.
+    assert_eq!(
+        amounts(&owed["data"]["hostBalances"]),
+        ["182.40", "364.80"],
+        "{owed}"
+    );
+    let traveler = app.graphql(balances, json!({})).await;
+    assert_eq!(traveler["errors"][0]["extensions"]["code"], "FORBIDDEN");
+
+    let run = "mutation($r: String!) { runPayouts(reference: $r) { reference total { amount } payouts { hostId amount { amount } } } }";
+    let paid = app
+        .graphql_as(Some(&admin), run, json!({ "r": "BATCH-2026-11" }))
+        .await;
+    let paid = &paid["data"]["runPayouts"];
+    assert_eq!(paid["total"]["amount"], "547.20", "{paid}");
+    assert_eq!(amounts(&paid["payouts"]), ["182.40", "364.80"]);
+    let again = app
+        .graphql_as(Some(&admin), run, json!({ "r": "BATCH-2026-11" }))
+        .await;
+    assert_eq!(
+        &again["data"]["runPayouts"], paid,
+        "the same reference returns the first run"
+    );
+    let next = app
+        .graphql_as(Some(&admin), run, json!({ "r": "BATCH-2026-12" }))
+        .await;
+    assert_eq!(
+        next["data"]["runPayouts"]["total"]["amount"], "0.00",
+        "nothing is paid twice: {next}"
+    );
+    let owed = app.graphql_as(Some(&admin), balances, json!({})).await;
+    assert_eq!(owed["data"]["hostBalances"], json!([]));
+
+    // Every transaction balanced: the whole ledger sums to zero.
+    let db = app.service_db("payment").await;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS total FROM ledger_entries",
+        ))
+        .await
+        .expect("query")
+        .expect("a row");
+    assert_eq!(row.try_get::<i64>("", "total").expect("total"), 0);
+}
