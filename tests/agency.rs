@@ -4,14 +4,8 @@
 
 mod common;
 
-use common::{TestApp, spawn_app, tomorrow};
+use common::{TestApp, code, spawn_app, tomorrow};
 use serde_json::{Value, json};
-
-fn code(body: &Value) -> &str {
-    body["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or("none")
-}
 
 /// An agency with `bp` commission and an API client; the client's token.
 async fn agency(app: &TestApp, name: &str, bp: i32) -> (String, String, String) {

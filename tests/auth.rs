@@ -6,7 +6,7 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use common::{ADMIN, PASSWORD, TestApp, spawn_app_with, test_settings, tomorrow};
+use common::{ADMIN, PASSWORD, TestApp, code, spawn_app_with, test_settings, tomorrow};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -26,12 +26,6 @@ fn token(v: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no token in {v}"))
         .to_owned()
-}
-
-fn code(body: &Value) -> &str {
-    body["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or("none")
 }
 
 const ME: &str = "{ me { email role homeRegionCode } }";

@@ -5,14 +5,8 @@
 mod common;
 
 use chrono::Duration as Days;
-use common::{TestApp, spawn_app, tomorrow};
+use common::{TestApp, code, spawn_app, tomorrow};
 use serde_json::{Value, json};
-
-fn code(body: &Value) -> &str {
-    body["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or("none")
-}
 
 const SEARCH: &str = "query($r: ID, $in: Date!, $out: Date!, $g: Int!, $rooms: Int, $first: Int, $after: String) {
     searchHomestays(regionCode: $r, checkIn: $in, checkOut: $out, guests: $g, rooms: $rooms, first: $first, after: $after) {

@@ -124,6 +124,26 @@ pub fn opt_row_uuid(row: &sea_orm::QueryResult, column: &str) -> Result<Option<u
     }
 }
 
+/// Reads a nullable region code column.
+pub fn opt_row_region(
+    row: &sea_orm::QueryResult,
+    column: &str,
+) -> Result<Option<crate::region::RegionCode>, DbErr> {
+    let s: Option<String> = row.try_get("", column)?;
+    s.map(|s| {
+        crate::region::RegionCode::parse(&s).map_err(|e| DbErr::Custom(format!("{column}: {e}")))
+    })
+    .transpose()
+}
+
+/// Reads a region code column that must be set.
+pub fn row_region(
+    row: &sea_orm::QueryResult,
+    column: &str,
+) -> Result<crate::region::RegionCode, DbErr> {
+    opt_row_region(row, column)?.ok_or_else(|| DbErr::Custom(format!("{column} is missing")))
+}
+
 /// DDL written for PostgreSQL, adapted to SQLite's types where needed.
 pub fn portable_ddl(backend: DbBackend, sql: &str) -> String {
     match backend {

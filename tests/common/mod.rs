@@ -460,6 +460,13 @@ impl Drop for TestApp {
     }
 }
 
+/// The `extensions.code` of a response's first error ("none" without one).
+pub fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("none")
+}
+
 pub fn tomorrow() -> NaiveDate {
     Utc::now().date_naive() + Days::days(1)
 }

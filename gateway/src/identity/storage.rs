@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use shared::auth::Role;
-use shared::db::{opt_row_uuid, opt_uuid_value, row_uuid, run_ddl, uuid_value};
+use shared::db::{
+    opt_row_region, opt_row_uuid, opt_uuid_value, row_region, row_uuid, run_ddl, uuid_value,
+};
 use shared::ids::{AccountId, AgencyId};
 use shared::outbox::stmt;
 use shared::region::RegionCode;
@@ -94,12 +96,6 @@ pub struct Account {
     pub agency_id: Option<AgencyId>,
 }
 
-fn region(row: &QueryResult, column: &str) -> Result<Option<RegionCode>, DbErr> {
-    let s: Option<String> = row.try_get("", column)?;
-    s.map(|s| RegionCode::parse(&s).map_err(|e| DbErr::Custom(format!("{column}: {e}"))))
-        .transpose()
-}
-
 fn account(row: &QueryResult) -> Result<Account, DbErr> {
     let role: String = row.try_get("", "role")?;
     Ok(Account {
@@ -107,8 +103,8 @@ fn account(row: &QueryResult) -> Result<Account, DbErr> {
         email: row.try_get("", "email")?,
         display_name: row.try_get("", "display_name")?,
         role: Role::parse(&role).ok_or_else(|| DbErr::Custom(format!("role {role}")))?,
-        home_region: region(row, "home_region")?,
-        region_scope: region(row, "region_scope")?,
+        home_region: opt_row_region(row, "home_region")?,
+        region_scope: opt_row_region(row, "region_scope")?,
         agency_id: opt_row_uuid(row, "agency_id")?.map(AgencyId),
     })
 }
@@ -397,8 +393,7 @@ pub async fn agency<C: ConnectionTrait>(conn: &C, id: AgencyId) -> Result<Option
     Ok(Some(Agency {
         id,
         name: row.try_get("", "name")?,
-        home_region: region(&row, "home_region")?
-            .ok_or_else(|| DbErr::Custom("agency without a home region".into()))?,
+        home_region: row_region(&row, "home_region")?,
         commission_bp: u32::try_from(row.try_get::<i32>("", "commission_bp")?).unwrap_or(0),
     }))
 }

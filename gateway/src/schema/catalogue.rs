@@ -3,10 +3,9 @@
 
 use super::auth::principal;
 use super::types::{Date, Money, page_info};
-use super::{parse, region, rpc};
+use super::{non_negative, parse, region, rpc, yuan};
 use crate::error::bad_input;
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
-use shared::money::Fen;
 use shared::policy::PolicyTier;
 use shared::rpcs;
 
@@ -79,19 +78,16 @@ pub async fn search(
     first: i32,
     after: Option<String>,
 ) -> Result<HomestayOfferConnection> {
-    let count = |what: &str, n: i32| {
-        u32::try_from(n).map_err(|_| bad_input(format!("{what} must not be negative")))
-    };
     let page = rpc(
         ctx,
         rpcs::SearchHomestays {
             region: region_code.map(|c| region(&c)).transpose()?,
             check_in: check_in.0,
             check_out: check_out.0,
-            guests: count("guests", guests)?,
-            rooms: count("rooms", rooms)?,
+            guests: non_negative("guests", guests)?,
+            rooms: non_negative("rooms", rooms)?,
             certified_only,
-            first: count("first", first)?,
+            first: non_negative("first", first)?,
             after,
         },
     )
@@ -149,10 +145,6 @@ pub struct HomestayCreated {
     pub room_type_id: ID,
 }
 
-fn small(what: &str, n: i32) -> Result<u32> {
-    u32::try_from(n).map_err(|_| bad_input(format!("{what} must not be negative")))
-}
-
 /// `createHomestay`: admins of the region (the inventory service checks).
 pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<HomestayCreated> {
     let by = principal(ctx)?.clone();
@@ -163,7 +155,7 @@ pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<
                 .into_iter()
                 .map(|t| {
                     Ok(PolicyTier {
-                        days_before: small("daysBefore", t.days_before)?,
+                        days_before: non_negative("daysBefore", t.days_before)?,
                         refund_percent: u8::try_from(t.refund_percent)
                             .map_err(|_| bad_input("refundPercent is 0 to 100"))?,
                     })
@@ -179,8 +171,8 @@ pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<
             name: input.name,
             room_type: rpcs::NewRoomType {
                 name: input.room_type.name,
-                beds: small("beds", input.room_type.beds)?,
-                max_guests: small("maxGuests", input.room_type.max_guests)?,
+                beds: non_negative("beds", input.room_type.beds)?,
+                max_guests: non_negative("maxGuests", input.room_type.max_guests)?,
             },
             cancellation_policy: policy,
             by: Some(by),
@@ -204,16 +196,14 @@ pub async fn set_room_calendar(
     price: String,
 ) -> Result<u32> {
     let by = principal(ctx)?.clone();
-    let price: Fen = price
-        .parse()
-        .map_err(|_| bad_input(format!("`{price}` is not a price in yuan")))?;
+    let price = yuan("price", &price)?;
     rpc(
         ctx,
         rpcs::SetRoomCalendar {
             room_type_id: parse("room type id", &room_type_id)?,
             from: from.0,
             to: to.0,
-            rooms: small("rooms", rooms)?,
+            rooms: non_negative("rooms", rooms)?,
             price,
             by: Some(by),
         },

@@ -3,12 +3,11 @@
 use super::auth::{forbidden, principal};
 use super::rpc;
 use super::types::{Date, Money, Region};
-use crate::error::{bad_input, gql};
+use crate::error::gql;
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use shared::AppError;
 use shared::auth::Principal;
 use shared::ids::PartnershipId;
-use shared::money::Fen;
 use shared::region::{RegionCode, reference_region};
 use shared::rpcs;
 
@@ -315,14 +314,6 @@ fn may_record(p: &Principal, sponsor: RegionCode, beneficiary: RegionCode) -> Re
     }
 }
 
-fn yuan(what: &str, v: Option<String>) -> Result<Option<Fen>> {
-    v.map(|s| {
-        s.parse::<Fen>()
-            .map_err(|_| bad_input(format!("{what} `{s}` is not an amount in yuan")))
-    })
-    .transpose()
-}
-
 /// `createPartnership`: a platform admin, or an admin of either region.
 pub async fn create_partnership(ctx: &Context<'_>, input: PartnershipInput) -> Result<Partnership> {
     let p = principal(ctx)?;
@@ -354,8 +345,11 @@ pub async fn record_agreement(ctx: &Context<'_>, input: AgreementInput) -> Resul
             Ok(rpcs::YearTarget {
                 year: t.year,
                 tourists: t.tourists,
-                spend: yuan("spend", t.spend)?,
-                certified_spend: yuan("certifiedSpend", t.certified_spend)?,
+                spend: t.spend.map(|s| super::yuan("spend", &s)).transpose()?,
+                certified_spend: t
+                    .certified_spend
+                    .map(|s| super::yuan("certifiedSpend", &s))
+                    .transpose()?,
                 custom: t
                     .custom
                     .into_iter()

@@ -66,6 +66,17 @@ fn parse<T: FromStr>(what: &str, value: &str) -> Result<T> {
         .map_err(|_| bad_input(format!("`{value}` is not a valid {what}")))
 }
 
+/// A count from the API (GraphQL `Int` is signed).
+fn non_negative(what: &str, n: i32) -> Result<u32> {
+    u32::try_from(n).map_err(|_| bad_input(format!("{what} must not be negative")))
+}
+
+/// An amount in yuan, as the API writes money ("380.00").
+fn yuan(what: &str, s: &str) -> Result<shared::money::Fen> {
+    s.parse()
+        .map_err(|_| bad_input(format!("{what} `{s}` is not an amount in yuan")))
+}
+
 fn region(code: &str) -> Result<RegionCode> {
     RegionCode::parse(code).map_err(|e| bad_input(e.to_string()))
 }
@@ -561,8 +572,7 @@ impl Mutation {
     ) -> Result<Agency> {
         platform_admin(ctx)?;
         let home = region(&home_region_code)?;
-        let bp = u32::try_from(commission_basis_points)
-            .map_err(|_| bad_input("a commission cannot be negative"))?;
+        let bp = non_negative("commissionBasisPoints", commission_basis_points)?;
         Ok(identity(ctx)?
             .create_agency(&name, home, bp)
             .await

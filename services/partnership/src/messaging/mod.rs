@@ -103,7 +103,7 @@ impl Partnerships {
             return Ok(());
         };
         let facts = storage::record_fact(&txn, booking, fact).await?;
-        let pairs = storage::partnerships(&txn).await?;
+        let pairs = storage::pairs(&txn).await?;
         reconcile(
             &txn,
             booking,
@@ -191,7 +191,7 @@ impl Partnerships {
                 req.sponsor, req.beneficiary
             )));
         }
-        let pairs = storage::partnerships(&txn).await?;
+        let pairs = storage::pairs(&txn).await?;
         let prefix = req.beneficiary.code_prefix();
         for booking in storage::confirmed_in(&txn, &prefix).await? {
             let facts = storage::record_fact(&txn, booking, Fact::Nothing).await?;
@@ -407,7 +407,7 @@ async fn reconcile<C: ConnectionTrait>(
     conn: &C,
     booking: BookingId,
     facts: &Facts,
-    pairs: &[PartnershipView],
+    pairs: &[(PartnershipId, Pair)],
     cause: &str,
 ) -> Result<(), DbErr> {
     let Some(period) = facts.period() else {
@@ -415,24 +415,20 @@ async fn reconcile<C: ConnectionTrait>(
     };
     let now = facts.contribution();
     let credited = storage::credited(conn, booking).await?;
-    for p in pairs {
+    for (id, pair) in pairs {
         let counts = match (facts.sponsor, facts.listing) {
-            (Some(sponsor), Some(listing)) => Pair {
-                sponsor: p.sponsor,
-                beneficiary: p.beneficiary,
-            }
-            .credits(sponsor, listing),
+            (Some(sponsor), Some(listing)) => pair.credits(sponsor, listing),
             _ => false,
         };
         let want = if counts { now } else { Figures::default() };
         let have = credited
             .iter()
-            .find(|(id, _)| *id == p.id)
+            .find(|(credited_id, _)| credited_id == id)
             .map(|(_, f)| *f)
             .unwrap_or_default();
         let delta = want - have;
         if !delta.is_zero() {
-            storage::credit(conn, booking, p.id, cause, period, &delta).await?;
+            storage::credit(conn, booking, *id, cause, period, &delta).await?;
         }
     }
     Ok(())

@@ -3,11 +3,11 @@
 //! change of what a booking contributes to a partnership); and the monthly
 //! totals kept from them in the same transaction, which reports read.
 
-use crate::domain::{Contribution, Facts, Money3};
+use crate::domain::{Contribution, Facts, Money3, Pair};
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{ConnectionTrait, DbErr, QueryResult, Value};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
-use shared::db::{row_uuid, run_ddl, uuid_value};
+use shared::db::{opt_row_region, row_region, row_uuid, run_ddl, uuid_value};
 use shared::ids::{AgreementId, BookingId, PartnershipId};
 use shared::money::Fen;
 use shared::outbox::stmt;
@@ -139,12 +139,6 @@ impl MigrationTrait for Partnerships {
     }
 }
 
-fn code(row: &QueryResult, column: &str) -> Result<Option<RegionCode>, DbErr> {
-    let s: Option<String> = row.try_get("", column)?;
-    s.map(|s| RegionCode::parse(&s).map_err(|e| DbErr::Custom(format!("{column}: {e}"))))
-        .transpose()
-}
-
 fn json_col<T: serde::de::DeserializeOwned>(row: &QueryResult, column: &str) -> Result<T, DbErr> {
     let s: String = row.try_get("", column)?;
     serde_json::from_str(&s).map_err(|e| DbErr::Custom(format!("{column}: {e}")))
@@ -182,10 +176,8 @@ pub async fn insert_partnership<C: ConnectionTrait>(
 fn partnership(row: &QueryResult) -> Result<PartnershipView, DbErr> {
     Ok(PartnershipView {
         id: PartnershipId(row_uuid(row, "id")?),
-        sponsor: code(row, "sponsor_code")?
-            .ok_or_else(|| DbErr::Custom("partnership without sponsor".into()))?,
-        beneficiary: code(row, "beneficiary_code")?
-            .ok_or_else(|| DbErr::Custom("partnership without beneficiary".into()))?,
+        sponsor: row_region(row, "sponsor_code")?,
+        beneficiary: row_region(row, "beneficiary_code")?,
         since: row.try_get("", "since")?,
         status: row.try_get("", "status")?,
         notes: row.try_get("", "notes")?,
@@ -230,7 +222,51 @@ pub async fn partnership_by_id<C: ConnectionTrait>(
     conn: &C,
     id: PartnershipId,
 ) -> Result<Option<PartnershipView>, DbErr> {
-    Ok(partnerships(conn).await?.into_iter().find(|p| p.id == id))
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT * FROM partnerships WHERE id = $1",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut view = partnership(&row)?;
+    view.agreements = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT * FROM agreements WHERE partnership_id = $1 ORDER BY starts_on, id",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?
+        .iter()
+        .map(agreement)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(view))
+}
+
+/// Every partnership's regions: what attribution matches bookings against.
+pub async fn pairs<C: ConnectionTrait>(conn: &C) -> Result<Vec<(PartnershipId, Pair)>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT id, sponsor_code, beneficiary_code FROM partnerships",
+        vec![],
+    ))
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            PartnershipId(row_uuid(r, "id")?),
+            Pair {
+                sponsor: row_region(r, "sponsor_code")?,
+                beneficiary: row_region(r, "beneficiary_code")?,
+            },
+        ))
+    })
+    .collect()
 }
 
 /// Inserts an agreement.
@@ -389,8 +425,8 @@ fn money(row: &QueryResult, prefix: &str) -> Result<Money3, DbErr> {
 
 fn facts(row: &QueryResult) -> Result<Facts, DbErr> {
     Ok(Facts {
-        sponsor: code(row, "sponsor_code")?,
-        listing: code(row, "listing_code")?,
+        sponsor: opt_row_region(row, "sponsor_code")?,
+        listing: opt_row_region(row, "listing_code")?,
         certified: row.try_get("", "certified")?,
         travelers: u32::try_from(row.try_get::<i32>("", "travelers")?).unwrap_or(0),
         total: Fen(row.try_get("", "total_fen")?),

@@ -385,8 +385,12 @@ impl Payments {
                     storage::post(
                         &txn,
                         refund.booking_id,
-                        captured.region,
-                        &refund_legs(&refund.split, captured.host, captured.agency),
+                        captured.payment.region,
+                        &refund_legs(
+                            &refund.split,
+                            captured.payment.host,
+                            captured.payment.agency,
+                        ),
                     )
                     .await?;
                     let refunded = PaymentRefunded {
@@ -435,14 +439,15 @@ impl Payments {
             warn!(booking = %ev.booking_id, "refund requested, but nothing was captured");
             return Ok(None);
         };
-        let left = captured.amount - captured.refunded;
+        let left = captured.payment.amount - captured.refunded;
         let amount = ev.amount.unwrap_or(left);
         let mut refund = storage::Refund {
             id: RefundId::new(),
-            payment_id: captured.id,
+            payment_id: captured.payment.id,
             booking_id: ev.booking_id,
             amount,
             split: captured
+                .payment
                 .split
                 .reversal(captured.refunded, captured.refunded + amount),
             reason: ev.reason.clone(),
@@ -450,14 +455,14 @@ impl Payments {
         };
         let fits = amount > Fen::ZERO
             && amount <= left
-            && storage::reserve_refund(&txn, captured.id, amount).await?;
+            && storage::reserve_refund(&txn, captured.payment.id, amount).await?;
         if !fits {
             // Recorded, so the request is answered once and can be audited;
             // the provider is never asked for money that is not there.
             let why = format!("{amount} asked, {left} left to refund");
             warn!(booking = %ev.booking_id, %why, "refund refused");
             refund.amount = amount.max(Fen::ZERO);
-            refund.split = captured.split.reversal(Fen::ZERO, Fen::ZERO);
+            refund.split = captured.payment.split.reversal(Fen::ZERO, Fen::ZERO);
             refund.status = "REFUSED".into();
             storage::insert_refund(&txn, &refund, key, Some(&why)).await?;
             txn.commit().await?;

@@ -411,20 +411,10 @@ pub async fn entry_count<C: ConnectionTrait>(conn: &C, account: &str) -> Result<
 
 /// The captured payment of a booking, locked on PostgreSQL.
 pub struct Captured {
-    /// The payment.
-    pub id: PaymentId,
-    /// Amount captured.
-    pub amount: Fen,
+    /// The payment as captured: amount, split, whom it paid.
+    pub payment: Processing,
     /// Refunded so far.
     pub refunded: Fen,
-    /// The capture's split.
-    pub split: Split,
-    /// Who got the host's share.
-    pub host: HostId,
-    /// The listing's region.
-    pub region: RegionCode,
-    /// The agency owed the commission.
-    pub agency: Option<AgencyId>,
 }
 
 /// The booking's CAPTURED payment, if any; `Err` names a payment still in
@@ -446,28 +436,9 @@ pub async fn captured_for_booking<C: ConnectionTrait>(
     else {
         return Ok(None);
     };
-    let s = stored(&row)?;
-    let split = s
-        .view
-        .split
-        .ok_or_else(|| DbErr::Custom("a captured payment without its split".into()))?;
-    let host = shared::db::opt_row_uuid(&row, "host_id")?
-        .ok_or_else(|| DbErr::Custom("a captured payment without its host".into()))?;
-    let region: Option<String> = row.try_get("", "region_code")?;
-    let region = region
-        .as_deref()
-        .map(RegionCode::parse)
-        .transpose()
-        .map_err(|e| DbErr::Custom(e.to_string()))?
-        .ok_or_else(|| DbErr::Custom("a captured payment without its region".into()))?;
     Ok(Some(Captured {
-        agency: shared::db::opt_row_uuid(&row, "agency_id")?.map(AgencyId),
-        host: HostId(host),
-        region,
-        id: s.view.id,
-        amount: s.view.amount,
+        payment: settlement(&row)?,
         refunded: Fen(row.try_get("", "refunded_fen")?),
-        split,
     }))
 }
 
@@ -693,31 +664,28 @@ pub async fn stuck_processing<C: ConnectionTrait>(
     ))
     .await?
     .iter()
-    .map(|row| {
-        let s = stored(row)?;
-        let region: Option<String> = row.try_get("", "region_code")?;
-        Ok(Processing {
-            id: s.view.id,
-            booking_id: s.view.booking_id,
-            amount: s.view.amount,
-            split: s
-                .view
-                .split
-                .ok_or_else(|| DbErr::Custom("a payment without its split".into()))?,
-            host: HostId(
-                shared::db::opt_row_uuid(row, "host_id")?
-                    .ok_or_else(|| DbErr::Custom("a payment without its host".into()))?,
-            ),
-            region: region
-                .as_deref()
-                .map(RegionCode::parse)
-                .transpose()
-                .map_err(|e| DbErr::Custom(e.to_string()))?
-                .ok_or_else(|| DbErr::Custom("a payment without its region".into()))?,
-            agency: shared::db::opt_row_uuid(row, "agency_id")?.map(AgencyId),
-        })
-    })
+    .map(settlement)
     .collect()
+}
+
+/// What settling or refunding a payment row needs.
+fn settlement(row: &QueryResult) -> Result<Processing, DbErr> {
+    let s = stored(row)?;
+    Ok(Processing {
+        id: s.view.id,
+        booking_id: s.view.booking_id,
+        amount: s.view.amount,
+        split: s
+            .view
+            .split
+            .ok_or_else(|| DbErr::Custom("a payment without its split".into()))?,
+        host: HostId(
+            shared::db::opt_row_uuid(row, "host_id")?
+                .ok_or_else(|| DbErr::Custom("a payment without its host".into()))?,
+        ),
+        region: shared::db::row_region(row, "region_code")?,
+        agency: shared::db::opt_row_uuid(row, "agency_id")?.map(AgencyId),
+    })
 }
 
 /// The welfare fund's net donations per year (China time), and per region
@@ -763,9 +731,8 @@ pub async fn fund_totals<C: ConnectionTrait>(
         .await?
         .iter()
         .map(|r| {
-            let code: String = r.try_get("", "region_code")?;
             Ok((
-                RegionCode::parse(&code).map_err(|e| DbErr::Custom(e.to_string()))?,
+                shared::db::row_region(r, "region_code")?,
                 Fen(r.try_get("", "total")?),
             ))
         })
@@ -794,11 +761,10 @@ pub async fn host_balances<C: ConnectionTrait>(
             .strip_prefix("host:")
             .and_then(|id| uuid::Uuid::parse_str(id).ok())
             .ok_or_else(|| DbErr::Custom(format!("ledger account {account}")))?;
-        let region: String = r.try_get("", "region_code")?;
         Ok((
             HostId(id),
             Fen(r.try_get("", "owed")?),
-            RegionCode::parse(&region).map_err(|e| DbErr::Custom(e.to_string()))?,
+            shared::db::row_region(r, "region_code")?,
         ))
     })
     .collect()
