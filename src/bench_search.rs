@@ -47,7 +47,7 @@ pub async fn search(
     settings.db_prefix = format!("bench_{id}_");
     settings.bus_prefix = format!("bench.{id}.");
     settings.gateway_addr = "127.0.0.1:0".into();
-    settings.demo = false;
+    settings.demo_data = Some(false);
     settings.rate_limit = 0;
     let app = App::start(settings.clone(), Part::All).await?;
     let result = measure(&app, client_counts, seconds).await;

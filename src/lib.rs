@@ -89,7 +89,7 @@ impl App {
             // Known demo passwords only where nobody else can log in: the
             // embedded default, or when asked for (`duikou seed --demo`).
             let settings = &app.rt.settings;
-            if settings.demo && (settings.mode() == "embedded" || settings.seed_demo_accounts) {
+            if settings.demo() && (settings.mode() == "embedded" || settings.seed_demo_accounts) {
                 app.demo_accounts = identity
                     .seed_demo_accounts()
                     .await

@@ -33,7 +33,8 @@ enum Command {
     },
     /// Create each service's database if missing and run its migrations.
     Migrate,
-    /// Load demonstration data and exit: the catalogue (敖汉旗 homestay),
+    /// Load demonstration data and exit: the catalogue (homestays in 敖汉旗,
+    /// 黎平 and 四子王旗; the 首都—草原, 千里草原大道 and 香格里拉 routes),
     /// the Beijing–Inner Mongolia partnerships and agreement, and demo
     /// accounts (a traveler, the 赤峰市 admin, an agency's API client) whose
     /// credentials are printed. Everything is marked [演示] / demo.
@@ -134,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("only demonstration data can be seeded: `duikou seed --demo`");
             }
             let mut settings = settings;
-            settings.demo = true;
+            settings.demo_data = Some(true);
             settings.seed_demo_accounts = true;
             settings.gateway_addr = "127.0.0.1:0".into();
             let app = App::start(settings, Part::All).await?;
@@ -145,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
                 ),
             }
             println!(
-                "Seeded: the demo homestay in 敖汉旗 and the 京蒙协作 partnerships (if missing)."
+                "Seeded (where missing): the demo homestays and routes, and the 京蒙协作 partnerships."
             );
             app.stop().await;
             Ok(())

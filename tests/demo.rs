@@ -11,7 +11,7 @@ use serde_json::json;
 #[tokio::test]
 async fn the_demo_seed_gives_a_bookable_homestay_partnerships_and_accounts_once() {
     let mut settings = test_settings();
-    settings.demo = true;
+    settings.demo_data = Some(true);
     settings.seed_demo_accounts = true;
     let app = spawn_app_with(settings.clone()).await;
     let accounts = app
@@ -55,6 +55,44 @@ async fn the_demo_seed_gives_a_bookable_homestay_partnerships_and_accounts_once(
         .as_str()
         .unwrap_or_default();
     assert!(name.starts_with("[演示]"), "{offers}");
+    // The demo routes: 首都—草原 is found by the prefecture it visits, with
+    // weekly departures on sale.
+    let routes = app
+        .graphql_as(
+            None,
+            "query($from: Date!, $to: Date!) { searchRoutes(regionCode: \"150400\", from: $from, to: $to, travelers: 2) { edges { node { title departures { seatsLeft } } } } }",
+            json!({ "from": tomorrow().to_string(), "to": (tomorrow() + chrono::Duration::days(60)).to_string() }),
+        )
+        .await;
+    let route = &routes["data"]["searchRoutes"]["edges"][0]["node"];
+    assert!(
+        route["title"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("[演示] 首都—草原")),
+        "{routes}"
+    );
+    assert!(
+        route["departures"]
+            .as_array()
+            .is_some_and(|d| d.len() >= 6 && d.iter().all(|d| d["seatsLeft"] == 30)),
+        "{routes}"
+    );
+    // Two demo listings went through certification: 黄岗 and 首都—草原.
+    let board = app
+        .graphql_as(
+            None,
+            "{ certifications(state: CERTIFIED) { edges { node { listingKind listingTitle } } } }",
+            json!({}),
+        )
+        .await;
+    let mut kinds: Vec<String> = board["data"]["certifications"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{board}"))
+        .iter()
+        .map(|e| e["node"]["listingKind"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["HOMESTAY", "ROUTE"], "{board}");
     let pairs = app
         .graphql_as(
             None,

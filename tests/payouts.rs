@@ -50,6 +50,9 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     let traveler = app.graphql(balances, json!({})).await;
     assert_eq!(traveler["errors"][0]["extensions"]["code"], "FORBIDDEN");
 
+    // A moment after both captures and before the first run.
+    let between = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     let run = "mutation($r: String!) { runPayouts(reference: $r) { reference total { amount } payouts { hostId amount { amount } } } }";
     let paid = app
         .graphql_as(Some(&admin), run, json!({ "r": "BATCH-2026-11" }))
@@ -70,6 +73,19 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     assert_eq!(
         next["data"]["runPayouts"]["total"]["amount"], "0.00",
         "nothing is paid twice: {next}"
+    );
+    // A run over an earlier period (captures before `between`) finds them
+    // already paid by the run made after it.
+    let earlier = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($r: String!, $t: DateTime!) { runPayouts(reference: $r, upTo: $t) { total { amount } } }",
+            json!({ "r": "BATCH-LATE-FILED", "t": between.to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(
+        earlier["data"]["runPayouts"]["total"]["amount"], "0.00",
+        "earnings paid by a later run are not paid again: {earlier}"
     );
     let owed = app.graphql_as(Some(&admin), balances, json!({})).await;
     assert_eq!(owed["data"]["hostBalances"], json!([]));

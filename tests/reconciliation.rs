@@ -78,7 +78,7 @@ async fn a_payment_the_provider_never_charged_is_failed() {
                 stored
                     .view
                     .failure_reason
-                    .is_some_and(|r| r.contains("no record"))
+                    .is_some_and(|r| r.contains("nothing was charged"))
             );
             break;
         }
@@ -89,4 +89,49 @@ async fn a_payment_the_provider_never_charged_is_failed() {
         .graphql_as(None, "{ welfareFund { balance { amount } } }", json!({}))
         .await;
     assert_eq!(fund["data"]["welfareFund"]["balance"]["amount"], "0.00");
+}
+
+/// The reconciler must not fail a payment whose charge is still on its way
+/// and then let the charge land: it closes the payment at the provider, so
+/// the late charge is declined and no money is taken for a FAILED payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_still_in_flight_when_reconciled_is_closed_never_taken() {
+    let mut settings = test_settings();
+    settings.reconcile_after_seconds = 1;
+    settings.sandbox_slow_ms = 4_000;
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "slow").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+
+    let paid = app.pay(&id, "tok_slow", "pay").await;
+    assert_eq!(
+        paid["errors"][0]["extensions"]["code"], "PAYMENT_DECLINED",
+        "{paid}"
+    );
+    assert!(
+        paid["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing was charged")),
+        "{paid}"
+    );
+
+    // The provider's books: the key is closed, nothing was charged.
+    let db = app.service_db("payment").await;
+    let row = sea_orm::ConnectionTrait::query_one_raw(
+        &db,
+        sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT CAST(COUNT(*) AS BIGINT) AS charged FROM sandbox_charges WHERE NOT closed",
+        ),
+    )
+    .await
+    .expect("query")
+    .expect("a row");
+    assert_eq!(row.try_get::<i64>("", "charged").expect("count"), 0);
+    assert_eq!(app.fund_balance().await, "0.00");
+    // The traveler pays again, and this time it goes through.
+    let again = app.pay(&id, "tok_success", "pay-2").await;
+    assert_eq!(again["data"]["payBooking"]["status"], "CAPTURED", "{again}");
+    app.wait_for_status(&id, "CONFIRMED").await;
 }

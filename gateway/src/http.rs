@@ -4,7 +4,7 @@
 
 use crate::identity::Identity;
 use crate::limits::Limiter;
-use crate::schema::{DuikouSchema, build_schema};
+use crate::schema::{DuikouSchema, Lang, build_schema};
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
@@ -177,6 +177,13 @@ async fn graphql(
             Err(e) => return error(StatusCode::UNAUTHORIZED, e.code.as_str(), &e.message),
         }
     }
+    if let Some(lang) = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(preferred_lang)
+    {
+        request = request.data(lang);
+    }
     if let Err(wait) = gw.limiter.check(&who).await {
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -192,6 +199,31 @@ async fn graphql(
         return response;
     }
     GraphQLResponse::from(gw.schema.execute(request).await).into_response()
+}
+
+/// The language of names and texts an `Accept-Language` header prefers
+/// among those we have (zh, en), by its quality values.
+fn preferred_lang(header: &str) -> Option<Lang> {
+    header
+        .split(',')
+        .filter_map(|part| {
+            let mut pieces = part.split(';');
+            let tag = pieces.next()?.trim().to_ascii_lowercase();
+            let q = pieces
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())?;
+            let lang = match tag.split('-').next()? {
+                "zh" => Lang::Zh,
+                "en" => Lang::En,
+                _ => return None,
+            };
+            (q > 0.0).then_some((lang, q))
+        })
+        .fold(None, |best: Option<(Lang, f32)>, (lang, q)| match best {
+            Some((_, bq)) if bq >= q => best,
+            _ => Some((lang, q)),
+        })
+        .map(|(lang, _)| lang)
 }
 
 async fn graphiql() -> Html<String> {
@@ -230,4 +262,18 @@ pub async fn serve(
         }
     });
     Ok((addr, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_language_picks_the_best_language_we_have() {
+        assert_eq!(preferred_lang("en-US,en;q=0.9"), Some(Lang::En));
+        assert_eq!(preferred_lang("zh-CN,zh;q=0.9,en;q=0.8"), Some(Lang::Zh));
+        assert_eq!(preferred_lang("fr-FR, en;q=0.5, zh;q=0.7"), Some(Lang::Zh));
+        assert_eq!(preferred_lang("de, en;q=0"), None);
+        assert_eq!(preferred_lang("*"), None);
+    }
 }

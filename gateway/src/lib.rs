@@ -1,5 +1,5 @@
-//! The gateway: Duikou's one public door. GraphQL over HTTP (and, later,
-//! WebSocket) in front of the services, which it reaches only by RPC.
+//! The gateway: Duikou's one public door. GraphQL over HTTP and WebSocket
+//! (subscriptions) in front of the services, which it reaches only by RPC.
 
 pub mod error;
 pub mod http;

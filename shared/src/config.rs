@@ -18,7 +18,7 @@ pub struct Settings {
     pub postgres_url: Option<SecretString>,
     /// RabbitMQ. None: the in-process bus.
     pub amqp_url: Option<SecretString>,
-    /// Redis. None: in-process cache and limiter.
+    /// Redis. None: the in-process rate limiter.
     pub redis_url: Option<SecretString>,
     /// Where the gateway listens.
     pub gateway_addr: String,
@@ -68,7 +68,9 @@ pub struct Settings {
     /// `pretty` or `json`.
     pub log_format: String,
     /// Load the demonstration catalogue when a catalogue is empty on start.
-    pub demo: bool,
+    /// Unset: yes in embedded mode, no with real servers (see [`Settings::demo`]).
+    #[serde(rename = "demo")]
+    pub demo_data: Option<bool>,
     /// Also create the demonstration accounts (known password) outside
     /// embedded mode; set by `duikou seed --demo`.
     #[serde(skip)]
@@ -106,7 +108,7 @@ impl Default for Settings {
             admin_email: None,
             admin_password: None,
             log_format: "pretty".into(),
-            demo: true,
+            demo_data: None,
             seed_demo_accounts: false,
             faults: String::new(),
         }
@@ -157,6 +159,13 @@ impl Settings {
         } else {
             "embedded"
         }
+    }
+
+    /// Whether to load the demonstration data into empty catalogues:
+    /// `DUIKOU_DEMO` when set, otherwise only in embedded mode — a
+    /// distributed deployment starts empty unless asked (`duikou seed --demo`).
+    pub fn demo(&self) -> bool {
+        self.demo_data.unwrap_or(self.mode() == "embedded")
     }
 
     /// The Redis URL, if one is configured.

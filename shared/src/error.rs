@@ -18,6 +18,14 @@ pub enum ErrorCode {
     NotFound,
     /// Not enough capacity for the request.
     SoldOut,
+    /// The listing is closed on a night asked for.
+    Closed,
+    /// The stay is shorter than the listing's minimum stay.
+    MinStay,
+    /// The departure no longer takes bookings (past its cut-off day).
+    CutOff,
+    /// The listing is not on sale (a draft or unpublished route).
+    NotPublished,
     /// The request conflicts with the current state.
     Conflict,
     /// An idempotency key was reused with different input.
@@ -41,6 +49,10 @@ impl ErrorCode {
             ErrorCode::BadUserInput => "BAD_USER_INPUT",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::SoldOut => "SOLD_OUT",
+            ErrorCode::Closed => "CLOSED",
+            ErrorCode::MinStay => "MIN_STAY",
+            ErrorCode::CutOff => "CUT_OFF",
+            ErrorCode::NotPublished => "NOT_PUBLISHED",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ErrorCode::PaymentDeclined => "PAYMENT_DECLINED",

@@ -2,6 +2,16 @@
 //! booking is cancelled, by whole days left before the stay or departure.
 
 use crate::money::Fen;
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+
+/// Today's date in China Standard Time (UTC+8): the calendar of stays,
+/// departures, cut-offs, certifications and refund policies.
+pub fn china_today(now: DateTime<Utc>) -> NaiveDate {
+    match FixedOffset::east_opt(8 * 3600) {
+        Some(china) => now.with_timezone(&china).date_naive(),
+        None => now.date_naive(),
+    }
+}
 use serde::{Deserialize, Serialize};
 
 /// One step of a policy: cancelling at least `days_before` days ahead

@@ -2,7 +2,7 @@
 //! them; the owning service answers.
 
 use crate::events::{HoldItem, ListingSnapshot};
-use crate::ids::{BookingId, HomestayId, HostId, PaymentId, RoomTypeId};
+use crate::ids::{BookingId, DepartureId, HomestayId, HostId, PaymentId, RoomTypeId, RouteId};
 use crate::money::{Fen, Split};
 use crate::region::{Region, RegionCode};
 use crate::rpc::Rpc;
@@ -186,6 +186,430 @@ pub struct OfferPage {
     pub offers: Vec<Offer>,
     /// Whether more follow.
     pub has_next_page: bool,
+}
+
+// ------------------------------------------------------------------- routes
+
+/// One day of a route's itinerary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItineraryDay {
+    /// Day number, from 1.
+    pub day: u32,
+    /// What happens that day, e.g. 赤峰—克什克腾旗 草原骑马.
+    pub title: String,
+    /// Regions visited that day (a route is found by any region it visits).
+    pub regions: Vec<RegionCode>,
+}
+
+/// A route's sale state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RouteStatus {
+    /// Being written; not found by search, not bookable.
+    Draft,
+    /// On sale.
+    Published,
+    /// Taken off sale; bookings already made stand.
+    Unpublished,
+}
+
+impl RouteStatus {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteStatus::Draft => "DRAFT",
+            RouteStatus::Published => "PUBLISHED",
+            RouteStatus::Unpublished => "UNPUBLISHED",
+        }
+    }
+
+    /// From the stored text.
+    pub fn parse(s: &str) -> Option<RouteStatus> {
+        match s {
+            "DRAFT" => Some(RouteStatus::Draft),
+            "PUBLISHED" => Some(RouteStatus::Published),
+            "UNPUBLISHED" => Some(RouteStatus::Unpublished),
+            _ => None,
+        }
+    }
+}
+
+/// Creates a route (旅游线路) as a DRAFT, with the host paid for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRoute {
+    /// The cooperative, village collective or household that runs it.
+    pub host_name: String,
+    /// Where it is based: its host's region, where payouts and impact count.
+    pub region_code: RegionCode,
+    /// Title in Chinese.
+    pub title_zh: String,
+    /// Title in English.
+    pub title_en: String,
+    /// Description in Chinese.
+    #[serde(default)]
+    pub description_zh: String,
+    /// Description in English.
+    #[serde(default)]
+    pub description_en: String,
+    /// Day by day, with the regions visited.
+    pub itinerary: Vec<ItineraryDay>,
+    /// Price per person (a departure may override it).
+    pub price: Fen,
+    /// Refund tiers; none: the standard policy.
+    #[serde(default)]
+    pub cancellation_policy: Option<Vec<crate::policy::PolicyTier>>,
+    /// Who asks (must administer the start region); None: internal.
+    #[serde(default)]
+    pub by: Option<crate::auth::Principal>,
+}
+
+/// Ids of what [`CreateRoute`] made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteCreated {
+    /// The route.
+    pub route_id: RouteId,
+    /// Its host.
+    pub host_id: HostId,
+}
+impl Rpc for CreateRoute {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "create_route";
+    type Reply = RouteCreated;
+}
+
+/// Adds a departure (a dated group with seats) to a route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddDeparture {
+    /// The route.
+    pub route_id: RouteId,
+    /// Day the group leaves.
+    pub starts_on: NaiveDate,
+    /// Seats on sale.
+    pub seats: u32,
+    /// Price per person for this departure; none: the route's price.
+    #[serde(default)]
+    pub price: Option<Fen>,
+    /// Bookings close this many days before `starts_on` (China time).
+    pub cutoff_days: u32,
+    /// Who asks (must administer the route's region); None: internal.
+    #[serde(default)]
+    pub by: Option<crate::auth::Principal>,
+}
+impl Rpc for AddDeparture {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "add_departure";
+    type Reply = DepartureView;
+}
+
+/// Publishes or unpublishes a route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetRouteStatus {
+    /// The route.
+    pub route_id: RouteId,
+    /// PUBLISHED or UNPUBLISHED.
+    pub status: RouteStatus,
+    /// Who asks (must administer the route's region); None: internal.
+    #[serde(default)]
+    pub by: Option<crate::auth::Principal>,
+}
+impl Rpc for SetRouteStatus {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "set_route_status";
+    type Reply = RouteView;
+}
+
+/// Reads a route with its departures in `[from, to]` (all when unbounded).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetRoute {
+    /// The route.
+    pub route_id: RouteId,
+    /// Earliest departure day shown.
+    #[serde(default)]
+    pub from: Option<NaiveDate>,
+    /// Latest departure day shown.
+    #[serde(default)]
+    pub to: Option<NaiveDate>,
+}
+impl Rpc for GetRoute {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "get_route";
+    /// None: no such route (drafts are shown too; the gateway hides them
+    /// from those who may not manage them).
+    type Reply = Option<RouteView>;
+}
+
+/// A dated departure of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepartureView {
+    /// The departure (book it by this id).
+    pub id: DepartureId,
+    /// Its route.
+    pub route_id: RouteId,
+    /// Day the group leaves.
+    pub starts_on: NaiveDate,
+    /// Seats on sale.
+    pub seats: u32,
+    /// Seats not held or sold.
+    pub seats_left: u32,
+    /// Price per person (the override or the route's price).
+    pub price: Fen,
+    /// Last day bookings are taken.
+    pub last_booking_day: NaiveDate,
+}
+
+/// A route as travelers and admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteView {
+    /// The route.
+    pub id: RouteId,
+    /// Who is paid for it.
+    pub host_id: HostId,
+    /// The host's name.
+    pub host_name: String,
+    /// Where it is based (its host's region).
+    pub region_code: RegionCode,
+    /// Title in Chinese.
+    pub title_zh: String,
+    /// Title in English.
+    pub title_en: String,
+    /// Description in Chinese.
+    pub description_zh: String,
+    /// Description in English.
+    pub description_en: String,
+    /// Day by day.
+    pub itinerary: Vec<ItineraryDay>,
+    /// Price per person.
+    pub price: Fen,
+    /// Refund rule for paid bookings.
+    pub cancellation_policy: crate::policy::CancellationPolicy,
+    /// Sale state.
+    pub status: RouteStatus,
+    /// Certified as a poverty-relief product until this day.
+    pub certified_until: Option<NaiveDate>,
+    /// Departures (those asked for, or those matching a search).
+    pub departures: Vec<DepartureView>,
+}
+
+/// Published routes with departures in a date window that still take
+/// `travelers`, by earliest matching departure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchRoutes {
+    /// Start or visited region inside this sub-tree.
+    pub region: Option<RegionCode>,
+    /// Earliest departure day.
+    pub from: NaiveDate,
+    /// Latest departure day.
+    pub to: NaiveDate,
+    /// Seats needed on one departure.
+    pub travelers: u32,
+    /// Highest price per person.
+    #[serde(default)]
+    pub max_price: Option<Fen>,
+    /// Only certified poverty-relief routes.
+    pub certified_only: bool,
+    /// Words in the title or description.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Page size (1 to 100).
+    pub first: u32,
+    /// The cursor of the last route seen.
+    pub after: Option<String>,
+}
+impl Rpc for SearchRoutes {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "search_routes";
+    type Reply = RoutePage;
+}
+
+/// A page of routes found, each with its matching departures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoutePage {
+    /// Each route with the cursor that follows it.
+    pub routes: Vec<(RouteView, String)>,
+    /// Whether more follow.
+    pub has_next_page: bool,
+}
+
+// ------------------------------------------------------------ certification
+
+/// Where an application for certification (扶贫产品认定) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CertificationState {
+    /// Filed for the host; the county (or higher) office reviews it.
+    Applied,
+    /// Accepted for public notice (公示): anyone may object until it ends.
+    PublicNotice,
+    /// Certified until `valid_until`.
+    Certified,
+    /// Certified once, and the validity ran out.
+    Expired,
+    /// Refused before certification.
+    Rejected,
+    /// Withdrawn after certification.
+    Revoked,
+}
+
+impl CertificationState {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificationState::Applied => "APPLIED",
+            CertificationState::PublicNotice => "PUBLIC_NOTICE",
+            CertificationState::Certified => "CERTIFIED",
+            CertificationState::Expired => "EXPIRED",
+            CertificationState::Rejected => "REJECTED",
+            CertificationState::Revoked => "REVOKED",
+        }
+    }
+
+    /// From the stored text.
+    pub fn parse(s: &str) -> Option<CertificationState> {
+        [
+            CertificationState::Applied,
+            CertificationState::PublicNotice,
+            CertificationState::Certified,
+            CertificationState::Expired,
+            CertificationState::Rejected,
+            CertificationState::Revoked,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// Applies for the certification of a homestay or route, for its host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyForCertification {
+    /// The homestay or route.
+    pub listing_id: uuid::Uuid,
+    /// How the listing benefits poor households (the application's case).
+    pub statement: String,
+    /// Who files it: an admin of the listing's region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for ApplyForCertification {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "apply_for_certification";
+    type Reply = CertificationView;
+}
+
+/// A step of the certification procedure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "step")]
+pub enum CertificationStep {
+    /// APPLIED → PUBLIC_NOTICE for `notice_days` days (admins).
+    AcceptForPublicNotice {
+        /// Length of the notice.
+        notice_days: u32,
+    },
+    /// An objection during the notice (any logged-in account).
+    Object {
+        /// What is objected.
+        text: String,
+    },
+    /// PUBLIC_NOTICE → CERTIFIED once the notice ended (admins); with
+    /// objections on record, `resolution` says how they were settled.
+    Certify {
+        /// Last valid day.
+        valid_until: NaiveDate,
+        /// How objections were resolved (required when there are any).
+        resolution: Option<String>,
+    },
+    /// APPLIED or PUBLIC_NOTICE → REJECTED (admins).
+    Reject {
+        /// Why.
+        reason: String,
+    },
+    /// CERTIFIED → REVOKED (admins).
+    Revoke {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Takes a step on a certification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdvanceCertification {
+    /// The certification.
+    pub certification_id: uuid::Uuid,
+    /// The step.
+    pub step: CertificationStep,
+    /// Who takes it.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for AdvanceCertification {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "advance_certification";
+    type Reply = CertificationView;
+}
+
+/// Certifications of listings in a region's sub-tree, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListCertifications {
+    /// Listings inside this region; all when none.
+    pub region: Option<RegionCode>,
+    /// Only in this state (EXPIRED: certified ones past their validity).
+    pub state: Option<CertificationState>,
+    /// Only this listing's.
+    #[serde(default)]
+    pub listing_id: Option<uuid::Uuid>,
+    /// Page size (1 to 100).
+    pub first: u32,
+    /// The cursor of the last one seen.
+    pub after: Option<String>,
+}
+impl Rpc for ListCertifications {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "list_certifications";
+    type Reply = CertificationPage;
+}
+
+/// A page of certifications.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificationPage {
+    /// Each with the cursor that follows it.
+    pub certifications: Vec<(CertificationView, String)>,
+    /// Whether more follow.
+    pub has_next_page: bool,
+}
+
+/// An objection raised during a public notice (its author is not shown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Objection {
+    /// What was objected.
+    pub text: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A certification as the public notice shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificationView {
+    /// The certification.
+    pub id: uuid::Uuid,
+    /// The homestay or route.
+    pub listing_id: uuid::Uuid,
+    /// HOMESTAY or ROUTE.
+    pub listing_kind: String,
+    /// Its name.
+    pub listing_title: String,
+    /// Where it is.
+    pub region_code: RegionCode,
+    /// Where it stands (EXPIRED computed from `valid_until`, China time).
+    pub state: CertificationState,
+    /// The host's case.
+    pub statement: String,
+    /// Filed.
+    pub applied_at: DateTime<Utc>,
+    /// The day the public notice ends: certification is possible from then.
+    pub notice_ends_on: Option<NaiveDate>,
+    /// Objections raised during the notice.
+    pub objections: Vec<Objection>,
+    /// Last valid day, once certified.
+    pub valid_until: Option<NaiveDate>,
+    /// Why it was rejected or revoked, or how objections were resolved.
+    pub decision_note: Option<String>,
 }
 
 // ------------------------------------------------------------------ booking

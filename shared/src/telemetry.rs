@@ -1,4 +1,5 @@
-//! Logging: `RUST_LOG` filters (default `info`), `pretty` or `json` output.
+//! Logging: `RUST_LOG` filters (default `info`, quieter for sqlx, lapin and
+//! sea-orm), `pretty` or `json` output.
 //! Event and RPC handlers run inside spans carrying the correlation id, so
 //! every line a saga step logs names its booking.
 

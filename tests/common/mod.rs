@@ -40,7 +40,7 @@ pub fn test_settings() -> Settings {
         gateway_addr: "127.0.0.1:0".into(),
         db_prefix: format!("t_{id}_"),
         bus_prefix: format!("t.{id}."),
-        demo: false,
+        demo_data: Some(false),
         db_max_connections: 5,
         admin_email: Some(ADMIN.into()),
         admin_password: Some(PASSWORD.to_owned().into()),
@@ -58,6 +58,21 @@ pub struct TestApp {
     pub url: String,
     pub http: reqwest::Client,
     settings: Settings,
+}
+
+/// Settings for the embedded default: no servers, SQLite files in a
+/// directory of the test's own, the in-process bus, the demo data.
+pub fn embedded_settings() -> Settings {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    Settings {
+        gateway_addr: "127.0.0.1:0".into(),
+        data_dir: std::env::temp_dir().join(format!("duikou-embedded-{id}")),
+        rate_limit: 0,
+        demo_data: Some(true),
+        admin_email: Some(ADMIN.into()),
+        admin_password: Some(PASSWORD.to_owned().into()),
+        ..Settings::default()
+    }
 }
 
 /// Starts everything in one process.
@@ -429,6 +444,16 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         let settings = self.settings.clone();
+        if settings.postgres_url.is_none() {
+            // Embedded: everything lives in the data directory.
+            for app in std::iter::once(&self.app).chain(&self.parts) {
+                app.rt.halt();
+            }
+            if let Err(e) = std::fs::remove_dir_all(&settings.data_dir) {
+                eprintln!("cleanup: {} not removed: {e}", settings.data_dir.display());
+            }
+            return;
+        }
         let bus = settings.bus();
         let mut queues = Vec::new();
         for app in std::iter::once(&self.app).chain(&self.parts) {

@@ -124,6 +124,24 @@ pub struct PolicyTierInput {
     pub refund_percent: i32,
 }
 
+/// Policy tiers from the API, checked for range (the service checks order).
+pub fn policy_tiers(tiers: Option<Vec<PolicyTierInput>>) -> Result<Option<Vec<PolicyTier>>> {
+    tiers
+        .map(|tiers| {
+            tiers
+                .into_iter()
+                .map(|t| {
+                    Ok(PolicyTier {
+                        days_before: non_negative("daysBefore", t.days_before)?,
+                        refund_percent: u8::try_from(t.refund_percent)
+                            .map_err(|_| bad_input("refundPercent is 0 to 100"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()
+}
+
 /// A new homestay (民宿) with its host and first room type.
 #[derive(InputObject)]
 pub struct HomestayInput {
@@ -148,21 +166,7 @@ pub struct HomestayCreated {
 /// `createHomestay`: admins of the region (the inventory service checks).
 pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<HomestayCreated> {
     let by = principal(ctx)?.clone();
-    let policy = input
-        .cancellation_policy
-        .map(|tiers| {
-            tiers
-                .into_iter()
-                .map(|t| {
-                    Ok(PolicyTier {
-                        days_before: non_negative("daysBefore", t.days_before)?,
-                        refund_percent: u8::try_from(t.refund_percent)
-                            .map_err(|_| bad_input("refundPercent is 0 to 100"))?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .transpose()?;
+    let policy = policy_tiers(input.cancellation_policy)?;
     let created = rpc(
         ctx,
         rpcs::CreateHomestay {

@@ -2,7 +2,9 @@
 
 mod auth;
 mod catalogue;
+mod certification;
 mod impact;
+mod routes;
 mod subscription;
 mod types;
 
@@ -11,7 +13,9 @@ use crate::identity::Identity;
 use async_graphql::{Context, ID, InputObject, Object, Result, Schema};
 pub use auth::*;
 pub use catalogue::*;
+pub use certification::{Certification, CertificationConnection, CertificationState};
 pub use impact::*;
+pub use routes::{Departure, Route, RouteConnection, RouteCreated, RouteInput};
 use shared::bus::{Bus, call};
 use shared::events::HoldItem;
 use shared::ids::{BookingId, DepartureId, RoomTypeId};
@@ -132,6 +136,56 @@ impl Query {
             after,
         )
         .await
+    }
+
+    /// Published routes with a departure in [from, to] that still has
+    /// seats for `travelers`, starting in or visiting the region's sub-tree,
+    /// by earliest such departure; each route lists the departures that match.
+    #[allow(clippy::too_many_arguments)]
+    async fn search_routes(
+        &self,
+        ctx: &Context<'_>,
+        region_code: Option<ID>,
+        from: Date,
+        to: Date,
+        #[graphql(default = 1)] travelers: i32,
+        #[graphql(desc = "Highest price per person in yuan.")] max_price: Option<String>,
+        #[graphql(default = false)] certified_only: bool,
+        #[graphql(desc = "Words to find in the title or description.")] text: Option<String>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<RouteConnection> {
+        let filter = routes::RouteSearch {
+            region_code,
+            from,
+            to,
+            travelers,
+            max_price,
+            certified_only,
+            text,
+            first,
+            after,
+        };
+        routes::search(ctx, filter).await
+    }
+
+    /// The public notice board of certifications (扶贫产品认定) of listings
+    /// in the region's sub-tree, newest first; anyone may read it.
+    async fn certifications(
+        &self,
+        ctx: &Context<'_>,
+        region_code: Option<ID>,
+        state: Option<CertificationState>,
+        listing_id: Option<ID>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<CertificationConnection> {
+        certification::list(ctx, region_code, state, listing_id, first, after).await
+    }
+
+    /// A route with its departures (drafts only for the admins of its region).
+    async fn route(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Route>> {
+        routes::route(ctx, id).await
     }
 
     /// What each host is owed now: host shares captured, less refunded, less
@@ -516,6 +570,123 @@ impl Mutation {
         input: HomestayInput,
     ) -> Result<catalogue::HomestayCreated> {
         catalogue::create_homestay(ctx, input).await
+    }
+
+    /// Writes a route as a DRAFT (admins of its start region); add
+    /// departures, then `publishRoute`.
+    async fn create_route(&self, ctx: &Context<'_>, input: RouteInput) -> Result<RouteCreated> {
+        routes::create_route(ctx, input).await
+    }
+
+    /// Adds a departure with `seats` seats (admins of the route's region).
+    /// Bookings close `cutoffDays` days before it leaves (China time).
+    async fn add_departure(
+        &self,
+        ctx: &Context<'_>,
+        route_id: ID,
+        starts_on: Date,
+        seats: i32,
+        #[graphql(desc = "Price per person in yuan; the route's price when omitted.")]
+        price_per_person: Option<String>,
+        #[graphql(default = 1)] cutoff_days: i32,
+    ) -> Result<Departure> {
+        routes::add_departure(
+            ctx,
+            route_id,
+            starts_on,
+            seats,
+            price_per_person,
+            cutoff_days,
+        )
+        .await
+    }
+
+    /// Puts a route on sale, or takes it off (`published: false`); bookings
+    /// already made stand (admins of the route's region).
+    async fn publish_route(
+        &self,
+        ctx: &Context<'_>,
+        route_id: ID,
+        #[graphql(default = true)] published: bool,
+    ) -> Result<Route> {
+        routes::publish_route(ctx, route_id, published).await
+    }
+
+    /// Applies for the poverty-relief certification of a homestay or route
+    /// on its host's behalf, stating how it benefits poor households
+    /// (admins of the listing's region).
+    async fn apply_for_certification(
+        &self,
+        ctx: &Context<'_>,
+        listing_id: ID,
+        statement: String,
+    ) -> Result<Certification> {
+        certification::apply(ctx, listing_id, statement).await
+    }
+
+    /// Accepts an application into public notice (公示) for `noticeDays`
+    /// days, 0 to 30 (admins of the listing's region).
+    async fn accept_for_public_notice(
+        &self,
+        ctx: &Context<'_>,
+        certification_id: ID,
+        #[graphql(default = 7)] notice_days: i32,
+    ) -> Result<Certification> {
+        let notice_days = non_negative("noticeDays", notice_days)?;
+        let step = rpcs::CertificationStep::AcceptForPublicNotice { notice_days };
+        certification::advance(ctx, certification_id, step).await
+    }
+
+    /// Objects to a listing in public notice (any logged-in account); the
+    /// objection is shown, its author is not.
+    async fn object_to_certification(
+        &self,
+        ctx: &Context<'_>,
+        certification_id: ID,
+        text: String,
+    ) -> Result<Certification> {
+        let step = rpcs::CertificationStep::Object { text };
+        certification::advance(ctx, certification_id, step).await
+    }
+
+    /// Certifies a listing once its public notice has ended, valid until
+    /// `validUntil` (three years when omitted); with objections on record,
+    /// `resolution` must say how they were settled (admins of its region).
+    async fn certify_listing(
+        &self,
+        ctx: &Context<'_>,
+        certification_id: ID,
+        valid_until: Option<Date>,
+        resolution: Option<String>,
+    ) -> Result<Certification> {
+        let step = rpcs::CertificationStep::Certify {
+            valid_until: valid_until.map_or_else(certification::default_validity, |d| d.0),
+            resolution,
+        };
+        certification::advance(ctx, certification_id, step).await
+    }
+
+    /// Refuses an application before certification (admins of its region).
+    async fn reject_certification(
+        &self,
+        ctx: &Context<'_>,
+        certification_id: ID,
+        reason: String,
+    ) -> Result<Certification> {
+        let step = rpcs::CertificationStep::Reject { reason };
+        certification::advance(ctx, certification_id, step).await
+    }
+
+    /// Withdraws a certification: the listing loses the badge at once and
+    /// its new bookings no longer count as certified spend (admins of its region).
+    async fn revoke_certification(
+        &self,
+        ctx: &Context<'_>,
+        certification_id: ID,
+        reason: String,
+    ) -> Result<Certification> {
+        let step = rpcs::CertificationStep::Revoke { reason };
+        certification::advance(ctx, certification_id, step).await
     }
 
     /// Puts `rooms` rooms on sale at `price` yuan a night for every night

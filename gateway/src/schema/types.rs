@@ -46,7 +46,7 @@ impl From<Fen> for Money {
 }
 
 /// Language of names.
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Default)]
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq, Default)]
 pub enum Lang {
     /// 中文.
     #[default]
@@ -226,6 +226,18 @@ pub struct PolicyTier {
     pub refund_percent: u8,
 }
 
+/// A cancellation policy's tiers, most days first.
+pub fn policy_tiers_view(policy: &shared::policy::CancellationPolicy) -> Vec<PolicyTier> {
+    policy
+        .tiers
+        .iter()
+        .map(|t| PolicyTier {
+            days_before: t.days_before,
+            refund_percent: t.refund_percent,
+        })
+        .collect()
+}
+
 /// What cancelling a booking now would refund; ask before `cancelBooking`.
 pub struct CancellationQuote(pub shared::rpcs::CancellationQuote);
 
@@ -260,15 +272,7 @@ impl CancellationQuote {
     }
     /// The listing's cancellation policy, most days first.
     async fn policy(&self) -> Vec<PolicyTier> {
-        self.0
-            .policy
-            .tiers
-            .iter()
-            .map(|t| PolicyTier {
-                days_before: t.days_before,
-                refund_percent: t.refund_percent,
-            })
-            .collect()
+        policy_tiers_view(&self.0.policy)
     }
 }
 

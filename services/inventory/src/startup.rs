@@ -3,10 +3,16 @@
 use crate::SERVICE;
 use crate::messaging::Inventory;
 use crate::storage::{self, Migrator};
-use chrono::{Duration, Utc};
+use chrono::{Datelike, Duration, Utc};
+use shared::auth::{Principal, Role};
+use shared::ids::AccountId;
 use shared::money::Fen;
 use shared::region::RegionCode;
-use shared::rpcs::{CreateHomestay, NewRoomType, SetRoomCalendar};
+use shared::rpcs::{
+    AddDeparture, CreateHomestay, CreateRoute, ItineraryDay, NewRoomType, RouteStatus,
+    SetRoomCalendar, SetRouteStatus,
+};
+use shared::rpcs::{AdvanceCertification, ApplyForCertification, CertificationStep};
 use shared::runtime::Runtime;
 use tracing::info;
 
@@ -15,7 +21,7 @@ use tracing::info;
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
     let inventory = Inventory { db, outbox };
-    if rt.settings.demo && storage::homestay_count(&inventory.db).await? == 0 {
+    if rt.settings.demo() && storage::homestay_count(&inventory.db).await? == 0 {
         seed_demo(&inventory).await?;
     }
     rt.bus.subscribe(inventory.events()).await?;
@@ -23,34 +29,213 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Demonstration data (labelled [演示]): a yurt homestay in 敖汉旗 with 90 nights on sale.
+/// Demonstration data, every name labelled [演示]: homestays in 敖汉旗,
+/// 黎平县 黄岗村 and 四子王旗 with 90 nights on sale, and the routes of the
+/// stories in DOMAIN.md — 首都—草原, 环京津冀千里草原大道 and 香格里拉
+/// "时光之礼" — published with weekly departures for twelve weeks.
 pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
-    let aohan = RegionCode::parse("150430")?;
-    let created = inventory
-        .create_homestay(CreateHomestay {
-            host_name: "[演示] 敖汉旗宝国吐乡牧民合作社".into(),
-            region_code: aohan,
-            name: "[演示] 敖汉草原蒙古包民宿".into(),
-            room_type: NewRoomType {
-                name: "蒙古包双床房".into(),
-                beds: 2,
-                max_guests: 2,
-            },
+    let today = Utc::now().date_naive();
+    let homestays = [
+        (
+            "150430",
+            "[演示] 敖汉旗宝国吐乡牧民合作社",
+            "[演示] 敖汉草原蒙古包民宿",
+            "蒙古包双床房",
+            2,
+            2,
+            5,
+            380,
+        ),
+        (
+            "522631",
+            "[演示] 黎平县黄岗村村集体",
+            "[演示] 黄岗侗寨美丽乡村民宿",
+            "侗族木楼双床房",
+            2,
+            2,
+            6,
+            268,
+        ),
+        (
+            "150929",
+            "[演示] 四子王旗格根塔拉牧户",
+            "[演示] 格根塔拉草原人家",
+            "蒙古包家庭房",
+            3,
+            4,
+            4,
+            420,
+        ),
+    ];
+    for (region, host, name, room, beds, guests, rooms, price) in homestays {
+        let created = inventory
+            .create_homestay(CreateHomestay {
+                host_name: host.into(),
+                region_code: RegionCode::parse(region)?,
+                name: name.into(),
+                room_type: NewRoomType {
+                    name: room.into(),
+                    beds,
+                    max_guests: guests,
+                },
+                cancellation_policy: None,
+                by: None,
+            })
+            .await?;
+        inventory
+            .set_room_calendar(SetRoomCalendar {
+                room_type_id: created.room_type_id,
+                from: today,
+                to: today + Duration::days(90),
+                rooms,
+                price: Fen::yuan(price),
+                by: None,
+            })
+            .await?;
+        info!(homestay = %created.homestay_id, room_type = %created.room_type_id, name, "seeded a demonstration homestay");
+        if region == "522631" {
+            certify_demo(inventory, created.homestay_id.0).await?;
+        }
+    }
+    for route in demo_routes()? {
+        let title = route.title_zh.clone();
+        let created = inventory.create_route(route).await?;
+        // Saturdays, from the second one ahead, for twelve weeks.
+        let days_to_saturday =
+            (5 - i64::from(today.weekday().num_days_from_monday())).rem_euclid(7);
+        let first = today + Duration::days(days_to_saturday + 7);
+        for week in 0..12 {
+            inventory
+                .add_departure(AddDeparture {
+                    route_id: created.route_id,
+                    starts_on: first + Duration::weeks(week),
+                    seats: 30,
+                    price: None,
+                    cutoff_days: 3,
+                    by: None,
+                })
+                .await?;
+        }
+        inventory
+            .set_route_status(SetRouteStatus {
+                route_id: created.route_id,
+                status: RouteStatus::Published,
+                by: None,
+            })
+            .await?;
+        if title.contains("首都—草原") {
+            certify_demo(inventory, created.route_id.0).await?;
+        }
+        info!(route = %created.route_id, %title, "seeded a demonstration route");
+    }
+    Ok(())
+}
+
+/// Takes a demo listing through the whole certification procedure (a
+/// notice of no days: it is demonstration data), as the platform.
+async fn certify_demo(inventory: &Inventory, listing_id: uuid::Uuid) -> anyhow::Result<()> {
+    let platform = Principal {
+        account_id: AccountId(uuid::Uuid::nil()),
+        role: Role::PlatformAdmin,
+        home_region: None,
+        agency_id: None,
+        region_scope: None,
+    };
+    let applied = inventory
+        .apply_for_certification(ApplyForCertification {
+            listing_id,
+            statement: "[演示] 村集体经营，吸纳建档立卡脱贫户参与接待，收益按户分红".into(),
+            by: platform.clone(),
+        })
+        .await?;
+    for step in [
+        CertificationStep::AcceptForPublicNotice { notice_days: 0 },
+        CertificationStep::Certify {
+            valid_until: Utc::now().date_naive() + Duration::days(3 * 365),
+            resolution: None,
+        },
+    ] {
+        inventory
+            .advance_certification(AdvanceCertification {
+                certification_id: applied.id,
+                step,
+                by: platform.clone(),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
+    let r = RegionCode::parse;
+    let day = |n: u32, title: &str, regions: Vec<RegionCode>| ItineraryDay {
+        day: n,
+        title: title.into(),
+        regions,
+    };
+    Ok(vec![
+        CreateRoute {
+            host_name: "[演示] 克什克腾旗草原旅游专业合作社".into(),
+            region_code: r("150425")?,
+            title_zh: "[演示] 首都—草原 京蒙协作五日游".into(),
+            title_en: "[Demo] Capital to Grassland: five days, Beijing to Chifeng".into(),
+            description_zh: "京蒙协作精品线路：乘旅游专列从北京到赤峰，住牧民家，走克什克腾草原与敖汉旱作农业遗产地。".into(),
+            description_en: "The Beijing–Inner Mongolia partnership route: a tourist train from Beijing to Chifeng, herders' homes, the Hexigten grassland and Aohan's dryland farming heritage.".into(),
+            itinerary: vec![
+                day(1, "北京—赤峰 旅游专列", vec![r("110105")?, r("150400")?]),
+                day(2, "克什克腾旗 贡格尔草原 牧户家访", vec![r("150425")?]),
+                day(3, "阿斯哈图石林 达里诺尔湖", vec![r("150425")?]),
+                day(4, "敖汉旗 旱作农业系统 兴隆洼遗址", vec![r("150430")?]),
+                day(5, "赤峰—北京", vec![r("150400")?, r("110105")?]),
+            ],
+            price: Fen::yuan(2_980),
             cancellation_policy: None,
             by: None,
-        })
-        .await?;
-    let today = Utc::now().date_naive();
-    inventory
-        .set_room_calendar(SetRoomCalendar {
-            room_type_id: created.room_type_id,
-            from: today,
-            to: today + Duration::days(90),
-            rooms: 5,
-            price: Fen::yuan(380),
+        },
+        CreateRoute {
+            host_name: "[演示] 四子王旗草原自驾营地".into(),
+            region_code: r("150929")?,
+            title_zh: "[演示] 环京津冀千里草原大道 自驾四日".into(),
+            title_en: "[Demo] The Thousand-Li Grassland Avenue: a four-day self-drive".into(),
+            description_zh: "沿环京津冀千里草原大道自驾，经乌兰察布的凉城、卓资到四子王旗格根塔拉草原。".into(),
+            description_en: "Drive the grassland avenue around Beijing, Tianjin and Hebei through Ulanqab's Liangcheng and Zhuozi to the Gegentala grassland of Siziwang Banner.".into(),
+            itinerary: vec![
+                day(1, "北京—凉城县 岱海", vec![r("150925")?]),
+                day(2, "卓资县 辉腾锡勒草原", vec![r("150921")?]),
+                day(3, "四子王旗 格根塔拉草原 那达慕", vec![r("150929")?]),
+                day(4, "四子王旗—北京", vec![r("150929")?]),
+            ],
+            price: Fen::yuan(1_680),
+            cancellation_policy: None,
             by: None,
-        })
-        .await?;
-    info!(homestay = %created.homestay_id, room_type = %created.room_type_id, "seeded the demonstration homestay");
-    Ok(())
+        },
+        CreateRoute {
+            host_name: "[演示] 香格里拉市藏族村寨旅游合作社".into(),
+            region_code: r("533401")?,
+            title_zh: "[演示] 香格里拉“时光之礼”六日精品线路".into(),
+            title_en: "[Demo] Shangri-La \"Time's Gift\": six days".into(),
+            description_zh: "普达措、独克宗古城、德钦梅里雪山；住藏族村寨民宿，部分收入捐入公益基金。".into(),
+            description_en: "Pudacuo, the old town of Dukezong and the Meili Snow Mountains of Dêqên, staying in Tibetan village homes; a share of every sale goes to the welfare fund.".into(),
+            itinerary: vec![
+                day(1, "抵达香格里拉 独克宗古城", vec![r("533401")?]),
+                day(2, "普达措国家公园", vec![r("533401")?]),
+                day(3, "香格里拉—德钦 飞来寺", vec![r("533422")?]),
+                day(4, "梅里雪山 雨崩村", vec![r("533422")?]),
+                day(5, "德钦—香格里拉 藏族村寨", vec![r("533401")?]),
+                day(6, "返程", vec![r("533401")?]),
+            ],
+            price: Fen::yuan(4_680),
+            cancellation_policy: Some(vec![
+                shared::policy::PolicyTier {
+                    days_before: 14,
+                    refund_percent: 100,
+                },
+                shared::policy::PolicyTier {
+                    days_before: 7,
+                    refund_percent: 50,
+                },
+            ]),
+            by: None,
+        },
+    ])
 }

@@ -15,7 +15,7 @@ use tracing::info;
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, _outbox) = rt.service_db::<Migrator>(SERVICE).await?;
     let partnerships = Partnerships { db };
-    if rt.settings.demo && storage::partnerships(&partnerships.db).await?.is_empty() {
+    if rt.settings.demo() && storage::partnerships(&partnerships.db).await?.is_empty() {
         seed_demo(&partnerships).await?;
     }
     rt.bus.subscribe(partnerships.events()).await?;

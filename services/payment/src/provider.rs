@@ -56,8 +56,12 @@ pub trait PaymentProvider: Send + Sync + 'static {
         charge_key: &str,
         amount: Fen,
     ) -> Result<ProviderRefund, ProviderError>;
-    /// The charge made with this idempotency key, if any (reconciliation).
-    async fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, ProviderError>;
+    /// Closes the payment of this idempotency key (reconciliation), like
+    /// Alipay's `trade.close` or cancelling a Stripe PaymentIntent: returns
+    /// the charge if one was made; otherwise none can be made with the key
+    /// any more — a call still in flight is then declined — so "no charge"
+    /// is final and the payment can be failed safely.
+    async fn close(&self, idempotency_key: &str) -> Result<Option<Charge>, ProviderError>;
 }
 
 /// The sandbox: test tokens decide the outcome.
@@ -79,6 +83,16 @@ pub struct Sandbox {
     slow: Duration,
 }
 
+/// What the sandbox knows of a key.
+enum Key {
+    Charged(Charge),
+    Closed,
+}
+
+fn closed() -> ProviderError {
+    ProviderError::Declined("the payment was closed before it was charged; pay again".into())
+}
+
 fn unavailable(e: DbErr) -> ProviderError {
     tracing::warn!(error = %e, "sandbox provider storage failed");
     ProviderError::Timeout
@@ -90,40 +104,55 @@ impl Sandbox {
         Sandbox { db, slow }
     }
 
-    async fn record(&self, key: &str, amount: Fen) -> Result<Charge, DbErr> {
+    /// Charges once per key — unless the key was closed first.
+    async fn record(&self, key: &str, amount: Fen) -> Result<Charge, ProviderError> {
+        self.insert(key, amount, false).await.map_err(unavailable)?;
+        match self.existing(key).await.map_err(unavailable)? {
+            Some(Key::Charged(charge)) => Ok(charge),
+            Some(Key::Closed) => Err(closed()),
+            None => Err(unavailable(DbErr::Custom(
+                "the sandbox charge vanished".into(),
+            ))),
+        }
+    }
+
+    async fn insert(&self, key: &str, amount: Fen, closed: bool) -> Result<(), DbErr> {
         let b = self.db.get_database_backend();
         self.db
             .execute_raw(stmt(
                 b,
-                "INSERT INTO sandbox_charges (idempotency_key, reference, amount_fen, created_at)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+                "INSERT INTO sandbox_charges (idempotency_key, reference, amount_fen, created_at, closed)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING",
                 vec![
                     key.into(),
                     format!("sbx_{}", uuid::Uuid::now_v7().simple()).into(),
                     amount.get().into(),
                     Utc::now().into(),
+                    closed.into(),
                 ],
             ))
             .await?;
-        self.existing(key)
-            .await?
-            .ok_or_else(|| DbErr::Custom("the sandbox charge vanished".into()))
+        Ok(())
     }
 
-    async fn existing(&self, key: &str) -> Result<Option<Charge>, DbErr> {
+    async fn existing(&self, key: &str) -> Result<Option<Key>, DbErr> {
         let b = self.db.get_database_backend();
         let row = self
             .db
             .query_one_raw(stmt(
                 b,
-                "SELECT reference, amount_fen FROM sandbox_charges WHERE idempotency_key = $1",
+                "SELECT reference, amount_fen, closed FROM sandbox_charges WHERE idempotency_key = $1",
                 vec![key.into()],
             ))
             .await?;
         row.map(|r| {
-            Ok(Charge {
-                reference: r.try_get("", "reference")?,
-                amount: Fen(r.try_get("", "amount_fen")?),
+            Ok(if r.try_get("", "closed")? {
+                Key::Closed
+            } else {
+                Key::Charged(Charge {
+                    reference: r.try_get("", "reference")?,
+                    amount: Fen(r.try_get("", "amount_fen")?),
+                })
             })
         })
         .transpose()
@@ -133,21 +162,23 @@ impl Sandbox {
 #[async_trait]
 impl PaymentProvider for Sandbox {
     async fn charge(&self, key: &str, token: &str, amount: Fen) -> Result<Charge, ProviderError> {
-        if let Some(charge) = self.existing(key).await.map_err(unavailable)? {
-            if token == "tok_lost_answer" {
+        match self.existing(key).await.map_err(unavailable)? {
+            Some(Key::Charged(_)) if token == "tok_lost_answer" => {
                 return Err(ProviderError::Timeout);
             }
-            return Ok(charge);
+            Some(Key::Charged(charge)) => return Ok(charge),
+            Some(Key::Closed) => return Err(closed()),
+            None => {}
         }
         match token {
-            "tok_success" => self.record(key, amount).await.map_err(unavailable),
+            "tok_success" => self.record(key, amount).await,
             "tok_slow" => {
                 tokio::time::sleep(self.slow).await;
-                self.record(key, amount).await.map_err(unavailable)
+                self.record(key, amount).await
             }
             "tok_timeout_then_success" | "tok_lost_answer" => {
                 // The provider charges, but the answer is lost.
-                self.record(key, amount).await.map_err(unavailable)?;
+                self.record(key, amount).await?;
                 Err(ProviderError::Timeout)
             }
             "tok_decline" => Err(ProviderError::Declined("the card was declined".into())),
@@ -238,7 +269,13 @@ impl PaymentProvider for Sandbox {
         Ok(refund)
     }
 
-    async fn lookup(&self, key: &str) -> Result<Option<Charge>, ProviderError> {
-        self.existing(key).await.map_err(unavailable)
+    async fn close(&self, key: &str) -> Result<Option<Charge>, ProviderError> {
+        self.insert(key, Fen::ZERO, true)
+            .await
+            .map_err(unavailable)?;
+        match self.existing(key).await.map_err(unavailable)? {
+            Some(Key::Charged(charge)) => Ok(Some(charge)),
+            _ => Ok(None),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The RabbitMQ bus (lapin).
 //!
 //! - Events: topic exchange `duikou.events`; one durable quorum queue per
-//!   service with `x-delivery-limit` and at-least-once dead-lettering into
+//!   service with `x-delivery-limit` and (at-most-once) dead-lettering into
 //!   `<queue>.dead`; manual ack after the handler returned (its transaction
 //!   committed), nack with requeue on a retryable error, bounded prefetch.
 //! - Publishing: publisher confirms with `mandatory`; a returned message is a
@@ -224,13 +224,6 @@ impl AmqpBus {
     }
 }
 
-/// Declares `<queue>.dead`, then `<queue>` (quorum, delivery limit,
-/// dead-lettering into `<queue>.dead`) and its bindings.
-///
-/// Dead-lettering is the quorum queue's default (at-most-once) strategy: the
-/// at-least-once strategy crashes RabbitMQ 3.10 after `stop_app`/`start_app`
-/// (its `rabbit_fifo_dlx_sup` is not restarted; declaring such a queue then
-/// fails with INTERNAL_ERROR). See docs/messaging.md.
 /// A queue of this connection only, deleted with it (pushes to clients).
 async fn declare_ephemeral_queue(
     config: &BusConfig,
@@ -271,6 +264,13 @@ async fn bind(
     Ok(())
 }
 
+/// Declares `<queue>.dead`, then `<queue>` (quorum, delivery limit,
+/// dead-lettering into `<queue>.dead`) and its bindings.
+///
+/// Dead-lettering is the quorum queue's default (at-most-once) strategy: the
+/// at-least-once strategy crashes RabbitMQ 3.10 after `stop_app`/`start_app`
+/// (its `rabbit_fifo_dlx_sup` is not restarted; declaring such a queue then
+/// fails with INTERNAL_ERROR). See docs/messaging.md.
 async fn declare_event_queue(
     config: &BusConfig,
     channel: &Channel,

@@ -346,7 +346,8 @@ impl Bookings {
             return Ok(());
         };
         let changes = Changes {
-            reason: Some(ev.reason.clone()),
+            // The code first, for clients that branch on it: "SOLD_OUT: …".
+            reason: Some(format!("{}: {}", ev.code, ev.reason)),
             ..Changes::default()
         };
         storage::transition(
@@ -469,14 +470,18 @@ impl Bookings {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
-        storage::history(
-            &txn,
-            ev.booking_id,
-            Status::AwaitingPayment,
-            &format!("payment failed: {}", ev.reason),
-            Utc::now(),
-        )
-        .await?;
+        // The booking keeps its state (usually AWAITING_PAYMENT: the
+        // traveler may pay again); the history notes the failure in it.
+        if let Some(status) = self.status_of(&txn, ev.booking_id).await? {
+            storage::history(
+                &txn,
+                ev.booking_id,
+                status,
+                &format!("payment failed: {}", ev.reason),
+                Utc::now(),
+            )
+            .await?;
+        }
         txn.commit().await?;
         Ok(())
     }

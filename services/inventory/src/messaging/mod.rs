@@ -1,25 +1,36 @@
 //! Inventory's event handlers (holds) and RPC handlers (catalogue).
 
+mod certification_rpc;
+mod routes_rpc;
+
 use crate::SERVICE;
 use crate::domain::{StayDates, calendar_range};
-use crate::storage;
+use crate::storage::{self, Held, routes};
+use chrono::Utc;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use shared::auth::Principal;
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
+use shared::events::ListingSnapshot;
 use shared::events::{
     BookingConfirmed, HoldGranted, HoldItem, HoldRejected, HoldReleaseRequested, HoldReleased,
     HoldRequested,
 };
-use shared::ids::{HomestayId, HostId, RoomTypeId};
+use shared::ids::{DepartureId, HomestayId, HostId, RoomTypeId};
+use shared::money::Fen;
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::policy::CancellationPolicy;
+use shared::policy::china_today;
 use shared::region::RegionCode;
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
+    AddDeparture, CreateRoute, GetRoute, OfferPage, RouteStatus, SearchHomestays, SearchRoutes,
+    SetRouteStatus,
+};
+use shared::rpcs::{AdvanceCertification, ApplyForCertification, ListCertifications};
+use shared::rpcs::{
     CreateHomestay, GetRoomCalendar, HomestayCreated, ListRegions, Night, SetRoomCalendar,
 };
-use shared::rpcs::{OfferPage, SearchHomestays};
 use shared::{AppError, ErrorCode};
 use tracing::info;
 
@@ -54,7 +65,41 @@ impl Inventory {
     /// The RPC methods inventory answers.
     pub fn rpc(&self) -> RpcRouter {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
+        let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
+        let [k, l, m] = [(); 3].map(|()| self.clone());
         RpcRouter::new(SERVICE)
+            .route::<ApplyForCertification, _, _>(move |req| {
+                let s = k.clone();
+                async move { s.apply_for_certification(req).await }
+            })
+            .route::<AdvanceCertification, _, _>(move |req| {
+                let s = l.clone();
+                async move { s.advance_certification(req).await }
+            })
+            .route::<ListCertifications, _, _>(move |req| {
+                let s = m.clone();
+                async move { s.list_certifications(req).await }
+            })
+            .route::<CreateRoute, _, _>(move |req| {
+                let s = f.clone();
+                async move { s.create_route(req).await }
+            })
+            .route::<AddDeparture, _, _>(move |req| {
+                let s = g.clone();
+                async move { s.add_departure(req).await }
+            })
+            .route::<SetRouteStatus, _, _>(move |req| {
+                let s = h.clone();
+                async move { s.set_route_status(req).await }
+            })
+            .route::<GetRoute, _, _>(move |req| {
+                let s = i.clone();
+                async move { s.get_route(req).await }
+            })
+            .route::<SearchRoutes, _, _>(move |req| {
+                let s = j.clone();
+                async move { s.search_routes(req).await }
+            })
             .route::<SearchHomestays, _, _>(move |req| {
                 let s = e.clone();
                 async move { s.search(req).await }
@@ -97,19 +142,17 @@ impl Inventory {
             txn.commit().await?;
             return Ok(());
         }
-        let HoldItem::RoomNights {
-            room_type_id,
-            check_in,
-            check_out,
-            rooms,
-        } = ev.item
-        else {
-            let reject = HoldRejected {
-                booking_id: ev.booking_id,
-                code: ErrorCode::NotFound,
-                reason: "route departures are not on sale yet".into(),
-            };
-            return self.reject(txn, &env, reject).await;
+        let (room_type_id, check_in, check_out, rooms) = match ev.item {
+            HoldItem::RoomNights {
+                room_type_id,
+                check_in,
+                check_out,
+                rooms,
+            } => (room_type_id, check_in, check_out, rooms),
+            HoldItem::Seats {
+                departure_id,
+                seats,
+            } => return self.hold_seats(txn, &env, &ev, departure_id, seats).await,
         };
         let stay = match StayDates::parse(check_in, check_out) {
             Ok(stay) if rooms > 0 => stay,
@@ -139,27 +182,8 @@ impl Inventory {
         };
         match storage::take_nights(&txn, room_type_id, stay, rooms).await? {
             Some(total) => {
-                let granted = HoldGranted {
-                    booking_id: ev.booking_id,
-                    total,
-                    listing,
-                    expires_at: ev.expires_at,
-                };
-                let reply = env.follow(SERVICE, &granted);
-                storage::insert_hold(
-                    &txn,
-                    ev.booking_id,
-                    "HELD",
-                    Some((room_type_id, stay, rooms)),
-                    Some(ev.expires_at),
-                    Some(&reply),
-                )
-                .await?;
-                enqueue(&txn, &[reply]).await?;
-                txn.commit().await?;
-                self.outbox.committed();
-                info!(booking = %ev.booking_id, %total, "hold granted");
-                Ok(())
+                let held = Held::Nights(room_type_id, stay, rooms);
+                self.grant(txn, &env, &ev, held, total, listing).await
             }
             None => {
                 // Some night lacked room: undo the partial update, then record the refusal.
@@ -173,6 +197,91 @@ impl Inventory {
                     .await
             }
         }
+    }
+
+    /// Seats on a departure: the route must be on sale and the departure
+    /// before its last booking day.
+    async fn hold_seats(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        env: &Envelope,
+        ev: &HoldRequested,
+        departure_id: DepartureId,
+        seats: u32,
+    ) -> Result<(), HandlerError> {
+        let refuse = |code, reason: &str| rejection(ev, code, reason);
+        if seats == 0 {
+            let r = refuse(ErrorCode::BadUserInput, "at least one seat");
+            return self.reject(txn, env, r).await;
+        }
+        let Some((route, departure)) = routes::departure(&txn, departure_id).await? else {
+            let r = refuse(ErrorCode::NotFound, "no such departure");
+            return self.reject(txn, env, r).await;
+        };
+        let today = china_today(Utc::now());
+        if route.status != RouteStatus::Published {
+            let r = refuse(ErrorCode::NotPublished, "this route is not on sale");
+            return self.reject(txn, env, r).await;
+        }
+        if today > departure.last_booking_day {
+            let reason = format!(
+                "bookings for the departure on {} closed after {}",
+                departure.starts_on, departure.last_booking_day
+            );
+            let r = refuse(ErrorCode::CutOff, &reason);
+            return self.reject(txn, env, r).await;
+        }
+        if !routes::take_seats(&txn, departure_id, seats).await? {
+            let reason = format!(
+                "{seats} seats asked, {} left on {}",
+                departure.seats_left, departure.starts_on
+            );
+            let r = refuse(ErrorCode::SoldOut, &reason);
+            return self.reject(txn, env, r).await;
+        }
+        let listing = ListingSnapshot {
+            title: format!("{} · {}", route.title_zh, departure.starts_on),
+            host_id: route.host_id,
+            region_code: route.region_code,
+            certified: route.certified_until.is_some_and(|d| d >= today),
+            cancellation_policy: route.cancellation_policy,
+            starts_on: Some(departure.starts_on),
+        };
+        let total = Fen(departure.price.get() * i64::from(seats));
+        let held = Held::Seats(departure_id, seats);
+        self.grant(txn, env, ev, held, total, listing).await
+    }
+
+    async fn grant(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        env: &Envelope,
+        ev: &HoldRequested,
+        held: Held,
+        total: Fen,
+        listing: ListingSnapshot,
+    ) -> Result<(), HandlerError> {
+        let granted = HoldGranted {
+            booking_id: ev.booking_id,
+            total,
+            listing,
+            expires_at: ev.expires_at,
+        };
+        let reply = env.follow(SERVICE, &granted);
+        storage::insert_hold(
+            &txn,
+            ev.booking_id,
+            "HELD",
+            Some(held),
+            Some(ev.expires_at),
+            Some(&reply),
+        )
+        .await?;
+        enqueue(&txn, &[reply]).await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        info!(booking = %ev.booking_id, %total, "hold granted");
+        Ok(())
     }
 
     async fn reject(
@@ -210,6 +319,9 @@ impl Inventory {
             Some(hold) if hold.state == "HELD" || hold.state == "COMMITTED" => {
                 if let (Some(room_type), Some(stay)) = (hold.room_type_id, hold.stay) {
                     storage::return_nights(&txn, room_type, stay, hold.rooms).await?;
+                }
+                if let Some(departure) = hold.departure_id {
+                    routes::return_seats(&txn, departure, hold.rooms).await?;
                 }
                 storage::set_hold_state(&txn, ev.booking_id, "RELEASED").await?;
             }
@@ -265,10 +377,7 @@ impl Inventory {
                 "a room type needs at least one bed and one guest",
             ));
         }
-        let policy = req
-            .cancellation_policy
-            .map(|tiers| CancellationPolicy::new(tiers).map_err(|e| AppError::bad_input(e.0)))
-            .transpose()?;
+        let policy = policy(req.cancellation_policy)?;
         administers(req.by.as_ref(), req.region_code)?;
         let txn = self.db.begin().await?;
         if !storage::region_exists(&txn, req.region_code).await? {
@@ -335,6 +444,15 @@ impl Inventory {
         calendar_range(req.from, req.to)?;
         Ok(storage::nights(&self.db, req.room_type_id, req.from, req.to).await?)
     }
+}
+
+/// A listing's refund tiers, checked; none: the platform's standard policy.
+fn policy(
+    tiers: Option<Vec<shared::policy::PolicyTier>>,
+) -> Result<Option<CancellationPolicy>, AppError> {
+    tiers
+        .map(|tiers| CancellationPolicy::new(tiers).map_err(|e| AppError::bad_input(e.0)))
+        .transpose()
 }
 
 /// Catalogue changes are for the admins of the listing's region; `None` is

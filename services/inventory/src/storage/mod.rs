@@ -5,6 +5,9 @@
 //! `UPDATE … WHERE available >= n` and succeeds only if it touched every night
 //! of the stay: all or nothing, never read-then-write.
 
+pub mod certification;
+pub mod routes;
+
 use crate::domain::StayDates;
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{ConnectionTrait, DbErr};
@@ -12,7 +15,7 @@ use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaMana
 use shared::db::{opt_uuid_value, row_uuid, run_ddl, uuid_value};
 use shared::envelope::Envelope;
 use shared::events::ListingSnapshot;
-use shared::ids::{BookingId, HomestayId, HostId, RoomTypeId};
+use shared::ids::{BookingId, DepartureId, HomestayId, HostId, RoomTypeId};
 use shared::money::Fen;
 use shared::outbox::stmt;
 use shared::policy::CancellationPolicy;
@@ -29,6 +32,8 @@ impl MigratorTrait for Migrator {
             Box::new(Catalogue),
             Box::new(HoldReplies),
             Box::new(Policies),
+            Box::new(routes::Routes),
+            Box::new(certification::Certifications),
         ]
     }
 }
@@ -344,7 +349,7 @@ pub async fn listing<C: ConnectionTrait>(
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified,
+            "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified_until,
                     h.cancellation_policy
              FROM room_types r JOIN homestays h ON h.id = r.homestay_id WHERE r.id = $1",
             vec![uuid_value(b, room_type.0)],
@@ -358,7 +363,9 @@ pub async fn listing<C: ConnectionTrait>(
         title: format!("{homestay} · {room}"),
         host_id: HostId(row_uuid(&row, "host_id")?),
         region_code: RegionCode::parse(&region).map_err(|e| DbErr::Custom(e.to_string()))?,
-        certified: row.try_get("", "certified")?,
+        certified: row
+            .try_get::<Option<NaiveDate>>("", "certified_until")?
+            .is_some_and(|d| d >= shared::policy::china_today(Utc::now())),
         cancellation_policy: match row.try_get::<Option<String>>("", "cancellation_policy")? {
             Some(p) => serde_json::from_str(&p)
                 .map_err(|e| DbErr::Custom(format!("homestays.cancellation_policy: {e}")))?,
@@ -440,11 +447,13 @@ pub async fn return_nights<C: ConnectionTrait>(
 pub struct Hold {
     /// HELD, COMMITTED, RELEASED or REJECTED.
     pub state: String,
-    /// Room type held (none for a tombstone).
+    /// Room type held (none for a tombstone or seats).
     pub room_type_id: Option<RoomTypeId>,
+    /// Departure held (seats).
+    pub departure_id: Option<DepartureId>,
     /// The stay held.
     pub stay: Option<StayDates>,
-    /// Rooms per night.
+    /// Rooms per night, or seats.
     pub rooms: u32,
     /// The answer sent for it (event type and payload), to send again when
     /// the request is repeated.
@@ -473,6 +482,7 @@ pub async fn hold_for_update<C: ConnectionTrait>(
     Ok(Some(Hold {
         state: row.try_get("", "state")?,
         room_type_id: room_type.map(RoomTypeId),
+        departure_id: shared::db::opt_row_uuid(&row, "departure_id")?.map(DepartureId),
         stay: check_in
             .zip(check_out)
             .map(|(check_in, check_out)| StayDates {
@@ -490,35 +500,46 @@ pub async fn hold_for_update<C: ConnectionTrait>(
     }))
 }
 
+/// Capacity a hold took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Rooms of a room type on every night of a stay.
+    Nights(RoomTypeId, StayDates, u32),
+    /// Seats on a departure.
+    Seats(DepartureId, u32),
+}
+
 /// Records a hold (or a tombstone: state RELEASED/REJECTED with no capacity).
 pub async fn insert_hold<C: ConnectionTrait>(
     conn: &C,
     booking: BookingId,
     state: &str,
-    held: Option<(RoomTypeId, StayDates, u32)>,
+    held: Option<Held>,
     expires_at: Option<DateTime<Utc>>,
     reply: Option<&Envelope>,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
-    let (room_type, check_in, check_out, rooms) = match held {
-        Some((r, s, n)) => (Some(r.0), Some(s.check_in), Some(s.check_out), n),
-        None => (None, None, None, 0),
+    let (room_type, departure, check_in, check_out, units) = match held {
+        Some(Held::Nights(r, s, n)) => (Some(r.0), None, Some(s.check_in), Some(s.check_out), n),
+        Some(Held::Seats(d, n)) => (None, Some(d.0), None, None, n),
+        None => (None, None, None, None, 0),
     };
     conn.execute_raw(stmt(
         b,
         "INSERT INTO holds (booking_id, room_type_id, check_in, check_out, rooms, state, expires_at,
-                            reply_kind, reply_payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                            reply_kind, reply_payload, departure_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         vec![
             uuid_value(b, booking.0),
             opt_uuid_value(b, room_type),
             check_in.into(),
             check_out.into(),
-            rooms.into(),
+            units.into(),
             state.into(),
             expires_at.into(),
             reply.map(|r| r.kind.clone()).into(),
             reply.map(|r| r.payload.to_string()).into(),
+            opt_uuid_value(b, departure),
         ],
     ))
     .await?;
@@ -578,7 +599,8 @@ pub async fn search<C: ConnectionTrait>(
         .query_all_raw(stmt(
             b,
             "SELECT * FROM (
-                SELECT h.id AS homestay_id, h.name AS homestay_name, h.region_code, h.certified,
+                SELECT h.id AS homestay_id, h.name AS homestay_name, h.region_code,
+                       COALESCE(h.certified_until >= $11, FALSE) AS certified,
                        r.id AS room_type_id, r.name AS room_type_name, r.max_guests,
                        CAST(MIN(n.available) AS BIGINT) AS rooms_left,
                        CAST(SUM(n.price_fen) * $4 AS BIGINT) AS total
@@ -586,8 +608,8 @@ pub async fn search<C: ConnectionTrait>(
                 JOIN room_types r ON r.homestay_id = h.id
                 JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
                 WHERE h.region_code LIKE $1 AND r.max_guests * $4 >= $5
-                  AND (h.certified OR NOT $6)
-                GROUP BY h.id, h.name, h.region_code, h.certified, r.id, r.name, r.max_guests
+                  AND (NOT $6 OR (h.certified_until IS NOT NULL AND h.certified_until >= $11))
+                GROUP BY h.id, h.name, h.region_code, h.certified_until, r.id, r.name, r.max_guests
                 HAVING COUNT(*) = $7 AND MIN(n.available) >= $4
              ) AS o
              WHERE o.total > $8 OR (o.total = $8 AND o.room_type_id > $9)
@@ -604,6 +626,7 @@ pub async fn search<C: ConnectionTrait>(
                 after_total.into(),
                 uuid_value(b, after_id),
                 (i64::from(first) + 1).into(),
+                shared::policy::china_today(Utc::now()).into(),
             ],
         ))
         .await?;

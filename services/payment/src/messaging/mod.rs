@@ -252,7 +252,7 @@ impl Payments {
         let stuck = storage::stuck_processing(&self.db, chrono::Utc::now() - after, 100).await?;
         let (mut captured, mut failed) = (0, 0);
         for p in stuck {
-            match self.provider.lookup(&p.id.to_string()).await {
+            match self.provider.close(&p.id.to_string()).await {
                 Ok(Some(charge)) => {
                     if self.settle(&p, Ok(&charge.reference)).await? {
                         warn!(payment = %p.id, booking = %p.booking_id, "reconciliation: the provider charged; ledger completed");
@@ -261,7 +261,10 @@ impl Payments {
                 }
                 Ok(None) => {
                     if self
-                        .settle(&p, Err("the payment provider has no record of this charge"))
+                        .settle(
+                            &p,
+                            Err("the payment was not completed in time and was closed; nothing was charged, pay again"),
+                        )
                         .await?
                     {
                         warn!(payment = %p.id, booking = %p.booking_id, "reconciliation: no charge at the provider; payment failed");

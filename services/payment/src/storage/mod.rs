@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(Refunds),
             Box::new(SandboxBooks),
             Box::new(Payouts),
+            Box::new(ClosedCharges),
         ]
     }
 }
@@ -141,6 +142,26 @@ impl MigrationTrait for SandboxBooks {
                     created_at TIMESTAMPTZ NOT NULL)",
                 "CREATE INDEX payments_processing ON payments (updated_at) WHERE status = 'PROCESSING'",
             ],
+        )
+        .await
+    }
+}
+
+struct ClosedCharges;
+
+impl MigrationName for ClosedCharges {
+    fn name(&self) -> &str {
+        "m20261125_000001_sandbox_closed_charges"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ClosedCharges {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A key closed by reconciliation before any charge: none can follow.
+        run_ddl(
+            manager,
+            &["ALTER TABLE sandbox_charges ADD COLUMN closed BOOLEAN NOT NULL DEFAULT FALSE"],
         )
         .await
     }
@@ -740,7 +761,10 @@ pub async fn fund_totals<C: ConnectionTrait>(
     Ok(shared::rpcs::FundTotals { by_year, by_region })
 }
 
-/// Balances of the host accounts (positive: owed), from entries before `up_to`.
+/// Balances of the host accounts (positive: owed): what bookings earned
+/// them before `up_to`, less every payout ever made — also those made after
+/// `up_to` (payout legs carry the nil booking id), so a run over an earlier
+/// period never pays the same earnings again.
 pub async fn host_balances<C: ConnectionTrait>(
     conn: &C,
     up_to: chrono::DateTime<Utc>,
@@ -749,9 +773,9 @@ pub async fn host_balances<C: ConnectionTrait>(
     conn.query_all_raw(stmt(
         b,
         "SELECT account, MIN(region_code) AS region_code, CAST(SUM(amount_fen) AS BIGINT) AS owed FROM ledger_entries
-         WHERE account LIKE 'host:%' AND created_at < $1
+         WHERE account LIKE 'host:%' AND (created_at < $1 OR booking_id = $2)
          GROUP BY account HAVING SUM(amount_fen) <> 0 ORDER BY account",
-        vec![up_to.into()],
+        vec![up_to.into(), uuid_value(b, uuid::Uuid::nil())],
     ))
     .await?
     .iter()

@@ -1,0 +1,365 @@
+//! Routes (旅游线路) and departures: search and reads for travelers,
+//! management for region admins.
+
+use super::auth::principal;
+use super::catalogue::{PolicyTierInput, policy_tiers};
+use super::types::{Date, Lang, Money, PolicyTier, page_info, policy_tiers_view};
+use super::{non_negative, parse, region, rpc, yuan};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
+use shared::policy::china_today;
+use shared::rpcs::{self, RouteStatus as Status};
+
+/// Picks the text in the language asked for, else the `Accept-Language`
+/// of the request, else Chinese.
+pub fn in_lang<'a>(ctx: &Context<'_>, lang: Option<Lang>, zh: &'a str, en: &'a str) -> &'a str {
+    match lang
+        .or_else(|| ctx.data_opt::<Lang>().copied())
+        .unwrap_or_default()
+    {
+        Lang::En if !en.is_empty() => en,
+        _ => zh,
+    }
+}
+
+/// A route's sale state.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "shared::rpcs::RouteStatus")]
+pub enum RouteStatus {
+    /// Being written: not searchable, not bookable.
+    Draft,
+    /// On sale.
+    Published,
+    /// Off sale; bookings made stand.
+    Unpublished,
+}
+
+/// One day of the itinerary.
+#[derive(SimpleObject)]
+pub struct ItineraryDay {
+    pub day: u32,
+    pub title: String,
+    /// Regions visited that day.
+    pub region_codes: Vec<ID>,
+}
+
+/// A dated departure: book it with `createBooking(input: { departureId, … })`,
+/// one seat per traveler.
+pub struct Departure(pub rpcs::DepartureView);
+
+#[Object]
+impl Departure {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn route_id(&self) -> ID {
+        ID(self.0.route_id.to_string())
+    }
+    /// The day the group leaves.
+    async fn starts_on(&self) -> Date {
+        Date(self.0.starts_on)
+    }
+    async fn seats(&self) -> u32 {
+        self.0.seats
+    }
+    /// Seats neither held nor sold.
+    async fn seats_left(&self) -> u32 {
+        self.0.seats_left
+    }
+    async fn price_per_person(&self) -> Money {
+        self.0.price.into()
+    }
+    /// The last day (China time) bookings are taken.
+    async fn last_booking_day(&self) -> Date {
+        Date(self.0.last_booking_day)
+    }
+}
+
+/// A route (旅游线路).
+pub struct Route(pub rpcs::RouteView);
+
+#[Object]
+impl Route {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// Title in the language asked for (or `Accept-Language`; Chinese by default).
+    async fn title(&self, ctx: &Context<'_>, lang: Option<Lang>) -> String {
+        in_lang(ctx, lang, &self.0.title_zh, &self.0.title_en).to_owned()
+    }
+    async fn title_zh(&self) -> &str {
+        &self.0.title_zh
+    }
+    async fn title_en(&self) -> &str {
+        &self.0.title_en
+    }
+    async fn description(&self, ctx: &Context<'_>, lang: Option<Lang>) -> String {
+        in_lang(ctx, lang, &self.0.description_zh, &self.0.description_en).to_owned()
+    }
+    /// Who is paid for it.
+    async fn host_id(&self) -> ID {
+        ID(self.0.host_id.to_string())
+    }
+    async fn host_name(&self) -> &str {
+        &self.0.host_name
+    }
+    /// Where it is based (its host's region): payouts and impact count there.
+    async fn region_code(&self) -> ID {
+        ID(self.0.region_code.to_string())
+    }
+    async fn itinerary(&self) -> Vec<ItineraryDay> {
+        self.0
+            .itinerary
+            .iter()
+            .map(|d| ItineraryDay {
+                day: d.day,
+                title: d.title.clone(),
+                region_codes: d.regions.iter().map(|c| ID(c.to_string())).collect(),
+            })
+            .collect()
+    }
+    /// Price per person (a departure may differ).
+    async fn price_per_person(&self) -> Money {
+        self.0.price.into()
+    }
+    /// Refund tiers when a paid booking is cancelled.
+    async fn cancellation_policy(&self) -> Vec<PolicyTier> {
+        policy_tiers_view(&self.0.cancellation_policy)
+    }
+    async fn status(&self) -> RouteStatus {
+        self.0.status.into()
+    }
+    /// Carries a valid poverty-relief certification (扶贫产品认定) today.
+    async fn certified(&self) -> bool {
+        self.0
+            .certified_until
+            .is_some_and(|d| d >= china_today(chrono::Utc::now()))
+    }
+    /// The certification's last valid day.
+    async fn certified_until(&self) -> Option<Date> {
+        self.0.certified_until.map(Date)
+    }
+    /// Departures leaving in [from, to]. Without dates: those this route
+    /// was found with by `searchRoutes`, or the coming year's for `route(id)`.
+    async fn departures(
+        &self,
+        ctx: &Context<'_>,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> Result<Vec<Departure>> {
+        if from.is_none() && to.is_none() {
+            return Ok(self.0.departures.iter().cloned().map(Departure).collect());
+        }
+        let found = rpc(
+            ctx,
+            rpcs::GetRoute {
+                route_id: self.0.id,
+                from: from.map(|d| d.0),
+                to: to.map(|d| d.0),
+            },
+        )
+        .await?;
+        Ok(found
+            .map(|r| r.departures.into_iter().map(Departure).collect())
+            .unwrap_or_default())
+    }
+}
+
+/// A route in a list.
+#[derive(SimpleObject)]
+pub struct RouteEdge {
+    pub cursor: String,
+    pub node: Route,
+}
+
+/// Routes, by earliest matching departure.
+#[derive(SimpleObject)]
+pub struct RouteConnection {
+    pub edges: Vec<RouteEdge>,
+    pub page_info: async_graphql::connection::PageInfo,
+}
+
+/// What `searchRoutes` filters by.
+pub struct RouteSearch {
+    pub region_code: Option<ID>,
+    pub from: Date,
+    pub to: Date,
+    pub travelers: i32,
+    pub max_price: Option<String>,
+    pub certified_only: bool,
+    pub text: Option<String>,
+    pub first: i32,
+    pub after: Option<String>,
+}
+
+/// `searchRoutes`.
+pub async fn search(ctx: &Context<'_>, s: RouteSearch) -> Result<RouteConnection> {
+    let page = rpc(
+        ctx,
+        rpcs::SearchRoutes {
+            region: s.region_code.map(|c| region(&c)).transpose()?,
+            from: s.from.0,
+            to: s.to.0,
+            travelers: non_negative("travelers", s.travelers)?,
+            max_price: s.max_price.map(|p| yuan("maxPrice", &p)).transpose()?,
+            certified_only: s.certified_only,
+            text: s.text,
+            first: non_negative("first", s.first)?,
+            after: s.after,
+        },
+    )
+    .await?;
+    let edges: Vec<RouteEdge> = page
+        .routes
+        .into_iter()
+        .map(|(route, cursor)| RouteEdge {
+            cursor,
+            node: Route(route),
+        })
+        .collect();
+    Ok(RouteConnection {
+        page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
+        edges,
+    })
+}
+
+/// `route(id)`: drafts only for those who may manage them.
+pub async fn route(ctx: &Context<'_>, id: ID) -> Result<Option<Route>> {
+    let found = rpc(
+        ctx,
+        rpcs::GetRoute {
+            route_id: parse("route id", &id)?,
+            from: None,
+            to: None,
+        },
+    )
+    .await?;
+    let Some(route) = found else { return Ok(None) };
+    let manages = ctx
+        .data_opt::<shared::auth::Principal>()
+        .is_some_and(|p| p.administers(route.region_code));
+    Ok((route.status != Status::Draft || manages).then_some(Route(route)))
+}
+
+/// One day of a new route's itinerary.
+#[derive(InputObject)]
+pub struct ItineraryDayInput {
+    /// 1, 2, 3… in order.
+    pub day: i32,
+    pub title: String,
+    /// Regions visited that day.
+    #[graphql(default)]
+    pub region_codes: Vec<ID>,
+}
+
+/// A new route, created as a DRAFT.
+#[derive(InputObject)]
+pub struct RouteInput {
+    /// The cooperative, village collective or household paid for it.
+    pub host_name: String,
+    /// Where it is based: its host's county or banner (in the admin's region).
+    pub region_code: ID,
+    pub title_zh: String,
+    pub title_en: String,
+    #[graphql(default)]
+    pub description_zh: String,
+    #[graphql(default)]
+    pub description_en: String,
+    pub itinerary: Vec<ItineraryDayInput>,
+    /// Price per person in yuan, e.g. "2980.00".
+    pub price_per_person: String,
+    /// Refund tiers; none: the standard policy (100 % from 7 days, 50 % from 3).
+    pub cancellation_policy: Option<Vec<PolicyTierInput>>,
+}
+
+/// What `createRoute` made.
+#[derive(SimpleObject)]
+pub struct RouteCreated {
+    pub route_id: ID,
+    pub host_id: ID,
+}
+
+/// `createRoute`.
+pub async fn create_route(ctx: &Context<'_>, input: RouteInput) -> Result<RouteCreated> {
+    let by = principal(ctx)?.clone();
+    let itinerary = input
+        .itinerary
+        .into_iter()
+        .map(|d| {
+            Ok(rpcs::ItineraryDay {
+                day: non_negative("itinerary.day", d.day)?,
+                title: d.title,
+                regions: d
+                    .region_codes
+                    .iter()
+                    .map(|c| region(c))
+                    .collect::<Result<_>>()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let created = rpc(
+        ctx,
+        rpcs::CreateRoute {
+            host_name: input.host_name,
+            region_code: region(&input.region_code)?,
+            title_zh: input.title_zh,
+            title_en: input.title_en,
+            description_zh: input.description_zh,
+            description_en: input.description_en,
+            itinerary,
+            price: yuan("pricePerPerson", &input.price_per_person)?,
+            cancellation_policy: policy_tiers(input.cancellation_policy)?,
+            by: Some(by),
+        },
+    )
+    .await?;
+    Ok(RouteCreated {
+        route_id: ID(created.route_id.to_string()),
+        host_id: ID(created.host_id.to_string()),
+    })
+}
+
+/// `addDeparture`.
+pub async fn add_departure(
+    ctx: &Context<'_>,
+    route_id: ID,
+    starts_on: Date,
+    seats: i32,
+    price_per_person: Option<String>,
+    cutoff_days: i32,
+) -> Result<Departure> {
+    let by = principal(ctx)?.clone();
+    let departure = rpc(
+        ctx,
+        rpcs::AddDeparture {
+            route_id: parse("route id", &route_id)?,
+            starts_on: starts_on.0,
+            seats: non_negative("seats", seats)?,
+            price: price_per_person
+                .map(|p| yuan("pricePerPerson", &p))
+                .transpose()?,
+            cutoff_days: non_negative("cutoffDays", cutoff_days)?,
+            by: Some(by),
+        },
+    )
+    .await?;
+    Ok(Departure(departure))
+}
+
+/// `publishRoute`.
+pub async fn publish_route(ctx: &Context<'_>, route_id: ID, published: bool) -> Result<Route> {
+    let by = principal(ctx)?.clone();
+    let route = rpc(
+        ctx,
+        rpcs::SetRouteStatus {
+            route_id: parse("route id", &route_id)?,
+            status: if published {
+                Status::Published
+            } else {
+                Status::Unpublished
+            },
+            by: Some(by),
+        },
+    )
+    .await?;
+    Ok(Route(route))
+}

@@ -1,0 +1,228 @@
+//! Certification (扶贫产品认定): apply → public notice (公示, objections
+//! recorded) → CERTIFIED until a date → EXPIRED, or REJECTED / REVOKED.
+
+use super::{Inventory, administers};
+use crate::storage::certification::{self as store, Change, Filter};
+use chrono::{Duration, Utc};
+use sea_orm::TransactionTrait;
+use shared::db::is_unique_violation;
+use shared::policy::china_today;
+use shared::rpcs::{
+    AdvanceCertification, ApplyForCertification, CertificationPage, CertificationState as State,
+    CertificationStep as Step, CertificationView, ListCertifications,
+};
+use shared::{AppError, ErrorCode};
+
+/// Longest statement, objection or note, in characters.
+const MAX_TEXT: usize = 2_000;
+/// Longest public notice accepted, in days.
+const MAX_NOTICE_DAYS: u32 = 30;
+/// Longest validity of a certification, in days (five years).
+const MAX_VALIDITY_DAYS: i64 = 5 * 366;
+
+fn text(field: &str, value: &str) -> Result<String, AppError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > MAX_TEXT {
+        return Err(AppError::bad_input(format!(
+            "{field}: 1 to {MAX_TEXT} characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+fn conflict(c: &CertificationView, step: &str) -> AppError {
+    AppError::conflict(format!(
+        "cannot {step}: the certification is {}",
+        c.state.as_str()
+    ))
+}
+
+impl Inventory {
+    /// Files an application for a listing, for its host.
+    pub async fn apply_for_certification(
+        &self,
+        req: ApplyForCertification,
+    ) -> Result<CertificationView, AppError> {
+        let statement = text("statement", &req.statement)?;
+        let txn = self.db.begin().await?;
+        let Some(listing) = store::listing(&txn, req.listing_id).await? else {
+            return Err(AppError::not_found("no homestay or route with this id"));
+        };
+        administers(Some(&req.by), listing.region)?;
+        let id = uuid::Uuid::now_v7();
+        match store::insert(
+            &txn,
+            id,
+            req.listing_id,
+            &listing,
+            &statement,
+            req.by.account_id.0,
+        )
+        .await
+        {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(AppError::conflict(
+                    "this listing has an application under review already",
+                ));
+            }
+            other => other?,
+        }
+        txn.commit().await?;
+        self.certification(id).await
+    }
+
+    /// Takes one step of the procedure.
+    pub async fn advance_certification(
+        &self,
+        req: AdvanceCertification,
+    ) -> Result<CertificationView, AppError> {
+        let today = china_today(Utc::now());
+        let txn = self.db.begin().await?;
+        store::lock(&txn, req.certification_id).await?;
+        let Some(current) = store::get(&txn, req.certification_id, today).await? else {
+            return Err(AppError::not_found("no such certification"));
+        };
+        let by = req.by.account_id.0;
+        // Objections are anyone's; every other step is the region's admins'.
+        if !matches!(req.step, Step::Object { .. }) {
+            administers(Some(&req.by), current.region_code)?;
+        }
+        let (from, to, change) = match req.step {
+            Step::AcceptForPublicNotice { notice_days } => {
+                if notice_days > MAX_NOTICE_DAYS {
+                    return Err(AppError::bad_input(format!(
+                        "noticeDays: at most {MAX_NOTICE_DAYS}"
+                    )));
+                }
+                let change = Change {
+                    notice_ends_on: Some(today + Duration::days(i64::from(notice_days))),
+                    ..Change::default()
+                };
+                (State::Applied, State::PublicNotice, change)
+            }
+            Step::Object { text: objection } => {
+                let objection = text("text", &objection)?;
+                if current.state != State::PublicNotice {
+                    return Err(conflict(&current, "object"));
+                }
+                store::object(&txn, current.id, by, &objection).await?;
+                txn.commit().await?;
+                return self.certification(current.id).await;
+            }
+            Step::Certify {
+                valid_until,
+                resolution,
+            } => {
+                if current.state != State::PublicNotice {
+                    return Err(conflict(&current, "certify"));
+                }
+                if let Some(ends) = current.notice_ends_on.filter(|d| today < *d) {
+                    return Err(AppError::conflict(format!(
+                        "the public notice runs until {ends}; certify from then on"
+                    )));
+                }
+                if valid_until <= today || (valid_until - today).num_days() > MAX_VALIDITY_DAYS {
+                    return Err(AppError::bad_input(
+                        "validUntil: after today and at most five years ahead",
+                    ));
+                }
+                let note = match (current.objections.is_empty(), resolution) {
+                    (_, Some(r)) => Some(text("resolution", &r)?),
+                    (true, None) => None,
+                    (false, None) => {
+                        return Err(AppError::bad_input(format!(
+                            "resolution: {} objection(s) were raised; say how they were resolved",
+                            current.objections.len()
+                        )));
+                    }
+                };
+                let change = Change {
+                    valid_until: Some(valid_until),
+                    note,
+                    ..Change::default()
+                };
+                (State::PublicNotice, State::Certified, change)
+            }
+            Step::Reject { reason } => {
+                let note = Some(text("reason", &reason)?);
+                let from = match current.state {
+                    State::Applied | State::PublicNotice => current.state,
+                    _ => return Err(conflict(&current, "reject")),
+                };
+                let change = Change {
+                    note,
+                    ..Change::default()
+                };
+                (from, State::Rejected, change)
+            }
+            Step::Revoke { reason } => {
+                let note = Some(text("reason", &reason)?);
+                if current.state != State::Certified {
+                    return Err(conflict(&current, "revoke"));
+                }
+                let change = Change {
+                    note,
+                    ..Change::default()
+                };
+                (State::Certified, State::Revoked, change)
+            }
+        };
+        if current.state != from {
+            return Err(conflict(&current, "do this"));
+        }
+        if !store::transition(&txn, current.id, from, to, change, by).await? {
+            return Err(AppError::new(
+                ErrorCode::Conflict,
+                "someone else decided on this certification just now; read it again",
+            ));
+        }
+        store::refresh_listing(&txn, current.listing_id, &current.listing_kind).await?;
+        txn.commit().await?;
+        self.certification(current.id).await
+    }
+
+    async fn certification(&self, id: uuid::Uuid) -> Result<CertificationView, AppError> {
+        store::get(&self.db, id, china_today(Utc::now()))
+            .await?
+            .ok_or_else(|| AppError::internal("the certification vanished"))
+    }
+
+    /// The public notice board: certifications in a region, newest first.
+    pub async fn list_certifications(
+        &self,
+        req: ListCertifications,
+    ) -> Result<CertificationPage, AppError> {
+        if !(1..=100).contains(&req.first) {
+            return Err(AppError::bad_input("first: 1 to 100 at a time"));
+        }
+        let after = req
+            .after
+            .as_deref()
+            .map(|c| {
+                uuid::Uuid::parse_str(c)
+                    .map_err(|_| AppError::bad_input(format!("after: `{c}` is not a cursor here")))
+            })
+            .transpose()?;
+        let prefix = req
+            .region
+            .map(shared::region::RegionCode::code_prefix)
+            .unwrap_or_default();
+        let filter = Filter {
+            prefix: &prefix,
+            state: req.state,
+            listing: req.listing_id,
+            today: china_today(Utc::now()),
+        };
+        let (found, has_next_page) = store::list(&self.db, &filter, req.first, after).await?;
+        Ok(CertificationPage {
+            certifications: found
+                .into_iter()
+                .map(|c| {
+                    let cursor = c.id.to_string();
+                    (c, cursor)
+                })
+                .collect(),
+            has_next_page,
+        })
+    }
+}

@@ -1,0 +1,244 @@
+//! RPC handlers for routes (旅游线路) and their departures.
+
+use super::{Inventory, administers};
+use crate::storage::{self, routes};
+use chrono::{Duration, NaiveDate, Utc};
+use sea_orm::TransactionTrait;
+use shared::db::is_unique_violation;
+use shared::ids::{DepartureId, HostId, RouteId};
+use shared::policy::china_today;
+use shared::rpcs::{
+    AddDeparture, CreateRoute, DepartureView, GetRoute, RouteCreated, RoutePage, RouteStatus,
+    RouteView, SearchRoutes, SetRouteStatus,
+};
+use shared::{AppError, ErrorCode};
+
+/// Longest itinerary accepted.
+const MAX_DAYS: usize = 60;
+/// Longest title, in characters.
+const MAX_TITLE: usize = 200;
+/// Longest description, in characters.
+const MAX_DESCRIPTION: usize = 10_000;
+/// Most seats on one departure.
+const MAX_SEATS: u32 = 1_000;
+/// Widest window of departure days read or searched at once.
+const MAX_WINDOW_DAYS: i64 = 366;
+
+fn check_text(field: &str, text: &str, max: usize, required: bool) -> Result<(), AppError> {
+    if required && text.trim().is_empty() {
+        return Err(AppError::bad_input(format!("{field} must not be empty")));
+    }
+    if text.chars().count() > max {
+        return Err(AppError::bad_input(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn window(from: NaiveDate, to: NaiveDate) -> Result<(), AppError> {
+    let days = (to - from).num_days();
+    if !(0..MAX_WINDOW_DAYS).contains(&days) {
+        return Err(AppError::bad_input(format!(
+            "the departure window must run forwards and span at most {MAX_WINDOW_DAYS} days"
+        )));
+    }
+    Ok(())
+}
+
+impl Inventory {
+    /// Creates a route as a DRAFT.
+    pub async fn create_route(&self, req: CreateRoute) -> Result<RouteCreated, AppError> {
+        check_text("hostName", &req.host_name, MAX_TITLE, true)?;
+        check_text("titleZh", &req.title_zh, MAX_TITLE, true)?;
+        check_text("titleEn", &req.title_en, MAX_TITLE, true)?;
+        check_text("descriptionZh", &req.description_zh, MAX_DESCRIPTION, false)?;
+        check_text("descriptionEn", &req.description_en, MAX_DESCRIPTION, false)?;
+        if req.itinerary.is_empty() || req.itinerary.len() > MAX_DAYS {
+            return Err(AppError::bad_input(format!(
+                "itinerary: a route has 1 to {MAX_DAYS} days"
+            )));
+        }
+        for (i, day) in req.itinerary.iter().enumerate() {
+            if day.day as usize != i + 1 {
+                return Err(AppError::bad_input(format!(
+                    "itinerary: days are numbered 1, 2, 3… in order; entry {} says day {}",
+                    i + 1,
+                    day.day
+                )));
+            }
+            check_text(
+                &format!("itinerary day {}: title", day.day),
+                &day.title,
+                MAX_TITLE,
+                true,
+            )?;
+        }
+        if req.price.get() <= 0 {
+            return Err(AppError::bad_input("price: must be more than zero"));
+        }
+        let policy = super::policy(req.cancellation_policy)?;
+        administers(req.by.as_ref(), req.region_code)?;
+        let txn = self.db.begin().await?;
+        for code in req
+            .itinerary
+            .iter()
+            .flat_map(|d| d.regions.iter())
+            .chain([&req.region_code])
+        {
+            if !storage::region_exists(&txn, *code).await? {
+                return Err(AppError::bad_input(format!("unknown region {code}")));
+            }
+        }
+        let created = RouteCreated {
+            route_id: RouteId::new(),
+            host_id: HostId::new(),
+        };
+        routes::insert_route(
+            &txn,
+            routes::NewRoute {
+                id: created.route_id,
+                host: (created.host_id, req.host_name.trim()),
+                region: req.region_code,
+                texts: [
+                    req.title_zh.trim(),
+                    req.title_en.trim(),
+                    req.description_zh.trim(),
+                    req.description_en.trim(),
+                ],
+                itinerary: &req.itinerary,
+                price: req.price,
+                policy: policy.as_ref(),
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(created)
+    }
+
+    /// Adds a departure with seats to a route.
+    pub async fn add_departure(&self, req: AddDeparture) -> Result<DepartureView, AppError> {
+        if req.seats == 0 || req.seats > MAX_SEATS {
+            return Err(AppError::bad_input(format!(
+                "seats: 1 to {MAX_SEATS} on one departure"
+            )));
+        }
+        if req.price.is_some_and(|p| p.get() <= 0) {
+            return Err(AppError::bad_input("price: must be more than zero"));
+        }
+        if req.cutoff_days > 365 {
+            return Err(AppError::bad_input("cutoffDays: at most 365"));
+        }
+        let today = china_today(Utc::now());
+        if req.starts_on <= today {
+            return Err(AppError::bad_input(format!(
+                "startsOn: a departure must leave after today ({today})"
+            )));
+        }
+        let txn = self.db.begin().await?;
+        let Some(route) = routes::route(&txn, req.route_id).await? else {
+            return Err(AppError::not_found("no such route"));
+        };
+        administers(req.by.as_ref(), route.region_code)?;
+        let departure = DepartureView {
+            id: DepartureId::new(),
+            route_id: route.id,
+            starts_on: req.starts_on,
+            seats: req.seats,
+            seats_left: req.seats,
+            price: req.price.unwrap_or(route.price),
+            last_booking_day: req.starts_on - Duration::days(i64::from(req.cutoff_days)),
+        };
+        match routes::insert_departure(&txn, &departure, req.price).await {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(AppError::conflict(format!(
+                    "the route already has a departure on {}",
+                    req.starts_on
+                )));
+            }
+            other => other?,
+        }
+        txn.commit().await?;
+        Ok(departure)
+    }
+
+    /// Publishes or unpublishes a route.
+    pub async fn set_route_status(&self, req: SetRouteStatus) -> Result<RouteView, AppError> {
+        if req.status == RouteStatus::Draft {
+            return Err(AppError::bad_input(
+                "status: a route can be PUBLISHED or UNPUBLISHED, not made a draft again",
+            ));
+        }
+        let txn = self.db.begin().await?;
+        let Some(mut route) = routes::route(&txn, req.route_id).await? else {
+            return Err(AppError::not_found("no such route"));
+        };
+        administers(req.by.as_ref(), route.region_code)?;
+        routes::set_status(&txn, route.id, req.status).await?;
+        txn.commit().await?;
+        route.status = req.status;
+        Ok(route)
+    }
+
+    /// A route with its departures in a window (from today for a year by default).
+    pub async fn get_route(&self, req: GetRoute) -> Result<Option<RouteView>, AppError> {
+        let from = req.from.unwrap_or_else(|| china_today(Utc::now()));
+        let to = req.to.unwrap_or(from + Duration::days(MAX_WINDOW_DAYS - 1));
+        window(from, to)?;
+        let Some(mut route) = routes::route(&self.db, req.route_id).await? else {
+            return Ok(None);
+        };
+        route.departures = routes::departures(&self.db, route.id, from, to).await?;
+        Ok(Some(route))
+    }
+
+    /// Published routes with a departure in the window that still has the seats.
+    pub async fn search_routes(&self, req: SearchRoutes) -> Result<RoutePage, AppError> {
+        window(req.from, req.to)?;
+        if !(1..=100).contains(&req.first) {
+            return Err(AppError::bad_input(
+                "first: ask for 1 to 100 routes at a time",
+            ));
+        }
+        if req.travelers == 0 || req.travelers > MAX_SEATS {
+            return Err(AppError::bad_input(format!("travelers: 1 to {MAX_SEATS}")));
+        }
+        let text = req.text.as_deref().map(|t| t.trim().to_lowercase());
+        if let Some(t) = &text {
+            check_text("text", t, 100, false)?;
+        }
+        let after = req
+            .after
+            .as_deref()
+            .map(|c| {
+                c.split_once(':')
+                    .and_then(|(d, id)| Some((d.parse().ok()?, uuid::Uuid::parse_str(id).ok()?)))
+                    .ok_or_else(|| {
+                        AppError::new(
+                            ErrorCode::BadUserInput,
+                            format!("after: `{c}` is not a cursor of this search"),
+                        )
+                    })
+            })
+            .transpose()?;
+        let prefix = req
+            .region
+            .map(shared::region::RegionCode::code_prefix)
+            .unwrap_or_default();
+        let filter = routes::RouteFilter {
+            prefix: &prefix,
+            from: req.from,
+            to: req.to,
+            today: china_today(Utc::now()),
+            travelers: req.travelers,
+            max_price: req.max_price,
+            certified_only: req.certified_only,
+            text: text.as_deref(),
+        };
+        let (routes, has_next_page) = routes::search(&self.db, &filter, req.first, after).await?;
+        Ok(RoutePage {
+            routes,
+            has_next_page,
+        })
+    }
+}

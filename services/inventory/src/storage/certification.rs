@@ -1,0 +1,360 @@
+//! Certification (扶贫产品认定) of homestays and routes.
+//!
+//! A listing's `certified_until` is always the latest `valid_until` among
+//! its CERTIFIED certifications ([`refresh_listing`]), so search and the
+//! hold snapshot read one column, and expiry needs no sweeper: a listing is
+//! certified on the days up to and including `certified_until`.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult};
+use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
+use shared::db::{row_region, row_uuid, run_ddl, uuid_value};
+use shared::outbox::stmt;
+use shared::region::RegionCode;
+use shared::rpcs::{CertificationState, CertificationView, Objection};
+use uuid::Uuid;
+
+pub(super) struct Certifications;
+
+impl MigrationName for Certifications {
+    fn name(&self) -> &str {
+        "m20261125_000002_certifications"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Certifications {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE homestays ADD COLUMN certified_until DATE NULL",
+                "CREATE TABLE certifications (
+                    id UUID PRIMARY KEY,
+                    listing_id UUID NOT NULL,
+                    listing_kind TEXT NOT NULL,
+                    listing_title TEXT NOT NULL,
+                    region_code TEXT NOT NULL REFERENCES regions (code),
+                    state TEXT NOT NULL,
+                    statement TEXT NOT NULL,
+                    applied_by UUID NOT NULL,
+                    applied_at TIMESTAMPTZ NOT NULL,
+                    notice_ends_on DATE NULL,
+                    valid_until DATE NULL,
+                    decision_note TEXT,
+                    decided_by UUID)",
+                // One open application per listing at a time.
+                "CREATE UNIQUE INDEX certifications_one_open ON certifications (listing_id)
+                    WHERE state IN ('APPLIED', 'PUBLIC_NOTICE')",
+                "CREATE INDEX certifications_by_listing ON certifications (listing_id, state)",
+                "CREATE TABLE certification_objections (
+                    id BIGSERIAL PRIMARY KEY,
+                    certification_id UUID NOT NULL REFERENCES certifications (id),
+                    account_id UUID NOT NULL,
+                    text TEXT NOT NULL,
+                    created_at TIMESTAMPTZ NOT NULL)",
+            ],
+        )
+        .await
+    }
+}
+
+/// A listing that can be certified.
+pub struct Listing {
+    /// HOMESTAY or ROUTE.
+    pub kind: &'static str,
+    /// Its name.
+    pub title: String,
+    /// Where it is.
+    pub region: RegionCode,
+}
+
+/// The homestay or route with this id.
+pub async fn listing<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Listing>, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT 'HOMESTAY' AS kind, name AS title, region_code FROM homestays WHERE id = $1
+             UNION ALL
+             SELECT 'ROUTE' AS kind, title_zh AS title, region_code FROM routes WHERE id = $1",
+            vec![uuid_value(b, id)],
+        ))
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let kind: String = row.try_get("", "kind")?;
+    Ok(Some(Listing {
+        kind: if kind == "ROUTE" { "ROUTE" } else { "HOMESTAY" },
+        title: row.try_get("", "title")?,
+        region: row_region(&row, "region_code")?,
+    }))
+}
+
+/// Files an application; a unique violation means one is open already.
+pub async fn insert<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+    listing_id: Uuid,
+    listing: &Listing,
+    statement: &str,
+    by: Uuid,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO certifications (id, listing_id, listing_kind, listing_title, region_code, state,
+                                     statement, applied_by, applied_at)
+         VALUES ($1, $2, $3, $4, $5, 'APPLIED', $6, $7, $8)",
+        vec![
+            uuid_value(b, id),
+            uuid_value(b, listing_id),
+            listing.kind.into(),
+            listing.title.clone().into(),
+            listing.region.to_string().into(),
+            statement.into(),
+            uuid_value(b, by),
+            Utc::now().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// What a step changes.
+#[derive(Default)]
+pub struct Change {
+    /// The end of the public notice.
+    pub notice_ends_on: Option<NaiveDate>,
+    /// The last valid day.
+    pub valid_until: Option<NaiveDate>,
+    /// The decision's note.
+    pub note: Option<String>,
+}
+
+/// Moves a certification from `from` to `to`: false when it was not in
+/// `from` any more (someone else decided first).
+pub async fn transition<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+    from: CertificationState,
+    to: CertificationState,
+    change: Change,
+    by: Uuid,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let moved = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE certifications SET state = $3,
+                 notice_ends_on = COALESCE($4, notice_ends_on),
+                 valid_until = COALESCE($5, valid_until),
+                 decision_note = COALESCE($6, decision_note),
+                 decided_by = $7
+             WHERE id = $1 AND state = $2",
+            vec![
+                uuid_value(b, id),
+                from.as_str().into(),
+                to.as_str().into(),
+                change.notice_ends_on.into(),
+                change.valid_until.into(),
+                change.note.into(),
+                uuid_value(b, by),
+            ],
+        ))
+        .await?;
+    Ok(moved.rows_affected() == 1)
+}
+
+/// Records an objection.
+pub async fn object<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+    by: Uuid,
+    text: &str,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO certification_objections (certification_id, account_id, text, created_at)
+         VALUES ($1, $2, $3, $4)",
+        vec![
+            uuid_value(b, id),
+            uuid_value(b, by),
+            text.into(),
+            Utc::now().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Sets the listing's `certified_until` to the latest validity among its
+/// CERTIFIED certifications (none: not certified).
+pub async fn refresh_listing<C: ConnectionTrait>(
+    conn: &C,
+    listing_id: Uuid,
+    kind: &str,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    let table = if kind == "ROUTE" {
+        "routes"
+    } else {
+        "homestays"
+    };
+    conn.execute_raw(stmt(
+        b,
+        &format!(
+            "UPDATE {table} SET certified_until = (
+                SELECT MAX(valid_until) FROM certifications
+                WHERE listing_id = $1 AND state = 'CERTIFIED')
+             WHERE id = $1"
+        ),
+        vec![uuid_value(b, listing_id)],
+    ))
+    .await?;
+    Ok(())
+}
+
+fn view(row: &QueryResult, today: NaiveDate) -> Result<CertificationView, DbErr> {
+    let state: String = row.try_get("", "state")?;
+    let mut state = CertificationState::parse(&state)
+        .ok_or_else(|| DbErr::Custom(format!("certifications.state {state}")))?;
+    let valid_until: Option<NaiveDate> = row.try_get("", "valid_until")?;
+    if state == CertificationState::Certified && valid_until.is_some_and(|d| d < today) {
+        state = CertificationState::Expired;
+    }
+    Ok(CertificationView {
+        id: row_uuid(row, "id")?,
+        listing_id: row_uuid(row, "listing_id")?,
+        listing_kind: row.try_get("", "listing_kind")?,
+        listing_title: row.try_get("", "listing_title")?,
+        region_code: row_region(row, "region_code")?,
+        state,
+        statement: row.try_get("", "statement")?,
+        applied_at: row.try_get::<DateTime<Utc>>("", "applied_at")?,
+        notice_ends_on: row.try_get("", "notice_ends_on")?,
+        objections: Vec::new(),
+        valid_until,
+        decision_note: row.try_get("", "decision_note")?,
+    })
+}
+
+async fn with_objections<C: ConnectionTrait>(
+    conn: &C,
+    mut c: CertificationView,
+) -> Result<CertificationView, DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT text, created_at FROM certification_objections
+             WHERE certification_id = $1 ORDER BY id",
+            vec![uuid_value(b, c.id)],
+        ))
+        .await?;
+    c.objections = rows
+        .iter()
+        .map(|r| {
+            Ok(Objection {
+                text: r.try_get("", "text")?,
+                at: r.try_get("", "created_at")?,
+            })
+        })
+        .collect::<Result<_, DbErr>>()?;
+    Ok(c)
+}
+
+/// Locks a certification row for the rest of the transaction (PostgreSQL;
+/// SQLite has one writer anyway), so a step and an objection never cross.
+pub async fn lock<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    if b == sea_orm::DbBackend::Postgres {
+        conn.execute_raw(stmt(
+            b,
+            "SELECT id FROM certifications WHERE id = $1 FOR UPDATE",
+            vec![uuid_value(b, id)],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// One certification with its objections.
+pub async fn get<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+    today: NaiveDate,
+) -> Result<Option<CertificationView>, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT * FROM certifications WHERE id = $1",
+            vec![uuid_value(b, id)],
+        ))
+        .await?;
+    match row {
+        Some(row) => Ok(Some(with_objections(conn, view(&row, today)?).await?)),
+        None => Ok(None),
+    }
+}
+
+/// What a list of certifications filters by.
+pub struct Filter<'a> {
+    /// Region code prefix ('' for all).
+    pub prefix: &'a str,
+    /// Only in this state.
+    pub state: Option<CertificationState>,
+    /// Only this listing's.
+    pub listing: Option<Uuid>,
+    /// Today in China (EXPIRED is CERTIFIED past its validity).
+    pub today: NaiveDate,
+}
+
+/// Certifications newest first (ids are time-ordered v7 UUIDs); `after` is
+/// the id of the last one seen.
+pub async fn list<C: ConnectionTrait>(
+    conn: &C,
+    f: &Filter<'_>,
+    first: u32,
+    after: Option<Uuid>,
+) -> Result<(Vec<CertificationView>, bool), DbErr> {
+    let b = conn.get_database_backend();
+    // EXPIRED and CERTIFIED are one stored state split by the validity.
+    let (state, validity) = match f.state {
+        Some(CertificationState::Expired) => (Some("CERTIFIED"), "AND valid_until < $4"),
+        Some(CertificationState::Certified) => (Some("CERTIFIED"), "AND valid_until >= $4"),
+        Some(s) => (Some(s.as_str()), ""),
+        None => (None, ""),
+    };
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT * FROM certifications
+                 WHERE region_code LIKE $1 AND ($2 IS NULL OR state = $2)
+                   AND ($3 IS NULL OR listing_id = $3) {validity}
+                   AND ($5 IS NULL OR id < $5)
+                 ORDER BY id DESC LIMIT $6"
+            ),
+            vec![
+                format!("{}%", f.prefix).into(),
+                state.map(str::to_owned).into(),
+                opt_uuid(b, f.listing),
+                f.today.into(),
+                opt_uuid(b, after),
+                (i64::from(first) + 1).into(),
+            ],
+        ))
+        .await?;
+    let has_next = rows.len() > first as usize;
+    let mut out = Vec::with_capacity(rows.len().min(first as usize));
+    for row in rows.iter().take(first as usize) {
+        out.push(with_objections(conn, view(row, f.today)?).await?);
+    }
+    Ok((out, has_next))
+}
+
+fn opt_uuid(b: sea_orm::DbBackend, id: Option<Uuid>) -> sea_orm::Value {
+    shared::db::opt_uuid_value(b, id)
+}

@@ -1,0 +1,435 @@
+//! Routes (旅游线路) and their departures.
+//!
+//! Seats live in `departures.available`, guarded like room nights by
+//! `CHECK (available >= 0 AND available <= seats)`; a hold takes them with
+//! one conditional `UPDATE … WHERE available >= n`.
+
+use chrono::NaiveDate;
+use sea_orm::{ConnectionTrait, DbErr, QueryResult, Value};
+use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
+use shared::db::{row_region, row_uuid, run_ddl, uuid_value};
+use shared::ids::{DepartureId, HostId, RouteId};
+use shared::money::Fen;
+use shared::outbox::stmt;
+use shared::policy::CancellationPolicy;
+use shared::region::RegionCode;
+use shared::rpcs::{DepartureView, ItineraryDay, RouteStatus, RouteView};
+
+pub(super) struct Routes;
+
+impl MigrationName for Routes {
+    fn name(&self) -> &str {
+        "m20261125_000001_routes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Routes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "CREATE TABLE routes (
+                    id UUID PRIMARY KEY,
+                    host_id UUID NOT NULL REFERENCES hosts (id),
+                    region_code TEXT NOT NULL REFERENCES regions (code),
+                    title_zh TEXT NOT NULL,
+                    title_en TEXT NOT NULL,
+                    description_zh TEXT NOT NULL,
+                    description_en TEXT NOT NULL,
+                    itinerary TEXT NOT NULL,
+                    price_fen BIGINT NOT NULL CHECK (price_fen >= 0),
+                    cancellation_policy TEXT,
+                    status TEXT NOT NULL,
+                    certified_until DATE NULL,
+                    created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                // Every region a route starts in or visits: search by sub-tree.
+                "CREATE TABLE route_regions (
+                    route_id UUID NOT NULL REFERENCES routes (id),
+                    region_code TEXT NOT NULL REFERENCES regions (code),
+                    PRIMARY KEY (route_id, region_code))",
+                "CREATE TABLE departures (
+                    id UUID PRIMARY KEY,
+                    route_id UUID NOT NULL REFERENCES routes (id),
+                    starts_on DATE NOT NULL,
+                    last_booking_day DATE NOT NULL,
+                    seats INTEGER NOT NULL CHECK (seats >= 0),
+                    available INTEGER NOT NULL CHECK (available >= 0 AND available <= seats),
+                    price_fen BIGINT CHECK (price_fen >= 0),
+                    UNIQUE (route_id, starts_on))",
+                "CREATE INDEX departures_by_day ON departures (starts_on)",
+                // A seat hold names its departure; `rooms` then counts seats.
+                "ALTER TABLE holds ADD COLUMN departure_id UUID",
+            ],
+        )
+        .await
+    }
+}
+
+/// A new route's fields, validated.
+pub struct NewRoute<'a> {
+    /// The route.
+    pub id: RouteId,
+    /// Its new host.
+    pub host: (HostId, &'a str),
+    /// Start region.
+    pub region: RegionCode,
+    /// Titles and descriptions, zh then en.
+    pub texts: [&'a str; 4],
+    /// Day by day.
+    pub itinerary: &'a [ItineraryDay],
+    /// Price per person.
+    pub price: Fen,
+    /// Refund tiers; none: standard.
+    pub policy: Option<&'a CancellationPolicy>,
+}
+
+/// Inserts a route as a DRAFT with its host and the regions it visits.
+pub async fn insert_route<C: ConnectionTrait>(conn: &C, r: NewRoute<'_>) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO hosts (id, name, region_code) VALUES ($1, $2, $3)",
+        vec![
+            uuid_value(b, r.host.0.0),
+            r.host.1.into(),
+            r.region.to_string().into(),
+        ],
+    ))
+    .await?;
+    let json = |v: Result<String, serde_json::Error>| v.map_err(|e| DbErr::Custom(e.to_string()));
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO routes (id, host_id, region_code, title_zh, title_en, description_zh,
+                             description_en, itinerary, price_fen, cancellation_policy, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'DRAFT')",
+        vec![
+            uuid_value(b, r.id.0),
+            uuid_value(b, r.host.0.0),
+            r.region.to_string().into(),
+            r.texts[0].into(),
+            r.texts[1].into(),
+            r.texts[2].into(),
+            r.texts[3].into(),
+            json(serde_json::to_string(r.itinerary))?.into(),
+            r.price.get().into(),
+            r.policy
+                .map(|p| json(serde_json::to_string(p)))
+                .transpose()?
+                .into(),
+        ],
+    ))
+    .await?;
+    let mut visited: Vec<RegionCode> = r
+        .itinerary
+        .iter()
+        .flat_map(|d| d.regions.iter().copied())
+        .chain([r.region])
+        .collect();
+    visited.sort_by_key(|c| c.to_string());
+    visited.dedup();
+    for code in visited {
+        conn.execute_raw(stmt(
+            b,
+            "INSERT INTO route_regions (route_id, region_code) VALUES ($1, $2)",
+            vec![uuid_value(b, r.id.0), code.to_string().into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Inserts a departure; a second one on the same day is a unique violation.
+pub async fn insert_departure<C: ConnectionTrait>(
+    conn: &C,
+    d: &DepartureView,
+    price_override: Option<Fen>,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO departures (id, route_id, starts_on, last_booking_day, seats, available, price_fen)
+         VALUES ($1, $2, $3, $4, $5, $5, $6)",
+        vec![
+            uuid_value(b, d.id.0),
+            uuid_value(b, d.route_id.0),
+            d.starts_on.into(),
+            d.last_booking_day.into(),
+            d.seats.into(),
+            price_override.map(Fen::get).into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Sets a route's sale state.
+pub async fn set_status<C: ConnectionTrait>(
+    conn: &C,
+    route: RouteId,
+    status: RouteStatus,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE routes SET status = $2 WHERE id = $1",
+        vec![uuid_value(b, route.0), status.as_str().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+const ROUTE_COLUMNS: &str = "r.id, r.host_id, h.name AS host_name, r.region_code, r.title_zh,
+    r.title_en, r.description_zh, r.description_en, r.itinerary, r.price_fen,
+    r.cancellation_policy, r.status, r.certified_until";
+
+fn route_from_row(row: &QueryResult) -> Result<RouteView, DbErr> {
+    let custom =
+        |what: &str, e: &dyn std::fmt::Display| DbErr::Custom(format!("routes.{what}: {e}"));
+    let itinerary: String = row.try_get("", "itinerary")?;
+    let status: String = row.try_get("", "status")?;
+    Ok(RouteView {
+        id: RouteId(row_uuid(row, "id")?),
+        host_id: HostId(row_uuid(row, "host_id")?),
+        host_name: row.try_get("", "host_name")?,
+        region_code: row_region(row, "region_code")?,
+        title_zh: row.try_get("", "title_zh")?,
+        title_en: row.try_get("", "title_en")?,
+        description_zh: row.try_get("", "description_zh")?,
+        description_en: row.try_get("", "description_en")?,
+        itinerary: serde_json::from_str(&itinerary).map_err(|e| custom("itinerary", &e))?,
+        price: Fen(row.try_get("", "price_fen")?),
+        cancellation_policy: match row.try_get::<Option<String>>("", "cancellation_policy")? {
+            Some(p) => serde_json::from_str(&p).map_err(|e| custom("cancellation_policy", &e))?,
+            None => CancellationPolicy::default(),
+        },
+        status: RouteStatus::parse(&status).ok_or_else(|| custom("status", &status))?,
+        certified_until: row.try_get("", "certified_until")?,
+        departures: Vec::new(),
+    })
+}
+
+const DEPARTURE_COLUMNS: &str = "d.id, d.route_id, d.starts_on, d.last_booking_day, d.seats,
+    d.available, COALESCE(d.price_fen, r.price_fen) AS price_fen";
+
+fn departure_from_row(row: &QueryResult) -> Result<DepartureView, DbErr> {
+    Ok(DepartureView {
+        id: DepartureId(row_uuid(row, "id")?),
+        route_id: RouteId(row_uuid(row, "route_id")?),
+        starts_on: row.try_get("", "starts_on")?,
+        last_booking_day: row.try_get("", "last_booking_day")?,
+        seats: u32::try_from(row.try_get::<i32>("", "seats")?).unwrap_or(0),
+        seats_left: u32::try_from(row.try_get::<i32>("", "available")?).unwrap_or(0),
+        price: Fen(row.try_get("", "price_fen")?),
+    })
+}
+
+/// A route without departures.
+pub async fn route<C: ConnectionTrait>(conn: &C, id: RouteId) -> Result<Option<RouteView>, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            &format!(
+                "SELECT {ROUTE_COLUMNS} FROM routes r JOIN hosts h ON h.id = r.host_id WHERE r.id = $1"
+            ),
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?;
+    row.as_ref().map(route_from_row).transpose()
+}
+
+/// A route's departures in `[from, to]`, by day.
+pub async fn departures<C: ConnectionTrait>(
+    conn: &C,
+    route: RouteId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<DepartureView>, DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT {DEPARTURE_COLUMNS} FROM departures d JOIN routes r ON r.id = d.route_id
+                 WHERE d.route_id = $1 AND d.starts_on >= $2 AND d.starts_on <= $3
+                 ORDER BY d.starts_on"
+            ),
+            vec![uuid_value(b, route.0), from.into(), to.into()],
+        ))
+        .await?;
+    rows.iter().map(departure_from_row).collect()
+}
+
+/// A departure and its route (without other departures).
+pub async fn departure<C: ConnectionTrait>(
+    conn: &C,
+    id: DepartureId,
+) -> Result<Option<(RouteView, DepartureView)>, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            &format!(
+                "SELECT {DEPARTURE_COLUMNS}, r.id AS rid FROM departures d
+                 JOIN routes r ON r.id = d.route_id WHERE d.id = $1"
+            ),
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let departure = departure_from_row(&row)?;
+    Ok(route(conn, departure.route_id)
+        .await?
+        .map(|route| (route, departure)))
+}
+
+/// Takes `seats` seats of a departure, or none: true when taken.
+pub async fn take_seats<C: ConnectionTrait>(
+    conn: &C,
+    departure: DepartureId,
+    seats: u32,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let taken = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE departures SET available = available - $2 WHERE id = $1 AND available >= $2",
+            vec![uuid_value(b, departure.0), seats.into()],
+        ))
+        .await?;
+    Ok(taken.rows_affected() == 1)
+}
+
+/// Gives `seats` seats back to a departure.
+pub async fn return_seats<C: ConnectionTrait>(
+    conn: &C,
+    departure: DepartureId,
+    seats: u32,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE departures SET available = available + $2 WHERE id = $1",
+        vec![uuid_value(b, departure.0), seats.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// What a route search filters by.
+pub struct RouteFilter<'a> {
+    /// Code prefix of the region sub-tree ('' for everywhere).
+    pub prefix: &'a str,
+    /// Departure window `[from, to]`.
+    pub from: NaiveDate,
+    /// See `from`.
+    pub to: NaiveDate,
+    /// Today in China: departures past their last booking day are skipped.
+    pub today: NaiveDate,
+    /// Seats needed.
+    pub travelers: u32,
+    /// Highest price per person.
+    pub max_price: Option<Fen>,
+    /// Only routes certified today.
+    pub certified_only: bool,
+    /// Lower-cased words to find in titles and descriptions.
+    pub text: Option<&'a str>,
+}
+
+impl RouteFilter<'_> {
+    /// The WHERE clause over `r` (routes) and `d` (departures), parameters
+    /// from `$1` to `$8`.
+    const WHERE: &'static str = "r.status = 'PUBLISHED'
+        AND EXISTS (SELECT 1 FROM route_regions rr WHERE rr.route_id = r.id AND rr.region_code LIKE $1)
+        AND d.starts_on >= $2 AND d.starts_on <= $3 AND d.last_booking_day >= $4
+        AND d.available >= $5
+        AND COALESCE(d.price_fen, r.price_fen) <= $6
+        AND (NOT $7 OR (r.certified_until IS NOT NULL AND r.certified_until >= $4))
+        AND LOWER(r.title_zh || ' ' || r.title_en || ' ' || r.description_zh || ' '
+                  || r.description_en) LIKE $8";
+
+    fn values(&self) -> Vec<Value> {
+        vec![
+            format!("{}%", self.prefix).into(),
+            self.from.into(),
+            self.to.into(),
+            self.today.into(),
+            i64::from(self.travelers).into(),
+            self.max_price.map(Fen::get).unwrap_or(i64::MAX).into(),
+            self.certified_only.into(),
+            format!("%{}%", escape_like(self.text.unwrap_or(""))).into(),
+        ]
+    }
+}
+
+/// LIKE wildcards in the traveler's words are dropped, not interpreted:
+/// searching `50%` finds `50`.
+fn escape_like(text: &str) -> String {
+    text.chars().filter(|c| *c != '%' && *c != '_').collect()
+}
+
+/// Routes with a matching departure, by earliest such departure then id;
+/// `after` is the (day, route) of the last route seen. Each route carries
+/// its matching departures.
+pub async fn search<C: ConnectionTrait>(
+    conn: &C,
+    filter: &RouteFilter<'_>,
+    first: u32,
+    after: Option<(NaiveDate, uuid::Uuid)>,
+) -> Result<(Vec<(RouteView, String)>, bool), DbErr> {
+    let b = conn.get_database_backend();
+    let (after_day, after_id) = after.unwrap_or((NaiveDate::default(), uuid::Uuid::nil()));
+    let mut values = filter.values();
+    values.extend([
+        after_day.into(),
+        uuid_value(b, after_id),
+        (i64::from(first) + 1).into(),
+    ]);
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT * FROM (
+                    SELECT r.id AS route_id, MIN(d.starts_on) AS first_day
+                    FROM routes r JOIN departures d ON d.route_id = r.id
+                    WHERE {}
+                    GROUP BY r.id
+                 ) AS o
+                 WHERE o.first_day > $9 OR (o.first_day = $9 AND o.route_id > $10)
+                 ORDER BY o.first_day, o.route_id
+                 LIMIT $11",
+                RouteFilter::WHERE
+            ),
+            values,
+        ))
+        .await?;
+    let has_next = rows.len() > first as usize;
+    let mut found = Vec::with_capacity(rows.len().min(first as usize));
+    for row in rows.iter().take(first as usize) {
+        let id = row_uuid(row, "route_id")?;
+        let first_day: NaiveDate = row.try_get("", "first_day")?;
+        let Some(mut route) = route(conn, RouteId(id)).await? else {
+            continue;
+        };
+        let mut values = filter.values();
+        values.push(uuid_value(b, id));
+        let rows = conn
+            .query_all_raw(stmt(
+                b,
+                &format!(
+                    "SELECT {DEPARTURE_COLUMNS} FROM departures d JOIN routes r ON r.id = d.route_id
+                     WHERE d.route_id = $9 AND {} ORDER BY d.starts_on",
+                    RouteFilter::WHERE
+                ),
+                values,
+            ))
+            .await?;
+        route.departures = rows
+            .iter()
+            .map(departure_from_row)
+            .collect::<Result<_, _>>()?;
+        found.push((route, format!("{first_day}:{id}")));
+    }
+    Ok((found, has_next))
+}

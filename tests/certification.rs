@@ -1,0 +1,341 @@
+//! Certification (扶贫产品认定) through the gateway on the real servers:
+//! apply → public notice with objections → certified until a date →
+//! expired or revoked; the badge follows in search and in what bookings
+//! snapshot.
+
+mod common;
+
+use chrono::Duration;
+use common::{TestApp, code, spawn_app, tomorrow};
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+use shared::policy::china_today;
+
+const FIELDS: &str =
+    "id state listingKind noticeEndsOn validUntil decisionNote objections { text }";
+
+async fn step(app: &TestApp, token: Option<&str>, mutation: &str, vars: Value) -> Value {
+    let name = mutation
+        .split(['(', ' '])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    // Declare just the variables given: GraphQL refuses unused ones.
+    let declared = [("id", "ID!"), ("t", "String"), ("d", "Int"), ("v", "Date")]
+        .iter()
+        .filter(|(k, _)| vars.get(k).is_some())
+        .map(|(k, t)| format!("${k}: {t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let body = app
+        .graphql_as(
+            token,
+            &format!("mutation({declared}) {{ {mutation} {{ {FIELDS} }} }}"),
+            vars,
+        )
+        .await;
+    if body["errors"].is_null() {
+        body["data"][&name].clone()
+    } else {
+        body
+    }
+}
+
+async fn apply(app: &TestApp, token: &str, listing: &str) -> Value {
+    let body = app
+        .graphql_as(
+            Some(token),
+            &format!("mutation($l: ID!) {{ applyForCertification(listingId: $l, statement: \"合作社带动12户脱贫户参与接待，收益按户分红\") {{ {FIELDS} }} }}"),
+            json!({ "l": listing }),
+        )
+        .await;
+    if body["errors"].is_null() {
+        body["data"]["applyForCertification"].clone()
+    } else {
+        body
+    }
+}
+
+/// Applies, accepts with a notice ending today and certifies for the
+/// default three years; (certification id, the certified view).
+async fn certify_now(app: &TestApp, admin: &str, listing: &str) -> (String, Value) {
+    let id = apply(app, admin, listing).await["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let notice = "acceptForPublicNotice(certificationId: $id, noticeDays: $d)";
+    step(app, Some(admin), notice, json!({ "id": id, "d": 0 })).await;
+    let certify = "certifyListing(certificationId: $id)";
+    let certified = step(app, Some(admin), certify, json!({ "id": id })).await;
+    (id, certified)
+}
+
+async fn certified_offers(app: &TestApp) -> usize {
+    let body = app
+        .graphql_as(
+            None,
+            "query($in: Date!, $out: Date!) { searchHomestays(regionCode: \"150400\", checkIn: $in, checkOut: $out, guests: 1, certifiedOnly: true) { edges { node { certified } } } }",
+            json!({ "in": tomorrow().to_string(), "out": (tomorrow() + Duration::days(1)).to_string() }),
+        )
+        .await;
+    let edges = body["data"]["searchHomestays"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .clone();
+    assert!(edges.iter().all(|e| e["node"]["certified"] == true));
+    edges.len()
+}
+
+#[tokio::test]
+async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_revoked() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let homestay = app.homestay(2).await;
+    let listing = homestay.homestay_id.to_string();
+    assert_eq!(certified_offers(&app).await, 0);
+
+    // Only the admins of the listing's region file and decide.
+    let traveler = app.token.clone();
+    assert_eq!(
+        code(&apply(&app, traveler.as_deref().unwrap_or_default(), &listing).await),
+        "FORBIDDEN"
+    );
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
+    assert_eq!(code(&apply(&app, &beijing, &listing).await), "FORBIDDEN");
+    assert_eq!(
+        code(&apply(&app, &admin, &uuid::Uuid::new_v4().to_string()).await),
+        "NOT_FOUND"
+    );
+
+    let first = apply(&app, &admin, &listing).await;
+    assert_eq!(first["state"], "APPLIED", "{first}");
+    assert_eq!(first["listingKind"], "HOMESTAY");
+    let first = first["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        code(&apply(&app, &admin, &listing).await),
+        "CONFLICT",
+        "one open application"
+    );
+    let early = step(
+        &app,
+        Some(&admin),
+        "certifyListing(certificationId: $id)",
+        json!({ "id": first }),
+    )
+    .await;
+    assert_eq!(code(&early), "CONFLICT", "{early}");
+
+    // A seven-day notice: no certification before it ends.
+    let notice = step(
+        &app,
+        Some(&admin),
+        "acceptForPublicNotice(certificationId: $id, noticeDays: $d)",
+        json!({ "id": first, "d": 7 }),
+    )
+    .await;
+    let today = china_today(chrono::Utc::now());
+    assert_eq!(notice["state"], "PUBLIC_NOTICE", "{notice}");
+    assert_eq!(
+        notice["noticeEndsOn"],
+        (today + Duration::days(7)).to_string()
+    );
+    let during = step(
+        &app,
+        Some(&admin),
+        "certifyListing(certificationId: $id)",
+        json!({ "id": first }),
+    )
+    .await;
+    assert_eq!(code(&during), "CONFLICT", "{during}");
+    assert!(
+        during["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("runs until"))
+    );
+    let rejected = step(
+        &app,
+        Some(&admin),
+        "rejectCertification(certificationId: $id, reason: $t)",
+        json!({ "id": first, "t": "价格高于市场均价" }),
+    )
+    .await;
+    assert_eq!(rejected["state"], "REJECTED", "{rejected}");
+
+    // Applied again: a notice that ends today, one objection, certified
+    // with the objection's resolution.
+    let second = apply(&app, &admin, &listing).await["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    step(
+        &app,
+        Some(&admin),
+        "acceptForPublicNotice(certificationId: $id, noticeDays: $d)",
+        json!({ "id": second, "d": 0 }),
+    )
+    .await;
+    let objected = step(
+        &app,
+        traveler.as_deref(),
+        "objectToCertification(certificationId: $id, text: $t)",
+        json!({ "id": second, "t": "接待户名单未公开" }),
+    )
+    .await;
+    assert_eq!(
+        objected["objections"],
+        json!([{ "text": "接待户名单未公开" }]),
+        "{objected}"
+    );
+    let anonymous = step(
+        &app,
+        None,
+        "objectToCertification(certificationId: $id, text: $t)",
+        json!({ "id": second, "t": "x" }),
+    )
+    .await;
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+    let valid_until = (today + Duration::days(365)).to_string();
+    let unresolved = step(
+        &app,
+        Some(&admin),
+        "certifyListing(certificationId: $id, validUntil: $v)",
+        json!({ "id": second, "v": valid_until }),
+    )
+    .await;
+    assert_eq!(code(&unresolved), "BAD_USER_INPUT", "{unresolved}");
+    let certified = step(
+        &app,
+        Some(&admin),
+        "certifyListing(certificationId: $id, validUntil: $v, resolution: $t)",
+        json!({ "id": second, "v": valid_until, "t": "名单已在村务公开栏补充公示" }),
+    )
+    .await;
+    assert_eq!(certified["state"], "CERTIFIED", "{certified}");
+    assert_eq!(certified["validUntil"], valid_until);
+    assert_eq!(certified_offers(&app).await, 1);
+
+    // A booking made now carries the badge in its snapshot.
+    let booking = TestApp::id_of(
+        &app.create_booking(
+            &homestay.room_type_id.to_string(),
+            tomorrow(),
+            1,
+            "certified",
+        )
+        .await,
+    );
+    app.wait_for_status(&booking, "AWAITING_PAYMENT").await;
+    let snapshot = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { listing { certified } } }",
+            json!({ "id": booking }),
+        )
+        .await;
+    assert_eq!(
+        snapshot["data"]["booking"]["listing"]["certified"], true,
+        "{snapshot}"
+    );
+
+    // The public notice board, newest first, for anyone.
+    let board = app
+        .graphql_as(None, "{ certifications(regionCode: \"150400\") { edges { node { state decisionNote objections { text } } } } }", json!({}))
+        .await;
+    let states: Vec<&Value> = board["data"]["certifications"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{board}"))
+        .iter()
+        .map(|e| &e["node"]["state"])
+        .collect();
+    assert_eq!(states, [&json!("CERTIFIED"), &json!("REJECTED")], "{board}");
+
+    // Revoked: the badge goes at once.
+    let revoked = step(
+        &app,
+        Some(&admin),
+        "revokeCertification(certificationId: $id, reason: $t)",
+        json!({ "id": second, "t": "抽查发现未落实带贫机制" }),
+    )
+    .await;
+    assert_eq!(revoked["state"], "REVOKED", "{revoked}");
+    assert_eq!(certified_offers(&app).await, 0);
+    let again = step(
+        &app,
+        Some(&admin),
+        "revokeCertification(certificationId: $id, reason: $t)",
+        json!({ "id": second, "t": "again" }),
+    )
+    .await;
+    assert_eq!(code(&again), "CONFLICT");
+}
+
+#[tokio::test]
+async fn a_certification_expires_by_the_calendar_and_a_route_can_be_certified_too() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let listing = app.homestay(1).await.homestay_id.to_string();
+    let (id, certified) = certify_now(&app, &admin, &listing).await;
+    let three_years = china_today(chrono::Utc::now()) + Duration::days(3 * 365);
+    assert_eq!(
+        certified["validUntil"],
+        three_years.to_string(),
+        "{certified}"
+    );
+    assert_eq!(certified_offers(&app).await, 1);
+
+    // The calendar moves past the validity (written here, as three years
+    // cannot pass in a test): EXPIRED, and no badge, with no sweeper.
+    let db = app.service_db("inventory").await;
+    let yesterday = china_today(chrono::Utc::now()) - Duration::days(1);
+    for sql in [
+        "UPDATE certifications SET valid_until = $1",
+        "UPDATE homestays SET certified_until = $1 WHERE certified_until IS NOT NULL",
+    ] {
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(
+            db.get_database_backend(),
+            sql,
+            [yesterday.into()],
+        ))
+        .await
+        .expect("moved");
+    }
+    assert_eq!(certified_offers(&app).await, 0);
+    let board = app
+        .graphql_as(
+            None,
+            "{ certifications(state: EXPIRED) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        board["data"]["certifications"]["edges"][0]["node"]["id"],
+        id.as_str(),
+        "{board}"
+    );
+
+    // A route: certified, found with certifiedOnly.
+    let route = app
+        .graphql_as(
+            Some(&admin),
+            "mutation { createRoute(input: { hostName: \"合作社\", regionCode: \"150430\", titleZh: \"敖汉 两日\", titleEn: \"Aohan, two days\",
+                itinerary: [{ day: 1, title: \"兴隆洼\", regionCodes: [\"150430\"] }], pricePerPerson: \"800\" }) { routeId } }",
+            json!({}),
+        )
+        .await["data"]["createRoute"]["routeId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (_, certified) = certify_now(&app, &admin, &route).await;
+    assert_eq!(certified["listingKind"], "ROUTE", "{certified}");
+    let read = app
+        .graphql_as(
+            Some(&admin),
+            "query($id: ID!) { route(id: $id) { certified certifiedUntil } }",
+            json!({ "id": route }),
+        )
+        .await;
+    assert_eq!(
+        read["data"]["route"],
+        json!({ "certified": true, "certifiedUntil": three_years.to_string() }),
+        "{read}"
+    );
+}

@@ -1,0 +1,110 @@
+//! The embedded default: no server configured — SQLite files, the
+//! in-process bus — and the demo data, as a newcomer gets from `duikou serve`.
+
+mod common;
+
+use chrono::Duration;
+use common::{TestApp, embedded_settings, spawn_app_with, tomorrow};
+use gateway::identity::{DEMO_PASSWORD, DEMO_TRAVELER};
+use serde_json::json;
+
+#[tokio::test]
+async fn with_no_servers_the_demo_traveler_books_and_pays_a_demo_homestay_and_route() {
+    let mut app = spawn_app_with(embedded_settings()).await;
+    assert_eq!(app.app.rt.settings.mode(), "embedded");
+
+    let graphiql = app
+        .http
+        .get(app.url.replace("/graphql", "/"))
+        .send()
+        .await
+        .expect("GraphiQL answers");
+    assert!(graphiql.status().is_success());
+    assert!(
+        graphiql
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("graphiql")
+    );
+
+    let login = app
+        .graphql_as(
+            None,
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }",
+            json!({ "e": DEMO_TRAVELER, "p": DEMO_PASSWORD }),
+        )
+        .await;
+    app.token = login["data"]["login"]["accessToken"]
+        .as_str()
+        .map(str::to_owned);
+    assert!(app.token.is_some(), "{login}");
+
+    // A homestay night in 敖汉旗.
+    let check_in = tomorrow() + Duration::days(3);
+    let offers = app
+        .graphql(
+            "query($in: Date!, $out: Date!) { searchHomestays(regionCode: \"150430\", checkIn: $in, checkOut: $out, guests: 2) { edges { node { roomTypeId total { amount } } } } }",
+            json!({ "in": check_in.to_string(), "out": (check_in + Duration::days(1)).to_string() }),
+        )
+        .await;
+    let room_type = offers["data"]["searchHomestays"]["edges"][0]["node"]["roomTypeId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{offers}"))
+        .to_owned();
+    let booking = TestApp::id_of(&app.create_booking(&room_type, check_in, 1, "stay").await);
+    app.wait_for_status(&booking, "AWAITING_PAYMENT").await;
+    let paid = app.pay(&booking, "tok_success", "pay-stay").await;
+    assert!(paid["errors"].is_null(), "{paid}");
+    app.wait_for_status(&booking, "CONFIRMED").await;
+
+    // Two seats on the 首都—草原 route.
+    let routes = app
+        .graphql(
+            "query($from: Date!, $to: Date!) { searchRoutes(regionCode: \"150400\", from: $from, to: $to, travelers: 2) { edges { node { departures { id pricePerPerson { amount } } } } } }",
+            json!({ "from": tomorrow().to_string(), "to": (tomorrow() + Duration::days(60)).to_string() }),
+        )
+        .await;
+    let departure = routes["data"]["searchRoutes"]["edges"][0]["node"]["departures"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{routes}"))
+        .to_owned();
+    let booked = app
+        .graphql(
+            "mutation($input: CreateBookingInput!) { createBooking(input: $input, idempotencyKey: \"route\") { id } }",
+            json!({ "input": {
+                "departureId": departure,
+                "travelers": [
+                    { "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" },
+                    { "name": "John Smith", "idType": "PASSPORT", "idNumber": "E12345678" }
+                ],
+                "contact": { "name": "张三", "phone": "13800138000" }
+            } }),
+        )
+        .await;
+    let trip = TestApp::id_of(&booked);
+    let held = app.wait_for_status(&trip, "AWAITING_PAYMENT").await;
+    assert_eq!(held["total"]["amount"], "5960.00", "{held}");
+    app.pay(&trip, "tok_success", "pay-route").await;
+    app.wait_for_status(&trip, "CONFIRMED").await;
+}
+
+#[tokio::test]
+async fn on_sqlite_too_racing_bookings_never_oversell_a_night() {
+    let app = spawn_app_with(embedded_settings()).await;
+    let room_type = app.homestay(3).await.room_type_id.to_string();
+    let keys: Vec<String> = (0..10).map(|i| format!("race-{i}")).collect();
+    let bookings = futures::future::join_all(
+        keys.iter()
+            .map(|key| app.create_booking(&room_type, tomorrow(), 2, key)),
+    )
+    .await;
+    let mut held = 0;
+    for body in &bookings {
+        if app.wait_until_held_or_rejected(&TestApp::id_of(body)).await == "AWAITING_PAYMENT" {
+            held += 1;
+        }
+    }
+    assert_eq!(held, 3, "3 rooms, {held} held");
+    app.wait_for_available(&room_type, json!([0, 0])).await;
+}

@@ -1,0 +1,398 @@
+//! Routes (旅游线路) and departures through the gateway on the real servers:
+//! a region admin writes, publishes and sells a route; travelers find it by
+//! any region it visits and book seats, which never oversell.
+
+mod common;
+
+use chrono::{Duration, NaiveDate};
+use common::{TestApp, code, spawn_app, tomorrow};
+use serde_json::{Value, json};
+
+const CREATE_ROUTE: &str =
+    "mutation($input: RouteInput!) { createRoute(input: $input) { routeId } }";
+const ADD_DEPARTURE: &str = "mutation($r: ID!, $d: Date!, $s: Int!, $c: Int!, $p: String) {
+    addDeparture(routeId: $r, startsOn: $d, seats: $s, cutoffDays: $c, pricePerPerson: $p) {
+        id seats seatsLeft pricePerPerson { amount } lastBookingDay } }";
+const PUBLISH: &str =
+    "mutation($r: ID!, $p: Boolean!) { publishRoute(routeId: $r, published: $p) { status } }";
+
+fn grassland_route() -> Value {
+    json!({
+        "hostName": "克什克腾旗草原旅游专业合作社",
+        "regionCode": "150425",
+        "titleZh": "首都—草原 五日游",
+        "titleEn": "Capital to Grassland, five days",
+        "descriptionZh": "乘旅游专列从北京到赤峰",
+        "descriptionEn": "A tourist train from Beijing to Chifeng",
+        "itinerary": [
+            { "day": 1, "title": "北京—赤峰", "regionCodes": ["110105", "150400"] },
+            { "day": 2, "title": "贡格尔草原", "regionCodes": ["150425"] },
+            { "day": 3, "title": "敖汉旗 兴隆洼", "regionCodes": ["150430"] }
+        ],
+        "pricePerPerson": "2980.00"
+    })
+}
+
+fn traveler(name: &str) -> Value {
+    json!({ "name": name, "idType": "PASSPORT", "idNumber": format!("E{:08}", name.len()) })
+}
+
+/// A published route with one departure `days` ahead; (route id, departure id).
+async fn route_on_sale(
+    app: &TestApp,
+    admin: &str,
+    days: i64,
+    seats: i32,
+    cutoff: i32,
+) -> (String, String) {
+    let created = app
+        .graphql_as(
+            Some(admin),
+            CREATE_ROUTE,
+            json!({ "input": grassland_route() }),
+        )
+        .await;
+    let route = created["data"]["createRoute"]["routeId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let day = tomorrow() + Duration::days(days - 1);
+    let departure = app
+        .graphql_as(
+            Some(admin),
+            ADD_DEPARTURE,
+            json!({ "r": route, "d": day.to_string(), "s": seats, "c": cutoff }),
+        )
+        .await;
+    let departure = departure["data"]["addDeparture"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{departure}"))
+        .to_owned();
+    let published = app
+        .graphql_as(Some(admin), PUBLISH, json!({ "r": route, "p": true }))
+        .await;
+    assert_eq!(
+        published["data"]["publishRoute"]["status"], "PUBLISHED",
+        "{published}"
+    );
+    (route, departure)
+}
+
+async fn book_seats(app: &TestApp, departure: &str, travelers: &[&str], key: &str) -> Value {
+    app.graphql(
+        "mutation($input: CreateBookingInput!, $key: String!) {
+            createBooking(input: $input, idempotencyKey: $key) { id status } }",
+        json!({
+            "key": key,
+            "input": {
+                "departureId": departure,
+                "travelers": travelers.iter().map(|t| traveler(t)).collect::<Vec<_>>(),
+                "contact": { "name": "张三", "phone": "13800138000" }
+            }
+        }),
+    )
+    .await
+}
+
+async fn seats_left(app: &TestApp, route: &str) -> Value {
+    let body = app
+        .graphql_as(
+            None,
+            "query($id: ID!) { route(id: $id) { departures { seatsLeft } } }",
+            json!({ "id": route }),
+        )
+        .await;
+    body["data"]["route"]["departures"][0]["seatsLeft"].clone()
+}
+
+async fn search(app: &TestApp, vars: Value) -> Value {
+    let from = tomorrow();
+    let mut all =
+        json!({ "from": from.to_string(), "to": (from + Duration::days(60)).to_string() });
+    if let (Some(all), Some(extra)) = (all.as_object_mut(), vars.as_object()) {
+        all.extend(extra.clone());
+    }
+    app.graphql_as(
+        None,
+        "query($region: ID, $from: Date!, $to: Date!, $travelers: Int = 1, $max: String, $text: String) {
+            searchRoutes(regionCode: $region, from: $from, to: $to, travelers: $travelers,
+                         maxPrice: $max, text: $text) {
+                edges { node { id title(lang: EN) departures { seatsLeft } } } } }",
+        all,
+    )
+    .await
+}
+
+fn found(body: &Value) -> Vec<String> {
+    body["data"]["searchRoutes"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .filter_map(|e| e["node"]["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_it_visits() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+
+    // A draft is invisible to travelers and to search.
+    let created = app
+        .graphql_as(
+            Some(&admin),
+            CREATE_ROUTE,
+            json!({ "input": grassland_route() }),
+        )
+        .await;
+    let route = created["data"]["createRoute"]["routeId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let anonymous = app
+        .graphql_as(
+            None,
+            "query($id: ID!) { route(id: $id) { id } }",
+            json!({ "id": route }),
+        )
+        .await;
+    assert_eq!(anonymous["data"]["route"], Value::Null, "{anonymous}");
+    let day = tomorrow() + Duration::days(20);
+    let departure = app
+        .graphql_as(
+            Some(&admin),
+            ADD_DEPARTURE,
+            json!({ "r": route, "d": day.to_string(), "s": 4, "c": 3, "p": "2680.00" }),
+        )
+        .await;
+    assert_eq!(
+        departure["data"]["addDeparture"],
+        json!({ "id": departure["data"]["addDeparture"]["id"], "seats": 4, "seatsLeft": 4,
+                "pricePerPerson": { "amount": "2680.00" },
+                "lastBookingDay": (day - Duration::days(3)).to_string() }),
+        "{departure}"
+    );
+    let departure = departure["data"]["addDeparture"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(found(&search(&app, json!({ "region": "150400" })).await).is_empty());
+    app.graphql_as(Some(&admin), PUBLISH, json!({ "r": route, "p": true }))
+        .await;
+
+    // Found by the banner it visits on day 3, by its prefecture, by Beijing
+    // (day 1), by words, under a price cap; not elsewhere or too dear.
+    for vars in [
+        json!({ "region": "150430" }),
+        json!({ "region": "150400" }),
+        json!({ "region": "110000" }),
+        json!({ "text": "TOURIST train" }),
+        json!({ "max": "2680" }),
+        json!({ "travelers": 4 }),
+    ] {
+        assert_eq!(
+            found(&search(&app, vars.clone()).await),
+            vec![route.clone()],
+            "{vars}"
+        );
+    }
+    for vars in [
+        json!({ "region": "522631" }),
+        json!({ "max": "2679.99" }),
+        json!({ "travelers": 5 }),
+        json!({ "text": "蒙古包" }),
+    ] {
+        assert!(
+            found(&search(&app, vars.clone()).await).is_empty(),
+            "{vars}"
+        );
+    }
+    let en = search(&app, json!({ "region": "150425" })).await;
+    assert_eq!(
+        en["data"]["searchRoutes"]["edges"][0]["node"]["title"],
+        "Capital to Grassland, five days"
+    );
+
+    // Two travelers book, pay, and hold two seats; cancelling gives them back.
+    let booked = book_seats(&app, &departure, &["张三", "李四"], "route-1").await;
+    let id = TestApp::id_of(&booked);
+    assert_eq!(
+        app.wait_until_held_or_rejected(&id).await,
+        "AWAITING_PAYMENT"
+    );
+    let held = app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    assert_eq!(held["total"]["amount"], "5360.00", "{held}");
+    assert_eq!(seats_left(&app, &route).await, json!(2));
+    let paid = app.pay(&id, "tok_success", "pay-route-1").await;
+    assert!(paid["errors"].is_null(), "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let quote = app
+        .graphql(
+            "query($id: ID!) { cancellationQuote(bookingId: $id) { daysBefore refundPercent } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        quote["data"]["cancellationQuote"],
+        json!({ "daysBefore": (day - shared::policy::china_today(chrono::Utc::now())).num_days(),
+                "refundPercent": 100 }),
+        "{quote}"
+    );
+    app.cancel(&id, "cancel-route-1").await;
+    app.wait_for_status(&id, "CANCELLED").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seats_left(&app, &route).await != json!(4) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seats never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Unpublished: no longer found, no longer bookable; the route still reads.
+    app.graphql_as(Some(&admin), PUBLISH, json!({ "r": route, "p": false }))
+        .await;
+    assert!(found(&search(&app, json!({})).await).is_empty());
+    let refused = book_seats(&app, &departure, &["王五"], "route-2").await;
+    let refused = app
+        .wait_for_status(&TestApp::id_of(&refused), "REJECTED")
+        .await;
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("NOT_PUBLISHED")),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn many_travelers_racing_for_a_departure_never_oversell_it() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (route, departure) = route_on_sale(&app, &admin, 30, 5, 1).await;
+
+    // 16 bookings of 1 or 2 travelers race for 5 seats.
+    let bookings = futures::future::join_all((0..16).map(|i| {
+        let app = &app;
+        let departure = departure.clone();
+        async move {
+            let travelers: &[&str] = if i % 2 == 0 {
+                &["甲"]
+            } else {
+                &["甲", "乙"]
+            };
+            let body = book_seats(app, &departure, travelers, &format!("race-{i}")).await;
+            (travelers.len() as u64, TestApp::id_of(&body))
+        }
+    }))
+    .await;
+    let mut seated = 0;
+    for (travelers, id) in &bookings {
+        if app.wait_until_held_or_rejected(id).await == "AWAITING_PAYMENT" {
+            seated += travelers;
+        } else {
+            let rejected = app.wait_for_status(id, "REJECTED").await;
+            assert!(
+                rejected["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("SOLD_OUT")),
+                "{rejected}"
+            );
+        }
+    }
+    let left = seats_left(&app, &route).await.as_u64().unwrap_or(99);
+    assert!(seated <= 5, "{seated} seats held of 5");
+    assert_eq!(seated + left, 5, "held {seated}, left {left}");
+    assert!(seated >= 4, "a free seat was refused: held {seated}");
+}
+
+#[tokio::test]
+async fn bad_route_input_and_late_bookings_get_clear_errors() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+
+    // Only admins of the route's region write it.
+    let traveler = app
+        .graphql(CREATE_ROUTE, json!({ "input": grassland_route() }))
+        .await;
+    assert_eq!(code(&traveler), "FORBIDDEN", "{traveler}");
+    let other = app.region_admin("liping@example.cn", "522631").await;
+    let elsewhere = app
+        .graphql_as(
+            Some(&other),
+            CREATE_ROUTE,
+            json!({ "input": grassland_route() }),
+        )
+        .await;
+    assert_eq!(code(&elsewhere), "FORBIDDEN", "{elsewhere}");
+
+    let mut bad = grassland_route();
+    bad["itinerary"] = json!([]);
+    let mut gap = grassland_route();
+    gap["itinerary"][1]["day"] = json!(5);
+    let mut price = grassland_route();
+    price["pricePerPerson"] = json!("0");
+    let mut region = grassland_route();
+    region["itinerary"][0]["regionCodes"] = json!(["990101"]);
+    for input in [bad, gap, price, region] {
+        let body = app
+            .graphql_as(Some(&admin), CREATE_ROUTE, json!({ "input": input }))
+            .await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    }
+
+    let (route, _) = route_on_sale(&app, &admin, 30, 5, 1).await;
+    let past = NaiveDate::from_ymd_opt(2020, 1, 1).map(|d| d.to_string());
+    for (vars, expected) in [
+        (
+            json!({ "r": route, "d": past, "s": 5, "c": 0 }),
+            "BAD_USER_INPUT",
+        ),
+        (
+            json!({ "r": route, "d": (tomorrow() + Duration::days(29)).to_string(), "s": 5, "c": 0 }),
+            "CONFLICT",
+        ),
+        (
+            json!({ "r": route, "d": (tomorrow() + Duration::days(40)).to_string(), "s": 0, "c": 0 }),
+            "BAD_USER_INPUT",
+        ),
+        (
+            json!({ "r": uuid::Uuid::new_v4().to_string(), "d": (tomorrow() + Duration::days(40)).to_string(), "s": 5, "c": 0 }),
+            "NOT_FOUND",
+        ),
+    ] {
+        let body = app
+            .graphql_as(Some(&admin), ADD_DEPARTURE, vars.clone())
+            .await;
+        assert_eq!(code(&body), expected, "{vars} → {body}");
+    }
+
+    // A departure in two days with a three-day cut-off takes no bookings.
+    let (_, late) = route_on_sale(&app, &admin, 2, 5, 3).await;
+    let body = book_seats(&app, &late, &["张三"], "late").await;
+    let rejected = app
+        .wait_for_status(&TestApp::id_of(&body), "REJECTED")
+        .await;
+    assert!(
+        rejected["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("CUT_OFF")),
+        "{rejected}"
+    );
+    let unknown = book_seats(
+        &app,
+        &uuid::Uuid::new_v4().to_string(),
+        &["张三"],
+        "nowhere",
+    )
+    .await;
+    let rejected = app
+        .wait_for_status(&TestApp::id_of(&unknown), "REJECTED")
+        .await;
+    assert!(
+        rejected["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("NOT_FOUND")),
+        "{rejected}"
+    );
+}
