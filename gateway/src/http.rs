@@ -1,6 +1,13 @@
 //! HTTP: GraphQL at `/graphql` (POST, and GET for queries only), GraphiQL at
-//! `/`, `/healthz` and `/readyz`. A bearer token, when sent, must be valid:
-//! a bad one is refused with 401 before anything runs.
+//! `/`, `/healthz` (the process answers) and `/readyz` (its database and the
+//! services behind the bus answer). A bearer token, when sent, must be
+//! valid: a bad one is refused with 401 before anything runs.
+//!
+//! GraphQL over HTTP as the spec has it: a client that accepts
+//! `application/graphql-response+json` gets that media type, and a request
+//! that cannot run at all (syntax, validation, too many aliases) gets 400;
+//! with `application/json` (or no `Accept`) every answer is 200, as legacy
+//! clients expect. Accepting neither is 406.
 
 use crate::identity::Identity;
 use crate::limits::Limiter;
@@ -24,32 +31,147 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 256 * 1024;
+/// Most aliases one document may use (each alias is another resolver run).
+const MAX_ALIASES: usize = 30;
+/// The media type of the GraphQL-over-HTTP spec.
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+/// How long `/readyz` waits for each dependency.
+const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Clone)]
 struct Gateway {
     schema: DuikouSchema,
     identity: Option<Identity>,
     limiter: Limiter,
+    bus: Option<Arc<dyn Bus>>,
 }
 
 /// The gateway's routes over a schema.
-pub fn router(schema: DuikouSchema, identity: Option<Identity>, limiter: Limiter) -> Router {
+pub fn router(
+    schema: DuikouSchema,
+    identity: Option<Identity>,
+    limiter: Limiter,
+    bus: Option<Arc<dyn Bus>>,
+) -> Router {
     Router::new()
         .route("/", get(graphiql))
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(readyz))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(Gateway {
             schema,
             identity,
             limiter,
+            bus,
         })
+}
+
+/// Ready when the gateway's database answers and a service answers an RPC
+/// through the bus (inventory's region list): 200 or 503 with what failed.
+async fn readyz(State(gw): State<Gateway>) -> Response {
+    let database = match &gw.identity {
+        Some(identity) => match tokio::time::timeout(READY_DEADLINE, identity.db().ping()).await {
+            Ok(Ok(())) => "ok".to_owned(),
+            Ok(Err(e)) => format!("failing: {e}"),
+            Err(_) => "no answer in time".to_owned(),
+        },
+        None => "not configured".to_owned(),
+    };
+    let services = match &gw.bus {
+        Some(bus) => {
+            let probe = shared::rpcs::ListRegions {
+                parent_code: None,
+                poverty_only: false,
+            };
+            match shared::bus::call_within(bus.as_ref(), &probe, READY_DEADLINE).await {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => format!("failing: {}", e.message),
+            }
+        }
+        None => "not configured".to_owned(),
+    };
+    let ready = database == "ok" && services == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({ "ready": ready, "database": database, "services": services });
+    (status, axum::Json(body)).into_response()
+}
+
+/// How the client wants GraphQL answers, from its `Accept` header.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Wants {
+    /// `application/graphql-response+json`: status codes per the spec.
+    GraphqlResponse,
+    /// `application/json`, anything JSON, or no preference: always 200.
+    Json,
+    /// Neither: 406.
+    Neither,
+}
+
+fn wants(headers: &HeaderMap) -> Wants {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Wants::Json;
+    };
+    let types: Vec<String> = accept
+        .split(',')
+        .filter(|t| !t.contains("q=0") || t.contains("q=0."))
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .collect();
+    if types.iter().any(|t| t == GRAPHQL_RESPONSE) {
+        Wants::GraphqlResponse
+    } else if types.is_empty()
+        || types
+            .iter()
+            .any(|t| t == "application/json" || t == "application/*" || t == "*/*")
+    {
+        Wants::Json
+    } else {
+        Wants::Neither
+    }
+}
+
+/// Aliases used anywhere in the document (operations and fragments).
+fn alias_count(doc: &async_graphql::parser::types::ExecutableDocument) -> usize {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    fn count(set: &SelectionSet) -> usize {
+        set.items
+            .iter()
+            .map(|s| match &s.node {
+                Selection::Field(f) => {
+                    usize::from(f.node.alias.is_some()) + count(&f.node.selection_set.node)
+                }
+                Selection::InlineFragment(f) => count(&f.node.selection_set.node),
+                Selection::FragmentSpread(_) => 0,
+            })
+            .sum()
+    }
+    doc.operations
+        .iter()
+        .map(|(_, op)| count(&op.node.selection_set.node))
+        .chain(
+            doc.fragments
+                .values()
+                .map(|f| count(&f.node.selection_set.node)),
+        )
+        .sum()
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_ACCEPTABLE {
+        return response;
+    }
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -65,10 +187,10 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// Whether the request would run a mutation (refused over GET).
-fn is_mutation(request: &async_graphql::Request) -> bool {
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
-        return false; // the executor reports the syntax error
-    };
+fn is_mutation(
+    request: &async_graphql::Request,
+    doc: &async_graphql::parser::types::ExecutableDocument,
+) -> bool {
     match (&doc.operations, request.operation_name.as_deref()) {
         (DocumentOperations::Single(op), _) => op.node.ty == OperationType::Mutation,
         (DocumentOperations::Multiple(ops), Some(name)) => ops
@@ -149,12 +271,36 @@ async fn graphql(
     request: GraphQLRequest,
 ) -> Response {
     let mut request = request.into_inner();
-    if method == Method::GET && is_mutation(&request) {
+    let wants = wants(&headers);
+    if wants == Wants::Neither {
         return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "BAD_REQUEST",
-            "mutations must be sent with POST",
+            StatusCode::NOT_ACCEPTABLE,
+            "NOT_ACCEPTABLE",
+            "accept application/graphql-response+json or application/json",
         );
+    }
+    // Parsed here for the checks before execution; a syntax error is left
+    // to the executor, which reports it the GraphQL way.
+    if let Ok(doc) = async_graphql::parser::parse_query(&request.query) {
+        if method == Method::GET && is_mutation(&request, &doc) {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "BAD_REQUEST",
+                "mutations must be sent with POST",
+            );
+        }
+        let aliases = alias_count(&doc);
+        if aliases > MAX_ALIASES {
+            let status = match wants {
+                Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
+                _ => StatusCode::OK,
+            };
+            return error(
+                status,
+                "BAD_USER_INPUT",
+                &format!("the query uses {aliases} aliases; at most {MAX_ALIASES} are allowed"),
+            );
+        }
     }
     let mut who = format!("ip:{}", peer.ip());
     let bearer = headers
@@ -198,7 +344,25 @@ async fn graphql(
         }
         return response;
     }
-    GraphQLResponse::from(gw.schema.execute(request).await).into_response()
+    let response = gw.schema.execute(request).await;
+    // A request error (syntax, validation, limits) has no data and errors
+    // without a path: the spec's 400 for clients that asked for it.
+    let request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let mut http = GraphQLResponse::from(response).into_response();
+    let media = match wants {
+        Wants::GraphqlResponse => GRAPHQL_RESPONSE,
+        _ => "application/json",
+    };
+    http.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(media),
+    );
+    if wants == Wants::GraphqlResponse && request_error {
+        *http.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    http
 }
 
 /// The language of names and texts an `Accept-Language` header prefers
@@ -248,9 +412,10 @@ pub async fn serve(
         .await
         .map_err(|e| std::io::Error::other(format!("subscribing to booking changes: {e}")))?;
     let app = router(
-        build_schema(Some(bus), Some(identity.clone()), Some(push)),
+        build_schema(Some(bus.clone()), Some(identity.clone()), Some(push)),
         Some(identity),
         limiter,
+        Some(bus),
     );
     let handle = tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();

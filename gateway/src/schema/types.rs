@@ -73,12 +73,9 @@ impl Region {
     async fn code(&self) -> ID {
         ID(self.0.code.to_string())
     }
-    /// The name in the asked language (Chinese by default).
-    async fn name(&self, lang: Option<Lang>) -> &str {
-        match lang.unwrap_or_default() {
-            Lang::Zh => &self.0.name_zh,
-            Lang::En => &self.0.name_en,
-        }
+    /// The name in the language asked for (or `Accept-Language`; Chinese by default).
+    async fn name(&self, ctx: &async_graphql::Context<'_>, lang: Option<Lang>) -> &str {
+        super::routes::in_lang(ctx, lang, &self.0.name_zh, &self.0.name_en)
     }
     /// Chinese name.
     async fn name_zh(&self) -> &str {
