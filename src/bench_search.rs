@@ -82,6 +82,7 @@ async fn measure(
                     beds: 2,
                     max_guests: 2,
                 },
+                details: Default::default(),
                 cancellation_policy: None,
                 by: None,
             },
@@ -95,6 +96,8 @@ async fn measure(
                 to: today + Days::days(30),
                 rooms: 5,
                 price: Fen::yuan(200 + (i as i64 * 7) % 300),
+                closed: false,
+                min_stay: 1,
                 by: None,
             },
         )

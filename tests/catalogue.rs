@@ -200,3 +200,157 @@ async fn only_admins_of_the_region_manage_its_listings() {
         "BAD_USER_INPUT"
     );
 }
+
+/// Books `nights` nights from `check_in` for `travelers` travelers in one
+/// room; the REJECTED reason, or the status it reached.
+async fn outcome(
+    app: &TestApp,
+    room_type: &str,
+    check_in: i64,
+    nights: i64,
+    travelers: usize,
+    key: &str,
+) -> String {
+    let from = tomorrow() + Days::days(check_in);
+    let people: Vec<Value> = (0..travelers)
+        .map(|i| json!({ "name": format!("旅客{i}"), "idType": "PASSPORT", "idNumber": format!("E1234567{i}") }))
+        .collect();
+    let body = app
+        .graphql(
+            "mutation($input: CreateBookingInput!, $key: String!) { createBooking(input: $input, idempotencyKey: $key) { id } }",
+            json!({ "key": key, "input": { "roomTypeId": room_type, "checkIn": from.to_string(),
+                    "checkOut": (from + Days::days(nights)).to_string(), "travelers": people,
+                    "contact": { "name": "张三", "phone": "13800138000" } } }),
+        )
+        .await;
+    let id = TestApp::id_of(&body);
+    if app.wait_until_held_or_rejected(&id).await == "REJECTED" {
+        let rejected = app.wait_for_status(&id, "REJECTED").await;
+        rejected["reason"].as_str().unwrap_or_default().to_owned()
+    } else {
+        "AWAITING_PAYMENT".into()
+    }
+}
+
+#[tokio::test]
+async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let input = json!({ "hostName": "敖汉旗牧民合作社", "regionCode": "150430", "name": "兴隆洼草原人家",
+        "roomType": { "name": "双床房", "beds": 2, "maxGuests": 2 },
+        "address": "敖汉旗宝国吐乡兴隆洼村", "grade": "GOLD", "amenities": ["热水", "暖气"],
+        "photos": ["https://img.example.cn/xinglongwa/1.jpg"] });
+    let mut bad = input.clone();
+    bad["photos"] = json!(["ftp://img.example.cn/1.jpg"]);
+    let refused = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($i: HomestayInput!) { createHomestay(input: $i) { homestayId } }",
+            json!({ "i": bad }),
+        )
+        .await;
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
+    let created = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($i: HomestayInput!) { createHomestay(input: $i) { homestayId roomTypeId } }",
+            json!({ "i": input }),
+        )
+        .await;
+    let homestay = created["data"]["createHomestay"]["homestayId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let room_type = created["data"]["createHomestay"]["roomTypeId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let add = "mutation($h: ID!) { addRoomType(homestayId: $h, roomType: { name: \"蒙古包家庭房\", beds: 3, maxGuests: 4 }) { name maxGuests } }";
+    assert_eq!(
+        code(&app.graphql(add, json!({ "h": homestay })).await),
+        "FORBIDDEN"
+    );
+    let added = app
+        .graphql_as(Some(&admin), add, json!({ "h": homestay }))
+        .await;
+    assert_eq!(
+        added["data"]["addRoomType"],
+        json!({ "name": "蒙古包家庭房", "maxGuests": 4 }),
+        "{added}"
+    );
+    let read = app
+        .graphql_as(None, "query($id: ID!) { homestay(id: $id) { name address grade amenities photos certified roomTypes { name maxGuests } } }", json!({ "id": homestay }))
+        .await;
+    assert_eq!(
+        read["data"]["homestay"],
+        json!({ "name": "兴隆洼草原人家", "address": "敖汉旗宝国吐乡兴隆洼村", "grade": "GOLD",
+                "amenities": ["热水", "暖气"], "photos": ["https://img.example.cn/xinglongwa/1.jpg"],
+                "certified": false,
+                "roomTypes": [{ "name": "双床房", "maxGuests": 2 }, { "name": "蒙古包家庭房", "maxGuests": 4 }] }),
+        "{read}"
+    );
+
+    // Ten nights on sale; the third closed; stays beginning on the sixth
+    // or seventh last at least three nights.
+    let calendar = "mutation($rt: ID!, $from: Date!, $to: Date!, $closed: Boolean, $min: Int) {
+        setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, rooms: 2, price: \"300.00\", closed: $closed, minStay: $min) }";
+    let day = |n: i64| (tomorrow() + Days::days(n)).to_string();
+    for vars in [
+        json!({ "rt": room_type, "from": day(0), "to": day(10), "closed": false, "min": 1 }),
+        json!({ "rt": room_type, "from": day(2), "to": day(3), "closed": true, "min": 1 }),
+        json!({ "rt": room_type, "from": day(5), "to": day(7), "closed": false, "min": 3 }),
+    ] {
+        let set = app.graphql_as(Some(&admin), calendar, vars.clone()).await;
+        assert!(set["errors"].is_null(), "{vars}: {set}");
+    }
+    let nights = app
+        .graphql_as(None, "query($id: ID!, $from: Date!, $to: Date!) { homestay(id: $id) { roomTypes { calendar(from: $from, to: $to) { closed minStay } } } }",
+            json!({ "id": homestay, "from": day(2), "to": day(4) }))
+        .await;
+    assert_eq!(
+        nights["data"]["homestay"]["roomTypes"][0]["calendar"],
+        json!([{ "closed": true, "minStay": 1 }, { "closed": false, "minStay": 1 }]),
+        "{nights}"
+    );
+
+    let offered = |from: i64, nights: i64| {
+        let app = &app;
+        async move {
+            let body = app
+                .graphql(SEARCH, json!({ "r": "150430", "in": day(from), "out": day(from + nights), "g": 1, "rooms": 1, "first": 10 }))
+                .await;
+            !totals(&body).is_empty()
+        }
+    };
+    assert!(offered(0, 2).await);
+    assert!(
+        !offered(1, 2).await,
+        "a stay over the closed night is not offered"
+    );
+    assert!(
+        !offered(5, 1).await,
+        "one night from a three-night minimum is not offered"
+    );
+    assert!(offered(5, 3).await);
+
+    assert!(
+        outcome(&app, &room_type, 1, 2, 1, "closed")
+            .await
+            .starts_with("CLOSED")
+    );
+    assert!(
+        outcome(&app, &room_type, 5, 2, 1, "short")
+            .await
+            .starts_with("MIN_STAY")
+    );
+    let crowded = outcome(&app, &room_type, 0, 1, 3, "crowded").await;
+    assert!(
+        crowded.starts_with("BAD_USER_INPUT: travelers"),
+        "{crowded}"
+    );
+    assert_eq!(
+        outcome(&app, &room_type, 5, 3, 2, "fine").await,
+        "AWAITING_PAYMENT"
+    );
+}

@@ -39,6 +39,10 @@ pub struct HoldRequested {
     pub booking_id: BookingId,
     /// What to hold.
     pub item: HoldItem,
+    /// Travelers it is for, to check against what a room sleeps (0: not
+    /// said, from older producers).
+    #[serde(default)]
+    pub travelers: u32,
     /// When the hold lapses unless committed.
     pub expires_at: DateTime<Utc>,
 }

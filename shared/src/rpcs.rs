@@ -47,6 +47,9 @@ pub struct CreateHomestay {
     pub name: String,
     /// Its first room type.
     pub room_type: NewRoomType,
+    /// Address, grade, amenities and photos.
+    #[serde(default)]
+    pub details: HomestayDetails,
     /// Refund tiers when a paid booking is cancelled; none: the standard
     /// policy (100 % from 7 days ahead, 50 % from 3).
     #[serde(default)]
@@ -55,6 +58,130 @@ pub struct CreateHomestay {
     /// None: a trusted internal caller such as the demo seed.
     #[serde(default)]
     pub by: Option<crate::auth::Principal>,
+}
+
+/// The official grade of a rural homestay (乡村民宿等级).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HomestayGrade {
+    /// 金宿, the higher grade.
+    Gold,
+    /// 银宿.
+    Silver,
+}
+
+/// What a traveler reads about a homestay beyond its name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomestayDetails {
+    /// Street address, e.g. 敖汉旗宝国吐乡兴隆洼村.
+    #[serde(default)]
+    pub address: String,
+    /// 金宿/银宿, if graded.
+    #[serde(default)]
+    pub grade: Option<HomestayGrade>,
+    /// e.g. 热水, 暖气, Wi-Fi, 停车.
+    #[serde(default)]
+    pub amenities: Vec<String>,
+    /// Photo URLs (http or https).
+    #[serde(default)]
+    pub photos: Vec<String>,
+}
+
+impl HomestayDetails {
+    /// Checks lengths and that photos are http(s) URLs; the message names
+    /// the field.
+    pub fn check(&self) -> Result<(), crate::AppError> {
+        let bad = crate::AppError::bad_input;
+        if self.address.chars().count() > 200 {
+            return Err(bad("address: at most 200 characters"));
+        }
+        if self.amenities.len() > 30
+            || self
+                .amenities
+                .iter()
+                .any(|a| a.trim().is_empty() || a.chars().count() > 50)
+        {
+            return Err(bad("amenities: at most 30, each 1 to 50 characters"));
+        }
+        if self.photos.len() > 20 {
+            return Err(bad("photos: at most 20"));
+        }
+        for photo in &self.photos {
+            let ok = photo.len() <= 500
+                && url::Url::parse(photo).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return Err(crate::AppError::bad_input(format!(
+                    "photos: `{photo}` is not an http(s) URL"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds a room type to a homestay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddRoomType {
+    /// The homestay.
+    pub homestay_id: HomestayId,
+    /// The room type.
+    pub room_type: NewRoomType,
+    /// Who asks (must administer the homestay's region); None: internal.
+    #[serde(default)]
+    pub by: Option<crate::auth::Principal>,
+}
+impl Rpc for AddRoomType {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "add_room_type";
+    type Reply = RoomTypeView;
+}
+
+/// A room type of a homestay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomTypeView {
+    /// The room type (book it by this id).
+    pub id: RoomTypeId,
+    /// e.g. 蒙古包双床房.
+    pub name: String,
+    /// Beds per room.
+    pub beds: u32,
+    /// Guests per room.
+    pub max_guests: u32,
+}
+
+/// Reads a homestay with its room types.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetHomestay {
+    /// The homestay.
+    pub homestay_id: HomestayId,
+}
+impl Rpc for GetHomestay {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "get_homestay";
+    type Reply = Option<HomestayView>;
+}
+
+/// A homestay as travelers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomestayView {
+    /// The homestay.
+    pub id: HomestayId,
+    /// Its name.
+    pub name: String,
+    /// Who is paid for stays.
+    pub host_id: HostId,
+    /// The host's name.
+    pub host_name: String,
+    /// Where it is.
+    pub region_code: RegionCode,
+    /// Address, grade, amenities, photos.
+    pub details: HomestayDetails,
+    /// Certified as a poverty-relief product until this day.
+    pub certified_until: Option<NaiveDate>,
+    /// Refund rule for paid bookings.
+    pub cancellation_policy: crate::policy::CancellationPolicy,
+    /// Its room types.
+    pub room_types: Vec<RoomTypeView>,
 }
 
 /// Ids of what [`CreateHomestay`] made.
@@ -86,6 +213,12 @@ pub struct SetRoomCalendar {
     pub rooms: u32,
     /// Price per room per night.
     pub price: Fen,
+    /// Closed: not bookable on these nights (rooms and price are kept).
+    #[serde(default)]
+    pub closed: bool,
+    /// Shortest stay that may begin on these nights (1: any).
+    #[serde(default = "one")]
+    pub min_stay: u32,
     /// Who asks (must administer the homestay's region); None: internal.
     #[serde(default)]
     pub by: Option<crate::auth::Principal>,
@@ -108,6 +241,14 @@ pub struct Night {
     pub available: u32,
     /// Price per room.
     pub price: Fen,
+    /// Not bookable.
+    pub closed: bool,
+    /// Shortest stay that may begin this night.
+    pub min_stay: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Reads a room type's calendar for `[from, to)`.

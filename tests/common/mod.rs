@@ -211,6 +211,7 @@ impl TestApp {
                     beds: 2,
                     max_guests: 2,
                 },
+                details: Default::default(),
                 cancellation_policy: None,
                 by: None,
             },
@@ -225,6 +226,8 @@ impl TestApp {
                 to: tomorrow() + Days::days(60),
                 rooms,
                 price: Fen::yuan(380),
+                closed: false,
+                min_stay: 1,
                 by: None,
             },
         )

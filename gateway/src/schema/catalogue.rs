@@ -2,10 +2,11 @@
 //! region admins.
 
 use super::auth::principal;
+use super::types::Night;
 use super::types::{Date, Money, page_info};
 use super::{non_negative, parse, region, rpc, yuan};
 use crate::error::bad_input;
-use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use shared::policy::PolicyTier;
 use shared::rpcs;
 
@@ -151,6 +152,17 @@ pub struct HomestayInput {
     pub region_code: ID,
     pub name: String,
     pub room_type: RoomTypeInput,
+    /// Street address, e.g. 敖汉旗宝国吐乡兴隆洼村.
+    #[graphql(default)]
+    pub address: String,
+    /// 金宿 (GOLD) or 银宿 (SILVER), if graded.
+    pub grade: Option<HomestayGrade>,
+    /// e.g. 热水, 暖气, Wi-Fi, 停车 (at most 30).
+    #[graphql(default)]
+    pub amenities: Vec<String>,
+    /// Photo URLs, http or https (at most 20).
+    #[graphql(default)]
+    pub photos: Vec<String>,
     /// Refund tiers; none: the standard policy (100 % from 7 days, 50 % from 3).
     pub cancellation_policy: Option<Vec<PolicyTierInput>>,
 }
@@ -173,10 +185,12 @@ pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<
             host_name: input.host_name,
             region_code: region(&input.region_code)?,
             name: input.name,
-            room_type: rpcs::NewRoomType {
-                name: input.room_type.name,
-                beds: non_negative("beds", input.room_type.beds)?,
-                max_guests: non_negative("maxGuests", input.room_type.max_guests)?,
+            room_type: input.room_type.into_rpc()?,
+            details: rpcs::HomestayDetails {
+                address: input.address,
+                grade: input.grade.map(Into::into),
+                amenities: input.amenities,
+                photos: input.photos,
             },
             cancellation_policy: policy,
             by: Some(by),
@@ -191,26 +205,171 @@ pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<
 }
 
 /// `setRoomCalendar`: admins of the homestay's region.
-pub async fn set_room_calendar(
-    ctx: &Context<'_>,
-    room_type_id: ID,
-    from: Date,
-    to: Date,
-    rooms: i32,
-    price: String,
-) -> Result<u32> {
+/// The arguments of `setRoomCalendar`.
+pub struct CalendarArgs {
+    pub room_type_id: ID,
+    pub from: Date,
+    pub to: Date,
+    pub rooms: i32,
+    pub price: String,
+    pub closed: bool,
+    pub min_stay: i32,
+}
+
+/// `setRoomCalendar`: admins of the homestay's region.
+pub async fn set_room_calendar(ctx: &Context<'_>, a: CalendarArgs) -> Result<u32> {
     let by = principal(ctx)?.clone();
-    let price = yuan("price", &price)?;
+    let price = yuan("price", &a.price)?;
     rpc(
         ctx,
         rpcs::SetRoomCalendar {
-            room_type_id: parse("room type id", &room_type_id)?,
-            from: from.0,
-            to: to.0,
-            rooms: non_negative("rooms", rooms)?,
+            room_type_id: parse("room type id", &a.room_type_id)?,
+            from: a.from.0,
+            to: a.to.0,
+            rooms: non_negative("rooms", a.rooms)?,
             price,
+            closed: a.closed,
+            min_stay: non_negative("minStay", a.min_stay)?,
             by: Some(by),
         },
     )
     .await
+}
+
+impl RoomTypeInput {
+    fn into_rpc(self) -> Result<rpcs::NewRoomType> {
+        Ok(rpcs::NewRoomType {
+            name: self.name,
+            beds: non_negative("beds", self.beds)?,
+            max_guests: non_negative("maxGuests", self.max_guests)?,
+        })
+    }
+}
+
+/// The official grade of a rural homestay.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "shared::rpcs::HomestayGrade")]
+pub enum HomestayGrade {
+    /// 金宿.
+    Gold,
+    /// 银宿.
+    Silver,
+}
+
+/// A room type of a homestay: book it by its id.
+pub struct RoomType(pub rpcs::RoomTypeView);
+
+#[Object]
+impl RoomType {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Beds per room.
+    async fn beds(&self) -> u32 {
+        self.0.beds
+    }
+    /// Guests per room.
+    async fn max_guests(&self) -> u32 {
+        self.0.max_guests
+    }
+    /// Its nights in [from, to): rooms, free rooms, price, closed, minimum stay.
+    async fn calendar(&self, ctx: &Context<'_>, from: Date, to: Date) -> Result<Vec<Night>> {
+        let nights = rpc(
+            ctx,
+            rpcs::GetRoomCalendar {
+                room_type_id: self.0.id,
+                from: from.0,
+                to: to.0,
+            },
+        )
+        .await?;
+        Ok(nights.into_iter().map(Night).collect())
+    }
+}
+
+/// A homestay (民宿).
+pub struct Homestay(pub rpcs::HomestayView);
+
+#[Object]
+impl Homestay {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The household, cooperative or village collective paid for stays.
+    async fn host_id(&self) -> ID {
+        ID(self.0.host_id.to_string())
+    }
+    async fn host_name(&self) -> &str {
+        &self.0.host_name
+    }
+    async fn region_code(&self) -> ID {
+        ID(self.0.region_code.to_string())
+    }
+    async fn address(&self) -> &str {
+        &self.0.details.address
+    }
+    /// 金宿 (GOLD) or 银宿 (SILVER), if graded.
+    async fn grade(&self) -> Option<HomestayGrade> {
+        self.0.details.grade.map(Into::into)
+    }
+    async fn amenities(&self) -> &[String] {
+        &self.0.details.amenities
+    }
+    /// Photo URLs.
+    async fn photos(&self) -> &[String] {
+        &self.0.details.photos
+    }
+    /// Carries a valid poverty-relief certification (扶贫产品认定) today.
+    async fn certified(&self) -> bool {
+        self.0
+            .certified_until
+            .is_some_and(|d| d >= shared::policy::china_today(chrono::Utc::now()))
+    }
+    async fn certified_until(&self) -> Option<Date> {
+        self.0.certified_until.map(Date)
+    }
+    /// Refund tiers when a paid stay is cancelled.
+    async fn cancellation_policy(&self) -> Vec<super::types::PolicyTier> {
+        super::types::policy_tiers_view(&self.0.cancellation_policy)
+    }
+    async fn room_types(&self) -> Vec<RoomType> {
+        self.0.room_types.iter().cloned().map(RoomType).collect()
+    }
+}
+
+/// `homestay(id)`: public.
+pub async fn homestay(ctx: &Context<'_>, id: ID) -> Result<Option<Homestay>> {
+    let found = rpc(
+        ctx,
+        rpcs::GetHomestay {
+            homestay_id: parse("homestay id", &id)?,
+        },
+    )
+    .await?;
+    Ok(found.map(Homestay))
+}
+
+/// `addRoomType`: admins of the homestay's region.
+pub async fn add_room_type(
+    ctx: &Context<'_>,
+    homestay_id: ID,
+    room_type: RoomTypeInput,
+) -> Result<RoomType> {
+    let by = principal(ctx)?.clone();
+    let view = rpc(
+        ctx,
+        rpcs::AddRoomType {
+            homestay_id: parse("homestay id", &homestay_id)?,
+            room_type: room_type.into_rpc()?,
+            by: Some(by),
+        },
+    )
+    .await?;
+    Ok(RoomType(view))
 }

@@ -183,6 +183,12 @@ impl Query {
         certification::list(ctx, region_code, state, listing_id, first, after).await
     }
 
+    /// A homestay with its address, grade, amenities, photos and room types
+    /// (each with `calendar(from, to)`).
+    async fn homestay(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Homestay>> {
+        catalogue::homestay(ctx, id).await
+    }
+
     /// A route with its departures (drafts only for the admins of its region).
     async fn route(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Route>> {
         routes::route(ctx, id).await
@@ -690,8 +696,11 @@ impl Mutation {
     }
 
     /// Puts `rooms` rooms on sale at `price` yuan a night for every night
-    /// in [from, to) (admins of the homestay's region). Lowering the rooms
-    /// below what is held or sold on a night is a CONFLICT.
+    /// in [from, to) (admins of the homestay's region); `closed` nights are
+    /// not bookable, and a stay beginning on these nights lasts at least
+    /// `minStay` nights. Lowering the rooms below what is held or sold on a
+    /// night is a CONFLICT.
+    #[allow(clippy::too_many_arguments)]
     async fn set_room_calendar(
         &self,
         ctx: &Context<'_>,
@@ -700,8 +709,29 @@ impl Mutation {
         to: Date,
         rooms: i32,
         price: String,
+        #[graphql(default = false)] closed: bool,
+        #[graphql(default = 1)] min_stay: i32,
     ) -> Result<u32> {
-        catalogue::set_room_calendar(ctx, room_type_id, from, to, rooms, price).await
+        let args = catalogue::CalendarArgs {
+            room_type_id,
+            from,
+            to,
+            rooms,
+            price,
+            closed,
+            min_stay,
+        };
+        catalogue::set_room_calendar(ctx, args).await
+    }
+
+    /// Adds a room type to a homestay (admins of its region).
+    async fn add_room_type(
+        &self,
+        ctx: &Context<'_>,
+        homestay_id: ID,
+        room_type: RoomTypeInput,
+    ) -> Result<RoomType> {
+        catalogue::add_room_type(ctx, homestay_id, room_type).await
     }
 
     /// Pairs a sponsor region with a beneficiary region (platform admins, or

@@ -349,6 +349,14 @@ impl Night {
     async fn price(&self) -> Money {
         self.0.price.into()
     }
+    /// Not bookable this night.
+    async fn closed(&self) -> bool {
+        self.0.closed
+    }
+    /// Shortest stay that may begin this night.
+    async fn min_stay(&self) -> u32 {
+        self.0.min_stay
+    }
 }
 
 /// The public welfare fund.

@@ -13,6 +13,7 @@ use shared::rpcs::{
     SetRoomCalendar, SetRouteStatus,
 };
 use shared::rpcs::{AdvanceCertification, ApplyForCertification, CertificationStep};
+use shared::rpcs::{HomestayDetails, HomestayGrade};
 use shared::runtime::Runtime;
 use tracing::info;
 
@@ -35,48 +36,25 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
 /// "时光之礼" — published with weekly departures for twelve weeks.
 pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
     let today = Utc::now().date_naive();
-    let homestays = [
-        (
-            "150430",
-            "[演示] 敖汉旗宝国吐乡牧民合作社",
-            "[演示] 敖汉草原蒙古包民宿",
-            "蒙古包双床房",
-            2,
-            2,
-            5,
-            380,
-        ),
-        (
-            "522631",
-            "[演示] 黎平县黄岗村村集体",
-            "[演示] 黄岗侗寨美丽乡村民宿",
-            "侗族木楼双床房",
-            2,
-            2,
-            6,
-            268,
-        ),
-        (
-            "150929",
-            "[演示] 四子王旗格根塔拉牧户",
-            "[演示] 格根塔拉草原人家",
-            "蒙古包家庭房",
-            3,
-            4,
-            4,
-            420,
-        ),
-    ];
-    for (region, host, name, room, beds, guests, rooms, price) in homestays {
+    for h in DEMO_HOMESTAYS {
+        let (region, name) = (h.region, h.name);
         let created = inventory
             .create_homestay(CreateHomestay {
-                host_name: host.into(),
+                host_name: h.host.into(),
                 region_code: RegionCode::parse(region)?,
                 name: name.into(),
                 room_type: NewRoomType {
-                    name: room.into(),
-                    beds,
-                    max_guests: guests,
+                    name: h.room.into(),
+                    beds: h.beds,
+                    max_guests: h.guests,
+                },
+                details: HomestayDetails {
+                    address: h.address.into(),
+                    grade: h.grade,
+                    amenities: ["热水", "暖气", "Wi-Fi", "停车", "农家饭"]
+                        .map(String::from)
+                        .to_vec(),
+                    photos: Vec::new(),
                 },
                 cancellation_policy: None,
                 by: None,
@@ -87,8 +65,10 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
                 room_type_id: created.room_type_id,
                 from: today,
                 to: today + Duration::days(90),
-                rooms,
-                price: Fen::yuan(price),
+                rooms: h.rooms,
+                price: Fen::yuan(h.price),
+                closed: false,
+                min_stay: 1,
                 by: None,
             })
             .await?;
@@ -130,6 +110,59 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A demonstration homestay with one room type.
+struct DemoHomestay {
+    region: &'static str,
+    host: &'static str,
+    name: &'static str,
+    address: &'static str,
+    grade: Option<HomestayGrade>,
+    room: &'static str,
+    beds: u32,
+    guests: u32,
+    rooms: u32,
+    price: i64,
+}
+
+const DEMO_HOMESTAYS: [DemoHomestay; 3] = [
+    DemoHomestay {
+        region: "150430",
+        host: "[演示] 敖汉旗宝国吐乡牧民合作社",
+        name: "[演示] 敖汉草原蒙古包民宿",
+        address: "敖汉旗宝国吐乡",
+        grade: Some(HomestayGrade::Silver),
+        room: "蒙古包双床房",
+        beds: 2,
+        guests: 2,
+        rooms: 5,
+        price: 380,
+    },
+    DemoHomestay {
+        region: "522631",
+        host: "[演示] 黎平县黄岗村村集体",
+        name: "[演示] 黄岗侗寨美丽乡村民宿",
+        address: "黎平县双江镇黄岗村",
+        grade: Some(HomestayGrade::Gold),
+        room: "侗族木楼双床房",
+        beds: 2,
+        guests: 2,
+        rooms: 6,
+        price: 268,
+    },
+    DemoHomestay {
+        region: "150929",
+        host: "[演示] 四子王旗格根塔拉牧户",
+        name: "[演示] 格根塔拉草原人家",
+        address: "四子王旗格根塔拉草原旅游区",
+        grade: None,
+        room: "蒙古包家庭房",
+        beds: 3,
+        guests: 4,
+        rooms: 4,
+        price: 420,
+    },
+];
 
 /// Takes a demo listing through the whole certification procedure (a
 /// notice of no days: it is demonstration data), as the platform.

@@ -131,6 +131,7 @@ impl Bookings {
             booking_id: id,
             item: req.item.clone(),
             expires_at: now + self.hold_for,
+            travelers: u32::try_from(req.travelers.len()).unwrap_or(u32::MAX),
         };
         enqueue(&txn, &[Envelope::new(SERVICE, id.0, &hold)]).await?;
         // The answer is the booking as created (PENDING), whatever the saga
@@ -523,6 +524,7 @@ impl Bookings {
                     booking_id: b.id,
                     item: b.item.clone(),
                     expires_at: now + self.hold_for,
+                    travelers: b.travelers,
                 };
                 events.push(Envelope::new(SERVICE, b.id.0, &hold));
                 warn!(booking = %b.id, attempt = b.attempts + 1, "no answer to the hold request; asking again");

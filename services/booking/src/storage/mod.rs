@@ -439,6 +439,8 @@ pub struct Unanswered {
     pub item: shared::events::HoldItem,
     /// Requests sent so far.
     pub attempts: i32,
+    /// Travelers it is for.
+    pub travelers: u32,
 }
 
 /// PENDING bookings not touched since `before`, locked for this sweeper.
@@ -454,7 +456,7 @@ pub async fn unanswered<C: ConnectionTrait>(
         ""
     };
     let sql = format!(
-        "SELECT id, item, hold_attempts FROM bookings WHERE status = 'PENDING' AND updated_at < $1 ORDER BY updated_at LIMIT $2{lock}"
+        "SELECT id, item, hold_attempts, traveler_count FROM bookings WHERE status = 'PENDING' AND updated_at < $1 ORDER BY updated_at LIMIT $2{lock}"
     );
     let rows = conn
         .query_all_raw(stmt(b, &sql, vec![before.into(), (limit as i64).into()]))
@@ -466,6 +468,7 @@ pub async fn unanswered<C: ConnectionTrait>(
                 id: BookingId(shared::db::row_uuid(r, "id")?),
                 item: from_json(&item, "item")?,
                 attempts: r.try_get("", "hold_attempts")?,
+                travelers: u32::try_from(r.try_get::<i32>("", "traveler_count")?).unwrap_or(0),
             })
         })
         .collect()

@@ -27,7 +27,10 @@ use shared::rpcs::{
     AddDeparture, CreateRoute, GetRoute, OfferPage, RouteStatus, SearchHomestays, SearchRoutes,
     SetRouteStatus,
 };
-use shared::rpcs::{AdvanceCertification, ApplyForCertification, ListCertifications};
+use shared::rpcs::{
+    AddRoomType, AdvanceCertification, ApplyForCertification, GetHomestay, ListCertifications,
+    NewRoomType, RoomTypeView,
+};
 use shared::rpcs::{
     CreateHomestay, GetRoomCalendar, HomestayCreated, ListRegions, Night, SetRoomCalendar,
 };
@@ -66,8 +69,16 @@ impl Inventory {
     pub fn rpc(&self) -> RpcRouter {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
-        let [k, l, m] = [(); 3].map(|()| self.clone());
+        let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
+            .route::<AddRoomType, _, _>(move |req| {
+                let s = n.clone();
+                async move { s.add_room_type(req).await }
+            })
+            .route::<GetHomestay, _, _>(move |req| {
+                let s = o.clone();
+                async move { Ok(storage::homestay(&s.db, req.homestay_id).await?) }
+            })
             .route::<ApplyForCertification, _, _>(move |req| {
                 let s = k.clone();
                 async move { s.apply_for_certification(req).await }
@@ -180,6 +191,36 @@ impl Inventory {
                 )
                 .await;
         };
+        let rules = storage::stay_rules(&txn, room_type_id, stay).await?;
+        let refusal = if ev.travelers > rules.max_guests * rooms {
+            Some((
+                ErrorCode::BadUserInput,
+                format!(
+                    "travelers: {} travelers, but {rooms} room(s) sleep {} at most",
+                    ev.travelers,
+                    rules.max_guests * rooms
+                ),
+            ))
+        } else if rules.closed {
+            Some((
+                ErrorCode::Closed,
+                format!("the homestay is closed on a night from {check_in} to {check_out}"),
+            ))
+        } else if i64::from(rules.min_stay) > stay.nights() {
+            Some((
+                ErrorCode::MinStay,
+                format!(
+                    "stays from {check_in} are at least {} nights; this one is {}",
+                    rules.min_stay,
+                    stay.nights()
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, reason)) = refusal {
+            return self.reject(txn, &env, rejection(&ev, code, &reason)).await;
+        }
         match storage::take_nights(&txn, room_type_id, stay, rooms).await? {
             Some(total) => {
                 let held = Held::Nights(room_type_id, stay, rooms);
@@ -366,17 +407,13 @@ impl Inventory {
     pub async fn create_homestay(&self, req: CreateHomestay) -> Result<HomestayCreated, AppError> {
         let name = req.name.trim();
         let host = req.host_name.trim();
-        let room = req.room_type.name.trim();
-        if name.is_empty() || host.is_empty() || room.is_empty() {
+        if name.is_empty() || host.is_empty() {
             return Err(AppError::bad_input(
-                "names of homestay, host and room type must not be empty",
+                "names of homestay and host must not be empty",
             ));
         }
-        if req.room_type.beds == 0 || req.room_type.max_guests == 0 {
-            return Err(AppError::bad_input(
-                "a room type needs at least one bed and one guest",
-            ));
-        }
+        let room = check_room_type(&req.room_type)?;
+        req.details.check()?;
         let policy = policy(req.cancellation_policy)?;
         administers(req.by.as_ref(), req.region_code)?;
         let txn = self.db.begin().await?;
@@ -394,7 +431,7 @@ impl Inventory {
         storage::insert_homestay(
             &txn,
             (created.host_id, host),
-            (created.homestay_id, name),
+            (created.homestay_id, name, &req.details),
             req.region_code,
             (
                 created.room_type_id,
@@ -415,27 +452,29 @@ impl Inventory {
         if req.price.get() < 0 {
             return Err(AppError::bad_input("price must not be negative"));
         }
+        if !(1..=30).contains(&req.min_stay) {
+            return Err(AppError::bad_input("minStay: 1 to 30 nights"));
+        }
         let txn = self.db.begin().await?;
         let Some(listing) = storage::listing(&txn, req.room_type_id).await? else {
             return Err(AppError::not_found("no such room type"));
         };
         administers(req.by.as_ref(), listing.region_code)?;
-        let n = storage::set_nights(
-            &txn,
-            req.room_type_id,
-            req.from,
-            req.to,
-            req.rooms,
-            req.price,
-        )
-        .await
-        .map_err(|e| {
-            if e.to_string().to_lowercase().contains("check constraint") {
-                AppError::conflict("fewer rooms than are already held or sold on some night")
-            } else {
-                AppError::from(e)
-            }
-        })?;
+        let terms = storage::NightTerms {
+            rooms: req.rooms,
+            price: req.price,
+            closed: req.closed,
+            min_stay: req.min_stay,
+        };
+        let n = storage::set_nights(&txn, req.room_type_id, req.from, req.to, terms)
+            .await
+            .map_err(|e| {
+                if e.to_string().to_lowercase().contains("check constraint") {
+                    AppError::conflict("fewer rooms than are already held or sold on some night")
+                } else {
+                    AppError::from(e)
+                }
+            })?;
         txn.commit().await?;
         Ok(n)
     }
@@ -443,6 +482,46 @@ impl Inventory {
     async fn room_calendar(&self, req: GetRoomCalendar) -> Result<Vec<Night>, AppError> {
         calendar_range(req.from, req.to)?;
         Ok(storage::nights(&self.db, req.room_type_id, req.from, req.to).await?)
+    }
+}
+
+/// A room type's name (trimmed), if it has a name, a bed and a guest.
+fn check_room_type(r: &NewRoomType) -> Result<&str, AppError> {
+    let name = r.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(AppError::bad_input("roomType.name: 1 to 100 characters"));
+    }
+    if r.beds == 0 || r.max_guests == 0 || r.beds > 20 || r.max_guests > 20 {
+        return Err(AppError::bad_input(
+            "roomType: 1 to 20 beds and 1 to 20 guests per room",
+        ));
+    }
+    Ok(name)
+}
+
+impl Inventory {
+    /// Adds a room type to a homestay (admins of its region).
+    pub async fn add_room_type(&self, req: AddRoomType) -> Result<RoomTypeView, AppError> {
+        let name = check_room_type(&req.room_type)?;
+        let txn = self.db.begin().await?;
+        let Some(homestay) = storage::homestay(&txn, req.homestay_id).await? else {
+            return Err(AppError::not_found("no such homestay"));
+        };
+        administers(req.by.as_ref(), homestay.region_code)?;
+        let view = RoomTypeView {
+            id: RoomTypeId::new(),
+            name: name.to_owned(),
+            beds: req.room_type.beds,
+            max_guests: req.room_type.max_guests,
+        };
+        storage::insert_room_type(
+            &txn,
+            req.homestay_id,
+            (view.id, name, view.beds, view.max_guests),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(view)
     }
 }
 

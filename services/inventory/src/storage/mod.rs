@@ -20,7 +20,7 @@ use shared::money::Fen;
 use shared::outbox::stmt;
 use shared::policy::CancellationPolicy;
 use shared::region::{Region, RegionCode, reference_regions};
-use shared::rpcs::Night;
+use shared::rpcs::{HomestayDetails, HomestayView, Night, RoomTypeView};
 
 /// Inventory's migrations.
 pub struct Migrator;
@@ -34,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(Policies),
             Box::new(routes::Routes),
             Box::new(certification::Certifications),
+            Box::new(HomestayDetailsMigration),
         ]
     }
 }
@@ -116,6 +117,29 @@ impl MigrationTrait for HoldReplies {
             &[
                 "ALTER TABLE holds ADD COLUMN reply_kind TEXT",
                 "ALTER TABLE holds ADD COLUMN reply_payload TEXT",
+            ],
+        )
+        .await
+    }
+}
+
+struct HomestayDetailsMigration;
+
+impl MigrationName for HomestayDetailsMigration {
+    fn name(&self) -> &str {
+        "m20261125_000003_homestay_details"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for HomestayDetailsMigration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE homestays ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
+                "ALTER TABLE room_nights ADD COLUMN closed BOOLEAN NOT NULL DEFAULT FALSE",
+                "ALTER TABLE room_nights ADD COLUMN min_stay INTEGER NOT NULL DEFAULT 1 CHECK (min_stay >= 1)",
             ],
         )
         .await
@@ -225,7 +249,7 @@ pub async fn region_exists<C: ConnectionTrait>(conn: &C, code: RegionCode) -> Re
 pub async fn insert_homestay<C: ConnectionTrait>(
     conn: &C,
     host: (HostId, &str),
-    homestay: (HomestayId, &str),
+    homestay: (HomestayId, &str, &HomestayDetails),
     region: RegionCode,
     room_type: (RoomTypeId, &str, u32, u32),
     policy: Option<&CancellationPolicy>,
@@ -243,8 +267,8 @@ pub async fn insert_homestay<C: ConnectionTrait>(
     .await?;
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO homestays (id, host_id, region_code, name, cancellation_policy)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO homestays (id, host_id, region_code, name, cancellation_policy, details)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         vec![
             uuid_value(b, homestay.0.0),
             uuid_value(b, host.0.0),
@@ -253,15 +277,28 @@ pub async fn insert_homestay<C: ConnectionTrait>(
             policy
                 .map(|p| serde_json::to_string(p).unwrap_or_default())
                 .into(),
+            serde_json::to_string(homestay.2)
+                .map_err(|e| DbErr::Custom(e.to_string()))?
+                .into(),
         ],
     ))
     .await?;
+    insert_room_type(conn, homestay.0, room_type).await
+}
+
+/// Adds a room type (id, name, beds, guests) to a homestay.
+pub async fn insert_room_type<C: ConnectionTrait>(
+    conn: &C,
+    homestay: HomestayId,
+    room_type: (RoomTypeId, &str, u32, u32),
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
         "INSERT INTO room_types (id, homestay_id, name, beds, max_guests) VALUES ($1, $2, $3, $4, $5)",
         vec![
             uuid_value(b, room_type.0.0),
-            uuid_value(b, homestay.0.0),
+            uuid_value(b, homestay.0),
             room_type.1.into(),
             room_type.2.into(),
             room_type.3.into(),
@@ -271,20 +308,132 @@ pub async fn insert_homestay<C: ConnectionTrait>(
     Ok(())
 }
 
+/// A homestay with its room types.
+pub async fn homestay<C: ConnectionTrait>(
+    conn: &C,
+    id: HomestayId,
+) -> Result<Option<HomestayView>, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT h.id, h.name, h.host_id, o.name AS host_name, h.region_code, h.details,
+                    h.certified_until, h.cancellation_policy
+             FROM homestays h JOIN hosts o ON o.id = h.host_id WHERE h.id = $1",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let custom = |e: serde_json::Error| DbErr::Custom(format!("homestays: {e}"));
+    let details: String = row.try_get("", "details")?;
+    let rooms = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT id, name, beds, max_guests FROM room_types WHERE homestay_id = $1 ORDER BY name, id",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?;
+    Ok(Some(HomestayView {
+        id,
+        name: row.try_get("", "name")?,
+        host_id: HostId(row_uuid(&row, "host_id")?),
+        host_name: row.try_get("", "host_name")?,
+        region_code: shared::db::row_region(&row, "region_code")?,
+        details: serde_json::from_str(&details).map_err(custom)?,
+        certified_until: row.try_get("", "certified_until")?,
+        cancellation_policy: match row.try_get::<Option<String>>("", "cancellation_policy")? {
+            Some(p) => serde_json::from_str(&p).map_err(custom)?,
+            None => CancellationPolicy::default(),
+        },
+        room_types: rooms
+            .iter()
+            .map(|r| {
+                Ok(RoomTypeView {
+                    id: RoomTypeId(row_uuid(r, "id")?),
+                    name: r.try_get("", "name")?,
+                    beds: u32::try_from(r.try_get::<i32>("", "beds")?).unwrap_or(0),
+                    max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
+                })
+            })
+            .collect::<Result<_, DbErr>>()?,
+    }))
+}
+
+/// What decides whether a stay may be held besides free rooms: whether a
+/// night is closed, the minimum stay of the check-in night, and how many
+/// guests a room sleeps.
+pub struct StayRules {
+    /// Some night of the stay is closed.
+    pub closed: bool,
+    /// The check-in night's minimum stay (1 when the night is not set).
+    pub min_stay: u32,
+    /// Guests per room.
+    pub max_guests: u32,
+}
+
+/// The rules of a room type over a stay.
+pub async fn stay_rules<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+    stay: StayDates,
+) -> Result<StayRules, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT r.max_guests,
+                    CAST(COALESCE(SUM(CASE WHEN n.closed THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
+                    CAST(COALESCE(MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END), 1) AS BIGINT) AS min_stay
+             FROM room_types r
+             LEFT JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
+             WHERE r.id = $1 GROUP BY r.max_guests",
+            vec![
+                uuid_value(b, room_type.0),
+                stay.check_in.into(),
+                stay.check_out.into(),
+            ],
+        ))
+        .await?;
+    let Some(row) = row else {
+        return Ok(StayRules {
+            closed: false,
+            min_stay: 1,
+            max_guests: 0,
+        });
+    };
+    Ok(StayRules {
+        closed: row.try_get::<i64>("", "closed")? > 0,
+        min_stay: u32::try_from(row.try_get::<i64>("", "min_stay")?).unwrap_or(1),
+        max_guests: u32::try_from(row.try_get::<i32>("", "max_guests")?).unwrap_or(0),
+    })
+}
+
 /// True when the room type exists.
 pub async fn room_type_exists<C: ConnectionTrait>(conn: &C, id: RoomTypeId) -> Result<bool, DbErr> {
     Ok(listing(conn, id).await?.is_some())
 }
 
-/// Sets rooms and price for each night in `[from, to)`. Lowering `rooms`
-/// lowers `available` by the same amount; below what is held, the CHECK fails.
+/// How nights are to be sold.
+#[derive(Debug, Clone, Copy)]
+pub struct NightTerms {
+    /// Rooms on sale.
+    pub rooms: u32,
+    /// Price per room.
+    pub price: Fen,
+    /// Not bookable.
+    pub closed: bool,
+    /// Shortest stay beginning on the night.
+    pub min_stay: u32,
+}
+
+/// Sets the terms of each night in `[from, to)`. Lowering `rooms` lowers
+/// `available` by the same amount; below what is held, the CHECK fails.
 pub async fn set_nights<C: ConnectionTrait>(
     conn: &C,
     room_type: RoomTypeId,
     from: NaiveDate,
     to: NaiveDate,
-    rooms: u32,
-    price: Fen,
+    terms: NightTerms,
 ) -> Result<u32, DbErr> {
     let b = conn.get_database_backend();
     let mut n = 0;
@@ -292,17 +441,21 @@ pub async fn set_nights<C: ConnectionTrait>(
     while night < to {
         conn.execute_raw(stmt(
             b,
-            "INSERT INTO room_nights (room_type_id, night, rooms, available, price_fen)
-             VALUES ($1, $2, $3, $3, $4)
+            "INSERT INTO room_nights (room_type_id, night, rooms, available, price_fen, closed, min_stay)
+             VALUES ($1, $2, $3, $3, $4, $5, $6)
              ON CONFLICT (room_type_id, night) DO UPDATE SET
                available = room_nights.available + (excluded.rooms - room_nights.rooms),
                rooms = excluded.rooms,
-               price_fen = excluded.price_fen",
+               price_fen = excluded.price_fen,
+               closed = excluded.closed,
+               min_stay = excluded.min_stay",
             vec![
                 uuid_value(b, room_type.0),
                 night.into(),
-                rooms.into(),
-                price.get().into(),
+                terms.rooms.into(),
+                terms.price.get().into(),
+                terms.closed.into(),
+                terms.min_stay.into(),
             ],
         ))
         .await?;
@@ -323,7 +476,7 @@ pub async fn nights<C: ConnectionTrait>(
     let rows = conn
         .query_all_raw(stmt(
             b,
-            "SELECT night, rooms, available, price_fen FROM room_nights
+            "SELECT night, rooms, available, price_fen, closed, min_stay FROM room_nights
              WHERE room_type_id = $1 AND night >= $2 AND night < $3 ORDER BY night",
             vec![uuid_value(b, room_type.0), from.into(), to.into()],
         ))
@@ -335,6 +488,8 @@ pub async fn nights<C: ConnectionTrait>(
                 rooms: u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0),
                 available: u32::try_from(r.try_get::<i32>("", "available")?).unwrap_or(0),
                 price: Fen(r.try_get("", "price_fen")?),
+                closed: r.try_get("", "closed")?,
+                min_stay: u32::try_from(r.try_get::<i32>("", "min_stay")?).unwrap_or(1),
             })
         })
         .collect()
@@ -388,7 +543,8 @@ pub async fn take_nights<C: ConnectionTrait>(
         .execute_raw(stmt(
             b,
             "UPDATE room_nights SET available = available - $4
-             WHERE room_type_id = $1 AND night >= $2 AND night < $3 AND available >= $4",
+             WHERE room_type_id = $1 AND night >= $2 AND night < $3 AND available >= $4
+               AND NOT closed",
             vec![
                 uuid_value(b, room_type.0),
                 stay.check_in.into(),
@@ -607,10 +763,12 @@ pub async fn search<C: ConnectionTrait>(
                 FROM homestays h
                 JOIN room_types r ON r.homestay_id = h.id
                 JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
+                                   AND NOT n.closed
                 WHERE h.region_code LIKE $1 AND r.max_guests * $4 >= $5
                   AND (NOT $6 OR (h.certified_until IS NOT NULL AND h.certified_until >= $11))
                 GROUP BY h.id, h.name, h.region_code, h.certified_until, r.id, r.name, r.max_guests
                 HAVING COUNT(*) = $7 AND MIN(n.available) >= $4
+                   AND MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END) <= $7
              ) AS o
              WHERE o.total > $8 OR (o.total = $8 AND o.room_type_id > $9)
              ORDER BY o.total, o.room_type_id
