@@ -255,6 +255,21 @@ async fn every_role_is_kept_to_its_own_bookings() {
         .graphql_as(Some(&beijing), booking, json!({ "id": mine }))
         .await;
     assert_eq!(code(&not_seen), "FORBIDDEN");
+    // The region's list: 赤峰市 has it, 北京市 nothing; not for travelers.
+    let region_list = "{ regionBookings(first: 10) { edges { node { id } } } }";
+    let listed = app.graphql_as(Some(&chifeng), region_list, json!({})).await;
+    assert!(
+        listed["data"]["regionBookings"]["edges"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["node"]["id"] == mine.as_str())),
+        "{listed}"
+    );
+    let none = app.graphql_as(Some(&beijing), region_list, json!({})).await;
+    assert_eq!(none["data"]["regionBookings"]["edges"], json!([]), "{none}");
+    assert_eq!(
+        code(&app.graphql(region_list, json!({})).await),
+        "FORBIDDEN"
+    );
     // Only a platform admin grants roles.
     let self_grant = app
         .graphql_as(

@@ -101,6 +101,15 @@ async fn the_same_idempotency_key_returns_the_first_booking_and_different_input_
         .create_booking(&room_type, tomorrow(), 1, "same-key")
         .await;
     assert_eq!(TestApp::id_of(&a), TestApp::id_of(&b));
+    // Later, when the booking has moved on, the key still replays the
+    // first answer exactly (PENDING); `booking(id)` reads the current state.
+    app.wait_for_status(&TestApp::id_of(&a), "AWAITING_PAYMENT")
+        .await;
+    let replay = app
+        .create_booking(&room_type, tomorrow(), 1, "same-key")
+        .await;
+    assert_eq!(replay["data"], a["data"], "{replay}");
+    assert_eq!(a["data"]["createBooking"]["status"], "PENDING");
 
     let c = app
         .create_booking(&room_type, tomorrow(), 2, "same-key")
@@ -109,6 +118,37 @@ async fn the_same_idempotency_key_returns_the_first_booking_and_different_input_
         c["errors"][0]["extensions"]["code"], "IDEMPOTENCY_KEY_REUSED",
         "{c}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cancels_with_one_key_get_the_first_answer_and_refund_once() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(
+            &room_type,
+            tomorrow() + chrono::Duration::days(10),
+            "tok_success",
+        )
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let answers = futures::future::join_all((0..10).map(|_| app.cancel(&id, "cancel-once"))).await;
+    let first = &answers[0]["data"]["cancelBooking"];
+    assert_eq!(first["status"], "CANCELLED", "{:?}", answers[0]);
+    assert_eq!(first["refundDue"]["amount"], "380.00");
+    for answer in &answers {
+        assert_eq!(&answer["data"]["cancelBooking"], first, "{answer}");
+    }
+    let cancelled = first["history"]
+        .as_array()
+        .map(|h| h.iter().filter(|e| e["status"] == "CANCELLED").count());
+    assert_eq!(cancelled, Some(1), "{first}");
+    app.wait_for_booking(&id, "the refund", |b| b["refunded"]["amount"] == "380.00")
+        .await;
+    // Replayed later the key still gives the first answer (refunded 0 then).
+    let later = app.cancel(&id, "cancel-once").await;
+    assert_eq!(&later["data"]["cancelBooking"], first, "{later}");
+    assert_eq!(app.fund_balance().await, "0.00");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

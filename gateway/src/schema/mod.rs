@@ -85,6 +85,30 @@ fn region(code: &str) -> Result<RegionCode> {
     RegionCode::parse(code).map_err(|e| bad_input(e.to_string()))
 }
 
+/// The bookings `viewer` answers for, a page at a time.
+async fn list_bookings(
+    ctx: &Context<'_>,
+    viewer: shared::auth::Principal,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<BookingConnection> {
+    let first =
+        u32::try_from(first.unwrap_or(20)).map_err(|_| bad_input("first must be 1 to 100"))?;
+    let after = after
+        .map(|a| parse::<BookingId>("cursor", &a))
+        .transpose()?;
+    let page = rpc(
+        ctx,
+        rpcs::ListBookings {
+            viewer,
+            first,
+            after,
+        },
+    )
+    .await?;
+    Ok(BookingConnection::from(page))
+}
+
 /// Queries.
 pub struct Query;
 
@@ -226,21 +250,28 @@ impl Query {
         after: Option<String>,
     ) -> Result<BookingConnection> {
         let viewer = principal(ctx)?.clone();
-        let first =
-            u32::try_from(first.unwrap_or(20)).map_err(|_| bad_input("first must be 1 to 100"))?;
-        let after = after
-            .map(|a| parse::<BookingId>("cursor", &a))
-            .transpose()?;
-        let page = rpc(
-            ctx,
-            rpcs::ListBookings {
-                viewer,
-                first,
-                after,
-            },
-        )
-        .await?;
-        Ok(BookingConnection::from(page))
+        list_bookings(ctx, viewer, first, after).await
+    }
+
+    /// Bookings held on listings in your region (region admins; platform
+    /// admins: all), newest first. A booking counts once inventory held
+    /// its listing.
+    async fn region_bookings(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<BookingConnection> {
+        let viewer = principal(ctx)?.clone();
+        if !matches!(
+            viewer.role,
+            shared::auth::Role::RegionAdmin | shared::auth::Role::PlatformAdmin
+        ) {
+            return Err(forbidden(
+                "only region and platform admins list a region's bookings",
+            ));
+        }
+        list_bookings(ctx, viewer, first, after).await
     }
 
     /// One booking: yours, your agency's, or (admins) one in your region.

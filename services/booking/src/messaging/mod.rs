@@ -124,7 +124,9 @@ impl Bookings {
                     "this idempotency key was used for a different booking request",
                 ));
             }
-            return Ok(first.view);
+            // The first answer, exactly (Stripe's semantics); `booking(id)`
+            // reads the current state.
+            return Ok(first.first_response.unwrap_or(first.view));
         }
         storage::history(&txn, id, Status::Pending, "created", now).await?;
         let hold = HoldRequested {
@@ -141,6 +143,7 @@ impl Bookings {
             .map(|b| b.view)
             .ok_or_else(|| AppError::internal("the booking just inserted is missing"))?;
         view.history = storage::history_of(&txn, id).await?;
+        storage::set_first_response(&txn, id, &view).await?;
         txn.commit().await?;
         self.outbox.committed();
         info!(booking = %id, "booking created; hold requested");
@@ -167,11 +170,17 @@ impl Bookings {
         if !req.viewer.owns(booking.view.booker.as_ref()) {
             return Err(forbidden(&req.viewer, &booking.view, "cancel"));
         }
-        if storage::claim_cancel_key(&txn, key, id).await? != id {
-            return Err(AppError::new(
-                ErrorCode::IdempotencyKeyReused,
-                "this idempotency key was used to cancel a different booking",
-            ));
+        // A second request with the key waits here on the first's row
+        // until it commits, then replays its answer.
+        match storage::claim_cancel_key(&txn, key, id).await? {
+            (first, _) if first != id => {
+                return Err(AppError::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    "this idempotency key was used to cancel a different booking",
+                ));
+            }
+            (_, Some(answer)) => return Ok(answer),
+            (_, None) => {}
         }
         let release = Envelope::new(
             SERVICE,
@@ -243,12 +252,18 @@ impl Bookings {
             }
         }
         enqueue(&txn, &events).await?;
+        let mut answer = storage::by_id(&txn, id)
+            .await?
+            .map(|b| b.view)
+            .ok_or_else(|| AppError::internal("the booking vanished"))?;
+        answer.history = storage::history_of(&txn, id).await?;
+        storage::set_cancel_response(&txn, key, &answer).await?;
         txn.commit().await?;
         if !events.is_empty() {
             self.outbox.committed();
             info!(booking = %id, "booking cancelled");
         }
-        self.get(id).await
+        Ok(answer)
     }
 
     /// What cancelling the booking now would refund.

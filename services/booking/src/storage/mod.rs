@@ -29,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(HoldAttempts),
             Box::new(Refunds),
             Box::new(Bookers),
+            Box::new(Replays),
         ]
     }
 }
@@ -169,6 +170,32 @@ impl MigrationTrait for Bookers {
     }
 }
 
+struct Replays;
+
+impl MigrationName for Replays {
+    fn name(&self) -> &str {
+        "m20261125_000001_replays_and_listing_region"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Replays {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // The first answers, replayed for a repeated idempotency key.
+                "ALTER TABLE bookings ADD COLUMN first_response TEXT",
+                "ALTER TABLE cancellations ADD COLUMN response TEXT",
+                // The held listing's region, for region admins' lists.
+                "ALTER TABLE bookings ADD COLUMN listing_region TEXT",
+                "CREATE INDEX bookings_listing_region ON bookings (listing_region, id)",
+            ],
+        )
+        .await
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -185,6 +212,8 @@ pub struct Stored {
     pub fingerprint: String,
     /// The declared sponsor region, if any.
     pub sponsor_region: Option<RegionCode>,
+    /// The answer to the create request, replayed for its key.
+    pub first_response: Option<BookingView>,
 }
 
 fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
@@ -218,6 +247,10 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
         },
         fingerprint: row.try_get("", "fingerprint")?,
         sponsor_region: sponsor.and_then(|s| RegionCode::parse(&s).ok()),
+        first_response: row
+            .try_get::<Option<String>>("", "first_response")?
+            .map(|r| from_json(&r, "first_response"))
+            .transpose()?,
     })
 }
 
@@ -328,6 +361,11 @@ pub async fn transition<C: ConnectionTrait>(
         changes.listing.as_ref().map(json).into(),
         changes.expires_at.into(),
         changes.reason.into(),
+        changes
+            .listing
+            .as_ref()
+            .map(|l| l.region_code.to_string())
+            .into(),
     ];
     let first = values.len() + 1;
     let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", first + i)).collect();
@@ -335,7 +373,8 @@ pub async fn transition<C: ConnectionTrait>(
     let sql = format!(
         "UPDATE bookings SET status = $2, updated_at = $3,
             total_fen = COALESCE($4, total_fen), listing = COALESCE($5, listing),
-            expires_at = COALESCE($6, expires_at), reason = COALESCE($7, reason)
+            expires_at = COALESCE($6, expires_at), reason = COALESCE($7, reason),
+            listing_region = COALESCE($8, listing_region)
          WHERE id = $1 AND status IN ({})",
         placeholders.join(", ")
     );
@@ -405,13 +444,46 @@ pub async fn overdue<C: ConnectionTrait>(
         .collect()
 }
 
+/// Stores the answer given to a create request, to replay for its key.
+pub async fn set_first_response<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    view: &BookingView,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE bookings SET first_response = $2 WHERE id = $1",
+        vec![uuid_value(b, id.0), json(view).into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Stores the answer given to a cancel request, to replay for its key.
+pub async fn set_cancel_response<C: ConnectionTrait>(
+    conn: &C,
+    key: &str,
+    view: &BookingView,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE cancellations SET response = $2 WHERE idempotency_key = $1",
+        vec![key.into(), json(view).into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Records a cancel request's key; returns the booking the key belongs to
-/// (this one if new, the first one if the key was used before).
+/// (this one if new, the first one if the key was used before) and the
+/// answer given to it, if any.
 pub async fn claim_cancel_key<C: ConnectionTrait>(
     conn: &C,
     key: &str,
     booking: BookingId,
-) -> Result<BookingId, DbErr> {
+) -> Result<(BookingId, Option<BookingView>), DbErr> {
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
@@ -423,12 +495,19 @@ pub async fn claim_cancel_key<C: ConnectionTrait>(
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT booking_id FROM cancellations WHERE idempotency_key = $1",
+            "SELECT booking_id, response FROM cancellations WHERE idempotency_key = $1",
             vec![key.into()],
         ))
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("cancellation key".into()))?;
-    Ok(BookingId(shared::db::row_uuid(&row, "booking_id")?))
+    let response = row
+        .try_get::<Option<String>>("", "response")?
+        .map(|r| from_json(&r, "cancellations.response"))
+        .transpose()?;
+    Ok((
+        BookingId(shared::db::row_uuid(&row, "booking_id")?),
+        response,
+    ))
 }
 
 /// A PENDING booking whose hold request went unanswered.
@@ -554,11 +633,17 @@ pub async fn list<C: ConnectionTrait>(
     after: Option<BookingId>,
 ) -> Result<(Vec<BookingView>, bool), DbErr> {
     let b = conn.get_database_backend();
-    let (filter, owner) = match (viewer.role, viewer.agency_id) {
-        (Role::PlatformAdmin, _) => ("TRUE", None),
-        (Role::Agency, Some(agency)) => ("agency_id = $3", Some(agency.0)),
-        (Role::Agency, None) => ("FALSE", None),
-        _ => ("account_id = $3", Some(viewer.account_id.0)),
+    let (filter, owner) = match (viewer.role, viewer.agency_id, viewer.region_scope) {
+        (Role::PlatformAdmin, _, _) => ("TRUE", None),
+        (Role::Agency, Some(agency), _) => ("agency_id = $3", Some(uuid_value(b, agency.0))),
+        (Role::Agency, None, _) => ("FALSE", None),
+        // A region admin: bookings held on listings inside its region.
+        (Role::RegionAdmin, _, Some(region)) => (
+            "listing_region LIKE $3",
+            Some(format!("{}%", region.code_prefix()).into()),
+        ),
+        (Role::RegionAdmin, _, None) => ("FALSE", None),
+        _ => ("account_id = $3", Some(uuid_value(b, viewer.account_id.0))),
     };
     let mut values = vec![
         (i64::from(first) + 1).into(),
@@ -567,7 +652,7 @@ pub async fn list<C: ConnectionTrait>(
             .unwrap_or_else(|| uuid_value(b, uuid::Uuid::max())),
     ];
     if let Some(owner) = owner {
-        values.push(uuid_value(b, owner));
+        values.push(owner);
     }
     let sql =
         format!("SELECT * FROM bookings WHERE {filter} AND id < $2 ORDER BY id DESC LIMIT $1");
