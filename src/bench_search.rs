@@ -39,16 +39,11 @@ const HOMESTAYS: usize = 40;
 /// Runs the search benchmark on a Duikou of its own (fresh databases and
 /// queues under a unique prefix on the configured servers, removed after).
 pub async fn search(
-    mut settings: Settings,
+    settings: Settings,
     client_counts: &[usize],
     seconds: u64,
 ) -> anyhow::Result<Vec<SearchRun>> {
-    let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-    settings.db_prefix = format!("bench_{id}_");
-    settings.bus_prefix = format!("bench.{id}.");
-    settings.gateway_addr = "127.0.0.1:0".into();
-    settings.demo_data = Some(false);
-    settings.rate_limit = 0;
+    let (settings, _) = bench_settings(settings);
     let app = App::start(settings.clone(), Part::All).await?;
     let result = measure(&app, client_counts, seconds).await;
     let queues = app.rt.bus.declared_queues();
@@ -182,7 +177,21 @@ async fn load(
     })
 }
 
-async fn cleanup(settings: &Settings, queues: &[String]) {
+/// Settings for a bench of its own: fresh databases and queues under a
+/// unique prefix (returned), no demo data, no rate limit, any free port.
+pub(crate) fn bench_settings(mut settings: Settings) -> (Settings, String) {
+    let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+    settings.db_prefix = format!("bench_{id}_");
+    settings.bus_prefix = format!("bench.{id}.");
+    settings.gateway_addr = "127.0.0.1:0".into();
+    settings.demo_data = Some(false);
+    settings.rate_limit = 0;
+    let prefix = settings.db_prefix.clone();
+    (settings, prefix)
+}
+
+/// Drops the bench's queues and databases.
+pub(crate) async fn cleanup(settings: &Settings, queues: &[String]) {
     if let Some(amqp) = settings.amqp() {
         let _ = shared::bus::amqp::admin::delete(amqp, &settings.bus(), queues).await;
     }

@@ -2,6 +2,7 @@
 //! over the same bus and the same messages either way.
 
 pub mod bench;
+pub mod bench_booking;
 pub mod bench_search;
 
 use anyhow::Context;

@@ -66,6 +66,33 @@ enum Bench {
         #[arg(long, default_value = "target/bench/search.json")]
         json: PathBuf,
     },
+    /// Bookings from createBooking to CONFIRMED through the gateway (create,
+    /// poll, pay, poll) over 100 room types, beside `pgbench -b
+    /// simple-update` with the same clients on the same PostgreSQL.
+    Booking {
+        /// Concurrent clients per run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        clients: Vec<usize>,
+        /// Measured seconds per run (after two seconds of warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/booking.json")]
+        json: PathBuf,
+    },
+    /// Many clients race to book a few rooms on one night: the time until
+    /// every client has its answer, and the count of each outcome.
+    Contention {
+        /// Racing clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Rooms on the night.
+        #[arg(long, default_value_t = 10)]
+        rooms: u32,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/contention.json")]
+        json: PathBuf,
+    },
     /// Events per second end to end: outbox → RabbitMQ (confirms) → inbox handler committed.
     Events {
         /// Events per run (after a warm-up of a tenth of that).
@@ -89,19 +116,53 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { part } => serve(settings, part).await,
         Command::Bench {
             what:
+                Bench::Booking {
+                    clients,
+                    seconds,
+                    json,
+                },
+        } => {
+            println!(
+                "bookings create → CONFIRMED through the gateway vs pgbench simple-update, {seconds} s per run:"
+            );
+            let runs =
+                duikou::bench_booking::booking(on_local_servers(settings), &clients, seconds)
+                    .await?;
+            write_json(&json, &runs)?;
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                Bench::Contention {
+                    clients,
+                    rooms,
+                    json,
+                },
+        } => {
+            println!("{clients} clients racing for {rooms} rooms on one night:");
+            let run = duikou::bench_booking::contention(on_local_servers(settings), clients, rooms)
+                .await?;
+            println!(
+                "  settled in {:.2} s: {}",
+                run.settled_seconds,
+                run.outcomes
+                    .iter()
+                    .map(|(status, n)| format!("{n} {status}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            write_json(&json, &run)?;
+            Ok(())
+        }
+        Command::Bench {
+            what:
                 Bench::Search {
                     clients,
                     seconds,
                     json,
                 },
         } => {
-            let mut settings = settings;
-            settings
-                .postgres_url
-                .get_or_insert_with(|| "postgres://root@127.0.0.1:5432".to_owned().into());
-            settings
-                .amqp_url
-                .get_or_insert_with(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned().into());
+            let settings = on_local_servers(settings);
             println!(
                 "homestay search through the gateway vs {{ __typename }}, {seconds} s per run:"
             );
@@ -209,4 +270,16 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// The configured servers, or the local defaults for what is not set:
+/// benches measure the distributed stack.
+fn on_local_servers(mut settings: Settings) -> Settings {
+    settings
+        .postgres_url
+        .get_or_insert_with(|| "postgres://root@127.0.0.1:5432".to_owned().into());
+    settings
+        .amqp_url
+        .get_or_insert_with(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned().into());
+    settings
 }

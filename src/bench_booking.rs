@@ -1,0 +1,437 @@
+//! `duikou bench booking` and `duikou bench contention`: bookings taken from
+//! createBooking to CONFIRMED through the gateway, as clients do it (create,
+//! poll until held, pay, poll until confirmed).
+//!
+//! - *booking*: many listings, 1/8/32 clients; confirmed bookings per second
+//!   and create→confirmed latency, beside `pgbench -b simple-update` with
+//!   the same clients on the same PostgreSQL in the same run, with the
+//!   commits each booking costs counted from `pg_stat_database`.
+//! - *contention*: a thousand clients race for ten rooms on one night; the
+//!   time until every one has its answer, and how many got each.
+//!
+//! Figures, not tests.
+
+use crate::bench_search::{bench_settings, cleanup};
+use crate::{App, Part};
+use chrono::{Duration as Days, Utc};
+use hdrhistogram::Histogram;
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+use shared::bus::call;
+use shared::config::Settings;
+use shared::money::Fen;
+use shared::region::RegionCode;
+use shared::rpcs::{CreateHomestay, NewRoomType, SetRoomCalendar};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// One measured booking load.
+#[derive(Debug, serde::Serialize)]
+pub struct BookingRun {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Bookings confirmed in the measured time.
+    pub confirmed: u64,
+    /// Confirmed bookings per second.
+    pub bookings_per_second: f64,
+    /// create→confirmed, median, milliseconds.
+    pub p50_ms: f64,
+    /// create→confirmed, 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Slowest, milliseconds.
+    pub max_ms: f64,
+    /// PostgreSQL commits per confirmed booking, all services together —
+    /// including the status reads the clients poll with (each read is a
+    /// transaction of its own).
+    pub commits_per_booking: f64,
+    /// Status polls per confirmed booking (`booking(id)` reads, 2 ms apart).
+    pub polls_per_booking: f64,
+    /// `pgbench -b simple-update` transactions per second, same clients.
+    pub pgbench_tps: f64,
+    /// (bookings/s × commits per booking) / pgbench tps.
+    pub ratio: f64,
+}
+
+/// The contention run's outcome.
+#[derive(Debug, serde::Serialize)]
+pub struct ContentionRun {
+    /// Clients racing.
+    pub clients: usize,
+    /// Rooms on the night.
+    pub rooms: u32,
+    /// Seconds from the first request until every client had its answer.
+    pub settled_seconds: f64,
+    /// Final status → bookings.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+const ROOM_TYPES: usize = 100;
+const NIGHTS: i64 = 60;
+
+/// A GraphQL client of the bench: one traveler's token.
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    polls: Arc<AtomicU64>,
+}
+
+impl Client {
+    async fn send(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let body: Value = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if !body["errors"].is_null() {
+            anyhow::bail!("the gateway answered an error: {body}");
+        }
+        Ok(body)
+    }
+
+    async fn create(&self, room_type: &str, night: chrono::NaiveDate) -> anyhow::Result<String> {
+        let key = uuid::Uuid::now_v7().to_string();
+        let body = self
+            .send(
+                "mutation($input: CreateBookingInput!, $key: String!) { createBooking(input: $input, idempotencyKey: $key) { id } }",
+                json!({ "key": key, "input": {
+                    "roomTypeId": room_type, "checkIn": night.to_string(),
+                    "checkOut": (night + Days::days(1)).to_string(),
+                    "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
+                    "contact": { "name": "张三", "phone": "13800138000" } } }),
+            )
+            .await?;
+        body["data"]["createBooking"]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no booking id in {body}"))
+    }
+
+    /// Polls until the booking leaves `from` (2 ms apart, 30 s at most).
+    async fn wait_past(&self, id: &str, from: &[&str]) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            let body = self
+                .send(
+                    "query($id: ID!) { booking(id: $id) { status } }",
+                    json!({ "id": id }),
+                )
+                .await?;
+            let status = body["data"]["booking"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if !from.contains(&status.as_str()) {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("booking {id} stayed {status} for 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn pay(&self, id: &str) -> anyhow::Result<()> {
+        self.send(
+            "mutation($id: ID!, $key: String!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: $key) { status } }",
+            json!({ "id": id, "key": format!("pay-{id}") }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// create → held → pay → confirmed; the final status.
+    async fn book(&self, room_type: &str, night: chrono::NaiveDate) -> anyhow::Result<String> {
+        let id = self.create(room_type, night).await?;
+        let held = self.wait_past(&id, &["PENDING"]).await?;
+        if held != "AWAITING_PAYMENT" {
+            return Ok(held);
+        }
+        self.pay(&id).await?;
+        self.wait_past(&id, &["AWAITING_PAYMENT"]).await
+    }
+}
+
+/// A fresh Duikou on the configured servers, a traveler logged in, and
+/// `room_types` room types with `rooms` rooms for `NIGHTS` nights.
+async fn start(
+    settings: &Settings,
+    room_types: usize,
+    rooms: u32,
+) -> anyhow::Result<(App, Client, Vec<String>)> {
+    let app = App::start(settings.clone(), Part::All).await?;
+    let addr = app
+        .gateway_addr
+        .ok_or_else(|| anyhow::anyhow!("no gateway"))?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let url = format!("http://{addr}/graphql");
+    let registered: Value = http
+        .post(&url)
+        .json(&json!({
+            "query": "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }",
+            "variables": { "input": { "email": "bench@duikou.test", "password": "草原上的蒙古包-bench",
+                                      "displayName": "bench", "homeRegionCode": "110108" } }
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = registered["data"]["register"]["accessToken"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("registration failed: {registered}"))?
+        .to_owned();
+    let bus = app.rt.bus.as_ref();
+    let today = Utc::now().date_naive();
+    let mut ids = Vec::with_capacity(room_types);
+    for i in 0..room_types {
+        let created = call(
+            bus,
+            &CreateHomestay {
+                host_name: format!("牧户 {i}"),
+                region_code: RegionCode::parse("150430")?,
+                name: format!("草原民宿 {i}"),
+                room_type: NewRoomType {
+                    name: "双床".into(),
+                    beds: 2,
+                    max_guests: 2,
+                },
+                details: Default::default(),
+                cancellation_policy: None,
+                by: None,
+            },
+        )
+        .await?;
+        call(
+            bus,
+            &SetRoomCalendar {
+                room_type_id: created.room_type_id,
+                from: today,
+                to: today + Days::days(NIGHTS + 2),
+                rooms,
+                price: Fen::yuan(300),
+                closed: false,
+                min_stay: 1,
+                by: None,
+            },
+        )
+        .await?;
+        ids.push(created.room_type_id.to_string());
+    }
+    let polls = Arc::new(AtomicU64::new(0));
+    Ok((
+        app,
+        Client {
+            http,
+            url,
+            token,
+            polls,
+        },
+        ids,
+    ))
+}
+
+/// Commits so far in the bench's databases.
+async fn commits(postgres: &str, prefix: &str) -> anyhow::Result<i64> {
+    let db = sea_orm::Database::connect(postgres).await?;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT CAST(COALESCE(SUM(xact_commit), 0) AS BIGINT) AS n FROM pg_stat_database WHERE datname LIKE $1",
+            [format!("{prefix}%").into()],
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no row from pg_stat_database"))?;
+    db.close().await?;
+    Ok(row.try_get("", "n")?)
+}
+
+/// `pgbench -b simple-update` on a scratch database: transactions/s.
+fn pgbench(postgres: &str, database: &str, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    let url = shared::db::with_database(postgres, database)?;
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = std::process::Command::new("pgbench")
+            .args(args)
+            .arg(&url)
+            .output()
+            .map_err(|e| {
+                anyhow::anyhow!("pgbench could not run ({e}); install postgresql-contrib")
+            })?;
+        if !out.status.success() {
+            anyhow::bail!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    run(&["-i", "-q", "-s", "1"])?;
+    let threads = clients.min(2).to_string();
+    let report = run(&[
+        "-b",
+        "simple-update",
+        "-c",
+        &clients.to_string(),
+        "-j",
+        &threads,
+        "-T",
+        &seconds.to_string(),
+    ])?;
+    report
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("tps = ")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .ok_or_else(|| anyhow::anyhow!("no tps in pgbench's report: {report}"))
+}
+
+/// The booking benchmark.
+pub async fn booking(
+    settings: Settings,
+    client_counts: &[usize],
+    seconds: u64,
+) -> anyhow::Result<Vec<BookingRun>> {
+    let (settings, prefix) = bench_settings(settings);
+    let postgres = settings
+        .postgres()
+        .ok_or_else(|| anyhow::anyhow!("the booking bench needs PostgreSQL"))?
+        .to_owned();
+    print!("  seeding {ROOM_TYPES} room types × {NIGHTS} nights… ");
+    let (app, client, room_types) = start(&settings, ROOM_TYPES, 1_000).await?;
+    println!("done");
+    let pgbench_db = format!("{prefix}pgbench");
+    shared::db::ensure_database(&postgres, &pgbench_db).await?;
+    let result = async {
+        let mut runs = Vec::new();
+        for &clients in client_counts {
+            runs.push(booking_run(&client, &room_types, &postgres, &prefix, clients, seconds).await?);
+            let tps = pgbench(&postgres, &pgbench_db, clients, seconds)?;
+            let run = runs.last_mut().ok_or_else(|| anyhow::anyhow!("no run"))?;
+            run.pgbench_tps = tps;
+            run.ratio = run.bookings_per_second * run.commits_per_booking / tps.max(1.0);
+            println!(
+                "  {:>3} clients: {:>6.1} bookings/s  p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>7.1} ms  {:>5.1} commits/booking ({:.1} polls)  pgbench {:>7.0} tps  ratio {:.2}",
+                run.clients, run.bookings_per_second, run.p50_ms, run.p99_ms, run.max_ms,
+                run.commits_per_booking, run.polls_per_booking, run.pgbench_tps, run.ratio
+            );
+        }
+        Ok::<_, anyhow::Error>(runs)
+    }
+    .await;
+    let queues = app.rt.bus.declared_queues();
+    app.stop().await;
+    cleanup(&settings, &queues).await;
+    let _ = shared::db::drop_database(&postgres, &pgbench_db).await;
+    result
+}
+
+async fn booking_run(
+    client: &Client,
+    room_types: &[String],
+    postgres: &str,
+    prefix: &str,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<BookingRun> {
+    let warm_until = Instant::now() + Duration::from_secs(2);
+    let until = warm_until + Duration::from_secs(seconds);
+    let today = Utc::now().date_naive();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, room_types) = (client.clone(), room_types.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut n: usize = c * 7919;
+            loop {
+                let started = Instant::now();
+                if started >= until {
+                    break;
+                }
+                n = n.wrapping_add(1);
+                let room_type = &room_types[n % room_types.len()];
+                let night = today + Days::days(1 + (n / room_types.len()) as i64 % NIGHTS);
+                let status = client.book(room_type, night).await?;
+                if status != "CONFIRMED" {
+                    anyhow::bail!("a booking ended {status}");
+                }
+                if started >= warm_until {
+                    hist.record(started.elapsed().as_micros() as u64)?;
+                }
+            }
+            Ok::<_, anyhow::Error>(hist)
+        }));
+    }
+    // Count commits over the measured window only.
+    tokio::time::sleep_until(warm_until.into()).await;
+    let before = commits(postgres, prefix).await?;
+    let polls_before = client.polls.load(Ordering::Relaxed);
+    tokio::time::sleep_until(until.into()).await;
+    let after = commits(postgres, prefix).await?;
+    let polls = client.polls.load(Ordering::Relaxed) - polls_before;
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for task in tasks {
+        all.add(task.await??)?;
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    let confirmed = all.len();
+    Ok(BookingRun {
+        clients,
+        confirmed,
+        bookings_per_second: confirmed as f64 / seconds as f64,
+        p50_ms: ms(all.value_at_quantile(0.5)),
+        p99_ms: ms(all.value_at_quantile(0.99)),
+        max_ms: ms(all.max()),
+        commits_per_booking: (after - before) as f64 / confirmed.max(1) as f64,
+        polls_per_booking: polls as f64 / confirmed.max(1) as f64,
+        pgbench_tps: 0.0,
+        ratio: 0.0,
+    })
+}
+
+/// The contention benchmark.
+pub async fn contention(
+    settings: Settings,
+    clients: usize,
+    rooms: u32,
+) -> anyhow::Result<ContentionRun> {
+    let (settings, _) = bench_settings(settings);
+    let (app, client, room_types) = start(&settings, 1, rooms).await?;
+    let room_type = room_types
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no room type"))?;
+    let night = Utc::now().date_naive() + Days::days(1);
+    let result = async {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (client, room_type) = (client.clone(), room_type.clone());
+                tokio::spawn(async move { client.book(&room_type, night).await })
+            })
+            .collect();
+        let mut outcomes = BTreeMap::new();
+        for task in tasks {
+            let status = task.await??;
+            *outcomes.entry(status).or_insert(0) += 1;
+        }
+        Ok::<_, anyhow::Error>(ContentionRun {
+            clients,
+            rooms,
+            settled_seconds: started.elapsed().as_secs_f64(),
+            outcomes,
+        })
+    }
+    .await;
+    let queues = app.rt.bus.declared_queues();
+    app.stop().await;
+    cleanup(&settings, &queues).await;
+    result
+}
