@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_booking;
 pub mod bench_search;
+pub mod check;
 
 use anyhow::Context;
 use shared::config::Settings;

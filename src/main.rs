@@ -33,6 +33,16 @@ enum Command {
     },
     /// Create each service's database if missing and run its migrations.
     Migrate,
+    /// Check the invariants across the services' databases and the broker:
+    /// capacity = live holds, sagas ended, one capture and one ledger
+    /// transaction per confirmed booking, balanced ledger, impact totals =
+    /// recomputation, outboxes drained, dead-letter queues empty. Exits 1
+    /// when one fails. Read-only.
+    Check {
+        /// How long a saga step, payment or outbox row may still be in flight.
+        #[arg(long, default_value_t = 120)]
+        grace_seconds: i64,
+    },
     /// Load demonstration data and exit: the catalogue (homestays in 敖汉旗,
     /// 黎平 and 四子王旗; the 首都—草原, 千里草原大道 and 香格里拉 routes),
     /// the Beijing–Inner Mongolia partnerships and agreement, and demo
@@ -190,6 +200,16 @@ async fn main() -> anyhow::Result<()> {
             let runs = duikou::bench::events(&postgres, &amqp, events, &consumers).await?;
             write_json(&json, &runs)?;
             Ok(())
+        }
+        Command::Check { grace_seconds } => {
+            println!("invariants ({} mode):", settings.mode());
+            let findings =
+                duikou::check::run(&settings, chrono::Duration::seconds(grace_seconds)).await?;
+            if duikou::check::report(&findings) {
+                Ok(())
+            } else {
+                anyhow::bail!("an invariant does not hold")
+            }
         }
         Command::Seed { demo } => {
             if !demo {

@@ -861,6 +861,27 @@ pub mod admin {
         Ok(out)
     }
 
+    /// Messages ready in `queue`; None when there is no such queue.
+    pub async fn message_count(url: &str, queue: &str) -> Result<Option<u32>, BusError> {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        // A passive declare only looks; a missing queue closes the channel.
+        let found = channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .ok()
+            .map(|q| q.message_count());
+        let _ = conn.close(200, "done".into()).await;
+        Ok(found)
+    }
+
     /// Deletes the named queues and the prefix's exchange (test cleanup).
     pub async fn delete(url: &str, config: &BusConfig, queues: &[String]) -> Result<(), BusError> {
         let conn = Connection::connect(url, ConnectionProperties::default()).await?;

@@ -1,0 +1,354 @@
+//! `duikou check`: the invariants that must hold across the services'
+//! databases and the broker, whatever crashed, was redelivered or raced.
+//! Read-only; run it alone on a quiet system, or after a chaos run once the
+//! load has stopped and `settle` has passed.
+//!
+//! 1. Capacity: on every night and departure, what is taken (capacity less
+//!    available) equals what live holds (HELD, COMMITTED) say they took —
+//!    never more than capacity, and nothing leaked or held twice.
+//! 2. Sagas end: no booking PENDING or AWAITING_PAYMENT for longer than its
+//!    hold and the grace period.
+//! 3. Money: each CONFIRMED booking has exactly one CAPTURED payment and one
+//!    ledger transaction; every ledger transaction sums to zero; no payment
+//!    is left PROCESSING longer than the grace period.
+//! 4. Impact: every partnership's kept monthly totals equal the
+//!    recomputation from its raw attribution records.
+//! 5. Messaging: no outbox row older than the grace period; dead-letter
+//!    queues empty (on RabbitMQ).
+
+use chrono::{Duration, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Value};
+use shared::config::Settings;
+use std::collections::BTreeMap;
+
+/// One invariant's verdict.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    /// What was checked.
+    pub invariant: &'static str,
+    /// Whether it holds.
+    pub holds: bool,
+    /// Counts, or the first offenders when it does not hold.
+    pub detail: String,
+}
+
+struct Dbs {
+    inventory: DatabaseConnection,
+    booking: DatabaseConnection,
+    payment: DatabaseConnection,
+    partnership: DatabaseConnection,
+}
+
+async fn rows(
+    db: &DatabaseConnection,
+    sql: &str,
+    values: Vec<Value>,
+) -> anyhow::Result<Vec<QueryResult>> {
+    let b = db.get_database_backend();
+    Ok(db
+        .query_all_raw(shared::outbox::stmt(b, sql, values))
+        .await?)
+}
+
+async fn count(db: &DatabaseConnection, sql: &str, values: Vec<Value>) -> anyhow::Result<i64> {
+    let found = rows(db, sql, values).await?;
+    Ok(match found.first() {
+        Some(r) => r.try_get("", "n")?,
+        None => 0,
+    })
+}
+
+fn finding(invariant: &'static str, offenders: Vec<String>, ok_detail: String) -> Finding {
+    Finding {
+        invariant,
+        holds: offenders.is_empty(),
+        detail: if offenders.is_empty() {
+            ok_detail
+        } else {
+            let shown: Vec<&str> = offenders.iter().take(5).map(String::as_str).collect();
+            format!("{} offenders, e.g. {}", offenders.len(), shown.join("; "))
+        },
+    }
+}
+
+/// Checks every invariant; `grace` is how long a saga step or an outbox row
+/// may legitimately still be in flight.
+pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Finding>> {
+    let dbs = Dbs {
+        inventory: shared::db::connect(settings, "inventory").await?,
+        booking: shared::db::connect(settings, "booking").await?,
+        payment: shared::db::connect(settings, "payment").await?,
+        partnership: shared::db::connect(settings, "partnership").await?,
+    };
+    let cutoff = Utc::now() - grace;
+    let mut out = vec![
+        capacity(&dbs.inventory).await?,
+        sagas_end(&dbs.booking, cutoff).await?,
+        one_capture_per_confirmed_booking(&dbs).await?,
+        balanced_ledger(&dbs.payment).await?,
+        no_stuck_payment(&dbs.payment, cutoff).await?,
+        impact_totals(&dbs.partnership).await?,
+        outboxes_drained(&dbs, cutoff).await?,
+    ];
+    if let Some(amqp) = settings.amqp() {
+        out.push(dead_letters(amqp, settings).await?);
+    }
+    for db in [dbs.inventory, dbs.booking, dbs.payment, dbs.partnership] {
+        let _ = db.close().await;
+    }
+    Ok(out)
+}
+
+async fn capacity(db: &DatabaseConnection) -> anyhow::Result<Finding> {
+    let nights = rows(
+        db,
+        "SELECT n.room_type_id, n.night, n.rooms - n.available AS taken,
+                (SELECT COALESCE(SUM(h.rooms), 0) FROM holds h
+                 WHERE h.room_type_id = n.room_type_id AND h.state IN ('HELD', 'COMMITTED')
+                   AND h.check_in <= n.night AND h.check_out > n.night) AS held
+         FROM room_nights n",
+        vec![],
+    )
+    .await?;
+    let departures = rows(
+        db,
+        "SELECT d.id, d.starts_on AS night, d.seats - d.available AS taken,
+                (SELECT COALESCE(SUM(h.rooms), 0) FROM holds h
+                 WHERE h.departure_id = d.id AND h.state IN ('HELD', 'COMMITTED')) AS held
+         FROM departures d",
+        vec![],
+    )
+    .await?;
+    let mut offenders = Vec::new();
+    for r in nights.iter().chain(&departures) {
+        let taken: i64 = r.try_get::<i32>("", "taken").map(i64::from)?;
+        let held: i64 = r
+            .try_get::<i64>("", "held")
+            .or_else(|_| r.try_get::<i32>("", "held").map(i64::from))?;
+        if taken != held {
+            let night: chrono::NaiveDate = r.try_get("", "night")?;
+            offenders.push(format!("{night}: taken {taken}, holds say {held}"));
+        }
+    }
+    Ok(finding(
+        "capacity: taken = live holds, never over capacity",
+        offenders,
+        format!(
+            "{} nights and {} departures agree",
+            nights.len(),
+            departures.len()
+        ),
+    ))
+}
+
+async fn sagas_end(
+    db: &DatabaseConnection,
+    cutoff: chrono::DateTime<Utc>,
+) -> anyhow::Result<Finding> {
+    let stuck = rows(
+        db,
+        "SELECT id, status FROM bookings
+         WHERE (status = 'PENDING' AND updated_at < $1)
+            OR (status = 'AWAITING_PAYMENT' AND expires_at < $1)",
+        vec![cutoff.into()],
+    )
+    .await?;
+    let offenders = stuck
+        .iter()
+        .map(|r| {
+            let id = shared::db::row_uuid(r, "id")?;
+            let status: String = r.try_get("", "status")?;
+            Ok(format!("{id} {status}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let total = count(
+        db,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM bookings",
+        vec![],
+    )
+    .await?;
+    Ok(finding(
+        "sagas end: nothing PENDING or AWAITING_PAYMENT past its time",
+        offenders,
+        format!("{total} bookings"),
+    ))
+}
+
+async fn one_capture_per_confirmed_booking(dbs: &Dbs) -> anyhow::Result<Finding> {
+    let confirmed = rows(
+        &dbs.booking,
+        "SELECT id FROM bookings WHERE status = 'CONFIRMED'",
+        vec![],
+    )
+    .await?;
+    let captures = rows(
+        &dbs.payment,
+        "SELECT booking_id, CAST(COUNT(*) AS BIGINT) AS n FROM payments
+         WHERE status = 'CAPTURED' GROUP BY booking_id",
+        vec![],
+    )
+    .await?;
+    let ledger = rows(
+        &dbs.payment,
+        "SELECT booking_id, CAST(COUNT(DISTINCT txn_id) AS BIGINT) AS n FROM ledger_entries
+         GROUP BY booking_id",
+        vec![],
+    )
+    .await?;
+    let by_booking = |found: &[QueryResult]| -> anyhow::Result<BTreeMap<uuid::Uuid, i64>> {
+        found
+            .iter()
+            .map(|r| Ok((shared::db::row_uuid(r, "booking_id")?, r.try_get("", "n")?)))
+            .collect()
+    };
+    let (captures, ledger) = (by_booking(&captures)?, by_booking(&ledger)?);
+    let mut offenders = Vec::new();
+    for r in &confirmed {
+        let id = shared::db::row_uuid(r, "id")?;
+        let (c, l) = (
+            captures.get(&id).copied().unwrap_or(0),
+            ledger.get(&id).copied().unwrap_or(0),
+        );
+        if c != 1 || l != 1 {
+            offenders.push(format!("{id}: {c} captures, {l} ledger transactions"));
+        }
+    }
+    Ok(finding(
+        "each CONFIRMED booking: one capture, one ledger transaction",
+        offenders,
+        format!("{} confirmed bookings", confirmed.len()),
+    ))
+}
+
+async fn balanced_ledger(db: &DatabaseConnection) -> anyhow::Result<Finding> {
+    let unbalanced = rows(
+        db,
+        "SELECT txn_id, CAST(SUM(amount_fen) AS BIGINT) AS total FROM ledger_entries
+         GROUP BY txn_id HAVING SUM(amount_fen) <> 0",
+        vec![],
+    )
+    .await?;
+    let offenders = unbalanced
+        .iter()
+        .map(|r| {
+            let total: i64 = r.try_get("", "total")?;
+            Ok(format!(
+                "{} sums to {total} fen",
+                shared::db::row_uuid(r, "txn_id")?
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let txns = count(
+        db,
+        "SELECT CAST(COUNT(DISTINCT txn_id) AS BIGINT) AS n FROM ledger_entries",
+        vec![],
+    )
+    .await?;
+    Ok(finding(
+        "ledger: every transaction sums to zero",
+        offenders,
+        format!("{txns} transactions balanced"),
+    ))
+}
+
+async fn no_stuck_payment(
+    db: &DatabaseConnection,
+    cutoff: chrono::DateTime<Utc>,
+) -> anyhow::Result<Finding> {
+    let stuck = rows(
+        db,
+        "SELECT id FROM payments WHERE status = 'PROCESSING' AND updated_at < $1",
+        vec![cutoff.into()],
+    )
+    .await?;
+    let offenders = stuck
+        .iter()
+        .map(|r| Ok(format!("payment {}", shared::db::row_uuid(r, "id")?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(finding(
+        "payments settle: none PROCESSING past the grace period",
+        offenders,
+        "none stuck".into(),
+    ))
+}
+
+async fn impact_totals(db: &DatabaseConnection) -> anyhow::Result<Finding> {
+    let pairs = partnership::storage::partnerships(db).await?;
+    let years = rows(
+        db,
+        "SELECT DISTINCT year FROM impact_totals UNION SELECT DISTINCT year FROM attributions",
+        vec![],
+    )
+    .await?;
+    let years: Vec<i32> = years
+        .iter()
+        .map(|r| r.try_get("", "year"))
+        .collect::<Result<_, _>>()?;
+    let mut offenders = Vec::new();
+    for pair in &pairs {
+        for &year in &years {
+            let kept = partnership::storage::monthly_totals(db, pair.id, year).await?;
+            let raw = partnership::storage::monthly_recomputed(db, pair.id, year).await?;
+            if kept != raw {
+                offenders.push(format!("partnership {} in {year}", pair.id));
+            }
+        }
+    }
+    Ok(finding(
+        "impact: kept totals = recomputation from attributions",
+        offenders,
+        format!("{} partnerships × {} years agree", pairs.len(), years.len()),
+    ))
+}
+
+async fn outboxes_drained(dbs: &Dbs, cutoff: chrono::DateTime<Utc>) -> anyhow::Result<Finding> {
+    let mut offenders = Vec::new();
+    for (service, db) in [
+        ("inventory", &dbs.inventory),
+        ("booking", &dbs.booking),
+        ("payment", &dbs.payment),
+        ("partnership", &dbs.partnership),
+    ] {
+        let old = count(
+            db,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM outbox WHERE created_at < $1",
+            vec![cutoff.into()],
+        )
+        .await?;
+        if old > 0 {
+            offenders.push(format!("{service}: {old} unpublished"));
+        }
+    }
+    Ok(finding(
+        "outbox: nothing unpublished past the grace period",
+        offenders,
+        "all published".into(),
+    ))
+}
+
+async fn dead_letters(amqp: &str, settings: &Settings) -> anyhow::Result<Finding> {
+    let config = settings.bus();
+    let mut offenders = Vec::new();
+    for service in ["inventory", "booking", "payment", "partnership"] {
+        let queue = config.dead_queue(&format!("{service}.events"));
+        if let Some(n) = shared::bus::amqp::admin::message_count(amqp, &queue).await?
+            && n > 0
+        {
+            offenders.push(format!("{queue}: {n} messages"));
+        }
+    }
+    Ok(finding(
+        "dead letters: every *.events.dead queue empty",
+        offenders,
+        "empty".into(),
+    ))
+}
+
+/// Prints the findings as a table; true when every invariant holds.
+pub fn report(findings: &[Finding]) -> bool {
+    for f in findings {
+        let mark = if f.holds { "ok  " } else { "FAIL" };
+        println!("  {mark} {:<62} {}", f.invariant, f.detail);
+    }
+    findings.iter().all(|f| f.holds)
+}
