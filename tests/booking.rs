@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestApp, spawn_app, spawn_app_with, spawn_parts, test_settings, tomorrow};
+use common::{TestApp, code, spawn_app, spawn_app_with, spawn_parts, test_settings, tomorrow};
 use duikou::Part;
 use serde_json::json;
 
@@ -189,6 +189,21 @@ async fn bad_input_gets_a_clear_error_code() {
     );
 
     let rt = homestay.room_type_id.to_string();
+    let past = app
+        .graphql(
+            &create
+                .replace("2030-01-01", "2020-01-01")
+                .replace("2030-01-02", "2020-01-02"),
+            json!({ "rt": rt, "doc": "11010519491231002X" }),
+        )
+        .await;
+    assert_eq!(code(&past), "BAD_USER_INPUT", "{past}");
+    assert!(
+        past["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("checkIn")),
+        "{past}"
+    );
     let bad_id = app
         .graphql(create, json!({ "rt": rt, "doc": "110105194912310021" }))
         .await;

@@ -152,6 +152,13 @@ async fn a_search_finds_stays_bookable_every_night_cheapest_first_and_pages() {
         code(&app.graphql_as(None, SEARCH, bad).await),
         "BAD_USER_INPUT"
     );
+    let mut past = window("150400", 2, 2, 1);
+    past["in"] = json!("2020-01-01");
+    past["out"] = json!("2020-01-03");
+    assert_eq!(
+        code(&app.graphql_as(None, SEARCH, past).await),
+        "BAD_USER_INPUT"
+    );
     let mut bad_cursor = window("150400", 2, 2, 1);
     bad_cursor["after"] = json!("not-a-cursor");
     assert_eq!(

@@ -107,6 +107,14 @@ impl Bookings {
             ));
         }
         domain::validate(&req)?;
+        if let shared::events::HoldItem::RoomNights { check_in, .. } = req.item {
+            let today = shared::policy::china_today(Utc::now());
+            if check_in < today {
+                return Err(AppError::bad_input(format!(
+                    "checkIn: {check_in} is in the past (today is {today} in China)"
+                )));
+            }
+        }
         let fingerprint = domain::fingerprint(&req);
         let id = BookingId::new();
         let now = Utc::now();

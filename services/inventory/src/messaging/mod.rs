@@ -455,6 +455,11 @@ impl Inventory {
         if !(1..=30).contains(&req.min_stay) {
             return Err(AppError::bad_input("minStay: 1 to 30 nights"));
         }
+        if req.to <= china_today(Utc::now()) {
+            return Err(AppError::bad_input(
+                "to: the whole range is in the past (China time)",
+            ));
+        }
         let txn = self.db.begin().await?;
         let Some(listing) = storage::listing(&txn, req.room_type_id).await? else {
             return Err(AppError::not_found("no such room type"));
@@ -550,6 +555,13 @@ impl Inventory {
     /// Room types bookable for the whole stay, cheapest first.
     pub async fn search(&self, req: SearchHomestays) -> Result<OfferPage, AppError> {
         let stay = StayDates::parse(req.check_in, req.check_out)?;
+        let today = china_today(Utc::now());
+        if stay.check_in < today {
+            return Err(AppError::bad_input(format!(
+                "checkIn: {} is in the past (today is {today} in China)",
+                stay.check_in
+            )));
+        }
         if !(1..=100).contains(&req.first) {
             return Err(AppError::bad_input("ask for 1 to 100 offers at a time"));
         }

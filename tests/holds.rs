@@ -1,0 +1,189 @@
+//! Holds at the source: 500 hold requests for 10 rooms (and 10 seats) sent
+//! straight to inventory's queue, each twice, while a sampler watches the
+//! capacity. Inventory runs alone (with the gateway the harness needs), so
+//! nothing but the holds touches the counts.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::{TestApp, spawn_parts, test_settings, tomorrow};
+use duikou::Part;
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use shared::bus::call;
+use shared::envelope::Envelope;
+use shared::events::{HoldItem, HoldRequested};
+use shared::ids::BookingId;
+use shared::money::Fen;
+use shared::region::RegionCode;
+use shared::rpcs::{AddDeparture, CreateRoute, ItineraryDay, RouteStatus, SetRouteStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Instant;
+
+const REQUESTS: usize = 500;
+const CAPACITY: i64 = 10;
+
+async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get("", "n").expect("n")
+}
+
+/// Sends 500 hold requests for `item` (each twice), samples `available`
+/// until all are answered, and checks exactly `CAPACITY` were granted.
+async fn race(app: &TestApp, item: HoldItem, available_sql: &'static str) {
+    let db = app.service_db("inventory").await;
+    let lowest = Arc::new(AtomicI64::new(i64::MAX));
+    let most_held = Arc::new(AtomicI64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (db, lowest, most_held, done) =
+            (db.clone(), lowest.clone(), most_held.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                lowest.fetch_min(scalar(&db, available_sql).await, Ordering::Relaxed);
+                let held = scalar(
+                    &db,
+                    "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM holds WHERE state = 'HELD'",
+                )
+                .await;
+                most_held.fetch_max(held, Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let requests: Vec<Envelope> = (0..REQUESTS)
+        .map(|_| {
+            let id = BookingId::new();
+            let hold = HoldRequested {
+                booking_id: id,
+                item: item.clone(),
+                expires_at: Utc::now() + Duration::minutes(15),
+                travelers: 1,
+            };
+            Envelope::new("test", id.0, &hold)
+        })
+        .collect();
+    let bus = app.app.rt.bus.clone();
+    // Every request delivered twice: redeliveries must not hold again.
+    for batch in [&requests, &requests] {
+        for result in bus.publish(batch).await {
+            result.expect("published");
+        }
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while scalar(&db, "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM holds").await < REQUESTS as i64 {
+        assert!(Instant::now() < deadline, "not every request was answered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    sampler.await.expect("sampler");
+    let granted = scalar(
+        &db,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM holds WHERE state = 'HELD'",
+    )
+    .await;
+    let refused = scalar(
+        &db,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM holds WHERE state = 'REJECTED'",
+    )
+    .await;
+    assert_eq!((granted, refused), (CAPACITY, REQUESTS as i64 - CAPACITY));
+    assert_eq!(scalar(&db, available_sql).await, 0);
+    assert!(
+        lowest.load(Ordering::Relaxed) >= 0,
+        "capacity went below zero"
+    );
+    assert!(
+        most_held.load(Ordering::Relaxed) <= CAPACITY,
+        "more held than capacity at a sample"
+    );
+    let replies = scalar(
+        &db,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM holds WHERE reply_kind IS NOT NULL",
+    )
+    .await;
+    assert_eq!(replies, REQUESTS as i64, "one answer per request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_requests_for_ten_rooms_hold_exactly_ten() {
+    let app = spawn_parts(test_settings(), &[Part::Inventory, Part::Gateway]).await;
+    let room_type = app.homestay(CAPACITY as u32).await.room_type_id;
+    let item = HoldItem::RoomNights {
+        room_type_id: room_type,
+        check_in: tomorrow(),
+        check_out: tomorrow() + Duration::days(1),
+        rooms: 1,
+    };
+    race(
+        &app,
+        item,
+        "SELECT CAST(MIN(available) AS BIGINT) AS n FROM room_nights WHERE night = (SELECT MIN(night) FROM room_nights)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_requests_for_ten_seats_hold_exactly_ten() {
+    let app = spawn_parts(test_settings(), &[Part::Inventory, Part::Gateway]).await;
+    let bus = app.app.rt.bus.clone();
+    let banner = RegionCode::parse("150430").expect("code");
+    let route = call(
+        bus.as_ref(),
+        &CreateRoute {
+            host_name: "合作社".into(),
+            region_code: banner,
+            title_zh: "敖汉 一日".into(),
+            title_en: "Aohan, one day".into(),
+            description_zh: String::new(),
+            description_en: String::new(),
+            itinerary: vec![ItineraryDay {
+                day: 1,
+                title: "兴隆洼".into(),
+                regions: vec![banner],
+            }],
+            price: Fen::yuan(500),
+            cancellation_policy: None,
+            by: None,
+        },
+    )
+    .await
+    .expect("route");
+    let departure = call(
+        bus.as_ref(),
+        &AddDeparture {
+            route_id: route.route_id,
+            starts_on: tomorrow() + Duration::days(20),
+            seats: CAPACITY as u32,
+            price: None,
+            cutoff_days: 1,
+            by: None,
+        },
+    )
+    .await
+    .expect("departure");
+    call(
+        bus.as_ref(),
+        &SetRouteStatus {
+            route_id: route.route_id,
+            status: RouteStatus::Published,
+            by: None,
+        },
+    )
+    .await
+    .expect("published");
+    let item = HoldItem::Seats {
+        departure_id: departure.id,
+        seats: 1,
+    };
+    race(
+        &app,
+        item,
+        "SELECT CAST(MIN(available) AS BIGINT) AS n FROM departures",
+    )
+    .await;
+}
