@@ -325,3 +325,62 @@ async fn public_reads_need_no_token_and_mutations_are_refused_over_get() {
         .expect("answer");
     assert_eq!(mutation.status(), 405);
 }
+
+/// The services check the principal themselves: a request that reaches them
+/// past the gateway (anything that can publish to the broker) with a
+/// traveler's or another region's principal is refused.
+#[tokio::test]
+async fn services_refuse_principals_without_the_right_even_past_the_gateway() {
+    use shared::auth::{Principal, Role};
+    use shared::bus::call;
+    use shared::region::RegionCode;
+    let app = common::spawn_app().await;
+    let bus = app.app.rt.bus.as_ref();
+    let who = |role: Role, scope: Option<&str>| Principal {
+        account_id: shared::ids::AccountId::new(),
+        role,
+        home_region: RegionCode::parse("110108").ok(),
+        agency_id: None,
+        region_scope: scope.and_then(|s| RegionCode::parse(s).ok()),
+    };
+    let traveler = who(Role::Traveler, None);
+    let refused = call(
+        bus,
+        &shared::rpcs::GetHostBalances {
+            by: traveler.clone(),
+        },
+    )
+    .await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|e| e.code),
+        Err(shared::ErrorCode::Forbidden)
+    );
+    let refused = call(
+        bus,
+        &shared::rpcs::RunPayouts {
+            reference: "sneaky".into(),
+            up_to: None,
+            by: traveler,
+        },
+    )
+    .await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|e| e.code),
+        Err(shared::ErrorCode::Forbidden)
+    );
+    let pair = |by: Principal| shared::rpcs::CreatePartnership {
+        sponsor: RegionCode::parse("110108").expect("code"),
+        beneficiary: RegionCode::parse("150430").expect("code"),
+        since: None,
+        notes: None,
+        demo: false,
+        by: Some(by),
+    };
+    let elsewhere = call(bus, &pair(who(Role::RegionAdmin, Some("522631")))).await;
+    assert_eq!(
+        elsewhere.map(|_| ()).map_err(|e| e.code),
+        Err(shared::ErrorCode::Forbidden)
+    );
+    let chifeng = call(bus, &pair(who(Role::RegionAdmin, Some("150400")))).await;
+    assert!(chifeng.is_ok(), "{chifeng:?}");
+}

@@ -35,6 +35,7 @@ async fn pair(app: &TestApp, sponsor: &str, beneficiary: &str) -> PartnershipVie
             since: None,
             notes: None,
             demo: false,
+            by: None,
         },
     )
     .await
@@ -147,6 +148,7 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
                 certified_spend: None,
                 custom: vec![],
             }],
+            by: None,
         },
     )
     .await
@@ -332,6 +334,7 @@ async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
         since: None,
         notes: None,
         demo: false,
+        by: None,
     };
     for (sponsor, beneficiary) in [
         ("150430", "150430"),
@@ -372,6 +375,7 @@ async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
             certified_spend: None,
             custom: vec![],
         }],
+        by: None,
     };
     let e = call(bus, &agreement(date(2017, 12, 31), 1))
         .await

@@ -1051,7 +1051,10 @@ pub struct FundTotals {
 /// What each host is owed now: host shares captured, less refunded, less
 /// paid out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GetHostBalances {}
+pub struct GetHostBalances {
+    /// Who asks: a platform admin.
+    pub by: crate::auth::Principal,
+}
 impl Rpc for GetHostBalances {
     const SERVICE: &'static str = "payment";
     const METHOD: &'static str = "host_balances";
@@ -1076,6 +1079,8 @@ pub struct RunPayouts {
     pub reference: String,
     /// Ledger entries up to this moment count (the period's end); now if None.
     pub up_to: Option<DateTime<Utc>>,
+    /// Who runs it: a platform admin.
+    pub by: crate::auth::Principal,
 }
 impl Rpc for RunPayouts {
     const SERVICE: &'static str = "payment";
@@ -1181,6 +1186,10 @@ pub struct CreatePartnership {
     /// Demonstration data.
     #[serde(default)]
     pub demo: bool,
+    /// Who records it: a platform admin or an admin of either region.
+    /// None: a trusted internal caller (the demo seed).
+    #[serde(default)]
+    pub by: Option<crate::auth::Principal>,
 }
 impl Rpc for CreatePartnership {
     const SERVICE: &'static str = "partnership";
@@ -1200,6 +1209,9 @@ pub struct UpdatePartnership {
     pub since: Option<NaiveDate>,
     /// Notes (empty clears them).
     pub notes: Option<String>,
+    /// Who edits it: the partnership's admins; None: internal.
+    #[serde(default)]
+    pub by: Option<crate::auth::Principal>,
 }
 impl Rpc for UpdatePartnership {
     const SERVICE: &'static str = "partnership";
@@ -1253,6 +1265,9 @@ pub struct CreateAgreement {
     pub signatories: Vec<String>,
     /// Targets by year.
     pub targets: Vec<YearTarget>,
+    /// Who records it: the partnership's admins; None: internal.
+    #[serde(default)]
+    pub by: Option<crate::auth::Principal>,
 }
 impl Rpc for CreateAgreement {
     const SERVICE: &'static str = "partnership";

@@ -221,8 +221,8 @@ impl Query {
     /// What each host is owed now: host shares captured, less refunded, less
     /// paid out (platform admins).
     async fn host_balances(&self, ctx: &Context<'_>) -> Result<Vec<HostBalance>> {
-        platform_admin(ctx)?;
-        let balances = rpc(ctx, rpcs::GetHostBalances {}).await?;
+        let by = platform_admin(ctx)?.clone();
+        let balances = rpc(ctx, rpcs::GetHostBalances { by }).await?;
         Ok(balances.into_iter().map(HostBalance::from).collect())
     }
 
@@ -855,8 +855,16 @@ impl Mutation {
         reference: String,
         up_to: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<PayoutRun> {
-        platform_admin(ctx)?;
-        let run = rpc(ctx, rpcs::RunPayouts { reference, up_to }).await?;
+        let by = platform_admin(ctx)?.clone();
+        let run = rpc(
+            ctx,
+            rpcs::RunPayouts {
+                reference,
+                up_to,
+                by,
+            },
+        )
+        .await?;
         Ok(PayoutRun {
             reference: run.reference,
             total: run.total.into(),

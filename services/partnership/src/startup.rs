@@ -55,6 +55,7 @@ pub async fn seed_demo(p: &Partnerships) -> anyhow::Result<()> {
                 since: Some(date(since, 1, 1)?),
                 notes: Some(notes.into()),
                 demo: true,
+                by: None,
             })
             .await?;
         province.get_or_insert(created.id);
@@ -84,6 +85,7 @@ pub async fn seed_demo(p: &Partnerships) -> anyhow::Result<()> {
                 "内蒙古自治区旅游发展委员会".into(),
             ],
             targets,
+            by: None,
         })
         .await?;
     }

@@ -162,6 +162,7 @@ impl Partnerships {
                 return Err(AppError::bad_input(format!("unknown region {code}")));
             }
         }
+        may_record(req.by.as_ref(), req.sponsor, req.beneficiary)?;
         Pair {
             sponsor: req.sponsor,
             beneficiary: req.beneficiary,
@@ -227,6 +228,13 @@ impl Partnerships {
             return Err(AppError::bad_input("notes are at most 2,000 characters"));
         }
         let txn = self.db.begin().await?;
+        let Some(pair) = storage::partnership_by_id(&txn, req.partnership_id).await? else {
+            return Err(AppError::not_found(format!(
+                "no partnership {}",
+                req.partnership_id
+            )));
+        };
+        may_record(req.by.as_ref(), pair.sponsor, pair.beneficiary)?;
         let found = storage::update_partnership(
             &txn,
             req.partnership_id,
@@ -273,15 +281,13 @@ impl Partnerships {
             targets: req.targets,
         };
         let txn = self.db.begin().await?;
-        if storage::partnership_by_id(&txn, req.partnership_id)
-            .await?
-            .is_none()
-        {
+        let Some(pair) = storage::partnership_by_id(&txn, req.partnership_id).await? else {
             return Err(AppError::not_found(format!(
                 "no partnership {}",
                 req.partnership_id
             )));
-        }
+        };
+        may_record(req.by.as_ref(), pair.sponsor, pair.beneficiary)?;
         storage::insert_agreement(&txn, &view).await?;
         txn.commit().await?;
         Ok(view)
@@ -458,5 +464,21 @@ fn check_year(year: i32) -> Result<(), AppError> {
             ErrorCode::BadUserInput,
             format!("{year} is not a year between 1990 and 2100"),
         ))
+    }
+}
+
+/// Partnerships and agreements are recorded by a platform admin or an admin
+/// of either region; `None` is a trusted internal caller (the demo seed).
+fn may_record(
+    by: Option<&shared::auth::Principal>,
+    sponsor: shared::region::RegionCode,
+    beneficiary: shared::region::RegionCode,
+) -> Result<(), AppError> {
+    match by {
+        Some(p) if !(p.administers(sponsor) || p.administers(beneficiary)) => Err(AppError::new(
+            shared::ErrorCode::Forbidden,
+            "only a platform admin or an admin of one of the two regions may record this",
+        )),
+        _ => Ok(()),
     }
 }

@@ -66,9 +66,10 @@ impl Payments {
                 let s = c.clone();
                 async move { Ok(storage::fund_totals(&s.db, req.year).await?) }
             })
-            .route::<GetHostBalances, _, _>(move |_req| {
+            .route::<GetHostBalances, _, _>(move |req| {
                 let s = d.clone();
                 async move {
+                    platform_admin(&req.by)?;
                     let balances = storage::host_balances(&s.db, chrono::Utc::now()).await?;
                     Ok(balances
                         .into_iter()
@@ -285,6 +286,7 @@ impl Payments {
     /// balanced transaction per host (host payable → payouts bank), once
     /// per reference, runs serialised so a balance is never paid twice.
     pub async fn run_payouts(&self, req: RunPayouts) -> Result<PayoutRun, AppError> {
+        platform_admin(&req.by)?;
         let reference = req.reference.trim().to_owned();
         if reference.is_empty() || reference.chars().count() > 100 {
             return Err(AppError::bad_input(
@@ -497,5 +499,18 @@ fn replay(first: storage::Stored, fingerprint: &str) -> Result<PaymentView, AppE
                 .unwrap_or_else(|| "declined".into()),
         )),
         _ => Ok(first.view),
+    }
+}
+
+/// Host balances and payouts are for platform admins, whoever forwards the
+/// request.
+fn platform_admin(by: &shared::auth::Principal) -> Result<(), AppError> {
+    if by.is_platform_admin() {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            ErrorCode::Forbidden,
+            "only a platform admin sees host balances and runs payouts",
+        ))
     }
 }
