@@ -219,7 +219,18 @@ async fn main() -> anyhow::Result<()> {
             settings.demo_data = Some(true);
             settings.seed_demo_accounts = true;
             settings.gateway_addr = "127.0.0.1:0".into();
-            let app = App::start(settings, Part::All).await?;
+            // Seeding runs inside each service's start: show that it moves.
+            let progress = indicatif::ProgressBar::new_spinner();
+            progress.set_style(indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{elapsed}]",
+            )?);
+            progress.set_message(
+                "migrating the databases and seeding homestays, routes, certifications, partnerships, accounts…",
+            );
+            progress.enable_steady_tick(std::time::Duration::from_millis(120));
+            let app = App::start(settings, Part::All).await;
+            progress.finish_and_clear();
+            let app = app?;
             match &app.demo_accounts {
                 Some(accounts) => println!("{}", accounts.describe()),
                 None => println!(

@@ -28,6 +28,36 @@ async fn two_copies_of_every_service_share_the_work_of_a_booking() {
         app.wait_for_status(&id, "AWAITING_PAYMENT").await;
         let paid = app.pay(&id, "tok_success", &format!("pay-apart-{i}")).await;
         assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
-        app.wait_for_status(&id, "CONFIRMED").await;
+        let confirmed = app.wait_for_status(&id, "CONFIRMED").await;
+        let history = app
+            .graphql(
+                "query($id: ID!) { booking(id: $id) { history { status cause } } }",
+                serde_json::json!({ "id": id }),
+            )
+            .await;
+        let causes: Vec<String> = history["data"]["booking"]["history"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{history} {confirmed}"))
+            .iter()
+            .map(|h| h["cause"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        // Each step once: no copy processed a message another had handled.
+        for step in ["created", "hold granted", "payment captured"] {
+            assert_eq!(
+                causes.iter().filter(|c| c.as_str() == step).count(),
+                1,
+                "{step} in {causes:?}"
+            );
+        }
+    }
+    // The two copies of booking (and of inventory and payment) compete on
+    // one queue each: two consumers.
+    let bus = app.app.rt.settings.bus();
+    for service in ["inventory", "booking", "payment"] {
+        let queue = bus.queue(&format!("{service}.events"));
+        let counts = shared::bus::amqp::admin::queue_counts(&common::amqp_url(), &queue)
+            .await
+            .expect("the broker answers");
+        assert_eq!(counts.map(|(_, consumers)| consumers), Some(2), "{queue}");
     }
 }

@@ -863,6 +863,13 @@ pub mod admin {
 
     /// Messages ready in `queue`; None when there is no such queue.
     pub async fn message_count(url: &str, queue: &str) -> Result<Option<u32>, BusError> {
+        Ok(queue_counts(url, queue)
+            .await?
+            .map(|(messages, _)| messages))
+    }
+
+    /// (messages ready, consumers) of `queue`; None when there is no such queue.
+    pub async fn queue_counts(url: &str, queue: &str) -> Result<Option<(u32, u32)>, BusError> {
         let conn = Connection::connect(url, ConnectionProperties::default()).await?;
         let channel = conn.create_channel().await?;
         // A passive declare only looks; a missing queue closes the channel.
@@ -877,7 +884,7 @@ pub mod admin {
             )
             .await
             .ok()
-            .map(|q| q.message_count());
+            .map(|q| (q.message_count(), q.consumer_count()));
         let _ = conn.close(200, "done".into()).await;
         Ok(found)
     }
