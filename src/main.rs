@@ -90,6 +90,20 @@ enum Bench {
         #[arg(long, default_value = "target/bench/booking.json")]
         json: PathBuf,
     },
+    /// Hold requests answered per second by inventory (bus, outbox, the
+    /// conditional UPDATE) with 1, 8 and 64 in flight, on one hot room
+    /// type and spread over 1,000.
+    Holds {
+        /// Requests in flight per run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+        clients: Vec<usize>,
+        /// Measured seconds per run (after one second of warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/holds.json")]
+        json: PathBuf,
+    },
     /// Many clients race to book a few rooms on one night: the time until
     /// every client has its answer, and the count of each outcome.
     Contention {
@@ -138,6 +152,20 @@ async fn main() -> anyhow::Result<()> {
             let runs =
                 duikou::bench_booking::booking(on_local_servers(settings), &clients, seconds)
                     .await?;
+            write_json(&json, &runs)?;
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                Bench::Holds {
+                    clients,
+                    seconds,
+                    json,
+                },
+        } => {
+            println!("hold requests answered by inventory, {seconds} s per run:");
+            let runs =
+                duikou::bench_holds::holds(on_local_servers(settings), &clients, seconds).await?;
             write_json(&json, &runs)?;
             Ok(())
         }
