@@ -198,6 +198,7 @@ async fn start(
             bus,
             &CreateHomestay {
                 host_name: format!("牧户 {i}"),
+                host_id: None,
                 region_code: RegionCode::parse("150430")?,
                 name: format!("草原民宿 {i}"),
                 room_type: NewRoomType {

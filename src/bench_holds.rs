@@ -109,6 +109,7 @@ async fn room_types(app: &App, count: usize, rooms: u32) -> anyhow::Result<Vec<R
             bus,
             &CreateHomestay {
                 host_name: format!("牧户 {i}"),
+                host_id: None,
                 region_code: RegionCode::parse("150430")?,
                 name: format!("草原民宿 {i}"),
                 room_type: NewRoomType {

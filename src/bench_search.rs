@@ -70,6 +70,7 @@ async fn measure(
             bus,
             &CreateHomestay {
                 host_name: format!("牧户 {i}"),
+                host_id: None,
                 region_code: RegionCode::parse(banners[i % banners.len()])?,
                 name: format!("草原民宿 {i}"),
                 room_type: NewRoomType {

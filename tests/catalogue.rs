@@ -361,3 +361,77 @@ async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
         "AWAITING_PAYMENT"
     );
 }
+
+#[tokio::test]
+async fn one_host_is_paid_for_several_listings_of_its_region() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let create_host = "mutation { createHost(name: \"宝国吐乡牧民合作社\", regionCode: \"150430\") { id listings } }";
+    assert_eq!(
+        code(&app.graphql(create_host, json!({})).await),
+        "FORBIDDEN"
+    );
+    let host = app.graphql_as(Some(&admin), create_host, json!({})).await;
+    let host_id = host["data"]["createHost"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{host}"))
+        .to_owned();
+
+    let homestay = |region: &str, host: Option<&str>| {
+        json!({ "i": { "hostId": host, "regionCode": region, "name": "草原人家",
+                       "roomType": { "name": "双床房", "beds": 2, "maxGuests": 2 } } })
+    };
+    let create = "mutation($i: HomestayInput!) { createHomestay(input: $i) { homestayId hostId } }";
+    let first = app
+        .graphql_as(Some(&admin), create, homestay("150430", Some(&host_id)))
+        .await;
+    assert_eq!(
+        first["data"]["createHomestay"]["hostId"],
+        host_id.as_str(),
+        "{first}"
+    );
+    let route = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($h: ID!) { createRoute(input: { hostId: $h, regionCode: \"150430\", titleZh: \"敖汉 两日\", titleEn: \"Aohan, two days\",
+                itinerary: [{ day: 1, title: \"兴隆洼\", regionCodes: [\"150430\"] }], pricePerPerson: \"800\" }) { hostId } }",
+            json!({ "h": host_id }),
+        )
+        .await;
+    assert_eq!(
+        route["data"]["createRoute"]["hostId"],
+        host_id.as_str(),
+        "{route}"
+    );
+    // Not for a listing in another banner; and a listing needs a host.
+    let elsewhere = app
+        .graphql_as(Some(&admin), create, homestay("150428", Some(&host_id)))
+        .await;
+    assert_eq!(code(&elsewhere), "BAD_USER_INPUT", "{elsewhere}");
+    let hostless = app
+        .graphql_as(Some(&admin), create, homestay("150430", None))
+        .await;
+    assert_eq!(code(&hostless), "BAD_USER_INPUT", "{hostless}");
+
+    let hosts = app
+        .graphql_as(
+            Some(&admin),
+            "{ hosts(regionCode: \"150400\") { id name listings } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        hosts["data"]["hosts"],
+        json!([{ "id": host_id, "name": "宝国吐乡牧民合作社", "listings": 2 }]),
+        "{hosts}"
+    );
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
+    let refused = app
+        .graphql_as(
+            Some(&beijing),
+            "{ hosts(regionCode: \"150400\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+}

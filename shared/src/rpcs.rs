@@ -41,6 +41,10 @@ pub struct NewRoomType {
 pub struct CreateHomestay {
     /// The host household, cooperative or village collective.
     pub host_name: String,
+    /// An existing host of the same region instead (then `host_name` is
+    /// ignored): one household or cooperative with several listings.
+    #[serde(default)]
+    pub host_id: Option<HostId>,
     /// Where it is (county level).
     pub region_code: RegionCode,
     /// The homestay's name.
@@ -182,6 +186,50 @@ pub struct HomestayView {
     pub cancellation_policy: crate::policy::CancellationPolicy,
     /// Its room types.
     pub room_types: Vec<RoomTypeView>,
+}
+
+/// A host: the household, cooperative or village collective paid for stays
+/// and trips.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostView {
+    /// The host.
+    pub id: HostId,
+    /// Its name.
+    pub name: String,
+    /// Where it is.
+    pub region_code: RegionCode,
+    /// Homestays and routes it is paid for.
+    pub listings: u32,
+}
+
+/// Registers a host before its first listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateHost {
+    /// e.g. 敖汉旗宝国吐乡牧民合作社.
+    pub name: String,
+    /// Where it is (county level).
+    pub region_code: RegionCode,
+    /// Who asks: an admin of the region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for CreateHost {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "create_host";
+    type Reply = HostView;
+}
+
+/// The hosts inside a region (admins of the region).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListHosts {
+    /// The region's sub-tree.
+    pub region: RegionCode,
+    /// Who asks: an admin of the region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for ListHosts {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "list_hosts";
+    type Reply = Vec<HostView>;
 }
 
 /// Ids of what [`CreateHomestay`] made.
@@ -380,6 +428,10 @@ impl RouteStatus {
 pub struct CreateRoute {
     /// The cooperative, village collective or household that runs it.
     pub host_name: String,
+    /// An existing host of the same region instead (then `host_name` is
+    /// ignored): one household or cooperative with several listings.
+    #[serde(default)]
+    pub host_id: Option<HostId>,
     /// Where it is based: its host's region, where payouts and impact count.
     pub region_code: RegionCode,
     /// Title in Chinese.

@@ -204,6 +204,7 @@ impl TestApp {
             bus,
             &CreateHomestay {
                 host_name: "敖汉旗测试牧户".into(),
+                host_id: None,
                 region_code: RegionCode::parse("150430").expect("code"),
                 name: "测试蒙古包".into(),
                 room_type: NewRoomType {

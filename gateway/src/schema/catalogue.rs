@@ -146,8 +146,10 @@ pub fn policy_tiers(tiers: Option<Vec<PolicyTierInput>>) -> Result<Option<Vec<Po
 /// A new homestay (民宿) with its host and first room type.
 #[derive(InputObject)]
 pub struct HomestayInput {
-    /// The household, cooperative or village collective paid for stays.
-    pub host_name: String,
+    /// A new household, cooperative or village collective paid for stays…
+    pub host_name: Option<String>,
+    /// …or an existing host of the same region (`createHost`, `hosts`).
+    pub host_id: Option<ID>,
     /// Where it is (a county or banner).
     pub region_code: ID,
     pub name: String,
@@ -182,7 +184,8 @@ pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<
     let created = rpc(
         ctx,
         rpcs::CreateHomestay {
-            host_name: input.host_name,
+            host_name: input.host_name.unwrap_or_default(),
+            host_id: input.host_id.map(|h| parse("host id", &h)).transpose()?,
             region_code: region(&input.region_code)?,
             name: input.name,
             room_type: input.room_type.into_rpc()?,
@@ -341,6 +344,57 @@ impl Homestay {
     async fn room_types(&self) -> Vec<RoomType> {
         self.0.room_types.iter().cloned().map(RoomType).collect()
     }
+}
+
+/// A host: the household, cooperative or village collective paid for its
+/// homestays and routes.
+#[derive(SimpleObject)]
+pub struct Host {
+    pub id: ID,
+    pub name: String,
+    pub region_code: ID,
+    /// Homestays and routes it is paid for.
+    pub listings: u32,
+}
+
+impl From<rpcs::HostView> for Host {
+    fn from(h: rpcs::HostView) -> Host {
+        Host {
+            id: ID(h.id.to_string()),
+            name: h.name,
+            region_code: ID(h.region_code.to_string()),
+            listings: h.listings,
+        }
+    }
+}
+
+/// `createHost`: admins of the region.
+pub async fn create_host(ctx: &Context<'_>, name: String, region_code: ID) -> Result<Host> {
+    let by = principal(ctx)?.clone();
+    let host = rpc(
+        ctx,
+        rpcs::CreateHost {
+            name,
+            region_code: region(&region_code)?,
+            by,
+        },
+    )
+    .await?;
+    Ok(host.into())
+}
+
+/// `hosts`: admins of the region.
+pub async fn hosts(ctx: &Context<'_>, region_code: ID) -> Result<Vec<Host>> {
+    let by = principal(ctx)?.clone();
+    let hosts = rpc(
+        ctx,
+        rpcs::ListHosts {
+            region: region(&region_code)?,
+            by,
+        },
+    )
+    .await?;
+    Ok(hosts.into_iter().map(Host::from).collect())
 }
 
 /// `homestay(id)`: public.

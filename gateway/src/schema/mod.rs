@@ -207,6 +207,12 @@ impl Query {
         certification::list(ctx, region_code, state, listing_id, first, after).await
     }
 
+    /// The hosts (households, cooperatives, village collectives) of a
+    /// region, with how many listings each has (admins of the region).
+    async fn hosts(&self, ctx: &Context<'_>, region_code: ID) -> Result<Vec<Host>> {
+        catalogue::hosts(ctx, region_code).await
+    }
+
     /// A homestay with its address, grade, amenities, photos and room types
     /// (each with `calendar(from, to)`).
     async fn homestay(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Homestay>> {
@@ -753,6 +759,12 @@ impl Mutation {
             min_stay,
         };
         catalogue::set_room_calendar(ctx, args).await
+    }
+
+    /// Registers a host before its first listing, so that several homestays
+    /// and routes pay the same household or cooperative (admins of its region).
+    async fn create_host(&self, ctx: &Context<'_>, name: String, region_code: ID) -> Result<Host> {
+        catalogue::create_host(ctx, name, region_code).await
     }
 
     /// Adds a room type to a homestay (admins of its region).

@@ -254,8 +254,10 @@ pub struct ItineraryDayInput {
 /// A new route, created as a DRAFT.
 #[derive(InputObject)]
 pub struct RouteInput {
-    /// The cooperative, village collective or household paid for it.
-    pub host_name: String,
+    /// A new cooperative, village collective or household paid for it…
+    pub host_name: Option<String>,
+    /// …or an existing host of the same region.
+    pub host_id: Option<ID>,
     /// Where it is based: its host's county or banner (in the admin's region).
     pub region_code: ID,
     pub title_zh: String,
@@ -299,7 +301,8 @@ pub async fn create_route(ctx: &Context<'_>, input: RouteInput) -> Result<RouteC
     let created = rpc(
         ctx,
         rpcs::CreateRoute {
-            host_name: input.host_name,
+            host_name: input.host_name.unwrap_or_default(),
+            host_id: input.host_id.map(|h| parse("host id", &h)).transpose()?,
             region_code: region(&input.region_code)?,
             title_zh: input.title_zh,
             title_en: input.title_en,

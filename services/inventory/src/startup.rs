@@ -41,6 +41,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
         let created = inventory
             .create_homestay(CreateHomestay {
                 host_name: h.host.into(),
+                host_id: None,
                 region_code: RegionCode::parse(region)?,
                 name: name.into(),
                 room_type: NewRoomType {
@@ -209,6 +210,7 @@ fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
     Ok(vec![
         CreateRoute {
             host_name: "[演示] 克什克腾旗草原旅游专业合作社".into(),
+            host_id: None,
             region_code: r("150425")?,
             title_zh: "[演示] 首都—草原 京蒙协作五日游".into(),
             title_en: "[Demo] Capital to Grassland: five days, Beijing to Chifeng".into(),
@@ -227,6 +229,7 @@ fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
         },
         CreateRoute {
             host_name: "[演示] 四子王旗草原自驾营地".into(),
+            host_id: None,
             region_code: r("150929")?,
             title_zh: "[演示] 环京津冀千里草原大道 自驾四日".into(),
             title_en: "[Demo] The Thousand-Li Grassland Avenue: a four-day self-drive".into(),
@@ -244,6 +247,7 @@ fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
         },
         CreateRoute {
             host_name: "[演示] 香格里拉市藏族村寨旅游合作社".into(),
+            host_id: None,
             region_code: r("533401")?,
             title_zh: "[演示] 香格里拉“时光之礼”六日精品线路".into(),
             title_en: "[Demo] Shangri-La \"Time's Gift\": six days".into(),

@@ -34,6 +34,7 @@ use shared::rpcs::{
 use shared::rpcs::{
     CreateHomestay, GetRoomCalendar, HomestayCreated, ListRegions, Night, SetRoomCalendar,
 };
+use shared::rpcs::{CreateHost, HostView, ListHosts};
 use shared::{AppError, ErrorCode};
 use tracing::info;
 
@@ -70,7 +71,16 @@ impl Inventory {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
+        let [p, q] = [(); 2].map(|()| self.clone());
         RpcRouter::new(SERVICE)
+            .route::<CreateHost, _, _>(move |req| {
+                let s = p.clone();
+                async move { s.create_host(req).await }
+            })
+            .route::<ListHosts, _, _>(move |req| {
+                let s = q.clone();
+                async move { s.list_hosts(req).await }
+            })
             .route::<AddRoomType, _, _>(move |req| {
                 let s = n.clone();
                 async move { s.add_room_type(req).await }
@@ -406,11 +416,8 @@ impl Inventory {
     /// Creates a host, its homestay and a room type.
     pub async fn create_homestay(&self, req: CreateHomestay) -> Result<HomestayCreated, AppError> {
         let name = req.name.trim();
-        let host = req.host_name.trim();
-        if name.is_empty() || host.is_empty() {
-            return Err(AppError::bad_input(
-                "names of homestay and host must not be empty",
-            ));
+        if name.is_empty() {
+            return Err(AppError::bad_input("name: must not be empty"));
         }
         let room = check_room_type(&req.room_type)?;
         req.details.check()?;
@@ -423,14 +430,15 @@ impl Inventory {
                 req.region_code
             )));
         }
+        let host = host_of(&txn, req.host_id, &req.host_name, req.region_code).await?;
         let created = HomestayCreated {
             homestay_id: HomestayId::new(),
-            host_id: HostId::new(),
+            host_id: host.0,
             room_type_id: RoomTypeId::new(),
         };
         storage::insert_homestay(
             &txn,
-            (created.host_id, host),
+            host,
             (created.homestay_id, name, &req.details),
             req.region_code,
             (
@@ -449,8 +457,8 @@ impl Inventory {
     /// Sets rooms and price over a range of nights.
     pub async fn set_room_calendar(&self, req: SetRoomCalendar) -> Result<u32, AppError> {
         calendar_range(req.from, req.to)?;
-        if req.price.get() < 0 {
-            return Err(AppError::bad_input("price must not be negative"));
+        if req.price.get() <= 0 {
+            return Err(AppError::bad_input("price: must be more than zero"));
         }
         if !(1..=30).contains(&req.min_stay) {
             return Err(AppError::bad_input("minStay: 1 to 30 nights"));
@@ -487,6 +495,69 @@ impl Inventory {
     async fn room_calendar(&self, req: GetRoomCalendar) -> Result<Vec<Night>, AppError> {
         calendar_range(req.from, req.to)?;
         Ok(storage::nights(&self.db, req.room_type_id, req.from, req.to).await?)
+    }
+}
+
+/// The listing's host: the existing one named by `id` (it must be in the
+/// listing's region), or a new one called `name`.
+pub(crate) async fn host_of<'a, C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    id: Option<HostId>,
+    name: &'a str,
+    region: RegionCode,
+) -> Result<(HostId, Option<&'a str>), AppError> {
+    match id {
+        Some(id) => {
+            let found = storage::hosts(conn, "", Some(id)).await?;
+            let Some(host) = found.first() else {
+                return Err(AppError::not_found("hostId: no such host"));
+            };
+            if host.region_code != region {
+                return Err(AppError::bad_input(format!(
+                    "hostId: the host is in {}, the listing in {region}",
+                    host.region_code
+                )));
+            }
+            Ok((id, None))
+        }
+        None => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 200 {
+                return Err(AppError::bad_input(
+                    "hostName: 1 to 200 characters (or give hostId)",
+                ));
+            }
+            Ok((HostId::new(), Some(name)))
+        }
+    }
+}
+
+impl Inventory {
+    /// Registers a host (admins of its region).
+    pub async fn create_host(&self, req: CreateHost) -> Result<HostView, AppError> {
+        administers(Some(&req.by), req.region_code)?;
+        let txn = self.db.begin().await?;
+        if !storage::region_exists(&txn, req.region_code).await? {
+            return Err(AppError::bad_input(format!(
+                "regionCode: unknown region {}",
+                req.region_code
+            )));
+        }
+        let (id, name) = host_of(&txn, None, &req.name, req.region_code).await?;
+        storage::insert_host(&txn, id, name.unwrap_or_default(), req.region_code).await?;
+        txn.commit().await?;
+        Ok(HostView {
+            id,
+            name: name.unwrap_or_default().to_owned(),
+            region_code: req.region_code,
+            listings: 0,
+        })
+    }
+
+    /// The hosts of a region (admins of it).
+    pub async fn list_hosts(&self, req: ListHosts) -> Result<Vec<HostView>, AppError> {
+        administers(Some(&req.by), req.region)?;
+        Ok(storage::hosts(&self.db, &req.region.code_prefix(), None).await?)
     }
 }
 

@@ -5,7 +5,7 @@ use crate::storage::{self, routes};
 use chrono::{Duration, NaiveDate, Utc};
 use sea_orm::TransactionTrait;
 use shared::db::is_unique_violation;
-use shared::ids::{DepartureId, HostId, RouteId};
+use shared::ids::{DepartureId, RouteId};
 use shared::policy::china_today;
 use shared::rpcs::{
     AddDeparture, CreateRoute, DepartureView, GetRoute, RouteCreated, RoutePage, RouteStatus,
@@ -49,7 +49,6 @@ fn window(from: NaiveDate, to: NaiveDate) -> Result<(), AppError> {
 impl Inventory {
     /// Creates a route as a DRAFT.
     pub async fn create_route(&self, req: CreateRoute) -> Result<RouteCreated, AppError> {
-        check_text("hostName", &req.host_name, MAX_TITLE, true)?;
         check_text("titleZh", &req.title_zh, MAX_TITLE, true)?;
         check_text("titleEn", &req.title_en, MAX_TITLE, true)?;
         check_text("descriptionZh", &req.description_zh, MAX_DESCRIPTION, false)?;
@@ -90,15 +89,16 @@ impl Inventory {
                 return Err(AppError::bad_input(format!("unknown region {code}")));
             }
         }
+        let host = super::host_of(&txn, req.host_id, &req.host_name, req.region_code).await?;
         let created = RouteCreated {
             route_id: RouteId::new(),
-            host_id: HostId::new(),
+            host_id: host.0,
         };
         routes::insert_route(
             &txn,
             routes::NewRoute {
                 id: created.route_id,
-                host: (created.host_id, req.host_name.trim()),
+                host,
                 region: req.region_code,
                 texts: [
                     req.title_zh.trim(),

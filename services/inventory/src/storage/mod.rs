@@ -248,23 +248,16 @@ pub async fn region_exists<C: ConnectionTrait>(conn: &C, code: RegionCode) -> Re
 /// Inserts a host, its homestay and one room type.
 pub async fn insert_homestay<C: ConnectionTrait>(
     conn: &C,
-    host: (HostId, &str),
+    host: (HostId, Option<&str>),
     homestay: (HomestayId, &str, &HomestayDetails),
     region: RegionCode,
     room_type: (RoomTypeId, &str, u32, u32),
     policy: Option<&CancellationPolicy>,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
-    conn.execute_raw(stmt(
-        b,
-        "INSERT INTO hosts (id, name, region_code) VALUES ($1, $2, $3)",
-        vec![
-            uuid_value(b, host.0.0),
-            host.1.into(),
-            region.to_string().into(),
-        ],
-    ))
-    .await?;
+    if let Some(name) = host.1 {
+        insert_host(conn, host.0, name, region).await?;
+    }
     conn.execute_raw(stmt(
         b,
         "INSERT INTO homestays (id, host_id, region_code, name, cancellation_policy, details)
@@ -284,6 +277,57 @@ pub async fn insert_homestay<C: ConnectionTrait>(
     ))
     .await?;
     insert_room_type(conn, homestay.0, room_type).await
+}
+
+/// Inserts a host.
+pub async fn insert_host<C: ConnectionTrait>(
+    conn: &C,
+    id: HostId,
+    name: &str,
+    region: RegionCode,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO hosts (id, name, region_code) VALUES ($1, $2, $3)",
+        vec![uuid_value(b, id.0), name.into(), region.to_string().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Hosts whose region code starts with `prefix` ('' for all; `id` for one),
+/// with how many listings each has.
+pub async fn hosts<C: ConnectionTrait>(
+    conn: &C,
+    prefix: &str,
+    id: Option<HostId>,
+) -> Result<Vec<shared::rpcs::HostView>, DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT o.id, o.name, o.region_code,
+                    CAST((SELECT COUNT(*) FROM homestays h WHERE h.host_id = o.id)
+                       + (SELECT COUNT(*) FROM routes r WHERE r.host_id = o.id) AS BIGINT) AS listings
+             FROM hosts o WHERE o.region_code LIKE $1 AND ($2 IS NULL OR o.id = $2)
+             ORDER BY o.region_code, o.name, o.id",
+            vec![
+                format!("{prefix}%").into(),
+                opt_uuid_value(b, id.map(|h| h.0)),
+            ],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(shared::rpcs::HostView {
+                id: HostId(row_uuid(r, "id")?),
+                name: r.try_get("", "name")?,
+                region_code: shared::db::row_region(r, "region_code")?,
+                listings: u32::try_from(r.try_get::<i64>("", "listings")?).unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 /// Adds a room type (id, name, beds, guests) to a homestay.

@@ -70,8 +70,8 @@ impl MigrationTrait for Routes {
 pub struct NewRoute<'a> {
     /// The route.
     pub id: RouteId,
-    /// Its new host.
-    pub host: (HostId, &'a str),
+    /// Its host, and its name when it is new.
+    pub host: (HostId, Option<&'a str>),
     /// Start region.
     pub region: RegionCode,
     /// Titles and descriptions, zh then en.
@@ -87,16 +87,9 @@ pub struct NewRoute<'a> {
 /// Inserts a route as a DRAFT with its host and the regions it visits.
 pub async fn insert_route<C: ConnectionTrait>(conn: &C, r: NewRoute<'_>) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
-    conn.execute_raw(stmt(
-        b,
-        "INSERT INTO hosts (id, name, region_code) VALUES ($1, $2, $3)",
-        vec![
-            uuid_value(b, r.host.0.0),
-            r.host.1.into(),
-            r.region.to_string().into(),
-        ],
-    ))
-    .await?;
+    if let Some(name) = r.host.1 {
+        super::insert_host(conn, r.host.0, name, r.region).await?;
+    }
     let json = |v: Result<String, serde_json::Error>| v.map_err(|e| DbErr::Custom(e.to_string()));
     conn.execute_raw(stmt(
         b,
