@@ -37,9 +37,8 @@ async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
 
 /// Inventory alone (and the gateway the harness needs), on the real
 /// servers or embedded. On RabbitMQ requests go through the gateway's
-/// connection (inventory's own carries its unroutable replies, which this
-/// test leaves unconsumed); embedded, each part has its own in-process bus,
-/// so through inventory's.
+/// connection, as from another process; embedded, each part has its own
+/// in-process bus, so through inventory's.
 async fn inventory_alone(settings: shared::config::Settings) -> (TestApp, Arc<dyn Bus>) {
     let embedded = settings.amqp_url.is_none();
     let app = spawn_parts(settings, &[Part::Inventory, Part::Gateway]).await;

@@ -305,6 +305,39 @@ async fn an_event_no_queue_is_bound_for_is_a_publish_failure() {
     k.cleanup(bus.as_ref()).await;
 }
 
+/// The broker acks publishes in bulk (`multiple`), and lapin then hands a
+/// `basic.return` to whichever confirmation it completes first: each result
+/// must still belong to its own event.
+#[tokio::test]
+async fn in_a_mixed_batch_only_the_events_no_queue_is_bound_for_fail() {
+    let k = Kernel::new(5).await;
+    let bus = k.bus(&amqp_url()).await;
+    let router = EventRouter::new("kernel.events")
+        .on::<Ping, _, _>(|_, _| async { Ok::<(), HandlerError>(()) });
+    bus.subscribe(router).await.expect("subscribe");
+    let batch: Vec<Envelope> = (0..200)
+        .map(|n| {
+            if n % 2 == 0 {
+                Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n })
+            } else {
+                Envelope::new("test", uuid::Uuid::now_v7(), &common::Pong { n })
+            }
+        })
+        .collect();
+    for _ in 0..5 {
+        let results = bus.publish(&batch).await;
+        for (env, result) in batch.iter().zip(&results) {
+            match (env.kind.as_str(), result) {
+                ("test.ping", Ok(())) => {}
+                ("test.pong", Err(duikou_shared::bus::BusError::Unroutable(key)))
+                    if key == "test.pong" => {}
+                (kind, other) => panic!("{kind}: {other:?}"),
+            }
+        }
+    }
+    k.cleanup(bus.as_ref()).await;
+}
+
 #[tokio::test]
 async fn shutdown_lets_a_handler_in_flight_commit_and_ack() {
     let k = Kernel::new(5).await;

@@ -370,10 +370,17 @@ fn envelope_properties(env: &Envelope) -> BasicProperties {
         .with_headers(headers)
 }
 
+/// The outcome of one publish. lapin may hand a `basic.return` to another
+/// publish's confirmation (a bulk ack completes several at once, in no
+/// set order), so a return counts only if it carries our routing key; a
+/// batch also checks the returns of its siblings (see `publish`).
 fn confirmation_result(key: &str, confirmation: Confirmation) -> Result<(), BusError> {
     match confirmation {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(BusError::Unroutable(key.to_owned())),
+        Confirmation::Ack(Some(returned)) if returned.delivery.routing_key.as_str() == key => {
+            Err(BusError::Unroutable(key.to_owned()))
+        }
+        Confirmation::Ack(Some(_)) => Ok(()),
         Confirmation::Nack(_) => Err(BusError::Nacked),
     }
 }
@@ -643,15 +650,31 @@ impl Bus for AmqpBus {
             confirms.push(sent);
         }
         let mut results = Vec::with_capacity(events.len());
+        // Routing keys the broker returned in this batch, whichever
+        // confirmation lapin attached each return to.
+        let mut returned = std::collections::HashSet::new();
         for (env, sent) in events.iter().zip(confirms) {
             let result = match sent {
                 Ok(confirm) => match confirm.await {
-                    Ok(c) => confirmation_result(&env.kind, c),
+                    Ok(c) => {
+                        if let Confirmation::Ack(Some(r)) = &c {
+                            returned.insert(r.delivery.routing_key.to_string());
+                        }
+                        confirmation_result(&env.kind, c)
+                    }
                     Err(e) => Err(e.into()),
                 },
                 Err(e) => Err(e.into()),
             };
             results.push(result);
+        }
+        // An event whose routing key was returned had no queue either (same
+        // key, same bindings): unroutable, even if its own confirmation
+        // came back clean.
+        for (env, result) in events.iter().zip(results.iter_mut()) {
+            if result.is_ok() && returned.contains(&env.kind) {
+                *result = Err(BusError::Unroutable(env.kind.clone()));
+            }
         }
         results
     }

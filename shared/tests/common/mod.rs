@@ -56,6 +56,15 @@ impl Event for Ping {
     const TYPE: &'static str = "test.ping";
 }
 
+/// An event no test binds a queue for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    pub n: i64,
+}
+impl Event for Pong {
+    const TYPE: &'static str = "test.pong";
+}
+
 /// A database, a queue prefix and a bus of one test's own.
 pub struct Kernel {
     pub id: String,
