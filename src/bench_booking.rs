@@ -11,17 +11,15 @@
 //!
 //! Figures, not tests.
 
-use crate::bench_search::{bench_settings, cleanup};
+use crate::bench_search::{bench_settings, cleanup, seed_room_types};
 use crate::{App, Part};
 use chrono::{Duration as Days, Utc};
 use hdrhistogram::Histogram;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
-use shared::bus::call;
 use shared::config::Settings;
 use shared::money::Fen;
 use shared::region::RegionCode;
-use shared::rpcs::{CreateHomestay, NewRoomType, SetRoomCalendar};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -190,44 +188,13 @@ async fn start(
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("registration failed: {registered}"))?
         .to_owned();
-    let bus = app.rt.bus.as_ref();
-    let today = Utc::now().date_naive();
-    let mut ids = Vec::with_capacity(room_types);
-    for i in 0..room_types {
-        let created = call(
-            bus,
-            &CreateHomestay {
-                host_name: format!("牧户 {i}"),
-                host_id: None,
-                region_code: RegionCode::parse("150430")?,
-                name: format!("草原民宿 {i}"),
-                room_type: NewRoomType {
-                    name: "双床".into(),
-                    beds: 2,
-                    max_guests: 2,
-                },
-                details: Default::default(),
-                cancellation_policy: None,
-                by: None,
-            },
-        )
-        .await?;
-        call(
-            bus,
-            &SetRoomCalendar {
-                room_type_id: created.room_type_id,
-                from: today,
-                to: today + Days::days(NIGHTS + 2),
-                rooms,
-                price: Fen::yuan(300),
-                closed: false,
-                min_stay: 1,
-                by: None,
-            },
-        )
-        .await?;
-        ids.push(created.room_type_id.to_string());
-    }
+    let ids = seed_room_types(app.rt.bus.as_ref(), room_types, rooms, NIGHTS + 2, |_| {
+        Ok((RegionCode::parse("150430")?, Fen::yuan(300)))
+    })
+    .await?
+    .iter()
+    .map(ToString::to_string)
+    .collect();
     let polls = Arc::new(AtomicU64::new(0));
     Ok((
         app,

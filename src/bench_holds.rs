@@ -5,18 +5,17 @@
 //! (through a temporary queue of its own): outbox, broker and the hold's
 //! conditional UPDATE, end to end. A figure, not a test.
 
-use crate::bench_search::{bench_settings, cleanup};
+use crate::bench_search::{bench_settings, cleanup, seed_room_types};
 use crate::{App, Part};
 use chrono::{Duration as Days, Utc};
 use hdrhistogram::Histogram;
-use shared::bus::{EventRouter, call};
+use shared::bus::EventRouter;
 use shared::config::Settings;
 use shared::envelope::Envelope;
 use shared::events::{HoldGranted, HoldItem, HoldRejected, HoldRequested};
 use shared::ids::{BookingId, RoomTypeId};
 use shared::money::Fen;
 use shared::region::RegionCode;
-use shared::rpcs::{CreateHomestay, NewRoomType, SetRoomCalendar};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,45 +100,10 @@ pub async fn holds(
 }
 
 async fn room_types(app: &App, count: usize, rooms: u32) -> anyhow::Result<Vec<RoomTypeId>> {
-    let bus = app.rt.bus.as_ref();
-    let today = Utc::now().date_naive();
-    let mut ids = Vec::with_capacity(count);
-    for i in 0..count {
-        let created = call(
-            bus,
-            &CreateHomestay {
-                host_name: format!("牧户 {i}"),
-                host_id: None,
-                region_code: RegionCode::parse("150430")?,
-                name: format!("草原民宿 {i}"),
-                room_type: NewRoomType {
-                    name: "双床".into(),
-                    beds: 2,
-                    max_guests: 2,
-                },
-                details: Default::default(),
-                cancellation_policy: None,
-                by: None,
-            },
-        )
-        .await?;
-        call(
-            bus,
-            &SetRoomCalendar {
-                room_type_id: created.room_type_id,
-                from: today,
-                to: today + Days::days(NIGHTS + 2),
-                rooms,
-                price: Fen::yuan(300),
-                closed: false,
-                min_stay: 1,
-                by: None,
-            },
-        )
-        .await?;
-        ids.push(created.room_type_id);
-    }
-    Ok(ids)
+    seed_room_types(app.rt.bus.as_ref(), count, rooms, NIGHTS + 2, |_| {
+        Ok((RegionCode::parse("150430")?, Fen::yuan(300)))
+    })
+    .await
 }
 
 async fn load(

@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use shared::bus::call;
 use shared::config::Settings;
+use shared::ids::RoomTypeId;
 use shared::money::Fen;
 use shared::region::RegionCode;
 use shared::rpcs::{CreateHomestay, NewRoomType, SetRoomCalendar};
@@ -61,44 +62,16 @@ async fn measure(
         .gateway_addr
         .ok_or_else(|| anyhow::anyhow!("no gateway"))?;
     let url = format!("http://{addr}/graphql");
-    let bus = app.rt.bus.as_ref();
     let today = Utc::now().date_naive();
     let banners = ["150430", "150423", "150428", "150522", "150525"];
     print!("  seeding {HOMESTAYS} homestays with 30 nights each… ");
-    for i in 0..HOMESTAYS {
-        let created = call(
-            bus,
-            &CreateHomestay {
-                host_name: format!("牧户 {i}"),
-                host_id: None,
-                region_code: RegionCode::parse(banners[i % banners.len()])?,
-                name: format!("草原民宿 {i}"),
-                room_type: NewRoomType {
-                    name: "双床".into(),
-                    beds: 2,
-                    max_guests: 2,
-                },
-                details: Default::default(),
-                cancellation_policy: None,
-                by: None,
-            },
-        )
-        .await?;
-        call(
-            bus,
-            &SetRoomCalendar {
-                room_type_id: created.room_type_id,
-                from: today,
-                to: today + Days::days(30),
-                rooms: 5,
-                price: Fen::yuan(200 + (i as i64 * 7) % 300),
-                closed: false,
-                min_stay: 1,
-                by: None,
-            },
-        )
-        .await?;
-    }
+    seed_room_types(app.rt.bus.as_ref(), HOMESTAYS, 5, 30, |i| {
+        Ok((
+            RegionCode::parse(banners[i % banners.len()])?,
+            Fen::yuan(200 + (i as i64 * 7) % 300),
+        ))
+    })
+    .await?;
     println!("done");
     let search = json!({
         "query": "query($in: Date!, $out: Date!) { searchHomestays(regionCode: \"150400\", checkIn: $in, checkOut: $out, guests: 2, first: 20) { edges { node { homestayName total { amount } } } } }",
@@ -176,6 +149,57 @@ async fn load(
         p99_ms: ms(all.value_at_quantile(0.99)),
         max_ms: ms(all.max()),
     })
+}
+
+/// `count` homestays, each with one two-guest room type on sale with
+/// `rooms` rooms a night for `nights` nights from today; `listing(i)` says
+/// where the i-th is and what a night costs. Returns the room types.
+pub(crate) async fn seed_room_types(
+    bus: &dyn shared::bus::Bus,
+    count: usize,
+    rooms: u32,
+    nights: i64,
+    listing: impl Fn(usize) -> anyhow::Result<(RegionCode, Fen)>,
+) -> anyhow::Result<Vec<RoomTypeId>> {
+    let today = Utc::now().date_naive();
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let (region_code, price) = listing(i)?;
+        let created = call(
+            bus,
+            &CreateHomestay {
+                host_name: format!("牧户 {i}"),
+                host_id: None,
+                region_code,
+                name: format!("草原民宿 {i}"),
+                room_type: NewRoomType {
+                    name: "双床".into(),
+                    beds: 2,
+                    max_guests: 2,
+                },
+                details: Default::default(),
+                cancellation_policy: None,
+                by: None,
+            },
+        )
+        .await?;
+        call(
+            bus,
+            &SetRoomCalendar {
+                room_type_id: created.room_type_id,
+                from: today,
+                to: today + Days::days(nights),
+                rooms,
+                price,
+                closed: false,
+                min_stay: 1,
+                by: None,
+            },
+        )
+        .await?;
+        ids.push(created.room_type_id);
+    }
+    Ok(ids)
 }
 
 /// Settings for a bench of its own: fresh databases and queues under a

@@ -15,10 +15,7 @@ use shared::events::{HoldItem, HoldRequested};
 use shared::ids::BookingId;
 use shared::money::Fen;
 use shared::region::RegionCode;
-use shared::rpcs::{
-    AddDeparture, CreateHomestay, CreateRoute, ItineraryDay, NewRoomType, RouteStatus,
-    SetRoomCalendar, SetRouteStatus,
-};
+use shared::rpcs::{AddDeparture, CreateRoute, ItineraryDay, RouteStatus, SetRouteStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Instant;
@@ -128,40 +125,7 @@ async fn race(app: &TestApp, bus: Arc<dyn Bus>, item: HoldItem, available_sql: &
 
 async fn ten_rooms(settings: shared::config::Settings) {
     let (app, bus) = inventory_alone(settings).await;
-    let created = call(
-        bus.as_ref(),
-        &CreateHomestay {
-            host_name: "敖汉旗测试牧户".into(),
-            host_id: None,
-            region_code: RegionCode::parse("150430").expect("code"),
-            name: "测试蒙古包".into(),
-            room_type: NewRoomType {
-                name: "双床".into(),
-                beds: 2,
-                max_guests: 2,
-            },
-            details: Default::default(),
-            cancellation_policy: None,
-            by: None,
-        },
-    )
-    .await
-    .expect("homestay");
-    call(
-        bus.as_ref(),
-        &SetRoomCalendar {
-            room_type_id: created.room_type_id,
-            from: tomorrow(),
-            to: tomorrow() + Duration::days(2),
-            rooms: CAPACITY as u32,
-            price: Fen::yuan(380),
-            closed: false,
-            min_stay: 1,
-            by: None,
-        },
-    )
-    .await
-    .expect("calendar");
+    let created = common::homestay_on(bus.as_ref(), CAPACITY as u32).await;
     let item = HoldItem::RoomNights {
         room_type_id: created.room_type_id,
         check_in: tomorrow(),

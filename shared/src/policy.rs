@@ -12,6 +12,12 @@ pub fn china_today(now: DateTime<Utc>) -> NaiveDate {
         None => now.date_naive(),
     }
 }
+
+/// Whether a listing certified until `until` (its last valid day) carries
+/// the poverty-relief badge today, China time.
+pub fn certified_now(until: Option<NaiveDate>) -> bool {
+    until.is_some_and(|d| d >= china_today(Utc::now()))
+}
 use serde::{Deserialize, Serialize};
 
 /// One step of a policy: cancelling at least `days_before` days ahead

@@ -199,42 +199,7 @@ impl TestApp {
 
     /// A homestay in 敖汉旗 with `rooms` rooms at 380 yuan for 60 nights from tomorrow.
     pub async fn homestay(&self, rooms: u32) -> HomestayCreated {
-        let bus = self.app.rt.bus.as_ref();
-        let created = call(
-            bus,
-            &CreateHomestay {
-                host_name: "敖汉旗测试牧户".into(),
-                host_id: None,
-                region_code: RegionCode::parse("150430").expect("code"),
-                name: "测试蒙古包".into(),
-                room_type: NewRoomType {
-                    name: "双床".into(),
-                    beds: 2,
-                    max_guests: 2,
-                },
-                details: Default::default(),
-                cancellation_policy: None,
-                by: None,
-            },
-        )
-        .await
-        .expect("homestay created");
-        call(
-            bus,
-            &SetRoomCalendar {
-                room_type_id: created.room_type_id,
-                from: tomorrow(),
-                to: tomorrow() + Days::days(60),
-                rooms,
-                price: Fen::yuan(380),
-                closed: false,
-                min_stay: 1,
-                by: None,
-            },
-        )
-        .await
-        .expect("calendar set");
-        created
+        homestay_on(self.app.rt.bus.as_ref(), rooms).await
     }
 
     /// createBooking for one traveler; returns the response body.
@@ -498,4 +463,44 @@ pub fn code(body: &Value) -> &str {
 
 pub fn tomorrow() -> NaiveDate {
     Utc::now().date_naive() + Days::days(1)
+}
+
+/// A homestay in 敖汉旗 with `rooms` rooms at 380 yuan for 60 nights from
+/// tomorrow, created through `bus` (the inventory's, or any that reaches it).
+pub async fn homestay_on(bus: &dyn shared::bus::Bus, rooms: u32) -> HomestayCreated {
+    let created = call(
+        bus,
+        &CreateHomestay {
+            host_name: "敖汉旗测试牧户".into(),
+            host_id: None,
+            region_code: RegionCode::parse("150430").expect("code"),
+            name: "测试蒙古包".into(),
+            room_type: NewRoomType {
+                name: "双床".into(),
+                beds: 2,
+                max_guests: 2,
+            },
+            details: Default::default(),
+            cancellation_policy: None,
+            by: None,
+        },
+    )
+    .await
+    .expect("homestay created");
+    call(
+        bus,
+        &SetRoomCalendar {
+            room_type_id: created.room_type_id,
+            from: tomorrow(),
+            to: tomorrow() + Days::days(60),
+            rooms,
+            price: Fen::yuan(380),
+            closed: false,
+            min_stay: 1,
+            by: None,
+        },
+    )
+    .await
+    .expect("calendar set");
+    created
 }

@@ -330,9 +330,7 @@ impl Homestay {
     }
     /// Carries a valid poverty-relief certification (扶贫产品认定) today.
     async fn certified(&self) -> bool {
-        self.0
-            .certified_until
-            .is_some_and(|d| d >= shared::policy::china_today(chrono::Utc::now()))
+        shared::policy::certified_now(self.0.certified_until)
     }
     async fn certified_until(&self) -> Option<Date> {
         self.0.certified_until.map(Date)

@@ -3,23 +3,10 @@
 
 use super::auth::principal;
 use super::catalogue::{PolicyTierInput, policy_tiers};
-use super::types::{Date, Lang, Money, PolicyTier, page_info, policy_tiers_view};
+use super::types::{Date, Lang, Money, PolicyTier, in_lang, page_info, policy_tiers_view};
 use super::{non_negative, parse, region, rpc, yuan};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
-use shared::policy::china_today;
 use shared::rpcs::{self, RouteStatus as Status};
-
-/// Picks the text in the language asked for, else the `Accept-Language`
-/// of the request, else Chinese.
-pub fn in_lang<'a>(ctx: &Context<'_>, lang: Option<Lang>, zh: &'a str, en: &'a str) -> &'a str {
-    match lang
-        .or_else(|| ctx.data_opt::<Lang>().copied())
-        .unwrap_or_default()
-    {
-        Lang::En if !en.is_empty() => en,
-        _ => zh,
-    }
-}
 
 /// A route's sale state.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -130,9 +117,7 @@ impl Route {
     }
     /// Carries a valid poverty-relief certification (扶贫产品认定) today.
     async fn certified(&self) -> bool {
-        self.0
-            .certified_until
-            .is_some_and(|d| d >= china_today(chrono::Utc::now()))
+        shared::policy::certified_now(self.0.certified_until)
     }
     /// The certification's last valid day.
     async fn certified_until(&self) -> Option<Date> {

@@ -55,6 +55,23 @@ pub enum Lang {
     En,
 }
 
+/// Picks the text in the language asked for, else the `Accept-Language`
+/// of the request, else Chinese.
+pub fn in_lang<'a>(
+    ctx: &async_graphql::Context<'_>,
+    lang: Option<Lang>,
+    zh: &'a str,
+    en: &'a str,
+) -> &'a str {
+    match lang
+        .or_else(|| ctx.data_opt::<Lang>().copied())
+        .unwrap_or_default()
+    {
+        Lang::En if !en.is_empty() => en,
+        _ => zh,
+    }
+}
+
 /// Kind of identity document.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum DocumentType {
@@ -75,7 +92,7 @@ impl Region {
     }
     /// The name in the language asked for (or `Accept-Language`; Chinese by default).
     async fn name(&self, ctx: &async_graphql::Context<'_>, lang: Option<Lang>) -> &str {
-        super::routes::in_lang(ctx, lang, &self.0.name_zh, &self.0.name_en)
+        in_lang(ctx, lang, &self.0.name_zh, &self.0.name_en)
     }
     /// Chinese name.
     async fn name_zh(&self) -> &str {

@@ -39,6 +39,20 @@ impl StayDates {
     }
 }
 
+/// Checks a text field: not blank when `required`, at most `max` characters;
+/// the message names the field.
+pub fn check_text(field: &str, text: &str, max: usize, required: bool) -> Result<(), AppError> {
+    if required && text.trim().is_empty() {
+        return Err(AppError::bad_input(format!("{field} must not be empty")));
+    }
+    if text.chars().count() > max {
+        return Err(AppError::bad_input(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Validates a calendar range `[from, to)`: at most a year at once.
 pub fn calendar_range(from: NaiveDate, to: NaiveDate) -> Result<i64, AppError> {
     let days = (to - from).num_days();

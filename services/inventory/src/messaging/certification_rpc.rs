@@ -21,13 +21,8 @@ const MAX_NOTICE_DAYS: u32 = 30;
 const MAX_VALIDITY_DAYS: i64 = 5 * 366;
 
 fn text(field: &str, value: &str) -> Result<String, AppError> {
-    let value = value.trim();
-    if value.is_empty() || value.chars().count() > MAX_TEXT {
-        return Err(AppError::bad_input(format!(
-            "{field}: 1 to {MAX_TEXT} characters"
-        )));
-    }
-    Ok(value.to_owned())
+    crate::domain::check_text(field, value, MAX_TEXT, true)?;
+    Ok(value.trim().to_owned())
 }
 
 fn conflict(c: &CertificationView, step: &str) -> AppError {

@@ -294,7 +294,7 @@ impl Inventory {
             title: format!("{} · {}", route.title_zh, departure.starts_on),
             host_id: route.host_id,
             region_code: route.region_code,
-            certified: route.certified_until.is_some_and(|d| d >= today),
+            certified: shared::policy::certified_now(route.certified_until),
             cancellation_policy: route.cancellation_policy,
             starts_on: Some(departure.starts_on),
         };

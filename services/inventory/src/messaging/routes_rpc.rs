@@ -1,6 +1,7 @@
 //! RPC handlers for routes (旅游线路) and their departures.
 
 use super::{Inventory, administers};
+use crate::domain::check_text;
 use crate::storage::{self, routes};
 use chrono::{Duration, NaiveDate, Utc};
 use sea_orm::TransactionTrait;
@@ -23,18 +24,6 @@ const MAX_DESCRIPTION: usize = 10_000;
 const MAX_SEATS: u32 = 1_000;
 /// Widest window of departure days read or searched at once.
 const MAX_WINDOW_DAYS: i64 = 366;
-
-fn check_text(field: &str, text: &str, max: usize, required: bool) -> Result<(), AppError> {
-    if required && text.trim().is_empty() {
-        return Err(AppError::bad_input(format!("{field} must not be empty")));
-    }
-    if text.chars().count() > max {
-        return Err(AppError::bad_input(format!(
-            "{field} is longer than {max} characters"
-        )));
-    }
-    Ok(())
-}
 
 fn window(from: NaiveDate, to: NaiveDate) -> Result<(), AppError> {
     let days = (to - from).num_days();

@@ -239,29 +239,39 @@ fn view(row: &QueryResult, today: NaiveDate) -> Result<CertificationView, DbErr>
     })
 }
 
+/// Fills in the objections of `certifications`, in one query.
 async fn with_objections<C: ConnectionTrait>(
     conn: &C,
-    mut c: CertificationView,
-) -> Result<CertificationView, DbErr> {
+    mut certifications: Vec<CertificationView>,
+) -> Result<Vec<CertificationView>, DbErr> {
+    if certifications.is_empty() {
+        return Ok(certifications);
+    }
     let b = conn.get_database_backend();
+    let placeholders: Vec<String> = (1..=certifications.len())
+        .map(|i| format!("${i}"))
+        .collect();
     let rows = conn
         .query_all_raw(stmt(
             b,
-            "SELECT text, created_at FROM certification_objections
-             WHERE certification_id = $1 ORDER BY id",
-            vec![uuid_value(b, c.id)],
+            &format!(
+                "SELECT certification_id, text, created_at FROM certification_objections
+                 WHERE certification_id IN ({}) ORDER BY id",
+                placeholders.join(", ")
+            ),
+            certifications.iter().map(|c| uuid_value(b, c.id)).collect(),
         ))
         .await?;
-    c.objections = rows
-        .iter()
-        .map(|r| {
-            Ok(Objection {
+    for r in &rows {
+        let id = row_uuid(r, "certification_id")?;
+        if let Some(c) = certifications.iter_mut().find(|c| c.id == id) {
+            c.objections.push(Objection {
                 text: r.try_get("", "text")?,
                 at: r.try_get("", "created_at")?,
-            })
-        })
-        .collect::<Result<_, DbErr>>()?;
-    Ok(c)
+            });
+        }
+    }
+    Ok(certifications)
 }
 
 /// Locks a certification row for the rest of the transaction (PostgreSQL;
@@ -294,7 +304,7 @@ pub async fn get<C: ConnectionTrait>(
         ))
         .await?;
     match row {
-        Some(row) => Ok(Some(with_objections(conn, view(&row, today)?).await?)),
+        Some(row) => Ok(with_objections(conn, vec![view(&row, today)?]).await?.pop()),
         None => Ok(None),
     }
 }
@@ -348,11 +358,12 @@ pub async fn list<C: ConnectionTrait>(
         ))
         .await?;
     let has_next = rows.len() > first as usize;
-    let mut out = Vec::with_capacity(rows.len().min(first as usize));
-    for row in rows.iter().take(first as usize) {
-        out.push(with_objections(conn, view(row, f.today)?).await?);
-    }
-    Ok((out, has_next))
+    let page = rows
+        .iter()
+        .take(first as usize)
+        .map(|row| view(row, f.today))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((with_objections(conn, page).await?, has_next))
 }
 
 fn opt_uuid(b: sea_orm::DbBackend, id: Option<Uuid>) -> sea_orm::Value {

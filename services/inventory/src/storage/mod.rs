@@ -562,9 +562,7 @@ pub async fn listing<C: ConnectionTrait>(
         title: format!("{homestay} · {room}"),
         host_id: HostId(row_uuid(&row, "host_id")?),
         region_code: RegionCode::parse(&region).map_err(|e| DbErr::Custom(e.to_string()))?,
-        certified: row
-            .try_get::<Option<NaiveDate>>("", "certified_until")?
-            .is_some_and(|d| d >= shared::policy::china_today(Utc::now())),
+        certified: shared::policy::certified_now(row.try_get("", "certified_until")?),
         cancellation_policy: match row.try_get::<Option<String>>("", "cancellation_policy")? {
             Some(p) => serde_json::from_str(&p)
                 .map_err(|e| DbErr::Custom(format!("homestays.cancellation_policy: {e}")))?,

@@ -398,31 +398,70 @@ pub async fn search<C: ConnectionTrait>(
         ))
         .await?;
     let has_next = rows.len() > first as usize;
-    let mut found = Vec::with_capacity(rows.len().min(first as usize));
-    for row in rows.iter().take(first as usize) {
-        let id = row_uuid(row, "route_id")?;
-        let first_day: NaiveDate = row.try_get("", "first_day")?;
-        let Some(mut route) = route(conn, RouteId(id)).await? else {
-            continue;
-        };
-        let mut values = filter.values();
-        values.push(uuid_value(b, id));
-        let rows = conn
-            .query_all_raw(stmt(
-                b,
-                &format!(
-                    "SELECT {DEPARTURE_COLUMNS} FROM departures d JOIN routes r ON r.id = d.route_id
-                     WHERE d.route_id = $9 AND {} ORDER BY d.starts_on",
-                    RouteFilter::WHERE
-                ),
-                values,
+    let page = rows
+        .iter()
+        .take(first as usize)
+        .map(|row| {
+            Ok((
+                row_uuid(row, "route_id")?,
+                row.try_get::<NaiveDate>("", "first_day")?,
             ))
-            .await?;
-        route.departures = rows
-            .iter()
-            .map(departure_from_row)
-            .collect::<Result<_, _>>()?;
-        found.push((route, format!("{first_day}:{id}")));
+        })
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    if page.is_empty() {
+        return Ok((Vec::new(), has_next));
     }
-    Ok((found, has_next))
+    // The page's routes and their matching departures: two queries, not two per route.
+    let ids: Vec<Value> = page.iter().map(|(id, _)| uuid_value(b, *id)).collect();
+    let list = |from: usize| {
+        (from..from + ids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let routes = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT {ROUTE_COLUMNS} FROM routes r JOIN hosts h ON h.id = r.host_id
+                 WHERE r.id IN ({})",
+                list(1)
+            ),
+            ids.clone(),
+        ))
+        .await?;
+    let mut routes = routes
+        .iter()
+        .map(|row| route_from_row(row).map(|r| (r.id.0, r)))
+        .collect::<Result<std::collections::HashMap<_, _>, DbErr>>()?;
+    let mut values = filter.values();
+    values.extend(ids.iter().cloned());
+    let departures = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT {DEPARTURE_COLUMNS} FROM departures d JOIN routes r ON r.id = d.route_id
+                 WHERE d.route_id IN ({}) AND {} ORDER BY d.starts_on",
+                list(9),
+                RouteFilter::WHERE
+            ),
+            values,
+        ))
+        .await?;
+    for row in &departures {
+        let departure = departure_from_row(row)?;
+        if let Some(route) = routes.get_mut(&departure.route_id.0) {
+            route.departures.push(departure);
+        }
+    }
+    Ok((
+        page.into_iter()
+            .filter_map(|(id, first_day)| {
+                routes
+                    .remove(&id)
+                    .map(|route| (route, format!("{first_day}:{id}")))
+            })
+            .collect(),
+        has_next,
+    ))
 }
