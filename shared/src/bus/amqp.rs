@@ -64,8 +64,13 @@ struct Inner {
     config: BusConfig,
     /// The current connection; replaced when it is no longer connected.
     connection: tokio::sync::Mutex<Arc<Connection>>,
-    /// Publishes events and dead letters, with confirms.
+    /// Sends RPC replies (no confirm awaited, nothing mandatory).
     publisher: tokio::sync::Mutex<Channel>,
+    /// Confirming channels for events and dead letters, each lent to one
+    /// publish at a time: a `basic.return` then belongs to that publish's
+    /// batch and no other task's (lapin hands a return to whichever pending
+    /// confirmation a bulk ack completes first).
+    confirming: Mutex<Vec<Channel>>,
     /// Sends RPC requests (with confirms) and receives replies (direct reply-to).
     rpc_channel: tokio::sync::Mutex<Channel>,
 }
@@ -100,13 +105,51 @@ impl Inner {
         Ok(channel)
     }
 
-    /// The publishing channel, replaced if it was closed.
+    /// The reply channel, replaced if it was closed.
     async fn publisher(&self) -> Result<Channel, BusError> {
         let mut channel = self.publisher.lock().await;
         if !usable(&channel) {
             *channel = self.confirming_channel().await?;
         }
         Ok(channel.clone())
+    }
+
+    /// A confirming channel of this caller's alone until it is dropped
+    /// (then it goes back to the pool, if still usable).
+    async fn lend_confirming(&self) -> Result<Lent<'_>, BusError> {
+        let pooled = {
+            let mut pool = lock(&self.confirming);
+            std::iter::from_fn(|| pool.pop()).find(usable)
+        };
+        let channel = match pooled {
+            Some(c) => c,
+            None => self.confirming_channel().await?,
+        };
+        Ok(Lent {
+            pool: &self.confirming,
+            channel,
+        })
+    }
+}
+
+/// A pooled confirming channel, returned to its pool on drop.
+struct Lent<'a> {
+    pool: &'a Mutex<Vec<Channel>>,
+    channel: Channel,
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = Channel;
+    fn deref(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if usable(&self.channel) {
+            lock(self.pool).push(self.channel.clone());
+        }
     }
 }
 
@@ -150,6 +193,7 @@ impl AmqpBus {
                 config,
                 connection: tokio::sync::Mutex::new(Arc::new(connection)),
                 publisher: tokio::sync::Mutex::new(publisher),
+                confirming: Mutex::default(),
                 rpc_channel: tokio::sync::Mutex::new(rpc_channel.clone()),
             }),
             pending: Arc::default(),
@@ -400,7 +444,7 @@ async fn dead_letter(inner: &Inner, dead_queue: &str, delivery: &Delivery, reaso
     let properties = delivery.properties.clone().with_headers(headers);
     let stored = async {
         inner
-            .publisher()
+            .lend_confirming()
             .await?
             .basic_publish(
                 "".into(),
@@ -623,7 +667,7 @@ impl Bus for AmqpBus {
     async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), BusError>> {
         // Pipeline: send all, then collect the confirms in order.
         let exchange = self.inner.config.exchange();
-        let publisher = match self.inner.publisher().await {
+        let publisher = match self.inner.lend_confirming().await {
             Ok(p) => p,
             Err(e) => {
                 let reason = e.to_string();
