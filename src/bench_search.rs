@@ -8,6 +8,7 @@ use crate::{App, Part};
 use chrono::{Duration as Days, Utc};
 use hdrhistogram::Histogram;
 use serde_json::json;
+use shared::auth::Principal;
 use shared::bus::call;
 use shared::config::Settings;
 use shared::ids::RoomTypeId;
@@ -161,7 +162,7 @@ pub(crate) async fn seed_room_types(
     nights: i64,
     listing: impl Fn(usize) -> anyhow::Result<(RegionCode, Fen)>,
 ) -> anyhow::Result<Vec<RoomTypeId>> {
-    let today = Utc::now().date_naive();
+    let today = shared::policy::china_today(Utc::now());
     let mut ids = Vec::with_capacity(count);
     for i in 0..count {
         let (region_code, price) = listing(i)?;
@@ -176,10 +177,11 @@ pub(crate) async fn seed_room_types(
                     name: "双床".into(),
                     beds: 2,
                     max_guests: 2,
+                    rooms,
                 },
                 details: Default::default(),
                 cancellation_policy: None,
-                by: None,
+                by: Principal::platform(),
             },
         )
         .await?;
@@ -189,11 +191,11 @@ pub(crate) async fn seed_room_types(
                 room_type_id: created.room_type_id,
                 from: today,
                 to: today + Days::days(nights),
-                rooms,
+                rooms: None,
                 price,
                 closed: false,
                 min_stay: 1,
-                by: None,
+                by: Principal::platform(),
             },
         )
         .await?;

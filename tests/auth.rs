@@ -374,7 +374,7 @@ async fn services_refuse_principals_without_the_right_even_past_the_gateway() {
         since: None,
         notes: None,
         demo: false,
-        by: Some(by),
+        by,
     };
     let elsewhere = call(bus, &pair(who(Role::RegionAdmin, Some("522631")))).await;
     assert_eq!(

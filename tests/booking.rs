@@ -238,6 +238,12 @@ async fn an_unpaid_booking_expires_and_its_rooms_go_back_on_sale() {
             .await,
     );
     app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    // While it is held, the one room is not for anyone else.
+    let shut_out = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "expire-2")
+            .await,
+    );
+    assert_eq!(app.wait_until_held_or_rejected(&shut_out).await, "REJECTED");
     let expired = app.wait_for_status(&id, "EXPIRED").await;
     assert_eq!(expired["reason"], "not paid in time");
     app.wait_for_available(&room_type, json!([1])).await;
@@ -247,6 +253,16 @@ async fn an_unpaid_booking_expires_and_its_rooms_go_back_on_sale() {
         late["errors"][0]["extensions"]["code"], "CONFLICT",
         "{late}"
     );
+    // Resold: the next traveler gets the room and pays for it.
+    let next = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "expire-3")
+            .await,
+    );
+    app.wait_for_status(&next, "AWAITING_PAYMENT").await;
+    let paid = app.pay(&next, "tok_success", "next-pays").await;
+    assert!(paid["errors"].is_null(), "{paid}");
+    app.wait_for_status(&next, "CONFIRMED").await;
+    app.wait_for_available(&room_type, json!([0])).await;
 }
 
 #[tokio::test]

@@ -40,7 +40,7 @@ async fn listed_by_admin(app: &TestApp, admin: &str) -> String {
             Some(admin),
             "mutation($i: HomestayInput!) { createHomestay(input: $i) { roomTypeId } }",
             json!({ "i": { "hostName": "敖汉旗牧民合作社", "regionCode": "150430", "name": "草原人家",
-                           "roomType": { "name": "家庭房", "beds": 2, "maxGuests": 3 },
+                           "roomType": { "name": "家庭房", "beds": 2, "maxGuests": 3, "rooms": 3 },
                            "cancellationPolicy": [{ "daysBefore": 3, "refundPercent": 100 }] } }),
         )
         .await;
@@ -173,7 +173,7 @@ async fn only_admins_of_the_region_manage_its_listings() {
     let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
     let room_type = listed_by_admin(&app, &chifeng).await;
     let create = "mutation($i: HomestayInput!) { createHomestay(input: $i) { roomTypeId } }";
-    let elsewhere = json!({ "i": { "hostName": "x", "regionCode": "150921", "name": "y", "roomType": { "name": "z", "beds": 1, "maxGuests": 1 } } });
+    let elsewhere = json!({ "i": { "hostName": "x", "regionCode": "150921", "name": "y", "roomType": { "name": "z", "beds": 1, "maxGuests": 1, "rooms": 1 } } });
     assert_eq!(
         code(
             &app.graphql_as(Some(&chifeng), create, elsewhere.clone())
@@ -200,7 +200,7 @@ async fn only_admins_of_the_region_manage_its_listings() {
     let admin = app.admin_token().await;
     let by_platform = app.graphql_as(Some(&admin), calendar, vars).await;
     assert_eq!(by_platform["data"]["setRoomCalendar"], 1, "{by_platform}");
-    let bad_policy = json!({ "i": { "hostName": "x", "regionCode": "150430", "name": "y", "roomType": { "name": "z", "beds": 1, "maxGuests": 1 },
+    let bad_policy = json!({ "i": { "hostName": "x", "regionCode": "150430", "name": "y", "roomType": { "name": "z", "beds": 1, "maxGuests": 1, "rooms": 1 },
                                     "cancellationPolicy": [{ "daysBefore": 1, "refundPercent": 100 }, { "daysBefore": 7, "refundPercent": 50 }] } });
     assert_eq!(
         code(&app.graphql_as(Some(&chifeng), create, bad_policy).await),
@@ -244,7 +244,7 @@ async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
     let app = spawn_app().await;
     let admin = app.region_admin("chifeng@example.cn", "150400").await;
     let input = json!({ "hostName": "敖汉旗牧民合作社", "regionCode": "150430", "name": "兴隆洼草原人家",
-        "roomType": { "name": "双床房", "beds": 2, "maxGuests": 2 },
+        "roomType": { "name": "双床房", "beds": 2, "maxGuests": 2, "rooms": 2 },
         "address": "敖汉旗宝国吐乡兴隆洼村", "grade": "GOLD", "amenities": ["热水", "暖气"],
         "photos": ["https://img.example.cn/xinglongwa/1.jpg"] });
     let mut bad = input.clone();
@@ -273,7 +273,7 @@ async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
         .unwrap_or_default()
         .to_owned();
 
-    let add = "mutation($h: ID!) { addRoomType(homestayId: $h, roomType: { name: \"蒙古包家庭房\", beds: 3, maxGuests: 4 }) { name maxGuests } }";
+    let add = "mutation($h: ID!) { addRoomType(homestayId: $h, roomType: { name: \"蒙古包家庭房\", beds: 3, maxGuests: 4, rooms: 2 }) { name maxGuests rooms } }";
     assert_eq!(
         code(&app.graphql(add, json!({ "h": homestay })).await),
         "FORBIDDEN"
@@ -283,18 +283,18 @@ async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
         .await;
     assert_eq!(
         added["data"]["addRoomType"],
-        json!({ "name": "蒙古包家庭房", "maxGuests": 4 }),
+        json!({ "name": "蒙古包家庭房", "maxGuests": 4, "rooms": 2 }),
         "{added}"
     );
     let read = app
-        .graphql_as(None, "query($id: ID!) { homestay(id: $id) { name address grade amenities photos certified roomTypes { name maxGuests } } }", json!({ "id": homestay }))
+        .graphql_as(None, "query($id: ID!) { homestay(id: $id) { name address grade amenities photos certified roomTypes { name maxGuests rooms } } }", json!({ "id": homestay }))
         .await;
     assert_eq!(
         read["data"]["homestay"],
         json!({ "name": "兴隆洼草原人家", "address": "敖汉旗宝国吐乡兴隆洼村", "grade": "GOLD",
                 "amenities": ["热水", "暖气"], "photos": ["https://img.example.cn/xinglongwa/1.jpg"],
                 "certified": false,
-                "roomTypes": [{ "name": "双床房", "maxGuests": 2 }, { "name": "蒙古包家庭房", "maxGuests": 4 }] }),
+                "roomTypes": [{ "name": "双床房", "maxGuests": 2, "rooms": 2 }, { "name": "蒙古包家庭房", "maxGuests": 4, "rooms": 2 }] }),
         "{read}"
     );
 
@@ -311,6 +311,56 @@ async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
         let set = app.graphql_as(Some(&admin), calendar, vars.clone()).await;
         assert!(set["errors"].is_null(), "{vars}: {set}");
     }
+    // A calendar cannot sell more rooms than the type has, nor nights in
+    // the past; without `rooms` it sells all of them.
+    let more = "mutation($rt: ID!, $from: Date!, $to: Date!, $rooms: Int) {
+        setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, rooms: $rooms, price: \"300.00\") }";
+    let too_many = app
+        .graphql_as(
+            Some(&admin),
+            more,
+            json!({ "rt": room_type, "from": day(20), "to": day(21), "rooms": 3 }),
+        )
+        .await;
+    assert_eq!(code(&too_many), "BAD_USER_INPUT", "{too_many}");
+    assert!(
+        too_many["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("rooms:")),
+        "{too_many}"
+    );
+    let yesterday = (shared::policy::china_today(chrono::Utc::now()) - Days::days(1)).to_string();
+    let past = app
+        .graphql_as(
+            Some(&admin),
+            more,
+            json!({ "rt": room_type, "from": yesterday, "to": day(1), "rooms": 1 }),
+        )
+        .await;
+    assert_eq!(code(&past), "BAD_USER_INPUT", "{past}");
+    assert!(
+        past["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("from:")),
+        "{past}"
+    );
+    let all = app
+        .graphql_as(
+            Some(&admin),
+            more,
+            json!({ "rt": room_type, "from": day(20), "to": day(21) }),
+        )
+        .await;
+    assert_eq!(all["data"]["setRoomCalendar"], 1, "{all}");
+    let night_20 = app
+        .graphql_as(None, "query($id: ID!, $from: Date!, $to: Date!) { homestay(id: $id) { roomTypes { calendar(from: $from, to: $to) { rooms available } } } }",
+            json!({ "id": homestay, "from": day(20), "to": day(21) }))
+        .await;
+    assert_eq!(
+        night_20["data"]["homestay"]["roomTypes"][0]["calendar"],
+        json!([{ "rooms": 2, "available": 2 }]),
+        "{night_20}"
+    );
     let nights = app
         .graphql_as(None, "query($id: ID!, $from: Date!, $to: Date!) { homestay(id: $id) { roomTypes { calendar(from: $from, to: $to) { closed minStay } } } }",
             json!({ "id": homestay, "from": day(2), "to": day(4) }))
@@ -379,7 +429,7 @@ async fn one_host_is_paid_for_several_listings_of_its_region() {
 
     let homestay = |region: &str, host: Option<&str>| {
         json!({ "i": { "hostId": host, "regionCode": region, "name": "草原人家",
-                       "roomType": { "name": "双床房", "beds": 2, "maxGuests": 2 } } })
+                       "roomType": { "name": "双床房", "beds": 2, "maxGuests": 2, "rooms": 2 } } })
     };
     let create = "mutation($i: HomestayInput!) { createHomestay(input: $i) { homestayId hostId } }";
     let first = app

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use shared::policy::china_today;
 
 const FIELDS: &str =
-    "id state listingKind noticeEndsOn validUntil decisionNote objections { text }";
+    "id state listingKind noticeEndsOn validUntil decisionNote evidence objections { text }";
 
 async fn step(app: &TestApp, token: Option<&str>, mutation: &str, vars: Value) -> Value {
     let name = mutation
@@ -56,15 +56,31 @@ async fn apply(app: &TestApp, token: &str, listing: &str) -> Value {
     }
 }
 
-/// Applies, accepts with a notice ending today and certifies for the
-/// default three years; (certification id, the certified view).
+/// The public notice's days pass: its end is written as today (a week
+/// cannot pass in a test).
+async fn serve_notice(app: &TestApp, certification: &str) {
+    let db = app.service_db("inventory").await;
+    let today = china_today(chrono::Utc::now());
+    let id: uuid::Uuid = certification.parse().expect("certification id");
+    db.execute_raw(sea_orm::Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "UPDATE certifications SET notice_ends_on = $1 WHERE id = $2",
+        [today.into(), id.into()],
+    ))
+    .await
+    .expect("notice served");
+}
+
+/// Applies, accepts into a one-day notice, lets it pass and certifies for
+/// the default three years; (certification id, the certified view).
 async fn certify_now(app: &TestApp, admin: &str, listing: &str) -> (String, Value) {
     let id = apply(app, admin, listing).await["id"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     let notice = "acceptForPublicNotice(certificationId: $id, noticeDays: $d)";
-    step(app, Some(admin), notice, json!({ "id": id, "d": 0 })).await;
+    step(app, Some(admin), notice, json!({ "id": id, "d": 1 })).await;
+    serve_notice(app, &id).await;
     let certify = "certifyListing(certificationId: $id)";
     let certified = step(app, Some(admin), certify, json!({ "id": id })).await;
     (id, certified)
@@ -161,17 +177,43 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     .await;
     assert_eq!(rejected["state"], "REJECTED", "{rejected}");
 
-    // Applied again: a notice that ends today, one objection, certified
-    // with the objection's resolution.
-    let second = apply(&app, &admin, &listing).await["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    step(
+    // Applied again, with evidence: a notice of no days is no notice; one
+    // day, an objection, certified with the objection's resolution.
+    let with_evidence = app
+        .graphql_as(
+            Some(&admin),
+            &format!("mutation($l: ID!, $e: [String!]!) {{ applyForCertification(listingId: $l, statement: \"带动脱贫户\", evidence: $e) {{ {FIELDS} }} }}"),
+            json!({ "l": listing, "e": ["ftp://example.cn/x"] }),
+        )
+        .await;
+    assert_eq!(code(&with_evidence), "BAD_USER_INPUT", "{with_evidence}");
+    let links = [
+        "https://aohan.example.cn/fupin/2026-12.pdf",
+        "https://aohan.example.cn/photos/1.jpg",
+    ];
+    let second = app
+        .graphql_as(
+            Some(&admin),
+            &format!("mutation($l: ID!, $e: [String!]!) {{ applyForCertification(listingId: $l, statement: \"带动脱贫户\", evidence: $e) {{ {FIELDS} }} }}"),
+            json!({ "l": listing, "e": links }),
+        )
+        .await["data"]["applyForCertification"]
+        .clone();
+    assert_eq!(second["evidence"], json!(links), "{second}");
+    let second = second["id"].as_str().unwrap_or_default().to_owned();
+    let no_notice = step(
         &app,
         Some(&admin),
         "acceptForPublicNotice(certificationId: $id, noticeDays: $d)",
         json!({ "id": second, "d": 0 }),
+    )
+    .await;
+    assert_eq!(code(&no_notice), "BAD_USER_INPUT", "{no_notice}");
+    step(
+        &app,
+        Some(&admin),
+        "acceptForPublicNotice(certificationId: $id, noticeDays: $d)",
+        json!({ "id": second, "d": 1 }),
     )
     .await;
     let objected = step(
@@ -194,6 +236,21 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     )
     .await;
     assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+    // Who objected: shown to the deciding admins, to nobody else.
+    let who = "query($l: ID!) { certifications(listingId: $l, state: PUBLIC_NOTICE) { edges { node { objections { byAccountId } } } } }";
+    let seen_by = |token: Option<String>| {
+        let app = &app;
+        let listing = listing.clone();
+        async move {
+            app.graphql_as(token.as_deref(), who, json!({ "l": listing }))
+                .await["data"]["certifications"]["edges"][0]["node"]["objections"][0]["byAccountId"]
+                .clone()
+        }
+    };
+    assert!(seen_by(Some(admin.clone())).await.is_string());
+    assert!(seen_by(None).await.is_null());
+    assert!(seen_by(traveler.clone()).await.is_null());
+    serve_notice(&app, &second).await;
     let valid_until = (today + Duration::days(365)).to_string();
     let unresolved = step(
         &app,

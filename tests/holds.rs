@@ -9,6 +9,7 @@ use chrono::{Duration, Utc};
 use common::{TestApp, spawn_parts, test_settings, tomorrow};
 use duikou::Part;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use shared::auth::Principal;
 use shared::bus::{Bus, call};
 use shared::envelope::Envelope;
 use shared::events::{HoldItem, HoldRequested};
@@ -121,6 +122,17 @@ async fn race(app: &TestApp, bus: Arc<dyn Bus>, item: HoldItem, available_sql: &
     )
     .await;
     assert_eq!(replies, REQUESTS as i64, "one answer per request");
+    let sold_out = scalar(
+        &db,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM holds
+         WHERE reply_kind = 'inventory.hold_rejected' AND reply_payload LIKE '%\"SOLD_OUT\"%'",
+    )
+    .await;
+    assert_eq!(
+        sold_out,
+        REQUESTS as i64 - CAPACITY,
+        "each refusal says SOLD_OUT"
+    );
 }
 
 async fn ten_rooms(settings: shared::config::Settings) {
@@ -179,7 +191,7 @@ async fn ten_seats(settings: shared::config::Settings) {
             }],
             price: Fen::yuan(500),
             cancellation_policy: None,
-            by: None,
+            by: Principal::platform(),
         },
     )
     .await
@@ -192,7 +204,7 @@ async fn ten_seats(settings: shared::config::Settings) {
             seats: CAPACITY as u32,
             price: None,
             cutoff_days: 1,
-            by: None,
+            by: Principal::platform(),
         },
     )
     .await
@@ -202,7 +214,7 @@ async fn ten_seats(settings: shared::config::Settings) {
         &SetRouteStatus {
             route_id: route.route_id,
             status: RouteStatus::Published,
-            by: None,
+            by: Principal::platform(),
         },
     )
     .await

@@ -10,6 +10,7 @@ use chrono::{Datelike, Duration as Days, FixedOffset, Utc};
 use common::{TestApp, spawn_app, spawn_app_with, test_settings, tomorrow};
 use serde_json::{Value, json};
 use shared::ErrorCode;
+use shared::auth::Principal;
 use shared::bus::call;
 use shared::ids::PartnershipId;
 use shared::money::Fen;
@@ -35,7 +36,7 @@ async fn pair(app: &TestApp, sponsor: &str, beneficiary: &str) -> PartnershipVie
             since: None,
             notes: None,
             demo: false,
-            by: None,
+            by: Principal::platform(),
         },
     )
     .await
@@ -148,7 +149,7 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
                 certified_spend: None,
                 custom: vec![],
             }],
-            by: None,
+            by: Principal::platform(),
         },
     )
     .await
@@ -334,7 +335,7 @@ async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
         since: None,
         notes: None,
         demo: false,
-        by: None,
+        by: Principal::platform(),
     };
     for (sponsor, beneficiary) in [
         ("150430", "150430"),
@@ -375,7 +376,7 @@ async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
             certified_spend: None,
             custom: vec![],
         }],
-        by: None,
+        by: Principal::platform(),
     };
     let e = call(bus, &agreement(date(2017, 12, 31), 1))
         .await

@@ -396,3 +396,44 @@ async fn bad_route_input_and_late_bookings_get_clear_errors() {
         "{rejected}"
     );
 }
+
+#[tokio::test]
+async fn route_search_pages_by_cursor_earliest_departure_first_without_repeats() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let mut routes = Vec::new();
+    for days in [30, 10, 20, 40, 50] {
+        routes.push((days, route_on_sale(&app, &admin, days, 10, 1).await.0));
+    }
+    routes.sort();
+    let expected: Vec<String> = routes.into_iter().map(|(_, id)| id).collect();
+    let page =
+        "query($after: String) { searchRoutes(regionCode: \"150425\", first: 2, after: $after) {
+        edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }";
+    let (mut seen, mut after, mut pages) = (Vec::new(), Value::Null, 0);
+    loop {
+        let body = app.graphql_as(None, page, json!({ "after": after })).await;
+        let connection = &body["data"]["searchRoutes"];
+        let edges = connection["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"));
+        assert!(edges.len() <= 2, "{body}");
+        seen.extend(
+            edges
+                .iter()
+                .filter_map(|e| e["node"]["id"].as_str().map(str::to_owned)),
+        );
+        pages += 1;
+        if connection["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = connection["pageInfo"]["endCursor"].clone();
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, expected, "every route once, earliest departure first");
+    let bad = app
+        .graphql_as(None, page, json!({ "after": "not-a-cursor" }))
+        .await;
+    assert_eq!(code(&bad), "BAD_USER_INPUT", "{bad}");
+}

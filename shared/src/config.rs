@@ -38,6 +38,9 @@ pub struct Settings {
     pub delivery_limit: u32,
     /// How long a hold lasts before the booking expires, in seconds.
     pub hold_seconds: i64,
+    /// How long past its deadline inventory keeps an unpaid hold before its
+    /// own sweeper releases it (booking's expiry normally comes first).
+    pub hold_grace_seconds: i64,
     /// A booking still PENDING this many seconds after its hold request asks again.
     pub pending_retry_seconds: i64,
     /// Hold requests per booking before it is rejected as unanswered.
@@ -95,6 +98,7 @@ impl Default for Settings {
             prefetch: 32,
             delivery_limit: 5,
             hold_seconds: 15 * 60,
+            hold_grace_seconds: 60,
             pending_retry_seconds: 30,
             hold_attempts: 5,
             platform_fee_bp: 300,

@@ -2,11 +2,28 @@
 //! fields only: a new field is `#[serde(default)]` so old producers still parse.
 
 use crate::envelope::Event;
-use crate::ids::{BookingId, DepartureId, HostId, PaymentId, RefundId, RoomTypeId};
+use crate::ids::{
+    AccountId, AgencyId, BookingId, DepartureId, HostId, PaymentId, RefundId, RoomTypeId,
+};
 use crate::money::{Fen, Split};
 use crate::region::RegionCode;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+
+/// Announcements: events published for whoever watches, dropped when no
+/// queue is bound for them (no `mandatory`). Every other event has a
+/// consumer that must get it, so an unroutable one stays in the outbox
+/// until its queue exists.
+pub const BROADCASTS: &[&str] = &[
+    BookingStatusChanged::TYPE,
+    BookingExpired::TYPE,
+    BookingRejected::TYPE,
+];
+
+/// True when `kind` is one of the [`BROADCASTS`].
+pub fn is_broadcast(kind: &str) -> bool {
+    BROADCASTS.contains(&kind)
+}
 
 /// What a booking holds: room-nights of one room type, or seats on a departure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,9 +134,29 @@ impl Event for HoldReleaseRequested {
 pub struct HoldReleased {
     /// The booking.
     pub booking_id: BookingId,
+    /// Released by inventory itself because the hold outlived its deadline
+    /// (and its grace), not at booking's request.
+    #[serde(default)]
+    pub expired: bool,
 }
 impl Event for HoldReleased {
     const TYPE: &'static str = "inventory.hold_released";
+}
+
+/// inventory → booking: a confirmed booking's hold had expired and its
+/// capacity could not be taken again (sold meanwhile). The booking cannot
+/// stand: booking cancels it and refunds in full.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldCommitRefused {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// `SOLD_OUT`.
+    pub code: crate::ErrorCode,
+    /// Why, for the traveler.
+    pub reason: String,
+}
+impl Event for HoldCommitRefused {
+    const TYPE: &'static str = "inventory.commit_refused";
 }
 
 /// payment → booking, partnership: money was captured, split as shown.
@@ -191,18 +228,92 @@ pub struct BookingConfirmed {
     pub booking_id: BookingId,
     /// Travelers on it (tourists sent).
     pub travelers: u32,
-    /// The booker's home region (or the declared sponsor region).
+    /// The region the booking counts for as sponsor: the declared sponsor
+    /// region, else the booker's home region.
     pub sponsor_region: Option<RegionCode>,
-    /// The listing as held.
+    /// The listing as held (its region is the beneficiary side).
     pub listing: ListingSnapshot,
     /// Gross paid.
     pub total: Fen,
+    /// Where the traveler or agency that booked is from.
+    #[serde(default)]
+    pub booker_home_region: Option<RegionCode>,
+    /// The agency that booked, if one did.
+    #[serde(default)]
+    pub agency_id: Option<AgencyId>,
+    /// The agency's commission on it, basis points (0 without an agency).
+    #[serde(default)]
+    pub commission_bp: u32,
 }
 impl Event for BookingConfirmed {
     const TYPE: &'static str = "booking.confirmed";
 }
 
-/// booking → anyone watching: the booking moved to a new state.
+/// What every booking outcome event says about the booking: enough for
+/// partnership's attribution and for pushes, without a read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingFacts {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// Why it ended so (shown to the booker).
+    pub reason: Option<String>,
+    /// The listing as held; none when nothing was ever held (rejected).
+    pub listing: Option<ListingSnapshot>,
+    /// Where the listing is (the beneficiary side).
+    pub listing_region: Option<RegionCode>,
+    /// Where the traveler or agency that booked is from.
+    pub booker_home_region: Option<RegionCode>,
+    /// The region the booking counts for as sponsor.
+    pub sponsor_region: Option<RegionCode>,
+    /// Travelers on it.
+    pub travelers: u32,
+    /// The price held (none when nothing was held).
+    pub total: Option<Fen>,
+    /// What is to be refunded (cancelled after payment).
+    pub refund_due: Option<Fen>,
+    /// The account that booked.
+    pub account_id: Option<AccountId>,
+    /// The agency that booked, if one did.
+    pub agency_id: Option<AgencyId>,
+}
+
+/// booking → partnership, gateway: the booking was cancelled (before or
+/// after payment; `refund_due` says what goes back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingCancelled {
+    /// The booking as it ended.
+    #[serde(flatten)]
+    pub facts: BookingFacts,
+    /// It had been CONFIRMED (paid) before.
+    pub was_confirmed: bool,
+}
+impl Event for BookingCancelled {
+    const TYPE: &'static str = "booking.cancelled";
+}
+
+/// booking → anyone watching: not paid in time; the hold was given back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingExpired {
+    /// The booking as it ended.
+    #[serde(flatten)]
+    pub facts: BookingFacts,
+}
+impl Event for BookingExpired {
+    const TYPE: &'static str = "booking.expired";
+}
+
+/// booking → anyone watching: nothing could be held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingRejected {
+    /// The booking as it ended.
+    #[serde(flatten)]
+    pub facts: BookingFacts,
+}
+impl Event for BookingRejected {
+    const TYPE: &'static str = "booking.rejected";
+}
+
+/// booking → gateway (pushes): the booking moved to a new state, any state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BookingStatusChanged {
     /// The booking.
@@ -212,6 +323,12 @@ pub struct BookingStatusChanged {
     /// Why, when there is a reason (rejected, expired).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The account that booked (pushes go to its owner).
+    #[serde(default)]
+    pub account_id: Option<AccountId>,
+    /// The agency that booked (its feed gets the push).
+    #[serde(default)]
+    pub agency_id: Option<AgencyId>,
 }
 impl Event for BookingStatusChanged {
     const TYPE: &'static str = "booking.status_changed";

@@ -34,6 +34,9 @@ pub struct NewRoomType {
     pub beds: u32,
     /// Guests per room.
     pub max_guests: u32,
+    /// Rooms of this type the homestay has (1 for older callers).
+    #[serde(default = "one")]
+    pub rooms: u32,
 }
 
 /// Creates a host's homestay with one room type.
@@ -58,10 +61,9 @@ pub struct CreateHomestay {
     /// policy (100 % from 7 days ahead, 50 % from 3).
     #[serde(default)]
     pub cancellation_policy: Option<Vec<crate::policy::PolicyTier>>,
-    /// Who asks (the gateway always says; must administer the region).
-    /// None: a trusted internal caller such as the demo seed.
-    #[serde(default)]
-    pub by: Option<crate::auth::Principal>,
+    /// Who asks: an admin of the region (internal callers such as the demo
+    /// seed say [`Principal::platform`](crate::auth::Principal::platform)).
+    pub by: crate::auth::Principal,
 }
 
 /// The official grade of a rural homestay (乡村民宿等级).
@@ -111,9 +113,7 @@ impl HomestayDetails {
             return Err(bad("photos: at most 20"));
         }
         for photo in &self.photos {
-            let ok = photo.len() <= 500
-                && url::Url::parse(photo).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
-            if !ok {
+            if !is_http_url(photo) {
                 return Err(crate::AppError::bad_input(format!(
                     "photos: `{photo}` is not an http(s) URL"
                 )));
@@ -123,6 +123,11 @@ impl HomestayDetails {
     }
 }
 
+/// True for an http or https URL of at most 500 bytes (photos, evidence).
+pub fn is_http_url(link: &str) -> bool {
+    link.len() <= 500 && url::Url::parse(link).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+}
+
 /// Adds a room type to a homestay.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AddRoomType {
@@ -130,9 +135,8 @@ pub struct AddRoomType {
     pub homestay_id: HomestayId,
     /// The room type.
     pub room_type: NewRoomType,
-    /// Who asks (must administer the homestay's region); None: internal.
-    #[serde(default)]
-    pub by: Option<crate::auth::Principal>,
+    /// Who asks: an admin of the homestay's region.
+    pub by: crate::auth::Principal,
 }
 impl Rpc for AddRoomType {
     const SERVICE: &'static str = "inventory";
@@ -151,6 +155,9 @@ pub struct RoomTypeView {
     pub beds: u32,
     /// Guests per room.
     pub max_guests: u32,
+    /// Rooms of this type: the most that a night's calendar can put on sale.
+    #[serde(default = "one")]
+    pub rooms: u32,
 }
 
 /// Reads a homestay with its room types.
@@ -257,8 +264,10 @@ pub struct SetRoomCalendar {
     pub from: NaiveDate,
     /// End (exclusive).
     pub to: NaiveDate,
-    /// Rooms on sale each night.
-    pub rooms: u32,
+    /// Rooms on sale each night, at most the room type's count; none: all
+    /// of them.
+    #[serde(default)]
+    pub rooms: Option<u32>,
     /// Price per room per night.
     pub price: Fen,
     /// Closed: not bookable on these nights (rooms and price are kept).
@@ -267,9 +276,8 @@ pub struct SetRoomCalendar {
     /// Shortest stay that may begin on these nights (1: any).
     #[serde(default = "one")]
     pub min_stay: u32,
-    /// Who asks (must administer the homestay's region); None: internal.
-    #[serde(default)]
-    pub by: Option<crate::auth::Principal>,
+    /// Who asks: an admin of the homestay's region.
+    pub by: crate::auth::Principal,
 }
 impl Rpc for SetRoomCalendar {
     const SERVICE: &'static str = "inventory";
@@ -352,6 +360,9 @@ pub struct Offer {
     pub region_code: RegionCode,
     /// Certified poverty-relief listing.
     pub certified: bool,
+    /// The last day its certification is valid.
+    #[serde(default)]
+    pub certified_until: Option<NaiveDate>,
     /// The room type.
     pub room_type_id: RoomTypeId,
     /// Its name.
@@ -451,9 +462,8 @@ pub struct CreateRoute {
     /// Refund tiers; none: the standard policy.
     #[serde(default)]
     pub cancellation_policy: Option<Vec<crate::policy::PolicyTier>>,
-    /// Who asks (must administer the start region); None: internal.
-    #[serde(default)]
-    pub by: Option<crate::auth::Principal>,
+    /// Who asks: an admin of the start region.
+    pub by: crate::auth::Principal,
 }
 
 /// Ids of what [`CreateRoute`] made.
@@ -484,9 +494,8 @@ pub struct AddDeparture {
     pub price: Option<Fen>,
     /// Bookings close this many days before `starts_on` (China time).
     pub cutoff_days: u32,
-    /// Who asks (must administer the route's region); None: internal.
-    #[serde(default)]
-    pub by: Option<crate::auth::Principal>,
+    /// Who asks: an admin of the route's region.
+    pub by: crate::auth::Principal,
 }
 impl Rpc for AddDeparture {
     const SERVICE: &'static str = "inventory";
@@ -501,9 +510,8 @@ pub struct SetRouteStatus {
     pub route_id: RouteId,
     /// PUBLISHED or UNPUBLISHED.
     pub status: RouteStatus,
-    /// Who asks (must administer the route's region); None: internal.
-    #[serde(default)]
-    pub by: Option<crate::auth::Principal>,
+    /// Who asks: an admin of the route's region.
+    pub by: crate::auth::Principal,
 }
 impl Rpc for SetRouteStatus {
     const SERVICE: &'static str = "inventory";
@@ -678,6 +686,10 @@ pub struct ApplyForCertification {
     pub listing_id: uuid::Uuid,
     /// How the listing benefits poor households (the application's case).
     pub statement: String,
+    /// Links to the evidence: the county office's documents, photos, lists
+    /// of households (http or https, at most 10).
+    #[serde(default)]
+    pub evidence: Vec<String>,
     /// Who files it: an admin of the listing's region.
     pub by: crate::auth::Principal,
 }
@@ -767,13 +779,16 @@ pub struct CertificationPage {
     pub has_next_page: bool,
 }
 
-/// An objection raised during a public notice (its author is not shown).
+/// An objection raised during a public notice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Objection {
     /// What was objected.
     pub text: String,
     /// When.
     pub at: DateTime<Utc>,
+    /// Who raised it (the gateway shows it to the deciding admins only).
+    #[serde(default)]
+    pub by: Option<crate::ids::AccountId>,
 }
 
 /// A certification as the public notice shows it.
@@ -793,6 +808,9 @@ pub struct CertificationView {
     pub state: CertificationState,
     /// The host's case.
     pub statement: String,
+    /// Links to the evidence.
+    #[serde(default)]
+    pub evidence: Vec<String>,
     /// Filed.
     pub applied_at: DateTime<Utc>,
     /// The day the public notice ends: certification is possible from then.
@@ -1239,9 +1257,7 @@ pub struct CreatePartnership {
     #[serde(default)]
     pub demo: bool,
     /// Who records it: a platform admin or an admin of either region.
-    /// None: a trusted internal caller (the demo seed).
-    #[serde(default)]
-    pub by: Option<crate::auth::Principal>,
+    pub by: crate::auth::Principal,
 }
 impl Rpc for CreatePartnership {
     const SERVICE: &'static str = "partnership";
@@ -1261,9 +1277,8 @@ pub struct UpdatePartnership {
     pub since: Option<NaiveDate>,
     /// Notes (empty clears them).
     pub notes: Option<String>,
-    /// Who edits it: the partnership's admins; None: internal.
-    #[serde(default)]
-    pub by: Option<crate::auth::Principal>,
+    /// Who edits it: the partnership's admins.
+    pub by: crate::auth::Principal,
 }
 impl Rpc for UpdatePartnership {
     const SERVICE: &'static str = "partnership";
@@ -1317,9 +1332,8 @@ pub struct CreateAgreement {
     pub signatories: Vec<String>,
     /// Targets by year.
     pub targets: Vec<YearTarget>,
-    /// Who records it: the partnership's admins; None: internal.
-    #[serde(default)]
-    pub by: Option<crate::auth::Principal>,
+    /// Who records it: the partnership's admins.
+    pub by: crate::auth::Principal,
 }
 impl Rpc for CreateAgreement {
     const SERVICE: &'static str = "partnership";

@@ -7,6 +7,7 @@
 use chrono::{Duration as Days, NaiveDate, Utc};
 use duikou::{App, Part};
 use serde_json::{Value, json};
+use shared::auth::Principal;
 use shared::bus::call;
 use shared::config::Settings;
 use shared::money::Fen;
@@ -479,10 +480,11 @@ pub async fn homestay_on(bus: &dyn shared::bus::Bus, rooms: u32) -> HomestayCrea
                 name: "双床".into(),
                 beds: 2,
                 max_guests: 2,
+                rooms,
             },
             details: Default::default(),
             cancellation_policy: None,
-            by: None,
+            by: Principal::platform(),
         },
     )
     .await
@@ -493,11 +495,11 @@ pub async fn homestay_on(bus: &dyn shared::bus::Bus, rooms: u32) -> HomestayCrea
             room_type_id: created.room_type_id,
             from: tomorrow(),
             to: tomorrow() + Days::days(60),
-            rooms,
+            rooms: None,
             price: Fen::yuan(380),
             closed: false,
             min_stay: 1,
-            by: None,
+            by: Principal::platform(),
         },
     )
     .await

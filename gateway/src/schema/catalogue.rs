@@ -28,6 +28,10 @@ impl HomestayOffer {
     async fn certified(&self) -> bool {
         self.0.certified
     }
+    /// The last day (China time) its certification is valid.
+    async fn certified_until(&self) -> Option<Date> {
+        self.0.certified_until.map(Date)
+    }
     /// Book it with `createBooking(input: { roomTypeId, … })`.
     async fn room_type_id(&self) -> ID {
         ID(self.0.room_type_id.to_string())
@@ -114,6 +118,9 @@ pub struct RoomTypeInput {
     pub name: String,
     pub beds: i32,
     pub max_guests: i32,
+    /// How many rooms of this type the homestay has (1 to 500): the most a
+    /// night's calendar can put on sale.
+    pub rooms: i32,
 }
 
 /// One refund tier of a cancellation policy.
@@ -196,7 +203,7 @@ pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<
                 photos: input.photos,
             },
             cancellation_policy: policy,
-            by: Some(by),
+            by,
         },
     )
     .await?;
@@ -213,7 +220,7 @@ pub struct CalendarArgs {
     pub room_type_id: ID,
     pub from: Date,
     pub to: Date,
-    pub rooms: i32,
+    pub rooms: Option<i32>,
     pub price: String,
     pub closed: bool,
     pub min_stay: i32,
@@ -229,11 +236,11 @@ pub async fn set_room_calendar(ctx: &Context<'_>, a: CalendarArgs) -> Result<u32
             room_type_id: parse("room type id", &a.room_type_id)?,
             from: a.from.0,
             to: a.to.0,
-            rooms: non_negative("rooms", a.rooms)?,
+            rooms: a.rooms.map(|r| non_negative("rooms", r)).transpose()?,
             price,
             closed: a.closed,
             min_stay: non_negative("minStay", a.min_stay)?,
-            by: Some(by),
+            by,
         },
     )
     .await
@@ -245,6 +252,7 @@ impl RoomTypeInput {
             name: self.name,
             beds: non_negative("beds", self.beds)?,
             max_guests: non_negative("maxGuests", self.max_guests)?,
+            rooms: non_negative("rooms", self.rooms)?,
         })
     }
 }
@@ -277,6 +285,10 @@ impl RoomType {
     /// Guests per room.
     async fn max_guests(&self) -> u32 {
         self.0.max_guests
+    }
+    /// How many rooms of this type the homestay has.
+    async fn rooms(&self) -> u32 {
+        self.0.rooms
     }
     /// Its nights in [from, to): rooms, free rooms, price, closed, minimum stay.
     async fn calendar(&self, ctx: &Context<'_>, from: Date, to: Date) -> Result<Vec<Night>> {
@@ -419,7 +431,7 @@ pub async fn add_room_type(
         rpcs::AddRoomType {
             homestay_id: parse("homestay id", &homestay_id)?,
             room_type: room_type.into_rpc()?,
-            by: Some(by),
+            by,
         },
     )
     .await?;

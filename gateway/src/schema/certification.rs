@@ -27,11 +27,15 @@ pub enum CertificationState {
     Revoked,
 }
 
-/// An objection raised during the public notice (its author is not shown).
+/// An objection raised during the public notice.
 #[derive(SimpleObject)]
 pub struct Objection {
     pub text: String,
     pub at: DateTime<Utc>,
+    /// The account that objected: shown to the admins who decide on the
+    /// certification (the listing's region, or the platform), null to
+    /// everyone else.
+    pub by_account_id: Option<ID>,
 }
 
 /// A listing's certification as the public notice board shows it.
@@ -70,15 +74,23 @@ impl Certification {
     async fn notice_ends_on(&self) -> Option<Date> {
         self.0.notice_ends_on.map(Date)
     }
-    async fn objections(&self) -> Vec<Objection> {
+    async fn objections(&self, ctx: &Context<'_>) -> Vec<Objection> {
+        let decides = ctx
+            .data_opt::<shared::auth::Principal>()
+            .is_some_and(|p| p.administers(self.0.region_code));
         self.0
             .objections
             .iter()
             .map(|o| Objection {
                 text: o.text.clone(),
                 at: o.at,
+                by_account_id: o.by.filter(|_| decides).map(|id| ID(id.0.to_string())),
             })
             .collect()
+    }
+    /// Links to the evidence filed with the application.
+    async fn evidence(&self) -> &[String] {
+        &self.0.evidence
     }
     /// The last day the certification is valid (China time).
     async fn valid_until(&self) -> Option<Date> {
@@ -139,13 +151,19 @@ pub async fn list(
 }
 
 /// `applyForCertification`.
-pub async fn apply(ctx: &Context<'_>, listing_id: ID, statement: String) -> Result<Certification> {
+pub async fn apply(
+    ctx: &Context<'_>,
+    listing_id: ID,
+    statement: String,
+    evidence: Vec<String>,
+) -> Result<Certification> {
     let by = principal(ctx)?.clone();
     let view = rpc(
         ctx,
         rpcs::ApplyForCertification {
             listing_id: parse("listing id", &listing_id)?,
             statement,
+            evidence,
             by,
         },
     )

@@ -314,7 +314,7 @@ pub async fn create_partnership(ctx: &Context<'_>, input: PartnershipInput) -> R
             since: input.since.map(|d| d.0),
             notes: input.notes,
             demo: false,
-            by: Some(by),
+            by,
         },
     )
     .await?;
@@ -359,7 +359,7 @@ pub async fn record_agreement(ctx: &Context<'_>, input: AgreementInput) -> Resul
             ends_on: input.ends_on.0,
             signatories: input.signatories,
             targets,
-            by: Some(by),
+            by,
         },
     )
     .await?;
@@ -405,7 +405,7 @@ pub async fn update_partnership(
             }),
             since: input.since.map(|d| d.0),
             notes: input.notes,
-            by: Some(by),
+            by,
         },
     )
     .await?;

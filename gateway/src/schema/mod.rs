@@ -170,8 +170,8 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         region_code: Option<ID>,
-        from: Date,
-        to: Date,
+        #[graphql(desc = "First departure day; left out: today (China time).")] from: Option<Date>,
+        #[graphql(desc = "Last departure day; left out: a year after `from`.")] to: Option<Date>,
         #[graphql(default = 1)] travelers: i32,
         #[graphql(desc = "Highest price per person in yuan.")] max_price: Option<String>,
         #[graphql(default = false)] certified_only: bool,
@@ -663,12 +663,17 @@ impl Mutation {
         ctx: &Context<'_>,
         listing_id: ID,
         statement: String,
+        #[graphql(
+            default,
+            desc = "Links to the evidence (http or https, at most 10): the county office's documents, photos, lists of benefiting households."
+        )]
+        evidence: Vec<String>,
     ) -> Result<Certification> {
-        certification::apply(ctx, listing_id, statement).await
+        certification::apply(ctx, listing_id, statement, evidence).await
     }
 
     /// Accepts an application into public notice (公示) for `noticeDays`
-    /// days, 0 to 30 (admins of the listing's region).
+    /// days, 1 to 30 (admins of the listing's region).
     async fn accept_for_public_notice(
         &self,
         ctx: &Context<'_>,
@@ -744,7 +749,10 @@ impl Mutation {
         room_type_id: ID,
         from: Date,
         to: Date,
-        rooms: i32,
+        #[graphql(
+            desc = "Rooms on sale each night, at most the room type's `rooms`; left out: all of them."
+        )]
+        rooms: Option<i32>,
         price: String,
         #[graphql(default = false)] closed: bool,
         #[graphql(default = 1)] min_stay: i32,

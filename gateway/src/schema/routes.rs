@@ -166,8 +166,8 @@ pub struct RouteConnection {
 /// What `searchRoutes` filters by.
 pub struct RouteSearch {
     pub region_code: Option<ID>,
-    pub from: Date,
-    pub to: Date,
+    pub from: Option<Date>,
+    pub to: Option<Date>,
     pub travelers: i32,
     pub max_price: Option<String>,
     pub certified_only: bool,
@@ -178,12 +178,16 @@ pub struct RouteSearch {
 
 /// `searchRoutes`.
 pub async fn search(ctx: &Context<'_>, s: RouteSearch) -> Result<RouteConnection> {
+    let from = s
+        .from
+        .map_or_else(|| shared::policy::china_today(chrono::Utc::now()), |d| d.0);
+    let to = s.to.map_or(from + chrono::Duration::days(364), |d| d.0);
     let page = rpc(
         ctx,
         rpcs::SearchRoutes {
             region: s.region_code.map(|c| region(&c)).transpose()?,
-            from: s.from.0,
-            to: s.to.0,
+            from,
+            to,
             travelers: non_negative("travelers", s.travelers)?,
             max_price: s.max_price.map(|p| yuan("maxPrice", &p)).transpose()?,
             certified_only: s.certified_only,
@@ -296,7 +300,7 @@ pub async fn create_route(ctx: &Context<'_>, input: RouteInput) -> Result<RouteC
             itinerary,
             price: yuan("pricePerPerson", &input.price_per_person)?,
             cancellation_policy: policy_tiers(input.cancellation_policy)?,
-            by: Some(by),
+            by,
         },
     )
     .await?;
@@ -326,7 +330,7 @@ pub async fn add_departure(
                 .map(|p| yuan("pricePerPerson", &p))
                 .transpose()?,
             cutoff_days: non_negative("cutoffDays", cutoff_days)?,
-            by: Some(by),
+            by,
         },
     )
     .await?;
@@ -345,7 +349,7 @@ pub async fn publish_route(ctx: &Context<'_>, route_id: ID, published: bool) -> 
             } else {
                 Status::Unpublished
             },
-            by: Some(by),
+            by,
         },
     )
     .await?;

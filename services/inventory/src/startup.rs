@@ -4,8 +4,7 @@ use crate::SERVICE;
 use crate::messaging::Inventory;
 use crate::storage::{self, Migrator};
 use chrono::{Datelike, Duration, Utc};
-use shared::auth::{Principal, Role};
-use shared::ids::AccountId;
+use shared::auth::Principal;
 use shared::money::Fen;
 use shared::region::RegionCode;
 use shared::rpcs::{
@@ -27,6 +26,20 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     }
     rt.bus.subscribe(inventory.events()).await?;
     rt.bus.serve(inventory.rpc()).await?;
+
+    let grace = chrono::Duration::seconds(rt.settings.hold_grace_seconds.max(0));
+    let cancel = rt.cancel.clone();
+    rt.tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                () = cancel.cancelled() => break,
+            }
+            if let Err(e) = inventory.expire_holds(grace).await {
+                tracing::warn!(error = %e, "hold expiry sweep failed; will retry");
+            }
+        }
+    });
     Ok(())
 }
 
@@ -35,7 +48,7 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
 /// stories in DOMAIN.md — 首都—草原, 环京津冀千里草原大道 and 香格里拉
 /// "时光之礼" — published with weekly departures for twelve weeks.
 pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
-    let today = Utc::now().date_naive();
+    let today = shared::policy::china_today(Utc::now());
     for h in DEMO_HOMESTAYS {
         let (region, name) = (h.region, h.name);
         let created = inventory
@@ -48,6 +61,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
                     name: h.room.into(),
                     beds: h.beds,
                     max_guests: h.guests,
+                    rooms: h.rooms,
                 },
                 details: HomestayDetails {
                     address: h.address.into(),
@@ -58,7 +72,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
                     photos: Vec::new(),
                 },
                 cancellation_policy: None,
-                by: None,
+                by: Principal::platform(),
             })
             .await?;
         inventory
@@ -66,11 +80,11 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
                 room_type_id: created.room_type_id,
                 from: today,
                 to: today + Duration::days(90),
-                rooms: h.rooms,
+                rooms: None,
                 price: Fen::yuan(h.price),
                 closed: false,
                 min_stay: 1,
-                by: None,
+                by: Principal::platform(),
             })
             .await?;
         info!(homestay = %created.homestay_id, room_type = %created.room_type_id, name, "seeded a demonstration homestay");
@@ -93,7 +107,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
                     seats: 30,
                     price: None,
                     cutoff_days: 3,
-                    by: None,
+                    by: Principal::platform(),
                 })
                 .await?;
         }
@@ -101,7 +115,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
             .set_route_status(SetRouteStatus {
                 route_id: created.route_id,
                 status: RouteStatus::Published,
-                by: None,
+                by: Principal::platform(),
             })
             .await?;
         if title.contains("首都—草原") {
@@ -165,38 +179,41 @@ const DEMO_HOMESTAYS: [DemoHomestay; 3] = [
     },
 ];
 
-/// Takes a demo listing through the whole certification procedure (a
-/// notice of no days: it is demonstration data), as the platform.
+/// Takes a demo listing through the whole certification procedure as the
+/// platform. The seven-day public notice is recorded as already served
+/// (demonstration data has no week to wait).
 async fn certify_demo(inventory: &Inventory, listing_id: uuid::Uuid) -> anyhow::Result<()> {
-    let platform = Principal {
-        account_id: AccountId(uuid::Uuid::nil()),
-        role: Role::PlatformAdmin,
-        home_region: None,
-        agency_id: None,
-        region_scope: None,
-    };
+    let platform = Principal::platform();
     let applied = inventory
         .apply_for_certification(ApplyForCertification {
             listing_id,
             statement: "[演示] 村集体经营，吸纳建档立卡脱贫户参与接待，收益按户分红".into(),
+            evidence: Vec::new(),
             by: platform.clone(),
         })
         .await?;
-    for step in [
-        CertificationStep::AcceptForPublicNotice { notice_days: 0 },
-        CertificationStep::Certify {
+    let advance = |step| AdvanceCertification {
+        certification_id: applied.id,
+        step,
+        by: platform.clone(),
+    };
+    inventory
+        .advance_certification(advance(CertificationStep::AcceptForPublicNotice {
+            notice_days: 7,
+        }))
+        .await?;
+    crate::storage::certification::end_notice_for_demo(
+        &inventory.db,
+        applied.id,
+        shared::policy::china_today(Utc::now()),
+    )
+    .await?;
+    inventory
+        .advance_certification(advance(CertificationStep::Certify {
             valid_until: Utc::now().date_naive() + Duration::days(3 * 365),
             resolution: None,
-        },
-    ] {
-        inventory
-            .advance_certification(AdvanceCertification {
-                certification_id: applied.id,
-                step,
-                by: platform.clone(),
-            })
-            .await?;
-    }
+        }))
+        .await?;
     Ok(())
 }
 
@@ -225,7 +242,7 @@ fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
             ],
             price: Fen::yuan(2_980),
             cancellation_policy: None,
-            by: None,
+            by: Principal::platform(),
         },
         CreateRoute {
             host_name: "[演示] 四子王旗草原自驾营地".into(),
@@ -243,7 +260,7 @@ fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
             ],
             price: Fen::yuan(1_680),
             cancellation_policy: None,
-            by: None,
+            by: Principal::platform(),
         },
         CreateRoute {
             host_name: "[演示] 香格里拉市藏族村寨旅游合作社".into(),
@@ -272,7 +289,7 @@ fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
                     refund_percent: 50,
                 },
             ]),
-            by: None,
+            by: Principal::platform(),
         },
     ])
 }

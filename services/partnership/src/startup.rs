@@ -4,6 +4,7 @@ use crate::SERVICE;
 use crate::messaging::Partnerships;
 use crate::storage::{self, Migrator};
 use chrono::NaiveDate;
+use shared::auth::Principal;
 use shared::money::Fen;
 use shared::region::RegionCode;
 use shared::rpcs::{CreateAgreement, CreatePartnership, CustomTarget, YearTarget};
@@ -55,7 +56,7 @@ pub async fn seed_demo(p: &Partnerships) -> anyhow::Result<()> {
                 since: Some(date(since, 1, 1)?),
                 notes: Some(notes.into()),
                 demo: true,
-                by: None,
+                by: Principal::platform(),
             })
             .await?;
         province.get_or_insert(created.id);
@@ -85,7 +86,7 @@ pub async fn seed_demo(p: &Partnerships) -> anyhow::Result<()> {
                 "内蒙古自治区旅游发展委员会".into(),
             ],
             targets,
-            by: None,
+            by: Principal::platform(),
         })
         .await?;
     }

@@ -6,6 +6,8 @@
 //!   committed), nack with requeue on a retryable error, bounded prefetch.
 //! - Publishing: publisher confirms with `mandatory`; a returned message is a
 //!   failure (no queue bound), so the outbox keeps the row and tries again.
+//!   Announcements ([`crate::events::BROADCASTS`]) are not mandatory: with
+//!   no one listening they are dropped.
 //! - RPC: the default exchange, queue `<service>.rpc` shared by competing
 //!   consumers, replies through direct reply-to (`amq.rabbitmq.reply-to`).
 //! - Recovery: the kernel's own. A lost connection is replaced by a new one
@@ -684,7 +686,8 @@ impl Bus for AmqpBus {
                     exchange.as_str().into(),
                     env.kind.as_str().into(),
                     BasicPublishOptions {
-                        mandatory: true,
+                        // Announcements go to whoever listens, or nowhere.
+                        mandatory: !crate::events::is_broadcast(&env.kind),
                         ..BasicPublishOptions::default()
                     },
                     &env.to_bytes(),

@@ -1,5 +1,5 @@
 //! A fault-injecting bus for tests and chaos runs: wraps a real bus and
-//! delivers every event one to three times, in shuffled order, with some
+//! delivers every event two to five times, in shuffled order, with some
 //! copies sent again after a delay (so they arrive after later events). The
 //! first copy of each event is published before `publish` returns, so the
 //! outbox's at-least-once guarantee still holds; the extra copies are the
@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 /// Which faults to inject.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
-    /// Publish each event up to three times.
+    /// Publish each event two to five times.
     pub duplicate: bool,
     /// Shuffle each batch.
     pub reorder: bool,
@@ -94,7 +94,7 @@ impl Bus for FaultyBus {
         let mut owner = Vec::new();
         for &i in &order {
             let copies = if self.faults.duplicate {
-                1 + random() % 3
+                2 + random() % 4
             } else {
                 1
             };

@@ -148,7 +148,7 @@ impl Bus for MemoryBus {
                             .is_ok();
                     }
                 }
-                if routed {
+                if routed || crate::events::is_broadcast(&env.kind) {
                     Ok(())
                 } else {
                     Err(BusError::Unroutable(env.kind.clone()))

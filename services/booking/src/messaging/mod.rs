@@ -11,8 +11,8 @@ use shared::auth::{Principal, Role};
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
 use shared::events::{
-    BookingConfirmed, HoldGranted, HoldRejected, HoldReleaseRequested, HoldReleased, HoldRequested,
-    PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRequested,
+    HoldCommitRefused, HoldGranted, HoldRejected, HoldReleaseRequested, HoldReleased,
+    HoldRequested, PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRequested,
 };
 use shared::ids::BookingId;
 use shared::money::Fen;
@@ -32,6 +32,28 @@ fn forbidden(viewer: &Principal, booking: &BookingView, what: &str) -> AppError 
         ErrorCode::Forbidden,
         format!("you may not {what} this booking"),
     )
+}
+
+/// Refunds in full a capture recorded while `booking` was PENDING, now that
+/// it ended without a hold.
+async fn refund_early_capture<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    cause: &Envelope,
+    booking: &storage::Stored,
+    why: &str,
+) -> Result<(), sea_orm::DbErr> {
+    let Some(gross) = booking.captured_early else {
+        return Ok(());
+    };
+    storage::set_refund_due(conn, booking.view.id, gross).await?;
+    let refund = RefundRequested {
+        booking_id: booking.view.id,
+        amount: None,
+        reason: why.into(),
+    };
+    enqueue(conn, &[cause.follow(SERVICE, &refund)]).await?;
+    warn!(booking = %booking.view.id, "paid, but nothing could be held; refunding");
+    Ok(())
 }
 
 /// What the handlers share.
@@ -66,6 +88,7 @@ impl Bookings {
         let r = handler!(r, self, HoldGranted, on_hold_granted);
         let r = handler!(r, self, HoldRejected, on_hold_rejected);
         let r = handler!(r, self, HoldReleased, on_hold_released);
+        let r = handler!(r, self, HoldCommitRefused, on_commit_refused);
         let r = handler!(r, self, PaymentCaptured, on_payment_captured);
         let r = handler!(r, self, PaymentRefunded, on_payment_refunded);
         handler!(r, self, PaymentFailed, on_payment_failed)
@@ -212,6 +235,7 @@ impl Bookings {
             "cancelled before payment",
         )
         .await?
+        .is_some()
         {
             // A hold granted after this is released by on_hold_granted; a
             // release that overtakes the request leaves a tombstone.
@@ -230,6 +254,7 @@ impl Bookings {
             );
             let paid = Changes {
                 reason: Some(format!("cancelled by the booker; refund {}", quote.refund)),
+                refund_due: Some(quote.refund),
                 ..Changes::default()
             };
             if storage::transition(
@@ -241,8 +266,8 @@ impl Bookings {
                 &cause,
             )
             .await?
+            .is_some()
             {
-                storage::set_refund_due(&txn, id, quote.refund).await?;
                 events.push(release);
                 if quote.refund > Fen::ZERO {
                     let refund = RefundRequested {
@@ -331,7 +356,7 @@ impl Bookings {
             total: Some(ev.total),
             listing: Some(ev.listing),
             expires_at: Some(ev.expires_at),
-            reason: None,
+            ..Changes::default()
         };
         let moved = storage::transition(
             &txn,
@@ -342,21 +367,36 @@ impl Bookings {
             "hold granted",
         )
         .await?;
-        if !moved {
-            let status = storage::by_id(&txn, ev.booking_id)
-                .await?
-                .map(|b| b.view.status);
-            match status.as_deref() {
-                // A repeated answer to a request that was already answered.
-                Some("AWAITING_PAYMENT") | Some("CONFIRMED") => {}
-                // Cancelled, expired or given up before the hold came back: give it back.
-                _ => {
-                    warn!(booking = %ev.booking_id, ?status, "hold granted for a booking that ended; releasing");
-                    let release = HoldReleaseRequested {
-                        booking_id: ev.booking_id,
-                        reason: "booking no longer pending".into(),
-                    };
-                    enqueue(&txn, &[env.follow(SERVICE, &release)]).await?;
+        match moved {
+            // Paid before this answer was recorded (events out of order):
+            // the capture confirms it now.
+            Some(b) if b.captured_early.is_some() => {
+                storage::transition(
+                    &txn,
+                    ev.booking_id,
+                    &[Status::AwaitingPayment],
+                    Status::Confirmed,
+                    Changes::default(),
+                    "payment captured (it arrived before the hold was recorded)",
+                )
+                .await?;
+                info!(booking = %ev.booking_id, "booking confirmed by an earlier capture");
+            }
+            Some(_) => {}
+            None => {
+                let status = self.status_of(&txn, ev.booking_id).await?;
+                match status {
+                    // A repeated answer to a request that was already answered.
+                    Some(Status::AwaitingPayment | Status::Confirmed) => {}
+                    // Cancelled, expired or given up before the hold came back: give it back.
+                    _ => {
+                        warn!(booking = %ev.booking_id, ?status, "hold granted for a booking that ended; releasing");
+                        let release = HoldReleaseRequested {
+                            booking_id: ev.booking_id,
+                            reason: "booking no longer pending".into(),
+                        };
+                        enqueue(&txn, &[env.follow(SERVICE, &release)]).await?;
+                    }
                 }
             }
         }
@@ -374,7 +414,7 @@ impl Bookings {
             reason: Some(format!("{}: {}", ev.code, ev.reason)),
             ..Changes::default()
         };
-        storage::transition(
+        let moved = storage::transition(
             &txn,
             ev.booking_id,
             &[Status::Pending],
@@ -383,18 +423,87 @@ impl Bookings {
             &format!("hold rejected: {}", ev.code),
         )
         .await?;
+        if let Some(b) = moved {
+            refund_early_capture(&txn, &env, &b, "nothing could be held").await?;
+        }
         txn.commit().await?;
+        self.outbox.committed();
         Ok(())
     }
 
+    /// Capacity given back: at booking's request (history only), or by
+    /// inventory's own sweeper for a hold past its deadline, which expires
+    /// a booking still awaiting payment.
     async fn on_hold_released(&self, env: Envelope, ev: HoldReleased) -> Result<(), HandlerError> {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
-        if let Some(status) = self.status_of(&txn, ev.booking_id).await? {
+        let expired = if ev.expired {
+            let changes = Changes {
+                reason: Some("not paid in time".into()),
+                ..Changes::default()
+            };
+            storage::transition(
+                &txn,
+                ev.booking_id,
+                &[Status::AwaitingPayment],
+                Status::Expired,
+                changes,
+                "payment deadline passed; inventory released the hold",
+            )
+            .await?
+            .is_some()
+        } else {
+            false
+        };
+        if !expired && let Some(status) = self.status_of(&txn, ev.booking_id).await? {
             storage::history(&txn, ev.booking_id, status, "capacity released", Utc::now()).await?;
         }
         txn.commit().await?;
+        self.outbox.committed();
+        Ok(())
+    }
+
+    /// Inventory could not take an expired hold again for a booking that
+    /// was confirmed meanwhile: it cannot stand; cancel and refund it all.
+    async fn on_commit_refused(
+        &self,
+        env: Envelope,
+        ev: HoldCommitRefused,
+    ) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        let Some(current) = storage::by_id(&txn, ev.booking_id).await? else {
+            txn.commit().await?;
+            return Ok(());
+        };
+        let refund = current.view.total.unwrap_or(Fen::ZERO);
+        let changes = Changes {
+            reason: Some(format!("{}: {}; refunded in full", ev.code, ev.reason)),
+            refund_due: Some(refund),
+            ..Changes::default()
+        };
+        let moved = storage::transition(
+            &txn,
+            ev.booking_id,
+            &[Status::Confirmed],
+            Status::Cancelled,
+            changes,
+            "the hold had expired and its capacity was sold; full refund",
+        )
+        .await?;
+        if moved.is_some() && refund > Fen::ZERO {
+            let request = RefundRequested {
+                booking_id: ev.booking_id,
+                amount: None,
+                reason: "the hold had expired and its capacity was sold".into(),
+            };
+            enqueue(&txn, &[env.follow(SERVICE, &request)]).await?;
+            warn!(booking = %ev.booking_id, "a confirmed booking lost its expired hold; refunding");
+        }
+        txn.commit().await?;
+        self.outbox.committed();
         Ok(())
     }
 
@@ -415,24 +524,19 @@ impl Bookings {
             "payment captured",
         )
         .await?;
-        if moved {
-            let Some(b) = storage::by_id(&txn, ev.booking_id).await? else {
-                return Err(HandlerError::Retry("booking vanished".into()));
-            };
-            let Some(listing) = b.view.listing else {
-                return Err(HandlerError::Reject(
-                    "confirmed booking has no listing snapshot".into(),
-                ));
-            };
-            let confirmed = BookingConfirmed {
-                booking_id: ev.booking_id,
-                travelers: b.view.travelers,
-                sponsor_region: b.sponsor_region,
-                listing,
-                total: ev.split.gross,
-            };
-            enqueue(&txn, &[env.follow(SERVICE, &confirmed)]).await?;
+        if moved.is_some() {
             info!(booking = %ev.booking_id, "booking confirmed");
+        } else if storage::record_early_capture(&txn, ev.booking_id, ev.split.gross).await? {
+            // Out of order: the hold's answer is not recorded yet. It
+            // confirms the booking when it comes (or refunds it).
+            storage::history(
+                &txn,
+                ev.booking_id,
+                Status::Pending,
+                "payment captured before the hold was recorded; waiting for it",
+                Utc::now(),
+            )
+            .await?;
         } else if let Some(status) = self.status_of(&txn, ev.booking_id).await? {
             // Captured after the booking expired or was cancelled (its hold
             // is gone or going): never confirm over capacity, give it all back.
@@ -452,6 +556,15 @@ impl Bookings {
             };
             enqueue(&txn, &[env.follow(SERVICE, &refund)]).await?;
             warn!(booking = %ev.booking_id, ?status, "payment captured for a booking that ended; refunding");
+        } else {
+            // Money for a booking this service never had: give it back.
+            let refund = RefundRequested {
+                booking_id: ev.booking_id,
+                amount: None,
+                reason: "paid for an unknown booking".into(),
+            };
+            enqueue(&txn, &[env.follow(SERVICE, &refund)]).await?;
+            warn!(booking = %ev.booking_id, "payment captured for an unknown booking; refunding");
         }
         txn.commit().await?;
         self.outbox.committed();
@@ -525,7 +638,7 @@ impl Bookings {
                     reason: Some("inventory did not answer; nothing is held".into()),
                     ..Changes::default()
                 };
-                if storage::transition(
+                if let Some(moved) = storage::transition(
                     &txn,
                     b.id,
                     &[Status::Pending],
@@ -540,6 +653,14 @@ impl Bookings {
                         reason: "hold requests unanswered".into(),
                     };
                     events.push(Envelope::new(SERVICE, b.id.0, &release));
+                    if moved.captured_early.is_some() {
+                        let refund = RefundRequested {
+                            booking_id: b.id,
+                            amount: None,
+                            reason: "nothing could be held".into(),
+                        };
+                        events.push(Envelope::new(SERVICE, b.id.0, &refund));
+                    }
                 }
             } else {
                 storage::count_attempt(&txn, b.id, now).await?;
@@ -581,6 +702,7 @@ impl Bookings {
                 "payment deadline passed",
             )
             .await?
+            .is_some()
             {
                 let release = HoldReleaseRequested {
                     booking_id: *id,

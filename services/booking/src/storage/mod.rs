@@ -9,8 +9,11 @@ use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaMana
 use shared::auth::{Booker, Principal, Role};
 use shared::db::{run_ddl, uuid_value};
 use shared::envelope::Envelope;
-use shared::events::BookingStatusChanged;
 use shared::events::ListingSnapshot;
+use shared::events::{
+    BookingCancelled, BookingConfirmed, BookingExpired, BookingFacts, BookingRejected,
+    BookingStatusChanged,
+};
 use shared::ids::{AccountId, AgencyId, BookingId};
 use shared::money::Fen;
 use shared::outbox::{enqueue, stmt};
@@ -30,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(Refunds),
             Box::new(Bookers),
             Box::new(Replays),
+            Box::new(HomeRegions),
         ]
     }
 }
@@ -196,6 +200,32 @@ impl MigrationTrait for Replays {
     }
 }
 
+struct HomeRegions;
+
+impl MigrationName for HomeRegions {
+    fn name(&self) -> &str {
+        "m20261202_000001_home_regions_and_early_captures"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for HomeRegions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // The booker's own home region, beside the sponsor region
+                // the booking counts for (which a declared one overrides).
+                "ALTER TABLE bookings ADD COLUMN home_region TEXT",
+                // A capture that arrived while the booking was still PENDING
+                // (its hold answer not yet recorded): confirmed on the answer.
+                "ALTER TABLE bookings ADD COLUMN captured_fen BIGINT",
+            ],
+        )
+        .await
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -210,8 +240,13 @@ pub struct Stored {
     pub view: BookingView,
     /// The create request's fingerprint.
     pub fingerprint: String,
-    /// The declared sponsor region, if any.
+    /// The region the booking counts for as sponsor (declared, else the
+    /// booker's home region).
     pub sponsor_region: Option<RegionCode>,
+    /// The booker's home region.
+    pub home_region: Option<RegionCode>,
+    /// Gross of a capture recorded while the booking was still PENDING.
+    pub captured_early: Option<Fen>,
     /// The answer to the create request, replayed for its key.
     pub first_response: Option<BookingView>,
 }
@@ -247,6 +282,8 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
         },
         fingerprint: row.try_get("", "fingerprint")?,
         sponsor_region: sponsor.and_then(|s| RegionCode::parse(&s).ok()),
+        home_region: shared::db::opt_row_region(row, "home_region")?,
+        captured_early: row.try_get::<Option<i64>>("", "captured_fen")?.map(Fen),
         first_response: row
             .try_get::<Option<String>>("", "first_response")?
             .map(|r| from_json(&r, "first_response"))
@@ -269,8 +306,8 @@ pub async fn insert<C: ConnectionTrait>(
             b,
             "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
                 traveler_count, contact, sponsor_region, notes, created_at, updated_at,
-                account_id, agency_id, commission_bp)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)
+                account_id, agency_id, commission_bp, home_region)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15)
              ON CONFLICT (idempotency_key) DO NOTHING",
             vec![
                 uuid_value(b, id.0),
@@ -295,6 +332,7 @@ pub async fn insert<C: ConnectionTrait>(
                     0
                 })
                 .into(),
+                req.by.home_region.map(|r| r.to_string()).into(),
             ],
         ))
         .await?;
@@ -338,10 +376,15 @@ pub struct Changes {
     pub expires_at: Option<DateTime<Utc>>,
     /// Reason shown to the booker.
     pub reason: Option<String>,
+    /// What is to be refunded (a cancellation after payment).
+    pub refund_due: Option<Fen>,
 }
 
-/// Moves a booking from one of `from` to `to`, with a history row; returns
-/// false (and changes nothing) when the booking was in no state of `from`.
+/// Moves a booking from one of `from` to `to`, with a history row and its
+/// events (`booking.status_changed` always; `booking.confirmed`,
+/// `.cancelled`, `.expired` or `.rejected` for those states), all in the
+/// caller's transaction. Returns the booking as moved, or None (and changes
+/// nothing) when it was in no state of `from`.
 pub async fn transition<C: ConnectionTrait>(
     conn: &C,
     id: BookingId,
@@ -349,10 +392,10 @@ pub async fn transition<C: ConnectionTrait>(
     to: Status,
     changes: Changes,
     cause: &str,
-) -> Result<bool, DbErr> {
+) -> Result<Option<Stored>, DbErr> {
     let b = conn.get_database_backend();
     let now = Utc::now();
-    let reason = changes.reason.clone();
+    let from_confirmed = from.contains(&Status::Confirmed);
     let mut values: Vec<Value> = vec![
         uuid_value(b, id.0),
         to.as_str().into(),
@@ -366,35 +409,125 @@ pub async fn transition<C: ConnectionTrait>(
             .as_ref()
             .map(|l| l.region_code.to_string())
             .into(),
+        changes.refund_due.map(Fen::get).into(),
     ];
     let first = values.len() + 1;
     let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", first + i)).collect();
     values.extend(from.iter().map(|s| Value::from(s.as_str())));
+    // One statement moves and reads back (RETURNING: PostgreSQL, SQLite ≥ 3.35).
     let sql = format!(
         "UPDATE bookings SET status = $2, updated_at = $3,
             total_fen = COALESCE($4, total_fen), listing = COALESCE($5, listing),
             expires_at = COALESCE($6, expires_at), reason = COALESCE($7, reason),
-            listing_region = COALESCE($8, listing_region)
-         WHERE id = $1 AND status IN ({})",
+            listing_region = COALESCE($8, listing_region),
+            refund_due_fen = COALESCE($9, refund_due_fen)
+         WHERE id = $1 AND status IN ({})
+         RETURNING *",
         placeholders.join(", ")
     );
-    let moved = conn
-        .execute_raw(stmt(b, &sql, values))
-        .await?
-        .rows_affected()
-        == 1;
-    if moved {
-        history(conn, id, to, cause, now).await?;
-        // Every move is announced, in the same transaction: partnership
-        // reverses a cancelled booking's impact, subscribers follow it.
-        let changed = BookingStatusChanged {
+    let Some(row) = conn.query_one_raw(stmt(b, &sql, values)).await? else {
+        return Ok(None);
+    };
+    let moved = stored(&row)?;
+    history(conn, id, to, cause, now).await?;
+    let mut events = vec![Envelope::new(
+        crate::SERVICE,
+        id.0,
+        &BookingStatusChanged {
             booking_id: id,
             status: to.as_str().to_owned(),
-            reason,
-        };
-        enqueue(conn, &[Envelope::new(crate::SERVICE, id.0, &changed)]).await?;
-    }
-    Ok(moved)
+            reason: moved.view.reason.clone(),
+            account_id: moved.view.booker.map(|b| b.account_id),
+            agency_id: moved.view.booker.and_then(|b| b.agency_id),
+        },
+    )];
+    events.extend(outcome_event(&moved, to, from_confirmed)?);
+    enqueue(conn, &events).await?;
+    Ok(Some(moved))
+}
+
+/// The event that announces a booking reaching `to`, if `to` has one.
+fn outcome_event(
+    booking: &Stored,
+    to: Status,
+    was_confirmed: bool,
+) -> Result<Option<Envelope>, DbErr> {
+    let v = &booking.view;
+    let facts = || BookingFacts {
+        booking_id: v.id,
+        reason: v.reason.clone(),
+        listing: v.listing.clone(),
+        listing_region: v.listing.as_ref().map(|l| l.region_code),
+        booker_home_region: booking.home_region,
+        sponsor_region: booking.sponsor_region,
+        travelers: v.travelers,
+        total: v.total,
+        refund_due: v.refund_due,
+        account_id: v.booker.map(|b| b.account_id),
+        agency_id: v.booker.and_then(|b| b.agency_id),
+    };
+    let source = crate::SERVICE;
+    Ok(match to {
+        Status::Confirmed => {
+            let (Some(listing), Some(total)) = (v.listing.clone(), v.total) else {
+                return Err(DbErr::Custom(format!(
+                    "booking {} confirmed without a listing or price snapshot",
+                    v.id
+                )));
+            };
+            Some(Envelope::new(
+                source,
+                v.id.0,
+                &BookingConfirmed {
+                    booking_id: v.id,
+                    travelers: v.travelers,
+                    sponsor_region: booking.sponsor_region,
+                    listing,
+                    total,
+                    booker_home_region: booking.home_region,
+                    agency_id: v.booker.and_then(|b| b.agency_id),
+                    commission_bp: v.commission_bp,
+                },
+            ))
+        }
+        Status::Cancelled => Some(Envelope::new(
+            source,
+            v.id.0,
+            &BookingCancelled {
+                facts: facts(),
+                was_confirmed,
+            },
+        )),
+        Status::Expired => Some(Envelope::new(
+            source,
+            v.id.0,
+            &BookingExpired { facts: facts() },
+        )),
+        Status::Rejected => Some(Envelope::new(
+            source,
+            v.id.0,
+            &BookingRejected { facts: facts() },
+        )),
+        Status::Pending | Status::AwaitingPayment => None,
+    })
+}
+
+/// Records a capture that came while the booking was still PENDING: the
+/// hold's answer will confirm it (or refund it). False when not PENDING.
+pub async fn record_early_capture<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    gross: Fen,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE bookings SET captured_fen = $2 WHERE id = $1 AND status = 'PENDING'",
+            vec![uuid_value(b, id.0), gross.get().into()],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Appends to a booking's history.

@@ -15,14 +15,39 @@ use shared::{AppError, ErrorCode};
 
 /// Longest statement, objection or note, in characters.
 const MAX_TEXT: usize = 2_000;
-/// Longest public notice accepted, in days.
-const MAX_NOTICE_DAYS: u32 = 30;
+/// Shortest and longest public notice accepted, in days: a notice is
+/// public for at least a day, or it is no notice.
+const NOTICE_DAYS: std::ops::RangeInclusive<u32> = 1..=30;
+/// Most evidence links on an application.
+const MAX_EVIDENCE: usize = 10;
 /// Longest validity of a certification, in days (five years).
 const MAX_VALIDITY_DAYS: i64 = 5 * 366;
 
 fn text(field: &str, value: &str) -> Result<String, AppError> {
     crate::domain::check_text(field, value, MAX_TEXT, true)?;
     Ok(value.trim().to_owned())
+}
+
+/// Evidence links, trimmed: http(s) URLs, at most [`MAX_EVIDENCE`].
+fn evidence(links: &[String]) -> Result<Vec<String>, AppError> {
+    if links.len() > MAX_EVIDENCE {
+        return Err(AppError::bad_input(format!(
+            "evidence: at most {MAX_EVIDENCE} links"
+        )));
+    }
+    links
+        .iter()
+        .map(|link| {
+            let link = link.trim();
+            if shared::rpcs::is_http_url(link) {
+                Ok(link.to_owned())
+            } else {
+                Err(AppError::bad_input(format!(
+                    "evidence: `{link}` is not an http(s) URL"
+                )))
+            }
+        })
+        .collect()
 }
 
 fn conflict(c: &CertificationView, step: &str) -> AppError {
@@ -39,18 +64,19 @@ impl Inventory {
         req: ApplyForCertification,
     ) -> Result<CertificationView, AppError> {
         let statement = text("statement", &req.statement)?;
+        let evidence = evidence(&req.evidence)?;
         let txn = self.db.begin().await?;
         let Some(listing) = store::listing(&txn, req.listing_id).await? else {
             return Err(AppError::not_found("no homestay or route with this id"));
         };
-        administers(Some(&req.by), listing.region)?;
+        administers(&req.by, listing.region)?;
         let id = uuid::Uuid::now_v7();
         match store::insert(
             &txn,
             id,
             req.listing_id,
             &listing,
-            &statement,
+            (&statement, &evidence),
             req.by.account_id.0,
         )
         .await
@@ -80,13 +106,15 @@ impl Inventory {
         let by = req.by.account_id.0;
         // Objections are anyone's; every other step is the region's admins'.
         if !matches!(req.step, Step::Object { .. }) {
-            administers(Some(&req.by), current.region_code)?;
+            administers(&req.by, current.region_code)?;
         }
         let (from, to, change) = match req.step {
             Step::AcceptForPublicNotice { notice_days } => {
-                if notice_days > MAX_NOTICE_DAYS {
+                if !NOTICE_DAYS.contains(&notice_days) {
                     return Err(AppError::bad_input(format!(
-                        "noticeDays: at most {MAX_NOTICE_DAYS}"
+                        "noticeDays: {} to {} days",
+                        NOTICE_DAYS.start(),
+                        NOTICE_DAYS.end()
                     )));
                 }
                 let change = Change {

@@ -13,8 +13,8 @@ use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
 use shared::events::ListingSnapshot;
 use shared::events::{
-    BookingConfirmed, HoldGranted, HoldItem, HoldRejected, HoldReleaseRequested, HoldReleased,
-    HoldRequested,
+    BookingConfirmed, HoldCommitRefused, HoldGranted, HoldItem, HoldRejected, HoldReleaseRequested,
+    HoldReleased, HoldRequested,
 };
 use shared::ids::{DepartureId, HomestayId, HostId, RoomTypeId};
 use shared::money::Fen;
@@ -36,7 +36,7 @@ use shared::rpcs::{
 };
 use shared::rpcs::{CreateHost, HostView, ListHosts};
 use shared::{AppError, ErrorCode};
-use tracing::info;
+use tracing::{info, warn};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -153,8 +153,10 @@ impl Inventory {
         };
         if let Some(hold) = storage::hold_for_update(&txn, ev.booking_id).await? {
             // Asked again (the saga repeats a request it got no answer to):
-            // answer as the first time. A released hold answers nothing.
-            if let (Some((kind, payload)), false) = (hold.reply, hold.state == "RELEASED") {
+            // answer as the first time. A hold given back (released or
+            // expired) answers nothing: nothing is held any more.
+            let given_back = matches!(hold.state.as_str(), "RELEASED" | "EXPIRED" | "REFUSED");
+            if let (Some((kind, payload)), false) = (hold.reply, given_back) {
                 enqueue(&txn, &[env.follow_raw(SERVICE, &kind, payload)]).await?;
                 txn.commit().await?;
                 self.outbox.committed();
@@ -368,12 +370,7 @@ impl Inventory {
         };
         match storage::hold_for_update(&txn, ev.booking_id).await? {
             Some(hold) if hold.state == "HELD" || hold.state == "COMMITTED" => {
-                if let (Some(room_type), Some(stay)) = (hold.room_type_id, hold.stay) {
-                    storage::return_nights(&txn, room_type, stay, hold.rooms).await?;
-                }
-                if let Some(departure) = hold.departure_id {
-                    routes::return_seats(&txn, departure, hold.rooms).await?;
-                }
+                give_back(&txn, &hold).await?;
                 storage::set_hold_state(&txn, ev.booking_id, "RELEASED").await?;
             }
             Some(_) => {}
@@ -387,6 +384,7 @@ impl Inventory {
                 SERVICE,
                 &HoldReleased {
                     booking_id: ev.booking_id,
+                    expired: false,
                 },
             )],
         )
@@ -396,6 +394,10 @@ impl Inventory {
         Ok(())
     }
 
+    /// A confirmed booking's hold becomes sold. If inventory's own sweeper
+    /// expired it first (the payment landed in the grace window's last
+    /// moment), the capacity is taken again in one conditional update; if
+    /// it was sold meanwhile, the commit is refused and booking refunds.
     async fn on_booking_confirmed(
         &self,
         env: Envelope,
@@ -404,13 +406,75 @@ impl Inventory {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
-        if let Some(hold) = storage::hold_for_update(&txn, ev.booking_id).await?
-            && hold.state == "HELD"
-        {
-            storage::set_hold_state(&txn, ev.booking_id, "COMMITTED").await?;
+        let Some(hold) = storage::hold_for_update(&txn, ev.booking_id).await? else {
+            txn.commit().await?;
+            return Ok(());
+        };
+        match hold.state.as_str() {
+            "HELD" => storage::set_hold_state(&txn, ev.booking_id, "COMMITTED").await?,
+            "EXPIRED" => {
+                let retaken = {
+                    // A savepoint: a stay taken on some nights only is undone.
+                    let attempt = txn.begin().await?;
+                    if take_again(&attempt, &hold).await? {
+                        attempt.commit().await?;
+                        true
+                    } else {
+                        attempt.rollback().await?;
+                        false
+                    }
+                };
+                if retaken {
+                    storage::set_hold_state(&txn, ev.booking_id, "COMMITTED").await?;
+                    info!(booking = %ev.booking_id, "an expired hold was paid; capacity taken again");
+                } else {
+                    let refused = HoldCommitRefused {
+                        booking_id: ev.booking_id,
+                        code: ErrorCode::SoldOut,
+                        reason: "the hold expired before the payment was recorded, and the \
+                                 capacity was sold meanwhile"
+                            .into(),
+                    };
+                    storage::set_hold_state(&txn, ev.booking_id, "REFUSED").await?;
+                    enqueue(&txn, &[env.follow(SERVICE, &refused)]).await?;
+                    warn!(booking = %ev.booking_id, "an expired hold was paid but is sold; commit refused");
+                }
+            }
+            // RELEASED at booking's request: a later decision than this one.
+            _ => {}
         }
         txn.commit().await?;
+        self.outbox.committed();
         Ok(())
+    }
+
+    /// Releases holds still unpaid `grace` past their deadline: booking's
+    /// own expiry normally releases them first; this is the net for a
+    /// booking that never does (its release lost, booking down). Returns
+    /// how many were released.
+    pub async fn expire_holds(&self, grace: chrono::Duration) -> Result<usize, sea_orm::DbErr> {
+        let txn = self.db.begin().await?;
+        let overdue = storage::overdue_holds(&txn, Utc::now() - grace, 100).await?;
+        let mut events = Vec::with_capacity(overdue.len());
+        for booking in overdue {
+            let Some(hold) = storage::hold_for_update(&txn, booking).await? else {
+                continue;
+            };
+            give_back(&txn, &hold).await?;
+            storage::set_hold_state(&txn, booking, "EXPIRED").await?;
+            let released = HoldReleased {
+                booking_id: booking,
+                expired: true,
+            };
+            events.push(Envelope::new(SERVICE, booking.0, &released));
+            warn!(%booking, "hold outlived its deadline; released by inventory");
+        }
+        enqueue(&txn, &events).await?;
+        txn.commit().await?;
+        if !events.is_empty() {
+            self.outbox.committed();
+        }
+        Ok(events.len())
     }
 
     /// Creates a host, its homestay and a room type.
@@ -422,7 +486,7 @@ impl Inventory {
         let room = check_room_type(&req.room_type)?;
         req.details.check()?;
         let policy = policy(req.cancellation_policy)?;
-        administers(req.by.as_ref(), req.region_code)?;
+        administers(&req.by, req.region_code)?;
         let txn = self.db.begin().await?;
         if !storage::region_exists(&txn, req.region_code).await? {
             return Err(AppError::bad_input(format!(
@@ -441,12 +505,7 @@ impl Inventory {
             host,
             (created.homestay_id, name, &req.details),
             req.region_code,
-            (
-                created.room_type_id,
-                room,
-                req.room_type.beds,
-                req.room_type.max_guests,
-            ),
+            &room.view(created.room_type_id),
             policy.as_ref(),
         )
         .await?;
@@ -463,18 +522,29 @@ impl Inventory {
         if !(1..=30).contains(&req.min_stay) {
             return Err(AppError::bad_input("minStay: 1 to 30 nights"));
         }
-        if req.to <= china_today(Utc::now()) {
-            return Err(AppError::bad_input(
-                "to: the whole range is in the past (China time)",
-            ));
+        let today = china_today(Utc::now());
+        if req.from < today {
+            return Err(AppError::bad_input(format!(
+                "from: {} is in the past (today is {today} in China)",
+                req.from
+            )));
         }
         let txn = self.db.begin().await?;
         let Some(listing) = storage::listing(&txn, req.room_type_id).await? else {
             return Err(AppError::not_found("no such room type"));
         };
-        administers(req.by.as_ref(), listing.region_code)?;
+        administers(&req.by, listing.region_code)?;
+        let count = storage::room_count(&txn, req.room_type_id)
+            .await?
+            .unwrap_or_default();
+        let rooms = req.rooms.unwrap_or(count);
+        if rooms > count {
+            return Err(AppError::bad_input(format!(
+                "rooms: the room type has {count} rooms; at most {count} can be on sale"
+            )));
+        }
         let terms = storage::NightTerms {
-            rooms: req.rooms,
+            rooms,
             price: req.price,
             closed: req.closed,
             min_stay: req.min_stay,
@@ -535,7 +605,7 @@ pub(crate) async fn host_of<'a, C: sea_orm::ConnectionTrait>(
 impl Inventory {
     /// Registers a host (admins of its region).
     pub async fn create_host(&self, req: CreateHost) -> Result<HostView, AppError> {
-        administers(Some(&req.by), req.region_code)?;
+        administers(&req.by, req.region_code)?;
         let txn = self.db.begin().await?;
         if !storage::region_exists(&txn, req.region_code).await? {
             return Err(AppError::bad_input(format!(
@@ -556,13 +626,31 @@ impl Inventory {
 
     /// The hosts of a region (admins of it).
     pub async fn list_hosts(&self, req: ListHosts) -> Result<Vec<HostView>, AppError> {
-        administers(Some(&req.by), req.region)?;
+        administers(&req.by, req.region)?;
         Ok(storage::hosts(&self.db, &req.region.code_prefix(), None).await?)
     }
 }
 
-/// A room type's name (trimmed), if it has a name, a bed and a guest.
-fn check_room_type(r: &NewRoomType) -> Result<&str, AppError> {
+/// Most rooms of one type a homestay may list.
+const MAX_ROOMS: u32 = 500;
+
+/// A new room type, checked: a name, 1 to 20 beds and guests, 1 to
+/// [`MAX_ROOMS`] rooms.
+struct CheckedRoomType<'a>(&'a NewRoomType, &'a str);
+
+impl CheckedRoomType<'_> {
+    fn view(&self, id: RoomTypeId) -> RoomTypeView {
+        RoomTypeView {
+            id,
+            name: self.1.to_owned(),
+            beds: self.0.beds,
+            max_guests: self.0.max_guests,
+            rooms: self.0.rooms,
+        }
+    }
+}
+
+fn check_room_type(r: &NewRoomType) -> Result<CheckedRoomType<'_>, AppError> {
     let name = r.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AppError::bad_input("roomType.name: 1 to 100 characters"));
@@ -572,30 +660,25 @@ fn check_room_type(r: &NewRoomType) -> Result<&str, AppError> {
             "roomType: 1 to 20 beds and 1 to 20 guests per room",
         ));
     }
-    Ok(name)
+    if !(1..=MAX_ROOMS).contains(&r.rooms) {
+        return Err(AppError::bad_input(format!(
+            "roomType.rooms: 1 to {MAX_ROOMS} rooms of this type"
+        )));
+    }
+    Ok(CheckedRoomType(r, name))
 }
 
 impl Inventory {
     /// Adds a room type to a homestay (admins of its region).
     pub async fn add_room_type(&self, req: AddRoomType) -> Result<RoomTypeView, AppError> {
-        let name = check_room_type(&req.room_type)?;
+        let room = check_room_type(&req.room_type)?;
         let txn = self.db.begin().await?;
         let Some(homestay) = storage::homestay(&txn, req.homestay_id).await? else {
             return Err(AppError::not_found("no such homestay"));
         };
-        administers(req.by.as_ref(), homestay.region_code)?;
-        let view = RoomTypeView {
-            id: RoomTypeId::new(),
-            name: name.to_owned(),
-            beds: req.room_type.beds,
-            max_guests: req.room_type.max_guests,
-        };
-        storage::insert_room_type(
-            &txn,
-            req.homestay_id,
-            (view.id, name, view.beds, view.max_guests),
-        )
-        .await?;
+        administers(&req.by, homestay.region_code)?;
+        let view = room.view(RoomTypeId::new());
+        storage::insert_room_type(&txn, req.homestay_id, &view).await?;
         txn.commit().await?;
         Ok(view)
     }
@@ -610,15 +693,16 @@ fn policy(
         .transpose()
 }
 
-/// Catalogue changes are for the admins of the listing's region; `None` is
-/// a trusted internal caller (the demo seed).
-fn administers(by: Option<&Principal>, region: RegionCode) -> Result<(), AppError> {
-    match by {
-        Some(p) if !p.administers(region) => Err(AppError::new(
+/// Catalogue changes are for the admins of the listing's region (internal
+/// callers act as [`Principal::platform`]).
+fn administers(by: &Principal, region: RegionCode) -> Result<(), AppError> {
+    if by.administers(region) {
+        Ok(())
+    } else {
+        Err(AppError::new(
             ErrorCode::Forbidden,
             format!("only an admin of {region} (or a platform admin) may change its listings"),
-        )),
-        _ => Ok(()),
+        ))
     }
 }
 
@@ -670,6 +754,37 @@ impl Inventory {
             offers,
             has_next_page,
         })
+    }
+}
+
+/// Puts what a hold took back on sale.
+async fn give_back<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    hold: &storage::Hold,
+) -> Result<(), sea_orm::DbErr> {
+    if let (Some(room_type), Some(stay)) = (hold.room_type_id, hold.stay) {
+        storage::return_nights(conn, room_type, stay, hold.rooms).await?;
+    }
+    if let Some(departure) = hold.departure_id {
+        routes::return_seats(conn, departure, hold.rooms).await?;
+    }
+    Ok(())
+}
+
+/// Takes what an expired hold had taken once more, all or nothing: false
+/// when some night or the departure is short (the caller rolls back).
+async fn take_again<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    hold: &storage::Hold,
+) -> Result<bool, sea_orm::DbErr> {
+    if let (Some(room_type), Some(stay)) = (hold.room_type_id, hold.stay) {
+        return Ok(storage::take_nights(conn, room_type, stay, hold.rooms)
+            .await?
+            .is_some());
+    }
+    match hold.departure_id {
+        Some(departure) => routes::take_seats(conn, departure, hold.rooms).await,
+        None => Ok(false),
     }
 }
 

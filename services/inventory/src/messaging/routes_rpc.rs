@@ -66,7 +66,7 @@ impl Inventory {
             return Err(AppError::bad_input("price: must be more than zero"));
         }
         let policy = super::policy(req.cancellation_policy)?;
-        administers(req.by.as_ref(), req.region_code)?;
+        administers(&req.by, req.region_code)?;
         let txn = self.db.begin().await?;
         for code in req
             .itinerary
@@ -128,7 +128,7 @@ impl Inventory {
         let Some(route) = routes::route(&txn, req.route_id).await? else {
             return Err(AppError::not_found("no such route"));
         };
-        administers(req.by.as_ref(), route.region_code)?;
+        administers(&req.by, route.region_code)?;
         let departure = DepartureView {
             id: DepartureId::new(),
             route_id: route.id,
@@ -162,7 +162,7 @@ impl Inventory {
         let Some(mut route) = routes::route(&txn, req.route_id).await? else {
             return Err(AppError::not_found("no such route"));
         };
-        administers(req.by.as_ref(), route.region_code)?;
+        administers(&req.by, route.region_code)?;
         routes::set_status(&txn, route.id, req.status).await?;
         txn.commit().await?;
         route.status = req.status;

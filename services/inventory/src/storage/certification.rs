@@ -59,6 +59,26 @@ impl MigrationTrait for Certifications {
     }
 }
 
+/// Evidence links on applications, and who objected (read back).
+pub(super) struct Evidence;
+
+impl MigrationName for Evidence {
+    fn name(&self) -> &str {
+        "m20261202_000002_certification_evidence"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Evidence {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &["ALTER TABLE certifications ADD COLUMN evidence TEXT NOT NULL DEFAULT '[]'"],
+        )
+        .await
+    }
+}
+
 /// A listing that can be certified.
 pub struct Listing {
     /// HOMESTAY or ROUTE.
@@ -96,15 +116,16 @@ pub async fn insert<C: ConnectionTrait>(
     id: Uuid,
     listing_id: Uuid,
     listing: &Listing,
-    statement: &str,
+    (statement, evidence): (&str, &[String]),
     by: Uuid,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
+    let evidence = serde_json::to_string(evidence).map_err(|e| DbErr::Custom(e.to_string()))?;
     conn.execute_raw(stmt(
         b,
         "INSERT INTO certifications (id, listing_id, listing_kind, listing_title, region_code, state,
-                                     statement, applied_by, applied_at)
-         VALUES ($1, $2, $3, $4, $5, 'APPLIED', $6, $7, $8)",
+                                     statement, applied_by, applied_at, evidence)
+         VALUES ($1, $2, $3, $4, $5, 'APPLIED', $6, $7, $8, $9)",
         vec![
             uuid_value(b, id),
             uuid_value(b, listing_id),
@@ -114,7 +135,25 @@ pub async fn insert<C: ConnectionTrait>(
             statement.into(),
             uuid_value(b, by),
             Utc::now().into(),
+            evidence.into(),
         ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Demonstration data only: records the public notice of `id` as ending on
+/// `on`, as though its days had passed.
+pub async fn end_notice_for_demo<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+    on: NaiveDate,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE certifications SET notice_ends_on = $2 WHERE id = $1 AND state = 'PUBLIC_NOTICE'",
+        vec![uuid_value(b, id), on.into()],
     ))
     .await?;
     Ok(())
@@ -231,6 +270,8 @@ fn view(row: &QueryResult, today: NaiveDate) -> Result<CertificationView, DbErr>
         region_code: row_region(row, "region_code")?,
         state,
         statement: row.try_get("", "statement")?,
+        evidence: serde_json::from_str(&row.try_get::<String>("", "evidence")?)
+            .map_err(|e| DbErr::Custom(format!("certifications.evidence: {e}")))?,
         applied_at: row.try_get::<DateTime<Utc>>("", "applied_at")?,
         notice_ends_on: row.try_get("", "notice_ends_on")?,
         objections: Vec::new(),
@@ -255,7 +296,7 @@ async fn with_objections<C: ConnectionTrait>(
         .query_all_raw(stmt(
             b,
             &format!(
-                "SELECT certification_id, text, created_at FROM certification_objections
+                "SELECT certification_id, account_id, text, created_at FROM certification_objections
                  WHERE certification_id IN ({}) ORDER BY id",
                 placeholders.join(", ")
             ),
@@ -268,6 +309,7 @@ async fn with_objections<C: ConnectionTrait>(
             c.objections.push(Objection {
                 text: r.try_get("", "text")?,
                 at: r.try_get("", "created_at")?,
+                by: Some(shared::ids::AccountId(row_uuid(r, "account_id")?)),
             });
         }
     }

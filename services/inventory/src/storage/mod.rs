@@ -35,6 +35,8 @@ impl MigratorTrait for Migrator {
             Box::new(routes::Routes),
             Box::new(certification::Certifications),
             Box::new(HomestayDetailsMigration),
+            Box::new(RoomCountsAndExpiry),
+            Box::new(certification::Evidence),
         ]
     }
 }
@@ -146,6 +148,41 @@ impl MigrationTrait for HomestayDetailsMigration {
     }
 }
 
+struct RoomCountsAndExpiry;
+
+impl MigrationName for RoomCountsAndExpiry {
+    fn name(&self) -> &str {
+        "m20261202_000001_room_counts_and_hold_expiry"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RoomCountsAndExpiry {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE room_types ADD COLUMN rooms INTEGER NOT NULL DEFAULT 1 CHECK (rooms >= 1)",
+                // The hold sweeper's scan: live holds by deadline.
+                "CREATE INDEX holds_live_by_expiry ON holds (expires_at) WHERE state = 'HELD'",
+            ],
+        )
+        .await?;
+        // Room types made before the count existed have as many rooms as
+        // their calendar ever put on sale (not DDL: run as it is).
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "UPDATE room_types SET rooms = (
+                     SELECT CASE WHEN MAX(n.rooms) >= 1 THEN MAX(n.rooms) ELSE 1 END
+                     FROM room_nights n WHERE n.room_type_id = room_types.id)
+                 WHERE EXISTS (SELECT 1 FROM room_nights n WHERE n.room_type_id = room_types.id)",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 struct Policies;
 
 impl MigrationName for Policies {
@@ -251,7 +288,7 @@ pub async fn insert_homestay<C: ConnectionTrait>(
     host: (HostId, Option<&str>),
     homestay: (HomestayId, &str, &HomestayDetails),
     region: RegionCode,
-    room_type: (RoomTypeId, &str, u32, u32),
+    room_type: &RoomTypeView,
     policy: Option<&CancellationPolicy>,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
@@ -330,26 +367,45 @@ pub async fn hosts<C: ConnectionTrait>(
         .collect()
 }
 
-/// Adds a room type (id, name, beds, guests) to a homestay.
+/// Adds a room type to a homestay.
 pub async fn insert_room_type<C: ConnectionTrait>(
     conn: &C,
     homestay: HomestayId,
-    room_type: (RoomTypeId, &str, u32, u32),
+    room_type: &RoomTypeView,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO room_types (id, homestay_id, name, beds, max_guests) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO room_types (id, homestay_id, name, beds, max_guests, rooms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         vec![
-            uuid_value(b, room_type.0.0),
+            uuid_value(b, room_type.id.0),
             uuid_value(b, homestay.0),
-            room_type.1.into(),
-            room_type.2.into(),
-            room_type.3.into(),
+            room_type.name.clone().into(),
+            room_type.beds.into(),
+            room_type.max_guests.into(),
+            room_type.rooms.into(),
         ],
     ))
     .await?;
     Ok(())
+}
+
+/// How many rooms of a room type the homestay has; None: no such room type.
+pub async fn room_count<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+) -> Result<Option<u32>, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT rooms FROM room_types WHERE id = $1",
+            vec![uuid_value(b, room_type.0)],
+        ))
+        .await?;
+    row.map(|r| Ok(u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0)))
+        .transpose()
 }
 
 /// A homestay with its room types.
@@ -373,7 +429,8 @@ pub async fn homestay<C: ConnectionTrait>(
     let rooms = conn
         .query_all_raw(stmt(
             b,
-            "SELECT id, name, beds, max_guests FROM room_types WHERE homestay_id = $1 ORDER BY name, id",
+            "SELECT id, name, beds, max_guests, rooms FROM room_types
+             WHERE homestay_id = $1 ORDER BY name, id",
             vec![uuid_value(b, id.0)],
         ))
         .await?;
@@ -397,6 +454,7 @@ pub async fn homestay<C: ConnectionTrait>(
                     name: r.try_get("", "name")?,
                     beds: u32::try_from(r.try_get::<i32>("", "beds")?).unwrap_or(0),
                     max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
+                    rooms: u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0),
                 })
             })
             .collect::<Result<_, DbErr>>()?,
@@ -760,6 +818,33 @@ pub async fn set_hold_state<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Live holds whose deadline passed before `cutoff`, oldest first, locked
+/// (and skipped by another sweeper) on PostgreSQL.
+pub async fn overdue_holds<C: ConnectionTrait>(
+    conn: &C,
+    cutoff: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<BookingId>, DbErr> {
+    let b = conn.get_database_backend();
+    let lock = match b {
+        sea_orm::DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+        _ => "",
+    };
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT booking_id FROM holds WHERE state = 'HELD' AND expires_at < $1
+                 ORDER BY expires_at LIMIT $2 {lock}"
+            ),
+            vec![cutoff.into(), i64::from(limit).into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| Ok(BookingId(row_uuid(r, "booking_id")?)))
+        .collect()
+}
+
 /// Number of homestays (demo seeding checks for an empty catalogue).
 pub async fn homestay_count<C: ConnectionTrait>(conn: &C) -> Result<i64, DbErr> {
     let b = conn.get_database_backend();
@@ -798,7 +883,7 @@ pub async fn search<C: ConnectionTrait>(
             b,
             "SELECT * FROM (
                 SELECT h.id AS homestay_id, h.name AS homestay_name, h.region_code,
-                       COALESCE(h.certified_until >= $11, FALSE) AS certified,
+                       COALESCE(h.certified_until >= $11, FALSE) AS certified, h.certified_until,
                        r.id AS room_type_id, r.name AS room_type_name, r.max_guests,
                        CAST(MIN(n.available) AS BIGINT) AS rooms_left,
                        CAST(SUM(n.price_fen) * $4 AS BIGINT) AS total
@@ -844,6 +929,7 @@ pub async fn search<C: ConnectionTrait>(
                 region_code: RegionCode::parse(&region)
                     .map_err(|e| DbErr::Custom(e.to_string()))?,
                 certified: r.try_get("", "certified")?,
+                certified_until: r.try_get("", "certified_until")?,
                 room_type_id: RoomTypeId(room_type),
                 room_type_name: r.try_get("", "room_type_name")?,
                 max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),

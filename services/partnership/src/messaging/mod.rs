@@ -8,7 +8,7 @@ use chrono::Utc;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
-use shared::events::{BookingConfirmed, BookingStatusChanged, PaymentCaptured, PaymentRefunded};
+use shared::events::{BookingCancelled, BookingConfirmed, PaymentCaptured, PaymentRefunded};
 use shared::ids::{AgreementId, BookingId, PartnershipId};
 use shared::outbox::begin_once;
 use shared::region::{RegionCode, RegionLevel, reference_region};
@@ -85,10 +85,8 @@ impl Partnerships {
         on!(
             r,
             self,
-            BookingStatusChanged,
-            |_: &Envelope, ev: BookingStatusChanged| {
-                (ev.status == "CANCELLED").then_some((ev.booking_id, Fact::Cancelled))
-            }
+            BookingCancelled,
+            |_: &Envelope, ev: BookingCancelled| { Some((ev.facts.booking_id, Fact::Cancelled)) }
         )
     }
 
@@ -162,7 +160,7 @@ impl Partnerships {
                 return Err(AppError::bad_input(format!("unknown region {code}")));
             }
         }
-        may_record(req.by.as_ref(), req.sponsor, req.beneficiary)?;
+        may_record(&req.by, req.sponsor, req.beneficiary)?;
         Pair {
             sponsor: req.sponsor,
             beneficiary: req.beneficiary,
@@ -234,7 +232,7 @@ impl Partnerships {
                 req.partnership_id
             )));
         };
-        may_record(req.by.as_ref(), pair.sponsor, pair.beneficiary)?;
+        may_record(&req.by, pair.sponsor, pair.beneficiary)?;
         let found = storage::update_partnership(
             &txn,
             req.partnership_id,
@@ -287,7 +285,7 @@ impl Partnerships {
                 req.partnership_id
             )));
         };
-        may_record(req.by.as_ref(), pair.sponsor, pair.beneficiary)?;
+        may_record(&req.by, pair.sponsor, pair.beneficiary)?;
         storage::insert_agreement(&txn, &view).await?;
         txn.commit().await?;
         Ok(view)
@@ -468,17 +466,18 @@ fn check_year(year: i32) -> Result<(), AppError> {
 }
 
 /// Partnerships and agreements are recorded by a platform admin or an admin
-/// of either region; `None` is a trusted internal caller (the demo seed).
+/// of either region (internal callers act as `Principal::platform()`).
 fn may_record(
-    by: Option<&shared::auth::Principal>,
+    by: &shared::auth::Principal,
     sponsor: shared::region::RegionCode,
     beneficiary: shared::region::RegionCode,
 ) -> Result<(), AppError> {
-    match by {
-        Some(p) if !(p.administers(sponsor) || p.administers(beneficiary)) => Err(AppError::new(
+    if by.administers(sponsor) || by.administers(beneficiary) {
+        Ok(())
+    } else {
+        Err(AppError::new(
             shared::ErrorCode::Forbidden,
             "only a platform admin or an admin of one of the two regions may record this",
-        )),
-        _ => Ok(()),
+        ))
     }
 }
