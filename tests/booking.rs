@@ -6,7 +6,7 @@ mod common;
 
 use common::{TestApp, code, spawn_app, spawn_app_with, spawn_parts, test_settings, tomorrow};
 use duikou::Part;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn the_regions_query_lists_the_banners_of_chifeng() {
@@ -159,6 +159,11 @@ async fn a_hundred_concurrent_creates_with_one_key_make_one_booking() {
     let answers = futures::future::join_all(requests).await;
     let ids: std::collections::HashSet<String> = answers.iter().map(TestApp::id_of).collect();
     assert_eq!(ids.len(), 1, "one booking for one key");
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "every request gets the same answer: {:?}",
+        answers.iter().find(|a| *a != &answers[0])
+    );
     let id = ids.into_iter().next().expect("an id");
     app.wait_for_status(&id, "AWAITING_PAYMENT").await;
     assert_eq!(
@@ -217,6 +222,33 @@ async fn bad_input_gets_a_clear_error_code() {
             .is_some_and(|m| m.contains("resident ID")),
         "{bad_id}"
     );
+
+    // Refused at once, naming the field: a listing that does not exist,
+    // more travelers than the room sleeps, a stay over 30 nights, nobody.
+    let booking = "mutation($input: CreateBookingInput!) { createBooking(idempotencyKey: \"k2\", input: $input) { id } }";
+    let person = json!({ "name": "李四", "idType": "PASSPORT", "idNumber": "E12345678" });
+    let stay = |rt: &str, nights: i64, people: Vec<Value>| {
+        json!({ "input": { "roomTypeId": rt, "checkIn": tomorrow().to_string(),
+            "checkOut": (tomorrow() + chrono::Duration::days(nights)).to_string(),
+            "travelers": people, "contact": { "name": "李四", "phone": "13800138000" } } })
+    };
+    for (vars, field) in [
+        (
+            stay(&uuid::Uuid::now_v7().to_string(), 1, vec![person.clone()]),
+            "roomTypeId:",
+        ),
+        (
+            stay(&rt, 1, vec![person.clone(), person.clone(), person.clone()]),
+            "travelers:",
+        ),
+        (stay(&rt, 31, vec![person.clone()]), "checkOut:"),
+        (stay(&rt, 1, vec![]), "travelers:"),
+    ] {
+        let refused = app.graphql(booking, vars).await;
+        assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
+        let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(field), "{field} {refused}");
+    }
 
     let unknown = app
         .pay("01a20882-389f-7099-8d8f-ed3293debc8c", "tok_success", "p")
@@ -468,4 +500,51 @@ async fn the_welfare_fund_shows_each_donation_without_personal_data() {
         )
         .await;
     assert_eq!(other_year["data"]["welfareFund"]["byRegion"], json!([]));
+}
+
+#[tokio::test]
+async fn a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let quote = "query($rt: ID!, $in: Date!, $out: Date!, $n: Int!) {
+        bookingQuote(input: { roomTypeId: $rt, checkIn: $in, checkOut: $out, travelers: $n }) {
+            total { amount } bookable refusal reason listing { title regionCode certified }
+            cancellationPolicy { daysBefore refundPercent } } }";
+    let two_nights = |n: i64| {
+        json!({ "rt": room_type, "in": tomorrow().to_string(),
+                "out": (tomorrow() + chrono::Duration::days(2)).to_string(), "n": n })
+    };
+    // Anyone may ask: two nights at 380.
+    let body = app.graphql_as(None, quote, two_nights(2)).await;
+    let q = &body["data"]["bookingQuote"];
+    assert_eq!(q["total"]["amount"], "760.00", "{body}");
+    assert_eq!(
+        (q["bookable"].clone(), q["refusal"].clone()),
+        (json!(true), Value::Null)
+    );
+    assert_eq!(q["listing"]["regionCode"], "150430");
+    assert!(
+        q["cancellationPolicy"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    );
+    assert_eq!(
+        code(&app.graphql_as(None, quote, two_nights(3)).await),
+        "BAD_USER_INPUT"
+    );
+
+    // Once the one room is held, the same request is quoted but not bookable.
+    let held = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "quote-hold")
+            .await,
+    );
+    app.wait_for_status(&held, "AWAITING_PAYMENT").await;
+    let body = app.graphql_as(None, quote, two_nights(1)).await;
+    let q = &body["data"]["bookingQuote"];
+    assert_eq!(
+        (q["bookable"].clone(), q["refusal"].clone()),
+        (json!(false), json!("SOLD_OUT")),
+        "{body}"
+    );
+    assert_eq!(q["total"]["amount"], "760.00");
 }

@@ -386,14 +386,13 @@ async fn bad_route_input_and_late_bookings_get_clear_errors() {
         "nowhere",
     )
     .await;
-    let rejected = app
-        .wait_for_status(&TestApp::id_of(&unknown), "REJECTED")
-        .await;
+    // No booking at all: the departure is not there, and the field is named.
+    assert_eq!(code(&unknown), "BAD_USER_INPUT", "{unknown}");
     assert!(
-        rejected["reason"]
+        unknown["errors"][0]["message"]
             .as_str()
-            .is_some_and(|r| r.starts_with("NOT_FOUND")),
-        "{rejected}"
+            .is_some_and(|m| m.starts_with("departureId:")),
+        "{unknown}"
     );
 }
 

@@ -17,6 +17,7 @@ pub mod region;
 pub mod rpc;
 pub mod rpcs;
 pub mod runtime;
+pub mod stay;
 pub mod telemetry;
 
 pub use error::{AppError, ErrorCode};

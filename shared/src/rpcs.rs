@@ -388,6 +388,41 @@ pub struct OfferPage {
     pub has_next_page: bool,
 }
 
+/// Prices a booking request before it is made, by the same rules the hold
+/// applies. Unknown listings and impossible requests are errors
+/// (`BAD_USER_INPUT` naming the field); a listing that cannot take it now
+/// (closed, minimum stay, cut-off, off sale, sold out) is a quote that
+/// says so.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuoteBooking {
+    /// What would be held.
+    pub item: crate::events::HoldItem,
+    /// Travelers it is for.
+    pub travelers: u32,
+}
+impl Rpc for QuoteBooking {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "quote_booking";
+    type Reply = BookingQuote;
+}
+
+/// What a booking request would cost and whether it can be held now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingQuote {
+    /// The listing as a booking would snapshot it (terms, certification).
+    pub listing: crate::events::ListingSnapshot,
+    /// The whole price: every night for the rooms asked, or every seat.
+    pub total: Fen,
+    /// Whether it could be held at this moment (the hold itself decides:
+    /// someone may take the last room in between).
+    pub bookable: bool,
+    /// Why not, when not: `SOLD_OUT`, `CLOSED`, `MIN_STAY`, `CUT_OFF`,
+    /// `NOT_PUBLISHED`.
+    pub refusal: Option<crate::ErrorCode>,
+    /// The reason, for the traveler.
+    pub reason: Option<String>,
+}
+
 // ------------------------------------------------------------------- routes
 
 /// One day of a route's itinerary.

@@ -291,6 +291,25 @@ impl Query {
         }
     }
 
+    /// What a booking would cost and whether it can be held now, by the
+    /// rules the hold applies; ask before `createBooking`. Anonymous.
+    async fn booking_quote(
+        &self,
+        ctx: &Context<'_>,
+        input: BookingQuoteInput,
+    ) -> Result<types::BookingQuote> {
+        let travelers = non_negative("travelers", input.travelers)?;
+        let item = hold_item(
+            input.room_type_id.as_ref(),
+            (input.check_in, input.check_out, input.rooms),
+            input.departure_id.as_ref(),
+            travelers,
+        )?;
+        Ok(types::BookingQuote(
+            rpc(ctx, rpcs::QuoteBooking { item, travelers }).await?,
+        ))
+    }
+
     /// What cancelling a booking now would refund, by its listing's policy.
     async fn cancellation_quote(
         &self,
@@ -434,26 +453,45 @@ pub struct CreateBookingInput {
     pub notes: Option<String>,
 }
 
-fn hold_item(input: &CreateBookingInput) -> Result<HoldItem> {
-    match (&input.room_type_id, &input.departure_id) {
+/// What `bookingQuote` prices: a stay or seats, as in `CreateBookingInput`.
+#[derive(InputObject)]
+pub struct BookingQuoteInput {
+    pub room_type_id: Option<ID>,
+    pub check_in: Option<Date>,
+    pub check_out: Option<Date>,
+    /// Rooms per night (default 1).
+    pub rooms: Option<i32>,
+    pub departure_id: Option<ID>,
+    /// How many travel (a seat each on a departure).
+    pub travelers: i32,
+}
+
+/// The capacity a request asks for: a stay or seats, never both.
+fn hold_item(
+    room_type: Option<&ID>,
+    (check_in, check_out, rooms): (Option<Date>, Option<Date>, Option<i32>),
+    departure: Option<&ID>,
+    travelers: u32,
+) -> Result<HoldItem> {
+    match (room_type, departure) {
         (Some(room_type), None) => {
-            let (Some(check_in), Some(check_out)) = (input.check_in, input.check_out) else {
-                return Err(bad_input("a stay needs checkIn and checkOut"));
+            let (Some(check_in), Some(check_out)) = (check_in, check_out) else {
+                return Err(bad_input("checkIn, checkOut: a stay needs both"));
             };
-            let rooms = u32::try_from(input.rooms.unwrap_or(1))
-                .map_err(|_| bad_input("rooms must be positive"))?;
+            let rooms = u32::try_from(rooms.unwrap_or(1))
+                .map_err(|_| bad_input("rooms: must be positive"))?;
             Ok(HoldItem::RoomNights {
-                room_type_id: parse("room type id", room_type)?,
+                room_type_id: parse("roomTypeId", room_type)?,
                 check_in: check_in.0,
                 check_out: check_out.0,
                 rooms,
             })
         }
         (None, Some(departure)) => {
-            let departure_id: DepartureId = parse("departure id", departure)?;
+            let departure_id: DepartureId = parse("departureId", departure)?;
             Ok(HoldItem::Seats {
                 departure_id,
-                seats: input.travelers.len() as u32,
+                seats: travelers,
             })
         }
         _ => Err(bad_input(
@@ -492,7 +530,26 @@ impl Mutation {
     ) -> Result<Booking> {
         let by = principal(ctx)?.clone();
         let idempotency_key = scoped_key(&by, &idempotency_key)?;
-        let item = hold_item(&input)?;
+        let travelers = u32::try_from(input.travelers.len()).unwrap_or(u32::MAX);
+        let item = hold_item(
+            input.room_type_id.as_ref(),
+            (input.check_in, input.check_out, input.rooms),
+            input.departure_id.as_ref(),
+            travelers,
+        )?;
+        // Refuse at once what no hold could ever grant (an unknown listing,
+        // more travelers than the rooms sleep). Whether it can be held now
+        // is the hold's answer, and with inventory away the booking is still
+        // taken: its hold request waits.
+        let quote = rpcs::QuoteBooking {
+            item: item.clone(),
+            travelers,
+        };
+        if let Err(e) = call_service(ctx, quote).await
+            && e.code == ErrorCode::BadUserInput
+        {
+            return Err(gql(e));
+        }
         let sponsor_region = input
             .sponsor_region_code
             .as_ref()

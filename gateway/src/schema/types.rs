@@ -155,6 +155,47 @@ pub struct Listing {
     pub certified: bool,
 }
 
+impl From<&shared::events::ListingSnapshot> for Listing {
+    fn from(l: &shared::events::ListingSnapshot) -> Listing {
+        Listing {
+            title: l.title.clone(),
+            region_code: ID(l.region_code.to_string()),
+            certified: l.certified,
+        }
+    }
+}
+
+/// What a booking request would cost, and whether it could be held now.
+pub struct BookingQuote(pub shared::rpcs::BookingQuote);
+
+#[Object]
+impl BookingQuote {
+    /// The listing as a booking would snapshot it.
+    async fn listing(&self) -> Listing {
+        Listing::from(&self.0.listing)
+    }
+    /// Every night for the rooms asked, or every seat.
+    async fn total(&self) -> Money {
+        self.0.total.into()
+    }
+    /// Whether it could be held at this moment. The hold decides: someone
+    /// may take the last room in between.
+    async fn bookable(&self) -> bool {
+        self.0.bookable
+    }
+    /// Why not: SOLD_OUT, CLOSED, MIN_STAY, CUT_OFF or NOT_PUBLISHED.
+    async fn refusal(&self) -> Option<&str> {
+        self.0.refusal.map(|c| c.as_str())
+    }
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    /// Refund tiers if a paid booking is cancelled.
+    async fn cancellation_policy(&self) -> Vec<PolicyTier> {
+        policy_tiers_view(&self.0.listing.cancellation_policy)
+    }
+}
+
 /// A booking.
 pub struct Booking(pub shared::rpcs::BookingView);
 
@@ -175,11 +216,7 @@ impl Booking {
         self.0.total.map(Money::from)
     }
     async fn listing(&self) -> Option<Listing> {
-        self.0.listing.as_ref().map(|l| Listing {
-            title: l.title.clone(),
-            region_code: ID(l.region_code.to_string()),
-            certified: l.certified,
-        })
+        self.0.listing.as_ref().map(Listing::from)
     }
     /// Pay before this, or the booking expires.
     async fn expires_at(&self) -> Option<DateTime<Utc>> {

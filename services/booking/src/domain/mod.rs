@@ -111,12 +111,12 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
     let key = req.idempotency_key.trim();
     if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Err(AppError::bad_input(format!(
-            "the idempotency key must be 1 to {MAX_KEY_LEN} characters"
+            "idempotencyKey: 1 to {MAX_KEY_LEN} characters"
         )));
     }
     if req.travelers.is_empty() || req.travelers.len() > MAX_TRAVELERS {
         return Err(AppError::bad_input(format!(
-            "a booking has 1 to {MAX_TRAVELERS} travelers"
+            "travelers: a booking has 1 to {MAX_TRAVELERS} travelers"
         )));
     }
     for (i, t) in req.travelers.iter().enumerate() {
@@ -128,12 +128,10 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
             .chars()
             .all(|c| c.is_ascii_digit() || c == '+' || c == '-' || c == ' ')
     {
-        return Err(AppError::bad_input(
-            "the contact phone must be 5 to 20 digits",
-        ));
+        return Err(AppError::bad_input("contact.phone: 5 to 20 digits"));
     }
     if req.contact.name.trim().is_empty() {
-        return Err(AppError::bad_input("the contact name must not be empty"));
+        return Err(AppError::bad_input("contact.name: must not be empty"));
     }
     match &req.item {
         HoldItem::RoomNights {
@@ -142,16 +140,14 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
             rooms,
             ..
         } => {
-            if check_out <= check_in {
-                return Err(AppError::bad_input("check-out must be after check-in"));
-            }
+            shared::stay::StayDates::parse(*check_in, *check_out)?;
             if *rooms == 0 || *rooms > 50 {
-                return Err(AppError::bad_input("book 1 to 50 rooms"));
+                return Err(AppError::bad_input("rooms: book 1 to 50 rooms"));
             }
         }
         HoldItem::Seats { seats, .. } => {
             if *seats as usize != req.travelers.len() {
-                return Err(AppError::bad_input("one seat per traveler"));
+                return Err(AppError::bad_input("travelers: one seat per traveler"));
             }
         }
     }

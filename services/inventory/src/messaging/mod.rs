@@ -1,6 +1,8 @@
 //! Inventory's event handlers (holds) and RPC handlers (catalogue).
 
+mod assess;
 mod certification_rpc;
+mod quote;
 mod routes_rpc;
 
 use crate::SERVICE;
@@ -13,10 +15,10 @@ use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
 use shared::events::ListingSnapshot;
 use shared::events::{
-    BookingConfirmed, HoldCommitRefused, HoldGranted, HoldItem, HoldRejected, HoldReleaseRequested,
+    BookingConfirmed, HoldCommitRefused, HoldGranted, HoldRejected, HoldReleaseRequested,
     HoldReleased, HoldRequested,
 };
-use shared::ids::{DepartureId, HomestayId, HostId, RoomTypeId};
+use shared::ids::{HomestayId, HostId, RoomTypeId};
 use shared::money::Fen;
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::policy::CancellationPolicy;
@@ -24,8 +26,7 @@ use shared::policy::china_today;
 use shared::region::RegionCode;
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
-    AddDeparture, CreateRoute, GetRoute, OfferPage, RouteStatus, SearchHomestays, SearchRoutes,
-    SetRouteStatus,
+    AddDeparture, CreateRoute, GetRoute, OfferPage, SearchHomestays, SearchRoutes, SetRouteStatus,
 };
 use shared::rpcs::{
     AddRoomType, AdvanceCertification, ApplyForCertification, GetHomestay, ListCertifications,
@@ -71,8 +72,12 @@ impl Inventory {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
-        let [p, q] = [(); 2].map(|()| self.clone());
+        let [p, q, r] = [(); 3].map(|()| self.clone());
         RpcRouter::new(SERVICE)
+            .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
+                let s = r.clone();
+                async move { s.quote(req).await }
+            })
             .route::<CreateHost, _, _>(move |req| {
                 let s = p.clone();
                 async move { s.create_host(req).await }
@@ -165,144 +170,52 @@ impl Inventory {
             txn.commit().await?;
             return Ok(());
         }
-        let (room_type_id, check_in, check_out, rooms) = match ev.item {
-            HoldItem::RoomNights {
-                room_type_id,
-                check_in,
-                check_out,
-                rooms,
-            } => (room_type_id, check_in, check_out, rooms),
-            HoldItem::Seats {
-                departure_id,
-                seats,
-            } => return self.hold_seats(txn, &env, &ev, departure_id, seats).await,
-        };
-        let stay = match StayDates::parse(check_in, check_out) {
-            Ok(stay) if rooms > 0 => stay,
-            Ok(_) => {
-                return self
-                    .reject(
-                        txn,
-                        &env,
-                        rejection(&ev, ErrorCode::BadUserInput, "at least one room"),
-                    )
-                    .await;
+        let assessed = match assess::assess(&txn, &ev.item, ev.travelers).await? {
+            Ok(assess::Assessed {
+                refusal: Some(assess::Refusal(code, reason)),
+                ..
+            })
+            | Err(assess::Refusal(code, reason)) => {
+                return self.reject(txn, &env, rejection(&ev, code, &reason)).await;
             }
-            Err(e) => {
-                return self
-                    .reject(txn, &env, rejection(&ev, e.code, &e.message))
-                    .await;
+            Ok(assessed) => assessed,
+        };
+        // Take it: one conditional update, never read-then-write.
+        let taken = match assessed.held {
+            Held::Nights(room_type, stay, rooms) => {
+                storage::take_nights(&txn, room_type, stay, rooms).await?
             }
+            Held::Seats(departure, seats) => routes::take_seats(&txn, departure, seats)
+                .await?
+                .then_some(assessed.seats_total.unwrap_or(Fen::ZERO)),
         };
-        let Some(listing) = storage::listing(&txn, room_type_id).await? else {
-            return self
-                .reject(
-                    txn,
-                    &env,
-                    rejection(&ev, ErrorCode::NotFound, "no such room type"),
-                )
-                .await;
-        };
-        let rules = storage::stay_rules(&txn, room_type_id, stay).await?;
-        let refusal = if ev.travelers > rules.max_guests * rooms {
-            Some((
-                ErrorCode::BadUserInput,
-                format!(
-                    "travelers: {} travelers, but {rooms} room(s) sleep {} at most",
-                    ev.travelers,
-                    rules.max_guests * rooms
-                ),
-            ))
-        } else if rules.closed {
-            Some((
-                ErrorCode::Closed,
-                format!("the homestay is closed on a night from {check_in} to {check_out}"),
-            ))
-        } else if i64::from(rules.min_stay) > stay.nights() {
-            Some((
-                ErrorCode::MinStay,
-                format!(
-                    "stays from {check_in} are at least {} nights; this one is {}",
-                    rules.min_stay,
-                    stay.nights()
-                ),
-            ))
-        } else {
-            None
-        };
-        if let Some((code, reason)) = refusal {
-            return self.reject(txn, &env, rejection(&ev, code, &reason)).await;
-        }
-        match storage::take_nights(&txn, room_type_id, stay, rooms).await? {
+        match taken {
             Some(total) => {
-                let held = Held::Nights(room_type_id, stay, rooms);
-                self.grant(txn, &env, &ev, held, total, listing).await
+                self.grant(txn, &env, &ev, assessed.held, total, assessed.listing)
+                    .await
             }
             None => {
-                // Some night lacked room: undo the partial update, then record the refusal.
+                // Some night (or the departure) lacked room: undo any partial
+                // update, then record the refusal.
                 txn.rollback().await?;
                 let Some(txn) = begin_once(&self.db, &env).await? else {
                     return Ok(());
                 };
-                let reason =
-                    format!("not enough rooms for every night from {check_in} to {check_out}");
+                let reason = match assessed.held {
+                    Held::Nights(_, stay, _) => format!(
+                        "not enough rooms for every night from {} to {}",
+                        stay.check_in, stay.check_out
+                    ),
+                    Held::Seats(_, seats) => format!(
+                        "{seats} seats asked, {} left on {}",
+                        assessed.seats_left,
+                        assessed.listing.starts_on.unwrap_or_default()
+                    ),
+                };
                 self.reject(txn, &env, rejection(&ev, ErrorCode::SoldOut, &reason))
                     .await
             }
         }
-    }
-
-    /// Seats on a departure: the route must be on sale and the departure
-    /// before its last booking day.
-    async fn hold_seats(
-        &self,
-        txn: sea_orm::DatabaseTransaction,
-        env: &Envelope,
-        ev: &HoldRequested,
-        departure_id: DepartureId,
-        seats: u32,
-    ) -> Result<(), HandlerError> {
-        let refuse = |code, reason: &str| rejection(ev, code, reason);
-        if seats == 0 {
-            let r = refuse(ErrorCode::BadUserInput, "at least one seat");
-            return self.reject(txn, env, r).await;
-        }
-        let Some((route, departure)) = routes::departure(&txn, departure_id).await? else {
-            let r = refuse(ErrorCode::NotFound, "no such departure");
-            return self.reject(txn, env, r).await;
-        };
-        let today = china_today(Utc::now());
-        if route.status != RouteStatus::Published {
-            let r = refuse(ErrorCode::NotPublished, "this route is not on sale");
-            return self.reject(txn, env, r).await;
-        }
-        if today > departure.last_booking_day {
-            let reason = format!(
-                "bookings for the departure on {} closed after {}",
-                departure.starts_on, departure.last_booking_day
-            );
-            let r = refuse(ErrorCode::CutOff, &reason);
-            return self.reject(txn, env, r).await;
-        }
-        if !routes::take_seats(&txn, departure_id, seats).await? {
-            let reason = format!(
-                "{seats} seats asked, {} left on {}",
-                departure.seats_left, departure.starts_on
-            );
-            let r = refuse(ErrorCode::SoldOut, &reason);
-            return self.reject(txn, env, r).await;
-        }
-        let listing = ListingSnapshot {
-            title: format!("{} · {}", route.title_zh, departure.starts_on),
-            host_id: route.host_id,
-            region_code: route.region_code,
-            certified: shared::policy::certified_now(route.certified_until),
-            cancellation_policy: route.cancellation_policy,
-            starts_on: Some(departure.starts_on),
-        };
-        let total = Fen(departure.price.get() * i64::from(seats));
-        let held = Held::Seats(departure_id, seats);
-        self.grant(txn, env, ev, held, total, listing).await
     }
 
     async fn grant(

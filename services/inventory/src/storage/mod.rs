@@ -675,6 +675,39 @@ pub async fn take_nights<C: ConnectionTrait>(
     Ok(Some(Fen(per_room * i64::from(rooms))))
 }
 
+/// A stay as it stands, without taking anything: (nights on sale and open,
+/// fewest rooms free on them, the price of one room for the whole stay).
+pub async fn stay_offer<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+    stay: StayDates,
+) -> Result<(i64, i64, Fen), DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS nights,
+                    CAST(COALESCE(MIN(available), 0) AS BIGINT) AS free,
+                    CAST(COALESCE(SUM(price_fen), 0) AS BIGINT) AS price
+             FROM room_nights
+             WHERE room_type_id = $1 AND night >= $2 AND night < $3 AND NOT closed",
+            vec![
+                uuid_value(b, room_type.0),
+                stay.check_in.into(),
+                stay.check_out.into(),
+            ],
+        ))
+        .await?;
+    match row {
+        Some(r) => Ok((
+            r.try_get("", "nights")?,
+            r.try_get("", "free")?,
+            Fen(r.try_get("", "price")?),
+        )),
+        None => Ok((0, 0, Fen::ZERO)),
+    }
+}
+
 /// Gives `rooms` back on every night of the stay.
 pub async fn return_nights<C: ConnectionTrait>(
     conn: &C,

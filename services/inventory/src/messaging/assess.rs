@@ -1,0 +1,148 @@
+//! What decides whether a stay or seats may be held, besides free capacity:
+//! one set of rules for the hold itself and for the quote a client asks for
+//! before booking, so the two never disagree.
+
+use crate::domain::StayDates;
+use crate::storage::{self, Held, routes};
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, DbErr};
+use shared::ErrorCode;
+use shared::events::{HoldItem, ListingSnapshot};
+use shared::money::Fen;
+use shared::policy::china_today;
+use shared::rpcs::RouteStatus;
+
+/// Why a request cannot be held: the code clients branch on, and a reason
+/// for the traveler.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal(pub ErrorCode, pub String);
+
+fn refuse(code: ErrorCode, reason: impl Into<String>) -> Refusal {
+    Refusal(code, reason.into())
+}
+
+/// A request for a listing that exists: what it would hold, on which
+/// listing, for how much (the seats' price is known now; a stay's is summed
+/// when its nights are taken), and the rule it breaks, if any.
+pub(crate) struct Assessed {
+    /// Closed, minimum stay, cut-off, off sale: held by no one now.
+    pub refusal: Option<Refusal>,
+    /// The capacity to take.
+    pub held: Held,
+    /// The listing snapshot the booking keeps.
+    pub listing: ListingSnapshot,
+    /// The price of seats; none for a stay.
+    pub seats_total: Option<Fen>,
+    /// Seats left now (seats only).
+    pub seats_left: u32,
+}
+
+/// Checks `item` for `travelers` against the listing's rules as they are
+/// in `conn`'s view. The outer refusal is the request's own fault (an
+/// unknown listing, impossible numbers); [`Assessed::refusal`] is the
+/// listing's answer.
+pub(crate) async fn assess<C: ConnectionTrait>(
+    conn: &C,
+    item: &HoldItem,
+    travelers: u32,
+) -> Result<Result<Assessed, Refusal>, DbErr> {
+    match *item {
+        HoldItem::RoomNights {
+            room_type_id,
+            check_in,
+            check_out,
+            rooms,
+        } => {
+            let stay = match StayDates::parse(check_in, check_out) {
+                Ok(stay) if rooms > 0 => stay,
+                Ok(_) => return Ok(Err(refuse(ErrorCode::BadUserInput, "rooms: at least one"))),
+                Err(e) => return Ok(Err(Refusal(e.code, e.message))),
+            };
+            let Some(listing) = storage::listing(conn, room_type_id).await? else {
+                return Ok(Err(refuse(
+                    ErrorCode::NotFound,
+                    "roomTypeId: no such room type",
+                )));
+            };
+            let rules = storage::stay_rules(conn, room_type_id, stay).await?;
+            let sleeps = rules.max_guests * rooms;
+            if travelers > sleeps {
+                return Ok(Err(refuse(
+                    ErrorCode::BadUserInput,
+                    format!(
+                        "travelers: {travelers} travelers, but {rooms} room(s) sleep {sleeps} at most"
+                    ),
+                )));
+            }
+            let refusal = if rules.closed {
+                Some(refuse(
+                    ErrorCode::Closed,
+                    format!("the homestay is closed on a night from {check_in} to {check_out}"),
+                ))
+            } else if i64::from(rules.min_stay) > stay.nights() {
+                Some(refuse(
+                    ErrorCode::MinStay,
+                    format!(
+                        "stays from {check_in} are at least {} nights; this one is {}",
+                        rules.min_stay,
+                        stay.nights()
+                    ),
+                ))
+            } else {
+                None
+            };
+            Ok(Ok(Assessed {
+                refusal,
+                held: Held::Nights(room_type_id, stay, rooms),
+                listing,
+                seats_total: None,
+                seats_left: 0,
+            }))
+        }
+        HoldItem::Seats {
+            departure_id,
+            seats,
+        } => {
+            if seats == 0 {
+                return Ok(Err(refuse(
+                    ErrorCode::BadUserInput,
+                    "travelers: at least one seat",
+                )));
+            }
+            let Some((route, departure)) = routes::departure(conn, departure_id).await? else {
+                return Ok(Err(refuse(
+                    ErrorCode::NotFound,
+                    "departureId: no such departure",
+                )));
+            };
+            let refusal = if route.status != RouteStatus::Published {
+                Some(refuse(ErrorCode::NotPublished, "this route is not on sale"))
+            } else if china_today(Utc::now()) > departure.last_booking_day {
+                Some(refuse(
+                    ErrorCode::CutOff,
+                    format!(
+                        "bookings for the departure on {} closed after {}",
+                        departure.starts_on, departure.last_booking_day
+                    ),
+                ))
+            } else {
+                None
+            };
+            let listing = ListingSnapshot {
+                title: format!("{} · {}", route.title_zh, departure.starts_on),
+                host_id: route.host_id,
+                region_code: route.region_code,
+                certified: shared::policy::certified_now(route.certified_until),
+                cancellation_policy: route.cancellation_policy,
+                starts_on: Some(departure.starts_on),
+            };
+            Ok(Ok(Assessed {
+                refusal,
+                held: Held::Seats(departure_id, seats),
+                listing,
+                seats_total: Some(Fen(departure.price.get() * i64::from(seats))),
+                seats_left: departure.seats_left,
+            }))
+        }
+    }
+}
