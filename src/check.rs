@@ -10,9 +10,16 @@
 //!    hold and the grace period.
 //! 3. Money: each CONFIRMED booking has exactly one CAPTURED payment and one
 //!    ledger transaction; every ledger transaction sums to zero; no payment
-//!    is left PROCESSING longer than the grace period.
+//!    is left PROCESSING longer than the grace period; the welfare fund's
+//!    balance is the fund shares of the captures less those of the refunds;
+//!    the provider's books (the sandbox's) agree with the payments: one
+//!    charge per captured payment, for its amount, and none for any other,
+//!    and refunds at the provider equal the refunds that succeeded.
 //! 4. Impact: every partnership's kept monthly totals equal the
-//!    recomputation from its raw attribution records.
+//!    recomputation from its raw attribution records, and the tourists and
+//!    bookings it was credited equal the CONFIRMED bookings (in booking's
+//!    own database) whose sponsor region lies in its sponsor and whose
+//!    listing lies in its beneficiary.
 //! 5. Messaging: no outbox row older than the grace period; dead-letter
 //!    queues empty (on RabbitMQ).
 
@@ -87,7 +94,10 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         one_capture_per_confirmed_booking(&dbs).await?,
         balanced_ledger(&dbs.payment).await?,
         no_stuck_payment(&dbs.payment, cutoff).await?,
+        fund_matches_splits(&dbs.payment).await?,
+        provider_matches_payments(&dbs.payment).await?,
         impact_totals(&dbs.partnership).await?,
+        impact_matches_bookings(&dbs).await?,
         outboxes_drained(&dbs, cutoff).await?,
     ];
     if let Some(amqp) = settings.amqp() {
@@ -251,6 +261,115 @@ async fn balanced_ledger(db: &DatabaseConnection) -> anyhow::Result<Finding> {
     ))
 }
 
+async fn fund_matches_splits(db: &DatabaseConnection) -> anyhow::Result<Finding> {
+    let fund_share = |rows: &[QueryResult]| -> anyhow::Result<i64> {
+        rows.iter().try_fold(0i64, |sum, r| {
+            let split: Option<String> = r.try_get("", "split")?;
+            let fund = match split {
+                Some(s) => serde_json::from_str::<shared::money::Split>(&s)?.fund.get(),
+                None => 0,
+            };
+            Ok(sum + fund)
+        })
+    };
+    let captured = fund_share(
+        &rows(
+            db,
+            "SELECT split FROM payments WHERE status = 'CAPTURED'",
+            vec![],
+        )
+        .await?,
+    )?;
+    let refunded = fund_share(
+        &rows(
+            db,
+            "SELECT split FROM refunds WHERE status = 'SUCCEEDED'",
+            vec![],
+        )
+        .await?,
+    )?;
+    let balance = count(
+        db,
+        "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS n FROM ledger_entries WHERE account = 'welfare_fund'",
+        vec![],
+    )
+    .await?;
+    let expected = captured - refunded;
+    let offenders = if balance == expected {
+        Vec::new()
+    } else {
+        vec![format!(
+            "fund entries sum to {balance} fen, captures less refunds give {expected} fen"
+        )]
+    };
+    Ok(finding(
+        "welfare fund: balance = fund shares of captures less refunds",
+        offenders,
+        format!("{expected} fen"),
+    ))
+}
+
+async fn provider_matches_payments(db: &DatabaseConnection) -> anyhow::Result<Finding> {
+    let mismatched = rows(
+        db,
+        "SELECT c.idempotency_key AS key, c.amount_fen AS charged, p.status, p.amount_fen AS amount
+         FROM sandbox_charges c
+         LEFT JOIN payments p ON CAST(p.id AS TEXT) = c.idempotency_key
+         WHERE NOT c.closed AND (p.id IS NULL OR p.status <> 'CAPTURED' OR p.amount_fen <> c.amount_fen)",
+        vec![],
+    )
+    .await?;
+    let mut offenders: Vec<String> = mismatched
+        .iter()
+        .map(|r| {
+            let key: String = r.try_get("", "key")?;
+            let status: Option<String> = r.try_get("", "status")?;
+            Ok(format!(
+                "charge {key} belongs to a payment {}",
+                status.as_deref().unwrap_or("that does not exist")
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let uncharged = rows(
+        db,
+        "SELECT p.id FROM payments p WHERE p.status = 'CAPTURED' AND NOT EXISTS (
+             SELECT 1 FROM sandbox_charges c WHERE c.idempotency_key = CAST(p.id AS TEXT) AND NOT c.closed)",
+        vec![],
+    )
+    .await?;
+    for r in &uncharged {
+        offenders.push(format!(
+            "payment {} is CAPTURED with no charge",
+            shared::db::row_uuid(r, "id")?
+        ));
+    }
+    let refunds = rows(
+        db,
+        "SELECT c.idempotency_key AS key,
+                CAST(COALESCE((SELECT SUM(s.amount_fen) FROM sandbox_refunds s WHERE s.charge_key = c.idempotency_key), 0) AS BIGINT) AS at_provider,
+                CAST(COALESCE((SELECT SUM(r.amount_fen) FROM refunds r
+                               WHERE CAST(r.payment_id AS TEXT) = c.idempotency_key AND r.status = 'SUCCEEDED'), 0) AS BIGINT) AS recorded
+         FROM sandbox_charges c WHERE NOT c.closed",
+        vec![],
+    )
+    .await?;
+    for r in &refunds {
+        let (at_provider, recorded): (i64, i64) =
+            (r.try_get("", "at_provider")?, r.try_get("", "recorded")?);
+        if at_provider != recorded {
+            let key: String = r.try_get("", "key")?;
+            offenders.push(format!(
+                "charge {key}: {at_provider} fen refunded at the provider, {recorded} recorded"
+            ));
+        }
+    }
+    Ok(finding(
+        "provider: one charge per captured payment, refunds agree",
+        offenders,
+        format!("{} charges", refunds.len()),
+    ))
+}
+
 async fn no_stuck_payment(
     db: &DatabaseConnection,
     cutoff: chrono::DateTime<Utc>,
@@ -298,6 +417,66 @@ async fn impact_totals(db: &DatabaseConnection) -> anyhow::Result<Finding> {
         "impact: kept totals = recomputation from attributions",
         offenders,
         format!("{} partnerships × {} years agree", pairs.len(), years.len()),
+    ))
+}
+
+async fn impact_matches_bookings(dbs: &Dbs) -> anyhow::Result<Finding> {
+    use shared::region::RegionCode;
+    let region = |r: &QueryResult, column: &str| -> anyhow::Result<Option<RegionCode>> {
+        Ok(shared::db::opt_row_region(r, column)?)
+    };
+    let confirmed = rows(
+        &dbs.booking,
+        "SELECT sponsor_region, listing_region, traveler_count FROM bookings WHERE status = 'CONFIRMED'",
+        vec![],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            region(r, "sponsor_region")?,
+            region(r, "listing_region")?,
+            i64::from(r.try_get::<i32>("", "traveler_count")?),
+        ))
+    })
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    let credited = rows(
+        &dbs.partnership,
+        "SELECT p.id, p.sponsor_code, p.beneficiary_code,
+                CAST(COALESCE(SUM(t.tourists), 0) AS BIGINT) AS tourists,
+                CAST(COALESCE(SUM(t.bookings), 0) AS BIGINT) AS bookings
+         FROM partnerships p LEFT JOIN impact_totals t ON t.partnership_id = p.id
+         GROUP BY p.id, p.sponsor_code, p.beneficiary_code",
+        vec![],
+    )
+    .await?;
+    let mut offenders = Vec::new();
+    for r in &credited {
+        let (Some(sponsor), Some(beneficiary)) =
+            (region(r, "sponsor_code")?, region(r, "beneficiary_code")?)
+        else {
+            continue;
+        };
+        let matching = confirmed.iter().filter(|(s, l, _)| {
+            s.is_some_and(|s| sponsor.contains(s)) && l.is_some_and(|l| beneficiary.contains(l))
+        });
+        let (bookings, tourists) = matching.fold((0i64, 0i64), |(b, t), (_, _, n)| (b + 1, t + n));
+        let kept: (i64, i64) = (r.try_get("", "bookings")?, r.try_get("", "tourists")?);
+        if kept != (bookings, tourists) {
+            offenders.push(format!(
+                "{sponsor}→{beneficiary}: credited {} bookings / {} tourists, booking says {bookings} / {tourists}",
+                kept.0, kept.1
+            ));
+        }
+    }
+    Ok(finding(
+        "impact: credited bookings and tourists = CONFIRMED bookings",
+        offenders,
+        format!(
+            "{} partnerships, {} confirmed bookings",
+            credited.len(),
+            confirmed.len()
+        ),
     ))
 }
 

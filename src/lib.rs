@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_booking;
 pub mod bench_holds;
 pub mod bench_search;
+pub mod chaos;
 pub mod check;
 
 use anyhow::Context;

@@ -43,6 +43,42 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         grace_seconds: i64,
     },
+    /// Bookings under faults, then the invariants: the parts run as
+    /// processes of their own on the configured servers (fresh databases
+    /// and queues, removed after); while clients book (retrying with their
+    /// idempotency keys), random parts are killed with SIGKILL and started
+    /// again, RabbitMQ is restarted, PostgreSQL is restarted. Ends with
+    /// `duikou check`; exits 1 when an invariant fails. Restarting the
+    /// servers needs rabbitmqctl and pg_ctlcluster on this machine.
+    Chaos {
+        /// Bookings to make.
+        #[arg(long, default_value_t = 1000)]
+        bookings: usize,
+        /// Clients booking at once.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Processes to kill (SIGKILL) and restart, one every `--kill-every`.
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        /// Seconds between kills.
+        #[arg(long, default_value_t = 3)]
+        kill_every: u64,
+        /// RabbitMQ restarts during the load.
+        #[arg(long, default_value_t = 1)]
+        broker_restarts: usize,
+        /// PostgreSQL restarts during the load.
+        #[arg(long, default_value_t = 1)]
+        postgres_restarts: usize,
+        /// Also deliver every event two to five times, shuffled, some late.
+        #[arg(long)]
+        faulty_bus: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        deadline: u64,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "target/chaos/report.json")]
+        json: PathBuf,
+    },
     /// Load demonstration data and exit: the catalogue (homestays in 敖汉旗,
     /// 黎平 and 四子王旗; the 首都—草原, 千里草原大道 and 香格里拉 routes),
     /// the Beijing–Inner Mongolia partnerships and agreement, and demo
@@ -228,6 +264,41 @@ async fn main() -> anyhow::Result<()> {
             let runs = duikou::bench::events(&postgres, &amqp, events, &consumers).await?;
             write_json(&json, &runs)?;
             Ok(())
+        }
+        Command::Chaos {
+            bookings,
+            clients,
+            kills,
+            kill_every,
+            broker_restarts,
+            postgres_restarts,
+            faulty_bus,
+            deadline,
+            json,
+        } => {
+            let plan = duikou::chaos::Plan {
+                bookings,
+                clients,
+                kills,
+                kill_every: std::time::Duration::from_secs(kill_every),
+                broker_restarts,
+                postgres_restarts,
+                faulty_bus,
+                exe: std::env::current_exe()?,
+                deadline: std::time::Duration::from_secs(deadline),
+            };
+            println!(
+                "chaos: {bookings} bookings by {clients} clients; {kills} kills, {broker_restarts} RabbitMQ and {postgres_restarts} PostgreSQL restarts{}",
+                if faulty_bus { ", faulty bus" } else { "" }
+            );
+            let report = duikou::chaos::run(on_local_servers(settings), plan).await?;
+            duikou::chaos::print(&report);
+            write_json(&json, &report)?;
+            if report.passed {
+                Ok(())
+            } else {
+                anyhow::bail!("an invariant does not hold after the chaos run")
+            }
         }
         Command::Check { grace_seconds } => {
             println!("invariants ({} mode):", settings.mode());

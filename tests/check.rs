@@ -9,7 +9,7 @@ use sea_orm::ConnectionTrait;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     let room_type = app.homestay(3).await.room_type_id.to_string();
     let kept = app
         .paid_booking(&room_type, tomorrow() + Duration::days(12), "tok_success")
@@ -39,7 +39,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .await
             .expect("checks run");
         if findings.iter().all(|f| f.holds) {
-            assert_eq!(findings.len(), 8, "{findings:?}");
+            assert_eq!(findings.len(), 11, "{findings:?}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{findings:#?}");
@@ -47,6 +47,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
     }
 
     // An unbalanced ledger row and a room taken without a hold.
+    app.ledger_tampered = true;
     let payment = app.service_db("payment").await;
     payment
         .execute_unprepared(

@@ -180,6 +180,40 @@ pub fn is_transient(e: &DbErr) -> bool {
         || s.contains("database is locked")
 }
 
+/// True when the database could not be reached or dropped the connection
+/// (a restart, an outage): worth waiting for, unlike a failed statement.
+pub fn is_unavailable(e: &DbErr) -> bool {
+    if matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
+        return true;
+    }
+    let s = e.to_string();
+    [
+        // admin_shutdown, crash_shutdown, cannot_connect_now; connection_exception class
+        "57P01",
+        "57P02",
+        "57P03",
+        "08000",
+        "08001",
+        "08003",
+        "08006",
+        "Connection refused",
+        "connection refused",
+        "Connection reset",
+        "connection reset",
+        "Broken pipe",
+        "broken pipe",
+        "pool timed out",
+        "PoolTimedOut",
+        "PoolClosed",
+        "error communicating with database",
+        "connection closed",
+        "unexpected end of file",
+        "the database system is",
+    ]
+    .iter()
+    .any(|needle| s.contains(needle))
+}
+
 /// True when the error is a unique-constraint violation.
 pub fn is_unique_violation(e: &DbErr) -> bool {
     matches!(

@@ -59,6 +59,12 @@ pub struct TestApp {
     pub url: String,
     pub http: reqwest::Client,
     settings: Settings,
+    /// Queues declared by parts running as child processes, removed too.
+    pub extra_queues: Vec<String>,
+    /// Set by a test that unbalances the ledger on purpose; otherwise the
+    /// harness checks, when the test ends, that every posting of the test's
+    /// ledger sums to zero.
+    pub ledger_tampered: bool,
 }
 
 /// Settings for the embedded default: no servers, SQLite files in a
@@ -108,6 +114,8 @@ pub async fn spawn_parts(settings: Settings, parts: &[Part]) -> TestApp {
         url: format!("http://{addr}/graphql"),
         http: reqwest::Client::new(),
         settings,
+        extra_queues: Vec::new(),
+        ledger_tampered: false,
     };
     test.token = Some(test.register("traveler@example.cn", "110108").await);
     test
@@ -425,7 +433,8 @@ impl Drop for TestApp {
             return;
         }
         let bus = settings.bus();
-        let mut queues = Vec::new();
+        let mut queues = self.extra_queues.clone();
+        let check_ledger = !self.ledger_tampered && !std::thread::panicking();
         for app in std::iter::once(&self.app).chain(&self.parts) {
             // First stop the consumers: a consumer whose queue vanishes
             // under it would otherwise declare the queue again.
@@ -440,6 +449,12 @@ impl Drop for TestApp {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
+                // Every test's ledger, whatever it did, sums to zero.
+                let unbalanced = if check_ledger {
+                    ledger_sum(&settings).await
+                } else {
+                    None
+                };
                 if let Err(e) = shared::bus::amqp::admin::delete(&amqp_url(), &bus, &queues).await {
                     eprintln!("cleanup: queues {queues:?} not deleted: {e}");
                 }
@@ -449,10 +464,53 @@ impl Drop for TestApp {
                         eprintln!("cleanup: database {name} not dropped: {e}");
                     }
                 }
-            });
+                unbalanced
+            })
         });
-        let _ = cleaned.join();
+        if let Ok(Some(sum)) = cleaned.join() {
+            panic!("the test's ledger postings sum to {sum} fen, not zero");
+        }
     }
+}
+
+/// The sum of every posting in the payment ledger when it is not zero.
+async fn ledger_sum(settings: &Settings) -> Option<i64> {
+    use sea_orm::ConnectionTrait;
+    let name = shared::db::database_name(settings, "payment");
+    let url = shared::db::with_database(&postgres_url(), &name).ok()?;
+    let db = sea_orm::Database::connect(url).await.ok()?;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS n FROM ledger_entries",
+        ))
+        .await
+        .ok()??;
+    let _ = db.close().await;
+    let sum: i64 = row.try_get("", "n").ok()?;
+    (sum != 0).then_some(sum)
+}
+
+/// `duikou serve <part>` as a process of its own, on the test's databases
+/// and queues (SIGKILL it by dropping it, or with `kill`).
+pub fn spawn_child(settings: &Settings, part: &str) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_duikou"));
+    command
+        .args(["serve", part])
+        .env("DUIKOU_POSTGRES_URL", postgres_url())
+        .env("DUIKOU_AMQP_URL", amqp_url())
+        .env("DUIKOU_DB_PREFIX", &settings.db_prefix)
+        .env("DUIKOU_BUS_PREFIX", &settings.bus_prefix)
+        .env("DUIKOU_DEMO", "false")
+        .env("DUIKOU_HOLD_SECONDS", settings.hold_seconds.to_string())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    if std::env::var("TEST_LOG").is_err() {
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+    }
+    command.spawn().expect("the part starts as a process")
 }
 
 /// The `extensions.code` of a response's first error ("none" without one).

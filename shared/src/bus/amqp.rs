@@ -481,7 +481,12 @@ async fn dead_letter(inner: &Inner, dead_queue: &str, delivery: &Delivery, reaso
     }
 }
 
-async fn handle_event(inner: &Inner, router: &EventRouter, delivery: Delivery) {
+async fn handle_event(
+    inner: &Inner,
+    router: &EventRouter,
+    delivery: Delivery,
+    stop: &CancellationToken,
+) {
     let dead_queue = inner.config.dead_queue(router.queue());
     let dead_queue = dead_queue.as_str();
     let env = match Envelope::from_bytes(&delivery.data) {
@@ -496,7 +501,7 @@ async fn handle_event(inner: &Inner, router: &EventRouter, delivery: Delivery) {
     // The whole handling, ack included, runs in the event's span (a span
     // guard must never be held across an await).
     async move {
-        match router.dispatch(env).await {
+        match super::dispatch_patiently(router, env, stop).await {
             Ok(()) => {
                 // Ok(false) or an error: the channel died; the message comes again
                 // and the inbox skips it.
@@ -504,7 +509,7 @@ async fn handle_event(inner: &Inner, router: &EventRouter, delivery: Delivery) {
                     debug!("ack lost with the channel; expecting a redelivery");
                 }
             }
-            Err(HandlerError::Retry(reason)) => {
+            Err(HandlerError::Retry(reason) | HandlerError::Unavailable(reason)) => {
                 let attempt = delivery_count(&delivery.properties);
                 warn!(%reason, attempt, "handler failed; will be redelivered");
                 tokio::time::sleep(retry_delay(attempt)).await;
@@ -746,14 +751,15 @@ impl Bus for AmqpBus {
         });
         let router = Arc::new(router);
         let inner = self.inner.clone();
+        let stop = self.cancel.clone();
         consume(
             self.inner.clone(),
             queue,
             declare,
             self.stopping(),
             move |delivery| {
-                let (inner, router) = (inner.clone(), router.clone());
-                async move { handle_event(&inner, &router, delivery).await }
+                let (inner, router, stop) = (inner.clone(), router.clone(), stop.clone());
+                async move { handle_event(&inner, &router, delivery, &stop).await }
             },
         )
         .await

@@ -108,10 +108,13 @@ impl MemoryBus {
             }
         };
         let span = info_span!("event", r#type = %env.kind, id = %env.id, correlation_id = %env.correlation_id);
-        match router.dispatch(env).instrument(span).await {
+        match super::dispatch_patiently(router, env, &self.cancel)
+            .instrument(span)
+            .await
+        {
             Ok(()) => {}
             Err(HandlerError::Reject(reason)) => self.bury(queue, delivery.body, reason),
-            Err(HandlerError::Retry(reason)) => {
+            Err(HandlerError::Retry(reason) | HandlerError::Unavailable(reason)) => {
                 if delivery.attempt >= self.config.delivery_limit {
                     let reason = format!("delivery limit reached; last error: {reason}");
                     return self.bury(queue, delivery.body, reason);

@@ -100,6 +100,12 @@ pub enum HandlerError {
     /// May succeed later (database busy, deadlock): redeliver.
     #[error("retry: {0}")]
     Retry(String),
+    /// The database cannot be reached (restarting, connections refused):
+    /// the bus retries in place with backoff for a while before handing
+    /// the message back, so an outage of seconds does not use up the
+    /// delivery limit and dead-letter healthy messages.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Can never succeed (malformed, unknown type): dead-letter now.
     #[error("reject: {0}")]
     Reject(String),
@@ -107,7 +113,43 @@ pub enum HandlerError {
 
 impl From<sea_orm::DbErr> for HandlerError {
     fn from(e: sea_orm::DbErr) -> Self {
-        HandlerError::Retry(e.to_string())
+        if crate::db::is_unavailable(&e) {
+            HandlerError::Unavailable(e.to_string())
+        } else {
+            HandlerError::Retry(e.to_string())
+        }
+    }
+}
+
+/// How long a handler whose database is unavailable is retried in place
+/// before its message is handed back to the broker.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs the router's handler for `env`, retrying in place (backoff from
+/// 100 ms to 5 s, [`PATIENCE`] in all, or until `stop`) while the database
+/// is unavailable; what is still unavailable then counts as a retry.
+pub(crate) async fn dispatch_patiently(
+    router: &EventRouter,
+    env: Envelope,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<(), HandlerError> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match router.dispatch(env.clone()).await {
+            Err(HandlerError::Unavailable(reason)) => {
+                if started.elapsed() >= PATIENCE || stop.is_cancelled() {
+                    return Err(HandlerError::Retry(reason));
+                }
+                tracing::warn!(%reason, "database unavailable; retrying the handler in place");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => return Err(HandlerError::Retry(reason)),
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
     }
 }
 

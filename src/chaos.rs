@@ -1,0 +1,650 @@
+//! `duikou chaos`: bookings under faults, then the invariants.
+//!
+//! Runs the distributed stack as separate processes of this binary
+//! (`duikou serve inventory`, two of `booking`, `payment`, `partnership`,
+//! `gateway`) on the configured servers under fresh databases and queues,
+//! drives bookings through the gateway (create → held → pay → confirmed,
+//! each step retried with its idempotency key, as a careful client does),
+//! and meanwhile:
+//! - kills a random process with SIGKILL every few seconds and starts it
+//!   again;
+//! - restarts RabbitMQ (`rabbitmqctl stop_app; start_app`);
+//! - restarts PostgreSQL (`pg_ctlcluster … restart`).
+//!
+//! When the load is done it waits until every booking has ended, then runs
+//! `duikou check` over the run's databases and queues. Loopback only, and
+//! bounded in time and count. A fault-injecting bus (every event two to
+//! five times, shuffled, late copies) can be switched on for the services.
+
+use crate::bench_search::{bench_settings, cleanup, seed_room_types};
+use chrono::{Duration as Days, Utc};
+use serde_json::{Value, json};
+use shared::config::Settings;
+use shared::money::Fen;
+use shared::region::RegionCode;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+/// What a chaos run does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Bookings to make.
+    pub bookings: usize,
+    /// Clients booking at once.
+    pub clients: usize,
+    /// Processes killed (SIGKILL) and started again, one every `kill_every`.
+    pub kills: usize,
+    /// Time between kills.
+    pub kill_every: Duration,
+    /// RabbitMQ restarts (`stop_app`/`start_app`) during the load.
+    pub broker_restarts: usize,
+    /// PostgreSQL restarts during the load.
+    pub postgres_restarts: usize,
+    /// Deliver every event two to five times, shuffled, with late copies.
+    pub faulty_bus: bool,
+    /// The `duikou` binary to run the parts with.
+    pub exe: PathBuf,
+    /// Longest the whole run may take before it gives up.
+    pub deadline: Duration,
+}
+
+/// What happened, and whether the invariants held.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    /// Bookings asked for.
+    pub bookings: usize,
+    /// Final status → bookings.
+    pub outcomes: BTreeMap<String, usize>,
+    /// Requests that failed and were retried (connection errors, 5xx,
+    /// SERVICE_UNAVAILABLE while a part was down).
+    pub retried_requests: usize,
+    /// Processes killed, by part.
+    pub killed: Vec<String>,
+    /// RabbitMQ restarts done.
+    pub broker_restarts: usize,
+    /// PostgreSQL restarts done.
+    pub postgres_restarts: usize,
+    /// Seconds from the first booking until every booking had ended.
+    pub settled_seconds: f64,
+    /// The invariants, after the run.
+    pub findings: Vec<crate::check::Finding>,
+    /// True when every invariant held.
+    pub passed: bool,
+    /// Where the parts' logs are.
+    pub logs: String,
+}
+
+/// The parts started, each its own process; booking twice (competing
+/// consumers of one queue).
+const PARTS: [&str; 6] = [
+    "inventory",
+    "booking",
+    "booking",
+    "payment",
+    "partnership",
+    "gateway",
+];
+
+/// One running part.
+struct Proc {
+    part: &'static str,
+    index: usize,
+    child: Child,
+}
+
+/// The parts of the run, and how to start one again.
+struct Fleet {
+    exe: PathBuf,
+    env: Vec<(String, String)>,
+    logs: PathBuf,
+    procs: Vec<Proc>,
+    starts: usize,
+}
+
+impl Fleet {
+    fn spawn(&mut self, part: &'static str, index: usize) -> anyhow::Result<Proc> {
+        self.starts += 1;
+        let log = std::fs::File::create(
+            self.logs
+                .join(format!("{part}-{index}-start{}.log", self.starts)),
+        )?;
+        let child = Command::new(&self.exe)
+            .args(["serve", part])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting `{} serve {part}`: {e}", self.exe.display()))?;
+        Ok(Proc { part, index, child })
+    }
+
+    fn start_all(&mut self) -> anyhow::Result<()> {
+        for (index, part) in PARTS.iter().enumerate() {
+            let proc = self.spawn(part, index)?;
+            self.procs.push(proc);
+        }
+        Ok(())
+    }
+
+    /// SIGKILL to the `i`-th process, then the same part again.
+    async fn kill_and_restart(&mut self, i: usize) -> anyhow::Result<String> {
+        let (part, index) = (self.procs[i].part, self.procs[i].index);
+        self.procs[i].child.kill().await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fresh = self.spawn(part, index)?;
+        self.procs[i] = fresh;
+        Ok(format!("{part}#{index}"))
+    }
+
+    async fn stop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.kill().await;
+        }
+    }
+}
+
+/// A random number without another dependency: UUIDv7 carries 74 bits.
+fn random(below: usize) -> usize {
+    (uuid::Uuid::now_v7().as_u128() as u64 % below.max(1) as u64) as usize
+}
+
+/// A client that retries what failed for lack of a running part.
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    retried: Arc<AtomicUsize>,
+    until: Instant,
+}
+
+/// How a GraphQL request ended.
+enum Answer {
+    /// Data, no error.
+    Data(Value),
+    /// An error the request itself caused (its code).
+    Refused(String),
+}
+
+impl Client {
+    /// Sends until the gateway answers with data or an error of the
+    /// request's own; transport errors, 5xx and SERVICE_UNAVAILABLE are
+    /// retried with backoff (the same idempotency key each time).
+    async fn send(&self, query: &str, variables: &Value) -> anyhow::Result<Answer> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if Instant::now() > self.until {
+                anyhow::bail!("the run's deadline passed");
+            }
+            let sent = self
+                .http
+                .post(&self.url)
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(15))
+                .json(&json!({ "query": query, "variables": variables }))
+                .send()
+                .await;
+            let body: Option<Value> = match sent {
+                Ok(r) if !r.status().is_server_error() => r.json().await.ok(),
+                _ => None,
+            };
+            let code = body.as_ref().and_then(|b| {
+                b["errors"][0]["extensions"]["code"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+            match (body, code) {
+                (Some(b), None) if b["errors"].is_null() => return Ok(Answer::Data(b)),
+                (Some(_), Some(code)) if code != "SERVICE_UNAVAILABLE" && code != "INTERNAL" => {
+                    return Ok(Answer::Refused(code));
+                }
+                _ => {
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn status(&self, id: &str) -> anyhow::Result<String> {
+        let query = "query($id: ID!) { booking(id: $id) { status } }";
+        match self.send(query, &json!({ "id": id })).await? {
+            Answer::Data(b) => Ok(b["data"]["booking"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()),
+            Answer::Refused(code) => anyhow::bail!("reading {id}: {code}"),
+        }
+    }
+
+    /// Polls until the booking is in none of `from`.
+    async fn wait_past(&self, id: &str, from: &[&str]) -> anyhow::Result<String> {
+        loop {
+            let status = self.status(id).await?;
+            if !from.contains(&status.as_str()) {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Books one stay to its end: create, wait for the hold, pay, wait.
+    async fn book(
+        &self,
+        n: usize,
+        room_type: &str,
+        night: chrono::NaiveDate,
+    ) -> anyhow::Result<String> {
+        let create = "mutation($input: CreateBookingInput!, $key: String!) {
+            createBooking(input: $input, idempotencyKey: $key) { id } }";
+        let vars = json!({ "key": format!("chaos-{n}"), "input": {
+            "roomTypeId": room_type, "checkIn": night.to_string(),
+            "checkOut": (night + Days::days(1)).to_string(),
+            "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
+            "contact": { "name": "张三", "phone": "13800138000" } } });
+        let id = match self.send(create, &vars).await? {
+            Answer::Data(b) => b["data"]["createBooking"]["id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("no booking id in {b}"))?,
+            Answer::Refused(code) => anyhow::bail!("booking {n} refused: {code}"),
+        };
+        if self.wait_past(&id, &["PENDING"]).await? != "AWAITING_PAYMENT" {
+            return self.status(&id).await;
+        }
+        let pay = "mutation($id: ID!, $key: String!) {
+            payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: $key) { status } }";
+        // CONFLICT: a payment of this booking is in flight or it ended; the
+        // booking's status tells which.
+        let _ = self
+            .send(pay, &json!({ "id": id, "key": format!("chaos-pay-{n}") }))
+            .await?;
+        self.wait_past(&id, &["PENDING", "AWAITING_PAYMENT"]).await
+    }
+}
+
+fn env_for(
+    settings: &Settings,
+    gateway_addr: &str,
+    faulty: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let postgres = settings
+        .postgres()
+        .ok_or_else(|| anyhow::anyhow!("chaos needs PostgreSQL"))?;
+    let amqp = settings
+        .amqp()
+        .ok_or_else(|| anyhow::anyhow!("chaos needs RabbitMQ"))?;
+    let mut env = vec![
+        ("DUIKOU_POSTGRES_URL", postgres.to_owned()),
+        ("DUIKOU_AMQP_URL", amqp.to_owned()),
+        ("DUIKOU_DB_PREFIX", settings.db_prefix.clone()),
+        ("DUIKOU_BUS_PREFIX", settings.bus_prefix.clone()),
+        ("DUIKOU_GATEWAY_ADDR", gateway_addr.to_owned()),
+        ("DUIKOU_DEMO", "false".to_owned()),
+        ("DUIKOU_RATE_LIMIT", "0".to_owned()),
+        // Short enough that unpaid bookings end within the run.
+        ("DUIKOU_HOLD_SECONDS", "60".to_owned()),
+        ("DUIKOU_HOLD_GRACE_SECONDS", "10".to_owned()),
+        ("DUIKOU_PENDING_RETRY_SECONDS", "5".to_owned()),
+        ("DUIKOU_RECONCILE_AFTER_SECONDS", "5".to_owned()),
+        ("DUIKOU_RPC_TIMEOUT_MS", "3000".to_owned()),
+        (
+            "DUIKOU_JWT_SECRET",
+            format!("chaos-{}-{}", settings.db_prefix, "k".repeat(32)),
+        ),
+        ("DUIKOU_LOG_FORMAT", "pretty".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    if let Some(redis) = settings.redis() {
+        env.push(("DUIKOU_REDIS_URL", redis.to_owned()));
+    }
+    if faulty {
+        env.push(("DUIKOU_FAULTS", "all".to_owned()));
+    }
+    Ok(env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+/// A port free at this moment on loopback (for the gateway process).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str, until: Instant) -> anyhow::Result<()> {
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            anyhow::bail!("the gateway at {base} never became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn run_command(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("`{program}` could not run: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `rabbitmqctl stop_app`, a pause, `start_app`.
+async fn restart_broker() -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(|| {
+        run_command("rabbitmqctl", &["-q", "stop_app"])?;
+        std::thread::sleep(Duration::from_secs(2));
+        run_command("rabbitmqctl", &["-q", "start_app"])
+    })
+    .await?
+}
+
+/// `pg_ctlcluster <version> main restart` (the local cluster).
+async fn restart_postgres() -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(|| {
+        let version = std::fs::read_dir("/etc/postgresql")?
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .max()
+            .ok_or_else(|| anyhow::anyhow!("no cluster under /etc/postgresql"))?;
+        run_command(
+            "pg_ctlcluster",
+            &["--skip-systemctl-redirect", &version, "main", "restart"],
+        )
+    })
+    .await?
+}
+
+/// The queues the run's parts declare (for removal afterwards).
+fn run_queues(settings: &Settings) -> Vec<String> {
+    let bus = settings.bus();
+    ["inventory", "booking", "payment", "partnership"]
+        .iter()
+        .flat_map(|s| {
+            let events = format!("{s}.events");
+            [
+                bus.queue(&events),
+                bus.dead_queue(&events),
+                bus.rpc_queue(s),
+            ]
+        })
+        .collect()
+}
+
+/// Runs the plan and reports; the databases and queues are removed after.
+pub async fn run(settings: Settings, plan: Plan) -> anyhow::Result<Report> {
+    let (settings, prefix) = bench_settings(settings);
+    let logs = std::env::temp_dir().join(format!("duikou-chaos-{}", prefix.trim_end_matches('_')));
+    std::fs::create_dir_all(&logs)?;
+    let result = run_in(&settings, &plan, &logs).await;
+    cleanup(&settings, &run_queues(&settings)).await;
+    result
+}
+
+async fn run_in(settings: &Settings, plan: &Plan, logs: &Path) -> anyhow::Result<Report> {
+    let until = Instant::now() + plan.deadline;
+    crate::migrate(settings).await?;
+    let port = free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let mut fleet = Fleet {
+        exe: plan.exe.clone(),
+        env: env_for(settings, &format!("127.0.0.1:{port}"), plan.faulty_bus)?,
+        logs: logs.to_owned(),
+        procs: Vec::new(),
+        starts: 0,
+    };
+    fleet.start_all()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let outcome = async {
+        wait_ready(&http, &base, until).await?;
+        println!(
+            "  {} parts running; logs in {}",
+            PARTS.len(),
+            logs.display()
+        );
+        let client = seed(settings, &http, &base, until).await?;
+        let room_types = {
+            let rt = shared::runtime::Runtime::connect(settings.clone()).await?;
+            let listing = |i: usize| Ok((RegionCode::parse("150430")?, Fen::yuan(300 + i as i64)));
+            // Forty roomy stays, and a last one with two rooms that many want.
+            let roomy = seed_room_types(rt.bus.as_ref(), 40, 200, 30, listing).await;
+            let crowded = seed_room_types(rt.bus.as_ref(), 1, 2, 30, listing).await;
+            // 海淀 sends the tourists to 敖汉: every confirmed booking counts.
+            let pair = shared::bus::call(
+                rt.bus.as_ref(),
+                &shared::rpcs::CreatePartnership {
+                    sponsor: RegionCode::parse("110108")?,
+                    beneficiary: RegionCode::parse("150430")?,
+                    since: None,
+                    notes: None,
+                    demo: false,
+                    by: shared::auth::Principal::platform(),
+                },
+            )
+            .await;
+            rt.shutdown().await;
+            pair?;
+            let mut ids = roomy?;
+            ids.extend(crowded?);
+            ids
+        };
+        load(
+            settings,
+            plan,
+            client,
+            room_types,
+            Arc::new(Mutex::new(fleet)),
+        )
+        .await
+    }
+    .await;
+    let mut report = outcome?;
+    report.logs = logs.display().to_string();
+    Ok(report)
+}
+
+/// Registers the run's traveler; a client with its token.
+async fn seed(
+    _settings: &Settings,
+    http: &reqwest::Client,
+    base: &str,
+    until: Instant,
+) -> anyhow::Result<Client> {
+    let url = format!("{base}/graphql");
+    let registered: Value = http
+        .post(&url)
+        .json(&json!({
+            "query": "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }",
+            "variables": { "input": { "email": "chaos@duikou.test", "password": "草原上的蒙古包-chaos",
+                                      "displayName": "chaos", "homeRegionCode": "110108" } }
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = registered["data"]["register"]["accessToken"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("registration failed: {registered}"))?
+        .to_owned();
+    Ok(Client {
+        http: http.clone(),
+        url,
+        token,
+        retried: Arc::default(),
+        until,
+    })
+}
+
+async fn load(
+    settings: &Settings,
+    plan: &Plan,
+    client: Client,
+    room_types: Vec<shared::ids::RoomTypeId>,
+    fleet: Arc<Mutex<Fleet>>,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let today = shared::policy::china_today(Utc::now());
+    let progress = indicatif::ProgressBar::new(plan.bookings as u64);
+    progress.set_style(indicatif::ProgressStyle::with_template(
+        "  {bar:40} {pos}/{len} bookings ended [{elapsed}] {msg}",
+    )?);
+    let mut workers = Vec::new();
+    for _ in 0..plan.clients {
+        let (client, next, room_types, progress) = (
+            client.clone(),
+            next.clone(),
+            room_types.clone(),
+            progress.clone(),
+        );
+        let total = plan.bookings;
+        workers.push(tokio::spawn(async move {
+            let mut ended = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                // Every fourth booking wants the crowded last room type.
+                let room_type = if n % 4 == 0 {
+                    room_types[room_types.len() - 1]
+                } else {
+                    room_types[n % (room_types.len() - 1)]
+                };
+                let night = today + Days::days(1 + (n % 20) as i64);
+                let status = client.book(n, &room_type.to_string(), night).await?;
+                progress.inc(1);
+                ended.push(status);
+            }
+            Ok::<_, anyhow::Error>(ended)
+        }));
+    }
+    // Faults while the load runs: kills every `kill_every`, the broker
+    // restarts a third of the way in, PostgreSQL two thirds.
+    let faults = {
+        let (fleet, plan, next, progress) =
+            (fleet.clone(), plan.clone(), next.clone(), progress.clone());
+        tokio::spawn(async move {
+            let mut done = FaultsDone::default();
+            let mut last_kill = Instant::now();
+            loop {
+                let made = next.load(Ordering::Relaxed);
+                if made >= plan.bookings {
+                    break;
+                }
+                if done.broker < plan.broker_restarts
+                    && made >= plan.bookings * (done.broker + 1) / (3 * plan.broker_restarts.max(1))
+                {
+                    progress.set_message("restarting RabbitMQ");
+                    restart_broker().await?;
+                    done.broker += 1;
+                }
+                if done.postgres < plan.postgres_restarts
+                    && made
+                        >= plan.bookings * 2 * (done.postgres + 1)
+                            / (3 * plan.postgres_restarts.max(1))
+                {
+                    progress.set_message("restarting PostgreSQL");
+                    restart_postgres().await?;
+                    done.postgres += 1;
+                }
+                if done.killed.len() < plan.kills && last_kill.elapsed() >= plan.kill_every {
+                    let mut fleet = fleet.lock().await;
+                    let victim = random(fleet.procs.len());
+                    let killed = fleet.kill_and_restart(victim).await?;
+                    progress.set_message(format!("killed {killed}"));
+                    done.killed.push(killed);
+                    last_kill = Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok::<_, anyhow::Error>(done)
+        })
+    };
+    let mut outcomes = BTreeMap::new();
+    for worker in workers {
+        for status in worker.await?? {
+            *outcomes.entry(status).or_insert(0) += 1;
+        }
+    }
+    let done = faults.await??;
+    progress.finish_and_clear();
+    let settled_seconds = started.elapsed().as_secs_f64();
+    println!("  every booking ended after {settled_seconds:.1} s; checking the invariants…");
+    // Everything has ended; what is in flight now are the tails (a capture's
+    // impact, a relay's last rows): give them a moment, then check.
+    let findings = settle_and_check(settings).await?;
+    fleet.lock().await.stop().await;
+    let passed = findings.iter().all(|f| f.holds);
+    Ok(Report {
+        bookings: plan.bookings,
+        outcomes,
+        retried_requests: client.retried.load(Ordering::Relaxed),
+        killed: done.killed,
+        broker_restarts: done.broker,
+        postgres_restarts: done.postgres,
+        settled_seconds,
+        findings,
+        passed,
+        logs: String::new(),
+    })
+}
+
+#[derive(Default)]
+struct FaultsDone {
+    killed: Vec<String>,
+    broker: usize,
+    postgres: usize,
+}
+
+/// Checks until every invariant holds or 60 s have passed (outboxes and
+/// impact catch up a little after the last booking ends); the last
+/// findings.
+async fn settle_and_check(settings: &Settings) -> anyhow::Result<Vec<crate::check::Finding>> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let findings = crate::check::run(settings, chrono::Duration::seconds(0)).await?;
+        if findings.iter().all(|f| f.holds) || Instant::now() > until {
+            return Ok(findings);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Prints the report as a table.
+pub fn print(report: &Report) {
+    println!("  bookings: {}", report.bookings);
+    for (status, n) in &report.outcomes {
+        println!("    {status:<18} {n}");
+    }
+    println!(
+        "  faults: {} kills ({}), {} RabbitMQ restarts, {} PostgreSQL restarts; {} requests retried",
+        report.killed.len(),
+        report.killed.join(", "),
+        report.broker_restarts,
+        report.postgres_restarts,
+        report.retried_requests
+    );
+    println!("  settled in {:.1} s; invariants:", report.settled_seconds);
+    crate::check::report(&report.findings);
+}

@@ -1,0 +1,113 @@
+//! The booking service killed (SIGKILL, a process of its own) between the
+//! saga's steps and started again: every booking still reaches its end,
+//! each step once. The other parts run in the test's process.
+
+mod common;
+
+use common::{TestApp, spawn_child, spawn_parts, test_settings, tomorrow};
+use duikou::Part;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const BOOKINGS: usize = 10;
+
+/// createBooking until the booking service answers (it may be starting).
+async fn create(app: &TestApp, room_type: &str, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = app
+            .create_booking(
+                room_type,
+                tomorrow() + chrono::Duration::days(n as i64),
+                1,
+                &format!("restart-{n}"),
+            )
+            .await;
+        if let Some(id) = body["data"]["createBooking"]["id"].as_str() {
+            return id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "booking never answered: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The history causes of a booking (read once booking answers again).
+async fn causes(app: &TestApp, id: &str) -> Vec<String> {
+    let body = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { history { cause } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    body["data"]["booking"]["history"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .filter_map(|h| h["cause"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_reach_their_end_when_the_booking_process_is_killed_between_steps() {
+    let settings = test_settings();
+    let mut app = spawn_parts(
+        settings.clone(),
+        &[
+            Part::Inventory,
+            Part::Payment,
+            Part::Partnership,
+            Part::Gateway,
+        ],
+    )
+    .await;
+    let bus = settings.bus();
+    app.extra_queues = vec![
+        bus.queue("booking.events"),
+        bus.dead_queue("booking.events"),
+        bus.rpc_queue("booking"),
+    ];
+    let room_type = app.homestay(BOOKINGS as u32).await.room_type_id.to_string();
+
+    // Created, then the process dies before it hears of the holds.
+    let mut booking = spawn_child(&settings, "booking");
+    let mut ids = Vec::new();
+    for n in 0..BOOKINGS {
+        ids.push(create(&app, &room_type, n).await);
+    }
+    booking.kill().await.expect("killed");
+    // Inventory holds meanwhile; its answers wait in booking's queue.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut booking = spawn_child(&settings, "booking");
+    for id in &ids {
+        app.wait_for_status(id, "AWAITING_PAYMENT").await;
+    }
+
+    // Paid, then the process dies before it hears of the captures.
+    for id in &ids {
+        let paid = app.pay(id, "tok_success", &format!("pay-{id}")).await;
+        assert!(paid["errors"].is_null(), "{paid}");
+    }
+    booking.kill().await.expect("killed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _booking = spawn_child(&settings, "booking");
+    for id in &ids {
+        app.wait_for_status(id, "CONFIRMED").await;
+    }
+    // Each step once, for all the redeliveries a killed consumer causes.
+    for id in &ids {
+        let causes = causes(&app, id).await;
+        for step in ["created", "hold granted", "payment captured"] {
+            assert_eq!(
+                causes.iter().filter(|c| c.as_str() == step).count(),
+                1,
+                "{id}: {causes:?}"
+            );
+        }
+    }
+    // One room sold on each of the ten nights, none twice.
+    app.wait_for_available(&room_type, json!(vec![BOOKINGS - 1; BOOKINGS])).await;
+    let findings = duikou::check::run(&settings, chrono::Duration::seconds(120))
+        .await
+        .expect("checked");
+    assert!(findings.iter().all(|f| f.holds), "{findings:?}");
+}
