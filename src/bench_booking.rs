@@ -173,21 +173,7 @@ async fn start(
         .pool_max_idle_per_host(1024)
         .build()?;
     let url = format!("http://{addr}/graphql");
-    let registered: Value = http
-        .post(&url)
-        .json(&json!({
-            "query": "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }",
-            "variables": { "input": { "email": "bench@duikou.test", "password": "草原上的蒙古包-bench",
-                                      "displayName": "bench", "homeRegionCode": "110108" } }
-        }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = registered["data"]["register"]["accessToken"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("registration failed: {registered}"))?
-        .to_owned();
+    let token = crate::bench_search::register_traveler(&http, &url, "bench").await?;
     let ids = seed_room_types(app.rt.bus.as_ref(), room_types, rooms, NIGHTS + 2, |_| {
         Ok((RegionCode::parse("150430")?, Fen::yuan(300)))
     })

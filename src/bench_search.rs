@@ -204,6 +204,31 @@ pub(crate) async fn seed_room_types(
     Ok(ids)
 }
 
+/// Registers a traveler of 海淀区 through the gateway at `url`; its access
+/// token.
+pub(crate) async fn register_traveler(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    let registered: serde_json::Value = http
+        .post(url)
+        .json(&json!({
+            "query": "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }",
+            "variables": { "input": { "email": format!("{name}@duikou.test"),
+                                      "password": format!("草原上的蒙古包-{name}"),
+                                      "displayName": name, "homeRegionCode": "110108" } }
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    registered["data"]["register"]["accessToken"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("registration failed: {registered}"))
+}
+
 /// Settings for a bench of its own: fresh databases and queues under a
 /// unique prefix (returned), no demo data, no rate limit, any free port.
 pub(crate) fn bench_settings(mut settings: Settings) -> (Settings, String) {

@@ -422,7 +422,7 @@ async fn run_in(settings: &Settings, plan: &Plan, logs: &Path) -> anyhow::Result
             PARTS.len(),
             logs.display()
         );
-        let client = seed(settings, &http, &base, until).await?;
+        let client = seed(&http, &base, until).await?;
         let room_types = {
             let rt = shared::runtime::Runtime::connect(settings.clone()).await?;
             let listing = |i: usize| Ok((RegionCode::parse("150430")?, Fen::yuan(300 + i as i64)));
@@ -464,28 +464,9 @@ async fn run_in(settings: &Settings, plan: &Plan, logs: &Path) -> anyhow::Result
 }
 
 /// Registers the run's traveler; a client with its token.
-async fn seed(
-    _settings: &Settings,
-    http: &reqwest::Client,
-    base: &str,
-    until: Instant,
-) -> anyhow::Result<Client> {
+async fn seed(http: &reqwest::Client, base: &str, until: Instant) -> anyhow::Result<Client> {
     let url = format!("{base}/graphql");
-    let registered: Value = http
-        .post(&url)
-        .json(&json!({
-            "query": "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }",
-            "variables": { "input": { "email": "chaos@duikou.test", "password": "草原上的蒙古包-chaos",
-                                      "displayName": "chaos", "homeRegionCode": "110108" } }
-        }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = registered["data"]["register"]["accessToken"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("registration failed: {registered}"))?
-        .to_owned();
+    let token = crate::bench_search::register_traveler(http, &url, "chaos").await?;
     Ok(Client {
         http: http.clone(),
         url,

@@ -105,7 +105,8 @@ async fn bookings_reach_their_end_when_the_booking_process_is_killed_between_ste
         }
     }
     // One room sold on each of the ten nights, none twice.
-    app.wait_for_available(&room_type, json!(vec![BOOKINGS - 1; BOOKINGS])).await;
+    app.wait_for_available(&room_type, json!(vec![BOOKINGS - 1; BOOKINGS]))
+        .await;
     let findings = duikou::check::run(&settings, chrono::Duration::seconds(120))
         .await
         .expect("checked");
