@@ -181,3 +181,151 @@ async fn agencies_and_credentials_are_for_platform_admins_and_a_wrong_secret_get
         .await;
     assert_eq!(code(&unknown), "UNAUTHENTICATED");
 }
+
+/// Seats for `n` travelers of a group on `departure`, booked by the agency.
+async fn group_seats(app: &TestApp, token: &str, departure: &str, n: usize, key: &str) -> Value {
+    let travelers: Vec<Value> = (0..n)
+        .map(|i| json!({ "name": format!("团员{i}"), "idType": "PASSPORT", "idNumber": format!("E{:08}", 10_000_000 + i) }))
+        .collect();
+    app.graphql_as(
+        Some(token),
+        "mutation($i: CreateBookingInput!, $k: String!) { createBooking(input: $i, idempotencyKey: $k) { id status } }",
+        json!({ "k": key, "i": { "departureId": departure, "travelers": travelers,
+                "contact": { "name": "旅行社", "phone": "010-88886666" } } }),
+    )
+    .await
+}
+
+async fn status_as(app: &TestApp, token: &str, id: &str, want: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let b = app
+            .graphql_as(
+                Some(token),
+                "query($id: ID!) { booking(id: $id) { status reason } }",
+                json!({ "id": id }),
+            )
+            .await;
+        let status = b["data"]["booking"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if want.contains(&status.as_str()) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "stayed {status}: {b}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_agency_books_groups_on_a_capital_to_grassland_departure_up_to_its_seats() {
+    let app = spawn_app().await;
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    let route = app
+        .graphql_as(
+            Some(&chifeng),
+            "mutation { createRoute(input: { hostName: \"克什克腾旗草原旅游专业合作社\", regionCode: \"150425\",
+                titleZh: \"首都—草原 五日游\", titleEn: \"Capital to Grassland, five days\",
+                itinerary: [{ day: 1, title: \"北京—赤峰\", regionCodes: [\"110105\", \"150400\"] },
+                            { day: 2, title: \"贡格尔草原\", regionCodes: [\"150425\"] }],
+                pricePerPerson: \"2980.00\" }) { routeId } }",
+            json!({}),
+        )
+        .await["data"]["createRoute"]["routeId"]
+        .as_str()
+        .expect("route")
+        .to_owned();
+    let departure = app
+        .graphql_as(
+            Some(&chifeng),
+            "mutation($r: ID!, $d: Date!) { addDeparture(routeId: $r, startsOn: $d, seats: 20, cutoffDays: 3) { id } }",
+            json!({ "r": route, "d": (tomorrow() + chrono::Duration::days(30)).to_string() }),
+        )
+        .await["data"]["addDeparture"]["id"]
+        .as_str()
+        .expect("departure")
+        .to_owned();
+    app.graphql_as(
+        Some(&chifeng),
+        "mutation($r: ID!) { publishRoute(routeId: $r) { status } }",
+        json!({ "r": route }),
+    )
+    .await;
+    let (_, _, token) = agency(&app, "京蒙旅游集团", 800).await;
+
+    // A group of twelve, paid: the agency earns 8 % of 12 × 2,980.
+    let twelve = TestApp::id_of(&group_seats(&app, &token, &departure, 12, "grassland-12").await);
+    assert_eq!(
+        status_as(&app, &token, &twelve, &["AWAITING_PAYMENT"]).await,
+        "AWAITING_PAYMENT"
+    );
+    let paid = app
+        .graphql_as(
+            Some(&token),
+            "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"grassland-12-pay\") {
+                amount { amount } split { agency { amount } } } }",
+            json!({ "id": twelve }),
+        )
+        .await;
+    assert_eq!(
+        paid["data"]["payBooking"]["amount"]["amount"], "35760.00",
+        "{paid}"
+    );
+    assert_eq!(
+        paid["data"]["payBooking"]["split"]["agency"]["amount"], "2860.80",
+        "{paid}"
+    );
+    assert_eq!(
+        status_as(&app, &token, &twelve, &["CONFIRMED"]).await,
+        "CONFIRMED"
+    );
+
+    // Ten more do not fit in the eight seats left; eight do.
+    let ten = TestApp::id_of(&group_seats(&app, &token, &departure, 10, "grassland-10").await);
+    assert_eq!(
+        status_as(&app, &token, &ten, &["REJECTED", "AWAITING_PAYMENT"]).await,
+        "REJECTED"
+    );
+    let eight = TestApp::id_of(&group_seats(&app, &token, &departure, 8, "grassland-8").await);
+    assert_eq!(
+        status_as(&app, &token, &eight, &["REJECTED", "AWAITING_PAYMENT"]).await,
+        "AWAITING_PAYMENT"
+    );
+    let left = app
+        .graphql_as(
+            None,
+            "query($id: ID!) { route(id: $id) { departures { seatsLeft } } }",
+            json!({ "id": route }),
+        )
+        .await;
+    assert_eq!(
+        left["data"]["route"]["departures"][0]["seatsLeft"], 0,
+        "{left}"
+    );
+    // The agency's own list has all three; the traveler's none of them.
+    let own = app
+        .graphql_as(
+            Some(&token),
+            "{ myBookings(first: 10) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        own["data"]["myBookings"]["edges"].as_array().map(Vec::len),
+        Some(3),
+        "{own}"
+    );
+    let theirs = app
+        .graphql(
+            "{ myBookings(first: 10) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        theirs["data"]["myBookings"]["edges"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+}

@@ -548,3 +548,100 @@ async fn a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held
     );
     assert_eq!(q["total"]["amount"], "760.00");
 }
+
+#[tokio::test]
+async fn a_pending_booking_cancelled_before_inventory_answers_holds_nothing() {
+    let settings = test_settings();
+    let mut app = spawn_parts(
+        settings.clone(),
+        &[
+            Part::Inventory,
+            Part::Booking,
+            Part::Payment,
+            Part::Partnership,
+            Part::Gateway,
+        ],
+    )
+    .await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    // Inventory stops: the booking stays PENDING, its hold request waiting.
+    app.parts.remove(0).stop().await;
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "pending")
+            .await,
+    );
+    assert_eq!(app.status(&id).await, "PENDING");
+    let cancelled = app.cancel(&id, "cancel-pending").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    // Inventory comes back to the request and the release, in whichever
+    // order: the room ends on sale, the booking stays cancelled.
+    app.parts.push(
+        duikou::App::start(settings, Part::Inventory)
+            .await
+            .expect("inventory restarts"),
+    );
+    app.wait_for_available(&room_type, json!([1])).await;
+    let next = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "after-pending")
+            .await,
+    );
+    assert_eq!(
+        app.wait_until_held_or_rejected(&next).await,
+        "AWAITING_PAYMENT"
+    );
+    assert_eq!(app.status(&id).await, "CANCELLED");
+    // PENDING, CANCELLED, and after that only notes that capacity went back.
+    let history = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { history { status cause } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let steps = history["data"]["booking"]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        steps.first().map(|e| &e["status"]),
+        Some(&json!("PENDING")),
+        "{history}"
+    );
+    assert_eq!(
+        steps.get(1).map(|e| &e["status"]),
+        Some(&json!("CANCELLED")),
+        "{history}"
+    );
+    assert!(
+        steps[2..]
+            .iter()
+            .all(|e| e["status"] == "CANCELLED" && e["cause"] == "capacity released"),
+        "{history}"
+    );
+}
+
+#[tokio::test]
+async fn a_pay_key_reused_for_another_booking_is_refused() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(2).await.room_type_id.to_string();
+    let first = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "pay-key-1")
+            .await,
+    );
+    let second = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "pay-key-2")
+            .await,
+    );
+    app.wait_for_status(&first, "AWAITING_PAYMENT").await;
+    app.wait_for_status(&second, "AWAITING_PAYMENT").await;
+    let paid = app.pay(&first, "tok_success", "one-pay-key").await;
+    assert!(paid["errors"].is_null(), "{paid}");
+    // The same key and input: the first answer again, no second charge.
+    assert_eq!(app.pay(&first, "tok_success", "one-pay-key").await, paid);
+    // The same key for another booking: refused.
+    let reused = app.pay(&second, "tok_success", "one-pay-key").await;
+    assert_eq!(code(&reused), "IDEMPOTENCY_KEY_REUSED", "{reused}");
+    assert_eq!(app.status(&second).await, "AWAITING_PAYMENT");
+}

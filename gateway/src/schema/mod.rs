@@ -60,6 +60,19 @@ async fn call_service<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply,
     call(bus.as_ref(), &request).await
 }
 
+/// [`call_service`] with a deadline shorter than the bus's default.
+async fn call_service_within<R: Rpc>(
+    ctx: &Context<'_>,
+    request: R,
+    deadline: std::time::Duration,
+) -> Result<R::Reply, AppError> {
+    let bus = ctx
+        .data::<Arc<dyn Bus>>()
+        .map_err(|_| AppError::new(ErrorCode::ServiceUnavailable, "the gateway has no bus"))?;
+    let deadline = deadline.min(bus.config().rpc_timeout);
+    shared::bus::call_within(bus.as_ref(), &request, deadline).await
+}
+
 pub(crate) async fn rpc<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply> {
     call_service(ctx, request).await.map_err(gql)
 }
@@ -545,7 +558,8 @@ impl Mutation {
             item: item.clone(),
             travelers,
         };
-        if let Err(e) = call_service(ctx, quote).await
+        // A second at most: this check must not hold a booking up.
+        if let Err(e) = call_service_within(ctx, quote, std::time::Duration::from_secs(1)).await
             && e.code == ErrorCode::BadUserInput
         {
             return Err(gql(e));
