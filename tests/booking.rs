@@ -370,17 +370,7 @@ async fn a_booking_inventory_does_not_answer_is_rejected_and_a_late_hold_is_give
     let mut settings = test_settings();
     settings.pending_retry_seconds = 1;
     settings.hold_attempts = 2;
-    let mut app = spawn_parts(
-        settings.clone(),
-        &[
-            Part::Inventory,
-            Part::Booking,
-            Part::Payment,
-            Part::Partnership,
-            Part::Gateway,
-        ],
-    )
-    .await;
+    let mut app = spawn_parts(settings.clone(), &common::SEPARATELY).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
 
     // Inventory stops consuming: hold requests wait in its queue.
@@ -552,17 +542,7 @@ async fn a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held
 #[tokio::test]
 async fn a_pending_booking_cancelled_before_inventory_answers_holds_nothing() {
     let settings = test_settings();
-    let mut app = spawn_parts(
-        settings.clone(),
-        &[
-            Part::Inventory,
-            Part::Booking,
-            Part::Payment,
-            Part::Partnership,
-            Part::Gateway,
-        ],
-    )
-    .await;
+    let mut app = spawn_parts(settings.clone(), &common::SEPARATELY).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     // Inventory stops: the booking stays PENDING, its hold request waiting.
     app.parts.remove(0).stop().await;

@@ -91,6 +91,16 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     spawn_parts(settings, &[Part::All]).await
 }
 
+/// Every part, each as if in a process of its own (inventory first, the
+/// gateway last).
+pub const SEPARATELY: [Part; 5] = [
+    Part::Inventory,
+    Part::Booking,
+    Part::Payment,
+    Part::Partnership,
+    Part::Gateway,
+];
+
 /// Starts each part as if in a process of its own (own bus connection and
 /// pools); the last part must run the gateway.
 pub async fn spawn_parts(settings: Settings, parts: &[Part]) -> TestApp {
