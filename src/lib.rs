@@ -59,6 +59,7 @@ impl App {
     /// (port 0 picks a free port; see [`App::gateway_addr`]).
     pub async fn start(settings: Settings, part: Part) -> anyhow::Result<App> {
         install_crypto();
+        settings.check().map_err(anyhow::Error::msg)?;
         let rt = Runtime::connect(settings)
             .await
             .context("connecting the bus")?;

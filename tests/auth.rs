@@ -347,6 +347,7 @@ async fn services_refuse_principals_without_the_right_even_past_the_gateway() {
     let refused = call(
         bus,
         &shared::rpcs::GetHostBalances {
+            up_to: None,
             by: traveler.clone(),
         },
     )

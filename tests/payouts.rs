@@ -90,6 +90,53 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     let owed = app.graphql_as(Some(&admin), balances, json!({})).await;
     assert_eq!(owed["data"]["hostBalances"], json!([]));
 
+    // Balances as of a moment: before anything was earned, nobody was owed.
+    let as_of = "query($t: DateTime!) { hostBalances(upTo: $t) { amount { amount } } }";
+    let before = app
+        .graphql_as(Some(&admin), as_of, json!({ "t": "2020-01-01T00:00:00Z" }))
+        .await;
+    assert_eq!(before["data"]["hostBalances"], json!([]), "{before}");
+
+    // The payout history, newest first, each run with what it paid.
+    let history = app
+        .graphql_as(
+            Some(&admin),
+            "{ payoutRuns(first: 2) { edges { node { reference total { amount } upTo ranAt } } pageInfo { hasNextPage endCursor } } }",
+            json!({}),
+        )
+        .await;
+    let runs = &history["data"]["payoutRuns"];
+    let references: Vec<&str> = runs["edges"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|r| r["node"]["reference"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        references,
+        ["BATCH-LATE-FILED", "BATCH-2026-12"],
+        "{history}"
+    );
+    assert_eq!(runs["pageInfo"]["hasNextPage"], true);
+    let rest = app
+        .graphql_as(
+            Some(&admin),
+            "query($a: String) { payoutRuns(first: 2, after: $a) { edges { node { reference total { amount } } } } }",
+            json!({ "a": runs["pageInfo"]["endCursor"] }),
+        )
+        .await;
+    assert_eq!(
+        rest["data"]["payoutRuns"]["edges"][0]["node"],
+        json!({ "reference": "BATCH-2026-11", "total": { "amount": "547.20" } }),
+        "{rest}"
+    );
+    let refused = app
+        .graphql("{ payoutRuns { edges { cursor } } }", json!({}))
+        .await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN");
+
     // Every transaction balanced: the whole ledger sums to zero.
     let db = app.service_db("payment").await;
     let row = db

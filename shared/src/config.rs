@@ -137,6 +137,24 @@ impl Settings {
             .try_deserialize()
     }
 
+    /// Refuses settings no deployment should run with: shares of a sale
+    /// that leave the host nothing (fee + fund at most 70 %, leaving room
+    /// for an agency's commission of up to 30 %).
+    pub fn check(&self) -> Result<(), String> {
+        if self.platform_fee_bp + self.fund_bp > 7_000 {
+            return Err(format!(
+                "DUIKOU_PLATFORM_FEE_BP ({}) and DUIKOU_FUND_BP ({}) may add up to 7000 basis points at most",
+                self.platform_fee_bp, self.fund_bp
+            ));
+        }
+        if self.hold_seconds < 1 || self.pending_retry_seconds < 1 {
+            return Err(
+                "DUIKOU_HOLD_SECONDS and DUIKOU_PENDING_RETRY_SECONDS must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The bus tunables.
     pub fn bus(&self) -> BusConfig {
         BusConfig {

@@ -2,7 +2,9 @@
 //! them; the owning service answers.
 
 use crate::events::{HoldItem, ListingSnapshot};
-use crate::ids::{BookingId, DepartureId, HomestayId, HostId, PaymentId, RoomTypeId, RouteId};
+use crate::ids::{
+    BookingId, DepartureId, HomestayId, HostId, PaymentId, RefundId, RoomTypeId, RouteId,
+};
 use crate::money::{Fen, Split};
 use crate::region::{Region, RegionCode};
 use crate::rpc::Rpc;
@@ -1157,6 +1159,10 @@ pub struct FundTotals {
 /// paid out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetHostBalances {
+    /// Balances as of this moment (ledger entries before it, payouts
+    /// whenever); now if None.
+    #[serde(default)]
+    pub up_to: Option<DateTime<Utc>>,
     /// Who asks: a platform admin.
     pub by: crate::auth::Principal,
 }
@@ -1193,11 +1199,145 @@ impl Rpc for RunPayouts {
     type Reply = PayoutRun;
 }
 
+/// Payout runs, newest first (platform admins).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListPayoutRuns {
+    /// Page size (1 to 100).
+    pub first: u32,
+    /// The cursor of the last run seen.
+    pub after: Option<String>,
+    /// Who asks: a platform admin.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for ListPayoutRuns {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "list_payout_runs";
+    type Reply = PayoutRunPage;
+}
+
+/// A page of payout runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayoutRunPage {
+    /// Each with the cursor that follows it.
+    pub runs: Vec<(PayoutRun, String)>,
+    /// Whether older runs follow.
+    pub has_next_page: bool,
+}
+
+/// Refunds part or all of a booking's captured payment (platform admins):
+/// a goodwill gesture, a complaint settled. Never more than is left.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundPayment {
+    /// The booking whose capture is refunded.
+    pub booking_id: BookingId,
+    /// How much (more than zero, at most what is left).
+    pub amount: Fen,
+    /// Why (shown in the booking's history and on the refund).
+    pub reason: String,
+    /// The same key with the same request gives the first answer.
+    pub idempotency_key: String,
+    /// Who asks: a platform admin.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for RefundPayment {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "refund_payment";
+    type Reply = RefundView;
+}
+
+/// A refund as admins and the booking's owner see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundView {
+    /// The refund.
+    pub id: RefundId,
+    /// The booking.
+    pub booking_id: BookingId,
+    /// Amount.
+    pub amount: Fen,
+    /// PENDING (the provider has not confirmed yet; retried until it does),
+    /// SUCCEEDED, FAILED (the provider refused) or REFUSED (more than was
+    /// left).
+    pub status: String,
+    /// Why it was asked for.
+    pub reason: String,
+    /// The reversed shares, once SUCCEEDED.
+    pub split: Option<Split>,
+    /// Why it failed or was refused.
+    pub failure_reason: Option<String>,
+    /// Asked for.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The refunds of a booking, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListRefunds {
+    /// The booking.
+    pub booking_id: BookingId,
+}
+impl Rpc for ListRefunds {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "list_refunds";
+    type Reply = Vec<RefundView>;
+}
+
+/// What the reconciler found and did, newest first (platform admins).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListReconciliation {
+    /// Page size (1 to 100).
+    pub first: u32,
+    /// The cursor of the last entry seen.
+    pub after: Option<String>,
+    /// Who asks: a platform admin.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for ListReconciliation {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "list_reconciliation";
+    type Reply = ReconciliationPage;
+}
+
+/// One thing the reconciler found when comparing the provider's records
+/// with the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconciliationEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// CAPTURED_LATE (a charge the ledger lacked: captured and posted),
+    /// CLOSED_UNCHARGED (no charge: the payment failed and the key was
+    /// closed), REFUND_COMPLETED (a refund the provider had not confirmed),
+    /// or MISMATCH (the provider's record disagrees with the ledger in a way
+    /// no event fixes: for a person).
+    pub kind: String,
+    /// The payment.
+    pub payment_id: PaymentId,
+    /// Its booking.
+    pub booking_id: BookingId,
+    /// The amount concerned.
+    pub amount: Fen,
+    /// What was found.
+    pub note: String,
+}
+
+/// A page of the reconciliation log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReconciliationPage {
+    /// Each with the cursor that follows it.
+    pub entries: Vec<(ReconciliationEntry, String)>,
+    /// Whether older entries follow.
+    pub has_next_page: bool,
+}
+
 /// A payout run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PayoutRun {
     /// Its reference.
     pub reference: String,
+    /// Ledger entries before this moment were paid out.
+    #[serde(default)]
+    pub up_to: Option<DateTime<Utc>>,
+    /// When it ran.
+    #[serde(default)]
+    pub ran_at: Option<DateTime<Utc>>,
     /// What each host was paid.
     pub payouts: Vec<HostBalance>,
     /// The sum.

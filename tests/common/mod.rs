@@ -504,6 +504,15 @@ async fn ledger_sum(settings: &Settings) -> Option<i64> {
 /// `duikou serve <part>` as a process of its own, on the test's databases
 /// and queues (SIGKILL it by dropping it, or with `kill`).
 pub fn spawn_child(settings: &Settings, part: &str) -> tokio::process::Child {
+    spawn_child_with(settings, part, &[])
+}
+
+/// [`spawn_child`] with more `DUIKOU_*` settings for the child.
+pub fn spawn_child_with(
+    settings: &Settings,
+    part: &str,
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_duikou"));
     command
         .args(["serve", part])
@@ -514,6 +523,7 @@ pub fn spawn_child(settings: &Settings, part: &str) -> tokio::process::Child {
         .env("DUIKOU_DEMO", "false")
         .env("DUIKOU_HOLD_SECONDS", settings.hold_seconds.to_string())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .kill_on_drop(true);
     if std::env::var("TEST_LOG").is_err() {
         command

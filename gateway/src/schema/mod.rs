@@ -4,6 +4,7 @@ mod auth;
 mod catalogue;
 mod certification;
 mod impact;
+mod payments;
 mod routes;
 mod subscription;
 mod types;
@@ -237,12 +238,39 @@ impl Query {
         routes::route(ctx, id).await
     }
 
-    /// What each host is owed now: host shares captured, less refunded, less
-    /// paid out (platform admins).
-    async fn host_balances(&self, ctx: &Context<'_>) -> Result<Vec<HostBalance>> {
+    /// What each host is owed (platform admins): host shares captured, less
+    /// refunded, less paid out — now, or as the ledger stood at `upTo`. A
+    /// refund after a payout leaves a balance below zero, which later
+    /// earnings make good before anything more is paid.
+    async fn host_balances(
+        &self,
+        ctx: &Context<'_>,
+        up_to: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<HostBalance>> {
         let by = platform_admin(ctx)?.clone();
-        let balances = rpc(ctx, rpcs::GetHostBalances { by }).await?;
+        let balances = rpc(ctx, rpcs::GetHostBalances { up_to, by }).await?;
         Ok(balances.into_iter().map(HostBalance::from).collect())
+    }
+
+    /// Payout runs, newest first, with what each host was paid (platform admins).
+    async fn payout_runs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<payments::PayoutRunConnection> {
+        payments::payout_runs(ctx, first, after).await
+    }
+
+    /// What the reconciler found comparing the payment provider's records
+    /// with the ledger, and what it did, newest first (platform admins).
+    async fn reconciliation_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<payments::ReconciliationConnection> {
+        payments::reconciliation_log(ctx, first, after).await
     }
 
     /// Who you are (needs a token).
@@ -945,7 +973,7 @@ impl Mutation {
         ctx: &Context<'_>,
         reference: String,
         up_to: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<PayoutRun> {
+    ) -> Result<payments::PayoutRun> {
         let by = platform_admin(ctx)?.clone();
         let run = rpc(
             ctx,
@@ -956,11 +984,22 @@ impl Mutation {
             },
         )
         .await?;
-        Ok(PayoutRun {
-            reference: run.reference,
-            total: run.total.into(),
-            payouts: run.payouts.into_iter().map(HostBalance::from).collect(),
-        })
+        Ok(run.into())
+    }
+
+    /// Refunds part or all of a booking's payment (platform admins): never
+    /// more than is left (BAD_USER_INPUT), once per idempotency key. The
+    /// reversal reaches the ledger, the welfare fund and the impact reports
+    /// like any refund.
+    async fn refund_payment(
+        &self,
+        ctx: &Context<'_>,
+        booking_id: ID,
+        #[graphql(desc = "Yuan, e.g. \"100.00\".")] amount: String,
+        reason: String,
+        idempotency_key: String,
+    ) -> Result<payments::Refund> {
+        payments::refund_payment(ctx, booking_id, amount, reason, idempotency_key).await
     }
 
     /// Creates a traveler account and logs it in. Bookings made with it

@@ -243,6 +243,14 @@ impl Booking {
     async fn refunded(&self) -> Money {
         self.0.refunded.into()
     }
+    /// Money given back from its payment: by the cancellation policy, for
+    /// a payment that came after it ended, or by an admin.
+    async fn refunds(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Vec<super::payments::Refund>> {
+        super::payments::refunds_of(ctx, self.0.id).await
+    }
     /// Every step it went through, oldest first.
     async fn history(&self) -> Vec<BookingEvent> {
         self.0
@@ -374,12 +382,7 @@ impl Payment {
     }
     /// The split of a captured payment.
     async fn split(&self) -> Option<PaymentSplit> {
-        self.0.split.map(|s| PaymentSplit {
-            host: s.host.into(),
-            platform: s.platform.into(),
-            fund: s.fund.into(),
-            agency: s.agency.into(),
-        })
+        self.0.split.map(PaymentSplit::from)
     }
 }
 
@@ -618,14 +621,4 @@ impl From<shared::rpcs::HostBalance> for HostBalance {
             amount: b.owed.into(),
         }
     }
-}
-
-/// A payout run.
-#[derive(SimpleObject)]
-pub struct PayoutRun {
-    /// The batch reference.
-    pub reference: String,
-    /// What each host was paid.
-    pub payouts: Vec<HostBalance>,
-    pub total: Money,
 }

@@ -10,15 +10,15 @@ use sha2::{Digest, Sha256};
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
 use shared::events::{PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRequested};
-use shared::ids::PaymentId;
-use shared::ids::RefundId;
+use shared::ids::{BookingId, PaymentId, RefundId};
 use shared::money::Fen;
 use shared::money::{Split, SplitRates};
 use shared::outbox::{OutboxSignal, enqueue};
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
-    GetFundTotals, GetHostBalances, GetWelfareFund, HostBalance, PayBooking, PaymentView,
-    PayoutRun, RunPayouts, WelfareFundPage,
+    GetFundTotals, GetHostBalances, GetWelfareFund, HostBalance, ListPayoutRuns,
+    ListReconciliation, ListRefunds, PayBooking, PaymentView, PayoutRun, PayoutRunPage,
+    ReconciliationPage, RefundPayment, RefundView, RunPayouts, WelfareFundPage,
 };
 use shared::{AppError, ErrorCode};
 use std::sync::Arc;
@@ -53,7 +53,24 @@ impl Payments {
     /// The RPC methods payment answers.
     pub fn rpc(&self) -> RpcRouter {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
+        let [f, g, h, i] = [(); 4].map(|()| self.clone());
         RpcRouter::new(SERVICE)
+            .route::<RefundPayment, _, _>(move |req| {
+                let s = f.clone();
+                async move { s.refund_payment(req).await }
+            })
+            .route::<ListRefunds, _, _>(move |req| {
+                let s = g.clone();
+                async move { Ok(storage::refunds_of(&s.db, req.booking_id).await?) }
+            })
+            .route::<ListPayoutRuns, _, _>(move |req| {
+                let s = h.clone();
+                async move { s.payout_runs(req).await }
+            })
+            .route::<ListReconciliation, _, _>(move |req| {
+                let s = i.clone();
+                async move { s.reconciliation_log(req).await }
+            })
             .route::<PayBooking, _, _>(move |req| {
                 let s = a.clone();
                 async move { s.pay(req).await }
@@ -70,7 +87,10 @@ impl Payments {
                 let s = d.clone();
                 async move {
                     platform_admin(&req.by)?;
-                    let balances = storage::host_balances(&s.db, chrono::Utc::now()).await?;
+                    let balances = match req.up_to {
+                        Some(at) => storage::host_balances_at(&s.db, at).await?,
+                        None => storage::host_balances(&s.db, chrono::Utc::now()).await?,
+                    };
                     Ok(balances
                         .into_iter()
                         .map(|(host_id, owed, _)| HostBalance { host_id, owed })
@@ -243,41 +263,101 @@ impl Payments {
         Ok(settled)
     }
 
-    /// Settles payments left PROCESSING for longer than `after` (the
-    /// provider never answered, or payment stopped between the charge and
-    /// its record): asks the provider by the payment's key and records what
-    /// it says — a charge the ledger lacked is captured (and the saga goes
-    /// on: confirmed, or refunded if the booking ended); no charge at all
-    /// is a failed payment. Returns (captured, failed) counts.
-    pub async fn reconcile(&self, after: chrono::Duration) -> Result<(usize, usize), AppError> {
-        let stuck = storage::stuck_processing(&self.db, chrono::Utc::now() - after, 100).await?;
-        let (mut captured, mut failed) = (0, 0);
-        for p in stuck {
-            match self.provider.close(&p.id.to_string()).await {
-                Ok(Some(charge)) => {
-                    if self.settle(&p, Ok(&charge.reference)).await? {
-                        warn!(payment = %p.id, booking = %p.booking_id, "reconciliation: the provider charged; ledger completed");
-                        captured += 1;
-                    }
-                }
-                Ok(None) => {
-                    if self
-                        .settle(
-                            &p,
-                            Err("the payment was not completed in time and was closed; nothing was charged, pay again"),
-                        )
-                        .await?
-                    {
-                        warn!(payment = %p.id, booking = %p.booking_id, "reconciliation: no charge at the provider; payment failed");
-                        failed += 1;
-                    }
-                }
-                Err(e) => {
-                    warn!(payment = %p.id, error = %e, "reconciliation: the provider did not answer; next round")
-                }
+    /// Reconciles with the provider what `after` has passed on:
+    /// 1. payments still PROCESSING (the provider never answered, or payment
+    ///    stopped between the charge and its record): the key is closed at
+    ///    the provider, which tells whether it charged — a charge the ledger
+    ///    lacked is captured and posted (and the saga goes on: confirmed, or
+    ///    refunded if the booking ended); no charge is a failed payment;
+    /// 2. refunds still PENDING: asked again with the same key;
+    /// 3. the provider's charges of the last day against the payments: a
+    ///    charge whose payment is not CAPTURED for that amount is noted as a
+    ///    MISMATCH for a person.
+    ///
+    /// Each finding goes to the reconciliation log; one bad row never stops
+    /// the rest. Returns how many findings this round made.
+    pub async fn reconcile(&self, after: chrono::Duration) -> Result<usize, AppError> {
+        let cutoff = chrono::Utc::now() - after;
+        let mut found = 0;
+        for p in storage::stuck_processing(&self.db, cutoff, 100).await? {
+            match self.reconcile_payment(&p).await {
+                Ok(true) => found += 1,
+                Ok(false) => {}
+                Err(e) => warn!(payment = %p.id, error = %e.message, "reconciliation: next round"),
             }
         }
-        Ok((captured, failed))
+        for refund in storage::pending_refunds(&self.db, cutoff, 100).await? {
+            match self.complete_refund(&refund, None).await {
+                Ok(RefundProgress::Done) => {
+                    let note =
+                        "a refund the provider had not confirmed was asked again and completed";
+                    storage::log_reconciliation(
+                        &self.db,
+                        "REFUND_COMPLETED",
+                        (refund.payment_id, refund.booking_id),
+                        refund.amount,
+                        note,
+                    )
+                    .await?;
+                    found += 1;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(refund = %refund.id, error = %e, "reconciliation: next round"),
+            }
+        }
+        let since = chrono::Utc::now() - chrono::Duration::days(1);
+        for (key, charged) in storage::provider_charges_since(&self.db, since).await? {
+            let Ok(id) = key.parse::<PaymentId>() else {
+                continue;
+            };
+            let note = match storage::payment(&self.db, id).await? {
+                Some(p) if p.status == "CAPTURED" && p.amount == charged => continue,
+                // In flight: step 1 settles it once it is old enough.
+                Some(p) if p.status == "PROCESSING" => continue,
+                Some(p) => format!(
+                    "the provider charged {charged} for a payment that is {} for {}",
+                    p.status, p.amount
+                ),
+                None => format!("the provider charged {charged} for no known payment"),
+            };
+            let booking = storage::payment(&self.db, id)
+                .await?
+                .map_or(BookingId(uuid::Uuid::nil()), |p| p.booking_id);
+            error!(payment = %id, %note, "reconciliation: the provider and the ledger disagree");
+            storage::log_reconciliation(&self.db, "MISMATCH", (id, booking), charged, &note)
+                .await?;
+        }
+        Ok(found)
+    }
+
+    /// Step 1 of [`Payments::reconcile`] for one payment: true when settled.
+    async fn reconcile_payment(&self, p: &storage::Processing) -> Result<bool, AppError> {
+        let (kind, note, settled) = match self.provider.close(&p.id.to_string()).await {
+            Ok(Some(charge)) => (
+                "CAPTURED_LATE",
+                "the provider had charged; the ledger was completed and the booking told",
+                self.settle(p, Ok(&charge.reference)).await?,
+            ),
+            Ok(None) => (
+                "CLOSED_UNCHARGED",
+                "no charge at the provider; the key was closed and the payment failed",
+                self.settle(
+                    p,
+                    Err("the payment was not completed in time and was closed; nothing was charged, pay again"),
+                )
+                .await?,
+            ),
+            Err(e) => {
+                warn!(payment = %p.id, error = %e, "reconciliation: the provider did not answer; next round");
+                return Ok(false);
+            }
+        };
+        if settled {
+            warn!(payment = %p.id, booking = %p.booking_id, kind, "reconciliation settled a payment");
+            storage::log_reconciliation(&self.db, kind, (p.id, p.booking_id), p.amount, note)
+                .await?;
+        }
+        Ok(settled)
     }
 }
 
@@ -326,11 +406,59 @@ impl Payments {
             .into_iter()
             .map(|(host_id, owed)| HostBalance { host_id, owed })
             .collect();
+        let times = storage::payout_run_times(&txn, &reference).await?;
         txn.commit().await?;
         Ok(PayoutRun {
             total: payouts.iter().map(|p| p.owed).sum(),
             reference,
+            up_to: times.map(|(up_to, _)| up_to),
+            ran_at: times.map(|(_, at)| at),
             payouts,
+        })
+    }
+
+    /// Payout runs, newest first (platform admins).
+    pub async fn payout_runs(&self, req: ListPayoutRuns) -> Result<PayoutRunPage, AppError> {
+        platform_admin(&req.by)?;
+        if !(1..=100).contains(&req.first) {
+            return Err(AppError::bad_input("first: 1 to 100 runs at a time"));
+        }
+        let (runs, has_next_page) =
+            storage::payout_runs(&self.db, req.first, req.after.as_deref()).await?;
+        Ok(PayoutRunPage {
+            runs: runs
+                .into_iter()
+                .map(|r| {
+                    let cursor = r.reference.clone();
+                    (r, cursor)
+                })
+                .collect(),
+            has_next_page,
+        })
+    }
+
+    /// What the reconciler found, newest first (platform admins).
+    pub async fn reconciliation_log(
+        &self,
+        req: ListReconciliation,
+    ) -> Result<ReconciliationPage, AppError> {
+        platform_admin(&req.by)?;
+        if !(1..=100).contains(&req.first) {
+            return Err(AppError::bad_input("first: 1 to 100 entries at a time"));
+        }
+        let after = req
+            .after
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>()
+                    .map_err(|_| AppError::bad_input(format!("after: `{c}` is not a cursor here")))
+            })
+            .transpose()?;
+        let (entries, has_next_page) =
+            storage::reconciliation_log(&self.db, req.first, after).await?;
+        Ok(ReconciliationPage {
+            entries,
+            has_next_page,
         })
     }
 
@@ -352,10 +480,10 @@ impl Payments {
 
 impl Payments {
     /// Refunds a booking's captured payment, once per request (the event id
-    /// is the key): reserve the amount with a conditional update, ask the
-    /// provider with the refund's id as its idempotency key, then post the
-    /// reverse legs and `payment.refunded`. A redelivery after a crash or a
-    /// provider timeout resumes from the stored refund and never pays twice.
+    /// is the key): reserve the amount with a conditional update, then
+    /// [`Payments::complete_refund`]. A redelivery after a crash resumes
+    /// from the stored refund; a provider that does not answer leaves it
+    /// PENDING for the reconciler. Never pays twice.
     async fn on_refund_requested(
         &self,
         env: Envelope,
@@ -369,61 +497,10 @@ impl Payments {
                 None => return Ok(()),
             },
         };
-        if refund.status != "PENDING" {
-            return Ok(());
+        if refund.status == "PENDING" {
+            // Not answered: PENDING, and the reconciler asks again.
+            self.complete_refund(&refund, Some(&env)).await?;
         }
-        let outcome = self
-            .provider
-            .refund(
-                &refund.id.to_string(),
-                &refund.payment_id.to_string(),
-                refund.amount,
-            )
-            .await;
-        let txn = self.db.begin().await?;
-        match outcome {
-            Ok(done) => {
-                if storage::finish_refund(&txn, refund.id, Ok(&done.reference)).await? {
-                    let captured = storage::captured_for_booking(&txn, refund.booking_id)
-                        .await?
-                        .ok_or_else(|| HandlerError::Retry("the payment vanished".into()))?;
-                    storage::post(
-                        &txn,
-                        refund.booking_id,
-                        captured.payment.region,
-                        &refund_legs(
-                            &refund.split,
-                            captured.payment.host,
-                            captured.payment.agency,
-                        ),
-                    )
-                    .await?;
-                    let refunded = PaymentRefunded {
-                        booking_id: refund.booking_id,
-                        payment_id: refund.payment_id,
-                        refund_id: refund.id,
-                        split: refund.split,
-                        reason: refund.reason.clone(),
-                    };
-                    enqueue(&txn, &[env.follow(SERVICE, &refunded)]).await?;
-                    info!(booking = %refund.booking_id, amount = %refund.amount, "refunded");
-                }
-            }
-            Err(ProviderError::Timeout) => {
-                txn.rollback().await?;
-                return Err(HandlerError::Retry(
-                    "the provider timed out on a refund; asking again with the same key".into(),
-                ));
-            }
-            Err(ProviderError::Declined(reason)) => {
-                if storage::finish_refund(&txn, refund.id, Err(&reason)).await? {
-                    storage::unreserve_refund(&txn, refund.payment_id, refund.amount).await?;
-                    error!(booking = %refund.booking_id, %reason, "the provider refused a refund; it needs a person");
-                }
-            }
-        }
-        txn.commit().await?;
-        self.outbox.committed();
         Ok(())
     }
 
@@ -476,6 +553,184 @@ impl Payments {
         storage::insert_refund(&txn, &refund, key, None).await?;
         txn.commit().await?;
         Ok(Some(refund))
+    }
+}
+
+/// How far a refund got with the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundProgress {
+    /// SUCCEEDED (by this call or an earlier one).
+    Done,
+    /// The provider refused it: FAILED, its reservation given back.
+    Declined,
+    /// No answer: it stays PENDING for the next try.
+    NotAnswered,
+}
+
+impl Payments {
+    /// Asks the provider for a PENDING refund (the refund's id is its
+    /// idempotency key, so asking again never pays twice) and records the
+    /// answer in one transaction: SUCCEEDED with the reversed legs posted
+    /// and `payment.refunded` emitted, or FAILED with its reservation given
+    /// back. The reversed share of the split is taken where the payment's
+    /// earlier SUCCEEDED refunds end, under the payment's row lock, so the
+    /// reversals tile the capture exactly whatever was declined between.
+    pub async fn complete_refund(
+        &self,
+        refund: &storage::Refund,
+        cause: Option<&Envelope>,
+    ) -> Result<RefundProgress, sea_orm::DbErr> {
+        let outcome = self
+            .provider
+            .refund(
+                &refund.id.to_string(),
+                &refund.payment_id.to_string(),
+                refund.amount,
+            )
+            .await;
+        let txn = self.db.begin().await?;
+        let progress = match outcome {
+            Ok(done) => {
+                let captured = storage::captured_for_booking(&txn, refund.booking_id)
+                    .await?
+                    .ok_or_else(|| sea_orm::DbErr::Custom("the payment vanished".into()))?;
+                let before = storage::succeeded_refunds(&txn, refund.payment_id).await?;
+                let reversal = captured
+                    .payment
+                    .split
+                    .reversal(before, before + refund.amount);
+                if storage::finish_refund(&txn, refund.id, Ok((&done.reference, &reversal))).await?
+                {
+                    let legs =
+                        refund_legs(&reversal, captured.payment.host, captured.payment.agency);
+                    storage::post(&txn, refund.booking_id, captured.payment.region, &legs).await?;
+                    let refunded = PaymentRefunded {
+                        booking_id: refund.booking_id,
+                        payment_id: refund.payment_id,
+                        refund_id: refund.id,
+                        split: reversal,
+                        reason: refund.reason.clone(),
+                    };
+                    let event = match cause {
+                        Some(env) => env.follow(SERVICE, &refunded),
+                        None => Envelope::new(SERVICE, refund.booking_id.0, &refunded),
+                    };
+                    enqueue(&txn, &[event]).await?;
+                    info!(booking = %refund.booking_id, amount = %refund.amount, "refunded");
+                }
+                RefundProgress::Done
+            }
+            Err(ProviderError::Timeout) => {
+                txn.rollback().await?;
+                warn!(refund = %refund.id, "the provider did not answer a refund; it stays PENDING for the reconciler");
+                return Ok(RefundProgress::NotAnswered);
+            }
+            Err(ProviderError::Declined(reason)) => {
+                if storage::finish_refund(&txn, refund.id, Err(&reason)).await? {
+                    storage::unreserve_refund(&txn, refund.payment_id, refund.amount).await?;
+                    error!(booking = %refund.booking_id, %reason, "the provider refused a refund; it needs a person");
+                }
+                RefundProgress::Declined
+            }
+        };
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(progress)
+    }
+
+    /// Refunds part or all of a booking's capture at a platform admin's
+    /// request, once per idempotency key; more than is left is
+    /// BAD_USER_INPUT, whatever the concurrency (the reservation is one
+    /// conditional update under the payment's row lock).
+    pub async fn refund_payment(&self, req: RefundPayment) -> Result<RefundView, AppError> {
+        if !req.by.is_platform_admin() {
+            return Err(AppError::new(
+                ErrorCode::Forbidden,
+                "only a platform admin refunds a payment",
+            ));
+        }
+        let key = req.idempotency_key.trim();
+        if key.is_empty() || key.len() > 200 {
+            return Err(AppError::bad_input("idempotencyKey: 1 to 200 characters"));
+        }
+        let reason = req.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(AppError::bad_input("reason: 1 to 500 characters"));
+        }
+        if req.amount <= Fen::ZERO {
+            return Err(AppError::bad_input("amount: must be more than zero"));
+        }
+        // Admin keys apart from the event ids that key booking's requests.
+        let key = format!("admin:{key}");
+        let fingerprint = hex::encode(Sha256::digest(format!(
+            "{}|{}|{reason}",
+            req.booking_id, req.amount
+        )));
+        if let Some(answer) = self.replay_refund(&key, &fingerprint).await? {
+            return Ok(answer);
+        }
+        let txn = self.db.begin().await?;
+        let Some(captured) = storage::captured_for_booking(&txn, req.booking_id).await? else {
+            let why = if storage::processing_for_booking(&txn, req.booking_id).await? {
+                "the booking's payment is still in progress; refund once it is captured"
+            } else {
+                "nothing was captured for this booking"
+            };
+            return Err(AppError::conflict(why));
+        };
+        let left = captured.payment.amount - captured.refunded;
+        if req.amount > left
+            || !storage::reserve_refund(&txn, captured.payment.id, req.amount).await?
+        {
+            return Err(AppError::bad_input(format!(
+                "amount: {} asked, {left} is left to refund",
+                req.amount
+            )));
+        }
+        let refund = storage::Refund {
+            id: RefundId::new(),
+            payment_id: captured.payment.id,
+            booking_id: req.booking_id,
+            amount: req.amount,
+            // Set for good when the provider confirms (see complete_refund).
+            split: captured.payment.split.reversal(Fen::ZERO, Fen::ZERO),
+            reason: reason.to_owned(),
+            status: "PENDING".into(),
+        };
+        match storage::insert_refund(&txn, &refund, &key, None).await {
+            Err(e) if shared::db::is_unique_violation(&e) => {
+                // The same key, concurrently: the other request owns it.
+                txn.rollback().await?;
+                return self
+                    .replay_refund(&key, &fingerprint)
+                    .await?
+                    .ok_or_else(|| AppError::internal("the refund vanished"));
+            }
+            other => other?,
+        }
+        storage::set_refund_fingerprint(&txn, refund.id, &fingerprint).await?;
+        txn.commit().await?;
+        self.complete_refund(&refund, None).await?;
+        self.replay_refund(&key, &fingerprint)
+            .await?
+            .ok_or_else(|| AppError::internal("the refund vanished"))
+    }
+
+    /// The refund made for an admin's key, if any; IDEMPOTENCY_KEY_REUSED
+    /// when the key asked for something else.
+    async fn replay_refund(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<RefundView>, AppError> {
+        match storage::refund_with_view(&self.db, key).await? {
+            None => Ok(None),
+            Some((_, _, Some(first))) if first != fingerprint => Err(AppError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this idempotency key was used for a different refund",
+            )),
+            Some((_, view, _)) => Ok(Some(view)),
+        }
     }
 }
 

@@ -24,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(SandboxBooks),
             Box::new(Payouts),
             Box::new(ClosedCharges),
+            Box::new(Reconciliation),
         ]
     }
 }
@@ -162,6 +163,41 @@ impl MigrationTrait for ClosedCharges {
         run_ddl(
             manager,
             &["ALTER TABLE sandbox_charges ADD COLUMN closed BOOLEAN NOT NULL DEFAULT FALSE"],
+        )
+        .await
+    }
+}
+
+struct Reconciliation;
+
+impl MigrationName for Reconciliation {
+    fn name(&self) -> &str {
+        "m20261202_000001_reconciliation_log_and_admin_refunds"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Reconciliation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // What the reconciler found and did; one entry per finding.
+                "CREATE TABLE reconciliation_log (
+                    id BIGSERIAL PRIMARY KEY,
+                    kind TEXT NOT NULL,
+                    payment_id UUID NOT NULL,
+                    booking_id UUID NOT NULL,
+                    amount_fen BIGINT NOT NULL,
+                    note TEXT NOT NULL,
+                    created_at TIMESTAMPTZ NOT NULL)",
+                "CREATE UNIQUE INDEX reconciliation_log_once ON reconciliation_log (kind, payment_id)
+                    WHERE kind = 'MISMATCH'",
+                // An admin's refund request: what it asked, to tell a replay
+                // of its key from a reuse.
+                "ALTER TABLE refunds ADD COLUMN fingerprint TEXT",
+                "CREATE INDEX refunds_pending ON refunds (updated_at) WHERE status = 'PENDING'",
+            ],
         )
         .await
     }
@@ -574,11 +610,47 @@ pub async fn insert_refund<C: ConnectionTrait>(
     Ok(())
 }
 
+fn refund_row(row: &QueryResult) -> Result<(Refund, shared::rpcs::RefundView), DbErr> {
+    let split: String = row.try_get("", "split")?;
+    let refund = Refund {
+        id: shared::ids::RefundId(row_uuid(row, "id")?),
+        payment_id: PaymentId(row_uuid(row, "payment_id")?),
+        booking_id: BookingId(row_uuid(row, "booking_id")?),
+        amount: Fen(row.try_get("", "amount_fen")?),
+        split: serde_json::from_str(&split)
+            .map_err(|e| DbErr::Custom(format!("refunds.split: {e}")))?,
+        reason: row.try_get("", "reason")?,
+        status: row.try_get("", "status")?,
+    };
+    let view = shared::rpcs::RefundView {
+        id: refund.id,
+        booking_id: refund.booking_id,
+        amount: refund.amount,
+        split: (refund.status == "SUCCEEDED").then_some(refund.split),
+        status: refund.status.clone(),
+        reason: refund.reason.clone(),
+        failure_reason: row.try_get("", "failure_reason")?,
+        created_at: row.try_get("", "created_at")?,
+    };
+    Ok((refund, view))
+}
+
 /// The refund made for a request key.
 pub async fn refund_by_key<C: ConnectionTrait>(
     conn: &C,
     request_key: &str,
 ) -> Result<Option<Refund>, DbErr> {
+    Ok(refund_with_view(conn, request_key)
+        .await?
+        .map(|(r, _, _)| r))
+}
+
+/// [`refund_by_key`] with the client's view and the fingerprint of the
+/// admin request that made it.
+pub async fn refund_with_view<C: ConnectionTrait>(
+    conn: &C,
+    request_key: &str,
+) -> Result<Option<(Refund, shared::rpcs::RefundView, Option<String>)>, DbErr> {
     let b = conn.get_database_backend();
     let Some(row) = conn
         .query_one_raw(stmt(
@@ -590,35 +662,108 @@ pub async fn refund_by_key<C: ConnectionTrait>(
     else {
         return Ok(None);
     };
-    let split: String = row.try_get("", "split")?;
-    Ok(Some(Refund {
-        id: shared::ids::RefundId(row_uuid(&row, "id")?),
-        payment_id: PaymentId(row_uuid(&row, "payment_id")?),
-        booking_id: BookingId(row_uuid(&row, "booking_id")?),
-        amount: Fen(row.try_get("", "amount_fen")?),
-        split: serde_json::from_str(&split)
-            .map_err(|e| DbErr::Custom(format!("refunds.split: {e}")))?,
-        reason: row.try_get("", "reason")?,
-        status: row.try_get("", "status")?,
+    let (refund, view) = refund_row(&row)?;
+    Ok(Some((refund, view, row.try_get("", "fingerprint")?)))
+}
+
+/// The refunds of a booking, oldest first.
+pub async fn refunds_of<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+) -> Result<Vec<shared::rpcs::RefundView>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT * FROM refunds WHERE booking_id = $1 ORDER BY created_at, id",
+        vec![uuid_value(b, booking.0)],
+    ))
+    .await?
+    .iter()
+    .map(|r| refund_row(r).map(|(_, view)| view))
+    .collect()
+}
+
+/// Records the fingerprint of the admin request a refund was made for.
+pub async fn set_refund_fingerprint<C: ConnectionTrait>(
+    conn: &C,
+    id: shared::ids::RefundId,
+    fingerprint: &str,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE refunds SET fingerprint = $2 WHERE id = $1",
+        vec![uuid_value(b, id.0), fingerprint.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Refunds left PENDING since before `before` (the provider did not
+/// confirm, or payment stopped in between), oldest first.
+pub async fn pending_refunds<C: ConnectionTrait>(
+    conn: &C,
+    before: chrono::DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<Refund>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT * FROM refunds WHERE status = 'PENDING' AND updated_at < $1
+         ORDER BY updated_at LIMIT $2",
+        vec![before.into(), (limit as i64).into()],
+    ))
+    .await?
+    .iter()
+    .map(|r| refund_row(r).map(|(refund, _)| refund))
+    .collect()
+}
+
+/// What the payment's SUCCEEDED refunds add up to: where the next refund's
+/// share of the split begins, so reversals tile the gross in the order the
+/// provider confirmed them, whatever was refused or declined between.
+pub async fn succeeded_refunds<C: ConnectionTrait>(
+    conn: &C,
+    payment: PaymentId,
+) -> Result<Fen, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS n FROM refunds
+             WHERE payment_id = $1 AND status = 'SUCCEEDED'",
+            vec![uuid_value(b, payment.0)],
+        ))
+        .await?;
+    Ok(Fen(match row {
+        Some(r) => r.try_get("", "n")?,
+        None => 0,
     }))
 }
 
-/// Moves a PENDING refund to SUCCEEDED or FAILED; Ok(false) if it had
-/// already left PENDING (a redelivery finished it first).
+/// Moves a PENDING refund to SUCCEEDED (with the provider's reference and
+/// the reversed split) or FAILED; Ok(false) if it had already left PENDING
+/// (a redelivery or the reconciler finished it first).
 pub async fn finish_refund<C: ConnectionTrait>(
     conn: &C,
     id: shared::ids::RefundId,
-    outcome: Result<&str, &str>,
+    outcome: Result<(&str, &Split), &str>,
 ) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
-    let (status, reference, failure) = match outcome {
-        Ok(reference) => ("SUCCEEDED", Some(reference), None),
-        Err(reason) => ("FAILED", None, Some(reason)),
+    let (status, reference, failure, split) = match outcome {
+        Ok((reference, split)) => (
+            "SUCCEEDED",
+            Some(reference),
+            None,
+            Some(serde_json::to_string(split).map_err(|e| DbErr::Custom(e.to_string()))?),
+        ),
+        Err(reason) => ("FAILED", None, Some(reason), None),
     };
     let r = conn
         .execute_raw(stmt(
             b,
-            "UPDATE refunds SET status = $2, provider_ref = $3, failure_reason = $4, updated_at = $5
+            "UPDATE refunds SET status = $2, provider_ref = $3, failure_reason = $4, updated_at = $5,
+                 split = COALESCE($6, split)
              WHERE id = $1 AND status = 'PENDING'",
             vec![
                 uuid_value(b, id.0),
@@ -626,10 +771,152 @@ pub async fn finish_refund<C: ConnectionTrait>(
                 reference.map(str::to_owned).into(),
                 failure.map(str::to_owned).into(),
                 Utc::now().into(),
+                split.into(),
             ],
         ))
         .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Notes what the reconciler found; a MISMATCH is noted once per payment.
+pub async fn log_reconciliation<C: ConnectionTrait>(
+    conn: &C,
+    kind: &str,
+    (payment, booking): (PaymentId, BookingId),
+    amount: Fen,
+    note: &str,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO reconciliation_log (kind, payment_id, booking_id, amount_fen, note, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        vec![
+            kind.into(),
+            uuid_value(b, payment.0),
+            uuid_value(b, booking.0),
+            amount.get().into(),
+            note.into(),
+            Utc::now().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A page of the reconciliation log, newest first.
+pub async fn reconciliation_log<C: ConnectionTrait>(
+    conn: &C,
+    first: u32,
+    after: Option<i64>,
+) -> Result<(Vec<(shared::rpcs::ReconciliationEntry, String)>, bool), DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT * FROM reconciliation_log WHERE id < $1 ORDER BY id DESC LIMIT $2",
+            vec![
+                after.unwrap_or(i64::MAX).into(),
+                (i64::from(first) + 1).into(),
+            ],
+        ))
+        .await?;
+    let has_next = rows.len() > first as usize;
+    let entries = rows
+        .iter()
+        .take(first as usize)
+        .map(|r| {
+            let id: i64 = r.try_get("", "id")?;
+            Ok((
+                shared::rpcs::ReconciliationEntry {
+                    at: r.try_get("", "created_at")?,
+                    kind: r.try_get("", "kind")?,
+                    payment_id: PaymentId(row_uuid(r, "payment_id")?),
+                    booking_id: BookingId(row_uuid(r, "booking_id")?),
+                    amount: Fen(r.try_get("", "amount_fen")?),
+                    note: r.try_get("", "note")?,
+                },
+                id.to_string(),
+            ))
+        })
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    Ok((entries, has_next))
+}
+
+/// Charges the (sandbox) provider made since `since` and did not close:
+/// (the key, which is the payment id, and the amount).
+pub async fn provider_charges_since<C: ConnectionTrait>(
+    conn: &C,
+    since: chrono::DateTime<Utc>,
+) -> Result<Vec<(String, Fen)>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT idempotency_key, amount_fen FROM sandbox_charges WHERE created_at >= $1 AND NOT closed",
+        vec![since.into()],
+    ))
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("", "idempotency_key")?,
+            Fen(r.try_get("", "amount_fen")?),
+        ))
+    })
+    .collect()
+}
+
+/// A payment by id.
+pub async fn payment<C: ConnectionTrait>(
+    conn: &C,
+    id: PaymentId,
+) -> Result<Option<PaymentView>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        "SELECT * FROM payments WHERE id = $1",
+        vec![uuid_value(b, id.0)],
+    ))
+    .await?
+    .map(|r| stored(&r).map(|s| s.view))
+    .transpose()
+}
+
+/// A page of payout runs, newest first, with their payouts; `after` is the
+/// reference of the last run seen.
+pub async fn payout_runs<C: ConnectionTrait>(
+    conn: &C,
+    first: u32,
+    after: Option<&str>,
+) -> Result<(Vec<shared::rpcs::PayoutRun>, bool), DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT reference, up_to, created_at FROM payout_runs
+             WHERE ($1 IS NULL OR created_at < (SELECT created_at FROM payout_runs WHERE reference = $1))
+             ORDER BY created_at DESC LIMIT $2",
+            vec![after.map(str::to_owned).into(), (i64::from(first) + 1).into()],
+        ))
+        .await?;
+    let has_next = rows.len() > first as usize;
+    let mut runs = Vec::new();
+    for r in rows.iter().take(first as usize) {
+        let reference: String = r.try_get("", "reference")?;
+        let payouts: Vec<shared::rpcs::HostBalance> = payouts_of(conn, &reference)
+            .await?
+            .into_iter()
+            .map(|(host_id, owed)| shared::rpcs::HostBalance { host_id, owed })
+            .collect();
+        runs.push(shared::rpcs::PayoutRun {
+            total: payouts.iter().map(|p| p.owed).sum(),
+            reference,
+            up_to: Some(r.try_get("", "up_to")?),
+            ran_at: Some(r.try_get("", "created_at")?),
+            payouts,
+        });
+    }
+    Ok((runs, has_next))
 }
 
 /// How many refunds of a booking are in each status.
@@ -769,13 +1056,31 @@ pub async fn host_balances<C: ConnectionTrait>(
     conn: &C,
     up_to: chrono::DateTime<Utc>,
 ) -> Result<Vec<(HostId, Fen, RegionCode)>, DbErr> {
+    balances(conn, up_to, true).await
+}
+
+/// Balances of the host accounts as the ledger stood at `at`: every entry
+/// before it, payouts included only if made before it (a report; payout
+/// runs use [`host_balances`]).
+pub async fn host_balances_at<C: ConnectionTrait>(
+    conn: &C,
+    at: chrono::DateTime<Utc>,
+) -> Result<Vec<(HostId, Fen, RegionCode)>, DbErr> {
+    balances(conn, at, false).await
+}
+
+async fn balances<C: ConnectionTrait>(
+    conn: &C,
+    up_to: chrono::DateTime<Utc>,
+    every_payout: bool,
+) -> Result<Vec<(HostId, Fen, RegionCode)>, DbErr> {
     let b = conn.get_database_backend();
     conn.query_all_raw(stmt(
         b,
         "SELECT account, MIN(region_code) AS region_code, CAST(SUM(amount_fen) AS BIGINT) AS owed FROM ledger_entries
-         WHERE account LIKE 'host:%' AND (created_at < $1 OR booking_id = $2)
+         WHERE account LIKE 'host:%' AND (created_at < $1 OR ($3 AND booking_id = $2))
          GROUP BY account HAVING SUM(amount_fen) <> 0 ORDER BY account",
-        vec![up_to.into(), uuid_value(b, uuid::Uuid::nil())],
+        vec![up_to.into(), uuid_value(b, uuid::Uuid::nil()), every_payout.into()],
     ))
     .await?
     .iter()
@@ -864,4 +1169,20 @@ pub async fn lock_payouts<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
             .await?;
     }
     Ok(())
+}
+
+/// When a payout run was recorded, and the moment it paid up to.
+pub async fn payout_run_times<C: ConnectionTrait>(
+    conn: &C,
+    reference: &str,
+) -> Result<Option<(chrono::DateTime<Utc>, chrono::DateTime<Utc>)>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        "SELECT up_to, created_at FROM payout_runs WHERE reference = $1",
+        vec![reference.into()],
+    ))
+    .await?
+    .map(|r| Ok((r.try_get("", "up_to")?, r.try_get("", "created_at")?)))
+    .transpose()
 }

@@ -1,0 +1,240 @@
+//! Money in the schema beyond paying: refunds (a booking's, and an
+//! admin's partial refund), payout history and the reconciliation log.
+
+use super::auth::platform_admin;
+use super::types::{HostBalance, Money, PaymentSplit, page_info};
+use super::{non_negative, parse, rpc, yuan};
+use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use shared::money::Split;
+use shared::rpcs;
+
+impl From<Split> for PaymentSplit {
+    fn from(s: Split) -> PaymentSplit {
+        PaymentSplit {
+            host: s.host.into(),
+            platform: s.platform.into(),
+            fund: s.fund.into(),
+            agency: s.agency.into(),
+        }
+    }
+}
+
+/// Where a refund stands.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum RefundStatus {
+    /// Reserved; the provider has not confirmed yet (asked again until it does).
+    Pending,
+    /// Money returned.
+    Succeeded,
+    /// The provider refused it.
+    Failed,
+    /// It asked for more than was left.
+    Refused,
+}
+
+/// Money given back from a booking's payment.
+pub struct Refund(pub rpcs::RefundView);
+
+#[Object]
+impl Refund {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn booking_id(&self) -> ID {
+        ID(self.0.booking_id.to_string())
+    }
+    async fn amount(&self) -> Money {
+        self.0.amount.into()
+    }
+    async fn status(&self) -> RefundStatus {
+        match self.0.status.as_str() {
+            "SUCCEEDED" => RefundStatus::Succeeded,
+            "FAILED" => RefundStatus::Failed,
+            "REFUSED" => RefundStatus::Refused,
+            _ => RefundStatus::Pending,
+        }
+    }
+    async fn reason(&self) -> &str {
+        &self.0.reason
+    }
+    /// The shares reversed: host, platform, fund, agency (once SUCCEEDED).
+    async fn split(&self) -> Option<PaymentSplit> {
+        self.0.split.map(PaymentSplit::from)
+    }
+    /// Why it failed or was refused.
+    async fn failure_reason(&self) -> Option<&str> {
+        self.0.failure_reason.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// The refunds of a booking the caller may see (the caller has read it).
+pub async fn refunds_of(ctx: &Context<'_>, booking: shared::ids::BookingId) -> Result<Vec<Refund>> {
+    let refunds = rpc(
+        ctx,
+        rpcs::ListRefunds {
+            booking_id: booking,
+        },
+    )
+    .await?;
+    Ok(refunds.into_iter().map(Refund).collect())
+}
+
+/// `refundPayment`: platform admins.
+pub async fn refund_payment(
+    ctx: &Context<'_>,
+    booking_id: ID,
+    amount: String,
+    reason: String,
+    idempotency_key: String,
+) -> Result<Refund> {
+    let by = platform_admin(ctx)?.clone();
+    let view = rpc(
+        ctx,
+        rpcs::RefundPayment {
+            booking_id: parse("bookingId", &booking_id)?,
+            amount: yuan("amount", &amount)?,
+            reason,
+            idempotency_key,
+            by,
+        },
+    )
+    .await?;
+    Ok(Refund(view))
+}
+
+/// A payout run.
+#[derive(SimpleObject)]
+pub struct PayoutRun {
+    /// The batch reference.
+    pub reference: String,
+    /// Ledger entries before this moment were paid out.
+    pub up_to: Option<DateTime<Utc>>,
+    /// When it ran.
+    pub ran_at: Option<DateTime<Utc>>,
+    /// What each host was paid.
+    pub payouts: Vec<HostBalance>,
+    pub total: Money,
+}
+
+impl From<rpcs::PayoutRun> for PayoutRun {
+    fn from(run: rpcs::PayoutRun) -> PayoutRun {
+        PayoutRun {
+            reference: run.reference,
+            up_to: run.up_to,
+            ran_at: run.ran_at,
+            total: run.total.into(),
+            payouts: run.payouts.into_iter().map(HostBalance::from).collect(),
+        }
+    }
+}
+
+/// A payout run in a list.
+#[derive(SimpleObject)]
+pub struct PayoutRunEdge {
+    pub cursor: String,
+    pub node: PayoutRun,
+}
+
+/// Payout runs, newest first.
+#[derive(SimpleObject)]
+pub struct PayoutRunConnection {
+    pub edges: Vec<PayoutRunEdge>,
+    pub page_info: async_graphql::connection::PageInfo,
+}
+
+/// `payoutRuns`: platform admins.
+pub async fn payout_runs(
+    ctx: &Context<'_>,
+    first: i32,
+    after: Option<String>,
+) -> Result<PayoutRunConnection> {
+    let by = platform_admin(ctx)?.clone();
+    let page = rpc(
+        ctx,
+        rpcs::ListPayoutRuns {
+            first: non_negative("first", first)?,
+            after,
+            by,
+        },
+    )
+    .await?;
+    let edges: Vec<PayoutRunEdge> = page
+        .runs
+        .into_iter()
+        .map(|(run, cursor)| PayoutRunEdge {
+            cursor,
+            node: run.into(),
+        })
+        .collect();
+    Ok(PayoutRunConnection {
+        page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
+        edges,
+    })
+}
+
+/// One thing the reconciler found comparing the provider with the ledger.
+#[derive(SimpleObject)]
+pub struct ReconciliationEntry {
+    pub at: DateTime<Utc>,
+    /// CAPTURED_LATE, CLOSED_UNCHARGED, REFUND_COMPLETED or MISMATCH (for a person).
+    pub kind: String,
+    pub payment_id: ID,
+    pub booking_id: ID,
+    pub amount: Money,
+    pub note: String,
+}
+
+/// An entry in a list.
+#[derive(SimpleObject)]
+pub struct ReconciliationEdge {
+    pub cursor: String,
+    pub node: ReconciliationEntry,
+}
+
+/// The reconciliation log, newest first.
+#[derive(SimpleObject)]
+pub struct ReconciliationConnection {
+    pub edges: Vec<ReconciliationEdge>,
+    pub page_info: async_graphql::connection::PageInfo,
+}
+
+/// `reconciliationLog`: platform admins.
+pub async fn reconciliation_log(
+    ctx: &Context<'_>,
+    first: i32,
+    after: Option<String>,
+) -> Result<ReconciliationConnection> {
+    let by = platform_admin(ctx)?.clone();
+    let page = rpc(
+        ctx,
+        rpcs::ListReconciliation {
+            first: non_negative("first", first)?,
+            after,
+            by,
+        },
+    )
+    .await?;
+    let edges: Vec<ReconciliationEdge> = page
+        .entries
+        .into_iter()
+        .map(|(e, cursor)| ReconciliationEdge {
+            cursor,
+            node: ReconciliationEntry {
+                at: e.at,
+                kind: e.kind,
+                payment_id: ID(e.payment_id.to_string()),
+                booking_id: ID(e.booking_id.to_string()),
+                amount: e.amount.into(),
+                note: e.note,
+            },
+        })
+        .collect();
+    Ok(ReconciliationConnection {
+        page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
+        edges,
+    })
+}

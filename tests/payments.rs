@@ -1,0 +1,350 @@
+//! Payments on the real servers: fifty racing payments of one booking charge
+//! once; fifty racing partial refunds never return more than was paid; a
+//! charge whose answer timed out is made once; a payment service killed
+//! after the provider charged is reconciled when it comes back; declines
+//! say why and leave the booking payable.
+
+mod common;
+
+use common::{TestApp, code, spawn_app, spawn_child_with, spawn_parts, test_settings, tomorrow};
+use duikou::Part;
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("query")
+        .expect("a row")
+        .try_get("", "n")
+        .expect("n")
+}
+
+/// [`count`], or None while the table is not there yet (a part starting).
+async fn try_count(db: &DatabaseConnection, sql: &str) -> Option<i64> {
+    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .ok()??
+        .try_get("", "n")
+        .ok()
+}
+
+/// A booking awaiting payment (one night at 380).
+async fn awaiting(app: &TestApp, key: &str) -> String {
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, key).await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    id
+}
+
+const REFUND: &str = "mutation($b: ID!, $a: String!, $k: String!) {
+    refundPayment(bookingId: $b, amount: $a, reason: \"接待户临时停电，部分退款\", idempotencyKey: $k) {
+        id amount { amount } status split { host { amount } fund { amount } } } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_racing_payments_of_one_booking_make_one_charge_and_one_ledger_transaction() {
+    let app = spawn_app().await;
+    let id = awaiting(&app, "race-pay").await;
+    // Half retry one key, half are different clicks with keys of their own.
+    let attempts = (0..50).map(|i| {
+        let key = if i % 2 == 0 {
+            "one-key".to_owned()
+        } else {
+            format!("click-{i}")
+        };
+        let (app, id) = (&app, id.clone());
+        async move { app.pay(&id, "tok_success", &key).await }
+    });
+    let answers: Vec<Value> = futures::future::join_all(attempts).await;
+    let captured = answers
+        .iter()
+        .filter(|a| a["data"]["payBooking"]["status"] == "CAPTURED")
+        .count();
+    assert!(captured >= 1, "{answers:?}");
+    for a in &answers {
+        let ok = a["data"]["payBooking"]["status"] == "CAPTURED" || code(a) == "CONFLICT";
+        assert!(ok, "a paid answer or CONFLICT, got {a}");
+    }
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let db = app.service_db("payment").await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM sandbox_charges WHERE NOT closed"
+        )
+        .await,
+        1,
+        "one charge at the provider"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM payments WHERE status = 'CAPTURED'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(DISTINCT txn_id) AS BIGINT) AS n FROM ledger_entries"
+        )
+        .await,
+        1,
+        "one ledger transaction"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_racing_partial_refunds_never_return_more_than_was_paid() {
+    let app = spawn_app().await;
+    let id = awaiting(&app, "race-refund").await;
+    let admin = app.admin_token().await;
+    // Nothing captured yet: nothing to refund.
+    let early = app
+        .graphql_as(
+            Some(&admin),
+            REFUND,
+            json!({ "b": id, "a": "10.00", "k": "early" }),
+        )
+        .await;
+    assert_eq!(code(&early), "CONFLICT", "{early}");
+    assert!(app.pay(&id, "tok_success", "pay").await["errors"].is_null());
+    app.wait_for_status(&id, "CONFIRMED").await;
+
+    // Only platform admins refund, and only positive amounts.
+    let traveler = app
+        .graphql(REFUND, json!({ "b": id, "a": "10.00", "k": "mine" }))
+        .await;
+    assert_eq!(code(&traveler), "FORBIDDEN", "{traveler}");
+    for bad in ["0", "-5", "abc"] {
+        let body = app
+            .graphql_as(
+                Some(&admin),
+                REFUND,
+                json!({ "b": id, "a": bad, "k": format!("bad-{bad}") }),
+            )
+            .await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{bad}: {body}");
+    }
+    let too_much = app
+        .graphql_as(
+            Some(&admin),
+            REFUND,
+            json!({ "b": id, "a": "380.01", "k": "too-much" }),
+        )
+        .await;
+    assert_eq!(code(&too_much), "BAD_USER_INPUT", "{too_much}");
+
+    // Fifty admins' refunds of 10.00 at once against 380.00 paid.
+    let racing = (0..50).map(|i| {
+        let (app, admin, id) = (&app, admin.clone(), id.clone());
+        async move {
+            app.graphql_as(
+                Some(&admin),
+                REFUND,
+                json!({ "b": id, "a": "10.00", "k": format!("r-{i}") }),
+            )
+            .await
+        }
+    });
+    let answers: Vec<Value> = futures::future::join_all(racing).await;
+    let succeeded = answers
+        .iter()
+        .filter(|a| a["data"]["refundPayment"]["status"] == "SUCCEEDED")
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|a| code(a) == "BAD_USER_INPUT")
+        .count();
+    assert_eq!((succeeded, refused), (38, 12), "{answers:?}");
+
+    // The same key replays its refund; the same key for another amount is refused.
+    let first = &answers[0];
+    let replay = app
+        .graphql_as(
+            Some(&admin),
+            REFUND,
+            json!({ "b": id, "a": "10.00", "k": "r-0" }),
+        )
+        .await;
+    assert_eq!(&replay, first);
+    let reused = app
+        .graphql_as(
+            Some(&admin),
+            REFUND,
+            json!({ "b": id, "a": "5.00", "k": "r-0" }),
+        )
+        .await;
+    let expected = if first["errors"].is_null() {
+        "IDEMPOTENCY_KEY_REUSED"
+    } else {
+        "BAD_USER_INPUT"
+    };
+    assert_eq!(code(&reused), expected, "{reused}");
+
+    // All of it back, every share reversed to the fen, and the booking shows it.
+    assert_eq!(app.fund_balance().await, "0.00");
+    let booking = app
+        .wait_for_booking(&id, "the refunds", |b| b["refunded"]["amount"] == "380.00")
+        .await;
+    assert_eq!(booking["status"], "CONFIRMED");
+    let refunds = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { refunds { status amount { amount } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let listed = refunds["data"]["booking"]["refunds"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        listed.iter().filter(|r| r["status"] == "SUCCEEDED").count(),
+        38,
+        "{refunds}"
+    );
+    let db = app.service_db("payment").await;
+    assert_eq!(
+        count(&db, "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS n FROM ledger_entries WHERE account LIKE 'host:%'").await,
+        0,
+        "the host's share reversed exactly"
+    );
+}
+
+#[tokio::test]
+async fn a_charge_whose_answer_timed_out_is_found_on_retry_and_made_once() {
+    let app = spawn_app().await;
+    let id = awaiting(&app, "timeout").await;
+    let paid = app.pay(&id, "tok_timeout_then_success", "pay").await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let db = app.service_db("payment").await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM sandbox_charges"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(DISTINCT txn_id) AS BIGINT) AS n FROM ledger_entries"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn declines_say_why_and_the_booking_can_be_paid_again() {
+    let app = spawn_app().await;
+    let id = awaiting(&app, "declines").await;
+    for (token, why) in [
+        ("tok_decline", "declined"),
+        ("tok_insufficient_funds", "insufficient funds"),
+        ("tok_made_up", "unknown payment token"),
+    ] {
+        let body = app.pay(&id, token, token).await;
+        assert_eq!(code(&body), "PAYMENT_DECLINED", "{token}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{token}: {message}");
+        assert_eq!(app.status(&id).await, "AWAITING_PAYMENT");
+    }
+    let paid = app.pay(&id, "tok_success", "finally").await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_service_killed_after_the_provider_charged_is_reconciled_when_it_returns() {
+    let settings = test_settings();
+    let mut app = spawn_parts(
+        settings.clone(),
+        &[
+            Part::Inventory,
+            Part::Booking,
+            Part::Partnership,
+            Part::Gateway,
+        ],
+    )
+    .await;
+    let bus = settings.bus();
+    app.extra_queues = vec![
+        bus.queue("payment.events"),
+        bus.dead_queue("payment.events"),
+        bus.rpc_queue("payment"),
+    ];
+    let reconcile_soon = [("DUIKOU_RECONCILE_AFTER_SECONDS", "1")];
+    // It would reconcile by itself after 1 s: dies before it can.
+    let mut payment = spawn_child_with(
+        &settings,
+        "payment",
+        &[("DUIKOU_RECONCILE_AFTER_SECONDS", "3600")],
+    );
+    let id = awaiting(&app, "killed").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lost = loop {
+        let body = app.pay(&id, "tok_lost_answer", "pay").await;
+        // SERVICE_UNAVAILABLE: the provider charged and every answer was
+        // lost (or, while the child starts, payment did not answer yet).
+        let db = app.service_db("payment").await;
+        let charges = "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM sandbox_charges";
+        if try_count(&db, charges).await == Some(1) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never charged: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(code(&lost), "SERVICE_UNAVAILABLE", "{lost}");
+    payment.kill().await.expect("killed");
+    assert_eq!(
+        app.status(&id).await,
+        "AWAITING_PAYMENT",
+        "charged, not yet recorded"
+    );
+
+    let _payment = spawn_child_with(&settings, "payment", &reconcile_soon);
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let db = app.service_db("payment").await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM sandbox_charges"
+        )
+        .await,
+        1,
+        "charged once"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(DISTINCT txn_id) AS BIGINT) AS n FROM ledger_entries"
+        )
+        .await,
+        1
+    );
+    let admin = app.admin_token().await;
+    let log = app
+        .graphql_as(
+            Some(&admin),
+            "{ reconciliationLog { edges { node { kind bookingId amount { amount } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        log["data"]["reconciliationLog"]["edges"][0]["node"],
+        json!({ "kind": "CAPTURED_LATE", "bookingId": id, "amount": { "amount": "380.00" } }),
+        "{log}"
+    );
+    let traveler = app
+        .graphql(
+            "{ reconciliationLog { edges { node { kind } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&traveler), "FORBIDDEN");
+}
