@@ -348,3 +348,32 @@ async fn a_payment_service_killed_after_the_provider_charged_is_reconciled_when_
         .await;
     assert_eq!(code(&traveler), "FORBIDDEN");
 }
+
+#[tokio::test]
+async fn the_ledger_refuses_to_change_or_lose_a_posting() {
+    let app = spawn_app().await;
+    let id = awaiting(&app, "append-only").await;
+    assert!(app.pay(&id, "tok_success", "pay").await["errors"].is_null());
+    let db = app.service_db("payment").await;
+    for sql in [
+        "UPDATE ledger_entries SET amount_fen = amount_fen + 1",
+        "DELETE FROM ledger_entries",
+    ] {
+        let refused = db.execute_unprepared(sql).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("append-only")),
+            "{sql}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ledger_entries"
+        )
+        .await,
+        4,
+        "clearing, host, platform, fund: all still there"
+    );
+}

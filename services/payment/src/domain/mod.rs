@@ -63,6 +63,44 @@ mod tests {
         assert_eq!(legs[0].1, Fen(-38_001));
     }
 
+    proptest::proptest! {
+        /// Any gross, any rates, an agency or none, refunded in any number
+        /// of parts that add up to the gross: every account the capture
+        /// touched ends at exactly zero, and each transaction balances.
+        #[test]
+        fn capture_then_refunds_in_parts_leave_every_account_at_zero(
+            gross in 1i64..10_000_000_000,
+            platform in 0u32..2_000,
+            fund in 0u32..2_000,
+            agency_bp in 0u32..3_000,
+            with_agency in proptest::bool::ANY,
+            cuts in proptest::collection::vec(0i64..10_000, 0..6),
+        ) {
+            let agency = with_agency.then(AgencyId::new);
+            let rates = SplitRates { platform_bp: platform, fund_bp: fund, agency_bp: if with_agency { agency_bp } else { 0 } };
+            let split = Split::of(Fen(gross), rates);
+            let host = HostId::new();
+            let mut accounts = std::collections::BTreeMap::<String, Fen>::new();
+            let mut post = |legs: Vec<(String, Fen)>| {
+                proptest::prop_assert_eq!(legs.iter().map(|(_, a)| *a).sum::<Fen>(), Fen::ZERO);
+                for (account, amount) in legs {
+                    *accounts.entry(account).or_insert(Fen::ZERO) += amount;
+                }
+                Ok(())
+            };
+            post(capture_legs(&split, host, agency))?;
+            let mut marks: Vec<Fen> = cuts.iter().map(|c| Fen(gross).scale(*c, 10_000)).collect();
+            marks.extend([Fen::ZERO, Fen(gross)]);
+            marks.sort();
+            for w in marks.windows(2) {
+                post(refund_legs(&split.reversal(w[0], w[1]), host, agency))?;
+            }
+            for (account, balance) in &accounts {
+                proptest::prop_assert_eq!(*balance, Fen::ZERO, "{}", account);
+            }
+        }
+    }
+
     #[test]
     fn a_full_refund_posts_the_exact_reverse_of_the_capture() {
         let split = Split::of(Fen(38_001), SplitRates::default());

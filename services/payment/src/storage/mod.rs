@@ -25,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(Payouts),
             Box::new(ClosedCharges),
             Box::new(Reconciliation),
+            Box::new(AppendOnly),
         ]
     }
 }
@@ -200,6 +201,41 @@ impl MigrationTrait for Reconciliation {
             ],
         )
         .await
+    }
+}
+
+struct AppendOnly;
+
+impl MigrationName for AppendOnly {
+    fn name(&self) -> &str {
+        "m20261202_000002_ledger_append_only"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AppendOnly {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The database itself refuses to change or remove a posting: a
+        // mistake is corrected by a new, reversing transaction.
+        let conn = manager.get_connection();
+        let statements: &[&str] = match conn.get_database_backend() {
+            sea_orm::DbBackend::Postgres => &[
+                "CREATE FUNCTION ledger_entries_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN RAISE EXCEPTION 'ledger entries are append-only'; END $$",
+                "CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries
+                 FOR EACH ROW EXECUTE FUNCTION ledger_entries_append_only()",
+            ],
+            _ => &[
+                "CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries
+                 BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END",
+                "CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries
+                 BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END",
+            ],
+        };
+        for sql in statements {
+            conn.execute_unprepared(sql).await?;
+        }
+        Ok(())
     }
 }
 
