@@ -7,6 +7,7 @@ mod common;
 use common::{TestApp, code, spawn_app, spawn_app_with, spawn_parts, test_settings, tomorrow};
 use duikou::Part;
 use serde_json::{Value, json};
+use shared::config::Settings;
 
 #[tokio::test]
 async fn the_regions_query_lists_the_banners_of_chifeng() {
@@ -31,9 +32,9 @@ async fn the_regions_query_lists_the_banners_of_chifeng() {
     );
 }
 
-#[tokio::test]
-async fn a_room_night_is_booked_paid_and_confirmed_through_the_gateway() {
-    let app = spawn_app().await;
+in_both_modes!(a_room_night_is_booked_paid_and_confirmed_through_the_gateway);
+async fn a_room_night_is_booked_paid_and_confirmed_through_the_gateway(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(2).await.room_type_id.to_string();
 
     let created = app
@@ -59,9 +60,9 @@ async fn a_room_night_is_booked_paid_and_confirmed_through_the_gateway() {
     assert_eq!(app.available(&room_type, 1).await, json!([1]));
 }
 
-#[tokio::test]
-async fn a_booking_for_a_full_night_is_rejected_as_sold_out() {
-    let app = spawn_app().await;
+in_both_modes!(a_booking_for_a_full_night_is_rejected_as_sold_out);
+async fn a_booking_for_a_full_night_is_rejected_as_sold_out(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let first = TestApp::id_of(
         &app.create_booking(&room_type, tomorrow(), 2, "full-1")
@@ -90,9 +91,11 @@ async fn a_booking_for_a_full_night_is_rejected_as_sold_out() {
     assert_eq!(app.available(&room_type, 3).await, json!([0, 0, 1]));
 }
 
-#[tokio::test]
-async fn the_same_idempotency_key_returns_the_first_booking_and_different_input_is_refused() {
-    let app = spawn_app().await;
+in_both_modes!(the_same_idempotency_key_returns_the_first_booking_and_different_input_is_refused);
+async fn the_same_idempotency_key_returns_the_first_booking_and_different_input_is_refused(
+    settings: Settings,
+) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(3).await.room_type_id.to_string();
     let a = app
         .create_booking(&room_type, tomorrow(), 1, "same-key")
@@ -120,9 +123,9 @@ async fn the_same_idempotency_key_returns_the_first_booking_and_different_input_
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_cancels_with_one_key_get_the_first_answer_and_refund_once() {
-    let app = spawn_app().await;
+in_both_modes!(concurrent_cancels_with_one_key_get_the_first_answer_and_refund_once);
+async fn concurrent_cancels_with_one_key_get_the_first_answer_and_refund_once(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let id = app
         .paid_booking(
@@ -151,9 +154,9 @@ async fn concurrent_cancels_with_one_key_get_the_first_answer_and_refund_once() 
     assert_eq!(app.fund_balance().await, "0.00");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_concurrent_creates_with_one_key_make_one_booking() {
-    let app = spawn_app().await;
+in_both_modes!(a_hundred_concurrent_creates_with_one_key_make_one_booking);
+async fn a_hundred_concurrent_creates_with_one_key_make_one_booking(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(10).await.room_type_id.to_string();
     let requests = (0..100).map(|_| app.create_booking(&room_type, tomorrow(), 1, "one-key"));
     let answers = futures::future::join_all(requests).await;
@@ -173,9 +176,9 @@ async fn a_hundred_concurrent_creates_with_one_key_make_one_booking() {
     );
 }
 
-#[tokio::test]
-async fn bad_input_gets_a_clear_error_code() {
-    let app = spawn_app().await;
+in_both_modes!(bad_input_gets_a_clear_error_code);
+async fn bad_input_gets_a_clear_error_code(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let homestay = app.homestay(1).await;
     let create = "mutation($rt: ID!, $doc: String!) { createBooking(idempotencyKey: \"k\", input: {
         roomTypeId: $rt, checkIn: \"2030-01-01\", checkOut: \"2030-01-02\",
@@ -259,9 +262,8 @@ async fn bad_input_gets_a_clear_error_code() {
     );
 }
 
-#[tokio::test]
-async fn an_unpaid_booking_expires_and_its_rooms_go_back_on_sale() {
-    let mut settings = test_settings();
+in_both_modes!(an_unpaid_booking_expires_and_its_rooms_go_back_on_sale);
+async fn an_unpaid_booking_expires_and_its_rooms_go_back_on_sale(mut settings: Settings) {
     settings.hold_seconds = 1;
     let app = spawn_app_with(settings).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
@@ -297,9 +299,9 @@ async fn an_unpaid_booking_expires_and_its_rooms_go_back_on_sale() {
     app.wait_for_available(&room_type, json!([0])).await;
 }
 
-#[tokio::test]
-async fn a_booking_cancelled_before_payment_releases_its_rooms() {
-    let app = spawn_app().await;
+in_both_modes!(a_booking_cancelled_before_payment_releases_its_rooms);
+async fn a_booking_cancelled_before_payment_releases_its_rooms(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let id = TestApp::id_of(
         &app.create_booking(&room_type, tomorrow(), 1, "cancel-1")
@@ -339,11 +341,11 @@ async fn a_booking_cancelled_before_payment_releases_its_rooms() {
     app.wait_for_status(&other, "AWAITING_PAYMENT").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_bookings_never_hold_more_rooms_than_there_are() {
+in_both_modes!(concurrent_bookings_never_hold_more_rooms_than_there_are);
+async fn concurrent_bookings_never_hold_more_rooms_than_there_are(settings: Settings) {
     const ROOMS: usize = 3;
     const CLIENTS: usize = 20;
-    let app = spawn_app().await;
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(ROOMS as u32).await.room_type_id.to_string();
     let keys: Vec<String> = (0..CLIENTS).map(|i| format!("race-{i}")).collect();
     let requests = keys
@@ -406,9 +408,9 @@ async fn a_booking_inventory_does_not_answer_is_rejected_and_a_late_hold_is_give
     assert_eq!(app.status(&id).await, "REJECTED");
 }
 
-#[tokio::test]
-async fn the_welfare_fund_shows_each_donation_without_personal_data() {
-    let app = spawn_app().await;
+in_both_modes!(the_welfare_fund_shows_each_donation_without_personal_data);
+async fn the_welfare_fund_shows_each_donation_without_personal_data(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(3).await.room_type_id.to_string();
     for i in 0..2 {
         let id = TestApp::id_of(
@@ -492,9 +494,11 @@ async fn the_welfare_fund_shows_each_donation_without_personal_data() {
     assert_eq!(other_year["data"]["welfareFund"]["byRegion"], json!([]));
 }
 
-#[tokio::test]
-async fn a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held() {
-    let app = spawn_app().await;
+in_both_modes!(a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held);
+async fn a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held(
+    settings: Settings,
+) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let quote = "query($rt: ID!, $in: Date!, $out: Date!, $n: Int!) {
         bookingQuote(input: { roomTypeId: $rt, checkIn: $in, checkOut: $out, travelers: $n }) {
@@ -602,9 +606,9 @@ async fn a_pending_booking_cancelled_before_inventory_answers_holds_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_pay_key_reused_for_another_booking_is_refused() {
-    let app = spawn_app().await;
+in_both_modes!(a_pay_key_reused_for_another_booking_is_refused);
+async fn a_pay_key_reused_for_another_booking_is_refused(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(2).await.room_type_id.to_string();
     let first = TestApp::id_of(
         &app.create_booking(&room_type, tomorrow(), 1, "pay-key-1")

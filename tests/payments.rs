@@ -6,10 +6,13 @@
 
 mod common;
 
-use common::{TestApp, code, spawn_app, spawn_child_with, spawn_parts, test_settings, tomorrow};
+use common::{
+    TestApp, code, spawn_app_with, spawn_child_with, spawn_parts, test_settings, tomorrow,
+};
 use duikou::Part;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
+use shared::config::Settings;
 use std::time::{Duration, Instant};
 
 async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
@@ -42,9 +45,11 @@ const REFUND: &str = "mutation($b: ID!, $a: String!, $k: String!) {
     refundPayment(bookingId: $b, amount: $a, reason: \"接待户临时停电，部分退款\", idempotencyKey: $k) {
         id amount { amount } status split { host { amount } fund { amount } } } }";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_racing_payments_of_one_booking_make_one_charge_and_one_ledger_transaction() {
-    let app = spawn_app().await;
+in_both_modes!(fifty_racing_payments_of_one_booking_make_one_charge_and_one_ledger_transaction);
+async fn fifty_racing_payments_of_one_booking_make_one_charge_and_one_ledger_transaction(
+    settings: Settings,
+) {
+    let app = spawn_app_with(settings).await;
     let id = awaiting(&app, "race-pay").await;
     // Half retry one key, half are different clicks with keys of their own.
     let attempts = (0..50).map(|i| {
@@ -96,9 +101,9 @@ async fn fifty_racing_payments_of_one_booking_make_one_charge_and_one_ledger_tra
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_racing_partial_refunds_never_return_more_than_was_paid() {
-    let app = spawn_app().await;
+in_both_modes!(fifty_racing_partial_refunds_never_return_more_than_was_paid);
+async fn fifty_racing_partial_refunds_never_return_more_than_was_paid(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let id = awaiting(&app, "race-refund").await;
     let admin = app.admin_token().await;
     // Nothing captured yet: nothing to refund.
@@ -213,9 +218,9 @@ async fn fifty_racing_partial_refunds_never_return_more_than_was_paid() {
     );
 }
 
-#[tokio::test]
-async fn a_charge_whose_answer_timed_out_is_found_on_retry_and_made_once() {
-    let app = spawn_app().await;
+in_both_modes!(a_charge_whose_answer_timed_out_is_found_on_retry_and_made_once);
+async fn a_charge_whose_answer_timed_out_is_found_on_retry_and_made_once(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let id = awaiting(&app, "timeout").await;
     let paid = app.pay(&id, "tok_timeout_then_success", "pay").await;
     assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
@@ -239,9 +244,9 @@ async fn a_charge_whose_answer_timed_out_is_found_on_retry_and_made_once() {
     );
 }
 
-#[tokio::test]
-async fn declines_say_why_and_the_booking_can_be_paid_again() {
-    let app = spawn_app().await;
+in_both_modes!(declines_say_why_and_the_booking_can_be_paid_again);
+async fn declines_say_why_and_the_booking_can_be_paid_again(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let id = awaiting(&app, "declines").await;
     for (token, why) in [
         ("tok_decline", "declined"),
@@ -349,9 +354,9 @@ async fn a_payment_service_killed_after_the_provider_charged_is_reconciled_when_
     assert_eq!(code(&traveler), "FORBIDDEN");
 }
 
-#[tokio::test]
-async fn the_ledger_refuses_to_change_or_lose_a_posting() {
-    let app = spawn_app().await;
+in_both_modes!(the_ledger_refuses_to_change_or_lose_a_posting);
+async fn the_ledger_refuses_to_change_or_lose_a_posting(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let id = awaiting(&app, "append-only").await;
     assert!(app.pay(&id, "tok_success", "pay").await["errors"].is_null());
     let db = app.service_db("payment").await;

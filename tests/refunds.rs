@@ -5,8 +5,9 @@
 mod common;
 
 use chrono::Duration as Days;
-use common::{TestApp, spawn_app, spawn_app_with, test_settings, tomorrow};
+use common::{TestApp, spawn_app, spawn_app_with, tomorrow};
 use serde_json::{Value, json};
+use shared::config::Settings;
 use shared::envelope::Envelope;
 use shared::events::RefundRequested;
 use shared::ids::BookingId;
@@ -23,9 +24,11 @@ fn history_has(booking: &Value, cause: &str) -> bool {
     })
 }
 
-#[tokio::test]
-async fn a_paid_booking_cancelled_ten_days_ahead_is_refunded_in_full_and_the_ledger_reversed() {
-    let app = spawn_app().await;
+in_both_modes!(a_paid_booking_cancelled_ten_days_ahead_is_refunded_in_full_and_the_ledger_reversed);
+async fn a_paid_booking_cancelled_ten_days_ahead_is_refunded_in_full_and_the_ledger_reversed(
+    settings: Settings,
+) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let check_in = tomorrow() + Days::days(9);
     let id = app.paid_booking(&room_type, check_in, "tok_success").await;
@@ -77,9 +80,9 @@ async fn a_paid_booking_cancelled_ten_days_ahead_is_refunded_in_full_and_the_led
     assert_eq!(amount(&after["refunded"]), "380.00");
 }
 
-#[tokio::test]
-async fn a_paid_booking_cancelled_four_days_ahead_gets_half_back() {
-    let app = spawn_app().await;
+in_both_modes!(a_paid_booking_cancelled_four_days_ahead_gets_half_back);
+async fn a_paid_booking_cancelled_four_days_ahead_gets_half_back(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     // 4 or 5 days ahead in China time, whatever the hour: the 50 % tier.
     let id = app
@@ -125,9 +128,8 @@ async fn unpaid_and_unknown_bookings_quote_no_refund_or_are_not_found() {
     assert_eq!(unknown, "NOT_FOUND");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_captured_after_its_booking_expired_is_refunded_in_full() {
-    let mut settings = test_settings();
+in_both_modes!(a_payment_captured_after_its_booking_expired_is_refunded_in_full);
+async fn a_payment_captured_after_its_booking_expired_is_refunded_in_full(mut settings: Settings) {
     settings.hold_seconds = 1;
     settings.sandbox_slow_ms = 2_500;
     let app = spawn_app_with(settings).await;

@@ -82,6 +82,35 @@ pub fn embedded_settings() -> Settings {
     }
 }
 
+/// The embedded mode for a test of its own, without the demo catalogue:
+/// the twin of [`test_settings`] for tests that run in both modes.
+pub fn embedded_test_settings() -> Settings {
+    Settings {
+        demo_data: Some(false),
+        ..embedded_settings()
+    }
+}
+
+/// Runs one test body (an `async fn(Settings)`) twice: on the real servers
+/// and embedded (SQLite files, the in-process bus, no server) — the same
+/// test in both modes. `in_both_modes!(name);` makes the tests
+/// `name::on_the_real_servers` and `name::embedded_on_sqlite`.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_real_servers() {
+                super::$name($crate::common::test_settings()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded_on_sqlite() {
+                super::$name($crate::common::embedded_test_settings()).await
+            }
+        }
+    };
+}
+
 /// Starts everything in one process.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_settings()).await
@@ -437,8 +466,27 @@ impl Drop for TestApp {
             for app in std::iter::once(&self.app).chain(&self.parts) {
                 app.rt.halt();
             }
+            let check_ledger = !self.ledger_tampered && !std::thread::panicking();
+            let unbalanced = std::thread::spawn({
+                let settings = settings.clone();
+                move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    if check_ledger {
+                        rt.block_on(ledger_sum(&settings))
+                    } else {
+                        None
+                    }
+                }
+            })
+            .join();
             if let Err(e) = std::fs::remove_dir_all(&settings.data_dir) {
                 eprintln!("cleanup: {} not removed: {e}", settings.data_dir.display());
+            }
+            if let Ok(Some(sum)) = unbalanced {
+                panic!("the test's ledger postings sum to {sum} fen, not zero");
             }
             return;
         }
@@ -486,9 +534,7 @@ impl Drop for TestApp {
 /// The sum of every posting in the payment ledger when it is not zero.
 async fn ledger_sum(settings: &Settings) -> Option<i64> {
     use sea_orm::ConnectionTrait;
-    let name = shared::db::database_name(settings, "payment");
-    let url = shared::db::with_database(&postgres_url(), &name).ok()?;
-    let db = sea_orm::Database::connect(url).await.ok()?;
+    let db = shared::db::connect(settings, "payment").await.ok()?;
     let row = db
         .query_one_raw(sea_orm::Statement::from_string(
             db.get_database_backend(),
