@@ -363,8 +363,12 @@ fn write_json(path: &std::path::Path, runs: &impl serde::Serialize) -> anyhow::R
 
 async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
     let mode = settings.mode();
+    let servers = settings.servers();
     let app = App::start(settings, part).await?;
     println!("Duikou is running ({mode} mode, part: {part:?}).");
+    for (what, where_) in servers {
+        println!("  {what:<10} {where_}");
+    }
     if let Some(accounts) = &app.demo_accounts {
         println!("{}", accounts.describe());
     }

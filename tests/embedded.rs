@@ -108,3 +108,124 @@ async fn on_sqlite_too_racing_bookings_never_oversell_a_night() {
     assert_eq!(held, 3, "3 rooms, {held} held");
     app.wait_for_available(&room_type, json!([0, 0])).await;
 }
+
+/// Polls `url` until it answers 200, for up to a minute.
+async fn until_up(http: &reqwest::Client, url: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(url).send().await
+            && r.status().is_success()
+        {
+            return r.text().await.unwrap_or_default();
+        }
+        assert!(std::time::Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_with_nothing_configured_serves_graphiql_and_the_demo_traveler_books() {
+    // `duikou serve` in an empty directory, no DUIKOU_* variable set: what a
+    // newcomer runs.
+    let dir = std::env::temp_dir().join(format!("duikou-newcomer-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_duikou"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("DUIKOU_")) {
+        command.env_remove(key);
+    }
+    let _serve = command
+        .arg("serve")
+        .current_dir(&dir)
+        .env("DUIKOU_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("duikou serve starts");
+    let http = reqwest::Client::new();
+    let page = until_up(&http, &format!("http://127.0.0.1:{port}/")).await;
+    assert!(page.contains("graphiql"), "GraphiQL at /");
+    assert!(dir.join("data").is_dir(), "SQLite files under ./data");
+
+    let graphql = format!("http://127.0.0.1:{port}/graphql");
+    let send = |token: Option<String>, query: &str, variables: serde_json::Value| {
+        let mut request = http
+            .post(&graphql)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        async move {
+            request
+                .send()
+                .await
+                .expect("answered")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let login = send(
+        None,
+        "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }",
+        json!({ "e": DEMO_TRAVELER, "p": DEMO_PASSWORD }),
+    )
+    .await;
+    let token = login["data"]["login"]["accessToken"]
+        .as_str()
+        .map(str::to_owned);
+    assert!(token.is_some(), "{login}");
+    let check_in = tomorrow() + Duration::days(5);
+    let offers = send(
+        None,
+        "query($in: Date!, $out: Date!) { searchHomestays(regionCode: \"150430\", checkIn: $in, checkOut: $out, guests: 2) { edges { node { roomTypeId } } } }",
+        json!({ "in": check_in.to_string(), "out": (check_in + Duration::days(1)).to_string() }),
+    )
+    .await;
+    let room_type = offers["data"]["searchHomestays"]["edges"][0]["node"]["roomTypeId"].clone();
+    let booked = send(
+        token.clone(),
+        "mutation($input: CreateBookingInput!) { createBooking(input: $input, idempotencyKey: \"newcomer\") { id } }",
+        json!({ "input": { "roomTypeId": room_type, "checkIn": check_in.to_string(),
+            "checkOut": (check_in + Duration::days(1)).to_string(),
+            "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
+            "contact": { "name": "张三", "phone": "13800138000" } } }),
+    )
+    .await;
+    let id = booked["data"]["createBooking"]["id"].clone();
+    assert!(id.is_string(), "{booked}");
+    let status = |want: &'static str| {
+        let (send, token, id) = (&send, token.clone(), id.clone());
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let b = send(
+                    token.clone(),
+                    "query($id: ID!) { booking(id: $id) { status } }",
+                    json!({ "id": id }),
+                )
+                .await;
+                if b["data"]["booking"]["status"] == want {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "never {want}: {b}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    status("AWAITING_PAYMENT").await;
+    let paid = send(
+        token.clone(),
+        "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"pay\") { status } }",
+        json!({ "id": id }),
+    )
+    .await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    status("CONFIRMED").await;
+    drop(_serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -208,6 +208,41 @@ impl Settings {
         }
     }
 
+    /// Where each server is, for the start-up summary: scheme, host, port
+    /// and path, never a user or password.
+    pub fn servers(&self) -> Vec<(&'static str, String)> {
+        let shown = |url: &str| match url::Url::parse(url) {
+            Ok(u) => format!(
+                "{}://{}{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or("?"),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                u.path()
+            ),
+            Err(_) => "(not a URL)".to_owned(),
+        };
+        let mut out = Vec::new();
+        match self.postgres() {
+            Some(url) => out.push((
+                "PostgreSQL",
+                format!("{} (databases {}<service>)", shown(url), self.db_prefix),
+            )),
+            None => out.push((
+                "SQLite",
+                format!("{}/{}<service>.db", self.data_dir.display(), self.db_prefix),
+            )),
+        }
+        match self.amqp() {
+            Some(url) => out.push(("RabbitMQ", shown(url))),
+            None => out.push(("bus", "in-process".to_owned())),
+        }
+        match self.redis() {
+            Some(url) => out.push(("Redis", shown(url))),
+            None => out.push(("limits", "in-process".to_owned())),
+        }
+        out
+    }
+
     /// The AMQP URL, if one is configured.
     pub fn amqp(&self) -> Option<&str> {
         self.amqp_url.as_ref().map(|s| s.expose_secret())
@@ -232,5 +267,11 @@ mod tests {
             ..Settings::default()
         };
         assert!(!format!("{settings:?}").contains("hunter2"));
+        let summary = format!("{:?}", settings.servers());
+        assert!(
+            !summary.contains("hunter2") && !summary.contains("app@"),
+            "{summary}"
+        );
+        assert!(summary.contains("postgres://db:5432"), "{summary}");
     }
 }
