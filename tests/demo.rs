@@ -124,3 +124,60 @@ async fn the_demo_seed_gives_a_bookable_homestay_partnerships_and_accounts_once(
         Some(6)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_on_empty_databases_seed_the_demo_once() {
+    let mut settings = test_settings();
+    settings.demo_data = Some(true);
+    // Two inventory and two partnership replicas at the same moment.
+    let (a, b, c, d) = tokio::join!(
+        App::start(settings.clone(), Part::Inventory),
+        App::start(settings.clone(), Part::Inventory),
+        App::start(settings.clone(), Part::Partnership),
+        App::start(settings.clone(), Part::Partnership),
+    );
+    let parts: Vec<App> = [a, b, c, d]
+        .into_iter()
+        .map(|p| p.expect("every replica starts"))
+        .collect();
+    let mut app = common::spawn_parts(settings, &[Part::Gateway]).await;
+    app.parts.extend(parts);
+    use sea_orm::ConnectionTrait;
+    let n = |db: sea_orm::DatabaseConnection, sql: &'static str| async move {
+        db.query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .expect("query")
+        .expect("a row")
+        .try_get::<i64>("", "n")
+        .expect("n")
+    };
+    let inventory = app.service_db("inventory").await;
+    let partnership = app.service_db("partnership").await;
+    assert_eq!(
+        n(
+            inventory.clone(),
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM homestays"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        n(
+            inventory,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM routes"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        n(
+            partnership,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM partnerships"
+        )
+        .await,
+        6
+    );
+}

@@ -39,8 +39,12 @@ pub async fn ensure_database(server_url: &str, database: &str) -> Result<(), DbE
             .await
         {
             Ok(_) => info!(database, "created database"),
-            // Another process created it between our check and our create.
-            Err(e) if e.to_string().contains("already exists") => {}
+            // Another process created it between our check and our create
+            // (or at the same instant: then PostgreSQL reports the race as
+            // a duplicate key in its catalogue).
+            Err(e)
+                if e.to_string().contains("already exists")
+                    || e.to_string().contains("pg_database_datname_index") => {}
             Err(e) => return Err(e),
         }
     }
@@ -212,6 +216,29 @@ pub fn is_unavailable(e: &DbErr) -> bool {
     ]
     .iter()
     .any(|needle| s.contains(needle))
+}
+
+/// Claims `name` for this process, once per database: true for exactly one
+/// caller however many race (N replicas starting together), false for the
+/// rest and forever after. For one-time work such as demo seeding.
+pub async fn claim_once(db: &DatabaseConnection, name: &str) -> Result<bool, DbErr> {
+    let ddl = "CREATE TABLE IF NOT EXISTS claims (name TEXT PRIMARY KEY)";
+    if let Err(e) = db.execute_unprepared(ddl).await {
+        // Two creators at once on PostgreSQL: the loser sees a duplicate
+        // type; the table is there either way.
+        if !is_unique_violation(&e) && !e.to_string().contains("already exists") {
+            return Err(e);
+        }
+    }
+    let backend = db.get_database_backend();
+    let inserted = db
+        .execute_raw(stmt(
+            backend,
+            "INSERT INTO claims (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            vec![name.into()],
+        ))
+        .await?;
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// True when the error is a unique-constraint violation.

@@ -21,7 +21,11 @@ use tracing::info;
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
     let inventory = Inventory { db, outbox };
-    if rt.settings.demo() && storage::homestay_count(&inventory.db).await? == 0 {
+    // One replica seeds, however many start on an empty database at once.
+    if rt.settings.demo()
+        && storage::homestay_count(&inventory.db).await? == 0
+        && shared::db::claim_once(&inventory.db, "demo catalogue").await?
+    {
         seed_demo(&inventory).await?;
     }
     rt.bus.subscribe(inventory.events()).await?;

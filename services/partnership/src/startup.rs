@@ -16,7 +16,11 @@ use tracing::info;
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, _outbox) = rt.service_db::<Migrator>(SERVICE).await?;
     let partnerships = Partnerships { db };
-    if rt.settings.demo() && storage::partnerships(&partnerships.db).await?.is_empty() {
+    // One replica seeds, however many start on an empty database at once.
+    if rt.settings.demo()
+        && storage::partnerships(&partnerships.db).await?.is_empty()
+        && shared::db::claim_once(&partnerships.db, "demo partnerships").await?
+    {
         seed_demo(&partnerships).await?;
     }
     rt.bus.subscribe(partnerships.events()).await?;
