@@ -101,19 +101,27 @@ impl App {
                     .map_err(|e| anyhow::anyhow!("seeding demo accounts: {}", e.message))?;
             }
             let settings = &app.rt.settings;
+            let redis = match settings.redis() {
+                Some(url) => Some(
+                    redis::Client::open(url)
+                        .context("the Redis URL")?
+                        .get_connection_manager()
+                        .await
+                        .context("connecting to Redis")?,
+                ),
+                None => None,
+            };
             let limiter = gateway::limits::Limiter::new(
-                settings.redis(),
+                redis.clone(),
                 &settings.db_prefix,
                 settings.rate_limit,
                 std::time::Duration::from_secs(settings.rate_limit_window_seconds),
-            )
-            .await
-            .context("connecting to Redis for rate limits")?;
+            );
             let cancel = CancellationToken::new();
             let (addr, handle) = gateway::serve(
                 app.rt.bus.clone(),
                 identity,
-                limiter,
+                (limiter, redis),
                 listener,
                 cancel.clone(),
             )

@@ -116,26 +116,6 @@ async fn names_follow_accept_language_unless_asked_otherwise() {
 }
 
 #[tokio::test]
-async fn a_gateway_whose_services_do_not_answer_is_not_ready() {
-    let app = common::spawn_parts(common::test_settings(), &[duikou::Part::Gateway]).await;
-    let ready = app
-        .http
-        .get(app.url.replace("/graphql", "/readyz"))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(ready.status().as_u16(), 503);
-    let body: Value = ready.json().await.expect("json");
-    assert_eq!(body["database"], "ok", "{body}");
-    assert!(
-        body["services"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("failing")),
-        "{body}"
-    );
-}
-
-#[tokio::test]
 async fn readiness_says_what_the_gateway_depends_on() {
     let app = spawn_app().await;
     let ready = app
@@ -148,6 +128,111 @@ async fn readiness_says_what_the_gateway_depends_on() {
     let body: Value = ready.json().await.expect("json");
     assert_eq!(
         body,
-        json!({ "ready": true, "database": "ok", "services": "ok" })
+        json!({ "ready": true, "database": "ok", "redis": "ok",
+                "services": { "inventory": "ok", "booking": "ok", "payment": "ok", "partnership": "ok" } })
     );
+}
+
+#[tokio::test]
+async fn readiness_names_each_service_that_does_not_answer() {
+    let app = common::spawn_parts(
+        common::test_settings(),
+        &[duikou::Part::Inventory, duikou::Part::Gateway],
+    )
+    .await;
+    let ready = app
+        .http
+        .get(app.url.replace("/graphql", "/readyz"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.expect("json");
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["services"]["inventory"], "ok", "{body}");
+    for missing in ["booking", "payment", "partnership"] {
+        assert!(
+            body["services"][missing]
+                .as_str()
+                .is_some_and(|s| s.starts_with("failing")),
+            "{missing}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_error_has_a_code_and_a_depth_bomb_is_refused() {
+    let app = spawn_app().await;
+    for query in [
+        "{ regions { code }",
+        "{ noSuchField }",
+        "query($x: Int!) { regions { code } }",
+    ] {
+        let (_, _, body) = post(&app, None, query).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{query}: {body}"
+        );
+    }
+    // Nested thirty deep: over the depth limit, refused before it runs.
+    let mut bomb = String::from("__typename");
+    for _ in 0..30 {
+        bomb = format!("__schema {{ types {{ fields {{ type {{ {bomb} }} }} }} }}");
+    }
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &format!("{{ {bomb} }}")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    assert!(body["data"].is_null());
+}
+
+#[tokio::test]
+async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
+    let app = spawn_app().await;
+    let given = app
+        .http
+        .post(&app.url)
+        .header("x-request-id", "trip-4711")
+        .json(&json!({ "query": "{ regions(parentCode: \"150400\") { code } }" }))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(given.headers()["x-request-id"], "trip-4711");
+    let made = app
+        .http
+        .post(&app.url)
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .expect("answers");
+    let id = made.headers()["x-request-id"].to_str().expect("ascii");
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    app.graphql("{ noSuchField }", json!({})).await;
+
+    let metrics = app
+        .http
+        .get(app.url.replace("/graphql", "/metrics"))
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    for series in [
+        "duikou_http_requests_total",
+        "duikou_http_request_seconds",
+        "duikou_rpc_seconds",
+        "duikou_rpc_total",
+        "duikou_graphql_errors_total",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("route=\"/graphql\""), "{metrics}");
+    assert!(metrics.contains("service=\"inventory\""), "{metrics}");
+    assert!(metrics.contains("code=\"BAD_USER_INPUT\""), "{metrics}");
 }

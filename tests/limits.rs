@@ -56,3 +56,53 @@ async fn the_limit_trips_per_caller_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_logged_in_caller_is_limited_by_account_and_a_bad_token_by_address() {
+    let mut settings = test_settings();
+    settings.rate_limit = 5;
+    settings.rate_limit_window_seconds = 60;
+    let app = spawn_app_with(settings).await;
+    let other = app.register("second@example.cn", "110105").await;
+    // The first traveler spends its own allowance (registering and logging
+    // in were anonymous requests from this address, not the traveler's).
+    let mut tripped = false;
+    for _ in 0..8 {
+        let body = app.graphql("{ me { email } }", json!({})).await;
+        if body["errors"][0]["extensions"]["code"] == "RATE_LIMITED" {
+            tripped = true;
+            break;
+        }
+        assert_eq!(body["data"]["me"]["email"], "traveler@example.cn", "{body}");
+    }
+    assert!(tripped, "the account's limit tripped");
+    // Another account from the same address is not affected.
+    let theirs = app
+        .graphql_as(Some(&other), "{ me { email } }", json!({}))
+        .await;
+    assert_eq!(
+        theirs["data"]["me"]["email"], "second@example.cn",
+        "{theirs}"
+    );
+    // Garbage tokens count against the address: the anonymous allowance
+    // was spent by the registrations above, so they are limited, not just
+    // refused.
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        let response = app
+            .http
+            .post(&app.url)
+            .bearer_auth("not-a-token")
+            .json(&json!({ "query": "{ __typename }" }))
+            .send()
+            .await
+            .expect("answer");
+        codes.push(response.status().as_u16());
+    }
+    assert!(codes.contains(&401) || codes.contains(&429), "{codes:?}");
+    assert_eq!(
+        codes.last(),
+        Some(&429),
+        "bad tokens end up limited: {codes:?}"
+    );
+}

@@ -1,6 +1,8 @@
 //! HTTP: GraphQL at `/graphql` (POST, and GET for queries only), GraphiQL at
-//! `/`, `/healthz` (the process answers) and `/readyz` (its database and the
-//! services behind the bus answer). A bearer token, when sent, must be
+//! `/`, `/healthz` (the process answers), `/readyz` (its database, Redis and
+//! every service behind the bus answer) and `/metrics` (Prometheus). Every
+//! request carries an `x-request-id` (the client's, or a new one) in its log
+//! span and its response. A bearer token, when sent, must be
 //! valid: a bad one is refused with 401 before anything runs.
 //!
 //! GraphQL over HTTP as the spec has it: a client that accepts
@@ -28,6 +30,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 256 * 1024;
@@ -44,31 +48,57 @@ struct Gateway {
     identity: Option<Identity>,
     limiter: Limiter,
     bus: Option<Arc<dyn Bus>>,
+    redis: Option<redis::aio::ConnectionManager>,
 }
 
 /// The gateway's routes over a schema.
 pub fn router(
     schema: DuikouSchema,
     identity: Option<Identity>,
-    limiter: Limiter,
+    (limiter, redis): (Limiter, Option<redis::aio::ConnectionManager>),
     bus: Option<Arc<dyn Bus>>,
 ) -> Router {
+    crate::metrics::handle();
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
         .route("/", get(graphiql))
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        // Every request gets an id (the client's `x-request-id`, or a new
+        // one), in its log span and echoed in the response.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                        let id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id)),
+        )
         .with_state(Gateway {
             schema,
             identity,
             limiter,
             bus,
+            redis,
         })
 }
 
-/// Ready when the gateway's database answers and a service answers an RPC
-/// through the bus (inventory's region list): 200 or 503 with what failed.
+/// The services `/readyz` asks.
+const SERVICES: [&str; 4] = ["inventory", "booking", "payment", "partnership"];
+
+/// Ready when the gateway's database and Redis answer and every service
+/// answers a ping through the bus: 200, or 503 naming what failed.
 async fn readyz(State(gw): State<Gateway>) -> Response {
     let database = match &gw.identity {
         Some(identity) => match tokio::time::timeout(READY_DEADLINE, identity.db().ping()).await {
@@ -78,26 +108,58 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
         },
         None => "not configured".to_owned(),
     };
-    let services = match &gw.bus {
-        Some(bus) => {
-            let probe = shared::rpcs::ListRegions {
-                parent_code: None,
-                poverty_only: false,
-            };
-            match shared::bus::call_within(bus.as_ref(), &probe, READY_DEADLINE).await {
-                Ok(_) => "ok".to_owned(),
-                Err(e) => format!("failing: {}", e.message),
+    let redis = match gw.redis.clone() {
+        Some(mut conn) => {
+            let ping = redis::cmd("PING");
+            match tokio::time::timeout(READY_DEADLINE, ping.query_async::<String>(&mut conn)).await
+            {
+                Ok(Ok(_)) => "ok".to_owned(),
+                Ok(Err(e)) => format!("failing: {e}"),
+                Err(_) => "no answer in time".to_owned(),
             }
         }
         None => "not configured".to_owned(),
     };
-    let ready = database == "ok" && services == "ok";
+    let mut services = serde_json::Map::new();
+    match &gw.bus {
+        Some(bus) => {
+            let pings = SERVICES.map(|service| {
+                let bus = bus.clone();
+                async move {
+                    let answer = bus
+                        .call_raw(
+                            service,
+                            shared::rpc::PING,
+                            serde_json::Value::Null,
+                            READY_DEADLINE,
+                        )
+                        .await;
+                    (service, answer)
+                }
+            });
+            for (service, answer) in futures::future::join_all(pings).await {
+                let state = match answer {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("failing: {}", e.message),
+                };
+                services.insert(service.to_owned(), state.into());
+            }
+        }
+        None => {
+            services.insert("bus".into(), "not configured".into());
+        }
+    }
+    let ready = database == "ok"
+        && !redis.starts_with("failing")
+        && !redis.starts_with("no answer")
+        && services.values().all(|v| v == "ok");
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "ready": ready, "database": database, "services": services });
+    let body =
+        json!({ "ready": ready, "database": database, "redis": redis, "services": services });
     (status, axum::Json(body)).into_response()
 }
 
@@ -221,6 +283,9 @@ async fn graphql_get(
             Err(rejection) => rejection.into_response(),
         };
     }
+    if let Err(wait) = gw.limiter.check(&format!("ip:{}", peer.ip())).await {
+        return rate_limited(wait);
+    }
     let (mut parts, _body) = request.into_parts();
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,
@@ -302,26 +367,46 @@ async fn graphql(
             );
         }
     }
-    let mut who = format!("ip:{}", peer.ip());
+    let ip = peer.ip().to_string();
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
-    if let Some(token) = bearer {
-        let Some(identity) = &gw.identity else {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "no identity here",
-            );
-        };
-        match identity.verify(&token) {
-            Ok(principal) => {
-                who = format!("account:{}", principal.account_id);
-                request = request.data(principal);
+    let principal = match bearer {
+        None => None,
+        Some(token) => {
+            let verified = match &gw.identity {
+                Some(identity) => identity.verify(&token),
+                None => Err(shared::AppError::new(
+                    shared::ErrorCode::Unauthenticated,
+                    "no identity here",
+                )),
+            };
+            match verified {
+                Ok(principal) => Some(principal),
+                Err(e) => {
+                    // A bad token is still counted, against its address.
+                    if let Err(wait) = gw.limiter.check(&format!("ip:{ip}")).await {
+                        return rate_limited(wait);
+                    }
+                    crate::metrics::graphql_error(e.code.as_str());
+                    return error(StatusCode::UNAUTHORIZED, e.code.as_str(), &e.message);
+                }
             }
-            Err(e) => return error(StatusCode::UNAUTHORIZED, e.code.as_str(), &e.message),
         }
+    };
+    let limited = match &principal {
+        Some(p) => match gw.limiter.check(&format!("account:{}", p.account_id)).await {
+            Ok(()) => gw.limiter.check_ip_ceiling(&ip).await,
+            wait => wait,
+        },
+        None => gw.limiter.check(&format!("ip:{ip}")).await,
+    };
+    if let Err(wait) = limited {
+        return rate_limited(wait);
+    }
+    if let Some(principal) = principal {
+        request = request.data(principal);
     }
     if let Some(lang) = headers
         .get(header::ACCEPT_LANGUAGE)
@@ -330,21 +415,11 @@ async fn graphql(
     {
         request = request.data(lang);
     }
-    if let Err(wait) = gw.limiter.check(&who).await {
-        let mut response = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            &format!(
-                "too many requests; try again in {} s",
-                wait.as_secs().max(1)
-            ),
-        );
-        if let Ok(value) = header::HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
+    let mut response = gw.schema.execute(request).await;
+    for e in &mut response.errors {
+        let code = with_code(e);
+        crate::metrics::graphql_error(&code);
     }
-    let response = gw.schema.execute(request).await;
     // A request error (syntax, validation, limits) has no data and errors
     // without a path: the spec's 400 for clients that asked for it.
     let request_error = response.data == async_graphql::Value::Null
@@ -363,6 +438,47 @@ async fn graphql(
         *http.status_mut() = StatusCode::BAD_REQUEST;
     }
     http
+}
+
+/// 429 with RATE_LIMITED and `Retry-After`.
+fn rate_limited(wait: std::time::Duration) -> Response {
+    crate::metrics::graphql_error("RATE_LIMITED");
+    let seconds = wait.as_secs().max(1);
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        &format!("too many requests; try again in {seconds} s"),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Gives an error that has no `extensions.code` the one it should have: a
+/// request error (syntax, validation, depth or complexity limits — no path)
+/// is BAD_USER_INPUT, anything else INTERNAL. Returns the code.
+fn with_code(e: &mut async_graphql::ServerError) -> String {
+    let existing = e
+        .extensions
+        .as_ref()
+        .and_then(|x| x.get("code"))
+        .and_then(|v| match v {
+            async_graphql::Value::String(s) => Some(s.clone()),
+            _ => None,
+        });
+    if let Some(code) = existing {
+        return code;
+    }
+    let code = if e.path.is_empty() {
+        "BAD_USER_INPUT"
+    } else {
+        "INTERNAL"
+    };
+    e.extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
+    code.to_owned()
 }
 
 /// The language of names and texts an `Accept-Language` header prefers
@@ -403,7 +519,7 @@ async fn graphiql() -> Html<String> {
 pub async fn serve(
     bus: Arc<dyn Bus>,
     identity: Identity,
-    limiter: Limiter,
+    limits: (Limiter, Option<redis::aio::ConnectionManager>),
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -414,7 +530,7 @@ pub async fn serve(
     let app = router(
         build_schema(Some(bus.clone()), Some(identity.clone()), Some(push)),
         Some(identity),
-        limiter,
+        limits,
         Some(bus),
     );
     let handle = tokio::spawn(async move {

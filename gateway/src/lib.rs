@@ -5,6 +5,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod push;
 pub mod schema;
 

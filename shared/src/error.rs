@@ -112,6 +112,14 @@ impl AppError {
 
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
-        AppError::internal(e)
+        if crate::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            AppError::new(
+                ErrorCode::ServiceUnavailable,
+                "a database is unavailable just now; try again shortly",
+            )
+        } else {
+            AppError::internal(e)
+        }
     }
 }

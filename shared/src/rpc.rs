@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
+/// The method every [`RpcRouter`] answers with `"pong"`: readiness.
+pub const PING: &str = "ping";
+
 /// A request one service answers.
 pub trait Rpc: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The service that answers it, e.g. `inventory`.
@@ -86,6 +89,8 @@ impl RpcRouter {
     ) -> Result<serde_json::Value, AppError> {
         match self.routes.get(method) {
             Some(route) => route(body).await,
+            // Every service answers `ping`: readiness probes reach each one.
+            None if method == PING => Ok(serde_json::Value::String("pong".into())),
             None => Err(AppError::new(
                 ErrorCode::BadUserInput,
                 format!("{} has no method `{method}`", self.service),

@@ -840,15 +840,17 @@ impl Bus for AmqpBus {
         match tokio::time::timeout(deadline, publish).await {
             Err(_) => return Err(rpc_timeout(service, deadline)),
             Ok(Err(e)) => {
+                warn!(error = %e, "the message broker is unavailable for an RPC");
                 return Err(AppError::new(
                     ErrorCode::ServiceUnavailable,
-                    format!("the message broker is unavailable: {e}"),
+                    "Duikou cannot reach its services just now; try again shortly",
                 ));
             }
             Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                warn!(service, "RPC to a service that is not running");
                 return Err(AppError::new(
                     ErrorCode::ServiceUnavailable,
-                    format!("{service} is not running"),
+                    "a part of Duikou is not running; try again shortly",
                 ));
             }
             Ok(Ok(Confirmation::Nack(_))) => {

@@ -294,28 +294,37 @@ pub async fn call_within<R: Rpc>(
     request: &R,
     deadline: Duration,
 ) -> Result<R::Reply, AppError> {
+    let started = std::time::Instant::now();
     let body = serde_json::to_value(request).map_err(AppError::internal)?;
-    let reply = bus.call_raw(R::SERVICE, R::METHOD, body, deadline).await?;
-    serde_json::from_value(reply).map_err(|e| {
-        AppError::new(
-            ErrorCode::Internal,
-            format!(
-                "{} replied to {} with an unexpected shape: {e}",
-                R::SERVICE,
-                R::METHOD
-            ),
-        )
+    let reply = bus.call_raw(R::SERVICE, R::METHOD, body, deadline).await;
+    let outcome = match &reply {
+        Ok(_) => "ok",
+        Err(e) => e.code.as_str(),
+    };
+    metrics::histogram!("duikou_rpc_seconds", "service" => R::SERVICE, "method" => R::METHOD)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("duikou_rpc_total", "service" => R::SERVICE, "method" => R::METHOD, "outcome" => outcome)
+        .increment(1);
+    serde_json::from_value(reply?).map_err(|e| {
+        AppError::internal(format!(
+            "{} replied to {} with an unexpected shape: {e}",
+            R::SERVICE,
+            R::METHOD
+        ))
     })
 }
 
-/// The error a caller sees when a service did not answer in time.
+/// The error a caller sees when a service did not answer in time (which
+/// one is logged, not told: service names are internal).
 pub(crate) fn rpc_timeout(service: &str, deadline: Duration) -> AppError {
+    tracing::warn!(
+        service,
+        deadline_ms = deadline.as_millis(),
+        "RPC deadline passed"
+    );
     AppError::new(
         ErrorCode::ServiceUnavailable,
-        format!(
-            "{service} did not answer within {} ms",
-            deadline.as_millis()
-        ),
+        "a part of Duikou did not answer in time; try again shortly",
     )
 }
 
