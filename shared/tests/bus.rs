@@ -233,6 +233,59 @@ async fn an_rpc_to_a_service_that_is_not_running_fails_within_its_deadline() {
     k.cleanup(bus.as_ref()).await;
 }
 
+/// A request for a service no test here runs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AskPartnership;
+impl duikou_shared::rpc::Rpc for AskPartnership {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "ask";
+    type Reply = ();
+}
+
+#[tokio::test]
+async fn concurrent_rpcs_to_running_and_missing_services_each_get_their_own_answer() {
+    // The broker returns the requests for the missing service; lapin may
+    // hand such a return to another request's confirmation, which must not
+    // make an answered call fail (readiness pings all services at once).
+    let k = Kernel::new(5).await;
+    let client = k.bus(&amqp_url()).await;
+    let server = k.bus(&amqp_url()).await;
+    let router = duikou_shared::rpc::RpcRouter::new("inventory")
+        .route::<ListRegions, _, _>(|_| async { Ok(duikou_shared::region::reference_regions()) });
+    server.serve(router).await.expect("serve");
+    let deadline = Duration::from_secs(5);
+    for _ in 0..10 {
+        let answered = (0..8).map(|_| {
+            call_within(
+                client.as_ref(),
+                &ListRegions {
+                    parent_code: None,
+                    poverty_only: false,
+                },
+                deadline,
+            )
+        });
+        let missing = (0..8).map(|_| call_within(client.as_ref(), &AskPartnership, deadline));
+        let started = Instant::now();
+        let (answered, missing) = futures::join!(
+            futures::future::join_all(answered),
+            futures::future::join_all(missing)
+        );
+        for r in answered {
+            assert!(!r.expect("inventory answers").is_empty());
+        }
+        for r in missing {
+            let err = r.expect_err("nobody serves partnership");
+            assert_eq!(err.code, ErrorCode::ServiceUnavailable);
+            assert!(err.message.contains("not running"), "{}", err.message);
+        }
+        assert!(started.elapsed() < deadline, "{:?}", started.elapsed());
+    }
+    server.shutdown().await;
+    server.close().await;
+    k.cleanup(client.as_ref()).await;
+}
+
 #[tokio::test]
 async fn an_rpc_is_answered_by_competing_consumers_with_typed_errors() {
     let k = Kernel::new(5).await;

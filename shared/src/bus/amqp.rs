@@ -48,7 +48,14 @@ use uuid::Uuid;
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 const PERSISTENT: u8 = 2;
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
+/// What a pending RPC call is told: the reply, or that the broker returned
+/// the request because no queue took it.
+enum Answer {
+    Reply(Vec<u8>),
+    Returned,
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Answer>>>>;
 
 /// The RabbitMQ implementation of [`Bus`].
 pub struct AmqpBus {
@@ -247,7 +254,7 @@ impl AmqpBus {
                         };
                         let waiter = lock(&pending).remove(corr.as_str());
                         if let Some(tx) = waiter {
-                            let _ = tx.send(delivery.data);
+                            let _ = tx.send(Answer::Reply(delivery.data));
                         }
                     }
                     // The next call replaces the channel and this listener.
@@ -846,12 +853,15 @@ impl Bus for AmqpBus {
                     "Duikou cannot reach its services just now; try again shortly",
                 ));
             }
-            Ok(Ok(Confirmation::Ack(Some(_)))) => {
-                warn!(service, "RPC to a service that is not running");
-                return Err(AppError::new(
-                    ErrorCode::ServiceUnavailable,
-                    "a part of Duikou is not running; try again shortly",
-                ));
+            // lapin may hand a return to another publish's confirmation
+            // (docs/messaging.md), so the return goes to the call whose
+            // correlation id it carries; this call waits for its own answer.
+            Ok(Ok(Confirmation::Ack(Some(returned)))) => {
+                if let Some(owner) = returned.delivery.properties.correlation_id() {
+                    if let Some(tx) = lock(&self.pending).remove(owner.as_str()) {
+                        let _ = tx.send(Answer::Returned);
+                    }
+                }
             }
             Ok(Ok(Confirmation::Nack(_))) => {
                 return Err(AppError::new(
@@ -863,7 +873,14 @@ impl Bus for AmqpBus {
         }
         let left = deadline.saturating_sub(started.elapsed());
         let bytes = match tokio::time::timeout(left, rx).await {
-            Ok(Ok(bytes)) => bytes,
+            Ok(Ok(Answer::Reply(bytes))) => bytes,
+            Ok(Ok(Answer::Returned)) => {
+                warn!(service, "RPC to a service that is not running");
+                return Err(AppError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "a part of Duikou is not running; try again shortly",
+                ));
+            }
             _ => return Err(rpc_timeout(service, deadline)),
         };
         let reply: Result<serde_json::Value, AppError> =
