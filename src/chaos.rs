@@ -51,6 +51,8 @@ pub struct Plan {
     pub exe: PathBuf,
     /// Longest the whole run may take before it gives up.
     pub deadline: Duration,
+    /// The processes to run: [`SEPARATE`] (each part its own) or [`ONE`].
+    pub parts: &'static [&'static str],
 }
 
 /// What happened, and whether the invariants held.
@@ -77,11 +79,25 @@ pub struct Report {
     pub passed: bool,
     /// Where the parts' logs are.
     pub logs: String,
+    /// Seconds from starting the processes until the gateway's `/readyz`
+    /// first answered 200 (the databases were created and migrated before).
+    pub ready_seconds: f64,
+    /// Each process's peak resident memory (VmHWM) at the end of the run.
+    pub peak_rss: Vec<PeakRss>,
+}
+
+/// One process's peak resident set.
+#[derive(Debug, serde::Serialize)]
+pub struct PeakRss {
+    /// Part and index, e.g. `booking#2`; `all#0` for the one process.
+    pub process: String,
+    /// Peak resident set size in KiB (`VmHWM` in `/proc/<pid>/status`).
+    pub kib: u64,
 }
 
 /// The parts started, each its own process; booking twice (competing
 /// consumers of one queue).
-const PARTS: [&str; 6] = [
+pub const SEPARATE: &[&str] = &[
     "inventory",
     "booking",
     "booking",
@@ -89,6 +105,9 @@ const PARTS: [&str; 6] = [
     "partnership",
     "gateway",
 ];
+
+/// Every part in one process (`duikou serve all`).
+pub const ONE: &[&str] = &["all"];
 
 /// One running part.
 struct Proc {
@@ -124,8 +143,8 @@ impl Fleet {
         Ok(Proc { part, index, child })
     }
 
-    fn start_all(&mut self) -> anyhow::Result<()> {
-        for (index, part) in PARTS.iter().enumerate() {
+    fn start_all(&mut self, parts: &'static [&'static str]) -> anyhow::Result<()> {
+        for (index, part) in parts.iter().enumerate() {
             let proc = self.spawn(part, index)?;
             self.procs.push(proc);
         }
@@ -140,6 +159,29 @@ impl Fleet {
         let fresh = self.spawn(part, index)?;
         self.procs[i] = fresh;
         Ok(format!("{part}#{index}"))
+    }
+
+    /// Each running process's peak resident set, from `/proc` (Linux).
+    fn peak_rss(&self) -> Vec<PeakRss> {
+        self.procs
+            .iter()
+            .filter_map(|p| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{}/status", p.child.id()?)).ok()?;
+                let kib = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(PeakRss {
+                    process: format!("{}#{}", p.part, p.index),
+                    kib,
+                })
+            })
+            .collect()
     }
 
     async fn stop(&mut self) {
@@ -328,7 +370,7 @@ async fn wait_ready(http: &reqwest::Client, base: &str, until: Instant) -> anyho
         if Instant::now() > until {
             anyhow::bail!("the gateway at {base} never became ready");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -411,15 +453,17 @@ async fn run_in(settings: &Settings, plan: &Plan, logs: &Path) -> anyhow::Result
         procs: Vec::new(),
         starts: 0,
     };
-    fleet.start_all()?;
+    let starting = Instant::now();
+    fleet.start_all(plan.parts)?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
     let outcome = async {
         wait_ready(&http, &base, until).await?;
+        let ready_seconds = starting.elapsed().as_secs_f64();
         println!(
-            "  {} parts running; logs in {}",
-            PARTS.len(),
+            "  {} process(es) ready after {ready_seconds:.2} s; logs in {}",
+            plan.parts.len(),
             logs.display()
         );
         let client = seed(&http, &base, until).await?;
@@ -448,14 +492,16 @@ async fn run_in(settings: &Settings, plan: &Plan, logs: &Path) -> anyhow::Result
             ids.extend(crowded?);
             ids
         };
-        load(
+        let mut report = load(
             settings,
             plan,
             client,
             room_types,
             Arc::new(Mutex::new(fleet)),
         )
-        .await
+        .await?;
+        report.ready_seconds = ready_seconds;
+        Ok::<_, anyhow::Error>(report)
     }
     .await;
     let mut report = outcome?;
@@ -575,6 +621,7 @@ async fn load(
     // Everything has ended; what is in flight now are the tails (a capture's
     // impact, a relay's last rows): give them a moment, then check.
     let findings = settle_and_check(settings).await?;
+    let peak_rss = fleet.lock().await.peak_rss();
     fleet.lock().await.stop().await;
     let passed = findings.iter().all(|f| f.holds);
     Ok(Report {
@@ -588,6 +635,8 @@ async fn load(
         findings,
         passed,
         logs: String::new(),
+        ready_seconds: 0.0,
+        peak_rss,
     })
 }
 

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_booking;
 pub mod bench_holds;
+pub mod bench_resources;
 pub mod bench_search;
 pub mod chaos;
 pub mod check;
@@ -118,10 +119,15 @@ impl App {
                 std::time::Duration::from_secs(settings.rate_limit_window_seconds),
             );
             let cancel = CancellationToken::new();
+            let cache = gateway::cache::Cache::new(redis.clone(), &settings.db_prefix);
             let (addr, handle) = gateway::serve(
                 app.rt.bus.clone(),
                 identity,
-                (limiter, redis),
+                gateway::http::Infra {
+                    limiter,
+                    redis,
+                    cache,
+                },
                 listener,
                 cancel.clone(),
             )

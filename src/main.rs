@@ -153,6 +153,20 @@ enum Bench {
         #[arg(long, default_value = "target/bench/contention.json")]
         json: PathBuf,
     },
+    /// Start-to-ready time of `duikou serve` and each process's peak
+    /// memory (VmHWM) under a booking load, for every part in one process
+    /// and for the parts as processes of their own.
+    Resources {
+        /// Bookings made while measuring.
+        #[arg(long, default_value_t = 300)]
+        bookings: usize,
+        /// Clients booking at once.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/resources.json")]
+        json: PathBuf,
+    },
     /// Events per second end to end: outbox → RabbitMQ (confirms) → inbox handler committed.
     Events {
         /// Events per run (after a warm-up of a tenth of that).
@@ -246,6 +260,25 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench {
             what:
+                Bench::Resources {
+                    bookings,
+                    clients,
+                    json,
+                },
+        } => {
+            println!("start-to-ready and peak memory of `duikou serve`:");
+            let runs = duikou::bench_resources::resources(
+                on_local_servers(settings),
+                std::env::current_exe()?,
+                bookings,
+                clients,
+            )
+            .await?;
+            write_json(&json, &runs)?;
+            Ok(())
+        }
+        Command::Bench {
+            what:
                 Bench::Events {
                     events,
                     consumers,
@@ -286,6 +319,7 @@ async fn main() -> anyhow::Result<()> {
                 faulty_bus,
                 exe: std::env::current_exe()?,
                 deadline: std::time::Duration::from_secs(deadline),
+                parts: duikou::chaos::SEPARATE,
             };
             println!(
                 "chaos: {bookings} bookings by {clients} clients; {kills} kills, {broker_restarts} RabbitMQ and {postgres_restarts} PostgreSQL restarts{}",

@@ -494,3 +494,128 @@ async fn one_host_is_paid_for_several_listings_of_its_region() {
         .await;
     assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
 }
+
+/// A series' value summed over its label sets in `/metrics`, for the
+/// lines that contain every one of `labels`.
+async fn metric(app: &TestApp, series: &str, labels: &[&str]) -> f64 {
+    app.metrics_text()
+        .await
+        .lines()
+        .filter(|l| l.starts_with(series) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn search_answers_come_from_the_cache_until_the_catalogue_or_a_hold_changes_them() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let created = app.homestay(1).await;
+    let vars = window("150430", 1, 1, 1);
+    let offers = |body: &Value| {
+        body["data"]["searchHomestays"]["edges"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    // Asked again and again, the answer comes from the cache (once the
+    // events of the homestay's own creation have landed and the version
+    // stopped moving).
+    let hits = metric(&app, "duikou_cache_total", &["search_homestays", "hit"]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        assert_eq!(offers(&app.graphql_as(None, SEARCH, vars.clone()).await), 1);
+        if metric(&app, "duikou_cache_total", &["search_homestays", "hit"]).await > hits {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no search was ever answered by the cache"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The calendar closes the night: the cached answer is not given again.
+    let close = "mutation($rt: ID!, $from: Date!, $to: Date!) {
+        setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, price: \"380.00\", closed: true) }";
+    let night = json!({ "rt": created.room_type_id.to_string(), "from": tomorrow().to_string(),
+                        "to": (tomorrow() + Days::days(1)).to_string() });
+    let closed = app.graphql_as(Some(&admin), close, night.clone()).await;
+    assert!(closed["errors"].is_null(), "{closed}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while offers(&app.graphql_as(None, SEARCH, vars.clone()).await) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed night stayed on offer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Open again, then a hold takes the only room: gone again.
+    let open = close.replace("closed: true", "closed: false");
+    assert!(app.graphql_as(Some(&admin), &open, night).await["errors"].is_null());
+    while offers(&app.graphql_as(None, SEARCH, vars.clone()).await) != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the night never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let held = TestApp::id_of(
+        &app.create_booking(&created.room_type_id.to_string(), tomorrow(), 1, "cache")
+            .await,
+    );
+    app.wait_for_status(&held, "AWAITING_PAYMENT").await;
+    while offers(&app.graphql_as(None, SEARCH, vars.clone()).await) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a held room stayed on offer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_calendars_of_a_homestays_room_types_come_in_one_call() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let created = app.homestay(2).await;
+    for name in ["家庭房", "蒙古包"] {
+        let added = app
+            .graphql_as(
+                Some(&admin),
+                "mutation($h: ID!, $n: String!) { addRoomType(homestayId: $h, roomType: { name: $n, beds: 2, maxGuests: 2, rooms: 1 }) { id } }",
+                json!({ "h": created.homestay_id.to_string(), "n": name }),
+            )
+            .await;
+        assert!(added["errors"].is_null(), "{added}");
+    }
+    let before = metric(&app, "duikou_rpc_total", &["get_room_calendars"]).await;
+    let single = metric(&app, "duikou_rpc_total", &["method=\"get_room_calendar\""]).await;
+    let read = app
+        .graphql_as(
+            None,
+            "query($id: ID!, $from: Date!, $to: Date!) { homestay(id: $id) { roomTypes { name calendar(from: $from, to: $to) { available } } } }",
+            json!({ "id": created.homestay_id.to_string(), "from": tomorrow().to_string(),
+                    "to": (tomorrow() + Days::days(2)).to_string() }),
+        )
+        .await;
+    let types = read["data"]["homestay"]["roomTypes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(types.len(), 3, "{read}");
+    assert!(
+        types
+            .iter()
+            .any(|t| t["calendar"] == json!([{ "available": 2 }, { "available": 2 }])),
+        "{read}"
+    );
+    assert_eq!(
+        metric(&app, "duikou_rpc_total", &["get_room_calendars"]).await,
+        before + 1.0,
+        "one batched call"
+    );
+    assert_eq!(
+        metric(&app, "duikou_rpc_total", &["method=\"get_room_calendar\""]).await,
+        single,
+        "none per room type"
+    );
+}

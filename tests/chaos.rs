@@ -22,6 +22,7 @@ async fn two_hundred_bookings_survive_a_killed_part_a_broker_restart_and_a_fault
         faulty_bus: true,
         exe: env!("CARGO_BIN_EXE_duikou").into(),
         deadline: Duration::from_secs(170),
+        parts: duikou::chaos::SEPARATE,
     };
     let report = duikou::chaos::run(settings, plan)
         .await

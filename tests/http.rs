@@ -211,15 +211,7 @@ async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
     app.graphql("{ noSuchField }", json!({})).await;
 
-    let metrics = app
-        .http
-        .get(app.url.replace("/graphql", "/metrics"))
-        .send()
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     for series in [
         "duikou_http_requests_total",
         "duikou_http_request_seconds",
@@ -235,4 +227,57 @@ async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
     assert!(metrics.contains("route=\"/graphql\""), "{metrics}");
     assert!(metrics.contains("service=\"inventory\""), "{metrics}");
     assert!(metrics.contains("code=\"BAD_USER_INPUT\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_persisted_query_is_sent_once_and_then_named_by_its_hash() {
+    use sha2::Digest;
+    let app = spawn_app().await;
+    let query = "{ regions(parentCode: \"150400\") { code } }";
+    let hash = hex::encode(sha2::Sha256::digest(query.as_bytes()));
+    let persisted = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+    let send = |body: Value| {
+        let app = &app;
+        async move {
+            app.http
+                .post(&app.url)
+                .json(&body)
+                .send()
+                .await
+                .expect("answers")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    // Unknown hash: the client is told to send the query.
+    let unknown = send(json!({ "extensions": persisted })).await;
+    assert_eq!(
+        unknown["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND",
+        "{unknown}"
+    );
+    assert_eq!(unknown["errors"][0]["message"], "PersistedQueryNotFound");
+    // With the query: answered and kept.
+    let first = send(json!({ "query": query, "extensions": persisted })).await;
+    assert!(first["data"]["regions"].is_array(), "{first}");
+    // Then the hash alone is enough (over GET too).
+    let again = send(json!({ "extensions": persisted })).await;
+    assert_eq!(again["data"], first["data"], "{again}");
+    let by_get = app
+        .http
+        .get(&app.url)
+        .query(&[("extensions", persisted.to_string())])
+        .send()
+        .await
+        .expect("answers")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(by_get["data"], first["data"], "{by_get}");
+    // A hash that is not the query's is refused.
+    let forged = send(json!({ "query": "{ __typename }", "extensions": persisted })).await;
+    assert_eq!(
+        forged["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{forged}"
+    );
 }

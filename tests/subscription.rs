@@ -133,3 +133,62 @@ async fn someone_else_and_a_bad_token_get_no_pushes() {
         "a bad token must not be acknowledged: {answer:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_travelers_feed_pushes_each_of_its_bookings_and_nobody_elses() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(3).await.room_type_id.to_string();
+    let mut ws = connect(&app).await;
+    let ack = init(&mut ws, app.token.as_deref().expect("token")).await;
+    assert_eq!(
+        ack.map(|a| a["type"].clone()),
+        Some(json!("connection_ack"))
+    );
+    send(
+        &mut ws,
+        json!({ "id": "feed", "type": "subscribe", "payload": {
+        "query": "subscription { bookingsUpdated { id status } }" } }),
+    )
+    .await;
+
+    // Someone else's booking: not in this feed.
+    let stranger = app.register("stranger@example.cn", "110105").await;
+    let theirs = app
+        .graphql_as(
+            Some(&stranger),
+            "mutation($input: CreateBookingInput!) { createBooking(input: $input, idempotencyKey: \"s\") { id } }",
+            json!({ "input": { "roomTypeId": room_type, "checkIn": tomorrow().to_string(),
+                "checkOut": (tomorrow() + chrono::Duration::days(1)).to_string(),
+                "travelers": [{ "name": "李四", "idType": "PASSPORT", "idNumber": "E12345678" }],
+                "contact": { "name": "李四", "phone": "13800138000" } } }),
+        )
+        .await;
+    let theirs = TestApp::id_of(&theirs);
+    app.wait_for_status_as(&stranger, &theirs, "AWAITING_PAYMENT")
+        .await;
+
+    // Two of mine: each move is pushed, with the booking as it is then.
+    let first = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "feed-1")
+            .await,
+    );
+    let second = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "feed-2")
+            .await,
+    );
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 2 {
+        let message = next(&mut ws).await.expect("a push");
+        assert_eq!(message["type"], "next", "{message}");
+        let booking = &message["payload"]["data"]["bookingsUpdated"];
+        let id = booking["id"].as_str().unwrap_or_default().to_owned();
+        assert_ne!(
+            id, theirs,
+            "another traveler's booking came through: {message}"
+        );
+        assert!(id == first || id == second, "{message}");
+        if booking["status"] == "AWAITING_PAYMENT" {
+            seen.insert(id);
+        }
+    }
+}

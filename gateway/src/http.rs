@@ -42,6 +42,18 @@ const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// How long `/readyz` waits for each dependency.
 const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// What the gateway shares besides its schema: the rate limiter, the Redis
+/// connection (for readiness) and the catalogue cache.
+#[derive(Clone)]
+pub struct Infra {
+    /// Requests per caller.
+    pub limiter: Limiter,
+    /// Redis, when configured.
+    pub redis: Option<redis::aio::ConnectionManager>,
+    /// Catalogue reads (a pass-through without Redis).
+    pub cache: crate::cache::Cache,
+}
+
 #[derive(Clone)]
 struct Gateway {
     schema: DuikouSchema,
@@ -49,15 +61,21 @@ struct Gateway {
     limiter: Limiter,
     bus: Option<Arc<dyn Bus>>,
     redis: Option<redis::aio::ConnectionManager>,
+    cache: crate::cache::Cache,
 }
 
 /// The gateway's routes over a schema.
 pub fn router(
     schema: DuikouSchema,
     identity: Option<Identity>,
-    (limiter, redis): (Limiter, Option<redis::aio::ConnectionManager>),
+    infra: Infra,
     bus: Option<Arc<dyn Bus>>,
 ) -> Router {
+    let Infra {
+        limiter,
+        redis,
+        cache,
+    } = infra;
     crate::metrics::handle();
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
@@ -91,6 +109,7 @@ pub fn router(
             limiter,
             bus,
             redis,
+            cache,
         })
 }
 
@@ -344,6 +363,9 @@ async fn graphql(
             "accept application/graphql-response+json or application/json",
         );
     }
+    if let Err(refused) = persisted_query(&gw.cache, &mut request, wants).await {
+        return refused;
+    }
     // Parsed here for the checks before execution; a syntax error is left
     // to the executor, which reports it the GraphQL way.
     if let Ok(doc) = async_graphql::parser::parse_query(&request.query) {
@@ -408,6 +430,13 @@ async fn graphql(
     if let Some(principal) = principal {
         request = request.data(principal);
     }
+    request = request.data(gw.cache.clone());
+    if let Some(bus) = &gw.bus {
+        request = request.data(crate::schema::loaders::for_request(
+            bus.clone(),
+            gw.cache.clone(),
+        ));
+    }
     if let Some(lang) = headers
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
@@ -438,6 +467,63 @@ async fn graphql(
         *http.status_mut() = StatusCode::BAD_REQUEST;
     }
     http
+}
+
+/// Automatic persisted queries (Apollo's protocol): a request may send only
+/// `extensions.persistedQuery.sha256Hash`; the query is looked up (unknown:
+/// `PERSISTED_QUERY_NOT_FOUND`, and the client sends it again with the
+/// query, which is then kept for a day). A hash that does not match its
+/// query is BAD_USER_INPUT.
+async fn persisted_query(
+    cache: &crate::cache::Cache,
+    request: &mut async_graphql::Request,
+    wants: Wants,
+) -> Result<(), Response> {
+    use async_graphql::Value;
+    use sha2::Digest;
+    let Some(Value::Object(persisted)) = request.extensions.0.get("persistedQuery") else {
+        return Ok(());
+    };
+    let refused = |code: &str, message: &str| {
+        let status = match wants {
+            Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
+            _ => StatusCode::OK,
+        };
+        crate::metrics::graphql_error(code);
+        error(status, code, message)
+    };
+    let version = persisted.get("version");
+    let hash = match (version, persisted.get("sha256Hash")) {
+        (Some(Value::Number(v)), Some(Value::String(hash))) if v.as_u64() == Some(1) => {
+            hash.to_ascii_lowercase()
+        }
+        _ => {
+            return Err(refused(
+                "BAD_USER_INPUT",
+                "persistedQuery needs version 1 and a sha256Hash",
+            ));
+        }
+    };
+    if request.query.is_empty() {
+        return match cache.persisted(&hash).await {
+            Some(query) => {
+                request.query = query;
+                Ok(())
+            }
+            None => Err(refused(
+                "PERSISTED_QUERY_NOT_FOUND",
+                "PersistedQueryNotFound",
+            )),
+        };
+    }
+    if hex::encode(sha2::Sha256::digest(request.query.as_bytes())) != hash {
+        return Err(refused(
+            "BAD_USER_INPUT",
+            "persistedQuery.sha256Hash is not the SHA-256 of the query",
+        ));
+    }
+    cache.persist(&hash, &request.query).await;
+    Ok(())
 }
 
 /// 429 with RATE_LIMITED and `Retry-After`.
@@ -519,20 +605,16 @@ async fn graphiql() -> Html<String> {
 pub async fn serve(
     bus: Arc<dyn Bus>,
     identity: Identity,
-    limits: (Limiter, Option<redis::aio::ConnectionManager>),
+    infra: Infra,
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let addr = listener.local_addr()?;
-    let push = crate::push::Push::start(&bus)
+    let push = crate::push::Push::start(&bus, infra.cache.clone())
         .await
         .map_err(|e| std::io::Error::other(format!("subscribing to booking changes: {e}")))?;
-    let app = router(
-        build_schema(Some(bus.clone()), Some(identity.clone()), Some(push)),
-        Some(identity),
-        limits,
-        Some(bus),
-    );
+    let schema = build_schema(Some(bus.clone()), Some(identity.clone()), Some(push));
+    let app = router(schema, Some(identity), infra, Some(bus));
     let handle = tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)

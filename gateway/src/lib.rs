@@ -1,6 +1,7 @@
 //! The gateway: Duikou's one public door. GraphQL over HTTP and WebSocket
 //! (subscriptions) in front of the services, which it reaches only by RPC.
 
+pub mod cache;
 pub mod error;
 pub mod http;
 pub mod identity;

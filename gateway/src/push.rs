@@ -1,39 +1,53 @@
 //! Pushes to connected clients: this gateway's own temporary queue receives
 //! every `booking.status_changed` and fans it out to the subscriptions of
-//! this process. Every gateway replica has its own queue, so a client gets
+//! this process. The same queue hears of catalogue changes and holds, which
+//! move the catalogue cache's version (`cache.rs`). Every gateway replica has its own queue, so a client gets
 //! its push whichever replica it is connected to.
 
 use shared::bus::{Bus, BusError, EventRouter};
-use shared::events::BookingStatusChanged;
-use shared::ids::BookingId;
+use shared::events::{BookingStatusChanged, CatalogueChanged, HoldGranted, HoldReleased};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// Booking changes seen by this gateway.
 #[derive(Clone)]
 pub struct Push {
-    tx: broadcast::Sender<BookingId>,
+    tx: broadcast::Sender<BookingStatusChanged>,
 }
 
 impl Push {
-    /// Subscribes this gateway to booking changes.
-    pub async fn start(bus: &Arc<dyn Bus>) -> Result<Push, BusError> {
+    /// Subscribes this gateway to booking changes, and `cache` to the
+    /// changes of the catalogue.
+    pub async fn start(bus: &Arc<dyn Bus>, cache: crate::cache::Cache) -> Result<Push, BusError> {
         let (tx, _) = broadcast::channel(4096);
         let sender = tx.clone();
         let queue = format!("gateway.push.{}", uuid::Uuid::now_v7().simple());
+        let [a, b, c] = [(); 3].map(|()| cache.clone());
         let router = EventRouter::new(queue)
             .ephemeral()
             .on::<BookingStatusChanged, _, _>(move |_env, ev| {
                 // No subscriber is fine: nobody is watching.
-                let _ = sender.send(ev.booking_id);
+                let _ = sender.send(ev);
+                async { Ok(()) }
+            })
+            .on::<CatalogueChanged, _, _>(move |env, _| {
+                a.changed(env.id);
+                async { Ok(()) }
+            })
+            .on::<HoldGranted, _, _>(move |env, _| {
+                b.changed(env.id);
+                async { Ok(()) }
+            })
+            .on::<HoldReleased, _, _>(move |env, _| {
+                c.changed(env.id);
                 async { Ok(()) }
             });
         bus.subscribe(router).await?;
         Ok(Push { tx })
     }
 
-    /// A receiver of every booking id that changes from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<BookingId> {
+    /// A receiver of every booking change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<BookingStatusChanged> {
         self.tx.subscribe()
     }
 }

@@ -18,6 +18,7 @@ pub const BROADCASTS: &[&str] = &[
     BookingStatusChanged::TYPE,
     BookingExpired::TYPE,
     BookingRejected::TYPE,
+    CatalogueChanged::TYPE,
 ];
 
 /// True when `kind` is one of the [`BROADCASTS`].
@@ -141,6 +142,19 @@ pub struct HoldReleased {
 }
 impl Event for HoldReleased {
     const TYPE: &'static str = "inventory.hold_released";
+}
+
+/// inventory → gateways (their caches): a listing, a calendar, a route or a
+/// certification changed; what search and listing reads answer may differ.
+/// (Holds change availability too; those are `inventory.hold_granted` and
+/// `inventory.hold_released`.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogueChanged {
+    /// The RPC method that changed it, e.g. `set_room_calendar`.
+    pub by: String,
+}
+impl Event for CatalogueChanged {
+    const TYPE: &'static str = "inventory.catalogue_changed";
 }
 
 /// inventory → booking: a confirmed booking's hold had expired and its

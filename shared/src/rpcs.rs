@@ -325,6 +325,23 @@ impl Rpc for GetRoomCalendar {
     type Reply = Vec<Night>;
 }
 
+/// The calendars of several room types for one `[from, to)`: what a page
+/// of homestays shows, in one call (the gateway's DataLoader batches them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetRoomCalendars {
+    /// The room types.
+    pub room_type_ids: Vec<RoomTypeId>,
+    /// First night.
+    pub from: NaiveDate,
+    /// End (exclusive).
+    pub to: NaiveDate,
+}
+impl Rpc for GetRoomCalendars {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "get_room_calendars";
+    type Reply = Vec<(RoomTypeId, Vec<Night>)>;
+}
+
 /// Homestays bookable for a whole stay: every night has the rooms free.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchHomestays {

@@ -277,12 +277,31 @@ impl TestApp {
         .await
     }
 
+    /// The gateway's `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url.replace("/graphql", "/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Polls the booking until its status is `status`.
     pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        self.wait_for_status_as(self.token.as_deref().unwrap_or_default(), id, status)
+            .await
+    }
+
+    /// [`TestApp::wait_for_status`] as the holder of `token`.
+    pub async fn wait_for_status_as(&self, token: &str, id: &str, status: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let body = self
-                .graphql(
+                .graphql_as(
+                    Some(token),
                     "query($id: ID!) { booking(id: $id) { id status total { amount currency } reason expiresAt } }",
                     json!({ "id": id }),
                 )

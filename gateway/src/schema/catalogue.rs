@@ -4,7 +4,7 @@
 use super::auth::principal;
 use super::types::Night;
 use super::types::{Date, Money, page_info};
-use super::{non_negative, parse, region, rpc, yuan};
+use super::{cached, non_negative, parse, region, rpc, yuan};
 use crate::error::bad_input;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use shared::policy::PolicyTier;
@@ -83,7 +83,7 @@ pub async fn search(
     first: i32,
     after: Option<String>,
 ) -> Result<HomestayOfferConnection> {
-    let page = rpc(
+    let page = cached(
         ctx,
         rpcs::SearchHomestays {
             region: region_code.map(|c| region(&c)).transpose()?,
@@ -292,15 +292,27 @@ impl RoomType {
     }
     /// Its nights in [from, to): rooms, free rooms, price, closed, minimum stay.
     async fn calendar(&self, ctx: &Context<'_>, from: Date, to: Date) -> Result<Vec<Night>> {
-        let nights = rpc(
-            ctx,
-            rpcs::GetRoomCalendar {
-                room_type_id: self.0.id,
-                from: from.0,
-                to: to.0,
-            },
-        )
-        .await?;
+        let nights = match ctx
+            .data_opt::<async_graphql::dataloader::DataLoader<super::loaders::CalendarLoader>>()
+        {
+            // Every room type of the page in one call per date range.
+            Some(loader) => loader
+                .load_one((self.0.id, from.0, to.0))
+                .await
+                .map_err(|e| crate::error::gql((*e).clone()))?
+                .unwrap_or_default(),
+            None => {
+                rpc(
+                    ctx,
+                    rpcs::GetRoomCalendar {
+                        room_type_id: self.0.id,
+                        from: from.0,
+                        to: to.0,
+                    },
+                )
+                .await?
+            }
+        };
         Ok(nights.into_iter().map(Night).collect())
     }
 }
@@ -409,7 +421,7 @@ pub async fn hosts(ctx: &Context<'_>, region_code: ID) -> Result<Vec<Host>> {
 
 /// `homestay(id)`: public.
 pub async fn homestay(ctx: &Context<'_>, id: ID) -> Result<Option<Homestay>> {
-    let found = rpc(
+    let found = cached(
         ctx,
         rpcs::GetHomestay {
             homestay_id: parse("homestay id", &id)?,

@@ -4,6 +4,7 @@ mod auth;
 mod catalogue;
 mod certification;
 mod impact;
+pub mod loaders;
 mod payments;
 mod routes;
 mod subscription;
@@ -78,6 +79,17 @@ pub(crate) async fn rpc<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Repl
     call_service(ctx, request).await.map_err(gql)
 }
 
+/// [`rpc`] through the catalogue cache (reads that need no principal).
+pub(crate) async fn cached<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply> {
+    let (Ok(bus), Some(cache)) = (
+        ctx.data::<Arc<dyn Bus>>(),
+        ctx.data_opt::<crate::cache::Cache>(),
+    ) else {
+        return rpc(ctx, request).await;
+    };
+    cache.call(bus.as_ref(), &request).await.map_err(gql)
+}
+
 fn parse<T: FromStr>(what: &str, value: &str) -> Result<T> {
     value
         .parse()
@@ -136,7 +148,7 @@ impl Query {
         poverty_only: Option<bool>,
     ) -> Result<Vec<Region>> {
         let parent_code = parent_code.map(|c| region(&c)).transpose()?;
-        let list = rpc(
+        let list = cached(
             ctx,
             rpcs::ListRegions {
                 parent_code,

@@ -4,7 +4,7 @@
 use super::auth::principal;
 use super::catalogue::{PolicyTierInput, policy_tiers};
 use super::types::{Date, Lang, Money, PolicyTier, in_lang, page_info, policy_tiers_view};
-use super::{non_negative, parse, region, rpc, yuan};
+use super::{cached, non_negative, parse, region, rpc, yuan};
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use shared::rpcs::{self, RouteStatus as Status};
 
@@ -134,7 +134,7 @@ impl Route {
         if from.is_none() && to.is_none() {
             return Ok(self.0.departures.iter().cloned().map(Departure).collect());
         }
-        let found = rpc(
+        let found = cached(
             ctx,
             rpcs::GetRoute {
                 route_id: self.0.id,
@@ -182,7 +182,7 @@ pub async fn search(ctx: &Context<'_>, s: RouteSearch) -> Result<RouteConnection
         .from
         .map_or_else(|| shared::policy::china_today(chrono::Utc::now()), |d| d.0);
     let to = s.to.map_or(from + chrono::Duration::days(364), |d| d.0);
-    let page = rpc(
+    let page = cached(
         ctx,
         rpcs::SearchRoutes {
             region: s.region_code.map(|c| region(&c)).transpose()?,
@@ -213,7 +213,7 @@ pub async fn search(ctx: &Context<'_>, s: RouteSearch) -> Result<RouteConnection
 
 /// `route(id)`: drafts only for those who may manage them.
 pub async fn route(ctx: &Context<'_>, id: ID) -> Result<Option<Route>> {
-    let found = rpc(
+    let found = cached(
         ctx,
         rpcs::GetRoute {
             route_id: parse("route id", &id)?,

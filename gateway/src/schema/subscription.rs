@@ -8,6 +8,7 @@ use crate::error::gql;
 use crate::push::Push;
 use async_graphql::{Context, ID, Result, Subscription as GqlSubscription};
 use futures::Stream;
+use shared::auth::{Principal, Role};
 use shared::bus::{Bus, call};
 use shared::ids::BookingId;
 use shared::rpcs::GetBooking;
@@ -31,7 +32,7 @@ impl Subscription {
         let booking_id: BookingId = parse("booking id", &id)?;
         // Listen first, then check: no change slips in between.
         let changes = ctx.data::<Push>()?.subscribe();
-        rpc(
+        let current = rpc(
             ctx,
             GetBooking {
                 booking_id,
@@ -40,18 +41,77 @@ impl Subscription {
         )
         .await?;
         let bus = ctx.data::<Arc<dyn Bus>>()?.clone();
+        // The status the client last learnt of (from the subscription or
+        // before it): an event that arrives late, after the status it
+        // announces was already read, pushes nothing.
+        let known = current.status;
+        Ok(futures::stream::unfold(
+            (changes, bus, viewer, known),
+            move |(mut changes, bus, viewer, mut known)| async move {
+                loop {
+                    match changes.recv().await {
+                        Ok(changed) if changed.booking_id == booking_id => {}
+                        Ok(_) => continue,
+                        // Too slow to keep up: ours may be among the missed,
+                        // so read the current state.
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return None,
+                    }
+                    let request = GetBooking {
+                        booking_id,
+                        viewer: viewer.clone(),
+                    };
+                    let item = match call(bus.as_ref(), &request).await {
+                        Ok(view) if view.status == known => continue,
+                        Ok(view) => {
+                            known.clone_from(&view.status);
+                            Ok(Booking(view))
+                        }
+                        Err(e) => Err(gql(e)),
+                    };
+                    return Some((item, (changes, bus, viewer, known)));
+                }
+            },
+        ))
+    }
+
+    /// Every booking of yours, pushed each time one changes status: an
+    /// agency's whole feed (all its bookings), a traveler's own. One
+    /// connection instead of one subscription per booking.
+    async fn bookings_updated(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = Result<Booking>> + use<>> {
+        let viewer = principal(ctx)?.clone();
+        if !matches!(viewer.role, Role::Traveler | Role::Agency) {
+            return Err(super::auth::forbidden(
+                "the feed is a traveler's or an agency's own bookings",
+            ));
+        }
+        let changes = ctx.data::<Push>()?.subscribe();
+        let bus = ctx.data::<Arc<dyn Bus>>()?.clone();
+        // Whose the change is, from the event itself: no read per change
+        // that is not ours.
+        let mine = move |changed: &shared::events::BookingStatusChanged, viewer: &Principal| match (
+            viewer.role,
+            viewer.agency_id,
+        ) {
+            (Role::Agency, Some(agency)) => changed.agency_id == Some(agency),
+            (Role::Agency, None) => false,
+            _ => changed.account_id == Some(viewer.account_id) && changed.agency_id.is_none(),
+        };
         Ok(futures::stream::unfold(
             (changes, bus, viewer),
             move |(mut changes, bus, viewer)| async move {
                 loop {
-                    match changes.recv().await {
-                        Ok(changed) if changed == booking_id => {}
+                    let booking_id = match changes.recv().await {
+                        Ok(changed) if mine(&changed, &viewer) => changed.booking_id,
                         Ok(_) => continue,
-                        // Too slow to keep up: ours may be among the missed,
-                        // so send the current state.
-                        Err(RecvError::Lagged(_)) => {}
+                        // Too slow to keep up: what was missed is missed;
+                        // `myBookings` reads the current state.
+                        Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => return None,
-                    }
+                    };
                     let request = GetBooking {
                         booking_id,
                         viewer: viewer.clone(),

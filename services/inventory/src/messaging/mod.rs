@@ -72,7 +72,7 @@ impl Inventory {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
-        let [p, q, r] = [(); 3].map(|()| self.clone());
+        let [p, q, r, t] = [(); 4].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -88,7 +88,10 @@ impl Inventory {
             })
             .route::<AddRoomType, _, _>(move |req| {
                 let s = n.clone();
-                async move { s.add_room_type(req).await }
+                async move {
+                    let done = s.add_room_type(req).await;
+                    s.announce("add_room_type", done).await
+                }
             })
             .route::<GetHomestay, _, _>(move |req| {
                 let s = o.clone();
@@ -96,11 +99,17 @@ impl Inventory {
             })
             .route::<ApplyForCertification, _, _>(move |req| {
                 let s = k.clone();
-                async move { s.apply_for_certification(req).await }
+                async move {
+                    let done = s.apply_for_certification(req).await;
+                    s.announce("apply_for_certification", done).await
+                }
             })
             .route::<AdvanceCertification, _, _>(move |req| {
                 let s = l.clone();
-                async move { s.advance_certification(req).await }
+                async move {
+                    let done = s.advance_certification(req).await;
+                    s.announce("advance_certification", done).await
+                }
             })
             .route::<ListCertifications, _, _>(move |req| {
                 let s = m.clone();
@@ -108,15 +117,24 @@ impl Inventory {
             })
             .route::<CreateRoute, _, _>(move |req| {
                 let s = f.clone();
-                async move { s.create_route(req).await }
+                async move {
+                    let done = s.create_route(req).await;
+                    s.announce("create_route", done).await
+                }
             })
             .route::<AddDeparture, _, _>(move |req| {
                 let s = g.clone();
-                async move { s.add_departure(req).await }
+                async move {
+                    let done = s.add_departure(req).await;
+                    s.announce("add_departure", done).await
+                }
             })
             .route::<SetRouteStatus, _, _>(move |req| {
                 let s = h.clone();
-                async move { s.set_route_status(req).await }
+                async move {
+                    let done = s.set_route_status(req).await;
+                    s.announce("set_route_status", done).await
+                }
             })
             .route::<GetRoute, _, _>(move |req| {
                 let s = i.clone();
@@ -136,16 +154,52 @@ impl Inventory {
             })
             .route::<CreateHomestay, _, _>(move |req| {
                 let s = b.clone();
-                async move { s.create_homestay(req).await }
+                async move {
+                    let done = s.create_homestay(req).await;
+                    s.announce("create_homestay", done).await
+                }
             })
             .route::<SetRoomCalendar, _, _>(move |req| {
                 let s = c.clone();
-                async move { s.set_room_calendar(req).await }
+                async move {
+                    let done = s.set_room_calendar(req).await;
+                    s.announce("set_room_calendar", done).await
+                }
             })
             .route::<GetRoomCalendar, _, _>(move |req| {
                 let s = d.clone();
                 async move { s.room_calendar(req).await }
             })
+            .route::<shared::rpcs::GetRoomCalendars, _, _>(move |req| {
+                let s = t.clone();
+                async move { s.room_calendars(req).await }
+            })
+    }
+
+    /// Tells the gateways' caches that the catalogue changed, after a
+    /// catalogue change committed (its own small transaction: should this
+    /// process die in between, the caches' expiry bounds what is stale).
+    async fn announce<T>(&self, method: &str, done: Result<T, AppError>) -> Result<T, AppError> {
+        if done.is_ok() {
+            let event = Envelope::new(
+                SERVICE,
+                uuid::Uuid::now_v7(),
+                &shared::events::CatalogueChanged {
+                    by: method.to_owned(),
+                },
+            );
+            let sent = async {
+                let txn = self.db.begin().await?;
+                enqueue(&txn, &[event]).await?;
+                txn.commit().await
+            }
+            .await;
+            match sent {
+                Ok(()) => self.outbox.committed(),
+                Err(e) => warn!(error = %e, method, "could not announce a catalogue change"),
+            }
+        }
+        done
     }
 
     async fn on_hold_requested(
@@ -478,6 +532,17 @@ impl Inventory {
     async fn room_calendar(&self, req: GetRoomCalendar) -> Result<Vec<Night>, AppError> {
         calendar_range(req.from, req.to)?;
         Ok(storage::nights(&self.db, req.room_type_id, req.from, req.to).await?)
+    }
+
+    async fn room_calendars(
+        &self,
+        req: shared::rpcs::GetRoomCalendars,
+    ) -> Result<Vec<(RoomTypeId, Vec<Night>)>, AppError> {
+        calendar_range(req.from, req.to)?;
+        if req.room_type_ids.len() > 500 {
+            return Err(AppError::bad_input("at most 500 room types at a time"));
+        }
+        Ok(storage::nights_of(&self.db, &req.room_type_ids, req.from, req.to).await?)
     }
 }
 

@@ -574,27 +574,56 @@ pub async fn nights<C: ConnectionTrait>(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<Night>, DbErr> {
+    Ok(nights_of(conn, &[room_type], from, to)
+        .await?
+        .pop()
+        .map(|(_, nights)| nights)
+        .unwrap_or_default())
+}
+
+/// The calendars of several room types for `[from, to)`, in one query:
+/// each room type asked for, with the nights that were set.
+pub async fn nights_of<C: ConnectionTrait>(
+    conn: &C,
+    room_types: &[RoomTypeId],
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<(RoomTypeId, Vec<Night>)>, DbErr> {
+    let mut out: Vec<(RoomTypeId, Vec<Night>)> =
+        room_types.iter().map(|id| (*id, Vec::new())).collect();
+    if room_types.is_empty() {
+        return Ok(out);
+    }
     let b = conn.get_database_backend();
+    let list: Vec<String> = (3..3 + room_types.len()).map(|i| format!("${i}")).collect();
+    let mut values: Vec<sea_orm::Value> = vec![from.into(), to.into()];
+    values.extend(room_types.iter().map(|id| uuid_value(b, id.0)));
     let rows = conn
         .query_all_raw(stmt(
             b,
-            "SELECT night, rooms, available, price_fen, closed, min_stay FROM room_nights
-             WHERE room_type_id = $1 AND night >= $2 AND night < $3 ORDER BY night",
-            vec![uuid_value(b, room_type.0), from.into(), to.into()],
+            &format!(
+                "SELECT room_type_id, night, rooms, available, price_fen, closed, min_stay FROM room_nights
+                 WHERE night >= $1 AND night < $2 AND room_type_id IN ({}) ORDER BY night",
+                list.join(", ")
+            ),
+            values,
         ))
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Night {
-                date: r.try_get("", "night")?,
-                rooms: u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0),
-                available: u32::try_from(r.try_get::<i32>("", "available")?).unwrap_or(0),
-                price: Fen(r.try_get("", "price_fen")?),
-                closed: r.try_get("", "closed")?,
-                min_stay: u32::try_from(r.try_get::<i32>("", "min_stay")?).unwrap_or(1),
-            })
-        })
-        .collect()
+    for r in &rows {
+        let id = RoomTypeId(row_uuid(r, "room_type_id")?);
+        let night = Night {
+            date: r.try_get("", "night")?,
+            rooms: u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0),
+            available: u32::try_from(r.try_get::<i32>("", "available")?).unwrap_or(0),
+            price: Fen(r.try_get("", "price_fen")?),
+            closed: r.try_get("", "closed")?,
+            min_stay: u32::try_from(r.try_get::<i32>("", "min_stay")?).unwrap_or(1),
+        };
+        if let Some((_, nights)) = out.iter_mut().find(|(rt, _)| *rt == id) {
+            nights.push(night);
+        }
+    }
+    Ok(out)
 }
 
 /// The listing snapshot of a room type: title, host, region, certification.

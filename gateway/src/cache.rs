@@ -1,0 +1,164 @@
+//! The catalogue cache: answers of read RPCs that need no principal
+//! (search, a homestay, a route, calendars, regions), kept in Redis for a
+//! minute and shared by every gateway replica.
+//!
+//! Invalidation is by version: a cached answer's key carries the version
+//! of the catalogue it was read from, and every event that changes what
+//! those reads answer — `inventory.catalogue_changed` (a listing, calendar,
+//! route or certification), `inventory.hold_granted` and
+//! `inventory.hold_released` (availability) — moves this gateway's version
+//! to that event's id (time-ordered UUIDv7; the greatest wins, so replicas
+//! that saw the same events agree on it). Answers of older versions are
+//! never read again and expire. Between a change's commit and its event
+//! reaching the gateway (milliseconds) a read may be stale; the hold itself
+//! always decides.
+
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use shared::AppError;
+use shared::bus::Bus;
+use shared::rpc::Rpc;
+use std::sync::{Arc, Mutex};
+
+/// How long a cached answer lives (bounds staleness if an event is lost).
+const TTL_SECONDS: u64 = 60;
+
+/// How long a persisted query is kept (a client registers it again after).
+const PERSISTED_SECONDS: u64 = 24 * 3600;
+/// Persisted queries kept in process without Redis.
+const PERSISTED_IN_PROCESS: usize = 1_000;
+
+/// The cache, or none (no Redis configured: every read goes to the
+/// service). It also keeps automatic persisted queries (APQ): in Redis,
+/// shared by the replicas, or in process without it.
+#[derive(Clone)]
+pub struct Cache {
+    redis: Option<ConnectionManager>,
+    prefix: String,
+    version: Arc<Mutex<u128>>,
+    persisted: Arc<Mutex<std::collections::HashMap<String, String>>>,
+}
+
+impl Cache {
+    /// A cache in Redis under `prefix`, or a pass-through without Redis.
+    pub fn new(redis: Option<ConnectionManager>, prefix: &str) -> Cache {
+        Cache {
+            redis,
+            prefix: format!("{prefix}cache:"),
+            // This start's own version: nothing cached before it is read.
+            version: Arc::new(Mutex::new(uuid::Uuid::now_v7().as_u128())),
+            persisted: Arc::default(),
+        }
+    }
+
+    /// The query persisted under its SHA-256 `hash`, if known.
+    pub async fn persisted(&self, hash: &str) -> Option<String> {
+        let key = format!("{}apq:{hash}", self.prefix);
+        match &self.redis {
+            Some(redis) => {
+                let mut conn = redis.clone();
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "persisted queries unavailable");
+                        None
+                    })
+            }
+            None => self
+                .persisted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(hash)
+                .cloned(),
+        }
+    }
+
+    /// Keeps `query` under its SHA-256 `hash` (the caller checked it).
+    pub async fn persist(&self, hash: &str, query: &str) {
+        let key = format!("{}apq:{hash}", self.prefix);
+        match &self.redis {
+            Some(redis) => set_for(redis, &key, query, PERSISTED_SECONDS).await,
+            None => {
+                let mut kept = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
+                if kept.len() >= PERSISTED_IN_PROCESS {
+                    kept.clear();
+                }
+                kept.insert(hash.to_owned(), query.to_owned());
+            }
+        }
+    }
+
+    /// The catalogue changed with the event `id`.
+    pub fn changed(&self, id: uuid::Uuid) {
+        let mut version = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        *version = (*version).max(id.as_u128());
+    }
+
+    fn key<R: Rpc>(&self, request: &R) -> Option<String> {
+        let body = serde_json::to_vec(request).ok()?;
+        let version = *self.version.lock().unwrap_or_else(|p| p.into_inner());
+        // The day (China time) too: certifications lapse and cut-offs pass
+        // at midnight with no event.
+        let today = shared::policy::china_today(chrono::Utc::now());
+        Some(format!(
+            "{}{version:032x}:{today}:{}:{}",
+            self.prefix,
+            R::METHOD,
+            hex::encode(Sha256::digest(body))
+        ))
+    }
+
+    /// `request`'s answer from the cache, or from the service (then cached).
+    /// Redis trouble falls back to the service (logged).
+    pub async fn call<R>(&self, bus: &dyn Bus, request: &R) -> Result<R::Reply, AppError>
+    where
+        R: Rpc,
+        R::Reply: Serialize + DeserializeOwned,
+    {
+        let (Some(redis), Some(key)) = (&self.redis, self.key(request)) else {
+            return shared::bus::call(bus, request).await;
+        };
+        let mut conn = redis.clone();
+        match redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<String>>(&mut conn)
+            .await
+        {
+            Ok(Some(hit)) => {
+                if let Ok(reply) = serde_json::from_str(&hit) {
+                    metrics::counter!("duikou_cache_total", "method" => R::METHOD, "outcome" => "hit")
+                        .increment(1);
+                    return Ok(reply);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "catalogue cache unavailable; asking the service"),
+        }
+        metrics::counter!("duikou_cache_total", "method" => R::METHOD, "outcome" => "miss")
+            .increment(1);
+        let reply = shared::bus::call(bus, request).await?;
+        if let Ok(body) = serde_json::to_string(&reply) {
+            set_for(redis, &key, &body, TTL_SECONDS).await;
+        }
+        Ok(reply)
+    }
+}
+
+/// `SET key value EX seconds`; a failure is logged (the cache is only a cache).
+async fn set_for(redis: &ConnectionManager, key: &str, value: &str, seconds: u64) {
+    let mut conn = redis.clone();
+    let stored: Result<(), _> = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("EX")
+        .arg(seconds)
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, key, "could not write to the cache");
+    }
+}
