@@ -47,13 +47,13 @@ async fn pair(app: &TestApp, sponsor: &str, beneficiary: &str) -> PartnershipVie
 async fn impact_of(app: &TestApp, booking: &str) -> Vec<(String, Value)> {
     let body = app
         .graphql(
-            "query($id: ID!) { bookingImpact(bookingId: $id) {
+            "query($id: ID!) { bookingImpact(bookingId: $id) { partnerships {
                 partnership { sponsor { code } beneficiary { code } }
-                impact { tourists bookings spend { amount } certifiedSpend { amount } hostIncome { amount } fund { amount } } } }",
+                impact { tourists bookings spend { amount } certifiedSpend { amount } hostIncome { amount } fund { amount } } } } }",
             json!({ "id": booking }),
         )
         .await;
-    body["data"]["bookingImpact"]
+    body["data"]["bookingImpact"]["partnerships"]
         .as_array()
         .unwrap_or_else(|| panic!("no impact in {body}"))
         .iter()
@@ -76,6 +76,26 @@ fn impact(tourists: i64, bookings: i64, spend: &str, host: &str, fund: &str) -> 
         "tourists": tourists, "bookings": bookings, "spend": { "amount": spend },
         "certifiedSpend": { "amount": "0.00" }, "hostIncome": { "amount": host }, "fund": { "amount": fund }
     })
+}
+
+/// Where the booking's money went, as `bookingImpact` traces it.
+async fn money_trace(app: &TestApp, booking: &str) -> Value {
+    let body = app
+        .graphql(
+            "query($id: ID!) { bookingImpact(bookingId: $id) {
+                booking { id } paid { amount } refunded { amount }
+                kept { host { amount } platform { amount } fund { amount } agency { amount } }
+                hostId certified fundReference } }",
+            json!({ "id": booking }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    body["data"]["bookingImpact"].clone()
+}
+
+fn kept(host: &str, platform: &str, fund: &str) -> Value {
+    json!({ "host": { "amount": host }, "platform": { "amount": platform },
+            "fund": { "amount": fund }, "agency": { "amount": "0.00" } })
 }
 
 async fn wait_for_impact(app: &TestApp, booking: &str, expected: &[(&str, Value)]) {
@@ -155,7 +175,8 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
     .await
     .expect("agreement");
 
-    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let homestay = app.homestay(1).await;
+    let room_type = homestay.room_type_id.to_string();
     // The traveler's sponsor region is 110108 海淀区; the homestay is in 敖汉旗.
     let id = app
         .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
@@ -171,6 +192,51 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
         ],
     )
     .await;
+
+    // Every yuan of the 380: 364.80 to the household, 11.40 platform fee
+    // (3 %), 3.80 to the welfare fund (1 %), where the public ledger shows
+    // it under the booking's reference.
+    let money = money_trace(&app, &id).await;
+    assert_eq!(money["booking"]["id"], id.as_str());
+    assert_eq!(money["paid"]["amount"], "380.00", "{money}");
+    assert_eq!(money["refunded"]["amount"], "0.00", "{money}");
+    assert_eq!(money["kept"], kept("364.80", "11.40", "3.80"), "{money}");
+    assert_eq!(money["hostId"], homestay.host_id.to_string().as_str());
+    assert_eq!(money["certified"], false);
+    let fund = app
+        .graphql(
+            "{ welfareFund { entries(first: 100) { edges { node { bookingReference amount { amount } } } } } }",
+            json!({}),
+        )
+        .await;
+    let entries = fund["data"]["welfareFund"]["entries"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["node"]["bookingReference"] == money["fundReference"]
+                && e["node"]["amount"]["amount"] == "3.80"),
+        "{money} not in {fund}"
+    );
+    // Nobody else may trace it.
+    let stranger = app.register("stranger@example.cn", "110105").await;
+    let refused = app
+        .graphql_as(
+            Some(&stranger),
+            "query($id: ID!) { bookingImpact(bookingId: $id) { paid { amount } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert!(refused["data"].is_null(), "{refused}");
+    assert!(
+        matches!(
+            refused["errors"][0]["extensions"]["code"].as_str(),
+            Some("FORBIDDEN" | "NOT_FOUND")
+        ),
+        "{refused}"
+    );
 
     let r = report(&app, province.id).await;
     assert_eq!(r["totals"]["tourists"], 1, "{r}");
@@ -214,6 +280,11 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
         &[("110108-150430", zero.clone()), ("110000-150000", zero)],
     )
     .await;
+    // The refund took back each share exactly.
+    let money = money_trace(&app, &id).await;
+    assert_eq!(money["paid"]["amount"], "380.00", "{money}");
+    assert_eq!(money["refunded"]["amount"], "380.00", "{money}");
+    assert_eq!(money["kept"], kept("0.00", "0.00", "0.00"), "{money}");
     let r = report(&app, district.id).await;
     assert_eq!(
         r["totals"],
@@ -505,4 +576,99 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
         "{cleared}"
     );
     assert_eq!(cleared["data"]["updatePartnership"]["status"], "ENDED");
+}
+
+#[tokio::test]
+async fn partnerships_page_by_cursor_and_one_is_read_with_its_report() {
+    let app = spawn_app().await;
+    let mut made = Vec::new();
+    for (sponsor, beneficiary) in [
+        ("110108", "150430"),
+        ("110105", "150423"),
+        ("110000", "150000"),
+        ("440105", "511133"),
+    ] {
+        made.push(pair(&app, sponsor, beneficiary).await.id.to_string());
+    }
+    let page = |after: Option<String>| {
+        let app = &app;
+        async move {
+            app.graphql_as(
+                None,
+                "query($after: String) { partnerships(regionCode: \"110000\", first: 2, after: $after) {
+                    totalCount pageInfo { hasNextPage endCursor } edges { cursor node { id } } } }",
+                json!({ "after": after }),
+            )
+            .await
+        }
+    };
+    let first = page(None).await;
+    let list = &first["data"]["partnerships"];
+    assert_eq!(list["totalCount"], 3, "{first}");
+    assert_eq!(list["pageInfo"]["hasNextPage"], true, "{first}");
+    let ids = |body: &Value| -> Vec<String> {
+        body["data"]["partnerships"]["edges"]
+            .as_array()
+            .map(|edges| {
+                edges
+                    .iter()
+                    .filter_map(|e| e["node"]["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(ids(&first), made[..2].to_vec(), "oldest first");
+    let cursor = list["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    let second = page(cursor).await;
+    assert_eq!(ids(&second), made[2..3].to_vec(), "{second}");
+    assert_eq!(
+        second["data"]["partnerships"]["pageInfo"]["hasNextPage"],
+        false
+    );
+
+    // One partnership, with its report as a field.
+    let one = app
+        .graphql_as(
+            None,
+            "query($id: ID!, $y: Int!) { partnership(id: $id) { id sponsor { code } beneficiary { code }
+                report(year: $y) { year totals { bookings } } } }",
+            json!({ "id": made[0], "y": year_now() }),
+        )
+        .await;
+    assert_eq!(
+        one["data"]["partnership"],
+        json!({ "id": made[0], "sponsor": { "code": "110108" }, "beneficiary": { "code": "150430" },
+                "report": { "year": year_now(), "totals": { "bookings": 0 } } }),
+        "{one}"
+    );
+    let none = app
+        .graphql_as(
+            None,
+            "query($id: ID!) { partnership(id: $id) { id } }",
+            json!({ "id": PartnershipId::new().to_string() }),
+        )
+        .await;
+    assert!(none["data"]["partnership"].is_null(), "{none}");
+    assert!(none["errors"].is_null(), "{none}");
+
+    // Bad pages are the caller's mistake.
+    for (first, after) in [
+        (0, None),
+        (101, None),
+        (2, Some(PartnershipId::new().to_string())),
+        (2, Some("not-a-cursor".to_owned())),
+    ] {
+        let body = app
+            .graphql_as(
+                None,
+                "query($first: Int!, $after: String) { partnerships(first: $first, after: $after) { totalCount } }",
+                json!({ "first": first, "after": after }),
+            )
+            .await;
+        assert_eq!(
+            common::code(&body),
+            "BAD_USER_INPUT",
+            "first {first}: {body}"
+        );
+    }
 }

@@ -432,10 +432,7 @@ async fn graphql(
     }
     request = request.data(gw.cache.clone());
     if let Some(bus) = &gw.bus {
-        request = request.data(crate::schema::loaders::for_request(
-            bus.clone(),
-            gw.cache.clone(),
-        ));
+        request = crate::schema::loaders::attach(request, bus.clone(), gw.cache.clone());
     }
     if let Some(lang) = headers
         .get(header::ACCEPT_LANGUAGE)

@@ -78,3 +78,16 @@ id_type!(
     /// A user account.
     AccountId,
 );
+
+impl BookingId {
+    /// How the public welfare fund names the booking: `DK-` and the first
+    /// ten hex digits of the SHA-256 of its id. Its owner can find their
+    /// donation in the public ledger; nobody else learns the booking.
+    pub fn public_reference(&self) -> String {
+        use sha2::{Digest, Sha256};
+        format!(
+            "DK-{}",
+            &hex::encode(Sha256::digest(self.0.as_bytes()))[..10]
+        )
+    }
+}

@@ -1285,6 +1285,31 @@ pub struct RefundView {
     pub created_at: DateTime<Utc>,
 }
 
+/// The payments and refunds of up to 100 bookings, each oldest first: what
+/// their money did. The caller has checked that the principal may see
+/// each booking (the gateway reads the bookings first).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetBookingsMoney {
+    /// The bookings.
+    pub booking_ids: Vec<BookingId>,
+}
+impl Rpc for GetBookingsMoney {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "bookings_money";
+    type Reply = Vec<BookingMoney>;
+}
+
+/// A booking's payments and refunds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingMoney {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// Every payment attempt, oldest first (at most one CAPTURED).
+    pub payments: Vec<PaymentView>,
+    /// Every refund, oldest first.
+    pub refunds: Vec<RefundView>,
+}
+
 /// The refunds of a booking, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListRefunds {
@@ -1575,16 +1600,45 @@ pub struct PartnershipView {
     pub agreements: Vec<AgreementView>,
 }
 
-/// Partnerships where a region (or a region inside it) is either side.
+/// Partnerships where a region (or a region inside it) is either side, a
+/// page at a time, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListPartnerships {
     /// Only pairs touching this region's sub-tree; all when None.
     pub region: Option<RegionCode>,
+    /// Page size (1 to 100).
+    pub first: u32,
+    /// The partnerships after this one.
+    #[serde(default)]
+    pub after: Option<crate::ids::PartnershipId>,
 }
 impl Rpc for ListPartnerships {
     const SERVICE: &'static str = "partnership";
     const METHOD: &'static str = "list_partnerships";
-    type Reply = Vec<PartnershipView>;
+    type Reply = PartnershipPage;
+}
+
+/// A page of partnerships.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartnershipPage {
+    /// The page, oldest first.
+    pub partnerships: Vec<PartnershipView>,
+    /// More after the last one.
+    pub has_next_page: bool,
+    /// How many match, over all pages.
+    pub total_count: u64,
+}
+
+/// One partnership with its agreements; None when there is no such pair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetPartnership {
+    /// The partnership.
+    pub partnership_id: crate::ids::PartnershipId,
+}
+impl Rpc for GetPartnership {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "get_partnership";
+    type Reply = Option<PartnershipView>;
 }
 
 /// A partnership's figures for a year.

@@ -47,6 +47,58 @@ impl Partnership {
     async fn agreements(&self) -> Vec<Agreement> {
         self.0.agreements.iter().cloned().map(Agreement).collect()
     }
+    /// Its figures for a year (China time): totals, months, progress
+    /// against the agreement's targets, CSV.
+    async fn report(&self, ctx: &Context<'_>, year: i32) -> Result<PartnershipReport> {
+        report(ctx, self.0.id, year).await
+    }
+}
+
+/// A partnership's report for `year`: public, like the fund.
+pub async fn report(
+    ctx: &Context<'_>,
+    partnership_id: PartnershipId,
+    year: i32,
+) -> Result<PartnershipReport> {
+    let request = rpcs::GetPartnershipReport {
+        partnership_id,
+        year,
+    };
+    Ok(PartnershipReport(rpc(ctx, request).await?))
+}
+
+/// An edge of a [`PartnershipConnection`].
+#[derive(SimpleObject)]
+pub struct PartnershipEdge {
+    pub cursor: String,
+    pub node: Partnership,
+}
+
+/// A page of partnerships, oldest first.
+#[derive(SimpleObject)]
+pub struct PartnershipConnection {
+    pub edges: Vec<PartnershipEdge>,
+    pub page_info: async_graphql::connection::PageInfo,
+    /// How many match, over all pages.
+    pub total_count: u64,
+}
+
+impl From<rpcs::PartnershipPage> for PartnershipConnection {
+    fn from(page: rpcs::PartnershipPage) -> PartnershipConnection {
+        let edges: Vec<PartnershipEdge> = page
+            .partnerships
+            .into_iter()
+            .map(|p| PartnershipEdge {
+                cursor: p.id.to_string(),
+                node: Partnership(p),
+            })
+            .collect();
+        PartnershipConnection {
+            page_info: super::types::page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
+            edges,
+            total_count: page.total_count,
+        }
+    }
 }
 
 /// An agreement of a partnership, with yearly targets.
@@ -261,6 +313,77 @@ impl ImpactCredit {
     async fn impact(&self) -> Impact {
         self.0.figures.into()
     }
+}
+
+/// Where a booking's money went, yuan by yuan, and what it counted for.
+#[derive(SimpleObject)]
+pub struct ImpactTrace {
+    pub booking: super::types::Booking,
+    /// Captured from the traveler (zero before payment).
+    pub paid: Money,
+    /// Given back so far.
+    pub refunded: Money,
+    /// What stays after refunds, shared out: the host household (with any
+    /// rounding remainder), the platform fee, the welfare fund donation and
+    /// the agency's commission. The parts add up to paid − refunded.
+    pub kept: super::types::PaymentSplit,
+    /// The household, cooperative or village collective paid.
+    pub host_id: Option<ID>,
+    /// The listing carried the poverty-relief certification when booked:
+    /// its spend counts as certified spend.
+    pub certified: bool,
+    /// How the public welfare fund names this booking: find its donation
+    /// in `welfareFund.entries` by this reference.
+    pub fund_reference: String,
+    /// The partnerships it counted for, most specific pair first (none
+    /// until it is confirmed; a cancellation takes it back).
+    pub partnerships: Vec<ImpactCredit>,
+}
+
+/// The [`ImpactTrace`] of a booking the caller has read (so may see).
+pub async fn trace(ctx: &Context<'_>, booking: rpcs::BookingView) -> Result<ImpactTrace> {
+    use shared::money::{Fen, Split};
+    let booking_id = booking.id;
+    let (money, credits) = futures::try_join!(
+        super::loaders::money(ctx, booking_id),
+        rpc(ctx, rpcs::GetBookingImpact { booking_id }),
+    )?;
+    let zero = Split {
+        gross: Fen(0),
+        host: Fen(0),
+        platform: Fen(0),
+        fund: Fen(0),
+        agency: Fen(0),
+    };
+    let captured = money
+        .payments
+        .iter()
+        .find(|p| p.status == "CAPTURED")
+        .and_then(|p| p.split)
+        .unwrap_or(zero);
+    // Each SUCCEEDED refund carries the exact shares it reversed.
+    let kept = money
+        .refunds
+        .iter()
+        .filter(|r| r.status == "SUCCEEDED")
+        .filter_map(|r| r.split)
+        .fold(captured, |k, r| Split {
+            gross: k.gross - r.gross,
+            host: k.host - r.host,
+            platform: k.platform - r.platform,
+            fund: k.fund - r.fund,
+            agency: k.agency - r.agency,
+        });
+    Ok(ImpactTrace {
+        paid: captured.gross.into(),
+        refunded: (captured.gross - kept.gross).into(),
+        kept: kept.into(),
+        host_id: booking.listing.as_ref().map(|l| ID(l.host_id.to_string())),
+        certified: booking.listing.as_ref().is_some_and(|l| l.certified),
+        fund_reference: booking_id.public_reference(),
+        partnerships: credits.into_iter().map(ImpactCredit).collect(),
+        booking: super::types::Booking(booking),
+    })
 }
 
 /// A new partnership.

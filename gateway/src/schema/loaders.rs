@@ -1,14 +1,15 @@
 //! DataLoaders, one set per request (a loader kept in the schema would
 //! cache across users): the calendars of every room type a page shows come
-//! in one RPC per date range instead of one per room type.
+//! in one RPC per date range instead of one per room type, and the
+//! payments and refunds of every booking a page shows in one RPC.
 
 use crate::cache::Cache;
 use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::NaiveDate;
 use shared::AppError;
 use shared::bus::Bus;
-use shared::ids::RoomTypeId;
-use shared::rpcs::{GetRoomCalendars, Night};
+use shared::ids::{BookingId, RoomTypeId};
+use shared::rpcs::{BookingMoney, GetBookingsMoney, GetRoomCalendars, Night};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -54,7 +55,75 @@ impl Loader<CalendarKey> for CalendarLoader {
     }
 }
 
-/// The loaders of one request.
-pub fn for_request(bus: Arc<dyn Bus>, cache: Cache) -> DataLoader<CalendarLoader> {
-    DataLoader::new(CalendarLoader { bus, cache }, tokio::spawn)
+/// Loads the payments and refunds of bookings the caller has already read
+/// (so may see), a page at a time.
+pub struct MoneyLoader {
+    bus: Arc<dyn Bus>,
+}
+
+impl Loader<BookingId> for MoneyLoader {
+    type Value = BookingMoney;
+    type Error = Arc<AppError>;
+
+    async fn load(
+        &self,
+        keys: &[BookingId],
+    ) -> Result<HashMap<BookingId, BookingMoney>, Arc<AppError>> {
+        let mut found = HashMap::with_capacity(keys.len());
+        // The service answers 100 at a time; a page is at most that.
+        for chunk in keys.chunks(100) {
+            let request = GetBookingsMoney {
+                booking_ids: chunk.to_vec(),
+            };
+            let money = shared::bus::call(self.bus.as_ref(), &request)
+                .await
+                .map_err(Arc::new)?;
+            found.extend(money.into_iter().map(|m| (m.booking_id, m)));
+        }
+        Ok(found)
+    }
+}
+
+/// Adds the loaders of one request to it.
+pub fn attach(
+    request: async_graphql::Request,
+    bus: Arc<dyn Bus>,
+    cache: Cache,
+) -> async_graphql::Request {
+    request
+        .data(DataLoader::new(
+            CalendarLoader {
+                bus: bus.clone(),
+                cache,
+            },
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(MoneyLoader { bus }, tokio::spawn))
+}
+
+/// A booking's payments and refunds, through the request's loader (one RPC
+/// for the whole page), or one RPC of its own where there is no loader.
+pub async fn money(
+    ctx: &async_graphql::Context<'_>,
+    booking: BookingId,
+) -> async_graphql::Result<BookingMoney> {
+    let found = match ctx.data_opt::<DataLoader<MoneyLoader>>() {
+        Some(loader) => loader
+            .load_one(booking)
+            .await
+            .map_err(|e| crate::error::gql((*e).clone()))?,
+        None => super::rpc(
+            ctx,
+            GetBookingsMoney {
+                booking_ids: vec![booking],
+            },
+        )
+        .await?
+        .pop(),
+    };
+    Ok(found.unwrap_or(BookingMoney {
+        booking_id: booking,
+        payments: Vec::new(),
+        refunds: Vec::new(),
+    }))
 }

@@ -382,10 +382,27 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         region_code: Option<ID>,
-    ) -> Result<Vec<Partnership>> {
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<PartnershipConnection> {
         let region = region_code.map(|c| region(&c)).transpose()?;
-        let list = rpc(ctx, rpcs::ListPartnerships { region }).await?;
-        Ok(list.into_iter().map(Partnership).collect())
+        let page = rpc(
+            ctx,
+            rpcs::ListPartnerships {
+                region,
+                first: non_negative("first", first)?,
+                after: after.map(|a| parse("cursor", &a)).transpose()?,
+            },
+        )
+        .await?;
+        Ok(PartnershipConnection::from(page))
+    }
+
+    /// One partnership with its agreements; its yearly `report` beside.
+    async fn partnership(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Partnership>> {
+        let partnership_id = parse("partnership id", &id)?;
+        let found = rpc(ctx, rpcs::GetPartnership { partnership_id }).await?;
+        Ok(found.map(Partnership))
     }
 
     /// A partnership's figures for a year (China time): totals, months,
@@ -397,16 +414,7 @@ impl Query {
         year: i32,
     ) -> Result<PartnershipReport> {
         let partnership_id = parse("partnership id", &partnership_id)?;
-        Ok(PartnershipReport(
-            rpc(
-                ctx,
-                rpcs::GetPartnershipReport {
-                    partnership_id,
-                    year,
-                },
-            )
-            .await?,
-        ))
+        impact::report(ctx, partnership_id, year).await
     }
 
     /// A region's year as sponsor and as beneficiary, each booking once.
@@ -422,14 +430,15 @@ impl Query {
         ))
     }
 
-    /// Which partnerships a booking credited, most specific pair first.
-    async fn booking_impact(&self, ctx: &Context<'_>, booking_id: ID) -> Result<Vec<ImpactCredit>> {
+    /// Where a booking's money went — the host household, the platform,
+    /// the welfare fund, the agency — net of refunds, and which
+    /// partnerships it counted for. Its owner, its agency and admins.
+    async fn booking_impact(&self, ctx: &Context<'_>, booking_id: ID) -> Result<ImpactTrace> {
         let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &booking_id)?;
-        // Only those who may see the booking see what it credited.
-        rpc(ctx, rpcs::GetBooking { booking_id, viewer }).await?;
-        let credits = rpc(ctx, rpcs::GetBookingImpact { booking_id }).await?;
-        Ok(credits.into_iter().map(ImpactCredit).collect())
+        // Only those who may see the booking see where its money went.
+        let booking = rpc(ctx, rpcs::GetBooking { booking_id, viewer }).await?;
+        impact::trace(ctx, booking).await
     }
 
     /// The public welfare fund (公益基金): its balance and every entry, newest

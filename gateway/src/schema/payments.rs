@@ -73,14 +73,29 @@ impl Refund {
 
 /// The refunds of a booking the caller may see (the caller has read it).
 pub async fn refunds_of(ctx: &Context<'_>, booking: shared::ids::BookingId) -> Result<Vec<Refund>> {
-    let refunds = rpc(
-        ctx,
-        rpcs::ListRefunds {
-            booking_id: booking,
-        },
-    )
-    .await?;
-    Ok(refunds.into_iter().map(Refund).collect())
+    let money = super::loaders::money(ctx, booking).await?;
+    Ok(money.refunds.into_iter().map(Refund).collect())
+}
+
+/// The payment that stands for a booking: the captured (or still
+/// processing) one, else the latest attempt.
+pub async fn payment_of(
+    ctx: &Context<'_>,
+    booking: shared::ids::BookingId,
+) -> Result<Option<super::types::Payment>> {
+    let money = super::loaders::money(ctx, booking).await?;
+    Ok(standing(money.payments).map(super::types::Payment))
+}
+
+/// The payment that counts among a booking's attempts.
+pub fn standing(payments: Vec<rpcs::PaymentView>) -> Option<rpcs::PaymentView> {
+    let live = payments
+        .iter()
+        .rposition(|p| matches!(p.status.as_str(), "CAPTURED" | "PROCESSING"));
+    match live {
+        Some(i) => payments.into_iter().nth(i),
+        None => payments.into_iter().last(),
+    }
 }
 
 /// `refundPayment`: platform admins.

@@ -153,6 +153,8 @@ pub struct Listing {
     pub region_code: ID,
     /// Carried the poverty-relief certification when held.
     pub certified: bool,
+    /// The household, cooperative or village collective paid for it.
+    pub host_id: ID,
 }
 
 impl From<&shared::events::ListingSnapshot> for Listing {
@@ -161,6 +163,7 @@ impl From<&shared::events::ListingSnapshot> for Listing {
             title: l.title.clone(),
             region_code: ID(l.region_code.to_string()),
             certified: l.certified,
+            host_id: ID(l.host_id.to_string()),
         }
     }
 }
@@ -250,6 +253,14 @@ impl Booking {
         ctx: &async_graphql::Context<'_>,
     ) -> async_graphql::Result<Vec<super::payments::Refund>> {
         super::payments::refunds_of(ctx, self.0.id).await
+    }
+    /// Its payment: the captured one, else the latest attempt (none before
+    /// `payBooking`).
+    async fn payment(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Option<Payment>> {
+        super::payments::payment_of(ctx, self.0.id).await
     }
     /// Every step it went through, oldest first.
     async fn history(&self) -> Vec<BookingEvent> {

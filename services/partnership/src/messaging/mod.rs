@@ -14,9 +14,9 @@ use shared::outbox::begin_once;
 use shared::region::{RegionCode, RegionLevel, reference_region};
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
-    AgreementView, CreateAgreement, CreatePartnership, Figures, GetBookingImpact,
-    GetPartnershipReport, GetRegionImpact, ImpactCredit, ListPartnerships, PartnershipReport,
-    PartnershipView, RegionImpact, UpdatePartnership,
+    AgreementView, CreateAgreement, CreatePartnership, Figures, GetBookingImpact, GetPartnership,
+    GetPartnershipReport, GetRegionImpact, ImpactCredit, ListPartnerships, PartnershipPage,
+    PartnershipReport, PartnershipView, RegionImpact, UpdatePartnership,
 };
 use shared::{AppError, ErrorCode};
 use tracing::info;
@@ -116,8 +116,8 @@ impl Partnerships {
 
     /// The RPC methods partnership answers.
     pub fn rpc(&self) -> RpcRouter {
-        let s = [(); 7].map(|()| self.clone());
-        let [a, b, c, d, e, f, g] = s;
+        let s = [(); 8].map(|()| self.clone());
+        let [a, b, c, d, e, f, g, h] = s;
         RpcRouter::new(SERVICE)
             .route::<UpdatePartnership, _, _>(move |req| {
                 let s = g.clone();
@@ -133,7 +133,11 @@ impl Partnerships {
             })
             .route::<ListPartnerships, _, _>(move |req| {
                 let s = c.clone();
-                async move { s.list(req.region).await }
+                async move { s.list(req).await }
+            })
+            .route::<GetPartnership, _, _>(move |req| {
+                let s = h.clone();
+                async move { Ok(storage::partnership_by_id(&s.db, req.partnership_id).await?) }
             })
             .route::<GetPartnershipReport, _, _>(move |req| {
                 let s = d.clone();
@@ -291,10 +295,17 @@ impl Partnerships {
         Ok(view)
     }
 
-    /// Partnerships touching a region's sub-tree (either side), or all.
-    pub async fn list(&self, region: Option<RegionCode>) -> Result<Vec<PartnershipView>, AppError> {
+    /// Partnerships touching a region's sub-tree (either side), or all, a
+    /// page at a time. Pairs are few (one per sponsor and beneficiary), so
+    /// the filter runs over all of them and the count is exact.
+    pub async fn list(&self, req: ListPartnerships) -> Result<PartnershipPage, AppError> {
+        if !(1..=100).contains(&req.first) {
+            return Err(AppError::bad_input(
+                "first: ask for 1 to 100 partnerships at a time",
+            ));
+        }
         let all = storage::partnerships(&self.db).await?;
-        Ok(match region {
+        let matching: Vec<PartnershipView> = match req.region {
             None => all,
             Some(r) => all
                 .into_iter()
@@ -304,6 +315,27 @@ impl Partnerships {
                         .any(|side| r.contains(*side) || side.contains(r))
                 })
                 .collect(),
+        };
+        let total_count = matching.len() as u64;
+        let start = match req.after {
+            None => 0,
+            Some(after) => {
+                matching
+                    .iter()
+                    .position(|p| p.id == after)
+                    .ok_or_else(|| AppError::bad_input("after: not a cursor of this list"))?
+                    + 1
+            }
+        };
+        let first = req.first as usize;
+        let rest = matching.into_iter().skip(start);
+        let mut partnerships: Vec<PartnershipView> = rest.take(first + 1).collect();
+        let has_next_page = partnerships.len() > first;
+        partnerships.truncate(first);
+        Ok(PartnershipPage {
+            partnerships,
+            has_next_page,
+            total_count,
         })
     }
 

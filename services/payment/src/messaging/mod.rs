@@ -16,7 +16,7 @@ use shared::money::{Split, SplitRates};
 use shared::outbox::{OutboxSignal, enqueue};
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
-    GetFundTotals, GetHostBalances, GetWelfareFund, HostBalance, ListPayoutRuns,
+    GetBookingsMoney, GetFundTotals, GetHostBalances, GetWelfareFund, HostBalance, ListPayoutRuns,
     ListReconciliation, ListRefunds, PayBooking, PaymentView, PayoutRun, PayoutRunPage,
     ReconciliationPage, RefundPayment, RefundView, RunPayouts, WelfareFundPage,
 };
@@ -53,7 +53,7 @@ impl Payments {
     /// The RPC methods payment answers.
     pub fn rpc(&self) -> RpcRouter {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
-        let [f, g, h, i] = [(); 4].map(|()| self.clone());
+        let [f, g, h, i, m] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<RefundPayment, _, _>(move |req| {
                 let s = f.clone();
@@ -62,6 +62,15 @@ impl Payments {
             .route::<ListRefunds, _, _>(move |req| {
                 let s = g.clone();
                 async move { Ok(storage::refunds_of(&s.db, req.booking_id).await?) }
+            })
+            .route::<GetBookingsMoney, _, _>(move |req| {
+                let s = m.clone();
+                async move {
+                    if req.booking_ids.len() > 100 {
+                        return Err(AppError::bad_input("at most 100 bookings at a time"));
+                    }
+                    Ok(storage::money_of(&s.db, &req.booking_ids).await?)
+                }
             })
             .route::<ListPayoutRuns, _, _>(move |req| {
                 let s = h.clone();

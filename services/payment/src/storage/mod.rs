@@ -26,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(ClosedCharges),
             Box::new(Reconciliation),
             Box::new(AppendOnly),
+            Box::new(PaymentsByBooking),
         ]
     }
 }
@@ -239,6 +240,27 @@ impl MigrationTrait for AppendOnly {
     }
 }
 
+struct PaymentsByBooking;
+
+impl MigrationName for PaymentsByBooking {
+    fn name(&self) -> &str {
+        "m20261203_000001_payments_by_booking"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PaymentsByBooking {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Every attempt of a booking (failed ones too): what a page of
+        // bookings shows of its money (`money_of`).
+        run_ddl(
+            manager,
+            &["CREATE INDEX payments_booking ON payments (booking_id, created_at)"],
+        )
+        .await
+    }
+}
+
 struct Payouts;
 
 impl MigrationName for Payouts {
@@ -449,7 +471,6 @@ pub async fn fund_entries<C: ConnectionTrait>(
     first: u32,
     after: Option<i64>,
 ) -> Result<(Vec<shared::rpcs::FundEntry>, bool), DbErr> {
-    use sha2::{Digest, Sha256};
     let b = conn.get_database_backend();
     let rows = conn
         .query_all_raw(stmt(
@@ -472,10 +493,7 @@ pub async fn fund_entries<C: ConnectionTrait>(
             let region: String = r.try_get("", "region_code")?;
             Ok(shared::rpcs::FundEntry {
                 id: r.try_get("", "id")?,
-                booking_reference: format!(
-                    "DK-{}",
-                    &hex::encode(Sha256::digest(booking.as_bytes()))[..10]
-                ),
+                booking_reference: BookingId(booking).public_reference(),
                 region_code: RegionCode::parse(&region)
                     .map_err(|e| DbErr::Custom(e.to_string()))?,
                 amount: Fen(r.try_get("", "amount_fen")?),
@@ -717,6 +735,63 @@ pub async fn refunds_of<C: ConnectionTrait>(
     .iter()
     .map(|r| refund_row(r).map(|(_, view)| view))
     .collect()
+}
+
+/// `$first, $first+1, …` for an `IN (…)` list of `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The payments and refunds of several bookings, oldest first, in two
+/// queries: what a page of bookings shows of its money.
+pub async fn money_of<C: ConnectionTrait>(
+    conn: &C,
+    bookings: &[BookingId],
+) -> Result<Vec<shared::rpcs::BookingMoney>, DbErr> {
+    let mut out: Vec<shared::rpcs::BookingMoney> = bookings
+        .iter()
+        .map(|id| shared::rpcs::BookingMoney {
+            booking_id: *id,
+            payments: Vec::new(),
+            refunds: Vec::new(),
+        })
+        .collect();
+    if bookings.is_empty() {
+        return Ok(out);
+    }
+    let b = conn.get_database_backend();
+    let ids: Vec<sea_orm::Value> = bookings.iter().map(|id| uuid_value(b, id.0)).collect();
+    let list = placeholders(1, bookings.len());
+    let payments = conn
+        .query_all_raw(stmt(
+            b,
+            &format!("SELECT * FROM payments WHERE booking_id IN ({list}) ORDER BY created_at, id"),
+            ids.clone(),
+        ))
+        .await?;
+    for row in &payments {
+        let view = stored(row)?.view;
+        if let Some(m) = out.iter_mut().find(|m| m.booking_id == view.booking_id) {
+            m.payments.push(view);
+        }
+    }
+    let refunds = conn
+        .query_all_raw(stmt(
+            b,
+            &format!("SELECT * FROM refunds WHERE booking_id IN ({list}) ORDER BY created_at, id"),
+            ids,
+        ))
+        .await?;
+    for row in &refunds {
+        let (_, view) = refund_row(row)?;
+        if let Some(m) = out.iter_mut().find(|m| m.booking_id == view.booking_id) {
+            m.refunds.push(view);
+        }
+    }
+    Ok(out)
 }
 
 /// Records the fingerprint of the admin request a refund was made for.
