@@ -329,3 +329,174 @@ async fn an_agency_books_groups_on_a_capital_to_grassland_departure_up_to_its_se
         Some(0)
     );
 }
+
+#[tokio::test]
+async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_and_a_revoked_client_gets_no_tokens()
+ {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (mine, client_id, client_token) = agency(&app, "草原国旅", 800).await;
+    let (theirs, _, their_token) = agency(&app, "京城旅行社", 500).await;
+
+    // The list: platform admins only, by cursor.
+    let list = |token: String, after: Option<String>| {
+        let app = &app;
+        async move {
+            app.graphql_as(
+                Some(&token),
+                "query($after: String) { agencies(first: 1, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id name } } } }",
+                json!({ "after": after }),
+            )
+            .await
+        }
+    };
+    let first = list(admin.clone(), None).await;
+    assert_eq!(first["data"]["agencies"]["totalCount"], 2, "{first}");
+    assert_eq!(
+        first["data"]["agencies"]["edges"][0]["node"]["id"],
+        mine.as_str()
+    );
+    let cursor = first["data"]["agencies"]["pageInfo"]["endCursor"]
+        .as_str()
+        .map(str::to_owned);
+    let second = list(admin.clone(), cursor).await;
+    assert_eq!(
+        second["data"]["agencies"]["edges"][0]["node"]["id"],
+        theirs.as_str()
+    );
+    assert_eq!(second["data"]["agencies"]["pageInfo"]["hasNextPage"], false);
+    assert_eq!(code(&list(client_token.clone(), None).await), "FORBIDDEN");
+
+    // A member of staff: a registered account given the AGENCY role.
+    let staff_email = "guide@caoyuan.example.cn";
+    app.register(staff_email, "110105").await;
+    let granted = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($e: String!, $a: ID!) { grantRole(email: $e, role: AGENCY, agencyId: $a) { role agencyId } }",
+            json!({ "e": staff_email, "a": mine }),
+        )
+        .await;
+    assert_eq!(
+        granted["data"]["grantRole"]["agencyId"],
+        mine.as_str(),
+        "{granted}"
+    );
+    let staff = app.login(staff_email).await["accessToken"]
+        .as_str()
+        .expect("staff logs in")
+        .to_owned();
+
+    // The integration books; the staff member sees the booking as the
+    // agency's, and the agency's people and clients.
+    let room_type = app.homestay(4).await.room_type_id.to_string();
+    let booked = group_booking(&app, &client_token, &room_type, "staff-sees").await;
+    let booking = TestApp::id_of(&booked);
+    let seen = app
+        .graphql_as(
+            Some(&staff),
+            "{ myBookings(first: 10) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        seen["data"]["myBookings"]["edges"][0]["node"]["id"],
+        booking.as_str(),
+        "{seen}"
+    );
+    let inside = "query($id: ID!) { agency(id: $id) { name staff { email } apiClients { clientId revokedAt } } }";
+    let view = app
+        .graphql_as(Some(&staff), inside, json!({ "id": mine }))
+        .await;
+    assert_eq!(
+        view["data"]["agency"],
+        json!({ "name": "草原国旅", "staff": [{ "email": staff_email }],
+                "apiClients": [{ "clientId": client_id, "revokedAt": null }] }),
+        "{view}"
+    );
+    // Another agency sees none of it, and may not revoke.
+    assert_eq!(
+        code(
+            &app.graphql_as(Some(&their_token), inside, json!({ "id": mine }))
+                .await
+        ),
+        "FORBIDDEN"
+    );
+    let revoke = "mutation($c: String!) { revokeApiClient(clientId: $c) { clientId revokedAt } }";
+    for token in [&their_token, &staff] {
+        let refused = app
+            .graphql_as(Some(token), revoke, json!({ "c": client_id }))
+            .await;
+        assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    }
+
+    // Revoked: its refresh token and its secret get nothing more.
+    let secretless = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($a: ID!) { createApiClient(agencyId: $a, name: \"second system\") { clientId clientSecret } }",
+            json!({ "a": mine }),
+        )
+        .await;
+    let creds = &secretless["data"]["createApiClient"];
+    let (second_id, second_secret) = (
+        creds["clientId"].as_str().expect("id").to_owned(),
+        creds["clientSecret"].as_str().expect("secret").to_owned(),
+    );
+    let exchange = "mutation($c: String!, $s: String!) { apiClientToken(clientId: $c, clientSecret: $s) { refreshToken } }";
+    let issued = app
+        .graphql_as(
+            None,
+            exchange,
+            json!({ "c": second_id, "s": second_secret }),
+        )
+        .await;
+    let refresh = issued["data"]["apiClientToken"]["refreshToken"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+    let revoked = app
+        .graphql_as(Some(&admin), revoke, json!({ "c": second_id }))
+        .await;
+    assert!(
+        revoked["data"]["revokeApiClient"]["revokedAt"].is_string(),
+        "{revoked}"
+    );
+    let again = app
+        .graphql_as(Some(&admin), revoke, json!({ "c": second_id }))
+        .await;
+    assert_eq!(
+        again["data"]["revokeApiClient"]["revokedAt"],
+        revoked["data"]["revokeApiClient"]["revokedAt"],
+        "revoking twice keeps the first time"
+    );
+    let refused = app
+        .graphql_as(
+            None,
+            exchange,
+            json!({ "c": second_id, "s": second_secret }),
+        )
+        .await;
+    assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
+    let refused = app
+        .graphql_as(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": refresh }),
+        )
+        .await;
+    assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
+    let unknown = app
+        .graphql_as(Some(&admin), revoke, json!({ "c": "dk_nobody" }))
+        .await;
+    assert_eq!(code(&unknown), "NOT_FOUND", "{unknown}");
+    // The first client still works.
+    let still = app
+        .graphql_as(
+            Some(&client_token),
+            "{ myBookings(first: 1) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(still["errors"].is_null(), "{still}");
+}

@@ -639,6 +639,52 @@ impl Identity {
         Ok((client_id, secret))
     }
 
+    /// A page of agencies, oldest first, with the total.
+    pub async fn agencies(
+        &self,
+        first: u32,
+        after: Option<AgencyId>,
+    ) -> Result<(Vec<Agency>, bool, u64), AppError> {
+        if !(1..=100).contains(&first) {
+            return Err(AppError::bad_input(
+                "first: ask for 1 to 100 agencies at a time",
+            ));
+        }
+        let (list, more) = storage::agencies(&self.db, first, after).await?;
+        Ok((list, more, storage::agency_count(&self.db).await?))
+    }
+
+    /// An agency's API clients (never their secrets).
+    pub async fn api_clients(&self, agency: AgencyId) -> Result<Vec<storage::ApiClient>, AppError> {
+        Ok(storage::api_clients_of(&self.db, agency).await?)
+    }
+
+    /// An agency's people: accounts given the AGENCY role for it.
+    pub async fn agency_staff(&self, agency: AgencyId) -> Result<Vec<Account>, AppError> {
+        Ok(storage::staff_of(&self.db, agency).await?)
+    }
+
+    /// Revokes an API client: it gets no more tokens and its refresh
+    /// tokens stop working at once; an access token it holds lives out its
+    /// few minutes (access tokens are not looked up per request). Revoking
+    /// twice keeps the first time.
+    pub async fn revoke_api_client(&self, client_id: &str) -> Result<storage::ApiClient, AppError> {
+        let client_id = client_id.trim();
+        let txn = self.db.begin().await?;
+        let Some((client, agency)) = storage::api_client_by_id(&txn, client_id).await? else {
+            return Err(AppError::not_found(format!("no API client {client_id}")));
+        };
+        storage::revoke_api_client(&txn, client_id).await?;
+        storage::revoke_all(&txn, client.account_id).await?;
+        let revoked = storage::api_client_by_id(&txn, client_id)
+            .await?
+            .map(|(c, _)| c)
+            .ok_or_else(|| AppError::internal("the API client vanished while revoked"))?;
+        txn.commit().await?;
+        info!(client = %client_id, agency = ?agency, "API client revoked");
+        Ok(revoked)
+    }
+
     /// Exchanges an API client's credentials for tokens.
     pub async fn client_token(&self, client_id: &str, secret: &str) -> Result<Tokens, AppError> {
         let refused = || unauthenticated("unknown client or wrong secret");

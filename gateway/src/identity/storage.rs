@@ -20,7 +20,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Identity)]
+        vec![Box::new(Identity), Box::new(AgencyLookups)]
     }
 }
 
@@ -71,6 +71,29 @@ impl MigrationTrait for Identity {
                     name TEXT NOT NULL,
                     revoked_at TIMESTAMPTZ,
                     created_at TIMESTAMPTZ NOT NULL)",
+            ],
+        )
+        .await
+    }
+}
+
+struct AgencyLookups;
+
+impl MigrationName for AgencyLookups {
+    fn name(&self) -> &str {
+        "m20261203_000001_agency_lookups"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AgencyLookups {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // An agency's people and clients (`staff_of`, `api_clients_of`).
+        run_ddl(
+            manager,
+            &[
+                "CREATE INDEX accounts_agency ON accounts (agency_id)",
+                "CREATE INDEX api_clients_account ON api_clients (account_id)",
             ],
         )
         .await
@@ -390,12 +413,7 @@ pub async fn agency<C: ConnectionTrait>(conn: &C, id: AgencyId) -> Result<Option
     else {
         return Ok(None);
     };
-    Ok(Some(Agency {
-        id,
-        name: row.try_get("", "name")?,
-        home_region: row_region(&row, "home_region")?,
-        commission_bp: u32::try_from(row.try_get::<i32>("", "commission_bp")?).unwrap_or(0),
-    }))
+    Ok(Some(agency_row(&row)?))
 }
 
 /// Records an API client (its secret only as a hash).
@@ -443,4 +461,155 @@ pub async fn api_client<C: ConnectionTrait>(
         row.try_get("", "secret_hash")?,
         AccountId(row_uuid(&row, "account_id")?),
     )))
+}
+
+/// A page of agencies, oldest first, after the agency `after`; and whether
+/// more follow.
+pub async fn agencies<C: ConnectionTrait>(
+    conn: &C,
+    first: u32,
+    after: Option<AgencyId>,
+) -> Result<(Vec<Agency>, bool), DbErr> {
+    let b = conn.get_database_backend();
+    // UUIDv7 ids are time-ordered: the id is the order and the cursor.
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT * FROM agencies WHERE ($1 OR id > $2) ORDER BY id LIMIT $3",
+            vec![
+                after.is_none().into(),
+                uuid_value(b, after.map_or(uuid::Uuid::nil(), |a| a.0)),
+                (i64::from(first) + 1).into(),
+            ],
+        ))
+        .await?;
+    let more = rows.len() > first as usize;
+    let list = rows
+        .iter()
+        .take(first as usize)
+        .map(agency_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((list, more))
+}
+
+/// How many agencies there are.
+pub async fn agency_count<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM agencies",
+            vec![],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+fn agency_row(row: &QueryResult) -> Result<Agency, DbErr> {
+    Ok(Agency {
+        id: AgencyId(row_uuid(row, "id")?),
+        name: row.try_get("", "name")?,
+        home_region: row_region(row, "home_region")?,
+        commission_bp: u32::try_from(row.try_get::<i32>("", "commission_bp")?).unwrap_or(0),
+    })
+}
+
+/// An API client as admins see it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiClient {
+    /// What it logs in with.
+    pub client_id: String,
+    /// What the agency called it.
+    pub name: String,
+    /// Its account (role AGENCY).
+    pub account_id: AccountId,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Revoked: it gets no more tokens.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+fn api_client_row(row: &QueryResult) -> Result<ApiClient, DbErr> {
+    Ok(ApiClient {
+        client_id: row.try_get("", "client_id")?,
+        name: row.try_get("", "name")?,
+        account_id: AccountId(row_uuid(row, "account_id")?),
+        created_at: row.try_get("", "created_at")?,
+        revoked_at: row.try_get("", "revoked_at")?,
+    })
+}
+
+/// The API clients of an agency, oldest first.
+pub async fn api_clients_of<C: ConnectionTrait>(
+    conn: &C,
+    agency: AgencyId,
+) -> Result<Vec<ApiClient>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT c.* FROM api_clients c JOIN accounts a ON a.id = c.account_id
+         WHERE a.agency_id = $1 ORDER BY c.created_at, c.client_id",
+        vec![uuid_value(b, agency.0)],
+    ))
+    .await?
+    .iter()
+    .map(api_client_row)
+    .collect()
+}
+
+/// An API client and its agency, revoked or not.
+pub async fn api_client_by_id<C: ConnectionTrait>(
+    conn: &C,
+    client_id: &str,
+) -> Result<Option<(ApiClient, Option<AgencyId>)>, DbErr> {
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT c.*, a.agency_id FROM api_clients c JOIN accounts a ON a.id = c.account_id
+             WHERE c.client_id = $1",
+            vec![client_id.into()],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((
+        api_client_row(&row)?,
+        opt_row_uuid(&row, "agency_id")?.map(AgencyId),
+    )))
+}
+
+/// Marks an API client revoked (once: the first time is kept).
+pub async fn revoke_api_client<C: ConnectionTrait>(conn: &C, client_id: &str) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE api_clients SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL",
+        vec![client_id.into(), Utc::now().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The people of an agency: AGENCY accounts that are not API clients.
+pub async fn staff_of<C: ConnectionTrait>(
+    conn: &C,
+    agency: AgencyId,
+) -> Result<Vec<Account>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT * FROM accounts a WHERE a.agency_id = $1
+         AND NOT EXISTS (SELECT 1 FROM api_clients c WHERE c.account_id = a.id)
+         ORDER BY a.created_at, a.id",
+        vec![uuid_value(b, agency.0)],
+    ))
+    .await?
+    .iter()
+    .map(account)
+    .collect()
 }

@@ -147,25 +147,96 @@ impl From<Tokens> for AuthPayload {
 }
 
 /// A travel agency and its commission contract.
-#[derive(SimpleObject)]
-pub struct Agency {
-    pub id: ID,
-    pub name: String,
+pub struct Agency(pub crate::identity::storage::Agency);
+
+#[Object]
+impl Agency {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
     /// Where it is based: the sponsor side of its bookings.
-    pub home_region_code: ID,
+    async fn home_region_code(&self) -> ID {
+        ID(self.0.home_region.to_string())
+    }
     /// Commission on its bookings, in basis points (800 = 8 %).
-    pub commission_basis_points: u32,
+    async fn commission_basis_points(&self) -> u32 {
+        self.0.commission_bp
+    }
+    /// Its integrations' credentials (never the secrets): platform admins
+    /// and the agency's own accounts.
+    async fn api_clients(&self, ctx: &Context<'_>) -> Result<Vec<ApiClient>> {
+        agency_insider(ctx, self.0.id)?;
+        let clients = identity(ctx)?.api_clients(self.0.id).await.map_err(gql)?;
+        Ok(clients.into_iter().map(ApiClient).collect())
+    }
+    /// Its people: accounts given the AGENCY role for it with `grantRole`.
+    /// They see and manage its bookings like its API clients. Platform
+    /// admins and the agency's own accounts.
+    async fn staff(&self, ctx: &Context<'_>) -> Result<Vec<Account>> {
+        agency_insider(ctx, self.0.id)?;
+        let staff = identity(ctx)?.agency_staff(self.0.id).await.map_err(gql)?;
+        Ok(staff.into_iter().map(Account).collect())
+    }
 }
 
 impl From<crate::identity::storage::Agency> for Agency {
     fn from(a: crate::identity::storage::Agency) -> Agency {
-        Agency {
-            id: ID(a.id.to_string()),
-            name: a.name,
-            home_region_code: ID(a.home_region.to_string()),
-            commission_basis_points: a.commission_bp,
-        }
+        Agency(a)
     }
+}
+
+/// The caller if it is a platform admin or an account of `agency`.
+pub fn agency_insider<'a>(
+    ctx: &Context<'a>,
+    agency: shared::ids::AgencyId,
+) -> Result<&'a Principal> {
+    let p = principal(ctx)?;
+    if p.is_platform_admin() || p.agency_id == Some(agency) {
+        Ok(p)
+    } else {
+        Err(forbidden(
+            "only the agency itself and platform admins may see this",
+        ))
+    }
+}
+
+/// An agency's API client (its secret was shown once, at creation).
+pub struct ApiClient(pub crate::identity::storage::ApiClient);
+
+#[Object]
+impl ApiClient {
+    async fn client_id(&self) -> &str {
+        &self.0.client_id
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn created_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0.created_at
+    }
+    /// When it was revoked; it gets no more tokens after.
+    async fn revoked_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.revoked_at
+    }
+}
+
+/// An edge of an [`AgencyConnection`].
+#[derive(SimpleObject)]
+pub struct AgencyEdge {
+    pub cursor: String,
+    pub node: Agency,
+}
+
+/// A page of agencies, oldest first.
+#[derive(SimpleObject)]
+pub struct AgencyConnection {
+    pub edges: Vec<AgencyEdge>,
+    pub page_info: async_graphql::connection::PageInfo,
+    /// How many agencies there are.
+    pub total_count: u64,
 }
 
 /// A new API client's credentials: the secret is shown this once.

@@ -301,6 +301,40 @@ impl Query {
             })
     }
 
+    /// Agencies, oldest first (platform admins).
+    async fn agencies(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<AgencyConnection> {
+        platform_admin(ctx)?;
+        let after = after.map(|a| parse("cursor", &a)).transpose()?;
+        let (list, has_next_page, total_count) = identity(ctx)?
+            .agencies(non_negative("first", first)?, after)
+            .await
+            .map_err(gql)?;
+        let edges: Vec<AgencyEdge> = list
+            .into_iter()
+            .map(|a| AgencyEdge {
+                cursor: a.id.to_string(),
+                node: Agency(a),
+            })
+            .collect();
+        Ok(AgencyConnection {
+            page_info: page_info(edges.iter().map(|e| &e.cursor), has_next_page),
+            edges,
+            total_count,
+        })
+    }
+
+    /// One agency: platform admins, and the agency's own accounts.
+    async fn agency(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Agency>> {
+        let id = parse("agency id", &id)?;
+        agency_insider(ctx, id)?;
+        Ok(identity(ctx)?.agency(id).await.map_err(gql)?.map(Agency))
+    }
+
     /// Your bookings (a traveler's own, an agency's all), newest first.
     async fn my_bookings(
         &self,
@@ -970,6 +1004,18 @@ impl Mutation {
             client_id,
             client_secret,
         })
+    }
+
+    /// Revokes an API client (platform admins): it gets no more tokens and
+    /// its refresh tokens stop at once; an access token it holds expires
+    /// within its lifetime (`DUIKOU_ACCESS_TOKEN_MINUTES`).
+    async fn revoke_api_client(&self, ctx: &Context<'_>, client_id: String) -> Result<ApiClient> {
+        platform_admin(ctx)?;
+        let revoked = identity(ctx)?
+            .revoke_api_client(&client_id)
+            .await
+            .map_err(gql)?;
+        Ok(ApiClient(revoked))
     }
 
     /// Exchanges an agency's API client credentials for tokens.
