@@ -3,50 +3,9 @@
 
 mod common;
 
+use common::ws::{connect, init, next, send, subscribed};
 use common::{TestApp, spawn_app, tomorrow};
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(app: &TestApp) -> Socket {
-    let url = app.url.replace("http://", "ws://");
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    tokio_tungstenite::connect_async(request)
-        .await
-        .expect("upgraded")
-        .0
-}
-
-async fn send(ws: &mut Socket, message: Value) {
-    ws.send(Message::Text(message.to_string().into()))
-        .await
-        .expect("sent");
-}
-
-/// The next JSON message, or None when the socket closed or nothing came in time.
-async fn next(ws: &mut Socket) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).ok(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            _ => return None,
-        }
-    }
-}
-
-async fn init(ws: &mut Socket, token: &str) -> Option<Value> {
-    send(ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })).await;
-    next(ws).await
-}
 
 /// The error code of a refused subscription: the protocol sends it as a
 /// `next` with `errors` and no data.
@@ -138,16 +97,12 @@ async fn someone_else_and_a_bad_token_get_no_pushes() {
 async fn a_travelers_feed_pushes_each_of_its_bookings_and_nobody_elses() {
     let app = spawn_app().await;
     let room_type = app.homestay(3).await.room_type_id.to_string();
-    let mut ws = connect(&app).await;
-    let ack = init(&mut ws, app.token.as_deref().expect("token")).await;
-    assert_eq!(
-        ack.map(|a| a["type"].clone()),
-        Some(json!("connection_ack"))
-    );
-    send(
-        &mut ws,
-        json!({ "id": "feed", "type": "subscribe", "payload": {
-        "query": "subscription { bookingsUpdated { id status } }" } }),
+    let mut ws = subscribed(
+        &app,
+        app.token.as_deref().expect("token"),
+        "feed",
+        "subscription { bookingsUpdated { id status } }",
+        json!({}),
     )
     .await;
 
@@ -191,4 +146,82 @@ async fn a_travelers_feed_pushes_each_of_its_bookings_and_nobody_elses() {
             seen.insert(id);
         }
     }
+}
+
+/// An API client of `agency` and its access token.
+async fn client_token(app: &TestApp, admin: &str, agency: &str, name: &str) -> String {
+    let made = app
+        .graphql_as(
+            Some(admin),
+            "mutation($a: ID!, $n: String!) { createApiClient(agencyId: $a, name: $n) { clientId clientSecret } }",
+            json!({ "a": agency, "n": name }),
+        )
+        .await;
+    let creds = &made["data"]["createApiClient"];
+    let token = app
+        .graphql_as(
+            None,
+            "mutation($c: String!, $s: String!) { apiClientToken(clientId: $c, clientSecret: $s) { accessToken } }",
+            json!({ "c": creds["clientId"], "s": creds["clientSecret"] }),
+        )
+        .await;
+    token["data"]["apiClientToken"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{made} {token}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_feed_pushes_the_bookings_of_all_its_clients_and_nobody_elses() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let room_type = app.homestay(3).await.room_type_id.to_string();
+    let agency = app
+        .graphql_as(
+            Some(&admin),
+            "mutation { createAgency(name: \"草原国旅\", homeRegionCode: \"110105\", commissionBasisPoints: 800) { id } }",
+            json!({}),
+        )
+        .await["data"]["createAgency"]["id"]
+        .as_str()
+        .expect("agency")
+        .to_owned();
+    let listener = client_token(&app, &admin, &agency, "feed reader").await;
+    let booker = client_token(&app, &admin, &agency, "booking system").await;
+
+    let mut ws = subscribed(
+        &app,
+        &listener,
+        "feed",
+        "subscription { bookingsUpdated { id status commissionBasisPoints } }",
+        json!({}),
+    )
+    .await;
+    let book = |token: String, key: &'static str| {
+        let app = &app;
+        let room_type = room_type.clone();
+        async move {
+            TestApp::id_of(
+                &app.graphql_as(
+                    Some(&token),
+                    "mutation($input: CreateBookingInput!, $k: String!) { createBooking(input: $input, idempotencyKey: $k) { id } }",
+                    json!({ "k": key, "input": { "roomTypeId": room_type, "checkIn": tomorrow().to_string(),
+                        "checkOut": (tomorrow() + chrono::Duration::days(1)).to_string(),
+                        "travelers": [{ "name": "李四", "idType": "PASSPORT", "idNumber": "E12345678" }],
+                        "contact": { "name": "李四", "phone": "13800138000" } } }),
+                )
+                .await,
+            )
+        }
+    };
+    // A traveler's booking first: never in the agency's feed.
+    let travelers = book(app.token.clone().expect("token"), "own").await;
+    app.wait_for_status(&travelers, "AWAITING_PAYMENT").await;
+    // The agency's other client books: the feed reader is pushed it.
+    let agencys = book(booker, "group").await;
+    let message = next(&mut ws).await.expect("a push");
+    let pushed = &message["payload"]["data"]["bookingsUpdated"];
+    assert_eq!(pushed["id"], agencys.as_str(), "{message}");
+    assert_eq!(pushed["status"], "AWAITING_PAYMENT", "{message}");
+    assert_eq!(pushed["commissionBasisPoints"], 800);
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod ws;
+
 use chrono::{Duration as Days, NaiveDate, Utc};
 use duikou::{App, Part};
 use serde_json::{Value, json};

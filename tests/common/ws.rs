@@ -1,0 +1,71 @@
+//! graphql-transport-ws from the client's side: connect, init with a
+//! token, send, and read the next message with a deadline.
+
+use super::TestApp;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn connect(app: &TestApp) -> Socket {
+    let url = app.url.replace("http://", "ws://");
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgraded")
+        .0
+}
+
+pub async fn send(ws: &mut Socket, message: Value) {
+    ws.send(Message::Text(message.to_string().into()))
+        .await
+        .expect("sent");
+}
+
+/// The next JSON message, or None when the socket closed or nothing came in time.
+pub async fn next(ws: &mut Socket) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).ok(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+pub async fn init(ws: &mut Socket, token: &str) -> Option<Value> {
+    send(ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })).await;
+    next(ws).await
+}
+
+/// A connection authenticated with `token` (acknowledged) with one
+/// subscription `id` running `query` with `variables`.
+pub async fn subscribed(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    query: &str,
+    variables: Value,
+) -> Socket {
+    let mut ws = connect(app).await;
+    let ack = init(&mut ws, token).await;
+    assert_eq!(
+        ack.as_ref().map(|a| a["type"].clone()),
+        Some(json!("connection_ack")),
+        "{ack:?}"
+    );
+    send(
+        &mut ws,
+        json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }),
+    )
+    .await;
+    ws
+}
