@@ -385,3 +385,270 @@ async fn services_refuse_principals_without_the_right_even_past_the_gateway() {
     let chifeng = call(bus, &pair(who(Role::RegionAdmin, Some("150400")))).await;
     assert!(chifeng.is_ok(), "{chifeng:?}");
 }
+
+/// An agency's API client token (the agency made by the platform admin).
+async fn agency_token(app: &TestApp, admin: &str) -> (String, String) {
+    let agency = app
+        .graphql_as(
+            Some(admin),
+            "mutation { createAgency(name: \"京城旅行社\", homeRegionCode: \"110105\", commissionBasisPoints: 500) { id } }",
+            json!({}),
+        )
+        .await["data"]["createAgency"]["id"]
+        .as_str()
+        .expect("agency")
+        .to_owned();
+    let creds = app
+        .graphql_as(
+            Some(admin),
+            "mutation($a: ID!) { createApiClient(agencyId: $a, name: \"system\") { clientId clientSecret } }",
+            json!({ "a": agency }),
+        )
+        .await["data"]["createApiClient"]
+        .clone();
+    let issued = app
+        .graphql_as(
+            None,
+            "mutation($c: String!, $s: String!) { apiClientToken(clientId: $c, clientSecret: $s) { accessToken } }",
+            json!({ "c": creds["clientId"], "s": creds["clientSecret"] }),
+        )
+        .await;
+    (
+        agency,
+        issued["data"]["apiClientToken"]["accessToken"]
+            .as_str()
+            .expect("token")
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn each_role_is_refused_every_read_and_change_outside_its_reach_and_nothing_moves() {
+    let app = app().await;
+    let admin = token(&login(&app, ADMIN).await);
+    let homestay = app.homestay(3).await; // in 敖汉旗 (150430, under 赤峰市 150400)
+    let room_type = homestay.room_type_id.to_string();
+    let booking = app
+        .paid_booking(
+            &room_type,
+            tomorrow() + chrono::Duration::days(9),
+            "tok_success",
+        )
+        .await;
+    app.wait_for_status(&booking, "CONFIRMED").await;
+
+    let traveler = app.token.clone().expect("the test traveler");
+    let other = app.register("other@example.cn", "110105").await;
+    let (_, agency) = agency_token(&app, &admin).await;
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
+    let roles = [
+        ("traveler", &traveler),
+        ("another traveler", &other),
+        ("an agency", &agency),
+        ("赤峰's admin", &chifeng),
+        ("北京's admin", &beijing),
+    ];
+    let day = tomorrow().to_string();
+    let next_day = (tomorrow() + chrono::Duration::days(1)).to_string();
+    let vars = json!({ "b": booking, "rt": room_type, "h": homestay.homestay_id.to_string(),
+                       "from": day, "to": next_day });
+    // (what, the operation, the roles refused; everyone else may). All
+    // declare the same variables and use the ones they need.
+    let head = "($b: ID!, $rt: ID!, $h: ID!, $from: Date!, $to: Date!)";
+    let checks: &[(&str, &str, &[&str])] = &[
+        (
+            "read the booking",
+            "query booking(id: $b) { id }",
+            &["another traveler", "an agency", "北京's admin"],
+        ),
+        (
+            "quote its cancellation",
+            "query cancellationQuote(bookingId: $b) { refund { amount } }",
+            &["another traveler", "an agency", "北京's admin"],
+        ),
+        (
+            "trace its money",
+            "query bookingImpact(bookingId: $b) { paid { amount } }",
+            &["another traveler", "an agency", "北京's admin"],
+        ),
+        (
+            "cancel it",
+            "mutation cancelBooking(bookingId: $b, idempotencyKey: \"x\") { status }",
+            &[
+                "another traveler",
+                "an agency",
+                "赤峰's admin",
+                "北京's admin",
+            ],
+        ),
+        (
+            "pay it again",
+            "mutation payBooking(bookingId: $b, paymentToken: \"tok_success\", idempotencyKey: \"x\") { status }",
+            &[
+                "another traveler",
+                "an agency",
+                "赤峰's admin",
+                "北京's admin",
+            ],
+        ),
+        (
+            "refund it",
+            "mutation refundPayment(bookingId: $b, amount: \"1.00\", reason: \"x\", idempotencyKey: \"x\") { status }",
+            &[
+                "traveler",
+                "another traveler",
+                "an agency",
+                "赤峰's admin",
+                "北京's admin",
+            ],
+        ),
+        (
+            "create an agency",
+            "mutation createAgency(name: \"x\", homeRegionCode: \"110105\", commissionBasisPoints: 1) { id }",
+            &["traveler", "an agency", "赤峰's admin"],
+        ),
+        (
+            "grant a role",
+            "mutation grantRole(email: \"other@example.cn\", role: PLATFORM_ADMIN) { role }",
+            &[
+                "traveler",
+                "another traveler",
+                "an agency",
+                "赤峰's admin",
+                "北京's admin",
+            ],
+        ),
+        (
+            "run payouts",
+            "mutation runPayouts(reference: \"x\") { reference }",
+            &["traveler", "an agency", "赤峰's admin"],
+        ),
+        (
+            "read host balances",
+            "query hostBalances { amount { amount } }",
+            &["traveler", "an agency", "赤峰's admin"],
+        ),
+        (
+            "read the reconciliation log",
+            "query reconciliationLog { edges { cursor } }",
+            &["traveler", "an agency", "赤峰's admin"],
+        ),
+        (
+            "list agencies",
+            "query agencies { totalCount }",
+            &["traveler", "an agency", "赤峰's admin"],
+        ),
+        (
+            "revoke a client",
+            "mutation revokeApiClient(clientId: \"dk_x\") { clientId }",
+            &["traveler", "an agency", "赤峰's admin"],
+        ),
+        (
+            "list a homestay in 敖汉旗",
+            "mutation createHomestay(input: { hostName: \"x\", regionCode: \"150430\", name: \"x\", roomType: { name: \"x\", beds: 1, maxGuests: 1, rooms: 1 } }) { homestayId }",
+            &["traveler", "an agency", "北京's admin"],
+        ),
+        (
+            "add a host in 敖汉旗",
+            "mutation createHost(name: \"x\", regionCode: \"150430\") { id }",
+            &["traveler", "an agency", "北京's admin"],
+        ),
+        (
+            "change its calendar",
+            "mutation setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, rooms: 0, price: \"1.00\")",
+            &["traveler", "an agency", "北京's admin"],
+        ),
+        (
+            "add a room type",
+            "mutation addRoomType(homestayId: $h, roomType: { name: \"x\", beds: 1, maxGuests: 1, rooms: 1 }) { id }",
+            &["traveler", "an agency", "北京's admin"],
+        ),
+        (
+            "apply to certify it",
+            "mutation applyForCertification(listingId: $h, statement: \"x\") { id }",
+            &["traveler", "an agency", "北京's admin"],
+        ),
+        (
+            "pair regions neither side of which is its own",
+            "mutation createPartnership(input: { sponsorRegionCode: \"440105\", beneficiaryRegionCode: \"511133\" }) { id }",
+            &["traveler", "an agency", "赤峰's admin", "北京's admin"],
+        ),
+        (
+            "list the region's bookings",
+            "query regionBookings { edges { cursor } }",
+            &["traveler", "an agency"],
+        ),
+    ];
+    for (what, operation, refused) in checks {
+        let (kind, field) = operation.split_once(' ').expect("kind and field");
+        // Declare just the variables the operation uses.
+        let used: Vec<&str> = ["b", "rt", "h", "from", "to"]
+            .into_iter()
+            .filter(|v| field.contains(&format!("${v}")))
+            .collect();
+        let declared: Vec<String> = head
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(", ")
+            .filter(|d| used.iter().any(|u| d.starts_with(&format!("${u}:"))))
+            .map(str::to_owned)
+            .collect();
+        let query = if declared.is_empty() {
+            format!("{kind} {{ {field} }}")
+        } else {
+            format!("{kind}({}) {{ {field} }}", declared.join(", "))
+        };
+        let anonymous = app.graphql_as(None, &query, vars.clone()).await;
+        assert_eq!(
+            code(&anonymous),
+            "UNAUTHENTICATED",
+            "anonymous may not {what}: {anonymous}"
+        );
+        for (role, token) in roles {
+            if !refused.contains(&role) {
+                continue;
+            }
+            let body = app.graphql_as(Some(token), &query, vars.clone()).await;
+            assert_eq!(code(&body), "FORBIDDEN", "{role} may not {what}: {body}");
+            assert!(
+                body["data"].is_null()
+                    || body["data"]
+                        .as_object()
+                        .is_some_and(|d| d.values().all(Value::is_null)),
+                "{role} got data for {what}: {body}"
+            );
+        }
+    }
+    // Nothing moved: the booking stands, paid once, nothing refunded, the
+    // night still sells, no agency or role was added.
+    let after = app
+        .graphql_as(
+            Some(&traveler),
+            "query($b: ID!) { booking(id: $b) { status refunded { amount } refunds { id } } }",
+            json!({ "b": booking }),
+        )
+        .await;
+    assert_eq!(
+        after["data"]["booking"],
+        json!({ "status": "CONFIRMED", "refunded": { "amount": "0.00" }, "refunds": [] }),
+        "{after}"
+    );
+    let listed = app
+        .graphql_as(Some(&admin), "{ agencies { totalCount } }", json!({}))
+        .await;
+    assert_eq!(listed["data"]["agencies"]["totalCount"], 1, "{listed}");
+    let me = app.graphql_as(Some(&other), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["role"], "TRAVELER", "{me}");
+    let calendar = app
+        .graphql_as(
+            None,
+            "query($rt: ID!, $from: Date!, $to: Date!) { roomCalendar(roomTypeId: $rt, from: $from, to: $to) { rooms } }",
+            json!({ "rt": room_type, "from": day, "to": next_day }),
+        )
+        .await;
+    assert_eq!(
+        calendar["data"]["roomCalendar"],
+        json!([{ "rooms": 3 }]),
+        "{calendar}"
+    );
+}

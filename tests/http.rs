@@ -281,3 +281,76 @@ async fn a_persisted_query_is_sent_once_and_then_named_by_its_hash() {
         "{forged}"
     );
 }
+
+#[tokio::test]
+async fn oversized_bodies_pages_over_a_hundred_and_costly_queries_are_refused_with_a_code() {
+    let app = spawn_app().await;
+    // A body over the limit: 413, said the GraphQL way.
+    let padding = "#".repeat(300 * 1024);
+    let (status, media, body) = post(
+        &app,
+        Some(GRAPHQL_RESPONSE),
+        &format!("{{ __typename }} {padding}"),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(media.starts_with("application/json"), "{media}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("KiB")),
+        "{body}"
+    );
+
+    // Pages of more than 100 are the caller's mistake, wherever they are asked.
+    let admin = app.admin_token().await;
+    let window = format!(
+        "checkIn: \"{}\", checkOut: \"{}\", guests: 1",
+        common::tomorrow(),
+        common::tomorrow() + chrono::Duration::days(1)
+    );
+    for query in [
+        "{ myBookings(first: 101) { edges { cursor } } }".to_owned(),
+        "{ welfareFund { entries(first: 101) { edges { cursor } } } }".to_owned(),
+        "{ agencies(first: 101) { totalCount } }".to_owned(),
+        "{ partnerships(first: 101) { totalCount } }".to_owned(),
+        format!("{{ searchHomestays({window}, first: 101) {{ edges {{ cursor }} }} }}"),
+        "{ searchRoutes(first: 101) { edges { cursor } } }".to_owned(),
+    ] {
+        let body = app.graphql_as(Some(&admin), &query, json!({})).await;
+        assert_eq!(common::code(&body), "BAD_USER_INPUT", "{query}: {body}");
+    }
+
+    // A list costs its size times its selection: four wide pages of 100
+    // are over the limit and refused before they run; of 10 they run.
+    let wide = "edges { cursor node { homestayId homestayName regionCode certified certifiedUntil
+        roomTypeId roomTypeName maxGuests nights roomsLeft total { amount currency } } }";
+    let four = |first: u32| {
+        format!(
+            "{{ a: searchHomestays({window}, first: {first}) {{ {wide} }}
+                b: searchHomestays({window}, first: {first}, rooms: 2) {{ {wide} }}
+                c: searchHomestays({window}, first: {first}, certifiedOnly: true) {{ {wide} }}
+                d: searchHomestays({window}, first: {first}, rooms: 3) {{ {wide} }} }}"
+        )
+    };
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &four(100)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("complex")),
+        "{body}"
+    );
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    assert!(body["data"].is_null(), "{body}");
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &four(10)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["errors"].is_null(), "{body}");
+}

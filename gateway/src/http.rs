@@ -86,6 +86,8 @@ pub fn router(
         .route("/metrics", get(crate::metrics::render))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        // Said the GraphQL way, like every other refusal.
+        .layer(axum::middleware::map_response(too_large))
         // Every request gets an id (the client's `x-request-id`, or a new
         // one), in its log span and echoed in the response.
         .layer(
@@ -265,6 +267,23 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
     }
     response
+}
+
+/// A 413 from the body limit (or from reading a chunked body past it),
+/// with a code and a message instead of plain text.
+async fn too_large(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    crate::metrics::graphql_error("BAD_USER_INPUT");
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "BAD_USER_INPUT",
+        &format!(
+            "the request body is larger than {} KiB; send large lists in several requests",
+            MAX_BODY / 1024
+        ),
+    )
 }
 
 /// Whether the request would run a mutation (refused over GET).

@@ -33,6 +33,12 @@ pub use types::*;
 /// The schema type.
 pub type DuikouSchema = Schema<Query, Mutation, Subscription>;
 
+/// How much a list costs against the complexity limit: each item as much
+/// as its selection (so `first: 100` of a wide selection counts 100 times).
+pub(crate) fn per_item(first: i32, child_complexity: usize) -> usize {
+    child_complexity.saturating_mul(usize::try_from(first.clamp(1, 100)).unwrap_or(1))
+}
+
 /// Builds the schema with its limits; `bus` is how resolvers reach services.
 pub fn build_schema(
     bus: Option<Arc<dyn Bus>>,
@@ -42,7 +48,8 @@ pub fn build_schema(
     let mut builder = Schema::build(Query, Mutation, Subscription)
         // GraphiQL's introspection query is 13 deep; leave it room.
         .limit_depth(16)
-        .limit_complexity(2_000);
+        // A page of 100 with a 40-field selection; lists count per item.
+        .limit_complexity(5_000);
     if let Some(bus) = bus {
         builder = builder.data(bus);
     }
@@ -162,6 +169,7 @@ impl Query {
     /// Room types bookable for every night of the stay with `rooms` rooms
     /// free and room for `guests`, cheapest first, with the stay's total.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn search_homestays(
         &self,
         ctx: &Context<'_>,
@@ -192,6 +200,7 @@ impl Query {
     /// seats for `travelers`, starting in or visiting the region's sub-tree,
     /// by earliest such departure; each route lists the departures that match.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn search_routes(
         &self,
         ctx: &Context<'_>,
@@ -221,6 +230,7 @@ impl Query {
 
     /// The public notice board of certifications (扶贫产品认定) of listings
     /// in the region's sub-tree, newest first; anyone may read it.
+    #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn certifications(
         &self,
         ctx: &Context<'_>,
@@ -265,6 +275,7 @@ impl Query {
     }
 
     /// Payout runs, newest first, with what each host was paid (platform admins).
+    #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn payout_runs(
         &self,
         ctx: &Context<'_>,
@@ -276,6 +287,7 @@ impl Query {
 
     /// What the reconciler found comparing the payment provider's records
     /// with the ledger, and what it did, newest first (platform admins).
+    #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn reconciliation_log(
         &self,
         ctx: &Context<'_>,
@@ -302,6 +314,7 @@ impl Query {
     }
 
     /// Agencies, oldest first (platform admins).
+    #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn agencies(
         &self,
         ctx: &Context<'_>,
@@ -336,6 +349,7 @@ impl Query {
     }
 
     /// Your bookings (a traveler's own, an agency's all), newest first.
+    #[graphql(complexity = "per_item(first.unwrap_or(20), child_complexity)")]
     async fn my_bookings(
         &self,
         ctx: &Context<'_>,
@@ -349,6 +363,7 @@ impl Query {
     /// Bookings held on listings in your region (region admins; platform
     /// admins: all), newest first. A booking counts once inventory held
     /// its listing.
+    #[graphql(complexity = "per_item(first.unwrap_or(20), child_complexity)")]
     async fn region_bookings(
         &self,
         ctx: &Context<'_>,
@@ -412,6 +427,7 @@ impl Query {
 
     /// Partnerships (结对帮扶) where the region's sub-tree is either side; all
     /// when `regionCode` is omitted.
+    #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn partnerships(
         &self,
         ctx: &Context<'_>,

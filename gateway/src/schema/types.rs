@@ -517,6 +517,7 @@ impl WelfareFund {
     }
 
     /// Entries, newest first (Relay connection; `first` at most 100).
+    #[graphql(complexity = "super::per_item(first.unwrap_or(20), child_complexity)")]
     async fn entries(
         &self,
         ctx: &async_graphql::Context<'_>,
