@@ -495,17 +495,6 @@ async fn one_host_is_paid_for_several_listings_of_its_region() {
     assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
 }
 
-/// A series' value summed over its label sets in `/metrics`, for the
-/// lines that contain every one of `labels`.
-async fn metric(app: &TestApp, series: &str, labels: &[&str]) -> f64 {
-    app.metrics_text()
-        .await
-        .lines()
-        .filter(|l| l.starts_with(series) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn search_answers_come_from_the_cache_until_the_catalogue_or_a_hold_changes_them() {
     let app = spawn_app().await;
@@ -520,11 +509,17 @@ async fn search_answers_come_from_the_cache_until_the_catalogue_or_a_hold_change
     // Asked again and again, the answer comes from the cache (once the
     // events of the homestay's own creation have landed and the version
     // stopped moving).
-    let hits = metric(&app, "duikou_cache_total", &["search_homestays", "hit"]).await;
+    let hits = app
+        .metric("duikou_cache_total", &["search_homestays", "hit"])
+        .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         assert_eq!(offers(&app.graphql_as(None, SEARCH, vars.clone()).await), 1);
-        if metric(&app, "duikou_cache_total", &["search_homestays", "hit"]).await > hits {
+        if app
+            .metric("duikou_cache_total", &["search_homestays", "hit"])
+            .await
+            > hits
+        {
             break;
         }
         assert!(
@@ -587,8 +582,12 @@ async fn the_calendars_of_a_homestays_room_types_come_in_one_call() {
             .await;
         assert!(added["errors"].is_null(), "{added}");
     }
-    let before = metric(&app, "duikou_rpc_total", &["get_room_calendars"]).await;
-    let single = metric(&app, "duikou_rpc_total", &["method=\"get_room_calendar\""]).await;
+    let before = app
+        .metric("duikou_rpc_total", &["get_room_calendars"])
+        .await;
+    let single = app
+        .metric("duikou_rpc_total", &["method=\"get_room_calendar\""])
+        .await;
     let read = app
         .graphql_as(
             None,
@@ -609,12 +608,14 @@ async fn the_calendars_of_a_homestays_room_types_come_in_one_call() {
         "{read}"
     );
     assert_eq!(
-        metric(&app, "duikou_rpc_total", &["get_room_calendars"]).await,
+        app.metric("duikou_rpc_total", &["get_room_calendars"])
+            .await,
         before + 1.0,
         "one batched call"
     );
     assert_eq!(
-        metric(&app, "duikou_rpc_total", &["method=\"get_room_calendar\""]).await,
+        app.metric("duikou_rpc_total", &["method=\"get_room_calendar\""])
+            .await,
         single,
         "none per room type"
     );

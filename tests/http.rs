@@ -64,7 +64,7 @@ async fn status_codes_and_media_types_follow_what_the_client_accepts() {
 
     let (status, _, body) = post(&app, Some("text/html"), valid).await;
     assert_eq!(status, 406, "{body}");
-    assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_ACCEPTABLE");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
 }
 
 #[tokio::test]

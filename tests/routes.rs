@@ -436,3 +436,55 @@ async fn route_search_pages_by_cursor_earliest_departure_first_without_repeats()
         .await;
     assert_eq!(code(&bad), "BAD_USER_INPUT", "{bad}");
 }
+
+#[tokio::test]
+async fn the_departures_of_a_page_of_routes_come_in_one_call() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let mut departures = Vec::new();
+    for days in [10, 20, 30] {
+        departures.push(route_on_sale(&app, &admin, days, 8, 1).await.1);
+    }
+    let batched = app
+        .metric("duikou_rpc_total", &["method=\"get_departures\""])
+        .await;
+    let single = app
+        .metric("duikou_rpc_total", &["method=\"get_route\""])
+        .await;
+    let from = tomorrow();
+    let body = app
+        .graphql_as(
+            None,
+            "query($from: Date!, $to: Date!) { searchRoutes(regionCode: \"150400\", from: $from, to: $to) {
+                edges { node { departures(from: $from, to: $to) { id date seatsLeft } } } } }",
+            json!({ "from": from.to_string(), "to": (from + Duration::days(60)).to_string() }),
+        )
+        .await;
+    let mut shown: Vec<String> = body["data"]["searchRoutes"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .flat_map(|e| {
+            e["node"]["departures"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|d| d["id"].as_str().map(str::to_owned))
+        .collect();
+    shown.sort();
+    departures.sort();
+    assert_eq!(shown, departures, "{body}");
+    assert_eq!(
+        app.metric("duikou_rpc_total", &["method=\"get_departures\""])
+            .await,
+        batched + 1.0,
+        "one call for the page"
+    );
+    assert_eq!(
+        app.metric("duikou_rpc_total", &["method=\"get_route\""])
+            .await,
+        single,
+        "none per route"
+    );
+}

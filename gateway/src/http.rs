@@ -378,7 +378,7 @@ async fn graphql(
     if wants == Wants::Neither {
         return error(
             StatusCode::NOT_ACCEPTABLE,
-            "NOT_ACCEPTABLE",
+            "BAD_USER_INPUT",
             "accept application/graphql-response+json or application/json",
         );
     }
@@ -391,7 +391,7 @@ async fn graphql(
         if method == Method::GET && is_mutation(&request, &doc) {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "BAD_REQUEST",
+                "BAD_USER_INPUT",
                 "mutations must be sent with POST",
             );
         }

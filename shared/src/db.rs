@@ -98,6 +98,15 @@ pub async fn connect(settings: &Settings, service: &str) -> Result<DatabaseConne
     }
 }
 
+/// `$first, $first+1, …`: the placeholders of an `IN (…)` list of `n`
+/// values whose first is parameter `first`.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A UUID as a bind value: native on PostgreSQL, text on SQLite.
 pub fn uuid_value(backend: DbBackend, id: uuid::Uuid) -> sea_orm::Value {
     match backend {

@@ -585,6 +585,25 @@ pub struct GetRoute {
     #[serde(default)]
     pub to: Option<NaiveDate>,
 }
+/// The departures of several routes in one window (a page of routes shows
+/// them in one call; the gateway's DataLoader batches them). The window's
+/// defaults are `GetRoute`'s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetDepartures {
+    /// The routes (at most 100).
+    pub route_ids: Vec<RouteId>,
+    /// Earliest departure day shown.
+    pub from: Option<NaiveDate>,
+    /// Latest departure day shown.
+    pub to: Option<NaiveDate>,
+}
+impl Rpc for GetDepartures {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "get_departures";
+    /// Each route asked for, with its departures in the window.
+    type Reply = Vec<(RouteId, Vec<DepartureView>)>;
+}
+
 impl Rpc for GetRoute {
     const SERVICE: &'static str = "inventory";
     const METHOD: &'static str = "get_route";

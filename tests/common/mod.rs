@@ -291,6 +291,17 @@ impl TestApp {
             .expect("metrics text")
     }
 
+    /// A series' value in `/metrics`, summed over the lines that contain
+    /// every one of `labels`.
+    pub async fn metric(&self, series: &str, labels: &[&str]) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(series) && labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Polls the booking until its status is `status`.
     pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
         self.wait_for_status_as(self.token.as_deref().unwrap_or_default(), id, status)

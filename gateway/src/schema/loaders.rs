@@ -8,8 +8,10 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::NaiveDate;
 use shared::AppError;
 use shared::bus::Bus;
-use shared::ids::{BookingId, RoomTypeId};
-use shared::rpcs::{BookingMoney, GetBookingsMoney, GetRoomCalendars, Night};
+use shared::ids::{BookingId, RoomTypeId, RouteId};
+use shared::rpcs::{
+    BookingMoney, DepartureView, GetBookingsMoney, GetDepartures, GetRoomCalendars, Night,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -55,6 +57,51 @@ impl Loader<CalendarKey> for CalendarLoader {
     }
 }
 
+/// A route's departures in a window (`None`: `GetRoute`'s defaults).
+pub type DeparturesKey = (RouteId, Option<NaiveDate>, Option<NaiveDate>);
+
+/// Loads departures, batched by window, through the catalogue cache.
+pub struct DepartureLoader {
+    bus: Arc<dyn Bus>,
+    cache: Cache,
+}
+
+impl Loader<DeparturesKey> for DepartureLoader {
+    type Value = Vec<DepartureView>;
+    type Error = Arc<AppError>;
+
+    async fn load(
+        &self,
+        keys: &[DeparturesKey],
+    ) -> Result<HashMap<DeparturesKey, Vec<DepartureView>>, Arc<AppError>> {
+        let mut windows: HashMap<(Option<NaiveDate>, Option<NaiveDate>), Vec<RouteId>> =
+            HashMap::new();
+        for (id, from, to) in keys {
+            windows.entry((*from, *to)).or_default().push(*id);
+        }
+        let mut found = HashMap::with_capacity(keys.len());
+        for ((from, to), mut route_ids) in windows {
+            route_ids.sort();
+            for chunk in route_ids.chunks(100) {
+                let request = GetDepartures {
+                    route_ids: chunk.to_vec(),
+                    from,
+                    to,
+                };
+                let departures = self
+                    .cache
+                    .call(self.bus.as_ref(), &request)
+                    .await
+                    .map_err(Arc::new)?;
+                for (id, list) in departures {
+                    found.insert((id, from, to), list);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// Loads the payments and refunds of bookings the caller has already read
 /// (so may see), a page at a time.
 pub struct MoneyLoader {
@@ -94,7 +141,14 @@ pub fn attach(
         .data(DataLoader::new(
             CalendarLoader {
                 bus: bus.clone(),
-                cache,
+                cache: cache.clone(),
+            },
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            DepartureLoader {
+                bus: bus.clone(),
+                cache: cache.clone(),
             },
             tokio::spawn,
         ))

@@ -5,6 +5,7 @@ use super::auth::principal;
 use super::catalogue::{PolicyTierInput, policy_tiers};
 use super::types::{Date, Lang, Money, PolicyTier, in_lang, page_info, policy_tiers_view};
 use super::{cached, non_negative, parse, region, rpc, yuan};
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use shared::rpcs::{self, RouteStatus as Status};
 
@@ -43,6 +44,10 @@ impl Departure {
     }
     /// The day the group leaves.
     async fn starts_on(&self) -> Date {
+        Date(self.0.starts_on)
+    }
+    /// The day the group leaves (DESIGN.md's name; the same as `startsOn`).
+    async fn date(&self) -> Date {
         Date(self.0.starts_on)
     }
     async fn seats(&self) -> u32 {
@@ -134,18 +139,23 @@ impl Route {
         if from.is_none() && to.is_none() {
             return Ok(self.0.departures.iter().cloned().map(Departure).collect());
         }
-        let found = cached(
-            ctx,
-            rpcs::GetRoute {
-                route_id: self.0.id,
-                from: from.map(|d| d.0),
-                to: to.map(|d| d.0),
-            },
-        )
-        .await?;
-        Ok(found
-            .map(|r| r.departures.into_iter().map(Departure).collect())
-            .unwrap_or_default())
+        let key = (self.0.id, from.map(|d| d.0), to.map(|d| d.0));
+        let found = match ctx.data_opt::<DataLoader<super::loaders::DepartureLoader>>() {
+            // Every route of the page in one call per window.
+            Some(loader) => loader
+                .load_one(key)
+                .await
+                .map_err(|e| crate::error::gql((*e).clone()))?
+                .unwrap_or_default(),
+            None => {
+                let (route_id, from, to) = key;
+                cached(ctx, rpcs::GetRoute { route_id, from, to })
+                    .await?
+                    .map(|r| r.departures)
+                    .unwrap_or_default()
+            }
+        };
+        Ok(found.into_iter().map(Departure).collect())
     }
 }
 

@@ -31,7 +31,7 @@ impl Subscription {
         let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &id)?;
         // Listen first, then check: no change slips in between.
-        let changes = ctx.data::<Push>()?.subscribe();
+        let changes = pushes(ctx)?.subscribe();
         let current = rpc(
             ctx,
             GetBooking {
@@ -40,7 +40,7 @@ impl Subscription {
             },
         )
         .await?;
-        let bus = ctx.data::<Arc<dyn Bus>>()?.clone();
+        let bus = bus_of(ctx)?;
         // The status the client last learnt of (from the subscription or
         // before it): an event that arrives late, after the status it
         // announces was already read, pushes nothing.
@@ -88,8 +88,8 @@ impl Subscription {
                 "the feed is a traveler's or an agency's own bookings",
             ));
         }
-        let changes = ctx.data::<Push>()?.subscribe();
-        let bus = ctx.data::<Arc<dyn Bus>>()?.clone();
+        let changes = pushes(ctx)?.subscribe();
+        let bus = bus_of(ctx)?;
         // Whose the change is, from the event itself: no read per change
         // that is not ours.
         let mine = move |changed: &shared::events::BookingStatusChanged, viewer: &Principal| match (
@@ -122,4 +122,24 @@ impl Subscription {
             },
         ))
     }
+}
+
+/// This gateway's pushes, or SERVICE_UNAVAILABLE (never a type name).
+fn pushes<'a>(ctx: &Context<'a>) -> Result<&'a Push> {
+    ctx.data::<Push>().map_err(|_| {
+        gql(shared::AppError::new(
+            shared::ErrorCode::ServiceUnavailable,
+            "live updates are not available here",
+        ))
+    })
+}
+
+/// The bus, or SERVICE_UNAVAILABLE (never a type name).
+fn bus_of(ctx: &Context<'_>) -> Result<Arc<dyn Bus>> {
+    ctx.data::<Arc<dyn Bus>>().cloned().map_err(|_| {
+        gql(shared::AppError::new(
+            shared::ErrorCode::ServiceUnavailable,
+            "the services are not reachable from here",
+        ))
+    })
 }

@@ -633,9 +633,20 @@ where
         // (dropping the last handle closes it and their acks are lost).
         let handlers = TaskTracker::new();
         let mut backoff = Duration::from_millis(100);
+        // A channel closed under the consumer does not always end its
+        // stream; look at it now and then, and set up again if it closed.
+        let mut watch = tokio::time::interval(Duration::from_secs(1));
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
                 next = consumer.next() => next,
+                _ = watch.tick() => {
+                    if usable(&channel) {
+                        continue;
+                    }
+                    // Taken below like a stream that ended.
+                    None
+                }
                 () = stop.cancel.cancelled() => {
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                     handlers.close();

@@ -72,7 +72,7 @@ impl Inventory {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
-        let [p, q, r, t] = [(); 4].map(|()| self.clone());
+        let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -139,6 +139,10 @@ impl Inventory {
             .route::<GetRoute, _, _>(move |req| {
                 let s = i.clone();
                 async move { s.get_route(req).await }
+            })
+            .route::<shared::rpcs::GetDepartures, _, _>(move |req| {
+                let s = u.clone();
+                async move { s.get_departures(req).await }
             })
             .route::<SearchRoutes, _, _>(move |req| {
                 let s = j.clone();

@@ -181,6 +181,26 @@ impl Inventory {
         Ok(Some(route))
     }
 
+    /// The departures of several routes in one window.
+    pub async fn get_departures(
+        &self,
+        req: shared::rpcs::GetDepartures,
+    ) -> Result<Vec<(shared::ids::RouteId, Vec<shared::rpcs::DepartureView>)>, AppError> {
+        if req.route_ids.len() > 100 {
+            return Err(AppError::bad_input("at most 100 routes at a time"));
+        }
+        let from = req.from.unwrap_or_else(|| china_today(Utc::now()));
+        let to = req.to.unwrap_or(from + Duration::days(MAX_WINDOW_DAYS - 1));
+        window(from, to)?;
+        let mut out: Vec<_> = req.route_ids.iter().map(|r| (*r, Vec::new())).collect();
+        for d in routes::departures_of(&self.db, &req.route_ids, from, to).await? {
+            if let Some((_, list)) = out.iter_mut().find(|(r, _)| *r == d.route_id) {
+                list.push(d);
+            }
+        }
+        Ok(out)
+    }
+
     /// Published routes with a departure in the window that still has the seats.
     pub async fn search_routes(&self, req: SearchRoutes) -> Result<RoutePage, AppError> {
         window(req.from, req.to)?;

@@ -595,7 +595,6 @@ pub async fn nights_of<C: ConnectionTrait>(
         return Ok(out);
     }
     let b = conn.get_database_backend();
-    let list: Vec<String> = (3..3 + room_types.len()).map(|i| format!("${i}")).collect();
     let mut values: Vec<sea_orm::Value> = vec![from.into(), to.into()];
     values.extend(room_types.iter().map(|id| uuid_value(b, id.0)));
     let rows = conn
@@ -604,7 +603,7 @@ pub async fn nights_of<C: ConnectionTrait>(
             &format!(
                 "SELECT room_type_id, night, rooms, available, price_fen, closed, min_stay FROM room_nights
                  WHERE night >= $1 AND night < $2 AND room_type_id IN ({}) ORDER BY night",
-                list.join(", ")
+                shared::db::placeholders(3, room_types.len())
             ),
             values,
         ))

@@ -254,6 +254,34 @@ pub async fn departures<C: ConnectionTrait>(
     rows.iter().map(departure_from_row).collect()
 }
 
+/// The departures of several routes leaving in `[from, to]`, in one query.
+pub async fn departures_of<C: ConnectionTrait>(
+    conn: &C,
+    routes: &[RouteId],
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<DepartureView>, DbErr> {
+    if routes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let b = conn.get_database_backend();
+    let mut values: Vec<Value> = vec![from.into(), to.into()];
+    values.extend(routes.iter().map(|r| uuid_value(b, r.0)));
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT {DEPARTURE_COLUMNS} FROM departures d JOIN routes r ON r.id = d.route_id
+                 WHERE d.starts_on >= $1 AND d.starts_on <= $2 AND d.route_id IN ({})
+                 ORDER BY d.starts_on",
+                shared::db::placeholders(3, routes.len())
+            ),
+            values,
+        ))
+        .await?;
+    rows.iter().map(departure_from_row).collect()
+}
+
 /// A departure and its route (without other departures).
 pub async fn departure<C: ConnectionTrait>(
     conn: &C,

@@ -5,7 +5,7 @@
 use chrono::Utc;
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
-use shared::db::{row_uuid, run_ddl, uuid_value};
+use shared::db::{placeholders, row_uuid, run_ddl, uuid_value};
 use shared::ids::{AgencyId, BookingId, HostId, PaymentId};
 use shared::money::{Fen, Split};
 use shared::outbox::stmt;
@@ -735,14 +735,6 @@ pub async fn refunds_of<C: ConnectionTrait>(
     .iter()
     .map(|r| refund_row(r).map(|(_, view)| view))
     .collect()
-}
-
-/// `$first, $first+1, …` for an `IN (…)` list of `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The payments and refunds of several bookings, oldest first, in two
