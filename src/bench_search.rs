@@ -173,8 +173,10 @@ pub(crate) async fn seed_room_types(
                 host_id: None,
                 region_code,
                 name: format!("草原民宿 {i}"),
+                name_en: format!("Grassland homestay {i}"),
                 room_type: NewRoomType {
                     name: "双床".into(),
+                    name_en: "Twin".into(),
                     beds: 2,
                     max_guests: 2,
                     rooms,

@@ -354,3 +354,90 @@ async fn oversized_bodies_pages_over_a_hundred_and_costly_queries_are_refused_wi
     assert_eq!(status, 200, "{body}");
     assert!(body["errors"].is_null(), "{body}");
 }
+
+#[tokio::test]
+async fn homestays_and_room_types_are_named_in_english_for_those_who_ask() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let created = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($i: HomestayInput!) { createHomestay(input: $i) { homestayId roomTypeId } }",
+            json!({ "i": { "hostName": "兴隆洼村合作社", "regionCode": "150430",
+                           "name": "兴隆洼草原人家", "nameEn": "Xinglongwa Grassland Home",
+                           "roomType": { "name": "蒙古包", "nameEn": "Yurt", "beds": 2, "maxGuests": 2, "rooms": 1 } } }),
+        )
+        .await;
+    let homestay = created["data"]["createHomestay"]["homestayId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let room_type = created["data"]["createHomestay"]["roomTypeId"]
+        .as_str()
+        .expect("room type")
+        .to_owned();
+    let opened = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($rt: ID!, $from: Date!, $to: Date!) { setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, price: \"300.00\") }",
+            json!({ "rt": room_type, "from": common::tomorrow().to_string(),
+                    "to": (common::tomorrow() + chrono::Duration::days(2)).to_string() }),
+        )
+        .await;
+    assert!(opened["errors"].is_null(), "{opened}");
+    // One without English names: English readers get the Chinese.
+    app.homestay(1).await;
+
+    let read = |lang: &'static str, query: String| {
+        let app = &app;
+        async move {
+            let body: Value = app
+                .http
+                .post(&app.url)
+                .header(ACCEPT_LANGUAGE, lang)
+                .json(&json!({ "query": query }))
+                .send()
+                .await
+                .expect("answers")
+                .json()
+                .await
+                .expect("json");
+            assert!(body["errors"].is_null(), "{body}");
+            body["data"].clone()
+        }
+    };
+    let one = format!(
+        "{{ homestay(id: \"{homestay}\") {{ name nameZh nameEn roomTypes {{ name zh: name(lang: ZH) }} }} }}"
+    );
+    assert_eq!(
+        read("en-US", one.clone()).await["homestay"],
+        json!({ "name": "Xinglongwa Grassland Home", "nameZh": "兴隆洼草原人家",
+                "nameEn": "Xinglongwa Grassland Home",
+                "roomTypes": [{ "name": "Yurt", "zh": "蒙古包" }] })
+    );
+    assert_eq!(
+        read("zh-CN", one).await["homestay"]["name"],
+        "兴隆洼草原人家"
+    );
+    let search = format!(
+        "{{ searchHomestays(regionCode: \"150430\", checkIn: \"{}\", checkOut: \"{}\", guests: 1) {{
+            edges {{ node {{ homestayName roomTypeName zh: homestayName(lang: ZH) }} }} }} }}",
+        common::tomorrow(),
+        common::tomorrow() + chrono::Duration::days(1)
+    );
+    let mut names: Vec<Value> = read("en", search).await["searchHomestays"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e["node"].clone())
+        .collect();
+    names.sort_by_key(|n| n["zh"].as_str().map(str::to_owned));
+    assert_eq!(
+        names,
+        vec![
+            json!({ "homestayName": "Xinglongwa Grassland Home", "roomTypeName": "Yurt", "zh": "兴隆洼草原人家" }),
+            json!({ "homestayName": "测试蒙古包", "roomTypeName": "双床", "zh": "测试蒙古包" }),
+        ]
+    );
+}

@@ -32,6 +32,9 @@ impl Rpc for ListRegions {
 pub struct NewRoomType {
     /// e.g. 蒙古包双床房
     pub name: String,
+    /// In English, e.g. "Yurt, twin beds" (empty: none; Chinese is shown).
+    #[serde(default)]
+    pub name_en: String,
     /// Beds per room.
     pub beds: u32,
     /// Guests per room.
@@ -54,6 +57,9 @@ pub struct CreateHomestay {
     pub region_code: RegionCode,
     /// The homestay's name.
     pub name: String,
+    /// In English (empty: none; Chinese is shown).
+    #[serde(default)]
+    pub name_en: String,
     /// Its first room type.
     pub room_type: NewRoomType,
     /// Address, grade, amenities and photos.
@@ -153,6 +159,9 @@ pub struct RoomTypeView {
     pub id: RoomTypeId,
     /// e.g. 蒙古包双床房.
     pub name: String,
+    /// In English (empty: none).
+    #[serde(default)]
+    pub name_en: String,
     /// Beds per room.
     pub beds: u32,
     /// Guests per room.
@@ -181,6 +190,9 @@ pub struct HomestayView {
     pub id: HomestayId,
     /// Its name.
     pub name: String,
+    /// In English (empty: none).
+    #[serde(default)]
+    pub name_en: String,
     /// Who is paid for stays.
     pub host_id: HostId,
     /// The host's name.
@@ -375,6 +387,9 @@ pub struct Offer {
     pub homestay_id: HomestayId,
     /// Its name.
     pub homestay_name: String,
+    /// In English (empty: none).
+    #[serde(default)]
+    pub homestay_name_en: String,
     /// Where it is.
     pub region_code: RegionCode,
     /// Certified poverty-relief listing.
@@ -386,6 +401,9 @@ pub struct Offer {
     pub room_type_id: RoomTypeId,
     /// Its name.
     pub room_type_name: String,
+    /// In English (empty: none).
+    #[serde(default)]
+    pub room_type_name_en: String,
     /// Guests per room.
     pub max_guests: u32,
     /// Nights of the stay.

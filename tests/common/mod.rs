@@ -632,8 +632,11 @@ pub async fn homestay_on(bus: &dyn shared::bus::Bus, rooms: u32) -> HomestayCrea
             host_id: None,
             region_code: RegionCode::parse("150430").expect("code"),
             name: "测试蒙古包".into(),
+            // No English names: English readers see the Chinese.
+            name_en: String::new(),
             room_type: NewRoomType {
                 name: "双床".into(),
+                name_en: String::new(),
                 beds: 2,
                 max_guests: 2,
                 rooms,

@@ -3,7 +3,7 @@
 
 use super::auth::principal;
 use super::types::Night;
-use super::types::{Date, Money, page_info};
+use super::types::{Date, Lang, Money, in_lang, page_info};
 use super::{cached, non_negative, parse, region, rpc, yuan};
 use crate::error::bad_input;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
@@ -18,8 +18,9 @@ impl HomestayOffer {
     async fn homestay_id(&self) -> ID {
         ID(self.0.homestay_id.to_string())
     }
-    async fn homestay_name(&self) -> &str {
-        &self.0.homestay_name
+    /// In the language asked for (or `Accept-Language`; Chinese by default).
+    async fn homestay_name(&self, ctx: &Context<'_>, lang: Option<Lang>) -> String {
+        in_lang(ctx, lang, &self.0.homestay_name, &self.0.homestay_name_en).to_owned()
     }
     async fn region_code(&self) -> ID {
         ID(self.0.region_code.to_string())
@@ -36,8 +37,9 @@ impl HomestayOffer {
     async fn room_type_id(&self) -> ID {
         ID(self.0.room_type_id.to_string())
     }
-    async fn room_type_name(&self) -> &str {
-        &self.0.room_type_name
+    /// In the language asked for (or `Accept-Language`; Chinese by default).
+    async fn room_type_name(&self, ctx: &Context<'_>, lang: Option<Lang>) -> String {
+        in_lang(ctx, lang, &self.0.room_type_name, &self.0.room_type_name_en).to_owned()
     }
     /// Guests per room.
     async fn max_guests(&self) -> u32 {
@@ -116,6 +118,10 @@ pub async fn search(
 pub struct RoomTypeInput {
     /// e.g. 蒙古包双床房.
     pub name: String,
+    /// In English, e.g. "Yurt, twin beds" (travelers asking for English
+    /// see it; left out: they see the Chinese).
+    #[graphql(default)]
+    pub name_en: String,
     pub beds: i32,
     pub max_guests: i32,
     /// How many rooms of this type the homestay has (1 to 500): the most a
@@ -160,6 +166,10 @@ pub struct HomestayInput {
     /// Where it is (a county or banner).
     pub region_code: ID,
     pub name: String,
+    /// In English, e.g. "Aohan Grassland Yurts" (left out: travelers
+    /// asking for English see the Chinese).
+    #[graphql(default)]
+    pub name_en: String,
     pub room_type: RoomTypeInput,
     /// Street address, e.g. 敖汉旗宝国吐乡兴隆洼村.
     #[graphql(default)]
@@ -195,6 +205,7 @@ pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<
             host_id: input.host_id.map(|h| parse("host id", &h)).transpose()?,
             region_code: region(&input.region_code)?,
             name: input.name,
+            name_en: input.name_en,
             room_type: input.room_type.into_rpc()?,
             details: rpcs::HomestayDetails {
                 address: input.address,
@@ -250,6 +261,7 @@ impl RoomTypeInput {
     fn into_rpc(self) -> Result<rpcs::NewRoomType> {
         Ok(rpcs::NewRoomType {
             name: self.name,
+            name_en: self.name_en,
             beds: non_negative("beds", self.beds)?,
             max_guests: non_negative("maxGuests", self.max_guests)?,
             rooms: non_negative("rooms", self.rooms)?,
@@ -275,8 +287,16 @@ impl RoomType {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
-    async fn name(&self) -> &str {
+    /// In the language asked for (or `Accept-Language`; Chinese by default).
+    async fn name(&self, ctx: &Context<'_>, lang: Option<Lang>) -> String {
+        in_lang(ctx, lang, &self.0.name, &self.0.name_en).to_owned()
+    }
+    async fn name_zh(&self) -> &str {
         &self.0.name
+    }
+    /// Empty when none was given.
+    async fn name_en(&self) -> &str {
+        &self.0.name_en
     }
     /// Beds per room.
     async fn beds(&self) -> u32 {
@@ -325,8 +345,16 @@ impl Homestay {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
-    async fn name(&self) -> &str {
+    /// In the language asked for (or `Accept-Language`; Chinese by default).
+    async fn name(&self, ctx: &Context<'_>, lang: Option<Lang>) -> String {
+        in_lang(ctx, lang, &self.0.name, &self.0.name_en).to_owned()
+    }
+    async fn name_zh(&self) -> &str {
         &self.0.name
+    }
+    /// Empty when none was given.
+    async fn name_en(&self) -> &str {
+        &self.0.name_en
     }
     /// The household, cooperative or village collective paid for stays.
     async fn host_id(&self) -> ID {

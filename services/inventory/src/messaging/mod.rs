@@ -451,8 +451,12 @@ impl Inventory {
     /// Creates a host, its homestay and a room type.
     pub async fn create_homestay(&self, req: CreateHomestay) -> Result<HomestayCreated, AppError> {
         let name = req.name.trim();
-        if name.is_empty() {
-            return Err(AppError::bad_input("name: must not be empty"));
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(AppError::bad_input("name: 1 to 100 characters"));
+        }
+        let name_en = req.name_en.trim();
+        if name_en.chars().count() > 100 {
+            return Err(AppError::bad_input("nameEn: at most 100 characters"));
         }
         let room = check_room_type(&req.room_type)?;
         req.details.check()?;
@@ -474,7 +478,7 @@ impl Inventory {
         storage::insert_homestay(
             &txn,
             host,
-            (created.homestay_id, name, &req.details),
+            (created.homestay_id, (name, name_en), &req.details),
             req.region_code,
             &room.view(created.room_type_id),
             policy.as_ref(),
@@ -625,6 +629,7 @@ impl CheckedRoomType<'_> {
         RoomTypeView {
             id,
             name: self.1.to_owned(),
+            name_en: self.0.name_en.trim().to_owned(),
             beds: self.0.beds,
             max_guests: self.0.max_guests,
             rooms: self.0.rooms,
@@ -636,6 +641,11 @@ fn check_room_type(r: &NewRoomType) -> Result<CheckedRoomType<'_>, AppError> {
     let name = r.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AppError::bad_input("roomType.name: 1 to 100 characters"));
+    }
+    if r.name_en.trim().chars().count() > 100 {
+        return Err(AppError::bad_input(
+            "roomType.nameEn: at most 100 characters",
+        ));
     }
     if r.beds == 0 || r.max_guests == 0 || r.beds > 20 || r.max_guests > 20 {
         return Err(AppError::bad_input(

@@ -37,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(HomestayDetailsMigration),
             Box::new(RoomCountsAndExpiry),
             Box::new(certification::Evidence),
+            Box::new(EnglishNames),
         ]
     }
 }
@@ -142,6 +143,29 @@ impl MigrationTrait for HomestayDetailsMigration {
                 "ALTER TABLE homestays ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
                 "ALTER TABLE room_nights ADD COLUMN closed BOOLEAN NOT NULL DEFAULT FALSE",
                 "ALTER TABLE room_nights ADD COLUMN min_stay INTEGER NOT NULL DEFAULT 1 CHECK (min_stay >= 1)",
+            ],
+        )
+        .await
+    }
+}
+
+struct EnglishNames;
+
+impl MigrationName for EnglishNames {
+    fn name(&self) -> &str {
+        "m20261203_000001_english_names"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for EnglishNames {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Names in English beside the Chinese ones ('' : none given).
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE homestays ADD COLUMN name_en TEXT NOT NULL DEFAULT ''",
+                "ALTER TABLE room_types ADD COLUMN name_en TEXT NOT NULL DEFAULT ''",
             ],
         )
         .await
@@ -286,7 +310,7 @@ pub async fn region_exists<C: ConnectionTrait>(conn: &C, code: RegionCode) -> Re
 pub async fn insert_homestay<C: ConnectionTrait>(
     conn: &C,
     host: (HostId, Option<&str>),
-    homestay: (HomestayId, &str, &HomestayDetails),
+    homestay: (HomestayId, (&str, &str), &HomestayDetails),
     region: RegionCode,
     room_type: &RoomTypeView,
     policy: Option<&CancellationPolicy>,
@@ -297,19 +321,20 @@ pub async fn insert_homestay<C: ConnectionTrait>(
     }
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO homestays (id, host_id, region_code, name, cancellation_policy, details)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO homestays (id, host_id, region_code, name, cancellation_policy, details, name_en)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         vec![
             uuid_value(b, homestay.0.0),
             uuid_value(b, host.0.0),
             region.to_string().into(),
-            homestay.1.into(),
+            homestay.1.0.into(),
             policy
                 .map(|p| serde_json::to_string(p).unwrap_or_default())
                 .into(),
             serde_json::to_string(homestay.2)
                 .map_err(|e| DbErr::Custom(e.to_string()))?
                 .into(),
+            homestay.1.1.into(),
         ],
     ))
     .await?;
@@ -376,8 +401,8 @@ pub async fn insert_room_type<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO room_types (id, homestay_id, name, beds, max_guests, rooms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO room_types (id, homestay_id, name, beds, max_guests, rooms, name_en)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         vec![
             uuid_value(b, room_type.id.0),
             uuid_value(b, homestay.0),
@@ -385,6 +410,7 @@ pub async fn insert_room_type<C: ConnectionTrait>(
             room_type.beds.into(),
             room_type.max_guests.into(),
             room_type.rooms.into(),
+            room_type.name_en.clone().into(),
         ],
     ))
     .await?;
@@ -417,7 +443,7 @@ pub async fn homestay<C: ConnectionTrait>(
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT h.id, h.name, h.host_id, o.name AS host_name, h.region_code, h.details,
+            "SELECT h.id, h.name, h.name_en, h.host_id, o.name AS host_name, h.region_code, h.details,
                     h.certified_until, h.cancellation_policy
              FROM homestays h JOIN hosts o ON o.id = h.host_id WHERE h.id = $1",
             vec![uuid_value(b, id.0)],
@@ -429,7 +455,7 @@ pub async fn homestay<C: ConnectionTrait>(
     let rooms = conn
         .query_all_raw(stmt(
             b,
-            "SELECT id, name, beds, max_guests, rooms FROM room_types
+            "SELECT id, name, name_en, beds, max_guests, rooms FROM room_types
              WHERE homestay_id = $1 ORDER BY name, id",
             vec![uuid_value(b, id.0)],
         ))
@@ -437,6 +463,7 @@ pub async fn homestay<C: ConnectionTrait>(
     Ok(Some(HomestayView {
         id,
         name: row.try_get("", "name")?,
+        name_en: row.try_get("", "name_en")?,
         host_id: HostId(row_uuid(&row, "host_id")?),
         host_name: row.try_get("", "host_name")?,
         region_code: shared::db::row_region(&row, "region_code")?,
@@ -452,6 +479,7 @@ pub async fn homestay<C: ConnectionTrait>(
                 Ok(RoomTypeView {
                     id: RoomTypeId(row_uuid(r, "id")?),
                     name: r.try_get("", "name")?,
+                    name_en: r.try_get("", "name_en")?,
                     beds: u32::try_from(r.try_get::<i32>("", "beds")?).unwrap_or(0),
                     max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
                     rooms: u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0),
@@ -943,9 +971,11 @@ pub async fn search<C: ConnectionTrait>(
         .query_all_raw(stmt(
             b,
             "SELECT * FROM (
-                SELECT h.id AS homestay_id, h.name AS homestay_name, h.region_code,
+                SELECT h.id AS homestay_id, h.name AS homestay_name,
+                       h.name_en AS homestay_name_en, h.region_code,
                        COALESCE(h.certified_until >= $11, FALSE) AS certified, h.certified_until,
-                       r.id AS room_type_id, r.name AS room_type_name, r.max_guests,
+                       r.id AS room_type_id, r.name AS room_type_name,
+                       r.name_en AS room_type_name_en, r.max_guests,
                        CAST(MIN(n.available) AS BIGINT) AS rooms_left,
                        CAST(SUM(n.price_fen) * $4 AS BIGINT) AS total
                 FROM homestays h
@@ -954,7 +984,8 @@ pub async fn search<C: ConnectionTrait>(
                                    AND NOT n.closed
                 WHERE h.region_code LIKE $1 AND r.max_guests * $4 >= $5
                   AND (NOT $6 OR (h.certified_until IS NOT NULL AND h.certified_until >= $11))
-                GROUP BY h.id, h.name, h.region_code, h.certified_until, r.id, r.name, r.max_guests
+                GROUP BY h.id, h.name, h.name_en, h.region_code, h.certified_until,
+                         r.id, r.name, r.name_en, r.max_guests
                 HAVING COUNT(*) = $7 AND MIN(n.available) >= $4
                    AND MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END) <= $7
              ) AS o
@@ -987,12 +1018,14 @@ pub async fn search<C: ConnectionTrait>(
             Ok(shared::rpcs::Offer {
                 homestay_id: shared::ids::HomestayId(row_uuid(r, "homestay_id")?),
                 homestay_name: r.try_get("", "homestay_name")?,
+                homestay_name_en: r.try_get("", "homestay_name_en")?,
                 region_code: RegionCode::parse(&region)
                     .map_err(|e| DbErr::Custom(e.to_string()))?,
                 certified: r.try_get("", "certified")?,
                 certified_until: r.try_get("", "certified_until")?,
                 room_type_id: RoomTypeId(room_type),
                 room_type_name: r.try_get("", "room_type_name")?,
+                room_type_name_en: r.try_get("", "room_type_name_en")?,
                 max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
                 nights: u32::try_from(nights).unwrap_or(0),
                 rooms_left: u32::try_from(r.try_get::<i64>("", "rooms_left")?).unwrap_or(0),
