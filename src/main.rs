@@ -5,6 +5,12 @@ use duikou::{App, Part, migrate};
 use shared::config::Settings;
 use std::path::PathBuf;
 
+// The services and the gateway allocate many small, short-lived objects
+// from many threads (JSON, GraphQL values); glibc's malloc took a fifth of
+// the gateway's CPU in the search benchmark (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "duikou",
@@ -449,5 +455,9 @@ fn on_local_servers(mut settings: Settings) -> Settings {
     settings
         .amqp_url
         .get_or_insert_with(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned().into());
+    // Redis too: the distributed stack keeps its limits and catalogue cache there.
+    settings
+        .redis_url
+        .get_or_insert_with(|| "redis://127.0.0.1:6379".to_owned().into());
     settings
 }

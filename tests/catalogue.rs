@@ -508,18 +508,33 @@ async fn search_answers_come_from_the_cache_until_the_catalogue_or_a_hold_change
     };
     // Asked again and again, the answer comes from the cache (once the
     // events of the homestay's own creation have landed and the version
-    // stopped moving).
-    let hits = app
-        .metric("duikou_cache_total", &["search_homestays", "hit"])
-        .await;
+    // stopped moving): anonymous callers get the whole answer kept, a
+    // logged-in caller the search's kept RPC answer.
+    let answers = || {
+        app.metric(
+            "duikou_cache_total",
+            &["method=\"answer\"", "outcome=\"local\""],
+        )
+    };
+    let searches = || async {
+        app.metric(
+            "duikou_cache_total",
+            &["search_homestays", "outcome=\"local\""],
+        )
+        .await
+            + app
+                .metric(
+                    "duikou_cache_total",
+                    &["search_homestays", "outcome=\"hit\""],
+                )
+                .await
+    };
+    let (answered, searched) = (answers().await, searches().await);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         assert_eq!(offers(&app.graphql_as(None, SEARCH, vars.clone()).await), 1);
-        if app
-            .metric("duikou_cache_total", &["search_homestays", "hit"])
-            .await
-            > hits
-        {
+        assert_eq!(offers(&app.graphql(SEARCH, vars.clone()).await), 1);
+        if answers().await > answered && searches().await > searched {
             break;
         }
         assert!(
@@ -528,6 +543,13 @@ async fn search_answers_come_from_the_cache_until_the_catalogue_or_a_hold_change
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // What an anonymous caller and a logged-in one are offered.
+    let seen = || async {
+        (
+            offers(&app.graphql_as(None, SEARCH, vars.clone()).await),
+            offers(&app.graphql(SEARCH, vars.clone()).await),
+        )
+    };
     // The calendar closes the night: the cached answer is not given again.
     let close = "mutation($rt: ID!, $from: Date!, $to: Date!) {
         setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, price: \"380.00\", closed: true) }";
@@ -536,7 +558,7 @@ async fn search_answers_come_from_the_cache_until_the_catalogue_or_a_hold_change
     let closed = app.graphql_as(Some(&admin), close, night.clone()).await;
     assert!(closed["errors"].is_null(), "{closed}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while offers(&app.graphql_as(None, SEARCH, vars.clone()).await) != 0 {
+    while seen().await != (0, 0) {
         assert!(
             std::time::Instant::now() < deadline,
             "a closed night stayed on offer"
@@ -546,7 +568,7 @@ async fn search_answers_come_from_the_cache_until_the_catalogue_or_a_hold_change
     // Open again, then a hold takes the only room: gone again.
     let open = close.replace("closed: true", "closed: false");
     assert!(app.graphql_as(Some(&admin), &open, night).await["errors"].is_null());
-    while offers(&app.graphql_as(None, SEARCH, vars.clone()).await) != 1 {
+    while seen().await != (1, 1) {
         assert!(
             std::time::Instant::now() < deadline,
             "the night never came back"
@@ -558,7 +580,7 @@ async fn search_answers_come_from_the_cache_until_the_catalogue_or_a_hold_change
             .await,
     );
     app.wait_for_status(&held, "AWAITING_PAYMENT").await;
-    while offers(&app.graphql_as(None, SEARCH, vars.clone()).await) != 0 {
+    while seen().await != (0, 0) {
         assert!(
             std::time::Instant::now() < deadline,
             "a held room stayed on offer"

@@ -1,6 +1,7 @@
 //! The catalogue cache: answers of read RPCs that need no principal
 //! (search, a homestay, a route, calendars, regions), kept in Redis for a
-//! minute and shared by every gateway replica.
+//! minute and shared by every gateway replica, and in this process's
+//! memory in front of Redis (no round trip, no parsing for a hot answer).
 //!
 //! Invalidation is by version: a cached answer's key carries the version
 //! of the catalogue it was read from, and every event that changes what
@@ -20,7 +21,9 @@ use sha2::{Digest, Sha256};
 use shared::AppError;
 use shared::bus::Bus;
 use shared::rpc::Rpc;
+use std::any::Any;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// How long a cached answer lives (bounds staleness if an event is lost).
 const TTL_SECONDS: u64 = 60;
@@ -29,6 +32,8 @@ const TTL_SECONDS: u64 = 60;
 const PERSISTED_SECONDS: u64 = 24 * 3600;
 /// Persisted queries kept in process without Redis.
 const PERSISTED_IN_PROCESS: usize = 1_000;
+/// Answers kept in this process's memory (each a page at most).
+const LOCAL_ENTRIES: u64 = 10_000;
 
 /// The cache, or none (no Redis configured: every read goes to the
 /// service). It also keeps automatic persisted queries (APQ): in Redis,
@@ -39,6 +44,8 @@ pub struct Cache {
     prefix: String,
     version: Arc<Mutex<u128>>,
     persisted: Arc<Mutex<std::collections::HashMap<String, String>>>,
+    /// Decoded answers by the same versioned keys as in Redis.
+    local: moka::sync::Cache<String, Arc<dyn Any + Send + Sync>>,
 }
 
 impl Cache {
@@ -50,6 +57,10 @@ impl Cache {
             // This start's own version: nothing cached before it is read.
             version: Arc::new(Mutex::new(uuid::Uuid::now_v7().as_u128())),
             persisted: Arc::default(),
+            local: moka::sync::Cache::builder()
+                .max_capacity(LOCAL_ENTRIES)
+                .time_to_live(Duration::from_secs(TTL_SECONDS))
+                .build(),
         }
     }
 
@@ -98,15 +109,21 @@ impl Cache {
         *version = (*version).max(id.as_u128());
     }
 
+    /// What every cached answer's key starts with: the catalogue version
+    /// and the day (China time: certifications lapse and cut-offs pass at
+    /// midnight with no event). None without Redis: nothing is cached.
+    pub fn scope(&self) -> Option<String> {
+        self.redis.as_ref()?;
+        let version = *self.version.lock().unwrap_or_else(|p| p.into_inner());
+        let today = shared::policy::china_today(chrono::Utc::now());
+        Some(format!("{}{version:032x}:{today}", self.prefix))
+    }
+
     fn key<R: Rpc>(&self, request: &R) -> Option<String> {
         let body = serde_json::to_vec(request).ok()?;
-        let version = *self.version.lock().unwrap_or_else(|p| p.into_inner());
-        // The day (China time) too: certifications lapse and cut-offs pass
-        // at midnight with no event.
-        let today = shared::policy::china_today(chrono::Utc::now());
         Some(format!(
-            "{}{version:032x}:{today}:{}:{}",
-            self.prefix,
+            "{}:{}:{}",
+            self.scope()?,
             R::METHOD,
             hex::encode(Sha256::digest(body))
         ))
@@ -117,11 +134,20 @@ impl Cache {
     pub async fn call<R>(&self, bus: &dyn Bus, request: &R) -> Result<R::Reply, AppError>
     where
         R: Rpc,
-        R::Reply: Serialize + DeserializeOwned,
+        R::Reply: Serialize + DeserializeOwned + Clone + Sync,
     {
         let (Some(redis), Some(key)) = (&self.redis, self.key(request)) else {
             return shared::bus::call(bus, request).await;
         };
+        if let Some(reply) = self
+            .local
+            .get(&key)
+            .and_then(|hit| hit.downcast_ref::<R::Reply>().cloned())
+        {
+            metrics::counter!("duikou_cache_total", "method" => R::METHOD, "outcome" => "local")
+                .increment(1);
+            return Ok(reply);
+        }
         let mut conn = redis.clone();
         match redis::cmd("GET")
             .arg(&key)
@@ -129,9 +155,10 @@ impl Cache {
             .await
         {
             Ok(Some(hit)) => {
-                if let Ok(reply) = serde_json::from_str(&hit) {
+                if let Ok(reply) = serde_json::from_str::<R::Reply>(&hit) {
                     metrics::counter!("duikou_cache_total", "method" => R::METHOD, "outcome" => "hit")
                         .increment(1);
+                    self.local.insert(key, Arc::new(reply.clone()));
                     return Ok(reply);
                 }
             }
@@ -144,6 +171,7 @@ impl Cache {
         if let Ok(body) = serde_json::to_string(&reply) {
             set_for(redis, &key, &body, TTL_SECONDS).await;
         }
+        self.local.insert(key, Arc::new(reply.clone()));
         Ok(reply)
     }
 }

@@ -62,6 +62,114 @@ struct Gateway {
     bus: Option<Arc<dyn Bus>>,
     redis: Option<redis::aio::ConnectionManager>,
     cache: crate::cache::Cache,
+    documents: Documents,
+    answers: Answers,
+}
+
+/// Whole answers to anonymous catalogue queries, by the catalogue's scope
+/// (version and day) and the request: the public catalogue is read far more
+/// often than it changes, and an answer made of catalogue reads only is
+/// the same for every anonymous caller until the version moves.
+#[derive(Clone)]
+struct Answers(moka::sync::Cache<String, axum::body::Bytes>);
+
+/// Answer bytes kept.
+const ANSWER_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Top-level fields answered from catalogue reads alone (public, the same
+/// for every anonymous caller, moved only by catalogue and hold events).
+const CATALOGUE_FIELDS: &[&str] = &[
+    "regions",
+    "searchHomestays",
+    "searchRoutes",
+    "homestay",
+    "route",
+    "roomCalendar",
+];
+
+impl Answers {
+    fn new() -> Answers {
+        Answers(
+            moka::sync::Cache::builder()
+                .weigher(|key: &String, body: &axum::body::Bytes| {
+                    u32::try_from(key.len() + body.len()).unwrap_or(u32::MAX)
+                })
+                .max_capacity(ANSWER_BYTES)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
+        )
+    }
+
+    /// The key of an anonymous request whose operation is a query of
+    /// catalogue fields only (plain fields at the top: no fragments), or
+    /// None when its answer must be made afresh.
+    fn key(
+        scope: Option<String>,
+        request: &async_graphql::Request,
+        doc: &async_graphql::parser::types::ExecutableDocument,
+        lang: Option<crate::schema::Lang>,
+        wants: Wants,
+    ) -> Option<String> {
+        use async_graphql::parser::types::Selection;
+        let scope = scope?;
+        let operation = match (&doc.operations, request.operation_name.as_deref()) {
+            (DocumentOperations::Single(op), _) => op,
+            (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name)?,
+            (DocumentOperations::Multiple(_), None) => return None,
+        };
+        if operation.node.ty != OperationType::Query {
+            return None;
+        }
+        let items = &operation.node.selection_set.node.items;
+        let named = |item: &async_graphql::Positioned<Selection>, names: &[&str]| matches!(&item.node, Selection::Field(f) if names.contains(&f.node.name.node.as_str()));
+        // Catalogue fields (`__typename` beside them is fine; alone it is
+        // not worth keeping).
+        let catalogue_only = items
+            .iter()
+            .all(|item| named(item, CATALOGUE_FIELDS) || named(item, &["__typename"]));
+        if !catalogue_only || !items.iter().any(|item| named(item, CATALOGUE_FIELDS)) {
+            return None;
+        }
+        let mut hash = sha2::Sha256::new();
+        use sha2::Digest;
+        hash.update(request.query.as_bytes());
+        hash.update([0]);
+        hash.update(request.operation_name.as_deref().unwrap_or("").as_bytes());
+        hash.update([0]);
+        hash.update(serde_json::to_vec(&request.variables).ok()?);
+        Some(format!(
+            "{scope}:answer:{lang:?}:{wants:?}:{}",
+            hex::encode(hash.finalize())
+        ))
+    }
+}
+
+/// Parsed queries by their text, at most [`DOCUMENT_BYTES`] of query text.
+#[derive(Clone)]
+struct Documents(moka::sync::Cache<String, Arc<async_graphql::parser::types::ExecutableDocument>>);
+
+/// Query text kept parsed.
+const DOCUMENT_BYTES: u64 = 8 * 1024 * 1024;
+
+impl Documents {
+    fn new() -> Documents {
+        Documents(
+            moka::sync::Cache::builder()
+                .weigher(|query: &String, _| u32::try_from(query.len()).unwrap_or(u32::MAX))
+                .max_capacity(DOCUMENT_BYTES)
+                .build(),
+        )
+    }
+
+    /// The query parsed, or None when it does not parse.
+    fn parse(&self, query: &str) -> Option<Arc<async_graphql::parser::types::ExecutableDocument>> {
+        if let Some(doc) = self.0.get(query) {
+            return Some(doc);
+        }
+        let doc = Arc::new(async_graphql::parser::parse_query(query).ok()?);
+        self.0.insert(query.to_owned(), doc.clone());
+        Some(doc)
+    }
 }
 
 /// The gateway's routes over a schema.
@@ -112,6 +220,8 @@ pub fn router(
             bus,
             redis,
             cache,
+            documents: Documents::new(),
+            answers: Answers::new(),
         })
 }
 
@@ -385,17 +495,20 @@ async fn graphql(
     if let Err(refused) = persisted_query(&gw.cache, &mut request, wants).await {
         return refused;
     }
-    // Parsed here for the checks before execution; a syntax error is left
-    // to the executor, which reports it the GraphQL way.
-    if let Ok(doc) = async_graphql::parser::parse_query(&request.query) {
-        if method == Method::GET && is_mutation(&request, &doc) {
+    // Parsed here for the checks before execution and handed to the
+    // executor (clients repeat the same queries: parsed ones are kept); a
+    // syntax error is left to the executor, which reports it the GraphQL way.
+    let doc = gw.documents.parse(&request.query);
+    if let Some(doc) = &doc {
+        request.set_parsed_query((**doc).clone());
+        if method == Method::GET && is_mutation(&request, doc) {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "BAD_USER_INPUT",
                 "mutations must be sent with POST",
             );
         }
-        let aliases = alias_count(&doc);
+        let aliases = alias_count(doc);
         if aliases > MAX_ALIASES {
             let status = match wants {
                 Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
@@ -446,6 +559,24 @@ async fn graphql(
     if let Err(wait) = limited {
         return rate_limited(wait);
     }
+    let lang = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(preferred_lang);
+    // An anonymous catalogue query may have been answered already.
+    let answer_key = match (&principal, &doc) {
+        (None, Some(doc)) => Answers::key(gw.cache.scope(), &request, doc, lang, wants),
+        _ => None,
+    };
+    if let Some(key) = &answer_key {
+        if let Some(body) = gw.answers.0.get(key) {
+            metrics::counter!("duikou_cache_total", "method" => "answer", "outcome" => "local")
+                .increment(1);
+            return answered(body, wants);
+        }
+        metrics::counter!("duikou_cache_total", "method" => "answer", "outcome" => "miss")
+            .increment(1);
+    }
     if let Some(principal) = principal {
         request = request.data(principal);
     }
@@ -453,14 +584,19 @@ async fn graphql(
     if let Some(bus) = &gw.bus {
         request = crate::schema::loaders::attach(request, bus.clone(), gw.cache.clone());
     }
-    if let Some(lang) = headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(preferred_lang)
-    {
+    if let Some(lang) = lang {
         request = request.data(lang);
     }
     let mut response = gw.schema.execute(request).await;
+    // Kept only when whole: an error may be passing (a service away).
+    if let Some(key) = answer_key
+        && response.errors.is_empty()
+        && let Ok(body) = serde_json::to_vec(&response)
+    {
+        let body = axum::body::Bytes::from(body);
+        gw.answers.0.insert(key, body.clone());
+        return answered(body, wants);
+    }
     for e in &mut response.errors {
         let code = with_code(e);
         crate::metrics::graphql_error(&code);
@@ -483,6 +619,22 @@ async fn graphql(
         *http.status_mut() = StatusCode::BAD_REQUEST;
     }
     http
+}
+
+/// A kept answer, with the media type the client asked for.
+fn answered(body: axum::body::Bytes, wants: Wants) -> Response {
+    let media = match wants {
+        Wants::GraphqlResponse => GRAPHQL_RESPONSE,
+        _ => "application/json",
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(media),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Automatic persisted queries (Apollo's protocol): a request may send only

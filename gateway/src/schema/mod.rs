@@ -87,7 +87,10 @@ pub(crate) async fn rpc<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Repl
 }
 
 /// [`rpc`] through the catalogue cache (reads that need no principal).
-pub(crate) async fn cached<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply> {
+pub(crate) async fn cached<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply>
+where
+    R::Reply: Clone + Sync,
+{
     let (Ok(bus), Some(cache)) = (
         ctx.data::<Arc<dyn Bus>>(),
         ctx.data_opt::<crate::cache::Cache>(),
