@@ -1,6 +1,7 @@
 //! `duikou bench booking` and `duikou bench contention`: bookings taken from
 //! createBooking to CONFIRMED through the gateway, as clients do it (create,
-//! poll until held, pay, poll until confirmed).
+//! wait for the push that it is held, pay, wait for the push that it is
+//! confirmed — `bookingsUpdated` over graphql-transport-ws).
 //!
 //! - *booking*: many listings, 1/8/32 clients; confirmed bookings per second
 //!   and create→confirmed latency, beside `pgbench -b simple-update` with
@@ -68,13 +69,93 @@ pub struct ContentionRun {
 const ROOM_TYPES: usize = 100;
 const NIGHTS: i64 = 60;
 
-/// A GraphQL client of the bench: one traveler's token.
+/// A GraphQL client of the bench: one traveler's token, and the traveler's
+/// feed of pushes (shared by every client task).
 #[derive(Clone)]
 struct Client {
     http: reqwest::Client,
     url: String,
     token: String,
     polls: Arc<AtomicU64>,
+    feed: Arc<Feed>,
+}
+
+/// The latest status of each of the traveler's bookings, as pushed by
+/// `bookingsUpdated`.
+#[derive(Default)]
+struct Feed {
+    statuses: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Feed {
+    /// Subscribes to the traveler's feed on the gateway at `url`.
+    async fn connect(url: &str, token: &str) -> anyhow::Result<Arc<Feed>> {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+        let mut request = url.replace("http://", "ws://").into_client_request()?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+        ws.send(Message::Text(init.to_string().into())).await?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if t.contains("connection_ack") => break,
+                Some(Ok(Message::Text(t))) => anyhow::bail!("the feed was refused: {t}"),
+                Some(Ok(_)) => continue,
+                _ => anyhow::bail!("the feed closed before it was acknowledged"),
+            }
+        }
+        let subscribe = json!({ "id": "feed", "type": "subscribe",
+            "payload": { "query": "subscription { bookingsUpdated { id status } }" } });
+        ws.send(Message::Text(subscribe.to_string().into())).await?;
+        let feed = Arc::new(Feed::default());
+        let keep = feed.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = ws.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                let b = &v["payload"]["data"]["bookingsUpdated"];
+                if let (Some(id), Some(status)) = (b["id"].as_str(), b["status"].as_str()) {
+                    keep.statuses
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id.to_owned(), status.to_owned());
+                    keep.changed.notify_waiters();
+                }
+            }
+        });
+        Ok(feed)
+    }
+
+    /// Waits for a push that moves booking `id` out of `from` (30 s at most).
+    async fn wait_past(&self, id: &str, from: &[&str]) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let status = self
+                .statuses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .cloned();
+            if let Some(status) = status.filter(|s| !from.contains(&s.as_str())) {
+                return Ok(status);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, notified).await.is_err() {
+                anyhow::bail!("no push moved booking {id} past {from:?} in 30 s");
+            }
+        }
+    }
 }
 
 impl Client {
@@ -112,8 +193,9 @@ impl Client {
             .ok_or_else(|| anyhow::anyhow!("no booking id in {body}"))
     }
 
-    /// Polls until the booking leaves `from` (2 ms apart, 30 s at most).
-    async fn wait_past(&self, id: &str, from: &[&str]) -> anyhow::Result<String> {
+    /// Polls until the booking leaves `from` (2 ms apart, 30 s at most):
+    /// what a client without the feed would do (`--poll`).
+    async fn poll_past(&self, id: &str, from: &[&str]) -> anyhow::Result<String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             self.polls.fetch_add(1, Ordering::Relaxed);
@@ -146,15 +228,37 @@ impl Client {
         Ok(())
     }
 
+    /// Waits until the booking leaves `from`: by its pushes, or polling.
+    async fn wait_past(&self, id: &str, from: &[&str], poll: bool) -> anyhow::Result<String> {
+        if poll {
+            self.poll_past(id, from).await
+        } else {
+            self.feed.wait_past(id, from).await
+        }
+    }
+
     /// create → held → pay → confirmed; the final status.
-    async fn book(&self, room_type: &str, night: chrono::NaiveDate) -> anyhow::Result<String> {
+    async fn book(
+        &self,
+        room_type: &str,
+        night: chrono::NaiveDate,
+        poll: bool,
+    ) -> anyhow::Result<String> {
         let id = self.create(room_type, night).await?;
-        let held = self.wait_past(&id, &["PENDING"]).await?;
+        let held = self.wait_past(&id, &["PENDING"], poll).await?;
         if held != "AWAITING_PAYMENT" {
             return Ok(held);
         }
         self.pay(&id).await?;
-        self.wait_past(&id, &["AWAITING_PAYMENT"]).await
+        let done = self
+            .wait_past(&id, &["PENDING", "AWAITING_PAYMENT"], poll)
+            .await;
+        self.feed
+            .statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        done
     }
 }
 
@@ -182,6 +286,7 @@ async fn start(
     .map(ToString::to_string)
     .collect();
     let polls = Arc::new(AtomicU64::new(0));
+    let feed = Feed::connect(&url, &token).await?;
     Ok((
         app,
         Client {
@@ -189,6 +294,7 @@ async fn start(
             url,
             token,
             polls,
+            feed,
         },
         ids,
     ))
@@ -252,6 +358,7 @@ pub async fn booking(
     settings: Settings,
     client_counts: &[usize],
     seconds: u64,
+    poll: bool,
 ) -> anyhow::Result<Vec<BookingRun>> {
     let (settings, prefix) = bench_settings(settings);
     let postgres = settings
@@ -259,14 +366,14 @@ pub async fn booking(
         .ok_or_else(|| anyhow::anyhow!("the booking bench needs PostgreSQL"))?
         .to_owned();
     print!("  seeding {ROOM_TYPES} room types × {NIGHTS} nights… ");
-    let (app, client, room_types) = start(&settings, ROOM_TYPES, 1_000).await?;
+    let (app, client, room_types) = start(&settings, ROOM_TYPES, 500).await?;
     println!("done");
     let pgbench_db = format!("{prefix}pgbench");
     shared::db::ensure_database(&postgres, &pgbench_db).await?;
     let result = async {
         let mut runs = Vec::new();
         for &clients in client_counts {
-            runs.push(booking_run(&client, &room_types, &postgres, &prefix, clients, seconds).await?);
+            runs.push(booking_run(&client, &room_types, &postgres, &prefix, (clients, seconds), poll).await?);
             let tps = pgbench(&postgres, &pgbench_db, clients, seconds)?;
             let run = runs.last_mut().ok_or_else(|| anyhow::anyhow!("no run"))?;
             run.pgbench_tps = tps;
@@ -292,8 +399,8 @@ async fn booking_run(
     room_types: &[String],
     postgres: &str,
     prefix: &str,
-    clients: usize,
-    seconds: u64,
+    (clients, seconds): (usize, u64),
+    poll: bool,
 ) -> anyhow::Result<BookingRun> {
     let warm_until = Instant::now() + Duration::from_secs(2);
     let until = warm_until + Duration::from_secs(seconds);
@@ -312,7 +419,7 @@ async fn booking_run(
                 n = n.wrapping_add(1);
                 let room_type = &room_types[n % room_types.len()];
                 let night = today + Days::days(1 + (n / room_types.len()) as i64 % NIGHTS);
-                let status = client.book(room_type, night).await?;
+                let status = client.book(room_type, night, poll).await?;
                 if status != "CONFIRMED" {
                     anyhow::bail!("a booking ended {status}");
                 }
@@ -355,6 +462,7 @@ pub async fn contention(
     settings: Settings,
     clients: usize,
     rooms: u32,
+    poll: bool,
 ) -> anyhow::Result<ContentionRun> {
     let (settings, _) = bench_settings(settings);
     let (app, client, room_types) = start(&settings, 1, rooms).await?;
@@ -368,7 +476,7 @@ pub async fn contention(
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
                 let (client, room_type) = (client.clone(), room_type.clone());
-                tokio::spawn(async move { client.book(&room_type, night).await })
+                tokio::spawn(async move { client.book(&room_type, night, poll).await })
             })
             .collect();
         let mut outcomes = BTreeMap::new();

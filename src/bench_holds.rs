@@ -9,6 +9,7 @@ use crate::bench_search::{bench_settings, cleanup, seed_room_types};
 use crate::{App, Part};
 use chrono::{Duration as Days, Utc};
 use hdrhistogram::Histogram;
+use sea_orm::ConnectionTrait;
 use shared::bus::EventRouter;
 use shared::config::Settings;
 use shared::envelope::Envelope;
@@ -100,10 +101,35 @@ pub async fn holds(
 }
 
 async fn room_types(app: &App, count: usize, rooms: u32) -> anyhow::Result<Vec<RoomTypeId>> {
-    seed_room_types(app.rt.bus.as_ref(), count, rooms, NIGHTS + 2, |_| {
+    // A homestay lists at most 500 rooms of a type; the bench wants more
+    // (a night that never sells out), so it raises the counts it seeded
+    // behind inventory's back, in its own scratch database.
+    let listed = rooms.min(500);
+    let ids = seed_room_types(app.rt.bus.as_ref(), count, listed, NIGHTS + 2, |_| {
         Ok((RegionCode::parse("150430")?, Fen::yuan(300)))
     })
-    .await
+    .await?;
+    if rooms > listed {
+        let db = shared::db::connect(&app.rt.settings, "inventory").await?;
+        let list = shared::db::placeholders(2, ids.len());
+        let mut values: Vec<sea_orm::Value> = vec![i32::try_from(rooms)?.into()];
+        values.extend(ids.iter().map(|id| id.0.into()));
+        for sql in [
+            format!("UPDATE room_types SET rooms = $1 WHERE id IN ({list})"),
+            format!(
+                "UPDATE room_nights SET rooms = $1, available = $1 WHERE room_type_id IN ({list})"
+            ),
+        ] {
+            db.execute_raw(sea_orm::Statement::from_sql_and_values(
+                db.get_database_backend(),
+                sql,
+                values.clone(),
+            ))
+            .await?;
+        }
+        db.close().await?;
+    }
+    Ok(ids)
 }
 
 async fn load(

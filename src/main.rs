@@ -128,6 +128,9 @@ enum Bench {
         /// Measured seconds per run (after two seconds of warm-up).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Poll `booking(id)` every 2 ms instead of waiting for pushes.
+        #[arg(long)]
+        poll: bool,
         /// Where to write the JSON results.
         #[arg(long, default_value = "target/bench/booking.json")]
         json: PathBuf,
@@ -155,6 +158,9 @@ enum Bench {
         /// Rooms on the night.
         #[arg(long, default_value_t = 10)]
         rooms: u32,
+        /// Poll `booking(id)` every 2 ms instead of waiting for pushes.
+        #[arg(long)]
+        poll: bool,
         /// Where to write the JSON results.
         #[arg(long, default_value = "target/bench/contention.json")]
         json: PathBuf,
@@ -199,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
                 Bench::Booking {
                     clients,
                     seconds,
+                    poll,
                     json,
                 },
         } => {
@@ -206,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
                 "bookings create → CONFIRMED through the gateway vs pgbench simple-update, {seconds} s per run:"
             );
             let runs =
-                duikou::bench_booking::booking(on_local_servers(settings), &clients, seconds)
+                duikou::bench_booking::booking(on_local_servers(settings), &clients, seconds, poll)
                     .await?;
             write_json(&json, &runs)?;
             Ok(())
@@ -230,12 +237,14 @@ async fn main() -> anyhow::Result<()> {
                 Bench::Contention {
                     clients,
                     rooms,
+                    poll,
                     json,
                 },
         } => {
             println!("{clients} clients racing for {rooms} rooms on one night:");
-            let run = duikou::bench_booking::contention(on_local_servers(settings), clients, rooms)
-                .await?;
+            let run =
+                duikou::bench_booking::contention(on_local_servers(settings), clients, rooms, poll)
+                    .await?;
             println!(
                 "  settled in {:.2} s: {}",
                 run.settled_seconds,

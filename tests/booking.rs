@@ -629,3 +629,67 @@ async fn a_pay_key_reused_for_another_booking_is_refused(settings: Settings) {
     assert_eq!(code(&reused), "IDEMPOTENCY_KEY_REUSED", "{reused}");
     assert_eq!(app.status(&second).await, "AWAITING_PAYMENT");
 }
+
+#[tokio::test]
+async fn a_page_of_bookings_shows_each_history_and_payment_with_one_call_for_each_kind() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(5).await.room_type_id.to_string();
+    for night in 0..3 {
+        let id = app
+            .paid_booking(
+                &room_type,
+                tomorrow() + chrono::Duration::days(night),
+                "tok_success",
+            )
+            .await;
+        app.wait_for_status(&id, "CONFIRMED").await;
+    }
+    let histories = app
+        .metric("duikou_rpc_total", &["method=\"get_booking_histories\""])
+        .await;
+    let money = app
+        .metric("duikou_rpc_total", &["method=\"bookings_money\""])
+        .await;
+    let page = app
+        .graphql(
+            "{ myBookings(first: 10) { edges { node { id history { status } payment { status } refunds { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let edges = page["data"]["myBookings"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("{page}"));
+    assert_eq!(edges.len(), 3, "{page}");
+    for e in &edges {
+        let steps: Vec<&str> = e["node"]["history"]
+            .as_array()
+            .map(|h| h.iter().filter_map(|s| s["status"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(steps.first(), Some(&"PENDING"), "{e}");
+        assert!(steps.contains(&"AWAITING_PAYMENT"), "{e}");
+        assert_eq!(e["node"]["payment"]["status"], "CAPTURED", "{e}");
+    }
+    assert_eq!(
+        app.metric("duikou_rpc_total", &["method=\"get_booking_histories\""])
+            .await,
+        histories + 1.0,
+        "one history call for the page"
+    );
+    assert_eq!(
+        app.metric("duikou_rpc_total", &["method=\"bookings_money\""])
+            .await,
+        money + 1.0,
+        "one money call for the page"
+    );
+    // Someone else asking for these histories gets none of them.
+    let stranger = app.register("stranger@example.cn", "110105").await;
+    let theirs = app
+        .graphql_as(
+            Some(&stranger),
+            "{ myBookings(first: 10) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(theirs["data"]["myBookings"]["edges"], json!([]), "{theirs}");
+}

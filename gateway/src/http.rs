@@ -577,13 +577,18 @@ async fn graphql(
         metrics::counter!("duikou_cache_total", "method" => "answer", "outcome" => "miss")
             .increment(1);
     }
+    if let Some(bus) = &gw.bus {
+        request = crate::schema::loaders::attach(
+            request,
+            bus.clone(),
+            gw.cache.clone(),
+            principal.clone(),
+        );
+    }
     if let Some(principal) = principal {
         request = request.data(principal);
     }
     request = request.data(gw.cache.clone());
-    if let Some(bus) = &gw.bus {
-        request = crate::schema::loaders::attach(request, bus.clone(), gw.cache.clone());
-    }
     if let Some(lang) = lang {
         request = request.data(lang);
     }

@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 /// Booking changes seen by this gateway.
 #[derive(Clone)]
 pub struct Push {
-    tx: broadcast::Sender<BookingStatusChanged>,
+    tx: broadcast::Sender<Arc<BookingStatusChanged>>,
 }
 
 impl Push {
@@ -27,7 +27,7 @@ impl Push {
             .ephemeral()
             .on::<BookingStatusChanged, _, _>(move |_env, ev| {
                 // No subscriber is fine: nobody is watching.
-                let _ = sender.send(ev);
+                let _ = sender.send(Arc::new(ev));
                 async { Ok(()) }
             })
             .on::<CatalogueChanged, _, _>(move |env, _| {
@@ -47,7 +47,7 @@ impl Push {
     }
 
     /// A receiver of every booking change from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<BookingStatusChanged> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BookingStatusChanged>> {
         self.tx.subscribe()
     }
 }

@@ -343,6 +343,10 @@ pub struct BookingStatusChanged {
     /// The agency that booked (its feed gets the push).
     #[serde(default)]
     pub agency_id: Option<AgencyId>,
+    /// The booking as it stands after the change (without its history):
+    /// what a push shows, so the gateway need not read it back.
+    #[serde(default)]
+    pub booking: Option<Box<crate::rpcs::BookingView>>,
 }
 impl Event for BookingStatusChanged {
     const TYPE: &'static str = "booking.status_changed";

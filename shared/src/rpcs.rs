@@ -988,6 +988,24 @@ pub struct GetBooking {
     pub viewer: crate::auth::Principal,
 }
 
+/// The histories of up to 100 bookings, for a viewer who may see each
+/// (others are left out). `GetBooking` and `ListBookings` answer without
+/// the history; a client that shows it asks for it (the gateway's
+/// DataLoader, one call per page).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetBookingHistories {
+    /// The bookings.
+    pub booking_ids: Vec<BookingId>,
+    /// Who asks.
+    pub viewer: crate::auth::Principal,
+}
+impl Rpc for GetBookingHistories {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "get_booking_histories";
+    /// Each booking the viewer may see, with its steps, oldest first.
+    type Reply = Vec<(BookingId, Vec<HistoryEntry>)>;
+}
+
 /// The bookings a traveler or agency made, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListBookings {

@@ -10,7 +10,8 @@ use shared::AppError;
 use shared::bus::Bus;
 use shared::ids::{BookingId, RoomTypeId, RouteId};
 use shared::rpcs::{
-    BookingMoney, DepartureView, GetBookingsMoney, GetDepartures, GetRoomCalendars, Night,
+    BookingMoney, DepartureView, GetBookingHistories, GetBookingsMoney, GetDepartures,
+    GetRoomCalendars, HistoryEntry, Night,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -131,12 +132,77 @@ impl Loader<BookingId> for MoneyLoader {
     }
 }
 
-/// Adds the loaders of one request to it.
+/// Loads the histories of bookings, for the request's caller.
+pub struct HistoryLoader {
+    bus: Arc<dyn Bus>,
+    viewer: shared::auth::Principal,
+}
+
+impl Loader<BookingId> for HistoryLoader {
+    type Value = Vec<HistoryEntry>;
+    type Error = Arc<AppError>;
+
+    async fn load(
+        &self,
+        keys: &[BookingId],
+    ) -> Result<HashMap<BookingId, Vec<HistoryEntry>>, Arc<AppError>> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let request = GetBookingHistories {
+                booking_ids: chunk.to_vec(),
+                viewer: self.viewer.clone(),
+            };
+            let histories = shared::bus::call(self.bus.as_ref(), &request)
+                .await
+                .map_err(Arc::new)?;
+            found.extend(histories);
+        }
+        Ok(found)
+    }
+}
+
+/// A booking's history: through the request's loader (one RPC for the
+/// page), or one RPC of its own (subscriptions).
+pub async fn history(
+    ctx: &async_graphql::Context<'_>,
+    booking: BookingId,
+) -> async_graphql::Result<Vec<HistoryEntry>> {
+    if let Some(loader) = ctx.data_opt::<DataLoader<HistoryLoader>>() {
+        return Ok(loader
+            .load_one(booking)
+            .await
+            .map_err(|e| crate::error::gql((*e).clone()))?
+            .unwrap_or_default());
+    }
+    let viewer = super::auth::principal(ctx)?.clone();
+    let found = super::rpc(
+        ctx,
+        GetBookingHistories {
+            booking_ids: vec![booking],
+            viewer,
+        },
+    )
+    .await?;
+    Ok(found.into_iter().next().map(|(_, h)| h).unwrap_or_default())
+}
+
+/// Adds the loaders of one request to it (`viewer`: the caller, if any).
 pub fn attach(
     request: async_graphql::Request,
     bus: Arc<dyn Bus>,
     cache: Cache,
+    viewer: Option<shared::auth::Principal>,
 ) -> async_graphql::Request {
+    let request = match viewer {
+        Some(viewer) => request.data(DataLoader::new(
+            HistoryLoader {
+                bus: bus.clone(),
+                viewer,
+            },
+            tokio::spawn,
+        )),
+        None => request,
+    };
     request
         .data(DataLoader::new(
             CalendarLoader {

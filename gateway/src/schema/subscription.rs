@@ -49,19 +49,15 @@ impl Subscription {
             (changes, bus, viewer, known),
             move |(mut changes, bus, viewer, mut known)| async move {
                 loop {
-                    match changes.recv().await {
-                        Ok(changed) if changed.booking_id == booking_id => {}
+                    let changed = match changes.recv().await {
+                        Ok(changed) if changed.booking_id == booking_id => Some(changed),
                         Ok(_) => continue,
                         // Too slow to keep up: ours may be among the missed,
                         // so read the current state.
-                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Lagged(_)) => None,
                         Err(RecvError::Closed) => return None,
-                    }
-                    let request = GetBooking {
-                        booking_id,
-                        viewer: viewer.clone(),
                     };
-                    let item = match call(bus.as_ref(), &request).await {
+                    let item = match view_of(changed.as_deref(), booking_id, &bus, &viewer).await {
                         Ok(view) if view.status == known => continue,
                         Ok(view) => {
                             known.clone_from(&view.status);
@@ -104,24 +100,49 @@ impl Subscription {
             (changes, bus, viewer),
             move |(mut changes, bus, viewer)| async move {
                 loop {
-                    let booking_id = match changes.recv().await {
-                        Ok(changed) if mine(&changed, &viewer) => changed.booking_id,
+                    let changed = match changes.recv().await {
+                        Ok(changed) if mine(&changed, &viewer) => changed,
                         Ok(_) => continue,
                         // Too slow to keep up: what was missed is missed;
                         // `myBookings` reads the current state.
                         Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => return None,
                     };
-                    let request = GetBooking {
-                        booking_id,
-                        viewer: viewer.clone(),
-                    };
-                    let item = call(bus.as_ref(), &request).await.map(Booking).map_err(gql);
+                    let item = view_of(Some(&changed), changed.booking_id, &bus, &viewer)
+                        .await
+                        .map(Booking)
+                        .map_err(gql);
                     return Some((item, (changes, bus, viewer)));
                 }
             },
         ))
     }
+}
+
+/// The booking a change announces, as `viewer` may see it: from the event
+/// itself when it carries the booking (no read back), else read.
+async fn view_of(
+    changed: Option<&shared::events::BookingStatusChanged>,
+    booking_id: BookingId,
+    bus: &Arc<dyn Bus>,
+    viewer: &Principal,
+) -> Result<shared::rpcs::BookingView, shared::AppError> {
+    if let Some(view) = changed.and_then(|c| c.booking.as_deref()) {
+        let region = view.listing.as_ref().map(|l| l.region_code);
+        return if viewer.may_see(view.booker.as_ref(), region) {
+            Ok(view.clone())
+        } else {
+            Err(shared::AppError::new(
+                shared::ErrorCode::Forbidden,
+                "you may not see this booking",
+            ))
+        };
+    }
+    let request = GetBooking {
+        booking_id,
+        viewer: viewer.clone(),
+    };
+    call(bus.as_ref(), &request).await
 }
 
 /// This gateway's pushes, or SERVICE_UNAVAILABLE (never a type name).

@@ -96,7 +96,7 @@ impl Bookings {
 
     /// The RPC methods booking answers.
     pub fn rpc(&self) -> RpcRouter {
-        let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
+        let [a, b, c, d, e, h] = [(); 6].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<QuoteCancellation, _, _>(move |req| {
                 let s = d.clone();
@@ -117,6 +117,10 @@ impl Bookings {
             .route::<GetBooking, _, _>(move |req| {
                 let s = b.clone();
                 async move { s.get_for(&req.viewer, req.booking_id).await }
+            })
+            .route::<shared::rpcs::GetBookingHistories, _, _>(move |req| {
+                let s = h.clone();
+                async move { s.histories_for(req).await }
             })
     }
 
@@ -316,13 +320,37 @@ impl Bookings {
         viewer: &Principal,
         id: BookingId,
     ) -> Result<BookingView, AppError> {
-        let view = self.get(id).await?;
+        // Without the history: who shows it asks for it (GetBookingHistories).
+        let view = storage::by_id(&self.db, id)
+            .await?
+            .map(|s| s.view)
+            .ok_or_else(|| AppError::not_found(format!("no booking {id}")))?;
         let region = view.listing.as_ref().map(|l| l.region_code);
         if viewer.may_see(view.booker.as_ref(), region) {
             Ok(view)
         } else {
             Err(forbidden(viewer, &view, "see"))
         }
+    }
+
+    /// The histories of the bookings the viewer may see among those asked.
+    pub async fn histories_for(
+        &self,
+        req: shared::rpcs::GetBookingHistories,
+    ) -> Result<Vec<(BookingId, Vec<shared::rpcs::HistoryEntry>)>, AppError> {
+        if req.booking_ids.len() > 100 {
+            return Err(AppError::bad_input("at most 100 bookings at a time"));
+        }
+        let visible: Vec<BookingId> = storage::by_ids(&self.db, &req.booking_ids)
+            .await?
+            .into_iter()
+            .filter(|s| {
+                let region = s.view.listing.as_ref().map(|l| l.region_code);
+                req.viewer.may_see(s.view.booker.as_ref(), region)
+            })
+            .map(|s| s.view.id)
+            .collect();
+        Ok(storage::histories_of(&self.db, &visible).await?)
     }
 
     /// The viewer's bookings, newest first.

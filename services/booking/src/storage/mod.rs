@@ -365,6 +365,61 @@ pub async fn by_id<C: ConnectionTrait>(conn: &C, id: BookingId) -> Result<Option
     .transpose()
 }
 
+/// Several bookings by id, in one query.
+pub async fn by_ids<C: ConnectionTrait>(conn: &C, ids: &[BookingId]) -> Result<Vec<Stored>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        &format!(
+            "SELECT * FROM bookings WHERE id IN ({})",
+            shared::db::placeholders(1, ids.len())
+        ),
+        ids.iter().map(|id| uuid_value(b, id.0)).collect(),
+    ))
+    .await?
+    .iter()
+    .map(stored)
+    .collect()
+}
+
+/// The histories of several bookings, each oldest first, in one query.
+pub async fn histories_of<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[BookingId],
+) -> Result<Vec<(BookingId, Vec<shared::rpcs::HistoryEntry>)>, DbErr> {
+    let mut out: Vec<(BookingId, Vec<shared::rpcs::HistoryEntry>)> =
+        ids.iter().map(|id| (*id, Vec::new())).collect();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT booking_id, status, cause, at FROM booking_history
+                 WHERE booking_id IN ({}) ORDER BY id",
+                shared::db::placeholders(1, ids.len())
+            ),
+            ids.iter().map(|id| uuid_value(b, id.0)).collect(),
+        ))
+        .await?;
+    for r in &rows {
+        let id = BookingId(shared::db::row_uuid(r, "booking_id")?);
+        if let Some((_, steps)) = out.iter_mut().find(|(b, _)| *b == id) {
+            steps.push(shared::rpcs::HistoryEntry {
+                status: r.try_get("", "status")?,
+                cause: r.try_get("", "cause")?,
+                at: r.try_get("", "at")?,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Extra columns a transition sets.
 #[derive(Default)]
 pub struct Changes {
@@ -439,6 +494,7 @@ pub async fn transition<C: ConnectionTrait>(
             reason: moved.view.reason.clone(),
             account_id: moved.view.booker.map(|b| b.account_id),
             agency_id: moved.view.booker.and_then(|b| b.agency_id),
+            booking: Some(Box::new(moved.view.clone())),
         },
     )];
     events.extend(outcome_event(&moved, to, from_confirmed)?);
