@@ -386,6 +386,92 @@ async fn services_refuse_principals_without_the_right_even_past_the_gateway() {
     assert!(chifeng.is_ok(), "{chifeng:?}");
 }
 
+/// Payment judges who may see or pay a booking's money itself: its booker
+/// and the admins of the listing's region see it, nobody else; only the
+/// booker pays.
+#[tokio::test]
+async fn payment_shows_a_bookings_money_only_to_whom_the_booking_is() {
+    use shared::auth::{Principal, Role};
+    use shared::bus::call;
+    use shared::region::RegionCode;
+    let app = common::spawn_app().await;
+    let created = app.homestay(1).await;
+    let id = app
+        .paid_booking(
+            &created.room_type_id.to_string(),
+            common::tomorrow(),
+            "tok_success",
+        )
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let bus = app.app.rt.bus.as_ref();
+    let booking_id: shared::ids::BookingId = id.parse().expect("booking id");
+    let booking = call(
+        bus,
+        &shared::rpcs::GetBooking {
+            booking_id,
+            viewer: Principal::platform(),
+        },
+    )
+    .await
+    .expect("booking");
+    let booker = booking.booker.expect("booked by someone");
+    let who = |account: shared::ids::AccountId, role: Role, scope: Option<&str>| Principal {
+        account_id: account,
+        role,
+        home_region: RegionCode::parse("110108").ok(),
+        agency_id: None,
+        region_scope: scope.and_then(|s| RegionCode::parse(s).ok()),
+    };
+    let payments_seen_by = |viewer: Principal| async move {
+        let money = call(
+            bus,
+            &shared::rpcs::GetBookingsMoney {
+                booking_ids: vec![booking_id],
+                viewer,
+            },
+        )
+        .await
+        .expect("answered");
+        money[0].payments.len()
+    };
+    let fresh = shared::ids::AccountId::new;
+    assert_eq!(
+        payments_seen_by(who(booker.account_id, Role::Traveler, None)).await,
+        1,
+        "the booker"
+    );
+    assert_eq!(
+        payments_seen_by(who(fresh(), Role::RegionAdmin, Some("150400"))).await,
+        1,
+        "赤峰's admin"
+    );
+    assert_eq!(
+        payments_seen_by(who(fresh(), Role::Traveler, None)).await,
+        0,
+        "a stranger"
+    );
+    assert_eq!(
+        payments_seen_by(who(fresh(), Role::RegionAdmin, Some("110108"))).await,
+        0,
+        "海淀's admin"
+    );
+    let paid_by_stranger = call(
+        bus,
+        &shared::rpcs::PayBooking {
+            idempotency_key: "not-mine".into(),
+            booking,
+            payment_token: "tok_success".into(),
+            viewer: who(fresh(), Role::Traveler, None),
+        },
+    )
+    .await;
+    assert_eq!(
+        paid_by_stranger.map(|_| ()).map_err(|e| e.code),
+        Err(shared::ErrorCode::Forbidden)
+    );
+}
+
 /// An agency's API client token (the agency made by the platform admin).
 async fn agency_token(app: &TestApp, admin: &str) -> (String, String) {
     let agency = app

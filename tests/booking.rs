@@ -693,3 +693,83 @@ async fn a_page_of_bookings_shows_each_history_and_payment_with_one_call_for_eac
         .await;
     assert_eq!(theirs["data"]["myBookings"]["edges"], json!([]), "{theirs}");
 }
+
+/// createBooking asks inventory's quote once per request shape (listing,
+/// rooms, travelers) while the listing's rules stand: bookings of the same
+/// shape are not quoted again, another shape is, bad dates are refused
+/// without asking, and a change to the listing makes the next one ask again.
+#[tokio::test]
+async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
+    let app = spawn_app().await;
+    let created = app.homestay(30).await;
+    let rt = created.room_type_id.to_string();
+    let quotes = || app.metric("duikou_rpc_total", &["method=\"quote_booking\""]);
+    let night = |n: i64| tomorrow() + chrono::Duration::days(n);
+    let before = quotes().await;
+    for n in 0..3 {
+        let made = app
+            .create_booking(&rt, night(n), 1, &format!("shape-{n}"))
+            .await;
+        assert!(made["errors"].is_null(), "{made}");
+    }
+    assert_eq!(
+        quotes().await - before,
+        1.0,
+        "one quote for three of a shape"
+    );
+
+    // Another shape is quoted, and refused if no hold could grant it.
+    let three = app
+        .graphql(
+            "mutation($input: CreateBookingInput!) { createBooking(idempotencyKey: \"three\", input: $input) { id } }",
+            json!({ "input": { "roomTypeId": rt, "checkIn": tomorrow().to_string(),
+                "checkOut": night(1).to_string(),
+                "travelers": [
+                    { "name": "李四", "idType": "PASSPORT", "idNumber": "E12345678" },
+                    { "name": "王五", "idType": "PASSPORT", "idNumber": "E12345679" },
+                    { "name": "赵六", "idType": "PASSPORT", "idNumber": "E12345670" }],
+                "contact": { "name": "李四", "phone": "13800138000" } } }),
+        )
+        .await;
+    assert_eq!(code(&three), "BAD_USER_INPUT", "{three}");
+    assert_eq!(quotes().await - before, 2.0, "the new shape was quoted");
+    // The dates are the gateway's to check: refused with no quote.
+    let long = app.create_booking(&rt, tomorrow(), 31, "too-long").await;
+    assert_eq!(code(&long), "BAD_USER_INPUT", "{long}");
+    assert_eq!(quotes().await - before, 2.0, "bad dates need no quote");
+
+    // The listing changes: once the gateway hears of it, the shape is
+    // quoted again.
+    let set = shared::bus::call(
+        app.app.rt.bus.as_ref(),
+        &shared::rpcs::SetRoomCalendar {
+            room_type_id: created.room_type_id,
+            from: night(20),
+            to: night(21),
+            rooms: None,
+            price: shared::money::Fen::yuan(380),
+            closed: false,
+            min_stay: 1,
+            by: shared::auth::Principal::platform(),
+        },
+    )
+    .await;
+    assert_eq!(set.expect("calendar set"), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut n = 3;
+    loop {
+        let made = app
+            .create_booking(&rt, night(n), 1, &format!("shape-{n}"))
+            .await;
+        assert!(made["errors"].is_null(), "{made}");
+        if quotes().await - before == 3.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no quote asked after the listing changed"
+        );
+        n += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -60,6 +60,7 @@ async fn a_payment_the_provider_never_charged_is_failed() {
         host: HostId::new(),
         region: RegionCode::parse("150430").expect("code"),
         agency: None,
+        account: None,
         split: Split::of(Fen::yuan(380), SplitRates::default()),
     };
     assert!(

@@ -46,6 +46,12 @@ pub struct Cache {
     persisted: Arc<Mutex<std::collections::HashMap<String, String>>>,
     /// Decoded answers by the same versioned keys as in Redis.
     local: moka::sync::Cache<String, Arc<dyn Any + Send + Sync>>,
+    /// The version of the listings' rules (what a quote refuses as the
+    /// request's fault), moved only by `inventory.catalogue_changed`.
+    rules: Arc<Mutex<u128>>,
+    /// Booking requests inventory's quote found admissible under a rules
+    /// version (see [`Cache::admission`]).
+    admitted: moka::sync::Cache<String, ()>,
 }
 
 impl Cache {
@@ -61,7 +67,40 @@ impl Cache {
                 .max_capacity(LOCAL_ENTRIES)
                 .time_to_live(Duration::from_secs(TTL_SECONDS))
                 .build(),
+            rules: Arc::new(Mutex::new(uuid::Uuid::now_v7().as_u128())),
+            admitted: moka::sync::Cache::builder()
+                .max_capacity(LOCAL_ENTRIES)
+                .time_to_live(Duration::from_secs(TTL_SECONDS))
+                .build(),
         }
+    }
+
+    /// A listing's rules changed (`inventory.catalogue_changed`): the
+    /// catalogue moves too.
+    pub fn rules_changed(&self, id: uuid::Uuid) {
+        self.changed(id);
+        let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        *rules = (*rules).max(id.as_u128());
+    }
+
+    /// The key under which a booking request of this shape (`what`: the
+    /// listing, rooms and travelers — not the dates, which the gateway
+    /// checks itself) is admitted under the rules as they are now. Taken
+    /// before asking the quote, so that a change meanwhile voids it.
+    pub fn admission(&self, what: &str) -> String {
+        let rules = *self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        format!("{rules:032x}:{what}")
+    }
+
+    /// Whether inventory's quote already found a request under `admission`
+    /// admissible (no unknown listing, no more travelers than it sleeps).
+    pub fn is_admitted(&self, admission: &str) -> bool {
+        self.admitted.contains_key(admission)
+    }
+
+    /// Remembers that inventory's quote found `admission` admissible.
+    pub fn admit(&self, admission: String) {
+        self.admitted.insert(admission, ());
     }
 
     /// The query persisted under its SHA-256 `hash`, if known.

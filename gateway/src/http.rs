@@ -592,7 +592,15 @@ async fn graphql(
     if let Some(lang) = lang {
         request = request.data(lang);
     }
-    let mut response = gw.schema.execute(request).await;
+    // The request's id (set by the layer) goes with every RPC it makes.
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut response = match request_id {
+        Some(id) => shared::telemetry::with_request_id(id, gw.schema.execute(request)).await,
+        None => gw.schema.execute(request).await,
+    };
     // Kept only when whole: an error may be passing (a service away).
     if let Some(key) = answer_key
         && response.errors.is_empty()

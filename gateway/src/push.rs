@@ -31,7 +31,7 @@ impl Push {
                 async { Ok(()) }
             })
             .on::<CatalogueChanged, _, _>(move |env, _| {
-                a.changed(env.id);
+                a.rules_changed(env.id);
                 async { Ok(()) }
             })
             .on::<HoldGranted, _, _>(move |env, _| {

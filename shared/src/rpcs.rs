@@ -1150,6 +1150,8 @@ pub struct PayBooking {
     pub booking: BookingView,
     /// The provider's card/wallet token (`tok_success`, ... in the sandbox).
     pub payment_token: String,
+    /// Who pays: only the booker (or its agency) may.
+    pub viewer: crate::auth::Principal,
 }
 impl Rpc for PayBooking {
     const SERVICE: &'static str = "payment";
@@ -1341,12 +1343,14 @@ pub struct RefundView {
 }
 
 /// The payments and refunds of up to 100 bookings, each oldest first: what
-/// their money did. The caller has checked that the principal may see
-/// each booking (the gateway reads the bookings first).
+/// their money did. A booking whose money the viewer may not see (not its
+/// booker, nor an admin of its listing's region) shows none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetBookingsMoney {
     /// The bookings.
     pub booking_ids: Vec<BookingId>,
+    /// Who asks.
+    pub viewer: crate::auth::Principal,
 }
 impl Rpc for GetBookingsMoney {
     const SERVICE: &'static str = "payment";
@@ -1363,18 +1367,6 @@ pub struct BookingMoney {
     pub payments: Vec<PaymentView>,
     /// Every refund, oldest first.
     pub refunds: Vec<RefundView>,
-}
-
-/// The refunds of a booking, oldest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ListRefunds {
-    /// The booking.
-    pub booking_id: BookingId,
-}
-impl Rpc for ListRefunds {
-    const SERVICE: &'static str = "payment";
-    const METHOD: &'static str = "list_refunds";
-    type Reply = Vec<RefundView>;
 }
 
 /// What the reconciler found and did, newest first (platform admins).

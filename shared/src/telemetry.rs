@@ -16,3 +16,58 @@ pub fn init(format: &str) {
         builder.try_init()
     };
 }
+
+tokio::task_local! {
+    /// The public request a piece of work serves (the gateway's
+    /// `x-request-id`), carried with every RPC it makes.
+    static REQUEST_ID: String;
+}
+
+/// Runs `work` on behalf of the public request `id`: the RPCs it calls carry
+/// the id, and the services log their handling of them under it.
+pub async fn with_request_id<F: std::future::Future>(id: String, work: F) -> F::Output {
+    REQUEST_ID.scope(id, work).await
+}
+
+/// The request the current task serves, if it serves one.
+pub fn request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A spawner for per-request work (DataLoaders) that keeps the request id.
+pub fn spawn_in_request<F>(work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match request_id() {
+        Some(id) => tokio::spawn(REQUEST_ID.scope(id, work)),
+        None => tokio::spawn(work),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_request_id_follows_the_work_and_its_spawned_loaders() {
+        assert_eq!(request_id(), None);
+        let seen = with_request_id("req-1".into(), async {
+            let inner = spawn_in_request(async { request_id() })
+                .await
+                .ok()
+                .flatten();
+            (request_id(), inner)
+        })
+        .await;
+        assert_eq!(seen, (Some("req-1".into()), Some("req-1".into())));
+        assert_eq!(
+            spawn_in_request(async { request_id() })
+                .await
+                .ok()
+                .flatten(),
+            None
+        );
+    }
+}

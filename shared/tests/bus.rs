@@ -435,3 +435,35 @@ async fn shutdown_lets_a_handler_in_flight_commit_and_ack() {
     assert!(left.is_empty(), "{} message(s) left unacked", left.len());
     k.cleanup(bus.as_ref()).await;
 }
+
+/// Answers with the request id the service sees.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WhoAsks;
+impl duikou_shared::rpc::Rpc for WhoAsks {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "who_asks";
+    type Reply = Option<String>;
+}
+
+#[tokio::test]
+async fn an_rpc_carries_the_public_request_id_to_the_service() {
+    use duikou_shared::telemetry::{request_id, with_request_id};
+    let k = Kernel::new(5).await;
+    let client = k.bus(&amqp_url()).await;
+    let server = k.bus(&amqp_url()).await;
+    let router = duikou_shared::rpc::RpcRouter::new("inventory")
+        .route::<WhoAsks, _, _>(|_| async { Ok(request_id()) });
+    server.serve(router).await.expect("serve");
+    let deadline = Duration::from_secs(5);
+    let asked = with_request_id(
+        "req-42".into(),
+        call_within(client.as_ref(), &WhoAsks, deadline),
+    )
+    .await;
+    assert_eq!(asked.expect("answered"), Some("req-42".to_owned()));
+    let unasked = call_within(client.as_ref(), &WhoAsks, deadline).await;
+    assert_eq!(unasked.expect("answered"), None, "no request, no id");
+    server.shutdown().await;
+    server.close().await;
+    k.cleanup(client.as_ref()).await;
+}

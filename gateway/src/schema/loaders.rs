@@ -103,10 +103,11 @@ impl Loader<DeparturesKey> for DepartureLoader {
     }
 }
 
-/// Loads the payments and refunds of bookings the caller has already read
-/// (so may see), a page at a time.
+/// Loads the payments and refunds of bookings the caller has read, a page
+/// at a time (payment shows the viewer only the money it may see).
 pub struct MoneyLoader {
     bus: Arc<dyn Bus>,
+    viewer: shared::auth::Principal,
 }
 
 impl Loader<BookingId> for MoneyLoader {
@@ -122,6 +123,7 @@ impl Loader<BookingId> for MoneyLoader {
         for chunk in keys.chunks(100) {
             let request = GetBookingsMoney {
                 booking_ids: chunk.to_vec(),
+                viewer: self.viewer.clone(),
             };
             let money = shared::bus::call(self.bus.as_ref(), &request)
                 .await
@@ -193,14 +195,23 @@ pub fn attach(
     cache: Cache,
     viewer: Option<shared::auth::Principal>,
 ) -> async_graphql::Request {
+    // Bookings, their histories and their money are read by someone.
     let request = match viewer {
-        Some(viewer) => request.data(DataLoader::new(
-            HistoryLoader {
-                bus: bus.clone(),
-                viewer,
-            },
-            tokio::spawn,
-        )),
+        Some(viewer) => request
+            .data(DataLoader::new(
+                HistoryLoader {
+                    bus: bus.clone(),
+                    viewer: viewer.clone(),
+                },
+                shared::telemetry::spawn_in_request,
+            ))
+            .data(DataLoader::new(
+                MoneyLoader {
+                    bus: bus.clone(),
+                    viewer,
+                },
+                shared::telemetry::spawn_in_request,
+            )),
         None => request,
     };
     request
@@ -209,16 +220,12 @@ pub fn attach(
                 bus: bus.clone(),
                 cache: cache.clone(),
             },
-            tokio::spawn,
+            shared::telemetry::spawn_in_request,
         ))
         .data(DataLoader::new(
-            DepartureLoader {
-                bus: bus.clone(),
-                cache: cache.clone(),
-            },
-            tokio::spawn,
+            DepartureLoader { bus, cache },
+            shared::telemetry::spawn_in_request,
         ))
-        .data(DataLoader::new(MoneyLoader { bus }, tokio::spawn))
 }
 
 /// A booking's payments and refunds, through the request's loader (one RPC
@@ -236,6 +243,7 @@ pub async fn money(
             ctx,
             GetBookingsMoney {
                 booking_ids: vec![booking],
+                viewer: super::auth::principal(ctx)?.clone(),
             },
         )
         .await?

@@ -615,6 +615,52 @@ fn hold_item(
     }
 }
 
+/// Refuses a booking request no hold could ever grant, by inventory's quote.
+/// A request of the same shape (listing, rooms, travelers) the quote found
+/// admissible under the listing's current rules is not asked again: the
+/// dates are checked here, and the rest only changes with the rules
+/// (`inventory.catalogue_changed` voids what was admitted). The hold applies
+/// the same rules anyway; this only answers bad input at once.
+async fn admissible(ctx: &Context<'_>, item: &HoldItem, travelers: u32) -> Result<()> {
+    let shape = match item {
+        HoldItem::RoomNights {
+            room_type_id,
+            check_in,
+            check_out,
+            rooms,
+        } => {
+            shared::stay::StayDates::parse(*check_in, *check_out).map_err(gql)?;
+            format!("room:{room_type_id}:{rooms}:{travelers}")
+        }
+        HoldItem::Seats {
+            departure_id,
+            seats,
+        } => format!("seats:{departure_id}:{seats}"),
+    };
+    let cache = ctx.data_opt::<crate::cache::Cache>();
+    let admission = cache.map(|c| c.admission(&shape));
+    if let (Some(cache), Some(admission)) = (cache, &admission)
+        && cache.is_admitted(admission)
+    {
+        return Ok(());
+    }
+    let quote = rpcs::QuoteBooking {
+        item: item.clone(),
+        travelers,
+    };
+    // A second at most: this check must not hold a booking up.
+    match call_service_within(ctx, quote, std::time::Duration::from_secs(1)).await {
+        Err(e) if e.code == ErrorCode::BadUserInput => Err(gql(e)),
+        Ok(_) => {
+            if let (Some(cache), Some(admission)) = (cache, admission) {
+                cache.admit(admission);
+            }
+            Ok(())
+        }
+        Err(_) => Ok(()),
+    }
+}
+
 /// The booking agency's commission from its contract (0 for travelers).
 async fn agency_commission(ctx: &Context<'_>, by: &shared::auth::Principal) -> Result<u32> {
     let Some(agency) = by.agency_id else {
@@ -656,16 +702,7 @@ impl Mutation {
         // more travelers than the rooms sleep). Whether it can be held now
         // is the hold's answer, and with inventory away the booking is still
         // taken: its hold request waits.
-        let quote = rpcs::QuoteBooking {
-            item: item.clone(),
-            travelers,
-        };
-        // A second at most: this check must not hold a booking up.
-        if let Err(e) = call_service_within(ctx, quote, std::time::Duration::from_secs(1)).await
-            && e.code == ErrorCode::BadUserInput
-        {
-            return Err(gql(e));
-        }
+        admissible(ctx, &item, travelers).await?;
         let sponsor_region = input
             .sponsor_region_code
             .as_ref()
@@ -716,15 +753,14 @@ impl Mutation {
             },
         )
         .await?;
-        if !viewer.owns(booking.booker.as_ref()) {
-            return Err(forbidden("only the booker pays a booking"));
-        }
+        // Payment decides who may pay (the booker): see docs/identity.md.
         let payment = rpc(
             ctx,
             rpcs::PayBooking {
                 idempotency_key,
                 booking,
                 payment_token,
+                viewer,
             },
         )
         .await?;

@@ -379,6 +379,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The AMQP header that carries the gateway's `x-request-id` with an RPC.
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
 fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
     let headers = props.headers().as_ref()?;
     match headers.inner().get(key)? {
@@ -545,9 +548,16 @@ async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
         .unwrap_or_default();
     let reply: Result<serde_json::Value, AppError> = match serde_json::from_slice(&delivery.data) {
         Ok(body) => {
+            let request_id = header_str(&delivery.properties, REQUEST_ID_HEADER);
             let span = info_span!("rpc", service = router.service(), method = %method,
-                correlation_id = ?delivery.properties.correlation_id());
-            router.dispatch(&method, body).instrument(span).await
+                correlation_id = ?delivery.properties.correlation_id(),
+                request_id = request_id.as_deref().unwrap_or("-"));
+            let call = router.dispatch(&method, body).instrument(span);
+            // The service's own calls serve the same request.
+            match request_id {
+                Some(id) => crate::telemetry::with_request_id(id, call).await,
+                None => call.await,
+            }
         }
         Err(e) => Err(AppError::bad_input(format!("request is not JSON: {e}"))),
     };
@@ -838,6 +848,15 @@ impl Bus for AmqpBus {
             .with_content_type("application/json".into())
             // A request nobody took before the caller gave up is dropped.
             .with_expiration(deadline.as_millis().to_string().as_str().into());
+        // The public request this call serves, for the service's logs.
+        let properties = match crate::telemetry::request_id() {
+            Some(id) => {
+                let mut headers = FieldTable::default();
+                headers.insert(REQUEST_ID_HEADER.into(), AMQPValue::LongString(id.into()));
+                properties.with_headers(headers)
+            }
+            None => properties,
+        };
         let publish = async {
             let confirm = self
                 .rpc_channel()

@@ -221,7 +221,15 @@ impl Bus for MemoryBus {
             let body: serde_json::Value =
                 serde_json::from_slice(&serde_json::to_vec(&body).map_err(AppError::internal)?)
                     .map_err(AppError::internal)?;
-            let reply = router.dispatch(method, body).await?;
+            // Same task: the request id (a task-local) carries over as is.
+            let request_id = crate::telemetry::request_id();
+            let span = info_span!(
+                "rpc",
+                service,
+                method,
+                request_id = request_id.as_deref().unwrap_or("-")
+            );
+            let reply = router.dispatch(method, body).instrument(span).await?;
             let bytes = serde_json::to_vec(&reply).map_err(AppError::internal)?;
             serde_json::from_slice(&bytes).map_err(AppError::internal)
         };

@@ -17,8 +17,8 @@ use shared::outbox::{OutboxSignal, enqueue};
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
     GetBookingsMoney, GetFundTotals, GetHostBalances, GetWelfareFund, HostBalance, ListPayoutRuns,
-    ListReconciliation, ListRefunds, PayBooking, PaymentView, PayoutRun, PayoutRunPage,
-    ReconciliationPage, RefundPayment, RefundView, RunPayouts, WelfareFundPage,
+    ListReconciliation, PayBooking, PaymentView, PayoutRun, PayoutRunPage, ReconciliationPage,
+    RefundPayment, RefundView, RunPayouts, WelfareFundPage,
 };
 use shared::{AppError, ErrorCode};
 use std::sync::Arc;
@@ -53,15 +53,11 @@ impl Payments {
     /// The RPC methods payment answers.
     pub fn rpc(&self) -> RpcRouter {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
-        let [f, g, h, i, m] = [(); 5].map(|()| self.clone());
+        let [f, h, i, m] = [(); 4].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<RefundPayment, _, _>(move |req| {
                 let s = f.clone();
                 async move { s.refund_payment(req).await }
-            })
-            .route::<ListRefunds, _, _>(move |req| {
-                let s = g.clone();
-                async move { Ok(storage::refunds_of(&s.db, req.booking_id).await?) }
             })
             .route::<GetBookingsMoney, _, _>(move |req| {
                 let s = m.clone();
@@ -69,7 +65,7 @@ impl Payments {
                     if req.booking_ids.len() > 100 {
                         return Err(AppError::bad_input("at most 100 bookings at a time"));
                     }
-                    Ok(storage::money_of(&s.db, &req.booking_ids).await?)
+                    Ok(storage::money_of(&s.db, &req.booking_ids, &req.viewer).await?)
                 }
             })
             .route::<ListPayoutRuns, _, _>(move |req| {
@@ -123,6 +119,12 @@ impl Payments {
             ));
         }
         let booking = &req.booking;
+        if !req.viewer.owns(booking.booker.as_ref()) {
+            return Err(AppError::new(
+                ErrorCode::Forbidden,
+                "only the booker pays a booking",
+            ));
+        }
         let fingerprint = hex::encode(Sha256::digest(format!(
             "{}|{}",
             booking.id, req.payment_token
@@ -162,6 +164,7 @@ impl Payments {
             host: listing.host_id,
             region: listing.region_code,
             agency,
+            account: booking.booker.map(|b| b.account_id),
             split: Split::of(amount, rates),
         };
         let inserted = storage::insert_processing(&self.db, &new)

@@ -5,8 +5,9 @@
 use chrono::Utc;
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
+use shared::auth::{Booker, Principal};
 use shared::db::{placeholders, row_uuid, run_ddl, uuid_value};
-use shared::ids::{AgencyId, BookingId, HostId, PaymentId};
+use shared::ids::{AccountId, AgencyId, BookingId, HostId, PaymentId};
 use shared::money::{Fen, Split};
 use shared::outbox::stmt;
 use shared::region::RegionCode;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(Reconciliation),
             Box::new(AppendOnly),
             Box::new(PaymentsByBooking),
+            Box::new(PaymentsBooker),
         ]
     }
 }
@@ -261,6 +263,28 @@ impl MigrationTrait for PaymentsByBooking {
     }
 }
 
+struct PaymentsBooker;
+
+impl MigrationName for PaymentsBooker {
+    fn name(&self) -> &str {
+        "m20261203_000002_payments_booker"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PaymentsBooker {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The account that booked: with agency_id and region_code, who may
+        // read a payment (`money_of`). Payments made before it have none and
+        // are shown to their agency and the admins only.
+        run_ddl(
+            manager,
+            &["ALTER TABLE payments ADD COLUMN account_id UUID"],
+        )
+        .await
+    }
+}
+
 struct Payouts;
 
 impl MigrationName for Payouts {
@@ -335,6 +359,8 @@ pub struct NewPayment<'a> {
     pub region: RegionCode,
     /// The agency that booked, owed the commission.
     pub agency: Option<AgencyId>,
+    /// The account that booked (who may read the payment).
+    pub account: Option<AccountId>,
     /// How the amount will be split once captured (rates as of now).
     pub split: Split,
 }
@@ -350,8 +376,8 @@ pub async fn insert_processing<C: ConnectionTrait>(
     let r = conn
         .execute_raw(stmt(
             b,
-            "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, host_id, region_code, agency_id, split, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, 'PROCESSING', $8, $8)
+            "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, host_id, region_code, agency_id, split, status, created_at, updated_at, account_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, 'PROCESSING', $8, $8, $11)
              ON CONFLICT (idempotency_key) DO NOTHING",
             vec![
                 uuid_value(b, new.id.0),
@@ -364,6 +390,7 @@ pub async fn insert_processing<C: ConnectionTrait>(
                 now.into(),
                 shared::db::opt_uuid_value(b, new.agency.map(|a| a.0)),
                 serde_json::to_string(&new.split).unwrap_or_default().into(),
+                shared::db::opt_uuid_value(b, new.account.map(|a| a.0)),
             ],
         ))
         .await?;
@@ -720,28 +747,12 @@ pub async fn refund_with_view<C: ConnectionTrait>(
     Ok(Some((refund, view, row.try_get("", "fingerprint")?)))
 }
 
-/// The refunds of a booking, oldest first.
-pub async fn refunds_of<C: ConnectionTrait>(
-    conn: &C,
-    booking: BookingId,
-) -> Result<Vec<shared::rpcs::RefundView>, DbErr> {
-    let b = conn.get_database_backend();
-    conn.query_all_raw(stmt(
-        b,
-        "SELECT * FROM refunds WHERE booking_id = $1 ORDER BY created_at, id",
-        vec![uuid_value(b, booking.0)],
-    ))
-    .await?
-    .iter()
-    .map(|r| refund_row(r).map(|(_, view)| view))
-    .collect()
-}
-
 /// The payments and refunds of several bookings, oldest first, in two
 /// queries: what a page of bookings shows of its money.
 pub async fn money_of<C: ConnectionTrait>(
     conn: &C,
     bookings: &[BookingId],
+    viewer: &Principal,
 ) -> Result<Vec<shared::rpcs::BookingMoney>, DbErr> {
     let mut out: Vec<shared::rpcs::BookingMoney> = bookings
         .iter()
@@ -764,8 +775,22 @@ pub async fn money_of<C: ConnectionTrait>(
             ids.clone(),
         ))
         .await?;
+    // A booking's money is shown to whom the booking is: its booker (the
+    // account, or its agency) and the admins of the listing's region.
+    let mut hidden = Vec::new();
     for row in &payments {
         let view = stored(row)?.view;
+        // Payments older than account_id name no account: the nil one,
+        // which is nobody's, leaves them to their agency and the admins.
+        let booker = Booker {
+            account_id: AccountId(shared::db::opt_row_uuid(row, "account_id")?.unwrap_or_default()),
+            agency_id: shared::db::opt_row_uuid(row, "agency_id")?.map(AgencyId),
+        };
+        let region = shared::db::row_region(row, "region_code").ok();
+        if !viewer.may_see(Some(&booker), region) {
+            hidden.push(view.booking_id);
+            continue;
+        }
         if let Some(m) = out.iter_mut().find(|m| m.booking_id == view.booking_id) {
             m.payments.push(view);
         }
@@ -779,6 +804,9 @@ pub async fn money_of<C: ConnectionTrait>(
         .await?;
     for row in &refunds {
         let (_, view) = refund_row(row)?;
+        if hidden.contains(&view.booking_id) {
+            continue;
+        }
         if let Some(m) = out.iter_mut().find(|m| m.booking_id == view.booking_id) {
             m.refunds.push(view);
         }
