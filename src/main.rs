@@ -119,8 +119,9 @@ enum Bench {
         json: PathBuf,
     },
     /// Bookings from createBooking to CONFIRMED through the gateway (create,
-    /// poll, pay, poll) over 100 room types, beside `pgbench -b
-    /// simple-update` with the same clients on the same PostgreSQL.
+    /// wait for the push, pay, wait for the push) over 100 room types,
+    /// beside `pgbench -b simple-update` with the same clients on the same
+    /// PostgreSQL.
     Booking {
         /// Concurrent clients per run, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,8,32")]

@@ -696,8 +696,9 @@ async fn a_page_of_bookings_shows_each_history_and_payment_with_one_call_for_eac
 
 /// createBooking asks inventory's quote once per request shape (listing,
 /// rooms, travelers) while the listing's rules stand: bookings of the same
-/// shape are not quoted again, another shape is, bad dates are refused
-/// without asking, and a change to the listing makes the next one ask again.
+/// shape, together or later, share that one quote; another shape is quoted,
+/// bad dates are refused without asking, and a change to the listing makes
+/// the next one ask again.
 #[tokio::test]
 async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
     let app = spawn_app().await;
@@ -705,7 +706,48 @@ async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
     let rt = created.room_type_id.to_string();
     let quotes = || app.metric("duikou_rpc_total", &["method=\"quote_booking\""]);
     let night = |n: i64| tomorrow() + chrono::Duration::days(n);
+    // The homestay's own catalogue changes reach the gateway first (each
+    // moves the rules, and would make the next booking quote again).
+    let inventory = app.service_db("inventory").await;
+    use sea_orm::ConnectionTrait;
+    let settled = || async {
+        let outbox = inventory
+            .query_one_raw(sea_orm::Statement::from_string(
+                inventory.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM outbox",
+            ))
+            .await
+            .ok()??
+            .try_get::<i64>("", "n")
+            .ok()?;
+        let published = app
+            .metric(
+                "duikou_events_published_total",
+                &["type=\"inventory.catalogue_changed\""],
+            )
+            .await;
+        let heard = app.metric("duikou_catalogue_changes_total", &[]).await;
+        (outbox == 0 && published > 0.0 && heard == published).then_some(())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while settled().await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not hear the homestay's catalogue changes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let before = quotes().await;
+    // Eight at once share one quote; three more later ask none.
+    let keys: Vec<String> = (0..8).map(|n| format!("together-{n}")).collect();
+    let together = futures::future::join_all(
+        keys.iter()
+            .map(|key| app.create_booking(&rt, tomorrow(), 1, key)),
+    )
+    .await;
+    for made in together {
+        assert!(made["errors"].is_null(), "{made}");
+    }
     for n in 0..3 {
         let made = app
             .create_booking(&rt, night(n), 1, &format!("shape-{n}"))
@@ -715,7 +757,7 @@ async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
     assert_eq!(
         quotes().await - before,
         1.0,
-        "one quote for three of a shape"
+        "one quote for eleven of a shape"
     );
 
     // Another shape is quoted, and refused if no hold could grant it.

@@ -51,7 +51,7 @@ pub struct Cache {
     rules: Arc<Mutex<u128>>,
     /// Booking requests inventory's quote found admissible under a rules
     /// version (see [`Cache::admission`]).
-    admitted: moka::sync::Cache<String, ()>,
+    admitted: moka::future::Cache<String, ()>,
 }
 
 impl Cache {
@@ -68,7 +68,7 @@ impl Cache {
                 .time_to_live(Duration::from_secs(TTL_SECONDS))
                 .build(),
             rules: Arc::new(Mutex::new(uuid::Uuid::now_v7().as_u128())),
-            admitted: moka::sync::Cache::builder()
+            admitted: moka::future::Cache::builder()
                 .max_capacity(LOCAL_ENTRIES)
                 .time_to_live(Duration::from_secs(TTL_SECONDS))
                 .build(),
@@ -92,15 +92,16 @@ impl Cache {
         format!("{rules:032x}:{what}")
     }
 
-    /// Whether inventory's quote already found a request under `admission`
-    /// admissible (no unknown listing, no more travelers than it sleeps).
-    pub fn is_admitted(&self, admission: &str) -> bool {
-        self.admitted.contains_key(admission)
-    }
-
-    /// Remembers that inventory's quote found `admission` admissible.
-    pub fn admit(&self, admission: String) {
-        self.admitted.insert(admission, ());
+    /// Ok when inventory's quote found a request under `admission`
+    /// admissible (no unknown listing, no more travelers than it sleeps):
+    /// remembered, or asked now with `quote`. Requests of one shape that
+    /// arrive together share one quote (a thousand clients racing for one
+    /// room ask it once); its error goes to each of them, and is not kept.
+    pub async fn admitted<F>(&self, admission: String, quote: F) -> Result<(), Arc<AppError>>
+    where
+        F: std::future::Future<Output = Result<(), AppError>>,
+    {
+        self.admitted.try_get_with(admission, quote).await
     }
 
     /// The query persisted under its SHA-256 `hash`, if known.

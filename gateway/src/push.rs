@@ -31,6 +31,7 @@ impl Push {
                 async { Ok(()) }
             })
             .on::<CatalogueChanged, _, _>(move |env, _| {
+                metrics::counter!("duikou_catalogue_changes_total").increment(1);
                 a.rules_changed(env.id);
                 async { Ok(()) }
             })

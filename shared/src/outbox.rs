@@ -210,9 +210,13 @@ impl Relay {
         }
         let results = self.bus.publish(&events).await;
         let mut first_error = None;
-        for (seq, result) in seqs.into_iter().zip(results) {
+        for ((seq, result), env) in seqs.into_iter().zip(results).zip(&events) {
             match result {
-                Ok(()) => done.push(seq),
+                Ok(()) => {
+                    metrics::counter!("duikou_events_published_total", "type" => env.kind.clone())
+                        .increment(1);
+                    done.push(seq);
+                }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }

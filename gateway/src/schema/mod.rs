@@ -637,27 +637,24 @@ async fn admissible(ctx: &Context<'_>, item: &HoldItem, travelers: u32) -> Resul
             seats,
         } => format!("seats:{departure_id}:{seats}"),
     };
-    let cache = ctx.data_opt::<crate::cache::Cache>();
-    let admission = cache.map(|c| c.admission(&shape));
-    if let (Some(cache), Some(admission)) = (cache, &admission)
-        && cache.is_admitted(admission)
-    {
-        return Ok(());
-    }
-    let quote = rpcs::QuoteBooking {
+    let request = rpcs::QuoteBooking {
         item: item.clone(),
         travelers,
     };
     // A second at most: this check must not hold a booking up.
-    match call_service_within(ctx, quote, std::time::Duration::from_secs(1)).await {
-        Err(e) if e.code == ErrorCode::BadUserInput => Err(gql(e)),
-        Ok(_) => {
-            if let (Some(cache), Some(admission)) = (cache, admission) {
-                cache.admit(admission);
-            }
-            Ok(())
-        }
-        Err(_) => Ok(()),
+    let quote = async {
+        call_service_within(ctx, request, std::time::Duration::from_secs(1))
+            .await
+            .map(|_| ())
+    };
+    let quoted = match ctx.data_opt::<crate::cache::Cache>() {
+        Some(cache) => cache.admitted(cache.admission(&shape), quote).await,
+        None => quote.await.map_err(Arc::new),
+    };
+    match quoted {
+        Err(e) if e.code == ErrorCode::BadUserInput => Err(gql((*e).clone())),
+        // Inventory away or slow: the booking is taken; its hold decides.
+        _ => Ok(()),
     }
 }
 
