@@ -225,3 +225,71 @@ async fn an_agency_feed_pushes_the_bookings_of_all_its_clients_and_nobody_elses(
     assert_eq!(pushed["status"], "AWAITING_PAYMENT", "{message}");
     assert_eq!(pushed["commissionBasisPoints"], 800);
 }
+
+/// Reads the feed until booking `id` is pushed with `status`.
+async fn feed_until(ws: &mut common::ws::Socket, id: &str, status: &str) {
+    loop {
+        let m = next(ws).await.expect("a push");
+        let b = &m["payload"]["data"]["bookingsUpdated"];
+        if b["id"] == id && b["status"] == status {
+            return;
+        }
+    }
+}
+
+/// A client that pays on the push saves the gateway a read: `payBooking`
+/// sends payment the booking as the push carried it (no `get_booking`),
+/// payment still refuses a stranger, and once the booking moved on the
+/// gateway reads it again and the second payment is a CONFLICT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paying_on_the_push_needs_no_read_of_the_booking() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let token = app.token.clone().expect("token");
+    let mut ws = subscribed(
+        &app,
+        &token,
+        "feed",
+        "subscription { bookingsUpdated { id status } }",
+        json!({}),
+    )
+    .await;
+    send(&mut ws, json!({ "type": "ping" })).await;
+    assert_eq!(
+        next(&mut ws).await.map(|m| m["type"].clone()),
+        Some(json!("pong"))
+    );
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "on-push")
+            .await,
+    );
+    feed_until(&mut ws, &id, "AWAITING_PAYMENT").await;
+
+    let reads = || app.metric("duikou_rpc_total", &["method=\"get_booking\""]);
+    let before = reads().await;
+    let stranger = app.register("stranger@example.cn", "110105").await;
+    let refused = app
+        .graphql_as(
+            Some(&stranger),
+            "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"theirs\") { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(common::code(&refused), "FORBIDDEN", "{refused}");
+    let paid = app.pay(&id, "tok_success", "mine").await;
+    assert!(paid["errors"].is_null(), "{paid}");
+    assert_eq!(
+        reads().await,
+        before,
+        "paid with the booking the push carried"
+    );
+
+    feed_until(&mut ws, &id, "CONFIRMED").await;
+    let again = app.pay(&id, "tok_success", "mine-again").await;
+    assert_eq!(common::code(&again), "CONFLICT", "{again}");
+    assert_eq!(
+        reads().await,
+        before + 1.0,
+        "a booking that moved on is read"
+    );
+}

@@ -20,7 +20,9 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use shared::AppError;
 use shared::bus::Bus;
+use shared::ids::BookingId;
 use shared::rpc::Rpc;
+use shared::rpcs::BookingView;
 use std::any::Any;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,7 +54,14 @@ pub struct Cache {
     /// Booking requests inventory's quote found admissible under a rules
     /// version (see [`Cache::admission`]).
     admitted: moka::future::Cache<String, ()>,
+    /// Bookings heard (`booking.status_changed`) awaiting payment, with
+    /// their view; `None` once one moved on (see [`Cache::payable`]).
+    payable: moka::sync::Cache<BookingId, Option<Arc<BookingView>>>,
 }
+
+/// Bookings remembered for [`Cache::payable`]: those awaiting payment now
+/// (a client pays within minutes of the push).
+const PAYABLE_ENTRIES: u64 = 4_096;
 
 impl Cache {
     /// A cache in Redis under `prefix`, or a pass-through without Redis.
@@ -72,7 +81,38 @@ impl Cache {
                 .max_capacity(LOCAL_ENTRIES)
                 .time_to_live(Duration::from_secs(TTL_SECONDS))
                 .build(),
+            payable: moka::sync::Cache::builder()
+                .max_capacity(PAYABLE_ENTRIES)
+                .time_to_live(Duration::from_secs(30 * 60))
+                .build(),
         }
+    }
+
+    /// A booking's change was heard: remembered while it awaits payment,
+    /// forgotten (and kept from coming back by a late, out-of-order copy
+    /// of an earlier change) once it moved on. Works without Redis.
+    pub fn heard(&self, view: &BookingView) {
+        match view.status.as_str() {
+            "PENDING" => {}
+            "AWAITING_PAYMENT" => {
+                // A later status heard first stays: statuses only move on.
+                if !matches!(self.payable.get(&view.id), Some(None)) {
+                    self.payable.insert(view.id, Some(Arc::new(view.clone())));
+                }
+            }
+            _ => self.payable.insert(view.id, None),
+        }
+    }
+
+    /// The booking as last heard, if it was awaiting payment then and its
+    /// hold has not run out: what `payBooking` sends payment without
+    /// reading the booking back. A change not heard yet (milliseconds) is
+    /// the same race as a change between a read and the capture: payment
+    /// captured for a booking that ended is refunded by the saga.
+    pub fn payable(&self, id: BookingId) -> Option<Arc<BookingView>> {
+        let view = self.payable.get(&id).flatten()?;
+        let open = view.expires_at.is_some_and(|t| t > chrono::Utc::now());
+        open.then_some(view)
     }
 
     /// A listing's rules changed (`inventory.catalogue_changed`): the

@@ -22,10 +22,15 @@ impl Push {
         let (tx, _) = broadcast::channel(4096);
         let sender = tx.clone();
         let queue = format!("gateway.push.{}", uuid::Uuid::now_v7().simple());
-        let [a, b, c] = [(); 3].map(|()| cache.clone());
+        let [a, b, c, d] = [(); 4].map(|()| cache.clone());
         let router = EventRouter::new(queue)
             .ephemeral()
             .on::<BookingStatusChanged, _, _>(move |_env, ev| {
+                // Remembered before the push: a client paying on the push
+                // finds it.
+                if let Some(view) = &ev.booking {
+                    d.heard(view);
+                }
                 // No subscriber is fine: nobody is watching.
                 let _ = sender.send(Arc::new(ev));
                 async { Ok(()) }
