@@ -129,21 +129,18 @@ impl Payments {
             "{}|{}",
             booking.id, req.payment_token
         )));
-        if let Some(first) = storage::by_key(&self.db, key).await? {
-            return replay(first, &fingerprint);
-        }
-        if booking.status != "AWAITING_PAYMENT" {
-            return Err(AppError::conflict(format!(
-                "the booking is {}, not awaiting payment",
-                booking.status
-            )));
-        }
-        let (Some(amount), Some(listing)) = (booking.total, booking.listing.clone()) else {
-            return Err(AppError::conflict("the booking has no price yet"));
+        let (amount, listing) = match payable(booking) {
+            Ok(payable) => payable,
+            // A retry of the payment that moved the booking on answers as
+            // the first one did. (A retry while it is still payable finds
+            // its key taken at the insert below: no read before that.)
+            Err(refused) => {
+                return match storage::by_key(&self.db, key).await? {
+                    Some(first) => replay(first, &fingerprint),
+                    None => Err(refused),
+                };
+            }
         };
-        if amount.get() <= 0 {
-            return Err(AppError::bad_input("the amount to pay must be positive"));
-        }
 
         let id = PaymentId::new();
         let agency = booking.booker.and_then(|b| b.agency_id);
@@ -206,13 +203,17 @@ impl Payments {
             region: listing.region_code,
             agency,
         };
-        match outcome {
-            Ok(charge) => {
-                self.settle(&processing, Ok(&charge.reference)).await?;
-            }
-            Err(ProviderError::Declined(reason)) => {
-                self.settle(&processing, Err(&reason)).await?;
-            }
+        let (settled_here, status, failure_reason) = match outcome {
+            Ok(charge) => (
+                self.settle(&processing, Ok(&charge.reference)).await?,
+                "CAPTURED",
+                None,
+            ),
+            Err(ProviderError::Declined(reason)) => (
+                self.settle(&processing, Err(&reason)).await?,
+                "FAILED",
+                Some(reason),
+            ),
             Err(ProviderError::Timeout) => {
                 // The charge may have happened: the payment stays PROCESSING
                 // and the reconciler asks the provider by the same key.
@@ -221,8 +222,26 @@ impl Payments {
                     "the payment provider did not answer; the payment will be reconciled, do not pay again",
                 ));
             }
+        };
+        if settled_here {
+            // As stored by this request's own settlement: no read back.
+            let view = PaymentView {
+                id,
+                booking_id: booking.id,
+                status: status.to_owned(),
+                amount,
+                split: Some(new.split),
+                failure_reason,
+            };
+            return replay(
+                storage::Stored {
+                    view,
+                    fingerprint: fingerprint.clone(),
+                },
+                &fingerprint,
+            );
         }
-        // Whoever settled it (this request or the reconciler), this is it now.
+        // The reconciler settled it first: this is it now.
         let settled = storage::by_key(&self.db, key)
             .await?
             .ok_or_else(|| AppError::internal("payment vanished"))?;
@@ -747,6 +766,25 @@ impl Payments {
 }
 
 /// The first result for a key, or IDEMPOTENCY_KEY_REUSED / CONFLICT.
+/// What a booking's view says is to be paid, or why it cannot be paid.
+fn payable(
+    booking: &shared::rpcs::BookingView,
+) -> Result<(Fen, shared::events::ListingSnapshot), AppError> {
+    if booking.status != "AWAITING_PAYMENT" {
+        return Err(AppError::conflict(format!(
+            "the booking is {}, not awaiting payment",
+            booking.status
+        )));
+    }
+    let (Some(amount), Some(listing)) = (booking.total, booking.listing.clone()) else {
+        return Err(AppError::conflict("the booking has no price yet"));
+    };
+    if amount.get() <= 0 {
+        return Err(AppError::bad_input("the amount to pay must be positive"));
+    }
+    Ok((amount, listing))
+}
+
 fn replay(first: storage::Stored, fingerprint: &str) -> Result<PaymentView, AppError> {
     if first.fingerprint != fingerprint {
         return Err(AppError::new(
