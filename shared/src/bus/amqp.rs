@@ -89,9 +89,22 @@ fn usable(channel: &Channel) -> bool {
     status.connected() || status.initializing()
 }
 
+/// How long the broker may take to open a connection or channel, or to
+/// confirm a batch, before the attempt counts as failed. Without a bound, a
+/// broker that accepts the socket mid-restart but never finishes the
+/// handshake (or a confirm lost with its channel) would hold the caller —
+/// an outbox relay holding its rows' locks — forever.
+const BROKER_DEADLINE: Duration = Duration::from_secs(10);
+
 async fn open_connection(url: &str) -> Result<Connection, BusError> {
     let properties = ConnectionProperties::default().with_connection_name("duikou".into());
-    Ok(Connection::connect(url, properties).await?)
+    match tokio::time::timeout(BROKER_DEADLINE, Connection::connect(url, properties)).await {
+        Ok(connected) => Ok(connected?),
+        Err(_) => Err(BusError::Broker(format!(
+            "RabbitMQ did not complete the handshake in {} s",
+            BROKER_DEADLINE.as_secs()
+        ))),
+    }
 }
 
 impl Inner {
@@ -107,11 +120,20 @@ impl Inner {
     }
 
     async fn confirming_channel(&self) -> Result<Channel, BusError> {
-        let channel = self.connection().await?.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok(channel)
+        let open = async {
+            let channel = self.connection().await?.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok(channel)
+        };
+        tokio::time::timeout(BROKER_DEADLINE, open)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::Broker(
+                    "RabbitMQ did not open a channel in time".into(),
+                ))
+            })
     }
 
     /// The reply channel, replaced if it was closed.
@@ -137,6 +159,7 @@ impl Inner {
         Ok(Lent {
             pool: &self.confirming,
             channel,
+            discarded: false,
         })
     }
 }
@@ -145,6 +168,8 @@ impl Inner {
 struct Lent<'a> {
     pool: &'a Mutex<Vec<Channel>>,
     channel: Channel,
+    /// Not to be lent again (its confirms stopped coming).
+    discarded: bool,
 }
 
 impl std::ops::Deref for Lent<'_> {
@@ -156,7 +181,7 @@ impl std::ops::Deref for Lent<'_> {
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
-        if usable(&self.channel) {
+        if !self.discarded && usable(&self.channel) {
             lock(self.pool).push(self.channel.clone());
         }
     }
@@ -381,6 +406,60 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The AMQP header that carries the gateway's `x-request-id` with an RPC.
 const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Publishes `events` on `publisher` and collects their confirms in order
+/// (pipelined: all sent, then all awaited).
+async fn publish_confirmed(
+    publisher: &Channel,
+    exchange: &str,
+    events: &[Envelope],
+) -> Vec<Result<(), BusError>> {
+    let mut confirms = Vec::with_capacity(events.len());
+    for env in events {
+        let sent = publisher
+            .basic_publish(
+                exchange.into(),
+                env.kind.as_str().into(),
+                BasicPublishOptions {
+                    // Announcements go to whoever listens, or nowhere.
+                    mandatory: !crate::events::is_broadcast(&env.kind),
+                    ..BasicPublishOptions::default()
+                },
+                &env.to_bytes(),
+                envelope_properties(env),
+            )
+            .await;
+        confirms.push(sent);
+    }
+    let mut results = Vec::with_capacity(events.len());
+    // Routing keys the broker returned in this batch, whichever
+    // confirmation lapin attached each return to.
+    let mut returned = std::collections::HashSet::new();
+    for (env, sent) in events.iter().zip(confirms) {
+        let result = match sent {
+            Ok(confirm) => match confirm.await {
+                Ok(c) => {
+                    if let Confirmation::Ack(Some(r)) = &c {
+                        returned.insert(r.delivery.routing_key.to_string());
+                    }
+                    confirmation_result(&env.kind, c)
+                }
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        };
+        results.push(result);
+    }
+    // An event whose routing key was returned had no queue either (same
+    // key, same bindings): unroutable, even if its own confirmation
+    // came back clean.
+    for (env, result) in events.iter().zip(results.iter_mut()) {
+        if result.is_ok() && returned.contains(&env.kind) {
+            *result = Err(BusError::Unroutable(env.kind.clone()));
+        }
+    }
+    results
+}
 
 fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
     let headers = props.headers().as_ref()?;
@@ -702,7 +781,7 @@ impl Bus for AmqpBus {
     async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), BusError>> {
         // Pipeline: send all, then collect the confirms in order.
         let exchange = self.inner.config.exchange();
-        let publisher = match self.inner.lend_confirming().await {
+        let mut publisher = match self.inner.lend_confirming().await {
             Ok(p) => p,
             Err(e) => {
                 let reason = e.to_string();
@@ -712,51 +791,29 @@ impl Bus for AmqpBus {
                     .collect();
             }
         };
-        let mut confirms = Vec::with_capacity(events.len());
-        for env in events {
-            let sent = publisher
-                .basic_publish(
-                    exchange.as_str().into(),
-                    env.kind.as_str().into(),
-                    BasicPublishOptions {
-                        // Announcements go to whoever listens, or nowhere.
-                        mandatory: !crate::events::is_broadcast(&env.kind),
-                        ..BasicPublishOptions::default()
-                    },
-                    &env.to_bytes(),
-                    envelope_properties(env),
-                )
-                .await;
-            confirms.push(sent);
-        }
-        let mut results = Vec::with_capacity(events.len());
-        // Routing keys the broker returned in this batch, whichever
-        // confirmation lapin attached each return to.
-        let mut returned = std::collections::HashSet::new();
-        for (env, sent) in events.iter().zip(confirms) {
-            let result = match sent {
-                Ok(confirm) => match confirm.await {
-                    Ok(c) => {
-                        if let Confirmation::Ack(Some(r)) = &c {
-                            returned.insert(r.delivery.routing_key.to_string());
-                        }
-                        confirmation_result(&env.kind, c)
-                    }
-                    Err(e) => Err(e.into()),
-                },
-                Err(e) => Err(e.into()),
-            };
-            results.push(result);
-        }
-        // An event whose routing key was returned had no queue either (same
-        // key, same bindings): unroutable, even if its own confirmation
-        // came back clean.
-        for (env, result) in events.iter().zip(results.iter_mut()) {
-            if result.is_ok() && returned.contains(&env.kind) {
-                *result = Err(BusError::Unroutable(env.kind.clone()));
+        let confirmed = tokio::time::timeout(
+            BROKER_DEADLINE,
+            publish_confirmed(&publisher, &exchange, events),
+        )
+        .await;
+        match confirmed {
+            Ok(results) => results,
+            Err(_) => {
+                // Whatever this channel still owes is never coming: the
+                // events count as not published (the outbox keeps them; a
+                // copy that did arrive is deduplicated by the inbox).
+                publisher.discarded = true;
+                events
+                    .iter()
+                    .map(|_| {
+                        Err(BusError::Broker(format!(
+                            "no confirm from RabbitMQ in {} s",
+                            BROKER_DEADLINE.as_secs()
+                        )))
+                    })
+                    .collect()
             }
         }
-        results
     }
 
     async fn subscribe(&self, router: EventRouter) -> Result<(), BusError> {
