@@ -89,25 +89,26 @@ async fn too_many_aliases_are_refused_before_anything_runs() {
     assert_eq!(status, 400, "{fragment}: {body}");
 }
 
+/// `query` posted with `Accept-Language: lang`; the whole body.
+async fn in_language(app: &common::TestApp, lang: &str, query: &str) -> Value {
+    app.http
+        .post(&app.url)
+        .header(ACCEPT_LANGUAGE, lang)
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test]
 async fn names_follow_accept_language_unless_asked_otherwise() {
     let app = spawn_app().await;
     let ask = |lang: &'static str, query: &'static str| {
         let app = &app;
-        async move {
-            let body: Value = app
-                .http
-                .post(&app.url)
-                .header(ACCEPT_LANGUAGE, lang)
-                .json(&json!({ "query": query }))
-                .send()
-                .await
-                .expect("answers")
-                .json()
-                .await
-                .expect("json");
-            body["data"]["regions"][0]["name"].clone()
-        }
+        async move { in_language(app, lang, query).await["data"]["regions"][0]["name"].clone() }
     };
     let beijing = "{ regions { name } }";
     assert_eq!(ask("en-GB,en;q=0.9", beijing).await, "Beijing");
@@ -391,17 +392,7 @@ async fn homestays_and_room_types_are_named_in_english_for_those_who_ask() {
     let read = |lang: &'static str, query: String| {
         let app = &app;
         async move {
-            let body: Value = app
-                .http
-                .post(&app.url)
-                .header(ACCEPT_LANGUAGE, lang)
-                .json(&json!({ "query": query }))
-                .send()
-                .await
-                .expect("answers")
-                .json()
-                .await
-                .expect("json");
+            let body = in_language(app, lang, &query).await;
             assert!(body["errors"].is_null(), "{body}");
             body["data"].clone()
         }

@@ -597,10 +597,8 @@ async fn graphql(
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut response = match request_id {
-        Some(id) => shared::telemetry::with_request_id(id, gw.schema.execute(request)).await,
-        None => gw.schema.execute(request).await,
-    };
+    let mut response =
+        shared::telemetry::with_request_id(request_id, gw.schema.execute(request)).await;
     // Kept only when whole: an error may be passing (a service away).
     if let Some(key) = answer_key
         && response.errors.is_empty()

@@ -1093,6 +1093,15 @@ pub struct BookingView {
     pub commission_bp: u32,
 }
 
+impl BookingView {
+    /// Whether `viewer` may read this booking: its booker (the account, or
+    /// its agency) and the admins of the listing's region.
+    pub fn visible_to(&self, viewer: &crate::auth::Principal) -> bool {
+        let region = self.listing.as_ref().map(|l| l.region_code);
+        viewer.may_see(self.booker.as_ref(), region)
+    }
+}
+
 /// One step of a booking's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {

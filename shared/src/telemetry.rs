@@ -23,10 +23,13 @@ tokio::task_local! {
     static REQUEST_ID: String;
 }
 
-/// Runs `work` on behalf of the public request `id`: the RPCs it calls carry
-/// the id, and the services log their handling of them under it.
-pub async fn with_request_id<F: std::future::Future>(id: String, work: F) -> F::Output {
-    REQUEST_ID.scope(id, work).await
+/// Runs `work` on behalf of the public request `id`, if any: the RPCs it
+/// calls carry the id, and the services log their handling of them under it.
+pub async fn with_request_id<F: std::future::Future>(id: Option<String>, work: F) -> F::Output {
+    match id {
+        Some(id) => REQUEST_ID.scope(id, work).await,
+        None => work.await,
+    }
 }
 
 /// The request the current task serves, if it serves one.
@@ -53,7 +56,7 @@ mod tests {
     #[tokio::test]
     async fn the_request_id_follows_the_work_and_its_spawned_loaders() {
         assert_eq!(request_id(), None);
-        let seen = with_request_id("req-1".into(), async {
+        let seen = with_request_id(Some("req-1".into()), async {
             let inner = spawn_in_request(async { request_id() })
                 .await
                 .ok()

@@ -456,7 +456,7 @@ async fn an_rpc_carries_the_public_request_id_to_the_service() {
     server.serve(router).await.expect("serve");
     let deadline = Duration::from_secs(5);
     let asked = with_request_id(
-        "req-42".into(),
+        Some("req-42".into()),
         call_within(client.as_ref(), &WhoAsks, deadline),
     )
     .await;

@@ -62,11 +62,15 @@ pub fn build_schema(
     builder.finish()
 }
 
+/// The bus, or SERVICE_UNAVAILABLE (never a type name).
+pub(crate) fn bus(ctx: &Context<'_>) -> Result<Arc<dyn Bus>, AppError> {
+    ctx.data::<Arc<dyn Bus>>()
+        .cloned()
+        .map_err(|_| AppError::new(ErrorCode::ServiceUnavailable, "the gateway has no bus"))
+}
+
 async fn call_service<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply, AppError> {
-    let bus = ctx
-        .data::<Arc<dyn Bus>>()
-        .map_err(|_| AppError::new(ErrorCode::ServiceUnavailable, "the gateway has no bus"))?;
-    call(bus.as_ref(), &request).await
+    call(bus(ctx)?.as_ref(), &request).await
 }
 
 /// [`call_service`] with a deadline shorter than the bus's default.
@@ -75,9 +79,7 @@ async fn call_service_within<R: Rpc>(
     request: R,
     deadline: std::time::Duration,
 ) -> Result<R::Reply, AppError> {
-    let bus = ctx
-        .data::<Arc<dyn Bus>>()
-        .map_err(|_| AppError::new(ErrorCode::ServiceUnavailable, "the gateway has no bus"))?;
+    let bus = bus(ctx)?;
     let deadline = deadline.min(bus.config().rpc_timeout);
     shared::bus::call_within(bus.as_ref(), &request, deadline).await
 }
@@ -91,10 +93,7 @@ pub(crate) async fn cached<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::R
 where
     R::Reply: Clone + Sync,
 {
-    let (Ok(bus), Some(cache)) = (
-        ctx.data::<Arc<dyn Bus>>(),
-        ctx.data_opt::<crate::cache::Cache>(),
-    ) else {
+    let (Ok(bus), Some(cache)) = (bus(ctx), ctx.data_opt::<crate::cache::Cache>()) else {
         return rpc(ctx, request).await;
     };
     cache.call(bus.as_ref(), &request).await.map_err(gql)

@@ -40,7 +40,7 @@ impl Subscription {
             },
         )
         .await?;
-        let bus = bus_of(ctx)?;
+        let bus = super::bus(ctx).map_err(gql)?;
         // The status the client last learnt of (from the subscription or
         // before it): an event that arrives late, after the status it
         // announces was already read, pushes nothing.
@@ -85,7 +85,7 @@ impl Subscription {
             ));
         }
         let changes = pushes(ctx)?.subscribe();
-        let bus = bus_of(ctx)?;
+        let bus = super::bus(ctx).map_err(gql)?;
         // Whose the change is, from the event itself: no read per change
         // that is not ours.
         let mine = move |changed: &shared::events::BookingStatusChanged, viewer: &Principal| match (
@@ -128,8 +128,7 @@ async fn view_of(
     viewer: &Principal,
 ) -> Result<shared::rpcs::BookingView, shared::AppError> {
     if let Some(view) = changed.and_then(|c| c.booking.as_deref()) {
-        let region = view.listing.as_ref().map(|l| l.region_code);
-        return if viewer.may_see(view.booker.as_ref(), region) {
+        return if view.visible_to(viewer) {
             Ok(view.clone())
         } else {
             Err(shared::AppError::new(
@@ -151,16 +150,6 @@ fn pushes<'a>(ctx: &Context<'a>) -> Result<&'a Push> {
         gql(shared::AppError::new(
             shared::ErrorCode::ServiceUnavailable,
             "live updates are not available here",
-        ))
-    })
-}
-
-/// The bus, or SERVICE_UNAVAILABLE (never a type name).
-fn bus_of(ctx: &Context<'_>) -> Result<Arc<dyn Bus>> {
-    ctx.data::<Arc<dyn Bus>>().cloned().map_err(|_| {
-        gql(shared::AppError::new(
-            shared::ErrorCode::ServiceUnavailable,
-            "the services are not reachable from here",
         ))
     })
 }

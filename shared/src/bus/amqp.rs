@@ -631,12 +631,9 @@ async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
             let span = info_span!("rpc", service = router.service(), method = %method,
                 correlation_id = ?delivery.properties.correlation_id(),
                 request_id = request_id.as_deref().unwrap_or("-"));
-            let call = router.dispatch(&method, body).instrument(span);
             // The service's own calls serve the same request.
-            match request_id {
-                Some(id) => crate::telemetry::with_request_id(id, call).await,
-                None => call.await,
-            }
+            let call = router.dispatch(&method, body).instrument(span);
+            crate::telemetry::with_request_id(request_id, call).await
         }
         Err(e) => Err(AppError::bad_input(format!("request is not JSON: {e}"))),
     };
@@ -779,7 +776,6 @@ where
 #[async_trait]
 impl Bus for AmqpBus {
     async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), BusError>> {
-        // Pipeline: send all, then collect the confirms in order.
         let exchange = self.inner.config.exchange();
         let mut publisher = match self.inner.lend_confirming().await {
             Ok(p) => p,

@@ -325,8 +325,7 @@ impl Bookings {
             .await?
             .map(|s| s.view)
             .ok_or_else(|| AppError::not_found(format!("no booking {id}")))?;
-        let region = view.listing.as_ref().map(|l| l.region_code);
-        if viewer.may_see(view.booker.as_ref(), region) {
+        if view.visible_to(viewer) {
             Ok(view)
         } else {
             Err(forbidden(viewer, &view, "see"))
@@ -344,10 +343,7 @@ impl Bookings {
         let visible: Vec<BookingId> = storage::by_ids(&self.db, &req.booking_ids)
             .await?
             .into_iter()
-            .filter(|s| {
-                let region = s.view.listing.as_ref().map(|l| l.region_code);
-                req.viewer.may_see(s.view.booker.as_ref(), region)
-            })
+            .filter(|s| s.view.visible_to(&req.viewer))
             .map(|s| s.view.id)
             .collect();
         Ok(storage::histories_of(&self.db, &visible).await?)

@@ -239,19 +239,7 @@ pub async fn departures<C: ConnectionTrait>(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<DepartureView>, DbErr> {
-    let b = conn.get_database_backend();
-    let rows = conn
-        .query_all_raw(stmt(
-            b,
-            &format!(
-                "SELECT {DEPARTURE_COLUMNS} FROM departures d JOIN routes r ON r.id = d.route_id
-                 WHERE d.route_id = $1 AND d.starts_on >= $2 AND d.starts_on <= $3
-                 ORDER BY d.starts_on"
-            ),
-            vec![uuid_value(b, route.0), from.into(), to.into()],
-        ))
-        .await?;
-    rows.iter().map(departure_from_row).collect()
+    departures_of(conn, &[route], from, to).await
 }
 
 /// The departures of several routes leaving in `[from, to]`, in one query.
