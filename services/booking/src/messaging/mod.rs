@@ -5,7 +5,7 @@
 use crate::SERVICE;
 use crate::domain::{self, Status};
 use crate::storage::{self, Changes};
-use chrono::{Duration, Utc};
+use chrono::{Duration, SubsecRound, Utc};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use shared::auth::{Principal, Role};
 use shared::bus::{EventRouter, HandlerError};
@@ -144,11 +144,12 @@ impl Bookings {
         }
         let fingerprint = domain::fingerprint(&req);
         let id = BookingId::new();
-        let now = Utc::now();
+        // As stored (microseconds), so the answer's history is what a read gives.
+        let now = Utc::now().trunc_subsecs(6);
         let txn = self.db.begin().await?;
         // Two requests with one key: the second waits on the unique index
         // until the first commits, then inserts nothing and reads the first.
-        if !storage::insert(&txn, id, &req, &fingerprint, now).await? {
+        let Some(created) = storage::insert(&txn, id, &req, &fingerprint, now).await? else {
             txn.rollback().await?;
             let first = storage::by_key(&self.db, &req.idempotency_key)
                 .await?
@@ -162,8 +163,9 @@ impl Bookings {
             // The first answer, exactly (Stripe's semantics); `booking(id)`
             // reads the current state.
             return Ok(first.first_response.unwrap_or(first.view));
-        }
-        storage::history(&txn, id, Status::Pending, "created", now).await?;
+        };
+        let cause = "created";
+        storage::history(&txn, id, Status::Pending, cause, now).await?;
         let hold = HoldRequested {
             booking_id: id,
             item: req.item.clone(),
@@ -173,11 +175,12 @@ impl Bookings {
         enqueue(&txn, &[Envelope::new(SERVICE, id.0, &hold)]).await?;
         // The answer is the booking as created (PENDING), whatever the saga
         // does the moment it is committed.
-        let mut view = storage::by_id(&txn, id)
-            .await?
-            .map(|b| b.view)
-            .ok_or_else(|| AppError::internal("the booking just inserted is missing"))?;
-        view.history = storage::history_of(&txn, id).await?;
+        let mut view = created.view;
+        view.history = vec![shared::rpcs::HistoryEntry {
+            status: Status::Pending.as_str().to_owned(),
+            cause: cause.to_owned(),
+            at: now,
+        }];
         storage::set_first_response(&txn, id, &view).await?;
         txn.commit().await?;
         self.outbox.committed();

@@ -292,23 +292,24 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
 }
 
 /// Inserts a new PENDING booking unless its idempotency key exists; returns
-/// whether it was inserted.
+/// it as stored (one statement: `RETURNING`), or None when the key exists.
 pub async fn insert<C: ConnectionTrait>(
     conn: &C,
     id: BookingId,
     req: &CreateBooking,
     fingerprint: &str,
     now: DateTime<Utc>,
-) -> Result<bool, DbErr> {
+) -> Result<Option<Stored>, DbErr> {
     let b = conn.get_database_backend();
-    let r = conn
-        .execute_raw(stmt(
+    let row = conn
+        .query_one_raw(stmt(
             b,
             "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
                 traveler_count, contact, sponsor_region, notes, created_at, updated_at,
                 account_id, agency_id, commission_bp, home_region)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15)
-             ON CONFLICT (idempotency_key) DO NOTHING",
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING *",
             vec![
                 uuid_value(b, id.0),
                 Status::Pending.as_str().into(),
@@ -336,7 +337,7 @@ pub async fn insert<C: ConnectionTrait>(
             ],
         ))
         .await?;
-    Ok(r.rows_affected() == 1)
+    row.map(|r| stored(&r)).transpose()
 }
 
 /// The booking created with this idempotency key.

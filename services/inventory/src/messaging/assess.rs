@@ -21,6 +21,25 @@ fn refuse(code: ErrorCode, reason: impl Into<String>) -> Refusal {
     Refusal(code, reason.into())
 }
 
+/// Not enough rooms on some night of `stay`.
+pub(crate) fn sold_out_nights(stay: StayDates) -> Refusal {
+    refuse(
+        ErrorCode::SoldOut,
+        format!(
+            "not enough rooms for every night from {} to {}",
+            stay.check_in, stay.check_out
+        ),
+    )
+}
+
+/// Fewer seats left than asked.
+pub(crate) fn sold_out_seats(asked: u32, left: u32, starts_on: chrono::NaiveDate) -> Refusal {
+    refuse(
+        ErrorCode::SoldOut,
+        format!("{asked} seats asked, {left} left on {starts_on}"),
+    )
+}
+
 /// A request for a listing that exists: what it would hold, on which
 /// listing, for how much (the seats' price is known now; a stay's is summed
 /// when its nights are taken), and the rule it breaks, if any.
@@ -88,6 +107,9 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                         stay.nights()
                     ),
                 ))
+            } else if rules.fewest_free < rooms {
+                // Sold out as last committed: refused without taking a lock.
+                Some(sold_out_nights(stay))
             } else {
                 None
             };
@@ -124,6 +146,12 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                         "bookings for the departure on {} closed after {}",
                         departure.starts_on, departure.last_booking_day
                     ),
+                ))
+            } else if departure.seats_left < seats {
+                Some(sold_out_seats(
+                    seats,
+                    departure.seats_left,
+                    departure.starts_on,
                 ))
             } else {
                 None

@@ -259,19 +259,15 @@ impl Inventory {
                 let Some(txn) = begin_once(&self.db, &env).await? else {
                     return Ok(());
                 };
-                let reason = match assessed.held {
-                    Held::Nights(_, stay, _) => format!(
-                        "not enough rooms for every night from {} to {}",
-                        stay.check_in, stay.check_out
-                    ),
-                    Held::Seats(_, seats) => format!(
-                        "{seats} seats asked, {} left on {}",
+                let assess::Refusal(code, reason) = match assessed.held {
+                    Held::Nights(_, stay, _) => assess::sold_out_nights(stay),
+                    Held::Seats(_, seats) => assess::sold_out_seats(
+                        seats,
                         assessed.seats_left,
-                        assessed.listing.starts_on.unwrap_or_default()
+                        assessed.listing.starts_on.unwrap_or_default(),
                     ),
                 };
-                self.reject(txn, &env, rejection(&ev, ErrorCode::SoldOut, &reason))
-                    .await
+                self.reject(txn, &env, rejection(&ev, code, &reason)).await
             }
         }
     }

@@ -499,6 +499,10 @@ pub struct StayRules {
     pub min_stay: u32,
     /// Guests per room.
     pub max_guests: u32,
+    /// Rooms free on the stay's fullest night, as last committed (0 when a
+    /// night is not on sale). A hint that refuses without a lock; the
+    /// conditional update decides a grant.
+    pub fewest_free: u32,
 }
 
 /// The rules of a room type over a stay.
@@ -513,7 +517,8 @@ pub async fn stay_rules<C: ConnectionTrait>(
             b,
             "SELECT r.max_guests,
                     CAST(COALESCE(SUM(CASE WHEN n.closed THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
-                    CAST(COALESCE(MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END), 1) AS BIGINT) AS min_stay
+                    CAST(COALESCE(MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END), 1) AS BIGINT) AS min_stay,
+                    CASE WHEN COUNT(n.night) = $4 THEN CAST(MIN(n.available) AS BIGINT) ELSE 0 END AS fewest_free
              FROM room_types r
              LEFT JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
              WHERE r.id = $1 GROUP BY r.max_guests",
@@ -521,6 +526,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
                 uuid_value(b, room_type.0),
                 stay.check_in.into(),
                 stay.check_out.into(),
+                stay.nights().into(),
             ],
         ))
         .await?;
@@ -529,12 +535,14 @@ pub async fn stay_rules<C: ConnectionTrait>(
             closed: false,
             min_stay: 1,
             max_guests: 0,
+            fewest_free: 0,
         });
     };
     Ok(StayRules {
         closed: row.try_get::<i64>("", "closed")? > 0,
         min_stay: u32::try_from(row.try_get::<i64>("", "min_stay")?).unwrap_or(1),
         max_guests: u32::try_from(row.try_get::<i32>("", "max_guests")?).unwrap_or(0),
+        fewest_free: u32::try_from(row.try_get::<i64>("", "fewest_free")?).unwrap_or(0),
     })
 }
 
