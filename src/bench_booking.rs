@@ -62,6 +62,14 @@ pub struct ContentionRun {
     pub rooms: u32,
     /// Seconds from the first request until every client had its answer.
     pub settled_seconds: f64,
+    /// Seconds until every `createBooking` had answered.
+    pub created_seconds: f64,
+    /// Seconds until every booking had left PENDING (held or refused).
+    pub answered_seconds: f64,
+    /// PostgreSQL commits per client during the run, by service database
+    /// (read a second after it settled: PostgreSQL publishes its counters
+    /// at most once a second).
+    pub commits_per_client: BTreeMap<String, f64>,
     /// Final status → bookings.
     pub outcomes: BTreeMap<String, u64>,
 }
@@ -302,17 +310,30 @@ async fn start(
 
 /// Commits so far in the bench's databases.
 async fn commits(postgres: &str, prefix: &str) -> anyhow::Result<i64> {
+    Ok(commits_by_database(postgres, prefix).await?.values().sum())
+}
+
+/// Commits so far in each of the bench's databases, by service.
+async fn commits_by_database(
+    postgres: &str,
+    prefix: &str,
+) -> anyhow::Result<BTreeMap<String, i64>> {
     let db = sea_orm::Database::connect(postgres).await?;
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
             db.get_database_backend(),
-            "SELECT CAST(COALESCE(SUM(xact_commit), 0) AS BIGINT) AS n FROM pg_stat_database WHERE datname LIKE $1",
+            "SELECT datname, CAST(xact_commit AS BIGINT) AS n FROM pg_stat_database WHERE datname LIKE $1",
             [format!("{prefix}%").into()],
         ))
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no row from pg_stat_database"))?;
+        .await?;
     db.close().await?;
-    Ok(row.try_get("", "n")?)
+    rows.iter()
+        .map(|r| {
+            let name: String = r.try_get("", "datname")?;
+            let service = name.strip_prefix(prefix).unwrap_or(&name).to_owned();
+            Ok((service, r.try_get("", "n")?))
+        })
+        .collect()
 }
 
 /// `pgbench -b simple-update` on a scratch database: transactions/s.
@@ -471,23 +492,59 @@ pub async fn contention(
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("no room type"))?;
     let night = Utc::now().date_naive() + Days::days(1);
+    let postgres = settings
+        .postgres()
+        .ok_or_else(|| anyhow::anyhow!("the contention bench needs PostgreSQL"))?
+        .to_owned();
+    let prefix = settings.db_prefix.clone();
     let result = async {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let before = commits_by_database(&postgres, &prefix).await?;
         let started = Instant::now();
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
                 let (client, room_type) = (client.clone(), room_type.clone());
-                tokio::spawn(async move { client.book(&room_type, night, poll).await })
+                tokio::spawn(async move {
+                    // The loop of `Client::book`, each step's end timed.
+                    let id = client.create(&room_type, night).await?;
+                    let created = started.elapsed();
+                    let mut status = client.wait_past(&id, &["PENDING"], poll).await?;
+                    let answered = started.elapsed();
+                    if status == "AWAITING_PAYMENT" {
+                        client.pay(&id).await?;
+                        status = client
+                            .wait_past(&id, &["PENDING", "AWAITING_PAYMENT"], poll)
+                            .await?;
+                    }
+                    Ok::<_, anyhow::Error>((status, created, answered))
+                })
             })
             .collect();
         let mut outcomes = BTreeMap::new();
+        let (mut created, mut answered) = (Duration::ZERO, Duration::ZERO);
         for task in tasks {
-            let status = task.await??;
+            let (status, c, a) = task.await??;
             *outcomes.entry(status).or_insert(0) += 1;
+            created = created.max(c);
+            answered = answered.max(a);
         }
+        let settled_seconds = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let after = commits_by_database(&postgres, &prefix).await?;
+        let commits_per_client = after
+            .iter()
+            .map(|(service, n)| {
+                let spent = n - before.get(service).copied().unwrap_or(0);
+                (service.clone(), spent as f64 / clients as f64)
+            })
+            .collect();
         Ok::<_, anyhow::Error>(ContentionRun {
             clients,
             rooms,
-            settled_seconds: started.elapsed().as_secs_f64(),
+            settled_seconds,
+            created_seconds: created.as_secs_f64(),
+            answered_seconds: answered.as_secs_f64(),
+            commits_per_client,
             outcomes,
         })
     }

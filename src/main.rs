@@ -247,6 +247,18 @@ async fn main() -> anyhow::Result<()> {
                 duikou::bench_booking::contention(on_local_servers(settings), clients, rooms, poll)
                     .await?;
             println!(
+                "  all created after {:.2} s, all held or refused after {:.2} s",
+                run.created_seconds, run.answered_seconds
+            );
+            println!(
+                "  commits per client: {}",
+                run.commits_per_client
+                    .iter()
+                    .map(|(service, n)| format!("{service} {n:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!(
                 "  settled in {:.2} s: {}",
                 run.settled_seconds,
                 run.outcomes
