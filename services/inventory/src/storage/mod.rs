@@ -703,12 +703,14 @@ pub async fn take_nights<C: ConnectionTrait>(
     rooms: u32,
 ) -> Result<Option<Fen>, DbErr> {
     let b = conn.get_database_backend();
+    // One statement takes the rooms and reads the nights' prices back.
     let taken = conn
-        .execute_raw(stmt(
+        .query_all_raw(stmt(
             b,
             "UPDATE room_nights SET available = available - $4
              WHERE room_type_id = $1 AND night >= $2 AND night < $3 AND available >= $4
-               AND NOT closed",
+               AND NOT closed
+             RETURNING price_fen",
             vec![
                 uuid_value(b, room_type.0),
                 stay.check_in.into(),
@@ -717,25 +719,13 @@ pub async fn take_nights<C: ConnectionTrait>(
             ],
         ))
         .await?;
-    if taken.rows_affected() != stay.nights() as u64 {
+    if taken.len() as i64 != stay.nights() {
         return Ok(None);
     }
-    let row = conn
-        .query_one_raw(stmt(
-            b,
-            "SELECT CAST(COALESCE(SUM(price_fen), 0) AS BIGINT) AS total FROM room_nights
-             WHERE room_type_id = $1 AND night >= $2 AND night < $3",
-            vec![
-                uuid_value(b, room_type.0),
-                stay.check_in.into(),
-                stay.check_out.into(),
-            ],
-        ))
-        .await?;
-    let per_room: i64 = match row {
-        Some(r) => r.try_get("", "total")?,
-        None => 0,
-    };
+    let mut per_room = 0;
+    for night in &taken {
+        per_room += night.try_get::<i64>("", "price_fen")?;
+    }
     Ok(Some(Fen(per_room * i64::from(rooms))))
 }
 
