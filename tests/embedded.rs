@@ -58,6 +58,41 @@ async fn with_no_servers_the_demo_traveler_books_and_pays_a_demo_homestay_and_ro
     assert!(paid["errors"].is_null(), "{paid}");
     app.wait_for_status(&booking, "CONFIRMED").await;
 
+    // On SQLite too, attribution records the booking's facts (an upsert
+    // per event: the confirmation, and the capture's host and fund shares)
+    // and credits the demo pairing of 海淀区 and 敖汉旗.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let impact = app
+            .graphql(
+                "query($id: ID!) { bookingImpact(bookingId: $id) { partnerships {
+                    partnership { sponsor { code } beneficiary { code } }
+                    impact { bookings spend { amount } hostIncome { amount } fund { amount } } } } }",
+                json!({ "id": booking }),
+            )
+            .await;
+        let credited = impact["data"]["bookingImpact"]["partnerships"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c["partnership"]["sponsor"]["code"] == "110108"
+                    && c["partnership"]["beneficiary"]["code"] == "150430"
+                    && c["impact"]["bookings"] == 1
+                    && c["impact"]["spend"]["amount"] != "0.00"
+                    && c["impact"]["hostIncome"]["amount"] != "0.00"
+                    && c["impact"]["fund"]["amount"] != "0.00"
+            });
+        if credited {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "海淀区—敖汉旗 never credited: {impact}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+
     // Two seats on the 首都—草原 route.
     let routes = app
         .graphql(

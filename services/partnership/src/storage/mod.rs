@@ -339,21 +339,17 @@ pub enum Fact {
 
 /// Records a fact and returns the booking's facts, the row locked until the
 /// transaction ends on PostgreSQL: two events of one booking handled at once
-/// reconcile one after the other.
+/// reconcile one after the other. One statement: an upsert that returns the
+/// row (`ON CONFLICT … DO UPDATE … RETURNING`, PostgreSQL and SQLite ≥ 3.35).
 pub async fn record_fact<C: ConnectionTrait>(
     conn: &C,
     booking: BookingId,
     fact: Fact,
 ) -> Result<Facts, DbErr> {
     let b = conn.get_database_backend();
-    let id = uuid_value(b, booking.0);
-    conn.execute_raw(stmt(
-        b,
-        "INSERT INTO booking_facts (booking_id) VALUES ($1) ON CONFLICT (booking_id) DO NOTHING",
-        vec![id.clone()],
-    ))
-    .await?;
-    let (sql, mut values): (&str, Vec<Value>) = match fact {
+    // The columns the fact sets, their values, and what an existing row
+    // becomes (a new row takes the values; `excluded` names them).
+    let (columns, mut values, update): (&str, Vec<Value>, &str) = match fact {
         Fact::Confirmed {
             sponsor,
             listing,
@@ -362,8 +358,7 @@ pub async fn record_fact<C: ConnectionTrait>(
             total,
             at,
         } => (
-            "UPDATE booking_facts SET sponsor_code = $2, listing_code = $3, certified = $4,
-                travelers = $5, total_fen = $6, confirmed_at = $7 WHERE booking_id = $1",
+            "sponsor_code, listing_code, certified, travelers, total_fen, confirmed_at",
             vec![
                 sponsor.map(|s| s.to_string()).into(),
                 listing.to_string().into(),
@@ -372,46 +367,52 @@ pub async fn record_fact<C: ConnectionTrait>(
                 total.get().into(),
                 at.into(),
             ],
+            "sponsor_code = excluded.sponsor_code, listing_code = excluded.listing_code,
+             certified = excluded.certified, travelers = excluded.travelers,
+             total_fen = excluded.total_fen, confirmed_at = excluded.confirmed_at",
         ),
         Fact::Captured(m) => (
-            "UPDATE booking_facts SET captured_gross = $2, captured_host = $3, captured_fund = $4
-             WHERE booking_id = $1",
+            "captured_gross, captured_host, captured_fund",
             vec![
                 m.gross.get().into(),
                 m.host.get().into(),
                 m.fund.get().into(),
             ],
+            "captured_gross = excluded.captured_gross, captured_host = excluded.captured_host,
+             captured_fund = excluded.captured_fund",
         ),
         Fact::Refunded(m) => (
-            "UPDATE booking_facts SET refunded_gross = refunded_gross + $2,
-                refunded_host = refunded_host + $3, refunded_fund = refunded_fund + $4
-             WHERE booking_id = $1",
+            "refunded_gross, refunded_host, refunded_fund",
             vec![
                 m.gross.get().into(),
                 m.host.get().into(),
                 m.fund.get().into(),
             ],
+            "refunded_gross = booking_facts.refunded_gross + excluded.refunded_gross,
+             refunded_host = booking_facts.refunded_host + excluded.refunded_host,
+             refunded_fund = booking_facts.refunded_fund + excluded.refunded_fund",
         ),
-        Fact::Cancelled => (
-            "UPDATE booking_facts SET cancelled = TRUE WHERE booking_id = $1",
-            vec![],
-        ),
+        Fact::Cancelled => ("cancelled", vec![true.into()], "cancelled = TRUE"),
         // Takes the row lock like the others.
-        Fact::Nothing => (
-            "UPDATE booking_facts SET cancelled = cancelled WHERE booking_id = $1",
-            vec![],
-        ),
+        Fact::Nothing => ("", vec![], "cancelled = booking_facts.cancelled"),
     };
-    values.insert(0, id.clone());
-    conn.execute_raw(stmt(b, sql, values)).await?;
+    values.insert(0, uuid_value(b, booking.0));
+    let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("${i}")).collect();
+    let columns = if columns.is_empty() {
+        "booking_id".to_owned()
+    } else {
+        format!("booking_id, {columns}")
+    };
+    let sql = format!(
+        "INSERT INTO booking_facts ({columns}) VALUES ({})
+         ON CONFLICT (booking_id) DO UPDATE SET {update}
+         RETURNING *",
+        placeholders.join(", ")
+    );
     let row = conn
-        .query_one_raw(stmt(
-            b,
-            "SELECT * FROM booking_facts WHERE booking_id = $1",
-            vec![id],
-        ))
+        .query_one_raw(stmt(b, &sql, values))
         .await?
-        .ok_or_else(|| DbErr::Custom("booking facts vanished".into()))?;
+        .ok_or_else(|| DbErr::Custom("booking facts: the upsert returned no row".into()))?;
     facts(&row)
 }
 
