@@ -138,6 +138,7 @@ fn confirmed(booking: BookingId) -> Envelope {
         booker_home_region: None,
         agency_id: None,
         commission_bp: 0,
+        captured: None,
     };
     Envelope::new("test", booking.0, &ev)
 }

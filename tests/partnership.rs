@@ -672,3 +672,78 @@ async fn partnerships_page_by_cursor_and_one_is_read_with_its_report() {
         );
     }
 }
+
+/// A capture booking hears while the booking is still PENDING (the hold's
+/// answer not yet recorded) confirms it when the answer comes; the
+/// confirmation then carries that capture's split, so attribution — which
+/// learns of a booking from `booking.confirmed` alone — still credits the
+/// household's income and the fund's share. Inventory does not run, and
+/// payment is never asked to pay: the test speaks their part.
+#[tokio::test]
+async fn a_capture_heard_before_the_hold_still_credits_host_income_and_fund() {
+    use shared::envelope::Envelope;
+    use shared::events::{HoldGranted, ListingSnapshot, PaymentCaptured};
+    use shared::ids::{BookingId, HostId, PaymentId, RoomTypeId};
+    use shared::money::{Split, SplitRates};
+
+    let app = common::spawn_parts(
+        test_settings(),
+        &[
+            duikou::Part::Booking,
+            duikou::Part::Partnership,
+            duikou::Part::Payment,
+            duikou::Part::Gateway,
+        ],
+    )
+    .await;
+    pair(&app, "110108", "150430").await;
+    let room_type = RoomTypeId::new().to_string();
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow() + Days::days(5), 1, "early")
+            .await,
+    );
+    let booking = BookingId(id.parse().expect("booking id"));
+    let bus = app.app.rt.bus.clone();
+    let publish = |env: Envelope| {
+        let bus = bus.clone();
+        async move {
+            for result in bus.publish(&[env]).await {
+                result.expect("published");
+            }
+        }
+    };
+
+    let split = Split::of(Fen::yuan(380), SplitRates::default());
+    let captured = PaymentCaptured {
+        booking_id: booking,
+        payment_id: PaymentId::new(),
+        split,
+    };
+    publish(Envelope::new("payment", booking.0, &captured)).await;
+    let read = app
+        .wait_for_cause(&id, "payment captured before the hold")
+        .await;
+    assert_eq!(read["status"], "PENDING", "{read}");
+
+    let granted = HoldGranted {
+        booking_id: booking,
+        total: Fen::yuan(380),
+        listing: ListingSnapshot {
+            title: "测试民宿".into(),
+            host_id: HostId::new(),
+            region_code: code("150430"),
+            certified: false,
+            cancellation_policy: Default::default(),
+            starts_on: None,
+        },
+        expires_at: Utc::now() + Days::minutes(15),
+    };
+    publish(Envelope::new("inventory", booking.0, &granted)).await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    wait_for_impact(
+        &app,
+        &id,
+        &[("110108-150430", impact(1, 1, "380.00", "364.80", "3.80"))],
+    )
+    .await;
+}

@@ -258,6 +258,11 @@ pub struct BookingConfirmed {
     /// The agency's commission on it, basis points (0 without an agency).
     #[serde(default)]
     pub commission_bp: u32,
+    /// How the capture that confirmed it was shared out (`payment.captured`'s
+    /// split), so attribution needs one event per booking. None from
+    /// producers older than the field.
+    #[serde(default)]
+    pub captured: Option<crate::money::Split>,
 }
 impl Event for BookingConfirmed {
     const TYPE: &'static str = "booking.confirmed";

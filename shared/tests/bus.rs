@@ -467,3 +467,60 @@ async fn an_rpc_carries_the_public_request_id_to_the_service() {
     server.close().await;
     k.cleanup(client.as_ref()).await;
 }
+
+/// A type a service no longer consumes: declaring its queue again removes
+/// the binding an earlier version left (new events of that type reach no
+/// queue), and what was already queued is acknowledged unread, not
+/// dead-lettered as an unknown type.
+#[tokio::test]
+async fn a_retired_event_type_is_unbound_and_what_was_queued_is_dropped_quietly() {
+    let k = Kernel::new(1).await;
+    let pings = Arc::new(AtomicUsize::new(0));
+    let old = k.bus(&amqp_url()).await;
+    let router = EventRouter::new("kernel.events")
+        .on::<Ping, _, _>(|_, _| async { Ok::<(), HandlerError>(()) })
+        .on::<common::Pong, _, _>(|_, _| async { Ok::<(), HandlerError>(()) });
+    old.subscribe(router).await.expect("subscribe");
+    old.shutdown().await;
+    old.close().await;
+
+    // Queued while no one consumes, under the old binding.
+    let bus = k.bus(&amqp_url()).await;
+    let pong = || Envelope::new("test", uuid::Uuid::now_v7(), &common::Pong { n: 1 });
+    for result in bus.publish(&[pong()]).await {
+        result.expect("routed by the old binding");
+    }
+    let p = pings.clone();
+    let router = EventRouter::new("kernel.events")
+        .on::<Ping, _, _>(move |_, _| {
+            p.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<(), HandlerError>(()) }
+        })
+        .retired::<common::Pong>();
+    bus.subscribe(router).await.expect("subscribe again");
+
+    let results = bus.publish(&[pong()]).await;
+    assert!(
+        matches!(&results[0], Err(duikou_shared::bus::BusError::Unroutable(key)) if key == "test.pong"),
+        "the old binding is gone: {results:?}"
+    );
+    let ping = Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n: 2 });
+    for result in bus.publish(&[ping]).await {
+        result.expect("ping routed");
+    }
+    let queue = k.config.queue("kernel.events");
+    eventually(
+        "the queued pong acked and the ping handled",
+        WAIT,
+        || async {
+            let left = admin::message_count(&amqp_url(), &queue).await.ok()??;
+            (left == 0 && pings.load(Ordering::SeqCst) == 1).then_some(())
+        },
+    )
+    .await;
+    let dead = admin::message_count(&amqp_url(), &k.config.dead_queue("kernel.events"))
+        .await
+        .expect("dead queue");
+    assert_eq!(dead, Some(0), "a retired type is not an unknown one");
+    k.cleanup(bus.as_ref()).await;
+}

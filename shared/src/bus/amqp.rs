@@ -342,6 +342,27 @@ async fn bind(
     Ok(())
 }
 
+/// Removes bindings an earlier version declared (a queue keeps them until
+/// told; removing one that is not there is no error).
+async fn unbind(
+    config: &BusConfig,
+    channel: &Channel,
+    name: &str,
+    retired: &[String],
+) -> Result<(), BusError> {
+    for key in retired {
+        channel
+            .queue_unbind(
+                name.into(),
+                config.exchange().as_str().into(),
+                key.as_str().into(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// Declares `<queue>.dead`, then `<queue>` (quorum, delivery limit,
 /// dead-lettering into `<queue>.dead`) and its bindings.
 ///
@@ -820,13 +841,16 @@ impl Bus for AmqpBus {
             lock(&self.declared).extend([queue.clone(), config.dead_queue(router.queue())]);
         }
         let (name, bindings) = (router.queue().to_owned(), router.bindings());
+        let retired = router.retired_bindings();
         let declare: Declare = Arc::new(move |channel| {
             let (config, name, bindings) = (config.clone(), name.clone(), bindings.clone());
+            let retired = retired.clone();
             Box::pin(async move {
                 if ephemeral {
                     declare_ephemeral_queue(&config, &channel, &name, &bindings).await
                 } else {
-                    declare_event_queue(&config, &channel, &name, &bindings).await
+                    declare_event_queue(&config, &channel, &name, &bindings).await?;
+                    unbind(&config, &channel, &config.queue(&name), &retired).await
                 }
             })
         });

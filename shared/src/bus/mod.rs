@@ -166,6 +166,7 @@ type EventRoute =
 pub struct EventRouter {
     queue: String,
     routes: HashMap<&'static str, EventRoute>,
+    retired: Vec<&'static str>,
     ephemeral: bool,
 }
 
@@ -175,6 +176,7 @@ impl EventRouter {
         EventRouter {
             queue: queue.into(),
             routes: HashMap::new(),
+            retired: Vec::new(),
             ephemeral: false,
         }
     }
@@ -227,10 +229,24 @@ impl EventRouter {
         self
     }
 
+    /// No longer consumes events of type `E`: the binding an earlier
+    /// version declared is removed when the queue is declared, and what it
+    /// already queued is acknowledged unread.
+    pub fn retired<E: Event>(mut self) -> Self {
+        self.retired.push(E::TYPE);
+        self
+    }
+
+    /// The routing keys this router no longer binds.
+    pub fn retired_bindings(&self) -> Vec<String> {
+        self.retired.iter().map(|k| (*k).to_owned()).collect()
+    }
+
     /// Runs the handler for the envelope's type; an unknown type is rejected.
     pub async fn dispatch(&self, env: Envelope) -> Result<(), HandlerError> {
         match self.routes.get(env.kind.as_str()) {
             Some(route) => route(env).await,
+            None if self.retired.contains(&env.kind.as_str()) => Ok(()),
             None => Err(HandlerError::Reject(format!(
                 "{} has no handler for event type `{}`",
                 self.queue, env.kind

@@ -547,13 +547,16 @@ impl Bookings {
             ev.booking_id,
             &[Status::AwaitingPayment],
             Status::Confirmed,
-            Changes::default(),
+            Changes {
+                captured: Some(ev.split),
+                ..Changes::default()
+            },
             "payment captured",
         )
         .await?;
         if moved.is_some() {
             info!(booking = %ev.booking_id, "booking confirmed");
-        } else if storage::record_early_capture(&txn, ev.booking_id, ev.split.gross).await? {
+        } else if storage::record_early_capture(&txn, ev.booking_id, &ev.split).await? {
             // Out of order: the hold's answer is not recorded yet. It
             // confirms the booking when it comes (or refunds it).
             storage::history(

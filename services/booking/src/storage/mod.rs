@@ -15,7 +15,7 @@ use shared::events::{
     BookingStatusChanged,
 };
 use shared::ids::{AccountId, AgencyId, BookingId};
-use shared::money::Fen;
+use shared::money::{Fen, Split};
 use shared::outbox::{enqueue, stmt};
 use shared::region::RegionCode;
 use shared::rpcs::{BookingView, CreateBooking};
@@ -34,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(Bookers),
             Box::new(Replays),
             Box::new(HomeRegions),
+            Box::new(CapturedSplits),
         ]
     }
 }
@@ -226,6 +227,27 @@ impl MigrationTrait for HomeRegions {
     }
 }
 
+struct CapturedSplits;
+
+impl MigrationName for CapturedSplits {
+    fn name(&self) -> &str {
+        "m20261203_000001_captured_splits"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CapturedSplits {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            // How the capture that confirms the booking was shared out
+            // (JSON), carried on `booking.confirmed` for attribution.
+            &["ALTER TABLE bookings ADD COLUMN captured_split TEXT"],
+        )
+        .await
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -247,6 +269,8 @@ pub struct Stored {
     pub home_region: Option<RegionCode>,
     /// Gross of a capture recorded while the booking was still PENDING.
     pub captured_early: Option<Fen>,
+    /// How the capture was shared out, once recorded.
+    pub captured: Option<Split>,
     /// The answer to the create request, replayed for its key.
     pub first_response: Option<BookingView>,
 }
@@ -284,6 +308,10 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
         sponsor_region: sponsor.and_then(|s| RegionCode::parse(&s).ok()),
         home_region: shared::db::opt_row_region(row, "home_region")?,
         captured_early: row.try_get::<Option<i64>>("", "captured_fen")?.map(Fen),
+        captured: row
+            .try_get::<Option<String>>("", "captured_split")?
+            .map(|r| from_json(&r, "captured_split"))
+            .transpose()?,
         first_response: row
             .try_get::<Option<String>>("", "first_response")?
             .map(|r| from_json(&r, "first_response"))
@@ -434,6 +462,8 @@ pub struct Changes {
     pub reason: Option<String>,
     /// What is to be refunded (a cancellation after payment).
     pub refund_due: Option<Fen>,
+    /// The capture's split (the capture that confirms it).
+    pub captured: Option<Split>,
 }
 
 /// Moves a booking from one of `from` to `to`, with a history row and its
@@ -466,6 +496,7 @@ pub async fn transition<C: ConnectionTrait>(
             .map(|l| l.region_code.to_string())
             .into(),
         changes.refund_due.map(Fen::get).into(),
+        changes.captured.as_ref().map(json).into(),
     ];
     let first = values.len() + 1;
     let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", first + i)).collect();
@@ -476,7 +507,8 @@ pub async fn transition<C: ConnectionTrait>(
             total_fen = COALESCE($4, total_fen), listing = COALESCE($5, listing),
             expires_at = COALESCE($6, expires_at), reason = COALESCE($7, reason),
             listing_region = COALESCE($8, listing_region),
-            refund_due_fen = COALESCE($9, refund_due_fen)
+            refund_due_fen = COALESCE($9, refund_due_fen),
+            captured_split = COALESCE($10, captured_split)
          WHERE id = $1 AND status IN ({})
          RETURNING *",
         placeholders.join(", ")
@@ -544,6 +576,7 @@ fn outcome_event(
                     booker_home_region: booking.home_region,
                     agency_id: v.booker.and_then(|b| b.agency_id),
                     commission_bp: v.commission_bp,
+                    captured: booking.captured,
                 },
             ))
         }
@@ -574,14 +607,19 @@ fn outcome_event(
 pub async fn record_early_capture<C: ConnectionTrait>(
     conn: &C,
     id: BookingId,
-    gross: Fen,
+    split: &Split,
 ) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
     let r = conn
         .execute_raw(stmt(
             b,
-            "UPDATE bookings SET captured_fen = $2 WHERE id = $1 AND status = 'PENDING'",
-            vec![uuid_value(b, id.0), gross.get().into()],
+            "UPDATE bookings SET captured_fen = $2, captured_split = $3
+             WHERE id = $1 AND status = 'PENDING'",
+            vec![
+                uuid_value(b, id.0),
+                split.gross.get().into(),
+                json(split).into(),
+            ],
         ))
         .await?;
     Ok(r.rows_affected() == 1)

@@ -62,18 +62,14 @@ impl Partnerships {
                         travelers: ev.travelers,
                         total: ev.total,
                         at: env.occurred_at,
+                        captured: ev.captured.as_ref().map(money),
                     },
                 ))
             }
         );
-        let r = on!(
-            r,
-            self,
-            PaymentCaptured,
-            |_: &Envelope, ev: PaymentCaptured| {
-                Some((ev.booking_id, Fact::Captured(money(&ev.split))))
-            }
-        );
+        // The capture's split comes with the confirmation: one event, one
+        // transaction per booking.
+        let r = r.retired::<PaymentCaptured>();
         let r = on!(
             r,
             self,

@@ -326,9 +326,10 @@ pub enum Fact {
         total: Fen,
         /// When.
         at: DateTime<Utc>,
+        /// The capture's split (carried on `booking.confirmed`; None from
+        /// producers older than the field).
+        captured: Option<Money3>,
     },
-    /// `payment.captured`.
-    Captured(Money3),
     /// `payment.refunded` (added to what was refunded before).
     Refunded(Money3),
     /// `booking.status_changed` to CANCELLED.
@@ -357,30 +358,44 @@ pub async fn record_fact<C: ConnectionTrait>(
             travelers,
             total,
             at,
-        } => (
-            "sponsor_code, listing_code, certified, travelers, total_fen, confirmed_at",
-            vec![
+            captured,
+        } => {
+            let mut values: Vec<Value> = vec![
                 sponsor.map(|s| s.to_string()).into(),
                 listing.to_string().into(),
                 certified.into(),
                 travelers.into(),
                 total.get().into(),
                 at.into(),
-            ],
-            "sponsor_code = excluded.sponsor_code, listing_code = excluded.listing_code,
-             certified = excluded.certified, travelers = excluded.travelers,
-             total_fen = excluded.total_fen, confirmed_at = excluded.confirmed_at",
-        ),
-        Fact::Captured(m) => (
-            "captured_gross, captured_host, captured_fund",
-            vec![
-                m.gross.get().into(),
-                m.host.get().into(),
-                m.fund.get().into(),
-            ],
-            "captured_gross = excluded.captured_gross, captured_host = excluded.captured_host,
-             captured_fund = excluded.captured_fund",
-        ),
+            ];
+            match captured {
+                Some(m) => {
+                    values.extend([
+                        m.gross.get().into(),
+                        m.host.get().into(),
+                        m.fund.get().into(),
+                    ]);
+                    (
+                        "sponsor_code, listing_code, certified, travelers, total_fen, confirmed_at,
+                         captured_gross, captured_host, captured_fund",
+                        values,
+                        "sponsor_code = excluded.sponsor_code, listing_code = excluded.listing_code,
+                         certified = excluded.certified, travelers = excluded.travelers,
+                         total_fen = excluded.total_fen, confirmed_at = excluded.confirmed_at,
+                         captured_gross = excluded.captured_gross,
+                         captured_host = excluded.captured_host,
+                         captured_fund = excluded.captured_fund",
+                    )
+                }
+                None => (
+                    "sponsor_code, listing_code, certified, travelers, total_fen, confirmed_at",
+                    values,
+                    "sponsor_code = excluded.sponsor_code, listing_code = excluded.listing_code,
+                     certified = excluded.certified, travelers = excluded.travelers,
+                     total_fen = excluded.total_fen, confirmed_at = excluded.confirmed_at",
+                ),
+            }
+        }
         Fact::Refunded(m) => (
             "refunded_gross, refunded_host, refunded_fund",
             vec![
