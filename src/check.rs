@@ -19,7 +19,9 @@
 //!    recomputation from its raw attribution records, and the tourists and
 //!    bookings it was credited equal the CONFIRMED bookings (in booking's
 //!    own database) whose sponsor region lies in its sponsor and whose
-//!    listing lies in its beneficiary.
+//!    listing lies in its beneficiary; and the welfare-fund share it was
+//!    credited equals, over the bookings that were ever confirmed there,
+//!    the fund shares payment captured less those it refunded.
 //! 5. Messaging: no outbox row older than the grace period; dead-letter
 //!    queues empty (on RabbitMQ).
 
@@ -98,6 +100,7 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         provider_matches_payments(&dbs.payment).await?,
         impact_totals(&dbs.partnership).await?,
         impact_matches_bookings(&dbs).await?,
+        impact_fund_matches_payments(&dbs).await?,
         outboxes_drained(&dbs, cutoff).await?,
     ];
     if let Some(amqp) = settings.amqp() {
@@ -477,6 +480,87 @@ async fn impact_matches_bookings(dbs: &Dbs) -> anyhow::Result<Finding> {
             credited.len(),
             confirmed.len()
         ),
+    ))
+}
+
+/// Partnership's credited fund shares against payment's books: the split
+/// travels from payment to booking to partnership in events, so this is
+/// where a lost or altered split would show.
+async fn impact_fund_matches_payments(dbs: &Dbs) -> anyhow::Result<Finding> {
+    let mut kept: BTreeMap<uuid::Uuid, i64> = BTreeMap::new();
+    for (sql, sign) in [
+        (
+            "SELECT booking_id, split FROM payments WHERE status = 'CAPTURED'",
+            1,
+        ),
+        (
+            "SELECT booking_id, split FROM refunds WHERE status = 'SUCCEEDED'",
+            -1,
+        ),
+    ] {
+        for r in rows(&dbs.payment, sql, vec![]).await? {
+            let split: Option<String> = r.try_get("", "split")?;
+            let fund = match split {
+                Some(s) => serde_json::from_str::<shared::money::Split>(&s)?.fund.get(),
+                None => 0,
+            };
+            *kept
+                .entry(shared::db::row_uuid(&r, "booking_id")?)
+                .or_default() += sign * fund;
+        }
+    }
+    let confirmed = rows(
+        &dbs.booking,
+        "SELECT b.id, b.sponsor_region, b.listing_region FROM bookings b
+         WHERE EXISTS (SELECT 1 FROM booking_history h
+                       WHERE h.booking_id = b.id AND h.status = 'CONFIRMED')",
+        vec![],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            shared::db::row_uuid(r, "id")?,
+            shared::db::opt_row_region(r, "sponsor_region")?,
+            shared::db::opt_row_region(r, "listing_region")?,
+        ))
+    })
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    let credited = rows(
+        &dbs.partnership,
+        "SELECT p.sponsor_code, p.beneficiary_code,
+                CAST(COALESCE(SUM(t.fund_fen), 0) AS BIGINT) AS fund
+         FROM partnerships p LEFT JOIN impact_totals t ON t.partnership_id = p.id
+         GROUP BY p.id, p.sponsor_code, p.beneficiary_code",
+        vec![],
+    )
+    .await?;
+    let mut offenders = Vec::new();
+    for r in &credited {
+        let (Some(sponsor), Some(beneficiary)) = (
+            shared::db::opt_row_region(r, "sponsor_code")?,
+            shared::db::opt_row_region(r, "beneficiary_code")?,
+        ) else {
+            continue;
+        };
+        let expected: i64 = confirmed
+            .iter()
+            .filter(|(_, s, l)| {
+                s.is_some_and(|s| sponsor.contains(s)) && l.is_some_and(|l| beneficiary.contains(l))
+            })
+            .map(|(id, _, _)| kept.get(id).copied().unwrap_or(0))
+            .sum();
+        let fund: i64 = r.try_get("", "fund")?;
+        if fund != expected {
+            offenders.push(format!(
+                "{sponsor}→{beneficiary}: credited {fund} fen to the fund, payment's books give {expected} fen"
+            ));
+        }
+    }
+    Ok(finding(
+        "impact: credited fund shares = payment's, booking by booking",
+        offenders,
+        format!("{} partnerships", credited.len()),
     ))
 }
 

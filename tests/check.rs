@@ -1,5 +1,6 @@
 //! `duikou check` on the real servers: after bookings of every kind every
-//! invariant holds; a corrupted ledger and a leaked room are both found.
+//! invariant holds; a corrupted ledger, a leaked room and a fund share
+//! credited that payment never took are all found.
 
 mod common;
 
@@ -10,6 +11,8 @@ use sea_orm::ConnectionTrait;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
     let mut app = spawn_app().await;
+    // The traveler is from 海淀区; the homestay is in 敖汉旗.
+    let district = app.pair("110108", "150430").await;
     let room_type = app.homestay(3).await.room_type_id.to_string();
     let kept = app
         .paid_booking(&room_type, tomorrow() + Duration::days(12), "tok_success")
@@ -39,7 +42,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .await
             .expect("checks run");
         if findings.iter().all(|f| f.holds) {
-            assert_eq!(findings.len(), 11, "{findings:?}");
+            assert_eq!(findings.len(), 12, "{findings:?}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{findings:#?}");
@@ -64,6 +67,20 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         )
         .await
         .expect("leaked");
+    // A fen more for the fund, in the pair's attributions and its kept
+    // totals alike: partnership agrees with itself, not with payment.
+    let partnership = app.service_db("partnership").await;
+    for table in ["attributions", "impact_totals"] {
+        let tampered = partnership
+            .execute_unprepared(&format!(
+                "UPDATE {table} SET fund_fen = fund_fen + 1
+                 WHERE ctid = (SELECT ctid FROM {table} WHERE partnership_id = '{}' LIMIT 1)",
+                district.id
+            ))
+            .await
+            .expect("tampered");
+        assert_eq!(tampered.rows_affected(), 1, "{table}");
+    }
     let findings = duikou::check::run(&settings, grace)
         .await
         .expect("checks run");
@@ -76,7 +93,8 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         failing,
         [
             "capacity: taken = live holds, never over capacity",
-            "ledger: every transaction sums to zero"
+            "ledger: every transaction sums to zero",
+            "impact: credited fund shares = payment's, booking by booking"
         ],
         "{findings:#?}"
     );

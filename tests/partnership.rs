@@ -15,7 +15,7 @@ use shared::bus::call;
 use shared::ids::PartnershipId;
 use shared::money::Fen;
 use shared::region::RegionCode;
-use shared::rpcs::{CreateAgreement, CreatePartnership, PartnershipView, YearTarget};
+use shared::rpcs::{CreateAgreement, CreatePartnership, YearTarget};
 use std::time::{Duration, Instant};
 
 fn code(s: &str) -> RegionCode {
@@ -25,22 +25,6 @@ fn code(s: &str) -> RegionCode {
 fn year_now() -> i32 {
     let china = FixedOffset::east_opt(8 * 3600).expect("offset");
     Utc::now().with_timezone(&china).year()
-}
-
-async fn pair(app: &TestApp, sponsor: &str, beneficiary: &str) -> PartnershipView {
-    call(
-        app.app.rt.bus.as_ref(),
-        &CreatePartnership {
-            sponsor: code(sponsor),
-            beneficiary: code(beneficiary),
-            since: None,
-            notes: None,
-            demo: false,
-            by: Principal::platform(),
-        },
-    )
-    .await
-    .expect("partnership created")
 }
 
 /// The booking's credits as (sponsor, beneficiary) → impact.
@@ -149,10 +133,10 @@ async fn assert_totals_match_the_records(app: &TestApp, ids: &[PartnershipId]) {
 async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once_and_a_cancel_reverses_both()
  {
     let app = spawn_app().await;
-    let district = pair(&app, "110108", "150430").await;
-    let province = pair(&app, "110000", "150000").await;
-    let other_sponsor = pair(&app, "110105", "150430").await;
-    let other_beneficiary = pair(&app, "110108", "150423").await;
+    let district = app.pair("110108", "150430").await;
+    let province = app.pair("110000", "150000").await;
+    let other_sponsor = app.pair("110105", "150430").await;
+    let other_beneficiary = app.pair("110108", "150423").await;
     call(
         app.app.rt.bus.as_ref(),
         &CreateAgreement {
@@ -307,7 +291,7 @@ async fn duplicated_and_reordered_events_give_the_same_report_as_a_clean_deliver
     let mut settings = test_settings();
     settings.faults = "all".into();
     let app = spawn_app_with(settings).await;
-    let district = pair(&app, "110108", "150430").await;
+    let district = app.pair("110108", "150430").await;
     let room_type = app.homestay(3).await.room_type_id.to_string();
 
     // Three bookings: one kept, one cancelled with a full refund, one
@@ -388,7 +372,7 @@ async fn a_pair_recorded_after_a_booking_is_credited_with_it() {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    pair(&app, "110000", "150400").await;
+    app.pair("110000", "150400").await;
     let credited = impact(1, 1, "380.00", "364.80", "3.80");
     assert_eq!(
         impact_of(&app, &id).await,
@@ -588,7 +572,7 @@ async fn partnerships_page_by_cursor_and_one_is_read_with_its_report() {
         ("110000", "150000"),
         ("440105", "511133"),
     ] {
-        made.push(pair(&app, sponsor, beneficiary).await.id.to_string());
+        made.push(app.pair(sponsor, beneficiary).await.id.to_string());
     }
     let page = |after: Option<String>| {
         let app = &app;
@@ -696,7 +680,7 @@ async fn a_capture_heard_before_the_hold_still_credits_host_income_and_fund() {
         ],
     )
     .await;
-    pair(&app, "110108", "150430").await;
+    app.pair("110108", "150430").await;
     let room_type = RoomTypeId::new().to_string();
     let id = TestApp::id_of(
         &app.create_booking(&room_type, tomorrow() + Days::days(5), 1, "early")

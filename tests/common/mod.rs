@@ -437,6 +437,24 @@ impl TestApp {
         }
     }
 
+    /// Records a partnership between two regions (as a platform admin).
+    pub async fn pair(&self, sponsor: &str, beneficiary: &str) -> shared::rpcs::PartnershipView {
+        let code = |c: &str| shared::region::RegionCode::parse(c).expect("region code");
+        call(
+            self.app.rt.bus.as_ref(),
+            &shared::rpcs::CreatePartnership {
+                sponsor: code(sponsor),
+                beneficiary: code(beneficiary),
+                since: None,
+                notes: None,
+                demo: false,
+                by: Principal::platform(),
+            },
+        )
+        .await
+        .expect("partnership created")
+    }
+
     /// Polls until the booking's history has a step whose cause starts
     /// with `cause`; the booking as then read (`status`, `history`).
     pub async fn wait_for_cause(&self, id: &str, cause: &str) -> Value {
