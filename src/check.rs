@@ -90,6 +90,7 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         partnership: shared::db::connect(settings, "partnership").await?,
     };
     let cutoff = Utc::now() - grace;
+    let [impact_counts, impact_fund] = impact_matches_bookings_and_payments(&dbs).await?;
     let mut out = vec![
         capacity(&dbs.inventory).await?,
         sagas_end(&dbs.booking, cutoff).await?,
@@ -99,8 +100,8 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         fund_matches_splits(&dbs.payment).await?,
         provider_matches_payments(&dbs.payment).await?,
         impact_totals(&dbs.partnership).await?,
-        impact_matches_bookings(&dbs).await?,
-        impact_fund_matches_payments(&dbs).await?,
+        impact_counts,
+        impact_fund,
         outboxes_drained(&dbs, cutoff).await?,
     ];
     if let Some(amqp) = settings.amqp() {
@@ -423,71 +424,14 @@ async fn impact_totals(db: &DatabaseConnection) -> anyhow::Result<Finding> {
     ))
 }
 
-async fn impact_matches_bookings(dbs: &Dbs) -> anyhow::Result<Finding> {
-    use shared::region::RegionCode;
-    let region = |r: &QueryResult, column: &str| -> anyhow::Result<Option<RegionCode>> {
-        Ok(shared::db::opt_row_region(r, column)?)
-    };
-    let confirmed = rows(
-        &dbs.booking,
-        "SELECT sponsor_region, listing_region, traveler_count FROM bookings WHERE status = 'CONFIRMED'",
-        vec![],
-    )
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            region(r, "sponsor_region")?,
-            region(r, "listing_region")?,
-            i64::from(r.try_get::<i32>("", "traveler_count")?),
-        ))
-    })
-    .collect::<anyhow::Result<Vec<_>>>()?;
-    let credited = rows(
-        &dbs.partnership,
-        "SELECT p.id, p.sponsor_code, p.beneficiary_code,
-                CAST(COALESCE(SUM(t.tourists), 0) AS BIGINT) AS tourists,
-                CAST(COALESCE(SUM(t.bookings), 0) AS BIGINT) AS bookings
-         FROM partnerships p LEFT JOIN impact_totals t ON t.partnership_id = p.id
-         GROUP BY p.id, p.sponsor_code, p.beneficiary_code",
-        vec![],
-    )
-    .await?;
-    let mut offenders = Vec::new();
-    for r in &credited {
-        let (Some(sponsor), Some(beneficiary)) =
-            (region(r, "sponsor_code")?, region(r, "beneficiary_code")?)
-        else {
-            continue;
-        };
-        let matching = confirmed.iter().filter(|(s, l, _)| {
-            s.is_some_and(|s| sponsor.contains(s)) && l.is_some_and(|l| beneficiary.contains(l))
-        });
-        let (bookings, tourists) = matching.fold((0i64, 0i64), |(b, t), (_, _, n)| (b + 1, t + n));
-        let kept: (i64, i64) = (r.try_get("", "bookings")?, r.try_get("", "tourists")?);
-        if kept != (bookings, tourists) {
-            offenders.push(format!(
-                "{sponsor}→{beneficiary}: credited {} bookings / {} tourists, booking says {bookings} / {tourists}",
-                kept.0, kept.1
-            ));
-        }
-    }
-    Ok(finding(
-        "impact: credited bookings and tourists = CONFIRMED bookings",
-        offenders,
-        format!(
-            "{} partnerships, {} confirmed bookings",
-            credited.len(),
-            confirmed.len()
-        ),
-    ))
-}
-
-/// Partnership's credited fund shares against payment's books: the split
-/// travels from payment to booking to partnership in events, so this is
-/// where a lost or altered split would show.
-async fn impact_fund_matches_payments(dbs: &Dbs) -> anyhow::Result<Finding> {
-    let mut kept: BTreeMap<uuid::Uuid, i64> = BTreeMap::new();
+/// Each partnership's credits against the other services' books: the
+/// bookings and tourists against booking's CONFIRMED bookings of its pair,
+/// and the welfare-fund share against payment's — the fund shares captured
+/// less those refunded, over the bookings ever confirmed in its pair. The
+/// split travels payment → booking → partnership in events, so this is
+/// where a lost or altered one would show.
+async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Finding; 2]> {
+    let mut fund_kept: BTreeMap<uuid::Uuid, i64> = BTreeMap::new();
     for (sql, sign) in [
         (
             "SELECT booking_id, split FROM payments WHERE status = 'CAPTURED'",
@@ -504,14 +448,15 @@ async fn impact_fund_matches_payments(dbs: &Dbs) -> anyhow::Result<Finding> {
                 Some(s) => serde_json::from_str::<shared::money::Split>(&s)?.fund.get(),
                 None => 0,
             };
-            *kept
+            *fund_kept
                 .entry(shared::db::row_uuid(&r, "booking_id")?)
                 .or_default() += sign * fund;
         }
     }
+    // Every booking ever confirmed: (id, sponsor, listing, travelers, CONFIRMED now).
     let confirmed = rows(
         &dbs.booking,
-        "SELECT b.id, b.sponsor_region, b.listing_region FROM bookings b
+        "SELECT b.id, b.sponsor_region, b.listing_region, b.traveler_count, b.status FROM bookings b
          WHERE EXISTS (SELECT 1 FROM booking_history h
                        WHERE h.booking_id = b.id AND h.status = 'CONFIRMED')",
         vec![],
@@ -523,19 +468,23 @@ async fn impact_fund_matches_payments(dbs: &Dbs) -> anyhow::Result<Finding> {
             shared::db::row_uuid(r, "id")?,
             shared::db::opt_row_region(r, "sponsor_region")?,
             shared::db::opt_row_region(r, "listing_region")?,
+            i64::from(r.try_get::<i32>("", "traveler_count")?),
+            r.try_get::<String>("", "status")? == "CONFIRMED",
         ))
     })
     .collect::<anyhow::Result<Vec<_>>>()?;
     let credited = rows(
         &dbs.partnership,
-        "SELECT p.sponsor_code, p.beneficiary_code,
+        "SELECT p.id, p.sponsor_code, p.beneficiary_code,
+                CAST(COALESCE(SUM(t.tourists), 0) AS BIGINT) AS tourists,
+                CAST(COALESCE(SUM(t.bookings), 0) AS BIGINT) AS bookings,
                 CAST(COALESCE(SUM(t.fund_fen), 0) AS BIGINT) AS fund
          FROM partnerships p LEFT JOIN impact_totals t ON t.partnership_id = p.id
          GROUP BY p.id, p.sponsor_code, p.beneficiary_code",
         vec![],
     )
     .await?;
-    let mut offenders = Vec::new();
+    let (mut counts_off, mut fund_off) = (Vec::new(), Vec::new());
     for r in &credited {
         let (Some(sponsor), Some(beneficiary)) = (
             shared::db::opt_row_region(r, "sponsor_code")?,
@@ -543,25 +492,47 @@ async fn impact_fund_matches_payments(dbs: &Dbs) -> anyhow::Result<Finding> {
         ) else {
             continue;
         };
-        let expected: i64 = confirmed
-            .iter()
-            .filter(|(_, s, l)| {
-                s.is_some_and(|s| sponsor.contains(s)) && l.is_some_and(|l| beneficiary.contains(l))
-            })
-            .map(|(id, _, _)| kept.get(id).copied().unwrap_or(0))
-            .sum();
-        let fund: i64 = r.try_get("", "fund")?;
-        if fund != expected {
-            offenders.push(format!(
-                "{sponsor}→{beneficiary}: credited {fund} fen to the fund, payment's books give {expected} fen"
+        let in_pair = confirmed.iter().filter(|(_, s, l, _, _)| {
+            s.is_some_and(|s| sponsor.contains(s)) && l.is_some_and(|l| beneficiary.contains(l))
+        });
+        let (mut bookings, mut tourists, mut fund) = (0i64, 0i64, 0i64);
+        for (id, _, _, travelers, now_confirmed) in in_pair {
+            if *now_confirmed {
+                bookings += 1;
+                tourists += travelers;
+            }
+            fund += fund_kept.get(id).copied().unwrap_or(0);
+        }
+        let kept: (i64, i64) = (r.try_get("", "bookings")?, r.try_get("", "tourists")?);
+        if kept != (bookings, tourists) {
+            counts_off.push(format!(
+                "{sponsor}→{beneficiary}: credited {} bookings / {} tourists, booking says {bookings} / {tourists}",
+                kept.0, kept.1
+            ));
+        }
+        let credited_fund: i64 = r.try_get("", "fund")?;
+        if credited_fund != fund {
+            fund_off.push(format!(
+                "{sponsor}→{beneficiary}: credited {credited_fund} fen to the fund, payment's books give {fund} fen"
             ));
         }
     }
-    Ok(finding(
-        "impact: credited fund shares = payment's, booking by booking",
-        offenders,
-        format!("{} partnerships", credited.len()),
-    ))
+    let now_confirmed = confirmed.iter().filter(|c| c.4).count();
+    Ok([
+        finding(
+            "impact: credited bookings and tourists = CONFIRMED bookings",
+            counts_off,
+            format!(
+                "{} partnerships, {now_confirmed} confirmed bookings",
+                credited.len()
+            ),
+        ),
+        finding(
+            "impact: credited fund shares = payment's, booking by booking",
+            fund_off,
+            format!("{} partnerships", credited.len()),
+        ),
+    ])
 }
 
 async fn outboxes_drained(dbs: &Dbs, cutoff: chrono::DateTime<Utc>) -> anyhow::Result<Finding> {
