@@ -245,29 +245,43 @@ impl Client {
         }
     }
 
-    /// create → held → pay → confirmed; the final status.
+    /// create → held → pay → confirmed: the final status, and when the
+    /// create and the hold were answered.
     async fn book(
         &self,
         room_type: &str,
         night: chrono::NaiveDate,
         poll: bool,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<Booked> {
         let id = self.create(room_type, night).await?;
-        let held = self.wait_past(&id, &["PENDING"], poll).await?;
-        if held != "AWAITING_PAYMENT" {
-            return Ok(held);
+        let created = Instant::now();
+        let mut status = self.wait_past(&id, &["PENDING"], poll).await?;
+        let answered = Instant::now();
+        if status == "AWAITING_PAYMENT" {
+            self.pay(&id).await?;
+            status = self
+                .wait_past(&id, &["PENDING", "AWAITING_PAYMENT"], poll)
+                .await?;
         }
-        self.pay(&id).await?;
-        let done = self
-            .wait_past(&id, &["PENDING", "AWAITING_PAYMENT"], poll)
-            .await;
         self.feed
             .statuses
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        done
+        Ok(Booked {
+            status,
+            created,
+            answered,
+        })
     }
+}
+
+/// One client's booking: its final status, when `createBooking` answered
+/// and when the hold was answered.
+struct Booked {
+    status: String,
+    created: Instant,
+    answered: Instant,
 }
 
 /// A fresh Duikou on the configured servers, a traveler logged in, and
@@ -440,7 +454,7 @@ async fn booking_run(
                 n = n.wrapping_add(1);
                 let room_type = &room_types[n % room_types.len()];
                 let night = today + Days::days(1 + (n / room_types.len()) as i64 % NIGHTS);
-                let status = client.book(room_type, night, poll).await?;
+                let status = client.book(room_type, night, poll).await?.status;
                 if status != "CONFIRMED" {
                     anyhow::bail!("a booking ended {status}");
                 }
@@ -504,29 +518,16 @@ pub async fn contention(
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
                 let (client, room_type) = (client.clone(), room_type.clone());
-                tokio::spawn(async move {
-                    // The loop of `Client::book`, each step's end timed.
-                    let id = client.create(&room_type, night).await?;
-                    let created = started.elapsed();
-                    let mut status = client.wait_past(&id, &["PENDING"], poll).await?;
-                    let answered = started.elapsed();
-                    if status == "AWAITING_PAYMENT" {
-                        client.pay(&id).await?;
-                        status = client
-                            .wait_past(&id, &["PENDING", "AWAITING_PAYMENT"], poll)
-                            .await?;
-                    }
-                    Ok::<_, anyhow::Error>((status, created, answered))
-                })
+                tokio::spawn(async move { client.book(&room_type, night, poll).await })
             })
             .collect();
         let mut outcomes = BTreeMap::new();
         let (mut created, mut answered) = (Duration::ZERO, Duration::ZERO);
         for task in tasks {
-            let (status, c, a) = task.await??;
-            *outcomes.entry(status).or_insert(0) += 1;
-            created = created.max(c);
-            answered = answered.max(a);
+            let booked = task.await??;
+            *outcomes.entry(booked.status).or_insert(0) += 1;
+            created = created.max(booked.created - started);
+            answered = answered.max(booked.answered - started);
         }
         let settled_seconds = started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -15,7 +15,7 @@ use shared::bus::call;
 use shared::ids::PartnershipId;
 use shared::money::Fen;
 use shared::region::RegionCode;
-use shared::rpcs::{CreateAgreement, CreatePartnership, YearTarget};
+use shared::rpcs::{CreateAgreement, YearTarget};
 use std::time::{Duration, Instant};
 
 fn code(s: &str) -> RegionCode {
@@ -384,14 +384,7 @@ async fn a_pair_recorded_after_a_booking_is_credited_with_it() {
 async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
     let app = spawn_app().await;
     let bus = app.app.rt.bus.as_ref();
-    let create = |sponsor: &str, beneficiary: &str| CreatePartnership {
-        sponsor: code(sponsor),
-        beneficiary: code(beneficiary),
-        since: None,
-        notes: None,
-        demo: false,
-        by: Principal::platform(),
-    };
+    let create = common::pairing;
     for (sponsor, beneficiary) in [
         ("150430", "150430"),
         ("150000", "150430"),

@@ -439,20 +439,9 @@ impl TestApp {
 
     /// Records a partnership between two regions (as a platform admin).
     pub async fn pair(&self, sponsor: &str, beneficiary: &str) -> shared::rpcs::PartnershipView {
-        let code = |c: &str| shared::region::RegionCode::parse(c).expect("region code");
-        call(
-            self.app.rt.bus.as_ref(),
-            &shared::rpcs::CreatePartnership {
-                sponsor: code(sponsor),
-                beneficiary: code(beneficiary),
-                since: None,
-                notes: None,
-                demo: false,
-                by: Principal::platform(),
-            },
-        )
-        .await
-        .expect("partnership created")
+        call(self.app.rt.bus.as_ref(), &pairing(sponsor, beneficiary))
+            .await
+            .expect("partnership created")
     }
 
     /// Polls until the booking's history has a step whose cause starts
@@ -661,6 +650,19 @@ pub fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or("none")
+}
+
+/// A platform admin's request to pair two regions (codes as written).
+pub fn pairing(sponsor: &str, beneficiary: &str) -> shared::rpcs::CreatePartnership {
+    let code = |c: &str| shared::region::RegionCode::parse(c).expect("region code");
+    shared::rpcs::CreatePartnership {
+        sponsor: code(sponsor),
+        beneficiary: code(beneficiary),
+        since: None,
+        notes: None,
+        demo: false,
+        by: Principal::platform(),
+    }
 }
 
 pub fn tomorrow() -> NaiveDate {

@@ -41,8 +41,8 @@ pub(crate) fn sold_out_seats(asked: u32, left: u32, starts_on: chrono::NaiveDate
 }
 
 /// A request for a listing that exists: what it would hold, on which
-/// listing, for how much (the seats' price is known now; a stay's is summed
-/// when its nights are taken), and the rule it breaks, if any.
+/// listing, for how much as last committed (a hold takes a stay's price
+/// from the nights it takes), and the rule it breaks, if any.
 pub(crate) struct Assessed {
     /// Closed, minimum stay, cut-off, off sale: held by no one now.
     pub refusal: Option<Refusal>,
@@ -50,8 +50,8 @@ pub(crate) struct Assessed {
     pub held: Held,
     /// The listing snapshot the booking keeps.
     pub listing: ListingSnapshot,
-    /// The price of seats; none for a stay.
-    pub seats_total: Option<Fen>,
+    /// The whole request's price: seats × price, or rooms × the stay.
+    pub total: Fen,
     /// Seats left now (seats only).
     pub seats_left: u32,
 }
@@ -117,7 +117,7 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                 refusal,
                 held: Held::Nights(room_type_id, stay, rooms),
                 listing,
-                seats_total: None,
+                total: Fen(rules.price.get() * i64::from(rooms)),
                 seats_left: 0,
             }))
         }
@@ -168,7 +168,7 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                 refusal,
                 held: Held::Seats(departure_id, seats),
                 listing,
-                seats_total: Some(Fen(departure.price.get() * i64::from(seats))),
+                total: Fen(departure.price.get() * i64::from(seats)),
                 seats_left: departure.seats_left,
             }))
         }

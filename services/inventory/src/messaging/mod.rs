@@ -245,7 +245,7 @@ impl Inventory {
             }
             Held::Seats(departure, seats) => routes::take_seats(&txn, departure, seats)
                 .await?
-                .then_some(assessed.seats_total.unwrap_or(Fen::ZERO)),
+                .then_some(assessed.total),
         };
         match taken {
             Some(total) => {

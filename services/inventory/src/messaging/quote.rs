@@ -3,10 +3,8 @@
 
 use super::Inventory;
 use super::assess::{Refusal, assess};
-use crate::storage::{self, Held};
-use shared::money::Fen;
+use shared::AppError;
 use shared::rpcs::{BookingQuote, QuoteBooking};
-use shared::{AppError, ErrorCode};
 
 impl Inventory {
     /// Prices `req`; unknown listings and impossible requests are errors
@@ -16,28 +14,10 @@ impl Inventory {
             Ok(assessed) => assessed,
             Err(Refusal(_, reason)) => return Err(AppError::bad_input(reason)),
         };
-        let (total, free) = match assessed.held {
-            Held::Nights(room_type, stay, rooms) => {
-                let (open, free, price) = storage::stay_offer(&self.db, room_type, stay).await?;
-                let free = open == stay.nights() && free >= i64::from(rooms);
-                (Fen(price.get() * i64::from(rooms)), free)
-            }
-            Held::Seats(_, seats) => (
-                assessed.seats_total.unwrap_or(Fen::ZERO),
-                assessed.seats_left >= seats,
-            ),
-        };
-        let refusal = match (assessed.refusal, free) {
-            (Some(r), _) => Some(r),
-            (None, false) => Some(Refusal(
-                ErrorCode::SoldOut,
-                "not enough free for the whole request".into(),
-            )),
-            (None, true) => None,
-        };
+        let refusal = assessed.refusal;
         Ok(BookingQuote {
             listing: assessed.listing,
-            total,
+            total: assessed.total,
             bookable: refusal.is_none(),
             refusal: refusal.as_ref().map(|r| r.0),
             reason: refusal.map(|r| r.1),

@@ -503,6 +503,8 @@ pub struct StayRules {
     /// night is not on sale). A hint that refuses without a lock; the
     /// conditional update decides a grant.
     pub fewest_free: u32,
+    /// One room for the whole stay, at the nights' prices as last committed.
+    pub price: Fen,
 }
 
 /// The rules of a room type over a stay.
@@ -518,7 +520,8 @@ pub async fn stay_rules<C: ConnectionTrait>(
             "SELECT r.max_guests,
                     CAST(COALESCE(SUM(CASE WHEN n.closed THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
                     CAST(COALESCE(MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END), 1) AS BIGINT) AS min_stay,
-                    CASE WHEN COUNT(n.night) = $4 THEN CAST(MIN(n.available) AS BIGINT) ELSE 0 END AS fewest_free
+                    CASE WHEN COUNT(n.night) = $4 THEN CAST(MIN(n.available) AS BIGINT) ELSE 0 END AS fewest_free,
+                    CAST(COALESCE(SUM(n.price_fen), 0) AS BIGINT) AS price
              FROM room_types r
              LEFT JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
              WHERE r.id = $1 GROUP BY r.max_guests",
@@ -536,6 +539,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
             min_stay: 1,
             max_guests: 0,
             fewest_free: 0,
+            price: Fen::ZERO,
         });
     };
     Ok(StayRules {
@@ -543,6 +547,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
         min_stay: u32::try_from(row.try_get::<i64>("", "min_stay")?).unwrap_or(1),
         max_guests: u32::try_from(row.try_get::<i32>("", "max_guests")?).unwrap_or(0),
         fewest_free: u32::try_from(row.try_get::<i64>("", "fewest_free")?).unwrap_or(0),
+        price: Fen(row.try_get("", "price")?),
     })
 }
 
@@ -727,39 +732,6 @@ pub async fn take_nights<C: ConnectionTrait>(
         per_room += night.try_get::<i64>("", "price_fen")?;
     }
     Ok(Some(Fen(per_room * i64::from(rooms))))
-}
-
-/// A stay as it stands, without taking anything: (nights on sale and open,
-/// fewest rooms free on them, the price of one room for the whole stay).
-pub async fn stay_offer<C: ConnectionTrait>(
-    conn: &C,
-    room_type: RoomTypeId,
-    stay: StayDates,
-) -> Result<(i64, i64, Fen), DbErr> {
-    let b = conn.get_database_backend();
-    let row = conn
-        .query_one_raw(stmt(
-            b,
-            "SELECT CAST(COUNT(*) AS BIGINT) AS nights,
-                    CAST(COALESCE(MIN(available), 0) AS BIGINT) AS free,
-                    CAST(COALESCE(SUM(price_fen), 0) AS BIGINT) AS price
-             FROM room_nights
-             WHERE room_type_id = $1 AND night >= $2 AND night < $3 AND NOT closed",
-            vec![
-                uuid_value(b, room_type.0),
-                stay.check_in.into(),
-                stay.check_out.into(),
-            ],
-        ))
-        .await?;
-    match row {
-        Some(r) => Ok((
-            r.try_get("", "nights")?,
-            r.try_get("", "free")?,
-            Fen(r.try_get("", "price")?),
-        )),
-        None => Ok((0, 0, Fen::ZERO)),
-    }
 }
 
 /// Gives `rooms` back on every night of the stay.

@@ -350,7 +350,30 @@ pub async fn record_fact<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     // The columns the fact sets, their values, and what an existing row
     // becomes (a new row takes the values; `excluded` names them).
-    let (columns, mut values, update): (&str, Vec<Value>, &str) = match fact {
+    const CONFIRMED: [&str; 6] = [
+        "sponsor_code",
+        "listing_code",
+        "certified",
+        "travelers",
+        "total_fen",
+        "confirmed_at",
+    ];
+    const CAPTURED: [&str; 3] = ["captured_gross", "captured_host", "captured_fund"];
+    const REFUNDED: [&str; 3] = ["refunded_gross", "refunded_host", "refunded_fund"];
+    let money = |m: Money3| -> [Value; 3] {
+        [
+            m.gross.get().into(),
+            m.host.get().into(),
+            m.fund.get().into(),
+        ]
+    };
+    let replace = |columns: &[&str]| -> Vec<String> {
+        columns
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect()
+    };
+    let (columns, mut values, update): (Vec<&str>, Vec<Value>, Vec<String>) = match fact {
         Fact::Confirmed {
             sponsor,
             listing,
@@ -360,6 +383,7 @@ pub async fn record_fact<C: ConnectionTrait>(
             at,
             captured,
         } => {
+            let mut columns = CONFIRMED.to_vec();
             let mut values: Vec<Value> = vec![
                 sponsor.map(|s| s.to_string()).into(),
                 listing.to_string().into(),
@@ -368,61 +392,42 @@ pub async fn record_fact<C: ConnectionTrait>(
                 total.get().into(),
                 at.into(),
             ];
-            match captured {
-                Some(m) => {
-                    values.extend([
-                        m.gross.get().into(),
-                        m.host.get().into(),
-                        m.fund.get().into(),
-                    ]);
-                    (
-                        "sponsor_code, listing_code, certified, travelers, total_fen, confirmed_at,
-                         captured_gross, captured_host, captured_fund",
-                        values,
-                        "sponsor_code = excluded.sponsor_code, listing_code = excluded.listing_code,
-                         certified = excluded.certified, travelers = excluded.travelers,
-                         total_fen = excluded.total_fen, confirmed_at = excluded.confirmed_at,
-                         captured_gross = excluded.captured_gross,
-                         captured_host = excluded.captured_host,
-                         captured_fund = excluded.captured_fund",
-                    )
-                }
-                None => (
-                    "sponsor_code, listing_code, certified, travelers, total_fen, confirmed_at",
-                    values,
-                    "sponsor_code = excluded.sponsor_code, listing_code = excluded.listing_code,
-                     certified = excluded.certified, travelers = excluded.travelers,
-                     total_fen = excluded.total_fen, confirmed_at = excluded.confirmed_at",
-                ),
+            if let Some(m) = captured {
+                columns.extend(CAPTURED);
+                values.extend(money(m));
             }
+            let update = replace(&columns);
+            (columns, values, update)
         }
         Fact::Refunded(m) => (
-            "refunded_gross, refunded_host, refunded_fund",
-            vec![
-                m.gross.get().into(),
-                m.host.get().into(),
-                m.fund.get().into(),
-            ],
-            "refunded_gross = booking_facts.refunded_gross + excluded.refunded_gross,
-             refunded_host = booking_facts.refunded_host + excluded.refunded_host,
-             refunded_fund = booking_facts.refunded_fund + excluded.refunded_fund",
+            REFUNDED.to_vec(),
+            money(m).to_vec(),
+            REFUNDED
+                .iter()
+                .map(|c| format!("{c} = booking_facts.{c} + excluded.{c}"))
+                .collect(),
         ),
-        Fact::Cancelled => ("cancelled", vec![true.into()], "cancelled = TRUE"),
+        Fact::Cancelled => (
+            vec!["cancelled"],
+            vec![true.into()],
+            vec!["cancelled = TRUE".into()],
+        ),
         // Takes the row lock like the others.
-        Fact::Nothing => ("", vec![], "cancelled = booking_facts.cancelled"),
+        Fact::Nothing => (
+            vec![],
+            vec![],
+            vec!["cancelled = booking_facts.cancelled".into()],
+        ),
     };
     values.insert(0, uuid_value(b, booking.0));
     let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("${i}")).collect();
-    let columns = if columns.is_empty() {
-        "booking_id".to_owned()
-    } else {
-        format!("booking_id, {columns}")
-    };
     let sql = format!(
-        "INSERT INTO booking_facts ({columns}) VALUES ({})
-         ON CONFLICT (booking_id) DO UPDATE SET {update}
+        "INSERT INTO booking_facts (booking_id{}) VALUES ({})
+         ON CONFLICT (booking_id) DO UPDATE SET {}
          RETURNING *",
-        placeholders.join(", ")
+        columns.iter().map(|c| format!(", {c}")).collect::<String>(),
+        placeholders.join(", "),
+        update.join(", ")
     );
     let row = conn
         .query_one_raw(stmt(b, &sql, values))
