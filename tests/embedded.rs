@@ -58,6 +58,36 @@ async fn with_no_servers_the_demo_traveler_books_and_pays_a_demo_homestay_and_ro
     assert!(paid["errors"].is_null(), "{paid}");
     app.wait_for_status(&booking, "CONFIRMED").await;
 
+    // SQLite writes each step's history row as a statement of its own
+    // (PostgreSQL in the step's statement) and the capture's ledger legs in
+    // one insert: the history reads back in order and the fund holds the
+    // booking's share.
+    let read = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { history { status cause } } welfareFund { entries(first: 5) { edges { node { amount { amount } } } } } }",
+            json!({ "id": booking }),
+        )
+        .await;
+    let steps: Vec<&str> = read["data"]["booking"]["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(
+        steps,
+        ["PENDING", "AWAITING_PAYMENT", "CONFIRMED"],
+        "{read}"
+    );
+    assert_eq!(
+        read["data"]["booking"]["history"][0]["cause"], "created",
+        "{read}"
+    );
+    let fund_entries = read["data"]["welfareFund"]["entries"]["edges"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(fund_entries, 1, "{read}");
+
     // On SQLite too, attribution records the booking's facts (an upsert
     // per event: the confirmation, and the capture's host and fund shares)
     // and credits the demo pairing of 海淀区 and 敖汉旗.

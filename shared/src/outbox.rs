@@ -116,6 +116,29 @@ impl OutboxSignal {
     }
 }
 
+/// Deletes the outbox rows `seqs`. On PostgreSQL one array parameter (its
+/// text form: numbers only), so every batch size is the same prepared
+/// statement instead of one per size.
+fn delete_rows(backend: DbBackend, seqs: Vec<i64>) -> Statement {
+    match backend {
+        DbBackend::Postgres => {
+            let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
+            stmt(
+                backend,
+                "DELETE FROM outbox WHERE seq = ANY(CAST($1 AS BIGINT[]))",
+                vec![format!("{{{}}}", list.join(",")).into()],
+            )
+        }
+        _ => {
+            let mut delete = Query::delete();
+            delete
+                .from_table("outbox")
+                .and_where(Expr::col("seq").is_in(seqs));
+            backend.build(&delete)
+        }
+    }
+}
+
 /// Publishes outbox rows to the bus.
 pub struct Relay {
     db: DatabaseConnection,
@@ -224,11 +247,8 @@ impl Relay {
         }
         let published = done.len();
         if !done.is_empty() {
-            let mut delete = Query::delete();
-            delete
-                .from_table("outbox")
-                .and_where(Expr::col("seq").is_in(done));
-            conn.execute(&delete).await?;
+            conn.execute_raw(delete_rows(conn.get_database_backend(), done))
+                .await?;
         }
         match first_error {
             Some(e) => Err(RelayError::Bus(e)),

@@ -106,7 +106,11 @@ impl Sandbox {
 
     /// Charges once per key — unless the key was closed first.
     async fn record(&self, key: &str, amount: Fen) -> Result<Charge, ProviderError> {
-        self.insert(key, amount, false).await.map_err(unavailable)?;
+        // A new key is charged by the insert; a key charged or closed by
+        // someone else first is read.
+        if let Some(charge) = self.insert(key, amount, false).await.map_err(unavailable)? {
+            return Ok(charge);
+        }
         match self.existing(key).await.map_err(unavailable)? {
             Some(Key::Charged(charge)) => Ok(charge),
             Some(Key::Closed) => Err(closed()),
@@ -116,13 +120,17 @@ impl Sandbox {
         }
     }
 
-    async fn insert(&self, key: &str, amount: Fen, closed: bool) -> Result<(), DbErr> {
+    /// Inserts the key unless it exists; returns the charge when it was
+    /// this insert that made it.
+    async fn insert(&self, key: &str, amount: Fen, closed: bool) -> Result<Option<Charge>, DbErr> {
         let b = self.db.get_database_backend();
-        self.db
-            .execute_raw(stmt(
+        let row = self
+            .db
+            .query_one_raw(stmt(
                 b,
                 "INSERT INTO sandbox_charges (idempotency_key, reference, amount_fen, created_at, closed)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING
+                 RETURNING reference, amount_fen",
                 vec![
                     key.into(),
                     format!("sbx_{}", uuid::Uuid::now_v7().simple()).into(),
@@ -132,7 +140,13 @@ impl Sandbox {
                 ],
             ))
             .await?;
-        Ok(())
+        row.map(|r| {
+            Ok(Charge {
+                reference: r.try_get("", "reference")?,
+                amount: Fen(r.try_get("", "amount_fen")?),
+            })
+        })
+        .transpose()
     }
 
     async fn existing(&self, key: &str) -> Result<Option<Key>, DbErr> {
@@ -270,9 +284,15 @@ impl PaymentProvider for Sandbox {
     }
 
     async fn close(&self, key: &str) -> Result<Option<Charge>, ProviderError> {
-        self.insert(key, Fen::ZERO, true)
+        if self
+            .insert(key, Fen::ZERO, true)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)?
+            .is_some()
+        {
+            // Closed by this insert: it was never charged.
+            return Ok(None);
+        }
         match self.existing(key).await.map_err(unavailable)? {
             Some(Key::Charged(charge)) => Ok(Some(charge)),
             _ => Ok(None),

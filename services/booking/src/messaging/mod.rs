@@ -164,8 +164,6 @@ impl Bookings {
             // reads the current state.
             return Ok(first.first_response.unwrap_or(first.view));
         };
-        let cause = "created";
-        storage::history(&txn, id, Status::Pending, cause, now).await?;
         let hold = HoldRequested {
             booking_id: id,
             item: req.item.clone(),
@@ -178,7 +176,7 @@ impl Bookings {
         let mut view = created.view;
         view.history = vec![shared::rpcs::HistoryEntry {
             status: Status::Pending.as_str().to_owned(),
-            cause: cause.to_owned(),
+            cause: storage::CREATED.to_owned(),
             at: now,
         }];
         storage::set_first_response(&txn, id, &view).await?;

@@ -319,8 +319,9 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
     })
 }
 
-/// Inserts a new PENDING booking unless its idempotency key exists; returns
-/// it as stored (one statement: `RETURNING`), or None when the key exists.
+/// Inserts a new PENDING booking, with its first history entry, unless its
+/// idempotency key exists; returns it as stored (`RETURNING`), or None when
+/// the key exists.
 pub async fn insert<C: ConnectionTrait>(
     conn: &C,
     id: BookingId,
@@ -332,12 +333,16 @@ pub async fn insert<C: ConnectionTrait>(
     let row = conn
         .query_one_raw(stmt(
             b,
-            "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
+            &logged(
+                b,
+                16,
+                "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
                 traveler_count, contact, sponsor_region, notes, created_at, updated_at,
                 account_id, agency_id, commission_bp, home_region)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING *",
+            ),
             vec![
                 uuid_value(b, id.0),
                 Status::Pending.as_str().into(),
@@ -362,10 +367,36 @@ pub async fn insert<C: ConnectionTrait>(
                 })
                 .into(),
                 req.by.home_region.map(|r| r.to_string()).into(),
-            ],
+            ]
+            .into_iter()
+            .chain((b == DbBackend::Postgres).then(|| CREATED.into()))
+            .collect(),
         ))
         .await?;
-    row.map(|r| stored(&r)).transpose()
+    let Some(row) = row else { return Ok(None) };
+    if b != DbBackend::Postgres {
+        history(conn, id, Status::Pending, CREATED, now).await?;
+    }
+    stored(&row).map(Some)
+}
+
+/// The first history entry's cause.
+pub const CREATED: &str = "created";
+
+/// `sql` (a statement on `bookings` returning `*`) with the history entry of
+/// the row's new status, at its `updated_at`, the cause in parameter
+/// `cause` — on PostgreSQL in the same statement (one round trip); other
+/// backends leave `sql` as it is and the caller inserts the entry.
+fn logged(b: DbBackend, cause: usize, sql: &str) -> String {
+    match b {
+        DbBackend::Postgres => format!(
+            "WITH moved AS ({sql}),
+                  logged AS (INSERT INTO booking_history (booking_id, status, cause, at)
+                             SELECT id, status, ${cause}, updated_at FROM moved)
+             SELECT * FROM moved"
+        ),
+        _ => sql.to_owned(),
+    }
 }
 
 /// The booking created with this idempotency key.
@@ -501,6 +532,10 @@ pub async fn transition<C: ConnectionTrait>(
     let first = values.len() + 1;
     let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", first + i)).collect();
     values.extend(from.iter().map(|s| Value::from(s.as_str())));
+    if b == DbBackend::Postgres {
+        values.push(cause.into());
+    }
+    let cause_at = values.len();
     // One statement moves and reads back (RETURNING: PostgreSQL, SQLite ≥ 3.35).
     let sql = format!(
         "UPDATE bookings SET status = $2, updated_at = $3,
@@ -513,11 +548,14 @@ pub async fn transition<C: ConnectionTrait>(
          RETURNING *",
         placeholders.join(", ")
     );
+    let sql = logged(b, cause_at, &sql);
     let Some(row) = conn.query_one_raw(stmt(b, &sql, values)).await? else {
         return Ok(None);
     };
     let moved = stored(&row)?;
-    history(conn, id, to, cause, now).await?;
+    if b != DbBackend::Postgres {
+        history(conn, id, to, cause, now).await?;
+    }
     let mut events = vec![Envelope::new(
         crate::SERVICE,
         id.0,

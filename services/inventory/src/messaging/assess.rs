@@ -77,13 +77,13 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                 Ok(_) => return Ok(Err(refuse(ErrorCode::BadUserInput, "rooms: at least one"))),
                 Err(e) => return Ok(Err(Refusal(e.code, e.message))),
             };
-            let Some(listing) = storage::listing(conn, room_type_id).await? else {
+            let Some((listing, rules)) = storage::stay_rules(conn, room_type_id, stay).await?
+            else {
                 return Ok(Err(refuse(
                     ErrorCode::NotFound,
                     "roomTypeId: no such room type",
                 )));
             };
-            let rules = storage::stay_rules(conn, room_type_id, stay).await?;
             let sleeps = rules.max_guests * rooms;
             if travelers > sleeps {
                 return Ok(Err(refuse(

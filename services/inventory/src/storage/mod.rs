@@ -10,7 +10,7 @@ pub mod routes;
 
 use crate::domain::StayDates;
 use chrono::{DateTime, NaiveDate, Utc};
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use shared::db::{opt_uuid_value, row_uuid, run_ddl, uuid_value};
 use shared::envelope::Envelope;
@@ -507,24 +507,29 @@ pub struct StayRules {
     pub price: Fen,
 }
 
-/// The rules of a room type over a stay.
+/// The listing a room type belongs to and its rules over a stay, in one
+/// query; None when there is no such room type.
 pub async fn stay_rules<C: ConnectionTrait>(
     conn: &C,
     room_type: RoomTypeId,
     stay: StayDates,
-) -> Result<StayRules, DbErr> {
+) -> Result<Option<(ListingSnapshot, StayRules)>, DbErr> {
     let b = conn.get_database_backend();
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT r.max_guests,
+            "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified_until,
+                    h.cancellation_policy, r.max_guests,
                     CAST(COALESCE(SUM(CASE WHEN n.closed THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
                     CAST(COALESCE(MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END), 1) AS BIGINT) AS min_stay,
                     CASE WHEN COUNT(n.night) = $4 THEN CAST(MIN(n.available) AS BIGINT) ELSE 0 END AS fewest_free,
                     CAST(COALESCE(SUM(n.price_fen), 0) AS BIGINT) AS price
              FROM room_types r
+             JOIN homestays h ON h.id = r.homestay_id
              LEFT JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
-             WHERE r.id = $1 GROUP BY r.max_guests",
+             WHERE r.id = $1
+             GROUP BY h.name, r.name, h.host_id, h.region_code, h.certified_until,
+                      h.cancellation_policy, r.max_guests",
             vec![
                 uuid_value(b, room_type.0),
                 stay.check_in.into(),
@@ -533,22 +538,15 @@ pub async fn stay_rules<C: ConnectionTrait>(
             ],
         ))
         .await?;
-    let Some(row) = row else {
-        return Ok(StayRules {
-            closed: false,
-            min_stay: 1,
-            max_guests: 0,
-            fewest_free: 0,
-            price: Fen::ZERO,
-        });
-    };
-    Ok(StayRules {
+    let Some(row) = row else { return Ok(None) };
+    let rules = StayRules {
         closed: row.try_get::<i64>("", "closed")? > 0,
         min_stay: u32::try_from(row.try_get::<i64>("", "min_stay")?).unwrap_or(1),
         max_guests: u32::try_from(row.try_get::<i32>("", "max_guests")?).unwrap_or(0),
         fewest_free: u32::try_from(row.try_get::<i64>("", "fewest_free")?).unwrap_or(0),
         price: Fen(row.try_get("", "price")?),
-    })
+    };
+    Ok(Some((snapshot(&row)?, rules)))
 }
 
 /// True when the room type exists.
@@ -681,13 +679,18 @@ pub async fn listing<C: ConnectionTrait>(
             vec![uuid_value(b, room_type.0)],
         ))
         .await?;
-    let Some(row) = row else { return Ok(None) };
+    row.map(|row| snapshot(&row)).transpose()
+}
+
+/// The listing snapshot in a row of `homestay`, `room`, `host_id`,
+/// `region_code`, `certified_until` and `cancellation_policy`.
+fn snapshot(row: &QueryResult) -> Result<ListingSnapshot, DbErr> {
     let homestay: String = row.try_get("", "homestay")?;
     let room: String = row.try_get("", "room")?;
     let region: String = row.try_get("", "region_code")?;
-    Ok(Some(ListingSnapshot {
+    Ok(ListingSnapshot {
         title: format!("{homestay} · {room}"),
-        host_id: HostId(row_uuid(&row, "host_id")?),
+        host_id: HostId(row_uuid(row, "host_id")?),
         region_code: RegionCode::parse(&region).map_err(|e| DbErr::Custom(e.to_string()))?,
         certified: shared::policy::certified_now(row.try_get("", "certified_until")?),
         cancellation_policy: match row.try_get::<Option<String>>("", "cancellation_policy")? {
@@ -696,7 +699,7 @@ pub async fn listing<C: ConnectionTrait>(
             None => CancellationPolicy::default(),
         },
         starts_on: None,
-    }))
+    })
 }
 
 /// Takes `rooms` rooms on every night of the stay, or nothing. Returns the

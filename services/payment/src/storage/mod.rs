@@ -460,18 +460,37 @@ pub async fn post<C: ConnectionTrait>(
             "refusing an unbalanced ledger transaction (sum {sum})"
         )));
     }
+    if legs.is_empty() {
+        return Err(DbErr::Custom(
+            "refusing a ledger transaction without legs".into(),
+        ));
+    }
     let b = conn.get_database_backend();
     let txn_id = uuid::Uuid::now_v7();
-    let now = Utc::now();
+    // One statement for every leg: a capture's four legs are one round trip.
+    let rows: Vec<String> = (0..legs.len())
+        .map(|i| format!("($1, $2, ${}, ${}, $3, $4)", 5 + 2 * i, 6 + 2 * i))
+        .collect();
+    let mut values: Vec<sea_orm::Value> = vec![
+        uuid_value(b, txn_id),
+        uuid_value(b, booking.0),
+        region.to_string().into(),
+        Utc::now().into(),
+    ];
     for (account, amount) in legs {
-        conn.execute_raw(stmt(
-            b,
-            "INSERT INTO ledger_entries (txn_id, booking_id, account, amount_fen, region_code, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            vec![uuid_value(b, txn_id), uuid_value(b, booking.0), account.as_str().into(), amount.get().into(), region.to_string().into(), now.into()],
-        ))
-        .await?;
+        values.push(account.as_str().into());
+        values.push(amount.get().into());
     }
+    conn.execute_raw(stmt(
+        b,
+        &format!(
+            "INSERT INTO ledger_entries (txn_id, booking_id, account, amount_fen, region_code, created_at)
+             VALUES {}",
+            rows.join(", ")
+        ),
+        values,
+    ))
+    .await?;
     Ok(txn_id)
 }
 
