@@ -90,7 +90,7 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         partnership: shared::db::connect(settings, "partnership").await?,
     };
     let cutoff = Utc::now() - grace;
-    let [impact_counts, impact_fund] = impact_matches_bookings_and_payments(&dbs).await?;
+    let [impact_counts, impact_money] = impact_matches_bookings_and_payments(&dbs).await?;
     let mut out = vec![
         capacity(&dbs.inventory).await?,
         sagas_end(&dbs.booking, cutoff).await?,
@@ -101,7 +101,7 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         provider_matches_payments(&dbs.payment).await?,
         impact_totals(&dbs.partnership).await?,
         impact_counts,
-        impact_fund,
+        impact_money,
         outboxes_drained(&dbs, cutoff).await?,
     ];
     if let Some(amqp) = settings.amqp() {
@@ -430,8 +430,17 @@ async fn impact_totals(db: &DatabaseConnection) -> anyhow::Result<Finding> {
 /// less those refunded, over the bookings ever confirmed in its pair. The
 /// split travels payment → booking → partnership in events, so this is
 /// where a lost or altered one would show.
+/// A booking's money as payment's books have it, in fen.
+#[derive(Default)]
+struct Money {
+    spend: i64,
+    host: i64,
+    fund: i64,
+}
+
 async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Finding; 2]> {
-    let mut fund_kept: BTreeMap<uuid::Uuid, i64> = BTreeMap::new();
+    // What payment's books say each booking brought: captured less refunded.
+    let mut kept_money: BTreeMap<uuid::Uuid, Money> = BTreeMap::new();
     for (sql, sign) in [
         (
             "SELECT booking_id, split FROM payments WHERE status = 'CAPTURED'",
@@ -444,13 +453,14 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
     ] {
         for r in rows(&dbs.payment, sql, vec![]).await? {
             let split: Option<String> = r.try_get("", "split")?;
-            let fund = match split {
-                Some(s) => serde_json::from_str::<shared::money::Split>(&s)?.fund.get(),
-                None => 0,
-            };
-            *fund_kept
+            let Some(split) = split else { continue };
+            let split: shared::money::Split = serde_json::from_str(&split)?;
+            let money = kept_money
                 .entry(shared::db::row_uuid(&r, "booking_id")?)
-                .or_default() += sign * fund;
+                .or_default();
+            money.spend += sign * split.gross.get();
+            money.host += sign * split.host.get();
+            money.fund += sign * split.fund.get();
         }
     }
     // Every booking ever confirmed: (id, sponsor, listing, travelers, CONFIRMED now).
@@ -478,13 +488,15 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
         "SELECT p.id, p.sponsor_code, p.beneficiary_code,
                 CAST(COALESCE(SUM(t.tourists), 0) AS BIGINT) AS tourists,
                 CAST(COALESCE(SUM(t.bookings), 0) AS BIGINT) AS bookings,
+                CAST(COALESCE(SUM(t.spend_fen), 0) AS BIGINT) AS spend,
+                CAST(COALESCE(SUM(t.host_fen), 0) AS BIGINT) AS host,
                 CAST(COALESCE(SUM(t.fund_fen), 0) AS BIGINT) AS fund
          FROM partnerships p LEFT JOIN impact_totals t ON t.partnership_id = p.id
          GROUP BY p.id, p.sponsor_code, p.beneficiary_code",
         vec![],
     )
     .await?;
-    let (mut counts_off, mut fund_off) = (Vec::new(), Vec::new());
+    let (mut counts_off, mut money_off) = (Vec::new(), Vec::new());
     for r in &credited {
         let (Some(sponsor), Some(beneficiary)) = (
             shared::db::opt_row_region(r, "sponsor_code")?,
@@ -495,13 +507,17 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
         let in_pair = confirmed.iter().filter(|(_, s, l, _, _)| {
             s.is_some_and(|s| sponsor.contains(s)) && l.is_some_and(|l| beneficiary.contains(l))
         });
-        let (mut bookings, mut tourists, mut fund) = (0i64, 0i64, 0i64);
+        let (mut bookings, mut tourists, mut money) = (0i64, 0i64, Money::default());
         for (id, _, _, travelers, now_confirmed) in in_pair {
             if *now_confirmed {
                 bookings += 1;
                 tourists += travelers;
             }
-            fund += fund_kept.get(id).copied().unwrap_or(0);
+            if let Some(kept) = kept_money.get(id) {
+                money.spend += kept.spend;
+                money.host += kept.host;
+                money.fund += kept.fund;
+            }
         }
         let kept: (i64, i64) = (r.try_get("", "bookings")?, r.try_get("", "tourists")?);
         if kept != (bookings, tourists) {
@@ -510,11 +526,17 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
                 kept.0, kept.1
             ));
         }
-        let credited_fund: i64 = r.try_get("", "fund")?;
-        if credited_fund != fund {
-            fund_off.push(format!(
-                "{sponsor}→{beneficiary}: credited {credited_fund} fen to the fund, payment's books give {fund} fen"
-            ));
+        for (figure, column, books) in [
+            ("spend", "spend", money.spend),
+            ("host income", "host", money.host),
+            ("fund", "fund", money.fund),
+        ] {
+            let credited: i64 = r.try_get("", column)?;
+            if credited != books {
+                money_off.push(format!(
+                    "{sponsor}→{beneficiary}: credited {credited} fen {figure}, payment's books give {books} fen"
+                ));
+            }
         }
     }
     let now_confirmed = confirmed.iter().filter(|c| c.4).count();
@@ -528,8 +550,8 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
             ),
         ),
         finding(
-            "impact: credited fund shares = payment's, booking by booking",
-            fund_off,
+            "impact: credited spend, host income and fund = payment's, booking by booking",
+            money_off,
             format!("{} partnerships", credited.len()),
         ),
     ])
