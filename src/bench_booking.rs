@@ -12,6 +12,7 @@
 //!
 //! Figures, not tests.
 
+use crate::bench_cpu::CpuSample;
 use crate::bench_search::{bench_settings, cleanup, seed_room_types};
 use crate::{App, Part};
 use chrono::{Duration as Days, Utc};
@@ -51,6 +52,10 @@ pub struct BookingRun {
     pub pgbench_tps: f64,
     /// (bookings/s × commits per booking) / pgbench tps.
     pub ratio: f64,
+    /// Per cent of the machine's CPU (all cores = 100) each party used in
+    /// the measured window (`bench_cpu`): duikou (with the bench's
+    /// clients), postgresql, rabbitmq, redis, other, idle.
+    pub cpu_percent: BTreeMap<String, f64>,
 }
 
 /// The contention run's outcome.
@@ -72,6 +77,9 @@ pub struct ContentionRun {
     pub commits_per_client: BTreeMap<String, f64>,
     /// Final status → bookings.
     pub outcomes: BTreeMap<String, u64>,
+    /// Per cent of the machine's CPU each party used from the first request
+    /// until every client had its answer (as in [`BookingRun`]).
+    pub cpu_percent: BTreeMap<String, f64>,
 }
 
 const ROOM_TYPES: usize = 100;
@@ -418,6 +426,9 @@ pub async fn booking(
                 run.clients, run.bookings_per_second, run.p50_ms, run.p99_ms, run.max_ms,
                 run.commits_per_booking, run.polls_per_booking, run.pgbench_tps, run.ratio
             );
+            if !run.cpu_percent.is_empty() {
+                println!("       CPU of the machine: {}", crate::bench_cpu::describe(&run.cpu_percent));
+            }
         }
         Ok::<_, anyhow::Error>(runs)
     }
@@ -468,8 +479,10 @@ async fn booking_run(
     // Count commits over the measured window only.
     tokio::time::sleep_until(warm_until.into()).await;
     let before = commits(postgres, prefix).await?;
+    let cpu_before = CpuSample::now();
     let polls_before = client.polls.load(Ordering::Relaxed);
     tokio::time::sleep_until(until.into()).await;
+    let cpu_percent = cpu_shares(cpu_before);
     let after = commits(postgres, prefix).await?;
     let polls = client.polls.load(Ordering::Relaxed) - polls_before;
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -489,7 +502,16 @@ async fn booking_run(
         polls_per_booking: polls as f64 / confirmed.max(1) as f64,
         pgbench_tps: 0.0,
         ratio: 0.0,
+        cpu_percent,
     })
+}
+
+/// The CPU shares from `before` until now; empty without `/proc`.
+fn cpu_shares(before: Option<CpuSample>) -> BTreeMap<String, f64> {
+    before
+        .zip(CpuSample::now())
+        .map(|(before, now)| before.shares_until(&now))
+        .unwrap_or_default()
 }
 
 /// The contention benchmark.
@@ -514,6 +536,7 @@ pub async fn contention(
     let result = async {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let before = commits_by_database(&postgres, &prefix).await?;
+        let cpu_before = CpuSample::now();
         let started = Instant::now();
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
@@ -530,6 +553,7 @@ pub async fn contention(
             answered = answered.max(booked.answered - started);
         }
         let settled_seconds = started.elapsed().as_secs_f64();
+        let cpu_percent = cpu_shares(cpu_before);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let after = commits_by_database(&postgres, &prefix).await?;
         let commits_per_client = after
@@ -547,6 +571,7 @@ pub async fn contention(
             answered_seconds: answered.as_secs_f64(),
             commits_per_client,
             outcomes,
+            cpu_percent,
         })
     }
     .await;

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_booking;
+pub mod bench_cpu;
 pub mod bench_holds;
 pub mod bench_resources;
 pub mod bench_search;

@@ -258,6 +258,12 @@ async fn main() -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            if !run.cpu_percent.is_empty() {
+                println!(
+                    "  CPU of the machine while racing: {}",
+                    duikou::bench_cpu::describe(&run.cpu_percent)
+                );
+            }
             println!(
                 "  settled in {:.2} s: {}",
                 run.settled_seconds,
