@@ -294,20 +294,35 @@ struct Booked {
 
 /// A fresh Duikou on the configured servers, a traveler logged in, and
 /// `room_types` room types with `rooms` rooms for `NIGHTS` nights.
+/// The bench's clients run on a runtime of their own, on one thread named
+/// [`crate::bench_cpu::CLIENT_THREAD`], so that the CPU they take is told
+/// apart from Duikou's in the same process. Shut it down with
+/// `shutdown_background` (dropping a runtime inside another blocks).
+fn clients_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(crate::bench_cpu::CLIENT_THREAD)
+        .enable_all()
+        .build()?)
+}
+
 async fn start(
     settings: &Settings,
     room_types: usize,
     rooms: u32,
-) -> anyhow::Result<(App, Client, Vec<String>)> {
+) -> anyhow::Result<(App, Client, Vec<String>, tokio::runtime::Runtime)> {
     let app = App::start(settings.clone(), Part::All).await?;
     let addr = app
         .gateway_addr
         .ok_or_else(|| anyhow::anyhow!("no gateway"))?;
+    let url = format!("http://{addr}/graphql");
+    let token =
+        crate::bench_search::register_traveler(&reqwest::Client::new(), &url, "bench").await?;
+    // Built here, used only from the clients' runtime: its connections'
+    // tasks run there.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .build()?;
-    let url = format!("http://{addr}/graphql");
-    let token = crate::bench_search::register_traveler(&http, &url, "bench").await?;
     let ids = seed_room_types(app.rt.bus.as_ref(), room_types, rooms, NIGHTS + 2, |_| {
         Ok((RegionCode::parse("150430")?, Fen::yuan(300)))
     })
@@ -316,7 +331,20 @@ async fn start(
     .map(ToString::to_string)
     .collect();
     let polls = Arc::new(AtomicU64::new(0));
-    let feed = Feed::connect(&url, &token).await?;
+    let clients = clients_runtime()?;
+    let connected = clients
+        .spawn({
+            let (url, token) = (url.clone(), token.clone());
+            async move { Feed::connect(&url, &token).await }
+        })
+        .await;
+    let feed = match connected.map_err(anyhow::Error::from).and_then(|r| r) {
+        Ok(feed) => feed,
+        Err(e) => {
+            clients.shutdown_background();
+            return Err(e);
+        }
+    };
     Ok((
         app,
         Client {
@@ -327,6 +355,7 @@ async fn start(
             feed,
         },
         ids,
+        clients,
     ))
 }
 
@@ -409,14 +438,24 @@ pub async fn booking(
         .ok_or_else(|| anyhow::anyhow!("the booking bench needs PostgreSQL"))?
         .to_owned();
     print!("  seeding {ROOM_TYPES} room types × {NIGHTS} nights… ");
-    let (app, client, room_types) = start(&settings, ROOM_TYPES, 500).await?;
+    let (app, client, room_types, clients_rt) = start(&settings, ROOM_TYPES, 500).await?;
     println!("done");
     let pgbench_db = format!("{prefix}pgbench");
     shared::db::ensure_database(&postgres, &pgbench_db).await?;
     let result = async {
         let mut runs = Vec::new();
         for &clients in client_counts {
-            runs.push(booking_run(&client, &room_types, &postgres, &prefix, (clients, seconds), poll).await?);
+            runs.push(
+                booking_run(
+                    clients_rt.handle(),
+                    &client,
+                    &room_types,
+                    (&postgres, &prefix),
+                    (clients, seconds),
+                    poll,
+                )
+                .await?,
+            );
             let tps = pgbench(&postgres, &pgbench_db, clients, seconds)?;
             let run = runs.last_mut().ok_or_else(|| anyhow::anyhow!("no run"))?;
             run.pgbench_tps = tps;
@@ -433,6 +472,7 @@ pub async fn booking(
         Ok::<_, anyhow::Error>(runs)
     }
     .await;
+    clients_rt.shutdown_background();
     let queues = app.rt.bus.declared_queues();
     app.stop().await;
     cleanup(&settings, &queues).await;
@@ -441,10 +481,10 @@ pub async fn booking(
 }
 
 async fn booking_run(
+    clients_rt: &tokio::runtime::Handle,
     client: &Client,
     room_types: &[String],
-    postgres: &str,
-    prefix: &str,
+    (postgres, prefix): (&str, &str),
     (clients, seconds): (usize, u64),
     poll: bool,
 ) -> anyhow::Result<BookingRun> {
@@ -454,7 +494,7 @@ async fn booking_run(
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (client, room_types) = (client.clone(), room_types.to_vec());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(clients_rt.spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut n: usize = c * 7919;
             loop {
@@ -522,7 +562,7 @@ pub async fn contention(
     poll: bool,
 ) -> anyhow::Result<ContentionRun> {
     let (settings, _) = bench_settings(settings);
-    let (app, client, room_types) = start(&settings, 1, rooms).await?;
+    let (app, client, room_types, clients_rt) = start(&settings, 1, rooms).await?;
     let room_type = room_types
         .first()
         .cloned()
@@ -541,7 +581,7 @@ pub async fn contention(
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
                 let (client, room_type) = (client.clone(), room_type.clone());
-                tokio::spawn(async move { client.book(&room_type, night, poll).await })
+                clients_rt.spawn(async move { client.book(&room_type, night, poll).await })
             })
             .collect();
         let mut outcomes = BTreeMap::new();
@@ -575,6 +615,7 @@ pub async fn contention(
         })
     }
     .await;
+    clients_rt.shutdown_background();
     let queues = app.rt.bus.declared_queues();
     app.stop().await;
     cleanup(&settings, &queues).await;

@@ -1,6 +1,6 @@
-//! Where the machine's CPU went during a measured window: this process
-//! (Duikou and the bench's own clients), PostgreSQL, RabbitMQ, Redis, the
-//! rest, and idle — read from `/proc` (Linux; nothing elsewhere). The
+//! Where the machine's CPU went during a measured window: Duikou, the
+//! bench's own clients (threads of this process named [`CLIENT_THREAD`]),
+//! PostgreSQL, RabbitMQ, Redis, the rest, and idle — read from `/proc` (Linux; nothing elsewhere). The
 //! benchmarks print it beside their figures, so "what bounds it" is a
 //! reading anyone can repeat, not a profile only the author ran.
 
@@ -10,14 +10,18 @@ use std::collections::{BTreeMap, HashMap};
 pub struct CpuSample {
     /// Every CPU's busy and idle ticks together, and the idle part.
     machine: (u64, u64),
-    /// Each process we account for: (group, ticks spent so far).
+    /// Each process we account for (this one thread by thread, by tid):
+    /// (group, ticks spent so far).
     processes: HashMap<u32, (&'static str, u64)>,
 }
 
-/// The group a process counts in, by its pid and command name.
-fn group(pid: u32, me: u32, comm: &str) -> Option<&'static str> {
+/// The name of the threads the benches run their clients on; their CPU
+/// counts as `bench clients`, the rest of this process as `duikou`.
+pub const CLIENT_THREAD: &str = "bench-client";
+
+/// The group another process counts in, by its command name.
+fn group(comm: &str) -> Option<&'static str> {
     match comm {
-        _ if pid == me => Some("duikou"),
         "postgres" => Some("postgresql"),
         "beam.smp" => Some("rabbitmq"),
         "redis-server" => Some("redis"),
@@ -65,14 +69,34 @@ impl CpuSample {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                 continue;
             };
+            if pid == me {
+                continue;
+            }
             // A process may exit between the listing and the read.
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
                 continue;
             };
             if let Some((comm, ticks)) = parse_stat(&stat)
-                && let Some(group) = group(pid, me, comm)
+                && let Some(group) = group(comm)
             {
                 processes.insert(pid, (group, ticks));
+            }
+        }
+        // This process thread by thread: the clients' threads apart.
+        for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let Some(tid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some((comm, ticks)) = parse_stat(&stat) {
+                let group = if comm == CLIENT_THREAD {
+                    "bench clients"
+                } else {
+                    "duikou"
+                };
+                processes.insert(tid, (group, ticks));
             }
         }
         Some(CpuSample { machine, processes })
@@ -81,7 +105,7 @@ impl CpuSample {
     /// Per cent of the whole machine (every core together is 100) each
     /// group used from `self` to `later`, with `idle` and `other` (the
     /// kernel's own threads, every other process, and processes that
-    /// ended in between).
+    /// ended in between, threads of this process too).
     pub fn shares_until(&self, later: &CpuSample) -> BTreeMap<String, f64> {
         let total = later.machine.0.saturating_sub(self.machine.0);
         if total == 0 {
