@@ -524,3 +524,35 @@ async fn a_retired_event_type_is_unbound_and_what_was_queued_is_dropped_quietly(
     assert_eq!(dead, Some(0), "a retired type is not an unknown one");
     k.cleanup(bus.as_ref()).await;
 }
+
+/// A wrong virtual host (or user, or password) is not a broker that is
+/// still starting: after a short grace the first connection fails and
+/// says what to check, instead of waiting forever.
+#[tokio::test]
+async fn a_broker_that_refuses_the_connection_is_an_error_not_a_hang() {
+    let url = amqp_url();
+    let base = url.rfind('/').map_or(url.as_str(), |i| &url[..i]);
+    let wrong = format!(
+        "{base}/duikou-no-such-vhost-{}",
+        uuid::Uuid::now_v7().simple()
+    );
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        duikou_shared::bus::amqp::AmqpBus::connect(
+            &wrong,
+            duikou_shared::bus::BusConfig::default(),
+        ),
+    )
+    .await;
+    let Ok(Err(refused)) = outcome else {
+        panic!(
+            "expected a refusal within a minute, got {:?}",
+            outcome.map(|r| r.is_ok())
+        );
+    };
+    let message = refused.to_string();
+    assert!(
+        message.contains("refused") && message.contains("virtual host"),
+        "{message}"
+    );
+}

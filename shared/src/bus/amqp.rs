@@ -97,13 +97,50 @@ fn usable(channel: &Channel) -> bool {
 const BROKER_DEADLINE: Duration = Duration::from_secs(10);
 
 async fn open_connection(url: &str) -> Result<Connection, BusError> {
+    opening(url).await.map_err(Opening::into_error)
+}
+
+/// Why a connection could not be opened.
+enum Opening {
+    /// The broker is not there (yet): wait for it.
+    Away(BusError),
+    /// The broker answered and refused: a wrong user, password or virtual
+    /// host, which waiting does not mend (unless the broker is still
+    /// recovering its virtual hosts).
+    Refused(String),
+}
+
+impl Opening {
+    fn into_error(self) -> BusError {
+        match self {
+            Opening::Away(e) => e,
+            Opening::Refused(reason) => BusError::Broker(format!(
+                "RabbitMQ refused the connection: {reason} (check the AMQP URL's user, \
+                 password and virtual host)"
+            )),
+        }
+    }
+}
+
+/// How long a broker may go on refusing the first connection before
+/// Duikou stops waiting and says why.
+const REFUSED_FOR: Duration = Duration::from_secs(15);
+
+async fn opening(url: &str) -> Result<Connection, Opening> {
     let properties = ConnectionProperties::default().with_connection_name("duikou".into());
     match tokio::time::timeout(BROKER_DEADLINE, Connection::connect(url, properties)).await {
-        Ok(connected) => Ok(connected?),
-        Err(_) => Err(BusError::Broker(format!(
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => match e.kind() {
+            lapin::ErrorKind::ProtocolError(refusal) => {
+                Err(Opening::Refused(refusal.get_message().to_string()))
+            }
+            lapin::ErrorKind::AuthProviderError(reason) => Err(Opening::Refused(reason.clone())),
+            _ => Err(Opening::Away(e.into())),
+        },
+        Err(_) => Err(Opening::Away(BusError::Broker(format!(
             "RabbitMQ did not complete the handshake in {} s",
             BROKER_DEADLINE.as_secs()
-        ))),
+        )))),
     }
 }
 
@@ -192,15 +229,27 @@ impl AmqpBus {
     /// exchange and starts the reply listener.
     pub async fn connect(url: &str, config: BusConfig) -> Result<AmqpBus, BusError> {
         let mut backoff = Duration::from_millis(100);
+        // A broker that is not up yet is waited for; one that keeps
+        // refusing (wrong credentials or virtual host) is an error after
+        // REFUSED_FOR, not a hang.
+        let mut refused_since: Option<Instant> = None;
         let connection = loop {
-            match open_connection(url).await {
+            match opening(url).await {
                 Ok(c) => break c,
-                Err(e) => {
+                Err(Opening::Away(e)) => {
+                    refused_since = None;
                     warn!(error = %e, "RabbitMQ does not answer yet; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(Opening::Refused(reason)) => {
+                    let since = *refused_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= REFUSED_FOR {
+                        return Err(Opening::Refused(reason).into_error());
+                    }
+                    warn!(%reason, "RabbitMQ refuses the connection; retrying a little");
                 }
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         };
         let publisher = connection.create_channel().await?;
         publisher
