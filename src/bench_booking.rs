@@ -311,7 +311,26 @@ async fn start(
     room_types: usize,
     rooms: u32,
 ) -> anyhow::Result<(App, Client, Vec<String>, tokio::runtime::Runtime)> {
-    let app = App::start(settings.clone(), Part::All).await?;
+    let app = crate::bench_search::start_app(settings, Part::All).await?;
+    match prepare(&app, room_types, rooms).await {
+        Ok((client, ids, clients)) => Ok((app, client, ids, clients)),
+        Err(e) => {
+            // Nothing of a bench that could not begin is left behind.
+            let queues = app.rt.bus.declared_queues();
+            app.stop().await;
+            cleanup(settings, &queues).await;
+            Err(e)
+        }
+    }
+}
+
+/// The traveler, the room types on sale and the clients' runtime with the
+/// traveler's feed connected.
+async fn prepare(
+    app: &App,
+    room_types: usize,
+    rooms: u32,
+) -> anyhow::Result<(Client, Vec<String>, tokio::runtime::Runtime)> {
     let addr = app
         .gateway_addr
         .ok_or_else(|| anyhow::anyhow!("no gateway"))?;
@@ -346,7 +365,6 @@ async fn start(
         }
     };
     Ok((
-        app,
         Client {
             http,
             url,

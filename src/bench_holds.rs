@@ -52,7 +52,7 @@ pub async fn holds(
     seconds: u64,
 ) -> anyhow::Result<Vec<HoldsRun>> {
     let (settings, _) = bench_settings(settings);
-    let app = App::start(settings.clone(), Part::Inventory).await?;
+    let app = crate::bench_search::start_app(&settings, Part::Inventory).await?;
     let waiting: Waiting = Arc::default();
     let answers = {
         let (granted, refused) = (waiting.clone(), waiting.clone());

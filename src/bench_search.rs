@@ -46,7 +46,7 @@ pub async fn search(
     seconds: u64,
 ) -> anyhow::Result<Vec<SearchRun>> {
     let (settings, _) = bench_settings(settings);
-    let app = App::start(settings.clone(), Part::All).await?;
+    let app = start_app(&settings, Part::All).await?;
     let result = measure(&app, client_counts, seconds).await;
     let queues = app.rt.bus.declared_queues();
     app.stop().await;
@@ -242,6 +242,20 @@ pub(crate) fn bench_settings(mut settings: Settings) -> (Settings, String) {
     settings.rate_limit = 0;
     let prefix = settings.db_prefix.clone();
     (settings, prefix)
+}
+
+/// Starts the bench's own Duikou; when that fails part-way, drops what the
+/// parts that did start made (their databases, event, dead-letter and RPC
+/// queues: a failed start names no queues) before returning the error.
+pub(crate) async fn start_app(settings: &Settings, part: Part) -> anyhow::Result<App> {
+    match App::start(settings.clone(), part).await {
+        Ok(app) => Ok(app),
+        Err(e) => {
+            let queues = crate::chaos::run_queues(settings);
+            cleanup(settings, &queues).await;
+            Err(e)
+        }
+    }
 }
 
 /// Drops the bench's queues and databases.

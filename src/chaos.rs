@@ -416,7 +416,7 @@ async fn restart_postgres() -> anyhow::Result<()> {
 }
 
 /// The queues the run's parts declare (for removal afterwards).
-fn run_queues(settings: &Settings) -> Vec<String> {
+pub(crate) fn run_queues(settings: &Settings) -> Vec<String> {
     let bus = settings.bus();
     ["inventory", "booking", "payment", "partnership"]
         .iter()
