@@ -12,7 +12,7 @@
 //!
 //! Figures, not tests.
 
-use crate::bench_cpu::CpuSample;
+use crate::bench_cpu::{CpuSample, shares_since};
 use crate::bench_search::{bench_settings, cleanup, seed_room_types};
 use crate::{App, Part};
 use chrono::{Duration as Days, Utc};
@@ -53,8 +53,8 @@ pub struct BookingRun {
     /// (bookings/s × commits per booking) / pgbench tps.
     pub ratio: f64,
     /// Per cent of the machine's CPU (all cores = 100) each party used in
-    /// the measured window (`bench_cpu`): duikou (with the bench's
-    /// clients), postgresql, rabbitmq, redis, other, idle.
+    /// the measured window (`bench_cpu`): duikou, bench clients,
+    /// postgresql, rabbitmq, redis, other, idle.
     pub cpu_percent: BTreeMap<String, f64>,
 }
 
@@ -540,7 +540,7 @@ async fn booking_run(
     let cpu_before = CpuSample::now();
     let polls_before = client.polls.load(Ordering::Relaxed);
     tokio::time::sleep_until(until.into()).await;
-    let cpu_percent = cpu_shares(cpu_before);
+    let cpu_percent = shares_since(cpu_before);
     let after = commits(postgres, prefix).await?;
     let polls = client.polls.load(Ordering::Relaxed) - polls_before;
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -562,14 +562,6 @@ async fn booking_run(
         ratio: 0.0,
         cpu_percent,
     })
-}
-
-/// The CPU shares from `before` until now; empty without `/proc`.
-fn cpu_shares(before: Option<CpuSample>) -> BTreeMap<String, f64> {
-    before
-        .zip(CpuSample::now())
-        .map(|(before, now)| before.shares_until(&now))
-        .unwrap_or_default()
 }
 
 /// The contention benchmark.
@@ -611,7 +603,7 @@ pub async fn contention(
             answered = answered.max(booked.answered - started);
         }
         let settled_seconds = started.elapsed().as_secs_f64();
-        let cpu_percent = cpu_shares(cpu_before);
+        let cpu_percent = shares_since(cpu_before);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let after = commits_by_database(&postgres, &prefix).await?;
         let commits_per_client = after

@@ -129,6 +129,14 @@ impl CpuSample {
     }
 }
 
+/// The shares from `before` until now; empty where there is no `/proc`.
+pub fn shares_since(before: Option<CpuSample>) -> BTreeMap<String, f64> {
+    before
+        .zip(CpuSample::now())
+        .map(|(before, now)| before.shares_until(&now))
+        .unwrap_or_default()
+}
+
 /// `postgresql 35.0 %, duikou 34.1 %, …`, largest first.
 pub fn describe(shares: &BTreeMap<String, f64>) -> String {
     let mut by_size: Vec<(&String, &f64)> = shares.iter().collect();

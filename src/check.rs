@@ -19,9 +19,10 @@
 //!    recomputation from its raw attribution records, and the tourists and
 //!    bookings it was credited equal the CONFIRMED bookings (in booking's
 //!    own database) whose sponsor region lies in its sponsor and whose
-//!    listing lies in its beneficiary; and the welfare-fund share it was
-//!    credited equals, over the bookings that were ever confirmed there,
-//!    the fund shares payment captured less those it refunded.
+//!    listing lies in its beneficiary; and the spend, host income and
+//!    welfare-fund share it was credited equal, over the bookings that were
+//!    ever confirmed there, the gross, host and fund shares payment
+//!    captured less those it refunded.
 //! 5. Messaging: no outbox row older than the grace period; dead-letter
 //!    queues empty (on RabbitMQ).
 
@@ -424,12 +425,6 @@ async fn impact_totals(db: &DatabaseConnection) -> anyhow::Result<Finding> {
     ))
 }
 
-/// Each partnership's credits against the other services' books: the
-/// bookings and tourists against booking's CONFIRMED bookings of its pair,
-/// and the welfare-fund share against payment's — the fund shares captured
-/// less those refunded, over the bookings ever confirmed in its pair. The
-/// split travels payment → booking → partnership in events, so this is
-/// where a lost or altered one would show.
 /// A booking's money as payment's books have it, in fen.
 #[derive(Default)]
 struct Money {
@@ -438,6 +433,13 @@ struct Money {
     fund: i64,
 }
 
+/// Each partnership's credits against the other services' books: the
+/// bookings and tourists against booking's CONFIRMED bookings of its pair,
+/// and the spend, host income and welfare-fund share against payment's —
+/// the gross, host and fund shares captured less those refunded, over the
+/// bookings ever confirmed in its pair. The split travels payment →
+/// booking → partnership in events, so this is where a lost or altered one
+/// would show.
 async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Finding; 2]> {
     // What payment's books say each booking brought: captured less refunded.
     let mut kept_money: BTreeMap<uuid::Uuid, Money> = BTreeMap::new();

@@ -445,30 +445,16 @@ impl TestApp {
     }
 
     /// Polls until the booking's history has a step whose cause starts
-    /// with `cause`; the booking as then read (`status`, `history`).
+    /// with `cause`; the booking as then read ([`BOOKING_FIELDS`]).
     pub async fn wait_for_cause(&self, id: &str, cause: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let read = self
-                .graphql(
-                    "query($id: ID!) { booking(id: $id) { status history { status cause } } }",
-                    json!({ "id": id }),
-                )
-                .await;
-            let found = read["data"]["booking"]["history"]
+        self.wait_for_booking(id, &format!("a step \"{cause}…\""), |b| {
+            b["history"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|e| e["cause"].as_str().is_some_and(|c| c.starts_with(cause)));
-            if found {
-                return read["data"]["booking"].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "booking {id} never had a step \"{cause}…\": {read}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+                .any(|e| e["cause"].as_str().is_some_and(|c| c.starts_with(cause)))
+        })
+        .await
     }
 
     /// payBooking with a test token; the whole response body.
