@@ -175,8 +175,9 @@ impl Feed {
 }
 
 impl Client {
-    async fn send(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        let body: Value = self
+    /// The gateway's answer, errors and all.
+    async fn post(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        Ok(self
             .http
             .post(&self.url)
             .bearer_auth(&self.token)
@@ -184,17 +185,27 @@ impl Client {
             .send()
             .await?
             .json()
-            .await?;
+            .await?)
+    }
+
+    async fn send(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let body = self.post(query, variables).await?;
         if !body["errors"].is_null() {
             anyhow::bail!("the gateway answered an error: {body}");
         }
         Ok(body)
     }
 
-    async fn create(&self, room_type: &str, night: chrono::NaiveDate) -> anyhow::Result<String> {
+    /// The new booking's id, or None when the create was refused SOLD_OUT
+    /// at once (the stay was just refused to another client).
+    async fn create(
+        &self,
+        room_type: &str,
+        night: chrono::NaiveDate,
+    ) -> anyhow::Result<Option<String>> {
         let key = uuid::Uuid::now_v7().to_string();
         let body = self
-            .send(
+            .post(
                 "mutation($input: CreateBookingInput!, $key: String!) { createBooking(input: $input, idempotencyKey: $key) { id } }",
                 json!({ "key": key, "input": {
                     "roomTypeId": room_type, "checkIn": night.to_string(),
@@ -203,10 +214,13 @@ impl Client {
                     "contact": { "name": "张三", "phone": "13800138000" } } }),
             )
             .await?;
+        if body["errors"][0]["extensions"]["code"] == "SOLD_OUT" {
+            return Ok(None);
+        }
         body["data"]["createBooking"]["id"]
             .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("no booking id in {body}"))
+            .map(|id| Some(id.to_owned()))
+            .ok_or_else(|| anyhow::anyhow!("the gateway answered no booking: {body}"))
     }
 
     /// Polls until the booking leaves `from` (2 ms apart, 30 s at most):
@@ -261,7 +275,14 @@ impl Client {
         night: chrono::NaiveDate,
         poll: bool,
     ) -> anyhow::Result<Booked> {
-        let id = self.create(room_type, night).await?;
+        let Some(id) = self.create(room_type, night).await? else {
+            let now = Instant::now();
+            return Ok(Booked {
+                status: REFUSED_AT_CREATE.to_owned(),
+                created: now,
+                answered: now,
+            });
+        };
         let created = Instant::now();
         let mut status = self.wait_past(&id, &["PENDING"], poll).await?;
         let answered = Instant::now();
@@ -283,6 +304,9 @@ impl Client {
         })
     }
 }
+
+/// The outcome of a create refused SOLD_OUT at once, with no booking.
+pub const REFUSED_AT_CREATE: &str = "SOLD_OUT at create";
 
 /// One client's booking: its final status, when `createBooking` answered
 /// and when the hold was answered.

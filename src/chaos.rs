@@ -296,6 +296,10 @@ impl Client {
                 .as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| anyhow::anyhow!("no booking id in {b}"))?,
+            // The stay was just refused to another client: nothing booked.
+            Answer::Refused(code) if code == "SOLD_OUT" => {
+                return Ok(crate::bench_booking::REFUSED_AT_CREATE.to_owned());
+            }
             Answer::Refused(code) => anyhow::bail!("booking {n} refused: {code}"),
         };
         if self.wait_past(&id, &["PENDING"]).await? != "AWAITING_PAYMENT" {

@@ -11,7 +11,18 @@ async fn the_contention_bench_confirms_exactly_the_rooms_there_are_and_splits_th
         .await
         .expect("the bench runs");
     assert_eq!(run.outcomes.get("CONFIRMED"), Some(&3), "{run:?}");
-    assert_eq!(run.outcomes.get("REJECTED"), Some(&37), "{run:?}");
+    // Turned away by the hold (REJECTED) or, once a stay was refused, at
+    // the create itself; nothing else.
+    let refused = |outcome| run.outcomes.get(outcome).copied().unwrap_or(0);
+    assert_eq!(
+        refused("REJECTED") + refused(duikou::bench_booking::REFUSED_AT_CREATE),
+        37,
+        "{run:?}"
+    );
+    assert!(
+        refused("REJECTED") >= 1,
+        "the first refusal is the hold's: {run:?}"
+    );
     assert_eq!(run.outcomes.values().sum::<u64>(), 40, "{run:?}");
     assert!(run.created_seconds <= run.settled_seconds, "{run:?}");
     // Every group rounded to a tenth: the sum is 100 give or take that.

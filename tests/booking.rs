@@ -91,6 +91,97 @@ async fn a_booking_for_a_full_night_is_rejected_as_sold_out(settings: Settings) 
     assert_eq!(app.available(&room_type, 3).await, json!([0, 0, 1]));
 }
 
+/// The stays the signed-in traveler has booked, by id.
+async fn my_booking_ids(app: &TestApp) -> Vec<String> {
+    let body = app
+        .graphql(
+            "{ myBookings(first: 50) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    body["data"]["myBookings"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// A homestay with one room, held for tomorrow by the create keyed
+/// `last-room`: the app, the room type and that booking.
+async fn last_room_held(settings: Settings) -> (TestApp, String, String) {
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let first = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "last-room")
+            .await,
+    );
+    app.wait_for_status(&first, "AWAITING_PAYMENT").await;
+    (app, room_type, first)
+}
+
+in_both_modes!(a_stay_just_refused_as_sold_out_is_refused_at_once_until_its_room_comes_back);
+async fn a_stay_just_refused_as_sold_out_is_refused_at_once_until_its_room_comes_back(
+    mut settings: Settings,
+) {
+    // Long, so that only a release lets the stay through again here.
+    settings.sold_out_memory_ms = 600_000;
+    let (app, room_type, first) = last_room_held(settings).await;
+    // The hold refuses the next one: it is recorded, and REJECTED.
+    let second = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "second")
+            .await,
+    );
+    let rejected = app.wait_for_status(&second, "REJECTED").await;
+    assert!(
+        rejected["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("SOLD_OUT")),
+        "{rejected}"
+    );
+
+    // Then the same stay is refused at once, and nothing is recorded.
+    let third = app.create_booking(&room_type, tomorrow(), 1, "third").await;
+    assert_eq!(code(&third), "SOLD_OUT", "{third}");
+    let message = third["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("nothing was booked"), "{third}");
+    assert_eq!(my_booking_ids(&app).await.len(), 2);
+    // A retry of the create that got the room is still that booking.
+    let again = app
+        .create_booking(&room_type, tomorrow(), 1, "last-room")
+        .await;
+    assert_eq!(TestApp::id_of(&again), first, "{again}");
+    // Another stay of the same room type is the hold's to answer.
+    let other_night = tomorrow() + chrono::Duration::days(1);
+    let other = TestApp::id_of(
+        &app.create_booking(&room_type, other_night, 1, "other")
+            .await,
+    );
+    app.wait_for_status(&other, "AWAITING_PAYMENT").await;
+
+    // The first traveler cancels: the room is back, and so is the stay.
+    let cancelled = app.cancel(&first, "cancel-first").await;
+    assert!(cancelled["errors"].is_null(), "{cancelled}");
+    let fourth = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "fourth")
+            .await,
+    );
+    app.wait_for_status(&fourth, "AWAITING_PAYMENT").await;
+}
+
+in_both_modes!(with_the_sold_out_memory_off_every_create_is_recorded_and_the_hold_refuses_it);
+async fn with_the_sold_out_memory_off_every_create_is_recorded_and_the_hold_refuses_it(
+    mut settings: Settings,
+) {
+    settings.sold_out_memory_ms = 0;
+    let (app, room_type, _) = last_room_held(settings).await;
+    for key in ["second", "third"] {
+        let refused = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, key).await);
+        app.wait_for_status(&refused, "REJECTED").await;
+    }
+    assert_eq!(my_booking_ids(&app).await.len(), 3);
+}
+
 in_both_modes!(the_same_idempotency_key_returns_the_first_booking_and_different_input_is_refused);
 async fn the_same_idempotency_key_returns_the_first_booking_and_different_input_is_refused(
     settings: Settings,

@@ -45,6 +45,11 @@ pub struct Settings {
     pub pending_retry_seconds: i64,
     /// Hold requests per booking before it is rejected as unanswered.
     pub hold_attempts: i32,
+    /// For how long, in milliseconds, booking answers a create SOLD_OUT at
+    /// once when inventory has just refused the same stay as sold out
+    /// (unless a release of the listing came since); 0 sends every create
+    /// to inventory.
+    pub sold_out_memory_ms: u64,
     /// Platform fee in basis points (300 = 3 %).
     pub platform_fee_bp: u32,
     /// Welfare fund share in basis points (100 = 1 %).
@@ -101,6 +106,7 @@ impl Default for Settings {
             hold_grace_seconds: 60,
             pending_retry_seconds: 30,
             hold_attempts: 5,
+            sold_out_memory_ms: 2_000,
             platform_fee_bp: 300,
             fund_bp: 100,
             sandbox_slow_ms: 2_000,

@@ -678,7 +678,11 @@ pub struct Mutation;
 impl Mutation {
     /// Books a stay or seats; the same idempotency key with the same input
     /// returns the first booking. The booking starts PENDING and moves to
-    /// AWAITING_PAYMENT once inventory holds the capacity.
+    /// AWAITING_PAYMENT once inventory holds the capacity, or REJECTED when
+    /// it cannot. A stay inventory has just refused as sold out (the same
+    /// nights, as many rooms or more; the same departure, as many seats or
+    /// more) is refused at once with SOLD_OUT and nothing is booked, until
+    /// capacity comes back (a couple of seconds at most).
     async fn create_booking(
         &self,
         ctx: &Context<'_>,

@@ -1,9 +1,11 @@
 //! Starting booking: database, migrations, consumers, the expiry sweeper.
 
 use crate::SERVICE;
+use crate::domain::sold_out::SoldOutMemory;
 use crate::messaging::Bookings;
 use crate::storage::Migrator;
 use shared::runtime::Runtime;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
@@ -16,6 +18,9 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
         hold_for: chrono::Duration::seconds(rt.settings.hold_seconds),
         pending_retry: chrono::Duration::seconds(rt.settings.pending_retry_seconds),
         hold_attempts: rt.settings.hold_attempts.max(1),
+        sold_out: Arc::new(SoldOutMemory::new(Duration::from_millis(
+            rt.settings.sold_out_memory_ms,
+        ))),
     };
     rt.bus.subscribe(bookings.events()).await?;
     rt.bus.serve(bookings.rpc()).await?;

@@ -1,5 +1,7 @@
 //! Booking rules, without I/O: validation at the edge and the status machine.
 
+pub mod sold_out;
+
 use chrono::{DateTime, FixedOffset, Utc};
 use sha2::{Digest, Sha256};
 use shared::AppError;

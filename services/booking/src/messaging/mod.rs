@@ -3,6 +3,7 @@
 //! transaction with the inbox row of the event that caused it.
 
 use crate::SERVICE;
+use crate::domain::sold_out::SoldOutMemory;
 use crate::domain::{self, Status};
 use crate::storage::{self, Changes};
 use chrono::{Duration, SubsecRound, Utc};
@@ -23,7 +24,8 @@ use shared::rpcs::{
     ListBookings, QuoteCancellation,
 };
 use shared::{AppError, ErrorCode};
-use tracing::{info, warn};
+use std::sync::Arc;
+use tracing::{debug, info, warn};
 
 /// FORBIDDEN, with who tried what (logged, not shown).
 fn forbidden(viewer: &Principal, booking: &BookingView, what: &str) -> AppError {
@@ -32,6 +34,19 @@ fn forbidden(viewer: &Principal, booking: &BookingView, what: &str) -> AppError 
         ErrorCode::Forbidden,
         format!("you may not {what} this booking"),
     )
+}
+
+/// The answer to a create whose key was taken by `first`: the first
+/// answer, exactly (Stripe's semantics; `booking(id)` reads the current
+/// state), or IDEMPOTENCY_KEY_REUSED for a different request.
+fn replay(first: storage::Stored, fingerprint: &str) -> Result<BookingView, AppError> {
+    if first.fingerprint != fingerprint {
+        return Err(AppError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "this idempotency key was used for a different booking request",
+        ));
+    }
+    Ok(first.first_response.unwrap_or(first.view))
 }
 
 /// Refunds in full a capture recorded while `booking` was PENDING, now that
@@ -69,6 +84,8 @@ pub struct Bookings {
     pub pending_retry: Duration,
     /// Hold requests before a booking is rejected as unanswered.
     pub hold_attempts: i32,
+    /// Stays inventory has just refused as sold out.
+    pub sold_out: Arc<SoldOutMemory>,
 }
 
 macro_rules! handler {
@@ -143,6 +160,17 @@ impl Bookings {
             }
         }
         let fingerprint = domain::fingerprint(&req);
+        if let Some(reason) = self.sold_out.refusal(&req.item, Utc::now()) {
+            // A retry of a create that was taken keeps its answer.
+            if let Some(first) = storage::by_key(&self.db, &req.idempotency_key).await? {
+                return replay(first, &fingerprint);
+            }
+            debug!(item = ?req.item, "refused at once: this stay was just refused as sold out");
+            return Err(AppError::new(
+                ErrorCode::SoldOut,
+                format!("{reason}; nothing was booked"),
+            ));
+        }
         let id = BookingId::new();
         // As stored (microseconds), so the answer's history is what a read gives.
         let now = Utc::now().trunc_subsecs(6);
@@ -154,15 +182,7 @@ impl Bookings {
             let first = storage::by_key(&self.db, &req.idempotency_key)
                 .await?
                 .ok_or_else(|| AppError::internal("idempotency key vanished"))?;
-            if first.fingerprint != fingerprint {
-                return Err(AppError::new(
-                    ErrorCode::IdempotencyKeyReused,
-                    "this idempotency key was used for a different booking request",
-                ));
-            }
-            // The first answer, exactly (Stripe's semantics); `booking(id)`
-            // reads the current state.
-            return Ok(first.first_response.unwrap_or(first.view));
+            return replay(first, &fingerprint);
         };
         let hold = HoldRequested {
             booking_id: id,
@@ -299,6 +319,7 @@ impl Bookings {
         txn.commit().await?;
         if !events.is_empty() {
             self.outbox.committed();
+            self.giving_back(&answer.item);
             info!(booking = %id, "booking cancelled");
         }
         Ok(answer)
@@ -434,9 +455,10 @@ impl Bookings {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
+        // The code first, for clients that branch on it: "SOLD_OUT: …".
+        let reason = format!("{}: {}", ev.code, ev.reason);
         let changes = Changes {
-            // The code first, for clients that branch on it: "SOLD_OUT: …".
-            reason: Some(format!("{}: {}", ev.code, ev.reason)),
+            reason: Some(reason.clone()),
             ..Changes::default()
         };
         let moved = storage::transition(
@@ -450,6 +472,11 @@ impl Bookings {
         .await?;
         if let Some(b) = moved {
             refund_early_capture(&txn, &env, &b, "nothing could be held").await?;
+            // True whether or not this commits: remembered before anyone
+            // can read the REJECTED.
+            if ev.code == ErrorCode::SoldOut {
+                (self.sold_out).refused(&b.view.item, env.occurred_at, &reason, Utc::now());
+            }
         }
         txn.commit().await?;
         self.outbox.committed();
@@ -477,15 +504,26 @@ impl Bookings {
                 "payment deadline passed; inventory released the hold",
             )
             .await?
-            .is_some()
         } else {
-            false
+            None
         };
-        if !expired && let Some(status) = self.status_of(&txn, ev.booking_id).await? {
-            storage::history(&txn, ev.booking_id, status, "capacity released", Utc::now()).await?;
-        }
+        let item = match expired {
+            Some(b) => Some(b.view.item),
+            None => {
+                let current = storage::by_id(&txn, ev.booking_id).await?;
+                if let Some(status) = current.as_ref().and_then(|b| Status::parse(&b.view.status)) {
+                    storage::history(&txn, ev.booking_id, status, "capacity released", Utc::now())
+                        .await?;
+                }
+                current.map(|b| b.view.item)
+            }
+        };
         txn.commit().await?;
         self.outbox.committed();
+        // Room again: a stay refused as sold out may fit now.
+        if let Some(item) = item {
+            self.sold_out.released(&item, env.occurred_at, Utc::now());
+        }
         Ok(())
     }
 
@@ -617,6 +655,15 @@ impl Bookings {
     }
 
     /// A booking's current status, if it exists.
+    /// Booking has just asked inventory to give back `item`'s capacity:
+    /// a stay of its listing refused as sold out may fit again, so it is
+    /// no longer refused at once (nor is a refusal read before now, if
+    /// one is delivered late). The release, when it comes, says so again.
+    fn giving_back(&self, item: &shared::events::HoldItem) {
+        let now = Utc::now();
+        self.sold_out.released(item, now, now);
+    }
+
     async fn status_of<C: sea_orm::ConnectionTrait>(
         &self,
         conn: &C,
@@ -715,13 +762,13 @@ impl Bookings {
     pub async fn expire_overdue(&self) -> Result<usize, sea_orm::DbErr> {
         let txn = self.db.begin().await?;
         let ids = storage::overdue(&txn, Utc::now(), 100).await?;
-        let mut events = Vec::with_capacity(ids.len());
+        let (mut events, mut items) = (Vec::with_capacity(ids.len()), Vec::new());
         for id in &ids {
             let changes = Changes {
                 reason: Some("not paid in time".into()),
                 ..Changes::default()
             };
-            if storage::transition(
+            if let Some(expired) = storage::transition(
                 &txn,
                 *id,
                 &[Status::AwaitingPayment],
@@ -730,19 +777,22 @@ impl Bookings {
                 "payment deadline passed",
             )
             .await?
-            .is_some()
             {
                 let release = HoldReleaseRequested {
                     booking_id: *id,
                     reason: "expired".into(),
                 };
                 events.push(Envelope::new(SERVICE, id.0, &release));
+                items.push(expired.view.item);
             }
         }
         enqueue(&txn, &events).await?;
         txn.commit().await?;
         if !events.is_empty() {
             self.outbox.committed();
+        }
+        for item in &items {
+            self.giving_back(item);
         }
         Ok(events.len())
     }
