@@ -29,7 +29,7 @@
 use chrono::{Duration, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Value};
 use shared::config::Settings;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One invariant's verdict.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -429,17 +429,36 @@ async fn impact_totals(db: &DatabaseConnection) -> anyhow::Result<Finding> {
 #[derive(Default)]
 struct Money {
     spend: i64,
+    certified: i64,
     host: i64,
     fund: i64,
+}
+
+/// The bookings whose hold inventory granted on a certified listing (the
+/// snapshot it sent with the grant, kept as the hold's answer).
+async fn held_certified(inventory: &DatabaseConnection) -> anyhow::Result<BTreeSet<uuid::Uuid>> {
+    let mut certified = BTreeSet::new();
+    let sql = "SELECT booking_id, reply_payload FROM holds WHERE reply_kind = $1";
+    let kind = <shared::events::HoldGranted as shared::envelope::Event>::TYPE;
+    for r in rows(inventory, sql, vec![kind.into()]).await? {
+        let payload: Option<String> = r.try_get("", "reply_payload")?;
+        let Some(payload) = payload else { continue };
+        let granted: shared::events::HoldGranted = serde_json::from_str(&payload)?;
+        if granted.listing.certified {
+            certified.insert(shared::db::row_uuid(&r, "booking_id")?);
+        }
+    }
+    Ok(certified)
 }
 
 /// Each partnership's credits against the other services' books: the
 /// bookings and tourists against booking's CONFIRMED bookings of its pair,
 /// and the spend, host income and welfare-fund share against payment's —
 /// the gross, host and fund shares captured less those refunded, over the
-/// bookings ever confirmed in its pair. The split travels payment →
-/// booking → partnership in events, so this is where a lost or altered one
-/// would show.
+/// bookings ever confirmed in its pair; the certified spend is that spend
+/// over the bookings inventory held on a certified listing. The split and
+/// the listing travel payment / inventory → booking → partnership in
+/// events, so this is where a lost or altered one would show.
 async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Finding; 2]> {
     // What payment's books say each booking brought: captured less refunded.
     let mut kept_money: BTreeMap<uuid::Uuid, Money> = BTreeMap::new();
@@ -465,6 +484,7 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
             money.fund += sign * split.fund.get();
         }
     }
+    let certified = held_certified(&dbs.inventory).await?;
     // Every booking ever confirmed: (id, sponsor, listing, travelers, CONFIRMED now).
     let confirmed = rows(
         &dbs.booking,
@@ -491,6 +511,7 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
                 CAST(COALESCE(SUM(t.tourists), 0) AS BIGINT) AS tourists,
                 CAST(COALESCE(SUM(t.bookings), 0) AS BIGINT) AS bookings,
                 CAST(COALESCE(SUM(t.spend_fen), 0) AS BIGINT) AS spend,
+                CAST(COALESCE(SUM(t.certified_fen), 0) AS BIGINT) AS certified,
                 CAST(COALESCE(SUM(t.host_fen), 0) AS BIGINT) AS host,
                 CAST(COALESCE(SUM(t.fund_fen), 0) AS BIGINT) AS fund
          FROM partnerships p LEFT JOIN impact_totals t ON t.partnership_id = p.id
@@ -517,6 +538,9 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
             }
             if let Some(kept) = kept_money.get(id) {
                 money.spend += kept.spend;
+                if certified.contains(id) {
+                    money.certified += kept.spend;
+                }
                 money.host += kept.host;
                 money.fund += kept.fund;
             }
@@ -530,6 +554,7 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
         }
         for (figure, column, books) in [
             ("spend", "spend", money.spend),
+            ("certified spend", "certified", money.certified),
             ("host income", "host", money.host),
             ("fund", "fund", money.fund),
         ] {
@@ -552,7 +577,7 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
             ),
         ),
         finding(
-            "impact: credited spend, host income and fund = payment's, booking by booking",
+            "impact: credited spend, certified spend, host income and fund = payment's, booking by booking",
             money_off,
             format!("{} partnerships", credited.len()),
         ),

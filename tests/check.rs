@@ -1,6 +1,7 @@
 //! `duikou check` on the real servers: after bookings of every kind every
-//! invariant holds; a corrupted ledger, a leaked room and spend, host
-//! income and a fund share credited that payment never took are all found.
+//! invariant holds; a corrupted ledger, a leaked room and spend, certified
+//! spend, host income and a fund share credited that payment never took
+//! are all found.
 
 mod common;
 
@@ -67,7 +68,8 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         )
         .await
         .expect("leaked");
-    // A fen more of spend, host income and fund, in the pair's attributions
+    // A fen more of spend, certified spend (of a listing that is not
+    // certified), host income and fund, in the pair's attributions
     // and its kept totals alike: partnership agrees with itself, not with
     // payment.
     let partnership = app.service_db("partnership").await;
@@ -75,7 +77,8 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         let tampered = partnership
             .execute_unprepared(&format!(
                 "UPDATE {table}
-                 SET spend_fen = spend_fen + 1, host_fen = host_fen + 1, fund_fen = fund_fen + 1
+                 SET spend_fen = spend_fen + 1, certified_fen = certified_fen + 1,
+                     host_fen = host_fen + 1, fund_fen = fund_fen + 1
                  WHERE ctid = (SELECT ctid FROM {table} WHERE partnership_id = '{}' LIMIT 1)",
                 district.id
             ))
@@ -96,7 +99,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         [
             "capacity: taken = live holds, never over capacity",
             "ledger: every transaction sums to zero",
-            "impact: credited spend, host income and fund = payment's, booking by booking"
+            "impact: credited spend, certified spend, host income and fund = payment's, booking by booking"
         ],
         "{findings:#?}"
     );
@@ -104,7 +107,12 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         .iter()
         .find(|f| f.invariant.starts_with("impact: credited spend"))
         .expect("the money check ran");
-    for figure in ["fen spend", "fen host income", "fen fund"] {
+    for figure in [
+        "fen spend",
+        "fen certified spend",
+        "fen host income",
+        "fen fund",
+    ] {
         assert!(money.detail.contains(figure), "{figure}: {money:#?}");
     }
 }

@@ -269,6 +269,17 @@ async fn a_region_admin_lists_and_certifies_a_homestay_a_traveler_books_pays_and
         counted["touristsProgress"],
         json!({ "actual": 2, "target": 10 })
     );
+    // `duikou check` agrees: payment's spend of a booking that inventory
+    // held on a certified listing.
+    let grace = chrono::Duration::seconds(60);
+    let findings = duikou::check::run(&app.app.rt.settings, grace)
+        .await
+        .expect("checks run");
+    let money = findings
+        .iter()
+        .find(|f| f.invariant.contains("certified spend"))
+        .expect("the money check ran");
+    assert!(money.holds, "{money:#?}");
 
     // Ten days ahead: the quote promises all of it back; cancel.
     let cancel_quote = app
