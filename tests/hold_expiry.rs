@@ -139,6 +139,7 @@ fn confirmed(booking: BookingId) -> Envelope {
         agency_id: None,
         commission_bp: 0,
         captured: None,
+        booking: None,
     };
     Envelope::new("test", booking.0, &ev)
 }

@@ -1,11 +1,17 @@
 //! Pushes to connected clients: this gateway's own temporary queue receives
-//! every `booking.status_changed` and fans it out to the subscriptions of
-//! this process. The same queue hears of catalogue changes and holds, which
-//! move the catalogue cache's version (`cache.rs`). Every gateway replica has its own queue, so a client gets
-//! its push whichever replica it is connected to.
+//! every booking move — `booking.status_changed`, and the outcomes
+//! `booking.confirmed`, `.cancelled`, `.expired` and `.rejected`, which carry
+//! the booking — and fans it out to the subscriptions of this process. The
+//! same queue hears of catalogue changes and holds, which move the catalogue
+//! cache's version (`cache.rs`). Every gateway replica has its own queue, so
+//! a client gets its push whichever replica it is connected to.
 
 use shared::bus::{Bus, BusError, EventRouter};
-use shared::events::{BookingStatusChanged, CatalogueChanged, HoldGranted, HoldReleased};
+use shared::events::{
+    BookingCancelled, BookingConfirmed, BookingExpired, BookingRejected, BookingStatusChanged,
+    CatalogueChanged, HoldGranted, HoldReleased,
+};
+use shared::rpcs::BookingView;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -13,6 +19,21 @@ use tokio::sync::broadcast;
 #[derive(Clone)]
 pub struct Push {
     tx: broadcast::Sender<Arc<BookingStatusChanged>>,
+    cache: crate::cache::Cache,
+}
+
+/// Binds `$event` on `$router`, pushing the change `$change` makes of it.
+macro_rules! on_view {
+    ($router:expr, $push:expr, $event:ty, $change:expr) => {{
+        let push = $push.clone();
+        $router.on::<$event, _, _>(move |_env, ev| {
+            let change: Option<BookingStatusChanged> = $change(ev);
+            if let Some(change) = change {
+                push.send(change);
+            }
+            async { Ok(()) }
+        })
+    }};
 }
 
 impl Push {
@@ -20,21 +41,32 @@ impl Push {
     /// changes of the catalogue.
     pub async fn start(bus: &Arc<dyn Bus>, cache: crate::cache::Cache) -> Result<Push, BusError> {
         let (tx, _) = broadcast::channel(4096);
-        let sender = tx.clone();
         let queue = format!("gateway.push.{}", uuid::Uuid::now_v7().simple());
-        let [a, b, c, d] = [(); 4].map(|()| cache.clone());
-        let router = EventRouter::new(queue)
-            .ephemeral()
-            .on::<BookingStatusChanged, _, _>(move |_env, ev| {
-                // Remembered before the push: a client paying on the push
-                // finds it.
-                if let Some(view) = &ev.booking {
-                    d.heard(view);
-                }
-                // No subscriber is fine: nobody is watching.
-                let _ = sender.send(Arc::new(ev));
-                async { Ok(()) }
-            })
+        let [a, b, c] = [(); 3].map(|()| cache.clone());
+        let push = Push { tx, cache };
+        let router = EventRouter::new(queue).ephemeral();
+        let router = on_view!(
+            router,
+            push,
+            BookingStatusChanged,
+            |ev: BookingStatusChanged| { Some(ev) }
+        );
+        // The outcomes carry the booking; from producers older than that,
+        // `booking.status_changed` says the same and is pushed instead.
+        let of = |view: Option<Box<BookingView>>| view.map(|v| BookingStatusChanged::of(&v));
+        let router = on_view!(router, push, BookingConfirmed, |ev: BookingConfirmed| of(
+            ev.booking
+        ));
+        let router = on_view!(router, push, BookingCancelled, |ev: BookingCancelled| of(
+            ev.facts.booking
+        ));
+        let router = on_view!(router, push, BookingExpired, |ev: BookingExpired| of(ev
+            .facts
+            .booking));
+        let router = on_view!(router, push, BookingRejected, |ev: BookingRejected| of(ev
+            .facts
+            .booking));
+        let router = router
             .on::<CatalogueChanged, _, _>(move |env, _| {
                 metrics::counter!("duikou_catalogue_changes_total").increment(1);
                 a.rules_changed(env.id);
@@ -49,7 +81,17 @@ impl Push {
                 async { Ok(()) }
             });
         bus.subscribe(router).await?;
-        Ok(Push { tx })
+        Ok(push)
+    }
+
+    /// Fans `changed` out to this process's subscriptions.
+    fn send(&self, changed: BookingStatusChanged) {
+        // Remembered before the push: a client paying on the push finds it.
+        if let Some(view) = &changed.booking {
+            self.cache.heard(view);
+        }
+        // No subscriber is fine: nobody is watching.
+        let _ = self.tx.send(Arc::new(changed));
     }
 
     /// A receiver of every booking change from now on.

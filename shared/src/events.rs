@@ -263,6 +263,11 @@ pub struct BookingConfirmed {
     /// producers older than the field.
     #[serde(default)]
     pub captured: Option<crate::money::Split>,
+    /// The booking as it stands now (without its history): what the
+    /// gateway pushes to subscribers. None from producers older than the
+    /// field, which also sent a `booking.status_changed`.
+    #[serde(default)]
+    pub booking: Option<Box<crate::rpcs::BookingView>>,
 }
 impl Event for BookingConfirmed {
     const TYPE: &'static str = "booking.confirmed";
@@ -294,6 +299,11 @@ pub struct BookingFacts {
     pub account_id: Option<AccountId>,
     /// The agency that booked, if one did.
     pub agency_id: Option<AgencyId>,
+    /// The booking as it ended (without its history): what the gateway
+    /// pushes. None from producers older than the field, which also sent
+    /// a `booking.status_changed`.
+    #[serde(default)]
+    pub booking: Option<Box<crate::rpcs::BookingView>>,
 }
 
 /// booking → partnership, gateway: the booking was cancelled (before or
@@ -332,7 +342,10 @@ impl Event for BookingRejected {
     const TYPE: &'static str = "booking.rejected";
 }
 
-/// booking → gateway (pushes): the booking moved to a new state, any state.
+/// booking → gateway (pushes): the booking moved to a state that has no
+/// outcome event of its own (PENDING, AWAITING_PAYMENT); CONFIRMED,
+/// CANCELLED, EXPIRED and REJECTED are pushed from `booking.confirmed`,
+/// `.cancelled`, `.expired` and `.rejected`, which carry the booking too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BookingStatusChanged {
     /// The booking.
@@ -355,4 +368,18 @@ pub struct BookingStatusChanged {
 }
 impl Event for BookingStatusChanged {
     const TYPE: &'static str = "booking.status_changed";
+}
+
+impl BookingStatusChanged {
+    /// The change that leaves the booking as `view`.
+    pub fn of(view: &crate::rpcs::BookingView) -> BookingStatusChanged {
+        BookingStatusChanged {
+            booking_id: view.id,
+            status: view.status.clone(),
+            reason: view.reason.clone(),
+            account_id: view.booker.map(|b| b.account_id),
+            agency_id: view.booker.and_then(|b| b.agency_id),
+            booking: Some(Box::new(view.clone())),
+        }
+    }
 }

@@ -498,8 +498,8 @@ pub struct Changes {
 }
 
 /// Moves a booking from one of `from` to `to`, with a history row and its
-/// events (`booking.status_changed` always; `booking.confirmed`,
-/// `.cancelled`, `.expired` or `.rejected` for those states), all in the
+/// event (`booking.confirmed`, `.cancelled`, `.expired` or `.rejected` for
+/// those states, `booking.status_changed` for the others), all in the
 /// caller's transaction. Returns the booking as moved, or None (and changes
 /// nothing) when it was in no state of `from`.
 pub async fn transition<C: ConnectionTrait>(
@@ -556,20 +556,13 @@ pub async fn transition<C: ConnectionTrait>(
     if b != DbBackend::Postgres {
         history(conn, id, to, cause, now).await?;
     }
-    let mut events = vec![Envelope::new(
-        crate::SERVICE,
-        id.0,
-        &BookingStatusChanged {
-            booking_id: id,
-            status: to.as_str().to_owned(),
-            reason: moved.view.reason.clone(),
-            account_id: moved.view.booker.map(|b| b.account_id),
-            agency_id: moved.view.booker.and_then(|b| b.agency_id),
-            booking: Some(Box::new(moved.view.clone())),
-        },
-    )];
-    events.extend(outcome_event(&moved, to, from_confirmed)?);
-    enqueue(conn, &events).await?;
+    // One event per move: the outcome's, which the gateway pushes too, or
+    // the plain change.
+    let event = match outcome_event(&moved, to, from_confirmed)? {
+        Some(outcome) => outcome,
+        None => Envelope::new(crate::SERVICE, id.0, &BookingStatusChanged::of(&moved.view)),
+    };
+    enqueue(conn, &[event]).await?;
     Ok(Some(moved))
 }
 
@@ -592,6 +585,7 @@ fn outcome_event(
         refund_due: v.refund_due,
         account_id: v.booker.map(|b| b.account_id),
         agency_id: v.booker.and_then(|b| b.agency_id),
+        booking: Some(Box::new(v.clone())),
     };
     let source = crate::SERVICE;
     Ok(match to {
@@ -615,6 +609,7 @@ fn outcome_event(
                     agency_id: v.booker.and_then(|b| b.agency_id),
                     commission_bp: v.commission_bp,
                     captured: booking.captured,
+                    booking: Some(Box::new(v.clone())),
                 },
             ))
         }
