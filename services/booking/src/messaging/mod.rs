@@ -456,9 +456,8 @@ impl Bookings {
             return Ok(());
         };
         // The code first, for clients that branch on it: "SOLD_OUT: …".
-        let reason = format!("{}: {}", ev.code, ev.reason);
         let changes = Changes {
-            reason: Some(reason.clone()),
+            reason: Some(format!("{}: {}", ev.code, ev.reason)),
             ..Changes::default()
         };
         let moved = storage::transition(
@@ -475,7 +474,7 @@ impl Bookings {
             // True whether or not this commits: remembered before anyone
             // can read the REJECTED.
             if ev.code == ErrorCode::SoldOut {
-                (self.sold_out).refused(&b.view.item, env.occurred_at, &reason, Utc::now());
+                (self.sold_out).refused(&b.view.item, env.occurred_at, &ev.reason, Utc::now());
             }
         }
         txn.commit().await?;
