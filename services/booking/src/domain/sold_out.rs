@@ -97,6 +97,9 @@ impl SoldOutMemory {
     /// `occurred_at`), saying `reason`. Ignored when it is older than a
     /// release already heard of, or than `keep`.
     pub fn refused(&self, item: &HoldItem, at: DateTime<Utc>, reason: &str, now: DateTime<Utc>) {
+        // Stamped by inventory's clock: one ahead of this one must not make
+        // a refusal last longer than `keep` (earlier only refuses less).
+        let at = at.min(now);
         if !self.fresh(at, now) {
             return;
         }
@@ -231,6 +234,15 @@ mod tests {
         let memory = SoldOutMemory::new(Duration::from_secs(2));
         memory.refused(&room(rt, (10, 12), 1), t(0), "no room", t(2_500));
         assert_eq!(memory.refusal(&room(rt, (10, 12), 1), t(2_500)), None);
+    }
+
+    #[test]
+    fn a_refusal_stamped_ahead_of_this_clock_lasts_no_longer_than_keep() {
+        let memory = SoldOutMemory::new(Duration::from_secs(2));
+        let rt = RoomTypeId::new();
+        memory.refused(&room(rt, (10, 12), 1), t(60_000), "no room", t(0));
+        assert!(memory.refusal(&room(rt, (10, 12), 1), t(1_000)).is_some());
+        assert_eq!(memory.refusal(&room(rt, (10, 12), 1), t(2_000)), None);
     }
 
     #[test]
