@@ -162,9 +162,11 @@ async fn a_stay_just_refused_as_sold_out_is_refused_at_once_until_its_room_comes
     );
     app.wait_for_status(&other, "AWAITING_PAYMENT").await;
 
-    // The first traveler cancels: the room is back, and so is the stay.
+    // The first traveler cancels: the room is back (once inventory has
+    // released it), and so is the stay.
     let cancelled = app.cancel(&first, "cancel-first").await;
     assert!(cancelled["errors"].is_null(), "{cancelled}");
+    app.wait_for_available(&room_type, json!([1])).await;
     let fourth = TestApp::id_of(
         &app.create_booking(&room_type, tomorrow(), 1, "fourth")
             .await,
