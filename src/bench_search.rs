@@ -260,6 +260,9 @@ pub(crate) async fn start_app(settings: &Settings, part: Part) -> anyhow::Result
 
 /// Drops the bench's queues and databases.
 pub(crate) async fn cleanup(settings: &Settings, queues: &[String]) {
+    if let Err(e) = drop_redis_keys(settings).await {
+        tracing::warn!(error = %e, "the run's Redis keys were not removed (they expire)");
+    }
     if let Some(amqp) = settings.amqp() {
         let _ = shared::bus::amqp::admin::delete(amqp, &settings.bus(), queues).await;
     }
@@ -268,5 +271,39 @@ pub(crate) async fn cleanup(settings: &Settings, queues: &[String]) {
             let name = shared::db::database_name(settings, service);
             let _ = shared::db::drop_database(postgres, &name).await;
         }
+    }
+}
+
+/// Deletes every Redis key of a run (cached answers, persisted queries,
+/// rate-limit counters: all under `<db_prefix>`). They would expire by
+/// themselves, the persisted queries only after a day.
+pub async fn drop_redis_keys(settings: &Settings) -> anyhow::Result<()> {
+    let Some(url) = settings.redis() else {
+        return Ok(());
+    };
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let pattern = format!("{}*", settings.db_prefix);
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }

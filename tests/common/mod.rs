@@ -568,6 +568,9 @@ impl Drop for TestApp {
                 if let Err(e) = shared::bus::amqp::admin::delete(&amqp_url(), &bus, &queues).await {
                     eprintln!("cleanup: queues {queues:?} not deleted: {e}");
                 }
+                if let Err(e) = duikou::bench_search::drop_redis_keys(&settings).await {
+                    eprintln!("cleanup: Redis keys not deleted: {e}");
+                }
                 for service in ["inventory", "booking", "payment", "partnership", "gateway"] {
                     let name = shared::db::database_name(&settings, service);
                     if let Err(e) = shared::db::drop_database(&postgres_url(), &name).await {
