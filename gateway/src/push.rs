@@ -7,6 +7,7 @@
 //! a client gets its push whichever replica it is connected to.
 
 use shared::bus::{Bus, BusError, EventRouter};
+use shared::envelope::Event;
 use shared::events::{
     BookingCancelled, BookingConfirmed, BookingExpired, BookingRejected, BookingStatusChanged,
     CatalogueChanged, HoldGranted, HoldReleased,
@@ -22,20 +23,6 @@ pub struct Push {
     cache: crate::cache::Cache,
 }
 
-/// Binds `$event` on `$router`, pushing the change `$change` makes of it.
-macro_rules! on_view {
-    ($router:expr, $push:expr, $event:ty, $change:expr) => {{
-        let push = $push.clone();
-        $router.on::<$event, _, _>(move |_env, ev| {
-            let change: Option<BookingStatusChanged> = $change(ev);
-            if let Some(change) = change {
-                push.send(change);
-            }
-            async { Ok(()) }
-        })
-    }};
-}
-
 impl Push {
     /// Subscribes this gateway to booking changes, and `cache` to the
     /// changes of the catalogue.
@@ -44,28 +31,14 @@ impl Push {
         let queue = format!("gateway.push.{}", uuid::Uuid::now_v7().simple());
         let [a, b, c] = [(); 3].map(|()| cache.clone());
         let push = Push { tx, cache };
-        let router = EventRouter::new(queue).ephemeral();
-        let router = on_view!(
-            router,
-            push,
-            BookingStatusChanged,
-            |ev: BookingStatusChanged| { Some(ev) }
-        );
         // The outcomes carry the booking; from producers older than that,
         // `booking.status_changed` says the same and is pushed instead.
-        let of = |view: Option<Box<BookingView>>| view.map(|v| BookingStatusChanged::of(&v));
-        let router = on_view!(router, push, BookingConfirmed, |ev: BookingConfirmed| of(
-            ev.booking
-        ));
-        let router = on_view!(router, push, BookingCancelled, |ev: BookingCancelled| of(
-            ev.facts.booking
-        ));
-        let router = on_view!(router, push, BookingExpired, |ev: BookingExpired| of(ev
-            .facts
-            .booking));
-        let router = on_view!(router, push, BookingRejected, |ev: BookingRejected| of(ev
-            .facts
-            .booking));
+        let router = EventRouter::new(queue).ephemeral();
+        let router = push.pushing(router, |ev: BookingStatusChanged| Some(ev));
+        let router = push.pushing(router, |ev: BookingConfirmed| of(ev.booking));
+        let router = push.pushing(router, |ev: BookingCancelled| of(ev.facts.booking));
+        let router = push.pushing(router, |ev: BookingExpired| of(ev.facts.booking));
+        let router = push.pushing(router, |ev: BookingRejected| of(ev.facts.booking));
         let router = router
             .on::<CatalogueChanged, _, _>(move |env, _| {
                 metrics::counter!("duikou_catalogue_changes_total").increment(1);
@@ -84,6 +57,21 @@ impl Push {
         Ok(push)
     }
 
+    /// Binds `E` on `router`, pushing the change `change` reads from it.
+    fn pushing<E: Event + 'static>(
+        &self,
+        router: EventRouter,
+        change: fn(E) -> Option<BookingStatusChanged>,
+    ) -> EventRouter {
+        let push = self.clone();
+        router.on::<E, _, _>(move |_env, ev| {
+            if let Some(changed) = change(ev) {
+                push.send(changed);
+            }
+            async { Ok(()) }
+        })
+    }
+
     /// Fans `changed` out to this process's subscriptions.
     fn send(&self, changed: BookingStatusChanged) {
         // Remembered before the push: a client paying on the push finds it.
@@ -98,4 +86,9 @@ impl Push {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<BookingStatusChanged>> {
         self.tx.subscribe()
     }
+}
+
+/// The push an outcome event carries, if its producer put the booking in.
+fn of(view: Option<Box<BookingView>>) -> Option<BookingStatusChanged> {
+    view.map(|v| BookingStatusChanged::of(&v))
 }

@@ -474,7 +474,8 @@ impl Bookings {
             // True whether or not this commits: remembered before anyone
             // can read the REJECTED.
             if ev.code == ErrorCode::SoldOut {
-                (self.sold_out).refused(&b.view.item, env.occurred_at, &ev.reason, Utc::now());
+                self.sold_out
+                    .refused(&b.view.item, env.occurred_at, &ev.reason, Utc::now());
             }
         }
         txn.commit().await?;
@@ -653,7 +654,6 @@ impl Bookings {
         Ok(())
     }
 
-    /// A booking's current status, if it exists.
     /// Booking has just asked inventory to give back `item`'s capacity:
     /// a stay of its listing refused as sold out may fit again, so it is
     /// no longer refused at once (nor is a refusal read before now, if
@@ -663,6 +663,7 @@ impl Bookings {
         self.sold_out.released(item, now, now);
     }
 
+    /// A booking's current status, if it exists.
     async fn status_of<C: sea_orm::ConnectionTrait>(
         &self,
         conn: &C,
