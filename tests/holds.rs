@@ -241,3 +241,122 @@ async fn five_hundred_requests_for_ten_seats_hold_exactly_ten() {
 async fn on_sqlite_too_five_hundred_requests_for_ten_seats_hold_exactly_ten() {
     ten_seats(embedded()).await;
 }
+
+/// The saga repeats a hold request it got no answer to: a new event for the
+/// same booking. Inventory takes nothing more and answers it as the first
+/// time. A request that comes after its booking's release (or overtaken by
+/// it) holds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_request_is_answered_as_the_first_and_takes_nothing_more() {
+    use shared::bus::EventRouter;
+    use shared::events::{HoldGranted, HoldReleaseRequested};
+    let (app, bus) = inventory_alone(test_settings()).await;
+    let db = app.service_db("inventory").await;
+    let created = common::homestay_on(bus.as_ref(), 3).await;
+    let item = HoldItem::RoomNights {
+        room_type_id: created.room_type_id,
+        check_in: tomorrow(),
+        check_out: tomorrow() + Duration::days(1),
+        rooms: 1,
+    };
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let router = EventRouter::new(format!("test.answers.{}", uuid::Uuid::now_v7().simple()))
+        .ephemeral()
+        .on::<HoldGranted, _, _>(move |env, ev| {
+            let _ = tx.send((env.causation_id, ev.booking_id, ev.total));
+            async { Ok(()) }
+        });
+    bus.subscribe(router).await.expect("subscribe");
+    let request = |booking: BookingId| {
+        Envelope::new(
+            "test",
+            booking.0,
+            &HoldRequested {
+                booking_id: booking,
+                item: item.clone(),
+                expires_at: Utc::now() + Duration::minutes(15),
+                travelers: 1,
+            },
+        )
+    };
+    let publish = |env: Envelope| {
+        let bus = bus.clone();
+        async move {
+            for result in bus.publish(&[env]).await {
+                result.expect("published");
+            }
+        }
+    };
+    let available = "SELECT CAST(MIN(available) AS BIGINT) AS n FROM room_nights
+                     WHERE night = (SELECT MIN(night) FROM room_nights)";
+    async fn next_answer<T>(answers: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> T {
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(20), answers.recv());
+        wait.await.expect("an answer in time").expect("answers")
+    }
+
+    let booking = BookingId::new();
+    let first = request(booking);
+    publish(first.clone()).await;
+    let (cause, held_for, total) = next_answer(&mut answers).await;
+    assert_eq!((cause, held_for), (Some(first.id), booking));
+    assert_eq!(scalar(&db, available).await, 2);
+
+    let again = request(booking);
+    publish(again.clone()).await;
+    let (cause, held_for, total_again) = next_answer(&mut answers).await;
+    assert_eq!(
+        (cause, held_for, total_again),
+        (Some(again.id), booking, total)
+    );
+    assert_eq!(scalar(&db, available).await, 2, "the repeat took nothing");
+    assert_eq!(
+        scalar(&db, "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM holds").await,
+        1
+    );
+
+    // Released, then asked again: nothing is held, the room is free.
+    let release = |booking: BookingId| {
+        Envelope::new(
+            "test",
+            booking.0,
+            &HoldReleaseRequested {
+                booking_id: booking,
+                reason: "test".into(),
+            },
+        )
+    };
+    publish(release(booking)).await;
+    let late = BookingId::new();
+    // This one's release overtakes its request.
+    publish(release(late)).await;
+    let (repeat, overtaken) = (request(booking), request(late));
+    let handled = format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM inbox WHERE event_id IN ('{}', '{}')",
+        repeat.id, overtaken.id
+    );
+    let released = "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM holds WHERE state = 'RELEASED'";
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while scalar(&db, released).await < 2 {
+        assert!(Instant::now() < deadline, "the releases were not handled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    publish(repeat).await;
+    publish(overtaken).await;
+    while scalar(&db, &handled).await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the late requests were not handled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        scalar(&db, available).await,
+        3,
+        "nothing held after a release"
+    );
+    assert_eq!(scalar(&db, released).await, 2);
+    assert_eq!(
+        scalar(&db, "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM holds").await,
+        2
+    );
+}

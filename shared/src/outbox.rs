@@ -60,6 +60,17 @@ fn id_value(backend: DbBackend, id: uuid::Uuid) -> Value {
     }
 }
 
+/// An event's outbox row: `event_id`, `kind`, `body`, as bind values —
+/// for a statement that writes the row itself (see [`enqueue`]).
+pub fn row_values(backend: DbBackend, env: &Envelope) -> [Value; 3] {
+    let body = String::from_utf8(env.to_bytes()).unwrap_or_default();
+    [
+        id_value(backend, env.id),
+        env.kind.clone().into(),
+        body.into(),
+    ]
+}
+
 /// Adds events to the outbox inside the caller's transaction.
 pub async fn enqueue<C: ConnectionTrait>(conn: &C, events: &[Envelope]) -> Result<(), DbErr> {
     if events.is_empty() {
@@ -71,12 +82,7 @@ pub async fn enqueue<C: ConnectionTrait>(conn: &C, events: &[Envelope]) -> Resul
         .into_table("outbox")
         .columns(["event_id", "kind", "body"]);
     for env in events {
-        let body = String::from_utf8(env.to_bytes()).unwrap_or_default();
-        insert.values_panic([
-            Expr::val(id_value(backend, env.id)),
-            Expr::val(env.kind.clone()),
-            Expr::val(body),
-        ]);
+        insert.values_panic(row_values(backend, env).map(Expr::val));
     }
     conn.execute(&insert).await?;
     Ok(())
@@ -139,6 +145,35 @@ fn delete_rows(backend: DbBackend, seqs: Vec<i64>) -> Statement {
     }
 }
 
+/// An outbox row taken by a PostgreSQL relay round (all of it, to put
+/// back as it was if it cannot be published).
+struct Taken {
+    seq: i64,
+    event_id: uuid::Uuid,
+    kind: String,
+    body: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Re-inserts rows a round deleted but could not publish, with their own
+/// `seq`, so their order and age are kept.
+fn put_back(rows: &[&Taken]) -> Statement {
+    let mut insert = Query::insert();
+    insert
+        .into_table("outbox")
+        .columns(["seq", "event_id", "kind", "body", "created_at"]);
+    for t in rows {
+        insert.values_panic([
+            Expr::val(t.seq),
+            Expr::val(t.event_id),
+            Expr::val(t.kind.clone()),
+            Expr::val(t.body.clone()),
+            Expr::val(t.created_at),
+        ]);
+    }
+    DbBackend::Postgres.build(&insert)
+}
+
 /// Publishes outbox rows to the bus.
 pub struct Relay {
     db: DatabaseConnection,
@@ -168,32 +203,75 @@ impl Relay {
             DbBackend::Sqlite => {
                 // One process owns the file: no lock needed, and holding a read
                 // transaction across the publish would block writers.
-                let rows = self.take(&self.db, false).await?;
-                self.publish_and_delete(&self.db, rows).await
-            }
-            _ => {
-                let txn = self.db.begin().await?;
-                let rows = self.take(&txn, true).await?;
-                let result = self.publish_and_delete(&txn, rows).await;
-                txn.commit().await?;
+                let rows = self.take(&self.db).await?;
+                let (done, result) = self.publish(rows).await;
+                if !done.is_empty() {
+                    self.db
+                        .execute_raw(delete_rows(DbBackend::Sqlite, done))
+                        .await?;
+                }
                 result
             }
+            _ => self.relay_locked().await,
         }
     }
 
-    async fn take<C: ConnectionTrait>(
-        &self,
-        conn: &C,
-        lock: bool,
-    ) -> Result<Vec<(i64, String)>, DbErr> {
-        let sql = if lock {
-            "SELECT seq, body FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
-        } else {
-            "SELECT seq, body FROM outbox ORDER BY seq LIMIT $1"
-        };
+    /// PostgreSQL's round: the batch is deleted (and so locked; other
+    /// relays skip it) in the statement that reads it, published, and the
+    /// transaction committed — three round trips. Rows that could not be
+    /// published are put back as they were; if none was, the transaction
+    /// is rolled back instead.
+    async fn relay_locked(&self) -> Result<usize, RelayError> {
+        let txn = self.db.begin().await?;
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "DELETE FROM outbox WHERE seq IN
+                   (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+                 RETURNING seq, event_id, kind, body, created_at",
+                [(self.batch as i64).into()],
+            ))
+            .await?;
+        let mut taken = rows
+            .iter()
+            .map(|r| {
+                Ok(Taken {
+                    seq: r.try_get("", "seq")?,
+                    event_id: r.try_get("", "event_id")?,
+                    kind: r.try_get("", "kind")?,
+                    body: r.try_get("", "body")?,
+                    created_at: r.try_get("", "created_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, DbErr>>()?;
+        if taken.is_empty() {
+            txn.commit().await?;
+            return Ok(0);
+        }
+        taken.sort_by_key(|t| t.seq);
+        let (done, result) = self
+            .publish(taken.iter().map(|t| (t.seq, t.body.clone())).collect())
+            .await;
+        if done.is_empty() {
+            txn.rollback().await?;
+            return result;
+        }
+        if done.len() < taken.len() {
+            let left: Vec<&Taken> = taken.iter().filter(|t| !done.contains(&t.seq)).collect();
+            txn.execute_raw(put_back(&left)).await?;
+        }
+        txn.commit().await?;
+        result
+    }
+
+    async fn take<C: ConnectionTrait>(&self, conn: &C) -> Result<Vec<(i64, String)>, DbErr> {
         let backend = conn.get_database_backend();
         let rows = conn
-            .query_all_raw(stmt(backend, sql, vec![(self.batch as i64).into()]))
+            .query_all_raw(stmt(
+                backend,
+                "SELECT seq, body FROM outbox ORDER BY seq LIMIT $1",
+                vec![(self.batch as i64).into()],
+            ))
             .await?;
         rows.iter()
             .map(|r| {
@@ -205,16 +283,10 @@ impl Relay {
             .collect()
     }
 
-    /// Publishes, then deletes the confirmed rows (in the same transaction as
-    /// the lock on PostgreSQL). Failed rows stay for the next round.
-    async fn publish_and_delete<C: ConnectionTrait>(
-        &self,
-        conn: &C,
-        rows: Vec<(i64, String)>,
-    ) -> Result<usize, RelayError> {
-        if rows.is_empty() {
-            return Ok(0);
-        }
+    /// Publishes `rows`; returns the seqs that are done with (published, or
+    /// not an envelope at all) and the first failure, if any. Failed rows
+    /// are for the next round.
+    async fn publish(&self, rows: Vec<(i64, String)>) -> (Vec<i64>, Result<usize, RelayError>) {
         let mut done = Vec::with_capacity(rows.len());
         let mut events = Vec::with_capacity(rows.len());
         let mut seqs = Vec::with_capacity(rows.len());
@@ -231,28 +303,28 @@ impl Relay {
                 }
             }
         }
+        if events.is_empty() {
+            return (done, Ok(0));
+        }
         let results = self.bus.publish(&events).await;
         let mut first_error = None;
+        let mut published = 0;
         for ((seq, result), env) in seqs.into_iter().zip(results).zip(&events) {
             match result {
                 Ok(()) => {
                     metrics::counter!("duikou_events_published_total", "type" => env.kind.clone())
                         .increment(1);
                     done.push(seq);
+                    published += 1;
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
-        let published = done.len();
-        if !done.is_empty() {
-            conn.execute_raw(delete_rows(conn.get_database_backend(), done))
-                .await?;
-        }
         match first_error {
-            Some(e) => Err(RelayError::Bus(e)),
-            None => Ok(published),
+            Some(e) => (done, Err(RelayError::Bus(e))),
+            None => (done, Ok(published)),
         }
     }
 

@@ -391,6 +391,73 @@ async fn in_a_mixed_batch_only_the_events_no_queue_is_bound_for_fail() {
     k.cleanup(bus.as_ref()).await;
 }
 
+/// A relay round on PostgreSQL deletes its batch as it reads it; what the
+/// broker refused must be back in the outbox as it was (same seq, same
+/// age), and what it took must be gone, so nothing is lost or sent twice.
+#[tokio::test]
+async fn a_relay_round_keeps_the_events_the_broker_refused_in_their_place() {
+    use duikou_shared::outbox::{OutboxSignal, Relay, enqueue};
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+    let k = Kernel::new(5).await;
+    let bus = k.bus(&amqp_url()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    bus.subscribe(k.recording_router(calls.clone()))
+        .await
+        .expect("subscribe");
+    // ping 0, a pong no queue is bound for, ping 1.
+    let events = vec![
+        Envelope::new("test", uuid::Uuid::now_v7(), &common::Ping { n: 0 }),
+        Envelope::new("test", uuid::Uuid::now_v7(), &common::Pong { n: 0 }),
+        Envelope::new("test", uuid::Uuid::now_v7(), &common::Ping { n: 1 }),
+    ];
+    let txn = k.db.begin().await.expect("begin");
+    enqueue(&txn, &events).await.expect("enqueue");
+    txn.commit().await.expect("commit");
+    let rows = |k: &Kernel| {
+        let db = k.db.clone();
+        async move {
+            db.query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT seq, kind, CAST(created_at AS TEXT) AS at FROM outbox ORDER BY seq",
+            ))
+            .await
+            .expect("outbox")
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get::<i64>("", "seq").expect("seq"),
+                    r.try_get::<String>("", "kind").expect("kind"),
+                    r.try_get::<String>("", "at").expect("at"),
+                )
+            })
+            .collect::<Vec<_>>()
+        }
+    };
+    let before = rows(&k).await;
+    assert_eq!(before.len(), 3);
+
+    let bus_dyn: Arc<dyn Bus> = bus.clone();
+    let relay = Relay::new(k.db.clone(), bus_dyn, OutboxSignal::default());
+    let round = relay.relay_once().await;
+    assert!(
+        round.is_err(),
+        "the refused pong is the round's error: {round:?}"
+    );
+    assert_eq!(
+        rows(&k).await,
+        vec![before[1].clone()],
+        "only the pong stays, with its own seq and age"
+    );
+    eventually("both pings handled", WAIT, || async {
+        (k.effects().await == (2, 2)).then_some(())
+    })
+    .await;
+    // The next round tries the pong again, and keeps it again.
+    assert!(relay.relay_once().await.is_err());
+    assert_eq!(rows(&k).await, vec![before[1].clone()]);
+    k.cleanup(bus.as_ref()).await;
+}
+
 #[tokio::test]
 async fn shutdown_lets_a_handler_in_flight_commit_and_ack() {
     let k = Kernel::new(5).await;

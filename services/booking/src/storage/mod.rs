@@ -18,7 +18,7 @@ use shared::ids::{AccountId, AgencyId, BookingId};
 use shared::money::{Fen, Split};
 use shared::outbox::{enqueue, stmt};
 use shared::region::RegionCode;
-use shared::rpcs::{BookingView, CreateBooking};
+use shared::rpcs::{BookingView, CreateBooking, HistoryEntry};
 
 /// Booking's migrations.
 pub struct Migrator;
@@ -319,65 +319,107 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
     })
 }
 
-/// Inserts a new PENDING booking, with its first history entry, unless its
-/// idempotency key exists; returns it as stored (`RETURNING`), or None when
-/// the key exists.
+/// Inserts a new PENDING booking, with its first history entry, whose
+/// answer to its request is `first_response`, unless its idempotency key
+/// exists; returns it as stored (`RETURNING`), or None when the key exists.
+/// On PostgreSQL `queued` goes into the outbox in the same statement, so a
+/// create is one round trip and needs no transaction around it; elsewhere
+/// the caller enqueues it in its transaction.
 pub async fn insert<C: ConnectionTrait>(
     conn: &C,
-    id: BookingId,
-    req: &CreateBooking,
-    fingerprint: &str,
+    (id, req, fingerprint): (BookingId, &CreateBooking, &str),
+    first_response: &BookingView,
+    queued: &Envelope,
     now: DateTime<Utc>,
 ) -> Result<Option<Stored>, DbErr> {
     let b = conn.get_database_backend();
-    let row = conn
-        .query_one_raw(stmt(
-            b,
-            &logged(
-                b,
-                16,
-                "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
+    let insert = "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
                 traveler_count, contact, sponsor_region, notes, created_at, updated_at,
-                account_id, agency_id, commission_bp, home_region)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15)
+                account_id, agency_id, commission_bp, home_region, first_response)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16)
              ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING *",
-            ),
-            vec![
-                uuid_value(b, id.0),
-                Status::Pending.as_str().into(),
-                req.idempotency_key.trim().into(),
-                fingerprint.into(),
-                json(&req.item).into(),
-                json(&req.travelers).into(),
-                (req.travelers.len() as i32).into(),
-                json(&req.contact).into(),
-                req.sponsor_region
-                    .or(req.by.home_region)
-                    .map(|r| r.to_string())
-                    .into(),
-                req.notes.clone().into(),
-                now.into(),
-                uuid_value(b, req.by.account_id.0),
-                shared::db::opt_uuid_value(b, req.by.agency_id.map(|a| a.0)),
-                (if req.by.agency_id.is_some() {
-                    req.commission_bp as i32
-                } else {
-                    0
-                })
-                .into(),
-                req.by.home_region.map(|r| r.to_string()).into(),
-            ]
-            .into_iter()
-            .chain((b == DbBackend::Postgres).then(|| CREATED.into()))
-            .collect(),
-        ))
-        .await?;
+             RETURNING *";
+    let sql = match b {
+        DbBackend::Postgres => format!(
+            "WITH moved AS ({insert}),
+                  logged AS (INSERT INTO booking_history (booking_id, status, cause, at)
+                             SELECT id, status, $17, updated_at FROM moved),
+                  queued AS (INSERT INTO outbox (event_id, kind, body)
+                             SELECT $18, $19, $20 FROM moved)
+             SELECT * FROM moved"
+        ),
+        _ => insert.to_owned(),
+    };
+    let mut values: Vec<Value> = vec![
+        uuid_value(b, id.0),
+        Status::Pending.as_str().into(),
+        req.idempotency_key.trim().into(),
+        fingerprint.into(),
+        json(&req.item).into(),
+        json(&req.travelers).into(),
+        (req.travelers.len() as i32).into(),
+        json(&req.contact).into(),
+        req.sponsor_region
+            .or(req.by.home_region)
+            .map(|r| r.to_string())
+            .into(),
+        req.notes.clone().into(),
+        now.into(),
+        uuid_value(b, req.by.account_id.0),
+        shared::db::opt_uuid_value(b, req.by.agency_id.map(|a| a.0)),
+        commission_bp(req).into(),
+        req.by.home_region.map(|r| r.to_string()).into(),
+        json(first_response).into(),
+    ];
+    if b == DbBackend::Postgres {
+        values.push(CREATED.into());
+        values.extend(shared::outbox::row_values(b, queued));
+    }
+    let row = conn.query_one_raw(stmt(b, &sql, values)).await?;
     let Some(row) = row else { return Ok(None) };
     if b != DbBackend::Postgres {
         history(conn, id, Status::Pending, CREATED, now).await?;
+        enqueue(conn, std::slice::from_ref(queued)).await?;
     }
     stored(&row).map(Some)
+}
+
+/// The agency's commission a booking keeps (none for a traveler's own).
+fn commission_bp(req: &CreateBooking) -> i32 {
+    if req.by.agency_id.is_some() {
+        req.commission_bp as i32
+    } else {
+        0
+    }
+}
+
+/// The booking `insert` stores for `req`, as a read of it would show it
+/// the moment it is created (PENDING, its one history entry): the answer
+/// to the create, and to every retry of it.
+pub fn as_created(id: BookingId, req: &CreateBooking, now: DateTime<Utc>) -> BookingView {
+    BookingView {
+        id,
+        status: Status::Pending.as_str().to_owned(),
+        item: req.item.clone(),
+        travelers: u32::try_from(req.travelers.len()).unwrap_or(0),
+        total: None,
+        listing: None,
+        expires_at: None,
+        reason: None,
+        created_at: now,
+        refund_due: None,
+        refunded: Fen::ZERO,
+        history: vec![HistoryEntry {
+            status: Status::Pending.as_str().to_owned(),
+            cause: CREATED.to_owned(),
+            at: now,
+        }],
+        booker: Some(Booker {
+            account_id: req.by.account_id,
+            agency_id: req.by.agency_id,
+        }),
+        commission_bp: u32::try_from(commission_bp(req)).unwrap_or(0),
+    }
 }
 
 /// The first history entry's cause.
@@ -703,22 +745,6 @@ pub async fn overdue<C: ConnectionTrait>(
     rows.iter()
         .map(|r| Ok(BookingId(shared::db::row_uuid(r, "id")?)))
         .collect()
-}
-
-/// Stores the answer given to a create request, to replay for its key.
-pub async fn set_first_response<C: ConnectionTrait>(
-    conn: &C,
-    id: BookingId,
-    view: &BookingView,
-) -> Result<(), DbErr> {
-    let b = conn.get_database_backend();
-    conn.execute_raw(stmt(
-        b,
-        "UPDATE bookings SET first_response = $2 WHERE id = $1",
-        vec![uuid_value(b, id.0), json(view).into()],
-    ))
-    .await?;
-    Ok(())
 }
 
 /// Stores the answer given to a cancel request, to replay for its key.

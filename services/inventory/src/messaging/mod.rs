@@ -18,7 +18,7 @@ use shared::events::{
     BookingConfirmed, HoldCommitRefused, HoldGranted, HoldRejected, HoldReleaseRequested,
     HoldReleased, HoldRequested,
 };
-use shared::ids::{HomestayId, HostId, RoomTypeId};
+use shared::ids::{BookingId, HomestayId, HostId, RoomTypeId};
 use shared::money::Fen;
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::policy::CancellationPolicy;
@@ -214,20 +214,9 @@ impl Inventory {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
-        if let Some(hold) = storage::hold_for_update(&txn, ev.booking_id).await? {
-            // Asked again (the saga repeats a request it got no answer to):
-            // answer as the first time. A hold given back (released or
-            // expired) answers nothing: nothing is held any more.
-            let given_back = matches!(hold.state.as_str(), "RELEASED" | "EXPIRED" | "REFUSED");
-            if let (Some((kind, payload)), false) = (hold.reply, given_back) {
-                enqueue(&txn, &[env.follow_raw(SERVICE, &kind, payload)]).await?;
-                txn.commit().await?;
-                self.outbox.committed();
-                return Ok(());
-            }
-            txn.commit().await?;
-            return Ok(());
-        }
+        // A first request, the usual case, is taken without looking for a
+        // hold first: a repeated one finds its booking's hold at the insert
+        // (`grant`, `reject`), which undoes the take and answers it again.
         let assessed = match assess::assess(&txn, &ev.item, ev.travelers).await? {
             Ok(assess::Assessed {
                 refusal: Some(assess::Refusal(code, reason)),
@@ -288,7 +277,7 @@ impl Inventory {
             expires_at: ev.expires_at,
         };
         let reply = env.follow(SERVICE, &granted);
-        storage::insert_hold(
+        let first = storage::insert_hold(
             &txn,
             ev.booking_id,
             "HELD",
@@ -297,6 +286,10 @@ impl Inventory {
             Some(&reply),
         )
         .await?;
+        if !first {
+            txn.rollback().await?;
+            return self.answer_again(env, ev.booking_id).await;
+        }
         enqueue(&txn, &[reply]).await?;
         txn.commit().await?;
         self.outbox.committed();
@@ -311,7 +304,7 @@ impl Inventory {
         reject: HoldRejected,
     ) -> Result<(), HandlerError> {
         let reply = env.follow(SERVICE, &reject);
-        storage::insert_hold(
+        let first = storage::insert_hold(
             &txn,
             reject.booking_id,
             "REJECTED",
@@ -320,10 +313,35 @@ impl Inventory {
             Some(&reply),
         )
         .await?;
+        if !first {
+            txn.rollback().await?;
+            return self.answer_again(env, reject.booking_id).await;
+        }
         enqueue(&txn, &[reply]).await?;
         txn.commit().await?;
         self.outbox.committed();
         info!(booking = %reject.booking_id, reason = %reject.reason, "hold rejected");
+        Ok(())
+    }
+
+    /// A request for a booking that has a hold: the saga repeats a
+    /// request it got no answer to. It is answered as the first time; a
+    /// hold given back (released or expired) answers nothing, nothing is
+    /// held any more.
+    async fn answer_again(&self, env: &Envelope, booking: BookingId) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, env).await? else {
+            return Ok(());
+        };
+        if let Some(hold) = storage::hold_for_update(&txn, booking).await? {
+            let given_back = matches!(hold.state.as_str(), "RELEASED" | "EXPIRED" | "REFUSED");
+            if let (Some((kind, payload)), false) = (hold.reply, given_back) {
+                enqueue(&txn, &[env.follow_raw(SERVICE, &kind, payload)]).await?;
+                txn.commit().await?;
+                self.outbox.committed();
+                return Ok(());
+            }
+        }
+        txn.commit().await?;
         Ok(())
     }
 
@@ -343,7 +361,12 @@ impl Inventory {
             Some(_) => {}
             // The release overtook the request: leave a tombstone so the
             // request, when it comes, holds nothing.
-            None => storage::insert_hold(&txn, ev.booking_id, "RELEASED", None, None, None).await?,
+            None => {
+                if !storage::insert_hold(&txn, ev.booking_id, "RELEASED", None, None, None).await? {
+                    // The request's hold committed meanwhile: give it back next time.
+                    return Err(HandlerError::Retry("a hold was recorded meanwhile".into()));
+                }
+            }
         }
         enqueue(
             &txn,
@@ -373,11 +396,17 @@ impl Inventory {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
+        // The usual case, a live hold, in one conditional update.
+        if storage::move_hold(&txn, ev.booking_id, "HELD", "COMMITTED").await? {
+            txn.commit().await?;
+            return Ok(());
+        }
         let Some(hold) = storage::hold_for_update(&txn, ev.booking_id).await? else {
             txn.commit().await?;
             return Ok(());
         };
         match hold.state.as_str() {
+            // Inserted since the update looked (not a path the saga takes).
             "HELD" => storage::set_hold_state(&txn, ev.booking_id, "COMMITTED").await?,
             "EXPIRED" => {
                 let retaken = {

@@ -827,7 +827,9 @@ pub enum Held {
     Seats(DepartureId, u32),
 }
 
-/// Records a hold (or a tombstone: state RELEASED/REJECTED with no capacity).
+/// Records a hold (or a tombstone: state RELEASED/REJECTED with no
+/// capacity); false, and nothing written, when the booking has one already
+/// (after waiting for a concurrent insert of it to commit).
 pub async fn insert_hold<C: ConnectionTrait>(
     conn: &C,
     booking: BookingId,
@@ -835,18 +837,19 @@ pub async fn insert_hold<C: ConnectionTrait>(
     held: Option<Held>,
     expires_at: Option<DateTime<Utc>>,
     reply: Option<&Envelope>,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
     let (room_type, departure, check_in, check_out, units) = match held {
         Some(Held::Nights(r, s, n)) => (Some(r.0), None, Some(s.check_in), Some(s.check_out), n),
         Some(Held::Seats(d, n)) => (None, Some(d.0), None, None, n),
         None => (None, None, None, None, 0),
     };
-    conn.execute_raw(stmt(
+    let inserted = conn.execute_raw(stmt(
         b,
         "INSERT INTO holds (booking_id, room_type_id, check_in, check_out, rooms, state, expires_at,
                             reply_kind, reply_payload, departure_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (booking_id) DO NOTHING",
         vec![
             uuid_value(b, booking.0),
             opt_uuid_value(b, room_type),
@@ -861,7 +864,7 @@ pub async fn insert_hold<C: ConnectionTrait>(
         ],
     ))
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// Moves a hold to `state`.
@@ -878,6 +881,25 @@ pub async fn set_hold_state<C: ConnectionTrait>(
     ))
     .await?;
     Ok(())
+}
+
+/// Moves a hold from `from` to `to` in one conditional update; false
+/// when it is not in `from` (or does not exist).
+pub async fn move_hold<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+    from: &str,
+    to: &str,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let moved = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE holds SET state = $3 WHERE booking_id = $1 AND state = $2",
+            vec![uuid_value(b, booking.0), from.into(), to.into()],
+        ))
+        .await?;
+    Ok(moved.rows_affected() == 1)
 }
 
 /// Live holds whose deadline passed before `cutoff`, oldest first, locked

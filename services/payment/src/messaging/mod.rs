@@ -5,7 +5,7 @@ use crate::SERVICE;
 use crate::domain::{capture_legs, refund_legs};
 use crate::provider::{PaymentProvider, ProviderError};
 use crate::storage;
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbBackend, TransactionTrait};
 use sha2::{Digest, Sha256};
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
@@ -257,24 +257,10 @@ impl Payments {
         p: &storage::Processing,
         outcome: Result<&str, &str>,
     ) -> Result<bool, AppError> {
-        let txn = self.db.begin().await?;
         let settled = match outcome {
-            Ok(reference) => {
-                let moved = storage::mark_captured(&txn, p.id, reference).await?;
-                if moved {
-                    let legs = capture_legs(&p.split, p.host, p.agency);
-                    storage::post(&txn, p.booking_id, p.region, &legs).await?;
-                    let captured = PaymentCaptured {
-                        booking_id: p.booking_id,
-                        payment_id: p.id,
-                        split: p.split,
-                    };
-                    enqueue(&txn, &[Envelope::new(SERVICE, p.booking_id.0, &captured)]).await?;
-                    info!(payment = %p.id, booking = %p.booking_id, amount = %p.amount, "payment captured");
-                }
-                moved
-            }
+            Ok(reference) => self.capture(p, reference).await?,
             Err(reason) => {
+                let txn = self.db.begin().await?;
                 let moved = storage::mark_failed(&txn, p.id, reason).await?;
                 if moved {
                     let failed = PaymentFailed {
@@ -284,14 +270,47 @@ impl Payments {
                     };
                     enqueue(&txn, &[Envelope::new(SERVICE, p.booking_id.0, &failed)]).await?;
                 }
+                txn.commit().await?;
                 moved
             }
         };
-        txn.commit().await?;
         if settled {
             self.outbox.committed();
         }
         Ok(settled)
+    }
+
+    /// Captures a PROCESSING payment: marks it, posts its ledger legs and
+    /// enqueues `payment.captured`, all or nothing — on PostgreSQL in one
+    /// statement. Returns whether this call moved it.
+    async fn capture(&self, p: &storage::Processing, reference: &str) -> Result<bool, AppError> {
+        let legs = capture_legs(&p.split, p.host, p.agency);
+        let captured = Envelope::new(
+            SERVICE,
+            p.booking_id.0,
+            &PaymentCaptured {
+                booking_id: p.booking_id,
+                payment_id: p.id,
+                split: p.split,
+            },
+        );
+        let moved = if self.db.get_database_backend() == DbBackend::Postgres {
+            let at = (p.booking_id, p.region);
+            storage::capture_at_once(&self.db, p.id, reference, at, &legs, &captured).await?
+        } else {
+            let txn = self.db.begin().await?;
+            let moved = storage::mark_captured(&txn, p.id, reference).await?;
+            if moved {
+                storage::post(&txn, p.booking_id, p.region, &legs).await?;
+                enqueue(&txn, &[captured]).await?;
+            }
+            txn.commit().await?;
+            moved
+        };
+        if moved {
+            info!(payment = %p.id, booking = %p.booking_id, amount = %p.amount, "payment captured");
+        }
+        Ok(moved)
     }
 
     /// Reconciles with the provider what `after` has passed on:

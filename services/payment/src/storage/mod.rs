@@ -447,13 +447,8 @@ pub async fn mark_failed<C: ConnectionTrait>(
     Ok(r.rows_affected() == 1)
 }
 
-/// Appends one balanced ledger transaction.
-pub async fn post<C: ConnectionTrait>(
-    conn: &C,
-    booking: BookingId,
-    region: RegionCode,
-    legs: &[(String, Fen)],
-) -> Result<uuid::Uuid, DbErr> {
+/// Refuses legs that do not make one balanced ledger transaction.
+fn balanced(legs: &[(String, Fen)]) -> Result<(), DbErr> {
     let sum: Fen = legs.iter().map(|(_, a)| *a).sum();
     if sum != Fen::ZERO {
         return Err(DbErr::Custom(format!(
@@ -465,6 +460,72 @@ pub async fn post<C: ConnectionTrait>(
             "refusing a ledger transaction without legs".into(),
         ));
     }
+    Ok(())
+}
+
+/// On PostgreSQL, the whole of a capture in one statement (one round trip
+/// and its own commit, no transaction around it): marks a PROCESSING
+/// payment CAPTURED, posts `legs` and puts `captured` in the outbox.
+/// False, and nothing written, when the payment was no longer PROCESSING.
+/// What [`mark_captured`], [`post`] and `enqueue` do in a transaction
+/// elsewhere.
+pub async fn capture_at_once<C: ConnectionTrait>(
+    conn: &C,
+    id: PaymentId,
+    reference: &str,
+    (booking, region): (BookingId, RegionCode),
+    legs: &[(String, Fen)],
+    captured: &shared::envelope::Envelope,
+) -> Result<bool, DbErr> {
+    balanced(legs)?;
+    let b = conn.get_database_backend();
+    let now = Utc::now();
+    let mut values: Vec<sea_orm::Value> = vec![
+        uuid_value(b, id.0),
+        reference.into(),
+        now.into(),
+        uuid_value(b, uuid::Uuid::now_v7()),
+        uuid_value(b, booking.0),
+        region.to_string().into(),
+    ];
+    values.extend(shared::outbox::row_values(b, captured));
+    let rows: Vec<String> = (0..legs.len())
+        .map(|i| format!("(${}, ${})", 10 + 2 * i, 11 + 2 * i))
+        .collect();
+    for (account, amount) in legs {
+        values.push(account.as_str().into());
+        values.push(amount.get().into());
+    }
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            &format!(
+                "WITH moved AS (UPDATE payments SET status = 'CAPTURED', provider_ref = $2, updated_at = $3
+                                WHERE id = $1 AND status = 'PROCESSING' RETURNING id),
+                      legs AS (INSERT INTO ledger_entries (txn_id, booking_id, account, amount_fen, region_code, created_at)
+                               SELECT $4, $5, v.account, v.amount, $6, $3
+                               FROM moved, (VALUES {}) AS v (account, amount)),
+                      queued AS (INSERT INTO outbox (event_id, kind, body) SELECT $7, $8, $9 FROM moved)
+                 SELECT COUNT(*) AS moved FROM moved",
+                rows.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get::<i64>("", "moved")? == 1,
+        None => false,
+    })
+}
+
+/// Appends one balanced ledger transaction.
+pub async fn post<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+    region: RegionCode,
+    legs: &[(String, Fen)],
+) -> Result<uuid::Uuid, DbErr> {
+    balanced(legs)?;
     let b = conn.get_database_backend();
     let txn_id = uuid::Uuid::now_v7();
     // One statement for every leg: a capture's four legs are one round trip.
