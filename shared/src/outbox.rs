@@ -122,27 +122,14 @@ impl OutboxSignal {
     }
 }
 
-/// Deletes the outbox rows `seqs`. On PostgreSQL one array parameter (its
-/// text form: numbers only), so every batch size is the same prepared
-/// statement instead of one per size.
-fn delete_rows(backend: DbBackend, seqs: Vec<i64>) -> Statement {
-    match backend {
-        DbBackend::Postgres => {
-            let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
-            stmt(
-                backend,
-                "DELETE FROM outbox WHERE seq = ANY(CAST($1 AS BIGINT[]))",
-                vec![format!("{{{}}}", list.join(",")).into()],
-            )
-        }
-        _ => {
-            let mut delete = Query::delete();
-            delete
-                .from_table("outbox")
-                .and_where(Expr::col("seq").is_in(seqs));
-            backend.build(&delete)
-        }
-    }
+/// Deletes the outbox rows `seqs` (SQLite's relay; PostgreSQL's deletes
+/// as it reads).
+fn delete_rows(seqs: Vec<i64>) -> Statement {
+    let mut delete = Query::delete();
+    delete
+        .from_table("outbox")
+        .and_where(Expr::col("seq").is_in(seqs));
+    DbBackend::Sqlite.build(&delete)
 }
 
 /// An outbox row taken by a PostgreSQL relay round (all of it, to put
@@ -204,11 +191,11 @@ impl Relay {
                 // One process owns the file: no lock needed, and holding a read
                 // transaction across the publish would block writers.
                 let rows = self.take(&self.db).await?;
-                let (done, result) = self.publish(rows).await;
+                let (done, result) = self
+                    .publish(rows.iter().map(|(seq, body)| (*seq, body.as_str())))
+                    .await;
                 if !done.is_empty() {
-                    self.db
-                        .execute_raw(delete_rows(DbBackend::Sqlite, done))
-                        .await?;
+                    self.db.execute_raw(delete_rows(done)).await?;
                 }
                 result
             }
@@ -250,7 +237,7 @@ impl Relay {
         }
         taken.sort_by_key(|t| t.seq);
         let (done, result) = self
-            .publish(taken.iter().map(|t| (t.seq, t.body.clone())).collect())
+            .publish(taken.iter().map(|t| (t.seq, t.body.as_str())))
             .await;
         if done.is_empty() {
             txn.rollback().await?;
@@ -286,7 +273,10 @@ impl Relay {
     /// Publishes `rows`; returns the seqs that are done with (published, or
     /// not an envelope at all) and the first failure, if any. Failed rows
     /// are for the next round.
-    async fn publish(&self, rows: Vec<(i64, String)>) -> (Vec<i64>, Result<usize, RelayError>) {
+    async fn publish<'a>(
+        &self,
+        rows: impl ExactSizeIterator<Item = (i64, &'a str)>,
+    ) -> (Vec<i64>, Result<usize, RelayError>) {
         let mut done = Vec::with_capacity(rows.len());
         let mut events = Vec::with_capacity(rows.len());
         let mut seqs = Vec::with_capacity(rows.len());
