@@ -339,17 +339,12 @@ pub async fn insert<C: ConnectionTrait>(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING *";
-    let sql = match b {
-        DbBackend::Postgres => format!(
-            "WITH moved AS ({insert}),
-                  logged AS (INSERT INTO booking_history (booking_id, status, cause, at)
-                             SELECT id, status, $17, updated_at FROM moved),
-                  queued AS (INSERT INTO outbox (event_id, kind, body)
-                             SELECT $18, $19, $20 FROM moved)
-             SELECT * FROM moved"
-        ),
-        _ => insert.to_owned(),
-    };
+    let sql = logged(
+        b,
+        17,
+        insert,
+        "queued AS (INSERT INTO outbox (event_id, kind, body) SELECT $18, $19, $20 FROM moved)",
+    );
     let mut values: Vec<Value> = vec![
         uuid_value(b, id.0),
         Status::Pending.as_str().into(),
@@ -427,14 +422,20 @@ pub const CREATED: &str = "created";
 
 /// `sql` (a statement on `bookings` returning `*`) with the history entry of
 /// the row's new status, at its `updated_at`, the cause in parameter
-/// `cause` — on PostgreSQL in the same statement (one round trip); other
-/// backends leave `sql` as it is and the caller inserts the entry.
-fn logged(b: DbBackend, cause: usize, sql: &str) -> String {
+/// `cause` — on PostgreSQL in the same statement (one round trip), with
+/// `also`, another clause of the `WITH` over `moved`, if not empty; other
+/// backends leave `sql` as it is and the caller does both.
+fn logged(b: DbBackend, cause: usize, sql: &str, also: &str) -> String {
+    let also = if also.is_empty() {
+        String::new()
+    } else {
+        format!(", {also}")
+    };
     match b {
         DbBackend::Postgres => format!(
             "WITH moved AS ({sql}),
                   logged AS (INSERT INTO booking_history (booking_id, status, cause, at)
-                             SELECT id, status, ${cause}, updated_at FROM moved)
+                             SELECT id, status, ${cause}, updated_at FROM moved){also}
              SELECT * FROM moved"
         ),
         _ => sql.to_owned(),
@@ -590,7 +591,7 @@ pub async fn transition<C: ConnectionTrait>(
          RETURNING *",
         placeholders.join(", ")
     );
-    let sql = logged(b, cause_at, &sql);
+    let sql = logged(b, cause_at, &sql, "");
     let Some(row) = conn.query_one_raw(stmt(b, &sql, values)).await? else {
         return Ok(None);
     };
