@@ -6,9 +6,9 @@
 //! Invalidation is by version: a cached answer's key carries the version
 //! of the catalogue it was read from, and every event that changes what
 //! those reads answer — `inventory.catalogue_changed` (a listing, calendar,
-//! route or certification), `inventory.hold_granted` and
-//! `inventory.hold_released` (availability) — moves this gateway's version
-//! to that event's id (time-ordered UUIDv7; the greatest wins, so replicas
+//! route or certification), a booking's move to AWAITING_PAYMENT (its hold
+//! was granted) and `inventory.hold_released` (availability) — moves this
+//! gateway's version to that event's id (time-ordered UUIDv7; the greatest wins, so replicas
 //! that saw the same events agree on it). Answers of older versions are
 //! never read again and expire. Between a change's commit and its event
 //! reaching the gateway (milliseconds) a read may be stale; the hold itself

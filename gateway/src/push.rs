@@ -10,7 +10,7 @@ use shared::bus::{Bus, BusError, EventRouter};
 use shared::envelope::Event;
 use shared::events::{
     BookingCancelled, BookingConfirmed, BookingExpired, BookingRejected, BookingStatusChanged,
-    CatalogueChanged, HoldGranted, HoldReleased,
+    CatalogueChanged, HoldReleased,
 };
 use shared::rpcs::BookingView;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ impl Push {
     pub async fn start(bus: &Arc<dyn Bus>, cache: crate::cache::Cache) -> Result<Push, BusError> {
         let (tx, _) = broadcast::channel(4096);
         let queue = format!("gateway.push.{}", uuid::Uuid::now_v7().simple());
-        let [a, b, c] = [(); 3].map(|()| cache.clone());
+        let [a, b] = [(); 2].map(|()| cache.clone());
         let push = Push { tx, cache };
         // The outcomes carry the booking; from producers older than that,
         // `booking.status_changed` says the same and is pushed instead.
@@ -45,12 +45,8 @@ impl Push {
                 a.rules_changed(env.id);
                 async { Ok(()) }
             })
-            .on::<HoldGranted, _, _>(move |env, _| {
-                b.changed(env.id);
-                async { Ok(()) }
-            })
             .on::<HoldReleased, _, _>(move |env, _| {
-                c.changed(env.id);
+                b.changed(env.id);
                 async { Ok(()) }
             });
         bus.subscribe(router).await?;
@@ -64,16 +60,23 @@ impl Push {
         change: fn(E) -> Option<BookingStatusChanged>,
     ) -> EventRouter {
         let push = self.clone();
-        router.on::<E, _, _>(move |_env, ev| {
+        router.on::<E, _, _>(move |env, ev| {
             if let Some(changed) = change(ev) {
-                push.send(changed);
+                push.send(env.id, changed);
             }
             async { Ok(()) }
         })
     }
 
-    /// Fans `changed` out to this process's subscriptions.
-    fn send(&self, changed: BookingStatusChanged) {
+    /// Fans `changed` (event `id`) out to this process's subscriptions.
+    fn send(&self, id: uuid::Uuid, changed: BookingStatusChanged) {
+        // A booking awaits payment once inventory granted its hold (and
+        // committed it): availability moved. This push, which follows the
+        // grant, moves the catalogue version in place of a delivery of
+        // every `inventory.hold_granted` to every gateway.
+        if changed.status == "AWAITING_PAYMENT" {
+            self.cache.changed(id);
+        }
         // Remembered before the push: a client paying on the push finds it.
         if let Some(view) = &changed.booking {
             self.cache.heard(view);
