@@ -279,6 +279,20 @@ async fn every_role_is_kept_to_its_own_bookings() {
         )
         .await;
     assert_eq!(code(&self_grant), "FORBIDDEN");
+    // Nor does a platform admin take the role from themselves (the last
+    // one would leave nobody to grant it back).
+    let demoted = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($e: String!) { grantRole(email: $e, role: TRAVELER) { role } }",
+            json!({ "e": common::ADMIN }),
+        )
+        .await;
+    assert_eq!(code(&demoted), "CONFLICT", "{demoted}");
+    let me = app
+        .graphql_as(Some(&admin), "{ me { role } }", json!({}))
+        .await;
+    assert_eq!(me["data"]["me"]["role"], "PLATFORM_ADMIN", "{me}");
     let platform = app
         .graphql_as(Some(&admin), booking, json!({ "id": mine }))
         .await;

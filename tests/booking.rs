@@ -618,10 +618,14 @@ async fn a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held
             .as_array()
             .is_some_and(|p| !p.is_empty())
     );
-    assert_eq!(
-        code(&app.graphql_as(None, quote, two_nights(3)).await),
-        "BAD_USER_INPUT"
-    );
+    // Too many for the room, none, or more than any booking takes.
+    for n in [3, 0, 2_147_483_647] {
+        assert_eq!(
+            code(&app.graphql_as(None, quote, two_nights(n)).await),
+            "BAD_USER_INPUT",
+            "{n} travelers"
+        );
+    }
 
     // Once the one room is held, the same request is quoted but not bookable.
     let held = TestApp::id_of(

@@ -432,3 +432,111 @@ async fn homestays_and_room_types_are_named_in_english_for_those_who_ask() {
         ]
     );
 }
+
+#[tokio::test]
+async fn lists_nested_hundreds_deep_are_refused_and_the_gateway_keeps_running() {
+    let app = spawn_app().await;
+    // Once enough to overflow a worker's stack and abort the whole process.
+    for levels in [330, 2_000] {
+        let query = format!(
+            "{{ regions(parentCode: {}\"1\"{}) {{ code }} }}",
+            "[".repeat(levels),
+            "]".repeat(levels)
+        );
+        let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &query).await;
+        assert_eq!(status, 400, "{levels}: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+        let default = format!(
+            "query($v: ID = {}\"1\"{}) {{ regions(parentCode: $v) {{ code }} }}",
+            "[".repeat(levels),
+            "]".repeat(levels)
+        );
+        let (_, _, body) = post(&app, None, &default).await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    }
+    let (status, _, body) = post(&app, None, "{ __typename }").await;
+    assert_eq!(
+        (status, &body["data"]["__typename"]),
+        (200, &json!("Query"))
+    );
+}
+
+#[tokio::test]
+async fn an_argument_or_variable_that_does_not_parse_is_the_callers_fault() {
+    let app = spawn_app().await;
+    let search = |check_in: &str, guests: &str| {
+        format!(
+            "{{ searchHomestays(regionCode: \"150400\", checkIn: \"{check_in}\", \
+             checkOut: \"2027-03-02\", guests: {guests}) {{ edges {{ cursor }} }} }}"
+        )
+    };
+    for query in [
+        search("2027-02-30", "1"),
+        search("2027-02-28", "99999999999"),
+    ] {
+        let (_, _, body) = post(&app, None, &query).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{query}: {body}"
+        );
+    }
+    let typed = "query($d: Date!) { searchHomestays(regionCode: \"150400\", checkIn: $d, \
+                 checkOut: \"2027-03-02\", guests: 1) { edges { cursor } } }";
+    for variables in [json!({ "d": 123 }), json!({})] {
+        let body = app.graphql_as(None, typed, variables.clone()).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{variables}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_graphql_request_gets_a_coded_json_answer() {
+    let app = spawn_app().await;
+    let send = |body: &'static str, content_type: &'static str| {
+        app.http
+            .post(&app.url)
+            .header(CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+    };
+    for (body, content_type) in [
+        ("{\"query\":", "application/json"),
+        ("", "application/json"),
+        ("null", "application/json"),
+        ("{\"query\": 123}", "application/json"),
+        (
+            "{\"query\": \"{ __typename }\", \"variables\": []}",
+            "application/json",
+        ),
+        (
+            "[{\"query\": \"{ __typename }\"}, {\"query\": \"{ __typename }\"}]",
+            "application/json",
+        ),
+    ] {
+        let response = send(body, content_type).await.expect("the gateway answers");
+        assert_eq!(response.status().as_u16(), 400, "{body}");
+        let answer: Value = response.json().await.expect("a JSON body");
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let put = app
+        .http
+        .put(&app.url)
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(put.status().as_u16(), 405);
+    assert_eq!(put.headers()["allow"], "GET, POST");
+    let answer: Value = put.json().await.expect("a JSON body");
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+}

@@ -201,6 +201,9 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
         json!({ "max": "2679.99" }),
         json!({ "travelers": 5 }),
         json!({ "text": "蒙古包" }),
+        // LIKE's wildcards are matched as themselves, not as "anything".
+        json!({ "text": "%" }),
+        json!({ "text": "_" }),
     ] {
         assert!(
             found(&search(&app, vars.clone()).await).is_empty(),

@@ -17,6 +17,7 @@ use crate::schema::{DuikouSchema, Lang, build_schema};
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
@@ -188,7 +189,10 @@ pub fn router(
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
         .route("/", get(graphiql))
-        .route("/graphql", get(graphql_get).post(graphql))
+        .route(
+            "/graphql",
+            get(graphql_get).post(graphql).fallback(other_method),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::render))
@@ -426,10 +430,8 @@ async fn graphql_get(
     if !upgrade {
         let method = request.method().clone();
         let headers = request.headers().clone();
-        return match GraphQLRequest::from_request(request, &()).await {
-            Ok(q) => graphql(State(gw), ConnectInfo(peer), method, headers, q).await,
-            Err(rejection) => rejection.into_response(),
-        };
+        let q = GraphQLRequest::from_request(request, &()).await;
+        return graphql(State(gw), ConnectInfo(peer), method, headers, q).await;
     }
     if let Err(wait) = gw.limiter.check(&format!("ip:{}", peer.ip())).await {
         return rate_limited(wait);
@@ -481,9 +483,12 @@ async fn graphql(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
-    let mut request = request.into_inner();
+    let mut request = match request {
+        Ok(request) => request.into_inner(),
+        Err(rejection) => return unreadable(rejection.0),
+    };
     let wants = wants(&headers);
     if wants == Wants::Neither {
         return error(
@@ -494,6 +499,15 @@ async fn graphql(
     }
     if let Err(refused) = persisted_query(&gw.cache, &mut request, wants).await {
         return refused;
+    }
+    // Before any parsing: deep nesting would overflow the parser's stack.
+    if let Some(message) = crate::nesting::refusal(&request.query) {
+        crate::metrics::graphql_error("BAD_USER_INPUT");
+        let status = match wants {
+            Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
+            _ => StatusCode::OK,
+        };
+        return error(status, "BAD_USER_INPUT", &message);
     }
     // Parsed here for the checks before execution and handed to the
     // executor (clients repeat the same queries: parsed ones are kept); a
@@ -632,6 +646,45 @@ async fn graphql(
     http
 }
 
+/// A body that is not a GraphQL request: 400 with BAD_USER_INPUT and what
+/// was wrong, said the GraphQL way (not the extractor's plain text).
+fn unreadable(e: async_graphql::ParseRequestError) -> Response {
+    use async_graphql::ParseRequestError as E;
+    let message = match e {
+        E::PayloadTooLarge => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BAD_USER_INPUT",
+                &format!("the request body is larger than {} KiB", MAX_BODY / 1024),
+            );
+        }
+        E::UnsupportedBatch => {
+            "batched requests (a JSON array) are not accepted; send one operation per request"
+                .to_owned()
+        }
+        E::InvalidRequest(e) => format!(
+            "the body is not a GraphQL request ({e}); send JSON {{\"query\": \"…\", \"variables\": {{…}}}}"
+        ),
+        E::Io(e) => format!("the request could not be read: {e}"),
+        other => format!("the request could not be read: {other}"),
+    };
+    crate::metrics::graphql_error("BAD_USER_INPUT");
+    error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message)
+}
+
+/// Any method but GET and POST on `/graphql`.
+async fn other_method() -> Response {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "BAD_USER_INPUT",
+        "send GraphQL with POST (or queries with GET)",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, POST"));
+    response
+}
+
 /// A kept answer, with the media type the client asked for.
 fn answered(body: axum::body::Bytes, wants: Wants) -> Response {
     let media = match wants {
@@ -735,7 +788,7 @@ fn with_code(e: &mut async_graphql::ServerError) -> String {
     if let Some(code) = existing {
         return code;
     }
-    let code = if e.path.is_empty() {
+    let code = if e.path.is_empty() || is_input_error(&e.message) {
         "BAD_USER_INPUT"
     } else {
         "INTERNAL"
@@ -744,6 +797,21 @@ fn with_code(e: &mut async_graphql::ServerError) -> String {
         .get_or_insert_with(Default::default)
         .set("code", code);
     code.to_owned()
+}
+
+/// Whether `message` is async-graphql's own refusal of an argument or a
+/// variable (a date that does not exist, an Int out of range, a variable
+/// missing or of the wrong type): the request's fault, reported at the
+/// field it was for, so with a path. Our resolvers' errors carry codes.
+fn is_input_error(message: &str) -> bool {
+    [
+        "Failed to parse \"",
+        "Expected input type \"",
+        "Variable ",
+        "Invalid value for argument",
+    ]
+    .iter()
+    .any(|prefix| message.starts_with(prefix))
 }
 
 /// The language of names and texts an `Accept-Language` header prefers

@@ -7,6 +7,7 @@ pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod nesting;
 pub mod push;
 pub mod schema;
 

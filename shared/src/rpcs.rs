@@ -11,6 +11,9 @@ use crate::rpc::Rpc;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Most travelers on one booking (and in one quote).
+pub const MAX_TRAVELERS: usize = 50;
+
 // ---------------------------------------------------------------- inventory
 
 /// Regions under a parent (or the top level), optionally poverty counties only.

@@ -513,6 +513,7 @@ impl Identity {
         role: Role,
         region_scope: Option<RegionCode>,
         agency: Option<AgencyId>,
+        by: AccountId,
     ) -> Result<Account, AppError> {
         let email = normalise_email(email)?;
         let (region_scope, agency) = match role {
@@ -537,6 +538,12 @@ impl Identity {
         let (account, _) = storage::account_by_email(&self.db, &email)
             .await?
             .ok_or_else(|| AppError::not_found(format!("no account {email}")))?;
+        // A platform admin giving up the role could leave nobody to grant it.
+        if account.id == by && role != Role::PlatformAdmin {
+            return Err(AppError::conflict(
+                "a platform admin cannot change their own role; another platform admin can",
+            ));
+        }
         storage::set_role(&self.db, account.id, role, region_scope, agency).await?;
         info!(account = %account.id, role = role.as_str(), "role granted");
         Ok(Account {

@@ -49,7 +49,9 @@ pub fn build_schema(
         // GraphiQL's introspection query is 13 deep; leave it room.
         .limit_depth(16)
         // A page of 100 with a 40-field selection; lists count per item.
-        .limit_complexity(5_000);
+        .limit_complexity(5_000)
+        // Lists and input objects nested past this overflow the stack.
+        .extension(crate::nesting::NestingLimit);
     if let Some(bus) = bus {
         builder = builder.data(bus);
     }
@@ -403,6 +405,12 @@ impl Query {
         input: BookingQuoteInput,
     ) -> Result<types::BookingQuote> {
         let travelers = non_negative("travelers", input.travelers)?;
+        if travelers == 0 || travelers as usize > rpcs::MAX_TRAVELERS {
+            return Err(bad_input(format!(
+                "travelers: a booking has 1 to {} travelers",
+                rpcs::MAX_TRAVELERS
+            )));
+        }
         let item = hold_item(
             input.room_type_id.as_ref(),
             (input.check_in, input.check_out, input.rooms),
@@ -813,11 +821,11 @@ impl Mutation {
         region_code: Option<ID>,
         agency_id: Option<ID>,
     ) -> Result<Account> {
-        platform_admin(ctx)?;
+        let by = platform_admin(ctx)?.account_id;
         let scope = region_code.map(|c| region(&c)).transpose()?;
         let agency = agency_id.map(|a| parse("agency id", &a)).transpose()?;
         let account = identity(ctx)?
-            .grant_role(&email, role.into(), scope, agency)
+            .grant_role(&email, role.into(), scope, agency, by)
             .await
             .map_err(gql)?;
         Ok(Account(account))

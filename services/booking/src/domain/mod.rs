@@ -54,8 +54,7 @@ impl Status {
     }
 }
 
-/// Most travelers on one booking.
-pub const MAX_TRAVELERS: usize = 50;
+pub use shared::rpcs::MAX_TRAVELERS;
 /// Longest idempotency key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 

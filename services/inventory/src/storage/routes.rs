@@ -356,7 +356,7 @@ impl RouteFilter<'_> {
         AND COALESCE(d.price_fen, r.price_fen) <= $6
         AND (NOT $7 OR (r.certified_until IS NOT NULL AND r.certified_until >= $4))
         AND LOWER(r.title_zh || ' ' || r.title_en || ' ' || r.description_zh || ' '
-                  || r.description_en) LIKE $8";
+                  || r.description_en) LIKE $8 ESCAPE '\\'";
 
     fn values(&self) -> Vec<Value> {
         vec![
@@ -372,10 +372,17 @@ impl RouteFilter<'_> {
     }
 }
 
-/// LIKE wildcards in the traveler's words are dropped, not interpreted:
-/// searching `50%` finds `50`.
+/// LIKE wildcards in the traveler's words are matched as themselves, not
+/// interpreted: searching `%` finds titles with a `%`, not every route.
 fn escape_like(text: &str) -> String {
-    text.chars().filter(|c| *c != '%' && *c != '_').collect()
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 /// Routes with a matching departure, by earliest such departure then id;
