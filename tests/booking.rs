@@ -342,6 +342,24 @@ async fn bad_input_gets_a_clear_error_code(settings: Settings) {
         ),
         (stay(&rt, 31, vec![person.clone()]), "checkOut:"),
         (stay(&rt, 1, vec![]), "travelers:"),
+        (
+            {
+                let mut long = stay(&rt, 1, vec![person.clone()]);
+                long["input"]["notes"] = json!("草".repeat(1_001));
+                long
+            },
+            "notes:",
+        ),
+        (
+            stay(
+                &rt,
+                1,
+                vec![
+                    json!({ "name": "李\u{202E}四", "idType": "PASSPORT", "idNumber": "E12345678" }),
+                ],
+            ),
+            "traveler 1:",
+        ),
     ] {
         let refused = app.graphql(booking, vars).await;
         assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");

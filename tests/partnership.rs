@@ -517,6 +517,20 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
         not_money["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
         "{not_money}"
     );
+    // Signed in a century from now, by 10,000 signatories, for year −1.
+    let mut ahead = agreement("2027-12-31", "1.00");
+    ahead["i"]["signedOn"] = json!("2126-01-01");
+    let mut crowd = agreement("2027-12-31", "1.00");
+    crowd["i"]["signatories"] = json!(vec!["海淀区"; 10_000]);
+    let mut year = agreement("2027-12-31", "1.00");
+    year["i"]["targets"][0]["year"] = json!(-1);
+    for bad in [ahead, crowd, year] {
+        let refused = app.graphql_as(Some(&chifeng), record, bad).await;
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{refused}"
+        );
+    }
     let beijing = app.region_admin("xicheng@example.cn", "110102").await;
     let other = app
         .graphql_as(Some(&beijing), record, agreement("2027-12-31", "1.00"))

@@ -259,6 +259,20 @@ async fn declines_say_why_and_the_booking_can_be_paid_again(settings: Settings) 
         assert!(message.contains(why), "{token}: {message}");
         assert_eq!(app.status(&id).await, "AWAITING_PAYMENT");
     }
+    // A token no provider issues — 100 KB, or with control characters —
+    // is refused before it reaches the provider or the booking's history.
+    for token in [
+        "t".repeat(100_000),
+        "tok_\u{0}success".to_owned(),
+        " ".to_owned(),
+    ] {
+        let body = app.pay(&id, &token, "odd-token").await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+        assert!(
+            body.to_string().len() < 1_000,
+            "the token is not echoed back"
+        );
+    }
     let paid = app.pay(&id, "tok_success", "finally").await;
     assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
     app.wait_for_status(&id, "CONFIRMED").await;

@@ -352,6 +352,10 @@ async fn bad_route_input_and_late_bookings_get_clear_errors() {
             "BAD_USER_INPUT",
         ),
         (
+            json!({ "r": route, "d": "9999-12-31", "s": 5, "c": 0 }),
+            "BAD_USER_INPUT",
+        ),
+        (
             json!({ "r": route, "d": (tomorrow() + Duration::days(29)).to_string(), "s": 5, "c": 0 }),
             "CONFLICT",
         ),

@@ -19,5 +19,6 @@ pub mod rpcs;
 pub mod runtime;
 pub mod stay;
 pub mod telemetry;
+pub mod text;
 
 pub use error::{AppError, ErrorCode};

@@ -344,9 +344,12 @@ impl Identity {
         let email = normalise_email(&new.email)?;
         check_password(&new.password)?;
         let display_name = new.display_name.trim().to_owned();
-        if display_name.is_empty() || display_name.chars().count() > 100 {
+        if display_name.is_empty()
+            || display_name.chars().count() > 100
+            || shared::text::has_control(&display_name)
+        {
             return Err(AppError::bad_input(
-                "a display name has 1 to 100 characters",
+                "a display name has 1 to 100 characters, no control characters",
             ));
         }
         for region in [new.home_region, new.region_scope].into_iter().flatten() {
@@ -610,9 +613,9 @@ impl Identity {
         commission_bp: u32,
     ) -> Result<Agency, AppError> {
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
+        if name.is_empty() || name.chars().count() > 200 || shared::text::has_control(name) {
             return Err(AppError::bad_input(
-                "an agency name has 1 to 200 characters",
+                "an agency name has 1 to 200 characters, no control characters",
             ));
         }
         if reference_region(home_region).is_none() {
@@ -649,8 +652,10 @@ impl Identity {
         name: &str,
     ) -> Result<(String, String), AppError> {
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 {
-            return Err(AppError::bad_input("a client name has 1 to 100 characters"));
+        if name.is_empty() || name.chars().count() > 100 || shared::text::has_control(name) {
+            return Err(AppError::bad_input(
+                "a client name has 1 to 100 characters, no control characters",
+            ));
         }
         let Some(agency) = storage::agency(&self.db, agency).await? else {
             return Err(AppError::not_found(format!("no agency {agency}")));

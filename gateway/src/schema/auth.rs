@@ -45,9 +45,9 @@ pub fn identity<'a>(ctx: &Context<'a>) -> Result<&'a Identity> {
 /// clients choosing the same key never see each other's results.
 pub fn scoped_key(p: &Principal, key: &str) -> Result<String> {
     let key = key.trim();
-    if key.is_empty() || key.chars().count() > 200 {
+    if key.is_empty() || key.chars().count() > 200 || shared::text::has_control(key) {
         return Err(gql(AppError::bad_input(
-            "the idempotency key must be 1 to 200 characters",
+            "the idempotency key must be 1 to 200 characters, no control characters",
         )));
     }
     let scope = p

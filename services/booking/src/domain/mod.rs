@@ -55,6 +55,8 @@ impl Status {
 }
 
 pub use shared::rpcs::MAX_TRAVELERS;
+/// Longest note to the host on a booking.
+pub const MAX_NOTES: usize = 1_000;
 /// Longest idempotency key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -76,7 +78,10 @@ pub fn resident_id_is_valid(id: &str) -> bool {
 
 fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
     let n = i + 1;
-    if t.name.trim().is_empty() || t.name.chars().count() > 100 {
+    if t.name.trim().is_empty()
+        || t.name.chars().count() > 100
+        || shared::text::has_control(&t.name)
+    {
         return Err(AppError::bad_input(format!(
             "traveler {n}: a real name of 1 to 100 characters is required"
         )));
@@ -131,8 +136,20 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
     {
         return Err(AppError::bad_input("contact.phone: 5 to 20 digits"));
     }
-    if req.contact.name.trim().is_empty() {
-        return Err(AppError::bad_input("contact.name: must not be empty"));
+    let name = &req.contact.name;
+    if name.trim().is_empty() || name.chars().count() > 100 || shared::text::has_control(name) {
+        return Err(AppError::bad_input(
+            "contact.name: 1 to 100 characters, no control characters",
+        ));
+    }
+    if req
+        .notes
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTES || shared::text::has_control(n))
+    {
+        return Err(AppError::bad_input(format!(
+            "notes: at most {MAX_NOTES} characters, no control characters but line breaks"
+        )));
     }
     match &req.item {
         HoldItem::RoomNights {

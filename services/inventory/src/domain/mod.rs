@@ -5,7 +5,8 @@ use shared::AppError;
 
 pub use shared::stay::{MAX_NIGHTS, StayDates};
 
-/// Checks a text field: not blank when `required`, at most `max` characters;
+/// Checks a text field: not blank when `required`, at most `max` characters,
+/// no control characters;
 /// the message names the field.
 pub fn check_text(field: &str, text: &str, max: usize, required: bool) -> Result<(), AppError> {
     if required && text.trim().is_empty() {
@@ -14,6 +15,11 @@ pub fn check_text(field: &str, text: &str, max: usize, required: bool) -> Result
     if text.chars().count() > max {
         return Err(AppError::bad_input(format!(
             "{field} is longer than {max} characters"
+        )));
+    }
+    if shared::text::has_control(text) {
+        return Err(AppError::bad_input(format!(
+            "{field} holds control characters"
         )));
     }
     Ok(())

@@ -6,7 +6,7 @@ mod quote;
 mod routes_rpc;
 
 use crate::SERVICE;
-use crate::domain::{StayDates, calendar_range};
+use crate::domain::{self, StayDates, calendar_range};
 use crate::storage::{self, Held, routes};
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, TransactionTrait};
@@ -476,13 +476,9 @@ impl Inventory {
     /// Creates a host, its homestay and a room type.
     pub async fn create_homestay(&self, req: CreateHomestay) -> Result<HomestayCreated, AppError> {
         let name = req.name.trim();
-        if name.is_empty() || name.chars().count() > 100 {
-            return Err(AppError::bad_input("name: 1 to 100 characters"));
-        }
+        domain::check_text("name", name, 100, true)?;
         let name_en = req.name_en.trim();
-        if name_en.chars().count() > 100 {
-            return Err(AppError::bad_input("nameEn: at most 100 characters"));
-        }
+        domain::check_text("nameEn", name_en, 100, false)?;
         let room = check_room_type(&req.room_type)?;
         req.details.check()?;
         let policy = policy(req.cancellation_policy)?;
@@ -664,14 +660,8 @@ impl CheckedRoomType<'_> {
 
 fn check_room_type(r: &NewRoomType) -> Result<CheckedRoomType<'_>, AppError> {
     let name = r.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(AppError::bad_input("roomType.name: 1 to 100 characters"));
-    }
-    if r.name_en.trim().chars().count() > 100 {
-        return Err(AppError::bad_input(
-            "roomType.nameEn: at most 100 characters",
-        ));
-    }
+    crate::domain::check_text("roomType.name", name, 100, true)?;
+    crate::domain::check_text("roomType.nameEn", r.name_en.trim(), 100, false)?;
     if r.beds == 0 || r.max_guests == 0 || r.beds > 20 || r.max_guests > 20 {
         return Err(AppError::bad_input(
             "roomType: 1 to 20 beds and 1 to 20 guests per room",

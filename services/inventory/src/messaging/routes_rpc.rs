@@ -22,6 +22,8 @@ const MAX_TITLE: usize = 200;
 const MAX_DESCRIPTION: usize = 10_000;
 /// Most seats on one departure.
 const MAX_SEATS: u32 = 1_000;
+/// How far ahead a departure may be put on sale (two years).
+const MAX_DAYS_AHEAD: i64 = 730;
 /// Widest window of departure days read or searched at once.
 const MAX_WINDOW_DAYS: i64 = 366;
 
@@ -122,6 +124,11 @@ impl Inventory {
         if req.starts_on <= today {
             return Err(AppError::bad_input(format!(
                 "startsOn: a departure must leave after today ({today})"
+            )));
+        }
+        if req.starts_on > today + Duration::days(MAX_DAYS_AHEAD) {
+            return Err(AppError::bad_input(format!(
+                "startsOn: a departure is put on sale at most {MAX_DAYS_AHEAD} days ahead"
             )));
         }
         let txn = self.db.begin().await?;

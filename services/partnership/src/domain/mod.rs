@@ -145,7 +145,45 @@ pub fn progress(actual: i64, target: i64, year: i32, on: NaiveDate) -> TargetPro
 }
 
 /// Checks yearly targets: none negative, one per year.
+/// The years partnerships are recorded and reported for.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1990..=2100;
+
+/// Checks an agreement's signatories (at most 20 names of 1 to 100
+/// characters) and that it was signed by `today` (China time) within
+/// [`YEARS`].
+pub fn validate_signing(
+    signatories: &[String],
+    signed_on: chrono::NaiveDate,
+    today: chrono::NaiveDate,
+) -> Result<(), AppError> {
+    use chrono::Datelike;
+    if signatories.len() > 20
+        || signatories
+            .iter()
+            .any(|s| s.trim().is_empty() || s.chars().count() > 100)
+    {
+        return Err(AppError::bad_input(
+            "signatories: at most 20 names of 1 to 100 characters",
+        ));
+    }
+    if signed_on > today || !YEARS.contains(&signed_on.year()) {
+        return Err(AppError::bad_input(format!(
+            "signedOn {signed_on}: an agreement is recorded once signed, on a day from {} to today",
+            YEARS.start()
+        )));
+    }
+    Ok(())
+}
+
 pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
+    if let Some(t) = targets.iter().find(|t| !YEARS.contains(&t.year)) {
+        return Err(AppError::bad_input(format!(
+            "a target's year {} is not between {} and {}",
+            t.year,
+            YEARS.start(),
+            YEARS.end()
+        )));
+    }
     let mut years: Vec<i32> = targets.iter().map(|t| t.year).collect();
     years.sort_unstable();
     if years.windows(2).any(|w| w[0] == w[1]) {

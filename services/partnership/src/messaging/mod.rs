@@ -268,6 +268,8 @@ impl Partnerships {
             ));
         }
         domain::validate_targets(&req.targets)?;
+        let today = shared::policy::china_today(chrono::Utc::now());
+        domain::validate_signing(&req.signatories, req.signed_on, today)?;
         let view = AgreementView {
             id: AgreementId::new(),
             partnership_id: req.partnership_id,
@@ -483,12 +485,16 @@ fn level_rank(region: RegionCode) -> u8 {
 }
 
 fn check_year(year: i32) -> Result<(), AppError> {
-    if (1990..=2100).contains(&year) {
+    if domain::YEARS.contains(&year) {
         Ok(())
     } else {
         Err(AppError::new(
             ErrorCode::BadUserInput,
-            format!("{year} is not a year between 1990 and 2100"),
+            format!(
+                "{year} is not a year between {} and {}",
+                domain::YEARS.start(),
+                domain::YEARS.end()
+            ),
         ))
     }
 }

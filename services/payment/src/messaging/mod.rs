@@ -118,6 +118,14 @@ impl Payments {
                 "the idempotency key must be 1 to 255 characters",
             ));
         }
+        // A provider's token is short; a long one would be copied into the
+        // booking's history and the error with every failed attempt.
+        let token = req.payment_token.trim();
+        if token.is_empty() || token.len() > 200 || token.chars().any(char::is_control) {
+            return Err(AppError::bad_input(
+                "paymentToken: 1 to 200 characters, no control characters",
+            ));
+        }
         let booking = &req.booking;
         if !req.viewer.owns(booking.booker.as_ref()) {
             return Err(AppError::new(
