@@ -132,6 +132,18 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
         json!({ "reference": "BATCH-2026-11", "total": { "amount": "547.20" } }),
         "{rest}"
     );
+    // A cursor no run has is refused, as on every other list.
+    let unknown = app
+        .graphql_as(
+            Some(&admin),
+            "{ payoutRuns(first: 2, after: \"zz\") { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        unknown["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{unknown}"
+    );
     let refused = app
         .graphql("{ payoutRuns { edges { cursor } } }", json!({}))
         .await;

@@ -616,8 +616,11 @@ fn hold_item(
                 seats: travelers,
             })
         }
-        _ => Err(bad_input(
+        (Some(_), Some(_)) => Err(bad_input(
             "book either a room type (roomTypeId) or a departure (departureId), not both",
+        )),
+        (None, None) => Err(bad_input(
+            "name what to book: a room type (roomTypeId) or a departure (departureId)",
         )),
     }
 }

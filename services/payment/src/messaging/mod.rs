@@ -481,6 +481,13 @@ impl Payments {
         if !(1..=100).contains(&req.first) {
             return Err(AppError::bad_input("first: 1 to 100 runs at a time"));
         }
+        if let Some(after) = req.after.as_deref()
+            && !storage::payout_run_exists(&self.db, after).await?
+        {
+            return Err(AppError::bad_input(
+                "after: not a cursor of this list (pass a payout run's cursor)",
+            ));
+        }
         let (runs, has_next_page) =
             storage::payout_runs(&self.db, req.first, req.after.as_deref()).await?;
         Ok(PayoutRunPage {

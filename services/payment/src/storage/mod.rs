@@ -1095,6 +1095,22 @@ pub async fn payment<C: ConnectionTrait>(
 
 /// A page of payout runs, newest first, with their payouts; `after` is the
 /// reference of the last run seen.
+/// Whether a payout run `reference` exists (a page cursor names one).
+pub async fn payout_run_exists<C: ConnectionTrait>(
+    conn: &C,
+    reference: &str,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT reference FROM payout_runs WHERE reference = $1",
+            vec![reference.into()],
+        ))
+        .await?;
+    Ok(row.is_some())
+}
+
 pub async fn payout_runs<C: ConnectionTrait>(
     conn: &C,
     first: u32,
