@@ -480,6 +480,21 @@ async fn an_argument_or_variable_that_does_not_parse_is_the_callers_fault() {
             "{query}: {body}"
         );
     }
+    // A message quoting a 100 KB input stays short.
+    let body = app
+        .graphql_as(
+            None,
+            "query($r: ID!) { regions(parentCode: $r) { code } }",
+            json!({ "r": "1".repeat(100_000) }),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "BAD_USER_INPUT",
+        "{}",
+        &body.to_string()[..200]
+    );
+    assert!(body.to_string().len() < 2_000, "{}", body.to_string().len());
     let typed = "query($d: Date!) { searchHomestays(regionCode: \"150400\", checkIn: $d, \
                  checkOut: \"2027-03-02\", guests: 1) { edges { cursor } } }";
     for variables in [json!({ "d": 123 }), json!({})] {

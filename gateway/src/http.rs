@@ -623,6 +623,7 @@ async fn graphql(
         return answered(body, wants);
     }
     for e in &mut response.errors {
+        shorten(&mut e.message);
         let code = with_code(e);
         crate::metrics::graphql_error(&code);
     }
@@ -799,6 +800,19 @@ fn with_code(e: &mut async_graphql::ServerError) -> String {
     code.to_owned()
 }
 
+/// Longest error message sent, in characters: a message that quotes the
+/// input (an email, a cursor, a token) stays readable when the input was
+/// 100 KB.
+const MAX_MESSAGE: usize = 500;
+
+/// Cuts `message` to [`MAX_MESSAGE`] characters, marking the cut.
+fn shorten(message: &mut String) {
+    if let Some((at, _)) = message.char_indices().nth(MAX_MESSAGE) {
+        message.truncate(at);
+        message.push_str("… (cut)");
+    }
+}
+
 /// Whether `message` is async-graphql's own refusal of an argument or a
 /// variable (a date that does not exist, an Int out of range, a variable
 /// missing or of the wrong type): the request's fault, reported at the
@@ -877,6 +891,20 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let mut short = "regionCode `150400` is fine".to_owned();
+        shorten(&mut short);
+        assert_eq!(short, "regionCode `150400` is fine");
+        let mut long = format!("regionCode `{}` is not a code", "草".repeat(100_000));
+        shorten(&mut long);
+        assert_eq!(
+            long.chars().count(),
+            MAX_MESSAGE + "… (cut)".chars().count()
+        );
+        assert!(long.ends_with("草… (cut)"));
+    }
 
     #[test]
     fn accept_language_picks_the_best_language_we_have() {
