@@ -258,6 +258,16 @@ async fn a_persisted_query_is_sent_once_and_then_named_by_its_hash() {
         "{unknown}"
     );
     assert_eq!(unknown["errors"][0]["message"], "PersistedQueryNotFound");
+    // Not a SHA-256 at all: the client's mistake, not a miss.
+    for bad in ["abc".to_owned(), "f".repeat(100_000)] {
+        let refused = send(json!({ "extensions": {
+            "persistedQuery": { "version": 1, "sha256Hash": bad } } }))
+        .await;
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{refused}"
+        );
+    }
     // With the query: answered and kept.
     let first = send(json!({ "query": query, "extensions": persisted })).await;
     assert!(first["data"]["regions"].is_array(), "{first}");

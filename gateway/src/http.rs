@@ -737,6 +737,12 @@ async fn persisted_query(
             ));
         }
     };
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(refused(
+            "BAD_USER_INPUT",
+            "persistedQuery.sha256Hash must be 64 hexadecimal digits",
+        ));
+    }
     if request.query.is_empty() {
         return match cache.persisted(&hash).await {
             Some(query) => {

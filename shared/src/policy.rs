@@ -30,6 +30,10 @@ pub struct PolicyTier {
     pub refund_percent: u8,
 }
 
+/// The most days before the start a tier may name (nothing is on sale
+/// further ahead).
+pub const MAX_DAYS_BEFORE: u32 = 730;
+
 /// Tiers by days before the start; the first whose `days_before` is reached
 /// applies, and none reached means no refund.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +75,12 @@ impl CancellationPolicy {
         }
         tiers.sort_by_key(|t| std::cmp::Reverse(t.days_before));
         for t in &tiers {
+            if t.days_before > MAX_DAYS_BEFORE {
+                return Err(BadPolicy(format!(
+                    "a tier of {} days before is more than {MAX_DAYS_BEFORE} (two years)",
+                    t.days_before
+                )));
+            }
             if t.refund_percent > 100 {
                 return Err(BadPolicy(format!(
                     "a refund of {}% is more than the price",
@@ -134,6 +144,8 @@ mod tests {
         assert!(CancellationPolicy::new(vec![tier(1, 100), tier(7, 50)]).is_err());
         assert!(CancellationPolicy::new(vec![tier(1, 101)]).is_err());
         assert!(CancellationPolicy::new(vec![tier(3, 10), tier(3, 20)]).is_err());
+        assert!(CancellationPolicy::new(vec![tier(u32::MAX, 100)]).is_err());
+        assert!(CancellationPolicy::new(vec![tier(MAX_DAYS_BEFORE, 100)]).is_ok());
         let ok = CancellationPolicy::new(vec![tier(1, 20), tier(14, 100)]).expect("valid");
         assert_eq!(ok.tiers[0].days_before, 14);
     }
