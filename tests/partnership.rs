@@ -524,7 +524,10 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
     crowd["i"]["signatories"] = json!(vec!["海淀区"; 10_000]);
     let mut year = agreement("2027-12-31", "1.00");
     year["i"]["targets"][0]["year"] = json!(-1);
-    for bad in [ahead, crowd, year] {
+    let mut hidden = agreement("2027-12-31", "1.00");
+    hidden["i"]["title"] = json!("协议\u{0}");
+    hidden["i"]["signatories"] = json!(["海淀区\u{202E}"]);
+    for bad in [ahead, crowd, year, hidden] {
         let refused = app.graphql_as(Some(&chifeng), record, bad).await;
         assert_eq!(
             refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",

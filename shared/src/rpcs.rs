@@ -109,16 +109,19 @@ impl HomestayDetails {
     /// the field.
     pub fn check(&self) -> Result<(), crate::AppError> {
         let bad = crate::AppError::bad_input;
-        if self.address.chars().count() > 200 {
-            return Err(bad("address: at most 200 characters"));
+        if self.address.chars().count() > 200 || crate::text::has_control(&self.address) {
+            return Err(bad(
+                "address: at most 200 characters, no control characters",
+            ));
         }
         if self.amenities.len() > 30
-            || self
-                .amenities
-                .iter()
-                .any(|a| a.trim().is_empty() || a.chars().count() > 50)
+            || self.amenities.iter().any(|a| {
+                a.trim().is_empty() || a.chars().count() > 50 || crate::text::has_control(a)
+            })
         {
-            return Err(bad("amenities: at most 30, each 1 to 50 characters"));
+            return Err(bad(
+                "amenities: at most 30, each 1 to 50 characters, no control characters",
+            ));
         }
         if self.photos.len() > 20 {
             return Err(bad("photos: at most 20"));

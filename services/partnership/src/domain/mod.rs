@@ -160,7 +160,7 @@ pub fn validate_signing(
     if signatories.len() > 20
         || signatories
             .iter()
-            .any(|s| s.trim().is_empty() || s.chars().count() > 100)
+            .any(|s| s.trim().is_empty() || s.chars().count() > 100 || shared::text::has_control(s))
     {
         return Err(AppError::bad_input(
             "signatories: at most 20 names of 1 to 100 characters",

@@ -170,8 +170,13 @@ impl Partnerships {
             .notes
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty());
-        if notes.as_ref().is_some_and(|n| n.chars().count() > 2_000) {
-            return Err(AppError::bad_input("notes are at most 2,000 characters"));
+        if notes
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > 2_000 || shared::text::has_control(n))
+        {
+            return Err(AppError::bad_input(
+                "notes are at most 2,000 characters, no control characters but line breaks",
+            ));
         }
         let view = PartnershipView {
             id: PartnershipId::new(),
@@ -221,9 +226,11 @@ impl Partnerships {
         if notes
             .as_ref()
             .and_then(|n| n.as_ref())
-            .is_some_and(|n| n.chars().count() > 2_000)
+            .is_some_and(|n| n.chars().count() > 2_000 || shared::text::has_control(n))
         {
-            return Err(AppError::bad_input("notes are at most 2,000 characters"));
+            return Err(AppError::bad_input(
+                "notes are at most 2,000 characters, no control characters but line breaks",
+            ));
         }
         let txn = self.db.begin().await?;
         let Some(pair) = storage::partnership_by_id(&txn, req.partnership_id).await? else {
@@ -257,9 +264,9 @@ impl Partnerships {
     /// Adds an agreement with yearly targets.
     pub async fn create_agreement(&self, req: CreateAgreement) -> Result<AgreementView, AppError> {
         let title = req.title.trim();
-        if title.is_empty() || title.chars().count() > 200 {
+        if title.is_empty() || title.chars().count() > 200 || shared::text::has_control(title) {
             return Err(AppError::bad_input(
-                "a title of 1 to 200 characters is required",
+                "a title of 1 to 200 characters, no control characters, is required",
             ));
         }
         if req.ends_on < req.starts_on {

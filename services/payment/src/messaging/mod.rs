@@ -426,9 +426,12 @@ impl Payments {
     pub async fn run_payouts(&self, req: RunPayouts) -> Result<PayoutRun, AppError> {
         platform_admin(&req.by)?;
         let reference = req.reference.trim().to_owned();
-        if reference.is_empty() || reference.chars().count() > 100 {
+        if reference.is_empty()
+            || reference.chars().count() > 100
+            || shared::text::has_control(&reference)
+        {
             return Err(AppError::bad_input(
-                "a payout reference has 1 to 100 characters",
+                "a payout reference has 1 to 100 characters, no control characters",
             ));
         }
         let up_to = req.up_to.unwrap_or_else(chrono::Utc::now);
