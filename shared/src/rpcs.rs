@@ -109,19 +109,12 @@ impl HomestayDetails {
     /// the field.
     pub fn check(&self) -> Result<(), crate::AppError> {
         let bad = crate::AppError::bad_input;
-        if self.address.chars().count() > 200 || crate::text::has_control(&self.address) {
-            return Err(bad(
-                "address: at most 200 characters, no control characters",
-            ));
+        crate::text::check("address", &self.address, 200, false)?;
+        if self.amenities.len() > 30 {
+            return Err(bad("amenities: at most 30"));
         }
-        if self.amenities.len() > 30
-            || self.amenities.iter().any(|a| {
-                a.trim().is_empty() || a.chars().count() > 50 || crate::text::has_control(a)
-            })
-        {
-            return Err(bad(
-                "amenities: at most 30, each 1 to 50 characters, no control characters",
-            ));
+        for amenity in &self.amenities {
+            crate::text::check("amenities", amenity, 50, true)?;
         }
         if self.photos.len() > 20 {
             return Err(bad("photos: at most 20"));

@@ -1,5 +1,27 @@
 //! Checks shared by every free-text field people type.
 
+use crate::AppError;
+
+/// Checks a text field people type: not blank when `required`, at most
+/// `max` characters, no [control characters](has_control). The message
+/// starts with the field's name.
+pub fn check(field: &str, text: &str, max: usize, required: bool) -> Result<(), AppError> {
+    if required && text.trim().is_empty() {
+        return Err(AppError::bad_input(format!("{field}: must not be empty")));
+    }
+    if text.chars().count() > max {
+        return Err(AppError::bad_input(format!(
+            "{field}: at most {max} characters"
+        )));
+    }
+    if has_control(text) {
+        return Err(AppError::bad_input(format!(
+            "{field}: no control characters (line breaks and tabs are fine)"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `text` holds characters no one types into a name, a note or a
 /// key: control characters other than line breaks and tabs (NUL, BEL,
 /// escape sequences) and the bidirectional overrides that make a text
@@ -13,7 +35,7 @@ pub fn has_control(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::has_control;
+    use super::{check, has_control};
 
     #[test]
     fn line_breaks_pass_and_invisible_controls_do_not() {
@@ -26,6 +48,24 @@ mod tests {
             "\u{2066}x",
         ] {
             assert!(has_control(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_checked_field_is_named_in_its_refusal() {
+        assert!(check("notes", "", 10, false).is_ok());
+        assert!(check("notes", "草原\n", 3, true).is_ok());
+        for (text, max, required) in [
+            (" ", 10, true),
+            ("草原人家", 3, false),
+            ("a\u{0}", 10, false),
+        ] {
+            let refused = check("notes", text, max, required).expect_err(text);
+            assert!(
+                refused.message.starts_with("notes: "),
+                "{}",
+                refused.message
+            );
         }
     }
 }

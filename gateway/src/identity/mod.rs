@@ -344,14 +344,7 @@ impl Identity {
         let email = normalise_email(&new.email)?;
         check_password(&new.password)?;
         let display_name = new.display_name.trim().to_owned();
-        if display_name.is_empty()
-            || display_name.chars().count() > 100
-            || shared::text::has_control(&display_name)
-        {
-            return Err(AppError::bad_input(
-                "a display name has 1 to 100 characters, no control characters",
-            ));
-        }
+        shared::text::check("displayName", &display_name, 100, true)?;
         for region in [new.home_region, new.region_scope].into_iter().flatten() {
             if reference_region(region).is_none() {
                 return Err(AppError::bad_input(format!("unknown region {region}")));
@@ -613,11 +606,7 @@ impl Identity {
         commission_bp: u32,
     ) -> Result<Agency, AppError> {
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 || shared::text::has_control(name) {
-            return Err(AppError::bad_input(
-                "an agency name has 1 to 200 characters, no control characters",
-            ));
-        }
+        shared::text::check("name", name, 200, true)?;
         if reference_region(home_region).is_none() {
             return Err(AppError::bad_input(format!("unknown region {home_region}")));
         }
@@ -652,11 +641,7 @@ impl Identity {
         name: &str,
     ) -> Result<(String, String), AppError> {
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 || shared::text::has_control(name) {
-            return Err(AppError::bad_input(
-                "a client name has 1 to 100 characters, no control characters",
-            ));
-        }
+        shared::text::check("name", name, 100, true)?;
         let Some(agency) = storage::agency(&self.db, agency).await? else {
             return Err(AppError::not_found(format!("no agency {agency}")));
         };

@@ -45,11 +45,7 @@ pub fn identity<'a>(ctx: &Context<'a>) -> Result<&'a Identity> {
 /// clients choosing the same key never see each other's results.
 pub fn scoped_key(p: &Principal, key: &str) -> Result<String> {
     let key = key.trim();
-    if key.is_empty() || key.chars().count() > 200 || shared::text::has_control(key) {
-        return Err(gql(AppError::bad_input(
-            "the idempotency key must be 1 to 200 characters, no control characters",
-        )));
-    }
+    shared::text::check("idempotencyKey", key, 200, true).map_err(gql)?;
     let scope = p
         .agency_id
         .map_or_else(|| p.account_id.to_string(), |a| format!("agency:{a}"));

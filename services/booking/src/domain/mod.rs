@@ -78,14 +78,7 @@ pub fn resident_id_is_valid(id: &str) -> bool {
 
 fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
     let n = i + 1;
-    if t.name.trim().is_empty()
-        || t.name.chars().count() > 100
-        || shared::text::has_control(&t.name)
-    {
-        return Err(AppError::bad_input(format!(
-            "traveler {n}: a real name of 1 to 100 characters is required"
-        )));
-    }
+    shared::text::check(&format!("traveler {n}: name"), &t.name, 100, true)?;
     match t.id_type {
         IdType::ResidentId if !resident_id_is_valid(t.id_number.trim()) => {
             Err(AppError::bad_input(format!(
@@ -136,20 +129,9 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
     {
         return Err(AppError::bad_input("contact.phone: 5 to 20 digits"));
     }
-    let name = &req.contact.name;
-    if name.trim().is_empty() || name.chars().count() > 100 || shared::text::has_control(name) {
-        return Err(AppError::bad_input(
-            "contact.name: 1 to 100 characters, no control characters",
-        ));
-    }
-    if req
-        .notes
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > MAX_NOTES || shared::text::has_control(n))
-    {
-        return Err(AppError::bad_input(format!(
-            "notes: at most {MAX_NOTES} characters, no control characters but line breaks"
-        )));
+    shared::text::check("contact.name", &req.contact.name, 100, true)?;
+    if let Some(notes) = &req.notes {
+        shared::text::check("notes", notes, MAX_NOTES, false)?;
     }
     match &req.item {
         HoldItem::RoomNights {

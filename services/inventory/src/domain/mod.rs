@@ -4,26 +4,7 @@ use chrono::NaiveDate;
 use shared::AppError;
 
 pub use shared::stay::{MAX_NIGHTS, StayDates};
-
-/// Checks a text field: not blank when `required`, at most `max` characters,
-/// no control characters;
-/// the message names the field.
-pub fn check_text(field: &str, text: &str, max: usize, required: bool) -> Result<(), AppError> {
-    if required && text.trim().is_empty() {
-        return Err(AppError::bad_input(format!("{field} must not be empty")));
-    }
-    if text.chars().count() > max {
-        return Err(AppError::bad_input(format!(
-            "{field} is longer than {max} characters"
-        )));
-    }
-    if shared::text::has_control(text) {
-        return Err(AppError::bad_input(format!(
-            "{field} holds control characters"
-        )));
-    }
-    Ok(())
-}
+pub use shared::text::check as check_text;
 
 /// Validates a calendar range `[from, to)`: at most a year at once.
 pub fn calendar_range(from: NaiveDate, to: NaiveDate) -> Result<i64, AppError> {

@@ -599,11 +599,10 @@ pub(crate) async fn host_of<'a, C: sea_orm::ConnectionTrait>(
         }
         None => {
             let name = name.trim();
-            if name.is_empty() || name.chars().count() > 200 {
-                return Err(AppError::bad_input(
-                    "hostName: 1 to 200 characters (or give hostId)",
-                ));
+            if name.is_empty() {
+                return Err(AppError::bad_input("hostName or hostId is required"));
             }
+            shared::text::check("hostName", name, 200, true)?;
             Ok((HostId::new(), Some(name)))
         }
     }

@@ -144,7 +144,6 @@ pub fn progress(actual: i64, target: i64, year: i32, on: NaiveDate) -> TargetPro
     }
 }
 
-/// Checks yearly targets: none negative, one per year.
 /// The years partnerships are recorded and reported for.
 pub const YEARS: std::ops::RangeInclusive<i32> = 1990..=2100;
 
@@ -157,14 +156,11 @@ pub fn validate_signing(
     today: chrono::NaiveDate,
 ) -> Result<(), AppError> {
     use chrono::Datelike;
-    if signatories.len() > 20
-        || signatories
-            .iter()
-            .any(|s| s.trim().is_empty() || s.chars().count() > 100 || shared::text::has_control(s))
-    {
-        return Err(AppError::bad_input(
-            "signatories: at most 20 names of 1 to 100 characters",
-        ));
+    if signatories.len() > 20 {
+        return Err(AppError::bad_input("signatories: at most 20 names"));
+    }
+    for name in signatories {
+        shared::text::check("signatories", name, 100, true)?;
     }
     if signed_on > today || !YEARS.contains(&signed_on.year()) {
         return Err(AppError::bad_input(format!(
@@ -175,6 +171,7 @@ pub fn validate_signing(
     Ok(())
 }
 
+/// Checks yearly targets: within [`YEARS`], none negative, one per year.
 pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
     if let Some(t) = targets.iter().find(|t| !YEARS.contains(&t.year)) {
         return Err(AppError::bad_input(format!(
@@ -191,11 +188,7 @@ pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
     }
     for t in targets {
         for c in &t.custom {
-            if c.name.trim().is_empty() || c.name.chars().count() > 100 {
-                return Err(AppError::bad_input(
-                    "a custom indicator needs a name of 1 to 100 characters",
-                ));
-            }
+            shared::text::check("custom indicator name", &c.name, 100, true)?;
         }
         let negative = t.tourists.is_some_and(|n| n < 0)
             || t.spend.is_some_and(|f| f < Fen::ZERO)

@@ -21,6 +21,9 @@ use shared::rpcs::{
 use shared::{AppError, ErrorCode};
 use tracing::info;
 
+/// Longest notes on a partnership.
+const MAX_NOTES: usize = 2_000;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Partnerships {
@@ -170,13 +173,8 @@ impl Partnerships {
             .notes
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty());
-        if notes
-            .as_ref()
-            .is_some_and(|n| n.chars().count() > 2_000 || shared::text::has_control(n))
-        {
-            return Err(AppError::bad_input(
-                "notes are at most 2,000 characters, no control characters but line breaks",
-            ));
+        if let Some(notes) = &notes {
+            shared::text::check("notes", notes, MAX_NOTES, false)?;
         }
         let view = PartnershipView {
             id: PartnershipId::new(),
@@ -223,14 +221,8 @@ impl Partnerships {
             let n = n.trim().to_owned();
             (!n.is_empty()).then_some(n)
         });
-        if notes
-            .as_ref()
-            .and_then(|n| n.as_ref())
-            .is_some_and(|n| n.chars().count() > 2_000 || shared::text::has_control(n))
-        {
-            return Err(AppError::bad_input(
-                "notes are at most 2,000 characters, no control characters but line breaks",
-            ));
+        if let Some(Some(notes)) = &notes {
+            shared::text::check("notes", notes, MAX_NOTES, false)?;
         }
         let txn = self.db.begin().await?;
         let Some(pair) = storage::partnership_by_id(&txn, req.partnership_id).await? else {
@@ -264,11 +256,7 @@ impl Partnerships {
     /// Adds an agreement with yearly targets.
     pub async fn create_agreement(&self, req: CreateAgreement) -> Result<AgreementView, AppError> {
         let title = req.title.trim();
-        if title.is_empty() || title.chars().count() > 200 || shared::text::has_control(title) {
-            return Err(AppError::bad_input(
-                "a title of 1 to 200 characters, no control characters, is required",
-            ));
-        }
+        shared::text::check("title", title, 200, true)?;
         if req.ends_on < req.starts_on {
             return Err(AppError::bad_input(
                 "an agreement cannot end before it starts",

@@ -120,12 +120,7 @@ impl Payments {
         }
         // A provider's token is short; a long one would be copied into the
         // booking's history and the error with every failed attempt.
-        let token = req.payment_token.trim();
-        if token.is_empty() || token.len() > 200 || token.chars().any(char::is_control) {
-            return Err(AppError::bad_input(
-                "paymentToken: 1 to 200 characters, no control characters",
-            ));
-        }
+        shared::text::check("paymentToken", req.payment_token.trim(), 200, true)?;
         let booking = &req.booking;
         if !req.viewer.owns(booking.booker.as_ref()) {
             return Err(AppError::new(
@@ -426,14 +421,7 @@ impl Payments {
     pub async fn run_payouts(&self, req: RunPayouts) -> Result<PayoutRun, AppError> {
         platform_admin(&req.by)?;
         let reference = req.reference.trim().to_owned();
-        if reference.is_empty()
-            || reference.chars().count() > 100
-            || shared::text::has_control(&reference)
-        {
-            return Err(AppError::bad_input(
-                "a payout reference has 1 to 100 characters, no control characters",
-            ));
-        }
+        shared::text::check("reference", &reference, 100, true)?;
         let up_to = req.up_to.unwrap_or_else(chrono::Utc::now);
         if up_to > chrono::Utc::now() {
             return Err(AppError::bad_input(
@@ -718,13 +706,9 @@ impl Payments {
             ));
         }
         let key = req.idempotency_key.trim();
-        if key.is_empty() || key.len() > 200 {
-            return Err(AppError::bad_input("idempotencyKey: 1 to 200 characters"));
-        }
+        shared::text::check("idempotencyKey", key, 200, true)?;
         let reason = req.reason.trim();
-        if reason.is_empty() || reason.chars().count() > 500 {
-            return Err(AppError::bad_input("reason: 1 to 500 characters"));
-        }
+        shared::text::check("reason", reason, 500, true)?;
         if req.amount <= Fen::ZERO {
             return Err(AppError::bad_input("amount: must be more than zero"));
         }

@@ -1093,8 +1093,6 @@ pub async fn payment<C: ConnectionTrait>(
     .transpose()
 }
 
-/// A page of payout runs, newest first, with their payouts; `after` is the
-/// reference of the last run seen.
 /// Whether a payout run `reference` exists (a page cursor names one).
 pub async fn payout_run_exists<C: ConnectionTrait>(
     conn: &C,
@@ -1111,6 +1109,8 @@ pub async fn payout_run_exists<C: ConnectionTrait>(
     Ok(row.is_some())
 }
 
+/// A page of payout runs, newest first, with their payouts; `after` is the
+/// reference of the last run seen.
 pub async fn payout_runs<C: ConnectionTrait>(
     conn: &C,
     first: u32,
