@@ -198,8 +198,12 @@ async fn only_admins_of_the_region_manage_its_listings() {
         "FORBIDDEN"
     );
     let admin = app.admin_token().await;
-    let by_platform = app.graphql_as(Some(&admin), calendar, vars).await;
+    let by_platform = app.graphql_as(Some(&admin), calendar, vars.clone()).await;
     assert_eq!(by_platform["data"]["setRoomCalendar"], 1, "{by_platform}");
+    // A price above a million yuan a night is refused: totals stay countable.
+    let priceless = calendar.replace("\"1.00\"", "\"1000000.01\"");
+    let refused = app.graphql_as(Some(&admin), &priceless, vars).await;
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
     let bad_policy = json!({ "i": { "hostName": "x", "regionCode": "150430", "name": "y", "roomType": { "name": "z", "beds": 1, "maxGuests": 1, "rooms": 1 },
                                     "cancellationPolicy": [{ "daysBefore": 1, "refundPercent": 100 }, { "daysBefore": 7, "refundPercent": 50 }] } });
     assert_eq!(

@@ -11,7 +11,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use shared::bus::{Bus, EventRouter};
 use shared::envelope::Envelope;
 use shared::events::{
-    BookingConfirmed, HoldCommitRefused, HoldItem, HoldReleased, HoldRequested, ListingSnapshot,
+    BookingConfirmed, HoldCommitRefused, HoldItem, HoldReleaseRequested, HoldReleased,
+    HoldRequested, ListingSnapshot,
 };
 use shared::ids::{BookingId, HostId, RoomTypeId};
 use shared::money::Fen;
@@ -227,6 +228,49 @@ async fn a_late_commit_of_an_expired_hold_takes_the_room_again_while_it_is_free(
         [0, 0],
         "both nights taken again"
     );
+}
+
+/// A booking confirmed after its hold expired and then cancelled at once:
+/// the cancellation's release reaches inventory before the confirmation
+/// (a redelivery, or competing consumers). The confirmation, coming last,
+/// must not take the nights again for a booking that is cancelled.
+#[tokio::test]
+async fn a_release_of_an_expired_hold_is_final_even_when_the_confirmation_comes_after_it() {
+    let (app, bus, mut told) = inventory_with_listener().await;
+    let db = app.service_db("inventory").await;
+    let room_type = common::homestay_on(bus.as_ref(), 1).await.room_type_id;
+    let held = request(room_type, 0, 1, Duration::seconds(1));
+    let booking = booking_of(&held);
+    publish(&bus, std::slice::from_ref(&held)).await;
+    assert!(matches!(next(&mut told).await, Told::Released(ev) if ev.expired));
+
+    let release = HoldReleaseRequested {
+        booking_id: booking,
+        reason: "cancelled".into(),
+    };
+    publish(&bus, &[Envelope::new("test", booking.0, &release)]).await;
+    assert!(matches!(next(&mut told).await, Told::Released(ev) if !ev.expired));
+    wait_for_hold(&db, booking, "RELEASED").await;
+
+    let late = confirmed(booking);
+    publish(&bus, std::slice::from_ref(&late)).await;
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while scalar(
+        &db,
+        "SELECT kind AS v FROM inbox WHERE event_id = $1",
+        late.id,
+    )
+    .await
+    .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the confirmation was never handled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(hold_state(&db, booking).await.as_deref(), Some("RELEASED"));
+    assert_eq!(free(&db, room_type, 1).await, [1], "the room stays free");
 }
 
 /// Twenty room types of one room each; on each, a three-night stay and a

@@ -161,3 +161,49 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
         .expect("a row");
     assert_eq!(row.try_get::<i64>("", "total").expect("total"), 0);
 }
+
+/// A run over a period that ended before a refund still counts the refund:
+/// the host is not paid earnings the traveler has since had back.
+#[tokio::test]
+async fn a_run_over_an_earlier_period_does_not_pay_what_was_refunded_since() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let between = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    app.cancel(&id, "c").await;
+    app.wait_for_booking(&id, "the full refund", |b| {
+        b["refunded"]["amount"] == "380.00"
+    })
+    .await;
+
+    let admin = app.admin_token().await;
+    // As the ledger stood then, the host was owed the capture's share...
+    let as_of = app
+        .graphql_as(
+            Some(&admin),
+            "query($t: DateTime!) { hostBalances(upTo: $t) { amount { amount } } }",
+            json!({ "t": between.to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(
+        amounts(&as_of["data"]["hostBalances"]),
+        ["364.80"],
+        "{as_of}"
+    );
+    // ...but a run over that period pays nothing: it was all given back.
+    let run = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($t: DateTime!) { runPayouts(reference: \"BATCH-OLD\", upTo: $t) { total { amount } } }",
+            json!({ "t": between.to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(
+        run["data"]["runPayouts"]["total"]["amount"], "0.00",
+        "{run}"
+    );
+}

@@ -102,6 +102,59 @@ async fn a_paid_booking_cancelled_four_days_ahead_gets_half_back(settings: Setti
     assert_eq!(app.fund_balance().await, "1.90");
 }
 
+/// An admin refunded part of a booking (a goodwill gesture); the traveler
+/// then cancels in the full-refund tier and gets what is left, not nothing.
+#[tokio::test]
+async fn cancelling_after_a_partial_refund_refunds_what_is_left() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let goodwill = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"100.00\",
+                reason: \"停电\", idempotencyKey: \"goodwill\") { status } }",
+            json!({ "b": id }),
+        )
+        .await;
+    assert_eq!(
+        goodwill["data"]["refundPayment"]["status"], "SUCCEEDED",
+        "{goodwill}"
+    );
+    app.wait_for_booking(&id, "the goodwill refund", |b| {
+        amount(&b["refunded"]) == "100.00"
+    })
+    .await;
+
+    let quote = app
+        .graphql(
+            "query($id: ID!) { cancellationQuote(bookingId: $id) { refund { amount } refundPercent } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let q = &quote["data"]["cancellationQuote"];
+    assert_eq!(
+        (amount(&q["refund"]), &q["refundPercent"]),
+        ("280.00", &json!(100)),
+        "{quote}"
+    );
+    let cancelled = app.cancel(&id, "c").await;
+    assert_eq!(
+        amount(&cancelled["data"]["cancelBooking"]["refundDue"]),
+        "280.00",
+        "{cancelled}"
+    );
+    app.wait_for_booking(&id, "the rest refunded", |b| {
+        amount(&b["refunded"]) == "380.00"
+    })
+    .await;
+    assert_eq!(app.fund_balance().await, "0.00");
+}
+
 #[tokio::test]
 async fn unpaid_and_unknown_bookings_quote_no_refund_or_are_not_found() {
     let app = spawn_app().await;
@@ -199,15 +252,21 @@ async fn concurrent_refund_requests_never_return_more_than_was_paid() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     };
-    // Three fit; seven were refused by the ledger before reaching the provider.
+    // Three fit whole, a fourth gets the 80 yuan left, and six were refused
+    // by the ledger before reaching the provider.
     assert_eq!(
         counts,
-        vec![("REFUSED".to_owned(), 7), ("SUCCEEDED".to_owned(), 3)]
+        vec![("REFUSED".to_owned(), 6), ("SUCCEEDED".to_owned(), 4)]
     );
     let done = app
-        .wait_for_booking(&id, "three refunds", |b| amount(&b["refunded"]) == "300.00")
+        .wait_for_booking(&id, "four refunds", |b| amount(&b["refunded"]) == "380.00")
         .await;
     assert_eq!(done["status"], "CONFIRMED");
-    // 1 % of the 80 yuan that stayed paid.
-    assert_eq!(app.fund_balance().await, "0.80");
+    // Nothing stayed paid, so nothing stays in the fund.
+    assert_eq!(app.fund_balance().await, "0.00");
+    let captured = payment::storage::captured_for_booking(&payment, booking_id)
+        .await
+        .expect("read")
+        .expect("captured");
+    assert_eq!(captured.refunded, captured.payment.amount, "never more");
 }

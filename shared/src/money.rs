@@ -13,6 +13,21 @@ use std::str::FromStr;
 /// The only currency Duikou sells in.
 pub const CURRENCY: &str = "CNY";
 
+/// The highest price of one night of a room or one seat of a departure, a
+/// million yuan: every total a booking can reach (rooms × nights, seats)
+/// stays far inside `i64`.
+pub const MAX_PRICE: Fen = Fen::yuan(1_000_000);
+
+/// Checks a price a listing asks: more than zero, at most [`MAX_PRICE`].
+pub fn check_price(price: Fen) -> Result<(), crate::AppError> {
+    if price <= Fen::ZERO || price > MAX_PRICE {
+        return Err(crate::AppError::bad_input(format!(
+            "price: more than zero and at most {MAX_PRICE}"
+        )));
+    }
+    Ok(())
+}
+
 /// An amount of money in fen (1/100 yuan). May be negative (ledger legs).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,

@@ -187,7 +187,13 @@ pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
             Some(Status::Pending | Status::AwaitingPayment | Status::Confirmed)
         ),
         paid,
-        refund: policy.refund(paid, days),
+        // The policy's share of the price, but never more than is left of
+        // it after the refunds already made (a goodwill refund by an admin,
+        // say): payment refuses a refund larger than what is left.
+        refund: policy
+            .refund(paid, days)
+            .min(paid - view.refunded)
+            .max(Fen::ZERO),
         refund_percent: if paid > Fen::ZERO {
             policy.refund_percent(days)
         } else {
@@ -271,6 +277,22 @@ mod tests {
         let q = quote(&unpaid, at);
         assert!(q.cancellable);
         assert_eq!((q.paid, q.refund), (Fen::ZERO, Fen::ZERO));
+    }
+
+    #[test]
+    fn a_quote_never_refunds_more_than_is_left_after_earlier_refunds() {
+        let check_in = Utc::now().date_naive() + chrono::Duration::days(30);
+        let view = BookingView {
+            refunded: Fen(10_000),
+            ..confirmed(check_in, 100_000)
+        };
+        let q = quote(&view, Utc::now());
+        assert_eq!((q.refund_percent, q.refund), (100, Fen(90_000)));
+        let all_back = BookingView {
+            refunded: Fen(100_000),
+            ..view
+        };
+        assert_eq!(quote(&all_back, Utc::now()).refund, Fen::ZERO);
     }
 
     #[test]

@@ -358,6 +358,12 @@ impl Inventory {
                 give_back(&txn, &hold).await?;
                 storage::set_hold_state(&txn, ev.booking_id, "RELEASED").await?;
             }
+            // The sweeper gave the capacity back already; RELEASED records
+            // booking's decision, so a `booking.confirmed` redelivered or
+            // overtaken after it does not take the nights again.
+            Some(hold) if hold.state == "EXPIRED" => {
+                storage::set_hold_state(&txn, ev.booking_id, "RELEASED").await?;
+            }
             Some(_) => {}
             // The release overtook the request: leave a tombstone so the
             // request, when it comes, holds nothing.
@@ -512,9 +518,7 @@ impl Inventory {
     /// Sets rooms and price over a range of nights.
     pub async fn set_room_calendar(&self, req: SetRoomCalendar) -> Result<u32, AppError> {
         calendar_range(req.from, req.to)?;
-        if req.price.get() <= 0 {
-            return Err(AppError::bad_input("price: must be more than zero"));
-        }
+        shared::money::check_price(req.price)?;
         if !(1..=30).contains(&req.min_stay) {
             return Err(AppError::bad_input("minStay: 1 to 30 nights"));
         }

@@ -64,9 +64,7 @@ impl Inventory {
                 true,
             )?;
         }
-        if req.price.get() <= 0 {
-            return Err(AppError::bad_input("price: must be more than zero"));
-        }
+        shared::money::check_price(req.price)?;
         let policy = super::policy(req.cancellation_policy)?;
         administers(&req.by, req.region_code)?;
         let txn = self.db.begin().await?;
@@ -114,8 +112,8 @@ impl Inventory {
                 "seats: 1 to {MAX_SEATS} on one departure"
             )));
         }
-        if req.price.is_some_and(|p| p.get() <= 0) {
-            return Err(AppError::bad_input("price: must be more than zero"));
+        if let Some(price) = req.price {
+            shared::money::check_price(price)?;
         }
         if req.cutoff_days > 365 {
             return Err(AppError::bad_input("cutoffDays: at most 365"));

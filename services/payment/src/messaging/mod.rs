@@ -578,7 +578,11 @@ impl Payments {
             return Ok(None);
         };
         let left = captured.payment.amount - captured.refunded;
-        let amount = ev.amount.unwrap_or(left);
+        // A cancellation's refund is quoted by booking from what it knew;
+        // a refund made since (an admin's, say) leaves less: what is left
+        // is refunded rather than nothing.
+        let asked = ev.amount.unwrap_or(left);
+        let amount = asked.min(left);
         let mut refund = storage::Refund {
             id: RefundId::new(),
             payment_id: captured.payment.id,
@@ -597,7 +601,7 @@ impl Payments {
         if !fits {
             // Recorded, so the request is answered once and can be audited;
             // the provider is never asked for money that is not there.
-            let why = format!("{amount} asked, {left} left to refund");
+            let why = format!("{asked} asked, {left} left to refund");
             warn!(booking = %ev.booking_id, %why, "refund refused");
             refund.amount = amount.max(Fen::ZERO);
             refund.split = captured.payment.split.reversal(Fen::ZERO, Fen::ZERO);

@@ -1276,9 +1276,9 @@ pub async fn fund_totals<C: ConnectionTrait>(
 }
 
 /// Balances of the host accounts (positive: owed): what bookings earned
-/// them before `up_to`, less every payout ever made — also those made after
-/// `up_to` (payout legs carry the nil booking id), so a run over an earlier
-/// period never pays the same earnings again.
+/// them before `up_to`, less every payout and every refund ever made — also
+/// those made after `up_to` — so a run over an earlier period never pays
+/// the same earnings again, nor earnings a traveler has since had back.
 pub async fn host_balances<C: ConnectionTrait>(
     conn: &C,
     up_to: chrono::DateTime<Utc>,
@@ -1305,7 +1305,7 @@ async fn balances<C: ConnectionTrait>(
     conn.query_all_raw(stmt(
         b,
         "SELECT account, MIN(region_code) AS region_code, CAST(SUM(amount_fen) AS BIGINT) AS owed FROM ledger_entries
-         WHERE account LIKE 'host:%' AND (created_at < $1 OR ($3 AND booking_id = $2))
+         WHERE account LIKE 'host:%' AND (created_at < $1 OR ($3 AND (booking_id = $2 OR amount_fen < 0)))
          GROUP BY account HAVING SUM(amount_fen) <> 0 ORDER BY account",
         vec![up_to.into(), uuid_value(b, uuid::Uuid::nil()), every_payout.into()],
     ))
