@@ -123,3 +123,12 @@ impl From<sea_orm::DbErr> for AppError {
         }
     }
 }
+
+/// The message a panic was raised with, if it was a string.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}

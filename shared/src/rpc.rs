@@ -88,7 +88,23 @@ impl RpcRouter {
         body: serde_json::Value,
     ) -> Result<serde_json::Value, AppError> {
         match self.routes.get(method) {
-            Some(route) => route(body).await,
+            // A panicking handler answers INTERNAL instead of leaving its
+            // caller to its deadline and its delivery unacked.
+            Some(route) => {
+                use futures::FutureExt;
+                std::panic::AssertUnwindSafe(route(body))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        tracing::error!(
+                            service = self.service,
+                            method,
+                            panic = crate::error::panic_message(panic.as_ref()),
+                            "an RPC handler panicked"
+                        );
+                        Err(AppError::internal("the service failed to answer"))
+                    })
+            }
             // Every service answers `ping`: readiness probes reach each one.
             None if method == PING => Ok(serde_json::Value::String("pong".into())),
             None => Err(AppError::new(

@@ -640,19 +640,41 @@ async fn dead_letter(inner: &Inner, dead_queue: &str, delivery: &Delivery, reaso
     }
 }
 
+/// Gives up on a delivery that can never be handled: dead-letters it, or,
+/// from an [ephemeral](EventRouter::ephemeral) queue, which has no
+/// dead-letter queue (its messages are copies for one process's pushes),
+/// drops it with a warning — handing it back would bring it again at once,
+/// for ever.
+async fn give_up(inner: &Inner, router: &EventRouter, delivery: &Delivery, reason: &str) {
+    if router.is_ephemeral() {
+        warn!(
+            reason,
+            queue = router.queue(),
+            "dropped a message no handler can take"
+        );
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        return;
+    }
+    dead_letter(
+        inner,
+        &inner.config.dead_queue(router.queue()),
+        delivery,
+        reason,
+    )
+    .await;
+}
+
 async fn handle_event(
     inner: &Inner,
     router: &EventRouter,
     delivery: Delivery,
     stop: &CancellationToken,
 ) {
-    let dead_queue = inner.config.dead_queue(router.queue());
-    let dead_queue = dead_queue.as_str();
     let env = match Envelope::from_bytes(&delivery.data) {
         Ok(env) => env,
         Err(e) => {
             let reason = format!("not an event envelope: {e}");
-            return dead_letter(inner, dead_queue, &delivery, &reason).await;
+            return give_up(inner, router, &delivery, &reason).await;
         }
     };
     let span =
@@ -680,7 +702,7 @@ async fn handle_event(
                     .await;
             }
             Err(HandlerError::Reject(reason)) => {
-                dead_letter(inner, dead_queue, &delivery, &reason).await;
+                give_up(inner, router, &delivery, &reason).await;
             }
         }
     }

@@ -101,9 +101,8 @@ pub enum HandlerError {
     #[error("retry: {0}")]
     Retry(String),
     /// The database cannot be reached (restarting, connections refused):
-    /// the bus retries in place with backoff for a while before handing
-    /// the message back, so an outage of seconds does not use up the
-    /// delivery limit and dead-letter healthy messages.
+    /// the bus retries in place with backoff until it can be, so an outage
+    /// never uses up the delivery limit and dead-letters healthy messages.
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// Can never succeed (malformed, unknown type): dead-letter now.
@@ -121,27 +120,32 @@ impl From<sea_orm::DbErr> for HandlerError {
     }
 }
 
-/// How long a handler whose database is unavailable is retried in place
-/// before its message is handed back to the broker.
-const PATIENCE: Duration = Duration::from_secs(30);
+/// How often a handler waiting out an unavailable database says so.
+const PATIENCE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the router's handler for `env`, retrying in place (backoff from
-/// 100 ms to 5 s, [`PATIENCE`] in all, or until `stop`) while the database
-/// is unavailable; what is still unavailable then counts as a retry.
+/// 100 ms to 5 s) for as long as the database is unavailable, until `stop`.
+/// An outage, however long, is not the message's fault: handing it back
+/// would count a delivery each time, and after the queue's delivery limit
+/// the broker would dead-letter a healthy event (a capture, a grant) that
+/// nothing reads again. Only `stop` hands it back (as a retry).
 pub(crate) async fn dispatch_patiently(
     router: &EventRouter,
     env: Envelope,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(), HandlerError> {
-    let started = std::time::Instant::now();
     let mut pause = Duration::from_millis(100);
+    let mut said: Option<std::time::Instant> = None;
     loop {
         match router.dispatch(env.clone()).await {
             Err(HandlerError::Unavailable(reason)) => {
-                if started.elapsed() >= PATIENCE || stop.is_cancelled() {
+                if stop.is_cancelled() {
                     return Err(HandlerError::Retry(reason));
                 }
-                tracing::warn!(%reason, "database unavailable; retrying the handler in place");
+                if said.is_none_or(|at| at.elapsed() >= PATIENCE_LOG_EVERY) {
+                    tracing::warn!(%reason, "database unavailable; retrying the handler in place");
+                    said = Some(std::time::Instant::now());
+                }
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
                     () = stop.cancelled() => return Err(HandlerError::Retry(reason)),
@@ -245,7 +249,21 @@ impl EventRouter {
     /// Runs the handler for the envelope's type; an unknown type is rejected.
     pub async fn dispatch(&self, env: Envelope) -> Result<(), HandlerError> {
         match self.routes.get(env.kind.as_str()) {
-            Some(route) => route(env).await,
+            // A panicking handler is a failed attempt, not a lost delivery:
+            // the message is handed back (and dead-lettered at the limit)
+            // instead of holding a prefetch slot unacked for ever.
+            Some(route) => {
+                use futures::FutureExt;
+                std::panic::AssertUnwindSafe(route(env))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        Err(HandlerError::Retry(format!(
+                            "the handler panicked: {}",
+                            crate::error::panic_message(panic.as_ref())
+                        )))
+                    })
+            }
             None if self.retired.contains(&env.kind.as_str()) => Ok(()),
             None => Err(HandlerError::Reject(format!(
                 "{} has no handler for event type `{}`",
@@ -347,4 +365,50 @@ pub(crate) fn rpc_timeout(service: &str, deadline: Duration) -> AppError {
 /// Backoff before a failed delivery is handed back: grows with the attempt.
 pub(crate) fn retry_delay(attempt: u32) -> Duration {
     Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EventRouter, HandlerError};
+    use crate::envelope::Envelope;
+    use crate::events::HoldReleased;
+    use crate::ids::BookingId;
+    use crate::rpc::RpcRouter;
+
+    #[tokio::test]
+    async fn a_panicking_event_handler_is_a_failed_attempt() {
+        let router = EventRouter::new("test").on::<HoldReleased, _, _>(|_, ev| async move {
+            assert!(ev.expired, "not what this handler expects");
+            Ok(())
+        });
+        let booking = BookingId::new();
+        let ev = HoldReleased {
+            booking_id: booking,
+            expired: false,
+        };
+        match router.dispatch(Envelope::new("test", booking.0, &ev)).await {
+            Err(HandlerError::Retry(why)) => assert!(why.contains("panicked"), "{why}"),
+            other => panic!("expected a retry, got {other:?}"),
+        }
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Boom;
+
+    impl crate::rpc::Rpc for Boom {
+        const SERVICE: &'static str = "test";
+        const METHOD: &'static str = "boom";
+        type Reply = ();
+    }
+
+    #[tokio::test]
+    async fn a_panicking_rpc_handler_answers_internal() {
+        let router = RpcRouter::new("test").route::<Boom, _, _>(|_| async {
+            let nothing: Option<()> = None;
+            Ok(nothing.expect("a bug"))
+        });
+        let answer = router.dispatch("boom", serde_json::Value::Null).await;
+        let err = answer.expect_err("a panic is an error");
+        assert_eq!(err.code, crate::ErrorCode::Internal, "{err:?}");
+    }
 }
