@@ -87,6 +87,24 @@ async fn too_many_aliases_are_refused_before_anything_runs() {
     let fragment = format!("query {{ ...F }} fragment F on Query {{ {} }}", fields(31));
     let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &fragment).await;
     assert_eq!(status, 400, "{fragment}: {body}");
+
+    // One password guess a request: two logins under aliases are refused
+    // before either runs; one alone is answered (wrongly guessed here).
+    let login = |alias: &str| {
+        format!(
+            "{alias}: login(email: \"a@example.cn\", password: \"guess-guess-guess\") {{ accessToken }}"
+        )
+    };
+    let two = format!("mutation {{ {} {} }}", login("a"), login("b"));
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &two).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    let one = format!("mutation {{ {} }}", login("a"));
+    let (_, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &one).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{body}"
+    );
 }
 
 /// `query` posted with `Accept-Language: lang`; the whole body.
@@ -514,6 +532,23 @@ async fn an_argument_or_variable_that_does_not_parse_is_the_callers_fault() {
             "{variables}: {body}"
         );
     }
+    // chrono reads a signed six-digit year as a date; a year after it, the
+    // default end of a route search, is past what chrono can count.
+    for from in ["+262142-06-01", "0001-01-01", "20270-01-01"] {
+        let body = app
+            .graphql_as(
+                None,
+                "query($d: Date!) { searchRoutes(from: $d) { edges { cursor } } }",
+                json!({ "d": from }),
+            )
+            .await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{from}: {body}"
+        );
+    }
+    let still = app.graphql_as(None, "{ __typename }", json!({})).await;
+    assert_eq!(still["data"]["__typename"], "Query", "{still}");
 }
 
 #[tokio::test]

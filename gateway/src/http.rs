@@ -38,6 +38,9 @@ use tower_http::trace::TraceLayer;
 const MAX_BODY: usize = 256 * 1024;
 /// Most aliases one document may use (each alias is another resolver run).
 const MAX_ALIASES: usize = 30;
+/// The fields that check a password or a secret: one a request, so that
+/// aliases cannot make one rate-limited request thirty guesses.
+const SECRET_FIELDS: [&str; 4] = ["login", "register", "changePassword", "apiClientToken"];
 /// The media type of the GraphQL-over-HTTP spec.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// How long `/readyz` waits for each dependency.
@@ -198,6 +201,9 @@ pub fn router(
         .route("/metrics", get(crate::metrics::render))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        // A bug that panics answers INTERNAL, the GraphQL way, instead of
+        // dropping the connection with no answer at all.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         // Said the GraphQL way, like every other refusal.
         .layer(axum::middleware::map_response(too_large))
         // Every request gets an id (the client's `x-request-id`, or a new
@@ -339,26 +345,44 @@ fn wants(headers: &HeaderMap) -> Wants {
 
 /// Aliases used anywhere in the document (operations and fragments).
 fn alias_count(doc: &async_graphql::parser::types::ExecutableDocument) -> usize {
+    count_fields(doc, &|f| f.alias.is_some())
+}
+
+/// How many fields of `doc` check a secret ([`SECRET_FIELDS`]).
+fn secret_field_count(doc: &async_graphql::parser::types::ExecutableDocument) -> usize {
+    count_fields(doc, &|f| SECRET_FIELDS.contains(&f.name.node.as_str()))
+}
+
+/// How many fields written in `doc` (its operations and each fragment once)
+/// match `counted`: at least as many as run, since a field written once
+/// runs once (fragments spread twice merge).
+fn count_fields(
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    counted: &dyn Fn(&async_graphql::parser::types::Field) -> bool,
+) -> usize {
     use async_graphql::parser::types::{Selection, SelectionSet};
-    fn count(set: &SelectionSet) -> usize {
+    fn count(
+        set: &SelectionSet,
+        counted: &dyn Fn(&async_graphql::parser::types::Field) -> bool,
+    ) -> usize {
         set.items
             .iter()
             .map(|s| match &s.node {
                 Selection::Field(f) => {
-                    usize::from(f.node.alias.is_some()) + count(&f.node.selection_set.node)
+                    usize::from(counted(&f.node)) + count(&f.node.selection_set.node, counted)
                 }
-                Selection::InlineFragment(f) => count(&f.node.selection_set.node),
+                Selection::InlineFragment(f) => count(&f.node.selection_set.node, counted),
                 Selection::FragmentSpread(_) => 0,
             })
             .sum()
     }
     doc.operations
         .iter()
-        .map(|(_, op)| count(&op.node.selection_set.node))
+        .map(|(_, op)| count(&op.node.selection_set.node, counted))
         .chain(
             doc.fragments
                 .values()
-                .map(|f| count(&f.node.selection_set.node)),
+                .map(|f| count(&f.node.selection_set.node, counted)),
         )
         .sum()
 }
@@ -397,6 +421,20 @@ async fn too_large(response: Response) -> Response {
             "the request body is larger than {} KiB; send large lists in several requests",
             MAX_BODY / 1024
         ),
+    )
+}
+
+/// The answer to a request whose handling panicked: 500 with INTERNAL.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!(
+        panic = shared::error::panic_message(panic.as_ref()),
+        "a request panicked"
+    );
+    crate::metrics::graphql_error("INTERNAL");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "the gateway failed to answer; the request may be retried",
     )
 }
 
@@ -522,16 +560,26 @@ async fn graphql(
                 "mutations must be sent with POST",
             );
         }
+        // A document refused before it runs: 400 for clients that take the
+        // GraphQL-over-HTTP media type, 200 as ever for the others.
+        let status = match wants {
+            Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
+            _ => StatusCode::OK,
+        };
         let aliases = alias_count(doc);
         if aliases > MAX_ALIASES {
-            let status = match wants {
-                Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
-                _ => StatusCode::OK,
-            };
             return error(
                 status,
                 "BAD_USER_INPUT",
                 &format!("the query uses {aliases} aliases; at most {MAX_ALIASES} are allowed"),
+            );
+        }
+        if secret_field_count(doc) > 1 {
+            return error(
+                status,
+                "BAD_USER_INPUT",
+                "one password or client secret a request: send login, register, \
+                 changePassword and apiClientToken in requests of their own",
             );
         }
     }

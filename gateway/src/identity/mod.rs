@@ -113,11 +113,29 @@ fn hasher() -> Result<Argon2<'static>, AppError> {
 /// instead of taking a hash's memory each.
 static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
+/// How long a sign-in waits for a turn at the hasher before it is told to
+/// come back (RATE_LIMITED) instead of hanging behind a flood.
+const HASHING_QUEUE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs one hash or verification off the async threads (it is slow on
-/// purpose), at most [`HASHING`] at a time.
-async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let _turn = HASHING.acquire().await.ok()?;
-    tokio::task::spawn_blocking(work).await.ok()
+/// purpose), at most [`HASHING`] at a time, waiting at most
+/// [`HASHING_QUEUE`] for a turn.
+async fn hashing<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AppError> {
+    let stopped = || AppError::internal("the password hasher stopped");
+    let _turn = match tokio::time::timeout(HASHING_QUEUE, HASHING.acquire()).await {
+        Ok(turn) => turn.map_err(|_| stopped())?,
+        Err(_) => {
+            return Err(AppError::new(
+                shared::ErrorCode::RateLimited,
+                "too many sign-ins at once; try again in a few seconds",
+            ));
+        }
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| stopped())
 }
 
 fn hash_now(password: &[u8]) -> Result<String, AppError> {
@@ -132,14 +150,13 @@ fn hash_now(password: &[u8]) -> Result<String, AppError> {
 
 /// Hashes a password with argon2id.
 pub async fn hash_password(password: String) -> Result<String, AppError> {
-    hashing(move || hash_now(password.as_bytes()))
-        .await
-        .ok_or_else(|| AppError::internal("the password hasher stopped"))?
+    hashing(move || hash_now(password.as_bytes())).await?
 }
 
 /// Checks a password against a stored hash; without a hash it still does
 /// the work, so an unknown email takes as long as a wrong password.
-pub async fn verify_password(password: String, hash: Option<String>) -> bool {
+/// RATE_LIMITED when the hasher is too busy to take it.
+pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, AppError> {
     hashing(move || {
         // A hash of a random password, made once, at today's cost.
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -156,7 +173,6 @@ pub async fn verify_password(password: String, hash: Option<String>) -> bool {
             && hash.is_some()
     })
     .await
-    .unwrap_or(false)
 }
 
 fn check_password(password: &str) -> Result<(), AppError> {
@@ -399,7 +415,7 @@ impl Identity {
             Err(_) => None,
         };
         let hash = found.as_ref().map(|(_, h)| h.clone());
-        if !verify_password(password, hash).await {
+        if !verify_password(password, hash).await? {
             return Err(unauthenticated("wrong email or password"));
         }
         let (account, _) = found.ok_or_else(|| unauthenticated("wrong email or password"))?;
@@ -453,7 +469,7 @@ impl Identity {
             .await?
             .ok_or_else(|| unauthenticated("the account no longer exists"))?;
         let hash = storage::password_hash(&self.db, who.account_id).await?;
-        if !verify_password(current, hash).await {
+        if !verify_password(current, hash).await? {
             return Err(AppError::new(
                 ErrorCode::Forbidden,
                 "the current password is wrong",
@@ -756,9 +772,21 @@ mod tests {
         let hash = hash_password("correct horse battery".into())
             .await
             .expect("hash");
-        assert!(verify_password("correct horse battery".into(), Some(hash.clone())).await);
-        assert!(!verify_password("wrong horse battery".into(), Some(hash)).await);
-        assert!(!verify_password("correct horse battery".into(), None).await);
+        assert!(
+            verify_password("correct horse battery".into(), Some(hash.clone()))
+                .await
+                .expect("verified")
+        );
+        assert!(
+            !verify_password("wrong horse battery".into(), Some(hash))
+                .await
+                .expect("verified")
+        );
+        assert!(
+            !verify_password("correct horse battery".into(), None)
+                .await
+                .expect("verified")
+        );
         assert!(
             hash_password("x".repeat(12))
                 .await
@@ -775,7 +803,15 @@ mod tests {
             .expect("hash")
             .to_string();
         assert!(old.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{old}");
-        assert!(verify_password("correct horse battery".into(), Some(old.clone())).await);
-        assert!(!verify_password("wrong horse battery".into(), Some(old)).await);
+        assert!(
+            verify_password("correct horse battery".into(), Some(old.clone()))
+                .await
+                .expect("verified")
+        );
+        assert!(
+            !verify_password("wrong horse battery".into(), Some(old))
+                .await
+                .expect("verified")
+        );
     }
 }

@@ -10,16 +10,30 @@ use shared::money::{CURRENCY, Fen};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Date(pub NaiveDate);
 
+/// The years a date may name: wide enough for any stay, agreement or
+/// report, narrow enough that no day arithmetic on it can overflow
+/// (chrono alone reads `+262142-06-01` as a date).
+const DATE_YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
+
 #[Scalar(name = "Date")]
 impl ScalarType for Date {
     fn parse(value: Value) -> InputValueResult<Self> {
-        match &value {
-            Value::String(s) => s
-                .parse::<NaiveDate>()
-                .map(Date)
-                .map_err(|_| InputValueError::custom(format!("`{s}` is not a date (YYYY-MM-DD)"))),
-            _ => Err(InputValueError::expected_type(value)),
+        use chrono::Datelike;
+        let Value::String(s) = &value else {
+            return Err(InputValueError::expected_type(value));
+        };
+        let date = (s.len() == 10)
+            .then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+            .flatten()
+            .ok_or_else(|| InputValueError::custom(format!("`{s}` is not a date (YYYY-MM-DD)")))?;
+        if !DATE_YEARS.contains(&date.year()) {
+            return Err(InputValueError::custom(format!(
+                "`{s}`: a date between {} and {}",
+                DATE_YEARS.start(),
+                DATE_YEARS.end()
+            )));
         }
+        Ok(Date(date))
     }
 
     fn to_value(&self) -> Value {
