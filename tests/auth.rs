@@ -752,3 +752,68 @@ async fn each_role_is_refused_every_read_and_change_outside_its_reach_and_nothin
         "{calendar}"
     );
 }
+
+/// The WebSocket is for subscriptions, and lives no longer than its token:
+/// a query or a mutation sent over it is refused (over HTTP it would be
+/// rate-limited and checked), and the socket closes when the token it was
+/// opened with expires — a revoked or demoted caller keeps no pushes.
+#[tokio::test]
+async fn a_websocket_runs_subscriptions_only_and_closes_when_its_token_expires() {
+    use common::ws::{connect, init, next, send};
+    use futures::StreamExt;
+    let app = app().await;
+    let mut ws = connect(&app).await;
+    let ack = init(&mut ws, app.token.as_deref().expect("token")).await;
+    assert_eq!(
+        ack.map(|a| a["type"].clone()),
+        Some(json!("connection_ack"))
+    );
+    for (id, query) in [
+        ("q", "{ me { email } }"),
+        ("m", "mutation { logout(refreshToken: \"x\") }"),
+    ] {
+        send(
+            &mut ws,
+            json!({ "id": id, "type": "subscribe", "payload": { "query": query } }),
+        )
+        .await;
+        let refused = loop {
+            let message = next(&mut ws).await.expect("an answer");
+            if message["type"] != "complete" {
+                break message;
+            }
+        };
+        assert_eq!(refused["id"], id, "{refused}");
+        assert_eq!(
+            refused["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{query}: {refused}"
+        );
+    }
+
+    let short = forge(
+        SECRET,
+        json!({ "role": "TRAVELER", "exp": Utc::now().timestamp() + 2 }),
+    );
+    let mut ws = connect(&app).await;
+    let ack = init(&mut ws, &short).await;
+    assert_eq!(
+        ack.map(|a| a["type"].clone()),
+        Some(json!("connection_ack"))
+    );
+    send(
+        &mut ws,
+        json!({ "id": "feed", "type": "subscribe", "payload": { "query": "subscription { bookingsUpdated { id } }" } }),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Err(_) => panic!("the socket outlived its token by 13 s"),
+            // Closed (with or without a close frame): what the test wants.
+            Ok(None | Some(Err(_))) => break,
+            Ok(Some(Ok(message))) if message.is_close() => break,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}

@@ -12,3 +12,13 @@ pub fn gql(e: AppError) -> async_graphql::Error {
 pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
     gql(AppError::new(ErrorCode::BadUserInput, message))
 }
+
+/// A BAD_USER_INPUT refusal of a whole request, from an extension (before
+/// any resolver runs).
+pub fn refused(message: impl Into<String>) -> async_graphql::ServerError {
+    let mut e = async_graphql::ServerError::new(message, None);
+    e.extensions
+        .get_or_insert_with(Default::default)
+        .set("code", ErrorCode::BadUserInput.as_str());
+    e
+}

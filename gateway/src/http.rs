@@ -486,11 +486,21 @@ async fn graphql_get(
     ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
             let identity = gw.identity.clone();
-            GraphQLWebSocket::new(socket, gw.schema.clone(), protocol)
+            let (expiry, expires) = tokio::sync::watch::channel(None);
+            let serve = GraphQLWebSocket::new(socket, gw.schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {
-                    connection_principal(identity.as_ref(), &payload)
+                    connection_principal(identity.as_ref(), &payload, &expiry)
                 })
-                .serve()
+                .serve();
+            async move {
+                tokio::select! {
+                    () = serve => {}
+                    // The client reconnects with a fresh token.
+                    () = crate::socket::token_expired(expires) => {
+                        tracing::debug!("a WebSocket's token expired; closing it");
+                    }
+                }
+            }
         })
         .into_response()
 }
@@ -500,18 +510,21 @@ async fn graphql_get(
 fn connection_principal(
     identity: Option<&Identity>,
     payload: &serde_json::Value,
+    expiry: &tokio::sync::watch::Sender<Option<chrono::DateTime<chrono::Utc>>>,
 ) -> async_graphql::Result<async_graphql::Data> {
     let mut data = async_graphql::Data::default();
+    data.insert(crate::socket::OverWebSocket);
     let token = ["Authorization", "authorization", "token"]
         .iter()
         .find_map(|k| payload.get(k).and_then(|v| v.as_str()))
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
     if let Some(token) = token {
         let identity = identity.ok_or("no identity here")?;
-        let principal = identity
-            .verify(&token)
+        let (principal, expires) = identity
+            .verify_until(&token)
             .map_err(|e| async_graphql::Error::new(e.message))?;
         data.insert(principal);
+        expiry.send_replace(Some(expires));
     }
     Ok(data)
 }

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod nesting;
 pub mod push;
 pub mod schema;
+pub mod socket;
 
 pub use http::{router, serve};
 pub use schema::{DuikouSchema, build_schema};

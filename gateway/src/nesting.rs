@@ -6,7 +6,7 @@
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{ServerError, ServerResult, Variables};
+use async_graphql::{ServerResult, Variables};
 use std::sync::Arc;
 
 /// The deepest nesting of `[`, `{` and `(` a query may have. Selections
@@ -87,11 +87,7 @@ impl Extension for NestingLimitExtension {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         if let Some(message) = refusal(query) {
-            let mut e = ServerError::new(message, None);
-            e.extensions
-                .get_or_insert_with(Default::default)
-                .set("code", "BAD_USER_INPUT");
-            return Err(e);
+            return Err(crate::error::refused(message));
         }
         next.run(ctx, query, variables).await
     }

@@ -292,6 +292,14 @@ impl Identity {
     /// The principal of a valid access token; UNAUTHENTICATED otherwise
     /// (`none`, another algorithm or key, expired, wrong issuer or audience).
     pub fn verify(&self, token: &str) -> Result<Principal, AppError> {
+        self.verify_until(token).map(|(principal, _)| principal)
+    }
+
+    /// [`verify`](Self::verify), with the moment the token expires.
+    pub fn verify_until(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, chrono::DateTime<Utc>), AppError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -304,7 +312,9 @@ impl Identity {
             })?;
         let c = data.claims;
         let parse_region = |s: Option<String>| s.and_then(|s| RegionCode::parse(&s).ok());
-        Ok(Principal {
+        let expires = chrono::DateTime::from_timestamp(c.exp, 0)
+            .ok_or_else(|| unauthenticated("the access token is not valid"))?;
+        let principal = Principal {
             account_id: c
                 .sub
                 .parse::<AccountId>()
@@ -313,7 +323,8 @@ impl Identity {
             home_region: parse_region(c.home),
             agency_id: c.agency.and_then(|a| a.parse().ok()),
             region_scope: parse_region(c.scope),
-        })
+        };
+        Ok((principal, expires))
     }
 
     fn access_token(&self, account: &Account) -> Result<String, AppError> {

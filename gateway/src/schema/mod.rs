@@ -51,7 +51,9 @@ pub fn build_schema(
         // A page of 100 with a 40-field selection; lists count per item.
         .limit_complexity(5_000)
         // Lists and input objects nested past this overflow the stack.
-        .extension(crate::nesting::NestingLimit);
+        .extension(crate::nesting::NestingLimit)
+        // The WebSocket is for subscriptions (crate::socket).
+        .extension(crate::socket::SubscriptionsOnly);
     if let Some(bus) = bus {
         builder = builder.data(bus);
     }

@@ -1,0 +1,66 @@
+//! What a WebSocket connection may do. The socket is for subscriptions:
+//! queries and mutations go over HTTP, where every request is rate-limited
+//! and checked (aliases, one password a request) before it runs — over the
+//! socket they would skip all of that. And a connection lives no longer than
+//! the access token it was opened with: a revoked client, a demoted admin or
+//! a traveler whose token expired keeps no pushes by holding a socket open.
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
+use async_graphql::{ServerResult, Variables};
+use std::sync::Arc;
+
+/// Put in a WebSocket connection's data: its operations are subscriptions.
+#[derive(Debug, Clone, Copy)]
+pub struct OverWebSocket;
+
+/// Refuses anything but subscriptions on a WebSocket connection.
+pub struct SubscriptionsOnly;
+
+impl ExtensionFactory for SubscriptionsOnly {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(SubscriptionsOnlyExtension)
+    }
+}
+
+struct SubscriptionsOnlyExtension;
+
+#[async_trait::async_trait]
+impl Extension for SubscriptionsOnlyExtension {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let doc = next.run(ctx, query, variables).await?;
+        let on_socket = ctx.data_opt::<OverWebSocket>().is_some();
+        if on_socket
+            && doc
+                .operations
+                .iter()
+                .any(|(_, op)| op.node.ty != OperationType::Subscription)
+        {
+            return Err(crate::error::refused(
+                "over the WebSocket only subscriptions run; send queries and mutations over HTTP",
+            ));
+        }
+        Ok(doc)
+    }
+}
+
+/// Resolves when the connection's token expires: never while no token was
+/// given (an anonymous connection sees only what anyone may).
+pub async fn token_expired(
+    mut expiry: tokio::sync::watch::Receiver<Option<chrono::DateTime<chrono::Utc>>>,
+) {
+    let Ok(at) = expiry.wait_for(Option::is_some).await.map(|at| *at) else {
+        return std::future::pending().await;
+    };
+    let Some(at) = at else {
+        return std::future::pending().await;
+    };
+    let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left).await;
+}
