@@ -471,7 +471,8 @@ async fn graphql_get(
         let q = GraphQLRequest::from_request(request, &()).await;
         return graphql(State(gw), ConnectInfo(peer), method, headers, q).await;
     }
-    if let Err(wait) = gw.limiter.check(&format!("ip:{}", peer.ip())).await {
+    let ip = crate::limits::caller_ip(peer.ip());
+    if let Err(wait) = gw.limiter.check(&format!("ip:{ip}")).await {
         return rate_limited(wait);
     }
     let (mut parts, _body) = request.into_parts();
@@ -548,6 +549,46 @@ async fn graphql(
             "accept application/graphql-response+json or application/json",
         );
     }
+    // Who asks, and whether they may, before any work for the request
+    // (storing a persisted query, parsing).
+    let ip = crate::limits::caller_ip(peer.ip());
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+    let principal = match bearer {
+        None => None,
+        Some(token) => {
+            let verified = match &gw.identity {
+                Some(identity) => identity.verify(&token),
+                None => Err(shared::AppError::new(
+                    shared::ErrorCode::Unauthenticated,
+                    "no identity here",
+                )),
+            };
+            match verified {
+                Ok(principal) => Some(principal),
+                Err(e) => {
+                    // A bad token is still counted, against its address.
+                    if let Err(wait) = gw.limiter.check(&format!("ip:{ip}")).await {
+                        return rate_limited(wait);
+                    }
+                    crate::metrics::graphql_error(e.code.as_str());
+                    return error(StatusCode::UNAUTHORIZED, e.code.as_str(), &e.message);
+                }
+            }
+        }
+    };
+    let limited = match &principal {
+        Some(p) => match gw.limiter.check(&format!("account:{}", p.account_id)).await {
+            Ok(()) => gw.limiter.check_ip_ceiling(&ip).await,
+            wait => wait,
+        },
+        None => gw.limiter.check(&format!("ip:{ip}")).await,
+    };
+    if let Err(wait) = limited {
+        return rate_limited(wait);
+    }
     if let Err(refused) = persisted_query(&gw.cache, &mut request, wants).await {
         return refused;
     }
@@ -595,44 +636,6 @@ async fn graphql(
                  changePassword and apiClientToken in requests of their own",
             );
         }
-    }
-    let ip = peer.ip().to_string();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
-    let principal = match bearer {
-        None => None,
-        Some(token) => {
-            let verified = match &gw.identity {
-                Some(identity) => identity.verify(&token),
-                None => Err(shared::AppError::new(
-                    shared::ErrorCode::Unauthenticated,
-                    "no identity here",
-                )),
-            };
-            match verified {
-                Ok(principal) => Some(principal),
-                Err(e) => {
-                    // A bad token is still counted, against its address.
-                    if let Err(wait) = gw.limiter.check(&format!("ip:{ip}")).await {
-                        return rate_limited(wait);
-                    }
-                    crate::metrics::graphql_error(e.code.as_str());
-                    return error(StatusCode::UNAUTHORIZED, e.code.as_str(), &e.message);
-                }
-            }
-        }
-    };
-    let limited = match &principal {
-        Some(p) => match gw.limiter.check(&format!("account:{}", p.account_id)).await {
-            Ok(()) => gw.limiter.check_ip_ceiling(&ip).await,
-            wait => wait,
-        },
-        None => gw.limiter.check(&format!("ip:{ip}")).await,
-    };
-    if let Err(wait) = limited {
-        return rate_limited(wait);
     }
     let lang = headers
         .get(header::ACCEPT_LANGUAGE)

@@ -12,10 +12,33 @@ pub const IP_CEILING: u32 = 10;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use redis::aio::ConnectionManager;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tracing::warn;
+
+/// The address a caller is counted under: an IPv4 address as it is; an
+/// IPv6 address by its /64, the block one subscriber is given — a client
+/// rotating through its own block would otherwise get a new allowance per
+/// address.
+pub fn caller_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let block = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(block))
+            }
+        },
+    }
+}
+
+/// How many in-memory checks pass between two sweeps of the callers whose
+/// allowance is full again (governor keeps every key it has seen).
+const SWEEP_EVERY: u64 = 10_000;
 
 /// What a caller may send: `limit` requests per `window`.
 #[derive(Clone)]
@@ -35,6 +58,7 @@ pub enum Limiter {
     Local(
         Arc<DefaultKeyedRateLimiter<String>>,
         Arc<DefaultKeyedRateLimiter<String>>,
+        Arc<AtomicU64>,
     ),
     /// No limit (0 configured).
     Off,
@@ -71,6 +95,7 @@ impl Limiter {
                 Limiter::Local(
                     Arc::new(DefaultKeyedRateLimiter::keyed(quota(burst))),
                     Arc::new(DefaultKeyedRateLimiter::keyed(quota(ceiling))),
+                    Arc::new(AtomicU64::new(0)),
                 )
             }
         }
@@ -90,7 +115,13 @@ impl Limiter {
     async fn check_times(&self, who: &str, times: u32) -> Result<(), Duration> {
         match self {
             Limiter::Off => Ok(()),
-            Limiter::Local(caller, ceiling) => {
+            Limiter::Local(caller, ceiling, checks) => {
+                if checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+                    for limiter in [caller, ceiling] {
+                        limiter.retain_recent();
+                        limiter.shrink_to_fit();
+                    }
+                }
                 let limiter = if times > 1 { ceiling } else { caller };
                 limiter
                     .check_key(&who.to_owned())
@@ -131,5 +162,20 @@ impl Limiter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caller_ip;
+
+    #[test]
+    fn an_ipv6_caller_is_counted_by_its_64_block() {
+        let ip = |s: &str| caller_ip(s.parse().expect("an address"));
+        assert_eq!(ip("203.0.113.7"), "203.0.113.7");
+        assert_eq!(ip("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(ip("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(ip("2001:db8:1:2:bbbb::9"), ip("2001:db8:1:2:aaaa::1"));
+        assert_ne!(ip("2001:db8:1:3::1"), ip("2001:db8:1:2::1"));
     }
 }

@@ -439,6 +439,11 @@ impl Identity {
     pub async fn refresh(&self, token: &str) -> Result<Tokens, AppError> {
         let hash = digest(token);
         let txn = self.db.begin().await?;
+        // The account first, then the token: the order revoke_all keeps.
+        let Some(owner) = storage::refresh_owner(&txn, &hash).await? else {
+            return Err(unauthenticated("unknown refresh token"));
+        };
+        storage::lock_account(&txn, owner).await?;
         let Some(stored) = storage::refresh_for_update(&txn, &hash).await? else {
             return Err(unauthenticated("unknown refresh token"));
         };

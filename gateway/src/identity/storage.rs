@@ -330,6 +330,42 @@ pub async fn refresh_for_update<C: ConnectionTrait>(
     }))
 }
 
+/// The account a refresh token belongs to, without locking anything.
+pub async fn refresh_owner<C: ConnectionTrait>(
+    conn: &C,
+    hash: &str,
+) -> Result<Option<AccountId>, DbErr> {
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT account_id FROM refresh_tokens WHERE token_hash = $1",
+            vec![hash.into()],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(AccountId(row_uuid(&row, "account_id")?)))
+}
+
+/// Locks an account's row until the transaction ends (PostgreSQL; SQLite
+/// has one writer at a time anyway). Rotating a refresh token and revoking
+/// all of an account's tokens both take it first, so a revocation never
+/// runs beside a rotation and misses the token that rotation inserts.
+pub async fn lock_account<C: ConnectionTrait>(conn: &C, account: AccountId) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    if b == sea_orm::DbBackend::Postgres {
+        conn.query_one_raw(stmt(
+            b,
+            "SELECT id FROM accounts WHERE id = $1 FOR UPDATE",
+            vec![uuid_value(b, account.0)],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// Revokes one refresh token.
 pub async fn revoke<C: ConnectionTrait>(conn: &C, hash: &str) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
@@ -344,6 +380,7 @@ pub async fn revoke<C: ConnectionTrait>(conn: &C, hash: &str) -> Result<(), DbEr
 
 /// Revokes every refresh token of an account.
 pub async fn revoke_all<C: ConnectionTrait>(conn: &C, account: AccountId) -> Result<(), DbErr> {
+    lock_account(conn, account).await?;
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
