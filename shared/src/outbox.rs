@@ -168,6 +168,54 @@ pub struct Relay {
     signal: OutboxSignal,
     batch: u64,
     poll: Duration,
+    parked: std::sync::Mutex<Parked>,
+}
+
+/// How long rows the broker found unroutable are passed over before they
+/// are tried again (their queue may exist by then).
+const PARK_FOR: Duration = Duration::from_secs(5);
+
+/// The most rows one relay passes over at once; past it, the oldest
+/// unroutable rows are simply tried again every round.
+const MAX_PARKED: usize = 4_096;
+
+/// Rows the broker found unroutable, passed over for [`PARK_FOR`] so that
+/// rows behind them — for queues that do exist — still go out: without it,
+/// a batch's worth of events no queue is bound for yet (a service not
+/// deployed) at the head of the outbox would stop the whole service's
+/// events.
+#[derive(Default)]
+struct Parked {
+    seqs: Vec<i64>,
+    since: Option<std::time::Instant>,
+}
+
+impl Parked {
+    /// The seqs to pass over now (forgetting them once their time is up).
+    fn current(&mut self) -> Vec<i64> {
+        if self.since.is_some_and(|at| at.elapsed() >= PARK_FOR) {
+            *self = Parked::default();
+        }
+        self.seqs.clone()
+    }
+
+    fn add(&mut self, seqs: &[i64]) {
+        if self.seqs.is_empty() {
+            self.since = Some(std::time::Instant::now());
+        }
+        let room = MAX_PARKED.saturating_sub(self.seqs.len());
+        self.seqs.extend(seqs.iter().take(room));
+    }
+}
+
+/// `AND seq NOT IN (…)` for the parked rows, or nothing. The seqs are the
+/// outbox's own integers, written as literals.
+fn passing_over(parked: &[i64]) -> String {
+    if parked.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = parked.iter().map(i64::to_string).collect();
+    format!(" WHERE seq NOT IN ({})", list.join(","))
 }
 
 impl Relay {
@@ -181,6 +229,33 @@ impl Relay {
             // Rows committed by another process (or left by a crash) are
             // found by polling; this process's own commits wake the relay.
             poll: Duration::from_millis(500),
+            parked: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Takes at most `batch` rows a round (256 by default).
+    pub fn with_batch(mut self, batch: u64) -> Relay {
+        self.batch = std::cmp::Ord::max(batch, 1);
+        self
+    }
+
+    fn parked(&self) -> Vec<i64> {
+        self.parked
+            .lock()
+            .map(|mut p| p.current())
+            .unwrap_or_default()
+    }
+
+    fn park(&self, seqs: &[i64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        warn!(
+            rows = seqs.len(),
+            "no queue is bound for some outbox events yet; passing over them for a while"
+        );
+        if let Ok(mut p) = self.parked.lock() {
+            p.add(seqs);
         }
     }
 
@@ -194,6 +269,7 @@ impl Relay {
                 let (done, result) = self
                     .publish(rows.iter().map(|(seq, body)| (*seq, body.as_str())))
                     .await;
+                self.park_unroutable(rows.iter().map(|(seq, _)| *seq), &done, &result);
                 if !done.is_empty() {
                     self.db.execute_raw(delete_rows(done)).await?;
                 }
@@ -213,9 +289,12 @@ impl Relay {
         let rows = txn
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                "DELETE FROM outbox WHERE seq IN
-                   (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-                 RETURNING seq, event_id, kind, body, created_at",
+                format!(
+                    "DELETE FROM outbox WHERE seq IN
+                       (SELECT seq FROM outbox{} ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     RETURNING seq, event_id, kind, body, created_at",
+                    passing_over(&self.parked())
+                ),
                 [(self.batch as i64).into()],
             ))
             .await?;
@@ -239,6 +318,7 @@ impl Relay {
         let (done, result) = self
             .publish(taken.iter().map(|t| (t.seq, t.body.as_str())))
             .await;
+        self.park_unroutable(taken.iter().map(|t| t.seq), &done, &result);
         if done.is_empty() {
             txn.rollback().await?;
             return result;
@@ -256,7 +336,10 @@ impl Relay {
         let rows = conn
             .query_all_raw(stmt(
                 backend,
-                "SELECT seq, body FROM outbox ORDER BY seq LIMIT $1",
+                &format!(
+                    "SELECT seq, body FROM outbox{} ORDER BY seq LIMIT $1",
+                    passing_over(&self.parked())
+                ),
                 vec![(self.batch as i64).into()],
             ))
             .await?;
@@ -268,6 +351,21 @@ impl Relay {
                 ))
             })
             .collect()
+    }
+
+    /// After a round whose failures were all unroutable events: parks the
+    /// rows that did not go out. (A broker that is away fails everything
+    /// with another error; nothing is parked then, the round backs off.)
+    fn park_unroutable(
+        &self,
+        taken: impl Iterator<Item = i64>,
+        done: &[i64],
+        result: &Result<usize, RelayError>,
+    ) {
+        if let Err(RelayError::Bus(BusError::Unroutable(_))) = result {
+            let left: Vec<i64> = taken.filter(|seq| !done.contains(seq)).collect();
+            self.park(&left);
+        }
     }
 
     /// Publishes `rows`; returns the seqs that are done with (published, or
@@ -327,6 +425,11 @@ impl Relay {
                 match self.relay_once().await {
                     Ok(n) if n as u64 >= self.batch => continue,
                     Ok(_) => backoff = Duration::from_millis(50),
+                    // Parked: the rows behind go out next round, without
+                    // the backoff of a broker that is away.
+                    Err(RelayError::Bus(BusError::Unroutable(_))) => {
+                        backoff = Duration::from_millis(50);
+                    }
                     Err(e) => {
                         warn!(error = %e, "outbox relay could not publish; will retry");
                         tokio::select! {
