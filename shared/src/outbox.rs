@@ -111,6 +111,29 @@ pub async fn begin_once(
     Ok(Some(txn))
 }
 
+/// How long an event's inbox row is kept: far longer than any redelivery
+/// (the delivery limit is spent in seconds to minutes), short enough that
+/// the table does not grow with every event a service ever handled.
+pub const INBOX_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How often a relay prunes its service's inbox.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes inbox rows handled before `older_than` ago; returns how many.
+pub async fn prune_inbox(db: &DatabaseConnection, older_than: Duration) -> Result<u64, DbErr> {
+    let before = chrono::Utc::now()
+        - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let backend = db.get_database_backend();
+    let done = db
+        .execute_raw(stmt(
+            backend,
+            "DELETE FROM inbox WHERE handled_at < $1",
+            vec![before.into()],
+        ))
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Wakes the relay after a commit that enqueued events.
 #[derive(Clone, Default)]
 pub struct OutboxSignal(Arc<Notify>);
@@ -421,7 +444,15 @@ impl Relay {
     pub fn spawn(self, cancel: CancellationToken, tracker: &TaskTracker) {
         tracker.spawn(async move {
             let mut backoff = Duration::from_millis(50);
+            let mut pruned = std::time::Instant::now();
             loop {
+                if pruned.elapsed() >= PRUNE_EVERY {
+                    pruned = std::time::Instant::now();
+                    match prune_inbox(&self.db, INBOX_KEEP).await {
+                        Ok(n) => debug!(rows = n, "pruned the inbox"),
+                        Err(e) => warn!(error = %e, "could not prune the inbox; will try later"),
+                    }
+                }
                 match self.relay_once().await {
                     Ok(n) if n as u64 >= self.batch => continue,
                     Ok(_) => backoff = Duration::from_millis(50),

@@ -5,7 +5,7 @@ use duikou_shared::bus::memory::MemoryBus;
 use duikou_shared::bus::{Bus, BusConfig, EventRouter, HandlerError, call_within};
 use duikou_shared::config::Settings;
 use duikou_shared::envelope::{Envelope, Event};
-use duikou_shared::outbox::{OutboxSignal, Relay, begin_once, enqueue, stmt};
+use duikou_shared::outbox::{OutboxSignal, Relay, begin_once, enqueue, prune_inbox, stmt};
 use duikou_shared::rpcs::ListRegions;
 use duikou_shared::{AppError, ErrorCode};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
@@ -251,5 +251,42 @@ async fn an_in_process_rpc_fails_fast_without_a_service_and_at_its_deadline_when
         started.elapsed() < Duration::from_millis(700),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn inbox_rows_older_than_the_keep_are_pruned_and_newer_ones_kept() {
+    let s = sqlite().await;
+    let b = s.db.get_database_backend();
+    let old = chrono::Utc::now() - chrono::Duration::days(8);
+    for (id, at) in [
+        (uuid::Uuid::now_v7(), Some(old)),
+        (uuid::Uuid::now_v7(), None),
+    ] {
+        let sql = match at {
+            Some(_) => {
+                "INSERT INTO inbox (event_id, kind, handled_at) VALUES ($1, 'test.ping', $2)"
+            }
+            None => "INSERT INTO inbox (event_id, kind) VALUES ($1, 'test.ping')",
+        };
+        let mut values = vec![id.to_string().into()];
+        values.extend(at.map(Into::into));
+        s.db.execute_raw(stmt(b, sql, values))
+            .await
+            .expect("insert");
+    }
+    let pruned = prune_inbox(&s.db, duikou_shared::outbox::INBOX_KEEP)
+        .await
+        .expect("pruned");
+    assert_eq!(pruned, 1);
+    let row =
+        s.db.query_one_raw(stmt(b, "SELECT COUNT(*) AS n FROM inbox", vec![]))
+            .await
+            .expect("q")
+            .expect("row");
+    assert_eq!(
+        row.try_get::<i64>("", "n").expect("n"),
+        1,
+        "the recent row stays"
     );
 }
