@@ -293,3 +293,74 @@ async fn paying_on_the_push_needs_no_read_of_the_booking() {
         "a booking that moved on is read"
     );
 }
+
+/// A booking's subscription completes once the booking has ended (nothing
+/// more can be pushed), and a connection runs at most a hundred
+/// subscriptions at once: the next is refused until one ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_completes_when_its_booking_ends_and_a_connection_has_a_hundred() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "ends").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let token = app.token.clone().expect("token");
+    let mut ws = subscribed(
+        &app,
+        &token,
+        "one",
+        "subscription($id: ID!) { bookingUpdated(id: $id) { id status } }",
+        json!({ "id": id }),
+    )
+    .await;
+    send(&mut ws, json!({ "type": "ping" })).await;
+    assert_eq!(
+        next(&mut ws).await.map(|m| m["type"].clone()),
+        Some(json!("pong"))
+    );
+    let cancelled = app.cancel(&id, "c").await;
+    assert!(cancelled["errors"].is_null(), "{cancelled}");
+    let pushed = next(&mut ws).await.expect("a push");
+    assert_eq!(
+        pushed["payload"]["data"]["bookingUpdated"]["status"], "CANCELLED",
+        "{pushed}"
+    );
+    let done = next(&mut ws).await.expect("an answer");
+    assert_eq!(
+        (&done["type"], &done["id"]),
+        (&json!("complete"), &json!("one")),
+        "{done}"
+    );
+
+    for n in 0..100 {
+        send(
+            &mut ws,
+            json!({ "id": format!("feed-{n}"), "type": "subscribe",
+                    "payload": { "query": "subscription { bookingsUpdated { id } }" } }),
+        )
+        .await;
+    }
+    send(
+        &mut ws,
+        json!({ "id": "one-too-many", "type": "subscribe",
+                "payload": { "query": "subscription { bookingsUpdated { id } }" } }),
+    )
+    .await;
+    // The connection starts them in no set order: one of the 101, any
+    // one, is refused.
+    let refused = loop {
+        let message = next(&mut ws).await.expect("an answer");
+        if message["payload"]["errors"].is_array() {
+            break message;
+        }
+    };
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+    assert!(
+        refused["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("feed-") || id == "one-too-many"),
+        "{refused}"
+    );
+}

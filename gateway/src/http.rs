@@ -515,6 +515,7 @@ fn connection_principal(
 ) -> async_graphql::Result<async_graphql::Data> {
     let mut data = async_graphql::Data::default();
     data.insert(crate::socket::OverWebSocket);
+    data.insert(crate::socket::Slots::default());
     let token = ["Authorization", "authorization", "token"]
         .iter()
         .find_map(|k| payload.get(k).and_then(|v| v.as_str()))

@@ -64,3 +64,34 @@ pub async fn token_expired(
     let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left).await;
 }
+
+/// The most subscriptions one connection may run at once.
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+
+/// A connection's subscription slots (in its data): each running
+/// subscription holds one until it ends.
+#[derive(Clone)]
+pub struct Slots(Arc<tokio::sync::Semaphore>);
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots(Arc::new(tokio::sync::Semaphore::new(MAX_SUBSCRIPTIONS)))
+    }
+}
+
+impl Slots {
+    /// A slot for one more subscription, or the refusal: a client opening
+    /// subscriptions without end would grow the gateway's memory and wake
+    /// every one of them on every booking event.
+    pub fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit, async_graphql::Error> {
+        self.0.clone().try_acquire_owned().map_err(|_| {
+            crate::error::gql(shared::AppError::new(
+                shared::ErrorCode::RateLimited,
+                format!(
+                    "at most {MAX_SUBSCRIPTIONS} subscriptions on one connection; \
+                     complete some, or use bookingsUpdated for a whole feed"
+                ),
+            ))
+        })
+    }
+}

@@ -30,6 +30,7 @@ impl Subscription {
     ) -> Result<impl Stream<Item = Result<Booking>> + use<>> {
         let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &id)?;
+        let slot = slot(ctx)?;
         // Listen first, then check: no change slips in between.
         let changes = pushes(ctx)?.subscribe();
         let current = rpc(
@@ -46,8 +47,13 @@ impl Subscription {
         // announces was already read, pushes nothing.
         let known = current.status;
         Ok(futures::stream::unfold(
-            (changes, bus, viewer, known),
-            move |(mut changes, bus, viewer, mut known)| async move {
+            (changes, bus, viewer, known, slot),
+            move |(mut changes, bus, viewer, mut known, slot)| async move {
+                // A booking that ended moves no more: the subscription
+                // completes (and gives its slot back).
+                if is_final(&known) {
+                    return None;
+                }
                 loop {
                     let changed = match changes.recv().await {
                         Ok(changed) if changed.booking_id == booking_id => Some(changed),
@@ -65,7 +71,7 @@ impl Subscription {
                         }
                         Err(e) => Err(gql(e)),
                     };
-                    return Some((item, (changes, bus, viewer, known)));
+                    return Some((item, (changes, bus, viewer, known, slot)));
                 }
             },
         ))
@@ -84,6 +90,7 @@ impl Subscription {
                 "the feed is a traveler's or an agency's own bookings",
             ));
         }
+        let slot = slot(ctx)?;
         let changes = pushes(ctx)?.subscribe();
         let bus = super::bus(ctx).map_err(gql)?;
         // Whose the change is, from the event itself: no read per change
@@ -97,8 +104,8 @@ impl Subscription {
             _ => changed.account_id == Some(viewer.account_id) && changed.agency_id.is_none(),
         };
         Ok(futures::stream::unfold(
-            (changes, bus, viewer),
-            move |(mut changes, bus, viewer)| async move {
+            (changes, bus, viewer, slot),
+            move |(mut changes, bus, viewer, slot)| async move {
                 loop {
                     let changed = match changes.recv().await {
                         Ok(changed) if mine(&changed, &viewer) => changed,
@@ -112,7 +119,7 @@ impl Subscription {
                         .await
                         .map(Booking)
                         .map_err(gql);
-                    return Some((item, (changes, bus, viewer)));
+                    return Some((item, (changes, bus, viewer, slot)));
                 }
             },
         ))
@@ -145,6 +152,19 @@ async fn view_of(
 }
 
 /// This gateway's pushes, or SERVICE_UNAVAILABLE (never a type name).
+/// Whether a booking in `status` can move no more.
+fn is_final(status: &str) -> bool {
+    matches!(status, "REJECTED" | "EXPIRED" | "CANCELLED")
+}
+
+/// A slot of the connection's for one more subscription (none is needed
+/// where a subscription runs outside a WebSocket, as in tests).
+fn slot(ctx: &Context<'_>) -> Result<Option<tokio::sync::OwnedSemaphorePermit>> {
+    ctx.data_opt::<crate::socket::Slots>()
+        .map(crate::socket::Slots::take)
+        .transpose()
+}
+
 fn pushes<'a>(ctx: &Context<'a>) -> Result<&'a Push> {
     ctx.data::<Push>().map_err(|_| {
         gql(shared::AppError::new(
