@@ -644,6 +644,16 @@ async fn a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held
             "{n} travelers"
         );
     }
+    // Yesterday's nights, which createBooking refuses, and more rooms than
+    // any booking takes (their beds overflowed a u32) are refused too.
+    let yesterday = json!({ "rt": room_type, "in": (tomorrow() - chrono::Duration::days(2)).to_string(),
+                            "out": tomorrow().to_string(), "n": 1 });
+    let crowded = "query($rt: ID!, $in: Date!, $out: Date!) {
+        bookingQuote(input: { roomTypeId: $rt, checkIn: $in, checkOut: $out, travelers: 1, rooms: 300000000 }) { bookable } }";
+    for (query, vars) in [(quote, yesterday), (crowded, two_nights(1))] {
+        let body = app.graphql_as(None, query, vars).await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    }
 
     // Once the one room is held, the same request is quoted but not bookable.
     let held = TestApp::id_of(

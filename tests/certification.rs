@@ -151,9 +151,11 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     .await;
     let today = china_today(chrono::Utc::now());
     assert_eq!(notice["state"], "PUBLIC_NOTICE", "{notice}");
+    // Seven whole days after today's: accepted late in the day, the
+    // notice still stays up a week.
     assert_eq!(
         notice["noticeEndsOn"],
-        (today + Duration::days(7)).to_string()
+        (today + Duration::days(8)).to_string()
     );
     let during = step(
         &app,
@@ -323,6 +325,49 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     )
     .await;
     assert_eq!(code(&again), "CONFLICT");
+}
+
+/// A listing certified, then certified again (a renewal before the first
+/// expired): revoking the newer takes the badge, the older with it.
+#[tokio::test]
+async fn revoking_a_renewed_certification_takes_the_badge_with_the_earlier_one() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let listing = app.homestay(1).await.homestay_id.to_string();
+    let (first, _) = certify_now(&app, &admin, &listing).await;
+    let (renewal, certified) = certify_now(&app, &admin, &listing).await;
+    assert_eq!(certified["state"], "CERTIFIED", "{certified}");
+    assert_eq!(certified_offers(&app).await, 1);
+
+    let revoked = step(
+        &app,
+        Some(&admin),
+        "revokeCertification(certificationId: $id, reason: $t)",
+        json!({ "id": renewal, "t": "抽查发现材料造假" }),
+    )
+    .await;
+    assert_eq!(revoked["state"], "REVOKED", "{revoked}");
+    assert_eq!(
+        certified_offers(&app).await,
+        0,
+        "the earlier one kept the badge"
+    );
+    let board = app
+        .graphql_as(
+            None,
+            "query($l: ID!) { certifications(listingId: $l) { edges { node { id state decisionNote } } } }",
+            json!({ "l": listing }),
+        )
+        .await;
+    let earlier = board["data"]["certifications"]["edges"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["node"]["id"] == first.as_str()))
+        .unwrap_or_else(|| panic!("{board}"));
+    assert_eq!(
+        (&earlier["node"]["state"], &earlier["node"]["decisionNote"]),
+        (&json!("REVOKED"), &json!("抽查发现材料造假")),
+        "{board}"
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,24 @@ use chrono::NaiveDate;
 /// The longest stay one booking may hold.
 pub const MAX_NIGHTS: i64 = 30;
 
+/// The most rooms one booking takes.
+pub const MAX_ROOMS: u32 = 50;
+
+/// Refuses a check-in before today (China time): booking refuses to book
+/// it, and the quote refuses to call it bookable.
+pub fn check_not_past(
+    check_in: NaiveDate,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), AppError> {
+    let today = crate::policy::china_today(now);
+    if check_in < today {
+        return Err(AppError::bad_input(format!(
+            "checkIn: {check_in} is in the past (today is {today} in China)"
+        )));
+    }
+    Ok(())
+}
+
 /// A validated stay: `check_in < check_out`, at most [`MAX_NIGHTS`] nights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StayDates {

@@ -141,8 +141,11 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
             ..
         } => {
             shared::stay::StayDates::parse(*check_in, *check_out)?;
-            if *rooms == 0 || *rooms > 50 {
-                return Err(AppError::bad_input("rooms: book 1 to 50 rooms"));
+            if !(1..=shared::stay::MAX_ROOMS).contains(rooms) {
+                return Err(AppError::bad_input(format!(
+                    "rooms: book 1 to {} rooms",
+                    shared::stay::MAX_ROOMS
+                )));
             }
         }
         HoldItem::Seats { seats, .. } => {

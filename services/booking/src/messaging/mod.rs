@@ -152,12 +152,7 @@ impl Bookings {
         }
         domain::validate(&req)?;
         if let shared::events::HoldItem::RoomNights { check_in, .. } = req.item {
-            let today = shared::policy::china_today(Utc::now());
-            if check_in < today {
-                return Err(AppError::bad_input(format!(
-                    "checkIn: {check_in} is in the past (today is {today} in China)"
-                )));
-            }
+            shared::stay::check_not_past(check_in, Utc::now())?;
         }
         let fingerprint = domain::fingerprint(&req);
         if let Some(reason) = self.sold_out.refusal(&req.item, Utc::now()) {

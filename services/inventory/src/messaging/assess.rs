@@ -73,8 +73,13 @@ pub(crate) async fn assess<C: ConnectionTrait>(
             rooms,
         } => {
             let stay = match StayDates::parse(check_in, check_out) {
-                Ok(stay) if rooms > 0 => stay,
-                Ok(_) => return Ok(Err(refuse(ErrorCode::BadUserInput, "rooms: at least one"))),
+                Ok(stay) if (1..=shared::stay::MAX_ROOMS).contains(&rooms) => stay,
+                Ok(_) => {
+                    return Ok(Err(refuse(
+                        ErrorCode::BadUserInput,
+                        format!("rooms: 1 to {}", shared::stay::MAX_ROOMS),
+                    )));
+                }
                 Err(e) => return Ok(Err(Refusal(e.code, e.message))),
             };
             let Some((listing, rules)) = storage::stay_rules(conn, room_type_id, stay).await?

@@ -117,8 +117,10 @@ impl Inventory {
                         NOTICE_DAYS.end()
                     )));
                 }
+                // Whole days after the day of acceptance: a notice accepted
+                // at 23:59 still stays up `notice_days` full days.
                 let change = Change {
-                    notice_ends_on: Some(today + Duration::days(i64::from(notice_days))),
+                    notice_ends_on: Some(today + Duration::days(i64::from(notice_days) + 1)),
                     ..Change::default()
                 };
                 (State::Applied, State::PublicNotice, change)
@@ -193,11 +195,24 @@ impl Inventory {
         if current.state != from {
             return Err(conflict(&current, "do this"));
         }
+        let revoked_note = (to == State::Revoked)
+            .then(|| change.note.clone())
+            .flatten();
         if !store::transition(&txn, current.id, from, to, change, by).await? {
             return Err(AppError::new(
                 ErrorCode::Conflict,
                 "someone else decided on this certification just now; read it again",
             ));
+        }
+        if to == State::Revoked {
+            store::revoke_others(
+                &txn,
+                current.listing_id,
+                current.id,
+                revoked_note.as_deref(),
+                by,
+            )
+            .await?;
         }
         store::refresh_listing(&txn, current.listing_id, &current.listing_kind).await?;
         txn.commit().await?;

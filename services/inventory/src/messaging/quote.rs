@@ -10,6 +10,11 @@ impl Inventory {
     /// Prices `req`; unknown listings and impossible requests are errors
     /// (`BAD_USER_INPUT` naming the field).
     pub async fn quote(&self, req: QuoteBooking) -> Result<BookingQuote, AppError> {
+        // As booking refuses it: a quote never says bookable for a stay
+        // that createBooking would refuse.
+        if let shared::events::HoldItem::RoomNights { check_in, .. } = req.item {
+            shared::stay::check_not_past(check_in, chrono::Utc::now())?;
+        }
         let assessed = match assess(&self.db, &req.item, req.travelers).await? {
             Ok(assessed) => assessed,
             Err(Refusal(_, reason)) => return Err(AppError::bad_input(reason)),

@@ -204,6 +204,34 @@ pub async fn transition<C: ConnectionTrait>(
     Ok(moved.rows_affected() == 1)
 }
 
+/// Revokes every other CERTIFIED certification of the listing with the
+/// same note: a revocation takes the listing's badge, not one certificate
+/// of it (an earlier one, still valid, would keep it certified).
+pub async fn revoke_others<C: ConnectionTrait>(
+    conn: &C,
+    listing_id: Uuid,
+    revoked: Uuid,
+    note: Option<&str>,
+    by: Uuid,
+) -> Result<u64, DbErr> {
+    let b = conn.get_database_backend();
+    let done = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE certifications SET state = 'REVOKED',
+                 decision_note = COALESCE($3, decision_note), decided_by = $4
+             WHERE listing_id = $1 AND id <> $2 AND state = 'CERTIFIED'",
+            vec![
+                uuid_value(b, listing_id),
+                uuid_value(b, revoked),
+                note.map(str::to_owned).into(),
+                uuid_value(b, by),
+            ],
+        ))
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Records an objection.
 pub async fn object<C: ConnectionTrait>(
     conn: &C,

@@ -187,6 +187,7 @@ impl Partnerships {
             agreements: Vec::new(),
         };
         let txn = self.db.begin().await?;
+        storage::lock_facts(&txn).await?;
         if !storage::insert_partnership(&txn, &view).await? {
             return Err(AppError::bad_input(format!(
                 "{} and {} are already paired",
@@ -344,7 +345,7 @@ impl Partnerships {
         };
         let monthly = storage::monthly_totals(&self.db, id, year).await?;
         let totals: Figures = monthly.iter().map(|(_, f)| *f).sum();
-        let today = Utc::now().date_naive();
+        let today = shared::policy::china_today(Utc::now());
         let target = partnership
             .agreements
             .iter()

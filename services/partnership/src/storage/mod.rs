@@ -487,6 +487,20 @@ pub async fn facts_in<C: ConnectionTrait>(
     .collect()
 }
 
+/// Makes a new partnership's backfill see every booking: waits for the
+/// handlers recording facts right now to commit, and holds new ones until
+/// the partnership is committed (PostgreSQL; SQLite has one writer). A
+/// handler reads the pairs after recording its fact; without the lock a
+/// booking confirmed while the partnership is created could be seen by
+/// neither side and never be credited to it.
+pub async fn lock_facts<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        conn.execute_unprepared("LOCK TABLE booking_facts IN SHARE MODE")
+            .await?;
+    }
+    Ok(())
+}
+
 /// Ids of confirmed bookings of listings whose code starts with `prefix`
 /// (backfilling a new partnership).
 pub async fn confirmed_in<C: ConnectionTrait>(
