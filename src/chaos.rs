@@ -75,7 +75,10 @@ pub struct Report {
     pub settled_seconds: f64,
     /// The invariants, after the run.
     pub findings: Vec<crate::check::Finding>,
-    /// True when every invariant held.
+    /// What else went wrong: bookings that did not end, faults planned
+    /// but not made (the load ended first).
+    pub problems: Vec<String>,
+    /// True when every invariant held and there was no other problem.
     pub passed: bool,
     /// Where the parts' logs are.
     pub logs: String,
@@ -614,9 +617,24 @@ async fn load(
     };
     let mut outcomes = BTreeMap::new();
     for worker in workers {
-        for status in worker.await?? {
-            *outcomes.entry(status).or_insert(0) += 1;
-        }
+        let failure = match worker.await {
+            Ok(Ok(ended)) => {
+                for status in ended {
+                    *outcomes.entry(status).or_insert(0) += 1;
+                }
+                continue;
+            }
+            Ok(Err(e)) => e,
+            Err(e) => e.into(),
+        };
+        // A client gave up (the run's deadline): stop the faults and the
+        // processes before the caller removes the run's databases and
+        // queues, or a part restarted by a late fault would create them
+        // again.
+        faults.abort();
+        let _ = faults.await;
+        fleet.lock().await.stop().await;
+        return Err(failure);
     }
     let done = faults.await??;
     progress.finish_and_clear();
@@ -627,7 +645,8 @@ async fn load(
     let findings = settle_and_check(settings).await?;
     let peak_rss = fleet.lock().await.peak_rss();
     fleet.lock().await.stop().await;
-    let passed = findings.iter().all(|f| f.holds);
+    let problems = problems(&outcomes, plan, &done);
+    let passed = findings.iter().all(|f| f.holds) && problems.is_empty();
     Ok(Report {
         bookings: plan.bookings,
         outcomes,
@@ -637,6 +656,7 @@ async fn load(
         postgres_restarts: done.postgres,
         settled_seconds,
         findings,
+        problems,
         passed,
         logs: String::new(),
         ready_seconds: 0.0,
@@ -666,6 +686,36 @@ async fn settle_and_check(settings: &Settings) -> anyhow::Result<Vec<crate::chec
 }
 
 /// Prints the report as a table.
+/// A run passes only if every booking ended (CONFIRMED, or refused) and
+/// every planned fault was made: a run whose load ended before its faults
+/// proved nothing about them.
+fn problems(outcomes: &BTreeMap<String, usize>, plan: &Plan, done: &FaultsDone) -> Vec<String> {
+    let ended = [
+        "CONFIRMED",
+        "REJECTED",
+        "EXPIRED",
+        "CANCELLED",
+        crate::bench_booking::REFUSED_AT_CREATE,
+    ];
+    let mut problems: Vec<String> = outcomes
+        .iter()
+        .filter(|(status, _)| !ended.contains(&status.as_str()))
+        .map(|(status, n)| format!("{n} bookings ended the run {status:?}, not in a final status"))
+        .collect();
+    for (what, made, planned) in [
+        ("kills", done.killed.len(), plan.kills),
+        ("RabbitMQ restarts", done.broker, plan.broker_restarts),
+        ("PostgreSQL restarts", done.postgres, plan.postgres_restarts),
+    ] {
+        if made < planned {
+            problems.push(format!(
+                "{made} of {planned} {what} made before the load ended: give it more bookings"
+            ));
+        }
+    }
+    problems
+}
+
 pub fn print(report: &Report) {
     println!("  bookings: {}", report.bookings);
     for (status, n) in &report.outcomes {
@@ -679,6 +729,9 @@ pub fn print(report: &Report) {
         report.postgres_restarts,
         report.retried_requests
     );
+    for problem in &report.problems {
+        println!("  PROBLEM: {problem}");
+    }
     println!("  settled in {:.1} s; invariants:", report.settled_seconds);
     crate::check::report(&report.findings);
 }

@@ -25,6 +25,14 @@
 //!    captured less those it refunded.
 //! 5. Messaging: no outbox row older than the grace period; dead-letter
 //!    queues empty (on RabbitMQ).
+//! 6. Across services, for every booking that last moved before the grace
+//!    period: inventory's hold follows booking's decision (a CONFIRMED
+//!    booking's hold COMMITTED; an ended booking's neither HELD nor
+//!    COMMITTED), and the money does too (booking's refunded figure is
+//!    payment's succeeded refunds; a REJECTED or EXPIRED booking, or one
+//!    cancelled before it was paid, keeps nothing it captured; a cancelled
+//!    paid booking got at least the refund it was promised); no refund is
+//!    left PENDING past the grace period.
 
 use chrono::{Duration, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Value};
@@ -104,6 +112,8 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         impact_counts,
         impact_money,
         outboxes_drained(&dbs, cutoff).await?,
+        holds_follow_bookings(&dbs, cutoff).await?,
+        money_follows_bookings(&dbs, cutoff).await?,
     ];
     if let Some(amqp) = settings.amqp() {
         out.push(dead_letters(amqp, settings).await?);
@@ -205,7 +215,11 @@ async fn one_capture_per_confirmed_booking(dbs: &Dbs) -> anyhow::Result<Finding>
     .await?;
     let ledger = rows(
         &dbs.payment,
+        // A capture's transaction takes the gross out of clearing; a
+        // refund's (an admin's partial one leaves the booking CONFIRMED)
+        // puts it back and is not counted here.
         "SELECT booking_id, CAST(COUNT(DISTINCT txn_id) AS BIGINT) AS n FROM ledger_entries
+         WHERE account = 'traveler_clearing' AND amount_fen < 0
          GROUP BY booking_id",
         vec![],
     )
@@ -381,16 +395,21 @@ async fn no_stuck_payment(
 ) -> anyhow::Result<Finding> {
     let stuck = rows(
         db,
-        "SELECT id FROM payments WHERE status = 'PROCESSING' AND updated_at < $1",
+        "SELECT 'payment' AS what, id FROM payments WHERE status = 'PROCESSING' AND updated_at < $1
+         UNION ALL
+         SELECT 'refund' AS what, id FROM refunds WHERE status = 'PENDING' AND updated_at < $1",
         vec![cutoff.into()],
     )
     .await?;
     let offenders = stuck
         .iter()
-        .map(|r| Ok(format!("payment {}", shared::db::row_uuid(r, "id")?)))
+        .map(|r| {
+            let what: String = r.try_get("", "what")?;
+            Ok(format!("{what} {}", shared::db::row_uuid(r, "id")?))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(finding(
-        "payments settle: none PROCESSING past the grace period",
+        "payments settle: none PROCESSING, no refund PENDING past the grace period",
         offenders,
         "none stuck".into(),
     ))
@@ -582,6 +601,130 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
             format!("{} partnerships", credited.len()),
         ),
     ])
+}
+
+/// Booking's statuses that are the end of a booking.
+const ENDED: [&str; 3] = ["REJECTED", "EXPIRED", "CANCELLED"];
+
+/// Bookings that last moved before `cutoff` and are CONFIRMED or ended:
+/// (id, status, refund due, refunded), as booking has them.
+async fn settled_bookings(
+    booking: &DatabaseConnection,
+    cutoff: chrono::DateTime<Utc>,
+) -> anyhow::Result<Vec<(uuid::Uuid, String, Option<i64>, i64)>> {
+    rows(
+        booking,
+        "SELECT id, status, refund_due_fen, refunded_fen FROM bookings
+         WHERE updated_at < $1 AND status IN ('CONFIRMED', 'REJECTED', 'EXPIRED', 'CANCELLED')",
+        vec![cutoff.into()],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            shared::db::row_uuid(r, "id")?,
+            r.try_get("", "status")?,
+            r.try_get("", "refund_due_fen")?,
+            r.try_get("", "refunded_fen")?,
+        ))
+    })
+    .collect()
+}
+
+/// Sums of `amount_fen` by booking over `sql`'s rows.
+async fn fen_by_booking(
+    db: &DatabaseConnection,
+    sql: &str,
+) -> anyhow::Result<BTreeMap<uuid::Uuid, i64>> {
+    rows(db, sql, vec![])
+        .await?
+        .iter()
+        .map(|r| Ok((shared::db::row_uuid(r, "booking_id")?, r.try_get("", "n")?)))
+        .collect()
+}
+
+async fn holds_follow_bookings(
+    dbs: &Dbs,
+    cutoff: chrono::DateTime<Utc>,
+) -> anyhow::Result<Finding> {
+    let bookings = settled_bookings(&dbs.booking, cutoff).await?;
+    let holds: BTreeMap<uuid::Uuid, String> = rows(
+        &dbs.inventory,
+        "SELECT booking_id, state FROM holds",
+        vec![],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            shared::db::row_uuid(r, "booking_id")?,
+            r.try_get("", "state")?,
+        ))
+    })
+    .collect::<anyhow::Result<_>>()?;
+    let mut offenders = Vec::new();
+    for (id, status, _, _) in &bookings {
+        let hold = holds.get(id).map(String::as_str);
+        let agrees = match status.as_str() {
+            "CONFIRMED" => hold == Some("COMMITTED"),
+            _ => !matches!(hold, Some("HELD" | "COMMITTED")),
+        };
+        if !agrees {
+            offenders.push(format!("{id} {status}, hold {}", hold.unwrap_or("none")));
+        }
+    }
+    Ok(finding(
+        "holds follow bookings: CONFIRMED is COMMITTED, an ended booking holds nothing",
+        offenders,
+        format!("{} settled bookings", bookings.len()),
+    ))
+}
+
+async fn money_follows_bookings(
+    dbs: &Dbs,
+    cutoff: chrono::DateTime<Utc>,
+) -> anyhow::Result<Finding> {
+    let bookings = settled_bookings(&dbs.booking, cutoff).await?;
+    let captured = fen_by_booking(
+        &dbs.payment,
+        "SELECT booking_id, CAST(SUM(amount_fen) AS BIGINT) AS n FROM payments
+         WHERE status = 'CAPTURED' GROUP BY booking_id",
+    )
+    .await?;
+    let refunded = fen_by_booking(
+        &dbs.payment,
+        "SELECT booking_id, CAST(SUM(amount_fen) AS BIGINT) AS n FROM refunds
+         WHERE status = 'SUCCEEDED' GROUP BY booking_id",
+    )
+    .await?;
+    let mut offenders = Vec::new();
+    for (id, status, due, told) in &bookings {
+        let (taken, back) = (
+            captured.get(id).copied().unwrap_or(0),
+            refunded.get(id).copied().unwrap_or(0),
+        );
+        if *told != back {
+            offenders.push(format!(
+                "{id}: booking says {told} fen refunded, payment {back}"
+            ));
+        }
+        let ended = ENDED.contains(&status.as_str());
+        match due {
+            Some(due) if ended && back < *due => offenders.push(format!(
+                "{id} {status}: {due} fen refund due, {back} refunded"
+            )),
+            None if ended && taken != back => offenders.push(format!(
+                "{id} {status}: keeps {} fen it captured",
+                taken - back
+            )),
+            _ => {}
+        }
+    }
+    Ok(finding(
+        "money follows bookings: refunds agree, an ended booking keeps only what it may",
+        offenders,
+        format!("{} settled bookings", bookings.len()),
+    ))
 }
 
 async fn outboxes_drained(dbs: &Dbs, cutoff: chrono::DateTime<Utc>) -> anyhow::Result<Finding> {

@@ -46,7 +46,7 @@ enum Command {
     /// when one fails. Read-only.
     Check {
         /// How long a saga step, payment or outbox row may still be in flight.
-        #[arg(long, default_value_t = 120)]
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(i64).range(0..=31_622_400))]
         grace_seconds: i64,
     },
     /// Bookings under faults, then the invariants: the parts run as
@@ -67,7 +67,7 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         kills: usize,
         /// Seconds between kills.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         kill_every: u64,
         /// RabbitMQ restarts during the load.
         #[arg(long, default_value_t = 1)]
@@ -79,7 +79,7 @@ enum Command {
         #[arg(long)]
         faulty_bus: bool,
         /// Give up after this many seconds.
-        #[arg(long, default_value_t = 900)]
+        #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         deadline: u64,
         /// Where to write the JSON report.
         #[arg(long, default_value = "target/chaos/report.json")]

@@ -33,9 +33,30 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         b["refunded"]["amount"] == "380.00"
     })
     .await;
+    // An admin's goodwill refund: the booking stays CONFIRMED with a second
+    // ledger transaction, which is not a second capture.
+    let admin = app.admin_token().await;
+    let goodwill = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"10.00\",
+                reason: \"停电\", idempotencyKey: \"goodwill\") { status } }",
+            serde_json::json!({ "b": kept }),
+        )
+        .await;
+    assert_eq!(
+        goodwill["data"]["refundPayment"]["status"], "SUCCEEDED",
+        "{goodwill}"
+    );
+    app.wait_for_booking(&kept, "the goodwill refund", |b| {
+        b["refunded"]["amount"] == "10.00"
+    })
+    .await;
 
     let settings = app.app.rt.settings.clone();
-    let grace = chrono::Duration::seconds(60);
+    // No grace: every booking above has settled, so each is held to the
+    // checks across services (a grace would leave these recent ones out).
+    let grace = chrono::Duration::zero();
     // Outbox rows may still be in flight for a moment: poll until it holds.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -43,7 +64,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .await
             .expect("checks run");
         if findings.iter().all(|f| f.holds) {
-            assert_eq!(findings.len(), 12, "{findings:?}");
+            assert_eq!(findings.len(), 14, "{findings:?}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{findings:#?}");
@@ -86,6 +107,24 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .expect("tampered");
         assert_eq!(tampered.rows_affected(), 1, "{table}");
     }
+    // The cancelled booking's nights taken again and its refund undone, in
+    // inventory's and payment's books alone: each service agrees with
+    // itself, not with booking.
+    let cancelled_id: uuid::Uuid = cancelled.parse().expect("booking id");
+    let retaken = inventory
+        .execute_unprepared(&format!(
+            "UPDATE holds SET state = 'COMMITTED' WHERE booking_id = '{cancelled_id}'"
+        ))
+        .await
+        .expect("hold tampered");
+    assert_eq!(retaken.rows_affected(), 1);
+    let undone = payment
+        .execute_unprepared(&format!(
+            "UPDATE refunds SET status = 'FAILED' WHERE booking_id = '{cancelled_id}'"
+        ))
+        .await
+        .expect("refund tampered");
+    assert_eq!(undone.rows_affected(), 1);
     let findings = duikou::check::run(&settings, grace)
         .await
         .expect("checks run");
@@ -99,7 +138,12 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         [
             "capacity: taken = live holds, never over capacity",
             "ledger: every transaction sums to zero",
-            "impact: credited spend, certified spend, host income and fund = payment's, booking by booking"
+            // The refund undone shows in payment's own books too.
+            "welfare fund: balance = fund shares of captures less refunds",
+            "provider: one charge per captured payment, refunds agree",
+            "impact: credited spend, certified spend, host income and fund = payment's, booking by booking",
+            "holds follow bookings: CONFIRMED is COMMITTED, an ended booking holds nothing",
+            "money follows bookings: refunds agree, an ended booking keeps only what it may"
         ],
         "{findings:#?}"
     );

@@ -158,6 +158,26 @@ impl Settings {
                 "DUIKOU_HOLD_SECONDS and DUIKOU_PENDING_RETRY_SECONDS must be at least 1".into(),
             );
         }
+        // Past a year none of these means anything, and far past it the
+        // date arithmetic they feed overflows.
+        const YEAR: i64 = 366 * 24 * 3600;
+        for (name, seconds) in [
+            ("DUIKOU_HOLD_SECONDS", self.hold_seconds),
+            ("DUIKOU_HOLD_GRACE_SECONDS", self.hold_grace_seconds),
+            ("DUIKOU_PENDING_RETRY_SECONDS", self.pending_retry_seconds),
+            (
+                "DUIKOU_RECONCILE_AFTER_SECONDS",
+                self.reconcile_after_seconds,
+            ),
+            (
+                "DUIKOU_ACCESS_TOKEN_MINUTES",
+                self.access_token_minutes.saturating_mul(60),
+            ),
+        ] {
+            if !(0..=YEAR).contains(&seconds) {
+                return Err(format!("{name} must be between 0 and a year"));
+            }
+        }
         Ok(())
     }
 
@@ -279,5 +299,26 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("postgres://db:5432"), "{summary}");
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused_before_they_overflow() {
+        for bad in [
+            Settings {
+                hold_seconds: i64::MAX,
+                ..Settings::default()
+            },
+            Settings {
+                hold_grace_seconds: -1,
+                ..Settings::default()
+            },
+            Settings {
+                access_token_minutes: i64::MAX,
+                ..Settings::default()
+            },
+        ] {
+            assert!(bad.check().is_err());
+        }
+        assert!(Settings::default().check().is_ok());
     }
 }

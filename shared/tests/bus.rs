@@ -649,3 +649,24 @@ async fn a_broker_that_refuses_the_connection_is_an_error_not_a_hang() {
         "{message}"
     );
 }
+
+/// A URL lapin cannot read is said at once, not waited out as a broker
+/// that is away (lapin reports it as an I/O error).
+#[tokio::test]
+async fn an_amqp_url_that_cannot_be_read_is_an_error_at_once() {
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(5),
+        duikou_shared::bus::amqp::AmqpBus::connect(
+            "amqp//guest@localhost",
+            duikou_shared::bus::BusConfig::default(),
+        ),
+    )
+    .await;
+    let Ok(Err(refused)) = outcome else {
+        panic!(
+            "expected an error at once, got {:?}",
+            outcome.map(|r| r.is_ok())
+        );
+    };
+    assert!(refused.to_string().contains("AMQP URL"), "{refused}");
+}

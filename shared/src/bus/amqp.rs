@@ -233,6 +233,10 @@ impl AmqpBus {
         // refusing (wrong credentials or virtual host) is an error after
         // REFUSED_FOR, not a hang.
         let mut refused_since: Option<Instant> = None;
+        // lapin reports a URL it cannot read as an I/O error, which would
+        // be waited out as a broker that is away, for ever.
+        url.parse::<lapin::uri::AMQPUri>()
+            .map_err(|reason| BusError::Broker(format!("the AMQP URL cannot be read: {reason}")))?;
         let connection = loop {
             match opening(url).await {
                 Ok(c) => break c,
