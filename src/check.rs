@@ -1,6 +1,6 @@
 //! `duikou check`: the invariants that must hold across the services'
 //! databases and the broker, whatever crashed, was redelivered or raced.
-//! Read-only; run it alone on a quiet system, or after a chaos run once the
+//! Read-only (it creates no database either); run it alone on a quiet system, or after a chaos run once the
 //! load has stopped and `settle` has passed.
 //!
 //! 1. Capacity: on every night and departure, what is taken (capacity less
@@ -92,11 +92,17 @@ fn finding(invariant: &'static str, offenders: Vec<String>, ok_detail: String) -
 /// Checks every invariant; `grace` is how long a saga step or an outbox row
 /// may legitimately still be in flight.
 pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Finding>> {
+    let open = |service: &'static str| async move {
+        use anyhow::Context;
+        shared::db::connect_existing(settings, service)
+            .await
+            .with_context(|| format!("{service}'s database (check reads, it creates nothing)"))
+    };
     let dbs = Dbs {
-        inventory: shared::db::connect(settings, "inventory").await?,
-        booking: shared::db::connect(settings, "booking").await?,
-        payment: shared::db::connect(settings, "payment").await?,
-        partnership: shared::db::connect(settings, "partnership").await?,
+        inventory: open("inventory").await?,
+        booking: open("booking").await?,
+        payment: open("payment").await?,
+        partnership: open("partnership").await?,
     };
     let cutoff = Utc::now() - grace;
     let [impact_counts, impact_money] = impact_matches_bookings_and_payments(&dbs).await?;

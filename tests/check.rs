@@ -160,3 +160,30 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         assert!(money.detail.contains(figure), "{figure}: {money:#?}");
     }
 }
+
+/// The checker reads: pointed at databases that do not exist (a mistyped
+/// prefix), it says so and creates none.
+#[tokio::test]
+async fn the_checker_creates_no_database_it_does_not_find() {
+    let app = spawn_app().await;
+    let mut settings = (*app.app.rt.settings).clone();
+    settings.db_prefix = format!("{}typo_", settings.db_prefix);
+    let refused = duikou::check::run(&settings, Duration::seconds(60))
+        .await
+        .expect_err("no databases to check");
+    assert!(
+        format!("{refused:#}").contains("creates nothing"),
+        "{refused:#}"
+    );
+    let inventory = app.service_db("inventory").await;
+    let created = inventory
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            inventory.get_database_backend(),
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM pg_database WHERE datname LIKE $1",
+            [format!("{}%", settings.db_prefix).into()],
+        ))
+        .await
+        .expect("query")
+        .and_then(|r| r.try_get::<i64>("", "n").ok());
+    assert_eq!(created, Some(0));
+}

@@ -83,12 +83,31 @@ pub async fn drop_database(server_url: &str, database: &str) -> Result<(), DbErr
     admin.close().await
 }
 
-/// Connects `service` to its own database.
+/// Connects `service` to its own database, creating it if need be.
 pub async fn connect(settings: &Settings, service: &str) -> Result<DatabaseConnection, DbErr> {
+    open(settings, service, true).await
+}
+
+/// Connects to `service`'s database only if it exists (a read-only tool
+/// such as `duikou check` must not leave empty databases behind a typo).
+pub async fn connect_existing(
+    settings: &Settings,
+    service: &str,
+) -> Result<DatabaseConnection, DbErr> {
+    open(settings, service, false).await
+}
+
+async fn open(
+    settings: &Settings,
+    service: &str,
+    create: bool,
+) -> Result<DatabaseConnection, DbErr> {
     let name = database_name(settings, service);
     match settings.postgres() {
         Some(server) => {
-            ensure_database(server, &name).await?;
+            if create {
+                ensure_database(server, &name).await?;
+            }
             let mut options = ConnectOptions::new(with_database(server, &name)?);
             options
                 .max_connections(settings.db_max_connections)
@@ -98,13 +117,19 @@ pub async fn connect(settings: &Settings, service: &str) -> Result<DatabaseConne
             Database::connect(options).await
         }
         None => {
+            let path = settings.data_dir.join(format!("{name}.db"));
+            if !create && !path.exists() {
+                return Err(DbErr::Custom(format!(
+                    "no database {} (has Duikou run with these settings?)",
+                    path.display()
+                )));
+            }
             std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
                 DbErr::Custom(format!(
                     "cannot create {}: {e}",
                     settings.data_dir.display()
                 ))
             })?;
-            let path = settings.data_dir.join(format!("{name}.db"));
             let mut options = ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
             // One connection: SQLite has one writer anyway, and a second
             // connection inside an open transaction would wait on itself.

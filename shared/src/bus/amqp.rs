@@ -259,17 +259,7 @@ impl AmqpBus {
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        publisher
-            .exchange_declare(
-                config.exchange().as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        declare_exchange(&config, &publisher).await?;
         let rpc_channel = connection.create_channel().await?;
         rpc_channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -356,6 +346,22 @@ impl AmqpBus {
 }
 
 /// A queue of this connection only, deleted with it (pushes to clients).
+/// Declares `duikou.events` (durable topic; declaring it again is a no-op).
+async fn declare_exchange(config: &BusConfig, channel: &Channel) -> Result<(), BusError> {
+    channel
+        .exchange_declare(
+            config.exchange().as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
 async fn declare_ephemeral_queue(
     config: &BusConfig,
     channel: &Channel,
@@ -381,6 +387,10 @@ async fn bind(
     name: &str,
     bindings: &[String],
 ) -> Result<(), BusError> {
+    // Again at every (re)binding: a broker that lost its definitions (reset,
+    // or a new node without the old data) would refuse the bindings for
+    // ever otherwise, and the relays' publishes with them.
+    declare_exchange(config, channel).await?;
     for key in bindings {
         channel
             .queue_bind(
@@ -607,7 +617,7 @@ async fn dead_letter(inner: &Inner, dead_queue: &str, delivery: &Delivery, reaso
         AMQPValue::LongString(delivery.routing_key.as_str().into()),
     );
     let properties = delivery.properties.clone().with_headers(headers);
-    let stored = async {
+    let stored = tokio::time::timeout(BROKER_DEADLINE, async {
         inner
             .lend_confirming()
             .await?
@@ -625,8 +635,13 @@ async fn dead_letter(inner: &Inner, dead_queue: &str, delivery: &Delivery, reaso
             .await
             .map_err(BusError::from)
             .and_then(|c| confirmation_result(dead_queue, c))
-    }
-    .await;
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(BusError::Broker(
+            "the dead letter was not confirmed in time".into(),
+        ))
+    });
     match stored {
         Ok(()) => {
             warn!(reason, queue = dead_queue, "dead-lettered a message");
@@ -772,21 +787,33 @@ async fn open_consumer(
          dyn Fn(Channel) -> futures::future::BoxFuture<'static, Result<(), BusError>> + Send + Sync
      ),
 ) -> Result<(Channel, lapin::Consumer, String), BusError> {
-    let channel = inner.connection().await?.create_channel().await?;
-    channel
-        .basic_qos(inner.config.prefetch, BasicQosOptions::default())
-        .await?;
-    declare(channel.clone()).await?;
-    let tag = format!("{queue}-{}", Uuid::now_v7());
-    let consumer = channel
-        .basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((channel, consumer, tag))
+    // A broker half up (mid-restart) may take a request and never answer;
+    // the supervisor's retry needs every step to end.
+    let open = async {
+        let channel = inner.connection().await?.create_channel().await?;
+        channel
+            .basic_qos(inner.config.prefetch, BasicQosOptions::default())
+            .await?;
+        declare(channel.clone()).await?;
+        let tag = format!("{queue}-{}", Uuid::now_v7());
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer, tag))
+    };
+    tokio::time::timeout(BROKER_DEADLINE, open)
+        .await
+        .unwrap_or_else(|_| {
+            Err(BusError::Broker(format!(
+                "RabbitMQ did not set up a consumer of {queue} in {} s",
+                BROKER_DEADLINE.as_secs()
+            )))
+        })
 }
 
 type Declare =
@@ -830,7 +857,8 @@ where
                     None
                 }
                 () = stop.cancel.cancelled() => {
-                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+                    let _ = tokio::time::timeout(BROKER_DEADLINE, cancel).await;
                     handlers.close();
                     handlers.wait().await;
                     break;
