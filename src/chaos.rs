@@ -37,9 +37,10 @@ pub struct Plan {
     pub bookings: usize,
     /// Clients booking at once.
     pub clients: usize,
-    /// Processes killed (SIGKILL) and started again, one every `kill_every`.
+    /// Processes killed (SIGKILL) and started again, spread evenly over the
+    /// load (the k-th once k/(kills+1) of the bookings have started).
     pub kills: usize,
-    /// Time between kills.
+    /// The least time between two kills (a part gets to start again).
     pub kill_every: Duration,
     /// RabbitMQ restarts (`stop_app`/`start_app`) during the load.
     pub broker_restarts: usize,
@@ -573,14 +574,16 @@ async fn load(
             Ok::<_, anyhow::Error>(ended)
         }));
     }
-    // Faults while the load runs: kills every `kill_every`, the broker
-    // restarts a third of the way in, PostgreSQL two thirds.
+    // Faults while the load runs, by its progress: kills spread evenly (at
+    // least `kill_every` apart), the broker restarts a third of the way in,
+    // PostgreSQL two thirds. By progress, not by the clock: a faster machine
+    // finishes the load sooner, and every planned fault must happen in it.
     let faults = {
         let (fleet, plan, next, progress) =
             (fleet.clone(), plan.clone(), next.clone(), progress.clone());
         tokio::spawn(async move {
             let mut done = FaultsDone::default();
-            let mut last_kill = Instant::now();
+            let mut last_kill: Option<Instant> = None;
             loop {
                 let made = next.load(Ordering::Relaxed);
                 if made >= plan.bookings {
@@ -602,13 +605,16 @@ async fn load(
                     restart_postgres().await?;
                     done.postgres += 1;
                 }
-                if done.killed.len() < plan.kills && last_kill.elapsed() >= plan.kill_every {
+                if done.killed.len() < plan.kills
+                    && made >= plan.bookings * (done.killed.len() + 1) / (plan.kills + 1)
+                    && last_kill.is_none_or(|at| at.elapsed() >= plan.kill_every)
+                {
                     let mut fleet = fleet.lock().await;
                     let victim = random(fleet.procs.len());
                     let killed = fleet.kill_and_restart(victim).await?;
                     progress.set_message(format!("killed {killed}"));
                     done.killed.push(killed);
-                    last_kill = Instant::now();
+                    last_kill = Some(Instant::now());
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

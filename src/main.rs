@@ -63,11 +63,12 @@ enum Command {
         /// Clients booking at once.
         #[arg(long, default_value_t = 16)]
         clients: usize,
-        /// Processes to kill (SIGKILL) and restart, one every `--kill-every`.
+        /// Processes to kill (SIGKILL) and restart, spread over the load.
         #[arg(long, default_value_t = 10)]
         kills: usize,
-        /// Seconds between kills.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+        /// The least seconds between two kills (they are spread evenly over
+        /// the load).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         kill_every: u64,
         /// RabbitMQ restarts during the load.
         #[arg(long, default_value_t = 1)]
@@ -365,7 +366,9 @@ async fn main() -> anyhow::Result<()> {
             if report.passed {
                 Ok(())
             } else {
-                anyhow::bail!("an invariant does not hold after the chaos run")
+                anyhow::bail!(
+                    "the chaos run did not pass: see the PROBLEM lines and the invariants above"
+                )
             }
         }
         Command::Check { grace_seconds } => {
