@@ -124,11 +124,17 @@ pub async fn prune_inbox(db: &DatabaseConnection, older_than: Duration) -> Resul
     let before = chrono::Utc::now()
         - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
     let backend = db.get_database_backend();
+    // SQLite keeps `handled_at` as text in its own format; compare like
+    // with like.
+    let before: Value = match backend {
+        DbBackend::Sqlite => before.format("%Y-%m-%d %H:%M:%S").to_string().into(),
+        _ => before.into(),
+    };
     let done = db
         .execute_raw(stmt(
             backend,
             "DELETE FROM inbox WHERE handled_at < $1",
-            vec![before.into()],
+            vec![before],
         ))
         .await?;
     Ok(done.rows_affected())
@@ -198,47 +204,43 @@ pub struct Relay {
 /// are tried again (their queue may exist by then).
 const PARK_FOR: Duration = Duration::from_secs(5);
 
-/// The most rows one relay passes over at once; past it, the oldest
-/// unroutable rows are simply tried again every round.
-const MAX_PARKED: usize = 4_096;
-
-/// Rows the broker found unroutable, passed over for [`PARK_FOR`] so that
-/// rows behind them — for queues that do exist — still go out: without it,
-/// a batch's worth of events no queue is bound for yet (a service not
+/// Where a relay resumes after a round the broker found unroutable rows
+/// in: past them, for [`PARK_FOR`], so that rows behind them — for queues
+/// that do exist — still go out, however many there are. Without it, a
+/// batch's worth of events no queue is bound for yet (a service not
 /// deployed) at the head of the outbox would stop the whole service's
-/// events.
+/// events. (A row committed meanwhile with a lower seq waits for the next
+/// sweep from the head, at most [`PARK_FOR`] later.)
 #[derive(Default)]
 struct Parked {
-    seqs: Vec<i64>,
+    after: Option<i64>,
     since: Option<std::time::Instant>,
 }
 
 impl Parked {
-    /// The seqs to pass over now (forgetting them once their time is up).
-    fn current(&mut self) -> Vec<i64> {
+    /// The seq to resume after now (none once the time is up).
+    fn current(&mut self) -> Option<i64> {
         if self.since.is_some_and(|at| at.elapsed() >= PARK_FOR) {
             *self = Parked::default();
         }
-        self.seqs.clone()
+        self.after
     }
 
-    fn add(&mut self, seqs: &[i64]) {
-        if self.seqs.is_empty() {
-            self.since = Some(std::time::Instant::now());
-        }
-        let room = MAX_PARKED.saturating_sub(self.seqs.len());
-        self.seqs.extend(seqs.iter().take(room));
+    fn pass(&mut self, seq: i64) {
+        self.since.get_or_insert_with(std::time::Instant::now);
+        self.after = Some(
+            self.after
+                .map_or(seq, |after| std::cmp::Ord::max(after, seq)),
+        );
     }
 }
 
-/// `AND seq NOT IN (…)` for the parked rows, or nothing. The seqs are the
-/// outbox's own integers, written as literals.
-fn passing_over(parked: &[i64]) -> String {
-    if parked.is_empty() {
-        return String::new();
-    }
-    let list: Vec<String> = parked.iter().map(i64::to_string).collect();
-    format!(" WHERE seq NOT IN ({})", list.join(","))
+/// `WHERE seq > …` while rows are passed over, or nothing. The seq is the
+/// outbox's own integer, written as a literal.
+fn passing_over(after: Option<i64>) -> String {
+    after
+        .map(|a| format!(" WHERE seq > {a}"))
+        .unwrap_or_default()
 }
 
 impl Relay {
@@ -262,24 +264,8 @@ impl Relay {
         self
     }
 
-    fn parked(&self) -> Vec<i64> {
-        self.parked
-            .lock()
-            .map(|mut p| p.current())
-            .unwrap_or_default()
-    }
-
-    fn park(&self, seqs: &[i64]) {
-        if seqs.is_empty() {
-            return;
-        }
-        warn!(
-            rows = seqs.len(),
-            "no queue is bound for some outbox events yet; passing over them for a while"
-        );
-        if let Ok(mut p) = self.parked.lock() {
-            p.add(seqs);
-        }
+    fn parked(&self) -> Option<i64> {
+        self.parked.lock().ok().and_then(|mut p| p.current())
     }
 
     /// Publishes up to one batch; returns how many rows were published.
@@ -292,7 +278,7 @@ impl Relay {
                 let (done, result) = self
                     .publish(rows.iter().map(|(seq, body)| (*seq, body.as_str())))
                     .await;
-                self.park_unroutable(rows.iter().map(|(seq, _)| *seq), &done, &result);
+                self.park_unroutable(rows.iter().map(|(seq, _)| *seq), &result);
                 if !done.is_empty() {
                     self.db.execute_raw(delete_rows(done)).await?;
                 }
@@ -316,7 +302,7 @@ impl Relay {
                     "DELETE FROM outbox WHERE seq IN
                        (SELECT seq FROM outbox{} ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
                      RETURNING seq, event_id, kind, body, created_at",
-                    passing_over(&self.parked())
+                    passing_over(self.parked())
                 ),
                 [(self.batch as i64).into()],
             ))
@@ -341,7 +327,7 @@ impl Relay {
         let (done, result) = self
             .publish(taken.iter().map(|t| (t.seq, t.body.as_str())))
             .await;
-        self.park_unroutable(taken.iter().map(|t| t.seq), &done, &result);
+        self.park_unroutable(taken.iter().map(|t| t.seq), &result);
         if done.is_empty() {
             txn.rollback().await?;
             return result;
@@ -361,7 +347,7 @@ impl Relay {
                 backend,
                 &format!(
                     "SELECT seq, body FROM outbox{} ORDER BY seq LIMIT $1",
-                    passing_over(&self.parked())
+                    passing_over(self.parked())
                 ),
                 vec![(self.batch as i64).into()],
             ))
@@ -376,18 +362,22 @@ impl Relay {
             .collect()
     }
 
-    /// After a round whose failures were all unroutable events: parks the
-    /// rows that did not go out. (A broker that is away fails everything
-    /// with another error; nothing is parked then, the round backs off.)
+    /// After a round whose failures were unroutable events: the next
+    /// rounds resume past this one's rows for a while. (A broker that is
+    /// away fails with another error; nothing is passed over then, the
+    /// round backs off.)
     fn park_unroutable(
         &self,
         taken: impl Iterator<Item = i64>,
-        done: &[i64],
         result: &Result<usize, RelayError>,
     ) {
         if let Err(RelayError::Bus(BusError::Unroutable(_))) = result {
-            let left: Vec<i64> = taken.filter(|seq| !done.contains(seq)).collect();
-            self.park(&left);
+            if let (Some(last), Ok(mut parked)) = (taken.max(), self.parked.lock()) {
+                warn!(
+                    "no queue is bound for some outbox events yet; passing over them for a while"
+                );
+                parked.pass(last);
+            }
         }
     }
 
@@ -456,10 +446,11 @@ impl Relay {
                 match self.relay_once().await {
                     Ok(n) if n as u64 >= self.batch => continue,
                     Ok(_) => backoff = Duration::from_millis(50),
-                    // Parked: the rows behind go out next round, without
-                    // the backoff of a broker that is away.
+                    // Passed over: the rows behind go out next round, at once
+                    // (each such round moves past its rows, so this ends).
                     Err(RelayError::Bus(BusError::Unroutable(_))) => {
                         backoff = Duration::from_millis(50);
+                        continue;
                     }
                     Err(e) => {
                         warn!(error = %e, "outbox relay could not publish; will retry");

@@ -754,10 +754,20 @@ impl Identity {
         if !same {
             return Err(refused());
         }
-        let account = storage::account_by_id(&self.db, account)
+        // Issued under the account's lock, the client looked up again: a
+        // revocation committed since the first look refuses it, and one
+        // running now waits and then revokes this token too.
+        let txn = self.db.begin().await?;
+        storage::lock_account(&txn, account).await?;
+        if storage::api_client(&txn, client_id.trim()).await?.is_none() {
+            return Err(refused());
+        }
+        let account = storage::account_by_id(&txn, account)
             .await?
             .ok_or_else(refused)?;
-        self.issue(&self.db, account).await
+        let tokens = self.issue(&txn, account).await?;
+        txn.commit().await?;
+        Ok(tokens)
     }
 }
 

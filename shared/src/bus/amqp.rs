@@ -709,6 +709,14 @@ async fn handle_event(
                     debug!("ack lost with the channel; expecting a redelivery");
                 }
             }
+            // A temporary queue counts no deliveries and has no limit: what
+            // fails there (a push handler that panicked) is given up at
+            // once rather than handed back for ever.
+            Err(HandlerError::Retry(reason) | HandlerError::Unavailable(reason))
+                if router.is_ephemeral() =>
+            {
+                give_up(inner, router, &delivery, &reason).await;
+            }
             Err(HandlerError::Retry(reason) | HandlerError::Unavailable(reason)) => {
                 let attempt = delivery_count(&delivery.properties);
                 warn!(%reason, attempt, "handler failed; will be redelivered");

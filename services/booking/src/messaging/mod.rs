@@ -260,7 +260,7 @@ impl Bookings {
             ..Changes::default()
         };
         let mut events = Vec::new();
-        if storage::transition(
+        if let Some(moved) = storage::transition(
             &txn,
             id,
             &[Status::Pending, Status::AwaitingPayment],
@@ -269,11 +269,21 @@ impl Bookings {
             "cancelled before payment",
         )
         .await?
-        .is_some()
         {
             // A hold granted after this is released by on_hold_granted; a
             // release that overtakes the request leaves a tombstone.
             events.push(release);
+            // Paid while the booking still looked PENDING here (the capture
+            // overtook the grant): all of it goes back.
+            if let Some(gross) = moved.captured_early {
+                storage::set_refund_due(&txn, id, gross).await?;
+                let refund = RefundRequested {
+                    booking_id: id,
+                    amount: None,
+                    reason: "cancelled before the payment was recorded".into(),
+                };
+                events.push(Envelope::new(SERVICE, id.0, &refund));
+            }
         } else {
             // Read again: it may have been paid since the first read. A
             // CONFIRMED booking's price no longer changes, and the

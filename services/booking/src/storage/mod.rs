@@ -866,8 +866,8 @@ pub async fn set_refund_due<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
-        "UPDATE bookings SET refund_due_fen = $2 WHERE id = $1",
-        vec![uuid_value(b, id.0), amount.get().into()],
+        "UPDATE bookings SET refund_due_fen = $2, updated_at = $3 WHERE id = $1",
+        vec![uuid_value(b, id.0), amount.get().into(), Utc::now().into()],
     ))
     .await?;
     Ok(())

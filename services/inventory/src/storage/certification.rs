@@ -215,12 +215,27 @@ pub async fn revoke_others<C: ConnectionTrait>(
     by: Uuid,
 ) -> Result<u64, DbErr> {
     let b = conn.get_database_backend();
+    // Rows another decision holds are passed over (PostgreSQL): two admins
+    // revoking two certificates of one listing at once would otherwise each
+    // wait for the other's row. Each revokes its own, so nothing is missed.
+    let others = match b {
+        sea_orm::DbBackend::Postgres => {
+            "SELECT id FROM certifications
+             WHERE listing_id = $1 AND id <> $2 AND state = 'CERTIFIED' FOR UPDATE SKIP LOCKED"
+        }
+        _ => {
+            "SELECT id FROM certifications
+             WHERE listing_id = $1 AND id <> $2 AND state = 'CERTIFIED'"
+        }
+    };
     let done = conn
         .execute_raw(stmt(
             b,
-            "UPDATE certifications SET state = 'REVOKED',
-                 decision_note = COALESCE($3, decision_note), decided_by = $4
-             WHERE listing_id = $1 AND id <> $2 AND state = 'CERTIFIED'",
+            &format!(
+                "UPDATE certifications SET state = 'REVOKED',
+                     decision_note = COALESCE($3, decision_note), decided_by = $4
+                 WHERE id IN ({others})"
+            ),
             vec![
                 uuid_value(b, listing_id),
                 uuid_value(b, revoked),

@@ -487,7 +487,8 @@ pub async fn facts_in<C: ConnectionTrait>(
     .collect()
 }
 
-/// Makes a new partnership's backfill see every booking: waits for the
+/// Makes a new partnership's backfill see every booking (one creation at a
+/// time): waits for the
 /// handlers recording facts right now to commit, and holds new ones until
 /// the partnership is committed (PostgreSQL; SQLite has one writer). A
 /// handler reads the pairs after recording its fact; without the lock a
@@ -495,7 +496,9 @@ pub async fn facts_in<C: ConnectionTrait>(
 /// neither side and never be credited to it.
 pub async fn lock_facts<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
     if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        conn.execute_unprepared("LOCK TABLE booking_facts IN SHARE MODE")
+        // SHARE ROW EXCLUSIVE, not SHARE: two creations at once would both
+        // hold SHARE and then deadlock on their backfills' writes.
+        conn.execute_unprepared("LOCK TABLE booking_facts IN SHARE ROW EXCLUSIVE MODE")
             .await?;
     }
     Ok(())
