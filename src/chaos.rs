@@ -444,9 +444,32 @@ pub async fn run(settings: Settings, plan: Plan) -> anyhow::Result<Report> {
     let (settings, prefix) = bench_settings(settings);
     let logs = std::env::temp_dir().join(format!("duikou-chaos-{}", prefix.trim_end_matches('_')));
     std::fs::create_dir_all(&logs)?;
-    let result = run_in(&settings, &plan, &logs).await;
+    // Interrupted (Ctrl-C, SIGTERM): the run's tasks are aborted and its
+    // processes killed as they are dropped (`kill_on_drop`), and its
+    // databases and queues removed as after any run. A broker restart in
+    // progress finishes first (it runs on a blocking thread), so RabbitMQ
+    // is not left stopped.
+    let result = tokio::select! {
+        result = run_in(&settings, &plan, &logs) => result,
+        () = crate::shutdown_signal() => Err(anyhow::anyhow!(
+            "interrupted: the parts were stopped and the run's databases and queues removed"
+        )),
+    };
     cleanup(&settings, &run_queues(&settings)).await;
     result
+}
+
+/// Aborts the tasks it holds when dropped: a run whose future is dropped
+/// (interrupted) leaves no client booking and no fault task holding the
+/// processes alive.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 async fn run_in(settings: &Settings, plan: &Plan, logs: &Path) -> anyhow::Result<Report> {
@@ -621,6 +644,13 @@ async fn load(
             Ok::<_, anyhow::Error>(done)
         })
     };
+    let _abort = AbortOnDrop(
+        workers
+            .iter()
+            .map(tokio::task::JoinHandle::abort_handle)
+            .chain([faults.abort_handle()])
+            .collect(),
+    );
     let mut outcomes = BTreeMap::new();
     for worker in workers {
         let failure = match worker.await {

@@ -448,33 +448,10 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
         println!("  GraphiQL: http://{addr}/");
     }
     println!("Press Ctrl-C to stop.");
-    shutdown_signal().await;
+    duikou::shutdown_signal().await;
     println!("Stopping: finishing messages in flight…");
     app.stop().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 /// The configured servers, or the local defaults for what is not set:
