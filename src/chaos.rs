@@ -400,9 +400,12 @@ fn run_command(program: &str, args: &[&str]) -> anyhow::Result<()> {
 /// `rabbitmqctl stop_app`, a pause, `start_app`.
 async fn restart_broker() -> anyhow::Result<()> {
     tokio::task::spawn_blocking(|| {
-        run_command("rabbitmqctl", &["-q", "stop_app"])?;
+        run_command("rabbitmqctl", &["-q", "--timeout", "60", "stop_app"])?;
         std::thread::sleep(Duration::from_secs(2));
-        run_command("rabbitmqctl", &["-q", "start_app"])
+        // Once (in a CI run) a test's `start_app` never returned though the
+        // node had started: bounded, and confirmed by `await_startup`.
+        run_command("rabbitmqctl", &["-q", "--timeout", "60", "start_app"])
+            .or_else(|_| run_command("rabbitmqctl", &["-q", "--timeout", "60", "await_startup"]))
     })
     .await?
 }
