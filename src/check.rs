@@ -118,9 +118,10 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         impact_counts,
         impact_money,
         outboxes_drained(&dbs, cutoff).await?,
-        holds_follow_bookings(&dbs, cutoff).await?,
-        money_follows_bookings(&dbs, cutoff).await?,
     ];
+    let settled = settled_bookings(&dbs.booking, cutoff).await?;
+    out.push(holds_follow_bookings(&dbs, &settled).await?);
+    out.push(money_follows_bookings(&dbs, &settled, cutoff).await?);
     if let Some(amqp) = settings.amqp() {
         out.push(dead_letters(amqp, settings).await?);
     }
@@ -212,14 +213,13 @@ async fn one_capture_per_confirmed_booking(dbs: &Dbs) -> anyhow::Result<Finding>
         vec![],
     )
     .await?;
-    let captures = rows(
+    let captures = by_booking(
         &dbs.payment,
         "SELECT booking_id, CAST(COUNT(*) AS BIGINT) AS n FROM payments
          WHERE status = 'CAPTURED' GROUP BY booking_id",
-        vec![],
     )
     .await?;
-    let ledger = rows(
+    let ledger = by_booking(
         &dbs.payment,
         // A capture's transaction takes the gross out of clearing; a
         // refund's (an admin's partial one leaves the booking CONFIRMED)
@@ -227,16 +227,8 @@ async fn one_capture_per_confirmed_booking(dbs: &Dbs) -> anyhow::Result<Finding>
         "SELECT booking_id, CAST(COUNT(DISTINCT txn_id) AS BIGINT) AS n FROM ledger_entries
          WHERE account = 'traveler_clearing' AND amount_fen < 0
          GROUP BY booking_id",
-        vec![],
     )
     .await?;
-    let by_booking = |found: &[QueryResult]| -> anyhow::Result<BTreeMap<uuid::Uuid, i64>> {
-        found
-            .iter()
-            .map(|r| Ok((shared::db::row_uuid(r, "booking_id")?, r.try_get("", "n")?)))
-            .collect()
-    };
-    let (captures, ledger) = (by_booking(&captures)?, by_booking(&ledger)?);
     let mut offenders = Vec::new();
     for r in &confirmed {
         let id = shared::db::row_uuid(r, "id")?;
@@ -617,7 +609,7 @@ const ENDED: [&str; 3] = ["REJECTED", "EXPIRED", "CANCELLED"];
 async fn settled_bookings(
     booking: &DatabaseConnection,
     cutoff: chrono::DateTime<Utc>,
-) -> anyhow::Result<Vec<(uuid::Uuid, String, Option<i64>, i64)>> {
+) -> anyhow::Result<Vec<Settled>> {
     rows(
         booking,
         "SELECT id, status, refund_due_fen, refunded_fen FROM bookings
@@ -637,8 +629,8 @@ async fn settled_bookings(
     .collect()
 }
 
-/// Sums of `amount_fen` by booking over `sql`'s rows.
-async fn fen_by_booking(
+/// `sql`'s `n` by its `booking_id` (a count or a sum of fen).
+async fn by_booking(
     db: &DatabaseConnection,
     sql: &str,
 ) -> anyhow::Result<BTreeMap<uuid::Uuid, i64>> {
@@ -649,11 +641,10 @@ async fn fen_by_booking(
         .collect()
 }
 
-async fn holds_follow_bookings(
-    dbs: &Dbs,
-    cutoff: chrono::DateTime<Utc>,
-) -> anyhow::Result<Finding> {
-    let bookings = settled_bookings(&dbs.booking, cutoff).await?;
+/// A booking as [`settled_bookings`] reads it.
+type Settled = (uuid::Uuid, String, Option<i64>, i64);
+
+async fn holds_follow_bookings(dbs: &Dbs, bookings: &[Settled]) -> anyhow::Result<Finding> {
     let holds: BTreeMap<uuid::Uuid, String> = rows(
         &dbs.inventory,
         "SELECT booking_id, state FROM holds",
@@ -669,7 +660,7 @@ async fn holds_follow_bookings(
     })
     .collect::<anyhow::Result<_>>()?;
     let mut offenders = Vec::new();
-    for (id, status, _, _) in &bookings {
+    for (id, status, _, _) in bookings {
         let hold = holds.get(id).map(String::as_str);
         let agrees = match status.as_str() {
             "CONFIRMED" => hold == Some("COMMITTED"),
@@ -688,16 +679,16 @@ async fn holds_follow_bookings(
 
 async fn money_follows_bookings(
     dbs: &Dbs,
+    bookings: &[Settled],
     cutoff: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Finding> {
-    let bookings = settled_bookings(&dbs.booking, cutoff).await?;
-    let captured = fen_by_booking(
+    let captured = by_booking(
         &dbs.payment,
         "SELECT booking_id, CAST(SUM(amount_fen) AS BIGINT) AS n FROM payments
          WHERE status = 'CAPTURED' GROUP BY booking_id",
     )
     .await?;
-    let refunded = fen_by_booking(
+    let refunded = by_booking(
         &dbs.payment,
         "SELECT booking_id, CAST(SUM(amount_fen) AS BIGINT) AS n FROM refunds
          WHERE status = 'SUCCEEDED' GROUP BY booking_id",
