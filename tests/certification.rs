@@ -6,7 +6,7 @@
 mod common;
 
 use chrono::Duration;
-use common::{TestApp, code, spawn_app, tomorrow};
+use common::{TestApp, code, spawn_app, spawn_app_with, test_settings, tomorrow};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use shared::policy::china_today;
@@ -368,6 +368,26 @@ async fn revoking_a_renewed_certification_takes_the_badge_with_the_earlier_one()
         (&json!("REVOKED"), &json!("抽查发现材料造假")),
         "{board}"
     );
+}
+
+/// The admin who certified or revoked sees the badge follow at once in
+/// the next search through the same gateway, however late the service's
+/// `inventory.catalogue_changed` reaches it (here: seconds late).
+#[tokio::test]
+async fn the_badge_follows_in_the_next_search_before_the_announcement_arrives() {
+    let mut settings = test_settings();
+    settings.faults = "late".into();
+    let app = spawn_app_with(settings).await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let listing = app.homestay(1).await.homestay_id.to_string();
+    // Cached: the answer a stale gateway would keep giving.
+    assert_eq!(certified_offers(&app).await, 0);
+    let (id, certified) = certify_now(&app, &admin, &listing).await;
+    assert_eq!(certified["state"], "CERTIFIED", "{certified}");
+    assert_eq!(certified_offers(&app).await, 1, "the badge did not show");
+    let revoke = "revokeCertification(certificationId: $id, reason: $t)";
+    step(&app, Some(&admin), revoke, json!({ "id": id, "t": "抽查" })).await;
+    assert_eq!(certified_offers(&app).await, 0, "the badge stayed");
 }
 
 #[tokio::test]

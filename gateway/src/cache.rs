@@ -10,9 +10,10 @@
 //! was granted) and `inventory.hold_released` (availability) — moves this
 //! gateway's version to that event's id (time-ordered UUIDv7; the greatest wins, so replicas
 //! that saw the same events agree on it). Answers of older versions are
-//! never read again and expire. Between a change's commit and its event
-//! reaching the gateway (milliseconds) a read may be stale; the hold itself
-//! always decides.
+//! never read again and expire. The gateway that carried a change moves
+//! its version at once (`schema::changing`); on the others, between a
+//! change's commit and its event reaching them (milliseconds), a read may
+//! be stale; the hold itself always decides.
 
 use redis::aio::ConnectionManager;
 use serde::Serialize;

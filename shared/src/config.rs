@@ -83,7 +83,7 @@ pub struct Settings {
     /// embedded mode; set by `duikou seed --demo`.
     #[serde(skip)]
     pub seed_demo_accounts: bool,
-    /// Faults to inject into the bus (`duplicate,reorder,delay`): tests and
+    /// Faults to inject into the bus (`duplicate,reorder,delay`, `all`, `late`): tests and
     /// chaos runs only.
     pub faults: String,
 }

@@ -4,7 +4,7 @@
 use super::auth::principal;
 use super::types::Night;
 use super::types::{Date, Lang, Money, in_lang, page_info};
-use super::{cached, non_negative, parse, region, rpc, yuan};
+use super::{cached, changing, non_negative, parse, region, rpc, yuan};
 use crate::error::bad_input;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use shared::policy::PolicyTier;
@@ -198,7 +198,7 @@ pub struct HomestayCreated {
 pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<HomestayCreated> {
     let by = principal(ctx)?.clone();
     let policy = policy_tiers(input.cancellation_policy)?;
-    let created = rpc(
+    let created = changing(
         ctx,
         rpcs::CreateHomestay {
             host_name: input.host_name.unwrap_or_default(),
@@ -241,7 +241,7 @@ pub struct CalendarArgs {
 pub async fn set_room_calendar(ctx: &Context<'_>, a: CalendarArgs) -> Result<u32> {
     let by = principal(ctx)?.clone();
     let price = yuan("price", &a.price)?;
-    rpc(
+    changing(
         ctx,
         rpcs::SetRoomCalendar {
             room_type_id: parse("room type id", &a.room_type_id)?,
@@ -466,7 +466,7 @@ pub async fn add_room_type(
     room_type: RoomTypeInput,
 ) -> Result<RoomType> {
     let by = principal(ctx)?.clone();
-    let view = rpc(
+    let view = changing(
         ctx,
         rpcs::AddRoomType {
             homestay_id: parse("homestay id", &homestay_id)?,

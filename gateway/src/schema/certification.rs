@@ -3,7 +3,7 @@
 
 use super::auth::principal;
 use super::types::{Date, page_info};
-use super::{non_negative, parse, region, rpc};
+use super::{changing, non_negative, parse, region, rpc};
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Duration, Utc};
 use shared::policy::china_today;
@@ -158,7 +158,7 @@ pub async fn apply(
     evidence: Vec<String>,
 ) -> Result<Certification> {
     let by = principal(ctx)?.clone();
-    let view = rpc(
+    let view = changing(
         ctx,
         rpcs::ApplyForCertification {
             listing_id: parse("listing id", &listing_id)?,
@@ -174,7 +174,7 @@ pub async fn apply(
 /// One step on a certification, as the caller.
 pub async fn advance(ctx: &Context<'_>, id: ID, step: Step) -> Result<Certification> {
     let by = principal(ctx)?.clone();
-    let view = rpc(
+    let view = changing(
         ctx,
         rpcs::AdvanceCertification {
             certification_id: parse("certification id", &id)?,

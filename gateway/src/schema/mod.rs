@@ -92,6 +92,21 @@ pub(crate) async fn rpc<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Repl
     call_service(ctx, request).await.map_err(gql)
 }
 
+/// [`rpc`] for a change of the catalogue (a listing, calendar, route or
+/// certification): once it succeeded, this gateway's cached catalogue
+/// answers are stale at once, not when the service's
+/// `inventory.catalogue_changed` arrives — the caller's next read sees
+/// what it just did. The version moves to a fresh UUIDv7, after the
+/// event's, so that event's arrival moves nothing; other gateways move on
+/// the event.
+pub(crate) async fn changing<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply> {
+    let done = rpc(ctx, request).await?;
+    if let Some(cache) = ctx.data_opt::<crate::cache::Cache>() {
+        cache.rules_changed(uuid::Uuid::now_v7());
+    }
+    Ok(done)
+}
+
 /// [`rpc`] through the catalogue cache (reads that need no principal).
 pub(crate) async fn cached<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply>
 where

@@ -4,7 +4,7 @@
 use super::auth::principal;
 use super::catalogue::{PolicyTierInput, policy_tiers};
 use super::types::{Date, Lang, Money, PolicyTier, in_lang, page_info, policy_tiers_view};
-use super::{cached, non_negative, parse, region, rpc, yuan};
+use super::{cached, changing, non_negative, parse, region, yuan};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use shared::rpcs::{self, RouteStatus as Status};
@@ -297,7 +297,7 @@ pub async fn create_route(ctx: &Context<'_>, input: RouteInput) -> Result<RouteC
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let created = rpc(
+    let created = changing(
         ctx,
         rpcs::CreateRoute {
             host_name: input.host_name.unwrap_or_default(),
@@ -330,7 +330,7 @@ pub async fn add_departure(
     cutoff_days: i32,
 ) -> Result<Departure> {
     let by = principal(ctx)?.clone();
-    let departure = rpc(
+    let departure = changing(
         ctx,
         rpcs::AddDeparture {
             route_id: parse("route id", &route_id)?,
@@ -350,7 +350,7 @@ pub async fn add_departure(
 /// `publishRoute`.
 pub async fn publish_route(ctx: &Context<'_>, route_id: ID, published: bool) -> Result<Route> {
     let by = principal(ctx)?.clone();
-    let route = rpc(
+    let route = changing(
         ctx,
         rpcs::SetRouteStatus {
             route_id: parse("route id", &route_id)?,

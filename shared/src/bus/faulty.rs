@@ -4,7 +4,10 @@
 //! first copy of each event is published before `publish` returns, so the
 //! outbox's at-least-once guarantee still holds; the extra copies are the
 //! fault. Enabled with `DUIKOU_FAULTS=duplicate,reorder,delay` — never in
-//! production.
+//! production. `late` (not in `all`) holds announcements
+//! ([`crate::events::BROADCASTS`], which promise no delivery) back for
+//! [`LATE`] instead: what a reader sees before the gateways hear of a
+//! change.
 
 use super::{Bus, BusConfig, BusError, EventRouter};
 use crate::envelope::Envelope;
@@ -24,7 +27,12 @@ pub struct Faults {
     pub reorder: bool,
     /// Publish an extra copy of some events 20–200 ms later.
     pub delay: bool,
+    /// Publish announcements only [`LATE`] after they were sent.
+    pub late: bool,
 }
+
+/// How late announcements are with the `late` fault.
+pub const LATE: Duration = Duration::from_secs(3);
 
 impl Faults {
     /// Parses `duplicate,reorder,delay` (any subset; `all` for every one).
@@ -35,16 +43,18 @@ impl Faults {
                 "duplicate" => f.duplicate = true,
                 "reorder" => f.reorder = true,
                 "delay" => f.delay = true,
+                "late" => f.late = true,
                 "all" => {
                     f = Faults {
                         duplicate: true,
                         reorder: true,
                         delay: true,
+                        ..f
                     }
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (duplicate, reorder, delay, all)"
+                        "unknown fault `{other}` (duplicate, reorder, delay, late, all)"
                     ));
                 }
             }
@@ -54,7 +64,7 @@ impl Faults {
 
     /// True when any fault is on.
     pub fn any(self) -> bool {
-        self.duplicate || self.reorder || self.delay
+        self.duplicate || self.reorder || self.delay || self.late
     }
 }
 
@@ -84,7 +94,17 @@ impl FaultyBus {
 #[async_trait]
 impl Bus for FaultyBus {
     async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), BusError>> {
-        let mut order: Vec<usize> = (0..events.len()).collect();
+        // Late announcements count as sent: none is promised a delivery.
+        let late = |e: &Envelope| self.faults.late && crate::events::is_broadcast(&e.kind);
+        let held: Vec<Envelope> = events.iter().filter(|e| late(e)).cloned().collect();
+        if !held.is_empty() {
+            let inner = self.inner.clone();
+            self.delayed.spawn(async move {
+                tokio::time::sleep(LATE).await;
+                let _ = inner.publish(&held).await;
+            });
+        }
+        let mut order: Vec<usize> = (0..events.len()).filter(|&i| !late(&events[i])).collect();
         if self.faults.reorder {
             for i in (1..order.len()).rev() {
                 order.swap(i, (random() % (i as u64 + 1)) as usize);
@@ -110,8 +130,8 @@ impl Bus for FaultyBus {
             }
         }
         if self.faults.delay {
-            for env in events.iter().filter(|_| random() % 2 == 0) {
-                let (inner, env) = (self.inner.clone(), env.clone());
+            for &i in order.iter().filter(|_| random() % 2 == 0) {
+                let (inner, env) = (self.inner.clone(), events[i].clone());
                 let wait = Duration::from_millis(20 + random() % 180);
                 self.delayed.spawn(async move {
                     tokio::time::sleep(wait).await;
