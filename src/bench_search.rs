@@ -183,6 +183,7 @@ pub(crate) async fn seed_room_types(
                 },
                 details: Default::default(),
                 cancellation_policy: None,
+                unpublished: false,
                 by: Principal::platform(),
             },
         )

@@ -212,6 +212,108 @@ async fn only_admins_of_the_region_manage_its_listings() {
     );
 }
 
+/// A homestay prepared off sale, published, then taken off sale again by
+/// its region's admin: off sale it is not found and new bookings are
+/// refused; the rooms a booking held before stay held.
+#[tokio::test]
+async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published() {
+    let app = spawn_app().await;
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    let created = app
+        .graphql_as(
+            Some(&chifeng),
+            "mutation($i: HomestayInput!) { createHomestay(input: $i) { homestayId roomTypeId } }",
+            json!({ "i": { "hostName": "敖汉旗牧民合作社", "regionCode": "150430", "name": "筹备中的民宿",
+                           "roomType": { "name": "家庭房", "beds": 2, "maxGuests": 2, "rooms": 2 },
+                           "published": false } }),
+        )
+        .await;
+    let ids = &created["data"]["createHomestay"];
+    let (Some(homestay), Some(room_type)) =
+        (ids["homestayId"].as_str(), ids["roomTypeId"].as_str())
+    else {
+        panic!("{created}")
+    };
+    let set = app
+        .graphql_as(
+            Some(&chifeng),
+            "mutation($rt: ID!, $from: Date!, $to: Date!) { setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, price: \"200.00\") }",
+            json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + Days::days(10)).to_string() }),
+        )
+        .await;
+    assert_eq!(set["data"]["setRoomCalendar"], 10, "{set}");
+    let offers = || async { totals(&app.graphql(SEARCH, window("150430", 2, 1, 1)).await) };
+    let published = || async {
+        let read = app
+            .graphql(
+                "query($id: ID!) { homestay(id: $id) { published } }",
+                json!({ "id": homestay }),
+            )
+            .await;
+        read["data"]["homestay"]["published"].clone()
+    };
+    const PUBLISH: &str = "mutation($l: ID!, $p: Boolean!) { publishListing(listingId: $l, published: $p) { listingId listingKind published } }";
+
+    // Prepared off sale: readable, not found, not bookable.
+    assert_eq!(published().await, json!(false));
+    assert!(offers().await.is_empty());
+    let refused = outcome(&app, room_type, 0, 2, 1, "off-1").await;
+    assert!(refused.starts_with("NOT_PUBLISHED"), "{refused}");
+
+    // Only the listing's region's admins put it on sale.
+    let on = json!({ "l": homestay, "p": true });
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
+    for (token, expected) in [
+        (Some(beijing.as_str()), "FORBIDDEN"),
+        (app.token.as_deref(), "FORBIDDEN"),
+        (None, "UNAUTHENTICATED"),
+    ] {
+        assert_eq!(
+            code(&app.graphql_as(token, PUBLISH, on.clone()).await),
+            expected
+        );
+    }
+    let unknown = json!({ "l": uuid::Uuid::now_v7().to_string(), "p": true });
+    assert_eq!(
+        code(&app.graphql_as(Some(&chifeng), PUBLISH, unknown).await),
+        "NOT_FOUND"
+    );
+    let malformed = json!({ "l": "民宿", "p": true });
+    assert_eq!(
+        code(&app.graphql_as(Some(&chifeng), PUBLISH, malformed).await),
+        "BAD_USER_INPUT"
+    );
+    assert!(offers().await.is_empty(), "a refused publication published");
+
+    // On sale: found and bookable.
+    let done = app.graphql_as(Some(&chifeng), PUBLISH, on).await;
+    assert_eq!(
+        done["data"]["publishListing"],
+        json!({ "listingId": homestay, "listingKind": "HOMESTAY", "published": true }),
+        "{done}"
+    );
+    assert_eq!(published().await, json!(true));
+    assert_eq!(offers().await, ["筹备中的民宿 400.00"]);
+    assert_eq!(
+        outcome(&app, room_type, 0, 2, 1, "off-2").await,
+        "AWAITING_PAYMENT"
+    );
+
+    // Off sale again: gone from search, refused; the held room stays held.
+    let off = app
+        .graphql_as(
+            Some(&chifeng),
+            PUBLISH,
+            json!({ "l": homestay, "p": false }),
+        )
+        .await;
+    assert_eq!(off["data"]["publishListing"]["published"], false, "{off}");
+    assert!(offers().await.is_empty());
+    let refused = outcome(&app, room_type, 0, 2, 1, "off-3").await;
+    assert!(refused.starts_with("NOT_PUBLISHED"), "{refused}");
+    assert_eq!(app.available(room_type, 3).await, json!([1, 1, 2]));
+}
+
 /// Books `nights` nights from `check_in` for `travelers` travelers in one
 /// room; the REJECTED reason, the status it reached, or the error the
 /// request was refused with at once ("CODE: message").

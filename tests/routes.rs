@@ -252,9 +252,20 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    // Unpublished: no longer found, no longer bookable; the route still reads.
-    app.graphql_as(Some(&admin), PUBLISH, json!({ "r": route, "p": false }))
+    // Unpublished (`publishListing` serves routes and homestays alike): no
+    // longer found, no longer bookable; the route still reads.
+    let off = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($l: ID!) { publishListing(listingId: $l, published: false) { listingKind published } }",
+            json!({ "l": route }),
+        )
         .await;
+    assert_eq!(
+        off["data"]["publishListing"],
+        json!({ "listingKind": "ROUTE", "published": false }),
+        "{off}"
+    );
     assert!(found(&search(&app, json!({})).await).is_empty());
     let refused = book_seats(&app, &departure, &["王五"], "route-2").await;
     let refused = app

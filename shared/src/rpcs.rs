@@ -72,6 +72,10 @@ pub struct CreateHomestay {
     /// policy (100 % from 7 days ahead, 50 % from 3).
     #[serde(default)]
     pub cancellation_policy: Option<Vec<crate::policy::PolicyTier>>,
+    /// Kept off sale until [`PublishListing`] (prepared first); otherwise
+    /// on sale from the start.
+    #[serde(default)]
+    pub unpublished: bool,
     /// Who asks: an admin of the region (internal callers such as the demo
     /// seed say [`Principal::platform`](crate::auth::Principal::platform)).
     pub by: crate::auth::Principal,
@@ -204,6 +208,8 @@ pub struct HomestayView {
     pub certified_until: Option<NaiveDate>,
     /// Refund rule for paid bookings.
     pub cancellation_policy: crate::policy::CancellationPolicy,
+    /// On sale: found in search and bookable ([`PublishListing`]).
+    pub published: bool,
     /// Its room types.
     pub room_types: Vec<RoomTypeView>,
 }
@@ -588,6 +594,35 @@ impl Rpc for SetRouteStatus {
     const SERVICE: &'static str = "inventory";
     const METHOD: &'static str = "set_route_status";
     type Reply = RouteView;
+}
+
+/// Puts a listing — a homestay or a route — on sale, or takes it off:
+/// off sale, it leaves search and new bookings of it are refused
+/// (`NOT_PUBLISHED`); bookings made before keep their rooms and seats.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishListing {
+    /// A homestay's or a route's id.
+    pub listing_id: uuid::Uuid,
+    /// On sale (true) or off (false).
+    pub published: bool,
+    /// Who asks: an admin of the listing's region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for PublishListing {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "publish_listing";
+    type Reply = ListingPublished;
+}
+
+/// A listing's sale status after [`PublishListing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingPublished {
+    /// The listing.
+    pub listing_id: uuid::Uuid,
+    /// `HOMESTAY` or `ROUTE`.
+    pub listing_kind: String,
+    /// On sale now.
+    pub published: bool,
 }
 
 /// Reads a route with its departures in `[from, to]` (all when unbounded).

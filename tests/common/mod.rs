@@ -679,6 +679,7 @@ pub async fn homestay_on(bus: &dyn shared::bus::Bus, rooms: u32) -> HomestayCrea
             },
             details: Default::default(),
             cancellation_policy: None,
+            unpublished: false,
             by: Principal::platform(),
         },
     )

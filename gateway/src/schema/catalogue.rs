@@ -184,6 +184,10 @@ pub struct HomestayInput {
     pub photos: Vec<String>,
     /// Refund tiers; none: the standard policy (100 % from 7 days, 50 % from 3).
     pub cancellation_policy: Option<Vec<PolicyTierInput>>,
+    /// On sale from the start (default), or prepared off sale until
+    /// `publishListing`.
+    #[graphql(default = true)]
+    pub published: bool,
 }
 
 /// What `createHomestay` made.
@@ -214,6 +218,7 @@ pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<
                 photos: input.photos,
             },
             cancellation_policy: policy,
+            unpublished: !input.published,
             by,
         },
     )
@@ -388,6 +393,10 @@ impl Homestay {
         self.0.certified_until.map(Date)
     }
     /// Refund tiers when a paid stay is cancelled.
+    /// On sale: found in search and bookable (`publishListing`).
+    async fn published(&self) -> bool {
+        self.0.published
+    }
     async fn cancellation_policy(&self) -> Vec<super::types::PolicyTier> {
         super::types::policy_tiers_view(&self.0.cancellation_policy)
     }
@@ -476,4 +485,37 @@ pub async fn add_room_type(
     )
     .await?;
     Ok(RoomType(view))
+}
+
+/// What `publishListing` did.
+#[derive(SimpleObject)]
+pub struct ListingPublication {
+    pub listing_id: ID,
+    /// HOMESTAY or ROUTE.
+    pub listing_kind: String,
+    /// On sale now.
+    pub published: bool,
+}
+
+/// `publishListing`: admins of the listing's region.
+pub async fn publish_listing(
+    ctx: &Context<'_>,
+    listing_id: ID,
+    published: bool,
+) -> Result<ListingPublication> {
+    let by = principal(ctx)?.clone();
+    let done = changing(
+        ctx,
+        rpcs::PublishListing {
+            listing_id: parse("listing id", &listing_id)?,
+            published,
+            by,
+        },
+    )
+    .await?;
+    Ok(ListingPublication {
+        listing_id: ID(done.listing_id.to_string()),
+        listing_kind: done.listing_kind,
+        published: done.published,
+    })
 }

@@ -901,6 +901,19 @@ impl Mutation {
         routes::publish_route(ctx, route_id, published).await
     }
 
+    /// Puts a homestay or a route on sale, or takes it off (`published:
+    /// false`): off sale, it leaves search and new bookings of it are
+    /// refused (`NOT_PUBLISHED`); bookings already made stand (admins of
+    /// the listing's region).
+    async fn publish_listing(
+        &self,
+        ctx: &Context<'_>,
+        listing_id: ID,
+        #[graphql(default = true)] published: bool,
+    ) -> Result<ListingPublication> {
+        catalogue::publish_listing(ctx, listing_id, published).await
+    }
+
     /// Applies for the poverty-relief certification of a homestay or route
     /// on its host's behalf, stating how it benefits poor households
     /// (admins of the listing's region).

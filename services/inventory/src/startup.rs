@@ -78,6 +78,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
                     photos: Vec::new(),
                 },
                 cancellation_policy: None,
+                unpublished: false,
                 by: Principal::platform(),
             })
             .await?;

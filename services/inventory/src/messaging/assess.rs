@@ -98,7 +98,12 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                     ),
                 )));
             }
-            let refusal = if rules.closed {
+            let refusal = if !rules.published {
+                Some(refuse(
+                    ErrorCode::NotPublished,
+                    "this homestay is not on sale",
+                ))
+            } else if rules.closed {
                 Some(refuse(
                     ErrorCode::Closed,
                     format!("the homestay is closed on a night from {check_in} to {check_out}"),

@@ -73,6 +73,7 @@ impl Inventory {
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
+        let v = self.clone();
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -127,6 +128,13 @@ impl Inventory {
                 async move {
                     let done = s.add_departure(req).await;
                     s.announce("add_departure", done).await
+                }
+            })
+            .route::<shared::rpcs::PublishListing, _, _>(move |req| {
+                let s = v.clone();
+                async move {
+                    let done = s.publish_listing(req).await;
+                    s.announce("publish_listing", done).await
                 }
             })
             .route::<SetRouteStatus, _, _>(move |req| {
@@ -509,6 +517,7 @@ impl Inventory {
             req.region_code,
             &room.view(created.room_type_id),
             policy.as_ref(),
+            !req.unpublished,
         )
         .await?;
         txn.commit().await?;

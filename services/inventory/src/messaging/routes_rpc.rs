@@ -174,6 +174,34 @@ impl Inventory {
         Ok(route)
     }
 
+    /// Puts a homestay or a route on sale, or takes it off.
+    pub async fn publish_listing(
+        &self,
+        req: shared::rpcs::PublishListing,
+    ) -> Result<shared::rpcs::ListingPublished, AppError> {
+        let txn = self.db.begin().await?;
+        let Some(listing) = storage::certification::listing(&txn, req.listing_id).await? else {
+            return Err(AppError::not_found("listingId: no such homestay or route"));
+        };
+        administers(&req.by, listing.region)?;
+        if listing.kind == "ROUTE" {
+            let status = if req.published {
+                RouteStatus::Published
+            } else {
+                RouteStatus::Unpublished
+            };
+            routes::set_status(&txn, RouteId(req.listing_id), status).await?;
+        } else {
+            storage::set_homestay_published(&txn, req.listing_id, req.published).await?;
+        }
+        txn.commit().await?;
+        Ok(shared::rpcs::ListingPublished {
+            listing_id: req.listing_id,
+            listing_kind: listing.kind.to_owned(),
+            published: req.published,
+        })
+    }
+
     /// A route with its departures in a window (from today for a year by default).
     pub async fn get_route(&self, req: GetRoute) -> Result<Option<RouteView>, AppError> {
         let from = req.from.unwrap_or_else(|| china_today(Utc::now()));

@@ -38,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(RoomCountsAndExpiry),
             Box::new(certification::Evidence),
             Box::new(EnglishNames),
+            Box::new(HomestayPublication),
         ]
     }
 }
@@ -170,6 +171,42 @@ impl MigrationTrait for EnglishNames {
         )
         .await
     }
+}
+
+struct HomestayPublication;
+
+impl MigrationName for HomestayPublication {
+    fn name(&self) -> &str {
+        "m20261204_000001_homestay_publication"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for HomestayPublication {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Homestays were on sale from their creation; they stay so.
+        run_ddl(
+            manager,
+            &["ALTER TABLE homestays ADD COLUMN published BOOLEAN NOT NULL DEFAULT TRUE"],
+        )
+        .await
+    }
+}
+
+/// Puts a homestay on sale or takes it off.
+pub async fn set_homestay_published<C: ConnectionTrait>(
+    conn: &C,
+    id: uuid::Uuid,
+    published: bool,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE homestays SET published = $2 WHERE id = $1",
+        vec![uuid_value(b, id), published.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 struct RoomCountsAndExpiry;
@@ -314,6 +351,7 @@ pub async fn insert_homestay<C: ConnectionTrait>(
     region: RegionCode,
     room_type: &RoomTypeView,
     policy: Option<&CancellationPolicy>,
+    published: bool,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     if let Some(name) = host.1 {
@@ -321,8 +359,9 @@ pub async fn insert_homestay<C: ConnectionTrait>(
     }
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO homestays (id, host_id, region_code, name, cancellation_policy, details, name_en)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO homestays (id, host_id, region_code, name, cancellation_policy, details, name_en,
+                                published)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         vec![
             uuid_value(b, homestay.0.0),
             uuid_value(b, host.0.0),
@@ -335,6 +374,7 @@ pub async fn insert_homestay<C: ConnectionTrait>(
                 .map_err(|e| DbErr::Custom(e.to_string()))?
                 .into(),
             homestay.1.1.into(),
+            published.into(),
         ],
     ))
     .await?;
@@ -444,7 +484,7 @@ pub async fn homestay<C: ConnectionTrait>(
         .query_one_raw(stmt(
             b,
             "SELECT h.id, h.name, h.name_en, h.host_id, o.name AS host_name, h.region_code, h.details,
-                    h.certified_until, h.cancellation_policy
+                    h.certified_until, h.cancellation_policy, h.published
              FROM homestays h JOIN hosts o ON o.id = h.host_id WHERE h.id = $1",
             vec![uuid_value(b, id.0)],
         ))
@@ -473,6 +513,7 @@ pub async fn homestay<C: ConnectionTrait>(
             Some(p) => serde_json::from_str(&p).map_err(custom)?,
             None => CancellationPolicy::default(),
         },
+        published: row.try_get("", "published")?,
         room_types: rooms
             .iter()
             .map(|r| {
@@ -493,6 +534,8 @@ pub async fn homestay<C: ConnectionTrait>(
 /// night is closed, the minimum stay of the check-in night, and how many
 /// guests a room sleeps.
 pub struct StayRules {
+    /// The homestay is on sale.
+    pub published: bool,
     /// Some night of the stay is closed.
     pub closed: bool,
     /// The check-in night's minimum stay (1 when the night is not set).
@@ -519,7 +562,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
         .query_one_raw(stmt(
             b,
             "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified_until,
-                    h.cancellation_policy, r.max_guests,
+                    h.cancellation_policy, h.published, r.max_guests,
                     CAST(COALESCE(SUM(CASE WHEN n.closed THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
                     CAST(COALESCE(MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END), 1) AS BIGINT) AS min_stay,
                     CASE WHEN COUNT(n.night) = $4 THEN CAST(MIN(n.available) AS BIGINT) ELSE 0 END AS fewest_free,
@@ -529,7 +572,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
              LEFT JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
              WHERE r.id = $1
              GROUP BY h.name, r.name, h.host_id, h.region_code, h.certified_until,
-                      h.cancellation_policy, r.max_guests",
+                      h.cancellation_policy, h.published, r.max_guests",
             vec![
                 uuid_value(b, room_type.0),
                 stay.check_in.into(),
@@ -540,6 +583,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
         .await?;
     let Some(row) = row else { return Ok(None) };
     let rules = StayRules {
+        published: row.try_get("", "published")?,
         closed: row.try_get::<i64>("", "closed")? > 0,
         min_stay: u32::try_from(row.try_get::<i64>("", "min_stay")?).unwrap_or(1),
         max_guests: u32::try_from(row.try_get::<i32>("", "max_guests")?).unwrap_or(0),
@@ -977,7 +1021,7 @@ pub async fn search<C: ConnectionTrait>(
                 JOIN room_types r ON r.homestay_id = h.id
                 JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
                                    AND NOT n.closed
-                WHERE h.region_code LIKE $1 AND r.max_guests * $4 >= $5
+                WHERE h.region_code LIKE $1 AND h.published AND r.max_guests * $4 >= $5
                   AND (NOT $6 OR (h.certified_until IS NOT NULL AND h.certified_until >= $11))
                 GROUP BY h.id, h.name, h.name_en, h.region_code, h.certified_until,
                          r.id, r.name, r.name_en, r.max_guests
