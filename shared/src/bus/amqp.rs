@@ -604,6 +604,28 @@ fn confirmation_result(key: &str, confirmation: Confirmation) -> Result<(), BusE
     }
 }
 
+/// Acks `delivery`: true when it went out on a live channel. Bounded:
+/// lapin 4.12 never settles an ack handed over in the moment the
+/// connection dies (the serial broker-restart test caught handlers waiting
+/// on one for ever, which held up shutdown). An ack that did not go out is
+/// harmless: the message comes again and the inbox skips it.
+async fn ack(delivery: &Delivery) -> bool {
+    let settled = delivery.ack(BasicAckOptions::default());
+    matches!(
+        tokio::time::timeout(BROKER_DEADLINE, settled).await,
+        Ok(Ok(true))
+    )
+}
+
+/// Hands `delivery` back to the queue, bounded like [`ack`].
+async fn requeue(delivery: &Delivery) {
+    let settled = delivery.nack(BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    });
+    let _ = tokio::time::timeout(BROKER_DEADLINE, settled).await;
+}
+
 /// Dead-letters a delivery with the reason in a header, then acks it; if the
 /// dead letter cannot be stored the delivery is requeued instead.
 async fn dead_letter(inner: &Inner, dead_queue: &str, delivery: &Delivery, reason: &str) {
@@ -645,16 +667,11 @@ async fn dead_letter(inner: &Inner, dead_queue: &str, delivery: &Delivery, reaso
     match stored {
         Ok(()) => {
             warn!(reason, queue = dead_queue, "dead-lettered a message");
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            ack(delivery).await;
         }
         Err(e) => {
             error!(error = %e, "could not dead-letter; requeueing");
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            requeue(delivery).await;
         }
     }
 }
@@ -671,7 +688,7 @@ async fn give_up(inner: &Inner, router: &EventRouter, delivery: &Delivery, reaso
             queue = router.queue(),
             "dropped a message no handler can take"
         );
-        let _ = delivery.ack(BasicAckOptions::default()).await;
+        ack(delivery).await;
         return;
     }
     dead_letter(
@@ -705,7 +722,7 @@ async fn handle_event(
             Ok(()) => {
                 // Ok(false) or an error: the channel died; the message comes again
                 // and the inbox skips it.
-                if !matches!(delivery.ack(BasicAckOptions::default()).await, Ok(true)) {
+                if !ack(&delivery).await {
                     debug!("ack lost with the channel; expecting a redelivery");
                 }
             }
@@ -721,12 +738,7 @@ async fn handle_event(
                 let attempt = delivery_count(&delivery.properties);
                 warn!(%reason, attempt, "handler failed; will be redelivered");
                 tokio::time::sleep(retry_delay(attempt)).await;
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                requeue(&delivery).await;
             }
             Err(HandlerError::Reject(reason)) => {
                 give_up(inner, router, &delivery, &reason).await;
@@ -783,7 +795,7 @@ async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
             warn!(error = %e, "could not send an RPC reply");
         }
     }
-    let _ = delivery.ack(BasicAckOptions::default()).await;
+    ack(&delivery).await;
 }
 
 /// Opens a channel with the prefetch, lets `declare` set up the queue, and
