@@ -167,19 +167,49 @@ async fn start_identity(settings: &Settings) -> anyhow::Result<gateway::identity
     Ok(identity)
 }
 
-/// Creates every service's database (if missing) and runs its migrations.
+/// Creates every service's database (if missing) and runs its migrations;
+/// with RabbitMQ configured, also declares every service's event queue with
+/// its bindings. A topic exchange delivers only to queues that exist, so
+/// without this a service started after the others (a split deployment
+/// brought up out of order) would never hear what was published before its
+/// first start — `booking.confirmed` reaches inventory's queue and the
+/// gateways', so the broker returns nothing and the outbox lets it go.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    use shared::outbox::OutboxSignal;
     install_crypto();
-    let db = shared::db::connect(settings, inventory::SERVICE).await?;
-    shared::db::migrate::<inventory::storage::Migrator>(&db).await?;
-    let db = shared::db::connect(settings, booking::SERVICE).await?;
-    shared::db::migrate::<booking::storage::Migrator>(&db).await?;
-    let db = shared::db::connect(settings, payment::SERVICE).await?;
-    shared::db::migrate::<payment::storage::Migrator>(&db).await?;
-    let db = shared::db::connect(settings, partnership::SERVICE).await?;
-    shared::db::migrate::<partnership::storage::Migrator>(&db).await?;
+    let inventory_db = shared::db::connect(settings, inventory::SERVICE).await?;
+    shared::db::migrate::<inventory::storage::Migrator>(&inventory_db).await?;
+    let booking_db = shared::db::connect(settings, booking::SERVICE).await?;
+    shared::db::migrate::<booking::storage::Migrator>(&booking_db).await?;
+    let payment_db = shared::db::connect(settings, payment::SERVICE).await?;
+    shared::db::migrate::<payment::storage::Migrator>(&payment_db).await?;
+    let partnership_db = shared::db::connect(settings, partnership::SERVICE).await?;
+    shared::db::migrate::<partnership::storage::Migrator>(&partnership_db).await?;
     let db = shared::db::connect(settings, gateway::identity::storage::DATABASE).await?;
     shared::db::migrate::<gateway::identity::storage::Migrator>(&db).await?;
+    let Some(url) = settings.amqp() else {
+        return Ok(());
+    };
+    let bus = shared::bus::amqp::AmqpBus::connect(url, settings.bus())
+        .await
+        .context("connecting to RabbitMQ")?;
+    // The routers the services consume with (no relay runs here).
+    let routers = [
+        inventory::messaging::Inventory {
+            db: inventory_db,
+            outbox: OutboxSignal::default(),
+        }
+        .events(),
+        booking::startup::bookings(settings, booking_db, OutboxSignal::default()).events(),
+        payment::startup::payments(settings, payment_db, OutboxSignal::default()).events(),
+        partnership::messaging::Partnerships { db: partnership_db }.events(),
+    ];
+    for router in &routers {
+        shared::bus::Bus::declare(&bus, router)
+            .await
+            .with_context(|| format!("declaring {}", router.queue()))?;
+    }
+    shared::bus::Bus::close(&bus).await;
     Ok(())
 }
 

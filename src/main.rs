@@ -418,6 +418,11 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "migrated the databases of the gateway, inventory, booking, payment and partnership"
             );
+            if settings.amqp().is_some() {
+                println!(
+                    "declared the event queues of inventory, booking, payment and partnership"
+                );
+            }
             Ok(())
         }
     }

@@ -4,7 +4,9 @@
 mod common;
 
 use common::{TestApp, spawn_parts, test_settings, tomorrow};
-use duikou::Part;
+use duikou::{App, Part};
+use shared::money::Fen;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_copies_of_every_service_share_the_work_of_a_booking() {
@@ -59,5 +61,44 @@ async fn two_copies_of_every_service_share_the_work_of_a_booking() {
             .await
             .expect("the broker answers");
         assert_eq!(counts.map(|(_, consumers)| consumers), Some(2), "{queue}");
+    }
+}
+
+/// `duikou migrate` declares every service's event queue: partnership,
+/// started for the first time after a booking was confirmed, still hears
+/// of it (without the queue, `booking.confirmed` reached only inventory's
+/// queue and the gateway's, and partnership never learnt of the booking).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_first_started_after_migrate_hears_what_was_published_before() {
+    let settings = test_settings();
+    duikou::migrate(&settings).await.expect("migrate");
+    let parts = [Part::Inventory, Part::Booking, Part::Payment, Part::Gateway];
+    let mut app = spawn_parts(settings.clone(), &parts).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(&room_type, tomorrow(), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+
+    let partnership = App::start(settings, Part::Partnership)
+        .await
+        .expect("partnership starts");
+    app.parts.push(partnership);
+    let db = app.service_db("partnership").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = chrono::Utc::now();
+        let day = chrono::Duration::days(1);
+        let facts = partnership::storage::facts_in(&db, "150430", false, now - day, now + day)
+            .await
+            .expect("facts");
+        if facts.iter().any(|f| f.captured.gross == Fen::yuan(380)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partnership never heard of the booking confirmed before it started"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

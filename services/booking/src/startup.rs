@@ -4,24 +4,32 @@ use crate::SERVICE;
 use crate::domain::sold_out::SoldOutMemory;
 use crate::messaging::Bookings;
 use crate::storage::Migrator;
+use sea_orm::DatabaseConnection;
+use shared::config::Settings;
+use shared::outbox::OutboxSignal;
 use shared::runtime::Runtime;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
+/// Booking's handlers over `db`, configured by `settings`.
+pub fn bookings(settings: &Settings, db: DatabaseConnection, outbox: OutboxSignal) -> Bookings {
+    Bookings {
+        db,
+        outbox,
+        hold_for: chrono::Duration::seconds(settings.hold_seconds),
+        pending_retry: chrono::Duration::seconds(settings.pending_retry_seconds),
+        hold_attempts: settings.hold_attempts.max(1),
+        sold_out: Arc::new(SoldOutMemory::new(Duration::from_millis(
+            settings.sold_out_memory_ms,
+        ))),
+    }
+}
+
 /// Connects, migrates, and starts the saga's consumers and sweeper.
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
-    let bookings = Bookings {
-        db,
-        outbox,
-        hold_for: chrono::Duration::seconds(rt.settings.hold_seconds),
-        pending_retry: chrono::Duration::seconds(rt.settings.pending_retry_seconds),
-        hold_attempts: rt.settings.hold_attempts.max(1),
-        sold_out: Arc::new(SoldOutMemory::new(Duration::from_millis(
-            rt.settings.sold_out_memory_ms,
-        ))),
-    };
+    let bookings = bookings(&rt.settings, db, outbox);
     rt.bus.subscribe(bookings.events()).await?;
     rt.bus.serve(bookings.rpc()).await?;
 

@@ -5,25 +5,31 @@ use crate::SERVICE;
 use crate::messaging::Payments;
 use crate::provider::Sandbox;
 use crate::storage::Migrator;
+use sea_orm::DatabaseConnection;
+use shared::config::Settings;
+use shared::outbox::OutboxSignal;
 use shared::runtime::Runtime;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
+/// Payment's handlers over `db` with the sandbox provider, configured by
+/// `settings`.
+pub fn payments(settings: &Settings, db: DatabaseConnection, outbox: OutboxSignal) -> Payments {
+    let provider = Sandbox::new(db.clone(), Duration::from_millis(settings.sandbox_slow_ms));
+    Payments {
+        db,
+        outbox,
+        provider: Arc::new(provider),
+        rates: settings.split_rates(),
+    }
+}
+
 /// Connects, migrates, serves payment's RPCs and events with the sandbox
 /// provider, and reconciles payments the provider left unanswered.
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
-    let provider = Sandbox::new(
-        db.clone(),
-        Duration::from_millis(rt.settings.sandbox_slow_ms),
-    );
-    let payments = Payments {
-        db,
-        outbox,
-        provider: Arc::new(provider),
-        rates: rt.settings.split_rates(),
-    };
+    let payments = payments(&rt.settings, db, outbox);
     rt.bus.subscribe(payments.events()).await?;
     rt.bus.serve(payments.rpc()).await?;
 

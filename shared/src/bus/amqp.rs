@@ -993,6 +993,36 @@ impl Bus for AmqpBus {
         .await
     }
 
+    async fn declare(&self, router: &EventRouter) -> Result<(), BusError> {
+        if router.is_ephemeral() {
+            return Ok(());
+        }
+        let config = &self.inner.config;
+        let name = router.queue();
+        lock(&self.declared).extend([config.queue(name), config.dead_queue(name)]);
+        let set_up = async {
+            let channel = self.inner.connection().await?.create_channel().await?;
+            declare_event_queue(config, &channel, name, &router.bindings()).await?;
+            unbind(
+                config,
+                &channel,
+                &config.queue(name),
+                &router.retired_bindings(),
+            )
+            .await?;
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        };
+        tokio::time::timeout(BROKER_DEADLINE, set_up)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::Broker(format!(
+                    "RabbitMQ did not declare {name} in {} s",
+                    BROKER_DEADLINE.as_secs()
+                )))
+            })
+    }
+
     async fn serve(&self, router: RpcRouter) -> Result<(), BusError> {
         let queue = self.inner.config.rpc_queue(router.service());
         lock(&self.declared).push(queue.clone());

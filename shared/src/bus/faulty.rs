@@ -146,6 +146,10 @@ impl Bus for FaultyBus {
         self.inner.subscribe(router).await
     }
 
+    async fn declare(&self, router: &EventRouter) -> Result<(), BusError> {
+        self.inner.declare(router).await
+    }
+
     async fn serve(&self, router: RpcRouter) -> Result<(), BusError> {
         self.inner.serve(router).await
     }

@@ -284,6 +284,14 @@ pub trait Bus: Send + Sync + 'static {
     /// and consumes it until shutdown.
     async fn subscribe(&self, router: EventRouter) -> Result<(), BusError>;
 
+    /// Declares the router's queue (with its dead-letter queue and
+    /// bindings) without consuming it, so that events published before its
+    /// service first starts wait there (`duikou migrate`). The in-process
+    /// bus keeps no queues between runs: nothing to declare.
+    async fn declare(&self, _router: &EventRouter) -> Result<(), BusError> {
+        Ok(())
+    }
+
     /// Serves the router's RPC methods as a competing consumer of `<service>.rpc`.
     async fn serve(&self, router: RpcRouter) -> Result<(), BusError>;
 
