@@ -6,6 +6,7 @@ mod common;
 
 use chrono::{Duration, NaiveDate};
 use common::{TestApp, code, spawn_app, tomorrow};
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 const CREATE_ROUTE: &str =
@@ -374,6 +375,11 @@ async fn bad_route_input_and_late_bookings_get_clear_errors() {
             json!({ "r": route, "d": (tomorrow() + Duration::days(40)).to_string(), "s": 0, "c": 0 }),
             "BAD_USER_INPUT",
         ),
+        // Bookings would have closed before today: never on sale.
+        (
+            json!({ "r": route, "d": (tomorrow() + Duration::days(1)).to_string(), "s": 5, "c": 3 }),
+            "BAD_USER_INPUT",
+        ),
         (
             json!({ "r": uuid::Uuid::new_v4().to_string(), "d": (tomorrow() + Duration::days(40)).to_string(), "s": 5, "c": 0 }),
             "NOT_FOUND",
@@ -385,8 +391,22 @@ async fn bad_route_input_and_late_bookings_get_clear_errors() {
         assert_eq!(code(&body), expected, "{vars} → {body}");
     }
 
-    // A departure in two days with a three-day cut-off takes no bookings.
-    let (_, late) = route_on_sale(&app, &admin, 2, 5, 3).await;
+    // A departure whose cut-off has passed takes no bookings (the day is
+    // moved back in its database, as time would move it).
+    let (_, late) = route_on_sale(&app, &admin, 2, 5, 1).await;
+    let yesterday = shared::policy::china_today(chrono::Utc::now()) - Duration::days(1);
+    app.service_db("inventory")
+        .await
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "UPDATE departures SET last_booking_day = $1 WHERE id = $2",
+            [
+                yesterday.into(),
+                uuid::Uuid::parse_str(&late).expect("id").into(),
+            ],
+        ))
+        .await
+        .expect("cut-off moved");
     let body = book_seats(&app, &late, &["张三"], "late").await;
     let rejected = app
         .wait_for_status(&TestApp::id_of(&body), "REJECTED")

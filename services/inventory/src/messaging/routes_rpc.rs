@@ -129,6 +129,15 @@ impl Inventory {
                 "startsOn: a departure is put on sale at most {MAX_DAYS_AHEAD} days ahead"
             )));
         }
+        let last_booking_day = req.starts_on - Duration::days(i64::from(req.cutoff_days));
+        if last_booking_day < today {
+            return Err(AppError::bad_input(format!(
+                "cutoffDays: bookings would have closed on {last_booking_day}, before today \
+                 ({today}); a departure on {} takes at most {} days",
+                req.starts_on,
+                (req.starts_on - today).num_days()
+            )));
+        }
         let txn = self.db.begin().await?;
         let Some(route) = routes::route(&txn, req.route_id).await? else {
             return Err(AppError::not_found("no such route"));
@@ -141,7 +150,7 @@ impl Inventory {
             seats: req.seats,
             seats_left: req.seats,
             price: req.price.unwrap_or(route.price),
-            last_booking_day: req.starts_on - Duration::days(i64::from(req.cutoff_days)),
+            last_booking_day,
         };
         match routes::insert_departure(&txn, &departure, req.price).await {
             Err(e) if is_unique_violation(&e) => {
