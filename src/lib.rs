@@ -190,9 +190,20 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let Some(url) = settings.amqp() else {
         return Ok(());
     };
-    let bus = shared::bus::amqp::AmqpBus::connect(url, settings.bus())
-        .await
-        .context("connecting to RabbitMQ")?;
+    // The databases are done; a broker that is not up within a minute is
+    // an error, not a wait without end in a release step.
+    let bus = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        shared::bus::amqp::AmqpBus::connect(url, settings.bus()),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "RabbitMQ did not answer within a minute; the databases are migrated, \
+             the event queues not declared (run `duikou migrate` again)"
+        )
+    })?
+    .context("connecting to RabbitMQ")?;
     // The routers the services consume with (no relay runs here).
     let routers = [
         inventory::messaging::Inventory {
@@ -204,13 +215,18 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         payment::startup::payments(settings, payment_db, OutboxSignal::default()).events(),
         partnership::messaging::Partnerships { db: partnership_db }.events(),
     ];
+    let mut declared = Ok(());
     for router in &routers {
-        shared::bus::Bus::declare(&bus, router)
+        declared = shared::bus::Bus::declare(&bus, router)
             .await
-            .with_context(|| format!("declaring {}", router.queue()))?;
+            .with_context(|| format!("declaring {}", router.queue()));
+        if declared.is_err() {
+            break;
+        }
     }
+    shared::bus::Bus::shutdown(&bus).await;
     shared::bus::Bus::close(&bus).await;
-    Ok(())
+    declared
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix.

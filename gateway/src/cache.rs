@@ -11,7 +11,8 @@
 //! gateway's version to that event's id (time-ordered UUIDv7; the greatest wins, so replicas
 //! that saw the same events agree on it). Answers of older versions are
 //! never read again and expire. The gateway that carried a change moves
-//! its version at once (`schema::changing`); on the others, between a
+//! its version at once (`schema::changing`, counted apart from the event
+//! ids: see [`Version`]); on the others, between a
 //! change's commit and its event reaching them (milliseconds), a read may
 //! be stale; the hold itself always decides.
 
@@ -45,13 +46,13 @@ const LOCAL_ENTRIES: u64 = 10_000;
 pub struct Cache {
     redis: Option<ConnectionManager>,
     prefix: String,
-    version: Arc<Mutex<u128>>,
+    version: Arc<Mutex<Version>>,
     persisted: Arc<Mutex<std::collections::HashMap<String, String>>>,
     /// Decoded answers by the same versioned keys as in Redis.
     local: moka::sync::Cache<String, Arc<dyn Any + Send + Sync>>,
     /// The version of the listings' rules (what a quote refuses as the
     /// request's fault), moved only by `inventory.catalogue_changed`.
-    rules: Arc<Mutex<u128>>,
+    rules: Arc<Mutex<Version>>,
     /// Booking requests inventory's quote found admissible under a rules
     /// version (see [`Cache::admission`]).
     admitted: moka::future::Cache<String, ()>,
@@ -64,20 +65,51 @@ pub struct Cache {
 /// (a client pays within minutes of the push).
 const PAYABLE_ENTRIES: u64 = 4_096;
 
+/// A version of what the cache answers: the greatest event id heard
+/// (time-ordered UUIDv7; replicas that heard the same events agree on it)
+/// and how many changes this gateway carried itself. The two are kept
+/// apart: an own change is never stamped with this host's clock, which,
+/// compared with the producers' ids, could hide the next event's change
+/// if it ran ahead of theirs.
+#[derive(Clone, Copy)]
+struct Version {
+    heard: u128,
+    own: u64,
+}
+
+impl Version {
+    /// This start's own version: nothing cached before it is read.
+    fn new() -> Version {
+        Version {
+            heard: uuid::Uuid::now_v7().as_u128(),
+            own: 0,
+        }
+    }
+
+    fn heard(&mut self, id: uuid::Uuid) {
+        self.heard = self.heard.max(id.as_u128());
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}.{}", self.heard, self.own)
+    }
+}
+
 impl Cache {
     /// A cache in Redis under `prefix`, or a pass-through without Redis.
     pub fn new(redis: Option<ConnectionManager>, prefix: &str) -> Cache {
         Cache {
             redis,
             prefix: format!("{prefix}cache:"),
-            // This start's own version: nothing cached before it is read.
-            version: Arc::new(Mutex::new(uuid::Uuid::now_v7().as_u128())),
+            version: Arc::new(Mutex::new(Version::new())),
             persisted: Arc::default(),
             local: moka::sync::Cache::builder()
                 .max_capacity(LOCAL_ENTRIES)
                 .time_to_live(Duration::from_secs(TTL_SECONDS))
                 .build(),
-            rules: Arc::new(Mutex::new(uuid::Uuid::now_v7().as_u128())),
+            rules: Arc::new(Mutex::new(Version::new())),
             admitted: moka::future::Cache::builder()
                 .max_capacity(LOCAL_ENTRIES)
                 .time_to_live(Duration::from_secs(TTL_SECONDS))
@@ -121,7 +153,7 @@ impl Cache {
     pub fn rules_changed(&self, id: uuid::Uuid) {
         self.changed(id);
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
-        *rules = (*rules).max(id.as_u128());
+        rules.heard(id);
     }
 
     /// The key under which a booking request of this shape (`what`: the
@@ -130,7 +162,7 @@ impl Cache {
     /// before asking the quote, so that a change meanwhile voids it.
     pub fn admission(&self, what: &str) -> String {
         let rules = *self.rules.lock().unwrap_or_else(|p| p.into_inner());
-        format!("{rules:032x}:{what}")
+        format!("{rules}:{what}")
     }
 
     /// Ok when inventory's quote found a request under `admission`
@@ -187,7 +219,16 @@ impl Cache {
     /// The catalogue changed with the event `id`.
     pub fn changed(&self, id: uuid::Uuid) {
         let mut version = self.version.lock().unwrap_or_else(|p| p.into_inner());
-        *version = (*version).max(id.as_u128());
+        version.heard(id);
+    }
+
+    /// This gateway carried a change of the catalogue (or of a listing's
+    /// rules) that the service has committed: what it cached before is
+    /// stale now, before the change's event arrives.
+    pub fn changed_here(&self) {
+        for version in [&self.version, &self.rules] {
+            version.lock().unwrap_or_else(|p| p.into_inner()).own += 1;
+        }
     }
 
     /// What every cached answer's key starts with: the catalogue version
@@ -197,7 +238,7 @@ impl Cache {
         self.redis.as_ref()?;
         let version = *self.version.lock().unwrap_or_else(|p| p.into_inner());
         let today = shared::policy::china_today(chrono::Utc::now());
-        Some(format!("{}{version:032x}:{today}", self.prefix))
+        Some(format!("{}{version}:{today}", self.prefix))
     }
 
     fn key<R: Rpc>(&self, request: &R) -> Option<String> {

@@ -392,11 +392,11 @@ impl Homestay {
     async fn certified_until(&self) -> Option<Date> {
         self.0.certified_until.map(Date)
     }
-    /// Refund tiers when a paid stay is cancelled.
     /// On sale: found in search and bookable (`publishListing`).
     async fn published(&self) -> bool {
         self.0.published
     }
+    /// Refund tiers when a paid stay is cancelled.
     async fn cancellation_policy(&self) -> Vec<super::types::PolicyTier> {
         super::types::policy_tiers_view(&self.0.cancellation_policy)
     }

@@ -96,13 +96,11 @@ pub(crate) async fn rpc<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Repl
 /// certification): once it succeeded, this gateway's cached catalogue
 /// answers are stale at once, not when the service's
 /// `inventory.catalogue_changed` arrives — the caller's next read sees
-/// what it just did. The version moves to a fresh UUIDv7, after the
-/// event's, so that event's arrival moves nothing; other gateways move on
-/// the event.
+/// what it just did. Other gateways move on the event.
 pub(crate) async fn changing<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply> {
     let done = rpc(ctx, request).await?;
     if let Some(cache) = ctx.data_opt::<crate::cache::Cache>() {
-        cache.rules_changed(uuid::Uuid::now_v7());
+        cache.changed_here();
     }
     Ok(done)
 }

@@ -1002,16 +1002,19 @@ impl Bus for AmqpBus {
         lock(&self.declared).extend([config.queue(name), config.dead_queue(name)]);
         let set_up = async {
             let channel = self.inner.connection().await?.create_channel().await?;
-            declare_event_queue(config, &channel, name, &router.bindings()).await?;
-            unbind(
-                config,
-                &channel,
-                &config.queue(name),
-                &router.retired_bindings(),
-            )
-            .await?;
+            let done = async {
+                declare_event_queue(config, &channel, name, &router.bindings()).await?;
+                unbind(
+                    config,
+                    &channel,
+                    &config.queue(name),
+                    &router.retired_bindings(),
+                )
+                .await
+            }
+            .await;
             let _ = channel.close(200, "declared".into()).await;
-            Ok(())
+            done
         };
         tokio::time::timeout(BROKER_DEADLINE, set_up)
             .await
