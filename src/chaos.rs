@@ -402,8 +402,8 @@ async fn restart_broker() -> anyhow::Result<()> {
     tokio::task::spawn_blocking(|| {
         run_command("rabbitmqctl", &["-q", "--timeout", "60", "stop_app"])?;
         std::thread::sleep(Duration::from_secs(2));
-        // Once (in a CI run) a test's `start_app` never returned though the
-        // node had started: bounded, and confirmed by `await_startup`.
+        // Bounded, and a start that did not answer is confirmed with
+        // `await_startup`, so a chaos run never waits on the CLI for ever.
         run_command("rabbitmqctl", &["-q", "--timeout", "60", "start_app"])
             .or_else(|_| run_command("rabbitmqctl", &["-q", "--timeout", "60", "await_startup"]))
     })

@@ -215,15 +215,15 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         payment::startup::payments(settings, payment_db, OutboxSignal::default()).events(),
         partnership::messaging::Partnerships { db: partnership_db }.events(),
     ];
-    let mut declared = Ok(());
-    for router in &routers {
-        declared = shared::bus::Bus::declare(&bus, router)
-            .await
-            .with_context(|| format!("declaring {}", router.queue()));
-        if declared.is_err() {
-            break;
+    let declared = async {
+        for router in &routers {
+            shared::bus::Bus::declare(&bus, router)
+                .await
+                .with_context(|| format!("declaring {}", router.queue()))?;
         }
+        anyhow::Ok(())
     }
+    .await;
     shared::bus::Bus::shutdown(&bus).await;
     shared::bus::Bus::close(&bus).await;
     declared

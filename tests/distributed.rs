@@ -6,7 +6,6 @@ mod common;
 use common::{TestApp, spawn_parts, test_settings, tomorrow};
 use duikou::{App, Part};
 use shared::money::Fen;
-use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_copies_of_every_service_share_the_work_of_a_booking() {
@@ -84,21 +83,6 @@ async fn a_service_first_started_after_migrate_hears_what_was_published_before()
         .await
         .expect("partnership starts");
     app.parts.push(partnership);
-    let db = app.service_db("partnership").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = chrono::Utc::now();
-        let day = chrono::Duration::days(1);
-        let facts = partnership::storage::facts_in(&db, "150430", false, now - day, now + day)
-            .await
-            .expect("facts");
-        if facts.iter().any(|f| f.captured.gross == Fen::yuan(380)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "partnership never heard of the booking confirmed before it started"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    app.wait_until_partnership_heard("150430", Fen::yuan(380))
+        .await;
 }

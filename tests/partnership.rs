@@ -348,30 +348,8 @@ async fn a_pair_recorded_after_a_booking_is_credited_with_it() {
         .await;
     app.wait_for_status(&id, "CONFIRMED").await;
     // Wait until partnership has heard of the confirmation and the capture.
-    let db = app.service_db("partnership").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let facts = partnership::storage::facts_in(
-            &db,
-            "150430",
-            false,
-            Utc::now() - chrono::Duration::days(1),
-            Utc::now() + chrono::Duration::days(1),
-        )
-        .await
-        .expect("facts");
-        if facts
-            .first()
-            .is_some_and(|f| f.captured.gross == Fen::yuan(380))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "partnership never heard of the booking"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    app.wait_until_partnership_heard("150430", Fen::yuan(380))
+        .await;
     app.pair("110000", "150400").await;
     let credited = impact(1, 1, "380.00", "364.80", "3.80");
     assert_eq!(

@@ -51,7 +51,8 @@ pub struct Cache {
     /// Decoded answers by the same versioned keys as in Redis.
     local: moka::sync::Cache<String, Arc<dyn Any + Send + Sync>>,
     /// The version of the listings' rules (what a quote refuses as the
-    /// request's fault), moved only by `inventory.catalogue_changed`.
+    /// request's fault), moved only by `inventory.catalogue_changed` and the
+    /// catalogue changes this gateway carried.
     rules: Arc<Mutex<Version>>,
     /// Booking requests inventory's quote found admissible under a rules
     /// version (see [`Cache::admission`]).

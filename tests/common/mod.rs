@@ -279,6 +279,27 @@ impl TestApp {
         .await
     }
 
+    /// Polls (20 s at most) until partnership has heard of a confirmed
+    /// booking of `gross` in `region`: its facts, which attribution reads.
+    pub async fn wait_until_partnership_heard(&self, region: &str, gross: Fen) {
+        let db = self.service_db("partnership").await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (now, day) = (Utc::now(), Days::days(1));
+            let facts = partnership::storage::facts_in(&db, region, false, now - day, now + day)
+                .await
+                .expect("facts");
+            if facts.iter().any(|f| f.captured.gross == gross) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partnership never heard of the booking"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// The gateway's `/metrics` page.
     pub async fn metrics_text(&self) -> String {
         self.http

@@ -337,6 +337,35 @@ impl AmqpBus {
         Ok(())
     }
 
+    /// How `router`'s queue is set up on a channel — its queue (durable
+    /// with a dead-letter queue, or this connection's own), bindings, and
+    /// retired bindings removed — for [`Bus::subscribe`] and [`Bus::declare`]
+    /// alike. A durable queue is remembered for deletion by tests.
+    fn declaring(&self, router: &EventRouter) -> Declare {
+        let config = self.inner.config.clone();
+        let ephemeral = router.is_ephemeral();
+        if !ephemeral {
+            lock(&self.declared).extend([
+                config.queue(router.queue()),
+                config.dead_queue(router.queue()),
+            ]);
+        }
+        let (name, bindings) = (router.queue().to_owned(), router.bindings());
+        let retired = router.retired_bindings();
+        Arc::new(move |channel| {
+            let (config, name, bindings) = (config.clone(), name.clone(), bindings.clone());
+            let retired = retired.clone();
+            Box::pin(async move {
+                if ephemeral {
+                    declare_ephemeral_queue(&config, &channel, &name, &bindings).await
+                } else {
+                    declare_event_queue(&config, &channel, &name, &bindings).await?;
+                    unbind(&config, &channel, &config.queue(&name), &retired).await
+                }
+            })
+        })
+    }
+
     fn stopping(&self) -> Consuming {
         Consuming {
             cancel: self.cancel.clone(),
@@ -957,26 +986,8 @@ impl Bus for AmqpBus {
     }
 
     async fn subscribe(&self, router: EventRouter) -> Result<(), BusError> {
-        let config = self.inner.config.clone();
-        let queue = config.queue(router.queue());
-        let ephemeral = router.is_ephemeral();
-        if !ephemeral {
-            lock(&self.declared).extend([queue.clone(), config.dead_queue(router.queue())]);
-        }
-        let (name, bindings) = (router.queue().to_owned(), router.bindings());
-        let retired = router.retired_bindings();
-        let declare: Declare = Arc::new(move |channel| {
-            let (config, name, bindings) = (config.clone(), name.clone(), bindings.clone());
-            let retired = retired.clone();
-            Box::pin(async move {
-                if ephemeral {
-                    declare_ephemeral_queue(&config, &channel, &name, &bindings).await
-                } else {
-                    declare_event_queue(&config, &channel, &name, &bindings).await?;
-                    unbind(&config, &channel, &config.queue(&name), &retired).await
-                }
-            })
-        });
+        let queue = self.inner.config.queue(router.queue());
+        let declare = self.declaring(&router);
         let router = Arc::new(router);
         let inner = self.inner.clone();
         let stop = self.cancel.clone();
@@ -997,22 +1008,10 @@ impl Bus for AmqpBus {
         if router.is_ephemeral() {
             return Ok(());
         }
-        let config = &self.inner.config;
-        let name = router.queue();
-        lock(&self.declared).extend([config.queue(name), config.dead_queue(name)]);
+        let declare = self.declaring(router);
         let set_up = async {
             let channel = self.inner.connection().await?.create_channel().await?;
-            let done = async {
-                declare_event_queue(config, &channel, name, &router.bindings()).await?;
-                unbind(
-                    config,
-                    &channel,
-                    &config.queue(name),
-                    &router.retired_bindings(),
-                )
-                .await
-            }
-            .await;
+            let done = declare(channel.clone()).await;
             let _ = channel.close(200, "declared".into()).await;
             done
         };
@@ -1020,7 +1019,8 @@ impl Bus for AmqpBus {
             .await
             .unwrap_or_else(|_| {
                 Err(BusError::Broker(format!(
-                    "RabbitMQ did not declare {name} in {} s",
+                    "RabbitMQ did not declare {} in {} s",
+                    router.queue(),
                     BROKER_DEADLINE.as_secs()
                 )))
             })
