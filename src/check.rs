@@ -502,29 +502,32 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
         }
     }
     let certified = held_certified(&dbs.inventory).await?;
-    // Every booking ever confirmed: (id, sponsor, listing, travelers, CONFIRMED now).
+    // Every booking ever confirmed: (id, sponsor, listing, travelers,
+    // CONFIRMED now, the day of its confirmation in China time).
     let confirmed = rows(
         &dbs.booking,
-        "SELECT b.id, b.sponsor_region, b.listing_region, b.traveler_count, b.status FROM bookings b
-         WHERE EXISTS (SELECT 1 FROM booking_history h
-                       WHERE h.booking_id = b.id AND h.status = 'CONFIRMED')",
+        "SELECT b.id, b.sponsor_region, b.listing_region, b.traveler_count, b.status, MIN(h.at) AS at
+         FROM bookings b JOIN booking_history h ON h.booking_id = b.id AND h.status = 'CONFIRMED'
+         GROUP BY b.id, b.sponsor_region, b.listing_region, b.traveler_count, b.status",
         vec![],
     )
     .await?
     .iter()
     .map(|r| {
+        let at: chrono::DateTime<Utc> = r.try_get("", "at")?;
         Ok((
             shared::db::row_uuid(r, "id")?,
             shared::db::opt_row_region(r, "sponsor_region")?,
             shared::db::opt_row_region(r, "listing_region")?,
             i64::from(r.try_get::<i32>("", "traveler_count")?),
             r.try_get::<String>("", "status")? == "CONFIRMED",
+            shared::policy::china_today(at),
         ))
     })
     .collect::<anyhow::Result<Vec<_>>>()?;
     let credited = rows(
         &dbs.partnership,
-        "SELECT p.id, p.sponsor_code, p.beneficiary_code,
+        "SELECT p.id, p.sponsor_code, p.beneficiary_code, p.since, p.ended_on,
                 CAST(COALESCE(SUM(t.tourists), 0) AS BIGINT) AS tourists,
                 CAST(COALESCE(SUM(t.bookings), 0) AS BIGINT) AS bookings,
                 CAST(COALESCE(SUM(t.spend_fen), 0) AS BIGINT) AS spend,
@@ -532,7 +535,7 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
                 CAST(COALESCE(SUM(t.host_fen), 0) AS BIGINT) AS host,
                 CAST(COALESCE(SUM(t.fund_fen), 0) AS BIGINT) AS fund
          FROM partnerships p LEFT JOIN impact_totals t ON t.partnership_id = p.id
-         GROUP BY p.id, p.sponsor_code, p.beneficiary_code",
+         GROUP BY p.id, p.sponsor_code, p.beneficiary_code, p.since, p.ended_on",
         vec![],
     )
     .await?;
@@ -544,11 +547,16 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
         ) else {
             continue;
         };
-        let in_pair = confirmed.iter().filter(|(_, s, l, _, _)| {
-            s.is_some_and(|s| sponsor.contains(s)) && l.is_some_and(|l| beneficiary.contains(l))
+        let pair = partnership::domain::Pair {
+            since: r.try_get("", "since")?,
+            ended_on: r.try_get("", "ended_on")?,
+            ..partnership::domain::Pair::of(sponsor, beneficiary)
+        };
+        let in_pair = confirmed.iter().filter(|(_, s, l, _, _, day)| {
+            matches!((s, l), (Some(s), Some(l)) if pair.credits(*s, *l, *day))
         });
         let (mut bookings, mut tourists, mut money) = (0i64, 0i64, Money::default());
-        for (id, _, _, travelers, now_confirmed) in in_pair {
+        for (id, _, _, travelers, now_confirmed, _) in in_pair {
             if *now_confirmed {
                 bookings += 1;
                 tourists += travelers;

@@ -358,6 +358,146 @@ async fn a_pair_recorded_after_a_booking_is_credited_with_it() {
     );
 }
 
+/// A partnership counts the bookings confirmed within its term — from
+/// `since` through the day it ended — whether the term is set before the
+/// booking is heard of or moved afterwards; the invariant check agrees.
+#[tokio::test]
+async fn a_partnership_counts_the_bookings_confirmed_within_its_term() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let today = shared::policy::china_today(Utc::now());
+    let room_type = app.homestay(2).await.room_type_id.to_string();
+    let first = app
+        .paid_booking(&room_type, tomorrow() + Days::days(3), "tok_success")
+        .await;
+    app.wait_for_status(&first, "CONFIRMED").await;
+    app.wait_until_partnership_heard("150430", Fen::yuan(380))
+        .await;
+
+    // Recorded today as paired from tomorrow: today's booking is not its.
+    let pair = call(
+        app.app.rt.bus.as_ref(),
+        &shared::rpcs::CreatePartnership {
+            since: Some(today + Days::days(1)),
+            ..common::pairing("110108", "150430")
+        },
+    )
+    .await
+    .expect("partnership created");
+    let zero = impact(0, 0, "0.00", "0.00", "0.00");
+    let credited = impact(1, 1, "380.00", "364.80", "3.80");
+    assert_eq!(impact_of(&app, &first).await, vec![]);
+
+    let update = "mutation($i: PartnershipUpdate!) {
+        updatePartnership(input: $i) { status since endedOn } }";
+    let edit = |changes: Value| {
+        let (app, admin) = (&app, &admin);
+        let mut input = json!({ "partnershipId": pair.id.to_string() });
+        if let (Some(input), Some(changes)) = (input.as_object_mut(), changes.as_object()) {
+            input.extend(changes.clone());
+        }
+        async move {
+            app.graphql_as(Some(admin), update, json!({ "i": input }))
+                .await
+        }
+    };
+    let day = |d: chrono::NaiveDate| d.to_string();
+    // Its start corrected to today: credited at once.
+    let moved = edit(json!({ "since": day(today) })).await;
+    assert_eq!(
+        moved["data"]["updatePartnership"],
+        json!({ "status": "ACTIVE", "since": day(today), "endedOn": null }),
+        "{moved}"
+    );
+    assert_eq!(
+        impact_of(&app, &first).await,
+        vec![("110108-150430".to_owned(), credited.clone())]
+    );
+
+    // It cannot end before it began, nor in the future, nor be ACTIVE
+    // with an end; nothing changes.
+    for bad in [
+        json!({ "endedOn": day(today - Days::days(1)) }),
+        json!({ "endedOn": day(today + Days::days(1)) }),
+        json!({ "status": "ACTIVE", "endedOn": day(today) }),
+        json!({ "since": "0999-01-01" }),
+    ] {
+        let refused = edit(bad.clone()).await;
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{bad}: {refused}"
+        );
+    }
+
+    // Ended today: what it counted today stays (figures are history).
+    let ended = edit(json!({ "status": "ENDED" })).await;
+    assert_eq!(
+        ended["data"]["updatePartnership"],
+        json!({ "status": "ENDED", "since": day(today), "endedOn": day(today) }),
+        "{ended}"
+    );
+    assert_eq!(
+        impact_of(&app, &first).await,
+        vec![("110108-150430".to_owned(), credited.clone())]
+    );
+
+    // Its term put back to a year that ended yesterday: today's booking
+    // falls outside it, and one confirmed now is not its either.
+    let past = edit(json!({ "since": "2018-06-01", "endedOn": day(today - Days::days(1)) })).await;
+    assert_eq!(
+        past["data"]["updatePartnership"]["status"], "ENDED",
+        "{past}"
+    );
+    assert_eq!(
+        impact_of(&app, &first).await,
+        vec![("110108-150430".to_owned(), zero.clone())]
+    );
+    let second = app
+        .paid_booking(&room_type, tomorrow() + Days::days(4), "tok_success")
+        .await;
+    app.wait_for_status(&second, "CONFIRMED").await;
+    app.wait_for_partnership_facts("150430", |facts| {
+        facts
+            .iter()
+            .filter(|f| f.captured.gross > Fen::ZERO)
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(impact_of(&app, &second).await, vec![]);
+    // The invariant check judges the term the same way.
+    impact_checks_hold(&app).await;
+
+    // Active again: both count.
+    let active = edit(json!({ "status": "ACTIVE" })).await;
+    assert_eq!(
+        active["data"]["updatePartnership"]["endedOn"],
+        Value::Null,
+        "{active}"
+    );
+    for booking in [&first, &second] {
+        assert_eq!(
+            impact_of(&app, booking).await,
+            vec![("110108-150430".to_owned(), credited.clone())]
+        );
+    }
+    assert_totals_match_the_records(&app, &[pair.id]).await;
+    impact_checks_hold(&app).await;
+}
+
+/// The invariant check's three impact findings hold (the bookings settled).
+async fn impact_checks_hold(app: &TestApp) {
+    let findings = duikou::check::run(&app.app.rt.settings, chrono::Duration::zero())
+        .await
+        .expect("checks run");
+    let impact_checks: Vec<_> = findings
+        .iter()
+        .filter(|f| f.invariant.starts_with("impact"))
+        .collect();
+    assert_eq!(impact_checks.len(), 3, "{findings:?}");
+    assert!(impact_checks.iter().all(|f| f.holds), "{impact_checks:#?}");
+}
+
 #[tokio::test]
 async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
     let app = spawn_app().await;

@@ -1582,6 +1582,10 @@ pub struct UpdatePartnership {
     pub status: Option<String>,
     /// Paired since.
     pub since: Option<NaiveDate>,
+    /// Ended on this day (China time), its last: sets ENDED; bookings
+    /// confirmed after it do not count. ENDED without it ends it today.
+    #[serde(default)]
+    pub ended_on: Option<NaiveDate>,
     /// Notes (empty clears them).
     pub notes: Option<String>,
     /// Who edits it: the partnership's admins.
@@ -1678,8 +1682,11 @@ pub struct PartnershipView {
     pub sponsor: RegionCode,
     /// The beneficiary.
     pub beneficiary: RegionCode,
-    /// Paired since.
+    /// Paired since: bookings confirmed before this day do not count.
     pub since: Option<NaiveDate>,
+    /// Its last day, once ENDED: bookings confirmed after it do not count.
+    #[serde(default)]
+    pub ended_on: Option<NaiveDate>,
     /// ACTIVE or ENDED.
     pub status: String,
     /// Notes.

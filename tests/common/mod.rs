@@ -282,6 +282,19 @@ impl TestApp {
     /// Polls (20 s at most) until partnership has heard of a confirmed
     /// booking of `gross` in `region`: its facts, which attribution reads.
     pub async fn wait_until_partnership_heard(&self, region: &str, gross: Fen) {
+        self.wait_for_partnership_facts(region, |facts| {
+            facts.iter().any(|f| f.captured.gross == gross)
+        })
+        .await;
+    }
+
+    /// Polls (20 s at most) until what partnership knows of the bookings
+    /// confirmed in `region` since yesterday satisfies `enough`.
+    pub async fn wait_for_partnership_facts(
+        &self,
+        region: &str,
+        enough: impl Fn(&[partnership::domain::Facts]) -> bool,
+    ) {
         let db = self.service_db("partnership").await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -289,7 +302,7 @@ impl TestApp {
             let facts = partnership::storage::facts_in(&db, region, false, now - day, now + day)
                 .await
                 .expect("facts");
-            if facts.iter().any(|f| f.captured.gross == gross) {
+            if enough(&facts) {
                 return;
             }
             assert!(

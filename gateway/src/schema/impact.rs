@@ -28,9 +28,15 @@ impl Partnership {
     async fn beneficiary(&self) -> Option<Region> {
         region(self.0.beneficiary)
     }
-    /// Paired since.
+    /// Paired since (China time): bookings confirmed before this day do
+    /// not count for it.
     async fn since(&self) -> Option<Date> {
         self.0.since.map(Date)
+    }
+    /// The day it ended (its last day in force), when ENDED: bookings
+    /// confirmed after it do not count for it; those before stay.
+    async fn ended_on(&self) -> Option<Date> {
+        self.0.ended_on.map(Date)
     }
     /// ACTIVE or ENDED.
     async fn status(&self) -> &str {
@@ -494,16 +500,22 @@ pub async fn record_agreement(ctx: &Context<'_>, input: AgreementInput) -> Resul
 pub enum PartnershipStatus {
     /// In force.
     Active,
-    /// Ended; its figures stay.
+    /// Ended (on `endedOn`); what it counted before stays.
     Ended,
 }
 
-/// Changes to a partnership; omitted fields stay.
+/// Changes to a partnership; omitted fields stay. A change of `since` or of
+/// the end credits the pair again with exactly the bookings confirmed within
+/// its term.
 #[derive(InputObject)]
 pub struct PartnershipUpdate {
     pub partnership_id: ID,
+    /// ENDED alone ends it today; ACTIVE clears the end.
     pub status: Option<PartnershipStatus>,
     pub since: Option<Date>,
+    /// The day it ended, its last in force (up to today, not before
+    /// `since`); implies ENDED.
+    pub ended_on: Option<Date>,
     /// An empty string clears them.
     pub notes: Option<String>,
 }
@@ -527,6 +539,7 @@ pub async fn update_partnership(
                 .to_owned()
             }),
             since: input.since.map(|d| d.0),
+            ended_on: input.ended_on.map(|d| d.0),
             notes: input.notes,
             by,
         },

@@ -601,10 +601,13 @@ pub async fn transition<C: ConnectionTrait>(
     }
     // One event per move: the outcome's, which the gateway pushes too, or
     // the plain change.
-    let event = match outcome_event(&moved, to, from_confirmed)? {
+    let mut event = match outcome_event(&moved, to, from_confirmed)? {
         Some(outcome) => outcome,
         None => Envelope::new(crate::SERVICE, id.0, &BookingStatusChanged::of(&moved.view)),
     };
+    // The move's own time, as in its history row: partnership dates a
+    // confirmation by it, and the invariant check by the history.
+    event.occurred_at = now;
     enqueue(conn, &[event]).await?;
     Ok(Some(moved))
 }

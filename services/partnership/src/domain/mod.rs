@@ -78,11 +78,15 @@ impl Facts {
     /// Year and month of the confirmation in China time, where the booking's
     /// figures are reported.
     pub fn period(&self) -> Option<(i32, u32)> {
+        self.confirmed_on().map(|day| (day.year(), day.month()))
+    }
+
+    /// The day of the confirmation in China time: what a partnership's
+    /// term is compared with.
+    pub fn confirmed_on(&self) -> Option<NaiveDate> {
         let china = FixedOffset::east_opt(8 * 3600)?;
-        self.confirmed_at.map(|at| {
-            let local = at.with_timezone(&china);
-            (local.year(), local.month())
-        })
+        self.confirmed_at
+            .map(|at| at.with_timezone(&china).date_naive())
     }
 }
 
@@ -93,12 +97,44 @@ pub struct Pair {
     pub sponsor: RegionCode,
     /// The beneficiary (受援方).
     pub beneficiary: RegionCode,
+    /// Paired from this day (China time); always, when not known.
+    pub since: Option<NaiveDate>,
+    /// Its last day, once ended: bookings confirmed after it do not count.
+    pub ended_on: Option<NaiveDate>,
 }
 
 impl Pair {
-    /// Whether a booking from `sponsor` to a listing in `listing` counts here.
-    pub fn credits(&self, sponsor: RegionCode, listing: RegionCode) -> bool {
-        self.sponsor.contains(sponsor) && self.beneficiary.contains(listing)
+    /// A pair of regions with no term (checks, tests).
+    pub fn of(sponsor: RegionCode, beneficiary: RegionCode) -> Self {
+        Pair {
+            sponsor,
+            beneficiary,
+            since: None,
+            ended_on: None,
+        }
+    }
+
+    /// Whether a booking from `sponsor` to a listing in `listing`,
+    /// confirmed on `day` (China time), counts here: the regions match and
+    /// the day lies in the partnership's term — from `since` through
+    /// `ended_on`, both included (as an agreement's term).
+    pub fn credits(&self, sponsor: RegionCode, listing: RegionCode, day: NaiveDate) -> bool {
+        self.sponsor.contains(sponsor)
+            && self.beneficiary.contains(listing)
+            && self.since.is_none_or(|since| since <= day)
+            && self.ended_on.is_none_or(|end| day <= end)
+    }
+
+    /// What a booking contributes here given its facts: all of it when the
+    /// pair credits it, nothing otherwise (not confirmed, other regions,
+    /// outside the term).
+    pub fn share(&self, facts: &Facts) -> Contribution {
+        match (facts.sponsor, facts.listing, facts.confirmed_on()) {
+            (Some(sponsor), Some(listing), Some(day)) if self.credits(sponsor, listing, day) => {
+                facts.contribution()
+            }
+            _ => Contribution::default(),
+        }
     }
 
     /// Checks a new pair: two different regions, neither inside the other.
@@ -254,32 +290,61 @@ mod tests {
         assert!(f.contribution().is_zero());
     }
 
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).expect("date")
+    }
+
     #[test]
     fn haidian_to_aohan_counts_for_the_district_pair_and_the_province_pair() {
-        let district = Pair {
-            sponsor: code("110108"),
-            beneficiary: code("150430"),
-        };
-        let province = Pair {
-            sponsor: code("110000"),
-            beneficiary: code("150000"),
-        };
-        let other = Pair {
-            sponsor: code("110105"),
-            beneficiary: code("150430"),
-        };
+        let district = Pair::of(code("110108"), code("150430"));
+        let province = Pair::of(code("110000"), code("150000"));
+        let other = Pair::of(code("110105"), code("150430"));
+        let today = day(2026, 12, 4);
         for p in [district, province] {
-            assert!(p.credits(code("110108"), code("150430")));
+            assert!(p.credits(code("110108"), code("150430"), today));
         }
-        assert!(!other.credits(code("110108"), code("150430")));
+        assert!(!other.credits(code("110108"), code("150430"), today));
+    }
+
+    #[test]
+    fn a_booking_counts_within_the_partnership_term_only() {
+        let pair = Pair {
+            since: Some(day(2026, 6, 1)),
+            ended_on: Some(day(2026, 12, 1)),
+            ..Pair::of(code("110108"), code("150430"))
+        };
+        let counts = |d| pair.credits(code("110108"), code("150430"), d);
+        assert!(!counts(day(2026, 5, 31)), "before it began");
+        assert!(counts(day(2026, 6, 1)), "on its first day");
+        assert!(counts(day(2026, 12, 1)), "on the day it ended");
+        assert!(!counts(day(2026, 12, 2)), "after it ended");
+    }
+
+    #[test]
+    fn the_term_is_judged_by_the_day_in_china() {
+        // 2026-05-31 17:00 UTC is 1 June, 01:00 in Beijing.
+        let mut f = confirmed();
+        f.confirmed_at = Some(
+            day(2026, 5, 31)
+                .and_hms_opt(17, 0, 0)
+                .expect("time")
+                .and_utc(),
+        );
+        let pair = Pair {
+            since: Some(day(2026, 6, 1)),
+            ..Pair::of(code("110108"), code("150430"))
+        };
+        assert_eq!(pair.share(&f), f.contribution());
+        let later = Pair {
+            since: Some(day(2026, 6, 2)),
+            ..pair
+        };
+        assert!(later.share(&f).is_zero());
     }
 
     #[test]
     fn a_region_is_not_paired_with_itself_or_its_ancestor() {
-        let pair = |a, b| Pair {
-            sponsor: code(a),
-            beneficiary: code(b),
-        };
+        let pair = |a, b| Pair::of(code(a), code(b));
         assert!(pair("150430", "150430").validate().is_err());
         assert!(pair("150000", "150430").validate().is_err());
         assert!(pair("150430", "150400").validate().is_err());

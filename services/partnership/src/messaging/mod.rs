@@ -164,11 +164,8 @@ impl Partnerships {
             }
         }
         may_record(&req.by, req.sponsor, req.beneficiary)?;
-        Pair {
-            sponsor: req.sponsor,
-            beneficiary: req.beneficiary,
-        }
-        .validate()?;
+        Pair::of(req.sponsor, req.beneficiary).validate()?;
+        check_day("since", req.since)?;
         let notes = req
             .notes
             .map(|n| n.trim().to_owned())
@@ -181,6 +178,7 @@ impl Partnerships {
             sponsor: req.sponsor,
             beneficiary: req.beneficiary,
             since: req.since,
+            ended_on: None,
             status: "ACTIVE".into(),
             notes,
             demo: req.demo,
@@ -194,19 +192,17 @@ impl Partnerships {
                 req.sponsor, req.beneficiary
             )));
         }
-        let pairs = storage::pairs(&txn).await?;
-        let prefix = req.beneficiary.code_prefix();
-        for booking in storage::confirmed_in(&txn, &prefix).await? {
-            let facts = storage::record_fact(&txn, booking, Fact::Nothing).await?;
-            reconcile(&txn, booking, &facts, &pairs, "partnership created").await?;
-        }
+        recredit(&txn, req.beneficiary, "partnership created").await?;
         txn.commit().await?;
         info!(partnership = %view.id, sponsor = %view.sponsor, beneficiary = %view.beneficiary, "partnership created");
         Ok(view)
     }
 
-    /// Edits a partnership's status (ACTIVE, ENDED), start and notes. What
-    /// it was credited stays: figures are history.
+    /// Edits a partnership's status (ACTIVE, ENDED), term and notes. Its
+    /// figures follow its term: when the term changes, the bookings it
+    /// covers are credited again, so that a booking counts exactly when it
+    /// was confirmed within the term (what was confirmed before an end
+    /// stays: figures are history).
     pub async fn update_partnership(
         &self,
         req: UpdatePartnership,
@@ -218,6 +214,11 @@ impl Partnerships {
                 "a partnership is ACTIVE or ENDED, not {status}"
             )));
         }
+        if req.status.as_deref() == Some("ACTIVE") && req.ended_on.is_some() {
+            return Err(AppError::bad_input(
+                "endedOn ends a partnership: give it with status ENDED or alone, not with ACTIVE",
+            ));
+        }
         let notes = req.notes.map(|n| {
             let n = n.trim().to_owned();
             (!n.is_empty()).then_some(n)
@@ -225,7 +226,20 @@ impl Partnerships {
         if let Some(Some(notes)) = &notes {
             shared::text::check("notes", notes, MAX_NOTES, false)?;
         }
+        check_day("since", req.since)?;
+        let today = shared::policy::china_today(Utc::now());
+        if let Some(end) = req.ended_on
+            && (end > today || !domain::YEARS.contains(&chrono::Datelike::year(&end)))
+        {
+            return Err(AppError::bad_input(format!(
+                "endedOn {end}: a partnership is ended on a day from {} to today",
+                domain::YEARS.start()
+            )));
+        }
         let txn = self.db.begin().await?;
+        // Edits one at a time, and no booking recorded while the term moves
+        // (see `storage::lock_facts`).
+        storage::lock_facts(&txn).await?;
         let Some(pair) = storage::partnership_by_id(&txn, req.partnership_id).await? else {
             return Err(AppError::not_found(format!(
                 "no partnership {}",
@@ -233,24 +247,40 @@ impl Partnerships {
             )));
         };
         may_record(&req.by, pair.sponsor, pair.beneficiary)?;
-        let found = storage::update_partnership(
-            &txn,
-            req.partnership_id,
-            req.status.as_deref(),
-            req.since,
-            notes,
-        )
-        .await?;
-        if !found {
+        let status = match (req.status, req.ended_on) {
+            (Some(status), _) => status,
+            (None, Some(_)) => "ENDED".to_owned(),
+            (None, None) => pair.status.clone(),
+        };
+        let ended_on = (status == "ENDED").then(|| req.ended_on.or(pair.ended_on).unwrap_or(today));
+        let since = req.since.or(pair.since);
+        if let (Some(since), Some(end)) = (since, ended_on)
+            && end < since
+        {
+            return Err(AppError::bad_input(format!(
+                "a partnership cannot end ({end}) before it began ({since})"
+            )));
+        }
+        let edit = storage::PartnershipEdit {
+            status,
+            since,
+            ended_on,
+            notes: notes.unwrap_or(pair.notes.clone()),
+        };
+        if !storage::update_partnership(&txn, req.partnership_id, edit).await? {
             return Err(AppError::not_found(format!(
                 "no partnership {}",
                 req.partnership_id
             )));
         }
+        if since != pair.since || ended_on != pair.ended_on {
+            recredit(&txn, pair.beneficiary, "partnership term changed").await?;
+        }
         let view = storage::partnership_by_id(&txn, req.partnership_id)
             .await?
             .ok_or_else(|| AppError::internal("the partnership vanished"))?;
         txn.commit().await?;
+        info!(partnership = %view.id, status = %view.status, since = ?view.since, ended_on = ?view.ended_on, "partnership edited");
         Ok(view)
     }
 
@@ -430,9 +460,26 @@ impl Partnerships {
     }
 }
 
+/// Credits every partnership again with the confirmed bookings of listings
+/// in `beneficiary`, under `storage::lock_facts`: after a partnership is
+/// recorded or its term changed.
+async fn recredit<C: ConnectionTrait>(
+    conn: &C,
+    beneficiary: RegionCode,
+    cause: &str,
+) -> Result<(), DbErr> {
+    let pairs = storage::pairs(conn).await?;
+    let prefix = beneficiary.code_prefix();
+    for booking in storage::confirmed_in(conn, &prefix).await? {
+        let facts = storage::record_fact(conn, booking, Fact::Nothing).await?;
+        reconcile(conn, booking, &facts, &pairs, cause).await?;
+    }
+    Ok(())
+}
+
 /// Credits every partnership with the difference between what the booking
-/// contributes now and what it was credited so far. Runs with the booking's
-/// facts row locked (see `storage::record_fact`).
+/// contributes to it now and what it was credited so far. Runs with the
+/// booking's facts row locked (see `storage::record_fact`).
 async fn reconcile<C: ConnectionTrait>(
     conn: &C,
     booking: BookingId,
@@ -443,14 +490,9 @@ async fn reconcile<C: ConnectionTrait>(
     let Some(period) = facts.period() else {
         return Ok(()); // not confirmed yet: nothing counts
     };
-    let now = facts.contribution();
     let credited = storage::credited(conn, booking).await?;
     for (id, pair) in pairs {
-        let counts = match (facts.sponsor, facts.listing) {
-            (Some(sponsor), Some(listing)) => pair.credits(sponsor, listing),
-            _ => false,
-        };
-        let want = if counts { now } else { Figures::default() };
+        let want = pair.share(facts);
         let have = credited
             .iter()
             .find(|(credited_id, _)| credited_id == id)
@@ -477,6 +519,20 @@ fn level_rank(region: RegionCode) -> u8 {
         RegionLevel::County => 0,
         RegionLevel::Prefecture => 1,
         RegionLevel::Province => 2,
+    }
+}
+
+/// Checks a day of a partnership's term: within [`domain::YEARS`].
+fn check_day(field: &str, day: Option<chrono::NaiveDate>) -> Result<(), AppError> {
+    match day {
+        Some(day) if !domain::YEARS.contains(&chrono::Datelike::year(&day)) => {
+            Err(AppError::bad_input(format!(
+                "{field} {day}: a day from {} to {}",
+                domain::YEARS.start(),
+                domain::YEARS.end()
+            )))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(shared::runtime::KernelMigration),
             Box::new(Impact),
             Box::new(Partnerships),
+            Box::new(Terms),
         ]
     }
 }
@@ -139,6 +140,30 @@ impl MigrationTrait for Partnerships {
     }
 }
 
+struct Terms;
+
+impl MigrationName for Terms {
+    fn name(&self) -> &str {
+        "m20261204_000002_partnership_terms"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Terms {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A pair ended before its end had a day was ended "now": what it was
+        // credited stays, and bookings confirmed from today on do not count.
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE partnerships ADD COLUMN ended_on DATE",
+                "UPDATE partnerships SET ended_on = CURRENT_DATE WHERE status = 'ENDED'",
+            ],
+        )
+        .await
+    }
+}
+
 fn json_col<T: serde::de::DeserializeOwned>(row: &QueryResult, column: &str) -> Result<T, DbErr> {
     let s: String = row.try_get("", column)?;
     serde_json::from_str(&s).map_err(|e| DbErr::Custom(format!("{column}: {e}")))
@@ -179,6 +204,7 @@ fn partnership(row: &QueryResult) -> Result<PartnershipView, DbErr> {
         sponsor: row_region(row, "sponsor_code")?,
         beneficiary: row_region(row, "beneficiary_code")?,
         since: row.try_get("", "since")?,
+        ended_on: row.try_get("", "ended_on")?,
         status: row.try_get("", "status")?,
         notes: row.try_get("", "notes")?,
         demo: row.try_get("", "demo")?,
@@ -252,7 +278,7 @@ pub async fn pairs<C: ConnectionTrait>(conn: &C) -> Result<Vec<(PartnershipId, P
     let b = conn.get_database_backend();
     conn.query_all_raw(stmt(
         b,
-        "SELECT id, sponsor_code, beneficiary_code FROM partnerships",
+        "SELECT id, sponsor_code, beneficiary_code, since, ended_on FROM partnerships",
         vec![],
     ))
     .await?
@@ -263,6 +289,8 @@ pub async fn pairs<C: ConnectionTrait>(conn: &C) -> Result<Vec<(PartnershipId, P
             Pair {
                 sponsor: row_region(r, "sponsor_code")?,
                 beneficiary: row_region(r, "beneficiary_code")?,
+                since: r.try_get("", "since")?,
+                ended_on: r.try_get("", "ended_on")?,
             },
         ))
     })
@@ -669,27 +697,35 @@ pub fn year_start(year: i32) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// Updates a partnership's status, start and notes (each when given).
+/// A partnership's new status, term and notes, as stored.
+pub struct PartnershipEdit {
+    /// ACTIVE or ENDED.
+    pub status: String,
+    /// Paired since.
+    pub since: Option<NaiveDate>,
+    /// Ended on (None while ACTIVE).
+    pub ended_on: Option<NaiveDate>,
+    /// Notes.
+    pub notes: Option<String>,
+}
+
+/// Stores a partnership's status, term and notes.
 pub async fn update_partnership<C: ConnectionTrait>(
     conn: &C,
     id: PartnershipId,
-    status: Option<&str>,
-    since: Option<NaiveDate>,
-    notes: Option<Option<String>>,
+    edit: PartnershipEdit,
 ) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
     let r = conn
         .execute_raw(stmt(
             b,
-            "UPDATE partnerships SET status = COALESCE($2, status), since = COALESCE($3, since),
-                notes = CASE WHEN $4 THEN $5 ELSE notes END
-             WHERE id = $1",
+            "UPDATE partnerships SET status = $2, since = $3, ended_on = $4, notes = $5 WHERE id = $1",
             vec![
                 uuid_value(b, id.0),
-                status.map(str::to_owned).into(),
-                since.into(),
-                notes.is_some().into(),
-                notes.flatten().into(),
+                edit.status.into(),
+                edit.since.into(),
+                edit.ended_on.into(),
+                edit.notes.into(),
             ],
         ))
         .await?;
