@@ -146,6 +146,80 @@ async fn changing_the_password_revokes_the_old_refresh_tokens() {
     assert!(new["data"]["login"]["accessToken"].is_string(), "{new}");
 }
 
+/// A refresh rotating a token while the password changes: the rotation's
+/// new token must be revoked with the rest. The test sets the interleaving
+/// that lost it before the account lock: the rotation has taken its token
+/// row and not yet written its new token when the revocation's `UPDATE`
+/// starts (a transaction of the test holds the token row meanwhile). Without
+/// the lock the revocation's snapshot misses the new token, which then
+/// outlives the password change.
+#[tokio::test]
+async fn a_token_rotated_while_the_password_changes_is_revoked_too() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let app = app().await;
+    let session = login(&app, "traveler@example.cn").await;
+    let db = app.service_db(gateway::identity::storage::DATABASE).await;
+    let held = db.begin().await.expect("begin");
+    held.execute_unprepared("SELECT token_hash FROM refresh_tokens FOR UPDATE")
+        .await
+        .expect("token rows held");
+    // Backends of this database waiting for a lock.
+    let waiting = || {
+        let db = &db;
+        async move {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    "SELECT COUNT(*) AS n FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                ))
+                .await
+                .expect("pg_stat_activity")
+                .expect("a row");
+            row.try_get::<i64>("", "n").expect("count")
+        }
+    };
+    let until_waiting = |n: i64| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while waiting().await < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} requests never waited for a lock"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    let rotate = app.graphql_as(
+        None,
+        "mutation($t: String!) { refreshToken(token: $t) { refreshToken } }",
+        json!({ "t": session["refreshToken"] }),
+    );
+    let change = app.graphql(
+        "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) { refreshToken } }",
+        json!({ "c": PASSWORD, "n": "a brand new passphrase" }),
+    );
+    let (rotated, changed) = tokio::join!(rotate, async {
+        // The rotation waits on its token row first, then the change.
+        until_waiting(1).await;
+        let (changed, ()) = tokio::join!(change, async {
+            until_waiting(2).await;
+            held.commit().await.expect("token rows released");
+        });
+        changed
+    });
+    assert!(changed["errors"].is_null(), "{changed}");
+    let rotated = &rotated["data"]["refreshToken"]["refreshToken"];
+    assert!(rotated.is_string(), "{rotated}");
+    let after = app
+        .graphql_as(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": rotated }),
+        )
+        .await;
+    assert_eq!(code(&after), "UNAUTHENTICATED", "{after}");
+}
+
 #[tokio::test]
 async fn forged_expired_and_misaddressed_tokens_are_refused_with_401() {
     let app = app().await;

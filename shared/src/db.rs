@@ -205,15 +205,35 @@ pub fn row_region(
 /// DDL written for PostgreSQL, adapted to SQLite's types where needed.
 pub fn portable_ddl(backend: DbBackend, sql: &str) -> String {
     match backend {
-        DbBackend::Sqlite => sql
-            .replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT")
-            .replace("TIMESTAMPTZ", "TEXT")
-            .replace("UUID", "TEXT")
-            .replace("DATE ", "TEXT ")
-            .replace("JSONB", "TEXT")
-            .replace("DEFAULT now()", "DEFAULT CURRENT_TIMESTAMP"),
+        DbBackend::Sqlite => replace_word(
+            &sql.replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT")
+                .replace("TIMESTAMPTZ", "TEXT")
+                .replace("UUID", "TEXT")
+                .replace("JSONB", "TEXT")
+                .replace("DEFAULT now()", "DEFAULT CURRENT_TIMESTAMP"),
+            "DATE",
+            "TEXT",
+        ),
         _ => sql.to_owned(),
     }
+}
+
+/// `sql` with every whole word `word` (not `UPDATE`, not `CURRENT_DATE`)
+/// replaced by `by`.
+fn replace_word(sql: &str, word: &str, by: &str) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find(word) {
+        let (before, after) = (&rest[..at], &rest[at + word.len()..]);
+        let whole = !before.chars().next_back().is_some_and(is_word)
+            && !after.chars().next().is_some_and(is_word);
+        out.push_str(before);
+        out.push_str(if whole { by } else { word });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Runs a service's DDL statements (PostgreSQL dialect, see [`portable_ddl`]).
@@ -333,6 +353,17 @@ pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sqlite_ddl_changes_the_date_type_and_nothing_that_contains_it() {
+        let sql = "ALTER TABLE p ADD COLUMN ended_on DATE; UPDATE p SET ended_on = CURRENT_DATE;
+                   CREATE TABLE q (since DATE, until DATE NOT NULL)";
+        assert_eq!(
+            super::portable_ddl(sea_orm::DbBackend::Sqlite, sql),
+            "ALTER TABLE p ADD COLUMN ended_on TEXT; UPDATE p SET ended_on = CURRENT_DATE;
+                   CREATE TABLE q (since TEXT, until TEXT NOT NULL)"
+        );
+    }
+
     #[test]
     fn loopback_urls_skip_tls_unless_they_say_otherwise() {
         let local = super::with_database("postgres://root@127.0.0.1:5432", "x").ok();
