@@ -160,18 +160,32 @@ async fn a_token_rotated_while_the_password_changes_is_revoked_too() {
     let session = login(&app, "traveler@example.cn").await;
     let db = app.service_db(gateway::identity::storage::DATABASE).await;
     let held = db.begin().await.expect("begin");
+    let holder: i32 = held
+        .query_one_raw(sea_orm::Statement::from_string(
+            held.get_database_backend(),
+            "SELECT pg_backend_pid() AS pid",
+        ))
+        .await
+        .expect("pid")
+        .expect("a row")
+        .try_get("", "pid")
+        .expect("pid");
     held.execute_unprepared("SELECT token_hash FROM refresh_tokens FOR UPDATE")
         .await
         .expect("token rows held");
-    // Backends of this database waiting for a lock.
-    let waiting = || {
+    // The gateway's connections to this database waiting for a lock: those
+    // the test's transaction blocks, or all of them.
+    let waiting = |on_holder: bool| {
         let db = &db;
         async move {
             let row = db
-                .query_one_raw(sea_orm::Statement::from_string(
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
                     db.get_database_backend(),
                     "SELECT COUNT(*) AS n FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'
+                       AND backend_type = 'client backend'
+                       AND (NOT $2 OR $1 = ANY (pg_blocking_pids(pid)))",
+                    [holder.into(), on_holder.into()],
                 ))
                 .await
                 .expect("pg_stat_activity")
@@ -179,9 +193,9 @@ async fn a_token_rotated_while_the_password_changes_is_revoked_too() {
             row.try_get::<i64>("", "n").expect("count")
         }
     };
-    let until_waiting = |n: i64| async move {
+    let until_waiting = |n: i64, on_holder: bool| async move {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while waiting().await < n {
+        while waiting(on_holder).await < n {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{n} requests never waited for a lock"
@@ -200,9 +214,9 @@ async fn a_token_rotated_while_the_password_changes_is_revoked_too() {
     );
     let (rotated, changed) = tokio::join!(rotate, async {
         // The rotation waits on its token row first, then the change.
-        until_waiting(1).await;
+        until_waiting(1, true).await;
         let (changed, ()) = tokio::join!(change, async {
-            until_waiting(2).await;
+            until_waiting(2, false).await;
             held.commit().await.expect("token rows released");
         });
         changed

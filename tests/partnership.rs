@@ -363,6 +363,15 @@ async fn a_pair_recorded_after_a_booking_is_credited_with_it() {
 /// booking is heard of or moved afterwards; the invariant check agrees.
 #[tokio::test]
 async fn a_partnership_counts_the_bookings_confirmed_within_its_term() {
+    // The test judges days: not across China's midnight.
+    let now = Utc::now().with_timezone(&FixedOffset::east_opt(8 * 3600).expect("offset"));
+    let midnight = (now.date_naive() + Days::days(1))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight");
+    let left = midnight - now.naive_local();
+    if left < Days::minutes(1) {
+        tokio::time::sleep((left + Days::seconds(1)).to_std().unwrap_or_default()).await;
+    }
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let today = shared::policy::china_today(Utc::now());
@@ -420,7 +429,7 @@ async fn a_partnership_counts_the_bookings_confirmed_within_its_term() {
         json!({ "endedOn": day(today - Days::days(1)) }),
         json!({ "endedOn": day(today + Days::days(1)) }),
         json!({ "status": "ACTIVE", "endedOn": day(today) }),
-        json!({ "since": "0999-01-01" }),
+        json!({ "since": "1950-01-01" }),
     ] {
         let refused = edit(bad.clone()).await;
         assert_eq!(
@@ -483,6 +492,55 @@ async fn a_partnership_counts_the_bookings_confirmed_within_its_term() {
     }
     assert_totals_match_the_records(&app, &[pair.id]).await;
     impact_checks_hold(&app).await;
+}
+
+/// A database from before partnerships had terms holds credits outside
+/// them; the first start after the migration puts them right, once.
+#[tokio::test]
+async fn credits_made_before_terms_existed_are_put_right_once() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(&room_type, tomorrow() + Days::days(2), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    app.wait_until_partnership_heard("150430", Fen::yuan(380))
+        .await;
+    let pair = app.pair("110108", "150430").await;
+    let key = "110108-150430".to_owned();
+    let credited = impact(1, 1, "380.00", "364.80", "3.80");
+    assert_eq!(impact_of(&app, &id).await, vec![(key.clone(), credited)]);
+
+    // As the old code left it: a later `since` that the credits ignore, and
+    // the one-time work not yet done.
+    let db = app.service_db("partnership").await;
+    let later = shared::policy::china_today(Utc::now()) + Days::days(1);
+    let behind_its_back = |since: String| {
+        let db = &db;
+        let sql = format!(
+            "UPDATE partnerships SET since = {since} WHERE id = '{}'",
+            pair.id
+        );
+        async move { db.execute_unprepared(&sql).await.expect("updated") }
+    };
+    behind_its_back(format!("'{later}'")).await;
+    db.execute_unprepared("DELETE FROM claims WHERE name = 'partnership terms'")
+        .await
+        .expect("claim removed");
+    let partnerships = partnership::messaging::Partnerships { db: db.clone() };
+    partnerships.apply_terms_once().await.expect("applied");
+    let zero = impact(0, 0, "0.00", "0.00", "0.00");
+    assert_eq!(
+        impact_of(&app, &id).await,
+        vec![(key.clone(), zero.clone())]
+    );
+    assert_totals_match_the_records(&app, &[pair.id]).await;
+
+    // Once: a second start changes nothing.
+    behind_its_back("NULL".into()).await;
+    partnerships.apply_terms_once().await.expect("applied");
+    assert_eq!(impact_of(&app, &id).await, vec![(key, zero)]);
 }
 
 /// The invariant check's three impact findings hold (the bookings settled).

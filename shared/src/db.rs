@@ -223,16 +223,18 @@ pub fn portable_ddl(backend: DbBackend, sql: &str) -> String {
 fn replace_word(sql: &str, word: &str, by: &str) -> String {
     let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(sql.len());
-    let mut rest = sql;
-    while let Some(at) = rest.find(word) {
-        let (before, after) = (&rest[..at], &rest[at + word.len()..]);
-        let whole = !before.chars().next_back().is_some_and(is_word)
-            && !after.chars().next().is_some_and(is_word);
-        out.push_str(before);
-        out.push_str(if whole { by } else { word });
-        rest = after;
+    let mut copied = 0;
+    for (at, _) in sql.match_indices(word) {
+        let end = at + word.len();
+        let whole = !sql[..at].chars().next_back().is_some_and(is_word)
+            && !sql[end..].chars().next().is_some_and(is_word);
+        if whole && at >= copied {
+            out.push_str(&sql[copied..at]);
+            out.push_str(by);
+            copied = end;
+        }
     }
-    out.push_str(rest);
+    out.push_str(&sql[copied..]);
     out
 }
 
@@ -296,6 +298,12 @@ pub fn is_unavailable(e: &DbErr) -> bool {
 /// caller however many race (N replicas starting together), false for the
 /// rest and forever after. For one-time work such as demo seeding.
 pub async fn claim_once(db: &DatabaseConnection, name: &str) -> Result<bool, DbErr> {
+    claims_table(db).await?;
+    claim(db, name).await
+}
+
+/// Creates the table [`claim`] records in, if missing.
+pub async fn claims_table(db: &DatabaseConnection) -> Result<(), DbErr> {
     let ddl = "CREATE TABLE IF NOT EXISTS claims (name TEXT PRIMARY KEY)";
     if let Err(e) = db.execute_unprepared(ddl).await {
         // Two creators at once on PostgreSQL: the loser sees a duplicate
@@ -304,10 +312,16 @@ pub async fn claim_once(db: &DatabaseConnection, name: &str) -> Result<bool, DbE
             return Err(e);
         }
     }
-    let backend = db.get_database_backend();
-    let inserted = db
+    Ok(())
+}
+
+/// [`claim_once`] on a connection or in a transaction (after
+/// [`claims_table`]): in a transaction, the claim commits with the work it
+/// guards, so a process that dies half-way leaves the work to the next.
+pub async fn claim<C: ConnectionTrait>(conn: &C, name: &str) -> Result<bool, DbErr> {
+    let inserted = conn
         .execute_raw(stmt(
-            backend,
+            conn.get_database_backend(),
             "INSERT INTO claims (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
             vec![name.into()],
         ))
@@ -356,11 +370,11 @@ mod tests {
     #[test]
     fn sqlite_ddl_changes_the_date_type_and_nothing_that_contains_it() {
         let sql = "ALTER TABLE p ADD COLUMN ended_on DATE; UPDATE p SET ended_on = CURRENT_DATE;
-                   CREATE TABLE q (since DATE, until DATE NOT NULL)";
+                   CREATE TABLE q (since DATE, until DATE NOT NULL, DATEDATE INT)";
         assert_eq!(
             super::portable_ddl(sea_orm::DbBackend::Sqlite, sql),
             "ALTER TABLE p ADD COLUMN ended_on TEXT; UPDATE p SET ended_on = CURRENT_DATE;
-                   CREATE TABLE q (since TEXT, until TEXT NOT NULL)"
+                   CREATE TABLE q (since TEXT, until TEXT NOT NULL, DATEDATE INT)"
         );
     }
 

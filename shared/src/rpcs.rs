@@ -1583,7 +1583,8 @@ pub struct UpdatePartnership {
     /// Paired since.
     pub since: Option<NaiveDate>,
     /// Ended on this day (China time), its last: sets ENDED; bookings
-    /// confirmed after it do not count. ENDED without it ends it today.
+    /// confirmed after it do not count. ENDED without it ends it today
+    /// (an ended pair keeps its day).
     #[serde(default)]
     pub ended_on: Option<NaiveDate>,
     /// Notes (empty clears them).

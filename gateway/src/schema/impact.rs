@@ -510,7 +510,8 @@ pub enum PartnershipStatus {
 #[derive(InputObject)]
 pub struct PartnershipUpdate {
     pub partnership_id: ID,
-    /// ENDED alone ends it today; ACTIVE clears the end.
+    /// ENDED alone ends it today (an ended pair keeps its day); ACTIVE
+    /// clears the end.
     pub status: Option<PartnershipStatus>,
     pub since: Option<Date>,
     /// The day it ended, its last in force (up to today, not before

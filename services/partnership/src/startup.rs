@@ -16,6 +16,7 @@ use tracing::info;
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, _outbox) = rt.service_db::<Migrator>(SERVICE).await?;
     let partnerships = Partnerships { db };
+    partnerships.apply_terms_once().await?;
     // One replica seeds, however many start on an empty database at once.
     if rt.settings.demo()
         && storage::partnerships(&partnerships.db).await?.is_empty()

@@ -192,7 +192,7 @@ impl Partnerships {
                 req.sponsor, req.beneficiary
             )));
         }
-        recredit(&txn, req.beneficiary, "partnership created").await?;
+        recredit(&txn, &req.beneficiary.code_prefix(), "partnership created").await?;
         txn.commit().await?;
         info!(partnership = %view.id, sponsor = %view.sponsor, beneficiary = %view.beneficiary, "partnership created");
         Ok(view)
@@ -236,17 +236,19 @@ impl Partnerships {
                 domain::YEARS.start()
             )));
         }
+        let not_found = || AppError::not_found(format!("no partnership {}", req.partnership_id));
+        // Who may edit it, before taking any lock.
+        let pair = storage::partnership_by_id(&self.db, req.partnership_id)
+            .await?
+            .ok_or_else(not_found)?;
+        may_record(&req.by, pair.sponsor, pair.beneficiary)?;
         let txn = self.db.begin().await?;
         // Edits one at a time, and no booking recorded while the term moves
-        // (see `storage::lock_facts`).
+        // (see `storage::lock_facts`); then the pair as it is now.
         storage::lock_facts(&txn).await?;
-        let Some(pair) = storage::partnership_by_id(&txn, req.partnership_id).await? else {
-            return Err(AppError::not_found(format!(
-                "no partnership {}",
-                req.partnership_id
-            )));
-        };
-        may_record(&req.by, pair.sponsor, pair.beneficiary)?;
+        let pair = storage::partnership_by_id(&txn, req.partnership_id)
+            .await?
+            .ok_or_else(not_found)?;
         let status = match (req.status, req.ended_on) {
             (Some(status), _) => status,
             (None, Some(_)) => "ENDED".to_owned(),
@@ -268,13 +270,11 @@ impl Partnerships {
             notes: notes.unwrap_or(pair.notes.clone()),
         };
         if !storage::update_partnership(&txn, req.partnership_id, edit).await? {
-            return Err(AppError::not_found(format!(
-                "no partnership {}",
-                req.partnership_id
-            )));
+            return Err(not_found());
         }
         if since != pair.since || ended_on != pair.ended_on {
-            recredit(&txn, pair.beneficiary, "partnership term changed").await?;
+            let prefix = pair.beneficiary.code_prefix();
+            recredit(&txn, &prefix, "partnership term changed").await?;
         }
         let view = storage::partnership_by_id(&txn, req.partnership_id)
             .await?
@@ -282,6 +282,23 @@ impl Partnerships {
         txn.commit().await?;
         info!(partnership = %view.id, status = %view.status, since = ?view.since, ended_on = ?view.ended_on, "partnership edited");
         Ok(view)
+    }
+
+    /// Once per database, after the migration that gave partnerships their
+    /// end day: credits every pair again by its term, which attribution did
+    /// not look at before (a pair recorded with a later `since` had been
+    /// credited with earlier bookings). In one transaction with its claim,
+    /// so a process stopped half-way leaves the whole of it to the next.
+    pub async fn apply_terms_once(&self) -> Result<(), DbErr> {
+        shared::db::claims_table(&self.db).await?;
+        let txn = self.db.begin().await?;
+        storage::lock_facts(&txn).await?;
+        if shared::db::claim(&txn, "partnership terms").await? {
+            recredit(&txn, "", "partnership terms applied").await?;
+            txn.commit().await?;
+            info!("credited every partnership by its term");
+        }
+        Ok(())
     }
 
     /// Adds an agreement with yearly targets.
@@ -461,16 +478,12 @@ impl Partnerships {
 }
 
 /// Credits every partnership again with the confirmed bookings of listings
-/// in `beneficiary`, under `storage::lock_facts`: after a partnership is
-/// recorded or its term changed.
-async fn recredit<C: ConnectionTrait>(
-    conn: &C,
-    beneficiary: RegionCode,
-    cause: &str,
-) -> Result<(), DbErr> {
+/// whose code starts with `prefix` (a beneficiary's), under
+/// `storage::lock_facts`: after a partnership is recorded or its term
+/// changed.
+async fn recredit<C: ConnectionTrait>(conn: &C, prefix: &str, cause: &str) -> Result<(), DbErr> {
     let pairs = storage::pairs(conn).await?;
-    let prefix = beneficiary.code_prefix();
-    for booking in storage::confirmed_in(conn, &prefix).await? {
+    for booking in storage::confirmed_in(conn, prefix).await? {
         let facts = storage::record_fact(conn, booking, Fact::Nothing).await?;
         reconcile(conn, booking, &facts, &pairs, cause).await?;
     }

@@ -151,13 +151,21 @@ impl MigrationName for Terms {
 #[async_trait::async_trait]
 impl MigrationTrait for Terms {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // A pair ended before its end had a day was ended "now": what it was
-        // credited stays, and bookings confirmed from today on do not count.
+        // A pair ended before its end had a day ends today (China time);
+        // `Partnerships::apply_terms_once` then credits every pair by its
+        // term.
+        let ended_today = match manager.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                "UPDATE partnerships SET ended_on = CAST(now() AT TIME ZONE 'UTC' + INTERVAL '8 hours' AS DATE)
+                 WHERE status = 'ENDED'"
+            }
+            _ => "UPDATE partnerships SET ended_on = date('now', '+8 hours') WHERE status = 'ENDED'",
+        };
         run_ddl(
             manager,
             &[
                 "ALTER TABLE partnerships ADD COLUMN ended_on DATE",
-                "UPDATE partnerships SET ended_on = CURRENT_DATE WHERE status = 'ENDED'",
+                ended_today,
             ],
         )
         .await
@@ -533,7 +541,7 @@ pub async fn lock_facts<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
 }
 
 /// Ids of confirmed bookings of listings whose code starts with `prefix`
-/// (backfilling a new partnership).
+/// (backfilling a new partnership; "" for every booking).
 pub async fn confirmed_in<C: ConnectionTrait>(
     conn: &C,
     prefix: &str,
