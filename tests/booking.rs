@@ -69,6 +69,12 @@ async fn a_booking_for_a_full_night_is_rejected_as_sold_out(settings: Settings) 
             .await,
     );
     app.wait_for_status(&first, "AWAITING_PAYMENT").await;
+    assert_eq!(
+        app.what_was_booked(&first).await,
+        json!({ "roomTypeId": room_type, "checkIn": tomorrow().to_string(),
+                "checkOut": (tomorrow() + chrono::Duration::days(2)).to_string(),
+                "rooms": 1, "departureId": null, "startsOn": tomorrow().to_string() })
+    );
 
     // Overlaps the second night only: all or nothing, so nothing is held.
     let second = app
@@ -88,6 +94,7 @@ async fn a_booking_for_a_full_night_is_rejected_as_sold_out(settings: Settings) 
             .is_some_and(|r| r.contains("not enough rooms")),
         "{rejected}"
     );
+    assert_eq!(rejected["refusal"], "SOLD_OUT", "{rejected}");
     assert_eq!(app.available(&room_type, 3).await, json!([0, 0, 1]));
 }
 

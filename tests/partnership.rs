@@ -107,7 +107,8 @@ async fn report(app: &TestApp, id: PartnershipId) -> Value {
             "query($id: ID!, $year: Int!) { partnershipReport(partnershipId: $id, year: $year) {
                 totals { tourists bookings spend { amount } fund { amount } }
                 monthly { month impact { tourists spend { amount } } }
-                touristsProgress { actual target percent onTrack } csv } }",
+                touristsProgress { actual target percent onTrack }
+                spendProgress { actual { amount } target { amount } percent } csv } }",
             json!({ "id": id.to_string(), "year": year_now() }),
         )
         .await;
@@ -227,6 +228,12 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
     assert_eq!(r["totals"]["spend"]["amount"], "380.00");
     assert_eq!(r["touristsProgress"]["target"], 4);
     assert_eq!(r["touristsProgress"]["percent"], 25.0);
+    // Money against money (a province's target in fen is past a GraphQL Int).
+    assert_eq!(
+        r["spendProgress"],
+        json!({ "actual": { "amount": "380.00" }, "target": { "amount": "10000.00" }, "percent": 3.8 }),
+        "{r}"
+    );
     assert!(
         r["csv"].as_str().is_some_and(|c| c.lines().last()
             == Some(&format!("110000,150000,{},1,1,380.00,0.00,364.80,3.80", year_now())[..])),

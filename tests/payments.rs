@@ -258,6 +258,20 @@ async fn declines_say_why_and_the_booking_can_be_paid_again(settings: Settings) 
         let message = body["errors"][0]["message"].as_str().unwrap_or_default();
         assert!(message.contains(why), "{token}: {message}");
         assert_eq!(app.status(&id).await, "AWAITING_PAYMENT");
+        let read = app
+            .graphql(
+                "query($id: ID!) { booking(id: $id) { payment { status failureReason } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        let payment = &read["data"]["booking"]["payment"];
+        assert_eq!(payment["status"], "FAILED", "{read}");
+        assert!(
+            payment["failureReason"]
+                .as_str()
+                .is_some_and(|r| r.contains(why)),
+            "{token}: {read}"
+        );
     }
     // A token no provider issues — 100 KB, or with control characters —
     // is refused before it reaches the provider or the booking's history.

@@ -226,6 +226,11 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
     );
     let held = app.wait_for_status(&id, "AWAITING_PAYMENT").await;
     assert_eq!(held["total"]["amount"], "5360.00", "{held}");
+    assert_eq!(
+        app.what_was_booked(&id).await,
+        json!({ "roomTypeId": null, "checkIn": null, "checkOut": null, "rooms": null,
+                "departureId": departure, "startsOn": day.to_string() })
+    );
     assert_eq!(seats_left(&app, &route).await, json!(2));
     let paid = app.pay(&id, "tok_success", "pay-route-1").await;
     assert!(paid["errors"].is_null(), "{paid}");
@@ -278,6 +283,7 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
             .is_some_and(|r| r.starts_with("NOT_PUBLISHED")),
         "{refused}"
     );
+    assert_eq!(refused["refusal"], "NOT_PUBLISHED", "{refused}");
 }
 
 #[tokio::test]

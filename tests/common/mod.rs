@@ -349,7 +349,7 @@ impl TestApp {
             let body = self
                 .graphql_as(
                     Some(token),
-                    "query($id: ID!) { booking(id: $id) { id status total { amount currency } reason expiresAt } }",
+                    "query($id: ID!) { booking(id: $id) { id status total { amount currency } reason refusal expiresAt } }",
                     json!({ "id": id }),
                 )
                 .await;
@@ -366,10 +366,24 @@ impl TestApp {
 }
 
 /// Every field of a booking the tests look at.
-pub const BOOKING_FIELDS: &str = "id status reason total { amount } refundDue { amount }
+pub const BOOKING_FIELDS: &str = "id status reason refusal total { amount } refundDue { amount }
     refunded { amount } history { status cause }";
 
 impl TestApp {
+    /// What a booking says was booked: its room type, dates and rooms, or
+    /// its departure; and the day it starts.
+    pub async fn what_was_booked(&self, id: &str) -> Value {
+        let body = self
+            .graphql(
+                "query($id: ID!) { booking(id: $id) {
+                    roomTypeId checkIn checkOut rooms departureId startsOn } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert!(body["errors"].is_null(), "{body}");
+        body["data"]["booking"].clone()
+    }
+
     /// A connection to one service's database (to look behind the API).
     pub async fn service_db(&self, service: &str) -> sea_orm::DatabaseConnection {
         shared::db::connect(&self.settings, service)

@@ -38,9 +38,11 @@ impl Partnership {
     async fn ended_on(&self) -> Option<Date> {
         self.0.ended_on.map(Date)
     }
-    /// ACTIVE or ENDED.
-    async fn status(&self) -> &str {
-        &self.0.status
+    async fn status(&self) -> PartnershipStatus {
+        match self.0.status.as_str() {
+            "ENDED" => PartnershipStatus::Ended,
+            _ => PartnershipStatus::Active,
+        }
     }
     async fn notes(&self) -> Option<&str> {
         self.0.notes.as_deref()
@@ -217,12 +219,12 @@ pub struct MonthImpact {
     pub impact: Impact,
 }
 
-/// A figure against its target.
+/// A count against its target.
 #[derive(SimpleObject)]
 pub struct TargetProgress {
-    /// Reached (fen for money).
+    /// Reached.
     pub actual: i64,
-    /// The target (fen for money).
+    /// The target.
     pub target: i64,
     /// actual / target in percent.
     pub percent: f64,
@@ -230,11 +232,38 @@ pub struct TargetProgress {
     pub on_track: bool,
 }
 
+/// An amount of money against its target (a province's yearly spend
+/// target is past what a GraphQL Int holds in fen).
+#[derive(SimpleObject)]
+pub struct MoneyProgress {
+    /// Reached.
+    pub actual: Money,
+    /// The target.
+    pub target: Money,
+    /// actual / target in percent.
+    pub percent: f64,
+    /// At or ahead of the share of the year gone by.
+    pub on_track: bool,
+}
+
+fn percent(p: &rpcs::TargetProgress) -> f64 {
+    (p.percent * 10.0).round() / 10.0
+}
+
 fn progress(p: Option<rpcs::TargetProgress>) -> Option<TargetProgress> {
     p.map(|p| TargetProgress {
         actual: p.actual,
         target: p.target,
-        percent: (p.percent * 10.0).round() / 10.0,
+        percent: percent(&p),
+        on_track: p.on_track,
+    })
+}
+
+fn money_progress(p: Option<rpcs::TargetProgress>) -> Option<MoneyProgress> {
+    p.map(|p| MoneyProgress {
+        actual: shared::money::Fen(p.actual).into(),
+        target: shared::money::Fen(p.target).into(),
+        percent: percent(&p),
         on_track: p.on_track,
     })
 }
@@ -270,12 +299,12 @@ impl PartnershipReport {
         progress(self.0.tourists_progress.clone())
     }
     /// Spend against its target.
-    async fn spend_progress(&self) -> Option<TargetProgress> {
-        progress(self.0.spend_progress.clone())
+    async fn spend_progress(&self) -> Option<MoneyProgress> {
+        money_progress(self.0.spend_progress.clone())
     }
     /// Certified spend against its target.
-    async fn certified_spend_progress(&self) -> Option<TargetProgress> {
-        progress(self.0.certified_spend_progress.clone())
+    async fn certified_spend_progress(&self) -> Option<MoneyProgress> {
+        money_progress(self.0.certified_spend_progress.clone())
     }
     /// The report as CSV.
     async fn csv(&self) -> &str {

@@ -4,6 +4,7 @@ use async_graphql::{
     Enum, ID, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value,
 };
 use chrono::{DateTime, NaiveDate, Utc};
+use shared::events::HoldItem;
 use shared::money::{CURRENCY, Fen};
 
 /// A calendar date, `YYYY-MM-DD`.
@@ -228,6 +229,49 @@ impl Booking {
     async fn travelers(&self) -> u32 {
         self.0.travelers
     }
+    /// The room type of a stay.
+    async fn room_type_id(&self) -> Option<ID> {
+        match &self.0.item {
+            HoldItem::RoomNights { room_type_id, .. } => Some(ID(room_type_id.to_string())),
+            HoldItem::Seats { .. } => None,
+        }
+    }
+    /// A stay's first night.
+    async fn check_in(&self) -> Option<Date> {
+        match &self.0.item {
+            HoldItem::RoomNights { check_in, .. } => Some(Date(*check_in)),
+            HoldItem::Seats { .. } => None,
+        }
+    }
+    /// A stay's day of departure (not a night).
+    async fn check_out(&self) -> Option<Date> {
+        match &self.0.item {
+            HoldItem::RoomNights { check_out, .. } => Some(Date(*check_out)),
+            HoldItem::Seats { .. } => None,
+        }
+    }
+    /// Rooms a night, for a stay.
+    async fn rooms(&self) -> Option<u32> {
+        match &self.0.item {
+            HoldItem::RoomNights { rooms, .. } => Some(*rooms),
+            HoldItem::Seats { .. } => None,
+        }
+    }
+    /// The route departure of a seat booking.
+    async fn departure_id(&self) -> Option<ID> {
+        match &self.0.item {
+            HoldItem::Seats { departure_id, .. } => Some(ID(departure_id.to_string())),
+            HoldItem::RoomNights { .. } => None,
+        }
+    }
+    /// The day it starts: a stay's check-in, or a route's departure date
+    /// (known once the seats were held).
+    async fn starts_on(&self) -> Option<Date> {
+        match &self.0.item {
+            HoldItem::RoomNights { check_in, .. } => Some(Date(*check_in)),
+            HoldItem::Seats { .. } => self.0.listing.as_ref().and_then(|l| l.starts_on).map(Date),
+        }
+    }
     /// The price snapshot, once held.
     async fn total(&self) -> Option<Money> {
         self.0.total.map(Money::from)
@@ -242,6 +286,18 @@ impl Booking {
     /// Why it was rejected, expired or cancelled.
     async fn reason(&self) -> Option<&str> {
         self.0.reason.as_deref()
+    }
+    /// Of a REJECTED booking, the code its `reason` starts with — SOLD_OUT,
+    /// CLOSED, MIN_STAY, CUT_OFF, NOT_PUBLISHED, NOT_FOUND, BAD_USER_INPUT —
+    /// for a client to decide on (retry other dates, another listing).
+    async fn refusal(&self) -> Option<&'static str> {
+        if self.0.status != "REJECTED" {
+            return None;
+        }
+        let code = self.0.reason.as_deref()?.split(':').next()?;
+        serde_json::from_value::<shared::ErrorCode>(serde_json::Value::from(code))
+            .ok()
+            .map(shared::ErrorCode::as_str)
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -417,6 +473,11 @@ impl Payment {
     /// The split of a captured payment.
     async fn split(&self) -> Option<PaymentSplit> {
         self.0.split.map(PaymentSplit::from)
+    }
+    /// Why a FAILED payment failed, as the provider said (a decline, an
+    /// unknown token, a charge that never went through).
+    async fn failure_reason(&self) -> Option<&str> {
+        self.0.failure_reason.as_deref()
     }
 }
 
