@@ -98,6 +98,88 @@ async fn a_booking_for_a_full_night_is_rejected_as_sold_out(settings: Settings) 
     assert_eq!(app.available(&room_type, 3).await, json!([0, 0, 1]));
 }
 
+/// `myBookings(filter:)`: by status, and by when a booking last changed —
+/// how a client whose subscription dropped catches up.
+#[tokio::test]
+async fn my_bookings_filter_by_status_and_by_when_they_changed() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(2).await.room_type_id.to_string();
+    let paid = app
+        .paid_booking(
+            &room_type,
+            tomorrow() + chrono::Duration::days(5),
+            "tok_success",
+        )
+        .await;
+    app.wait_for_status(&paid, "CONFIRMED").await;
+    let unpaid = TestApp::id_of(
+        &app.create_booking(
+            &room_type,
+            tomorrow() + chrono::Duration::days(8),
+            1,
+            "unpaid",
+        )
+        .await,
+    );
+    app.wait_for_status(&unpaid, "AWAITING_PAYMENT").await;
+    let list = |filter: Value| {
+        let app = &app;
+        async move {
+            let body = app
+                .graphql(
+                    "query($f: BookingFilter) { myBookings(first: 10, filter: $f) {
+                        edges { node { id updatedAt } } } }",
+                    json!({ "f": filter }),
+                )
+                .await;
+            let edges = body["data"]["myBookings"]["edges"]
+                .as_array()
+                .cloned()
+                .unwrap_or_else(|| panic!("{body}"));
+            edges
+                .iter()
+                .map(|e| {
+                    (
+                        e["node"]["id"].as_str().unwrap_or_default().to_owned(),
+                        e["node"]["updatedAt"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let ids = |page: Vec<(String, String)>| page.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(list(json!({ "status": ["CONFIRMED"] })).await),
+        vec![paid.clone()]
+    );
+    assert_eq!(
+        ids(list(json!({ "status": ["AWAITING_PAYMENT", "CONFIRMED"] })).await),
+        vec![unpaid.clone(), paid.clone()],
+        "newest first"
+    );
+    assert_eq!(
+        ids(list(json!({ "status": ["CANCELLED"] })).await),
+        Vec::<String>::new()
+    );
+    let everything = list(Value::Null).await;
+    assert_eq!(everything.len(), 2);
+
+    // Nothing changed after the latest change; then the unpaid one is cancelled.
+    let latest = everything
+        .iter()
+        .map(|(_, at)| at.clone())
+        .max()
+        .unwrap_or_default();
+    let since = json!({ "updatedSince": latest });
+    assert_eq!(ids(list(since.clone()).await), Vec::<String>::new());
+    app.cancel(&unpaid, "drop-it").await;
+    app.wait_for_status(&unpaid, "CANCELLED").await;
+    assert_eq!(ids(list(since).await), vec![unpaid]);
+}
+
 /// The stays the signed-in traveler has booked, by id.
 async fn my_booking_ids(app: &TestApp) -> Vec<String> {
     let body = app

@@ -1049,6 +1049,12 @@ pub struct ListBookings {
     pub first: u32,
     /// Bookings older than this one.
     pub after: Option<BookingId>,
+    /// Only bookings in one of these statuses (all when empty).
+    #[serde(default)]
+    pub statuses: Vec<String>,
+    /// Only bookings changed after this instant (a client catching up).
+    #[serde(default)]
+    pub updated_since: Option<DateTime<Utc>>,
 }
 impl Rpc for ListBookings {
     const SERVICE: &'static str = "booking";
@@ -1109,6 +1115,9 @@ pub struct BookingView {
     pub reason: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it last changed (None from producers older than the field).
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
     /// The refund promised when it was cancelled after payment (or when a
     /// payment arrived after it ended).
     #[serde(default)]

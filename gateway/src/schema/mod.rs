@@ -137,24 +137,43 @@ fn region(code: &str) -> Result<RegionCode> {
     RegionCode::parse(code).map_err(|e| bad_input(e.to_string()))
 }
 
+/// Which of a viewer's bookings a list holds.
+#[derive(async_graphql::InputObject, Default)]
+pub struct BookingFilter {
+    /// Only these statuses (all when omitted or empty).
+    pub status: Option<Vec<types::BookingStatus>>,
+    /// Only bookings changed after this instant: a client whose
+    /// `bookingsUpdated` subscription dropped catches up with this.
+    pub updated_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// The bookings `viewer` answers for, a page at a time.
 async fn list_bookings(
     ctx: &Context<'_>,
     viewer: shared::auth::Principal,
     first: Option<i32>,
     after: Option<String>,
+    filter: Option<BookingFilter>,
 ) -> Result<BookingConnection> {
     let first =
         u32::try_from(first.unwrap_or(20)).map_err(|_| bad_input("first must be 1 to 100"))?;
     let after = after
         .map(|a| parse::<BookingId>("cursor", &a))
         .transpose()?;
+    let filter = filter.unwrap_or_default();
     let page = rpc(
         ctx,
         rpcs::ListBookings {
             viewer,
             first,
             after,
+            statuses: filter
+                .status
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            updated_since: filter.updated_since,
         },
     )
     .await?;
@@ -367,16 +386,18 @@ impl Query {
         Ok(identity(ctx)?.agency(id).await.map_err(gql)?.map(Agency))
     }
 
-    /// Your bookings (a traveler's own, an agency's all), newest first.
+    /// Your bookings (a traveler's own, an agency's all), newest first;
+    /// `filter` narrows them by status and by when they last changed.
     #[graphql(complexity = "per_item(first.unwrap_or(20), child_complexity)")]
     async fn my_bookings(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        filter: Option<BookingFilter>,
     ) -> Result<BookingConnection> {
         let viewer = principal(ctx)?.clone();
-        list_bookings(ctx, viewer, first, after).await
+        list_bookings(ctx, viewer, first, after, filter).await
     }
 
     /// Bookings held on listings in your region (region admins; platform
@@ -388,6 +409,7 @@ impl Query {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        filter: Option<BookingFilter>,
     ) -> Result<BookingConnection> {
         let viewer = principal(ctx)?.clone();
         if !matches!(
@@ -398,7 +420,7 @@ impl Query {
                 "only region and platform admins list a region's bookings",
             ));
         }
-        list_bookings(ctx, viewer, first, after).await
+        list_bookings(ctx, viewer, first, after, filter).await
     }
 
     /// One booking: yours, your agency's, or (admins) one in your region.

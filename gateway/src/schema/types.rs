@@ -148,6 +148,20 @@ pub enum BookingStatus {
     Cancelled,
 }
 
+impl BookingStatus {
+    /// The name the services use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingStatus::Pending => "PENDING",
+            BookingStatus::AwaitingPayment => "AWAITING_PAYMENT",
+            BookingStatus::Confirmed => "CONFIRMED",
+            BookingStatus::Rejected => "REJECTED",
+            BookingStatus::Expired => "EXPIRED",
+            BookingStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
 fn status(s: &str) -> BookingStatus {
     match s {
         "AWAITING_PAYMENT" => BookingStatus::AwaitingPayment,
@@ -301,6 +315,10 @@ impl Booking {
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+    /// When it last changed (status, payment, refund).
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at.unwrap_or(self.0.created_at)
     }
     /// The refund promised when it was cancelled after payment, or when a
     /// payment arrived after it had ended.

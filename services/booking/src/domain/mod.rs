@@ -240,6 +240,7 @@ mod tests {
             expires_at: None,
             reason: None,
             created_at: Utc::now(),
+            updated_at: None,
             refund_due: None,
             refunded: Fen::ZERO,
             history: Vec::new(),

@@ -395,8 +395,19 @@ impl Bookings {
         if !(1..=100).contains(&req.first) {
             return Err(AppError::bad_input("ask for 1 to 100 bookings at a time"));
         }
+        if let Some(odd) = req
+            .statuses
+            .iter()
+            .find(|s| Status::parse(s.as_str()).is_none())
+        {
+            return Err(AppError::bad_input(format!("no booking status {odd}")));
+        }
+        let only = storage::ListFilter {
+            statuses: &req.statuses,
+            updated_since: req.updated_since,
+        };
         let (bookings, has_next_page) =
-            storage::list(&self.db, &req.viewer, req.first, req.after).await?;
+            storage::list(&self.db, &req.viewer, req.first, req.after, only).await?;
         Ok(BookingPage {
             bookings,
             has_next_page,

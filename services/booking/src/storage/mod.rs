@@ -292,6 +292,7 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
             expires_at: row.try_get("", "expires_at")?,
             reason: row.try_get("", "reason")?,
             created_at: row.try_get("", "created_at")?,
+            updated_at: Some(row.try_get("", "updated_at")?),
             refund_due: row.try_get::<Option<i64>>("", "refund_due_fen")?.map(Fen),
             refunded: Fen(row.try_get("", "refunded_fen")?),
             history: Vec::new(),
@@ -402,6 +403,7 @@ pub fn as_created(id: BookingId, req: &CreateBooking, now: DateTime<Utc>) -> Boo
         expires_at: None,
         reason: None,
         created_at: now,
+        updated_at: Some(now),
         refund_due: None,
         refunded: Fen::ZERO,
         history: vec![HistoryEntry {
@@ -915,6 +917,16 @@ pub async fn history_of<C: ConnectionTrait>(
     .collect()
 }
 
+/// Which bookings of a viewer's a page holds: their statuses (any when
+/// empty), changed after an instant.
+#[derive(Debug, Default)]
+pub struct ListFilter<'a> {
+    /// Only these statuses (all when empty).
+    pub statuses: &'a [String],
+    /// Only bookings changed after this.
+    pub updated_since: Option<DateTime<Utc>>,
+}
+
 /// A page of the bookings a traveler (by account) or an agency made, newest
 /// first, and whether older ones follow. Platform admins page through all.
 pub async fn list<C: ConnectionTrait>(
@@ -922,6 +934,7 @@ pub async fn list<C: ConnectionTrait>(
     viewer: &Principal,
     first: u32,
     after: Option<BookingId>,
+    only: ListFilter<'_>,
 ) -> Result<(Vec<BookingView>, bool), DbErr> {
     let b = conn.get_database_backend();
     let (filter, owner) = match (viewer.role, viewer.agency_id, viewer.region_scope) {
@@ -945,8 +958,22 @@ pub async fn list<C: ConnectionTrait>(
     if let Some(owner) = owner {
         values.push(owner);
     }
-    let sql =
-        format!("SELECT * FROM bookings WHERE {filter} AND id < $2 ORDER BY id DESC LIMIT $1");
+    let mut more = String::new();
+    if !only.statuses.is_empty() {
+        let first = values.len() + 1;
+        let list: Vec<String> = (0..only.statuses.len())
+            .map(|i| format!("${}", first + i))
+            .collect();
+        more.push_str(&format!(" AND status IN ({})", list.join(", ")));
+        values.extend(only.statuses.iter().map(|s| Value::from(s.as_str())));
+    }
+    if let Some(since) = only.updated_since {
+        values.push(since.into());
+        more.push_str(&format!(" AND updated_at > ${}", values.len()));
+    }
+    let sql = format!(
+        "SELECT * FROM bookings WHERE {filter} AND id < $2{more} ORDER BY id DESC LIMIT $1"
+    );
     let rows = conn.query_all_raw(stmt(b, &sql, values)).await?;
     let has_next = rows.len() > first as usize;
     let views = rows
