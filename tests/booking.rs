@@ -98,11 +98,11 @@ async fn a_booking_for_a_full_night_is_rejected_as_sold_out(settings: Settings) 
     assert_eq!(app.available(&room_type, 3).await, json!([0, 0, 1]));
 }
 
+in_both_modes!(my_bookings_filter_by_status_and_by_when_they_changed);
 /// `myBookings(filter:)`: by status, and by when a booking last changed —
 /// how a client whose subscription dropped catches up.
-#[tokio::test]
-async fn my_bookings_filter_by_status_and_by_when_they_changed() {
-    let app = spawn_app().await;
+async fn my_bookings_filter_by_status_and_by_when_they_changed(settings: Settings) {
+    let app = spawn_app_with(settings).await;
     let room_type = app.homestay(2).await.room_type_id.to_string();
     let paid = app
         .paid_booking(

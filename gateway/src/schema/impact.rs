@@ -38,6 +38,7 @@ impl Partnership {
     async fn ended_on(&self) -> Option<Date> {
         self.0.ended_on.map(Date)
     }
+    /// ACTIVE, or ENDED on `endedOn`.
     async fn status(&self) -> PartnershipStatus {
         match self.0.status.as_str() {
             "ENDED" => PartnershipStatus::Ended,

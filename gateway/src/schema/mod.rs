@@ -143,7 +143,9 @@ pub struct BookingFilter {
     /// Only these statuses (all when omitted or empty).
     pub status: Option<Vec<types::BookingStatus>>,
     /// Only bookings changed after this instant: a client whose
-    /// `bookingsUpdated` subscription dropped catches up with this.
+    /// `bookingsUpdated` subscription dropped catches up with this (ask
+    /// from a minute before the last `updatedAt` seen and keep each id
+    /// once: a change is stamped just before it commits).
     pub updated_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -161,18 +163,22 @@ async fn list_bookings(
         .map(|a| parse::<BookingId>("cursor", &a))
         .transpose()?;
     let filter = filter.unwrap_or_default();
+    let mut statuses: Vec<String> = filter
+        .status
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    // Six statuses at most, however many times a request repeats them.
+    statuses.sort_unstable();
+    statuses.dedup();
     let page = rpc(
         ctx,
         rpcs::ListBookings {
             viewer,
             first,
             after,
-            statuses: filter
-                .status
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| s.as_str().to_owned())
-                .collect(),
+            statuses,
             updated_since: filter.updated_since,
         },
     )

@@ -316,7 +316,7 @@ impl Booking {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
-    /// When it last changed (status, payment, refund).
+    /// When it last changed: its status, a refund, or a retried hold.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at.unwrap_or(self.0.created_at)
     }
