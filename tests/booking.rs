@@ -587,8 +587,9 @@ async fn a_booking_inventory_does_not_answer_is_rejected_and_a_late_hold_is_give
     let rejected = app.wait_for_status(&id, "REJECTED").await;
     assert_eq!(
         rejected["reason"],
-        "inventory did not answer; nothing is held"
+        "SERVICE_UNAVAILABLE: inventory did not answer; nothing is held"
     );
+    assert_eq!(rejected["refusal"], "SERVICE_UNAVAILABLE", "{rejected}");
 
     // Inventory comes back and works through the backlog: it holds the room
     // for the old requests, and the saga makes it give the room back. A new

@@ -302,8 +302,9 @@ impl Booking {
         self.0.reason.as_deref()
     }
     /// Of a REJECTED booking, the code its `reason` starts with — SOLD_OUT,
-    /// CLOSED, MIN_STAY, CUT_OFF, NOT_PUBLISHED, NOT_FOUND, BAD_USER_INPUT —
-    /// for a client to decide on (retry other dates, another listing).
+    /// CLOSED, MIN_STAY, CUT_OFF, NOT_PUBLISHED, NOT_FOUND, BAD_USER_INPUT,
+    /// SERVICE_UNAVAILABLE (the hold was never answered) — for a client to
+    /// decide on (other dates, another listing, later).
     async fn refusal(&self) -> Option<&'static str> {
         if self.0.status != "REJECTED" {
             return None;

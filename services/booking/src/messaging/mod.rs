@@ -740,7 +740,9 @@ impl Bookings {
         for b in &stuck {
             if b.attempts >= self.hold_attempts {
                 let changes = Changes {
-                    reason: Some("inventory did not answer; nothing is held".into()),
+                    reason: Some(
+                        "SERVICE_UNAVAILABLE: inventory did not answer; nothing is held".into(),
+                    ),
                     ..Changes::default()
                 };
                 if let Some(moved) = storage::transition(
