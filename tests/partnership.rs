@@ -101,6 +101,27 @@ async fn wait_for_impact(app: &TestApp, booking: &str, expected: &[(&str, Value)
     }
 }
 
+/// A paid booking of the traveler's (sponsor 110108) in 敖汉旗, CONFIRMED
+/// and heard by partnership: the `heard`-th captured one it knows of.
+async fn confirmed_and_heard(
+    app: &TestApp,
+    room_type: &str,
+    check_in: chrono::NaiveDate,
+    heard: usize,
+) -> String {
+    let id = app.paid_booking(room_type, check_in, "tok_success").await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    app.wait_for_partnership_facts("150430", |facts| {
+        facts
+            .iter()
+            .filter(|f| f.captured.gross > Fen::ZERO)
+            .count()
+            >= heard
+    })
+    .await;
+    id
+}
+
 async fn report(app: &TestApp, id: PartnershipId) -> Value {
     let body = app
         .graphql(
@@ -350,13 +371,7 @@ async fn duplicated_and_reordered_events_give_the_same_report_as_a_clean_deliver
 async fn a_pair_recorded_after_a_booking_is_credited_with_it() {
     let app = spawn_app().await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(&room_type, tomorrow(), "tok_success")
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
-    // Wait until partnership has heard of the confirmation and the capture.
-    app.wait_until_partnership_heard("150430", Fen::yuan(380))
-        .await;
+    let id = confirmed_and_heard(&app, &room_type, tomorrow(), 1).await;
     app.pair("110000", "150400").await;
     let credited = impact(1, 1, "380.00", "364.80", "3.80");
     assert_eq!(
@@ -383,12 +398,7 @@ async fn a_partnership_counts_the_bookings_confirmed_within_its_term() {
     let admin = app.admin_token().await;
     let today = shared::policy::china_today(Utc::now());
     let room_type = app.homestay(2).await.room_type_id.to_string();
-    let first = app
-        .paid_booking(&room_type, tomorrow() + Days::days(3), "tok_success")
-        .await;
-    app.wait_for_status(&first, "CONFIRMED").await;
-    app.wait_until_partnership_heard("150430", Fen::yuan(380))
-        .await;
+    let first = confirmed_and_heard(&app, &room_type, tomorrow() + Days::days(3), 1).await;
 
     // Recorded today as paired from tomorrow: today's booking is not its.
     let pair = call(
@@ -468,18 +478,7 @@ async fn a_partnership_counts_the_bookings_confirmed_within_its_term() {
         impact_of(&app, &first).await,
         vec![("110108-150430".to_owned(), zero.clone())]
     );
-    let second = app
-        .paid_booking(&room_type, tomorrow() + Days::days(4), "tok_success")
-        .await;
-    app.wait_for_status(&second, "CONFIRMED").await;
-    app.wait_for_partnership_facts("150430", |facts| {
-        facts
-            .iter()
-            .filter(|f| f.captured.gross > Fen::ZERO)
-            .count()
-            == 2
-    })
-    .await;
+    let second = confirmed_and_heard(&app, &room_type, tomorrow() + Days::days(4), 2).await;
     assert_eq!(impact_of(&app, &second).await, vec![]);
     // The invariant check judges the term the same way.
     impact_checks_hold(&app).await;
@@ -508,12 +507,7 @@ async fn credits_made_before_terms_existed_are_put_right_once() {
     use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(&room_type, tomorrow() + Days::days(2), "tok_success")
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
-    app.wait_until_partnership_heard("150430", Fen::yuan(380))
-        .await;
+    let id = confirmed_and_heard(&app, &room_type, tomorrow() + Days::days(2), 1).await;
     let pair = app.pair("110108", "150430").await;
     let key = "110108-150430".to_owned();
     let credited = impact(1, 1, "380.00", "364.80", "3.80");

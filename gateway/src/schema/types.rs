@@ -231,6 +231,34 @@ impl BookingQuote {
 /// A booking.
 pub struct Booking(pub shared::rpcs::BookingView);
 
+/// What a stay booked.
+struct Stay {
+    room_type_id: shared::ids::RoomTypeId,
+    check_in: NaiveDate,
+    check_out: NaiveDate,
+    rooms: u32,
+}
+
+impl Booking {
+    /// The stay, when it booked rooms (not seats).
+    fn stay(&self) -> Option<Stay> {
+        match self.0.item {
+            HoldItem::RoomNights {
+                room_type_id,
+                check_in,
+                check_out,
+                rooms,
+            } => Some(Stay {
+                room_type_id,
+                check_in,
+                check_out,
+                rooms,
+            }),
+            HoldItem::Seats { .. } => None,
+        }
+    }
+}
+
 #[Object]
 impl Booking {
     async fn id(&self) -> ID {
@@ -245,31 +273,19 @@ impl Booking {
     }
     /// The room type of a stay.
     async fn room_type_id(&self) -> Option<ID> {
-        match &self.0.item {
-            HoldItem::RoomNights { room_type_id, .. } => Some(ID(room_type_id.to_string())),
-            HoldItem::Seats { .. } => None,
-        }
+        self.stay().map(|s| ID(s.room_type_id.to_string()))
     }
     /// A stay's first night.
     async fn check_in(&self) -> Option<Date> {
-        match &self.0.item {
-            HoldItem::RoomNights { check_in, .. } => Some(Date(*check_in)),
-            HoldItem::Seats { .. } => None,
-        }
+        self.stay().map(|s| Date(s.check_in))
     }
     /// A stay's day of departure (not a night).
     async fn check_out(&self) -> Option<Date> {
-        match &self.0.item {
-            HoldItem::RoomNights { check_out, .. } => Some(Date(*check_out)),
-            HoldItem::Seats { .. } => None,
-        }
+        self.stay().map(|s| Date(s.check_out))
     }
     /// Rooms a night, for a stay.
     async fn rooms(&self) -> Option<u32> {
-        match &self.0.item {
-            HoldItem::RoomNights { rooms, .. } => Some(*rooms),
-            HoldItem::Seats { .. } => None,
-        }
+        self.stay().map(|s| s.rooms)
     }
     /// The route departure of a seat booking.
     async fn departure_id(&self) -> Option<ID> {
@@ -281,9 +297,9 @@ impl Booking {
     /// The day it starts: a stay's check-in, or a route's departure date
     /// (known once the seats were held).
     async fn starts_on(&self) -> Option<Date> {
-        match &self.0.item {
-            HoldItem::RoomNights { check_in, .. } => Some(Date(*check_in)),
-            HoldItem::Seats { .. } => self.0.listing.as_ref().and_then(|l| l.starts_on).map(Date),
+        match self.stay() {
+            Some(stay) => Some(Date(stay.check_in)),
+            None => self.0.listing.as_ref().and_then(|l| l.starts_on).map(Date),
         }
     }
     /// The price snapshot, once held.

@@ -7,7 +7,7 @@
 //! already. So a duplicated event changes nothing, events may come in any
 //! order, and a cancellation or refund takes back exactly what it undoes.
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use shared::AppError;
 use shared::money::Fen;
 use shared::region::RegionCode;
@@ -84,9 +84,7 @@ impl Facts {
     /// The day of the confirmation in China time: what a partnership's
     /// term is compared with.
     pub fn confirmed_on(&self) -> Option<NaiveDate> {
-        let china = FixedOffset::east_opt(8 * 3600)?;
-        self.confirmed_at
-            .map(|at| at.with_timezone(&china).date_naive())
+        self.confirmed_at.map(shared::policy::china_today)
     }
 }
 
