@@ -565,6 +565,15 @@ async fn load(
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
+    // The faults, in the order of the load's progress at which they are
+    // due. A booking past the next fault's mark waits until that fault is
+    // under way: the load cannot outrun its faults (on a fast machine, or
+    // while a broker restart holds the fault loop), so every planned fault
+    // happens with bookings still to come.
+    let mut due = planned_faults(plan);
+    let gate = Arc::new(AtomicUsize::new(
+        due.first().map_or(usize::MAX, |(mark, _)| *mark),
+    ));
     let today = shared::policy::china_today(Utc::now());
     let progress = indicatif::ProgressBar::new(plan.bookings as u64);
     progress.set_style(indicatif::ProgressStyle::with_template(
@@ -572,9 +581,10 @@ async fn load(
     )?);
     let mut workers = Vec::new();
     for _ in 0..plan.clients {
-        let (client, next, room_types, progress) = (
+        let (client, next, gate, room_types, progress) = (
             client.clone(),
             next.clone(),
+            gate.clone(),
             room_types.clone(),
             progress.clone(),
         );
@@ -585,6 +595,9 @@ async fn load(
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
                     break;
+                }
+                while n >= gate.load(Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 // Every fourth booking wants the crowded last room type.
                 let room_type = if n % 4 == 0 {
@@ -600,51 +613,56 @@ async fn load(
             Ok::<_, anyhow::Error>(ended)
         }));
     }
-    // Faults while the load runs, by its progress: kills spread evenly (at
-    // least `kill_every` apart), the broker restarts a third of the way in,
-    // PostgreSQL two thirds. By progress, not by the clock: a faster machine
-    // finishes the load sooner, and every planned fault must happen in it.
     let faults = {
-        let (fleet, plan, next, progress) =
-            (fleet.clone(), plan.clone(), next.clone(), progress.clone());
+        let (fleet, plan, next, gate, progress) = (
+            fleet.clone(),
+            plan.clone(),
+            next.clone(),
+            gate.clone(),
+            progress.clone(),
+        );
         tokio::spawn(async move {
             let mut done = FaultsDone::default();
             let mut last_kill: Option<Instant> = None;
-            loop {
-                let made = next.load(Ordering::Relaxed);
-                if made >= plan.bookings {
-                    break;
+            let made = async {
+                while let Some(&(mark, fault)) = due.first() {
+                    let spaced = fault != Fault::Kill
+                        || last_kill.is_none_or(|at| at.elapsed() >= plan.kill_every);
+                    if next.load(Ordering::Relaxed) < mark || !spaced {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    due.remove(0);
+                    // Let the load go on while the fault is made.
+                    let mark = due.first().map_or(usize::MAX, |(mark, _)| *mark);
+                    gate.store(mark, Ordering::Release);
+                    match fault {
+                        Fault::BrokerRestart => {
+                            progress.set_message("restarting RabbitMQ");
+                            restart_broker().await?;
+                            done.broker += 1;
+                        }
+                        Fault::PostgresRestart => {
+                            progress.set_message("restarting PostgreSQL");
+                            restart_postgres().await?;
+                            done.postgres += 1;
+                        }
+                        Fault::Kill => {
+                            let mut fleet = fleet.lock().await;
+                            let victim = random(fleet.procs.len());
+                            let killed = fleet.kill_and_restart(victim).await?;
+                            progress.set_message(format!("killed {killed}"));
+                            done.killed.push(killed);
+                            last_kill = Some(Instant::now());
+                        }
+                    }
                 }
-                if done.broker < plan.broker_restarts
-                    && made >= plan.bookings * (done.broker + 1) / (3 * plan.broker_restarts.max(1))
-                {
-                    progress.set_message("restarting RabbitMQ");
-                    restart_broker().await?;
-                    done.broker += 1;
-                }
-                if done.postgres < plan.postgres_restarts
-                    && made
-                        >= plan.bookings * 2 * (done.postgres + 1)
-                            / (3 * plan.postgres_restarts.max(1))
-                {
-                    progress.set_message("restarting PostgreSQL");
-                    restart_postgres().await?;
-                    done.postgres += 1;
-                }
-                if done.killed.len() < plan.kills
-                    && made >= plan.bookings * (done.killed.len() + 1) / (plan.kills + 1)
-                    && last_kill.is_none_or(|at| at.elapsed() >= plan.kill_every)
-                {
-                    let mut fleet = fleet.lock().await;
-                    let victim = random(fleet.procs.len());
-                    let killed = fleet.kill_and_restart(victim).await?;
-                    progress.set_message(format!("killed {killed}"));
-                    done.killed.push(killed);
-                    last_kill = Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, anyhow::Error>(())
             }
-            Ok::<_, anyhow::Error>(done)
+            .await;
+            // A fault that failed holds no booking back.
+            gate.store(usize::MAX, Ordering::Release);
+            made.map(|()| done)
         })
     };
     let _abort = AbortOnDrop(
@@ -701,6 +719,39 @@ async fn load(
         ready_seconds: 0.0,
         peak_rss,
     })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    BrokerRestart,
+    PostgresRestart,
+}
+
+/// Each planned fault with the number of bookings started at which it is
+/// due, earliest first: kills spread evenly, RabbitMQ restarts over the
+/// first third of the load, PostgreSQL restarts over the first two thirds.
+/// By progress, not by the clock: a faster machine finishes the load
+/// sooner, and every planned fault must happen in it.
+fn planned_faults(plan: &Plan) -> Vec<(usize, Fault)> {
+    let n = plan.bookings;
+    let mut due: Vec<(usize, Fault)> = (0..plan.kills)
+        .map(|k| (n * (k + 1) / (plan.kills + 1), Fault::Kill))
+        .chain((0..plan.broker_restarts).map(|k| {
+            (
+                n * (k + 1) / (3 * plan.broker_restarts),
+                Fault::BrokerRestart,
+            )
+        }))
+        .chain((0..plan.postgres_restarts).map(|k| {
+            (
+                n * 2 * (k + 1) / (3 * plan.postgres_restarts),
+                Fault::PostgresRestart,
+            )
+        }))
+        .collect();
+    due.sort_by_key(|(mark, _)| *mark);
+    due
 }
 
 #[derive(Default)]
@@ -773,4 +824,32 @@ pub fn print(report: &Report) {
     }
     println!("  settled in {:.1} s; invariants:", report.settled_seconds);
     crate::check::report(&report.findings);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_are_due_in_order_inside_the_load() {
+        let plan = Plan {
+            bookings: 1000,
+            clients: 16,
+            kills: 10,
+            kill_every: Duration::from_secs(1),
+            broker_restarts: 1,
+            postgres_restarts: 1,
+            faulty_bus: false,
+            exe: PathBuf::new(),
+            deadline: Duration::from_secs(1),
+            parts: SEPARATE,
+        };
+        let due = planned_faults(&plan);
+        assert_eq!(due.len(), 12);
+        assert!(due.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert!(due.iter().all(|(mark, _)| (1..1000).contains(mark)));
+        assert!(due.contains(&(333, Fault::BrokerRestart)));
+        assert!(due.contains(&(666, Fault::PostgresRestart)));
+        assert_eq!(due.last(), Some(&(909, Fault::Kill)));
+    }
 }
