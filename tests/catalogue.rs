@@ -748,3 +748,156 @@ async fn the_calendars_of_a_homestays_room_types_come_in_one_call() {
         "none per room type"
     );
 }
+
+in_both_modes!(a_region_admin_lists_its_hosts_listings_drafts_included_newest_first);
+async fn a_region_admin_lists_its_hosts_listings_drafts_included_newest_first(
+    settings: shared::config::Settings,
+) {
+    let app = common::spawn_app_with(settings).await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    const LISTINGS: &str = "query($r: ID!, $h: ID, $p: Boolean, $first: Int!, $after: String) {
+        regionListings(regionCode: $r, hostId: $h, published: $p, first: $first, after: $after) {
+          edges { cursor node {
+            __typename
+            ... on Homestay { id nameZh published roomTypes { name } }
+            ... on Route { id titleZh status departures { startsOn seatsLeft } } } }
+          pageInfo { hasNextPage endCursor } } }";
+    let names = |body: &Value| -> Vec<String> {
+        body["data"]["regionListings"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no listings in {body}"))
+            .iter()
+            .map(|e| {
+                let n = &e["node"];
+                n["nameZh"]
+                    .as_str()
+                    .or(n["titleZh"].as_str())
+                    .unwrap_or("?")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let list = |vars: Value| app.graphql_as(Some(&admin), LISTINGS, vars);
+
+    // Two hosts of 敖汉旗: a homestay on sale, one kept off sale, a draft route.
+    let create = "mutation($i: HomestayInput!) { createHomestay(input: $i) { homestayId hostId } }";
+    let on_sale = app
+        .graphql_as(
+            Some(&admin),
+            create,
+            json!({ "i": { "hostName": "宝国吐乡牧民合作社", "regionCode": "150430", "name": "草原人家",
+                           "roomType": { "name": "双床房", "beds": 2, "maxGuests": 2, "rooms": 2 } } }),
+        )
+        .await;
+    let host = on_sale["data"]["createHomestay"]["hostId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{on_sale}"))
+        .to_owned();
+    let off_sale = app
+        .graphql_as(
+            Some(&admin),
+            create,
+            json!({ "i": { "hostName": "新惠镇农户", "regionCode": "150430", "name": "农家小院",
+                           "published": false,
+                           "roomType": { "name": "大炕", "beds": 1, "maxGuests": 4, "rooms": 1 } } }),
+        )
+        .await;
+    assert!(
+        off_sale["data"]["createHomestay"]["homestayId"].is_string(),
+        "{off_sale}"
+    );
+    let route = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($h: ID!) { createRoute(input: { hostId: $h, regionCode: \"150430\", titleZh: \"敖汉 两日\", titleEn: \"Aohan, two days\",
+                itinerary: [{ day: 1, title: \"兴隆洼\", regionCodes: [\"150430\"] }], pricePerPerson: \"800\" }) { routeId } }",
+            json!({ "h": host }),
+        )
+        .await;
+    let route_id = route["data"]["createRoute"]["routeId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{route}"))
+        .to_owned();
+    let added = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($r: ID!, $d: Date!) { addDeparture(routeId: $r, startsOn: $d, seats: 12) { id } }",
+            json!({ "r": route_id, "d": (tomorrow() + Days::days(30)).to_string() }),
+        )
+        .await;
+    assert!(added["data"]["addDeparture"]["id"].is_string(), "{added}");
+
+    // Everything, newest first, with what each kind carries.
+    let all = list(json!({ "r": "150400", "first": 10 })).await;
+    assert_eq!(names(&all), ["敖汉 两日", "农家小院", "草原人家"], "{all}");
+    let edges = &all["data"]["regionListings"]["edges"];
+    assert_eq!(edges[0]["node"]["__typename"], "Route", "{all}");
+    assert_eq!(edges[0]["node"]["status"], "DRAFT", "{all}");
+    assert_eq!(edges[0]["node"]["departures"][0]["seatsLeft"], 12, "{all}");
+    assert_eq!(edges[1]["node"]["published"], false, "{all}");
+    assert_eq!(
+        edges[2]["node"]["roomTypes"],
+        json!([{ "name": "双床房" }]),
+        "{all}"
+    );
+    assert_eq!(
+        all["data"]["regionListings"]["pageInfo"]["hasNextPage"],
+        false
+    );
+
+    // Filters: what is on sale, what is not, one host's.
+    let published = list(json!({ "r": "150430", "p": true, "first": 10 })).await;
+    assert_eq!(names(&published), ["草原人家"], "{published}");
+    let unpublished = list(json!({ "r": "150430", "p": false, "first": 10 })).await;
+    assert_eq!(
+        names(&unpublished),
+        ["敖汉 两日", "农家小院"],
+        "{unpublished}"
+    );
+    let of_host = list(json!({ "r": "150400", "h": host, "first": 10 })).await;
+    assert_eq!(names(&of_host), ["敖汉 两日", "草原人家"], "{of_host}");
+    let elsewhere = list(json!({ "r": "150428", "first": 10 })).await;
+    assert_eq!(names(&elsewhere), Vec::<String>::new(), "{elsewhere}");
+
+    // Pages of two, then the rest; a cursor from elsewhere is refused.
+    let page = list(json!({ "r": "150400", "first": 2 })).await;
+    assert_eq!(names(&page), ["敖汉 两日", "农家小院"], "{page}");
+    let info = &page["data"]["regionListings"]["pageInfo"];
+    assert_eq!(info["hasNextPage"], true, "{page}");
+    let rest = list(json!({ "r": "150400", "first": 2, "after": info["endCursor"] })).await;
+    assert_eq!(names(&rest), ["草原人家"], "{rest}");
+    assert_eq!(
+        rest["data"]["regionListings"]["pageInfo"]["hasNextPage"],
+        false
+    );
+    for bad in [
+        json!({ "r": "150400", "first": 2, "after": "not-a-cursor" }),
+        json!({ "r": "150400", "first": 0 }),
+        json!({ "r": "150400", "first": 10, "h": "not-an-id" }),
+    ] {
+        assert_eq!(code(&list(bad.clone()).await), "BAD_USER_INPUT", "{bad}");
+    }
+
+    // Admins of elsewhere, travelers and strangers see nothing; platform
+    // admins see all.
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
+    let traveler = app.register("lvke@example.cn", "110108").await;
+    for token in [Some(beijing.as_str()), Some(traveler.as_str()), None] {
+        let refused = app
+            .graphql_as(token, LISTINGS, json!({ "r": "150400", "first": 10 }))
+            .await;
+        assert!(
+            ["FORBIDDEN", "UNAUTHENTICATED"].contains(&code(&refused)),
+            "{refused}"
+        );
+    }
+    let platform = app.admin_token().await;
+    let everything = app
+        .graphql_as(
+            Some(&platform),
+            LISTINGS,
+            json!({ "r": "150400", "first": 10 }),
+        )
+        .await;
+    assert_eq!(names(&everything), names(&all), "{everything}");
+}

@@ -625,6 +625,48 @@ pub struct ListingPublished {
     pub published: bool,
 }
 
+/// The homestays and routes of a region's hosts, drafts and listings off
+/// sale included, newest first (admins of the region).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListListings {
+    /// Listings of hosts inside this region's sub-tree.
+    pub region: RegionCode,
+    /// Only this host's.
+    pub host_id: Option<HostId>,
+    /// Only those on sale (`true`) or only those not (`false`).
+    pub published: Option<bool>,
+    /// Page size (1 to 100).
+    pub first: u32,
+    /// The cursor of the last one seen.
+    pub after: Option<String>,
+    /// Who asks: an admin of the region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for ListListings {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "list_listings";
+    type Reply = ListingPage;
+}
+
+/// A homestay or a route, as [`GetHomestay`] and [`GetRoute`] show them (a
+/// route with its departures of the coming year).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListingView {
+    /// A homestay with its room types.
+    Homestay(HomestayView),
+    /// A route with its departures.
+    Route(RouteView),
+}
+
+/// A page of listings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListingPage {
+    /// Each with the cursor that follows it.
+    pub listings: Vec<(ListingView, String)>,
+    /// Whether more follow.
+    pub has_next_page: bool,
+}
+
 /// Reads a route with its departures in `[from, to]` (all when unbounded).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetRoute {

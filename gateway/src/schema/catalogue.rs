@@ -6,7 +6,7 @@ use super::types::Night;
 use super::types::{Date, Lang, Money, in_lang, page_info};
 use super::{cached, changing, non_negative, parse, region, rpc, yuan};
 use crate::error::bad_input;
-use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject, Union};
 use shared::policy::PolicyTier;
 use shared::rpcs;
 
@@ -454,6 +454,71 @@ pub async fn hosts(ctx: &Context<'_>, region_code: ID) -> Result<Vec<Host>> {
     )
     .await?;
     Ok(hosts.into_iter().map(Host::from).collect())
+}
+
+/// A homestay or a route in the catalogue: what a host is paid for.
+#[derive(Union)]
+pub enum CatalogueListing {
+    Homestay(Homestay),
+    Route(super::routes::Route),
+}
+
+/// A listing in a list.
+#[derive(SimpleObject)]
+pub struct CatalogueListingEdge {
+    pub cursor: String,
+    pub node: CatalogueListing,
+}
+
+/// Listings, newest first.
+#[derive(SimpleObject)]
+pub struct CatalogueListingConnection {
+    pub edges: Vec<CatalogueListingEdge>,
+    pub page_info: async_graphql::connection::PageInfo,
+}
+
+/// What `regionListings` filters by.
+pub struct ListingFilter {
+    pub region_code: ID,
+    pub host_id: Option<ID>,
+    pub published: Option<bool>,
+    pub first: i32,
+    pub after: Option<String>,
+}
+
+/// `regionListings`: admins of the region.
+pub async fn region_listings(
+    ctx: &Context<'_>,
+    f: ListingFilter,
+) -> Result<CatalogueListingConnection> {
+    let by = principal(ctx)?.clone();
+    let page = rpc(
+        ctx,
+        rpcs::ListListings {
+            region: region(&f.region_code)?,
+            host_id: f.host_id.map(|id| parse("host id", &id)).transpose()?,
+            published: f.published,
+            first: non_negative("first", f.first)?,
+            after: f.after,
+            by,
+        },
+    )
+    .await?;
+    let edges: Vec<CatalogueListingEdge> = page
+        .listings
+        .into_iter()
+        .map(|(listing, cursor)| CatalogueListingEdge {
+            cursor,
+            node: match listing {
+                rpcs::ListingView::Homestay(h) => CatalogueListing::Homestay(Homestay(h)),
+                rpcs::ListingView::Route(r) => CatalogueListing::Route(super::routes::Route(r)),
+            },
+        })
+        .collect();
+    Ok(CatalogueListingConnection {
+        page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
+        edges,
+    })
 }
 
 /// `homestay(id)`: public.

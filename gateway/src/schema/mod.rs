@@ -293,6 +293,33 @@ impl Query {
         catalogue::hosts(ctx, region_code).await
     }
 
+    /// The homestays and routes of hosts in the region's sub-tree, drafts
+    /// and listings off sale included, newest first (admins of the region).
+    /// `published`: only those on sale, or only those not; `hostId`: one
+    /// host's.
+    #[graphql(complexity = "per_item(first, child_complexity)")]
+    async fn region_listings(
+        &self,
+        ctx: &Context<'_>,
+        region_code: ID,
+        host_id: Option<ID>,
+        published: Option<bool>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<CatalogueListingConnection> {
+        catalogue::region_listings(
+            ctx,
+            catalogue::ListingFilter {
+                region_code,
+                host_id,
+                published,
+                first,
+                after,
+            },
+        )
+        .await
+    }
+
     /// A homestay with its address, grade, amenities, photos and room types
     /// (each with `calendar(from, to)`).
     async fn homestay(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Homestay>> {

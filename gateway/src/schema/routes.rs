@@ -129,7 +129,8 @@ impl Route {
         self.0.certified_until.map(Date)
     }
     /// Departures leaving in [from, to]. Without dates: those this route
-    /// was found with by `searchRoutes`, or the coming year's for `route(id)`.
+    /// was found with by `searchRoutes`, or the coming year's for `route(id)`
+    /// and `regionListings`.
     async fn departures(
         &self,
         ctx: &Context<'_>,

@@ -230,17 +230,7 @@ impl Inventory {
         &self,
         req: ListCertifications,
     ) -> Result<CertificationPage, AppError> {
-        if !(1..=100).contains(&req.first) {
-            return Err(AppError::bad_input("first: 1 to 100 at a time"));
-        }
-        let after = req
-            .after
-            .as_deref()
-            .map(|c| {
-                uuid::Uuid::parse_str(c)
-                    .map_err(|_| AppError::bad_input(format!("after: `{c}` is not a cursor here")))
-            })
-            .transpose()?;
+        let after = super::page_after(req.first, req.after.as_deref())?;
         let prefix = req
             .region
             .map(shared::region::RegionCode::code_prefix)

@@ -18,7 +18,7 @@ use shared::events::{
     BookingConfirmed, HoldCommitRefused, HoldGranted, HoldRejected, HoldReleaseRequested,
     HoldReleased, HoldRequested,
 };
-use shared::ids::{BookingId, HomestayId, HostId, RoomTypeId};
+use shared::ids::{BookingId, HomestayId, HostId, RoomTypeId, RouteId};
 use shared::money::Fen;
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::policy::CancellationPolicy;
@@ -37,6 +37,7 @@ use shared::rpcs::{
 };
 use shared::rpcs::{CreateHost, HostView, ListHosts};
 use shared::{AppError, ErrorCode};
+use std::collections::HashMap;
 use tracing::{info, warn};
 
 /// What the handlers share.
@@ -73,7 +74,7 @@ impl Inventory {
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
-        let v = self.clone();
+        let [v, w] = [(); 2].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -86,6 +87,10 @@ impl Inventory {
             .route::<ListHosts, _, _>(move |req| {
                 let s = q.clone();
                 async move { s.list_hosts(req).await }
+            })
+            .route::<shared::rpcs::ListListings, _, _>(move |req| {
+                let s = w.clone();
+                async move { s.list_listings(req).await }
             })
             .route::<AddRoomType, _, _>(move |req| {
                 let s = n.clone();
@@ -648,6 +653,65 @@ impl Inventory {
         administers(&req.by, req.region)?;
         Ok(storage::hosts(&self.db, &req.region.code_prefix(), None).await?)
     }
+
+    /// The homestays and routes of a region's hosts, newest first, drafts
+    /// included (admins of the region); a route with its coming year's
+    /// departures. Four queries a page, however long.
+    pub async fn list_listings(
+        &self,
+        req: shared::rpcs::ListListings,
+    ) -> Result<shared::rpcs::ListingPage, AppError> {
+        use shared::rpcs::{ListingView, RouteView};
+        administers(&req.by, req.region)?;
+        let after = page_after(req.first, req.after.as_deref())?;
+        let (page, has_next_page) = storage::listing_page(
+            &self.db,
+            &req.region.code_prefix(),
+            req.host_id,
+            req.published,
+            req.first,
+            after,
+        )
+        .await?;
+        let (route_ids, homestay_ids): (Vec<_>, Vec<_>) =
+            page.iter().partition(|(_, is_route)| *is_route);
+        let homestay_ids: Vec<HomestayId> = homestay_ids
+            .into_iter()
+            .map(|(id, _)| HomestayId(id))
+            .collect();
+        let route_ids: Vec<RouteId> = route_ids.into_iter().map(|(id, _)| RouteId(id)).collect();
+        let mut found: HashMap<uuid::Uuid, ListingView> =
+            storage::homestays(&self.db, &homestay_ids)
+                .await?
+                .into_iter()
+                .map(|h| (h.id.0, ListingView::Homestay(h)))
+                .collect();
+        let mut routes: HashMap<uuid::Uuid, RouteView> =
+            storage::routes::routes(&self.db, &route_ids)
+                .await?
+                .into_iter()
+                .map(|r| (r.id.0, r))
+                .collect();
+        let from = china_today(Utc::now());
+        let to = from + chrono::Duration::days(routes_rpc::MAX_WINDOW_DAYS - 1);
+        for d in storage::routes::departures_of(&self.db, &route_ids, from, to).await? {
+            if let Some(route) = routes.get_mut(&d.route_id.0) {
+                route.departures.push(d);
+            }
+        }
+        found.extend(
+            routes
+                .into_iter()
+                .map(|(id, r)| (id, ListingView::Route(r))),
+        );
+        Ok(shared::rpcs::ListingPage {
+            listings: page
+                .into_iter()
+                .filter_map(|(id, _)| found.remove(&id).map(|l| (l, id.to_string())))
+                .collect(),
+            has_next_page,
+        })
+    }
 }
 
 /// Most rooms of one type a homestay may list.
@@ -709,6 +773,20 @@ fn policy(
 ) -> Result<Option<CancellationPolicy>, AppError> {
     tiers
         .map(|tiers| CancellationPolicy::new(tiers).map_err(|e| AppError::bad_input(e.0)))
+        .transpose()
+}
+
+/// A page's start, checking its size (1 to 100): the id of the last item
+/// seen, from its cursor.
+pub(crate) fn page_after(first: u32, after: Option<&str>) -> Result<Option<uuid::Uuid>, AppError> {
+    if !(1..=100).contains(&first) {
+        return Err(AppError::bad_input("first: 1 to 100 at a time"));
+    }
+    after
+        .map(|c| {
+            uuid::Uuid::parse_str(c)
+                .map_err(|_| AppError::bad_input(format!("after: `{c}` is not a cursor here")))
+        })
         .transpose()
 }
 

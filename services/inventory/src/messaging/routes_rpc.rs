@@ -25,7 +25,7 @@ const MAX_SEATS: u32 = 1_000;
 /// How far ahead a departure may be put on sale (two years).
 const MAX_DAYS_AHEAD: i64 = 730;
 /// Widest window of departure days read or searched at once.
-const MAX_WINDOW_DAYS: i64 = 366;
+pub(crate) const MAX_WINDOW_DAYS: i64 = 366;
 
 fn window(from: NaiveDate, to: NaiveDate) -> Result<(), AppError> {
     let days = (to - from).num_days();

@@ -479,55 +479,125 @@ pub async fn homestay<C: ConnectionTrait>(
     conn: &C,
     id: HomestayId,
 ) -> Result<Option<HomestayView>, DbErr> {
+    Ok(homestays(conn, &[id]).await?.pop())
+}
+
+/// Homestays with their room types, two queries for any number; those that
+/// exist, in no particular order.
+pub async fn homestays<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[HomestayId],
+) -> Result<Vec<HomestayView>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let b = conn.get_database_backend();
-    let row = conn
-        .query_one_raw(stmt(
+    let values: Vec<sea_orm::Value> = ids.iter().map(|id| uuid_value(b, id.0)).collect();
+    let list = shared::db::placeholders(1, ids.len());
+    let rows = conn
+        .query_all_raw(stmt(
             b,
-            "SELECT h.id, h.name, h.name_en, h.host_id, o.name AS host_name, h.region_code, h.details,
-                    h.certified_until, h.cancellation_policy, h.published
-             FROM homestays h JOIN hosts o ON o.id = h.host_id WHERE h.id = $1",
-            vec![uuid_value(b, id.0)],
+            &format!(
+                "SELECT h.id, h.name, h.name_en, h.host_id, o.name AS host_name, h.region_code,
+                        h.details, h.certified_until, h.cancellation_policy, h.published
+                 FROM homestays h JOIN hosts o ON o.id = h.host_id WHERE h.id IN ({list})"
+            ),
+            values.clone(),
         ))
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let custom = |e: serde_json::Error| DbErr::Custom(format!("homestays: {e}"));
-    let details: String = row.try_get("", "details")?;
     let rooms = conn
         .query_all_raw(stmt(
             b,
-            "SELECT id, name, name_en, beds, max_guests, rooms FROM room_types
-             WHERE homestay_id = $1 ORDER BY name, id",
-            vec![uuid_value(b, id.0)],
+            &format!(
+                "SELECT homestay_id, id, name, name_en, beds, max_guests, rooms FROM room_types
+                 WHERE homestay_id IN ({list}) ORDER BY name, id"
+            ),
+            values,
         ))
         .await?;
-    Ok(Some(HomestayView {
-        id,
-        name: row.try_get("", "name")?,
-        name_en: row.try_get("", "name_en")?,
-        host_id: HostId(row_uuid(&row, "host_id")?),
-        host_name: row.try_get("", "host_name")?,
-        region_code: shared::db::row_region(&row, "region_code")?,
-        details: serde_json::from_str(&details).map_err(custom)?,
-        certified_until: row.try_get("", "certified_until")?,
-        cancellation_policy: match row.try_get::<Option<String>>("", "cancellation_policy")? {
-            Some(p) => serde_json::from_str(&p).map_err(custom)?,
-            None => CancellationPolicy::default(),
-        },
-        published: row.try_get("", "published")?,
-        room_types: rooms
-            .iter()
-            .map(|r| {
-                Ok(RoomTypeView {
-                    id: RoomTypeId(row_uuid(r, "id")?),
-                    name: r.try_get("", "name")?,
-                    name_en: r.try_get("", "name_en")?,
-                    beds: u32::try_from(r.try_get::<i32>("", "beds")?).unwrap_or(0),
-                    max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
-                    rooms: u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0),
-                })
+    let mut rooms_of: std::collections::HashMap<uuid::Uuid, Vec<RoomTypeView>> =
+        std::collections::HashMap::new();
+    for r in &rooms {
+        rooms_of
+            .entry(row_uuid(r, "homestay_id")?)
+            .or_default()
+            .push(RoomTypeView {
+                id: RoomTypeId(row_uuid(r, "id")?),
+                name: r.try_get("", "name")?,
+                name_en: r.try_get("", "name_en")?,
+                beds: u32::try_from(r.try_get::<i32>("", "beds")?).unwrap_or(0),
+                max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
+                rooms: u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0),
+            });
+    }
+    let custom = |e: serde_json::Error| DbErr::Custom(format!("homestays: {e}"));
+    rows.iter()
+        .map(|row| {
+            let id = row_uuid(row, "id")?;
+            let details: String = row.try_get("", "details")?;
+            Ok(HomestayView {
+                id: HomestayId(id),
+                name: row.try_get("", "name")?,
+                name_en: row.try_get("", "name_en")?,
+                host_id: HostId(row_uuid(row, "host_id")?),
+                host_name: row.try_get("", "host_name")?,
+                region_code: shared::db::row_region(row, "region_code")?,
+                details: serde_json::from_str(&details).map_err(custom)?,
+                certified_until: row.try_get("", "certified_until")?,
+                cancellation_policy: match row
+                    .try_get::<Option<String>>("", "cancellation_policy")?
+                {
+                    Some(p) => serde_json::from_str(&p).map_err(custom)?,
+                    None => CancellationPolicy::default(),
+                },
+                published: row.try_get("", "published")?,
+                room_types: rooms_of.remove(&id).unwrap_or_default(),
             })
-            .collect::<Result<_, DbErr>>()?,
-    }))
+        })
+        .collect()
+}
+
+/// A page of the listings of hosts whose region code starts with
+/// `prefix`: each listing's id and whether it is a route, newest first
+/// (ids are time-ordered v7 UUIDs; `after` is the last id seen), and
+/// whether more follow. `published`: only those on sale, or only those not.
+pub async fn listing_page<C: ConnectionTrait>(
+    conn: &C,
+    prefix: &str,
+    host: Option<HostId>,
+    published: Option<bool>,
+    first: u32,
+    after: Option<uuid::Uuid>,
+) -> Result<(Vec<(uuid::Uuid, bool)>, bool), DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT id, is_route FROM (
+                 SELECT id, host_id, region_code, published, 0 AS is_route FROM homestays
+                 UNION ALL
+                 SELECT id, host_id, region_code,
+                        CASE WHEN status = 'PUBLISHED' THEN TRUE ELSE FALSE END, 1 FROM routes
+             ) AS l
+             WHERE region_code LIKE $1 AND ($2 IS NULL OR host_id = $2)
+               AND ($3 IS NULL OR published = $3) AND ($4 IS NULL OR id < $4)
+             ORDER BY id DESC LIMIT $5",
+            vec![
+                format!("{prefix}%").into(),
+                opt_uuid_value(b, host.map(|h| h.0)),
+                published.into(),
+                opt_uuid_value(b, after),
+                (i64::from(first) + 1).into(),
+            ],
+        ))
+        .await?;
+    let has_next = rows.len() > first as usize;
+    let page = rows
+        .iter()
+        .take(first as usize)
+        .map(|r| Ok((row_uuid(r, "id")?, r.try_get::<i32>("", "is_route")? == 1)))
+        .collect::<Result<_, DbErr>>()?;
+    Ok((page, has_next))
 }
 
 /// What decides whether a stay may be held besides free rooms: whether a

@@ -219,17 +219,31 @@ fn departure_from_row(row: &QueryResult) -> Result<DepartureView, DbErr> {
 
 /// A route without departures.
 pub async fn route<C: ConnectionTrait>(conn: &C, id: RouteId) -> Result<Option<RouteView>, DbErr> {
+    Ok(routes(conn, &[id]).await?.pop())
+}
+
+/// Routes without departures, in one query; those that exist, in no
+/// particular order.
+pub async fn routes<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[RouteId],
+) -> Result<Vec<RouteView>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let b = conn.get_database_backend();
-    let row = conn
-        .query_one_raw(stmt(
+    let rows = conn
+        .query_all_raw(stmt(
             b,
             &format!(
-                "SELECT {ROUTE_COLUMNS} FROM routes r JOIN hosts h ON h.id = r.host_id WHERE r.id = $1"
+                "SELECT {ROUTE_COLUMNS} FROM routes r JOIN hosts h ON h.id = r.host_id
+                 WHERE r.id IN ({})",
+                shared::db::placeholders(1, ids.len())
             ),
-            vec![uuid_value(b, id.0)],
+            ids.iter().map(|id| uuid_value(b, id.0)).collect(),
         ))
         .await?;
-    row.as_ref().map(route_from_row).transpose()
+    rows.iter().map(route_from_row).collect()
 }
 
 /// A route's departures in `[from, to]`, by day.
