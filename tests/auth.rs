@@ -155,54 +155,13 @@ async fn changing_the_password_revokes_the_old_refresh_tokens() {
 /// outlives the password change.
 #[tokio::test]
 async fn a_token_rotated_while_the_password_changes_is_revoked_too() {
-    use sea_orm::{ConnectionTrait, TransactionTrait};
     let app = app().await;
     let session = login(&app, "traveler@example.cn").await;
-    let db = app.service_db(gateway::identity::storage::DATABASE).await;
-    let held = db.begin().await.expect("begin");
-    let holder: i32 = held
-        .query_one_raw(sea_orm::Statement::from_string(
-            held.get_database_backend(),
-            "SELECT pg_backend_pid() AS pid",
-        ))
-        .await
-        .expect("pid")
-        .expect("a row")
-        .try_get("", "pid")
-        .expect("pid");
-    held.execute_unprepared("SELECT token_hash FROM refresh_tokens FOR UPDATE")
-        .await
-        .expect("token rows held");
-    // The gateway's connections to this database waiting for a lock: those
-    // the test's transaction blocks, or all of them.
-    let waiting = |on_holder: bool| {
-        let db = &db;
-        async move {
-            let row = db
-                .query_one_raw(sea_orm::Statement::from_sql_and_values(
-                    db.get_database_backend(),
-                    "SELECT COUNT(*) AS n FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'
-                       AND backend_type = 'client backend'
-                       AND (NOT $2 OR $1 = ANY (pg_blocking_pids(pid)))",
-                    [holder.into(), on_holder.into()],
-                ))
-                .await
-                .expect("pg_stat_activity")
-                .expect("a row");
-            row.try_get::<i64>("", "n").expect("count")
-        }
-    };
-    let until_waiting = |n: i64, on_holder: bool| async move {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while waiting(on_holder).await < n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{n} requests never waited for a lock"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    };
+    let held = common::LockHeld::begin(
+        app.service_db(gateway::identity::storage::DATABASE).await,
+        "SELECT token_hash FROM refresh_tokens FOR UPDATE",
+    )
+    .await;
     let rotate = app.graphql_as(
         None,
         "mutation($t: String!) { refreshToken(token: $t) { refreshToken } }",
@@ -214,10 +173,10 @@ async fn a_token_rotated_while_the_password_changes_is_revoked_too() {
     );
     let (rotated, changed) = tokio::join!(rotate, async {
         // The rotation waits on its token row first, then the change.
-        until_waiting(1, true).await;
+        held.until_waiting(1, true).await;
         let (changed, ()) = tokio::join!(change, async {
-            until_waiting(2, false).await;
-            held.commit().await.expect("token rows released");
+            held.until_waiting(2, false).await;
+            held.release().await;
         });
         changed
     });

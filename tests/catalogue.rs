@@ -901,3 +901,154 @@ async fn a_region_admin_lists_its_hosts_listings_drafts_included_newest_first(
         .await;
     assert_eq!(names(&everything), names(&all), "{everything}");
 }
+
+in_both_modes!(a_homestay_is_edited_and_its_bookings_keep_the_terms_they_were_held_under);
+async fn a_homestay_is_edited_and_its_bookings_keep_the_terms_they_were_held_under(
+    settings: shared::config::Settings,
+) {
+    let app = common::spawn_app_with(settings).await;
+    let listed = app.homestay(2).await;
+    let (homestay, room_type) = (
+        listed.homestay_id.to_string(),
+        listed.room_type_id.to_string(),
+    );
+    // Held and paid under the standard rule: all back from 7 days ahead.
+    let booking = app
+        .paid_booking(&room_type, tomorrow() + Days::days(20), "tok_success")
+        .await;
+    app.wait_for_status(&booking, "CONFIRMED").await;
+
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    const UPDATE: &str = "mutation($h: ID!, $i: HomestayUpdate!) { updateHomestay(homestayId: $h, input: $i) {
+        nameZh nameEn address grade amenities photos cancellationPolicy { daysBefore refundPercent } } }";
+    const READ: &str = "query($h: ID!) { homestay(id: $h) {
+        nameZh nameEn address grade amenities photos cancellationPolicy { daysBefore refundPercent } } }";
+    let update =
+        |input: Value| app.graphql_as(Some(&admin), UPDATE, json!({ "h": homestay, "i": input }));
+    let graded = update(
+        json!({ "name": " 草原人家·新 ", "nameEn": "Grassland Home", "grade": "GOLD",
+                                "address": "敖汉旗宝国吐乡兴隆洼村", "amenities": ["热水", "暖气"],
+                                "photos": ["https://img.example.cn/1.jpg"] }),
+    )
+    .await;
+    let expected = json!({ "nameZh": "草原人家·新", "nameEn": "Grassland Home", "address": "敖汉旗宝国吐乡兴隆洼村",
+                           "grade": "GOLD", "amenities": ["热水", "暖气"], "photos": ["https://img.example.cn/1.jpg"],
+                           "cancellationPolicy": [{ "daysBefore": 7, "refundPercent": 100 }, { "daysBefore": 3, "refundPercent": 50 }] });
+    assert_eq!(graded["data"]["updateHomestay"], expected, "{graded}");
+
+    // Left out stays; null clears the grade; a new refund rule: nothing back.
+    let stricter = update(json!({ "grade": null,
+                                  "cancellationPolicy": [{ "daysBefore": 0, "refundPercent": 0 }] }))
+    .await;
+    let mut now = expected.clone();
+    now["grade"] = Value::Null;
+    now["cancellationPolicy"] = json!([{ "daysBefore": 0, "refundPercent": 0 }]);
+    assert_eq!(stricter["data"]["updateHomestay"], now, "{stricter}");
+    let read = app.graphql(READ, json!({ "h": homestay })).await;
+    assert_eq!(read["data"]["homestay"], now, "what everyone reads: {read}");
+
+    // The booking held before keeps its rule (and its name).
+    let quote = app
+        .graphql(
+            "query($b: ID!) { cancellationQuote(bookingId: $b) { refundPercent } }",
+            json!({ "b": booking }),
+        )
+        .await;
+    assert_eq!(
+        quote["data"]["cancellationQuote"]["refundPercent"], 100,
+        "{quote}"
+    );
+    let held = app
+        .graphql(
+            "query($b: ID!) { booking(id: $b) { listing { title } } }",
+            json!({ "b": booking }),
+        )
+        .await;
+    let title = held["data"]["booking"]["listing"]["title"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{held}"));
+    assert!(!title.contains("新"), "{held}");
+
+    // Bad input changes nothing; others may not; no such homestay.
+    for bad in [
+        json!({ "photos": ["ftp://img.example.cn/1.jpg"] }),
+        json!({ "name": "  " }),
+        json!({ "cancellationPolicy": [{ "daysBefore": 3, "refundPercent": 150 }] }),
+    ] {
+        let refused = update(bad.clone()).await;
+        assert_eq!(code(&refused), "BAD_USER_INPUT", "{bad}: {refused}");
+    }
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
+    let foreign = app
+        .graphql_as(
+            Some(&beijing),
+            UPDATE,
+            json!({ "h": homestay, "i": { "name": "别人的" } }),
+        )
+        .await;
+    assert_eq!(code(&foreign), "FORBIDDEN", "{foreign}");
+    let traveler = app
+        .graphql(UPDATE, json!({ "h": homestay, "i": { "name": "我的" } }))
+        .await;
+    assert_eq!(code(&traveler), "FORBIDDEN", "{traveler}");
+    let missing = app
+        .graphql_as(
+            Some(&admin),
+            UPDATE,
+            json!({ "h": uuid::Uuid::now_v7().to_string(), "i": { "name": "无" } }),
+        )
+        .await;
+    assert_eq!(code(&missing), "NOT_FOUND", "{missing}");
+    let after = app.graphql(READ, json!({ "h": homestay })).await;
+    assert_eq!(after["data"]["homestay"], now, "{after}");
+}
+
+/// Two admins change one homestay at once, one its address, the other its
+/// photos: both changes stay. The test sets the race up: a transaction of
+/// its own holds the homestay's row while both requests arrive. Without
+/// inventory's row lock each would read the details before the other's
+/// write and the second write would undo the first.
+#[tokio::test]
+async fn two_admins_editing_one_homestay_at_once_both_keep_their_change() {
+    let app = spawn_app().await;
+    let homestay = app.homestay(1).await.homestay_id.to_string();
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let other = app.region_admin("aohan@example.cn", "150430").await;
+    const UPDATE: &str = "mutation($h: ID!, $i: HomestayUpdate!) { updateHomestay(homestayId: $h, input: $i) { address } }";
+    let held = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!("SELECT id FROM homestays WHERE id = '{homestay}' FOR UPDATE"),
+    )
+    .await;
+    let address = app.graphql_as(
+        Some(&admin),
+        UPDATE,
+        json!({ "h": homestay, "i": { "address": "敖汉旗新惠镇" } }),
+    );
+    let photos = app.graphql_as(
+        Some(&other),
+        UPDATE,
+        json!({ "h": homestay, "i": { "photos": ["https://img.example.cn/2.jpg"] } }),
+    );
+    let (address, photos) = tokio::join!(address, async {
+        held.until_waiting(1, true).await;
+        let (photos, ()) = tokio::join!(photos, async {
+            held.until_waiting(2, false).await;
+            held.release().await;
+        });
+        photos
+    });
+    assert!(address["errors"].is_null(), "{address}");
+    assert!(photos["errors"].is_null(), "{photos}");
+    let read = app
+        .graphql(
+            "query($h: ID!) { homestay(id: $h) { address photos } }",
+            json!({ "h": homestay }),
+        )
+        .await;
+    assert_eq!(
+        read["data"]["homestay"],
+        json!({ "address": "敖汉旗新惠镇", "photos": ["https://img.example.cn/2.jpg"] }),
+        "{read}"
+    );
+}

@@ -139,6 +139,56 @@ pub fn is_http_url(link: &str) -> bool {
     link.len() <= 500 && url::Url::parse(link).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
 }
 
+/// Changes what travelers read about a homestay (admins of its region);
+/// what is left out stays as it is. Bookings already held keep the name
+/// and the refund rule they were held under.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateHomestay {
+    /// The homestay.
+    pub homestay_id: HomestayId,
+    /// A new name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A new English name (empty: none).
+    #[serde(default)]
+    pub name_en: Option<String>,
+    /// A new address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// A new grade, or none.
+    #[serde(default)]
+    pub grade: GradeChange,
+    /// The amenities, all of them.
+    #[serde(default)]
+    pub amenities: Option<Vec<String>>,
+    /// The photos, all of them.
+    #[serde(default)]
+    pub photos: Option<Vec<String>>,
+    /// The refund rule for bookings held from now on.
+    #[serde(default)]
+    pub cancellation_policy: Option<Vec<crate::policy::PolicyTier>>,
+    /// Who asks: an admin of the homestay's region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for UpdateHomestay {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "update_homestay";
+    /// The homestay as it is now.
+    type Reply = HomestayView;
+}
+
+/// What [`UpdateHomestay`] does to the grade.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GradeChange {
+    /// Leave it.
+    #[default]
+    Keep,
+    /// Graded so now.
+    Set(HomestayGrade),
+    /// No grade any more.
+    Clear,
+}
+
 /// Adds a room type to a homestay.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AddRoomType {

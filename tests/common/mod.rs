@@ -750,3 +750,69 @@ pub async fn homestay_on(bus: &dyn shared::bus::Bus, rooms: u32) -> HomestayCrea
     .expect("calendar set");
     created
 }
+
+/// A transaction of the test's own holding rows locked (PostgreSQL), and how
+/// to see the application's requests wait for it: a race set up step by
+/// step instead of hoped for.
+pub struct LockHeld {
+    db: sea_orm::DatabaseConnection,
+    txn: sea_orm::DatabaseTransaction,
+    pid: i32,
+}
+
+impl LockHeld {
+    /// Begins on `db` and runs `lock` (a `SELECT … FOR UPDATE`).
+    pub async fn begin(db: sea_orm::DatabaseConnection, lock: &str) -> LockHeld {
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+        let txn = db.begin().await.expect("begin");
+        let pid: i32 = txn
+            .query_one_raw(sea_orm::Statement::from_string(
+                txn.get_database_backend(),
+                "SELECT pg_backend_pid() AS pid",
+            ))
+            .await
+            .expect("pid")
+            .expect("a row")
+            .try_get("", "pid")
+            .expect("pid");
+        txn.execute_unprepared(lock).await.expect("rows locked");
+        LockHeld { db, txn, pid }
+    }
+
+    /// Polls (20 s at most) until `n` connections to the database wait for
+    /// a lock: those this transaction blocks (`on_holder`), or any.
+    pub async fn until_waiting(&self, n: i64, on_holder: bool) {
+        use sea_orm::ConnectionTrait;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let waiting = self
+                .db
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    self.db.get_database_backend(),
+                    "SELECT COUNT(*) AS n FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'
+                       AND backend_type = 'client backend'
+                       AND (NOT $2 OR $1 = ANY (pg_blocking_pids(pid)))",
+                    [self.pid.into(), on_holder.into()],
+                ))
+                .await
+                .expect("pg_stat_activity")
+                .expect("a row")
+                .try_get::<i64>("", "n")
+                .expect("count");
+            if waiting >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} requests never waited for a lock"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Commits, letting the waiting requests go on.
+    pub async fn release(self) {
+        self.txn.commit().await.expect("rows released");
+    }
+}

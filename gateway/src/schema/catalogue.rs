@@ -6,7 +6,9 @@ use super::types::Night;
 use super::types::{Date, Lang, Money, in_lang, page_info};
 use super::{cached, changing, non_negative, parse, region, rpc, yuan};
 use crate::error::bad_input;
-use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject, Union};
+use async_graphql::{
+    Context, Enum, ID, InputObject, MaybeUndefined, Object, Result, SimpleObject, Union,
+};
 use shared::policy::PolicyTier;
 use shared::rpcs;
 
@@ -230,7 +232,53 @@ pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<
     })
 }
 
-/// `setRoomCalendar`: admins of the homestay's region.
+/// What to change about a homestay; what is left out stays as it is.
+#[derive(InputObject)]
+pub struct HomestayUpdate {
+    pub name: Option<String>,
+    /// Empty: none (travelers asking for English see the Chinese).
+    pub name_en: Option<String>,
+    pub address: Option<String>,
+    /// `null`: no grade any more.
+    pub grade: MaybeUndefined<HomestayGrade>,
+    /// All of them (at most 30).
+    pub amenities: Option<Vec<String>>,
+    /// All of them, http or https URLs (at most 20).
+    pub photos: Option<Vec<String>>,
+    /// For bookings held from now on; bookings already held keep the rule
+    /// they were held under.
+    pub cancellation_policy: Option<Vec<PolicyTierInput>>,
+}
+
+/// `updateHomestay`: admins of the homestay's region.
+pub async fn update_homestay(
+    ctx: &Context<'_>,
+    homestay_id: ID,
+    input: HomestayUpdate,
+) -> Result<Homestay> {
+    let by = principal(ctx)?.clone();
+    let view = changing(
+        ctx,
+        rpcs::UpdateHomestay {
+            homestay_id: parse("homestay id", &homestay_id)?,
+            name: input.name,
+            name_en: input.name_en,
+            address: input.address,
+            grade: match input.grade {
+                MaybeUndefined::Undefined => rpcs::GradeChange::Keep,
+                MaybeUndefined::Null => rpcs::GradeChange::Clear,
+                MaybeUndefined::Value(grade) => rpcs::GradeChange::Set(grade.into()),
+            },
+            amenities: input.amenities,
+            photos: input.photos,
+            cancellation_policy: policy_tiers(input.cancellation_policy)?,
+            by,
+        },
+    )
+    .await?;
+    Ok(Homestay(view))
+}
+
 /// The arguments of `setRoomCalendar`.
 pub struct CalendarArgs {
     pub room_type_id: ID,

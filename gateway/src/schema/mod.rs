@@ -914,6 +914,18 @@ impl Mutation {
         catalogue::create_homestay(ctx, input).await
     }
 
+    /// Changes a homestay's names, address, grade, amenities, photos or
+    /// refund rule; what is left out stays (admins of its region). Bookings
+    /// already held keep the name and refund rule they were held under.
+    async fn update_homestay(
+        &self,
+        ctx: &Context<'_>,
+        homestay_id: ID,
+        input: catalogue::HomestayUpdate,
+    ) -> Result<Homestay> {
+        catalogue::update_homestay(ctx, homestay_id, input).await
+    }
+
     /// Writes a route as a DRAFT (admins of its start region); add
     /// departures, then `publishRoute`.
     async fn create_route(&self, ctx: &Context<'_>, input: RouteInput) -> Result<RouteCreated> {

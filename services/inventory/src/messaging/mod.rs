@@ -74,7 +74,7 @@ impl Inventory {
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
-        let [v, w] = [(); 2].map(|()| self.clone());
+        let [v, w, x] = [(); 3].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -97,6 +97,13 @@ impl Inventory {
                 async move {
                     let done = s.add_room_type(req).await;
                     s.announce("add_room_type", done).await
+                }
+            })
+            .route::<shared::rpcs::UpdateHomestay, _, _>(move |req| {
+                let s = x.clone();
+                async move {
+                    let done = s.update_homestay(req).await;
+                    s.announce("update_homestay", done).await
                 }
             })
             .route::<GetHomestay, _, _>(move |req| {
@@ -527,6 +534,58 @@ impl Inventory {
         .await?;
         txn.commit().await?;
         Ok(created)
+    }
+
+    /// Changes a homestay's names, details and refund rule for bookings
+    /// held from now on (admins of its region); the row is locked while
+    /// it is read and written, so two admins' changes both stay.
+    pub async fn update_homestay(
+        &self,
+        req: shared::rpcs::UpdateHomestay,
+    ) -> Result<shared::rpcs::HomestayView, AppError> {
+        use shared::rpcs::GradeChange;
+        let name = req.name.as_deref().map(str::trim);
+        if let Some(name) = name {
+            domain::check_text("name", name, 100, true)?;
+        }
+        let name_en = req.name_en.as_deref().map(str::trim);
+        if let Some(name_en) = name_en {
+            domain::check_text("nameEn", name_en, 100, false)?;
+        }
+        let policy = policy(req.cancellation_policy)?;
+        let txn = self.db.begin().await?;
+        let Some(mut homestay) = storage::homestay_for_update(&txn, req.homestay_id).await? else {
+            return Err(AppError::not_found("no such homestay"));
+        };
+        administers(&req.by, homestay.region_code)?;
+        if let Some(name) = name {
+            name.clone_into(&mut homestay.name);
+        }
+        if let Some(name_en) = name_en {
+            name_en.clone_into(&mut homestay.name_en);
+        }
+        let details = &mut homestay.details;
+        if let Some(address) = req.address {
+            details.address = address.trim().to_owned();
+        }
+        match req.grade {
+            GradeChange::Keep => {}
+            GradeChange::Set(grade) => details.grade = Some(grade),
+            GradeChange::Clear => details.grade = None,
+        }
+        if let Some(amenities) = req.amenities {
+            details.amenities = amenities;
+        }
+        if let Some(photos) = req.photos {
+            details.photos = photos;
+        }
+        details.check()?;
+        storage::update_homestay(&txn, &homestay, policy.as_ref()).await?;
+        txn.commit().await?;
+        if let Some(policy) = policy {
+            homestay.cancellation_policy = policy;
+        }
+        Ok(homestay)
     }
 
     /// Sets rooms and price over a range of nights.

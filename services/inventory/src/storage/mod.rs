@@ -482,6 +482,56 @@ pub async fn homestay<C: ConnectionTrait>(
     Ok(homestays(conn, &[id]).await?.pop())
 }
 
+/// A homestay with its room types, its row locked until the transaction
+/// ends (on SQLite the one connection serialises writers anyway).
+pub async fn homestay_for_update<C: ConnectionTrait>(
+    conn: &C,
+    id: HomestayId,
+) -> Result<Option<HomestayView>, DbErr> {
+    let b = conn.get_database_backend();
+    if b == sea_orm::DbBackend::Postgres {
+        conn.execute_raw(stmt(
+            b,
+            "SELECT id FROM homestays WHERE id = $1 FOR UPDATE",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?;
+    }
+    homestay(conn, id).await
+}
+
+/// Writes a homestay's names and details, and its refund rule when one is
+/// given (none keeps the stored one, or the standard rule).
+pub async fn update_homestay<C: ConnectionTrait>(
+    conn: &C,
+    homestay: &HomestayView,
+    policy: Option<&CancellationPolicy>,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    let json = |e: serde_json::Error| DbErr::Custom(format!("homestays: {e}"));
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE homestays SET name = $2, name_en = $3, details = $4,
+                cancellation_policy = COALESCE($5, cancellation_policy)
+         WHERE id = $1",
+        vec![
+            uuid_value(b, homestay.id.0),
+            homestay.name.clone().into(),
+            homestay.name_en.clone().into(),
+            serde_json::to_string(&homestay.details)
+                .map_err(json)?
+                .into(),
+            policy
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(json)?
+                .into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Homestays with their room types, two queries for any number; those that
 /// exist, in no particular order.
 pub async fn homestays<C: ConnectionTrait>(
