@@ -528,6 +528,44 @@ pub struct ItineraryDay {
     pub regions: Vec<RegionCode>,
 }
 
+/// Changes a route's texts, itinerary, price or refund rule (admins of its
+/// region); what is left out stays as it is. Bookings already held keep
+/// their price and refund rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateRoute {
+    /// The route.
+    pub route_id: RouteId,
+    /// A new Chinese title.
+    #[serde(default)]
+    pub title_zh: Option<String>,
+    /// A new English title.
+    #[serde(default)]
+    pub title_en: Option<String>,
+    /// A new Chinese description.
+    #[serde(default)]
+    pub description_zh: Option<String>,
+    /// A new English description.
+    #[serde(default)]
+    pub description_en: Option<String>,
+    /// The days, all of them.
+    #[serde(default)]
+    pub itinerary: Option<Vec<ItineraryDay>>,
+    /// A new price per person (departures without their own price).
+    #[serde(default)]
+    pub price: Option<Fen>,
+    /// The refund rule for bookings held from now on.
+    #[serde(default)]
+    pub cancellation_policy: Option<Vec<crate::policy::PolicyTier>>,
+    /// Who asks: an admin of the route's region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for UpdateRoute {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "update_route";
+    /// The route as it is now, with its coming year's departures.
+    type Reply = RouteView;
+}
+
 /// A route's sale state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -815,4 +815,22 @@ impl LockHeld {
     pub async fn release(self) {
         self.txn.commit().await.expect("rows released");
     }
+
+    /// The race set up: `first` starts and waits on this transaction's
+    /// lock, then `second` starts and waits too (on either), then the lock
+    /// goes; both answers.
+    pub async fn race<A, B>(self, first: A, second: B) -> (A::Output, B::Output)
+    where
+        A: std::future::Future,
+        B: std::future::Future,
+    {
+        tokio::join!(first, async {
+            self.until_waiting(1, true).await;
+            let (second, ()) = tokio::join!(second, async {
+                self.until_waiting(2, false).await;
+                self.release().await;
+            });
+            second
+        })
+    }
 }

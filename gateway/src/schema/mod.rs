@@ -966,6 +966,18 @@ impl Mutation {
         routes::publish_route(ctx, route_id, published).await
     }
 
+    /// Changes a route's titles, descriptions, itinerary, price or refund
+    /// rule; what is left out stays (admins of its region). Bookings already
+    /// held keep the price and refund rule they were held under.
+    async fn update_route(
+        &self,
+        ctx: &Context<'_>,
+        route_id: ID,
+        input: routes::RouteUpdate,
+    ) -> Result<Route> {
+        routes::update_route(ctx, route_id, input).await
+    }
+
     /// Puts a homestay or a route on sale, or takes it off (`published:
     /// false`): off sale, it leaves search and new bookings of it are
     /// refused (`NOT_PUBLISHED`); bookings already made stand (admins of

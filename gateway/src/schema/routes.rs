@@ -283,21 +283,7 @@ pub struct RouteCreated {
 /// `createRoute`.
 pub async fn create_route(ctx: &Context<'_>, input: RouteInput) -> Result<RouteCreated> {
     let by = principal(ctx)?.clone();
-    let itinerary = input
-        .itinerary
-        .into_iter()
-        .map(|d| {
-            Ok(rpcs::ItineraryDay {
-                day: non_negative("itinerary.day", d.day)?,
-                title: d.title,
-                regions: d
-                    .region_codes
-                    .iter()
-                    .map(|c| region(c))
-                    .collect::<Result<_>>()?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let itinerary = itinerary_rpc(input.itinerary)?;
     let created = changing(
         ctx,
         rpcs::CreateRoute {
@@ -319,6 +305,64 @@ pub async fn create_route(ctx: &Context<'_>, input: RouteInput) -> Result<RouteC
         route_id: ID(created.route_id.to_string()),
         host_id: ID(created.host_id.to_string()),
     })
+}
+
+/// The days of an itinerary, as inventory takes them.
+fn itinerary_rpc(days: Vec<ItineraryDayInput>) -> Result<Vec<rpcs::ItineraryDay>> {
+    days.into_iter()
+        .map(|d| {
+            Ok(rpcs::ItineraryDay {
+                day: non_negative("itinerary.day", d.day)?,
+                title: d.title,
+                regions: d
+                    .region_codes
+                    .iter()
+                    .map(|c| region(c))
+                    .collect::<Result<_>>()?,
+            })
+        })
+        .collect()
+}
+
+/// What to change about a route; what is left out stays as it is.
+#[derive(InputObject)]
+pub struct RouteUpdate {
+    pub title_zh: Option<String>,
+    pub title_en: Option<String>,
+    pub description_zh: Option<String>,
+    pub description_en: Option<String>,
+    /// All the days (where it goes is searched by region).
+    pub itinerary: Option<Vec<ItineraryDayInput>>,
+    /// Price per person in yuan, for departures without a price of their
+    /// own; bookings already held keep theirs.
+    pub price_per_person: Option<String>,
+    /// For bookings held from now on; bookings already held keep the rule
+    /// they were held under.
+    pub cancellation_policy: Option<Vec<PolicyTierInput>>,
+}
+
+/// `updateRoute`.
+pub async fn update_route(ctx: &Context<'_>, route_id: ID, input: RouteUpdate) -> Result<Route> {
+    let by = principal(ctx)?.clone();
+    let route = changing(
+        ctx,
+        rpcs::UpdateRoute {
+            route_id: parse("route id", &route_id)?,
+            title_zh: input.title_zh,
+            title_en: input.title_en,
+            description_zh: input.description_zh,
+            description_en: input.description_en,
+            itinerary: input.itinerary.map(itinerary_rpc).transpose()?,
+            price: input
+                .price_per_person
+                .map(|p| yuan("pricePerPerson", &p))
+                .transpose()?,
+            cancellation_policy: policy_tiers(input.cancellation_policy)?,
+            by,
+        },
+    )
+    .await?;
+    Ok(Route(route))
 }
 
 /// `addDeparture`.

@@ -74,7 +74,7 @@ impl Inventory {
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
-        let [v, w, x] = [(); 3].map(|()| self.clone());
+        let [v, w, x, y] = [(); 4].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -154,6 +154,13 @@ impl Inventory {
                 async move {
                     let done = s.set_route_status(req).await;
                     s.announce("set_route_status", done).await
+                }
+            })
+            .route::<shared::rpcs::UpdateRoute, _, _>(move |req| {
+                let s = y.clone();
+                async move {
+                    let done = s.update_route(req).await;
+                    s.announce("update_route", done).await
                 }
             })
             .route::<GetRoute, _, _>(move |req| {

@@ -9,8 +9,8 @@ use shared::db::is_unique_violation;
 use shared::ids::{DepartureId, RouteId};
 use shared::policy::china_today;
 use shared::rpcs::{
-    AddDeparture, CreateRoute, DepartureView, GetRoute, RouteCreated, RoutePage, RouteStatus,
-    RouteView, SearchRoutes, SetRouteStatus,
+    AddDeparture, CreateRoute, DepartureView, GetRoute, ItineraryDay, RouteCreated, RoutePage,
+    RouteStatus, RouteView, SearchRoutes, SetRouteStatus,
 };
 use shared::{AppError, ErrorCode};
 
@@ -37,6 +37,50 @@ fn window(from: NaiveDate, to: NaiveDate) -> Result<(), AppError> {
     Ok(())
 }
 
+/// A route's days: 1 to [`MAX_DAYS`], numbered 1, 2, 3… in order, each
+/// with a title.
+fn check_itinerary(itinerary: &[ItineraryDay]) -> Result<(), AppError> {
+    if itinerary.is_empty() || itinerary.len() > MAX_DAYS {
+        return Err(AppError::bad_input(format!(
+            "itinerary: a route has 1 to {MAX_DAYS} days"
+        )));
+    }
+    for (i, day) in itinerary.iter().enumerate() {
+        if day.day as usize != i + 1 {
+            return Err(AppError::bad_input(format!(
+                "itinerary: days are numbered 1, 2, 3… in order; entry {} says day {}",
+                i + 1,
+                day.day
+            )));
+        }
+        check_text(
+            &format!("itinerary day {}: title", day.day),
+            &day.title,
+            MAX_TITLE,
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+/// Every region an itinerary visits, and the route's own, is known.
+async fn regions_exist<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    itinerary: &[ItineraryDay],
+    home: shared::region::RegionCode,
+) -> Result<(), AppError> {
+    for code in itinerary
+        .iter()
+        .flat_map(|d| d.regions.iter())
+        .chain([&home])
+    {
+        if !storage::region_exists(conn, *code).await? {
+            return Err(AppError::bad_input(format!("unknown region {code}")));
+        }
+    }
+    Ok(())
+}
+
 impl Inventory {
     /// Creates a route as a DRAFT.
     pub async fn create_route(&self, req: CreateRoute) -> Result<RouteCreated, AppError> {
@@ -44,40 +88,12 @@ impl Inventory {
         check_text("titleEn", &req.title_en, MAX_TITLE, true)?;
         check_text("descriptionZh", &req.description_zh, MAX_DESCRIPTION, false)?;
         check_text("descriptionEn", &req.description_en, MAX_DESCRIPTION, false)?;
-        if req.itinerary.is_empty() || req.itinerary.len() > MAX_DAYS {
-            return Err(AppError::bad_input(format!(
-                "itinerary: a route has 1 to {MAX_DAYS} days"
-            )));
-        }
-        for (i, day) in req.itinerary.iter().enumerate() {
-            if day.day as usize != i + 1 {
-                return Err(AppError::bad_input(format!(
-                    "itinerary: days are numbered 1, 2, 3… in order; entry {} says day {}",
-                    i + 1,
-                    day.day
-                )));
-            }
-            check_text(
-                &format!("itinerary day {}: title", day.day),
-                &day.title,
-                MAX_TITLE,
-                true,
-            )?;
-        }
+        check_itinerary(&req.itinerary)?;
         shared::money::check_price(req.price)?;
         let policy = super::policy(req.cancellation_policy)?;
         administers(&req.by, req.region_code)?;
         let txn = self.db.begin().await?;
-        for code in req
-            .itinerary
-            .iter()
-            .flat_map(|d| d.regions.iter())
-            .chain([&req.region_code])
-        {
-            if !storage::region_exists(&txn, *code).await? {
-                return Err(AppError::bad_input(format!("unknown region {code}")));
-            }
-        }
+        regions_exist(&txn, &req.itinerary, req.region_code).await?;
         let host = super::host_of(&txn, req.host_id, &req.host_name, req.region_code).await?;
         let created = RouteCreated {
             route_id: RouteId::new(),
@@ -103,6 +119,81 @@ impl Inventory {
         .await?;
         txn.commit().await?;
         Ok(created)
+    }
+
+    /// Changes a route's texts, itinerary, price or refund rule (admins of
+    /// its region); what is left out stays. The row is locked while it is
+    /// read and written. Bookings already held keep their price and rule;
+    /// a new price applies to departures without a price of their own.
+    pub async fn update_route(
+        &self,
+        req: shared::rpcs::UpdateRoute,
+    ) -> Result<RouteView, AppError> {
+        let texts = [
+            ("titleZh", req.title_zh.as_deref(), MAX_TITLE, true),
+            ("titleEn", req.title_en.as_deref(), MAX_TITLE, true),
+            (
+                "descriptionZh",
+                req.description_zh.as_deref(),
+                MAX_DESCRIPTION,
+                false,
+            ),
+            (
+                "descriptionEn",
+                req.description_en.as_deref(),
+                MAX_DESCRIPTION,
+                false,
+            ),
+        ];
+        for (field, text, max, required) in texts {
+            if let Some(text) = text {
+                check_text(field, text.trim(), max, required)?;
+            }
+        }
+        if let Some(itinerary) = &req.itinerary {
+            check_itinerary(itinerary)?;
+        }
+        if let Some(price) = req.price {
+            shared::money::check_price(price)?;
+        }
+        let policy = super::policy(req.cancellation_policy)?;
+        let txn = self.db.begin().await?;
+        let Some(mut route) = routes::route_for_update(&txn, req.route_id).await? else {
+            return Err(AppError::not_found("no such route"));
+        };
+        administers(&req.by, route.region_code)?;
+        for (field, text) in [
+            (&mut route.title_zh, req.title_zh),
+            (&mut route.title_en, req.title_en),
+            (&mut route.description_zh, req.description_zh),
+            (&mut route.description_en, req.description_en),
+        ] {
+            if let Some(text) = text {
+                text.trim().clone_into(field);
+            }
+        }
+        let moved = req.itinerary.is_some();
+        if let Some(itinerary) = req.itinerary {
+            regions_exist(&txn, &itinerary, route.region_code).await?;
+            route.itinerary = itinerary;
+        }
+        if let Some(price) = req.price {
+            route.price = price;
+        }
+        routes::update_route(&txn, &route, policy.as_ref(), moved).await?;
+        txn.commit().await?;
+        if let Some(policy) = policy {
+            route.cancellation_policy = policy;
+        }
+        let today = china_today(Utc::now());
+        route.departures = routes::departures(
+            &self.db,
+            route.id,
+            today,
+            today + Duration::days(MAX_WINDOW_DAYS - 1),
+        )
+        .await?;
+        Ok(route)
     }
 
     /// Adds a departure with seats to a route.

@@ -488,16 +488,28 @@ pub async fn homestay_for_update<C: ConnectionTrait>(
     conn: &C,
     id: HomestayId,
 ) -> Result<Option<HomestayView>, DbErr> {
+    lock_row(conn, "homestays", id.0).await?;
+    homestay(conn, id).await
+}
+
+/// Locks a catalogue row (`homestays`, `routes`) by id until the
+/// transaction ends, on PostgreSQL; on SQLite the one connection
+/// serialises writers anyway.
+pub(crate) async fn lock_row<C: ConnectionTrait>(
+    conn: &C,
+    table: &'static str,
+    id: uuid::Uuid,
+) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     if b == sea_orm::DbBackend::Postgres {
         conn.execute_raw(stmt(
             b,
-            "SELECT id FROM homestays WHERE id = $1 FOR UPDATE",
-            vec![uuid_value(b, id.0)],
+            &format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE"),
+            vec![uuid_value(b, id)],
         ))
         .await?;
     }
-    homestay(conn, id).await
+    Ok(())
 }
 
 /// Writes a homestay's names and details, and its refund rule when one is

@@ -113,11 +113,21 @@ pub async fn insert_route<C: ConnectionTrait>(conn: &C, r: NewRoute<'_>) -> Resu
         ],
     ))
     .await?;
-    let mut visited: Vec<RegionCode> = r
-        .itinerary
+    insert_route_regions(conn, r.id, r.region, r.itinerary).await
+}
+
+/// Records the regions a route starts in or visits (search by sub-tree).
+async fn insert_route_regions<C: ConnectionTrait>(
+    conn: &C,
+    id: RouteId,
+    home: RegionCode,
+    itinerary: &[ItineraryDay],
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    let mut visited: Vec<RegionCode> = itinerary
         .iter()
         .flat_map(|d| d.regions.iter().copied())
-        .chain([r.region])
+        .chain([home])
         .collect();
     visited.sort_by_key(|c| c.to_string());
     visited.dedup();
@@ -125,9 +135,63 @@ pub async fn insert_route<C: ConnectionTrait>(conn: &C, r: NewRoute<'_>) -> Resu
         conn.execute_raw(stmt(
             b,
             "INSERT INTO route_regions (route_id, region_code) VALUES ($1, $2)",
-            vec![uuid_value(b, r.id.0), code.to_string().into()],
+            vec![uuid_value(b, id.0), code.to_string().into()],
         ))
         .await?;
+    }
+    Ok(())
+}
+
+/// A route without departures, its row locked until the transaction ends
+/// (on SQLite the one connection serialises writers anyway).
+pub async fn route_for_update<C: ConnectionTrait>(
+    conn: &C,
+    id: RouteId,
+) -> Result<Option<RouteView>, DbErr> {
+    super::lock_row(conn, "routes", id.0).await?;
+    route(conn, id).await
+}
+
+/// Writes a route's texts, itinerary and price, its refund rule when one
+/// is given (none keeps the stored one), and the regions it visits when
+/// the itinerary `moved`.
+pub async fn update_route<C: ConnectionTrait>(
+    conn: &C,
+    r: &RouteView,
+    policy: Option<&CancellationPolicy>,
+    moved: bool,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    let json = |e: serde_json::Error| DbErr::Custom(format!("routes: {e}"));
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE routes SET title_zh = $2, title_en = $3, description_zh = $4, description_en = $5,
+                itinerary = $6, price_fen = $7, cancellation_policy = COALESCE($8, cancellation_policy)
+         WHERE id = $1",
+        vec![
+            uuid_value(b, r.id.0),
+            r.title_zh.clone().into(),
+            r.title_en.clone().into(),
+            r.description_zh.clone().into(),
+            r.description_en.clone().into(),
+            serde_json::to_string(&r.itinerary).map_err(json)?.into(),
+            r.price.get().into(),
+            policy
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(json)?
+                .into(),
+        ],
+    ))
+    .await?;
+    if moved {
+        conn.execute_raw(stmt(
+            b,
+            "DELETE FROM route_regions WHERE route_id = $1",
+            vec![uuid_value(b, r.id.0)],
+        ))
+        .await?;
+        insert_route_regions(conn, r.id, r.region_code, &r.itinerary).await?;
     }
     Ok(())
 }
