@@ -597,6 +597,9 @@ async fn load(
                     break;
                 }
                 while n >= gate.load(Ordering::Acquire) {
+                    if Instant::now() > client.until {
+                        anyhow::bail!("the run's deadline passed while a fault was being made");
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 // Every fourth booking wants the crowded last room type.
@@ -622,6 +625,9 @@ async fn load(
             progress.clone(),
         );
         tokio::spawn(async move {
+            // However this task ends (done, failed, panicked, aborted), no
+            // booking stays held back.
+            let _open = OpenOnDrop(gate.clone());
             let mut done = FaultsDone::default();
             let mut last_kill: Option<Instant> = None;
             let made = async {
@@ -660,8 +666,6 @@ async fn load(
                 Ok::<_, anyhow::Error>(())
             }
             .await;
-            // A fault that failed holds no booking back.
-            gate.store(usize::MAX, Ordering::Release);
             made.map(|()| done)
         })
     };
@@ -719,6 +723,15 @@ async fn load(
         ready_seconds: 0.0,
         peak_rss,
     })
+}
+
+/// Opens the load's gate when dropped.
+struct OpenOnDrop(Arc<AtomicUsize>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.store(usize::MAX, Ordering::Release);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

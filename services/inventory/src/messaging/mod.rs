@@ -722,7 +722,7 @@ impl Inventory {
 
     /// The homestays and routes of a region's hosts, newest first, drafts
     /// included (admins of the region); a route with its coming year's
-    /// departures. Four queries a page, however long.
+    /// departures. Five queries a page, however long.
     pub async fn list_listings(
         &self,
         req: shared::rpcs::ListListings,

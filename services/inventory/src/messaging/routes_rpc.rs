@@ -181,18 +181,19 @@ impl Inventory {
             route.price = price;
         }
         routes::update_route(&txn, &route, policy.as_ref(), moved).await?;
-        txn.commit().await?;
-        if let Some(policy) = policy {
-            route.cancellation_policy = policy;
-        }
+        // Read before the commit: once it is stored, nothing may fail.
         let today = china_today(Utc::now());
         route.departures = routes::departures(
-            &self.db,
+            &txn,
             route.id,
             today,
             today + Duration::days(MAX_WINDOW_DAYS - 1),
         )
         .await?;
+        txn.commit().await?;
+        if let Some(policy) = policy {
+            route.cancellation_policy = policy;
+        }
         Ok(route)
     }
 
