@@ -1045,3 +1045,75 @@ async fn two_admins_editing_one_homestay_at_once_both_keep_their_change() {
         "{read}"
     );
 }
+
+/// A page of search offers shows each homestay's address, photos and room
+/// type, the homestays of the whole page read in one call.
+#[tokio::test]
+async fn search_offers_carry_their_homestays_read_in_one_call() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let first = app.homestay(2).await;
+    let second = app.homestay(3).await;
+    let photos = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($h: ID!) { updateHomestay(homestayId: $h, input: { address: \"敖汉旗新惠镇\", grade: SILVER,
+                photos: [\"https://img.example.cn/1.jpg\"] }) { address } }",
+            json!({ "h": first.homestay_id.to_string() }),
+        )
+        .await;
+    assert!(photos["errors"].is_null(), "{photos}");
+    let batched = app.metric("duikou_rpc_total", &["get_homestays"]).await;
+    let single = app
+        .metric("duikou_rpc_total", &["method=\"get_homestay\""])
+        .await;
+    let found = app
+        .graphql_as(
+            None,
+            "query($in: Date!, $out: Date!) { searchHomestays(regionCode: \"150430\", checkIn: $in, checkOut: $out, guests: 1) {
+                edges { node { homestayId roomTypeId homestay { id address grade photos } roomType { id name rooms } } } } }",
+            json!({ "in": tomorrow().to_string(), "out": (tomorrow() + Days::days(2)).to_string() }),
+        )
+        .await;
+    let edges = found["data"]["searchHomestays"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("{found}"));
+    assert_eq!(edges.len(), 2, "{found}");
+    for edge in &edges {
+        let node = &edge["node"];
+        assert_eq!(node["homestay"]["id"], node["homestayId"], "{found}");
+        assert_eq!(node["roomType"]["id"], node["roomTypeId"], "{found}");
+        let (rooms, address, grade, photos) = if node["homestayId"] == first.homestay_id.to_string()
+        {
+            (
+                2,
+                json!("敖汉旗新惠镇"),
+                json!("SILVER"),
+                json!(["https://img.example.cn/1.jpg"]),
+            )
+        } else {
+            assert_eq!(
+                node["homestayId"],
+                second.homestay_id.to_string(),
+                "{found}"
+            );
+            (3, json!(""), Value::Null, json!([]))
+        };
+        assert_eq!(node["roomType"]["rooms"], rooms, "{found}");
+        assert_eq!(node["homestay"]["address"], address, "{found}");
+        assert_eq!(node["homestay"]["grade"], grade, "{found}");
+        assert_eq!(node["homestay"]["photos"], photos, "{found}");
+    }
+    assert_eq!(
+        app.metric("duikou_rpc_total", &["get_homestays"]).await,
+        batched + 1.0,
+        "one call for the page"
+    );
+    assert_eq!(
+        app.metric("duikou_rpc_total", &["method=\"get_homestay\""])
+            .await,
+        single,
+        "none per offer"
+    );
+}

@@ -236,6 +236,21 @@ impl Rpc for GetHomestay {
     type Reply = Option<HomestayView>;
 }
 
+/// Reads several homestays with their room types at once (a page of
+/// search offers shows them in one call; the gateway's DataLoader batches
+/// them). At most 100.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetHomestays {
+    /// The homestays.
+    pub homestay_ids: Vec<HomestayId>,
+}
+impl Rpc for GetHomestays {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "get_homestays";
+    /// Those that exist, in no particular order.
+    type Reply = Vec<HomestayView>;
+}
+
 /// A homestay as travelers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HomestayView {

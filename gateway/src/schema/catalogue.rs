@@ -58,6 +58,39 @@ impl HomestayOffer {
     async fn total(&self) -> Money {
         self.0.total.into()
     }
+    /// The homestay: address, grade, amenities, photos, refund rule (the
+    /// homestays of a page come in one call).
+    async fn homestay(&self, ctx: &Context<'_>) -> Result<Homestay> {
+        offer_homestay(ctx, self.0.homestay_id).await.map(Homestay)
+    }
+    /// The room type offered: beds, guests, rooms.
+    async fn room_type(&self, ctx: &Context<'_>) -> Result<RoomType> {
+        let homestay = offer_homestay(ctx, self.0.homestay_id).await?;
+        homestay
+            .room_types
+            .into_iter()
+            .find(|r| r.id == self.0.room_type_id)
+            .map(RoomType)
+            .ok_or_else(|| crate::error::gql(shared::AppError::not_found("no such room type")))
+    }
+}
+
+/// An offer's homestay: through the request's loader (one call for the
+/// page), or a call of its own where there is none.
+async fn offer_homestay(
+    ctx: &Context<'_>,
+    id: shared::ids::HomestayId,
+) -> Result<rpcs::HomestayView> {
+    let loader =
+        ctx.data_opt::<async_graphql::dataloader::DataLoader<super::loaders::HomestayLoader>>();
+    let found = match loader {
+        Some(loader) => loader
+            .load_one(id)
+            .await
+            .map_err(|e| crate::error::gql((*e).clone()))?,
+        None => cached(ctx, rpcs::GetHomestay { homestay_id: id }).await?,
+    };
+    found.ok_or_else(|| crate::error::gql(shared::AppError::not_found("no such homestay")))
 }
 
 /// An offer in a list.

@@ -1,17 +1,18 @@
 //! DataLoaders, one set per request (a loader kept in the schema would
 //! cache across users): the calendars of every room type a page shows come
 //! in one RPC per date range instead of one per room type, and the
-//! payments and refunds of every booking a page shows in one RPC.
+//! payments and refunds of every booking a page shows in one RPC, the
+//! homestays of a page of search offers in one RPC.
 
 use crate::cache::Cache;
 use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::NaiveDate;
 use shared::AppError;
 use shared::bus::Bus;
-use shared::ids::{BookingId, RoomTypeId, RouteId};
+use shared::ids::{BookingId, HomestayId, RoomTypeId, RouteId};
 use shared::rpcs::{
     BookingMoney, DepartureView, GetBookingHistories, GetBookingsMoney, GetDepartures,
-    GetRoomCalendars, HistoryEntry, Night,
+    GetHomestays, GetRoomCalendars, HistoryEntry, HomestayView, Night,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -98,6 +99,38 @@ impl Loader<DeparturesKey> for DepartureLoader {
                     found.insert((id, from, to), list);
                 }
             }
+        }
+        Ok(found)
+    }
+}
+
+/// Loads homestays (a page of search offers), through the catalogue cache.
+pub struct HomestayLoader {
+    bus: Arc<dyn Bus>,
+    cache: Cache,
+}
+
+impl Loader<HomestayId> for HomestayLoader {
+    type Value = HomestayView;
+    type Error = Arc<AppError>;
+
+    async fn load(
+        &self,
+        keys: &[HomestayId],
+    ) -> Result<HashMap<HomestayId, HomestayView>, Arc<AppError>> {
+        let mut ids = keys.to_vec();
+        ids.sort();
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in ids.chunks(100) {
+            let request = GetHomestays {
+                homestay_ids: chunk.to_vec(),
+            };
+            let homestays = self
+                .cache
+                .call(self.bus.as_ref(), &request)
+                .await
+                .map_err(Arc::new)?;
+            found.extend(homestays.into_iter().map(|h| (h.id, h)));
         }
         Ok(found)
     }
@@ -217,6 +250,13 @@ pub fn attach(
     request
         .data(DataLoader::new(
             CalendarLoader {
+                bus: bus.clone(),
+                cache: cache.clone(),
+            },
+            shared::telemetry::spawn_in_request,
+        ))
+        .data(DataLoader::new(
+            HomestayLoader {
                 bus: bus.clone(),
                 cache: cache.clone(),
             },

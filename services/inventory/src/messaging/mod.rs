@@ -74,7 +74,7 @@ impl Inventory {
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
-        let [v, w, x, y] = [(); 4].map(|()| self.clone());
+        let [v, w, x, y, z] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -104,6 +104,15 @@ impl Inventory {
                 async move {
                     let done = s.update_homestay(req).await;
                     s.announce("update_homestay", done).await
+                }
+            })
+            .route::<shared::rpcs::GetHomestays, _, _>(move |req| {
+                let s = z.clone();
+                async move {
+                    if req.homestay_ids.len() > 100 {
+                        return Err(AppError::bad_input("at most 100 homestays at a time"));
+                    }
+                    Ok(storage::homestays(&s.db, &req.homestay_ids).await?)
                 }
             })
             .route::<GetHomestay, _, _>(move |req| {
