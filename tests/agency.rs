@@ -78,7 +78,7 @@ async fn group_booking(app: &TestApp, token: &str, room_type: &str, key: &str) -
 async fn an_agency_books_a_group_earns_its_commission_and_sees_only_its_own_bookings() {
     let app = spawn_app().await;
     let room_type = app.homestay(4).await.room_type_id.to_string();
-    let (_, _, token) = agency(&app, "草原之旅国际旅行社", 800).await;
+    let (agency_id, _, token) = agency(&app, "草原之旅国际旅行社", 800).await;
 
     let created = group_booking(&app, &token, &room_type, "grp-1").await;
     assert_eq!(
@@ -117,8 +117,89 @@ async fn an_agency_books_a_group_earns_its_commission_and_sees_only_its_own_book
         "{paid}"
     );
 
+    // Its commission today (China time), from the ledger; then a goodwill
+    // refund of 100 takes back the agency's share of it.
+    let commission = |who: String| {
+        let (app, agency) = (&app, &agency_id);
+        async move {
+            let today = shared::policy::china_today(chrono::Utc::now()).to_string();
+            app.graphql_as(
+                Some(&who),
+                "query($a: ID!, $d: Date!) { agency(id: $a) { commission(from: $d, to: $d) {
+                    earned { amount } reversed { amount } net { amount } bookings } } }",
+                json!({ "a": agency, "d": today }),
+            )
+            .await
+        }
+    };
+    let earned = commission(token.clone()).await;
+    assert_eq!(
+        earned["data"]["agency"]["commission"],
+        json!({ "earned": { "amount": "60.80" }, "reversed": { "amount": "0.00" },
+                "net": { "amount": "60.80" }, "bookings": 1 }),
+        "{earned}"
+    );
+    let admin = app.admin_token().await;
+    let refund = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"100.00\", reason: \"停电\",
+                idempotencyKey: \"goodwill\") { status split { agency { amount } } } }",
+            json!({ "b": id }),
+        )
+        .await;
+    assert_eq!(
+        refund["data"]["refundPayment"]["status"], "SUCCEEDED",
+        "{refund}"
+    );
+    let taken_back = refund["data"]["refundPayment"]["split"]["agency"]["amount"].clone();
+    assert_eq!(taken_back, "8.00", "8 % of 100: {refund}");
+    let after = commission(admin.clone()).await;
+    assert_eq!(
+        after["data"]["agency"]["commission"],
+        json!({ "earned": { "amount": "60.80" }, "reversed": { "amount": "8.00" },
+                "net": { "amount": "52.80" }, "bookings": 1 }),
+        "{after}"
+    );
+    // Yesterday it earned nothing; a period backwards or over a year is
+    // refused; another agency may not look.
+    let yesterday = shared::policy::china_today(chrono::Utc::now()) - chrono::Duration::days(1);
+    let none = app
+        .graphql_as(
+            Some(&token),
+            "query($a: ID!, $d: Date!) { agency(id: $a) { commission(from: $d, to: $d) { net { amount } bookings } } }",
+            json!({ "a": agency_id, "d": yesterday.to_string() }),
+        )
+        .await;
+    assert_eq!(
+        none["data"]["agency"]["commission"],
+        json!({ "net": { "amount": "0.00" }, "bookings": 0 }),
+        "{none}"
+    );
+    for (from, to) in [
+        (yesterday + chrono::Duration::days(1), yesterday),
+        (yesterday - chrono::Duration::days(400), yesterday),
+    ] {
+        let bad = app
+            .graphql_as(
+                Some(&token),
+                "query($a: ID!, $f: Date!, $t: Date!) { agency(id: $a) { commission(from: $f, to: $t) { bookings } } }",
+                json!({ "a": agency_id, "f": from.to_string(), "t": to.to_string() }),
+            )
+            .await;
+        assert_eq!(code(&bad), "BAD_USER_INPUT", "{from} {to}: {bad}");
+    }
+
     // Another agency and the test's traveler see none of it.
     let (_, _, other) = agency(&app, "另一家旅行社", 500).await;
+    let peek = app
+        .graphql_as(
+            Some(&other),
+            "query($a: ID!, $d: Date!) { agency(id: $a) { commission(from: $d, to: $d) { bookings } } }",
+            json!({ "a": agency_id, "d": yesterday.to_string() }),
+        )
+        .await;
+    assert_eq!(code(&peek), "FORBIDDEN", "{peek}");
     let refused = app
         .graphql_as(
             Some(&other),

@@ -13,6 +13,12 @@ pub fn china_today(now: DateTime<Utc>) -> NaiveDate {
     }
 }
 
+/// The instant a China day (UTC+8) begins: days given by people become
+/// the half-open range `[china_midnight(from), china_midnight(to + 1))`.
+pub fn china_midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_time(chrono::NaiveTime::MIN).and_utc() - chrono::Duration::hours(8)
+}
+
 /// Whether a listing certified until `until` (its last valid day) carries
 /// the poverty-relief badge today, China time.
 pub fn certified_now(until: Option<NaiveDate>) -> bool {
@@ -123,6 +129,18 @@ impl CancellationPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_china_day_begins_at_four_in_the_afternoon_utc_the_day_before() {
+        let day = NaiveDate::from_ymd_opt(2026, 12, 4).expect("a day");
+        let start = china_midnight(day);
+        assert_eq!(start.to_rfc3339(), "2026-12-03T16:00:00+00:00");
+        assert_eq!(china_today(start), day);
+        assert_eq!(
+            china_today(start - chrono::Duration::seconds(1)),
+            day.pred_opt().expect("a day")
+        );
+    }
 
     #[test]
     fn the_standard_policy_refunds_by_days_left() {

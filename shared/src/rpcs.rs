@@ -3,7 +3,7 @@
 
 use crate::events::{HoldItem, ListingSnapshot};
 use crate::ids::{
-    BookingId, DepartureId, HomestayId, HostId, PaymentId, RefundId, RoomTypeId, RouteId,
+    AgencyId, BookingId, DepartureId, HomestayId, HostId, PaymentId, RefundId, RoomTypeId, RouteId,
 };
 use crate::money::{Fen, Split};
 use crate::region::{Region, RegionCode};
@@ -1441,6 +1441,37 @@ impl Rpc for GetHostBalances {
     const SERVICE: &'static str = "payment";
     const METHOD: &'static str = "host_balances";
     type Reply = Vec<HostBalance>;
+}
+
+/// An agency's commission over a period: what its bookings' captures
+/// owed it and what refunds took back (the agency's own accounts,
+/// platform admins).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetAgencyCommission {
+    /// The agency.
+    pub agency_id: AgencyId,
+    /// Ledger entries from this instant…
+    pub from: DateTime<Utc>,
+    /// …until before this one.
+    pub until: DateTime<Utc>,
+    /// Who asks.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for GetAgencyCommission {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "agency_commission";
+    type Reply = AgencyCommission;
+}
+
+/// An agency's commission over a period, from the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgencyCommission {
+    /// Commission on the payments captured in the period.
+    pub earned: Fen,
+    /// Commission taken back by refunds made in the period.
+    pub reversed: Fen,
+    /// Bookings whose payment was captured in the period.
+    pub bookings: u32,
 }
 
 /// A host's balance.

@@ -176,6 +176,69 @@ impl Agency {
         let staff = identity(ctx)?.agency_staff(self.0.id).await.map_err(gql)?;
         Ok(staff.into_iter().map(Account).collect())
     }
+    /// Its commission from `from` through `to` (China days, at most 366):
+    /// what its bookings' payments owed it when captured, less what refunds
+    /// in those days took back — the ledger's figures, to reconcile with
+    /// the platform's statement. Platform admins and the agency's own
+    /// accounts.
+    async fn commission(
+        &self,
+        ctx: &Context<'_>,
+        from: super::types::Date,
+        to: super::types::Date,
+    ) -> Result<AgencyCommission> {
+        let by = agency_insider(ctx, self.0.id)?.clone();
+        let days = (to.0 - from.0).num_days();
+        if !(0..366).contains(&days) {
+            return Err(crate::error::bad_input(
+                "from and to: to is on or after from, at most 366 days in all",
+            ));
+        }
+        let figures = super::rpc(
+            ctx,
+            shared::rpcs::GetAgencyCommission {
+                agency_id: self.0.id,
+                from: shared::policy::china_midnight(from.0),
+                until: shared::policy::china_midnight(to.0 + chrono::Duration::days(1)),
+                by,
+            },
+        )
+        .await?;
+        Ok(AgencyCommission { from, to, figures })
+    }
+}
+
+/// An agency's commission over some days.
+pub struct AgencyCommission {
+    from: super::types::Date,
+    to: super::types::Date,
+    figures: shared::rpcs::AgencyCommission,
+}
+
+#[Object]
+impl AgencyCommission {
+    async fn from(&self) -> super::types::Date {
+        self.from
+    }
+    async fn to(&self) -> super::types::Date {
+        self.to
+    }
+    /// Commission on the payments captured in these days.
+    async fn earned(&self) -> super::types::Money {
+        self.figures.earned.into()
+    }
+    /// Commission that refunds made in these days took back.
+    async fn reversed(&self) -> super::types::Money {
+        self.figures.reversed.into()
+    }
+    /// Earned less reversed.
+    async fn net(&self) -> super::types::Money {
+        (self.figures.earned - self.figures.reversed).into()
+    }
+    /// Bookings whose payment was captured in these days.
+    async fn bookings(&self) -> u32 {
+        self.figures.bookings
+    }
 }
 
 impl From<crate::identity::storage::Agency> for Agency {

@@ -53,7 +53,7 @@ impl Payments {
     /// The RPC methods payment answers.
     pub fn rpc(&self) -> RpcRouter {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
-        let [f, h, i, m] = [(); 4].map(|()| self.clone());
+        let [f, h, i, m, n] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<RefundPayment, _, _>(move |req| {
                 let s = f.clone();
@@ -100,6 +100,24 @@ impl Payments {
                         .into_iter()
                         .map(|(host_id, owed, _)| HostBalance { host_id, owed })
                         .collect())
+                }
+            })
+            .route::<shared::rpcs::GetAgencyCommission, _, _>(move |req| {
+                let s = n.clone();
+                async move {
+                    if !(req.by.is_platform_admin() || req.by.agency_id == Some(req.agency_id)) {
+                        return Err(AppError::new(
+                            ErrorCode::Forbidden,
+                            "only the agency itself and platform admins see its commission",
+                        ));
+                    }
+                    if req.from >= req.until {
+                        return Err(AppError::bad_input("the period must end after it begins"));
+                    }
+                    Ok(
+                        storage::agency_commission(&s.db, req.agency_id, req.from, req.until)
+                            .await?,
+                    )
                 }
             })
             .route::<RunPayouts, _, _>(move |req| {

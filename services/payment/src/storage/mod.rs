@@ -1326,6 +1326,37 @@ async fn balances<C: ConnectionTrait>(
     .collect()
 }
 
+/// An agency's commission account over `[from, until)`: what captures
+/// credited, what refunds took back, and how many bookings were captured.
+pub async fn agency_commission<C: ConnectionTrait>(
+    conn: &C,
+    agency: AgencyId,
+    from: chrono::DateTime<Utc>,
+    until: chrono::DateTime<Utc>,
+) -> Result<shared::rpcs::AgencyCommission, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT CAST(COALESCE(SUM(CASE WHEN amount_fen > 0 THEN amount_fen ELSE 0 END), 0) AS BIGINT) AS earned,
+                    CAST(COALESCE(SUM(CASE WHEN amount_fen < 0 THEN -amount_fen ELSE 0 END), 0) AS BIGINT) AS reversed,
+                    CAST(COUNT(DISTINCT CASE WHEN amount_fen > 0 THEN booking_id END) AS BIGINT) AS bookings
+             FROM ledger_entries WHERE account = $1 AND created_at >= $2 AND created_at < $3",
+            vec![
+                crate::domain::agency_account(agency).into(),
+                from.into(),
+                until.into(),
+            ],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("an aggregate without a row".into()))?;
+    Ok(shared::rpcs::AgencyCommission {
+        earned: Fen(row.try_get("", "earned")?),
+        reversed: Fen(row.try_get("", "reversed")?),
+        bookings: u32::try_from(row.try_get::<i64>("", "bookings")?).unwrap_or(u32::MAX),
+    })
+}
+
 /// Records a payout run; Ok(false) when its reference was used before.
 pub async fn insert_payout_run<C: ConnectionTrait>(
     conn: &C,
