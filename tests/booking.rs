@@ -167,6 +167,37 @@ async fn my_bookings_filter_by_status_and_by_when_they_changed(settings: Setting
     let everything = list(Value::Null).await;
     assert_eq!(everything.len(), 2);
 
+    // How many there are on all pages: a page of one still counts both,
+    // a filter counts what it lets through, asked for in a fragment too.
+    let count = |filter: Value| {
+        let app = &app;
+        async move {
+            let body = app
+                .graphql(
+                    "query($f: BookingFilter) { myBookings(first: 1, filter: $f) { ...Counted } }
+                     fragment Counted on BookingConnection { totalCount edges { node { id } } }",
+                    json!({ "f": filter }),
+                )
+                .await;
+            let page = &body["data"]["myBookings"];
+            assert_eq!(page["edges"].as_array().map(Vec::len), Some(1), "{body}");
+            page["totalCount"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{body}"))
+        }
+    };
+    assert_eq!(count(Value::Null).await, 2);
+    assert_eq!(count(json!({ "status": ["CONFIRMED"] })).await, 1);
+    let admin = app.admin_token().await;
+    let all = app
+        .graphql_as(
+            Some(&admin),
+            "{ regionBookings(first: 1) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(all["data"]["regionBookings"]["totalCount"], 2, "{all}");
+
     // Nothing changed after the latest change; then the unpaid one is cancelled.
     let latest = everything
         .iter()

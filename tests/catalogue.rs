@@ -761,7 +761,7 @@ async fn a_region_admin_lists_its_hosts_listings_drafts_included_newest_first(
             __typename
             ... on Homestay { id nameZh published roomTypes { name } }
             ... on Route { id titleZh status departures { startsOn seatsLeft } } } }
-          pageInfo { hasNextPage endCursor } } }";
+          pageInfo { hasNextPage endCursor } totalCount } }";
     let names = |body: &Value| -> Vec<String> {
         body["data"]["regionListings"]["edges"]
             .as_array()
@@ -864,6 +864,11 @@ async fn a_region_admin_lists_its_hosts_listings_drafts_included_newest_first(
     assert_eq!(names(&page), ["敖汉 两日", "农家小院"], "{page}");
     let info = &page["data"]["regionListings"]["pageInfo"];
     assert_eq!(info["hasNextPage"], true, "{page}");
+    assert_eq!(
+        page["data"]["regionListings"]["totalCount"], 3,
+        "all pages: {page}"
+    );
+    assert_eq!(unpublished["data"]["regionListings"]["totalCount"], 2);
     let rest = list(json!({ "r": "150400", "first": 2, "after": info["endCursor"] })).await;
     assert_eq!(names(&rest), ["草原人家"], "{rest}");
     assert_eq!(

@@ -742,6 +742,9 @@ pub struct ListListings {
     pub first: u32,
     /// The cursor of the last one seen.
     pub after: Option<String>,
+    /// Count every listing the filter lets through, too.
+    #[serde(default)]
+    pub count: bool,
     /// Who asks: an admin of the region.
     pub by: crate::auth::Principal,
 }
@@ -768,6 +771,9 @@ pub struct ListingPage {
     pub listings: Vec<(ListingView, String)>,
     /// Whether more follow.
     pub has_next_page: bool,
+    /// All the listings the filter lets through, when counted.
+    #[serde(default)]
+    pub total_count: Option<u64>,
 }
 
 /// Reads a route with its departures in `[from, to]` (all when unbounded).
@@ -1200,6 +1206,9 @@ pub struct ListBookings {
     /// Only bookings changed after this instant (a client catching up).
     #[serde(default)]
     pub updated_since: Option<DateTime<Utc>>,
+    /// Count every booking the filter lets through, too.
+    #[serde(default)]
+    pub count: bool,
 }
 impl Rpc for ListBookings {
     const SERVICE: &'static str = "booking";
@@ -1214,6 +1223,9 @@ pub struct BookingPage {
     pub bookings: Vec<BookingView>,
     /// Whether older ones follow.
     pub has_next_page: bool,
+    /// All the bookings the filter lets through, when counted.
+    #[serde(default)]
+    pub total_count: Option<u64>,
 }
 impl Rpc for GetBooking {
     const SERVICE: &'static str = "booking";

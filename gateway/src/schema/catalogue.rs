@@ -556,6 +556,9 @@ pub struct CatalogueListingEdge {
 pub struct CatalogueListingConnection {
     pub edges: Vec<CatalogueListingEdge>,
     pub page_info: async_graphql::connection::PageInfo,
+    /// Every listing the filter lets through, on all pages (counted only
+    /// when asked for).
+    pub total_count: u32,
 }
 
 /// What `regionListings` filters by.
@@ -581,6 +584,7 @@ pub async fn region_listings(
             published: f.published,
             first: non_negative("first", f.first)?,
             after: f.after,
+            count: ctx.look_ahead().field("totalCount").exists(),
             by,
         },
     )
@@ -599,6 +603,7 @@ pub async fn region_listings(
     Ok(CatalogueListingConnection {
         page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
         edges,
+        total_count: super::types::count(page.total_count),
     })
 }
 

@@ -180,6 +180,8 @@ async fn list_bookings(
             after,
             statuses,
             updated_since: filter.updated_since,
+            // Counted only when asked for (fragments included).
+            count: ctx.look_ahead().field("totalCount").exists(),
         },
     )
     .await?;

@@ -700,6 +700,9 @@ pub struct BookingEdge {
 pub struct BookingConnection {
     pub edges: Vec<BookingEdge>,
     pub page_info: async_graphql::connection::PageInfo,
+    /// Every booking the filter lets through, on all pages (counted only
+    /// when asked for).
+    pub total_count: u32,
 }
 
 impl From<shared::rpcs::BookingPage> for BookingConnection {
@@ -715,8 +718,15 @@ impl From<shared::rpcs::BookingPage> for BookingConnection {
         BookingConnection {
             page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
             edges,
+            total_count: count(page.total_count),
         }
     }
+}
+
+/// A connection's `totalCount`: what the service counted (0 when it was
+/// not asked to, which only happens when the field is not selected).
+pub fn count(counted: Option<u64>) -> u32 {
+    counted.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// Relay page info for a forward page with these cursors.

@@ -402,15 +402,21 @@ impl Bookings {
         {
             return Err(AppError::bad_input(format!("no booking status {odd}")));
         }
-        let only = storage::ListFilter {
+        let only = || storage::ListFilter {
             statuses: &req.statuses,
             updated_since: req.updated_since,
         };
         let (bookings, has_next_page) =
-            storage::list(&self.db, &req.viewer, req.first, req.after, only).await?;
+            storage::list(&self.db, &req.viewer, req.first, req.after, only()).await?;
+        let total_count = if req.count {
+            Some(storage::count(&self.db, &req.viewer, only()).await?)
+        } else {
+            None
+        };
         Ok(BookingPage {
             bookings,
             has_next_page,
+            total_count,
         })
     }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Value};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use shared::auth::{Booker, Principal, Role};
-use shared::db::{run_ddl, uuid_value};
+use shared::db::{placeholders, run_ddl, uuid_value};
 use shared::envelope::Envelope;
 use shared::events::ListingSnapshot;
 use shared::events::{
@@ -927,6 +927,45 @@ pub struct ListFilter<'a> {
     pub updated_since: Option<DateTime<Utc>>,
 }
 
+/// The SQL condition and its values for the bookings `viewer` may list
+/// that pass `only`, its placeholders numbered from `$first`: a traveler's
+/// own, an agency's, those held in an admin's region, all for platform
+/// admins.
+fn listed(
+    b: sea_orm::DbBackend,
+    viewer: &Principal,
+    only: &ListFilter<'_>,
+    first: usize,
+) -> (String, Vec<Value>) {
+    let mut values: Vec<Value> = Vec::new();
+    let mut owner = |column: &str, value: Value| {
+        values.push(value);
+        format!("{column} ${first}")
+    };
+    let mut sql = match (viewer.role, viewer.agency_id, viewer.region_scope) {
+        (Role::PlatformAdmin, _, _) => "TRUE".to_owned(),
+        (Role::Agency, Some(agency), _) => owner("agency_id =", uuid_value(b, agency.0)),
+        (Role::Agency, None, _) => "FALSE".to_owned(),
+        // A region admin: bookings held on listings inside its region.
+        (Role::RegionAdmin, _, Some(region)) => owner(
+            "listing_region LIKE",
+            format!("{}%", region.code_prefix()).into(),
+        ),
+        (Role::RegionAdmin, _, None) => "FALSE".to_owned(),
+        _ => owner("account_id =", uuid_value(b, viewer.account_id.0)),
+    };
+    if !only.statuses.is_empty() {
+        let list = placeholders(first + values.len(), only.statuses.len());
+        sql.push_str(&format!(" AND status IN ({list})"));
+        values.extend(only.statuses.iter().map(|s| Value::from(s.as_str())));
+    }
+    if let Some(since) = only.updated_since {
+        values.push(since.into());
+        sql.push_str(&format!(" AND updated_at > ${}", first + values.len() - 1));
+    }
+    (sql, values)
+}
+
 /// A page of the bookings a traveler (by account) or an agency made, newest
 /// first, and whether older ones follow. Platform admins page through all.
 pub async fn list<C: ConnectionTrait>(
@@ -937,43 +976,16 @@ pub async fn list<C: ConnectionTrait>(
     only: ListFilter<'_>,
 ) -> Result<(Vec<BookingView>, bool), DbErr> {
     let b = conn.get_database_backend();
-    let (filter, owner) = match (viewer.role, viewer.agency_id, viewer.region_scope) {
-        (Role::PlatformAdmin, _, _) => ("TRUE", None),
-        (Role::Agency, Some(agency), _) => ("agency_id = $3", Some(uuid_value(b, agency.0))),
-        (Role::Agency, None, _) => ("FALSE", None),
-        // A region admin: bookings held on listings inside its region.
-        (Role::RegionAdmin, _, Some(region)) => (
-            "listing_region LIKE $3",
-            Some(format!("{}%", region.code_prefix()).into()),
-        ),
-        (Role::RegionAdmin, _, None) => ("FALSE", None),
-        _ => ("account_id = $3", Some(uuid_value(b, viewer.account_id.0))),
-    };
+    let (condition, more) = listed(b, viewer, &only, 3);
     let mut values = vec![
         (i64::from(first) + 1).into(),
         after
             .map(|a| uuid_value(b, a.0))
             .unwrap_or_else(|| uuid_value(b, uuid::Uuid::max())),
     ];
-    if let Some(owner) = owner {
-        values.push(owner);
-    }
-    let mut more = String::new();
-    if !only.statuses.is_empty() {
-        let first = values.len() + 1;
-        let list: Vec<String> = (0..only.statuses.len())
-            .map(|i| format!("${}", first + i))
-            .collect();
-        more.push_str(&format!(" AND status IN ({})", list.join(", ")));
-        values.extend(only.statuses.iter().map(|s| Value::from(s.as_str())));
-    }
-    if let Some(since) = only.updated_since {
-        values.push(since.into());
-        more.push_str(&format!(" AND updated_at > ${}", values.len()));
-    }
-    let sql = format!(
-        "SELECT * FROM bookings WHERE {filter} AND id < $2{more} ORDER BY id DESC LIMIT $1"
-    );
+    values.extend(more);
+    let sql =
+        format!("SELECT * FROM bookings WHERE {condition} AND id < $2 ORDER BY id DESC LIMIT $1");
     let rows = conn.query_all_raw(stmt(b, &sql, values)).await?;
     let has_next = rows.len() > first as usize;
     let views = rows
@@ -982,4 +994,23 @@ pub async fn list<C: ConnectionTrait>(
         .map(|r| stored(r).map(|s| s.view))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((views, has_next))
+}
+
+/// How many bookings [`list`] pages through for `viewer` and `only`.
+pub async fn count<C: ConnectionTrait>(
+    conn: &C,
+    viewer: &Principal,
+    only: ListFilter<'_>,
+) -> Result<u64, DbErr> {
+    let b = conn.get_database_backend();
+    let (condition, values) = listed(b, viewer, &only, 1);
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            &format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM bookings WHERE {condition}"),
+            values,
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("a count without a row".into()))?;
+    Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0))
 }

@@ -731,7 +731,7 @@ impl Inventory {
 
     /// The homestays and routes of a region's hosts, newest first, drafts
     /// included (admins of the region); a route with its coming year's
-    /// departures. Five queries a page, however long.
+    /// departures. Five queries a page, however long (six counted).
     pub async fn list_listings(
         &self,
         req: shared::rpcs::ListListings,
@@ -739,15 +739,21 @@ impl Inventory {
         use shared::rpcs::{ListingView, RouteView};
         administers(&req.by, req.region)?;
         let after = page_after(req.first, req.after.as_deref())?;
+        let prefix = req.region.code_prefix();
         let (page, has_next_page) = storage::listing_page(
             &self.db,
-            &req.region.code_prefix(),
+            &prefix,
             req.host_id,
             req.published,
             req.first,
             after,
         )
         .await?;
+        let total_count = if req.count {
+            Some(storage::listing_count(&self.db, &prefix, req.host_id, req.published).await?)
+        } else {
+            None
+        };
         let (route_ids, homestay_ids): (Vec<_>, Vec<_>) =
             page.iter().partition(|(_, is_route)| *is_route);
         let homestay_ids: Vec<HomestayId> = homestay_ids
@@ -785,6 +791,7 @@ impl Inventory {
                 .filter_map(|(id, _)| found.remove(&id).map(|l| (l, id.to_string())))
                 .collect(),
             has_next_page,
+            total_count,
         })
     }
 }

@@ -632,25 +632,16 @@ pub async fn listing_page<C: ConnectionTrait>(
     after: Option<uuid::Uuid>,
 ) -> Result<(Vec<(uuid::Uuid, bool)>, bool), DbErr> {
     let b = conn.get_database_backend();
+    let mut values = listing_values(b, prefix, host, published);
+    values.extend([opt_uuid_value(b, after), (i64::from(first) + 1).into()]);
     let rows = conn
         .query_all_raw(stmt(
             b,
-            "SELECT id, is_route FROM (
-                 SELECT id, host_id, region_code, published, 0 AS is_route FROM homestays
-                 UNION ALL
-                 SELECT id, host_id, region_code,
-                        CASE WHEN status = 'PUBLISHED' THEN TRUE ELSE FALSE END, 1 FROM routes
-             ) AS l
-             WHERE region_code LIKE $1 AND ($2 IS NULL OR host_id = $2)
-               AND ($3 IS NULL OR published = $3) AND ($4 IS NULL OR id < $4)
-             ORDER BY id DESC LIMIT $5",
-            vec![
-                format!("{prefix}%").into(),
-                opt_uuid_value(b, host.map(|h| h.0)),
-                published.into(),
-                opt_uuid_value(b, after),
-                (i64::from(first) + 1).into(),
-            ],
+            &format!(
+                "SELECT id, is_route FROM {LISTINGS} AND ($4 IS NULL OR id < $4)
+                 ORDER BY id DESC LIMIT $5"
+            ),
+            values,
         ))
         .await?;
     let has_next = rows.len() > first as usize;
@@ -660,6 +651,49 @@ pub async fn listing_page<C: ConnectionTrait>(
         .map(|r| Ok((row_uuid(r, "id")?, r.try_get::<i32>("", "is_route")? == 1)))
         .collect::<Result<_, DbErr>>()?;
     Ok((page, has_next))
+}
+
+/// How many listings [`listing_page`] pages through.
+pub async fn listing_count<C: ConnectionTrait>(
+    conn: &C,
+    prefix: &str,
+    host: Option<HostId>,
+    published: Option<bool>,
+) -> Result<u64, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            &format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {LISTINGS}"),
+            listing_values(b, prefix, host, published),
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("a count without a row".into()))?;
+    Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0))
+}
+
+/// Homestays and routes as one list, filtered by region prefix ($1), host
+/// ($2) and whether on sale ($3).
+const LISTINGS: &str = "(
+         SELECT id, host_id, region_code, published, 0 AS is_route FROM homestays
+         UNION ALL
+         SELECT id, host_id, region_code,
+                CASE WHEN status = 'PUBLISHED' THEN TRUE ELSE FALSE END, 1 FROM routes
+     ) AS l
+     WHERE region_code LIKE $1 AND ($2 IS NULL OR host_id = $2)
+       AND ($3 IS NULL OR published = $3)";
+
+fn listing_values(
+    b: sea_orm::DbBackend,
+    prefix: &str,
+    host: Option<HostId>,
+    published: Option<bool>,
+) -> Vec<sea_orm::Value> {
+    vec![
+        format!("{prefix}%").into(),
+        opt_uuid_value(b, host.map(|h| h.0)),
+        published.into(),
+    ]
 }
 
 /// What decides whether a stay may be held besides free rooms: whether a
