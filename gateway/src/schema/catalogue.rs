@@ -576,6 +576,7 @@ pub async fn region_listings(
     f: ListingFilter,
 ) -> Result<CatalogueListingConnection> {
     let by = principal(ctx)?.clone();
+    let count = ctx.look_ahead().field("totalCount").exists();
     let page = rpc(
         ctx,
         rpcs::ListListings {
@@ -584,7 +585,7 @@ pub async fn region_listings(
             published: f.published,
             first: non_negative("first", f.first)?,
             after: f.after,
-            count: ctx.look_ahead().field("totalCount").exists(),
+            count,
             by,
         },
     )
@@ -603,7 +604,7 @@ pub async fn region_listings(
     Ok(CatalogueListingConnection {
         page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
         edges,
-        total_count: super::types::count(page.total_count),
+        total_count: super::types::count(count, page.total_count)?,
     })
 }
 

@@ -172,6 +172,8 @@ async fn list_bookings(
     // Six statuses at most, however many times a request repeats them.
     statuses.sort_unstable();
     statuses.dedup();
+    // Counted only when asked for (fragments included).
+    let count = ctx.look_ahead().field("totalCount").exists();
     let page = rpc(
         ctx,
         rpcs::ListBookings {
@@ -180,12 +182,11 @@ async fn list_bookings(
             after,
             statuses,
             updated_since: filter.updated_since,
-            // Counted only when asked for (fragments included).
-            count: ctx.look_ahead().field("totalCount").exists(),
+            count,
         },
     )
     .await?;
-    Ok(BookingConnection::from(page))
+    BookingConnection::of(page, count)
 }
 
 /// Queries.

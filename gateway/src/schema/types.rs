@@ -705,8 +705,9 @@ pub struct BookingConnection {
     pub total_count: u32,
 }
 
-impl From<shared::rpcs::BookingPage> for BookingConnection {
-    fn from(page: shared::rpcs::BookingPage) -> BookingConnection {
+impl BookingConnection {
+    /// A page as a connection; `counted`: whether `totalCount` was selected.
+    pub fn of(page: shared::rpcs::BookingPage, counted: bool) -> async_graphql::Result<Self> {
         let edges: Vec<BookingEdge> = page
             .bookings
             .into_iter()
@@ -715,18 +716,26 @@ impl From<shared::rpcs::BookingPage> for BookingConnection {
                 node: Booking(b),
             })
             .collect();
-        BookingConnection {
+        Ok(BookingConnection {
             page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
             edges,
-            total_count: count(page.total_count),
-        }
+            total_count: count(counted, page.total_count)?,
+        })
     }
 }
 
-/// A connection's `totalCount`: what the service counted (0 when it was
-/// not asked to, which only happens when the field is not selected).
-pub fn count(counted: Option<u64>) -> u32 {
-    counted.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+/// A connection's `totalCount`: what the service counted, 0 when the field
+/// was not selected (nothing was counted), an error when it was selected
+/// and the service did not count (an older replica during an upgrade).
+pub fn count(selected: bool, counted: Option<u64>) -> async_graphql::Result<u32> {
+    match (selected, counted) {
+        (_, Some(n)) => Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+        (false, None) => Ok(0),
+        (true, None) => Err(crate::error::gql(shared::AppError::new(
+            shared::ErrorCode::ServiceUnavailable,
+            "totalCount: the service answering did not count (an upgrade is under way); ask again",
+        ))),
+    }
 }
 
 /// Relay page info for a forward page with these cursors.
@@ -761,5 +770,18 @@ impl From<shared::rpcs::HostBalance> for HostBalance {
             host_id: ID(b.host_id.to_string()),
             amount: b.owed.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::count;
+
+    #[test]
+    fn a_selected_count_the_service_did_not_make_is_an_error_not_zero() {
+        assert_eq!(count(true, Some(7)).ok(), Some(7));
+        assert_eq!(count(false, None).ok(), Some(0));
+        assert!(count(true, None).is_err());
+        assert_eq!(count(true, Some(u64::MAX)).ok(), Some(u32::MAX));
     }
 }

@@ -29,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(AppendOnly),
             Box::new(PaymentsByBooking),
             Box::new(PaymentsBooker),
+            Box::new(LedgerByDay),
         ]
     }
 }
@@ -280,6 +281,27 @@ impl MigrationTrait for PaymentsBooker {
         run_ddl(
             manager,
             &["ALTER TABLE payments ADD COLUMN account_id UUID"],
+        )
+        .await
+    }
+}
+
+struct LedgerByDay;
+
+impl MigrationName for LedgerByDay {
+    fn name(&self) -> &str {
+        "m20261204_000003_ledger_by_day"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for LedgerByDay {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // An agency's commission over some days reads its account's entries
+        // of those days only.
+        run_ddl(
+            manager,
+            &["CREATE INDEX ledger_entries_account_day ON ledger_entries (account, created_at)"],
         )
         .await
     }
