@@ -1122,3 +1122,138 @@ async fn search_offers_carry_their_homestays_read_in_one_call() {
         "none per offer"
     );
 }
+
+in_both_modes!(a_room_type_is_edited_and_fewer_rooms_never_unsell_a_night);
+/// A host renames a room type and changes its count: fewer rooms take the
+/// surplus off sale from today but are refused while a night has more
+/// taken; more rooms let the calendar put more on sale.
+async fn a_room_type_is_edited_and_fewer_rooms_never_unsell_a_night(
+    settings: shared::config::Settings,
+) {
+    let app = common::spawn_app_with(settings).await;
+    let room_type = app.homestay(3).await.room_type_id.to_string();
+    for key in ["first-room", "second-room"] {
+        let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, key).await);
+        app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    }
+    assert_eq!(app.available(&room_type, 2).await, json!([1, 3]));
+
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    const UPDATE: &str =
+        "mutation($r: ID!, $i: RoomTypeUpdate!) { updateRoomType(roomTypeId: $r, input: $i) {
+        name nameEn beds maxGuests rooms } }";
+    let update =
+        |input: Value| app.graphql_as(Some(&admin), UPDATE, json!({ "r": room_type, "i": input }));
+    // Two rooms are held tomorrow: one room is too few, and nothing moves.
+    let too_few = update(json!({ "rooms": 1, "name": "单间" })).await;
+    assert_eq!(code(&too_few), "CONFLICT", "{too_few}");
+    assert_eq!(app.available(&room_type, 2).await, json!([1, 3]));
+
+    let two = update(json!({ "rooms": 2 })).await;
+    assert_eq!(two["data"]["updateRoomType"]["rooms"], 2, "{two}");
+    assert_eq!(app.available(&room_type, 2).await, json!([0, 2]));
+
+    let renamed = update(
+        json!({ "rooms": 4, "name": " 蒙古包家庭房 ", "nameEn": "Family yurt",
+                                 "beds": 3, "maxGuests": 4 }),
+    )
+    .await;
+    assert_eq!(
+        renamed["data"]["updateRoomType"],
+        json!({ "name": "蒙古包家庭房", "nameEn": "Family yurt", "beds": 3, "maxGuests": 4, "rooms": 4 }),
+        "{renamed}"
+    );
+    assert_eq!(
+        app.available(&room_type, 2).await,
+        json!([0, 2]),
+        "more rooms sell nothing by themselves"
+    );
+    let on_sale = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($rt: ID!, $from: Date!, $to: Date!) { setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, rooms: 4, price: \"380.00\") }",
+            json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + Days::days(2)).to_string() }),
+        )
+        .await;
+    assert_eq!(on_sale["data"]["setRoomCalendar"], 2, "{on_sale}");
+    assert_eq!(app.available(&room_type, 2).await, json!([2, 4]));
+
+    // Bad input, another region's admin, no such room type: nothing changes.
+    for bad in [
+        json!({ "beds": 0 }),
+        json!({ "rooms": 501 }),
+        json!({ "name": " " }),
+        json!({ "maxGuests": -1 }),
+    ] {
+        let refused = update(bad.clone()).await;
+        assert_eq!(code(&refused), "BAD_USER_INPUT", "{bad}: {refused}");
+    }
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
+    let foreign = app
+        .graphql_as(
+            Some(&beijing),
+            UPDATE,
+            json!({ "r": room_type, "i": { "rooms": 1 } }),
+        )
+        .await;
+    assert_eq!(code(&foreign), "FORBIDDEN", "{foreign}");
+    let missing = app
+        .graphql_as(
+            Some(&admin),
+            UPDATE,
+            json!({ "r": uuid::Uuid::now_v7().to_string(), "i": { "rooms": 1 } }),
+        )
+        .await;
+    assert_eq!(code(&missing), "NOT_FOUND", "{missing}");
+    let after = update(json!({})).await;
+    assert_eq!(
+        after["data"]["updateRoomType"],
+        renamed["data"]["updateRoomType"]
+    );
+}
+
+/// A calendar set against a room type's count while the count drops: the
+/// calendar reads the new count and never puts more rooms on sale than the
+/// homestay has. The test holds tomorrow's night row so that the count
+/// change waits on it, then sends the calendar. Without the calendar's
+/// share lock on the room type, it would read the old count (3), wait on
+/// the night behind the change, and put 3 rooms on sale after the change
+/// had cut the count to 2.
+#[tokio::test]
+async fn a_calendar_racing_a_smaller_room_count_never_sells_more_rooms_than_there_are() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(3).await.room_type_id.to_string();
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let held = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!(
+            "SELECT * FROM room_nights WHERE room_type_id = '{room_type}' AND night = '{}' FOR UPDATE",
+            tomorrow()
+        ),
+    )
+    .await;
+    let fewer = app.graphql_as(
+        Some(&admin),
+        "mutation($r: ID!) { updateRoomType(roomTypeId: $r, input: { rooms: 2 }) { rooms } }",
+        json!({ "r": room_type }),
+    );
+    let calendar = app.graphql_as(
+        Some(&admin),
+        "mutation($rt: ID!, $from: Date!, $to: Date!) { setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, rooms: 3, price: \"400.00\") }",
+        json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + Days::days(2)).to_string() }),
+    );
+    let (fewer, calendar) = held.race(fewer, calendar).await;
+    assert_eq!(fewer["data"]["updateRoomType"]["rooms"], 2, "{fewer}");
+    assert_eq!(code(&calendar), "BAD_USER_INPUT", "{calendar}");
+    let nights = app
+        .graphql(
+            "query($rt: ID!, $from: Date!, $to: Date!) { roomCalendar(roomTypeId: $rt, from: $from, to: $to) { rooms available } }",
+            json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + Days::days(2)).to_string() }),
+        )
+        .await;
+    assert_eq!(
+        nights["data"]["roomCalendar"],
+        json!([{ "rooms": 2, "available": 2 }, { "rooms": 2, "available": 2 }]),
+        "{nights}"
+    );
+}

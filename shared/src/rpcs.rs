@@ -189,6 +189,39 @@ pub enum GradeChange {
     Clear,
 }
 
+/// Changes a room type (admins of its homestay's region); what is left
+/// out stays. Fewer rooms take the surplus off sale on every night from
+/// today, refused while more are held or sold on some night; more rooms
+/// let calendars put more on sale. Bookings already held stand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateRoomType {
+    /// The room type.
+    pub room_type_id: RoomTypeId,
+    /// A new name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A new English name (empty: none).
+    #[serde(default)]
+    pub name_en: Option<String>,
+    /// Beds per room.
+    #[serde(default)]
+    pub beds: Option<u32>,
+    /// Guests per room (for holds from now on).
+    #[serde(default)]
+    pub max_guests: Option<u32>,
+    /// Rooms of this type the homestay has.
+    #[serde(default)]
+    pub rooms: Option<u32>,
+    /// Who asks: an admin of the homestay's region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for UpdateRoomType {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "update_room_type";
+    /// The room type as it is now.
+    type Reply = RoomTypeView;
+}
+
 /// Adds a room type to a homestay.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AddRoomType {

@@ -639,6 +639,46 @@ pub async fn add_room_type(
     Ok(RoomType(view))
 }
 
+/// What to change about a room type; what is left out stays as it is.
+#[derive(InputObject)]
+pub struct RoomTypeUpdate {
+    pub name: Option<String>,
+    /// Empty: none.
+    pub name_en: Option<String>,
+    pub beds: Option<i32>,
+    /// For bookings from now on.
+    pub max_guests: Option<i32>,
+    /// How many rooms of this type the homestay has (1 to 500). Fewer take
+    /// the surplus off sale on every night from today (refused while a
+    /// night has more held or sold); more let `setRoomCalendar` put more
+    /// on sale.
+    pub rooms: Option<i32>,
+}
+
+/// `updateRoomType`: admins of the homestay's region.
+pub async fn update_room_type(
+    ctx: &Context<'_>,
+    room_type_id: ID,
+    input: RoomTypeUpdate,
+) -> Result<RoomType> {
+    let by = principal(ctx)?.clone();
+    let count = |what: &str, n: Option<i32>| n.map(|n| non_negative(what, n)).transpose();
+    let view = changing(
+        ctx,
+        rpcs::UpdateRoomType {
+            room_type_id: parse("room type id", &room_type_id)?,
+            name: input.name,
+            name_en: input.name_en,
+            beds: count("beds", input.beds)?,
+            max_guests: count("maxGuests", input.max_guests)?,
+            rooms: count("rooms", input.rooms)?,
+            by,
+        },
+    )
+    .await?;
+    Ok(RoomType(view))
+}
+
 /// What `publishListing` did.
 #[derive(SimpleObject)]
 pub struct ListingPublication {

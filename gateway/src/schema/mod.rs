@@ -1124,6 +1124,18 @@ impl Mutation {
         catalogue::add_room_type(ctx, homestay_id, room_type).await
     }
 
+    /// Changes a room type's names, beds, guests or room count; what is
+    /// left out stays (admins of its homestay's region). Bookings already
+    /// held stand; fewer rooms are refused while a night has more taken.
+    async fn update_room_type(
+        &self,
+        ctx: &Context<'_>,
+        room_type_id: ID,
+        input: catalogue::RoomTypeUpdate,
+    ) -> Result<RoomType> {
+        catalogue::update_room_type(ctx, room_type_id, input).await
+    }
+
     /// Pairs a sponsor region with a beneficiary region (platform admins, or
     /// an admin of either region). Confirmed bookings it covers count at once.
     async fn create_partnership(

@@ -75,6 +75,7 @@ impl Inventory {
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
         let [v, w, x, y, z] = [(); 5].map(|()| self.clone());
+        let aa = self.clone();
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -113,6 +114,13 @@ impl Inventory {
                         return Err(AppError::bad_input("at most 100 homestays at a time"));
                     }
                     Ok(storage::homestays(&s.db, &req.homestay_ids).await?)
+                }
+            })
+            .route::<shared::rpcs::UpdateRoomType, _, _>(move |req| {
+                let s = aa.clone();
+                async move {
+                    let done = s.update_room_type(req).await;
+                    s.announce("update_room_type", done).await
                 }
             })
             .route::<GetHomestay, _, _>(move |req| {
@@ -834,6 +842,46 @@ fn check_room_type(r: &NewRoomType) -> Result<CheckedRoomType<'_>, AppError> {
 }
 
 impl Inventory {
+    /// Changes a room type (admins of its homestay's region); fewer rooms
+    /// take the surplus off sale from today, refused while a night has
+    /// more held or sold. The room type's row is locked while it changes,
+    /// and calendars share-lock it while they check against its count.
+    pub async fn update_room_type(
+        &self,
+        req: shared::rpcs::UpdateRoomType,
+    ) -> Result<RoomTypeView, AppError> {
+        let txn = self.db.begin().await?;
+        let Some(current) = storage::room_type_for_update(&txn, req.room_type_id).await? else {
+            return Err(AppError::not_found("no such room type"));
+        };
+        let Some(listing) = storage::listing(&txn, req.room_type_id).await? else {
+            return Err(AppError::not_found("no such room type"));
+        };
+        administers(&req.by, listing.region_code)?;
+        let wanted = NewRoomType {
+            name: req.name.unwrap_or(current.name),
+            name_en: req.name_en.unwrap_or(current.name_en),
+            beds: req.beds.unwrap_or(current.beds),
+            max_guests: req.max_guests.unwrap_or(current.max_guests),
+            rooms: req.rooms.unwrap_or(current.rooms),
+        };
+        let view = check_room_type(&wanted)?.view(req.room_type_id);
+        let rooms = view.rooms;
+        storage::update_room_type(&txn, &view, china_today(Utc::now()))
+            .await
+            .map_err(|e| {
+                if e.to_string().to_lowercase().contains("check constraint") {
+                    AppError::conflict(format!(
+                        "rooms: some night from today has more than {rooms} rooms held or sold"
+                    ))
+                } else {
+                    AppError::from(e)
+                }
+            })?;
+        txn.commit().await?;
+        Ok(view)
+    }
+
     /// Adds a room type to a homestay (admins of its region).
     pub async fn add_room_type(&self, req: AddRoomType) -> Result<RoomTypeView, AppError> {
         let room = check_room_type(&req.room_type)?;

@@ -458,20 +458,88 @@ pub async fn insert_room_type<C: ConnectionTrait>(
 }
 
 /// How many rooms of a room type the homestay has; None: no such room type.
+/// On PostgreSQL the row is share-locked until the transaction ends: a
+/// calendar set against this count and a change of it go one after the
+/// other.
 pub async fn room_count<C: ConnectionTrait>(
     conn: &C,
     room_type: RoomTypeId,
 ) -> Result<Option<u32>, DbErr> {
     let b = conn.get_database_backend();
+    let sql = match b {
+        sea_orm::DbBackend::Postgres => "SELECT rooms FROM room_types WHERE id = $1 FOR SHARE",
+        _ => "SELECT rooms FROM room_types WHERE id = $1",
+    };
     let row = conn
-        .query_one_raw(stmt(
-            b,
-            "SELECT rooms FROM room_types WHERE id = $1",
-            vec![uuid_value(b, room_type.0)],
-        ))
+        .query_one_raw(stmt(b, sql, vec![uuid_value(b, room_type.0)]))
         .await?;
     row.map(|r| Ok(u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0)))
         .transpose()
+}
+
+/// A room type, its row locked until the transaction ends (PostgreSQL).
+pub async fn room_type_for_update<C: ConnectionTrait>(
+    conn: &C,
+    id: RoomTypeId,
+) -> Result<Option<RoomTypeView>, DbErr> {
+    lock_row(conn, "room_types", id.0).await?;
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT id, name, name_en, beds, max_guests, rooms FROM room_types WHERE id = $1",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?;
+    row.as_ref().map(room_type_from_row).transpose()
+}
+
+fn room_type_from_row(r: &QueryResult) -> Result<RoomTypeView, DbErr> {
+    Ok(RoomTypeView {
+        id: RoomTypeId(row_uuid(r, "id")?),
+        name: r.try_get("", "name")?,
+        name_en: r.try_get("", "name_en")?,
+        beds: u32::try_from(r.try_get::<i32>("", "beds")?).unwrap_or(0),
+        max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
+        rooms: u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0),
+    })
+}
+
+/// Writes a room type; with fewer rooms, every night from `today` that
+/// has more on sale puts only `rooms` on sale, keeping what is held or
+/// sold (a night with more taken than that violates the nights' check).
+pub async fn update_room_type<C: ConnectionTrait>(
+    conn: &C,
+    room_type: &RoomTypeView,
+    today: NaiveDate,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE room_types SET name = $2, name_en = $3, beds = $4, max_guests = $5, rooms = $6
+         WHERE id = $1",
+        vec![
+            uuid_value(b, room_type.id.0),
+            room_type.name.clone().into(),
+            room_type.name_en.clone().into(),
+            room_type.beds.into(),
+            room_type.max_guests.into(),
+            room_type.rooms.into(),
+        ],
+    ))
+    .await?;
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE room_nights SET available = available - (rooms - $2), rooms = $2
+         WHERE room_type_id = $1 AND night >= $3 AND rooms > $2",
+        vec![
+            uuid_value(b, room_type.id.0),
+            room_type.rooms.into(),
+            today.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// A homestay with its room types.
@@ -583,14 +651,7 @@ pub async fn homestays<C: ConnectionTrait>(
         rooms_of
             .entry(row_uuid(r, "homestay_id")?)
             .or_default()
-            .push(RoomTypeView {
-                id: RoomTypeId(row_uuid(r, "id")?),
-                name: r.try_get("", "name")?,
-                name_en: r.try_get("", "name_en")?,
-                beds: u32::try_from(r.try_get::<i32>("", "beds")?).unwrap_or(0),
-                max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
-                rooms: u32::try_from(r.try_get::<i32>("", "rooms")?).unwrap_or(0),
-            });
+            .push(room_type_from_row(r)?);
     }
     let custom = |e: serde_json::Error| DbErr::Custom(format!("homestays: {e}"));
     rows.iter()
