@@ -607,23 +607,13 @@ async fn a_route_is_edited_and_its_bookings_keep_the_terms_they_were_held_under(
         let refused = update(bad.clone()).await;
         assert_eq!(code(&refused), "BAD_USER_INPUT", "{bad}: {refused}");
     }
-    let beijing = app.region_admin("beijing@example.cn", "110000").await;
-    let foreign = app
-        .graphql_as(
-            Some(&beijing),
-            UPDATE,
-            json!({ "r": route, "i": { "titleZh": "别人的" } }),
-        )
-        .await;
-    assert_eq!(code(&foreign), "FORBIDDEN", "{foreign}");
-    let missing = app
-        .graphql_as(
-            Some(&admin),
-            UPDATE,
-            json!({ "r": uuid::Uuid::now_v7().to_string(), "i": { "titleZh": "无" } }),
-        )
-        .await;
-    assert_eq!(code(&missing), "NOT_FOUND", "{missing}");
+    app.only_its_region_and_only_what_exists(
+        &admin,
+        UPDATE,
+        json!({ "r": route, "i": { "titleZh": "别人的" } }),
+        "r",
+    )
+    .await;
     let unchanged = update(json!({})).await;
     assert_eq!(unchanged["data"]["updateRoute"], expected, "{unchanged}");
     assert_eq!(
@@ -671,5 +661,75 @@ async fn two_admins_editing_one_route_at_once_both_keep_their_change() {
         read["data"]["route"],
         json!({ "titleZh": "首都—草原 专列五日游", "pricePerPerson": { "amount": "3180.00" } }),
         "{read}"
+    );
+}
+
+/// A departure on sale changes: never fewer seats than are taken, a new
+/// price for bookings from now on, a later or earlier close of bookings.
+#[tokio::test]
+async fn a_departure_changes_its_seats_price_and_cutoff_but_never_unsells_a_seat() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (route, departure) = route_on_sale(&app, &admin, 20, 10, 1).await;
+    let booked =
+        TestApp::id_of(&book_seats(&app, &departure, &["王芳", "李强", "赵敏"], "three").await);
+    app.wait_for_status(&booked, "AWAITING_PAYMENT").await;
+    assert_eq!(seats_left(&app, &route).await, 7);
+
+    const UPDATE: &str = "mutation($d: ID!, $s: Int, $p: String, $c: Int) {
+        updateDeparture(departureId: $d, seats: $s, pricePerPerson: $p, cutoffDays: $c) {
+            seats seatsLeft pricePerPerson { amount } lastBookingDay } }";
+    let update = |vars: Value| {
+        let mut all = json!({ "d": departure });
+        if let (Some(all), Some(extra)) = (all.as_object_mut(), vars.as_object()) {
+            all.extend(extra.clone());
+        }
+        app.graphql_as(Some(&admin), UPDATE, all)
+    };
+    let too_few = update(json!({ "s": 2 })).await;
+    assert_eq!(code(&too_few), "CONFLICT", "{too_few}");
+    assert_eq!(seats_left(&app, &route).await, 7, "nothing moved");
+
+    let starts = tomorrow() + Duration::days(19);
+    let changed = update(json!({ "s": 5, "p": "3100", "c": 5 })).await;
+    assert_eq!(
+        changed["data"]["updateDeparture"],
+        json!({ "seats": 5, "seatsLeft": 2, "pricePerPerson": { "amount": "3100.00" },
+                "lastBookingDay": (starts - Duration::days(5)).to_string() }),
+        "{changed}"
+    );
+    let held = app
+        .graphql(
+            "query($b: ID!) { booking(id: $b) { total { amount } } }",
+            json!({ "b": booked }),
+        )
+        .await;
+    assert_eq!(
+        held["data"]["booking"]["total"]["amount"], "8940.00",
+        "3 × 2980: {held}"
+    );
+
+    // Bad input, bookings that would have closed already, elsewhere, unknown.
+    for bad in [
+        json!({ "s": 0 }),
+        json!({ "s": -1 }),
+        json!({ "p": "-5" }),
+        json!({ "c": 400 }),
+        json!({ "c": 30 }),
+    ] {
+        let refused = update(bad.clone()).await;
+        assert_eq!(code(&refused), "BAD_USER_INPUT", "{bad}: {refused}");
+    }
+    app.only_its_region_and_only_what_exists(
+        &admin,
+        UPDATE,
+        json!({ "d": departure, "s": 50 }),
+        "d",
+    )
+    .await;
+    let unchanged = update(json!({})).await;
+    assert_eq!(
+        unchanged["data"]["updateDeparture"],
+        changed["data"]["updateDeparture"]
     );
 }

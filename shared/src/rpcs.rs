@@ -716,6 +716,32 @@ impl Rpc for AddDeparture {
     type Reply = DepartureView;
 }
 
+/// Changes a departure that has not left (admins of its route's region):
+/// its seats (never fewer than are held or sold), its own price, when
+/// bookings close. What is left out stays; bookings already held stand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateDeparture {
+    /// The departure.
+    pub departure_id: DepartureId,
+    /// Seats on sale in all (held and sold ones included).
+    #[serde(default)]
+    pub seats: Option<u32>,
+    /// Its own price per person.
+    #[serde(default)]
+    pub price: Option<Fen>,
+    /// Bookings close this many days before it leaves.
+    #[serde(default)]
+    pub cutoff_days: Option<u32>,
+    /// Who asks: an admin of the route's region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for UpdateDeparture {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "update_departure";
+    /// The departure as it is now.
+    type Reply = DepartureView;
+}
+
 /// Publishes or unpublishes a route.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SetRouteStatus {

@@ -391,6 +391,27 @@ impl TestApp {
             .expect("the service database")
     }
 
+    /// A change to a listing of 赤峰市 (`admin` administers it), the thing
+    /// named by the variable `id_var`: an admin of Beijing gets
+    /// FORBIDDEN, and `admin` NOT_FOUND for an id that names nothing.
+    pub async fn only_its_region_and_only_what_exists(
+        &self,
+        admin: &str,
+        mutation: &str,
+        vars: Value,
+        id_var: &str,
+    ) {
+        let beijing = self.region_admin("beijing@example.cn", "110000").await;
+        let foreign = self
+            .graphql_as(Some(&beijing), mutation, vars.clone())
+            .await;
+        assert_eq!(code(&foreign), "FORBIDDEN", "{foreign}");
+        let mut unknown = vars;
+        unknown[id_var] = json!(uuid::Uuid::now_v7().to_string());
+        let missing = self.graphql_as(Some(admin), mutation, unknown).await;
+        assert_eq!(code(&missing), "NOT_FOUND", "{missing}");
+    }
+
     /// The `extensions.code` of the first error a request gets (panics
     /// with the body when there is none).
     pub async fn error_code(&self, query: &str, variables: Value) -> String {

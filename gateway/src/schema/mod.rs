@@ -958,6 +958,39 @@ impl Mutation {
         .await
     }
 
+    /// Changes a departure that has not left (admins of the route's
+    /// region): `seats` in all, never fewer than are held or sold
+    /// (CONFLICT); its own price per person; when bookings close. What is
+    /// left out stays; bookings already held keep their price.
+    async fn update_departure(
+        &self,
+        ctx: &Context<'_>,
+        departure_id: ID,
+        seats: Option<i32>,
+        #[graphql(desc = "Price per person in yuan for this departure.")] price_per_person: Option<
+            String,
+        >,
+        cutoff_days: Option<i32>,
+    ) -> Result<Departure> {
+        let by = principal(ctx)?.clone();
+        let departure = changing(
+            ctx,
+            rpcs::UpdateDeparture {
+                departure_id: parse("departure id", &departure_id)?,
+                seats: seats.map(|n| non_negative("seats", n)).transpose()?,
+                price: price_per_person
+                    .map(|p| yuan("pricePerPerson", &p))
+                    .transpose()?,
+                cutoff_days: cutoff_days
+                    .map(|n| non_negative("cutoffDays", n))
+                    .transpose()?,
+                by,
+            },
+        )
+        .await?;
+        Ok(Departure(departure))
+    }
+
     /// Puts a route on sale, or takes it off (`published: false`); bookings
     /// already made stand (admins of the route's region).
     async fn publish_route(

@@ -75,7 +75,7 @@ impl Inventory {
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
         let [v, w, x, y, z] = [(); 5].map(|()| self.clone());
-        let aa = self.clone();
+        let [aa, ab] = [(); 2].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -178,6 +178,13 @@ impl Inventory {
                 async move {
                     let done = s.update_route(req).await;
                     s.announce("update_route", done).await
+                }
+            })
+            .route::<shared::rpcs::UpdateDeparture, _, _>(move |req| {
+                let s = ab.clone();
+                async move {
+                    let done = s.update_departure(req).await;
+                    s.announce("update_departure", done).await
                 }
             })
             .route::<GetRoute, _, _>(move |req| {

@@ -257,6 +257,66 @@ impl Inventory {
         Ok(departure)
     }
 
+    /// Changes a departure that has not left: seats (never fewer than are
+    /// taken: CONFLICT), its own price, when bookings close.
+    pub async fn update_departure(
+        &self,
+        req: shared::rpcs::UpdateDeparture,
+    ) -> Result<DepartureView, AppError> {
+        if let Some(seats) = req.seats
+            && (seats == 0 || seats > MAX_SEATS)
+        {
+            return Err(AppError::bad_input(format!(
+                "seats: 1 to {MAX_SEATS} on one departure"
+            )));
+        }
+        if let Some(price) = req.price {
+            shared::money::check_price(price)?;
+        }
+        if req.cutoff_days.is_some_and(|d| d > 365) {
+            return Err(AppError::bad_input("cutoffDays: at most 365"));
+        }
+        let txn = self.db.begin().await?;
+        let Some((route, before)) = routes::departure(&txn, req.departure_id).await? else {
+            return Err(AppError::not_found("no such departure"));
+        };
+        administers(&req.by, route.region_code)?;
+        let today = china_today(Utc::now());
+        if before.starts_on <= today {
+            return Err(AppError::bad_input(format!(
+                "the departure of {} has left; it cannot change",
+                before.starts_on
+            )));
+        }
+        let last_booking_day = req
+            .cutoff_days
+            .map(|d| before.starts_on - Duration::days(i64::from(d)));
+        if let Some(day) = last_booking_day
+            && day < today
+        {
+            return Err(AppError::bad_input(format!(
+                "cutoffDays: bookings would have closed on {day}, before today ({today})"
+            )));
+        }
+        let taken = before.seats - before.seats_left;
+        routes::update_departure(&txn, before.id, req.seats, req.price, last_booking_day)
+            .await
+            .map_err(|e| {
+                if e.to_string().to_lowercase().contains("check constraint") {
+                    AppError::conflict(format!(
+                        "seats: {taken} or more seats are held or sold; it cannot have fewer"
+                    ))
+                } else {
+                    AppError::from(e)
+                }
+            })?;
+        let Some((_, after)) = routes::departure(&txn, req.departure_id).await? else {
+            return Err(AppError::not_found("no such departure"));
+        };
+        txn.commit().await?;
+        Ok(after)
+    }
+
     /// Publishes or unpublishes a route.
     pub async fn set_route_status(&self, req: SetRouteStatus) -> Result<RouteView, AppError> {
         if req.status == RouteStatus::Draft {

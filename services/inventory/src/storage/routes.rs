@@ -371,6 +371,34 @@ pub async fn departure<C: ConnectionTrait>(
         .map(|route| (route, departure)))
 }
 
+/// Changes a departure in one statement: its seats (what is held or sold
+/// stays taken; fewer seats than that violate the check), its own price,
+/// its last booking day; None leaves each as it is.
+pub async fn update_departure<C: ConnectionTrait>(
+    conn: &C,
+    id: DepartureId,
+    seats: Option<u32>,
+    price: Option<Fen>,
+    last_booking_day: Option<NaiveDate>,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE departures SET available = available + (COALESCE($2, seats) - seats),
+                seats = COALESCE($2, seats), price_fen = COALESCE($3, price_fen),
+                last_booking_day = COALESCE($4, last_booking_day)
+         WHERE id = $1",
+        vec![
+            uuid_value(b, id.0),
+            seats.map(i64::from).into(),
+            price.map(Fen::get).into(),
+            last_booking_day.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Takes `seats` seats of a departure, or none: true when taken.
 pub async fn take_seats<C: ConnectionTrait>(
     conn: &C,
