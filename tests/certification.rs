@@ -306,6 +306,21 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
         .map(|e| &e["node"]["state"])
         .collect();
     assert_eq!(states, [&json!("CERTIFIED"), &json!("REJECTED")], "{board}");
+    // How many, on all pages: a page of one still counts both; by state.
+    let counted = app
+        .graphql_as(
+            None,
+            "{ all: certifications(regionCode: \"150400\", first: 1) { totalCount edges { node { id } } }
+               certified: certifications(regionCode: \"150400\", state: CERTIFIED) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(counted["data"]["all"]["totalCount"], 2, "{counted}");
+    assert_eq!(
+        counted["data"]["all"]["edges"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(counted["data"]["certified"]["totalCount"], 1, "{counted}");
 
     // Revoked: the badge goes at once.
     let revoked = step(
@@ -444,7 +459,7 @@ async fn a_certification_expires_by_the_calendar_and_a_route_can_be_certified_to
     let board = app
         .graphql_as(
             None,
-            "{ certifications(state: EXPIRED) { edges { node { id } } } }",
+            "{ certifications(state: EXPIRED) { totalCount edges { node { id } } } }",
             json!({}),
         )
         .await;
@@ -453,6 +468,7 @@ async fn a_certification_expires_by_the_calendar_and_a_route_can_be_certified_to
         id.as_str(),
         "{board}"
     );
+    assert_eq!(board["data"]["certifications"]["totalCount"], 1, "{board}");
 
     // A route: certified, found with certifiedOnly.
     let route = app

@@ -1098,6 +1098,9 @@ pub struct ListCertifications {
     pub first: u32,
     /// The cursor of the last one seen.
     pub after: Option<String>,
+    /// Count every certification the filter lets through, too.
+    #[serde(default)]
+    pub count: bool,
 }
 impl Rpc for ListCertifications {
     const SERVICE: &'static str = "inventory";
@@ -1112,6 +1115,9 @@ pub struct CertificationPage {
     pub certifications: Vec<(CertificationView, String)>,
     /// Whether more follow.
     pub has_next_page: bool,
+    /// All the certifications the filter lets through, when counted.
+    #[serde(default)]
+    pub total_count: Option<u64>,
 }
 
 /// An objection raised during a public notice.

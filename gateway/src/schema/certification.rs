@@ -114,6 +114,9 @@ pub struct CertificationEdge {
 pub struct CertificationConnection {
     pub edges: Vec<CertificationEdge>,
     pub page_info: async_graphql::connection::PageInfo,
+    /// Every certification the filter lets through, on all pages (counted
+    /// only when asked for).
+    pub total_count: u32,
 }
 
 /// `certifications`: public.
@@ -125,6 +128,7 @@ pub async fn list(
     first: i32,
     after: Option<String>,
 ) -> Result<CertificationConnection> {
+    let count = ctx.look_ahead().field("totalCount").exists();
     let page = rpc(
         ctx,
         rpcs::ListCertifications {
@@ -133,6 +137,7 @@ pub async fn list(
             listing_id: listing_id.map(|id| parse("listing id", &id)).transpose()?,
             first: non_negative("first", first)?,
             after,
+            count,
         },
     )
     .await?;
@@ -147,6 +152,7 @@ pub async fn list(
     Ok(CertificationConnection {
         page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
         edges,
+        total_count: super::types::count(count, page.total_count)?,
     })
 }
 

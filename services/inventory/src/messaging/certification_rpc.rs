@@ -242,6 +242,11 @@ impl Inventory {
             today: china_today(Utc::now()),
         };
         let (found, has_next_page) = store::list(&self.db, &filter, req.first, after).await?;
+        let total_count = if req.count {
+            Some(store::count(&self.db, &filter).await?)
+        } else {
+            None
+        };
         Ok(CertificationPage {
             certifications: found
                 .into_iter()
@@ -251,6 +256,7 @@ impl Inventory {
                 })
                 .collect(),
             has_next_page,
+            total_count,
         })
     }
 }

@@ -406,6 +406,34 @@ pub struct Filter<'a> {
     pub today: NaiveDate,
 }
 
+impl Filter<'_> {
+    /// The condition over `certifications` and its values, `$1` on.
+    fn condition(&self, b: sea_orm::DbBackend) -> (String, Vec<sea_orm::Value>) {
+        // EXPIRED and CERTIFIED are one stored state split by the validity.
+        let (state, validity) = match self.state {
+            Some(CertificationState::Expired) => (Some("CERTIFIED"), " AND valid_until < $4"),
+            Some(CertificationState::Certified) => (Some("CERTIFIED"), " AND valid_until >= $4"),
+            Some(s) => (Some(s.as_str()), ""),
+            None => (None, ""),
+        };
+        let mut values = vec![
+            format!("{}%", self.prefix).into(),
+            state.map(str::to_owned).into(),
+            opt_uuid(b, self.listing),
+        ];
+        if !validity.is_empty() {
+            values.push(self.today.into());
+        }
+        (
+            format!(
+                "region_code LIKE $1 AND ($2 IS NULL OR state = $2)
+                 AND ($3 IS NULL OR listing_id = $3){validity}"
+            ),
+            values,
+        )
+    }
+}
+
 /// Certifications newest first (ids are time-ordered v7 UUIDs); `after` is
 /// the id of the last one seen.
 pub async fn list<C: ConnectionTrait>(
@@ -415,31 +443,17 @@ pub async fn list<C: ConnectionTrait>(
     after: Option<Uuid>,
 ) -> Result<(Vec<CertificationView>, bool), DbErr> {
     let b = conn.get_database_backend();
-    // EXPIRED and CERTIFIED are one stored state split by the validity.
-    let (state, validity) = match f.state {
-        Some(CertificationState::Expired) => (Some("CERTIFIED"), "AND valid_until < $4"),
-        Some(CertificationState::Certified) => (Some("CERTIFIED"), "AND valid_until >= $4"),
-        Some(s) => (Some(s.as_str()), ""),
-        None => (None, ""),
-    };
+    let (condition, mut values) = f.condition(b);
+    let (a, l) = (values.len() + 1, values.len() + 2);
+    values.extend([opt_uuid(b, after), (i64::from(first) + 1).into()]);
     let rows = conn
         .query_all_raw(stmt(
             b,
             &format!(
-                "SELECT * FROM certifications
-                 WHERE region_code LIKE $1 AND ($2 IS NULL OR state = $2)
-                   AND ($3 IS NULL OR listing_id = $3) {validity}
-                   AND ($5 IS NULL OR id < $5)
-                 ORDER BY id DESC LIMIT $6"
+                "SELECT * FROM certifications WHERE {condition} AND (${a} IS NULL OR id < ${a})
+                 ORDER BY id DESC LIMIT ${l}"
             ),
-            vec![
-                format!("{}%", f.prefix).into(),
-                state.map(str::to_owned).into(),
-                opt_uuid(b, f.listing),
-                f.today.into(),
-                opt_uuid(b, after),
-                (i64::from(first) + 1).into(),
-            ],
+            values,
         ))
         .await?;
     let has_next = rows.len() > first as usize;
@@ -449,6 +463,21 @@ pub async fn list<C: ConnectionTrait>(
         .map(|row| view(row, f.today))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((with_objections(conn, page).await?, has_next))
+}
+
+/// How many certifications [`list`] pages through.
+pub async fn count<C: ConnectionTrait>(conn: &C, f: &Filter<'_>) -> Result<u64, DbErr> {
+    let b = conn.get_database_backend();
+    let (condition, values) = f.condition(b);
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            &format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM certifications WHERE {condition}"),
+            values,
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("a count without a row".into()))?;
+    Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0))
 }
 
 fn opt_uuid(b: sea_orm::DbBackend, id: Option<Uuid>) -> sea_orm::Value {
