@@ -298,14 +298,13 @@ impl Inventory {
                 "cutoffDays: bookings would have closed on {day}, before today ({today})"
             )));
         }
-        let taken = before.seats - before.seats_left;
         routes::update_departure(&txn, before.id, req.seats, req.price, last_booking_day)
             .await
             .map_err(|e| {
                 if e.to_string().to_lowercase().contains("check constraint") {
-                    AppError::conflict(format!(
-                        "seats: {taken} or more seats are held or sold; it cannot have fewer"
-                    ))
+                    AppError::conflict(
+                        "seats: more seats than that are held or sold; it cannot have fewer",
+                    )
                 } else {
                     AppError::from(e)
                 }
