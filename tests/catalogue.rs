@@ -941,6 +941,12 @@ async fn a_homestay_is_edited_and_its_bookings_keep_the_terms_they_were_held_und
                            "cancellationPolicy": [{ "daysBefore": 7, "refundPercent": 100 }, { "daysBefore": 3, "refundPercent": 50 }] });
     assert_eq!(graded["data"]["updateHomestay"], expected, "{graded}");
 
+    let kept = update(json!({ "nameEn": "Grassland Home" })).await;
+    assert_eq!(
+        kept["data"]["updateHomestay"], expected,
+        "a left-out grade stays: {kept}"
+    );
+
     // Left out stays; null clears the grade; a new refund rule: nothing back.
     let stricter = update(json!({ "grade": null,
                                   "cancellationPolicy": [{ "daysBefore": 0, "refundPercent": 0 }] }))

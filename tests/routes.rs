@@ -732,4 +732,24 @@ async fn a_departure_changes_its_seats_price_and_cutoff_but_never_unsells_a_seat
         unchanged["data"]["updateDeparture"],
         changed["data"]["updateDeparture"]
     );
+    // No price of its own, the route's again; not both at once.
+    let both = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($d: ID!) { updateDeparture(departureId: $d, pricePerPerson: \"1\", routePrice: true) { seats } }",
+            json!({ "d": departure }),
+        )
+        .await;
+    assert_eq!(code(&both), "BAD_USER_INPUT", "{both}");
+    let route_price = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($d: ID!) { updateDeparture(departureId: $d, routePrice: true) { pricePerPerson { amount } } }",
+            json!({ "d": departure }),
+        )
+        .await;
+    assert_eq!(
+        route_price["data"]["updateDeparture"]["pricePerPerson"]["amount"], "2980.00",
+        "{route_price}"
+    );
 }

@@ -729,6 +729,9 @@ pub struct UpdateDeparture {
     /// Its own price per person.
     #[serde(default)]
     pub price: Option<Fen>,
+    /// No price of its own any more: the route's (`price` is then None).
+    #[serde(default)]
+    pub route_price: bool,
     /// Bookings close this many days before it leaves.
     #[serde(default)]
     pub cutoff_days: Option<u32>,

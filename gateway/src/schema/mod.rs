@@ -960,8 +960,9 @@ impl Mutation {
 
     /// Changes a departure that has not left (admins of the route's
     /// region): `seats` in all, never fewer than are held or sold
-    /// (CONFLICT); its own price per person; when bookings close. What is
-    /// left out stays; bookings already held keep their price.
+    /// (CONFLICT); its own price per person (or `routePrice: true`: the
+    /// route's again); when bookings close. What is left out stays;
+    /// bookings already held keep their price.
     async fn update_departure(
         &self,
         ctx: &Context<'_>,
@@ -970,6 +971,11 @@ impl Mutation {
         #[graphql(desc = "Price per person in yuan for this departure.")] price_per_person: Option<
             String,
         >,
+        #[graphql(
+            default,
+            desc = "true: no price of its own any more, the route's price again."
+        )]
+        route_price: bool,
         cutoff_days: Option<i32>,
     ) -> Result<Departure> {
         let by = principal(ctx)?.clone();
@@ -978,6 +984,7 @@ impl Mutation {
             rpcs::UpdateDeparture {
                 departure_id: parse("departure id", &departure_id)?,
                 seats: seats.map(|n| non_negative("seats", n)).transpose()?,
+                route_price,
                 price: price_per_person
                     .map(|p| yuan("pricePerPerson", &p))
                     .transpose()?,

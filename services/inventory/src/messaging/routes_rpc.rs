@@ -298,7 +298,17 @@ impl Inventory {
                 "cutoffDays: bookings would have closed on {day}, before today ({today})"
             )));
         }
-        routes::update_departure(&txn, before.id, req.seats, req.price, last_booking_day)
+        let price = match (req.price, req.route_price) {
+            (Some(_), true) => {
+                return Err(AppError::bad_input(
+                    "pricePerPerson: a price of its own, or the route's, not both",
+                ));
+            }
+            (Some(p), false) => routes::PriceChange::Own(p),
+            (None, true) => routes::PriceChange::Route,
+            (None, false) => routes::PriceChange::Keep,
+        };
+        routes::update_departure(&txn, before.id, req.seats, price, last_booking_day)
             .await
             .map_err(|e| {
                 if e.to_string().to_lowercase().contains("check constraint") {

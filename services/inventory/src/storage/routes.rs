@@ -371,28 +371,46 @@ pub async fn departure<C: ConnectionTrait>(
         .map(|route| (route, departure)))
 }
 
+/// A departure's price after a change: as it was, its own, or the route's.
+#[derive(Debug, Clone, Copy)]
+pub enum PriceChange {
+    /// As it was.
+    Keep,
+    /// A price of its own.
+    Own(Fen),
+    /// The route's price (none of its own).
+    Route,
+}
+
 /// Changes a departure in one statement: its seats (what is held or sold
-/// stays taken; fewer seats than that violate the check), its own price,
-/// its last booking day; None leaves each as it is.
+/// stays taken; fewer seats than that violate the check), its price, its
+/// last booking day; None leaves each as it is.
 pub async fn update_departure<C: ConnectionTrait>(
     conn: &C,
     id: DepartureId,
     seats: Option<u32>,
-    price: Option<Fen>,
+    price: PriceChange,
     last_booking_day: Option<NaiveDate>,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
+    let (own, to_route) = match price {
+        PriceChange::Keep => (None, false),
+        PriceChange::Own(p) => (Some(p.get()), false),
+        PriceChange::Route => (None, true),
+    };
     conn.execute_raw(stmt(
         b,
         "UPDATE departures SET available = available + (COALESCE($2, seats) - seats),
-                seats = COALESCE($2, seats), price_fen = COALESCE($3, price_fen),
+                seats = COALESCE($2, seats),
+                price_fen = CASE WHEN $5 THEN NULL ELSE COALESCE($3, price_fen) END,
                 last_booking_day = COALESCE($4, last_booking_day)
          WHERE id = $1",
         vec![
             uuid_value(b, id.0),
             seats.map(i64::from).into(),
-            price.map(Fen::get).into(),
+            own.into(),
             last_booking_day.into(),
+            to_route.into(),
         ],
     ))
     .await?;
