@@ -118,6 +118,14 @@ impl From<sea_orm::DbErr> for AppError {
                 ErrorCode::ServiceUnavailable,
                 "a database is unavailable just now; try again shortly",
             )
+        } else if crate::db::is_transient(&e) {
+            // A deadlock or serialization failure: the database chose this
+            // transaction to give way; the same request may pass now.
+            tracing::info!(error = %e, "transaction gave way to a concurrent one");
+            AppError::new(
+                ErrorCode::ServiceUnavailable,
+                "a concurrent change got in the way; try again",
+            )
         } else {
             AppError::internal(e)
         }
@@ -131,4 +139,22 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AppError, ErrorCode};
+    use sea_orm::DbErr;
+
+    #[test]
+    fn a_transaction_that_gave_way_asks_to_try_again_and_a_bad_statement_is_internal() {
+        let deadlock = AppError::from(DbErr::Custom(
+            "error returned from database: deadlock detected (SQLSTATE 40P01)".into(),
+        ));
+        assert_eq!(deadlock.code, ErrorCode::ServiceUnavailable);
+        let busy = AppError::from(DbErr::Custom("database is locked".into()));
+        assert_eq!(busy.code, ErrorCode::ServiceUnavailable);
+        let broken = AppError::from(DbErr::Custom("syntax error at or near SELEC".into()));
+        assert_eq!(broken.code, ErrorCode::Internal);
+    }
 }

@@ -881,14 +881,9 @@ impl Inventory {
                     AppError::conflict(format!(
                         "rooms: some night from today has more than {rooms} rooms held or sold"
                     ))
-                } else if shared::db::is_transient(&e) {
-                    // Nights capped in one statement can meet holds handed
-                    // back in another order; the database picked this one.
-                    AppError::new(
-                        ErrorCode::ServiceUnavailable,
-                        "rooms: bookings were changing the same nights; try again",
-                    )
                 } else {
+                    // A deadlock with holds handed back in another order
+                    // is SERVICE_UNAVAILABLE, "try again" (`AppError::from`).
                     AppError::from(e)
                 }
             })?;
