@@ -337,6 +337,25 @@ pub fn is_unique_violation(e: &DbErr) -> bool {
     )
 }
 
+/// How many rows `from_where` (`<table> WHERE …`, or any FROM clause)
+/// holds, with its bind values.
+pub async fn count<C: ConnectionTrait>(
+    conn: &C,
+    from_where: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<u64, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            &format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {from_where}"),
+            values,
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("a count without a row".into()))?;
+    Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0))
+}
+
 /// An optional UUID as a bind value (a typed NULL on PostgreSQL).
 pub fn opt_uuid_value(backend: DbBackend, id: Option<uuid::Uuid>) -> sea_orm::Value {
     match backend {

@@ -2,7 +2,7 @@
 
 pub mod sold_out;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use shared::AppError;
 use shared::events::HoldItem;
@@ -165,8 +165,7 @@ pub fn days_before(view: &BookingView, now: DateTime<Utc>) -> Option<i64> {
         HoldItem::RoomNights { check_in, .. } => Some(*check_in),
         HoldItem::Seats { .. } => view.listing.as_ref().and_then(|l| l.starts_on),
     }?;
-    let china = FixedOffset::east_opt(8 * 3600)?;
-    Some((start - now.with_timezone(&china).date_naive()).num_days())
+    Some((start - shared::policy::china_today(now)).num_days())
 }
 
 /// What cancelling the booking at `now` refunds, by its listing's policy.

@@ -1002,15 +1002,6 @@ pub async fn count<C: ConnectionTrait>(
     viewer: &Principal,
     only: ListFilter<'_>,
 ) -> Result<u64, DbErr> {
-    let b = conn.get_database_backend();
-    let (condition, values) = listed(b, viewer, &only, 1);
-    let row = conn
-        .query_one_raw(stmt(
-            b,
-            &format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM bookings WHERE {condition}"),
-            values,
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("a count without a row".into()))?;
-    Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0))
+    let (condition, values) = listed(conn.get_database_backend(), viewer, &only, 1);
+    shared::db::count(conn, &format!("bookings WHERE {condition}"), values).await
 }

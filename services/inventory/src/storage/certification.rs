@@ -467,17 +467,8 @@ pub async fn list<C: ConnectionTrait>(
 
 /// How many certifications [`list`] pages through.
 pub async fn count<C: ConnectionTrait>(conn: &C, f: &Filter<'_>) -> Result<u64, DbErr> {
-    let b = conn.get_database_backend();
-    let (condition, values) = f.condition(b);
-    let row = conn
-        .query_one_raw(stmt(
-            b,
-            &format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM certifications WHERE {condition}"),
-            values,
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("a count without a row".into()))?;
-    Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0))
+    let (condition, values) = f.condition(conn.get_database_backend());
+    shared::db::count(conn, &format!("certifications WHERE {condition}"), values).await
 }
 
 fn opt_uuid(b: sea_orm::DbBackend, id: Option<Uuid>) -> sea_orm::Value {

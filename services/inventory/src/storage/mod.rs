@@ -367,9 +367,7 @@ pub async fn insert_homestay<C: ConnectionTrait>(
             uuid_value(b, host.0.0),
             region.to_string().into(),
             homestay.1.0.into(),
-            policy
-                .map(|p| serde_json::to_string(p).unwrap_or_default())
-                .into(),
+            policy_column(policy)?,
             serde_json::to_string(homestay.2)
                 .map_err(|e| DbErr::Custom(e.to_string()))?
                 .into(),
@@ -550,6 +548,16 @@ pub async fn homestay<C: ConnectionTrait>(
     Ok(homestays(conn, &[id]).await?.pop())
 }
 
+/// A refund rule as its column holds it: JSON, or NULL for the standard
+/// rule.
+pub(crate) fn policy_column(policy: Option<&CancellationPolicy>) -> Result<sea_orm::Value, DbErr> {
+    Ok(policy
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| DbErr::Custom(format!("cancellation_policy: {e}")))?
+        .into())
+}
+
 /// A homestay with its room types, its row locked until the transaction
 /// ends (on SQLite the one connection serialises writers anyway).
 pub async fn homestay_for_update<C: ConnectionTrait>(
@@ -601,11 +609,7 @@ pub async fn update_homestay<C: ConnectionTrait>(
             serde_json::to_string(&homestay.details)
                 .map_err(json)?
                 .into(),
-            policy
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(json)?
-                .into(),
+            policy_column(policy)?,
         ],
     ))
     .await?;
@@ -721,16 +725,8 @@ pub async fn listing_count<C: ConnectionTrait>(
     host: Option<HostId>,
     published: Option<bool>,
 ) -> Result<u64, DbErr> {
-    let b = conn.get_database_backend();
-    let row = conn
-        .query_one_raw(stmt(
-            b,
-            &format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {LISTINGS}"),
-            listing_values(b, prefix, host, published),
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("a count without a row".into()))?;
-    Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0))
+    let values = listing_values(conn.get_database_backend(), prefix, host, published);
+    shared::db::count(conn, LISTINGS, values).await
 }
 
 /// Homestays and routes as one list, filtered by region prefix ($1), host

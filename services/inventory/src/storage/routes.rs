@@ -106,10 +106,7 @@ pub async fn insert_route<C: ConnectionTrait>(conn: &C, r: NewRoute<'_>) -> Resu
             r.texts[3].into(),
             json(serde_json::to_string(r.itinerary))?.into(),
             r.price.get().into(),
-            r.policy
-                .map(|p| json(serde_json::to_string(p)))
-                .transpose()?
-                .into(),
+            super::policy_column(r.policy)?,
         ],
     ))
     .await?;
@@ -176,11 +173,7 @@ pub async fn update_route<C: ConnectionTrait>(
             r.description_en.clone().into(),
             serde_json::to_string(&r.itinerary).map_err(json)?.into(),
             r.price.get().into(),
-            policy
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(json)?
-                .into(),
+            super::policy_column(policy)?,
         ],
     ))
     .await?;

@@ -697,12 +697,7 @@ async fn monthly<C: ConnectionTrait>(
 
 /// First day of a year at midnight China time, in UTC.
 pub fn year_start(year: i32) -> Option<DateTime<Utc>> {
-    let china = chrono::FixedOffset::east_opt(8 * 3600)?;
-    NaiveDate::from_ymd_opt(year, 1, 1)?
-        .and_hms_opt(0, 0, 0)?
-        .and_local_timezone(china)
-        .single()
-        .map(|t| t.with_timezone(&Utc))
+    NaiveDate::from_ymd_opt(year, 1, 1).map(shared::policy::china_midnight)
 }
 
 /// A partnership's new status, term and notes, as stored.
