@@ -107,6 +107,15 @@ async fn free(db: &DatabaseConnection, room_type: RoomTypeId, nights: i64) -> Ve
 }
 
 fn request(room_type: RoomTypeId, night: i64, nights: i64, expires_in: Duration) -> Envelope {
+    request_until(room_type, night, nights, Utc::now() + expires_in)
+}
+
+fn request_until(
+    room_type: RoomTypeId,
+    night: i64,
+    nights: i64,
+    expires_at: chrono::DateTime<Utc>,
+) -> Envelope {
     let id = BookingId::new();
     let hold = HoldRequested {
         booking_id: id,
@@ -116,7 +125,7 @@ fn request(room_type: RoomTypeId, night: i64, nights: i64, expires_in: Duration)
             check_out: tomorrow() + Duration::days(night + nights),
             rooms: 1,
         },
-        expires_at: Utc::now() + expires_in,
+        expires_at,
         travelers: 1,
     };
     Envelope::new("test", id.0, &hold)
@@ -334,4 +343,62 @@ async fn a_three_night_stay_racing_for_one_of_its_nights_holds_all_three_or_none
     }
     // Which wins is the race's business; that each pair settled cleanly is ours.
     assert!(stays_won <= pairs.len());
+}
+
+/// Inventory's sweeper gives back two overdue holds of one room type
+/// while another transaction holds the earlier hold's first night (as a
+/// room count change does, night by night from today). The sweep must
+/// take the nights by date: had it begun with the hold that expired
+/// first, the later nights would stay locked while it waits, and the
+/// change reaching for them would close a circle PostgreSQL can only
+/// break by failing one side. Here the test's own `NOWAIT` reach for the
+/// later night stands for the change.
+#[tokio::test]
+async fn the_sweeper_gives_nights_back_by_date_so_a_room_count_change_never_deadlocks_with_it() {
+    let (app, bus, _told) = inventory_with_listener().await;
+    let db = app.service_db("inventory").await;
+    let room_type = common::homestay_on(bus.as_ref(), 2).await.room_type_id;
+
+    // `late` (nights 10 and 11) expires a microsecond before `early`
+    // (night 5), both a few seconds from now.
+    let at = Utc::now() + Duration::seconds(3);
+    let late = request_until(room_type, 10, 2, at);
+    let early = request_until(room_type, 5, 1, at + Duration::microseconds(1));
+    publish(&bus, &[late.clone(), early.clone()]).await;
+    wait_for_hold(&db, booking_of(&late), "HELD").await;
+    wait_for_hold(&db, booking_of(&early), "HELD").await;
+
+    let night = |n: i64| {
+        format!(
+            "room_type_id = '{}' AND night = '{}'",
+            room_type.0,
+            tomorrow() + Duration::days(n)
+        )
+    };
+    let held = common::LockHeld::begin(
+        db.clone(),
+        &format!(
+            "SELECT night FROM room_nights WHERE {} FOR UPDATE",
+            night(5)
+        ),
+    )
+    .await;
+    // Both expire; the sweep takes their holds and waits for night 5.
+    held.until_waiting(1, true).await;
+    let reach = db
+        .execute_unprepared(&format!(
+            "SELECT night FROM room_nights WHERE {} FOR UPDATE NOWAIT",
+            night(10)
+        ))
+        .await;
+    assert!(
+        reach.is_ok(),
+        "the waiting sweep held a later night: {reach:?}"
+    );
+    held.release().await;
+
+    wait_for_hold(&db, booking_of(&late), "EXPIRED").await;
+    wait_for_hold(&db, booking_of(&early), "EXPIRED").await;
+    let nights = free(&db, room_type, 12).await;
+    assert!(nights.iter().all(|&n| n == 2), "{nights:?}");
 }

@@ -508,11 +508,25 @@ impl Inventory {
     pub async fn expire_holds(&self, grace: chrono::Duration) -> Result<usize, sea_orm::DbErr> {
         let txn = self.db.begin().await?;
         let overdue = storage::overdue_holds(&txn, Utc::now() - grace, 100).await?;
-        let mut events = Vec::with_capacity(overdue.len());
+        let mut holds = Vec::with_capacity(overdue.len());
         for booking in overdue {
-            let Some(hold) = storage::hold_for_update(&txn, booking).await? else {
-                continue;
-            };
+            if let Some(hold) = storage::hold_for_update(&txn, booking).await? {
+                holds.push((booking, hold));
+            }
+        }
+        // Give back by room type (or departure) and date, the order a room
+        // count change takes the same nights in, so the two never wait on
+        // each other in a circle (a deadlock PostgreSQL would break by
+        // failing one of them).
+        holds.sort_by_key(|(_, h)| {
+            (
+                h.room_type_id.map(|r| r.0),
+                h.departure_id.map(|d| d.0),
+                h.stay.map(|s| s.check_in),
+            )
+        });
+        let mut events = Vec::with_capacity(holds.len());
+        for (booking, hold) in holds {
             give_back(&txn, &hold).await?;
             storage::set_hold_state(&txn, booking, "EXPIRED").await?;
             let released = HoldReleased {
