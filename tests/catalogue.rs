@@ -581,20 +581,20 @@ async fn one_host_is_paid_for_several_listings_of_its_region() {
     let hosts = app
         .graphql_as(
             Some(&admin),
-            "{ hosts(regionCode: \"150400\") { id name listings } }",
+            "{ hosts(regionCode: \"150400\") { edges { node { id name listings } } } }",
             json!({}),
         )
         .await;
     assert_eq!(
-        hosts["data"]["hosts"],
-        json!([{ "id": host_id, "name": "宝国吐乡牧民合作社", "listings": 2 }]),
+        hosts["data"]["hosts"]["edges"],
+        json!([{ "node": { "id": host_id, "name": "宝国吐乡牧民合作社", "listings": 2 } }]),
         "{hosts}"
     );
     let beijing = app.region_admin("beijing@example.cn", "110000").await;
     let refused = app
         .graphql_as(
             Some(&beijing),
-            "{ hosts(regionCode: \"150400\") { id } }",
+            "{ hosts(regionCode: \"150400\") { totalCount } }",
             json!({}),
         )
         .await;
@@ -747,6 +747,89 @@ async fn the_calendars_of_a_homestays_room_types_come_in_one_call() {
         single,
         "none per room type"
     );
+}
+
+in_both_modes!(a_region_admin_pages_through_its_hosts_by_banner_then_name);
+async fn a_region_admin_pages_through_its_hosts_by_banner_then_name(
+    settings: shared::config::Settings,
+) {
+    let app = common::spawn_app_with(settings).await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let platform = app.admin_token().await;
+    const HOSTS: &str = "query($r: ID!, $first: Int!, $after: String) {
+        hosts(regionCode: $r, first: $first, after: $after) {
+          edges { cursor node { name regionCode listings } }
+          pageInfo { hasNextPage endCursor } totalCount } }";
+    let names = |body: &Value| -> Vec<String> {
+        body["data"]["hosts"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no hosts in {body}"))
+            .iter()
+            .map(|e| e["node"]["name"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    };
+    let create = "mutation($n: String!, $r: ID!) { createHost(name: $n, regionCode: $r) { id } }";
+    for (token, name, region) in [
+        (&admin, "新惠镇农户", "150430"),
+        (&admin, "宝国吐乡牧民合作社", "150430"),
+        (&admin, "王爷府镇农家", "150428"),
+        (&platform, "朝阳区民宿合作社", "110105"),
+    ] {
+        let made = app
+            .graphql_as(Some(token), create, json!({ "n": name, "r": region }))
+            .await;
+        assert!(made["data"]["createHost"]["id"].is_string(), "{made}");
+    }
+    let list = |vars: Value| app.graphql_as(Some(&admin), HOSTS, vars);
+
+    // By banner code, then name, two at a time; the count covers all pages.
+    let page = list(json!({ "r": "150400", "first": 2 })).await;
+    assert_eq!(
+        names(&page),
+        ["王爷府镇农家", "宝国吐乡牧民合作社"],
+        "{page}"
+    );
+    let hosts = &page["data"]["hosts"];
+    assert_eq!(hosts["pageInfo"]["hasNextPage"], true, "{page}");
+    assert_eq!(hosts["totalCount"], 3, "{page}");
+    assert_eq!(hosts["edges"][0]["node"]["regionCode"], "150428", "{page}");
+    assert_eq!(hosts["edges"][0]["node"]["listings"], 0, "{page}");
+    let rest =
+        list(json!({ "r": "150400", "first": 2, "after": hosts["pageInfo"]["endCursor"] })).await;
+    assert_eq!(names(&rest), ["新惠镇农户"], "{rest}");
+    assert_eq!(
+        rest["data"]["hosts"]["pageInfo"]["hasNextPage"], false,
+        "{rest}"
+    );
+    let banner = list(json!({ "r": "150430", "first": 20 })).await;
+    assert_eq!(
+        names(&banner),
+        ["宝国吐乡牧民合作社", "新惠镇农户"],
+        "{banner}"
+    );
+    assert_eq!(banner["data"]["hosts"]["totalCount"], 2, "{banner}");
+
+    for bad in [
+        json!({ "r": "150400", "first": 2, "after": "not-a-cursor" }),
+        json!({ "r": "150400", "first": 0 }),
+        json!({ "r": "150400", "first": 101 }),
+        json!({ "r": "nowhere", "first": 2 }),
+    ] {
+        assert_eq!(code(&list(bad.clone()).await), "BAD_USER_INPUT", "{bad}");
+    }
+    // Beijing's admin sees none of them; a platform admin sees every
+    // region's.
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
+    let refused = app
+        .graphql_as(Some(&beijing), HOSTS, json!({ "r": "150400", "first": 2 }))
+        .await;
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    for (region, hosts) in [("150000", 3), ("110000", 1)] {
+        let seen = app
+            .graphql_as(Some(&platform), HOSTS, json!({ "r": region, "first": 20 }))
+            .await;
+        assert_eq!(seen["data"]["hosts"]["totalCount"], hosts, "{seen}");
+    }
 }
 
 in_both_modes!(a_region_admin_lists_its_hosts_listings_drafts_included_newest_first);

@@ -337,6 +337,22 @@ pub fn is_unique_violation(e: &DbErr) -> bool {
     )
 }
 
+/// A page read from `rows`, fetched with one more than `first`: the
+/// first `first` of them, each read by `read`, and whether more follow.
+pub fn page<T>(
+    rows: &[sea_orm::QueryResult],
+    first: u32,
+    read: impl FnMut(&sea_orm::QueryResult) -> Result<T, DbErr>,
+) -> Result<(Vec<T>, bool), DbErr> {
+    let first = first as usize;
+    let page = rows
+        .iter()
+        .take(first)
+        .map(read)
+        .collect::<Result<_, _>>()?;
+    Ok((page, rows.len() > first))
+}
+
 /// How many rows `from_where` (`<table> WHERE …`, or any FROM clause)
 /// holds, with its bind values.
 pub async fn count<C: ConnectionTrait>(

@@ -342,7 +342,9 @@ impl Rpc for CreateHost {
     type Reply = HostView;
 }
 
-/// The hosts inside a region (admins of the region).
+/// The hosts inside a region, all at once (admins of the region). Kept
+/// for gateways of the release before [`ListHostPage`] while a rolling
+/// upgrade replaces them; the gateway no longer sends it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListHosts {
     /// The region's sub-tree.
@@ -354,6 +356,40 @@ impl Rpc for ListHosts {
     const SERVICE: &'static str = "inventory";
     const METHOD: &'static str = "list_hosts";
     type Reply = Vec<HostView>;
+}
+
+/// A page of the hosts inside a region, by region code, name and id
+/// (admins of the region).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListHostPage {
+    /// The region's sub-tree.
+    pub region: RegionCode,
+    /// Page size (1 to 100).
+    pub first: u32,
+    /// The cursor of the last one seen.
+    pub after: Option<String>,
+    /// Count every host of the region, too.
+    #[serde(default)]
+    pub count: bool,
+    /// Who asks: an admin of the region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for ListHostPage {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "list_host_page";
+    type Reply = HostPage;
+}
+
+/// A page of hosts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostPage {
+    /// Each with the cursor that follows it.
+    pub hosts: Vec<(HostView, String)>,
+    /// Whether more follow.
+    pub has_next_page: bool,
+    /// All the region's hosts, when counted.
+    #[serde(default)]
+    pub total_count: Option<u64>,
 }
 
 /// Ids of what [`CreateHomestay`] made.

@@ -520,13 +520,7 @@ pub async fn agencies<C: ConnectionTrait>(
             ],
         ))
         .await?;
-    let more = rows.len() > first as usize;
-    let list = rows
-        .iter()
-        .take(first as usize)
-        .map(agency_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((list, more))
+    shared::db::page(&rows, first, agency_row)
 }
 
 /// How many agencies there are.

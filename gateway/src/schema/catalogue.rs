@@ -523,18 +523,56 @@ pub async fn create_host(ctx: &Context<'_>, name: String, region_code: ID) -> Re
     Ok(host.into())
 }
 
+/// A host in a list.
+#[derive(SimpleObject)]
+pub struct HostEdge {
+    pub cursor: String,
+    pub node: Host,
+}
+
+/// Hosts by region code, then name.
+#[derive(SimpleObject)]
+pub struct HostConnection {
+    pub edges: Vec<HostEdge>,
+    pub page_info: async_graphql::connection::PageInfo,
+    /// Every host of the region, on all pages (counted only when asked
+    /// for).
+    pub total_count: u32,
+}
+
 /// `hosts`: admins of the region.
-pub async fn hosts(ctx: &Context<'_>, region_code: ID) -> Result<Vec<Host>> {
+pub async fn hosts(
+    ctx: &Context<'_>,
+    region_code: ID,
+    first: i32,
+    after: Option<String>,
+) -> Result<HostConnection> {
     let by = principal(ctx)?.clone();
-    let hosts = rpc(
+    let count = ctx.look_ahead().field("totalCount").exists();
+    let page = rpc(
         ctx,
-        rpcs::ListHosts {
+        rpcs::ListHostPage {
             region: region(&region_code)?,
+            first: non_negative("first", first)?,
+            after,
+            count,
             by,
         },
     )
     .await?;
-    Ok(hosts.into_iter().map(Host::from).collect())
+    let edges: Vec<HostEdge> = page
+        .hosts
+        .into_iter()
+        .map(|(host, cursor)| HostEdge {
+            cursor,
+            node: host.into(),
+        })
+        .collect();
+    Ok(HostConnection {
+        page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
+        edges,
+        total_count: super::types::count(count, page.total_count)?,
+    })
 }
 
 /// A homestay or a route in the catalogue: what a host is paid for.

@@ -291,9 +291,16 @@ impl Query {
     }
 
     /// The hosts (households, cooperatives, village collectives) of a
-    /// region, with how many listings each has (admins of the region).
-    async fn hosts(&self, ctx: &Context<'_>, region_code: ID) -> Result<Vec<Host>> {
-        catalogue::hosts(ctx, region_code).await
+    /// region's sub-tree, by region code and name, with how many listings
+    /// each has (admins of the region).
+    async fn hosts(
+        &self,
+        ctx: &Context<'_>,
+        region_code: ID,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<catalogue::HostConnection> {
+        catalogue::hosts(ctx, region_code, first, after).await
     }
 
     /// The homestays and routes of hosts in the region's sub-tree, drafts

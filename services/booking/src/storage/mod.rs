@@ -987,13 +987,7 @@ pub async fn list<C: ConnectionTrait>(
     let sql =
         format!("SELECT * FROM bookings WHERE {condition} AND id < $2 ORDER BY id DESC LIMIT $1");
     let rows = conn.query_all_raw(stmt(b, &sql, values)).await?;
-    let has_next = rows.len() > first as usize;
-    let views = rows
-        .iter()
-        .take(first as usize)
-        .map(|r| stored(r).map(|s| s.view))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((views, has_next))
+    shared::db::page(&rows, first, |r| stored(r).map(|s| s.view))
 }
 
 /// How many bookings [`list`] pages through for `viewer` and `only`.

@@ -75,7 +75,7 @@ impl Inventory {
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
         let [v, w, x, y, z] = [(); 5].map(|()| self.clone());
-        let [aa, ab] = [(); 2].map(|()| self.clone());
+        let [aa, ab, ac] = [(); 3].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -88,6 +88,10 @@ impl Inventory {
             .route::<ListHosts, _, _>(move |req| {
                 let s = q.clone();
                 async move { s.list_hosts(req).await }
+            })
+            .route::<shared::rpcs::ListHostPage, _, _>(move |req| {
+                let s = ac.clone();
+                async move { s.list_host_page(req).await }
             })
             .route::<shared::rpcs::ListListings, _, _>(move |req| {
                 let s = w.clone();
@@ -752,10 +756,40 @@ impl Inventory {
         })
     }
 
-    /// The hosts of a region (admins of it).
+    /// The hosts of a region, all at once (admins of it; for gateways of
+    /// the previous release).
     pub async fn list_hosts(&self, req: ListHosts) -> Result<Vec<HostView>, AppError> {
         administers(&req.by, req.region)?;
         Ok(storage::hosts(&self.db, &req.region.code_prefix(), None).await?)
+    }
+
+    /// A page of a region's hosts by region code, name and id (admins of
+    /// it), counted when asked.
+    pub async fn list_host_page(
+        &self,
+        req: shared::rpcs::ListHostPage,
+    ) -> Result<shared::rpcs::HostPage, AppError> {
+        administers(&req.by, req.region)?;
+        let after = page_after(req.first, req.after.as_deref())?.map(HostId);
+        let prefix = req.region.code_prefix();
+        let (hosts, has_next_page) =
+            storage::host_page(&self.db, &prefix, req.first, after).await?;
+        let total_count = if req.count {
+            Some(storage::host_count(&self.db, &prefix).await?)
+        } else {
+            None
+        };
+        Ok(shared::rpcs::HostPage {
+            hosts: hosts
+                .into_iter()
+                .map(|h| {
+                    let cursor = h.id.to_string();
+                    (h, cursor)
+                })
+                .collect(),
+            has_next_page,
+            total_count,
+        })
     }
 
     /// The homestays and routes of a region's hosts, newest first, drafts

@@ -456,12 +456,7 @@ pub async fn list<C: ConnectionTrait>(
             values,
         ))
         .await?;
-    let has_next = rows.len() > first as usize;
-    let page = rows
-        .iter()
-        .take(first as usize)
-        .map(|row| view(row, f.today))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (page, has_next) = shared::db::page(&rows, first, |row| view(row, f.today))?;
     Ok((with_objections(conn, page).await?, has_next))
 }
 

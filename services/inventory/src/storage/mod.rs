@@ -39,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(certification::Evidence),
             Box::new(EnglishNames),
             Box::new(HomestayPublication),
+            Box::new(ListingsByHost),
         ]
     }
 }
@@ -188,6 +189,32 @@ impl MigrationTrait for HomestayPublication {
         run_ddl(
             manager,
             &["ALTER TABLE homestays ADD COLUMN published BOOLEAN NOT NULL DEFAULT TRUE"],
+        )
+        .await
+    }
+}
+
+struct ListingsByHost;
+
+impl MigrationName for ListingsByHost {
+    fn name(&self) -> &str {
+        "m20261204_000002_listings_by_host"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ListingsByHost {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // A host's listings counted (`hosts`) and filtered
+                // (`regionListings(hostId:)`) without a scan of them all.
+                "CREATE INDEX homestays_by_host ON homestays (host_id)",
+                "CREATE INDEX routes_by_host ON routes (host_id)",
+                // `hosts` pages in this order.
+                "CREATE INDEX hosts_by_region ON hosts (region_code, name, id)",
+            ],
         )
         .await
     }
@@ -396,6 +423,21 @@ pub async fn insert_host<C: ConnectionTrait>(
     Ok(())
 }
 
+/// A host with how many listings it has; `o` is the host.
+const HOST: &str = "SELECT o.id, o.name, o.region_code,
+        CAST((SELECT COUNT(*) FROM homestays h WHERE h.host_id = o.id)
+           + (SELECT COUNT(*) FROM routes r WHERE r.host_id = o.id) AS BIGINT) AS listings
+     FROM hosts o";
+
+fn host_view(r: &sea_orm::QueryResult) -> Result<shared::rpcs::HostView, DbErr> {
+    Ok(shared::rpcs::HostView {
+        id: HostId(row_uuid(r, "id")?),
+        name: r.try_get("", "name")?,
+        region_code: shared::db::row_region(r, "region_code")?,
+        listings: u32::try_from(r.try_get::<i64>("", "listings")?).unwrap_or(0),
+    })
+}
+
 /// Hosts whose region code starts with `prefix` ('' for all; `id` for one),
 /// with how many listings each has.
 pub async fn hosts<C: ConnectionTrait>(
@@ -407,27 +449,55 @@ pub async fn hosts<C: ConnectionTrait>(
     let rows = conn
         .query_all_raw(stmt(
             b,
-            "SELECT o.id, o.name, o.region_code,
-                    CAST((SELECT COUNT(*) FROM homestays h WHERE h.host_id = o.id)
-                       + (SELECT COUNT(*) FROM routes r WHERE r.host_id = o.id) AS BIGINT) AS listings
-             FROM hosts o WHERE o.region_code LIKE $1 AND ($2 IS NULL OR o.id = $2)
-             ORDER BY o.region_code, o.name, o.id",
+            &format!(
+                "{HOST} WHERE o.region_code LIKE $1 AND ($2 IS NULL OR o.id = $2)
+                 ORDER BY o.region_code, o.name, o.id"
+            ),
             vec![
                 format!("{prefix}%").into(),
                 opt_uuid_value(b, id.map(|h| h.0)),
             ],
         ))
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(shared::rpcs::HostView {
-                id: HostId(row_uuid(r, "id")?),
-                name: r.try_get("", "name")?,
-                region_code: shared::db::row_region(r, "region_code")?,
-                listings: u32::try_from(r.try_get::<i64>("", "listings")?).unwrap_or(0),
-            })
-        })
-        .collect()
+    rows.iter().map(host_view).collect()
+}
+
+/// Up to `first` hosts whose region code starts with `prefix`, by region
+/// code, name and id, from the one after `after`; and whether more follow.
+pub async fn host_page<C: ConnectionTrait>(
+    conn: &C,
+    prefix: &str,
+    first: u32,
+    after: Option<HostId>,
+) -> Result<(Vec<shared::rpcs::HostView>, bool), DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "{HOST} WHERE o.region_code LIKE $1
+                   AND ($2 IS NULL OR (o.region_code, o.name, o.id) >
+                        (SELECT a.region_code, a.name, a.id FROM hosts a WHERE a.id = $2))
+                 ORDER BY o.region_code, o.name, o.id LIMIT $3"
+            ),
+            vec![
+                format!("{prefix}%").into(),
+                opt_uuid_value(b, after.map(|h| h.0)),
+                (i64::from(first) + 1).into(),
+            ],
+        ))
+        .await?;
+    shared::db::page(&rows, first, host_view)
+}
+
+/// How many hosts have a region code starting with `prefix`.
+pub async fn host_count<C: ConnectionTrait>(conn: &C, prefix: &str) -> Result<u64, DbErr> {
+    shared::db::count(
+        conn,
+        "hosts WHERE region_code LIKE $1",
+        vec![format!("{prefix}%").into()],
+    )
+    .await
 }
 
 /// Adds a room type to a homestay.
@@ -709,13 +779,9 @@ pub async fn listing_page<C: ConnectionTrait>(
             values,
         ))
         .await?;
-    let has_next = rows.len() > first as usize;
-    let page = rows
-        .iter()
-        .take(first as usize)
-        .map(|r| Ok((row_uuid(r, "id")?, r.try_get::<i32>("", "is_route")? == 1)))
-        .collect::<Result<_, DbErr>>()?;
-    Ok((page, has_next))
+    shared::db::page(&rows, first, |r| {
+        Ok((row_uuid(r, "id")?, r.try_get::<i32>("", "is_route")? == 1))
+    })
 }
 
 /// How many listings [`listing_page`] pages through.
@@ -1269,32 +1335,25 @@ pub async fn search<C: ConnectionTrait>(
             ],
         ))
         .await?;
-    let has_next = rows.len() > first as usize;
-    let offers = rows
-        .iter()
-        .take(first as usize)
-        .map(|r| {
-            let room_type = row_uuid(r, "room_type_id")?;
-            let total: i64 = r.try_get("", "total")?;
-            let region: String = r.try_get("", "region_code")?;
-            Ok(shared::rpcs::Offer {
-                homestay_id: shared::ids::HomestayId(row_uuid(r, "homestay_id")?),
-                homestay_name: r.try_get("", "homestay_name")?,
-                homestay_name_en: r.try_get("", "homestay_name_en")?,
-                region_code: RegionCode::parse(&region)
-                    .map_err(|e| DbErr::Custom(e.to_string()))?,
-                certified: r.try_get("", "certified")?,
-                certified_until: r.try_get("", "certified_until")?,
-                room_type_id: RoomTypeId(room_type),
-                room_type_name: r.try_get("", "room_type_name")?,
-                room_type_name_en: r.try_get("", "room_type_name_en")?,
-                max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
-                nights: u32::try_from(nights).unwrap_or(0),
-                rooms_left: u32::try_from(r.try_get::<i64>("", "rooms_left")?).unwrap_or(0),
-                total: Fen(total),
-                cursor: format!("{total}:{room_type}"),
-            })
+    shared::db::page(&rows, first, |r| {
+        let room_type = row_uuid(r, "room_type_id")?;
+        let total: i64 = r.try_get("", "total")?;
+        let region: String = r.try_get("", "region_code")?;
+        Ok(shared::rpcs::Offer {
+            homestay_id: shared::ids::HomestayId(row_uuid(r, "homestay_id")?),
+            homestay_name: r.try_get("", "homestay_name")?,
+            homestay_name_en: r.try_get("", "homestay_name_en")?,
+            region_code: RegionCode::parse(&region).map_err(|e| DbErr::Custom(e.to_string()))?,
+            certified: r.try_get("", "certified")?,
+            certified_until: r.try_get("", "certified_until")?,
+            room_type_id: RoomTypeId(room_type),
+            room_type_name: r.try_get("", "room_type_name")?,
+            room_type_name_en: r.try_get("", "room_type_name_en")?,
+            max_guests: u32::try_from(r.try_get::<i32>("", "max_guests")?).unwrap_or(0),
+            nights: u32::try_from(nights).unwrap_or(0),
+            rooms_left: u32::try_from(r.try_get::<i64>("", "rooms_left")?).unwrap_or(0),
+            total: Fen(total),
+            cursor: format!("{total}:{room_type}"),
         })
-        .collect::<Result<Vec<_>, DbErr>>()?;
-    Ok((offers, has_next))
+    })
 }

@@ -537,17 +537,12 @@ pub async fn search<C: ConnectionTrait>(
             values,
         ))
         .await?;
-    let has_next = rows.len() > first as usize;
-    let page = rows
-        .iter()
-        .take(first as usize)
-        .map(|row| {
-            Ok((
-                row_uuid(row, "route_id")?,
-                row.try_get::<NaiveDate>("", "first_day")?,
-            ))
-        })
-        .collect::<Result<Vec<_>, DbErr>>()?;
+    let (page, has_next) = shared::db::page(&rows, first, |row| {
+        Ok((
+            row_uuid(row, "route_id")?,
+            row.try_get::<NaiveDate>("", "first_day")?,
+        ))
+    })?;
     if page.is_empty() {
         return Ok((Vec::new(), has_next));
     }

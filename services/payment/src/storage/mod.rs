@@ -613,24 +613,17 @@ pub async fn fund_entries<C: ConnectionTrait>(
             ],
         ))
         .await?;
-    let has_next = rows.len() > first as usize;
-    let entries = rows
-        .iter()
-        .take(first as usize)
-        .map(|r| {
-            let booking = row_uuid(r, "booking_id")?;
-            let region: String = r.try_get("", "region_code")?;
-            Ok(shared::rpcs::FundEntry {
-                id: r.try_get("", "id")?,
-                booking_reference: BookingId(booking).public_reference(),
-                region_code: RegionCode::parse(&region)
-                    .map_err(|e| DbErr::Custom(e.to_string()))?,
-                amount: Fen(r.try_get("", "amount_fen")?),
-                at: r.try_get("", "created_at")?,
-            })
+    shared::db::page(&rows, first, |r| {
+        let booking = row_uuid(r, "booking_id")?;
+        let region: String = r.try_get("", "region_code")?;
+        Ok(shared::rpcs::FundEntry {
+            id: r.try_get("", "id")?,
+            booking_reference: BookingId(booking).public_reference(),
+            region_code: RegionCode::parse(&region).map_err(|e| DbErr::Custom(e.to_string()))?,
+            amount: Fen(r.try_get("", "amount_fen")?),
+            at: r.try_get("", "created_at")?,
         })
-        .collect::<Result<Vec<_>, DbErr>>()?;
-    Ok((entries, has_next))
+    })
 }
 
 /// Number of ledger entries of an account.
@@ -1054,26 +1047,20 @@ pub async fn reconciliation_log<C: ConnectionTrait>(
             ],
         ))
         .await?;
-    let has_next = rows.len() > first as usize;
-    let entries = rows
-        .iter()
-        .take(first as usize)
-        .map(|r| {
-            let id: i64 = r.try_get("", "id")?;
-            Ok((
-                shared::rpcs::ReconciliationEntry {
-                    at: r.try_get("", "created_at")?,
-                    kind: r.try_get("", "kind")?,
-                    payment_id: PaymentId(row_uuid(r, "payment_id")?),
-                    booking_id: BookingId(row_uuid(r, "booking_id")?),
-                    amount: Fen(r.try_get("", "amount_fen")?),
-                    note: r.try_get("", "note")?,
-                },
-                id.to_string(),
-            ))
-        })
-        .collect::<Result<Vec<_>, DbErr>>()?;
-    Ok((entries, has_next))
+    shared::db::page(&rows, first, |r| {
+        let id: i64 = r.try_get("", "id")?;
+        Ok((
+            shared::rpcs::ReconciliationEntry {
+                at: r.try_get("", "created_at")?,
+                kind: r.try_get("", "kind")?,
+                payment_id: PaymentId(row_uuid(r, "payment_id")?),
+                booking_id: BookingId(row_uuid(r, "booking_id")?),
+                amount: Fen(r.try_get("", "amount_fen")?),
+                note: r.try_get("", "note")?,
+            },
+            id.to_string(),
+        ))
+    })
 }
 
 /// Charges the (sandbox) provider made since `since` and did not close:
