@@ -800,7 +800,6 @@ async fn each_role_is_refused_every_read_and_change_outside_its_reach_and_nothin
 #[tokio::test]
 async fn a_websocket_runs_subscriptions_only_and_closes_when_its_token_expires() {
     use common::ws::{connect, init, next, send};
-    use futures::StreamExt;
     let app = app().await;
     let mut ws = connect(&app).await;
     let ack = init(&mut ws, app.token.as_deref().expect("token")).await;
@@ -845,15 +844,170 @@ async fn a_websocket_runs_subscriptions_only_and_closes_when_its_token_expires()
         json!({ "id": "feed", "type": "subscribe", "payload": { "query": "subscription { bookingsUpdated { id } }" } }),
     )
     .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    assert!(
+        common::ws::closes_within(&mut ws, std::time::Duration::from_secs(15)).await,
+        "the socket outlived its token by 13 s"
+    );
+}
+
+/// Changes the password of `token`'s account to "a brand new passphrase";
+/// the new token pair.
+async fn new_password(app: &TestApp, token: &str) -> Value {
+    let changed = app
+        .graphql_as(
+            Some(token),
+            "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) { accessToken refreshToken } }",
+            json!({ "c": PASSWORD, "n": "a brand new passphrase" }),
+        )
+        .await;
+    assert!(changed["errors"].is_null(), "{changed}");
+    changed["data"]["changePassword"].clone()
+}
+
+/// A new password, a new role or a revoked API client stops the access
+/// tokens issued before it at once, not when they expire; a refresh gets
+/// a token of the new role.
+#[tokio::test]
+async fn a_new_password_role_or_revoked_client_stops_earlier_access_tokens_at_once() {
+    let app = app().await;
+    let me = |token: String| {
+        let app = &app;
+        async move { app.graphql_as(Some(&token), ME, json!({})).await }
+    };
+    let revoked = |body: &Value| {
+        code(body) == "UNAUTHENTICATED"
+            && body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("revoked"))
+    };
+
+    // A new password: the session's token stops; the change's works.
+    let before = token(&login(&app, "traveler@example.cn").await);
+    assert_eq!(me(before.clone()).await["data"]["me"]["role"], "TRAVELER");
+    let after = token(&new_password(&app, &before).await);
+    let refused = me(before).await;
+    assert!(revoked(&refused), "{refused}");
+    assert_eq!(me(after).await["data"]["me"]["role"], "TRAVELER");
+
+    // A new role: the admin's token stops; a refresh carries the new role.
+    app.region_admin("chifeng@example.cn", "150400").await;
+    let session = login(&app, "chifeng@example.cn").await;
+    assert_eq!(
+        me(token(&session)).await["data"]["me"]["role"],
+        "REGION_ADMIN"
+    );
+    let platform = app.admin_token().await;
+    let demoted = app
+        .graphql_as(
+            Some(&platform),
+            "mutation { grantRole(email: \"chifeng@example.cn\", role: TRAVELER) { role } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        demoted["data"]["grantRole"]["role"], "TRAVELER",
+        "{demoted}"
+    );
+    let refused = me(token(&session)).await;
+    assert!(revoked(&refused), "{refused}");
+    let refreshed = app
+        .graphql_as(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": session["refreshToken"] }),
+        )
+        .await;
+    let now = me(token(&refreshed["data"]["refreshToken"])).await;
+    assert_eq!(now["data"]["me"]["role"], "TRAVELER", "{now}");
+
+    // A revoked API client: its token stops.
+    let (agency, client) = agency_token(&app, &platform).await;
+    assert_eq!(me(client.clone()).await["data"]["me"]["role"], "AGENCY");
+    let clients = app
+        .graphql_as(
+            Some(&platform),
+            "query($a: ID!) { agency(id: $a) { apiClients { clientId } } }",
+            json!({ "a": agency }),
+        )
+        .await;
+    let gone = app
+        .graphql_as(
+            Some(&platform),
+            "mutation($c: String!) { revokeApiClient(clientId: $c) { revokedAt } }",
+            json!({ "c": clients["data"]["agency"]["apiClients"][0]["clientId"] }),
+        )
+        .await;
+    assert!(
+        gone["data"]["revokeApiClient"]["revokedAt"].is_string(),
+        "{gone}"
+    );
+    let refused = me(client).await;
+    assert!(revoked(&refused), "{refused}");
+}
+
+/// A revocation made through one gateway replica stops the token on the
+/// others: on one already running within a few of its polls, on one
+/// started afterwards from its first request; and a WebSocket opened
+/// with the token on another replica closes.
+#[tokio::test]
+async fn a_revocation_through_one_gateway_stops_the_token_on_every_replica() {
+    let mut settings = test_settings();
+    settings.jwt_secret = Some(SECRET.to_owned().into());
+    let mut app = spawn_app_with(settings.clone()).await;
+    let replica = |settings: shared::config::Settings| async move {
+        let started = duikou::App::start(settings, duikou::Part::Gateway)
+            .await
+            .expect("another gateway starts");
+        let url = format!(
+            "http://{}/graphql",
+            started.gateway_addr.expect("it serves")
+        );
+        (started, url)
+    };
+    let (second, second_url) = replica(settings.clone()).await;
+    app.parts.push(second);
+    let old = token(&login(&app, "traveler@example.cn").await);
+    let me_at = |url: String, token: String| {
+        let app = &app;
+        async move { app.graphql_at(&url, Some(&token), ME, json!({})).await }
+    };
+    assert_eq!(
+        me_at(second_url.clone(), old.clone()).await["data"]["me"]["role"],
+        "TRAVELER"
+    );
+    let mut ws = common::ws::connect_to(&second_url).await;
+    let ack = common::ws::init(&mut ws, &old).await;
+    assert_eq!(
+        ack.map(|a| a["type"].clone()),
+        Some(json!("connection_ack"))
+    );
+    common::ws::send(
+        &mut ws,
+        json!({ "id": "feed", "type": "subscribe", "payload": { "query": "subscription { bookingsUpdated { id } }" } }),
+    )
+    .await;
+
+    // The password changes through the first gateway.
+    new_password(&app, &old).await;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Err(_) => panic!("the socket outlived its token by 13 s"),
-            // Closed (with or without a close frame): what the test wants.
-            Ok(None | Some(Err(_))) => break,
-            Ok(Some(Ok(message))) if message.is_close() => break,
-            Ok(Some(Ok(_))) => continue,
+        let answer = me_at(second_url.clone(), old.clone()).await;
+        if code(&answer) == "UNAUTHENTICATED" {
+            break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second gateway still takes the revoked token: {answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    assert!(
+        common::ws::closes_within(&mut ws, std::time::Duration::from_secs(15)).await,
+        "the socket outlived its revoked token"
+    );
+    let (third, third_url) = replica(settings).await;
+    let refused = me_at(third_url, old).await;
+    app.parts.push(third);
+    assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
 }

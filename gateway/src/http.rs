@@ -487,19 +487,18 @@ async fn graphql_get(
     ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
             let identity = gw.identity.clone();
-            let (expiry, expires) = tokio::sync::watch::channel(None);
+            let watching = identity.clone();
+            let (opened, opened_with) = tokio::sync::watch::channel(None);
             let serve = GraphQLWebSocket::new(socket, gw.schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {
-                    connection_principal(identity.as_ref(), &payload, &expiry)
+                    connection_principal(identity.as_ref(), &payload, &opened)
                 })
                 .serve();
             async move {
                 tokio::select! {
                     () = serve => {}
                     // The client reconnects with a fresh token.
-                    () = crate::socket::token_expired(expires) => {
-                        tracing::debug!("a WebSocket's token expired; closing it");
-                    }
+                    () = crate::socket::token_ended(opened_with, watching) => {}
                 }
             }
         })
@@ -511,7 +510,7 @@ async fn graphql_get(
 fn connection_principal(
     identity: Option<&Identity>,
     payload: &serde_json::Value,
-    expiry: &tokio::sync::watch::Sender<Option<chrono::DateTime<chrono::Utc>>>,
+    opened: &tokio::sync::watch::Sender<crate::socket::Opened>,
 ) -> async_graphql::Result<async_graphql::Data> {
     let mut data = async_graphql::Data::default();
     data.insert(crate::socket::OverWebSocket);
@@ -522,11 +521,11 @@ fn connection_principal(
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
     if let Some(token) = token {
         let identity = identity.ok_or("no identity here")?;
-        let (principal, expires) = identity
+        let (principal, token) = identity
             .verify_until(&token)
             .map_err(|e| async_graphql::Error::new(e.message))?;
+        opened.send_replace(Some((principal.account_id, token)));
         data.insert(principal);
-        expiry.send_replace(Some(expires));
     }
     Ok(data)
 }
@@ -942,6 +941,13 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let addr = listener.local_addr()?;
+    // Revocations made before this replica started refuse their tokens
+    // from its first request on.
+    identity
+        .read_revocations()
+        .await
+        .map_err(|e| std::io::Error::other(format!("reading token revocations: {}", e.message)))?;
+    let watching = identity.watch_revocations(cancel.clone());
     let push = crate::push::Push::start(&bus, infra.cache.clone())
         .await
         .map_err(|e| std::io::Error::other(format!("subscribing to booking changes: {e}")))?;
@@ -955,6 +961,7 @@ pub async fn serve(
         if let Err(e) = served {
             tracing::error!(error = %e, "gateway stopped with an error");
         }
+        watching.abort();
     });
     Ok((addr, handle))
 }

@@ -50,19 +50,35 @@ impl Extension for SubscriptionsOnlyExtension {
     }
 }
 
-/// Resolves when the connection's token expires: never while no token was
-/// given (an anonymous connection sees only what anyone may).
-pub async fn token_expired(
-    mut expiry: tokio::sync::watch::Receiver<Option<chrono::DateTime<chrono::Utc>>>,
+/// The token a connection was opened with: whose, and what it says.
+pub type Opened = Option<(shared::ids::AccountId, crate::identity::Token)>;
+
+/// Resolves when the connection's token expires or is revoked (seen on
+/// this gateway, checked every second): never while no token was given
+/// (an anonymous connection sees only what anyone may).
+pub async fn token_ended(
+    mut opened: tokio::sync::watch::Receiver<Opened>,
+    identity: Option<crate::identity::Identity>,
 ) {
-    let Ok(at) = expiry.wait_for(Option::is_some).await.map(|at| *at) else {
+    let Ok(Some((account, token))) = opened.wait_for(Option::is_some).await.map(|o| *o) else {
         return std::future::pending().await;
     };
-    let Some(at) = at else {
-        return std::future::pending().await;
+    let left = (token.expires - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    let revoked = async {
+        let Some(identity) = identity else {
+            return std::future::pending().await;
+        };
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        while !identity.is_revoked(account, token.generation) {
+            every.tick().await;
+        }
     };
-    let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
-    tokio::time::sleep(left).await;
+    tokio::select! {
+        () = tokio::time::sleep(left) => tracing::debug!("a WebSocket's token expired; closing it"),
+        () = revoked => tracing::info!(%account, "a WebSocket's token was revoked; closing it"),
+    }
 }
 
 /// The most subscriptions one connection may run at once.

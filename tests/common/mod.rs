@@ -176,9 +176,21 @@ impl TestApp {
 
     /// POSTs a GraphQL request with `token` (none: anonymous).
     pub async fn graphql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        self.graphql_at(&self.url, token, query, variables).await
+    }
+
+    /// [`graphql_as`](Self::graphql_as) to the gateway at `url` (another
+    /// replica).
+    pub async fn graphql_at(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> Value {
         let mut request = self
             .http
-            .post(&self.url)
+            .post(url)
             .json(&json!({ "query": query, "variables": variables }));
         if let Some(token) = token {
             request = request.bearer_auth(token);

@@ -12,7 +12,12 @@ pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn connect(app: &TestApp) -> Socket {
-    let url = app.url.replace("http://", "ws://");
+    connect_to(&app.url).await
+}
+
+/// Connects to the gateway whose GraphQL endpoint is `url` (http://…).
+pub async fn connect_to(url: &str) -> Socket {
+    let url = url.replace("http://", "ws://");
     let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
@@ -68,4 +73,18 @@ pub async fn subscribed(
     )
     .await;
     ws
+}
+
+/// Whether the server closes the socket within `within` (with or without
+/// a close frame), whatever else it sends meanwhile.
+pub async fn closes_within(ws: &mut Socket, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_))) => return true,
+            Ok(Some(Ok(message))) if message.is_close() => return true,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
 }

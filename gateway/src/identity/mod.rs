@@ -18,6 +18,7 @@ use shared::auth::{Principal, Role};
 use shared::ids::{AccountId, AgencyId};
 use shared::region::{RegionCode, reference_region};
 use shared::{AppError, ErrorCode};
+use std::collections::HashMap;
 use std::sync::Arc;
 use storage::{Account, Agency};
 use subtle::ConstantTimeEq;
@@ -54,7 +55,29 @@ pub struct Claims {
     pub exp: i64,
     /// Issued at.
     pub iat: i64,
+    /// The account's token generation when issued; a revocation moves the
+    /// account's on and refuses every token of an earlier one. Tokens
+    /// issued before generations existed read as 0.
+    #[serde(rename = "gen", default)]
+    pub generation: i32,
 }
+
+/// What a verified access token says beside its principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    /// When it expires.
+    pub expires: chrono::DateTime<Utc>,
+    /// The token generation it was issued in.
+    pub generation: i32,
+}
+
+/// How often a gateway reads the revocations other replicas made.
+pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Access-token revocations this gateway knows of: for each account whose
+/// tokens were revoked within an access token's lifetime, the generation
+/// its tokens must have and when it was revoked.
+type Revoked = std::sync::RwLock<HashMap<AccountId, (i32, chrono::DateTime<Utc>)>>;
 
 /// A pair of tokens for a principal.
 #[derive(Debug, Clone)]
@@ -78,6 +101,7 @@ pub struct Identity {
     validation: Arc<Validation>,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    revoked: Arc<Revoked>,
 }
 
 fn unauthenticated(message: impl Into<String>) -> AppError {
@@ -281,6 +305,59 @@ impl Identity {
             validation: Arc::new(validation),
             access_ttl: Duration::minutes(access_minutes.clamp(1, 24 * 60)),
             refresh_ttl: Duration::days(30),
+            revoked: Arc::default(),
+        })
+    }
+
+    /// Whether tokens of `account` issued in `generation` were revoked,
+    /// as far as this gateway knows.
+    pub fn is_revoked(&self, account: AccountId, generation: i32) -> bool {
+        let revoked = self.revoked.read().unwrap_or_else(|e| e.into_inner());
+        revoked
+            .get(&account)
+            .is_some_and(|(floor, _)| generation < *floor)
+    }
+
+    /// Records a revocation this gateway made (or read).
+    fn note_revoked(&self, account: AccountId, generation: i32, at: chrono::DateTime<Utc>) {
+        let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        let entry = revoked.entry(account).or_insert((generation, at));
+        *entry = (entry.0.max(generation), entry.1.max(at));
+    }
+
+    /// Reads the revocations of the last access-token lifetime from the
+    /// database (every replica's), and forgets older ones: a token issued
+    /// before them has expired anyway. Returns how many are known.
+    pub async fn read_revocations(&self) -> Result<usize, AppError> {
+        // Two minutes over the lifetime: the tokens' leeway and clocks
+        // that differ between replicas.
+        let since = Utc::now() - self.access_ttl - Duration::minutes(2);
+        let found = storage::revocations_since(&self.db, since).await?;
+        for (account, generation, at) in found {
+            self.note_revoked(account, generation, at);
+        }
+        let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        revoked.retain(|_, (_, at)| *at > since);
+        Ok(revoked.len())
+    }
+
+    /// Reads revocations every [`REVOCATION_POLL`] until `cancel`, so that
+    /// one made through another replica refuses its tokens here too.
+    pub fn watch_revocations(
+        &self,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let identity = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(REVOCATION_POLL) => {}
+                    () = cancel.cancelled() => break,
+                }
+                if let Err(e) = identity.read_revocations().await {
+                    warn!(error = %e.message, "reading token revocations failed; will retry");
+                }
+            }
         })
     }
 
@@ -295,11 +372,9 @@ impl Identity {
         self.verify_until(token).map(|(principal, _)| principal)
     }
 
-    /// [`verify`](Self::verify), with the moment the token expires.
-    pub fn verify_until(
-        &self,
-        token: &str,
-    ) -> Result<(Principal, chrono::DateTime<Utc>), AppError> {
+    /// [`verify`](Self::verify), with when the token expires and its
+    /// generation.
+    pub fn verify_until(&self, token: &str) -> Result<(Principal, Token), AppError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -324,7 +399,19 @@ impl Identity {
             agency_id: c.agency.and_then(|a| a.parse().ok()),
             region_scope: parse_region(c.scope),
         };
-        Ok((principal, expires))
+        if self.is_revoked(principal.account_id, c.generation) {
+            return Err(unauthenticated(
+                "the access token was revoked (a new password, role or revoked client); \
+                 refresh it or log in again",
+            ));
+        }
+        Ok((
+            principal,
+            Token {
+                expires,
+                generation: c.generation,
+            },
+        ))
     }
 
     fn access_token(&self, account: &Account) -> Result<String, AppError> {
@@ -339,6 +426,7 @@ impl Identity {
             aud: AUDIENCE.into(),
             exp: (now + self.access_ttl).timestamp(),
             iat: now.timestamp(),
+            generation: account.token_generation,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(AppError::internal)
@@ -385,6 +473,7 @@ impl Identity {
             home_region: new.home_region,
             region_scope: new.region_scope,
             agency_id: new.agency_id,
+            token_generation: 0,
         };
         let hash = hash_password(new.password).await?;
         if !storage::insert_account(&self.db, &account, &hash).await? {
@@ -448,8 +537,9 @@ impl Identity {
             return Err(unauthenticated("unknown refresh token"));
         };
         if stored.revoked {
-            storage::revoke_all(&txn, stored.account_id).await?;
+            let generation = storage::revoke_all(&txn, stored.account_id).await?;
             txn.commit().await?;
+            self.note_revoked(stored.account_id, generation, Utc::now());
             warn!(account = %stored.account_id, "a revoked refresh token was used; all sessions revoked");
             return Err(unauthenticated(
                 "this refresh token was revoked; log in again",
@@ -494,9 +584,14 @@ impl Identity {
         let new_hash = hash_password(new).await?;
         let txn = self.db.begin().await?;
         storage::set_password(&txn, who.account_id, &new_hash).await?;
-        storage::revoke_all(&txn, who.account_id).await?;
+        let generation = storage::revoke_all(&txn, who.account_id).await?;
+        let account = Account {
+            token_generation: generation,
+            ..account
+        };
         let tokens = self.issue(&txn, account).await?;
         txn.commit().await?;
+        self.note_revoked(who.account_id, generation, Utc::now());
         Ok(tokens)
     }
 
@@ -572,12 +667,19 @@ impl Identity {
                 "a platform admin cannot change their own role; another platform admin can",
             ));
         }
-        storage::set_role(&self.db, account.id, role, region_scope, agency).await?;
+        // Tokens of the old role stop at once; a refresh gets the new one.
+        let txn = self.db.begin().await?;
+        storage::lock_account(&txn, account.id).await?;
+        storage::set_role(&txn, account.id, role, region_scope, agency).await?;
+        let generation = storage::revoke_access(&txn, account.id).await?;
+        txn.commit().await?;
+        self.note_revoked(account.id, generation, Utc::now());
         info!(account = %account.id, role = role.as_str(), "role granted");
         Ok(Account {
             role,
             region_scope,
             agency_id: agency,
+            token_generation: generation,
             ..account
         })
     }
@@ -687,6 +789,7 @@ impl Identity {
             home_region: Some(agency.home_region),
             region_scope: None,
             agency_id: Some(agency.id),
+            token_generation: 0,
         };
         let txn = self.db.begin().await?;
         // No password: the account logs in only with the client's secret.
@@ -722,10 +825,9 @@ impl Identity {
         Ok(storage::staff_of(&self.db, agency).await?)
     }
 
-    /// Revokes an API client: it gets no more tokens and its refresh
-    /// tokens stop working at once; an access token it holds lives out its
-    /// few minutes (access tokens are not looked up per request). Revoking
-    /// twice keeps the first time.
+    /// Revokes an API client: it gets no more tokens, and its refresh and
+    /// access tokens stop working at once (on other gateway replicas
+    /// within [`REVOCATION_POLL`]). Revoking twice keeps the first time.
     pub async fn revoke_api_client(&self, client_id: &str) -> Result<storage::ApiClient, AppError> {
         let client_id = client_id.trim();
         let txn = self.db.begin().await?;
@@ -733,12 +835,13 @@ impl Identity {
             return Err(AppError::not_found(format!("no API client {client_id}")));
         };
         storage::revoke_api_client(&txn, client_id).await?;
-        storage::revoke_all(&txn, client.account_id).await?;
+        let generation = storage::revoke_all(&txn, client.account_id).await?;
         let revoked = storage::api_client_by_id(&txn, client_id)
             .await?
             .map(|(c, _)| c)
             .ok_or_else(|| AppError::internal("the API client vanished while revoked"))?;
         txn.commit().await?;
+        self.note_revoked(client.account_id, generation, Utc::now());
         info!(client = %client_id, agency = ?agency, "API client revoked");
         Ok(revoked)
     }

@@ -20,7 +20,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Identity), Box::new(AgencyLookups)]
+        vec![
+            Box::new(Identity),
+            Box::new(AgencyLookups),
+            Box::new(AccessRevocation),
+        ]
     }
 }
 
@@ -100,6 +104,32 @@ impl MigrationTrait for AgencyLookups {
     }
 }
 
+struct AccessRevocation;
+
+impl MigrationName for AccessRevocation {
+    fn name(&self) -> &str {
+        "m20261204_000001_access_revocation"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AccessRevocation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // Access tokens carry the generation they were issued in;
+                // a revocation moves it on and stamps when.
+                "ALTER TABLE accounts ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0",
+                "ALTER TABLE accounts ADD COLUMN tokens_revoked_at TIMESTAMPTZ",
+                "CREATE INDEX accounts_tokens_revoked ON accounts (tokens_revoked_at)
+                 WHERE tokens_revoked_at IS NOT NULL",
+            ],
+        )
+        .await
+    }
+}
+
 /// An account as the gateway shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -117,6 +147,9 @@ pub struct Account {
     pub region_scope: Option<RegionCode>,
     /// Agency (AGENCY).
     pub agency_id: Option<AgencyId>,
+    /// The generation its access tokens are issued in: those of an
+    /// earlier one were revoked.
+    pub token_generation: i32,
 }
 
 fn account(row: &QueryResult) -> Result<Account, DbErr> {
@@ -129,6 +162,7 @@ fn account(row: &QueryResult) -> Result<Account, DbErr> {
         home_region: opt_row_region(row, "home_region")?,
         region_scope: opt_row_region(row, "region_scope")?,
         agency_id: opt_row_uuid(row, "agency_id")?.map(AgencyId),
+        token_generation: row.try_get("", "token_generation")?,
     })
 }
 
@@ -379,7 +413,7 @@ pub async fn revoke<C: ConnectionTrait>(conn: &C, hash: &str) -> Result<(), DbEr
 }
 
 /// Revokes every refresh token of an account.
-pub async fn revoke_all<C: ConnectionTrait>(conn: &C, account: AccountId) -> Result<(), DbErr> {
+pub async fn revoke_all<C: ConnectionTrait>(conn: &C, account: AccountId) -> Result<i32, DbErr> {
     lock_account(conn, account).await?;
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
@@ -388,7 +422,49 @@ pub async fn revoke_all<C: ConnectionTrait>(conn: &C, account: AccountId) -> Res
         vec![uuid_value(b, account.0), Utc::now().into()],
     ))
     .await?;
-    Ok(())
+    revoke_access(conn, account).await
+}
+
+/// Revokes every access token of an account issued so far: moves its
+/// token generation on (returned) and stamps the moment, which every
+/// gateway replica polls for.
+pub async fn revoke_access<C: ConnectionTrait>(conn: &C, account: AccountId) -> Result<i32, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        "UPDATE accounts SET token_generation = token_generation + 1, tokens_revoked_at = $2
+         WHERE id = $1 RETURNING token_generation",
+        vec![uuid_value(b, account.0), Utc::now().into()],
+    ))
+    .await?
+    .ok_or_else(|| DbErr::RecordNotFound(format!("account {account}")))?
+    .try_get("", "token_generation")
+}
+
+/// The token generation of every account whose access tokens were revoked
+/// after `since`.
+pub async fn revocations_since<C: ConnectionTrait>(
+    conn: &C,
+    since: DateTime<Utc>,
+) -> Result<Vec<(AccountId, i32, DateTime<Utc>)>, DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT id, token_generation, tokens_revoked_at FROM accounts
+             WHERE tokens_revoked_at > $1",
+            vec![since.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                AccountId(row_uuid(r, "id")?),
+                r.try_get("", "token_generation")?,
+                r.try_get("", "tokens_revoked_at")?,
+            ))
+        })
+        .collect()
 }
 
 /// Whether an agency exists.

@@ -894,8 +894,9 @@ impl Mutation {
     }
 
     /// Gives an account a role (platform admins only): REGION_ADMIN needs
-    /// `regionCode`, AGENCY needs `agencyId`. The account's next token
-    /// (log in or refresh) carries it.
+    /// `regionCode`, AGENCY needs `agencyId`. Its access tokens of the old
+    /// role stop at once; its next token (refresh or log in) carries the
+    /// new one.
     async fn grant_role(
         &self,
         ctx: &Context<'_>,
