@@ -186,6 +186,33 @@ async fn a_token_rotated_while_the_password_changes_is_revoked_too() {
     assert_eq!(code(&after), "UNAUTHENTICATED", "{after}");
 }
 
+/// A login whose password is changed while it is being checked gets no
+/// tokens: argon2 takes its time, and a refresh token issued from the old
+/// password would outlive the change. The test holds the account's row
+/// with the new hash written but not committed, so the login checks the
+/// old one, then waits for the row; once the change commits, the login
+/// finds another hash and is refused.
+#[tokio::test]
+async fn a_login_whose_password_changes_meanwhile_gets_no_tokens() {
+    let app = app().await;
+    let held = common::LockHeld::begin(
+        app.service_db(gateway::identity::storage::DATABASE).await,
+        "SELECT id FROM accounts WHERE email = 'traveler@example.cn' FOR UPDATE;
+         UPDATE accounts SET password_hash = 'changed meanwhile' WHERE email = 'traveler@example.cn'",
+    )
+    .await;
+    let login = app.graphql_as(
+        None,
+        "mutation($p: String!) { login(email: \"traveler@example.cn\", password: $p) { refreshToken } }",
+        json!({ "p": PASSWORD }),
+    );
+    let (answer, ()) = tokio::join!(login, async {
+        held.until_waiting(1, true).await;
+        held.release().await;
+    });
+    assert_eq!(code(&answer), "UNAUTHENTICATED", "{answer}");
+}
+
 #[tokio::test]
 async fn forged_expired_and_misaddressed_tokens_are_refused_with_401() {
     let app = app().await;
@@ -850,6 +877,77 @@ async fn a_websocket_runs_subscriptions_only_and_closes_when_its_token_expires()
     );
 }
 
+/// Logging out ends one session; logging out everywhere ends every
+/// session of the account, its access tokens included (a lost phone).
+/// Tokens it ended, presented later, end nothing more.
+#[tokio::test]
+async fn logging_out_everywhere_ends_every_session_of_the_account() {
+    let app = app().await;
+    let logout = "mutation($t: String!, $e: Boolean!) { logout(refreshToken: $t, everywhere: $e) }";
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { accessToken refreshToken } }";
+    let (laptop, phone) = (
+        login(&app, "traveler@example.cn").await,
+        login(&app, "traveler@example.cn").await,
+    );
+    let out = app
+        .graphql_as(
+            None,
+            logout,
+            json!({ "t": laptop["refreshToken"], "e": false }),
+        )
+        .await;
+    assert_eq!(out["data"]["logout"], true, "{out}");
+    // The phone's session goes on.
+    let phone = app
+        .graphql_as(None, refresh, json!({ "t": phone["refreshToken"] }))
+        .await["data"]["refreshToken"]
+        .clone();
+    let me = app.graphql_as(Some(&token(&phone)), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["email"], "traveler@example.cn", "{me}");
+
+    let tablet = login(&app, "traveler@example.cn").await;
+    let out = app
+        .graphql_as(
+            None,
+            logout,
+            json!({ "t": tablet["refreshToken"], "e": true }),
+        )
+        .await;
+    assert_eq!(out["data"]["logout"], true, "{out}");
+    for session in [&phone, &tablet] {
+        let me = app.graphql_as(Some(&token(session)), ME, json!({})).await;
+        assert_eq!(code(&me), "UNAUTHENTICATED", "{me}");
+        let again = app
+            .graphql_as(None, refresh, json!({ "t": session["refreshToken"] }))
+            .await;
+        assert_eq!(code(&again), "UNAUTHENTICATED", "{again}");
+    }
+    let back = login(&app, "traveler@example.cn").await;
+    // The old tokens end nothing more: one that went with everything is
+    // merely old, not leaked, and logs nobody out everywhere.
+    let old = app
+        .graphql_as(None, refresh, json!({ "t": tablet["refreshToken"] }))
+        .await;
+    assert_eq!(code(&old), "UNAUTHENTICATED", "{old}");
+    let dead = app
+        .graphql_as(
+            None,
+            logout,
+            json!({ "t": phone["refreshToken"], "e": true }),
+        )
+        .await;
+    assert_eq!(code(&dead), "UNAUTHENTICATED", "{dead}");
+    let me = app.graphql_as(Some(&token(&back)), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["email"], "traveler@example.cn", "{me}");
+    let on = app
+        .graphql_as(None, refresh, json!({ "t": back["refreshToken"] }))
+        .await;
+    assert!(
+        on["data"]["refreshToken"]["accessToken"].is_string(),
+        "{on}"
+    );
+}
+
 /// Changes the password of `token`'s account to "a brand new passphrase";
 /// the new token pair.
 async fn new_password(app: &TestApp, token: &str) -> Value {
@@ -866,7 +964,8 @@ async fn new_password(app: &TestApp, token: &str) -> Value {
 
 /// A new password, a new role or a revoked API client stops the access
 /// tokens issued before it at once, not when they expire; a refresh gets
-/// a token of the new role.
+/// a token of the new role. Granting the role an account has stops
+/// nothing.
 #[tokio::test]
 async fn a_new_password_role_or_revoked_client_stops_earlier_access_tokens_at_once() {
     let app = app().await;
@@ -897,6 +996,22 @@ async fn a_new_password_role_or_revoked_client_stops_earlier_access_tokens_at_on
         "REGION_ADMIN"
     );
     let platform = app.admin_token().await;
+    // The same role again changes nothing, and stops nothing.
+    let again = app
+        .graphql_as(
+            Some(&platform),
+            "mutation { grantRole(email: \"chifeng@example.cn\", role: REGION_ADMIN, regionCode: \"150400\") { role } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        again["data"]["grantRole"]["role"], "REGION_ADMIN",
+        "{again}"
+    );
+    assert_eq!(
+        me(token(&session)).await["data"]["me"]["role"],
+        "REGION_ADMIN"
+    );
     let demoted = app
         .graphql_as(
             Some(&platform),

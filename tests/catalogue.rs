@@ -811,6 +811,7 @@ async fn a_region_admin_pages_through_its_hosts_by_banner_then_name(
 
     for bad in [
         json!({ "r": "150400", "first": 2, "after": "not-a-cursor" }),
+        json!({ "r": "150400", "first": 2, "after": uuid::Uuid::now_v7().to_string() }),
         json!({ "r": "150400", "first": 0 }),
         json!({ "r": "150400", "first": 101 }),
         json!({ "r": "nowhere", "first": 2 }),

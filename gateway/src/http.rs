@@ -947,10 +947,10 @@ pub async fn serve(
         .read_revocations()
         .await
         .map_err(|e| std::io::Error::other(format!("reading token revocations: {}", e.message)))?;
-    let watching = identity.watch_revocations(cancel.clone());
     let push = crate::push::Push::start(&bus, infra.cache.clone())
         .await
         .map_err(|e| std::io::Error::other(format!("subscribing to booking changes: {e}")))?;
+    let watching = identity.watch_revocations(cancel.clone());
     let schema = build_schema(Some(bus.clone()), Some(identity.clone()), Some(push));
     let app = router(schema, Some(identity), infra, Some(bus));
     let handle = tokio::spawn(async move {

@@ -355,6 +355,7 @@ impl Identity {
                     () = cancel.cancelled() => break,
                 }
                 if let Err(e) = identity.read_revocations().await {
+                    metrics::counter!("duikou_revocation_reads_failed_total").increment(1);
                     warn!(error = %e.message, "reading token revocations failed; will retry");
                 }
             }
@@ -518,13 +519,32 @@ impl Identity {
         if !verify_password(password, hash).await? {
             return Err(unauthenticated("wrong email or password"));
         }
-        let (account, _) = found.ok_or_else(|| unauthenticated("wrong email or password"))?;
-        self.issue(&self.db, account).await
+        let (account, verified) =
+            found.ok_or_else(|| unauthenticated("wrong email or password"))?;
+        // Issued under the account's lock from the row as it is now: a
+        // password changed while this one was being checked refuses it,
+        // and a revocation committed meanwhile is in the token.
+        let txn = self.db.begin().await?;
+        storage::lock_account(&txn, account.id).await?;
+        if storage::password_hash(&txn, account.id)
+            .await?
+            .unwrap_or_default()
+            != verified
+        {
+            return Err(unauthenticated("wrong email or password"));
+        }
+        let account = storage::account_by_id(&txn, account.id)
+            .await?
+            .ok_or_else(|| unauthenticated("wrong email or password"))?;
+        let tokens = self.issue(&txn, account).await?;
+        txn.commit().await?;
+        Ok(tokens)
     }
 
     /// Exchanges a refresh token for a new pair; the old one stops working.
     /// A token used twice means it leaked: every token of the account is
-    /// revoked and the holder must log in again.
+    /// revoked and the holder must log in again (not for a token that went
+    /// with an earlier revocation of everything: that is merely old).
     pub async fn refresh(&self, token: &str) -> Result<Tokens, AppError> {
         let hash = digest(token);
         let txn = self.db.begin().await?;
@@ -536,11 +556,13 @@ impl Identity {
         let Some(stored) = storage::refresh_for_update(&txn, &hash).await? else {
             return Err(unauthenticated("unknown refresh token"));
         };
-        if stored.revoked {
-            let generation = storage::revoke_all(&txn, stored.account_id).await?;
-            txn.commit().await?;
-            self.note_revoked(stored.account_id, generation, Utc::now());
-            warn!(account = %stored.account_id, "a revoked refresh token was used; all sessions revoked");
+        if stored.revoked_at.is_some() {
+            if stored.leaked() {
+                let generation = storage::revoke_all(&txn, stored.account_id).await?;
+                txn.commit().await?;
+                self.note_revoked(stored.account_id, generation, Utc::now());
+                warn!(account = %stored.account_id, "a revoked refresh token was used; all sessions revoked");
+            }
             return Err(unauthenticated(
                 "this refresh token was revoked; log in again",
             ));
@@ -557,9 +579,33 @@ impl Identity {
         Ok(tokens)
     }
 
-    /// Revokes a refresh token (logout). Unknown tokens are fine.
-    pub async fn logout(&self, token: &str) -> Result<(), AppError> {
-        storage::revoke(&self.db, &digest(token)).await?;
+    /// Revokes a refresh token (logout); unknown tokens are fine.
+    /// `everywhere`: every refresh and access token of its account, for a
+    /// token still in use only (an old one could otherwise end the
+    /// sessions of whoever holds the account now).
+    pub async fn logout(&self, token: &str, everywhere: bool) -> Result<(), AppError> {
+        let hash = digest(token);
+        if !everywhere {
+            storage::revoke(&self.db, &hash).await?;
+            return Ok(());
+        }
+        let dead =
+            || unauthenticated("this refresh token no longer works; log in to log out everywhere");
+        let txn = self.db.begin().await?;
+        let owner = storage::refresh_owner(&txn, &hash)
+            .await?
+            .ok_or_else(dead)?;
+        storage::lock_account(&txn, owner).await?;
+        let stored = storage::refresh_for_update(&txn, &hash)
+            .await?
+            .ok_or_else(dead)?;
+        if stored.revoked_at.is_some() || stored.expires_at < Utc::now() {
+            return Err(dead());
+        }
+        let generation = storage::revoke_all(&txn, owner).await?;
+        txn.commit().await?;
+        self.note_revoked(owner, generation, Utc::now());
+        info!(account = %owner, "logged out everywhere");
         Ok(())
     }
 
@@ -571,24 +617,29 @@ impl Identity {
         new: String,
     ) -> Result<Tokens, AppError> {
         check_password(&new)?;
-        let account = storage::account_by_id(&self.db, who.account_id)
-            .await?
-            .ok_or_else(|| unauthenticated("the account no longer exists"))?;
         let hash = storage::password_hash(&self.db, who.account_id).await?;
-        if !verify_password(current, hash).await? {
+        if !verify_password(current, hash.clone()).await? {
             return Err(AppError::new(
                 ErrorCode::Forbidden,
                 "the current password is wrong",
             ));
         }
         let new_hash = hash_password(new).await?;
+        // Under the account's lock: the password checked is still the one
+        // stored, and the new tokens are issued from the row as it is
+        // after the revocation (a role changed meanwhile included).
         let txn = self.db.begin().await?;
+        storage::lock_account(&txn, who.account_id).await?;
+        if storage::password_hash(&txn, who.account_id).await? != hash {
+            return Err(AppError::conflict(
+                "the password was changed meanwhile; log in again",
+            ));
+        }
         storage::set_password(&txn, who.account_id, &new_hash).await?;
         let generation = storage::revoke_all(&txn, who.account_id).await?;
-        let account = Account {
-            token_generation: generation,
-            ..account
-        };
+        let account = storage::account_by_id(&txn, who.account_id)
+            .await?
+            .ok_or_else(|| unauthenticated("the account no longer exists"))?;
         let tokens = self.issue(&txn, account).await?;
         txn.commit().await?;
         self.note_revoked(who.account_id, generation, Utc::now());
@@ -667,9 +718,16 @@ impl Identity {
                 "a platform admin cannot change their own role; another platform admin can",
             ));
         }
-        // Tokens of the old role stop at once; a refresh gets the new one.
         let txn = self.db.begin().await?;
         storage::lock_account(&txn, account.id).await?;
+        let account = storage::account_by_id(&txn, account.id)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("no account {email}")))?;
+        // The same role again changes nothing and stops no token.
+        if (account.role, account.region_scope, account.agency_id) == (role, region_scope, agency) {
+            return Ok(account);
+        }
+        // Tokens of the old role stop at once; a refresh gets the new one.
         storage::set_role(&txn, account.id, role, region_scope, agency).await?;
         let generation = storage::revoke_access(&txn, account.id).await?;
         txn.commit().await?;

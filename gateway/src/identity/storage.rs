@@ -319,8 +319,23 @@ pub struct StoredRefresh {
     pub account_id: AccountId,
     /// Until when.
     pub expires_at: DateTime<Utc>,
-    /// Used or logged out.
-    pub revoked: bool,
+    /// When it was used or logged out.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When every token of its account was last revoked.
+    pub account_revoked_at: Option<DateTime<Utc>>,
+}
+
+impl StoredRefresh {
+    /// Revoked on its own (used, logged out) after the account's last
+    /// revocation of everything: presented again, it has leaked. One that
+    /// went with everything is merely old.
+    pub fn leaked(&self) -> bool {
+        match (self.revoked_at, self.account_revoked_at) {
+            (Some(token), Some(account)) => token > account,
+            (revoked, None) => revoked.is_some(),
+            (None, Some(_)) => false,
+        }
+    }
 }
 
 /// Stores a refresh token's hash.
@@ -347,20 +362,23 @@ pub async fn refresh_for_update<C: ConnectionTrait>(
     hash: &str,
 ) -> Result<Option<StoredRefresh>, DbErr> {
     let b = conn.get_database_backend();
-    let sql = match b {
-        sea_orm::DbBackend::Postgres => {
-            "SELECT * FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE"
-        }
-        _ => "SELECT * FROM refresh_tokens WHERE token_hash = $1",
+    let lock = match b {
+        sea_orm::DbBackend::Postgres => "FOR UPDATE OF r",
+        _ => "",
     };
-    let Some(row) = conn.query_one_raw(stmt(b, sql, vec![hash.into()])).await? else {
+    let sql = format!(
+        "SELECT r.account_id, r.expires_at, r.revoked_at, a.tokens_revoked_at
+         FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id
+         WHERE r.token_hash = $1 {lock}"
+    );
+    let Some(row) = conn.query_one_raw(stmt(b, &sql, vec![hash.into()])).await? else {
         return Ok(None);
     };
-    let revoked: Option<DateTime<Utc>> = row.try_get("", "revoked_at")?;
     Ok(Some(StoredRefresh {
         account_id: AccountId(row_uuid(&row, "account_id")?),
         expires_at: row.try_get("", "expires_at")?,
-        revoked: revoked.is_some(),
+        revoked_at: row.try_get("", "revoked_at")?,
+        account_revoked_at: row.try_get("", "tokens_revoked_at")?,
     }))
 }
 

@@ -1346,14 +1346,25 @@ impl Mutation {
         Ok(identity(ctx)?.refresh(&token).await.map_err(gql)?.into())
     }
 
-    /// Revokes a refresh token.
-    async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool> {
-        identity(ctx)?.logout(&refresh_token).await.map_err(gql)?;
+    /// Revokes a refresh token: that session ends (its access token lives
+    /// out its minutes). With `everywhere: true`, every session of the
+    /// token's account ends, refresh and access tokens alike (a lost
+    /// phone).
+    async fn logout(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+        #[graphql(default = false)] everywhere: bool,
+    ) -> Result<bool> {
+        identity(ctx)?
+            .logout(&refresh_token, everywhere)
+            .await
+            .map_err(gql)?;
         Ok(true)
     }
 
-    /// Changes your password; every refresh token of the account is revoked
-    /// and a new pair returned.
+    /// Changes your password; every refresh and access token of the
+    /// account is revoked and a new pair returned.
     async fn change_password(
         &self,
         ctx: &Context<'_>,

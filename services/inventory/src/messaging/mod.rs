@@ -774,6 +774,15 @@ impl Inventory {
         let prefix = req.region.code_prefix();
         let (hosts, has_next_page) =
             storage::host_page(&self.db, &prefix, req.first, after).await?;
+        // An empty page after a host that does not exist: a bad cursor,
+        // not the end of the list.
+        if let Some(after) = after.filter(|_| hosts.is_empty())
+            && storage::hosts(&self.db, "", Some(after)).await?.is_empty()
+        {
+            return Err(AppError::bad_input(format!(
+                "after: `{after}` is not a cursor here"
+            )));
+        }
         let total_count = if req.count {
             Some(storage::host_count(&self.db, &prefix).await?)
         } else {
