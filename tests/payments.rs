@@ -373,6 +373,25 @@ async fn a_payment_service_killed_after_the_provider_charged_is_reconciled_when_
         json!({ "kind": "CAPTURED_LATE", "bookingId": id, "amount": { "amount": "380.00" } }),
         "{log}"
     );
+    // By kind, counted: nothing for a person here.
+    let by_kind = |kind: &'static str| {
+        let admin = admin.clone();
+        let app = &app;
+        async move {
+            app.graphql_as(
+                Some(&admin),
+                "query($k: ReconciliationKind) { reconciliationLog(kind: $k) { totalCount edges { node { kind } } } }",
+                json!({ "k": kind }),
+            )
+            .await["data"]["reconciliationLog"]
+                .clone()
+        }
+    };
+    let late = by_kind("CAPTURED_LATE").await;
+    assert_eq!(late["totalCount"], 1, "{late}");
+    assert_eq!(late["edges"][0]["node"]["kind"], "CAPTURED_LATE", "{late}");
+    let mismatches = by_kind("MISMATCH").await;
+    assert_eq!(mismatches, json!({ "totalCount": 0, "edges": [] }));
     let traveler = app
         .graphql(
             "{ reconciliationLog { edges { node { kind } } } }",

@@ -101,7 +101,7 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     let history = app
         .graphql_as(
             Some(&admin),
-            "{ payoutRuns(first: 2) { edges { node { reference total { amount } upTo ranAt } } pageInfo { hasNextPage endCursor } } }",
+            "{ payoutRuns(first: 2) { edges { node { reference total { amount } upTo ranAt } } pageInfo { hasNextPage endCursor } totalCount } }",
             json!({}),
         )
         .await;
@@ -132,6 +132,10 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
         json!({ "reference": "BATCH-2026-11", "total": { "amount": "547.20" } }),
         "{rest}"
     );
+    let all_pages = 2 + rest["data"]["payoutRuns"]["edges"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(runs["totalCount"], all_pages, "{history}");
     // A cursor no run has is refused, as on every other list.
     let unknown = app
         .graphql_as(

@@ -1624,6 +1624,9 @@ pub struct ListPayoutRuns {
     pub first: u32,
     /// The cursor of the last run seen.
     pub after: Option<String>,
+    /// Count every run, too.
+    #[serde(default)]
+    pub count: bool,
     /// Who asks: a platform admin.
     pub by: crate::auth::Principal,
 }
@@ -1640,6 +1643,9 @@ pub struct PayoutRunPage {
     pub runs: Vec<(PayoutRun, String)>,
     /// Whether older runs follow.
     pub has_next_page: bool,
+    /// All the runs, when counted.
+    #[serde(default)]
+    pub total_count: Option<u64>,
 }
 
 /// Refunds part or all of a booking's captured payment (platform admins):
@@ -1720,6 +1726,12 @@ pub struct ListReconciliation {
     pub first: u32,
     /// The cursor of the last entry seen.
     pub after: Option<String>,
+    /// Only entries of this kind (`MISMATCH`: those for a person).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Count every entry the filter lets through, too.
+    #[serde(default)]
+    pub count: bool,
     /// Who asks: a platform admin.
     pub by: crate::auth::Principal,
 }
@@ -1758,6 +1770,9 @@ pub struct ReconciliationPage {
     pub entries: Vec<(ReconciliationEntry, String)>,
     /// Whether older entries follow.
     pub has_next_page: bool,
+    /// All the entries the filter lets through, when counted.
+    #[serde(default)]
+    pub total_count: Option<u64>,
 }
 
 /// A payout run.

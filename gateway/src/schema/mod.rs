@@ -293,6 +293,7 @@ impl Query {
     /// The hosts (households, cooperatives, village collectives) of a
     /// region's sub-tree, by region code and name, with how many listings
     /// each has (admins of the region).
+    #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn hosts(
         &self,
         ctx: &Context<'_>,
@@ -367,15 +368,17 @@ impl Query {
     }
 
     /// What the reconciler found comparing the payment provider's records
-    /// with the ledger, and what it did, newest first (platform admins).
+    /// with the ledger, and what it did, newest first (platform admins);
+    /// `kind: MISMATCH` lists what needs a person.
     #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn reconciliation_log(
         &self,
         ctx: &Context<'_>,
+        kind: Option<payments::ReconciliationKind>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
     ) -> Result<payments::ReconciliationConnection> {
-        payments::reconciliation_log(ctx, first, after).await
+        payments::reconciliation_log(ctx, kind, first, after).await
     }
 
     /// Who you are (needs a token).

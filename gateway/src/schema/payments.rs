@@ -159,6 +159,8 @@ pub struct PayoutRunEdge {
 pub struct PayoutRunConnection {
     pub edges: Vec<PayoutRunEdge>,
     pub page_info: async_graphql::connection::PageInfo,
+    /// Every run, on all pages (counted only when asked for).
+    pub total_count: u32,
 }
 
 /// `payoutRuns`: platform admins.
@@ -168,11 +170,13 @@ pub async fn payout_runs(
     after: Option<String>,
 ) -> Result<PayoutRunConnection> {
     let by = platform_admin(ctx)?.clone();
+    let count = ctx.look_ahead().field("totalCount").exists();
     let page = rpc(
         ctx,
         rpcs::ListPayoutRuns {
             first: non_negative("first", first)?,
             after,
+            count,
             by,
         },
     )
@@ -188,6 +192,7 @@ pub async fn payout_runs(
     Ok(PayoutRunConnection {
         page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
         edges,
+        total_count: super::types::count(count, page.total_count)?,
     })
 }
 
@@ -215,20 +220,52 @@ pub struct ReconciliationEdge {
 pub struct ReconciliationConnection {
     pub edges: Vec<ReconciliationEdge>,
     pub page_info: async_graphql::connection::PageInfo,
+    /// Every entry the filter lets through, on all pages (counted only
+    /// when asked for).
+    pub total_count: u32,
+}
+
+/// What a reconciliation entry records.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ReconciliationKind {
+    /// A charge the provider took after the payment was given up: captured.
+    CapturedLate,
+    /// A payment given up that the provider never charged: closed.
+    ClosedUncharged,
+    /// A refund the provider had not confirmed, now completed.
+    RefundCompleted,
+    /// The provider's record disagrees with the ledger in a way no event
+    /// fixes: for a person.
+    Mismatch,
+}
+
+impl ReconciliationKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReconciliationKind::CapturedLate => "CAPTURED_LATE",
+            ReconciliationKind::ClosedUncharged => "CLOSED_UNCHARGED",
+            ReconciliationKind::RefundCompleted => "REFUND_COMPLETED",
+            ReconciliationKind::Mismatch => "MISMATCH",
+        }
+    }
 }
 
 /// `reconciliationLog`: platform admins.
 pub async fn reconciliation_log(
     ctx: &Context<'_>,
+    kind: Option<ReconciliationKind>,
     first: i32,
     after: Option<String>,
 ) -> Result<ReconciliationConnection> {
     let by = platform_admin(ctx)?.clone();
+    let count = ctx.look_ahead().field("totalCount").exists();
     let page = rpc(
         ctx,
         rpcs::ListReconciliation {
             first: non_negative("first", first)?,
             after,
+            kind: kind.map(|k| k.as_str().to_owned()),
+            count,
             by,
         },
     )
@@ -251,5 +288,6 @@ pub async fn reconciliation_log(
     Ok(ReconciliationConnection {
         page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
         edges,
+        total_count: super::types::count(count, page.total_count)?,
     })
 }

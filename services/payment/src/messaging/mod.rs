@@ -24,6 +24,14 @@ use shared::{AppError, ErrorCode};
 use std::sync::Arc;
 use tracing::{error, info, warn};
 
+/// What the reconciler writes in its log, each entry one of these.
+pub const RECONCILIATION_KINDS: [&str; 4] = [
+    "CAPTURED_LATE",
+    "CLOSED_UNCHARGED",
+    "REFUND_COMPLETED",
+    "MISMATCH",
+];
+
 /// Provider calls per payment when it times out.
 const PROVIDER_ATTEMPTS: usize = 3;
 
@@ -499,6 +507,11 @@ impl Payments {
         }
         let (runs, has_next_page) =
             storage::payout_runs(&self.db, req.first, req.after.as_deref()).await?;
+        let total_count = if req.count {
+            Some(storage::payout_run_count(&self.db).await?)
+        } else {
+            None
+        };
         Ok(PayoutRunPage {
             runs: runs
                 .into_iter()
@@ -508,6 +521,7 @@ impl Payments {
                 })
                 .collect(),
             has_next_page,
+            total_count,
         })
     }
 
@@ -528,11 +542,26 @@ impl Payments {
                     .map_err(|_| AppError::bad_input(format!("after: `{c}` is not a cursor here")))
             })
             .transpose()?;
+        let kind = req.kind.as_deref();
+        if let Some(kind) = kind
+            && !RECONCILIATION_KINDS.contains(&kind)
+        {
+            return Err(AppError::bad_input(format!(
+                "kind: `{kind}` is none of {}",
+                RECONCILIATION_KINDS.join(", ")
+            )));
+        }
         let (entries, has_next_page) =
-            storage::reconciliation_log(&self.db, req.first, after).await?;
+            storage::reconciliation_log(&self.db, req.first, after, kind).await?;
+        let total_count = if req.count {
+            Some(storage::reconciliation_count(&self.db, kind).await?)
+        } else {
+            None
+        };
         Ok(ReconciliationPage {
             entries,
             has_next_page,
+            total_count,
         })
     }
 

@@ -1030,20 +1030,42 @@ pub async fn log_reconciliation<C: ConnectionTrait>(
     Ok(())
 }
 
-/// A page of the reconciliation log, newest first.
+/// How many entries the reconciliation log holds (of `kind`, when given).
+pub async fn reconciliation_count<C: ConnectionTrait>(
+    conn: &C,
+    kind: Option<&str>,
+) -> Result<u64, DbErr> {
+    shared::db::count(
+        conn,
+        "reconciliation_log WHERE ($1 IS NULL OR kind = $1)",
+        vec![kind.map(str::to_owned).into()],
+    )
+    .await
+}
+
+/// How many payout runs there were.
+pub async fn payout_run_count<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
+    shared::db::count(conn, "payout_runs", vec![]).await
+}
+
+/// A page of the reconciliation log, newest first; only entries of
+/// `kind` when given.
 pub async fn reconciliation_log<C: ConnectionTrait>(
     conn: &C,
     first: u32,
     after: Option<i64>,
+    kind: Option<&str>,
 ) -> Result<(Vec<(shared::rpcs::ReconciliationEntry, String)>, bool), DbErr> {
     let b = conn.get_database_backend();
     let rows = conn
         .query_all_raw(stmt(
             b,
-            "SELECT * FROM reconciliation_log WHERE id < $1 ORDER BY id DESC LIMIT $2",
+            "SELECT * FROM reconciliation_log WHERE ($3 IS NULL OR kind = $3) AND id < $1
+             ORDER BY id DESC LIMIT $2",
             vec![
                 after.unwrap_or(i64::MAX).into(),
                 (i64::from(first) + 1).into(),
+                kind.map(str::to_owned).into(),
             ],
         ))
         .await?;
