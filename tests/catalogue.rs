@@ -245,7 +245,8 @@ async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published(
     let offers = || async { totals(&app.graphql(SEARCH, window("150430", 2, 1, 1)).await) };
     let published = || async {
         let read = app
-            .graphql(
+            .graphql_as(
+                Some(&chifeng),
                 "query($id: ID!) { homestay(id: $id) { published } }",
                 json!({ "id": homestay }),
             )
@@ -254,7 +255,7 @@ async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published(
     };
     const PUBLISH: &str = "mutation($l: ID!, $p: Boolean!) { publishListing(listingId: $l, published: $p) { listingId listingKind published } }";
 
-    // Prepared off sale: readable, not found, not bookable.
+    // Prepared off sale: readable by its admins, not found, not bookable.
     assert_eq!(published().await, json!(false));
     assert!(offers().await.is_empty());
     let refused = outcome(&app, room_type, 0, 2, 1, "off-1").await;
@@ -312,6 +313,25 @@ async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published(
     let refused = outcome(&app, room_type, 0, 2, 1, "off-3").await;
     assert!(refused.starts_with("NOT_PUBLISHED"), "{refused}");
     assert_eq!(app.available(room_type, 3).await, json!([1, 1, 2]));
+    // Read by id: its region's admins still see it, nobody else does.
+    let read = |token: Option<String>| {
+        let app = &app;
+        async move {
+            app.graphql_as(
+                token.as_deref(),
+                "query($h: ID!) { homestay(id: $h) { published } }",
+                json!({ "h": homestay }),
+            )
+            .await["data"]["homestay"]
+                .clone()
+        }
+    };
+    assert_eq!(
+        read(Some(chifeng.clone())).await,
+        json!({ "published": false })
+    );
+    assert_eq!(read(None).await, Value::Null);
+    assert_eq!(read(app.token.clone()).await, Value::Null);
 }
 
 /// Books `nights` nights from `check_in` for `travelers` travelers in one
@@ -780,6 +800,16 @@ async fn a_region_admin_pages_through_its_hosts_by_banner_then_name(
             .await;
         assert!(made["data"]["createHost"]["id"].is_string(), "{made}");
     }
+    let nameless = app
+        .graphql_as(Some(&admin), create, json!({ "n": "  ", "r": "150430" }))
+        .await;
+    assert_eq!(code(&nameless), "BAD_USER_INPUT", "{nameless}");
+    assert!(
+        nameless["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("name:")),
+        "in the argument's own name: {nameless}"
+    );
     let list = |vars: Value| app.graphql_as(Some(&admin), HOSTS, vars);
 
     // By banner code, then name, two at a time; the count covers all pages.

@@ -33,6 +33,23 @@ async fn try_count(db: &DatabaseConnection, sql: &str) -> Option<i64> {
         .ok()
 }
 
+/// Waits until the booking is CONFIRMED and checks the provider charged
+/// once; the payment database.
+async fn confirmed_with_one_charge(app: &TestApp, id: &str) -> DatabaseConnection {
+    app.wait_for_status(id, "CONFIRMED").await;
+    let db = app.service_db("payment").await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM sandbox_charges WHERE NOT closed"
+        )
+        .await,
+        1,
+        "one charge at the provider"
+    );
+    db
+}
+
 /// A booking awaiting payment (one night at 380).
 async fn awaiting(app: &TestApp, key: &str) -> String {
     let room_type = app.homestay(1).await.room_type_id.to_string();
@@ -71,17 +88,7 @@ async fn fifty_racing_payments_of_one_booking_make_one_charge_and_one_ledger_tra
         let ok = a["data"]["payBooking"]["status"] == "CAPTURED" || code(a) == "CONFLICT";
         assert!(ok, "a paid answer or CONFLICT, got {a}");
     }
-    app.wait_for_status(&id, "CONFIRMED").await;
-    let db = app.service_db("payment").await;
-    assert_eq!(
-        count(
-            &db,
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM sandbox_charges WHERE NOT closed"
-        )
-        .await,
-        1,
-        "one charge at the provider"
-    );
+    let db = confirmed_with_one_charge(&app, &id).await;
     assert_eq!(
         count(
             &db,
@@ -99,6 +106,41 @@ async fn fifty_racing_payments_of_one_booking_make_one_charge_and_one_ledger_tra
         1,
         "one ledger transaction"
     );
+}
+
+in_both_modes!(retries_of_a_slow_payment_with_its_key_wait_for_its_answer);
+/// A client retrying its payment with the same key while the first try
+/// still waits for the provider (`tok_slow`: two seconds) gets the first
+/// try's answer once it comes, not a refusal to retry later.
+async fn retries_of_a_slow_payment_with_its_key_wait_for_its_answer(settings: Settings) {
+    let app = spawn_app_with(settings).await;
+    let id = awaiting(&app, "slow-pay").await;
+    let first = app.pay(&id, "tok_slow", "slow-key");
+    let retries = async {
+        // Once the first try is with the provider.
+        let db = app.service_db("payment").await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while count(&db, "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM payments").await == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first try never started"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        futures::future::join(
+            app.pay(&id, "tok_slow", "slow-key"),
+            app.pay(&id, "tok_slow", "slow-key"),
+        )
+        .await
+    };
+    let (first, (second, third)) = futures::future::join(first, retries).await;
+    for answer in [&first, &second, &third] {
+        assert_eq!(
+            answer["data"]["payBooking"]["status"], "CAPTURED",
+            "{answer}"
+        );
+    }
+    confirmed_with_one_charge(&app, &id).await;
 }
 
 in_both_modes!(fifty_racing_partial_refunds_never_return_more_than_was_paid);

@@ -259,7 +259,7 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
     }
 
     // Unpublished (`publishListing` serves routes and homestays alike): no
-    // longer found, no longer bookable; the route still reads.
+    // longer found, no longer bookable; only its region's admins read it.
     let off = app
         .graphql_as(
             Some(&admin),
@@ -284,6 +284,15 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
         "{refused}"
     );
     assert_eq!(refused["refusal"], "NOT_PUBLISHED", "{refused}");
+    let read = "query($r: ID!) { route(id: $r) { status } }";
+    let admins = app
+        .graphql_as(Some(&admin), read, json!({ "r": route }))
+        .await;
+    assert_eq!(admins["data"]["route"]["status"], "UNPUBLISHED", "{admins}");
+    for token in [None, app.token.as_deref()] {
+        let others = app.graphql_as(token, read, json!({ "r": route })).await;
+        assert_eq!(others["data"]["route"], Value::Null, "{others}");
+    }
 }
 
 #[tokio::test]
@@ -396,6 +405,31 @@ async fn bad_route_input_and_late_bookings_get_clear_errors() {
             .await;
         assert_eq!(code(&body), expected, "{vars} → {body}");
     }
+
+    // A departure has its own dates and a seat per traveler: stay fields
+    // beside it are refused, not dropped, in a booking and in a quote.
+    let (_, departure) = route_on_sale(&app, &admin, 31, 5, 1).await;
+    let stay = json!({ "departureId": departure, "checkIn": tomorrow().to_string(),
+                       "checkOut": (tomorrow() + Duration::days(1)).to_string(), "rooms": 3 });
+    let mut input = stay.clone();
+    input["travelers"] = json!([self::traveler("王五")]);
+    input["contact"] = json!({ "name": "张三", "phone": "13800138000" });
+    let booked = app
+        .graphql(
+            "mutation($i: CreateBookingInput!) { createBooking(input: $i, idempotencyKey: \"stay\") { id } }",
+            json!({ "i": input }),
+        )
+        .await;
+    assert_eq!(code(&booked), "BAD_USER_INPUT", "{booked}");
+    let mut input = stay;
+    input["travelers"] = json!(1);
+    let quoted = app
+        .graphql(
+            "query($i: BookingQuoteInput!) { bookingQuote(input: $i) { total { amount } } }",
+            json!({ "i": input }),
+        )
+        .await;
+    assert_eq!(code(&quoted), "BAD_USER_INPUT", "{quoted}");
 
     // A departure whose cut-off has passed takes no bookings (the day is
     // moved back in its database, as time would move it).

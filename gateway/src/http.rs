@@ -518,7 +518,7 @@ fn connection_principal(
     let token = ["Authorization", "authorization", "token"]
         .iter()
         .find_map(|k| payload.get(k).and_then(|v| v.as_str()))
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+        .map(bearer_token);
     if let Some(token) = token {
         let identity = identity.ok_or("no identity here")?;
         let (principal, token) = identity
@@ -555,7 +555,7 @@ async fn graphql(
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+        .map(bearer_token);
     let principal = match bearer {
         None => None,
         Some(token) => {
@@ -591,6 +591,14 @@ async fn graphql(
     }
     if let Err(refused) = persisted_query(&gw.cache, &mut request, wants).await {
         return refused;
+    }
+    if request.query.trim().is_empty() {
+        crate::metrics::graphql_error("BAD_USER_INPUT");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "the request has no query; send JSON {\"query\": \"…\", \"variables\": {…}}",
+        );
     }
     // Before any parsing: deep nesting would overflow the parser's stack.
     if let Some(message) = crate::nesting::refusal(&request.query) {
@@ -727,9 +735,11 @@ fn unreadable(e: async_graphql::ParseRequestError) -> Response {
             "batched requests (a JSON array) are not accepted; send one operation per request"
                 .to_owned()
         }
-        E::InvalidRequest(e) => format!(
-            "the body is not a GraphQL request ({e}); send JSON {{\"query\": \"…\", \"variables\": {{…}}}}"
-        ),
+        // serde's own words here name the library's types ("untagged enum
+        // BatchRequest"), not the client's mistake.
+        E::InvalidRequest(_) => "the body is not a GraphQL request; send JSON \
+             {\"query\": \"…\", \"variables\": {…}} with a string query"
+            .to_owned(),
         E::Io(e) => format!("the request could not be read: {e}"),
         other => format!("the request could not be read: {other}"),
     };
@@ -966,9 +976,28 @@ pub async fn serve(
     Ok((addr, handle))
 }
 
+/// The token of an `Authorization` value: after `Bearer ` (the scheme in
+/// any case, RFC 7235), or the whole value.
+fn bearer_token(value: &str) -> String {
+    let value = value.trim();
+    match value.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => value[7..].trim().to_owned(),
+        _ => value.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for value in ["Bearer abc", "bearer abc", "BEARER  abc ", "abc"] {
+            assert_eq!(bearer_token(value), "abc", "{value}");
+        }
+        assert_eq!(bearer_token("Bear"), "Bear");
+        assert_eq!(bearer_token("Bearer 令牌"), "令牌");
+    }
 
     #[test]
     fn long_messages_are_cut_on_a_character_boundary() {

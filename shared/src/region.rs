@@ -29,7 +29,7 @@ pub enum RegionLevel {
 
 /// Why a string is not a region code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a six-digit administrative division code (GB/T 2260)")]
+#[error("`{0}` is not an administrative division code (GB/T 2260: six digits, 11 to 82 first)")]
 pub struct BadRegionCode(pub String);
 
 impl RegionCode {

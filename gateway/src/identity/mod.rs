@@ -402,8 +402,8 @@ impl Identity {
         };
         if self.is_revoked(principal.account_id, c.generation) {
             return Err(unauthenticated(
-                "the access token was revoked (a new password, role or revoked client); \
-                 refresh it or log in again",
+                "the access token was revoked (the account's password, role or sessions \
+                 changed); log in again, or refresh if your session still stands",
             ));
         }
         Ok((

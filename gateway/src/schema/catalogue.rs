@@ -646,7 +646,8 @@ pub async fn region_listings(
     })
 }
 
-/// `homestay(id)`: public.
+/// `homestay(id)`: public while on sale; one taken off sale (or never
+/// put on) only to the admins of its region.
 pub async fn homestay(ctx: &Context<'_>, id: ID) -> Result<Option<Homestay>> {
     let found = cached(
         ctx,
@@ -655,7 +656,15 @@ pub async fn homestay(ctx: &Context<'_>, id: ID) -> Result<Option<Homestay>> {
         },
     )
     .await?;
-    Ok(found.map(Homestay))
+    Ok(found
+        .filter(|h| h.published || manages(ctx, h.region_code))
+        .map(Homestay))
+}
+
+/// Whether the caller administers `region` (its admins, platform admins).
+pub(crate) fn manages(ctx: &Context<'_>, region: shared::region::RegionCode) -> bool {
+    ctx.data_opt::<shared::auth::Principal>()
+        .is_some_and(|p| p.administers(region))
 }
 
 /// `addRoomType`: admins of the homestay's region.

@@ -332,12 +332,14 @@ impl Query {
     }
 
     /// A homestay with its address, grade, amenities, photos and room types
-    /// (each with `calendar(from, to)`).
+    /// (each with `calendar(from, to)`); one off sale only for the admins
+    /// of its region.
     async fn homestay(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Homestay>> {
         catalogue::homestay(ctx, id).await
     }
 
-    /// A route with its departures (drafts only for the admins of its region).
+    /// A route with its departures; drafts and routes off sale only for the
+    /// admins of its region.
     async fn route(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Route>> {
         routes::route(ctx, id).await
     }
@@ -432,7 +434,9 @@ impl Query {
         Ok(identity(ctx)?.agency(id).await.map_err(gql)?.map(Agency))
     }
 
-    /// Your bookings (a traveler's own, an agency's all), newest first;
+    /// Your bookings (a traveler's own, an agency's all; a region admin's
+    /// are those held in its region, like `regionBookings`; a platform
+    /// admin's, all), newest first;
     /// `filter` narrows them by status and by when they last changed.
     #[graphql(complexity = "per_item(first.unwrap_or(20), child_complexity)")]
     async fn my_bookings(
@@ -693,6 +697,14 @@ fn hold_item(
             })
         }
         (None, Some(departure)) => {
+            // A departure's dates and seats are its own: stay fields would
+            // be silently dropped.
+            if check_in.is_some() || check_out.is_some() || rooms.is_some() {
+                return Err(bad_input(
+                    "checkIn, checkOut, rooms: a departure has its own dates and takes one \
+                     seat per traveler; leave them out",
+                ));
+            }
             let departure_id: DepartureId = parse("departureId", departure)?;
             Ok(HoldItem::Seats {
                 departure_id,

@@ -234,10 +234,9 @@ pub async fn route(ctx: &Context<'_>, id: ID) -> Result<Option<Route>> {
     )
     .await?;
     let Some(route) = found else { return Ok(None) };
-    let manages = ctx
-        .data_opt::<shared::auth::Principal>()
-        .is_some_and(|p| p.administers(route.region_code));
-    Ok((route.status != Status::Draft || manages).then_some(Route(route)))
+    // Drafts and routes taken off sale are their region's admins' alone.
+    let on_sale = route.status == Status::Published;
+    Ok((on_sale || super::catalogue::manages(ctx, route.region_code)).then_some(Route(route)))
 }
 
 /// One day of a new route's itinerary.

@@ -745,12 +745,19 @@ impl Inventory {
                 req.region_code
             )));
         }
-        let (id, name) = host_of(&txn, None, &req.name, req.region_code).await?;
-        storage::insert_host(&txn, id, name.unwrap_or_default(), req.region_code).await?;
+        // Checked under its own argument's name (`host_of` speaks of a
+        // listing's hostName).
+        let name = req.name.trim();
+        if name.is_empty() {
+            return Err(AppError::bad_input("name: a host needs a name"));
+        }
+        shared::text::check("name", name, 200, true)?;
+        let id = HostId::new();
+        storage::insert_host(&txn, id, name, req.region_code).await?;
         txn.commit().await?;
         Ok(HostView {
             id,
-            name: name.unwrap_or_default().to_owned(),
+            name: name.to_owned(),
             region_code: req.region_code,
             listings: 0,
         })
@@ -994,7 +1001,10 @@ fn administers(by: &Principal, region: RegionCode) -> Result<(), AppError> {
     } else {
         Err(AppError::new(
             ErrorCode::Forbidden,
-            format!("only an admin of {region} (or a platform admin) may change its listings"),
+            format!(
+                "only an admin of {region} (or a platform admin) may see or change its hosts and \
+                 listings"
+            ),
         ))
     }
 }

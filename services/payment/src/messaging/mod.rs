@@ -24,6 +24,10 @@ use shared::{AppError, ErrorCode};
 use std::sync::Arc;
 use tracing::{error, info, warn};
 
+/// How long a retry of a payment still waiting for the provider waits for
+/// its answer (under the gateway's RPC deadline, 5 s by default).
+const RETRY_WAITS_FOR_FIRST: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// What the reconciler writes in its log, each entry one of these.
 pub const RECONCILIATION_KINDS: [&str; 4] = [
     "CAPTURED_LATE",
@@ -165,7 +169,7 @@ impl Payments {
             // its key taken at the insert below: no read before that.)
             Err(refused) => {
                 return match storage::by_key(&self.db, key).await? {
-                    Some(first) => replay(first, &fingerprint),
+                    Some(_) => self.first_answer(key, &fingerprint).await,
                     None => Err(refused),
                 };
             }
@@ -206,10 +210,7 @@ impl Payments {
             })?;
         if !inserted {
             // Same key, concurrently: the other request owns it.
-            let first = storage::by_key(&self.db, key)
-                .await?
-                .ok_or_else(|| AppError::internal("payment vanished"))?;
-            return replay(first, &fingerprint);
+            return self.first_answer(key, &fingerprint).await;
         }
 
         let mut outcome = Err(ProviderError::Timeout);
@@ -275,6 +276,24 @@ impl Payments {
             .await?
             .ok_or_else(|| AppError::internal("payment vanished"))?;
         replay(settled, &fingerprint)
+    }
+
+    /// The answer of the payment first made with `key`: at once when it has
+    /// settled, else once it does — a retry sent while the first request
+    /// still waits for the provider waits with it, up to
+    /// [`RETRY_WAITS_FOR_FIRST`]; past that SERVICE_UNAVAILABLE (the
+    /// provider is slow or its answer was lost: the reconciler settles it).
+    async fn first_answer(&self, key: &str, fingerprint: &str) -> Result<PaymentView, AppError> {
+        let deadline = tokio::time::Instant::now() + RETRY_WAITS_FOR_FIRST;
+        loop {
+            let first = storage::by_key(&self.db, key)
+                .await?
+                .ok_or_else(|| AppError::internal("payment vanished"))?;
+            if first.view.status != "PROCESSING" || tokio::time::Instant::now() >= deadline {
+                return replay(first, fingerprint);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
     }
 
     /// Settles a PROCESSING payment with the provider's answer — captured
@@ -865,8 +884,10 @@ fn replay(first: storage::Stored, fingerprint: &str) -> Result<PaymentView, AppE
         ));
     }
     match first.view.status.as_str() {
-        "PROCESSING" => Err(AppError::conflict(
-            "a payment with this key is still in progress; retry shortly",
+        "PROCESSING" => Err(AppError::new(
+            ErrorCode::ServiceUnavailable,
+            "a payment with this key is still waiting for the provider; retry with the same key \
+             shortly (do not pay again with another)",
         )),
         "FAILED" => Err(AppError::new(
             ErrorCode::PaymentDeclined,
