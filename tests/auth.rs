@@ -68,6 +68,7 @@ async fn a_traveler_registers_logs_in_refreshes_once_per_token_and_logs_out() {
     for (email, password, region) in [
         ("not-an-email", PASSWORD, "110108"),
         ("a@b.cn", "short", "110108"),
+        ("a@b.cn", "          ", "110108"),
         ("a@b.cn", PASSWORD, "999999"),
     ] {
         let bad = app

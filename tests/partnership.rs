@@ -611,7 +611,12 @@ async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
         .await
         .expect_err("negative target");
     assert_eq!(e.code, ErrorCode::BadUserInput);
-    call(bus, &agreement(date(2020, 1, 1), 10))
+    // Its 2026 target lies past an agreement ending in 2020.
+    let e = call(bus, &agreement(date(2020, 1, 1), 10))
+        .await
+        .expect_err("a target outside the agreement");
+    assert_eq!(e.code, ErrorCode::BadUserInput);
+    call(bus, &agreement(date(2027, 12, 31), 10))
         .await
         .expect("a good agreement");
 
@@ -704,7 +709,10 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
     let mut hidden = agreement("2027-12-31", "1.00");
     hidden["i"]["title"] = json!("协议\u{0}");
     hidden["i"]["signatories"] = json!(["海淀区\u{202E}"]);
-    for bad in [ahead, crowd, year, hidden] {
+    // A target for a year the agreement does not run.
+    let mut beyond = agreement("2027-12-31", "1.00");
+    beyond["i"]["targets"][0]["year"] = json!(2030);
+    for bad in [ahead, crowd, year, hidden, beyond] {
         let refused = app.graphql_as(Some(&chifeng), record, bad).await;
         assert_eq!(
             refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",

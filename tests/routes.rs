@@ -211,6 +211,8 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
             "{vars}"
         );
     }
+    let negative = search(&app, json!({ "max": "-3" })).await;
+    assert_eq!(code(&negative), "BAD_USER_INPUT", "{negative}");
     let en = search(&app, json!({ "region": "150425" })).await;
     assert_eq!(
         en["data"]["searchRoutes"]["edges"][0]["node"]["title"],

@@ -207,6 +207,9 @@ fn check_password(password: &str) -> Result<(), AppError> {
             PASSWORD_CHARS.end()
         )));
     }
+    if password.trim().is_empty() {
+        return Err(AppError::bad_input("a password needs more than spaces"));
+    }
     Ok(())
 }
 

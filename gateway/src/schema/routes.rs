@@ -193,6 +193,10 @@ pub async fn search(ctx: &Context<'_>, s: RouteSearch) -> Result<RouteConnection
         .from
         .map_or_else(|| shared::policy::china_today(chrono::Utc::now()), |d| d.0);
     let to = s.to.map_or(from + chrono::Duration::days(364), |d| d.0);
+    let max_price = s.max_price.map(|p| yuan("maxPrice", &p)).transpose()?;
+    if max_price.is_some_and(|p| p.get() < 0) {
+        return Err(crate::error::bad_input("maxPrice: a price is not negative"));
+    }
     let page = cached(
         ctx,
         rpcs::SearchRoutes {
@@ -200,7 +204,7 @@ pub async fn search(ctx: &Context<'_>, s: RouteSearch) -> Result<RouteConnection
             from,
             to,
             travelers: non_negative("travelers", s.travelers)?,
-            max_price: s.max_price.map(|p| yuan("maxPrice", &p)).transpose()?,
+            max_price,
             certified_only: s.certified_only,
             text: s.text,
             first: non_negative("first", s.first)?,

@@ -311,6 +311,15 @@ impl Partnerships {
             ));
         }
         domain::validate_targets(&req.targets)?;
+        let term = chrono::Datelike::year(&req.starts_on)..=chrono::Datelike::year(&req.ends_on);
+        if let Some(t) = req.targets.iter().find(|t| !term.contains(&t.year)) {
+            return Err(AppError::bad_input(format!(
+                "a target's year {} is outside the agreement ({} to {})",
+                t.year,
+                term.start(),
+                term.end()
+            )));
+        }
         let today = shared::policy::china_today(chrono::Utc::now());
         domain::validate_signing(&req.signatories, req.signed_on, today)?;
         let view = AgreementView {
