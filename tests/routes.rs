@@ -724,6 +724,12 @@ async fn a_departure_changes_its_seats_price_and_cutoff_but_never_unsells_a_seat
     };
     let too_few = update(json!({ "s": 2 })).await;
     assert_eq!(code(&too_few), "CONFLICT", "{too_few}");
+    assert!(
+        too_few["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3 seats held or sold")),
+        "says how many are taken: {too_few}"
+    );
     assert_eq!(seats_left(&app, &route).await, 7, "nothing moved");
 
     let starts = tomorrow() + Duration::days(19);

@@ -33,9 +33,21 @@ pub fn has_control(text: &str) -> bool {
     })
 }
 
+/// `n` with its noun, singular for one: "1 room", "3 rooms".
+pub fn plural(n: u32, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{check, has_control};
+    use super::{check, has_control, plural};
+
+    #[test]
+    fn one_is_singular_and_the_rest_plural() {
+        assert_eq!(plural(1, "room", "rooms"), "1 room");
+        assert_eq!(plural(0, "room", "rooms"), "0 rooms");
+        assert_eq!(plural(3, "seat", "seats"), "3 seats");
+    }
 
     #[test]
     fn line_breaks_pass_and_invisible_controls_do_not() {

@@ -943,7 +943,8 @@ impl Inventory {
             .map_err(|e| {
                 if e.to_string().to_lowercase().contains("check constraint") {
                     AppError::conflict(format!(
-                        "rooms: some night from today has more than {rooms} rooms held or sold"
+                        "rooms: some night from today has more than {} held or sold",
+                        shared::text::plural(rooms, "room", "rooms")
                     ))
                 } else {
                     // A deadlock with holds handed back in another order

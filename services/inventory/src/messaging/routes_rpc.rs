@@ -225,9 +225,13 @@ impl Inventory {
         if last_booking_day < today {
             return Err(AppError::bad_input(format!(
                 "cutoffDays: bookings would have closed on {last_booking_day}, before today \
-                 ({today}); a departure on {} takes at most {} days",
+                 ({today}); a departure on {} takes at most {}",
                 req.starts_on,
-                (req.starts_on - today).num_days()
+                shared::text::plural(
+                    u32::try_from((req.starts_on - today).num_days()).unwrap_or(0),
+                    "day",
+                    "days"
+                )
             )));
         }
         let txn = self.db.begin().await?;
@@ -308,13 +312,15 @@ impl Inventory {
             (None, true) => routes::PriceChange::Route,
             (None, false) => routes::PriceChange::Keep,
         };
+        let taken = before.seats.saturating_sub(before.seats_left);
         routes::update_departure(&txn, before.id, req.seats, price, last_booking_day)
             .await
             .map_err(|e| {
                 if e.to_string().to_lowercase().contains("check constraint") {
-                    AppError::conflict(
-                        "seats: more seats than that are held or sold; it cannot have fewer",
-                    )
+                    AppError::conflict(format!(
+                        "seats: {} held or sold (as last read); a departure cannot have fewer",
+                        shared::text::plural(taken, "seat", "seats")
+                    ))
                 } else {
                     AppError::from(e)
                 }
