@@ -790,6 +790,18 @@ async fn a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held
         "{body}"
     );
     assert_eq!(q["total"]["amount"], "760.00");
+
+    // Nights the calendar never put on sale (it runs 60 nights) are
+    // closed, not sold out: nobody took them.
+    let unopened = json!({ "rt": room_type, "in": (tomorrow() + chrono::Duration::days(59)).to_string(),
+                           "out": (tomorrow() + chrono::Duration::days(61)).to_string(), "n": 1 });
+    let body = app.graphql_as(None, quote, unopened).await;
+    let q = &body["data"]["bookingQuote"];
+    assert_eq!(
+        (q["bookable"].clone(), q["refusal"].clone()),
+        (json!(false), json!("CLOSED")),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -128,7 +128,8 @@ async fn every_outcome_is_announced_with_its_regions_travelers_and_amounts() {
         other => panic!("expected booking.expired, got {other:?}"),
     }
 
-    // Nothing on sale that night: rejected, with no listing held.
+    // Nothing on sale that night (the calendar never opened it): rejected
+    // as CLOSED, with no listing held.
     let refused = book(&app, &room_type, 90, "110108", "outcome-refused").await;
     match next(&mut rx).await {
         Outcome::Rejected(ev) => {
@@ -138,7 +139,7 @@ async fn every_outcome_is_announced_with_its_regions_travelers_and_amounts() {
                 ev.facts
                     .reason
                     .as_deref()
-                    .is_some_and(|r| r.starts_with("SOLD_OUT")),
+                    .is_some_and(|r| r.starts_with("CLOSED")),
                 "{:?}",
                 ev.facts.reason
             );

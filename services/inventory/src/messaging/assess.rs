@@ -106,7 +106,10 @@ pub(crate) async fn assess<C: ConnectionTrait>(
             } else if rules.closed {
                 Some(refuse(
                     ErrorCode::Closed,
-                    format!("the homestay is closed on a night from {check_in} to {check_out}"),
+                    format!(
+                        "the homestay is closed (or not yet open) on a night from {check_in} to \
+                         {check_out}"
+                    ),
                 ))
             } else if i64::from(rules.min_stay) > stay.nights() {
                 Some(refuse(

@@ -825,7 +825,7 @@ fn listing_values(
 pub struct StayRules {
     /// The homestay is on sale.
     pub published: bool,
-    /// Some night of the stay is closed.
+    /// Some night of the stay is closed or was never put on sale.
     pub closed: bool,
     /// The check-in night's minimum stay (1 when the night is not set).
     pub min_stay: u32,
@@ -853,6 +853,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
             "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified_until,
                     h.cancellation_policy, h.published, r.max_guests,
                     CAST(COALESCE(SUM(CASE WHEN n.closed THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
+                    CAST(COUNT(n.night) AS BIGINT) AS on_sale,
                     CAST(COALESCE(MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END), 1) AS BIGINT) AS min_stay,
                     CASE WHEN COUNT(n.night) = $4 THEN CAST(MIN(n.available) AS BIGINT) ELSE 0 END AS fewest_free,
                     CAST(COALESCE(SUM(n.price_fen), 0) AS BIGINT) AS price
@@ -873,7 +874,9 @@ pub async fn stay_rules<C: ConnectionTrait>(
     let Some(row) = row else { return Ok(None) };
     let rules = StayRules {
         published: row.try_get("", "published")?,
-        closed: row.try_get::<i64>("", "closed")? > 0,
+        // A night never put on sale is as closed as one closed.
+        closed: row.try_get::<i64>("", "closed")? > 0
+            || row.try_get::<i64>("", "on_sale")? < stay.nights(),
         min_stay: u32::try_from(row.try_get::<i64>("", "min_stay")?).unwrap_or(1),
         max_guests: u32::try_from(row.try_get::<i32>("", "max_guests")?).unwrap_or(0),
         fewest_free: u32::try_from(row.try_get::<i64>("", "fewest_free")?).unwrap_or(0),
