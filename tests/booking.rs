@@ -727,6 +727,15 @@ async fn the_welfare_fund_shows_each_donation_without_personal_data(settings: Se
         )
         .await;
     assert_eq!(other_year["data"]["welfareFund"]["byRegion"], json!([]));
+    // A year no report is kept for is refused, as partnershipReport does.
+    let no_year = app
+        .graphql_as(
+            None,
+            "{ welfareFund { byRegion(year: 1800) { regionCode } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&no_year), "BAD_USER_INPUT", "{no_year}");
 }
 
 in_both_modes!(a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held);

@@ -40,6 +40,10 @@ pub struct PolicyTier {
 /// further ahead).
 pub const MAX_DAYS_BEFORE: u32 = 730;
 
+/// The years reports are kept and asked for: partnerships, their
+/// agreements and targets, the welfare fund's totals.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1990..=2100;
+
 /// Tiers by days before the start; the first whose `days_before` is reached
 /// applies, and none reached means no refund.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

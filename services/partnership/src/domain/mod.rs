@@ -179,7 +179,7 @@ pub fn progress(actual: i64, target: i64, year: i32, on: NaiveDate) -> TargetPro
 }
 
 /// The years partnerships are recorded and reported for.
-pub const YEARS: std::ops::RangeInclusive<i32> = 1990..=2100;
+pub const YEARS: std::ops::RangeInclusive<i32> = shared::policy::YEARS;
 
 /// Checks an agreement's signatories (at most 20 names of 1 to 100
 /// characters) and that it was signed by `today` (China time) within

@@ -98,7 +98,16 @@ impl Payments {
             })
             .route::<GetFundTotals, _, _>(move |req| {
                 let s = c.clone();
-                async move { Ok(storage::fund_totals(&s.db, req.year).await?) }
+                async move {
+                    if let Some(year) = req.year.filter(|y| !shared::policy::YEARS.contains(y)) {
+                        return Err(AppError::bad_input(format!(
+                            "year: {year} is not between {} and {}",
+                            shared::policy::YEARS.start(),
+                            shared::policy::YEARS.end()
+                        )));
+                    }
+                    Ok(storage::fund_totals(&s.db, req.year).await?)
+                }
             })
             .route::<GetHostBalances, _, _>(move |req| {
                 let s = d.clone();
