@@ -230,6 +230,15 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
         json!([{ "text": "接待户名单未公开" }]),
         "{objected}"
     );
+    // One objection per account.
+    let again = step(
+        &app,
+        traveler.as_deref(),
+        "objectToCertification(certificationId: $id, text: $t)",
+        json!({ "id": second, "t": "再说一遍" }),
+    )
+    .await;
+    assert_eq!(code(&again), "CONFLICT", "{again}");
     let anonymous = step(
         &app,
         None,

@@ -130,6 +130,15 @@ impl Inventory {
                 if current.state != State::PublicNotice {
                     return Err(conflict(&current, "object"));
                 }
+                // One objection per account (the row lock above makes the
+                // look and the insert one step): a board of a hundred copies
+                // of one voice hides the others.
+                if store::has_objected(&txn, current.id, by).await? {
+                    return Err(AppError::conflict(
+                        "you have objected to this certification already; one objection per \
+                         account",
+                    ));
+                }
                 store::object(&txn, current.id, by, &objection).await?;
                 txn.commit().await?;
                 return self.certification(current.id).await;

@@ -247,6 +247,20 @@ pub async fn revoke_others<C: ConnectionTrait>(
     Ok(done.rows_affected())
 }
 
+/// Whether `by` has objected to the certification already.
+pub async fn has_objected<C: ConnectionTrait>(conn: &C, id: Uuid, by: Uuid) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT 1 AS one FROM certification_objections
+             WHERE certification_id = $1 AND account_id = $2",
+            vec![uuid_value(b, id), uuid_value(b, by)],
+        ))
+        .await?
+        .is_some())
+}
+
 /// Records an objection.
 pub async fn object<C: ConnectionTrait>(
     conn: &C,
