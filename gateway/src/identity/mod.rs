@@ -529,16 +529,10 @@ impl Identity {
         // and a revocation committed meanwhile is in the token.
         let txn = self.db.begin().await?;
         storage::lock_account(&txn, account.id).await?;
-        if storage::password_hash(&txn, account.id)
-            .await?
-            .unwrap_or_default()
-            != verified
-        {
-            return Err(unauthenticated("wrong email or password"));
-        }
-        let account = storage::account_by_id(&txn, account.id)
-            .await?
-            .ok_or_else(|| unauthenticated("wrong email or password"))?;
+        let account = match storage::account_by_email(&txn, &account.email).await? {
+            Some((now, hash)) if hash == verified => now,
+            _ => return Err(unauthenticated("wrong email or password")),
+        };
         let tokens = self.issue(&txn, account).await?;
         txn.commit().await?;
         Ok(tokens)

@@ -26,6 +26,13 @@ pub fn platform_admin<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
     }
 }
 
+/// Whether the caller, if any, administers `region` (its admins, platform
+/// admins): what shows a listing off sale, or who objected.
+pub fn manages(ctx: &Context<'_>, region: shared::region::RegionCode) -> bool {
+    ctx.data_opt::<Principal>()
+        .is_some_and(|p| p.administers(region))
+}
+
 /// A FORBIDDEN error.
 pub fn forbidden(message: &str) -> async_graphql::Error {
     gql(AppError::new(ErrorCode::Forbidden, message))

@@ -657,14 +657,8 @@ pub async fn homestay(ctx: &Context<'_>, id: ID) -> Result<Option<Homestay>> {
     )
     .await?;
     Ok(found
-        .filter(|h| h.published || manages(ctx, h.region_code))
+        .filter(|h| h.published || super::auth::manages(ctx, h.region_code))
         .map(Homestay))
-}
-
-/// Whether the caller administers `region` (its admins, platform admins).
-pub(crate) fn manages(ctx: &Context<'_>, region: shared::region::RegionCode) -> bool {
-    ctx.data_opt::<shared::auth::Principal>()
-        .is_some_and(|p| p.administers(region))
 }
 
 /// `addRoomType`: admins of the homestay's region.

@@ -75,9 +75,7 @@ impl Certification {
         self.0.notice_ends_on.map(Date)
     }
     async fn objections(&self, ctx: &Context<'_>) -> Vec<Objection> {
-        let decides = ctx
-            .data_opt::<shared::auth::Principal>()
-            .is_some_and(|p| p.administers(self.0.region_code));
+        let decides = super::auth::manages(ctx, self.0.region_code);
         self.0
             .objections
             .iter()

@@ -240,7 +240,7 @@ pub async fn route(ctx: &Context<'_>, id: ID) -> Result<Option<Route>> {
     let Some(route) = found else { return Ok(None) };
     // Drafts and routes taken off sale are their region's admins' alone.
     let on_sale = route.status == Status::Published;
-    Ok((on_sale || super::catalogue::manages(ctx, route.region_code)).then_some(Route(route)))
+    Ok((on_sale || super::auth::manages(ctx, route.region_code)).then_some(Route(route)))
 }
 
 /// One day of a new route's itinerary.

@@ -723,15 +723,20 @@ pub(crate) async fn host_of<'a, C: sea_orm::ConnectionTrait>(
             }
             Ok((id, None))
         }
-        None => {
-            let name = name.trim();
-            if name.is_empty() {
-                return Err(AppError::bad_input("hostName or hostId is required"));
-            }
-            shared::text::check("hostName", name, 200, true)?;
-            Ok((HostId::new(), Some(name)))
-        }
+        None => Ok((HostId::new(), Some(host_name("hostName", name)?))),
     }
+}
+
+/// A new host's name, trimmed and checked, reported as `field`.
+fn host_name<'a>(field: &str, name: &'a str) -> Result<&'a str, AppError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(AppError::bad_input(format!(
+            "{field}: a new host needs a name"
+        )));
+    }
+    shared::text::check(field, name, 200, true)?;
+    Ok(name)
 }
 
 impl Inventory {
@@ -745,13 +750,7 @@ impl Inventory {
                 req.region_code
             )));
         }
-        // Checked under its own argument's name (`host_of` speaks of a
-        // listing's hostName).
-        let name = req.name.trim();
-        if name.is_empty() {
-            return Err(AppError::bad_input("name: a host needs a name"));
-        }
-        shared::text::check("name", name, 200, true)?;
+        let name = host_name("name", &req.name)?;
         let id = HostId::new();
         storage::insert_host(&txn, id, name, req.region_code).await?;
         txn.commit().await?;

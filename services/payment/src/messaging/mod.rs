@@ -178,7 +178,7 @@ impl Payments {
             // its key taken at the insert below: no read before that.)
             Err(refused) => {
                 return match storage::by_key(&self.db, key).await? {
-                    Some(_) => self.first_answer(key, &fingerprint).await,
+                    Some(first) => self.first_answer(key, &fingerprint, first).await,
                     None => Err(refused),
                 };
             }
@@ -219,7 +219,8 @@ impl Payments {
             })?;
         if !inserted {
             // Same key, concurrently: the other request owns it.
-            return self.first_answer(key, &fingerprint).await;
+            let first = self.keyed(key).await?;
+            return self.first_answer(key, &fingerprint, first).await;
         }
 
         let mut outcome = Err(ProviderError::Timeout);
@@ -281,10 +282,15 @@ impl Payments {
             );
         }
         // The reconciler settled it first: this is it now.
-        let settled = storage::by_key(&self.db, key)
-            .await?
-            .ok_or_else(|| AppError::internal("payment vanished"))?;
+        let settled = self.keyed(key).await?;
         replay(settled, &fingerprint)
+    }
+
+    /// The payment made with `key`, which exists (its insert was seen).
+    async fn keyed(&self, key: &str) -> Result<storage::Stored, AppError> {
+        storage::by_key(&self.db, key)
+            .await?
+            .ok_or_else(|| AppError::internal("payment vanished"))
     }
 
     /// The answer of the payment first made with `key`: at once when it has
@@ -292,17 +298,19 @@ impl Payments {
     /// still waits for the provider waits with it, up to
     /// [`RETRY_WAITS_FOR_FIRST`]; past that SERVICE_UNAVAILABLE (the
     /// provider is slow or its answer was lost: the reconciler settles it).
-    async fn first_answer(&self, key: &str, fingerprint: &str) -> Result<PaymentView, AppError> {
+    /// `first` is the key's row as just read.
+    async fn first_answer(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        mut first: storage::Stored,
+    ) -> Result<PaymentView, AppError> {
         let deadline = tokio::time::Instant::now() + RETRY_WAITS_FOR_FIRST;
-        loop {
-            let first = storage::by_key(&self.db, key)
-                .await?
-                .ok_or_else(|| AppError::internal("payment vanished"))?;
-            if first.view.status != "PROCESSING" || tokio::time::Instant::now() >= deadline {
-                return replay(first, fingerprint);
-            }
+        while first.view.status == "PROCESSING" && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            first = self.keyed(key).await?;
         }
+        replay(first, fingerprint)
     }
 
     /// Settles a PROCESSING payment with the provider's answer — captured
