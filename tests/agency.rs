@@ -581,3 +581,94 @@ async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_
         .await;
     assert!(still["errors"].is_null(), "{still}");
 }
+
+/// A booking made for an agency is the agency's: staff who leave it can no
+/// longer read, list or cancel it (nor watch it), while the agency still
+/// can. A traveler who joins an agency keeps their own earlier booking.
+#[tokio::test]
+async fn staff_who_leave_an_agency_leave_its_bookings_and_travelers_who_join_keep_theirs() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(4).await.room_type_id.to_string();
+    let (agency_id, _, client_token) = agency(&app, "草原国旅", 800).await;
+    let admin = app.admin_token().await;
+    let grant = |email: &'static str, role: &'static str| {
+        let admin = admin.clone();
+        let agency_id = agency_id.clone();
+        let app = &app;
+        async move {
+            let granted = app
+                .graphql_as(
+                    Some(&admin),
+                    "mutation($e: String!, $r: Role!, $a: ID) { grantRole(email: $e, role: $r, agencyId: $a) { role } }",
+                    json!({ "e": email, "r": role, "a": (role == "AGENCY").then_some(agency_id) }),
+                )
+                .await;
+            assert_eq!(granted["data"]["grantRole"]["role"], role, "{granted}");
+            app.login(email).await["accessToken"]
+                .as_str()
+                .expect("logs in again")
+                .to_owned()
+        }
+    };
+    let read = "query($id: ID!) { booking(id: $id) { id guests { name } } }";
+    let listed = |token: String| {
+        let app = &app;
+        async move {
+            let page = app
+                .graphql_as(
+                    Some(&token),
+                    "{ myBookings(first: 10) { totalCount edges { node { id } } } }",
+                    json!({}),
+                )
+                .await;
+            page["data"]["myBookings"]["edges"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{page}"))
+                .iter()
+                .filter_map(|e| e["node"]["id"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // A guide books for the agency, then leaves it.
+    app.register("guide@caoyuan.example.cn", "110105").await;
+    let guide = grant("guide@caoyuan.example.cn", "AGENCY").await;
+    let for_agency = TestApp::id_of(&group_booking(&app, &guide, &room_type, "guide-books").await);
+    assert_eq!(listed(guide.clone()).await, vec![for_agency.clone()]);
+    let former = grant("guide@caoyuan.example.cn", "TRAVELER").await;
+    let refused = app
+        .graphql_as(Some(&former), read, json!({ "id": for_agency }))
+        .await;
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    assert!(listed(former.clone()).await.is_empty());
+    let cancel = app
+        .graphql_as(
+            Some(&former),
+            "mutation($id: ID!) { cancelBooking(bookingId: $id, idempotencyKey: \"fired\") { status } }",
+            json!({ "id": for_agency }),
+        )
+        .await;
+    assert_eq!(code(&cancel), "FORBIDDEN", "{cancel}");
+    // The agency keeps it.
+    assert_eq!(listed(client_token.clone()).await, vec![for_agency.clone()]);
+    let kept = app
+        .graphql_as(Some(&client_token), read, json!({ "id": for_agency }))
+        .await;
+    assert_eq!(kept["data"]["booking"]["id"], for_agency.as_str(), "{kept}");
+
+    // A traveler books a stay of their own, then joins the agency.
+    let traveler = app.token.clone().expect("the test's traveler");
+    let own = TestApp::id_of(&group_booking(&app, &traveler, &room_type, "own-trip").await);
+    let joined = grant("traveler@example.cn", "AGENCY").await;
+    let seen = app
+        .graphql_as(Some(&joined), read, json!({ "id": own }))
+        .await;
+    assert_eq!(seen["data"]["booking"]["id"], own.as_str(), "{seen}");
+    let theirs = listed(joined).await;
+    assert!(
+        theirs.contains(&own) && theirs.contains(&for_agency),
+        "the agency's bookings and their own: {theirs:?}"
+    );
+    // The agency's integration does not see the traveler's own trip.
+    assert_eq!(listed(client_token).await, [for_agency]);
+}

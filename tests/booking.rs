@@ -968,6 +968,127 @@ async fn a_page_of_bookings_shows_each_history_and_payment_with_one_call_for_eac
     assert_eq!(theirs["data"]["myBookings"]["edges"], json!([]), "{theirs}");
 }
 
+/// Who travels and how to reach them are read back by whoever may read
+/// the booking — its owner, a page at a time in one call, and the admins of
+/// its listing's region, who receive the guests — with document numbers
+/// starred but for their last characters; an admin of another region is
+/// refused.
+#[tokio::test]
+async fn a_booking_shows_its_guests_to_its_readers_with_documents_masked() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(5).await.room_type_id.to_string();
+    let mut ids = Vec::new();
+    for (n, passport) in ["E12345678", "G87654321"].into_iter().enumerate() {
+        let created = app
+            .graphql(
+                "mutation($input: CreateBookingInput!, $key: String!) {
+                    createBooking(input: $input, idempotencyKey: $key) { id }
+                }",
+                json!({
+                    "key": format!("guests-{n}"),
+                    "input": {
+                        "roomTypeId": room_type,
+                        "checkIn": (tomorrow() + chrono::Duration::days(n as i64)).to_string(),
+                        "checkOut": (tomorrow() + chrono::Duration::days(n as i64 + 1)).to_string(),
+                        "travelers": [
+                            { "name": " 张三 ", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" },
+                            { "name": "Anna Li", "idType": "PASSPORT", "idNumber": passport }
+                        ],
+                        "contact": { "name": "张三", "phone": "13800138000", "email": "zhang@example.cn" },
+                        "notes": "晚上九点到"
+                    }
+                }),
+            )
+            .await;
+        ids.push(TestApp::id_of(&created));
+    }
+    for id in &ids {
+        app.wait_for_status(id, "AWAITING_PAYMENT").await;
+    }
+    let calls = || app.metric("duikou_rpc_total", &["method=\"get_booking_guests\""]);
+    let before = calls().await;
+    let page = app
+        .graphql(
+            "{ myBookings(first: 10) { edges { node { id
+                guests { name idType idNumber } contact { name phone email } notes } } } }",
+            json!({}),
+        )
+        .await;
+    let edges = page["data"]["myBookings"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("{page}"));
+    assert_eq!(edges.len(), 2, "{page}");
+    let passports: Vec<&str> = edges
+        .iter()
+        .map(|e| {
+            e["node"]["guests"][1]["idNumber"]
+                .as_str()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        passports,
+        ["*****4321", "*****5678"],
+        "newest first: {page}"
+    );
+    assert_eq!(
+        edges[0]["node"]["guests"][0],
+        json!({ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "**************002X" }),
+        "{page}"
+    );
+    assert_eq!(
+        edges[0]["node"]["contact"],
+        json!({ "name": "张三", "phone": "13800138000", "email": "zhang@example.cn" })
+    );
+    assert_eq!(edges[0]["node"]["notes"], "晚上九点到");
+    assert_eq!(calls().await, before + 1.0, "one call for the page");
+
+    let ask = "query($id: ID!) { booking(id: $id) { guests { name idNumber } contact { phone } } }";
+    let host_side = app.region_admin("aohan@example.cn", "150430").await;
+    let seen = app
+        .graphql_as(Some(&host_side), ask, json!({ "id": ids[0] }))
+        .await;
+    assert!(seen["errors"].is_null(), "{seen}");
+    assert_eq!(
+        seen["data"]["booking"]["guests"][0]["name"], "张三",
+        "{seen}"
+    );
+    assert_eq!(seen["data"]["booking"]["contact"]["phone"], "13800138000");
+    // Nothing of the whole number is in any answer.
+    assert!(!seen.to_string().contains("1101051949"), "{seen}");
+    assert!(!page.to_string().contains("1101051949"), "{page}");
+
+    let elsewhere = app
+        .region_admin("beijing-dongcheng@example.cn", "110101")
+        .await;
+    let refused = app
+        .graphql_as(Some(&elsewhere), ask, json!({ "id": ids[0] }))
+        .await;
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    // Asked past the gateway, the service leaves out what is not theirs.
+    let stranger = shared::auth::Principal {
+        account_id: shared::ids::AccountId::new(),
+        role: shared::auth::Role::Traveler,
+        home_region: shared::region::RegionCode::parse("110108").ok(),
+        agency_id: None,
+        region_scope: None,
+    };
+    let theirs = shared::bus::call(
+        app.app.rt.bus.as_ref(),
+        &shared::rpcs::GetBookingGuests {
+            booking_ids: ids
+                .iter()
+                .map(|id| id.parse::<shared::ids::BookingId>().expect("a booking id"))
+                .collect(),
+            viewer: stranger,
+        },
+    )
+    .await
+    .expect("answered");
+    assert!(theirs.is_empty(), "{theirs:?}");
+}
+
 /// createBooking asks inventory's quote once per request shape (listing,
 /// rooms, travelers) while the listing's rules stand: bookings of the same
 /// shape, together or later, share that one quote; another shape is quoted,

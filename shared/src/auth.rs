@@ -98,15 +98,21 @@ impl Principal {
         }
     }
 
-    /// True when the booking is this principal's own (its account, or its
-    /// agency's) or it is a platform admin: who may pay and cancel.
+    /// True when this principal booked it: a booking made for an agency is
+    /// the agency's (whichever of its staff or API clients made it, and no
+    /// longer theirs once they leave it), any other is its booker's own
+    /// (whatever role the account holds now).
+    pub fn booked(&self, booker: &Booker) -> bool {
+        match booker.agency_id {
+            Some(theirs) => self.role == Role::Agency && self.agency_id == Some(theirs),
+            None => booker.account_id == self.account_id,
+        }
+    }
+
+    /// True when this principal booked it ([`Principal::booked`]) or is a
+    /// platform admin: who may pay and cancel.
     pub fn owns(&self, booker: Option<&Booker>) -> bool {
-        self.is_platform_admin()
-            || booker.is_some_and(|b| match (self.role, self.agency_id, b.agency_id) {
-                (Role::Agency, Some(mine), Some(theirs)) => mine == theirs,
-                (Role::Agency, _, _) => false,
-                _ => b.account_id == self.account_id,
-            })
+        self.is_platform_admin() || booker.is_some_and(|b| self.booked(b))
     }
 
     /// Who may read a booking: its owner, and the admins of its listing's region.
@@ -178,5 +184,22 @@ mod tests {
         );
         assert!(principal(Role::PlatformAdmin).owns(None));
         assert!(!traveler.owns(None));
+
+        // Staff who leave the agency leave its bookings behind; a traveler
+        // who joins one keeps their own.
+        let left = Principal {
+            account_id: colleague.account_id,
+            ..principal(Role::Traveler)
+        };
+        let made_for_the_agency = colleague.as_booker();
+        assert!(agency.owns(Some(&made_for_the_agency)));
+        assert!(!left.owns(Some(&made_for_the_agency)));
+        assert!(!left.may_see(Some(&made_for_the_agency), aohan));
+        let joined = Principal {
+            account_id: traveler.account_id,
+            ..agency.clone()
+        };
+        assert!(joined.owns(Some(&own)));
+        assert!(!agency.owns(Some(&own)));
     }
 }

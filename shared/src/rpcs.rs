@@ -1295,6 +1295,47 @@ impl Rpc for GetBookingHistories {
     type Reply = Vec<(BookingId, Vec<HistoryEntry>)>;
 }
 
+/// Who travels on up to 100 bookings and how to reach them, for a viewer
+/// who may see each (others are left out). Not on `GetBooking`, its
+/// events or pushes: personal data goes only where it is asked for, and
+/// a document number only masked (`TravelerView::id_number`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetBookingGuests {
+    /// The bookings.
+    pub booking_ids: Vec<BookingId>,
+    /// Who asks.
+    pub viewer: crate::auth::Principal,
+}
+impl Rpc for GetBookingGuests {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "get_booking_guests";
+    /// Each booking the viewer may see, with its travelers and contact.
+    type Reply = Vec<(BookingId, BookingGuests)>;
+}
+
+/// Who travels on a booking and how to reach them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingGuests {
+    /// The travelers, in the order the booking named them.
+    pub travelers: Vec<TravelerView>,
+    /// Who to contact.
+    pub contact: ContactInput,
+    /// Notes for the host.
+    pub notes: Option<String>,
+}
+
+/// A traveler as a booking's readers see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TravelerView {
+    /// Real name.
+    pub name: String,
+    /// Document kind.
+    pub id_type: IdType,
+    /// The document number with all but its last four characters starred
+    /// (`**************123X`): enough to match the document at check-in.
+    pub id_number: String,
+}
+
 /// The bookings a traveler or agency made, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListBookings {

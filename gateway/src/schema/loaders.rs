@@ -8,13 +8,17 @@ use crate::cache::Cache;
 use async_graphql::dataloader::{DataLoader, Loader};
 use chrono::NaiveDate;
 use shared::AppError;
+use shared::auth::Principal;
 use shared::bus::Bus;
 use shared::ids::{BookingId, HomestayId, RoomTypeId, RouteId};
+use shared::rpc::Rpc;
 use shared::rpcs::{
-    BookingMoney, DepartureView, GetBookingHistories, GetBookingsMoney, GetDepartures,
-    GetHomestays, GetRoomCalendars, HistoryEntry, HomestayView, Night,
+    BookingGuests, BookingMoney, DepartureView, GetBookingGuests, GetBookingHistories,
+    GetBookingsMoney, GetDepartures, GetHomestays, GetRoomCalendars, HistoryEntry, HomestayView,
+    Night,
 };
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// A room type's calendar over `[from, to)`.
@@ -136,89 +140,115 @@ impl Loader<HomestayId> for HomestayLoader {
     }
 }
 
-/// Loads the payments and refunds of bookings the caller has read, a page
-/// at a time (payment shows the viewer only the money it may see).
-pub struct MoneyLoader {
-    bus: Arc<dyn Bus>,
-    viewer: shared::auth::Principal,
+/// An RPC that reads something of up to 100 bookings for the caller: the
+/// service leaves out those the caller may not see.
+pub trait OfBookings: Rpc {
+    /// What it reads of one booking.
+    type Item: Clone + Send + Sync + 'static;
+    /// The request for `booking_ids`, asked by `viewer`.
+    fn ask(booking_ids: Vec<BookingId>, viewer: Principal) -> Self;
+    /// Its answer, booking by booking.
+    fn items(reply: Self::Reply) -> Vec<(BookingId, Self::Item)>;
 }
 
-impl Loader<BookingId> for MoneyLoader {
-    type Value = BookingMoney;
+/// An [`OfBookings`] whose answer is already booking by booking.
+macro_rules! of_bookings {
+    ($rpc:ident, $item:ty) => {
+        impl OfBookings for $rpc {
+            type Item = $item;
+            fn ask(booking_ids: Vec<BookingId>, viewer: Principal) -> Self {
+                $rpc {
+                    booking_ids,
+                    viewer,
+                }
+            }
+            fn items(reply: Self::Reply) -> Vec<(BookingId, Self::Item)> {
+                reply
+            }
+        }
+    };
+}
+of_bookings!(GetBookingHistories, Vec<HistoryEntry>);
+of_bookings!(GetBookingGuests, BookingGuests);
+
+/// Payment shows the viewer only the money it may see.
+impl OfBookings for GetBookingsMoney {
+    type Item = BookingMoney;
+    fn ask(booking_ids: Vec<BookingId>, viewer: Principal) -> Self {
+        GetBookingsMoney {
+            booking_ids,
+            viewer,
+        }
+    }
+    fn items(reply: Self::Reply) -> Vec<(BookingId, Self::Item)> {
+        reply.into_iter().map(|m| (m.booking_id, m)).collect()
+    }
+}
+
+/// Loads what `R` reads of the bookings the caller has read, a page at a
+/// time (the services answer 100 at a time; a page is at most that).
+pub struct ViewerLoader<R> {
+    bus: Arc<dyn Bus>,
+    viewer: Principal,
+    of: PhantomData<fn() -> R>,
+}
+
+impl<R: OfBookings> ViewerLoader<R> {
+    fn new(bus: Arc<dyn Bus>, viewer: Principal) -> DataLoader<Self> {
+        DataLoader::new(
+            ViewerLoader {
+                bus,
+                viewer,
+                of: PhantomData,
+            },
+            shared::telemetry::spawn_in_request,
+        )
+    }
+}
+
+impl<R: OfBookings> Loader<BookingId> for ViewerLoader<R> {
+    type Value = R::Item;
     type Error = Arc<AppError>;
 
-    async fn load(
-        &self,
-        keys: &[BookingId],
-    ) -> Result<HashMap<BookingId, BookingMoney>, Arc<AppError>> {
+    async fn load(&self, keys: &[BookingId]) -> Result<HashMap<BookingId, R::Item>, Arc<AppError>> {
         let mut found = HashMap::with_capacity(keys.len());
-        // The service answers 100 at a time; a page is at most that.
         for chunk in keys.chunks(100) {
-            let request = GetBookingsMoney {
-                booking_ids: chunk.to_vec(),
-                viewer: self.viewer.clone(),
-            };
-            let money = shared::bus::call(self.bus.as_ref(), &request)
+            let request = R::ask(chunk.to_vec(), self.viewer.clone());
+            let reply = shared::bus::call(self.bus.as_ref(), &request)
                 .await
                 .map_err(Arc::new)?;
-            found.extend(money.into_iter().map(|m| (m.booking_id, m)));
+            found.extend(R::items(reply));
         }
         Ok(found)
     }
 }
 
-/// Loads the histories of bookings, for the request's caller.
-pub struct HistoryLoader {
-    bus: Arc<dyn Bus>,
-    viewer: shared::auth::Principal,
-}
-
-impl Loader<BookingId> for HistoryLoader {
-    type Value = Vec<HistoryEntry>;
-    type Error = Arc<AppError>;
-
-    async fn load(
-        &self,
-        keys: &[BookingId],
-    ) -> Result<HashMap<BookingId, Vec<HistoryEntry>>, Arc<AppError>> {
-        let mut found = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(100) {
-            let request = GetBookingHistories {
-                booking_ids: chunk.to_vec(),
-                viewer: self.viewer.clone(),
-            };
-            let histories = shared::bus::call(self.bus.as_ref(), &request)
-                .await
-                .map_err(Arc::new)?;
-            found.extend(histories);
-        }
-        Ok(found)
+/// What `R` reads of one booking: through the request's loader (one RPC
+/// for the whole page), or an RPC of its own where there is no loader
+/// (subscriptions). None: not the caller's to see.
+pub async fn of_booking<R: OfBookings>(
+    ctx: &async_graphql::Context<'_>,
+    booking: BookingId,
+) -> async_graphql::Result<Option<R::Item>> {
+    if let Some(loader) = ctx.data_opt::<DataLoader<ViewerLoader<R>>>() {
+        return loader
+            .load_one(booking)
+            .await
+            .map_err(|e| crate::error::gql((*e).clone()));
     }
+    let viewer = super::auth::principal(ctx)?.clone();
+    let reply = super::rpc(ctx, R::ask(vec![booking], viewer)).await?;
+    Ok(R::items(reply).pop().map(|(_, item)| item))
 }
 
-/// A booking's history: through the request's loader (one RPC for the
-/// page), or one RPC of its own (subscriptions).
+/// A booking's history (none that the caller may not see).
 pub async fn history(
     ctx: &async_graphql::Context<'_>,
     booking: BookingId,
 ) -> async_graphql::Result<Vec<HistoryEntry>> {
-    if let Some(loader) = ctx.data_opt::<DataLoader<HistoryLoader>>() {
-        return Ok(loader
-            .load_one(booking)
-            .await
-            .map_err(|e| crate::error::gql((*e).clone()))?
-            .unwrap_or_default());
-    }
-    let viewer = super::auth::principal(ctx)?.clone();
-    let found = super::rpc(
-        ctx,
-        GetBookingHistories {
-            booking_ids: vec![booking],
-            viewer,
-        },
-    )
-    .await?;
-    Ok(found.into_iter().next().map(|(_, h)| h).unwrap_or_default())
+    Ok(of_booking::<GetBookingHistories>(ctx, booking)
+        .await?
+        .unwrap_or_default())
 }
 
 /// Adds the loaders of one request to it (`viewer`: the caller, if any).
@@ -231,20 +261,15 @@ pub fn attach(
     // Bookings, their histories and their money are read by someone.
     let request = match viewer {
         Some(viewer) => request
-            .data(DataLoader::new(
-                HistoryLoader {
-                    bus: bus.clone(),
-                    viewer: viewer.clone(),
-                },
-                shared::telemetry::spawn_in_request,
+            .data(ViewerLoader::<GetBookingHistories>::new(
+                bus.clone(),
+                viewer.clone(),
             ))
-            .data(DataLoader::new(
-                MoneyLoader {
-                    bus: bus.clone(),
-                    viewer,
-                },
-                shared::telemetry::spawn_in_request,
-            )),
+            .data(ViewerLoader::<GetBookingGuests>::new(
+                bus.clone(),
+                viewer.clone(),
+            ))
+            .data(ViewerLoader::<GetBookingsMoney>::new(bus.clone(), viewer)),
         None => request,
     };
     request
@@ -268,27 +293,12 @@ pub fn attach(
         ))
 }
 
-/// A booking's payments and refunds, through the request's loader (one RPC
-/// for the whole page), or one RPC of its own where there is no loader.
+/// A booking's payments and refunds (none that the caller may not see).
 pub async fn money(
     ctx: &async_graphql::Context<'_>,
     booking: BookingId,
 ) -> async_graphql::Result<BookingMoney> {
-    let found = match ctx.data_opt::<DataLoader<MoneyLoader>>() {
-        Some(loader) => loader
-            .load_one(booking)
-            .await
-            .map_err(|e| crate::error::gql((*e).clone()))?,
-        None => super::rpc(
-            ctx,
-            GetBookingsMoney {
-                booking_ids: vec![booking],
-                viewer: super::auth::principal(ctx)?.clone(),
-            },
-        )
-        .await?
-        .pop(),
-    };
+    let found = of_booking::<GetBookingsMoney>(ctx, booking).await?;
     Ok(found.unwrap_or(BookingMoney {
         booking_id: booking,
         payments: Vec::new(),

@@ -95,13 +95,13 @@ impl Subscription {
         let bus = super::bus(ctx).map_err(gql)?;
         // Whose the change is, from the event itself: no read per change
         // that is not ours.
-        let mine = move |changed: &shared::events::BookingStatusChanged, viewer: &Principal| match (
-            viewer.role,
-            viewer.agency_id,
-        ) {
-            (Role::Agency, Some(agency)) => changed.agency_id == Some(agency),
-            (Role::Agency, None) => false,
-            _ => changed.account_id == Some(viewer.account_id) && changed.agency_id.is_none(),
+        let mine = move |changed: &shared::events::BookingStatusChanged, viewer: &Principal| {
+            changed.account_id.is_some_and(|account_id| {
+                viewer.booked(&shared::auth::Booker {
+                    account_id,
+                    agency_id: changed.agency_id,
+                })
+            })
         };
         Ok(futures::stream::unfold(
             (changes, bus, viewer, slot),

@@ -367,6 +367,45 @@ impl Booking {
     ) -> async_graphql::Result<Option<Payment>> {
         super::payments::payment_of(ctx, self.0.id).await
     }
+    /// Who travels, as the booking named them; each document number with
+    /// all but its last four characters starred (enough to match the
+    /// document at check-in). Read only when asked for, for a whole page
+    /// in one call.
+    async fn guests(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Vec<Traveler>> {
+        let guests = guests_of(ctx, self.0.id).await?;
+        Ok(guests
+            .travelers
+            .into_iter()
+            .map(|t| Traveler {
+                name: t.name,
+                id_type: match t.id_type {
+                    shared::rpcs::IdType::ResidentId => DocumentType::ResidentId,
+                    shared::rpcs::IdType::Passport => DocumentType::Passport,
+                },
+                id_number: t.id_number,
+            })
+            .collect())
+    }
+    /// Who to contact about it: the host before arrival, the platform
+    /// about a refund.
+    async fn contact(&self, ctx: &async_graphql::Context<'_>) -> async_graphql::Result<Contact> {
+        let contact = guests_of(ctx, self.0.id).await?.contact;
+        Ok(Contact {
+            name: contact.name,
+            phone: contact.phone,
+            email: contact.email,
+        })
+    }
+    /// Notes for the host.
+    async fn notes(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Option<String>> {
+        Ok(guests_of(ctx, self.0.id).await?.notes)
+    }
     /// Every step it went through, oldest first.
     async fn history(
         &self,
@@ -388,6 +427,43 @@ impl Booking {
             })
             .collect())
     }
+}
+
+/// Who travels on a booking and how to reach them. Whoever may read the
+/// booking may read these; a booking read at all is the caller's to see.
+async fn guests_of(
+    ctx: &async_graphql::Context<'_>,
+    booking: shared::ids::BookingId,
+) -> async_graphql::Result<shared::rpcs::BookingGuests> {
+    super::loaders::of_booking::<shared::rpcs::GetBookingGuests>(ctx, booking)
+        .await?
+        .ok_or_else(|| {
+            crate::error::gql(shared::AppError::new(
+                shared::ErrorCode::Forbidden,
+                format!("booking {booking}: not yours to see who travels"),
+            ))
+        })
+}
+
+/// Someone travelling on a booking.
+#[derive(SimpleObject)]
+pub struct Traveler {
+    /// Real name, as on the document.
+    pub name: String,
+    /// RESIDENT_ID or PASSPORT.
+    pub id_type: DocumentType,
+    /// The document's number, all but its last four characters starred
+    /// (`**************002X`; fewer shown of a short passport number).
+    pub id_number: String,
+}
+
+/// How to reach whoever booked.
+#[derive(SimpleObject)]
+pub struct Contact {
+    pub name: String,
+    /// Mobile phone.
+    pub phone: String,
+    pub email: Option<String>,
 }
 
 /// One step of a booking's history.

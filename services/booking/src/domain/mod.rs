@@ -76,6 +76,39 @@ pub fn resident_id_is_valid(id: &str) -> bool {
     bytes[17].to_ascii_uppercase() == CHECK[(sum % 11) as usize]
 }
 
+/// A document number as a booking's readers see it: all but its last
+/// characters starred (four of a resident ID's eighteen, fewer of a short
+/// passport number: never more than half).
+pub fn masked(id_number: &str) -> String {
+    let chars: Vec<char> = id_number.trim().chars().collect();
+    let starred = chars.len() - (chars.len() / 2).min(4);
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < starred { '*' } else { *c })
+        .collect()
+}
+
+/// Who travels on a booking, as its readers see them.
+pub fn guests(
+    travelers: Vec<TravelerInput>,
+    contact: shared::rpcs::ContactInput,
+    notes: Option<String>,
+) -> shared::rpcs::BookingGuests {
+    shared::rpcs::BookingGuests {
+        travelers: travelers
+            .into_iter()
+            .map(|t| shared::rpcs::TravelerView {
+                id_number: masked(&t.id_number),
+                name: t.name.trim().to_owned(),
+                id_type: t.id_type,
+            })
+            .collect(),
+        contact,
+        notes,
+    }
+}
+
 fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
     let n = i + 1;
     shared::text::check(&format!("traveler {n}: name"), &t.name, 100, true)?;
@@ -246,6 +279,14 @@ mod tests {
             booker: None,
             commission_bp: 0,
         }
+    }
+
+    #[test]
+    fn a_document_number_shows_its_last_characters_only() {
+        assert_eq!(masked("11010519491231002X"), "**************002X");
+        assert_eq!(masked(" E1234567 "), "****4567");
+        assert_eq!(masked("AB123"), "***23");
+        assert_eq!(masked(""), "");
     }
 
     #[test]

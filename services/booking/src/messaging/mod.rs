@@ -113,7 +113,7 @@ impl Bookings {
 
     /// The RPC methods booking answers.
     pub fn rpc(&self) -> RpcRouter {
-        let [a, b, c, d, e, h] = [(); 6].map(|()| self.clone());
+        let [a, b, c, d, e, g, h] = [(); 7].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<QuoteCancellation, _, _>(move |req| {
                 let s = d.clone();
@@ -138,6 +138,10 @@ impl Bookings {
             .route::<shared::rpcs::GetBookingHistories, _, _>(move |req| {
                 let s = h.clone();
                 async move { s.histories_for(req).await }
+            })
+            .route::<shared::rpcs::GetBookingGuests, _, _>(move |req| {
+                let s = g.clone();
+                async move { s.guests_for(req).await }
             })
     }
 
@@ -388,6 +392,28 @@ impl Bookings {
             .map(|s| s.view.id)
             .collect();
         Ok(storage::histories_of(&self.db, &visible).await?)
+    }
+
+    /// Who travels on the bookings the viewer may see among those asked,
+    /// document numbers masked.
+    pub async fn guests_for(
+        &self,
+        req: shared::rpcs::GetBookingGuests,
+    ) -> Result<Vec<(BookingId, shared::rpcs::BookingGuests)>, AppError> {
+        if req.booking_ids.len() > 100 {
+            return Err(AppError::bad_input("at most 100 bookings at a time"));
+        }
+        Ok(storage::with_guests(&self.db, &req.booking_ids)
+            .await?
+            .into_iter()
+            .filter(|b| b.stored.view.visible_to(&req.viewer))
+            .map(|b| {
+                (
+                    b.stored.view.id,
+                    domain::guests(b.travelers, b.contact, b.notes),
+                )
+            })
+            .collect())
     }
 
     /// The viewer's bookings, newest first.

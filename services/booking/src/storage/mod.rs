@@ -18,7 +18,7 @@ use shared::ids::{AccountId, AgencyId, BookingId};
 use shared::money::{Fen, Split};
 use shared::outbox::{enqueue, stmt};
 use shared::region::RegionCode;
-use shared::rpcs::{BookingView, CreateBooking, HistoryEntry};
+use shared::rpcs::{BookingView, ContactInput, CreateBooking, HistoryEntry, TravelerInput};
 
 /// Booking's migrations.
 pub struct Migrator;
@@ -470,8 +470,11 @@ pub async fn by_id<C: ConnectionTrait>(conn: &C, id: BookingId) -> Result<Option
     .transpose()
 }
 
-/// Several bookings by id, in one query.
-pub async fn by_ids<C: ConnectionTrait>(conn: &C, ids: &[BookingId]) -> Result<Vec<Stored>, DbErr> {
+/// The rows of several bookings, in one query.
+async fn rows_by_ids<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[BookingId],
+) -> Result<Vec<QueryResult>, DbErr> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -484,10 +487,46 @@ pub async fn by_ids<C: ConnectionTrait>(conn: &C, ids: &[BookingId]) -> Result<V
         ),
         ids.iter().map(|id| uuid_value(b, id.0)).collect(),
     ))
-    .await?
-    .iter()
-    .map(stored)
-    .collect()
+    .await
+}
+
+/// Several bookings by id, in one query.
+pub async fn by_ids<C: ConnectionTrait>(conn: &C, ids: &[BookingId]) -> Result<Vec<Stored>, DbErr> {
+    rows_by_ids(conn, ids).await?.iter().map(stored).collect()
+}
+
+/// A booking with who travels on it, as its create request gave them
+/// (document numbers whole).
+pub struct WithGuests {
+    /// The booking.
+    pub stored: Stored,
+    /// Its travelers, in the request's order.
+    pub travelers: Vec<TravelerInput>,
+    /// Who to contact.
+    pub contact: ContactInput,
+    /// Notes for the host.
+    pub notes: Option<String>,
+}
+
+/// Several bookings by id with their travelers and contact, in one query.
+pub async fn with_guests<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[BookingId],
+) -> Result<Vec<WithGuests>, DbErr> {
+    rows_by_ids(conn, ids)
+        .await?
+        .iter()
+        .map(|row| {
+            let travelers: String = row.try_get("", "travelers")?;
+            let contact: String = row.try_get("", "contact")?;
+            Ok(WithGuests {
+                stored: stored(row)?,
+                travelers: from_json(&travelers, "travelers")?,
+                contact: from_json(&contact, "contact")?,
+                notes: row.try_get("", "notes")?,
+            })
+        })
+        .collect()
 }
 
 /// The histories of several bookings, each oldest first, in one query.
@@ -938,21 +977,29 @@ fn listed(
     first: usize,
 ) -> (String, Vec<Value>) {
     let mut values: Vec<Value> = Vec::new();
-    let mut owner = |column: &str, value: Value| {
-        values.push(value);
-        format!("{column} ${first}")
-    };
     let mut sql = match (viewer.role, viewer.agency_id, viewer.region_scope) {
         (Role::PlatformAdmin, _, _) => "TRUE".to_owned(),
-        (Role::Agency, Some(agency), _) => owner("agency_id =", uuid_value(b, agency.0)),
+        // The agency's bookings, and its person's own (Principal::booked).
+        (Role::Agency, Some(agency), _) => {
+            values.push(uuid_value(b, agency.0));
+            values.push(uuid_value(b, viewer.account_id.0));
+            format!(
+                "(agency_id = ${first} OR (account_id = ${} AND agency_id IS NULL))",
+                first + 1
+            )
+        }
         (Role::Agency, None, _) => "FALSE".to_owned(),
         // A region admin: bookings held on listings inside its region.
-        (Role::RegionAdmin, _, Some(region)) => owner(
-            "listing_region LIKE",
-            format!("{}%", region.code_prefix()).into(),
-        ),
+        (Role::RegionAdmin, _, Some(region)) => {
+            values.push(format!("{}%", region.code_prefix()).into());
+            format!("listing_region LIKE ${first}")
+        }
         (Role::RegionAdmin, _, None) => "FALSE".to_owned(),
-        _ => owner("account_id =", uuid_value(b, viewer.account_id.0)),
+        // A person's own: not what they booked for an agency they worked for.
+        _ => {
+            values.push(uuid_value(b, viewer.account_id.0));
+            format!("account_id = ${first} AND agency_id IS NULL")
+        }
     };
     if !only.statuses.is_empty() {
         let list = placeholders(first + values.len(), only.statuses.len());
