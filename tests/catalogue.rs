@@ -1357,3 +1357,92 @@ async fn a_calendar_racing_a_smaller_room_count_never_sells_more_rooms_than_ther
         "{nights}"
     );
 }
+
+/// What an admin says that cannot mean what it says is refused, and nothing
+/// is stored: an empty refund policy (it would refund nothing, where
+/// leaving the policy out means the standard one), a host named twice
+/// (an existing one and a new one), nights put on sale past two years,
+/// and a role given with a scope it does not take.
+#[tokio::test]
+async fn an_admin_s_contradictory_or_far_off_input_is_refused_and_nothing_changes() {
+    let app = spawn_app().await;
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    let room_type = listed_by_admin(&app, &chifeng).await;
+    let homestay = |extra: Value| {
+        let mut input = json!({ "hostName": "敖汉旗牧民合作社", "regionCode": "150430", "name": "草原人家二",
+                                "roomType": { "name": "家庭房", "beds": 2, "maxGuests": 3, "rooms": 3 } });
+        if let (Some(input), Some(extra)) = (input.as_object_mut(), extra.as_object()) {
+            input.extend(extra.clone());
+        }
+        json!({ "i": input })
+    };
+    let create = "mutation($i: HomestayInput!) { createHomestay(input: $i) { homestayId hostId } }";
+    let empty = app
+        .graphql_as(
+            Some(&chifeng),
+            create,
+            homestay(json!({ "cancellationPolicy": [] })),
+        )
+        .await;
+    assert_eq!(code(&empty), "BAD_USER_INPUT", "{empty}");
+    assert!(empty.to_string().contains("at least one tier"), "{empty}");
+    let first = app
+        .graphql_as(Some(&chifeng), create, homestay(json!({})))
+        .await;
+    let host = first["data"]["createHomestay"]["hostId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let both = app
+        .graphql_as(Some(&chifeng), create, homestay(json!({ "hostId": host })))
+        .await;
+    assert_eq!(code(&both), "BAD_USER_INPUT", "{both}");
+    let update = app
+        .graphql_as(
+            Some(&chifeng),
+            "mutation($id: ID!) { updateHomestay(homestayId: $id, input: { cancellationPolicy: [] }) { id } }",
+            json!({ "id": first["data"]["createHomestay"]["homestayId"] }),
+        )
+        .await;
+    assert_eq!(code(&update), "BAD_USER_INPUT", "{update}");
+
+    let calendar = "mutation($rt: ID!, $from: Date!, $to: Date!) { setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, price: \"300.00\") }";
+    let far = tomorrow() + Days::days(800);
+    let refused = app
+        .graphql_as(
+            Some(&chifeng),
+            calendar,
+            json!({ "rt": room_type, "from": far.to_string(), "to": (far + Days::days(2)).to_string() }),
+        )
+        .await;
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
+    let night = app
+        .graphql_as(
+            None,
+            "query($rt: ID!, $from: Date!, $to: Date!) { roomCalendar(roomTypeId: $rt, from: $from, to: $to) { available } }",
+            json!({ "rt": room_type, "from": far.to_string(), "to": (far + Days::days(2)).to_string() }),
+        )
+        .await;
+    assert!(
+        night["data"]["roomCalendar"]
+            .as_array()
+            .is_none_or(|nights| nights.iter().all(|n| n["available"] == 0)),
+        "nothing went on sale: {night}"
+    );
+
+    let admin = app.admin_token().await;
+    app.register("someone@example.cn", "110108").await;
+    let grant = "mutation($r: Role!, $c: ID) { grantRole(email: \"someone@example.cn\", role: $r, regionCode: $c) { role } }";
+    let scoped_traveler = app
+        .graphql_as(
+            Some(&admin),
+            grant,
+            json!({ "r": "TRAVELER", "c": "150400" }),
+        )
+        .await;
+    assert_eq!(
+        code(&scoped_traveler),
+        "BAD_USER_INPUT",
+        "{scoped_traveler}"
+    );
+}

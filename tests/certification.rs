@@ -421,7 +421,7 @@ async fn a_certification_expires_by_the_calendar_and_a_route_can_be_certified_to
     let homestay = app.homestay(1).await;
     let listing = homestay.homestay_id.to_string();
     let (id, certified) = certify_now(&app, &admin, &listing).await;
-    let three_years = china_today(chrono::Utc::now()) + Duration::days(3 * 365);
+    let three_years = shared::policy::three_years_after(china_today(chrono::Utc::now()));
     assert_eq!(
         certified["validUntil"],
         three_years.to_string(),

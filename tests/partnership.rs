@@ -585,6 +585,15 @@ async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
         .expect_err("duplicate");
     assert_eq!(e.code, ErrorCode::BadUserInput);
     assert!(e.message.contains("already paired"), "{e:?}");
+    // The same two the other way round: a mistake, not a second pair.
+    let e = call(bus, &create("150430", "110108"))
+        .await
+        .expect_err("reversed");
+    assert_eq!(e.code, ErrorCode::BadUserInput);
+    assert!(
+        e.message.contains("110108 already sponsors 150430"),
+        "{e:?}"
+    );
 
     let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).expect("date");
     let agreement = |ends_on, tourists| CreateAgreement {

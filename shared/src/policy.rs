@@ -40,6 +40,16 @@ pub struct PolicyTier {
 /// further ahead).
 pub const MAX_DAYS_BEFORE: u32 = 730;
 
+/// The day three calendar years after `day` (a 29 February ends on the
+/// 28th): how long a certification stands unless its admin says otherwise.
+pub fn three_years_after(day: NaiveDate) -> NaiveDate {
+    day.checked_add_months(chrono::Months::new(36))
+        .unwrap_or(NaiveDate::MAX)
+}
+
+/// How far ahead a night or a departure is put on sale (two years).
+pub const MAX_DAYS_AHEAD: i64 = 730;
+
 /// The years reports are kept and asked for: partnerships, their
 /// agreements and targets, the welfare fund's totals.
 pub const YEARS: std::ops::RangeInclusive<i32> = 1990..=2100;
@@ -80,6 +90,15 @@ impl CancellationPolicy {
     /// A policy from tiers in any order: percents ≤ 100, days distinct, and
     /// more days never refunding less.
     pub fn new(mut tiers: Vec<PolicyTier>) -> Result<CancellationPolicy, BadPolicy> {
+        // No tiers would mean no refund ever, which nobody means by an
+        // empty list: say it with a tier.
+        if tiers.is_empty() {
+            return Err(BadPolicy(
+                "a policy has at least one tier: leave it out for the standard policy, \
+                 or say [{daysBefore: 0, refundPercent: 0}] for no refunds"
+                    .into(),
+            ));
+        }
         if tiers.len() > 10 {
             return Err(BadPolicy("a policy has at most 10 tiers".into()));
         }

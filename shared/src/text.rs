@@ -16,7 +16,19 @@ pub fn check(field: &str, text: &str, max: usize, required: bool) -> Result<(), 
     }
     if has_control(text) {
         return Err(AppError::bad_input(format!(
-            "{field}: no control characters (line breaks and tabs are fine)"
+            "{field}: no control characters or text-direction overrides (line breaks and tabs are fine)"
+        )));
+    }
+    Ok(())
+}
+
+/// [`check`] for a one-line field (a person's name as on a document):
+/// no line breaks or tabs either.
+pub fn check_line(field: &str, text: &str, max: usize, required: bool) -> Result<(), AppError> {
+    check(field, text, max, required)?;
+    if text.contains(['\n', '\r', '\t']) {
+        return Err(AppError::bad_input(format!(
+            "{field}: one line, no line breaks or tabs"
         )));
     }
     Ok(())
@@ -31,6 +43,26 @@ pub fn has_control(text: &str) -> bool {
         (c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
             || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
     })
+}
+
+/// Normalises (trimmed, lower case) and checks an email address.
+pub fn normalise_email(email: &str) -> Result<String, AppError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(AppError::bad_input(format!(
+            "`{email}` is not an email address"
+        )))
+    }
 }
 
 /// `n` with its noun, singular for one: "1 room", "3 rooms".

@@ -213,25 +213,7 @@ fn check_password(password: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Normalises and checks an email address.
-pub fn normalise_email(email: &str) -> Result<String, AppError> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        })
-        && !email.chars().any(char::is_whitespace);
-    if valid {
-        Ok(email)
-    } else {
-        Err(AppError::bad_input(format!(
-            "`{email}` is not an email address"
-        )))
-    }
-}
+pub use shared::text::normalise_email;
 
 /// Password of every demonstration account.
 pub const DEMO_PASSWORD: &str = "duikou-demo-2026";
@@ -406,7 +388,8 @@ impl Identity {
         if self.is_revoked(principal.account_id, c.generation) {
             return Err(unauthenticated(
                 "the access token was revoked (the account's password, role or sessions \
-                 changed); log in again, or refresh if your session still stands",
+                 changed, or its API client was revoked); log in again, or refresh if \
+                 your session still stands (a revoked API client gets no more tokens)",
             ));
         }
         Ok((
@@ -687,6 +670,20 @@ impl Identity {
         by: AccountId,
     ) -> Result<Account, AppError> {
         let email = normalise_email(email)?;
+        // What does not go with the role is refused, not dropped: the
+        // caller meant something by it.
+        if agency.is_some() && role != Role::Agency {
+            return Err(AppError::bad_input(format!(
+                "agencyId is for an AGENCY account, not a {}",
+                role.as_str()
+            )));
+        }
+        if region_scope.is_some() && role != Role::RegionAdmin {
+            return Err(AppError::bad_input(format!(
+                "regionCode is for a REGION_ADMIN, not a {}",
+                role.as_str()
+            )));
+        }
         let (region_scope, agency) = match role {
             Role::RegionAdmin => {
                 let region = region_scope

@@ -5,7 +5,7 @@ use super::auth::principal;
 use super::types::{Date, page_info};
 use super::{changing, non_negative, parse, region, rpc};
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use shared::policy::china_today;
 use shared::rpcs::{self, CertificationStep as Step};
 
@@ -192,5 +192,5 @@ pub async fn advance(ctx: &Context<'_>, id: ID, step: Step) -> Result<Certificat
 
 /// The default validity of a certification: three years from today.
 pub fn default_validity() -> chrono::NaiveDate {
-    china_today(Utc::now()) + Duration::days(3 * 365)
+    shared::policy::three_years_after(china_today(Utc::now()))
 }

@@ -522,8 +522,9 @@ impl Query {
         ))
     }
 
-    /// Partnerships (结对帮扶) where the region's sub-tree is either side; all
-    /// when `regionCode` is omitted.
+    /// Partnerships (结对帮扶) that cover the region on either side: a side
+    /// that is the region, lies inside it, or contains it (北京市↔内蒙古
+    /// covers 海淀区); all when `regionCode` is omitted.
     #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn partnerships(
         &self,
@@ -1266,9 +1267,9 @@ impl Mutation {
         })
     }
 
-    /// Revokes an API client (platform admins): it gets no more tokens and
-    /// its refresh tokens stop at once; an access token it holds expires
-    /// within its lifetime (`DUIKOU_ACCESS_TOKEN_MINUTES`).
+    /// Revokes an API client (platform admins): it gets no more tokens, and
+    /// its refresh and access tokens stop at once (on other gateway
+    /// replicas within 2 s).
     async fn revoke_api_client(&self, ctx: &Context<'_>, client_id: String) -> Result<ApiClient> {
         platform_admin(ctx)?;
         let revoked = identity(ctx)?

@@ -225,7 +225,7 @@ async fn certify_demo(inventory: &Inventory, listing_id: uuid::Uuid) -> anyhow::
     .await?;
     inventory
         .advance_certification(advance(CertificationStep::Certify {
-            valid_until: Utc::now().date_naive() + Duration::days(3 * 365),
+            valid_until: shared::policy::three_years_after(shared::policy::china_today(Utc::now())),
             resolution: None,
         }))
         .await?;

@@ -111,7 +111,7 @@ pub fn guests(
 
 fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
     let n = i + 1;
-    shared::text::check(&format!("traveler {n}: name"), &t.name, 100, true)?;
+    shared::text::check_line(&format!("traveler {n}: name"), &t.name, 100, true)?;
     match t.id_type {
         IdType::ResidentId if !resident_id_is_valid(t.id_number.trim()) => {
             Err(AppError::bad_input(format!(
@@ -135,7 +135,32 @@ fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
     }
 }
 
-/// Validates a create request at the edge; the saga never re-checks.
+/// Puts a create request in the one form it is stored, compared and
+/// fingerprinted in: names and document numbers trimmed, document numbers
+/// in capitals (a resident ID's check character `x` is `X`), the contact's
+/// email trimmed and in lower case, blank email and notes left out.
+pub fn normalise(req: &mut CreateBooking) {
+    for t in &mut req.travelers {
+        t.name = t.name.trim().to_owned();
+        t.id_number = t.id_number.trim().to_ascii_uppercase();
+    }
+    req.contact.name = req.contact.name.trim().to_owned();
+    req.contact.phone = req.contact.phone.trim().to_owned();
+    req.contact.email = req
+        .contact
+        .email
+        .take()
+        .map(|e| e.trim().to_lowercase())
+        .filter(|e| !e.is_empty());
+    req.notes = req
+        .notes
+        .take()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+}
+
+/// Validates a create request at the edge ([`normalise`]d first); the saga
+/// never re-checks.
 pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
     if req.commission_bp > 3_000 {
         return Err(AppError::bad_input("an agency commission is at most 30 %"));
@@ -153,6 +178,16 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
     }
     for (i, t) in req.travelers.iter().enumerate() {
         check_traveler(i, t)?;
+        if let Some(first) = req.travelers[..i]
+            .iter()
+            .position(|o| o.id_type == t.id_type && o.id_number == t.id_number)
+        {
+            return Err(AppError::bad_input(format!(
+                "traveler {}: the same document as traveler {} (each traveler is one person)",
+                i + 1,
+                first + 1
+            )));
+        }
     }
     let phone = req.contact.phone.trim();
     if !(5..=20).contains(&phone.len())
@@ -162,7 +197,19 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
     {
         return Err(AppError::bad_input("contact.phone: 5 to 20 digits"));
     }
-    shared::text::check("contact.name", &req.contact.name, 100, true)?;
+    shared::text::check_line("contact.name", &req.contact.name, 100, true)?;
+    if let Some(email) = &req.contact.email {
+        shared::text::normalise_email(email).map_err(|_| {
+            AppError::bad_input(format!("contact.email: `{email}` is not an email address"))
+        })?;
+    }
+    if let Some(region) = req.sponsor_region
+        && shared::region::reference_region(region).is_none()
+    {
+        return Err(AppError::bad_input(format!(
+            "sponsorRegionCode: no region {region} in the table of regions (see `regions`)"
+        )));
+    }
     if let Some(notes) = &req.notes {
         shared::text::check("notes", notes, MAX_NOTES, false)?;
     }
@@ -212,28 +259,34 @@ pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
     let days = days_before(view, now).unwrap_or(0);
     let paid = match (status, view.total) {
         (Some(Status::Confirmed), Some(total)) => total,
+        // Cancelled after payment (a refund was promised): still paid.
+        (Some(Status::Cancelled), Some(total)) if view.refund_due.is_some() => total,
         _ => Fen::ZERO,
+    };
+    let cancellable = matches!(
+        status,
+        Some(Status::Pending | Status::AwaitingPayment | Status::Confirmed)
+    );
+    let percent = if cancellable && paid > Fen::ZERO {
+        policy.refund_percent(days)
+    } else {
+        0
     };
     CancellationQuote {
         booking_id: view.id,
         status: view.status.clone(),
-        cancellable: matches!(
-            status,
-            Some(Status::Pending | Status::AwaitingPayment | Status::Confirmed)
-        ),
+        cancellable,
         paid,
-        // The policy's share of the price, but never more than is left of
-        // it after the refunds already made (a goodwill refund by an admin,
-        // say): payment refuses a refund larger than what is left.
-        refund: policy
-            .refund(paid, days)
-            .min(paid - view.refunded)
-            .max(Fen::ZERO),
-        refund_percent: if paid > Fen::ZERO {
-            policy.refund_percent(days)
+        // The policy's share of what the traveler still has in: after a
+        // refund already made (a complaint settled by an admin), the share
+        // of what is left, so that the two never add up to more than the
+        // policy and the complaint together give.
+        refund: if percent > 0 {
+            policy.refund((paid - view.refunded).max(Fen::ZERO), days)
         } else {
-            0
+            Fen::ZERO
         },
+        refund_percent: percent,
         days_before: days,
         policy,
     }
@@ -334,9 +387,110 @@ mod tests {
         assert_eq!((q.refund_percent, q.refund), (100, Fen(90_000)));
         let all_back = BookingView {
             refunded: Fen(100_000),
-            ..view
+            ..view.clone()
         };
         assert_eq!(quote(&all_back, Utc::now()).refund, Fen::ZERO);
+        // Half by the policy, after 400 of 1,000 were given back: half of
+        // the 600 left, not half of the price on top of the 400.
+        let half = BookingView {
+            refunded: Fen(40_000),
+            ..confirmed(Utc::now().date_naive() + chrono::Duration::days(4), 100_000)
+        };
+        let q = quote(&half, Utc::now());
+        assert_eq!((q.refund_percent, q.refund), (50, Fen(30_000)));
+        // Cancelled after payment: what was paid stays; cancelling again
+        // refunds nothing.
+        let cancelled = BookingView {
+            status: "CANCELLED".into(),
+            refund_due: Some(Fen(30_000)),
+            refunded: Fen(70_000),
+            ..half
+        };
+        let q = quote(&cancelled, Utc::now());
+        assert_eq!(
+            (q.cancellable, q.paid, q.refund, q.refund_percent),
+            (false, Fen(100_000), Fen::ZERO, 0)
+        );
+    }
+
+    fn request(travelers: &[(&str, &str)]) -> CreateBooking {
+        CreateBooking {
+            idempotency_key: "k".into(),
+            item: HoldItem::RoomNights {
+                room_type_id: shared::ids::RoomTypeId::new(),
+                check_in: Utc::now().date_naive() + chrono::Duration::days(3),
+                check_out: Utc::now().date_naive() + chrono::Duration::days(4),
+                rooms: 1,
+            },
+            travelers: travelers
+                .iter()
+                .map(|(name, id)| TravelerInput {
+                    name: (*name).into(),
+                    id_type: if id.trim().len() == 18 {
+                        IdType::ResidentId
+                    } else {
+                        IdType::Passport
+                    },
+                    id_number: (*id).into(),
+                })
+                .collect(),
+            contact: shared::rpcs::ContactInput {
+                name: " 张三 ".into(),
+                phone: "13800138000".into(),
+                email: Some("  ".into()),
+            },
+            sponsor_region: shared::region::RegionCode::parse("110108").ok(),
+            notes: Some(" \n ".into()),
+            by: shared::auth::Principal {
+                account_id: shared::ids::AccountId::new(),
+                role: shared::auth::Role::Traveler,
+                home_region: None,
+                agency_id: None,
+                region_scope: None,
+            },
+            commission_bp: 0,
+        }
+    }
+
+    fn refusal(req: &CreateBooking) -> String {
+        let mut req = req.clone();
+        normalise(&mut req);
+        validate(&req).err().map(|e| e.message).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_request_is_stored_in_one_form_and_names_each_person_once() {
+        let mut req = request(&[(" 张三 ", " 11010519491231002x "), ("Anna", "e1234567")]);
+        normalise(&mut req);
+        assert_eq!(req.travelers[0].name, "张三");
+        assert_eq!(req.travelers[0].id_number, "11010519491231002X");
+        assert_eq!(req.travelers[1].id_number, "E1234567");
+        assert_eq!(
+            (req.contact.name.as_str(), &req.contact.email),
+            ("张三", &None)
+        );
+        assert_eq!(req.notes, None);
+        assert_eq!(refusal(&req), "");
+        // The same key with `x` for `X` is the same request.
+        let mut again = request(&[("张三", "11010519491231002X"), ("Anna", "E1234567")]);
+        again.item = req.item.clone();
+        normalise(&mut again);
+        assert_eq!(fingerprint(&again), fingerprint(&req));
+
+        let mut twice = request(&[
+            ("张三", "11010519491231002X"),
+            ("李四", "11010519491231002x"),
+        ]);
+        normalise(&mut twice);
+        assert!(refusal(&twice).contains("traveler 2: the same document as traveler 1"));
+        let split = request(&[("张\n三", "11010519491231002X")]);
+        assert!(refusal(&split).contains("one line"), "{}", refusal(&split));
+        let mut mail = request(&[("张三", "11010519491231002X")]);
+        mail.contact.email = Some("nope".into());
+        assert!(refusal(&mail).starts_with("contact.email"));
+        let mut nowhere = request(&[("张三", "11010519491231002X")]);
+        nowhere.sponsor_region = shared::region::RegionCode::parse("119999").ok();
+        assert!(refusal(&nowhere).starts_with("sponsorRegionCode"));
     }
 
     #[test]

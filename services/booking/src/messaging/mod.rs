@@ -147,13 +147,14 @@ impl Bookings {
 
     /// Creates a PENDING booking and asks inventory for the hold, once per
     /// idempotency key.
-    pub async fn create(&self, req: CreateBooking) -> Result<BookingView, AppError> {
+    pub async fn create(&self, mut req: CreateBooking) -> Result<BookingView, AppError> {
         if !matches!(req.by.role, Role::Traveler | Role::Agency) {
             return Err(AppError::new(
                 ErrorCode::Forbidden,
                 "bookings are made by travelers and agencies",
             ));
         }
+        domain::normalise(&mut req);
         domain::validate(&req)?;
         if let shared::events::HoldItem::RoomNights { check_in, .. } = req.item {
             shared::stay::check_not_past(check_in, Utc::now())?;

@@ -651,6 +651,13 @@ impl Inventory {
                 req.from
             )));
         }
+        let last = today + chrono::Duration::days(shared::policy::MAX_DAYS_AHEAD);
+        if req.to > last {
+            return Err(AppError::bad_input(format!(
+                "to: nights are put on sale at most {} days ahead (to: {last} at the latest)",
+                shared::policy::MAX_DAYS_AHEAD
+            )));
+        }
         let txn = self.db.begin().await?;
         let Some(listing) = storage::listing(&txn, req.room_type_id).await? else {
             return Err(AppError::not_found("no such room type"));
@@ -710,6 +717,9 @@ pub(crate) async fn host_of<'a, C: sea_orm::ConnectionTrait>(
     region: RegionCode,
 ) -> Result<(HostId, Option<&'a str>), AppError> {
     match id {
+        Some(_) if !name.trim().is_empty() => Err(AppError::bad_input(
+            "hostId or hostName: an existing host or a new one, not both",
+        )),
         Some(id) => {
             let found = storage::hosts(conn, "", Some(id)).await?;
             let Some(host) = found.first() else {

@@ -22,8 +22,7 @@ const MAX_TITLE: usize = 200;
 const MAX_DESCRIPTION: usize = 10_000;
 /// Most seats on one departure.
 const MAX_SEATS: u32 = 1_000;
-/// How far ahead a departure may be put on sale (two years).
-const MAX_DAYS_AHEAD: i64 = 730;
+use shared::policy::MAX_DAYS_AHEAD;
 /// Widest window of departure days read or searched at once.
 pub(crate) const MAX_WINDOW_DAYS: i64 = 366;
 

@@ -186,6 +186,15 @@ impl Partnerships {
         };
         let txn = self.db.begin().await?;
         storage::lock_facts(&txn).await?;
+        // A pair runs one way: the sponsor sends tourists and spending to
+        // the beneficiary. The same two the other way round is a mistake.
+        if storage::sponsors(&txn, req.beneficiary, req.sponsor).await? {
+            return Err(AppError::bad_input(format!(
+                "{} already sponsors {}: a pair runs one way, from the sponsor to the \
+                 beneficiary (check which is which)",
+                req.beneficiary, req.sponsor
+            )));
+        }
         if !storage::insert_partnership(&txn, &view).await? {
             return Err(AppError::bad_input(format!(
                 "{} and {} are already paired",

@@ -206,6 +206,23 @@ pub async fn insert_partnership<C: ConnectionTrait>(
     Ok(r.rows_affected() == 1)
 }
 
+/// Whether `sponsor` already sponsors `beneficiary`.
+pub async fn sponsors<C: ConnectionTrait>(
+    conn: &C,
+    sponsor: RegionCode,
+    beneficiary: RegionCode,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT 1 AS one FROM partnerships WHERE sponsor_code = $1 AND beneficiary_code = $2",
+            vec![sponsor.to_string().into(), beneficiary.to_string().into()],
+        ))
+        .await?
+        .is_some())
+}
+
 fn partnership(row: &QueryResult) -> Result<PartnershipView, DbErr> {
     Ok(PartnershipView {
         id: PartnershipId(row_uuid(row, "id")?),
