@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::Duration as Days;
-use common::{spawn_app, tomorrow};
+use common::{code, spawn_app, tomorrow};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
@@ -87,6 +87,25 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
         earlier["data"]["runPayouts"]["total"]["amount"], "0.00",
         "earnings paid by a later run are not paid again: {earlier}"
     );
+    // Its retry gets it again; the same reference for another period is
+    // refused.
+    let late = "mutation($r: String!, $t: DateTime!) { runPayouts(reference: $r, upTo: $t) { total { amount } } }";
+    let again = app
+        .graphql_as(
+            Some(&admin),
+            late,
+            json!({ "r": "BATCH-LATE-FILED", "t": between.to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(again, earlier);
+    let other = app
+        .graphql_as(
+            Some(&admin),
+            late,
+            json!({ "r": "BATCH-LATE-FILED", "t": (between - chrono::Duration::seconds(1)).to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(code(&other), "IDEMPOTENCY_KEY_REUSED", "{other}");
     let owed = app.graphql_as(Some(&admin), balances, json!({})).await;
     assert_eq!(owed["data"]["hostBalances"], json!([]));
 

@@ -24,6 +24,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use shared::bus::Bus;
 use std::net::SocketAddr;
@@ -489,16 +490,38 @@ async fn graphql_get(
             let identity = gw.identity.clone();
             let watching = identity.clone();
             let (opened, opened_with) = tokio::sync::watch::channel(None);
-            let serve = GraphQLWebSocket::new(socket, gw.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    connection_principal(identity.as_ref(), &payload, &opened)
-                })
-                .serve();
+            // The server's messages go through a channel, so that the socket
+            // is still ours to close with a reason when the token ends.
+            let (mut socket_out, socket_in) = socket.split();
+            let (out, mut outgoing) = futures::channel::mpsc::channel(16);
+            let serve =
+                GraphQLWebSocket::new_with_pair(out, socket_in, gw.schema.clone(), protocol)
+                    .on_connection_init(move |payload| async move {
+                        connection_principal(identity.as_ref(), &payload, &opened)
+                    })
+                    .serve();
             async move {
-                tokio::select! {
-                    () = serve => {}
-                    // The client reconnects with a fresh token.
-                    () = crate::socket::token_ended(opened_with, watching) => {}
+                let ended = {
+                    let forward = async {
+                        while let Some(message) = outgoing.next().await {
+                            if socket_out.send(message).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        ((), ()) = futures::future::join(serve, forward) => None,
+                        reason = crate::socket::token_ended(opened_with, watching) => Some(reason),
+                    }
+                };
+                if let Some(reason) = ended {
+                    let close = axum::extract::ws::CloseFrame {
+                        code: crate::socket::TOKEN_ENDED,
+                        reason: reason.into(),
+                    };
+                    let _ = socket_out
+                        .send(axum::extract::ws::Message::Close(Some(close)))
+                        .await;
                 }
             }
         })

@@ -53,13 +53,19 @@ impl Extension for SubscriptionsOnlyExtension {
 /// The token a connection was opened with: whose, and what it says.
 pub type Opened = Option<(shared::ids::AccountId, crate::identity::Token)>;
 
+/// The close code a connection ends with when its token does (4401,
+/// graphql-transport-ws's "Unauthorized"): the client reconnects with a
+/// fresh token, where 1006 (no close frame) would look like a network fault.
+pub const TOKEN_ENDED: u16 = 4401;
+
 /// Resolves when the connection's token expires or is revoked (seen on
-/// this gateway, checked every second): never while no token was given
-/// (an anonymous connection sees only what anyone may).
+/// this gateway, checked every second), with the reason to close with:
+/// never while no token was given (an anonymous connection sees only what
+/// anyone may).
 pub async fn token_ended(
     mut opened: tokio::sync::watch::Receiver<Opened>,
     identity: Option<crate::identity::Identity>,
-) {
+) -> &'static str {
     let Ok(Some((account, token))) = opened.wait_for(Option::is_some).await.map(|o| *o) else {
         return std::future::pending().await;
     };
@@ -76,8 +82,14 @@ pub async fn token_ended(
         }
     };
     tokio::select! {
-        () = tokio::time::sleep(left) => tracing::debug!("a WebSocket's token expired; closing it"),
-        () = revoked => tracing::info!(%account, "a WebSocket's token was revoked; closing it"),
+        () = tokio::time::sleep(left) => {
+            tracing::debug!("a WebSocket's token expired; closing it");
+            "the access token expired: reconnect with a fresh one (refreshToken)"
+        }
+        () = revoked => {
+            tracing::info!(%account, "a WebSocket's token was revoked; closing it");
+            "the access token was revoked: log in again, then reconnect"
+        }
     }
 }
 

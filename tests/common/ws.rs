@@ -75,15 +75,18 @@ pub async fn subscribed(
     ws
 }
 
-/// Whether the server closes the socket within `within` (with or without
-/// a close frame), whatever else it sends meanwhile.
-pub async fn closes_within(ws: &mut Socket, within: Duration) -> bool {
+/// The close code the server closes the socket with within `within`,
+/// whatever else it sends meanwhile: 1006 when it closes without a close
+/// frame, None when it does not close in time.
+pub async fn closed_within(ws: &mut Socket, within: Duration) -> Option<u16> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => return false,
-            Ok(None | Some(Err(_))) => return true,
-            Ok(Some(Ok(message))) if message.is_close() => return true,
+            Err(_) => return None,
+            Ok(None | Some(Err(_))) => return Some(1006),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Some(frame.map_or(1005, |f| u16::from(f.code)));
+            }
             Ok(Some(Ok(_))) => continue,
         }
     }

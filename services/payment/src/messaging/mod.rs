@@ -484,7 +484,9 @@ impl Payments {
         platform_admin(&req.by)?;
         let reference = req.reference.trim().to_owned();
         shared::text::check("reference", &reference, 100, true)?;
-        let up_to = req.up_to.unwrap_or_else(chrono::Utc::now);
+        // As stored (microseconds), to compare with a run already made.
+        let up_to =
+            chrono::SubsecRound::trunc_subsecs(req.up_to.unwrap_or_else(chrono::Utc::now), 6);
         if up_to > chrono::Utc::now() {
             return Err(AppError::bad_input(
                 "a payout period cannot end in the future",
@@ -492,7 +494,24 @@ impl Payments {
         }
         let txn = self.db.begin().await?;
         storage::lock_payouts(&txn).await?;
-        if storage::insert_payout_run(&txn, &reference, up_to).await? {
+        let made = storage::insert_payout_run(&txn, &reference, up_to).await?;
+        // A retry gets the run it made; the same reference for another
+        // period is a mistake, not a retry (a retry of a run "up to now"
+        // cannot say its period again, and gets the run).
+        if !made
+            && req.up_to.is_some()
+            && let Some((first, _)) = storage::payout_run_times(&txn, &reference).await?
+            && first != up_to
+        {
+            return Err(AppError::new(
+                ErrorCode::IdempotencyKeyReused,
+                format!(
+                    "reference {reference} was run up to {first}; a run up to {up_to} needs a \
+                     reference of its own"
+                ),
+            ));
+        }
+        if made {
             for (host, owed, region) in storage::host_balances(&txn, up_to).await? {
                 if owed <= Fen::ZERO {
                     continue;
