@@ -129,7 +129,8 @@ async fn report(app: &TestApp, id: PartnershipId) -> Value {
                 totals { tourists bookings spend { amount } fund { amount } }
                 monthly { month impact { tourists spend { amount } } }
                 touristsProgress { actual target percent onTrack }
-                spendProgress { actual { amount } target { amount } percent } csv } }",
+                spendProgress { actual { amount } target { amount } percent }
+                targets { tourists spend { amount } custom { name target unit } } csv } }",
             json!({ "id": id.to_string(), "year": year_now() }),
         )
         .await;
@@ -180,6 +181,33 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
     )
     .await
     .expect("agreement");
+    // A supplementary agreement adds a training target for the year; the
+    // framework's tourist and spend targets stand.
+    call(
+        app.app.rt.bus.as_ref(),
+        &CreateAgreement {
+            partnership_id: province.id,
+            title: "《乡村旅游人才培训补充协议》".into(),
+            signed_on: chrono::NaiveDate::from_ymd_opt(year_now(), 1, 1).expect("date"),
+            starts_on: chrono::NaiveDate::from_ymd_opt(year_now(), 1, 1).expect("date"),
+            ends_on: chrono::NaiveDate::from_ymd_opt(year_now(), 12, 31).expect("date"),
+            signatories: vec![],
+            targets: vec![YearTarget {
+                year: year_now(),
+                tourists: None,
+                spend: None,
+                certified_spend: None,
+                custom: vec![shared::rpcs::CustomTarget {
+                    name: "培训乡村旅游带头人".into(),
+                    target: 30.0,
+                    unit: Some("人次".into()),
+                }],
+            }],
+            by: Principal::platform(),
+        },
+    )
+    .await
+    .expect("supplementary agreement");
 
     let homestay = app.homestay(1).await;
     let room_type = homestay.room_type_id.to_string();
@@ -249,6 +277,12 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
     assert_eq!(r["totals"]["spend"]["amount"], "380.00");
     assert_eq!(r["touristsProgress"]["target"], 4);
     assert_eq!(r["touristsProgress"]["percent"], 25.0);
+    assert_eq!(
+        r["targets"],
+        json!({ "tourists": 4, "spend": { "amount": "10000.00" },
+                "custom": [{ "name": "培训乡村旅游带头人", "target": 30.0, "unit": "人次" }] }),
+        "{r}"
+    );
     // Money against money (a province's target in fen is past a GraphQL Int).
     assert_eq!(
         r["spendProgress"],

@@ -2141,6 +2141,10 @@ pub struct PartnershipReport {
     pub spend_progress: Option<TargetProgress>,
     /// Certified spend against its target.
     pub certified_spend_progress: Option<TargetProgress>,
+    /// The year's targets, each indicator from the newest agreement that
+    /// sets it for the year (none from a service of an earlier release).
+    #[serde(default)]
+    pub targets: Option<YearTarget>,
     /// The report as CSV (one row per month and a total).
     pub csv: String,
 }

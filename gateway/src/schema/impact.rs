@@ -135,25 +135,27 @@ impl Agreement {
         &self.0.signatories
     }
     async fn targets(&self) -> Vec<YearTarget> {
-        self.0
-            .targets
-            .iter()
-            .map(|t| YearTarget {
-                year: t.year,
-                tourists: t.tourists,
-                spend: t.spend.map(Money::from),
-                certified_spend: t.certified_spend.map(Money::from),
-                custom: t
-                    .custom
-                    .iter()
-                    .map(|c| CustomTarget {
-                        name: c.name.clone(),
-                        target: c.target,
-                        unit: c.unit.clone(),
-                    })
-                    .collect(),
-            })
-            .collect()
+        self.0.targets.iter().map(YearTarget::from).collect()
+    }
+}
+
+impl From<&rpcs::YearTarget> for YearTarget {
+    fn from(t: &rpcs::YearTarget) -> YearTarget {
+        YearTarget {
+            year: t.year,
+            tourists: t.tourists,
+            spend: t.spend.map(Money::from),
+            certified_spend: t.certified_spend.map(Money::from),
+            custom: t
+                .custom
+                .iter()
+                .map(|c| CustomTarget {
+                    name: c.name.clone(),
+                    target: c.target,
+                    unit: c.unit.clone(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -295,7 +297,14 @@ impl PartnershipReport {
             })
             .collect()
     }
-    /// Tourists against the agreement's target for the year.
+    /// The year's targets, each indicator from the newest agreement that
+    /// sets it for the year: a supplementary agreement adding an indicator
+    /// leaves the others standing. Custom indicators are shown, not
+    /// measured.
+    async fn targets(&self) -> Option<YearTarget> {
+        self.0.targets.as_ref().map(YearTarget::from)
+    }
+    /// Tourists against the year's target.
     async fn tourists_progress(&self) -> Option<TargetProgress> {
         progress(self.0.tourists_progress.clone())
     }

@@ -205,6 +205,39 @@ pub fn validate_signing(
     Ok(())
 }
 
+/// A year's targets from a partnership's agreements (oldest first), one
+/// indicator at a time: each from the newest agreement that sets it for
+/// that year. A supplementary agreement adding a training target leaves
+/// the framework agreement's tourist and spend targets standing; one that
+/// sets a new tourist target replaces that one only. None when no
+/// agreement sets anything for the year.
+pub fn year_targets(agreements: &[shared::rpcs::AgreementView], year: i32) -> Option<YearTarget> {
+    let mut merged: Option<YearTarget> = None;
+    for t in agreements
+        .iter()
+        .rev()
+        .flat_map(|a| a.targets.iter())
+        .filter(|t| t.year == year)
+    {
+        let m = merged.get_or_insert_with(|| YearTarget {
+            year,
+            tourists: None,
+            spend: None,
+            certified_spend: None,
+            custom: Vec::new(),
+        });
+        m.tourists = m.tourists.or(t.tourists);
+        m.spend = m.spend.or(t.spend);
+        m.certified_spend = m.certified_spend.or(t.certified_spend);
+        for c in &t.custom {
+            if !m.custom.iter().any(|k| k.name == c.name) {
+                m.custom.push(c.clone());
+            }
+        }
+    }
+    merged
+}
+
 /// Checks yearly targets: within [`YEARS`], none negative, one per year.
 pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
     if let Some(t) = targets.iter().find(|t| !YEARS.contains(&t.year)) {
@@ -258,6 +291,54 @@ mod tests {
             confirmed_at: Some(Utc::now()),
             ..Facts::default()
         }
+    }
+
+    #[test]
+    fn each_target_of_a_year_comes_from_the_newest_agreement_that_sets_it() {
+        let agreement = |starts: (i32, u32, u32), target: YearTarget| shared::rpcs::AgreementView {
+            id: shared::ids::AgreementId::new(),
+            partnership_id: shared::ids::PartnershipId::new(),
+            title: "协议".into(),
+            signed_on: NaiveDate::from_ymd_opt(starts.0, starts.1, starts.2).expect("day"),
+            starts_on: NaiveDate::from_ymd_opt(starts.0, starts.1, starts.2).expect("day"),
+            ends_on: NaiveDate::from_ymd_opt(2030, 12, 31).expect("day"),
+            signatories: Vec::new(),
+            targets: vec![target],
+        };
+        let year = |tourists, spend: Option<i64>, custom: &[(&str, f64)]| YearTarget {
+            year: 2026,
+            tourists,
+            spend: spend.map(Fen),
+            certified_spend: None,
+            custom: custom
+                .iter()
+                .map(|(name, target)| shared::rpcs::CustomTarget {
+                    name: (*name).into(),
+                    target: *target,
+                    unit: None,
+                })
+                .collect(),
+        };
+        let framework = agreement(
+            (2018, 6, 1),
+            year(Some(10), Some(1_000_000), &[("培训", 10.0)]),
+        );
+        let training = agreement((2026, 6, 1), year(None, None, &[("培训", 30.0)]));
+        let merged = year_targets(&[framework.clone(), training.clone()], 2026).expect("set");
+        assert_eq!(
+            (merged.tourists, merged.spend, merged.custom[0].target),
+            (Some(10), Some(Fen(1_000_000)), 30.0),
+            "a supplement adding training leaves tourists and spend standing"
+        );
+        let more = agreement((2026, 9, 1), year(Some(20), None, &[]));
+        let merged = year_targets(&[framework, training, more], 2026).expect("set");
+        assert_eq!(
+            (merged.tourists, merged.spend),
+            (Some(20), Some(Fen(1_000_000)))
+        );
+        assert_eq!(merged.custom.len(), 1);
+        assert_eq!(merged.custom[0].target, 30.0);
+        assert!(year_targets(&[], 2026).is_none());
     }
 
     #[test]

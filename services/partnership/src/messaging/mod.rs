@@ -411,13 +411,7 @@ impl Partnerships {
         let monthly = storage::monthly_totals(&self.db, id, year).await?;
         let totals: Figures = monthly.iter().map(|(_, f)| *f).sum();
         let today = shared::policy::china_today(Utc::now());
-        let target = partnership
-            .agreements
-            .iter()
-            .rev()
-            .flat_map(|a| a.targets.iter())
-            .find(|t| t.year == year)
-            .cloned();
+        let target = domain::year_targets(&partnership.agreements, year);
         let progress = |actual: i64, target: Option<i64>| {
             target.map(|t| domain::progress(actual, t, year, today))
         };
@@ -436,6 +430,7 @@ impl Partnerships {
                     .and_then(|t| t.certified_spend)
                     .map(|f| f.get()),
             ),
+            targets: target,
             partnership,
             year,
             totals,
