@@ -198,6 +198,41 @@ async fn my_bookings_filter_by_status_and_by_when_they_changed(settings: Setting
         .await;
     assert_eq!(all["data"]["regionBookings"]["totalCount"], 2, "{all}");
 
+    // By the day they start: the stay from day 5, the one from day 8.
+    let day = |n: i64| (tomorrow() + chrono::Duration::days(n)).to_string();
+    assert_eq!(
+        ids(list(json!({ "startsFrom": day(6) })).await),
+        vec![unpaid.clone()]
+    );
+    assert_eq!(
+        ids(list(json!({ "startsTo": day(5) })).await),
+        vec![paid.clone()]
+    );
+    assert_eq!(
+        ids(list(json!({ "startsFrom": day(5), "startsTo": day(8) })).await),
+        vec![unpaid.clone(), paid.clone()]
+    );
+    let arrivals = app
+        .graphql_as(
+            Some(&admin),
+            "query($f: BookingFilter) { regionBookings(first: 10, filter: $f) { totalCount edges { node { id startsOn } } } }",
+            json!({ "f": { "startsFrom": day(8), "startsTo": day(8) } }),
+        )
+        .await;
+    assert_eq!(
+        arrivals["data"]["regionBookings"]["edges"],
+        json!([{ "node": { "id": unpaid, "startsOn": day(8) } }]),
+        "{arrivals}"
+    );
+    assert_eq!(arrivals["data"]["regionBookings"]["totalCount"], 1);
+    let backwards = app
+        .graphql(
+            "query($f: BookingFilter) { myBookings(first: 10, filter: $f) { edges { node { id } } } }",
+            json!({ "f": { "startsFrom": day(8), "startsTo": day(5) } }),
+        )
+        .await;
+    assert_eq!(code(&backwards), "BAD_USER_INPUT", "{backwards}");
+
     // Nothing changed after the latest change; then the unpaid one is cancelled.
     let latest = everything
         .iter()

@@ -34,8 +34,12 @@ fn grassland_route() -> Value {
     })
 }
 
+/// A traveler whose passport number follows from the name (one number per person).
 fn traveler(name: &str) -> Value {
-    json!({ "name": name, "idType": "PASSPORT", "idNumber": format!("E{:08}", name.len()) })
+    let number = name
+        .chars()
+        .fold(0u64, |h, c| (h * 31 + u64::from(c)) % 100_000_000);
+    json!({ "name": name, "idType": "PASSPORT", "idNumber": format!("E{number:08}") })
 }
 
 /// A published route with one departure `days` ahead; (route id, departure id).

@@ -1351,6 +1351,13 @@ pub struct ListBookings {
     /// Only bookings changed after this instant (a client catching up).
     #[serde(default)]
     pub updated_since: Option<DateTime<Utc>>,
+    /// Only bookings starting on this day or later (a stay's check-in, a
+    /// departure's day).
+    #[serde(default)]
+    pub starts_from: Option<NaiveDate>,
+    /// Only bookings starting on this day or earlier.
+    #[serde(default)]
+    pub starts_to: Option<NaiveDate>,
     /// Count every booking the filter lets through, too.
     #[serde(default)]
     pub count: bool,

@@ -147,6 +147,12 @@ pub struct BookingFilter {
     /// from a minute before the last `updatedAt` seen and keep each id
     /// once: a change is stamped just before it commits).
     pub updated_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only bookings starting on this day or later: a stay's check-in, a
+    /// departure's day (China dates). With `startsTo`, a region's arrivals
+    /// for a week.
+    pub starts_from: Option<types::Date>,
+    /// Only bookings starting on this day or earlier.
+    pub starts_to: Option<types::Date>,
 }
 
 /// The bookings `viewer` answers for, a page at a time.
@@ -182,6 +188,8 @@ async fn list_bookings(
             after,
             statuses,
             updated_since: filter.updated_since,
+            starts_from: filter.starts_from.map(|d| d.0),
+            starts_to: filter.starts_to.map(|d| d.0),
             count,
         },
     )

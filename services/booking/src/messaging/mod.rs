@@ -429,9 +429,17 @@ impl Bookings {
         {
             return Err(AppError::bad_input(format!("no booking status {odd}")));
         }
+        if let (Some(from), Some(to)) = (req.starts_from, req.starts_to)
+            && from > to
+        {
+            return Err(AppError::bad_input(format!(
+                "startsFrom {from} is after startsTo {to}"
+            )));
+        }
         let only = || storage::ListFilter {
             statuses: &req.statuses,
             updated_since: req.updated_since,
+            starts: (req.starts_from, req.starts_to),
         };
         let (bookings, has_next_page) =
             storage::list(&self.db, &req.viewer, req.first, req.after, only()).await?;

@@ -35,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(Replays),
             Box::new(HomeRegions),
             Box::new(CapturedSplits),
+            Box::new(StartsOn),
         ]
     }
 }
@@ -248,6 +249,39 @@ impl MigrationTrait for CapturedSplits {
     }
 }
 
+struct StartsOn;
+
+impl MigrationName for StartsOn {
+    fn name(&self) -> &str {
+        "m20261204_000001_booking_starts_on"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for StartsOn {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The day a booking starts (a stay's check-in, a departure's day):
+        // region admins list their arrivals by it. Known at the create for
+        // a stay, at the hold for seats; bookings made before, from what
+        // they stored.
+        let backfill = match manager.get_database_backend() {
+            DbBackend::Postgres => {
+                "UPDATE bookings SET starts_on = CAST(COALESCE(
+                     CAST(listing AS JSON)->>'starts_on', CAST(item AS JSON)->>'check_in') AS DATE)"
+            }
+            _ => {
+                "UPDATE bookings SET starts_on = COALESCE(
+                     json_extract(listing, '$.starts_on'), json_extract(item, '$.check_in'))"
+            }
+        };
+        run_ddl(
+            manager,
+            &["ALTER TABLE bookings ADD COLUMN starts_on DATE", backfill],
+        )
+        .await
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -336,15 +370,15 @@ pub async fn insert<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     let insert = "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
                 traveler_count, contact, sponsor_region, notes, created_at, updated_at,
-                account_id, agency_id, commission_bp, home_region, first_response)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16)
+                account_id, agency_id, commission_bp, home_region, first_response, starts_on)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING *";
     let sql = logged(
         b,
-        17,
+        18,
         insert,
-        "queued AS (INSERT INTO outbox (event_id, kind, body) SELECT $18, $19, $20 FROM moved)",
+        "queued AS (INSERT INTO outbox (event_id, kind, body) SELECT $19, $20, $21 FROM moved)",
     );
     let mut values: Vec<Value> = vec![
         uuid_value(b, id.0),
@@ -366,6 +400,12 @@ pub async fn insert<C: ConnectionTrait>(
         commission_bp(req).into(),
         req.by.home_region.map(|r| r.to_string()).into(),
         json(first_response).into(),
+        // A stay starts at check-in; seats on the day the hold tells.
+        match req.item {
+            shared::events::HoldItem::RoomNights { check_in, .. } => Some(check_in),
+            shared::events::HoldItem::Seats { .. } => None,
+        }
+        .into(),
     ];
     if b == DbBackend::Postgres {
         values.push(CREATED.into());
@@ -612,6 +652,7 @@ pub async fn transition<C: ConnectionTrait>(
             .into(),
         changes.refund_due.map(Fen::get).into(),
         changes.captured.as_ref().map(json).into(),
+        changes.listing.as_ref().and_then(|l| l.starts_on).into(),
     ];
     let first = values.len() + 1;
     let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", first + i)).collect();
@@ -627,7 +668,8 @@ pub async fn transition<C: ConnectionTrait>(
             expires_at = COALESCE($6, expires_at), reason = COALESCE($7, reason),
             listing_region = COALESCE($8, listing_region),
             refund_due_fen = COALESCE($9, refund_due_fen),
-            captured_split = COALESCE($10, captured_split)
+            captured_split = COALESCE($10, captured_split),
+            starts_on = COALESCE($11, starts_on)
          WHERE id = $1 AND status IN ({})
          RETURNING *",
         placeholders.join(", ")
@@ -964,6 +1006,8 @@ pub struct ListFilter<'a> {
     pub statuses: &'a [String],
     /// Only bookings changed after this.
     pub updated_since: Option<DateTime<Utc>>,
+    /// Only bookings starting on these days (both included).
+    pub starts: (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>),
 }
 
 /// The SQL condition and its values for the bookings `viewer` may list
@@ -1009,6 +1053,15 @@ fn listed(
     if let Some(since) = only.updated_since {
         values.push(since.into());
         sql.push_str(&format!(" AND updated_at > ${}", first + values.len() - 1));
+    }
+    for (day, op) in [(only.starts.0, ">="), (only.starts.1, "<=")] {
+        if let Some(day) = day {
+            values.push(day.into());
+            sql.push_str(&format!(
+                " AND starts_on {op} ${}",
+                first + values.len() - 1
+            ));
+        }
     }
     (sql, values)
 }
