@@ -49,6 +49,28 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     );
     let traveler = app.graphql(balances, json!({})).await;
     assert_eq!(traveler["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    // Whom to pay: each host's name and region beside its balance, read
+    // for the whole list in one call.
+    let calls = || app.metric("duikou_rpc_total", &["method=\"get_hosts\""]);
+    let before = calls().await;
+    let named = app
+        .graphql_as(
+            Some(&admin),
+            "{ hostBalances { hostId host { id name regionCode } } }",
+            json!({}),
+        )
+        .await;
+    let named = named["data"]["hostBalances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("{named}"));
+    assert_eq!(named.len(), 2);
+    for b in &named {
+        assert_eq!(b["host"]["id"], b["hostId"], "{b}");
+        assert_eq!(b["host"]["name"], "敖汉旗测试牧户", "{b}");
+        assert_eq!(b["host"]["regionCode"], "150430", "{b}");
+    }
+    assert_eq!(calls().await, before + 1.0, "one call for the list");
 
     // A moment after both captures and before the first run.
     let between = chrono::Utc::now();

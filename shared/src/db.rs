@@ -152,6 +152,22 @@ pub fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// The rows of `sql` — a query whose `{ids}` stands for an `IN (…)` list —
+/// for `ids`, in one round trip; none without asking when `ids` is empty.
+pub async fn rows_with_ids<C: ConnectionTrait>(
+    conn: &C,
+    sql: &str,
+    ids: impl ExactSizeIterator<Item = uuid::Uuid>,
+) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+    if ids.len() == 0 {
+        return Ok(Vec::new());
+    }
+    let b = conn.get_database_backend();
+    let sql = sql.replace("{ids}", &placeholders(1, ids.len()));
+    conn.query_all_raw(stmt(b, &sql, ids.map(|id| uuid_value(b, id)).collect()))
+        .await
+}
+
 /// A UUID as a bind value: native on PostgreSQL, text on SQLite.
 pub fn uuid_value(backend: DbBackend, id: uuid::Uuid) -> sea_orm::Value {
     match backend {

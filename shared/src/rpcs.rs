@@ -358,6 +358,19 @@ impl Rpc for ListHosts {
     type Reply = Vec<HostView>;
 }
 
+/// Hosts by id, up to 100 (those that exist): who a payout is for. A
+/// host's name and region are no secret (travelers see them on listings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetHosts {
+    /// The hosts.
+    pub host_ids: Vec<HostId>,
+}
+impl Rpc for GetHosts {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "get_hosts";
+    type Reply = Vec<HostView>;
+}
+
 /// A page of the hosts inside a region, by region code, name and id
 /// (admins of the region).
 #[derive(Debug, Clone, Serialize, Deserialize)]

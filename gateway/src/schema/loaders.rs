@@ -10,12 +10,12 @@ use chrono::NaiveDate;
 use shared::AppError;
 use shared::auth::Principal;
 use shared::bus::Bus;
-use shared::ids::{BookingId, HomestayId, RoomTypeId, RouteId};
+use shared::ids::{BookingId, HomestayId, HostId, RoomTypeId, RouteId};
 use shared::rpc::Rpc;
 use shared::rpcs::{
     BookingGuests, BookingMoney, DepartureView, GetBookingGuests, GetBookingHistories,
-    GetBookingsMoney, GetDepartures, GetHomestays, GetRoomCalendars, HistoryEntry, HomestayView,
-    Night,
+    GetBookingsMoney, GetDepartures, GetHomestays, GetHosts, GetRoomCalendars, HistoryEntry,
+    HomestayView, HostView, Night,
 };
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -138,6 +138,42 @@ impl Loader<HomestayId> for HomestayLoader {
         }
         Ok(found)
     }
+}
+
+/// Loads hosts by id (who a page of payouts is for), 100 to a call.
+pub struct HostLoader {
+    bus: Arc<dyn Bus>,
+}
+
+impl Loader<HostId> for HostLoader {
+    type Value = HostView;
+    type Error = Arc<AppError>;
+
+    async fn load(&self, keys: &[HostId]) -> Result<HashMap<HostId, HostView>, Arc<AppError>> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let request = GetHosts {
+                host_ids: chunk.to_vec(),
+            };
+            let hosts = shared::bus::call(self.bus.as_ref(), &request)
+                .await
+                .map_err(Arc::new)?;
+            found.extend(hosts.into_iter().map(|h| (h.id, h)));
+        }
+        Ok(found)
+    }
+}
+
+/// A host, through the request's loader (one call for a page of payouts).
+pub async fn host(
+    ctx: &async_graphql::Context<'_>,
+    id: HostId,
+) -> async_graphql::Result<Option<HostView>> {
+    let loader = ctx.data::<DataLoader<HostLoader>>()?;
+    loader
+        .load_one(id)
+        .await
+        .map_err(|e| crate::error::gql((*e).clone()))
 }
 
 /// An RPC that reads something of up to 100 bookings for the caller: the
@@ -285,6 +321,10 @@ pub fn attach(
                 bus: bus.clone(),
                 cache: cache.clone(),
             },
+            shared::telemetry::spawn_in_request,
+        ))
+        .data(DataLoader::new(
+            HostLoader { bus: bus.clone() },
             shared::telemetry::spawn_in_request,
         ))
         .data(DataLoader::new(

@@ -834,10 +834,27 @@ pub fn page_info<'a>(
 
 /// What a host is owed, or was paid.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct HostBalance {
     /// The household, cooperative or village collective.
     pub host_id: ID,
     pub amount: Money,
+    #[graphql(skip)]
+    pub id: shared::ids::HostId,
+}
+
+#[async_graphql::ComplexObject]
+impl HostBalance {
+    /// Who it is: name and region, to make the transfer to (one call for
+    /// the whole list).
+    async fn host(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Option<super::catalogue::Host>> {
+        Ok(super::loaders::host(ctx, self.id)
+            .await?
+            .map(super::catalogue::Host::from))
+    }
 }
 
 impl From<shared::rpcs::HostBalance> for HostBalance {
@@ -845,6 +862,7 @@ impl From<shared::rpcs::HostBalance> for HostBalance {
         HostBalance {
             host_id: ID(b.host_id.to_string()),
             amount: b.owed.into(),
+            id: b.host_id,
         }
     }
 }

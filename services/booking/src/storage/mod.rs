@@ -515,18 +515,11 @@ async fn rows_by_ids<C: ConnectionTrait>(
     conn: &C,
     ids: &[BookingId],
 ) -> Result<Vec<QueryResult>, DbErr> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let b = conn.get_database_backend();
-    conn.query_all_raw(stmt(
-        b,
-        &format!(
-            "SELECT * FROM bookings WHERE id IN ({})",
-            shared::db::placeholders(1, ids.len())
-        ),
-        ids.iter().map(|id| uuid_value(b, id.0)).collect(),
-    ))
+    shared::db::rows_with_ids(
+        conn,
+        "SELECT * FROM bookings WHERE id IN ({ids})",
+        ids.iter().map(|id| id.0),
+    )
     .await
 }
 
@@ -579,18 +572,13 @@ pub async fn histories_of<C: ConnectionTrait>(
     if ids.is_empty() {
         return Ok(out);
     }
-    let b = conn.get_database_backend();
-    let rows = conn
-        .query_all_raw(stmt(
-            b,
-            &format!(
-                "SELECT booking_id, status, cause, at FROM booking_history
-                 WHERE booking_id IN ({}) ORDER BY id",
-                shared::db::placeholders(1, ids.len())
-            ),
-            ids.iter().map(|id| uuid_value(b, id.0)).collect(),
-        ))
-        .await?;
+    let rows = shared::db::rows_with_ids(
+        conn,
+        "SELECT booking_id, status, cause, at FROM booking_history
+         WHERE booking_id IN ({ids}) ORDER BY id",
+        ids.iter().map(|id| id.0),
+    )
+    .await?;
     for r in &rows {
         let id = BookingId(shared::db::row_uuid(r, "booking_id")?);
         if let Some((_, steps)) = out.iter_mut().find(|(b, _)| *b == id) {

@@ -75,7 +75,7 @@ impl Inventory {
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
         let [v, w, x, y, z] = [(); 5].map(|()| self.clone());
-        let [aa, ab, ac] = [(); 3].map(|()| self.clone());
+        let [aa, ab, ac, ad] = [(); 4].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -92,6 +92,15 @@ impl Inventory {
             .route::<shared::rpcs::ListHostPage, _, _>(move |req| {
                 let s = ac.clone();
                 async move { s.list_host_page(req).await }
+            })
+            .route::<shared::rpcs::GetHosts, _, _>(move |req| {
+                let s = ad.clone();
+                async move {
+                    if req.host_ids.len() > 100 {
+                        return Err(AppError::bad_input("at most 100 hosts at a time"));
+                    }
+                    Ok(storage::hosts_by_ids(&s.db, &req.host_ids).await?)
+                }
             })
             .route::<shared::rpcs::ListListings, _, _>(move |req| {
                 let s = w.clone();

@@ -462,6 +462,20 @@ pub async fn hosts<C: ConnectionTrait>(
     rows.iter().map(host_view).collect()
 }
 
+/// The hosts among `ids` that exist, in one query.
+pub async fn hosts_by_ids<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[HostId],
+) -> Result<Vec<shared::rpcs::HostView>, DbErr> {
+    let rows = shared::db::rows_with_ids(
+        conn,
+        &format!("{HOST} WHERE o.id IN ({{ids}})"),
+        ids.iter().map(|id| id.0),
+    )
+    .await?;
+    rows.iter().map(host_view).collect()
+}
+
 /// Up to `first` hosts whose region code starts with `prefix`, by region
 /// code, name and id, from the one after `after`; and whether more follow.
 pub async fn host_page<C: ConnectionTrait>(

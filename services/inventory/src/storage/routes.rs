@@ -285,21 +285,15 @@ pub async fn routes<C: ConnectionTrait>(
     conn: &C,
     ids: &[RouteId],
 ) -> Result<Vec<RouteView>, DbErr> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let b = conn.get_database_backend();
-    let rows = conn
-        .query_all_raw(stmt(
-            b,
-            &format!(
-                "SELECT {ROUTE_COLUMNS} FROM routes r JOIN hosts h ON h.id = r.host_id
-                 WHERE r.id IN ({})",
-                shared::db::placeholders(1, ids.len())
-            ),
-            ids.iter().map(|id| uuid_value(b, id.0)).collect(),
-        ))
-        .await?;
+    let rows = shared::db::rows_with_ids(
+        conn,
+        &format!(
+            "SELECT {ROUTE_COLUMNS} FROM routes r JOIN hosts h ON h.id = r.host_id
+             WHERE r.id IN ({{ids}})"
+        ),
+        ids.iter().map(|id| id.0),
+    )
+    .await?;
     rows.iter().map(route_from_row).collect()
 }
 
