@@ -1257,6 +1257,29 @@ async fn a_room_type_is_edited_and_fewer_rooms_never_unsell_a_night(
     // Two rooms are held tomorrow: one room is too few, and nothing moves.
     let too_few = update(json!({ "rooms": 1, "name": "单间" })).await;
     assert_eq!(code(&too_few), "CONFLICT", "{too_few}");
+    assert!(
+        too_few.to_string().contains(&format!(
+            "the night of {} has 2 rooms held or sold",
+            tomorrow()
+        )),
+        "the message names the night: {too_few}"
+    );
+    assert_eq!(app.available(&room_type, 2).await, json!([1, 3]));
+    // The calendar the same: one room on sale tomorrow is too few.
+    let calendar = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($rt: ID!, $from: Date!, $to: Date!) { setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, rooms: 1, price: \"300.00\") }",
+            json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + Days::days(2)).to_string() }),
+        )
+        .await;
+    assert_eq!(code(&calendar), "CONFLICT", "{calendar}");
+    assert!(
+        calendar
+            .to_string()
+            .contains(&format!("the night of {} has 2 rooms", tomorrow())),
+        "{calendar}"
+    );
     assert_eq!(app.available(&room_type, 2).await, json!([1, 3]));
 
     let two = update(json!({ "rooms": 2 })).await;

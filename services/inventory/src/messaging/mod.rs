@@ -687,15 +687,21 @@ impl Inventory {
             closed: req.closed,
             min_stay: req.min_stay,
         };
-        let n = storage::set_nights(&txn, req.room_type_id, req.from, req.to, terms)
-            .await
-            .map_err(|e| {
-                if e.to_string().to_lowercase().contains("check constraint") {
-                    AppError::conflict("fewer rooms than are already held or sold on some night")
-                } else {
-                    AppError::from(e)
-                }
-            })?;
+        let n = match storage::set_nights(&txn, req.room_type_id, req.from, req.to, terms).await {
+            Ok(n) => n,
+            Err(e) if e.to_string().to_lowercase().contains("check constraint") => {
+                drop(txn);
+                let busiest =
+                    storage::busiest_night(&self.db, req.room_type_id, req.from, Some(req.to))
+                        .await?;
+                return Err(too_few_rooms(
+                    rooms,
+                    busiest,
+                    "put at least that many on sale",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
         txn.commit().await?;
         Ok(n)
     }
@@ -743,6 +749,22 @@ pub(crate) async fn host_of<'a, C: sea_orm::ConnectionTrait>(
             Ok((id, None))
         }
         None => Ok((HostId::new(), Some(host_name("hostName", name)?))),
+    }
+}
+
+/// CONFLICT for a room count below what a night has held or sold, naming
+/// the night with the most (read after the refused change).
+fn too_few_rooms(rooms: u32, busiest: Option<(chrono::NaiveDate, i32)>, then: &str) -> AppError {
+    match busiest {
+        Some((night, taken)) => AppError::conflict(format!(
+            "rooms: {} is too few — the night of {night} has {} held or sold; {then}",
+            rooms,
+            shared::text::plural(u32::try_from(taken).unwrap_or(0), "room", "rooms")
+        )),
+        None => AppError::conflict(format!(
+            "rooms: {} is fewer than a night has held or sold",
+            rooms
+        )),
     }
 }
 
@@ -956,20 +978,19 @@ impl Inventory {
         };
         let view = check_room_type(&wanted)?.view(req.room_type_id);
         let rooms = view.rooms;
-        storage::update_room_type(&txn, &view, china_today(Utc::now()))
-            .await
-            .map_err(|e| {
-                if e.to_string().to_lowercase().contains("check constraint") {
-                    AppError::conflict(format!(
-                        "rooms: some night from today has more than {} held or sold",
-                        shared::text::plural(rooms, "room", "rooms")
-                    ))
-                } else {
-                    // A deadlock with holds handed back in another order
-                    // is SERVICE_UNAVAILABLE, "try again" (`AppError::from`).
-                    AppError::from(e)
-                }
-            })?;
+        let today = china_today(Utc::now());
+        match storage::update_room_type(&txn, &view, today).await {
+            Ok(()) => {}
+            Err(e) if e.to_string().to_lowercase().contains("check constraint") => {
+                drop(txn);
+                let busiest =
+                    storage::busiest_night(&self.db, req.room_type_id, today, None).await?;
+                return Err(too_few_rooms(rooms, busiest, "keep at least that many"));
+            }
+            // A deadlock with holds handed back in another order is
+            // SERVICE_UNAVAILABLE, "try again" (`AppError::from`).
+            Err(e) => return Err(e.into()),
+        }
         txn.commit().await?;
         Ok(view)
     }

@@ -956,6 +956,28 @@ pub async fn set_nights<C: ConnectionTrait>(
     Ok(n)
 }
 
+/// The night of `[from, to)` (no end: every night from `from`) with the
+/// most rooms held or sold, and how many: what a change of the room count
+/// must leave room for.
+pub async fn busiest_night<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+    from: NaiveDate,
+    to: Option<NaiveDate>,
+) -> Result<Option<(NaiveDate, i32)>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        "SELECT night, rooms - available AS taken FROM room_nights
+         WHERE room_type_id = $1 AND night >= $2 AND ($3 IS NULL OR night < $3)
+         ORDER BY rooms - available DESC, night LIMIT 1",
+        vec![uuid_value(b, room_type.0), from.into(), to.into()],
+    ))
+    .await?
+    .map(|r| Ok((r.try_get("", "night")?, r.try_get("", "taken")?)))
+    .transpose()
+}
+
 /// The calendar of a room type for `[from, to)`: only nights that were set.
 pub async fn nights<C: ConnectionTrait>(
     conn: &C,
