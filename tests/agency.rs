@@ -621,9 +621,7 @@ async fn staff_who_leave_an_agency_leave_its_bookings_and_travelers_who_join_kee
                     json!({}),
                 )
                 .await;
-            page["data"]["myBookings"]["edges"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{page}"))
+            common::edges(&page, "myBookings")
                 .iter()
                 .filter_map(|e| e["node"]["id"].as_str().map(str::to_owned))
                 .collect::<Vec<_>>()

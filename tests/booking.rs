@@ -965,10 +965,7 @@ async fn a_page_of_bookings_shows_each_history_and_payment_with_one_call_for_eac
             json!({}),
         )
         .await;
-    let edges = page["data"]["myBookings"]["edges"]
-        .as_array()
-        .cloned()
-        .unwrap_or_else(|| panic!("{page}"));
+    let edges = common::edges(&page, "myBookings");
     assert_eq!(edges.len(), 3, "{page}");
     for e in &edges {
         let steps: Vec<&str> = e["node"]["history"]
@@ -1049,10 +1046,7 @@ async fn a_booking_shows_its_guests_to_its_readers_with_documents_masked() {
             json!({}),
         )
         .await;
-    let edges = page["data"]["myBookings"]["edges"]
-        .as_array()
-        .cloned()
-        .unwrap_or_else(|| panic!("{page}"));
+    let edges = common::edges(&page, "myBookings");
     assert_eq!(edges.len(), 2, "{page}");
     let passports: Vec<&str> = edges
         .iter()

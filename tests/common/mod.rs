@@ -715,6 +715,15 @@ pub fn spawn_child_with(
     command.spawn().expect("the part starts as a process")
 }
 
+/// The edges of the connection `field` in a response (panics, showing the
+/// response, when there are none).
+pub fn edges(body: &Value, field: &str) -> Vec<Value> {
+    body["data"][field]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no {field} edges in {body}"))
+}
+
 /// The `extensions.code` of a response's first error ("none" without one).
 pub fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
