@@ -312,7 +312,29 @@ async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published(
     assert!(offers().await.is_empty());
     let refused = outcome(&app, room_type, 0, 2, 1, "off-3").await;
     assert!(refused.starts_with("NOT_PUBLISHED"), "{refused}");
-    assert_eq!(app.available(room_type, 3).await, json!([1, 1, 2]));
+    // Its calendar, like the homestay itself, is its region's admins' alone
+    // while off sale: the held room stays held.
+    let calendar = |token: Option<String>| {
+        let app = &app;
+        async move {
+            app.graphql_as(
+                token.as_deref(),
+                "query($rt: ID!, $from: Date!, $to: Date!) { roomCalendar(roomTypeId: $rt, from: $from, to: $to) { available } }",
+                json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + Days::days(3)).to_string() }),
+            )
+            .await
+        }
+    };
+    let nights = calendar(Some(chifeng.clone())).await;
+    assert_eq!(
+        nights["data"]["roomCalendar"],
+        json!([{ "available": 1 }, { "available": 1 }, { "available": 2 }]),
+        "{nights}"
+    );
+    for token in [None, app.token.clone(), Some(beijing.clone())] {
+        let hidden = calendar(token).await;
+        assert_eq!(code(&hidden), "NOT_FOUND", "{hidden}");
+    }
     // Read by id: its region's admins still see it, nobody else does.
     let read = |token: Option<String>| {
         let app = &app;

@@ -482,6 +482,10 @@ pub struct GetRoomCalendar {
     pub from: NaiveDate,
     /// End (exclusive).
     pub to: NaiveDate,
+    /// Who asks: a homestay off sale shows its calendar only to the admins
+    /// of its region (none: an anonymous caller).
+    #[serde(default)]
+    pub viewer: Option<crate::auth::Principal>,
 }
 impl Rpc for GetRoomCalendar {
     const SERVICE: &'static str = "inventory";

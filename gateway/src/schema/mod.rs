@@ -603,7 +603,9 @@ impl Query {
         WelfareFund
     }
 
-    /// A room type's nights from `from` to `to` (exclusive).
+    /// A room type's nights from `from` to `to` (exclusive). A homestay off
+    /// sale shows its calendar to the admins of its region only (NOT_FOUND
+    /// to anyone else, as for an unknown room type).
     async fn room_calendar(
         &self,
         ctx: &Context<'_>,
@@ -618,6 +620,7 @@ impl Query {
                 room_type_id,
                 from: from.0,
                 to: to.0,
+                viewer: ctx.data_opt::<shared::auth::Principal>().cloned(),
             },
         )
         .await?;

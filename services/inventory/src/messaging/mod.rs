@@ -708,7 +708,20 @@ impl Inventory {
 
     async fn room_calendar(&self, req: GetRoomCalendar) -> Result<Vec<Night>, AppError> {
         calendar_range(req.from, req.to)?;
-        Ok(storage::nights(&self.db, req.room_type_id, req.from, req.to).await?)
+        // A homestay off sale (or never put on) is its region admins' to see,
+        // as `homestay(id)` is; to anyone else it is not there.
+        let shown = storage::listing_shown(&self.db, req.room_type_id).await?;
+        match shown {
+            Some((region, published))
+                if published || req.viewer.is_some_and(|v| v.administers(region)) =>
+            {
+                Ok(storage::nights(&self.db, req.room_type_id, req.from, req.to).await?)
+            }
+            _ => Err(AppError::not_found(format!(
+                "roomTypeId: no room type {} on sale",
+                req.room_type_id
+            ))),
+        }
     }
 
     async fn room_calendars(

@@ -899,6 +899,30 @@ pub async fn stay_rules<C: ConnectionTrait>(
     Ok(Some((snapshot(&row)?, rules)))
 }
 
+/// The region of a room type's homestay and whether it is on sale; none
+/// when there is no such room type.
+pub async fn listing_shown<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+) -> Result<Option<(RegionCode, bool)>, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT h.region_code, h.published
+             FROM room_types r JOIN homestays h ON h.id = r.homestay_id WHERE r.id = $1",
+            vec![uuid_value(b, room_type.0)],
+        ))
+        .await?;
+    row.map(|row| {
+        Ok((
+            shared::db::row_region(&row, "region_code")?,
+            row.try_get("", "published")?,
+        ))
+    })
+    .transpose()
+}
+
 /// True when the room type exists.
 pub async fn room_type_exists<C: ConnectionTrait>(conn: &C, id: RoomTypeId) -> Result<bool, DbErr> {
     Ok(listing(conn, id).await?.is_some())
