@@ -226,6 +226,19 @@ async fn an_agency_feed_pushes_the_bookings_of_all_its_clients_and_nobody_elses(
     assert_eq!(pushed["commissionBasisPoints"], 800);
 }
 
+/// The app's traveler subscribed to `query` (a `bookingsUpdated` feed), set
+/// up: the server has answered a ping after the subscription.
+async fn traveler_feed(app: &TestApp, query: &str) -> common::ws::Socket {
+    let token = app.token.clone().expect("token");
+    let mut ws = subscribed(app, &token, "feed", query, json!({})).await;
+    send(&mut ws, json!({ "type": "ping" })).await;
+    assert_eq!(
+        next(&mut ws).await.map(|m| m["type"].clone()),
+        Some(json!("pong"))
+    );
+    ws
+}
+
 /// Reads the feed until booking `id` is pushed with `status`.
 async fn feed_until(ws: &mut common::ws::Socket, id: &str, status: &str) {
     loop {
@@ -245,20 +258,7 @@ async fn feed_until(ws: &mut common::ws::Socket, id: &str, status: &str) {
 async fn paying_on_the_push_needs_no_read_of_the_booking() {
     let app = spawn_app().await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
-    let token = app.token.clone().expect("token");
-    let mut ws = subscribed(
-        &app,
-        &token,
-        "feed",
-        "subscription { bookingsUpdated { id status } }",
-        json!({}),
-    )
-    .await;
-    send(&mut ws, json!({ "type": "ping" })).await;
-    assert_eq!(
-        next(&mut ws).await.map(|m| m["type"].clone()),
-        Some(json!("pong"))
-    );
+    let mut ws = traveler_feed(&app, "subscription { bookingsUpdated { id status } }").await;
     let id = TestApp::id_of(
         &app.create_booking(&room_type, tomorrow(), 1, "on-push")
             .await,
@@ -291,6 +291,42 @@ async fn paying_on_the_push_needs_no_read_of_the_booking() {
         reads().await,
         before + 1.0,
         "a booking that moved on is read"
+    );
+}
+
+/// A push asking for a booking's guests, contact and notes reads them in
+/// one call, as a page of bookings does: the connection has the request's
+/// loaders, not one call per field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_reads_a_bookings_guests_in_one_call() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let mut ws = traveler_feed(&app, "subscription { bookingsUpdated { id status guests { name } contact { name phone } notes } }").await;
+    let calls = || app.metric("duikou_rpc_total", &["method=\"get_booking_guests\""]);
+    let before = calls().await;
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "guests")
+            .await,
+    );
+    let mut pushes = 0.0;
+    let booking = loop {
+        let m = next(&mut ws).await.expect("a push");
+        let b = m["payload"]["data"]["bookingsUpdated"].clone();
+        assert!(m["payload"]["errors"].is_null(), "{m}");
+        if b["id"] == id.as_str() {
+            pushes += 1.0;
+            if b["status"] == "AWAITING_PAYMENT" {
+                break b;
+            }
+        }
+    };
+    let guests = booking["guests"].as_array().cloned().unwrap_or_default();
+    assert_eq!(guests.len(), 1, "{booking}");
+    assert!(booking["contact"]["phone"].is_string(), "{booking}");
+    assert_eq!(
+        calls().await,
+        before + pushes,
+        "one call a push, not one a field"
     );
 }
 

@@ -489,6 +489,7 @@ async fn graphql_get(
         .on_upgrade(move |socket| {
             let identity = gw.identity.clone();
             let watching = identity.clone();
+            let (bus, cache) = (gw.bus.clone(), gw.cache.clone());
             let (opened, opened_with) = tokio::sync::watch::channel(None);
             // The server's messages go through a channel, so that the socket
             // is still ours to close with a reason when the token ends.
@@ -497,7 +498,22 @@ async fn graphql_get(
             let serve =
                 GraphQLWebSocket::new_with_pair(out, socket_in, gw.schema.clone(), protocol)
                     .on_connection_init(move |payload| async move {
-                        connection_principal(identity.as_ref(), &payload, &opened)
+                        let principal = connection_principal(identity.as_ref(), &payload, &opened)?;
+                        let mut data = async_graphql::Data::default();
+                        data.insert(crate::socket::OverWebSocket);
+                        data.insert(crate::socket::Slots::default());
+                        if let Some(bus) = &bus {
+                            crate::schema::loaders::attach(
+                                &mut data,
+                                bus,
+                                &cache,
+                                principal.as_ref(),
+                            );
+                        }
+                        if let Some(principal) = principal {
+                            data.insert(principal);
+                        }
+                        Ok(data)
                     })
                     .serve();
             async move {
@@ -534,23 +550,20 @@ fn connection_principal(
     identity: Option<&Identity>,
     payload: &serde_json::Value,
     opened: &tokio::sync::watch::Sender<crate::socket::Opened>,
-) -> async_graphql::Result<async_graphql::Data> {
-    let mut data = async_graphql::Data::default();
-    data.insert(crate::socket::OverWebSocket);
-    data.insert(crate::socket::Slots::default());
+) -> async_graphql::Result<Option<shared::auth::Principal>> {
     let token = ["Authorization", "authorization", "token"]
         .iter()
         .find_map(|k| payload.get(k).and_then(|v| v.as_str()))
         .map(bearer_token);
-    if let Some(token) = token {
-        let identity = identity.ok_or("no identity here")?;
-        let (principal, token) = identity
-            .verify_until(&token)
-            .map_err(|e| async_graphql::Error::new(e.message))?;
-        opened.send_replace(Some((principal.account_id, token)));
-        data.insert(principal);
-    }
-    Ok(data)
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let identity = identity.ok_or("no identity here")?;
+    let (principal, token) = identity
+        .verify_until(&token)
+        .map_err(|e| async_graphql::Error::new(e.message))?;
+    opened.send_replace(Some((principal.account_id, token)));
+    Ok(Some(principal))
 }
 
 async fn graphql(
@@ -687,12 +700,7 @@ async fn graphql(
             .increment(1);
     }
     if let Some(bus) = &gw.bus {
-        request = crate::schema::loaders::attach(
-            request,
-            bus.clone(),
-            gw.cache.clone(),
-            principal.clone(),
-        );
+        crate::schema::loaders::attach(&mut request.data, bus, &gw.cache, principal.as_ref());
     }
     if let Some(principal) = principal {
         request = request.data(principal);

@@ -287,50 +287,53 @@ pub async fn history(
         .unwrap_or_default())
 }
 
-/// Adds the loaders of one request to it (`viewer`: the caller, if any).
+/// Adds the loaders to a request's data, or to a subscription connection's
+/// (where each pushed booking's fields then share one call, as a page's
+/// do); `viewer`: the caller, if any.
 pub fn attach(
-    request: async_graphql::Request,
-    bus: Arc<dyn Bus>,
-    cache: Cache,
-    viewer: Option<shared::auth::Principal>,
-) -> async_graphql::Request {
+    data: &mut async_graphql::Data,
+    bus: &Arc<dyn Bus>,
+    cache: &Cache,
+    viewer: Option<&Principal>,
+) {
     // Bookings, their histories and their money are read by someone.
-    let request = match viewer {
-        Some(viewer) => request
-            .data(ViewerLoader::<GetBookingHistories>::new(
-                bus.clone(),
-                viewer.clone(),
-            ))
-            .data(ViewerLoader::<GetBookingGuests>::new(
-                bus.clone(),
-                viewer.clone(),
-            ))
-            .data(ViewerLoader::<GetBookingsMoney>::new(bus.clone(), viewer)),
-        None => request,
-    };
-    request
-        .data(DataLoader::new(
-            CalendarLoader {
-                bus: bus.clone(),
-                cache: cache.clone(),
-            },
-            shared::telemetry::spawn_in_request,
-        ))
-        .data(DataLoader::new(
-            HomestayLoader {
-                bus: bus.clone(),
-                cache: cache.clone(),
-            },
-            shared::telemetry::spawn_in_request,
-        ))
-        .data(DataLoader::new(
-            HostLoader { bus: bus.clone() },
-            shared::telemetry::spawn_in_request,
-        ))
-        .data(DataLoader::new(
-            DepartureLoader { bus, cache },
-            shared::telemetry::spawn_in_request,
-        ))
+    if let Some(viewer) = viewer {
+        data.insert(ViewerLoader::<GetBookingHistories>::new(
+            bus.clone(),
+            viewer.clone(),
+        ));
+        data.insert(ViewerLoader::<GetBookingGuests>::new(
+            bus.clone(),
+            viewer.clone(),
+        ));
+        data.insert(ViewerLoader::<GetBookingsMoney>::new(
+            bus.clone(),
+            viewer.clone(),
+        ));
+    }
+    let spawn = shared::telemetry::spawn_in_request;
+    data.insert(DataLoader::new(
+        CalendarLoader {
+            bus: bus.clone(),
+            cache: cache.clone(),
+        },
+        spawn,
+    ));
+    data.insert(DataLoader::new(
+        HomestayLoader {
+            bus: bus.clone(),
+            cache: cache.clone(),
+        },
+        spawn,
+    ));
+    data.insert(DataLoader::new(HostLoader { bus: bus.clone() }, spawn));
+    data.insert(DataLoader::new(
+        DepartureLoader {
+            bus: bus.clone(),
+            cache: cache.clone(),
+        },
+        spawn,
+    ));
 }
 
 /// A booking's payments and refunds (none that the caller may not see).

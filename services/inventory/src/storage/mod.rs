@@ -706,33 +706,22 @@ pub async fn homestays<C: ConnectionTrait>(
     conn: &C,
     ids: &[HomestayId],
 ) -> Result<Vec<HomestayView>, DbErr> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let b = conn.get_database_backend();
-    let values: Vec<sea_orm::Value> = ids.iter().map(|id| uuid_value(b, id.0)).collect();
-    let list = shared::db::placeholders(1, ids.len());
-    let rows = conn
-        .query_all_raw(stmt(
-            b,
-            &format!(
-                "SELECT h.id, h.name, h.name_en, h.host_id, o.name AS host_name, h.region_code,
-                        h.details, h.certified_until, h.cancellation_policy, h.published
-                 FROM homestays h JOIN hosts o ON o.id = h.host_id WHERE h.id IN ({list})"
-            ),
-            values.clone(),
-        ))
-        .await?;
-    let rooms = conn
-        .query_all_raw(stmt(
-            b,
-            &format!(
-                "SELECT homestay_id, id, name, name_en, beds, max_guests, rooms FROM room_types
-                 WHERE homestay_id IN ({list}) ORDER BY name, id"
-            ),
-            values,
-        ))
-        .await?;
+    let keys = || ids.iter().map(|id| id.0);
+    let rows = shared::db::rows_with_ids(
+        conn,
+        "SELECT h.id, h.name, h.name_en, h.host_id, o.name AS host_name, h.region_code,
+                h.details, h.certified_until, h.cancellation_policy, h.published
+         FROM homestays h JOIN hosts o ON o.id = h.host_id WHERE h.id IN ({ids})",
+        keys(),
+    )
+    .await?;
+    let rooms = shared::db::rows_with_ids(
+        conn,
+        "SELECT homestay_id, id, name, name_en, beds, max_guests, rooms FROM room_types
+         WHERE homestay_id IN ({ids}) ORDER BY name, id",
+        keys(),
+    )
+    .await?;
     let mut rooms_of: std::collections::HashMap<uuid::Uuid, Vec<RoomTypeView>> =
         std::collections::HashMap::new();
     for r in &rooms {

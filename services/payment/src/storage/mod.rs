@@ -6,7 +6,7 @@ use chrono::Utc;
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use shared::auth::{Booker, Principal};
-use shared::db::{placeholders, row_uuid, run_ddl, uuid_value};
+use shared::db::{row_uuid, run_ddl, uuid_value};
 use shared::ids::{AccountId, AgencyId, BookingId, HostId, PaymentId};
 use shared::money::{Fen, Split};
 use shared::outbox::stmt;
@@ -857,19 +857,13 @@ pub async fn money_of<C: ConnectionTrait>(
             refunds: Vec::new(),
         })
         .collect();
-    if bookings.is_empty() {
-        return Ok(out);
-    }
-    let b = conn.get_database_backend();
-    let ids: Vec<sea_orm::Value> = bookings.iter().map(|id| uuid_value(b, id.0)).collect();
-    let list = placeholders(1, bookings.len());
-    let payments = conn
-        .query_all_raw(stmt(
-            b,
-            &format!("SELECT * FROM payments WHERE booking_id IN ({list}) ORDER BY created_at, id"),
-            ids.clone(),
-        ))
-        .await?;
+    let keys = || bookings.iter().map(|id| id.0);
+    let payments = shared::db::rows_with_ids(
+        conn,
+        "SELECT * FROM payments WHERE booking_id IN ({ids}) ORDER BY created_at, id",
+        keys(),
+    )
+    .await?;
     // A booking's money is shown to whom the booking is: its booker (the
     // account, or its agency) and the admins of the listing's region.
     let mut hidden = Vec::new();
@@ -890,13 +884,12 @@ pub async fn money_of<C: ConnectionTrait>(
             m.payments.push(view);
         }
     }
-    let refunds = conn
-        .query_all_raw(stmt(
-            b,
-            &format!("SELECT * FROM refunds WHERE booking_id IN ({list}) ORDER BY created_at, id"),
-            ids,
-        ))
-        .await?;
+    let refunds = shared::db::rows_with_ids(
+        conn,
+        "SELECT * FROM refunds WHERE booking_id IN ({ids}) ORDER BY created_at, id",
+        keys(),
+    )
+    .await?;
     for row in &refunds {
         let (_, view) = refund_row(row)?;
         if hidden.contains(&view.booking_id) {
