@@ -799,3 +799,186 @@ async fn a_departure_changes_its_seats_price_and_cutoff_but_never_unsells_a_seat
         "{route_price}"
     );
 }
+
+in_both_modes!(an_operator_cancels_a_departure_and_its_bookings_are_cancelled_and_refunded_in_full);
+/// An operator cancels a departure (a blizzard closes the road): the paid
+/// booking on it is cancelled and refunded in full although the route's
+/// policy would refund nothing two days ahead, the unpaid one is cancelled,
+/// a new one is refused CLOSED, search no longer offers it, and every
+/// invariant holds. Only the route's region's admins may, with a reason.
+async fn an_operator_cancels_a_departure_and_its_bookings_are_cancelled_and_refunded_in_full(
+    settings: shared::config::Settings,
+) {
+    let app = common::spawn_app_with(settings).await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (route, departure) = route_on_sale(&app, &admin, 2, 10, 1).await;
+    let paid = TestApp::id_of(&book_seats(&app, &departure, &["王芳", "李强"], "paid").await);
+    let unpaid = TestApp::id_of(&book_seats(&app, &departure, &["赵敏"], "unpaid").await);
+    app.wait_for_status(&paid, "AWAITING_PAYMENT").await;
+    app.wait_for_status(&unpaid, "AWAITING_PAYMENT").await;
+    let charged = app.pay(&paid, "tok_success", "pay").await;
+    assert!(charged["errors"].is_null(), "{charged}");
+    app.wait_for_status(&paid, "CONFIRMED").await;
+    let quote = app
+        .graphql(
+            "query($b: ID!) { cancellationQuote(bookingId: $b) { refund { amount } } }",
+            json!({ "b": paid }),
+        )
+        .await;
+    assert_eq!(
+        quote["data"]["cancellationQuote"]["refund"]["amount"], "0.00",
+        "the booker cancelling now would get nothing back: {quote}"
+    );
+
+    const CANCEL: &str =
+        "mutation($d: ID!, $r: String!) { cancelDeparture(departureId: $d, reason: $r) {
+        cancelledAt cancelReason seatsLeft } }";
+    let cancel = async |token: Option<&str>, reason: &str| {
+        app.graphql_as(token, CANCEL, json!({ "d": departure, "r": reason }))
+            .await
+    };
+    // Refused: no reason, two lines, a traveler, nobody, another region.
+    for reason in ["", "  ", "暴雪\n封路"] {
+        let refused = cancel(Some(&admin), reason).await;
+        assert_eq!(code(&refused), "BAD_USER_INPUT", "{reason:?}: {refused}");
+    }
+    assert_eq!(
+        code(&cancel(app.token.as_deref(), "暴雪").await),
+        "FORBIDDEN"
+    );
+    assert_eq!(code(&cancel(None, "暴雪").await), "UNAUTHENTICATED");
+    app.only_its_region_and_only_what_exists(
+        &admin,
+        CANCEL,
+        json!({ "d": departure, "r": "暴雪" }),
+        "d",
+    )
+    .await;
+    assert_eq!(
+        app.wait_for_status(&unpaid, "AWAITING_PAYMENT").await["status"],
+        "AWAITING_PAYMENT",
+        "a refused cancellation cancelled nothing"
+    );
+
+    let done = cancel(Some(&admin), "暴雪封路，道路关闭").await;
+    let cancelled = &done["data"]["cancelDeparture"];
+    assert!(cancelled["cancelledAt"].is_string(), "{done}");
+    assert_eq!(cancelled["cancelReason"], "暴雪封路，道路关闭", "{done}");
+
+    let refunded = app
+        .wait_for_booking(&paid, "the full refund", |b| {
+            b["status"] == "CANCELLED" && b["refunded"]["amount"] == "5960.00"
+        })
+        .await;
+    assert_eq!(refunded["refundDue"]["amount"], "5960.00", "{refunded}");
+    assert!(
+        refunded["reason"]
+            .as_str()
+            .is_some_and(|r| r
+                .contains("was cancelled by its operator: 暴雪封路，道路关闭; refunded in full")),
+        "{refunded}"
+    );
+    let unpaid = app.wait_for_status(&unpaid, "CANCELLED").await;
+    assert!(
+        unpaid["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cancelled by its operator")),
+        "{unpaid}"
+    );
+
+    // No more bookings, not offered, nothing to change; cancelling again
+    // changes nothing.
+    let late = TestApp::id_of(&book_seats(&app, &departure, &["孙丽"], "late").await);
+    let rejected = app.wait_for_status(&late, "REJECTED").await;
+    assert!(
+        rejected["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("CLOSED") && r.contains("暴雪封路")),
+        "{rejected}"
+    );
+    assert!(!found(&search(&app, json!({})).await).contains(&route));
+    let again = cancel(Some(&admin), "另一个理由").await;
+    assert_eq!(
+        again["data"]["cancelDeparture"]["cancelledAt"], cancelled["cancelledAt"],
+        "{again}"
+    );
+    assert_eq!(
+        again["data"]["cancelDeparture"]["cancelReason"],
+        "暴雪封路，道路关闭"
+    );
+    let change = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($d: ID!) { updateDeparture(departureId: $d, seats: 20) { seats } }",
+            json!({ "d": departure }),
+        )
+        .await;
+    assert_eq!(code(&change), "CONFLICT", "{change}");
+
+    // Seats given back, one capture and one reversal, the ledger balanced.
+    let settings = app.app.rt.settings.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let findings = duikou::check::run(&settings, chrono::Duration::zero())
+            .await
+            .expect("checks run");
+        if findings.iter().all(|f| f.holds) && seats_left(&app, &route).await == 10 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{findings:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Bookings racing the cancellation of their departure: each ends
+/// CANCELLED (held before it, so announced to booking) or REJECTED (asked
+/// after it), none is left holding a seat, and every seat is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_racing_a_departures_cancellation_all_end_and_hold_no_seat() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (route, departure) = route_on_sale(&app, &admin, 10, 100, 1).await;
+    let names = ["甲", "乙", "丙", "丁", "戊", "己", "庚", "辛"];
+    let booking = |i: usize| {
+        let (app, departure) = (&app, departure.clone());
+        async move {
+            let traveler = [names[i % names.len()]];
+            TestApp::id_of(&book_seats(app, &departure, &traveler, &format!("race-{i}")).await)
+        }
+    };
+    let early = futures::future::join_all((0..20).map(booking)).await;
+    let (cancelled, late) = futures::future::join(
+        app.graphql_as(
+            Some(&admin),
+            "mutation($d: ID!) { cancelDeparture(departureId: $d, reason: \"雷暴\") { cancelledAt } }",
+            json!({ "d": departure }),
+        ),
+        futures::future::join_all((20..40).map(booking)),
+    )
+    .await;
+    assert!(
+        cancelled["data"]["cancelDeparture"]["cancelledAt"].is_string(),
+        "{cancelled}"
+    );
+    let mut ended = std::collections::BTreeMap::<String, u32>::new();
+    for id in early.iter().chain(&late) {
+        let booking = app
+            .wait_for_booking(id, "its end", |b| {
+                b["status"] == "CANCELLED" || b["status"] == "REJECTED"
+            })
+            .await;
+        *ended
+            .entry(booking["status"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(ended.values().sum::<u32>(), 40, "{ended:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seats_left(&app, &route).await != 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seats left {}: {ended:?}",
+            seats_left(&app, &route).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -173,6 +173,24 @@ impl Event for HoldCommitRefused {
     const TYPE: &'static str = "inventory.commit_refused";
 }
 
+/// inventory → booking: an operator cancelled a departure. Every booking
+/// holding seats on it is listed (a hold asked for later is refused): booking
+/// cancels each, refunding those paid in full.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepartureCancelled {
+    /// The departure.
+    pub departure_id: DepartureId,
+    /// The day it was to leave.
+    pub starts_on: NaiveDate,
+    /// Why, as the operator gave it.
+    pub reason: String,
+    /// The bookings holding seats on it when it was cancelled.
+    pub bookings: Vec<BookingId>,
+}
+impl Event for DepartureCancelled {
+    const TYPE: &'static str = "inventory.departure_cancelled";
+}
+
 /// payment → booking, partnership: money was captured, split as shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentCaptured {

@@ -798,6 +798,26 @@ impl Rpc for UpdateDeparture {
     type Reply = DepartureView;
 }
 
+/// Cancels a departure that has not left (admins of its route's region):
+/// it takes no more bookings, and each booking on it is cancelled, those
+/// paid refunded in full whatever the route's policy. Cancelling it again
+/// answers the departure as it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelDeparture {
+    /// The departure.
+    pub departure_id: DepartureId,
+    /// Why, for its travelers (one line, at most 200 characters).
+    pub reason: String,
+    /// Who asks: an admin of the route's region.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for CancelDeparture {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "cancel_departure";
+    /// The departure, cancelled.
+    type Reply = DepartureView;
+}
+
 /// Publishes or unpublishes a route.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SetRouteStatus {
@@ -947,6 +967,12 @@ pub struct DepartureView {
     pub price: Fen,
     /// Last day bookings are taken.
     pub last_booking_day: NaiveDate,
+    /// When its operator cancelled it; none while it runs.
+    #[serde(default)]
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// Why it was cancelled, as the operator gave it.
+    #[serde(default)]
+    pub cancel_reason: Option<String>,
 }
 
 /// A route as travelers and admins see it.

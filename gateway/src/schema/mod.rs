@@ -993,6 +993,30 @@ impl Mutation {
         .await
     }
 
+    /// Cancels a departure (admins of the route's region), up to its day:
+    /// it takes no more bookings, and every booking on it is cancelled —
+    /// those paid refunded in full, whatever the route's policy — with
+    /// `reason` in their history. Cancelling it again changes nothing.
+    async fn cancel_departure(
+        &self,
+        ctx: &Context<'_>,
+        departure_id: ID,
+        #[graphql(desc = "Why, for its travelers: one line, at most 200 characters.")]
+        reason: String,
+    ) -> Result<Departure> {
+        let by = principal(ctx)?.clone();
+        let departure = changing(
+            ctx,
+            rpcs::CancelDeparture {
+                departure_id: parse("departure id", &departure_id)?,
+                reason,
+                by,
+            },
+        )
+        .await?;
+        Ok(Departure(departure))
+    }
+
     /// Changes a departure that has not left (admins of the route's
     /// region): `seats` in all, never fewer than are held or sold
     /// (CONFLICT); its own price per person (or `routePrice: true`: the

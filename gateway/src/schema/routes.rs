@@ -64,6 +64,16 @@ impl Departure {
     async fn last_booking_day(&self) -> Date {
         Date(self.0.last_booking_day)
     }
+    /// When its operator cancelled it (`cancelDeparture`); null while it
+    /// runs. A cancelled departure takes no bookings, and those made on it
+    /// were cancelled and refunded in full.
+    async fn cancelled_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.cancelled_at
+    }
+    /// Why it was cancelled, as its operator gave it.
+    async fn cancel_reason(&self) -> Option<&str> {
+        self.0.cancel_reason.as_deref()
+    }
 }
 
 /// A route (旅游线路).

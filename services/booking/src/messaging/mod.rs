@@ -12,8 +12,8 @@ use shared::auth::{Principal, Role};
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
 use shared::events::{
-    HoldCommitRefused, HoldGranted, HoldRejected, HoldReleaseRequested, HoldReleased,
-    HoldRequested, PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRequested,
+    DepartureCancelled, HoldCommitRefused, HoldGranted, HoldRejected, HoldReleaseRequested,
+    HoldReleased, HoldRequested, PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRequested,
 };
 use shared::ids::BookingId;
 use shared::money::Fen;
@@ -47,6 +47,137 @@ fn replay(first: storage::Stored, fingerprint: &str) -> Result<BookingView, AppE
         ));
     }
     Ok(first.first_response.unwrap_or(first.view))
+}
+
+/// Who cancels a booking, and so what a paid one gets back.
+#[derive(Clone, Copy)]
+enum Canceller<'a> {
+    /// Its booker: the listing's cancellation policy decides the refund.
+    Booker,
+    /// The operator, who cancelled the departure on `.0` for reason `.1`:
+    /// all that was paid goes back, whatever the policy.
+    Operator(chrono::NaiveDate, &'a str),
+}
+
+/// What became of a request to cancel a booking.
+enum Cancelled {
+    /// Cancelled now, with the events that give its hold and money back.
+    Moved(Vec<Envelope>),
+    /// It already was.
+    Already,
+    /// It is in this status and cannot be (REJECTED, EXPIRED).
+    Not(String),
+}
+
+/// Cancels `booking` (as last read) in `txn`: before payment its hold is
+/// released (and a capture that overtook the grant refunded in full); once
+/// CONFIRMED, the refund is the policy's share or, for the operator, all of
+/// it. `cause`: the event the cancellation follows, if any.
+async fn cancel_one<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    booking: &BookingView,
+    by: Canceller<'_>,
+    cause: Option<&Envelope>,
+) -> Result<Cancelled, sea_orm::DbErr> {
+    let id = booking.id;
+    // The booking's saga goes on; what caused this is its cause.
+    let wrap = |mut envelope: Envelope| {
+        envelope.causation_id = cause.map(|c| c.id);
+        envelope
+    };
+    let release = wrap(Envelope::new(
+        SERVICE,
+        id.0,
+        &HoldReleaseRequested {
+            booking_id: id,
+            reason: "cancelled".into(),
+        },
+    ));
+    let (who, why) = match by {
+        Canceller::Booker => (
+            "cancelled by the booker".to_owned(),
+            "cancelled before payment".to_owned(),
+        ),
+        Canceller::Operator(day, reason) => (
+            format!("the departure on {day} was cancelled by its operator: {reason}"),
+            "the departure was cancelled".to_owned(),
+        ),
+    };
+    let unpaid = Changes {
+        reason: Some(who.clone()),
+        ..Changes::default()
+    };
+    let from = [Status::Pending, Status::AwaitingPayment];
+    if let Some(moved) =
+        storage::transition(txn, id, &from, Status::Cancelled, unpaid, &why).await?
+    {
+        // A hold granted after this is released by on_hold_granted; a
+        // release that overtakes the request leaves a tombstone.
+        let mut events = vec![release];
+        // Paid while the booking still looked PENDING here (the capture
+        // overtook the grant): all of it goes back.
+        if let Some(gross) = moved.captured_early {
+            storage::set_refund_due(txn, id, gross).await?;
+            let refund = RefundRequested {
+                booking_id: id,
+                amount: None,
+                reason: "cancelled before the payment was recorded".into(),
+            };
+            events.push(wrap(Envelope::new(SERVICE, id.0, &refund)));
+        }
+        return Ok(Cancelled::Moved(events));
+    }
+    // Read again: it may have been paid since the first read. A CONFIRMED
+    // booking's price no longer changes, and the conditional move below
+    // makes sure it still is CONFIRMED.
+    let current = storage::by_id(txn, id)
+        .await?
+        .map_or_else(|| booking.clone(), |b| b.view);
+    let quote = domain::quote(&current, Utc::now());
+    let (refund, changes, cause_text) = match by {
+        Canceller::Booker => (
+            quote.refund,
+            format!("{who}; refund {}", quote.refund),
+            format!(
+                "cancelled after payment; refund {} ({}% by the policy, {} days ahead)",
+                quote.refund, quote.refund_percent, quote.days_before
+            ),
+        ),
+        Canceller::Operator(..) => {
+            let all = (quote.paid - current.refunded).max(Fen::ZERO);
+            (
+                all,
+                format!("{who}; refunded in full"),
+                format!("{why}; full refund {all}"),
+            )
+        }
+    };
+    let paid = Changes {
+        reason: Some(changes),
+        refund_due: Some(refund),
+        ..Changes::default()
+    };
+    let confirmed = [Status::Confirmed];
+    if storage::transition(txn, id, &confirmed, Status::Cancelled, paid, &cause_text)
+        .await?
+        .is_some()
+    {
+        let mut events = vec![release];
+        if refund > Fen::ZERO {
+            let request = RefundRequested {
+                booking_id: id,
+                amount: Some(refund),
+                reason: who,
+            };
+            events.push(wrap(Envelope::new(SERVICE, id.0, &request)));
+        }
+        return Ok(Cancelled::Moved(events));
+    }
+    if current.status == Status::Cancelled.as_str() {
+        Ok(Cancelled::Already)
+    } else {
+        Ok(Cancelled::Not(current.status))
+    }
 }
 
 /// Refunds in full a capture recorded while `booking` was PENDING, now that
@@ -114,6 +245,7 @@ impl Bookings {
         let r = handler!(r, self, HoldRejected, on_hold_rejected);
         let r = handler!(r, self, HoldReleased, on_hold_released);
         let r = handler!(r, self, HoldCommitRefused, on_commit_refused);
+        let r = handler!(r, self, DepartureCancelled, on_departure_cancelled);
         let r = handler!(r, self, PaymentCaptured, on_payment_captured);
         let r = handler!(r, self, PaymentRefunded, on_payment_refunded);
         handler!(r, self, PaymentFailed, on_payment_failed)
@@ -260,87 +392,15 @@ impl Bookings {
             (_, Some(answer)) => return Ok(answer),
             (_, None) => {}
         }
-        let release = Envelope::new(
-            SERVICE,
-            id.0,
-            &HoldReleaseRequested {
-                booking_id: id,
-                reason: "cancelled".into(),
-            },
-        );
-        let unpaid = Changes {
-            reason: Some("cancelled by the booker".into()),
-            ..Changes::default()
-        };
-        let mut events = Vec::new();
-        if let Some(moved) = storage::transition(
-            &txn,
-            id,
-            &[Status::Pending, Status::AwaitingPayment],
-            Status::Cancelled,
-            unpaid,
-            "cancelled before payment",
-        )
-        .await?
-        {
-            // A hold granted after this is released by on_hold_granted; a
-            // release that overtakes the request leaves a tombstone.
-            events.push(release);
-            // Paid while the booking still looked PENDING here (the capture
-            // overtook the grant): all of it goes back.
-            if let Some(gross) = moved.captured_early {
-                storage::set_refund_due(&txn, id, gross).await?;
-                let refund = RefundRequested {
-                    booking_id: id,
-                    amount: None,
-                    reason: "cancelled before the payment was recorded".into(),
-                };
-                events.push(Envelope::new(SERVICE, id.0, &refund));
-            }
-        } else {
-            // Read again: it may have been paid since the first read. A
-            // CONFIRMED booking's price no longer changes, and the
-            // conditional move below makes sure it still is CONFIRMED.
-            let current = storage::by_id(&txn, id)
-                .await?
-                .map_or(booking.view, |b| b.view);
-            let quote = domain::quote(&current, Utc::now());
-            let cause = format!(
-                "cancelled after payment; refund {} ({}% by the policy, {} days ahead)",
-                quote.refund, quote.refund_percent, quote.days_before
-            );
-            let paid = Changes {
-                reason: Some(format!("cancelled by the booker; refund {}", quote.refund)),
-                refund_due: Some(quote.refund),
-                ..Changes::default()
-            };
-            if storage::transition(
-                &txn,
-                id,
-                &[Status::Confirmed],
-                Status::Cancelled,
-                paid,
-                &cause,
-            )
-            .await?
-            .is_some()
-            {
-                events.push(release);
-                if quote.refund > Fen::ZERO {
-                    let refund = RefundRequested {
-                        booking_id: id,
-                        amount: Some(quote.refund),
-                        reason: "cancelled by the booker".into(),
-                    };
-                    events.push(Envelope::new(SERVICE, id.0, &refund));
-                }
-            } else if current.status != Status::Cancelled.as_str() {
+        let events = match cancel_one(&txn, &booking.view, Canceller::Booker, None).await? {
+            Cancelled::Moved(events) => events,
+            Cancelled::Already => Vec::new(),
+            Cancelled::Not(status) => {
                 return Err(AppError::conflict(format!(
-                    "the booking is {} and cannot be cancelled",
-                    current.status
+                    "the booking is {status} and cannot be cancelled"
                 )));
             }
-        }
+        };
         enqueue(&txn, &events).await?;
         let mut answer = storage::by_id(&txn, id)
             .await?
@@ -642,6 +702,32 @@ impl Bookings {
         }
         txn.commit().await?;
         self.outbox.committed();
+        Ok(())
+    }
+
+    /// An operator cancelled a departure: each booking on it is cancelled,
+    /// those paid refunded in full; one that had already ended stays as it
+    /// is. All in the transaction of the event's inbox row.
+    async fn on_departure_cancelled(
+        &self,
+        env: Envelope,
+        ev: DepartureCancelled,
+    ) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        let by = Canceller::Operator(ev.starts_on, &ev.reason);
+        let mut events = Vec::new();
+        for booking in storage::by_ids(&txn, &ev.bookings).await? {
+            if let Cancelled::Moved(moved) = cancel_one(&txn, &booking.view, by, Some(&env)).await?
+            {
+                events.extend(moved);
+            }
+        }
+        enqueue(&txn, &events).await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        info!(departure = %ev.departure_id, bookings = ev.bookings.len(), "departure cancelled");
         Ok(())
     }
 

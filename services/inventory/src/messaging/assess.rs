@@ -40,6 +40,23 @@ pub(crate) fn sold_out_seats(asked: u32, left: u32, starts_on: chrono::NaiveDate
     )
 }
 
+/// A departure its operator cancelled.
+pub(crate) fn cancelled(departure: &shared::rpcs::DepartureView) -> Option<Refusal> {
+    departure.cancelled_at.map(|_| {
+        refuse(
+            ErrorCode::Closed,
+            format!(
+                "the departure on {} was cancelled by its operator: {}",
+                departure.starts_on,
+                departure
+                    .cancel_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ),
+        )
+    })
+}
+
 /// A request for a listing that exists: what it would hold, on which
 /// listing, for how much as last committed (a hold takes a stay's price
 /// from the nights it takes), and the rule it breaks, if any.
@@ -152,6 +169,8 @@ pub(crate) async fn assess<C: ConnectionTrait>(
             };
             let refusal = if route.status != RouteStatus::Published {
                 Some(refuse(ErrorCode::NotPublished, "this route is not on sale"))
+            } else if let Some(refusal) = cancelled(&departure) {
+                Some(refusal)
             } else if china_today(Utc::now()) > departure.last_booking_day {
                 Some(refuse(
                     ErrorCode::CutOff,

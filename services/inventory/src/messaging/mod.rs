@@ -75,7 +75,7 @@ impl Inventory {
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
         let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
         let [v, w, x, y, z] = [(); 5].map(|()| self.clone());
-        let [aa, ab, ac, ad] = [(); 4].map(|()| self.clone());
+        let [aa, ab, ac, ad, cd] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
@@ -191,6 +191,13 @@ impl Inventory {
                 async move {
                     let done = s.update_route(req).await;
                     s.announce("update_route", done).await
+                }
+            })
+            .route::<shared::rpcs::CancelDeparture, _, _>(move |req| {
+                let s = cd.clone();
+                async move {
+                    let done = s.cancel_departure(req).await;
+                    s.announce("cancel_departure", done).await
                 }
             })
             .route::<shared::rpcs::UpdateDeparture, _, _>(move |req| {
@@ -314,11 +321,19 @@ impl Inventory {
                 };
                 let assess::Refusal(code, reason) = match assessed.held {
                     Held::Nights(_, stay, _) => assess::sold_out_nights(stay),
-                    Held::Seats(_, seats) => assess::sold_out_seats(
-                        seats,
-                        assessed.seats_left,
-                        assessed.listing.starts_on.unwrap_or_default(),
-                    ),
+                    // Cancelled while this request was looking (the take
+                    // waited on the cancellation's lock of the departure).
+                    Held::Seats(departure, seats) => match routes::departure(&txn, departure)
+                        .await?
+                        .and_then(|(_, d)| assess::cancelled(&d))
+                    {
+                        Some(refusal) => refusal,
+                        None => assess::sold_out_seats(
+                            seats,
+                            assessed.seats_left,
+                            assessed.listing.starts_on.unwrap_or_default(),
+                        ),
+                    },
                 };
                 self.reject(txn, &env, rejection(&ev, code, &reason)).await
             }

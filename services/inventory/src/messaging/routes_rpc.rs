@@ -6,7 +6,9 @@ use crate::storage::{self, routes};
 use chrono::{Duration, NaiveDate, Utc};
 use sea_orm::TransactionTrait;
 use shared::db::is_unique_violation;
+use shared::envelope::Envelope;
 use shared::ids::{DepartureId, RouteId};
+use shared::outbox::enqueue;
 use shared::policy::china_today;
 use shared::rpcs::{
     AddDeparture, CreateRoute, DepartureView, GetRoute, ItineraryDay, RouteCreated, RoutePage,
@@ -246,6 +248,8 @@ impl Inventory {
             seats_left: req.seats,
             price: req.price.unwrap_or(route.price),
             last_booking_day,
+            cancelled_at: None,
+            cancel_reason: None,
         };
         match routes::insert_departure(&txn, &departure, req.price).await {
             Err(e) if is_unique_violation(&e) => {
@@ -284,6 +288,12 @@ impl Inventory {
             return Err(AppError::not_found("no such departure"));
         };
         administers(&req.by, route.region_code)?;
+        if before.cancelled_at.is_some() {
+            return Err(AppError::conflict(format!(
+                "the departure of {} was cancelled; it cannot change",
+                before.starts_on
+            )));
+        }
         let today = china_today(Utc::now());
         if before.starts_on <= today {
             return Err(AppError::bad_input(format!(
@@ -328,6 +338,56 @@ impl Inventory {
             return Err(AppError::not_found("no such departure"));
         };
         txn.commit().await?;
+        Ok(after)
+    }
+
+    /// Cancels a departure that has not left (on its day it still may be):
+    /// it takes no more holds, and the bookings holding seats on it are
+    /// announced in the same transaction, for booking to cancel and refund.
+    /// A departure already cancelled is answered as it is.
+    pub async fn cancel_departure(
+        &self,
+        req: shared::rpcs::CancelDeparture,
+    ) -> Result<DepartureView, AppError> {
+        let reason = req.reason.trim();
+        shared::text::check_line("reason", reason, MAX_TITLE, true)?;
+        let txn = self.db.begin().await?;
+        let Some((route, before)) = routes::departure(&txn, req.departure_id).await? else {
+            return Err(AppError::not_found("no such departure"));
+        };
+        administers(&req.by, route.region_code)?;
+        if before.cancelled_at.is_some() {
+            return Ok(before);
+        }
+        let today = china_today(Utc::now());
+        if before.starts_on < today {
+            return Err(AppError::bad_input(format!(
+                "the departure of {} has left; it cannot be cancelled",
+                before.starts_on
+            )));
+        }
+        // Taking seats waits on this update's lock and then finds the
+        // departure cancelled; every hold committed before is read below.
+        if routes::cancel_departure(&txn, before.id, reason, Utc::now()).await? {
+            let cancelled = shared::events::DepartureCancelled {
+                departure_id: before.id,
+                starts_on: before.starts_on,
+                reason: reason.to_owned(),
+                bookings: routes::bookings_on(&txn, before.id).await?,
+            };
+            let count = cancelled.bookings.len();
+            enqueue(
+                &txn,
+                &[Envelope::new(crate::SERVICE, before.id.0, &cancelled)],
+            )
+            .await?;
+            tracing::info!(departure = %before.id, bookings = count, "departure cancelled");
+        }
+        let Some((_, after)) = routes::departure(&txn, before.id).await? else {
+            return Err(AppError::not_found("no such departure"));
+        };
+        txn.commit().await?;
+        self.outbox.committed();
         Ok(after)
     }
 

@@ -40,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(EnglishNames),
             Box::new(HomestayPublication),
             Box::new(ListingsByHost),
+            Box::new(routes::DepartureCancellation),
         ]
     }
 }

@@ -66,6 +66,30 @@ impl MigrationTrait for Routes {
     }
 }
 
+pub(super) struct DepartureCancellation;
+
+impl MigrationName for DepartureCancellation {
+    fn name(&self) -> &str {
+        "m20261205_000001_departure_cancellation"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DepartureCancellation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE departures ADD COLUMN cancelled_at TIMESTAMPTZ",
+                "ALTER TABLE departures ADD COLUMN cancel_reason TEXT",
+                // The bookings on a departure, when it is cancelled.
+                "CREATE INDEX holds_by_departure ON holds (departure_id)",
+            ],
+        )
+        .await
+    }
+}
+
 /// A new route's fields, validated.
 pub struct NewRoute<'a> {
     /// The route.
@@ -260,7 +284,7 @@ fn route_from_row(row: &QueryResult) -> Result<RouteView, DbErr> {
 }
 
 const DEPARTURE_COLUMNS: &str = "d.id, d.route_id, d.starts_on, d.last_booking_day, d.seats,
-    d.available, COALESCE(d.price_fen, r.price_fen) AS price_fen";
+    d.available, COALESCE(d.price_fen, r.price_fen) AS price_fen, d.cancelled_at, d.cancel_reason";
 
 fn departure_from_row(row: &QueryResult) -> Result<DepartureView, DbErr> {
     Ok(DepartureView {
@@ -271,6 +295,8 @@ fn departure_from_row(row: &QueryResult) -> Result<DepartureView, DbErr> {
         seats: u32::try_from(row.try_get::<i32>("", "seats")?).unwrap_or(0),
         seats_left: u32::try_from(row.try_get::<i32>("", "available")?).unwrap_or(0),
         price: Fen(row.try_get("", "price_fen")?),
+        cancelled_at: row.try_get("", "cancelled_at")?,
+        cancel_reason: row.try_get("", "cancel_reason")?,
     })
 }
 
@@ -404,7 +430,48 @@ pub async fn update_departure<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Takes `seats` seats of a departure, or none: true when taken.
+/// Cancels a departure that runs: true when this call cancelled it (false:
+/// it already was).
+pub async fn cancel_departure<C: ConnectionTrait>(
+    conn: &C,
+    id: DepartureId,
+    reason: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let done = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE departures SET cancelled_at = $2, cancel_reason = $3
+             WHERE id = $1 AND cancelled_at IS NULL",
+            vec![uuid_value(b, id.0), at.into(), reason.into()],
+        ))
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The bookings whose holds on a departure still stand or may come back
+/// (held, sold, or expired and so paid late), by id.
+pub async fn bookings_on<C: ConnectionTrait>(
+    conn: &C,
+    id: DepartureId,
+) -> Result<Vec<shared::ids::BookingId>, DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT booking_id FROM holds
+             WHERE departure_id = $1 AND state IN ('HELD', 'COMMITTED', 'EXPIRED')
+             ORDER BY booking_id",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| row_uuid(r, "booking_id").map(shared::ids::BookingId))
+        .collect()
+}
+
+/// Takes `seats` seats of a departure that runs, or none: true when taken.
 pub async fn take_seats<C: ConnectionTrait>(
     conn: &C,
     departure: DepartureId,
@@ -414,7 +481,8 @@ pub async fn take_seats<C: ConnectionTrait>(
     let taken = conn
         .execute_raw(stmt(
             b,
-            "UPDATE departures SET available = available - $2 WHERE id = $1 AND available >= $2",
+            "UPDATE departures SET available = available - $2
+             WHERE id = $1 AND available >= $2 AND cancelled_at IS NULL",
             vec![uuid_value(b, departure.0), seats.into()],
         ))
         .await?;
@@ -463,7 +531,7 @@ impl RouteFilter<'_> {
     const WHERE: &'static str = "r.status = 'PUBLISHED'
         AND EXISTS (SELECT 1 FROM route_regions rr WHERE rr.route_id = r.id AND rr.region_code LIKE $1)
         AND d.starts_on >= $2 AND d.starts_on <= $3 AND d.last_booking_day >= $4
-        AND d.available >= $5
+        AND d.available >= $5 AND d.cancelled_at IS NULL
         AND COALESCE(d.price_fen, r.price_fen) <= $6
         AND (NOT $7 OR (r.certified_until IS NOT NULL AND r.certified_until >= $4))
         AND LOWER(r.title_zh || ' ' || r.title_en || ' ' || r.description_zh || ' '
