@@ -335,23 +335,34 @@ async fn oversized_bodies_pages_over_a_hundred_and_costly_queries_are_refused_wi
         "{body}"
     );
 
-    // Pages of more than 100 are the caller's mistake, wherever they are asked.
+    // Pages of more than 100, of none or of fewer are the caller's mistake,
+    // wherever they are asked, and every list says so in the same words.
     let admin = app.admin_token().await;
     let window = format!(
         "checkIn: \"{}\", checkOut: \"{}\", guests: 1",
         common::tomorrow(),
         common::tomorrow() + chrono::Duration::days(1)
     );
-    for query in [
-        "{ myBookings(first: 101) { edges { cursor } } }".to_owned(),
-        "{ welfareFund { entries(first: 101) { edges { cursor } } } }".to_owned(),
-        "{ agencies(first: 101) { totalCount } }".to_owned(),
-        "{ partnerships(first: 101) { totalCount } }".to_owned(),
-        format!("{{ searchHomestays({window}, first: 101) {{ edges {{ cursor }} }} }}"),
-        "{ searchRoutes(first: 101) { edges { cursor } } }".to_owned(),
-    ] {
-        let body = app.graphql_as(Some(&admin), &query, json!({})).await;
-        assert_eq!(common::code(&body), "BAD_USER_INPUT", "{query}: {body}");
+    for first in [101, 0, -1] {
+        for query in [
+            format!("{{ myBookings(first: {first}) {{ edges {{ cursor }} }} }}"),
+            format!("{{ welfareFund {{ entries(first: {first}) {{ edges {{ cursor }} }} }} }}"),
+            format!("{{ agencies(first: {first}) {{ totalCount }} }}"),
+            format!("{{ partnerships(first: {first}) {{ totalCount }} }}"),
+            format!("{{ searchHomestays({window}, first: {first}) {{ edges {{ cursor }} }} }}"),
+            format!("{{ searchRoutes(first: {first}) {{ edges {{ cursor }} }} }}"),
+            format!("{{ certifications(first: {first}) {{ totalCount }} }}"),
+            format!("{{ hosts(regionCode: \"150400\", first: {first}) {{ totalCount }} }}"),
+            format!("{{ payoutRuns(first: {first}) {{ totalCount }} }}"),
+        ] {
+            let body = app.graphql_as(Some(&admin), &query, json!({})).await;
+            assert_eq!(common::code(&body), "BAD_USER_INPUT", "{query}: {body}");
+            assert_eq!(
+                body["errors"][0]["message"],
+                format!("first: 1 to 100 at a time, not {first}"),
+                "{query}"
+            );
+        }
     }
 
     // A list costs its size times its selection: four wide pages of 100

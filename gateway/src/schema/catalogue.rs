@@ -129,7 +129,7 @@ pub async fn search(
             guests: non_negative("guests", guests)?,
             rooms: non_negative("rooms", rooms)?,
             certified_only,
-            first: non_negative("first", first)?,
+            first: super::page_size(first)?,
             after,
         },
     )
@@ -554,7 +554,7 @@ pub async fn hosts(
         ctx,
         rpcs::ListHostPage {
             region: region(&region_code)?,
-            first: non_negative("first", first)?,
+            first: super::page_size(first)?,
             after,
             count,
             by,
@@ -622,7 +622,7 @@ pub async fn region_listings(
             region: region(&f.region_code)?,
             host_id: f.host_id.map(|id| parse("host id", &id)).transpose()?,
             published: f.published,
-            first: non_negative("first", f.first)?,
+            first: super::page_size(f.first)?,
             after: f.after,
             count,
             by,

@@ -3,7 +3,7 @@
 
 use super::auth::principal;
 use super::types::{Date, page_info};
-use super::{changing, non_negative, parse, region, rpc};
+use super::{changing, page_size, parse, region, rpc};
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use shared::policy::china_today;
@@ -133,7 +133,7 @@ pub async fn list(
             region: region_code.map(|c| region(&c)).transpose()?,
             state: state.map(Into::into),
             listing_id: listing_id.map(|id| parse("listing id", &id)).transpose()?,
-            first: non_negative("first", first)?,
+            first: page_size(first)?,
             after,
             count,
         },

@@ -123,6 +123,18 @@ fn parse<T: FromStr>(what: &str, value: &str) -> Result<T> {
 }
 
 /// A count from the API (GraphQL `Int` is signed).
+/// Most items a page holds (`first`), everywhere.
+pub(crate) const MAX_PAGE: u32 = 100;
+
+/// A page's size: `first` is 1 to [`MAX_PAGE`], with one message for every
+/// list.
+pub(crate) fn page_size(first: i32) -> Result<u32> {
+    u32::try_from(first)
+        .ok()
+        .filter(|n| (1..=MAX_PAGE).contains(n))
+        .ok_or_else(|| bad_input(format!("first: 1 to {MAX_PAGE} at a time, not {first}")))
+}
+
 fn non_negative(what: &str, n: i32) -> Result<u32> {
     u32::try_from(n).map_err(|_| bad_input(format!("{what} must not be negative")))
 }
@@ -163,8 +175,7 @@ async fn list_bookings(
     after: Option<String>,
     filter: Option<BookingFilter>,
 ) -> Result<BookingConnection> {
-    let first =
-        u32::try_from(first.unwrap_or(20)).map_err(|_| bad_input("first must be 1 to 100"))?;
+    let first = page_size(first.unwrap_or(20))?;
     let after = after
         .map(|a| parse::<BookingId>("cursor", &a))
         .transpose()?;
@@ -418,7 +429,7 @@ impl Query {
         platform_admin(ctx)?;
         let after = after.map(|a| parse("cursor", &a)).transpose()?;
         let (list, has_next_page, total_count) = identity(ctx)?
-            .agencies(non_negative("first", first)?, after)
+            .agencies(page_size(first)?, after)
             .await
             .map_err(gql)?;
         let edges: Vec<AgencyEdge> = list
@@ -546,7 +557,7 @@ impl Query {
             ctx,
             rpcs::ListPartnerships {
                 region,
-                first: non_negative("first", first)?,
+                first: page_size(first)?,
                 after: after.map(|a| parse("cursor", &a)).transpose()?,
             },
         )

@@ -3,7 +3,7 @@
 
 use super::auth::platform_admin;
 use super::types::{HostBalance, Money, PaymentSplit, page_info};
-use super::{non_negative, parse, rpc, yuan};
+use super::{page_size, parse, rpc, yuan};
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use shared::money::Split;
@@ -174,7 +174,7 @@ pub async fn payout_runs(
     let page = rpc(
         ctx,
         rpcs::ListPayoutRuns {
-            first: non_negative("first", first)?,
+            first: page_size(first)?,
             after,
             count,
             by,
@@ -262,7 +262,7 @@ pub async fn reconciliation_log(
     let page = rpc(
         ctx,
         rpcs::ListReconciliation {
-            first: non_negative("first", first)?,
+            first: page_size(first)?,
             after,
             kind: kind.map(|k| k.as_str().to_owned()),
             count,

@@ -217,7 +217,7 @@ pub async fn search(ctx: &Context<'_>, s: RouteSearch) -> Result<RouteConnection
             max_price,
             certified_only: s.certified_only,
             text: s.text,
-            first: non_negative("first", s.first)?,
+            first: super::page_size(s.first)?,
             after: s.after,
         },
     )

@@ -659,9 +659,6 @@ pub struct FundEntryCount {
     pub total_count: i64,
 }
 
-/// How many entries a page may have.
-const MAX_PAGE: i32 = 100;
-
 #[Object]
 impl WelfareFund {
     /// The fund's balance.
@@ -721,12 +718,7 @@ impl WelfareFund {
     ) -> async_graphql::Result<
         async_graphql::connection::Connection<String, FundEntry, FundEntryCount>,
     > {
-        let first = first.unwrap_or(20);
-        if !(1..=MAX_PAGE).contains(&first) {
-            return Err(crate::error::bad_input(format!(
-                "first must be 1 to {MAX_PAGE}"
-            )));
-        }
+        let first = super::page_size(first.unwrap_or(20))?;
         let after = after
             .map(|a| {
                 a.parse::<i64>().map_err(|_| {
@@ -734,14 +726,7 @@ impl WelfareFund {
                 })
             })
             .transpose()?;
-        let page = super::rpc(
-            ctx,
-            shared::rpcs::GetWelfareFund {
-                first: first as u32,
-                after,
-            },
-        )
-        .await?;
+        let page = super::rpc(ctx, shared::rpcs::GetWelfareFund { first, after }).await?;
         let mut connection = async_graphql::connection::Connection::with_additional_fields(
             after.is_some(),
             page.has_next_page,
