@@ -982,3 +982,80 @@ async fn bookings_racing_a_departures_cancellation_all_end_and_hold_no_seat() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A departure's passenger list: its region's admin lists the bookings on
+/// one departure with who travels, none of another departure's or of a
+/// stay; a traveler filters their own the same way; another region's admin
+/// sees none.
+#[tokio::test]
+async fn a_departures_passenger_list_holds_its_bookings_and_their_travelers() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (route, first) = route_on_sale(&app, &admin, 20, 10, 1).await;
+    let second = app
+        .graphql_as(
+            Some(&admin),
+            ADD_DEPARTURE,
+            json!({ "r": route, "d": (tomorrow() + Duration::days(26)).to_string(), "s": 10, "c": 1 }),
+        )
+        .await;
+    let second = second["data"]["addDeparture"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{second}"))
+        .to_owned();
+    let family = TestApp::id_of(&book_seats(&app, &first, &["王芳", "李强"], "family").await);
+    let alone = TestApp::id_of(&book_seats(&app, &first, &["赵敏"], "alone").await);
+    let later = TestApp::id_of(&book_seats(&app, &second, &["孙丽"], "later").await);
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let stay = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "stay").await);
+    for id in [&family, &alone, &later, &stay] {
+        app.wait_for_status(id, "AWAITING_PAYMENT").await;
+    }
+
+    const LIST: &str = "query($f: BookingFilter) {
+        regionBookings(first: 10, filter: $f) { totalCount edges { node { id guests { name } } } } }";
+    let on = |departure: &str| json!({ "f": { "departureId": departure } });
+    let list = app.graphql_as(Some(&admin), LIST, on(&first)).await;
+    let listed = &list["data"]["regionBookings"];
+    assert_eq!(listed["totalCount"], 2, "{list}");
+    let mut names: Vec<String> = listed["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["node"]["guests"].as_array().cloned().unwrap_or_default())
+        .filter_map(|g| g["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["李强", "王芳", "赵敏"], "{list}");
+    let mut ids: Vec<&str> = listed["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["node"]["id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = [family.as_str(), alone.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        app.graphql_as(Some(&admin), LIST, on(&second)).await["data"]["regionBookings"]["totalCount"],
+        1
+    );
+
+    // The traveler who booked all of them: the same filter on their own.
+    let mine = app
+        .graphql(
+            "query($f: BookingFilter) { myBookings(first: 10, filter: $f) { totalCount } }",
+            on(&first),
+        )
+        .await;
+    assert_eq!(mine["data"]["myBookings"]["totalCount"], 2, "{mine}");
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
+    let elsewhere = app.graphql_as(Some(&beijing), LIST, on(&first)).await;
+    assert_eq!(
+        elsewhere["data"]["regionBookings"]["totalCount"], 0,
+        "{elsewhere}"
+    );
+    let malformed = app.graphql_as(Some(&admin), LIST, on("团期")).await;
+    assert_eq!(code(&malformed), "BAD_USER_INPUT", "{malformed}");
+}

@@ -1401,6 +1401,9 @@ pub struct ListBookings {
     /// Only bookings starting on this day or earlier.
     #[serde(default)]
     pub starts_to: Option<NaiveDate>,
+    /// Only bookings of seats on this departure (its passenger list).
+    #[serde(default)]
+    pub departure_id: Option<DepartureId>,
     /// Count every booking the filter lets through, too.
     #[serde(default)]
     pub count: bool,

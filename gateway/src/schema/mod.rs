@@ -165,6 +165,9 @@ pub struct BookingFilter {
     pub starts_from: Option<types::Date>,
     /// Only bookings starting on this day or earlier.
     pub starts_to: Option<types::Date>,
+    /// Only bookings of seats on this departure: with `guests`, its
+    /// passenger list.
+    pub departure_id: Option<ID>,
 }
 
 /// The bookings `viewer` answers for, a page at a time.
@@ -201,6 +204,10 @@ async fn list_bookings(
             updated_since: filter.updated_since,
             starts_from: filter.starts_from.map(|d| d.0),
             starts_to: filter.starts_to.map(|d| d.0),
+            departure_id: filter
+                .departure_id
+                .map(|d| parse("departure id", &d))
+                .transpose()?,
             count,
         },
     )

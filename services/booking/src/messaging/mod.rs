@@ -504,6 +504,7 @@ impl Bookings {
             statuses: &req.statuses,
             updated_since: req.updated_since,
             starts: (req.starts_from, req.starts_to),
+            departure: req.departure_id,
         };
         let (bookings, has_next_page) =
             storage::list(&self.db, &req.viewer, req.first, req.after, only()).await?;

@@ -36,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(HomeRegions),
             Box::new(CapturedSplits),
             Box::new(StartsOn),
+            Box::new(Departures),
         ]
     }
 }
@@ -282,6 +283,42 @@ impl MigrationTrait for StartsOn {
     }
 }
 
+struct Departures;
+
+impl MigrationName for Departures {
+    fn name(&self) -> &str {
+        "m20261205_000002_booking_departure"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Departures {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The departure a booking of seats is on: its operator's passenger
+        // list. Known at the create; bookings made before, from their item.
+        let backfill = match manager.get_database_backend() {
+            DbBackend::Postgres => {
+                "UPDATE bookings SET departure_id = CAST(CAST(item AS JSON)->>'departure_id' AS UUID)
+                 WHERE CAST(item AS JSON)->>'kind' = 'SEATS'"
+            }
+            _ => {
+                "UPDATE bookings SET departure_id = json_extract(item, '$.departure_id')
+                 WHERE json_extract(item, '$.kind') = 'SEATS'"
+            }
+        };
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE bookings ADD COLUMN departure_id UUID",
+                backfill,
+                "CREATE INDEX bookings_departure ON bookings (departure_id, id)
+                 WHERE departure_id IS NOT NULL",
+            ],
+        )
+        .await
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -370,15 +407,17 @@ pub async fn insert<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     let insert = "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
                 traveler_count, contact, sponsor_region, notes, created_at, updated_at,
-                account_id, agency_id, commission_bp, home_region, first_response, starts_on)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16, $17)
+                account_id, agency_id, commission_bp, home_region, first_response, starts_on,
+                departure_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16, $17,
+                     $18)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING *";
     let sql = logged(
         b,
-        18,
+        19,
         insert,
-        "queued AS (INSERT INTO outbox (event_id, kind, body) SELECT $19, $20, $21 FROM moved)",
+        "queued AS (INSERT INTO outbox (event_id, kind, body) SELECT $20, $21, $22 FROM moved)",
     );
     let mut values: Vec<Value> = vec![
         uuid_value(b, id.0),
@@ -406,6 +445,13 @@ pub async fn insert<C: ConnectionTrait>(
             shared::events::HoldItem::Seats { .. } => None,
         }
         .into(),
+        shared::db::opt_uuid_value(
+            b,
+            match req.item {
+                shared::events::HoldItem::Seats { departure_id, .. } => Some(departure_id.0),
+                shared::events::HoldItem::RoomNights { .. } => None,
+            },
+        ),
     ];
     if b == DbBackend::Postgres {
         values.push(CREATED.into());
@@ -996,6 +1042,8 @@ pub struct ListFilter<'a> {
     pub updated_since: Option<DateTime<Utc>>,
     /// Only bookings starting on these days (both included).
     pub starts: (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>),
+    /// Only bookings of seats on this departure.
+    pub departure: Option<shared::ids::DepartureId>,
 }
 
 /// The SQL condition and its values for the bookings `viewer` may list
@@ -1041,6 +1089,13 @@ fn listed(
     if let Some(since) = only.updated_since {
         values.push(since.into());
         sql.push_str(&format!(" AND updated_at > ${}", first + values.len() - 1));
+    }
+    if let Some(departure) = only.departure {
+        values.push(uuid_value(b, departure.0));
+        sql.push_str(&format!(
+            " AND departure_id = ${}",
+            first + values.len() - 1
+        ));
     }
     for (day, op) in [(only.starts.0, ">="), (only.starts.1, "<=")] {
         if let Some(day) = day {
