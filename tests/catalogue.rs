@@ -335,6 +335,31 @@ async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published(
         let hidden = calendar(token).await;
         assert_eq!(code(&hidden), "NOT_FOUND", "{hidden}");
     }
+    // So is its quote: others learn it is not on sale, not its name or price.
+    let quote = |token: Option<String>| {
+        let app = &app;
+        async move {
+            app.graphql_as(
+                token.as_deref(),
+                "query($i: BookingQuoteInput!) { bookingQuote(input: $i) { refusal total { amount } listing { title } } }",
+                json!({ "i": { "roomTypeId": room_type, "checkIn": tomorrow().to_string(),
+                               "checkOut": (tomorrow() + Days::days(1)).to_string(), "travelers": 1 } }),
+            )
+            .await
+        }
+    };
+    let admins = quote(Some(chifeng.clone())).await;
+    assert_eq!(
+        admins["data"]["bookingQuote"],
+        json!({ "refusal": "NOT_PUBLISHED", "total": { "amount": "200.00" },
+                "listing": { "title": "筹备中的民宿 · 家庭房" } }),
+        "{admins}"
+    );
+    for token in [None, app.token.clone(), Some(beijing.clone())] {
+        let hidden = quote(token).await;
+        assert_eq!(code(&hidden), "NOT_PUBLISHED", "{hidden}");
+        assert!(hidden["data"].is_null(), "{hidden}");
+    }
     // Read by id: its region's admins still see it, nobody else does.
     let read = |token: Option<String>| {
         let app = &app;

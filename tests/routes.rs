@@ -864,6 +864,7 @@ async fn an_operator_cancels_a_departure_and_its_bookings_are_cancelled_and_refu
     let cancelled = &done["data"]["cancelDeparture"];
     assert!(cancelled["cancelledAt"].is_string(), "{done}");
     assert_eq!(cancelled["cancelReason"], "暴雪封路，道路关闭", "{done}");
+    assert_eq!(cancelled["seatsLeft"], 0, "nothing to sell: {done}");
 
     let refunded = app
         .wait_for_booking(&paid, "the full refund", |b| {
@@ -914,6 +915,21 @@ async fn an_operator_cancels_a_departure_and_its_bookings_are_cancelled_and_refu
         )
         .await;
     assert_eq!(code(&change), "CONFLICT", "{change}");
+    let day = tomorrow() + Duration::days(1);
+    let same_day = app
+        .graphql_as(
+            Some(&admin),
+            ADD_DEPARTURE,
+            json!({ "r": route, "d": day.to_string(), "s": 10, "c": 0 }),
+        )
+        .await;
+    assert_eq!(code(&same_day), "CONFLICT", "{same_day}");
+    assert!(
+        same_day["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("was cancelled")),
+        "says why the day is taken: {same_day}"
+    );
 
     // Seats given back, one capture and one reversal, the ledger balanced.
     let settings = app.app.rt.settings.clone();
@@ -922,7 +938,7 @@ async fn an_operator_cancels_a_departure_and_its_bookings_are_cancelled_and_refu
         let findings = duikou::check::run(&settings, chrono::Duration::zero())
             .await
             .expect("checks run");
-        if findings.iter().all(|f| f.holds) && seats_left(&app, &route).await == 10 {
+        if findings.iter().all(|f| f.holds) && seats_in_store(&app, &departure).await == 10 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{findings:#?}");
@@ -937,7 +953,7 @@ async fn an_operator_cancels_a_departure_and_its_bookings_are_cancelled_and_refu
 async fn bookings_racing_a_departures_cancellation_all_end_and_hold_no_seat() {
     let app = spawn_app().await;
     let admin = app.region_admin("chifeng@example.cn", "150400").await;
-    let (route, departure) = route_on_sale(&app, &admin, 10, 100, 1).await;
+    let (_, departure) = route_on_sale(&app, &admin, 10, 100, 1).await;
     let names = ["甲", "乙", "丙", "丁", "戊", "己", "庚", "辛"];
     let booking = |i: usize| {
         let (app, departure) = (&app, departure.clone());
@@ -973,14 +989,32 @@ async fn bookings_racing_a_departures_cancellation_all_end_and_hold_no_seat() {
     }
     assert_eq!(ended.values().sum::<u32>(), 40, "{ended:?}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while seats_left(&app, &route).await != 100 {
+    while seats_in_store(&app, &departure).await != 100 {
         assert!(
             std::time::Instant::now() < deadline,
-            "seats left {}: {ended:?}",
-            seats_left(&app, &route).await
+            "seats free {}: {ended:?}",
+            seats_in_store(&app, &departure).await
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// The seats a departure has free as inventory stores them (its view shows
+/// none once it is cancelled): what its released bookings gave back.
+async fn seats_in_store(app: &TestApp, departure: &str) -> i64 {
+    let db = app.service_db("inventory").await;
+    let b = db.get_database_backend();
+    let id = uuid::Uuid::parse_str(departure).expect("a departure id");
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            b,
+            "SELECT available FROM departures WHERE id = $1",
+            [shared::db::uuid_value(b, id)],
+        ))
+        .await
+        .expect("read")
+        .expect("the departure");
+    i64::from(row.try_get::<i32>("", "available").expect("available"))
 }
 
 /// A departure's passenger list: its region's admin lists the bookings on

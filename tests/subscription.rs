@@ -83,13 +83,18 @@ async fn someone_else_and_a_bad_token_get_no_pushes() {
     let refused = next(&mut anonymous).await.expect("an answer");
     assert_eq!(refusal(&refused), "UNAUTHENTICATED", "{refused}");
 
+    // A bad token is refused at connection_init with 4403 (Forbidden), as
+    // graphql-transport-ws recommends, not acknowledged.
     let mut forged = connect(&app).await;
-    let answer = init(&mut forged, "not.a.token").await;
-    assert!(
-        answer
-            .as_ref()
-            .is_none_or(|a| a["type"] != "connection_ack"),
-        "a bad token must not be acknowledged: {answer:?}"
+    send(
+        &mut forged,
+        json!({ "type": "connection_init", "payload": { "Authorization": "Bearer not.a.token" } }),
+    )
+    .await;
+    assert_eq!(
+        common::ws::closed_within(&mut forged, std::time::Duration::from_secs(5)).await,
+        Some(4403),
+        "a bad token must close the connection as Forbidden"
     );
 }
 

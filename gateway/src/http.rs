@@ -491,6 +491,8 @@ async fn graphql_get(
             let watching = identity.clone();
             let (bus, cache) = (gw.bus.clone(), gw.cache.clone());
             let (opened, opened_with) = tokio::sync::watch::channel(None);
+            let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let refusing = refused.clone();
             // The server's messages go through a channel, so that the socket
             // is still ours to close with a reason when the token ends.
             let (mut socket_out, socket_in) = socket.split();
@@ -498,7 +500,10 @@ async fn graphql_get(
             let serve =
                 GraphQLWebSocket::new_with_pair(out, socket_in, gw.schema.clone(), protocol)
                     .on_connection_init(move |payload| async move {
-                        let principal = connection_principal(identity.as_ref(), &payload, &opened)?;
+                        let principal = connection_principal(identity.as_ref(), &payload, &opened)
+                            .inspect_err(|_| {
+                                refusing.store(true, std::sync::atomic::Ordering::SeqCst)
+                            })?;
                         let mut data = async_graphql::Data::default();
                         data.insert(crate::socket::OverWebSocket);
                         data.insert(crate::socket::Slots::default());
@@ -520,6 +525,8 @@ async fn graphql_get(
                 let ended = {
                     let forward = async {
                         while let Some(message) = outgoing.next().await {
+                            let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
+                            let message = crate::socket::outgoing(message, refused);
                             if socket_out.send(message).await.is_err() {
                                 break;
                             }

@@ -58,6 +58,27 @@ pub type Opened = Option<(shared::ids::AccountId, crate::identity::Token)>;
 /// fresh token, where 1006 (no close frame) would look like a network fault.
 pub const TOKEN_ENDED: u16 = 4401;
 
+/// The close code a connection whose `connection_init` was refused (a bad
+/// or expired token) ends with: 4403, "Forbidden", as graphql-transport-ws
+/// recommends; async-graphql closes such a connection with 1002, which
+/// clients read as a protocol error of their own.
+pub const INIT_REFUSED: u16 = 4403;
+
+/// `message` as the client gets it: the close that follows a refused
+/// `connection_init` (`refused`) carries [`INIT_REFUSED`] and its reason.
+pub fn outgoing(message: axum::extract::ws::Message, refused: bool) -> axum::extract::ws::Message {
+    use axum::extract::ws::{CloseFrame, Message};
+    match message {
+        Message::Close(Some(frame)) if refused && frame.code == 1002 => {
+            Message::Close(Some(CloseFrame {
+                code: INIT_REFUSED,
+                reason: frame.reason,
+            }))
+        }
+        other => other,
+    }
+}
+
 /// Resolves when the connection's token expires or is revoked (seen on
 /// this gateway, checked every second), with the reason to close with:
 /// never while no token was given (an anonymous connection sees only what

@@ -2,11 +2,28 @@
 
 use crate::AppError;
 
-/// Checks a text field people type: not blank when `required`, at most
-/// `max` characters, no [control characters](has_control). The message
-/// starts with the field's name.
+/// Checks a text field people type: not blank when `required` (spaces and
+/// invisible characters alone are blank), at most `max` characters, no
+/// [control characters](has_control). The message starts with the
+/// field's name.
 pub fn check(field: &str, text: &str, max: usize, required: bool) -> Result<(), AppError> {
-    if required && text.trim().is_empty() {
+    checked(field, text, max, required, false)
+}
+
+/// [`check`] for a one-line field (a person's name as on a document, a
+/// reason): no line breaks (U+2028 and U+2029 included) or tabs either.
+pub fn check_line(field: &str, text: &str, max: usize, required: bool) -> Result<(), AppError> {
+    checked(field, text, max, required, true)
+}
+
+fn checked(
+    field: &str,
+    text: &str,
+    max: usize,
+    required: bool,
+    one_line: bool,
+) -> Result<(), AppError> {
+    if required && is_blank(text) {
         return Err(AppError::bad_input(format!("{field}: must not be empty")));
     }
     if text.chars().count() > max {
@@ -14,34 +31,48 @@ pub fn check(field: &str, text: &str, max: usize, required: bool) -> Result<(), 
             "{field}: at most {max} characters"
         )));
     }
-    if has_control(text) {
-        return Err(AppError::bad_input(format!(
-            "{field}: no control characters or text-direction overrides (line breaks and tabs are fine)"
-        )));
-    }
-    Ok(())
-}
-
-/// [`check`] for a one-line field (a person's name as on a document):
-/// no line breaks or tabs either.
-pub fn check_line(field: &str, text: &str, max: usize, required: bool) -> Result<(), AppError> {
-    check(field, text, max, required)?;
-    if text.contains(['\n', '\r', '\t']) {
+    if one_line && text.chars().any(breaks_line) {
         return Err(AppError::bad_input(format!(
             "{field}: one line, no line breaks or tabs"
         )));
     }
+    if has_control(text) {
+        let fine = if one_line {
+            ""
+        } else {
+            " (line breaks and tabs are fine)"
+        };
+        return Err(AppError::bad_input(format!(
+            "{field}: no control characters or text-direction overrides{fine}"
+        )));
+    }
     Ok(())
+}
+
+/// A line break or a tab, in any of Unicode's spellings.
+fn breaks_line(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\t' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// True when `text` shows nothing: only spaces and zero-width characters.
+pub fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| {
+        c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+    })
 }
 
 /// Whether `text` holds characters no one types into a name, a note or a
 /// key: control characters other than line breaks and tabs (NUL, BEL,
-/// escape sequences) and the bidirectional overrides that make a text
-/// display in another order than it reads (U+202A–U+202E, U+2066–U+2069).
+/// escape sequences), the bidirectional overrides that make a text
+/// display in another order than it reads (U+202A–U+202E, U+2066–U+2069)
+/// and a byte-order mark (U+FEFF, pasted from the head of a file).
 pub fn has_control(text: &str) -> bool {
     text.chars().any(|c| {
         (c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
     })
 }
 
@@ -72,7 +103,7 @@ pub fn plural(n: u32, one: &str, many: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{check, has_control, plural};
+    use super::{check, check_line, has_control, plural};
 
     #[test]
     fn one_is_singular_and_the_rest_plural() {
@@ -93,6 +124,24 @@ mod tests {
         ] {
             assert!(has_control(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn one_line_means_no_break_of_any_spelling_and_blank_means_nothing_shows() {
+        for text in ["a\nb", "a\u{2028}b", "a\u{2029}b", "a\u{85}b", "a\tb"] {
+            let refused = check_line("reason", text, 10, true).expect_err(text);
+            assert_eq!(refused.message, "reason: one line, no line breaks or tabs");
+            assert!(check("notes", "a\nb\tc", 10, true).is_ok());
+        }
+        for text in ["\u{200B}", "\u{2060}\u{200D}", " \u{FEFF} ", "\u{3000}"] {
+            let refused = check_line("reason", text, 10, true).expect_err(text);
+            assert_eq!(refused.message, "reason: must not be empty");
+        }
+        let bell = check_line("reason", "a\u{7}b", 10, true).expect_err("bell");
+        assert!(!bell.message.contains("fine"), "{}", bell.message);
+        assert!(check_line("reason", "\u{FEFF}暴雪", 10, true).is_err());
+        // A joiner inside an emoji or Mongolian text is not blank.
+        assert!(check_line("reason", "草原\u{200D}🐎", 10, true).is_ok());
     }
 
     #[test]

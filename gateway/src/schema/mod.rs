@@ -511,7 +511,9 @@ impl Query {
     }
 
     /// What a booking would cost and whether it can be held now, by the
-    /// rules the hold applies; ask before `createBooking`. Anonymous.
+    /// rules the hold applies; ask before `createBooking`. Anonymous. A
+    /// listing off sale is NOT_PUBLISHED, quoted to its region's admins
+    /// alone.
     async fn booking_quote(
         &self,
         ctx: &Context<'_>,
@@ -530,9 +532,19 @@ impl Query {
             input.departure_id.as_ref(),
             travelers,
         )?;
-        Ok(types::BookingQuote(
-            rpc(ctx, rpcs::QuoteBooking { item, travelers }).await?,
-        ))
+        let quote = rpc(ctx, rpcs::QuoteBooking { item, travelers }).await?;
+        // A listing off sale (or a draft) is its region's admins' to read,
+        // as `homestay(id)` and `route(id)` are: anyone else learns only
+        // that it is not on sale, not its title, price or terms.
+        if quote.refusal == Some(ErrorCode::NotPublished)
+            && !auth::manages(ctx, quote.listing.region_code)
+        {
+            return Err(gql(AppError::new(
+                ErrorCode::NotPublished,
+                "this listing is not on sale",
+            )));
+        }
+        Ok(types::BookingQuote(quote))
     }
 
     /// What cancelling a booking now would refund, by its listing's policy.

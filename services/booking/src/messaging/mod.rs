@@ -719,7 +719,8 @@ impl Bookings {
         };
         let by = Canceller::Operator(ev.starts_on, &ev.reason);
         let mut events = Vec::new();
-        for booking in storage::by_ids(&txn, &ev.bookings).await? {
+        let bookings = storage::by_ids(&txn, &ev.bookings).await?;
+        for booking in &bookings {
             if let Cancelled::Moved(moved) = cancel_one(&txn, &booking.view, by, Some(&env)).await?
             {
                 events.extend(moved);
@@ -728,6 +729,11 @@ impl Bookings {
         enqueue(&txn, &events).await?;
         txn.commit().await?;
         self.outbox.committed();
+        // A departure remembered as sold out is asked again: inventory
+        // now refuses it as cancelled (CLOSED), which says more.
+        for booking in &bookings {
+            self.giving_back(&booking.view.item);
+        }
         info!(departure = %ev.departure_id, bookings = ev.bookings.len(), "departure cancelled");
         Ok(())
     }

@@ -287,15 +287,22 @@ const DEPARTURE_COLUMNS: &str = "d.id, d.route_id, d.starts_on, d.last_booking_d
     d.available, COALESCE(d.price_fen, r.price_fen) AS price_fen, d.cancelled_at, d.cancel_reason";
 
 fn departure_from_row(row: &QueryResult) -> Result<DepartureView, DbErr> {
+    let cancelled_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("", "cancelled_at")?;
+    // A cancelled departure has nothing to sell, whatever its seats hold
+    // while its bookings are being released.
+    let seats_left = match cancelled_at {
+        Some(_) => 0,
+        None => u32::try_from(row.try_get::<i32>("", "available")?).unwrap_or(0),
+    };
     Ok(DepartureView {
         id: DepartureId(row_uuid(row, "id")?),
         route_id: RouteId(row_uuid(row, "route_id")?),
         starts_on: row.try_get("", "starts_on")?,
         last_booking_day: row.try_get("", "last_booking_day")?,
         seats: u32::try_from(row.try_get::<i32>("", "seats")?).unwrap_or(0),
-        seats_left: u32::try_from(row.try_get::<i32>("", "available")?).unwrap_or(0),
+        seats_left,
         price: Fen(row.try_get("", "price_fen")?),
-        cancelled_at: row.try_get("", "cancelled_at")?,
+        cancelled_at,
         cancel_reason: row.try_get("", "cancel_reason")?,
     })
 }
@@ -469,6 +476,27 @@ pub async fn bookings_on<C: ConnectionTrait>(
     rows.iter()
         .map(|r| row_uuid(r, "booking_id").map(shared::ids::BookingId))
         .collect()
+}
+
+/// When the route's departure on `day` was cancelled: None while it runs
+/// or when there is none.
+pub async fn cancelled_on<C: ConnectionTrait>(
+    conn: &C,
+    route: RouteId,
+    day: NaiveDate,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbErr> {
+    let b = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT cancelled_at FROM departures WHERE route_id = $1 AND starts_on = $2",
+            vec![uuid_value(b, route.0), day.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get("", "cancelled_at")?,
+        None => None,
+    })
 }
 
 /// Takes `seats` seats of a departure that runs, or none: true when taken.
