@@ -1240,3 +1240,55 @@ async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+in_both_modes!(an_arrivals_list_pages_by_the_day_bookings_start);
+/// An arrivals list: a region's bookings by the day they start, earliest
+/// first and in the order booked on one day, page after page; newest first
+/// stays the default.
+async fn an_arrivals_list_pages_by_the_day_bookings_start(settings: Settings) {
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(3).await.room_type_id.to_string();
+    let day = |n: i64| tomorrow() + chrono::Duration::days(n);
+    // Booked in this order, starting on days 9, 3, 6 and 3.
+    let mut booked = Vec::new();
+    for (n, key) in [(9, "a"), (3, "b"), (6, "c"), (3, "d")] {
+        let id = TestApp::id_of(&app.create_booking(&room_type, day(n), 1, key).await);
+        app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+        booked.push(id);
+    }
+    let [a, b, c, d] = [&booked[0], &booked[1], &booked[2], &booked[3]];
+    let admin = app.admin_token().await;
+    let page = |order: &'static str, after: Option<String>| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let body = app
+                .graphql_as(
+                    Some(admin),
+                    "query($o: BookingOrder!, $a: String) { regionBookings(first: 2, after: $a, orderBy: $o) {
+                        edges { node { id startsOn } } pageInfo { hasNextPage endCursor } } }",
+                    json!({ "o": order, "a": after }),
+                )
+                .await;
+            let list = &body["data"]["regionBookings"];
+            let ids: Vec<String> = list["edges"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{body}"))
+                .iter()
+                .filter_map(|e| e["node"]["id"].as_str().map(str::to_owned))
+                .collect();
+            let next = list["pageInfo"]["hasNextPage"]
+                .as_bool()
+                .unwrap_or(false)
+                .then(|| list["pageInfo"]["endCursor"].as_str().map(str::to_owned))
+                .flatten();
+            (ids, next)
+        }
+    };
+    let (first, next) = page("STARTS_ON", None).await;
+    assert_eq!(first, [b.clone(), d.clone()], "day 3, in the order booked");
+    let (second, last) = page("STARTS_ON", next).await;
+    assert_eq!(second, [c.clone(), a.clone()], "then days 6 and 9");
+    assert_eq!(last, None, "nothing after day 9");
+    let (newest, _) = page("NEWEST_FIRST", None).await;
+    assert_eq!(newest, [d.clone(), c.clone()], "the default order stays");
+}

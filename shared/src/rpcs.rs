@@ -1404,6 +1404,9 @@ pub struct ListBookings {
     /// Only bookings of seats on this departure (its passenger list).
     #[serde(default)]
     pub departure_id: Option<DepartureId>,
+    /// In which order; `after` is the last booking of the page before.
+    #[serde(default)]
+    pub order: BookingOrder,
     /// Count every booking the filter lets through, too.
     #[serde(default)]
     pub count: bool,
@@ -1412,6 +1415,18 @@ impl Rpc for ListBookings {
     const SERVICE: &'static str = "booking";
     const METHOD: &'static str = "list_bookings";
     type Reply = BookingPage;
+}
+
+/// The order of a list of bookings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BookingOrder {
+    /// Newest booking first.
+    #[default]
+    NewestFirst,
+    /// By the day it starts (a stay's check-in, a departure's day),
+    /// earliest first, then as booked; seats not yet held (no day yet)
+    /// last: an arrivals list.
+    StartsOn,
 }
 
 /// A page of bookings.

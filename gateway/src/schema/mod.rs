@@ -170,12 +170,23 @@ pub struct BookingFilter {
     pub departure_id: Option<ID>,
 }
 
+/// The order of a list of bookings.
+#[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq, Default)]
+pub enum BookingOrder {
+    /// Newest booking first.
+    #[default]
+    NewestFirst,
+    /// By the day it starts (a stay's check-in, a departure's day),
+    /// earliest first, then in the order booked; bookings of seats not
+    /// held yet (no day yet) last: an arrivals list.
+    StartsOn,
+}
+
 /// The bookings `viewer` answers for, a page at a time.
 async fn list_bookings(
     ctx: &Context<'_>,
     viewer: shared::auth::Principal,
-    first: Option<i32>,
-    after: Option<String>,
+    (first, after, order): (Option<i32>, Option<String>, BookingOrder),
     filter: Option<BookingFilter>,
 ) -> Result<BookingConnection> {
     let first = page_size(first.unwrap_or(20))?;
@@ -208,6 +219,10 @@ async fn list_bookings(
                 .departure_id
                 .map(|d| parse("departure id", &d))
                 .transpose()?,
+            order: match order {
+                BookingOrder::NewestFirst => rpcs::BookingOrder::NewestFirst,
+                BookingOrder::StartsOn => rpcs::BookingOrder::StartsOn,
+            },
             count,
         },
     )
@@ -462,8 +477,9 @@ impl Query {
 
     /// Your bookings (a traveler's own, an agency's all; a region admin's
     /// are those held in its region, like `regionBookings`; a platform
-    /// admin's, all), newest first;
-    /// `filter` narrows them by status and by when they last changed.
+    /// admin's, all), newest first or by the day they start (`orderBy`);
+    /// `filter` narrows them by status, by when they last changed, by the
+    /// day they start and by departure.
     #[graphql(complexity = "per_item(first.unwrap_or(20), child_complexity)")]
     async fn my_bookings(
         &self,
@@ -471,14 +487,16 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
         filter: Option<BookingFilter>,
+        #[graphql(default)] order_by: BookingOrder,
     ) -> Result<BookingConnection> {
         let viewer = principal(ctx)?.clone();
-        list_bookings(ctx, viewer, first, after, filter).await
+        list_bookings(ctx, viewer, (first, after, order_by), filter).await
     }
 
     /// Bookings held on listings in your region (region admins; platform
-    /// admins: all), newest first. A booking counts once inventory held
-    /// its listing.
+    /// admins: all), newest first or by the day they start (`orderBy:
+    /// STARTS_ON`, the hosts' arrivals list). A booking counts once
+    /// inventory held its listing.
     #[graphql(complexity = "per_item(first.unwrap_or(20), child_complexity)")]
     async fn region_bookings(
         &self,
@@ -486,6 +504,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
         filter: Option<BookingFilter>,
+        #[graphql(default)] order_by: BookingOrder,
     ) -> Result<BookingConnection> {
         let viewer = principal(ctx)?.clone();
         if !matches!(
@@ -496,7 +515,7 @@ impl Query {
                 "only region and platform admins list a region's bookings",
             ));
         }
-        list_bookings(ctx, viewer, first, after, filter).await
+        list_bookings(ctx, viewer, (first, after, order_by), filter).await
     }
 
     /// One booking: yours, your agency's, or (admins) one in your region.

@@ -506,8 +506,13 @@ impl Bookings {
             starts: (req.starts_from, req.starts_to),
             departure: req.departure_id,
         };
-        let (bookings, has_next_page) =
-            storage::list(&self.db, &req.viewer, req.first, req.after, only()).await?;
+        let (bookings, has_next_page) = storage::list(
+            &self.db,
+            &req.viewer,
+            (req.first, req.after, req.order),
+            only(),
+        )
+        .await?;
         let total_count = if req.count {
             Some(storage::count(&self.db, &req.viewer, only()).await?)
         } else {

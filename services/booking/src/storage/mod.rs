@@ -1109,26 +1109,43 @@ fn listed(
     (sql, values)
 }
 
-/// A page of the bookings a traveler (by account) or an agency made, newest
-/// first, and whether older ones follow. Platform admins page through all.
+/// A page of the bookings a traveler (by account) or an agency made, in
+/// `order`, after the booking `after` (the last of the page before), and
+/// whether more follow. Platform admins page through all.
 pub async fn list<C: ConnectionTrait>(
     conn: &C,
     viewer: &Principal,
-    first: u32,
-    after: Option<BookingId>,
+    (first, after, order): (u32, Option<BookingId>, shared::rpcs::BookingOrder),
     only: ListFilter<'_>,
 ) -> Result<(Vec<BookingView>, bool), DbErr> {
     let b = conn.get_database_backend();
     let (condition, more) = listed(b, viewer, &only, 3);
-    let mut values = vec![
-        (i64::from(first) + 1).into(),
-        after
-            .map(|a| uuid_value(b, a.0))
-            .unwrap_or_else(|| uuid_value(b, uuid::Uuid::max())),
-    ];
+    let mut values = vec![(i64::from(first) + 1).into()];
+    let sql = match order {
+        shared::rpcs::BookingOrder::NewestFirst => {
+            values.push(
+                after
+                    .map(|a| uuid_value(b, a.0))
+                    .unwrap_or_else(|| uuid_value(b, uuid::Uuid::max())),
+            );
+            format!(
+                "SELECT * FROM bookings WHERE {condition} AND id < $2 ORDER BY id DESC LIMIT $1"
+            )
+        }
+        // By day, then id; a booking without a day yet (seats not held) after
+        // every day. The page after a booking starts past its (day, id), as
+        // it reads now.
+        shared::rpcs::BookingOrder::StartsOn => {
+            values.push(shared::db::opt_uuid_value(b, after.map(|a| a.0)));
+            let day = "COALESCE(starts_on, '9999-12-31')";
+            format!(
+                "SELECT * FROM bookings WHERE {condition}
+                   AND ($2 IS NULL OR ({day}, id) > (SELECT {day}, id FROM bookings WHERE id = $2))
+                 ORDER BY {day}, id LIMIT $1"
+            )
+        }
+    };
     values.extend(more);
-    let sql =
-        format!("SELECT * FROM bookings WHERE {condition} AND id < $2 ORDER BY id DESC LIMIT $1");
     let rows = conn.query_all_raw(stmt(b, &sql, values)).await?;
     shared::db::page(&rows, first, |r| stored(r).map(|s| s.view))
 }
