@@ -430,6 +430,7 @@ async fn services_refuse_principals_without_the_right_even_past_the_gateway() {
         bus,
         &shared::rpcs::GetHostBalances {
             up_to: None,
+            payable: true,
             by: traveler.clone(),
         },
     )

@@ -72,6 +72,19 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     }
     assert_eq!(calls().await, before + 1.0, "one call for the list");
 
+    // Before the run, its preview: the hosts and amounts it will pay.
+    let preview = app
+        .graphql_as(
+            Some(&admin),
+            "{ hostBalances(payable: true) { hostId amount { amount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        amounts(&preview["data"]["hostBalances"]),
+        ["182.40", "364.80"],
+        "{preview}"
+    );
     // A moment after both captures and before the first run.
     let between = chrono::Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -82,6 +95,10 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     let paid = &paid["data"]["runPayouts"];
     assert_eq!(paid["total"]["amount"], "547.20", "{paid}");
     assert_eq!(amounts(&paid["payouts"]), ["182.40", "364.80"]);
+    // What a run would pay, asked after it: nothing more.
+    let payable = "{ hostBalances(payable: true) { hostId amount { amount } } }";
+    let left = app.graphql_as(Some(&admin), payable, json!({})).await;
+    assert_eq!(left["data"]["hostBalances"], json!([]), "{left}");
     let again = app
         .graphql_as(Some(&admin), run, json!({ "r": "BATCH-2026-11" }))
         .await;
@@ -239,7 +256,16 @@ async fn a_run_over_an_earlier_period_does_not_pay_what_was_refunded_since() {
         ["364.80"],
         "{as_of}"
     );
-    // ...but a run over that period pays nothing: it was all given back.
+    // ...but a run over that period pays nothing: it was all given back,
+    // as the preview of that run says before it is made.
+    let preview = app
+        .graphql_as(
+            Some(&admin),
+            "query($t: DateTime!) { hostBalances(upTo: $t, payable: true) { amount { amount } } }",
+            json!({ "t": between.to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(preview["data"]["hostBalances"], json!([]), "{preview}");
     let run = app
         .graphql_as(
             Some(&admin),

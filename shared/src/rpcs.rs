@@ -1659,6 +1659,11 @@ pub struct GetHostBalances {
     /// whenever); now if None.
     #[serde(default)]
     pub up_to: Option<DateTime<Utc>>,
+    /// What a payout run up to `up_to` would pay now instead: earnings
+    /// before it less every payout and every refund so far, only hosts
+    /// owed more than nothing.
+    #[serde(default)]
+    pub payable: bool,
     /// Who asks: a platform admin.
     pub by: crate::auth::Principal,
 }

@@ -393,9 +393,14 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         up_to: Option<chrono::DateTime<chrono::Utc>>,
+        #[graphql(
+            default,
+            desc = "true: what `runPayouts(upTo:)` would pay now, before running it — earnings before `upTo` less every payout and every refund so far (a refund after `upTo` too), hosts owed more than nothing."
+        )]
+        payable: bool,
     ) -> Result<Vec<HostBalance>> {
         let by = platform_admin(ctx)?.clone();
-        let balances = rpc(ctx, rpcs::GetHostBalances { up_to, by }).await?;
+        let balances = rpc(ctx, rpcs::GetHostBalances { up_to, payable, by }).await?;
         Ok(balances.into_iter().map(HostBalance::from).collect())
     }
 

@@ -113,9 +113,16 @@ impl Payments {
                 let s = d.clone();
                 async move {
                     platform_admin(&req.by)?;
-                    let balances = match req.up_to {
-                        Some(at) => storage::host_balances_at(&s.db, at).await?,
-                        None => storage::host_balances(&s.db, chrono::Utc::now()).await?,
+                    let now = chrono::Utc::now();
+                    let balances = match (req.up_to, req.payable) {
+                        // What run_payouts would pay: its own reading.
+                        (up_to, true) => storage::host_balances(&s.db, up_to.unwrap_or(now))
+                            .await?
+                            .into_iter()
+                            .filter(|(_, owed, _)| *owed > Fen::ZERO)
+                            .collect(),
+                        (Some(at), false) => storage::host_balances_at(&s.db, at).await?,
+                        (None, false) => storage::host_balances(&s.db, now).await?,
                     };
                     Ok(balances
                         .into_iter()
