@@ -1291,4 +1291,41 @@ async fn an_arrivals_list_pages_by_the_day_bookings_start(settings: Settings) {
     assert_eq!(last, None, "nothing after day 9");
     let (newest, _) = page("NEWEST_FIRST", None).await;
     assert_eq!(newest, [d.clone(), c.clone()], "the default order stays");
+
+    // Another traveler's booking as the cursor tells nothing of where it
+    // starts: the page is the one an unknown id gets, empty, not the
+    // bookings after that traveler's day.
+    let other = app.register("other@example.cn", "110105").await;
+    let theirs = app
+        .graphql_as(
+            Some(&other),
+            "mutation($i: CreateBookingInput!) { createBooking(input: $i, idempotencyKey: \"o\") { id } }",
+            json!({ "i": { "roomTypeId": room_type, "checkIn": day(1).to_string(),
+                           "checkOut": day(2).to_string(),
+                           "travelers": [{ "name": "李四", "idType": "PASSPORT", "idNumber": "E20000001" }],
+                           "contact": { "name": "李四", "phone": "13900139000" } } }),
+        )
+        .await;
+    let theirs = TestApp::id_of(&theirs);
+    let mine_after = |after: String| {
+        let app = &app;
+        async move {
+            app.graphql(
+                "query($a: String) { myBookings(first: 10, after: $a, orderBy: STARTS_ON) { edges { node { id } } } }",
+                json!({ "a": after }),
+            )
+            .await["data"]["myBookings"]["edges"]
+                .clone()
+        }
+    };
+    assert_eq!(mine_after(theirs).await, json!([]));
+    assert_eq!(
+        mine_after(uuid::Uuid::now_v7().to_string()).await,
+        json!([])
+    );
+    assert_eq!(
+        mine_after(b.clone()).await.as_array().map(Vec::len),
+        Some(3),
+        "after one's own: the rest of one's own"
+    );
 }

@@ -96,6 +96,21 @@ async fn someone_else_and_a_bad_token_get_no_pushes() {
         Some(4403),
         "a bad token must close the connection as Forbidden"
     );
+    // So does a token that is no string, or a payload that is no object:
+    // a client's mistake, not an anonymous connection.
+    for payload in [json!({ "Authorization": 123 }), json!("Bearer garbage")] {
+        let mut odd = connect(&app).await;
+        send(
+            &mut odd,
+            json!({ "type": "connection_init", "payload": payload }),
+        )
+        .await;
+        assert_eq!(
+            common::ws::closed_within(&mut odd, std::time::Duration::from_secs(5)).await,
+            Some(4403),
+            "{payload}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -558,12 +558,24 @@ fn connection_principal(
     payload: &serde_json::Value,
     opened: &tokio::sync::watch::Sender<crate::socket::Opened>,
 ) -> async_graphql::Result<Option<shared::auth::Principal>> {
-    let token = ["Authorization", "authorization", "token"]
+    // No payload, or an object without a token: anonymous. Anything else
+    // is a client's mistake, refused rather than taken for anonymous.
+    if !(payload.is_null() || payload.is_object()) {
+        return Err("connection_init: the payload is an object, e.g. \
+                    { \"Authorization\": \"Bearer <accessToken>\" }"
+            .into());
+    }
+    let given = ["Authorization", "authorization", "token"]
         .iter()
-        .find_map(|k| payload.get(k).and_then(|v| v.as_str()))
-        .map(bearer_token);
-    let Some(token) = token else {
-        return Ok(None);
+        .find_map(|k| payload.get(k).map(|v| (k, v)));
+    let token = match given {
+        None => return Ok(None),
+        Some((_, serde_json::Value::String(t))) => bearer_token(t),
+        Some((key, _)) => {
+            return Err(
+                format!("connection_init: {key} is a string, \"Bearer <accessToken>\"").into(),
+            );
+        }
     };
     let identity = identity.ok_or("no identity here")?;
     let (principal, token) = identity

@@ -23,7 +23,7 @@ fn checked(
     required: bool,
     one_line: bool,
 ) -> Result<(), AppError> {
-    if required && is_blank(text) {
+    if required && (is_blank(text) || (one_line && !says_something(text))) {
         return Err(AppError::bad_input(format!("{field}: must not be empty")));
     }
     if text.chars().count() > max {
@@ -40,7 +40,7 @@ fn checked(
         let fine = if one_line {
             ""
         } else {
-            " (line breaks and tabs are fine)"
+            " (line breaks as \\n and tabs are fine)"
         };
         return Err(AppError::bad_input(format!(
             "{field}: no control characters or text-direction overrides{fine}"
@@ -61,6 +61,17 @@ fn breaks_line(c: char) -> bool {
 pub fn is_blank(text: &str) -> bool {
     text.chars().all(|c| {
         c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+    })
+}
+
+/// True when a one-line text (a name, a title, a reason) holds a letter or
+/// a digit of any script: marks, format characters, variation selectors
+/// and fillers alone show nothing a reader could take for a name or a
+/// reason (U+3164 HANGUL FILLER and its kin are letters that show
+/// nothing).
+fn says_something(text: &str) -> bool {
+    text.chars().any(|c| {
+        c.is_alphanumeric() && !matches!(c, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}')
     })
 }
 
@@ -133,15 +144,32 @@ mod tests {
             assert_eq!(refused.message, "reason: one line, no line breaks or tabs");
             assert!(check("notes", "a\nb\tc", 10, true).is_ok());
         }
-        for text in ["\u{200B}", "\u{2060}\u{200D}", " \u{FEFF} ", "\u{3000}"] {
+        for text in [
+            "\u{200B}",
+            "\u{2060}\u{200D}",
+            " \u{FEFF} ",
+            "\u{3000}",
+            "\u{200E}",
+            "\u{180E}",
+            "\u{AD}",
+            "\u{FE0F}",
+            "\u{301}",
+            "\u{E0041}\u{E0042}",
+            "\u{3164}",
+            "—",
+        ] {
             let refused = check_line("reason", text, 10, true).expect_err(text);
             assert_eq!(refused.message, "reason: must not be empty");
         }
         let bell = check_line("reason", "a\u{7}b", 10, true).expect_err("bell");
         assert!(!bell.message.contains("fine"), "{}", bell.message);
         assert!(check_line("reason", "\u{FEFF}暴雪", 10, true).is_err());
-        // A joiner inside an emoji or Mongolian text is not blank.
-        assert!(check_line("reason", "草原\u{200D}🐎", 10, true).is_ok());
+        // A joiner inside an emoji or Mongolian text is not blank, nor is
+        // any script's name.
+        for text in ["草原\u{200D}🐎", "ᠮᠣᠩᠭᠣᠯ", "ئۇيغۇر", "བོད", "A-7"]
+        {
+            assert!(check_line("reason", text, 10, true).is_ok(), "{text}");
+        }
     }
 
     #[test]

@@ -446,7 +446,7 @@ impl Identity {
         let email = normalise_email(&new.email)?;
         check_password(&new.password)?;
         let display_name = new.display_name.trim().to_owned();
-        shared::text::check("displayName", &display_name, 100, true)?;
+        shared::text::check_line("displayName", &display_name, 100, true)?;
         for region in [new.home_region, new.region_scope].into_iter().flatten() {
             if reference_region(region).is_none() {
                 return Err(AppError::bad_input(format!("unknown region {region}")));
@@ -792,7 +792,7 @@ impl Identity {
         commission_bp: u32,
     ) -> Result<Agency, AppError> {
         let name = name.trim();
-        shared::text::check("name", name, 200, true)?;
+        shared::text::check_line("name", name, 200, true)?;
         if reference_region(home_region).is_none() {
             return Err(AppError::bad_input(format!("unknown region {home_region}")));
         }
@@ -827,7 +827,7 @@ impl Identity {
         name: &str,
     ) -> Result<(String, String), AppError> {
         let name = name.trim();
-        shared::text::check("name", name, 100, true)?;
+        shared::text::check_line("name", name, 100, true)?;
         let Some(agency) = storage::agency(&self.db, agency).await? else {
             return Err(AppError::not_found(format!("no agency {agency}")));
         };

@@ -1119,7 +1119,7 @@ pub async fn list<C: ConnectionTrait>(
     only: ListFilter<'_>,
 ) -> Result<(Vec<BookingView>, bool), DbErr> {
     let b = conn.get_database_backend();
-    let (condition, more) = listed(b, viewer, &only, 3);
+    let (condition, mut more) = listed(b, viewer, &only, 3);
     let mut values = vec![(i64::from(first) + 1).into()];
     let sql = match order {
         shared::rpcs::BookingOrder::NewestFirst => {
@@ -1134,13 +1134,18 @@ pub async fn list<C: ConnectionTrait>(
         }
         // By day, then id; a booking without a day yet (seats not held) after
         // every day. The page after a booking starts past its (day, id), as
-        // it reads now.
+        // it reads now — a booking the viewer may list (whatever the filter
+        // says of it now), or none: another's booking tells nothing of
+        // itself by where the page would start.
         shared::rpcs::BookingOrder::StartsOn => {
             values.push(shared::db::opt_uuid_value(b, after.map(|a| a.0)));
             let day = "COALESCE(starts_on, '9999-12-31')";
+            let (theirs, seen) = listed(b, viewer, &ListFilter::default(), 3 + more.len());
+            more.extend(seen);
             format!(
                 "SELECT * FROM bookings WHERE {condition}
-                   AND ($2 IS NULL OR ({day}, id) > (SELECT {day}, id FROM bookings WHERE id = $2))
+                   AND ($2 IS NULL OR ({day}, id) >
+                        (SELECT {day}, id FROM bookings WHERE id = $2 AND {theirs}))
                  ORDER BY {day}, id LIMIT $1"
             )
         }

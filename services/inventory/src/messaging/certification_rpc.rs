@@ -28,6 +28,13 @@ fn text(field: &str, value: &str) -> Result<String, AppError> {
     Ok(value.trim().to_owned())
 }
 
+/// A decision's reason, shown on the public board beside it: one line.
+fn one_line_reason(value: &str) -> Result<String, AppError> {
+    let value = value.trim();
+    shared::text::check_line("reason", value, MAX_TEXT, true)?;
+    Ok(value.to_owned())
+}
+
 /// Evidence links, trimmed: http(s) URLs, at most [`MAX_EVIDENCE`].
 fn evidence(links: &[String]) -> Result<Vec<String>, AppError> {
     if links.len() > MAX_EVIDENCE {
@@ -178,7 +185,7 @@ impl Inventory {
                 (State::PublicNotice, State::Certified, change)
             }
             Step::Reject { reason } => {
-                let note = Some(text("reason", &reason)?);
+                let note = Some(one_line_reason(&reason)?);
                 let from = match current.state {
                     State::Applied | State::PublicNotice => current.state,
                     _ => return Err(conflict(&current, "reject")),
@@ -190,7 +197,7 @@ impl Inventory {
                 (from, State::Rejected, change)
             }
             Step::Revoke { reason } => {
-                let note = Some(text("reason", &reason)?);
+                let note = Some(one_line_reason(&reason)?);
                 if current.state != State::Certified {
                     return Err(conflict(&current, "revoke"));
                 }

@@ -6,7 +6,7 @@ mod quote;
 mod routes_rpc;
 
 use crate::SERVICE;
-use crate::domain::{self, StayDates, calendar_range};
+use crate::domain::{StayDates, calendar_range};
 use crate::storage::{self, Held, routes};
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, TransactionTrait};
@@ -575,9 +575,9 @@ impl Inventory {
     /// Creates a host, its homestay and a room type.
     pub async fn create_homestay(&self, req: CreateHomestay) -> Result<HomestayCreated, AppError> {
         let name = req.name.trim();
-        domain::check_text("name", name, 100, true)?;
+        shared::text::check_line("name", name, 100, true)?;
         let name_en = req.name_en.trim();
-        domain::check_text("nameEn", name_en, 100, false)?;
+        shared::text::check_line("nameEn", name_en, 100, false)?;
         let room = check_room_type(&req.room_type)?;
         req.details.check()?;
         let policy = policy(req.cancellation_policy)?;
@@ -619,11 +619,11 @@ impl Inventory {
         use shared::rpcs::GradeChange;
         let name = req.name.as_deref().map(str::trim);
         if let Some(name) = name {
-            domain::check_text("name", name, 100, true)?;
+            shared::text::check_line("name", name, 100, true)?;
         }
         let name_en = req.name_en.as_deref().map(str::trim);
         if let Some(name_en) = name_en {
-            domain::check_text("nameEn", name_en, 100, false)?;
+            shared::text::check_line("nameEn", name_en, 100, false)?;
         }
         let policy = policy(req.cancellation_policy)?;
         let txn = self.db.begin().await?;
@@ -804,7 +804,7 @@ fn host_name<'a>(field: &str, name: &'a str) -> Result<&'a str, AppError> {
             "{field}: a new host needs a name"
         )));
     }
-    shared::text::check(field, name, 200, true)?;
+    shared::text::check_line(field, name, 200, true)?;
     Ok(name)
 }
 
@@ -965,8 +965,8 @@ impl CheckedRoomType<'_> {
 
 fn check_room_type(r: &NewRoomType) -> Result<CheckedRoomType<'_>, AppError> {
     let name = r.name.trim();
-    crate::domain::check_text("roomType.name", name, 100, true)?;
-    crate::domain::check_text("roomType.nameEn", r.name_en.trim(), 100, false)?;
+    shared::text::check_line("roomType.name", name, 100, true)?;
+    shared::text::check_line("roomType.nameEn", r.name_en.trim(), 100, false)?;
     if r.beds == 0 || r.max_guests == 0 || r.beds > 20 || r.max_guests > 20 {
         return Err(AppError::bad_input(
             "roomType: 1 to 20 beds and 1 to 20 guests per room",

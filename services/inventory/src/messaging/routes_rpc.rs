@@ -54,7 +54,7 @@ fn check_itinerary(itinerary: &[ItineraryDay]) -> Result<(), AppError> {
                 day.day
             )));
         }
-        check_text(
+        shared::text::check_line(
             &format!("itinerary day {}: title", day.day),
             &day.title,
             MAX_TITLE,
@@ -85,8 +85,8 @@ async fn regions_exist<C: sea_orm::ConnectionTrait>(
 impl Inventory {
     /// Creates a route as a DRAFT.
     pub async fn create_route(&self, req: CreateRoute) -> Result<RouteCreated, AppError> {
-        check_text("titleZh", &req.title_zh, MAX_TITLE, true)?;
-        check_text("titleEn", &req.title_en, MAX_TITLE, true)?;
+        shared::text::check_line("titleZh", &req.title_zh, MAX_TITLE, true)?;
+        shared::text::check_line("titleEn", &req.title_en, MAX_TITLE, true)?;
         check_text("descriptionZh", &req.description_zh, MAX_DESCRIPTION, false)?;
         check_text("descriptionEn", &req.description_en, MAX_DESCRIPTION, false)?;
         check_itinerary(&req.itinerary)?;
@@ -148,7 +148,12 @@ impl Inventory {
         ];
         for (field, text, max, required) in texts {
             if let Some(text) = text {
-                check_text(field, text.trim(), max, required)?;
+                // Titles are one line, as when the route was written.
+                if required {
+                    shared::text::check_line(field, text.trim(), max, required)?;
+                } else {
+                    check_text(field, text.trim(), max, required)?;
+                }
             }
         }
         if let Some(itinerary) = &req.itinerary {

@@ -194,7 +194,7 @@ pub fn validate_signing(
         return Err(AppError::bad_input("signatories: at most 20 names"));
     }
     for name in signatories {
-        shared::text::check("signatories", name, 100, true)?;
+        shared::text::check_line("signatories", name, 100, true)?;
     }
     if signed_on > today || !YEARS.contains(&signed_on.year()) {
         return Err(AppError::bad_input(format!(
@@ -255,7 +255,7 @@ pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
     }
     for t in targets {
         for c in &t.custom {
-            shared::text::check("custom indicator name", &c.name, 100, true)?;
+            shared::text::check_line("custom indicator name", &c.name, 100, true)?;
         }
         let negative = t.tourists.is_some_and(|n| n < 0)
             || t.spend.is_some_and(|f| f < Fen::ZERO)

@@ -313,7 +313,7 @@ impl Partnerships {
     /// Adds an agreement with yearly targets.
     pub async fn create_agreement(&self, req: CreateAgreement) -> Result<AgreementView, AppError> {
         let title = req.title.trim();
-        shared::text::check("title", title, 200, true)?;
+        shared::text::check_line("title", title, 200, true)?;
         if req.ends_on < req.starts_on {
             return Err(AppError::bad_input(
                 "an agreement cannot end before it starts",

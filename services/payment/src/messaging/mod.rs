@@ -490,7 +490,7 @@ impl Payments {
     pub async fn run_payouts(&self, req: RunPayouts) -> Result<PayoutRun, AppError> {
         platform_admin(&req.by)?;
         let reference = req.reference.trim().to_owned();
-        shared::text::check("reference", &reference, 100, true)?;
+        shared::text::check_line("reference", &reference, 100, true)?;
         // As stored (microseconds), to compare with a run already made.
         let up_to =
             chrono::SubsecRound::trunc_subsecs(req.up_to.unwrap_or_else(chrono::Utc::now), 6);
