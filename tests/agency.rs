@@ -247,6 +247,13 @@ async fn agencies_and_credentials_are_for_platform_admins_and_a_wrong_secret_get
             )
             .await;
         assert_eq!(code(&bad), "BAD_USER_INPUT", "{name} {region} {bp}: {bad}");
+        if !(0..=3000).contains(&bp) {
+            // Too much and below nothing are told the same range.
+            assert_eq!(
+                bad["errors"][0]["message"],
+                "commissionBasisPoints: a commission is 0 to 3000 basis points (30 %)"
+            );
+        }
     }
     let (_, client_id, _) = agency(&app, "正规旅行社", 500).await;
     let wrong = app
@@ -669,4 +676,71 @@ async fn staff_who_leave_an_agency_leave_its_bookings_and_travelers_who_join_kee
     );
     // The agency's integration does not see the traveler's own trip.
     assert_eq!(listed(client_token).await, [for_agency]);
+}
+
+/// A booking its staff make for an agency counts for the agency's region,
+/// as its API clients' do, not for the staff member's own home: a guide
+/// from 海淀区 working for a 朝阳区 agency sends the agency's tourists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_booking_counts_for_the_agencys_region_whoever_of_its_staff_makes_it() {
+    let app = spawn_app().await;
+    let agencys = app.pair("110105", "150430").await;
+    let guides = app.pair("110108", "150430").await;
+    let room_type = app.homestay(4).await.room_type_id.to_string();
+    let (agency_id, _, _) = agency(&app, "草原国旅", 800).await;
+    app.register("guide@caoyuan.example.cn", "110108").await;
+    let admin = app.admin_token().await;
+    let granted = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($a: ID!) { grantRole(email: \"guide@caoyuan.example.cn\", role: AGENCY, agencyId: $a) { role } }",
+            json!({ "a": agency_id }),
+        )
+        .await;
+    assert_eq!(granted["data"]["grantRole"]["role"], "AGENCY", "{granted}");
+    let guide = app.login("guide@caoyuan.example.cn").await["accessToken"]
+        .as_str()
+        .expect("logs in again")
+        .to_owned();
+    let id = TestApp::id_of(&group_booking(&app, &guide, &room_type, "guide").await);
+    status_as(&app, &guide, &id, &["AWAITING_PAYMENT"]).await;
+    let paid = app
+        .graphql_as(
+            Some(&guide),
+            "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"p\") { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert!(paid["errors"].is_null(), "{paid}");
+    status_as(&app, &guide, &id, &["CONFIRMED"]).await;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let credited = loop {
+        let impact = app
+            .graphql_as(
+                Some(&guide),
+                "query($id: ID!) { bookingImpact(bookingId: $id) { partnerships { partnership { id } } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        let ids: Vec<String> = impact["data"]["bookingImpact"]["partnerships"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["partnership"]["id"].as_str().map(str::to_owned))
+            .collect();
+        if !ids.is_empty() {
+            break ids;
+        }
+        assert!(std::time::Instant::now() < deadline, "{impact}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    assert!(
+        credited.contains(&agencys.id.to_string()),
+        "the agency's pair: {credited:?}"
+    );
+    assert!(
+        !credited.contains(&guides.id.to_string()),
+        "not the guide's own: {credited:?}"
+    );
 }

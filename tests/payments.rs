@@ -157,6 +157,15 @@ async fn fifty_racing_partial_refunds_never_return_more_than_was_paid(settings: 
         )
         .await;
     assert_eq!(code(&early), "CONFLICT", "{early}");
+    // A booking that does not exist is not found, not unpaid.
+    let unknown = app
+        .graphql_as(
+            Some(&admin),
+            REFUND,
+            json!({ "b": uuid::Uuid::now_v7().to_string(), "a": "10.00", "k": "nobody" }),
+        )
+        .await;
+    assert_eq!(code(&unknown), "NOT_FOUND", "{unknown}");
     assert!(app.pay(&id, "tok_success", "pay").await["errors"].is_null());
     app.wait_for_status(&id, "CONFIRMED").await;
 
@@ -469,5 +478,51 @@ async fn the_ledger_refuses_to_change_or_lose_a_posting(settings: Settings) {
         .await,
         4,
         "clearing, host, platform, fund: all still there"
+    );
+}
+
+in_both_modes!(a_refund_too_small_to_reach_the_fund_leaves_no_empty_entry_on_its_public_list);
+/// A refund of one fen takes nothing back from the welfare fund's share
+/// (it rounds to 0.00): the ledger keeps its leg, the public list of the
+/// fund's entries and its totals by region show nothing for it.
+async fn a_refund_too_small_to_reach_the_fund_leaves_no_empty_entry_on_its_public_list(
+    settings: Settings,
+) {
+    let app = spawn_app_with(settings).await;
+    let id = awaiting(&app, "one-fen").await;
+    assert!(app.pay(&id, "tok_success", "pay").await["errors"].is_null());
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let admin = app.admin_token().await;
+    let refunded = app
+        .graphql_as(
+            Some(&admin),
+            REFUND,
+            json!({ "b": id, "a": "0.01", "k": "one-fen" }),
+        )
+        .await;
+    assert_eq!(
+        refunded["data"]["refundPayment"]["split"]["fund"]["amount"], "0.00",
+        "{refunded}"
+    );
+    let fund = app
+        .graphql(
+            "{ welfareFund { balance { amount } entries(first: 100) { totalCount edges { node { amount { amount } } } }
+                             byRegion { amount { amount } } } }",
+            json!({}),
+        )
+        .await;
+    let fund = &fund["data"]["welfareFund"];
+    let entries: Vec<&str> = fund["entries"]["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["node"]["amount"]["amount"].as_str())
+        .collect();
+    assert_eq!(entries.len(), 1, "the capture's share alone: {fund}");
+    assert!(!entries.contains(&"0.00"), "{fund}");
+    assert_eq!(fund["entries"]["totalCount"], 1, "{fund}");
+    assert_eq!(
+        fund["byRegion"][0]["amount"], fund["balance"],
+        "one region, all of the balance: {fund}"
     );
 }

@@ -259,6 +259,10 @@ pub struct NewAccount {
     pub agency_id: Option<AgencyId>,
 }
 
+/// What `createAgency` says of a commission out of range.
+pub const COMMISSION_RANGE: &str =
+    "commissionBasisPoints: a commission is 0 to 3000 basis points (30 %)";
+
 impl Identity {
     /// Identity over the gateway's database; the signing key is `secret`, or
     /// one generated once and kept in the database so every gateway replica
@@ -401,12 +405,18 @@ impl Identity {
         ))
     }
 
-    fn access_token(&self, account: &Account) -> Result<String, AppError> {
+    /// An access token for `account`, its `home` claim `sponsor`: the
+    /// region its bookings count for.
+    fn access_token(
+        &self,
+        account: &Account,
+        sponsor: Option<RegionCode>,
+    ) -> Result<String, AppError> {
         let now = Utc::now();
         let claims = Claims {
             sub: account.id.to_string(),
             role: account.role,
-            home: account.home_region.map(|r| r.to_string()),
+            home: sponsor.map(|r| r.to_string()),
             agency: account.agency_id.map(|a| a.to_string()),
             scope: account.region_scope.map(|r| r.to_string()),
             iss: ISSUER.into(),
@@ -433,8 +443,17 @@ impl Identity {
             Utc::now() + self.refresh_ttl,
         )
         .await?;
+        // An agency's bookings count for the agency's region, whichever of
+        // its staff (whose own home may be elsewhere) or clients books.
+        let sponsor = match (account.role, account.agency_id) {
+            (Role::Agency, Some(agency)) => storage::agency(conn, agency)
+                .await?
+                .map(|a| a.home_region)
+                .or(account.home_region),
+            _ => account.home_region,
+        };
         Ok(Tokens {
-            access_token: self.access_token(&account)?,
+            access_token: self.access_token(&account, sponsor)?,
             refresh_token: refresh,
             expires_in: self.access_ttl.num_seconds(),
             account,
@@ -797,9 +816,7 @@ impl Identity {
             return Err(AppError::bad_input(format!("unknown region {home_region}")));
         }
         if commission_bp > 3_000 {
-            return Err(AppError::bad_input(
-                "a commission is 0 to 3000 basis points (30 %)",
-            ));
+            return Err(AppError::bad_input(COMMISSION_RANGE));
         }
         let agency = Agency {
             id: AgencyId::new(),

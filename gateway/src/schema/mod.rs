@@ -1328,7 +1328,8 @@ impl Mutation {
     ) -> Result<Agency> {
         platform_admin(ctx)?;
         let home = region(&home_region_code)?;
-        let bp = non_negative("commissionBasisPoints", commission_basis_points)?;
+        let bp = u32::try_from(commission_basis_points)
+            .map_err(|_| bad_input(crate::identity::COMMISSION_RANGE))?;
         Ok(identity(ctx)?
             .create_agency(&name, home, bp)
             .await

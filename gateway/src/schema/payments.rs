@@ -107,10 +107,21 @@ pub async fn refund_payment(
     idempotency_key: String,
 ) -> Result<Refund> {
     let by = platform_admin(ctx)?.clone();
+    let booking_id = parse("bookingId", &booking_id)?;
+    // Payment knows a booking only by its payments; a mistyped id is told
+    // it names no booking, not that the booking was never paid.
+    rpc(
+        ctx,
+        rpcs::GetBooking {
+            booking_id,
+            viewer: by.clone(),
+        },
+    )
+    .await?;
     let view = rpc(
         ctx,
         rpcs::RefundPayment {
-            booking_id: parse("bookingId", &booking_id)?,
+            booking_id,
             amount: yuan("amount", &amount)?,
             reason,
             idempotency_key,

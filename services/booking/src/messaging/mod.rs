@@ -139,8 +139,15 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
             quote.refund,
             format!("{who}; refund {}", quote.refund),
             format!(
-                "cancelled after payment; refund {} ({}% by the policy, {} days ahead)",
-                quote.refund, quote.refund_percent, quote.days_before
+                "cancelled after payment; refund {} ({}% by the policy, {} {} ahead)",
+                quote.refund,
+                quote.refund_percent,
+                quote.days_before,
+                if quote.days_before == 1 {
+                    "day"
+                } else {
+                    "days"
+                }
             ),
         ),
         Canceller::Operator(..) => {

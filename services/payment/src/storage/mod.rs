@@ -594,7 +594,8 @@ pub async fn balance<C: ConnectionTrait>(conn: &C, account: &str) -> Result<Fen,
 }
 
 /// A page of the welfare fund's ledger entries, newest first, and whether
-/// more follow.
+/// more follow. Legs of 0.00 (a share that rounds to nothing, on a small
+/// payment or refund) are in the ledger but not on the public list.
 pub async fn fund_entries<C: ConnectionTrait>(
     conn: &C,
     first: u32,
@@ -605,7 +606,7 @@ pub async fn fund_entries<C: ConnectionTrait>(
         .query_all_raw(stmt(
             b,
             "SELECT id, booking_id, region_code, amount_fen, created_at FROM ledger_entries
-             WHERE account = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+             WHERE account = $1 AND amount_fen <> 0 AND id < $2 ORDER BY id DESC LIMIT $3",
             vec![
                 crate::domain::FUND.into(),
                 after.unwrap_or(i64::MAX).into(),
@@ -626,13 +627,15 @@ pub async fn fund_entries<C: ConnectionTrait>(
     })
 }
 
-/// Number of ledger entries of an account.
+/// Number of ledger entries of an account that move money (0.00 legs left
+/// out, as [`fund_entries`] leaves them).
 pub async fn entry_count<C: ConnectionTrait>(conn: &C, account: &str) -> Result<i64, DbErr> {
     let b = conn.get_database_backend();
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ledger_entries WHERE account = $1",
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ledger_entries
+             WHERE account = $1 AND amount_fen <> 0",
             vec![account.into()],
         ))
         .await?;
@@ -1279,7 +1282,7 @@ pub async fn fund_totals<C: ConnectionTrait>(
             &format!(
                 "SELECT region_code, CAST(SUM(amount_fen) AS BIGINT) AS total
                  FROM ledger_entries WHERE account = $1 AND ($2 OR {year_of} = $3)
-                 GROUP BY region_code ORDER BY 2 DESC, 1"
+                 GROUP BY region_code HAVING SUM(amount_fen) <> 0 ORDER BY 2 DESC, 1"
             ),
             vec![
                 crate::domain::FUND.into(),
