@@ -126,6 +126,17 @@ async fn a_traveler_registers_logs_in_refreshes_once_per_token_and_logs_out() {
 async fn changing_the_password_revokes_the_old_refresh_tokens() {
     let app = app().await;
     let session = login(&app, "traveler@example.cn").await;
+    let same = app
+        .graphql(
+            "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) { refreshToken } }",
+            json!({ "c": PASSWORD, "n": PASSWORD }),
+        )
+        .await;
+    assert_eq!(
+        code(&same),
+        "BAD_USER_INPUT",
+        "no change, no new sessions: {same}"
+    );
     let changed = app
         .graphql(
             "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) { refreshToken } }",
@@ -256,6 +267,35 @@ async fn forged_expired_and_misaddressed_tokens_are_refused_with_401() {
     // The same claims signed with the right key pass: the refusals above are
     // about the token, not the claims.
     let good = forge(SECRET, json!({}));
+    // Credentials that cannot be read are refused too, not run anonymously:
+    // a header that is not text, and two headers (even if one is good).
+    let unreadable = reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").expect("bytes");
+    let bad_headers = [
+        vec![unreadable],
+        vec![
+            reqwest::header::HeaderValue::from_str("garbage").expect("text"),
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {good}")).expect("text"),
+        ],
+        vec![
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {good}")).expect("text"),
+            reqwest::header::HeaderValue::from_str("garbage").expect("text"),
+        ],
+    ];
+    for values in bad_headers {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for v in &values {
+            headers.append(reqwest::header::AUTHORIZATION, v.clone());
+        }
+        let response = app
+            .http
+            .post(&app.url)
+            .headers(headers)
+            .json(&json!({ "query": ME }))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 401, "{values:?}");
+    }
     let body = app
         .graphql_as(Some(&good), "{ regions { code } }", json!({}))
         .await;

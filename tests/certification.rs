@@ -211,6 +211,17 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     )
     .await;
     assert_eq!(code(&no_notice), "BAD_USER_INPUT", "{no_notice}");
+    let negative = step(
+        &app,
+        Some(&admin),
+        "acceptForPublicNotice(certificationId: $id, noticeDays: $d)",
+        json!({ "id": second, "d": -1 }),
+    )
+    .await;
+    assert_eq!(
+        negative["errors"][0]["message"], no_notice["errors"][0]["message"],
+        "one range for every day count out of it"
+    );
     step(
         &app,
         Some(&admin),

@@ -654,6 +654,28 @@ async fn bad_pairs_and_agreements_are_refused_with_bad_user_input() {
         .await
         .expect_err("negative target");
     assert_eq!(e.code, ErrorCode::BadUserInput);
+    // One target per custom indicator (a second would be dropped from the
+    // report), and not hundreds of them.
+    let custom = |names: Vec<String>| {
+        let mut a = agreement(date(2030, 1, 1), 1);
+        a.targets[0].custom = names
+            .into_iter()
+            .map(|name| shared::rpcs::CustomTarget {
+                name,
+                target: 3.0,
+                unit: Some("人次".into()),
+            })
+            .collect();
+        a
+    };
+    let e = call(bus, &custom(vec!["培训".into(), " 培训".into()]))
+        .await
+        .expect_err("one indicator twice");
+    assert!(e.message.contains("`培训` has two"), "{e:?}");
+    let e = call(bus, &custom((0..21).map(|i| format!("指标{i}")).collect()))
+        .await
+        .expect_err("too many indicators");
+    assert_eq!(e.code, ErrorCode::BadUserInput);
     // Its 2026 target lies past an agreement ending in 2020.
     let e = call(bus, &agreement(date(2020, 1, 1), 10))
         .await

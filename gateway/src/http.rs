@@ -607,10 +607,15 @@ async fn graphql(
     // Who asks, and whether they may, before any work for the request
     // (storing a persisted query, parsing).
     let ip = crate::limits::caller_ip(peer.ip());
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(bearer_token);
+    // Credentials that cannot be read (not text, or two headers) are still
+    // credentials: refused with 401 like a bad token, never run anonymously.
+    let mut given = headers.get_all(header::AUTHORIZATION).iter();
+    let bearer = given
+        .next()
+        .map(|first| match (first.to_str(), given.next()) {
+            (Ok(value), None) => bearer_token(value),
+            _ => String::new(),
+        });
     let principal = match bearer {
         None => None,
         Some(token) => {

@@ -616,6 +616,11 @@ impl Identity {
         new: String,
     ) -> Result<Tokens, AppError> {
         check_password(&new)?;
+        if new == current {
+            return Err(AppError::bad_input(
+                "newPassword: the same as the current one; choose another",
+            ));
+        }
         let hash = storage::password_hash(&self.db, who.account_id).await?;
         if !verify_password(current, hash.clone()).await? {
             return Err(AppError::new(

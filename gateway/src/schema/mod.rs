@@ -1172,7 +1172,8 @@ impl Mutation {
         certification_id: ID,
         #[graphql(default = 7)] notice_days: i32,
     ) -> Result<Certification> {
-        let notice_days = non_negative("noticeDays", notice_days)?;
+        // Negative is as out of range as 0 or 31: the service says the range.
+        let notice_days = u32::try_from(notice_days).unwrap_or(0);
         let step = rpcs::CertificationStep::AcceptForPublicNotice { notice_days };
         certification::advance(ctx, certification_id, step).await
     }

@@ -238,7 +238,11 @@ pub fn year_targets(agreements: &[shared::rpcs::AgreementView], year: i32) -> Op
     merged
 }
 
-/// Checks yearly targets: within [`YEARS`], none negative, one per year.
+/// Most custom indicators one year's targets name.
+pub const MAX_CUSTOM: usize = 20;
+
+/// Checks yearly targets: within [`YEARS`], none negative, one per year,
+/// one per custom indicator (at most [`MAX_CUSTOM`] of them).
 pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
     if let Some(t) = targets.iter().find(|t| !YEARS.contains(&t.year)) {
         return Err(AppError::bad_input(format!(
@@ -254,8 +258,23 @@ pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
         return Err(AppError::bad_input("one target per year"));
     }
     for t in targets {
+        if t.custom.len() > MAX_CUSTOM {
+            return Err(AppError::bad_input(format!(
+                "the targets for {}: at most {MAX_CUSTOM} custom indicators",
+                t.year
+            )));
+        }
+        let mut names: Vec<&str> = Vec::with_capacity(t.custom.len());
         for c in &t.custom {
             shared::text::check_line("custom indicator name", &c.name, 100, true)?;
+            let name = c.name.trim();
+            if names.contains(&name) {
+                return Err(AppError::bad_input(format!(
+                    "the targets for {}: one target per custom indicator, and `{name}` has two",
+                    t.year
+                )));
+            }
+            names.push(name);
         }
         let negative = t.tourists.is_some_and(|n| n < 0)
             || t.spend.is_some_and(|f| f < Fen::ZERO)

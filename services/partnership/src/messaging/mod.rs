@@ -269,7 +269,8 @@ impl Partnerships {
             && end < since
         {
             return Err(AppError::bad_input(format!(
-                "a partnership cannot end ({end}) before it began ({since})"
+                "a partnership cannot end ({end}) before it began ({since}); if `since` was \
+                 entered wrong, give the right one with the end"
             )));
         }
         let edit = storage::PartnershipEdit {
