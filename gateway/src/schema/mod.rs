@@ -172,6 +172,7 @@ pub struct BookingFilter {
 
 /// The order of a list of bookings.
 #[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq, Default)]
+#[graphql(remote = "rpcs::BookingOrder")]
 pub enum BookingOrder {
     /// Newest booking first.
     #[default]
@@ -219,10 +220,7 @@ async fn list_bookings(
                 .departure_id
                 .map(|d| parse("departure id", &d))
                 .transpose()?,
-            order: match order {
-                BookingOrder::NewestFirst => rpcs::BookingOrder::NewestFirst,
-                BookingOrder::StartsOn => rpcs::BookingOrder::StartsOn,
-            },
+            order: order.into(),
             count,
         },
     )

@@ -419,6 +419,12 @@ pub async fn insert<C: ConnectionTrait>(
         insert,
         "queued AS (INSERT INTO outbox (event_id, kind, body) SELECT $20, $21, $22 FROM moved)",
     );
+    // A stay starts at check-in (seats on the day the hold tells); seats
+    // are on a departure.
+    let (starts_on, departure) = match req.item {
+        shared::events::HoldItem::RoomNights { check_in, .. } => (Some(check_in), None),
+        shared::events::HoldItem::Seats { departure_id, .. } => (None, Some(departure_id.0)),
+    };
     let mut values: Vec<Value> = vec![
         uuid_value(b, id.0),
         Status::Pending.as_str().into(),
@@ -439,19 +445,8 @@ pub async fn insert<C: ConnectionTrait>(
         commission_bp(req).into(),
         req.by.home_region.map(|r| r.to_string()).into(),
         json(first_response).into(),
-        // A stay starts at check-in; seats on the day the hold tells.
-        match req.item {
-            shared::events::HoldItem::RoomNights { check_in, .. } => Some(check_in),
-            shared::events::HoldItem::Seats { .. } => None,
-        }
-        .into(),
-        shared::db::opt_uuid_value(
-            b,
-            match req.item {
-                shared::events::HoldItem::Seats { departure_id, .. } => Some(departure_id.0),
-                shared::events::HoldItem::RoomNights { .. } => None,
-            },
-        ),
+        starts_on.into(),
+        shared::db::opt_uuid_value(b, departure),
     ];
     if b == DbBackend::Postgres {
         values.push(CREATED.into());
@@ -1086,26 +1081,17 @@ fn listed(
         sql.push_str(&format!(" AND status IN ({list})"));
         values.extend(only.statuses.iter().map(|s| Value::from(s.as_str())));
     }
-    if let Some(since) = only.updated_since {
-        values.push(since.into());
-        sql.push_str(&format!(" AND updated_at > ${}", first + values.len() - 1));
-    }
-    if let Some(departure) = only.departure {
-        values.push(uuid_value(b, departure.0));
-        sql.push_str(&format!(
-            " AND departure_id = ${}",
-            first + values.len() - 1
-        ));
-    }
-    for (day, op) in [(only.starts.0, ">="), (only.starts.1, "<=")] {
-        if let Some(day) = day {
-            values.push(day.into());
-            sql.push_str(&format!(
-                " AND starts_on {op} ${}",
-                first + values.len() - 1
-            ));
+    // Each filter given: `AND <column> <op> $n`, its value the n-th.
+    let mut and = |test: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            values.push(value);
+            sql.push_str(&format!(" AND {test} ${}", first + values.len() - 1));
         }
-    }
+    };
+    and("updated_at >", only.updated_since.map(Value::from));
+    and("departure_id =", only.departure.map(|d| uuid_value(b, d.0)));
+    and("starts_on >=", only.starts.0.map(Value::from));
+    and("starts_on <=", only.starts.1.map(Value::from));
     (sql, values)
 }
 

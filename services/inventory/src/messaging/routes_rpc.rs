@@ -130,30 +130,18 @@ impl Inventory {
         &self,
         req: shared::rpcs::UpdateRoute,
     ) -> Result<RouteView, AppError> {
-        let texts = [
-            ("titleZh", req.title_zh.as_deref(), MAX_TITLE, true),
-            ("titleEn", req.title_en.as_deref(), MAX_TITLE, true),
-            (
-                "descriptionZh",
-                req.description_zh.as_deref(),
-                MAX_DESCRIPTION,
-                false,
-            ),
-            (
-                "descriptionEn",
-                req.description_en.as_deref(),
-                MAX_DESCRIPTION,
-                false,
-            ),
-        ];
-        for (field, text, max, required) in texts {
+        // Titles are one line, as when the route was written.
+        for (field, title) in [("titleZh", &req.title_zh), ("titleEn", &req.title_en)] {
+            if let Some(title) = title {
+                shared::text::check_line(field, title.trim(), MAX_TITLE, true)?;
+            }
+        }
+        for (field, text) in [
+            ("descriptionZh", &req.description_zh),
+            ("descriptionEn", &req.description_en),
+        ] {
             if let Some(text) = text {
-                // Titles are one line, as when the route was written.
-                if required {
-                    shared::text::check_line(field, text.trim(), max, required)?;
-                } else {
-                    check_text(field, text.trim(), max, required)?;
-                }
+                check_text(field, text.trim(), MAX_DESCRIPTION, false)?;
             }
         }
         if let Some(itinerary) = &req.itinerary {
