@@ -916,20 +916,30 @@ async fn an_operator_cancels_a_departure_and_its_bookings_are_cancelled_and_refu
         .await;
     assert_eq!(code(&change), "CONFLICT", "{change}");
     let day = tomorrow() + Duration::days(1);
-    let same_day = app
-        .graphql_as(
+    let add_on_day = || {
+        app.graphql_as(
             Some(&admin),
             ADD_DEPARTURE,
             json!({ "r": route, "d": day.to_string(), "s": 10, "c": 0 }),
         )
-        .await;
-    assert_eq!(code(&same_day), "CONFLICT", "{same_day}");
-    assert!(
-        same_day["errors"][0]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("was cancelled")),
-        "says why the day is taken: {same_day}"
+    };
+    let same_day = add_on_day().await;
+    let again_on_sale = same_day["data"]["addDeparture"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the cancelled departure's day is free again: {same_day}"))
+        .to_owned();
+    assert_ne!(
+        again_on_sale, departure,
+        "a new departure, not the cancelled one"
     );
+    assert_eq!(seats_in_store(&app, &again_on_sale).await, 10, "{same_day}");
+    let twice = add_on_day().await;
+    assert_eq!(
+        code(&twice),
+        "CONFLICT",
+        "one departure a day runs: {twice}"
+    );
+    assert!(found(&search(&app, json!({})).await).contains(&route));
 
     // Seats given back, one capture and one reversal, the ledger balanced.
     let settings = app.app.rt.settings.clone();

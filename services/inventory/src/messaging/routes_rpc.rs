@@ -246,16 +246,10 @@ impl Inventory {
         };
         match routes::insert_departure(&txn, &departure, req.price).await {
             Err(e) if is_unique_violation(&e) => {
-                drop(txn);
-                let cancelled = routes::cancelled_on(&self.db, route.id, req.starts_on).await?;
-                return Err(AppError::conflict(match cancelled {
-                    Some(at) => format!(
-                        "the route's departure on {} was cancelled ({at}); a cancelled \
-                         departure stays, with the bookings it had: pick another day",
-                        req.starts_on
-                    ),
-                    None => format!("the route already has a departure on {}", req.starts_on),
-                }));
+                return Err(AppError::conflict(format!(
+                    "the route already has a departure on {}",
+                    req.starts_on
+                )));
             }
             other => other?,
         }

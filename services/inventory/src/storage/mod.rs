@@ -41,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(HomestayPublication),
             Box::new(ListingsByHost),
             Box::new(routes::DepartureCancellation),
+            Box::new(routes::DepartureDays),
         ]
     }
 }

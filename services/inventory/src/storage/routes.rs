@@ -90,6 +90,68 @@ impl MigrationTrait for DepartureCancellation {
     }
 }
 
+pub(super) struct DepartureDays;
+
+impl MigrationName for DepartureDays {
+    fn name(&self) -> &str {
+        "m20261205_000003_departure_days"
+    }
+}
+
+/// A cancelled departure keeps its day only while nothing else runs on
+/// it: one departure a route and day among those not cancelled (a road
+/// closed by snow may open again, and the day be sold anew). PostgreSQL
+/// swaps the constraint for a partial unique index; SQLite cannot drop a
+/// table constraint, so the table is rebuilt (nothing references it).
+#[async_trait::async_trait]
+impl MigrationTrait for DepartureDays {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let on_day = "CREATE UNIQUE INDEX departures_on_day ON departures (route_id, starts_on)
+                      WHERE cancelled_at IS NULL";
+        match manager.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => {
+                run_ddl(
+                    manager,
+                    &[
+                        "CREATE TABLE departures_rebuilt (
+                            id UUID PRIMARY KEY,
+                            route_id UUID NOT NULL REFERENCES routes (id),
+                            starts_on DATE NOT NULL,
+                            last_booking_day DATE NOT NULL,
+                            seats INTEGER NOT NULL CHECK (seats >= 0),
+                            available INTEGER NOT NULL
+                                CHECK (available >= 0 AND available <= seats),
+                            price_fen BIGINT CHECK (price_fen >= 0),
+                            cancelled_at TIMESTAMPTZ,
+                            cancel_reason TEXT)",
+                        "INSERT INTO departures_rebuilt
+                            (id, route_id, starts_on, last_booking_day, seats, available,
+                             price_fen, cancelled_at, cancel_reason)
+                         SELECT id, route_id, starts_on, last_booking_day, seats, available,
+                                price_fen, cancelled_at, cancel_reason
+                         FROM departures",
+                        "DROP TABLE departures",
+                        "ALTER TABLE departures_rebuilt RENAME TO departures",
+                        "CREATE INDEX departures_by_day ON departures (starts_on)",
+                        on_day,
+                    ],
+                )
+                .await
+            }
+            _ => {
+                run_ddl(
+                    manager,
+                    &[
+                        "ALTER TABLE departures DROP CONSTRAINT departures_route_id_starts_on_key",
+                        on_day,
+                    ],
+                )
+                .await
+            }
+        }
+    }
+}
+
 /// A new route's fields, validated.
 pub struct NewRoute<'a> {
     /// The route.
@@ -359,7 +421,7 @@ pub async fn departures_of<C: ConnectionTrait>(
             &format!(
                 "SELECT {DEPARTURE_COLUMNS} FROM departures d JOIN routes r ON r.id = d.route_id
                  WHERE d.starts_on >= $1 AND d.starts_on <= $2 AND d.route_id IN ({})
-                 ORDER BY d.starts_on",
+                 ORDER BY d.starts_on, d.id",
                 shared::db::placeholders(3, routes.len())
             ),
             values,
@@ -476,27 +538,6 @@ pub async fn bookings_on<C: ConnectionTrait>(
     rows.iter()
         .map(|r| row_uuid(r, "booking_id").map(shared::ids::BookingId))
         .collect()
-}
-
-/// When the route's departure on `day` was cancelled: None while it runs
-/// or when there is none.
-pub async fn cancelled_on<C: ConnectionTrait>(
-    conn: &C,
-    route: RouteId,
-    day: NaiveDate,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbErr> {
-    let b = conn.get_database_backend();
-    let row = conn
-        .query_one_raw(stmt(
-            b,
-            "SELECT cancelled_at FROM departures WHERE route_id = $1 AND starts_on = $2",
-            vec![uuid_value(b, route.0), day.into()],
-        ))
-        .await?;
-    Ok(match row {
-        Some(row) => row.try_get("", "cancelled_at")?,
-        None => None,
-    })
 }
 
 /// Takes `seats` seats of a departure that runs, or none: true when taken.
