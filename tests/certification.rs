@@ -517,3 +517,104 @@ async fn a_certification_expires_by_the_calendar_and_a_route_can_be_certified_to
         "{read}"
     );
 }
+
+/// The board shows the certifications of listings on sale, and every one
+/// in public notice (公示 is public by its nature); those of a listing off
+/// sale are its region's admins' to see, as the listing itself is.
+#[tokio::test]
+async fn the_board_keeps_a_listing_off_sale_to_its_admins_except_in_public_notice() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let elsewhere = app.region_admin("guizhou@example.cn", "520000").await;
+    let traveler = app.register("reader@example.cn", "110105").await;
+    let listing = app.homestay(1).await.homestay_id.to_string();
+    let publish = |on: bool| {
+        let (app, admin, listing) = (&app, &admin, &listing);
+        async move {
+            let body = app
+                .graphql_as(
+                    Some(admin),
+                    "mutation($l: ID!, $p: Boolean!) { publishListing(listingId: $l, published: $p) { published } }",
+                    json!({ "l": listing, "p": on }),
+                )
+                .await;
+            assert_eq!(body["data"]["publishListing"]["published"], on, "{body}");
+        }
+    };
+    publish(false).await;
+    let id = apply(&app, &admin, &listing).await["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // Who reads, and whether they see a certification of a listing off sale.
+    let readers = [
+        (None, false),
+        (Some(traveler.clone()), false),
+        (Some(elsewhere.clone()), false),
+        (Some(admin.clone()), true),
+    ];
+    for (token, shown) in readers.clone() {
+        assert_eq!(
+            on_board(&app, token.as_deref(), &listing, &id).await,
+            shown,
+            "APPLIED, off sale: {token:?}"
+        );
+    }
+    let notice = "acceptForPublicNotice(certificationId: $id, noticeDays: $d)";
+    step(&app, Some(&admin), notice, json!({ "id": id, "d": 1 })).await;
+    for (token, _) in readers.clone() {
+        assert!(
+            on_board(&app, token.as_deref(), &listing, &id).await,
+            "in public notice, to all: {token:?}"
+        );
+    }
+    serve_notice(&app, &id).await;
+    let certified = step(
+        &app,
+        Some(&admin),
+        "certifyListing(certificationId: $id)",
+        json!({ "id": id }),
+    )
+    .await;
+    assert_eq!(certified["state"], "CERTIFIED", "{certified}");
+    for (token, shown) in readers.clone() {
+        assert_eq!(
+            on_board(&app, token.as_deref(), &listing, &id).await,
+            shown,
+            "CERTIFIED, off sale: {token:?}"
+        );
+    }
+    publish(true).await;
+    for (token, _) in readers.clone() {
+        assert!(
+            on_board(&app, token.as_deref(), &listing, &id).await,
+            "on sale, to all: {token:?}"
+        );
+    }
+}
+
+/// Whether the certification `id` of `listing` is on the board `token`
+/// reads, asked by listing and by region (and their counts agree).
+async fn on_board(app: &TestApp, token: Option<&str>, listing: &str, id: &str) -> bool {
+    let mut seen = Vec::new();
+    for query in [
+        "query($l: ID) { certifications(listingId: $l) { totalCount edges { node { id } } } }",
+        "{ certifications(regionCode: \"150430\") { totalCount edges { node { id } } } }",
+    ] {
+        let vars = if query.contains("listingId") {
+            json!({ "l": listing })
+        } else {
+            json!({})
+        };
+        let body = app.graphql_as(token, query, vars).await;
+        let found = common::edges(&body, "certifications");
+        assert_eq!(
+            body["data"]["certifications"]["totalCount"],
+            found.len(),
+            "the count agrees with the page: {body}"
+        );
+        seen.push(found.iter().any(|e| e["node"]["id"] == id));
+    }
+    assert_eq!(seen[0], seen[1], "by listing and by region alike");
+    seen[0]
+}

@@ -1183,6 +1183,11 @@ pub struct ListCertifications {
     /// Count every certification the filter lets through, too.
     #[serde(default)]
     pub count: bool,
+    /// Who reads the board: the certifications of a listing not on sale
+    /// are its region admins' to see, except in public notice (公示,
+    /// public by its nature).
+    #[serde(default)]
+    pub viewer: Option<crate::auth::Principal>,
 }
 impl Rpc for ListCertifications {
     const SERVICE: &'static str = "inventory";

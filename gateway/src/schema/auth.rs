@@ -26,6 +26,11 @@ pub fn platform_admin<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
     }
 }
 
+/// The caller, if logged in: for the services to answer as it may see.
+pub fn viewer(ctx: &Context<'_>) -> Option<Principal> {
+    ctx.data_opt::<Principal>().cloned()
+}
+
 /// Whether the caller, if any, administers `region` (its admins, platform
 /// admins): what shows a listing off sale, or who objected.
 pub fn manages(ctx: &Context<'_>, region: shared::region::RegionCode) -> bool {

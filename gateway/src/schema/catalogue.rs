@@ -414,7 +414,7 @@ impl RoomType {
                         room_type_id: self.0.id,
                         from: from.0,
                         to: to.0,
-                        viewer: ctx.data_opt::<shared::auth::Principal>().cloned(),
+                        viewer: super::auth::viewer(ctx),
                     },
                 )
                 .await?

@@ -136,6 +136,7 @@ pub async fn list(
             first: page_size(first)?,
             after,
             count,
+            viewer: super::auth::viewer(ctx),
         },
     )
     .await?;

@@ -315,7 +315,9 @@ impl Query {
     }
 
     /// The public notice board of certifications (扶贫产品认定) of listings
-    /// in the region's sub-tree, newest first; anyone may read it.
+    /// in the region's sub-tree, newest first; anyone may read it. Those
+    /// of a listing not on sale are shown to its region's admins only,
+    /// except while in public notice (公示 is public).
     #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn certifications(
         &self,
@@ -672,7 +674,7 @@ impl Query {
                 room_type_id,
                 from: from.0,
                 to: to.0,
-                viewer: ctx.data_opt::<shared::auth::Principal>().cloned(),
+                viewer: auth::viewer(ctx),
             },
         )
         .await?;

@@ -256,6 +256,7 @@ impl Inventory {
             state: req.state,
             listing: req.listing_id,
             today: china_today(Utc::now()),
+            administered: req.viewer.as_ref().and_then(administered_prefix),
         };
         let (found, has_next_page) = store::list(&self.db, &filter, req.first, after).await?;
         let total_count = if req.count {
@@ -274,5 +275,15 @@ impl Inventory {
             has_next_page,
             total_count,
         })
+    }
+}
+
+/// The code prefix of the regions `viewer` administers ('' for all), or
+/// none for a viewer who administers none.
+fn administered_prefix(viewer: &shared::auth::Principal) -> Option<String> {
+    match viewer.role {
+        shared::auth::Role::PlatformAdmin => Some(String::new()),
+        shared::auth::Role::RegionAdmin => viewer.region_scope.map(|r| r.code_prefix()),
+        _ => None,
     }
 }

@@ -418,6 +418,10 @@ pub struct Filter<'a> {
     pub listing: Option<Uuid>,
     /// Today in China (EXPIRED is CERTIFIED past its validity).
     pub today: NaiveDate,
+    /// The code prefix of the regions the reader administers, whose
+    /// listings' certifications it sees whether they are on sale or not;
+    /// none: only those of listings on sale, and any in public notice.
+    pub administered: Option<String>,
 }
 
 impl Filter<'_> {
@@ -438,10 +442,16 @@ impl Filter<'_> {
         if !validity.is_empty() {
             values.push(self.today.into());
         }
+        let shown = values.len() + 1;
+        values.push(self.administered.as_ref().map(|p| format!("{p}%")).into());
         (
             format!(
                 "region_code LIKE $1 AND ($2 IS NULL OR state = $2)
-                 AND ($3 IS NULL OR listing_id = $3){validity}"
+                 AND ($3 IS NULL OR listing_id = $3){validity}
+                 AND (state = 'PUBLIC_NOTICE' OR region_code LIKE ${shown}
+                      OR EXISTS (SELECT 1 FROM homestays h WHERE h.id = listing_id AND h.published)
+                      OR EXISTS (SELECT 1 FROM routes r
+                                 WHERE r.id = listing_id AND r.status = 'PUBLISHED'))"
             ),
             values,
         )
