@@ -486,11 +486,18 @@ async fn bad_input_gets_a_clear_error_code(settings: Settings) {
             "checkOut": (tomorrow() + chrono::Duration::days(nights)).to_string(),
             "travelers": people, "contact": { "name": "李四", "phone": "13800138000" } } })
     };
-    for (vars, field) in [
-        (
+    let unknown = app
+        .graphql(
+            booking,
             stay(&uuid::Uuid::now_v7().to_string(), 1, vec![person.clone()]),
-            "roomTypeId:",
-        ),
+        )
+        .await;
+    assert_eq!(code(&unknown), "NOT_FOUND", "{unknown}");
+    assert_eq!(
+        unknown["errors"][0]["message"], "roomTypeId: no such room type",
+        "{unknown}"
+    );
+    for (vars, field) in [
         (
             stay(&rt, 1, vec![person.clone(), person.clone(), person.clone()]),
             "travelers:",

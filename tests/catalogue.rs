@@ -335,8 +335,9 @@ async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published(
         let hidden = calendar(token).await;
         assert_eq!(code(&hidden), "NOT_FOUND", "{hidden}");
     }
-    // So is its quote: others learn it is not on sale, not its name or price.
-    let quote = |token: Option<String>| {
+    // So is its quote: to others it is not there, as an unknown room type
+    // is not (not its name, price or region, nor that it exists).
+    let quote_of = |token: Option<String>, room_type: String| {
         let app = &app;
         async move {
             app.graphql_as(
@@ -348,6 +349,9 @@ async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published(
             .await
         }
     };
+    let quote = |token: Option<String>| quote_of(token, room_type.to_owned());
+    let unknown = quote_of(None, uuid::Uuid::now_v7().to_string()).await;
+    assert_eq!(code(&unknown), "NOT_FOUND", "{unknown}");
     let admins = quote(Some(chifeng.clone())).await;
     assert_eq!(
         admins["data"]["bookingQuote"],
@@ -357,7 +361,7 @@ async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published(
     );
     for token in [None, app.token.clone(), Some(beijing.clone())] {
         let hidden = quote(token).await;
-        assert_eq!(code(&hidden), "NOT_PUBLISHED", "{hidden}");
+        assert_eq!(hidden["errors"], unknown["errors"], "{hidden}");
         assert!(hidden["data"].is_null(), "{hidden}");
     }
     // Read by id: its region's admins still see it, nobody else does.
@@ -582,6 +586,17 @@ async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
             .await
             .starts_with("MIN_STAY")
     );
+    // A night on sale with no rooms is closed too: nobody took it.
+    let none = app
+        .graphql_as(
+            Some(&admin),
+            more,
+            json!({ "rt": room_type, "from": day(8), "to": day(9), "rooms": 0 }),
+        )
+        .await;
+    assert_eq!(none["data"]["setRoomCalendar"], 1, "{none}");
+    let no_rooms = outcome(&app, &room_type, 8, 1, 1, "no rooms").await;
+    assert!(no_rooms.starts_with("CLOSED"), "{no_rooms}");
     // Refused at once: no hold could ever sleep three in a two-guest room.
     let crowded = outcome(&app, &room_type, 0, 1, 3, "crowded").await;
     assert!(

@@ -471,7 +471,7 @@ async fn bad_route_input_and_late_bookings_get_clear_errors() {
     )
     .await;
     // No booking at all: the departure is not there, and the field is named.
-    assert_eq!(code(&unknown), "BAD_USER_INPUT", "{unknown}");
+    assert_eq!(code(&unknown), "NOT_FOUND", "{unknown}");
     assert!(
         unknown["errors"][0]["message"]
             .as_str()

@@ -109,16 +109,24 @@ pub struct HomestayDetails {
 }
 
 impl HomestayDetails {
+    /// Trims the address, each amenity and each photo URL.
+    pub fn tidy(&mut self) {
+        self.address = self.address.trim().to_owned();
+        for text in self.amenities.iter_mut().chain(self.photos.iter_mut()) {
+            *text = text.trim().to_owned();
+        }
+    }
+
     /// Checks lengths and that photos are http(s) URLs; the message names
     /// the field.
     pub fn check(&self) -> Result<(), crate::AppError> {
         let bad = crate::AppError::bad_input;
-        crate::text::check("address", &self.address, 200, false)?;
+        crate::text::check_line("address", &self.address, 200, false)?;
         if self.amenities.len() > 30 {
             return Err(bad("amenities: at most 30"));
         }
         for amenity in &self.amenities {
-            crate::text::check("amenities", amenity, 50, true)?;
+            crate::text::check_line("amenities", amenity, 50, true)?;
         }
         if self.photos.len() > 20 {
             return Err(bad("photos: at most 20"));
@@ -130,6 +138,17 @@ impl HomestayDetails {
                 )));
             }
         }
+        for (field, list) in [("amenities", &self.amenities), ("photos", &self.photos)] {
+            if let Some(twice) = list
+                .iter()
+                .enumerate()
+                .find_map(|(i, x)| list[..i].contains(x).then_some(x))
+            {
+                return Err(crate::AppError::bad_input(format!(
+                    "{field}: `{twice}` is listed twice"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -138,6 +157,12 @@ impl HomestayDetails {
 pub fn is_http_url(link: &str) -> bool {
     link.len() <= 500 && url::Url::parse(link).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
 }
+
+/// What a quote or a hold of a room type that is not there says (and, to
+/// all but its region's admins, of one off sale).
+pub const NO_SUCH_ROOM_TYPE: &str = "roomTypeId: no such room type";
+/// The same for a departure.
+pub const NO_SUCH_DEPARTURE: &str = "departureId: no such departure";
 
 /// Changes what travelers read about a homestay (admins of its region);
 /// what is left out stays as it is. Bookings already held keep the name
@@ -2276,4 +2301,57 @@ pub struct ImpactCredit {
     pub partnership: PartnershipView,
     /// What the booking counts for there now.
     pub figures: Figures,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HomestayDetails;
+
+    fn details(address: &str, amenities: &[&str], photos: &[&str]) -> HomestayDetails {
+        let mut d = HomestayDetails {
+            address: address.to_owned(),
+            amenities: amenities.iter().map(|s| (*s).to_owned()).collect(),
+            photos: photos.iter().map(|s| (*s).to_owned()).collect(),
+            ..HomestayDetails::default()
+        };
+        d.tidy();
+        d
+    }
+
+    #[test]
+    fn a_homestays_details_are_tidied_and_each_listed_once() {
+        let fine = details(
+            " 敖汉旗兴隆洼村 ",
+            &[" 热水", "暖气 "],
+            &["https://x.cn/1.jpg "],
+        );
+        assert!(fine.check().is_ok());
+        assert_eq!(fine.address, "敖汉旗兴隆洼村");
+        assert_eq!(fine.amenities, ["热水", "暖气"]);
+        assert_eq!(fine.photos, ["https://x.cn/1.jpg"]);
+        for (bad, says) in [
+            (
+                details("", &["热水", " 热水"], &[]),
+                "amenities: `热水` is listed twice",
+            ),
+            (
+                details("", &[], &["https://x.cn/1.jpg", "https://x.cn/1.jpg"]),
+                "photos: `https://x.cn/1.jpg` is listed twice",
+            ),
+            (
+                details("", &["a\nb"], &[]),
+                "amenities: one line, no line breaks or tabs",
+            ),
+            (
+                details("\u{200B}", &[], &[]),
+                "address: shows nothing; leave it empty or write it out",
+            ),
+            (
+                details("一\n二", &[], &[]),
+                "address: one line, no line breaks or tabs",
+            ),
+        ] {
+            assert_eq!(bad.check().map_err(|e| e.message), Err(says.to_owned()));
+        }
+    }
 }

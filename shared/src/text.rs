@@ -23,8 +23,16 @@ fn checked(
     required: bool,
     one_line: bool,
 ) -> Result<(), AppError> {
-    if required && (is_blank(text) || (one_line && !says_something(text))) {
+    let shows_nothing = is_blank(text) || (one_line && !says_something(text));
+    if required && shows_nothing {
         return Err(AppError::bad_input(format!("{field}: must not be empty")));
+    }
+    // Left empty, an optional field falls back (an English name to the
+    // Chinese one); filled with what shows nothing, it would show a blank.
+    if shows_nothing && !text.trim().is_empty() {
+        return Err(AppError::bad_input(format!(
+            "{field}: shows nothing; leave it empty or write it out"
+        )));
     }
     if text.chars().count() > max {
         return Err(AppError::bad_input(format!(
@@ -170,6 +178,23 @@ mod tests {
         {
             assert!(check_line("reason", text, 10, true).is_ok(), "{text}");
         }
+    }
+
+    #[test]
+    fn an_optional_field_is_empty_or_shows_something() {
+        for text in ["", " "] {
+            assert!(check_line("nameEn", text, 10, false).is_ok(), "{text:?}");
+            assert!(check("notes", text, 10, false).is_ok(), "{text:?}");
+        }
+        for text in ["\u{200B}", "\u{301}", "\u{3164}"] {
+            let refused = check_line("nameEn", text, 10, false).expect_err(text);
+            assert_eq!(
+                refused.message,
+                "nameEn: shows nothing; leave it empty or write it out"
+            );
+        }
+        assert!(check("notes", "\u{200B}\n", 10, false).is_err());
+        assert!(check("notes", "……", 10, false).is_ok(), "punctuation shows");
     }
 
     #[test]

@@ -536,8 +536,8 @@ impl Query {
 
     /// What a booking would cost and whether it can be held now, by the
     /// rules the hold applies; ask before `createBooking`. Anonymous. A
-    /// listing off sale is NOT_PUBLISHED, quoted to its region's admins
-    /// alone.
+    /// listing off sale is quoted (refusal NOT_PUBLISHED) to its region's
+    /// admins alone; to anyone else it is NOT_FOUND, as an unknown id is.
     async fn booking_quote(
         &self,
         ctx: &Context<'_>,
@@ -558,15 +558,17 @@ impl Query {
         )?;
         let quote = rpc(ctx, rpcs::QuoteBooking { item, travelers }).await?;
         // A listing off sale (or a draft) is its region's admins' to read,
-        // as `homestay(id)` and `route(id)` are: anyone else learns only
-        // that it is not on sale, not its title, price or terms.
+        // as `homestay(id)` and `route(id)` are: to anyone else it is not
+        // there, in the very words an unknown id gets (not even that it
+        // exists, nor its region).
         if quote.refusal == Some(ErrorCode::NotPublished)
             && !auth::manages(ctx, quote.listing.region_code)
         {
-            return Err(gql(AppError::new(
-                ErrorCode::NotPublished,
-                "this listing is not on sale",
-            )));
+            return Err(gql(AppError::not_found(if input.departure_id.is_some() {
+                rpcs::NO_SUCH_DEPARTURE
+            } else {
+                rpcs::NO_SUCH_ROOM_TYPE
+            })));
         }
         Ok(types::BookingQuote(quote))
     }
@@ -823,7 +825,9 @@ async fn admissible(ctx: &Context<'_>, item: &HoldItem, travelers: u32) -> Resul
         None => quote.await.map_err(Arc::new),
     };
     match quoted {
-        Err(e) if e.code == ErrorCode::BadUserInput => Err(gql((*e).clone())),
+        Err(e) if matches!(e.code, ErrorCode::BadUserInput | ErrorCode::NotFound) => {
+            Err(gql((*e).clone()))
+        }
         // Inventory away or slow: the booking is taken; its hold decides.
         _ => Ok(()),
     }

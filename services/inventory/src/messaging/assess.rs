@@ -103,7 +103,7 @@ pub(crate) async fn assess<C: ConnectionTrait>(
             else {
                 return Ok(Err(refuse(
                     ErrorCode::NotFound,
-                    "roomTypeId: no such room type",
+                    shared::rpcs::NO_SUCH_ROOM_TYPE,
                 )));
             };
             let sleeps = rules.max_guests * rooms;
@@ -164,7 +164,7 @@ pub(crate) async fn assess<C: ConnectionTrait>(
             let Some((route, departure)) = routes::departure(conn, departure_id).await? else {
                 return Ok(Err(refuse(
                     ErrorCode::NotFound,
-                    "departureId: no such departure",
+                    shared::rpcs::NO_SUCH_DEPARTURE,
                 )));
             };
             let refusal = if route.status != RouteStatus::Published {

@@ -579,7 +579,9 @@ impl Inventory {
         let name_en = req.name_en.trim();
         shared::text::check_line("nameEn", name_en, 100, false)?;
         let room = check_room_type(&req.room_type)?;
-        req.details.check()?;
+        let mut details = req.details;
+        details.tidy();
+        details.check()?;
         let policy = policy(req.cancellation_policy)?;
         administers(&req.by, req.region_code)?;
         let txn = self.db.begin().await?;
@@ -598,7 +600,7 @@ impl Inventory {
         storage::insert_homestay(
             &txn,
             host,
-            (created.homestay_id, (name, name_en), &req.details),
+            (created.homestay_id, (name, name_en), &details),
             req.region_code,
             &room.view(created.room_type_id),
             policy.as_ref(),
@@ -639,7 +641,7 @@ impl Inventory {
         }
         let details = &mut homestay.details;
         if let Some(address) = req.address {
-            details.address = address.trim().to_owned();
+            details.address = address;
         }
         match req.grade {
             GradeChange::Keep => {}
@@ -652,6 +654,7 @@ impl Inventory {
         if let Some(photos) = req.photos {
             details.photos = photos;
         }
+        details.tidy();
         details.check()?;
         storage::update_homestay(&txn, &homestay, policy.as_ref()).await?;
         txn.commit().await?;

@@ -17,7 +17,8 @@ impl Inventory {
         }
         let assessed = match assess(&self.db, &req.item, req.travelers).await? {
             Ok(assessed) => assessed,
-            Err(Refusal(_, reason)) => return Err(AppError::bad_input(reason)),
+            // Input that names nothing (NOT_FOUND) or makes no sense.
+            Err(Refusal(code, reason)) => return Err(AppError::new(code, reason)),
         };
         let refusal = assessed.refusal;
         Ok(BookingQuote {

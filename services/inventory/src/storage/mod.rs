@@ -857,7 +857,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
             b,
             "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified_until,
                     h.cancellation_policy, h.published, r.max_guests,
-                    CAST(COALESCE(SUM(CASE WHEN n.closed THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
+                    CAST(COALESCE(SUM(CASE WHEN n.closed OR n.rooms = 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
                     CAST(COUNT(n.night) AS BIGINT) AS on_sale,
                     CAST(COALESCE(MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END), 1) AS BIGINT) AS min_stay,
                     CASE WHEN COUNT(n.night) = $4 THEN CAST(MIN(n.available) AS BIGINT) ELSE 0 END AS fewest_free,
