@@ -105,6 +105,39 @@ async fn too_many_aliases_are_refused_before_anything_runs() {
         body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
         "{body}"
     );
+
+    // A fragment runs each time it is spread (async-graphql does not merge
+    // the copies): one login spread twice is two guesses, refused; a
+    // field spread 31 times at the root is 31 calls, refused; 30 run.
+    let spread = |n: usize, fragment: &str| {
+        let operation = if fragment.contains("Mutation") {
+            "mutation"
+        } else {
+            "query"
+        };
+        format!("{operation} {{ {} }} {fragment}", vec!["...F"; n].join(" "))
+    };
+    let login_twice = spread(2, &format!("fragment F on Mutation {{ {} }}", login("a")));
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &login_twice).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("one password")),
+        "{body}"
+    );
+    let regions = "fragment F on Query { regions { code } }";
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &spread(31, regions)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("31 fields at its root")),
+        "{body}"
+    );
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &spread(30, regions)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["regions"].is_array(), "{body}");
 }
 
 /// `query` posted with `Accept-Language: lang`; the whole body.
@@ -309,6 +342,81 @@ async fn a_persisted_query_is_sent_once_and_then_named_by_its_hash() {
         forged["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
         "{forged}"
     );
+    // What does not parse is answered with its error and not kept.
+    let broken = "{ nope";
+    let broken_hash = json!({ "persistedQuery": { "version": 1,
+        "sha256Hash": hex::encode(sha2::Sha256::digest(broken.as_bytes())) } });
+    let answered = send(json!({ "query": broken, "extensions": broken_hash })).await;
+    assert_eq!(
+        answered["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{answered}"
+    );
+    let not_kept = send(json!({ "extensions": broken_hash })).await;
+    assert_eq!(
+        not_kept["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND",
+        "{not_kept}"
+    );
+}
+
+/// The gateway's `host:port`.
+fn address(app: &common::TestApp) -> String {
+    app.url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A client that sends half a request, or a body in chunks past the limit,
+/// gets an answer or a closed connection, and holds nothing for long.
+#[tokio::test]
+async fn slow_and_chunked_requests_end() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    // Past the limit in chunks (no Content-Length): 413, as with one.
+    let mut chunked = tokio::net::TcpStream::connect(address(&app))
+        .await
+        .expect("connects");
+    let head = "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Transfer-Encoding: chunked\r\n\r\n";
+    chunked.write_all(head.as_bytes()).await.expect("sent");
+    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "#".repeat(64 * 1024));
+    for _ in 0..5 {
+        if chunked.write_all(chunk.as_bytes()).await.is_err() {
+            break; // answered and closed before the rest
+        }
+    }
+    let _ = chunked.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        chunked.read_to_end(&mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("KiB"), "{answer}");
+
+    // Headers never finished: the connection is closed (10 s allowed).
+    let mut slow = tokio::net::TcpStream::connect(address(&app))
+        .await
+        .expect("connects");
+    slow.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("sent");
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        slow.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        ended.is_ok(),
+        "a half-sent request held its connection for 30 s"
+    );
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains(" 200 "), "{rest}");
 }
 
 #[tokio::test]

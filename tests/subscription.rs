@@ -420,3 +420,64 @@ async fn a_subscription_completes_when_its_booking_ends_and_a_connection_has_a_h
         "{refused}"
     );
 }
+
+/// A socket that never says `connection_init` is closed with 4408 once
+/// its time is up (it would otherwise hold memory for nothing); request
+/// errors over the socket carry `extensions.code`, as over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_socket_is_closed_and_every_error_over_a_socket_has_a_code() {
+    let app = spawn_app().await;
+    let mut silent = connect(&app).await;
+    let mut talking = connect(&app).await;
+    send(&mut talking, json!({ "type": "connection_init" })).await;
+    assert_eq!(
+        next(&mut talking)
+            .await
+            .and_then(|m| m.get("type").cloned()),
+        Some(json!("connection_ack"))
+    );
+    for (id, query, variables) in [
+        ("syntax", "subscription {", json!({})),
+        ("unknown", "subscription { nope }", json!({})),
+        (
+            "variable",
+            "subscription($id: ID!) { bookingUpdated(id: $id) { id } }",
+            json!({ "id": 5.5 }),
+        ),
+        (
+            "missing",
+            "subscription($id: ID!) { bookingUpdated(id: $id) { id } }",
+            json!({}),
+        ),
+    ] {
+        send(
+            &mut talking,
+            json!({ "type": "subscribe", "id": id,
+                    "payload": { "query": query, "variables": variables } }),
+        )
+        .await;
+        let answer = next(&mut talking).await.expect("an answer");
+        let errors = match &answer["payload"] {
+            Value::Array(errors) => errors.clone(),
+            payload => payload["errors"].as_array().cloned().unwrap_or_default(),
+        };
+        assert!(!errors.is_empty(), "{id}: {answer}");
+        for error in &errors {
+            assert_eq!(
+                error["extensions"]["code"], "BAD_USER_INPUT",
+                "{id}: {answer}"
+            );
+        }
+        // A `next` with errors is followed by its `complete`.
+        if answer["type"] == "next" {
+            let complete = next(&mut talking).await.expect("complete");
+            assert_eq!(complete["type"], "complete", "{id}: {complete}");
+        }
+    }
+    // Past the time allowed for `connection_init` (10 s), closed with 4408.
+    assert_eq!(
+        common::ws::closed_within(&mut silent, std::time::Duration::from_secs(20)).await,
+        Some(4408),
+        "a socket that never initialised is closed"
+    );
+}

@@ -34,8 +34,12 @@ const TTL_SECONDS: u64 = 60;
 
 /// How long a persisted query is kept (a client registers it again after).
 const PERSISTED_SECONDS: u64 = 24 * 3600;
-/// Persisted queries kept in process without Redis.
-const PERSISTED_IN_PROCESS: usize = 1_000;
+/// Bytes of persisted queries kept in process without Redis (the least
+/// used go first).
+const PERSISTED_IN_PROCESS: u64 = 16 * 1024 * 1024;
+/// The longest query kept as a persisted one; a longer one still runs when
+/// sent whole, it is just not kept.
+pub const MAX_PERSISTED_QUERY: usize = 32 * 1024;
 /// Answers kept in this process's memory (each a page at most).
 const LOCAL_ENTRIES: u64 = 10_000;
 
@@ -47,7 +51,7 @@ pub struct Cache {
     redis: Option<ConnectionManager>,
     prefix: String,
     version: Arc<Mutex<Version>>,
-    persisted: Arc<Mutex<std::collections::HashMap<String, String>>>,
+    persisted: moka::sync::Cache<String, Arc<str>>,
     /// Decoded answers by the same versioned keys as in Redis.
     local: moka::sync::Cache<String, Arc<dyn Any + Send + Sync>>,
     /// The version of the listings' rules (what a quote refuses as the
@@ -105,7 +109,13 @@ impl Cache {
             redis,
             prefix: format!("{prefix}cache:"),
             version: Arc::new(Mutex::new(Version::new())),
-            persisted: Arc::default(),
+            persisted: moka::sync::Cache::builder()
+                .weigher(|hash: &String, query: &Arc<str>| {
+                    u32::try_from(hash.len() + query.len()).unwrap_or(u32::MAX)
+                })
+                .max_capacity(PERSISTED_IN_PROCESS)
+                .time_to_live(std::time::Duration::from_secs(PERSISTED_SECONDS))
+                .build(),
             local: moka::sync::Cache::builder()
                 .max_capacity(LOCAL_ENTRIES)
                 .time_to_live(Duration::from_secs(TTL_SECONDS))
@@ -193,12 +203,7 @@ impl Cache {
                         None
                     })
             }
-            None => self
-                .persisted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(hash)
-                .cloned(),
+            None => self.persisted.get(hash).map(|q| q.to_string()),
         }
     }
 
@@ -207,13 +212,7 @@ impl Cache {
         let key = format!("{}apq:{hash}", self.prefix);
         match &self.redis {
             Some(redis) => set_for(redis, &key, query, PERSISTED_SECONDS).await,
-            None => {
-                let mut kept = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
-                if kept.len() >= PERSISTED_IN_PROCESS {
-                    kept.clear();
-                }
-                kept.insert(hash.to_owned(), query.to_owned());
-            }
+            None => self.persisted.insert(hash.to_owned(), query.into()),
         }
     }
 

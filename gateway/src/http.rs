@@ -17,6 +17,7 @@ use crate::schema::{DuikouSchema, Lang, build_schema};
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
@@ -27,6 +28,7 @@ use axum::routing::get;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use shared::bus::Bus;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -39,6 +41,9 @@ use tower_http::trace::TraceLayer;
 const MAX_BODY: usize = 256 * 1024;
 /// Most aliases one document may use (each alias is another resolver run).
 const MAX_ALIASES: usize = 30;
+/// Most fields an operation runs at its root, fragments expanded (each is
+/// a call to a service).
+const MAX_ROOT_FIELDS: usize = 30;
 /// The fields that check a password or a secret: one a request, so that
 /// aliases cannot make one rate-limited request thirty guesses.
 const SECRET_FIELDS: [&str; 4] = ["login", "register", "changePassword", "apiClientToken"];
@@ -69,6 +74,8 @@ struct Gateway {
     cache: crate::cache::Cache,
     documents: Documents,
     answers: Answers,
+    /// Subscription connections that may still open.
+    sockets: Arc<tokio::sync::Semaphore>,
 }
 
 /// Whole answers to anonymous catalogue queries, by the catalogue's scope
@@ -202,6 +209,9 @@ pub fn router(
         .route("/metrics", get(crate::metrics::render))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        // A body that stops coming (a `Content-Length` of 100, 3 bytes
+        // sent) fails instead of holding the connection forever.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
         // A bug that panics answers INTERNAL, the GraphQL way, instead of
         // dropping the connection with no answer at all.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
@@ -233,6 +243,7 @@ pub fn router(
             cache,
             documents: Documents::new(),
             answers: Answers::new(),
+            sockets: Arc::new(tokio::sync::Semaphore::new(crate::socket::MAX_SOCKETS)),
         })
 }
 
@@ -344,48 +355,109 @@ fn wants(headers: &HeaderMap) -> Wants {
     }
 }
 
-/// Aliases used anywhere in the document (operations and fragments).
-fn alias_count(doc: &async_graphql::parser::types::ExecutableDocument) -> usize {
-    count_fields(doc, &|f| f.alias.is_some())
+/// Aliases written in the document (operations and fragments, each once).
+fn alias_count(doc: &ExecutableDocument) -> usize {
+    let mut written = Runs::new(doc, &|f| f.alias.is_some(), true);
+    let in_fragments: usize = doc
+        .fragments
+        .values()
+        .map(|f| written.set(&f.node.selection_set.node, false))
+        .sum();
+    in_fragments + written.operations(false).sum::<usize>()
 }
 
-/// How many fields of `doc` check a secret ([`SECRET_FIELDS`]).
-fn secret_field_count(doc: &async_graphql::parser::types::ExecutableDocument) -> usize {
-    count_fields(doc, &|f| SECRET_FIELDS.contains(&f.name.node.as_str()))
+/// How many times fields that check a secret ([`SECRET_FIELDS`]) run.
+fn secret_field_count(doc: &ExecutableDocument) -> usize {
+    Runs::new(
+        doc,
+        &|f| SECRET_FIELDS.contains(&f.name.node.as_str()),
+        true,
+    )
+    .operations(true)
+    .sum()
 }
 
-/// How many fields written in `doc` (its operations and each fragment once)
-/// match `counted`: at least as many as run, since a field written once
-/// runs once (fragments spread twice merge).
-fn count_fields(
-    doc: &async_graphql::parser::types::ExecutableDocument,
-    counted: &dyn Fn(&async_graphql::parser::types::Field) -> bool,
-) -> usize {
-    use async_graphql::parser::types::{Selection, SelectionSet};
-    fn count(
-        set: &SelectionSet,
-        counted: &dyn Fn(&async_graphql::parser::types::Field) -> bool,
-    ) -> usize {
-        set.items
+/// How many root fields the largest operation runs: each is a call to a
+/// service, where one request's cost multiplies.
+fn root_field_count(doc: &ExecutableDocument) -> usize {
+    Runs::new(doc, &|_| true, false)
+        .operations(true)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Counts the fields of a document that match `counted` as they run:
+/// async-graphql runs a field once per time it is written in the
+/// operation as spread, so a fragment spread twice in one selection runs
+/// its fields twice (they are not merged before running). Each fragment's
+/// count is taken once; a cycle (refused later by validation) counts 0.
+struct Runs<'a> {
+    doc: &'a ExecutableDocument,
+    counted: &'a dyn Fn(&Field) -> bool,
+    /// Into the selections of fields too, or the root's only.
+    deep: bool,
+    fragments: HashMap<&'a str, usize>,
+    open: HashSet<&'a str>,
+}
+
+impl<'a> Runs<'a> {
+    fn new(doc: &'a ExecutableDocument, counted: &'a dyn Fn(&Field) -> bool, deep: bool) -> Self {
+        Self {
+            doc,
+            counted,
+            deep,
+            fragments: HashMap::new(),
+            open: HashSet::new(),
+        }
+    }
+
+    /// Each operation's count; `spread`: with the fragments it spreads.
+    fn operations(&mut self, spread: bool) -> impl Iterator<Item = usize> {
+        let doc = self.doc;
+        doc.operations
             .iter()
-            .map(|s| match &s.node {
+            .map(|(_, op)| self.set(&op.node.selection_set.node, spread))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    /// A selection's count; `spread`: with the fragments it spreads.
+    fn set(&mut self, set: &'a SelectionSet, spread: bool) -> usize {
+        set.items.iter().fold(0usize, |n, s| {
+            n.saturating_add(match &s.node {
                 Selection::Field(f) => {
-                    usize::from(counted(&f.node)) + count(&f.node.selection_set.node, counted)
+                    let below = if self.deep {
+                        self.set(&f.node.selection_set.node, spread)
+                    } else {
+                        0
+                    };
+                    usize::from((self.counted)(&f.node)).saturating_add(below)
                 }
-                Selection::InlineFragment(f) => count(&f.node.selection_set.node, counted),
+                Selection::InlineFragment(f) => self.set(&f.node.selection_set.node, spread),
+                Selection::FragmentSpread(f) if spread => {
+                    self.fragment(f.node.fragment_name.node.as_str())
+                }
                 Selection::FragmentSpread(_) => 0,
             })
-            .sum()
+        })
     }
-    doc.operations
-        .iter()
-        .map(|(_, op)| count(&op.node.selection_set.node, counted))
-        .chain(
-            doc.fragments
-                .values()
-                .map(|f| count(&f.node.selection_set.node, counted)),
-        )
-        .sum()
+
+    fn fragment(&mut self, name: &'a str) -> usize {
+        if let Some(n) = self.fragments.get(name) {
+            return *n;
+        }
+        if !self.open.insert(name) {
+            return 0;
+        }
+        let doc = self.doc;
+        let n = doc
+            .fragments
+            .get(name)
+            .map_or(0, |f| self.set(&f.node.selection_set.node, true));
+        self.open.remove(name);
+        self.fragments.insert(name, n);
+        n
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -414,6 +486,11 @@ async fn too_large(response: Response) -> Response {
     if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
         return response;
     }
+    too_large_error()
+}
+
+/// 413, the GraphQL way.
+fn too_large_error() -> Response {
     crate::metrics::graphql_error("BAD_USER_INPUT");
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -423,6 +500,13 @@ async fn too_large(response: Response) -> Response {
             MAX_BODY / 1024
         ),
     )
+}
+
+/// Whether reading a body failed on [`MAX_BODY`] (`http-body-util`'s
+/// `LengthLimitError`, somewhere in the chain).
+fn past_the_limit(e: &std::io::Error) -> bool {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .any(|e| e.to_string() == "length limit exceeded")
 }
 
 /// The answer to a request whose handling panicked: 500 with INTERNAL.
@@ -485,12 +569,20 @@ async fn graphql_get(
         Ok(ws) => ws,
         Err(e) => return e.into_response(),
     };
+    let Ok(slot) = gw.sockets.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "too many subscription connections are open; try again in a minute",
+        );
+    };
     ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
             let identity = gw.identity.clone();
             let watching = identity.clone();
             let (bus, cache) = (gw.bus.clone(), gw.cache.clone());
             let (opened, opened_with) = tokio::sync::watch::channel(None);
+            let (initialised, initialising) = tokio::sync::watch::channel(false);
             let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let refusing = refused.clone();
             // The server's messages go through a channel, so that the socket
@@ -518,6 +610,7 @@ async fn graphql_get(
                         if let Some(principal) = principal {
                             data.insert(principal);
                         }
+                        initialised.send_replace(true);
                         Ok(data)
                     })
                     .serve();
@@ -534,12 +627,18 @@ async fn graphql_get(
                     };
                     tokio::select! {
                         ((), ()) = futures::future::join(serve, forward) => None,
-                        reason = crate::socket::token_ended(opened_with, watching) => Some(reason),
+                        reason = crate::socket::token_ended(opened_with, watching) => {
+                            Some((crate::socket::TOKEN_ENDED, reason))
+                        }
+                        reason = crate::socket::init_overdue(initialising) => {
+                            Some((crate::socket::INIT_TIMEOUT, reason))
+                        }
                     }
                 };
-                if let Some(reason) = ended {
+                drop(slot);
+                if let Some((code, reason)) = ended {
                     let close = axum::extract::ws::CloseFrame {
-                        code: crate::socket::TOKEN_ENDED,
+                        code,
                         reason: reason.into(),
                     };
                     let _ = socket_out
@@ -696,6 +795,17 @@ async fn graphql(
                 &format!("the query uses {aliases} aliases; at most {MAX_ALIASES} are allowed"),
             );
         }
+        let roots = root_field_count(doc);
+        if roots > MAX_ROOT_FIELDS {
+            return error(
+                status,
+                "BAD_USER_INPUT",
+                &format!(
+                    "the operation runs {roots} fields at its root (a fragment counts each \
+                     time it is spread); at most {MAX_ROOT_FIELDS} are allowed"
+                ),
+            );
+        }
         if secret_field_count(doc) > 1 {
             return error(
                 status,
@@ -779,13 +889,7 @@ async fn graphql(
 fn unreadable(e: async_graphql::ParseRequestError) -> Response {
     use async_graphql::ParseRequestError as E;
     let message = match e {
-        E::PayloadTooLarge => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "BAD_USER_INPUT",
-                &format!("the request body is larger than {} KiB", MAX_BODY / 1024),
-            );
-        }
+        E::PayloadTooLarge => return too_large_error(),
         E::UnsupportedBatch => {
             "batched requests (a JSON array) are not accepted; send one operation per request"
                 .to_owned()
@@ -795,6 +899,9 @@ fn unreadable(e: async_graphql::ParseRequestError) -> Response {
         E::InvalidRequest(_) => "the body is not a GraphQL request; send JSON \
              {\"query\": \"…\", \"variables\": {…}} with a string query"
             .to_owned(),
+        // Past the limit in a body sent in chunks (no `Content-Length`):
+        // the same 413 as a declared length past it.
+        E::Io(e) if past_the_limit(&e) => return too_large_error(),
         E::Io(e) => format!("the request could not be read: {e}"),
         other => format!("the request could not be read: {other}"),
     };
@@ -890,14 +997,21 @@ async fn persisted_query(
             "persistedQuery.sha256Hash is not the SHA-256 of the query",
         ));
     }
-    cache.persist(&hash, &request.query).await;
+    // Kept only when it is a query (what does not parse is answered with
+    // its syntax error, and sent whole again) of a sensible length.
+    if request.query.len() <= crate::cache::MAX_PERSISTED_QUERY
+        && async_graphql::parser::parse_query(&request.query).is_ok()
+    {
+        cache.persist(&hash, &request.query).await;
+    }
     Ok(())
 }
 
 /// 429 with RATE_LIMITED and `Retry-After`.
 fn rate_limited(wait: std::time::Duration) -> Response {
     crate::metrics::graphql_error("RATE_LIMITED");
-    let seconds = wait.as_secs().max(1);
+    // Rounded up: a client waiting exactly this long finds room.
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,
         "RATE_LIMITED",
@@ -924,11 +1038,7 @@ fn with_code(e: &mut async_graphql::ServerError) -> String {
     if let Some(code) = existing {
         return code;
     }
-    let code = if e.path.is_empty() || is_input_error(&e.message) {
-        "BAD_USER_INPUT"
-    } else {
-        "INTERNAL"
-    };
+    let code = missing_code(&e.message, !e.path.is_empty());
     e.extensions
         .get_or_insert_with(Default::default)
         .set("code", code);
@@ -945,6 +1055,17 @@ fn shorten(message: &mut String) {
     if let Some((at, _)) = message.char_indices().nth(MAX_MESSAGE) {
         message.truncate(at);
         message.push_str("… (cut)");
+    }
+}
+
+/// The code of an error that came without one: a request error (syntax,
+/// validation, depth or complexity limits — no path — or an argument that
+/// does not parse) is BAD_USER_INPUT, anything else INTERNAL.
+pub(crate) fn missing_code(message: &str, has_path: bool) -> &'static str {
+    if !has_path || is_input_error(message) {
+        "BAD_USER_INPUT"
+    } else {
+        "INTERNAL"
     }
 }
 
@@ -1019,16 +1140,80 @@ pub async fn serve(
     let schema = build_schema(Some(bus.clone()), Some(identity.clone()), Some(push));
     let app = router(schema, Some(identity), infra, Some(bus));
     let handle = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "gateway stopped with an error");
-        }
+        serve_connections(listener, app, cancel).await;
         watching.abort();
     });
     Ok((addr, handle))
+}
+
+/// How long a request's body may take to arrive.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most connections open at once: past it the gateway accepts no more
+/// until one closes (they wait in the kernel's backlog), so that clients
+/// holding connections cannot take every file descriptor.
+const MAX_CONNECTIONS: usize = 8192;
+/// How long a client may take to send a request's headers (and, on a
+/// kept-alive connection, to start its next request).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts connections and serves each (HTTP/1.1, upgrades to WebSocket)
+/// until `cancel`, then lets those open finish their requests. What
+/// `axum::serve` does, with limits it has no setting for: no more than
+/// [`MAX_CONNECTIONS`], headers within [`HEADER_READ_TIMEOUT`].
+async fn serve_connections(listener: TcpListener, app: Router, cancel: CancellationToken) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = async {
+                let permit = open.clone().acquire_owned().await;
+                (permit, listener.accept().await)
+            } => accepted,
+        };
+        let (Ok(permit), result) = accepted else {
+            break;
+        };
+        let (stream, peer) = match result {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors, or a connection reset before it was
+                // taken: wait a little rather than spin.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                tower::ServiceExt::oneshot(app.clone(), request)
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "a connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// The token of an `Authorization` value: after `Bearer ` (the scheme in
@@ -1044,6 +1229,18 @@ fn bearer_token(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_so_that_waiting_it_finds_room() {
+        for (wait_ms, seconds) in [(1_500, "2"), (2_000, "2"), (10, "1"), (0, "1")] {
+            let answer = rate_limited(std::time::Duration::from_millis(wait_ms));
+            assert_eq!(
+                answer.headers()[header::RETRY_AFTER],
+                seconds,
+                "{wait_ms} ms"
+            );
+        }
+    }
 
     #[test]
     fn the_bearer_scheme_is_read_in_any_case() {

@@ -64,8 +64,34 @@ pub const TOKEN_ENDED: u16 = 4401;
 /// clients read as a protocol error of their own.
 pub const INIT_REFUSED: u16 = 4403;
 
+/// The close code of a connection that sent no `connection_init` within
+/// [`INIT_WITHIN`]: 4408, graphql-transport-ws's "Connection
+/// initialisation timeout".
+pub const INIT_TIMEOUT: u16 = 4408;
+
+/// How long a new connection has to send `connection_init`.
+pub const INIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The most subscription connections one gateway holds open: past it an
+/// upgrade is 503 (a held socket costs memory whether it subscribes or not).
+pub const MAX_SOCKETS: usize = 4096;
+
+/// Resolves, with the reason to close with, when the connection has not
+/// been initialised within [`INIT_WITHIN`]; never once it has.
+pub async fn init_overdue(mut initialised: tokio::sync::watch::Receiver<bool>) -> &'static str {
+    let done = tokio::time::timeout(INIT_WITHIN, initialised.wait_for(|done| *done))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if done {
+        std::future::pending::<()>().await;
+    }
+    "Connection initialisation timeout"
+}
+
 /// `message` as the client gets it: the close that follows a refused
-/// `connection_init` (`refused`) carries [`INIT_REFUSED`] and its reason.
+/// `connection_init` (`refused`) carries [`INIT_REFUSED`] and its reason,
+/// and every error carries `extensions.code`, as over HTTP (async-graphql
+/// leaves request errors — syntax, validation, variables — without one).
 pub fn outgoing(message: axum::extract::ws::Message, refused: bool) -> axum::extract::ws::Message {
     use axum::extract::ws::{CloseFrame, Message};
     match message {
@@ -75,8 +101,62 @@ pub fn outgoing(message: axum::extract::ws::Message, refused: bool) -> axum::ext
                 reason: frame.reason,
             }))
         }
+        Message::Text(text) if text.as_str().contains("\"message\"") => {
+            match with_codes(text.as_str()) {
+                Some(coded) => Message::Text(coded.into()),
+                None => Message::Text(text),
+            }
+        }
         other => other,
     }
+}
+
+/// A server message with a code given to each error that had none; None
+/// when there was nothing to add.
+fn with_codes(text: &str) -> Option<String> {
+    let mut message: serde_json::Value = serde_json::from_str(text).ok()?;
+    let payload = message.get_mut("payload")?;
+    // `next`/`data`: { data, errors: [...] }; `error`: [...] (or one).
+    let one_error = payload.get("message").is_some();
+    let errors: Vec<&mut serde_json::Value> = match payload {
+        serde_json::Value::Array(errors) => errors.iter_mut().collect(),
+        serde_json::Value::Object(_) if one_error => vec![payload],
+        serde_json::Value::Object(o) => match o.get_mut("errors") {
+            Some(serde_json::Value::Array(errors)) => errors.iter_mut().collect(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    let mut added = false;
+    for error in errors {
+        let Some(error) = error.as_object_mut() else {
+            continue;
+        };
+        if error
+            .get("extensions")
+            .and_then(|x| x.get("code"))
+            .is_some()
+        {
+            continue;
+        }
+        let text = error.get("message").and_then(|m| m.as_str()).unwrap_or("");
+        let has_path = error
+            .get("path")
+            .and_then(|p| p.as_array())
+            .is_some_and(|p| !p.is_empty());
+        let code = crate::http::missing_code(text, has_path);
+        match error
+            .entry("extensions")
+            .or_insert_with(|| serde_json::json!({}))
+        {
+            serde_json::Value::Object(x) => {
+                x.insert("code".to_owned(), code.into());
+            }
+            other => *other = serde_json::json!({ "code": code }),
+        }
+        added = true;
+    }
+    added.then(|| message.to_string())
 }
 
 /// Resolves when the connection's token expires or is revoked (seen on

@@ -29,45 +29,61 @@ pub struct Settings {
     /// Prefix on exchange and queue names.
     pub bus_prefix: String,
     /// Connections per service database pool.
+    #[serde(deserialize_with = "whole")]
     pub db_max_connections: u32,
     /// Default RPC deadline in milliseconds.
+    #[serde(deserialize_with = "whole")]
     pub rpc_timeout_ms: u64,
     /// Unacked deliveries per consumer.
+    #[serde(deserialize_with = "whole")]
     pub prefetch: u16,
     /// Deliveries before a message is dead-lettered.
+    #[serde(deserialize_with = "whole")]
     pub delivery_limit: u32,
     /// How long a hold lasts before the booking expires, in seconds.
+    #[serde(deserialize_with = "whole")]
     pub hold_seconds: i64,
     /// How long past its deadline inventory keeps an unpaid hold before its
     /// own sweeper releases it (booking's expiry normally comes first).
+    #[serde(deserialize_with = "whole")]
     pub hold_grace_seconds: i64,
     /// A booking still PENDING this many seconds after its hold request asks again.
+    #[serde(deserialize_with = "whole")]
     pub pending_retry_seconds: i64,
     /// Hold requests per booking before it is rejected as unanswered.
+    #[serde(deserialize_with = "whole")]
     pub hold_attempts: i32,
     /// For how long, in milliseconds, booking answers a create SOLD_OUT at
     /// once when inventory has just refused the same stay as sold out
     /// (unless a release of the listing came since); 0 sends every create
     /// to inventory.
+    #[serde(deserialize_with = "whole")]
     pub sold_out_memory_ms: u64,
     /// Platform fee in basis points (300 = 3 %).
+    #[serde(deserialize_with = "whole")]
     pub platform_fee_bp: u32,
     /// Welfare fund share in basis points (100 = 1 %).
+    #[serde(deserialize_with = "whole")]
     pub fund_bp: u32,
     /// How long the sandbox provider takes for `tok_slow`, in milliseconds.
+    #[serde(deserialize_with = "whole")]
     pub sandbox_slow_ms: u64,
     /// A payment still PROCESSING this many seconds after its last change is
     /// reconciled with the provider.
+    #[serde(deserialize_with = "whole")]
     pub reconcile_after_seconds: i64,
     /// Key that signs access tokens (≥ 32 characters). None: one generated
     /// once and kept in the gateway's database, shared by its replicas.
     pub jwt_secret: Option<SecretString>,
     /// Lifetime of an access token, in minutes.
+    #[serde(deserialize_with = "whole")]
     pub access_token_minutes: i64,
     /// Requests a caller (account, or IP without a token) may send per
     /// window; 0 turns the limit off.
+    #[serde(deserialize_with = "whole")]
     pub rate_limit: u32,
     /// The rate limit's window, in seconds.
+    #[serde(deserialize_with = "whole")]
     pub rate_limit_window_seconds: u64,
     /// Bootstrap platform admin.
     pub admin_email: Option<String>,
@@ -125,6 +141,41 @@ impl Default for Settings {
     }
 }
 
+/// A whole number, strictly: the `config` crate would read `2.6` as 3 and
+/// `true` as 1 for a number of requests or seconds; a setting that is not
+/// what it says is refused instead.
+fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = i128;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i128, E> {
+            Ok(v.into())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i128, E> {
+            Ok(v.into())
+        }
+        fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<i128, E> {
+            Ok(v)
+        }
+        fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<i128, E> {
+            i128::try_from(v).map_err(|_| E::custom("too large"))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<i128, E> {
+            v.parse()
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        }
+    }
+    let n = deserializer.deserialize_any(Whole)?;
+    T::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} is out of range")))
+}
+
 impl Settings {
     /// Reads the optional file, then `DUIKOU_*` variables over it
     /// (`DUIKOU_POSTGRES_URL` sets `postgres_url`).
@@ -147,6 +198,13 @@ impl Settings {
     /// that leave the host nothing (fee + fund at most 70 %, leaving room
     /// for an agency's commission of up to 30 %).
     pub fn check(&self) -> Result<(), String> {
+        if self.admin_email.is_some() != self.admin_password.is_some() {
+            return Err(
+                "DUIKOU_ADMIN_EMAIL and DUIKOU_ADMIN_PASSWORD go together: set both \
+                        (the bootstrap platform admin) or neither"
+                    .into(),
+            );
+        }
         if self.platform_fee_bp + self.fund_bp > 7_000 {
             return Err(format!(
                 "DUIKOU_PLATFORM_FEE_BP ({}) and DUIKOU_FUND_BP ({}) may add up to 7000 basis points at most",
@@ -299,6 +357,51 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("postgres://db:5432"), "{summary}");
+    }
+
+    fn from_toml(text: &str) -> Result<Settings, config::ConfigError> {
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()
+    }
+
+    #[test]
+    fn a_number_setting_is_a_whole_number_or_refused() {
+        for fine in ["rate_limit = 5", "rate_limit = \"5\""] {
+            assert_eq!(
+                from_toml(fine).map(|s| s.rate_limit).ok(),
+                Some(5),
+                "{fine}"
+            );
+        }
+        for bad in [
+            "rate_limit = 2.6",
+            "rate_limit_window_seconds = true",
+            "hold_seconds = \"1e3\"",
+            "rate_limit = -1",
+            "prefetch = 70000",
+        ] {
+            assert!(from_toml(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_bootstrap_admin_needs_both_its_email_and_password() {
+        let email_only = Settings {
+            admin_email: Some("boss@example.cn".into()),
+            ..Settings::default()
+        };
+        assert!(
+            email_only
+                .check()
+                .is_err_and(|e| e.contains("DUIKOU_ADMIN_PASSWORD"))
+        );
+        let password_only = Settings {
+            admin_password: Some("a-long-password".to_owned().into()),
+            ..Settings::default()
+        };
+        assert!(password_only.check().is_err());
     }
 
     #[test]
