@@ -102,15 +102,13 @@ async fn a_paid_booking_cancelled_four_days_ahead_gets_half_back(settings: Setti
     assert_eq!(app.fund_balance().await, "1.90");
 }
 
-/// An admin refunded part of a booking (a goodwill gesture); the traveler
-/// then cancels in the full-refund tier and gets what is left, not nothing.
-#[tokio::test]
-async fn cancelling_after_a_partial_refund_refunds_what_is_left() {
-    let app = spawn_app().await;
+/// A booking of 380.00 starting `days` after tomorrow, paid and CONFIRMED,
+/// of which an admin has refunded 100.00 (a goodwill gesture).
+async fn paid_then_goodwill(app: &TestApp, days: i64) -> String {
     let admin = app.admin_token().await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let id = app
-        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
+        .paid_booking(&room_type, tomorrow() + Days::days(days), "tok_success")
         .await;
     app.wait_for_status(&id, "CONFIRMED").await;
     let goodwill = app
@@ -125,6 +123,15 @@ async fn cancelling_after_a_partial_refund_refunds_what_is_left() {
         goodwill["data"]["refundPayment"]["status"], "SUCCEEDED",
         "{goodwill}"
     );
+    id
+}
+
+/// An admin refunded part of a booking (a goodwill gesture); the traveler
+/// then cancels in the full-refund tier and gets what is left, not nothing.
+#[tokio::test]
+async fn cancelling_after_a_partial_refund_refunds_what_is_left() {
+    let app = spawn_app().await;
+    let id = paid_then_goodwill(&app, 9).await;
     app.wait_for_booking(&id, "the goodwill refund", |b| {
         amount(&b["refunded"]) == "100.00"
     })
@@ -153,6 +160,42 @@ async fn cancelling_after_a_partial_refund_refunds_what_is_left() {
     })
     .await;
     assert_eq!(app.fund_balance().await, "0.00");
+}
+
+/// A cancellation's refund is the policy's share of what payment has left
+/// when it takes the request: booking asked for half of 380 (190) before it
+/// heard of an admin's 100 refund, and half of the 280 left (140) is paid,
+/// as the quote would have said had booking heard (an exploratory run got
+/// the 190 by racing `refundPayment` and `cancelBooking`).
+#[tokio::test]
+async fn a_cancellations_share_is_taken_of_what_is_left_when_payment_takes_it() {
+    let app = spawn_app().await;
+    let id = paid_then_goodwill(&app, 3).await;
+    // What booking sends when it quoted before hearing of the 100.
+    let booking_id: BookingId = id.parse().expect("booking id");
+    let stale = Envelope::new(
+        "test",
+        booking_id.0,
+        &RefundRequested {
+            booking_id,
+            amount: Some(Fen::yuan(190)),
+            reason: "cancelled by the booker".into(),
+            percent_of_left: Some(50),
+        },
+    );
+    for sent in app.app.rt.bus.publish(&[stale]).await {
+        sent.expect("published");
+    }
+    let done = app
+        .wait_for_booking(&id, "the cancellation's refund", |b| {
+            !["0.00", "100.00"].contains(&amount(&b["refunded"]))
+        })
+        .await;
+    assert_eq!(
+        amount(&done["refunded"]),
+        "240.00",
+        "100 + half of 280: {done}"
+    );
 }
 
 #[tokio::test]
@@ -227,6 +270,7 @@ async fn concurrent_refund_requests_never_return_more_than_was_paid() {
                     booking_id,
                     amount: Some(Fen::yuan(100)),
                     reason: "goodwill".into(),
+                    percent_of_left: None,
                 },
             )
         })

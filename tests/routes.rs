@@ -370,11 +370,36 @@ async fn bad_route_input_and_late_bookings_get_clear_errors() {
     price["pricePerPerson"] = json!("0");
     let mut region = grassland_route();
     region["itinerary"][0]["regionCodes"] = json!(["990101"]);
-    for input in [bad, gap, price, region] {
+    // A route's own region is its host's county or banner, not 赤峰市
+    // (its money and impact would be filed under the prefecture).
+    let mut prefecture = grassland_route();
+    prefecture["regionCode"] = json!("150400");
+    let mut twice = grassland_route();
+    twice["itinerary"][0]["regionCodes"] = json!(["150430", "150430"]);
+    let mut crowded = grassland_route();
+    crowded["itinerary"][0]["regionCodes"] = json!([
+        "150402", "150403", "150404", "150421", "150422", "150423", "150424", "150425", "150426",
+        "150428", "150429"
+    ]);
+    for (input, says) in [
+        (bad, "itinerary"),
+        (gap, "itinerary"),
+        (price, "price"),
+        (region, "990101"),
+        (prefecture, "regionCode: 150400"),
+        (twice, "itinerary day 1: region 150430 is listed twice"),
+        (crowded, "itinerary day 1: at most 10 regions"),
+    ] {
         let body = app
             .graphql_as(Some(&admin), CREATE_ROUTE, json!({ "input": input }))
             .await;
         assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(says)),
+            "{says}: {body}"
+        );
     }
 
     let (route, _) = route_on_sale(&app, &admin, 30, 5, 1).await;

@@ -1191,6 +1191,11 @@ async fn serve_connections(listener: TcpListener, app: Router, cancel: Cancellat
                 continue;
             }
         };
+        // Answers and pushes are small writes, often several in a row on a
+        // subscription socket: not held back waiting for the peer's ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
         let app = app.clone();
         let service = hyper::service::service_fn(
             move |request: axum::http::Request<hyper::body::Incoming>| {

@@ -248,6 +248,14 @@ pub struct RefundRequested {
     pub amount: Option<Fen>,
     /// Why (shown in the booking's history and the ledger).
     pub reason: String,
+    /// A share of what is left, in percent, taken by payment when it
+    /// handles the request (under the payment's lock) instead of `amount`,
+    /// which booking quoted from what it knew: a cancellation by the
+    /// policy's share of what is left must not count a refund made
+    /// meanwhile (an admin's) as still paid. `amount` stays for readers
+    /// of an older payment.
+    #[serde(default)]
+    pub percent_of_left: Option<u32>,
 }
 impl Event for RefundRequested {
     const TYPE: &'static str = "booking.refund_requested";

@@ -120,8 +120,8 @@ impl CancellationPolicy {
         for w in tiers.windows(2) {
             if w[0].days_before == w[1].days_before {
                 return Err(BadPolicy(format!(
-                    "two tiers for {} days before",
-                    w[0].days_before
+                    "two tiers for {} before",
+                    crate::text::plural(w[0].days_before, "day", "days")
                 )));
             }
             if w[0].refund_percent < w[1].refund_percent {

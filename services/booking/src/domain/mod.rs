@@ -267,7 +267,9 @@ pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
         status,
         Some(Status::Pending | Status::AwaitingPayment | Status::Confirmed)
     );
-    let percent = if cancellable && paid > Fen::ZERO {
+    // The policy's share for the days left, paid or not (unpaid, it is
+    // the share of nothing, and says what paying now would leave).
+    let percent = if cancellable {
         policy.refund_percent(days)
     } else {
         0
@@ -281,7 +283,7 @@ pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
         // refund already made (a complaint settled by an admin), the share
         // of what is left, so that the two never add up to more than the
         // policy and the complaint together give.
-        refund: if percent > 0 {
+        refund: if percent > 0 && paid > Fen::ZERO {
             policy.refund((paid - view.refunded).max(Fen::ZERO), days)
         } else {
             Fen::ZERO
@@ -374,6 +376,12 @@ mod tests {
         let q = quote(&unpaid, at);
         assert!(q.cancellable);
         assert_eq!((q.paid, q.refund), (Fen::ZERO, Fen::ZERO));
+        // Unpaid, the policy's share still reads as the policy has it.
+        let early = Utc
+            .with_ymd_and_hms(2026, 12, 2, 20, 0, 0)
+            .single()
+            .expect("time");
+        assert_eq!(quote(&unpaid, early).refund_percent, 100);
     }
 
     #[test]

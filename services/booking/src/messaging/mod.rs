@@ -122,6 +122,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
                 booking_id: id,
                 amount: None,
                 reason: "cancelled before the payment was recorded".into(),
+                percent_of_left: None,
             };
             events.push(wrap(Envelope::new(SERVICE, id.0, &refund)));
         }
@@ -134,9 +135,10 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
         .await?
         .map_or_else(|| booking.clone(), |b| b.view);
     let quote = domain::quote(&current, Utc::now());
-    let (refund, changes, cause_text) = match by {
+    let (refund, percent, changes, cause_text) = match by {
         Canceller::Booker => (
             quote.refund,
+            quote.refund_percent,
             format!("{who}; refund {}", quote.refund),
             format!(
                 "cancelled after payment; refund {} ({}% by the policy, {} {} ahead)",
@@ -154,6 +156,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
             let all = (quote.paid - current.refunded).max(Fen::ZERO);
             (
                 all,
+                100,
                 format!("{who}; refunded in full"),
                 format!("{why}; full refund {all}"),
             )
@@ -171,10 +174,13 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
     {
         let mut events = vec![release];
         if refund > Fen::ZERO {
+            // The share is taken of what payment has left when it handles
+            // this: a refund made meanwhile is not counted as still paid.
             let request = RefundRequested {
                 booking_id: id,
                 amount: Some(refund),
                 reason: who,
+                percent_of_left: Some(u32::from(percent)),
             };
             events.push(wrap(Envelope::new(SERVICE, id.0, &request)));
         }
@@ -203,6 +209,7 @@ async fn refund_early_capture<C: sea_orm::ConnectionTrait>(
         booking_id: booking.view.id,
         amount: None,
         reason: why.into(),
+        percent_of_left: None,
     };
     enqueue(conn, &[cause.follow(SERVICE, &refund)]).await?;
     warn!(booking = %booking.view.id, "paid, but nothing could be held; refunding");
@@ -709,6 +716,7 @@ impl Bookings {
                 booking_id: ev.booking_id,
                 amount: None,
                 reason: "the hold had expired and its capacity was sold".into(),
+                percent_of_left: None,
             };
             enqueue(&txn, &[env.follow(SERVICE, &request)]).await?;
             warn!(booking = %ev.booking_id, "a confirmed booking lost its expired hold; refunding");
@@ -799,6 +807,7 @@ impl Bookings {
                 booking_id: ev.booking_id,
                 amount: None,
                 reason: format!("paid after the booking was {}", status.as_str()),
+                percent_of_left: None,
             };
             enqueue(&txn, &[env.follow(SERVICE, &refund)]).await?;
             warn!(booking = %ev.booking_id, ?status, "payment captured for a booking that ended; refunding");
@@ -808,6 +817,7 @@ impl Bookings {
                 booking_id: ev.booking_id,
                 amount: None,
                 reason: "paid for an unknown booking".into(),
+                percent_of_left: None,
             };
             enqueue(&txn, &[env.follow(SERVICE, &refund)]).await?;
             warn!(booking = %ev.booking_id, "payment captured for an unknown booking; refunding");
@@ -915,6 +925,7 @@ impl Bookings {
                             booking_id: b.id,
                             amount: None,
                             reason: "nothing could be held".into(),
+                            percent_of_left: None,
                         };
                         events.push(Envelope::new(SERVICE, b.id.0, &refund));
                     }

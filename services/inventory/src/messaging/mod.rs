@@ -583,6 +583,7 @@ impl Inventory {
         details.tidy();
         details.check()?;
         let policy = policy(req.cancellation_policy)?;
+        county("regionCode", req.region_code)?;
         administers(&req.by, req.region_code)?;
         let txn = self.db.begin().await?;
         if !storage::region_exists(&txn, req.region_code).await? {
@@ -814,6 +815,7 @@ fn host_name<'a>(field: &str, name: &'a str) -> Result<&'a str, AppError> {
 impl Inventory {
     /// Registers a host (admins of its region).
     pub async fn create_host(&self, req: CreateHost) -> Result<HostView, AppError> {
+        county("regionCode", req.region_code)?;
         administers(&req.by, req.region_code)?;
         let txn = self.db.begin().await?;
         if !storage::region_exists(&txn, req.region_code).await? {
@@ -1062,6 +1064,19 @@ pub(crate) fn page_after(first: u32, after: Option<&str>) -> Result<Option<uuid:
                 .map_err(|_| AppError::bad_input(format!("after: `{c}` is not a cursor here")))
         })
         .transpose()
+}
+
+/// A host, and so its homestays and routes, belongs to a county or banner
+/// (区、县、旗): the region a listing's money and impact are filed under,
+/// and what partnerships pair. A province or prefecture is refused.
+pub(crate) fn county(field: &str, region: RegionCode) -> Result<(), AppError> {
+    if region.level() == shared::region::RegionLevel::County {
+        return Ok(());
+    }
+    Err(AppError::bad_input(format!(
+        "{field}: {region} is a province or prefecture; a host and its listings are in a \
+         county or banner (e.g. 150430 敖汉旗)"
+    )))
 }
 
 /// Catalogue changes are for the admins of the listing's region (internal

@@ -18,6 +18,8 @@ use shared::{AppError, ErrorCode};
 
 /// Longest itinerary accepted.
 const MAX_DAYS: usize = 60;
+/// Most regions one itinerary day names (a day on the train names none).
+const MAX_DAY_REGIONS: usize = 10;
 /// Longest title, in characters.
 const MAX_TITLE: usize = 200;
 /// Longest description, in characters.
@@ -60,6 +62,23 @@ fn check_itinerary(itinerary: &[ItineraryDay]) -> Result<(), AppError> {
             MAX_TITLE,
             true,
         )?;
+        if day.regions.len() > MAX_DAY_REGIONS {
+            return Err(AppError::bad_input(format!(
+                "itinerary day {}: at most {MAX_DAY_REGIONS} regions a day",
+                day.day
+            )));
+        }
+        if let Some(twice) = day
+            .regions
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| day.regions[..i].contains(r).then_some(r))
+        {
+            return Err(AppError::bad_input(format!(
+                "itinerary day {}: region {twice} is listed twice",
+                day.day
+            )));
+        }
     }
     Ok(())
 }
@@ -70,11 +89,12 @@ async fn regions_exist<C: sea_orm::ConnectionTrait>(
     itinerary: &[ItineraryDay],
     home: shared::region::RegionCode,
 ) -> Result<(), AppError> {
-    for code in itinerary
+    let codes: std::collections::BTreeSet<_> = itinerary
         .iter()
         .flat_map(|d| d.regions.iter())
         .chain([&home])
-    {
+        .collect();
+    for code in codes {
         if !storage::region_exists(conn, *code).await? {
             return Err(AppError::bad_input(format!("unknown region {code}")));
         }
@@ -92,6 +112,7 @@ impl Inventory {
         check_itinerary(&req.itinerary)?;
         shared::money::check_price(req.price)?;
         let policy = super::policy(req.cancellation_policy)?;
+        super::county("regionCode", req.region_code)?;
         administers(&req.by, req.region_code)?;
         let txn = self.db.begin().await?;
         regions_exist(&txn, &req.itinerary, req.region_code).await?;

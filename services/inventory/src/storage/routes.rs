@@ -679,12 +679,7 @@ pub async fn search<C: ConnectionTrait>(
     }
     // The page's routes and their matching departures: two queries, not two per route.
     let ids: Vec<Value> = page.iter().map(|(id, _)| uuid_value(b, *id)).collect();
-    let list = |from: usize| {
-        (from..from + ids.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = |from: usize| shared::db::placeholders(from, ids.len());
     let routes = conn
         .query_all_raw(stmt(
             b,

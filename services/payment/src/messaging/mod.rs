@@ -687,10 +687,13 @@ impl Payments {
             return Ok(None);
         };
         let left = captured.payment.amount - captured.refunded;
-        // A cancellation's refund is quoted by booking from what it knew;
-        // a refund made since (an admin's, say) leaves less: what is left
-        // is refunded rather than nothing.
-        let asked = ev.amount.unwrap_or(left);
+        // A cancellation's refund is the policy's share of what is left,
+        // taken here, where the refunds are: booking quoted it from what it
+        // knew, and a refund made since (an admin's, say) leaves less.
+        let asked = match ev.percent_of_left {
+            Some(percent) => left.scale(i64::from(percent.min(100)), 100),
+            None => ev.amount.unwrap_or(left),
+        };
         let amount = asked.min(left);
         let mut refund = storage::Refund {
             id: RefundId::new(),
