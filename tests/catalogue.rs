@@ -261,20 +261,32 @@ async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published(
     let refused = outcome(&app, room_type, 0, 2, 1, "off-1").await;
     assert!(refused.starts_with("NOT_PUBLISHED"), "{refused}");
 
-    // Only the listing's region's admins put it on sale.
+    // Only the listing's region's admins put it on sale; to anyone else a
+    // listing off sale is not there: the very answer an unknown id gets
+    // (not FORBIDDEN, which would say it exists, and where).
     let on = json!({ "l": homestay, "p": true });
     let beijing = app.region_admin("beijing@example.cn", "110000").await;
-    for (token, expected) in [
-        (Some(beijing.as_str()), "FORBIDDEN"),
-        (app.token.as_deref(), "FORBIDDEN"),
-        (None, "UNAUTHENTICATED"),
-    ] {
-        assert_eq!(
-            code(&app.graphql_as(token, PUBLISH, on.clone()).await),
-            expected
-        );
-    }
     let unknown = json!({ "l": uuid::Uuid::now_v7().to_string(), "p": true });
+    let not_there = app
+        .graphql_as(Some(&beijing), PUBLISH, unknown.clone())
+        .await;
+    assert_eq!(code(&not_there), "NOT_FOUND", "{not_there}");
+    for token in [Some(beijing.as_str()), app.token.as_deref()] {
+        let hidden = app.graphql_as(token, PUBLISH, on.clone()).await;
+        assert_eq!(hidden["errors"], not_there["errors"], "{hidden}");
+        let calendar = app
+            .graphql_as(
+                token,
+                "mutation($rt: ID!, $d: Date!, $e: Date!) { setRoomCalendar(roomTypeId: $rt, from: $d, to: $e, price: \"1.00\") }",
+                json!({ "rt": room_type, "d": tomorrow().to_string(), "e": (tomorrow() + Days::days(1)).to_string() }),
+            )
+            .await;
+        assert_eq!(code(&calendar), "NOT_FOUND", "{calendar}");
+    }
+    assert_eq!(
+        code(&app.graphql_as(None, PUBLISH, on.clone()).await),
+        "UNAUTHENTICATED"
+    );
     assert_eq!(
         code(&app.graphql_as(Some(&chifeng), PUBLISH, unknown).await),
         "NOT_FOUND"

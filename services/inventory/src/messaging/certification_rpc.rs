@@ -76,7 +76,12 @@ impl Inventory {
         let Some(listing) = store::listing(&txn, req.listing_id).await? else {
             return Err(AppError::not_found("no homestay or route with this id"));
         };
-        administers(&req.by, listing.region)?;
+        super::administers_listing(
+            &req.by,
+            listing.region,
+            listing.on_sale,
+            "no homestay or route with this id",
+        )?;
         let id = uuid::Uuid::now_v7();
         match store::insert(
             &txn,

@@ -631,9 +631,9 @@ impl Inventory {
         let policy = policy(req.cancellation_policy)?;
         let txn = self.db.begin().await?;
         let Some(mut homestay) = storage::homestay_for_update(&txn, req.homestay_id).await? else {
-            return Err(AppError::not_found("no such homestay"));
+            return Err(AppError::not_found(NO_HOMESTAY));
         };
-        administers(&req.by, homestay.region_code)?;
+        may_change_homestay(&req.by, &homestay)?;
         if let Some(name) = name {
             name.clone_into(&mut homestay.name);
         }
@@ -687,10 +687,10 @@ impl Inventory {
             )));
         }
         let txn = self.db.begin().await?;
-        let Some(listing) = storage::listing(&txn, req.room_type_id).await? else {
+        let Some((region, on_sale)) = storage::listing_shown(&txn, req.room_type_id).await? else {
             return Err(AppError::not_found("no such room type"));
         };
-        administers(&req.by, listing.region_code)?;
+        administers_listing(&req.by, region, on_sale, "no such room type")?;
         let count = storage::room_count(&txn, req.room_type_id)
             .await?
             .unwrap_or_default();
@@ -998,10 +998,10 @@ impl Inventory {
         let Some(current) = storage::room_type_for_update(&txn, req.room_type_id).await? else {
             return Err(AppError::not_found("no such room type"));
         };
-        let Some(listing) = storage::listing(&txn, req.room_type_id).await? else {
+        let Some((region, on_sale)) = storage::listing_shown(&txn, req.room_type_id).await? else {
             return Err(AppError::not_found("no such room type"));
         };
-        administers(&req.by, listing.region_code)?;
+        administers_listing(&req.by, region, on_sale, "no such room type")?;
         let wanted = NewRoomType {
             name: req.name.unwrap_or(current.name),
             name_en: req.name_en.unwrap_or(current.name_en),
@@ -1033,9 +1033,9 @@ impl Inventory {
         let room = check_room_type(&req.room_type)?;
         let txn = self.db.begin().await?;
         let Some(homestay) = storage::homestay(&txn, req.homestay_id).await? else {
-            return Err(AppError::not_found("no such homestay"));
+            return Err(AppError::not_found(NO_HOMESTAY));
         };
-        administers(&req.by, homestay.region_code)?;
+        may_change_homestay(&req.by, &homestay)?;
         let view = room.view(RoomTypeId::new());
         storage::insert_room_type(&txn, req.homestay_id, &view).await?;
         txn.commit().await?;
@@ -1077,6 +1077,35 @@ pub(crate) fn county(field: &str, region: RegionCode) -> Result<(), AppError> {
         "{field}: {region} is a province or prefecture; a host and its listings are in a \
          county or banner (e.g. 150430 敖汉旗)"
     )))
+}
+
+/// What a change to a homestay that is not there says (and, to all but its
+/// region's admins, to one off sale).
+const NO_HOMESTAY: &str = "no such homestay";
+
+/// [`administers`] for a change to a listing: a listing not on sale is
+/// not there for those who may not see it — NOT_FOUND in the words an
+/// unknown id gets, as reading it by id answers — rather than FORBIDDEN,
+/// which would tell them it exists and name its region.
+pub(crate) fn administers_listing(
+    by: &Principal,
+    region: RegionCode,
+    on_sale: bool,
+    missing: &str,
+) -> Result<(), AppError> {
+    if on_sale || by.administers(region) {
+        administers(by, region)
+    } else {
+        Err(AppError::not_found(missing))
+    }
+}
+
+/// Whether `by` may change `homestay` (see [`administers_listing`]).
+fn may_change_homestay(
+    by: &Principal,
+    homestay: &shared::rpcs::HomestayView,
+) -> Result<(), AppError> {
+    administers_listing(by, homestay.region_code, homestay.published, NO_HOMESTAY)
 }
 
 /// Catalogue changes are for the admins of the listing's region (internal

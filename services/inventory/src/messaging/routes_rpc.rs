@@ -18,6 +18,11 @@ use shared::{AppError, ErrorCode};
 
 /// Longest itinerary accepted.
 const MAX_DAYS: usize = 60;
+/// What a change to a route that is not there says (and, to all but its
+/// region's admins, to one not on sale).
+const NO_ROUTE: &str = "no such route";
+/// The same for a departure.
+const NO_DEPARTURE: &str = "no such departure";
 /// Most regions one itinerary day names (a day on the train names none).
 const MAX_DAY_REGIONS: usize = 10;
 /// Longest title, in characters.
@@ -102,6 +107,17 @@ async fn regions_exist<C: sea_orm::ConnectionTrait>(
     Ok(())
 }
 
+/// Whether `by` may change `route` or its departures (see
+/// [`super::administers_listing`]).
+fn may_change(
+    by: &shared::auth::Principal,
+    route: &RouteView,
+    missing: &str,
+) -> Result<(), AppError> {
+    let on_sale = route.status == RouteStatus::Published;
+    super::administers_listing(by, route.region_code, on_sale, missing)
+}
+
 impl Inventory {
     /// Creates a route as a DRAFT.
     pub async fn create_route(&self, req: CreateRoute) -> Result<RouteCreated, AppError> {
@@ -174,9 +190,9 @@ impl Inventory {
         let policy = super::policy(req.cancellation_policy)?;
         let txn = self.db.begin().await?;
         let Some(mut route) = routes::route_for_update(&txn, req.route_id).await? else {
-            return Err(AppError::not_found("no such route"));
+            return Err(AppError::not_found(NO_ROUTE));
         };
-        administers(&req.by, route.region_code)?;
+        may_change(&req.by, &route, NO_ROUTE)?;
         for (field, text) in [
             (&mut route.title_zh, req.title_zh),
             (&mut route.title_en, req.title_en),
@@ -251,9 +267,9 @@ impl Inventory {
         }
         let txn = self.db.begin().await?;
         let Some(route) = routes::route(&txn, req.route_id).await? else {
-            return Err(AppError::not_found("no such route"));
+            return Err(AppError::not_found(NO_ROUTE));
         };
-        administers(&req.by, route.region_code)?;
+        may_change(&req.by, &route, NO_ROUTE)?;
         let departure = DepartureView {
             id: DepartureId::new(),
             route_id: route.id,
@@ -299,9 +315,9 @@ impl Inventory {
         }
         let txn = self.db.begin().await?;
         let Some((route, before)) = routes::departure(&txn, req.departure_id).await? else {
-            return Err(AppError::not_found("no such departure"));
+            return Err(AppError::not_found(NO_DEPARTURE));
         };
-        administers(&req.by, route.region_code)?;
+        may_change(&req.by, &route, NO_DEPARTURE)?;
         if before.cancelled_at.is_some() {
             return Err(AppError::conflict(format!(
                 "the departure of {} was cancelled; it cannot change",
@@ -349,7 +365,7 @@ impl Inventory {
                 }
             })?;
         let Some((_, after)) = routes::departure(&txn, req.departure_id).await? else {
-            return Err(AppError::not_found("no such departure"));
+            return Err(AppError::not_found(NO_DEPARTURE));
         };
         txn.commit().await?;
         Ok(after)
@@ -367,9 +383,9 @@ impl Inventory {
         shared::text::check_line("reason", reason, MAX_TITLE, true)?;
         let txn = self.db.begin().await?;
         let Some((route, before)) = routes::departure(&txn, req.departure_id).await? else {
-            return Err(AppError::not_found("no such departure"));
+            return Err(AppError::not_found(NO_DEPARTURE));
         };
-        administers(&req.by, route.region_code)?;
+        may_change(&req.by, &route, NO_DEPARTURE)?;
         if before.cancelled_at.is_some() {
             return Ok(before);
         }
@@ -398,7 +414,7 @@ impl Inventory {
             tracing::info!(departure = %before.id, bookings = count, "departure cancelled");
         }
         let Some((_, after)) = routes::departure(&txn, before.id).await? else {
-            return Err(AppError::not_found("no such departure"));
+            return Err(AppError::not_found(NO_DEPARTURE));
         };
         txn.commit().await?;
         self.outbox.committed();
@@ -414,9 +430,9 @@ impl Inventory {
         }
         let txn = self.db.begin().await?;
         let Some(mut route) = routes::route(&txn, req.route_id).await? else {
-            return Err(AppError::not_found("no such route"));
+            return Err(AppError::not_found(NO_ROUTE));
         };
-        administers(&req.by, route.region_code)?;
+        may_change(&req.by, &route, NO_ROUTE)?;
         routes::set_status(&txn, route.id, req.status).await?;
         txn.commit().await?;
         route.status = req.status;
@@ -432,7 +448,12 @@ impl Inventory {
         let Some(listing) = storage::certification::listing(&txn, req.listing_id).await? else {
             return Err(AppError::not_found("listingId: no such homestay or route"));
         };
-        administers(&req.by, listing.region)?;
+        super::administers_listing(
+            &req.by,
+            listing.region,
+            listing.on_sale,
+            "listingId: no such homestay or route",
+        )?;
         if listing.kind == "ROUTE" {
             let status = if req.published {
                 RouteStatus::Published

@@ -87,6 +87,8 @@ pub struct Listing {
     pub title: String,
     /// Where it is.
     pub region: RegionCode,
+    /// On sale (a homestay published, a route PUBLISHED).
+    pub on_sale: bool,
 }
 
 /// The homestay or route with this id.
@@ -95,9 +97,12 @@ pub async fn listing<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Li
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT 'HOMESTAY' AS kind, name AS title, region_code FROM homestays WHERE id = $1
+            "SELECT 'HOMESTAY' AS kind, name AS title, region_code, published AS on_sale
+             FROM homestays WHERE id = $1
              UNION ALL
-             SELECT 'ROUTE' AS kind, title_zh AS title, region_code FROM routes WHERE id = $1",
+             SELECT 'ROUTE' AS kind, title_zh AS title, region_code,
+                    status = 'PUBLISHED' AS on_sale
+             FROM routes WHERE id = $1",
             vec![uuid_value(b, id)],
         ))
         .await?;
@@ -107,6 +112,7 @@ pub async fn listing<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Li
         kind: if kind == "ROUTE" { "ROUTE" } else { "HOMESTAY" },
         title: row.try_get("", "title")?,
         region: row_region(&row, "region_code")?,
+        on_sale: row.try_get("", "on_sale")?,
     }))
 }
 
