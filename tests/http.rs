@@ -723,3 +723,28 @@ async fn a_body_that_is_not_a_graphql_request_gets_a_coded_json_answer() {
     let answer: Value = put.json().await.expect("a JSON body");
     assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
 }
+
+/// A region code of the right form that Duikou does not know is refused
+/// wherever it is read, not answered as a region with nothing in it.
+#[tokio::test]
+async fn an_unknown_region_is_refused_not_read_as_empty() {
+    let app = spawn_app().await;
+    for query in [
+        "{ searchHomestays(regionCode: \"110199\", checkIn: \"2027-01-01\", checkOut: \"2027-01-02\", guests: 1) { edges { cursor } } }",
+        "{ searchRoutes(regionCode: \"110199\") { edges { cursor } } }",
+        "{ regionImpact(regionCode: \"110199\", year: 2026) { year } }",
+        "{ partnerships(regionCode: \"110199\") { totalCount } }",
+    ] {
+        let body = app.graphql(query, json!({})).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{query}: {body}"
+        );
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("unknown region 110199")),
+            "{query}: {body}"
+        );
+    }
+}

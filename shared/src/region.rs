@@ -344,6 +344,11 @@ pub fn reference_regions() -> Vec<Region> {
         .collect()
 }
 
+/// Whether `code` is in the reference table (a region Duikou knows).
+pub fn is_known(code: RegionCode) -> bool {
+    TABLE.iter().any(|&(c, ..)| c == code.0)
+}
+
 /// Looks a code up in the reference table.
 pub fn reference_region(code: RegionCode) -> Option<Region> {
     reference_regions().into_iter().find(|r| r.code == code)

@@ -145,8 +145,18 @@ fn yuan(what: &str, s: &str) -> Result<shared::money::Fen> {
         .map_err(|_| bad_input(format!("{what} `{s}` is not an amount in yuan")))
 }
 
+/// A region Duikou knows: a code of the right form that is not in the
+/// region table is refused (a mistyped code would otherwise read as a
+/// region with nothing in it).
 fn region(code: &str) -> Result<RegionCode> {
-    RegionCode::parse(code).map_err(|e| bad_input(e.to_string()))
+    let parsed = RegionCode::parse(code).map_err(|e| bad_input(e.to_string()))?;
+    if shared::region::is_known(parsed) {
+        Ok(parsed)
+    } else {
+        Err(bad_input(format!(
+            "unknown region {parsed}: `regions` lists the regions Duikou knows"
+        )))
+    }
 }
 
 /// Which of a viewer's bookings a list holds.
