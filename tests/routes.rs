@@ -378,8 +378,8 @@ async fn bad_route_input_and_late_bookings_get_clear_errors() {
     twice["itinerary"][0]["regionCodes"] = json!(["150430", "150430"]);
     let mut crowded = grassland_route();
     crowded["itinerary"][0]["regionCodes"] = json!([
-        "150402", "150403", "150404", "150421", "150422", "150423", "150424", "150425", "150426",
-        "150428", "150429"
+        "110101", "110102", "110105", "110106", "110107", "110108", "110109", "110111", "110112",
+        "110113", "110114"
     ]);
     for (input, says) in [
         (bad, "itinerary"),
