@@ -965,6 +965,35 @@ async fn an_operator_cancels_a_departure_and_its_bookings_are_cancelled_and_refu
         "one departure a day runs: {twice}"
     );
     assert!(found(&search(&app, json!({})).await).contains(&route));
+    // The route's price changes: the new departure follows it, the
+    // cancelled one keeps the price it had when it was called off.
+    let repriced = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($r: ID!, $from: Date, $to: Date) {
+                updateRoute(routeId: $r, input: { pricePerPerson: \"3180.00\" }) {
+                    departures(from: $from, to: $to) { id pricePerPerson { amount } } } }",
+            json!({ "r": route, "from": tomorrow().to_string(),
+                    "to": (tomorrow() + Duration::days(30)).to_string() }),
+        )
+        .await;
+    let prices: std::collections::HashMap<String, String> =
+        repriced["data"]["updateRoute"]["departures"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{repriced}"))
+            .iter()
+            .map(|d| {
+                (
+                    d["id"].as_str().unwrap_or_default().to_owned(),
+                    d["pricePerPerson"]["amount"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect();
+    assert_eq!(prices[&departure], "2980.00", "{repriced}");
+    assert_eq!(prices[&again_on_sale], "3180.00", "{repriced}");
 
     // Seats given back, one capture and one reversal, the ledger balanced.
     let settings = app.app.rt.settings.clone();

@@ -511,7 +511,11 @@ pub async fn cancel_departure<C: ConnectionTrait>(
     let done = conn
         .execute_raw(stmt(
             b,
-            "UPDATE departures SET cancelled_at = $2, cancel_reason = $3
+            // Its price is kept as it was when it was called off: a later
+            // change of the route's price is not this departure's.
+            "UPDATE departures SET cancelled_at = $2, cancel_reason = $3,
+                 price_fen = COALESCE(price_fen,
+                                      (SELECT r.price_fen FROM routes r WHERE r.id = route_id))
              WHERE id = $1 AND cancelled_at IS NULL",
             vec![uuid_value(b, id.0), at.into(), reason.into()],
         ))
