@@ -670,3 +670,75 @@ async fn an_amqp_url_that_cannot_be_read_is_an_error_at_once() {
     };
     assert!(refused.to_string().contains("AMQP URL"), "{refused}");
 }
+
+/// A request delivered after its caller's deadline (a replica paused, or
+/// far behind) is not run: the caller has told its client the call failed.
+/// Published here as a caller would, with the deadline header, one past
+/// and one ahead; only the second runs.
+#[tokio::test]
+async fn an_rpc_request_past_its_callers_deadline_is_not_run() {
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let k = Kernel::new(5).await;
+    let server = k.bus(&amqp_url()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let router =
+        duikou_shared::rpc::RpcRouter::new("inventory").route::<WhoAsks, _, _>(move |_| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(None)
+            }
+        });
+    server.serve(router).await.expect("serve");
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = conn.create_channel().await.expect("channel");
+    let queue = k.config.rpc_queue("inventory");
+    let now = chrono::Utc::now().timestamp_millis();
+    for deadline in [now - 1_000, now + 60_000] {
+        let mut headers = FieldTable::default();
+        headers.insert("x-deadline-ms".into(), AMQPValue::LongLongInt(deadline));
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                b"null",
+                lapin::BasicProperties::default()
+                    .with_type("who_asks".into())
+                    .with_headers(headers),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+    }
+    // Both taken from the queue, in order, and the one in time has run.
+    eventually("both requests delivered and one run", WAIT, || {
+        let (runs, channel, queue) = (runs.clone(), channel.clone(), queue.clone());
+        async move {
+            let left = channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .ok()?
+                .message_count();
+            (left == 0 && runs.load(Ordering::SeqCst) >= 1).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the late one was run");
+    let _ = conn.close(0, "done".into()).await;
+    server.shutdown().await;
+    server.close().await;
+    k.cleanup(server.as_ref()).await;
+}

@@ -519,6 +519,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The AMQP header that carries the gateway's `x-request-id` with an RPC.
 const REQUEST_ID_HEADER: &str = "x-request-id";
+/// When the caller of an RPC gives up (Unix milliseconds): past it, the
+/// request is not run (the caller was told SERVICE_UNAVAILABLE already).
+/// Hosts' clocks are assumed to agree to well under an RPC's deadline.
+const DEADLINE_HEADER: &str = "x-deadline-ms";
 
 /// Publishes `events` on `publisher` and collects their confirms in order
 /// (pipelined: all sent, then all awaited).
@@ -785,6 +789,20 @@ async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
         .as_ref()
         .map(|k| k.to_string())
         .unwrap_or_default();
+    if let Some(AMQPValue::LongLongInt(deadline)) = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(DEADLINE_HEADER))
+        && chrono::Utc::now().timestamp_millis() > *deadline
+    {
+        // The caller has given up and told its client the call failed:
+        // running it now would do what the client was told did not happen.
+        warn!(service = router.service(), method = %method,
+              "an RPC request came past its caller's deadline; not run");
+        ack(&delivery).await;
+        return;
+    }
     let reply: Result<serde_json::Value, AppError> = match serde_json::from_slice(&delivery.data) {
         Ok(body) => {
             let request_id = header_str(&delivery.properties, REQUEST_ID_HEADER);
@@ -1081,15 +1099,20 @@ impl Bus for AmqpBus {
             .with_content_type("application/json".into())
             // A request nobody took before the caller gave up is dropped.
             .with_expiration(deadline.as_millis().to_string().as_str().into());
-        // The public request this call serves, for the service's logs.
-        let properties = match crate::telemetry::request_id() {
-            Some(id) => {
-                let mut headers = FieldTable::default();
-                headers.insert(REQUEST_ID_HEADER.into(), AMQPValue::LongString(id.into()));
-                properties.with_headers(headers)
-            }
-            None => properties,
-        };
+        // The public request this call serves, for the service's logs, and
+        // when the caller gives up: a request delivered before its deadline
+        // but run after it (a replica paused, or far behind) is not run.
+        let mut headers = FieldTable::default();
+        if let Some(id) = crate::telemetry::request_id() {
+            headers.insert(REQUEST_ID_HEADER.into(), AMQPValue::LongString(id.into()));
+        }
+        let gives_up = chrono::Utc::now()
+            + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::zero());
+        headers.insert(
+            DEADLINE_HEADER.into(),
+            AMQPValue::LongLongInt(gives_up.timestamp_millis()),
+        );
+        let properties = properties.with_headers(headers);
         let publish = async {
             let confirm = self
                 .rpc_channel()
