@@ -139,6 +139,15 @@ impl App {
         Ok(app)
     }
 
+    /// Tells the gateway, if this process runs it, to stop: it accepts no
+    /// more, closes its subscription sockets (1001) and drains its requests
+    /// ([`App::stop`] waits for it and stops the rest).
+    pub fn stop_gateway(&self) {
+        if let Some((cancel, _)) = &self.gateway {
+            cancel.cancel();
+        }
+    }
+
     /// Stops accepting requests, lets handlers in flight finish, stops.
     pub async fn stop(self) {
         if let Some((cancel, handle)) = self.gateway {

@@ -481,3 +481,21 @@ async fn a_silent_socket_is_closed_and_every_error_over_a_socket_has_a_code() {
         "a socket that never initialised is closed"
     );
 }
+
+/// A gateway that stops closes its sockets with 1001 ("going away"), so
+/// that clients reconnect at once rather than take it for a network fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_closes_its_sockets_as_going_away() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app).await;
+    send(&mut ws, json!({ "type": "connection_init" })).await;
+    assert_eq!(
+        next(&mut ws).await.and_then(|m| m.get("type").cloned()),
+        Some(json!("connection_ack"))
+    );
+    app.app.stop_gateway();
+    assert_eq!(
+        common::ws::closed_within(&mut ws, std::time::Duration::from_secs(10)).await,
+        Some(1001)
+    );
+}

@@ -74,8 +74,36 @@ struct Gateway {
     cache: crate::cache::Cache,
     documents: Documents,
     answers: Answers,
-    /// Subscription connections that may still open.
-    sockets: Arc<tokio::sync::Semaphore>,
+    /// Subscription connections that may still open, and when to close them.
+    sockets: Sockets,
+}
+
+/// The gateway's subscription sockets: a slot each (at most
+/// [`crate::socket::MAX_SOCKETS`]), closed with 1001 when it stops.
+#[derive(Clone)]
+pub struct Sockets {
+    slots: Arc<tokio::sync::Semaphore>,
+    stopping: CancellationToken,
+}
+
+impl Sockets {
+    /// Slots for [`crate::socket::MAX_SOCKETS`], closed on `stopping`.
+    pub fn new(stopping: CancellationToken) -> Self {
+        Sockets {
+            slots: Arc::new(tokio::sync::Semaphore::new(crate::socket::MAX_SOCKETS)),
+            stopping,
+        }
+    }
+
+    /// Waits (up to two seconds) for every socket to have sent its close.
+    async fn closed(&self) {
+        let all = u32::try_from(crate::socket::MAX_SOCKETS).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.slots.acquire_many(all),
+        )
+        .await;
+    }
 }
 
 /// Whole answers to anonymous catalogue queries, by the catalogue's scope
@@ -190,6 +218,7 @@ pub fn router(
     identity: Option<Identity>,
     infra: Infra,
     bus: Option<Arc<dyn Bus>>,
+    sockets: Sockets,
 ) -> Router {
     let Infra {
         limiter,
@@ -243,7 +272,7 @@ pub fn router(
             cache,
             documents: Documents::new(),
             answers: Answers::new(),
-            sockets: Arc::new(tokio::sync::Semaphore::new(crate::socket::MAX_SOCKETS)),
+            sockets,
         })
 }
 
@@ -569,7 +598,8 @@ async fn graphql_get(
         Ok(ws) => ws,
         Err(e) => return e.into_response(),
     };
-    let Ok(slot) = gw.sockets.clone().try_acquire_owned() else {
+    let stopping = gw.sockets.stopping.clone();
+    let Ok(slot) = gw.sockets.slots.clone().try_acquire_owned() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "SERVICE_UNAVAILABLE",
@@ -633,9 +663,11 @@ async fn graphql_get(
                         reason = crate::socket::init_overdue(initialising) => {
                             Some((crate::socket::INIT_TIMEOUT, reason))
                         }
+                        () = stopping.cancelled() => {
+                            Some((crate::socket::GOING_AWAY, crate::socket::STOPPING))
+                        }
                     }
                 };
-                drop(slot);
                 if let Some((code, reason)) = ended {
                     let close = axum::extract::ws::CloseFrame {
                         code,
@@ -645,6 +677,7 @@ async fn graphql_get(
                         .send(axum::extract::ws::Message::Close(Some(close)))
                         .await;
                 }
+                drop(slot);
             }
         })
         .into_response()
@@ -1138,9 +1171,11 @@ pub async fn serve(
         .map_err(|e| std::io::Error::other(format!("subscribing to booking changes: {e}")))?;
     let watching = identity.watch_revocations(cancel.clone());
     let schema = build_schema(Some(bus.clone()), Some(identity.clone()), Some(push));
-    let app = router(schema, Some(identity), infra, Some(bus));
+    let sockets = Sockets::new(cancel.clone());
+    let app = router(schema, Some(identity), infra, Some(bus), sockets.clone());
     let handle = tokio::spawn(async move {
         serve_connections(listener, app, cancel).await;
+        sockets.closed().await;
         watching.abort();
     });
     Ok((addr, handle))

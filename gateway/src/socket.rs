@@ -69,6 +69,13 @@ pub const INIT_REFUSED: u16 = 4403;
 /// initialisation timeout".
 pub const INIT_TIMEOUT: u16 = 4408;
 
+/// The close code of every socket when the gateway stops (1001, "going
+/// away"): the client reconnects, to another replica or this one started
+/// again, and catches up with `updatedSince`.
+pub const GOING_AWAY: u16 = 1001;
+/// Its reason.
+pub const STOPPING: &str = "the gateway is stopping: reconnect and catch up";
+
 /// How long a new connection has to send `connection_init`.
 pub const INIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
