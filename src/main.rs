@@ -43,7 +43,8 @@ enum Command {
     /// capacity = live holds, sagas ended, one capture and one ledger
     /// transaction per confirmed booking, balanced ledger, impact totals =
     /// recomputation, outboxes drained, dead-letter queues empty. Exits 1
-    /// when one fails. Read-only.
+    /// when one fails, 2 when it cannot check (a server away, a wrong
+    /// setting). Read-only.
     Check {
         /// How long a saga step, payment or outbox row may still be in flight.
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(i64).range(0..=31_622_400))]
@@ -373,8 +374,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Check { grace_seconds } => {
             println!("invariants ({} mode):", settings.mode());
+            // Exit 2 when it could not check at all (a server away, a wrong
+            // setting): monitoring must tell that from an inconsistency (1).
             let findings =
-                duikou::check::run(&settings, chrono::Duration::seconds(grace_seconds)).await?;
+                match duikou::check::run(&settings, chrono::Duration::seconds(grace_seconds)).await
+                {
+                    Ok(findings) => findings,
+                    Err(e) => {
+                        eprintln!("Error: could not check the invariants: {e:#}");
+                        std::process::exit(2);
+                    }
+                };
             if duikou::check::report(&findings) {
                 Ok(())
             } else {

@@ -187,3 +187,24 @@ async fn the_checker_creates_no_database_it_does_not_find() {
         .and_then(|r| r.try_get::<i64>("", "n").ok());
     assert_eq!(created, Some(0));
 }
+
+/// `duikou check` that cannot check at all (here: no databases where the
+/// settings point) exits 2, not the 1 of an invariant that fails, so that
+/// monitoring tells a configuration fault from an inconsistency.
+#[test]
+fn a_check_that_cannot_check_exits_2() {
+    let data_dir = std::env::temp_dir().join(format!("duikou-nothing-{}", uuid::Uuid::now_v7()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duikou"))
+        .arg("check")
+        .env("DUIKOU_DATA_DIR", &data_dir)
+        .env_remove("DUIKOU_POSTGRES_URL")
+        .env_remove("DUIKOU_AMQP_URL")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("could not check"),
+        "{out:?}"
+    );
+    assert!(!data_dir.exists(), "check creates nothing");
+}
