@@ -781,7 +781,7 @@ async fn graphql(
     if let Err(wait) = limited {
         return rate_limited(wait);
     }
-    if let Err(refused) = persisted_query(&gw.cache, &mut request, wants).await {
+    if let Err(refused) = persisted_query(&gw.cache, &gw.documents, &mut request, wants).await {
         return refused;
     }
     if request.query.trim().is_empty() {
@@ -978,6 +978,7 @@ fn answered(body: axum::body::Bytes, wants: Wants) -> Response {
 /// query is BAD_USER_INPUT.
 async fn persisted_query(
     cache: &crate::cache::Cache,
+    documents: &Documents,
     request: &mut async_graphql::Request,
     wants: Wants,
 ) -> Result<(), Response> {
@@ -1031,9 +1032,10 @@ async fn persisted_query(
         ));
     }
     // Kept only when it is a query (what does not parse is answered with
-    // its syntax error, and sent whole again) of a sensible length.
+    // its syntax error, and sent whole again) of a sensible length; parsed
+    // into the documents the request then runs from, not twice.
     if request.query.len() <= crate::cache::MAX_PERSISTED_QUERY
-        && async_graphql::parser::parse_query(&request.query).is_ok()
+        && documents.parse(&request.query).is_some()
     {
         cache.persist(&hash, &request.query).await;
     }
