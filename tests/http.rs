@@ -213,6 +213,65 @@ async fn readiness_names_each_service_that_does_not_answer() {
 }
 
 #[tokio::test]
+async fn a_service_that_lost_its_database_is_not_ready() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let readyz = app.url.replace("/graphql", "/readyz");
+    let admin = sea_orm::Database::connect(common::postgres_url())
+        .await
+        .expect("postgres");
+    let payment = shared::db::database_name(&app.settings, "payment");
+    // Payment's database takes no new connection, and its open ones end.
+    let set = |allow: bool| format!("ALTER DATABASE \"{payment}\" WITH ALLOW_CONNECTIONS {allow}");
+    admin.execute_unprepared(&set(false)).await.expect("locked");
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{payment}'"
+        ))
+        .await
+        .expect("terminated");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let body = loop {
+        let answer = app.http.get(&readyz).send().await.expect("answers");
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.expect("json");
+        if status == 503 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "still ready: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    admin
+        .execute_unprepared(&set(true))
+        .await
+        .expect("unlocked");
+    assert_eq!(body["ready"], false);
+    assert!(
+        body["services"]["payment"]
+            .as_str()
+            .is_some_and(|s| s.contains("database")),
+        "{body}"
+    );
+    for up in ["inventory", "booking", "partnership"] {
+        assert_eq!(body["services"][up], "ok", "{body}");
+    }
+    // With its database back, it is ready again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app
+        .http
+        .get(&readyz)
+        .send()
+        .await
+        .expect("answers")
+        .status()
+        != 200
+    {
+        assert!(std::time::Instant::now() < deadline, "not ready again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn every_error_has_a_code_and_a_depth_bomb_is_refused() {
     let app = spawn_app().await;
     for query in [

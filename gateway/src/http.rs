@@ -259,7 +259,13 @@ pub fn router(
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("-");
                         tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-                    }),
+                    })
+                    // A 5xx here is a dependency failing (a 503 from
+                    // `/readyz` every probe while a service is down), said
+                    // at WARN; a panic is logged at ERROR where it is caught.
+                    .on_failure(
+                        tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN),
+                    ),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )

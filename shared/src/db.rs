@@ -41,9 +41,45 @@ pub fn with_database(url: &str, database: &str) -> Result<String, DbErr> {
     Ok(parsed.to_string())
 }
 
+/// Connects a pool; when the pool gives up waiting for a first connection,
+/// says why (its own error is only "pool timed out") by trying the server's
+/// address once: refused, unreachable, or reached but not let in.
+async fn connect_explained(
+    server_url: &str,
+    options: impl Into<ConnectOptions>,
+) -> Result<DatabaseConnection, DbErr> {
+    let error = match Database::connect(options).await {
+        Ok(db) => return Ok(db),
+        Err(e) => e,
+    };
+    if !error.to_string().contains("timed out") {
+        return Err(error);
+    }
+    let Some((host, port)) = url::Url::parse(server_url)
+        .ok()
+        .and_then(|u| Some((u.host_str()?.to_owned(), u.port().unwrap_or(5432))))
+    else {
+        return Err(error);
+    };
+    let address = format!("{host}:{port}");
+    let tried = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(address.as_str()),
+    )
+    .await;
+    let why = match tried {
+        Ok(Ok(_)) => "answers, but gave no connection in time".to_owned(),
+        Ok(Err(e)) => format!("cannot be reached ({e}); is it running, and is the port right?"),
+        Err(_) => "did not answer in 2 s".to_owned(),
+    };
+    Err(DbErr::Custom(format!(
+        "{error}: PostgreSQL at {address} {why}"
+    )))
+}
+
 /// Creates the database on the server unless it exists (safe under races).
 pub async fn ensure_database(server_url: &str, database: &str) -> Result<(), DbErr> {
-    let admin = Database::connect(with_database(server_url, "postgres")?).await?;
+    let admin = connect_explained(server_url, with_database(server_url, "postgres")?).await?;
     let exists = admin
         .query_one_raw(stmt(
             DbBackend::Postgres,
@@ -73,7 +109,7 @@ pub async fn ensure_database(server_url: &str, database: &str) -> Result<(), DbE
 
 /// Drops a database (test cleanup), closing its connections.
 pub async fn drop_database(server_url: &str, database: &str) -> Result<(), DbErr> {
-    let admin = Database::connect(with_database(server_url, "postgres")?).await?;
+    let admin = connect_explained(server_url, with_database(server_url, "postgres")?).await?;
     let quoted = database.replace('"', "\"\"");
     admin
         .execute_unprepared(&format!(
@@ -114,7 +150,7 @@ async fn open(
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(5))
                 .sqlx_logging(false);
-            Database::connect(options).await
+            connect_explained(server, options).await
         }
         None => {
             let path = settings.data_dir.join(format!("{name}.db"));

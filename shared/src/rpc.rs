@@ -31,10 +31,18 @@ type Route = Box<
         + Sync,
 >;
 
+/// What a service checks before it answers [`PING`]: its own dependencies.
+type Readiness = Box<dyn Fn() -> BoxFuture<'static, Result<(), AppError>> + Send + Sync>;
+
+/// How long a service's readiness check may take before it answers that it
+/// is not ready (well inside the gateway's own wait for the ping).
+const READINESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The RPC methods one service serves.
 pub struct RpcRouter {
     service: &'static str,
     routes: HashMap<&'static str, Route>,
+    readiness: Option<Readiness>,
 }
 
 impl RpcRouter {
@@ -43,7 +51,30 @@ impl RpcRouter {
         RpcRouter {
             service,
             routes: HashMap::new(),
+            readiness: None,
         }
+    }
+
+    /// Answers [`PING`] only while `db` answers too: a service that has lost
+    /// its database is not ready, though the bus still reaches it.
+    pub fn ready_with(mut self, db: sea_orm::DatabaseConnection) -> Self {
+        self.readiness = Some(Box::new(move || {
+            let db = db.clone();
+            Box::pin(async move {
+                match tokio::time::timeout(READINESS_DEADLINE, db.ping()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(AppError::new(
+                        ErrorCode::ServiceUnavailable,
+                        format!("its database is failing: {e}"),
+                    )),
+                    Err(_) => Err(AppError::new(
+                        ErrorCode::ServiceUnavailable,
+                        "its database did not answer in time",
+                    )),
+                }
+            })
+        }));
+        self
     }
 
     /// The service this router answers for.
@@ -106,7 +137,12 @@ impl RpcRouter {
                     })
             }
             // Every service answers `ping`: readiness probes reach each one.
-            None if method == PING => Ok(serde_json::Value::String("pong".into())),
+            None if method == PING => {
+                if let Some(ready) = &self.readiness {
+                    ready().await?;
+                }
+                Ok(serde_json::Value::String("pong".into()))
+            }
             None => Err(AppError::new(
                 ErrorCode::BadUserInput,
                 format!("{} has no method `{method}`", self.service),

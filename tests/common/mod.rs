@@ -60,7 +60,7 @@ pub struct TestApp {
     pub parts: Vec<App>,
     pub url: String,
     pub http: reqwest::Client,
-    settings: Settings,
+    pub settings: Settings,
     /// Queues declared by parts running as child processes, removed too.
     pub extra_queues: Vec<String>,
     /// Set by a test that unbalances the ledger on purpose; otherwise the

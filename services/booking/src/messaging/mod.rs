@@ -269,6 +269,7 @@ impl Bookings {
     pub fn rpc(&self) -> RpcRouter {
         let [a, b, c, d, e, g, h] = [(); 7].map(|()| self.clone());
         RpcRouter::new(SERVICE)
+            .ready_with(self.db.clone())
             .route::<QuoteCancellation, _, _>(move |req| {
                 let s = d.clone();
                 async move { s.quote(&req.viewer, req.booking_id).await }

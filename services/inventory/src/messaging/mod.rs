@@ -77,6 +77,7 @@ impl Inventory {
         let [v, w, x, y, z] = [(); 5].map(|()| self.clone());
         let [aa, ab, ac, ad, cd] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
+            .ready_with(self.db.clone())
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
                 let s = r.clone();
                 async move { s.quote(req).await }

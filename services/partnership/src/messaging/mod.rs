@@ -118,6 +118,7 @@ impl Partnerships {
         let s = [(); 8].map(|()| self.clone());
         let [a, b, c, d, e, f, g, h] = s;
         RpcRouter::new(SERVICE)
+            .ready_with(self.db.clone())
             .route::<UpdatePartnership, _, _>(move |req| {
                 let s = g.clone();
                 async move { s.update_partnership(req).await }

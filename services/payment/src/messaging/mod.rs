@@ -67,6 +67,7 @@ impl Payments {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         let [f, h, i, m, n] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
+            .ready_with(self.db.clone())
             .route::<RefundPayment, _, _>(move |req| {
                 let s = f.clone();
                 async move { s.refund_payment(req).await }
