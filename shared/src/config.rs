@@ -198,6 +198,13 @@ impl Settings {
     /// that leave the host nothing (fee + fund at most 70 %, leaving room
     /// for an agency's commission of up to 30 %).
     pub fn check(&self) -> Result<(), String> {
+        if self.postgres_url.is_some() != self.amqp_url.is_some() {
+            return Err(
+                "DUIKOU_POSTGRES_URL and DUIKOU_AMQP_URL go together: set both (distributed) \
+                        or neither (embedded: SQLite files and an in-process bus)"
+                    .into(),
+            );
+        }
         if self.admin_email.is_some() != self.admin_password.is_some() {
             return Err(
                 "DUIKOU_ADMIN_EMAIL and DUIKOU_ADMIN_PASSWORD go together: set both \
@@ -402,6 +409,29 @@ mod tests {
             ..Settings::default()
         };
         assert!(password_only.check().is_err());
+    }
+
+    #[test]
+    fn postgres_and_rabbitmq_go_together() {
+        let postgres_only = Settings {
+            postgres_url: Some("postgres://db:5432".to_owned().into()),
+            ..Settings::default()
+        };
+        assert!(
+            postgres_only
+                .check()
+                .is_err_and(|e| e.contains("DUIKOU_AMQP_URL"))
+        );
+        let rabbitmq_only = Settings {
+            amqp_url: Some("amqp://mq:5672/%2f".to_owned().into()),
+            ..Settings::default()
+        };
+        assert!(rabbitmq_only.check().is_err());
+        let both = Settings {
+            amqp_url: Some("amqp://mq:5672/%2f".to_owned().into()),
+            ..postgres_only
+        };
+        assert!(both.check().is_ok());
     }
 
     #[test]
