@@ -360,3 +360,57 @@ async fn a_repeated_request_is_answered_as_the_first_and_takes_nothing_more() {
         2
     );
 }
+
+/// A hold asked for a listing gone off sale — a booking the gateway took
+/// before it heard of the change (it refuses the rest at once, NOT_FOUND)
+/// — is refused NOT_PUBLISHED and takes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_on_a_listing_off_sale_is_refused_not_published() {
+    use shared::bus::EventRouter;
+    use shared::events::HoldRejected;
+    let (app, bus) = inventory_alone(test_settings()).await;
+    let db = app.service_db("inventory").await;
+    let created = common::homestay_on(bus.as_ref(), 3).await;
+    let off = shared::rpcs::PublishListing {
+        listing_id: created.homestay_id.0,
+        published: false,
+        by: Principal::platform(),
+    };
+    call(bus.as_ref(), &off).await.expect("off sale");
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let router = EventRouter::new(format!("test.refusals.{}", uuid::Uuid::now_v7().simple()))
+        .ephemeral()
+        .on::<HoldRejected, _, _>(move |_, ev| {
+            let _ = tx.send(ev);
+            async { Ok(()) }
+        });
+    bus.subscribe(router).await.expect("subscribe");
+    let booking = BookingId::new();
+    let request = HoldRequested {
+        booking_id: booking,
+        item: HoldItem::RoomNights {
+            room_type_id: created.room_type_id,
+            check_in: tomorrow(),
+            check_out: tomorrow() + Duration::days(1),
+            rooms: 1,
+        },
+        expires_at: Utc::now() + Duration::minutes(15),
+        travelers: 1,
+    };
+    for result in bus
+        .publish(&[Envelope::new("test", booking.0, &request)])
+        .await
+    {
+        result.expect("published");
+    }
+    let wait = tokio::time::timeout(std::time::Duration::from_secs(20), answers.recv());
+    let refused = wait.await.expect("an answer in time").expect("answers");
+    assert_eq!(
+        (refused.booking_id, refused.code),
+        (booking, shared::ErrorCode::NotPublished),
+        "{refused:?}"
+    );
+    let available = "SELECT CAST(MIN(available) AS BIGINT) AS n FROM room_nights
+                     WHERE night = (SELECT MIN(night) FROM room_nights)";
+    assert_eq!(scalar(&db, available).await, 3, "the refusal took a room");
+}

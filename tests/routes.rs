@@ -182,6 +182,15 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
         .unwrap_or_default()
         .to_owned();
     assert!(found(&search(&app, json!({ "region": "150400" })).await).is_empty());
+    // A draft's departure is not there for a traveler: no booking is
+    // taken, and the answer is an unknown id's, word for word.
+    let draft = book_seats(&app, &departure, &["张三"], "draft").await;
+    let unknown = book_seats(&app, &uuid::Uuid::now_v7().to_string(), &["张三"], "x").await;
+    assert_eq!(code(&draft), "NOT_FOUND", "{draft}");
+    assert_eq!(
+        draft["errors"][0]["message"],
+        unknown["errors"][0]["message"]
+    );
     app.graphql_as(Some(&admin), PUBLISH, json!({ "r": route, "p": true }))
         .await;
 
@@ -279,17 +288,15 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
         "{off}"
     );
     assert!(found(&search(&app, json!({})).await).is_empty());
+    // Not there for a traveler, as a draft's departure above; a booking
+    // taken before the gateway heard of the change is REJECTED by its hold.
     let refused = book_seats(&app, &departure, &["王五"], "route-2").await;
-    let refused = app
-        .wait_for_status(&TestApp::id_of(&refused), "REJECTED")
-        .await;
-    assert!(
-        refused["reason"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("NOT_PUBLISHED")),
-        "{refused}"
-    );
-    assert_eq!(refused["refusal"], "NOT_PUBLISHED", "{refused}");
+    if code(&refused) != "NOT_FOUND" {
+        let refused = app
+            .wait_for_status(&TestApp::id_of(&refused), "REJECTED")
+            .await;
+        assert_eq!(refused["refusal"], "NOT_PUBLISHED", "{refused}");
+    }
     let read = "query($r: ID!) { route(id: $r) { status } }";
     let admins = app
         .graphql_as(Some(&admin), read, json!({ "r": route }))

@@ -826,9 +826,16 @@ async fn admissible(ctx: &Context<'_>, item: &HoldItem, travelers: u32) -> Resul
     };
     // A second at most: this check must not hold a booking up.
     let quote = async {
-        call_service_within(ctx, request, std::time::Duration::from_secs(1))
-            .await
-            .map(|_| ())
+        let quote = call_service_within(ctx, request, std::time::Duration::from_secs(1)).await?;
+        // Off sale (or a draft) is not there, as `bookingQuote` tells
+        // anyone who may book (travelers and agencies, never admins).
+        match quote.refusal {
+            Some(ErrorCode::NotPublished) => Err(AppError::not_found(match item {
+                HoldItem::Seats { .. } => rpcs::NO_SUCH_DEPARTURE,
+                HoldItem::RoomNights { .. } => rpcs::NO_SUCH_ROOM_TYPE,
+            })),
+            _ => Ok(()),
+        }
     };
     let quoted = match ctx.data_opt::<crate::cache::Cache>() {
         Some(cache) => cache.admitted(cache.admission(&shape), quote).await,
@@ -868,7 +875,8 @@ impl Mutation {
     /// it cannot. A stay inventory has just refused as sold out (the same
     /// nights, as many rooms or more; the same departure, as many seats or
     /// more) is refused at once with SOLD_OUT and nothing is booked, until
-    /// capacity comes back (a couple of seconds at most).
+    /// capacity comes back (a couple of seconds at most). An unknown
+    /// listing, or one off sale, is NOT_FOUND at once.
     async fn create_booking(
         &self,
         ctx: &Context<'_>,
