@@ -278,3 +278,86 @@ async fn a_run_over_an_earlier_period_does_not_pay_what_was_refunded_since() {
         "{run}"
     );
 }
+
+/// A refund the provider has not answered yet is money promised back to
+/// the traveler: a payout run (and its preview) keeps the host's share of
+/// it back, so the host is not paid what the refund then takes away.
+#[tokio::test]
+async fn a_run_keeps_back_the_host_share_of_refunds_still_pending() {
+    let mut settings = common::test_settings();
+    settings.reconcile_after_seconds = 1;
+    let app = common::spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    // The provider takes no refund for now: each try goes unanswered.
+    let payment = app.service_db("payment").await;
+    let provider = |sql: &'static str| {
+        let payment = payment.clone();
+        async move { payment.execute_unprepared(sql).await.expect(sql) }
+    };
+    provider("ALTER TABLE sandbox_refunds ADD CONSTRAINT provider_down CHECK (false) NOT VALID")
+        .await;
+    let admin = app.admin_token().await;
+    let refund = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"100.00\", reason: \"投诉\",
+                idempotencyKey: \"pending-1\") { status } }",
+            json!({ "b": id }),
+        )
+        .await;
+    assert_eq!(
+        refund["data"]["refundPayment"]["status"], "PENDING",
+        "{refund}"
+    );
+
+    // Owed 364.80 for the night; 96.00 of it goes back with the refund.
+    let preview = app
+        .graphql_as(
+            Some(&admin),
+            "{ hostBalances(payable: true) { amount { amount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        amounts(&preview["data"]["hostBalances"]),
+        ["268.80"],
+        "{preview}"
+    );
+    let run = app
+        .graphql_as(
+            Some(&admin),
+            "mutation { runPayouts(reference: \"WHILE-PENDING\") { total { amount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        run["data"]["runPayouts"]["total"]["amount"], "268.80",
+        "{run}"
+    );
+
+    // The provider answers again; the reconciler finishes the refund and
+    // the host owes nothing, nor is owed anything.
+    provider("ALTER TABLE sandbox_refunds DROP CONSTRAINT provider_down").await;
+    app.wait_for_booking(&id, "the refund", |b| b["refunded"]["amount"] == "100.00")
+        .await;
+    let after = app
+        .graphql_as(
+            Some(&admin),
+            "{ hostBalances { amount { amount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(after["data"]["hostBalances"], json!([]), "{after}");
+    let future = app
+        .graphql_as(
+            Some(&admin),
+            "{ hostBalances(upTo: \"2999-01-01T00:00:00Z\", payable: true) { amount { amount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&future), "BAD_USER_INPUT", "{future}");
+}

@@ -117,11 +117,13 @@ impl Payments {
                     let now = chrono::Utc::now();
                     let balances = match (req.up_to, req.payable) {
                         // What run_payouts would pay: its own reading.
-                        (up_to, true) => storage::host_balances(&s.db, up_to.unwrap_or(now))
-                            .await?
-                            .into_iter()
-                            .filter(|(_, owed, _)| *owed > Fen::ZERO)
-                            .collect(),
+                        (up_to, true) => {
+                            let up_to = up_to.unwrap_or(now);
+                            if up_to > now {
+                                return Err(AppError::bad_input(FUTURE_PERIOD));
+                            }
+                            storage::payable_balances(&s.db, up_to).await?
+                        }
                         (Some(at), false) => storage::host_balances_at(&s.db, at).await?,
                         (None, false) => storage::host_balances(&s.db, now).await?,
                     };
@@ -496,9 +498,7 @@ impl Payments {
         let up_to =
             chrono::SubsecRound::trunc_subsecs(req.up_to.unwrap_or_else(chrono::Utc::now), 6);
         if up_to > chrono::Utc::now() {
-            return Err(AppError::bad_input(
-                "a payout period cannot end in the future",
-            ));
+            return Err(AppError::bad_input(FUTURE_PERIOD));
         }
         let txn = self.db.begin().await?;
         storage::lock_payouts(&txn).await?;
@@ -520,10 +520,7 @@ impl Payments {
             ));
         }
         if made {
-            for (host, owed, region) in storage::host_balances(&txn, up_to).await? {
-                if owed <= Fen::ZERO {
-                    continue;
-                }
+            for (host, owed, region) in storage::payable_balances(&txn, up_to).await? {
                 let legs = vec![
                     (crate::domain::host_account(host), Fen::ZERO - owed),
                     (crate::domain::PAYOUTS.to_owned(), owed),
@@ -946,6 +943,9 @@ fn replay(first: storage::Stored, fingerprint: &str) -> Result<PaymentView, AppE
         _ => Ok(first.view),
     }
 }
+
+/// Why a payout run (or its preview) for a period ending later is refused.
+const FUTURE_PERIOD: &str = "a payout period cannot end in the future";
 
 /// Host balances and payouts are for platform admins, whoever forwards the
 /// request.

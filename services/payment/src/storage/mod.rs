@@ -1313,6 +1313,52 @@ pub async fn host_balances<C: ConnectionTrait>(
     balances(conn, up_to, true).await
 }
 
+/// What a payout run pays each host for entries before `up_to`: its
+/// balance ([`host_balances`]) less its share of the refunds still PENDING
+/// with the provider — money already promised back to travelers, not yet
+/// in the ledger — when that leaves something to pay.
+pub async fn payable_balances<C: ConnectionTrait>(
+    conn: &C,
+    up_to: chrono::DateTime<Utc>,
+) -> Result<Vec<(HostId, Fen, RegionCode)>, DbErr> {
+    let b = conn.get_database_backend();
+    let mut promised: std::collections::HashMap<HostId, Fen> = std::collections::HashMap::new();
+    // A pending refund's split is set when the provider confirms it; until
+    // then the host's share is the split's between what the payment had
+    // given back before its pending refunds and what they will make it.
+    for row in conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT p.host_id, p.split, p.refunded_fen,
+                    CAST(SUM(r.amount_fen) AS BIGINT) AS pending
+             FROM refunds r JOIN payments p ON p.id = r.payment_id
+             WHERE r.status = 'PENDING' AND p.host_id IS NOT NULL AND p.split IS NOT NULL
+             GROUP BY p.id, p.host_id, p.split, p.refunded_fen",
+            vec![],
+        ))
+        .await?
+    {
+        let split: String = row.try_get("", "split")?;
+        let split: Split = serde_json::from_str(&split)
+            .map_err(|e| DbErr::Custom(format!("payments.split: {e}")))?;
+        let reserved = Fen(row.try_get("", "refunded_fen")?);
+        let pending = Fen(row.try_get("", "pending")?);
+        let share = split.reversal(reserved - pending, reserved).host;
+        *promised
+            .entry(HostId(row_uuid(&row, "host_id")?))
+            .or_default() += share;
+    }
+    Ok(host_balances(conn, up_to)
+        .await?
+        .into_iter()
+        .map(|(host, owed, region)| {
+            let held_back = promised.get(&host).copied().unwrap_or_default();
+            (host, owed - held_back, region)
+        })
+        .filter(|(_, payable, _)| *payable > Fen::ZERO)
+        .collect())
+}
+
 /// Balances of the host accounts as the ledger stood at `at`: every entry
 /// before it, payouts included only if made before it (a report; payout
 /// runs use [`host_balances`]).
