@@ -744,3 +744,41 @@ async fn an_agency_booking_counts_for_the_agencys_region_whoever_of_its_staff_ma
         "not the guide's own: {credited:?}"
     );
 }
+
+/// A capture counts among the agency's bookings even when it earns no
+/// commission (a contract of 0 basis points, or a share that rounds to
+/// nothing): no agency leg is posted then, and the count used to miss it.
+#[tokio::test]
+async fn a_booking_without_commission_still_counts_as_captured() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(4).await.room_type_id.to_string();
+    let (agency_id, _, token) = agency(&app, "公益研学社", 0).await;
+    let id = TestApp::id_of(&group_booking(&app, &token, &room_type, "zero-1").await);
+    app.wait_for_status_as(&token, &id, "AWAITING_PAYMENT")
+        .await;
+    let paid = app
+        .graphql_as(
+            Some(&token),
+            "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"p\") {
+                split { agency { amount } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        paid["data"]["payBooking"]["split"]["agency"]["amount"], "0.00",
+        "{paid}"
+    );
+    let today = shared::policy::china_today(chrono::Utc::now()).to_string();
+    let commission = app
+        .graphql_as(
+            Some(&token),
+            "query($a: ID!, $d: Date!) { agency(id: $a) { commission(from: $d, to: $d) { net { amount } bookings } } }",
+            json!({ "a": agency_id, "d": today }),
+        )
+        .await;
+    assert_eq!(
+        commission["data"]["agency"]["commission"],
+        json!({ "net": { "amount": "0.00" }, "bookings": 1 }),
+        "{commission}"
+    );
+}

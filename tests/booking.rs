@@ -405,6 +405,40 @@ async fn concurrent_cancels_with_one_key_get_the_first_answer_and_refund_once(se
     assert_eq!(app.fund_balance().await, "0.00");
 }
 
+/// Two cancellations of one paid booking under different keys (a phone and
+/// a laptop): the one that waited on the other's change answers CANCELLED
+/// too, not CONFLICT from the CONFIRMED it read first; one refund.
+#[tokio::test]
+async fn concurrent_cancels_with_different_keys_both_answer_cancelled() {
+    let app = spawn_app_with(common::test_settings()).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(
+            &room_type,
+            tomorrow() + chrono::Duration::days(10),
+            "tok_success",
+        )
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let held = common::LockHeld::begin(
+        app.service_db("booking").await,
+        &format!("SELECT id FROM bookings WHERE id = '{id}' FOR UPDATE"),
+    )
+    .await;
+    let (phone, laptop) = held
+        .race(app.cancel(&id, "phone"), app.cancel(&id, "laptop"))
+        .await;
+    for answer in [&phone, &laptop] {
+        assert_eq!(
+            answer["data"]["cancelBooking"]["status"], "CANCELLED",
+            "{answer}"
+        );
+    }
+    app.wait_for_booking(&id, "the refund", |b| b["refunded"]["amount"] == "380.00")
+        .await;
+    assert_eq!(app.fund_balance().await, "0.00");
+}
+
 in_both_modes!(a_hundred_concurrent_creates_with_one_key_make_one_booking);
 async fn a_hundred_concurrent_creates_with_one_key_make_one_booking(settings: Settings) {
     let app = spawn_app_with(settings).await;

@@ -186,10 +186,16 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
         }
         return Ok(Cancelled::Moved(events));
     }
-    if current.status == Status::Cancelled.as_str() {
+    // Moved by someone else meanwhile (a concurrent cancellation waited on
+    // its row and found it changed): answered by what it is now, not by
+    // the status read before.
+    let now = storage::by_id(txn, id)
+        .await?
+        .map_or(current.status, |b| b.view.status);
+    if now == Status::Cancelled.as_str() {
         Ok(Cancelled::Already)
     } else {
-        Ok(Cancelled::Not(current.status))
+        Ok(Cancelled::Not(now))
     }
 }
 

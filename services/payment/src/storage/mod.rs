@@ -1400,7 +1400,9 @@ async fn balances<C: ConnectionTrait>(
 }
 
 /// An agency's commission account over `[from, until)`: what captures
-/// credited, what refunds took back, and how many bookings were captured.
+/// credited, what refunds took back, and how many of its bookings were
+/// captured (the traveler's clearing leg of each capture of a payment of the
+/// agency's).
 pub async fn agency_commission<C: ConnectionTrait>(
     conn: &C,
     agency: AgencyId,
@@ -1413,12 +1415,19 @@ pub async fn agency_commission<C: ConnectionTrait>(
             b,
             "SELECT CAST(COALESCE(SUM(CASE WHEN amount_fen > 0 THEN amount_fen ELSE 0 END), 0) AS BIGINT) AS earned,
                     CAST(COALESCE(SUM(CASE WHEN amount_fen < 0 THEN -amount_fen ELSE 0 END), 0) AS BIGINT) AS reversed,
-                    CAST(COUNT(DISTINCT CASE WHEN amount_fen > 0 THEN booking_id END) AS BIGINT) AS bookings
+                    (SELECT CAST(COUNT(DISTINCT l.booking_id) AS BIGINT) FROM ledger_entries l
+                     WHERE l.account = $4 AND l.amount_fen < 0 AND l.created_at >= $2 AND l.created_at < $3
+                       AND EXISTS (SELECT 1 FROM payments p
+                                   WHERE p.booking_id = l.booking_id AND p.agency_id = $5)) AS bookings
              FROM ledger_entries WHERE account = $1 AND created_at >= $2 AND created_at < $3",
             vec![
                 crate::domain::agency_account(agency).into(),
                 from.into(),
                 until.into(),
+                // Every capture counts, its commission rounded to nothing
+                // (or a contract of 0 basis points) too: no agency leg then.
+                crate::domain::CLEARING.into(),
+                uuid_value(b, agency.0),
             ],
         ))
         .await?
