@@ -233,9 +233,28 @@ pub struct PaymentRefunded {
     /// Why the money went back.
     #[serde(default)]
     pub reason: String,
+    /// The `booking.refund_requested` event this refund answers (its id is
+    /// the refund's key); `None` for a platform admin's refund.
+    #[serde(default)]
+    pub request: Option<uuid::Uuid>,
 }
 impl Event for PaymentRefunded {
     const TYPE: &'static str = "payment.refunded";
+}
+
+/// payment → booking: a requested refund gave nothing back — the payment
+/// had nothing left to refund (refunds made meanwhile took it all).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundRefused {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// The `booking.refund_requested` event refused.
+    pub request: uuid::Uuid,
+    /// Why, e.g. "50.00 asked, 0.00 left to refund".
+    pub reason: String,
+}
+impl Event for RefundRefused {
+    const TYPE: &'static str = "payment.refund_refused";
 }
 
 /// booking → payment: give money back for this booking. The event's id is

@@ -338,7 +338,9 @@ impl Booking {
         self.0.updated_at.unwrap_or(self.0.created_at)
     }
     /// The refund promised when it was cancelled after payment, or when a
-    /// payment arrived after it had ended.
+    /// payment arrived after it had ended: the quote until payment has made
+    /// the refund, then what it gave back (the policy's share of what was
+    /// left by then; 0.00 when nothing was).
     async fn refund_due(&self) -> Option<Money> {
         self.0.refund_due.map(Money::from)
     }

@@ -13,7 +13,8 @@ use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
 use shared::events::{
     DepartureCancelled, HoldCommitRefused, HoldGranted, HoldRejected, HoldReleaseRequested,
-    HoldReleased, HoldRequested, PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRequested,
+    HoldReleased, HoldRequested, PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRefused,
+    RefundRequested,
 };
 use shared::ids::BookingId;
 use shared::money::Fen;
@@ -117,14 +118,15 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
         // Paid while the booking still looked PENDING here (the capture
         // overtook the grant): all of it goes back.
         if let Some(gross) = moved.captured_early {
-            storage::set_refund_due(txn, id, gross).await?;
             let refund = RefundRequested {
                 booking_id: id,
                 amount: None,
                 reason: "cancelled before the payment was recorded".into(),
                 percent_of_left: None,
             };
-            events.push(wrap(Envelope::new(SERVICE, id.0, &refund)));
+            let request = Envelope::new(SERVICE, id.0, &refund);
+            storage::set_refund_due(txn, id, gross, request.id).await?;
+            events.push(wrap(request));
         }
         return Ok(Cancelled::Moved(events));
     }
@@ -176,13 +178,16 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
         if refund > Fen::ZERO {
             // The share is taken of what payment has left when it handles
             // this: a refund made meanwhile is not counted as still paid.
+            // What it gives back then replaces `refund_due`, the quote.
             let request = RefundRequested {
                 booking_id: id,
                 amount: Some(refund),
                 reason: who,
                 percent_of_left: Some(u32::from(percent)),
             };
-            events.push(wrap(Envelope::new(SERVICE, id.0, &request)));
+            let request = Envelope::new(SERVICE, id.0, &request);
+            storage::set_refund_due(txn, id, refund, request.id).await?;
+            events.push(wrap(request));
         }
         return Ok(Cancelled::Moved(events));
     }
@@ -210,14 +215,15 @@ async fn refund_early_capture<C: sea_orm::ConnectionTrait>(
     let Some(gross) = booking.captured_early else {
         return Ok(());
     };
-    storage::set_refund_due(conn, booking.view.id, gross).await?;
     let refund = RefundRequested {
         booking_id: booking.view.id,
         amount: None,
         reason: why.into(),
         percent_of_left: None,
     };
-    enqueue(conn, &[cause.follow(SERVICE, &refund)]).await?;
+    let request = cause.follow(SERVICE, &refund);
+    storage::set_refund_due(conn, booking.view.id, gross, request.id).await?;
+    enqueue(conn, &[request]).await?;
     warn!(booking = %booking.view.id, "paid, but nothing could be held; refunding");
     Ok(())
 }
@@ -268,6 +274,7 @@ impl Bookings {
         let r = handler!(r, self, DepartureCancelled, on_departure_cancelled);
         let r = handler!(r, self, PaymentCaptured, on_payment_captured);
         let r = handler!(r, self, PaymentRefunded, on_payment_refunded);
+        let r = handler!(r, self, RefundRefused, on_refund_refused);
         handler!(r, self, PaymentFailed, on_payment_failed)
     }
 
@@ -809,14 +816,15 @@ impl Bookings {
                 Utc::now(),
             )
             .await?;
-            storage::set_refund_due(&txn, ev.booking_id, ev.split.gross).await?;
             let refund = RefundRequested {
                 booking_id: ev.booking_id,
                 amount: None,
                 reason: format!("paid after the booking was {}", status.as_str()),
                 percent_of_left: None,
             };
-            enqueue(&txn, &[env.follow(SERVICE, &refund)]).await?;
+            let request = env.follow(SERVICE, &refund);
+            storage::set_refund_due(&txn, ev.booking_id, ev.split.gross, request.id).await?;
+            enqueue(&txn, &[request]).await?;
             warn!(booking = %ev.booking_id, ?status, "payment captured for a booking that ended; refunding");
         } else {
             // Money for a booking this service never had: give it back.
@@ -844,7 +852,30 @@ impl Bookings {
         };
         if let Some(status) = self.status_of(&txn, ev.booking_id).await? {
             storage::add_refunded(&txn, ev.booking_id, ev.split.gross).await?;
+            if let Some(request) = ev.request {
+                storage::refund_answered(&txn, ev.booking_id, request, ev.split.gross).await?;
+            }
             let cause = format!("refunded {}: {}", ev.split.gross, ev.reason);
+            storage::history(&txn, ev.booking_id, status, &cause, Utc::now()).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Payment had nothing left to give back for a refund booking asked
+    /// (refunds made meanwhile took it all): nothing is due any more.
+    async fn on_refund_refused(
+        &self,
+        env: Envelope,
+        ev: RefundRefused,
+    ) -> Result<(), HandlerError> {
+        let Some(txn) = begin_once(&self.db, &env).await? else {
+            return Ok(());
+        };
+        if let Some(status) = self.status_of(&txn, ev.booking_id).await?
+            && storage::refund_answered(&txn, ev.booking_id, ev.request, Fen::ZERO).await?
+        {
+            let cause = format!("no refund: {}", ev.reason);
             storage::history(&txn, ev.booking_id, status, &cause, Utc::now()).await?;
         }
         txn.commit().await?;

@@ -37,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(CapturedSplits),
             Box::new(StartsOn),
             Box::new(Departures),
+            Box::new(RefundRequests),
         ]
     }
 }
@@ -314,6 +315,28 @@ impl MigrationTrait for Departures {
                 "CREATE INDEX bookings_departure ON bookings (departure_id, id)
                  WHERE departure_id IS NOT NULL",
             ],
+        )
+        .await
+    }
+}
+
+struct RefundRequests;
+
+impl MigrationName for RefundRequests {
+    fn name(&self) -> &str {
+        "m20261205_000004_booking_refund_request"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RefundRequests {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The `booking.refund_requested` a promised refund was asked with:
+        // payment's answer to it (what it gave back, or that nothing was
+        // left) replaces the promise.
+        run_ddl(
+            manager,
+            &["ALTER TABLE bookings ADD COLUMN refund_request UUID"],
         )
         .await
     }
@@ -972,20 +995,54 @@ pub async fn count_attempt<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Records the refund a cancellation promised.
+/// Records the refund a booking promised and the `booking.refund_requested`
+/// event (`request`) that asks payment for it.
 pub async fn set_refund_due<C: ConnectionTrait>(
     conn: &C,
     id: BookingId,
     amount: Fen,
+    request: uuid::Uuid,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
-        "UPDATE bookings SET refund_due_fen = $2, updated_at = $3 WHERE id = $1",
-        vec![uuid_value(b, id.0), amount.get().into(), Utc::now().into()],
+        "UPDATE bookings SET refund_due_fen = $2, refund_request = $3, updated_at = $4 WHERE id = $1",
+        vec![
+            uuid_value(b, id.0),
+            amount.get().into(),
+            uuid_value(b, request),
+            Utc::now().into(),
+        ],
     ))
     .await?;
     Ok(())
+}
+
+/// Payment answered the refund `request`: the promise becomes what it gave
+/// back (the policy's share of what was left when it refunded, or nothing
+/// when refunds made meanwhile took it all). Whether the booking was
+/// waiting for that answer (a later request replaces an earlier one).
+pub async fn refund_answered<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    request: uuid::Uuid,
+    given: Fen,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE bookings SET refund_due_fen = $3, updated_at = $4
+             WHERE id = $1 AND refund_request = $2",
+            vec![
+                uuid_value(b, id.0),
+                uuid_value(b, request),
+                given.get().into(),
+                Utc::now().into(),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 /// Adds a refund that went through.

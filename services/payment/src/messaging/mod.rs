@@ -9,7 +9,9 @@ use sea_orm::{DatabaseConnection, DbBackend, TransactionTrait};
 use sha2::{Digest, Sha256};
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
-use shared::events::{PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRequested};
+use shared::events::{
+    PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRefused, RefundRequested,
+};
 use shared::ids::{BookingId, PaymentId, RefundId};
 use shared::money::Fen;
 use shared::money::{Split, SplitRates};
@@ -655,7 +657,7 @@ impl Payments {
         let key = env.id.to_string();
         let refund = match storage::refund_by_key(&self.db, &key).await? {
             Some(r) => r,
-            None => match self.reserve(&key, &ev).await? {
+            None => match self.reserve(&env, &ev).await? {
                 Some(r) => r,
                 None => return Ok(()),
             },
@@ -668,12 +670,15 @@ impl Payments {
     }
 
     /// Reserves the requested amount on the booking's captured payment and
-    /// records a PENDING refund; None when there is nothing to refund.
+    /// records a PENDING refund; None when there is nothing to refund (and
+    /// booking is told so: `payment.refund_refused`).
     async fn reserve(
         &self,
-        key: &str,
+        env: &Envelope,
         ev: &RefundRequested,
     ) -> Result<Option<storage::Refund>, HandlerError> {
+        let key = env.id.to_string();
+        let key = key.as_str();
         let txn = self.db.begin().await?;
         let Some(captured) = storage::captured_for_booking(&txn, ev.booking_id).await? else {
             if storage::processing_for_booking(&txn, ev.booking_id).await? {
@@ -704,6 +709,7 @@ impl Payments {
                 .reversal(captured.refunded, captured.refunded + amount),
             reason: ev.reason.clone(),
             status: "PENDING".into(),
+            request: Some(env.id),
         };
         let fits = amount > Fen::ZERO
             && amount <= left
@@ -717,7 +723,14 @@ impl Payments {
             refund.split = captured.payment.split.reversal(Fen::ZERO, Fen::ZERO);
             refund.status = "REFUSED".into();
             storage::insert_refund(&txn, &refund, key, Some(&why)).await?;
+            let refused = RefundRefused {
+                booking_id: ev.booking_id,
+                request: env.id,
+                reason: why,
+            };
+            enqueue(&txn, &[env.follow(SERVICE, &refused)]).await?;
             txn.commit().await?;
+            self.outbox.committed();
             return Ok(None);
         }
         storage::insert_refund(&txn, &refund, key, None).await?;
@@ -780,6 +793,7 @@ impl Payments {
                         refund_id: refund.id,
                         split: reversal,
                         reason: refund.reason.clone(),
+                        request: refund.request,
                     };
                     let event = match cause {
                         Some(env) => env.follow(SERVICE, &refunded),
@@ -862,6 +876,7 @@ impl Payments {
             split: captured.payment.split.reversal(Fen::ZERO, Fen::ZERO),
             reason: reason.to_owned(),
             status: "PENDING".into(),
+            request: None,
         };
         match storage::insert_refund(&txn, &refund, &key, None).await {
             Err(e) if shared::db::is_unique_violation(&e) => {

@@ -756,6 +756,9 @@ pub struct Refund {
     /// PENDING (reserved, provider not yet done), SUCCEEDED, FAILED (the
     /// provider refused) or REFUSED (more than was left to refund).
     pub status: String,
+    /// The `booking.refund_requested` event it answers (its id is the
+    /// request key); `None` for an admin's refund.
+    pub request: Option<uuid::Uuid>,
 }
 
 /// Records a refund for a request key: PENDING, or REFUSED (with why in
@@ -800,6 +803,7 @@ fn refund_row(row: &QueryResult) -> Result<(Refund, shared::rpcs::RefundView), D
             .map_err(|e| DbErr::Custom(format!("refunds.split: {e}")))?,
         reason: row.try_get("", "reason")?,
         status: row.try_get("", "status")?,
+        request: uuid::Uuid::parse_str(&row.try_get::<String>("", "request_key")?).ok(),
     };
     let view = shared::rpcs::RefundView {
         id: refund.id,
