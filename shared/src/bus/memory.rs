@@ -4,9 +4,11 @@
 //! RPC with a deadline — without a broker. Messages cross it as bytes, so
 //! whatever would not survive the wire does not survive here either.
 //!
-//! It is not durable: a crash loses what was published and not yet handled.
-//! The outbox has already marked those events published, which is why the
-//! embedded mode is for trying Duikou and small single-process deployments.
+//! It keeps nothing itself, so a publish is confirmed only once every queue
+//! it reached has handled the event (or dead-lettered it): until then the
+//! event stays in its service's outbox, and a crash or a stop before that
+//! publishes it again on the next start (handlers are idempotent). What a
+//! broker's confirm gives the RabbitMQ mode, the outbox gives this one.
 
 use super::{
     Bus, BusConfig, BusError, EventRouter, HandlerError, retry_delay, rpc_timeout, topic_matches,
@@ -18,7 +20,7 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span, warn};
@@ -27,6 +29,9 @@ use tracing::{Instrument, info_span, warn};
 struct Delivery {
     body: Vec<u8>,
     attempt: u32,
+    /// Told when the queue is done with it (handled or dead-lettered);
+    /// dropped unsent when the bus stops first.
+    done: Option<oneshot::Sender<()>>,
 }
 
 struct Queue {
@@ -86,8 +91,12 @@ impl MemoryBus {
             .queues
             .get(queue)
             .ok_or_else(|| BusError::Unroutable(queue.to_owned()))?;
-        q.tx.send(Delivery { body, attempt: 1 })
-            .map_err(|_| BusError::Broker("queue closed".into()))
+        q.tx.send(Delivery {
+            body,
+            attempt: 1,
+            done: None,
+        })
+        .map_err(|_| BusError::Broker("queue closed".into()))
     }
 
     fn bury(&self, queue: &str, body: Vec<u8>, reason: String) {
@@ -99,12 +108,19 @@ impl MemoryBus {
             .push(DeadLetter { body, reason });
     }
 
-    async fn deliver(&self, router: &EventRouter, delivery: Delivery) {
+    async fn deliver(&self, router: &EventRouter, mut delivery: Delivery) {
         let queue = router.queue();
+        let done = delivery.done.take();
+        let finished = |done: Option<oneshot::Sender<()>>| {
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        };
         let env = match Envelope::from_bytes(&delivery.body) {
             Ok(env) => env,
             Err(e) => {
-                return self.bury(queue, delivery.body, format!("not an event envelope: {e}"));
+                self.bury(queue, delivery.body, format!("not an event envelope: {e}"));
+                return finished(done);
             }
         };
         let span = info_span!("event", r#type = %env.kind, id = %env.id, correlation_id = %env.correlation_id);
@@ -112,12 +128,16 @@ impl MemoryBus {
             .instrument(span)
             .await
         {
-            Ok(()) => {}
-            Err(HandlerError::Reject(reason)) => self.bury(queue, delivery.body, reason),
+            Ok(()) => finished(done),
+            Err(HandlerError::Reject(reason)) => {
+                self.bury(queue, delivery.body, reason);
+                finished(done);
+            }
             Err(HandlerError::Retry(reason) | HandlerError::Unavailable(reason)) => {
                 if delivery.attempt >= self.config.delivery_limit {
                     let reason = format!("delivery limit reached; last error: {reason}");
-                    return self.bury(queue, delivery.body, reason);
+                    self.bury(queue, delivery.body, reason);
+                    return finished(done);
                 }
                 warn!(queue, %reason, attempt = delivery.attempt, "handler failed; will be redelivered");
                 tokio::time::sleep(retry_delay(delivery.attempt)).await;
@@ -126,6 +146,7 @@ impl MemoryBus {
                     let _ = q.tx.send(Delivery {
                         body: delivery.body,
                         attempt: delivery.attempt + 1,
+                        done,
                     });
                 }
             }
@@ -135,29 +156,50 @@ impl MemoryBus {
 
 #[async_trait]
 impl Bus for MemoryBus {
+    /// Confirms each event once every queue it reached is done with it;
+    /// an event the bus stopped before handling is an error, so it stays
+    /// in its outbox for the next start.
     async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), BusError>> {
-        let state = self.state();
-        events
-            .iter()
-            .map(|env| {
-                let mut routed = false;
-                for q in state.queues.values() {
-                    if q.bindings.iter().any(|b| topic_matches(b, &env.kind)) {
-                        routed |=
-                            q.tx.send(Delivery {
+        let routed: Vec<Result<Vec<oneshot::Receiver<()>>, BusError>> = {
+            let state = self.state();
+            events
+                .iter()
+                .map(|env| {
+                    let mut handled = Vec::new();
+                    for q in state.queues.values() {
+                        if q.bindings.iter().any(|b| topic_matches(b, &env.kind)) {
+                            let (done, handled_there) = oneshot::channel();
+                            let delivery = Delivery {
                                 body: env.to_bytes(),
                                 attempt: 1,
-                            })
-                            .is_ok();
+                                done: Some(done),
+                            };
+                            if q.tx.send(delivery).is_ok() {
+                                handled.push(handled_there);
+                            }
+                        }
                     }
-                }
-                if routed || crate::events::is_broadcast(&env.kind) {
-                    Ok(())
-                } else {
-                    Err(BusError::Unroutable(env.kind.clone()))
-                }
-            })
-            .collect()
+                    if !handled.is_empty() || crate::events::is_broadcast(&env.kind) {
+                        Ok(handled)
+                    } else {
+                        Err(BusError::Unroutable(env.kind.clone()))
+                    }
+                })
+                .collect()
+        };
+        let mut results = Vec::with_capacity(routed.len());
+        for handled in routed {
+            results.push(match handled {
+                Ok(handled) => match futures::future::try_join_all(handled).await {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(BusError::Broker(
+                        "the bus stopped before the event was handled".into(),
+                    )),
+                },
+                Err(e) => Err(e),
+            });
+        }
+        results
     }
 
     async fn subscribe(&self, router: EventRouter) -> Result<(), BusError> {
