@@ -4,6 +4,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -180,6 +181,18 @@ impl Settings {
     /// Reads the optional file, then `DUIKOU_*` variables over it
     /// (`DUIKOU_POSTGRES_URL` sets `postgres_url`).
     pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
+        Settings::load_from(file, None)
+    }
+
+    /// [`Settings::load`] with the variables given (`None`: the process's).
+    /// Each value is read as text and converted by the setting it is for:
+    /// parsing them first (`try_parsing`) read a password of digits,
+    /// `0001234567890123`, as the number 1234567890123, and a JWT secret of
+    /// forty digits as a float rounded to seventeen.
+    fn load_from(
+        file: Option<&Path>,
+        variables: Option<HashMap<String, String>>,
+    ) -> Result<Settings, config::ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
@@ -188,7 +201,7 @@ impl Settings {
             .add_source(
                 config::Environment::with_prefix("DUIKOU")
                     .prefix_separator("_")
-                    .try_parsing(true),
+                    .source(variables),
             )
             .build()?
             .try_deserialize()
@@ -217,6 +230,23 @@ impl Settings {
                 "DUIKOU_PLATFORM_FEE_BP ({}) and DUIKOU_FUND_BP ({}) may add up to 7000 basis points at most",
                 self.platform_fee_bp, self.fund_bp
             ));
+        }
+        for (name, n) in [
+            (
+                "DUIKOU_DB_MAX_CONNECTIONS",
+                u64::from(self.db_max_connections),
+            ),
+            ("DUIKOU_PREFETCH", u64::from(self.prefetch)),
+            ("DUIKOU_DELIVERY_LIMIT", u64::from(self.delivery_limit)),
+        ] {
+            if n == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        // 0 fails every call; past minutes a caller has long given up, and
+        // far past it a deadline's date arithmetic overflows.
+        if !(1..=600_000).contains(&self.rpc_timeout_ms) {
+            return Err("DUIKOU_RPC_TIMEOUT_MS must be between 1 and 600000 (ten minutes)".into());
         }
         if self.hold_seconds < 1 || self.pending_retry_seconds < 1 {
             return Err(
@@ -412,6 +442,44 @@ mod tests {
     }
 
     #[test]
+    fn variables_are_read_as_the_text_they_are() {
+        let variables = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        let digits = "1234567890123456789012345678901234567890";
+        let read = Settings::load_from(
+            None,
+            variables(&[
+                ("DUIKOU_ADMIN_PASSWORD", "0001234567890123"),
+                ("DUIKOU_JWT_SECRET", digits),
+                ("DUIKOU_DB_PREFIX", "007_"),
+                ("DUIKOU_RATE_LIMIT", "5"),
+                ("DUIKOU_DEMO", "false"),
+            ]),
+        )
+        .expect("settings");
+        assert_eq!(read.bootstrap_admin(), None, "no email given");
+        assert_eq!(
+            read.admin_password.as_ref().map(|p| p.expose_secret()),
+            Some("0001234567890123")
+        );
+        assert_eq!(read.jwt_secret(), Some(digits));
+        assert_eq!(read.db_prefix, "007_");
+        assert_eq!((read.rate_limit, read.demo_data), (5, Some(false)));
+        for bad in [("DUIKOU_RATE_LIMIT", "2.6"), ("DUIKOU_DEMO", "maybe")] {
+            assert!(
+                Settings::load_from(None, variables(&[bad])).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn postgres_and_rabbitmq_go_together() {
         let postgres_only = Settings {
             postgres_url: Some("postgres://db:5432".to_owned().into()),
@@ -447,6 +515,22 @@ mod tests {
             },
             Settings {
                 access_token_minutes: i64::MAX,
+                ..Settings::default()
+            },
+            Settings {
+                rpc_timeout_ms: u64::MAX,
+                ..Settings::default()
+            },
+            Settings {
+                rpc_timeout_ms: 0,
+                ..Settings::default()
+            },
+            Settings {
+                db_max_connections: 0,
+                ..Settings::default()
+            },
+            Settings {
+                prefetch: 0,
                 ..Settings::default()
             },
         ] {
