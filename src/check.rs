@@ -774,9 +774,16 @@ async fn dead_letters(amqp: &str, settings: &Settings) -> anyhow::Result<Finding
     let mut offenders = Vec::new();
     for service in ["inventory", "booking", "payment", "partnership"] {
         let queue = config.dead_queue(&format!("{service}.events"));
-        if let Some(n) = shared::bus::amqp::admin::message_count(amqp, &queue).await?
-            && n > 0
-        {
+        // Missing, it was never declared under this prefix: a mistyped
+        // DUIKOU_BUS_PREFIX would otherwise read as "empty".
+        let Some(n) = shared::bus::amqp::admin::message_count(amqp, &queue).await? else {
+            anyhow::bail!(
+                "RabbitMQ has no queue {queue}: is DUIKOU_BUS_PREFIX ({:?}) the one the services \
+                 run with?",
+                settings.bus_prefix
+            );
+        };
+        if n > 0 {
             offenders.push(format!("{queue}: {n} messages"));
         }
     }

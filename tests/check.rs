@@ -188,6 +188,30 @@ async fn the_checker_creates_no_database_it_does_not_find() {
     assert_eq!(created, Some(0));
 }
 
+/// Pointed at the right databases but a mistyped bus prefix, the checker
+/// does not read the dead-letter queues it cannot find as empty.
+#[tokio::test]
+async fn a_wrong_bus_prefix_cannot_be_checked_not_read_as_no_dead_letters() {
+    let app = spawn_app().await;
+    let mut settings = (*app.app.rt.settings).clone();
+    let right = duikou::check::run(&settings, Duration::seconds(60))
+        .await
+        .expect("checked");
+    assert!(
+        right
+            .iter()
+            .any(|f| f.invariant.starts_with("dead letters") && f.holds)
+    );
+    settings.bus_prefix = format!("{}typo.", settings.bus_prefix);
+    let refused = duikou::check::run(&settings, Duration::seconds(60))
+        .await
+        .expect_err("no dead-letter queues under that prefix");
+    assert!(
+        format!("{refused:#}").contains("DUIKOU_BUS_PREFIX"),
+        "{refused:#}"
+    );
+}
+
 /// `duikou check` that cannot check at all (here: no databases where the
 /// settings point) exits 2, not the 1 of an invariant that fails, so that
 /// monitoring tells a configuration fault from an inconsistency.
