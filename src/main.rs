@@ -449,6 +449,14 @@ fn write_json(path: &std::path::Path, runs: &impl serde::Serialize) -> anyhow::R
 
 async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
     let mode = settings.mode();
+    // Embedded, each process has its own in-process bus: a part alone
+    // would hear nothing from the others.
+    if mode == "embedded" && part != Part::All {
+        anyhow::bail!(
+            "one part alone needs the servers (DUIKOU_POSTGRES_URL and DUIKOU_AMQP_URL); \
+             without them `duikou serve` runs every part in one process"
+        );
+    }
     let servers = settings.servers();
     let app = App::start(settings, part).await?;
     println!("Duikou is running ({mode} mode, part: {part:?}).");

@@ -294,3 +294,29 @@ async fn the_binary_with_nothing_configured_serves_graphiql_and_the_demo_travele
     drop(_serve);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without servers each process has its own in-process bus, so one part
+/// alone would wait for messages that never come: `serve <part>` refuses,
+/// saying what it needs, and leaves nothing behind.
+#[test]
+fn one_part_alone_without_servers_is_refused() {
+    let dir = std::env::temp_dir().join(format!("duikou-part-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_duikou"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("DUIKOU_")) {
+        command.env_remove(key);
+    }
+    let out = command
+        .args(["serve", "booking"])
+        .current_dir(&dir)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("one part alone needs the servers"),
+        "{out:?}"
+    );
+    assert!(!dir.join("data").exists(), "nothing created");
+    let _ = std::fs::remove_dir_all(&dir);
+}

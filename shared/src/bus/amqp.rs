@@ -807,7 +807,7 @@ async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
         Ok(body) => {
             let request_id = header_str(&delivery.properties, REQUEST_ID_HEADER);
             let span = info_span!("rpc", service = router.service(), method = %method,
-                correlation_id = ?delivery.properties.correlation_id(),
+                correlation_id = delivery.properties.correlation_id().as_ref().map_or("-", |c| c.as_str()),
                 request_id = request_id.as_deref().unwrap_or("-"));
             // The service's own calls serve the same request.
             let call = router.dispatch(&method, body).instrument(span);
