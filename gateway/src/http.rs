@@ -613,6 +613,11 @@ async fn graphql_get(
         );
     };
     ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // A subscribe is a few hundred bytes: a socket message is held to
+        // a fraction of a request body (the default took 64 MiB, before
+        // any login).
+        .max_message_size(crate::socket::MAX_MESSAGE)
+        .max_frame_size(crate::socket::MAX_MESSAGE)
         .on_upgrade(move |socket| {
             let identity = gw.identity.clone();
             let watching = identity.clone();
@@ -677,7 +682,7 @@ async fn graphql_get(
                 if let Some((code, reason)) = ended {
                     let close = axum::extract::ws::CloseFrame {
                         code,
-                        reason: reason.into(),
+                        reason: crate::socket::close_reason(reason).into(),
                     };
                     let _ = socket_out
                         .send(axum::extract::ws::Message::Close(Some(close)))
@@ -690,24 +695,26 @@ async fn graphql_get(
 }
 
 /// The principal of a subscription connection, from `connection_init`'s
-/// `Authorization` (or `authorization`, or `token`); none: anonymous.
+/// `Authorization` (or `authorization`, `token`, `authToken`, or any of
+/// them under `headers`, as Apollo's clients send it). Every subscription
+/// is someone's, so a connection without a token is refused (4403): an
+/// anonymous socket could do nothing but hold a slot.
 fn connection_principal(
     identity: Option<&Identity>,
     payload: &serde_json::Value,
     opened: &tokio::sync::watch::Sender<crate::socket::Opened>,
 ) -> async_graphql::Result<Option<shared::auth::Principal>> {
-    // No payload, or an object without a token: anonymous. Anything else
-    // is a client's mistake, refused rather than taken for anonymous.
+    const HOW: &str = "connection_init: the payload is an object with your access token, \
+                       { \"Authorization\": \"Bearer <accessToken>\" }";
     if !(payload.is_null() || payload.is_object()) {
-        return Err("connection_init: the payload is an object, e.g. \
-                    { \"Authorization\": \"Bearer <accessToken>\" }"
-            .into());
+        return Err(HOW.into());
     }
-    let given = ["Authorization", "authorization", "token"]
-        .iter()
-        .find_map(|k| payload.get(k).map(|v| (k, v)));
+    const KEYS: [&str; 4] = ["Authorization", "authorization", "token", "authToken"];
+    let given = [payload, &payload["headers"]]
+        .into_iter()
+        .find_map(|place| KEYS.iter().find_map(|k| place.get(k).map(|v| (k, v))));
     let token = match given {
-        None => return Ok(None),
+        None => return Err(HOW.into()),
         Some((_, serde_json::Value::String(t))) => bearer_token(t),
         Some((key, _)) => {
             return Err(

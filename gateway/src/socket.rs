@@ -83,6 +83,22 @@ pub const INIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// upgrade is 503 (a held socket costs memory whether it subscribes or not).
 pub const MAX_SOCKETS: usize = 4096;
 
+/// The largest message (and frame) a subscription connection takes.
+pub const MAX_MESSAGE: usize = 16 * 1024;
+
+/// A close frame's reason as it may be sent: a control frame carries at
+/// most 125 bytes, two of them the code (RFC 6455 §5.5), so a longer
+/// reason is cut at a character boundary — sent whole, the frame is
+/// malformed and clients see 1006 instead of the code.
+pub fn close_reason(reason: &str) -> String {
+    const MOST: usize = 123;
+    let mut end = reason.len().min(MOST);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
 /// Resolves, with the reason to close with, when the connection has not
 /// been initialised within [`INIT_WITHIN`]; never once it has.
 pub async fn init_overdue(mut initialised: tokio::sync::watch::Receiver<bool>) -> &'static str {
@@ -105,7 +121,13 @@ pub fn outgoing(message: axum::extract::ws::Message, refused: bool) -> axum::ext
         Message::Close(Some(frame)) if refused && frame.code == 1002 => {
             Message::Close(Some(CloseFrame {
                 code: INIT_REFUSED,
-                reason: frame.reason,
+                reason: close_reason(frame.reason.as_str()).into(),
+            }))
+        }
+        Message::Close(Some(frame)) if frame.reason.len() > 123 => {
+            Message::Close(Some(CloseFrame {
+                code: frame.code,
+                reason: close_reason(frame.reason.as_str()).into(),
             }))
         }
         Message::Text(text) if text.as_str().contains("\"message\"") => {
@@ -229,5 +251,18 @@ impl Slots {
                 ),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_reason;
+
+    #[test]
+    fn a_close_reason_fits_a_control_frame_and_stays_text() {
+        let long = "令牌已撤销".repeat(20);
+        let cut = close_reason(&long);
+        assert!(cut.len() <= 123 && long.starts_with(&cut), "{cut}");
+        assert_eq!(close_reason("expired"), "expired");
     }
 }

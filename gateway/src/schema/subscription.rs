@@ -64,7 +64,9 @@ impl Subscription {
                         Err(RecvError::Closed) => return None,
                     };
                     let item = match view_of(changed.as_deref(), booking_id, &bus, &viewer).await {
-                        Ok(view) if view.status == known => continue,
+                        // Already known, or older than what is (an event
+                        // handled late): statuses only move on.
+                        Ok(view) if !moves_on(&known, &view.status) => continue,
                         Ok(view) => {
                             known.clone_from(&view.status);
                             Ok(Booking(view))
@@ -103,23 +105,49 @@ impl Subscription {
                 })
             })
         };
+        // The status pushed last for each booking still moving: a late
+        // event of an earlier status pushes nothing.
+        let known: std::collections::HashMap<BookingId, String> = std::collections::HashMap::new();
         Ok(futures::stream::unfold(
-            (changes, bus, viewer, slot),
-            move |(mut changes, bus, viewer, slot)| async move {
+            (Some(changes), bus, viewer, known, slot),
+            move |(changes, bus, viewer, mut known, slot)| async move {
+                let mut changes = changes?;
                 loop {
                     let changed = match changes.recv().await {
                         Ok(changed) if mine(&changed, &viewer) => changed,
                         Ok(_) => continue,
-                        // Too slow to keep up: what was missed is missed;
-                        // `myBookings` reads the current state.
-                        Err(RecvError::Lagged(_)) => continue,
+                        // Too slow to keep up: some of ours may be among
+                        // the missed. Said, and the feed ends, so the
+                        // client catches up (`myBookings(filter: {
+                        // updatedSince })`) instead of missing them unaware.
+                        Err(RecvError::Lagged(_)) => {
+                            let behind = shared::AppError::new(
+                                shared::ErrorCode::ServiceUnavailable,
+                                "the feed fell behind and some changes were not pushed: \
+                                 subscribe again and catch up with \
+                                 myBookings(filter: { updatedSince })",
+                            );
+                            return Some((Err(gql(behind)), (None, bus, viewer, known, slot)));
+                        }
                         Err(RecvError::Closed) => return None,
                     };
-                    let item = view_of(Some(&changed), changed.booking_id, &bus, &viewer)
-                        .await
-                        .map(Booking)
-                        .map_err(gql);
-                    return Some((item, (changes, bus, viewer, slot)));
+                    let item =
+                        match view_of(Some(&changed), changed.booking_id, &bus, &viewer).await {
+                            Ok(view) => {
+                                let before = known.get(&view.id).map_or("", String::as_str);
+                                if !moves_on(before, &view.status) {
+                                    continue;
+                                }
+                                if is_final(&view.status) {
+                                    known.remove(&view.id);
+                                } else {
+                                    known.insert(view.id, view.status.clone());
+                                }
+                                Ok(Booking(view))
+                            }
+                            Err(e) => Err(gql(e)),
+                        };
+                    return Some((item, (Some(changes), bus, viewer, known, slot)));
                 }
             },
         ))
@@ -157,6 +185,22 @@ fn is_final(status: &str) -> bool {
     matches!(status, "REJECTED" | "EXPIRED" | "CANCELLED")
 }
 
+/// Whether a booking known as `known` ("" for not yet) has moved on to
+/// `status`: a booking's statuses only move forward (PENDING, then
+/// AWAITING_PAYMENT, then CONFIRMED, then an end).
+fn moves_on(known: &str, status: &str) -> bool {
+    fn rank(status: &str) -> u8 {
+        match status {
+            "" => 0,
+            "PENDING" => 1,
+            "AWAITING_PAYMENT" => 2,
+            "CONFIRMED" => 3,
+            _ => 4,
+        }
+    }
+    rank(status) > rank(known)
+}
+
 /// A slot of the connection's for one more subscription (none is needed
 /// where a subscription runs outside a WebSocket, as in tests).
 fn slot(ctx: &Context<'_>) -> Result<Option<tokio::sync::OwnedSemaphorePermit>> {
@@ -172,4 +216,19 @@ fn pushes<'a>(ctx: &Context<'a>) -> Result<&'a Push> {
             "live updates are not available here",
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::moves_on;
+
+    #[test]
+    fn a_status_pushed_once_and_never_an_earlier_one() {
+        assert!(moves_on("", "AWAITING_PAYMENT"));
+        assert!(moves_on("AWAITING_PAYMENT", "CONFIRMED"));
+        assert!(moves_on("CONFIRMED", "CANCELLED"));
+        assert!(!moves_on("CONFIRMED", "CONFIRMED"));
+        assert!(!moves_on("CONFIRMED", "AWAITING_PAYMENT"));
+        assert!(!moves_on("CANCELLED", "CONFIRMED"));
+    }
 }
