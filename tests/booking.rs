@@ -439,6 +439,62 @@ async fn concurrent_cancels_with_different_keys_both_answer_cancelled() {
     assert_eq!(app.fund_balance().await, "0.00");
 }
 
+/// A traveler made a region admin keeps the trips booked before: its
+/// `myBookings` lists them beside its region's (they vanished, though
+/// `booking(id)` still read them), while `regionBookings` stays the
+/// region's alone.
+#[tokio::test]
+async fn a_traveler_made_region_admin_still_lists_its_own_trips() {
+    let app = spawn_app_with(common::test_settings()).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let traveler = app.register("promoted@example.cn", "110105").await;
+    let booked = app
+        .graphql_as(
+            Some(&traveler),
+            "mutation($input: CreateBookingInput!) { createBooking(input: $input, idempotencyKey: \"trip\") { id } }",
+            json!({ "input": { "roomTypeId": room_type, "checkIn": tomorrow().to_string(),
+                "checkOut": (tomorrow() + chrono::Duration::days(1)).to_string(),
+                "travelers": [{ "name": "王芳", "idType": "PASSPORT", "idNumber": "E12345678" }],
+                "contact": { "name": "王芳", "phone": "13800138000" } } }),
+        )
+        .await;
+    let id = TestApp::id_of(&booked);
+    // Beijing's admin now: the trip to 敖汉旗 is not in its region.
+    let granted = app
+        .graphql_as(
+            Some(&app.admin_token().await),
+            "mutation { grantRole(email: \"promoted@example.cn\", role: REGION_ADMIN, regionCode: \"110000\") { role } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        granted["data"]["grantRole"]["role"], "REGION_ADMIN",
+        "{granted}"
+    );
+    let admin = app.login("promoted@example.cn").await["accessToken"]
+        .as_str()
+        .expect("logs in")
+        .to_owned();
+    let ids = |field: &'static str| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let body = app
+                .graphql_as(
+                    Some(admin),
+                    &format!("{{ {field}(first: 20) {{ edges {{ node {{ id }} }} }} }}"),
+                    json!({}),
+                )
+                .await;
+            common::edges(&body, field)
+                .iter()
+                .map(|e| e["node"]["id"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids("myBookings").await, [id.clone()]);
+    assert!(ids("regionBookings").await.is_empty());
+}
+
 in_both_modes!(a_hundred_concurrent_creates_with_one_key_make_one_booking);
 async fn a_hundred_concurrent_creates_with_one_key_make_one_booking(settings: Settings) {
     let app = spawn_app_with(settings).await;

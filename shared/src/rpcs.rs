@@ -1434,6 +1434,10 @@ pub struct ListBookings {
     /// Only bookings of seats on this departure (its passenger list).
     #[serde(default)]
     pub departure_id: Option<DepartureId>,
+    /// Also the viewer's own bookings (`myBookings`): a region admin who
+    /// booked as a traveler before the role keeps its trips in the list.
+    #[serde(default)]
+    pub with_own: bool,
     /// In which order; `after` is the last booking of the page before.
     #[serde(default)]
     pub order: BookingOrder,

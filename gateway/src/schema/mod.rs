@@ -196,7 +196,7 @@ pub enum BookingOrder {
 /// The bookings `viewer` answers for, a page at a time.
 async fn list_bookings(
     ctx: &Context<'_>,
-    viewer: shared::auth::Principal,
+    (viewer, with_own): (shared::auth::Principal, bool),
     (first, after, order): (Option<i32>, Option<String>, BookingOrder),
     filter: Option<BookingFilter>,
 ) -> Result<BookingConnection> {
@@ -231,6 +231,7 @@ async fn list_bookings(
                 .map(|d| parse("departure id", &d))
                 .transpose()?,
             order: order.into(),
+            with_own,
             count,
         },
     )
@@ -491,8 +492,8 @@ impl Query {
     }
 
     /// Your bookings (a traveler's own, an agency's all; a region admin's
-    /// are those held in its region, like `regionBookings`; a platform
-    /// admin's, all), newest first or by the day they start (`orderBy`);
+    /// are those held in its region, like `regionBookings`, and its own
+    /// from before the role; a platform admin's, all), newest first or by the day they start (`orderBy`);
     /// `filter` narrows them by status, by when they last changed, by the
     /// day they start and by departure.
     #[graphql(complexity = "per_item(first.unwrap_or(20), child_complexity)")]
@@ -505,7 +506,7 @@ impl Query {
         #[graphql(default)] order_by: BookingOrder,
     ) -> Result<BookingConnection> {
         let viewer = principal(ctx)?.clone();
-        list_bookings(ctx, viewer, (first, after, order_by), filter).await
+        list_bookings(ctx, (viewer, true), (first, after, order_by), filter).await
     }
 
     /// Bookings held on listings in your region (region admins; platform
@@ -530,7 +531,7 @@ impl Query {
                 "only region and platform admins list a region's bookings",
             ));
         }
-        list_bookings(ctx, viewer, (first, after, order_by), filter).await
+        list_bookings(ctx, (viewer, false), (first, after, order_by), filter).await
     }
 
     /// One booking: yours, your agency's, or (admins) one in your region.

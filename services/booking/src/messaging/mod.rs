@@ -533,6 +533,7 @@ impl Bookings {
             updated_since: req.updated_since,
             starts: (req.starts_from, req.starts_to),
             departure: req.departure_id,
+            with_own: req.with_own,
         };
         let (bookings, has_next_page) = storage::list(
             &self.db,

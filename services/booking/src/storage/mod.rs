@@ -1096,6 +1096,8 @@ pub struct ListFilter<'a> {
     pub starts: (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>),
     /// Only bookings of seats on this departure.
     pub departure: Option<shared::ids::DepartureId>,
+    /// A region admin's own bookings too (its `myBookings`).
+    pub with_own: bool,
 }
 
 /// The SQL condition and its values for the bookings `viewer` may list
@@ -1122,6 +1124,14 @@ fn listed(
         }
         (Role::Agency, None, _) => "FALSE".to_owned(),
         // A region admin: bookings held on listings inside its region.
+        (Role::RegionAdmin, _, Some(region)) if only.with_own => {
+            values.push(format!("{}%", region.code_prefix()).into());
+            values.push(uuid_value(b, viewer.account_id.0));
+            format!(
+                "(listing_region LIKE ${first} OR (account_id = ${} AND agency_id IS NULL))",
+                first + 1
+            )
+        }
         (Role::RegionAdmin, _, Some(region)) => {
             values.push(format!("{}%", region.code_prefix()).into());
             format!("listing_region LIKE ${first}")
