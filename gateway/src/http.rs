@@ -622,6 +622,7 @@ async fn graphql_get(
             let identity = gw.identity.clone();
             let watching = identity.clone();
             let (bus, cache) = (gw.bus.clone(), gw.cache.clone());
+            let limiter = gw.limiter.clone();
             let (opened, opened_with) = tokio::sync::watch::channel(None);
             let (initialised, initialising) = tokio::sync::watch::channel(false);
             let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -640,6 +641,8 @@ async fn graphql_get(
                         let mut data = async_graphql::Data::default();
                         data.insert(crate::socket::OverWebSocket);
                         data.insert(crate::socket::Slots::default());
+                        // Each subscribe reads a booking: counted as a request.
+                        data.insert(limiter);
                         if let Some(bus) = &bus {
                             crate::schema::loaders::attach(
                                 &mut data,
