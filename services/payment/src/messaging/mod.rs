@@ -846,7 +846,7 @@ impl Payments {
             "{}|{}|{reason}",
             req.booking_id, req.amount
         )));
-        if let Some(answer) = self.replay_refund(&key, &fingerprint).await? {
+        if let Some(answer) = self.replay_refund(&key, &fingerprint, true).await? {
             return Ok(answer);
         }
         let txn = self.db.begin().await?;
@@ -883,7 +883,7 @@ impl Payments {
                 // The same key, concurrently: the other request owns it.
                 txn.rollback().await?;
                 return self
-                    .replay_refund(&key, &fingerprint)
+                    .replay_refund(&key, &fingerprint, true)
                     .await?
                     .ok_or_else(|| AppError::internal("the refund vanished"));
             }
@@ -892,25 +892,40 @@ impl Payments {
         storage::set_refund_fingerprint(&txn, refund.id, &fingerprint).await?;
         txn.commit().await?;
         self.complete_refund(&refund, None).await?;
-        self.replay_refund(&key, &fingerprint)
+        self.replay_refund(&key, &fingerprint, false)
             .await?
             .ok_or_else(|| AppError::internal("the refund vanished"))
     }
 
     /// The refund made for an admin's key, if any; IDEMPOTENCY_KEY_REUSED
     /// when the key asked for something else.
+    ///
+    /// A retry (`retry`) of a refund still with the provider waits for
+    /// its answer, as a payment's retry does, up to
+    /// [`RETRY_WAITS_FOR_FIRST`]; past that it is PENDING (the reconciler
+    /// finishes it).
     async fn replay_refund(
         &self,
         key: &str,
         fingerprint: &str,
+        retry: bool,
     ) -> Result<Option<RefundView>, AppError> {
-        match storage::refund_with_view(&self.db, key).await? {
-            None => Ok(None),
-            Some((_, _, Some(first))) if first != fingerprint => Err(AppError::new(
-                ErrorCode::IdempotencyKeyReused,
-                "this idempotency key was used for a different refund",
-            )),
-            Some((_, view, _)) => Ok(Some(view)),
+        let deadline = tokio::time::Instant::now() + RETRY_WAITS_FOR_FIRST;
+        loop {
+            let view = match storage::refund_with_view(&self.db, key).await? {
+                None => return Ok(None),
+                Some((_, _, Some(first))) if first != fingerprint => {
+                    return Err(AppError::new(
+                        ErrorCode::IdempotencyKeyReused,
+                        "this idempotency key was used for a different refund",
+                    ));
+                }
+                Some((_, view, _)) => view,
+            };
+            if !retry || view.status != "PENDING" || tokio::time::Instant::now() >= deadline {
+                return Ok(Some(view));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
     }
 }
