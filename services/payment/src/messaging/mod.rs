@@ -450,9 +450,13 @@ impl Payments {
             let booking = storage::payment(&self.db, id)
                 .await?
                 .map_or(BookingId(uuid::Uuid::nil()), |p| p.booking_id);
-            error!(payment = %id, %note, "reconciliation: the provider and the ledger disagree");
-            storage::log_reconciliation(&self.db, "MISMATCH", (id, booking), charged, &note)
-                .await?;
+            // Said once, when first found: each round finds it again while
+            // the charge is within the provider's window.
+            if storage::log_reconciliation(&self.db, "MISMATCH", (id, booking), charged, &note)
+                .await?
+            {
+                error!(payment = %id, %note, "reconciliation: the provider and the ledger disagree");
+            }
         }
         Ok(found)
     }

@@ -1011,9 +1011,9 @@ pub async fn log_reconciliation<C: ConnectionTrait>(
     (payment, booking): (PaymentId, BookingId),
     amount: Fen,
     note: &str,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
-    conn.execute_raw(stmt(
+    let written = conn.execute_raw(stmt(
         b,
         "INSERT INTO reconciliation_log (kind, payment_id, booking_id, amount_fen, note, created_at)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
@@ -1027,7 +1027,7 @@ pub async fn log_reconciliation<C: ConnectionTrait>(
         ],
     ))
     .await?;
-    Ok(())
+    Ok(written.rows_affected() > 0)
 }
 
 /// How many entries the reconciliation log holds (of `kind`, when given).
