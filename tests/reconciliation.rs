@@ -136,3 +136,68 @@ async fn a_charge_still_in_flight_when_reconciled_is_closed_never_taken() {
     assert_eq!(again["data"]["payBooking"]["status"], "CAPTURED", "{again}");
     app.wait_for_status(&id, "CONFIRMED").await;
 }
+
+/// A refund the provider refuses is FAILED and needs a person: it is in
+/// `reconciliationLog` (REFUND_DECLINED), where an admin looks, not only in
+/// an ERROR line of payment's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_the_provider_refuses_is_in_the_reconciliation_log() {
+    use sea_orm::ConnectionTrait;
+    let app = app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(
+            &room_type,
+            tomorrow() + chrono::Duration::days(9),
+            "tok_success",
+        )
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    // The money went back some other way, at the provider: it has nothing
+    // left to refund.
+    let payment = app.service_db("payment").await;
+    payment
+        .execute_unprepared(&format!(
+            "INSERT INTO sandbox_refunds (idempotency_key, charge_key, reference, amount_fen, created_at)
+             SELECT 'elsewhere', CAST(id AS TEXT), 'sbx_re_elsewhere', amount_fen, now()
+             FROM payments WHERE booking_id = '{id}'"
+        ))
+        .await
+        .expect("refunded at the provider");
+    let admin = app.admin_token().await;
+    let refund = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"100.00\", reason: \"投诉\",
+                idempotencyKey: \"declined\") { status } }",
+            json!({ "b": id }),
+        )
+        .await;
+    assert_eq!(
+        refund["data"]["refundPayment"]["status"], "FAILED",
+        "{refund}"
+    );
+    let log = app
+        .graphql_as(
+            Some(&admin),
+            "{ reconciliationLog(kind: REFUND_DECLINED) { totalCount edges { node { kind bookingId amount { amount } note } } } }",
+            json!({}),
+        )
+        .await;
+    let entries = &log["data"]["reconciliationLog"];
+    assert_eq!(entries["totalCount"], 1, "{log}");
+    let entry = &entries["edges"][0]["node"];
+    assert_eq!(
+        (
+            &entry["kind"],
+            &entry["bookingId"],
+            &entry["amount"]["amount"]
+        ),
+        (&json!("REFUND_DECLINED"), &json!(id), &json!("100.00")),
+        "{log}"
+    );
+    assert!(
+        entry["note"].as_str().is_some_and(|n| n.contains("投诉")),
+        "{log}"
+    );
+}

@@ -1898,7 +1898,8 @@ pub struct ReconciliationEntry {
     /// CAPTURED_LATE (a charge the ledger lacked: captured and posted),
     /// CLOSED_UNCHARGED (no charge: the payment failed and the key was
     /// closed), REFUND_COMPLETED (a refund the provider had not confirmed),
-    /// or MISMATCH (the provider's record disagrees with the ledger in a way
+    /// REFUND_DECLINED (a refund the provider refused: for a person), or
+    /// MISMATCH (the provider's record disagrees with the ledger in a way
     /// no event fixes: for a person).
     pub kind: String,
     /// The payment.

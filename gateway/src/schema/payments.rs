@@ -211,7 +211,8 @@ pub async fn payout_runs(
 #[derive(SimpleObject)]
 pub struct ReconciliationEntry {
     pub at: DateTime<Utc>,
-    /// CAPTURED_LATE, CLOSED_UNCHARGED, REFUND_COMPLETED or MISMATCH (for a person).
+    /// CAPTURED_LATE, CLOSED_UNCHARGED, REFUND_COMPLETED, or REFUND_DECLINED
+    /// and MISMATCH (for a person).
     pub kind: String,
     pub payment_id: ID,
     pub booking_id: ID,
@@ -245,6 +246,9 @@ pub enum ReconciliationKind {
     ClosedUncharged,
     /// A refund the provider had not confirmed, now completed.
     RefundCompleted,
+    /// A refund the provider refused (FAILED, its amount left to refund):
+    /// for a person, who settles it with the traveler and may refund again.
+    RefundDeclined,
     /// The provider's record disagrees with the ledger in a way no event
     /// fixes: for a person.
     Mismatch,
@@ -256,6 +260,7 @@ impl ReconciliationKind {
             ReconciliationKind::CapturedLate => "CAPTURED_LATE",
             ReconciliationKind::ClosedUncharged => "CLOSED_UNCHARGED",
             ReconciliationKind::RefundCompleted => "REFUND_COMPLETED",
+            ReconciliationKind::RefundDeclined => "REFUND_DECLINED",
             ReconciliationKind::Mismatch => "MISMATCH",
         }
     }

@@ -31,10 +31,11 @@ use tracing::{error, info, warn};
 const RETRY_WAITS_FOR_FIRST: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// What the reconciler writes in its log, each entry one of these.
-pub const RECONCILIATION_KINDS: [&str; 4] = [
+pub const RECONCILIATION_KINDS: [&str; 5] = [
     "CAPTURED_LATE",
     "CLOSED_UNCHARGED",
     "REFUND_COMPLETED",
+    "REFUND_DECLINED",
     "MISMATCH",
 ];
 
@@ -816,6 +817,20 @@ impl Payments {
             Err(ProviderError::Declined(reason)) => {
                 if storage::finish_refund(&txn, refund.id, Err(&reason)).await? {
                     storage::unreserve_refund(&txn, refund.payment_id, refund.amount).await?;
+                    // Where an admin finds it (`reconciliationLog`), not
+                    // only in this log line.
+                    let note = format!(
+                        "the provider refused a refund of {} ({}): {reason}",
+                        refund.amount, refund.reason
+                    );
+                    storage::log_reconciliation(
+                        &txn,
+                        "REFUND_DECLINED",
+                        (refund.payment_id, refund.booking_id),
+                        refund.amount,
+                        &note,
+                    )
+                    .await?;
                     error!(booking = %refund.booking_id, %reason, "the provider refused a refund; it needs a person");
                 }
                 RefundProgress::Declined
