@@ -561,3 +561,54 @@ async fn a_huge_socket_message_closes_the_socket_and_every_close_is_well_formed(
     let alive = app.graphql_as(None, "{ __typename }", json!({})).await;
     assert_eq!(alive["data"]["__typename"], "Query", "{alive}");
 }
+
+/// One account holds at most 32 sockets on a gateway (one socket carries a
+/// hundred subscriptions): the next is refused 4403, and closing one makes
+/// room again. (4,096 sockets were anyone's for the taking.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_holds_at_most_thirty_two_sockets() {
+    let app = spawn_app().await;
+    let token = app.token.clone().expect("token");
+    let mut open = Vec::new();
+    for _ in 0..32 {
+        let mut ws = connect(&app).await;
+        assert_eq!(
+            init(&mut ws, &token).await.map(|m| m["type"].clone()),
+            Some(json!("connection_ack"))
+        );
+        open.push(ws);
+    }
+    let mut one_more = connect(&app).await;
+    send(
+        &mut one_more,
+        json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }),
+    )
+    .await;
+    assert_eq!(
+        common::ws::closed_within(&mut one_more, std::time::Duration::from_secs(5)).await,
+        Some(4403)
+    );
+    // Another account is not held back by this one's.
+    let other = app.register("other-sockets@example.cn", "110105").await;
+    let mut theirs = connect(&app).await;
+    assert_eq!(
+        init(&mut theirs, &other).await.map(|m| m["type"].clone()),
+        Some(json!("connection_ack"))
+    );
+    // One closed, one more may open (once the gateway has seen it go).
+    let mut closing = open.pop().expect("a socket");
+    let _ = closing.close(None).await;
+    drop(closing);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut ws = connect(&app).await;
+        if init(&mut ws, &token).await.map(|m| m["type"].clone()) == Some(json!("connection_ack")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no room after a close"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -83,6 +83,7 @@ struct Gateway {
 #[derive(Clone)]
 pub struct Sockets {
     slots: Arc<tokio::sync::Semaphore>,
+    per_account: crate::socket::PerAccount,
     stopping: CancellationToken,
 }
 
@@ -91,6 +92,7 @@ impl Sockets {
     pub fn new(stopping: CancellationToken) -> Self {
         Sockets {
             slots: Arc::new(tokio::sync::Semaphore::new(crate::socket::MAX_SOCKETS)),
+            per_account: crate::socket::PerAccount::default(),
             stopping,
         }
     }
@@ -623,6 +625,7 @@ async fn graphql_get(
             let watching = identity.clone();
             let (bus, cache) = (gw.bus.clone(), gw.cache.clone());
             let limiter = gw.limiter.clone();
+            let per_account = gw.sockets.per_account.clone();
             let (opened, opened_with) = tokio::sync::watch::channel(None);
             let (initialised, initialising) = tokio::sync::watch::channel(false);
             let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -634,15 +637,25 @@ async fn graphql_get(
             let serve =
                 GraphQLWebSocket::new_with_pair(out, socket_in, gw.schema.clone(), protocol)
                     .on_connection_init(move |payload| async move {
+                        let refuse = |e| {
+                            refusing.store(true, std::sync::atomic::Ordering::SeqCst);
+                            e
+                        };
                         let principal = connection_principal(identity.as_ref(), &payload, &opened)
-                            .inspect_err(|_| {
-                                refusing.store(true, std::sync::atomic::Ordering::SeqCst)
-                            })?;
+                            .map_err(refuse)?;
+                        let held = principal
+                            .as_ref()
+                            .map(|p| per_account.hold(p.account_id))
+                            .transpose()
+                            .map_err(refuse)?;
                         let mut data = async_graphql::Data::default();
                         data.insert(crate::socket::OverWebSocket);
                         data.insert(crate::socket::Slots::default());
                         // Each subscribe reads a booking: counted as a request.
                         data.insert(limiter);
+                        if let Some(held) = held {
+                            data.insert(held);
+                        }
                         if let Some(bus) = &bus {
                             crate::schema::loaders::attach(
                                 &mut data,

@@ -8,6 +8,7 @@
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{ServerResult, Variables};
+use shared::ids::AccountId;
 use std::sync::Arc;
 
 /// Put in a WebSocket connection's data: its operations are subscriptions.
@@ -225,6 +226,54 @@ pub async fn token_ended(
 
 /// The most subscriptions one connection may run at once.
 pub const MAX_SUBSCRIPTIONS: usize = 100;
+
+/// The most sockets one account holds open on one gateway: a client needs
+/// one or a few (a feed, a tab or two); past that, 4403.
+pub const MAX_SOCKETS_PER_ACCOUNT: usize = 32;
+
+/// The sockets each account holds open on this gateway.
+#[derive(Clone, Default)]
+pub struct PerAccount(Arc<std::sync::Mutex<std::collections::HashMap<AccountId, usize>>>);
+
+/// One account's socket, counted while it is held (in the connection's
+/// data, so it is dropped, and uncounted, when the connection ends).
+pub struct Held {
+    counts: PerAccount,
+    account: AccountId,
+}
+
+impl PerAccount {
+    /// Counts a socket for `account`, or refuses it past
+    /// [`MAX_SOCKETS_PER_ACCOUNT`].
+    pub fn hold(&self, account: AccountId) -> Result<Held, async_graphql::Error> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let held = counts.entry(account).or_insert(0);
+        if *held >= MAX_SOCKETS_PER_ACCOUNT {
+            return Err(format!(
+                "at most {MAX_SOCKETS_PER_ACCOUNT} sockets an account: close some (one \
+                 socket carries up to {MAX_SUBSCRIPTIONS} subscriptions)"
+            )
+            .into());
+        }
+        *held += 1;
+        Ok(Held {
+            counts: self.clone(),
+            account,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = counts.get_mut(&self.account) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                counts.remove(&self.account);
+            }
+        }
+    }
+}
 
 /// A connection's subscription slots (in its data): each running
 /// subscription holds one until it ends.
