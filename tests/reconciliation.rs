@@ -200,4 +200,25 @@ async fn a_refund_the_provider_refuses_is_in_the_reconciliation_log() {
         entry["note"].as_str().is_some_and(|n| n.contains("投诉")),
         "{log}"
     );
+    // The traveler reads that it failed, not the provider's words to the
+    // platform; the platform's admins read those.
+    let read = "query($id: ID!) { booking(id: $id) { refunds { status failureReason } } }";
+    let travelers = app.graphql(read, json!({ "id": id })).await;
+    let theirs = &travelers["data"]["booking"]["refunds"][0];
+    assert_eq!(theirs["status"], "FAILED", "{travelers}");
+    assert!(
+        theirs["failureReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("the platform will settle it") && !r.contains("left")),
+        "{travelers}"
+    );
+    let admins = app
+        .graphql_as(Some(&admin), read, json!({ "id": id }))
+        .await;
+    assert!(
+        admins["data"]["booking"]["refunds"][0]["failureReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot refund")),
+        "{admins}"
+    );
 }

@@ -898,9 +898,16 @@ pub async fn money_of<C: ConnectionTrait>(
     )
     .await?;
     for row in &refunds {
-        let (_, view) = refund_row(row)?;
+        let (_, mut view) = refund_row(row)?;
         if hidden.contains(&view.booking_id) {
             continue;
+        }
+        // Why the provider refused a refund (or why one asked for more
+        // than was left) is the platform's business with its provider;
+        // the traveler, the agency and region admins read what happens.
+        if view.failure_reason.is_some() && !viewer.is_platform_admin() {
+            view.failure_reason =
+                Some("the refund could not be made; the platform will settle it with you".into());
         }
         if let Some(m) = out.iter_mut().find(|m| m.booking_id == view.booking_id) {
             m.refunds.push(view);
