@@ -408,3 +408,49 @@ async fn parallel_retries_of_a_refund_all_get_its_answer() {
     app.wait_for_booking(&id, "one refund", |b| amount(&b["refunded"]) == "50.00")
         .await;
 }
+
+/// Paid, then cancelled before booking heard of the payment (its news held
+/// back): the cancellation answers as before payment, and when the capture
+/// arrives it is refunded by the policy as of the cancellation, half four
+/// days ahead — not all of it, as for a payment made after a cancellation
+/// (an exploratory run got a full refund under a no-refund policy, 6 times
+/// in 20, by cancelling at once after `payBooking`).
+#[tokio::test]
+async fn a_payment_heard_after_the_booker_cancelled_is_refunded_by_the_policy() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow() + Days::days(3), 1, "late-news")
+            .await,
+    );
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    // Booking's handlers wait (each first records the event in its inbox);
+    // its RPCs do not.
+    let held = common::LockHeld::begin(
+        app.service_db("booking").await,
+        "LOCK TABLE inbox IN EXCLUSIVE MODE",
+    )
+    .await;
+    let paid = app.pay(&id, "tok_success", "pay").await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    held.until_waiting(1, true).await;
+    let cancelled = app.cancel(&id, "cancel").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    held.release().await;
+    let done = app
+        .wait_for_booking(&id, "the policy's refund", |b| {
+            amount(&b["refunded"]) == "190.00"
+        })
+        .await;
+    assert_eq!(amount(&done["refundDue"]), "190.00", "{done}");
+    assert!(
+        history_has(
+            &done,
+            "payment captured before the cancellation; refund 190.00"
+        ),
+        "{done}"
+    );
+}

@@ -70,6 +70,35 @@ enum Cancelled {
     Not(String),
 }
 
+/// The history's cause of a booker's cancellation of a booking booking saw
+/// unpaid (a capture it has not heard of yet may have come before it).
+const CANCELLED_UNPAID: &str = "cancelled before payment";
+
+/// When the booker cancelled booking `id` as unpaid at or after
+/// `captured_at` (the capture committed first; its news came later), that
+/// moment and the booking; None for any other ending (an operator's
+/// cancellation, an expiry, a payment made after the cancellation: all of
+/// it goes back then).
+async fn paid_before_cancelling<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    captured_at: chrono::DateTime<Utc>,
+) -> Result<Option<(chrono::DateTime<Utc>, storage::Stored)>, sea_orm::DbErr> {
+    let Some(stored) = storage::by_id(conn, id).await? else {
+        return Ok(None);
+    };
+    if stored.view.status != Status::Cancelled.as_str() {
+        return Ok(None);
+    }
+    let cancelled = storage::history_of(conn, id)
+        .await?
+        .into_iter()
+        .find(|h| h.status == Status::Cancelled.as_str() && h.cause == CANCELLED_UNPAID);
+    Ok(cancelled
+        .filter(|h| captured_at <= h.at)
+        .map(|h| (h.at, stored)))
+}
+
 /// Cancels `booking` (as last read) in `txn`: before payment its hold is
 /// released (and a capture that overtook the grant refunded in full); once
 /// CONFIRMED, the refund is the policy's share or, for the operator, all of
@@ -97,7 +126,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
     let (who, why) = match by {
         Canceller::Booker => (
             "cancelled by the booker".to_owned(),
-            "cancelled before payment".to_owned(),
+            CANCELLED_UNPAID.to_owned(),
         ),
         Canceller::Operator(day, reason) => (
             format!("the departure on {day} was cancelled by its operator: {reason}"),
@@ -125,7 +154,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
                 percent_of_left: None,
             };
             let request = Envelope::new(SERVICE, id.0, &refund);
-            storage::set_refund_due(txn, id, gross, request.id).await?;
+            storage::set_refund_due(txn, id, gross, Some(request.id)).await?;
             events.push(wrap(request));
         }
         return Ok(Cancelled::Moved(events));
@@ -186,7 +215,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
                 percent_of_left: Some(u32::from(percent)),
             };
             let request = Envelope::new(SERVICE, id.0, &request);
-            storage::set_refund_due(txn, id, refund, request.id).await?;
+            storage::set_refund_due(txn, id, refund, Some(request.id)).await?;
             events.push(wrap(request));
         }
         return Ok(Cancelled::Moved(events));
@@ -222,7 +251,7 @@ async fn refund_early_capture<C: sea_orm::ConnectionTrait>(
         percent_of_left: None,
     };
     let request = cause.follow(SERVICE, &refund);
-    storage::set_refund_due(conn, booking.view.id, gross, request.id).await?;
+    storage::set_refund_due(conn, booking.view.id, gross, Some(request.id)).await?;
     enqueue(conn, &[request]).await?;
     warn!(booking = %booking.view.id, "paid, but nothing could be held; refunding");
     Ok(())
@@ -806,6 +835,44 @@ impl Bookings {
                 Utc::now(),
             )
             .await?;
+        } else if let Some((at, stored)) =
+            paid_before_cancelling(&txn, ev.booking_id, env.occurred_at).await?
+        {
+            // The traveler had paid when it cancelled; booking heard of the
+            // payment only after: the cancellation was one after payment,
+            // refunded by the policy as of then (all of it was refunded,
+            // whatever the policy, when this went back in full).
+            let view = &stored.view;
+            let days = domain::days_before(view, at).unwrap_or(0);
+            let policy = view
+                .listing
+                .as_ref()
+                .map(|l| l.cancellation_policy.clone())
+                .unwrap_or_default();
+            let (percent, refund) = (
+                policy.refund_percent(days),
+                policy.refund(ev.split.gross, days),
+            );
+            let cause = format!(
+                "payment captured before the cancellation; refund {refund} ({percent}% by the \
+                 policy, {days} {} ahead)",
+                if days == 1 { "day" } else { "days" }
+            );
+            storage::history(&txn, ev.booking_id, Status::Cancelled, &cause, Utc::now()).await?;
+            let mut request = None;
+            if refund > Fen::ZERO {
+                let refund = RefundRequested {
+                    booking_id: ev.booking_id,
+                    amount: Some(refund),
+                    reason: "cancelled by the booker".into(),
+                    percent_of_left: Some(u32::from(percent)),
+                };
+                request = Some(env.follow(SERVICE, &refund));
+            }
+            let request_id = request.as_ref().map(|r| r.id);
+            storage::set_refund_due(&txn, ev.booking_id, refund, request_id).await?;
+            enqueue(&txn, &request.into_iter().collect::<Vec<_>>()).await?;
+            info!(booking = %ev.booking_id, %refund, "paid before it was cancelled; refunded by the policy");
         } else if let Some(status) = self.status_of(&txn, ev.booking_id).await? {
             // Captured after the booking expired or was cancelled (its hold
             // is gone or going): never confirm over capacity, give it all back.
@@ -824,7 +891,7 @@ impl Bookings {
                 percent_of_left: None,
             };
             let request = env.follow(SERVICE, &refund);
-            storage::set_refund_due(&txn, ev.booking_id, ev.split.gross, request.id).await?;
+            storage::set_refund_due(&txn, ev.booking_id, ev.split.gross, Some(request.id)).await?;
             enqueue(&txn, &[request]).await?;
             warn!(booking = %ev.booking_id, ?status, "payment captured for a booking that ended; refunding");
         } else {

@@ -996,21 +996,25 @@ pub async fn count_attempt<C: ConnectionTrait>(
 }
 
 /// Records the refund a booking promised and the `booking.refund_requested`
-/// event (`request`) that asks payment for it.
+/// event (`request`) that asks payment for it (none when nothing is due).
 pub async fn set_refund_due<C: ConnectionTrait>(
     conn: &C,
     id: BookingId,
     amount: Fen,
-    request: uuid::Uuid,
+    request: Option<uuid::Uuid>,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
+    let request = match request {
+        Some(r) => uuid_value(b, r),
+        None => sea_orm::Value::Uuid(None),
+    };
     conn.execute_raw(stmt(
         b,
         "UPDATE bookings SET refund_due_fen = $2, refund_request = $3, updated_at = $4 WHERE id = $1",
         vec![
             uuid_value(b, id.0),
             amount.get().into(),
-            uuid_value(b, request),
+            request,
             Utc::now().into(),
         ],
     ))
