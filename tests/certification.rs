@@ -618,3 +618,61 @@ async fn on_board(app: &TestApp, token: Option<&str>, listing: &str, id: &str) -
     assert_eq!(seen[0], seen[1], "by listing and by region alike");
     seen[0]
 }
+
+/// A revocation of a listing's certificate and the certification of its
+/// renewal at once: the listing ends certified until the renewal's date.
+/// Each step recomputed the listing's badge from what it saw: the one
+/// committing last had seen the other's change not yet made, and the
+/// listing was left uncertified, or certified until the revoked
+/// certificate's date (an exploratory run then counted a booking's spend
+/// as certified with no valid certificate).
+#[tokio::test]
+async fn a_revocation_and_a_renewal_at_once_leave_the_renewal_in_force() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let listing = app.homestay(1).await.homestay_id.to_string();
+    let (first, _) = certify_now(&app, &admin, &listing).await;
+    let renewal = apply(&app, &admin, &listing).await["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let notice = "acceptForPublicNotice(certificationId: $id, noticeDays: $d)";
+    step(&app, Some(&admin), notice, json!({ "id": renewal, "d": 1 })).await;
+    serve_notice(&app, &renewal).await;
+    let until = china_today(chrono::Utc::now()) + Duration::days(400);
+    let held = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!("SELECT id FROM homestays WHERE id = '{listing}' FOR NO KEY UPDATE"),
+    )
+    .await;
+    let (revoked, certified) = held
+        .race(
+            step(
+                &app,
+                Some(&admin),
+                "revokeCertification(certificationId: $id, reason: $t)",
+                json!({ "id": first, "t": "抽查发现材料造假" }),
+            ),
+            step(
+                &app,
+                Some(&admin),
+                "certifyListing(certificationId: $id, validUntil: $v)",
+                json!({ "id": renewal, "v": until.to_string() }),
+            ),
+        )
+        .await;
+    assert_eq!(revoked["state"], "REVOKED", "{revoked}");
+    assert_eq!(certified["state"], "CERTIFIED", "{certified}");
+    let read = app
+        .graphql_as(
+            Some(&admin),
+            "query($id: ID!) { homestay(id: $id) { certified certifiedUntil } }",
+            json!({ "id": listing }),
+        )
+        .await;
+    assert_eq!(
+        read["data"]["homestay"],
+        json!({ "certified": true, "certifiedUntil": until.to_string() }),
+        "{read}"
+    );
+}

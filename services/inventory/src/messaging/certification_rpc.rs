@@ -119,6 +119,9 @@ impl Inventory {
         // Objections are anyone's; every other step is the region's admins'.
         if !matches!(req.step, Step::Object { .. }) {
             administers(&req.by, current.region_code)?;
+            // The certification first, then its listing: every step takes
+            // the two in this order.
+            store::lock_listing(&txn, current.listing_id, &current.listing_kind).await?;
         }
         let (from, to, change) = match req.step {
             Step::AcceptForPublicNotice { notice_days } => {

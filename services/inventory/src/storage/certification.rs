@@ -394,6 +394,33 @@ pub async fn lock<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// Locks the listing's row (PostgreSQL) for the rest of the transaction:
+/// the steps on one listing's certifications then run one at a time, so the
+/// listing's `certified_until`, recomputed at the end of each, is never
+/// computed from a state another step is changing (two revocations at once
+/// left a listing certified with every certificate revoked).
+pub async fn lock_listing<C: ConnectionTrait>(
+    conn: &C,
+    listing_id: Uuid,
+    kind: &str,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    if b == sea_orm::DbBackend::Postgres {
+        let table = if kind == "ROUTE" {
+            "routes"
+        } else {
+            "homestays"
+        };
+        conn.execute_raw(stmt(
+            b,
+            &format!("SELECT id FROM {table} WHERE id = $1 FOR NO KEY UPDATE"),
+            vec![uuid_value(b, listing_id)],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// One certification with its objections.
 pub async fn get<C: ConnectionTrait>(
     conn: &C,
