@@ -298,11 +298,7 @@ pub async fn refresh_listing<C: ConnectionTrait>(
     kind: &str,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
-    let table = if kind == "ROUTE" {
-        "routes"
-    } else {
-        "homestays"
-    };
+    let table = listing_table(kind);
     conn.execute_raw(stmt(
         b,
         &format!(
@@ -394,6 +390,15 @@ pub async fn lock<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// The table of a listing of `kind` (`HOMESTAY` or `ROUTE`).
+fn listing_table(kind: &str) -> &'static str {
+    if kind == "ROUTE" {
+        "routes"
+    } else {
+        "homestays"
+    }
+}
+
 /// Locks the listing's row (PostgreSQL) for the rest of the transaction:
 /// the steps on one listing's certifications then run one at a time, so the
 /// listing's `certified_until`, recomputed at the end of each, is never
@@ -406,11 +411,7 @@ pub async fn lock_listing<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     if b == sea_orm::DbBackend::Postgres {
-        let table = if kind == "ROUTE" {
-            "routes"
-        } else {
-            "homestays"
-        };
+        let table = listing_table(kind);
         conn.execute_raw(stmt(
             b,
             &format!("SELECT id FROM {table} WHERE id = $1 FOR NO KEY UPDATE"),
