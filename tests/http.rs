@@ -807,3 +807,78 @@ async fn an_unknown_region_is_refused_not_read_as_empty() {
         );
     }
 }
+
+/// GraphQL over HTTP's GET names the operation `operationName` (it was
+/// read only as `operation_name`); a browser page on another origin may
+/// call the API (CORS: bearer tokens, no cookies); and an answer says the
+/// request headers it depends on (`Vary`), for any cache in front.
+#[tokio::test]
+async fn get_picks_the_named_operation_browsers_may_call_and_answers_vary() {
+    let app = spawn_app().await;
+    let two = "query R { __typename } query S { regions { code } }";
+    let picked = app
+        .http
+        .get(&app.url)
+        .query(&[("query", two), ("operationName", "S")])
+        .send()
+        .await
+        .expect("answers");
+    let body: Value = picked.json().await.expect("json");
+    assert!(body["data"]["regions"].is_array(), "{body}");
+    let unknown = app
+        .http
+        .get(&app.url)
+        .query(&[("query", two), ("operationName", "T")])
+        .send()
+        .await
+        .expect("answers");
+    let body: Value = unknown.json().await.expect("json");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, &app.url)
+        .header("Origin", "https://travel.example.cn")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(preflight.status().as_u16(), 200);
+    let allowed = |r: &reqwest::Response, h: &str| {
+        r.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    assert_eq!(allowed(&preflight, "access-control-allow-origin"), "*");
+    assert!(allowed(&preflight, "access-control-allow-headers").contains("authorization"));
+    let answer = app
+        .http
+        .post(&app.url)
+        .header("Origin", "https://travel.example.cn")
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(allowed(&answer, "access-control-allow-origin"), "*");
+    let vary: Vec<String> = answer
+        .headers()
+        .get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    assert!(
+        vary.iter()
+            .any(|v| v.contains("accept-language") && v.contains("authorization")),
+        "{vary:?}"
+    );
+}

@@ -248,6 +248,10 @@ pub fn router(
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         // Said the GraphQL way, like every other refusal.
         .layer(axum::middleware::map_response(too_large))
+        // An answer depends on these request headers: a cache in front
+        // must not give one caller's answer to another.
+        .layer(axum::middleware::map_response(vary))
+        .layer(cors())
         // Every request gets an id (the client's `x-request-id`, or a new
         // one), in its log span and echoed in the response.
         .layer(
@@ -526,6 +530,35 @@ async fn too_large(response: Response) -> Response {
     too_large_error()
 }
 
+/// Browser apps on any origin may call the API: it is authorised by a
+/// bearer token in a header, never by a cookie, so another origin's page
+/// gets nothing a script could not get without a browser.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::header::{ACCEPT, ACCEPT_LANGUAGE, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            AUTHORIZATION,
+            CONTENT_TYPE,
+            ACCEPT,
+            ACCEPT_LANGUAGE,
+            request_id.clone(),
+        ])
+        .expose_headers([request_id, RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(3600))
+}
+
+/// Says which request headers the answer depends on (`Vary`).
+async fn vary(mut response: Response) -> Response {
+    response.headers_mut().append(
+        header::VARY,
+        axum::http::HeaderValue::from_static("accept, accept-language, authorization"),
+    );
+    response
+}
+
 /// 413, the GraphQL way.
 fn too_large_error() -> Response {
     crate::metrics::graphql_error("BAD_USER_INPUT");
@@ -590,7 +623,20 @@ async fn graphql_get(
     if !upgrade {
         let method = request.method().clone();
         let headers = request.headers().clone();
-        let q = GraphQLRequest::from_request(request, &()).await;
+        // GraphQL over HTTP names it `operationName` in the query string;
+        // async-graphql's GET reading knows only `operation_name`.
+        let axum::extract::Query(named) = axum::extract::Query::<
+            std::collections::HashMap<String, String>,
+        >::try_from_uri(request.uri())
+        .unwrap_or_default();
+        let q = GraphQLRequest::from_request(request, &())
+            .await
+            .map(|mut q| {
+                if q.0.operation_name.is_none() {
+                    q.0.operation_name = named.get("operationName").cloned();
+                }
+                q
+            });
         return graphql(State(gw), ConnectInfo(peer), method, headers, q).await;
     }
     let ip = crate::limits::caller_ip(peer.ip());
