@@ -463,6 +463,11 @@ async fn a_silent_socket_is_closed_and_every_error_over_a_socket_has_a_code() {
             "subscription($id: ID!) { bookingUpdated(id: $id) { id } }",
             json!({}),
         ),
+        (
+            "two roots",
+            "subscription { bookingsUpdated { id } again: bookingsUpdated { status } }",
+            json!({}),
+        ),
     ] {
         send(
             &mut talking,

@@ -15,7 +15,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy)]
 pub struct OverWebSocket;
 
-/// Refuses anything but subscriptions on a WebSocket connection.
+/// Refuses anything but subscriptions on a WebSocket connection, and a
+/// subscription of more than one root field anywhere.
 pub struct SubscriptionsOnly;
 
 impl ExtensionFactory for SubscriptionsOnly {
@@ -36,6 +37,15 @@ impl Extension for SubscriptionsOnlyExtension {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
+        // A subscription has one root field (GraphQL's "single root field"
+        // rule): two would be two streams pushed as one.
+        if doc.operations.iter().any(|(_, op)| {
+            op.node.ty == OperationType::Subscription && op.node.selection_set.node.items.len() != 1
+        }) {
+            return Err(crate::error::refused(
+                "a subscription selects exactly one root field; subscribe once for each",
+            ));
+        }
         let on_socket = ctx.data_opt::<OverWebSocket>().is_some();
         if on_socket
             && doc
