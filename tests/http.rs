@@ -297,6 +297,34 @@ async fn every_error_has_a_code_and_a_depth_bomb_is_refused() {
         "{body}"
     );
     assert!(body["data"].is_null());
+    // Past the depth limit but short of the nesting guard: said with the
+    // limit ("Query is nested too deep." told none).
+    let mut deep = String::from("__typename");
+    for _ in 0..5 {
+        deep = format!("__schema {{ types {{ fields {{ type {{ {deep} }} }} }} }}");
+    }
+    let (_, _, body) = post(&app, None, &format!("{{ {deep} }}")).await;
+    assert_eq!(
+        body["errors"][0]["message"], "the query is nested too deep: at most 16 levels",
+        "{body}"
+    );
+    // Too costly (30 pages of 100 offers): said with the limit and what to do.
+    let wide = (0..30)
+        .map(|i| {
+            format!(
+                "f{i}: searchHomestays(checkIn: \"2030-01-01\", checkOut: \"2030-01-02\", guests: 1, first: 100) \
+                 {{ edges {{ node {{ homestayName roomTypeId total {{ amount }} }} }} }}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (_, _, body) = post(&app, None, &format!("{{ {wide} }}")).await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("the query is too complex: at most 5000")),
+        "{body}"
+    );
 }
 
 #[tokio::test]

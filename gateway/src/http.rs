@@ -1148,6 +1148,9 @@ fn with_code(e: &mut async_graphql::ServerError) -> String {
     if let Some(code) = existing {
         return code;
     }
+    if let Some(explained) = explained(&e.message) {
+        e.message = explained;
+    }
     let code = missing_code(&e.message, !e.path.is_empty());
     e.extensions
         .get_or_insert_with(Default::default)
@@ -1165,6 +1168,23 @@ fn shorten(message: &mut String) {
     if let Some((at, _)) = message.char_indices().nth(MAX_MESSAGE) {
         message.truncate(at);
         message.push_str("… (cut)");
+    }
+}
+
+/// async-graphql's refusal of a query over its limits, said with the
+/// limit and what to do ("Query is too complex." told neither).
+pub(crate) fn explained(message: &str) -> Option<String> {
+    match message {
+        "Query is too complex." => Some(format!(
+            "the query is too complex: at most {} (each field counts 1, and a list's fields \
+             count once per item of its page); ask for fewer fields or smaller pages",
+            crate::schema::MAX_COMPLEXITY
+        )),
+        "Query is nested too deep." => Some(format!(
+            "the query is nested too deep: at most {} levels",
+            crate::schema::MAX_DEPTH
+        )),
+        _ => None,
     }
 }
 

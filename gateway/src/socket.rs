@@ -179,6 +179,13 @@ fn with_codes(text: &str) -> Option<String> {
         {
             continue;
         }
+        if let Some(explained) = error
+            .get("message")
+            .and_then(|m| m.as_str())
+            .and_then(crate::http::explained)
+        {
+            error.insert("message".to_owned(), explained.into());
+        }
         let text = error.get("message").and_then(|m| m.as_str()).unwrap_or("");
         let has_path = error
             .get("path")

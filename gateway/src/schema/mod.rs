@@ -39,6 +39,14 @@ pub(crate) fn per_item(first: i32, child_complexity: usize) -> usize {
     child_complexity.saturating_mul(usize::try_from(first.clamp(1, 100)).unwrap_or(1))
 }
 
+/// How deep a query may nest: GraphiQL's introspection query is 13 deep;
+/// this leaves it room.
+pub const MAX_DEPTH: usize = 16;
+
+/// How costly a query may be: each field 1, a list's fields times its page
+/// size (a page of 100 with a 40-field selection fits).
+pub const MAX_COMPLEXITY: usize = 5_000;
+
 /// Builds the schema with its limits; `bus` is how resolvers reach services.
 pub fn build_schema(
     bus: Option<Arc<dyn Bus>>,
@@ -46,10 +54,8 @@ pub fn build_schema(
     push: Option<crate::push::Push>,
 ) -> DuikouSchema {
     let mut builder = Schema::build(Query, Mutation, Subscription)
-        // GraphiQL's introspection query is 13 deep; leave it room.
-        .limit_depth(16)
-        // A page of 100 with a 40-field selection; lists count per item.
-        .limit_complexity(5_000)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
         // Lists and input objects nested past this overflow the stack.
         .extension(crate::nesting::NestingLimit)
         // The WebSocket is for subscriptions (crate::socket).
