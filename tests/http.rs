@@ -308,6 +308,19 @@ async fn every_error_has_a_code_and_a_depth_bomb_is_refused() {
         body["errors"][0]["message"], "the query is nested too deep: at most 16 levels",
         "{body}"
     );
+    // A DateTime without its time and offset: the message says the form.
+    let (_, _, body) = post(
+        &app,
+        None,
+        "{ myBookings(filter: { updatedSince: \"2026-12-04\" }) { totalCount } }",
+    )
+    .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("RFC 3339")),
+        "{body}"
+    );
     // Too costly (30 pages of 100 offers): said with the limit and what to do.
     let wide = (0..30)
         .map(|i| {

@@ -1174,6 +1174,13 @@ fn shorten(message: &mut String) {
 /// async-graphql's refusal of a query over its limits, said with the
 /// limit and what to do ("Query is too complex." told neither).
 pub(crate) fn explained(message: &str) -> Option<String> {
+    // A date and time that does not parse: say the form it takes.
+    if message.starts_with("Failed to parse \"DateTime\"") && !message.contains("RFC 3339") {
+        return Some(format!(
+            "{message} (a DateTime is an RFC 3339 date and time with its offset, e.g. \
+             2026-12-05T08:00:00+08:00 or 2026-12-05T00:00:00Z)"
+        ));
+    }
     match message {
         "Query is too complex." => Some(format!(
             "the query is too complex: at most {} (each field counts 1, and a list's fields \

@@ -206,7 +206,9 @@ impl BookingQuote {
     async fn listing(&self) -> Listing {
         Listing::from(&self.0.listing)
     }
-    /// Every night for the rooms asked, or every seat.
+    /// Every night for the rooms asked, or every seat: of the nights on
+    /// sale only, so when `bookable` is false (a night CLOSED or never on
+    /// sale) it is not a price to show.
     async fn total(&self) -> Money {
         self.0.total.into()
     }
