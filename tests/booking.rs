@@ -377,15 +377,7 @@ async fn the_same_idempotency_key_returns_the_first_booking_and_different_input_
 in_both_modes!(concurrent_cancels_with_one_key_get_the_first_answer_and_refund_once);
 async fn concurrent_cancels_with_one_key_get_the_first_answer_and_refund_once(settings: Settings) {
     let app = spawn_app_with(settings).await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(
-            &room_type,
-            tomorrow() + chrono::Duration::days(10),
-            "tok_success",
-        )
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
+    let id = app.confirmed_booking(10).await;
     let answers = futures::future::join_all((0..10).map(|_| app.cancel(&id, "cancel-once"))).await;
     let first = &answers[0]["data"]["cancelBooking"];
     assert_eq!(first["status"], "CANCELLED", "{:?}", answers[0]);
@@ -411,15 +403,7 @@ async fn concurrent_cancels_with_one_key_get_the_first_answer_and_refund_once(se
 #[tokio::test]
 async fn concurrent_cancels_with_different_keys_both_answer_cancelled() {
     let app = spawn_app_with(common::test_settings()).await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(
-            &room_type,
-            tomorrow() + chrono::Duration::days(10),
-            "tok_success",
-        )
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
+    let id = app.confirmed_booking(10).await;
     let held = common::LockHeld::begin(
         app.service_db("booking").await,
         &format!("SELECT id FROM bookings WHERE id = '{id}' FOR UPDATE"),

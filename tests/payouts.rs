@@ -229,11 +229,7 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
 #[tokio::test]
 async fn a_run_over_an_earlier_period_does_not_pay_what_was_refunded_since() {
     let app = spawn_app().await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
+    let id = app.confirmed_booking(9).await;
     let between = chrono::Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     app.cancel(&id, "c").await;
@@ -287,11 +283,7 @@ async fn a_run_keeps_back_the_host_share_of_refunds_still_pending() {
     let mut settings = common::test_settings();
     settings.reconcile_after_seconds = 1;
     let app = common::spawn_app_with(settings).await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
+    let id = app.confirmed_booking(9).await;
     // The provider takes no refund for now: each try goes unanswered.
     let payment = app.service_db("payment").await;
     let provider = |sql: &'static str| {

@@ -144,15 +144,7 @@ async fn a_charge_still_in_flight_when_reconciled_is_closed_never_taken() {
 async fn a_refund_the_provider_refuses_is_in_the_reconciliation_log() {
     use sea_orm::ConnectionTrait;
     let app = app().await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(
-            &room_type,
-            tomorrow() + chrono::Duration::days(9),
-            "tok_success",
-        )
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
+    let id = app.confirmed_booking(9).await;
     // The money went back some other way, at the provider: it has nothing
     // left to refund.
     let payment = app.service_db("payment").await;

@@ -106,11 +106,7 @@ async fn a_paid_booking_cancelled_four_days_ahead_gets_half_back(settings: Setti
 /// of which an admin has refunded 100.00 (a goodwill gesture).
 async fn paid_then_goodwill(app: &TestApp, days: i64) -> String {
     let admin = app.admin_token().await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(&room_type, tomorrow() + Days::days(days), "tok_success")
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
+    let id = app.confirmed_booking(days).await;
     let goodwill = app
         .graphql_as(
             Some(&admin),
@@ -204,11 +200,7 @@ async fn a_cancellations_share_is_taken_of_what_is_left_when_payment_takes_it() 
 /// stale quote, half of 380.
 async fn cancelled_before_hearing_of(app: &TestApp, goodwill: &str) -> String {
     let admin = app.admin_token().await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(&room_type, tomorrow() + Days::days(3), "tok_success")
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
+    let id = app.confirmed_booking(3).await;
     // NO KEY UPDATE: the refund's news (an UPDATE) waits, while the
     // cancellation's key (a foreign key to the row: KEY SHARE) does not.
     let held = common::LockHeld::begin(
@@ -386,11 +378,7 @@ async fn concurrent_refund_requests_never_return_more_than_was_paid() {
 async fn parallel_retries_of_a_refund_all_get_its_answer() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
+    let id = app.confirmed_booking(9).await;
     let answers = futures::future::join_all((0..10).map(|_| {
         app.graphql_as(
             Some(&admin),

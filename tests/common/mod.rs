@@ -469,6 +469,17 @@ impl TestApp {
     }
 
     /// A booking for one night on `check_in`, held and paid with `token`.
+    /// A booking of one night `days` after tomorrow in a new one-room
+    /// homestay (380.00), paid with `tok_success` and CONFIRMED.
+    pub async fn confirmed_booking(&self, days: i64) -> String {
+        let room_type = self.homestay(1).await.room_type_id.to_string();
+        let id = self
+            .paid_booking(&room_type, tomorrow() + Days::days(days), "tok_success")
+            .await;
+        self.wait_for_status(&id, "CONFIRMED").await;
+        id
+    }
+
     pub async fn paid_booking(&self, room_type: &str, check_in: NaiveDate, token: &str) -> String {
         let key = uuid::Uuid::now_v7().to_string();
         let id = Self::id_of(&self.create_booking(room_type, check_in, 1, &key).await);

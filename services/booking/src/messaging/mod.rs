@@ -74,29 +74,23 @@ enum Cancelled {
 /// unpaid (a capture it has not heard of yet may have come before it).
 const CANCELLED_UNPAID: &str = "cancelled before payment";
 
-/// When the booker cancelled booking `id` as unpaid at or after
-/// `captured_at` (the capture committed first; its news came later), that
-/// moment and the booking; None for any other ending (an operator's
-/// cancellation, an expiry, a payment made after the cancellation: all of
-/// it goes back then).
+/// When the booker cancelled `booking` as unpaid at or after `captured_at`
+/// (the capture committed first; its news came later), that moment; None
+/// for any other ending (an operator's cancellation, an expiry, a payment
+/// made after the cancellation: all of it goes back then).
 async fn paid_before_cancelling<C: sea_orm::ConnectionTrait>(
     conn: &C,
-    id: BookingId,
+    booking: &BookingView,
     captured_at: chrono::DateTime<Utc>,
-) -> Result<Option<(chrono::DateTime<Utc>, storage::Stored)>, sea_orm::DbErr> {
-    let Some(stored) = storage::by_id(conn, id).await? else {
-        return Ok(None);
-    };
-    if stored.view.status != Status::Cancelled.as_str() {
+) -> Result<Option<chrono::DateTime<Utc>>, sea_orm::DbErr> {
+    if booking.status != Status::Cancelled.as_str() {
         return Ok(None);
     }
-    let cancelled = storage::history_of(conn, id)
+    let cancelled = storage::history_of(conn, booking.id)
         .await?
         .into_iter()
         .find(|h| h.status == Status::Cancelled.as_str() && h.cause == CANCELLED_UNPAID);
-    Ok(cancelled
-        .filter(|h| captured_at <= h.at)
-        .map(|h| (h.at, stored)))
+    Ok(cancelled.map(|h| h.at).filter(|at| captured_at <= *at))
 }
 
 /// Cancels `booking` (as last read) in `txn`: before payment its hold is
@@ -193,9 +187,22 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
             )
         }
     };
+    // The share is taken of what payment has left when it handles the
+    // request: a refund made meanwhile is not counted as still paid. What
+    // it gives back then replaces `refund_due`, the quote.
+    let request = (refund > Fen::ZERO).then(|| {
+        let request = RefundRequested {
+            booking_id: id,
+            amount: Some(refund),
+            reason: who,
+            percent_of_left: Some(u32::from(percent)),
+        };
+        Envelope::new(SERVICE, id.0, &request)
+    });
     let paid = Changes {
         reason: Some(changes),
         refund_due: Some(refund),
+        refund_request: request.as_ref().map(|r| r.id),
         ..Changes::default()
     };
     let confirmed = [Status::Confirmed];
@@ -204,20 +211,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
         .is_some()
     {
         let mut events = vec![release];
-        if refund > Fen::ZERO {
-            // The share is taken of what payment has left when it handles
-            // this: a refund made meanwhile is not counted as still paid.
-            // What it gives back then replaces `refund_due`, the quote.
-            let request = RefundRequested {
-                booking_id: id,
-                amount: Some(refund),
-                reason: who,
-                percent_of_left: Some(u32::from(percent)),
-            };
-            let request = Envelope::new(SERVICE, id.0, &request);
-            storage::set_refund_due(txn, id, refund, Some(request.id)).await?;
-            events.push(wrap(request));
-        }
+        events.extend(request.map(wrap));
         return Ok(Cancelled::Moved(events));
     }
     // Moved by someone else meanwhile (a concurrent cancellation waited on
@@ -835,65 +829,69 @@ impl Bookings {
                 Utc::now(),
             )
             .await?;
-        } else if let Some((at, stored)) =
-            paid_before_cancelling(&txn, ev.booking_id, env.occurred_at).await?
+        } else if let Some((stored, status)) = storage::by_id(&txn, ev.booking_id)
+            .await?
+            .and_then(|b| Status::parse(&b.view.status).map(|s| (b, s)))
         {
-            // The traveler had paid when it cancelled; booking heard of the
-            // payment only after: the cancellation was one after payment,
-            // refunded by the policy as of then (all of it was refunded,
-            // whatever the policy, when this went back in full).
-            let view = &stored.view;
-            let days = domain::days_before(view, at).unwrap_or(0);
-            let policy = view
-                .listing
-                .as_ref()
-                .map(|l| l.cancellation_policy.clone())
-                .unwrap_or_default();
-            let (percent, refund) = (
-                policy.refund_percent(days),
-                policy.refund(ev.split.gross, days),
-            );
-            let cause = format!(
-                "payment captured before the cancellation; refund {refund} ({percent}% by the \
-                 policy, {days} {} ahead)",
-                if days == 1 { "day" } else { "days" }
-            );
-            storage::history(&txn, ev.booking_id, Status::Cancelled, &cause, Utc::now()).await?;
-            let mut request = None;
-            if refund > Fen::ZERO {
+            if let Some(at) = paid_before_cancelling(&txn, &stored.view, env.occurred_at).await? {
+                // The traveler had paid when it cancelled; booking heard of the
+                // payment only after: the cancellation was one after payment,
+                // refunded by the policy as of then (all of it was refunded,
+                // whatever the policy, when this went back in full).
+                let view = &stored.view;
+                let days = domain::days_before(view, at).unwrap_or(0);
+                let policy = view
+                    .listing
+                    .as_ref()
+                    .map(|l| l.cancellation_policy.clone())
+                    .unwrap_or_default();
+                let (percent, refund) = (
+                    policy.refund_percent(days),
+                    policy.refund(ev.split.gross, days),
+                );
+                let cause = format!(
+                    "payment captured before the cancellation; refund {refund} ({percent}% by \
+                     the policy, {days} {} ahead)",
+                    if days == 1 { "day" } else { "days" }
+                );
+                storage::history(&txn, ev.booking_id, Status::Cancelled, &cause, Utc::now())
+                    .await?;
+                let request = (refund > Fen::ZERO).then(|| {
+                    let refund = RefundRequested {
+                        booking_id: ev.booking_id,
+                        amount: Some(refund),
+                        reason: "cancelled by the booker".into(),
+                        percent_of_left: Some(u32::from(percent)),
+                    };
+                    env.follow(SERVICE, &refund)
+                });
+                let request_id = request.as_ref().map(|r| r.id);
+                storage::set_refund_due(&txn, ev.booking_id, refund, request_id).await?;
+                enqueue(&txn, &request.into_iter().collect::<Vec<_>>()).await?;
+                info!(booking = %ev.booking_id, %refund, "paid before it was cancelled; refunded by the policy");
+            } else {
+                // Captured after the booking expired or was cancelled (its hold
+                // is gone or going): never confirm over capacity, give it all back.
+                storage::history(
+                    &txn,
+                    ev.booking_id,
+                    status,
+                    "payment captured after the booking ended; full refund requested",
+                    Utc::now(),
+                )
+                .await?;
                 let refund = RefundRequested {
                     booking_id: ev.booking_id,
-                    amount: Some(refund),
-                    reason: "cancelled by the booker".into(),
-                    percent_of_left: Some(u32::from(percent)),
+                    amount: None,
+                    reason: format!("paid after the booking was {}", status.as_str()),
+                    percent_of_left: None,
                 };
-                request = Some(env.follow(SERVICE, &refund));
+                let request = env.follow(SERVICE, &refund);
+                storage::set_refund_due(&txn, ev.booking_id, ev.split.gross, Some(request.id))
+                    .await?;
+                enqueue(&txn, &[request]).await?;
+                warn!(booking = %ev.booking_id, ?status, "payment captured for a booking that ended; refunding");
             }
-            let request_id = request.as_ref().map(|r| r.id);
-            storage::set_refund_due(&txn, ev.booking_id, refund, request_id).await?;
-            enqueue(&txn, &request.into_iter().collect::<Vec<_>>()).await?;
-            info!(booking = %ev.booking_id, %refund, "paid before it was cancelled; refunded by the policy");
-        } else if let Some(status) = self.status_of(&txn, ev.booking_id).await? {
-            // Captured after the booking expired or was cancelled (its hold
-            // is gone or going): never confirm over capacity, give it all back.
-            storage::history(
-                &txn,
-                ev.booking_id,
-                status,
-                "payment captured after the booking ended; full refund requested",
-                Utc::now(),
-            )
-            .await?;
-            let refund = RefundRequested {
-                booking_id: ev.booking_id,
-                amount: None,
-                reason: format!("paid after the booking was {}", status.as_str()),
-                percent_of_left: None,
-            };
-            let request = env.follow(SERVICE, &refund);
-            storage::set_refund_due(&txn, ev.booking_id, ev.split.gross, Some(request.id)).await?;
-            enqueue(&txn, &[request]).await?;
-            warn!(booking = %ev.booking_id, ?status, "payment captured for a booking that ended; refunding");
         } else {
             // Money for a booking this service never had: give it back.
             let refund = RefundRequested {

@@ -669,6 +669,8 @@ pub struct Changes {
     pub reason: Option<String>,
     /// What is to be refunded (a cancellation after payment).
     pub refund_due: Option<Fen>,
+    /// The `booking.refund_requested` that asks payment for `refund_due`.
+    pub refund_request: Option<uuid::Uuid>,
     /// The capture's split (the capture that confirms it).
     pub captured: Option<Split>,
 }
@@ -705,6 +707,7 @@ pub async fn transition<C: ConnectionTrait>(
         changes.refund_due.map(Fen::get).into(),
         changes.captured.as_ref().map(json).into(),
         changes.listing.as_ref().and_then(|l| l.starts_on).into(),
+        shared::db::opt_uuid_value(b, changes.refund_request),
     ];
     let first = values.len() + 1;
     let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", first + i)).collect();
@@ -721,7 +724,8 @@ pub async fn transition<C: ConnectionTrait>(
             listing_region = COALESCE($8, listing_region),
             refund_due_fen = COALESCE($9, refund_due_fen),
             captured_split = COALESCE($10, captured_split),
-            starts_on = COALESCE($11, starts_on)
+            starts_on = COALESCE($11, starts_on),
+            refund_request = COALESCE($12, refund_request)
          WHERE id = $1 AND status IN ({})
          RETURNING *",
         placeholders.join(", ")
@@ -1004,17 +1008,13 @@ pub async fn set_refund_due<C: ConnectionTrait>(
     request: Option<uuid::Uuid>,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
-    let request = match request {
-        Some(r) => uuid_value(b, r),
-        None => sea_orm::Value::Uuid(None),
-    };
     conn.execute_raw(stmt(
         b,
         "UPDATE bookings SET refund_due_fen = $2, refund_request = $3, updated_at = $4 WHERE id = $1",
         vec![
             uuid_value(b, id.0),
             amount.get().into(),
-            request,
+            shared::db::opt_uuid_value(b, request),
             Utc::now().into(),
         ],
     ))
