@@ -49,6 +49,35 @@ pub struct App {
     gateway: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// Demonstration accounts created by this start, to show once.
     pub demo_accounts: Option<gateway::identity::DemoAccounts>,
+    /// Embedded, the lock on the data directory, held while this runs.
+    _data_lock: Option<std::fs::File>,
+}
+
+/// Embedded, one process at a time on a data directory: each has its own
+/// in-process bus, so a second would publish the same outbox rows to
+/// itself and answer for bookings the first is holding. The lock is the
+/// operating system's on `<data_dir>/duikou.lock`, let go when the process
+/// ends however it ends.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("duikou.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another Duikou is running on {} (one process at a time on a data directory \
+             without the servers; stop it, or set DUIKOU_DATA_DIR to another directory)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::Error::new(e).context(format!("locking {}", path.display())))
+        }
+    }
 }
 
 /// Installs the process-wide rustls crypto provider (STACK.md trap 1).
@@ -62,6 +91,10 @@ impl App {
     pub async fn start(settings: Settings, part: Part) -> anyhow::Result<App> {
         install_crypto();
         settings.check().map_err(anyhow::Error::msg)?;
+        let data_lock = match settings.postgres() {
+            None => Some(lock_data_dir(&settings.data_dir)?),
+            Some(_) => None,
+        };
         let rt = Runtime::connect(settings)
             .await
             .context("connecting the bus")?;
@@ -85,6 +118,7 @@ impl App {
             gateway_addr: None,
             gateway: None,
             demo_accounts: None,
+            _data_lock: data_lock,
         };
         if part.includes(Part::Gateway) {
             let listener = TcpListener::bind(&app.rt.settings.gateway_addr)

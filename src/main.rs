@@ -376,15 +376,19 @@ async fn main() -> anyhow::Result<()> {
             println!("invariants ({} mode):", settings.mode());
             // Exit 2 when it could not check at all (a server away, a wrong
             // setting): monitoring must tell that from an inconsistency (1).
-            let findings =
-                match duikou::check::run(&settings, chrono::Duration::seconds(grace_seconds)).await
-                {
-                    Ok(findings) => findings,
-                    Err(e) => {
-                        eprintln!("Error: could not check the invariants: {e:#}");
-                        std::process::exit(2);
-                    }
-                };
+            let checked = match settings.check() {
+                Ok(()) => duikou::check::run(&settings, chrono::Duration::seconds(grace_seconds))
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+                Err(e) => Err(e),
+            };
+            let findings = match checked {
+                Ok(findings) => findings,
+                Err(e) => {
+                    eprintln!("Error: could not check the invariants: {e}");
+                    std::process::exit(2);
+                }
+            };
             if duikou::check::report(&findings) {
                 Ok(())
             } else {
@@ -424,6 +428,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
+            settings.check().map_err(anyhow::Error::msg)?;
             migrate(&settings).await?;
             println!(
                 "migrated the databases of the gateway, inventory, booking, payment and partnership"
@@ -458,21 +463,44 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
         );
     }
     let servers = settings.servers();
+    let json = settings.log_format == "json";
     let app = App::start(settings, part).await?;
-    println!("Duikou is running ({mode} mode, part: {part:?}).");
-    for (what, where_) in servers {
-        println!("  {what:<10} {where_}");
+    let graphql = app
+        .gateway_addr
+        .map(|addr| format!("http://{addr}/graphql"));
+    if json {
+        // JSON lines only on stdout, for whatever collects them.
+        let servers: Vec<String> = servers.iter().map(|(w, at)| format!("{w} {at}")).collect();
+        if let Some(accounts) = &app.demo_accounts {
+            tracing::info!(accounts = accounts.describe(), "demonstration accounts");
+        }
+        tracing::info!(
+            mode,
+            part = ?part,
+            servers = servers.join("; "),
+            graphql = graphql.as_deref().unwrap_or("-"),
+            "Duikou is running"
+        );
+    } else {
+        println!("Duikou is running ({mode} mode, part: {part:?}).");
+        for (what, where_) in servers {
+            println!("  {what:<10} {where_}");
+        }
+        if let Some(accounts) = &app.demo_accounts {
+            println!("{}", accounts.describe());
+        }
+        if let (Some(graphql), Some(addr)) = (&graphql, app.gateway_addr) {
+            println!("  GraphQL:  {graphql}");
+            println!("  GraphiQL: http://{addr}/");
+        }
+        println!("Press Ctrl-C to stop.");
     }
-    if let Some(accounts) = &app.demo_accounts {
-        println!("{}", accounts.describe());
-    }
-    if let Some(addr) = app.gateway_addr {
-        println!("  GraphQL:  http://{addr}/graphql");
-        println!("  GraphiQL: http://{addr}/");
-    }
-    println!("Press Ctrl-C to stop.");
     duikou::shutdown_signal().await;
-    println!("Stopping: finishing messages in flight…");
+    if json {
+        tracing::info!("stopping: finishing messages in flight");
+    } else {
+        println!("Stopping: finishing messages in flight…");
+    }
     app.stop().await;
     Ok(())
 }

@@ -232,3 +232,26 @@ fn a_check_that_cannot_check_exits_2() {
     );
     assert!(!data_dir.exists(), "check creates nothing");
 }
+
+/// `check` and `migrate` given PostgreSQL without RabbitMQ refuse as `serve`
+/// does, rather than checking SQLite files or migrating half a deployment.
+#[test]
+fn check_and_migrate_refuse_one_server_url_without_the_other() {
+    let data_dir = std::env::temp_dir().join(format!("duikou-half-{}", uuid::Uuid::now_v7()));
+    for (command, code) in [("check", 2), ("migrate", 1)] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_duikou"))
+            .arg(command)
+            .env("DUIKOU_DATA_DIR", &data_dir)
+            .env("DUIKOU_POSTGRES_URL", "postgres://root@127.0.0.1:5432")
+            .env_remove("DUIKOU_AMQP_URL")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(code), "{command}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("go together"),
+            "{command}: {out:?}"
+        );
+    }
+    assert!(!data_dir.exists(), "nothing created");
+}

@@ -320,3 +320,74 @@ fn one_part_alone_without_servers_is_refused() {
     assert!(!dir.join("data").exists(), "nothing created");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without servers each process has its own bus, so two on one data
+/// directory would each publish the other's outbox to itself: the second is
+/// refused, saying why, until the first stops.
+#[tokio::test]
+async fn a_second_process_on_the_same_data_directory_is_refused() {
+    let settings = common::embedded_test_settings();
+    let first = duikou::App::start(settings.clone(), duikou::Part::All)
+        .await
+        .expect("the first starts");
+    let second = duikou::App::start(settings.clone(), duikou::Part::All).await;
+    let refused = second.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    assert!(
+        refused.contains("another Duikou is running on"),
+        "{refused}"
+    );
+    first.stop().await;
+    let again = duikou::App::start(settings.clone(), duikou::Part::All)
+        .await
+        .expect("starts once the first has stopped");
+    again.stop().await;
+    let _ = std::fs::remove_dir_all(&settings.data_dir);
+}
+
+/// With `DUIKOU_LOG_FORMAT=json` every line on stdout is JSON, the start-up
+/// summary too (the address, the demo accounts), so a collector reading
+/// stdout parses all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_json_log_format_every_start_up_line_is_json() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = std::env::temp_dir().join(format!("duikou-json-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_duikou"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("DUIKOU_")) {
+        command.env_remove(key);
+    }
+    let mut serve = command
+        .arg("serve")
+        .current_dir(&dir)
+        .env("DUIKOU_GATEWAY_ADDR", "127.0.0.1:0")
+        .env("DUIKOU_LOG_FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("duikou serve starts");
+    let mut lines = tokio::io::BufReader::new(serve.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    let running = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let parsed: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            seen.push(parsed["fields"]["message"].clone());
+            if parsed["fields"]["message"] == "Duikou is running" {
+                return parsed;
+            }
+        }
+        panic!("stdout ended before the start-up line: {seen:?}")
+    })
+    .await
+    .expect("started within a minute");
+    let graphql = running["fields"]["graphql"].as_str().unwrap_or_default();
+    assert!(graphql.starts_with("http://127.0.0.1:"), "{running}");
+    assert_eq!(running["fields"]["mode"], "embedded", "{running}");
+    assert!(seen.contains(&json!("demonstration accounts")), "{seen:?}");
+    let page = until_up(&reqwest::Client::new(), &graphql.replace("/graphql", "/")).await;
+    assert!(page.contains("graphiql"));
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}

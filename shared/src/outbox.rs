@@ -371,13 +371,11 @@ impl Relay {
         taken: impl Iterator<Item = i64>,
         result: &Result<usize, RelayError>,
     ) {
-        if let Err(RelayError::Bus(BusError::Unroutable(_))) = result {
-            if let (Some(last), Ok(mut parked)) = (taken.max(), self.parked.lock()) {
-                warn!(
-                    "no queue is bound for some outbox events yet; passing over them for a while"
-                );
-                parked.pass(last);
-            }
+        if let Err(RelayError::Bus(BusError::Unroutable(_))) = result
+            && let (Some(last), Ok(mut parked)) = (taken.max(), self.parked.lock())
+        {
+            warn!("no queue is bound for some outbox events yet; passing over them for a while");
+            parked.pass(last);
         }
     }
 

@@ -1143,10 +1143,10 @@ impl Bus for AmqpBus {
             // (docs/messaging.md), so the return goes to the call whose
             // correlation id it carries; this call waits for its own answer.
             Ok(Ok(Confirmation::Ack(Some(returned)))) => {
-                if let Some(owner) = returned.delivery.properties.correlation_id() {
-                    if let Some(tx) = lock(&self.pending).remove(owner.as_str()) {
-                        let _ = tx.send(Answer::Returned);
-                    }
+                if let Some(owner) = returned.delivery.properties.correlation_id()
+                    && let Some(tx) = lock(&self.pending).remove(owner.as_str())
+                {
+                    let _ = tx.send(Answer::Returned);
                 }
             }
             Ok(Ok(Confirmation::Nack(_))) => {

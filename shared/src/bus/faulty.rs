@@ -130,7 +130,7 @@ impl Bus for FaultyBus {
             }
         }
         if self.faults.delay {
-            for &i in order.iter().filter(|_| random() % 2 == 0) {
+            for &i in order.iter().filter(|_| random().is_multiple_of(2)) {
                 let (inner, env) = (self.inner.clone(), events[i].clone());
                 let wait = Duration::from_millis(20 + random() % 180);
                 self.delayed.spawn(async move {
