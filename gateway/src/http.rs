@@ -679,6 +679,8 @@ async fn graphql_get(
             // The server's messages go through a channel, so that the socket
             // is still ours to close with a reason when the token ends.
             let (mut socket_out, socket_in) = socket.split();
+            let too_big = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let socket_in = crate::socket::incoming(socket_in, too_big.clone());
             let (out, mut outgoing) = futures::channel::mpsc::channel(16);
             let serve =
                 GraphQLWebSocket::new_with_pair(out, socket_in, gw.schema.clone(), protocol)
@@ -729,7 +731,9 @@ async fn graphql_get(
                         }
                     };
                     tokio::select! {
-                        ((), ()) = futures::future::join(serve, forward) => None,
+                        ((), ()) = futures::future::join(serve, forward) => too_big
+                            .load(std::sync::atomic::Ordering::SeqCst)
+                            .then_some((crate::socket::MESSAGE_TOO_BIG, crate::socket::TOO_BIG)),
                         reason = crate::socket::token_ended(opened_with, watching) => {
                             Some((crate::socket::TOKEN_ENDED, reason))
                         }

@@ -97,6 +97,42 @@ pub const MAX_SOCKETS: usize = 4096;
 /// The largest message (and frame) a subscription connection takes.
 pub const MAX_MESSAGE: usize = 16 * 1024;
 
+/// The close code of a connection that sent a message over
+/// [`MAX_MESSAGE`] (RFC 6455's "message too big").
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// Its reason.
+pub const TOO_BIG: &str = "a message on this socket is 16 KiB at most";
+
+/// The client's messages, as the socket reads them; an error ends them (as
+/// it ends async-graphql's loop), and `too_big` is set when the error was
+/// a message or frame over [`MAX_MESSAGE`], so that the connection is
+/// closed with [`MESSAGE_TOO_BIG`] rather than dropped without a word.
+pub fn incoming<S>(
+    messages: S,
+    too_big: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> impl futures::Stream<Item = Result<axum::extract::ws::Message, axum::Error>>
+where
+    S: futures::Stream<Item = Result<axum::extract::ws::Message, axum::Error>>,
+{
+    use futures::StreamExt;
+    messages.inspect(move |read| {
+        if let Err(e) = read
+            && over_the_limit(e)
+        {
+            too_big.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+}
+
+/// Whether a socket's read error is tungstenite's refusal of a message or
+/// frame over the configured size.
+fn over_the_limit(e: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    std::error::Error::source(e)
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .is_some_and(|e| matches!(e, Error::Capacity(_)))
+}
+
 /// A close frame's reason as it may be sent: a control frame carries at
 /// most 125 bytes, two of them the code (RFC 6455 §5.5), so a longer
 /// reason is cut at a character boundary — sent whole, the frame is
