@@ -425,24 +425,28 @@ async fn concurrent_cancels_with_different_keys_both_answer_cancelled() {
 
 /// A traveler made a region admin keeps the trips booked before: its
 /// `myBookings` lists them beside its region's (they vanished, though
-/// `booking(id)` still read them), while `regionBookings` stays the
-/// region's alone.
+/// `booking(id)` still read them), page after page in either order, while
+/// `regionBookings` stays the region's alone.
 #[tokio::test]
 async fn a_traveler_made_region_admin_still_lists_its_own_trips() {
     let app = spawn_app_with(common::test_settings()).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let traveler = app.register("promoted@example.cn", "110105").await;
-    let booked = app
-        .graphql_as(
-            Some(&traveler),
-            "mutation($input: CreateBookingInput!) { createBooking(input: $input, idempotencyKey: \"trip\") { id } }",
-            json!({ "input": { "roomTypeId": room_type, "checkIn": tomorrow().to_string(),
-                "checkOut": (tomorrow() + chrono::Duration::days(1)).to_string(),
-                "travelers": [{ "name": "王芳", "idType": "PASSPORT", "idNumber": "E12345678" }],
-                "contact": { "name": "王芳", "phone": "13800138000" } } }),
-        )
-        .await;
-    let id = TestApp::id_of(&booked);
+    let mut trips = Vec::new();
+    for (key, n) in [("trip", 0), ("later", 2)] {
+        let check_in = tomorrow() + chrono::Duration::days(n);
+        let booked = app
+            .graphql_as(
+                Some(&traveler),
+                "mutation($input: CreateBookingInput!, $key: String!) { createBooking(input: $input, idempotencyKey: $key) { id } }",
+                json!({ "key": key, "input": { "roomTypeId": room_type, "checkIn": check_in.to_string(),
+                    "checkOut": (check_in + chrono::Duration::days(1)).to_string(),
+                    "travelers": [{ "name": "王芳", "idType": "PASSPORT", "idNumber": "E12345678" }],
+                    "contact": { "name": "王芳", "phone": "13800138000" } } }),
+            )
+            .await;
+        trips.push(TestApp::id_of(&booked));
+    }
     // Beijing's admin now: the trip to 敖汉旗 is not in its region.
     let granted = app
         .graphql_as(
@@ -459,24 +463,40 @@ async fn a_traveler_made_region_admin_still_lists_its_own_trips() {
         .as_str()
         .expect("logs in")
         .to_owned();
-    let ids = |field: &'static str| {
+    // Every page of one, walked by its cursor.
+    let walk = |field: &'static str, order: &'static str| {
         let (app, admin) = (&app, &admin);
         async move {
-            let body = app
-                .graphql_as(
-                    Some(admin),
-                    &format!("{{ {field}(first: 20) {{ edges {{ node {{ id }} }} }} }}"),
-                    json!({}),
-                )
-                .await;
-            common::edges(&body, field)
-                .iter()
-                .map(|e| e["node"]["id"].as_str().unwrap_or_default().to_owned())
-                .collect::<Vec<_>>()
+            let (mut ids, mut after) = (Vec::new(), None::<String>);
+            loop {
+                let body = app
+                    .graphql_as(
+                        Some(admin),
+                        &format!("query($a: String) {{ {field}(first: 1, after: $a, orderBy: {order}) {{ edges {{ node {{ id }} }} pageInfo {{ hasNextPage endCursor }} }} }}"),
+                        json!({ "a": after }),
+                    )
+                    .await;
+                ids.extend(
+                    common::edges(&body, field)
+                        .iter()
+                        .map(|e| e["node"]["id"].as_str().unwrap_or_default().to_owned()),
+                );
+                let info = &body["data"][field]["pageInfo"];
+                if info["hasNextPage"] != true || ids.len() > 5 {
+                    return ids;
+                }
+                after = info["endCursor"].as_str().map(str::to_owned);
+            }
         }
     };
-    assert_eq!(ids("myBookings").await, std::slice::from_ref(&id));
-    assert!(ids("regionBookings").await.is_empty());
+    let newest_first: Vec<String> = trips.iter().rev().cloned().collect();
+    assert_eq!(walk("myBookings", "NEWEST_FIRST").await, newest_first);
+    assert_eq!(
+        walk("myBookings", "STARTS_ON").await,
+        trips,
+        "the next page after its own trip"
+    );
+    assert!(walk("regionBookings", "STARTS_ON").await.is_empty());
 }
 
 in_both_modes!(a_hundred_concurrent_creates_with_one_key_make_one_booking);
@@ -1374,8 +1394,9 @@ async fn an_arrivals_list_pages_by_the_day_bookings_start(settings: Settings) {
     assert_eq!(newest, [d.clone(), c.clone()], "the default order stays");
 
     // Another traveler's booking as the cursor tells nothing of where it
-    // starts: the page is the one an unknown id gets, empty, not the
-    // bookings after that traveler's day.
+    // starts: it is refused as an unknown id is, not answered with the
+    // bookings after that traveler's day (nor with an empty page, which a
+    // client reads as the end of its list).
     let other = app.register("other@example.cn", "110105").await;
     let theirs = app
         .graphql_as(
@@ -1395,18 +1416,27 @@ async fn an_arrivals_list_pages_by_the_day_bookings_start(settings: Settings) {
                 "query($a: String) { myBookings(first: 10, after: $a, orderBy: STARTS_ON) { edges { node { id } } } }",
                 json!({ "a": after }),
             )
-            .await["data"]["myBookings"]["edges"]
-                .clone()
+            .await
         }
     };
-    assert_eq!(mine_after(theirs).await, json!([]));
+    let refused = mine_after(theirs).await;
+    assert_eq!(common::code(&refused), "BAD_USER_INPUT", "{refused}");
+    let unknown = mine_after(uuid::Uuid::now_v7().to_string()).await;
     assert_eq!(
-        mine_after(uuid::Uuid::now_v7().to_string()).await,
-        json!([])
+        unknown["errors"], refused["errors"],
+        "the same answer: {unknown}"
     );
     assert_eq!(
-        mine_after(b.clone()).await.as_array().map(Vec::len),
+        mine_after(b.clone()).await["data"]["myBookings"]["edges"]
+            .as_array()
+            .map(Vec::len),
         Some(3),
         "after one's own: the rest of one's own"
+    );
+    let last = mine_after(a.clone()).await;
+    assert_eq!(
+        last["data"]["myBookings"]["edges"],
+        json!([]),
+        "after the last: {last}"
     );
 }

@@ -565,6 +565,18 @@ impl Bookings {
             only(),
         )
         .await?;
+        // By day, the page after a booking starts at its day: one not on
+        // the viewer's list has none to start from (asked only when the
+        // page came back empty, where that is the reason it could be).
+        if bookings.is_empty()
+            && req.order == shared::rpcs::BookingOrder::StartsOn
+            && let Some(after) = req.after
+            && !storage::on_list(&self.db, &req.viewer, &only(), after).await?
+        {
+            return Err(AppError::bad_input(
+                "`after` is not a cursor of this list: pass a page's endCursor",
+            ));
+        }
         let total_count = if req.count {
             Some(storage::count(&self.db, &req.viewer, only()).await?)
         } else {

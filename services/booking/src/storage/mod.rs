@@ -1197,7 +1197,7 @@ pub async fn list<C: ConnectionTrait>(
         shared::rpcs::BookingOrder::StartsOn => {
             values.push(shared::db::opt_uuid_value(b, after.map(|a| a.0)));
             let day = "COALESCE(starts_on, '9999-12-31')";
-            let (theirs, seen) = listed(b, viewer, &ListFilter::default(), 3 + more.len());
+            let (theirs, seen) = listed(b, viewer, &on_the_list(&only), 3 + more.len());
             more.extend(seen);
             format!(
                 "SELECT * FROM bookings WHERE {condition}
@@ -1210,6 +1210,30 @@ pub async fn list<C: ConnectionTrait>(
     values.extend(more);
     let rows = conn.query_all_raw(stmt(b, &sql, values)).await?;
     shared::db::page(&rows, first, |r| stored(r).map(|s| s.view))
+}
+
+/// The bookings `viewer` may list, whatever `only` filters out of them
+/// (a region admin's own trips too, in its `myBookings`).
+fn on_the_list<'a>(only: &ListFilter<'a>) -> ListFilter<'a> {
+    ListFilter {
+        with_own: only.with_own,
+        ..ListFilter::default()
+    }
+}
+
+/// Whether `after` is a booking on `viewer`'s list (as [`list`] reads it
+/// for a cursor): a cursor that names none is refused, not an empty page.
+pub async fn on_list<C: ConnectionTrait>(
+    conn: &C,
+    viewer: &Principal,
+    only: &ListFilter<'_>,
+    after: BookingId,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let (theirs, mut values) = listed(b, viewer, &on_the_list(only), 2);
+    values.insert(0, uuid_value(b, after.0));
+    let sql = format!("SELECT 1 AS one FROM bookings WHERE id = $1 AND {theirs}");
+    Ok(conn.query_one_raw(stmt(b, &sql, values)).await?.is_some())
 }
 
 /// How many bookings [`list`] pages through for `viewer` and `only`.
