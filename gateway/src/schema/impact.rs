@@ -380,8 +380,9 @@ pub struct ImpactTrace {
     /// How the public welfare fund names this booking: find its donation
     /// in `welfareFund.entries` by this reference.
     pub fund_reference: String,
-    /// The partnerships it counted for, most specific pair first (none
-    /// until it is confirmed; a cancellation takes it back).
+    /// The partnerships it counts for now, most specific pair first (none
+    /// until it is confirmed; a cancellation refunded in full, or a term
+    /// moved past it, takes a pair back).
     pub partnerships: Vec<ImpactCredit>,
 }
 
@@ -447,7 +448,7 @@ pub struct PartnershipInput {
 #[derive(InputObject)]
 pub struct YearTargetInput {
     pub year: i32,
-    pub tourists: Option<i64>,
+    pub tourists: Option<i32>,
     pub spend: Option<String>,
     pub certified_spend: Option<String>,
     #[graphql(default)]
@@ -499,7 +500,7 @@ pub async fn record_agreement(ctx: &Context<'_>, input: AgreementInput) -> Resul
         .map(|t| {
             Ok(rpcs::YearTarget {
                 year: t.year,
-                tourists: t.tourists,
+                tourists: t.tourists.map(i64::from),
                 spend: t.spend.map(|s| super::yuan("spend", &s)).transpose()?,
                 certified_spend: t
                     .certified_spend

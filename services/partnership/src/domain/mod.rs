@@ -230,7 +230,7 @@ pub fn year_targets(agreements: &[shared::rpcs::AgreementView], year: i32) -> Op
         m.spend = m.spend.or(t.spend);
         m.certified_spend = m.certified_spend.or(t.certified_spend);
         for c in &t.custom {
-            if !m.custom.iter().any(|k| k.name == c.name) {
+            if !m.custom.iter().any(|k| k.name.trim() == c.name.trim()) {
                 m.custom.push(c.clone());
             }
         }
@@ -241,9 +241,11 @@ pub fn year_targets(agreements: &[shared::rpcs::AgreementView], year: i32) -> Op
 /// Most custom indicators one year's targets name.
 pub const MAX_CUSTOM: usize = 20;
 
-/// Checks yearly targets: within [`YEARS`], none negative, one per year,
-/// one per custom indicator (at most [`MAX_CUSTOM`] of them).
-pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
+/// Checks yearly targets — within [`YEARS`], none negative, one per year,
+/// one per custom indicator (at most [`MAX_CUSTOM`] of them), names and
+/// units one line of text — and gives them back with the names and units
+/// trimmed, as they are compared.
+pub fn validate_targets(mut targets: Vec<YearTarget>) -> Result<Vec<YearTarget>, AppError> {
     if let Some(t) = targets.iter().find(|t| !YEARS.contains(&t.year)) {
         return Err(AppError::bad_input(format!(
             "a target's year {} is not between {} and {}",
@@ -257,7 +259,7 @@ pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
     if years.windows(2).any(|w| w[0] == w[1]) {
         return Err(AppError::bad_input("one target per year"));
     }
-    for t in targets {
+    for t in &targets {
         if t.custom.len() > MAX_CUSTOM {
             return Err(AppError::bad_input(format!(
                 "the targets for {}: at most {MAX_CUSTOM} custom indicators",
@@ -267,6 +269,9 @@ pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
         let mut names: Vec<&str> = Vec::with_capacity(t.custom.len());
         for c in &t.custom {
             shared::text::check_line("custom indicator name", &c.name, 100, true)?;
+            if let Some(unit) = &c.unit {
+                shared::text::check_line("custom indicator unit", unit, 20, false)?;
+            }
             let name = c.name.trim();
             if names.contains(&name) {
                 return Err(AppError::bad_input(format!(
@@ -289,7 +294,17 @@ pub fn validate_targets(targets: &[YearTarget]) -> Result<(), AppError> {
             )));
         }
     }
-    Ok(())
+    // Kept as they are compared: a later agreement's " 培训" replaces "培训".
+    for c in targets.iter_mut().flat_map(|t| t.custom.iter_mut()) {
+        c.name = c.name.trim().to_owned();
+        c.unit = c
+            .unit
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned);
+    }
+    Ok(targets)
 }
 
 #[cfg(test)]

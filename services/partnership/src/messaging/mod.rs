@@ -321,9 +321,9 @@ impl Partnerships {
                 "an agreement cannot end before it starts",
             ));
         }
-        domain::validate_targets(&req.targets)?;
+        let targets = domain::validate_targets(req.targets)?;
         let term = chrono::Datelike::year(&req.starts_on)..=chrono::Datelike::year(&req.ends_on);
-        if let Some(t) = req.targets.iter().find(|t| !term.contains(&t.year)) {
+        if let Some(t) = targets.iter().find(|t| !term.contains(&t.year)) {
             return Err(AppError::bad_input(format!(
                 "a target's year {} is outside the agreement ({} to {})",
                 t.year,
@@ -340,8 +340,12 @@ impl Partnerships {
             signed_on: req.signed_on,
             starts_on: req.starts_on,
             ends_on: req.ends_on,
-            signatories: req.signatories,
-            targets: req.targets,
+            signatories: req
+                .signatories
+                .iter()
+                .map(|name| name.trim().to_owned())
+                .collect(),
+            targets,
         };
         let txn = self.db.begin().await?;
         let Some(pair) = storage::partnership_by_id(&txn, req.partnership_id).await? else {
@@ -471,8 +475,12 @@ impl Partnerships {
     pub async fn booking_impact(&self, booking: BookingId) -> Result<Vec<ImpactCredit>, AppError> {
         let credited = storage::credited(&self.db, booking).await?;
         let pairs = storage::partnerships(&self.db).await?;
+        // A pair it counts for nothing now (a full refund, a term moved
+        // past it) is not one it counted for: history is in the pair's
+        // months, not here.
         let mut out: Vec<ImpactCredit> = credited
             .into_iter()
+            .filter(|(_, figures)| *figures != Figures::default())
             .filter_map(|(id, figures)| {
                 let partnership = pairs.iter().find(|p| p.id == id)?.clone();
                 Some(ImpactCredit {
