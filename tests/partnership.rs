@@ -182,40 +182,14 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
     .await
     .expect("agreement");
     // A supplementary agreement adds a training target for the year; the
-    // framework's tourist and spend targets stand.
-    call(
-        app.app.rt.bus.as_ref(),
-        &CreateAgreement {
+    // framework's tourist and spend targets stand. A later one raises it,
+    // its name typed with spaces: the same indicator.
+    let supplementary =
+        |title: &str, starts: u32, name: &str, target: f64, unit: &str| CreateAgreement {
             partnership_id: province.id,
-            title: "《乡村旅游人才培训补充协议》".into(),
+            title: title.into(),
             signed_on: chrono::NaiveDate::from_ymd_opt(year_now(), 1, 1).expect("date"),
-            starts_on: chrono::NaiveDate::from_ymd_opt(year_now(), 1, 1).expect("date"),
-            ends_on: chrono::NaiveDate::from_ymd_opt(year_now(), 12, 31).expect("date"),
-            signatories: vec![],
-            targets: vec![YearTarget {
-                year: year_now(),
-                tourists: None,
-                spend: None,
-                certified_spend: None,
-                custom: vec![shared::rpcs::CustomTarget {
-                    name: "培训乡村旅游带头人".into(),
-                    target: 30.0,
-                    unit: Some("人次".into()),
-                }],
-            }],
-            by: Principal::platform(),
-        },
-    )
-    .await
-    .expect("supplementary agreement");
-    // A later one raises it, its name typed with spaces: the same indicator.
-    call(
-        app.app.rt.bus.as_ref(),
-        &CreateAgreement {
-            partnership_id: province.id,
-            title: "《补充协议（二）》".into(),
-            signed_on: chrono::NaiveDate::from_ymd_opt(year_now(), 1, 1).expect("date"),
-            starts_on: chrono::NaiveDate::from_ymd_opt(year_now(), 1, 2).expect("date"),
+            starts_on: chrono::NaiveDate::from_ymd_opt(year_now(), 1, starts).expect("date"),
             ends_on: chrono::NaiveDate::from_ymd_opt(year_now(), 12, 31).expect("date"),
             signatories: vec![" 北京市 ".into()],
             targets: vec![YearTarget {
@@ -224,16 +198,33 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
                 spend: None,
                 certified_spend: None,
                 custom: vec![shared::rpcs::CustomTarget {
-                    name: " 培训乡村旅游带头人 ".into(),
-                    target: 40.0,
-                    unit: Some(" 人次 ".into()),
+                    name: name.into(),
+                    target,
+                    unit: Some(unit.into()),
                 }],
             }],
             by: Principal::platform(),
-        },
-    )
-    .await
-    .expect("a second supplementary agreement");
+        };
+    for agreement in [
+        supplementary(
+            "《乡村旅游人才培训补充协议》",
+            1,
+            "培训乡村旅游带头人",
+            30.0,
+            "人次",
+        ),
+        supplementary(
+            "《补充协议（二）》",
+            2,
+            " 培训乡村旅游带头人 ",
+            40.0,
+            " 人次 ",
+        ),
+    ] {
+        call(app.app.rt.bus.as_ref(), &agreement)
+            .await
+            .expect("supplementary agreement");
+    }
 
     let homestay = app.homestay(1).await;
     let room_type = homestay.room_type_id.to_string();
