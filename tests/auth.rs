@@ -1170,3 +1170,113 @@ async fn a_revocation_through_one_gateway_stops_the_token_on_every_replica() {
     app.parts.push(third);
     assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
 }
+
+/// A refresh token used, then presented again, has leaked and ends every
+/// session — also after a role change in between (which stops access
+/// tokens alone, and made every used refresh token count as merely old:
+/// the thief's rotated token lived on, with the new role).
+#[tokio::test]
+async fn a_used_refresh_token_presented_after_a_role_change_still_ends_every_session() {
+    let app = app().await;
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { accessToken refreshToken } }";
+    app.register("erin@example.cn", "150400").await;
+    let stolen = login(&app, "erin@example.cn").await;
+    let thief = app
+        .graphql_as(None, refresh, json!({ "t": stolen["refreshToken"] }))
+        .await["data"]["refreshToken"]
+        .clone();
+    assert!(thief["refreshToken"].is_string(), "{thief}");
+    let granted = app
+        .graphql_as(
+            Some(&app.admin_token().await),
+            "mutation { grantRole(email: \"erin@example.cn\", role: REGION_ADMIN, regionCode: \"150400\") { role } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        granted["data"]["grantRole"]["role"], "REGION_ADMIN",
+        "{granted}"
+    );
+    // Erin's own client presents the token the thief used first.
+    let reused = app
+        .graphql_as(None, refresh, json!({ "t": stolen["refreshToken"] }))
+        .await;
+    assert_eq!(code(&reused), "UNAUTHENTICATED", "{reused}");
+    let thiefs = app
+        .graphql_as(None, refresh, json!({ "t": thief["refreshToken"] }))
+        .await;
+    assert_eq!(
+        code(&thiefs),
+        "UNAUTHENTICATED",
+        "the thief's went too: {thiefs}"
+    );
+}
+
+/// Two platform admins demoting each other at once: one wins, the other
+/// is no longer an admin when its turn comes (both won, and the platform
+/// had none). The accounts' rows are held so both requests are in flight
+/// together; and a start with DUIKOU_ADMIN_EMAIL makes its account an
+/// admin again if the platform has none left.
+#[tokio::test]
+async fn two_admins_demoting_each_other_at_once_leave_one_and_a_start_restores_a_lost_admin() {
+    let app = app().await;
+    let admin = app.admin_token().await;
+    app.register("carol@example.cn", "110105").await;
+    let grant = "mutation($e: String!, $r: Role!) { grantRole(email: $e, role: $r) { role } }";
+    let made = app
+        .graphql_as(
+            Some(&admin),
+            grant,
+            json!({ "e": "carol@example.cn", "r": "PLATFORM_ADMIN" }),
+        )
+        .await;
+    assert_eq!(
+        made["data"]["grantRole"]["role"], "PLATFORM_ADMIN",
+        "{made}"
+    );
+    let carol = token(&login(&app, "carol@example.cn").await);
+
+    let db = app.service_db("gateway").await;
+    let held = common::LockHeld::begin(
+        db.clone(),
+        "SELECT id FROM accounts WHERE email IN ('admin@duikou.test', 'carol@example.cn') FOR UPDATE",
+    )
+    .await;
+    let demote = |by: String, email: &'static str| {
+        let app = &app;
+        async move {
+            app.graphql_as(Some(&by), grant, json!({ "e": email, "r": "TRAVELER" }))
+                .await
+        }
+    };
+    let (first, second) = held
+        .race(
+            demote(admin.clone(), "carol@example.cn"),
+            demote(carol.clone(), ADMIN),
+        )
+        .await;
+    let answers = [&first, &second];
+    let won = answers
+        .iter()
+        .filter(|a| a["data"]["grantRole"]["role"] == "TRAVELER")
+        .count();
+    assert_eq!(won, 1, "one demotion wins: {first} {second}");
+    assert!(
+        answers.iter().any(|a| code(a) == "FORBIDDEN"),
+        "the other is refused: {first} {second}"
+    );
+
+    // Lost by hand: the next start gives the bootstrap account the role back.
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared("UPDATE accounts SET role = 'TRAVELER' WHERE role = 'PLATFORM_ADMIN'")
+        .await
+        .expect("no admin left");
+    let again = duikou::App::start(app.settings.clone(), duikou::Part::Gateway)
+        .await
+        .expect("a gateway starts");
+    let me = app
+        .graphql_as(Some(&token(&login(&app, ADMIN).await)), ME, json!({}))
+        .await;
+    assert_eq!(me["data"]["me"]["role"], "PLATFORM_ADMIN", "{me}");
+    again.stop().await;
+}

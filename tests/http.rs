@@ -923,3 +923,57 @@ async fn get_picks_the_named_operation_browsers_may_call_and_answers_vary() {
         "{vary:?}"
     );
 }
+
+/// A NUL character anywhere a caller writes text — a variable, or
+/// `\u0000` in the query — is the caller's fault: PostgreSQL keeps none in
+/// text, and each of these was INTERNAL (register, login, apiClientToken,
+/// revokeApiClient, grantRole). Emails that do not show what they are
+/// (two `@`, control, zero-width or direction characters) are refused too.
+#[tokio::test]
+async fn a_nul_or_a_hidden_character_in_what_callers_type_is_bad_input() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let register = "mutation($e: String!) { register(input: { email: $e, password: \"草原上的蒙古包-2026\", displayName: \"x\", homeRegionCode: \"110105\" }) { accessToken } }";
+    for email in [
+        "n\u{0}ul@example.cn",
+        "a@b@example.cn",
+        "al\u{7}ice@example.cn",
+        "al\u{202e}ice@example.cn",
+        "traveler\u{200b}@example.cn",
+    ] {
+        let body = app.graphql_as(None, register, json!({ "e": email })).await;
+        assert_eq!(common::code(&body), "BAD_USER_INPUT", "{email:?}: {body}");
+    }
+    for (token, query) in [
+        (
+            None,
+            "mutation { login(email: \"n\\u0000ul@example.cn\", password: \"a long password\") { accessToken } }",
+        ),
+        (
+            None,
+            "mutation { apiClientToken(clientId: \"dk_\\u0000\", clientSecret: \"x\") { accessToken } }",
+        ),
+        (
+            Some(&admin),
+            "mutation { revokeApiClient(clientId: \"dk_\\u0000\") }",
+        ),
+        (
+            Some(&admin),
+            "mutation { grantRole(email: \"a\\u0000@example.cn\", role: TRAVELER) { role } }",
+        ),
+    ] {
+        let body = app
+            .graphql_as(token.map(String::as_str), query, json!({}))
+            .await;
+        assert_eq!(common::code(&body), "BAD_USER_INPUT", "{query}: {body}");
+        assert!(body.to_string().contains("NUL"), "{body}");
+    }
+    let nested = app
+        .graphql_as(
+            None,
+            "query($t: String) { searchRoutes(text: $t) { edges { cursor } } }",
+            json!({ "t": "敖汉\u{0}" }),
+        )
+        .await;
+    assert_eq!(common::code(&nested), "BAD_USER_INPUT", "{nested}");
+}

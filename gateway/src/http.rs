@@ -796,6 +796,20 @@ fn connection_principal(
     Ok(Some(principal))
 }
 
+/// Whether a request's variables, or a string in its query (`\u0000`, the
+/// only way GraphQL writes one), hold the NUL character.
+fn holds_nul(request: &async_graphql::Request) -> bool {
+    fn in_value(value: &async_graphql::Value) -> bool {
+        match value {
+            async_graphql::Value::String(s) => s.contains('\0'),
+            async_graphql::Value::List(items) => items.iter().any(in_value),
+            async_graphql::Value::Object(fields) => fields.values().any(in_value),
+            _ => false,
+        }
+    }
+    request.query.contains("\\u0000") || request.variables.values().any(in_value)
+}
+
 async fn graphql(
     State(gw): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -869,6 +883,20 @@ async fn graphql(
             StatusCode::BAD_REQUEST,
             "BAD_USER_INPUT",
             "the request has no query; send JSON {\"query\": \"…\", \"variables\": {…}}",
+        );
+    }
+    // PostgreSQL keeps no NUL in text: one in any argument would end as
+    // INTERNAL wherever the text reaches a database, so none is taken.
+    if holds_nul(&request) {
+        crate::metrics::graphql_error("BAD_USER_INPUT");
+        let status = match wants {
+            Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
+            _ => StatusCode::OK,
+        };
+        return error(
+            status,
+            "BAD_USER_INPUT",
+            "text may not hold the NUL character (U+0000)",
         );
     }
     // Before any parsing: deep nesting would overflow the parser's stack.

@@ -95,17 +95,27 @@ pub fn has_control(text: &str) -> bool {
     })
 }
 
-/// Normalises (trimmed, lower case) and checks an email address.
+/// Normalises (trimmed, lower case) and checks an email address: one `@`,
+/// a dotted domain, and nothing that does not show or shows another way
+/// round (spaces, control characters, zero-width characters, direction
+/// overrides), so that two accounts never look alike in a list of staff
+/// or in `grantRole` (Chinese and other letters are welcome).
 pub fn normalise_email(email: &str) -> Result<String, AppError> {
     let email = email.trim().to_lowercase();
+    let hidden = |c: char| {
+        c.is_whitespace()
+            || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}')
+    };
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
+                && !domain.contains('@')
                 && domain.contains('.')
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
         })
-        && !email.chars().any(char::is_whitespace);
+        && !email.chars().any(hidden)
+        && !has_control(&email);
     if valid {
         Ok(email)
     } else {
@@ -122,7 +132,29 @@ pub fn plural(n: u32, one: &str, many: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{check, check_line, has_control, plural};
+    use super::{check, check_line, has_control, normalise_email, plural};
+
+    #[test]
+    fn an_email_shows_what_it_is() {
+        assert_eq!(
+            normalise_email(" Alice@Example.CN ").ok().as_deref(),
+            Some("alice@example.cn")
+        );
+        assert!(normalise_email("张三@例子.中国").is_ok());
+        for odd in [
+            "a@b@example.cn",
+            "al\u{7}ice@example.cn",
+            "n\u{0}ul@example.cn",
+            "al\u{202e}ice@example.cn",
+            "alice\u{200b}@example.cn",
+            "alice\u{ad}@example.cn",
+            "al ice@example.cn",
+            "alice@example",
+            "@example.cn",
+        ] {
+            assert!(normalise_email(odd).is_err(), "{odd:?}");
+        }
+    }
 
     #[test]
     fn one_is_singular_and_the_rest_plural() {

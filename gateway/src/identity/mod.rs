@@ -658,8 +658,8 @@ impl Identity {
     /// Creates the platform admin from configuration if the email is unused.
     pub async fn bootstrap_admin(&self, email: &str, password: &str) -> Result<(), AppError> {
         let email = normalise_email(email)?;
-        if storage::account_by_email(&self.db, &email).await?.is_some() {
-            return Ok(());
+        if let Some((account, _)) = storage::account_by_email(&self.db, &email).await? {
+            return self.bootstrap_again(account).await;
         }
         match self
             .create_account(NewAccount {
@@ -681,6 +681,36 @@ impl Identity {
             Err(e) if e.code == ErrorCode::Conflict => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The bootstrap admin's email names an account already: nothing to do
+    /// when it is a platform admin; made one again when the platform has
+    /// none left (the way back, short of editing the database); otherwise
+    /// left as it is, saying so.
+    async fn bootstrap_again(&self, account: Account) -> Result<(), AppError> {
+        if account.role == Role::PlatformAdmin {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        storage::lock_account(&txn, account.id).await?;
+        if storage::has_platform_admin(&txn).await? {
+            warn!(
+                account = %account.id,
+                role = account.role.as_str(),
+                "DUIKOU_ADMIN_EMAIL names an account that is not a platform admin; \
+                 it stays as it is (another platform admin may grant the role)"
+            );
+            return Ok(());
+        }
+        storage::set_role(&txn, account.id, Role::PlatformAdmin, None, None).await?;
+        let generation = storage::revoke_access(&txn, account.id).await?;
+        txn.commit().await?;
+        self.note_revoked(account.id, generation, Utc::now());
+        warn!(
+            account = %account.id,
+            "no platform admin was left: the account of DUIKOU_ADMIN_EMAIL is one again"
+        );
+        Ok(())
     }
 
     /// Gives the account with `email` a role bound to what it needs: a
@@ -737,7 +767,25 @@ impl Identity {
             ));
         }
         let txn = self.db.begin().await?;
-        storage::lock_account(&txn, account.id).await?;
+        // The granter's row too, in one order: two platform admins
+        // demoting each other at once run one after the other, and the
+        // second finds it no longer may (both did, leaving none).
+        let (first, second) = if account.id.0 <= by.0 {
+            (account.id, by)
+        } else {
+            (by, account.id)
+        };
+        storage::lock_account(&txn, first).await?;
+        storage::lock_account(&txn, second).await?;
+        let still_admin = storage::account_by_id(&txn, by)
+            .await?
+            .is_some_and(|granter| granter.role == Role::PlatformAdmin);
+        if !still_admin {
+            return Err(AppError::new(
+                ErrorCode::Forbidden,
+                "only a platform admin grants roles, and you no longer are one",
+            ));
+        }
         let account = storage::account_by_id(&txn, account.id)
             .await?
             .ok_or_else(|| AppError::not_found(format!("no account {email}")))?;

@@ -24,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(Identity),
             Box::new(AgencyLookups),
             Box::new(AccessRevocation),
+            Box::new(RefreshRevocation),
         ]
     }
 }
@@ -124,6 +125,31 @@ impl MigrationTrait for AccessRevocation {
                 "ALTER TABLE accounts ADD COLUMN tokens_revoked_at TIMESTAMPTZ",
                 "CREATE INDEX accounts_tokens_revoked ON accounts (tokens_revoked_at)
                  WHERE tokens_revoked_at IS NOT NULL",
+            ],
+        )
+        .await
+    }
+}
+
+struct RefreshRevocation;
+
+impl MigrationName for RefreshRevocation {
+    fn name(&self) -> &str {
+        "m20261205_000001_refresh_revocation"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RefreshRevocation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // When every refresh token was last revoked, apart from
+                // when access tokens were (a role change stops those
+                // alone): a token revoked on its own after it has leaked.
+                "ALTER TABLE accounts ADD COLUMN refresh_revoked_at TIMESTAMPTZ",
+                "UPDATE accounts SET refresh_revoked_at = tokens_revoked_at",
             ],
         )
         .await
@@ -289,6 +315,19 @@ pub async fn set_password<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Whether any account is a platform admin.
+pub async fn has_platform_admin<C: ConnectionTrait>(conn: &C) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT id FROM accounts WHERE role = $1 LIMIT 1",
+            vec![Role::PlatformAdmin.as_str().into()],
+        ))
+        .await?
+        .is_some())
+}
+
 /// Gives an account a role (and the region or agency it is bound to).
 pub async fn set_role<C: ConnectionTrait>(
     conn: &C,
@@ -321,7 +360,7 @@ pub struct StoredRefresh {
     pub expires_at: DateTime<Utc>,
     /// When it was used or logged out.
     pub revoked_at: Option<DateTime<Utc>>,
-    /// When every token of its account was last revoked.
+    /// When every refresh token of its account was last revoked.
     pub account_revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -367,7 +406,7 @@ pub async fn refresh_for_update<C: ConnectionTrait>(
         _ => "",
     };
     let sql = format!(
-        "SELECT r.account_id, r.expires_at, r.revoked_at, a.tokens_revoked_at
+        "SELECT r.account_id, r.expires_at, r.revoked_at, a.refresh_revoked_at
          FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id
          WHERE r.token_hash = $1 {lock}"
     );
@@ -378,7 +417,7 @@ pub async fn refresh_for_update<C: ConnectionTrait>(
         account_id: AccountId(row_uuid(&row, "account_id")?),
         expires_at: row.try_get("", "expires_at")?,
         revoked_at: row.try_get("", "revoked_at")?,
-        account_revoked_at: row.try_get("", "tokens_revoked_at")?,
+        account_revoked_at: row.try_get("", "refresh_revoked_at")?,
     }))
 }
 
@@ -434,10 +473,17 @@ pub async fn revoke<C: ConnectionTrait>(conn: &C, hash: &str) -> Result<(), DbEr
 pub async fn revoke_all<C: ConnectionTrait>(conn: &C, account: AccountId) -> Result<i32, DbErr> {
     lock_account(conn, account).await?;
     let b = conn.get_database_backend();
+    let now = Utc::now();
     conn.execute_raw(stmt(
         b,
         "UPDATE refresh_tokens SET revoked_at = $2 WHERE account_id = $1 AND revoked_at IS NULL",
-        vec![uuid_value(b, account.0), Utc::now().into()],
+        vec![uuid_value(b, account.0), now.into()],
+    ))
+    .await?;
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE accounts SET refresh_revoked_at = $2 WHERE id = $1",
+        vec![uuid_value(b, account.0), now.into()],
     ))
     .await?;
     revoke_access(conn, account).await
