@@ -868,6 +868,7 @@ async fn a_region_admin_pages_through_its_hosts_by_banner_then_name(
             .collect()
     };
     let create = "mutation($n: String!, $r: ID!) { createHost(name: $n, regionCode: $r) { id } }";
+    let mut ids = Vec::new();
     for (token, name, region) in [
         (&admin, "新惠镇农户", "150430"),
         (&admin, "宝国吐乡牧民合作社", "150430"),
@@ -878,6 +879,7 @@ async fn a_region_admin_pages_through_its_hosts_by_banner_then_name(
             .graphql_as(Some(token), create, json!({ "n": name, "r": region }))
             .await;
         assert!(made["data"]["createHost"]["id"].is_string(), "{made}");
+        ids.push(made["data"]["createHost"]["id"].clone());
     }
     let nameless = app
         .graphql_as(Some(&admin), create, json!({ "n": "  ", "r": "150430" }))
@@ -918,9 +920,12 @@ async fn a_region_admin_pages_through_its_hosts_by_banner_then_name(
     );
     assert_eq!(banner["data"]["hosts"]["totalCount"], 2, "{banner}");
 
+    // Another region's host is no cursor here: it is refused as an unknown
+    // id is (an empty page told that it was a host, and where it sorted).
     for bad in [
         json!({ "r": "150400", "first": 2, "after": "not-a-cursor" }),
         json!({ "r": "150400", "first": 2, "after": uuid::Uuid::now_v7().to_string() }),
+        json!({ "r": "150400", "first": 2, "after": ids[3] }),
         json!({ "r": "150400", "first": 0 }),
         json!({ "r": "150400", "first": 101 }),
         json!({ "r": "nowhere", "first": 2 }),

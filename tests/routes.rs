@@ -553,6 +553,73 @@ async fn route_search_pages_by_cursor_earliest_departure_first_without_repeats()
     assert_eq!(code(&bad), "BAD_USER_INPUT", "{bad}");
 }
 
+/// Bookings between two pages do not move a route: ordered by its first
+/// departure with seats enough, a route whose early departure filled came
+/// again on a later page (and one whose early departure freed up was
+/// skipped). The order counts the departures on sale whatever their seats.
+#[tokio::test]
+async fn route_search_pages_stay_whole_while_seats_sell_between_them() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    // A leaves on days 10 and 40, B on day 20, four seats each.
+    let (a, a_early) = route_on_sale(&app, &admin, 10, 4, 1).await;
+    let later = app
+        .graphql_as(
+            Some(&admin),
+            ADD_DEPARTURE,
+            json!({ "r": a, "d": (tomorrow() + Duration::days(39)).to_string(), "s": 4, "c": 1 }),
+        )
+        .await;
+    assert!(later["errors"].is_null(), "{later}");
+    let (b, _) = route_on_sale(&app, &admin, 20, 4, 1).await;
+    let page = "query($after: String) { searchRoutes(regionCode: \"150425\", travelers: 4, first: 1, after: $after) {
+        edges { node { id departures { startsOn } } } pageInfo { hasNextPage endCursor } } }";
+    let (mut seen, mut after) = (Vec::new(), Value::Null);
+    loop {
+        let body = app.graphql_as(None, page, json!({ "after": after })).await;
+        let connection = &body["data"]["searchRoutes"];
+        for edge in connection["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+        {
+            seen.push(edge["node"]["id"].as_str().unwrap_or_default().to_owned());
+        }
+        if seen.len() == 1 {
+            // Someone books a seat of A's first departure: four no longer fit.
+            let booked = book_seats(&app, &a_early, &["王芳"], "one-seat").await;
+            let id = TestApp::id_of(&booked);
+            app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+        }
+        if connection["pageInfo"]["hasNextPage"] != true || seen.len() > 4 {
+            break;
+        }
+        after = connection["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(seen, [a, b], "each route once");
+}
+
+/// Left out, a search's window ends a year after `from` (today), the day
+/// itself included, as `route { departures }` reads them (it ended a day
+/// short).
+#[tokio::test]
+async fn a_search_without_an_end_reaches_a_year_ahead() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    // A year after today in China (route_on_sale counts from tomorrow(), a
+    // UTC day).
+    let today = shared::policy::china_today(chrono::Utc::now());
+    let days = (today + Duration::days(365) - tomorrow()).num_days() + 1;
+    let (route, _) = route_on_sale(&app, &admin, days, 4, 1).await;
+    let body = app
+        .graphql_as(
+            None,
+            "{ searchRoutes(regionCode: \"150425\") { edges { node { id departures { startsOn } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(found(&body), [route], "{body}");
+}
+
 #[tokio::test]
 async fn the_departures_of_a_page_of_routes_come_in_one_call() {
     let app = spawn_app().await;

@@ -367,22 +367,6 @@ impl Rpc for CreateHost {
     type Reply = HostView;
 }
 
-/// The hosts inside a region, all at once (admins of the region). Kept
-/// for gateways of the release before [`ListHostPage`] while a rolling
-/// upgrade replaces them; the gateway no longer sends it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ListHosts {
-    /// The region's sub-tree.
-    pub region: RegionCode,
-    /// Who asks: an admin of the region.
-    pub by: crate::auth::Principal,
-}
-impl Rpc for ListHosts {
-    const SERVICE: &'static str = "inventory";
-    const METHOD: &'static str = "list_hosts";
-    type Reply = Vec<HostView>;
-}
-
 /// Hosts by id, up to 100 (those that exist): who a payout is for. A
 /// host's name and region are no secret (travelers see them on listings).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1033,8 +1017,13 @@ pub struct RouteView {
     pub departures: Vec<DepartureView>,
 }
 
+/// Widest window of departure days read or searched at once, both ends
+/// included: a window left open ends a year (365 days) after its start.
+pub const ROUTE_WINDOW_DAYS: i64 = 366;
+
 /// Published routes with departures in a date window that still take
-/// `travelers`, by earliest matching departure.
+/// `travelers`, by earliest departure on sale (whatever its seats; see
+/// inventory's `storage::routes::search`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchRoutes {
     /// Start or visited region inside this sub-tree.

@@ -301,7 +301,9 @@ impl Query {
 
     /// Published routes with a departure in [from, to] that still has
     /// seats for `travelers`, starting in or visiting the region's sub-tree,
-    /// by earliest such departure; each route lists the departures that match.
+    /// by their earliest departure on sale in the window (whatever its seats
+    /// left, so that bookings do not move a route between pages); each
+    /// route lists the departures that match.
     #[allow(clippy::too_many_arguments)]
     #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn search_routes(

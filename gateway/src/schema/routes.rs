@@ -177,7 +177,7 @@ pub struct RouteEdge {
     pub node: Route,
 }
 
-/// Routes, by earliest matching departure.
+/// Routes, by earliest departure on sale (see `searchRoutes`).
 #[derive(SimpleObject)]
 pub struct RouteConnection {
     pub edges: Vec<RouteEdge>,
@@ -202,7 +202,11 @@ pub async fn search(ctx: &Context<'_>, s: RouteSearch) -> Result<RouteConnection
     let from = s
         .from
         .map_or_else(|| shared::policy::china_today(chrono::Utc::now()), |d| d.0);
-    let to = s.to.map_or(from + chrono::Duration::days(364), |d| d.0);
+    // Left out: a year after `from`, as inventory reads departures.
+    let to = s.to.map_or(
+        from + chrono::Duration::days(rpcs::ROUTE_WINDOW_DAYS - 1),
+        |d| d.0,
+    );
     let max_price = s.max_price.map(|p| yuan("maxPrice", &p)).transpose()?;
     if max_price.is_some_and(|p| p.get() < 0) {
         return Err(crate::error::bad_input("maxPrice: a price is not negative"));

@@ -35,7 +35,7 @@ use shared::rpcs::{
 use shared::rpcs::{
     CreateHomestay, GetRoomCalendar, HomestayCreated, ListRegions, Night, SetRoomCalendar,
 };
-use shared::rpcs::{CreateHost, HostView, ListHosts};
+use shared::rpcs::{CreateHost, HostView};
 use shared::{AppError, ErrorCode};
 use std::collections::HashMap;
 use tracing::{info, warn};
@@ -73,7 +73,7 @@ impl Inventory {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         let [f, g, h, i, j] = [(); 5].map(|()| self.clone());
         let [k, l, m, n, o] = [(); 5].map(|()| self.clone());
-        let [p, q, r, t, u] = [(); 5].map(|()| self.clone());
+        let [p, r, t, u] = [(); 4].map(|()| self.clone());
         let [v, w, x, y, z] = [(); 5].map(|()| self.clone());
         let [aa, ab, ac, ad, cd] = [(); 5].map(|()| self.clone());
         RpcRouter::new(SERVICE)
@@ -85,10 +85,6 @@ impl Inventory {
             .route::<CreateHost, _, _>(move |req| {
                 let s = p.clone();
                 async move { s.create_host(req).await }
-            })
-            .route::<ListHosts, _, _>(move |req| {
-                let s = q.clone();
-                async move { s.list_hosts(req).await }
             })
             .route::<shared::rpcs::ListHostPage, _, _>(move |req| {
                 let s = ac.clone();
@@ -837,13 +833,6 @@ impl Inventory {
         })
     }
 
-    /// The hosts of a region, all at once (admins of it; for gateways of
-    /// the previous release).
-    pub async fn list_hosts(&self, req: ListHosts) -> Result<Vec<HostView>, AppError> {
-        administers(&req.by, req.region)?;
-        Ok(storage::hosts(&self.db, &req.region.code_prefix(), None).await?)
-    }
-
     /// A page of a region's hosts by region code, name and id (admins of
     /// it), counted when asked.
     pub async fn list_host_page(
@@ -855,10 +844,13 @@ impl Inventory {
         let prefix = req.region.code_prefix();
         let (hosts, has_next_page) =
             storage::host_page(&self.db, &prefix, req.first, after).await?;
-        // An empty page after a host that does not exist: a bad cursor,
-        // not the end of the list.
+        // An empty page after a host that is not on the list (none, or
+        // another region's: it tells nothing of where it would sort): a
+        // bad cursor, not the end of the list.
         if let Some(after) = after.filter(|_| hosts.is_empty())
-            && storage::hosts(&self.db, "", Some(after)).await?.is_empty()
+            && storage::hosts(&self.db, &prefix, Some(after))
+                .await?
+                .is_empty()
         {
             return Err(AppError::bad_input(format!(
                 "after: `{after}` is not a cursor here"

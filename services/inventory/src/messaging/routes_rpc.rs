@@ -33,7 +33,7 @@ const MAX_DESCRIPTION: usize = 10_000;
 const MAX_SEATS: u32 = 1_000;
 use shared::policy::MAX_DAYS_AHEAD;
 /// Widest window of departure days read or searched at once.
-pub(crate) const MAX_WINDOW_DAYS: i64 = 366;
+pub(crate) const MAX_WINDOW_DAYS: i64 = shared::rpcs::ROUTE_WINDOW_DAYS;
 
 fn window(from: NaiveDate, to: NaiveDate) -> Result<(), AppError> {
     let days = (to - from).num_days();

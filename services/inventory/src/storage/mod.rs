@@ -493,7 +493,8 @@ pub async fn host_page<C: ConnectionTrait>(
             &format!(
                 "{HOST} WHERE o.region_code LIKE $1
                    AND ($2 IS NULL OR (o.region_code, o.name, o.id) >
-                        (SELECT a.region_code, a.name, a.id FROM hosts a WHERE a.id = $2))
+                        (SELECT a.region_code, a.name, a.id FROM hosts a
+                         WHERE a.id = $2 AND a.region_code LIKE $1))
                  ORDER BY o.region_code, o.name, o.id LIMIT $3"
             ),
             vec![

@@ -598,17 +598,29 @@ pub struct RouteFilter<'a> {
     pub text: Option<&'a str>,
 }
 
-impl RouteFilter<'_> {
-    /// The WHERE clause over `r` (routes) and `d` (departures), parameters
-    /// from `$1` to `$8`.
-    const WHERE: &'static str = "r.status = 'PUBLISHED'
+/// The departures on sale that a search's filters match, whatever seats
+/// they have left (parameters `$1`–`$4` and `$6`–`$8`).
+macro_rules! route_departures_on_sale {
+    () => {
+        "r.status = 'PUBLISHED'
         AND EXISTS (SELECT 1 FROM route_regions rr WHERE rr.route_id = r.id AND rr.region_code LIKE $1)
         AND d.starts_on >= $2 AND d.starts_on <= $3 AND d.last_booking_day >= $4
-        AND d.available >= $5 AND d.cancelled_at IS NULL
+        AND d.cancelled_at IS NULL
         AND COALESCE(d.price_fen, r.price_fen) <= $6
         AND (NOT $7 OR (r.certified_until IS NOT NULL AND r.certified_until >= $4))
         AND LOWER(r.title_zh || ' ' || r.title_en || ' ' || r.description_zh || ' '
-                  || r.description_en) LIKE $8 ESCAPE '\\'";
+                  || r.description_en) LIKE $8 ESCAPE '\\'"
+    };
+}
+
+impl RouteFilter<'_> {
+    /// The WHERE clause over `r` (routes) and `d` (departures), parameters
+    /// from `$1` to `$8`: the departures that match.
+    const WHERE: &'static str = concat!("d.available >= $5 AND ", route_departures_on_sale!());
+
+    /// [`RouteFilter::WHERE`] but for the seats left: the departures that
+    /// place a route in the order.
+    const ORDERED: &'static str = route_departures_on_sale!();
 
     fn values(&self) -> Vec<Value> {
         vec![
@@ -637,9 +649,16 @@ fn escape_like(text: &str) -> String {
     escaped
 }
 
-/// Routes with a matching departure, by earliest such departure then id;
-/// `after` is the (day, route) of the last route seen. Each route carries
-/// its matching departures.
+/// Routes with a matching departure, by the earliest of their departures
+/// that match but for the seats left, then id; `after` is the (day, route)
+/// of the last route seen. Each route carries its matching departures.
+///
+/// Seats are left out of the order so that bookings do not move a route
+/// between pages: ordered by the first departure with seats enough, a
+/// route whose early departures filled while a client paged came again on
+/// a later page, and one whose early departure freed up was skipped. What
+/// moves a route now is an admin's change (a departure added, cancelled or
+/// repriced) or a cut-off passing.
 pub async fn search<C: ConnectionTrait>(
     conn: &C,
     filter: &RouteFilter<'_>,
@@ -663,11 +682,12 @@ pub async fn search<C: ConnectionTrait>(
                     FROM routes r JOIN departures d ON d.route_id = r.id
                     WHERE {}
                     GROUP BY r.id
+                    HAVING MAX(CASE WHEN d.available >= $5 THEN 1 ELSE 0 END) = 1
                  ) AS o
                  WHERE o.first_day > $9 OR (o.first_day = $9 AND o.route_id > $10)
                  ORDER BY o.first_day, o.route_id
                  LIMIT $11",
-                RouteFilter::WHERE
+                RouteFilter::ORDERED
             ),
             values,
         ))
