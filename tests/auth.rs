@@ -137,6 +137,18 @@ async fn changing_the_password_revokes_the_old_refresh_tokens() {
         "BAD_USER_INPUT",
         "no change, no new sessions: {same}"
     );
+    let short = app
+        .graphql(
+            "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) { refreshToken } }",
+            json!({ "c": PASSWORD, "n": "short" }),
+        )
+        .await;
+    assert!(
+        short["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("newPassword:")),
+        "the message names the argument: {short}"
+    );
     let changed = app
         .graphql(
             "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) { refreshToken } }",

@@ -1262,7 +1262,11 @@ fn preferred_lang(header: &str) -> Option<Lang> {
             let mut pieces = part.split(';');
             let tag = pieces.next()?.trim().to_ascii_lowercase();
             let q = pieces
-                .find_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|p| {
+                    let p = p.trim();
+                    // The parameter's name is case-insensitive (RFC 9110).
+                    (p.len() > 2 && p[..2].eq_ignore_ascii_case("q=")).then(|| &p[2..])
+                })
                 .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())?;
             let lang = match tag.split('-').next()? {
                 "zh" => Lang::Zh,
@@ -1448,5 +1452,6 @@ mod tests {
         assert_eq!(preferred_lang("fr-FR, en;q=0.5, zh;q=0.7"), Some(Lang::Zh));
         assert_eq!(preferred_lang("de, en;q=0"), None);
         assert_eq!(preferred_lang("*"), None);
+        assert_eq!(preferred_lang("zh;q=0.9, en;Q=0.1"), Some(Lang::Zh));
     }
 }

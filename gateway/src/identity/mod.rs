@@ -199,16 +199,19 @@ pub async fn verify_password(password: String, hash: Option<String>) -> Result<b
     .await
 }
 
-fn check_password(password: &str) -> Result<(), AppError> {
+/// Checks a new password; `field` is the argument that carries it.
+fn check_password(field: &str, password: &str) -> Result<(), AppError> {
     if !PASSWORD_CHARS.contains(&password.chars().count()) {
         return Err(AppError::bad_input(format!(
-            "a password has {} to {} characters",
+            "{field}: a password has {} to {} characters",
             PASSWORD_CHARS.start(),
             PASSWORD_CHARS.end()
         )));
     }
     if password.trim().is_empty() {
-        return Err(AppError::bad_input("a password needs more than spaces"));
+        return Err(AppError::bad_input(format!(
+            "{field}: a password needs more than spaces"
+        )));
     }
     Ok(())
 }
@@ -463,7 +466,7 @@ impl Identity {
     /// Creates an account (checked: email, password, name, region).
     pub async fn create_account(&self, new: NewAccount) -> Result<Account, AppError> {
         let email = normalise_email(&new.email)?;
-        check_password(&new.password)?;
+        check_password("password", &new.password)?;
         let display_name = new.display_name.trim().to_owned();
         shared::text::check_line("displayName", &display_name, 100, true)?;
         for region in [new.home_region, new.region_scope].into_iter().flatten() {
@@ -615,7 +618,7 @@ impl Identity {
         current: String,
         new: String,
     ) -> Result<Tokens, AppError> {
-        check_password(&new)?;
+        check_password("newPassword", &new)?;
         if new == current {
             return Err(AppError::bad_input(
                 "newPassword: the same as the current one; choose another",
