@@ -617,3 +617,65 @@ async fn an_account_holds_at_most_thirty_two_sockets() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// graphql-transport-ws's own close codes, where async-graphql sent
+/// generic ones or none: a subscribe before `connection_ack` is 4401
+/// (1011), a message that is not the protocol's 4400 (1002), and a
+/// subscribe under an id that is running 4409 (async-graphql replaced the
+/// running subscription without a word). An id completed by the client or
+/// by the server may be used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_faults_close_with_graphql_transport_ws_codes() {
+    let app = spawn_app().await;
+    let token = app.token.clone().expect("token");
+    let within = std::time::Duration::from_secs(5);
+    let feed = |id: &str| {
+        json!({ "id": id, "type": "subscribe", "payload": {
+            "query": "subscription { bookingsUpdated { id status } }" } })
+    };
+
+    let mut early = connect(&app).await;
+    send(&mut early, feed("1")).await;
+    assert_eq!(
+        common::ws::closed_within(&mut early, within).await,
+        Some(4401)
+    );
+
+    let mut garbled = connect(&app).await;
+    init(&mut garbled, &token).await;
+    send(&mut garbled, json!({ "type": "no such message" })).await;
+    assert_eq!(
+        common::ws::closed_within(&mut garbled, within).await,
+        Some(4400)
+    );
+
+    let mut twice = connect(&app).await;
+    init(&mut twice, &token).await;
+    send(&mut twice, feed("1")).await;
+    // Completed by the client (the server says so): its id is free again.
+    send(&mut twice, json!({ "id": "1", "type": "complete" })).await;
+    let done = next(&mut twice).await.expect("complete");
+    assert_eq!(done, json!({ "type": "complete", "id": "1" }));
+    send(&mut twice, feed("1")).await;
+    // Ended by the server (a bad subscription): free again too.
+    send(
+        &mut twice,
+        json!({ "id": "3", "type": "subscribe", "payload": {
+            "query": "subscription { bookingUpdated(id: \"not-a-booking\") { id } }" } }),
+    )
+    .await;
+    let refused = next(&mut twice).await.expect("an answer");
+    assert_eq!(refused["type"], "next", "{refused}");
+    let done = next(&mut twice).await.expect("complete");
+    assert_eq!(done, json!({ "type": "complete", "id": "3" }));
+    send(&mut twice, feed("3")).await;
+    send(&mut twice, json!({ "type": "ping" })).await;
+    let pong = next(&mut twice).await.expect("still open");
+    assert_eq!(pong["type"], "pong", "{pong}");
+    // "1" runs: a second subscribe under it ends the connection.
+    send(&mut twice, feed("1")).await;
+    assert_eq!(
+        common::ws::closed_within(&mut twice, within).await,
+        Some(4409)
+    );
+}

@@ -644,6 +644,19 @@ async fn graphql_get(
         return rate_limited(wait);
     }
     let (mut parts, _body) = request.into_parts();
+    // The protocol async-graphql picks (the first it knows of those
+    // offered), which its GraphQLProtocol does not show.
+    let spoken = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|offered| {
+            offered.split(',').find_map(|p| {
+                p.trim()
+                    .parse::<async_graphql::http::WebSocketProtocols>()
+                    .ok()
+            })
+        });
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -679,8 +692,8 @@ async fn graphql_get(
             // The server's messages go through a channel, so that the socket
             // is still ours to close with a reason when the token ends.
             let (mut socket_out, socket_in) = socket.split();
-            let too_big = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let socket_in = crate::socket::incoming(socket_in, too_big.clone());
+            let conduct = crate::socket::Conduct::new(spoken);
+            let socket_in = crate::socket::incoming(socket_in, conduct.clone());
             let (out, mut outgoing) = futures::channel::mpsc::channel(16);
             let serve =
                 GraphQLWebSocket::new_with_pair(out, socket_in, gw.schema.clone(), protocol)
@@ -724,31 +737,29 @@ async fn graphql_get(
                     let forward = async {
                         while let Some(message) = outgoing.next().await {
                             let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
-                            let message = crate::socket::outgoing(message, refused);
+                            let message = crate::socket::outgoing(message, refused, &conduct);
                             if socket_out.send(message).await.is_err() {
                                 break;
                             }
                         }
                     };
                     tokio::select! {
-                        ((), ()) = futures::future::join(serve, forward) => too_big
-                            .load(std::sync::atomic::Ordering::SeqCst)
-                            .then_some((crate::socket::MESSAGE_TOO_BIG, crate::socket::TOO_BIG)),
+                        ((), ()) = futures::future::join(serve, forward) => conduct.close(),
                         reason = crate::socket::token_ended(opened_with, watching) => {
-                            Some((crate::socket::TOKEN_ENDED, reason))
+                            Some((crate::socket::TOKEN_ENDED, reason.to_owned()))
                         }
                         reason = crate::socket::init_overdue(initialising) => {
-                            Some((crate::socket::INIT_TIMEOUT, reason))
+                            Some((crate::socket::INIT_TIMEOUT, reason.to_owned()))
                         }
                         () = stopping.cancelled() => {
-                            Some((crate::socket::GOING_AWAY, crate::socket::STOPPING))
+                            Some((crate::socket::GOING_AWAY, crate::socket::STOPPING.to_owned()))
                         }
                     }
                 };
                 if let Some((code, reason)) = ended {
                     let close = axum::extract::ws::CloseFrame {
                         code,
-                        reason: crate::socket::close_reason(reason).into(),
+                        reason: crate::socket::close_reason(&reason).into(),
                     };
                     let _ = socket_out
                         .send(axum::extract::ws::Message::Close(Some(close)))

@@ -103,25 +103,134 @@ pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// Its reason.
 pub const TOO_BIG: &str = "a message on this socket is 16 KiB at most";
 
-/// The client's messages, as the socket reads them; an error ends them (as
-/// it ends async-graphql's loop), and `too_big` is set when the error was
-/// a message or frame over [`MAX_MESSAGE`], so that the connection is
-/// closed with [`MESSAGE_TOO_BIG`] rather than dropped without a word.
+/// graphql-transport-ws's close of a connection that sent a message it
+/// cannot read ("4400: <error>"; async-graphql sends 1002).
+pub const INVALID_MESSAGE: u16 = 4400;
+/// graphql-transport-ws's close of a subscribe before `connection_ack`
+/// ("4401: Unauthorized"; async-graphql sends 1011).
+pub const UNAUTHORIZED: u16 = 4401;
+/// graphql-transport-ws's close of a subscribe whose id is running
+/// already ("4409: Subscriber for <id> already exists"; async-graphql
+/// replaced the running one).
+pub const SUBSCRIBER_EXISTS: u16 = 4409;
+
+/// What a connection's client did that decides how it is closed: a
+/// message over the size limit, or (graphql-transport-ws) a subscribe
+/// under an id that is running. Kept as the messages pass, both ways.
+#[derive(Default)]
+pub struct Conduct {
+    /// The connection speaks graphql-transport-ws (not the older
+    /// subscriptions-transport-ws, which has no such codes).
+    transport_ws: bool,
+    too_big: std::sync::atomic::AtomicBool,
+    /// The ids of the subscriptions running.
+    running: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The id a subscribe reused.
+    reused: std::sync::Mutex<Option<String>>,
+}
+
+/// The part of a protocol message that says what it is about.
+#[derive(serde::Deserialize)]
+struct Probe {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+}
+
+impl Conduct {
+    /// For a connection speaking `protocol`.
+    pub fn new(
+        protocol: Option<async_graphql::http::WebSocketProtocols>,
+    ) -> std::sync::Arc<Conduct> {
+        std::sync::Arc::new(Conduct {
+            transport_ws: protocol == Some(async_graphql::http::WebSocketProtocols::GraphQLWS),
+            ..Conduct::default()
+        })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the client's message `read` goes on to async-graphql: not a
+    /// subscribe under a running id (the connection ends there).
+    fn admit(&self, read: &Result<axum::extract::ws::Message, axum::Error>) -> bool {
+        let text = match read {
+            Err(e) => {
+                if over_the_limit(e) {
+                    self.too_big
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                return true;
+            }
+            Ok(axum::extract::ws::Message::Text(text)) if self.transport_ws => text.as_str(),
+            Ok(_) => return true,
+        };
+        let Ok(Probe { kind, id: Some(id) }) = serde_json::from_str::<Probe>(text) else {
+            return true;
+        };
+        match kind.as_str() {
+            "subscribe" if !self.running().insert(id.clone()) => {
+                *self
+                    .reused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id);
+                false
+            }
+            "complete" => {
+                self.running().remove(&id);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// The server sends `message`: a subscription it completes frees its
+    /// id (before the client can learn of it).
+    pub fn sent(&self, message: &axum::extract::ws::Message) {
+        if let axum::extract::ws::Message::Text(text) = message
+            && self.transport_ws
+            && text.as_str().contains("\"complete\"")
+            && let Ok(Probe { kind, id: Some(id) }) = serde_json::from_str::<Probe>(text.as_str())
+            && kind == "complete"
+        {
+            self.running().remove(&id);
+        }
+    }
+
+    /// The close the connection ends with when the client's messages ended
+    /// it (none when they simply stopped).
+    pub fn close(&self) -> Option<(u16, String)> {
+        if self.too_big.load(std::sync::atomic::Ordering::SeqCst) {
+            return Some((MESSAGE_TOO_BIG, TOO_BIG.to_owned()));
+        }
+        self.reused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(|id| {
+                (
+                    SUBSCRIBER_EXISTS,
+                    format!("Subscriber for {id} already exists"),
+                )
+            })
+    }
+}
+
+/// The client's messages, as the socket reads them, past [`Conduct`]: an
+/// error ends them (as it ends async-graphql's loop), and so does a
+/// subscribe under a running id.
 pub fn incoming<S>(
     messages: S,
-    too_big: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conduct: std::sync::Arc<Conduct>,
 ) -> impl futures::Stream<Item = Result<axum::extract::ws::Message, axum::Error>>
 where
     S: futures::Stream<Item = Result<axum::extract::ws::Message, axum::Error>>,
 {
     use futures::StreamExt;
-    messages.inspect(move |read| {
-        if let Err(e) = read
-            && over_the_limit(e)
-        {
-            too_big.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    })
+    messages.take_while(move |read| futures::future::ready(conduct.admit(read)))
 }
 
 /// Whether a socket's read error is tungstenite's refusal of a message or
@@ -162,14 +271,30 @@ pub async fn init_overdue(mut initialised: tokio::sync::watch::Receiver<bool>) -
 /// `connection_init` (`refused`) carries [`INIT_REFUSED`] and its reason,
 /// and every error carries `extensions.code`, as over HTTP (async-graphql
 /// leaves request errors — syntax, validation, variables — without one).
-pub fn outgoing(message: axum::extract::ws::Message, refused: bool) -> axum::extract::ws::Message {
+pub fn outgoing(
+    message: axum::extract::ws::Message,
+    refused: bool,
+    conduct: &Conduct,
+) -> axum::extract::ws::Message {
     use axum::extract::ws::{CloseFrame, Message};
+    conduct.sent(&message);
+    let close = |code: u16, reason: &str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: close_reason(reason).into(),
+        }))
+    };
     match message {
         Message::Close(Some(frame)) if refused && frame.code == 1002 => {
-            Message::Close(Some(CloseFrame {
-                code: INIT_REFUSED,
-                reason: close_reason(frame.reason.as_str()).into(),
-            }))
+            close(INIT_REFUSED, frame.reason.as_str())
+        }
+        // graphql-transport-ws's own codes where async-graphql sends the
+        // generic ones.
+        Message::Close(Some(frame)) if conduct.transport_ws && frame.code == 1002 => {
+            close(INVALID_MESSAGE, frame.reason.as_str())
+        }
+        Message::Close(Some(frame)) if conduct.transport_ws && frame.code == 1011 => {
+            close(UNAUTHORIZED, "Unauthorized")
         }
         Message::Close(Some(frame)) if frame.reason.len() > 123 => {
             Message::Close(Some(CloseFrame {
