@@ -499,6 +499,35 @@ async fn a_traveler_made_region_admin_still_lists_its_own_trips() {
     assert!(walk("regionBookings", "STARTS_ON").await.is_empty());
 }
 
+/// An idempotency key is up to 200 characters, Chinese ones too (the
+/// services counted bytes, with the gateway's scope in front: 100 Chinese
+/// characters were "not 1 to 255 characters").
+#[tokio::test]
+async fn idempotency_keys_of_two_hundred_chinese_characters_are_taken() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let booked = app
+        .create_booking(
+            &room_type,
+            tomorrow() + chrono::Duration::days(10),
+            1,
+            &"订".repeat(200),
+        )
+        .await;
+    assert!(booked["errors"].is_null(), "{booked}");
+    let id = TestApp::id_of(&booked);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let paid = app.pay(&id, "tok_success", &"付".repeat(200)).await;
+    assert!(paid["errors"].is_null(), "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let cancelled = app.cancel(&id, &"退".repeat(200)).await;
+    assert!(cancelled["errors"].is_null(), "{cancelled}");
+    let long = app
+        .create_booking(&room_type, tomorrow(), 1, &"订".repeat(201))
+        .await;
+    assert_eq!(common::code(&long), "BAD_USER_INPUT", "{long}");
+}
+
 in_both_modes!(a_hundred_concurrent_creates_with_one_key_make_one_booking);
 async fn a_hundred_concurrent_creates_with_one_key_make_one_booking(settings: Settings) {
     let app = spawn_app_with(settings).await;

@@ -260,6 +260,10 @@ async fn a_homestay_off_sale_leaves_search_and_refuses_bookings_until_published(
     assert!(offers().await.is_empty());
     let refused = outcome(&app, room_type, 0, 2, 1, "off-1").await;
     assert!(refused.starts_with("NOT_FOUND: roomTypeId:"), "{refused}");
+    // Not even how many it sleeps: more travelers than that is the same
+    // NOT_FOUND (it said "2 at most", telling that the id exists).
+    let crowded = outcome(&app, room_type, 0, 2, 3, "off-2").await;
+    assert!(crowded.starts_with("NOT_FOUND: roomTypeId:"), "{crowded}");
 
     // Only the listing's region's admins put it on sale; to anyone else a
     // listing off sale is not there: the very answer an unknown id gets

@@ -766,6 +766,26 @@ async fn an_argument_or_variable_that_does_not_parse_is_the_callers_fault() {
             "{from}: {body}"
         );
     }
+    // An instant before PostgreSQL's first (4713 BC) was INTERNAL.
+    let traveler = app.token.clone();
+    let admin = app.admin_token().await;
+    for (token, query) in [
+        (
+            traveler.as_deref(),
+            "{ myBookings(filter: { updatedSince: \"-9999-01-01T00:00:00Z\" }) { totalCount } }",
+        ),
+        (
+            Some(admin.as_str()),
+            "{ hostBalances(upTo: \"-9999-01-01T00:00:00Z\") { amount { amount } } }",
+        ),
+        (
+            Some(admin.as_str()),
+            "mutation { runPayouts(reference: \"B-old\", upTo: \"-4714-01-01T00:00:00Z\") { total { amount } } }",
+        ),
+    ] {
+        let body = app.graphql_as(token, query, json!({})).await;
+        assert_eq!(common::code(&body), "BAD_USER_INPUT", "{query}: {body}");
+    }
     let still = app.graphql_as(None, "{ __typename }", json!({})).await;
     assert_eq!(still["data"]["__typename"], "Query", "{still}");
 }

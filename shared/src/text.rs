@@ -125,6 +125,24 @@ pub fn normalise_email(email: &str) -> Result<String, AppError> {
     }
 }
 
+/// Most characters of an idempotency key as a service receives it: the
+/// caller's (200 at most, checked by the gateway) behind the gateway's
+/// scope, `<account>:` or `agency:<agency>:`.
+pub const MAX_SCOPED_KEY: usize = 255;
+
+/// An idempotency key as a service receives it, trimmed: 1 to
+/// [`MAX_SCOPED_KEY`] characters (characters, not bytes: a key of Chinese
+/// characters within the gateway's 200 is a good key).
+pub fn scoped_key(key: &str) -> Result<&str, AppError> {
+    let key = key.trim();
+    if key.is_empty() || key.chars().count() > MAX_SCOPED_KEY {
+        return Err(AppError::bad_input(format!(
+            "idempotencyKey: 1 to {MAX_SCOPED_KEY} characters"
+        )));
+    }
+    Ok(key)
+}
+
 /// `n` with its noun, singular for one: "1 room", "3 rooms".
 pub fn plural(n: u32, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })

@@ -229,7 +229,7 @@ async fn list_bookings(
             first,
             after,
             statuses,
-            updated_since: filter.updated_since,
+            updated_since: types::instant("updatedSince", filter.updated_since)?,
             starts_from: filter.starts_from.map(|d| d.0),
             starts_to: filter.starts_to.map(|d| d.0),
             departure_id: filter
@@ -419,6 +419,7 @@ impl Query {
         payable: bool,
     ) -> Result<Vec<HostBalance>> {
         let by = platform_admin(ctx)?.clone();
+        let up_to = types::instant("upTo", up_to)?;
         let balances = rpc(ctx, rpcs::GetHostBalances { up_to, payable, by }).await?;
         Ok(balances.into_iter().map(HostBalance::from).collect())
     }
@@ -1429,7 +1430,7 @@ impl Mutation {
             ctx,
             rpcs::RunPayouts {
                 reference,
-                up_to,
+                up_to: types::instant("upTo", up_to)?,
                 by,
             },
         )

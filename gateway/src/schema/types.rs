@@ -16,6 +16,24 @@ pub struct Date(pub NaiveDate);
 /// (chrono alone reads `+262142-06-01` as a date).
 const DATE_YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
 
+/// An instant a caller gave (`updatedSince`, `upTo`), refused outside the
+/// years a [`Date`] may name: PostgreSQL keeps no time before 4713 BC, and
+/// such an instant was an INTERNAL error where it reached a query.
+pub fn instant(
+    field: &str,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> async_graphql::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    use chrono::Datelike;
+    match at {
+        Some(at) if !DATE_YEARS.contains(&at.year()) => Err(crate::error::bad_input(format!(
+            "{field}: an instant between the years {} and {}",
+            DATE_YEARS.start(),
+            DATE_YEARS.end()
+        ))),
+        at => Ok(at),
+    }
+}
+
 #[Scalar(name = "Date")]
 impl ScalarType for Date {
     fn parse(value: Value) -> InputValueResult<Self> {

@@ -57,8 +57,6 @@ impl Status {
 pub use shared::rpcs::MAX_TRAVELERS;
 /// Longest note to the host on a booking.
 pub const MAX_NOTES: usize = 1_000;
-/// Longest idempotency key accepted.
-pub const MAX_KEY_LEN: usize = 255;
 
 /// Validates a resident ID (GB 11643): 17 digits and an ISO 7064 MOD 11-2 check character.
 pub fn resident_id_is_valid(id: &str) -> bool {
@@ -165,12 +163,7 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
     if req.commission_bp > 3_000 {
         return Err(AppError::bad_input("an agency commission is at most 30 %"));
     }
-    let key = req.idempotency_key.trim();
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(AppError::bad_input(format!(
-            "idempotencyKey: 1 to {MAX_KEY_LEN} characters"
-        )));
-    }
+    shared::text::scoped_key(&req.idempotency_key)?;
     if req.travelers.is_empty() || req.travelers.len() > MAX_TRAVELERS {
         return Err(AppError::bad_input(format!(
             "travelers: a booking has 1 to {MAX_TRAVELERS} travelers"

@@ -416,13 +416,7 @@ impl Bookings {
     /// now, the same figure `quote` shows. Cancelling a cancelled booking
     /// returns it unchanged.
     pub async fn cancel(&self, req: CancelBooking) -> Result<BookingView, AppError> {
-        let key = req.idempotency_key.trim();
-        if key.is_empty() || key.len() > domain::MAX_KEY_LEN {
-            return Err(AppError::bad_input(format!(
-                "the idempotency key must be 1 to {} characters",
-                domain::MAX_KEY_LEN
-            )));
-        }
+        let key = shared::text::scoped_key(&req.idempotency_key)?;
         let id = req.booking_id;
         let txn = self.db.begin().await?;
         let Some(booking) = storage::by_id(&txn, id).await? else {

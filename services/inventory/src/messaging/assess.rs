@@ -107,7 +107,9 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                 )));
             };
             let sleeps = rules.max_guests * rooms;
-            if travelers > sleeps {
+            // Off sale, the listing says nothing of itself (NOT_FOUND to
+            // all but its region's admins): not even how many it sleeps.
+            if rules.published && travelers > sleeps {
                 return Ok(Err(refuse(
                     ErrorCode::BadUserInput,
                     format!(

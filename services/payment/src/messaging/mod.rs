@@ -164,12 +164,7 @@ impl Payments {
     /// booking, and the provider is called with a key derived from the
     /// payment so a retry after a timeout never charges twice.
     pub async fn pay(&self, req: PayBooking) -> Result<PaymentView, AppError> {
-        let key = req.idempotency_key.trim();
-        if key.is_empty() || key.len() > 255 {
-            return Err(AppError::bad_input(
-                "the idempotency key must be 1 to 255 characters",
-            ));
-        }
+        let key = shared::text::scoped_key(&req.idempotency_key)?;
         // A provider's token is short; a long one would be copied into the
         // booking's history and the error with every failed attempt.
         shared::text::check("paymentToken", req.payment_token.trim(), 200, true)?;
