@@ -1185,6 +1185,19 @@ impl Bus for AmqpBus {
     }
 
     async fn close(&self) {
+        // The channels first, each waiting for the broker's close-ok: a
+        // connection closed under them left lapin to close them itself,
+        // and it logged an ERROR ("invalid channel state: Closing") on a
+        // clean stop.
+        let mut channels = vec![
+            self.inner.rpc_channel.lock().await.clone(),
+            self.inner.publisher.lock().await.clone(),
+        ];
+        channels.extend(lock(&self.inner.confirming).drain(..));
+        for channel in channels.iter().filter(|c| usable(c)) {
+            let _ =
+                tokio::time::timeout(BROKER_DEADLINE, channel.close(200, "shutdown".into())).await;
+        }
         let connection = self.inner.connection.lock().await.clone();
         let _ = connection.close(200, "shutdown".into()).await;
     }
