@@ -698,6 +698,42 @@ async fn an_unpaid_booking_expires_and_its_rooms_go_back_on_sale(mut settings: S
     app.wait_for_available(&room_type, json!([0])).await;
 }
 
+/// Past `expiresAt` a booking is not paid, though booking's sweeper has not
+/// marked it EXPIRED yet (it was charged and confirmed in that instant).
+/// The test holds the booking's row, so the sweeper waits while the
+/// deadline passes.
+#[tokio::test]
+async fn a_booking_past_its_deadline_is_not_paid_before_the_sweeper_marks_it() {
+    let mut settings = common::test_settings();
+    settings.hold_seconds = 1;
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "late").await);
+    let held = app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let expires_at: chrono::DateTime<chrono::Utc> = held["expiresAt"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{held}"));
+    let lock = common::LockHeld::begin(
+        app.service_db("booking").await,
+        &format!("SELECT id FROM bookings WHERE id = '{id}' FOR UPDATE"),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while chrono::Utc::now() <= expires_at + chrono::Duration::milliseconds(50) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deadline never passed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let late = app.pay(&id, "tok_success", "just-late").await;
+    assert_eq!(common::code(&late), "CONFLICT", "{late}");
+    lock.release().await;
+    app.wait_for_status(&id, "EXPIRED").await;
+    assert!(app.fund_balance().await == "0.00", "nothing was charged");
+}
+
 in_both_modes!(a_booking_cancelled_before_payment_releases_its_rooms);
 async fn a_booking_cancelled_before_payment_releases_its_rooms(settings: Settings) {
     let app = spawn_app_with(settings).await;

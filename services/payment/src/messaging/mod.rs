@@ -955,6 +955,15 @@ fn payable(
             booking.status
         )));
     }
+    // Past its deadline a booking is as good as expired, whether or not
+    // booking's sweeper (every half second, or later when busy) has
+    // marked it yet: no charge is started for it.
+    if let Some(at) = booking.expires_at.filter(|at| *at <= chrono::Utc::now()) {
+        return Err(AppError::conflict(format!(
+            "the time to pay this booking ended at {}; it is expiring",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
+    }
     let (Some(amount), Some(listing)) = (booking.total, booking.listing.clone()) else {
         return Err(AppError::conflict("the booking has no price yet"));
     };
