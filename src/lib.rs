@@ -91,9 +91,12 @@ impl App {
     pub async fn start(settings: Settings, part: Part) -> anyhow::Result<App> {
         install_crypto();
         settings.check().map_err(anyhow::Error::msg)?;
-        let data_lock = match settings.postgres() {
-            None => Some(lock_data_dir(&settings.data_dir)?),
-            Some(_) => None,
+        // Every part in one process, as `serve` and `seed` start it (a part
+        // alone embedded is refused by `serve`; tests start parts side by
+        // side in one process on purpose).
+        let data_lock = match (settings.postgres(), part) {
+            (None, Part::All) => Some(lock_data_dir(&settings.data_dir)?),
+            _ => None,
         };
         let rt = Runtime::connect(settings)
             .await
@@ -272,26 +275,34 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     declared
 }
 
-/// Resolves on Ctrl-C, or SIGTERM on Unix.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on Ctrl-C, or SIGTERM on Unix. The handlers are installed when
+/// this is called, not when the future is first polled: a SIGTERM between
+/// the call and the await (a process still starting) is kept for it, not
+/// left to the default action, which ends the process at once.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -453,6 +453,9 @@ fn write_json(path: &std::path::Path, runs: &impl serde::Serialize) -> anyhow::R
 }
 
 async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
+    // Listening for SIGTERM from the first moment: one sent while the parts
+    // start stops them cleanly once started.
+    let stop = duikou::shutdown_signal();
     let mode = settings.mode();
     // Embedded, each process has its own in-process bus: a part alone
     // would hear nothing from the others.
@@ -495,7 +498,7 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
         }
         println!("Press Ctrl-C to stop.");
     }
-    duikou::shutdown_signal().await;
+    stop.await;
     if json {
         tracing::info!("stopping: finishing messages in flight");
     } else {
