@@ -30,6 +30,23 @@ async fn the_regions_query_lists_the_banners_of_chifeng() {
             .iter()
             .all(|r| r["code"].as_str().is_some_and(|c| c.starts_with("1504")))
     );
+    // Under the province: its 31 national poverty banners and counties, in
+    // its leagues and cities (none is the province's own child); the last
+    // 20 lifted in 2020 (the notice of 2020-03-04).
+    let body = app
+        .graphql(
+            "{ regions(parentCode: \"150000\", povertyOnly: true) { code povertyCounty liftedYear } }",
+            json!({}),
+        )
+        .await;
+    let banners = body["data"]["regions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(banners.len(), 31, "{body}");
+    assert!(banners.iter().all(|r| r["povertyCounty"] == true), "{body}");
+    let lifted_2020 = banners.iter().filter(|r| r["liftedYear"] == 2020).count();
+    assert_eq!(lifted_2020, 20, "{body}");
 }
 
 in_both_modes!(a_room_night_is_booked_paid_and_confirmed_through_the_gateway);

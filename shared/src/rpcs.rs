@@ -1956,7 +1956,7 @@ pub struct Figures {
     pub spend: Fen,
     /// Spend on certified listings.
     pub certified_spend: Fen,
-    /// Income to host households.
+    /// Income to hosts (the households, cooperatives and village collectives paid).
     pub host_income: Fen,
     /// Donations to the welfare fund.
     pub fund: Fen,

@@ -195,7 +195,7 @@ pub struct Impact {
     pub spend: Money,
     /// Spend on certified poverty-relief listings.
     pub certified_spend: Money,
-    /// Income to host households.
+    /// Income to hosts (the households, cooperatives and village collectives paid).
     pub host_income: Money,
     /// Donations to the welfare fund.
     pub fund: Money,

@@ -250,7 +250,9 @@ pub struct Query;
 
 #[Object]
 impl Query {
-    /// Regions under `parentCode` (provinces when omitted), e.g. the banners of 赤峰市 (150400).
+    /// Regions under `parentCode` (provinces when omitted), e.g. the banners of 赤峰市 (150400);
+    /// with `povertyOnly: true`, the (former) national poverty counties anywhere inside
+    /// `parentCode` (内蒙古's 31 under 150000), or everywhere when it is omitted.
     async fn regions(
         &self,
         ctx: &Context<'_>,
@@ -1266,7 +1268,7 @@ impl Mutation {
     /// in [from, to) (admins of the homestay's region); `closed` nights are
     /// not bookable, and a stay beginning on these nights lasts at least
     /// `minStay` nights. Lowering the rooms below what is held or sold on a
-    /// night is a CONFLICT.
+    /// night is a CONFLICT. Answers how many nights were set.
     #[allow(clippy::too_many_arguments)]
     async fn set_room_calendar(
         &self,

@@ -211,9 +211,8 @@ pub async fn payout_runs(
 #[derive(SimpleObject)]
 pub struct ReconciliationEntry {
     pub at: DateTime<Utc>,
-    /// CAPTURED_LATE, CLOSED_UNCHARGED, REFUND_COMPLETED, or REFUND_DECLINED
-    /// and MISMATCH (for a person).
-    pub kind: String,
+    /// What it records (REFUND_DECLINED and MISMATCH are for a person).
+    pub kind: ReconciliationKind,
     pub payment_id: ID,
     pub booking_id: ID,
     pub amount: Money,
@@ -255,6 +254,19 @@ pub enum ReconciliationKind {
 }
 
 impl ReconciliationKind {
+    const ALL: [ReconciliationKind; 5] = [
+        ReconciliationKind::CapturedLate,
+        ReconciliationKind::ClosedUncharged,
+        ReconciliationKind::RefundCompleted,
+        ReconciliationKind::RefundDeclined,
+        ReconciliationKind::Mismatch,
+    ];
+
+    /// The kind payment wrote; None for one this gateway does not know.
+    fn parse(kind: &str) -> Option<ReconciliationKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             ReconciliationKind::CapturedLate => "CAPTURED_LATE",
@@ -286,21 +298,26 @@ pub async fn reconciliation_log(
         },
     )
     .await?;
-    let edges: Vec<ReconciliationEdge> = page
+    let edges = page
         .entries
         .into_iter()
-        .map(|(e, cursor)| ReconciliationEdge {
-            cursor,
-            node: ReconciliationEntry {
-                at: e.at,
-                kind: e.kind,
-                payment_id: ID(e.payment_id.to_string()),
-                booking_id: ID(e.booking_id.to_string()),
-                amount: e.amount.into(),
-                note: e.note,
-            },
+        .map(|(e, cursor)| {
+            // A kind newer than this gateway (payment upgraded first): for
+            // a person, as a mismatch is.
+            let kind = ReconciliationKind::parse(&e.kind).unwrap_or(ReconciliationKind::Mismatch);
+            ReconciliationEdge {
+                cursor,
+                node: ReconciliationEntry {
+                    at: e.at,
+                    kind,
+                    payment_id: ID(e.payment_id.to_string()),
+                    booking_id: ID(e.booking_id.to_string()),
+                    amount: e.amount.into(),
+                    note: e.note,
+                },
+            }
         })
-        .collect();
+        .collect::<Vec<ReconciliationEdge>>();
     Ok(ReconciliationConnection {
         page_info: page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
         edges,

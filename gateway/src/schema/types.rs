@@ -34,6 +34,8 @@ pub fn instant(
     }
 }
 
+/// A day, `YYYY-MM-DD`, in the years 1900 to 2200: a night of a stay, a
+/// departure's day, a day of a report or a term, as in China (UTC+8).
 #[Scalar(name = "Date")]
 impl ScalarType for Date {
     fn parse(value: Value) -> InputValueResult<Self> {
@@ -239,6 +241,8 @@ impl BookingQuote {
     async fn refusal(&self) -> Option<&str> {
         self.0.refusal.map(|c| c.as_str())
     }
+    /// Why not, for the traveler: which night, how many nights at least,
+    /// when bookings closed (null when `bookable`).
     async fn reason(&self) -> Option<&str> {
         self.0.reason.as_deref()
     }
@@ -326,6 +330,8 @@ impl Booking {
     async fn total(&self) -> Option<Money> {
         self.0.total.map(Money::from)
     }
+    /// What was booked, as it was when held (title, region, host, refund
+    /// rule); null until the hold is granted (PENDING, or REJECTED).
     async fn listing(&self) -> Option<Listing> {
         self.0.listing.as_ref().map(Listing::from)
     }

@@ -331,31 +331,35 @@ fn region_from_row(row: &sea_orm::QueryResult) -> Result<Region, DbErr> {
     })
 }
 
-/// Children of `parent` (provinces when `None`), sorted by code.
+/// Children of `parent` (provinces when `None`), sorted by code; with
+/// `poverty_only`, the (former) national poverty counties anywhere inside
+/// `parent` (anywhere at all when `None`): under a province they are its
+/// prefectures' children, never its own.
 pub async fn regions<C: ConnectionTrait>(
     conn: &C,
     parent: Option<RegionCode>,
     poverty_only: bool,
 ) -> Result<Vec<Region>, DbErr> {
     let backend = conn.get_database_backend();
-    let rows = match parent {
-        Some(p) => {
-            conn.query_all_raw(stmt(
-                backend,
-                "SELECT * FROM regions WHERE parent_code = $1 AND (poverty_county OR NOT $2) ORDER BY code",
-                vec![p.to_string().into(), poverty_only.into()],
-            ))
-            .await?
-        }
-        None => {
-            conn.query_all_raw(stmt(
-                backend,
-                "SELECT * FROM regions WHERE parent_code IS NULL AND (poverty_county OR NOT $1) ORDER BY code",
-                vec![poverty_only.into()],
-            ))
-            .await?
-        }
+    let (sql, values): (&str, Vec<sea_orm::Value>) = match (parent, poverty_only) {
+        (Some(p), false) => (
+            "SELECT * FROM regions WHERE parent_code = $1 ORDER BY code",
+            vec![p.to_string().into()],
+        ),
+        (None, false) => (
+            "SELECT * FROM regions WHERE parent_code IS NULL ORDER BY code",
+            vec![],
+        ),
+        (Some(p), true) => (
+            "SELECT * FROM regions WHERE poverty_county AND code LIKE $1 AND code <> $2 ORDER BY code",
+            vec![format!("{}%", p.code_prefix()).into(), p.to_string().into()],
+        ),
+        (None, true) => (
+            "SELECT * FROM regions WHERE poverty_county ORDER BY code",
+            vec![],
+        ),
     };
+    let rows = conn.query_all_raw(stmt(backend, sql, values)).await?;
     rows.iter().map(region_from_row).collect()
 }
 
