@@ -59,7 +59,13 @@ pub fn build_schema(
         // Lists and input objects nested past this overflow the stack.
         .extension(crate::nesting::NestingLimit)
         // The WebSocket is for subscriptions (crate::socket).
-        .extension(crate::socket::SubscriptionsOnly);
+        .extension(crate::socket::SubscriptionsOnly)
+        // async-graphql's own description speaks of its Rust type.
+        .override_output_type_description::<chrono::DateTime<chrono::Utc>>(
+            "An instant, RFC 3339 with its offset (`2026-12-05T08:00:00Z`, \
+             `2026-12-05T16:00:00+08:00`); answered in UTC. Given as an argument, \
+             in the years 1900 to 2200.",
+        );
     if let Some(bus) = bus {
         builder = builder.data(bus);
     }
