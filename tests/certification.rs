@@ -250,6 +250,30 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     )
     .await;
     assert_eq!(code(&again), "CONFLICT", "{again}");
+    // A notice keeps 200 objections at most (every reader gets them all):
+    // 199 more on record, and the next account's is refused.
+    {
+        use sea_orm::ConnectionTrait;
+        let db = app.service_db("inventory").await;
+        for _ in 0..199 {
+            db.execute_unprepared(&format!(
+                "INSERT INTO certification_objections (certification_id, account_id, text, created_at)
+                 VALUES ('{second}', '{}', '同上', now())",
+                uuid::Uuid::now_v7()
+            ))
+            .await
+            .expect("an objection on record");
+        }
+    }
+    let late = app.register("late-objector@example.cn", "110105").await;
+    let full = step(
+        &app,
+        Some(&late),
+        "objectToCertification(certificationId: $id, text: $t)",
+        json!({ "id": second, "t": "还有一条" }),
+    )
+    .await;
+    assert_eq!(code(&full), "CONFLICT", "{full}");
     let anonymous = step(
         &app,
         None,

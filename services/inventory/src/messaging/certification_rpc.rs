@@ -15,6 +15,9 @@ use shared::{AppError, ErrorCode};
 
 /// Longest statement, objection or note, in characters.
 const MAX_TEXT: usize = 2_000;
+/// Most objections one public notice keeps (each account objects once).
+pub const MAX_OBJECTIONS: u64 = 200;
+
 /// Shortest and longest public notice accepted, in days: a notice is
 /// public for at least a day, or it is no notice.
 const NOTICE_DAYS: std::ops::RangeInclusive<u32> = 1..=30;
@@ -153,6 +156,14 @@ impl Inventory {
                         "you have objected to this certification already; one objection per \
                          account",
                     ));
+                }
+                // Every reader of the certification gets its objections:
+                // bounded, as every list of the API is.
+                if store::objection_count(&txn, current.id).await? >= MAX_OBJECTIONS {
+                    return Err(AppError::conflict(format!(
+                        "this notice has {MAX_OBJECTIONS} objections on record, the most it \
+                         keeps; the region's admins decide on them"
+                    )));
                 }
                 store::object(&txn, current.id, by, &objection).await?;
                 txn.commit().await?;

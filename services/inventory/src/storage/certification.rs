@@ -267,6 +267,17 @@ pub async fn has_objected<C: ConnectionTrait>(conn: &C, id: Uuid, by: Uuid) -> R
         .is_some())
 }
 
+/// How many objections a certification has.
+pub async fn objection_count<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<u64, DbErr> {
+    let b = conn.get_database_backend();
+    shared::db::count(
+        conn,
+        "certification_objections WHERE certification_id = $1",
+        vec![uuid_value(b, id)],
+    )
+    .await
+}
+
 /// Records an objection.
 pub async fn object<C: ConnectionTrait>(
     conn: &C,
