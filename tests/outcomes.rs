@@ -114,13 +114,13 @@ async fn every_outcome_is_announced_with_its_regions_travelers_and_amounts() {
         other => panic!("expected booking.cancelled, got {other:?}"),
     }
 
-    // Not paid: expired, counted for the sponsor named (朝阳区), not the
-    // booker's own 海淀区.
-    let unpaid = book(&app, &room_type, 1, "110105", "outcome-unpaid").await;
+    // Not paid: expired, counted for the sponsor named (北京市, around the
+    // booker's own 海淀区).
+    let unpaid = book(&app, &room_type, 1, "110000", "outcome-unpaid").await;
     match next(&mut rx).await {
         Outcome::Expired(ev) => {
             assert_eq!(ev.facts.booking_id.to_string(), unpaid);
-            assert_eq!(ev.facts.sponsor_region, region("110105"));
+            assert_eq!(ev.facts.sponsor_region, region("110000"));
             assert_eq!(ev.facts.booker_home_region, region("110108"));
             assert_eq!(ev.facts.reason.as_deref(), Some("not paid in time"));
             assert_eq!(ev.facts.travelers, 1);
@@ -147,4 +147,20 @@ async fn every_outcome_is_announced_with_its_regions_travelers_and_amounts() {
         }
         other => panic!("expected booking.rejected, got {other:?}"),
     }
+
+    // Another district than the booker's own is no sponsor of its trips
+    // (it would credit 朝阳区's partnerships with a 海淀 traveler).
+    let elsewhere = app
+        .graphql(
+            "mutation($input: CreateBookingInput!) { createBooking(input: $input, idempotencyKey: \"elsewhere\") { id } }",
+            json!({ "input": {
+                "roomTypeId": room_type,
+                "checkIn": (tomorrow() + chrono::Duration::days(3)).to_string(),
+                "checkOut": (tomorrow() + chrono::Duration::days(4)).to_string(),
+                "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
+                "contact": { "name": "张三", "phone": "13800138000" },
+                "sponsorRegionCode": "110105" } }),
+        )
+        .await;
+    assert_eq!(common::code(&elsewhere), "BAD_USER_INPUT", "{elsewhere}");
 }

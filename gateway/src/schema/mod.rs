@@ -752,7 +752,10 @@ pub struct CreateBookingInput {
     pub travelers: Vec<TravelerIn>,
     /// Who to contact.
     pub contact: ContactIn,
-    /// The sponsor region the trip is credited to (GB/T 2260 code).
+    /// The sponsor region the trip is credited to (GB/T 2260 code): the
+    /// booker's home region when left out; given, it may only say that more
+    /// or less exactly (海淀区 or 北京市 for a home in 海淀区), else
+    /// BAD_USER_INPUT.
     pub sponsor_region_code: Option<ID>,
     /// Notes for the host.
     pub notes: Option<String>,

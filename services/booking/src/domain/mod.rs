@@ -203,6 +203,19 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
             "sponsorRegionCode: no region {region} in the table of regions (see `regions`)"
         )));
     }
+    // The sponsor side is where the booker is from (DESIGN: the traveler's
+    // or agency's home region): a declared region may say it more or less
+    // exactly (海淀区 for a home in 北京市, or 北京市 for 海淀区), not name
+    // another, or anyone could credit any partnership.
+    if let (Some(declared), Some(home)) = (req.sponsor_region, req.by.home_region)
+        && !declared.contains(home)
+        && !home.contains(declared)
+    {
+        return Err(AppError::bad_input(format!(
+            "sponsorRegionCode: {declared} is neither inside nor around your home region {home} \
+             (a booking counts for where its booker is from)"
+        )));
+    }
     if let Some(notes) = &req.notes {
         shared::text::check("notes", notes, MAX_NOTES, false)?;
     }
@@ -492,6 +505,14 @@ mod tests {
         let mut nowhere = request(&[("张三", "11010519491231002X")]);
         nowhere.sponsor_region = shared::region::RegionCode::parse("119999").ok();
         assert!(refusal(&nowhere).starts_with("sponsorRegionCode"));
+        // From 海淀区: 海淀区 or 北京市 may be declared, 朝阳区 not.
+        let code = |c: &str| shared::region::RegionCode::parse(c).ok();
+        for (declared, taken) in [("110108", true), ("110000", true), ("110105", false)] {
+            let mut from_haidian = request(&[("张三", "11010519491231002X")]);
+            from_haidian.by.home_region = code("110108");
+            from_haidian.sponsor_region = code(declared);
+            assert_eq!(refusal(&from_haidian).is_empty(), taken, "{declared}");
+        }
     }
 
     #[test]
