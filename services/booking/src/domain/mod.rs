@@ -182,13 +182,21 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
             )));
         }
     }
+    // Digits a host can dial, written as people write them: a leading +,
+    // dashes and spaces between (`+86 138-0013-8000`, `0476 432 1234`).
     let phone = req.contact.phone.trim();
-    if !(5..=20).contains(&phone.len())
-        || !phone
+    let digits = phone.chars().filter(char::is_ascii_digit).count();
+    let written = phone.strip_prefix('+').unwrap_or(phone);
+    if !(5..=20).contains(&digits)
+        || phone.chars().count() > 30
+        || !written
             .chars()
-            .all(|c| c.is_ascii_digit() || c == '+' || c == '-' || c == ' ')
+            .all(|c| c.is_ascii_digit() || c == '-' || c == ' ')
     {
-        return Err(AppError::bad_input("contact.phone: 5 to 20 digits"));
+        return Err(AppError::bad_input(
+            "contact.phone: 5 to 20 digits, with a + in front and dashes or spaces \
+             between if you like",
+        ));
     }
     shared::text::check_line("contact.name", &req.contact.name, 100, true)?;
     if let Some(email) = &req.contact.email {
@@ -499,6 +507,19 @@ mod tests {
         assert!(refusal(&twice).contains("traveler 2: the same document as traveler 1"));
         let split = request(&[("张\n三", "11010519491231002X")]);
         assert!(refusal(&split).contains("one line"), "{}", refusal(&split));
+        for (phone, taken) in [
+            ("13800138000", true),
+            ("+86 138-0013-8000", true),
+            ("1 3 8 0 0 1 3 8 0 0 0", true),
+            ("-----", false),
+            ("+ + +", false),
+            ("1 3 8", false),
+            ("138+0013", false),
+        ] {
+            let mut call = request(&[("张三", "11010519491231002X")]);
+            call.contact.phone = phone.into();
+            assert_eq!(refusal(&call).is_empty(), taken, "{phone}");
+        }
         let mut mail = request(&[("张三", "11010519491231002X")]);
         mail.contact.email = Some("nope".into());
         assert!(refusal(&mail).starts_with("contact.email"));

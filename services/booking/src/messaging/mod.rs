@@ -74,6 +74,9 @@ enum Cancelled {
 /// unpaid (a capture it has not heard of yet may have come before it).
 const CANCELLED_UNPAID: &str = "cancelled before payment";
 
+/// The history's note that inventory gave a booking's capacity back.
+const RELEASED: &str = "capacity released";
+
 /// When the booker cancelled `booking` as unpaid at or after `captured_at`
 /// (the capture committed first; its news came later), that moment; None
 /// for any other ending (an operator's cancellation, an expiry, a payment
@@ -682,7 +685,7 @@ impl Bookings {
         Ok(())
     }
 
-    /// Capacity given back: at booking's request (history only), or by
+    /// Capacity given back: at booking's request (history only, once), or by
     /// inventory's own sweeper for a hold past its deadline, which expires
     /// a booking still awaiting payment.
     async fn on_hold_released(&self, env: Envelope, ev: HoldReleased) -> Result<(), HandlerError> {
@@ -710,9 +713,12 @@ impl Bookings {
             Some(b) => Some(b.view.item),
             None => {
                 let current = storage::by_id(&txn, ev.booking_id).await?;
-                if let Some(status) = current.as_ref().and_then(|b| Status::parse(&b.view.status)) {
-                    storage::history(&txn, ev.booking_id, status, "capacity released", Utc::now())
-                        .await?;
+                // Once: a cancel while PENDING asks for the release, and so
+                // does the grant that comes after it; inventory answers each.
+                if let Some(status) = current.as_ref().and_then(|b| Status::parse(&b.view.status))
+                    && !storage::has_cause(&txn, ev.booking_id, RELEASED).await?
+                {
+                    storage::history(&txn, ev.booking_id, status, RELEASED, Utc::now()).await?;
                 }
                 current.map(|b| b.view.item)
             }

@@ -866,6 +866,23 @@ pub async fn history<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Whether a booking's history has a step with `cause`.
+pub async fn has_cause<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    cause: &str,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT 1 AS one FROM booking_history WHERE booking_id = $1 AND cause = $2",
+            vec![uuid_value(b, id.0), cause.into()],
+        ))
+        .await?
+        .is_some())
+}
+
 /// Bookings awaiting payment past their deadline, locked for this sweeper
 /// (others skip them).
 pub async fn overdue<C: ConnectionTrait>(

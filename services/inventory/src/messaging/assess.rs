@@ -36,7 +36,10 @@ pub(crate) fn sold_out_nights(stay: StayDates) -> Refusal {
 pub(crate) fn sold_out_seats(asked: u32, left: u32, starts_on: chrono::NaiveDate) -> Refusal {
     refuse(
         ErrorCode::SoldOut,
-        format!("{asked} seats asked, {left} left on {starts_on}"),
+        format!(
+            "{} asked, {left} left on {starts_on}",
+            shared::text::plural(asked, "seat", "seats")
+        ),
     )
 }
 
@@ -69,8 +72,6 @@ pub(crate) struct Assessed {
     pub listing: ListingSnapshot,
     /// The whole request's price: seats × price, or rooms × the stay.
     pub total: Fen,
-    /// Seats left now (seats only).
-    pub seats_left: u32,
 }
 
 /// Checks `item` for `travelers` against the listing's rules as they are
@@ -150,7 +151,6 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                 held: Held::Nights(room_type_id, stay, rooms),
                 listing,
                 total: Fen(rules.price.get() * i64::from(rooms)),
-                seats_left: 0,
             }))
         }
         HoldItem::Seats {
@@ -203,7 +203,6 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                 held: Held::Seats(departure_id, seats),
                 listing,
                 total: Fen(departure.price.get() * i64::from(seats)),
-                seats_left: departure.seats_left,
             }))
         }
     }

@@ -320,17 +320,20 @@ impl Inventory {
                     Held::Nights(_, stay, _) => assess::sold_out_nights(stay),
                     // Cancelled while this request was looking (the take
                     // waited on the cancellation's lock of the departure).
-                    Held::Seats(departure, seats) => match routes::departure(&txn, departure)
-                        .await?
-                        .and_then(|(_, d)| assess::cancelled(&d))
-                    {
-                        Some(refusal) => refusal,
-                        None => assess::sold_out_seats(
-                            seats,
-                            assessed.seats_left,
-                            assessed.listing.starts_on.unwrap_or_default(),
-                        ),
-                    },
+                    // Else sold out, with the seats left as they are now
+                    // (read before the take, they could exceed those asked).
+                    Held::Seats(departure, seats) => {
+                        match routes::departure(&txn, departure).await? {
+                            Some((_, d)) => assess::cancelled(&d).unwrap_or_else(|| {
+                                assess::sold_out_seats(seats, d.seats_left, d.starts_on)
+                            }),
+                            None => assess::sold_out_seats(
+                                seats,
+                                0,
+                                assessed.listing.starts_on.unwrap_or_default(),
+                            ),
+                        }
+                    }
                 };
                 self.reject(txn, &env, rejection(&ev, code, &reason)).await
             }
