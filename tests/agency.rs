@@ -457,7 +457,7 @@ async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_
 
     // A member of staff: a registered account given the AGENCY role.
     let staff_email = "guide@caoyuan.example.cn";
-    app.register(staff_email, "110105").await;
+    app.register(staff_email, "150430").await;
     let granted = app
         .graphql_as(
             Some(&admin),
@@ -474,6 +474,33 @@ async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_
         .as_str()
         .expect("staff logs in")
         .to_owned();
+    // From 敖汉 in person, from the agency's 朝阳区 as its staff: `me` says
+    // where its bookings count from, as its token does.
+    let me = app
+        .graphql_as(Some(&staff), "{ me { homeRegionCode } }", json!({}))
+        .await;
+    assert_eq!(me["data"]["me"]["homeRegionCode"], "110105", "{me}");
+    // An API client's account keeps its agency and role: a grant would
+    // make its secret another agency's or an admin's; and nobody
+    // registers in the clients' domain.
+    for role in ["PLATFORM_ADMIN", "TRAVELER"] {
+        let moved = app
+            .graphql_as(
+                Some(&admin),
+                "mutation($e: String!, $r: Role!) { grantRole(email: $e, role: $r) { role } }",
+                json!({ "e": format!("{client_id}@clients.duikou"), "r": role }),
+            )
+            .await;
+        assert_eq!(code(&moved), "CONFLICT", "{role}: {moved}");
+    }
+    let squatter = app
+        .graphql_as(
+            None,
+            "mutation { register(input: { email: \"dk_new@clients.duikou\", password: \"草原上的蒙古包-2026\", displayName: \"x\", homeRegionCode: \"110105\" }) { accessToken } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&squatter), "BAD_USER_INPUT", "{squatter}");
 
     // The integration books; the staff member sees the booking as the
     // agency's, and the agency's people and clients.

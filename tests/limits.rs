@@ -112,9 +112,9 @@ async fn a_logged_in_caller_is_limited_by_account_and_a_bad_token_by_address() {
     );
 }
 
-/// Each subscribe reads a booking, so over a socket it counts against the
-/// account's limit as an HTTP request does (a socket was a way around it:
-/// 3,000 reads in 3.4 s).
+/// Each subscribe (a booking's, or a feed) counts against the account's
+/// limit as an HTTP request does (a socket was a way around it: 3,000 reads
+/// in 3.4 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribing_over_a_socket_counts_against_the_account() {
     use common::ws::{connect, init, next, send};
@@ -160,4 +160,16 @@ async fn subscribing_over_a_socket_counts_against_the_account() {
         "{codes:?}"
     );
     assert!(codes.len() > 1 && codes[0] == "NOT_FOUND", "{codes:?}");
+    // A feed's subscribe counts too (it was let through past the limit).
+    send(
+        &mut ws,
+        json!({ "id": "feed", "type": "subscribe", "payload": {
+            "query": "subscription { bookingsUpdated { id status } }" } }),
+    )
+    .await;
+    let answer = next(&mut ws).await.expect("an answer");
+    assert_eq!(
+        answer["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{answer}"
+    );
 }

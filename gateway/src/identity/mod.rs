@@ -218,6 +218,16 @@ fn check_password(field: &str, password: &str) -> Result<(), AppError> {
 
 pub use shared::text::normalise_email;
 
+/// The domain of API clients' accounts (`<clientId>@clients.duikou`),
+/// which nobody registers.
+const CLIENT_DOMAIN: &str = "clients.duikou";
+
+fn is_client_account(email: &str) -> bool {
+    email
+        .rsplit_once('@')
+        .is_some_and(|(_, domain)| domain == CLIENT_DOMAIN)
+}
+
 /// Password of every demonstration account.
 pub const DEMO_PASSWORD: &str = "duikou-demo-2026";
 /// The demonstration traveler (from 北京市海淀区).
@@ -448,13 +458,7 @@ impl Identity {
         .await?;
         // An agency's bookings count for the agency's region, whichever of
         // its staff (whose own home may be elsewhere) or clients books.
-        let sponsor = match (account.role, account.agency_id) {
-            (Role::Agency, Some(agency)) => storage::agency(conn, agency)
-                .await?
-                .map(|a| a.home_region)
-                .or(account.home_region),
-            _ => account.home_region,
-        };
+        let sponsor = self.sponsor_of(conn, &account).await?;
         Ok(Tokens {
             access_token: self.access_token(&account, sponsor)?,
             refresh_token: refresh,
@@ -466,6 +470,11 @@ impl Identity {
     /// Creates an account (checked: email, password, name, region).
     pub async fn create_account(&self, new: NewAccount) -> Result<Account, AppError> {
         let email = normalise_email(&new.email)?;
+        if is_client_account(&email) {
+            return Err(AppError::bad_input(format!(
+                "email: @{CLIENT_DOMAIN} is the platform's own, for API clients' accounts"
+            )));
+        }
         check_password("password", &new.password)?;
         let display_name = new.display_name.trim().to_owned();
         shared::text::check_line("displayName", &display_name, 100, true)?;
@@ -654,8 +663,31 @@ impl Identity {
     }
 
     /// The account behind a principal.
+    /// An account as it acts: an agency's staff and clients with the
+    /// agency's region as their home (the sponsor side of their bookings,
+    /// as their tokens carry it), whatever they registered with.
     pub async fn account(&self, id: AccountId) -> Result<Option<Account>, AppError> {
-        Ok(storage::account_by_id(&self.db, id).await?)
+        let Some(mut account) = storage::account_by_id(&self.db, id).await? else {
+            return Ok(None);
+        };
+        account.home_region = self.sponsor_of(&self.db, &account).await?;
+        Ok(Some(account))
+    }
+
+    /// Where `account`'s bookings count from: its agency's region for an
+    /// AGENCY account, its own home otherwise.
+    async fn sponsor_of<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        account: &Account,
+    ) -> Result<Option<RegionCode>, AppError> {
+        Ok(match (account.role, account.agency_id) {
+            (Role::Agency, Some(agency)) => storage::agency(conn, agency)
+                .await?
+                .map(|a| a.home_region)
+                .or(account.home_region),
+            _ => account.home_region,
+        })
     }
 
     /// Creates the platform admin from configuration if the email is unused.
@@ -760,6 +792,15 @@ impl Identity {
             }
             Role::Traveler | Role::PlatformAdmin => (None, None),
         };
+        // An API client's account is its agency's machine login: a role
+        // granted to it would turn the client's secret into another
+        // agency's, or a platform admin's, credentials.
+        if is_client_account(&email) {
+            return Err(AppError::conflict(
+                "an API client keeps its agency and role; revoke it (revokeApiClient) and \
+                 create another for the agency you mean",
+            ));
+        }
         let (account, _) = storage::account_by_email(&self.db, &email)
             .await?
             .ok_or_else(|| AppError::not_found(format!("no account {email}")))?;
@@ -908,7 +949,7 @@ impl Identity {
         let secret = random_secret();
         let account = Account {
             id: AccountId::new(),
-            email: format!("{client_id}@clients.duikou"),
+            email: format!("{client_id}@{CLIENT_DOMAIN}"),
             display_name: format!("{} · {name}", agency.name),
             role: Role::Agency,
             home_region: Some(agency.home_region),

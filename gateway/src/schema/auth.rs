@@ -116,7 +116,8 @@ impl Account {
     async fn role(&self) -> Role {
         self.0.role.into()
     }
-    /// Where the traveler or agency is from: the sponsor side of its bookings.
+    /// Where the account is from — the agency's region for an agency's
+    /// staff and clients —: the sponsor side of its bookings.
     async fn home_region_code(&self) -> Option<ID> {
         self.0.home_region.map(|r| ID(r.to_string()))
     }

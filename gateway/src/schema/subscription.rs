@@ -93,6 +93,9 @@ impl Subscription {
                 "the feed is a traveler's or an agency's own bookings",
             ));
         }
+        // Every subscribe counts, as api.md says: a feed reads no booking
+        // to start, but wakes on every booking event after.
+        counted(ctx, &viewer).await?;
         let slot = slot(ctx)?;
         let changes = pushes(ctx)?.subscribe();
         let bus = super::bus(ctx).map_err(gql)?;
@@ -202,9 +205,9 @@ fn moves_on(known: &str, status: &str) -> bool {
     rank(status) > rank(known)
 }
 
-/// A subscribe reads the booking (an RPC), so over a socket it counts
-/// against the account's rate limit as a request over HTTP does: a socket
-/// was a way around it (3,000 subscribes in 3.4 s, each a read).
+/// A subscribe (a booking's, which reads it, or a feed) counts against the
+/// account's rate limit as a request over HTTP does: a socket was a way
+/// around it (3,000 subscribes in 3.4 s).
 async fn counted(ctx: &Context<'_>, viewer: &Principal) -> Result<()> {
     let Some(limiter) = ctx.data_opt::<crate::limits::Limiter>() else {
         return Ok(());
