@@ -286,6 +286,8 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         let term = signal(SignalKind::terminate());
         let interrupt = signal(SignalKind::interrupt());
         async move {
+            // Whichever could be installed (an installed handler that is
+            // not awaited would swallow its signal).
             match (term, interrupt) {
                 (Ok(mut term), Ok(mut interrupt)) => {
                     tokio::select! {
@@ -293,7 +295,10 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
                         _ = interrupt.recv() => {}
                     }
                 }
-                _ => {
+                (Ok(mut only), Err(_)) | (Err(_), Ok(mut only)) => {
+                    only.recv().await;
+                }
+                (Err(_), Err(_)) => {
                     let _ = tokio::signal::ctrl_c().await;
                 }
             }

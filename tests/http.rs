@@ -996,4 +996,13 @@ async fn a_nul_or_a_hidden_character_in_what_callers_type_is_bad_input() {
         )
         .await;
     assert_eq!(common::code(&nested), "BAD_USER_INPUT", "{nested}");
+    // The character itself in a query's string (GraphQL's parser takes it).
+    let raw = app
+        .graphql_as(
+            None,
+            "{ searchRoutes(text: \"敖汉\u{0}\") { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(common::code(&raw), "BAD_USER_INPUT", "{raw}");
 }

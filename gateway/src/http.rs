@@ -807,8 +807,8 @@ fn connection_principal(
     Ok(Some(principal))
 }
 
-/// Whether a request's variables, or a string in its query (`\u0000`, the
-/// only way GraphQL writes one), hold the NUL character.
+/// Whether a request's variables or its query (the character itself, or
+/// written `\u0000` in a string) hold the NUL character.
 fn holds_nul(request: &async_graphql::Request) -> bool {
     fn in_value(value: &async_graphql::Value) -> bool {
         match value {
@@ -818,7 +818,9 @@ fn holds_nul(request: &async_graphql::Request) -> bool {
             _ => false,
         }
     }
-    request.query.contains("\\u0000") || request.variables.values().any(in_value)
+    request.query.contains('\0')
+        || request.query.contains("\\u0000")
+        || request.variables.values().any(in_value)
 }
 
 async fn graphql(

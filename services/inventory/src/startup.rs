@@ -20,6 +20,7 @@ use tracing::info;
 /// starts consuming events and RPCs.
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
+    storage::refresh_regions(&db).await?;
     let inventory = Inventory { db, outbox };
     // One replica seeds, however many start on an empty database at once.
     if rt.settings.demo()

@@ -712,9 +712,11 @@ impl Bookings {
         let item = match expired {
             Some(b) => Some(b.view.item),
             None => {
-                let current = storage::by_id(&txn, ev.booking_id).await?;
                 // Once: a cancel while PENDING asks for the release, and so
-                // does the grant that comes after it; inventory answers each.
+                // does the grant that comes after it; inventory answers each,
+                // and the two answers may be handled at once.
+                storage::lock(&txn, ev.booking_id).await?;
+                let current = storage::by_id(&txn, ev.booking_id).await?;
                 if let Some(status) = current.as_ref().and_then(|b| Status::parse(&b.view.status))
                     && !storage::has_cause(&txn, ev.booking_id, RELEASED).await?
                 {

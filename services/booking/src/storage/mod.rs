@@ -866,6 +866,21 @@ pub async fn history<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Locks a booking's row until the transaction ends (PostgreSQL; SQLite
+/// has one writer): for a step that reads before it writes.
+pub async fn lock<C: ConnectionTrait>(conn: &C, id: BookingId) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    if b == DbBackend::Postgres {
+        conn.query_one_raw(stmt(
+            b,
+            "SELECT id FROM bookings WHERE id = $1 FOR UPDATE",
+            vec![uuid_value(b, id.0)],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// Whether a booking's history has a step with `cause`.
 pub async fn has_cause<C: ConnectionTrait>(
     conn: &C,

@@ -294,23 +294,45 @@ impl MigrationTrait for Policies {
 }
 
 async fn seed_regions<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
+    refresh_regions(conn).await
+}
+
+/// Writes the reference regions as the code has them, in one statement:
+/// rows added, names, parents and lift years corrected. Run at every start
+/// (the table is the code's, and a database seeded by an earlier release
+/// would keep its old rows), by any number of replicas at once.
+pub async fn refresh_regions<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
     let backend = conn.get_database_backend();
-    for r in reference_regions() {
-        conn.execute_raw(stmt(
-            backend,
-            "INSERT INTO regions (code, name_zh, name_en, parent_code, poverty_county, lifted_year)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (code) DO NOTHING",
-            vec![
+    let regions = reference_regions();
+    let mut values = Vec::with_capacity(regions.len() * 6);
+    let rows: Vec<String> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            values.extend([
                 r.code.to_string().into(),
-                r.name_zh.into(),
-                r.name_en.into(),
+                r.name_zh.clone().into(),
+                r.name_en.clone().into(),
                 r.parent.map(|p| p.to_string()).into(),
                 r.poverty_county.into(),
                 r.lifted_year.into(),
-            ],
-        ))
-        .await?;
-    }
+            ]);
+            format!("({})", shared::db::placeholders(i * 6 + 1, 6))
+        })
+        .collect();
+    conn.execute_raw(stmt(
+        backend,
+        &format!(
+            "INSERT INTO regions (code, name_zh, name_en, parent_code, poverty_county, lifted_year)
+             VALUES {}
+             ON CONFLICT (code) DO UPDATE SET name_zh = excluded.name_zh,
+               name_en = excluded.name_en, parent_code = excluded.parent_code,
+               poverty_county = excluded.poverty_county, lifted_year = excluded.lifted_year",
+            rows.join(", ")
+        ),
+        values,
+    ))
+    .await?;
     Ok(())
 }
 
