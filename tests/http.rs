@@ -1006,3 +1006,57 @@ async fn a_nul_or_a_hidden_character_in_what_callers_type_is_bad_input() {
         .await;
     assert_eq!(common::code(&raw), "BAD_USER_INPUT", "{raw}");
 }
+
+/// An answer keeps the order of the query's fields (GraphQL §7.2.2), at
+/// every level: async-graphql put each object's fields in the order they
+/// finished, so a field waiting for a service (`homestay`, read through a
+/// loader) came last.
+#[tokio::test]
+async fn an_answer_lists_fields_in_the_order_the_query_asks() {
+    let app = spawn_app().await;
+    app.homestay(1).await;
+    let check_in = common::tomorrow();
+    let query = format!(
+        "query Stay {{ searchHomestays(regionCode: \"150430\", checkIn: \"{check_in}\", \
+         checkOut: \"{}\", guests: 1) {{ edges {{ node {{ homestay {{ address name }} \
+         total {{ amount }} homestayName }} }} pageInfo {{ hasNextPage }} }} \
+         regions(parentCode: \"150400\") {{ nameEn code }} }}",
+        check_in + chrono::Days::new(1)
+    );
+    let body = app
+        .http
+        .post(&app.url)
+        .json(&json!({ "query": query, "operationName": "Stay" }))
+        .send()
+        .await
+        .expect("the gateway answers")
+        .text()
+        .await
+        .expect("a body");
+    let at = |key: &str| {
+        body.find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("no {key} in {body}"))
+    };
+    let order = [
+        "searchHomestays",
+        "edges",
+        "homestay",
+        "address",
+        "name",
+        "total",
+        "amount",
+        "homestayName",
+        "pageInfo",
+        "regions",
+        "nameEn",
+        "code",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            at(pair[0]) < at(pair[1]),
+            "{} after {}: {body}",
+            pair[0],
+            pair[1]
+        );
+    }
+}

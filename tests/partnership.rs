@@ -803,7 +803,22 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
     // A target for a year the agreement does not run.
     let mut beyond = agreement("2027-12-31", "1.00");
     beyond["i"]["targets"][0]["year"] = json!(2030);
-    for bad in [ahead, crowd, year, hidden, beyond] {
+    // A certified-spend target above the spend it is part of; a signatory
+    // named twice; a custom target past any plan; a term that ended before
+    // the pair began (2018-06-01).
+    let mut certified = agreement("2027-12-31", "1.00");
+    certified["i"]["targets"][0]["certifiedSpend"] = json!("2.00");
+    let mut twice = agreement("2027-12-31", "1.00");
+    twice["i"]["signatories"] = json!(["海淀区", " 海淀区"]);
+    let mut huge = agreement("2027-12-31", "1.00");
+    huge["i"]["targets"][0]["custom"][0]["target"] = json!(1e308);
+    let mut before = agreement("2011-01-01", "1.00");
+    before["i"]["startsOn"] = json!("2010-01-01");
+    before["i"]["signedOn"] = json!("2010-01-01");
+    before["i"]["targets"][0]["year"] = json!(2010);
+    for bad in [
+        ahead, crowd, year, hidden, beyond, certified, twice, huge, before,
+    ] {
         let refused = app.graphql_as(Some(&chifeng), record, bad).await;
         assert_eq!(
             refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",

@@ -620,10 +620,13 @@ async fn an_account_holds_at_most_thirty_two_sockets() {
 
 /// graphql-transport-ws's own close codes, where async-graphql sent
 /// generic ones or none: a subscribe before `connection_ack` is 4401
-/// (1011), a message that is not the protocol's 4400 (1002), and a
-/// subscribe under an id that is running 4409 (async-graphql replaced the
+/// (1011), a message that is not the protocol's 4400 (1002; the older
+/// protocol's `start` ran), and a subscribe under an id that is running
+/// 4409, in a text frame or a binary one (async-graphql replaced the
 /// running subscription without a word). An id completed by the client or
-/// by the server may be used again.
+/// by the server may be used again, and the client's `complete` is not
+/// answered (async-graphql's answer ended the subscription a client made
+/// again under the id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_faults_close_with_graphql_transport_ws_codes() {
     let app = spawn_app().await;
@@ -649,13 +652,25 @@ async fn protocol_faults_close_with_graphql_transport_ws_codes() {
         Some(4400)
     );
 
+    let mut legacy = connect(&app).await;
+    init(&mut legacy, &token).await;
+    send(
+        &mut legacy,
+        json!({ "id": "1", "type": "start", "payload": {
+            "query": "subscription { bookingsUpdated { id status } }" } }),
+    )
+    .await;
+    assert_eq!(
+        common::ws::closed_within(&mut legacy, within).await,
+        Some(4400)
+    );
+
     let mut twice = connect(&app).await;
     init(&mut twice, &token).await;
     send(&mut twice, feed("1")).await;
-    // Completed by the client (the server says so): its id is free again.
+    // Completed by the client: its id is free again (nothing answers the
+    // complete: the next message is the refusal of "3" below).
     send(&mut twice, json!({ "id": "1", "type": "complete" })).await;
-    let done = next(&mut twice).await.expect("complete");
-    assert_eq!(done, json!({ "type": "complete", "id": "1" }));
     send(&mut twice, feed("1")).await;
     // Ended by the server (a bad subscription): free again too.
     send(
@@ -672,10 +687,112 @@ async fn protocol_faults_close_with_graphql_transport_ws_codes() {
     send(&mut twice, json!({ "type": "ping" })).await;
     let pong = next(&mut twice).await.expect("still open");
     assert_eq!(pong["type"], "pong", "{pong}");
-    // "1" runs: a second subscribe under it ends the connection.
-    send(&mut twice, feed("1")).await;
+    // "1" runs: a second subscribe under it ends the connection, in a
+    // binary frame too.
+    use futures::SinkExt;
+    twice
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            feed("1").to_string().into_bytes().into(),
+        ))
+        .await
+        .expect("sent");
     assert_eq!(
         common::ws::closed_within(&mut twice, within).await,
         Some(4409)
+    );
+
+    // Completed by the client and subscribed again at once under its id:
+    // the new subscription runs, and nothing says it ended.
+    let mut again = connect(&app).await;
+    init(&mut again, &token).await;
+    send(&mut again, feed("1")).await;
+    send(&mut again, json!({ "id": "1", "type": "complete" })).await;
+    send(&mut again, feed("1")).await;
+    send(&mut again, json!({ "type": "ping" })).await;
+    let pong = next(&mut again).await.expect("an answer");
+    assert_eq!(pong["type"], "pong", "the complete was answered: {pong}");
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let booked = app
+        .create_booking(&room_type, tomorrow(), 1, "after-complete")
+        .await;
+    let pushed = next(&mut again).await.expect("a push");
+    assert_eq!(pushed["type"], "next", "{pushed}");
+    assert_eq!(pushed["id"], "1", "{pushed}");
+    assert_eq!(
+        pushed["payload"]["data"]["bookingsUpdated"]["id"], booked["data"]["createBooking"]["id"],
+        "{pushed}"
+    );
+}
+
+/// Clients of the older protocol (subscriptions-transport-ws, offered as
+/// `graphql-ws`) are served: a refused `connection_init` is its
+/// `connection_error` with the refusal's code, then a 4403 close (the
+/// socket was dropped without a close frame, and a bad token read as
+/// BAD_USER_INPUT); a good one subscribes with `start`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_older_protocol_is_served_and_says_why_it_refuses() {
+    let app = spawn_app().await;
+    let connect_legacy = || common::ws::connect_speaking(&app.url, "graphql-ws");
+    let within = std::time::Duration::from_secs(5);
+    for (payload, code) in [
+        (
+            json!({ "Authorization": "Bearer not-a-token" }),
+            "UNAUTHENTICATED",
+        ),
+        (json!({}), "UNAUTHENTICATED"),
+        (json!({ "Authorization": 42 }), "BAD_USER_INPUT"),
+    ] {
+        let mut ws = connect_legacy().await;
+        send(
+            &mut ws,
+            json!({ "type": "connection_init", "payload": payload }),
+        )
+        .await;
+        let refused = next(&mut ws).await.expect("an answer");
+        assert_eq!(refused["type"], "connection_error", "{refused}");
+        assert_eq!(
+            refused["payload"]["extensions"]["code"], code,
+            "{payload}: {refused}"
+        );
+        assert_eq!(
+            common::ws::closed_within(&mut ws, within).await,
+            Some(4403),
+            "{payload}"
+        );
+    }
+
+    let mut ws = connect_legacy().await;
+    let token = app.token.clone().expect("token");
+    let ack = init(&mut ws, &token).await.expect("an answer");
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    send(
+        &mut ws,
+        json!({ "id": "1", "type": "start", "payload": {
+            "query": "subscription { bookingsUpdated { id status } }" } }),
+    )
+    .await;
+    // Subscribed once a second subscription under another id answers.
+    send(
+        &mut ws,
+        json!({ "id": "2", "type": "start", "payload": {
+            "query": "subscription { bookingUpdated(id: \"nothing\") { id } }" } }),
+    )
+    .await;
+    let refused = next(&mut ws).await.expect("an answer");
+    assert_eq!(refused["type"], "data", "{refused}");
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let booked = app
+        .create_booking(&room_type, tomorrow(), 1, "legacy")
+        .await;
+    let pushed = loop {
+        let message = next(&mut ws).await.expect("a push");
+        if message["id"] == "1" {
+            break message;
+        }
+    };
+    assert_eq!(pushed["type"], "data", "{pushed}");
+    assert_eq!(
+        pushed["payload"]["data"]["bookingsUpdated"]["id"], booked["data"]["createBooking"]["id"],
+        "{pushed}"
     );
 }

@@ -659,7 +659,15 @@ async fn graphql_get(
         });
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        // No protocol offered that async-graphql speaks: said, not an empty 400.
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                "subscriptions speak graphql-transport-ws: offer it in the \
+                 Sec-WebSocket-Protocol header",
+            );
+        }
     };
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
@@ -687,19 +695,18 @@ async fn graphql_get(
             let per_account = gw.sockets.per_account.clone();
             let (opened, opened_with) = tokio::sync::watch::channel(None);
             let (initialised, initialising) = tokio::sync::watch::channel(false);
-            let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let refusing = refused.clone();
             // The server's messages go through a channel, so that the socket
             // is still ours to close with a reason when the token ends.
             let (mut socket_out, socket_in) = socket.split();
             let conduct = crate::socket::Conduct::new(spoken);
+            let refusing = conduct.clone();
             let socket_in = crate::socket::incoming(socket_in, conduct.clone());
             let (out, mut outgoing) = futures::channel::mpsc::channel(16);
             let serve =
                 GraphQLWebSocket::new_with_pair(out, socket_in, gw.schema.clone(), protocol)
                     .on_connection_init(move |payload| async move {
                         let refuse = |e| {
-                            refusing.store(true, std::sync::atomic::Ordering::SeqCst);
+                            refusing.refuse(&e);
                             e
                         };
                         let principal = connection_principal(identity.as_ref(), &payload, &opened)
@@ -733,18 +740,33 @@ async fn graphql_get(
                     })
                     .serve();
             async move {
+                let closed = std::sync::atomic::AtomicBool::new(false);
                 let ended = {
                     let forward = async {
                         while let Some(message) = outgoing.next().await {
-                            let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
-                            let message = crate::socket::outgoing(message, refused, &conduct);
+                            let Some(message) = crate::socket::outgoing(message, &conduct) else {
+                                continue;
+                            };
+                            if matches!(message, axum::extract::ws::Message::Close(_)) {
+                                closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                            }
                             if socket_out.send(message).await.is_err() {
                                 break;
                             }
                         }
                     };
                     tokio::select! {
-                        ((), ()) = futures::future::join(serve, forward) => conduct.close(),
+                        // Ended by async-graphql without a close of its own
+                        // (the older protocol's refused init or its
+                        // `connection_terminate`): closed all the same, not
+                        // dropped (clients see 1006, a network fault).
+                        ((), ()) = futures::future::join(serve, forward) => conduct.close().or_else(|| {
+                            let closed = closed.load(std::sync::atomic::Ordering::SeqCst);
+                            (!closed).then(|| match conduct.refusal() {
+                                Some(_) => (crate::socket::INIT_REFUSED, "Forbidden".to_owned()),
+                                None => (crate::socket::NORMAL_CLOSE, String::new()),
+                            })
+                        }),
                         reason = crate::socket::token_ended(opened_with, watching) => {
                             Some((crate::socket::TOKEN_ENDED, reason.to_owned()))
                         }
@@ -784,25 +806,28 @@ fn connection_principal(
     const HOW: &str = "connection_init: the payload is an object with your access token, \
                        { \"Authorization\": \"Bearer <accessToken>\" }";
     if !(payload.is_null() || payload.is_object()) {
-        return Err(HOW.into());
+        return Err(crate::error::bad_input(HOW));
     }
     const KEYS: [&str; 4] = ["Authorization", "authorization", "token", "authToken"];
     let given = [payload, &payload["headers"]]
         .into_iter()
         .find_map(|place| KEYS.iter().find_map(|k| place.get(k).map(|v| (k, v))));
     let token = match given {
-        None => return Err(HOW.into()),
+        None => {
+            return Err(crate::error::gql(shared::AppError::new(
+                shared::ErrorCode::Unauthenticated,
+                HOW,
+            )));
+        }
         Some((_, serde_json::Value::String(t))) => bearer_token(t),
         Some((key, _)) => {
-            return Err(
-                format!("connection_init: {key} is a string, \"Bearer <accessToken>\"").into(),
-            );
+            return Err(crate::error::bad_input(format!(
+                "connection_init: {key} is a string, \"Bearer <accessToken>\""
+            )));
         }
     };
     let identity = identity.ok_or("no identity here")?;
-    let (principal, token) = identity
-        .verify_until(&token)
-        .map_err(|e| async_graphql::Error::new(e.message))?;
+    let (principal, token) = identity.verify_until(&token).map_err(crate::error::gql)?;
     opened.send_replace(Some((principal.account_id, token)));
     Ok(Some(principal))
 }
@@ -1001,8 +1026,12 @@ async fn graphql(
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let operation = request.operation_name.clone();
     let mut response =
         shared::telemetry::with_request_id(request_id, gw.schema.execute(request)).await;
+    if let Some(doc) = &doc {
+        crate::order::in_query_order(doc, operation.as_deref(), &mut response.data);
+    }
     // Kept only when whole: an error may be passing (a service away).
     if let Some(key) = answer_key
         && response.errors.is_empty()
@@ -1193,10 +1222,11 @@ fn with_code(e: &mut async_graphql::ServerError) -> String {
     if let Some(code) = existing {
         return code;
     }
+    // Judged by async-graphql's own words, then said plainly.
+    let code = missing_code(&e.message, !e.path.is_empty());
     if let Some(explained) = explained(&e.message) {
         e.message = explained;
     }
-    let code = missing_code(&e.message, !e.path.is_empty());
     e.extensions
         .get_or_insert_with(Default::default)
         .set("code", code);
@@ -1224,6 +1254,27 @@ pub(crate) fn explained(message: &str) -> Option<String> {
         return Some(format!(
             "{message} (a DateTime is an RFC 3339 date and time with its offset, e.g. \
              2026-12-05T08:00:00+08:00 or 2026-12-05T00:00:00Z)"
+        ));
+    }
+    // The parser's own bound, met by a fragment that spreads itself long
+    // before any nesting a client means.
+    if message.starts_with("The recursion depth of the query cannot be greater than") {
+        return Some(format!(
+            "the query is nested too deep to read: a fragment spreads itself, or selections \
+             nest past {} levels",
+            crate::schema::MAX_DEPTH
+        ));
+    }
+    // A variable declared without a default and sent without a value
+    // ("Variable id is not defined." said it was not declared).
+    if let Some(name) = message
+        .strip_prefix("Variable ")
+        .and_then(|rest| rest.strip_suffix(" is not defined."))
+        .filter(|name| !name.contains(' '))
+    {
+        return Some(format!(
+            "variable ${name} is declared but has no value: give it in \"variables\" (or a \
+             default in the operation)"
         ));
     }
     match message {
@@ -1433,6 +1484,19 @@ mod tests {
                 "{wait_ms} ms"
             );
         }
+    }
+
+    #[test]
+    fn the_executors_unclear_refusals_are_said_plainly() {
+        let missing = explained("Variable id is not defined.").expect("explained");
+        assert!(
+            missing.contains("$id is declared but has no value"),
+            "{missing}"
+        );
+        let cycle = explained("The recursion depth of the query cannot be greater than `32`")
+            .expect("explained");
+        assert!(cycle.contains("a fragment spreads itself"), "{cycle}");
+        assert_eq!(explained("Variable \"$id\" is not defined"), None);
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub const GOING_AWAY: u16 = 1001;
 /// Its reason.
 pub const STOPPING: &str = "the gateway is stopping: reconnect and catch up";
 
+/// The close code of a connection that simply ended (RFC 6455's "normal
+/// closure").
+pub const NORMAL_CLOSE: u16 = 1000;
+
 /// How long a new connection has to send `connection_init`.
 pub const INIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -114,19 +118,34 @@ pub const UNAUTHORIZED: u16 = 4401;
 /// replaced the running one).
 pub const SUBSCRIBER_EXISTS: u16 = 4409;
 
-/// What a connection's client did that decides how it is closed: a
-/// message over the size limit, or (graphql-transport-ws) a subscribe
-/// under an id that is running. Kept as the messages pass, both ways.
+/// What a connection's client did that decides how it is closed (a
+/// message over the size limit; with graphql-transport-ws, a subscribe
+/// under an id that is running or a message that is not the protocol's),
+/// and which of async-graphql's messages the protocol does not send. Kept
+/// as the messages pass, both ways, in the order async-graphql handles them.
 #[derive(Default)]
 pub struct Conduct {
     /// The connection speaks graphql-transport-ws (not the older
     /// subscriptions-transport-ws, which has no such codes).
     transport_ws: bool,
     too_big: std::sync::atomic::AtomicBool,
-    /// The ids of the subscriptions running.
-    running: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// The id a subscribe reused.
-    reused: std::sync::Mutex<Option<String>>,
+    ids: std::sync::Mutex<Ids>,
+    /// The close the client's messages ended the connection with.
+    ended: std::sync::Mutex<Option<(u16, String)>>,
+    /// The code of the refusal of the client's `connection_init`.
+    refusal: std::sync::Mutex<Option<String>>,
+}
+
+/// The subscriptions of a connection, by id.
+#[derive(Default)]
+struct Ids {
+    /// Running.
+    running: std::collections::HashSet<String>,
+    /// Completed by the client while running, each count a `complete`
+    /// async-graphql answers with one of its own: graphql-transport-ws has
+    /// none (the client knows), and a client that subscribed again under
+    /// the id would read it as the end of the new subscription.
+    echoes: std::collections::HashMap<String, usize>,
 }
 
 /// The part of a protocol message that says what it is about.
@@ -136,6 +155,10 @@ struct Probe {
     kind: String,
     id: Option<String>,
 }
+
+/// graphql-transport-ws's messages from a client; async-graphql also takes
+/// the older protocol's (`start`, `stop`, `connection_terminate`) on it.
+const CLIENT_MESSAGES: [&str; 5] = ["connection_init", "subscribe", "complete", "ping", "pong"];
 
 impl Conduct {
     /// For a connection speaking `protocol`.
@@ -148,16 +171,29 @@ impl Conduct {
         })
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.running
+    fn ids(&self) -> std::sync::MutexGuard<'_, Ids> {
+        self.ids
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Ends the connection with `code` and `reason` (the client's message
+    /// goes no further).
+    fn end(&self, code: u16, reason: String) -> bool {
+        *self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((code, reason));
+        false
+    }
+
     /// Whether the client's message `read` goes on to async-graphql: not a
-    /// subscribe under a running id (the connection ends there).
+    /// subscribe under a running id, nor (graphql-transport-ws) a message
+    /// of another protocol (the connection ends there). Text and binary
+    /// frames alike: async-graphql reads both.
     fn admit(&self, read: &Result<axum::extract::ws::Message, axum::Error>) -> bool {
-        let text = match read {
+        use axum::extract::ws::Message;
+        let bytes: &[u8] = match read {
             Err(e) => {
                 if over_the_limit(e) {
                     self.too_big
@@ -165,39 +201,96 @@ impl Conduct {
                 }
                 return true;
             }
-            Ok(axum::extract::ws::Message::Text(text)) if self.transport_ws => text.as_str(),
+            Ok(Message::Text(text)) if self.transport_ws => text.as_bytes(),
+            Ok(Message::Binary(bytes)) if self.transport_ws => bytes,
             Ok(_) => return true,
         };
-        let Ok(Probe { kind, id: Some(id) }) = serde_json::from_str::<Probe>(text) else {
+        // What does not parse is async-graphql's to refuse (4400).
+        let Ok(Probe { kind, id }) = serde_json::from_slice::<Probe>(bytes) else {
             return true;
         };
+        if !CLIENT_MESSAGES.contains(&kind.as_str()) {
+            return self.end(
+                INVALID_MESSAGE,
+                format!("{kind} is not a graphql-transport-ws message"),
+            );
+        }
+        let Some(id) = id else {
+            return true;
+        };
+        let mut ids = self.ids();
         match kind.as_str() {
-            "subscribe" if !self.running().insert(id.clone()) => {
-                *self
-                    .reused
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id);
-                false
+            "subscribe" if !ids.running.insert(id.clone()) => {
+                drop(ids);
+                self.end(
+                    SUBSCRIBER_EXISTS,
+                    format!("Subscriber for {id} already exists"),
+                )
             }
             "complete" => {
-                self.running().remove(&id);
+                if ids.running.remove(&id) {
+                    *ids.echoes.entry(id).or_default() += 1;
+                }
                 true
             }
             _ => true,
         }
     }
 
-    /// The server sends `message`: a subscription it completes frees its
-    /// id (before the client can learn of it).
-    pub fn sent(&self, message: &axum::extract::ws::Message) {
-        if let axum::extract::ws::Message::Text(text) = message
-            && self.transport_ws
-            && text.as_str().contains("\"complete\"")
-            && let Ok(Probe { kind, id: Some(id) }) = serde_json::from_str::<Probe>(text.as_str())
-            && kind == "complete"
-        {
-            self.running().remove(&id);
+    /// Whether the server's `message` goes to the client: not
+    /// async-graphql's answer to a client's `complete`. A subscription
+    /// the server completes frees its id (before the client can learn of
+    /// it).
+    fn sends(&self, message: &axum::extract::ws::Message) -> bool {
+        let axum::extract::ws::Message::Text(text) = message else {
+            return true;
+        };
+        if !(self.transport_ws && text.as_str().contains("\"complete\"")) {
+            return true;
         }
+        let Ok(Probe { kind, id: Some(id) }) = serde_json::from_str::<Probe>(text.as_str()) else {
+            return true;
+        };
+        if kind != "complete" {
+            return true;
+        }
+        let mut ids = self.ids();
+        if let Some(echoes) = ids.echoes.get_mut(&id) {
+            *echoes -= 1;
+            if *echoes == 0 {
+                ids.echoes.remove(&id);
+            }
+            return false;
+        }
+        ids.running.remove(&id);
+        true
+    }
+
+    /// Records that the client's `connection_init` was refused with `e`
+    /// (whose code the older protocol's `connection_error` carries).
+    pub fn refuse(&self, e: &async_graphql::Error) {
+        let code = e
+            .extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .and_then(|code| match code {
+                async_graphql::Value::String(code) => Some(code.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| shared::ErrorCode::BadUserInput.as_str().to_owned());
+        *self
+            .refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(code);
+    }
+
+    /// The code of the refusal of the client's `connection_init`, if it was
+    /// refused.
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The close the connection ends with when the client's messages ended
@@ -206,22 +299,16 @@ impl Conduct {
         if self.too_big.load(std::sync::atomic::Ordering::SeqCst) {
             return Some((MESSAGE_TOO_BIG, TOO_BIG.to_owned()));
         }
-        self.reused
+        self.ended
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
-            .map(|id| {
-                (
-                    SUBSCRIBER_EXISTS,
-                    format!("Subscriber for {id} already exists"),
-                )
-            })
     }
 }
 
 /// The client's messages, as the socket reads them, past [`Conduct`]: an
 /// error ends them (as it ends async-graphql's loop), and so does a
-/// subscribe under a running id.
+/// subscribe under a running id or another protocol's message.
 pub fn incoming<S>(
     messages: S,
     conduct: std::sync::Arc<Conduct>,
@@ -267,24 +354,30 @@ pub async fn init_overdue(mut initialised: tokio::sync::watch::Receiver<bool>) -
     "Connection initialisation timeout"
 }
 
-/// `message` as the client gets it: the close that follows a refused
-/// `connection_init` (`refused`) carries [`INIT_REFUSED`] and its reason,
-/// and every error carries `extensions.code`, as over HTTP (async-graphql
-/// leaves request errors — syntax, validation, variables — without one).
+/// `message` as the client gets it, if it gets it: the close that
+/// follows a refused `connection_init` carries [`INIT_REFUSED`] and its
+/// reason, every error carries `extensions.code`, as over HTTP
+/// (async-graphql leaves request errors — syntax, validation, variables —
+/// without one, and the older protocol's `connection_error` loses the
+/// refusal's), and async-graphql's answer to a client's `complete` is not
+/// sent (graphql-transport-ws has none).
 pub fn outgoing(
     message: axum::extract::ws::Message,
-    refused: bool,
     conduct: &Conduct,
-) -> axum::extract::ws::Message {
+) -> Option<axum::extract::ws::Message> {
     use axum::extract::ws::{CloseFrame, Message};
-    conduct.sent(&message);
+    if !conduct.sends(&message) {
+        return None;
+    }
+    let refusal = conduct.refusal();
+    let refused = refusal.is_some();
     let close = |code: u16, reason: &str| {
         Message::Close(Some(CloseFrame {
             code,
             reason: close_reason(reason).into(),
         }))
     };
-    match message {
+    Some(match message {
         Message::Close(Some(frame)) if refused && frame.code == 1002 => {
             close(INIT_REFUSED, frame.reason.as_str())
         }
@@ -303,18 +396,20 @@ pub fn outgoing(
             }))
         }
         Message::Text(text) if text.as_str().contains("\"message\"") => {
-            match with_codes(text.as_str()) {
+            let given = refusal.filter(|_| text.as_str().contains("\"connection_error\""));
+            match with_codes(text.as_str(), given.as_deref()) {
                 Some(coded) => Message::Text(coded.into()),
                 None => Message::Text(text),
             }
         }
         other => other,
-    }
+    })
 }
 
-/// A server message with a code given to each error that had none; None
-/// when there was nothing to add.
-fn with_codes(text: &str) -> Option<String> {
+/// A server message with a code given to each error that had none (`given`,
+/// or the one its message and path say); None when there was nothing to
+/// add.
+fn with_codes(text: &str, given: Option<&str>) -> Option<String> {
     let mut message: serde_json::Value = serde_json::from_str(text).ok()?;
     let payload = message.get_mut("payload")?;
     // `next`/`data`: { data, errors: [...] }; `error`: [...] (or one).
@@ -340,19 +435,16 @@ fn with_codes(text: &str) -> Option<String> {
         {
             continue;
         }
-        if let Some(explained) = error
-            .get("message")
-            .and_then(|m| m.as_str())
-            .and_then(crate::http::explained)
-        {
-            error.insert("message".to_owned(), explained.into());
-        }
+        // Judged by async-graphql's own words, then said plainly.
         let text = error.get("message").and_then(|m| m.as_str()).unwrap_or("");
         let has_path = error
             .get("path")
             .and_then(|p| p.as_array())
             .is_some_and(|p| !p.is_empty());
-        let code = crate::http::missing_code(text, has_path);
+        let code = given.unwrap_or_else(|| crate::http::missing_code(text, has_path));
+        if let Some(explained) = crate::http::explained(text) {
+            error.insert("message".to_owned(), explained.into());
+        }
         match error
             .entry("extensions")
             .or_insert_with(|| serde_json::json!({}))
@@ -427,11 +519,13 @@ impl PerAccount {
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let held = counts.entry(account).or_insert(0);
         if *held >= MAX_SOCKETS_PER_ACCOUNT {
-            return Err(format!(
-                "at most {MAX_SOCKETS_PER_ACCOUNT} sockets an account: close some (one \
-                 socket carries up to {MAX_SUBSCRIPTIONS} subscriptions)"
-            )
-            .into());
+            return Err(crate::error::gql(shared::AppError::new(
+                shared::ErrorCode::RateLimited,
+                format!(
+                    "at most {MAX_SOCKETS_PER_ACCOUNT} sockets an account: close some (one \
+                     socket carries up to {MAX_SUBSCRIPTIONS} subscriptions)"
+                ),
+            )));
         }
         *held += 1;
         Ok(Held {

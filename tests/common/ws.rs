@@ -17,12 +17,16 @@ pub async fn connect(app: &TestApp) -> Socket {
 
 /// Connects to the gateway whose GraphQL endpoint is `url` (http://…).
 pub async fn connect_to(url: &str) -> Socket {
+    connect_speaking(url, "graphql-transport-ws").await
+}
+
+/// Connects to the gateway at `url` offering the subprotocol `protocol`.
+pub async fn connect_speaking(url: &str, protocol: &str) -> Socket {
     let url = url.replace("http://", "ws://");
     let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
     tokio_tungstenite::connect_async(request)
         .await
         .expect("upgraded")

@@ -151,10 +151,18 @@ fn non_negative(what: &str, n: i32) -> Result<u32> {
     u32::try_from(n).map_err(|_| bad_input(format!("{what} must not be negative")))
 }
 
-/// An amount in yuan, as the API writes money ("380.00").
+/// An amount in yuan, as the API writes money: digits, and at most two
+/// after a point ("380", "380.5", "380.00"; not " 380" nor "380.").
 fn yuan(what: &str, s: &str) -> Result<shared::money::Fen> {
-    s.parse()
-        .map_err(|_| bad_input(format!("{what} `{s}` is not an amount in yuan")))
+    let bad = || {
+        bad_input(format!(
+            "{what} `{s}` is not an amount in yuan, such as \"380.00\""
+        ))
+    };
+    if s.trim() != s || s.ends_with('.') {
+        return Err(bad());
+    }
+    s.parse().map_err(|_| bad())
 }
 
 /// A region Duikou knows: a code of the right form that is not in the
@@ -1548,6 +1556,22 @@ impl From<DocumentType> for IdType {
         match d {
             DocumentType::ResidentId => IdType::ResidentId,
             DocumentType::Passport => IdType::Passport,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::yuan;
+
+    #[test]
+    fn an_amount_in_yuan_is_digits_and_at_most_two_after_a_point() {
+        for good in ["380", "380.5", "380.00", "0.01"] {
+            assert!(yuan("price", good).is_ok(), "{good}");
+        }
+        for bad in [" 1", "1 ", "1.", ".5", "+5", "1e2", "0.001", "１２", ""] {
+            let refused = yuan("price", bad).expect_err(bad);
+            assert!(refused.message.contains("not an amount"), "{bad}");
         }
     }
 }

@@ -193,8 +193,14 @@ pub fn validate_signing(
     if signatories.len() > 20 {
         return Err(AppError::bad_input("signatories: at most 20 names"));
     }
-    for name in signatories {
+    for (i, name) in signatories.iter().enumerate() {
         shared::text::check_line("signatories", name, 100, true)?;
+        if signatories[..i].iter().any(|n| n.trim() == name.trim()) {
+            return Err(AppError::bad_input(format!(
+                "signatories: `{}` is named twice",
+                name.trim()
+            )));
+        }
     }
     if signed_on > today || !YEARS.contains(&signed_on.year()) {
         return Err(AppError::bad_input(format!(
@@ -241,6 +247,10 @@ pub fn year_targets(agreements: &[shared::rpcs::AgreementView], year: i32) -> Op
 /// Most custom indicators one year's targets name.
 pub const MAX_CUSTOM: usize = 20;
 
+/// The largest target of a custom indicator (people trained, products
+/// sold, …): past it a figure is a typing slip, not a plan.
+pub const MAX_CUSTOM_TARGET: f64 = 1e12;
+
 /// Checks yearly targets — within [`YEARS`], none negative, one per year,
 /// one per custom indicator (at most [`MAX_CUSTOM`] of them), names and
 /// units one line of text — and gives them back with the names and units
@@ -280,6 +290,22 @@ pub fn validate_targets(mut targets: Vec<YearTarget>) -> Result<Vec<YearTarget>,
                 )));
             }
             names.push(name);
+        }
+        if let Some(c) = t.custom.iter().find(|c| c.target > MAX_CUSTOM_TARGET) {
+            return Err(AppError::bad_input(format!(
+                "the targets for {}: `{}` at most {MAX_CUSTOM_TARGET:.0}",
+                t.year,
+                c.name.trim()
+            )));
+        }
+        if let (Some(spend), Some(certified)) = (t.spend, t.certified_spend)
+            && certified > spend
+        {
+            return Err(AppError::bad_input(format!(
+                "the targets for {}: certifiedSpend ({certified}) is part of spend ({spend}), \
+                 so not more",
+                t.year
+            )));
         }
         let negative = t.tourists.is_some_and(|n| n < 0)
             || t.spend.is_some_and(|f| f < Fen::ZERO)

@@ -355,6 +355,14 @@ impl Partnerships {
             )));
         };
         may_record(&req.by, pair.sponsor, pair.beneficiary)?;
+        if let Some(since) = pair.since
+            && view.ends_on < since
+        {
+            return Err(AppError::bad_input(format!(
+                "the agreement ends ({}) before the partnership began ({since})",
+                view.ends_on
+            )));
+        }
         storage::insert_agreement(&txn, &view).await?;
         txn.commit().await?;
         Ok(view)
