@@ -836,6 +836,18 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
 
     let update =
         "mutation($i: PartnershipUpdate!) { updatePartnership(input: $i) { status notes since } }";
+    // The pair cannot begin after its agreement (to 2027-12-31) ended.
+    let late = app
+        .graphql_as(
+            Some(&chifeng),
+            update,
+            json!({ "i": { "partnershipId": id, "since": "2028-01-01" } }),
+        )
+        .await;
+    assert_eq!(
+        late["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{late}"
+    );
     let ended = json!({ "i": { "partnershipId": id, "status": "ENDED", "notes": "协议期满" } });
     let refused = app.graphql_as(Some(&beijing), update, ended.clone()).await;
     assert_eq!(

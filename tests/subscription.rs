@@ -652,18 +652,22 @@ async fn protocol_faults_close_with_graphql_transport_ws_codes() {
         Some(4400)
     );
 
-    let mut legacy = connect(&app).await;
-    init(&mut legacy, &token).await;
-    send(
-        &mut legacy,
+    // The older protocol's `start`, and a subscribe written as an array
+    // (async-graphql reads one whose first item is the type).
+    for message in [
         json!({ "id": "1", "type": "start", "payload": {
             "query": "subscription { bookingsUpdated { id status } }" } }),
-    )
-    .await;
-    assert_eq!(
-        common::ws::closed_within(&mut legacy, within).await,
-        Some(4400)
-    );
+        json!(["subscribe", "1", { "query": "subscription { bookingsUpdated { id status } }" }]),
+    ] {
+        let mut legacy = connect(&app).await;
+        init(&mut legacy, &token).await;
+        send(&mut legacy, message.clone()).await;
+        assert_eq!(
+            common::ws::closed_within(&mut legacy, within).await,
+            Some(4400),
+            "{message}"
+        );
+    }
 
     let mut twice = connect(&app).await;
     init(&mut twice, &token).await;
@@ -760,6 +764,17 @@ async fn the_older_protocol_is_served_and_says_why_it_refuses() {
             "{payload}"
         );
     }
+
+    // Offered both, the client is told the protocol it is served: the
+    // first it offers (axum answered the first of the gateway's list).
+    let (_, answer) = common::ws::upgrade(&app.url, "graphql-ws, graphql-transport-ws").await;
+    assert_eq!(
+        answer
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("graphql-ws")
+    );
 
     let mut ws = connect_legacy().await;
     let token = app.token.clone().expect("token");

@@ -14,7 +14,6 @@
 use crate::identity::Identity;
 use crate::limits::Limiter;
 use crate::schema::{DuikouSchema, Lang, build_schema};
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
@@ -681,7 +680,9 @@ async fn graphql_get(
             "too many subscription connections are open; try again in a minute",
         );
     };
-    ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
+    // The protocol answered is the one served: async-graphql picks the
+    // first the client offers, axum the first of its own list.
+    ws.protocols(spoken.map(|p| p.sec_websocket_protocol()))
         // A subscribe is a few hundred bytes: a socket message is held to
         // a fraction of a request body (the default took 64 MiB, before
         // any login).
@@ -751,6 +752,10 @@ async fn graphql_get(
                                 closed.store(true, std::sync::atomic::Ordering::SeqCst);
                             }
                             if socket_out.send(message).await.is_err() {
+                                // The client is gone: async-graphql, parked
+                                // on a full channel, must not wait for ever
+                                // holding the slot and the subscriptions.
+                                outgoing.close();
                                 break;
                             }
                         }
@@ -1027,10 +1032,16 @@ async fn graphql(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let operation = request.operation_name.clone();
+    // Read by `@skip`/`@include` (otherwise not worth a copy).
+    let variables = if request.query.contains("@skip") || request.query.contains("@include") {
+        request.variables.clone()
+    } else {
+        async_graphql::Variables::default()
+    };
     let mut response =
         shared::telemetry::with_request_id(request_id, gw.schema.execute(request)).await;
     if let Some(doc) = &doc {
-        crate::order::in_query_order(doc, operation.as_deref(), &mut response.data);
+        crate::order::in_query_order(doc, operation.as_deref(), &variables, &mut response.data);
     }
     // Kept only when whole: an error may be passing (a service away).
     if let Some(key) = answer_key
@@ -1259,11 +1270,11 @@ pub(crate) fn explained(message: &str) -> Option<String> {
     // The parser's own bound, met by a fragment that spreads itself long
     // before any nesting a client means.
     if message.starts_with("The recursion depth of the query cannot be greater than") {
-        return Some(format!(
-            "the query is nested too deep to read: a fragment spreads itself, or selections \
-             nest past {} levels",
-            crate::schema::MAX_DEPTH
-        ));
+        return Some(
+            "the query is nested too deep to read (32 levels of selections and fragments at \
+             most): a fragment spreads itself, or fragments nest too deep"
+                .to_owned(),
+        );
     }
     // A variable declared without a default and sent without a value
     // ("Variable id is not defined." said it was not declared).
@@ -1273,8 +1284,8 @@ pub(crate) fn explained(message: &str) -> Option<String> {
         .filter(|name| !name.contains(' '))
     {
         return Some(format!(
-            "variable ${name} is declared but has no value: give it in \"variables\" (or a \
-             default in the operation)"
+            "variable ${name} has no value: declare it in the operation and give it in \
+             \"variables\" (or a default)"
         ));
     }
     match message {
@@ -1489,10 +1500,7 @@ mod tests {
     #[test]
     fn the_executors_unclear_refusals_are_said_plainly() {
         let missing = explained("Variable id is not defined.").expect("explained");
-        assert!(
-            missing.contains("$id is declared but has no value"),
-            "{missing}"
-        );
+        assert!(missing.contains("$id has no value"), "{missing}");
         let cycle = explained("The recursion depth of the query cannot be greater than `32`")
             .expect("explained");
         assert!(cycle.contains("a fragment spreads itself"), "{cycle}");

@@ -107,6 +107,14 @@ pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// Its reason.
 pub const TOO_BIG: &str = "a message on this socket is 16 KiB at most";
 
+/// The close code of a connection that sent text that is not UTF-8 (RFC
+/// 6455's "invalid frame payload data").
+pub const INVALID_TEXT: u16 = 1007;
+
+/// The close code of a connection whose frames broke the WebSocket
+/// protocol.
+pub const PROTOCOL_ERROR: u16 = 1002;
+
 /// graphql-transport-ws's close of a connection that sent a message it
 /// cannot read ("4400: <error>"; async-graphql sends 1002).
 pub const INVALID_MESSAGE: u16 = 4400;
@@ -128,7 +136,6 @@ pub struct Conduct {
     /// The connection speaks graphql-transport-ws (not the older
     /// subscriptions-transport-ws, which has no such codes).
     transport_ws: bool,
-    too_big: std::sync::atomic::AtomicBool,
     ids: std::sync::Mutex<Ids>,
     /// The close the client's messages ended the connection with.
     ended: std::sync::Mutex<Option<(u16, String)>>,
@@ -178,7 +185,7 @@ impl Conduct {
     }
 
     /// Ends the connection with `code` and `reason` (the client's message
-    /// goes no further).
+    /// goes no further, and nothing after it).
     fn end(&self, code: u16, reason: String) -> bool {
         *self
             .ended
@@ -188,38 +195,56 @@ impl Conduct {
     }
 
     /// Whether the client's message `read` goes on to async-graphql: not a
-    /// subscribe under a running id, nor (graphql-transport-ws) a message
-    /// of another protocol (the connection ends there). Text and binary
-    /// frames alike: async-graphql reads both.
+    /// subscribe under a running id, nor (graphql-transport-ws) anything
+    /// but one of the protocol's messages, a JSON object (async-graphql
+    /// also reads the older protocol's, and an array whose first item is
+    /// the type): the connection ends there. Text and binary frames alike,
+    /// as async-graphql reads both. A frame that cannot be read ends it too,
+    /// with its code.
     fn admit(&self, read: &Result<axum::extract::ws::Message, axum::Error>) -> bool {
         use axum::extract::ws::Message;
         let bytes: &[u8] = match read {
             Err(e) => {
-                if over_the_limit(e) {
-                    self.too_big
-                        .store(true, std::sync::atomic::Ordering::SeqCst);
-                }
+                let (code, reason) = unreadable(e);
+                self.end(code, reason);
+                // async-graphql's loop ends at the error.
                 return true;
             }
             Ok(Message::Text(text)) if self.transport_ws => text.as_bytes(),
             Ok(Message::Binary(bytes)) if self.transport_ws => bytes,
             Ok(_) => return true,
         };
-        // What does not parse is async-graphql's to refuse (4400).
-        let Ok(Probe { kind, id }) = serde_json::from_slice::<Probe>(bytes) else {
+        // What is not JSON is async-graphql's to refuse (4400).
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(bytes) else {
             return true;
         };
-        if !CLIENT_MESSAGES.contains(&kind.as_str()) {
+        let (kind, id) = match &message {
+            serde_json::Value::Object(fields) => (fields.get("type"), fields.get("id")),
+            _ => (None, None),
+        };
+        let Some(kind) = kind
+            .and_then(|k| k.as_str())
+            .filter(|k| CLIENT_MESSAGES.contains(k))
+        else {
             return self.end(
                 INVALID_MESSAGE,
-                format!("{kind} is not a graphql-transport-ws message"),
+                "Invalid message received: an object whose type is connection_init, \
+                 subscribe, complete, ping or pong"
+                    .to_owned(),
             );
-        }
-        let Some(id) = id else {
-            return true;
+        };
+        let id = match id {
+            None => return true,
+            Some(serde_json::Value::String(id)) => id.clone(),
+            Some(_) => {
+                return self.end(
+                    INVALID_MESSAGE,
+                    "Invalid message received: an id is a string".to_owned(),
+                );
+            }
         };
         let mut ids = self.ids();
-        match kind.as_str() {
+        match kind {
             "subscribe" if !ids.running.insert(id.clone()) => {
                 drop(ids);
                 self.end(
@@ -237,32 +262,38 @@ impl Conduct {
         }
     }
 
-    /// Whether the server's `message` goes to the client: not
-    /// async-graphql's answer to a client's `complete`. A subscription
-    /// the server completes frees its id (before the client can learn of
-    /// it).
+    /// Whether the server's `message` goes to the client: nothing more of
+    /// a subscription the client completed — what it still had on its way
+    /// and async-graphql's `complete` answering the client's (everything of
+    /// it is ahead of a new subscription under the id, on one channel). A
+    /// subscription the server completes frees its id (before the client
+    /// can learn of it).
     fn sends(&self, message: &axum::extract::ws::Message) -> bool {
         let axum::extract::ws::Message::Text(text) = message else {
             return true;
         };
-        if !(self.transport_ws && text.as_str().contains("\"complete\"")) {
+        if !self.transport_ws {
+            return true;
+        }
+        let mut ids = self.ids();
+        if ids.echoes.is_empty() && !text.as_str().contains("\"complete\"") {
             return true;
         }
         let Ok(Probe { kind, id: Some(id) }) = serde_json::from_str::<Probe>(text.as_str()) else {
             return true;
         };
-        if kind != "complete" {
-            return true;
-        }
-        let mut ids = self.ids();
         if let Some(echoes) = ids.echoes.get_mut(&id) {
-            *echoes -= 1;
-            if *echoes == 0 {
-                ids.echoes.remove(&id);
+            if kind == "complete" {
+                *echoes -= 1;
+                if *echoes == 0 {
+                    ids.echoes.remove(&id);
+                }
             }
             return false;
         }
-        ids.running.remove(&id);
+        if kind == "complete" {
+            ids.running.remove(&id);
+        }
         true
     }
 
@@ -296,9 +327,6 @@ impl Conduct {
     /// The close the connection ends with when the client's messages ended
     /// it (none when they simply stopped).
     pub fn close(&self) -> Option<(u16, String)> {
-        if self.too_big.load(std::sync::atomic::Ordering::SeqCst) {
-            return Some((MESSAGE_TOO_BIG, TOO_BIG.to_owned()));
-        }
         self.ended
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -320,13 +348,19 @@ where
     messages.take_while(move |read| futures::future::ready(conduct.admit(read)))
 }
 
-/// Whether a socket's read error is tungstenite's refusal of a message or
-/// frame over the configured size.
-fn over_the_limit(e: &axum::Error) -> bool {
+/// The close of a connection whose frame could not be read: 1009 for one
+/// over the size limit, 1007 for text that is not UTF-8, 1002 (a protocol
+/// error) otherwise (a connection gone is past any close, sent or not).
+fn unreadable(e: &axum::Error) -> (u16, String) {
     use tokio_tungstenite::tungstenite::Error;
-    std::error::Error::source(e)
-        .and_then(|inner| inner.downcast_ref::<Error>())
-        .is_some_and(|e| matches!(e, Error::Capacity(_)))
+    match std::error::Error::source(e).and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::Capacity(_)) => (MESSAGE_TOO_BIG, TOO_BIG.to_owned()),
+        Some(Error::Utf8(_)) => (INVALID_TEXT, "a text message is UTF-8".to_owned()),
+        _ => (
+            PROTOCOL_ERROR,
+            format!("the message could not be read: {e}"),
+        ),
+    }
 }
 
 /// A close frame's reason as it may be sent: a control frame carries at
@@ -577,7 +611,54 @@ impl Slots {
 
 #[cfg(test)]
 mod tests {
-    use super::close_reason;
+    use super::{Conduct, close_reason};
+    use axum::extract::ws::Message;
+
+    fn text(message: serde_json::Value) -> Message {
+        Message::Text(message.to_string().into())
+    }
+
+    /// Everything of a subscription the client completed stays back —
+    /// what was on its way, and async-graphql's `complete` — and nothing
+    /// of the one it opened again under the id does.
+    #[test]
+    fn a_completed_subscription_sends_nothing_more_and_its_id_is_free_at_once() {
+        let conduct = Conduct::new(Some(async_graphql::http::WebSocketProtocols::GraphQLWS));
+        let client = |m: serde_json::Value| conduct.admit(&Ok(text(m)));
+        let next = || text(serde_json::json!({ "id": "1", "type": "next", "payload": {} }));
+        let complete = || text(serde_json::json!({ "id": "1", "type": "complete" }));
+        let subscribe = serde_json::json!({ "id": "1", "type": "subscribe", "payload": {} });
+        assert!(client(subscribe.clone()));
+        assert!(conduct.sends(&next()));
+        assert!(client(serde_json::json!({ "id": "1", "type": "complete" })));
+        assert!(client(subscribe.clone()), "the id is free again");
+        assert!(!conduct.sends(&next()), "the first one's push");
+        assert!(!conduct.sends(&complete()), "async-graphql's answer");
+        assert!(conduct.sends(&next()), "the second one's push");
+        assert!(conduct.sends(&complete()), "the second one's end");
+        assert!(client(subscribe.clone()), "free once the server ended it");
+        assert!(!client(subscribe), "but not while it runs");
+        assert_eq!(conduct.close().map(|(code, _)| code), Some(4409));
+    }
+
+    #[test]
+    fn only_the_protocols_messages_as_objects_go_on() {
+        for message in [
+            serde_json::json!(["subscribe", "1", { "query": "subscription { x }" }]),
+            serde_json::json!({ "id": "1", "type": "start", "payload": {} }),
+            serde_json::json!({ "type": "connection_terminate" }),
+            serde_json::json!({ "id": 1, "type": "subscribe", "payload": {} }),
+            serde_json::json!({ "type": 5 }),
+        ] {
+            let conduct = Conduct::new(Some(async_graphql::http::WebSocketProtocols::GraphQLWS));
+            assert!(!conduct.admit(&Ok(text(message.clone()))), "{message}");
+            assert_eq!(
+                conduct.close().map(|(code, _)| code),
+                Some(4400),
+                "{message}"
+            );
+        }
+    }
 
     #[test]
     fn a_close_reason_fits_a_control_frame_and_stays_text() {

@@ -22,15 +22,26 @@ pub async fn connect_to(url: &str) -> Socket {
 
 /// Connects to the gateway at `url` offering the subprotocol `protocol`.
 pub async fn connect_speaking(url: &str, protocol: &str) -> Socket {
+    upgrade(url, protocol).await.0
+}
+
+/// The socket and the gateway's answer to an upgrade offering `protocols`
+/// (comma-separated).
+pub async fn upgrade(
+    url: &str,
+    protocols: &str,
+) -> (
+    Socket,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
     let url = url.replace("http://", "ws://");
     let mut request = url.into_client_request().expect("request");
     request
         .headers_mut()
-        .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
+        .insert("Sec-WebSocket-Protocol", protocols.parse().expect("header"));
     tokio_tungstenite::connect_async(request)
         .await
         .expect("upgraded")
-        .0
 }
 
 pub async fn send(ws: &mut Socket, message: Value) {

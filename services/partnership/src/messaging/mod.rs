@@ -266,6 +266,15 @@ impl Partnerships {
         };
         let ended_on = (status == "ENDED").then(|| req.ended_on.or(pair.ended_on).unwrap_or(today));
         let since = req.since.or(pair.since);
+        if let Some(since) = req.since
+            && let Some(agreement) = pair.agreements.iter().find(|a| a.ends_on < since)
+        {
+            return Err(AppError::bad_input(format!(
+                "since {since}: the agreement {} ended before it ({}); a pair begins by its \
+                 agreements' last day",
+                agreement.title, agreement.ends_on
+            )));
+        }
         if let (Some(since), Some(end)) = (since, ended_on)
             && end < since
         {
@@ -348,6 +357,9 @@ impl Partnerships {
             targets,
         };
         let txn = self.db.begin().await?;
+        // One at a time with the edits of a pair's term (its `since` is
+        // checked against the agreements' ends).
+        storage::lock_facts(&txn).await?;
         let Some(pair) = storage::partnership_by_id(&txn, req.partnership_id).await? else {
             return Err(AppError::not_found(format!(
                 "no partnership {}",
