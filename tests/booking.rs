@@ -792,6 +792,48 @@ async fn a_booking_past_its_deadline_is_not_paid_before_the_sweeper_marks_it() {
     assert!(app.fund_balance().await == "0.00", "nothing was charged");
 }
 
+/// A payment begun before the deadline whose provider answers after it
+/// confirms the booking: the expiry sweeper keeps a booking whose payment
+/// is in flight until it settles (it expired the booking, and the capture
+/// was refunded in full, though the traveler paid in time).
+#[tokio::test]
+async fn a_payment_begun_in_time_and_answered_after_the_deadline_confirms_the_booking() {
+    let mut settings = common::test_settings();
+    settings.hold_seconds = 4;
+    settings.sandbox_slow_ms = 6_000;
+    settings.rpc_timeout_ms = 15_000;
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "last-second")
+            .await,
+    );
+    let held = app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let expires_at: chrono::DateTime<chrono::Utc> = held["expiresAt"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{held}"));
+    let paid = app.pay(&id, "tok_slow", "slow").await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    assert!(
+        chrono::Utc::now() > expires_at,
+        "the provider answered before the deadline: nothing tested"
+    );
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let money = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { refundDue { amount } refunds { status } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        money["data"]["booking"],
+        json!({ "refundDue": null, "refunds": [] }),
+        "{money}"
+    );
+    app.wait_for_available(&room_type, json!([0])).await;
+}
+
 /// A booking cancelled while PENDING whose hold is granted meanwhile: the
 /// cancel asks inventory for the release, and so does booking on hearing
 /// the grant; inventory answers both, and the history says "capacity

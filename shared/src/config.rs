@@ -48,6 +48,13 @@ pub struct Settings {
     /// own sweeper releases it (booking's expiry normally comes first).
     #[serde(deserialize_with = "whole")]
     pub hold_grace_seconds: i64,
+    /// How long past its deadline booking keeps a booking whose payment is
+    /// in flight (begun in time, the provider's answer not recorded yet),
+    /// for the payment to settle; 0 expires every booking at its deadline.
+    /// Inventory's own sweeper releases the hold, and so ends the booking,
+    /// `hold_grace_seconds` past the deadline whatever this says.
+    #[serde(deserialize_with = "whole")]
+    pub payment_wait_seconds: i64,
     /// A booking still PENDING this many seconds after its hold request asks again.
     #[serde(deserialize_with = "whole")]
     pub pending_retry_seconds: i64,
@@ -121,6 +128,7 @@ impl Default for Settings {
             delivery_limit: 5,
             hold_seconds: 15 * 60,
             hold_grace_seconds: 60,
+            payment_wait_seconds: 60,
             pending_retry_seconds: 30,
             hold_attempts: 5,
             sold_out_memory_ms: 2_000,
@@ -259,6 +267,7 @@ impl Settings {
         for (name, seconds) in [
             ("DUIKOU_HOLD_SECONDS", self.hold_seconds),
             ("DUIKOU_HOLD_GRACE_SECONDS", self.hold_grace_seconds),
+            ("DUIKOU_PAYMENT_WAIT_SECONDS", self.payment_wait_seconds),
             ("DUIKOU_PENDING_RETRY_SECONDS", self.pending_retry_seconds),
             (
                 "DUIKOU_RECONCILE_AFTER_SECONDS",

@@ -1829,6 +1829,22 @@ pub struct RefundView {
     pub created_at: DateTime<Utc>,
 }
 
+/// Which of up to 100 bookings have a payment in flight (PROCESSING: begun,
+/// the provider's answer not recorded yet). Booking's expiry sweeper asks,
+/// and keeps such a booking past its deadline until the payment settles:
+/// a traveler who paid in the last second is not charged for a booking
+/// that expired while the provider answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentsInFlight {
+    /// The bookings.
+    pub booking_ids: Vec<BookingId>,
+}
+impl Rpc for PaymentsInFlight {
+    const SERVICE: &'static str = "payment";
+    const METHOD: &'static str = "payments_in_flight";
+    type Reply = Vec<BookingId>;
+}
+
 /// The payments and refunds of up to 100 bookings, each oldest first: what
 /// their money did. A booking whose money the viewer may not see (not its
 /// booker, nor an admin of its listing's region) shows none.

@@ -23,13 +23,18 @@ pub fn bookings(settings: &Settings, db: DatabaseConnection, outbox: OutboxSigna
         sold_out: Arc::new(SoldOutMemory::new(Duration::from_millis(
             settings.sold_out_memory_ms,
         ))),
+        payments: None,
+        payment_wait: chrono::Duration::seconds(settings.payment_wait_seconds),
     }
 }
 
 /// Connects, migrates, and starts the saga's consumers and sweeper.
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
-    let bookings = bookings(&rt.settings, db, outbox);
+    let bookings = Bookings {
+        payments: Some(rt.bus.clone()),
+        ..bookings(&rt.settings, db, outbox)
+    };
     rt.bus.subscribe(bookings.events()).await?;
     rt.bus.serve(bookings.rpc()).await?;
 

@@ -277,7 +277,20 @@ pub struct Bookings {
     pub hold_attempts: i32,
     /// Stays inventory has just refused as sold out.
     pub sold_out: Arc<SoldOutMemory>,
+    /// The bus to ask payment which overdue bookings have a payment in
+    /// flight (none: every overdue booking expires at its deadline).
+    pub payments: Option<Arc<dyn shared::bus::Bus>>,
+    /// How long past its deadline a booking whose payment is in flight is
+    /// kept for the payment to settle: past it the booking expires all the
+    /// same (a capture after that is refunded in full). The provider
+    /// answers within the pay request's deadline, or the reconciler
+    /// settles the payment a minute or two later.
+    pub payment_wait: Duration,
 }
+
+/// How long the expiry sweeper waits for payment's answer before expiring
+/// as if no payment were in flight.
+const IN_FLIGHT_ASK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 macro_rules! handler {
     ($router:expr, $svc:expr, $event:ty, $method:ident) => {{
@@ -1071,8 +1084,20 @@ impl Bookings {
     /// Expires bookings whose payment deadline passed and asks inventory to
     /// release their holds; returns how many expired.
     pub async fn expire_overdue(&self) -> Result<usize, sea_orm::DbErr> {
+        // Asked before the bookings are locked (no RPC under a row lock): a
+        // payment cannot begin past a booking's deadline, so none starts
+        // between the answer and the expiry.
+        let now = Utc::now();
+        let flying = self.payments_in_flight(now).await?;
         let txn = self.db.begin().await?;
-        let ids = storage::overdue(&txn, Utc::now(), 100).await?;
+        let overdue = storage::overdue(&txn, now, 100).await?;
+        let ids: Vec<BookingId> = overdue
+            .into_iter()
+            .filter(|(id, expires_at)| {
+                !(flying.contains(id) && now < *expires_at + self.payment_wait)
+            })
+            .map(|(id, _)| id)
+            .collect();
         let (mut events, mut items) = (Vec::with_capacity(ids.len()), Vec::new());
         for id in &ids {
             let changes = Changes {
@@ -1106,5 +1131,35 @@ impl Bookings {
             self.giving_back(item);
         }
         Ok(events.len())
+    }
+
+    /// The overdue bookings whose payment is in flight, as payment says
+    /// (none when it does not answer in time: they expire, and a capture
+    /// after that is refunded in full, as before payment was asked).
+    async fn payments_in_flight(
+        &self,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<BookingId>, sea_orm::DbErr> {
+        let Some(bus) = self
+            .payments
+            .as_ref()
+            .filter(|_| self.payment_wait > Duration::zero())
+        else {
+            return Ok(Vec::new());
+        };
+        let overdue = storage::overdue(&self.db, now, 100).await?;
+        if overdue.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ask = shared::rpcs::PaymentsInFlight {
+            booking_ids: overdue.into_iter().map(|(id, _)| id).collect(),
+        };
+        match shared::bus::call_within(bus.as_ref(), &ask, IN_FLIGHT_ASK_WITHIN).await {
+            Ok(flying) => Ok(flying),
+            Err(e) => {
+                warn!(error = %e, "payment did not say which payments are in flight; expiring at the deadline");
+                Ok(Vec::new())
+            }
+        }
     }
 }

@@ -904,7 +904,7 @@ pub async fn overdue<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
     limit: u64,
-) -> Result<Vec<BookingId>, DbErr> {
+) -> Result<Vec<(BookingId, DateTime<Utc>)>, DbErr> {
     let b = conn.get_database_backend();
     let lock = if b == DbBackend::Postgres {
         " FOR UPDATE SKIP LOCKED"
@@ -912,13 +912,18 @@ pub async fn overdue<C: ConnectionTrait>(
         ""
     };
     let sql = format!(
-        "SELECT id FROM bookings WHERE status = 'AWAITING_PAYMENT' AND expires_at < $1 ORDER BY expires_at LIMIT $2{lock}"
+        "SELECT id, expires_at FROM bookings WHERE status = 'AWAITING_PAYMENT' AND expires_at < $1 ORDER BY expires_at LIMIT $2{lock}"
     );
     let rows = conn
         .query_all_raw(stmt(b, &sql, vec![now.into(), (limit as i64).into()]))
         .await?;
     rows.iter()
-        .map(|r| Ok(BookingId(shared::db::row_uuid(r, "id")?)))
+        .map(|r| {
+            Ok((
+                BookingId(shared::db::row_uuid(r, "id")?),
+                r.try_get("", "expires_at")?,
+            ))
+        })
         .collect()
 }
 

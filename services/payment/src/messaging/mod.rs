@@ -19,8 +19,8 @@ use shared::outbox::{OutboxSignal, enqueue};
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
     GetBookingsMoney, GetFundTotals, GetHostBalances, GetWelfareFund, HostBalance, ListPayoutRuns,
-    ListReconciliation, PayBooking, PaymentView, PayoutRun, PayoutRunPage, ReconciliationPage,
-    RefundPayment, RefundView, RunPayouts, WelfareFundPage,
+    ListReconciliation, PayBooking, PaymentView, PaymentsInFlight, PayoutRun, PayoutRunPage,
+    ReconciliationPage, RefundPayment, RefundView, RunPayouts, WelfareFundPage,
 };
 use shared::{AppError, ErrorCode};
 use std::sync::Arc;
@@ -69,8 +69,24 @@ impl Payments {
     pub fn rpc(&self) -> RpcRouter {
         let [a, b, c, d, e] = [(); 5].map(|()| self.clone());
         let [f, h, i, m, n] = [(); 5].map(|()| self.clone());
+        let in_flight = self.clone();
         RpcRouter::new(SERVICE)
             .ready_with(self.db.clone())
+            .route::<PaymentsInFlight, _, _>(move |req| {
+                let s = in_flight.clone();
+                async move {
+                    if req.booking_ids.len() > 100 {
+                        return Err(AppError::bad_input("at most 100 bookings at a time"));
+                    }
+                    let mut flying = Vec::new();
+                    for id in req.booking_ids {
+                        if storage::processing_for_booking(&s.db, id).await? {
+                            flying.push(id);
+                        }
+                    }
+                    Ok(flying)
+                }
+            })
             .route::<RefundPayment, _, _>(move |req| {
                 let s = f.clone();
                 async move { s.refund_payment(req).await }
