@@ -7,7 +7,8 @@
 //!    available) equals what live holds (HELD, COMMITTED) say they took —
 //!    never more than capacity, and nothing leaked or held twice.
 //! 2. Sagas end: no booking PENDING or AWAITING_PAYMENT for longer than its
-//!    hold and the grace period.
+//!    hold and the grace period (AWAITING_PAYMENT: and the wait for a
+//!    payment in flight).
 //! 3. Money: each CONFIRMED booking has exactly one CAPTURED payment and one
 //!    ledger transaction; every ledger transaction sums to zero; no payment
 //!    is left PROCESSING longer than the grace period; the welfare fund's
@@ -108,7 +109,13 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
     let [impact_counts, impact_money] = impact_matches_bookings_and_payments(&dbs).await?;
     let mut out = vec![
         capacity(&dbs.inventory).await?,
-        sagas_end(&dbs.booking, cutoff).await?,
+        // A booking whose payment is in flight is kept past its deadline.
+        sagas_end(
+            &dbs.booking,
+            cutoff,
+            cutoff - chrono::Duration::seconds(settings.payment_wait_in_effect()),
+        )
+        .await?,
         one_capture_per_confirmed_booking(&dbs).await?,
         balanced_ledger(&dbs.payment).await?,
         no_stuck_payment(&dbs.payment, cutoff).await?,
@@ -176,13 +183,14 @@ async fn capacity(db: &DatabaseConnection) -> anyhow::Result<Finding> {
 async fn sagas_end(
     db: &DatabaseConnection,
     cutoff: chrono::DateTime<Utc>,
+    awaiting_cutoff: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Finding> {
     let stuck = rows(
         db,
         "SELECT id, status FROM bookings
          WHERE (status = 'PENDING' AND updated_at < $1)
-            OR (status = 'AWAITING_PAYMENT' AND expires_at < $1)",
-        vec![cutoff.into()],
+            OR (status = 'AWAITING_PAYMENT' AND expires_at < $2)",
+        vec![cutoff.into(), awaiting_cutoff.into()],
     )
     .await?;
     let offenders = stuck

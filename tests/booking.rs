@@ -834,6 +834,37 @@ async fn a_payment_begun_in_time_and_answered_after_the_deadline_confirms_the_bo
     app.wait_for_available(&room_type, json!([0])).await;
 }
 
+/// A payment recorded only after the deadline (its insert waited on a
+/// lock the test holds) is not charged: booking's sweeper, asking payment
+/// at the deadline, saw nothing in flight and expired the booking; payment
+/// looks at the deadline again once the payment is recorded.
+#[tokio::test]
+async fn a_payment_recorded_after_the_deadline_is_not_charged() {
+    let mut settings = common::test_settings();
+    settings.hold_seconds = 3;
+    settings.rpc_timeout_ms = 30_000;
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "held-up")
+            .await,
+    );
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let lock = common::LockHeld::begin(
+        app.service_db("payment").await,
+        "LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE",
+    )
+    .await;
+    let (paid, ()) = tokio::join!(app.pay(&id, "tok_success", "held-up"), async {
+        lock.until_waiting(1, true).await;
+        app.wait_for_status(&id, "EXPIRED").await;
+        lock.release().await;
+    });
+    assert_eq!(common::code(&paid), "CONFLICT", "{paid}");
+    assert_eq!(app.fund_balance().await, "0.00", "nothing was charged");
+    assert_eq!(app.status(&id).await, "EXPIRED");
+}
+
 /// A booking cancelled while PENDING whose hold is granted meanwhile: the
 /// cancel asks inventory for the release, and so does booking on hearing
 /// the grant; inventory answers both, and the history says "capacity

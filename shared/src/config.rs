@@ -51,8 +51,8 @@ pub struct Settings {
     /// How long past its deadline booking keeps a booking whose payment is
     /// in flight (begun in time, the provider's answer not recorded yet),
     /// for the payment to settle; 0 expires every booking at its deadline.
-    /// Inventory's own sweeper releases the hold, and so ends the booking,
-    /// `hold_grace_seconds` past the deadline whatever this says.
+    /// At most three quarters of `hold_grace_seconds` is used: inventory's
+    /// own sweeper releases the hold, and so ends the booking, then.
     #[serde(deserialize_with = "whole")]
     pub payment_wait_seconds: i64,
     /// A booking still PENDING this many seconds after its hold request asks again.
@@ -128,7 +128,7 @@ impl Default for Settings {
             delivery_limit: 5,
             hold_seconds: 15 * 60,
             hold_grace_seconds: 60,
-            payment_wait_seconds: 60,
+            payment_wait_seconds: 45,
             pending_retry_seconds: 30,
             hold_attempts: 5,
             sold_out_memory_ms: 2_000,
@@ -186,6 +186,16 @@ where
 }
 
 impl Settings {
+    /// How long booking keeps an overdue booking whose payment is in
+    /// flight, in seconds: `payment_wait_seconds`, at most three quarters
+    /// of `hold_grace_seconds` (a booking confirmed as inventory's sweeper
+    /// releases its hold would take the capacity again, or be cancelled
+    /// and refunded if it was sold meanwhile).
+    pub fn payment_wait_in_effect(&self) -> i64 {
+        self.payment_wait_seconds
+            .min(self.hold_grace_seconds.saturating_mul(3) / 4)
+    }
+
     /// Reads the optional file, then `DUIKOU_*` variables over it
     /// (`DUIKOU_POSTGRES_URL` sets `postgres_url`).
     pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {

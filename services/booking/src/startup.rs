@@ -24,7 +24,7 @@ pub fn bookings(settings: &Settings, db: DatabaseConnection, outbox: OutboxSigna
             settings.sold_out_memory_ms,
         ))),
         payments: None,
-        payment_wait: chrono::Duration::seconds(settings.payment_wait_seconds),
+        payment_wait: chrono::Duration::seconds(settings.payment_wait_in_effect()),
     }
 }
 
@@ -32,7 +32,7 @@ pub fn bookings(settings: &Settings, db: DatabaseConnection, outbox: OutboxSigna
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
     let bookings = Bookings {
-        payments: Some(rt.bus.clone()),
+        payments: Some(Arc::downgrade(&rt.bus)),
         ..bookings(&rt.settings, db, outbox)
     };
     rt.bus.subscribe(bookings.events()).await?;

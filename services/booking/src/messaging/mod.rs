@@ -278,14 +278,24 @@ pub struct Bookings {
     /// Stays inventory has just refused as sold out.
     pub sold_out: Arc<SoldOutMemory>,
     /// The bus to ask payment which overdue bookings have a payment in
-    /// flight (none: every overdue booking expires at its deadline).
-    pub payments: Option<Arc<dyn shared::bus::Bus>>,
+    /// flight (none: every overdue booking expires at its deadline). Weak:
+    /// the in-process bus holds these handlers.
+    pub payments: Option<std::sync::Weak<dyn shared::bus::Bus>>,
     /// How long past its deadline a booking whose payment is in flight is
     /// kept for the payment to settle: past it the booking expires all the
     /// same (a capture after that is refunded in full). The provider
     /// answers within the pay request's deadline, or the reconciler
     /// settles the payment a minute or two later.
     pub payment_wait: Duration,
+}
+
+/// What payment said of the overdue bookings the expiry sweeper asked about.
+#[derive(Default)]
+struct InFlight {
+    /// Asked about.
+    asked: Vec<BookingId>,
+    /// Of those, the ones with a payment in flight.
+    flying: Vec<BookingId>,
 }
 
 /// How long the expiry sweeper waits for payment's answer before expiring
@@ -1084,17 +1094,25 @@ impl Bookings {
     /// Expires bookings whose payment deadline passed and asks inventory to
     /// release their holds; returns how many expired.
     pub async fn expire_overdue(&self) -> Result<usize, sea_orm::DbErr> {
-        // Asked before the bookings are locked (no RPC under a row lock): a
-        // payment cannot begin past a booking's deadline, so none starts
-        // between the answer and the expiry.
+        // Asked before the bookings are locked (no RPC under a row lock):
+        // payment refuses to charge past a booking's deadline, also after
+        // recording the payment, so none it did not count starts later.
         let now = Utc::now();
-        let flying = self.payments_in_flight(now).await?;
+        let asked = self.payments_in_flight(now).await?;
         let txn = self.db.begin().await?;
-        let overdue = storage::overdue(&txn, now, 100).await?;
+        let overdue = storage::overdue(&txn, now, 100, true).await?;
+        // With payment asked, a booking expires when payment said it has
+        // none in flight, or when the wait is over; one it was not asked
+        // about (another replica had it locked, a later one came into the
+        // round) waits for the next round.
         let ids: Vec<BookingId> = overdue
             .into_iter()
-            .filter(|(id, expires_at)| {
-                !(flying.contains(id) && now < *expires_at + self.payment_wait)
+            .filter(|(id, expires_at)| match &asked {
+                None => true,
+                Some(asked) => {
+                    now >= *expires_at + self.payment_wait
+                        || (asked.asked.contains(id) && !asked.flying.contains(id))
+                }
             })
             .map(|(id, _)| id)
             .collect();
@@ -1133,32 +1151,41 @@ impl Bookings {
         Ok(events.len())
     }
 
-    /// The overdue bookings whose payment is in flight, as payment says
-    /// (none when it does not answer in time: they expire, and a capture
-    /// after that is refunded in full, as before payment was asked).
+    /// The overdue bookings payment was asked about, and those of them
+    /// with a payment in flight; None when it was not asked (no bus, no
+    /// wait) or did not answer in time: every overdue booking expires then,
+    /// and a capture after that is refunded in full.
     async fn payments_in_flight(
         &self,
         now: chrono::DateTime<Utc>,
-    ) -> Result<Vec<BookingId>, sea_orm::DbErr> {
+    ) -> Result<Option<InFlight>, sea_orm::DbErr> {
         let Some(bus) = self
             .payments
             .as_ref()
             .filter(|_| self.payment_wait > Duration::zero())
+            .and_then(std::sync::Weak::upgrade)
         else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let overdue = storage::overdue(&self.db, now, 100).await?;
-        if overdue.is_empty() {
-            return Ok(Vec::new());
+        // Those still within the wait (past it they expire unasked), read
+        // without locks (a row another replica holds is asked about too).
+        let asked: Vec<BookingId> = storage::overdue(&self.db, now, 100, false)
+            .await?
+            .into_iter()
+            .filter(|(_, expires_at)| now < *expires_at + self.payment_wait)
+            .map(|(id, _)| id)
+            .collect();
+        if asked.is_empty() {
+            return Ok(Some(InFlight::default()));
         }
         let ask = shared::rpcs::PaymentsInFlight {
-            booking_ids: overdue.into_iter().map(|(id, _)| id).collect(),
+            booking_ids: asked.clone(),
         };
         match shared::bus::call_within(bus.as_ref(), &ask, IN_FLIGHT_ASK_WITHIN).await {
-            Ok(flying) => Ok(flying),
+            Ok(flying) => Ok(Some(InFlight { asked, flying })),
             Err(e) => {
                 warn!(error = %e, "payment did not say which payments are in flight; expiring at the deadline");
-                Ok(Vec::new())
+                Ok(None)
             }
         }
     }

@@ -904,9 +904,10 @@ pub async fn overdue<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
     limit: u64,
+    lock: bool,
 ) -> Result<Vec<(BookingId, DateTime<Utc>)>, DbErr> {
     let b = conn.get_database_backend();
-    let lock = if b == DbBackend::Postgres {
+    let lock = if lock && b == DbBackend::Postgres {
         " FOR UPDATE SKIP LOCKED"
     } else {
         ""

@@ -78,13 +78,7 @@ impl Payments {
                     if req.booking_ids.len() > 100 {
                         return Err(AppError::bad_input("at most 100 bookings at a time"));
                     }
-                    let mut flying = Vec::new();
-                    for id in req.booking_ids {
-                        if storage::processing_for_booking(&s.db, id).await? {
-                            flying.push(id);
-                        }
-                    }
-                    Ok(flying)
+                    Ok(storage::paying(&s.db, &req.booking_ids).await?)
                 }
             })
             .route::<RefundPayment, _, _>(move |req| {
@@ -245,6 +239,18 @@ impl Payments {
             // Same key, concurrently: the other request owns it.
             let first = self.keyed(key).await?;
             return self.first_answer(key, &fingerprint, first).await;
+        }
+        // The deadline again, now that the payment is on record as in
+        // flight: booking's sweeper keeps a booking whose payment it sees in
+        // flight, and one recorded only after the deadline (the insert
+        // waited) may already have been passed over. No charge then.
+        if let Some(at) = booking.expires_at.filter(|at| *at <= chrono::Utc::now()) {
+            let why = format!(
+                "the time to pay this booking ended at {}; it is expiring",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            storage::mark_failed(&self.db, id, &why).await?;
+            return Err(AppError::conflict(why));
         }
 
         let mut outcome = Err(ProviderError::Timeout);

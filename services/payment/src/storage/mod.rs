@@ -694,6 +694,26 @@ pub async fn processing_for_booking<C: ConnectionTrait>(
         .is_some())
 }
 
+/// Which of `bookings` have a payment in flight: PROCESSING (the provider's
+/// answer not recorded), or CAPTURED (booking may not have heard of it yet;
+/// for a booking still awaiting payment, its `payment.captured` is on its
+/// way).
+pub async fn paying<C: ConnectionTrait>(
+    conn: &C,
+    bookings: &[BookingId],
+) -> Result<Vec<BookingId>, DbErr> {
+    let rows = shared::db::rows_with_ids(
+        conn,
+        "SELECT DISTINCT booking_id FROM payments WHERE booking_id IN ({ids})
+         AND status IN ('PROCESSING', 'CAPTURED')",
+        bookings.iter().map(|id| id.0),
+    )
+    .await?;
+    rows.iter()
+        .map(|r| Ok(BookingId(shared::db::row_uuid(r, "booking_id")?)))
+        .collect()
+}
+
 /// Adds `amount` to what is refunded of a payment if that stays within the
 /// amount captured, in one conditional update: concurrent refunds can never
 /// take more than was paid. Ok(false) when it would.
