@@ -861,6 +861,9 @@ async fn a_payment_recorded_after_the_deadline_is_not_charged() {
         lock.release().await;
     });
     assert_eq!(common::code(&paid), "CONFLICT", "{paid}");
+    // Retried with its key: answered as the first try was.
+    let again = app.pay(&id, "tok_success", "held-up").await;
+    assert_eq!(common::code(&again), "CONFLICT", "{again}");
     assert_eq!(app.fund_balance().await, "0.00", "nothing was charged");
     assert_eq!(app.status(&id).await, "EXPIRED");
 }

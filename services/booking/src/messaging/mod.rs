@@ -1100,7 +1100,7 @@ impl Bookings {
         let now = Utc::now();
         let asked = self.payments_in_flight(now).await?;
         let txn = self.db.begin().await?;
-        let overdue = storage::overdue(&txn, now, 100, true).await?;
+        let overdue = storage::overdue(&txn, now, None, 100, true).await?;
         // With payment asked, a booking expires when payment said it has
         // none in flight, or when the wait is over; one it was not asked
         // about (another replica had it locked, a later one came into the
@@ -1169,10 +1169,10 @@ impl Bookings {
         };
         // Those still within the wait (past it they expire unasked), read
         // without locks (a row another replica holds is asked about too).
-        let asked: Vec<BookingId> = storage::overdue(&self.db, now, 100, false)
+        let within = now - self.payment_wait;
+        let asked: Vec<BookingId> = storage::overdue(&self.db, now, Some(within), 100, false)
             .await?
             .into_iter()
-            .filter(|(_, expires_at)| now < *expires_at + self.payment_wait)
             .map(|(id, _)| id)
             .collect();
         if asked.is_empty() {

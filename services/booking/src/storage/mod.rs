@@ -903,6 +903,7 @@ pub async fn has_cause<C: ConnectionTrait>(
 pub async fn overdue<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
+    since: Option<DateTime<Utc>>,
     limit: u64,
     lock: bool,
 ) -> Result<Vec<(BookingId, DateTime<Utc>)>, DbErr> {
@@ -913,10 +914,16 @@ pub async fn overdue<C: ConnectionTrait>(
         ""
     };
     let sql = format!(
-        "SELECT id, expires_at FROM bookings WHERE status = 'AWAITING_PAYMENT' AND expires_at < $1 ORDER BY expires_at LIMIT $2{lock}"
+        "SELECT id, expires_at FROM bookings WHERE status = 'AWAITING_PAYMENT' AND expires_at < $1
+         AND expires_at >= $3 ORDER BY expires_at LIMIT $2{lock}"
     );
+    let since = since.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     let rows = conn
-        .query_all_raw(stmt(b, &sql, vec![now.into(), (limit as i64).into()]))
+        .query_all_raw(stmt(
+            b,
+            &sql,
+            vec![now.into(), (limit as i64).into(), since.into()],
+        ))
         .await?;
     rows.iter()
         .map(|r| {

@@ -240,16 +240,22 @@ impl Payments {
             let first = self.keyed(key).await?;
             return self.first_answer(key, &fingerprint, first).await;
         }
+        let processing = storage::Processing {
+            id,
+            booking_id: booking.id,
+            amount,
+            split: new.split,
+            host: listing.host_id,
+            region: listing.region_code,
+            agency,
+        };
         // The deadline again, now that the payment is on record as in
         // flight: booking's sweeper keeps a booking whose payment it sees in
         // flight, and one recorded only after the deadline (the insert
-        // waited) may already have been passed over. No charge then.
+        // waited) may already have been passed over. Failed, no charge.
         if let Some(at) = booking.expires_at.filter(|at| *at <= chrono::Utc::now()) {
-            let why = format!(
-                "the time to pay this booking ended at {}; it is expiring",
-                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            );
-            storage::mark_failed(&self.db, id, &why).await?;
+            let why = time_to_pay_ended(at);
+            self.settle(&processing, Err(&why)).await?;
             return Err(AppError::conflict(why));
         }
 
@@ -264,15 +270,6 @@ impl Payments {
             }
             warn!(payment = %id, "provider timed out; retrying with the same key");
         }
-        let processing = storage::Processing {
-            id,
-            booking_id: booking.id,
-            amount,
-            split: new.split,
-            host: listing.host_id,
-            region: listing.region_code,
-            agency,
-        };
         let (settled_here, status, failure_reason) = match outcome {
             Ok(charge) => (
                 self.settle(&processing, Ok(&charge.reference)).await?,
@@ -981,10 +978,7 @@ fn payable(
     // booking's sweeper (every half second, or later when busy) has
     // marked it yet: no charge is started for it.
     if let Some(at) = booking.expires_at.filter(|at| *at <= chrono::Utc::now()) {
-        return Err(AppError::conflict(format!(
-            "the time to pay this booking ended at {}; it is expiring",
-            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        )));
+        return Err(AppError::conflict(time_to_pay_ended(at)));
     }
     let (Some(amount), Some(listing)) = (booking.total, booking.listing.clone()) else {
         return Err(AppError::conflict("the booking has no price yet"));
@@ -993,6 +987,17 @@ fn payable(
         return Err(AppError::bad_input("the amount to pay must be positive"));
     }
     Ok((amount, listing))
+}
+
+/// How a payment refused past its booking's deadline is refused, and the
+/// reason a payment failed for it keeps.
+const TIME_TO_PAY_ENDED: &str = "the time to pay this booking ended";
+
+fn time_to_pay_ended(at: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "{TIME_TO_PAY_ENDED} at {}; it is expiring",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
 }
 
 fn replay(first: storage::Stored, fingerprint: &str) -> Result<PaymentView, AppError> {
@@ -1008,6 +1013,19 @@ fn replay(first: storage::Stored, fingerprint: &str) -> Result<PaymentView, AppE
             "a payment with this key is still waiting for the provider; retry with the same key \
              shortly (do not pay again with another)",
         )),
+        // Failed at the deadline, never sent to the provider: answered as
+        // the first try was.
+        "FAILED"
+            if first
+                .view
+                .failure_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(TIME_TO_PAY_ENDED)) =>
+        {
+            Err(AppError::conflict(
+                first.view.failure_reason.unwrap_or_default(),
+            ))
+        }
         "FAILED" => Err(AppError::new(
             ErrorCode::PaymentDeclined,
             first
