@@ -115,17 +115,22 @@ impl fmt::Display for Fen {
 #[error("`{0}` is not an amount of yuan with at most two decimals")]
 pub struct BadAmount(pub String);
 
-/// Parses a decimal yuan string with at most two decimals: `"123.4"` → 12340 fen.
+/// Parses a decimal yuan string with at most two decimals: `"123.4"` → 12340
+/// fen. Digits only, and some after a point if it has one: not `" 1"` nor
+/// `"1."`.
 impl FromStr for Fen {
     type Err = BadAmount;
     fn from_str(s: &str) -> Result<Fen, BadAmount> {
         let bad = || BadAmount(s.to_owned());
-        let t = s.trim();
-        let (neg, digits) = match t.strip_prefix('-') {
+        let (neg, digits) = match s.strip_prefix('-') {
             Some(rest) => (true, rest),
-            None => (false, t),
+            None => (false, s),
         };
-        let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        let (whole, frac) = match digits.split_once('.') {
+            Some((_, "")) => return Err(bad()),
+            Some(parts) => parts,
+            None => (digits, ""),
+        };
         if whole.is_empty()
             || frac.len() > 2
             || !whole.bytes().all(|b| b.is_ascii_digit())
@@ -257,6 +262,9 @@ mod tests {
         assert!("1.234".parse::<Fen>().is_err());
         assert!("abc".parse::<Fen>().is_err());
         assert!(".5".parse::<Fen>().is_err());
+        for loose in [" 1", "1 ", "1."] {
+            assert!(loose.parse::<Fen>().is_err(), "{loose}");
+        }
     }
 
     #[test]

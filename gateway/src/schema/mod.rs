@@ -154,15 +154,11 @@ fn non_negative(what: &str, n: i32) -> Result<u32> {
 /// An amount in yuan, as the API writes money: digits, and at most two
 /// after a point ("380", "380.5", "380.00"; not " 380" nor "380.").
 fn yuan(what: &str, s: &str) -> Result<shared::money::Fen> {
-    let bad = || {
+    s.parse().map_err(|_| {
         bad_input(format!(
             "{what} `{s}` is not an amount in yuan, such as \"380.00\""
         ))
-    };
-    if s.trim() != s || s.ends_with('.') {
-        return Err(bad());
-    }
-    s.parse().map_err(|_| bad())
+    })
 }
 
 /// A region Duikou knows: a code of the right form that is not in the
