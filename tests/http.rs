@@ -831,6 +831,26 @@ async fn a_body_that_is_not_a_graphql_request_gets_a_coded_json_answer() {
             "{body}: {message}"
         );
     }
+    // JSON that does not parse is said to be that, and where: a number no
+    // type holds is not "not a GraphQL request".
+    for (body, said) in [
+        (
+            "{\"query\": \"{ __typename }\", \"variables\": {\"n\": 1e400}}",
+            "number out of range at line 1 column",
+        ),
+        ("{\"query\": \"{ __typename }\"", "EOF while parsing"),
+    ] {
+        let response = send(body, "application/json")
+            .await
+            .expect("the gateway answers");
+        assert_eq!(response.status().as_u16(), 400, "{body}");
+        let answer: Value = response.json().await.expect("a JSON body");
+        let message = answer["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("the body is not valid JSON: ") && message.contains(said),
+            "{body}: {answer}"
+        );
+    }
     let put = app
         .http
         .put(&app.url)

@@ -1087,8 +1087,16 @@ fn unreadable(e: async_graphql::ParseRequestError) -> Response {
             "batched requests (a JSON array) are not accepted; send one operation per request"
                 .to_owned()
         }
-        // serde's own words here name the library's types ("untagged enum
-        // BatchRequest"), not the client's mistake.
+        // JSON that does not parse (a brace missing, a number no type holds
+        // such as 1e400): where, in serde's words, which name the place.
+        E::InvalidRequest(e) if not_json(e.as_ref()).is_some() => {
+            format!(
+                "the body is not valid JSON: {}",
+                not_json(e.as_ref()).unwrap_or_default()
+            )
+        }
+        // serde's own words for JSON of the wrong shape name the library's
+        // types ("untagged enum BatchRequest"), not the client's mistake.
         E::InvalidRequest(_) => "the body is not a GraphQL request; send JSON \
              {\"query\": \"…\", \"variables\": {…}} with a string query"
             .to_owned(),
@@ -1100,6 +1108,13 @@ fn unreadable(e: async_graphql::ParseRequestError) -> Response {
     };
     crate::metrics::graphql_error("BAD_USER_INPUT");
     error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message)
+}
+
+/// serde_json's account of a body that is not JSON at all (a syntax error
+/// or an early end), None for JSON of the wrong shape.
+fn not_json(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let e = e.downcast_ref::<serde_json::Error>()?;
+    (e.is_syntax() || e.is_eof()).then(|| e.to_string())
 }
 
 /// Any method but GET and POST on `/graphql`.

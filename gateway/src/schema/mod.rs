@@ -613,9 +613,26 @@ impl Query {
     ) -> Result<CancellationQuote> {
         let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &booking_id)?;
-        Ok(CancellationQuote(
-            rpc(ctx, rpcs::QuoteCancellation { booking_id, viewer }).await?,
-        ))
+        let mut quote = rpc(ctx, rpcs::QuoteCancellation { booking_id, viewer }).await?;
+        // What was paid and what is left to refund, as payment counts them
+        // when the cancellation reaches it. Booking hears of a capture or a
+        // refund (an admin's) only when payment's event arrives: a moment
+        // after `payBooking` answered CAPTURED, it still quotes nothing paid.
+        if quote.cancellable {
+            let money = loaders::money(ctx, booking_id).await?;
+            if let Some(captured) = money.payments.iter().find(|p| p.status == "CAPTURED") {
+                let taken = payments::refunded(&money.refunds, &["PENDING", "SUCCEEDED"]);
+                let left = (captured.amount - taken).max(shared::money::Fen::ZERO);
+                // Paid before the hold was granted: cancelling gives it all
+                // back, whatever the policy says.
+                if quote.status == "PENDING" {
+                    quote.refund_percent = 100;
+                }
+                quote.paid = captured.amount;
+                quote.refund = left.scale(i64::from(quote.refund_percent), 100);
+            }
+        }
+        Ok(CancellationQuote(quote))
     }
 
     /// Partnerships (结对帮扶) that cover the region on either side: a side

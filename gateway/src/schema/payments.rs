@@ -77,6 +77,15 @@ pub async fn refunds_of(ctx: &Context<'_>, booking: shared::ids::BookingId) -> R
     Ok(money.refunds.into_iter().map(Refund).collect())
 }
 
+/// The sum of the refunds in one of `statuses`.
+pub fn refunded(refunds: &[rpcs::RefundView], statuses: &[&str]) -> shared::money::Fen {
+    refunds
+        .iter()
+        .filter(|r| statuses.contains(&r.status.as_str()))
+        .map(|r| r.amount)
+        .sum()
+}
+
 /// The payment that stands for a booking: the captured (or still
 /// processing) one, else the latest attempt.
 pub async fn payment_of(

@@ -2,7 +2,7 @@
 
 pub mod sold_out;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use sha2::{Digest, Sha256};
 use shared::AppError;
 use shared::events::HoldItem;
@@ -74,6 +74,30 @@ pub fn resident_id_is_valid(id: &str) -> bool {
     bytes[17].to_ascii_uppercase() == CHECK[(sum % 11) as usize]
 }
 
+/// Why `id` cannot be a resident ID number, if it cannot: besides its form
+/// and checksum ([`resident_id_is_valid`]), no address code (its first six
+/// digits) begins with 0, and digits 7 to 14 are a birth date: a day from
+/// 1900 to `today`.
+pub fn resident_id_refusal(id: &str, today: chrono::NaiveDate) -> Option<&'static str> {
+    if !resident_id_is_valid(id) {
+        return Some("18 characters, 17 digits and a check character, by the GB 11643 checksum");
+    }
+    if id.starts_with('0') {
+        return Some("no address code begins with 0");
+    }
+    let part = |range: std::ops::Range<usize>| id[range].parse::<u32>().ok();
+    let born = match (part(6..10), part(10..12), part(12..14)) {
+        (Some(y), Some(m), Some(d)) => i32::try_from(y)
+            .ok()
+            .and_then(|y| chrono::NaiveDate::from_ymd_opt(y, m, d)),
+        _ => None,
+    };
+    match born {
+        Some(day) if day.year() >= 1900 && day <= today => None,
+        _ => Some("digits 7 to 14 are the birth date, a day from 1900 to today"),
+    }
+}
+
 /// A document number as a booking's readers see it: all but its last
 /// characters starred (four of a resident ID's eighteen, fewer of a short
 /// passport number: never more than half).
@@ -111,12 +135,16 @@ fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
     let n = i + 1;
     shared::text::check_line(&format!("traveler {n}: name"), &t.name, 100, true)?;
     match t.id_type {
-        IdType::ResidentId if !resident_id_is_valid(t.id_number.trim()) => {
-            Err(AppError::bad_input(format!(
-                "traveler {n}: `{}` is not a valid resident ID number (18 characters, checksum)",
+        IdType::ResidentId => match resident_id_refusal(
+            t.id_number.trim(),
+            shared::policy::china_today(chrono::Utc::now()),
+        ) {
+            Some(why) => Err(AppError::bad_input(format!(
+                "traveler {n}: `{}` is not a valid resident ID number ({why})",
                 t.id_number
-            )))
-        }
+            ))),
+            None => Ok(()),
+        },
         IdType::Passport
             if !(5..=20).contains(&t.id_number.trim().len())
                 || !t
@@ -192,6 +220,8 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
         || !written
             .chars()
             .all(|c| c.is_ascii_digit() || c == '-' || c == ' ')
+        || !written.starts_with(|c: char| c.is_ascii_digit())
+        || !written.ends_with(|c: char| c.is_ascii_digit())
     {
         return Err(AppError::bad_input(
             "contact.phone: 5 to 20 digits, with a + in front and dashes or spaces \
@@ -515,6 +545,9 @@ mod tests {
             ("+ + +", false),
             ("1 3 8", false),
             ("138+0013", false),
+            ("-----12345", false),
+            ("+-- -- 12345", false),
+            ("12345-", false),
         ] {
             let mut call = request(&[("张三", "11010519491231002X")]);
             call.contact.phone = phone.into();
@@ -543,5 +576,41 @@ mod tests {
         assert!(!resident_id_is_valid("110105194912310021"));
         assert!(!resident_id_is_valid("1101051949123100"));
         assert!(!resident_id_is_valid("A1010519491231002X"));
+    }
+
+    #[test]
+    fn a_resident_id_names_a_birth_date_that_was_and_an_address_code() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 5).expect("a day");
+        // Each with its checksum right.
+        let with_check = |first17: &str| {
+            const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+            let sum: u32 = first17
+                .bytes()
+                .zip(WEIGHTS)
+                .map(|(b, w)| u32::from(b - b'0') * w)
+                .sum();
+            format!(
+                "{first17}{}",
+                char::from(b"10X98765432"[(sum % 11) as usize])
+            )
+        };
+        assert_eq!(resident_id_refusal("11010519491231002X", today), None);
+        assert_eq!(
+            resident_id_refusal(&with_check("15042920261205001"), today),
+            None
+        );
+        for refused in [
+            "11010519491331002",
+            "11010520991231002",
+            "11010518991231002",
+            "11010520230229002",
+            "11010520261206002",
+            "00000019800101002",
+        ] {
+            let id = with_check(refused);
+            assert!(resident_id_is_valid(&id), "{id}");
+            assert!(resident_id_refusal(&id, today).is_some(), "{id}");
+        }
+        assert!(resident_id_refusal("110105194912310021", today).is_some());
     }
 }
