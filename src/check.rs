@@ -120,7 +120,7 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         balanced_ledger(&dbs.payment).await?,
         no_stuck_payment(&dbs.payment, cutoff).await?,
         fund_matches_splits(&dbs.payment).await?,
-        provider_matches_payments(&dbs.payment).await?,
+        provider_matches_payments(&dbs.payment, cutoff).await?,
         impact_totals(&dbs.partnership).await?,
         impact_counts,
         impact_money,
@@ -334,14 +334,23 @@ async fn fund_matches_splits(db: &DatabaseConnection) -> anyhow::Result<Finding>
     ))
 }
 
-async fn provider_matches_payments(db: &DatabaseConnection) -> anyhow::Result<Finding> {
+/// Every charge the provider holds is a CAPTURED payment's, of its amount,
+/// and refunded there as much as the SUCCEEDED refunds say — but for work
+/// in flight since `cutoff`: a charge whose answer is still awaited (the
+/// payment PROCESSING, the reconciler not due yet), a refund made at the
+/// provider and still PENDING here.
+async fn provider_matches_payments(
+    db: &DatabaseConnection,
+    cutoff: chrono::DateTime<Utc>,
+) -> anyhow::Result<Finding> {
     let mismatched = rows(
         db,
         "SELECT c.idempotency_key AS key, c.amount_fen AS charged, p.status, p.amount_fen AS amount
          FROM sandbox_charges c
          LEFT JOIN payments p ON CAST(p.id AS TEXT) = c.idempotency_key
-         WHERE NOT c.closed AND (p.id IS NULL OR p.status <> 'CAPTURED' OR p.amount_fen <> c.amount_fen)",
-        vec![],
+         WHERE NOT c.closed AND (p.id IS NULL OR p.status <> 'CAPTURED' OR p.amount_fen <> c.amount_fen)
+           AND NOT (p.status = 'PROCESSING' AND p.updated_at >= $1)",
+        vec![cutoff.into()],
     )
     .await?;
     let mut offenders: Vec<String> = mismatched
@@ -374,8 +383,10 @@ async fn provider_matches_payments(db: &DatabaseConnection) -> anyhow::Result<Fi
                 CAST(COALESCE((SELECT SUM(s.amount_fen) FROM sandbox_refunds s WHERE s.charge_key = c.idempotency_key), 0) AS BIGINT) AS at_provider,
                 CAST(COALESCE((SELECT SUM(r.amount_fen) FROM refunds r
                                WHERE CAST(r.payment_id AS TEXT) = c.idempotency_key AND r.status = 'SUCCEEDED'), 0) AS BIGINT) AS recorded
-         FROM sandbox_charges c WHERE NOT c.closed",
-        vec![],
+         FROM sandbox_charges c WHERE NOT c.closed
+           AND NOT EXISTS (SELECT 1 FROM refunds r WHERE CAST(r.payment_id AS TEXT) = c.idempotency_key
+                             AND r.status = 'PENDING' AND r.updated_at >= $1)",
+        vec![cutoff.into()],
     )
     .await?;
     for r in &refunds {

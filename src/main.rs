@@ -199,7 +199,15 @@ enum Bench {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        // `check` says it could not check (2), not that an invariant broke (1).
+        Err(e) if matches!(cli.command, Command::Check { .. }) => {
+            eprintln!("Error: could not check the invariants: {e}");
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
     shared::telemetry::init(&settings.log_format);
     match cli.command {
         Command::Serve { part } => serve(settings, part).await,

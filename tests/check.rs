@@ -212,6 +212,38 @@ async fn a_wrong_bus_prefix_cannot_be_checked_not_read_as_no_dead_letters() {
     );
 }
 
+/// A charge whose answer was lost leaves its payment PROCESSING until the
+/// reconciler asks (a minute by default): within the grace period that is
+/// work in flight, not a provider that disagrees with the payments. An
+/// exploratory run saw `check` fail on it while the docs call it no
+/// offence.
+#[tokio::test]
+async fn a_charge_awaiting_its_answer_is_in_flight_within_the_grace() {
+    let app = spawn_app().await;
+    app.charged_unanswered().await;
+    let provider = |findings: Vec<duikou::check::Finding>| {
+        findings
+            .into_iter()
+            .find(|f| f.invariant.starts_with("provider"))
+            .expect("the provider is checked")
+    };
+    let settings = &app.app.rt.settings;
+    let within = duikou::check::run(settings, Duration::minutes(2))
+        .await
+        .expect("checks run");
+    let within = provider(within);
+    assert!(within.holds, "{within:?}");
+    let past = provider(
+        duikou::check::run(settings, Duration::zero())
+            .await
+            .expect("checks run"),
+    );
+    assert!(
+        !past.holds && past.detail.contains("PROCESSING"),
+        "{past:?}"
+    );
+}
+
 /// `duikou check` that cannot check at all (here: no databases where the
 /// settings point) exits 2, not the 1 of an invariant that fails, so that
 /// monitoring tells a configuration fault from an inconsistency.
@@ -231,6 +263,19 @@ fn a_check_that_cannot_check_exits_2() {
         "{out:?}"
     );
     assert!(!data_dir.exists(), "check creates nothing");
+    // Settings that cannot be read are not a broken invariant either.
+    for (name, value) in [
+        ("DUIKOU_RATE_LIMIT", "x"),
+        ("DUIKOU_CONFIG", "/nowhere/duikou.toml"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_duikou"))
+            .arg("check")
+            .env("DUIKOU_DATA_DIR", &data_dir)
+            .env(name, value)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+    }
 }
 
 /// `check` and `migrate` given PostgreSQL without RabbitMQ refuse as `serve`

@@ -370,6 +370,8 @@ async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
         "duikou_rpc_seconds",
         "duikou_rpc_total",
         "duikou_graphql_errors_total",
+        // An alarm before anything sets it off: 0, not absent.
+        "duikou_revocation_reads_failed_total 0",
     ] {
         assert!(
             metrics.contains(series),

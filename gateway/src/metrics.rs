@@ -17,7 +17,17 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                // Shown from the start at 0: an alert on `increase()` sees
+                // nothing of a counter's first step from absent to 1.
+                for alarm in [
+                    "duikou_revocation_reads_failed_total",
+                    "duikou_catalogue_changes_total",
+                ] {
+                    metrics::counter!(alarm).absolute(0);
+                }
+                Some(handle)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "no metrics recorder; /metrics will be empty");
                 None

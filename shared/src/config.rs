@@ -185,6 +185,29 @@ where
     T::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} is out of range")))
 }
 
+/// Refuses a key of the file that names no setting (`hold_secnods`, an
+/// upper-case `HOLD_SECONDS`, a `[duikou]` table): a file is written on
+/// purpose, and a misspelt key would leave its setting at the default
+/// unseen. (Environment variables cannot be held to this: `DUIKOU_CONFIG`
+/// and the tests' own `DUIKOU_TEST_*` share the prefix.)
+fn unknown_keys_refused(
+    path: &Path,
+    source: config::File<config::FileSourceFile, config::FileFormat>,
+) -> Result<(), config::ConfigError> {
+    let alone = config::Config::builder().add_source(source).build()?;
+    let mut unknown = Vec::new();
+    serde_ignored::deserialize(alone, |key| unknown.push(key.to_string())).map(|_: Settings| ())?;
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(config::ConfigError::Message(format!(
+        "{}: no setting is called {} (keys are the variable names without DUIKOU_, in lower \
+         case: hold_seconds = 600; docs/operations.md lists them)",
+        path.display(),
+        unknown.join(", ")
+    )))
+}
+
 impl Settings {
     /// How long booking keeps an overdue booking whose payment is in
     /// flight, in seconds: `payment_wait_seconds`, at most three quarters
@@ -213,7 +236,9 @@ impl Settings {
     ) -> Result<Settings, config::ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
-            builder = builder.add_source(config::File::from(path).required(true));
+            let source = config::File::from(path).required(true);
+            unknown_keys_refused(path, source.clone())?;
+            builder = builder.add_source(source);
         }
         builder
             .add_source(
@@ -225,10 +250,26 @@ impl Settings {
             .try_deserialize()
     }
 
-    /// Refuses settings no deployment should run with: shares of a sale
+    /// Refuses settings no deployment should run with: an empty URL (a
+    /// `DUIKOU_POSTGRES_URL=${UNSET}` would otherwise choose the mode), shares of a sale
     /// that leave the host nothing (fee + fund at most 70 %, leaving room
     /// for an agency's commission of up to 30 %).
     pub fn check(&self) -> Result<(), String> {
+        for (name, url) in [
+            ("DUIKOU_POSTGRES_URL", &self.postgres_url),
+            ("DUIKOU_AMQP_URL", &self.amqp_url),
+            ("DUIKOU_REDIS_URL", &self.redis_url),
+        ] {
+            use secrecy::ExposeSecret;
+            if url
+                .as_ref()
+                .is_some_and(|u| u.expose_secret().trim().is_empty())
+            {
+                return Err(format!(
+                    "{name} is set but empty: give a URL, or unset it (see docs/operations.md)"
+                ));
+            }
+        }
         if self.postgres_url.is_some() != self.amqp_url.is_some() {
             return Err(
                 "DUIKOU_POSTGRES_URL and DUIKOU_AMQP_URL go together: set both (distributed) \
@@ -243,7 +284,9 @@ impl Settings {
                     .into(),
             );
         }
-        if self.platform_fee_bp + self.fund_bp > 7_000 {
+        // In u64: two u32 near their maximum would wrap round to a small
+        // sum and pass.
+        if u64::from(self.platform_fee_bp) + u64::from(self.fund_bp) > 7_000 {
             return Err(format!(
                 "DUIKOU_PLATFORM_FEE_BP ({}) and DUIKOU_FUND_BP ({}) may add up to 7000 basis points at most",
                 self.platform_fee_bp, self.fund_bp
@@ -256,6 +299,18 @@ impl Settings {
             ),
             ("DUIKOU_PREFETCH", u64::from(self.prefetch)),
             ("DUIKOU_DELIVERY_LIMIT", u64::from(self.delivery_limit)),
+            (
+                "DUIKOU_HOLD_ATTEMPTS",
+                u64::try_from(self.hold_attempts).unwrap_or(0),
+            ),
+            (
+                "DUIKOU_RECONCILE_AFTER_SECONDS",
+                u64::try_from(self.reconcile_after_seconds).unwrap_or(0),
+            ),
+            (
+                "DUIKOU_RATE_LIMIT_WINDOW_SECONDS",
+                self.rate_limit_window_seconds,
+            ),
         ] {
             if n == 0 {
                 return Err(format!("{name} must be at least 1"));
@@ -495,6 +550,80 @@ mod tests {
                 Settings::load_from(None, variables(&[bad])).is_err(),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_file_key_that_names_no_setting_is_refused() {
+        let dir = std::env::temp_dir().join(format!("duikou-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("written");
+            path
+        };
+        let fine = file("fine.toml", "hold_seconds = 600\nrate_limit = 5\n");
+        let read = Settings::load_from(Some(&fine), Some(HashMap::new())).expect("settings");
+        assert_eq!((read.hold_seconds, read.rate_limit), (600, 5));
+        for (name, text) in [
+            ("typo.toml", "hold_secnods = 30\n"),
+            ("upper.toml", "HOLD_SECONDS = 0\n"),
+            ("table.toml", "[duikou]\nhold_seconds = 0\n"),
+        ] {
+            let said = Settings::load_from(Some(&file(name, text)), Some(HashMap::new()))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(said.contains("no setting is called"), "{name}: {said}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_empty_url_or_a_setting_below_its_least_is_refused() {
+        let empty = Settings {
+            postgres_url: Some(String::new().into()),
+            amqp_url: Some("amqp://mq:5672/%2f".to_owned().into()),
+            ..Settings::default()
+        };
+        assert!(
+            empty
+                .check()
+                .is_err_and(|e| e.contains("DUIKOU_POSTGRES_URL is set but empty"))
+        );
+        for (bad, name) in [
+            (
+                Settings {
+                    hold_attempts: 0,
+                    ..Settings::default()
+                },
+                "DUIKOU_HOLD_ATTEMPTS",
+            ),
+            (
+                Settings {
+                    reconcile_after_seconds: -3,
+                    ..Settings::default()
+                },
+                "DUIKOU_RECONCILE_AFTER_SECONDS",
+            ),
+            (
+                Settings {
+                    rate_limit_window_seconds: 0,
+                    ..Settings::default()
+                },
+                "DUIKOU_RATE_LIMIT_WINDOW_SECONDS",
+            ),
+            // Added as u32, 300 + 4294967000 wraps round to 4.
+            (
+                Settings {
+                    platform_fee_bp: 300,
+                    fund_bp: 4_294_967_000,
+                    ..Settings::default()
+                },
+                "DUIKOU_FUND_BP",
+            ),
+        ] {
+            assert!(bad.check().is_err_and(|e| e.contains(name)), "{name}");
         }
     }
 

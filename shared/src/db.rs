@@ -19,8 +19,16 @@ pub fn database_name(settings: &Settings, service: &str) -> String {
 /// CPU (both ends encrypting every statement; docs/performance.md). Say
 /// `sslmode=require` (or any sslmode) in the URL to decide otherwise.
 pub fn with_database(url: &str, database: &str) -> Result<String, DbErr> {
-    let mut parsed =
-        url::Url::parse(url).map_err(|e| DbErr::Custom(format!("bad PostgreSQL URL: {e}")))?;
+    let mut parsed = url::Url::parse(url)
+        .map_err(|e| DbErr::Custom(format!("DUIKOU_POSTGRES_URL is not a URL: {e}")))?;
+    // Any other scheme reaches sea-orm, whose refusal quotes the whole URL,
+    // password and all.
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(DbErr::Custom(format!(
+            "DUIKOU_POSTGRES_URL: a PostgreSQL URL begins postgres:// (or postgresql://), not {}://",
+            parsed.scheme()
+        )));
+    }
     parsed.set_path(&format!("/{database}"));
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -482,5 +490,18 @@ mod tests {
             remote.as_deref(),
             Some("postgres://root@db.example.cn:5432/x")
         );
+    }
+
+    #[test]
+    fn another_scheme_is_refused_without_its_password() {
+        for url in ["mysql://root:hunter2@127.0.0.1:5432", "hunter2"] {
+            let said = super::with_database(url, "x")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(said.contains("DUIKOU_POSTGRES_URL"), "{said}");
+            assert!(!said.contains("hunter2"), "{said}");
+        }
+        assert!(super::with_database("postgresql://root@127.0.0.1", "x").is_ok());
     }
 }

@@ -480,6 +480,21 @@ impl TestApp {
         id
     }
 
+    /// A booking for tomorrow paid with `tok_lost_answer` under the key
+    /// "pay": charged, the provider's answer lost (SERVICE_UNAVAILABLE), its
+    /// payment PROCESSING until the reconciler asks.
+    pub async fn charged_unanswered(&self) -> String {
+        let room_type = self.homestay(1).await.room_type_id.to_string();
+        let id = Self::id_of(&self.create_booking(&room_type, tomorrow(), 1, "lost").await);
+        self.wait_for_status(&id, "AWAITING_PAYMENT").await;
+        let paid = self.pay(&id, "tok_lost_answer", "pay").await;
+        assert_eq!(
+            paid["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
+            "{paid}"
+        );
+        id
+    }
+
     pub async fn paid_booking(&self, room_type: &str, check_in: NaiveDate, token: &str) -> String {
         let key = uuid::Uuid::now_v7().to_string();
         let id = Self::id_of(&self.create_booking(room_type, check_in, 1, &key).await);
