@@ -250,6 +250,42 @@ async fn a_quote_right_after_an_admins_refund_counts_it() {
     );
 }
 
+/// A platform admin who cancels a traveler's booking is named in its
+/// reason and history, not recorded as the booker (an exploratory run
+/// found "cancelled by the booker" on an admin's cancellation); the
+/// refund is the policy's, as the booker's would be.
+#[tokio::test]
+async fn an_admins_cancellation_names_the_admin() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let id = app.confirmed_booking(3).await;
+    let cancelled = app
+        .graphql_as(
+            Some(&admin),
+            &format!(
+                "mutation($id: ID!) {{ cancelBooking(bookingId: $id, idempotencyKey: \"hotline\") {{ {} }} }}",
+                common::BOOKING_FIELDS
+            ),
+            json!({ "id": id }),
+        )
+        .await;
+    let answer = &cancelled["data"]["cancelBooking"];
+    assert_eq!(answer["status"], "CANCELLED", "{cancelled}");
+    let reason = answer["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("cancelled by a platform admin (account "),
+        "{cancelled}"
+    );
+    assert_eq!(amount(&answer["refundDue"]), "190.00", "the policy's half");
+    let done = app
+        .wait_for_booking(&id, "the refund", |b| history_has(b, "refunded 190.00"))
+        .await;
+    assert!(
+        history_has(&done, "cancelled by a platform admin"),
+        "{done}"
+    );
+}
+
 /// A moment after `payBooking` answered CAPTURED, before booking has heard
 /// of the capture (its row is held), the quote counts what was paid: half
 /// of 380 three days ahead, not nothing. An exploratory run was quoted

@@ -55,6 +55,10 @@ fn replay(first: storage::Stored, fingerprint: &str) -> Result<BookingView, AppE
 enum Canceller<'a> {
     /// Its booker: the listing's cancellation policy decides the refund.
     Booker,
+    /// A platform admin who did not book it (a traveler's call to the
+    /// hotline, say), named in its history: the policy decides the refund,
+    /// as for the booker (more is `refundPayment`'s to give).
+    Admin(shared::ids::AccountId),
     /// The operator, who cancelled the departure on `.0` for reason `.1`:
     /// all that was paid goes back, whatever the policy.
     Operator(chrono::NaiveDate, &'a str),
@@ -125,6 +129,10 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
             "cancelled by the booker".to_owned(),
             CANCELLED_UNPAID.to_owned(),
         ),
+        Canceller::Admin(account) => (
+            format!("cancelled by a platform admin (account {account})"),
+            CANCELLED_UNPAID.to_owned(),
+        ),
         Canceller::Operator(day, reason) => (
             format!("the departure on {day} was cancelled by its operator: {reason}"),
             "the departure was cancelled".to_owned(),
@@ -164,7 +172,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
         .map_or_else(|| booking.clone(), |b| b.view);
     let quote = domain::quote(&current, Utc::now());
     let (refund, percent, changes, cause_text) = match by {
-        Canceller::Booker => (
+        Canceller::Booker | Canceller::Admin(_) => (
             quote.refund,
             quote.refund_percent,
             format!("{who}; refund {}", quote.refund),
@@ -463,7 +471,11 @@ impl Bookings {
             (_, Some(answer)) => return Ok(answer),
             (_, None) => {}
         }
-        let events = match cancel_one(&txn, &booking.view, Canceller::Booker, None).await? {
+        let by = match &booking.view.booker {
+            Some(booker) if req.viewer.booked(booker) => Canceller::Booker,
+            _ => Canceller::Admin(req.viewer.account_id),
+        };
+        let events = match cancel_one(&txn, &booking.view, by, None).await? {
             Cancelled::Moved(events) => events,
             Cancelled::Already => Vec::new(),
             Cancelled::Not(status) => {
@@ -897,7 +909,11 @@ impl Bookings {
                     let refund = RefundRequested {
                         booking_id: ev.booking_id,
                         amount: Some(refund),
-                        reason: "cancelled by the booker".into(),
+                        // Whoever cancelled it, as its reason names them.
+                        reason: view
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "cancelled by the booker".into()),
                         percent_of_left: Some(u32::from(percent)),
                     };
                     env.follow(SERVICE, &refund)
