@@ -816,8 +816,15 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
     before["i"]["startsOn"] = json!("2010-01-01");
     before["i"]["signedOn"] = json!("2010-01-01");
     before["i"]["targets"][0]["year"] = json!(2010);
+    // A supplement setting only certified spend for 2026, above the 380,000
+    // spend the framework agreement above sets: alone it is fine, merged
+    // (the report's targets) it is not.
+    let mut supplement = agreement("2027-12-31", "1.00");
+    supplement["i"]["startsOn"] = json!("2022-01-01");
+    supplement["i"]["signedOn"] = json!("2022-01-01");
+    supplement["i"]["targets"] = json!([{ "year": 2026, "certifiedSpend": "400000.00" }]);
     for bad in [
-        ahead, crowd, year, hidden, beyond, certified, twice, huge, before,
+        ahead, crowd, year, hidden, beyond, certified, twice, huge, before, supplement,
     ] {
         let refused = app.graphql_as(Some(&chifeng), record, bad).await;
         assert_eq!(

@@ -244,6 +244,33 @@ pub fn year_targets(agreements: &[shared::rpcs::AgreementView], year: i32) -> Op
     merged
 }
 
+/// Refuses agreements (as stored: by `starts_on`, then id) whose merged
+/// targets ([`year_targets`]) for one of `years` would put certified spend
+/// above spend: each agreement is checked alone when recorded, but a
+/// supplementary one setting only certified spend, or only a lower spend,
+/// could break the rule in the year the report reads.
+pub fn merged_targets_hold(
+    agreements: &[shared::rpcs::AgreementView],
+    years: impl IntoIterator<Item = i32>,
+) -> Result<(), AppError> {
+    for year in years {
+        if let Some(YearTarget {
+            spend: Some(spend),
+            certified_spend: Some(certified),
+            ..
+        }) = year_targets(agreements, year)
+            && certified > spend
+        {
+            return Err(AppError::bad_input(format!(
+                "the targets for {year}: with the partnership's other agreements, certifiedSpend \
+                 would be {certified} and spend {spend} (the newest agreement setting each \
+                 decides it); certified spend is part of spend, so not more"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Most custom indicators one year's targets name.
 pub const MAX_CUSTOM: usize = 20;
 
@@ -353,9 +380,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn each_target_of_a_year_comes_from_the_newest_agreement_that_sets_it() {
-        let agreement = |starts: (i32, u32, u32), target: YearTarget| shared::rpcs::AgreementView {
+    /// An agreement starting (and signed) on `starts`, to 2030, with `target`.
+    fn agreement(starts: (i32, u32, u32), target: YearTarget) -> shared::rpcs::AgreementView {
+        shared::rpcs::AgreementView {
             id: shared::ids::AgreementId::new(),
             partnership_id: shared::ids::PartnershipId::new(),
             title: "协议".into(),
@@ -364,7 +391,11 @@ mod tests {
             ends_on: NaiveDate::from_ymd_opt(2030, 12, 31).expect("day"),
             signatories: Vec::new(),
             targets: vec![target],
-        };
+        }
+    }
+
+    #[test]
+    fn each_target_of_a_year_comes_from_the_newest_agreement_that_sets_it() {
         let year = |tourists, spend: Option<i64>, custom: &[(&str, f64)]| YearTarget {
             year: 2026,
             tourists,
@@ -399,6 +430,32 @@ mod tests {
         assert_eq!(merged.custom.len(), 1);
         assert_eq!(merged.custom[0].target, 30.0);
         assert!(year_targets(&[], 2026).is_none());
+    }
+
+    #[test]
+    fn merged_targets_keep_certified_spend_within_spend() {
+        let spend = |spend: Option<i64>, certified: Option<i64>| YearTarget {
+            year: 2026,
+            tourists: None,
+            spend: spend.map(Fen),
+            certified_spend: certified.map(Fen),
+            custom: Vec::new(),
+        };
+        let framework = agreement((2020, 1, 1), spend(Some(100_000), Some(50_000)));
+        for (later, holds) in [
+            // Only certified spend, above the framework's spend.
+            (spend(None, Some(200_000)), false),
+            // Only a spend below the framework's certified spend.
+            (spend(Some(30_000), None), false),
+            (spend(None, Some(80_000)), true),
+            (spend(Some(300_000), Some(200_000)), true),
+        ] {
+            let supplement = agreement((2022, 1, 1), later);
+            assert_eq!(
+                merged_targets_hold(&[framework.clone(), supplement], [2026]).is_ok(),
+                holds
+            );
+        }
     }
 
     #[test]

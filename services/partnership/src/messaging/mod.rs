@@ -375,6 +375,10 @@ impl Partnerships {
                 view.ends_on
             )));
         }
+        let mut agreements = pair.agreements.clone();
+        agreements.push(view.clone());
+        agreements.sort_by_key(|a| (a.starts_on, a.id));
+        domain::merged_targets_hold(&agreements, view.targets.iter().map(|t| t.year))?;
         storage::insert_agreement(&txn, &view).await?;
         txn.commit().await?;
         Ok(view)
