@@ -583,6 +583,20 @@ async fn the_board_keeps_a_listing_off_sale_to_its_admins_except_in_public_notic
             shown,
             "APPLIED, off sale: {token:?}"
         );
+        // An objection tells no more than the board: one not shown there is
+        // not found, not "APPLIED" (an exploratory run read its state so).
+        if token.is_some() {
+            let objected = step(
+                &app,
+                token.as_deref(),
+                "objectToCertification(certificationId: $id, text: $t)",
+                json!({ "id": id, "t": "接待户名单未公开" }),
+            )
+            .await;
+            let code = &objected["errors"][0]["extensions"]["code"];
+            let expected = if shown { "CONFLICT" } else { "NOT_FOUND" };
+            assert_eq!(code, expected, "{token:?}: {objected}");
+        }
     }
     let notice = "acceptForPublicNotice(certificationId: $id, noticeDays: $d)";
     step(&app, Some(&admin), notice, json!({ "id": id, "d": 1 })).await;

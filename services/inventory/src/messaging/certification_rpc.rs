@@ -146,6 +146,16 @@ impl Inventory {
             Step::Object { text: objection } => {
                 let objection = text("text", &objection)?;
                 if current.state != State::PublicNotice {
+                    // Said as the notice board would say it: one the caller
+                    // cannot see there (an off-sale listing's, outside its
+                    // region) is no certification, whatever its state.
+                    let shown = req.by.administers(current.region_code)
+                        || store::listing(&txn, current.listing_id)
+                            .await?
+                            .is_some_and(|l| l.on_sale);
+                    if !shown {
+                        return Err(AppError::not_found("no such certification"));
+                    }
                     return Err(conflict(&current, "object"));
                 }
                 // One objection per account (the row lock above makes the
