@@ -201,6 +201,9 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
         json!({ "region": "150400" }),
         json!({ "region": "110000" }),
         json!({ "text": "TOURIST train" }),
+        // Words anywhere, in any order, in either language.
+        json!({ "text": "chifeng Tourist" }),
+        json!({ "text": "草原 首都 beijing" }),
         json!({ "max": "2680" }),
         json!({ "travelers": 4 }),
     ] {
@@ -215,6 +218,7 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
         json!({ "max": "2679.99" }),
         json!({ "travelers": 5 }),
         json!({ "text": "蒙古包" }),
+        json!({ "text": "train 蒙古包" }),
         // LIKE's wildcards are matched as themselves, not as "anything".
         json!({ "text": "%" }),
         json!({ "text": "_" }),

@@ -594,36 +594,51 @@ pub struct RouteFilter<'a> {
     pub max_price: Option<Fen>,
     /// Only routes certified today.
     pub certified_only: bool,
-    /// Lower-cased words to find in titles and descriptions.
+    /// Lower-cased words to find in titles and descriptions, each
+    /// somewhere, in any order.
     pub text: Option<&'a str>,
 }
 
-/// The departures on sale that a search's filters match, whatever seats
-/// they have left (parameters `$1`–`$4` and `$6`–`$8`).
-macro_rules! route_departures_on_sale {
-    () => {
-        "r.status = 'PUBLISHED'
-        AND EXISTS (SELECT 1 FROM route_regions rr WHERE rr.route_id = r.id AND rr.region_code LIKE $1)
-        AND d.starts_on >= $2 AND d.starts_on <= $3 AND d.last_booking_day >= $4
-        AND d.cancelled_at IS NULL
-        AND COALESCE(d.price_fen, r.price_fen) <= $6
-        AND (NOT $7 OR (r.certified_until IS NOT NULL AND r.certified_until >= $4))
-        AND LOWER(r.title_zh || ' ' || r.title_en || ' ' || r.description_zh || ' '
-                  || r.description_en) LIKE $8 ESCAPE '\\'"
-    };
-}
-
 impl RouteFilter<'_> {
-    /// The WHERE clause over `r` (routes) and `d` (departures), parameters
-    /// from `$1` to `$8`: the departures that match.
-    const WHERE: &'static str = concat!("d.available >= $5 AND ", route_departures_on_sale!());
+    /// The words of `text`, each to be found (in any order).
+    fn words(&self) -> Vec<&str> {
+        let mut words: Vec<&str> = self.text.unwrap_or("").split_whitespace().collect();
+        words.sort_unstable();
+        words.dedup();
+        words
+    }
 
-    /// [`RouteFilter::WHERE`] but for the seats left: the departures that
-    /// place a route in the order.
-    const ORDERED: &'static str = route_departures_on_sale!();
+    /// The departures on sale that the filters match, whatever seats they
+    /// have left, over `r` (routes) and `d` (departures): parameters `$1`–
+    /// `$4`, `$6`, `$7` and one from `$8` on per word of the text.
+    fn on_sale(&self) -> String {
+        let mut sql = String::from(
+            "r.status = 'PUBLISHED'
+            AND EXISTS (SELECT 1 FROM route_regions rr WHERE rr.route_id = r.id AND rr.region_code LIKE $1)
+            AND d.starts_on >= $2 AND d.starts_on <= $3 AND d.last_booking_day >= $4
+            AND d.cancelled_at IS NULL
+            AND COALESCE(d.price_fen, r.price_fen) <= $6
+            AND (NOT $7 OR (r.certified_until IS NOT NULL AND r.certified_until >= $4))",
+        );
+        for n in 0..self.words().len() {
+            sql.push_str(&format!(
+                " AND LOWER(r.title_zh || ' ' || r.title_en || ' ' || r.description_zh || ' '
+                            || r.description_en) LIKE ${} ESCAPE '\\'",
+                8 + n
+            ));
+        }
+        sql
+    }
 
+    /// The departures that match, seats included.
+    fn matching(&self) -> String {
+        format!("d.available >= $5 AND {}", self.on_sale())
+    }
+
+    /// The values of [`RouteFilter::on_sale`]'s parameters, `$1` on; a
+    /// query's own follow them.
     fn values(&self) -> Vec<Value> {
-        vec![
+        let mut values: Vec<Value> = vec![
             format!("{}%", self.prefix).into(),
             self.from.into(),
             self.to.into(),
@@ -631,8 +646,13 @@ impl RouteFilter<'_> {
             i64::from(self.travelers).into(),
             self.max_price.map(Fen::get).unwrap_or(i64::MAX).into(),
             self.certified_only.into(),
-            format!("%{}%", escape_like(self.text.unwrap_or(""))).into(),
-        ]
+        ];
+        values.extend(
+            self.words()
+                .into_iter()
+                .map(|w| Value::from(format!("%{}%", escape_like(w)))),
+        );
+        values
     }
 }
 
@@ -668,11 +688,13 @@ pub async fn search<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     let (after_day, after_id) = after.unwrap_or((NaiveDate::default(), uuid::Uuid::nil()));
     let mut values = filter.values();
+    let (day, id, limit) = (values.len() + 1, values.len() + 2, values.len() + 3);
     values.extend([
         after_day.into(),
         uuid_value(b, after_id),
         (i64::from(first) + 1).into(),
     ]);
+    // Ordered by the departures that match but for the seats left.
     let rows = conn
         .query_all_raw(stmt(
             b,
@@ -684,10 +706,10 @@ pub async fn search<C: ConnectionTrait>(
                     GROUP BY r.id
                     HAVING MAX(CASE WHEN d.available >= $5 THEN 1 ELSE 0 END) = 1
                  ) AS o
-                 WHERE o.first_day > $9 OR (o.first_day = $9 AND o.route_id > $10)
+                 WHERE o.first_day > ${day} OR (o.first_day = ${day} AND o.route_id > ${id})
                  ORDER BY o.first_day, o.route_id
-                 LIMIT $11",
-                RouteFilter::ORDERED
+                 LIMIT ${limit}",
+                filter.on_sale()
             ),
             values,
         ))
@@ -720,6 +742,7 @@ pub async fn search<C: ConnectionTrait>(
         .map(|row| route_from_row(row).map(|r| (r.id.0, r)))
         .collect::<Result<std::collections::HashMap<_, _>, DbErr>>()?;
     let mut values = filter.values();
+    let first_id = values.len() + 1;
     values.extend(ids.iter().cloned());
     let departures = conn
         .query_all_raw(stmt(
@@ -727,8 +750,8 @@ pub async fn search<C: ConnectionTrait>(
             &format!(
                 "SELECT {DEPARTURE_COLUMNS} FROM departures d JOIN routes r ON r.id = d.route_id
                  WHERE d.route_id IN ({}) AND {} ORDER BY d.starts_on",
-                list(9),
-                RouteFilter::WHERE
+                list(first_id),
+                filter.matching()
             ),
             values,
         ))
