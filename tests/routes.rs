@@ -352,6 +352,36 @@ async fn many_travelers_racing_for_a_departure_never_oversell_it() {
             assert!(left < *travelers, "{reason}");
         }
     }
+    // A refused booking still says what it was for and when, as a held
+    // one does (an exploratory run found its startsOn and listing null).
+    let read = |id: String| {
+        let app = &app;
+        async move {
+            let body = app
+                .graphql(
+                    "query($id: ID!) { booking(id: $id) { status startsOn listing { title } } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            body["data"]["booking"].clone()
+        }
+    };
+    let mut seen = Vec::new();
+    for (_, id) in &bookings {
+        seen.push(read(id.clone()).await);
+    }
+    let held = seen.iter().find(|b| b["status"] == "AWAITING_PAYMENT");
+    let refused = seen.iter().find(|b| b["status"] == "REJECTED");
+    if let (Some(held), Some(refused)) = (held, refused) {
+        assert!(held["startsOn"].is_string(), "{held}");
+        assert_eq!(
+            (&refused["startsOn"], &refused["listing"]),
+            (&held["startsOn"], &held["listing"]),
+            "{refused}"
+        );
+    } else {
+        panic!("16 bookings for 5 seats, some held and some refused: {seen:?}");
+    }
     let left = seats_left(&app, &route).await.as_u64().unwrap_or(99);
     assert!(seated <= 5, "{seated} seats held of 5");
     assert_eq!(seated + left, 5, "held {seated}, left {left}");

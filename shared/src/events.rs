@@ -113,6 +113,13 @@ pub struct HoldRejected {
     pub code: crate::ErrorCode,
     /// Why, for the traveler.
     pub reason: String,
+    /// The listing as it is, when inventory found it on sale (sold out,
+    /// closed, past its cut-off, a stay too short): the booking keeps it, so
+    /// that a refused booking still says what it was for and when (a
+    /// departure's date is known only from it). None for an unknown or
+    /// off-sale listing, and from senders older than the field.
+    #[serde(default)]
+    pub listing: Option<ListingSnapshot>,
 }
 impl Event for HoldRejected {
     const TYPE: &'static str = "inventory.hold_rejected";

@@ -327,7 +327,10 @@ impl Query {
         #[graphql(default = 1)] travelers: i32,
         #[graphql(desc = "Highest price per person in yuan.")] max_price: Option<String>,
         #[graphql(default = false)] certified_only: bool,
-        #[graphql(desc = "Words to find in the title or description (Chinese or English): each somewhere, in any order, case ignored.")] text: Option<String>,
+        #[graphql(
+            desc = "Words to find in the title or description (Chinese or English): each somewhere, in any order, case ignored."
+        )]
+        text: Option<String>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
     ) -> Result<RouteConnection> {

@@ -693,8 +693,11 @@ impl Bookings {
             return Ok(());
         };
         // The code first, for clients that branch on it: "SOLD_OUT: …".
+        // The listing, when inventory found it: a refused booking still says
+        // what it was for and when (a departure's date is only there).
         let changes = Changes {
             reason: Some(format!("{}: {}", ev.code, ev.reason)),
+            listing: ev.listing,
             ..Changes::default()
         };
         let moved = storage::transition(

@@ -288,10 +288,16 @@ impl Inventory {
         let assessed = match assess::assess(&txn, &ev.item, ev.travelers).await? {
             Ok(assess::Assessed {
                 refusal: Some(assess::Refusal(code, reason)),
+                listing,
                 ..
-            })
-            | Err(assess::Refusal(code, reason)) => {
-                return self.reject(txn, &env, rejection(&ev, code, &reason)).await;
+            }) => {
+                let refused = rejection(&ev, code, &reason, Some(listing));
+                return self.reject(txn, &env, refused).await;
+            }
+            Err(assess::Refusal(code, reason)) => {
+                return self
+                    .reject(txn, &env, rejection(&ev, code, &reason, None))
+                    .await;
             }
             Ok(assessed) => assessed,
         };
@@ -335,7 +341,8 @@ impl Inventory {
                         }
                     }
                 };
-                self.reject(txn, &env, rejection(&ev, code, &reason)).await
+                let refused = rejection(&ev, code, &reason, Some(assessed.listing));
+                self.reject(txn, &env, refused).await
             }
         }
     }
@@ -1202,10 +1209,17 @@ async fn take_again<C: sea_orm::ConnectionTrait>(
     }
 }
 
-fn rejection(ev: &HoldRequested, code: ErrorCode, reason: &str) -> HoldRejected {
+/// The refusal of `ev`, with the listing as assessed when it is on sale.
+fn rejection(
+    ev: &HoldRequested,
+    code: ErrorCode,
+    reason: &str,
+    listing: Option<ListingSnapshot>,
+) -> HoldRejected {
     HoldRejected {
         booking_id: ev.booking_id,
         code,
         reason: reason.to_owned(),
+        listing: listing.filter(|_| code != ErrorCode::NotPublished),
     }
 }
