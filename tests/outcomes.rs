@@ -129,12 +129,13 @@ async fn every_outcome_is_announced_with_its_regions_travelers_and_amounts() {
     }
 
     // Nothing on sale that night (the calendar never opened it): rejected
-    // as CLOSED, with no listing held.
+    // as CLOSED, nothing held, the listing named as found.
     let refused = book(&app, &room_type, 90, "110108", "outcome-refused").await;
     match next(&mut rx).await {
         Outcome::Rejected(ev) => {
             assert_eq!(ev.facts.booking_id.to_string(), refused);
-            assert!(ev.facts.listing.is_none());
+            assert_eq!(ev.facts.listing_region, region("150430"));
+            assert!(ev.facts.total.is_none(), "nothing was held");
             assert!(
                 ev.facts
                     .reason

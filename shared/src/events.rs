@@ -333,7 +333,8 @@ pub struct BookingFacts {
     pub booking_id: BookingId,
     /// Why it ended so (shown to the booker).
     pub reason: Option<String>,
-    /// The listing as held; none when nothing was ever held (rejected).
+    /// The listing as held, or as found when the hold was refused; none
+    /// when there was none to find (an unknown or off-sale listing).
     pub listing: Option<ListingSnapshot>,
     /// Where the listing is (the beneficiary side).
     pub listing_region: Option<RegionCode>,

@@ -331,7 +331,9 @@ impl Booking {
         self.0.total.map(Money::from)
     }
     /// What was booked, as it was when held (title, region, host, refund
-    /// rule); null until the hold is granted (PENDING, or REJECTED).
+    /// rule); null until the hold is granted (PENDING). A REJECTED booking
+    /// has it as it was when refused, or null when the listing was unknown
+    /// or off sale.
     async fn listing(&self) -> Option<Listing> {
         self.0.listing.as_ref().map(Listing::from)
     }
