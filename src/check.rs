@@ -349,7 +349,7 @@ async fn provider_matches_payments(
          FROM sandbox_charges c
          LEFT JOIN payments p ON CAST(p.id AS TEXT) = c.idempotency_key
          WHERE NOT c.closed AND (p.id IS NULL OR p.status <> 'CAPTURED' OR p.amount_fen <> c.amount_fen)
-           AND NOT (p.status = 'PROCESSING' AND p.updated_at >= $1)",
+           AND NOT (p.id IS NOT NULL AND p.status = 'PROCESSING' AND p.updated_at >= $1)",
         vec![cutoff.into()],
     )
     .await?;

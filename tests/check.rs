@@ -125,6 +125,14 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         .await
         .expect("refund tampered");
     assert_eq!(undone.rows_affected(), 1);
+    // A charge at the provider that no payment made.
+    payment
+        .execute_unprepared(
+            "INSERT INTO sandbox_charges (idempotency_key, reference, amount_fen, created_at)
+             VALUES ('orphan-charge', 'ch_orphan', 100, now())",
+        )
+        .await
+        .expect("charged");
     let findings = duikou::check::run(&settings, grace)
         .await
         .expect("checks run");
@@ -146,6 +154,16 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             "money follows bookings: refunds agree, an ended booking keeps only what it may"
         ],
         "{findings:#?}"
+    );
+    let provider = findings
+        .iter()
+        .find(|f| f.invariant.starts_with("provider"))
+        .expect("the provider check ran");
+    assert!(
+        provider
+            .detail
+            .contains("charge orphan-charge belongs to a payment that does not exist"),
+        "{provider:#?}"
     );
     let money = findings
         .iter()

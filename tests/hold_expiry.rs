@@ -138,6 +138,7 @@ fn confirmed(booking: BookingId) -> Envelope {
         sponsor_region: None,
         listing: ListingSnapshot {
             title: "测试".into(),
+            title_en: None,
             host_id: HostId::new(),
             region_code: RegionCode::parse("150430").expect("code"),
             certified: false,

@@ -680,6 +680,18 @@ async fn homestays_and_room_types_are_named_in_english_for_those_who_ask() {
             json!({ "homestayName": "测试蒙古包", "roomTypeName": "双床", "zh": "测试蒙古包" }),
         ]
     );
+    // The title a quote (and a booking held from it) shows follows too (it
+    // was always the Chinese).
+    let quote = format!(
+        "{{ bookingQuote(input: {{ roomTypeId: \"{room_type}\", checkIn: \"{}\", checkOut: \"{}\", travelers: 1 }}) {{
+            listing {{ title zh: title(lang: ZH) }} }} }}",
+        common::tomorrow(),
+        common::tomorrow() + chrono::Duration::days(1)
+    );
+    assert_eq!(
+        read("en", quote).await["bookingQuote"]["listing"],
+        json!({ "title": "Xinglongwa Grassland Home · Yurt", "zh": "兴隆洼草原人家 · 蒙古包" })
+    );
 }
 
 #[tokio::test]

@@ -1034,6 +1034,7 @@ async fn a_capture_heard_before_the_hold_still_credits_host_income_and_fund() {
         total: Fen::yuan(380),
         listing: ListingSnapshot {
             title: "测试民宿".into(),
+            title_en: None,
             host_id: HostId::new(),
             region_code: code("150430"),
             certified: false,

@@ -359,7 +359,7 @@ async fn many_travelers_racing_for_a_departure_never_oversell_it() {
         async move {
             let body = app
                 .graphql(
-                    "query($id: ID!) { booking(id: $id) { status startsOn listing { title } } }",
+                    "query($id: ID!) { booking(id: $id) { status startsOn listing { title en: title(lang: EN) } } }",
                     json!({ "id": id }),
                 )
                 .await;
@@ -374,6 +374,8 @@ async fn many_travelers_racing_for_a_departure_never_oversell_it() {
     let refused = seen.iter().find(|b| b["status"] == "REJECTED");
     if let (Some(held), Some(refused)) = (held, refused) {
         assert!(held["startsOn"].is_string(), "{held}");
+        let en = held["listing"]["en"].as_str().unwrap_or_default();
+        assert!(en.starts_with("Capital to Grassland"), "in English: {held}");
         assert_eq!(
             (&refused["startsOn"], &refused["listing"]),
             (&held["startsOn"], &held["listing"]),
@@ -382,6 +384,25 @@ async fn many_travelers_racing_for_a_departure_never_oversell_it() {
     } else {
         panic!("16 bookings for 5 seats, some held and some refused: {seen:?}");
     }
+    // The region's admin lists the held ones, not the refused: those held
+    // nothing there, and their travelers are their bookers' alone.
+    let listed = app
+        .graphql_as(
+            Some(&admin),
+            "{ regionBookings(first: 50) { edges { node { status } } } }",
+            json!({}),
+        )
+        .await;
+    let statuses: Vec<Value> = common::edges(&listed, "regionBookings")
+        .iter()
+        .map(|e| e["node"]["status"].clone())
+        .collect();
+    let held = seen
+        .iter()
+        .filter(|b| b["status"] == "AWAITING_PAYMENT")
+        .count();
+    assert_eq!(statuses.len(), held, "{listed}");
+    assert!(statuses.iter().all(|s| s == "AWAITING_PAYMENT"), "{listed}");
     let left = seats_left(&app, &route).await.as_u64().unwrap_or(99);
     assert!(seated <= 5, "{seated} seats held of 5");
     assert_eq!(seated + left, 5, "held {seated}, left {left}");

@@ -73,6 +73,10 @@ impl Event for HoldRequested {
 pub struct ListingSnapshot {
     /// The listing's title (homestay name + room type, or route title).
     pub title: String,
+    /// The title in English, when the listing has English names (none from
+    /// older producers, or for a listing named in Chinese only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title_en: Option<String>,
     /// Who receives the host payout.
     pub host_id: HostId,
     /// Where the listing is.

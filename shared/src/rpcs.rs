@@ -1531,9 +1531,15 @@ pub struct BookingView {
 
 impl BookingView {
     /// Whether `viewer` may read this booking: its booker (the account, or
-    /// its agency) and the admins of the listing's region.
+    /// its agency) and the admins of the listing's region — but for a
+    /// REJECTED one, which held nothing there: its travelers' details are
+    /// not the region's to read, though it names the listing it asked for.
     pub fn visible_to(&self, viewer: &crate::auth::Principal) -> bool {
-        let region = self.listing.as_ref().map(|l| l.region_code);
+        let region = self
+            .listing
+            .as_ref()
+            .filter(|_| self.status != "REJECTED")
+            .map(|l| l.region_code);
         viewer.may_see(self.booker.as_ref(), region)
     }
 }

@@ -328,7 +328,7 @@ impl Query {
         #[graphql(desc = "Highest price per person in yuan.")] max_price: Option<String>,
         #[graphql(default = false)] certified_only: bool,
         #[graphql(
-            desc = "Words to find in the title or description (Chinese or English): each somewhere, in any order, case ignored."
+            desc = "Words to find in the title or description (Chinese or English): each somewhere, in any order, Latin letters in either case."
         )]
         text: Option<String>,
         #[graphql(default = 20)] first: i32,
@@ -621,18 +621,21 @@ impl Query {
         // when the cancellation reaches it. Booking hears of a capture or a
         // refund (an admin's) only when payment's event arrives: a moment
         // after `payBooking` answered CAPTURED, it still quotes nothing paid.
-        if quote.cancellable {
-            let money = loaders::money(ctx, booking_id).await?;
-            if let Some(captured) = money.payments.iter().find(|p| p.status == "CAPTURED") {
-                let taken = payments::refunded(&money.refunds, &["PENDING", "SUCCEEDED"]);
-                let left = (captured.amount - taken).max(shared::money::Fen::ZERO);
-                // Paid before the hold was granted: cancelling gives it all
-                // back, whatever the policy says.
-                if quote.status == "PENDING" {
-                    quote.refund_percent = 100;
+        // (PENDING: payment takes only bookings awaiting it, and one
+        // cancelled before its hold is granted has no policy to apply yet.)
+        if matches!(quote.status.as_str(), "AWAITING_PAYMENT" | "CONFIRMED") {
+            match loaders::money(ctx, booking_id).await {
+                Ok(money) => {
+                    let captured = money.payments.iter().find(|p| p.status == "CAPTURED");
+                    if let Some(captured) = captured {
+                        let taken = payments::refunded(&money.refunds, &["PENDING", "SUCCEEDED"]);
+                        let left = (captured.amount - taken).max(shared::money::Fen::ZERO);
+                        quote.paid = captured.amount;
+                        quote.refund = left.scale(i64::from(quote.refund_percent), 100);
+                    }
                 }
-                quote.paid = captured.amount;
-                quote.refund = left.scale(i64::from(quote.refund_percent), 100);
+                // Payment away: booking's own figures, which lag it at most.
+                Err(e) => tracing::warn!(error = ?e.message, "quoting without payment's figures"),
             }
         }
         Ok(CancellationQuote(quote))

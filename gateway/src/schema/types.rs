@@ -194,22 +194,46 @@ fn status(s: &str) -> BookingStatus {
 }
 
 /// The listing a booking holds, as it was when held.
-#[derive(SimpleObject)]
 pub struct Listing {
-    /// Homestay and room type, or route.
-    pub title: String,
+    title: String,
+    title_en: Option<String>,
+    region_code: ID,
+    certified: bool,
+    host_id: ID,
+}
+
+#[Object]
+impl Listing {
+    /// Homestay and room type, or route and its day, in the language asked
+    /// for (or `Accept-Language`; Chinese by default, and where the listing
+    /// had no English name when held).
+    async fn title(&self, ctx: &async_graphql::Context<'_>, lang: Option<Lang>) -> &str {
+        in_lang(
+            ctx,
+            lang,
+            &self.title,
+            self.title_en.as_deref().unwrap_or(""),
+        )
+    }
     /// Where it is.
-    pub region_code: ID,
+    async fn region_code(&self) -> &ID {
+        &self.region_code
+    }
     /// Carried the poverty-relief certification when held.
-    pub certified: bool,
+    async fn certified(&self) -> bool {
+        self.certified
+    }
     /// The household, cooperative or village collective paid for it.
-    pub host_id: ID,
+    async fn host_id(&self) -> &ID {
+        &self.host_id
+    }
 }
 
 impl From<&shared::events::ListingSnapshot> for Listing {
     fn from(l: &shared::events::ListingSnapshot) -> Listing {
         Listing {
             title: l.title.clone(),
+            title_en: l.title_en.clone(),
             region_code: ID(l.region_code.to_string()),
             certified: l.certified,
             host_id: ID(l.host_id.to_string()),
@@ -319,7 +343,7 @@ impl Booking {
         }
     }
     /// The day it starts: a stay's check-in, or a route's departure date
-    /// (known once the seats were held).
+    /// (known once the seats were held, or refused with the departure found).
     async fn starts_on(&self) -> Option<Date> {
         match self.stay() {
             Some(stay) => Some(Date(stay.check_in)),

@@ -1172,18 +1172,21 @@ fn listed(
             )
         }
         (Role::Agency, None, _) => "FALSE".to_owned(),
-        // A region admin: bookings held on listings inside its region.
+        // A region admin: bookings held on listings inside its region (a
+        // REJECTED one names its listing but held nothing: its booker's
+        // alone, as `BookingView::visible_to` says).
         (Role::RegionAdmin, _, Some(region)) if only.with_own => {
             values.push(format!("{}%", region.code_prefix()).into());
             values.push(uuid_value(b, viewer.account_id.0));
             format!(
-                "(listing_region LIKE ${first} OR (account_id = ${} AND agency_id IS NULL))",
+                "((listing_region LIKE ${first} AND status <> 'REJECTED')
+                  OR (account_id = ${} AND agency_id IS NULL))",
                 first + 1
             )
         }
         (Role::RegionAdmin, _, Some(region)) => {
             values.push(format!("{}%", region.code_prefix()).into());
-            format!("listing_region LIKE ${first}")
+            format!("(listing_region LIKE ${first} AND status <> 'REJECTED')")
         }
         (Role::RegionAdmin, _, None) => "FALSE".to_owned(),
         // A person's own: not what they booked for an agency they worked for.

@@ -192,6 +192,8 @@ pub(crate) async fn assess<C: ConnectionTrait>(
             };
             let listing = ListingSnapshot {
                 title: format!("{} · {}", route.title_zh, departure.starts_on),
+                title_en: (!route.title_en.is_empty())
+                    .then(|| format!("{} · {}", route.title_en, departure.starts_on)),
                 host_id: route.host_id,
                 region_code: route.region_code,
                 certified: shared::policy::certified_now(route.certified_until),

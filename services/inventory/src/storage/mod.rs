@@ -882,7 +882,8 @@ pub async fn stay_rules<C: ConnectionTrait>(
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified_until,
+            "SELECT h.name AS homestay, r.name AS room, h.name_en AS homestay_en, r.name_en AS room_en,
+                    h.host_id, h.region_code, h.certified_until,
                     h.cancellation_policy, h.published, r.max_guests,
                     CAST(COALESCE(SUM(CASE WHEN n.closed OR n.rooms = 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
                     CAST(COUNT(n.night) AS BIGINT) AS on_sale,
@@ -893,8 +894,8 @@ pub async fn stay_rules<C: ConnectionTrait>(
              JOIN homestays h ON h.id = r.homestay_id
              LEFT JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
              WHERE r.id = $1
-             GROUP BY h.name, r.name, h.host_id, h.region_code, h.certified_until,
-                      h.cancellation_policy, h.published, r.max_guests",
+             GROUP BY h.name, r.name, h.name_en, r.name_en, h.host_id, h.region_code,
+                      h.certified_until, h.cancellation_policy, h.published, r.max_guests",
             vec![
                 uuid_value(b, room_type.0),
                 stay.check_in.into(),
@@ -1087,7 +1088,8 @@ pub async fn listing<C: ConnectionTrait>(
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT h.name AS homestay, r.name AS room, h.host_id, h.region_code, h.certified_until,
+            "SELECT h.name AS homestay, r.name AS room, h.name_en AS homestay_en,
+                    r.name_en AS room_en, h.host_id, h.region_code, h.certified_until,
                     h.cancellation_policy
              FROM room_types r JOIN homestays h ON h.id = r.homestay_id WHERE r.id = $1",
             vec![uuid_value(b, room_type.0)],
@@ -1096,14 +1098,32 @@ pub async fn listing<C: ConnectionTrait>(
     row.map(|row| snapshot(&row)).transpose()
 }
 
-/// The listing snapshot in a row of `homestay`, `room`, `host_id`,
-/// `region_code`, `certified_until` and `cancellation_policy`.
+/// The listing snapshot in a row of `homestay`, `room`, `homestay_en`,
+/// `room_en`, `host_id`, `region_code`, `certified_until` and
+/// `cancellation_policy`.
 fn snapshot(row: &QueryResult) -> Result<ListingSnapshot, DbErr> {
     let homestay: String = row.try_get("", "homestay")?;
     let room: String = row.try_get("", "room")?;
+    let (homestay_en, room_en): (String, String) =
+        (row.try_get("", "homestay_en")?, row.try_get("", "room_en")?);
     let region: String = row.try_get("", "region_code")?;
+    // In English where a name has it, the Chinese name where not.
+    let either = |en: &str, zh: &str| {
+        if en.is_empty() {
+            zh.to_owned()
+        } else {
+            en.to_owned()
+        }
+    };
     Ok(ListingSnapshot {
         title: format!("{homestay} · {room}"),
+        title_en: (!homestay_en.is_empty() || !room_en.is_empty()).then(|| {
+            format!(
+                "{} · {}",
+                either(&homestay_en, &homestay),
+                either(&room_en, &room)
+            )
+        }),
         host_id: HostId(row_uuid(row, "host_id")?),
         region_code: RegionCode::parse(&region).map_err(|e| DbErr::Custom(e.to_string()))?,
         certified: shared::policy::certified_now(row.try_get("", "certified_until")?),
