@@ -928,6 +928,14 @@ where
                     let _ = tokio::time::timeout(BROKER_DEADLINE, cancel).await;
                     handlers.close();
                     handlers.wait().await;
+                    // Closed here, waiting for the broker's close-ok: left to
+                    // its last handle's drop, lapin forgot the channel while
+                    // the broker still answered on it, and logged an ERROR
+                    // ("invalid channel: 3") on a clean stop.
+                    if usable(&channel) {
+                        let close = channel.close(200, "shutdown".into());
+                        let _ = tokio::time::timeout(BROKER_DEADLINE, close).await;
+                    }
                     break;
                 }
             };
