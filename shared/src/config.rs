@@ -196,8 +196,11 @@ fn unknown_keys_refused(
 ) -> Result<(), config::ConfigError> {
     let alone = config::Config::builder().add_source(source).build()?;
     let mut unknown = Vec::new();
-    serde_ignored::deserialize(alone, |key| unknown.push(key.to_string())).map(|_: Settings| ())?;
-    if unknown.is_empty() {
+    // A value the file gets wrong is the whole load's to judge: a variable
+    // may override it.
+    let read: Result<Settings, _> =
+        serde_ignored::deserialize(alone, |key| unknown.push(key.to_string()));
+    if read.is_err() || unknown.is_empty() {
         return Ok(());
     }
     Err(config::ConfigError::Message(format!(
@@ -565,6 +568,11 @@ mod tests {
         let fine = file("fine.toml", "hold_seconds = 600\nrate_limit = 5\n");
         let read = Settings::load_from(Some(&fine), Some(HashMap::new())).expect("settings");
         assert_eq!((read.hold_seconds, read.rate_limit), (600, 5));
+        // A bad value in the file that a variable overrides is no fault.
+        let overridden = file("overridden.toml", "rate_limit = \"lots\"\n");
+        let variables = HashMap::from([("DUIKOU_RATE_LIMIT".to_owned(), "7".to_owned())]);
+        let read = Settings::load_from(Some(&overridden), Some(variables)).expect("settings");
+        assert_eq!(read.rate_limit, 7);
         for (name, text) in [
             ("typo.toml", "hold_secnods = 30\n"),
             ("upper.toml", "HOLD_SECONDS = 0\n"),
