@@ -187,6 +187,7 @@ async fn ten_seats(settings: shared::config::Settings) {
             itinerary: vec![ItineraryDay {
                 day: 1,
                 title: "兴隆洼".into(),
+                title_en: String::new(),
                 regions: vec![banner],
             }],
             price: Fen::yuan(500),

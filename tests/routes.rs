@@ -27,7 +27,7 @@ fn grassland_route() -> Value {
         "descriptionEn": "A tourist train from Beijing to Chifeng",
         "itinerary": [
             { "day": 1, "title": "北京—赤峰", "regionCodes": ["110105", "150400"] },
-            { "day": 2, "title": "贡格尔草原", "regionCodes": ["150425"] },
+            { "day": 2, "title": "贡格尔草原", "titleEn": "Gongger Grassland", "regionCodes": ["150425"] },
             { "day": 3, "title": "敖汉旗 兴隆洼", "regionCodes": ["150430"] }
         ],
         "pricePerPerson": "2980.00"
@@ -234,6 +234,22 @@ async fn a_region_admin_writes_publishes_and_sells_a_route_found_by_any_region_i
     assert_eq!(
         en["data"]["searchRoutes"]["edges"][0]["node"]["title"],
         "Capital to Grassland, five days"
+    );
+    // An itinerary day in English where one was given, else the Chinese.
+    let days = app
+        .graphql(
+            "query($r: ID!) { route(id: $r) { itinerary { title(lang: EN) titleZh titleEn } } }",
+            json!({ "r": route }),
+        )
+        .await;
+    assert_eq!(
+        days["data"]["route"]["itinerary"],
+        json!([
+            { "title": "北京—赤峰", "titleZh": "北京—赤峰", "titleEn": "" },
+            { "title": "Gongger Grassland", "titleZh": "贡格尔草原", "titleEn": "Gongger Grassland" },
+            { "title": "敖汉旗 兴隆洼", "titleZh": "敖汉旗 兴隆洼", "titleEn": "" }
+        ]),
+        "{days}"
     );
 
     // Two travelers book, pay, and hold two seats; cancelling gives them back.

@@ -634,6 +634,10 @@ pub struct ItineraryDay {
     pub day: u32,
     /// What happens that day, e.g. 赤峰—克什克腾旗 草原骑马.
     pub title: String,
+    /// The same in English (empty when not given: English readers see the
+    /// Chinese).
+    #[serde(default)]
+    pub title_en: String,
     /// Regions visited that day (a route is found by any region it visits).
     pub regions: Vec<RegionCode>,
 }

@@ -22,12 +22,30 @@ pub enum RouteStatus {
 }
 
 /// One day of the itinerary.
-#[derive(SimpleObject)]
-pub struct ItineraryDay {
-    pub day: u32,
-    pub title: String,
+pub struct ItineraryDay(rpcs::ItineraryDay);
+
+#[Object]
+impl ItineraryDay {
+    async fn day(&self) -> u32 {
+        self.0.day
+    }
+    /// What happens that day, in the language asked for (or
+    /// `Accept-Language`; Chinese by default, and where no English was given).
+    async fn title(&self, ctx: &Context<'_>, lang: Option<Lang>) -> &str {
+        in_lang(ctx, lang, &self.0.title, &self.0.title_en)
+    }
+    /// The Chinese title.
+    async fn title_zh(&self) -> &str {
+        &self.0.title
+    }
+    /// The English title ("" when none was given).
+    async fn title_en(&self) -> &str {
+        &self.0.title_en
+    }
     /// Regions visited that day.
-    pub region_codes: Vec<ID>,
+    async fn region_codes(&self) -> Vec<ID> {
+        self.0.regions.iter().map(|c| ID(c.to_string())).collect()
+    }
 }
 
 /// A dated departure: book it with `createBooking(input: { departureId, … })`,
@@ -109,15 +127,7 @@ impl Route {
         ID(self.0.region_code.to_string())
     }
     async fn itinerary(&self) -> Vec<ItineraryDay> {
-        self.0
-            .itinerary
-            .iter()
-            .map(|d| ItineraryDay {
-                day: d.day,
-                title: d.title.clone(),
-                region_codes: d.regions.iter().map(|c| ID(c.to_string())).collect(),
-            })
-            .collect()
+        self.0.itinerary.iter().cloned().map(ItineraryDay).collect()
     }
     /// Price per person (a departure may differ).
     async fn price_per_person(&self) -> Money {
@@ -263,6 +273,9 @@ pub struct ItineraryDayInput {
     /// 1, 2, 3… in order.
     pub day: i32,
     pub title: String,
+    /// The same in English (optional: English readers see the Chinese).
+    #[graphql(default)]
+    pub title_en: String,
     /// Regions visited that day.
     #[graphql(default)]
     pub region_codes: Vec<ID>,
@@ -331,6 +344,7 @@ fn itinerary_rpc(days: Vec<ItineraryDayInput>) -> Result<Vec<rpcs::ItineraryDay>
             Ok(rpcs::ItineraryDay {
                 day: non_negative("itinerary.day", d.day)?,
                 title: d.title,
+                title_en: d.title_en,
                 regions: d
                     .region_codes
                     .iter()

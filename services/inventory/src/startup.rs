@@ -238,6 +238,7 @@ fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
     let day = |n: u32, title: &str, regions: Vec<RegionCode>| ItineraryDay {
         day: n,
         title: title.into(),
+        title_en: String::new(),
         regions,
     };
     Ok(vec![

@@ -67,6 +67,12 @@ fn check_itinerary(itinerary: &[ItineraryDay]) -> Result<(), AppError> {
             MAX_TITLE,
             true,
         )?;
+        shared::text::check_line(
+            &format!("itinerary day {}: titleEn", day.day),
+            &day.title_en,
+            MAX_TITLE,
+            false,
+        )?;
         if day.regions.len() > MAX_DAY_REGIONS {
             return Err(AppError::bad_input(format!(
                 "itinerary day {}: at most {MAX_DAY_REGIONS} regions a day",
