@@ -393,7 +393,9 @@ impl Bookings {
             debug!(item = ?req.item, "refused at once: this stay was just refused as sold out");
             return Err(AppError::new(
                 ErrorCode::SoldOut,
-                format!("{reason}; nothing was booked"),
+                // The count is inventory's when it refused: capacity added since
+                // is heard within the memory's span.
+                format!("{reason} when last asked; nothing was booked"),
             ));
         }
         let id = BookingId::new();
