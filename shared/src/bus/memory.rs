@@ -37,6 +37,9 @@ struct Delivery {
 struct Queue {
     bindings: Vec<String>,
     tx: mpsc::UnboundedSender<Delivery>,
+    /// A service's queue, which must handle every event bound to it (not a
+    /// gateway's temporary push queue, which goes with its consumer).
+    durable: bool,
 }
 
 /// A message the in-process bus dead-lettered.
@@ -166,7 +169,8 @@ impl Bus for MemoryBus {
                 .iter()
                 .map(|env| {
                     let mut handled = Vec::new();
-                    for q in state.queues.values() {
+                    let mut stopped = None;
+                    for (name, q) in &state.queues {
                         if q.bindings.iter().any(|b| topic_matches(b, &env.kind)) {
                             let (done, handled_there) = oneshot::channel();
                             let delivery = Delivery {
@@ -176,10 +180,21 @@ impl Bus for MemoryBus {
                             };
                             if q.tx.send(delivery).is_ok() {
                                 handled.push(handled_there);
+                            } else if q.durable {
+                                stopped = Some(name.clone());
                             }
                         }
                     }
-                    if !handled.is_empty() || crate::events::is_broadcast(&env.kind) {
+                    // A service's queue whose consumer has stopped (the bus
+                    // is stopping) did not get it: not confirmed, so it stays
+                    // in its outbox for the next start, though the other
+                    // queues have it (their inboxes skip it then). Skipped,
+                    // a stop lost a `booking.confirmed` for partnership.
+                    if let Some(queue) = stopped {
+                        Err(BusError::Broker(format!(
+                            "{queue} has stopped consuming; the event is kept for the next start"
+                        )))
+                    } else if !handled.is_empty() || crate::events::is_broadcast(&env.kind) {
                         Ok(handled)
                     } else {
                         Err(BusError::Unroutable(env.kind.clone()))
@@ -210,6 +225,7 @@ impl Bus for MemoryBus {
             Queue {
                 bindings: router.bindings(),
                 tx,
+                durable: !router.is_ephemeral(),
             },
         );
         let router = Arc::new(router);
@@ -289,5 +305,56 @@ impl Bus for MemoryBus {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MemoryBus, Queue};
+    use crate::bus::{Bus, BusConfig, EventRouter};
+    use crate::envelope::Envelope;
+    use crate::events::HoldReleased;
+    use crate::ids::BookingId;
+
+    /// A queue of `kind` whose consumer is gone, as at a stop.
+    fn stopped_queue(bus: &MemoryBus, name: &str, durable: bool) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        drop(rx);
+        bus.state().queues.insert(
+            name.into(),
+            Queue {
+                bindings: vec!["inventory.hold_released".into()],
+                tx,
+                durable,
+            },
+        );
+    }
+
+    fn released() -> Envelope {
+        let booking_id = BookingId::new();
+        let ev = HoldReleased {
+            booking_id,
+            expired: false,
+        };
+        Envelope::new("test", booking_id.0, &ev)
+    }
+
+    /// An event two services' queues are bound to, one of whose consumers
+    /// has stopped, is not confirmed (it stays in its outbox), though the
+    /// other queue handles it; a stopped temporary queue keeps nothing back.
+    #[tokio::test]
+    async fn an_event_a_stopped_service_queue_missed_is_not_confirmed() {
+        let bus = MemoryBus::new(BusConfig::default());
+        let router =
+            EventRouter::new("booking.events").on::<HoldReleased, _, _>(|_, _| async { Ok(()) });
+        bus.subscribe(router).await.expect("subscribed");
+        let fine = bus.publish(&[released()]).await;
+        assert!(fine.iter().all(Result::is_ok), "{fine:?}");
+        stopped_queue(&bus, "gateway.push.x", false);
+        let fine = bus.publish(&[released()]).await;
+        assert!(fine.iter().all(Result::is_ok), "a push queue: {fine:?}");
+        stopped_queue(&bus, "partnership.events", true);
+        let kept = bus.publish(&[released()]).await;
+        assert!(kept.iter().all(Result::is_err), "{kept:?}");
     }
 }
