@@ -1089,17 +1089,14 @@ fn unreadable(e: async_graphql::ParseRequestError) -> Response {
         }
         // JSON that does not parse (a brace missing, a number no type holds
         // such as 1e400): where, in serde's words, which name the place.
-        E::InvalidRequest(e) if not_json(e.as_ref()).is_some() => {
-            format!(
-                "the body is not valid JSON: {}",
-                not_json(e.as_ref()).unwrap_or_default()
-            )
-        }
         // serde's own words for JSON of the wrong shape name the library's
         // types ("untagged enum BatchRequest"), not the client's mistake.
-        E::InvalidRequest(_) => "the body is not a GraphQL request; send JSON \
-             {\"query\": \"…\", \"variables\": {…}} with a string query"
-            .to_owned(),
+        E::InvalidRequest(e) => match not_json(e.as_ref()) {
+            Some(why) => format!("the body is not valid JSON: {why}"),
+            None => "the body is not a GraphQL request; send JSON \
+                 {\"query\": \"…\", \"variables\": {…}} with a string query"
+                .to_owned(),
+        },
         // Past the limit in a body sent in chunks (no `Content-Length`):
         // the same 413 as a declared length past it.
         E::Io(e) if past_the_limit(&e) => return too_large_error(),

@@ -14,6 +14,14 @@ use serde::{Deserialize, Serialize};
 /// Most travelers on one booking (and in one quote).
 pub const MAX_TRAVELERS: usize = 50;
 
+/// Refuses more bookings than a page (100) in one batched call.
+pub fn at_most_a_page(ids: &[BookingId]) -> Result<(), crate::AppError> {
+    if ids.len() > 100 {
+        return Err(crate::AppError::bad_input("at most 100 bookings at a time"));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- inventory
 
 /// Regions under a parent (or the top level), optionally poverty counties only.
@@ -1839,8 +1847,9 @@ pub struct RefundView {
     pub created_at: DateTime<Utc>,
 }
 
-/// Which of up to 100 bookings have a payment in flight (PROCESSING: begun,
-/// the provider's answer not recorded yet). Booking's expiry sweeper asks,
+/// Which of up to 100 bookings have a payment in flight: PROCESSING (begun,
+/// the provider's answer not recorded yet) or CAPTURED (its news not yet
+/// heard by a booking still awaiting payment). Booking's expiry sweeper asks,
 /// and keeps such a booking past its deadline until the payment settles:
 /// a traveler who paid in the last second is not charged for a booking
 /// that expired while the provider answered.

@@ -262,14 +262,6 @@ async fn refund_early_capture<C: sea_orm::ConnectionTrait>(
     Ok(())
 }
 
-/// Bookings asked for at once: a page, 100 at most.
-fn at_most_a_page(ids: &[BookingId]) -> Result<(), AppError> {
-    if ids.len() > 100 {
-        return Err(AppError::bad_input("at most 100 bookings at a time"));
-    }
-    Ok(())
-}
-
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Bookings {
@@ -536,7 +528,7 @@ impl Bookings {
         &self,
         req: shared::rpcs::GetBookingHistories,
     ) -> Result<Vec<(BookingId, Vec<shared::rpcs::HistoryEntry>)>, AppError> {
-        at_most_a_page(&req.booking_ids)?;
+        shared::rpcs::at_most_a_page(&req.booking_ids)?;
         let visible: Vec<BookingId> = storage::by_ids(&self.db, &req.booking_ids)
             .await?
             .into_iter()
@@ -552,7 +544,7 @@ impl Bookings {
         &self,
         req: shared::rpcs::GetBookingGuests,
     ) -> Result<Vec<(BookingId, shared::rpcs::BookingGuests)>, AppError> {
-        at_most_a_page(&req.booking_ids)?;
+        shared::rpcs::at_most_a_page(&req.booking_ids)?;
         Ok(storage::with_guests(&self.db, &req.booking_ids)
             .await?
             .into_iter()

@@ -75,9 +75,7 @@ impl Payments {
             .route::<PaymentsInFlight, _, _>(move |req| {
                 let s = in_flight.clone();
                 async move {
-                    if req.booking_ids.len() > 100 {
-                        return Err(AppError::bad_input("at most 100 bookings at a time"));
-                    }
+                    shared::rpcs::at_most_a_page(&req.booking_ids)?;
                     Ok(storage::paying(&s.db, &req.booking_ids).await?)
                 }
             })
@@ -88,9 +86,7 @@ impl Payments {
             .route::<GetBookingsMoney, _, _>(move |req| {
                 let s = m.clone();
                 async move {
-                    if req.booking_ids.len() > 100 {
-                        return Err(AppError::bad_input("at most 100 bookings at a time"));
-                    }
+                    shared::rpcs::at_most_a_page(&req.booking_ids)?;
                     Ok(storage::money_of(&s.db, &req.booking_ids, &req.viewer).await?)
                 }
             })
