@@ -140,6 +140,37 @@ async fn too_many_aliases_are_refused_before_anything_runs() {
     assert!(body["data"]["regions"].is_array(), "{body}");
 }
 
+/// Fragments that double at each level are refused by their count before
+/// async-graphql follows every spread (22 levels took it ~12 s of a worker
+/// each, 29 minutes, before its "too complex"); 12 levels, within the
+/// limit, run.
+#[tokio::test]
+async fn fragments_that_double_at_each_level_are_refused_before_they_are_walked() {
+    let app = spawn_app().await;
+    let (status, _, body) = post(
+        &app,
+        Some(GRAPHQL_RESPONSE),
+        &common::doubling_fragments("query", "regions", "Region", "code", 22),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("runs 4194305 fields")),
+        "{body}"
+    );
+    let (status, _, body) = post(
+        &app,
+        Some(GRAPHQL_RESPONSE),
+        &common::doubling_fragments("query", "regions", "Region", "code", 12),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["regions"].is_array(), "{body}");
+}
+
 /// `query` posted with `Accept-Language: lang`; the whole body.
 async fn in_language(app: &common::TestApp, lang: &str, query: &str) -> Value {
     app.http

@@ -493,6 +493,24 @@ async fn a_silent_socket_is_closed_and_every_error_over_a_socket_has_a_code() {
             assert_eq!(complete["type"], "complete", "{id}: {complete}");
         }
     }
+    // Fragments doubling at each level are refused by their count, before
+    // async-graphql follows every spread (http.rs has the same over HTTP).
+    let doubling =
+        common::doubling_fragments("subscription", "bookingsUpdated", "Booking", "id", 22);
+    send(
+        &mut talking,
+        json!({ "type": "subscribe", "id": "doubling", "payload": { "query": doubling } }),
+    )
+    .await;
+    let answer = next(&mut talking).await.expect("an answer");
+    assert!(
+        answer["payload"]
+            .to_string()
+            .contains("runs 4194305 fields"),
+        "{answer}"
+    );
+    let complete = next(&mut talking).await.expect("complete");
+    assert_eq!(complete["type"], "complete", "{complete}");
     // Past the time allowed for `connection_init` (10 s), closed with 4408.
     assert_eq!(
         common::ws::closed_within(&mut silent, std::time::Duration::from_secs(20)).await,

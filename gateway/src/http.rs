@@ -417,6 +417,27 @@ fn secret_field_count(doc: &ExecutableDocument) -> usize {
     .sum()
 }
 
+/// Why a document is refused for the fields it would run, if it is: more
+/// than the complexity limit allows (each field counts at least 1 there),
+/// counted with each fragment's count taken once. Checked before
+/// async-graphql looks at the document, whose own walks (its recursion
+/// depth check, validation, complexity) follow every spread of every
+/// fragment anew: fragments that each spread the one before twice made a
+/// 1 KB query take minutes of a worker before being refused as too complex.
+pub(crate) fn too_many_fields(doc: &ExecutableDocument) -> Option<String> {
+    let most = crate::schema::MAX_COMPLEXITY;
+    let fields = Runs::new(doc, &|_| true, true)
+        .operations(true)
+        .max()
+        .unwrap_or(0);
+    (fields > most).then(|| {
+        format!(
+            "the query is too complex: it runs {fields} fields (a fragment counts each time it \
+             is spread); at most {most}"
+        )
+    })
+}
+
 /// How many root fields the largest operation runs: each is a call to a
 /// service, where one request's cost multiplies.
 fn root_field_count(doc: &ExecutableDocument) -> usize {
@@ -977,6 +998,9 @@ async fn graphql(
                 "BAD_USER_INPUT",
                 &format!("the query uses {aliases} aliases; at most {MAX_ALIASES} are allowed"),
             );
+        }
+        if let Some(message) = too_many_fields(doc) {
+            return error(status, "BAD_USER_INPUT", &message);
         }
         let roots = root_field_count(doc);
         if roots > MAX_ROOT_FIELDS {

@@ -66,7 +66,8 @@ fn deepest(query: &str) -> usize {
 }
 
 /// The same check for every request the schema executes, WebSocket
-/// subscriptions included (HTTP checks before its own parse, too).
+/// subscriptions included (HTTP checks before its own parse, too), and on
+/// the socket the count of fields HTTP makes of what it parsed.
 pub struct NestingLimit;
 
 impl ExtensionFactory for NestingLimit {
@@ -87,6 +88,15 @@ impl Extension for NestingLimitExtension {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         if let Some(message) = refusal(query) {
+            return Err(crate::error::refused(message));
+        }
+        // HTTP counted the fields of the document it parsed; a subscription
+        // over the socket is parsed here first for the same count, before
+        // async-graphql's own walks of it (`http::too_many_fields`).
+        if ctx.data_opt::<crate::socket::OverWebSocket>().is_some()
+            && let Ok(doc) = async_graphql::parser::parse_query(query)
+            && let Some(message) = crate::http::too_many_fields(&doc)
+        {
             return Err(crate::error::refused(message));
         }
         next.run(ctx, query, variables).await

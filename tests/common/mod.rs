@@ -819,6 +819,27 @@ pub async fn homestay_on(bus: &dyn shared::bus::Bus, rooms: u32) -> HomestayCrea
     created
 }
 
+/// An operation of `levels` fragments on `on`, each spreading the one
+/// before twice, under `field`: 2^levels fields as it would run, in some
+/// 30 bytes a level.
+pub fn doubling_fragments(
+    operation: &str,
+    field: &str,
+    on: &str,
+    leaf: &str,
+    levels: usize,
+) -> String {
+    let mut query =
+        format!("{operation} {{ {field} {{ ...F{levels} }} }} fragment F0 on {on} {{ {leaf} }}");
+    for level in 1..=levels {
+        let below = level - 1;
+        query.push_str(&format!(
+            " fragment F{level} on {on} {{ ...F{below} ...F{below} }}"
+        ));
+    }
+    query
+}
+
 /// A transaction of the test's own holding rows locked (PostgreSQL), and how
 /// to see the application's requests wait for it: a race set up step by
 /// step instead of hoped for.
