@@ -1213,6 +1213,76 @@ async fn bookings_racing_a_departures_cancellation_all_end_and_hold_no_seat() {
     }
 }
 
+/// A departure's price changed while a hold waits to take its seats (the
+/// change holds the row, as an admin's `updateDeparture` does while it
+/// commits): the hold is priced as the seats are taken, not as the request
+/// was read before (it was granted at the old price).
+#[tokio::test]
+async fn a_seat_hold_is_priced_as_its_departure_stands_when_the_seats_are_taken() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (_, departure) = route_on_sale(&app, &admin, 10, 10, 1).await;
+    let repriced = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!("UPDATE departures SET price_fen = 199900 WHERE id = '{departure}'"),
+    )
+    .await;
+    let (booked, ()) = tokio::join!(
+        book_seats(&app, &departure, &["张三", "李四"], "repriced"),
+        async {
+            repriced.until_waiting(1, true).await;
+            repriced.release().await;
+        }
+    );
+    let id = TestApp::id_of(&booked);
+    let held = app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    assert_eq!(held["total"]["amount"], "3998.00", "{held}");
+}
+
+/// A departure cancelled while a change of it waits on its row (the
+/// cancellation holds it until it commits): the change is refused, and the
+/// cancelled departure keeps the seats and price it was called off with
+/// (the change went through, answering as if it still ran).
+#[tokio::test]
+async fn a_change_of_a_departure_cancelled_meanwhile_is_refused() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (route, departure) = route_on_sale(&app, &admin, 10, 10, 1).await;
+    let cancelling = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!(
+            "UPDATE departures SET cancelled_at = now(), cancel_reason = '雷暴' WHERE id = '{departure}'"
+        ),
+    )
+    .await;
+    let (changed, ()) = tokio::join!(
+        app.graphql_as(
+            Some(&admin),
+            "mutation($d: ID!) { updateDeparture(departureId: $d, seats: 20, pricePerPerson: \"1.00\") { seats } }",
+            json!({ "d": departure }),
+        ),
+        async {
+            cancelling.until_waiting(1, true).await;
+            cancelling.release().await;
+        }
+    );
+    assert_eq!(code(&changed), "CONFLICT", "{changed}");
+    let now = app
+        .graphql_as(
+            Some(&admin),
+            "query($r: ID!) { route(id: $r) { departures { seats pricePerPerson { amount } cancelledAt } } }",
+            json!({ "r": route }),
+        )
+        .await;
+    let now = &now["data"]["route"]["departures"][0];
+    assert_eq!(
+        (&now["seats"], &now["pricePerPerson"]["amount"]),
+        (&json!(10), &json!("2980.00")),
+        "{now}"
+    );
+    assert!(now["cancelledAt"].is_string(), "{now}");
+}
+
 /// The seats a departure has free as inventory stores them (its view shows
 /// none once it is cancelled): what its released bookings gave back.
 async fn seats_in_store(app: &TestApp, departure: &str) -> i64 {

@@ -61,8 +61,9 @@ pub(crate) fn cancelled(departure: &shared::rpcs::DepartureView) -> Option<Refus
 }
 
 /// A request for a listing that exists: what it would hold, on which
-/// listing, for how much as last committed (a hold takes a stay's price
-/// from the nights it takes), and the rule it breaks, if any.
+/// listing, for how much as last committed (a quote's answer: a hold takes
+/// its price from the nights or the departure it takes), and the rule it
+/// breaks, if any.
 pub(crate) struct Assessed {
     /// Closed, minimum stay, cut-off, off sale: held by no one now.
     pub refusal: Option<Refusal>,

@@ -306,9 +306,7 @@ impl Inventory {
             Held::Nights(room_type, stay, rooms) => {
                 storage::take_nights(&txn, room_type, stay, rooms).await?
             }
-            Held::Seats(departure, seats) => routes::take_seats(&txn, departure, seats)
-                .await?
-                .then_some(assessed.total),
+            Held::Seats(departure, seats) => routes::take_seats(&txn, departure, seats).await?,
         };
         match taken {
             Some(total) => {
@@ -1204,7 +1202,9 @@ async fn take_again<C: sea_orm::ConnectionTrait>(
             .is_some());
     }
     match hold.departure_id {
-        Some(departure) => routes::take_seats(conn, departure, hold.rooms).await,
+        Some(departure) => Ok(routes::take_seats(conn, departure, hold.rooms)
+            .await?
+            .is_some()),
         None => Ok(false),
     }
 }

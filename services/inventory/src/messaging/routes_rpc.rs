@@ -324,11 +324,14 @@ impl Inventory {
             return Err(AppError::not_found(NO_DEPARTURE));
         };
         may_change(&req.by, &route, NO_DEPARTURE)?;
-        if before.cancelled_at.is_some() {
-            return Err(AppError::conflict(format!(
+        let cancelled = || {
+            AppError::conflict(format!(
                 "the departure of {} was cancelled; it cannot change",
                 before.starts_on
-            )));
+            ))
+        };
+        if before.cancelled_at.is_some() {
+            return Err(cancelled());
         }
         let today = china_today(Utc::now());
         if before.starts_on <= today {
@@ -358,7 +361,7 @@ impl Inventory {
             (None, false) => routes::PriceChange::Keep,
         };
         let taken = before.seats.saturating_sub(before.seats_left);
-        routes::update_departure(&txn, before.id, req.seats, price, last_booking_day)
+        let changed = routes::update_departure(&txn, before.id, req.seats, price, last_booking_day)
             .await
             .map_err(|e| {
                 if e.to_string().to_lowercase().contains("check constraint") {
@@ -370,6 +373,10 @@ impl Inventory {
                     AppError::from(e)
                 }
             })?;
+        // Cancelled since it was read: it keeps what it had then.
+        if !changed {
+            return Err(cancelled());
+        }
         let Some((_, after)) = routes::departure(&txn, req.departure_id).await? else {
             return Err(AppError::not_found(NO_DEPARTURE));
         };

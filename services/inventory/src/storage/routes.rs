@@ -466,14 +466,15 @@ pub enum PriceChange {
 
 /// Changes a departure in one statement: its seats (what is held or sold
 /// stays taken; fewer seats than that violate the check), its price, its
-/// last booking day; None leaves each as it is.
+/// last booking day; None leaves each as it is. False when it was cancelled
+/// (meanwhile, as the caller read it before): it is left as it is.
 pub async fn update_departure<C: ConnectionTrait>(
     conn: &C,
     id: DepartureId,
     seats: Option<u32>,
     price: PriceChange,
     last_booking_day: Option<NaiveDate>,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
     let (own, to_route) = match price {
         PriceChange::Keep => (None, false),
@@ -486,7 +487,7 @@ pub async fn update_departure<C: ConnectionTrait>(
                 seats = COALESCE($2, seats),
                 price_fen = CASE WHEN $5 THEN NULL ELSE COALESCE($3, price_fen) END,
                 last_booking_day = COALESCE($4, last_booking_day)
-         WHERE id = $1",
+         WHERE id = $1 AND cancelled_at IS NULL",
         vec![
             uuid_value(b, id.0),
             seats.map(i64::from).into(),
@@ -495,8 +496,8 @@ pub async fn update_departure<C: ConnectionTrait>(
             to_route.into(),
         ],
     ))
-    .await?;
-    Ok(())
+    .await
+    .map(|done| done.rows_affected() == 1)
 }
 
 /// Cancels a departure that runs: true when this call cancelled it (false:
@@ -544,22 +545,41 @@ pub async fn bookings_on<C: ConnectionTrait>(
         .collect()
 }
 
-/// Takes `seats` seats of a departure that runs, or none: true when taken.
+/// Takes `seats` seats of a departure that runs, or none: what they cost
+/// at the take (None when not taken).
 pub async fn take_seats<C: ConnectionTrait>(
     conn: &C,
     departure: DepartureId,
     seats: u32,
-) -> Result<bool, DbErr> {
+) -> Result<Option<Fen>, DbErr> {
     let b = conn.get_database_backend();
-    let taken = conn
-        .execute_raw(stmt(
+    let Some(taken) = conn
+        .query_one_raw(stmt(
             b,
             "UPDATE departures SET available = available - $2
-             WHERE id = $1 AND available >= $2 AND cancelled_at IS NULL",
+             WHERE id = $1 AND available >= $2 AND cancelled_at IS NULL
+             RETURNING price_fen, route_id",
             vec![uuid_value(b, departure.0), seats.into()],
         ))
-        .await?;
-    Ok(taken.rows_affected() == 1)
+        .await?
+    else {
+        return Ok(None);
+    };
+    // Its own price is read under the row's lock; its route's after the
+    // take, as the route stands now.
+    let per_seat = match taken.try_get::<Option<i64>>("", "price_fen")? {
+        Some(own) => own,
+        None => conn
+            .query_one_raw(stmt(
+                b,
+                "SELECT price_fen FROM routes WHERE id = $1",
+                vec![uuid_value(b, row_uuid(&taken, "route_id")?)],
+            ))
+            .await?
+            .ok_or_else(|| DbErr::Custom("a departure's route vanished".into()))?
+            .try_get("", "price_fen")?,
+    };
+    Ok(Some(Fen(per_seat * i64::from(seats))))
 }
 
 /// Gives `seats` seats back to a departure.
