@@ -353,3 +353,70 @@ async fn a_run_keeps_back_the_host_share_of_refunds_still_pending() {
         .await;
     assert_eq!(code(&future), "BAD_USER_INPUT", "{future}");
 }
+
+/// A pending refund the provider confirms while a payout run reads the
+/// books (the confirmation holds the ledger until it commits, between the
+/// run's look at the pending refunds and its look at the balances): the
+/// run reads both as of one moment, and pays the host's balance less the
+/// refund once (it held the refund back as pending and deducted it as
+/// posted: 172.80 instead of 268.80).
+#[tokio::test]
+async fn a_refund_confirmed_while_a_run_reads_the_books_is_taken_off_once() {
+    let app = spawn_app().await;
+    let id = app.confirmed_booking(9).await;
+    let payment = app.service_db("payment").await;
+    payment
+        .execute_unprepared(
+            "ALTER TABLE sandbox_refunds ADD CONSTRAINT provider_down CHECK (false) NOT VALID",
+        )
+        .await
+        .expect("the provider down");
+    let admin = app.admin_token().await;
+    let refund = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"100.00\", reason: \"投诉\",
+                idempotencyKey: \"during-run\") { status } }",
+            json!({ "b": id }),
+        )
+        .await;
+    assert_eq!(
+        refund["data"]["refundPayment"]["status"], "PENDING",
+        "{refund}"
+    );
+    // The provider's answer recorded as payment records it: the refund
+    // SUCCEEDED and its legs posted (the host's 96.00 of the 100.00).
+    let confirming = common::LockHeld::begin(
+        payment,
+        "LOCK TABLE ledger_entries IN ACCESS EXCLUSIVE MODE;
+         UPDATE refunds SET status = 'SUCCEEDED', provider_ref = 'test', updated_at = now();
+         INSERT INTO ledger_entries (txn_id, booking_id, account, amount_fen, region_code, created_at)
+         SELECT gen_random_uuid(), booking_id, leg.account, leg.amount, region_code, now()
+         FROM payments, LATERAL (VALUES ('host:' || payments.host_id, -9600), ('clearing', 9600))
+                        AS leg (account, amount)",
+    )
+    .await;
+    let (run, ()) = tokio::join!(
+        app.graphql_as(
+            Some(&admin),
+            "mutation { runPayouts(reference: \"DURING-REFUND\") { total { amount } } }",
+            json!({}),
+        ),
+        async {
+            confirming.until_waiting(1, true).await;
+            confirming.release().await;
+        }
+    );
+    assert_eq!(
+        run["data"]["runPayouts"]["total"]["amount"], "268.80",
+        "{run}"
+    );
+    let after = app
+        .graphql_as(
+            Some(&admin),
+            "{ hostBalances { amount { amount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(after["data"]["hostBalances"], json!([]), "{after}");
+}

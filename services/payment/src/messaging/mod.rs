@@ -220,17 +220,21 @@ impl Payments {
             account: booking.booker.map(|b| b.account_id),
             split: Split::of(amount, rates),
         };
-        let inserted = storage::insert_processing(&self.db, &new)
-            .await
-            .map_err(|e| {
-                if shared::db::is_unique_violation(&e) {
-                    AppError::conflict(
+        let inserted = match storage::insert_processing(&self.db, &new).await {
+            Ok(inserted) => inserted,
+            // Another live payment of the booking — unless it is this key's,
+            // inserted at the same instant: PostgreSQL may check the one-live
+            // index before the key's, and the retry is then the first's.
+            Err(e) if shared::db::is_unique_violation(&e) => {
+                if storage::by_key(&self.db, key).await?.is_none() {
+                    return Err(AppError::conflict(
                         "this booking is already paid or a payment for it is in progress",
-                    )
-                } else {
-                    AppError::from(e)
+                    ));
                 }
-            })?;
+                false
+            }
+            Err(e) => return Err(e.into()),
+        };
         if !inserted {
             // Same key, concurrently: the other request owns it.
             let first = self.keyed(key).await?;

@@ -1348,27 +1348,45 @@ pub async fn host_balances<C: ConnectionTrait>(
 /// balance ([`host_balances`]) less its share of the refunds still PENDING
 /// with the provider — money already promised back to travelers, not yet
 /// in the ledger — when that leaves something to pay.
+///
+/// Both are read by one statement, so from one snapshot: read one after
+/// the other, a refund the provider confirmed in between would be held
+/// back and deducted (the host paid too little), and one reserved in
+/// between neither (paid the share a traveler is owed).
 pub async fn payable_balances<C: ConnectionTrait>(
     conn: &C,
     up_to: chrono::DateTime<Utc>,
 ) -> Result<Vec<(HostId, Fen, RegionCode)>, DbErr> {
     let b = conn.get_database_backend();
-    let mut promised: std::collections::HashMap<HostId, Fen> = std::collections::HashMap::new();
-    // A pending refund's split is set when the provider confirms it; until
-    // then the host's share is the split's between what the payment had
-    // given back before its pending refunds and what they will make it.
-    for row in conn
+    let rows = conn
         .query_all_raw(stmt(
             b,
-            "SELECT p.host_id, p.split, p.refunded_fen,
-                    CAST(SUM(r.amount_fen) AS BIGINT) AS pending
-             FROM refunds r JOIN payments p ON p.id = r.payment_id
-             WHERE r.status = 'PENDING' AND p.host_id IS NOT NULL AND p.split IS NOT NULL
-             GROUP BY p.id, p.host_id, p.split, p.refunded_fen",
-            vec![],
+            &format!(
+                "WITH owed AS ({HOST_BALANCES})
+                 SELECT account, region_code, owed,
+                        NULL AS host_id, NULL AS split, NULL AS refunded_fen, NULL AS pending
+                 FROM owed
+                 UNION ALL
+                 SELECT NULL, NULL, NULL, p.host_id, p.split, p.refunded_fen,
+                        CAST(SUM(r.amount_fen) AS BIGINT)
+                 FROM refunds r JOIN payments p ON p.id = r.payment_id
+                 WHERE r.status = 'PENDING' AND p.host_id IS NOT NULL AND p.split IS NOT NULL
+                 GROUP BY p.id, p.host_id, p.split, p.refunded_fen"
+            ),
+            vec![up_to.into(), uuid_value(b, uuid::Uuid::nil()), true.into()],
         ))
-        .await?
-    {
+        .await?;
+    let mut owed = Vec::new();
+    let mut promised: std::collections::HashMap<HostId, Fen> = std::collections::HashMap::new();
+    for row in &rows {
+        if row.try_get::<Option<String>>("", "account")?.is_some() {
+            owed.push(host_balance(row)?);
+            continue;
+        }
+        // A pending refund's split is set when the provider confirms it;
+        // until then the host's share is the split's between what the
+        // payment had given back before its pending refunds and what they
+        // will make it.
         let split: String = row.try_get("", "split")?;
         let split: Split = serde_json::from_str(&split)
             .map_err(|e| DbErr::Custom(format!("payments.split: {e}")))?;
@@ -1376,11 +1394,10 @@ pub async fn payable_balances<C: ConnectionTrait>(
         let pending = Fen(row.try_get("", "pending")?);
         let share = split.reversal(reserved - pending, reserved).host;
         *promised
-            .entry(HostId(row_uuid(&row, "host_id")?))
+            .entry(HostId(row_uuid(row, "host_id")?))
             .or_default() += share;
     }
-    Ok(host_balances(conn, up_to)
-        .await?
+    Ok(owed
         .into_iter()
         .map(|(host, owed, region)| {
             let held_back = promised.get(&host).copied().unwrap_or_default();
@@ -1400,6 +1417,14 @@ pub async fn host_balances_at<C: ConnectionTrait>(
     balances(conn, at, false).await
 }
 
+/// Each host account's balance: entries before `$1`, and with `$3` every
+/// payout (booked to the nil booking `$2`) and every refund whenever made.
+const HOST_BALANCES: &str = "SELECT account, MIN(region_code) AS region_code,
+        CAST(SUM(amount_fen) AS BIGINT) AS owed
+    FROM ledger_entries
+    WHERE account LIKE 'host:%' AND (created_at < $1 OR ($3 AND (booking_id = $2 OR amount_fen < 0)))
+    GROUP BY account HAVING SUM(amount_fen) <> 0";
+
 async fn balances<C: ConnectionTrait>(
     conn: &C,
     up_to: chrono::DateTime<Utc>,
@@ -1408,26 +1433,31 @@ async fn balances<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     conn.query_all_raw(stmt(
         b,
-        "SELECT account, MIN(region_code) AS region_code, CAST(SUM(amount_fen) AS BIGINT) AS owed FROM ledger_entries
-         WHERE account LIKE 'host:%' AND (created_at < $1 OR ($3 AND (booking_id = $2 OR amount_fen < 0)))
-         GROUP BY account HAVING SUM(amount_fen) <> 0 ORDER BY account",
-        vec![up_to.into(), uuid_value(b, uuid::Uuid::nil()), every_payout.into()],
+        &format!("{HOST_BALANCES} ORDER BY account"),
+        vec![
+            up_to.into(),
+            uuid_value(b, uuid::Uuid::nil()),
+            every_payout.into(),
+        ],
     ))
     .await?
     .iter()
-    .map(|r| {
-        let account: String = r.try_get("", "account")?;
-        let id = account
-            .strip_prefix("host:")
-            .and_then(|id| uuid::Uuid::parse_str(id).ok())
-            .ok_or_else(|| DbErr::Custom(format!("ledger account {account}")))?;
-        Ok((
-            HostId(id),
-            Fen(r.try_get("", "owed")?),
-            shared::db::row_region(r, "region_code")?,
-        ))
-    })
+    .map(host_balance)
     .collect()
+}
+
+/// A row of [`HOST_BALANCES`].
+fn host_balance(r: &QueryResult) -> Result<(HostId, Fen, RegionCode), DbErr> {
+    let account: String = r.try_get("", "account")?;
+    let id = account
+        .strip_prefix("host:")
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .ok_or_else(|| DbErr::Custom(format!("ledger account {account}")))?;
+    Ok((
+        HostId(id),
+        Fen(r.try_get("", "owed")?),
+        shared::db::row_region(r, "region_code")?,
+    ))
 }
 
 /// An agency's commission account over `[from, until)`: what captures
