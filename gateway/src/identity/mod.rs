@@ -835,7 +835,11 @@ impl Identity {
             .ok_or_else(|| AppError::not_found(format!("no account {email}")))?;
         // The same role again changes nothing and stops no token.
         if (account.role, account.region_scope, account.agency_id) == (role, region_scope, agency) {
-            return Ok(account);
+            let home_region = self.sponsor_of(&txn, &account).await?;
+            return Ok(Account {
+                home_region,
+                ..account
+            });
         }
         // Tokens of the old role stop at once; a refresh gets the new one.
         storage::set_role(&txn, account.id, role, region_scope, agency).await?;
@@ -843,12 +847,18 @@ impl Identity {
         txn.commit().await?;
         self.note_revoked(account.id, generation, Utc::now());
         info!(account = %account.id, role = role.as_str(), "role granted");
-        Ok(Account {
+        let granted = Account {
             role,
             region_scope,
             agency_id: agency,
             token_generation: generation,
             ..account
+        };
+        // As `me` will show it: an agency's staff at home in its region.
+        let home_region = self.sponsor_of(&self.db, &granted).await?;
+        Ok(Account {
+            home_region,
+            ..granted
         })
     }
 
