@@ -242,7 +242,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
 /// it ended without a hold.
 async fn refund_early_capture<C: sea_orm::ConnectionTrait>(
     conn: &C,
-    cause: &Envelope,
+    cause: Option<&Envelope>,
     booking: &storage::Stored,
     why: &str,
 ) -> Result<(), sea_orm::DbErr> {
@@ -255,7 +255,10 @@ async fn refund_early_capture<C: sea_orm::ConnectionTrait>(
         reason: why.into(),
         percent_of_left: None,
     };
-    let request = cause.follow(SERVICE, &refund);
+    let request = match cause {
+        Some(cause) => cause.follow(SERVICE, &refund),
+        None => Envelope::new(SERVICE, booking.view.id.0, &refund),
+    };
     storage::set_refund_due(conn, booking.view.id, gross, Some(request.id)).await?;
     enqueue(conn, &[request]).await?;
     warn!(booking = %booking.view.id, "paid, but nothing could be held; refunding");
@@ -704,7 +707,7 @@ impl Bookings {
         )
         .await?;
         if let Some(b) = moved {
-            refund_early_capture(&txn, &env, &b, "nothing could be held").await?;
+            refund_early_capture(&txn, Some(&env), &b, "nothing could be held").await?;
             // True whether or not this commits: remembered before anyone
             // can read the REJECTED.
             if ev.code == ErrorCode::SoldOut {
@@ -746,10 +749,14 @@ impl Bookings {
             None => {
                 // Once: a cancel while PENDING asks for the release, and so
                 // does the grant that comes after it; inventory answers each,
-                // and the two answers may be handled at once.
+                // and the two answers may be handled at once. Not for a hold
+                // that expired under a booking paid within the grace: its
+                // confirmation takes the capacity again, and its release, if
+                // it is ever cancelled, is the one to record.
                 storage::lock(&txn, ev.booking_id).await?;
                 let current = storage::by_id(&txn, ev.booking_id).await?;
                 if let Some(status) = current.as_ref().and_then(|b| Status::parse(&b.view.status))
+                    && !(ev.expired && status == Status::Confirmed)
                     && !storage::has_cause(&txn, ev.booking_id, RELEASED).await?
                 {
                     storage::history(&txn, ev.booking_id, status, RELEASED, Utc::now()).await?;
@@ -1074,15 +1081,7 @@ impl Bookings {
                         reason: "hold requests unanswered".into(),
                     };
                     events.push(Envelope::new(SERVICE, b.id.0, &release));
-                    if moved.captured_early.is_some() {
-                        let refund = RefundRequested {
-                            booking_id: b.id,
-                            amount: None,
-                            reason: "nothing could be held".into(),
-                            percent_of_left: None,
-                        };
-                        events.push(Envelope::new(SERVICE, b.id.0, &refund));
-                    }
+                    refund_early_capture(&txn, None, &moved, "nothing could be held").await?;
                 }
             } else {
                 storage::count_attempt(&txn, b.id, now).await?;
