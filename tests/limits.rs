@@ -110,6 +110,28 @@ async fn a_logged_in_caller_is_limited_by_account_and_a_bad_token_by_address() {
         Some(&429),
         "bad tokens end up limited: {codes:?}"
     );
+    // A password guess counts against the address whoever sends it: with
+    // the other account's token it is limited as the address's (spent)
+    // allowance says, not let through on the account's (it was checked).
+    let guess = app
+        .graphql_as(
+            Some(&other),
+            "mutation { login(email: \"traveler@example.cn\", password: \"guess-guess-guess\") { accessToken } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        guess["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{guess}"
+    );
+    // Not so its own reads.
+    let theirs = app
+        .graphql_as(Some(&other), "{ me { email } }", json!({}))
+        .await;
+    assert_eq!(
+        theirs["data"]["me"]["email"], "second@example.cn",
+        "{theirs}"
+    );
 }
 
 /// Each subscribe (a booking's, or a feed) counts against the account's

@@ -1013,13 +1013,26 @@ async fn graphql(
                 ),
             );
         }
-        if secret_field_count(doc) > 1 {
-            return error(
-                status,
-                "BAD_USER_INPUT",
-                "one password or client secret a request: send login, register, \
-                 changePassword and apiClientToken in requests of their own",
-            );
+        match secret_field_count(doc) {
+            0 => {}
+            1 => {
+                // A guess counts against its address whoever sends it: a
+                // token (a throwaway account's) must not buy it the
+                // account's allowance instead (counted above as well).
+                if principal.is_some()
+                    && let Err(wait) = gw.limiter.check(&format!("ip:{ip}")).await
+                {
+                    return rate_limited(wait);
+                }
+            }
+            _ => {
+                return error(
+                    status,
+                    "BAD_USER_INPUT",
+                    "one password or client secret a request: send login, register, \
+                     changePassword and apiClientToken in requests of their own",
+                );
+            }
         }
     }
     let lang = headers
