@@ -25,7 +25,13 @@ fn checked(
 ) -> Result<(), AppError> {
     let shows_nothing = is_blank(text) || (one_line && !says_something(text));
     if required && shows_nothing {
-        return Err(AppError::bad_input(format!("{field}: must not be empty")));
+        // "😀" or "—" is not empty, yet no one's name or reason.
+        let needs = if is_blank(text) {
+            "must not be empty"
+        } else {
+            "must hold a letter or a digit"
+        };
+        return Err(AppError::bad_input(format!("{field}: {needs}")));
     }
     // Left empty, an optional field falls back (an English name to the
     // Chinese one); filled with what shows nothing, it would show a blank.
@@ -78,9 +84,7 @@ pub fn is_blank(text: &str) -> bool {
 /// reason (U+3164 HANGUL FILLER and its kin are letters that show
 /// nothing).
 fn says_something(text: &str) -> bool {
-    text.chars().any(|c| {
-        c.is_alphanumeric() && !matches!(c, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}')
-    })
+    text.chars().any(shows_as_letter)
 }
 
 /// Whether `text` holds characters no one types into a name, a note or a
@@ -95,34 +99,64 @@ pub fn has_control(text: &str) -> bool {
     })
 }
 
-/// Normalises (trimmed, lower case) and checks an email address: one `@`,
-/// a dotted domain, and nothing that does not show or shows another way
-/// round (spaces, control characters, zero-width characters, direction
-/// overrides), so that two accounts never look alike in a list of staff
-/// or in `grantRole` (Chinese and other letters are welcome).
+/// Normalises and checks an email address: trimmed, compatibility forms
+/// folded (NFKC: full-width `ＢＯＢ` is `bob`) and in lower case; one `@`, a
+/// domain of dotted labels (none empty, none starting or ending with `-`);
+/// every character one that shows — an ASCII one other than a space, or a
+/// letter or digit of any script (Chinese and other letters are welcome) —
+/// and no part mixing Latin letters with the Cyrillic or Greek ones drawn
+/// alike (`bоb` with a Cyrillic о). So two accounts never look alike in a
+/// list of staff or in `grantRole`.
 pub fn normalise_email(email: &str) -> Result<String, AppError> {
-    let email = email.trim().to_lowercase();
-    let hidden = |c: char| {
-        c.is_whitespace()
-            || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}')
-    };
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        })
-        && !email.chars().any(hidden)
-        && !has_control(&email);
-    if valid {
-        Ok(email)
-    } else {
+    use unicode_normalization::UnicodeNormalization;
+    let email = email.trim().nfkc().collect::<String>().to_lowercase();
+    let refused = |why: &str| {
         Err(AppError::bad_input(format!(
-            "`{email}` is not an email address"
+            "`{email}` is not an email address: {why}"
         )))
+    };
+    if email.len() > 254 {
+        return refused("at most 254 bytes");
     }
+    let Some((local, domain)) = email.split_once('@') else {
+        return refused("it has no @");
+    };
+    if local.is_empty() || domain.contains('@') {
+        return refused("one name before one @");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2
+        || labels
+            .iter()
+            .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
+    {
+        return refused("its domain is dotted names, such as example.cn");
+    }
+    if !email
+        .chars()
+        .all(|c| c.is_ascii_graphic() || shows_as_letter(c))
+    {
+        return refused("it holds characters that do not show, or show as others");
+    }
+    if std::iter::once(local).chain(labels).any(mixes_lookalikes) {
+        return refused("it mixes Latin letters with Cyrillic or Greek ones drawn alike");
+    }
+    Ok(email)
+}
+
+/// A letter or digit a reader sees (not one of the fillers that show
+/// nothing, U+3164 HANGUL FILLER and its kin).
+fn shows_as_letter(c: char) -> bool {
+    c.is_alphanumeric() && !matches!(c, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}')
+}
+
+/// Latin letters beside Cyrillic or Greek ones in one part of an address.
+fn mixes_lookalikes(part: &str) -> bool {
+    let latin = part.chars().any(|c| c.is_ascii_alphabetic());
+    let alike = part
+        .chars()
+        .any(|c| matches!(c, '\u{0370}'..='\u{03FF}' | '\u{0400}'..='\u{052F}'));
+    latin && alike
 }
 
 /// Most characters of an idempotency key as a service receives it: the
@@ -169,9 +203,28 @@ mod tests {
             "al ice@example.cn",
             "alice@example",
             "@example.cn",
+            // Found registering beside bob@sec.test: each looked like it.
+            "bob@sec.test\u{3164}",
+            "bob\u{34f}@sec.test",
+            "bob@sec.test\u{180e}",
+            "bob@sec.test\u{2800}",
+            "bob\u{fe0f}@sec.test",
+            "bob@\u{455}ec.test",
+            "b\u{43e}b@sec.test",
+            "bob@sec..test",
+            "bob@-sec.test",
+            "bob@sec-.test",
         ] {
             assert!(normalise_email(odd).is_err(), "{odd:?}");
         }
+        // Full-width letters are the letters they stand for.
+        assert_eq!(
+            normalise_email("ＢＯＢ@sec.test").ok().as_deref(),
+            Some("bob@sec.test")
+        );
+        // Wholly Cyrillic or Greek parts are fine, as is a hyphen inside.
+        assert!(normalise_email("иван@почта.рф").is_ok());
+        assert!(normalise_email("bob@my-sec.test").is_ok());
     }
 
     #[test]
@@ -202,11 +255,11 @@ mod tests {
             assert_eq!(refused.message, "reason: one line, no line breaks or tabs");
             assert!(check("notes", "a\nb\tc", 10, true).is_ok());
         }
+        for text in ["\u{200B}", "\u{2060}\u{200D}", " \u{FEFF} ", "\u{3000}"] {
+            let refused = check_line("reason", text, 10, true).expect_err(text);
+            assert_eq!(refused.message, "reason: must not be empty");
+        }
         for text in [
-            "\u{200B}",
-            "\u{2060}\u{200D}",
-            " \u{FEFF} ",
-            "\u{3000}",
             "\u{200E}",
             "\u{180E}",
             "\u{AD}",
@@ -215,9 +268,11 @@ mod tests {
             "\u{E0041}\u{E0042}",
             "\u{3164}",
             "—",
+            "😀",
+            "🇨🇳",
         ] {
             let refused = check_line("reason", text, 10, true).expect_err(text);
-            assert_eq!(refused.message, "reason: must not be empty");
+            assert_eq!(refused.message, "reason: must hold a letter or a digit");
         }
         let bell = check_line("reason", "a\u{7}b", 10, true).expect_err("bell");
         assert!(!bell.message.contains("fine"), "{}", bell.message);

@@ -208,9 +208,9 @@ fn check_password(field: &str, password: &str) -> Result<(), AppError> {
             PASSWORD_CHARS.end()
         )));
     }
-    if password.trim().is_empty() {
+    if shared::text::is_blank(password) {
         return Err(AppError::bad_input(format!(
-            "{field}: a password needs more than spaces"
+            "{field}: a password needs more than spaces and invisible characters"
         )));
     }
     Ok(())
