@@ -196,9 +196,21 @@ enum Bench {
     },
 }
 
+/// Runs the command; an error is one line on stderr and exit status 1 —
+/// never a stack trace, even with `RUST_BACKTRACE` set (a refused setting or
+/// a port in use is not a crash).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         // `check` says it could not check (2), not that an invariant broke (1).
@@ -513,6 +525,11 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
         println!("Stopping: finishing messages in flight…");
     }
     app.stop().await;
+    if json {
+        tracing::info!("stopped");
+    } else {
+        println!("Stopped.");
+    }
     Ok(())
 }
 

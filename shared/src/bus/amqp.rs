@@ -1139,7 +1139,7 @@ impl Bus for AmqpBus {
             confirm.await.map_err(BusError::from)
         };
         match tokio::time::timeout(deadline, publish).await {
-            Err(_) => return Err(rpc_timeout(service, deadline)),
+            Err(_) => return Err(rpc_timeout(service, method, deadline)),
             Ok(Err(e)) => {
                 warn!(error = %e, "the message broker is unavailable for an RPC");
                 return Err(AppError::new(
@@ -1175,7 +1175,7 @@ impl Bus for AmqpBus {
                     "a part of Duikou is not running; try again shortly",
                 ));
             }
-            _ => return Err(rpc_timeout(service, deadline)),
+            _ => return Err(rpc_timeout(service, method, deadline)),
         };
         let reply: Result<serde_json::Value, AppError> =
             serde_json::from_slice(&bytes).map_err(AppError::internal)?;

@@ -293,7 +293,7 @@ impl Bus for MemoryBus {
         };
         match tokio::time::timeout(deadline, call).await {
             Ok(reply) => reply,
-            Err(_) => Err(rpc_timeout(service, deadline)),
+            Err(_) => Err(rpc_timeout(service, method, deadline)),
         }
     }
 

@@ -358,9 +358,10 @@ pub async fn call_within<R: Rpc>(
 
 /// The error a caller sees when a service did not answer in time (which
 /// one is logged, not told: service names are internal).
-pub(crate) fn rpc_timeout(service: &str, deadline: Duration) -> AppError {
+pub(crate) fn rpc_timeout(service: &str, method: &str, deadline: Duration) -> AppError {
     tracing::warn!(
         service,
+        rpc = method,
         deadline_ms = deadline.as_millis(),
         "RPC deadline passed"
     );
