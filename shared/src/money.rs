@@ -112,8 +112,14 @@ impl fmt::Display for Fen {
 
 /// Why a decimal string is not an amount of money.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not an amount of yuan with at most two decimals")]
-pub struct BadAmount(pub String);
+pub enum BadAmount {
+    /// Not digits with at most two after a point.
+    #[error("`{0}` is not an amount of yuan with at most two decimals")]
+    Form(String),
+    /// Written well, but more fen than an amount holds.
+    #[error("`{0}` is more yuan than any amount can be")]
+    TooLarge(String),
+}
 
 /// Parses a decimal yuan string with at most two decimals: `"123.4"` → 12340
 /// fen. Digits only, and some after a point if it has one: not `" 1"` nor
@@ -121,7 +127,7 @@ pub struct BadAmount(pub String);
 impl FromStr for Fen {
     type Err = BadAmount;
     fn from_str(s: &str) -> Result<Fen, BadAmount> {
-        let bad = || BadAmount(s.to_owned());
+        let bad = || BadAmount::Form(s.to_owned());
         let (neg, digits) = match s.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, s),
@@ -138,12 +144,13 @@ impl FromStr for Fen {
         {
             return Err(bad());
         }
-        let whole: i64 = whole.parse().map_err(|_| bad())?;
+        let too_large = || BadAmount::TooLarge(s.to_owned());
+        let whole: i64 = whole.parse().map_err(|_| too_large())?;
         let frac: i64 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
         let fen = whole
             .checked_mul(100)
             .and_then(|w| w.checked_add(frac))
-            .ok_or_else(bad)?;
+            .ok_or_else(too_large)?;
         Ok(Fen(if neg { -fen } else { fen }))
     }
 }
@@ -262,6 +269,14 @@ mod tests {
         assert!("1.234".parse::<Fen>().is_err());
         assert!("abc".parse::<Fen>().is_err());
         assert!(".5".parse::<Fen>().is_err());
+        // Well written but past i64's fen: said to be too large.
+        for huge in ["99999999999999999.99", "92233720368547758.08"] {
+            assert_eq!(
+                huge.parse::<Fen>(),
+                Err(BadAmount::TooLarge(huge.to_owned()))
+            );
+        }
+        assert_eq!("92233720368547758.07".parse::<Fen>(), Ok(Fen(i64::MAX)));
         for loose in [" 1", "1 ", "1."] {
             assert!(loose.parse::<Fen>().is_err(), "{loose}");
         }

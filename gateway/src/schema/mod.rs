@@ -154,10 +154,15 @@ fn non_negative(what: &str, n: i32) -> Result<u32> {
 /// An amount in yuan, as the API writes money: digits, and at most two
 /// after a point ("380", "380.5", "380.00"; not " 380" nor "380.").
 fn yuan(what: &str, s: &str) -> Result<shared::money::Fen> {
-    s.parse().map_err(|_| {
-        bad_input(format!(
-            "{what} `{s}` is not an amount in yuan, such as \"380.00\""
-        ))
+    s.parse().map_err(|e| {
+        bad_input(match e {
+            shared::money::BadAmount::TooLarge(_) => {
+                format!("{what} `{s}` is more yuan than any amount can be")
+            }
+            shared::money::BadAmount::Form(_) => {
+                format!("{what} `{s}` is not an amount in yuan, such as \"380.00\"")
+            }
+        })
     })
 }
 

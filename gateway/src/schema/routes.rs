@@ -71,7 +71,8 @@ impl Departure {
     async fn seats(&self) -> u32 {
         self.0.seats
     }
-    /// Seats neither held nor sold.
+    /// Seats that can still be booked: neither held nor sold, and none once
+    /// the departure is cancelled.
     async fn seats_left(&self) -> u32 {
         self.0.seats_left
     }
