@@ -761,8 +761,11 @@ impl Payments {
 /// How far a refund got with the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefundProgress {
-    /// SUCCEEDED (by this call or an earlier one).
+    /// SUCCEEDED by this call.
     Done,
+    /// Settled by another call meanwhile (the handler's or the
+    /// reconciler's), as the provider says it should be.
+    SettledElsewhere,
     /// The provider refused it: FAILED, its reservation given back.
     Declined,
     /// No answer: it stays PENDING for the next try.
@@ -820,8 +823,31 @@ impl Payments {
                     };
                     enqueue(&txn, &[event]).await?;
                     info!(booking = %refund.booking_id, amount = %refund.amount, "refunded");
+                    RefundProgress::Done
+                } else if storage::refund_status(&txn, refund.id).await?.as_deref()
+                    == Some("FAILED")
+                {
+                    // Declined to the other asker (the handler or the
+                    // reconciler), paid to this one: the provider gave money
+                    // back that the ledger, and the reservation given back,
+                    // say it did not. A person must look.
+                    let note = format!(
+                        "the provider refunded {} ({}) for a refund recorded as declined",
+                        refund.amount, refund.reason
+                    );
+                    storage::log_reconciliation(
+                        &txn,
+                        "MISMATCH",
+                        (refund.payment_id, refund.booking_id),
+                        refund.amount,
+                        &note,
+                    )
+                    .await?;
+                    error!(booking = %refund.booking_id, %note, "reconciliation: the provider and the ledger disagree");
+                    RefundProgress::Declined
+                } else {
+                    RefundProgress::SettledElsewhere
                 }
-                RefundProgress::Done
             }
             Err(ProviderError::Timeout) => {
                 txn.rollback().await?;

@@ -848,6 +848,22 @@ pub async fn refund_by_key<C: ConnectionTrait>(
         .map(|(r, _, _)| r))
 }
 
+/// A refund's status, if it exists.
+pub async fn refund_status<C: ConnectionTrait>(
+    conn: &C,
+    id: shared::ids::RefundId,
+) -> Result<Option<String>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        "SELECT status FROM refunds WHERE id = $1",
+        vec![uuid_value(b, id.0)],
+    ))
+    .await?
+    .map(|r| r.try_get("", "status"))
+    .transpose()
+}
+
 /// [`refund_by_key`] with the client's view and the fingerprint of the
 /// admin request that made it.
 pub async fn refund_with_view<C: ConnectionTrait>(
