@@ -470,6 +470,7 @@ impl Identity {
     /// Creates an account (checked: email, password, name, region).
     pub async fn create_account(&self, new: NewAccount) -> Result<Account, AppError> {
         let email = normalise_email(&new.email)?;
+        shared::text::check_new_email(&email)?;
         if is_client_account(&email) {
             return Err(AppError::bad_input(format!(
                 "email: @{CLIENT_DOMAIN} is the platform's own, for API clients' accounts"
