@@ -1413,6 +1413,8 @@ pub async fn payable_balances<C: ConnectionTrait>(
             .entry(HostId(row_uuid(row, "host_id")?))
             .or_default() += share;
     }
+    // By host, as `host_balances` lists them (the union has no order).
+    owed.sort_by_key(|(host, _, _)| host.0);
     Ok(owed
         .into_iter()
         .map(|(host, owed, region)| {
