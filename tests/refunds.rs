@@ -567,3 +567,45 @@ async fn a_payment_heard_after_the_booker_cancelled_is_refunded_by_the_policy() 
         "{done}"
     );
 }
+
+in_both_modes!(a_lost_stay_heard_after_the_booker_cancelled_refunds_the_rest);
+/// Inventory says a confirmed booking's expired hold could not be taken
+/// again (its rooms were sold meanwhile) only after the booker had
+/// cancelled it and been promised the policy's half: the stay could never
+/// have been had, so the other half goes back too (it kept it: the
+/// announcement was ignored unless the booking was still CONFIRMED).
+async fn a_lost_stay_heard_after_the_booker_cancelled_refunds_the_rest(settings: Settings) {
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(&room_type, tomorrow() + Days::days(3), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let cancelled = app.cancel(&id, "c").await;
+    assert_eq!(
+        amount(&cancelled["data"]["cancelBooking"]["refundDue"]),
+        "190.00",
+        "{cancelled}"
+    );
+    let booking = BookingId(uuid::Uuid::parse_str(&id).expect("a booking id"));
+    let lost = Envelope::new(
+        "inventory",
+        booking.0,
+        &shared::events::HoldCommitRefused {
+            booking_id: booking,
+            code: shared::ErrorCode::SoldOut,
+            reason: "the room was sold after the hold expired".into(),
+        },
+    );
+    for sent in app.app.rt.bus.publish(&[lost]).await {
+        sent.expect("published");
+    }
+    let refunded = app
+        .wait_for_booking(&id, "the rest refunded", |b| {
+            amount(&b["refunded"]) == "380.00"
+        })
+        .await;
+    assert_eq!(amount(&refunded["refundDue"]), "380.00", "{refunded}");
+    assert!(history_has(&refunded, "the rest refunded"), "{refunded}");
+    assert_eq!(app.fund_balance().await, "0.00");
+}

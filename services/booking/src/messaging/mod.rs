@@ -783,6 +783,9 @@ impl Bookings {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
+        // Locked: a cancellation racing this is either before (read here)
+        // or after (finds it CANCELLED).
+        storage::lock(&txn, ev.booking_id).await?;
         let Some(current) = storage::by_id(&txn, ev.booking_id).await? else {
             txn.commit().await?;
             return Ok(());
@@ -802,7 +805,24 @@ impl Bookings {
             "the hold had expired and its capacity was sold; full refund",
         )
         .await?;
-        if moved.is_some() && refund > Fen::ZERO {
+        // Cancelled by its booker since it was confirmed, the policy's share
+        // promised back: the stay could never have been had, so the rest
+        // goes back too (a cancellation that promised it all is left be).
+        let cancelled_since = moved.is_none()
+            && current.view.status == Status::Cancelled.as_str()
+            && current.view.refund_due.unwrap_or(Fen::ZERO) < refund;
+        if cancelled_since {
+            storage::set_refund_due(&txn, ev.booking_id, refund, None).await?;
+            storage::history(
+                &txn,
+                ev.booking_id,
+                Status::Cancelled,
+                "the hold had expired and its capacity was sold; the rest refunded",
+                Utc::now(),
+            )
+            .await?;
+        }
+        if (moved.is_some() || cancelled_since) && refund > Fen::ZERO {
             let request = RefundRequested {
                 booking_id: ev.booking_id,
                 amount: None,
