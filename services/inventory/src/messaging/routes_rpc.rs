@@ -334,9 +334,16 @@ impl Inventory {
             return Err(cancelled());
         }
         let today = china_today(Utc::now());
+        // On its day it may still take bookings (cut-off 0), but no longer
+        // changes: its travelers are on their way.
         if before.starts_on <= today {
+            let gone = if before.starts_on == today {
+                "leaves today"
+            } else {
+                "has left"
+            };
             return Err(AppError::bad_input(format!(
-                "the departure of {} has left; it cannot change",
+                "the departure of {} {gone}; it cannot change",
                 before.starts_on
             )));
         }
