@@ -621,8 +621,30 @@ async fn the_board_keeps_a_listing_off_sale_to_its_admins_except_in_public_notic
             shown,
             "CERTIFIED, off sale: {token:?}"
         );
+        // Nor does an admin's step taken by someone who is not one: a
+        // certification not on their board is not found, not FORBIDDEN
+        // (which named its region to another region's admin).
+        if let Some(token) = token.as_deref().filter(|_| !shown) {
+            let revoked = step(
+                &app,
+                Some(token),
+                "revokeCertification(certificationId: $id, reason: $t)",
+                json!({ "id": id, "t": "越权" }),
+            )
+            .await;
+            assert_eq!(code(&revoked), "NOT_FOUND", "{revoked}");
+        }
     }
     publish(true).await;
+    // On the board, another region's admin is told it is not theirs.
+    let revoked = step(
+        &app,
+        Some(&elsewhere),
+        "revokeCertification(certificationId: $id, reason: $t)",
+        json!({ "id": id, "t": "越权" }),
+    )
+    .await;
+    assert_eq!(code(&revoked), "FORBIDDEN", "{revoked}");
     for (token, _) in readers.clone() {
         assert!(
             on_board(&app, token.as_deref(), &listing, &id).await,
@@ -712,5 +734,91 @@ async fn a_revocation_and_a_renewal_at_once_leave_the_renewal_in_force() {
         read["data"]["homestay"],
         json!({ "certified": true, "certifiedUntil": until.to_string() }),
         "{read}"
+    );
+}
+
+/// A revocation while another step holds the listing's other certificate
+/// (here the test, as a renewal's certify or a mistaken second revoke does
+/// while it waits for the listing): the revocation waits for it and takes
+/// it too, so the listing loses its badge. It passed such a certificate
+/// over, answered REVOKED, and the listing stayed certified by the other.
+#[tokio::test]
+async fn a_revocation_waits_for_a_certificate_another_step_holds_and_takes_it_too() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let listing = app.homestay(1).await.homestay_id.to_string();
+    let (first, _) = certify_now(&app, &admin, &listing).await;
+    let (renewal, _) = certify_now(&app, &admin, &listing).await;
+    let held = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!("SELECT id FROM certifications WHERE id = '{renewal}' FOR UPDATE"),
+    )
+    .await;
+    let (revoked, ()) = tokio::join!(
+        step(
+            &app,
+            Some(&admin),
+            "revokeCertification(certificationId: $id, reason: $t)",
+            json!({ "id": first, "t": "抽查未落实带贫机制" }),
+        ),
+        async {
+            held.until_waiting(1, true).await;
+            held.release().await;
+        }
+    );
+    assert_eq!(revoked["state"], "REVOKED", "{revoked}");
+    let read = app
+        .graphql_as(
+            Some(&admin),
+            "query($id: ID!) { homestay(id: $id) { certified certifiedUntil } }",
+            json!({ "id": listing }),
+        )
+        .await;
+    assert_eq!(
+        read["data"]["homestay"],
+        json!({ "certified": false, "certifiedUntil": null }),
+        "{read}"
+    );
+}
+
+/// A certificate that lapsed stays EXPIRED, with its own note, when a later
+/// one of the listing is revoked (it was rewritten REVOKED with the
+/// revocation's reason, though revoking it was refused as EXPIRED).
+#[tokio::test]
+async fn revoking_a_certificate_leaves_an_earlier_lapsed_one_expired() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let listing = app.homestay(1).await.homestay_id.to_string();
+    let (lapsed, _) = certify_now(&app, &admin, &listing).await;
+    let db = app.service_db("inventory").await;
+    db.execute_unprepared(&format!(
+        "UPDATE certifications SET valid_until = CURRENT_DATE - 2 WHERE id = '{lapsed}'"
+    ))
+    .await
+    .expect("lapsed");
+    let (current, _) = certify_now(&app, &admin, &listing).await;
+    let revoked = step(
+        &app,
+        Some(&admin),
+        "revokeCertification(certificationId: $id, reason: $t)",
+        json!({ "id": current, "t": "撤销新证" }),
+    )
+    .await;
+    assert_eq!(revoked["state"], "REVOKED", "{revoked}");
+    let board = app
+        .graphql_as(
+            Some(&admin),
+            "query($l: ID!) { certifications(listingId: $l) { edges { node { id state decisionNote } } } }",
+            json!({ "l": listing }),
+        )
+        .await;
+    let earlier = board["data"]["certifications"]["edges"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["node"]["id"] == lapsed.as_str()))
+        .unwrap_or_else(|| panic!("{board}"));
+    assert_eq!(
+        (&earlier["node"]["state"], &earlier["node"]["decisionNote"]),
+        (&json!("EXPIRED"), &Value::Null),
+        "{board}"
     );
 }

@@ -114,18 +114,28 @@ impl Inventory {
     ) -> Result<CertificationView, AppError> {
         let today = china_today(Utc::now());
         let txn = self.db.begin().await?;
+        let Some(seen) = store::get(&txn, req.certification_id, today).await? else {
+            return Err(AppError::not_found("no such certification"));
+        };
+        // Objections are anyone's; every other step is the region's admins'
+        // (to others one the board hides is no certification at all).
+        if !matches!(req.step, Step::Object { .. }) {
+            if !on_the_board(&txn, &req.by, &seen).await? {
+                return Err(AppError::not_found("no such certification"));
+            }
+            administers(&req.by, seen.region_code)?;
+            // The listing first, then the certification: every step takes
+            // the two in this order (an objection the certification alone),
+            // so a revocation can wait for the listing's other certificates
+            // (`revoke_others`): whoever holds one of them holds the listing
+            // too, or is an objection that waits for nothing.
+            store::lock_listing(&txn, seen.listing_id, &seen.listing_kind).await?;
+        }
         store::lock(&txn, req.certification_id).await?;
         let Some(current) = store::get(&txn, req.certification_id, today).await? else {
             return Err(AppError::not_found("no such certification"));
         };
         let by = req.by.account_id.0;
-        // Objections are anyone's; every other step is the region's admins'.
-        if !matches!(req.step, Step::Object { .. }) {
-            administers(&req.by, current.region_code)?;
-            // The certification first, then its listing: every step takes
-            // the two in this order.
-            store::lock_listing(&txn, current.listing_id, &current.listing_kind).await?;
-        }
         let (from, to, change) = match req.step {
             Step::AcceptForPublicNotice { notice_days } => {
                 if !NOTICE_DAYS.contains(&notice_days) {
@@ -149,11 +159,7 @@ impl Inventory {
                     // Said as the notice board would say it: one the caller
                     // cannot see there (an off-sale listing's, outside its
                     // region) is no certification, whatever its state.
-                    let shown = req.by.administers(current.region_code)
-                        || store::listing(&txn, current.listing_id)
-                            .await?
-                            .is_some_and(|l| l.on_sale);
-                    if !shown {
+                    if !on_the_board(&txn, &req.by, &current).await? {
                         return Err(AppError::not_found("no such certification"));
                     }
                     return Err(conflict(&current, "object"));
@@ -252,10 +258,10 @@ impl Inventory {
         if to == State::Revoked {
             store::revoke_others(
                 &txn,
-                current.listing_id,
-                current.id,
+                (current.listing_id, current.id),
                 revoked_note.as_deref(),
                 by,
+                today,
             )
             .await?;
         }
@@ -315,4 +321,19 @@ fn administered_prefix(viewer: &shared::auth::Principal) -> Option<String> {
         shared::auth::Role::RegionAdmin => viewer.region_scope.map(|r| r.code_prefix()),
         _ => None,
     }
+}
+
+/// Whether `by` sees `certification` on the notice board: its region's
+/// admins always; others while it is in public notice or its listing is
+/// on sale.
+async fn on_the_board<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    by: &shared::auth::Principal,
+    certification: &CertificationView,
+) -> Result<bool, AppError> {
+    Ok(by.administers(certification.region_code)
+        || certification.state == State::PublicNotice
+        || store::listing(conn, certification.listing_id)
+            .await?
+            .is_some_and(|l| l.on_sale))
 }

@@ -210,43 +210,34 @@ pub async fn transition<C: ConnectionTrait>(
     Ok(moved.rows_affected() == 1)
 }
 
-/// Revokes every other CERTIFIED certification of the listing with the
-/// same note: a revocation takes the listing's badge, not one certificate
-/// of it (an earlier one, still valid, would keep it certified).
+/// Revokes every other certification of the listing in force (CERTIFIED
+/// and valid on `today`: one that lapsed stays EXPIRED) with the same
+/// note: a revocation takes the listing's badge, not one certificate of it
+/// (an earlier one, still valid, would keep it certified). `ids` is (the
+/// listing, the certification revoked). Waits for a certificate another
+/// step holds: the caller holds the listing, which every other step takes
+/// first (it passed such rows over, and left a renewal whose certify was
+/// waiting for the listing CERTIFIED).
 pub async fn revoke_others<C: ConnectionTrait>(
     conn: &C,
-    listing_id: Uuid,
-    revoked: Uuid,
+    (listing_id, revoked): (Uuid, Uuid),
     note: Option<&str>,
     by: Uuid,
+    today: NaiveDate,
 ) -> Result<u64, DbErr> {
     let b = conn.get_database_backend();
-    // Rows another decision holds are passed over (PostgreSQL): two admins
-    // revoking two certificates of one listing at once would otherwise each
-    // wait for the other's row. Each revokes its own, so nothing is missed.
-    let others = match b {
-        sea_orm::DbBackend::Postgres => {
-            "SELECT id FROM certifications
-             WHERE listing_id = $1 AND id <> $2 AND state = 'CERTIFIED' FOR UPDATE SKIP LOCKED"
-        }
-        _ => {
-            "SELECT id FROM certifications
-             WHERE listing_id = $1 AND id <> $2 AND state = 'CERTIFIED'"
-        }
-    };
     let done = conn
         .execute_raw(stmt(
             b,
-            &format!(
-                "UPDATE certifications SET state = 'REVOKED',
-                     decision_note = COALESCE($3, decision_note), decided_by = $4
-                 WHERE id IN ({others})"
-            ),
+            "UPDATE certifications SET state = 'REVOKED',
+                 decision_note = COALESCE($3, decision_note), decided_by = $4
+             WHERE listing_id = $1 AND id <> $2 AND state = 'CERTIFIED' AND valid_until >= $5",
             vec![
                 uuid_value(b, listing_id),
                 uuid_value(b, revoked),
                 note.map(str::to_owned).into(),
                 uuid_value(b, by),
+                today.into(),
             ],
         ))
         .await?;
