@@ -23,8 +23,8 @@ pub const MAX_OBJECTIONS: u64 = 200;
 const NOTICE_DAYS: std::ops::RangeInclusive<u32> = 1..=30;
 /// Most evidence links on an application.
 const MAX_EVIDENCE: usize = 10;
-/// Longest validity of a certification, in days (five years).
-const MAX_VALIDITY_DAYS: i64 = 5 * 366;
+/// Longest validity of a certification, in months (five years).
+const MAX_VALIDITY_MONTHS: u32 = 5 * 12;
 
 fn text(field: &str, value: &str) -> Result<String, AppError> {
     crate::domain::check_text(field, value, MAX_TEXT, true)?;
@@ -164,6 +164,16 @@ impl Inventory {
                     }
                     return Err(conflict(&current, "object"));
                 }
+                // The notice runs until the day before certification may
+                // come: objections after it would come after the decision
+                // was due (they were taken, and the certify then asked for
+                // a resolution of them).
+                if let Some(ends) = current.notice_ends_on.filter(|d| today >= *d) {
+                    return Err(AppError::conflict(format!(
+                        "the public notice ended on {}; objections are closed",
+                        ends - Duration::days(1)
+                    )));
+                }
                 // One objection per account (the row lock above makes the
                 // look and the insert one step): a board of a hundred copies
                 // of one voice hides the others.
@@ -197,10 +207,13 @@ impl Inventory {
                         "the public notice runs until {ends}; certify from then on"
                     )));
                 }
-                if valid_until <= today || (valid_until - today).num_days() > MAX_VALIDITY_DAYS {
-                    return Err(AppError::bad_input(
-                        "validUntil: after today and at most five years ahead",
-                    ));
+                let latest = today
+                    .checked_add_months(chrono::Months::new(MAX_VALIDITY_MONTHS))
+                    .unwrap_or(today);
+                if valid_until <= today || valid_until > latest {
+                    return Err(AppError::bad_input(format!(
+                        "validUntil: after today and at most five years ahead, by {latest}"
+                    )));
                 }
                 let note = match (current.objections.is_empty(), resolution) {
                     (_, Some(r)) => Some(text("resolution", &r)?),
@@ -244,7 +257,7 @@ impl Inventory {
             }
         };
         if current.state != from {
-            return Err(conflict(&current, "do this"));
+            return Err(conflict(&current, "accept it for public notice"));
         }
         let revoked_note = (to == State::Revoked)
             .then(|| change.note.clone())
