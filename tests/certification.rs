@@ -297,6 +297,22 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     assert!(seen_by(None).await.is_null());
     assert!(seen_by(traveler.clone()).await.is_null());
     serve_notice(&app, &second).await;
+    // The notice over, objections are closed (one came weeks after).
+    let after = app.register("after-notice@example.cn", "110105").await;
+    let closed = step(
+        &app,
+        Some(&after),
+        "objectToCertification(certificationId: $id, text: $t)",
+        json!({ "id": second, "t": "迟到的异议" }),
+    )
+    .await;
+    assert_eq!(code(&closed), "CONFLICT", "{closed}");
+    assert!(
+        closed["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("objections are closed")),
+        "{closed}"
+    );
     let valid_until = (today + Duration::days(365)).to_string();
     let unresolved = step(
         &app,
