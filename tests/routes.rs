@@ -1377,3 +1377,44 @@ async fn a_departures_passenger_list_holds_its_bookings_and_their_travelers() {
     let malformed = app.graphql_as(Some(&admin), LIST, on("团期")).await;
     assert_eq!(code(&malformed), "BAD_USER_INPUT", "{malformed}");
 }
+
+/// A route's English title is optional, as every English name is: left
+/// out or emptied, English readers see the Chinese (it was required, and
+/// an empty one refused).
+#[tokio::test]
+async fn a_route_without_an_english_title_reads_in_chinese_in_english() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let mut input = grassland_route();
+    input
+        .as_object_mut()
+        .expect("an input object")
+        .remove("titleEn");
+    let created = app
+        .graphql_as(Some(&admin), CREATE_ROUTE, json!({ "input": input }))
+        .await;
+    let route = created["data"]["createRoute"]["routeId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let emptied = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($r: ID!) { updateRoute(routeId: $r, input: { titleEn: \"\" }) { titleEn } }",
+            json!({ "r": route }),
+        )
+        .await;
+    assert_eq!(emptied["data"]["updateRoute"]["titleEn"], "", "{emptied}");
+    let read = app
+        .graphql_as(
+            Some(&admin),
+            "query($r: ID!) { route(id: $r) { title(lang: EN) titleEn } }",
+            json!({ "r": route }),
+        )
+        .await;
+    assert_eq!(
+        read["data"]["route"],
+        json!({ "title": "首都—草原 五日游", "titleEn": "" }),
+        "{read}"
+    );
+}

@@ -292,6 +292,8 @@ pub struct RouteInput {
     /// Where it is based: its host's county or banner (in the admin's region).
     pub region_code: ID,
     pub title_zh: String,
+    /// The same in English (optional: English readers see the Chinese).
+    #[graphql(default)]
     pub title_en: String,
     #[graphql(default)]
     pub description_zh: String,

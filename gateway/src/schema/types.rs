@@ -810,7 +810,7 @@ pub struct BookingEdge {
     pub node: Booking,
 }
 
-/// A page of bookings, newest first.
+/// A page of bookings, in the order asked (newest first by default).
 #[derive(SimpleObject)]
 pub struct BookingConnection {
     pub edges: Vec<BookingEdge>,

@@ -128,7 +128,7 @@ impl Inventory {
     /// Creates a route as a DRAFT.
     pub async fn create_route(&self, req: CreateRoute) -> Result<RouteCreated, AppError> {
         shared::text::check_line("titleZh", &req.title_zh, MAX_TITLE, true)?;
-        shared::text::check_line("titleEn", &req.title_en, MAX_TITLE, true)?;
+        shared::text::check_line("titleEn", &req.title_en, MAX_TITLE, false)?;
         check_text("descriptionZh", &req.description_zh, MAX_DESCRIPTION, false)?;
         check_text("descriptionEn", &req.description_en, MAX_DESCRIPTION, false)?;
         check_itinerary(&req.itinerary)?;
@@ -173,10 +173,14 @@ impl Inventory {
         &self,
         req: shared::rpcs::UpdateRoute,
     ) -> Result<RouteView, AppError> {
-        // Titles are one line, as when the route was written.
-        for (field, title) in [("titleZh", &req.title_zh), ("titleEn", &req.title_en)] {
+        // Titles are one line, as when the route was written (the English
+        // one may be emptied: English readers then see the Chinese).
+        for (field, title, required) in [
+            ("titleZh", &req.title_zh, true),
+            ("titleEn", &req.title_en, false),
+        ] {
             if let Some(title) = title {
-                shared::text::check_line(field, title.trim(), MAX_TITLE, true)?;
+                shared::text::check_line(field, title.trim(), MAX_TITLE, required)?;
             }
         }
         for (field, text) in [

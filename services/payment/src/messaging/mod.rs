@@ -286,7 +286,7 @@ impl Payments {
                 // and the reconciler asks the provider by the same key.
                 return Err(AppError::new(
                     ErrorCode::ServiceUnavailable,
-                    "the payment provider did not answer; the payment will be reconciled, do not pay again",
+                    "the payment provider did not answer; the payment will be reconciled: retry with the same idempotency key to learn how it ended, never pay again with another",
                 ));
             }
         };
