@@ -147,8 +147,20 @@ const HASHING_QUEUE: std::time::Duration = std::time::Duration::from_secs(5);
 async fn hashing<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AppError> {
+    hashing_on(&HASHING, work).await
+}
+
+/// [`hashing`] with turns from `turns`. The turn goes with the work onto
+/// the blocking thread and ends with it: a caller that goes away (a client
+/// closing its connection mid-login drops the request) must not free a
+/// turn while its hash still runs, or a script hanging up after each login
+/// would have hundreds of hashes — 7 MiB each — running at once.
+async fn hashing_on<T: Send + 'static>(
+    turns: &'static tokio::sync::Semaphore,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AppError> {
     let stopped = || AppError::internal("the password hasher stopped");
-    let _turn = match tokio::time::timeout(HASHING_QUEUE, HASHING.acquire()).await {
+    let turn = match tokio::time::timeout(HASHING_QUEUE, turns.acquire()).await {
         Ok(turn) => turn.map_err(|_| stopped())?,
         Err(_) => {
             return Err(AppError::new(
@@ -157,9 +169,12 @@ async fn hashing<T: Send + 'static>(
             ));
         }
     };
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|_| stopped())
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        work()
+    })
+    .await
+    .map_err(|_| stopped())
 }
 
 fn hash_now(password: &[u8]) -> Result<String, AppError> {
@@ -1054,6 +1069,34 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hash whose caller went away keeps its turn until it is done.
+    #[tokio::test]
+    async fn a_dropped_sign_in_keeps_its_hashing_turn_until_its_hash_ends() {
+        static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let running = started.clone();
+        let caller = tokio::spawn(hashing_on(&TURNS, move || {
+            running.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = wait.recv();
+        }));
+        while !started.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        caller.abort();
+        let _ = caller.await;
+        assert_eq!(TURNS.available_permits(), 1, "the running hash holds one");
+        go.send(()).expect("the hash is waiting");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while TURNS.available_permits() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the turn never came back"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
 
     #[test]
     fn emails_are_normalised_and_checked() {
