@@ -1291,6 +1291,19 @@ async fn two_admins_demoting_each_other_at_once_leave_one_and_a_start_restores_a
     db.execute_unprepared("UPDATE accounts SET role = 'TRAVELER' WHERE role = 'PLATFORM_ADMIN'")
         .await
         .expect("no admin left");
+    // A start configured with another password is not the account's owner
+    // (someone may have registered the email before it was configured):
+    // the account stays as it is.
+    let mut stranger = app.settings.clone();
+    stranger.admin_password = Some("not the account's password".to_owned().into());
+    let refused = duikou::App::start(stranger, duikou::Part::Gateway)
+        .await
+        .expect("a gateway starts");
+    let me = app
+        .graphql_as(Some(&token(&login(&app, ADMIN).await)), ME, json!({}))
+        .await;
+    assert_eq!(me["data"]["me"]["role"], "TRAVELER", "{me}");
+    refused.stop().await;
     let again = duikou::App::start(app.settings.clone(), duikou::Part::Gateway)
         .await
         .expect("a gateway starts");

@@ -709,8 +709,8 @@ impl Identity {
     /// Creates the platform admin from configuration if the email is unused.
     pub async fn bootstrap_admin(&self, email: &str, password: &str) -> Result<(), AppError> {
         let email = normalise_email(email)?;
-        if let Some((account, _)) = storage::account_by_email(&self.db, &email).await? {
-            return self.bootstrap_again(account).await;
+        if let Some((account, hash)) = storage::account_by_email(&self.db, &email).await? {
+            return self.bootstrap_again(account, hash, password).await;
         }
         match self
             .create_account(NewAccount {
@@ -736,10 +736,27 @@ impl Identity {
 
     /// The bootstrap admin's email names an account already: nothing to do
     /// when it is a platform admin; made one again when the platform has
-    /// none left (the way back, short of editing the database); otherwise
-    /// left as it is, saying so.
-    async fn bootstrap_again(&self, account: Account) -> Result<(), AppError> {
+    /// none left (the way back, short of editing the database) and its
+    /// password is the configured one — an account someone registered under
+    /// that email before it was configured is not theirs to promote;
+    /// otherwise left as it is, saying so.
+    async fn bootstrap_again(
+        &self,
+        account: Account,
+        hash: String,
+        password: &str,
+    ) -> Result<(), AppError> {
         if account.role == Role::PlatformAdmin {
+            return Ok(());
+        }
+        if !verify_password(password.to_owned(), Some(hash)).await? {
+            warn!(
+                account = %account.id,
+                role = account.role.as_str(),
+                "DUIKOU_ADMIN_EMAIL names an account whose password is not \
+                 DUIKOU_ADMIN_PASSWORD; it stays as it is (configure another email, or \
+                 that account's own password)"
+            );
             return Ok(());
         }
         let txn = self.db.begin().await?;
