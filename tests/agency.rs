@@ -268,6 +268,32 @@ async fn agencies_and_credentials_are_for_platform_admins_and_a_wrong_secret_get
         .graphql_as(None, "mutation { apiClientToken(clientId: \"dk_nobody\", clientSecret: \"guess\") { accessToken } }", json!({}))
         .await;
     assert_eq!(code(&unknown), "UNAUTHENTICATED");
+
+    // An admin demoted a moment ago, its token not yet stopped here (as on
+    // a replica that has not heard for its 2 s): it creates no credentials,
+    // which would outlive the token.
+    use sea_orm::ConnectionTrait;
+    let agency_id = app
+        .graphql_as(
+            Some(&admin),
+            "{ agencies(first: 1) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await["data"]["agencies"]["edges"][0]["node"]["id"]
+        .clone();
+    app.service_db("gateway")
+        .await
+        .execute_unprepared("UPDATE accounts SET role = 'TRAVELER' WHERE role = 'PLATFORM_ADMIN'")
+        .await
+        .expect("demoted behind the gateway's back");
+    let lingering = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($a: ID!) { createApiClient(agencyId: $a, name: \"left behind\") { clientId } }",
+            json!({ "a": agency_id }),
+        )
+        .await;
+    assert_eq!(code(&lingering), "FORBIDDEN", "{lingering}");
 }
 
 /// Seats for `n` travelers of a group on `departure`, booked by the agency.

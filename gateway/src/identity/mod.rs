@@ -935,7 +935,7 @@ impl Identity {
             .create_agency("[演示] 草原之旅国际旅行社", home, 800)
             .await?;
         let (client_id, client_secret) = self
-            .create_api_client(agency.id, "demo integration")
+            .create_api_client(agency.id, "demo integration", None)
             .await?;
         Ok(Some(DemoAccounts {
             client_id,
@@ -982,6 +982,7 @@ impl Identity {
         &self,
         agency: AgencyId,
         name: &str,
+        by: Option<AccountId>,
     ) -> Result<(String, String), AppError> {
         let name = name.trim();
         shared::text::check_line("name", name, 100, true)?;
@@ -1001,6 +1002,23 @@ impl Identity {
             token_generation: 0,
         };
         let txn = self.db.begin().await?;
+        // Credentials outlive the token that asked for them: its role is
+        // read again under the caller's lock, as `grant_role` does, so an
+        // admin demoted a moment ago (other replicas hear of it within 2 s)
+        // leaves no client behind.
+        // (None: the platform's own demo seeding.)
+        if let Some(by) = by {
+            storage::lock_account(&txn, by).await?;
+            let still_admin = storage::account_by_id(&txn, by)
+                .await?
+                .is_some_and(|caller| caller.role == Role::PlatformAdmin);
+            if !still_admin {
+                return Err(AppError::new(
+                    ErrorCode::Forbidden,
+                    "only a platform admin creates API clients, and you no longer are one",
+                ));
+            }
+        }
         // No password: the account logs in only with the client's secret.
         storage::insert_account(&txn, &account, "").await?;
         storage::insert_api_client(&txn, &client_id, &digest(&secret), account.id, name).await?;

@@ -1421,10 +1421,10 @@ impl Mutation {
         agency_id: ID,
         name: String,
     ) -> Result<ApiClientCredentials> {
-        platform_admin(ctx)?;
+        let by = platform_admin(ctx)?.account_id;
         let agency = parse("agency id", &agency_id)?;
         let (client_id, client_secret) = identity(ctx)?
-            .create_api_client(agency, &name)
+            .create_api_client(agency, &name, Some(by))
             .await
             .map_err(gql)?;
         Ok(ApiClientCredentials {
