@@ -823,8 +823,12 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
     supplement["i"]["startsOn"] = json!("2022-01-01");
     supplement["i"]["signedOn"] = json!("2022-01-01");
     supplement["i"]["targets"] = json!([{ "year": 2026, "certifiedSpend": "400000.00" }]);
+    // A year named with nothing to reach (the report showed it as targets
+    // all empty).
+    let mut empty = agreement("2027-12-31", "1.00");
+    empty["i"]["targets"] = json!([{ "year": 2026 }]);
     for bad in [
-        ahead, crowd, year, hidden, beyond, certified, twice, huge, before, supplement,
+        ahead, crowd, year, hidden, beyond, certified, twice, huge, before, supplement, empty,
     ] {
         let refused = app.graphql_as(Some(&chifeng), record, bad).await;
         assert_eq!(

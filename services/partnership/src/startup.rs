@@ -36,7 +36,7 @@ fn date(y: i32, m: u32, d: u32) -> anyhow::Result<NaiveDate> {
 /// Demonstration data (marked `demo`, notes start with [演示]): the
 /// Beijing–Inner Mongolia cooperation (京蒙协作) at province level with the
 /// 2018 tourism framework agreement, and Beijing districts paired with
-/// poverty banners of Chifeng and Tongliao. The district pairs illustrate
+/// poverty counties and banners of 赤峰, 乌兰察布 and 兴安盟. The pairs illustrate
 /// the model; they are not the official pairing list.
 pub async fn seed_demo(p: &Partnerships) -> anyhow::Result<()> {
     let pairs = [

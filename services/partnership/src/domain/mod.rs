@@ -28,11 +28,12 @@ pub struct Facts {
     pub total: Fen,
     /// When it was confirmed; None until `booking.confirmed` arrives.
     pub confirmed_at: Option<DateTime<Utc>>,
-    /// Captured: gross, host share, fund share (zero until `payment.captured`).
+    /// Captured: gross, host share, fund share (zero until `booking.confirmed`
+    /// brings the capture's split).
     pub captured: Money3,
     /// Refunded so far, same shares.
     pub refunded: Money3,
-    /// Cancelled after confirmation.
+    /// Cancelled (before or after confirmation: nothing counts before it).
     pub cancelled: bool,
 }
 
@@ -297,6 +298,19 @@ pub fn validate_targets(mut targets: Vec<YearTarget>) -> Result<Vec<YearTarget>,
         return Err(AppError::bad_input("one target per year"));
     }
     for t in &targets {
+        // A year named with nothing to reach would show as targets that are
+        // all empty, where a report says "none" for a year without any.
+        if t.tourists.is_none()
+            && t.spend.is_none()
+            && t.certified_spend.is_none()
+            && t.custom.is_empty()
+        {
+            return Err(AppError::bad_input(format!(
+                "the targets for {}: set tourists, spend, certifiedSpend or a custom \
+                 indicator, or leave the year out",
+                t.year
+            )));
+        }
         if t.custom.len() > MAX_CUSTOM {
             return Err(AppError::bad_input(format!(
                 "the targets for {}: at most {MAX_CUSTOM} custom indicators",

@@ -356,17 +356,20 @@ impl Partnerships {
                 .collect(),
             targets,
         };
+        let not_found = || AppError::not_found(format!("no partnership {}", req.partnership_id));
+        // Who may record it, before taking any lock (the lock holds every
+        // booking's attribution up: a stranger's calls must not).
+        let pair = storage::partnership_by_id(&self.db, req.partnership_id)
+            .await?
+            .ok_or_else(not_found)?;
+        may_record(&req.by, pair.sponsor, pair.beneficiary)?;
         let txn = self.db.begin().await?;
         // One at a time with the edits of a pair's term (its `since` is
-        // checked against the agreements' ends).
+        // checked against the agreements' ends); then the pair as it is now.
         storage::lock_facts(&txn).await?;
-        let Some(pair) = storage::partnership_by_id(&txn, req.partnership_id).await? else {
-            return Err(AppError::not_found(format!(
-                "no partnership {}",
-                req.partnership_id
-            )));
-        };
-        may_record(&req.by, pair.sponsor, pair.beneficiary)?;
+        let pair = storage::partnership_by_id(&txn, req.partnership_id)
+            .await?
+            .ok_or_else(not_found)?;
         if let Some(since) = pair.since
             && view.ends_on < since
         {

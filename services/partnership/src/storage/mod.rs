@@ -385,7 +385,7 @@ pub enum Fact {
     },
     /// `payment.refunded` (added to what was refunded before).
     Refunded(Money3),
-    /// `booking.status_changed` to CANCELLED.
+    /// `booking.cancelled`.
     Cancelled,
     /// Nothing new (backfilling a new partnership).
     Nothing,
