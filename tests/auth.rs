@@ -1009,6 +1009,27 @@ async fn logging_out_everywhere_ends_every_session_of_the_account() {
         on["data"]["refreshToken"]["accessToken"].is_string(),
         "{on}"
     );
+    // The lost phone: someone refreshed its token first (`on` stands for
+    // the thief), and its owner logs out everywhere with the token it has.
+    // That token has leaked — presented to refreshToken it would end every
+    // session — and logging out everywhere with it does the same (it was
+    // UNAUTHENTICATED and ended nothing: the thief's session went on).
+    let lost = app
+        .graphql_as(
+            None,
+            logout,
+            json!({ "t": back["refreshToken"], "e": true }),
+        )
+        .await;
+    assert_eq!(lost["data"]["logout"], true, "{lost}");
+    let thief = app
+        .graphql_as(
+            None,
+            refresh,
+            json!({ "t": on["data"]["refreshToken"]["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(code(&thief), "UNAUTHENTICATED", "{thief}");
 }
 
 /// Changes the password of `token`'s account to "a brand new passphrase";

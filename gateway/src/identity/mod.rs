@@ -626,7 +626,11 @@ impl Identity {
         let stored = storage::refresh_for_update(&txn, &hash)
             .await?
             .ok_or_else(dead)?;
-        if stored.revoked_at.is_some() || stored.expires_at < Utc::now() {
+        // One revoked on its own since the last revocation of everything
+        // has leaked (someone refreshed it first: the owner of a lost phone
+        // still holds it): ending every session is what presenting it to
+        // `refreshToken` does, and what is asked here.
+        if (stored.revoked_at.is_some() && !stored.leaked()) || stored.expires_at < Utc::now() {
             return Err(dead());
         }
         let generation = storage::revoke_all(&txn, owner).await?;
