@@ -192,24 +192,27 @@ pub async fn hash_password(password: String) -> Result<String, AppError> {
     hashing(move || hash_now(password.as_bytes())).await?
 }
 
-/// Checks a password against a stored hash; without a hash it still does
-/// the work, so an unknown email takes as long as a wrong password.
+/// Checks a password against a stored hash; without one — an unknown
+/// email, or an API client's account, which has no password ("") — it
+/// still does the work, so neither answers faster than a wrong password.
 /// RATE_LIMITED when the hasher is too busy to take it.
 pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, AppError> {
     hashing(move || {
         // A hash of a random password, made once, at today's cost.
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let stored = match &hash {
-            Some(h) => h.as_str(),
-            None => DUMMY.get_or_init(|| hash_now(random_secret().as_bytes()).unwrap_or_default()),
-        };
-        let Ok(parsed) = PasswordHash::new(stored) else {
-            return false;
+        let dummy =
+            || DUMMY.get_or_init(|| hash_now(random_secret().as_bytes()).unwrap_or_default());
+        let (stored, real) = match hash.as_deref().map(PasswordHash::new) {
+            Some(Ok(parsed)) => (parsed, true),
+            _ => match PasswordHash::new(dummy()) {
+                Ok(parsed) => (parsed, false),
+                Err(_) => return false,
+            },
         };
         Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
+            .verify_password(password.as_bytes(), &stored)
             .is_ok()
-            && hash.is_some()
+            && real
     })
     .await
 }
