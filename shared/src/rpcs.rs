@@ -163,7 +163,11 @@ impl HomestayDetails {
 
 /// True for an http or https URL of at most 500 bytes (photos, evidence).
 pub fn is_http_url(link: &str) -> bool {
-    link.len() <= 500 && url::Url::parse(link).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    // The url crate takes a space inside a link (it would encode it): a link
+    // shown as typed must be one a reader can follow as it reads.
+    link.len() <= 500
+        && !link.chars().any(|c| c.is_whitespace() || c.is_control())
+        && url::Url::parse(link).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
 }
 
 /// What a quote or a hold of a room type that is not there says (and, to
@@ -2334,7 +2338,21 @@ pub struct ImpactCredit {
 
 #[cfg(test)]
 mod tests {
-    use super::HomestayDetails;
+    use super::{HomestayDetails, is_http_url};
+
+    #[test]
+    fn a_link_is_followed_as_it_reads() {
+        assert!(is_http_url("https://aohan.example.cn/fupin/2026-12.pdf"));
+        assert!(is_http_url("http://example.cn/a%20b"));
+        for odd in [
+            "https://a.example.cn/ x",
+            "https://a.example.cn/\tx",
+            "ftp://example.cn/x",
+            "https://a.example.cn/\u{85}",
+        ] {
+            assert!(!is_http_url(odd), "{odd:?}");
+        }
+    }
 
     fn details(address: &str, amenities: &[&str], photos: &[&str]) -> HomestayDetails {
         let mut d = HomestayDetails {
