@@ -171,6 +171,23 @@ async fn fragments_that_double_at_each_level_are_refused_before_they_are_walked(
     assert!(body["data"]["regions"].is_array(), "{body}");
 }
 
+/// A field written many times in one query — 64 copies of `welfareFund {
+/// byYear }` by doubling fragments — asks its service once (it was one RPC
+/// a copy: 2,048 in a 550-byte query). A mutation's fields are not shared
+/// so (a read after a change must see it).
+#[tokio::test]
+async fn a_query_asks_a_service_the_same_thing_once_however_often_it_is_written() {
+    let app = spawn_app().await;
+    let asked = || app.metric("duikou_rpc_total", &["method=\"fund_totals\""]);
+    let before = asked().await;
+    let query =
+        common::doubling_fragments("query", "welfareFund", "WelfareFund", "byYear { year }", 6);
+    let body = app.graphql(&query, json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(body["data"]["welfareFund"]["byYear"].is_array(), "{body}");
+    assert_eq!(asked().await - before, 1.0);
+}
+
 /// `query` posted with `Accept-Language: lang`; the whole body.
 async fn in_language(app: &common::TestApp, lang: &str, query: &str) -> Value {
     app.http

@@ -1062,6 +1062,11 @@ async fn graphql(
     if let Some(bus) = &gw.bus {
         crate::schema::loaders::attach(&mut request.data, bus, &gw.cache, principal.as_ref());
     }
+    // A query asks each service the same thing once, however many of its
+    // fields ask it.
+    if doc.as_ref().is_some_and(|d| !is_mutation(&request, d)) {
+        request = request.data(crate::schema::AskedOnce::default());
+    }
     if let Some(principal) = principal {
         request = request.data(principal);
     }

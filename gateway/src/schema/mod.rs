@@ -86,7 +86,56 @@ pub(crate) fn bus(ctx: &Context<'_>) -> Result<Arc<dyn Bus>, AppError> {
 }
 
 async fn call_service<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply, AppError> {
-    call(bus(ctx)?.as_ref(), &request).await
+    let bus = bus(ctx)?;
+    let Some(asked) = ctx.data_opt::<AskedOnce>() else {
+        return call(bus.as_ref(), &request).await;
+    };
+    let body = serde_json::to_value(&request).map_err(AppError::internal)?;
+    shared::bus::reply_as::<R>(asked.ask(bus, (R::SERVICE, R::METHOD), body).await?)
+}
+
+/// An answer a query is waiting for or has had, shared by every field that
+/// asks the same.
+type Asked = futures::future::Shared<
+    futures::future::BoxFuture<'static, Result<serde_json::Value, AppError>>,
+>;
+
+/// What one query has asked the services, by service, method and request:
+/// a field the query writes many times — repeated, or spread by fragments;
+/// async-graphql runs every copy — asks its service once (2,048 copies of
+/// `welfareFund { byYear }` in a 550-byte anonymous query were 2,048 RPCs,
+/// and a few such queries a minute made payment time out for everyone).
+/// Put in the data of queries only: a mutation's later fields may read what
+/// its earlier ones changed.
+#[derive(Default)]
+pub(crate) struct AskedOnce(
+    std::sync::Mutex<std::collections::HashMap<(&'static str, &'static str, String), Asked>>,
+);
+
+impl AskedOnce {
+    async fn ask(
+        &self,
+        bus: Arc<dyn Bus>,
+        method: (&'static str, &'static str),
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, AppError> {
+        use futures::FutureExt;
+        let asked = {
+            let mut asked = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            asked
+                .entry((method.0, method.1, body.to_string()))
+                .or_insert_with(|| {
+                    async move {
+                        let deadline = bus.config().rpc_timeout;
+                        shared::bus::call_value(bus.as_ref(), method, body, deadline).await
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        asked.await
+    }
 }
 
 /// [`call_service`] with a deadline shorter than the bus's default.

@@ -336,18 +336,35 @@ pub async fn call_within<R: Rpc>(
     request: &R,
     deadline: Duration,
 ) -> Result<R::Reply, AppError> {
-    let started = std::time::Instant::now();
     let body = serde_json::to_value(request).map_err(AppError::internal)?;
-    let reply = bus.call_raw(R::SERVICE, R::METHOD, body, deadline).await;
+    let reply = call_value(bus, (R::SERVICE, R::METHOD), body, deadline).await?;
+    reply_as::<R>(reply)
+}
+
+/// An RPC by its service and method, its request and reply as JSON,
+/// measured (`duikou_rpc_seconds`, `duikou_rpc_total`) as every call is.
+pub async fn call_value(
+    bus: &dyn Bus,
+    (service, method): (&'static str, &'static str),
+    body: serde_json::Value,
+    deadline: Duration,
+) -> Result<serde_json::Value, AppError> {
+    let started = std::time::Instant::now();
+    let reply = bus.call_raw(service, method, body, deadline).await;
     let outcome = match &reply {
         Ok(_) => "ok",
         Err(e) => e.code.as_str(),
     };
-    metrics::histogram!("duikou_rpc_seconds", "service" => R::SERVICE, "method" => R::METHOD)
+    metrics::histogram!("duikou_rpc_seconds", "service" => service, "method" => method)
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!("duikou_rpc_total", "service" => R::SERVICE, "method" => R::METHOD, "outcome" => outcome)
+    metrics::counter!("duikou_rpc_total", "service" => service, "method" => method, "outcome" => outcome)
         .increment(1);
-    serde_json::from_value(reply?).map_err(|e| {
+    reply
+}
+
+/// `R`'s reply read from the JSON a service answered.
+pub fn reply_as<R: Rpc>(reply: serde_json::Value) -> Result<R::Reply, AppError> {
+    serde_json::from_value(reply).map_err(|e| {
         AppError::internal(format!(
             "{} replied to {} with an unexpected shape: {e}",
             R::SERVICE,
