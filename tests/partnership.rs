@@ -1056,3 +1056,98 @@ async fn a_capture_heard_before_the_hold_still_credits_host_income_and_fund() {
     )
     .await;
 }
+
+/// `regionImpact` sums a region's year in the database: its figures are
+/// each booking's contribution as the pair reports count it (Rust's
+/// `Facts::contribution`), over facts of every kind — cancelled or not,
+/// captured or not yet, refunded in part, certified or not — and leave out
+/// bookings of another region or year.
+#[tokio::test]
+async fn a_regions_year_is_summed_as_each_booking_contributes() {
+    use partnership::domain::{Facts, Money3};
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let db = app.service_db("partnership").await;
+    let now = Utc::now();
+    let region = |code: &str| RegionCode::parse(code).ok();
+    let money = |gross: i64, host: i64, fund: i64| Money3 {
+        gross: Fen(gross),
+        host: Fen(host),
+        fund: Fen(fund),
+    };
+    let mut expected = shared::rpcs::Figures::default();
+    let mut n = 0;
+    for cancelled in [false, true] {
+        for certified in [false, true] {
+            for (captured, refunded) in [
+                (money(0, 0, 0), money(0, 0, 0)),
+                (money(38_000, 36_480, 380), money(0, 0, 0)),
+                (money(38_000, 36_480, 380), money(19_000, 18_240, 190)),
+            ] {
+                for (listing, at) in [
+                    ("150430", now),
+                    ("150430", now - Days::days(800)),
+                    ("152223", now),
+                ] {
+                    n += 1;
+                    let facts = Facts {
+                        sponsor: region("110108"),
+                        listing: region(listing),
+                        certified,
+                        travelers: n % 3 + 1,
+                        total: Fen(40_000 + i64::from(n)),
+                        confirmed_at: Some(at),
+                        captured,
+                        refunded,
+                        cancelled,
+                    };
+                    if listing == "150430" && at == now {
+                        expected = expected + facts.contribution();
+                    }
+                    db.execute_unprepared(&format!(
+                        "INSERT INTO booking_facts (booking_id, sponsor_code, listing_code, certified,
+                             travelers, total_fen, confirmed_at, captured_gross, captured_host,
+                             captured_fund, refunded_gross, refunded_host, refunded_fund, cancelled)
+                         VALUES ('{}', '110108', '{listing}', {certified}, {}, {}, '{}', {}, {}, {},
+                             {}, {}, {}, {cancelled})",
+                        uuid::Uuid::now_v7(),
+                        facts.travelers,
+                        facts.total.get(),
+                        at.to_rfc3339(),
+                        captured.gross.get(),
+                        captured.host.get(),
+                        captured.fund.get(),
+                        refunded.gross.get(),
+                        refunded.host.get(),
+                        refunded.fund.get(),
+                    ))
+                    .await
+                    .expect("a booking's facts");
+                }
+            }
+        }
+    }
+    let fields = "tourists bookings spend { amount } certifiedSpend { amount } hostIncome { amount } fund { amount }";
+    let impact = app
+        .graphql(
+            &format!(
+                "query($y: Int!) {{ regionImpact(regionCode: \"150400\", year: $y) {{ asBeneficiary {{ {fields} }} }} }}"
+            ),
+            json!({ "y": year_now() }),
+        )
+        .await;
+    let yuan = |f: Fen| json!({ "amount": f.to_string() });
+    assert_eq!(
+        impact["data"]["regionImpact"]["asBeneficiary"],
+        json!({
+            "tourists": expected.tourists,
+            "bookings": expected.bookings,
+            "spend": yuan(expected.spend),
+            "certifiedSpend": yuan(expected.certified_spend),
+            "hostIncome": yuan(expected.host_income),
+            "fund": yuan(expected.fund),
+        }),
+        "{impact}"
+    );
+    assert!(expected.bookings > 0 && expected.certified_spend > Fen::ZERO);
+}

@@ -484,9 +484,8 @@ impl Partnerships {
             return Err(AppError::bad_input(format!("no such year {year}")));
         };
         let prefix = region.code_prefix();
-        let sum = |facts: Vec<Facts>| facts.iter().map(Facts::contribution).sum::<Figures>();
-        let as_sponsor = sum(storage::facts_in(&self.db, &prefix, true, from, to).await?);
-        let as_beneficiary = sum(storage::facts_in(&self.db, &prefix, false, from, to).await?);
+        let as_sponsor = storage::impact_in(&self.db, &prefix, true, from, to).await?;
+        let as_beneficiary = storage::impact_in(&self.db, &prefix, false, from, to).await?;
         let csv = crate::report::region_csv(region, year, &as_sponsor, &as_beneficiary)
             .map_err(|e| AppError::internal(format!("writing the CSV: {e}")))?;
         Ok(RegionImpact {
