@@ -188,6 +188,30 @@ async fn a_query_asks_a_service_the_same_thing_once_however_often_it_is_written(
     assert_eq!(asked().await - before, 1.0);
 }
 
+/// A request wrong in hundreds of places is told the first hundred and how
+/// many more (20,000 repeated variable definitions answered 5.5 MB of
+/// errors).
+#[tokio::test]
+async fn an_answer_lists_a_hundred_errors_and_counts_the_rest() {
+    let app = spawn_app().await;
+    let variables = vec!["$v: Int"; 151].join(", ");
+    let query = format!("query({variables}) {{ regions {{ code }} }}");
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &query).await;
+    assert_eq!(status, 400, "{body}");
+    let errors = body["errors"].as_array().cloned().unwrap_or_default();
+    assert_eq!(errors.len(), 101, "{body}");
+    let last = errors[100]["message"].as_str().unwrap_or_default();
+    assert!(
+        last.starts_with("… and ") && last.ends_with(" more errors, left out"),
+        "{last}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["extensions"]["code"] == "BAD_USER_INPUT")
+    );
+}
+
 /// `query` posted with `Accept-Language: lang`; the whole body.
 async fn in_language(app: &common::TestApp, lang: &str, query: &str) -> Value {
     app.http

@@ -46,6 +46,8 @@ const MAX_ROOT_FIELDS: usize = 30;
 /// The fields that check a password or a secret: one a request, so that
 /// aliases cannot make one rate-limited request thirty guesses.
 const SECRET_FIELDS: [&str; 4] = ["login", "register", "changePassword", "apiClientToken"];
+/// Most errors an answer lists; the rest are counted in one more.
+const MAX_ERRORS: usize = 100;
 /// The media type of the GraphQL-over-HTTP spec.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// How long `/readyz` waits for each dependency.
@@ -1099,6 +1101,17 @@ async fn graphql(
         let body = axum::body::Bytes::from(body);
         gw.answers.0.insert(key, body.clone());
         return answered(body, wants);
+    }
+    // A small request can be wrong in thousands of places (20,000 repeated
+    // variable definitions answered 5.5 MB of errors): the first hundred
+    // say what to mend.
+    if response.errors.len() > MAX_ERRORS {
+        let left_out = response.errors.len() - MAX_ERRORS;
+        response.errors.truncate(MAX_ERRORS);
+        response.errors.push(async_graphql::ServerError::new(
+            format!("… and {left_out} more errors, left out"),
+            None,
+        ));
     }
     for e in &mut response.errors {
         shorten(&mut e.message);
