@@ -285,26 +285,7 @@ async fn a_run_keeps_back_the_host_share_of_refunds_still_pending() {
     let app = common::spawn_app_with(settings).await;
     let id = app.confirmed_booking(9).await;
     // The provider takes no refund for now: each try goes unanswered.
-    let payment = app.service_db("payment").await;
-    let provider = |sql: &'static str| {
-        let payment = payment.clone();
-        async move { payment.execute_unprepared(sql).await.expect(sql) }
-    };
-    provider("ALTER TABLE sandbox_refunds ADD CONSTRAINT provider_down CHECK (false) NOT VALID")
-        .await;
-    let admin = app.admin_token().await;
-    let refund = app
-        .graphql_as(
-            Some(&admin),
-            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"100.00\", reason: \"投诉\",
-                idempotencyKey: \"pending-1\") { status } }",
-            json!({ "b": id }),
-        )
-        .await;
-    assert_eq!(
-        refund["data"]["refundPayment"]["status"], "PENDING",
-        "{refund}"
-    );
+    let admin = app.pending_refund(&id, "pending-1").await;
 
     // Owed 364.80 for the night; 96.00 of it goes back with the refund.
     let preview = app
@@ -333,7 +314,7 @@ async fn a_run_keeps_back_the_host_share_of_refunds_still_pending() {
 
     // The provider answers again; the reconciler finishes the refund and
     // the host owes nothing, nor is owed anything.
-    provider("ALTER TABLE sandbox_refunds DROP CONSTRAINT provider_down").await;
+    app.refund_provider(true).await;
     app.wait_for_booking(&id, "the refund", |b| b["refunded"]["amount"] == "100.00")
         .await;
     let after = app
@@ -364,30 +345,11 @@ async fn a_run_keeps_back_the_host_share_of_refunds_still_pending() {
 async fn a_refund_confirmed_while_a_run_reads_the_books_is_taken_off_once() {
     let app = spawn_app().await;
     let id = app.confirmed_booking(9).await;
-    let payment = app.service_db("payment").await;
-    payment
-        .execute_unprepared(
-            "ALTER TABLE sandbox_refunds ADD CONSTRAINT provider_down CHECK (false) NOT VALID",
-        )
-        .await
-        .expect("the provider down");
-    let admin = app.admin_token().await;
-    let refund = app
-        .graphql_as(
-            Some(&admin),
-            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"100.00\", reason: \"投诉\",
-                idempotencyKey: \"during-run\") { status } }",
-            json!({ "b": id }),
-        )
-        .await;
-    assert_eq!(
-        refund["data"]["refundPayment"]["status"], "PENDING",
-        "{refund}"
-    );
+    let admin = app.pending_refund(&id, "during-run").await;
     // The provider's answer recorded as payment records it: the refund
     // SUCCEEDED and its legs posted (the host's 96.00 of the 100.00).
     let confirming = common::LockHeld::begin(
-        payment,
+        app.service_db("payment").await,
         "LOCK TABLE ledger_entries IN ACCESS EXCLUSIVE MODE;
          UPDATE refunds SET status = 'SUCCEEDED', provider_ref = 'test', updated_at = now();
          INSERT INTO ledger_entries (txn_id, booking_id, account, amount_fen, region_code, created_at)

@@ -214,35 +214,15 @@ async fn a_refund_the_provider_refuses_is_in_the_reconciliation_log() {
 /// for a person, not a refund logged as completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_paid_by_the_provider_after_it_was_recorded_declined_is_a_mismatch() {
-    use sea_orm::ConnectionTrait;
     let app = app().await;
     let id = app.confirmed_booking(9).await;
-    let payment = app.service_db("payment").await;
-    let provider = |sql: &'static str| {
-        let payment = payment.clone();
-        async move { payment.execute_unprepared(sql).await.expect(sql) }
-    };
-    provider("ALTER TABLE sandbox_refunds ADD CONSTRAINT provider_down CHECK (false) NOT VALID")
-        .await;
-    let admin = app.admin_token().await;
-    let refund = app
-        .graphql_as(
-            Some(&admin),
-            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"100.00\", reason: \"投诉\",
-                idempotencyKey: \"both-ways\") { status } }",
-            json!({ "b": id }),
-        )
-        .await;
-    assert_eq!(
-        refund["data"]["refundPayment"]["status"], "PENDING",
-        "{refund}"
-    );
+    let admin = app.pending_refund(&id, "both-ways").await;
     let declined = common::LockHeld::begin(
-        payment.clone(),
+        app.service_db("payment").await,
         "UPDATE refunds SET status = 'FAILED', failure_reason = 'declined', updated_at = now()",
     )
     .await;
-    provider("ALTER TABLE sandbox_refunds DROP CONSTRAINT provider_down").await;
+    app.refund_provider(true).await;
     declined.until_waiting(1, true).await;
     declined.release().await;
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -83,8 +83,18 @@ async fn a_paid_booking_cancelled_ten_days_ahead_is_refunded_in_full_and_the_led
 in_both_modes!(a_paid_booking_cancelled_four_days_ahead_gets_half_back);
 async fn a_paid_booking_cancelled_four_days_ahead_gets_half_back(settings: Settings) {
     let app = spawn_app_with(settings).await;
+    let id = cancelled_for_half(&app).await;
+    app.wait_for_booking(&id, "the half refund", |b| {
+        amount(&b["refunded"]) == "190.00"
+    })
+    .await;
+    assert_eq!(app.fund_balance().await, "1.90");
+}
+
+/// A 380.00 booking paid and cancelled 4 or 5 days ahead in China time,
+/// whatever the hour: the policy's 50 % tier, 190.00 promised back.
+async fn cancelled_for_half(app: &TestApp) -> String {
     let room_type = app.homestay(1).await.room_type_id.to_string();
-    // 4 or 5 days ahead in China time, whatever the hour: the 50 % tier.
     let id = app
         .paid_booking(&room_type, tomorrow() + Days::days(3), "tok_success")
         .await;
@@ -95,11 +105,7 @@ async fn a_paid_booking_cancelled_four_days_ahead_gets_half_back(settings: Setti
         "190.00",
         "{cancelled}"
     );
-    app.wait_for_booking(&id, "the half refund", |b| {
-        amount(&b["refunded"]) == "190.00"
-    })
-    .await;
-    assert_eq!(app.fund_balance().await, "1.90");
+    id
 }
 
 /// An admin's refund of `amount` from booking `id` (a goodwill gesture),
@@ -576,17 +582,7 @@ in_both_modes!(a_lost_stay_heard_after_the_booker_cancelled_refunds_the_rest);
 /// announcement was ignored unless the booking was still CONFIRMED).
 async fn a_lost_stay_heard_after_the_booker_cancelled_refunds_the_rest(settings: Settings) {
     let app = spawn_app_with(settings).await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = app
-        .paid_booking(&room_type, tomorrow() + Days::days(3), "tok_success")
-        .await;
-    app.wait_for_status(&id, "CONFIRMED").await;
-    let cancelled = app.cancel(&id, "c").await;
-    assert_eq!(
-        amount(&cancelled["data"]["cancelBooking"]["refundDue"]),
-        "190.00",
-        "{cancelled}"
-    );
+    let id = cancelled_for_half(&app).await;
     let booking = BookingId(uuid::Uuid::parse_str(&id).expect("a booking id"));
     let lost = Envelope::new(
         "inventory",

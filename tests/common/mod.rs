@@ -216,6 +216,42 @@ impl TestApp {
         body["data"]["login"].clone()
     }
 
+    /// The sandbox provider taking refunds again (`up`), or none: each one
+    /// asked of it goes unanswered and stays PENDING.
+    pub async fn refund_provider(&self, up: bool) {
+        use sea_orm::ConnectionTrait;
+        let sql = if up {
+            "ALTER TABLE sandbox_refunds DROP CONSTRAINT provider_down"
+        } else {
+            "ALTER TABLE sandbox_refunds ADD CONSTRAINT provider_down CHECK (false) NOT VALID"
+        };
+        self.service_db("payment")
+            .await
+            .execute_unprepared(sql)
+            .await
+            .expect(sql);
+    }
+
+    /// With the provider taking no refunds: an admin's refund of 100.00 of
+    /// booking `id` under `key`, which stays PENDING. The admin's token.
+    pub async fn pending_refund(&self, id: &str, key: &str) -> String {
+        self.refund_provider(false).await;
+        let admin = self.admin_token().await;
+        let refund = self
+            .graphql_as(
+                Some(&admin),
+                "mutation($b: ID!, $k: String!) { refundPayment(bookingId: $b, amount: \"100.00\",
+                    reason: \"投诉\", idempotencyKey: $k) { status } }",
+                json!({ "b": id, "k": key }),
+            )
+            .await;
+        assert_eq!(
+            refund["data"]["refundPayment"]["status"], "PENDING",
+            "{refund}"
+        );
+        admin
+    }
+
     /// The platform admin's access token.
     pub async fn admin_token(&self) -> String {
         self.login(ADMIN).await["accessToken"]

@@ -542,24 +542,40 @@ pub async fn facts_in<C: ConnectionTrait>(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<Facts>, DbErr> {
-    let b = conn.get_database_backend();
-    let column = if as_sponsor {
-        "sponsor_code"
-    } else {
-        "listing_code"
-    };
-    let sql = format!(
-        "SELECT * FROM booking_facts WHERE {column} LIKE $1 AND confirmed_at >= $2 AND confirmed_at < $3"
-    );
-    conn.query_all_raw(stmt(
-        b,
-        &sql,
-        vec![format!("{prefix}%").into(), from.into(), to.into()],
+    conn.query_all_raw(confirmed_between(
+        conn.get_database_backend(),
+        "*",
+        (prefix, as_sponsor),
+        (from, to),
     ))
     .await?
     .iter()
     .map(facts)
     .collect()
+}
+
+/// `SELECT <what>` over the facts of the bookings confirmed in `[from, to)`
+/// whose sponsor (or listing, when `as_sponsor` is false) code starts with
+/// `prefix`.
+fn confirmed_between(
+    b: sea_orm::DbBackend,
+    what: &str,
+    (prefix, as_sponsor): (&str, bool),
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> sea_orm::Statement {
+    let column = if as_sponsor {
+        "sponsor_code"
+    } else {
+        "listing_code"
+    };
+    stmt(
+        b,
+        &format!(
+            "SELECT {what} FROM booking_facts
+             WHERE {column} LIKE $1 AND confirmed_at >= $2 AND confirmed_at < $3"
+        ),
+        vec![format!("{prefix}%").into(), from.into(), to.into()],
+    )
 }
 
 /// What the bookings confirmed from `from` (inclusive) to `to` (exclusive)
@@ -576,22 +592,12 @@ pub async fn impact_in<C: ConnectionTrait>(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Figures, DbErr> {
-    let b = conn.get_database_backend();
-    let column = if as_sponsor {
-        "sponsor_code"
-    } else {
-        "listing_code"
-    };
-    let sql = format!(
-        "SELECT {} FROM booking_facts
-         WHERE {column} LIKE $1 AND confirmed_at >= $2 AND confirmed_at < $3",
-        contribution_sql()
-    );
     let row = conn
-        .query_one_raw(stmt(
-            b,
-            &sql,
-            vec![format!("{prefix}%").into(), from.into(), to.into()],
+        .query_one_raw(confirmed_between(
+            conn.get_database_backend(),
+            &contribution_sql(),
+            (prefix, as_sponsor),
+            (from, to),
         ))
         .await?
         .ok_or_else(|| DbErr::Custom("a sum gave no row".into()))?;
