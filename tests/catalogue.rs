@@ -159,6 +159,18 @@ async fn a_search_finds_stays_bookable_every_night_cheapest_first_and_pages() {
         code(&app.graphql_as(None, SEARCH, past).await),
         "BAD_USER_INPUT"
     );
+    // More guests or rooms than one booking takes (50 each) finds nothing
+    // bookable: refused, saying why.
+    for (guests, rooms) in [(51, 1), (2, 51), (0, 1)] {
+        let crowd = app
+            .graphql_as(None, SEARCH, window("150400", 2, guests, rooms))
+            .await;
+        assert_eq!(code(&crowd), "BAD_USER_INPUT", "{crowd}");
+        assert!(
+            crowd.to_string().contains("as one booking takes"),
+            "{crowd}"
+        );
+    }
     let mut bad_cursor = window("150400", 2, 2, 1);
     bad_cursor["after"] = json!("not-a-cursor");
     assert_eq!(

@@ -532,6 +532,62 @@ async fn a_persisted_query_is_sent_once_and_then_named_by_its_hash() {
     );
 }
 
+/// Redis takes at most `PERSISTED_BUDGET` bytes of new persisted queries a
+/// day: past it a query sent whole still runs but is not kept, and those
+/// kept before still answer by their hash.
+#[tokio::test]
+async fn persisted_queries_past_their_budget_run_but_are_not_kept() {
+    use sha2::Digest;
+    let app = spawn_app().await;
+    let persisted = |query: &str| {
+        json!({ "persistedQuery": { "version": 1,
+            "sha256Hash": hex::encode(sha2::Sha256::digest(query.as_bytes())) } })
+    };
+    let send = |body: Value| {
+        let app = &app;
+        async move {
+            let answer = app.http.post(&app.url).json(&body).send().await;
+            answer
+                .expect("answers")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let before = "{ regions(parentCode: \"150400\") { code } }";
+    let kept = send(json!({ "query": before, "extensions": persisted(before) })).await;
+    assert!(kept["data"]["regions"].is_array(), "{kept}");
+    // The day's budget spent (by other clients), in this window and the next.
+    let mut redis = redis::Client::open(common::redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let now = std::time::SystemTime::now();
+    for at in [now, now + std::time::Duration::from_secs(24 * 3600)] {
+        let prefix = format!("{}cache:", app.settings.db_prefix);
+        let key = gateway::cache::persisted_budget_key(&prefix, at);
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(gateway::cache::PERSISTED_BUDGET)
+            .arg("EX")
+            .arg(3600)
+            .query_async::<()>(&mut redis)
+            .await
+            .expect("set");
+    }
+    let after = "{ regions(parentCode: \"150000\") { code } }";
+    let ran = send(json!({ "query": after, "extensions": persisted(after) })).await;
+    assert!(ran["data"]["regions"].is_array(), "{ran}");
+    let not_kept = send(json!({ "extensions": persisted(after) })).await;
+    assert_eq!(
+        not_kept["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND",
+        "{not_kept}"
+    );
+    let still = send(json!({ "extensions": persisted(before) })).await;
+    assert_eq!(still["data"], kept["data"], "{still}");
+}
+
 /// The gateway's `host:port`.
 fn address(app: &common::TestApp) -> String {
     app.url

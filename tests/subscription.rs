@@ -328,6 +328,52 @@ async fn paying_on_the_push_needs_no_read_of_the_booking() {
     );
 }
 
+/// A late or repeated event of a booking that ended pushes nothing on the
+/// feed (deliveries are handled side by side): the ended booking is
+/// remembered, not forgotten, so a status already pushed is not again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_pushes_nothing_more_for_a_booking_that_ended() {
+    use shared::envelope::Envelope;
+    use shared::events::BookingStatusChanged;
+    let app = spawn_app().await;
+    let room_type = app.homestay(2).await.room_type_id.to_string();
+    let mut ws = traveler_feed(&app, "subscription { bookingsUpdated { id status } }").await;
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "ends").await);
+    feed_until(&mut ws, &id, "AWAITING_PAYMENT").await;
+    let cancelled = app.cancel(&id, "ends-now").await;
+    assert!(cancelled["errors"].is_null(), "{cancelled}");
+    feed_until(&mut ws, &id, "CANCELLED").await;
+
+    // The hold's announcement again, as a redelivery would bring it.
+    let me = app.graphql("{ me { id } }", json!({})).await;
+    let account_id = me["data"]["me"]["id"].as_str().expect("my id");
+    let booking_id: shared::ids::BookingId = id.parse().expect("booking id");
+    let late = BookingStatusChanged {
+        booking_id,
+        status: "AWAITING_PAYMENT".into(),
+        reason: None,
+        account_id: Some(account_id.parse().expect("account id")),
+        agency_id: None,
+        booking: None,
+    };
+    for sent in app
+        .app
+        .rt
+        .bus
+        .publish(&[Envelope::new("test", booking_id.0, &late)])
+        .await
+    {
+        sent.expect("published");
+    }
+    // The next push is the next booking's, not the ended one's again.
+    let next_id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "after").await);
+    let pushed = next(&mut ws).await.expect("a push");
+    assert_eq!(
+        pushed["payload"]["data"]["bookingsUpdated"]["id"], next_id,
+        "{pushed}"
+    );
+}
+
 /// A push asking for a booking's guests, contact and notes reads them in
 /// one call, as a page of bookings does: the connection has the request's
 /// loaders, not one call per field.
@@ -450,6 +496,10 @@ async fn a_silent_socket_is_closed_and_every_error_over_a_socket_has_a_code() {
             .and_then(|m| m.get("type").cloned()),
         Some(json!("connection_ack"))
     );
+    let many = format!(
+        "subscription({}) {{ bookingsUpdated {{ id }} }}",
+        vec!["$v: Int"; 151].join(", ")
+    );
     for (id, query, variables) in [
         ("syntax", "subscription {", json!({})),
         ("unknown", "subscription { nope }", json!({})),
@@ -468,6 +518,8 @@ async fn a_silent_socket_is_closed_and_every_error_over_a_socket_has_a_code() {
             "subscription { bookingsUpdated { id } again: bookingsUpdated { status } }",
             json!({}),
         ),
+        // 301 errors, as over HTTP cut to the first hundred and a count.
+        ("many", many.as_str(), json!({})),
     ] {
         send(
             &mut talking,
@@ -481,6 +533,10 @@ async fn a_silent_socket_is_closed_and_every_error_over_a_socket_has_a_code() {
             payload => payload["errors"].as_array().cloned().unwrap_or_default(),
         };
         assert!(!errors.is_empty(), "{id}: {answer}");
+        if id == "many" {
+            assert_eq!(errors.len(), 101, "{answer}");
+            assert_eq!(errors[100]["message"], "… and 201 more errors, left out");
+        }
         for error in &errors {
             assert_eq!(
                 error["extensions"]["code"], "BAD_USER_INPUT",
@@ -562,14 +618,7 @@ async fn a_huge_socket_message_closes_the_socket_and_every_close_is_well_formed(
     // A token revoked everywhere: its long reason still arrives as 4403.
     let token = app.register("revoked@example.cn", "110105").await;
     let session = app.login("revoked@example.cn").await;
-    let out = app
-        .graphql_as(
-            None,
-            "mutation($t: String!) { logout(refreshToken: $t, everywhere: true) }",
-            json!({ "t": session["refreshToken"] }),
-        )
-        .await;
-    assert_eq!(out["data"]["logout"], true, "{out}");
+    logout_everywhere(&app, &session).await;
     let mut revoked = connect(&app).await;
     send(
         &mut revoked,
@@ -583,6 +632,101 @@ async fn a_huge_socket_message_closes_the_socket_and_every_close_is_well_formed(
     // The gateway still answers.
     let alive = app.graphql_as(None, "{ __typename }", json!({})).await;
     assert_eq!(alive["data"]["__typename"], "Query", "{alive}");
+}
+
+/// Ends every session of the account `session` (a login's answer) is of.
+async fn logout_everywhere(app: &TestApp, session: &Value) {
+    let out = app
+        .graphql_as(
+            None,
+            "mutation($t: String!) { logout(refreshToken: $t, everywhere: true) }",
+            json!({ "t": session["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(out["data"]["logout"], true, "{out}");
+}
+
+/// A client that stops reading is let go all the same when its socket
+/// ends (here, its token revoked): the close frame waits a bounded time.
+/// Before, the close waited for ever on a window full of answers, holding
+/// the task and one of the gateway's 4,096 socket slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_stops_reading_is_let_go_when_it_ends() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = spawn_app().await;
+    let token = app.register("deaf@example.cn", "110105").await;
+    let session = app.login("deaf@example.cn").await;
+    // A small window of our own, so that the gateway's answers fill it.
+    let address = app
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .expect("address");
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(4096).expect("window");
+    let stream = tcp.connect(address).await.expect("connected");
+    let mut request = app
+        .url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("upgraded");
+    assert_eq!(
+        init(&mut ws, &token).await.map(|m| m["type"].clone()),
+        Some(json!("connection_ack"))
+    );
+    // Subscribes answered with a hundred errors each, never read, until
+    // the gateway takes no more.
+    let wrong = format!(
+        "subscription({}) {{ bookingsUpdated {{ id }} }}",
+        vec!["$v: Int"; 151].join(", ")
+    );
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    let full = loop {
+        n += 1;
+        let subscribe = json!({ "type": "subscribe", "id": format!("s{n}"),
+                                "payload": { "query": wrong } });
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            ws.send(Message::Text(subscribe.to_string().into())),
+        )
+        .await;
+        match sent {
+            Err(_) => break true,
+            Ok(sent) => sent.expect("sent"),
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            break false;
+        }
+    };
+    assert!(full, "the gateway took {n} subscribes unread");
+    // Its token revoked: the socket ends, and the gateway lets it go.
+    logout_everywhere(&app, &session).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ping = Message::Text(json!({ "type": "ping" }).to_string().into());
+        if let Ok(Err(_)) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), ws.send(ping)).await
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway still holds a socket whose token was revoked"
+        );
+    }
 }
 
 /// One account holds at most 32 sockets on a gateway (one socket carries a

@@ -37,6 +37,26 @@ const PERSISTED_SECONDS: u64 = 24 * 3600;
 /// Bytes of persisted queries kept in process without Redis (the least
 /// used go first).
 const PERSISTED_IN_PROCESS: u64 = 16 * 1024 * 1024;
+/// Bytes of new persisted queries Redis takes in one window of
+/// [`PERSISTED_SECONDS`], from every client together: past it a query
+/// still runs when sent whole, it is just not kept (a client registering
+/// a new 32 KiB query at every request would fill Redis, ~20 MB a minute
+/// from one address at the default rate, for a day each).
+pub const PERSISTED_BUDGET: u64 = 64 * 1024 * 1024;
+/// Keeps a persisted query within the window's budget: one already kept
+/// only lives longer; a new one is counted, and kept if the count stays
+/// within it (1), else not (2 the first time the count passes the budget,
+/// then 0). KEYS: the query's, the window's count. ARGV: the query, its
+/// lifetime in seconds, the budget.
+const PERSIST_WITHIN_BUDGET: &str = r"
+if redis.call('EXPIRE', KEYS[1], ARGV[2]) == 1 then return 1 end
+local used = redis.call('INCRBY', KEYS[2], string.len(ARGV[1]))
+if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+if used - string.len(ARGV[1]) > tonumber(ARGV[3]) then return 0 end
+if used > tonumber(ARGV[3]) then return 2 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
 /// The longest query kept as a persisted one; a longer one still runs when
 /// sent whole, it is just not kept.
 pub const MAX_PERSISTED_QUERY: usize = 32 * 1024;
@@ -207,12 +227,38 @@ impl Cache {
         }
     }
 
-    /// Keeps `query` under its SHA-256 `hash` (the caller checked it).
+    /// Keeps `query` under its SHA-256 `hash` (the caller checked it), in
+    /// Redis within [`PERSISTED_BUDGET`].
     pub async fn persist(&self, hash: &str, query: &str) {
         let key = format!("{}apq:{hash}", self.prefix);
-        match &self.redis {
-            Some(redis) => set_for(redis, &key, query, PERSISTED_SECONDS).await,
-            None => self.persisted.insert(hash.to_owned(), query.into()),
+        let Some(redis) = &self.redis else {
+            self.persisted.insert(hash.to_owned(), query.into());
+            return;
+        };
+        let mut conn = redis.clone();
+        let kept = redis::Script::new(PERSIST_WITHIN_BUDGET)
+            .key(&key)
+            .key(persisted_budget_key(
+                &self.prefix,
+                std::time::SystemTime::now(),
+            ))
+            .arg(query)
+            .arg(PERSISTED_SECONDS)
+            .arg(PERSISTED_BUDGET)
+            .invoke_async::<u8>(&mut conn)
+            .await;
+        match kept {
+            Ok(1) => {}
+            Ok(first) => {
+                metrics::counter!("duikou_persisted_queries_refused_total").increment(1);
+                if first == 2 {
+                    tracing::warn!(
+                        budget = PERSISTED_BUDGET,
+                        "persisted queries reached their budget for the day: new ones run but are not kept"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, key, "could not keep a persisted query"),
         }
     }
 
@@ -299,6 +345,15 @@ impl Cache {
 }
 
 /// `SET key value EX seconds`; a failure is logged (the cache is only a cache).
+/// The Redis key counting the bytes of persisted queries kept in the
+/// window of [`PERSISTED_SECONDS`] that `at` falls in.
+pub fn persisted_budget_key(prefix: &str, at: std::time::SystemTime) -> String {
+    let seconds = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{prefix}apq-budget:{}", seconds / PERSISTED_SECONDS)
+}
+
 async fn set_for(redis: &ConnectionManager, key: &str, value: &str, seconds: u64) {
     let mut conn = redis.clone();
     let stored: Result<(), _> = redis::cmd("SET")

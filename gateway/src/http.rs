@@ -47,7 +47,7 @@ const MAX_ROOT_FIELDS: usize = 30;
 /// aliases cannot make one rate-limited request thirty guesses.
 const SECRET_FIELDS: [&str; 4] = ["login", "register", "changePassword", "apiClientToken"];
 /// Most errors an answer lists; the rest are counted in one more.
-const MAX_ERRORS: usize = 100;
+pub(crate) const MAX_ERRORS: usize = 100;
 /// The media type of the GraphQL-over-HTTP spec.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// How long `/readyz` waits for each dependency.
@@ -817,9 +817,14 @@ async fn graphql_get(
                         code,
                         reason: crate::socket::close_reason(&reason).into(),
                     };
-                    let _ = socket_out
-                        .send(axum::extract::ws::Message::Close(Some(close)))
-                        .await;
+                    // Within a bound: a client that stopped reading (its
+                    // window full of pongs) would hold the task, the
+                    // descriptor and the slot for ever.
+                    let _ = tokio::time::timeout(
+                        crate::socket::CLOSE_WITHIN,
+                        socket_out.send(axum::extract::ws::Message::Close(Some(close))),
+                    )
+                    .await;
                 }
                 drop(slot);
             }
@@ -1109,7 +1114,7 @@ async fn graphql(
         let left_out = response.errors.len() - MAX_ERRORS;
         response.errors.truncate(MAX_ERRORS);
         response.errors.push(async_graphql::ServerError::new(
-            format!("… and {left_out} more errors, left out"),
+            left_out_message(left_out),
             None,
         ));
     }
@@ -1378,6 +1383,11 @@ pub(crate) fn explained(message: &str) -> Option<String> {
 /// The code of an error that came without one: a request error (syntax,
 /// validation, depth or complexity limits — no path — or an argument that
 /// does not parse) is BAD_USER_INPUT, anything else INTERNAL.
+/// The error that stands for `left_out` errors past [`MAX_ERRORS`].
+pub(crate) fn left_out_message(left_out: usize) -> String {
+    format!("… and {left_out} more errors, left out")
+}
+
 pub(crate) fn missing_code(message: &str, has_path: bool) -> &'static str {
     if !has_path || is_input_error(message) {
         "BAD_USER_INPUT"

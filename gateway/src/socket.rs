@@ -376,6 +376,9 @@ pub fn close_reason(reason: &str) -> String {
     reason[..end].to_owned()
 }
 
+/// How long a closing socket waits for its close frame to be taken.
+pub const CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Resolves, with the reason to close with, when the connection has not
 /// been initialised within [`INIT_WITHIN`]; never once it has.
 pub async fn init_overdue(mut initialised: tokio::sync::watch::Receiver<bool>) -> &'static str {
@@ -441,23 +444,28 @@ pub fn outgoing(
 }
 
 /// A server message with a code given to each error that had none (`given`,
-/// or the one its message and path say); None when there was nothing to
-/// add.
+/// or the one its message and path say), the errors past the first
+/// hundred counted in one more; None when there was nothing to change.
 fn with_codes(text: &str, given: Option<&str>) -> Option<String> {
     let mut message: serde_json::Value = serde_json::from_str(text).ok()?;
     let payload = message.get_mut("payload")?;
     // `next`/`data`: { data, errors: [...] }; `error`: [...] (or one).
     let one_error = payload.get("message").is_some();
-    let errors: Vec<&mut serde_json::Value> = match payload {
-        serde_json::Value::Array(errors) => errors.iter_mut().collect(),
-        serde_json::Value::Object(_) if one_error => vec![payload],
-        serde_json::Value::Object(o) => match o.get_mut("errors") {
-            Some(serde_json::Value::Array(errors)) => errors.iter_mut().collect(),
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    };
+    // As over HTTP: the first hundred errors say what to mend.
     let mut added = false;
+    if let Some(list) = error_list(payload).filter(|l| l.len() > crate::http::MAX_ERRORS) {
+        let left_out = list.len() - crate::http::MAX_ERRORS;
+        list.truncate(crate::http::MAX_ERRORS);
+        list.push(serde_json::json!({ "message": crate::http::left_out_message(left_out) }));
+        added = true;
+    }
+    let errors: Vec<&mut serde_json::Value> = if one_error {
+        vec![payload]
+    } else {
+        error_list(payload)
+            .map(|errors| errors.iter_mut().collect())
+            .unwrap_or_default()
+    };
     for error in errors {
         let Some(error) = error.as_object_mut() else {
             continue;
@@ -491,6 +499,19 @@ fn with_codes(text: &str, given: Option<&str>) -> Option<String> {
         added = true;
     }
     added.then(|| message.to_string())
+}
+
+/// The errors of a `next` payload (`{ data, errors }`) or an `error` one
+/// (a list).
+fn error_list(payload: &mut serde_json::Value) -> Option<&mut Vec<serde_json::Value>> {
+    match payload {
+        serde_json::Value::Array(errors) => Some(errors),
+        serde_json::Value::Object(o) => match o.get_mut("errors") {
+            Some(serde_json::Value::Array(errors)) => Some(errors),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Resolves when the connection's token expires or is revoked (seen on

@@ -109,9 +109,11 @@ impl Subscription {
                 })
             })
         };
-        // The status pushed last for each booking still moving: a late
-        // event of an earlier status pushes nothing.
-        let known: std::collections::HashMap<BookingId, String> = std::collections::HashMap::new();
+        // The status pushed last for each booking, ended ones too: a late or
+        // repeated event of an earlier status (deliveries are handled side
+        // by side) pushes nothing. Bounded: the least recently pushed go
+        // first, long after any late event of theirs.
+        let known: lru::LruCache<BookingId, String> = lru::LruCache::new(FEED_MEMORY);
         Ok(futures::stream::unfold(
             (Some(changes), bus, viewer, known, slot),
             move |(changes, bus, viewer, mut known, slot)| async move {
@@ -142,11 +144,7 @@ impl Subscription {
                                 if !moves_on(before, &view.status) {
                                     continue;
                                 }
-                                if is_final(&view.status) {
-                                    known.remove(&view.id);
-                                } else {
-                                    known.insert(view.id, view.status.clone());
-                                }
+                                known.put(view.id, view.status.clone());
                                 Ok(Booking(view))
                             }
                             Err(e) => Err(gql(e)),
@@ -183,7 +181,9 @@ async fn view_of(
     call(bus.as_ref(), &request).await
 }
 
-/// This gateway's pushes, or SERVICE_UNAVAILABLE (never a type name).
+/// How many bookings a feed remembers the last pushed status of.
+const FEED_MEMORY: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
+
 /// Whether a booking in `status` can move no more.
 fn is_final(status: &str) -> bool {
     matches!(status, "REJECTED" | "EXPIRED" | "CANCELLED")
@@ -234,6 +234,7 @@ fn slot(ctx: &Context<'_>) -> Result<Option<tokio::sync::OwnedSemaphorePermit>> 
         .transpose()
 }
 
+/// This gateway's pushes, or SERVICE_UNAVAILABLE (never a type name).
 fn pushes<'a>(ctx: &Context<'a>) -> Result<&'a Push> {
     ctx.data::<Push>().map_err(|_| {
         gql(shared::AppError::new(

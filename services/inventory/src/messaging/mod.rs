@@ -1139,10 +1139,15 @@ impl Inventory {
         if !(1..=100).contains(&req.first) {
             return Err(AppError::bad_input("ask for 1 to 100 offers at a time"));
         }
-        if req.rooms == 0 || req.rooms > 50 || req.guests == 0 || req.guests > 200 {
-            return Err(AppError::bad_input(
-                "search for 1 to 50 rooms and 1 to 200 guests",
-            ));
+        // What one booking may take: a search for more finds nothing bookable.
+        let travelers = u32::try_from(shared::rpcs::MAX_TRAVELERS).unwrap_or(u32::MAX);
+        if !(1..=shared::stay::MAX_ROOMS).contains(&req.rooms)
+            || !(1..=travelers).contains(&req.guests)
+        {
+            return Err(AppError::bad_input(format!(
+                "search for 1 to {} rooms and 1 to {travelers} guests, as one booking takes",
+                shared::stay::MAX_ROOMS
+            )));
         }
         let after = req
             .after

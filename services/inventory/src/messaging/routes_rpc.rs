@@ -536,8 +536,12 @@ impl Inventory {
                 "first: ask for 1 to 100 routes at a time",
             ));
         }
-        if req.travelers == 0 || req.travelers > MAX_SEATS {
-            return Err(AppError::bad_input(format!("travelers: 1 to {MAX_SEATS}")));
+        // What one booking may take: a search for more finds nothing bookable.
+        let most = u32::try_from(shared::rpcs::MAX_TRAVELERS).unwrap_or(u32::MAX);
+        if !(1..=most).contains(&req.travelers) {
+            return Err(AppError::bad_input(format!(
+                "travelers: 1 to {most}, as one booking takes"
+            )));
         }
         let text = req.text.as_deref().map(|t| t.trim().to_lowercase());
         if let Some(t) = &text {
