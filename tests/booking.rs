@@ -147,6 +147,30 @@ async fn a_booking_for_a_full_night_is_rejected_as_sold_out(settings: Settings) 
     assert_eq!(app.available(&room_type, 3).await, json!([0, 0, 1]));
 }
 
+/// A night closed while a hold waits to take it is refused CLOSED, not
+/// SOLD_OUT: the take, let go by the close's commit, finds it closed, and
+/// the refusal says so as a read after the close would (SOLD_OUT would
+/// also be remembered as a sale that never was).
+#[tokio::test]
+async fn a_night_closed_while_its_hold_waits_is_refused_closed() {
+    let app = spawn_app_with(common::test_settings()).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let closing = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!("UPDATE room_nights SET closed = true WHERE room_type_id = '{room_type}'"),
+    )
+    .await;
+    let created = app
+        .create_booking(&room_type, tomorrow(), 2, "closing")
+        .await;
+    closing.until_waiting(1, true).await;
+    closing.release().await;
+    let rejected = app
+        .wait_for_status(&TestApp::id_of(&created), "REJECTED")
+        .await;
+    assert_eq!(rejected["refusal"], "CLOSED", "{rejected}");
+}
+
 in_both_modes!(my_bookings_filter_by_status_and_by_when_they_changed);
 /// `myBookings(filter:)`: by status, and by when a booking last changed —
 /// how a client whose subscription dropped catches up.

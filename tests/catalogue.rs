@@ -1569,3 +1569,66 @@ async fn an_admin_s_contradictory_or_far_off_input_is_refused_and_nothing_change
         "{scoped_traveler}"
     );
 }
+
+/// A page can show more room types than inventory reads at once (500): 17
+/// homestays of 30 room types each, every calendar read. A homestay takes
+/// at most 30 room types (a page of listings reads them all), however many
+/// are added at once.
+#[tokio::test]
+async fn a_page_of_510_room_types_reads_every_calendar_and_a_homestay_takes_thirty() {
+    use shared::rpcs::{AddRoomType, NewRoomType};
+    let app = spawn_app().await;
+    let bus = app.app.rt.bus.as_ref();
+    let add = |homestay_id| async move {
+        shared::bus::call(
+            bus,
+            &AddRoomType {
+                homestay_id,
+                room_type: NewRoomType {
+                    name: "单间".into(),
+                    name_en: String::new(),
+                    beds: 1,
+                    max_guests: 1,
+                    rooms: 1,
+                },
+                by: shared::auth::Principal::platform(),
+            },
+        )
+        .await
+    };
+    for _ in 0..17 {
+        let homestay = common::homestay_on(bus, 1).await.homestay_id;
+        // Thirty at once for the 29 places left: each counts the others.
+        let added = futures::future::join_all((0..30).map(|_| add(homestay))).await;
+        let refused: Vec<_> = added.iter().filter_map(|a| a.as_ref().err()).collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(
+            refused[0].code,
+            shared::ErrorCode::BadUserInput,
+            "{refused:?}"
+        );
+    }
+    let admin = app.admin_token().await;
+    let page = app
+        .graphql_as(
+            Some(&admin),
+            "query($from: Date!, $to: Date!) { regionListings(regionCode: \"150430\", first: 20) {
+                edges { node { ... on Homestay { roomTypes { calendar(from: $from, to: $to) { date } } } } } } }",
+            json!({ "from": tomorrow().to_string(), "to": (tomorrow() + Days::days(2)).to_string() }),
+        )
+        .await;
+    assert!(page["errors"].is_null(), "{page}");
+    let read = page["data"]["regionListings"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .flat_map(|e| {
+            e["node"]["roomTypes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|room_type| room_type["calendar"].is_array())
+        .count();
+    assert_eq!(read, 510);
+}

@@ -90,35 +90,56 @@ pub struct Cache {
 /// (a client pays within minutes of the push).
 const PAYABLE_ENTRIES: u64 = 4_096;
 
-/// A version of what the cache answers: the greatest event id heard
-/// (time-ordered UUIDv7; replicas that heard the same events agree on it)
-/// and how many changes this gateway carried itself. The two are kept
-/// apart: an own change is never stamped with this host's clock, which,
-/// compared with the producers' ids, could hide the next event's change
-/// if it ran ahead of theirs.
+/// A version of what the cache answers, the same on the replicas that
+/// heard the same events: the greatest event id heard (time-ordered
+/// UUIDv7), moved by every event — one stamped before another that was
+/// heard first (ids are taken before their commits, deliveries are handled
+/// side by side) adds itself to `late`, which a later greatest id clears —
+/// and how many changes this gateway carried itself, which set it apart
+/// from every other replica (`process`) until it stops. An own change is
+/// never stamped with this host's clock, which, compared with the
+/// producers' ids, could hide the next event's change if it ran ahead of
+/// theirs.
 #[derive(Clone, Copy)]
 struct Version {
     heard: u128,
+    /// The late ids heard since `heard`, summed (in any order, to the same);
+    /// at a start, a value of its own until the first event: nothing
+    /// cached before this start is read.
+    late: u128,
     own: u64,
+    process: u64,
 }
 
 impl Version {
-    /// This start's own version: nothing cached before it is read.
     fn new() -> Version {
         Version {
-            heard: uuid::Uuid::now_v7().as_u128(),
+            heard: 0,
+            late: rand::random(),
             own: 0,
+            process: rand::random(),
         }
     }
 
     fn heard(&mut self, id: uuid::Uuid) {
-        self.heard = self.heard.max(id.as_u128());
+        let id = id.as_u128();
+        if id > self.heard {
+            self.heard = id;
+            self.late = 0;
+        } else {
+            // A repeated delivery too: the version moves on, never back.
+            self.late = self.late.wrapping_add(id);
+        }
     }
 }
 
 impl std::fmt::Display for Version {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:032x}.{}", self.heard, self.own)
+        write!(f, "{:032x}.{:032x}", self.heard, self.late)?;
+        if self.own > 0 {
+            write!(f, ".{:016x}.{}", self.process, self.own)?;
+        }
+        Ok(())
     }
 }
 
@@ -365,5 +386,54 @@ async fn set_for(redis: &ConnectionManager, key: &str, value: &str, seconds: u64
         .await;
     if let Err(e) = stored {
         tracing::warn!(error = %e, key, "could not write to the cache");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Version;
+
+    fn id(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn an_event_heard_late_still_moves_the_version_and_replicas_agree() {
+        let (mut a, mut b) = (Version::new(), Version::new());
+        assert_ne!(a.to_string(), b.to_string(), "apart until an event");
+        for v in [&mut a, &mut b] {
+            v.heard(id(105));
+        }
+        assert_eq!(a.to_string(), b.to_string());
+        // Stamped before 105, committed after it: answers cached under 105
+        // may lack its change.
+        let before = a.to_string();
+        a.heard(id(100));
+        assert_ne!(a.to_string(), before);
+        // Late ones heard in another order: the same version.
+        a.heard(id(101));
+        b.heard(id(101));
+        b.heard(id(100));
+        assert_eq!(a.to_string(), b.to_string());
+        // Heard twice: moves on, never back.
+        let once = a.to_string();
+        a.heard(id(100));
+        assert_ne!(a.to_string(), once);
+        assert_ne!(a.to_string(), before);
+        // A later event brings the replicas together again.
+        for v in [&mut a, &mut b] {
+            v.heard(id(110));
+        }
+        assert_eq!(a.to_string(), b.to_string());
+    }
+
+    #[test]
+    fn replicas_that_each_carried_a_change_key_apart() {
+        let (mut a, mut b) = (Version::new(), Version::new());
+        for v in [&mut a, &mut b] {
+            v.heard(id(7));
+            v.own += 1;
+        }
+        assert_ne!(a.to_string(), b.to_string());
     }
 }

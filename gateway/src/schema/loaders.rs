@@ -38,29 +38,53 @@ impl Loader<CalendarKey> for CalendarLoader {
         &self,
         keys: &[CalendarKey],
     ) -> Result<HashMap<CalendarKey, Vec<Night>>, Arc<AppError>> {
-        let mut ranges: HashMap<(NaiveDate, NaiveDate), Vec<RoomTypeId>> = HashMap::new();
-        for (id, from, to) in keys {
-            ranges.entry((*from, *to)).or_default().push(*id);
-        }
-        let mut found = HashMap::with_capacity(keys.len());
-        for ((from, to), mut room_type_ids) in ranges {
-            room_type_ids.sort();
-            let request = GetRoomCalendars {
+        by_range(
+            &self.cache,
+            self.bus.as_ref(),
+            keys,
+            |room_type_ids, from, to| GetRoomCalendars {
                 room_type_ids,
                 from,
                 to,
-            };
-            let calendars = self
-                .cache
-                .call(self.bus.as_ref(), &request)
+            },
+        )
+        .await
+    }
+}
+
+/// What `keys` — each an id and a range — load, asked once per range and
+/// per hundred ids (a page can show more than a service reads at once),
+/// through the catalogue cache.
+async fn by_range<I, A, V, R>(
+    cache: &Cache,
+    bus: &dyn Bus,
+    keys: &[(I, A, A)],
+    request: impl Fn(Vec<I>, A, A) -> R,
+) -> Result<HashMap<(I, A, A), V>, Arc<AppError>>
+where
+    I: Copy + Ord + std::hash::Hash,
+    A: Copy + Eq + std::hash::Hash,
+    R: Rpc<Reply = Vec<(I, V)>>,
+    R::Reply: serde::Serialize + serde::de::DeserializeOwned + Clone + Sync,
+{
+    let mut ranges: HashMap<(A, A), Vec<I>> = HashMap::new();
+    for (id, from, to) in keys {
+        ranges.entry((*from, *to)).or_default().push(*id);
+    }
+    let mut found = HashMap::with_capacity(keys.len());
+    for ((from, to), mut ids) in ranges {
+        ids.sort();
+        for chunk in ids.chunks(100) {
+            let answer = cache
+                .call(bus, &request(chunk.to_vec(), from, to))
                 .await
                 .map_err(Arc::new)?;
-            for (id, nights) in calendars {
-                found.insert((id, from, to), nights);
+            for (id, value) in answer {
+                found.insert((id, from, to), value);
             }
         }
-        Ok(found)
     }
+    Ok(found)
 }
 
 /// A route's departures in a window (`None`: `GetRoute`'s defaults).
@@ -80,31 +104,17 @@ impl Loader<DeparturesKey> for DepartureLoader {
         &self,
         keys: &[DeparturesKey],
     ) -> Result<HashMap<DeparturesKey, Vec<DepartureView>>, Arc<AppError>> {
-        let mut windows: HashMap<(Option<NaiveDate>, Option<NaiveDate>), Vec<RouteId>> =
-            HashMap::new();
-        for (id, from, to) in keys {
-            windows.entry((*from, *to)).or_default().push(*id);
-        }
-        let mut found = HashMap::with_capacity(keys.len());
-        for ((from, to), mut route_ids) in windows {
-            route_ids.sort();
-            for chunk in route_ids.chunks(100) {
-                let request = GetDepartures {
-                    route_ids: chunk.to_vec(),
-                    from,
-                    to,
-                };
-                let departures = self
-                    .cache
-                    .call(self.bus.as_ref(), &request)
-                    .await
-                    .map_err(Arc::new)?;
-                for (id, list) in departures {
-                    found.insert((id, from, to), list);
-                }
-            }
-        }
-        Ok(found)
+        by_range(
+            &self.cache,
+            self.bus.as_ref(),
+            keys,
+            |route_ids, from, to| GetDepartures {
+                route_ids,
+                from,
+                to,
+            },
+        )
+        .await
     }
 }
 

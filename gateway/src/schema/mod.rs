@@ -1392,7 +1392,8 @@ impl Mutation {
         catalogue::create_host(ctx, name, region_code).await
     }
 
-    /// Adds a room type to a homestay (admins of its region).
+    /// Adds a room type to a homestay (admins of its region); a homestay
+    /// has at most 30.
     async fn add_room_type(
         &self,
         ctx: &Context<'_>,

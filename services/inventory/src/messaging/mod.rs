@@ -321,7 +321,19 @@ impl Inventory {
                     return Ok(());
                 };
                 let assess::Refusal(code, reason) = match assessed.held {
-                    Held::Nights(_, stay, _) => assess::sold_out_nights(stay),
+                    // Closed, or its rules changed, while this request was
+                    // looking (the take waited on the change's lock of the
+                    // nights): said as such, not as a sale. Else sold out.
+                    Held::Nights(_, stay, _) => {
+                        match assess::assess(&txn, &ev.item, ev.travelers).await? {
+                            Ok(assess::Assessed {
+                                refusal: Some(refusal),
+                                ..
+                            })
+                            | Err(refusal) => refusal,
+                            Ok(_) => assess::sold_out_nights(stay),
+                        }
+                    }
                     // Cancelled while this request was looking (the take
                     // waited on the cancellation's lock of the departure).
                     // Else sold out, with the seats left as they are now
@@ -1033,16 +1045,26 @@ impl Inventory {
     pub async fn add_room_type(&self, req: AddRoomType) -> Result<RoomTypeView, AppError> {
         let room = check_room_type(&req.room_type)?;
         let txn = self.db.begin().await?;
-        let Some(homestay) = storage::homestay(&txn, req.homestay_id).await? else {
+        // Locked: two additions at once count each other.
+        let Some(homestay) = storage::homestay_for_update(&txn, req.homestay_id).await? else {
             return Err(AppError::not_found(NO_HOMESTAY));
         };
         may_change_homestay(&req.by, &homestay)?;
+        if homestay.room_types.len() >= MAX_ROOM_TYPES {
+            return Err(AppError::bad_input(format!(
+                "a homestay has at most {MAX_ROOM_TYPES} room types; change one instead"
+            )));
+        }
         let view = room.view(RoomTypeId::new());
         storage::insert_room_type(&txn, req.homestay_id, &view).await?;
         txn.commit().await?;
         Ok(view)
     }
 }
+
+/// The most room types a homestay has (every one is read with its
+/// homestay, and its calendar with it on a page of listings).
+pub const MAX_ROOM_TYPES: usize = 30;
 
 /// A listing's refund tiers, checked; none: the platform's standard policy.
 fn policy(
