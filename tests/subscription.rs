@@ -374,6 +374,55 @@ async fn a_feed_pushes_nothing_more_for_a_booking_that_ended() {
     );
 }
 
+/// A gateway whose push queue was lost (deleted here, as a broker restart
+/// or a closed channel loses it) sets it up again, and a feed is told that
+/// changes may have been missed rather than skip them unsaid; pushes go on
+/// on the new queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_is_told_when_the_gateway_lost_its_queue() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(2).await.room_type_id.to_string();
+    let mut ws = traveler_feed(&app, "subscription { bookingsUpdated { id status } }").await;
+    let url = common::amqp_url();
+    let vhost = url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .replace("%2f", "/");
+    let vhost = if vhost.is_empty() {
+        "/".to_owned()
+    } else {
+        vhost
+    };
+    let rabbitmqctl = |args: &[&str]| {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "-p", &vhost])
+            .args(args)
+            .output()
+            .expect("rabbitmqctl runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let prefix = format!("{}gateway.push.", app.settings.bus_prefix);
+    let listed = rabbitmqctl(&["list_queues", "name", "--no-table-headers"]);
+    let queue = listed
+        .lines()
+        .map(str::trim)
+        .find(|q| q.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}… in {listed}"))
+        .to_owned();
+    rabbitmqctl(&["delete_queue", &queue]);
+    let told = next(&mut ws).await.expect("the feed is told");
+    assert_eq!(
+        told["payload"]["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
+        "{told}"
+    );
+    // Pushes go on, to a new feed, through the queue set up again.
+    let mut again = traveler_feed(&app, "subscription { bookingsUpdated { id status } }").await;
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "after").await);
+    feed_until(&mut again, &id, "AWAITING_PAYMENT").await;
+}
+
 /// A push asking for a booking's guests, contact and notes reads them in
 /// one call, as a page of bookings does: the connection has the request's
 /// loaders, not one call per field.

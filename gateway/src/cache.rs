@@ -289,6 +289,16 @@ impl Cache {
         version.heard(id);
     }
 
+    /// Events may have been missed (the push queue was lost and set up
+    /// again): nothing cached before is read, and no booking is taken as
+    /// awaiting payment on what a push said.
+    pub fn events_missed(&self) {
+        for version in [&self.version, &self.rules] {
+            version.lock().unwrap_or_else(|p| p.into_inner()).late = rand::random();
+        }
+        self.payable.invalidate_all();
+    }
+
     /// This gateway carried a change of the catalogue (or of a listing's
     /// rules) that the service has committed: what it cached before is
     /// stale now, before the change's event arrives.

@@ -19,8 +19,19 @@ use tokio::sync::broadcast;
 /// Booking changes seen by this gateway.
 #[derive(Clone)]
 pub struct Push {
-    tx: broadcast::Sender<Arc<BookingStatusChanged>>,
+    tx: broadcast::Sender<Pushed>,
     cache: crate::cache::Cache,
+}
+
+/// What this gateway's subscriptions hear.
+#[derive(Clone)]
+pub enum Pushed {
+    /// A booking moved.
+    Moved(Arc<BookingStatusChanged>),
+    /// Changes may have been missed: the push queue was lost (a broker
+    /// restart, a channel closed) and set up again, and what was published
+    /// in between never reached it.
+    Missed,
 }
 
 impl Push {
@@ -33,7 +44,10 @@ impl Push {
         let push = Push { tx, cache };
         // The outcomes carry the booking; from producers older than that,
         // `booking.status_changed` says the same and is pushed instead.
-        let router = EventRouter::new(queue).ephemeral();
+        let missed = push.clone();
+        let router = EventRouter::new(queue)
+            .ephemeral()
+            .on_gap(move || missed.missed());
         let router = push.pushing(router, |ev: BookingStatusChanged| Some(ev));
         let router = push.pushing(router, |ev: BookingConfirmed| of(ev.booking));
         let router = push.pushing(router, |ev: BookingCancelled| of(ev.facts.booking));
@@ -82,11 +96,18 @@ impl Push {
             self.cache.heard(view);
         }
         // No subscriber is fine: nobody is watching.
-        let _ = self.tx.send(Arc::new(changed));
+        let _ = self.tx.send(Pushed::Moved(Arc::new(changed)));
+    }
+
+    /// Events were missed: what was cached or remembered from them may be
+    /// stale, and every subscription is told.
+    fn missed(&self) {
+        self.cache.events_missed();
+        let _ = self.tx.send(Pushed::Missed);
     }
 
     /// A receiver of every booking change from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BookingStatusChanged>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Pushed> {
         self.tx.subscribe()
     }
 }

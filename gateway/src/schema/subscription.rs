@@ -5,7 +5,7 @@ use super::auth::principal;
 use super::types::Booking;
 use super::{parse, rpc};
 use crate::error::gql;
-use crate::push::Push;
+use crate::push::{Push, Pushed};
 use async_graphql::{Context, ID, Result, Subscription as GqlSubscription};
 use futures::Stream;
 use shared::auth::{Principal, Role};
@@ -57,11 +57,14 @@ impl Subscription {
                 }
                 loop {
                     let changed = match changes.recv().await {
-                        Ok(changed) if changed.booking_id == booking_id => Some(changed),
-                        Ok(_) => continue,
-                        // Too slow to keep up: ours may be among the missed,
-                        // so read the current state.
-                        Err(RecvError::Lagged(_)) => None,
+                        Ok(Pushed::Moved(changed)) if changed.booking_id == booking_id => {
+                            Some(changed)
+                        }
+                        Ok(Pushed::Moved(_)) => continue,
+                        // Too slow to keep up, or the gateway's queue was
+                        // lost a while: ours may be among the missed, so
+                        // read the current state.
+                        Ok(Pushed::Missed) | Err(RecvError::Lagged(_)) => None,
                         Err(RecvError::Closed) => return None,
                     };
                     let item = match view_of(changed.as_deref(), booking_id, &bus, &viewer).await {
@@ -120,17 +123,19 @@ impl Subscription {
                 let mut changes = changes?;
                 loop {
                     let changed = match changes.recv().await {
-                        Ok(changed) if mine(&changed, &viewer) => changed,
-                        Ok(_) => continue,
-                        // Too slow to keep up: some of ours may be among
-                        // the missed. Said, and the feed ends, so the
-                        // client catches up (`myBookings(filter: {
-                        // updatedSince })`) instead of missing them unaware.
-                        Err(RecvError::Lagged(_)) => {
+                        Ok(Pushed::Moved(changed)) if mine(&changed, &viewer) => changed,
+                        Ok(Pushed::Moved(_)) => continue,
+                        // Too slow to keep up, or the gateway's queue was
+                        // lost a while: some of ours may be among the
+                        // missed. Said, and the feed ends, so the client
+                        // catches up (`myBookings(filter: { updatedSince
+                        // })`) instead of missing them unaware.
+                        Ok(Pushed::Missed) | Err(RecvError::Lagged(_)) => {
                             let behind = shared::AppError::new(
                                 shared::ErrorCode::ServiceUnavailable,
-                                "the feed fell behind and some changes were not pushed: \
-                                 subscribe again and catch up with \
+                                "some changes may not have been pushed (the feed \
+                                 fell behind, or the gateway lost its queue a \
+                                 while): subscribe again and catch up with \
                                  myBookings(filter: { updatedSince })",
                             );
                             return Some((Err(gql(behind)), (None, bus, viewer, known, slot)));

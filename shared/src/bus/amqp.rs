@@ -37,6 +37,7 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -352,12 +353,26 @@ impl AmqpBus {
         }
         let (name, bindings) = (router.queue().to_owned(), router.bindings());
         let retired = router.retired_bindings();
+        // An ephemeral queue declared again is a new queue: what was
+        // published since the old one went was never in either.
+        let (gap, declared_before) = (router.gap_hook(), Arc::new(AtomicBool::new(false)));
         Arc::new(move |channel| {
             let (config, name, bindings) = (config.clone(), name.clone(), bindings.clone());
             let retired = retired.clone();
+            let (gap, declared_before) = (gap.clone(), declared_before.clone());
             Box::pin(async move {
                 if ephemeral {
-                    declare_ephemeral_queue(&config, &channel, &name, &bindings).await
+                    declare_ephemeral_queue(&config, &channel, &name, &bindings).await?;
+                    if declared_before.swap(true, Ordering::SeqCst) {
+                        warn!(
+                            queue = name,
+                            "temporary queue set up again: events were missed"
+                        );
+                        if let Some(gap) = gap {
+                            gap();
+                        }
+                    }
+                    Ok(())
                 } else {
                     declare_event_queue(&config, &channel, &name, &bindings).await?;
                     unbind(&config, &channel, &config.queue(&name), &retired).await

@@ -166,12 +166,16 @@ impl From<BadPayload> for HandlerError {
 type EventRoute =
     Box<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
+/// What an ephemeral queue's consumer calls when its queue was lost.
+pub type GapHook = Arc<dyn Fn() + Send + Sync>;
+
 /// The events one service consumes from its queue, one handler per type.
 pub struct EventRouter {
     queue: String,
     routes: HashMap<&'static str, EventRoute>,
     retired: Vec<&'static str>,
     ephemeral: bool,
+    gap: Option<GapHook>,
 }
 
 impl EventRouter {
@@ -182,6 +186,7 @@ impl EventRouter {
             routes: HashMap::new(),
             retired: Vec::new(),
             ephemeral: false,
+            gap: None,
         }
     }
 
@@ -192,6 +197,20 @@ impl EventRouter {
     pub fn ephemeral(mut self) -> Self {
         self.ephemeral = true;
         self
+    }
+
+    /// For an [ephemeral](EventRouter::ephemeral) queue: `gap` runs each
+    /// time the queue is set up again after it was lost (its channel or
+    /// connection lost, the queue deleted) — the events published
+    /// meanwhile never reached it, and whoever relied on them should know.
+    pub fn on_gap(mut self, gap: impl Fn() + Send + Sync + 'static) -> Self {
+        self.gap = Some(Arc::new(gap));
+        self
+    }
+
+    /// What [`EventRouter::on_gap`] set.
+    pub fn gap_hook(&self) -> Option<GapHook> {
+        self.gap.clone()
     }
 
     /// Whether the queue is [ephemeral](EventRouter::ephemeral).
