@@ -383,17 +383,12 @@ async fn a_feed_is_told_when_the_gateway_lost_its_queue() {
     let app = spawn_app().await;
     let room_type = app.homestay(2).await.room_type_id.to_string();
     let mut ws = traveler_feed(&app, "subscription { bookingsUpdated { id status } }").await;
-    let url = common::amqp_url();
-    let vhost = url
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .replace("%2f", "/");
-    let vhost = if vhost.is_empty() {
-        "/".to_owned()
-    } else {
-        vhost
-    };
+    // The broker runs on this host (as the chaos run's restarts need too):
+    // an exclusive queue is not another connection's to delete.
+    let vhost = common::amqp_url()
+        .parse::<lapin::uri::AMQPUri>()
+        .expect("AMQP URL")
+        .vhost;
     let rabbitmqctl = |args: &[&str]| {
         let out = std::process::Command::new("rabbitmqctl")
             .args(["-q", "-p", &vhost])

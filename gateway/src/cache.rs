@@ -91,31 +91,49 @@ pub struct Cache {
 const PAYABLE_ENTRIES: u64 = 4_096;
 
 /// A version of what the cache answers, the same on the replicas that
-/// heard the same events: the greatest event id heard (time-ordered
-/// UUIDv7), moved by every event — one stamped before another that was
-/// heard first (ids are taken before their commits, deliveries are handled
-/// side by side) adds itself to `late`, which a later greatest id clears —
-/// and how many changes this gateway carried itself, which set it apart
-/// from every other replica (`process`) until it stops. An own change is
-/// never stamped with this host's clock, which, compared with the
-/// producers' ids, could hide the next event's change if it ran ahead of
-/// theirs.
-#[derive(Clone, Copy)]
+/// heard the same events, in whatever order: the greatest event id heard
+/// (time-ordered UUIDv7), with the ids heard within [`LATE_WINDOW_MS`]
+/// below it — an event stamped before another that was heard first (ids
+/// are taken before their commits, deliveries are handled side by side)
+/// still moves the version, and replicas agree again once it falls out of
+/// the window — and how many changes this gateway carried itself, which
+/// set it apart from every other replica (`process`) until it stops. An
+/// own change is never stamped with this host's clock, which, compared
+/// with the producers' ids, could hide the next event's change if it ran
+/// ahead of theirs.
 struct Version {
     heard: u128,
-    /// The late ids heard since `heard`, summed (in any order, to the same);
-    /// at a start, a value of its own until the first event: nothing
-    /// cached before this start is read.
-    late: u128,
+    /// Ids heard within the window below `heard`, and their sum.
+    recent: std::collections::BTreeSet<u128>,
+    sum: u128,
+    /// Set apart from the other replicas (random) until the greatest id
+    /// passes `salt_until` (ms): from a start until the first event (what
+    /// was cached before it is not read), and after events were missed
+    /// until the window has passed the missed ones by.
+    salt: u128,
+    salt_until: u64,
     own: u64,
     process: u64,
+}
+
+/// How far below the greatest id heard (by the ids' clocks) an event still
+/// moves the version: the cache's lifetime, past which nothing cached
+/// before it is read anyway.
+const LATE_WINDOW_MS: u64 = TTL_SECONDS * 1000;
+
+/// The milliseconds since the epoch of a UUIDv7 (its first 48 bits).
+fn millis(id: u128) -> u64 {
+    u64::try_from(id >> 80).unwrap_or(u64::MAX)
 }
 
 impl Version {
     fn new() -> Version {
         Version {
             heard: 0,
-            late: rand::random(),
+            recent: std::collections::BTreeSet::new(),
+            sum: 0,
+            salt: rand::random(),
+            salt_until: 0,
             own: 0,
             process: rand::random(),
         }
@@ -123,19 +141,35 @@ impl Version {
 
     fn heard(&mut self, id: uuid::Uuid) {
         let id = id.as_u128();
-        if id > self.heard {
-            self.heard = id;
-            self.late = 0;
-        } else {
-            // A repeated delivery too: the version moves on, never back.
-            self.late = self.late.wrapping_add(id);
+        self.heard = self.heard.max(id);
+        let floor = millis(self.heard).saturating_sub(LATE_WINDOW_MS);
+        // A repeated delivery moves nothing: its change was heard.
+        if millis(id) >= floor && self.recent.insert(id) {
+            self.sum = self.sum.wrapping_add(id);
         }
+        while let Some(oldest) = self.recent.first().copied() {
+            if millis(oldest) >= floor {
+                break;
+            }
+            self.recent.remove(&oldest);
+            self.sum = self.sum.wrapping_sub(oldest);
+        }
+        if millis(self.heard) > self.salt_until {
+            self.salt = 0;
+        }
+    }
+
+    /// Events may have been missed (up to now, by this host's clock).
+    fn missed(&mut self) {
+        self.salt = rand::random();
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        self.salt_until = now + LATE_WINDOW_MS;
     }
 }
 
 impl std::fmt::Display for Version {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:032x}.{:032x}", self.heard, self.late)?;
+        write!(f, "{:032x}.{:032x}", self.heard, self.sum ^ self.salt)?;
         if self.own > 0 {
             write!(f, ".{:016x}.{}", self.process, self.own)?;
         }
@@ -213,7 +247,7 @@ impl Cache {
     /// checks itself) is admitted under the rules as they are now. Taken
     /// before asking the quote, so that a change meanwhile voids it.
     pub fn admission(&self, what: &str) -> String {
-        let rules = *self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         format!("{rules}:{what}")
     }
 
@@ -294,7 +328,7 @@ impl Cache {
     /// awaiting payment on what a push said.
     pub fn events_missed(&self) {
         for version in [&self.version, &self.rules] {
-            version.lock().unwrap_or_else(|p| p.into_inner()).late = rand::random();
+            version.lock().unwrap_or_else(|p| p.into_inner()).missed();
         }
         self.payable.invalidate_all();
     }
@@ -313,7 +347,11 @@ impl Cache {
     /// midnight with no event). None without Redis: nothing is cached.
     pub fn scope(&self) -> Option<String> {
         self.redis.as_ref()?;
-        let version = *self.version.lock().unwrap_or_else(|p| p.into_inner());
+        let version = self
+            .version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_string();
         let today = shared::policy::china_today(chrono::Utc::now());
         Some(format!("{}{version}:{today}", self.prefix))
     }
@@ -375,7 +413,6 @@ impl Cache {
     }
 }
 
-/// `SET key value EX seconds`; a failure is logged (the cache is only a cache).
 /// The Redis key counting the bytes of persisted queries kept in the
 /// window of [`PERSISTED_SECONDS`] that `at` falls in.
 pub fn persisted_budget_key(prefix: &str, at: std::time::SystemTime) -> String {
@@ -385,6 +422,7 @@ pub fn persisted_budget_key(prefix: &str, at: std::time::SystemTime) -> String {
     format!("{prefix}apq-budget:{}", seconds / PERSISTED_SECONDS)
 }
 
+/// `SET key value EX seconds`; a failure is logged (the cache is only a cache).
 async fn set_for(redis: &ConnectionManager, key: &str, value: &str, seconds: u64) {
     let mut conn = redis.clone();
     let stored: Result<(), _> = redis::cmd("SET")
@@ -401,49 +439,66 @@ async fn set_for(redis: &ConnectionManager, key: &str, value: &str, seconds: u64
 
 #[cfg(test)]
 mod tests {
-    use super::Version;
+    use super::{LATE_WINDOW_MS, Version};
 
-    fn id(n: u128) -> uuid::Uuid {
-        uuid::Uuid::from_u128(n)
+    /// An event id stamped at `ms` (a UUIDv7's first 48 bits), `n` apart.
+    fn id(ms: u64, n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128((u128::from(ms) << 80) | n)
+    }
+
+    fn after(events: &[uuid::Uuid]) -> String {
+        let mut v = Version::new();
+        for e in events {
+            v.heard(*e);
+        }
+        v.to_string()
     }
 
     #[test]
-    fn an_event_heard_late_still_moves_the_version_and_replicas_agree() {
-        let (mut a, mut b) = (Version::new(), Version::new());
-        assert_ne!(a.to_string(), b.to_string(), "apart until an event");
-        for v in [&mut a, &mut b] {
-            v.heard(id(105));
-        }
-        assert_eq!(a.to_string(), b.to_string());
-        // Stamped before 105, committed after it: answers cached under 105
-        // may lack its change.
-        let before = a.to_string();
-        a.heard(id(100));
-        assert_ne!(a.to_string(), before);
-        // Late ones heard in another order: the same version.
-        a.heard(id(101));
-        b.heard(id(101));
-        b.heard(id(100));
-        assert_eq!(a.to_string(), b.to_string());
-        // Heard twice: moves on, never back.
-        let once = a.to_string();
-        a.heard(id(100));
-        assert_ne!(a.to_string(), once);
-        assert_ne!(a.to_string(), before);
-        // A later event brings the replicas together again.
-        for v in [&mut a, &mut b] {
-            v.heard(id(110));
-        }
-        assert_eq!(a.to_string(), b.to_string());
+    fn an_event_heard_late_moves_the_version_and_replicas_agree_in_any_order() {
+        let (r, e) = (id(100_000, 1), id(100_005, 2));
+        assert_ne!(
+            Version::new().to_string(),
+            Version::new().to_string(),
+            "apart until an event"
+        );
+        // R stamped before E, committed after it: answers cached after E
+        // alone may lack R's change.
+        assert_ne!(after(&[e]), after(&[e, r]));
+        // Heard in either order, the same version.
+        assert_eq!(after(&[e, r]), after(&[r, e]));
+        // Heard twice: its change was heard; nothing moves.
+        assert_eq!(after(&[e, r, r]), after(&[r, e]));
+        // Once R is out of the window below the greatest, replicas that
+        // heard it and one that never did agree again.
+        let later = id(100_005 + LATE_WINDOW_MS + 1, 3);
+        assert_eq!(after(&[e, r, later]), after(&[later]));
     }
 
     #[test]
     fn replicas_that_each_carried_a_change_key_apart() {
         let (mut a, mut b) = (Version::new(), Version::new());
         for v in [&mut a, &mut b] {
-            v.heard(id(7));
+            v.heard(id(7, 0));
             v.own += 1;
         }
         assert_ne!(a.to_string(), b.to_string());
+    }
+
+    #[test]
+    fn after_missed_events_a_replica_keys_apart_until_the_window_passes() {
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let (mut a, mut b) = (Version::new(), Version::new());
+        for v in [&mut a, &mut b] {
+            v.heard(id(now, 1));
+        }
+        a.missed();
+        a.heard(id(now + 1, 2));
+        b.heard(id(now + 1, 2));
+        assert_ne!(a.to_string(), b.to_string());
+        let past = id(now + LATE_WINDOW_MS + 1_000, 3);
+        a.heard(past);
+        b.heard(past);
+        assert_eq!(a.to_string(), b.to_string());
     }
 }

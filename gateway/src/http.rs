@@ -1380,14 +1380,14 @@ pub(crate) fn explained(message: &str) -> Option<String> {
     }
 }
 
-/// The code of an error that came without one: a request error (syntax,
-/// validation, depth or complexity limits — no path — or an argument that
-/// does not parse) is BAD_USER_INPUT, anything else INTERNAL.
 /// The error that stands for `left_out` errors past [`MAX_ERRORS`].
 pub(crate) fn left_out_message(left_out: usize) -> String {
     format!("… and {left_out} more errors, left out")
 }
 
+/// The code of an error that came without one: a request error (syntax,
+/// validation, depth or complexity limits — no path — or an argument that
+/// does not parse) is BAD_USER_INPUT, anything else INTERNAL.
 pub(crate) fn missing_code(message: &str, has_path: bool) -> &'static str {
     if !has_path || is_input_error(message) {
         "BAD_USER_INPUT"

@@ -116,7 +116,9 @@ impl Subscription {
         // repeated event of an earlier status (deliveries are handled side
         // by side) pushes nothing. Bounded: the least recently pushed go
         // first, long after any late event of theirs.
-        let known: lru::LruCache<BookingId, String> = lru::LruCache::new(FEED_MEMORY);
+        // (Unbounded to the crate, trimmed here: a bounded one takes room
+        // for them all at once, ~34 KiB a feed before any push.)
+        let known: lru::LruCache<BookingId, String> = lru::LruCache::unbounded();
         Ok(futures::stream::unfold(
             (Some(changes), bus, viewer, known, slot),
             move |(changes, bus, viewer, mut known, slot)| async move {
@@ -145,11 +147,14 @@ impl Subscription {
                     let item =
                         match view_of(Some(&changed), changed.booking_id, &bus, &viewer).await {
                             Ok(view) => {
-                                let before = known.get(&view.id).map_or("", String::as_str);
+                                let before = known.peek(&view.id).map_or("", String::as_str);
                                 if !moves_on(before, &view.status) {
                                     continue;
                                 }
                                 known.put(view.id, view.status.clone());
+                                if known.len() > FEED_MEMORY {
+                                    known.pop_lru();
+                                }
                                 Ok(Booking(view))
                             }
                             Err(e) => Err(gql(e)),
@@ -187,7 +192,7 @@ async fn view_of(
 }
 
 /// How many bookings a feed remembers the last pushed status of.
-const FEED_MEMORY: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
+const FEED_MEMORY: usize = 1024;
 
 /// Whether a booking in `status` can move no more.
 fn is_final(status: &str) -> bool {

@@ -37,7 +37,6 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -353,26 +352,12 @@ impl AmqpBus {
         }
         let (name, bindings) = (router.queue().to_owned(), router.bindings());
         let retired = router.retired_bindings();
-        // An ephemeral queue declared again is a new queue: what was
-        // published since the old one went was never in either.
-        let (gap, declared_before) = (router.gap_hook(), Arc::new(AtomicBool::new(false)));
         Arc::new(move |channel| {
             let (config, name, bindings) = (config.clone(), name.clone(), bindings.clone());
             let retired = retired.clone();
-            let (gap, declared_before) = (gap.clone(), declared_before.clone());
             Box::pin(async move {
                 if ephemeral {
-                    declare_ephemeral_queue(&config, &channel, &name, &bindings).await?;
-                    if declared_before.swap(true, Ordering::SeqCst) {
-                        warn!(
-                            queue = name,
-                            "temporary queue set up again: events were missed"
-                        );
-                        if let Some(gap) = gap {
-                            gap();
-                        }
-                    }
-                    Ok(())
+                    declare_ephemeral_queue(&config, &channel, &name, &bindings).await
                 } else {
                     declare_event_queue(&config, &channel, &name, &bindings).await?;
                     unbind(&config, &channel, &config.queue(&name), &retired).await
@@ -904,11 +889,12 @@ type Declare =
 /// Consumes `queue` until shutdown, running `handle` for each delivery as a
 /// task (at most `prefetch` at once: the broker sends no more). Supervised:
 /// when the channel dies for good (not just a connection recovery), the
-/// consumer is set up again on a new channel.
+/// consumer is set up again on a new channel, and `gap` runs (an
+/// [ephemeral](EventRouter::ephemeral) queue's: the queue is new).
 async fn consume<F, Fut>(
     inner: Arc<Inner>,
     queue: String,
-    declare: Declare,
+    (declare, gap): (Declare, Option<super::GapHook>),
     stop: Consuming,
     handle: F,
 ) -> Result<(), BusError>
@@ -977,6 +963,13 @@ where
                 match open_consumer(&inner, &queue, declare.as_ref()).await {
                     Ok((c, s, t)) => {
                         (channel, consumer, tag) = (c, s, t);
+                        // An ephemeral queue set up again is a new queue:
+                        // what was published since the old one went was
+                        // never in either (once per loss, when consuming).
+                        if let Some(gap) = &gap {
+                            warn!(queue, "temporary queue set up again: events were missed");
+                            gap();
+                        }
                         break;
                     }
                     Err(e) => error!(queue, error = %e, "cannot consume yet; will retry"),
@@ -1029,13 +1022,14 @@ impl Bus for AmqpBus {
     async fn subscribe(&self, router: EventRouter) -> Result<(), BusError> {
         let queue = self.inner.config.queue(router.queue());
         let declare = self.declaring(&router);
+        let gap = router.gap_hook().filter(|_| router.is_ephemeral());
         let router = Arc::new(router);
         let inner = self.inner.clone();
         let stop = self.cancel.clone();
         consume(
             self.inner.clone(),
             queue,
-            declare,
+            (declare, gap),
             self.stopping(),
             move |delivery| {
                 let (inner, router, stop) = (inner.clone(), router.clone(), stop.clone());
@@ -1089,7 +1083,7 @@ impl Bus for AmqpBus {
         consume(
             self.inner.clone(),
             queue,
-            declare,
+            (declare, None),
             self.stopping(),
             move |delivery| {
                 let (inner, router) = (inner.clone(), router.clone());
