@@ -147,6 +147,33 @@ async fn a_booking_for_a_full_night_is_rejected_as_sold_out(settings: Settings) 
     assert_eq!(app.available(&room_type, 3).await, json!([0, 0, 1]));
 }
 
+/// A request whose database connection is ended under it (as a PostgreSQL
+/// restart ends it: SQLSTATE 57P01) is answered SERVICE_UNAVAILABLE — try
+/// again — not INTERNAL: sqlx leaves the code out of the error's text,
+/// which was all that was looked at.
+#[tokio::test]
+async fn a_request_whose_connection_the_database_ends_is_service_unavailable() {
+    let app = spawn_app_with(common::test_settings()).await;
+    let id = app.confirmed_booking(10).await;
+    let held = common::LockHeld::begin(
+        app.service_db("booking").await,
+        &format!("SELECT id FROM bookings WHERE id = '{id}' FOR UPDATE"),
+    )
+    .await;
+    let (answer, ()) = tokio::join!(app.cancel(&id, "cut-off"), async {
+        held.until_waiting(1, true).await;
+        held.terminate_waiting().await;
+    });
+    held.release().await;
+    assert_eq!(common::code(&answer), "SERVICE_UNAVAILABLE", "{answer}");
+    // Nothing was changed: the booking still stands, and cancels.
+    let again = app.cancel(&id, "after").await;
+    assert_eq!(
+        again["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{again}"
+    );
+}
+
 /// A night closed while a hold waits to take it is refused CLOSED, not
 /// SOLD_OUT: the take, let go by the close's commit, finds it closed, and
 /// the refusal says so as a read after the close would (SOLD_OUT would

@@ -174,6 +174,28 @@ async fn on_sqlite_too_racing_bookings_never_oversell_a_night() {
     app.wait_for_available(&room_type, json!([0, 0])).await;
 }
 
+/// A payment whose caller gave up waiting (its RPC deadline passed, or the
+/// client went away) still settles: the in-process bus ran the service's
+/// handler inside the caller's wait, so giving up dropped it half way (the
+/// provider asked, nothing recorded); it runs on its own now, as a
+/// service's consumer does over RabbitMQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_payment_whose_caller_gave_up_still_settles() {
+    let mut settings = common::embedded_test_settings();
+    settings.rpc_timeout_ms = 1_000;
+    settings.sandbox_slow_ms = 3_000;
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "gave-up")
+            .await,
+    );
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let paid = app.pay(&id, "tok_slow", "gave-up").await;
+    assert_eq!(common::code(&paid), "SERVICE_UNAVAILABLE", "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+}
+
 /// Polls `url` until it answers 200, for up to a minute.
 async fn until_up(http: &reqwest::Client, url: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

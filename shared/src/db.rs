@@ -311,13 +311,26 @@ pub async fn run_ddl(
     Ok(())
 }
 
+/// The SQLSTATE the database answered with, if it did (sqlx does not put
+/// it in the error's text: "terminating connection due to administrator
+/// command" is all 57P01 says there).
+pub fn sqlstate(e: &DbErr) -> Option<String> {
+    use sea_orm::RuntimeErr::SqlxError;
+    let (DbErr::Exec(SqlxError(err)) | DbErr::Query(SqlxError(err)) | DbErr::Conn(SqlxError(err))) =
+        e
+    else {
+        return None;
+    };
+    Some(err.as_database_error()?.code()?.into_owned())
+}
+
 /// True for errors worth retrying: serialization failure, deadlock, busy.
 pub fn is_transient(e: &DbErr) -> bool {
+    if sqlstate(e).is_some_and(|code| ["40001", "40P01"].contains(&code.as_str())) {
+        return true;
+    }
     let s = e.to_string();
-    s.contains("40001")
-        || s.contains("40P01")
-        || s.contains("deadlock")
-        || s.contains("database is locked")
+    s.contains("deadlock") || s.contains("database is locked")
 }
 
 /// True when the database could not be reached or dropped the connection
@@ -326,16 +339,13 @@ pub fn is_unavailable(e: &DbErr) -> bool {
     if matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
         return true;
     }
+    // admin_shutdown, crash_shutdown, cannot_connect_now; the
+    // connection_exception class.
+    if sqlstate(e).is_some_and(|code| code.starts_with("57P0") || code.starts_with("08")) {
+        return true;
+    }
     let s = e.to_string();
     [
-        // admin_shutdown, crash_shutdown, cannot_connect_now; connection_exception class
-        "57P01",
-        "57P02",
-        "57P03",
-        "08000",
-        "08001",
-        "08003",
-        "08006",
         "Connection refused",
         "connection refused",
         "Connection reset",

@@ -941,6 +941,21 @@ impl LockHeld {
         self.txn.commit().await.expect("rows released");
     }
 
+    /// Ends the connections waiting on this transaction's locks, as a
+    /// PostgreSQL restart ends them (SQLSTATE 57P01).
+    pub async fn terminate_waiting(&self) {
+        use sea_orm::ConnectionTrait;
+        self.db
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                self.db.get_database_backend(),
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE $1 = ANY (pg_blocking_pids(pid))",
+                [self.pid.into()],
+            ))
+            .await
+            .expect("terminated");
+    }
+
     /// The race set up: `first` starts and waits on this transaction's
     /// lock, then `second` starts and waits too (on either), then the lock
     /// goes; both answers.

@@ -274,25 +274,32 @@ impl Bus for MemoryBus {
                 format!("{service} is not running"),
             ));
         };
+        let (service_name, method_name) = (service.to_owned(), method.to_owned());
         let call = async move {
             // Cross the "wire" as bytes in both directions.
             let body: serde_json::Value =
                 serde_json::from_slice(&serde_json::to_vec(&body).map_err(AppError::internal)?)
                     .map_err(AppError::internal)?;
-            // Same task: the request id (a task-local) carries over as is.
             let request_id = crate::telemetry::request_id();
             let span = info_span!(
                 "rpc",
-                service,
-                method,
+                service = service_name,
+                method = method_name,
                 request_id = request_id.as_deref().unwrap_or("-")
             );
-            let reply = router.dispatch(method, body).instrument(span).await?;
+            let reply = router.dispatch(&method_name, body).instrument(span).await?;
             let bytes = serde_json::to_vec(&reply).map_err(AppError::internal)?;
             serde_json::from_slice(&bytes).map_err(AppError::internal)
         };
-        match tokio::time::timeout(deadline, call).await {
-            Ok(reply) => reply,
+        // A task of its own (the request id carried over): a caller that
+        // gives up — its deadline, a client gone — must not stop a handler
+        // between two of its transactions (a payment asked of the provider
+        // and not yet recorded), as a service's consumer over RabbitMQ
+        // would not.
+        let handler = crate::telemetry::spawn_in_request(call);
+        match tokio::time::timeout(deadline, handler).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => Err(AppError::internal(format!("{service}.{method}: {e}"))),
             Err(_) => Err(rpc_timeout(service, method, deadline)),
         }
     }
