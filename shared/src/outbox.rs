@@ -205,29 +205,35 @@ pub struct Relay {
 const PARK_FOR: Duration = Duration::from_secs(5);
 
 /// Where a relay resumes after a round the broker found unroutable rows
-/// in: past them, for [`PARK_FOR`], so that rows behind them — for queues
-/// that do exist — still go out, however many there are. Without it, a
-/// batch's worth of events no queue is bound for yet (a service not
-/// deployed) at the head of the outbox would stop the whole service's
-/// events. (A row committed meanwhile with a lower seq waits for the next
-/// sweep from the head, at most [`PARK_FOR`] later.)
+/// in: past them, until [`PARK_FOR`] has gone by without passing any more,
+/// so that rows behind them — for queues that do exist — still go out,
+/// however many there are. Without it, a batch's worth of events no queue
+/// is bound for yet (a service not deployed) at the head of the outbox
+/// would stop the whole service's events. (A row committed meanwhile with
+/// a lower seq waits for the next sweep from the head. The time counted
+/// from the first row passed over, a backlog of unroutable rows longer
+/// than one such sweep reached was swept from the head again and again,
+/// and the rows behind it never went out.)
 #[derive(Default)]
 struct Parked {
     after: Option<i64>,
-    since: Option<std::time::Instant>,
+    last_passed: Option<std::time::Instant>,
 }
 
 impl Parked {
-    /// The seq to resume after now (none once the time is up).
-    fn current(&mut self) -> Option<i64> {
-        if self.since.is_some_and(|at| at.elapsed() >= PARK_FOR) {
+    /// The seq to resume after at `now` (none once the time is up).
+    fn current(&mut self, now: std::time::Instant) -> Option<i64> {
+        if self
+            .last_passed
+            .is_some_and(|at| now.duration_since(at) >= PARK_FOR)
+        {
             *self = Parked::default();
         }
         self.after
     }
 
-    fn pass(&mut self, seq: i64) {
-        self.since.get_or_insert_with(std::time::Instant::now);
+    fn pass(&mut self, seq: i64, now: std::time::Instant) {
+        self.last_passed = Some(now);
         self.after = Some(
             self.after
                 .map_or(seq, |after| std::cmp::Ord::max(after, seq)),
@@ -265,7 +271,10 @@ impl Relay {
     }
 
     fn parked(&self) -> Option<i64> {
-        self.parked.lock().ok().and_then(|mut p| p.current())
+        self.parked
+            .lock()
+            .ok()
+            .and_then(|mut p| p.current(std::time::Instant::now()))
     }
 
     /// Publishes up to one batch; returns how many rows were published.
@@ -375,7 +384,7 @@ impl Relay {
             && let (Some(last), Ok(mut parked)) = (taken.max(), self.parked.lock())
         {
             warn!("no queue is bound for some outbox events yet; passing over them for a while");
-            parked.pass(last);
+            parked.pass(last, std::time::Instant::now());
         }
     }
 
@@ -481,4 +490,28 @@ pub enum RelayError {
     /// The bus refused or could not take an event.
     #[error("bus: {0}")]
     Bus(#[from] BusError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PARK_FOR, Parked};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_relay_passing_over_rows_goes_on_until_it_passes_none_for_a_while() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut parked = Parked::default();
+        assert_eq!(parked.current(at(0)), None);
+        parked.pass(256, at(0));
+        // Still passing rows over 4 s later, and again 4 s after that: the
+        // sweep goes on past them (it went back to the head at 5 s).
+        parked.pass(512, at(4_000));
+        assert_eq!(parked.current(at(8_000)), Some(512));
+        parked.pass(768, at(8_000));
+        assert_eq!(parked.current(at(12_000)), Some(768));
+        // Nothing passed over for PARK_FOR: back to the head.
+        let quiet = 8_000 + u64::try_from(PARK_FOR.as_millis()).unwrap_or(5_000);
+        assert_eq!(parked.current(at(quiet)), None);
+    }
 }

@@ -1776,6 +1776,31 @@ impl Rpc for RunPayouts {
     type Reply = PayoutRun;
 }
 
+/// The refunds booking has asked of payment (`booking.refund_requested`)
+/// and heard no answer to yet: what a payout run keeps the host shares of
+/// back, as it does a refund payment recorded and the provider has not
+/// confirmed. (Payment hears of a cancellation only when its request
+/// arrives; a run in between paid the host for a stay already cancelled.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetRefundsAsked {}
+impl Rpc for GetRefundsAsked {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "refunds_asked";
+    type Reply = Vec<RefundAsked>;
+}
+
+/// A refund booking asked for (see [`GetRefundsAsked`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundAsked {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// The `booking.refund_requested` event's id: payment's key for the
+    /// refund once it has it.
+    pub request: uuid::Uuid,
+    /// What booking promised (its quote): at least what payment will give.
+    pub amount: Fen,
+}
+
 /// Payout runs, newest first (platform admins).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListPayoutRuns {

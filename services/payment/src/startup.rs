@@ -22,6 +22,7 @@ pub fn payments(settings: &Settings, db: DatabaseConnection, outbox: OutboxSigna
         outbox,
         provider: Arc::new(provider),
         rates: settings.split_rates(),
+        bookings: None,
     }
 }
 
@@ -29,7 +30,10 @@ pub fn payments(settings: &Settings, db: DatabaseConnection, outbox: OutboxSigna
 /// provider, and reconciles payments the provider left unanswered.
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
-    let payments = payments(&rt.settings, db, outbox);
+    let payments = Payments {
+        bookings: Some(Arc::downgrade(&rt.bus)),
+        ..payments(&rt.settings, db, outbox)
+    };
     rt.bus.subscribe(payments.events()).await?;
     rt.bus.serve(payments.rpc()).await?;
 

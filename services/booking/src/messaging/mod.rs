@@ -332,7 +332,7 @@ impl Bookings {
 
     /// The RPC methods booking answers.
     pub fn rpc(&self) -> RpcRouter {
-        let [a, b, c, d, e, g, h] = [(); 7].map(|()| self.clone());
+        let [a, b, c, d, e, g, h, i] = [(); 8].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .ready_with(self.db.clone())
             .route::<QuoteCancellation, _, _>(move |req| {
@@ -362,6 +362,12 @@ impl Bookings {
             .route::<shared::rpcs::GetBookingGuests, _, _>(move |req| {
                 let s = g.clone();
                 async move { s.guests_for(req).await }
+            })
+            // Payment's, before a payout run (services only: the gateway
+            // has no field for it).
+            .route::<shared::rpcs::GetRefundsAsked, _, _>(move |_| {
+                let s = i.clone();
+                async move { Ok(storage::refunds_asked(&s.db).await?) }
             })
     }
 

@@ -38,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(StartsOn),
             Box::new(Departures),
             Box::new(RefundRequests),
+            Box::new(RefundsAsked),
         ]
     }
 }
@@ -314,6 +315,29 @@ impl MigrationTrait for Departures {
                 backfill,
                 "CREATE INDEX bookings_departure ON bookings (departure_id, id)
                  WHERE departure_id IS NOT NULL",
+            ],
+        )
+        .await
+    }
+}
+
+struct RefundsAsked;
+
+impl MigrationName for RefundsAsked {
+    fn name(&self) -> &str {
+        "m20261205_000005_booking_refunds_asked"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RefundsAsked {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Every payout run lists the refunds asked and not answered.
+        run_ddl(
+            manager,
+            &[
+                "CREATE INDEX bookings_refunds_asked ON bookings (refund_request)
+               WHERE refund_request IS NOT NULL",
             ],
         )
         .await
@@ -1081,7 +1105,7 @@ pub async fn refund_answered<C: ConnectionTrait>(
     let r = conn
         .execute_raw(stmt(
             b,
-            "UPDATE bookings SET refund_due_fen = $3, updated_at = $4
+            "UPDATE bookings SET refund_due_fen = $3, refund_request = NULL, updated_at = $4
              WHERE id = $1 AND refund_request = $2",
             vec![
                 uuid_value(b, id.0),
@@ -1092,6 +1116,33 @@ pub async fn refund_answered<C: ConnectionTrait>(
         ))
         .await?;
     Ok(r.rows_affected() > 0)
+}
+
+/// The refunds asked of payment and not yet answered (see
+/// [`shared::rpcs::GetRefundsAsked`]; before 2026-12-05 an answer left
+/// its request in place, so older ones are listed too, and payment passes
+/// over those it has).
+pub async fn refunds_asked<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<Vec<shared::rpcs::RefundAsked>, DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT id, refund_request, refund_due_fen FROM bookings
+             WHERE refund_request IS NOT NULL AND refund_due_fen > 0",
+            vec![],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(shared::rpcs::RefundAsked {
+                booking_id: BookingId(shared::db::row_uuid(row, "id")?),
+                request: shared::db::row_uuid(row, "refund_request")?,
+                amount: Fen(row.try_get("", "refund_due_fen")?),
+            })
+        })
+        .collect()
 }
 
 /// Adds a refund that went through.

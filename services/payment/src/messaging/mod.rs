@@ -53,6 +53,10 @@ pub struct Payments {
     pub provider: Arc<dyn PaymentProvider>,
     /// Fee and fund rates.
     pub rates: SplitRates,
+    /// The bus to ask booking which refunds it has asked for before a
+    /// payout (none: only those payment has heard of are kept back). Weak:
+    /// the in-process bus holds these handlers.
+    pub bookings: Option<std::sync::Weak<dyn shared::bus::Bus>>,
 }
 
 impl Payments {
@@ -131,7 +135,8 @@ impl Payments {
                             if up_to > now {
                                 return Err(AppError::bad_input(FUTURE_PERIOD));
                             }
-                            storage::payable_balances(&s.db, up_to).await?
+                            let asked = s.refunds_asked().await?;
+                            storage::payable_balances(&s.db, up_to, &asked).await?
                         }
                         (Some(at), false) => storage::host_balances_at(&s.db, at).await?,
                         (None, false) => storage::host_balances(&s.db, now).await?,
@@ -521,6 +526,10 @@ impl Payments {
         if up_to > chrono::Utc::now() {
             return Err(AppError::bad_input(FUTURE_PERIOD));
         }
+        // Asked before anything is read: a cancellation answered before
+        // this run began is kept back, whether or not its refund request
+        // has reached payment.
+        let asked = self.refunds_asked().await?;
         let txn = self.db.begin().await?;
         storage::lock_payouts(&txn).await?;
         let made = storage::insert_payout_run(&txn, &reference, up_to).await?;
@@ -541,7 +550,7 @@ impl Payments {
             ));
         }
         if made {
-            for (host, owed, region) in storage::payable_balances(&txn, up_to).await? {
+            for (host, owed, region) in storage::payable_balances(&txn, up_to, &asked).await? {
                 let legs = vec![
                     (crate::domain::host_account(host), Fen::ZERO - owed),
                     (crate::domain::PAYOUTS.to_owned(), owed),
@@ -571,6 +580,27 @@ impl Payments {
             ran_at: times.map(|(_, at)| at),
             payouts,
         })
+    }
+
+    /// The refunds booking has asked for (see
+    /// [`shared::rpcs::GetRefundsAsked`]); none without a bus. Booking not
+    /// answering stops the run: a host could be paid for a cancelled stay.
+    async fn refunds_asked(&self) -> Result<Vec<shared::rpcs::RefundAsked>, AppError> {
+        let Some(bus) = self.bookings.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return Ok(Vec::new());
+        };
+        shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {})
+            .await
+            .map_err(|e| {
+                AppError::new(
+                    ErrorCode::ServiceUnavailable,
+                    format!(
+                        "booking did not say which refunds it has asked for ({}): no host is paid \
+                         until it does; try again shortly",
+                        e.message
+                    ),
+                )
+            })
     }
 
     /// Payout runs, newest first (platform admins).

@@ -1372,6 +1372,7 @@ pub async fn host_balances<C: ConnectionTrait>(
 pub async fn payable_balances<C: ConnectionTrait>(
     conn: &C,
     up_to: chrono::DateTime<Utc>,
+    asked: &[shared::rpcs::RefundAsked],
 ) -> Result<Vec<(HostId, Fen, RegionCode)>, DbErr> {
     let b = conn.get_database_backend();
     let rows = conn
@@ -1413,6 +1414,9 @@ pub async fn payable_balances<C: ConnectionTrait>(
             .entry(HostId(row_uuid(row, "host_id")?))
             .or_default() += share;
     }
+    for (host, share) in unheard_shares(conn, asked).await? {
+        *promised.entry(host).or_default() += share;
+    }
     // By host, as `host_balances` lists them (the union has no order).
     owed.sort_by_key(|(host, _, _)| host.0);
     Ok(owed
@@ -1423,6 +1427,59 @@ pub async fn payable_balances<C: ConnectionTrait>(
         })
         .filter(|(_, payable, _)| *payable > Fen::ZERO)
         .collect())
+}
+
+/// The host shares of the refunds booking asked for (`asked`) that payment
+/// has no refund of yet — their request still on its way — each taken as
+/// the next refund of its booking's capture, at most what is left of it.
+async fn unheard_shares<C: ConnectionTrait>(
+    conn: &C,
+    asked: &[shared::rpcs::RefundAsked],
+) -> Result<Vec<(HostId, Fen)>, DbErr> {
+    let b = conn.get_database_backend();
+    let mut heard = std::collections::HashSet::new();
+    for chunk in asked.chunks(500) {
+        let rows = conn
+            .query_all_raw(stmt(
+                b,
+                &format!(
+                    "SELECT request_key FROM refunds WHERE request_key IN ({})",
+                    shared::db::placeholders(1, chunk.len())
+                ),
+                chunk.iter().map(|a| a.request.to_string().into()).collect(),
+            ))
+            .await?;
+        for row in &rows {
+            heard.insert(row.try_get::<String>("", "request_key")?);
+        }
+    }
+    let mut shares = Vec::new();
+    for ask in asked
+        .iter()
+        .filter(|a| !heard.contains(&a.request.to_string()))
+    {
+        let Some(row) = conn
+            .query_one_raw(stmt(
+                b,
+                "SELECT host_id, split, amount_fen, refunded_fen FROM payments
+                 WHERE booking_id = $1 AND status = 'CAPTURED'
+                   AND host_id IS NOT NULL AND split IS NOT NULL",
+                vec![uuid_value(b, ask.booking_id.0)],
+            ))
+            .await?
+        else {
+            continue;
+        };
+        let split: String = row.try_get("", "split")?;
+        let split: Split = serde_json::from_str(&split)
+            .map_err(|e| DbErr::Custom(format!("payments.split: {e}")))?;
+        let reserved = Fen(row.try_get("", "refunded_fen")?);
+        let left = Fen(row.try_get("", "amount_fen")?) - reserved;
+        let amount = ask.amount.min(left).max(Fen::ZERO);
+        let share = split.reversal(reserved, reserved + amount).host;
+        shares.push((HostId(row_uuid(&row, "host_id")?), share));
+    }
+    Ok(shares)
 }
 
 /// Balances of the host accounts as the ledger stood at `at`: every entry
