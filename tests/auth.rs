@@ -940,6 +940,51 @@ async fn a_websocket_runs_subscriptions_only_and_closes_when_its_token_expires()
     );
 }
 
+/// A logout ends its session whichever of its refresh tokens it is given:
+/// one already refreshed (an app refreshing in the background as its user
+/// logs out) ends the token that replaced it. A logged-out token presented
+/// again is merely dead, not a leak: the account's other sessions go on
+/// (before, the first case ended nothing, and the second every session).
+#[tokio::test]
+async fn a_logout_ends_its_session_whichever_token_and_no_other() {
+    let app = app().await;
+    let logout = "mutation($t: String!) { logout(refreshToken: $t) }";
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { accessToken refreshToken } }";
+    let (phone, laptop) = (
+        login(&app, "traveler@example.cn").await,
+        login(&app, "traveler@example.cn").await,
+    );
+    let refreshed = app
+        .graphql_as(None, refresh, json!({ "t": phone["refreshToken"] }))
+        .await["data"]["refreshToken"]
+        .clone();
+    let out = app
+        .graphql_as(None, logout, json!({ "t": phone["refreshToken"] }))
+        .await;
+    assert_eq!(out["data"]["logout"], true, "{out}");
+    let gone = app
+        .graphql_as(None, refresh, json!({ "t": refreshed["refreshToken"] }))
+        .await;
+    assert_eq!(code(&gone), "UNAUTHENTICATED", "the session ended: {gone}");
+    // Presented again after its logout (a retry), it ends nothing more.
+    let tablet = login(&app, "traveler@example.cn").await;
+    let out = app
+        .graphql_as(None, logout, json!({ "t": tablet["refreshToken"] }))
+        .await;
+    assert_eq!(out["data"]["logout"], true, "{out}");
+    let again = app
+        .graphql_as(None, refresh, json!({ "t": tablet["refreshToken"] }))
+        .await;
+    assert_eq!(code(&again), "UNAUTHENTICATED", "{again}");
+    let laptop = app
+        .graphql_as(None, refresh, json!({ "t": laptop["refreshToken"] }))
+        .await;
+    assert!(
+        laptop["data"]["refreshToken"]["accessToken"].is_string(),
+        "the laptop's session goes on: {laptop}"
+    );
+}
+
 /// Logging out ends one session; logging out everywhere ends every
 /// session of the account, its access tokens included (a lost phone).
 /// Tokens it ended, presented later, end nothing more.

@@ -466,12 +466,23 @@ impl Identity {
         conn: &C,
         account: Account,
     ) -> Result<Tokens, AppError> {
+        self.issue_in(conn, account, uuid::Uuid::now_v7()).await
+    }
+
+    /// Tokens for `account` carrying on the sign-in `session`.
+    async fn issue_in<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        account: Account,
+        session: uuid::Uuid,
+    ) -> Result<Tokens, AppError> {
         let refresh = random_secret();
         storage::insert_refresh(
             conn,
             &digest(&refresh),
             account.id,
             Utc::now() + self.refresh_ttl,
+            session,
         )
         .await?;
         // An agency's bookings count for the agency's region, whichever of
@@ -604,19 +615,33 @@ impl Identity {
             .await?
             .ok_or_else(|| unauthenticated("the account no longer exists"))?;
         storage::revoke(&txn, &hash).await?;
-        let tokens = self.issue(&txn, account).await?;
+        let session = stored.session.unwrap_or_else(uuid::Uuid::now_v7);
+        let tokens = self.issue_in(&txn, account, session).await?;
         txn.commit().await?;
         Ok(tokens)
     }
 
-    /// Revokes a refresh token (logout); unknown tokens are fine.
-    /// `everywhere`: every refresh and access token of its account, for a
-    /// token still in use only (an old one could otherwise end the
-    /// sessions of whoever holds the account now).
+    /// Ends the session a refresh token belongs to (logout), whichever of
+    /// its tokens it is — one already refreshed too (a refresh racing the
+    /// logout, an app refreshing in the background): its current token
+    /// goes, and presented again it is dead, not taken for a leak.
+    /// Unknown tokens are fine. `everywhere`: every refresh and access
+    /// token of its account, for a token still in use only (an old one
+    /// could otherwise end the sessions of whoever holds the account now).
     pub async fn logout(&self, token: &str, everywhere: bool) -> Result<(), AppError> {
         let hash = digest(token);
         if !everywhere {
-            storage::revoke(&self.db, &hash).await?;
+            // The account, then the token: the order a refresh locks them
+            // in, so that the two run one after the other.
+            let txn = self.db.begin().await?;
+            let Some(owner) = storage::refresh_owner(&txn, &hash).await? else {
+                return Ok(());
+            };
+            storage::lock_account(&txn, owner).await?;
+            if let Some(stored) = storage::refresh_for_update(&txn, &hash).await? {
+                storage::end_session(&txn, &hash, stored.session).await?;
+            }
+            txn.commit().await?;
             return Ok(());
         }
         let dead =

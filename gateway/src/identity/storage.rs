@@ -25,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(AgencyLookups),
             Box::new(AccessRevocation),
             Box::new(RefreshRevocation),
+            Box::new(RefreshSessions),
         ]
     }
 }
@@ -150,6 +151,34 @@ impl MigrationTrait for RefreshRevocation {
                 // alone): a token revoked on its own after it has leaked.
                 "ALTER TABLE accounts ADD COLUMN refresh_revoked_at TIMESTAMPTZ",
                 "UPDATE accounts SET refresh_revoked_at = tokens_revoked_at",
+            ],
+        )
+        .await
+    }
+}
+
+struct RefreshSessions;
+
+impl MigrationName for RefreshSessions {
+    fn name(&self) -> &str {
+        "m20261205_000002_refresh_sessions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RefreshSessions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // The sign-in a refresh token carries on (each refresh
+                // keeps it): a logout ends the session, whichever of its
+                // tokens it is given. None for tokens issued before.
+                "ALTER TABLE refresh_tokens ADD COLUMN session UUID",
+                "CREATE INDEX refresh_tokens_session ON refresh_tokens (session)",
+                // Revoked by a logout, not by use: presented again it is
+                // merely dead, not leaked.
+                "ALTER TABLE refresh_tokens ADD COLUMN logged_out BOOLEAN NOT NULL DEFAULT FALSE",
             ],
         )
         .await
@@ -362,13 +391,20 @@ pub struct StoredRefresh {
     pub revoked_at: Option<DateTime<Utc>>,
     /// When every refresh token of its account was last revoked.
     pub account_revoked_at: Option<DateTime<Utc>>,
+    /// The sign-in it carries on (none: issued before sessions were kept).
+    pub session: Option<uuid::Uuid>,
+    /// Revoked by a logout.
+    pub logged_out: bool,
 }
 
 impl StoredRefresh {
-    /// Revoked on its own (used, logged out) after the account's last
-    /// revocation of everything: presented again, it has leaked. One that
-    /// went with everything is merely old.
+    /// Revoked on its own by use after the account's last revocation of
+    /// everything: presented again, it has leaked. One that went with
+    /// everything, or with its session's logout, is merely old.
     pub fn leaked(&self) -> bool {
+        if self.logged_out {
+            return false;
+        }
         match (self.revoked_at, self.account_revoked_at) {
             (Some(token), Some(account)) => token > account,
             (revoked, None) => revoked.is_some(),
@@ -383,12 +419,42 @@ pub async fn insert_refresh<C: ConnectionTrait>(
     hash: &str,
     account: AccountId,
     expires_at: DateTime<Utc>,
+    session: uuid::Uuid,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
-        vec![hash.into(), uuid_value(b, account.0), expires_at.into(), Utc::now().into()],
+        "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, created_at, session)
+         VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            hash.into(),
+            uuid_value(b, account.0),
+            expires_at.into(),
+            Utc::now().into(),
+            uuid_value(b, session),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Ends a session: the refresh token `hash` and every other of its
+/// `session` still live, marked as logged out.
+pub async fn end_session<C: ConnectionTrait>(
+    conn: &C,
+    hash: &str,
+    session: Option<uuid::Uuid>,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE refresh_tokens SET revoked_at = $3, logged_out = TRUE
+         WHERE (token_hash = $1 OR session = $2) AND revoked_at IS NULL",
+        vec![
+            hash.into(),
+            shared::db::opt_uuid_value(b, session),
+            Utc::now().into(),
+        ],
     ))
     .await?;
     Ok(())
@@ -406,7 +472,8 @@ pub async fn refresh_for_update<C: ConnectionTrait>(
         _ => "",
     };
     let sql = format!(
-        "SELECT r.account_id, r.expires_at, r.revoked_at, a.refresh_revoked_at
+        "SELECT r.account_id, r.expires_at, r.revoked_at, r.session, r.logged_out,
+                a.refresh_revoked_at
          FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id
          WHERE r.token_hash = $1 {lock}"
     );
@@ -418,6 +485,8 @@ pub async fn refresh_for_update<C: ConnectionTrait>(
         expires_at: row.try_get("", "expires_at")?,
         revoked_at: row.try_get("", "revoked_at")?,
         account_revoked_at: row.try_get("", "refresh_revoked_at")?,
+        session: shared::db::opt_row_uuid(&row, "session")?,
+        logged_out: row.try_get("", "logged_out")?,
     }))
 }
 

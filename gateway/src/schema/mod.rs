@@ -1578,8 +1578,9 @@ impl Mutation {
         Ok(identity(ctx)?.refresh(&token).await.map_err(gql)?.into())
     }
 
-    /// Revokes a refresh token: that session ends (its access token lives
-    /// out its minutes). With `everywhere: true`, every session of the
+    /// Ends the session a refresh token belongs to, whichever of its
+    /// tokens it is (one already refreshed too): its refresh token stops
+    /// working (its access token lives out its minutes). With `everywhere: true`, every session of the
     /// token's account ends, refresh and access tokens alike (a lost
     /// phone).
     async fn logout(
