@@ -434,6 +434,18 @@ async fn a_payment_captured_after_its_booking_expired_is_refunded_in_full(mut se
     assert!(history_has(&done, "full refund requested"), "{done}");
     assert_eq!(app.fund_balance().await, "0.00");
     app.wait_for_available(&room_type, json!([1])).await;
+    // Its quote says what was paid (it said 0.00 for an ended booking).
+    let quote = app
+        .graphql(
+            "query($id: ID!) { cancellationQuote(bookingId: $id) { cancellable paid { amount } refund { amount } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        quote["data"]["cancellationQuote"],
+        json!({ "cancellable": false, "paid": { "amount": "380.00" }, "refund": { "amount": "0.00" } }),
+        "{quote}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

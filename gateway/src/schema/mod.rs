@@ -676,8 +676,10 @@ impl Query {
         // refund (an admin's) only when payment's event arrives: a moment
         // after `payBooking` answered CAPTURED, it still quotes nothing paid.
         // (PENDING: payment takes only bookings awaiting it, and one
-        // cancelled before its hold is granted has no policy to apply yet.)
-        if matches!(quote.status.as_str(), "AWAITING_PAYMENT" | "CONFIRMED") {
+        // cancelled before its hold is granted has no policy to apply yet.
+        // An ended booking quotes no refund, but what was paid all the
+        // same: a capture that came after it expired, refunded in full.)
+        if quote.status != "PENDING" {
             match loaders::money(ctx, booking_id).await {
                 Ok(money) => {
                     let captured = money.payments.iter().find(|p| p.status == "CAPTURED");
