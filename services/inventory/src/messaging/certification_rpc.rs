@@ -103,8 +103,7 @@ impl Inventory {
             }
             other => other?,
         }
-        txn.commit().await?;
-        self.certification(id).await
+        Self::answer(txn, id, china_today(Utc::now())).await
     }
 
     /// Takes one step of the procedure.
@@ -192,8 +191,7 @@ impl Inventory {
                     )));
                 }
                 store::object(&txn, current.id, by, &objection).await?;
-                txn.commit().await?;
-                return self.certification(current.id).await;
+                return Self::answer(txn, current.id, today).await;
             }
             Step::Certify {
                 valid_until,
@@ -279,14 +277,22 @@ impl Inventory {
             .await?;
         }
         store::refresh_listing(&txn, current.listing_id, &current.listing_kind).await?;
-        txn.commit().await?;
-        self.certification(current.id).await
+        Self::answer(txn, current.id, today).await
     }
 
-    async fn certification(&self, id: uuid::Uuid) -> Result<CertificationView, AppError> {
-        store::get(&self.db, id, china_today(Utc::now()))
+    /// The certification as the step's own transaction left it, committed:
+    /// read after the commit, a step taken by another admin just after
+    /// answered for this one (an accept answered REJECTED).
+    async fn answer(
+        txn: sea_orm::DatabaseTransaction,
+        id: uuid::Uuid,
+        today: chrono::NaiveDate,
+    ) -> Result<CertificationView, AppError> {
+        let view = store::get(&txn, id, today)
             .await?
-            .ok_or_else(|| AppError::internal("the certification vanished"))
+            .ok_or_else(|| AppError::internal("the certification vanished"))?;
+        txn.commit().await?;
+        Ok(view)
     }
 
     /// The public notice board: certifications in a region, newest first.
