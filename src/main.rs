@@ -441,8 +441,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "Demonstration data was there already (the agency secret was shown when it was created)."
                 ),
             }
+            // Each is seeded only where there is none at all (each service's
+            // startup): say so, not that it was done.
             println!(
-                "Seeded (where missing): the demo homestays and routes, and the 京蒙协作 partnerships."
+                "The demo homestays and routes are seeded into a catalogue with none, and the \
+                 京蒙协作 partnerships where there are none; what was there is left as it was."
             );
             app.stop().await;
             Ok(())

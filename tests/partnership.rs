@@ -1151,3 +1151,53 @@ async fn a_regions_year_is_summed_as_each_booking_contributes() {
     );
     assert!(expected.bookings > 0 && expected.certified_spend > Fen::ZERO);
 }
+
+/// A pair cannot end before one of its agreements starts, nor take an
+/// agreement that starts after it ended: that agreement's targets could
+/// never be met, and the report would show them all the same (the
+/// `since` side was guarded, the end side not).
+#[tokio::test]
+async fn a_pair_and_its_agreements_agree_on_when_it_ended() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let pair = app.pair("110113", "150426").await.id.to_string();
+    let record = |starts: &'static str| {
+        let (app, admin, pair) = (&app, &admin, &pair);
+        async move {
+            app.graphql_as(
+                Some(admin),
+                "mutation($id: ID!, $s: Date!) { recordAgreement(input: { partnershipId: $id,
+                    title: \"帮扶协议\", signedOn: \"2026-01-01\", startsOn: $s,
+                    endsOn: \"2028-12-31\", targets: [{ year: 2027, tourists: 100 }] }) { id } }",
+                json!({ "id": pair, "s": starts }),
+            )
+            .await
+        }
+    };
+    let end = |on: &'static str| {
+        let (app, admin, pair) = (&app, &admin, &pair);
+        async move {
+            app.graphql_as(
+                Some(admin),
+                "mutation($id: ID!, $e: Date!) { updatePartnership(input: { partnershipId: $id,
+                    endedOn: $e }) { status endedOn } }",
+                json!({ "id": pair, "e": on }),
+            )
+            .await
+        }
+    };
+    let first = record("2026-03-01").await;
+    assert!(first["errors"].is_null(), "{first}");
+    let too_early = end("2025-12-31").await;
+    assert_eq!(common::code(&too_early), "BAD_USER_INPUT", "{too_early}");
+    let ended = end("2026-06-30").await;
+    assert_eq!(
+        ended["data"]["updatePartnership"],
+        json!({ "status": "ENDED", "endedOn": "2026-06-30" }),
+        "{ended}"
+    );
+    let after = record("2026-07-01").await;
+    assert_eq!(common::code(&after), "BAD_USER_INPUT", "{after}");
+    let within = record("2026-05-01").await;
+    assert!(within["errors"].is_null(), "{within}");
+}

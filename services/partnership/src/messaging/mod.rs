@@ -275,6 +275,17 @@ impl Partnerships {
                 agreement.title, agreement.ends_on
             )));
         }
+        // The mirror of `since`: an end before an agreement began leaves
+        // that agreement's targets where nothing can ever count.
+        if let Some(end) = ended_on
+            && let Some(agreement) = pair.agreements.iter().find(|a| a.starts_on > end)
+        {
+            return Err(AppError::bad_input(format!(
+                "endedOn {end}: the agreement {} starts after it ({}); a pair ends on or after \
+                 its agreements' first day",
+                agreement.title, agreement.starts_on
+            )));
+        }
         if let (Some(since), Some(end)) = (since, ended_on)
             && end < since
         {
@@ -376,6 +387,17 @@ impl Partnerships {
             return Err(AppError::bad_input(format!(
                 "the agreement ends ({}) before the partnership began ({since})",
                 view.ends_on
+            )));
+        }
+        // Nothing counts for a pair after it ended: an agreement starting
+        // then would hold targets no booking can meet.
+        if let Some(end) = pair.ended_on.filter(|_| pair.status == "ENDED")
+            && view.starts_on > end
+        {
+            return Err(AppError::bad_input(format!(
+                "the agreement starts ({}) after the partnership ended ({end}); set the pair \
+                 ACTIVE again first if it goes on",
+                view.starts_on
             )));
         }
         let mut agreements = pair.agreements.clone();
