@@ -418,6 +418,98 @@ async fn a_feed_is_told_when_the_gateway_lost_its_queue() {
     feed_until(&mut again, &id, "AWAITING_PAYMENT").await;
 }
 
+/// A socket opened with `Accept-Language: en` is answered in English, as a
+/// request over HTTP is (pushes came in Chinese whatever the header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_speaks_the_language_its_upgrade_asked_for() {
+    use shared::rpcs::{CreateHomestay, NewRoomType, SetRoomCalendar};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = spawn_app().await;
+    let bus = app.app.rt.bus.as_ref();
+    let by = shared::auth::Principal::platform();
+    let created = shared::bus::call(
+        bus,
+        &CreateHomestay {
+            host_name: "敖汉旗测试牧户".into(),
+            host_id: None,
+            region_code: "150430".parse().expect("code"),
+            name: "敖汉草原蒙古包".into(),
+            name_en: "Aohan Grassland Yurts".into(),
+            room_type: NewRoomType {
+                name: "双床".into(),
+                name_en: "Twin".into(),
+                beds: 2,
+                max_guests: 2,
+                rooms: 1,
+            },
+            details: Default::default(),
+            cancellation_policy: None,
+            unpublished: false,
+            by: by.clone(),
+        },
+    )
+    .await
+    .expect("homestay created");
+    shared::bus::call(
+        bus,
+        &SetRoomCalendar {
+            room_type_id: created.room_type_id,
+            from: tomorrow(),
+            to: tomorrow() + chrono::Duration::days(7),
+            rooms: None,
+            price: shared::money::Fen::yuan(380),
+            closed: false,
+            min_stay: 1,
+            by,
+        },
+    )
+    .await
+    .expect("calendar set");
+    let mut request = app
+        .url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .expect("request");
+    for (name, value) in [
+        ("Sec-WebSocket-Protocol", "graphql-transport-ws"),
+        ("Accept-Language", "en-US,en;q=0.9"),
+    ] {
+        request
+            .headers_mut()
+            .insert(name, value.parse().expect("header"));
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgraded");
+    let token = app.token.clone().expect("token");
+    assert_eq!(
+        init(&mut ws, &token).await.map(|m| m["type"].clone()),
+        Some(json!("connection_ack"))
+    );
+    send(
+        &mut ws,
+        json!({ "type": "subscribe", "id": "feed",
+                "payload": { "query": "subscription { bookingsUpdated { id listing { title } } }" } }),
+    )
+    .await;
+    let room_type = created.room_type_id.to_string();
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "in-english")
+            .await,
+    );
+    loop {
+        let pushed = next(&mut ws).await.expect("a push");
+        let booking = &pushed["payload"]["data"]["bookingsUpdated"];
+        if booking["id"] == id && !booking["listing"].is_null() {
+            assert_eq!(
+                booking["listing"]["title"], "Aohan Grassland Yurts · Twin",
+                "{pushed}"
+            );
+            break;
+        }
+    }
+}
+
 /// A push asking for a booking's guests, contact and notes reads them in
 /// one call, as a page of bookings does: the connection has the request's
 /// loaders, not one call per field.

@@ -701,6 +701,12 @@ async fn graphql_get(
         Ok(ws) => ws,
         Err(e) => return e.into_response(),
     };
+    // Names and texts in the language the upgrade asked for, as over HTTP.
+    let lang = parts
+        .headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(preferred_lang);
     let stopping = gw.sockets.stopping.clone();
     let Ok(slot) = gw.sockets.slots.clone().try_acquire_owned() else {
         return error(
@@ -748,6 +754,9 @@ async fn graphql_get(
                             .map_err(refuse)?;
                         let mut data = async_graphql::Data::default();
                         data.insert(crate::socket::OverWebSocket);
+                        if let Some(lang) = lang {
+                            data.insert(lang);
+                        }
                         data.insert(crate::socket::Slots::default());
                         // Each subscribe reads a booking: counted as a request.
                         data.insert(limiter);
