@@ -731,6 +731,11 @@ async fn bad_input_gets_a_clear_error_code(settings: Settings) {
         ),
         (stay(&rt, 31, vec![person.clone()]), "checkOut:"),
         (stay(&rt, 1, vec![]), "travelers:"),
+        // The count first, not what one room sleeps.
+        (
+            stay(&rt, 1, vec![person.clone(); 51]),
+            "travelers: a booking has 1 to 50",
+        ),
         (
             {
                 let mut long = stay(&rt, 1, vec![person.clone()]);

@@ -632,13 +632,7 @@ impl Query {
         ctx: &Context<'_>,
         input: BookingQuoteInput,
     ) -> Result<types::BookingQuote> {
-        let travelers = non_negative("travelers", input.travelers)?;
-        if travelers == 0 || travelers as usize > rpcs::MAX_TRAVELERS {
-            return Err(bad_input(format!(
-                "travelers: a booking has 1 to {} travelers",
-                rpcs::MAX_TRAVELERS
-            )));
-        }
+        let travelers = traveler_count(non_negative("travelers", input.travelers)? as usize)?;
         let item = hold_item(
             input.room_type_id.as_ref(),
             (input.check_in, input.check_out, input.rooms),
@@ -903,6 +897,18 @@ fn hold_item(
 }
 
 /// Refuses a booking request no hold could ever grant, by inventory's quote.
+/// How many travelers a booking or a quote is for, 1 to
+/// [`rpcs::MAX_TRAVELERS`].
+fn traveler_count(n: usize) -> Result<u32> {
+    if n == 0 || n > rpcs::MAX_TRAVELERS {
+        return Err(bad_input(format!(
+            "travelers: a booking has 1 to {} travelers",
+            rpcs::MAX_TRAVELERS
+        )));
+    }
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 /// A request of the same shape (listing, rooms, travelers) the quote found
 /// admissible under the listing's current rules is not asked again: the
 /// dates are checked here, and the rest only changes with the rules
@@ -989,7 +995,8 @@ impl Mutation {
     ) -> Result<Booking> {
         let by = principal(ctx)?.clone();
         let idempotency_key = scoped_key(&by, &idempotency_key)?;
-        let travelers = u32::try_from(input.travelers.len()).unwrap_or(u32::MAX);
+        // The count first: what the rooms sleep says nothing useful of 51.
+        let travelers = traveler_count(input.travelers.len())?;
         let item = hold_item(
             input.room_type_id.as_ref(),
             (input.check_in, input.check_out, input.rooms),
