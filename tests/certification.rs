@@ -86,6 +86,16 @@ async fn certify_now(app: &TestApp, admin: &str, listing: &str) -> (String, Valu
     (id, certified)
 }
 
+/// The homestay's badge as its region's admin reads it (the whole body).
+async fn badge(app: &TestApp, admin: &str, listing: &str) -> Value {
+    app.graphql_as(
+        Some(admin),
+        "query($id: ID!) { homestay(id: $id) { certified certifiedUntil } }",
+        json!({ "id": listing }),
+    )
+    .await
+}
+
 async fn certified_offers(app: &TestApp) -> usize {
     let body = app
         .graphql_as(
@@ -739,13 +749,7 @@ async fn a_revocation_and_a_renewal_at_once_leave_the_renewal_in_force() {
         .await;
     assert_eq!(revoked["state"], "REVOKED", "{revoked}");
     assert_eq!(certified["state"], "CERTIFIED", "{certified}");
-    let read = app
-        .graphql_as(
-            Some(&admin),
-            "query($id: ID!) { homestay(id: $id) { certified certifiedUntil } }",
-            json!({ "id": listing }),
-        )
-        .await;
+    let read = badge(&app, &admin, &listing).await;
     assert_eq!(
         read["data"]["homestay"],
         json!({ "certified": true, "certifiedUntil": until.to_string() }),
@@ -783,13 +787,7 @@ async fn a_revocation_waits_for_a_certificate_another_step_holds_and_takes_it_to
         }
     );
     assert_eq!(revoked["state"], "REVOKED", "{revoked}");
-    let read = app
-        .graphql_as(
-            Some(&admin),
-            "query($id: ID!) { homestay(id: $id) { certified certifiedUntil } }",
-            json!({ "id": listing }),
-        )
-        .await;
+    let read = badge(&app, &admin, &listing).await;
     assert_eq!(
         read["data"]["homestay"],
         json!({ "certified": false, "certifiedUntil": null }),

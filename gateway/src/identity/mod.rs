@@ -589,12 +589,7 @@ impl Identity {
     pub async fn refresh(&self, token: &str) -> Result<Tokens, AppError> {
         let hash = digest(token);
         let txn = self.db.begin().await?;
-        // The account first, then the token: the order revoke_all keeps.
-        let Some(owner) = storage::refresh_owner(&txn, &hash).await? else {
-            return Err(unauthenticated("unknown refresh token"));
-        };
-        storage::lock_account(&txn, owner).await?;
-        let Some(stored) = storage::refresh_for_update(&txn, &hash).await? else {
+        let Some(stored) = storage::refresh_locked(&txn, &hash).await? else {
             return Err(unauthenticated("unknown refresh token"));
         };
         if stored.revoked_at.is_some() {
@@ -631,14 +626,9 @@ impl Identity {
     pub async fn logout(&self, token: &str, everywhere: bool) -> Result<(), AppError> {
         let hash = digest(token);
         if !everywhere {
-            // The account, then the token: the order a refresh locks them
-            // in, so that the two run one after the other.
+            // Locked as a refresh locks it: the two run one after the other.
             let txn = self.db.begin().await?;
-            let Some(owner) = storage::refresh_owner(&txn, &hash).await? else {
-                return Ok(());
-            };
-            storage::lock_account(&txn, owner).await?;
-            if let Some(stored) = storage::refresh_for_update(&txn, &hash).await? {
+            if let Some(stored) = storage::refresh_locked(&txn, &hash).await? {
                 storage::end_session(&txn, &hash, stored.session).await?;
             }
             txn.commit().await?;
@@ -647,13 +637,10 @@ impl Identity {
         let dead =
             || unauthenticated("this refresh token no longer works; log in to log out everywhere");
         let txn = self.db.begin().await?;
-        let owner = storage::refresh_owner(&txn, &hash)
+        let stored = storage::refresh_locked(&txn, &hash)
             .await?
             .ok_or_else(dead)?;
-        storage::lock_account(&txn, owner).await?;
-        let stored = storage::refresh_for_update(&txn, &hash)
-            .await?
-            .ok_or_else(dead)?;
+        let owner = stored.account_id;
         // One revoked on its own since the last revocation of everything
         // has leaked (someone refreshed it first: the owner of a lost phone
         // still holds it): ending every session is what presenting it to

@@ -462,7 +462,7 @@ pub async fn end_session<C: ConnectionTrait>(
 
 /// A refresh token by hash, locked on PostgreSQL (two refreshes with one
 /// token: the second sees it revoked).
-pub async fn refresh_for_update<C: ConnectionTrait>(
+async fn refresh_for_update<C: ConnectionTrait>(
     conn: &C,
     hash: &str,
 ) -> Result<Option<StoredRefresh>, DbErr> {
@@ -490,8 +490,23 @@ pub async fn refresh_for_update<C: ConnectionTrait>(
     }))
 }
 
+/// A refresh token with its account's row and its own locked, the account
+/// first (the order `revoke_all` keeps): a refresh, a logout and a logout
+/// everywhere of one account run one after the other. None for an unknown
+/// token.
+pub async fn refresh_locked<C: ConnectionTrait>(
+    conn: &C,
+    hash: &str,
+) -> Result<Option<StoredRefresh>, DbErr> {
+    let Some(owner) = refresh_owner(conn, hash).await? else {
+        return Ok(None);
+    };
+    lock_account(conn, owner).await?;
+    refresh_for_update(conn, hash).await
+}
+
 /// The account a refresh token belongs to, without locking anything.
-pub async fn refresh_owner<C: ConnectionTrait>(
+async fn refresh_owner<C: ConnectionTrait>(
     conn: &C,
     hash: &str,
 ) -> Result<Option<AccountId>, DbErr> {

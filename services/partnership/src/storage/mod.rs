@@ -601,31 +601,24 @@ pub async fn impact_in<C: ConnectionTrait>(
         ))
         .await?
         .ok_or_else(|| DbErr::Custom("a sum gave no row".into()))?;
-    Ok(Figures {
-        tourists: row.try_get("", "tourists")?,
-        bookings: row.try_get("", "bookings")?,
-        spend: Fen(row.try_get("", "spend")?),
-        certified_spend: Fen(row.try_get("", "certified")?),
-        host_income: Fen(row.try_get("", "host")?),
-        fund: Fen(row.try_get("", "fund")?),
-    })
+    figures(&row)
 }
 
 /// [`Facts::contribution`] summed over confirmed `booking_facts` rows, in
 /// SQL: travelers and the booking until cancelled; spend as captured (the
 /// confirmed price until the capture is known) less refunds, certified when
 /// held on a certified listing; host income and fund as captured less
-/// refunded.
+/// refunded. Named as [`figures`] reads them.
 fn contribution_sql() -> String {
     let spend =
         "(CASE WHEN captured_gross > 0 THEN captured_gross ELSE total_fen END - refunded_gross)";
     format!(
         "CAST(COALESCE(SUM(CASE WHEN cancelled THEN 0 ELSE travelers END), 0) AS BIGINT) AS tourists,
          CAST(COALESCE(SUM(CASE WHEN cancelled THEN 0 ELSE 1 END), 0) AS BIGINT) AS bookings,
-         CAST(COALESCE(SUM({spend}), 0) AS BIGINT) AS spend,
-         CAST(COALESCE(SUM(CASE WHEN certified THEN {spend} ELSE 0 END), 0) AS BIGINT) AS certified,
-         CAST(COALESCE(SUM(captured_host - refunded_host), 0) AS BIGINT) AS host,
-         CAST(COALESCE(SUM(captured_fund - refunded_fund), 0) AS BIGINT) AS fund"
+         CAST(COALESCE(SUM({spend}), 0) AS BIGINT) AS spend_fen,
+         CAST(COALESCE(SUM(CASE WHEN certified THEN {spend} ELSE 0 END), 0) AS BIGINT) AS certified_fen,
+         CAST(COALESCE(SUM(captured_host - refunded_host), 0) AS BIGINT) AS host_fen,
+         CAST(COALESCE(SUM(captured_fund - refunded_fund), 0) AS BIGINT) AS fund_fen"
     )
 }
 

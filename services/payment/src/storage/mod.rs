@@ -1453,31 +1453,41 @@ async fn unheard_shares<C: ConnectionTrait>(
             heard.insert(row.try_get::<String>("", "request_key")?);
         }
     }
-    let mut shares = Vec::new();
-    for ask in asked
+    let unheard: Vec<&shared::rpcs::RefundAsked> = asked
         .iter()
         .filter(|a| !heard.contains(&a.request.to_string()))
-    {
-        let Some(row) = conn
-            .query_one_raw(stmt(
+        .collect();
+    let mut shares = Vec::new();
+    for chunk in unheard.chunks(500) {
+        let rows = conn
+            .query_all_raw(stmt(
                 b,
-                "SELECT host_id, split, amount_fen, refunded_fen FROM payments
-                 WHERE booking_id = $1 AND status = 'CAPTURED'
-                   AND host_id IS NOT NULL AND split IS NOT NULL",
-                vec![uuid_value(b, ask.booking_id.0)],
+                &format!(
+                    "SELECT booking_id, host_id, split, amount_fen, refunded_fen FROM payments
+                     WHERE status = 'CAPTURED' AND host_id IS NOT NULL AND split IS NOT NULL
+                       AND booking_id IN ({})",
+                    shared::db::placeholders(1, chunk.len())
+                ),
+                chunk
+                    .iter()
+                    .map(|a| uuid_value(b, a.booking_id.0))
+                    .collect(),
             ))
-            .await?
-        else {
-            continue;
-        };
-        let split: String = row.try_get("", "split")?;
-        let split: Split = serde_json::from_str(&split)
-            .map_err(|e| DbErr::Custom(format!("payments.split: {e}")))?;
-        let reserved = Fen(row.try_get("", "refunded_fen")?);
-        let left = Fen(row.try_get("", "amount_fen")?) - reserved;
-        let amount = ask.amount.min(left).max(Fen::ZERO);
-        let share = split.reversal(reserved, reserved + amount).host;
-        shares.push((HostId(row_uuid(&row, "host_id")?), share));
+            .await?;
+        for row in &rows {
+            let booking = BookingId(row_uuid(row, "booking_id")?);
+            let Some(ask) = chunk.iter().find(|a| a.booking_id == booking) else {
+                continue;
+            };
+            let split: String = row.try_get("", "split")?;
+            let split: Split = serde_json::from_str(&split)
+                .map_err(|e| DbErr::Custom(format!("payments.split: {e}")))?;
+            let reserved = Fen(row.try_get("", "refunded_fen")?);
+            let left = Fen(row.try_get("", "amount_fen")?) - reserved;
+            let amount = ask.amount.min(left).max(Fen::ZERO);
+            let share = split.reversal(reserved, reserved + amount).host;
+            shares.push((HostId(row_uuid(row, "host_id")?), share));
+        }
     }
     Ok(shares)
 }
