@@ -1766,3 +1766,159 @@ async fn an_arrivals_list_pages_by_the_day_bookings_start(settings: Settings) {
         "after the last: {last}"
     );
 }
+
+/// A capture for another amount than the booking's total (a forged or
+/// mistaken `payment.captured` on the bus) never confirms it: booking
+/// asks for it all back and the booking still waits for its payment,
+/// which then confirms it (it confirmed whatever the amount).
+#[tokio::test]
+async fn a_capture_of_another_amount_than_the_total_never_confirms() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "short").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    app.publish_captured(&id, 1).await;
+    app.wait_for_cause(&id, "paid 1.00 for a total of 380.00")
+        .await;
+    app.wait_for_booking(&id, "still waiting for its payment", |b| {
+        b["status"] == "AWAITING_PAYMENT"
+    })
+    .await;
+    let paid = app.pay(&id, "tok_success", "pay").await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+}
+
+/// The same for a capture heard before the hold's answer: when the answer
+/// comes with another total, the booking waits for its payment and the
+/// capture goes back. Inventory does not run: the test speaks its part.
+#[tokio::test]
+async fn an_early_capture_of_another_amount_than_the_total_never_confirms() {
+    let app = spawn_parts(
+        test_settings(),
+        &[Part::Booking, Part::Payment, Part::Gateway],
+    )
+    .await;
+    let room_type = shared::ids::RoomTypeId::new().to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "early").await);
+    app.publish_captured(&id, 1).await;
+    app.wait_for_cause(&id, "payment captured before the hold")
+        .await;
+    app.publish_granted(&id, 380).await;
+    app.wait_for_cause(&id, "paid 1.00 for a total of 380.00")
+        .await;
+    app.wait_for_booking(&id, "waiting for its payment, the 1.00 going back", |b| {
+        b["status"] == "AWAITING_PAYMENT" && b["refundDue"]["amount"] == "1.00"
+    })
+    .await;
+}
+
+/// A create retried with its key after its listing went off sale gets the
+/// booking it made, not NOT_FOUND (the gateway refused the retry before
+/// booking could look its key up).
+#[tokio::test]
+async fn a_create_retried_after_its_listing_went_off_sale_gets_its_booking() {
+    let app = spawn_app().await;
+    let created = app.homestay(3).await;
+    let rt = created.room_type_id.to_string();
+    let first = app.create_booking(&rt, tomorrow(), 1, "before").await;
+    let id = TestApp::id_of(&first);
+    let off = shared::rpcs::PublishListing {
+        listing_id: created.homestay_id.0,
+        published: false,
+        by: shared::auth::Principal::platform(),
+    };
+    shared::bus::call(app.app.rt.bus.as_ref(), &off)
+        .await
+        .expect("off sale");
+    // Once the gateway knows (a new create is NOT_FOUND), the retry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let fresh = app
+            .create_booking(&rt, tomorrow(), 1, &format!("after-{n}"))
+            .await;
+        if code(&fresh) == "NOT_FOUND" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still bookable: {fresh}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let retried = app.create_booking(&rt, tomorrow(), 1, "before").await;
+    assert_eq!(retried["data"], first["data"], "{retried}");
+    assert_eq!(TestApp::id_of(&retried), id);
+    // Another request under the key is still refused as such.
+    let other = app.create_booking(&rt, tomorrow(), 2, "before").await;
+    assert_eq!(code(&other), "IDEMPOTENCY_KEY_REUSED", "{other}");
+}
+
+/// A create for a same-day check-in retried with its key after China
+/// midnight (the check-in now yesterday) gets the booking it made, not
+/// "checkIn is in the past": booking looks the key up before refusing.
+/// No test can wait for midnight: the stored request is made yesterday's.
+#[tokio::test]
+async fn a_create_retried_after_midnight_passed_its_check_in_gets_its_booking() {
+    use sea_orm::ConnectionTrait;
+    use shared::events::HoldItem;
+    let app = spawn_app().await;
+    let room_type_id = app.homestay(3).await.room_type_id;
+    let by = shared::auth::Principal {
+        role: shared::auth::Role::Traveler,
+        account_id: shared::ids::AccountId(uuid::Uuid::new_v4()),
+        ..shared::auth::Principal::platform()
+    };
+    let create = |check_in: chrono::NaiveDate| shared::rpcs::CreateBooking {
+        idempotency_key: "same-day".into(),
+        item: HoldItem::RoomNights {
+            room_type_id,
+            check_in,
+            check_out: check_in + chrono::Duration::days(1),
+            rooms: 1,
+        },
+        travelers: vec![shared::rpcs::TravelerInput {
+            name: "张三".into(),
+            id_type: shared::rpcs::IdType::Passport,
+            id_number: "E12345678".into(),
+        }],
+        contact: shared::rpcs::ContactInput {
+            name: "张三".into(),
+            phone: "13800138000".into(),
+            email: None,
+        },
+        sponsor_region: None,
+        notes: None,
+        by: by.clone(),
+        commission_bp: 0,
+    };
+    let today = shared::policy::china_today(chrono::Utc::now());
+    let bus = app.app.rt.bus.as_ref();
+    let made = shared::bus::call(bus, &create(today))
+        .await
+        .expect("booked for today");
+    // Midnight passes: the request as stored is the one for "yesterday".
+    let mut yesterday = create(today - chrono::Duration::days(1));
+    booking::domain::normalise(&mut yesterday);
+    let db = app.service_db("booking").await;
+    db.execute_unprepared(&format!(
+        "UPDATE bookings SET fingerprint = '{}' WHERE id = '{}'",
+        booking::domain::fingerprint(&yesterday),
+        made.id
+    ))
+    .await
+    .expect("made yesterday's");
+    let retried = shared::bus::call(bus, &create(today - chrono::Duration::days(1)))
+        .await
+        .expect("the first answer");
+    assert_eq!(retried, made);
+    // A create of its own for yesterday is still refused.
+    let mut other = create(today - chrono::Duration::days(1));
+    other.idempotency_key = "another".into();
+    let refused = shared::bus::call(bus, &other)
+        .await
+        .expect_err("in the past");
+    assert_eq!(refused.code, shared::ErrorCode::BadUserInput, "{refused:?}");
+}

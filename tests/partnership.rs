@@ -18,10 +18,6 @@ use shared::region::RegionCode;
 use shared::rpcs::{CreateAgreement, YearTarget};
 use std::time::{Duration, Instant};
 
-fn code(s: &str) -> RegionCode {
-    RegionCode::parse(s).expect("code")
-}
-
 fn year_now() -> i32 {
     let china = FixedOffset::east_opt(8 * 3600).expect("offset");
     Utc::now().with_timezone(&china).year()
@@ -989,10 +985,7 @@ async fn partnerships_page_by_cursor_and_one_is_read_with_its_report() {
 /// payment is never asked to pay: the test speaks their part.
 #[tokio::test]
 async fn a_capture_heard_before_the_hold_still_credits_host_income_and_fund() {
-    use shared::envelope::Envelope;
-    use shared::events::{HoldGranted, ListingSnapshot, PaymentCaptured};
-    use shared::ids::{BookingId, HostId, PaymentId, RoomTypeId};
-    use shared::money::{Split, SplitRates};
+    use shared::ids::RoomTypeId;
 
     let app = common::spawn_parts(
         test_settings(),
@@ -1010,44 +1003,12 @@ async fn a_capture_heard_before_the_hold_still_credits_host_income_and_fund() {
         &app.create_booking(&room_type, tomorrow() + Days::days(5), 1, "early")
             .await,
     );
-    let booking = BookingId(id.parse().expect("booking id"));
-    let bus = app.app.rt.bus.clone();
-    let publish = |env: Envelope| {
-        let bus = bus.clone();
-        async move {
-            for result in bus.publish(&[env]).await {
-                result.expect("published");
-            }
-        }
-    };
-
-    let split = Split::of(Fen::yuan(380), SplitRates::default());
-    let captured = PaymentCaptured {
-        booking_id: booking,
-        payment_id: PaymentId::new(),
-        split,
-    };
-    publish(Envelope::new("payment", booking.0, &captured)).await;
+    app.publish_captured(&id, 380).await;
     let read = app
         .wait_for_cause(&id, "payment captured before the hold")
         .await;
     assert_eq!(read["status"], "PENDING", "{read}");
-
-    let granted = HoldGranted {
-        booking_id: booking,
-        total: Fen::yuan(380),
-        listing: ListingSnapshot {
-            title: "测试民宿".into(),
-            title_en: None,
-            host_id: HostId::new(),
-            region_code: code("150430"),
-            certified: false,
-            cancellation_policy: Default::default(),
-            starts_on: None,
-        },
-        expires_at: Utc::now() + Days::minutes(15),
-    };
-    publish(Envelope::new("inventory", booking.0, &granted)).await;
+    app.publish_granted(&id, 380).await;
     app.wait_for_status(&id, "CONFIRMED").await;
     wait_for_impact(
         &app,

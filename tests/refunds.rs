@@ -201,9 +201,7 @@ async fn a_cancellations_share_is_taken_of_what_is_left_when_payment_takes_it() 
             percent_of_left: Some(50),
         },
     );
-    for sent in app.app.rt.bus.publish(&[stale]).await {
-        sent.expect("published");
-    }
+    app.publish(stale).await;
     let done = app
         .wait_for_booking(&id, "the cancellation's refund", |b| {
             !["0.00", "100.00"].contains(&amount(&b["refunded"]))
@@ -540,6 +538,43 @@ async fn parallel_retries_of_a_refund_all_get_its_answer() {
         .await;
 }
 
+/// Two of one admin's full refund sent at once, both waiting on the
+/// payment's row: the second, let in after the first took all there was,
+/// gets the first's answer, not BAD_USER_INPUT "0.00 is left" (it checked
+/// what was left before it looked for its key again).
+#[tokio::test]
+async fn two_identical_full_refunds_at_once_both_get_the_refund() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let id = app.confirmed_booking(9).await;
+    let held = common::LockHeld::begin(
+        app.service_db("payment").await,
+        &format!("SELECT id FROM payments WHERE booking_id = '{id}' FOR UPDATE"),
+    )
+    .await;
+    let refund = || {
+        app.graphql_as(
+            Some(&admin),
+            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"380.00\", reason: \"投诉\",
+                idempotencyKey: \"all-of-it\") { id status amount { amount } } }",
+            json!({ "b": id }),
+        )
+    };
+    let (answers, ()) = tokio::join!(futures::future::join(refund(), refund()), async {
+        // The second waits on the first (its tuple lock), not the holder.
+        held.until_waiting(2, false).await;
+        held.release().await;
+    });
+    let (a, b) = answers;
+    assert_eq!(a["data"]["refundPayment"]["status"], "SUCCEEDED", "{a}");
+    assert_eq!(
+        a["data"]["refundPayment"], b["data"]["refundPayment"],
+        "{b}"
+    );
+    app.wait_for_booking(&id, "one refund", |b| amount(&b["refunded"]) == "380.00")
+        .await;
+}
+
 /// Paid, then cancelled before booking heard of the payment (its news held
 /// back): the cancellation answers as before payment, and when the capture
 /// arrives it is refunded by the policy as of the cancellation, half four
@@ -605,9 +640,7 @@ async fn a_lost_stay_heard_after_the_booker_cancelled_refunds_the_rest(settings:
             reason: "the room was sold after the hold expired".into(),
         },
     );
-    for sent in app.app.rt.bus.publish(&[lost]).await {
-        sent.expect("published");
-    }
+    app.publish(lost).await;
     let refunded = app
         .wait_for_booking(&id, "the rest refunded", |b| {
             amount(&b["refunded"]) == "380.00"

@@ -1346,6 +1346,22 @@ impl Rpc for CreateBooking {
     type Reply = BookingView;
 }
 
+/// The booking a [`CreateBooking`] with this idempotency key made, as its
+/// first answer (None when the key made none; IDEMPOTENCY_KEY_REUSED when
+/// it made one of another request): what a retry gets when the create
+/// itself would be refused now — its listing since taken off sale, its
+/// check-in since past.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayCreateBooking {
+    /// The create retried.
+    pub create: CreateBooking,
+}
+impl Rpc for ReplayCreateBooking {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "replay_create_booking";
+    type Reply = Option<BookingView>;
+}
+
 /// Reads one booking.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetBooking {

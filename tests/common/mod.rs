@@ -600,6 +600,57 @@ impl TestApp {
         .await
     }
 
+    /// Publishes `env` on the app's bus, as the service it names would.
+    pub async fn publish(&self, env: shared::envelope::Envelope) {
+        for sent in self.app.rt.bus.publish(&[env]).await {
+            sent.expect("published");
+        }
+    }
+
+    /// Publishes payment's news that booking `id` was paid `yuan` (split
+    /// by the default rates), as payment would.
+    pub async fn publish_captured(&self, id: &str, yuan: i64) {
+        use shared::money::{Fen, Split, SplitRates};
+        let booking_id = shared::ids::BookingId(id.parse().expect("a booking id"));
+        let captured = shared::events::PaymentCaptured {
+            booking_id,
+            payment_id: shared::ids::PaymentId::new(),
+            split: Split::of(Fen::yuan(yuan), SplitRates::default()),
+        };
+        self.publish(shared::envelope::Envelope::new(
+            "payment",
+            booking_id.0,
+            &captured,
+        ))
+        .await;
+    }
+
+    /// Publishes inventory's grant of booking `id`'s hold, for a total of
+    /// `yuan`, at a homestay of 敖汉旗 (150430).
+    pub async fn publish_granted(&self, id: &str, yuan: i64) {
+        let booking_id = shared::ids::BookingId(id.parse().expect("a booking id"));
+        let granted = shared::events::HoldGranted {
+            booking_id,
+            total: shared::money::Fen::yuan(yuan),
+            listing: shared::events::ListingSnapshot {
+                title: "测试民宿".into(),
+                title_en: None,
+                host_id: shared::ids::HostId::new(),
+                region_code: shared::region::RegionCode::parse("150430").expect("a region"),
+                certified: false,
+                cancellation_policy: Default::default(),
+                starts_on: None,
+            },
+            expires_at: chrono::Utc::now() + chrono::Duration::minutes(15),
+        };
+        self.publish(shared::envelope::Envelope::new(
+            "inventory",
+            booking_id.0,
+            &granted,
+        ))
+        .await;
+    }
+
     /// payBooking with a test token; the whole response body.
     pub async fn pay(&self, id: &str, token: &str, key: &str) -> Value {
         self.graphql(

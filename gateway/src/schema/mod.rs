@@ -1003,16 +1003,12 @@ impl Mutation {
             input.departure_id.as_ref(),
             travelers,
         )?;
-        // Refuse at once what no hold could ever grant (an unknown listing,
-        // more travelers than the rooms sleep). Whether it can be held now
-        // is the hold's answer, and with inventory away the booking is still
-        // taken: its hold request waits.
-        admissible(ctx, &item, travelers).await?;
         let sponsor_region = input
             .sponsor_region_code
             .as_ref()
             .map(|c| region(c))
             .transpose()?;
+        let admitted = admissible(ctx, &item, travelers).await;
         let request = rpcs::CreateBooking {
             idempotency_key,
             item,
@@ -1035,6 +1031,21 @@ impl Mutation {
             commission_bp: agency_commission(ctx, &by).await?,
             by,
         };
+        // Refuse at once what no hold could ever grant (an unknown listing,
+        // more travelers than the rooms sleep). Whether it can be held now
+        // is the hold's answer, and with inventory away the booking is still
+        // taken: its hold request waits.
+        if let Err(refused) = admitted {
+            // Unless it is a retry of a create that was taken: it keeps its
+            // answer, whatever changed since (the listing taken off sale,
+            // midnight passed its check-in).
+            let replay = rpcs::ReplayCreateBooking { create: request };
+            return match call_service_within(ctx, replay, std::time::Duration::from_secs(1)).await {
+                Ok(Some(first)) => Ok(Booking(first)),
+                Err(e) if e.code == ErrorCode::IdempotencyKeyReused => Err(gql(e)),
+                Ok(None) | Err(_) => Err(refused),
+            };
+        }
         Ok(Booking(rpc(ctx, request).await?))
     }
 

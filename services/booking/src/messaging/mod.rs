@@ -332,7 +332,7 @@ impl Bookings {
 
     /// The RPC methods booking answers.
     pub fn rpc(&self) -> RpcRouter {
-        let [a, b, c, d, e, g, h, i] = [(); 8].map(|()| self.clone());
+        let [a, b, c, d, e, g, h, i, j] = [(); 9].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .ready_with(self.db.clone())
             .route::<QuoteCancellation, _, _>(move |req| {
@@ -350,6 +350,10 @@ impl Bookings {
             .route::<CreateBooking, _, _>(move |req| {
                 let s = a.clone();
                 async move { s.create(req).await }
+            })
+            .route::<shared::rpcs::ReplayCreateBooking, _, _>(move |req| {
+                let s = j.clone();
+                async move { s.replay_create(req.create).await }
             })
             .route::<GetBooking, _, _>(move |req| {
                 let s = b.clone();
@@ -382,14 +386,17 @@ impl Bookings {
         }
         domain::normalise(&mut req);
         domain::validate(&req)?;
-        if let shared::events::HoldItem::RoomNights { check_in, .. } = req.item {
-            shared::stay::check_not_past(check_in, Utc::now())?;
-        }
         let fingerprint = domain::fingerprint(&req);
+        if let shared::events::HoldItem::RoomNights { check_in, .. } = req.item
+            && let Err(past) = shared::stay::check_not_past(check_in, Utc::now())
+        {
+            // A retry of a create taken before midnight keeps its answer.
+            return self.replayed(&req, &fingerprint).await?.ok_or(past);
+        }
         if let Some(reason) = self.sold_out.refusal(&req.item, Utc::now()) {
             // A retry of a create that was taken keeps its answer.
-            if let Some(first) = storage::by_key(&self.db, &req.idempotency_key).await? {
-                return replay(first, &fingerprint);
+            if let Some(first) = self.replayed(&req, &fingerprint).await? {
+                return Ok(first);
             }
             debug!(item = ?req.item, "refused at once: this stay was just refused as sold out");
             return Err(AppError::new(
@@ -446,6 +453,30 @@ impl Bookings {
         );
         info!(booking = %id, "booking created; hold requested");
         Ok(view)
+    }
+
+    /// The first answer to a create with `req`'s idempotency key, if it
+    /// made a booking (IDEMPOTENCY_KEY_REUSED if that was another request).
+    async fn replayed(
+        &self,
+        req: &CreateBooking,
+        fingerprint: &str,
+    ) -> Result<Option<BookingView>, AppError> {
+        storage::by_key(&self.db, &req.idempotency_key)
+            .await?
+            .map(|first| replay(first, fingerprint))
+            .transpose()
+    }
+
+    /// [`shared::rpcs::ReplayCreateBooking`]: the gateway's question when
+    /// it refuses a create that may be a retry.
+    pub async fn replay_create(
+        &self,
+        mut req: CreateBooking,
+    ) -> Result<Option<BookingView>, AppError> {
+        domain::normalise(&mut req);
+        let fingerprint = domain::fingerprint(&req);
+        self.replayed(&req, &fingerprint).await
     }
 
     /// Cancels a booking. Before payment its hold is released; after
@@ -656,6 +687,25 @@ impl Bookings {
         match moved {
             // Paid before this answer was recorded (events out of order):
             // the capture confirms it now.
+            // Paid something else than the total (a capture of another
+            // amount never confirms): it all goes back; the booking waits
+            // for its payment.
+            Some(b) if b.captured_early.is_some_and(|paid| paid != ev.total) => {
+                let why = format!(
+                    "paid {} for a total of {}; refunded in full",
+                    b.captured_early.unwrap_or_default(),
+                    ev.total
+                );
+                storage::history(
+                    &txn,
+                    ev.booking_id,
+                    Status::AwaitingPayment,
+                    &why,
+                    Utc::now(),
+                )
+                .await?;
+                refund_early_capture(&txn, Some(&env), &b, &why).await?;
+            }
             Some(b) if b.captured_early.is_some() => {
                 storage::transition(
                     &txn,
@@ -797,9 +847,23 @@ impl Bookings {
             return Ok(());
         };
         let refund = current.view.total.unwrap_or(Fen::ZERO);
+        // Asked by its id, as every refund is: a payout run holds back the
+        // host's share of a refund payment has not heard of yet.
+        let request = (refund > Fen::ZERO).then(|| {
+            env.follow(
+                SERVICE,
+                &RefundRequested {
+                    booking_id: ev.booking_id,
+                    amount: None,
+                    reason: "the hold had expired and its capacity was sold".into(),
+                    percent_of_left: None,
+                },
+            )
+        });
         let changes = Changes {
             reason: Some(format!("{}: {}; refunded in full", ev.code, ev.reason)),
             refund_due: Some(refund),
+            refund_request: request.as_ref().map(|r| r.id),
             ..Changes::default()
         };
         let moved = storage::transition(
@@ -818,7 +882,10 @@ impl Bookings {
             && current.view.status == Status::Cancelled.as_str()
             && current.view.refund_due.unwrap_or(Fen::ZERO) < refund;
         if cancelled_since {
-            storage::set_refund_due(&txn, ev.booking_id, refund, None).await?;
+            // This request replaces the booker's: it asks for all that is
+            // left, theirs included.
+            let asked = request.as_ref().map(|r| r.id);
+            storage::set_refund_due(&txn, ev.booking_id, refund, asked).await?;
             storage::history(
                 &txn,
                 ev.booking_id,
@@ -828,14 +895,8 @@ impl Bookings {
             )
             .await?;
         }
-        if (moved.is_some() || cancelled_since) && refund > Fen::ZERO {
-            let request = RefundRequested {
-                booking_id: ev.booking_id,
-                amount: None,
-                reason: "the hold had expired and its capacity was sold".into(),
-                percent_of_left: None,
-            };
-            enqueue(&txn, &[env.follow(SERVICE, &request)]).await?;
+        if let Some(request) = request.filter(|_| moved.is_some() || cancelled_since) {
+            enqueue(&txn, &[request]).await?;
             warn!(booking = %ev.booking_id, "a confirmed booking lost its expired hold; refunding");
         }
         txn.commit().await?;
@@ -912,7 +973,30 @@ impl Bookings {
             .await?
             .and_then(|b| Status::parse(&b.view.status).map(|s| (b, s)))
         {
-            if let Some(at) = paid_before_cancelling(&txn, &stored.view, env.occurred_at).await? {
+            if status == Status::AwaitingPayment && stored.view.total != Some(ev.split.gross) {
+                // A capture of another amount than the total never
+                // confirms: it all goes back; the booking waits for its
+                // payment.
+                let why = format!(
+                    "paid {} for a total of {}; refunded in full",
+                    ev.split.gross,
+                    stored.view.total.unwrap_or_default()
+                );
+                storage::history(&txn, ev.booking_id, status, &why, Utc::now()).await?;
+                let refund = RefundRequested {
+                    booking_id: ev.booking_id,
+                    amount: None,
+                    reason: why,
+                    percent_of_left: None,
+                };
+                let request = env.follow(SERVICE, &refund);
+                storage::set_refund_due(&txn, ev.booking_id, ev.split.gross, Some(request.id))
+                    .await?;
+                enqueue(&txn, &[request]).await?;
+                warn!(booking = %ev.booking_id, "a capture of another amount than the total; refunding");
+            } else if let Some(at) =
+                paid_before_cancelling(&txn, &stored.view, env.occurred_at).await?
+            {
                 // The traveler had paid when it cancelled; booking heard of the
                 // payment only after: the cancellation was one after payment,
                 // refunded by the policy as of then (all of it was refunded,

@@ -736,6 +736,14 @@ pub async fn transition<C: ConnectionTrait>(
     let first = values.len() + 1;
     let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", first + i)).collect();
     values.extend(from.iter().map(|s| Value::from(s.as_str())));
+    // A capture confirms only the total it paid (as the move leaves it).
+    let paid_in_full = match &changes.captured {
+        Some(split) => {
+            values.push(split.gross.get().into());
+            format!(" AND COALESCE($4, total_fen) = ${}", values.len())
+        }
+        None => String::new(),
+    };
     if b == DbBackend::Postgres {
         values.push(cause.into());
     }
@@ -750,7 +758,7 @@ pub async fn transition<C: ConnectionTrait>(
             captured_split = COALESCE($10, captured_split),
             starts_on = COALESCE($11, starts_on),
             refund_request = COALESCE($12, refund_request)
-         WHERE id = $1 AND status IN ({})
+         WHERE id = $1 AND status IN ({}){paid_in_full}
          RETURNING *",
         placeholders.join(", ")
     );
@@ -1093,8 +1101,11 @@ pub async fn set_refund_due<C: ConnectionTrait>(
 
 /// Payment answered the refund `request`: the promise becomes what it gave
 /// back (the policy's share of what was left when it refunded, or nothing
-/// when refunds made meanwhile took it all). Whether the booking was
-/// waiting for that answer (a later request replaces an earlier one).
+/// when refunds made meanwhile took it all). A promise of the whole total
+/// that the booking's refunds (`refunded`, this one added) now make whole
+/// stays the total: the rest asked after the booker's own share (a stay
+/// lost after it was cancelled). Whether the booking was waiting for that
+/// answer (a later request replaces an earlier one).
 pub async fn refund_answered<C: ConnectionTrait>(
     conn: &C,
     id: BookingId,
@@ -1105,7 +1116,10 @@ pub async fn refund_answered<C: ConnectionTrait>(
     let r = conn
         .execute_raw(stmt(
             b,
-            "UPDATE bookings SET refund_due_fen = $3, refund_request = NULL, updated_at = $4
+            "UPDATE bookings SET refund_due_fen = CASE
+                 WHEN refund_due_fen = total_fen AND refunded_fen >= total_fen THEN total_fen
+                 ELSE $3 END,
+               refund_request = NULL, updated_at = $4
              WHERE id = $1 AND refund_request = $2",
             vec![
                 uuid_value(b, id.0),

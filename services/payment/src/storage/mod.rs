@@ -1369,12 +1369,19 @@ pub async fn host_balances<C: ConnectionTrait>(
 /// the other, a refund the provider confirmed in between would be held
 /// back and deducted (the host paid too little), and one reserved in
 /// between neither (paid the share a traveler is owed).
+///
+/// The refunds booking `asked` for that payment has not heard of are read
+/// before that statement: one that arrives in between is then held back
+/// twice (as unheard and as pending or posted: this run pays less, the
+/// next makes it up), where read after it, it would be held back by
+/// neither (the statement saw no refund, the later look found it heard).
 pub async fn payable_balances<C: ConnectionTrait>(
     conn: &C,
     up_to: chrono::DateTime<Utc>,
     asked: &[shared::rpcs::RefundAsked],
 ) -> Result<Vec<(HostId, Fen, RegionCode)>, DbErr> {
     let b = conn.get_database_backend();
+    let unheard = unheard_shares(conn, asked).await?;
     let rows = conn
         .query_all_raw(stmt(
             b,
@@ -1414,7 +1421,7 @@ pub async fn payable_balances<C: ConnectionTrait>(
             .entry(HostId(row_uuid(row, "host_id")?))
             .or_default() += share;
     }
-    for (host, share) in unheard_shares(conn, asked).await? {
+    for (host, share) in unheard {
         *promised.entry(host).or_default() += share;
     }
     // By host, as `host_balances` lists them (the union has no order).
