@@ -129,6 +129,7 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
     let settled = settled_bookings(&dbs.booking, cutoff).await?;
     out.push(holds_follow_bookings(&dbs, &settled).await?);
     out.push(money_follows_bookings(&dbs, &settled, cutoff).await?);
+    out.push(nothing_for_unknown_bookings(&dbs).await?);
     if let Some(amqp) = settings.amqp() {
         out.push(dead_letters(amqp, settings).await?);
     }
@@ -763,6 +764,49 @@ async fn money_follows_bookings(
     ))
 }
 
+/// The other way round: money kept and capacity taken only for bookings
+/// booking has (a booking database restored from an older backup, or a
+/// create rolled back after its hold went out, would leave money or rooms
+/// with nobody's booking, which every check from booking's rows passes).
+async fn nothing_for_unknown_bookings(dbs: &Dbs) -> anyhow::Result<Finding> {
+    let known: BTreeSet<uuid::Uuid> = rows(&dbs.booking, "SELECT id FROM bookings", vec![])
+        .await?
+        .iter()
+        .map(|r| shared::db::row_uuid(r, "id"))
+        .collect::<Result<_, _>>()?;
+    let kept = by_booking(
+        &dbs.payment,
+        "SELECT booking_id, CAST(SUM(amount_fen - refunded_fen) AS BIGINT) AS n FROM payments
+         WHERE status = 'CAPTURED' GROUP BY booking_id",
+    )
+    .await?;
+    let held = rows(
+        &dbs.inventory,
+        "SELECT booking_id, state FROM holds WHERE state IN ('HELD', 'COMMITTED')",
+        vec![],
+    )
+    .await?;
+    let mut offenders: Vec<String> = kept
+        .iter()
+        .filter(|(id, n)| **n > 0 && !known.contains(id))
+        .map(|(id, n)| format!("{id}: payment keeps {n} fen for a booking booking does not have"))
+        .collect();
+    for r in &held {
+        let id = shared::db::row_uuid(r, "booking_id")?;
+        if !known.contains(&id) {
+            let state: String = r.try_get("", "state")?;
+            offenders.push(format!(
+                "{id}: a {state} hold for a booking booking does not have"
+            ));
+        }
+    }
+    Ok(finding(
+        "nothing for unknown bookings: no money kept, no capacity held for a booking booking lacks",
+        offenders,
+        format!("{} bookings", known.len()),
+    ))
+}
+
 async fn outboxes_drained(dbs: &Dbs, cutoff: chrono::DateTime<Utc>) -> anyhow::Result<Finding> {
     let mut offenders = Vec::new();
     for (service, db) in [
@@ -771,10 +815,17 @@ async fn outboxes_drained(dbs: &Dbs, cutoff: chrono::DateTime<Utc>) -> anyhow::R
         ("payment", &dbs.payment),
         ("partnership", &dbs.partnership),
     ] {
+        // SQLite's `CURRENT_TIMESTAMP` default writes "YYYY-MM-DD HH:MM:SS":
+        // compare like with like (a bound instant is RFC 3339, whose "T"
+        // sorts after the space, so every row of the day was "older").
+        let cutoff: Value = match db.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => cutoff.format("%Y-%m-%d %H:%M:%S").to_string().into(),
+            _ => cutoff.into(),
+        };
         let old = count(
             db,
             "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM outbox WHERE created_at < $1",
-            vec![cutoff.into()],
+            vec![cutoff],
         )
         .await?;
         if old > 0 {

@@ -6,6 +6,7 @@ mod common;
 
 use common::{TestApp, spawn_app_with, test_settings, tomorrow};
 use serde_json::json;
+use shared::config::Settings;
 use shared::ids::{BookingId, HostId, PaymentId};
 use shared::money::{Fen, Split, SplitRates};
 use shared::region::RegionCode;
@@ -247,4 +248,62 @@ async fn a_refund_paid_by_the_provider_after_it_was_recorded_declined_is_a_misma
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(kinds, ["MISMATCH"]);
+}
+
+in_both_modes!(a_charge_no_payment_made_is_logged_once_as_a_mismatch);
+/// The provider's books against the payments (the reconciler's third
+/// step, one statement over the day's charges): a charge under a payment
+/// id no payment has is a MISMATCH, logged once; a charge under a key
+/// that is no payment id at all is nobody's and breaks nothing; a
+/// captured payment's own charge is no mismatch.
+async fn a_charge_no_payment_made_is_logged_once_as_a_mismatch(mut settings: Settings) {
+    use sea_orm::ConnectionTrait;
+    settings.reconcile_after_seconds = 1;
+    let app = spawn_app_with(settings).await;
+    let id = app.confirmed_booking(9).await;
+    let admin = app.admin_token().await;
+    let stranger = uuid::Uuid::new_v4();
+    let payment = app.service_db("payment").await;
+    for (key, fen) in [
+        (stranger.to_string(), 4200),
+        ("not-a-payment-id".into(), 100),
+    ] {
+        payment
+            .execute_raw(shared::outbox::stmt(
+                payment.get_database_backend(),
+                "INSERT INTO sandbox_charges (idempotency_key, reference, amount_fen, created_at)
+                 VALUES ($1, 'ch_stranger', $2, $3)",
+                vec![key.into(), i64::from(fen).into(), chrono::Utc::now().into()],
+            ))
+            .await
+            .expect("charged");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let notes = loop {
+        let log = app
+            .graphql_as(
+                Some(&admin),
+                "{ reconciliationLog(kind: MISMATCH) { edges { node { paymentId bookingId note } } } }",
+                json!({}),
+            )
+            .await;
+        let edges = log["data"]["reconciliationLog"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{log}"))
+            .clone();
+        if !edges.is_empty() {
+            break edges;
+        }
+        assert!(Instant::now() < deadline, "nothing logged: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let node = &notes[0]["node"];
+    assert_eq!(node["paymentId"], stranger.to_string(), "{node}");
+    assert_eq!(
+        node["note"], "the provider charged 42.00 for no known payment",
+        "{node}"
+    );
+    let booking = app.wait_for_status(&id, "CONFIRMED").await;
+    assert!(booking["errors"].is_null(), "{booking}");
 }

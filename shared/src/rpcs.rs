@@ -1805,6 +1805,21 @@ impl Rpc for GetRefundsAsked {
     type Reply = Vec<RefundAsked>;
 }
 
+/// The bookings holding seats on departures an operator cancelled since
+/// `since` (payment's, before a payout run: booking asks for their refunds
+/// only once it hears of the cancellation, and a run in between would pay
+/// the host for seats refunded in full).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetCancelledDepartureBookings {
+    /// Departures cancelled at or after this instant.
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+impl Rpc for GetCancelledDepartureBookings {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "get_cancelled_departure_bookings";
+    type Reply = Vec<BookingId>;
+}
+
 /// A refund booking asked for (see [`GetRefundsAsked`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RefundAsked {

@@ -76,6 +76,7 @@ impl Inventory {
         let [p, r, t, u] = [(); 4].map(|()| self.clone());
         let [v, w, x, y, z] = [(); 5].map(|()| self.clone());
         let [aa, ab, ac, ad, cd] = [(); 5].map(|()| self.clone());
+        let cancelled = self.clone();
         RpcRouter::new(SERVICE)
             .ready_with(self.db.clone())
             .route::<shared::rpcs::QuoteBooking, _, _>(move |req| {
@@ -203,6 +204,11 @@ impl Inventory {
                     let done = s.update_departure(req).await;
                     s.announce("update_departure", done).await
                 }
+            })
+            // Payment's, before a payout run (services only).
+            .route::<shared::rpcs::GetCancelledDepartureBookings, _, _>(move |req| {
+                let s = cancelled.clone();
+                async move { Ok(storage::routes::bookings_on_cancelled(&s.db, req.since).await?) }
             })
             .route::<GetRoute, _, _>(move |req| {
                 let s = i.clone();

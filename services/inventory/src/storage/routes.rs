@@ -545,6 +545,26 @@ pub async fn bookings_on<C: ConnectionTrait>(
         .collect()
 }
 
+/// The bookings that held seats on departures cancelled at or after
+/// `since`, whatever became of their holds since.
+pub async fn bookings_on_cancelled<C: ConnectionTrait>(
+    conn: &C,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<shared::ids::BookingId>, DbErr> {
+    let b = conn.get_database_backend();
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT h.booking_id FROM holds h JOIN departures d ON d.id = h.departure_id
+             WHERE d.cancelled_at >= $1",
+            vec![since.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| row_uuid(r, "booking_id").map(shared::ids::BookingId))
+        .collect()
+}
+
 /// Takes `seats` seats of a departure that runs, or none: what they cost
 /// at the take (None when not taken).
 pub async fn take_seats<C: ConnectionTrait>(

@@ -42,6 +42,11 @@ pub const RECONCILIATION_KINDS: [&str; 5] = [
 /// Provider calls per payment when it times out.
 const PROVIDER_ATTEMPTS: usize = 3;
 
+/// How far back a payout run looks for cancelled departures whose
+/// bookings' refunds booking may not have asked for yet (booking asks
+/// within moments; a week covers a booking service that was down).
+const CANCELLED_DEPARTURES_WITHIN: chrono::Duration = chrono::Duration::days(7);
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Payments {
@@ -135,7 +140,7 @@ impl Payments {
                             if up_to > now {
                                 return Err(AppError::bad_input(FUTURE_PERIOD));
                             }
-                            let asked = s.refunds_asked().await?;
+                            let asked = s.refunds_owed().await?;
                             storage::payable_balances(&s.db, up_to, &asked).await?
                         }
                         (Some(at), false) => storage::host_balances_at(&s.db, at).await?,
@@ -453,25 +458,25 @@ impl Payments {
             }
         }
         let since = chrono::Utc::now() - chrono::Duration::days(1);
-        for (key, charged) in storage::provider_charges_since(&self.db, since).await? {
-            let Ok(id) = key.parse::<PaymentId>() else {
+        for m in storage::provider_mismatches_since(&self.db, since).await? {
+            let Ok(id) = m.key.parse::<PaymentId>() else {
                 continue;
             };
-            let note = match storage::payment(&self.db, id).await? {
-                Some(p) if p.status == "CAPTURED" && p.amount == charged => continue,
-                // In flight: step 1 settles it once it is old enough.
-                Some(p) if p.status == "PROCESSING" => continue,
-                Some(p) => format!(
-                    "the provider charged {charged} for a payment that is {} for {}",
-                    p.status, p.amount
+            let charged = m.charged;
+            let (note, booking) = match m.payment {
+                Some((status, amount, booking)) => (
+                    format!(
+                        "the provider charged {charged} for a payment that is {status} for {amount}"
+                    ),
+                    booking,
                 ),
-                None => format!("the provider charged {charged} for no known payment"),
+                None => (
+                    format!("the provider charged {charged} for no known payment"),
+                    BookingId(uuid::Uuid::nil()),
+                ),
             };
-            let booking = storage::payment(&self.db, id)
-                .await?
-                .map_or(BookingId(uuid::Uuid::nil()), |p| p.booking_id);
-            // Said once, when first found: each round finds it again while
-            // the charge is within the provider's window.
+            // Said once, when first found (the statement leaves out what
+            // is logged already).
             if storage::log_reconciliation(&self.db, "MISMATCH", (id, booking), charged, &note)
                 .await?
             {
@@ -529,7 +534,7 @@ impl Payments {
         // Asked before anything is read: a cancellation answered before
         // this run began is kept back, whether or not its refund request
         // has reached payment.
-        let asked = self.refunds_asked().await?;
+        let asked = self.refunds_owed().await?;
         let txn = self.db.begin().await?;
         storage::lock_payouts(&txn).await?;
         let made = storage::insert_payout_run(&txn, &reference, up_to).await?;
@@ -601,6 +606,47 @@ impl Payments {
                     ),
                 )
             })
+    }
+
+    /// [`Self::refunds_asked`], and every booking of a departure cancelled
+    /// in the last [`CANCELLED_DEPARTURES_WITHIN`] as asked for all that is
+    /// left: booking asks for those refunds only once it hears of the
+    /// cancellation, and a run in between (the departure's cancellation
+    /// answered, booking's refunds not yet asked) paid the host for seats
+    /// then refunded in full. What payment has refunded already leaves
+    /// nothing to keep back. Inventory not answering stops the run.
+    async fn refunds_owed(&self) -> Result<Vec<shared::rpcs::RefundAsked>, AppError> {
+        let mut asked = self.refunds_asked().await?;
+        let Some(bus) = self.bookings.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return Ok(asked);
+        };
+        let since = chrono::Utc::now() - CANCELLED_DEPARTURES_WITHIN;
+        let cancelled = shared::bus::call(
+            bus.as_ref(),
+            &shared::rpcs::GetCancelledDepartureBookings { since },
+        )
+        .await
+        .map_err(|e| {
+            AppError::new(
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "inventory did not say which departures were cancelled ({}): no host is paid \
+                     until it does; try again shortly",
+                    e.message
+                ),
+            )
+        })?;
+        // No request of booking's yet: a key no refund has.
+        asked.extend(
+            cancelled
+                .into_iter()
+                .map(|booking_id| shared::rpcs::RefundAsked {
+                    booking_id,
+                    request: uuid::Uuid::nil(),
+                    amount: Fen(i64::MAX),
+                }),
+        );
+        Ok(asked)
     }
 
     /// Payout runs, newest first (platform admins).

@@ -30,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(PaymentsByBooking),
             Box::new(PaymentsBooker),
             Box::new(LedgerByDay),
+            Box::new(ChargesByDay),
         ]
     }
 }
@@ -302,6 +303,27 @@ impl MigrationTrait for LedgerByDay {
         run_ddl(
             manager,
             &["CREATE INDEX ledger_entries_account_day ON ledger_entries (account, created_at)"],
+        )
+        .await
+    }
+}
+
+struct ChargesByDay;
+
+impl MigrationName for ChargesByDay {
+    fn name(&self) -> &str {
+        "m20261205_000006_sandbox_charges_by_day"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ChargesByDay {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The reconciler compares the provider's last day of charges with
+        // the payments every round: the day's, not every charge ever.
+        run_ddl(
+            manager,
+            &["CREATE INDEX sandbox_charges_by_day ON sandbox_charges (created_at)"],
         )
         .await
     }
@@ -1128,27 +1150,64 @@ pub async fn reconciliation_log<C: ConnectionTrait>(
     })
 }
 
-/// Charges the (sandbox) provider made since `since` and did not close:
-/// (the key, which is the payment id, and the amount).
-pub async fn provider_charges_since<C: ConnectionTrait>(
+/// A charge at the provider that the payments disagree with.
+pub struct ChargeMismatch {
+    /// The charge's key (a payment id, if the charge is ours).
+    pub key: String,
+    /// What the provider charged.
+    pub charged: Fen,
+    /// The payment of that id, if there is one: its status, amount, booking.
+    pub payment: Option<(String, Fen, BookingId)>,
+}
+
+/// The provider's charges since `since` that no payment explains — none
+/// CAPTURED for the amount, none PROCESSING (in flight: the reconciler
+/// settles it once it is old enough) — and that are not logged as a
+/// MISMATCH yet: one statement over the day's charges (by their index),
+/// each joined to its payment by primary key.
+pub async fn provider_mismatches_since<C: ConnectionTrait>(
     conn: &C,
     since: chrono::DateTime<Utc>,
-) -> Result<Vec<(String, Fen)>, DbErr> {
+) -> Result<Vec<ChargeMismatch>, DbErr> {
     let b = conn.get_database_backend();
-    conn.query_all_raw(stmt(
-        b,
-        "SELECT idempotency_key, amount_fen FROM sandbox_charges WHERE created_at >= $1 AND NOT closed",
-        vec![since.into()],
-    ))
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            r.try_get("", "idempotency_key")?,
-            Fen(r.try_get("", "amount_fen")?),
-        ))
-    })
-    .collect()
+    // A key that is not a UUID is nobody's payment (and no cast of it may
+    // fail the statement); SQLite keeps UUIDs as text.
+    let id = match b {
+        sea_orm::DbBackend::Postgres => {
+            "CASE WHEN c.idempotency_key ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                  THEN CAST(c.idempotency_key AS UUID) END"
+        }
+        _ => "c.idempotency_key",
+    };
+    let sql = format!(
+        "SELECT c.idempotency_key, c.amount_fen AS charged, p.status, p.amount_fen, p.booking_id
+         FROM sandbox_charges c LEFT JOIN payments p ON p.id = {id}
+         WHERE c.created_at >= $1 AND NOT c.closed
+           AND (p.id IS NULL
+                OR NOT ((p.status = 'CAPTURED' AND p.amount_fen = c.amount_fen)
+                        OR p.status = 'PROCESSING'))
+           AND NOT EXISTS (SELECT 1 FROM reconciliation_log l
+                           WHERE l.kind = 'MISMATCH' AND l.payment_id = {id})"
+    );
+    conn.query_all_raw(stmt(b, &sql, vec![since.into()]))
+        .await?
+        .iter()
+        .map(|r| {
+            let payment = match r.try_get::<Option<String>>("", "status")? {
+                Some(status) => Some((
+                    status,
+                    Fen(r.try_get("", "amount_fen")?),
+                    BookingId(row_uuid(r, "booking_id")?),
+                )),
+                None => None,
+            };
+            Ok(ChargeMismatch {
+                key: r.try_get("", "idempotency_key")?,
+                charged: Fen(r.try_get("", "charged")?),
+                payment,
+            })
+        })
+        .collect()
 }
 
 /// A payment by id.
