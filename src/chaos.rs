@@ -66,6 +66,13 @@ pub struct Report {
     /// Requests that failed and were retried (connection errors, 5xx,
     /// SERVICE_UNAVAILABLE while a part was down).
     pub retried_requests: usize,
+    /// Of those, answers INTERNAL or an error without a code: retried as
+    /// a client would, but each is a problem (a fault must read as
+    /// SERVICE_UNAVAILABLE, never as a bug).
+    pub internal_errors: usize,
+    /// Payments closed uncharged (a part killed mid-payment) and paid again
+    /// with a new key, as the answer asks.
+    pub paid_again: usize,
     /// Processes killed, by part.
     pub killed: Vec<String>,
     /// RabbitMQ restarts done.
@@ -207,6 +214,8 @@ struct Client {
     url: String,
     token: String,
     retried: Arc<AtomicUsize>,
+    internal: Arc<AtomicUsize>,
+    paid_again: Arc<AtomicUsize>,
     until: Instant,
 }
 
@@ -250,6 +259,12 @@ impl Client {
                 (Some(_), Some(code)) if code != "SERVICE_UNAVAILABLE" && code != "INTERNAL" => {
                     return Ok(Answer::Refused(code));
                 }
+                (Some(_), code) if code.as_deref() != Some("SERVICE_UNAVAILABLE") => {
+                    self.internal.fetch_add(1, Ordering::Relaxed);
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
                 _ => {
                     self.retried.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(pause).await;
@@ -270,12 +285,41 @@ impl Client {
         }
     }
 
+    /// Booking `id`'s history and payments, one line.
+    async fn story(&self, id: &str) -> anyhow::Result<String> {
+        let query = "query($id: ID!) { booking(id: $id) { status
+            history { at status cause } payment { status failureReason } } }";
+        Ok(match self.send(query, &json!({ "id": id })).await? {
+            Answer::Data(b) => format!("booking {id}: {}", b["data"]["booking"]),
+            Answer::Refused(code) => format!("booking {id}: reading it: {code}"),
+        })
+    }
+
     /// Polls until the booking is in none of `from`.
     async fn wait_past(&self, id: &str, from: &[&str]) -> anyhow::Result<String> {
         loop {
+            if let Some(status) = self.wait_past_within(id, from, Duration::MAX).await? {
+                return Ok(status);
+            }
+        }
+    }
+
+    /// Polls until the booking is in none of `from` (its status), or
+    /// `within` has passed (None).
+    async fn wait_past_within(
+        &self,
+        id: &str,
+        from: &[&str],
+        within: Duration,
+    ) -> anyhow::Result<Option<String>> {
+        let started = Instant::now();
+        loop {
             let status = self.status(id).await?;
             if !from.contains(&status.as_str()) {
-                return Ok(status);
+                return Ok(Some(status));
+            }
+            if started.elapsed() >= within {
+                return Ok(None);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -287,7 +331,7 @@ impl Client {
         n: usize,
         room_type: &str,
         night: chrono::NaiveDate,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<(Option<String>, String)> {
         let create = "mutation($input: CreateBookingInput!, $key: String!) {
             createBooking(input: $input, idempotencyKey: $key) { id } }";
         let vars = json!({ "key": format!("chaos-{n}"), "input": {
@@ -302,21 +346,45 @@ impl Client {
                 .ok_or_else(|| anyhow::anyhow!("no booking id in {b}"))?,
             // The stay was just refused to another client: nothing booked.
             Answer::Refused(code) if code == "SOLD_OUT" => {
-                return Ok(crate::bench_booking::REFUSED_AT_CREATE.to_owned());
+                return Ok((None, crate::bench_booking::REFUSED_AT_CREATE.to_owned()));
             }
             Answer::Refused(code) => anyhow::bail!("booking {n} refused: {code}"),
         };
         if self.wait_past(&id, &["PENDING"]).await? != "AWAITING_PAYMENT" {
-            return self.status(&id).await;
+            let status = self.status(&id).await?;
+            return Ok((Some(id), status));
         }
         let pay = "mutation($id: ID!, $key: String!) {
             payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: $key) { status } }";
-        // CONFLICT: a payment of this booking is in flight or it ended; the
-        // booking's status tells which.
-        let _ = self
-            .send(pay, &json!({ "id": id, "key": format!("chaos-pay-{n}") }))
-            .await?;
-        self.wait_past(&id, &["PENDING", "AWAITING_PAYMENT"]).await
+        let mut attempt = 0;
+        loop {
+            let key = match attempt {
+                0 => format!("chaos-pay-{n}"),
+                _ => format!("chaos-pay-{n}-{attempt}"),
+            };
+            // CONFLICT: a payment of this booking is in flight or it ended;
+            // the booking's status tells which.
+            let answer = self.send(pay, &json!({ "id": id, "key": key })).await?;
+            let waiting = ["PENDING", "AWAITING_PAYMENT"];
+            if let Some(status) = self
+                .wait_past_within(&id, &waiting, Duration::from_secs(5))
+                .await?
+            {
+                return Ok((Some(id), status));
+            }
+            // Still waiting: a payment closed uncharged (its part killed
+            // mid-payment, then reconciled) is PAYMENT_DECLINED, "pay
+            // again" (FAILED when answered first-hand); any other answer is
+            // asked again with its key, which tells how it ended.
+            let declined = match &answer {
+                Answer::Data(b) => b["data"]["payBooking"]["status"] == "FAILED",
+                Answer::Refused(code) => code == "PAYMENT_DECLINED",
+            };
+            if declined {
+                attempt += 1;
+                self.paid_again.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -416,7 +484,8 @@ async fn restart_postgres() -> anyhow::Result<()> {
         let version = std::fs::read_dir("/etc/postgresql")?
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().into_string().ok())
-            .max()
+            // By number: "16" is newer than "9.6".
+            .max_by(|a, b| version_order(a).total_cmp(&version_order(b)))
             .ok_or_else(|| anyhow::anyhow!("no cluster under /etc/postgresql"))?;
         run_command(
             "pg_ctlcluster",
@@ -424,6 +493,11 @@ async fn restart_postgres() -> anyhow::Result<()> {
         )
     })
     .await?
+}
+
+/// A cluster directory's version as a number ("9.6" → 9.6), 0 if none.
+fn version_order(version: &str) -> f64 {
+    version.parse().unwrap_or(0.0)
 }
 
 /// The queues the run's parts declare (for removal afterwards).
@@ -552,6 +626,8 @@ async fn seed(http: &reqwest::Client, base: &str, until: Instant) -> anyhow::Res
         url,
         token,
         retried: Arc::default(),
+        internal: Arc::default(),
+        paid_again: Arc::default(),
         until,
     })
 }
@@ -609,13 +685,21 @@ async fn load(
                     room_types[n % (room_types.len() - 1)]
                 };
                 let night = today + Days::days(1 + (n % 20) as i64);
-                let status = client.book(n, &room_type.to_string(), night).await?;
+                let (id, status) = client.book(n, &room_type.to_string(), night).await?;
                 progress.inc(1);
-                ended.push(status);
+                let crowded = n % 4 == 0;
+                // A booking with rooms to spare that did not confirm: its
+                // story, for the report.
+                let story = match (crowded, status.as_str(), id) {
+                    (false, s, Some(id)) if s != "CONFIRMED" => Some(client.story(&id).await?),
+                    _ => None,
+                };
+                ended.push((crowded, status, story));
             }
             Ok::<_, anyhow::Error>(ended)
         }));
     }
+    let plan_until = client.until;
     let faults = {
         let (fleet, plan, next, gate, progress) = (
             fleet.clone(),
@@ -635,6 +719,9 @@ async fn load(
                     let spaced = fault != Fault::Kill
                         || last_kill.is_none_or(|at| at.elapsed() >= plan.kill_every);
                     if next.load(Ordering::Relaxed) < mark || !spaced {
+                        if Instant::now() > plan_until {
+                            anyhow::bail!("the run's deadline passed before every fault was made");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -677,10 +764,18 @@ async fn load(
             .collect(),
     );
     let mut outcomes = BTreeMap::new();
+    let mut roomy_lost = BTreeMap::new();
+    let mut stories = Vec::new();
     for worker in workers {
         let failure = match worker.await {
             Ok(Ok(ended)) => {
-                for status in ended {
+                for (crowded, status, story) in ended {
+                    if !crowded && status != "CONFIRMED" {
+                        *roomy_lost.entry(status.clone()).or_insert(0) += 1;
+                    }
+                    if let Some(story) = story {
+                        stories.push(story);
+                    }
                     *outcomes.entry(status).or_insert(0) += 1;
                 }
                 continue;
@@ -706,12 +801,28 @@ async fn load(
     let findings = settle_and_check(settings).await?;
     let peak_rss = fleet.lock().await.peak_rss();
     fleet.lock().await.stop().await;
-    let problems = problems(&outcomes, plan, &done);
+    let internal_errors = client.internal.load(Ordering::Relaxed);
+    let mut problems = problems(&outcomes, plan, &done);
+    problems.extend(roomy_lost.iter().map(|(status, n)| {
+        format!(
+            "{n} bookings of a stay with rooms to spare ended {status}, not CONFIRMED: \
+             a client that paid with a good card lost its booking"
+        )
+    }));
+    problems.extend(stories.into_iter().take(5));
+    if internal_errors > 0 {
+        problems.push(format!(
+            "{internal_errors} answers were INTERNAL or had no error code (a fault must read as \
+             SERVICE_UNAVAILABLE): see the gateway's log"
+        ));
+    }
     let passed = findings.iter().all(|f| f.holds) && problems.is_empty();
     Ok(Report {
         bookings: plan.bookings,
         outcomes,
         retried_requests: client.retried.load(Ordering::Relaxed),
+        internal_errors,
+        paid_again: client.paid_again.load(Ordering::Relaxed),
         killed: done.killed,
         broker_restarts: done.broker,
         postgres_restarts: done.postgres,
@@ -825,12 +936,15 @@ pub fn print(report: &Report) {
         println!("    {status:<18} {n}");
     }
     println!(
-        "  faults: {} kills ({}), {} RabbitMQ restarts, {} PostgreSQL restarts; {} requests retried",
+        "  faults: {} kills ({}), {} RabbitMQ restarts, {} PostgreSQL restarts; {} requests \
+         retried ({} INTERNAL or without a code); {} payments closed uncharged and paid again",
         report.killed.len(),
         report.killed.join(", "),
         report.broker_restarts,
         report.postgres_restarts,
-        report.retried_requests
+        report.retried_requests,
+        report.internal_errors,
+        report.paid_again
     );
     for problem in &report.problems {
         println!("  PROBLEM: {problem}");

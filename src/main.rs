@@ -58,11 +58,14 @@ enum Command {
     /// `duikou check`; exits 1 when an invariant fails. Restarting the
     /// servers needs rabbitmqctl and pg_ctlcluster on this machine.
     Chaos {
-        /// Bookings to make.
-        #[arg(long, default_value_t = 1000)]
+        /// Bookings to make (at least one: a run over nothing proves
+        /// nothing).
+        #[arg(long, default_value_t = 1000,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
         bookings: usize,
         /// Clients booking at once.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
         clients: usize,
         /// Processes to kill (SIGKILL) and restart, spread over the load.
         #[arg(long, default_value_t = 10)]
