@@ -247,6 +247,12 @@ impl Client {
                 .await;
             let body: Option<Value> = match sent {
                 Ok(r) if !r.status().is_server_error() => r.json().await.ok(),
+                // A panic answers 500 (INTERNAL): a bug, not a fault.
+                Ok(r) if r.status() == reqwest::StatusCode::INTERNAL_SERVER_ERROR => r
+                    .json()
+                    .await
+                    .ok()
+                    .or_else(|| Some(json!({ "errors": [{}] }))),
                 _ => None,
             };
             let code = body.as_ref().and_then(|b| {

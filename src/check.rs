@@ -769,11 +769,9 @@ async fn money_follows_bookings(
 /// create rolled back after its hold went out, would leave money or rooms
 /// with nobody's booking, which every check from booking's rows passes).
 async fn nothing_for_unknown_bookings(dbs: &Dbs) -> anyhow::Result<Finding> {
-    let known: BTreeSet<uuid::Uuid> = rows(&dbs.booking, "SELECT id FROM bookings", vec![])
-        .await?
-        .iter()
-        .map(|r| shared::db::row_uuid(r, "id"))
-        .collect::<Result<_, _>>()?;
+    // Money and holds first, the bookings after: a booking is committed
+    // before anything is held or paid for it, so one made meanwhile is
+    // read as known.
     let kept = by_booking(
         &dbs.payment,
         "SELECT booking_id, CAST(SUM(amount_fen - refunded_fen) AS BIGINT) AS n FROM payments
@@ -786,6 +784,11 @@ async fn nothing_for_unknown_bookings(dbs: &Dbs) -> anyhow::Result<Finding> {
         vec![],
     )
     .await?;
+    let known: BTreeSet<uuid::Uuid> = rows(&dbs.booking, "SELECT id FROM bookings", vec![])
+        .await?
+        .iter()
+        .map(|r| shared::db::row_uuid(r, "id"))
+        .collect::<Result<_, _>>()?;
     let mut offenders: Vec<String> = kept
         .iter()
         .filter(|(id, n)| **n > 0 && !known.contains(id))

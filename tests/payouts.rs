@@ -405,11 +405,7 @@ async fn a_cancellation_answered_before_a_run_is_kept_back_while_its_refund_is_o
 async fn confirmed_with_its_payment_held() -> (common::TestApp, String, common::LockHeld) {
     let app = spawn_app().await;
     let id = app.confirmed_booking(20).await;
-    let held = common::LockHeld::begin(
-        app.service_db("payment").await,
-        &format!("SELECT id FROM payments WHERE booking_id = '{id}' FOR UPDATE"),
-    )
-    .await;
+    let held = app.payment_row_held(&id).await;
     (app, id, held)
 }
 

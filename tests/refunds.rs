@@ -180,6 +180,42 @@ async fn cancelling_after_a_partial_refund_refunds_what_is_left() {
     assert_eq!(app.fund_balance().await, "0.00");
 }
 
+/// A traveler cancels in the full-refund tier (380.00 promised); an
+/// admin's goodwill refund of 100.00 takes the payment's row before the
+/// cancellation's request does (both wait on it, the admin's first), so
+/// payment gives back the 280.00 left: `refundDue` becomes 280.00, what
+/// was given (a first version of the rule for a stay lost after its
+/// booker cancelled showed 380.00, the promise the refunds made whole).
+#[tokio::test]
+async fn a_full_refund_promised_then_partly_given_by_an_admin_is_due_what_was_left() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let id = app.confirmed_booking(9).await;
+    let held = app.payment_row_held(&id).await;
+    let (refund, cancelled) = tokio::join!(goodwill(&app, &admin, &id, "100.00"), async {
+        held.until_waiting(1, false).await;
+        let cancelled = app.cancel(&id, "c").await;
+        held.until_waiting(2, false).await;
+        held.release().await;
+        cancelled
+    });
+    assert_eq!(
+        refund["data"]["refundPayment"]["status"], "SUCCEEDED",
+        "{refund}"
+    );
+    assert_eq!(
+        amount(&cancelled["data"]["cancelBooking"]["refundDue"]),
+        "380.00",
+        "{cancelled}"
+    );
+    let done = app
+        .wait_for_booking(&id, "both refunds heard", |b| {
+            amount(&b["refunded"]) == "380.00"
+        })
+        .await;
+    assert_eq!(amount(&done["refundDue"]), "280.00", "{done}");
+}
+
 /// A cancellation's refund is the policy's share of what payment has left
 /// when it takes the request: booking asked for half of 380 (190) before it
 /// heard of an admin's 100 refund, and half of the 280 left (140) is paid,
@@ -547,11 +583,7 @@ async fn two_identical_full_refunds_at_once_both_get_the_refund() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let id = app.confirmed_booking(9).await;
-    let held = common::LockHeld::begin(
-        app.service_db("payment").await,
-        &format!("SELECT id FROM payments WHERE booking_id = '{id}' FOR UPDATE"),
-    )
-    .await;
+    let held = app.payment_row_held(&id).await;
     let refund = || {
         app.graphql_as(
             Some(&admin),

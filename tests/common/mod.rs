@@ -600,6 +600,16 @@ impl TestApp {
         .await
     }
 
+    /// Booking `id`'s payment row held (FOR UPDATE), so that payment
+    /// changes it (a refund, a capture) only once released.
+    pub async fn payment_row_held(&self, id: &str) -> LockHeld {
+        LockHeld::begin(
+            self.service_db("payment").await,
+            &format!("SELECT id FROM payments WHERE booking_id = '{id}' FOR UPDATE"),
+        )
+        .await
+    }
+
     /// Publishes `env` on the app's bus, as the service it names would.
     pub async fn publish(&self, env: shared::envelope::Envelope) {
         for sent in self.app.rt.bus.publish(&[env]).await {

@@ -685,8 +685,6 @@ impl Bookings {
         )
         .await?;
         match moved {
-            // Paid before this answer was recorded (events out of order):
-            // the capture confirms it now.
             // Paid something else than the total (a capture of another
             // amount never confirms): it all goes back; the booking waits
             // for its payment.
@@ -705,7 +703,11 @@ impl Bookings {
                 )
                 .await?;
                 refund_early_capture(&txn, Some(&env), &b, &why).await?;
+                // Given back: a later ending asks for it no second time.
+                storage::forget_early_capture(&txn, ev.booking_id).await?;
             }
+            // Paid before this answer was recorded (events out of order):
+            // the capture confirms it now.
             Some(b) if b.captured_early.is_some() => {
                 storage::transition(
                     &txn,
@@ -896,6 +898,7 @@ impl Bookings {
             .await?;
         }
         if let Some(request) = request.filter(|_| moved.is_some() || cancelled_since) {
+            storage::refund_whole(&txn, ev.booking_id).await?;
             enqueue(&txn, &[request]).await?;
             warn!(booking = %ev.booking_id, "a confirmed booking lost its expired hold; refunding");
         }

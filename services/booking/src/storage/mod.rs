@@ -39,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(Departures),
             Box::new(RefundRequests),
             Box::new(RefundsAsked),
+            Box::new(RefundsWhole),
         ]
     }
 }
@@ -339,6 +340,27 @@ impl MigrationTrait for RefundsAsked {
                 "CREATE INDEX bookings_refunds_asked ON bookings (refund_request)
                WHERE refund_request IS NOT NULL",
             ],
+        )
+        .await
+    }
+}
+
+struct RefundsWhole;
+
+impl MigrationName for RefundsWhole {
+    fn name(&self) -> &str {
+        "m20261205_000007_booking_refund_whole"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RefundsWhole {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A refund of the whole total whatever payment answers to its last
+        // request (a stay lost to an expired hold: it could never be had).
+        run_ddl(
+            manager,
+            &["ALTER TABLE bookings ADD COLUMN refund_whole BOOLEAN NOT NULL DEFAULT FALSE"],
         )
         .await
     }
@@ -1087,7 +1109,9 @@ pub async fn set_refund_due<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
-        "UPDATE bookings SET refund_due_fen = $2, refund_request = $3, updated_at = $4 WHERE id = $1",
+        "UPDATE bookings SET refund_due_fen = $2, refund_request = $3, refund_whole = FALSE,
+            updated_at = $4
+         WHERE id = $1",
         vec![
             uuid_value(b, id.0),
             amount.get().into(),
@@ -1101,11 +1125,10 @@ pub async fn set_refund_due<C: ConnectionTrait>(
 
 /// Payment answered the refund `request`: the promise becomes what it gave
 /// back (the policy's share of what was left when it refunded, or nothing
-/// when refunds made meanwhile took it all). A promise of the whole total
-/// that the booking's refunds (`refunded`, this one added) now make whole
-/// stays the total: the rest asked after the booker's own share (a stay
-/// lost after it was cancelled). Whether the booking was waiting for that
-/// answer (a later request replaces an earlier one).
+/// when refunds made meanwhile took it all), unless it is the whole total
+/// whatever the answer ([`refund_whole`]: the rest of a stay lost after
+/// its booker cancelled is part of it). Whether the booking was waiting
+/// for that answer (a later request replaces an earlier one).
 pub async fn refund_answered<C: ConnectionTrait>(
     conn: &C,
     id: BookingId,
@@ -1116,9 +1139,8 @@ pub async fn refund_answered<C: ConnectionTrait>(
     let r = conn
         .execute_raw(stmt(
             b,
-            "UPDATE bookings SET refund_due_fen = CASE
-                 WHEN refund_due_fen = total_fen AND refunded_fen >= total_fen THEN total_fen
-                 ELSE $3 END,
+            "UPDATE bookings SET refund_due_fen = CASE WHEN refund_whole THEN refund_due_fen
+                                                      ELSE $3 END,
                refund_request = NULL, updated_at = $4
              WHERE id = $1 AND refund_request = $2",
             vec![
@@ -1157,6 +1179,36 @@ pub async fn refunds_asked<C: ConnectionTrait>(
             })
         })
         .collect()
+}
+
+/// Marks a booking's promised refund as its whole total whatever payment
+/// answers (a confirmed stay inventory could not keep: all of it goes
+/// back, whatever the booker had been promised before).
+pub async fn refund_whole<C: ConnectionTrait>(conn: &C, id: BookingId) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE bookings SET refund_whole = TRUE WHERE id = $1",
+        vec![uuid_value(b, id.0)],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Forgets a capture heard before the hold's answer (refunded in full:
+/// it was of another amount than the total).
+pub async fn forget_early_capture<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE bookings SET captured_fen = NULL, captured_split = NULL WHERE id = $1",
+        vec![uuid_value(b, id.0)],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Adds a refund that went through.

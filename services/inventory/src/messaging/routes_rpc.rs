@@ -427,7 +427,7 @@ impl Inventory {
                 departure_id: before.id,
                 starts_on: before.starts_on,
                 reason: reason.to_owned(),
-                bookings: routes::bookings_on(&txn, before.id).await?,
+                bookings: routes::announce_bookings_on(&txn, before.id).await?,
             };
             let count = cancelled.bookings.len();
             enqueue(

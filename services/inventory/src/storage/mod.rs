@@ -42,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(ListingsByHost),
             Box::new(routes::DepartureCancellation),
             Box::new(routes::DepartureDays),
+            Box::new(routes::CancelledDepartures),
         ]
     }
 }

@@ -90,6 +90,31 @@ impl MigrationTrait for DepartureCancellation {
     }
 }
 
+pub(super) struct CancelledDepartures;
+
+impl MigrationName for CancelledDepartures {
+    fn name(&self) -> &str {
+        "m20261205_000008_cancelled_departures"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CancelledDepartures {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Every payout run asks for the bookings a departure's
+        // cancellation announced, of the departures cancelled lately.
+        run_ddl(
+            manager,
+            &[
+                "CREATE INDEX departures_cancelled ON departures (cancelled_at)
+                 WHERE cancelled_at IS NOT NULL",
+                "ALTER TABLE holds ADD COLUMN departure_cancelled BOOLEAN NOT NULL DEFAULT FALSE",
+            ],
+        )
+        .await
+    }
+}
+
 pub(super) struct DepartureDays;
 
 impl MigrationName for DepartureDays {
@@ -524,9 +549,11 @@ pub async fn cancel_departure<C: ConnectionTrait>(
     Ok(done.rows_affected() == 1)
 }
 
-/// The bookings whose holds on a departure still stand or may come back
-/// (held, sold, or expired and so paid late), by id.
-pub async fn bookings_on<C: ConnectionTrait>(
+/// The bookings whose holds on departure `id` (being cancelled) still
+/// stand or may come back (held, sold, or expired and so paid late), by
+/// id; marked as announced with its cancellation (a payout run keeps their
+/// hosts' shares back until they are refunded).
+pub async fn announce_bookings_on<C: ConnectionTrait>(
     conn: &C,
     id: DepartureId,
 ) -> Result<Vec<shared::ids::BookingId>, DbErr> {
@@ -534,19 +561,22 @@ pub async fn bookings_on<C: ConnectionTrait>(
     let rows = conn
         .query_all_raw(stmt(
             b,
-            "SELECT booking_id FROM holds
+            "UPDATE holds SET departure_cancelled = TRUE
              WHERE departure_id = $1 AND state IN ('HELD', 'COMMITTED', 'EXPIRED')
-             ORDER BY booking_id",
+             RETURNING booking_id",
             vec![uuid_value(b, id.0)],
         ))
         .await?;
-    rows.iter()
+    let mut bookings = rows
+        .iter()
         .map(|r| row_uuid(r, "booking_id").map(shared::ids::BookingId))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    bookings.sort_by_key(|b| b.0);
+    Ok(bookings)
 }
 
-/// The bookings that held seats on departures cancelled at or after
-/// `since`, whatever became of their holds since.
+/// The bookings whose seats the cancellation of a departure cancelled at
+/// or after `since` announced, whatever became of their holds since.
 pub async fn bookings_on_cancelled<C: ConnectionTrait>(
     conn: &C,
     since: chrono::DateTime<chrono::Utc>,
@@ -556,7 +586,7 @@ pub async fn bookings_on_cancelled<C: ConnectionTrait>(
         .query_all_raw(stmt(
             b,
             "SELECT h.booking_id FROM holds h JOIN departures d ON d.id = h.departure_id
-             WHERE d.cancelled_at >= $1",
+             WHERE d.cancelled_at >= $1 AND h.departure_cancelled",
             vec![since.into()],
         ))
         .await?;

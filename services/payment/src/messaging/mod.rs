@@ -636,10 +636,21 @@ impl Payments {
                 ),
             )
         })?;
-        // No request of booking's yet: a key no refund has.
+        // Those booking has asked about already are in `asked`; those it
+        // refunded at its own request before (a booker's cancellation: the
+        // departure's cancellation leaves an ended booking be) get nothing
+        // more. The rest: no request of booking's yet, a key no refund has.
+        let listed: std::collections::HashSet<BookingId> =
+            asked.iter().map(|a| a.booking_id).collect();
+        let cancelled: Vec<BookingId> = cancelled
+            .into_iter()
+            .filter(|b| !listed.contains(b))
+            .collect();
+        let ended = storage::refunded_at_bookings_request(&self.db, &cancelled).await?;
         asked.extend(
             cancelled
                 .into_iter()
+                .filter(|b| !ended.contains(b))
                 .map(|booking_id| shared::rpcs::RefundAsked {
                     booking_id,
                     request: uuid::Uuid::nil(),

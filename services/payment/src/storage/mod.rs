@@ -1495,6 +1495,33 @@ pub async fn payable_balances<C: ConnectionTrait>(
         .collect())
 }
 
+/// Of `bookings`, those with a refund booking asked for (not an admin's:
+/// their keys begin `admin:`), in any state.
+pub async fn refunded_at_bookings_request<C: ConnectionTrait>(
+    conn: &C,
+    bookings: &[BookingId],
+) -> Result<std::collections::HashSet<BookingId>, DbErr> {
+    let b = conn.get_database_backend();
+    let mut found = std::collections::HashSet::new();
+    for chunk in bookings.chunks(500) {
+        let rows = conn
+            .query_all_raw(stmt(
+                b,
+                &format!(
+                    "SELECT DISTINCT booking_id FROM refunds
+                     WHERE request_key NOT LIKE 'admin:%' AND booking_id IN ({})",
+                    shared::db::placeholders(1, chunk.len())
+                ),
+                chunk.iter().map(|id| uuid_value(b, id.0)).collect(),
+            ))
+            .await?;
+        for row in &rows {
+            found.insert(BookingId(row_uuid(row, "booking_id")?));
+        }
+    }
+    Ok(found)
+}
+
 /// The host shares of the refunds booking asked for (`asked`) that payment
 /// has no refund of yet — their request still on its way — each taken as
 /// the next refund of its booking's capture, at most what is left of it.
