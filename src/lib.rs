@@ -131,13 +131,24 @@ impl App {
                 })?;
             let identity = start_identity(&app.rt.settings).await?;
             // Known demo passwords only where nobody else can log in: the
-            // embedded default, or when asked for (`duikou seed --demo`).
+            // embedded default on a loopback address, or when asked for
+            // (`duikou seed --demo`). An embedded gateway listening beyond
+            // this machine (the image's 0.0.0.0) would hand anyone the
+            // demo region admin.
             let settings = &app.rt.settings;
-            if settings.demo() && (settings.mode() == "embedded" || settings.seed_demo_accounts) {
+            let loopback = listener.local_addr()?.ip().is_loopback();
+            let embedded_demo = settings.demo() && settings.mode() == "embedded";
+            if (embedded_demo && loopback) || (settings.demo() && settings.seed_demo_accounts) {
                 app.demo_accounts = identity
                     .seed_demo_accounts()
                     .await
                     .map_err(|e| anyhow::anyhow!("seeding demo accounts: {}", e.message))?;
+            } else if embedded_demo {
+                tracing::warn!(
+                    addr = %settings.gateway_addr,
+                    "demo accounts not created: the gateway listens beyond this machine and \
+                     their passwords are published; `duikou seed --demo` creates them on purpose"
+                );
             }
             let settings = &app.rt.settings;
             let redis = match settings.redis() {

@@ -179,3 +179,26 @@ async fn replicas_starting_together_on_empty_databases_seed_the_demo_once() {
         6
     );
 }
+
+/// Embedded with the demo on, the demo accounts (their passwords are in
+/// the README) are created only when the gateway listens on loopback: the
+/// image listens on 0.0.0.0, where they would hand anyone the demo region
+/// admin. `seed --demo` (asked for) still creates them.
+#[tokio::test]
+async fn an_embedded_gateway_beyond_loopback_creates_no_demo_accounts() {
+    let mut settings = common::embedded_settings();
+    settings.gateway_addr = "0.0.0.0:0".into();
+    let app = spawn_app_with(settings).await;
+    assert!(app.app.demo_accounts.is_none(), "demo accounts created");
+    let login = app
+        .graphql_as(
+            None,
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { account { role } } }",
+            json!({ "e": DEMO_TRAVELER, "p": DEMO_PASSWORD }),
+        )
+        .await;
+    assert!(login["data"].is_null(), "{login}");
+
+    let loopback = spawn_app_with(common::embedded_settings()).await;
+    assert!(loopback.app.demo_accounts.is_some(), "on loopback they are");
+}

@@ -280,6 +280,22 @@ impl Settings {
                     .into(),
             );
         }
+        // The example compose file's placeholders, kept by mistake: a
+        // published signing key lets anyone sign an admin's token.
+        for (name, value) in [
+            ("DUIKOU_JWT_SECRET", self.jwt_secret()),
+            (
+                "DUIKOU_ADMIN_PASSWORD",
+                self.admin_password.as_ref().map(|p| p.expose_secret()),
+            ),
+        ] {
+            if value.is_some_and(|v| v.to_lowercase().contains("change-me")) {
+                return Err(format!(
+                    "{name} is still an example's placeholder (\"change-me…\"): set a secret of \
+                     your own"
+                ));
+            }
+        }
         if self.admin_email.is_some() != self.admin_password.is_some() {
             return Err(
                 "DUIKOU_ADMIN_EMAIL and DUIKOU_ADMIN_PASSWORD go together: set both \
@@ -455,6 +471,31 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn example_placeholders_are_refused_as_secrets() {
+        for (secret, password) in [
+            (
+                Some("change-me-to-a-long-random-secret-of-32-or-more"),
+                None,
+            ),
+            (None, Some("Change-Me-Please")),
+        ] {
+            let settings = Settings {
+                jwt_secret: secret.map(|s| s.to_owned().into()),
+                admin_email: password.map(|_| "admin@example.com".to_owned()),
+                admin_password: password.map(|p| p.to_owned().into()),
+                ..Settings::default()
+            };
+            let refused = settings.check().expect_err("a placeholder");
+            assert!(refused.contains("placeholder"), "{refused}");
+        }
+        let own = Settings {
+            jwt_secret: Some("k".repeat(40).into()),
+            ..Settings::default()
+        };
+        assert_eq!(own.check(), Ok(()));
+    }
 
     #[test]
     fn secrets_never_print() {
