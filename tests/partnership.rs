@@ -1162,3 +1162,87 @@ async fn a_pair_and_its_agreements_agree_on_when_it_ended() {
     let within = record("2026-05-01").await;
     assert!(within["errors"].is_null(), "{within}");
 }
+
+/// A refund adds to what a booking had refunded: counted once by its id,
+/// not only while the inbox remembers its event (a week). A
+/// `payment.refunded` replayed after the inbox forgot it (an operator
+/// replaying a dead letter through `duikou.events`) took the refund off the
+/// pair's figures a second time.
+#[tokio::test]
+async fn a_refund_replayed_after_the_inbox_forgot_it_is_counted_once() {
+    use sea_orm::ConnectionTrait;
+    use shared::envelope::Envelope;
+    use shared::events::PaymentRefunded;
+    use shared::ids::{BookingId, PaymentId, RefundId};
+    use shared::money::{Split, SplitRates};
+    let app = spawn_app().await;
+    app.pair("110108", "150430").await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = app
+        .paid_booking(&room_type, tomorrow() + Days::days(9), "tok_success")
+        .await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let pair = "110108-150430";
+    wait_for_impact(
+        &app,
+        &id,
+        &[(pair, impact(1, 1, "380.00", "364.80", "3.80"))],
+    )
+    .await;
+    let booking = BookingId(id.parse().expect("a booking id"));
+    let refunded = |yuan: i64| {
+        Envelope::new(
+            "payment",
+            booking.0,
+            &PaymentRefunded {
+                booking_id: booking,
+                payment_id: PaymentId::new(),
+                refund_id: RefundId::new(),
+                split: Split::of(Fen::yuan(yuan), SplitRates::default()),
+                reason: "停电".into(),
+                request: None,
+            },
+        )
+    };
+    let goodwill = refunded(100);
+    app.publish(goodwill.clone()).await;
+    wait_for_impact(
+        &app,
+        &id,
+        &[(pair, impact(1, 1, "280.00", "268.80", "2.80"))],
+    )
+    .await;
+    // A week on, the inbox has forgotten it, and it is replayed; then a
+    // second refund of 10.00, heard after it.
+    let partnership = app.service_db("partnership").await;
+    partnership
+        .execute_unprepared("DELETE FROM inbox")
+        .await
+        .expect("forgotten");
+    let replayed = goodwill.id;
+    app.publish(goodwill).await;
+    // Handled (in the inbox again) before the second refund is sent.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let handled = partnership
+            .query_one_raw(sea_orm::Statement::from_string(
+                partnership.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM inbox WHERE event_id = '{replayed}'"),
+            ))
+            .await
+            .expect("the inbox")
+            .and_then(|r| r.try_get::<i64>("", "n").ok());
+        if handled == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replay was never handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.publish(refunded(10)).await;
+    wait_for_impact(
+        &app,
+        &id,
+        &[(pair, impact(1, 1, "270.00", "259.20", "2.70"))],
+    )
+    .await;
+}

@@ -78,7 +78,10 @@ impl Partnerships {
             self,
             PaymentRefunded,
             |_: &Envelope, ev: PaymentRefunded| {
-                Some((ev.booking_id, Fact::Refunded(money(&ev.split))))
+                Some((
+                    ev.booking_id,
+                    Fact::Refunded(ev.refund_id, money(&ev.split)),
+                ))
             }
         );
         on!(

@@ -25,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(Partnerships),
             Box::new(Terms),
             Box::new(FactsByDay),
+            Box::new(RefundsHeard),
         ]
     }
 }
@@ -191,6 +192,54 @@ impl MigrationTrait for FactsByDay {
         )
         .await
     }
+}
+
+struct RefundsHeard;
+
+impl MigrationName for RefundsHeard {
+    fn name(&self) -> &str {
+        "m20261205_000009_refunds_heard"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RefundsHeard {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A refund adds to what was refunded: counted once by its id, for
+        // good (the inbox forgets events after a week, and a refund
+        // replayed later would be taken off the figures again).
+        run_ddl(
+            manager,
+            &["CREATE TABLE refunds_heard (
+                refund_id UUID PRIMARY KEY,
+                booking_id UUID NOT NULL,
+                heard_at TIMESTAMPTZ NOT NULL)"],
+        )
+        .await
+    }
+}
+
+/// Records that refund `id` of `booking` is counted; false when it was
+/// already.
+async fn first_hearing<C: ConnectionTrait>(
+    conn: &C,
+    booking: BookingId,
+    id: shared::ids::RefundId,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let done = conn
+        .execute_raw(stmt(
+            b,
+            "INSERT INTO refunds_heard (refund_id, booking_id, heard_at) VALUES ($1, $2, $3)
+             ON CONFLICT (refund_id) DO NOTHING",
+            vec![
+                uuid_value(b, id.0),
+                uuid_value(b, booking.0),
+                Utc::now().into(),
+            ],
+        ))
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(row: &QueryResult, column: &str) -> Result<T, DbErr> {
@@ -404,8 +453,9 @@ pub enum Fact {
         /// producers older than the field).
         captured: Option<Money3>,
     },
-    /// `payment.refunded` (added to what was refunded before).
-    Refunded(Money3),
+    /// `payment.refunded` (added to what was refunded before, once per
+    /// refund id).
+    Refunded(shared::ids::RefundId, Money3),
     /// `booking.cancelled`.
     Cancelled,
     /// Nothing new (backfilling a new partnership).
@@ -422,6 +472,12 @@ pub async fn record_fact<C: ConnectionTrait>(
     fact: Fact,
 ) -> Result<Facts, DbErr> {
     let b = conn.get_database_backend();
+    // A refund counted before (its event replayed after the inbox forgot
+    // it) changes nothing; the row is still locked and returned.
+    let fact = match fact {
+        Fact::Refunded(id, _) if !first_hearing(conn, booking, id).await? => Fact::Nothing,
+        other => other,
+    };
     // The columns the fact sets, their values, and what an existing row
     // becomes (a new row takes the values; `excluded` names them).
     const CONFIRMED: [&str; 6] = [
@@ -473,7 +529,7 @@ pub async fn record_fact<C: ConnectionTrait>(
             let update = replace(&columns);
             (columns, values, update)
         }
-        Fact::Refunded(m) => (
+        Fact::Refunded(_, m) => (
             REFUNDED.to_vec(),
             money(m).to_vec(),
             REFUNDED
