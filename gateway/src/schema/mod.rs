@@ -1279,9 +1279,10 @@ impl Mutation {
     }
 
     /// Puts a homestay or a route on sale, or takes it off (`published:
-    /// false`): off sale, it leaves search and new bookings of it are
-    /// refused (`NOT_PUBLISHED`); bookings already made stand (admins of
-    /// the listing's region).
+    /// false`): off sale, it leaves search and a new `createBooking` of it
+    /// is NOT_FOUND (one sent in the moment before a gateway hears of the
+    /// change is REJECTED with `NOT_PUBLISHED`); bookings already made
+    /// stand (admins of the listing's region).
     async fn publish_listing(
         &self,
         ctx: &Context<'_>,
