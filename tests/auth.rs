@@ -1379,3 +1379,49 @@ async fn two_admins_demoting_each_other_at_once_leave_one_and_a_start_restores_a
     assert_eq!(me["data"]["me"]["role"], "PLATFORM_ADMIN", "{me}");
     again.stop().await;
 }
+
+/// Ten wrong passwords for one email within 15 minutes, from whatever
+/// addresses, refuse its logins (RATE_LIMITED) until the window has passed,
+/// the right password too; another email is not touched, and a login that
+/// succeeds starts the count again. (Only the address was counted: a
+/// guesser with many addresses had every guess the hasher could make.)
+#[tokio::test]
+async fn ten_wrong_passwords_for_one_email_stop_its_logins_for_a_while() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app_with(test_settings()).await;
+    app.register("guessed@example.com", "110108").await;
+    app.register("bystander@example.com", "110108").await;
+    let login = |email: &'static str, password: &'static str| {
+        app.graphql_as(
+            None,
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }",
+            json!({ "e": email, "p": password }),
+        )
+    };
+    for _ in 0..9 {
+        let wrong = login("guessed@example.com", "not-the-password").await;
+        assert_eq!(code(&wrong), "UNAUTHENTICATED", "{wrong}");
+    }
+    // A success forgets them: ten more are needed.
+    assert!(app.login("guessed@example.com").await["accessToken"].is_string());
+    for _ in 0..10 {
+        let wrong = login("Guessed@Example.com", "not-the-password").await;
+        assert_eq!(code(&wrong), "UNAUTHENTICATED", "{wrong}");
+    }
+    let refused = login("guessed@example.com", PASSWORD).await;
+    assert_eq!(code(&refused), "RATE_LIMITED", "{refused}");
+    assert!(app.login("bystander@example.com").await["accessToken"].is_string());
+    // An unknown email counts alike: nothing tells it apart.
+    for _ in 0..10 {
+        login("nobody@example.com", "not-the-password").await;
+    }
+    let unknown = login("nobody@example.com", "not-the-password").await;
+    assert_eq!(code(&unknown), "RATE_LIMITED", "{unknown}");
+    // Fifteen minutes on, it may try again.
+    app.service_db("gateway")
+        .await
+        .execute_unprepared("UPDATE login_failures SET since = since - INTERVAL '16 minutes'")
+        .await
+        .expect("time passed");
+    assert!(app.login("guessed@example.com").await["accessToken"].is_string());
+}

@@ -104,6 +104,13 @@ pub struct Identity {
     revoked: Arc<Revoked>,
 }
 
+/// Wrong passwords for one email within [`LOGIN_WINDOW`] before its logins
+/// are refused until the window has passed.
+pub const MAX_LOGIN_FAILURES: i32 = 10;
+
+/// The window [`MAX_LOGIN_FAILURES`] counts in, from the first failure.
+pub const LOGIN_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
+
 fn unauthenticated(message: impl Into<String>) -> AppError {
     AppError::new(ErrorCode::Unauthenticated, message)
 }
@@ -558,12 +565,34 @@ impl Identity {
 
     /// Logs in with email and password.
     pub async fn login(&self, email: &str, password: String) -> Result<Tokens, AppError> {
-        let found = match normalise_email(email) {
-            Ok(email) => storage::account_by_email(&self.db, &email).await?,
-            Err(_) => None,
+        let email = normalise_email(email).ok();
+        // Guessing one account's password from many addresses (each with
+        // its own rate allowance) stops after a few wrong ones; every
+        // email counts alike, so the refusal tells nobody an account exists.
+        if let Some(email) = &email
+            && let Some(until) =
+                storage::login_refused_until(&self.db, email, MAX_LOGIN_FAILURES, LOGIN_WINDOW)
+                    .await?
+        {
+            let minutes = (until - Utc::now()).num_minutes() + 1;
+            return Err(AppError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "{MAX_LOGIN_FAILURES} wrong passwords for this email: try again in {minutes} \
+                     minute{} (or sign in with a refresh token)",
+                    if minutes == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+        let found = match &email {
+            Some(email) => storage::account_by_email(&self.db, email).await?,
+            None => None,
         };
         let hash = found.as_ref().map(|(_, h)| h.clone());
         if !verify_password(password, hash).await? {
+            if let Some(email) = &email {
+                storage::login_failed(&self.db, email, LOGIN_WINDOW).await?;
+            }
             return Err(unauthenticated("wrong email or password"));
         }
         let (account, verified) =
@@ -577,6 +606,9 @@ impl Identity {
             Some((now, hash)) if hash == verified => now,
             _ => return Err(unauthenticated("wrong email or password")),
         };
+        if let Some(email) = &email {
+            storage::login_succeeded(&txn, email).await?;
+        }
         let tokens = self.issue(&txn, account).await?;
         txn.commit().await?;
         Ok(tokens)

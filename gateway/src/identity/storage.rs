@@ -26,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(AccessRevocation),
             Box::new(RefreshRevocation),
             Box::new(RefreshSessions),
+            Box::new(LoginFailures),
         ]
     }
 }
@@ -183,6 +184,95 @@ impl MigrationTrait for RefreshSessions {
         )
         .await
     }
+}
+
+struct LoginFailures;
+
+impl MigrationName for LoginFailures {
+    fn name(&self) -> &str {
+        "m20261205_000010_login_failures"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for LoginFailures {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // Wrong passwords per email in a window, shared by every
+                // gateway replica (the rate limit counts per address).
+                "CREATE TABLE login_failures (
+                    email TEXT PRIMARY KEY,
+                    failures INTEGER NOT NULL,
+                    since TIMESTAMPTZ NOT NULL)",
+                "CREATE INDEX login_failures_since ON login_failures (since)",
+            ],
+        )
+        .await
+    }
+}
+
+/// Until when logins to `email` are refused: `max` wrong passwords within
+/// `window` of the first of them. None while it may try.
+pub async fn login_refused_until<C: ConnectionTrait>(
+    conn: &C,
+    email: &str,
+    max: i32,
+    window: chrono::Duration,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT failures, since FROM login_failures WHERE email = $1",
+            vec![email.into()],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let failures: i32 = row.try_get("", "failures")?;
+    let until = row.try_get::<DateTime<Utc>>("", "since")? + window;
+    Ok((failures >= max && until > Utc::now()).then_some(until))
+}
+
+/// Counts a wrong password for `email` (a new window once the last has
+/// passed), and forgets windows that have passed.
+pub async fn login_failed<C: ConnectionTrait>(
+    conn: &C,
+    email: &str,
+    window: chrono::Duration,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    let now = Utc::now();
+    let passed = now - window;
+    conn.execute_raw(stmt(
+        b,
+        "DELETE FROM login_failures WHERE since < $1",
+        vec![passed.into()],
+    ))
+    .await?;
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO login_failures (email, failures, since) VALUES ($1, 1, $2)
+         ON CONFLICT (email) DO UPDATE SET failures = login_failures.failures + 1",
+        vec![email.into(), now.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Forgets the wrong passwords of `email` (it logged in).
+pub async fn login_succeeded<C: ConnectionTrait>(conn: &C, email: &str) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "DELETE FROM login_failures WHERE email = $1",
+        vec![email.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// An account as the gateway shows it.
