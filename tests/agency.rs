@@ -839,3 +839,39 @@ async fn a_booking_without_commission_still_counts_as_captured() {
         "{commission}"
     );
 }
+
+/// Someone registered the staff member's email before they did (no mail
+/// proves an address): a grant naming the person's account id (from their
+/// `me { id }`) is CONFLICT and gives the squatter nothing; named right, it
+/// goes through.
+#[tokio::test]
+async fn a_role_granted_with_an_account_id_goes_to_that_account_only() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let squatter = app.register("guide@bigagency.example.cn", "110105").await;
+    let squatters_id = app
+        .graphql_as(Some(&squatter), "{ me { id } }", json!({}))
+        .await["data"]["me"]["id"]
+        .clone();
+    let grant = |id: Value| {
+        app.graphql_as(
+            Some(&admin),
+            "mutation($e: String!, $id: ID) { grantRole(email: $e, role: PLATFORM_ADMIN, accountId: $id) { role } }",
+            json!({ "e": "guide@bigagency.example.cn", "id": id }),
+        )
+    };
+    let someone_else = grant(json!(uuid::Uuid::now_v7().to_string())).await;
+    assert_eq!(code(&someone_else), "CONFLICT", "{someone_else}");
+    let me = app
+        .graphql_as(Some(&squatter), "{ me { role } }", json!({}))
+        .await;
+    assert_eq!(
+        me["data"]["me"]["role"], "TRAVELER",
+        "nothing granted: {me}"
+    );
+    let named = grant(squatters_id).await;
+    assert_eq!(
+        named["data"]["grantRole"]["role"], "PLATFORM_ADMIN",
+        "{named}"
+    );
+}

@@ -837,6 +837,7 @@ impl Identity {
     pub async fn grant_role(
         &self,
         email: &str,
+        expected: Option<AccountId>,
         role: Role,
         region_scope: Option<RegionCode>,
         agency: Option<AgencyId>,
@@ -888,6 +889,15 @@ impl Identity {
         let (account, _) = storage::account_by_email(&self.db, &email)
             .await?
             .ok_or_else(|| AppError::not_found(format!("no account {email}")))?;
+        // The person named by id, not whoever registered the email first.
+        if let Some(expected) = expected
+            && expected != account.id
+        {
+            return Err(AppError::conflict(format!(
+                "the account registered under {email} is not {expected}: someone else may have \
+                 registered this address; nothing was granted (ask the person for `me {{ id }}`)"
+            )));
+        }
         // A platform admin giving up the role could leave nobody to grant it.
         if account.id == by && role != Role::PlatformAdmin {
             return Err(AppError::conflict(

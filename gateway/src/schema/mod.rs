@@ -1121,7 +1121,10 @@ impl Mutation {
     /// Gives an account a role (platform admins only): REGION_ADMIN needs
     /// `regionCode`, AGENCY needs `agencyId`. Its access tokens of the old
     /// role stop at once; its next token (refresh or log in) carries the
-    /// new one.
+    /// new one. Pass `accountId` too — the person reads it from `me { id }`
+    /// — so the role goes to them and not to whoever registered their email
+    /// first (no mail proves an address): another account under that email
+    /// is CONFLICT and keeps its role.
     async fn grant_role(
         &self,
         ctx: &Context<'_>,
@@ -1129,12 +1132,16 @@ impl Mutation {
         role: Role,
         region_code: Option<ID>,
         agency_id: Option<ID>,
+        account_id: Option<ID>,
     ) -> Result<Account> {
         let by = platform_admin(ctx)?.account_id;
         let scope = region_code.map(|c| region(&c)).transpose()?;
         let agency = agency_id.map(|a| parse("agency id", &a)).transpose()?;
+        let expected = account_id
+            .map(|a| parse::<shared::ids::AccountId>("account id", &a))
+            .transpose()?;
         let account = identity(ctx)?
-            .grant_role(&email, role.into(), scope, agency, by)
+            .grant_role(&email, expected, role.into(), scope, agency, by)
             .await
             .map_err(gql)?;
         Ok(Account(account))
