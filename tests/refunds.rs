@@ -369,14 +369,23 @@ async fn a_quote_right_after_paying_counts_the_payment() {
 
 /// A booking of 380.00 in the half-refund tier, cancelled while an admin's
 /// refund of `given` is made and booking has not heard of it yet (its
-/// row is held, so the refund's news waits): the cancellation answers the
-/// stale quote, half of 380.
+/// handlers wait on the inbox, so the refund's news waits; the
+/// cancellation, an RPC, does not): the cancellation answers the stale
+/// quote, half of 380.
 async fn cancelled_before_hearing_of(app: &TestApp, given: &str) -> String {
     let admin = app.admin_token().await;
     let id = app.confirmed_booking(3).await;
-    let held = unheard(app, &id).await;
-    let refund = goodwill(app, &admin, &id, given);
-    let (refund, cancelled) = held.race(refund, app.cancel(&id, &id)).await;
+    let held = common::LockHeld::begin(
+        app.service_db("booking").await,
+        "LOCK TABLE inbox IN EXCLUSIVE MODE",
+    )
+    .await;
+    let (refund, cancelled) = tokio::join!(goodwill(app, &admin, &id, given), async {
+        held.until_waiting(1, true).await;
+        let cancelled = app.cancel(&id, &id).await;
+        held.release().await;
+        cancelled
+    });
     assert_eq!(
         refund["data"]["refundPayment"]["status"], "SUCCEEDED",
         "{refund}"

@@ -164,9 +164,12 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
         }
         return Ok(Cancelled::Moved(events));
     }
-    // Read again: it may have been paid since the first read. A CONFIRMED
-    // booking's price no longer changes, and the conditional move below
-    // makes sure it still is CONFIRMED.
+    // Read again, under the row's lock: it may have been paid since the
+    // first read, and a refund being recorded now (an admin's, heard this
+    // moment) is in the quote, not missed by a read just before it
+    // committed. A CONFIRMED booking's price no longer changes, and the
+    // conditional move below makes sure it still is CONFIRMED.
+    storage::lock(txn, id).await?;
     let current = storage::by_id(txn, id)
         .await?
         .map_or_else(|| booking.clone(), |b| b.view);
@@ -947,18 +950,28 @@ impl Bookings {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
-        let moved = storage::transition(
-            &txn,
-            ev.booking_id,
-            &[Status::AwaitingPayment],
-            Status::Confirmed,
-            Changes {
-                captured: Some(ev.split),
-                ..Changes::default()
-            },
-            "payment captured",
-        )
-        .await?;
+        let confirm = |txn| {
+            storage::transition(
+                txn,
+                ev.booking_id,
+                &[Status::AwaitingPayment],
+                Status::Confirmed,
+                Changes {
+                    captured: Some(ev.split),
+                    ..Changes::default()
+                },
+                "payment captured",
+            )
+        };
+        let mut moved = confirm(&txn).await?;
+        if moved.is_none() {
+            // Not awaiting payment when asked: decide under the row's lock,
+            // so the grant cannot commit between the statements below (a
+            // capture meeting PENDING, then AWAITING_PAYMENT, was taken for
+            // one after the booking ended and refunded).
+            storage::lock(&txn, ev.booking_id).await?;
+            moved = confirm(&txn).await?;
+        }
         if moved.is_some() {
             info!(booking = %ev.booking_id, "booking confirmed");
         } else if storage::record_early_capture(&txn, ev.booking_id, &ev.split).await? {

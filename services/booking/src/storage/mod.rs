@@ -921,13 +921,16 @@ pub async fn history<C: ConnectionTrait>(
 }
 
 /// Locks a booking's row until the transaction ends (PostgreSQL; SQLite
-/// has one writer): for a step that reads before it writes.
+/// has one writer): for a step that reads before it writes. As an update
+/// of it does (NO KEY UPDATE): rows that only refer to it (a cancellation's
+/// key, a history row: KEY SHARE) do not wait, so a transaction that
+/// inserted one and then locks cannot deadlock with another that did too.
 pub async fn lock<C: ConnectionTrait>(conn: &C, id: BookingId) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     if b == DbBackend::Postgres {
         conn.query_one_raw(stmt(
             b,
-            "SELECT id FROM bookings WHERE id = $1 FOR UPDATE",
+            "SELECT id FROM bookings WHERE id = $1 FOR NO KEY UPDATE",
             vec![uuid_value(b, id.0)],
         ))
         .await?;
