@@ -1417,6 +1417,37 @@ async fn ten_wrong_passwords_for_one_email_stop_its_logins_for_a_while() {
     }
     let unknown = login("nobody@example.com", "not-the-password").await;
     assert_eq!(code(&unknown), "RATE_LIMITED", "{unknown}");
+    // Thirty at once: each is counted before it is checked, so ten are
+    // checked at most (a first version counted after the hash: a burst had
+    // most of thirty checked).
+    app.register("burst@example.com", "110108").await;
+    let burst =
+        futures::future::join_all((0..30).map(|_| login("burst@example.com", "not-the-password")))
+            .await;
+    let checked = burst
+        .iter()
+        .filter(|b| code(b) == "UNAUTHENTICATED")
+        .count();
+    assert!(checked <= 10, "{checked} of 30 checked");
+    assert_eq!(
+        code(&login("burst@example.com", PASSWORD).await),
+        "RATE_LIMITED"
+    );
+    // Guessing with a stolen access token counts too.
+    let token = app.register("stolen@example.com", "110108").await;
+    let change = || {
+        app.graphql_as(
+            Some(&token),
+            "mutation { changePassword(currentPassword: \"a-wrong-guess\", newPassword: \"another-one-2026\") { accessToken } }",
+            json!({}),
+        )
+    };
+    for _ in 0..10 {
+        let wrong = change().await;
+        assert_eq!(code(&wrong), "FORBIDDEN", "{wrong}");
+    }
+    let refused = change().await;
+    assert_eq!(code(&refused), "RATE_LIMITED", "{refused}");
     // Fifteen minutes on, it may try again.
     app.service_db("gateway")
         .await

@@ -569,20 +569,8 @@ impl Identity {
         // Guessing one account's password from many addresses (each with
         // its own rate allowance) stops after a few wrong ones; every
         // email counts alike, so the refusal tells nobody an account exists.
-        if let Some(email) = &email
-            && let Some(until) =
-                storage::login_refused_until(&self.db, email, MAX_LOGIN_FAILURES, LOGIN_WINDOW)
-                    .await?
-        {
-            let minutes = (until - Utc::now()).num_minutes() + 1;
-            return Err(AppError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "{MAX_LOGIN_FAILURES} wrong passwords for this email: try again in {minutes} \
-                     minute{} (or sign in with a refresh token)",
-                    if minutes == 1 { "" } else { "s" }
-                ),
-            ));
+        if let Some(email) = &email {
+            self.password_attempt(email).await?;
         }
         let found = match &email {
             Some(email) => storage::account_by_email(&self.db, email).await?,
@@ -590,9 +578,6 @@ impl Identity {
         };
         let hash = found.as_ref().map(|(_, h)| h.clone());
         if !verify_password(password, hash).await? {
-            if let Some(email) = &email {
-                storage::login_failed(&self.db, email, LOGIN_WINDOW).await?;
-            }
             return Err(unauthenticated("wrong email or password"));
         }
         let (account, verified) =
@@ -612,6 +597,25 @@ impl Identity {
         let tokens = self.issue(&txn, account).await?;
         txn.commit().await?;
         Ok(tokens)
+    }
+
+    /// Counts a password attempt for `email` before it is checked;
+    /// RATE_LIMITED past [`MAX_LOGIN_FAILURES`] within [`LOGIN_WINDOW`].
+    async fn password_attempt(&self, email: &str) -> Result<(), AppError> {
+        let Some(until) =
+            storage::password_attempt(&self.db, email, MAX_LOGIN_FAILURES, LOGIN_WINDOW).await?
+        else {
+            return Ok(());
+        };
+        let minutes = (until - Utc::now()).num_minutes() + 1;
+        Err(AppError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "{MAX_LOGIN_FAILURES} wrong passwords for this email: try again in {minutes} \
+                 minute{} (or sign in with a refresh token)",
+                if minutes == 1 { "" } else { "s" }
+            ),
+        ))
     }
 
     /// Exchanges a refresh token for a new pair; the old one stops working.
@@ -700,12 +704,23 @@ impl Identity {
                 "newPassword: the same as the current one; choose another",
             ));
         }
+        // A stolen access token guesses the password no faster than a
+        // login does: the same count, by the account's email.
+        let email = storage::account_by_id(&self.db, who.account_id)
+            .await?
+            .map(|a| a.email);
+        if let Some(email) = &email {
+            self.password_attempt(email).await?;
+        }
         let hash = storage::password_hash(&self.db, who.account_id).await?;
         if !verify_password(current, hash.clone()).await? {
             return Err(AppError::new(
                 ErrorCode::Forbidden,
                 "the current password is wrong",
             ));
+        }
+        if let Some(email) = &email {
+            storage::login_succeeded(&self.db, email).await?;
         }
         let new_hash = hash_password(new).await?;
         // Under the account's lock: the password checked is still the one

@@ -213,37 +213,18 @@ impl MigrationTrait for LoginFailures {
     }
 }
 
-/// Until when logins to `email` are refused: `max` wrong passwords within
-/// `window` of the first of them. None while it may try.
-pub async fn login_refused_until<C: ConnectionTrait>(
+/// Counts a password attempt for `email` before it is checked (a new
+/// window once the last has passed, windows passed forgotten): until when
+/// its attempts are refused, when this one is past `max` within `window`
+/// of the first. Counted first, so a burst of attempts at once cannot all
+/// be checked before any is counted; a success forgets them
+/// ([`login_succeeded`]).
+pub async fn password_attempt<C: ConnectionTrait>(
     conn: &C,
     email: &str,
     max: i32,
     window: chrono::Duration,
 ) -> Result<Option<DateTime<Utc>>, DbErr> {
-    let b = conn.get_database_backend();
-    let Some(row) = conn
-        .query_one_raw(stmt(
-            b,
-            "SELECT failures, since FROM login_failures WHERE email = $1",
-            vec![email.into()],
-        ))
-        .await?
-    else {
-        return Ok(None);
-    };
-    let failures: i32 = row.try_get("", "failures")?;
-    let until = row.try_get::<DateTime<Utc>>("", "since")? + window;
-    Ok((failures >= max && until > Utc::now()).then_some(until))
-}
-
-/// Counts a wrong password for `email` (a new window once the last has
-/// passed), and forgets windows that have passed.
-pub async fn login_failed<C: ConnectionTrait>(
-    conn: &C,
-    email: &str,
-    window: chrono::Duration,
-) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     let now = Utc::now();
     let passed = now - window;
@@ -253,14 +234,19 @@ pub async fn login_failed<C: ConnectionTrait>(
         vec![passed.into()],
     ))
     .await?;
-    conn.execute_raw(stmt(
-        b,
-        "INSERT INTO login_failures (email, failures, since) VALUES ($1, 1, $2)
-         ON CONFLICT (email) DO UPDATE SET failures = login_failures.failures + 1",
-        vec![email.into(), now.into()],
-    ))
-    .await?;
-    Ok(())
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "INSERT INTO login_failures (email, failures, since) VALUES ($1, 1, $2)
+             ON CONFLICT (email) DO UPDATE SET failures = login_failures.failures + 1
+             RETURNING failures, since",
+            vec![email.into(), now.into()],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("login_failures: no row returned".into()))?;
+    let failures: i32 = row.try_get("", "failures")?;
+    let until = row.try_get::<DateTime<Utc>>("", "since")? + window;
+    Ok((failures > max).then_some(until))
 }
 
 /// Forgets the wrong passwords of `email` (it logged in).
