@@ -195,6 +195,18 @@ impl Fleet {
             .collect()
     }
 
+    /// The parts that are no longer running, and how they ended.
+    fn exited(&mut self) -> Vec<(String, String)> {
+        self.procs
+            .iter_mut()
+            .filter_map(|p| match p.child.try_wait() {
+                Ok(Some(status)) => Some((format!("{}#{}", p.part, p.index), status.to_string())),
+                Ok(None) => None,
+                Err(e) => Some((format!("{}#{}", p.part, p.index), e.to_string())),
+            })
+            .collect()
+    }
+
     async fn stop(&mut self) {
         for p in &mut self.procs {
             let _ = p.child.kill().await;
@@ -806,9 +818,17 @@ async fn load(
     // impact, a relay's last rows): give them a moment, then check.
     let findings = settle_and_check(settings).await?;
     let peak_rss = fleet.lock().await.peak_rss();
+    // Each part still running: one that died on its own (not killed by the
+    // run) would be hidden by its replica or by the restarts.
+    let exited = fleet.lock().await.exited();
     fleet.lock().await.stop().await;
     let internal_errors = client.internal.load(Ordering::Relaxed);
     let mut problems = problems(&outcomes, plan, &done);
+    problems.extend(
+        exited
+            .into_iter()
+            .map(|(part, status)| format!("{part} exited on its own ({status}): see its log")),
+    );
     problems.extend(roomy_lost.iter().map(|(status, n)| {
         format!(
             "{n} bookings of a stay with rooms to spare ended {status}, not CONFIRMED: \
