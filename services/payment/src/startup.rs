@@ -22,7 +22,7 @@ pub fn payments(settings: &Settings, db: DatabaseConnection, outbox: OutboxSigna
         outbox,
         provider: Arc::new(provider),
         rates: settings.split_rates(),
-        bookings: None,
+        bus: None,
     }
 }
 
@@ -31,7 +31,7 @@ pub fn payments(settings: &Settings, db: DatabaseConnection, outbox: OutboxSigna
 pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let (db, outbox) = rt.service_db::<Migrator>(SERVICE).await?;
     let payments = Payments {
-        bookings: Some(Arc::downgrade(&rt.bus)),
+        bus: Some(Arc::downgrade(&rt.bus)),
         ..payments(&rt.settings, db, outbox)
     };
     rt.bus.subscribe(payments.events()).await?;

@@ -252,20 +252,33 @@ async fn refund_early_capture<C: sea_orm::ConnectionTrait>(
     let Some(gross) = booking.captured_early else {
         return Ok(());
     };
+    ask_full_refund(conn, cause, booking.view.id, gross, why.into()).await?;
+    warn!(booking = %booking.view.id, "paid, but nothing could be held; refunding");
+    Ok(())
+}
+
+/// Asks payment for all of booking `id`'s capture (`gross`) back, for
+/// `reason`, and records the promise with the request's id (which a payout
+/// run keeps the host's share of back until payment has it).
+async fn ask_full_refund<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    cause: Option<&Envelope>,
+    id: BookingId,
+    gross: Fen,
+    reason: String,
+) -> Result<(), sea_orm::DbErr> {
     let refund = RefundRequested {
-        booking_id: booking.view.id,
+        booking_id: id,
         amount: None,
-        reason: why.into(),
+        reason,
         percent_of_left: None,
     };
     let request = match cause {
         Some(cause) => cause.follow(SERVICE, &refund),
-        None => Envelope::new(SERVICE, booking.view.id.0, &refund),
+        None => Envelope::new(SERVICE, id.0, &refund),
     };
-    storage::set_refund_due(conn, booking.view.id, gross, Some(request.id)).await?;
-    enqueue(conn, &[request]).await?;
-    warn!(booking = %booking.view.id, "paid, but nothing could be held; refunding");
-    Ok(())
+    storage::set_refund_due(conn, id, gross, Some(request.id)).await?;
+    enqueue(conn, &[request]).await
 }
 
 /// What the handlers share.
@@ -999,16 +1012,7 @@ impl Bookings {
                     stored.view.total.unwrap_or_default()
                 );
                 storage::history(&txn, ev.booking_id, status, &why, Utc::now()).await?;
-                let refund = RefundRequested {
-                    booking_id: ev.booking_id,
-                    amount: None,
-                    reason: why,
-                    percent_of_left: None,
-                };
-                let request = env.follow(SERVICE, &refund);
-                storage::set_refund_due(&txn, ev.booking_id, ev.split.gross, Some(request.id))
-                    .await?;
-                enqueue(&txn, &[request]).await?;
+                ask_full_refund(&txn, Some(&env), ev.booking_id, ev.split.gross, why).await?;
                 warn!(booking = %ev.booking_id, "a capture of another amount than the total; refunding");
             } else if let Some(at) =
                 paid_before_cancelling(&txn, &stored.view, env.occurred_at).await?
@@ -1063,16 +1067,8 @@ impl Bookings {
                     Utc::now(),
                 )
                 .await?;
-                let refund = RefundRequested {
-                    booking_id: ev.booking_id,
-                    amount: None,
-                    reason: format!("paid after the booking was {}", status.as_str()),
-                    percent_of_left: None,
-                };
-                let request = env.follow(SERVICE, &refund);
-                storage::set_refund_due(&txn, ev.booking_id, ev.split.gross, Some(request.id))
-                    .await?;
-                enqueue(&txn, &[request]).await?;
+                let reason = format!("paid after the booking was {}", status.as_str());
+                ask_full_refund(&txn, Some(&env), ev.booking_id, ev.split.gross, reason).await?;
                 warn!(booking = %ev.booking_id, ?status, "payment captured for a booking that ended; refunding");
             }
         } else {

@@ -58,10 +58,10 @@ pub struct Payments {
     pub provider: Arc<dyn PaymentProvider>,
     /// Fee and fund rates.
     pub rates: SplitRates,
-    /// The bus to ask booking which refunds it has asked for before a
-    /// payout (none: only those payment has heard of are kept back). Weak:
-    /// the in-process bus holds these handlers.
-    pub bookings: Option<std::sync::Weak<dyn shared::bus::Bus>>,
+    /// The bus to ask booking and inventory, before a payout, which refunds
+    /// are on their way (none: only those payment has heard of are kept
+    /// back). Weak: the in-process bus holds these handlers.
+    pub bus: Option<std::sync::Weak<dyn shared::bus::Bus>>,
 }
 
 impl Payments {
@@ -587,55 +587,38 @@ impl Payments {
         })
     }
 
-    /// The refunds booking has asked for (see
-    /// [`shared::rpcs::GetRefundsAsked`]); none without a bus. Booking not
-    /// answering stops the run: a host could be paid for a cancelled stay.
-    async fn refunds_asked(&self) -> Result<Vec<shared::rpcs::RefundAsked>, AppError> {
-        let Some(bus) = self.bookings.as_ref().and_then(std::sync::Weak::upgrade) else {
+    /// The refunds on their way to payment, which a payout run keeps the
+    /// host's shares of back: those booking has asked for
+    /// ([`shared::rpcs::GetRefundsAsked`]), and every booking of a departure
+    /// cancelled in the last [`CANCELLED_DEPARTURES_WITHIN`] as asked for
+    /// all that is left (booking asks for those only once it hears of the
+    /// cancellation, and a run in between paid the host for seats then
+    /// refunded in full). What payment has refunded already leaves nothing
+    /// to keep back. None without a bus; booking or inventory not answering
+    /// stops the run.
+    async fn refunds_owed(&self) -> Result<Vec<shared::rpcs::RefundAsked>, AppError> {
+        let Some(bus) = self.bus.as_ref().and_then(std::sync::Weak::upgrade) else {
             return Ok(Vec::new());
         };
-        shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {})
-            .await
-            .map_err(|e| {
-                AppError::new(
-                    ErrorCode::ServiceUnavailable,
-                    format!(
-                        "booking did not say which refunds it has asked for ({}): no host is paid \
-                         until it does; try again shortly",
-                        e.message
-                    ),
-                )
-            })
-    }
-
-    /// [`Self::refunds_asked`], and every booking of a departure cancelled
-    /// in the last [`CANCELLED_DEPARTURES_WITHIN`] as asked for all that is
-    /// left: booking asks for those refunds only once it hears of the
-    /// cancellation, and a run in between (the departure's cancellation
-    /// answered, booking's refunds not yet asked) paid the host for seats
-    /// then refunded in full. What payment has refunded already leaves
-    /// nothing to keep back. Inventory not answering stops the run.
-    async fn refunds_owed(&self) -> Result<Vec<shared::rpcs::RefundAsked>, AppError> {
-        let mut asked = self.refunds_asked().await?;
-        let Some(bus) = self.bookings.as_ref().and_then(std::sync::Weak::upgrade) else {
-            return Ok(asked);
+        let departures = shared::rpcs::GetCancelledDepartureBookings {
+            since: chrono::Utc::now() - CANCELLED_DEPARTURES_WITHIN,
         };
-        let since = chrono::Utc::now() - CANCELLED_DEPARTURES_WITHIN;
-        let cancelled = shared::bus::call(
-            bus.as_ref(),
-            &shared::rpcs::GetCancelledDepartureBookings { since },
-        )
-        .await
-        .map_err(|e| {
+        let (asked, cancelled) = tokio::join!(
+            shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {}),
+            shared::bus::call(bus.as_ref(), &departures),
+        );
+        let unanswered = |who: &str, e: AppError| {
             AppError::new(
                 ErrorCode::ServiceUnavailable,
                 format!(
-                    "inventory did not say which departures were cancelled ({}): no host is paid \
+                    "{who} did not say which refunds are on their way ({}): no host is paid \
                      until it does; try again shortly",
                     e.message
                 ),
             )
-        })?;
+        };
+        let mut asked = asked.map_err(|e| unanswered("booking", e))?;
+        let cancelled = cancelled.map_err(|e| unanswered("inventory", e))?;
         // Those booking has asked about already are in `asked`; those it
         // refunded at its own request before (a booker's cancellation: the
         // departure's cancellation leaves an ended booking be) get nothing
