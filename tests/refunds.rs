@@ -326,6 +326,66 @@ async fn an_admins_cancellation_names_the_admin() {
     );
 }
 
+/// A paid stay that began yesterday (China time) is under way: neither its
+/// booker nor an admin cancels it (its nights would go back on sale and
+/// its tourist be taken from the partnership that sent them), and the
+/// quote says so; an admin's refund is what remains. On its check-in day
+/// it still cancels, by the policy's day-0 share. No test can wait a day:
+/// the stay is moved to the past in the booking's row.
+#[tokio::test]
+async fn a_paid_stay_under_way_is_not_cancelled() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let id = app.confirmed_booking(3).await;
+    let today = shared::policy::china_today(chrono::Utc::now());
+    let move_to = |day: chrono::NaiveDate| {
+        format!(
+            "UPDATE bookings SET starts_on = '{day}',
+                 item = jsonb_set(jsonb_set(item::jsonb, '{{check_in}}', '\"{day}\"'),
+                                  '{{check_out}}', '\"{}\"')::text
+             WHERE id = '{id}'",
+            day + Days::days(1)
+        )
+    };
+    let db = app.service_db("booking").await;
+    db.execute_unprepared(&move_to(today - Days::days(1)))
+        .await
+        .expect("the stay began yesterday");
+    let quote = app
+        .graphql(
+            "query($id: ID!) { cancellationQuote(bookingId: $id) { cancellable daysBefore refund { amount } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let q = &quote["data"]["cancellationQuote"];
+    assert_eq!(q["cancellable"], false, "{quote}");
+    assert_eq!(q["daysBefore"], -1, "{quote}");
+    let refused = app.cancel(&id, "too-late").await;
+    assert_eq!(common::code(&refused), "CONFLICT", "{refused}");
+    let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("under way"), "{refused}");
+    let by_admin = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($id: ID!) { cancelBooking(bookingId: $id, idempotencyKey: \"hotline\") { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(common::code(&by_admin), "CONFLICT", "{by_admin}");
+    assert_eq!(app.status(&id).await, "CONFIRMED");
+    // Its check-in day: still cancellable, for the day-0 share (nothing,
+    // by the standard policy).
+    db.execute_unprepared(&move_to(today))
+        .await
+        .expect("the stay begins today");
+    let cancelled = app.cancel(&id, "no-show").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+}
+
 /// A moment after `payBooking` answered CAPTURED, before booking has heard
 /// of the capture (its row is held), the quote counts what was paid: half
 /// of 380 three days ahead, not nothing. An exploratory run was quoted

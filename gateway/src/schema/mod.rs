@@ -1095,7 +1095,10 @@ impl Mutation {
     /// Cancels a booking; its rooms go back on sale. A paid (CONFIRMED)
     /// booking is refunded by its listing's policy as of now — the amount
     /// `cancellationQuote` shows — and `refundDue`/`refunded`/`history` follow
-    /// the refund. Retrying with the same key is safe.
+    /// the refund. From the day after its check-in or departure (China
+    /// time) a paid booking is under way and no longer cancelled
+    /// (CONFLICT): an admin refunds it instead. Retrying with the same key
+    /// is safe.
     async fn cancel_booking(
         &self,
         ctx: &Context<'_>,

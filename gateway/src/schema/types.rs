@@ -564,7 +564,8 @@ impl CancellationQuote {
     async fn status(&self) -> BookingStatus {
         status(&self.0.status)
     }
-    /// Whether it can be cancelled at all.
+    /// Whether it can be cancelled at all: not once it has ended, nor
+    /// once a paid booking's stay or departure is under way.
     async fn cancellable(&self) -> bool {
         self.0.cancellable
     }

@@ -292,6 +292,19 @@ pub fn days_before(view: &BookingView, now: DateTime<Utc>) -> Option<i64> {
     Some((start - shared::policy::china_today(now)).num_days())
 }
 
+/// The day a CONFIRMED booking's stay or departure began, once it has
+/// (China time): a stay under way is no longer cancelled — its nights are
+/// lived or lost, its tourist was sent — only refunded by an admin
+/// (`refundPayment`). The check-in day itself still cancels (a no-show
+/// that gives the night back), by the policy's share for day 0.
+pub fn under_way(view: &BookingView, now: DateTime<Utc>) -> Option<chrono::NaiveDate> {
+    if Status::parse(&view.status) != Some(Status::Confirmed) {
+        return None;
+    }
+    let days = days_before(view, now)?;
+    (days < 0).then(|| shared::policy::china_today(now) + chrono::Duration::days(days))
+}
+
 /// What cancelling the booking at `now` refunds, by its listing's policy.
 pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
     let status = Status::parse(&view.status);
@@ -310,7 +323,7 @@ pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
     let cancellable = matches!(
         status,
         Some(Status::Pending | Status::AwaitingPayment | Status::Confirmed)
-    );
+    ) && under_way(view, now).is_none();
     // The policy's share for the days left, paid or not (unpaid, it is
     // the share of nothing, and says what paying now would leave).
     let percent = if cancellable {
@@ -426,6 +439,35 @@ mod tests {
             .single()
             .expect("time");
         assert_eq!(quote(&unpaid, early).refund_percent, 100);
+    }
+
+    #[test]
+    fn a_paid_stay_is_under_way_from_the_day_after_its_check_in_china_time() {
+        use chrono::TimeZone;
+        let check_in = chrono::NaiveDate::from_ymd_opt(2026, 12, 10).expect("date");
+        let view = confirmed(check_in, 76_000);
+        let at = |d, h| {
+            Utc.with_ymd_and_hms(2026, 12, d, h, 0, 0)
+                .single()
+                .expect("time")
+        };
+        // 12-10 15:00 UTC is 23:00 on the check-in day in Beijing.
+        assert_eq!(under_way(&view, at(10, 15)), None);
+        assert!(quote(&view, at(10, 15)).cancellable);
+        // 12-10 16:00 UTC is already 12-11 there.
+        assert_eq!(under_way(&view, at(10, 16)), Some(check_in));
+        let q = quote(&view, at(10, 16));
+        assert_eq!(
+            (q.cancellable, q.days_before, q.refund),
+            (false, -1, Fen::ZERO)
+        );
+        // Unpaid, it only holds rooms: it still cancels.
+        let unpaid = BookingView {
+            status: "AWAITING_PAYMENT".into(),
+            ..view
+        };
+        assert_eq!(under_way(&unpaid, at(12, 1)), None);
+        assert!(quote(&unpaid, at(12, 1)).cancellable);
     }
 
     #[test]

@@ -72,6 +72,8 @@ enum Cancelled {
     Already,
     /// It is in this status and cannot be (REJECTED, EXPIRED).
     Not(String),
+    /// CONFIRMED, and its stay or departure began on this day.
+    UnderWay(chrono::NaiveDate),
 }
 
 /// The history's cause of a booker's cancellation of a booking booking saw
@@ -173,7 +175,13 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
     let current = storage::by_id(txn, id)
         .await?
         .map_or_else(|| booking.clone(), |b| b.view);
-    let quote = domain::quote(&current, Utc::now());
+    let now = Utc::now();
+    if !matches!(by, Canceller::Operator(..))
+        && let Some(began) = domain::under_way(&current, now)
+    {
+        return Ok(Cancelled::UnderWay(began));
+    }
+    let quote = domain::quote(&current, now);
     let (refund, percent, changes, cause_text) = match by {
         Canceller::Booker | Canceller::Admin(_) => (
             quote.refund,
@@ -531,6 +539,13 @@ impl Bookings {
             Cancelled::Not(status) => {
                 return Err(AppError::conflict(format!(
                     "the booking is {status} and cannot be cancelled"
+                )));
+            }
+            Cancelled::UnderWay(began) => {
+                return Err(AppError::conflict(format!(
+                    "its stay or departure began on {began} (China time): a booking under way \
+                     can no longer be cancelled; a platform admin can refund part of it \
+                     (refundPayment)"
                 )));
             }
         };
