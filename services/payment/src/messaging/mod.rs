@@ -183,7 +183,10 @@ impl Payments {
         let key = shared::text::scoped_key(&req.idempotency_key)?;
         // A provider's token is short; a long one would be copied into the
         // booking's history and the error with every failed attempt.
-        shared::text::check("paymentToken", req.payment_token.trim(), 200, true)?;
+        // Copied from a provider's page with a space or a line end around
+        // it, it is the same token.
+        let token = req.payment_token.trim();
+        shared::text::check("paymentToken", token, 200, true)?;
         let booking = &req.booking;
         if !req.viewer.owns(booking.booker.as_ref()) {
             return Err(AppError::new(
@@ -191,10 +194,7 @@ impl Payments {
                 "only the booker pays a booking",
             ));
         }
-        let fingerprint = hex::encode(Sha256::digest(format!(
-            "{}|{}",
-            booking.id, req.payment_token
-        )));
+        let fingerprint = hex::encode(Sha256::digest(format!("{}|{}", booking.id, token)));
         let (amount, listing) = match payable(booking) {
             Ok(payable) => payable,
             // A retry of the payment that moved the booking on answers as
@@ -271,10 +271,7 @@ impl Payments {
 
         let mut outcome = Err(ProviderError::Timeout);
         for _ in 0..PROVIDER_ATTEMPTS {
-            outcome = self
-                .provider
-                .charge(&id.to_string(), &req.payment_token, amount)
-                .await;
+            outcome = self.provider.charge(&id.to_string(), token, amount).await;
             if outcome != Err(ProviderError::Timeout) {
                 break;
             }
