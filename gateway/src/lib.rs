@@ -8,6 +8,7 @@ pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod nesting;
+pub mod nulls;
 pub mod order;
 pub mod push;
 pub mod schema;

@@ -38,8 +38,8 @@ pub fn in_query_order(
     }
 }
 
-/// The operation that ran.
-fn operation<'a>(
+/// The operation that runs: the one named, or the only one.
+pub fn operation<'a>(
     doc: &'a ExecutableDocument,
     name: Option<&str>,
 ) -> Option<&'a OperationDefinition> {

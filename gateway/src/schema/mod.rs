@@ -60,6 +60,8 @@ pub fn build_schema(
         .extension(crate::nesting::NestingLimit)
         // The WebSocket is for subscriptions (crate::socket).
         .extension(crate::socket::SubscriptionsOnly)
+        // A failed field is null, as the spec says, not left out.
+        .extension(crate::nulls::FieldErrorsAsNull)
         // async-graphql's own description speaks of its Rust type.
         .override_output_type_description::<chrono::DateTime<chrono::Utc>>(
             "An instant, RFC 3339 with its offset (`2026-12-05T08:00:00Z`, \
