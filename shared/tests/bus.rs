@@ -233,6 +233,39 @@ async fn an_rpc_to_a_service_that_is_not_running_fails_within_its_deadline() {
     k.cleanup(bus.as_ref()).await;
 }
 
+/// Replies go out on a channel that confirms nothing: lapin keeps every
+/// confirm dropped before the broker acked it until `wait_for_confirms`,
+/// which nothing calls, so on a confirming channel each reply served grew
+/// the serving process for as long as the channel lived (a review of the
+/// bus found it; lapin's `ReturnedMessages::dropped_confirms`). Also after
+/// the channel is opened again.
+#[tokio::test]
+async fn rpc_replies_go_out_on_a_channel_that_keeps_no_confirms() {
+    let k = Kernel::new(5).await;
+    let server = k.bus(&amqp_url()).await;
+    let router = duikou_shared::rpc::RpcRouter::new("inventory")
+        .route::<ListRegions, _, _>(|_| async { Ok(duikou_shared::region::reference_regions()) });
+    server.serve(router).await.expect("serve");
+    let caller = k.bus(&amqp_url()).await;
+    for _ in 0..3 {
+        let regions = call_within(
+            caller.as_ref(),
+            &ListRegions {
+                parent_code: None,
+                poverty_only: false,
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("answered");
+        assert!(!regions.is_empty());
+    }
+    assert!(!server.replies_confirmed().await.expect("the reply channel"));
+    server.shutdown().await;
+    server.close().await;
+    k.cleanup(caller.as_ref()).await;
+}
+
 /// A request for a service no test here runs.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct AskPartnership;

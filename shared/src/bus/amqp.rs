@@ -157,11 +157,18 @@ impl Inner {
     }
 
     async fn confirming_channel(&self) -> Result<Channel, BusError> {
+        self.open_channel(true).await
+    }
+
+    /// A new channel, in confirm mode if `confirming`.
+    async fn open_channel(&self, confirming: bool) -> Result<Channel, BusError> {
         let open = async {
             let channel = self.connection().await?.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
+            if confirming {
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+            }
             Ok(channel)
         };
         tokio::time::timeout(BROKER_DEADLINE, open)
@@ -173,11 +180,15 @@ impl Inner {
             })
     }
 
-    /// The reply channel, replaced if it was closed.
+    /// The reply channel, replaced if it was closed. Not in confirm mode:
+    /// replies wait for no confirm, and lapin keeps each confirm dropped
+    /// before the broker's ack came until `wait_for_confirms`, which nothing
+    /// calls — on a confirming channel every reply served grew the process
+    /// until the channel closed.
     async fn publisher(&self) -> Result<Channel, BusError> {
         let mut channel = self.publisher.lock().await;
         if !usable(&channel) {
-            *channel = self.confirming_channel().await?;
+            *channel = self.open_channel(false).await?;
         }
         Ok(channel.clone())
     }
@@ -225,6 +236,13 @@ impl Drop for Lent<'_> {
 }
 
 impl AmqpBus {
+    /// Whether the channel RPC replies go out on is in confirm mode (it
+    /// must not be: see `Inner::publisher`). For tests.
+    #[doc(hidden)]
+    pub async fn replies_confirmed(&self) -> Result<bool, BusError> {
+        Ok(self.inner.publisher().await?.status().confirm())
+    }
+
     /// Connects (retrying until the broker answers), declares the events
     /// exchange and starts the reply listener.
     pub async fn connect(url: &str, config: BusConfig) -> Result<AmqpBus, BusError> {
@@ -255,10 +273,8 @@ impl AmqpBus {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         };
+        // The reply channel (`Inner::publisher`), which confirms nothing.
         let publisher = connection.create_channel().await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
         declare_exchange(&config, &publisher).await?;
         let rpc_channel = connection.create_channel().await?;
         rpc_channel
