@@ -1922,3 +1922,58 @@ async fn a_create_retried_after_midnight_passed_its_check_in_gets_its_booking() 
         .expect_err("in the past");
     assert_eq!(refused.code, shared::ErrorCode::BadUserInput, "{refused:?}");
 }
+
+/// A booking paid in time whose `booking.confirmed` inventory has not
+/// heard yet (its consumer held up: here by a lock on its inbox, as a
+/// backlog or a restart with the event still queued would) keeps its room
+/// when the hold passes its deadline: inventory's sweeper asks booking
+/// first and commits the hold. It released it, and a booking made in
+/// between could take the room, the confirmed traveler then refunded (a
+/// review of inventory found it).
+#[tokio::test]
+async fn a_hold_paid_in_time_is_kept_while_inventory_has_not_heard_of_it() {
+    use sea_orm::ConnectionTrait;
+    let mut settings = test_settings();
+    settings.hold_seconds = 3;
+    settings.hold_grace_seconds = 0;
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "in-time")
+            .await,
+    );
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let inventory = app.service_db("inventory").await;
+    let held =
+        common::LockHeld::begin(inventory.clone(), "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
+    let paid = app.pay(&id, "tok_success", "in-time").await;
+    assert!(paid["errors"].is_null(), "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+    // Inventory's handler of `booking.confirmed` waits for the inbox.
+    held.until_waiting(1, true).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let state = loop {
+        let state: String = inventory
+            .query_one_raw(sea_orm::Statement::from_string(
+                inventory.get_database_backend(),
+                format!("SELECT state FROM holds WHERE booking_id = '{id}'"),
+            ))
+            .await
+            .expect("the hold")
+            .expect("a row")
+            .try_get("", "state")
+            .expect("state");
+        if state != "HELD" {
+            break state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweeper never took it up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    held.release().await;
+    assert_eq!(state, "COMMITTED", "the paid hold was put back on sale");
+    assert_eq!(app.available(&room_type, 1).await, json!([0]));
+    assert_eq!(app.status(&id).await, "CONFIRMED");
+}

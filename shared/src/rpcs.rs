@@ -1805,6 +1805,21 @@ impl Rpc for GetRefundsAsked {
     type Reply = Vec<RefundAsked>;
 }
 
+/// Which of these bookings are CONFIRMED (inventory's hold sweeper, before
+/// it releases holds overdue: a booking paid in time whose
+/// `booking.confirmed` inventory has not heard yet — its consumer behind or
+/// just started — keeps its room). At most a page of ids.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetConfirmedBookings {
+    /// The bookings asked about.
+    pub booking_ids: Vec<BookingId>,
+}
+impl Rpc for GetConfirmedBookings {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "confirmed_bookings";
+    type Reply = Vec<BookingId>;
+}
+
 /// The bookings holding seats on departures an operator cancelled since
 /// `since` (payment's, before a payout run: booking asks for their refunds
 /// only once it hears of the cancellation, and a run in between would pay

@@ -34,13 +34,14 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
 
     let grace = chrono::Duration::seconds(rt.settings.hold_grace_seconds.max(0));
     let cancel = rt.cancel.clone();
+    let bus = rt.bus.clone();
     rt.tracker.spawn(async move {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 () = cancel.cancelled() => break,
             }
-            if let Err(e) = inventory.expire_holds(grace).await {
+            if let Err(e) = inventory.expire_holds(grace, Some(bus.as_ref())).await {
                 tracing::warn!(error = %e, "hold expiry sweep failed; will retry");
             }
         }

@@ -356,7 +356,7 @@ impl Bookings {
 
     /// The RPC methods booking answers.
     pub fn rpc(&self) -> RpcRouter {
-        let [a, b, c, d, e, g, h, i, j] = [(); 9].map(|()| self.clone());
+        let [a, b, c, d, e, g, h, i, j, k] = [(); 10].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .ready_with(self.db.clone())
             .route::<QuoteCancellation, _, _>(move |req| {
@@ -396,6 +396,19 @@ impl Bookings {
             .route::<shared::rpcs::GetRefundsAsked, _, _>(move |_| {
                 let s = i.clone();
                 async move { Ok(storage::refunds_asked(&s.db).await?) }
+            })
+            // Inventory's, before its sweeper releases overdue holds.
+            .route::<shared::rpcs::GetConfirmedBookings, _, _>(move |req| {
+                let s = k.clone();
+                async move {
+                    shared::rpcs::at_most_a_page(&req.booking_ids)?;
+                    Ok(storage::by_ids(&s.db, &req.booking_ids)
+                        .await?
+                        .into_iter()
+                        .filter(|b| Status::parse(&b.view.status) == Some(Status::Confirmed))
+                        .map(|b| b.view.id)
+                        .collect())
+                }
             })
     }
 

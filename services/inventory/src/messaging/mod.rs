@@ -556,9 +556,27 @@ impl Inventory {
     /// own expiry normally releases them first; this is the net for a
     /// booking that never does (its release lost, booking down). Returns
     /// how many were released.
-    pub async fn expire_holds(&self, grace: chrono::Duration) -> Result<usize, sea_orm::DbErr> {
+    ///
+    /// Not having heard `booking.confirmed` is not proof of no payment:
+    /// this consumer may be behind, or just started with the confirmation
+    /// still queued (the sweeper runs every second, a handler waiting out a
+    /// database outage every five). So booking is asked first, over `bus`,
+    /// which of them are CONFIRMED: those are committed, as their
+    /// confirmation would, instead of put back on sale for someone else
+    /// while their traveler holds a confirmation. Booking not answering,
+    /// the holds are released as before (this is the net for booking away).
+    pub async fn expire_holds(
+        &self,
+        grace: chrono::Duration,
+        bus: Option<&dyn shared::bus::Bus>,
+    ) -> Result<usize, sea_orm::DbErr> {
+        let cutoff = Utc::now() - grace;
+        let paid = match bus {
+            Some(bus) => self.confirmed_among_overdue(bus, cutoff).await?,
+            None => std::collections::HashSet::new(),
+        };
         let txn = self.db.begin().await?;
-        let overdue = storage::overdue_holds(&txn, Utc::now() - grace, 100).await?;
+        let overdue = storage::overdue_holds(&txn, cutoff, 100).await?;
         let mut holds = Vec::with_capacity(overdue.len());
         for booking in overdue {
             if let Some(hold) = storage::hold_for_update(&txn, booking).await? {
@@ -578,6 +596,11 @@ impl Inventory {
         });
         let mut events = Vec::with_capacity(holds.len());
         for (booking, hold) in holds {
+            if paid.contains(&booking) {
+                storage::set_hold_state(&txn, booking, "COMMITTED").await?;
+                warn!(%booking, "hold past its deadline belongs to a confirmed booking; committed");
+                continue;
+            }
             give_back(&txn, &hold).await?;
             storage::set_hold_state(&txn, booking, "EXPIRED").await?;
             let released = HoldReleased {
@@ -593,6 +616,29 @@ impl Inventory {
             self.outbox.committed();
         }
         Ok(events.len())
+    }
+
+    /// Which overdue holds' bookings booking says are CONFIRMED (none when
+    /// it does not answer).
+    async fn confirmed_among_overdue(
+        &self,
+        bus: &dyn shared::bus::Bus,
+        cutoff: chrono::DateTime<Utc>,
+    ) -> Result<std::collections::HashSet<BookingId>, sea_orm::DbErr> {
+        let overdue = storage::overdue_holds(&self.db, cutoff, 100).await?;
+        if overdue.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let asked = shared::rpcs::GetConfirmedBookings {
+            booking_ids: overdue,
+        };
+        match shared::bus::call(bus, &asked).await {
+            Ok(confirmed) => Ok(confirmed.into_iter().collect()),
+            Err(e) => {
+                warn!(error = %e.message, "booking did not say which overdue holds are paid; releasing them");
+                Ok(std::collections::HashSet::new())
+            }
+        }
     }
 
     /// Creates a host, its homestay and a room type.
