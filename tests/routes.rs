@@ -1220,6 +1220,48 @@ async fn bookings_racing_a_departures_cancellation_all_end_and_hold_no_seat() {
     }
 }
 
+/// A departure cancelled while one of its holds is being released (a
+/// release locks the hold's row, then the departure's to give the seats
+/// back, as the sweeper and a late confirmation do): both go through.
+/// `cancelDeparture` locked the departure and then the holds, and
+/// PostgreSQL broke the circle by failing one side (the cancellation
+/// answered SERVICE_UNAVAILABLE); a review of inventory found it.
+#[tokio::test]
+async fn a_departure_cancelled_while_a_hold_on_it_is_released_waits_instead_of_deadlocking() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (_, departure) = route_on_sale(&app, &admin, 10, 100, 1).await;
+    let id = TestApp::id_of(&book_seats(&app, &departure, &["甲"], "held").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    // Standing in for the release: the hold's row first.
+    let release = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!("SELECT booking_id FROM holds WHERE booking_id = '{id}' FOR UPDATE"),
+    )
+    .await;
+    let cancel = app.graphql_as(
+        Some(&admin),
+        "mutation($d: ID!) { cancelDeparture(departureId: $d, reason: \"雷暴\") { cancelledAt } }",
+        json!({ "d": departure }),
+    );
+    let (cancelled, given_back) = tokio::join!(cancel, async {
+        release.until_waiting(1, true).await;
+        // Then the departure's, to give the seat back.
+        let given_back = release
+            .run(&format!(
+                "UPDATE departures SET available = available + 1 WHERE id = '{departure}'"
+            ))
+            .await;
+        release.release().await;
+        given_back
+    });
+    assert!(given_back.is_ok(), "the release failed: {given_back:?}");
+    assert!(
+        cancelled["data"]["cancelDeparture"]["cancelledAt"].is_string(),
+        "{cancelled}"
+    );
+}
+
 /// A departure's price changed while a hold waits to take its seats (the
 /// change holds the row, as an admin's `updateDeparture` does while it
 /// commits): the hold is priced as the seats are taken, not as the request

@@ -997,6 +997,13 @@ impl LockHeld {
         }
     }
 
+    /// Runs `sql` in this transaction, as the request it stands in for
+    /// would go on (and may be made to wait, or fail).
+    pub async fn run(&self, sql: &str) -> Result<(), sea_orm::DbErr> {
+        use sea_orm::ConnectionTrait;
+        self.txn.execute_unprepared(sql).await.map(|_| ())
+    }
+
     /// Commits, letting the waiting requests go on.
     pub async fn release(self) {
         self.txn.commit().await.expect("rows released");

@@ -420,8 +420,11 @@ impl Inventory {
                 before.starts_on
             )));
         }
-        // Taking seats waits on this update's lock and then finds the
-        // departure cancelled; every hold committed before is read below.
+        // The holds before the departure, in the order the other paths
+        // take them (routes::lock_holds_on). Taking seats waits on the
+        // update's lock and then finds the departure cancelled; every hold
+        // committed before is read below.
+        routes::lock_holds_on(&txn, before.id).await?;
         if routes::cancel_departure(&txn, before.id, reason, Utc::now()).await? {
             let cancelled = shared::events::DepartureCancelled {
                 departure_id: before.id,

@@ -525,6 +525,27 @@ pub async fn update_departure<C: ConnectionTrait>(
     .map(|done| done.rows_affected() == 1)
 }
 
+/// Locks the holds on departure `id` that its cancellation announces, in
+/// one order, before the departure's row is: a release, the sweeper and a
+/// late confirmation lock a hold and then the departure (to give or take
+/// its seats), so taking the departure first and the holds after made a
+/// circle with each of them, which PostgreSQL broke by failing one side.
+pub async fn lock_holds_on<C: ConnectionTrait>(conn: &C, id: DepartureId) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    if b != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    conn.execute_raw(stmt(
+        b,
+        "SELECT booking_id FROM holds
+         WHERE departure_id = $1 AND state IN ('HELD', 'COMMITTED', 'EXPIRED')
+         ORDER BY booking_id FOR UPDATE",
+        vec![uuid_value(b, id.0)],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Cancels a departure that runs: true when this call cancelled it (false:
 /// it already was).
 pub async fn cancel_departure<C: ConnectionTrait>(
