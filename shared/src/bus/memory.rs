@@ -137,6 +137,14 @@ impl MemoryBus {
                 finished(done);
             }
             Err(HandlerError::Retry(reason) | HandlerError::Unavailable(reason)) => {
+                // Stopping (a handler waiting out a database outage is
+                // handed back so): not a failure, whatever the attempt.
+                // `done` dropped unanswered, the publish fails and the
+                // event stays in its outbox for the next start.
+                if self.cancel.is_cancelled() {
+                    warn!(queue, %reason, "stopped before the handler succeeded; left in the outbox");
+                    return;
+                }
                 if delivery.attempt >= self.config.delivery_limit {
                     let reason = format!("delivery limit reached; last error: {reason}");
                     self.bury(queue, delivery.body, reason);
