@@ -273,13 +273,25 @@ impl AmqpBus {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         };
-        // The reply channel (`Inner::publisher`), which confirms nothing.
-        let publisher = connection.create_channel().await?;
-        declare_exchange(&config, &publisher).await?;
-        let rpc_channel = connection.create_channel().await?;
-        rpc_channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        // The reply channel (`Inner::publisher`), which confirms nothing,
+        // and the RPC channel; bounded, as every wait on the broker is (one
+        // that completed the handshake and then went silent).
+        let channels = async {
+            let publisher = connection.create_channel().await?;
+            declare_exchange(&config, &publisher).await?;
+            let rpc_channel = connection.create_channel().await?;
+            rpc_channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok::<_, BusError>((publisher, rpc_channel))
+        };
+        let (publisher, rpc_channel) = tokio::time::timeout(BROKER_DEADLINE, channels)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::Broker(
+                    "RabbitMQ did not open the bus's channels in time".into(),
+                ))
+            })?;
         let bus = AmqpBus {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
@@ -852,8 +864,13 @@ async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
                 )
                 .await
                 .map_err(BusError::from)
-        }
-        .await;
+        };
+        // Bounded: a broker blocking publishers (a memory or disk alarm)
+        // would otherwise keep this handler's prefetch slot, and shutdown
+        // waiting on it, for as long as the alarm lasts.
+        let sent = tokio::time::timeout(BROKER_DEADLINE, sent)
+            .await
+            .unwrap_or_else(|_| Err(BusError::Broker("the reply was not taken in time".into())));
         if let Err(e) = sent {
             warn!(error = %e, "could not send an RPC reply");
         }
@@ -1232,7 +1249,8 @@ impl Bus for AmqpBus {
                 tokio::time::timeout(BROKER_DEADLINE, channel.close(200, "shutdown".into())).await;
         }
         let connection = self.inner.connection.lock().await.clone();
-        let _ = connection.close(200, "shutdown".into()).await;
+        let _ =
+            tokio::time::timeout(BROKER_DEADLINE, connection.close(200, "shutdown".into())).await;
     }
 
     fn declared_queues(&self) -> Vec<String> {
