@@ -1977,3 +1977,67 @@ async fn a_hold_paid_in_time_is_kept_while_inventory_has_not_heard_of_it() {
     assert_eq!(app.available(&room_type, 1).await, json!([0]));
     assert_eq!(app.status(&id).await, "CONFIRMED");
 }
+
+/// A move that waited on the booking's row for another committing (a
+/// cancellation racing the hold's grant) is stamped after it: the history
+/// keeps the order the moves took and `updatedAt` never goes back. The
+/// cancellation read the clock before it waited, and a mobile client saw
+/// CANCELLED listed before AWAITING_PAYMENT, its push older than the
+/// grant's (an exploratory run).
+#[tokio::test]
+async fn a_move_that_waited_for_another_is_stamped_after_it() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "raced").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    // Standing in for the move that commits first: the row held as an
+    // update holds it (the cancellation's key, which refers to the row,
+    // is not kept waiting), then stamped with the clock as it reads once
+    // the cancellation waits.
+    let first = common::LockHeld::begin(
+        app.service_db("booking").await,
+        &format!("SELECT id FROM bookings WHERE id = '{id}' FOR NO KEY UPDATE"),
+    )
+    .await;
+    let (cancelled, stamp) = tokio::join!(app.cancel(&id, "raced"), async {
+        first.until_waiting(1, true).await;
+        let stamp = chrono::Utc::now();
+        first
+            .run(&format!(
+                "UPDATE bookings SET updated_at = '{}' WHERE id = '{id}'",
+                stamp.to_rfc3339()
+            ))
+            .await
+            .expect("stamped");
+        first.release().await;
+        stamp
+    });
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    let read = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { updatedAt history { status at } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let booking = &read["data"]["booking"];
+    let at = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_default())
+            .unwrap_or_else(|_| panic!("a time: {read}"))
+    };
+    let history = booking["history"].as_array().expect("history");
+    let times: Vec<_> = history.iter().map(|h| at(&h["at"])).collect();
+    assert!(times.is_sorted(), "{read}");
+    let cancelled_at = history
+        .iter()
+        .find(|h| h["status"] == "CANCELLED")
+        .map(|h| at(&h["at"]))
+        .unwrap_or_else(|| panic!("no CANCELLED step: {read}"));
+    assert!(
+        cancelled_at > stamp,
+        "stamped before the move it waited for: {read}"
+    );
+    assert!(at(&booking["updatedAt"]) >= cancelled_at, "{read}");
+}

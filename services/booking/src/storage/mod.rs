@@ -770,9 +770,18 @@ pub async fn transition<C: ConnectionTrait>(
         values.push(cause.into());
     }
     let cause_at = values.len();
+    // The move's time was read before its statement, which may wait on the
+    // row's lock for a move committing meanwhile (a grant a cancellation
+    // raced): it is never before that move's, so the history keeps the
+    // order the moves took and `updatedAt` never goes back. (SQLite has
+    // one writer at a time: nothing commits in between.)
+    let stamp = match b {
+        DbBackend::Postgres => "GREATEST($3, updated_at + INTERVAL '1 microsecond')",
+        _ => "$3",
+    };
     // One statement moves and reads back (RETURNING: PostgreSQL, SQLite ≥ 3.35).
     let sql = format!(
-        "UPDATE bookings SET status = $2, updated_at = $3,
+        "UPDATE bookings SET status = $2, updated_at = {stamp},
             total_fen = COALESCE($4, total_fen), listing = COALESCE($5, listing),
             expires_at = COALESCE($6, expires_at), reason = COALESCE($7, reason),
             listing_region = COALESCE($8, listing_region),
@@ -789,6 +798,7 @@ pub async fn transition<C: ConnectionTrait>(
         return Ok(None);
     };
     let moved = stored(&row)?;
+    let now = moved.view.updated_at.unwrap_or(now);
     if b != DbBackend::Postgres {
         history(conn, id, to, cause, now).await?;
     }
