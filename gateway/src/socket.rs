@@ -365,15 +365,25 @@ fn unreadable(e: &axum::Error) -> (u16, String) {
 
 /// A close frame's reason as it may be sent: a control frame carries at
 /// most 125 bytes, two of them the code (RFC 6455 §5.5), so a longer
-/// reason is cut at a character boundary — sent whole, the frame is
-/// malformed and clients see 1006 instead of the code.
+/// reason is cut — sent whole, the frame is malformed and clients see 1006
+/// instead of the code — after its last whole word that fits (or at a
+/// character boundary, for text without spaces), and ends with "…".
 pub fn close_reason(reason: &str) -> String {
     const MOST: usize = 123;
-    let mut end = reason.len().min(MOST);
+    const MORE: &str = "…";
+    if reason.len() <= MOST {
+        return reason.to_owned();
+    }
+    let mut end = MOST - MORE.len();
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    reason[..end].to_owned()
+    let kept = &reason[..end];
+    let kept = match kept.rfind(' ') {
+        Some(space) if space > MOST / 2 => kept[..space].trim_end_matches([',', ';', ':']),
+        _ => kept,
+    };
+    format!("{kept}{MORE}")
 }
 
 /// How long a closing socket waits for its close frame to be taken.
@@ -685,7 +695,15 @@ mod tests {
     fn a_close_reason_fits_a_control_frame_and_stays_text() {
         let long = "令牌已撤销".repeat(20);
         let cut = close_reason(&long);
-        assert!(cut.len() <= 123 && long.starts_with(&cut), "{cut}");
+        let kept = cut.strip_suffix('…').expect("marked as cut");
+        assert!(cut.len() <= 123 && long.starts_with(kept), "{cut}");
         assert_eq!(close_reason("expired"), "expired");
+        // Words are not cut in the middle (it read "… log in agai").
+        let words = "the access token is not valid (it expired, its session ended, the \
+                     password changed, or its API client was revoked); log in again";
+        let cut = close_reason(words);
+        assert!(cut.len() <= 123, "{cut}");
+        let kept = cut.strip_suffix('…').expect("marked as cut");
+        assert!(words[kept.len()..].starts_with(' '), "{cut}");
     }
 }
