@@ -35,13 +35,22 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let grace = chrono::Duration::seconds(rt.settings.hold_grace_seconds.max(0));
     let cancel = rt.cancel.clone();
     let bus = rt.bus.clone();
+    // Booking not answering, overdue holds are released only from `grace`
+    // after this start: booking may be starting too (embedded, it starts
+    // after inventory).
+    let started = std::time::Instant::now();
+    let patience = std::time::Duration::from_secs(grace.num_seconds().max(0).unsigned_abs());
     rt.tracker.spawn(async move {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 () = cancel.cancelled() => break,
             }
-            if let Err(e) = inventory.expire_holds(grace, Some(bus.as_ref())).await {
+            let release_unanswered = started.elapsed() >= patience;
+            if let Err(e) = inventory
+                .expire_holds(grace, Some(bus.as_ref()), release_unanswered)
+                .await
+            {
                 tracing::warn!(error = %e, "hold expiry sweep failed; will retry");
             }
         }

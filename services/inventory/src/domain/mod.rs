@@ -17,9 +17,63 @@ pub fn calendar_range(from: NaiveDate, to: NaiveDate) -> Result<i64, AppError> {
     Ok(days)
 }
 
+/// What booking said, before a sweep, of the overdue holds it was asked
+/// about (`GetConfirmedBookings`).
+#[derive(Debug, Default)]
+pub enum Asked {
+    /// It answered: those asked, and those of them CONFIRMED.
+    Answered {
+        /// The bookings asked about.
+        asked: std::collections::HashSet<shared::ids::BookingId>,
+        /// Those of them booking has CONFIRMED.
+        confirmed: std::collections::HashSet<shared::ids::BookingId>,
+    },
+    /// It did not answer (or there was nothing to ask).
+    #[default]
+    Unanswered,
+}
+
+/// What the sweep does with an overdue hold.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sweep {
+    /// Its booking is CONFIRMED: sold, as its confirmation would make it.
+    Commit,
+    /// Back on sale.
+    Release,
+    /// Not asked about (it became overdue, or unlocked, after the
+    /// question): the next round asks.
+    Later,
+}
+
+/// The sweep of the overdue hold of `booking`, by what booking said.
+pub fn sweep(asked: &Asked, booking: shared::ids::BookingId) -> Sweep {
+    match asked {
+        Asked::Answered { confirmed, .. } if confirmed.contains(&booking) => Sweep::Commit,
+        Asked::Answered { asked, .. } if asked.contains(&booking) => Sweep::Release,
+        Asked::Answered { .. } => Sweep::Later,
+        Asked::Unanswered => Sweep::Release,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_releases_only_what_booking_was_asked_and_did_not_confirm() {
+        use shared::ids::BookingId;
+        let (paid, unpaid, unasked) = (BookingId::new(), BookingId::new(), BookingId::new());
+        let answered = Asked::Answered {
+            asked: [paid, unpaid].into(),
+            confirmed: [paid].into(),
+        };
+        assert_eq!(sweep(&answered, paid), Sweep::Commit);
+        assert_eq!(sweep(&answered, unpaid), Sweep::Release);
+        // Overdue since the question (a second read finds more): asked next.
+        assert_eq!(sweep(&answered, unasked), Sweep::Later);
+        // Booking away: the net releases.
+        assert_eq!(sweep(&Asked::Unanswered, paid), Sweep::Release);
+    }
 
     fn d(s: &str) -> NaiveDate {
         s.parse().expect("date")

@@ -563,18 +563,28 @@ impl Inventory {
     /// database outage every five). So booking is asked first, over `bus`,
     /// which of them are CONFIRMED: those are committed, as their
     /// confirmation would, instead of put back on sale for someone else
-    /// while their traveler holds a confirmation. Booking not answering,
-    /// the holds are released as before (this is the net for booking away).
+    /// while their traveler holds a confirmation; only those asked about
+    /// are swept (the rest wait for the next round's question). Booking not
+    /// answering, the holds are released as before (this is the net for
+    /// booking away) when `release_unanswered`, else left for later (the
+    /// sweeper's first `grace` after its start: booking may be starting).
     pub async fn expire_holds(
         &self,
         grace: chrono::Duration,
         bus: Option<&dyn shared::bus::Bus>,
+        release_unanswered: bool,
     ) -> Result<usize, sea_orm::DbErr> {
+        use crate::domain::{Asked, Sweep};
         let cutoff = Utc::now() - grace;
-        let paid = match bus {
-            Some(bus) => self.confirmed_among_overdue(bus, cutoff).await?,
-            None => std::collections::HashSet::new(),
+        let asked = match bus {
+            Some(bus) => self.ask_booking(bus, cutoff).await?,
+            None => Asked::Unanswered,
         };
+        match &asked {
+            Asked::Unanswered if !release_unanswered => return Ok(0),
+            Asked::Answered { asked, .. } if asked.is_empty() => return Ok(0),
+            _ => {}
+        }
         let txn = self.db.begin().await?;
         let overdue = storage::overdue_holds(&txn, cutoff, 100).await?;
         let mut holds = Vec::with_capacity(overdue.len());
@@ -596,10 +606,14 @@ impl Inventory {
         });
         let mut events = Vec::with_capacity(holds.len());
         for (booking, hold) in holds {
-            if paid.contains(&booking) {
-                storage::set_hold_state(&txn, booking, "COMMITTED").await?;
-                warn!(%booking, "hold past its deadline belongs to a confirmed booking; committed");
-                continue;
+            match crate::domain::sweep(&asked, booking) {
+                Sweep::Later => continue,
+                Sweep::Commit => {
+                    storage::set_hold_state(&txn, booking, "COMMITTED").await?;
+                    warn!(%booking, "hold past its deadline belongs to a confirmed booking; committed");
+                    continue;
+                }
+                Sweep::Release => {}
             }
             give_back(&txn, &hold).await?;
             storage::set_hold_state(&txn, booking, "EXPIRED").await?;
@@ -618,25 +632,31 @@ impl Inventory {
         Ok(events.len())
     }
 
-    /// Which overdue holds' bookings booking says are CONFIRMED (none when
-    /// it does not answer).
-    async fn confirmed_among_overdue(
+    /// Asks booking which overdue holds' bookings are CONFIRMED.
+    async fn ask_booking(
         &self,
         bus: &dyn shared::bus::Bus,
         cutoff: chrono::DateTime<Utc>,
-    ) -> Result<std::collections::HashSet<BookingId>, sea_orm::DbErr> {
+    ) -> Result<crate::domain::Asked, sea_orm::DbErr> {
+        use crate::domain::Asked;
         let overdue = storage::overdue_holds(&self.db, cutoff, 100).await?;
         if overdue.is_empty() {
-            return Ok(std::collections::HashSet::new());
+            return Ok(Asked::Answered {
+                asked: Default::default(),
+                confirmed: Default::default(),
+            });
         }
-        let asked = shared::rpcs::GetConfirmedBookings {
+        let question = shared::rpcs::GetConfirmedBookings {
             booking_ids: overdue,
         };
-        match shared::bus::call(bus, &asked).await {
-            Ok(confirmed) => Ok(confirmed.into_iter().collect()),
+        match shared::bus::call(bus, &question).await {
+            Ok(confirmed) => Ok(Asked::Answered {
+                asked: question.booking_ids.into_iter().collect(),
+                confirmed: confirmed.into_iter().collect(),
+            }),
             Err(e) => {
-                warn!(error = %e.message, "booking did not say which overdue holds are paid; releasing them");
-                Ok(std::collections::HashSet::new())
+                warn!(error = %e.message, "booking did not say which overdue holds are paid");
+                Ok(Asked::Unanswered)
             }
         }
     }
