@@ -101,13 +101,20 @@ async fn a_failed_field_is_null_and_a_missing_variable_refuses_the_request() {
     );
 
     let needs_id = "query($id: ID!) { booking(id: $id) { id } }";
-    for variables in [json!({}), json!({ "id": null })] {
+    let with_default =
+        "query($id: ID! = \"0191e6a0-0000-7000-8000-000000000000\") { booking(id: $id) { id } }";
+    for (query, variables) in [
+        (needs_id, json!({})),
+        (needs_id, json!({ "id": null })),
+        // A default stands in for a variable left out, not one sent null.
+        (with_default, json!({ "id": null })),
+    ] {
         for (accept, expected) in [(GRAPHQL_RESPONSE, 400), ("application/json", 200)] {
             let response = app
                 .http
                 .post(&app.url)
                 .header(ACCEPT, accept)
-                .json(&json!({ "query": needs_id, "variables": variables }))
+                .json(&json!({ "query": query, "variables": variables }))
                 .send()
                 .await
                 .expect("the gateway answers");

@@ -1170,17 +1170,19 @@ fn missing_variable(
         .iter()
         .find_map(|definition| {
             let definition = &definition.node;
-            if definition.var_type.node.nullable || definition.default_value.is_some() {
+            if definition.var_type.node.nullable {
                 return None;
             }
             let name = definition.name.node.as_str();
+            // A default stands in for a variable left out, not for one
+            // sent null (§6.4.1).
             match request.variables.get(name) {
-                None => Some(no_value(name)),
+                None if definition.default_value.is_none() => Some(no_value(name)),
                 Some(async_graphql::Value::Null) => Some(format!(
                     "variable ${name} is null, but its type {} needs a value",
                     definition.var_type.node
                 )),
-                Some(_) => None,
+                _ => None,
             }
         })
 }

@@ -10,18 +10,27 @@
 //! it. Clients generated from the schema take a missing key for a broken
 //! answer.
 //!
+//! A failed field that may be null is answered null where it fails. One
+//! that may not be is recorded, with the types of the fields above it as
+//! they finish, and the null is put where it lands once the whole answer is
+//! merged (a key selected twice — by two fragments — is resolved twice and
+//! merged after, and a null in one copy would be lost in the merge).
+//!
+//! Root mutations run one after another: once one has nulled `data`, the
+//! rest do not run (their answers could not be shown), as graphql-js stops.
+//!
 //! Queries and mutations only: a subscription's events keep async-graphql's
 //! way (no execute hook runs for them, so nothing here would add the errors
 //! back).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextResolve, ResolveInfo,
 };
-use async_graphql::{QueryPathNode, QueryPathSegment, Response, ServerError, ServerResult, Value};
+use async_graphql::{Name, QueryPathSegment, Response, ServerError, ServerResult, Value};
 
 /// The schema's extension (`crate::schema::build_schema`).
 pub struct FieldErrorsAsNull;
@@ -32,14 +41,25 @@ impl ExtensionFactory for FieldErrorsAsNull {
     }
 }
 
+/// A path in the answer: response keys, and list indexes as numbers.
+type Path = Vec<String>;
+
 /// One request's.
 #[derive(Default)]
 struct Nulls {
     /// Set by the execute hook: a query or a mutation runs.
     active: AtomicBool,
-    /// A field that may not be null failed: its parent is to be null.
+    /// A field that may not be null failed: the types of the fields that
+    /// finish from then on are recorded.
     failed: AtomicBool,
     state: Mutex<State>,
+}
+
+/// Whether a field may be null, and the items of a list field.
+#[derive(Debug, Clone, Copy)]
+struct Kind {
+    nullable: bool,
+    items_nullable: Option<bool>,
 }
 
 #[derive(Default)]
@@ -47,27 +67,48 @@ struct State {
     /// Errors of fields answered null here, for the response (the executor
     /// no longer sees them).
     errors: Vec<ServerError>,
-    /// Paths (response keys and list indexes) of objects a required field
-    /// of failed under: each is null, or passes it on if it may not be.
-    null_here: HashSet<Vec<String>>,
-    /// A required root field failed: `data` is null.
-    data_null: bool,
+    /// Where a field that may not be null failed.
+    failures: Vec<Path>,
+    /// The fields that finished after a failure (those above it among them).
+    kinds: HashMap<Path, Kind>,
+}
+
+impl State {
+    /// Where the null of a required field failed at `failure` lands: the
+    /// nearest field or list item above it that may be null, or `data`
+    /// (None).
+    fn lands(&self, failure: &Path) -> Option<Path> {
+        let mut at = failure.clone();
+        at.pop();
+        while let Some(last) = at.last() {
+            if last.parse::<usize>().is_ok() {
+                // A list item: the list's type says.
+                let list = &at[..at.len() - 1];
+                if self.kinds.get(list).and_then(|k| k.items_nullable) != Some(false) {
+                    return Some(at);
+                }
+                at.pop();
+                continue;
+            }
+            match self.kinds.get(&at) {
+                Some(kind) if !kind.nullable => {
+                    at.pop();
+                }
+                _ => return Some(at),
+            }
+        }
+        None
+    }
+
+    /// Whether a failure so far nulls `data`.
+    fn data_null(&self) -> bool {
+        self.failures.iter().any(|f| self.lands(f).is_none())
+    }
 }
 
 impl Nulls {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The object holding the field at `path` is null (the field may not be).
-    fn fail_parent(&self, state: &mut State, path: &QueryPathNode<'_>) {
-        match path.parent {
-            Some(parent) => {
-                state.null_here.insert(parent.to_string_vec());
-            }
-            None => state.data_null = true,
-        }
-        self.failed.store(true, Ordering::Release);
     }
 }
 
@@ -84,6 +125,39 @@ fn item_type(ty: &str) -> Option<&str> {
         .and_then(|t| t.strip_suffix(']'))
 }
 
+/// Puts null at `path` in `data`, if every step to it is there.
+fn null_at(data: &mut Value, path: &[String]) {
+    let Some((last, above)) = path.split_last() else {
+        *data = Value::Null;
+        return;
+    };
+    let mut at = data;
+    for step in above {
+        at = match at {
+            Value::Object(fields) => match fields.get_mut(step.as_str()) {
+                Some(next) => next,
+                None => return,
+            },
+            Value::List(items) => match step.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(next) => next,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+    match at {
+        Value::Object(fields) => {
+            fields.insert(Name::new(last), Value::Null);
+        }
+        Value::List(items) => {
+            if let Some(item) = last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                *item = Value::Null;
+            }
+        }
+        _ => {}
+    }
+}
+
 #[async_trait::async_trait]
 impl Extension for Nulls {
     async fn execute(
@@ -95,10 +169,16 @@ impl Extension for Nulls {
         self.active.store(true, Ordering::Release);
         let mut response = next.run(ctx, operation_name).await;
         let state = std::mem::take(&mut *self.state());
-        response.errors.extend(state.errors);
-        if state.data_null {
-            response.data = Value::Null;
+        for failure in &state.failures {
+            match state.lands(failure) {
+                Some(path) => null_at(&mut response.data, &path),
+                None => {
+                    response.data = Value::Null;
+                    break;
+                }
+            }
         }
+        response.errors.extend(state.errors);
         response
     }
 
@@ -116,6 +196,13 @@ impl Extension for Nulls {
         {
             return next.run(ctx, info).await;
         }
+        if info.path_node.parent.is_none()
+            && info.parent_type == "Mutation"
+            && self.failed.load(Ordering::Acquire)
+            && self.state().data_null()
+        {
+            return Ok(Some(Value::Null));
+        }
         let path = info.path_node;
         let ty = info.return_type;
         match next.run(ctx, info).await {
@@ -124,38 +211,19 @@ impl Extension for Nulls {
                 Ok(Some(Value::Null))
             }
             Err(error) => {
-                self.fail_parent(&mut self.state(), path);
+                self.state().failures.push(path.to_string_vec());
+                self.failed.store(true, Ordering::Release);
                 Err(error)
             }
-            Ok(value) if !self.failed.load(Ordering::Acquire) => Ok(value),
-            Ok(mut value) => {
-                let here = path.to_string_vec();
-                let mut state = self.state();
-                let mut null = state.null_here.remove(&here);
-                // Items of this list a required field failed under.
-                if let (Some(Value::List(items)), Some(item)) = (&mut value, item_type(ty)) {
-                    let failed: Vec<Vec<String>> = state
-                        .null_here
-                        .iter()
-                        .filter(|p| p.len() == here.len() + 1 && p.starts_with(&here))
-                        .cloned()
-                        .collect();
-                    for p in failed {
-                        state.null_here.remove(&p);
-                        let index = p.last().and_then(|i| i.parse::<usize>().ok());
-                        match index.and_then(|i| items.get_mut(i)) {
-                            Some(slot) if nullable(item) => *slot = Value::Null,
-                            _ => null = true,
-                        }
-                    }
+            Ok(value) => {
+                if self.failed.load(Ordering::Acquire) {
+                    let kind = Kind {
+                        nullable: nullable(ty),
+                        items_nullable: item_type(ty).map(nullable),
+                    };
+                    self.state().kinds.insert(path.to_string_vec(), kind);
                 }
-                if !null {
-                    return Ok(value);
-                }
-                if !nullable(ty) {
-                    self.fail_parent(&mut state, path);
-                }
-                Ok(Some(Value::Null))
+                Ok(value)
             }
         }
     }
@@ -213,6 +281,43 @@ mod tests {
         }
     }
 
+    struct Mutation;
+
+    #[Object]
+    impl Mutation {
+        async fn count(&self, ctx: &async_graphql::Context<'_>) -> usize {
+            let runs = ctx.data_unchecked::<Arc<std::sync::atomic::AtomicUsize>>();
+            runs.fetch_add(1, Ordering::SeqCst) + 1
+        }
+        async fn required_fails(&self) -> async_graphql::Result<i32> {
+            Err("refused".into())
+        }
+        async fn fails(&self) -> async_graphql::Result<Option<i32>> {
+            Err("refused".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn mutations_after_one_that_nulled_data_do_not_run() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let schema = Schema::build(Query, Mutation, EmptySubscription)
+            .extension(FieldErrorsAsNull)
+            .data(runs.clone())
+            .finish();
+        let response = schema
+            .execute("mutation { a: count b: requiredFails c: count }")
+            .await;
+        assert_eq!(response.data, Value::Null);
+        assert_eq!(response.errors.len(), 1, "{:?}", response.errors);
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "c ran after data was null");
+        // A failure that may be null stops nothing.
+        let response = schema
+            .execute("mutation { a: count b: fails c: count }")
+            .await;
+        let data = response.data.into_json().unwrap_or_default();
+        assert_eq!(data, json!({ "a": 2, "b": null, "c": 3 }));
+    }
+
     /// `query`'s data and its errors' paths.
     async fn run(query: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
         let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
@@ -266,6 +371,19 @@ mod tests {
         assert_eq!(
             run("{ items { n even } ok }").await,
             (json!(null), vec![json!(["items", 0, "even"])])
+        );
+        // A key selected twice is resolved twice and merged: the null of
+        // the copy that failed is not lost to the other's object.
+        assert_eq!(
+            run("{ holder { n } ...F } fragment F on Query { holder { even } }").await,
+            (json!({ "holder": null }), vec![json!(["holder", "even"])])
+        );
+        assert_eq!(
+            run("{ maybeItems { n } maybeItems { even } }").await,
+            (
+                json!({ "maybeItems": [null, { "n": 2, "even": 2 }] }),
+                vec![json!(["maybeItems", 0, "even"])]
+            )
         );
         // Aliases are the keys.
         assert_eq!(

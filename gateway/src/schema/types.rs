@@ -406,12 +406,14 @@ impl Booking {
         self.0.refunded.into()
     }
     /// Money given back from its payment: by the cancellation policy, for
-    /// a payment that came after it ended, or by an admin.
+    /// a payment that came after it ended, or by an admin. Null (with its
+    /// error) when payment does not answer: the booking, and the list it
+    /// is in, are still answered.
     async fn refunds(
         &self,
         ctx: &async_graphql::Context<'_>,
-    ) -> async_graphql::Result<Vec<super::payments::Refund>> {
-        super::payments::refunds_of(ctx, self.0.id).await
+    ) -> async_graphql::Result<Option<Vec<super::payments::Refund>>> {
+        super::payments::refunds_of(ctx, self.0.id).await.map(Some)
     }
     /// Its payment: the captured one, else the latest attempt (none before
     /// `payBooking`).
