@@ -481,7 +481,13 @@ async fn refund_due_becomes_what_payment_gave_back() {
         })
         .await;
     assert_eq!(amount(&done["refunded"]), "380.00", "{done}");
-    assert!(history_has(&done, "no refund: "), "{done}");
+    assert!(
+        history_has(
+            &done,
+            "no refund: nothing left to refund: the 380.00 paid was given back already"
+        ),
+        "{done}"
+    );
 }
 
 #[tokio::test]

@@ -247,7 +247,10 @@ async fn rpc_replies_go_out_on_a_channel_that_keeps_no_confirms() {
         .route::<ListRegions, _, _>(|_| async { Ok(duikou_shared::region::reference_regions()) });
     server.serve(router).await.expect("serve");
     let caller = k.bus(&amqp_url()).await;
-    for _ in 0..3 {
+    for round in 0..4 {
+        if round == 2 {
+            server.close_reply_channel().await;
+        }
         let regions = call_within(
             caller.as_ref(),
             &ListRegions {

@@ -243,6 +243,14 @@ impl AmqpBus {
         Ok(self.inner.publisher().await?.status().confirm())
     }
 
+    /// Closes the reply channel, as a channel error would: the next reply
+    /// opens another. For tests.
+    #[doc(hidden)]
+    pub async fn close_reply_channel(&self) {
+        let channel = self.inner.publisher.lock().await.clone();
+        let _ = channel.close(200, "test".into()).await;
+    }
+
     /// Connects (retrying until the broker answers), declares the events
     /// exchange and starts the reply listener.
     pub async fn connect(url: &str, config: BusConfig) -> Result<AmqpBus, BusError> {

@@ -803,7 +803,19 @@ impl Payments {
         if !fits {
             // Recorded, so the request is answered once and can be audited;
             // the provider is never asked for money that is not there.
-            let why = format!("{asked} asked, {left} left to refund");
+            // Said as the request was made: a share of nothing is not
+            // "0.00 asked" (a booker's cancellation after an admin gave
+            // everything back read so).
+            let why = match ev.percent_of_left {
+                _ if left <= Fen::ZERO => format!(
+                    "nothing left to refund: the {} paid was given back already",
+                    captured.payment.amount
+                ),
+                Some(percent) => {
+                    format!("{percent}% of the {left} left to refund is {asked}")
+                }
+                None => format!("{asked} asked, {left} left to refund"),
+            };
             warn!(booking = %ev.booking_id, %why, "refund refused");
             refund.amount = amount.max(Fen::ZERO);
             refund.split = captured.payment.split.reversal(Fen::ZERO, Fen::ZERO);
