@@ -1156,8 +1156,8 @@ async fn graphql(
     http
 }
 
-/// A variable the operation needs (a non-null type without a default) that
-/// the request leaves out or sends null: a request error, refused before
+/// A variable of a non-null type that the request leaves out (with no
+/// default) or sends null (default or not): a request error, refused before
 /// anything runs (the executor reported it as the first field using it
 /// failing, with a path, and a 200 where the spec's media type asks 400).
 fn missing_variable(

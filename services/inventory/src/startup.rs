@@ -35,23 +35,26 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let grace = chrono::Duration::seconds(rt.settings.hold_grace_seconds.max(0));
     let cancel = rt.cancel.clone();
     let bus = rt.bus.clone();
-    // Booking not answering, overdue holds are released only from `grace`
-    // after this start: booking may be starting too (embedded, it starts
-    // after inventory).
-    let started = std::time::Instant::now();
+    // Booking not answering, overdue holds are released only once it has
+    // not answered for `grace`: since this start (embedded, booking starts
+    // after inventory) and since its last answer (a booking being
+    // redeployed, its confirmations still queued here).
     let patience = std::time::Duration::from_secs(grace.num_seconds().max(0).unsigned_abs());
     rt.tracker.spawn(async move {
+        let mut heard = std::time::Instant::now();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 () = cancel.cancelled() => break,
             }
-            let release_unanswered = started.elapsed() >= patience;
-            if let Err(e) = inventory
+            let release_unanswered = heard.elapsed() >= patience;
+            match inventory
                 .expire_holds(grace, Some(bus.as_ref()), release_unanswered)
                 .await
             {
-                tracing::warn!(error = %e, "hold expiry sweep failed; will retry");
+                Ok(swept) if swept.booking_answered => heard = std::time::Instant::now(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "hold expiry sweep failed; will retry"),
             }
         }
     });

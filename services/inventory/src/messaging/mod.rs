@@ -40,6 +40,15 @@ use shared::{AppError, ErrorCode};
 use std::collections::HashMap;
 use tracing::{info, warn};
 
+/// What a sweep of overdue holds did.
+#[derive(Debug, Clone, Copy)]
+pub struct Swept {
+    /// Holds put back on sale.
+    pub released: usize,
+    /// Booking answered the question (or none was needed).
+    pub booking_answered: bool,
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Inventory {
@@ -566,23 +575,28 @@ impl Inventory {
     /// while their traveler holds a confirmation; only those asked about
     /// are swept (the rest wait for the next round's question). Booking not
     /// answering, the holds are released as before (this is the net for
-    /// booking away) when `release_unanswered`, else left for later (the
-    /// sweeper's first `grace` after its start: booking may be starting).
+    /// booking away) when `release_unanswered`, else left for later (until
+    /// booking has not answered for `grace`: it may be starting).
     pub async fn expire_holds(
         &self,
         grace: chrono::Duration,
         bus: Option<&dyn shared::bus::Bus>,
         release_unanswered: bool,
-    ) -> Result<usize, sea_orm::DbErr> {
+    ) -> Result<Swept, sea_orm::DbErr> {
         use crate::domain::{Asked, Sweep};
         let cutoff = Utc::now() - grace;
         let asked = match bus {
             Some(bus) => self.ask_booking(bus, cutoff).await?,
             None => Asked::Unanswered,
         };
+        let booking_answered = matches!(asked, Asked::Answered { .. });
+        let nothing = Swept {
+            released: 0,
+            booking_answered,
+        };
         match &asked {
-            Asked::Unanswered if !release_unanswered => return Ok(0),
-            Asked::Answered { asked, .. } if asked.is_empty() => return Ok(0),
+            Asked::Unanswered if !release_unanswered => return Ok(nothing),
+            Asked::Answered { asked, .. } if asked.is_empty() => return Ok(nothing),
             _ => {}
         }
         let txn = self.db.begin().await?;
@@ -629,10 +643,14 @@ impl Inventory {
         if !events.is_empty() {
             self.outbox.committed();
         }
-        Ok(events.len())
+        Ok(Swept {
+            released: events.len(),
+            booking_answered,
+        })
     }
 
-    /// Asks booking which overdue holds' bookings are CONFIRMED.
+    /// Asks booking which overdue holds' bookings are CONFIRMED (nothing
+    /// overdue: answered, as nothing was asked).
     async fn ask_booking(
         &self,
         bus: &dyn shared::bus::Bus,
