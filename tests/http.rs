@@ -128,6 +128,79 @@ async fn a_failed_field_is_null_and_a_missing_variable_refuses_the_request() {
     }
 }
 
+/// Variables as the spec coerces them (§6.4.1), which async-graphql did
+/// not: a variable left out takes its default (`@include(if: $w)` read a
+/// defaulted `$w` left out as false, `@skip` kept what it should skip), and
+/// an argument given a nullable variable left out is no argument, so its
+/// own default applies (it was "Expected input type …, found null"). Every
+/// root field skipped answers `{}`, not `data: null`; a request that did not
+/// run answers no `data` at all, in the media type asked for; a field
+/// selected twice that fails is one error (an agency's typed client found
+/// each).
+#[tokio::test]
+async fn variables_defaults_and_request_errors_answer_as_the_spec_says() {
+    let app = spawn_app().await;
+    let send = |query: &'static str, variables: Value| {
+        let app = &app;
+        async move {
+            let response = app
+                .http
+                .post(&app.url)
+                .header(ACCEPT, GRAPHQL_RESPONSE)
+                .json(&json!({ "query": query, "variables": variables }))
+                .send()
+                .await
+                .expect("the gateway answers");
+            let status = response.status().as_u16();
+            let media = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body: Value = response.json().await.expect("JSON");
+            (status, media, body)
+        }
+    };
+    let (_, _, body) = send(
+        "query($w: Boolean = true) { regions(parentCode: \"150400\") @include(if: $w) { code } }",
+        json!({}),
+    )
+    .await;
+    assert!(body["data"]["regions"].is_array(), "{body}");
+    let (_, _, body) = send(
+        "query($w: Boolean = true) { regions(parentCode: \"150400\") @skip(if: $w) { code } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(body, json!({ "data": {} }));
+    let (_, _, body) = send(
+        "query($first: Int) { partnerships(first: $first) { edges { node { id } } } }",
+        json!({}),
+    )
+    .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert!(body["data"]["partnerships"]["edges"].is_array(), "{body}");
+
+    for (query, variables) in [
+        ("{ regions { nope } }", json!({})),
+        ("query($id: ID!) { booking(id: $id) { id } }", json!({})),
+    ] {
+        let (status, media, body) = send(query, variables).await;
+        assert_eq!((status, media.as_str()), (400, GRAPHQL_RESPONSE), "{body}");
+        assert!(body.get("data").is_none(), "{body}");
+    }
+
+    let (_, _, body) = send(
+        "{ ...F ...G } fragment F on Query { booking(id: \"0191e6a0-0000-7000-8000-000000000000\") { id } }
+         fragment G on Query { booking(id: \"0191e6a0-0000-7000-8000-000000000000\") { status } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["data"], json!({ "booking": null }), "{body}");
+}
+
 #[tokio::test]
 async fn too_many_aliases_are_refused_before_anything_runs() {
     let app = spawn_app().await;

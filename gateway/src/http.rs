@@ -903,6 +903,30 @@ async fn graphql(
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
+    let wants = wants(&headers);
+    let mut response = run_graphql(gw, peer, method, headers, request).await;
+    // The gateway's own refusals are JSON: in the media type the client
+    // asked for, as the executor's answers are.
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if wants == Wants::GraphqlResponse && json {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(GRAPHQL_RESPONSE),
+        );
+    }
+    response
+}
+
+async fn run_graphql(
+    gw: Gateway,
+    peer: SocketAddr,
+    method: Method,
+    headers: HeaderMap,
+    request: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
     let mut request = match request {
         Ok(request) => request.into_inner(),
         Err(rejection) => return unreadable(rejection.0),
@@ -999,7 +1023,8 @@ async fn graphql(
     // syntax error is left to the executor, which reports it the GraphQL way.
     let doc = gw.documents.parse(&request.query);
     if let Some(doc) = &doc {
-        request.set_parsed_query((**doc).clone());
+        let sent = as_sent(doc, &mut request);
+        request.set_parsed_query(sent);
         if method == Method::GET && is_mutation(&request, doc) {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -1111,6 +1136,11 @@ async fn graphql(
     if let Some(doc) = &doc {
         crate::order::in_query_order(doc, operation.as_deref(), &variables, &mut response.data);
     }
+    // Every root field skipped (`@include(if: false)`): an empty answer,
+    // not `data: null` without an error.
+    if response.data == async_graphql::Value::Null && response.errors.is_empty() {
+        response.data = async_graphql::Value::Object(Default::default());
+    }
     // Kept only when whole: an error may be passing (a service away).
     if let Some(key) = answer_key
         && response.errors.is_empty()
@@ -1131,17 +1161,35 @@ async fn graphql(
             None,
         ));
     }
+    // A field selected twice (two fragments) fails twice, alike: said once.
+    let mut said = std::collections::HashSet::new();
+    response.errors.retain(|e| {
+        // Where: the path, or for a request error its place in the text.
+        let at = if e.path.is_empty() {
+            serde_json::to_string(&e.locations)
+        } else {
+            serde_json::to_string(&e.path)
+        };
+        said.insert((at.unwrap_or_default(), e.message.clone()))
+    });
     for e in &mut response.errors {
         shorten(&mut e.message);
         let code = with_code(e);
         crate::metrics::graphql_error(&code);
     }
+
     // A request error (syntax, validation, limits) has no data and errors
     // without a path: the spec's 400 for clients that asked for it.
     let request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
-    let mut http = GraphQLResponse::from(response).into_response();
+    // A request that did not run answers no `data` at all (§7.1.2), as the
+    // gateway's own refusals do.
+    let mut http = if request_error {
+        axum::Json(json!({ "errors": response.errors })).into_response()
+    } else {
+        GraphQLResponse::from(response).into_response()
+    };
     let media = match wants {
         Wants::GraphqlResponse => GRAPHQL_RESPONSE,
         _ => "application/json",
@@ -1185,6 +1233,167 @@ fn missing_variable(
                 _ => None,
             }
         })
+}
+
+/// The document as the spec runs it with the variables sent (§6.4.1):
+/// a variable left out takes its default (async-graphql left `@include(if:
+/// $w)` and `@skip` reading a defaulted `$w` left out as false), and an
+/// argument given a variable left out without a default is no argument at
+/// all, so the argument's own default applies (async-graphql read it as
+/// null: "Expected input type BookingOrder, found null" for `orderBy: $o`).
+fn as_sent(
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    request: &mut async_graphql::Request,
+) -> async_graphql::parser::types::ExecutableDocument {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    let mut doc = doc.clone();
+    let Some(operation) = crate::order::operation(&doc, request.operation_name.as_deref()) else {
+        return doc;
+    };
+    let mut left_out = Vec::new();
+    for definition in &operation.variable_definitions {
+        let name = &definition.node.name.node;
+        if request.variables.contains_key(name) {
+            continue;
+        }
+        // The default as written (`default_value()` makes null the
+        // default of a nullable variable without one).
+        match &definition.node.default_value {
+            Some(default) => {
+                request.variables.insert(name.clone(), default.node.clone());
+            }
+            None => left_out.push(name.clone()),
+        }
+    }
+    if left_out.is_empty() {
+        return doc;
+    }
+    // The arguments given a variable left out, and which variables they were.
+    fn drop_args(
+        set: &mut SelectionSet,
+        left_out: &[async_graphql::Name],
+        dropped: &mut Vec<async_graphql::Name>,
+    ) {
+        for selection in &mut set.items {
+            match &mut selection.node {
+                Selection::Field(field) => {
+                    field.node.arguments.retain(|(_, value)| match &value.node {
+                        async_graphql_value::Value::Variable(v) if left_out.contains(v) => {
+                            dropped.push(v.clone());
+                            false
+                        }
+                        _ => true,
+                    });
+                    drop_args(&mut field.node.selection_set.node, left_out, dropped);
+                }
+                Selection::InlineFragment(inline) => {
+                    drop_args(&mut inline.node.selection_set.node, left_out, dropped);
+                }
+                Selection::FragmentSpread(_) => {}
+            }
+        }
+    }
+    let mut dropped = Vec::new();
+    match &mut doc.operations {
+        async_graphql::parser::types::DocumentOperations::Single(op) => {
+            drop_args(&mut op.node.selection_set.node, &left_out, &mut dropped);
+        }
+        async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
+            for op in ops.values_mut() {
+                drop_args(&mut op.node.selection_set.node, &left_out, &mut dropped);
+            }
+        }
+    }
+    for fragment in doc.fragments.values_mut() {
+        drop_args(
+            &mut fragment.node.selection_set.node,
+            &left_out,
+            &mut dropped,
+        );
+    }
+    // A definition whose every use went with its arguments is dropped too
+    // ("Variable "$first" is not used" otherwise).
+    let still_used = |name: &async_graphql::Name| {
+        let mut used = false;
+        visit_values(&doc, &mut |value| used |= mentions(value, name));
+        used
+    };
+    dropped.sort();
+    dropped.dedup();
+    let unused: Vec<async_graphql::Name> = dropped.into_iter().filter(|n| !still_used(n)).collect();
+    let drop_defs = |op: &mut async_graphql::parser::types::OperationDefinition| {
+        op.variable_definitions
+            .retain(|d| !unused.contains(&d.node.name.node));
+    };
+    match &mut doc.operations {
+        async_graphql::parser::types::DocumentOperations::Single(op) => drop_defs(&mut op.node),
+        async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
+            if let Some(name) = request.operation_name.as_deref()
+                && let Some(op) = ops.get_mut(name)
+            {
+                drop_defs(&mut op.node);
+            } else if ops.len() == 1
+                && let Some(op) = ops.values_mut().next()
+            {
+                drop_defs(&mut op.node);
+            }
+        }
+    }
+    doc
+}
+
+/// Whether `value` refers to the variable `name`.
+fn mentions(value: &async_graphql_value::Value, name: &async_graphql::Name) -> bool {
+    match value {
+        async_graphql_value::Value::Variable(v) => v == name,
+        async_graphql_value::Value::List(items) => items.iter().any(|v| mentions(v, name)),
+        async_graphql_value::Value::Object(fields) => fields.values().any(|v| mentions(v, name)),
+        _ => false,
+    }
+}
+
+/// Every argument value of `doc`: fields' and directives'.
+fn visit_values(
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    see: &mut dyn FnMut(&async_graphql_value::Value),
+) {
+    use async_graphql::parser::types::{Directive, Selection, SelectionSet};
+    fn directives(
+        list: &[async_graphql::Positioned<Directive>],
+        see: &mut dyn FnMut(&async_graphql_value::Value),
+    ) {
+        for d in list {
+            for (_, value) in &d.node.arguments {
+                see(&value.node);
+            }
+        }
+    }
+    fn set(s: &SelectionSet, see: &mut dyn FnMut(&async_graphql_value::Value)) {
+        for selection in &s.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    for (_, value) in &field.node.arguments {
+                        see(&value.node);
+                    }
+                    directives(&field.node.directives, see);
+                    set(&field.node.selection_set.node, see);
+                }
+                Selection::InlineFragment(inline) => {
+                    directives(&inline.node.directives, see);
+                    set(&inline.node.selection_set.node, see);
+                }
+                Selection::FragmentSpread(spread) => directives(&spread.node.directives, see),
+            }
+        }
+    }
+    for (_, op) in doc.operations.iter() {
+        directives(&op.node.directives, see);
+        set(&op.node.selection_set.node, see);
+    }
+    for fragment in doc.fragments.values() {
+        directives(&fragment.node.directives, see);
+        set(&fragment.node.selection_set.node, see);
+    }
 }
 
 /// What a required variable sent without a value is told.
@@ -1627,6 +1836,21 @@ mod tests {
                 "{wait_ms} ms"
             );
         }
+    }
+
+    #[test]
+    fn a_variable_left_out_takes_its_default_or_leaves_its_argument_out() {
+        let query = "query($w: Boolean = true, $first: Int) { partnerships(first: $first) @include(if: $w) { totalCount } }";
+        let doc = async_graphql::parser::parse_query(query).expect("parses");
+        let mut request = async_graphql::Request::new(query);
+        let sent = as_sent(&doc, &mut request);
+        assert_eq!(
+            request.variables.get("w"),
+            Some(&async_graphql::Value::Boolean(true))
+        );
+        let printed = format!("{:?}", sent.operations);
+        assert!(!printed.contains("Variable(Name(\"first\"))"), "{printed}");
+        assert!(printed.contains("Variable(Name(\"w\"))"), "{printed}");
     }
 
     #[test]

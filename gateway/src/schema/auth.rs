@@ -193,13 +193,15 @@ impl Agency {
     /// what its bookings' payments owed it when captured, less what refunds
     /// in those days took back — the ledger's figures, to reconcile with
     /// the platform's statement. Platform admins and the agency's own
-    /// accounts.
+    /// accounts. Null (with its error) when it cannot be given — payment
+    /// not answering, days out of range —: the agency, and the list it is
+    /// in, are still answered.
     async fn commission(
         &self,
         ctx: &Context<'_>,
         from: super::types::Date,
         to: super::types::Date,
-    ) -> Result<AgencyCommission> {
+    ) -> Result<Option<AgencyCommission>> {
         let by = agency_insider(ctx, self.0.id)?.clone();
         let days = (to.0 - from.0).num_days();
         if !(0..366).contains(&days) {
@@ -217,7 +219,7 @@ impl Agency {
             },
         )
         .await?;
-        Ok(AgencyCommission { from, to, figures })
+        Ok(Some(AgencyCommission { from, to, figures }))
     }
 }
 
