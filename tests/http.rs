@@ -182,6 +182,29 @@ async fn variables_defaults_and_request_errors_answer_as_the_spec_says() {
     assert!(body.get("errors").is_none(), "{body}");
     assert!(body["data"]["partnerships"]["edges"].is_array(), "{body}");
 
+    // A document of several operations (GraphiQL sends the whole editor):
+    // the one named runs, the others stay as written and valid.
+    let response = app
+        .http
+        .post(&app.url)
+        .header(ACCEPT, GRAPHQL_RESPONSE)
+        .json(&json!({
+            "query": "query List($first: Int) { partnerships(first: $first) { totalCount } }
+                      query Mine($first: Int) { myBookings(first: $first) { ...Page } }
+                      fragment Page on BookingConnection { totalCount }",
+            "operationName": "List",
+            "variables": {}
+        }))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let body: Value = response.json().await.expect("JSON");
+    assert!(body.get("errors").is_none(), "{body}");
+    assert!(
+        body["data"]["partnerships"]["totalCount"].is_number(),
+        "{body}"
+    );
+
     for (query, variables) in [
         ("{ regions { nope } }", json!({})),
         ("query($id: ID!) { booking(id: $id) { id } }", json!({})),

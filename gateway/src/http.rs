@@ -1023,8 +1023,7 @@ async fn run_graphql(
     // syntax error is left to the executor, which reports it the GraphQL way.
     let doc = gw.documents.parse(&request.query);
     if let Some(doc) = &doc {
-        let sent = as_sent(doc, &mut request);
-        request.set_parsed_query(sent);
+        request.set_parsed_query((**doc).clone());
         if method == Method::GET && is_mutation(&request, doc) {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -1049,6 +1048,10 @@ async fn run_graphql(
         if let Some(message) = too_many_fields(doc) {
             return error(status, "BAD_USER_INPUT", &message);
         }
+        // Variables as the spec coerces them, once the cheap refusals
+        // are made (it walks the document).
+        let sent = as_sent(doc, &mut request);
+        request.set_parsed_query(sent);
         if let Some(message) = missing_variable(doc, &request) {
             crate::metrics::graphql_error("BAD_USER_INPUT");
             return error(status, "BAD_USER_INPUT", &message);
@@ -1150,17 +1153,6 @@ async fn run_graphql(
         gw.answers.0.insert(key, body.clone());
         return answered(body, wants);
     }
-    // A small request can be wrong in thousands of places (20,000 repeated
-    // variable definitions answered 5.5 MB of errors): the first hundred
-    // say what to mend.
-    if response.errors.len() > MAX_ERRORS {
-        let left_out = response.errors.len() - MAX_ERRORS;
-        response.errors.truncate(MAX_ERRORS);
-        response.errors.push(async_graphql::ServerError::new(
-            left_out_message(left_out),
-            None,
-        ));
-    }
     // A field selected twice (two fragments) fails twice, alike: said once.
     let mut said = std::collections::HashSet::new();
     response.errors.retain(|e| {
@@ -1172,6 +1164,17 @@ async fn run_graphql(
         };
         said.insert((at.unwrap_or_default(), e.message.clone()))
     });
+    // A small request can be wrong in thousands of places (20,000 repeated
+    // variable definitions answered 5.5 MB of errors): the first hundred
+    // say what to mend.
+    if response.errors.len() > MAX_ERRORS {
+        let left_out = response.errors.len() - MAX_ERRORS;
+        response.errors.truncate(MAX_ERRORS);
+        response.errors.push(async_graphql::ServerError::new(
+            left_out_message(left_out),
+            None,
+        ));
+    }
     for e in &mut response.errors {
         shorten(&mut e.message);
         let code = with_code(e);
@@ -1245,12 +1248,13 @@ fn as_sent(
     doc: &async_graphql::parser::types::ExecutableDocument,
     request: &mut async_graphql::Request,
 ) -> async_graphql::parser::types::ExecutableDocument {
-    use async_graphql::parser::types::{Selection, SelectionSet};
+    use async_graphql::parser::types::{DocumentOperations, Selection, SelectionSet};
+    use std::collections::HashSet;
     let mut doc = doc.clone();
     let Some(operation) = crate::order::operation(&doc, request.operation_name.as_deref()) else {
         return doc;
     };
-    let mut left_out = Vec::new();
+    let mut left_out = HashSet::new();
     for definition in &operation.variable_definitions {
         let name = &definition.node.name.node;
         if request.variables.contains_key(name) {
@@ -1262,24 +1266,59 @@ fn as_sent(
             Some(default) => {
                 request.variables.insert(name.clone(), default.node.clone());
             }
-            None => left_out.push(name.clone()),
+            None => {
+                left_out.insert(name.clone());
+            }
         }
     }
     if left_out.is_empty() {
         return doc;
     }
+    // Every operation of a document is validated, and another one's
+    // arguments, definitions and fragments must stay as written: the
+    // document is cut to the operation that runs and the fragments it
+    // spreads (async-graphql runs that one alone anyway).
+    if let DocumentOperations::Multiple(ops) = &mut doc.operations {
+        let run = request
+            .operation_name
+            .clone()
+            .or_else(|| ops.keys().next().map(|n| n.to_string()));
+        ops.retain(|name, _| Some(name.as_str()) == run.as_deref());
+        let mut reached = HashSet::new();
+        let mut to_visit: Vec<&SelectionSet> =
+            ops.values().map(|op| &op.node.selection_set.node).collect();
+        while let Some(set) = to_visit.pop() {
+            for selection in &set.items {
+                match &selection.node {
+                    Selection::Field(field) => to_visit.push(&field.node.selection_set.node),
+                    Selection::InlineFragment(inline) => {
+                        to_visit.push(&inline.node.selection_set.node);
+                    }
+                    Selection::FragmentSpread(spread) => {
+                        let name = &spread.node.fragment_name.node;
+                        if reached.insert(name.clone())
+                            && let Some(fragment) = doc.fragments.get(name)
+                        {
+                            to_visit.push(&fragment.node.selection_set.node);
+                        }
+                    }
+                }
+            }
+        }
+        doc.fragments.retain(|name, _| reached.contains(name));
+    }
     // The arguments given a variable left out, and which variables they were.
     fn drop_args(
         set: &mut SelectionSet,
-        left_out: &[async_graphql::Name],
-        dropped: &mut Vec<async_graphql::Name>,
+        left_out: &HashSet<async_graphql::Name>,
+        dropped: &mut HashSet<async_graphql::Name>,
     ) {
         for selection in &mut set.items {
             match &mut selection.node {
                 Selection::Field(field) => {
                     field.node.arguments.retain(|(_, value)| match &value.node {
                         async_graphql_value::Value::Variable(v) if left_out.contains(v) => {
-                            dropped.push(v.clone());
+                            dropped.insert(v.clone());
                             false
                         }
                         _ => true,
@@ -1293,12 +1332,12 @@ fn as_sent(
             }
         }
     }
-    let mut dropped = Vec::new();
+    let mut dropped = HashSet::new();
     match &mut doc.operations {
-        async_graphql::parser::types::DocumentOperations::Single(op) => {
+        DocumentOperations::Single(op) => {
             drop_args(&mut op.node.selection_set.node, &left_out, &mut dropped);
         }
-        async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
+        DocumentOperations::Multiple(ops) => {
             for op in ops.values_mut() {
                 drop_args(&mut op.node.selection_set.node, &left_out, &mut dropped);
             }
@@ -1312,43 +1351,44 @@ fn as_sent(
         );
     }
     // A definition whose every use went with its arguments is dropped too
-    // ("Variable "$first" is not used" otherwise).
-    let still_used = |name: &async_graphql::Name| {
-        let mut used = false;
-        visit_values(&doc, &mut |value| used |= mentions(value, name));
-        used
-    };
-    dropped.sort();
-    dropped.dedup();
-    let unused: Vec<async_graphql::Name> = dropped.into_iter().filter(|n| !still_used(n)).collect();
-    let drop_defs = |op: &mut async_graphql::parser::types::OperationDefinition| {
-        op.variable_definitions
-            .retain(|d| !unused.contains(&d.node.name.node));
+    // ("Variable "$first" is not used" otherwise): one walk for the uses left.
+    let mut used = HashSet::new();
+    visit_values(&doc, &mut |value| mentioned(value, &mut used));
+    let keep = |d: &async_graphql::Positioned<async_graphql::parser::types::VariableDefinition>| {
+        let name = &d.node.name.node;
+        !dropped.contains(name) || used.contains(name)
     };
     match &mut doc.operations {
-        async_graphql::parser::types::DocumentOperations::Single(op) => drop_defs(&mut op.node),
-        async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
-            if let Some(name) = request.operation_name.as_deref()
-                && let Some(op) = ops.get_mut(name)
-            {
-                drop_defs(&mut op.node);
-            } else if ops.len() == 1
-                && let Some(op) = ops.values_mut().next()
-            {
-                drop_defs(&mut op.node);
+        DocumentOperations::Single(op) => op.node.variable_definitions.retain(keep),
+        DocumentOperations::Multiple(ops) => {
+            for op in ops.values_mut() {
+                op.node.variable_definitions.retain(keep);
             }
         }
     }
     doc
 }
 
-/// Whether `value` refers to the variable `name`.
-fn mentions(value: &async_graphql_value::Value, name: &async_graphql::Name) -> bool {
+/// Adds the variables `value` refers to to `used`.
+fn mentioned(
+    value: &async_graphql_value::Value,
+    used: &mut std::collections::HashSet<async_graphql::Name>,
+) {
     match value {
-        async_graphql_value::Value::Variable(v) => v == name,
-        async_graphql_value::Value::List(items) => items.iter().any(|v| mentions(v, name)),
-        async_graphql_value::Value::Object(fields) => fields.values().any(|v| mentions(v, name)),
-        _ => false,
+        async_graphql_value::Value::Variable(v) => {
+            used.insert(v.clone());
+        }
+        async_graphql_value::Value::List(items) => {
+            for v in items {
+                mentioned(v, used);
+            }
+        }
+        async_graphql_value::Value::Object(fields) => {
+            for v in fields.values() {
+                mentioned(v, used);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -1851,6 +1891,32 @@ mod tests {
         let printed = format!("{:?}", sent.operations);
         assert!(!printed.contains("Variable(Name(\"first\"))"), "{printed}");
         assert!(printed.contains("Variable(Name(\"w\"))"), "{printed}");
+    }
+
+    #[test]
+    fn a_document_of_several_operations_is_cut_to_the_one_that_runs() {
+        let query = "query A($x: Int) { partnerships(first: $x) { ...P } }
+                     query B($x: Int!) { myBookings(first: $x) { ...Q } }
+                     fragment P on PartnershipConnection { totalCount }
+                     fragment Q on BookingConnection { totalCount }";
+        let doc = async_graphql::parser::parse_query(query).expect("parses");
+        let mut request = async_graphql::Request::new(query).operation_name("A");
+        let sent = as_sent(&doc, &mut request);
+        let names: Vec<String> = sent
+            .operations
+            .iter()
+            .filter_map(|(n, _)| n.map(|n| n.to_string()))
+            .collect();
+        assert_eq!(names, ["A"]);
+        assert_eq!(
+            sent.fragments
+                .keys()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>(),
+            ["P"]
+        );
+        // The original is untouched (it is shared by the parse cache).
+        assert_eq!(doc.fragments.len(), 2);
     }
 
     #[test]
