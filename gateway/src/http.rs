@@ -1023,7 +1023,6 @@ async fn run_graphql(
     // syntax error is left to the executor, which reports it the GraphQL way.
     let doc = gw.documents.parse(&request.query);
     if let Some(doc) = &doc {
-        request.set_parsed_query((**doc).clone());
         if method == Method::GET && is_mutation(&request, doc) {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -1049,7 +1048,8 @@ async fn run_graphql(
             return error(status, "BAD_USER_INPUT", &message);
         }
         // Variables as the spec coerces them, once the cheap refusals
-        // are made (it walks the document).
+        // are made (it walks the document), into the copy of the parsed
+        // document the executor takes.
         let sent = as_sent(doc, &mut request);
         request.set_parsed_query(sent);
         if let Some(message) = missing_variable(doc, &request) {
