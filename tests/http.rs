@@ -11,7 +11,17 @@ use serde_json::{Value, json};
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
 async fn post(app: &common::TestApp, accept: Option<&str>, query: &str) -> (u16, String, Value) {
-    let mut request = app.http.post(&app.url).json(&json!({ "query": query }));
+    post_json(app, accept, json!({ "query": query })).await
+}
+
+/// POSTs a GraphQL request given whole (query, variables, operationName):
+/// the status, the media type and the body.
+async fn post_json(
+    app: &common::TestApp,
+    accept: Option<&str>,
+    request: Value,
+) -> (u16, String, Value) {
+    let mut request = app.http.post(&app.url).json(&request);
     if let Some(accept) = accept {
         request = request.header(ACCEPT, accept);
     }
@@ -110,16 +120,9 @@ async fn a_failed_field_is_null_and_a_missing_variable_refuses_the_request() {
         (with_default, json!({ "id": null })),
     ] {
         for (accept, expected) in [(GRAPHQL_RESPONSE, 400), ("application/json", 200)] {
-            let response = app
-                .http
-                .post(&app.url)
-                .header(ACCEPT, accept)
-                .json(&json!({ "query": query, "variables": variables }))
-                .send()
-                .await
-                .expect("the gateway answers");
-            assert_eq!(response.status().as_u16(), expected, "{variables} {accept}");
-            let body: Value = response.json().await.expect("JSON");
+            let request = json!({ "query": query, "variables": variables });
+            let (status, _, body) = post_json(&app, Some(accept), request).await;
+            assert_eq!(status, expected, "{variables} {accept}");
             assert!(body.get("data").is_none(), "{body}");
             assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
             let message = body["errors"][0]["message"].as_str().unwrap_or_default();
@@ -141,26 +144,11 @@ async fn a_failed_field_is_null_and_a_missing_variable_refuses_the_request() {
 async fn variables_defaults_and_request_errors_answer_as_the_spec_says() {
     let app = spawn_app().await;
     let send = |query: &'static str, variables: Value| {
-        let app = &app;
-        async move {
-            let response = app
-                .http
-                .post(&app.url)
-                .header(ACCEPT, GRAPHQL_RESPONSE)
-                .json(&json!({ "query": query, "variables": variables }))
-                .send()
-                .await
-                .expect("the gateway answers");
-            let status = response.status().as_u16();
-            let media = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let body: Value = response.json().await.expect("JSON");
-            (status, media, body)
-        }
+        post_json(
+            &app,
+            Some(GRAPHQL_RESPONSE),
+            json!({ "query": query, "variables": variables }),
+        )
     };
     let (_, _, body) = send(
         "query($w: Boolean = true) { regions(parentCode: \"150400\") @include(if: $w) { code } }",
@@ -184,21 +172,18 @@ async fn variables_defaults_and_request_errors_answer_as_the_spec_says() {
 
     // A document of several operations (GraphiQL sends the whole editor):
     // the one named runs, the others stay as written and valid.
-    let response = app
-        .http
-        .post(&app.url)
-        .header(ACCEPT, GRAPHQL_RESPONSE)
-        .json(&json!({
+    let (_, _, body) = post_json(
+        &app,
+        Some(GRAPHQL_RESPONSE),
+        json!({
             "query": "query List($first: Int) { partnerships(first: $first) { totalCount } }
                       query Mine($first: Int) { myBookings(first: $first) { ...Page } }
                       fragment Page on BookingConnection { totalCount }",
             "operationName": "List",
             "variables": {}
-        }))
-        .send()
-        .await
-        .expect("the gateway answers");
-    let body: Value = response.json().await.expect("JSON");
+        }),
+    )
+    .await;
     assert!(body.get("errors").is_none(), "{body}");
     assert!(
         body["data"]["partnerships"]["totalCount"].is_number(),

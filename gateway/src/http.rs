@@ -1248,7 +1248,9 @@ fn as_sent(
     doc: &async_graphql::parser::types::ExecutableDocument,
     request: &mut async_graphql::Request,
 ) -> async_graphql::parser::types::ExecutableDocument {
-    use async_graphql::parser::types::{DocumentOperations, Selection, SelectionSet};
+    use async_graphql::parser::types::{
+        DocumentOperations, OperationDefinition, Selection, SelectionSet,
+    };
     use std::collections::HashSet;
     let mut doc = doc.clone();
     let Some(operation) = crate::order::operation(&doc, request.operation_name.as_deref()) else {
@@ -1307,66 +1309,85 @@ fn as_sent(
         }
         doc.fragments.retain(|name, _| reached.contains(name));
     }
-    // The arguments given a variable left out, and which variables they were.
-    fn drop_args(
-        set: &mut SelectionSet,
-        left_out: &HashSet<async_graphql::Name>,
-        dropped: &mut HashSet<async_graphql::Name>,
-    ) {
+    // One walk of what runs: the arguments given a variable left out go
+    // (`dropped` says whose), and the variables still referred to anywhere
+    // are `used`; a definition whose every use went is dropped too
+    // ("Variable "$first" is not used" otherwise).
+    let mut walk = Coercion {
+        left_out: &left_out,
+        dropped: HashSet::new(),
+        used: HashSet::new(),
+    };
+    let mut ops: Vec<&mut async_graphql::Positioned<OperationDefinition>> =
+        match &mut doc.operations {
+            DocumentOperations::Single(op) => vec![op],
+            DocumentOperations::Multiple(ops) => ops.values_mut().collect(),
+        };
+    for op in &mut ops {
+        walk.directives(&op.node.directives);
+        walk.set(&mut op.node.selection_set.node);
+    }
+    for fragment in doc.fragments.values_mut() {
+        walk.directives(&fragment.node.directives);
+        walk.set(&mut fragment.node.selection_set.node);
+    }
+    for op in ops {
+        op.node.variable_definitions.retain(|d| {
+            let name = &d.node.name.node;
+            !walk.dropped.contains(name) || walk.used.contains(name)
+        });
+    }
+    doc
+}
+
+/// [`as_sent`]'s walk of a document.
+struct Coercion<'a> {
+    /// Variables the request left out, without a default.
+    left_out: &'a std::collections::HashSet<async_graphql::Name>,
+    /// Those whose arguments were dropped.
+    dropped: std::collections::HashSet<async_graphql::Name>,
+    /// Those still referred to.
+    used: std::collections::HashSet<async_graphql::Name>,
+}
+
+impl Coercion<'_> {
+    fn set(&mut self, set: &mut async_graphql::parser::types::SelectionSet) {
+        use async_graphql::parser::types::Selection;
         for selection in &mut set.items {
             match &mut selection.node {
                 Selection::Field(field) => {
                     field.node.arguments.retain(|(_, value)| match &value.node {
-                        async_graphql_value::Value::Variable(v) if left_out.contains(v) => {
-                            dropped.insert(v.clone());
+                        async_graphql_value::Value::Variable(v) if self.left_out.contains(v) => {
+                            self.dropped.insert(v.clone());
                             false
                         }
-                        _ => true,
+                        value => {
+                            mentioned(value, &mut self.used);
+                            true
+                        }
                     });
-                    drop_args(&mut field.node.selection_set.node, left_out, dropped);
+                    self.directives(&field.node.directives);
+                    self.set(&mut field.node.selection_set.node);
                 }
                 Selection::InlineFragment(inline) => {
-                    drop_args(&mut inline.node.selection_set.node, left_out, dropped);
+                    self.directives(&inline.node.directives);
+                    self.set(&mut inline.node.selection_set.node);
                 }
-                Selection::FragmentSpread(_) => {}
+                Selection::FragmentSpread(spread) => self.directives(&spread.node.directives),
             }
         }
     }
-    let mut dropped = HashSet::new();
-    match &mut doc.operations {
-        DocumentOperations::Single(op) => {
-            drop_args(&mut op.node.selection_set.node, &left_out, &mut dropped);
-        }
-        DocumentOperations::Multiple(ops) => {
-            for op in ops.values_mut() {
-                drop_args(&mut op.node.selection_set.node, &left_out, &mut dropped);
+
+    fn directives(
+        &mut self,
+        list: &[async_graphql::Positioned<async_graphql::parser::types::Directive>],
+    ) {
+        for directive in list {
+            for (_, value) in &directive.node.arguments {
+                mentioned(&value.node, &mut self.used);
             }
         }
     }
-    for fragment in doc.fragments.values_mut() {
-        drop_args(
-            &mut fragment.node.selection_set.node,
-            &left_out,
-            &mut dropped,
-        );
-    }
-    // A definition whose every use went with its arguments is dropped too
-    // ("Variable "$first" is not used" otherwise): one walk for the uses left.
-    let mut used = HashSet::new();
-    visit_values(&doc, &mut |value| mentioned(value, &mut used));
-    let keep = |d: &async_graphql::Positioned<async_graphql::parser::types::VariableDefinition>| {
-        let name = &d.node.name.node;
-        !dropped.contains(name) || used.contains(name)
-    };
-    match &mut doc.operations {
-        DocumentOperations::Single(op) => op.node.variable_definitions.retain(keep),
-        DocumentOperations::Multiple(ops) => {
-            for op in ops.values_mut() {
-                op.node.variable_definitions.retain(keep);
-            }
-        }
-    }
-    doc
 }
 
 /// Adds the variables `value` refers to to `used`.
@@ -1389,50 +1410,6 @@ fn mentioned(
             }
         }
         _ => {}
-    }
-}
-
-/// Every argument value of `doc`: fields' and directives'.
-fn visit_values(
-    doc: &async_graphql::parser::types::ExecutableDocument,
-    see: &mut dyn FnMut(&async_graphql_value::Value),
-) {
-    use async_graphql::parser::types::{Directive, Selection, SelectionSet};
-    fn directives(
-        list: &[async_graphql::Positioned<Directive>],
-        see: &mut dyn FnMut(&async_graphql_value::Value),
-    ) {
-        for d in list {
-            for (_, value) in &d.node.arguments {
-                see(&value.node);
-            }
-        }
-    }
-    fn set(s: &SelectionSet, see: &mut dyn FnMut(&async_graphql_value::Value)) {
-        for selection in &s.items {
-            match &selection.node {
-                Selection::Field(field) => {
-                    for (_, value) in &field.node.arguments {
-                        see(&value.node);
-                    }
-                    directives(&field.node.directives, see);
-                    set(&field.node.selection_set.node, see);
-                }
-                Selection::InlineFragment(inline) => {
-                    directives(&inline.node.directives, see);
-                    set(&inline.node.selection_set.node, see);
-                }
-                Selection::FragmentSpread(spread) => directives(&spread.node.directives, see),
-            }
-        }
-    }
-    for (_, op) in doc.operations.iter() {
-        directives(&op.node.directives, see);
-        set(&op.node.selection_set.node, see);
-    }
-    for fragment in doc.fragments.values() {
-        directives(&fragment.node.directives, see);
-        set(&fragment.node.selection_set.node, see);
     }
 }
 

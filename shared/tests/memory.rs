@@ -321,41 +321,34 @@ async fn an_event_leaves_the_outbox_only_once_handled_and_survives_a_stop() {
         row.try_get::<i64>("", "n").expect("n")
     };
 
-    let failing = bus(1_000);
-    let tries = Arc::new(AtomicUsize::new(0));
-    let t = tries.clone();
-    let router = EventRouter::new("kernel.events").on::<Ping, _, _>(move |_, _| {
-        t.fetch_add(1, Ordering::SeqCst);
-        async { Err::<(), _>(HandlerError::Retry("the database is away".into())) }
-    });
-    failing.subscribe(router).await.expect("subscribe");
-    let relay = Relay::new(s.db.clone(), failing.clone(), OutboxSignal::default());
-    let round = tokio::spawn(async move { relay.relay_once().await });
-    eventually("a try", || async { tries.load(Ordering::SeqCst) > 0 }).await;
-    failing.shutdown().await;
-    let round = round.await.expect("the round ends");
-    assert!(round.is_err(), "confirmed unhandled: {round:?}");
-    assert_eq!(outbox(s.db.clone()).await, 1, "the event left the outbox");
-
-    // Stopped on its last attempt while its handler waits out a database
-    // outage: handed back too, not buried as "delivery limit reached" (its
-    // row went, and the in-memory dead letter with the process).
-    let last = bus(1);
-    let tries = Arc::new(AtomicUsize::new(0));
-    let t = tries.clone();
-    let router = EventRouter::new("kernel.events").on::<Ping, _, _>(move |_, _| {
-        t.fetch_add(1, Ordering::SeqCst);
-        async { Err::<(), _>(HandlerError::Unavailable("the database is away".into())) }
-    });
-    last.subscribe(router).await.expect("subscribe");
-    let relay = Relay::new(s.db.clone(), last.clone(), OutboxSignal::default());
-    let round = tokio::spawn(async move { relay.relay_once().await });
-    eventually("a try", || async { tries.load(Ordering::SeqCst) > 0 }).await;
-    last.shutdown().await;
-    let round = round.await.expect("the round ends");
-    assert!(round.is_err(), "confirmed unhandled: {round:?}");
-    assert_eq!(outbox(s.db.clone()).await, 1, "the event left the outbox");
-    assert!(last.dead_letters("kernel.events").is_empty());
+    // Stopped while its handler fails, and on its last attempt while its
+    // handler waits out a database outage: handed back both times, not
+    // buried as "delivery limit reached" (its row went, and the in-memory
+    // dead letter with the process).
+    let failures: [(u32, fn() -> HandlerError); 2] = [
+        (1_000, || HandlerError::Retry("the database is away".into())),
+        (1, || {
+            HandlerError::Unavailable("the database is away".into())
+        }),
+    ];
+    for (limit, failure) in failures {
+        let failing = bus(limit);
+        let tries = Arc::new(AtomicUsize::new(0));
+        let t = tries.clone();
+        let router = EventRouter::new("kernel.events").on::<Ping, _, _>(move |_, _| {
+            t.fetch_add(1, Ordering::SeqCst);
+            async move { Err::<(), _>(failure()) }
+        });
+        failing.subscribe(router).await.expect("subscribe");
+        let relay = Relay::new(s.db.clone(), failing.clone(), OutboxSignal::default());
+        let round = tokio::spawn(async move { relay.relay_once().await });
+        eventually("a try", || async { tries.load(Ordering::SeqCst) > 0 }).await;
+        failing.shutdown().await;
+        let round = round.await.expect("the round ends");
+        assert!(round.is_err(), "confirmed unhandled: {round:?}");
+        assert_eq!(outbox(s.db.clone()).await, 1, "the event left the outbox");
+        assert!(failing.dead_letters("kernel.events").is_empty());
+    }
 
     let next = bus(5);
     let calls = Arc::new(AtomicUsize::new(0));
