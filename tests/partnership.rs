@@ -1246,3 +1246,102 @@ async fn a_refund_replayed_after_the_inbox_forgot_it_is_counted_once() {
     )
     .await;
 }
+
+/// Recording a pair credits the bookings it covers a batch per
+/// transaction, not in one transaction that holds attribution up: a
+/// recredit stopped after its first batch (a replica gone, the admin's
+/// call out of time) is finished by the service when it starts, each
+/// booking credited once.
+#[tokio::test]
+async fn a_recredit_goes_a_batch_at_a_time_and_what_is_left_is_finished_by_the_service() {
+    use duikou::{App, Part};
+    use sea_orm::ConnectionTrait;
+    let settings = test_settings();
+    // Partnership not running yet: nothing but this test does its work.
+    let mut app = common::spawn_parts(
+        settings.clone(),
+        &[Part::Inventory, Part::Booking, Part::Payment, Part::Gateway],
+    )
+    .await;
+    let db = app.service_db("partnership").await;
+    shared::db::migrate::<partnership::storage::Migrator>(&db)
+        .await
+        .expect("migrated");
+    let partnerships = partnership::messaging::Partnerships { db: db.clone() };
+    // What a first start does once, so the later start leaves it be.
+    partnerships
+        .apply_terms_once()
+        .await
+        .expect("terms applied");
+    let pair = partnerships
+        .create_partnership(common::pairing("110108", "150430"))
+        .await
+        .expect("paired");
+    // Bookings partnership knows of and has not credited (as if confirmed
+    // while the pair was recorded).
+    let now = Utc::now();
+    for n in 0..5 {
+        db.execute_unprepared(&format!(
+            "INSERT INTO booking_facts (booking_id, sponsor_code, listing_code, travelers,
+                 total_fen, confirmed_at, captured_gross, captured_host, captured_fund)
+             VALUES ('{}', '110108', '150430', 2, 38000, '{}', 38000, 36480, 380)",
+            uuid::Uuid::now_v7(),
+            (now - chrono::Duration::seconds(n)).to_rfc3339(),
+        ))
+        .await
+        .expect("a booking's facts");
+    }
+    let credited = || async {
+        partnership::storage::monthly_totals(&db, pair.id, year_now())
+            .await
+            .expect("totals")
+            .iter()
+            .map(|(_, f)| f.bookings)
+            .sum::<i64>()
+    };
+    assert_eq!(credited().await, 0);
+
+    let queued = partnership::storage::queue_recredit(&db, "150430", "test")
+        .await
+        .expect("queued");
+    let done = partnerships
+        .recredit(queued, 2, Some(std::time::Instant::now()))
+        .await
+        .expect("one batch");
+    assert!(!done, "one batch, of two of the five bookings");
+    assert_eq!(credited().await, 2);
+
+    app.parts.push(
+        App::start(settings, Part::Partnership)
+            .await
+            .expect("partnership starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = report(&app, pair.id).await;
+        if report["totals"]["bookings"] == 5 {
+            assert_eq!(report["totals"]["tourists"], 10, "{report}");
+            assert_eq!(report["totals"]["spend"]["amount"], "1900.00", "{report}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not finish the recredit: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = partnership::storage::queued_recredits(&db)
+        .await
+        .expect("queue read");
+    assert!(left.is_empty(), "{left:?}");
+    let twice = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT booking_id FROM attributions
+             GROUP BY booking_id, partnership_id HAVING COUNT(*) > 1",
+        ))
+        .await
+        .expect("attributions read");
+    assert!(twice.is_empty(), "{} bookings credited twice", twice.len());
+    assert_totals_match_the_records(&app, &[pair.id]).await;
+}

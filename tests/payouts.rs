@@ -459,3 +459,55 @@ async fn a_stay_lost_to_an_expired_hold_is_kept_back_while_its_refund_is_on_its_
     app.wait_for_status(&id, "CANCELLED").await;
     run_keeps_the_refund_back(&app, &id, held).await;
 }
+
+/// A capture booking has not handled yet may still go back in full: here
+/// the booker cancels while payment's capture is on its way to booking
+/// (booking cancels it as unpaid), and a payout run in between paid the
+/// host for a stay booking then refunded when the capture reached it. The
+/// run keeps the host's share back until booking has handled the capture.
+#[tokio::test]
+async fn a_capture_booking_has_not_handled_is_not_paid_out_before_it_has() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let created = app
+        .create_booking(&room_type, tomorrow() + Days::days(20), 1, "unheard")
+        .await;
+    let id = common::TestApp::id_of(&created);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    // Booking's event handlers wait; its RPCs answer.
+    let held = common::LockHeld::begin(
+        app.service_db("booking").await,
+        "LOCK TABLE inbox IN EXCLUSIVE MODE",
+    )
+    .await;
+    let paid = app.pay(&id, "tok_success", "unheard").await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    held.until_waiting(1, true).await;
+    let cancelled = app.cancel(&id, "unheard-cancel").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+
+    let admin = app.admin_token().await;
+    let ask = |query: &'static str| app.graphql_as(Some(&admin), query, json!({}));
+    let owed = ask("{ hostBalances { amount { amount } } }").await;
+    assert_eq!(amounts(&owed["data"]["hostBalances"]), ["364.80"], "{owed}");
+    let preview = ask("{ hostBalances(payable: true) { amount { amount } } }").await;
+    assert_eq!(preview["data"]["hostBalances"], json!([]), "{preview}");
+    let run = ask("mutation { runPayouts(reference: \"UNHEARD\") { total { amount } } }").await;
+    assert_eq!(
+        run["data"]["runPayouts"]["total"]["amount"], "0.00",
+        "{run}"
+    );
+
+    held.release().await;
+    app.wait_for_booking(&id, "the refund", |b| b["refunded"]["amount"] == "380.00")
+        .await;
+    let after = ask("{ hostBalances { amount { amount } } }").await;
+    assert_eq!(
+        after["data"]["hostBalances"],
+        json!([]),
+        "owes nothing, was paid nothing: {after}"
+    );
+}

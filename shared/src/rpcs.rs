@@ -1820,6 +1820,23 @@ impl Rpc for GetConfirmedBookings {
     type Reply = Vec<BookingId>;
 }
 
+/// Which of these captures booking has heard of (`payment.captured`
+/// handled: the booking confirmed, or a refund asked for a capture it
+/// could not take). Payment's, before a payout run: a capture booking has
+/// not heard of yet may still go back in full (the booking ended before the
+/// capture reached it), so the host's share of it is not paid out yet.
+/// At most a page of ids.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetCapturesHeard {
+    /// The captured payments asked about.
+    pub payment_ids: Vec<PaymentId>,
+}
+impl Rpc for GetCapturesHeard {
+    const SERVICE: &'static str = "booking";
+    const METHOD: &'static str = "captures_heard";
+    type Reply = Vec<PaymentId>;
+}
+
 /// The bookings holding seats on departures an operator cancelled since
 /// `since` (payment's, before a payout run: booking asks for their refunds
 /// only once it hears of the cancellation, and a run in between would pay

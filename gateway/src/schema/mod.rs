@@ -1449,7 +1449,9 @@ impl Mutation {
     }
 
     /// Pairs a sponsor region with a beneficiary region (platform admins, or
-    /// an admin of either region). Confirmed bookings it covers count at once.
+    /// an admin of either region). The confirmed bookings it covers are
+    /// credited to it before it answers; where they run to many thousands,
+    /// the rest within moments after (docs/impact.md).
     async fn create_partnership(
         &self,
         ctx: &Context<'_>,

@@ -9,7 +9,7 @@ use shared::money::Fen;
 use shared::region::RegionCode;
 use shared::rpcs::{CreateAgreement, CreatePartnership, CustomTarget, YearTarget};
 use shared::runtime::Runtime;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Connects, migrates, seeds the demonstration pairs when asked and none
 /// exist, and consumes events and RPCs.
@@ -26,6 +26,19 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     }
     rt.bus.subscribe(partnerships.events()).await?;
     rt.bus.serve(partnerships.rpc()).await?;
+    // Recredits a replica stopped in, or an RPC left to go on.
+    let cancel = rt.cancel.clone();
+    rt.tracker.spawn(async move {
+        loop {
+            if let Err(e) = partnerships.recredit_queued().await {
+                warn!(error = %e, "crediting queued partnerships failed; will retry");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(crate::messaging::RECREDIT_EVERY) => {}
+                () = cancel.cancelled() => break,
+            }
+        }
+    });
     Ok(())
 }
 

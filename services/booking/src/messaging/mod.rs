@@ -356,7 +356,7 @@ impl Bookings {
 
     /// The RPC methods booking answers.
     pub fn rpc(&self) -> RpcRouter {
-        let [a, b, c, d, e, g, h, i, j, k] = [(); 10].map(|()| self.clone());
+        let [a, b, c, d, e, g, h, i, j, k, l] = [(); 11].map(|()| self.clone());
         RpcRouter::new(SERVICE)
             .ready_with(self.db.clone())
             .route::<QuoteCancellation, _, _>(move |req| {
@@ -396,6 +396,16 @@ impl Bookings {
             .route::<shared::rpcs::GetRefundsAsked, _, _>(move |_| {
                 let s = i.clone();
                 async move { Ok(storage::refunds_asked(&s.db).await?) }
+            })
+            // Payment's too, before a payout run.
+            .route::<shared::rpcs::GetCapturesHeard, _, _>(move |req| {
+                let s = l.clone();
+                async move {
+                    if req.payment_ids.len() > 100 {
+                        return Err(AppError::bad_input("at most 100 payments at a time"));
+                    }
+                    Ok(storage::captures_heard(&s.db, &req.payment_ids).await?)
+                }
             })
             // Inventory's, before its sweeper releases overdue holds.
             .route::<shared::rpcs::GetConfirmedBookings, _, _>(move |req| {
@@ -991,6 +1001,9 @@ impl Bookings {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
+        // Whatever comes of it below, in the same transaction: until then
+        // a payout run keeps the host's share of it back.
+        storage::capture_heard(&txn, ev.payment_id, ev.booking_id).await?;
         let confirm = |txn| {
             storage::transition(
                 txn,

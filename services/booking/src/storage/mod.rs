@@ -40,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(RefundRequests),
             Box::new(RefundsAsked),
             Box::new(RefundsWhole),
+            Box::new(CapturesHeard),
         ]
     }
 }
@@ -364,6 +365,79 @@ impl MigrationTrait for RefundsWhole {
         )
         .await
     }
+}
+
+struct CapturesHeard;
+
+impl MigrationName for CapturesHeard {
+    fn name(&self) -> &str {
+        "m20261206_000001_booking_captures_heard"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CapturesHeard {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The captures booking has handled, whatever it made of them
+        // (`shared::rpcs::GetCapturesHeard`).
+        run_ddl(
+            manager,
+            &["CREATE TABLE captures_heard (
+                payment_id UUID PRIMARY KEY,
+                booking_id UUID NOT NULL,
+                heard_at TIMESTAMPTZ NOT NULL)"],
+        )
+        .await
+    }
+}
+
+/// Records that booking has handled capture `payment` of `booking`.
+pub async fn capture_heard<C: ConnectionTrait>(
+    conn: &C,
+    payment: shared::ids::PaymentId,
+    booking: BookingId,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO captures_heard (payment_id, booking_id, heard_at) VALUES ($1, $2, $3)
+         ON CONFLICT (payment_id) DO NOTHING",
+        vec![
+            uuid_value(b, payment.0),
+            uuid_value(b, booking.0),
+            Utc::now().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Of `payments`, the captures booking has handled.
+pub async fn captures_heard<C: ConnectionTrait>(
+    conn: &C,
+    payments: &[shared::ids::PaymentId],
+) -> Result<Vec<shared::ids::PaymentId>, DbErr> {
+    if payments.is_empty() {
+        return Ok(Vec::new());
+    }
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        &format!(
+            "SELECT payment_id FROM captures_heard WHERE payment_id IN ({})",
+            shared::db::placeholders(1, payments.len())
+        ),
+        payments.iter().map(|p| uuid_value(b, p.0)).collect(),
+    ))
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(shared::ids::PaymentId(shared::db::row_uuid(
+            r,
+            "payment_id",
+        )?))
+    })
+    .collect()
 }
 
 struct RefundRequests;

@@ -19,10 +19,21 @@ use shared::rpcs::{
     PartnershipReport, PartnershipView, RegionImpact, UpdatePartnership,
 };
 use shared::{AppError, ErrorCode};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Longest notes on a partnership.
 const MAX_NOTES: usize = 2_000;
+
+/// Bookings credited again per transaction when a pair or its term changes.
+pub const RECREDIT_BATCH: u64 = 200;
+
+/// How long the call that recorded a pair or moved its term goes on
+/// crediting it before it answers (well within an RPC's 5 s deadline); the
+/// rest goes on in the background ([`Partnerships::recredit_queued`]).
+pub const RECREDIT_WHILE_ASKED: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often each replica looks for queued recredits.
+pub const RECREDIT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -205,9 +216,12 @@ impl Partnerships {
                 req.sponsor, req.beneficiary
             )));
         }
-        recredit(&txn, &req.beneficiary.code_prefix(), "partnership created").await?;
+        let queued =
+            storage::queue_recredit(&txn, &req.beneficiary.code_prefix(), "partnership created")
+                .await?;
         txn.commit().await?;
         info!(partnership = %view.id, sponsor = %view.sponsor, beneficiary = %view.beneficiary, "partnership created");
+        self.recredit_for_a_while(queued).await;
         Ok(view)
     }
 
@@ -306,33 +320,105 @@ impl Partnerships {
         if !storage::update_partnership(&txn, req.partnership_id, edit).await? {
             return Err(not_found());
         }
-        if since != pair.since || ended_on != pair.ended_on {
+        let queued = if since != pair.since || ended_on != pair.ended_on {
             let prefix = pair.beneficiary.code_prefix();
-            recredit(&txn, &prefix, "partnership term changed").await?;
-        }
+            Some(storage::queue_recredit(&txn, &prefix, "partnership term changed").await?)
+        } else {
+            None
+        };
         let view = storage::partnership_by_id(&txn, req.partnership_id)
             .await?
             .ok_or_else(|| AppError::internal("the partnership vanished"))?;
         txn.commit().await?;
         info!(partnership = %view.id, status = %view.status, since = ?view.since, ended_on = ?view.ended_on, "partnership edited");
+        if let Some(queued) = queued {
+            self.recredit_for_a_while(queued).await;
+        }
         Ok(view)
     }
 
     /// Once per database, after the migration that gave partnerships their
     /// end day: credits every pair again by its term, which attribution did
     /// not look at before (a pair recorded with a later `since` had been
-    /// credited with earlier bookings). In one transaction with its claim,
-    /// so a process stopped half-way leaves the whole of it to the next.
+    /// credited with earlier bookings). Queued with its claim, so a process
+    /// stopped half-way leaves the rest to the next.
     pub async fn apply_terms_once(&self) -> Result<(), DbErr> {
         shared::db::claims_table(&self.db).await?;
         let txn = self.db.begin().await?;
         storage::lock_facts(&txn).await?;
         if shared::db::claim(&txn, "partnership terms").await? {
-            recredit(&txn, "", "partnership terms applied").await?;
+            let queued = storage::queue_recredit(&txn, "", "partnership terms applied").await?;
             txn.commit().await?;
-            info!("credited every partnership by its term");
+            if self.recredit(queued, RECREDIT_BATCH, None).await? {
+                info!("credited every partnership by its term");
+            }
         }
         Ok(())
+    }
+
+    /// Does queued recredit `id` (`storage::queue_recredit`), `batch`
+    /// bookings per transaction, until it is done, another transaction has
+    /// it, or `until` has passed (checked after each batch: one batch at
+    /// least). True when this call finished it.
+    ///
+    /// No lock on the facts table: the recredit was queued in the
+    /// transaction that recorded the pair or its term under
+    /// `storage::lock_facts`, so a handler recording a fact either
+    /// committed before (its booking is in the batches) or reads the pair
+    /// as it is now; a batch and a handler on the same booking take turns
+    /// on its facts row, and each credits the difference from what the
+    /// other left.
+    pub async fn recredit(
+        &self,
+        id: uuid::Uuid,
+        batch: u64,
+        until: Option<std::time::Instant>,
+    ) -> Result<bool, DbErr> {
+        loop {
+            let txn = self.db.begin().await?;
+            let Some(work) = storage::take_recredit(&txn, id).await? else {
+                return Ok(false);
+            };
+            let bookings = storage::confirmed_in(&txn, &work.prefix, work.after, batch).await?;
+            let pairs = storage::pairs(&txn).await?;
+            for booking in &bookings {
+                let facts = storage::record_fact(&txn, *booking, Fact::Nothing).await?;
+                reconcile(&txn, *booking, &facts, &pairs, &work.cause).await?;
+            }
+            let more = u64::try_from(bookings.len()).is_ok_and(|n| n >= batch);
+            let last = bookings.last().copied().filter(|_| more);
+            storage::advance_recredit(&txn, id, last).await?;
+            txn.commit().await?;
+            if last.is_none() {
+                return Ok(true);
+            }
+            if until.is_some_and(|until| std::time::Instant::now() >= until) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Does every queued recredit: one a replica stopped in, or one an RPC
+    /// left to run on ([`RECREDIT_WHILE_ASKED`]).
+    pub async fn recredit_queued(&self) -> Result<(), DbErr> {
+        for id in storage::queued_recredits(&self.db).await? {
+            self.recredit(id, RECREDIT_BATCH, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Recredits for as long as an admin's call can wait; what is left
+    /// stays queued for [`Self::recredit_queued`]. The pair is recorded
+    /// either way.
+    async fn recredit_for_a_while(&self, id: uuid::Uuid) {
+        let until = std::time::Instant::now() + RECREDIT_WHILE_ASKED;
+        match self.recredit(id, RECREDIT_BATCH, Some(until)).await {
+            Ok(true) => {}
+            Ok(false) => info!(recredit = %id, "crediting goes on in the background"),
+            Err(e) => {
+                warn!(recredit = %id, error = %e, "crediting failed; will retry in the background")
+            }
+        }
     }
 
     /// Adds an agreement with yearly targets.
@@ -549,19 +635,6 @@ impl Partnerships {
         });
         Ok(out)
     }
-}
-
-/// Credits every partnership again with the confirmed bookings of listings
-/// whose code starts with `prefix` (a beneficiary's), under
-/// `storage::lock_facts`: after a partnership is recorded or its term
-/// changed.
-async fn recredit<C: ConnectionTrait>(conn: &C, prefix: &str, cause: &str) -> Result<(), DbErr> {
-    let pairs = storage::pairs(conn).await?;
-    for booking in storage::confirmed_in(conn, prefix).await? {
-        let facts = storage::record_fact(conn, booking, Fact::Nothing).await?;
-        reconcile(conn, booking, &facts, &pairs, cause).await?;
-    }
-    Ok(())
 }
 
 /// Credits every partnership with the difference between what the booking

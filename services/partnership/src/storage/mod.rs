@@ -26,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(Terms),
             Box::new(FactsByDay),
             Box::new(RefundsHeard),
+            Box::new(Recredits),
         ]
     }
 }
@@ -219,6 +220,130 @@ impl MigrationTrait for RefundsHeard {
     }
 }
 
+struct Recredits;
+
+impl MigrationName for Recredits {
+    fn name(&self) -> &str {
+        "m20261206_000001_recredits"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Recredits {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Crediting partnerships again with a sub-tree's bookings (a pair
+        // recorded, its term moved) is work queued here and done a batch
+        // of bookings per transaction, `after` the last one done: a crash
+        // half-way leaves the rest to the next run.
+        run_ddl(
+            manager,
+            &["CREATE TABLE recredits (
+                id UUID PRIMARY KEY,
+                prefix TEXT NOT NULL,
+                cause TEXT NOT NULL,
+                after_booking UUID,
+                queued_at TIMESTAMPTZ NOT NULL)"],
+        )
+        .await
+    }
+}
+
+/// Queues crediting every partnership again with the confirmed bookings of
+/// listings whose code starts with `prefix` (`""`: every booking).
+pub async fn queue_recredit<C: ConnectionTrait>(
+    conn: &C,
+    prefix: &str,
+    cause: &str,
+) -> Result<uuid::Uuid, DbErr> {
+    let b = conn.get_database_backend();
+    let id = uuid::Uuid::now_v7();
+    conn.execute_raw(stmt(
+        b,
+        "INSERT INTO recredits (id, prefix, cause, after_booking, queued_at)
+         VALUES ($1, $2, $3, NULL, $4)",
+        vec![
+            uuid_value(b, id),
+            prefix.into(),
+            cause.into(),
+            Utc::now().into(),
+        ],
+    ))
+    .await?;
+    Ok(id)
+}
+
+/// Queued recredits, oldest first.
+pub async fn queued_recredits<C: ConnectionTrait>(conn: &C) -> Result<Vec<uuid::Uuid>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT id FROM recredits ORDER BY queued_at, id",
+        vec![],
+    ))
+    .await?
+    .iter()
+    .map(|r| row_uuid(r, "id"))
+    .collect()
+}
+
+/// A queued recredit taken for one batch.
+pub struct Recredit {
+    pub prefix: String,
+    pub cause: String,
+    /// The last booking done.
+    pub after: Option<BookingId>,
+}
+
+/// Takes recredit `id` for this transaction; `None` when it is done or
+/// another transaction has it (PostgreSQL: it waits for nobody).
+pub async fn take_recredit<C: ConnectionTrait>(
+    conn: &C,
+    id: uuid::Uuid,
+) -> Result<Option<Recredit>, DbErr> {
+    let b = conn.get_database_backend();
+    let lock = if b == sea_orm::DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            &format!("SELECT prefix, cause, after_booking FROM recredits WHERE id = $1{lock}"),
+            vec![uuid_value(b, id)],
+        ))
+        .await?;
+    row.map(|r| {
+        Ok(Recredit {
+            prefix: r.try_get("", "prefix")?,
+            cause: r.try_get("", "cause")?,
+            after: shared::db::opt_row_uuid(&r, "after_booking")?.map(BookingId),
+        })
+    })
+    .transpose()
+}
+
+/// Marks recredit `id` done up to `last`, or done altogether (`None`).
+pub async fn advance_recredit<C: ConnectionTrait>(
+    conn: &C,
+    id: uuid::Uuid,
+    last: Option<BookingId>,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    let (sql, values) = match last {
+        Some(last) => (
+            "UPDATE recredits SET after_booking = $2 WHERE id = $1",
+            vec![uuid_value(b, id), uuid_value(b, last.0)],
+        ),
+        None => (
+            "DELETE FROM recredits WHERE id = $1",
+            vec![uuid_value(b, id)],
+        ),
+    };
+    conn.execute_raw(stmt(b, sql, values)).await?;
+    Ok(())
+}
+
 /// Records that refund `id` of `booking` is counted; false when it was
 /// already.
 async fn first_hearing<C: ConnectionTrait>(
@@ -373,7 +498,7 @@ pub async fn pairs<C: ConnectionTrait>(conn: &C) -> Result<Vec<(PartnershipId, P
     let b = conn.get_database_backend();
     conn.query_all_raw(stmt(
         b,
-        "SELECT id, sponsor_code, beneficiary_code, since, ended_on FROM partnerships",
+        "SELECT id, sponsor_code, beneficiary_code, since, ended_on FROM partnerships ORDER BY id",
         vec![],
     ))
     .await?
@@ -695,17 +820,41 @@ pub async fn lock_facts<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
     Ok(())
 }
 
-/// Ids of confirmed bookings of listings whose code starts with `prefix`
-/// (backfilling a new partnership; "" for every booking).
+/// The next `limit` confirmed bookings, in id order after `after`, of
+/// listings whose code starts with `prefix` (`""`: every listing), their
+/// facts rows locked in that order (PostgreSQL) before anything else is:
+/// a batch then never holds a month's totals while it waits for a booking
+/// an event's handler has (which waits for those totals in turn).
 pub async fn confirmed_in<C: ConnectionTrait>(
     conn: &C,
     prefix: &str,
+    after: Option<BookingId>,
+    limit: u64,
 ) -> Result<Vec<BookingId>, DbErr> {
     let b = conn.get_database_backend();
+    let lock = if b == sea_orm::DbBackend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let mut values = vec![format!("{prefix}%").into()];
+    let after = match after {
+        Some(after) => {
+            values.push(uuid_value(b, after.0));
+            " AND booking_id > $2"
+        }
+        None => "",
+    };
+    values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    let n = values.len();
     conn.query_all_raw(stmt(
         b,
-        "SELECT booking_id FROM booking_facts WHERE listing_code LIKE $1 AND confirmed_at IS NOT NULL",
-        vec![format!("{prefix}%").into()],
+        &format!(
+            "SELECT booking_id FROM booking_facts
+             WHERE listing_code LIKE $1 AND confirmed_at IS NOT NULL{after}
+             ORDER BY booking_id LIMIT ${n}{lock}"
+        ),
+        values,
     ))
     .await?
     .iter()

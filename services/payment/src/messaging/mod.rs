@@ -591,8 +591,9 @@ impl Payments {
     /// all that is left (booking asks for those only once it hears of the
     /// cancellation, and a run in between paid the host for seats then
     /// refunded in full). What payment has refunded already leaves nothing
-    /// to keep back. None without a bus; booking or inventory not answering
-    /// stops the run.
+    /// to keep back. First marks the captures booking has handled since
+    /// the last look ([`Self::hear_captures`]). None without a bus; booking
+    /// or inventory not answering stops the run.
     async fn refunds_owed(&self) -> Result<Vec<shared::rpcs::RefundAsked>, AppError> {
         let Some(bus) = self.bus.as_ref().and_then(std::sync::Weak::upgrade) else {
             return Ok(Vec::new());
@@ -600,9 +601,10 @@ impl Payments {
         let departures = shared::rpcs::GetCancelledDepartureBookings {
             since: chrono::Utc::now() - CANCELLED_DEPARTURES_WITHIN,
         };
-        let (asked, cancelled) = tokio::join!(
+        let (asked, cancelled, heard) = tokio::join!(
             shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {}),
             shared::bus::call(bus.as_ref(), &departures),
+            self.hear_captures(bus.as_ref()),
         );
         let unanswered = |who: &str, e: AppError| {
             AppError::new(
@@ -614,6 +616,7 @@ impl Payments {
                 ),
             )
         };
+        heard.map_err(|e| unanswered("booking", e))?;
         let mut asked = asked.map_err(|e| unanswered("booking", e))?;
         let cancelled = cancelled.map_err(|e| unanswered("inventory", e))?;
         // Those booking has asked about already are in `asked`; those it
@@ -638,6 +641,24 @@ impl Payments {
                 }),
         );
         Ok(asked)
+    }
+
+    /// Asks booking which of the captures it had not handled at the last
+    /// look it has handled now, and marks them: the rest keep their hosts'
+    /// shares back from payout runs (`storage::payable_balances`).
+    async fn hear_captures(&self, bus: &dyn shared::bus::Bus) -> Result<(), AppError> {
+        let unheard = storage::unheard_captures(&self.db).await?;
+        for page in unheard.chunks(100) {
+            let heard = shared::bus::call(
+                bus,
+                &shared::rpcs::GetCapturesHeard {
+                    payment_ids: page.to_vec(),
+                },
+            )
+            .await?;
+            storage::captures_heard(&self.db, &heard).await?;
+        }
+        Ok(())
     }
 
     /// Payout runs, newest first (platform admins).

@@ -31,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(PaymentsBooker),
             Box::new(LedgerByDay),
             Box::new(ChargesByDay),
+            Box::new(CapturesHeard),
         ]
     }
 }
@@ -327,6 +328,80 @@ impl MigrationTrait for ChargesByDay {
         )
         .await
     }
+}
+
+struct CapturesHeard;
+
+impl MigrationName for CapturesHeard {
+    fn name(&self) -> &str {
+        "m20261206_000001_payments_booking_heard"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CapturesHeard {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Whether booking has said it handled the capture
+        // (`shared::rpcs::GetCapturesHeard`); until it has, a payout run
+        // keeps the host's share back. The captures made before this
+        // migration are taken as heard: booking has no record of them
+        // (upgrade booking first, see docs/operations.md).
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE payments ADD COLUMN booking_heard BOOLEAN NOT NULL DEFAULT FALSE",
+                "UPDATE payments SET booking_heard = TRUE WHERE status <> 'PROCESSING'",
+                "CREATE INDEX payments_unheard ON payments (id) WHERE booking_heard = FALSE",
+            ],
+        )
+        .await
+    }
+}
+
+/// Captures booking has not yet said it handled (as payment last knew).
+pub async fn unheard_captures<C: ConnectionTrait>(conn: &C) -> Result<Vec<PaymentId>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT id FROM payments WHERE booking_heard = FALSE AND status = 'CAPTURED' ORDER BY id",
+        vec![],
+    ))
+    .await?
+    .iter()
+    .map(|r| Ok(PaymentId(row_uuid(r, "id")?)))
+    .collect()
+}
+
+/// Records that booking handled these captures.
+pub async fn captures_heard<C: ConnectionTrait>(
+    conn: &C,
+    payments: &[PaymentId],
+) -> Result<(), DbErr> {
+    if payments.is_empty() {
+        return Ok(());
+    }
+    let b = conn.get_database_backend();
+    // A row another transaction has (a refund reserving its amount) is
+    // left for the next look: this run keeps its share back, waiting for
+    // nobody.
+    let sql = match b {
+        sea_orm::DbBackend::Postgres => format!(
+            "UPDATE payments SET booking_heard = TRUE WHERE id IN
+                (SELECT id FROM payments WHERE id IN ({}) FOR UPDATE SKIP LOCKED)",
+            shared::db::placeholders(1, payments.len())
+        ),
+        _ => format!(
+            "UPDATE payments SET booking_heard = TRUE WHERE id IN ({})",
+            shared::db::placeholders(1, payments.len())
+        ),
+    };
+    conn.execute_raw(stmt(
+        b,
+        &sql,
+        payments.iter().map(|p| uuid_value(b, p.0)).collect(),
+    ))
+    .await?;
+    Ok(())
 }
 
 struct Payouts;
@@ -1422,12 +1497,16 @@ pub async fn host_balances<C: ConnectionTrait>(
 /// What a payout run pays each host for entries before `up_to`: its
 /// balance ([`host_balances`]) less its share of the refunds still PENDING
 /// with the provider — money already promised back to travelers, not yet
-/// in the ledger — when that leaves something to pay.
+/// in the ledger — and of what is left of the captures booking has not
+/// said it handled (a capture reaching a booking that has ended goes back
+/// in full), when that leaves something to pay.
 ///
-/// Both are read by one statement, so from one snapshot: read one after
+/// All are read by one statement, so from one snapshot: read one after
 /// the other, a refund the provider confirmed in between would be held
 /// back and deducted (the host paid too little), and one reserved in
-/// between neither (paid the share a traveler is owed).
+/// between neither (paid the share a traveler is owed); a capture made
+/// after the unheard ones were looked up would be paid out unheard. (The
+/// captures booking has handled are marked before: [`captures_heard`].)
 ///
 /// The refunds booking `asked` for that payment has not heard of are read
 /// before that statement: one that arrives in between is then held back
@@ -1446,15 +1525,20 @@ pub async fn payable_balances<C: ConnectionTrait>(
             b,
             &format!(
                 "WITH owed AS ({HOST_BALANCES})
-                 SELECT account, region_code, owed,
-                        NULL AS host_id, NULL AS split, NULL AS refunded_fen, NULL AS pending
+                 SELECT account, region_code, owed, NULL AS host_id, NULL AS split,
+                        NULL AS refunded_fen, NULL AS pending, CAST(NULL AS BIGINT) AS captured
                  FROM owed
                  UNION ALL
                  SELECT NULL, NULL, NULL, p.host_id, p.split, p.refunded_fen,
-                        CAST(SUM(r.amount_fen) AS BIGINT)
+                        CAST(SUM(r.amount_fen) AS BIGINT), NULL
                  FROM refunds r JOIN payments p ON p.id = r.payment_id
                  WHERE r.status = 'PENDING' AND p.host_id IS NOT NULL AND p.split IS NOT NULL
-                 GROUP BY p.id, p.host_id, p.split, p.refunded_fen"
+                 GROUP BY p.id, p.host_id, p.split, p.refunded_fen
+                 UNION ALL
+                 SELECT NULL, NULL, NULL, host_id, split, refunded_fen, NULL, amount_fen
+                 FROM payments
+                 WHERE booking_heard = FALSE AND status = 'CAPTURED'
+                   AND host_id IS NOT NULL AND split IS NOT NULL"
             ),
             vec![up_to.into(), uuid_value(b, uuid::Uuid::nil()), true.into()],
         ))
@@ -1474,8 +1558,16 @@ pub async fn payable_balances<C: ConnectionTrait>(
         let split: Split = serde_json::from_str(&split)
             .map_err(|e| DbErr::Custom(format!("payments.split: {e}")))?;
         let reserved = Fen(row.try_get("", "refunded_fen")?);
-        let pending = Fen(row.try_get("", "pending")?);
-        let share = split.reversal(reserved - pending, reserved).host;
+        let share = match row.try_get::<Option<i64>>("", "captured")? {
+            // A capture booking has not handled: what no refund has
+            // reserved yet (reserved ones are held back as pending, or
+            // are in the ledger).
+            Some(captured) => split.reversal(reserved, Fen(captured)).host,
+            None => {
+                let pending = Fen(row.try_get("", "pending")?);
+                split.reversal(reserved - pending, reserved).host
+            }
+        };
         *promised
             .entry(HostId(row_uuid(row, "host_id")?))
             .or_default() += share;
