@@ -212,42 +212,47 @@ async fn a_refund_the_provider_refuses_is_in_the_reconciliation_log() {
 /// refund is recorded as declined meanwhile (another asker heard a decline;
 /// the test writes it, holding the row until the reconciler's record waits
 /// on it): the money went back but the ledger says it did not — a MISMATCH
-/// for a person, not a refund logged as completed.
+/// for a person, not a refund logged as completed. A second refund of the
+/// same payment that goes the same way is a second MISMATCH (they were
+/// noted once per payment: the second was not noted at all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_paid_by_the_provider_after_it_was_recorded_declined_is_a_mismatch() {
     let app = app().await;
     let id = app.confirmed_booking(9).await;
-    let admin = app.pending_refund(&id, "both-ways").await;
-    let declined = common::LockHeld::begin(
-        app.service_db("payment").await,
-        "UPDATE refunds SET status = 'FAILED', failure_reason = 'declined', updated_at = now()",
-    )
-    .await;
-    app.refund_provider(true).await;
-    declined.until_waiting(1, true).await;
-    declined.release().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let kinds = loop {
-        let log = app
-            .graphql_as(
-                Some(&admin),
-                "{ reconciliationLog { edges { node { kind note } } } }",
-                json!({}),
-            )
-            .await;
-        let kinds: Vec<String> = log["data"]["reconciliationLog"]["edges"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{log}"))
-            .iter()
-            .map(|e| e["node"]["kind"].as_str().unwrap_or("?").to_owned())
-            .collect();
-        if !kinds.is_empty() {
-            break kinds;
-        }
-        assert!(Instant::now() < deadline, "nothing logged: {log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(kinds, ["MISMATCH"]);
+    for (n, key) in ["both-ways", "both-ways-again"].into_iter().enumerate() {
+        let admin = app.pending_refund(&id, key).await;
+        let declined = common::LockHeld::begin(
+            app.service_db("payment").await,
+            "UPDATE refunds SET status = 'FAILED', failure_reason = 'declined', updated_at = now()
+             WHERE status = 'PENDING'",
+        )
+        .await;
+        app.refund_provider(true).await;
+        declined.until_waiting(1, true).await;
+        declined.release().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let kinds = loop {
+            let log = app
+                .graphql_as(
+                    Some(&admin),
+                    "{ reconciliationLog { edges { node { kind note } } } }",
+                    json!({}),
+                )
+                .await;
+            let kinds: Vec<String> = log["data"]["reconciliationLog"]["edges"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{log}"))
+                .iter()
+                .map(|e| e["node"]["kind"].as_str().unwrap_or("?").to_owned())
+                .collect();
+            if kinds.len() > n {
+                break kinds;
+            }
+            assert!(Instant::now() < deadline, "nothing logged: {log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(kinds, vec!["MISMATCH"; n + 1]);
+    }
 }
 
 in_both_modes!(a_charge_no_payment_made_is_logged_once_as_a_mismatch);

@@ -440,14 +440,17 @@ impl Payments {
                 Ok(RefundProgress::Done) => {
                     let note =
                         "a refund the provider had not confirmed was asked again and completed";
-                    storage::log_reconciliation(
+                    let logged = storage::log_reconciliation(
                         &self.db,
                         "REFUND_COMPLETED",
-                        (refund.payment_id, refund.booking_id),
+                        (refund.payment_id, refund.booking_id, Some(refund.id)),
                         refund.amount,
                         note,
                     )
-                    .await?;
+                    .await;
+                    if let Err(e) = logged {
+                        warn!(refund = %refund.id, error = %e, "reconciliation: a completed refund not logged");
+                    }
                     found += 1;
                 }
                 Ok(_) => {}
@@ -474,10 +477,21 @@ impl Payments {
             };
             // Said once, when first found (the statement leaves out what
             // is logged already).
-            if storage::log_reconciliation(&self.db, "MISMATCH", (id, booking), charged, &note)
-                .await?
+            match storage::log_reconciliation(
+                &self.db,
+                "MISMATCH",
+                (id, booking, None),
+                charged,
+                &note,
+            )
+            .await
             {
-                error!(payment = %id, %note, "reconciliation: the provider and the ledger disagree");
+                Ok(true) => {
+                    error!(payment = %id, %note, "reconciliation: the provider and the ledger disagree");
+                }
+                Ok(false) => {}
+                // The next round finds it again (not logged yet).
+                Err(e) => warn!(payment = %id, error = %e, "reconciliation: a mismatch not logged"),
             }
         }
         Ok(found)
@@ -507,8 +521,17 @@ impl Payments {
         };
         if settled {
             warn!(payment = %p.id, booking = %p.booking_id, kind, "reconciliation settled a payment");
-            storage::log_reconciliation(&self.db, kind, (p.id, p.booking_id), p.amount, note)
-                .await?;
+            let logged = storage::log_reconciliation(
+                &self.db,
+                kind,
+                (p.id, p.booking_id, None),
+                p.amount,
+                note,
+            )
+            .await;
+            if let Err(e) = logged {
+                warn!(payment = %p.id, error = %e, "reconciliation: a settlement not logged");
+            }
         }
         Ok(settled)
     }
@@ -938,7 +961,7 @@ impl Payments {
                     storage::log_reconciliation(
                         &txn,
                         "MISMATCH",
-                        (refund.payment_id, refund.booking_id),
+                        (refund.payment_id, refund.booking_id, Some(refund.id)),
                         refund.amount,
                         &note,
                     )
@@ -966,7 +989,7 @@ impl Payments {
                     storage::log_reconciliation(
                         &txn,
                         "REFUND_DECLINED",
-                        (refund.payment_id, refund.booking_id),
+                        (refund.payment_id, refund.booking_id, Some(refund.id)),
                         refund.amount,
                         &note,
                     )

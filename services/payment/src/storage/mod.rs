@@ -32,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(LedgerByDay),
             Box::new(ChargesByDay),
             Box::new(CapturesHeard),
+            Box::new(MismatchesOnce),
         ]
     }
 }
@@ -325,6 +326,35 @@ impl MigrationTrait for ChargesByDay {
         run_ddl(
             manager,
             &["CREATE INDEX sandbox_charges_by_day ON sandbox_charges (created_at)"],
+        )
+        .await
+    }
+}
+
+struct MismatchesOnce;
+
+impl MigrationName for MismatchesOnce {
+    fn name(&self) -> &str {
+        "m20261206_000002_reconciliation_refund"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for MismatchesOnce {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A MISMATCH was noted once per payment: a second refund of it
+        // that the provider paid after it was recorded as declined was not
+        // noted at all. Once per charge (no refund) or per refund now.
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE reconciliation_log ADD COLUMN refund_id UUID",
+                "DROP INDEX reconciliation_log_once",
+                "CREATE UNIQUE INDEX reconciliation_log_charge_once ON reconciliation_log (payment_id)
+                    WHERE kind = 'MISMATCH' AND refund_id IS NULL",
+                "CREATE UNIQUE INDEX reconciliation_log_refund_once ON reconciliation_log (kind, refund_id)
+                    WHERE refund_id IS NOT NULL",
+            ],
         )
         .await
     }
@@ -1144,19 +1174,25 @@ pub async fn finish_refund<C: ConnectionTrait>(
     Ok(r.rows_affected() == 1)
 }
 
-/// Notes what the reconciler found; a MISMATCH is noted once per payment.
+/// Notes what the reconciler found, of a refund of the payment or of the
+/// payment itself (`refund` none); false when it was noted already (a
+/// MISMATCH of a charge once per payment, each kind once per refund).
 pub async fn log_reconciliation<C: ConnectionTrait>(
     conn: &C,
     kind: &str,
-    (payment, booking): (PaymentId, BookingId),
+    (payment, booking, refund): (PaymentId, BookingId, Option<shared::ids::RefundId>),
     amount: Fen,
     note: &str,
 ) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
+    let refund: sea_orm::Value = match refund {
+        Some(refund) => uuid_value(b, refund.0),
+        None => Option::<uuid::Uuid>::None.into(),
+    };
     let written = conn.execute_raw(stmt(
         b,
-        "INSERT INTO reconciliation_log (kind, payment_id, booking_id, amount_fen, note, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        "INSERT INTO reconciliation_log (kind, payment_id, booking_id, amount_fen, note, created_at, refund_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         vec![
             kind.into(),
             uuid_value(b, payment.0),
@@ -1164,6 +1200,7 @@ pub async fn log_reconciliation<C: ConnectionTrait>(
             amount.get().into(),
             note.into(),
             Utc::now().into(),
+            refund,
         ],
     ))
     .await?;
@@ -1262,7 +1299,8 @@ pub async fn provider_mismatches_since<C: ConnectionTrait>(
                 OR NOT ((p.status = 'CAPTURED' AND p.amount_fen = c.amount_fen)
                         OR p.status = 'PROCESSING'))
            AND NOT EXISTS (SELECT 1 FROM reconciliation_log l
-                           WHERE l.kind = 'MISMATCH' AND l.payment_id = {id})"
+                           WHERE l.kind = 'MISMATCH' AND l.refund_id IS NULL
+                             AND l.payment_id = {id})"
     );
     conn.query_all_raw(stmt(b, &sql, vec![since.into()]))
         .await?
