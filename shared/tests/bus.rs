@@ -230,6 +230,49 @@ async fn an_rpc_to_a_service_that_is_not_running_fails_within_its_deadline() {
         waited >= deadline && waited < deadline + Duration::from_millis(500),
         "{waited:?}"
     );
+
+    // Once a call ran out unanswered, the next ones look first: nothing
+    // consumes the queue, so they fail at once instead of each waiting out
+    // a deadline of its own (a part killed made every request touching it
+    // hang its whole deadline).
+    let long = Duration::from_secs(30);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = call_within(
+            bus.as_ref(),
+            &ListRegions {
+                parent_code: None,
+                poverty_only: false,
+            },
+            long,
+        )
+        .await
+        .expect_err("nobody consumes the queue");
+        assert_eq!(err.code, ErrorCode::ServiceUnavailable);
+        assert!(err.message.contains("not running"), "{}", err.message);
+        assert!(started.elapsed() < long / 4, "{:?}", started.elapsed());
+    }
+
+    // Served again: the call goes through, and so do the next.
+    let router = duikou_shared::rpc::RpcRouter::new("inventory")
+        .route::<ListRegions, _, _>(|_| async { Ok(duikou_shared::region::reference_regions()) });
+    let server = k.bus(&amqp_url()).await;
+    server.serve(router).await.expect("serve");
+    for _ in 0..2 {
+        let regions = call_within(
+            bus.as_ref(),
+            &ListRegions {
+                parent_code: None,
+                poverty_only: false,
+            },
+            long,
+        )
+        .await
+        .expect("answered");
+        assert!(!regions.is_empty());
+    }
+    server.shutdown().await;
+    server.close().await;
     k.cleanup(bus.as_ref()).await;
 }
 

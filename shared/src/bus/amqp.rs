@@ -64,6 +64,10 @@ pub struct AmqpBus {
     cancel: CancellationToken,
     tracker: TaskTracker,
     declared: Mutex<Vec<String>>,
+    /// Services whose last RPC from here ran out its deadline unanswered:
+    /// until one answers again, a call first looks whether anything
+    /// consumes their queue, and fails at once if nothing does.
+    unanswered: Mutex<std::collections::HashSet<String>>,
 }
 
 /// What consumers and handlers share: the current connection and the
@@ -313,9 +317,38 @@ impl AmqpBus {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             declared: Mutex::default(),
+            unanswered: Mutex::default(),
         };
         bus.listen_for_replies(rpc_channel).await?;
         Ok(bus)
+    }
+
+    /// Whether nothing consumes `queue` (a service's RPC queue): a passive
+    /// declare on a channel of its own (a missing queue closes it), bounded
+    /// by `within`. False when the broker does not say.
+    async fn nobody_consumes(&self, queue: &str, within: Duration) -> bool {
+        let look = async {
+            let channel = self.inner.open_channel(false).await.ok()?;
+            let declared = channel
+                .queue_declare(
+                    queue.into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            if usable(&channel) {
+                let _ = channel.close(200, "looked".into()).await;
+            }
+            declared.ok().map(|q| q.consumer_count() == 0)
+        };
+        tokio::time::timeout(within, look)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
     }
 
     /// The RPC channel, replaced (with a new reply listener) if it was closed.
@@ -1149,6 +1182,21 @@ impl Bus for AmqpBus {
         let _cleanup = RemoveOnDrop(&self.pending, &correlation);
 
         let queue = self.inner.config.rpc_queue(service);
+        // A part that let the last call run out unanswered, and whose queue
+        // nobody consumes now (stopped, killed, not yet restarted), is
+        // not waited for: every request touching it would hang the whole
+        // deadline. One that consumes but is slow is waited for as ever.
+        if lock(&self.unanswered).contains(service)
+            && self
+                .nobody_consumes(&queue, deadline.min(Duration::from_secs(1)))
+                .await
+        {
+            warn!(service, "RPC to a part nothing consumes for; not waiting");
+            return Err(AppError::new(
+                ErrorCode::ServiceUnavailable,
+                "a part of Duikou is not running; try again shortly",
+            ));
+        }
         let payload = serde_json::to_vec(&body).map_err(AppError::internal)?;
         let properties = BasicProperties::default()
             .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
@@ -1188,8 +1236,12 @@ impl Bus for AmqpBus {
                 .await?;
             confirm.await.map_err(BusError::from)
         };
+        let ran_out = || {
+            lock(&self.unanswered).insert(service.to_owned());
+            rpc_timeout(service, method, deadline)
+        };
         match tokio::time::timeout(deadline, publish).await {
-            Err(_) => return Err(rpc_timeout(service, method, deadline)),
+            Err(_) => return Err(ran_out()),
             Ok(Err(e)) => {
                 warn!(error = %e, "the message broker is unavailable for an RPC");
                 return Err(AppError::new(
@@ -1217,7 +1269,10 @@ impl Bus for AmqpBus {
         }
         let left = deadline.saturating_sub(started.elapsed());
         let bytes = match tokio::time::timeout(left, rx).await {
-            Ok(Ok(Answer::Reply(bytes))) => bytes,
+            Ok(Ok(Answer::Reply(bytes))) => {
+                lock(&self.unanswered).remove(service);
+                bytes
+            }
             Ok(Ok(Answer::Returned)) => {
                 warn!(service, "RPC to a service that is not running");
                 return Err(AppError::new(
@@ -1225,7 +1280,7 @@ impl Bus for AmqpBus {
                     "a part of Duikou is not running; try again shortly",
                 ));
             }
-            _ => return Err(rpc_timeout(service, method, deadline)),
+            _ => return Err(ran_out()),
         };
         let reply: Result<serde_json::Value, AppError> =
             serde_json::from_slice(&bytes).map_err(AppError::internal)?;
