@@ -1825,12 +1825,15 @@ impl Rpc for GetConfirmedBookings {
 /// could not take). Payment's, before a payout run: a capture booking has
 /// not heard of yet may still go back in full (the booking ended before the
 /// capture reached it), so the host's share of it is not paid out yet.
-/// At most a page of ids.
+/// At most [`CAPTURES_A_CALL`] ids.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetCapturesHeard {
     /// The captured payments asked about.
     pub payment_ids: Vec<PaymentId>,
 }
+/// How many captures one [`GetCapturesHeard`] asks about at most.
+pub const CAPTURES_A_CALL: usize = 1_000;
+
 impl Rpc for GetCapturesHeard {
     const SERVICE: &'static str = "booking";
     const METHOD: &'static str = "captures_heard";

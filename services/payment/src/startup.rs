@@ -50,6 +50,13 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
             if let Err(e) = payments.reconcile(after).await {
                 warn!(error = %e.message, "reconciliation failed; will retry");
             }
+            // The captures booking has handled since, so that a payout run
+            // finds few left to ask about.
+            if let Some(bus) = payments.bus.as_ref().and_then(std::sync::Weak::upgrade)
+                && let Err(e) = payments.hear_captures(bus.as_ref(), None).await
+            {
+                warn!(error = %e.message, "could not ask booking which captures it handled; will retry");
+            }
         }
     });
     Ok(())

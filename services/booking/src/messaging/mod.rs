@@ -401,8 +401,11 @@ impl Bookings {
             .route::<shared::rpcs::GetCapturesHeard, _, _>(move |req| {
                 let s = l.clone();
                 async move {
-                    if req.payment_ids.len() > 100 {
-                        return Err(AppError::bad_input("at most 100 payments at a time"));
+                    if req.payment_ids.len() > shared::rpcs::CAPTURES_A_CALL {
+                        return Err(AppError::bad_input(format!(
+                            "at most {} payments at a time",
+                            shared::rpcs::CAPTURES_A_CALL
+                        )));
                     }
                     Ok(storage::captures_heard(&s.db, &req.payment_ids).await?)
                 }
@@ -1001,9 +1004,6 @@ impl Bookings {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
-        // Whatever comes of it below, in the same transaction: until then
-        // a payout run keeps the host's share of it back.
-        storage::capture_heard(&txn, ev.payment_id, ev.booking_id).await?;
         let confirm = |txn| {
             storage::transition(
                 txn,
@@ -1122,7 +1122,18 @@ impl Bookings {
             };
             enqueue(&txn, &[env.follow(SERVICE, &refund)]).await?;
             warn!(booking = %ev.booking_id, "payment captured for an unknown booking; refunding");
+            // Not marked handled: no booking lists its refund as asked
+            // (`refunds_asked`), so a payout run keeps the host's share of
+            // it back until payment has reserved the refund.
+            txn.commit().await?;
+            self.outbox.committed();
+            return Ok(());
         }
+        // Whatever came of it, in the same transaction as the refund it
+        // asked for, if any: a payout run keeps the host's share of a
+        // capture back until booking has handled it, and asks which it has
+        // before it asks which refunds booking has asked for.
+        storage::capture_heard(&txn, ev.payment_id, ev.booking_id).await?;
         txn.commit().await?;
         self.outbox.committed();
         Ok(())

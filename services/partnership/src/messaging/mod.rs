@@ -400,9 +400,13 @@ impl Partnerships {
 
     /// Does every queued recredit: one a replica stopped in, or one an RPC
     /// left to run on ([`RECREDIT_WHILE_ASKED`]).
+    /// One that fails (a deadlock with an event's handler: PostgreSQL
+    /// aborted the batch) is left for the next look, and the rest go on.
     pub async fn recredit_queued(&self) -> Result<(), DbErr> {
         for id in storage::queued_recredits(&self.db).await? {
-            self.recredit(id, RECREDIT_BATCH, None).await?;
+            if let Err(e) = self.recredit(id, RECREDIT_BATCH, None).await {
+                warn!(recredit = %id, error = %e, "crediting a partnership failed; will retry");
+            }
         }
         Ok(())
     }

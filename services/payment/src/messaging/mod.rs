@@ -537,6 +537,11 @@ impl Payments {
     }
 }
 
+/// How many unhandled captures a payout run (or its preview) asks booking
+/// about at most before it reads the books; the reconciler's loop asks
+/// about the rest.
+const HEARD_IN_A_RUN: u64 = 5_000;
+
 impl Payments {
     /// Pays every host what it is owed for entries before `up_to`: one
     /// balanced transaction per host (host payable → payouts bank), once
@@ -624,10 +629,19 @@ impl Payments {
         let departures = shared::rpcs::GetCancelledDepartureBookings {
             since: chrono::Utc::now() - CANCELLED_DEPARTURES_WITHIN,
         };
-        let (asked, cancelled, heard) = tokio::join!(
-            shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {}),
+        // Booking records a capture handled and the refund it asked for
+        // in one transaction: the captures first, then the refunds, so
+        // that a capture flagged as handled has its refund (if any) in
+        // the answer (asked the other way round, or at once, one handled in
+        // between would be neither kept back nor listed).
+        let captures_then_refunds = async {
+            self.hear_captures(bus.as_ref(), Some(HEARD_IN_A_RUN))
+                .await?;
+            shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {}).await
+        };
+        let (asked, cancelled) = tokio::join!(
+            captures_then_refunds,
             shared::bus::call(bus.as_ref(), &departures),
-            self.hear_captures(bus.as_ref()),
         );
         let unanswered = |who: &str, e: AppError| {
             AppError::new(
@@ -639,7 +653,6 @@ impl Payments {
                 ),
             )
         };
-        heard.map_err(|e| unanswered("booking", e))?;
         let mut asked = asked.map_err(|e| unanswered("booking", e))?;
         let cancelled = cancelled.map_err(|e| unanswered("inventory", e))?;
         // Those booking has asked about already are in `asked`; those it
@@ -668,10 +681,17 @@ impl Payments {
 
     /// Asks booking which of the captures it had not handled at the last
     /// look it has handled now, and marks them: the rest keep their hosts'
-    /// shares back from payout runs (`storage::payable_balances`).
-    async fn hear_captures(&self, bus: &dyn shared::bus::Bus) -> Result<(), AppError> {
-        let unheard = storage::unheard_captures(&self.db).await?;
-        for page in unheard.chunks(100) {
+    /// shares back from payout runs (`storage::payable_balances`). The
+    /// oldest `at_most` (all when none): the reconciler's loop looks every
+    /// round, so a run finds few to ask about; what a run leaves is kept
+    /// back, and paid by a later one.
+    pub async fn hear_captures(
+        &self,
+        bus: &dyn shared::bus::Bus,
+        at_most: Option<u64>,
+    ) -> Result<(), AppError> {
+        let unheard = storage::unheard_captures(&self.db, at_most).await?;
+        for page in unheard.chunks(shared::rpcs::CAPTURES_A_CALL) {
             let heard = shared::bus::call(
                 bus,
                 &shared::rpcs::GetCapturesHeard {

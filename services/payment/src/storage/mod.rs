@@ -376,25 +376,43 @@ impl MigrationTrait for CapturesHeard {
         // keeps the host's share back. The captures made before this
         // migration are taken as heard: booking has no record of them
         // (upgrade booking first, see docs/operations.md).
-        run_ddl(
-            manager,
-            &[
+        // On PostgreSQL the column comes with a constant default (no rewrite
+        // of the table under its lock), which then changes for new rows;
+        // SQLite cannot change a default, and its tables are small.
+        let add: &[&str] = match manager.get_database_backend() {
+            sea_orm::DbBackend::Postgres => &[
+                "ALTER TABLE payments ADD COLUMN booking_heard BOOLEAN NOT NULL DEFAULT TRUE",
+                "ALTER TABLE payments ALTER COLUMN booking_heard SET DEFAULT FALSE",
+                "UPDATE payments SET booking_heard = FALSE WHERE status = 'PROCESSING'",
+            ],
+            _ => &[
                 "ALTER TABLE payments ADD COLUMN booking_heard BOOLEAN NOT NULL DEFAULT FALSE",
                 "UPDATE payments SET booking_heard = TRUE WHERE status <> 'PROCESSING'",
-                "CREATE INDEX payments_unheard ON payments (id) WHERE booking_heard = FALSE",
             ],
-        )
-        .await
+        };
+        let mut ddl = add.to_vec();
+        // Only captures wait to be heard (a failed payment is never).
+        ddl.push(
+            "CREATE INDEX payments_unheard ON payments (id)
+                WHERE booking_heard = FALSE AND status = 'CAPTURED'",
+        );
+        run_ddl(manager, &ddl).await
     }
 }
 
-/// Captures booking has not yet said it handled (as payment last knew).
-pub async fn unheard_captures<C: ConnectionTrait>(conn: &C) -> Result<Vec<PaymentId>, DbErr> {
+/// Captures booking has not yet said it handled (as payment last knew),
+/// oldest first, `at_most` of them (all when none).
+pub async fn unheard_captures<C: ConnectionTrait>(
+    conn: &C,
+    at_most: Option<u64>,
+) -> Result<Vec<PaymentId>, DbErr> {
     let b = conn.get_database_backend();
+    let limit = i64::try_from(at_most.unwrap_or(u64::MAX)).unwrap_or(i64::MAX);
     conn.query_all_raw(stmt(
         b,
-        "SELECT id FROM payments WHERE booking_heard = FALSE AND status = 'CAPTURED' ORDER BY id",
-        vec![],
+        "SELECT id FROM payments WHERE booking_heard = FALSE AND status = 'CAPTURED'
+         ORDER BY id LIMIT $1",
+        vec![limit.into()],
     ))
     .await?
     .iter()
