@@ -615,6 +615,8 @@ async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_
         revoked["data"]["revokeApiClient"]["revokedAt"],
         "revoking twice keeps the first time"
     );
+    // Its holder is told it was revoked (not taken for a typo); a wrong
+    // secret learns nothing.
     let refused = app
         .graphql_as(
             None,
@@ -623,6 +625,21 @@ async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_
         )
         .await;
     assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
+    let message = |body: &Value| {
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(message(&refused).contains("was revoked"), "{refused}");
+    let guessed = app
+        .graphql_as(None, exchange, json!({ "c": second_id, "s": "dks_wrong" }))
+        .await;
+    assert_eq!(
+        message(&guessed),
+        "unknown client or wrong secret",
+        "{guessed}"
+    );
     let refused = app
         .graphql_as(
             None,
@@ -631,6 +648,7 @@ async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_
         )
         .await;
     assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
+    assert!(message(&refused).contains("apiClientToken"), "{refused}");
     let unknown = app
         .graphql_as(Some(&admin), revoke, json!({ "c": "dk_nobody" }))
         .await;

@@ -634,9 +634,14 @@ impl Identity {
                 txn.commit().await?;
                 self.note_revoked(stored.account_id, generation, Utc::now());
                 warn!(account = %stored.account_id, "a revoked refresh token was used; all sessions revoked");
+                return Err(unauthenticated(
+                    "this refresh token had been used already, so a copy may be in other hands: \
+                     every session of the account was ended; log in again (an API client: \
+                     apiClientToken)",
+                ));
             }
             return Err(unauthenticated(
-                "this refresh token was revoked; log in again",
+                "this refresh token was revoked; log in again (an API client: apiClientToken)",
             ));
         }
         if stored.expires_at < Utc::now() {
@@ -1152,21 +1157,38 @@ impl Identity {
     /// Exchanges an API client's credentials for tokens.
     pub async fn client_token(&self, client_id: &str, secret: &str) -> Result<Tokens, AppError> {
         let refused = || unauthenticated("unknown client or wrong secret");
-        let Some((hash, account)) = storage::api_client(&self.db, client_id.trim()).await? else {
+        // Said only to whoever holds the secret: a revoked client is not
+        // a typo to look for.
+        let revoked = || {
+            unauthenticated(
+                "this API client was revoked: an admin of the agency can create a new one \
+                 (createApiClient)",
+            )
+        };
+        let Some(key) = storage::api_client(&self.db, client_id.trim()).await? else {
             return Err(refused());
         };
         // Digests compared in constant time.
-        let same: bool = digest(secret).as_bytes().ct_eq(hash.as_bytes()).into();
+        let same: bool = digest(secret)
+            .as_bytes()
+            .ct_eq(key.secret_hash.as_bytes())
+            .into();
         if !same {
             return Err(refused());
         }
+        if key.revoked {
+            return Err(revoked());
+        }
+        let account = key.account;
         // Issued under the account's lock, the client looked up again: a
         // revocation committed since the first look refuses it, and one
         // running now waits and then revokes this token too.
         let txn = self.db.begin().await?;
         storage::lock_account(&txn, account).await?;
-        if storage::api_client(&txn, client_id.trim()).await?.is_none() {
-            return Err(refused());
+        match storage::api_client(&txn, client_id.trim()).await? {
+            Some(key) if !key.revoked => {}
+            Some(_) => return Err(revoked()),
+            None => return Err(refused()),
         }
         let account = storage::account_by_id(&txn, account)
             .await?

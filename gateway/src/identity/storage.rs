@@ -782,22 +782,34 @@ pub async fn insert_api_client<C: ConnectionTrait>(
 pub async fn api_client<C: ConnectionTrait>(
     conn: &C,
     client_id: &str,
-) -> Result<Option<(String, AccountId)>, DbErr> {
+) -> Result<Option<ApiClientKey>, DbErr> {
     let b = conn.get_database_backend();
     let Some(row) = conn
         .query_one_raw(stmt(
             b,
-            "SELECT secret_hash, account_id FROM api_clients WHERE client_id = $1 AND revoked_at IS NULL",
+            "SELECT secret_hash, account_id, revoked_at IS NOT NULL AS revoked
+             FROM api_clients WHERE client_id = $1",
             vec![client_id.into()],
         ))
         .await?
     else {
         return Ok(None);
     };
-    Ok(Some((
-        row.try_get("", "secret_hash")?,
-        AccountId(row_uuid(&row, "account_id")?),
-    )))
+    Ok(Some(ApiClientKey {
+        secret_hash: row.try_get("", "secret_hash")?,
+        account: AccountId(row_uuid(&row, "account_id")?),
+        revoked: row.try_get("", "revoked")?,
+    }))
+}
+
+/// What an API client signs in with.
+pub struct ApiClientKey {
+    /// Digest of its secret.
+    pub secret_hash: String,
+    /// Its account.
+    pub account: AccountId,
+    /// Revoked (`revokeApiClient`): it signs in no more.
+    pub revoked: bool,
 }
 
 /// A page of agencies, oldest first, after the agency `after`; and whether
