@@ -186,25 +186,24 @@ async fn an_rpc_to_a_service_that_is_not_running_fails_within_its_deadline() {
     let k = Kernel::new(5).await;
     let bus = k.bus(&amqp_url()).await;
     let deadline = Duration::from_millis(300);
+    let regions = |within: Duration| {
+        let bus = bus.clone();
+        async move {
+            let started = Instant::now();
+            let asked = ListRegions {
+                parent_code: None,
+                poverty_only: false,
+            };
+            let answer = call_within(bus.as_ref(), &asked, within).await;
+            (answer, started.elapsed())
+        }
+    };
 
     // No queue at all: the broker returns the request at once.
-    let started = Instant::now();
-    let err = call_within(
-        bus.as_ref(),
-        &ListRegions {
-            parent_code: None,
-            poverty_only: false,
-        },
-        deadline,
-    )
-    .await
-    .expect_err("nobody serves inventory");
+    let (answer, waited) = regions(deadline).await;
+    let err = answer.expect_err("nobody serves inventory");
     assert_eq!(err.code, ErrorCode::ServiceUnavailable);
-    assert!(
-        started.elapsed() < deadline + Duration::from_millis(200),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(waited < deadline + Duration::from_millis(200), "{waited:?}");
 
     // A queue whose consumers are gone: the caller gives up at the deadline.
     let router = duikou_shared::rpc::RpcRouter::new("inventory");
@@ -212,20 +211,10 @@ async fn an_rpc_to_a_service_that_is_not_running_fails_within_its_deadline() {
     server.serve(router).await.expect("serve");
     server.shutdown().await;
     server.close().await;
-    let started = Instant::now();
-    let err = call_within(
-        bus.as_ref(),
-        &ListRegions {
-            parent_code: None,
-            poverty_only: false,
-        },
-        deadline,
-    )
-    .await
-    .expect_err("nobody consumes the queue");
+    let (answer, waited) = regions(deadline).await;
+    let err = answer.expect_err("nobody consumes the queue");
     assert_eq!(err.code, ErrorCode::ServiceUnavailable);
     assert!(err.message.contains("did not answer"), "{}", err.message);
-    let waited = started.elapsed();
     assert!(
         waited >= deadline && waited < deadline + Duration::from_millis(500),
         "{waited:?}"
@@ -237,20 +226,11 @@ async fn an_rpc_to_a_service_that_is_not_running_fails_within_its_deadline() {
     // hang its whole deadline).
     let long = Duration::from_secs(30);
     for _ in 0..3 {
-        let started = Instant::now();
-        let err = call_within(
-            bus.as_ref(),
-            &ListRegions {
-                parent_code: None,
-                poverty_only: false,
-            },
-            long,
-        )
-        .await
-        .expect_err("nobody consumes the queue");
+        let (answer, waited) = regions(long).await;
+        let err = answer.expect_err("nobody consumes the queue");
         assert_eq!(err.code, ErrorCode::ServiceUnavailable);
         assert!(err.message.contains("not running"), "{}", err.message);
-        assert!(started.elapsed() < long / 4, "{:?}", started.elapsed());
+        assert!(waited < long / 4, "{waited:?}");
     }
 
     // Served again: the call goes through, and so do the next.
@@ -259,17 +239,8 @@ async fn an_rpc_to_a_service_that_is_not_running_fails_within_its_deadline() {
     let server = k.bus(&amqp_url()).await;
     server.serve(router).await.expect("serve");
     for _ in 0..2 {
-        let regions = call_within(
-            bus.as_ref(),
-            &ListRegions {
-                parent_code: None,
-                poverty_only: false,
-            },
-            long,
-        )
-        .await
-        .expect("answered");
-        assert!(!regions.is_empty());
+        let (answer, _) = regions(long).await;
+        assert!(!answer.expect("answered").is_empty());
     }
     server.shutdown().await;
     server.close().await;

@@ -88,6 +88,23 @@ struct Inner {
     rpc_channel: tokio::sync::Mutex<Channel>,
 }
 
+/// (messages ready, consumers) of `queue` by a passive declare, which only
+/// looks; None when there is no such queue (which closes the channel).
+async fn counts_on(channel: &Channel, queue: &str) -> Option<(u32, u32)> {
+    channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .ok()
+        .map(|q| (q.message_count(), q.consumer_count()))
+}
+
 fn usable(channel: &Channel) -> bool {
     let status = channel.status();
     status.connected() || status.initializing()
@@ -323,32 +340,29 @@ impl AmqpBus {
         Ok(bus)
     }
 
-    /// Whether nothing consumes `queue` (a service's RPC queue): a passive
-    /// declare on a channel of its own (a missing queue closes it), bounded
-    /// by `within`. False when the broker does not say.
+    /// Whether nothing consumes `queue` (a service's RPC queue), on a
+    /// channel of its own, answered within `within`. False when the broker
+    /// does not say (in time).
     async fn nobody_consumes(&self, queue: &str, within: Duration) -> bool {
-        let look = async {
-            let channel = self.inner.open_channel(false).await.ok()?;
-            let declared = channel
-                .queue_declare(
-                    queue.into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
+        let (inner, queue) = (self.inner.clone(), queue.to_owned());
+        // A task of its own: the channel is closed whether or not the
+        // caller still waits for the answer.
+        let look = tokio::spawn(async move {
+            let channel = inner.open_channel(false).await.ok()?;
+            let counts = tokio::time::timeout(BROKER_DEADLINE, counts_on(&channel, &queue))
+                .await
+                .ok()
+                .flatten();
             if usable(&channel) {
-                let _ = channel.close(200, "looked".into()).await;
+                let _ = tokio::time::timeout(BROKER_DEADLINE, channel.close(200, "looked".into()))
+                    .await;
             }
-            declared.ok().map(|q| q.consumer_count() == 0)
-        };
-        tokio::time::timeout(within, look)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+            counts
+        });
+        matches!(
+            tokio::time::timeout(within, look).await,
+            Ok(Ok(Some((_, 0))))
+        )
     }
 
     /// The RPC channel, replaced (with a new reply listener) if it was closed.
@@ -1380,19 +1394,7 @@ pub mod admin {
     pub async fn queue_counts(url: &str, queue: &str) -> Result<Option<(u32, u32)>, BusError> {
         let conn = Connection::connect(url, ConnectionProperties::default()).await?;
         let channel = conn.create_channel().await?;
-        // A passive declare only looks; a missing queue closes the channel.
-        let found = channel
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .ok()
-            .map(|q| (q.message_count(), q.consumer_count()));
+        let found = super::counts_on(&channel, queue).await;
         let _ = conn.close(200, "done".into()).await;
         Ok(found)
     }
