@@ -232,6 +232,11 @@ async fn an_rpc_to_a_service_that_is_not_running_fails_within_its_deadline() {
         assert!(err.message.contains("not running"), "{}", err.message);
         assert!(waited < long / 4, "{waited:?}");
     }
+    // A patient caller (a sweeper) still waits out its deadline.
+    let (answer, waited) = duikou_shared::bus::patiently(regions(deadline)).await;
+    let err = answer.expect_err("nobody consumes the queue");
+    assert!(err.message.contains("did not answer"), "{}", err.message);
+    assert!(waited >= deadline, "{waited:?}");
 
     // Served again: the call goes through, and so do the next.
     let router = duikou_shared::rpc::RpcRouter::new("inventory")

@@ -64,10 +64,11 @@ pub struct AmqpBus {
     cancel: CancellationToken,
     tracker: TaskTracker,
     declared: Mutex<Vec<String>>,
-    /// Services whose last RPC from here ran out its deadline unanswered:
-    /// until one answers again, a call first looks whether anything
-    /// consumes their queue, and fails at once if nothing does.
-    unanswered: Mutex<std::collections::HashSet<String>>,
+    /// Services whose last RPC from here ran out its deadline unanswered,
+    /// with the last look at their queue: until one answers again, a call
+    /// (not a patient one: [`super::patiently`]) first looks whether
+    /// anything consumes their queue, and fails at once if nothing does.
+    unanswered: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Look>>>>>,
 }
 
 /// What consumers and handlers share: the current connection and the
@@ -104,6 +105,28 @@ async fn counts_on(channel: &Channel, queue: &str) -> Option<(u32, u32)> {
         .ok()
         .map(|q| (q.message_count(), q.consumer_count()))
 }
+
+/// A look at a service's RPC queue: when, and whether anything consumed.
+#[derive(Clone, Copy)]
+struct Look {
+    at: Instant,
+    consumed: Consumed,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Consumed {
+    /// Consumers there.
+    Yes,
+    /// The queue there, nobody consuming it.
+    No,
+    /// No such queue (the broker returns the request at once), or the
+    /// broker did not say.
+    Unknown,
+}
+
+/// How long a look at a queue stands for the calls that follow it: one
+/// look for a burst of calls, not one each.
+const LOOK_STANDS: Duration = Duration::from_millis(250);
 
 fn usable(channel: &Channel) -> bool {
     let status = channel.status();
@@ -340,10 +363,21 @@ impl AmqpBus {
         Ok(bus)
     }
 
-    /// Whether nothing consumes `queue` (a service's RPC queue), on a
-    /// channel of its own, answered within `within`. False when the broker
-    /// does not say (in time).
-    async fn nobody_consumes(&self, queue: &str, within: Duration) -> bool {
+    /// Whether nothing consumes `service`'s RPC queue `queue`, for a call
+    /// that has `within` to spare: one look at a time per service, on a
+    /// channel of its own, standing [`LOOK_STANDS`] for the calls after
+    /// it. False at once when the service answered its last call (or has
+    /// no queue): nothing to look at.
+    async fn nobody_consumes(&self, service: &str, queue: &str, within: Duration) -> bool {
+        let Some(last) = lock(&self.unanswered).get(service).cloned() else {
+            return false;
+        };
+        let mut last = last.lock().await;
+        if let Some(look) = *last
+            && look.at.elapsed() < LOOK_STANDS
+        {
+            return look.consumed == Consumed::No;
+        }
         let (inner, queue) = (self.inner.clone(), queue.to_owned());
         // A task of its own: the channel is closed whether or not the
         // caller still waits for the answer.
@@ -351,18 +385,30 @@ impl AmqpBus {
             let channel = inner.open_channel(false).await.ok()?;
             let counts = tokio::time::timeout(BROKER_DEADLINE, counts_on(&channel, &queue))
                 .await
-                .ok()
-                .flatten();
+                .ok();
             if usable(&channel) {
                 let _ = tokio::time::timeout(BROKER_DEADLINE, channel.close(200, "looked".into()))
                     .await;
             }
             counts
         });
-        matches!(
-            tokio::time::timeout(within, look).await,
-            Ok(Ok(Some((_, 0))))
-        )
+        let consumed = match tokio::time::timeout(within, look).await {
+            Ok(Ok(Some(Some((_, 0))))) => Consumed::No,
+            Ok(Ok(Some(Some(_)))) => Consumed::Yes,
+            Ok(Ok(Some(None))) => {
+                // No such queue: the broker returns every request at once,
+                // with nothing to look at (each look would close a channel,
+                // and lapin logs that as an error).
+                lock(&self.unanswered).remove(service);
+                Consumed::Unknown
+            }
+            _ => Consumed::Unknown,
+        };
+        *last = Some(Look {
+            at: Instant::now(),
+            consumed,
+        });
+        consumed == Consumed::No
     }
 
     /// The RPC channel, replaced (with a new reply listener) if it was closed.
@@ -1189,20 +1235,16 @@ impl Bus for AmqpBus {
         deadline: Duration,
     ) -> Result<serde_json::Value, AppError> {
         let started = Instant::now();
-        let correlation = Uuid::now_v7().to_string();
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(correlation.clone(), tx);
-        // Whatever happens next, the waiter must not outlive the call.
-        let _cleanup = RemoveOnDrop(&self.pending, &correlation);
-
         let queue = self.inner.config.rpc_queue(service);
         // A part that let the last call run out unanswered, and whose queue
         // nobody consumes now (stopped, killed, not yet restarted), is
         // not waited for: every request touching it would hang the whole
-        // deadline. One that consumes but is slow is waited for as ever.
-        if lock(&self.unanswered).contains(service)
+        // deadline. One that consumes but is slow is waited for as ever,
+        // and so does a patient caller (a sweeper: what it does when
+        // nobody answers is for a part gone a while, not one restarting).
+        if !super::patient()
             && self
-                .nobody_consumes(&queue, deadline.min(Duration::from_secs(1)))
+                .nobody_consumes(service, &queue, deadline.min(Duration::from_secs(1)))
                 .await
         {
             warn!(service, "RPC to a part nothing consumes for; not waiting");
@@ -1211,6 +1253,17 @@ impl Bus for AmqpBus {
                 "a part of Duikou is not running; try again shortly",
             ));
         }
+        // What the look took is the caller's too: the request expires, and
+        // a service that takes it later does not run it, when the caller
+        // gives up.
+        let deadline = deadline.saturating_sub(started.elapsed());
+        let started = Instant::now();
+        let correlation = Uuid::now_v7().to_string();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(correlation.clone(), tx);
+        // Whatever happens next, the waiter must not outlive the call.
+        let _cleanup = RemoveOnDrop(&self.pending, &correlation);
+
         let payload = serde_json::to_vec(&body).map_err(AppError::internal)?;
         let properties = BasicProperties::default()
             .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
@@ -1251,7 +1304,9 @@ impl Bus for AmqpBus {
             confirm.await.map_err(BusError::from)
         };
         let ran_out = || {
-            lock(&self.unanswered).insert(service.to_owned());
+            lock(&self.unanswered)
+                .entry(service.to_owned())
+                .or_default();
             rpc_timeout(service, method, deadline)
         };
         match tokio::time::timeout(deadline, publish).await {

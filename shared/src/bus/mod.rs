@@ -344,6 +344,26 @@ pub trait Bus: Send + Sync + 'static {
     fn halt(&self) {}
 }
 
+tokio::task_local! {
+    /// Set for a caller that waits out an RPC's deadline whatever (see
+    /// [`patiently`]).
+    static PATIENT: ();
+}
+
+/// Runs `work` as a patient caller: its RPCs wait out their deadline even
+/// to a part that let an earlier call run out and that nothing consumes
+/// for now, instead of failing at once. For background work (a sweeper
+/// deciding what a silence means), which should not take a part
+/// restarting for a part gone.
+pub async fn patiently<F: std::future::Future>(work: F) -> F::Output {
+    PATIENT.scope((), work).await
+}
+
+/// Whether the current task is a patient caller ([`patiently`]).
+pub(crate) fn patient() -> bool {
+    PATIENT.try_with(|()| ()).is_ok()
+}
+
 /// Sends a typed RPC with the bus's default deadline.
 pub async fn call<R: Rpc>(bus: &dyn Bus, request: &R) -> Result<R::Reply, AppError> {
     call_within(bus, request, bus.config().rpc_timeout).await

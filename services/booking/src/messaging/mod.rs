@@ -1367,7 +1367,10 @@ impl Bookings {
         let ask = shared::rpcs::PaymentsInFlight {
             booking_ids: asked.clone(),
         };
-        match shared::bus::call_within(bus.as_ref(), &ask, IN_FLIGHT_ASK_WITHIN).await {
+        // Patient: payment restarting is waited for, not taken for gone
+        // (which would expire bookings whose payments are in flight).
+        let asking = shared::bus::call_within(bus.as_ref(), &ask, IN_FLIGHT_ASK_WITHIN);
+        match shared::bus::patiently(asking).await {
             Ok(flying) => Ok(Some(InFlight { asked, flying })),
             Err(e) => {
                 warn!(error = %e, "payment did not say which payments are in flight; expiring at the deadline");

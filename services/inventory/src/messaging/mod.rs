@@ -667,7 +667,8 @@ impl Inventory {
         let question = shared::rpcs::GetConfirmedBookings {
             booking_ids: overdue,
         };
-        match shared::bus::call(bus, &question).await {
+        // Patient: booking restarting is waited for, not taken for gone.
+        match shared::bus::patiently(shared::bus::call(bus, &question)).await {
             Ok(confirmed) => Ok(Asked::Answered {
                 asked: question.booking_ids.into_iter().collect(),
                 confirmed: confirmed.into_iter().collect(),

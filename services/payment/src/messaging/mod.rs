@@ -140,8 +140,8 @@ impl Payments {
                             if up_to > now {
                                 return Err(AppError::bad_input(FUTURE_PERIOD));
                             }
-                            let asked = s.refunds_owed().await?;
-                            storage::payable_balances(&s.db, up_to, &asked).await?
+                            let (asked, asked_at) = s.refunds_owed().await?;
+                            storage::payable_balances(&s.db, up_to, (&asked, asked_at)).await?
                         }
                         (Some(at), false) => storage::host_balances_at(&s.db, at).await?,
                         (None, false) => storage::host_balances(&s.db, now).await?,
@@ -559,7 +559,7 @@ impl Payments {
         // Asked before anything is read: a cancellation answered before
         // this run began is kept back, whether or not its refund request
         // has reached payment.
-        let asked = self.refunds_owed().await?;
+        let (asked, asked_at) = self.refunds_owed().await?;
         let txn = self.db.begin().await?;
         storage::lock_payouts(&txn).await?;
         let made = storage::insert_payout_run(&txn, &reference, up_to).await?;
@@ -580,7 +580,9 @@ impl Payments {
             ));
         }
         if made {
-            for (host, owed, region) in storage::payable_balances(&txn, up_to, &asked).await? {
+            for (host, owed, region) in
+                storage::payable_balances(&txn, up_to, (&asked, asked_at)).await?
+            {
                 let legs = vec![
                     (crate::domain::host_account(host), Fen::ZERO - owed),
                     (crate::domain::PAYOUTS.to_owned(), owed),
@@ -620,11 +622,21 @@ impl Payments {
     /// cancellation, and a run in between paid the host for seats then
     /// refunded in full). What payment has refunded already leaves nothing
     /// to keep back. First marks the captures booking has handled since
-    /// the last look ([`Self::hear_captures`]). None without a bus; booking
-    /// or inventory not answering stops the run.
-    async fn refunds_owed(&self) -> Result<Vec<shared::rpcs::RefundAsked>, AppError> {
+    /// the last look ([`Self::hear_captures`]). With the moment booking was
+    /// asked for its refunds (`storage::clock`: captures marked from then
+    /// on are kept back too). None without a bus; booking or inventory not
+    /// answering stops the run.
+    async fn refunds_owed(
+        &self,
+    ) -> Result<
+        (
+            Vec<shared::rpcs::RefundAsked>,
+            chrono::DateTime<chrono::Utc>,
+        ),
+        AppError,
+    > {
         let Some(bus) = self.bus.as_ref().and_then(std::sync::Weak::upgrade) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), storage::clock(&self.db).await?));
         };
         let departures = shared::rpcs::GetCancelledDepartureBookings {
             since: chrono::Utc::now() - CANCELLED_DEPARTURES_WITHIN,
@@ -637,7 +649,9 @@ impl Payments {
         let captures_then_refunds = async {
             self.hear_captures(bus.as_ref(), Some(HEARD_IN_A_RUN))
                 .await?;
-            shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {}).await
+            let asked_at = storage::clock(&self.db).await?;
+            let asked = shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {}).await?;
+            Ok::<_, AppError>((asked, asked_at))
         };
         let (asked, cancelled) = tokio::join!(
             captures_then_refunds,
@@ -653,7 +667,7 @@ impl Payments {
                 ),
             )
         };
-        let mut asked = asked.map_err(|e| unanswered("booking", e))?;
+        let (mut asked, asked_at) = asked.map_err(|e| unanswered("booking", e))?;
         let cancelled = cancelled.map_err(|e| unanswered("inventory", e))?;
         // Those booking has asked about already are in `asked`; those it
         // refunded at its own request before (a booker's cancellation: the
@@ -676,7 +690,7 @@ impl Payments {
                     amount: Fen(i64::MAX),
                 }),
         );
-        Ok(asked)
+        Ok((asked, asked_at))
     }
 
     /// Asks booking which of the captures it had not handled at the last

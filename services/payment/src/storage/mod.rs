@@ -371,37 +371,59 @@ impl MigrationName for CapturesHeard {
 #[async_trait::async_trait]
 impl MigrationTrait for CapturesHeard {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // Whether booking has said it handled the capture
-        // (`shared::rpcs::GetCapturesHeard`); until it has, a payout run
-        // keeps the host's share back. The captures made before this
-        // migration are taken as heard: booking has no record of them
-        // (upgrade booking first, see docs/operations.md).
-        // On PostgreSQL the column comes with a constant default (no rewrite
-        // of the table under its lock), which then changes for new rows;
-        // SQLite cannot change a default, and its tables are small.
+        // When booking said it handled the capture
+        // (`shared::rpcs::GetCapturesHeard`), by the database's clock;
+        // until it has, a payout run keeps the host's share back (and a
+        // run keeps back those heard since it asked booking for its
+        // refunds: `payable_balances`). The captures made before this
+        // migration are taken as heard long ago: booking has no record of
+        // them (upgrade booking first, see docs/operations.md). On
+        // PostgreSQL the column comes with a constant default (no rewrite
+        // of the table under its lock), which is then dropped for new
+        // rows; SQLite cannot drop a default, and its tables are small.
         let add: &[&str] = match manager.get_database_backend() {
             sea_orm::DbBackend::Postgres => &[
-                "ALTER TABLE payments ADD COLUMN booking_heard BOOLEAN NOT NULL DEFAULT TRUE",
-                "ALTER TABLE payments ALTER COLUMN booking_heard SET DEFAULT FALSE",
-                "UPDATE payments SET booking_heard = FALSE WHERE status = 'PROCESSING'",
+                "ALTER TABLE payments ADD COLUMN booking_heard_at TIMESTAMPTZ
+                    DEFAULT '1970-01-01T00:00:00Z'",
+                "ALTER TABLE payments ALTER COLUMN booking_heard_at DROP DEFAULT",
+                "UPDATE payments SET booking_heard_at = NULL WHERE status = 'PROCESSING'",
             ],
             _ => &[
-                "ALTER TABLE payments ADD COLUMN booking_heard BOOLEAN NOT NULL DEFAULT FALSE",
-                "UPDATE payments SET booking_heard = TRUE WHERE status <> 'PROCESSING'",
+                "ALTER TABLE payments ADD COLUMN booking_heard_at TIMESTAMPTZ",
+                "UPDATE payments SET booking_heard_at = '1970-01-01T00:00:00+00:00'
+                    WHERE status <> 'PROCESSING'",
             ],
         };
         let mut ddl = add.to_vec();
-        // Only captures wait to be heard (a failed payment is never).
+        // Only captures with something left wait to be heard (a failed
+        // payment never is; one refunded in full keeps nothing back).
         ddl.push(
             "CREATE INDEX payments_unheard ON payments (id)
-                WHERE booking_heard = FALSE AND status = 'CAPTURED'",
+                WHERE booking_heard_at IS NULL AND status = 'CAPTURED'
+                  AND refunded_fen < amount_fen",
         );
         run_ddl(manager, &ddl).await
     }
 }
 
+/// The database's clock (the one `booking_heard_at` is stamped by), as
+/// a payout run reads it before asking booking for its refunds.
+pub async fn clock<C: ConnectionTrait>(conn: &C) -> Result<chrono::DateTime<Utc>, DbErr> {
+    let b = conn.get_database_backend();
+    if b != sea_orm::DbBackend::Postgres {
+        // One process owns the SQLite files: its clock is the one.
+        return Ok(Utc::now());
+    }
+    let row = conn
+        .query_one_raw(stmt(b, "SELECT CAST(now() AS TIMESTAMPTZ) AS now", vec![]))
+        .await?
+        .ok_or_else(|| DbErr::Custom("now() answered no row".into()))?;
+    row.try_get("", "now")
+}
+
 /// Captures booking has not yet said it handled (as payment last knew),
-/// oldest first, `at_most` of them (all when none).
+/// with something left to keep back, oldest first, `at_most` of them (all
+/// when none).
 pub async fn unheard_captures<C: ConnectionTrait>(
     conn: &C,
     at_most: Option<u64>,
@@ -410,7 +432,8 @@ pub async fn unheard_captures<C: ConnectionTrait>(
     let limit = i64::try_from(at_most.unwrap_or(u64::MAX)).unwrap_or(i64::MAX);
     conn.query_all_raw(stmt(
         b,
-        "SELECT id FROM payments WHERE booking_heard = FALSE AND status = 'CAPTURED'
+        "SELECT id FROM payments WHERE booking_heard_at IS NULL AND status = 'CAPTURED'
+           AND refunded_fen < amount_fen
          ORDER BY id LIMIT $1",
         vec![limit.into()],
     ))
@@ -429,26 +452,27 @@ pub async fn captures_heard<C: ConnectionTrait>(
         return Ok(());
     }
     let b = conn.get_database_backend();
-    // A row another transaction has (a refund reserving its amount) is
-    // left for the next look: this run keeps its share back, waiting for
-    // nobody.
+    // Stamped by the database's clock as the statement runs, after
+    // booking's answer ([`clock`]). A row another transaction has (a
+    // refund reserving its amount) is left for the next look: kept back
+    // meanwhile, waiting for nobody.
     let sql = match b {
         sea_orm::DbBackend::Postgres => format!(
-            "UPDATE payments SET booking_heard = TRUE WHERE id IN
+            "UPDATE payments SET booking_heard_at = now() WHERE id IN
                 (SELECT id FROM payments WHERE id IN ({}) FOR UPDATE SKIP LOCKED)",
             shared::db::placeholders(1, payments.len())
         ),
         _ => format!(
-            "UPDATE payments SET booking_heard = TRUE WHERE id IN ({})",
+            "UPDATE payments SET booking_heard_at = ${} WHERE id IN ({})",
+            payments.len() + 1,
             shared::db::placeholders(1, payments.len())
         ),
     };
-    conn.execute_raw(stmt(
-        b,
-        &sql,
-        payments.iter().map(|p| uuid_value(b, p.0)).collect(),
-    ))
-    .await?;
+    let mut values: Vec<sea_orm::Value> = payments.iter().map(|p| uuid_value(b, p.0)).collect();
+    if b != sea_orm::DbBackend::Postgres {
+        values.push(Utc::now().into());
+    }
+    conn.execute_raw(stmt(b, &sql, values)).await?;
     Ok(())
 }
 
@@ -1563,6 +1587,11 @@ pub async fn host_balances<C: ConnectionTrait>(
 /// between neither (paid the share a traveler is owed); a capture made
 /// after the unheard ones were looked up would be paid out unheard. (The
 /// captures booking has handled are marked before: [`captures_heard`].)
+/// Those marked at or after `asked_at` (when the run asked booking for its
+/// refunds, by [`clock`]) are kept back too: booking records a capture
+/// handled and the refund it asks for in one transaction, and one marked
+/// after booking listed its refunds (by another replica's reconciler) may
+/// have a refund that list left out.
 ///
 /// The refunds booking `asked` for that payment has not heard of are read
 /// before that statement: one that arrives in between is then held back
@@ -1572,7 +1601,7 @@ pub async fn host_balances<C: ConnectionTrait>(
 pub async fn payable_balances<C: ConnectionTrait>(
     conn: &C,
     up_to: chrono::DateTime<Utc>,
-    asked: &[shared::rpcs::RefundAsked],
+    (asked, asked_at): (&[shared::rpcs::RefundAsked], chrono::DateTime<Utc>),
 ) -> Result<Vec<(HostId, Fen, RegionCode)>, DbErr> {
     let b = conn.get_database_backend();
     let unheard = unheard_shares(conn, asked).await?;
@@ -1593,10 +1622,16 @@ pub async fn payable_balances<C: ConnectionTrait>(
                  UNION ALL
                  SELECT NULL, NULL, NULL, host_id, split, refunded_fen, NULL, amount_fen
                  FROM payments
-                 WHERE booking_heard = FALSE AND status = 'CAPTURED'
+                 WHERE (booking_heard_at IS NULL OR booking_heard_at >= $4)
+                   AND status = 'CAPTURED' AND refunded_fen < amount_fen
                    AND host_id IS NOT NULL AND split IS NOT NULL"
             ),
-            vec![up_to.into(), uuid_value(b, uuid::Uuid::nil()), true.into()],
+            vec![
+                up_to.into(),
+                uuid_value(b, uuid::Uuid::nil()),
+                true.into(),
+                asked_at.into(),
+            ],
         ))
         .await?;
     let mut owed = Vec::new();
