@@ -612,34 +612,36 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
         }
     }
     // A pair recorded or its term moved is credited a batch at a time:
-    // until that is done its figures are not final.
+    // until that is done its figures are not final, which a failure says
+    // first.
     let queued = rows(&dbs.partnership, "SELECT id FROM recredits", vec![])
         .await?
         .len();
-    if queued > 0 {
-        for off in [&mut counts_off, &mut money_off] {
-            if !off.is_empty() {
-                off.push(format!(
-                    "{queued} recredits of partnerships still under way: run the check again when they are done"
-                ));
-            }
+    let under_way = |mut found: Finding| {
+        if queued > 0 && !found.holds {
+            found.detail = format!(
+                "{queued} recredits of partnerships still under way (run the check again when \
+                 they are done): {}",
+                found.detail
+            );
         }
-    }
+        found
+    };
     let now_confirmed = confirmed.iter().filter(|c| c.4).count();
     Ok([
-        finding(
+        under_way(finding(
             "impact: credited bookings and tourists = CONFIRMED bookings",
             counts_off,
             format!(
                 "{} partnerships, {now_confirmed} confirmed bookings",
                 credited.len()
             ),
-        ),
-        finding(
+        )),
+        under_way(finding(
             "impact: credited spend, certified spend, host income and fund = payment's, booking by booking",
             money_off,
             format!("{} partnerships", credited.len()),
-        ),
+        )),
     ])
 }
 

@@ -28,9 +28,10 @@ const MAX_NOTES: usize = 2_000;
 pub const RECREDIT_BATCH: u64 = 200;
 
 /// How long the call that recorded a pair or moved its term goes on
-/// crediting it before it answers (well within an RPC's 5 s deadline); the
-/// rest goes on in the background ([`Partnerships::recredit_queued`]).
-pub const RECREDIT_WHILE_ASKED: std::time::Duration = std::time::Duration::from_secs(2);
+/// crediting it before it answers (well within an RPC's 5 s deadline, with
+/// its wait for its turn before: `storage::lock_facts`); the rest goes on
+/// in the background ([`Partnerships::recredit_queued`]).
+pub const RECREDIT_WHILE_ASKED: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// How often each replica looks for queued recredits.
 pub const RECREDIT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -211,6 +212,18 @@ impl Partnerships {
             )));
         }
         if !storage::insert_partnership(&txn, &view).await? {
+            // The same pair asked for again as it was recorded (a retry of
+            // a call that answered SERVICE_UNAVAILABLE, or whose replica
+            // stopped, after the pair was committed) is that pair.
+            if let Some(existing) =
+                storage::partnership_of(&txn, req.sponsor, req.beneficiary).await?
+                && existing.since == view.since
+                && existing.notes == view.notes
+                && existing.demo == view.demo
+                && existing.status == "ACTIVE"
+            {
+                return Ok(existing);
+            }
             return Err(AppError::bad_input(format!(
                 "{} and {} are already paired",
                 req.sponsor, req.beneficiary
@@ -411,16 +424,19 @@ impl Partnerships {
         Ok(())
     }
 
-    /// Recredits for as long as an admin's call can wait; what is left
-    /// stays queued for [`Self::recredit_queued`]. The pair is recorded
-    /// either way.
+    /// Recredits for as long as an admin's call can wait, cut off there
+    /// whatever a batch is doing (a batch cut off rolls back; crediting is
+    /// by difference); what is left stays queued for
+    /// [`Self::recredit_queued`]. The pair is recorded either way.
     async fn recredit_for_a_while(&self, id: uuid::Uuid) {
-        let until = std::time::Instant::now() + RECREDIT_WHILE_ASKED;
-        match self.recredit(id, RECREDIT_BATCH, Some(until)).await {
-            Ok(true) => {}
-            Ok(false) => info!(recredit = %id, "crediting goes on in the background"),
-            Err(e) => {
-                warn!(recredit = %id, error = %e, "crediting failed; will retry in the background")
+        let crediting = self.recredit(id, RECREDIT_BATCH, None);
+        match tokio::time::timeout(RECREDIT_WHILE_ASKED, crediting).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Err(_) => {
+                info!(recredit = %id, "crediting goes on in the background");
+            }
+            Ok(Err(e)) => {
+                warn!(recredit = %id, error = %e, "crediting failed; will retry in the background");
             }
         }
     }

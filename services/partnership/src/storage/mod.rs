@@ -493,6 +493,26 @@ pub async fn partnership_by_id<C: ConnectionTrait>(
     Ok(Some(view))
 }
 
+/// The partnership of `sponsor` and `beneficiary`, if they are paired.
+pub async fn partnership_of<C: ConnectionTrait>(
+    conn: &C,
+    sponsor: RegionCode,
+    beneficiary: RegionCode,
+) -> Result<Option<PartnershipView>, DbErr> {
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT id FROM partnerships WHERE sponsor_code = $1 AND beneficiary_code = $2",
+            vec![sponsor.to_string().into(), beneficiary.to_string().into()],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    partnership_by_id(conn, PartnershipId(row_uuid(&row, "id")?)).await
+}
+
 /// Every partnership's regions: what attribution matches bookings against.
 pub async fn pairs<C: ConnectionTrait>(conn: &C) -> Result<Vec<(PartnershipId, Pair)>, DbErr> {
     let b = conn.get_database_backend();
