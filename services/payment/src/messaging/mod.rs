@@ -646,29 +646,33 @@ impl Payments {
         // that a capture flagged as handled has its refund (if any) in
         // the answer (asked the other way round, or at once, one handled in
         // between would be neither kept back nor listed).
+        let unanswered = |who: &str, what: &str, e: AppError| {
+            AppError::new(
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "{who} did not say {what} ({}): no host is paid until it does; try again \
+                     shortly",
+                    e.message
+                ),
+            )
+        };
         let captures_then_refunds = async {
             self.hear_captures(bus.as_ref(), Some(HEARD_IN_A_RUN))
-                .await?;
+                .await
+                .map_err(|e| unanswered("booking", "which captures it has handled", e))?;
             let asked_at = storage::clock(&self.db).await?;
-            let asked = shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {}).await?;
+            let asked = shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {})
+                .await
+                .map_err(|e| unanswered("booking", "which refunds are on their way", e))?;
             Ok::<_, AppError>((asked, asked_at))
         };
         let (asked, cancelled) = tokio::join!(
             captures_then_refunds,
             shared::bus::call(bus.as_ref(), &departures),
         );
-        let unanswered = |who: &str, e: AppError| {
-            AppError::new(
-                ErrorCode::ServiceUnavailable,
-                format!(
-                    "{who} did not say which refunds are on their way ({}): no host is paid \
-                     until it does; try again shortly",
-                    e.message
-                ),
-            )
-        };
-        let (mut asked, asked_at) = asked.map_err(|e| unanswered("booking", e))?;
-        let cancelled = cancelled.map_err(|e| unanswered("inventory", e))?;
+        let (mut asked, asked_at) = asked?;
+        let cancelled =
+            cancelled.map_err(|e| unanswered("inventory", "which refunds are on their way", e))?;
         // Those booking has asked about already are in `asked`; those it
         // refunded at its own request before (a booker's cancellation: the
         // departure's cancellation leaves an ended booking be) get nothing
