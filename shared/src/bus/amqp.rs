@@ -372,7 +372,13 @@ impl AmqpBus {
         let Some(last) = lock(&self.unanswered).get(service).cloned() else {
             return false;
         };
-        let mut last = last.lock().await;
+        // All within `within`, the wait for another caller's look too (one
+        // dropped half-way leaves no answer behind).
+        let started = Instant::now();
+        let Ok(mut last) = tokio::time::timeout(within, last.lock()).await else {
+            return false;
+        };
+        let within = within.saturating_sub(started.elapsed());
         if let Some(look) = *last
             && look.at.elapsed() < LOOK_STANDS
         {

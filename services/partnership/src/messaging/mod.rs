@@ -425,9 +425,11 @@ impl Partnerships {
     }
 
     /// Recredits for as long as an admin's call can wait, cut off there
-    /// whatever a batch is doing (a batch cut off rolls back; crediting is
-    /// by difference); what is left stays queued for
-    /// [`Self::recredit_queued`]. The pair is recorded either way.
+    /// whatever a batch is doing (a batch cut off is abandoned: rolled
+    /// back once its statement returns — or committed, if the cut came
+    /// with its commit on its way; crediting is by difference either way);
+    /// what is left stays queued for [`Self::recredit_queued`]. The pair
+    /// is recorded either way.
     async fn recredit_for_a_while(&self, id: uuid::Uuid) {
         let crediting = self.recredit(id, RECREDIT_BATCH, None);
         match tokio::time::timeout(RECREDIT_WHILE_ASKED, crediting).await {

@@ -537,6 +537,18 @@ impl Payments {
     }
 }
 
+/// A part's silence before a payout run: nobody is paid until it answers.
+/// (Payment's own errors are not the part's, and pass as they are.)
+fn unanswered(who: &str, what: &str, e: AppError) -> AppError {
+    AppError::new(
+        ErrorCode::ServiceUnavailable,
+        format!(
+            "{who} did not say {what} ({}): no host is paid until it does; try again shortly",
+            e.message
+        ),
+    )
+}
+
 /// How many unhandled captures a payout run (or its preview) asks booking
 /// about at most before it reads the books; the reconciler's loop asks
 /// about the rest.
@@ -646,20 +658,9 @@ impl Payments {
         // that a capture flagged as handled has its refund (if any) in
         // the answer (asked the other way round, or at once, one handled in
         // between would be neither kept back nor listed).
-        let unanswered = |who: &str, what: &str, e: AppError| {
-            AppError::new(
-                ErrorCode::ServiceUnavailable,
-                format!(
-                    "{who} did not say {what} ({}): no host is paid until it does; try again \
-                     shortly",
-                    e.message
-                ),
-            )
-        };
         let captures_then_refunds = async {
             self.hear_captures(bus.as_ref(), Some(HEARD_IN_A_RUN))
-                .await
-                .map_err(|e| unanswered("booking", "which captures it has handled", e))?;
+                .await?;
             let asked_at = storage::clock(&self.db).await?;
             let asked = shared::bus::call(bus.as_ref(), &shared::rpcs::GetRefundsAsked {})
                 .await
@@ -716,7 +717,8 @@ impl Payments {
                     payment_ids: page.to_vec(),
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| unanswered("booking", "which captures it has handled", e))?;
             storage::captures_heard(&self.db, &heard).await?;
         }
         Ok(())
