@@ -1323,6 +1323,11 @@ async fn a_recredit_goes_a_batch_at_a_time_and_what_is_left_is_finished_by_the_s
         .expect("one batch");
     assert!(!done, "one batch, of two of the five bookings");
     assert_eq!(credited().await, 2);
+    let view = partnership::storage::partnership_by_id(&db, pair.id)
+        .await
+        .expect("read")
+        .expect("the pair");
+    assert!(view.crediting, "its figures are still being credited");
 
     app.parts.push(
         App::start(settings, Part::Partnership)
@@ -1347,6 +1352,13 @@ async fn a_recredit_goes_a_batch_at_a_time_and_what_is_left_is_finished_by_the_s
         .await
         .expect("queue read");
     assert!(left.is_empty(), "{left:?}");
+    let read = app
+        .graphql(
+            "query($id: ID!) { partnership(id: $id) { crediting } }",
+            json!({ "id": pair.id.to_string() }),
+        )
+        .await;
+    assert_eq!(read["data"]["partnership"]["crediting"], false, "{read}");
     let twice = db
         .query_all_raw(sea_orm::Statement::from_string(
             db.get_database_backend(),

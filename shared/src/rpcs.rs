@@ -2280,6 +2280,10 @@ pub struct PartnershipView {
     pub demo: bool,
     /// Its agreements, oldest first.
     pub agreements: Vec<AgreementView>,
+    /// Its figures are still being credited (a pair recorded, or a term
+    /// moved, over the bookings of its beneficiary's sub-tree).
+    #[serde(default)]
+    pub crediting: bool,
 }
 
 /// Partnerships where a region (or a region inside it) is either side, a

@@ -56,6 +56,12 @@ impl Partnership {
     async fn agreements(&self) -> Vec<Agreement> {
         self.0.agreements.iter().cloned().map(Agreement).collect()
     }
+    /// Its figures are still being credited with the bookings it covers:
+    /// it was just recorded, or its term moved, over many bookings (a
+    /// matter of seconds). Until false, its reports are short of some.
+    async fn crediting(&self) -> bool {
+        self.0.crediting
+    }
     /// Its figures for a year (China time): totals, months, progress
     /// against the agreement's targets, CSV.
     async fn report(&self, ctx: &Context<'_>, year: i32) -> Result<PartnershipReport> {

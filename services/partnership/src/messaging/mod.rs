@@ -199,6 +199,7 @@ impl Partnerships {
             notes,
             demo: req.demo,
             agreements: Vec::new(),
+            crediting: true,
         };
         let txn = self.db.begin().await?;
         storage::lock_facts(&txn).await?;
@@ -235,7 +236,10 @@ impl Partnerships {
         txn.commit().await?;
         info!(partnership = %view.id, sponsor = %view.sponsor, beneficiary = %view.beneficiary, "partnership created");
         self.recredit_for_a_while(queued).await;
-        Ok(view)
+        Ok(PartnershipView {
+            crediting: storage::crediting(&self.db, view.beneficiary).await?,
+            ..view
+        })
     }
 
     /// Edits a partnership's status (ACTIVE, ENDED), term and notes. Its
@@ -347,7 +351,10 @@ impl Partnerships {
         if let Some(queued) = queued {
             self.recredit_for_a_while(queued).await;
         }
-        Ok(view)
+        Ok(PartnershipView {
+            crediting: storage::crediting(&self.db, view.beneficiary).await?,
+            ..view
+        })
     }
 
     /// Once per database, after the migration that gave partnerships their

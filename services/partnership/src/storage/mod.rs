@@ -429,7 +429,35 @@ fn partnership(row: &QueryResult) -> Result<PartnershipView, DbErr> {
         notes: row.try_get("", "notes")?,
         demo: row.try_get("", "demo")?,
         agreements: Vec::new(),
+        crediting: false,
     })
+}
+
+/// The sub-trees queued recredits cover (`recredits.prefix`).
+async fn crediting_prefixes<C: ConnectionTrait>(conn: &C) -> Result<Vec<String>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(b, "SELECT DISTINCT prefix FROM recredits", vec![]))
+        .await?
+        .iter()
+        .map(|r| r.try_get("", "prefix"))
+        .collect()
+}
+
+/// Whether a queued recredit covers bookings `beneficiary`'s pairs count:
+/// one sub-tree holds the other.
+fn credits_into(prefixes: &[String], beneficiary: RegionCode) -> bool {
+    let own = beneficiary.code_prefix();
+    prefixes
+        .iter()
+        .any(|p| p.starts_with(own.as_str()) || own.starts_with(p.as_str()))
+}
+
+/// Whether the figures of pairs of `beneficiary` are still being credited.
+pub async fn crediting<C: ConnectionTrait>(
+    conn: &C,
+    beneficiary: RegionCode,
+) -> Result<bool, DbErr> {
+    Ok(credits_into(&crediting_prefixes(conn).await?, beneficiary))
 }
 
 /// Every partnership, with its agreements, oldest first.
@@ -459,6 +487,10 @@ pub async fn partnerships<C: ConnectionTrait>(conn: &C) -> Result<Vec<Partnershi
         if let Some(p) = list.iter_mut().find(|p| p.id == a.partnership_id) {
             p.agreements.push(a);
         }
+    }
+    let prefixes = crediting_prefixes(conn).await?;
+    for p in &mut list {
+        p.crediting = credits_into(&prefixes, p.beneficiary);
     }
     Ok(list)
 }
@@ -490,6 +522,7 @@ pub async fn partnership_by_id<C: ConnectionTrait>(
         .iter()
         .map(agreement)
         .collect::<Result<Vec<_>, _>>()?;
+    view.crediting = crediting(conn, view.beneficiary).await?;
     Ok(Some(view))
 }
 
