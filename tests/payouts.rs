@@ -468,26 +468,9 @@ async fn a_stay_lost_to_an_expired_hold_is_kept_back_while_its_refund_is_on_its_
 #[tokio::test]
 async fn a_capture_booking_has_not_handled_is_not_paid_out_before_it_has() {
     let app = spawn_app().await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let created = app
-        .create_booking(&room_type, tomorrow() + Days::days(20), 1, "unheard")
+    let (id, held) = app
+        .cancelled_before_its_capture_is_heard(tomorrow() + Days::days(20), "unheard")
         .await;
-    let id = common::TestApp::id_of(&created);
-    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
-    // Booking's event handlers wait; its RPCs answer.
-    let held = common::LockHeld::begin(
-        app.service_db("booking").await,
-        "LOCK TABLE inbox IN EXCLUSIVE MODE",
-    )
-    .await;
-    let paid = app.pay(&id, "tok_success", "unheard").await;
-    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
-    held.until_waiting(1, true).await;
-    let cancelled = app.cancel(&id, "unheard-cancel").await;
-    assert_eq!(
-        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
-        "{cancelled}"
-    );
 
     let admin = app.admin_token().await;
     let ask = |query: &'static str| app.graphql_as(Some(&admin), query, json!({}));

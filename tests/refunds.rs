@@ -691,27 +691,9 @@ async fn two_identical_full_refunds_at_once_both_get_the_refund() {
 #[tokio::test]
 async fn a_payment_heard_after_the_booker_cancelled_is_refunded_by_the_policy() {
     let app = spawn_app().await;
-    let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = TestApp::id_of(
-        &app.create_booking(&room_type, tomorrow() + Days::days(3), 1, "late-news")
-            .await,
-    );
-    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
-    // Booking's handlers wait (each first records the event in its inbox);
-    // its RPCs do not.
-    let held = common::LockHeld::begin(
-        app.service_db("booking").await,
-        "LOCK TABLE inbox IN EXCLUSIVE MODE",
-    )
-    .await;
-    let paid = app.pay(&id, "tok_success", "pay").await;
-    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
-    held.until_waiting(1, true).await;
-    let cancelled = app.cancel(&id, "cancel").await;
-    assert_eq!(
-        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
-        "{cancelled}"
-    );
+    let (id, held) = app
+        .cancelled_before_its_capture_is_heard(tomorrow() + Days::days(3), "late-news")
+        .await;
     held.release().await;
     let done = app
         .wait_for_booking(&id, "the policy's refund", |b| {

@@ -531,6 +531,35 @@ impl TestApp {
         id
     }
 
+    /// A booking of one night on `check_in` in a new one-room homestay
+    /// (380.00), paid (`tok_success`) while booking's handlers wait (its
+    /// inbox locked: they first record the event there; its RPCs do not),
+    /// then cancelled by its booker before booking heard of the payment:
+    /// answered as before payment. The lock, still held.
+    pub async fn cancelled_before_its_capture_is_heard(
+        &self,
+        check_in: NaiveDate,
+        key: &str,
+    ) -> (String, LockHeld) {
+        let room_type = self.homestay(1).await.room_type_id.to_string();
+        let id = Self::id_of(&self.create_booking(&room_type, check_in, 1, key).await);
+        self.wait_for_status(&id, "AWAITING_PAYMENT").await;
+        let held = LockHeld::begin(
+            self.service_db("booking").await,
+            "LOCK TABLE inbox IN EXCLUSIVE MODE",
+        )
+        .await;
+        let paid = self.pay(&id, "tok_success", key).await;
+        assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+        held.until_waiting(1, true).await;
+        let cancelled = self.cancel(&id, &format!("{key}-cancel")).await;
+        assert_eq!(
+            cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+            "{cancelled}"
+        );
+        (id, held)
+    }
+
     pub async fn paid_booking(&self, room_type: &str, check_in: NaiveDate, token: &str) -> String {
         let key = uuid::Uuid::now_v7().to_string();
         let id = Self::id_of(&self.create_booking(room_type, check_in, 1, &key).await);
