@@ -530,3 +530,57 @@ async fn a_refund_too_small_to_reach_the_fund_leaves_no_empty_entry_on_its_publi
         "one region, all of the balance: {fund}"
     );
 }
+
+/// A running payment keeps working when a migration adds columns to its
+/// tables: its statements name their columns. (`SELECT *` prepared on a
+/// connection is refused by PostgreSQL once the table has another column,
+/// "cached plan must not change result type", until the connection goes:
+/// an upgrade run with the previous release's payment left a refund
+/// request dead-lettered. One connection per pool here, so the statements
+/// run before the change are the ones run after it.)
+#[tokio::test]
+async fn payment_keeps_working_when_its_tables_gain_columns() {
+    let app = spawn_app_with(Settings {
+        db_max_connections: 1,
+        ..test_settings()
+    })
+    .await;
+    let id = app.confirmed_booking(9).await;
+    let admin = app.admin_token().await;
+    let money_work = |key: &'static str| {
+        let (app, admin, id) = (&app, admin.clone(), id.clone());
+        async move {
+            let refund = app
+                .graphql_as(
+                    Some(&admin),
+                    "mutation($b: ID!, $k: String!) { refundPayment(bookingId: $b, amount: \"10.00\",
+                        reason: \"投诉\", idempotencyKey: $k) { status } }",
+                    json!({ "b": id, "k": key }),
+                )
+                .await;
+            assert!(refund["errors"].is_null(), "{refund}");
+            let read = app
+                .graphql_as(
+                    Some(&admin),
+                    "query($b: ID!) { booking(id: $b) { refunds { status amount { amount } } }
+                       reconciliationLog(first: 5) { totalCount } }",
+                    json!({ "b": id }),
+                )
+                .await;
+            assert!(read["errors"].is_null(), "{read}");
+            read["data"]["booking"]["refunds"]
+                .as_array()
+                .map_or(0, Vec::len)
+        }
+    };
+    assert_eq!(money_work("before").await, 1);
+    let db = app.service_db("payment").await;
+    for table in ["payments", "refunds", "reconciliation_log"] {
+        db.execute_unprepared(&format!(
+            "ALTER TABLE {table} ADD COLUMN later_release INTEGER"
+        ))
+        .await
+        .expect("column added");
+    }
+    assert_eq!(money_work("after").await, 2);
+}

@@ -506,6 +506,17 @@ impl MigrationTrait for Payouts {
     }
 }
 
+/// The columns of `payments` this version reads, named: `SELECT *`
+/// prepared by a running replica breaks on PostgreSQL once a later
+/// migration adds a column ("cached plan must not change result type").
+const PAYMENT_COLUMNS: &str = "id, booking_id, idempotency_key, fingerprint, amount_fen, status, \
+     failure_reason, provider_ref, split, created_at, updated_at, refunded_fen, host_id, \
+     region_code, agency_id, account_id, booking_heard_at";
+
+/// The columns of `refunds` this version reads (see [`PAYMENT_COLUMNS`]).
+const REFUND_COLUMNS: &str = "id, payment_id, booking_id, request_key, amount_fen, split, reason, \
+     status, provider_ref, failure_reason, created_at, updated_at, fingerprint";
+
 /// A stored payment and its fingerprint.
 pub struct Stored {
     /// As clients see it.
@@ -593,7 +604,7 @@ pub async fn by_key<C: ConnectionTrait>(conn: &C, key: &str) -> Result<Option<St
     let b = conn.get_database_backend();
     conn.query_one_raw(stmt(
         b,
-        "SELECT * FROM payments WHERE idempotency_key = $1",
+        &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = $1"),
         vec![key.into()],
     ))
     .await?
@@ -829,14 +840,15 @@ pub async fn captured_for_booking<C: ConnectionTrait>(
     booking: BookingId,
 ) -> Result<Option<Captured>, DbErr> {
     let b = conn.get_database_backend();
-    let sql = match b {
-        sea_orm::DbBackend::Postgres => {
-            "SELECT * FROM payments WHERE booking_id = $1 AND status = 'CAPTURED' FOR UPDATE"
-        }
-        _ => "SELECT * FROM payments WHERE booking_id = $1 AND status = 'CAPTURED'",
+    let lock = match b {
+        sea_orm::DbBackend::Postgres => " FOR UPDATE",
+        _ => "",
     };
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE booking_id = $1 AND status = 'CAPTURED'{lock}"
+    );
     let Some(row) = conn
-        .query_one_raw(stmt(b, sql, vec![uuid_value(b, booking.0)]))
+        .query_one_raw(stmt(b, &sql, vec![uuid_value(b, booking.0)]))
         .await?
     else {
         return Ok(None);
@@ -1043,7 +1055,7 @@ pub async fn refund_with_view<C: ConnectionTrait>(
     let Some(row) = conn
         .query_one_raw(stmt(
             b,
-            "SELECT * FROM refunds WHERE request_key = $1",
+            &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE request_key = $1"),
             vec![request_key.into()],
         ))
         .await?
@@ -1072,7 +1084,10 @@ pub async fn money_of<C: ConnectionTrait>(
     let keys = || bookings.iter().map(|id| id.0);
     let payments = shared::db::rows_with_ids(
         conn,
-        "SELECT * FROM payments WHERE booking_id IN ({ids}) ORDER BY created_at, id",
+        &format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE booking_id IN ({{ids}})
+             ORDER BY created_at, id"
+        ),
         keys(),
     )
     .await?;
@@ -1098,7 +1113,10 @@ pub async fn money_of<C: ConnectionTrait>(
     }
     let refunds = shared::db::rows_with_ids(
         conn,
-        "SELECT * FROM refunds WHERE booking_id IN ({ids}) ORDER BY created_at, id",
+        &format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE booking_id IN ({{ids}})
+             ORDER BY created_at, id"
+        ),
         keys(),
     )
     .await?;
@@ -1147,8 +1165,10 @@ pub async fn pending_refunds<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     conn.query_all_raw(stmt(
         b,
-        "SELECT * FROM refunds WHERE status = 'PENDING' AND updated_at < $1
-         ORDER BY updated_at LIMIT $2",
+        &format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = 'PENDING' AND updated_at < $1
+             ORDER BY updated_at LIMIT $2"
+        ),
         vec![before.into(), (limit as i64).into()],
     ))
     .await?
@@ -1279,7 +1299,8 @@ pub async fn reconciliation_log<C: ConnectionTrait>(
     let rows = conn
         .query_all_raw(stmt(
             b,
-            "SELECT * FROM reconciliation_log WHERE ($3 IS NULL OR kind = $3) AND id < $1
+            "SELECT id, kind, payment_id, booking_id, amount_fen, note, created_at
+             FROM reconciliation_log WHERE ($3 IS NULL OR kind = $3) AND id < $1
              ORDER BY id DESC LIMIT $2",
             vec![
                 after.unwrap_or(i64::MAX).into(),
@@ -1373,7 +1394,7 @@ pub async fn payment<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     conn.query_one_raw(stmt(
         b,
-        "SELECT * FROM payments WHERE id = $1",
+        &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"),
         vec![uuid_value(b, id.0)],
     ))
     .await?
@@ -1481,8 +1502,10 @@ pub async fn stuck_processing<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     conn.query_all_raw(stmt(
         b,
-        "SELECT * FROM payments WHERE status = 'PROCESSING' AND updated_at < $1
-         ORDER BY updated_at LIMIT $2",
+        &format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'PROCESSING' AND updated_at < $1
+             ORDER BY updated_at LIMIT $2"
+        ),
         vec![before.into(), (limit as i64).into()],
     ))
     .await?
