@@ -450,28 +450,80 @@ pub fn opt_uuid_value(backend: DbBackend, id: Option<uuid::Uuid>) -> sea_orm::Va
     }
 }
 
-/// Runs the migrations `M`. On PostgreSQL they run in one transaction under
-/// an advisory lock, so N copies of a service starting at once migrate once
-/// (the others wait, then find nothing pending) and a failed migration leaves
-/// nothing half-applied.
+/// Runs the migrations `M` in one transaction, so a failed or interrupted
+/// migration leaves nothing half-applied (on SQLite too: a column added by
+/// a migration stopped before it was recorded made every later start fail).
+/// On PostgreSQL under an advisory lock, so N copies of a service starting
+/// at once migrate once (the others wait, then find nothing pending).
 pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
     db: &DatabaseConnection,
 ) -> Result<(), DbErr> {
     use sea_orm::TransactionTrait;
-    match db.get_database_backend() {
-        DbBackend::Postgres => {
-            let txn = db.begin().await?;
-            txn.execute_unprepared("SELECT pg_advisory_xact_lock(8127001)")
-                .await?;
-            M::up(&txn, None).await?;
-            txn.commit().await
-        }
-        _ => M::up(db, None).await,
+    let txn = db.begin().await?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(8127001)")
+            .await?;
     }
+    M::up(&txn, None).await?;
+    txn.commit().await
 }
 
 #[cfg(test)]
 mod tests {
+    use sea_orm::ConnectionTrait;
+    use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
+
+    /// Adds a column to a table it made, then fails (a process stopped
+    /// half-way does the same).
+    struct HalfWay;
+
+    impl MigrationName for HalfWay {
+        fn name(&self) -> &str {
+            "m_test_half_way"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for HalfWay {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+            let conn = manager.get_connection();
+            conn.execute_unprepared("CREATE TABLE t (a INTEGER)")
+                .await?;
+            conn.execute_unprepared("ALTER TABLE t ADD COLUMN b INTEGER")
+                .await?;
+            Err(sea_orm::DbErr::Custom("stopped half-way".into()))
+        }
+    }
+
+    struct Migrator;
+
+    impl MigratorTrait for Migrator {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            vec![Box::new(HalfWay)]
+        }
+    }
+
+    /// On SQLite too, a migration that fails half-way leaves nothing: a
+    /// column it added stayed, and every later start failed on it
+    /// ("duplicate column name").
+    #[tokio::test]
+    async fn a_migration_stopped_half_way_leaves_nothing_on_sqlite() {
+        let mut options = sea_orm::ConnectOptions::new("sqlite::memory:");
+        options.max_connections(1).min_connections(1);
+        let db = sea_orm::Database::connect(options).await.expect("sqlite");
+        assert!(super::migrate::<Migrator>(&db).await.is_err());
+        let left = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 't'",
+            ))
+            .await
+            .expect("read")
+            .expect("a row")
+            .try_get::<i64>("", "n")
+            .expect("a count");
+        assert_eq!(left, 0, "the half-made table stayed");
+    }
     #[test]
     fn sqlite_ddl_changes_the_date_type_and_nothing_that_contains_it() {
         let sql = "ALTER TABLE p ADD COLUMN ended_on DATE; UPDATE p SET ended_on = CURRENT_DATE;

@@ -56,9 +56,11 @@ impl Partnership {
     async fn agreements(&self) -> Vec<Agreement> {
         self.0.agreements.iter().cloned().map(Agreement).collect()
     }
-    /// Its figures are still being credited with the bookings it covers:
-    /// it was just recorded, or its term moved, over many bookings (a
-    /// matter of seconds). Until false, its reports are short of some.
+    /// Its figures are still being credited with the bookings it covers (a
+    /// pair just recorded, or a term moved, over many bookings of its
+    /// beneficiary's sub-tree or one overlapping it: seconds). Until false
+    /// its reports may still change: short of bookings a new or longer
+    /// term adds, or still holding those a shorter one takes out.
     async fn crediting(&self) -> bool {
         self.0.crediting
     }
