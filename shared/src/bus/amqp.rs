@@ -106,22 +106,14 @@ async fn counts_on(channel: &Channel, queue: &str) -> Option<(u32, u32)> {
         .map(|q| (q.message_count(), q.consumer_count()))
 }
 
-/// A look at a service's RPC queue: when, and whether anything consumed.
+/// A look at a service's RPC queue: when, and whether it was there with
+/// nobody consuming it (not when consumers were there, the queue was
+/// missing — the broker returns the request at once — or the broker did
+/// not say).
 #[derive(Clone, Copy)]
 struct Look {
     at: Instant,
-    consumed: Consumed,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Consumed {
-    /// Consumers there.
-    Yes,
-    /// The queue there, nobody consuming it.
-    No,
-    /// No such queue (the broker returns the request at once), or the
-    /// broker did not say.
-    Unknown,
+    nobody: bool,
 }
 
 /// How long a look at a queue stands for the calls that follow it: one
@@ -382,7 +374,7 @@ impl AmqpBus {
         if let Some(look) = *last
             && look.at.elapsed() < LOOK_STANDS
         {
-            return look.consumed == Consumed::No;
+            return look.nobody;
         }
         let (inner, queue) = (self.inner.clone(), queue.to_owned());
         // A task of its own: the channel is closed whether or not the
@@ -398,23 +390,22 @@ impl AmqpBus {
             }
             counts
         });
-        let consumed = match tokio::time::timeout(within, look).await {
-            Ok(Ok(Some(Some((_, 0))))) => Consumed::No,
-            Ok(Ok(Some(Some(_)))) => Consumed::Yes,
+        let nobody = match tokio::time::timeout(within, look).await {
+            Ok(Ok(Some(Some((_, consumers))))) => consumers == 0,
             Ok(Ok(Some(None))) => {
                 // No such queue: the broker returns every request at once,
                 // with nothing to look at (each look would close a channel,
                 // and lapin logs that as an error).
                 lock(&self.unanswered).remove(service);
-                Consumed::Unknown
+                false
             }
-            _ => Consumed::Unknown,
+            _ => false,
         };
         *last = Some(Look {
             at: Instant::now(),
-            consumed,
+            nobody,
         });
-        consumed == Consumed::No
+        nobody
     }
 
     /// The RPC channel, replaced (with a new reply listener) if it was closed.

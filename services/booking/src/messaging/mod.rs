@@ -1026,6 +1026,7 @@ impl Bookings {
             storage::lock(&txn, ev.booking_id).await?;
             moved = confirm(&txn).await?;
         }
+        let mut known = true;
         if moved.is_some() {
             info!(booking = %ev.booking_id, "booking confirmed");
         } else if storage::record_early_capture(&txn, ev.booking_id, &ev.split).await? {
@@ -1125,15 +1126,15 @@ impl Bookings {
             // Not marked handled: no booking lists its refund as asked
             // (`refunds_asked`), so a payout run keeps the host's share of
             // it back until payment has reserved the refund.
-            txn.commit().await?;
-            self.outbox.committed();
-            return Ok(());
+            known = false;
         }
         // Whatever came of it, in the same transaction as the refund it
         // asked for, if any: a payout run keeps the host's share of a
         // capture back until booking has handled it, and asks which it has
         // before it asks which refunds booking has asked for.
-        storage::capture_heard(&txn, ev.payment_id, ev.booking_id).await?;
+        if known {
+            storage::capture_heard(&txn, ev.payment_id, ev.booking_id).await?;
+        }
         txn.commit().await?;
         self.outbox.committed();
         Ok(())

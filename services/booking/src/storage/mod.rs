@@ -417,18 +417,11 @@ pub async fn captures_heard<C: ConnectionTrait>(
     conn: &C,
     payments: &[shared::ids::PaymentId],
 ) -> Result<Vec<shared::ids::PaymentId>, DbErr> {
-    if payments.is_empty() {
-        return Ok(Vec::new());
-    }
-    let b = conn.get_database_backend();
-    conn.query_all_raw(stmt(
-        b,
-        &format!(
-            "SELECT payment_id FROM captures_heard WHERE payment_id IN ({})",
-            shared::db::placeholders(1, payments.len())
-        ),
-        payments.iter().map(|p| uuid_value(b, p.0)).collect(),
-    ))
+    shared::db::rows_with_ids(
+        conn,
+        "SELECT payment_id FROM captures_heard WHERE payment_id IN ({ids})",
+        payments.iter().map(|p| p.0),
+    )
     .await?
     .iter()
     .map(|r| {

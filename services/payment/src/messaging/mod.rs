@@ -440,17 +440,13 @@ impl Payments {
                 Ok(RefundProgress::Done) => {
                     let note =
                         "a refund the provider had not confirmed was asked again and completed";
-                    let logged = storage::log_reconciliation(
-                        &self.db,
+                    self.note_finding(
                         "REFUND_COMPLETED",
                         (refund.payment_id, refund.booking_id, Some(refund.id)),
                         refund.amount,
                         note,
                     )
                     .await;
-                    if let Err(e) = logged {
-                        warn!(refund = %refund.id, error = %e, "reconciliation: a completed refund not logged");
-                    }
                     found += 1;
                 }
                 Ok(_) => {}
@@ -477,21 +473,12 @@ impl Payments {
             };
             // Said once, when first found (the statement leaves out what
             // is logged already).
-            match storage::log_reconciliation(
-                &self.db,
-                "MISMATCH",
-                (id, booking, None),
-                charged,
-                &note,
-            )
-            .await
+            // One not written is found again by the next round.
+            if self
+                .note_finding("MISMATCH", (id, booking, None), charged, &note)
+                .await
             {
-                Ok(true) => {
-                    error!(payment = %id, %note, "reconciliation: the provider and the ledger disagree");
-                }
-                Ok(false) => {}
-                // The next round finds it again (not logged yet).
-                Err(e) => warn!(payment = %id, error = %e, "reconciliation: a mismatch not logged"),
+                error!(payment = %id, %note, "reconciliation: the provider and the ledger disagree");
             }
         }
         Ok(found)
@@ -521,19 +508,29 @@ impl Payments {
         };
         if settled {
             warn!(payment = %p.id, booking = %p.booking_id, kind, "reconciliation settled a payment");
-            let logged = storage::log_reconciliation(
-                &self.db,
-                kind,
-                (p.id, p.booking_id, None),
-                p.amount,
-                note,
-            )
-            .await;
-            if let Err(e) = logged {
-                warn!(payment = %p.id, error = %e, "reconciliation: a settlement not logged");
-            }
+            self.note_finding(kind, (p.id, p.booking_id, None), p.amount, note)
+                .await;
         }
         Ok(settled)
+    }
+
+    /// Writes a finding to the reconciliation log (`storage::log_reconciliation`);
+    /// true when written now. One that cannot be written is a warning: the
+    /// round goes on, and what it settled stays settled.
+    async fn note_finding(
+        &self,
+        kind: &str,
+        subject: (PaymentId, BookingId, Option<shared::ids::RefundId>),
+        amount: Fen,
+        note: &str,
+    ) -> bool {
+        match storage::log_reconciliation(&self.db, kind, subject, amount, note).await {
+            Ok(written) => written,
+            Err(e) => {
+                warn!(payment = %subject.0, kind, error = %e, "reconciliation: a finding not logged");
+                false
+            }
+        }
     }
 }
 

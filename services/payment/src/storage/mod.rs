@@ -1247,10 +1247,7 @@ pub async fn log_reconciliation<C: ConnectionTrait>(
     note: &str,
 ) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
-    let refund: sea_orm::Value = match refund {
-        Some(refund) => uuid_value(b, refund.0),
-        None => Option::<uuid::Uuid>::None.into(),
-    };
+    let refund = shared::db::opt_uuid_value(b, refund.map(|r| r.0));
     let written = conn.execute_raw(stmt(
         b,
         "INSERT INTO reconciliation_log (kind, payment_id, booking_id, amount_fen, note, created_at, refund_id)
