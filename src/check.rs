@@ -34,6 +34,9 @@
 //!    cancelled before it was paid, keeps nothing it captured; a cancelled
 //!    paid booking got at least the refund it was promised); no refund is
 //!    left PENDING past the grace period.
+//! 7. Payouts: every capture older than the grace period was handled by
+//!    booking, and heard of by payment within two reconciler rounds of
+//!    that: until then payout runs keep its host's share back.
 
 use chrono::{Duration, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Value};
@@ -130,6 +133,14 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
     out.push(holds_follow_bookings(&dbs, &settled).await?);
     out.push(money_follows_bookings(&dbs, &settled, cutoff).await?);
     out.push(nothing_for_unknown_bookings(&dbs).await?);
+    out.push(
+        captures_heard(
+            &dbs,
+            cutoff,
+            Duration::from_std(settings.reconcile_round())?,
+        )
+        .await?,
+    );
     if let Some(amqp) = settings.amqp() {
         out.push(dead_letters(amqp, settings).await?);
     }
@@ -823,6 +834,83 @@ async fn nothing_for_unknown_bookings(dbs: &Dbs) -> anyhow::Result<Finding> {
         "nothing for unknown bookings: no money kept, no capacity held for a booking booking lacks",
         offenders,
         format!("{} bookings", known.len()),
+    ))
+}
+
+/// Every capture's host share is paid out once booking has handled the
+/// capture (it asks for its refund then, when one is due) and payment has
+/// heard so in a reconciler round: until both, payout runs keep it back.
+/// A capture booking never handled (its `payment.captured` dead-lettered,
+/// say) would be kept back for ever, with nothing else to say so.
+async fn captures_heard(
+    dbs: &Dbs,
+    cutoff: chrono::DateTime<Utc>,
+    round: Duration,
+) -> anyhow::Result<Finding> {
+    let unheard = rows(
+        &dbs.payment,
+        "SELECT id, booking_id FROM payments WHERE booking_heard_at IS NULL
+           AND status = 'CAPTURED' AND refunded_fen < amount_fen AND updated_at < $1
+         ORDER BY id",
+        vec![cutoff.into()],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            shared::db::row_uuid(r, "id")?,
+            shared::db::row_uuid(r, "booking_id")?,
+        ))
+    })
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut heard: BTreeMap<uuid::Uuid, chrono::DateTime<Utc>> = BTreeMap::new();
+    let mut known: BTreeSet<uuid::Uuid> = BTreeSet::new();
+    for page in unheard.chunks(shared::rpcs::CAPTURES_A_CALL) {
+        for r in shared::db::rows_with_ids(
+            &dbs.booking,
+            "SELECT payment_id, heard_at FROM captures_heard WHERE payment_id IN ({ids})",
+            page.iter().map(|(payment, _)| *payment),
+        )
+        .await?
+        {
+            heard.insert(
+                shared::db::row_uuid(&r, "payment_id")?,
+                r.try_get("", "heard_at")?,
+            );
+        }
+        for r in shared::db::rows_with_ids(
+            &dbs.booking,
+            "SELECT id FROM bookings WHERE id IN ({ids})",
+            page.iter().map(|(_, booking)| *booking),
+        )
+        .await?
+        {
+            known.insert(shared::db::row_uuid(&r, "id")?);
+        }
+    }
+    // Payment looks once a round; a round may start just before booking
+    // handles a capture, and take a while.
+    let marked_by = cutoff - round * 2;
+    let mut offenders = Vec::new();
+    for (payment, booking) in &unheard {
+        match heard.get(payment) {
+            // An unknown booking's capture is `nothing_for_unknown_bookings`'.
+            None if !known.contains(booking) => {}
+            None => offenders.push(format!(
+                "payment {payment} of booking {booking}: booking has not handled its capture \
+                 (see the dead letters); its host's share is kept back from payouts"
+            )),
+            Some(at) if *at < marked_by => offenders.push(format!(
+                "payment {payment} of booking {booking}: booking handled its capture at {at}, \
+                 payment has not heard so since (is payment's reconciler running?)"
+            )),
+            Some(_) => {}
+        }
+    }
+    Ok(finding(
+        "payouts: no capture kept back past booking's handling and payment's next round",
+        offenders,
+        format!("{} captures not yet heard of", unheard.len()),
     ))
 }
 

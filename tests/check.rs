@@ -21,6 +21,14 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
     let cancelled = app
         .paid_booking(&room_type, tomorrow() + Duration::days(12), "tok_success")
         .await;
+    // Two more paid bookings, whose captures booking is then made to have
+    // not handled, and to have handled long ago unheard of by payment.
+    let never_handled = app
+        .paid_booking(&room_type, tomorrow() + Duration::days(13), "tok_success")
+        .await;
+    let unheard = app
+        .paid_booking(&room_type, tomorrow() + Duration::days(13), "tok_success")
+        .await;
     let unpaid = TestApp::id_of(
         &app.create_booking(&room_type, tomorrow(), 1, "unpaid")
             .await,
@@ -28,6 +36,9 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
     app.wait_for_status(&kept, "CONFIRMED").await;
     app.wait_for_status(&cancelled, "CONFIRMED").await;
     app.wait_for_status(&unpaid, "AWAITING_PAYMENT").await;
+    for id in [&never_handled, &unheard] {
+        app.wait_for_status(id, "CONFIRMED").await;
+    }
     app.cancel(&cancelled, "c").await;
     app.wait_for_booking(&cancelled, "the refund", |b| {
         b["refunded"]["amount"] == "380.00"
@@ -64,7 +75,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .await
             .expect("checks run");
         if findings.iter().all(|f| f.holds) {
-            assert_eq!(findings.len(), 15, "{findings:?}");
+            assert_eq!(findings.len(), 16, "{findings:?}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{findings:#?}");
@@ -134,6 +145,31 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .await
             .expect("forgotten");
     }
+    // A capture booking never handled (its message dead-lettered), and one
+    // it handled an hour ago that payment never heard of: both kept back
+    // from payouts.
+    payment
+        .execute_unprepared(&format!(
+            "UPDATE payments SET booking_heard_at = NULL
+             WHERE booking_id IN ('{never_handled}', '{unheard}')"
+        ))
+        .await
+        .expect("unmarked");
+    let forgotten = booking
+        .execute_unprepared(&format!(
+            "DELETE FROM captures_heard WHERE booking_id = '{never_handled}'"
+        ))
+        .await
+        .expect("capture forgotten");
+    assert_eq!(forgotten.rows_affected(), 1);
+    let long_ago = booking
+        .execute_unprepared(&format!(
+            "UPDATE captures_heard SET heard_at = now() - interval '1 hour'
+             WHERE booking_id = '{unheard}'"
+        ))
+        .await
+        .expect("capture heard long ago");
+    assert_eq!(long_ago.rows_affected(), 1);
     // A charge at the provider that no payment made.
     payment
         .execute_unprepared(
@@ -161,7 +197,8 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             "impact: credited spend, certified spend, host income and fund = payment's, booking by booking",
             "holds follow bookings: CONFIRMED is COMMITTED, an ended booking holds nothing",
             "money follows bookings: refunds agree, an ended booking keeps only what it may",
-            "nothing for unknown bookings: no money kept, no capacity held for a booking booking lacks"
+            "nothing for unknown bookings: no money kept, no capacity held for a booking booking lacks",
+            "payouts: no capture kept back past booking's handling and payment's next round"
         ],
         "{findings:#?}"
     );
@@ -175,6 +212,22 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .contains("charge orphan-charge belongs to a payment that does not exist"),
         "{provider:#?}"
     );
+    let payouts = findings
+        .iter()
+        .find(|f| f.invariant.starts_with("payouts"))
+        .expect("the payouts check ran");
+    for (booking, why) in [
+        (&never_handled, "booking has not handled its capture"),
+        (&unheard, "booking handled its capture at"),
+    ] {
+        assert!(
+            payouts
+                .detail
+                .contains(&format!("of booking {booking}: {why}")),
+            "{booking}: {payouts:#?}"
+        );
+    }
+    assert!(payouts.detail.starts_with("2 offenders"), "{payouts:#?}");
     let money = findings
         .iter()
         .find(|f| f.invariant.starts_with("impact: credited spend"))

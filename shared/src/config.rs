@@ -222,6 +222,16 @@ impl Settings {
             .min(self.hold_grace_seconds.saturating_mul(3) / 4)
     }
 
+    /// How often payment's reconciler looks (at stuck payments, and at the
+    /// captures booking has handled since): every
+    /// `reconcile_after_seconds`, at least once a second and at most every
+    /// 30 s.
+    pub fn reconcile_round(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            u64::try_from(self.reconcile_after_seconds.clamp(1, 30)).unwrap_or(30),
+        )
+    }
+
     /// Reads the optional file, then `DUIKOU_*` variables over it
     /// (`DUIKOU_POSTGRES_URL` sets `postgres_url`).
     pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {

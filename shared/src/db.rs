@@ -1,6 +1,12 @@
 //! Database connections: each service its own database — on PostgreSQL
 //! `<db_prefix><service>`, created if missing; in embedded mode a SQLite file
 //! under the data directory.
+//!
+//! Every part names the columns it reads, never `SELECT *` or
+//! `RETURNING *`: a statement a running replica has prepared with `*`
+//! breaks on PostgreSQL once a later migration adds a column to its table
+//! ("cached plan must not change result type"), and a release adds columns
+//! while the previous one still runs (docs/operations.md, upgrades).
 
 use crate::config::Settings;
 use crate::outbox::stmt;

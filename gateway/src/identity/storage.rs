@@ -283,6 +283,11 @@ pub struct Account {
     pub token_generation: i32,
 }
 
+/// The columns of `accounts` [`account`] reads, named (`shared::db` says
+/// why).
+const ACCOUNT_COLUMNS: &str =
+    "id, email, display_name, role, home_region, region_scope, agency_id, token_generation";
+
 fn account(row: &QueryResult) -> Result<Account, DbErr> {
     let role: String = row.try_get("", "role")?;
     Ok(Account {
@@ -358,7 +363,7 @@ pub async fn account_by_email<C: ConnectionTrait>(
     let Some(row) = conn
         .query_one_raw(stmt(
             b,
-            "SELECT * FROM accounts WHERE email = $1",
+            &format!("SELECT {ACCOUNT_COLUMNS}, password_hash FROM accounts WHERE email = $1"),
             vec![email.into()],
         ))
         .await?
@@ -377,7 +382,7 @@ pub async fn account_by_id<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     conn.query_one_raw(stmt(
         b,
-        "SELECT * FROM accounts WHERE id = $1",
+        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"),
         vec![uuid_value(b, id.0)],
     ))
     .await?
@@ -743,7 +748,7 @@ pub async fn agency<C: ConnectionTrait>(conn: &C, id: AgencyId) -> Result<Option
     let Some(row) = conn
         .query_one_raw(stmt(
             b,
-            "SELECT * FROM agencies WHERE id = $1",
+            &format!("SELECT {AGENCY_COLUMNS} FROM agencies WHERE id = $1"),
             vec![uuid_value(b, id.0)],
         ))
         .await?
@@ -824,7 +829,9 @@ pub async fn agencies<C: ConnectionTrait>(
     let rows = conn
         .query_all_raw(stmt(
             b,
-            "SELECT * FROM agencies WHERE ($1 OR id > $2) ORDER BY id LIMIT $3",
+            &format!(
+                "SELECT {AGENCY_COLUMNS} FROM agencies WHERE ($1 OR id > $2) ORDER BY id LIMIT $3"
+            ),
             vec![
                 after.is_none().into(),
                 uuid_value(b, after.map_or(uuid::Uuid::nil(), |a| a.0)),
@@ -851,6 +858,9 @@ pub async fn agency_count<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
         .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
 
+/// The columns of `agencies` [`agency_row`] reads, named.
+const AGENCY_COLUMNS: &str = "id, name, home_region, commission_bp";
+
 fn agency_row(row: &QueryResult) -> Result<Agency, DbErr> {
     Ok(Agency {
         id: AgencyId(row_uuid(row, "id")?),
@@ -875,6 +885,9 @@ pub struct ApiClient {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// The columns of `api_clients` (as `c`) [`api_client_row`] reads, named.
+const API_CLIENT_COLUMNS: &str = "c.client_id, c.name, c.account_id, c.created_at, c.revoked_at";
+
 fn api_client_row(row: &QueryResult) -> Result<ApiClient, DbErr> {
     Ok(ApiClient {
         client_id: row.try_get("", "client_id")?,
@@ -893,8 +906,10 @@ pub async fn api_clients_of<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     conn.query_all_raw(stmt(
         b,
-        "SELECT c.* FROM api_clients c JOIN accounts a ON a.id = c.account_id
-         WHERE a.agency_id = $1 ORDER BY c.created_at, c.client_id",
+        &format!(
+            "SELECT {API_CLIENT_COLUMNS} FROM api_clients c JOIN accounts a ON a.id = c.account_id
+             WHERE a.agency_id = $1 ORDER BY c.created_at, c.client_id"
+        ),
         vec![uuid_value(b, agency.0)],
     ))
     .await?
@@ -912,8 +927,11 @@ pub async fn api_client_by_id<C: ConnectionTrait>(
     let Some(row) = conn
         .query_one_raw(stmt(
             b,
-            "SELECT c.*, a.agency_id FROM api_clients c JOIN accounts a ON a.id = c.account_id
-             WHERE c.client_id = $1",
+            &format!(
+                "SELECT {API_CLIENT_COLUMNS}, a.agency_id
+                 FROM api_clients c JOIN accounts a ON a.id = c.account_id
+                 WHERE c.client_id = $1"
+            ),
             vec![client_id.into()],
         ))
         .await?
@@ -946,9 +964,11 @@ pub async fn staff_of<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     conn.query_all_raw(stmt(
         b,
-        "SELECT * FROM accounts a WHERE a.agency_id = $1
-         AND NOT EXISTS (SELECT 1 FROM api_clients c WHERE c.account_id = a.id)
-         ORDER BY a.created_at, a.id",
+        &format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.agency_id = $1
+             AND NOT EXISTS (SELECT 1 FROM api_clients c WHERE c.account_id = a.id)
+             ORDER BY a.created_at, a.id"
+        ),
         vec![uuid_value(b, agency.0)],
     ))
     .await?

@@ -38,8 +38,7 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     rt.bus.serve(payments.rpc()).await?;
 
     let after = chrono::Duration::seconds(rt.settings.reconcile_after_seconds.max(1));
-    let every = Duration::from_secs(u64::try_from(after.num_seconds()).unwrap_or(60))
-        .min(Duration::from_secs(30));
+    let every = rt.settings.reconcile_round();
     let cancel = rt.cancel.clone();
     rt.tracker.spawn(async move {
         loop {

@@ -482,6 +482,13 @@ pub struct Stored {
     pub first_response: Option<BookingView>,
 }
 
+/// The columns of `bookings` this version reads ([`stored`] and
+/// [`with_guests`]), named (`shared::db` says why).
+const BOOKING_COLUMNS: &str = "id, status, item, traveler_count, total_fen, listing, expires_at, \
+     reason, created_at, updated_at, refund_due_fen, refunded_fen, account_id, agency_id, \
+     commission_bp, fingerprint, sponsor_region, home_region, captured_fen, captured_split, \
+     first_response, travelers, contact, notes";
+
 fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
     let item: String = row.try_get("", "item")?;
     let listing: Option<String> = row.try_get("", "listing")?;
@@ -541,14 +548,14 @@ pub async fn insert<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<Option<Stored>, DbErr> {
     let b = conn.get_database_backend();
-    let insert = "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
+    let insert = &format!("INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
                 traveler_count, contact, sponsor_region, notes, created_at, updated_at,
                 account_id, agency_id, commission_bp, home_region, first_response, starts_on,
                 departure_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16, $17,
                      $18)
              ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING *";
+             RETURNING {BOOKING_COLUMNS}");
     let sql = logged(
         b,
         19,
@@ -639,7 +646,7 @@ pub fn as_created(id: BookingId, req: &CreateBooking, now: DateTime<Utc>) -> Boo
 /// The first history entry's cause.
 pub const CREATED: &str = "created";
 
-/// `sql` (a statement on `bookings` returning `*`) with the history entry of
+/// `sql` (a statement on `bookings` returning [`BOOKING_COLUMNS`]) with the history entry of
 /// the row's new status, at its `updated_at`, the cause in parameter
 /// `cause` — on PostgreSQL in the same statement (one round trip), with
 /// `also`, another clause of the `WITH` over `moved`, if not empty; other
@@ -655,7 +662,7 @@ fn logged(b: DbBackend, cause: usize, sql: &str, also: &str) -> String {
             "WITH moved AS ({sql}),
                   logged AS (INSERT INTO booking_history (booking_id, status, cause, at)
                              SELECT id, status, ${cause}, updated_at FROM moved){also}
-             SELECT * FROM moved"
+             SELECT {BOOKING_COLUMNS} FROM moved"
         ),
         _ => sql.to_owned(),
     }
@@ -666,7 +673,7 @@ pub async fn by_key<C: ConnectionTrait>(conn: &C, key: &str) -> Result<Option<St
     let b = conn.get_database_backend();
     conn.query_one_raw(stmt(
         b,
-        "SELECT * FROM bookings WHERE idempotency_key = $1",
+        &format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE idempotency_key = $1"),
         vec![key.trim().into()],
     ))
     .await?
@@ -679,7 +686,7 @@ pub async fn by_id<C: ConnectionTrait>(conn: &C, id: BookingId) -> Result<Option
     let b = conn.get_database_backend();
     conn.query_one_raw(stmt(
         b,
-        "SELECT * FROM bookings WHERE id = $1",
+        &format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE id = $1"),
         vec![uuid_value(b, id.0)],
     ))
     .await?
@@ -694,7 +701,7 @@ async fn rows_by_ids<C: ConnectionTrait>(
 ) -> Result<Vec<QueryResult>, DbErr> {
     shared::db::rows_with_ids(
         conn,
-        "SELECT * FROM bookings WHERE id IN ({ids})",
+        &format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE id IN ({{ids}})"),
         ids.iter().map(|id| id.0),
     )
     .await
@@ -857,7 +864,7 @@ pub async fn transition<C: ConnectionTrait>(
             starts_on = COALESCE($11, starts_on),
             refund_request = COALESCE($12, refund_request)
          WHERE id = $1 AND status IN ({}){paid_in_full}
-         RETURNING *",
+         RETURNING {BOOKING_COLUMNS}",
         placeholders.join(", ")
     );
     let sql = logged(b, cause_at, &sql, "");
@@ -1431,7 +1438,7 @@ pub async fn list<C: ConnectionTrait>(
                     .unwrap_or_else(|| uuid_value(b, uuid::Uuid::max())),
             );
             format!(
-                "SELECT * FROM bookings WHERE {condition} AND id < $2 ORDER BY id DESC LIMIT $1"
+                "SELECT {BOOKING_COLUMNS} FROM bookings WHERE {condition} AND id < $2 ORDER BY id DESC LIMIT $1"
             )
         }
         // By day, then id; a booking without a day yet (seats not held) after
@@ -1445,7 +1452,7 @@ pub async fn list<C: ConnectionTrait>(
             let (theirs, seen) = listed(b, viewer, &on_the_list(&only), 3 + more.len());
             more.extend(seen);
             format!(
-                "SELECT * FROM bookings WHERE {condition}
+                "SELECT {BOOKING_COLUMNS} FROM bookings WHERE {condition}
                    AND ($2 IS NULL OR ({day}, id) >
                         (SELECT {day}, id FROM bookings WHERE id = $2 AND {theirs}))
                  ORDER BY {day}, id LIMIT $1"

@@ -315,6 +315,11 @@ pub async fn refresh_listing<C: ConnectionTrait>(
     Ok(())
 }
 
+/// The columns of `certifications` [`view`] reads, named (`shared::db`
+/// says why).
+const CERTIFICATION_COLUMNS: &str = "id, listing_id, listing_kind, listing_title, region_code, \
+     state, statement, evidence, applied_at, notice_ends_on, valid_until, decision_note";
+
 fn view(row: &QueryResult, today: NaiveDate) -> Result<CertificationView, DbErr> {
     let state: String = row.try_get("", "state")?;
     let mut state = CertificationState::parse(&state)
@@ -434,7 +439,7 @@ pub async fn get<C: ConnectionTrait>(
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT * FROM certifications WHERE id = $1",
+            &format!("SELECT {CERTIFICATION_COLUMNS} FROM certifications WHERE id = $1"),
             vec![uuid_value(b, id)],
         ))
         .await?;
@@ -510,7 +515,7 @@ pub async fn list<C: ConnectionTrait>(
         .query_all_raw(stmt(
             b,
             &format!(
-                "SELECT * FROM certifications WHERE {condition} AND (${a} IS NULL OR id < ${a})
+                "SELECT {CERTIFICATION_COLUMNS} FROM certifications WHERE {condition} AND (${a} IS NULL OR id < ${a})
                  ORDER BY id DESC LIMIT ${l}"
             ),
             values,

@@ -364,25 +364,21 @@ pub async fn regions<C: ConnectionTrait>(
     poverty_only: bool,
 ) -> Result<Vec<Region>, DbErr> {
     let backend = conn.get_database_backend();
-    let (sql, values): (&str, Vec<sea_orm::Value>) = match (parent, poverty_only) {
-        (Some(p), false) => (
-            "SELECT * FROM regions WHERE parent_code = $1 ORDER BY code",
-            vec![p.to_string().into()],
-        ),
-        (None, false) => (
-            "SELECT * FROM regions WHERE parent_code IS NULL ORDER BY code",
-            vec![],
-        ),
+    let (condition, values): (&str, Vec<sea_orm::Value>) = match (parent, poverty_only) {
+        (Some(p), false) => ("parent_code = $1", vec![p.to_string().into()]),
+        (None, false) => ("parent_code IS NULL", vec![]),
         (Some(p), true) => (
-            "SELECT * FROM regions WHERE poverty_county AND code LIKE $1 AND code <> $2 ORDER BY code",
+            "poverty_county AND code LIKE $1 AND code <> $2",
             vec![format!("{}%", p.code_prefix()).into(), p.to_string().into()],
         ),
-        (None, true) => (
-            "SELECT * FROM regions WHERE poverty_county ORDER BY code",
-            vec![],
-        ),
+        (None, true) => ("poverty_county", vec![]),
     };
-    let rows = conn.query_all_raw(stmt(backend, sql, values)).await?;
+    // Named columns (`shared::db` says why).
+    let sql = format!(
+        "SELECT code, parent_code, name_zh, name_en, poverty_county, lifted_year FROM regions
+         WHERE {condition} ORDER BY code"
+    );
+    let rows = conn.query_all_raw(stmt(backend, &sql, values)).await?;
     rows.iter().map(region_from_row).collect()
 }
 
@@ -1219,12 +1215,18 @@ pub async fn hold_for_update<C: ConnectionTrait>(
     booking: BookingId,
 ) -> Result<Option<Hold>, DbErr> {
     let b = conn.get_database_backend();
-    let sql = match b {
-        sea_orm::DbBackend::Postgres => "SELECT * FROM holds WHERE booking_id = $1 FOR UPDATE",
-        _ => "SELECT * FROM holds WHERE booking_id = $1",
-    };
+    // Named columns (`shared::db` says why).
+    let sql = format!(
+        "SELECT state, room_type_id, departure_id, check_in, check_out, rooms, reply_kind,
+                reply_payload
+         FROM holds WHERE booking_id = $1{}",
+        match b {
+            sea_orm::DbBackend::Postgres => " FOR UPDATE",
+            _ => "",
+        }
+    );
     let Some(row) = conn
-        .query_one_raw(stmt(b, sql, vec![uuid_value(b, booking.0)]))
+        .query_one_raw(stmt(b, &sql, vec![uuid_value(b, booking.0)]))
         .await?
     else {
         return Ok(None);

@@ -418,6 +418,11 @@ pub async fn sponsors<C: ConnectionTrait>(
         .is_some())
 }
 
+/// The columns of `partnerships` [`partnership`] reads, named
+/// (`shared::db` says why).
+const PARTNERSHIP_COLUMNS: &str =
+    "id, sponsor_code, beneficiary_code, since, ended_on, status, notes, demo";
+
 fn partnership(row: &QueryResult) -> Result<PartnershipView, DbErr> {
     Ok(PartnershipView {
         id: PartnershipId(row_uuid(row, "id")?),
@@ -466,7 +471,7 @@ pub async fn partnerships<C: ConnectionTrait>(conn: &C) -> Result<Vec<Partnershi
     let mut list = conn
         .query_all_raw(stmt(
             b,
-            "SELECT * FROM partnerships ORDER BY created_at, id",
+            &format!("SELECT {PARTNERSHIP_COLUMNS} FROM partnerships ORDER BY created_at, id"),
             vec![],
         ))
         .await?
@@ -476,7 +481,7 @@ pub async fn partnerships<C: ConnectionTrait>(conn: &C) -> Result<Vec<Partnershi
     let agreements = conn
         .query_all_raw(stmt(
             b,
-            "SELECT * FROM agreements ORDER BY starts_on, id",
+            &format!("SELECT {AGREEMENT_COLUMNS} FROM agreements ORDER BY starts_on, id"),
             vec![],
         ))
         .await?
@@ -504,7 +509,7 @@ pub async fn partnership_by_id<C: ConnectionTrait>(
     let Some(row) = conn
         .query_one_raw(stmt(
             b,
-            "SELECT * FROM partnerships WHERE id = $1",
+            &format!("SELECT {PARTNERSHIP_COLUMNS} FROM partnerships WHERE id = $1"),
             vec![uuid_value(b, id.0)],
         ))
         .await?
@@ -515,7 +520,10 @@ pub async fn partnership_by_id<C: ConnectionTrait>(
     view.agreements = conn
         .query_all_raw(stmt(
             b,
-            "SELECT * FROM agreements WHERE partnership_id = $1 ORDER BY starts_on, id",
+            &format!(
+                "SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE partnership_id = $1
+                 ORDER BY starts_on, id"
+            ),
             vec![uuid_value(b, id.0)],
         ))
         .await?
@@ -595,6 +603,10 @@ pub async fn insert_agreement<C: ConnectionTrait>(
     .await?;
     Ok(())
 }
+
+/// The columns of `agreements` [`agreement`] reads, named.
+const AGREEMENT_COLUMNS: &str =
+    "id, partnership_id, title, signed_on, starts_on, ends_on, signatories, targets";
 
 fn agreement(row: &QueryResult) -> Result<AgreementView, DbErr> {
     Ok(AgreementView {
@@ -732,7 +744,7 @@ pub async fn record_fact<C: ConnectionTrait>(
     let sql = format!(
         "INSERT INTO booking_facts (booking_id{}) VALUES ({})
          ON CONFLICT (booking_id) DO UPDATE SET {}
-         RETURNING *",
+         RETURNING {FACT_COLUMNS}",
         columns.iter().map(|c| format!(", {c}")).collect::<String>(),
         placeholders.join(", "),
         update.join(", ")
@@ -751,6 +763,11 @@ fn money(row: &QueryResult, prefix: &str) -> Result<Money3, DbErr> {
         fund: Fen(row.try_get("", &format!("{prefix}_fund"))?),
     })
 }
+
+/// The columns of `booking_facts` [`facts`] reads, named.
+const FACT_COLUMNS: &str = "sponsor_code, listing_code, certified, travelers, total_fen, \
+     confirmed_at, captured_gross, captured_host, captured_fund, refunded_gross, refunded_host, \
+     refunded_fund, cancelled";
 
 fn facts(row: &QueryResult) -> Result<Facts, DbErr> {
     Ok(Facts {
@@ -778,7 +795,7 @@ pub async fn facts_in<C: ConnectionTrait>(
 ) -> Result<Vec<Facts>, DbErr> {
     conn.query_all_raw(confirmed_between(
         conn.get_database_backend(),
-        "*",
+        FACT_COLUMNS,
         (prefix, as_sponsor),
         (from, to),
     ))
