@@ -1546,10 +1546,11 @@ async fn a_booking_shows_its_guests_to_its_readers_with_documents_masked() {
 }
 
 /// createBooking asks inventory's quote once per request shape (listing,
-/// rooms, travelers) while the listing's rules stand: bookings of the same
-/// shape, together or later, share that one quote; another shape is quoted,
-/// bad dates are refused without asking, and a change to the listing makes
-/// the next one ask again.
+/// dates, rooms, travelers) while the listing's rules stand: bookings of
+/// the same shape, together or later, share that one quote; another shape
+/// (other dates too: a quote's answer may depend on them) is quoted, bad
+/// dates are refused without asking, and a change to the listing makes the
+/// next one ask again.
 #[tokio::test]
 async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
     let app = spawn_app().await;
@@ -1602,7 +1603,7 @@ async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
     }
     for n in 0..3 {
         let made = app
-            .create_booking(&rt, night(n), 1, &format!("shape-{n}"))
+            .create_booking(&rt, tomorrow(), 1, &format!("shape-{n}"))
             .await;
         assert!(made["errors"].is_null(), "{made}");
     }
@@ -1611,6 +1612,9 @@ async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
         1.0,
         "one quote for eleven of a shape"
     );
+    let later = app.create_booking(&rt, night(1), 1, "other-dates").await;
+    assert!(later["errors"].is_null(), "{later}");
+    assert_eq!(quotes().await - before, 2.0, "other dates were quoted");
 
     // Another shape is quoted, and refused if no hold could grant it.
     let three = app
@@ -1626,11 +1630,11 @@ async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
         )
         .await;
     assert_eq!(code(&three), "BAD_USER_INPUT", "{three}");
-    assert_eq!(quotes().await - before, 2.0, "the new shape was quoted");
-    // The dates are the gateway's to check: refused with no quote.
+    assert_eq!(quotes().await - before, 3.0, "the new shape was quoted");
+    // Dates out of order or too long are the gateway's to refuse: no quote.
     let long = app.create_booking(&rt, tomorrow(), 31, "too-long").await;
     assert_eq!(code(&long), "BAD_USER_INPUT", "{long}");
-    assert_eq!(quotes().await - before, 2.0, "bad dates need no quote");
+    assert_eq!(quotes().await - before, 3.0, "bad dates need no quote");
 
     // The listing changes: once the gateway hears of it, the shape is
     // quoted again.
@@ -1653,10 +1657,10 @@ async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
     let mut n = 3;
     loop {
         let made = app
-            .create_booking(&rt, night(n), 1, &format!("shape-{n}"))
+            .create_booking(&rt, tomorrow(), 1, &format!("shape-{n}"))
             .await;
         assert!(made["errors"].is_null(), "{made}");
-        if quotes().await - before == 3.0 {
+        if quotes().await - before == 4.0 {
             break;
         }
         assert!(

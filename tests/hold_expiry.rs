@@ -221,6 +221,37 @@ async fn an_unpaid_hold_past_its_deadline_is_released_and_a_late_commit_is_refus
     );
 }
 
+/// The host closes the night once the expired hold gave it back: a late
+/// payment is refused as closed, not as "sold meanwhile" (it was not).
+#[tokio::test]
+async fn a_late_commit_of_an_expired_hold_on_a_night_closed_since_is_refused_as_closed() {
+    let (app, bus, mut told) = inventory_with_listener().await;
+    let db = app.service_db("inventory").await;
+    let room_type = common::homestay_on(bus.as_ref(), 1).await.room_type_id;
+    let held = request(room_type, 0, 1, Duration::seconds(1));
+    publish(&bus, std::slice::from_ref(&held)).await;
+    assert!(matches!(next(&mut told).await, Told::Released(ev) if ev.expired));
+    let closed = db
+        .execute_unprepared(&format!(
+            "UPDATE room_nights SET closed = TRUE WHERE room_type_id = '{}'",
+            room_type.0
+        ))
+        .await
+        .expect("nights closed");
+    assert!(closed.rows_affected() > 0);
+
+    publish(&bus, &[confirmed(booking_of(&held))]).await;
+    match next(&mut told).await {
+        Told::Refused(ev) => {
+            assert_eq!(ev.code, shared::ErrorCode::Closed, "{}", ev.reason);
+            assert!(ev.reason.contains("closed a night"), "{}", ev.reason);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    wait_for_hold(&db, booking_of(&held), "REFUSED").await;
+    assert_eq!(free(&db, room_type, 1).await, [1], "nothing taken");
+}
+
 #[tokio::test]
 async fn a_late_commit_of_an_expired_hold_takes_the_room_again_while_it_is_free() {
     let (app, bus, mut told) = inventory_with_listener().await;

@@ -14,6 +14,20 @@ async fn post(app: &common::TestApp, accept: Option<&str>, query: &str) -> (u16,
     post_json(app, accept, json!({ "query": query })).await
 }
 
+/// POSTs `query` (GraphQL-over-HTTP): asserts it is refused before it runs,
+/// 400 `BAD_USER_INPUT` with a message saying `words`.
+async fn refused_saying(app: &common::TestApp, query: &str, words: &str) {
+    let (status, _, body) = post(app, Some(GRAPHQL_RESPONSE), query).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(words)),
+        "{words}: {body}"
+    );
+}
+
 /// POSTs a GraphQL request given whole (query, variables, operationName):
 /// the status, the media type and the body.
 async fn post_json(
@@ -289,20 +303,12 @@ async fn too_many_aliases_are_refused_before_anything_runs() {
 #[tokio::test]
 async fn fragments_that_double_at_each_level_are_refused_before_they_are_walked() {
     let app = spawn_app().await;
-    let (status, _, body) = post(
+    refused_saying(
         &app,
-        Some(GRAPHQL_RESPONSE),
         &common::doubling_fragments("query", "regions", "Region", "code", 22),
+        "runs 4194305 fields",
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("runs 4194305 fields")),
-        "{body}"
-    );
     let (status, _, body) = post(
         &app,
         Some(GRAPHQL_RESPONSE),
@@ -311,6 +317,41 @@ async fn fragments_that_double_at_each_level_are_refused_before_they_are_walked(
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["data"]["regions"].is_array(), "{body}");
+    // `__typename` runs as no field, but is walked as every other: 29
+    // levels of it alone (2^29 selections) are refused too, at once.
+    refused_saying(
+        &app,
+        &common::doubling_fragments("query", "regions", "Region", "__typename", 29),
+        "selections",
+    )
+    .await;
+}
+
+/// A query of more names than a query may run fields is refused before it
+/// is parsed (130,000 one-letter fields in 256 KiB parsed to some 40 MB,
+/// kept in the gateway's cache of parsed queries though refused after).
+#[tokio::test]
+async fn a_query_of_too_many_names_is_refused_before_it_is_parsed() {
+    let app = spawn_app().await;
+    let many = format!("{{ {} }}", "a ".repeat(100_000));
+    refused_saying(&app, &many, "more than 10000 names").await;
+}
+
+/// A partnership's nested `report` is a call to partnership each: it costs
+/// 100 against the complexity limit (a page of 100 pairs with 24 years
+/// each was 2,400 calls from one anonymous request).
+#[tokio::test]
+async fn nested_partnership_reports_cost_a_call_each() {
+    let app = spawn_app().await;
+    let years: String = (2020..2044)
+        .map(|y| format!(" y{y}: report(year: {y}) {{ year }}"))
+        .collect();
+    let many = format!("{{ partnerships(first: 100) {{ edges {{ node {{{years} }} }} }} }}");
+    refused_saying(&app, &many, "complex").await;
+    let few = "{ partnerships(first: 20) { edges { node { report(year: 2026) { year } } } } }";
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), few).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["partnerships"]["edges"].is_array(), "{body}");
 }
 
 /// A field written many times in one query — 64 copies of `welfareFund {

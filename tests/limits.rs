@@ -194,4 +194,21 @@ async fn subscribing_over_a_socket_counts_against_the_account() {
         answer["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
         "{answer}"
     );
+    if answer["type"] == "next" {
+        next(&mut ws).await.expect("complete");
+    }
+    // A subscribe counts before any work is done for it: one that does not
+    // even parse is refused as over the limit (it was parsed and
+    // validated, uncounted).
+    send(
+        &mut ws,
+        json!({ "id": "unparsable", "type": "subscribe", "payload": {
+            "query": "subscription { bookingsUpdated {" } }),
+    )
+    .await;
+    let answer = next(&mut ws).await.expect("an answer");
+    assert!(
+        answer["payload"].to_string().contains("RATE_LIMITED"),
+        "{answer}"
+    );
 }

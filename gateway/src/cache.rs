@@ -242,10 +242,10 @@ impl Cache {
         rules.heard(id);
     }
 
-    /// The key under which a booking request of this shape (`what`: the
-    /// listing, rooms and travelers — not the dates, which the gateway
-    /// checks itself) is admitted under the rules as they are now. Taken
-    /// before asking the quote, so that a change meanwhile voids it.
+    /// The key under which a booking request of this shape (`what`:
+    /// everything the request says that the quote reads) is admitted under
+    /// the rules as they are now. Taken before asking the quote, so that a
+    /// change meanwhile voids it.
     pub fn admission(&self, what: &str) -> String {
         let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         format!("{rules}:{what}")

@@ -16,9 +16,14 @@ pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
 /// A BAD_USER_INPUT refusal of a whole request, from an extension (before
 /// any resolver runs).
 pub fn refused(message: impl Into<String>) -> async_graphql::ServerError {
+    refused_as(ErrorCode::BadUserInput, message)
+}
+
+/// A refusal of a whole request with `code`, from an extension.
+pub fn refused_as(code: ErrorCode, message: impl Into<String>) -> async_graphql::ServerError {
     let mut e = async_graphql::ServerError::new(message, None);
     e.extensions
         .get_or_insert_with(Default::default)
-        .set("code", ErrorCode::BadUserInput.as_str());
+        .set("code", code.as_str());
     e
 }

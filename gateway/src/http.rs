@@ -187,18 +187,29 @@ impl Answers {
     }
 }
 
-/// Parsed queries by their text, at most [`DOCUMENT_BYTES`] of query text.
+/// Parsed queries by their text, those that passed the checks before
+/// execution, at most [`DOCUMENT_BYTES`] as their names weigh parsed.
 #[derive(Clone)]
 struct Documents(moka::sync::Cache<String, Arc<async_graphql::parser::types::ExecutableDocument>>);
 
-/// Query text kept parsed.
-const DOCUMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// What the parsed documents kept may weigh, each name of their text at
+/// [`BYTES_A_NAME`]: a parsed document is far larger than its text (a
+/// query of one-letter fields some 150 times), so text length let a few
+/// dozen 256 KiB documents hold a gigabyte.
+const DOCUMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What a name of a query weighs parsed, at most (a field's node, its
+/// name, its position and the lists that hold them).
+const BYTES_A_NAME: usize = 512;
 
 impl Documents {
     fn new() -> Documents {
         Documents(
             moka::sync::Cache::builder()
-                .weigher(|query: &String, _| u32::try_from(query.len()).unwrap_or(u32::MAX))
+                .weigher(|query: &String, _| {
+                    let names = crate::nesting::names(query).max(1);
+                    u32::try_from(names.saturating_mul(BYTES_A_NAME)).unwrap_or(u32::MAX)
+                })
                 .max_capacity(DOCUMENT_BYTES)
                 .build(),
         )
@@ -209,9 +220,14 @@ impl Documents {
         if let Some(doc) = self.0.get(query) {
             return Some(doc);
         }
-        let doc = Arc::new(async_graphql::parser::parse_query(query).ok()?);
-        self.0.insert(query.to_owned(), doc.clone());
-        Some(doc)
+        Some(Arc::new(async_graphql::parser::parse_query(query).ok()?))
+    }
+
+    /// Keeps `doc`, parsed from `query` and found fit to run.
+    fn keep(&self, query: &str, doc: &Arc<async_graphql::parser::types::ExecutableDocument>) {
+        if !self.0.contains_key(query) {
+            self.0.insert(query.to_owned(), doc.clone());
+        }
     }
 }
 
@@ -433,18 +449,41 @@ pub(crate) const MAX_FIELDS_RUN: usize = 2 * crate::schema::MAX_COMPLEXITY;
 /// of every fragment anew: fragments that each spread the one before twice
 /// made a 1 KB query take minutes of a worker before being refused as too
 /// complex.
+///
+/// Also refused: a document whose every operation together, written out
+/// with each spread replaced by its fragment, is more than
+/// [`MAX_SELECTIONS_WALKED`] selections — `__typename`, spreads and inline
+/// fragments included, which the count of fields run leaves out (those
+/// walks follow them too: fragments doubling `__typename` alone at each of
+/// 29 levels ran 1 field and were walked 2^29 times over).
 pub(crate) fn too_many_fields(doc: &ExecutableDocument) -> Option<String> {
     let fields = Runs::new(doc, &|f| f.name.node.as_str() != "__typename", true)
         .operations(true)
         .max()
         .unwrap_or(0);
-    (fields > MAX_FIELDS_RUN).then(|| {
-        format!(
+    if fields > MAX_FIELDS_RUN {
+        return Some(format!(
             "the query is too complex: it runs {fields} fields (a fragment counts each time it \
              is spread); at most {MAX_FIELDS_RUN}"
+        ));
+    }
+    let walked = Runs::new(doc, &|_| true, true)
+        .with_spreads()
+        .operations(true)
+        .fold(0usize, usize::saturating_add);
+    (walked > MAX_SELECTIONS_WALKED).then(|| {
+        format!(
+            "the query is too large: written out, a fragment each time it is spread, it has \
+             {walked} selections (`__typename` and spreads included); at most \
+             {MAX_SELECTIONS_WALKED}"
         )
     })
 }
+
+/// The most selections a document may have written out (see
+/// [`too_many_fields`]): room for a `__typename` and a spread beside every
+/// field a query may run.
+pub(crate) const MAX_SELECTIONS_WALKED: usize = 4 * MAX_FIELDS_RUN;
 
 /// How many root fields the largest operation runs: each is a call to a
 /// service, where one request's cost multiplies.
@@ -465,6 +504,9 @@ struct Runs<'a> {
     counted: &'a dyn Fn(&Field) -> bool,
     /// Into the selections of fields too, or the root's only.
     deep: bool,
+    /// Each fragment spread and inline fragment counts 1 besides its
+    /// fields.
+    spreads: bool,
     fragments: HashMap<&'a str, usize>,
     open: HashSet<&'a str>,
 }
@@ -475,9 +517,16 @@ impl<'a> Runs<'a> {
             doc,
             counted,
             deep,
+            spreads: false,
             fragments: HashMap::new(),
             open: HashSet::new(),
         }
+    }
+
+    /// Counting spreads and inline fragments too.
+    fn with_spreads(mut self) -> Self {
+        self.spreads = true;
+        self
     }
 
     /// Each operation's count; `spread`: with the fragments it spreads.
@@ -502,11 +551,11 @@ impl<'a> Runs<'a> {
                     };
                     usize::from((self.counted)(&f.node)).saturating_add(below)
                 }
-                Selection::InlineFragment(f) => self.set(&f.node.selection_set.node, spread),
-                Selection::FragmentSpread(f) if spread => {
-                    self.fragment(f.node.fragment_name.node.as_str())
-                }
-                Selection::FragmentSpread(_) => 0,
+                Selection::InlineFragment(f) => usize::from(self.spreads)
+                    .saturating_add(self.set(&f.node.selection_set.node, spread)),
+                Selection::FragmentSpread(f) if spread => usize::from(self.spreads)
+                    .saturating_add(self.fragment(f.node.fragment_name.node.as_str())),
+                Selection::FragmentSpread(_) => usize::from(self.spreads),
             })
         })
     }
@@ -1088,6 +1137,9 @@ async fn run_graphql(
                 );
             }
         }
+        // Kept only once it passed: a refused document is parsed again
+        // should it come again, and never held.
+        gw.documents.keep(&request.query, doc);
     }
     let lang = headers
         .get(header::ACCEPT_LANGUAGE)

@@ -3,6 +3,7 @@
 //! parsing: the GraphQL parser and the input conversion recurse once per
 //! level, and a few hundred nested `[` in a 700-byte anonymous request
 //! would otherwise overflow a worker's stack and abort the process.
+//! And how many names it may hold, for the memory its parsing takes.
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::ExecutableDocument;
@@ -13,22 +14,47 @@ use std::sync::Arc;
 /// are limited to 16 levels by the schema; 64 leaves inputs room.
 pub const MAX_NESTING: usize = 64;
 
-/// Why `query` is refused, if it nests deeper than [`MAX_NESTING`].
-/// Brackets in strings, block strings and comments do not count.
+/// The most names (of fields, arguments, types, variables, fragments,
+/// enum values) a query's text may hold: as many as the fields a query may
+/// run. Each weighs some hundreds of bytes parsed, so a 256 KiB body of
+/// one-letter fields parsed to some 40 MB before any check could look.
+pub const MAX_NAMES: usize = crate::http::MAX_FIELDS_RUN;
+
+/// Why `query` is refused, if it nests deeper than [`MAX_NESTING`] or
+/// holds more than [`MAX_NAMES`] names. Brackets and names in strings,
+/// block strings and comments do not count.
 pub fn refusal(query: &str) -> Option<String> {
-    (deepest(query) > MAX_NESTING).then(|| {
-        format!(
+    let scan = scan(query);
+    if scan.deepest > MAX_NESTING {
+        return Some(format!(
             "the query nests lists, objects or selections more than {MAX_NESTING} deep; \
              send flatter input"
-        )
+        ));
+    }
+    (scan.names > MAX_NAMES).then(|| {
+        format!("the query is too long: more than {MAX_NAMES} names; send a smaller query")
     })
 }
 
-/// The deepest bracket nesting of `query`, counted up to one past the limit.
-fn deepest(query: &str) -> usize {
+/// How many names `query` holds, counted up to one past [`MAX_NAMES`].
+pub fn names(query: &str) -> usize {
+    scan(query).names
+}
+
+/// What [`scan`] finds of a query's text.
+struct Scan {
+    /// The deepest bracket nesting, up to one past [`MAX_NESTING`].
+    deepest: usize,
+    /// Names, up to one past [`MAX_NAMES`].
+    names: usize,
+}
+
+/// Reads `query` once, lexically (it may not parse), until it is seen to
+/// be refused.
+fn scan(query: &str) -> Scan {
     let bytes = query.as_bytes();
-    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
-    while i < bytes.len() && deepest <= MAX_NESTING {
+    let (mut depth, mut deepest, mut names, mut i) = (0usize, 0usize, 0usize, 0usize);
+    while i < bytes.len() && deepest <= MAX_NESTING && names <= MAX_NAMES {
         match bytes[i] {
             b'#' => {
                 while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
@@ -58,11 +84,33 @@ fn deepest(query: &str) -> usize {
                 deepest = deepest.max(depth);
             }
             b']' | b'}' | b')' => depth = depth.saturating_sub(1),
+            b'_' | b'a'..=b'z' | b'A'..=b'Z' => {
+                names += 1;
+                while i + 1 < bytes.len()
+                    && matches!(bytes[i + 1], b'_' | b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+            }
+            // A number's digits (and its exponent's `e`) are no name.
+            b'0'..=b'9' | b'-' => {
+                while i + 1 < bytes.len()
+                    && matches!(bytes[i + 1], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+            }
             _ => {}
         }
         i += 1;
     }
-    deepest
+    Scan { deepest, names }
+}
+
+/// The deepest bracket nesting of `query`, counted up to one past the limit.
+#[cfg(test)]
+fn deepest(query: &str) -> usize {
+    scan(query).deepest
 }
 
 /// The same check for every request the schema executes, WebSocket
@@ -87,13 +135,32 @@ impl Extension for NestingLimitExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        let socket = ctx.data_opt::<crate::socket::OverWebSocket>().is_some();
+        // A subscribe counts against the account's rate limit as a request
+        // over HTTP does (api.md), before any of the work it asks for:
+        // refused, parsed or not, it still counts.
+        if socket
+            && let Some(viewer) = ctx.data_opt::<shared::auth::Principal>()
+            && let Some(limiter) = ctx.data_opt::<crate::limits::Limiter>()
+            && let Err(wait) = limiter
+                .check(&format!("account:{}", viewer.account_id))
+                .await
+        {
+            return Err(crate::error::refused_as(
+                shared::ErrorCode::RateLimited,
+                format!(
+                    "too many requests; try again in {} s",
+                    wait.as_secs_f64().ceil()
+                ),
+            ));
+        }
         if let Some(message) = refusal(query) {
             return Err(crate::error::refused(message));
         }
         // HTTP counted the fields of the document it parsed; a subscription
         // over the socket is parsed here first for the same count, before
         // async-graphql's own walks of it (`http::too_many_fields`).
-        if ctx.data_opt::<crate::socket::OverWebSocket>().is_some()
+        if socket
             && let Ok(doc) = async_graphql::parser::parse_query(query)
             && let Some(message) = crate::http::too_many_fields(&doc)
         {
@@ -124,5 +191,22 @@ mod tests {
         // An unterminated string or block string ends the scan, no panic.
         assert_eq!(deepest("{ a(b: \"[[["), 2);
         assert_eq!(deepest("{ a(b: \"\"\"[[["), 2);
+    }
+
+    #[test]
+    fn names_count_outside_strings_comments_and_numbers() {
+        assert_eq!(
+            names("query Q($v: Int) { a(b: 1e5, c: $v) { __typename } } # d e f"),
+            9
+        );
+        assert_eq!(names(r#"{ a(b: "c d e", f: """ g h """, i: -1.5E-3) }"#), 4);
+        let long = format!("{{ {} }}", "a ".repeat(MAX_NAMES + 1));
+        assert!(
+            refusal(&long).is_some_and(|m| m.contains("names")),
+            "{:?}",
+            refusal(&long)
+        );
+        let fine = format!("{{ {} }}", "a ".repeat(MAX_NAMES));
+        assert!(refusal(&fine).is_none());
     }
 }

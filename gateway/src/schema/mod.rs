@@ -911,27 +911,14 @@ fn traveler_count(n: usize) -> Result<u32> {
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
-/// A request of the same shape (listing, rooms, travelers) the quote found
-/// admissible under the listing's current rules is not asked again: the
-/// dates are checked here, and the rest only changes with the rules
-/// (`inventory.catalogue_changed` voids what was admitted). The hold applies
-/// the same rules anyway; this only answers bad input at once.
+/// A request of the same shape (listing, dates, rooms, travelers) the quote
+/// found admissible under the listing's current rules is not asked again:
+/// that only changes with the rules (`inventory.catalogue_changed` voids
+/// what was admitted) and the day (a check-in today is past tomorrow: kept
+/// a minute at most). The hold applies the same rules anyway; this only
+/// answers bad input at once.
 async fn admissible(ctx: &Context<'_>, item: &HoldItem, travelers: u32) -> Result<()> {
-    let shape = match item {
-        HoldItem::RoomNights {
-            room_type_id,
-            check_in,
-            check_out,
-            rooms,
-        } => {
-            shared::stay::StayDates::parse(*check_in, *check_out).map_err(gql)?;
-            format!("room:{room_type_id}:{rooms}:{travelers}")
-        }
-        HoldItem::Seats {
-            departure_id,
-            seats,
-        } => format!("seats:{departure_id}:{seats}"),
-    };
+    let shape = admission_shape(item, travelers)?;
     let request = rpcs::QuoteBooking {
         item: item.clone(),
         travelers,
@@ -960,6 +947,28 @@ async fn admissible(ctx: &Context<'_>, item: &HoldItem, travelers: u32) -> Resul
         // Inventory away or slow: the booking is taken; its hold decides.
         _ => Ok(()),
     }
+}
+
+/// What a quote's answer depends on, as the key requests share it under:
+/// everything the request says. (Without the dates, a check-in in the past
+/// shared its quote's error with every request for the room in flight
+/// with it, each told its check-in was one it never sent.)
+fn admission_shape(item: &HoldItem, travelers: u32) -> Result<String> {
+    Ok(match item {
+        HoldItem::RoomNights {
+            room_type_id,
+            check_in,
+            check_out,
+            rooms,
+        } => {
+            shared::stay::StayDates::parse(*check_in, *check_out).map_err(gql)?;
+            format!("room:{room_type_id}:{check_in}:{check_out}:{rooms}:{travelers}")
+        }
+        HoldItem::Seats {
+            departure_id,
+            seats,
+        } => format!("seats:{departure_id}:{seats}:{travelers}"),
+    })
 }
 
 /// The booking agency's commission from its contract (0 for travelers).
@@ -1673,6 +1682,31 @@ impl From<DocumentType> for IdType {
 #[cfg(test)]
 mod tests {
     use super::yuan;
+
+    /// Requests share a quote (and its error) only when they ask the same:
+    /// a check-in in the past is its own request's error alone.
+    #[test]
+    fn requests_share_a_quote_only_when_they_ask_the_same() {
+        use shared::events::HoldItem;
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 12, d).expect("a day");
+        let stay = |check_in: u32| HoldItem::RoomNights {
+            room_type_id: shared::ids::RoomTypeId(uuid::Uuid::nil()),
+            check_in: day(check_in),
+            check_out: day(check_in + 2),
+            rooms: 1,
+        };
+        let shape = |item: &HoldItem, travelers| {
+            super::admission_shape(item, travelers).expect("dates in order")
+        };
+        assert_eq!(shape(&stay(10), 2), shape(&stay(10), 2));
+        assert_ne!(shape(&stay(1), 2), shape(&stay(10), 2));
+        assert_ne!(shape(&stay(10), 1), shape(&stay(10), 2));
+        let seats = HoldItem::Seats {
+            departure_id: shared::ids::DepartureId(uuid::Uuid::nil()),
+            seats: 2,
+        };
+        assert_ne!(shape(&seats, 1), shape(&seats, 2));
+    }
 
     #[test]
     fn an_amount_in_yuan_is_digits_and_at_most_two_after_a_point() {

@@ -30,7 +30,6 @@ impl Subscription {
     ) -> Result<impl Stream<Item = Result<Booking>> + use<>> {
         let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &id)?;
-        counted(ctx, &viewer).await?;
         let slot = slot(ctx)?;
         // Listen first, then check: no change slips in between.
         let changes = pushes(ctx)?.subscribe();
@@ -96,9 +95,6 @@ impl Subscription {
                 "the feed is a traveler's or an agency's own bookings",
             ));
         }
-        // Every subscribe counts, as api.md says: a feed reads no booking
-        // to start, but wakes on every booking event after.
-        counted(ctx, &viewer).await?;
         let slot = slot(ctx)?;
         let changes = pushes(ctx)?.subscribe();
         let bus = super::bus(ctx).map_err(gql)?;
@@ -213,27 +209,6 @@ fn moves_on(known: &str, status: &str) -> bool {
         }
     }
     rank(status) > rank(known)
-}
-
-/// A subscribe (a booking's, which reads it, or a feed) counts against the
-/// account's rate limit as a request over HTTP does: a socket was a way
-/// around it (3,000 subscribes in 3.4 s).
-async fn counted(ctx: &Context<'_>, viewer: &Principal) -> Result<()> {
-    let Some(limiter) = ctx.data_opt::<crate::limits::Limiter>() else {
-        return Ok(());
-    };
-    limiter
-        .check(&format!("account:{}", viewer.account_id))
-        .await
-        .map_err(|wait| {
-            gql(shared::AppError::new(
-                shared::ErrorCode::RateLimited,
-                format!(
-                    "too many requests; try again in {} s",
-                    wait.as_secs_f64().ceil()
-                ),
-            ))
-        })
 }
 
 /// A slot of the connection's for one more subscription (none is needed

@@ -541,16 +541,17 @@ impl Inventory {
                     storage::set_hold_state(&txn, ev.booking_id, "COMMITTED").await?;
                     info!(booking = %ev.booking_id, "an expired hold was paid; capacity taken again");
                 } else {
+                    let assess::Refusal(code, meanwhile) = not_taken_again(&txn, &hold).await?;
                     let refused = HoldCommitRefused {
                         booking_id: ev.booking_id,
-                        code: ErrorCode::SoldOut,
-                        reason: "the hold expired before the payment was recorded, and the \
-                                 capacity was sold meanwhile"
-                            .into(),
+                        code,
+                        reason: format!(
+                            "the hold expired before the payment was recorded, and {meanwhile}"
+                        ),
                     };
                     storage::set_hold_state(&txn, ev.booking_id, "REFUSED").await?;
                     enqueue(&txn, &[env.follow(SERVICE, &refused)]).await?;
-                    warn!(booking = %ev.booking_id, "an expired hold was paid but is sold; commit refused");
+                    warn!(booking = %ev.booking_id, reason = %refused.reason, "an expired hold was paid but cannot be taken again; commit refused");
                 }
             }
             // RELEASED at booking's request: a later decision than this one.
@@ -1326,6 +1327,39 @@ async fn take_again<C: sea_orm::ConnectionTrait>(
         None => Ok(false),
     }
 }
+
+/// Why an expired hold's capacity could not be taken again, as the
+/// listing says now (after "and"): closed, taken off sale or cancelled by
+/// its host or operator (a HELD hold would have stood; an expired one is
+/// free capacity they withdrew), else sold.
+async fn not_taken_again<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    hold: &storage::Hold,
+) -> Result<assess::Refusal, sea_orm::DbErr> {
+    if let (Some(room_type), Some(stay)) = (hold.room_type_id, hold.stay) {
+        let (code, why) = match storage::stay_rules(conn, room_type, stay).await? {
+            Some((_, rules)) if !rules.published => (
+                ErrorCode::Closed,
+                "the homestay was taken off sale meanwhile",
+            ),
+            Some((_, rules)) if rules.closed => (
+                ErrorCode::Closed,
+                "its host closed a night of the stay meanwhile",
+            ),
+            _ => (ErrorCode::SoldOut, SOLD_MEANWHILE),
+        };
+        return Ok(assess::Refusal(code, why.into()));
+    }
+    if let Some(departure) = hold.departure_id
+        && let Some((_, d)) = routes::departure(conn, departure).await?
+        && let Some(cancelled) = assess::cancelled(&d)
+    {
+        return Ok(cancelled);
+    }
+    Ok(assess::Refusal(ErrorCode::SoldOut, SOLD_MEANWHILE.into()))
+}
+
+const SOLD_MEANWHILE: &str = "the capacity was sold meanwhile";
 
 /// The refusal of `ev`, with the listing as assessed when it is on sale.
 fn rejection(
