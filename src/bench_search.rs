@@ -195,9 +195,9 @@ pub(crate) async fn seed_room_types(
                 from: today,
                 to: today + Days::days(nights),
                 rooms: None,
-                price,
-                closed: false,
-                min_stay: 1,
+                price: Some(price),
+                closed: Some(false),
+                min_stay: Some(1),
                 by: Principal::platform(),
             },
         )

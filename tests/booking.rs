@@ -1645,9 +1645,9 @@ async fn the_quote_admits_a_request_shape_once_until_the_listing_changes() {
             from: night(20),
             to: night(21),
             rooms: None,
-            price: shared::money::Fen::yuan(380),
-            closed: false,
-            min_stay: 1,
+            price: Some(shared::money::Fen::yuan(380)),
+            closed: Some(false),
+            min_stay: Some(1),
             by: shared::auth::Principal::platform(),
         },
     )

@@ -589,6 +589,73 @@ async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
         "{nights}"
     );
 
+    // A price change alone keeps what else each night has: the closed
+    // night closed, the minimum stays, a night's lowered rooms (it
+    // reopened them, all the rooms and stays of any length).
+    let one_room = app
+        .graphql_as(
+            Some(&admin),
+            more,
+            json!({ "rt": room_type, "from": day(9), "to": day(10), "rooms": 1 }),
+        )
+        .await;
+    assert_eq!(one_room["data"]["setRoomCalendar"], 1, "{one_room}");
+    let terms = "mutation($rt: ID!, $from: Date!, $to: Date!, $price: String, $closed: Boolean) {
+        setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, price: $price, closed: $closed) }";
+    let repriced = app
+        .graphql_as(
+            Some(&admin),
+            terms,
+            json!({ "rt": room_type, "from": day(0), "to": day(10), "price": "320.00" }),
+        )
+        .await;
+    assert_eq!(repriced["data"]["setRoomCalendar"], 10, "{repriced}");
+    let calendar_of = |from: i64, to: i64| {
+        let (app, homestay) = (&app, &homestay);
+        async move {
+            app.graphql_as(None, "query($id: ID!, $from: Date!, $to: Date!) { homestay(id: $id) { roomTypes { calendar(from: $from, to: $to) { rooms closed minStay price { amount } } } } }",
+                json!({ "id": homestay, "from": day(from), "to": day(to) }))
+                .await["data"]["homestay"]["roomTypes"][0]["calendar"]
+                .clone()
+        }
+    };
+    let expected: Vec<Value> = (0..10)
+        .map(|n| {
+            json!({ "rooms": if n == 9 { 1 } else { 2 }, "closed": n == 2,
+                    "minStay": if n == 5 || n == 6 { 3 } else { 1 },
+                    "price": { "amount": "320.00" } })
+        })
+        .collect();
+    assert_eq!(calendar_of(0, 10).await, json!(expected));
+    // A night not on sale yet needs its price; one on sale is closed with
+    // nothing else said (and its price kept).
+    let unpriced = app
+        .graphql_as(
+            Some(&admin),
+            terms,
+            json!({ "rt": room_type, "from": day(9), "to": day(12), "closed": false }),
+        )
+        .await;
+    assert_eq!(code(&unpriced), "BAD_USER_INPUT", "{unpriced}");
+    assert!(
+        unpriced["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!("price: {} is not on sale yet", day(10)))),
+        "{unpriced}"
+    );
+    let closed = app
+        .graphql_as(
+            Some(&admin),
+            terms,
+            json!({ "rt": room_type, "from": day(9), "to": day(10), "closed": true }),
+        )
+        .await;
+    assert_eq!(closed["data"]["setRoomCalendar"], 1, "{closed}");
+    assert_eq!(
+        calendar_of(9, 10).await,
+        json!([{ "rooms": 1, "closed": true, "minStay": 1, "price": { "amount": "320.00" } }])
+    );
+
     let offered = |from: i64, nights: i64| {
         let app = &app;
         async move {

@@ -457,9 +457,9 @@ async fn a_socket_speaks_the_language_its_upgrade_asked_for() {
             from: tomorrow(),
             to: tomorrow() + chrono::Duration::days(7),
             rooms: None,
-            price: shared::money::Fen::yuan(380),
-            closed: false,
-            min_stay: 1,
+            price: Some(shared::money::Fen::yuan(380)),
+            closed: Some(false),
+            min_stay: Some(1),
             by,
         },
     )

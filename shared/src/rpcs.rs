@@ -451,18 +451,21 @@ pub struct SetRoomCalendar {
     pub from: NaiveDate,
     /// End (exclusive).
     pub to: NaiveDate,
-    /// Rooms on sale each night, at most the room type's count; none: all
-    /// of them.
+    /// Rooms on sale each night, at most the room type's count. Each term
+    /// left out (None) stays as the night has it; a night not yet on sale
+    /// gets all the rooms, is open, and takes stays of any length — and
+    /// needs a price.
     #[serde(default)]
     pub rooms: Option<u32>,
     /// Price per room per night.
-    pub price: Fen,
+    #[serde(default)]
+    pub price: Option<Fen>,
     /// Closed: not bookable on these nights (rooms and price are kept).
     #[serde(default)]
-    pub closed: bool,
+    pub closed: Option<bool>,
     /// Shortest stay that may begin on these nights (1: any).
-    #[serde(default = "one")]
-    pub min_stay: u32,
+    #[serde(default)]
+    pub min_stay: Option<u32>,
     /// Who asks: an admin of the homestay's region.
     pub by: crate::auth::Principal,
 }

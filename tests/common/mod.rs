@@ -934,9 +934,9 @@ pub async fn homestay_on(bus: &dyn shared::bus::Bus, rooms: u32) -> HomestayCrea
             from: tomorrow(),
             to: tomorrow() + Days::days(60),
             rooms: None,
-            price: Fen::yuan(380),
-            closed: false,
-            min_stay: 1,
+            price: Some(Fen::yuan(380)),
+            closed: Some(false),
+            min_stay: Some(1),
             by: Principal::platform(),
         },
     )

@@ -318,15 +318,15 @@ pub struct CalendarArgs {
     pub from: Date,
     pub to: Date,
     pub rooms: Option<i32>,
-    pub price: String,
-    pub closed: bool,
-    pub min_stay: i32,
+    pub price: Option<String>,
+    pub closed: Option<bool>,
+    pub min_stay: Option<i32>,
 }
 
 /// `setRoomCalendar`: admins of the homestay's region.
 pub async fn set_room_calendar(ctx: &Context<'_>, a: CalendarArgs) -> Result<u32> {
     let by = principal(ctx)?.clone();
-    let price = yuan("price", &a.price)?;
+    let price = a.price.map(|p| yuan("price", &p)).transpose()?;
     changing(
         ctx,
         rpcs::SetRoomCalendar {
@@ -336,7 +336,7 @@ pub async fn set_room_calendar(ctx: &Context<'_>, a: CalendarArgs) -> Result<u32
             rooms: a.rooms.map(|r| non_negative("rooms", r)).transpose()?,
             price,
             closed: a.closed,
-            min_stay: non_negative("minStay", a.min_stay)?,
+            min_stay: a.min_stay.map(|m| non_negative("minStay", m)).transpose()?,
             by,
         },
     )

@@ -1396,11 +1396,15 @@ impl Mutation {
         certification::advance(ctx, certification_id, step).await
     }
 
-    /// Puts `rooms` rooms on sale at `price` yuan a night for every night
-    /// in [from, to) (admins of the homestay's region); `closed` nights are
-    /// not bookable, and a stay beginning on these nights lasts at least
-    /// `minStay` nights. Lowering the rooms below what is held or sold on a
-    /// night is a CONFLICT. Answers how many nights were set.
+    /// Sets the terms of every night in [from, to) (admins of the
+    /// homestay's region): `rooms` rooms on sale at `price` yuan a night;
+    /// `closed` nights are not bookable, and a stay beginning on these
+    /// nights lasts at least `minStay` nights. A term left out stays as
+    /// each night has it (raising the price keeps closed nights closed); a
+    /// night not yet on sale needs a `price`, and gets every room, open, for
+    /// stays of any length unless told otherwise. Lowering the rooms below
+    /// what is held or sold on a night is a CONFLICT. Answers how many
+    /// nights were set.
     #[allow(clippy::too_many_arguments)]
     async fn set_room_calendar(
         &self,
@@ -1409,12 +1413,18 @@ impl Mutation {
         from: Date,
         to: Date,
         #[graphql(
-            desc = "Rooms on sale each night, at most the room type's `rooms`; left out: all of them."
+            desc = "Rooms on sale each night, at most the room type's `rooms`; left out: as set (a new night: all of them)."
         )]
         rooms: Option<i32>,
-        price: String,
-        #[graphql(default = false)] closed: bool,
-        #[graphql(default = 1)] min_stay: i32,
+        #[graphql(desc = "Yuan a room a night; left out: as set (a new night needs one).")]
+        price: Option<String>,
+        #[graphql(desc = "Not bookable; left out: as set (a new night: open).")] closed: Option<
+            bool,
+        >,
+        #[graphql(
+            desc = "Shortest stay beginning on the night; left out: as set (a new night: 1)."
+        )]
+        min_stay: Option<i32>,
     ) -> Result<u32> {
         let args = catalogue::CalendarArgs {
             room_type_id,

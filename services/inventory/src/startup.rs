@@ -102,9 +102,9 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
                 from: today,
                 to: today + Duration::days(90),
                 rooms: None,
-                price: Fen::yuan(h.price),
-                closed: false,
-                min_stay: 1,
+                price: Some(Fen::yuan(h.price)),
+                closed: Some(false),
+                min_stay: Some(1),
                 by: Principal::platform(),
             })
             .await?;

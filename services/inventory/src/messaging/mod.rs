@@ -774,11 +774,13 @@ impl Inventory {
         Ok(homestay)
     }
 
-    /// Sets rooms and price over a range of nights.
+    /// Sets the terms of a range of nights: those given, the others kept.
     pub async fn set_room_calendar(&self, req: SetRoomCalendar) -> Result<u32, AppError> {
         calendar_range(req.from, req.to)?;
-        shared::money::check_price(req.price)?;
-        if !(1..=30).contains(&req.min_stay) {
+        if let Some(price) = req.price {
+            shared::money::check_price(price)?;
+        }
+        if req.min_stay.is_some_and(|m| !(1..=30).contains(&m)) {
             return Err(AppError::bad_input("minStay: 1 to 30 nights"));
         }
         let today = china_today(Utc::now());
@@ -803,14 +805,24 @@ impl Inventory {
         let count = storage::room_count(&txn, req.room_type_id)
             .await?
             .unwrap_or_default();
-        let rooms = req.rooms.unwrap_or(count);
-        if rooms > count {
+        if req.rooms.is_some_and(|rooms| rooms > count) {
             return Err(AppError::bad_input(format!(
                 "rooms: the room type has {count} rooms; at most {count} can be on sale"
             )));
         }
+        if req.price.is_none()
+            && let Some(unset) =
+                storage::first_night_unset(&txn, req.room_type_id, req.from, req.to).await?
+        {
+            return Err(AppError::bad_input(format!(
+                "price: {unset} is not on sale yet: give its price (the terms left out are \
+                 kept only on nights already set)"
+            )));
+        }
+        let rooms = req.rooms.unwrap_or(count);
         let terms = storage::NightTerms {
-            rooms,
+            rooms: req.rooms,
+            all_rooms: count,
             price: req.price,
             closed: req.closed,
             min_stay: req.min_stay,

@@ -948,17 +948,21 @@ pub async fn room_type_exists<C: ConnectionTrait>(conn: &C, id: RoomTypeId) -> R
 #[derive(Debug, Clone, Copy)]
 pub struct NightTerms {
     /// Rooms on sale.
-    pub rooms: u32,
-    /// Price per room.
-    pub price: Fen,
+    pub rooms: Option<u32>,
+    /// The room type's rooms: a new night's when `rooms` is left out.
+    pub all_rooms: u32,
+    /// Price per room (a new night needs one).
+    pub price: Option<Fen>,
     /// Not bookable.
-    pub closed: bool,
+    pub closed: Option<bool>,
     /// Shortest stay beginning on the night.
-    pub min_stay: u32,
+    pub min_stay: Option<u32>,
 }
 
-/// Sets the terms of each night in `[from, to)`. Lowering `rooms` lowers
-/// `available` by the same amount; below what is held, the CHECK fails.
+/// Sets the terms of each night in `[from, to)`: those given, the others
+/// as the night has them (a new night: every room, open, any stay).
+/// Lowering `rooms` lowers `available` by the same amount; below what is
+/// held, the CHECK fails.
 pub async fn set_nights<C: ConnectionTrait>(
     conn: &C,
     room_type: RoomTypeId,
@@ -967,26 +971,54 @@ pub async fn set_nights<C: ConnectionTrait>(
     terms: NightTerms,
 ) -> Result<u32, DbErr> {
     let b = conn.get_database_backend();
+    let Some(price) = terms.price else {
+        // Nights already set (the caller checked): one update. (An upsert
+        // would not do: its row to insert must have a price, even when
+        // it conflicts.)
+        let done = conn
+            .execute_raw(stmt(
+                b,
+                "UPDATE room_nights SET
+                   available = available + (COALESCE($4, rooms) - rooms),
+                   rooms = COALESCE($4, rooms),
+                   closed = COALESCE($5, closed),
+                   min_stay = COALESCE($6, min_stay)
+                 WHERE room_type_id = $1 AND night >= $2 AND night < $3",
+                vec![
+                    uuid_value(b, room_type.0),
+                    from.into(),
+                    to.into(),
+                    terms.rooms.into(),
+                    terms.closed.into(),
+                    terms.min_stay.into(),
+                ],
+            ))
+            .await?;
+        return Ok(u32::try_from(done.rows_affected()).unwrap_or(u32::MAX));
+    };
     let mut n = 0;
     let mut night = from;
     while night < to {
         conn.execute_raw(stmt(
             b,
             "INSERT INTO room_nights (room_type_id, night, rooms, available, price_fen, closed, min_stay)
-             VALUES ($1, $2, $3, $3, $4, $5, $6)
+             VALUES ($1, $2, COALESCE($3, $7), COALESCE($3, $7), $4, COALESCE($5, FALSE),
+                     COALESCE($6, 1))
              ON CONFLICT (room_type_id, night) DO UPDATE SET
-               available = room_nights.available + (excluded.rooms - room_nights.rooms),
-               rooms = excluded.rooms,
+               available = room_nights.available
+                           + (COALESCE($3, room_nights.rooms) - room_nights.rooms),
+               rooms = COALESCE($3, room_nights.rooms),
                price_fen = excluded.price_fen,
-               closed = excluded.closed,
-               min_stay = excluded.min_stay",
+               closed = COALESCE($5, room_nights.closed),
+               min_stay = COALESCE($6, room_nights.min_stay)",
             vec![
                 uuid_value(b, room_type.0),
                 night.into(),
                 terms.rooms.into(),
-                terms.price.get().into(),
+                price.get().into(),
                 terms.closed.into(),
                 terms.min_stay.into(),
+                terms.all_rooms.into(),
             ],
         ))
         .await?;
@@ -994,6 +1026,30 @@ pub async fn set_nights<C: ConnectionTrait>(
         night = night.succ_opt().unwrap_or(night);
     }
     Ok(n)
+}
+
+/// The first night of `[from, to)` not yet on sale (never set), if any.
+pub async fn first_night_unset<C: ConnectionTrait>(
+    conn: &C,
+    room_type: RoomTypeId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Option<NaiveDate>, DbErr> {
+    let b = conn.get_database_backend();
+    let set: std::collections::BTreeSet<NaiveDate> = conn
+        .query_all_raw(stmt(
+            b,
+            "SELECT night FROM room_nights WHERE room_type_id = $1 AND night >= $2 AND night < $3",
+            vec![uuid_value(b, room_type.0), from.into(), to.into()],
+        ))
+        .await?
+        .iter()
+        .map(|r| r.try_get("", "night"))
+        .collect::<Result<_, _>>()?;
+    Ok(from
+        .iter_days()
+        .take_while(|d| *d < to)
+        .find(|d| !set.contains(d)))
 }
 
 /// The night of `[from, to)` (no end: every night from `from`) with the
