@@ -116,6 +116,9 @@ impl App {
                 .await
                 .context("starting partnership")?;
         }
+        // Every part here has subscribed: what their outboxes hold reaches
+        // every queue it is for.
+        rt.start_relays();
         let mut app = App {
             rt,
             gateway_addr: None,

@@ -479,9 +479,9 @@ fn write_json(path: &std::path::Path, runs: &impl serde::Serialize) -> anyhow::R
 }
 
 async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
-    // Listening for SIGTERM from the first moment: one sent while the parts
-    // start stops them cleanly once started.
+    // Listening for SIGTERM from the first moment.
     let stop = duikou::shutdown_signal();
+    tokio::pin!(stop);
     let mode = settings.mode();
     // Embedded, each process has its own in-process bus: a part alone
     // would hear nothing from the others.
@@ -493,7 +493,16 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
     }
     let servers = settings.servers();
     let json = settings.log_format == "json";
-    let app = App::start(settings, part).await?;
+    // A stop asked for while starting (waiting for the broker, say, which
+    // it would do for ever) ends the start where it is: what a part had
+    // begun is taken up by the next start, as after a crash.
+    let app = tokio::select! {
+        app = App::start(settings, part) => app?,
+        () = &mut stop => {
+            eprintln!("Asked to stop while starting: stopped.");
+            return Ok(());
+        }
+    };
     let graphql = app
         .gateway_addr
         .map(|addr| format!("http://{addr}/graphql"));
@@ -526,11 +535,18 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
     }
     stop.await;
     if json {
-        tracing::info!("stopping: finishing messages in flight");
+        tracing::info!("stopping: finishing messages in flight (again to stop at once)");
     } else {
-        println!("Stopping: finishing messages in flight…");
+        println!("Stopping: finishing messages in flight… (again to stop at once)");
     }
-    app.stop().await;
+    // Asked again, it stops at once: what was in flight is delivered again
+    // to the next start.
+    tokio::select! {
+        () = app.stop() => {}
+        () = duikou::shutdown_signal() => {
+            anyhow::bail!("asked twice to stop: stopped without finishing what was in flight");
+        }
+    }
     if json {
         tracing::info!("stopped");
     } else {

@@ -413,3 +413,86 @@ async fn in_json_log_format_every_start_up_line_is_json() {
     drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An event left in a part's outbox at a stop reaches every part it is for
+/// at the next start: the relays start once every part has subscribed. (The
+/// in-process bus has a queue only for a part that subscribed: booking's
+/// relay, started with booking, handed a left `booking.confirmed` to
+/// inventory alone, before partnership subscribed, and partnership never
+/// heard of the booking.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_left_in_an_outbox_at_a_stop_reaches_every_part_at_the_next_start() {
+    use sea_orm::ConnectionTrait;
+    use shared::events::{BookingConfirmed, ListingSnapshot};
+    let settings = common::embedded_test_settings();
+    // The databases made as a start makes them; then a confirmation in
+    // booking's outbox, as a stop leaves one.
+    duikou::App::start(settings.clone(), duikou::Part::All)
+        .await
+        .expect("first start")
+        .stop()
+        .await;
+    let booking = shared::ids::BookingId::new();
+    let confirmed = BookingConfirmed {
+        booking_id: booking,
+        travelers: 2,
+        sponsor_region: shared::region::RegionCode::parse("110108").ok(),
+        listing: ListingSnapshot {
+            title: "草原人家".into(),
+            title_en: None,
+            host_id: shared::ids::HostId::new(),
+            region_code: shared::region::RegionCode::parse("150430").expect("code"),
+            certified: false,
+            cancellation_policy: Default::default(),
+            starts_on: None,
+        },
+        total: shared::money::Fen::yuan(380),
+        booker_home_region: None,
+        agency_id: None,
+        commission_bp: 0,
+        captured: None,
+        booking: None,
+    };
+    let db = shared::db::connect(&settings, "booking")
+        .await
+        .expect("booking's database");
+    shared::outbox::enqueue(
+        &db,
+        &[shared::envelope::Envelope::new(
+            "booking", booking.0, &confirmed,
+        )],
+    )
+    .await
+    .expect("left in the outbox");
+    let _ = db.close().await;
+
+    let app = duikou::App::start(settings.clone(), duikou::Part::All)
+        .await
+        .expect("second start");
+    let partnership = shared::db::connect(&settings, "partnership")
+        .await
+        .expect("partnership's database");
+    let heard = || async {
+        partnership
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                partnership.get_database_backend(),
+                "SELECT travelers FROM booking_facts WHERE booking_id = $1",
+                [booking.0.to_string().into()],
+            ))
+            .await
+            .expect("read")
+            .map(|r| r.try_get::<i32>("", "travelers").expect("travelers"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while heard().await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partnership never heard of the confirmation left in booking's outbox"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(heard().await, Some(2));
+    let _ = partnership.close().await;
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&settings.data_dir);
+}

@@ -1318,7 +1318,7 @@ async fn a_recredit_goes_a_batch_at_a_time_and_what_is_left_is_finished_by_the_s
         .await
         .expect("queued");
     let done = partnerships
-        .recredit(queued, 2, Some(std::time::Instant::now()))
+        .recredit(queued, 2, &|| true)
         .await
         .expect("one batch");
     assert!(!done, "one batch, of two of the five bookings");

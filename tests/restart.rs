@@ -112,3 +112,44 @@ async fn bookings_reach_their_end_when_the_booking_process_is_killed_between_ste
         .expect("checked");
     assert!(findings.iter().all(|f| f.holds), "{findings:?}");
 }
+
+/// A part waiting for a broker that is not there stops when asked: it
+/// waited for ever, deaf to SIGTERM and Ctrl-C, until killed.
+#[tokio::test]
+async fn a_part_waiting_for_the_broker_stops_when_asked() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_duikou"))
+        .args(["serve", "inventory"])
+        .env("DUIKOU_POSTGRES_URL", common::postgres_url())
+        // Nothing listens on port 1: "RabbitMQ does not answer yet".
+        .env("DUIKOU_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("DUIKOU_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the part starts as a process");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let waiting = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("does not answer yet") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(waiting.ok(), Some(true), "it waits for the broker");
+    let pid = child.id().expect("running");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let exited = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("it stops when asked")
+        .expect("an exit status");
+    assert!(exited.success(), "{exited:?}");
+}

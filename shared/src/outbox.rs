@@ -249,6 +249,9 @@ fn passing_over(after: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
+/// How long a stopping relay goes on publishing what is left.
+const LAST_ROUNDS_FOR: Duration = Duration::from_secs(10);
+
 impl Relay {
     /// A relay for `db`'s outbox; wake it through `signal`.
     pub fn new(db: DatabaseConnection, bus: Arc<dyn Bus>, signal: OutboxSignal) -> Relay {
@@ -475,8 +478,18 @@ impl Relay {
                     () = cancel.cancelled() => break,
                 }
             }
-            // Last round so committed events are not left behind on a clean stop.
-            let _ = self.relay_once().await;
+            // Last rounds, so committed events are not left behind on a
+            // clean stop (handlers let finish commit some as it stops): until
+            // one finds less than a batch, fails, or the stop has waited
+            // long enough.
+            let until = std::time::Instant::now() + LAST_ROUNDS_FOR;
+            while let Ok(n) = self.relay_once().await {
+                if u64::try_from(n).unwrap_or(u64::MAX) < self.batch
+                    || std::time::Instant::now() >= until
+                {
+                    break;
+                }
+            }
         });
     }
 }

@@ -27,6 +27,8 @@ pub struct Runtime {
     pub cancel: CancellationToken,
     /// Background tasks to wait for on shutdown.
     pub tracker: TaskTracker,
+    /// Outbox relays of the parts started, until [`Runtime::start_relays`].
+    relays: Arc<std::sync::Mutex<Vec<Relay>>>,
 }
 
 impl Runtime {
@@ -51,11 +53,12 @@ impl Runtime {
             bus,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            relays: Arc::default(),
         }
     }
 
-    /// Connects `service` to its database, runs its migrations `M`, and
-    /// starts its outbox relay.
+    /// Connects `service` to its database and runs its migrations `M`;
+    /// its outbox relay starts with [`Runtime::start_relays`].
     pub async fn service_db<M: sea_orm_migration::MigratorTrait>(
         &self,
         service: &str,
@@ -63,9 +66,25 @@ impl Runtime {
         let db = crate::db::connect(&self.settings, service).await?;
         crate::db::migrate::<M>(&db).await?;
         let signal = OutboxSignal::default();
-        Relay::new(db.clone(), self.bus.clone(), signal.clone())
-            .spawn(self.cancel.clone(), &self.tracker);
+        self.relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Relay::new(db.clone(), self.bus.clone(), signal.clone()));
         Ok((db, signal))
+    }
+
+    /// Starts the outbox relays of the parts started so far: once every
+    /// part of the process has subscribed. On the in-process bus a queue
+    /// exists only once its part subscribed, and an event published before
+    /// reaches the queues there are and is done: an event left in booking's
+    /// outbox at a stop, relayed at the next start before partnership
+    /// subscribed, reached inventory alone and was lost to partnership.
+    /// (RabbitMQ's queues are declared by `duikou migrate`.)
+    pub fn start_relays(&self) {
+        let relays = std::mem::take(&mut *self.relays.lock().unwrap_or_else(|p| p.into_inner()));
+        for relay in relays {
+            relay.spawn(self.cancel.clone(), &self.tracker);
+        }
     }
 
     /// Stops consuming, lets in-flight handlers finish, then stops background work.

@@ -797,3 +797,40 @@ async fn an_rpc_request_past_its_callers_deadline_is_not_run() {
     server.close().await;
     k.cleanup(server.as_ref()).await;
 }
+
+/// A part that is stopping still hears the answers to its calls until its
+/// bus closes: its sweepers and the handlers it lets finish call other
+/// parts. (The reply listener stopped with the consumers; a booking
+/// replica stopping took payment's unheard answer for "no payment in
+/// flight" and expired bookings being paid.)
+#[tokio::test]
+async fn a_stopping_bus_still_hears_the_answers_to_its_calls() {
+    let k = Kernel::new(5).await;
+    let client = k.bus(&amqp_url()).await;
+    let server = k.bus(&amqp_url()).await;
+    let router = duikou_shared::rpc::RpcRouter::new("inventory").route::<ListRegions, _, _>(
+        move |_| async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(duikou_shared::region::reference_regions())
+        },
+    );
+    server.serve(router).await.expect("serve");
+    let call = call_within(
+        client.as_ref(),
+        &ListRegions {
+            parent_code: None,
+            poverty_only: false,
+        },
+        Duration::from_secs(3),
+    );
+    let stopping = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.shutdown().await;
+    };
+    let (answer, ()) = tokio::join!(call, stopping);
+    assert!(!answer.expect("answered while stopping").is_empty());
+    client.close().await;
+    server.shutdown().await;
+    server.close().await;
+    k.cleanup(client.as_ref()).await;
+}

@@ -30,7 +30,7 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
     let cancel = rt.cancel.clone();
     rt.tracker.spawn(async move {
         loop {
-            if let Err(e) = partnerships.recredit_queued().await {
+            if let Err(e) = partnerships.recredit_queued(&cancel).await {
                 warn!(error = %e, "crediting queued partnerships failed; will retry");
             }
             tokio::select! {

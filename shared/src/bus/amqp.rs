@@ -62,6 +62,12 @@ pub struct AmqpBus {
     inner: Arc<Inner>,
     pending: Pending,
     cancel: CancellationToken,
+    /// Stops the listener of RPC replies: at [`Bus::close`], not when
+    /// consuming stops — sweepers and handlers finishing still call other
+    /// parts, and a call whose answer nobody read ran out its deadline (a
+    /// booking replica stopping took a silent payment for "no payment in
+    /// flight" and expired bookings being paid).
+    replies: CancellationToken,
     tracker: TaskTracker,
     declared: Mutex<Vec<String>>,
     /// Services whose last RPC from here ran out its deadline unanswered,
@@ -347,6 +353,7 @@ impl AmqpBus {
             }),
             pending: Arc::default(),
             cancel: CancellationToken::new(),
+            replies: CancellationToken::new(),
             tracker: TaskTracker::new(),
             declared: Mutex::default(),
             unanswered: Mutex::default(),
@@ -434,7 +441,7 @@ impl AmqpBus {
             )
             .await?;
         let pending = self.pending.clone();
-        let cancel = self.cancel.clone();
+        let cancel = self.replies.clone();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -1364,6 +1371,7 @@ impl Bus for AmqpBus {
     }
 
     async fn close(&self) {
+        self.replies.cancel();
         // The channels first, each waiting for the broker's close-ok: a
         // connection closed under them left lapin to close them itself,
         // and it logged an ERROR ("invalid channel state: Closing") on a
@@ -1388,6 +1396,7 @@ impl Bus for AmqpBus {
 
     fn halt(&self) {
         self.cancel.cancel();
+        self.replies.cancel();
     }
 }
 

@@ -369,7 +369,7 @@ impl Partnerships {
         if shared::db::claim(&txn, "partnership terms").await? {
             let queued = storage::queue_recredit(&txn, "", "partnership terms applied").await?;
             txn.commit().await?;
-            if self.recredit(queued, RECREDIT_BATCH, None).await? {
+            if self.recredit(queued, RECREDIT_BATCH, &|| false).await? {
                 info!("credited every partnership by its term");
             }
         }
@@ -378,8 +378,9 @@ impl Partnerships {
 
     /// Does queued recredit `id` (`storage::queue_recredit`), `batch`
     /// bookings per transaction, until it is done, another transaction has
-    /// it, or `until` has passed (checked after each batch: one batch at
-    /// least). True when this call finished it.
+    /// it, or `enough` says so (asked after each batch: one batch at
+    /// least; a stopping replica leaves the rest queued). True when this
+    /// call finished it.
     ///
     /// No lock on the facts table: the recredit was queued in the
     /// transaction that recorded the pair or its term under
@@ -392,7 +393,7 @@ impl Partnerships {
         &self,
         id: uuid::Uuid,
         batch: u64,
-        until: Option<std::time::Instant>,
+        enough: &(dyn Fn() -> bool + Sync),
     ) -> Result<bool, DbErr> {
         loop {
             let txn = self.db.begin().await?;
@@ -412,7 +413,7 @@ impl Partnerships {
             if last.is_none() {
                 return Ok(true);
             }
-            if until.is_some_and(|until| std::time::Instant::now() >= until) {
+            if enough() {
                 return Ok(false);
             }
         }
@@ -422,9 +423,19 @@ impl Partnerships {
     /// left to run on ([`RECREDIT_WHILE_ASKED`]).
     /// One that fails (a deadlock with an event's handler: PostgreSQL
     /// aborted the batch) is left for the next look, and the rest go on.
-    pub async fn recredit_queued(&self) -> Result<(), DbErr> {
+    /// Once `stop` is cancelled, what is left stays queued.
+    pub async fn recredit_queued(
+        &self,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), DbErr> {
         for id in storage::queued_recredits(&self.db).await? {
-            if let Err(e) = self.recredit(id, RECREDIT_BATCH, None).await {
+            if stop.is_cancelled() {
+                break;
+            }
+            if let Err(e) = self
+                .recredit(id, RECREDIT_BATCH, &|| stop.is_cancelled())
+                .await
+            {
                 warn!(recredit = %id, error = %e, "crediting a partnership failed; will retry");
             }
         }
@@ -438,7 +449,7 @@ impl Partnerships {
     /// what is left stays queued for [`Self::recredit_queued`]. The pair
     /// is recorded either way.
     async fn recredit_for_a_while(&self, id: uuid::Uuid) {
-        let crediting = self.recredit(id, RECREDIT_BATCH, None);
+        let crediting = self.recredit(id, RECREDIT_BATCH, &|| false);
         match tokio::time::timeout(RECREDIT_WHILE_ASKED, crediting).await {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) | Err(_) => {
