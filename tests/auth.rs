@@ -1022,6 +1022,22 @@ async fn logging_out_everywhere_ends_every_session_of_the_account() {
         )
         .await;
     assert_eq!(out["data"]["logout"], true, "{out}");
+    // Its answer lost on a bad network, the app asks again: refused, and
+    // told that what it asked for is done.
+    let retried = app
+        .graphql_as(
+            None,
+            logout,
+            json!({ "t": tablet["refreshToken"], "e": true }),
+        )
+        .await;
+    assert_eq!(code(&retried), "UNAUTHENTICATED", "{retried}");
+    assert!(
+        retried["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("if you just logged out everywhere, that is done")),
+        "{retried}"
+    );
     for session in [&phone, &tablet] {
         let me = app.graphql_as(Some(&token(session)), ME, json!({})).await;
         assert_eq!(code(&me), "UNAUTHENTICATED", "{me}");

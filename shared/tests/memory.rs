@@ -389,13 +389,12 @@ async fn a_stopping_relay_publishes_every_batch_left() {
     tracker.close();
     tracker.wait().await;
     let b = s.db.get_database_backend();
-    let left: i64 = s
-        .db
-        .query_one_raw(stmt(b, "SELECT COUNT(*) AS n FROM outbox", vec![]))
-        .await
-        .expect("q")
-        .expect("row")
-        .try_get("", "n")
-        .expect("n");
+    let left: i64 =
+        s.db.query_one_raw(stmt(b, "SELECT COUNT(*) AS n FROM outbox", vec![]))
+            .await
+            .expect("q")
+            .expect("row")
+            .try_get("", "n")
+            .expect("n");
     assert_eq!(left, 0, "every row published before the relay stopped");
 }

@@ -686,7 +686,16 @@ impl Identity {
         // has leaked (someone refreshed it first: the owner of a lost phone
         // still holds it): ending every session is what presenting it to
         // `refreshToken` does, and what is asked here.
-        if (stored.revoked_at.is_some() && !stored.leaked()) || stored.expires_at < Utc::now() {
+        if stored.revoked_at.is_some() && !stored.leaked() {
+            // A retry of a logout everywhere whose answer was lost lands
+            // here too: say what is known, not only that it failed.
+            return Err(unauthenticated(
+                "this refresh token was ended already (by a logout, a logout everywhere, a \
+                 password change or a token used twice): if you just logged out everywhere, \
+                 that is done; otherwise log in to log out everywhere",
+            ));
+        }
+        if stored.expires_at < Utc::now() {
             return Err(dead());
         }
         let generation = storage::revoke_all(&txn, owner).await?;

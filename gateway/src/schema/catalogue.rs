@@ -181,7 +181,7 @@ pub fn policy_tiers(tiers: Option<Vec<PolicyTierInput>>) -> Result<Option<Vec<Po
                 .into_iter()
                 .map(|t| {
                     Ok(PolicyTier {
-                        days_before: non_negative("daysBefore", t.days_before)?,
+                        days_before: non_negative("cancellationPolicy: daysBefore", t.days_before)?,
                         refund_percent: u8::try_from(t.refund_percent)
                             .map_err(|_| bad_input("refundPercent is 0 to 100"))?,
                     })

@@ -893,11 +893,14 @@ pub(crate) async fn host_of<'a, C: sea_orm::ConnectionTrait>(
             let Some(host) = found.first() else {
                 return Err(AppError::not_found("hostId: no such host"));
             };
+            // Where another region's host is is not this caller's to
+            // learn (its region's admins may; platform admins administer
+            // every region).
             if host.region_code != region {
-                return Err(AppError::bad_input(format!(
-                    "hostId: the host is in {}, the listing in {region}",
-                    host.region_code
-                )));
+                return Err(AppError::bad_input(
+                    "hostId: the host is not one of this listing's region: register the \
+                     household in the listing's region, or leave hostId out and give hostName",
+                ));
             }
             Ok((id, None))
         }
@@ -1175,7 +1178,10 @@ fn policy(
     tiers: Option<Vec<shared::policy::PolicyTier>>,
 ) -> Result<Option<CancellationPolicy>, AppError> {
     tiers
-        .map(|tiers| CancellationPolicy::new(tiers).map_err(|e| AppError::bad_input(e.0)))
+        .map(|tiers| {
+            CancellationPolicy::new(tiers)
+                .map_err(|e| AppError::bad_input(format!("cancellationPolicy: {}", e.0)))
+        })
         .transpose()
 }
 
