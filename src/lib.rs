@@ -53,6 +53,13 @@ pub struct App {
     _data_lock: Option<std::fs::File>,
 }
 
+/// The first step of a start ([`App::connect`]): settings checked, the
+/// data directory locked (embedded) and the bus connected; no part started.
+pub struct Connected {
+    rt: Runtime,
+    data_lock: Option<std::fs::File>,
+}
+
 /// Embedded, one process at a time on a data directory: each has its own
 /// in-process bus, so a second would publish the same outbox rows to
 /// itself and answer for bookings the first is holding. The lock is the
@@ -89,6 +96,13 @@ impl App {
     /// Starts `part` with `settings`. The gateway binds `settings.gateway_addr`
     /// (port 0 picks a free port; see [`App::gateway_addr`]).
     pub async fn start(settings: Settings, part: Part) -> anyhow::Result<App> {
+        App::start_connected(App::connect(settings, part).await?, part).await
+    }
+
+    /// Checks the settings, locks the data directory (embedded) and
+    /// connects the bus — waiting for RabbitMQ for as long as it is away.
+    /// Nothing has started yet: a stop asked for meanwhile may drop it.
+    pub async fn connect(settings: Settings, part: Part) -> anyhow::Result<Connected> {
         install_crypto();
         settings.check().map_err(anyhow::Error::msg)?;
         // Every part in one process, as `serve` and `seed` start it (a part
@@ -101,6 +115,14 @@ impl App {
         let rt = Runtime::connect(settings)
             .await
             .context("connecting the bus")?;
+        Ok(Connected { rt, data_lock })
+    }
+
+    /// Starts `part` on what [`App::connect`] made: migrations, seeding and
+    /// the parts, to the end (a start cut short could leave demonstration
+    /// data claimed and half seeded).
+    pub async fn start_connected(connected: Connected, part: Part) -> anyhow::Result<App> {
+        let Connected { rt, data_lock } = connected;
         // Services first, so the gateway's first request finds them.
         if part.includes(Part::Inventory) {
             inventory::start(&rt).await.context("starting inventory")?;

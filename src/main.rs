@@ -493,16 +493,18 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
     }
     let servers = settings.servers();
     let json = settings.log_format == "json";
-    // A stop asked for while starting (waiting for the broker, say, which
-    // it would do for ever) ends the start where it is: what a part had
-    // begun is taken up by the next start, as after a crash.
-    let app = tokio::select! {
-        app = App::start(settings, part) => app?,
+    // A stop asked for while connecting (waiting for the broker, which it
+    // would do for ever) ends it there: nothing has started. Asked for
+    // later, it waits for the start to end (migrations and seeding run to
+    // their end), then stops.
+    let connected = tokio::select! {
+        connected = App::connect(settings, part) => connected?,
         () = &mut stop => {
-            eprintln!("Asked to stop while starting: stopped.");
+            eprintln!("Asked to stop while connecting: stopped.");
             return Ok(());
         }
     };
+    let app = App::start_connected(connected, part).await?;
     let graphql = app
         .gateway_addr
         .map(|addr| format!("http://{addr}/graphql"));

@@ -244,7 +244,11 @@ async fn a_late_commit_of_an_expired_hold_on_a_night_closed_since_is_refused_as_
     match next(&mut told).await {
         Told::Refused(ev) => {
             assert_eq!(ev.code, shared::ErrorCode::Closed, "{}", ev.reason);
-            assert!(ev.reason.contains("closed a night"), "{}", ev.reason);
+            assert!(
+                ev.reason.contains("a night of the stay was closed"),
+                "{}",
+                ev.reason
+            );
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

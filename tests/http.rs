@@ -676,6 +676,22 @@ async fn a_persisted_query_is_sent_once_and_then_named_by_its_hash() {
             "{refused}"
         );
     }
+    // A query refused before parsing is refused so when sent to be kept,
+    // not parsed on the way (16,000 levels would overflow the parser's
+    // stack and abort the gateway).
+    let deep = format!(
+        "{{ regions(parentCode: {}\"1\"{}) {{ code }} }}",
+        "[".repeat(16_000),
+        "]".repeat(16_000)
+    );
+    let deep_hash = hex::encode(sha2::Sha256::digest(deep.as_bytes()));
+    let refused = send(json!({ "query": deep, "extensions": {
+        "persistedQuery": { "version": 1, "sha256Hash": deep_hash } } }))
+    .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
     // With the query: answered and kept.
     let first = send(json!({ "query": query, "extensions": persisted })).await;
     assert!(first["data"]["regions"].is_array(), "{first}");

@@ -1600,9 +1600,12 @@ async fn persisted_query(
         ));
     }
     // Kept only when it is a query (what does not parse is answered with
-    // its syntax error, and sent whole again) of a sensible length; parsed
-    // into the documents the request then runs from, not twice.
+    // its syntax error, and sent whole again) of a sensible length, and
+    // parsed only once the text passed the checks made before any parsing
+    // (the request makes them next, and refuses it): nested thousands
+    // deep, the parser's recursion would overflow the worker's stack.
     if request.query.len() <= crate::cache::MAX_PERSISTED_QUERY
+        && crate::nesting::refusal(&request.query).is_none()
         && documents.parse(&request.query).is_some()
     {
         cache.persist(&hash, &request.query).await;

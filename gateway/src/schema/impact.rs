@@ -67,7 +67,7 @@ impl Partnership {
     /// Its figures for a year (China time): totals, months, progress
     /// against the agreement's targets, CSV. Costs 100 against the
     /// complexity limit: each is a call to partnership, which reads and
-    /// writes out the year (fifty at most a request).
+    /// writes out the year (under fifty a request).
     #[graphql(complexity = "REPORT_COST + child_complexity")]
     async fn report(&self, ctx: &Context<'_>, year: i32) -> Result<PartnershipReport> {
         report(ctx, self.0.id, year).await
@@ -384,9 +384,11 @@ pub struct ImpactTrace {
     pub paid: Money,
     /// Given back so far.
     pub refunded: Money,
-    /// What stays after refunds, shared out: the host household (with any
-    /// rounding remainder), the platform fee, the welfare fund donation and
-    /// the agency's commission. The parts add up to paid − refunded.
+    /// What stays after refunds, shared out: the host household (with the
+    /// capture's rounding remainder), the platform fee, the welfare fund
+    /// donation and the agency's commission. The parts add up to paid −
+    /// refunded; a partial refund takes the platform's, fund's and agency's
+    /// shares back rounded down, and the host's as the rest.
     pub kept: super::types::PaymentSplit,
     /// The household, cooperative or village collective paid.
     pub host_id: Option<ID>,

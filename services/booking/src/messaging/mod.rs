@@ -914,7 +914,9 @@ impl Bookings {
                 &RefundRequested {
                     booking_id: ev.booking_id,
                     amount: None,
-                    reason: "the hold had expired and its capacity was sold".into(),
+                    // Inventory's: why the capacity could not be had (sold,
+                    // or closed, taken off sale, the departure cancelled).
+                    reason: ev.reason.clone(),
                     percent_of_left: None,
                 },
             )
@@ -931,7 +933,7 @@ impl Bookings {
             &[Status::Confirmed],
             Status::Cancelled,
             changes,
-            "the hold had expired and its capacity was sold; full refund",
+            &format!("{}; full refund", ev.reason),
         )
         .await?;
         // Cancelled by its booker since it was confirmed, the policy's share
@@ -949,7 +951,7 @@ impl Bookings {
                 &txn,
                 ev.booking_id,
                 Status::Cancelled,
-                "the hold had expired and its capacity was sold; the rest refunded",
+                &format!("{}; the rest refunded", ev.reason),
                 Utc::now(),
             )
             .await?;

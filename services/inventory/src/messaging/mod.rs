@@ -1362,7 +1362,7 @@ async fn not_taken_again<C: sea_orm::ConnectionTrait>(
             ),
             Some((_, rules)) if rules.closed => (
                 ErrorCode::Closed,
-                "its host closed a night of the stay meanwhile",
+                "a night of the stay was closed meanwhile",
             ),
             _ => (ErrorCode::SoldOut, SOLD_MEANWHILE),
         };
