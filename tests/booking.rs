@@ -2045,3 +2045,56 @@ async fn a_move_that_waited_for_another_is_stamped_after_it() {
     );
     assert!(at(&booking["updatedAt"]) >= cancelled_at, "{read}");
 }
+
+/// A note in a booking's history (here a failed payment) is written with
+/// the status the booking has when it is written: a move committing
+/// meanwhile (the expiry sweeper's) is waited for. It was read before, and
+/// the history went EXPIRED, then AWAITING_PAYMENT again.
+#[tokio::test]
+async fn a_history_note_racing_a_move_is_written_with_the_status_after_it() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "noted").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let booking = uuid::Uuid::parse_str(&id).expect("a booking id");
+    let sweeper = common::LockHeld::begin(
+        app.service_db("booking").await,
+        &format!("SELECT id FROM bookings WHERE id = '{booking}' FOR UPDATE"),
+    )
+    .await;
+    app.publish(shared::envelope::Envelope::new(
+        "payment",
+        booking,
+        &shared::events::PaymentFailed {
+            booking_id: shared::ids::BookingId(booking),
+            payment_id: shared::ids::PaymentId::new(),
+            reason: "the card was declined".into(),
+        },
+    ))
+    .await;
+    sweeper.until_waiting(1, true).await;
+    sweeper
+        .run(&format!(
+            "UPDATE bookings SET status = 'EXPIRED' WHERE id = '{booking}'"
+        ))
+        .await
+        .expect("expired");
+    sweeper.release().await;
+    let noted = app
+        .wait_for_booking(&id, "the failure noted", |b| {
+            b["history"].as_array().is_some_and(|h| {
+                h.iter().any(|e| {
+                    e["cause"]
+                        .as_str()
+                        .is_some_and(|c| c.contains("payment failed"))
+                })
+            })
+        })
+        .await;
+    let last = noted["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["status"], "EXPIRED", "{noted}");
+}

@@ -1191,12 +1191,16 @@ impl Bookings {
         self.sold_out.released(item, now, now);
     }
 
-    /// A booking's current status, if it exists.
+    /// A booking's current status, if it exists, its row locked: a history
+    /// note written with it waits for a move committing meanwhile, and
+    /// says the status after it (read before, a note came after the
+    /// sweeper's EXPIRED saying AWAITING_PAYMENT).
     async fn status_of<C: sea_orm::ConnectionTrait>(
         &self,
         conn: &C,
         id: BookingId,
     ) -> Result<Option<Status>, sea_orm::DbErr> {
+        storage::lock(conn, id).await?;
         Ok(storage::by_id(conn, id)
             .await?
             .and_then(|b| Status::parse(&b.view.status)))
