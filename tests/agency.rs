@@ -632,6 +632,11 @@ async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_
             .to_owned()
     };
     assert!(message(&refused).contains("was revoked"), "{refused}");
+    // Told whom to ask: only a platform admin creates API clients.
+    assert!(
+        message(&refused).contains("ask a platform admin"),
+        "{refused}"
+    );
     let guessed = app
         .graphql_as(None, exchange, json!({ "c": second_id, "s": "dks_wrong" }))
         .await;

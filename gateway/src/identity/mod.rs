@@ -1170,7 +1170,7 @@ impl Identity {
         // a typo to look for.
         let revoked = || {
             unauthenticated(
-                "this API client was revoked: an admin of the agency can create a new one \
+                "this API client was revoked: ask a platform admin for a new one \
                  (createApiClient)",
             )
         };

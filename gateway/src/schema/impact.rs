@@ -387,8 +387,9 @@ pub struct ImpactTrace {
     /// What stays after refunds, shared out: the host household (with the
     /// capture's rounding remainder), the platform fee, the welfare fund
     /// donation and the agency's commission. The parts add up to paid −
-    /// refunded; a partial refund takes the platform's, fund's and agency's
-    /// shares back rounded down, and the host's as the rest.
+    /// refunded; a partial refund rounds the platform's and the fund's
+    /// shares it takes back down, the agency's and the host's up
+    /// (docs/architecture.md, the ledger).
     pub kept: super::types::PaymentSplit,
     /// The household, cooperative or village collective paid.
     pub host_id: Option<ID>,

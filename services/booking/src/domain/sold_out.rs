@@ -152,7 +152,9 @@ impl SoldOutMemory {
     }
 
     /// Why `item` would be refused now, if a refusal of the same stay for
-    /// as many units or fewer is fresh and no release came after it.
+    /// as many units or fewer is fresh and no release came after it: that
+    /// refusal's reason (its own count), and, when it was for fewer, how
+    /// many this one asks.
     pub fn refusal(&self, item: &HoldItem, now: DateTime<Utc>) -> Option<String> {
         if self.keep.is_zero() {
             return None;
@@ -165,7 +167,13 @@ impl SoldOutMemory {
             .refusals
             .iter()
             .find(|r| r.stay == stay && r.units <= units && self.fresh(r.at, now))
-            .map(|r| r.reason.clone())
+            .map(|r| {
+                if r.units < units {
+                    format!("{} (this request asks for {units})", r.reason)
+                } else {
+                    r.reason.clone()
+                }
+            })
     }
 }
 
@@ -197,9 +205,10 @@ mod tests {
             memory.refusal(&room(rt, (10, 12), 2), t(10)),
             Some("no room".into())
         );
+        // A larger request is told its own count beside the refusal's.
         assert_eq!(
             memory.refusal(&room(rt, (10, 12), 3), t(10)),
-            Some("no room".into())
+            Some("no room (this request asks for 3)".into())
         );
         // One room fewer may still fit; another stay is another question.
         assert_eq!(memory.refusal(&room(rt, (10, 12), 1), t(10)), None);
@@ -255,7 +264,10 @@ mod tests {
         };
         memory.refused(&seats(3), t(0), "2 seats left", t(0));
         assert_eq!(memory.refusal(&seats(2), t(1)), None);
-        assert_eq!(memory.refusal(&seats(4), t(1)), Some("2 seats left".into()));
+        assert_eq!(
+            memory.refusal(&seats(4), t(1)),
+            Some("2 seats left (this request asks for 4)".into())
+        );
     }
 
     #[test]
