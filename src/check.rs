@@ -100,7 +100,14 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         use anyhow::Context;
         shared::db::connect_existing(settings, service)
             .await
-            .with_context(|| format!("{service}'s database (check reads, it creates nothing)"))
+            .with_context(|| {
+                format!(
+                    "{service}'s database {} (check reads, it creates nothing: is \
+                     DUIKOU_DB_PREFIX ({:?}) the one the services run with?)",
+                    shared::db::database_name(settings, service),
+                    settings.db_prefix
+                )
+            })
     };
     let dbs = Dbs {
         inventory: open("inventory").await?,
@@ -898,7 +905,8 @@ async fn captures_heard(
             None if !known.contains(booking) => {}
             None => offenders.push(format!(
                 "payment {payment} of booking {booking}: booking has not handled its capture \
-                 (see the dead letters); its host's share is kept back from payouts"
+                 (still queued, booking behind or not running, or dead-lettered: see booking's \
+                 queue and the dead letters); its host's share is kept back from payouts"
             )),
             Some(at) if *at < marked_by => offenders.push(format!(
                 "payment {payment} of booking {booking}: booking handled its capture at {at}, \

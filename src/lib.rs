@@ -182,7 +182,12 @@ impl App {
                         .context("the Redis URL")?
                         .get_connection_manager()
                         .await
-                        .context("connecting to Redis")?,
+                        .with_context(|| {
+                            format!(
+                                "connecting to Redis at {} (DUIKOU_REDIS_URL)",
+                                shared::config::redacted(url)
+                            )
+                        })?,
                 ),
                 None => None,
             };

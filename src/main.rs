@@ -492,7 +492,7 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
         );
     }
     let servers = settings.servers();
-    let json = settings.log_format == "json";
+    let json = settings.log_format.eq_ignore_ascii_case("json");
     // A stop asked for while connecting (waiting for the broker, which it
     // would do for ever) ends it there: nothing has started. Asked for
     // later, it waits for the start to end (migrations and seeding run to

@@ -211,6 +211,39 @@ fn unknown_keys_refused(
     )))
 }
 
+/// A setting's error as the config crate says it ("… for key
+/// `hold_seconds` …"), with the variable that sets it named: the key is
+/// the config file's spelling, the variable is what most set.
+fn named(e: config::ConfigError) -> config::ConfigError {
+    let text = e.to_string();
+    let key = text
+        .split_once("for key `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(key, _)| key.to_owned());
+    match key {
+        Some(key) if !key.is_empty() => config::ConfigError::Message(format!(
+            "{text} (DUIKOU_{} in the environment, or `{key}` in the config file)",
+            key.to_uppercase()
+        )),
+        _ => e,
+    }
+}
+
+/// A server's URL as it may be shown: scheme, host, port and path, never
+/// its credentials.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or("?"),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            u.path()
+        ),
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
 impl Settings {
     /// How long booking keeps an overdue booking whose payment is in
     /// flight, in seconds: `payment_wait_seconds`, at most three quarters
@@ -261,6 +294,7 @@ impl Settings {
             )
             .build()?
             .try_deserialize()
+            .map_err(named)
     }
 
     /// Refuses settings no deployment should run with: an empty URL (a
@@ -268,6 +302,16 @@ impl Settings {
     /// that leave the host nothing (fee + fund at most 70 %, leaving room
     /// for an agency's commission of up to 30 %).
     pub fn check(&self) -> Result<(), String> {
+        // A typo would give coloured text where a collector reads JSON.
+        if !["pretty", "json"]
+            .iter()
+            .any(|f| self.log_format.eq_ignore_ascii_case(f))
+        {
+            return Err(format!(
+                "DUIKOU_LOG_FORMAT is {:?}: pretty or json",
+                self.log_format
+            ));
+        }
         for (name, url) in [
             ("DUIKOU_POSTGRES_URL", &self.postgres_url),
             ("DUIKOU_AMQP_URL", &self.amqp_url),
@@ -435,16 +479,7 @@ impl Settings {
     /// Where each server is, for the start-up summary: scheme, host, port
     /// and path, never a user or password.
     pub fn servers(&self) -> Vec<(&'static str, String)> {
-        let shown = |url: &str| match url::Url::parse(url) {
-            Ok(u) => format!(
-                "{}://{}{}{}",
-                u.scheme(),
-                u.host_str().unwrap_or("?"),
-                u.port().map(|p| format!(":{p}")).unwrap_or_default(),
-                u.path()
-            ),
-            Err(_) => "(not a URL)".to_owned(),
-        };
+        let shown = redacted;
         let mut out = Vec::new();
         match self.postgres() {
             Some(url) => out.push((
@@ -599,12 +634,19 @@ mod tests {
         assert_eq!(read.jwt_secret(), Some(digits));
         assert_eq!(read.db_prefix, "007_");
         assert_eq!((read.rate_limit, read.demo_data), (5, Some(false)));
+        // Refused naming the variable (the config crate names the key).
         for bad in [("DUIKOU_RATE_LIMIT", "2.6"), ("DUIKOU_DEMO", "maybe")] {
-            assert!(
-                Settings::load_from(None, variables(&[bad])).is_err(),
-                "{bad:?}"
-            );
+            let refused = Settings::load_from(None, variables(&[bad]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(refused.contains(bad.0), "{bad:?}: {refused}");
         }
+        let typo = Settings {
+            log_format: "JSON ".into(),
+            ..Settings::default()
+        };
+        assert!(typo.check().is_err_and(|e| e.contains("DUIKOU_LOG_FORMAT")));
     }
 
     #[test]

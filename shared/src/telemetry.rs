@@ -9,8 +9,12 @@ use tracing_subscriber::EnvFilter;
 pub fn init(format: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,sea_orm=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if format == "json" {
+    // Colours only for a terminal: piped to a file or a collector, escape
+    // codes are noise.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let _ = if format.eq_ignore_ascii_case("json") {
         builder.json().try_init()
     } else {
         builder.try_init()

@@ -834,3 +834,57 @@ async fn a_stopping_bus_still_hears_the_answers_to_its_calls() {
     server.close().await;
     k.cleanup(client.as_ref()).await;
 }
+
+/// A part serving a call that calls another part in turn gives up on it
+/// before its own caller gives up: the caller hears which part did not
+/// answer, not only that nothing did in time (a payout run asking a booking
+/// that was down made the admin wait out the gateway's deadline for the
+/// vaguer message).
+#[tokio::test]
+async fn a_call_made_while_serving_one_ends_before_its_caller_gives_up() {
+    let k = Kernel::new(5).await;
+    let client = k.bus(&amqp_url()).await;
+    let middle = k.bus(&amqp_url()).await;
+    let silent = k.bus(&amqp_url()).await;
+    let slow = duikou_shared::rpc::RpcRouter::new("booking")
+        .route::<duikou_shared::rpcs::GetRefundsAsked, _, _>(|_| async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            Ok(Vec::new())
+        });
+    silent.serve(slow).await.expect("serve booking");
+    let asks_on: Arc<dyn Bus> = middle.clone();
+    let router =
+        duikou_shared::rpc::RpcRouter::new("inventory").route::<ListRegions, _, _>(move |_| {
+            let bus = asks_on.clone();
+            async move {
+                duikou_shared::bus::call(bus.as_ref(), &duikou_shared::rpcs::GetRefundsAsked {})
+                    .await
+                    .map_err(|e| {
+                        duikou_shared::AppError::bad_input(format!("booking did not answer: {e}"))
+                    })?;
+                Ok(Vec::new())
+            }
+        });
+    middle.serve(router).await.expect("serve inventory");
+    let started = Instant::now();
+    let answer = call_within(
+        client.as_ref(),
+        &ListRegions {
+            parent_code: None,
+            poverty_only: false,
+        },
+        Duration::from_secs(2),
+    )
+    .await
+    .expect_err("booking is silent");
+    assert!(
+        answer.message.starts_with("booking did not answer"),
+        "{answer:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    for bus in [&middle, &silent] {
+        bus.shutdown().await;
+        bus.close().await;
+    }
+    k.cleanup(client.as_ref()).await;
+}

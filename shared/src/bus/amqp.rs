@@ -922,12 +922,22 @@ async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
         .as_ref()
         .map(|k| k.to_string())
         .unwrap_or_default();
-    if let Some(AMQPValue::LongLongInt(deadline)) = delivery
+    let deadline = match delivery
         .properties
         .headers()
         .as_ref()
         .and_then(|h| h.inner().get(DEADLINE_HEADER))
-        && chrono::Utc::now().timestamp_millis() > *deadline
+    {
+        Some(AMQPValue::LongLongInt(deadline)) => Some(*deadline),
+        _ => None,
+    };
+    // When the caller gives up, on this process's clock.
+    let caller_gives_up = deadline.map(|at| {
+        let left = at - chrono::Utc::now().timestamp_millis();
+        Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    });
+    if let Some(deadline) = deadline
+        && chrono::Utc::now().timestamp_millis() > deadline
     {
         // The caller has given up and told its client the call failed:
         // running it now would do what the client was told did not happen.
@@ -942,8 +952,10 @@ async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
             let span = info_span!("rpc", service = router.service(), method = %method,
                 correlation_id = delivery.properties.correlation_id().as_ref().map_or("-", |c| c.as_str()),
                 request_id = request_id.as_deref().unwrap_or("-"));
-            // The service's own calls serve the same request.
-            let call = router.dispatch(&method, body).instrument(span);
+            // The service's own calls serve the same request, and end
+            // before its caller gives up.
+            let call = super::serving_until(caller_gives_up, router.dispatch(&method, body))
+                .instrument(span);
             crate::telemetry::with_request_id(request_id, call).await
         }
         Err(e) => Err(AppError::bad_input(format!("request is not JSON: {e}"))),

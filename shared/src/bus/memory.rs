@@ -283,6 +283,7 @@ impl Bus for MemoryBus {
             ));
         };
         let (service_name, method_name) = (service.to_owned(), method.to_owned());
+        let caller_gives_up = std::time::Instant::now() + deadline;
         let call = async move {
             // Cross the "wire" as bytes in both directions.
             let body: serde_json::Value =
@@ -295,7 +296,10 @@ impl Bus for MemoryBus {
                 method = method_name,
                 request_id = request_id.as_deref().unwrap_or("-")
             );
-            let reply = router.dispatch(&method_name, body).instrument(span).await?;
+            let reply =
+                super::serving_until(Some(caller_gives_up), router.dispatch(&method_name, body))
+                    .instrument(span)
+                    .await?;
             let bytes = serde_json::to_vec(&reply).map_err(AppError::internal)?;
             serde_json::from_slice(&bytes).map_err(AppError::internal)
         };

@@ -364,9 +364,44 @@ pub(crate) fn patient() -> bool {
     PATIENT.try_with(|()| ()).is_ok()
 }
 
-/// Sends a typed RPC with the bus's default deadline.
+tokio::task_local! {
+    /// When the caller of the RPC being served gives up on it.
+    static CALLER_GIVES_UP: std::time::Instant;
+}
+
+/// Runs `work`, an RPC's handler, knowing when its caller gives up: the
+/// calls it makes itself ([`call`]) end before that, so that their failure
+/// — which names the part that did not answer — reaches the caller, not
+/// the caller's own "did not answer in time" (a payout run asking a booking
+/// that was down made the admin wait 5 s for the vaguer message).
+pub async fn serving_until<F: std::future::Future>(
+    caller_gives_up: Option<std::time::Instant>,
+    work: F,
+) -> F::Output {
+    match caller_gives_up {
+        Some(at) => CALLER_GIVES_UP.scope(at, work).await,
+        None => work.await,
+    }
+}
+
+/// What a call made while serving an RPC leaves its caller to answer in.
+const ANSWER_IN: Duration = Duration::from_millis(500);
+
+/// The deadline of a call made now: the bus's, or less while serving an
+/// RPC whose caller gives up sooner.
+fn deadline_now(own: Duration) -> Duration {
+    CALLER_GIVES_UP
+        .try_with(|at| at.saturating_duration_since(std::time::Instant::now()))
+        .map_or(own, |left| {
+            own.min(left.saturating_sub(ANSWER_IN))
+                .max(Duration::from_millis(100))
+        })
+}
+
+/// Sends a typed RPC with the bus's default deadline (less while serving
+/// an RPC whose caller gives up sooner: [`serving_until`]).
 pub async fn call<R: Rpc>(bus: &dyn Bus, request: &R) -> Result<R::Reply, AppError> {
-    call_within(bus, request, bus.config().rpc_timeout).await
+    call_within(bus, request, deadline_now(bus.config().rpc_timeout)).await
 }
 
 /// Sends a typed RPC with an explicit deadline.
