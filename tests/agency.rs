@@ -898,3 +898,86 @@ async fn a_role_granted_with_an_account_id_goes_to_that_account_only() {
         "{named}"
     );
 }
+
+/// A platform admin renames an agency or changes its commission contract:
+/// bookings made after take the new rate, those made before keep theirs;
+/// nobody else may, a rate out of range or another agency's name is
+/// refused, and nothing else changes.
+#[tokio::test]
+async fn a_platform_admin_changes_an_agencys_contract_for_bookings_from_then_on() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(4).await.room_type_id.to_string();
+    let (id, _, token) = agency(&app, "草原行旅行社", 500).await;
+    agency(&app, "京蒙旅行社", 300).await;
+    let before = group_booking(&app, &token, &room_type, "before").await;
+    assert_eq!(
+        before["data"]["createBooking"]["commissionBasisPoints"], 500,
+        "{before}"
+    );
+    let update = "mutation($a: ID!, $n: String, $bp: Int) {
+        updateAgency(agencyId: $a, name: $n, commissionBasisPoints: $bp) {
+            name commissionBasisPoints homeRegionCode } }";
+    let admin = app.admin_token().await;
+    let changed = app
+        .graphql_as(Some(&admin), update, json!({ "a": id, "bp": 650 }))
+        .await;
+    assert_eq!(
+        changed["data"]["updateAgency"],
+        json!({ "name": "草原行旅行社", "commissionBasisPoints": 650, "homeRegionCode": "110105" }),
+        "{changed}"
+    );
+    let after = group_booking(&app, &token, &room_type, "after").await;
+    assert_eq!(
+        after["data"]["createBooking"]["commissionBasisPoints"], 650,
+        "{after}"
+    );
+    let first = TestApp::id_of(&before);
+    let kept = app
+        .graphql_as(
+            Some(&token),
+            "query($b: ID!) { booking(id: $b) { commissionBasisPoints } }",
+            json!({ "b": first }),
+        )
+        .await;
+    assert_eq!(
+        kept["data"]["booking"]["commissionBasisPoints"], 500,
+        "{kept}"
+    );
+    let renamed = app
+        .graphql_as(Some(&admin), update, json!({ "a": id, "n": "  草原行  " }))
+        .await;
+    assert_eq!(
+        renamed["data"]["updateAgency"]["name"], "草原行",
+        "{renamed}"
+    );
+    for (vars, expected) in [
+        (json!({ "a": id, "bp": 3001 }), "BAD_USER_INPUT"),
+        (json!({ "a": id, "bp": -1 }), "BAD_USER_INPUT"),
+        (json!({ "a": id, "n": "京蒙旅行社" }), "CONFLICT"),
+        (
+            json!({ "a": uuid::Uuid::now_v7().to_string(), "bp": 100 }),
+            "NOT_FOUND",
+        ),
+    ] {
+        let refused = app.graphql_as(Some(&admin), update, vars.clone()).await;
+        assert_eq!(code(&refused), expected, "{vars}: {refused}");
+    }
+    for who in [Some(token.as_str()), None] {
+        let refused = app
+            .graphql_as(who, update, json!({ "a": id, "bp": 3000 }))
+            .await;
+        assert_ne!(code(&refused), "none", "{refused}");
+    }
+    let read = app
+        .graphql_as(
+            Some(&admin),
+            "query($a: ID!) { agency(id: $a) { name commissionBasisPoints } }",
+            json!({ "a": id }),
+        )
+        .await;
+    assert_eq!(
+        read["data"]["agency"],
+        json!({ "name": "草原行", "commissionBasisPoints": 650 }),
+        "{read}"
+    );
+}

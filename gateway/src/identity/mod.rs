@@ -1061,6 +1061,35 @@ impl Identity {
         Ok(agency)
     }
 
+    /// Renames an agency or changes its commission contract (platform
+    /// admins; what is left out stays). A new rate is for bookings made
+    /// from now on: each booking keeps the rate it was made at.
+    pub async fn update_agency(
+        &self,
+        id: AgencyId,
+        name: Option<&str>,
+        commission_bp: Option<u32>,
+    ) -> Result<Agency, AppError> {
+        let name = name.map(str::trim);
+        if let Some(name) = name {
+            shared::text::check_line("name", name, 200, true)?;
+        }
+        if commission_bp.is_some_and(|bp| bp > 3_000) {
+            return Err(AppError::bad_input(COMMISSION_RANGE));
+        }
+        match storage::update_agency(&self.db, id, name, commission_bp).await {
+            Ok(Some(agency)) => {
+                info!(agency = %agency.id, commission_bp = agency.commission_bp, "agency updated");
+                Ok(agency)
+            }
+            Ok(None) => Err(AppError::not_found(format!("no agency {id}"))),
+            Err(e) if e.to_string().to_lowercase().contains("unique") => Err(AppError::conflict(
+                format!("an agency named {} exists", name.unwrap_or_default()),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// An agency.
     pub async fn agency(&self, id: AgencyId) -> Result<Option<Agency>, AppError> {
         Ok(storage::agency(&self.db, id).await?)

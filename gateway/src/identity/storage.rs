@@ -742,6 +742,36 @@ pub async fn insert_agency<C: ConnectionTrait>(conn: &C, a: &Agency) -> Result<b
     Ok(r.rows_affected() == 1)
 }
 
+/// Renames an agency or changes its commission (what is None stays); the
+/// agency as it is now, None when there is no such agency. A name another
+/// agency has is a unique violation, as for [`insert_agency`].
+pub async fn update_agency<C: ConnectionTrait>(
+    conn: &C,
+    id: AgencyId,
+    name: Option<&str>,
+    commission_bp: Option<u32>,
+) -> Result<Option<Agency>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        &format!(
+            "UPDATE agencies SET name = COALESCE($2, name),
+                commission_bp = COALESCE($3, commission_bp)
+             WHERE id = $1 RETURNING {AGENCY_COLUMNS}"
+        ),
+        vec![
+            uuid_value(b, id.0),
+            name.map(str::to_owned).into(),
+            commission_bp
+                .map(|bp| i32::try_from(bp).unwrap_or(i32::MAX))
+                .into(),
+        ],
+    ))
+    .await?
+    .map(|r| agency_row(&r))
+    .transpose()
+}
+
 /// An agency by id.
 pub async fn agency<C: ConnectionTrait>(conn: &C, id: AgencyId) -> Result<Option<Agency>, DbErr> {
     let b = conn.get_database_backend();

@@ -1517,6 +1517,29 @@ impl Mutation {
             .into())
     }
 
+    /// Renames an agency or changes its commission contract (platform
+    /// admins); what is left out stays. A new rate is for bookings made
+    /// from now on: each booking keeps the rate it was made at
+    /// (`Booking.commissionBasisPoints`), and its refunds take back its own.
+    async fn update_agency(
+        &self,
+        ctx: &Context<'_>,
+        agency_id: ID,
+        name: Option<String>,
+        commission_basis_points: Option<i32>,
+    ) -> Result<Agency> {
+        platform_admin(ctx)?;
+        let id = parse("agencyId", &agency_id)?;
+        let bp = commission_basis_points
+            .map(|bp| u32::try_from(bp).map_err(|_| bad_input(crate::identity::COMMISSION_RANGE)))
+            .transpose()?;
+        Ok(identity(ctx)?
+            .update_agency(id, name.as_deref(), bp)
+            .await
+            .map_err(gql)?
+            .into())
+    }
+
     /// Creates API credentials for an agency's integration (platform admins).
     /// The secret is returned once.
     async fn create_api_client(
