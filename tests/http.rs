@@ -617,6 +617,18 @@ async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
     let id = made.headers()["x-request-id"].to_str().expect("ascii");
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
     app.graphql("{ noSuchField }", json!({})).await;
+    // A path nothing serves is counted too, under one label whatever the
+    // path (a scan of unknown paths must not make a series per path).
+    let base = app.url.trim_end_matches("/graphql");
+    for path in ["/wp-login.php", "/graphql/extra"] {
+        let missing = app
+            .http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(missing.status(), 404, "{path}");
+    }
 
     let metrics = app.metrics_text().await;
     for series in [
@@ -634,6 +646,10 @@ async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
         );
     }
     assert!(metrics.contains("route=\"/graphql\""), "{metrics}");
+    assert!(
+        metrics.contains("route=\"unmatched\"") && !metrics.contains("wp-login"),
+        "{metrics}"
+    );
     assert!(metrics.contains("service=\"inventory\""), "{metrics}");
     assert!(metrics.contains("code=\"BAD_USER_INPUT\""), "{metrics}");
 }

@@ -255,7 +255,9 @@ pub fn router(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::render))
-        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        // A layer, not a route layer: a path nothing serves is counted too
+        // (as "unmatched").
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         // A body that stops coming (a `Content-Length` of 100, 3 bytes
         // sent) fails instead of holding the connection forever.
