@@ -1618,13 +1618,12 @@ async fn persisted_query(
 /// 429 with RATE_LIMITED and `Retry-After`.
 fn rate_limited(wait: std::time::Duration) -> Response {
     crate::metrics::graphql_error("RATE_LIMITED");
-    // Rounded up: a client waiting exactly this long finds room.
-    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,
         "RATE_LIMITED",
-        &format!("too many requests; try again in {seconds} s"),
+        &crate::limits::too_many(wait),
     );
+    let seconds = crate::limits::wait_seconds(wait);
     if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }

@@ -19,6 +19,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tracing::warn;
 
+/// Whole seconds a refused caller is told to wait: rounded up, so that
+/// waiting exactly this long finds room, and at least one.
+pub fn wait_seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// What a caller over its limit is told, over HTTP or a socket.
+pub fn too_many(wait: Duration) -> String {
+    format!("too many requests; try again in {} s", wait_seconds(wait))
+}
+
 /// The address a caller is counted under: an IPv4 address as it is; an
 /// IPv6 address by its /64, the block one subscriber is given — a client
 /// rotating through its own block would otherwise get a new allowance per

@@ -148,10 +148,7 @@ impl Extension for NestingLimitExtension {
         {
             return Err(crate::error::refused_as(
                 shared::ErrorCode::RateLimited,
-                format!(
-                    "too many requests; try again in {} s",
-                    wait.as_secs_f64().ceil()
-                ),
+                crate::limits::too_many(wait),
             ));
         }
         if let Some(message) = refusal(query) {

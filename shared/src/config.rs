@@ -479,12 +479,11 @@ impl Settings {
     /// Where each server is, for the start-up summary: scheme, host, port
     /// and path, never a user or password.
     pub fn servers(&self) -> Vec<(&'static str, String)> {
-        let shown = redacted;
         let mut out = Vec::new();
         match self.postgres() {
             Some(url) => out.push((
                 "PostgreSQL",
-                format!("{} (databases {}<service>)", shown(url), self.db_prefix),
+                format!("{} (databases {}<service>)", redacted(url), self.db_prefix),
             )),
             None => out.push((
                 "SQLite",
@@ -492,11 +491,11 @@ impl Settings {
             )),
         }
         match self.amqp() {
-            Some(url) => out.push(("RabbitMQ", shown(url))),
+            Some(url) => out.push(("RabbitMQ", redacted(url))),
             None => out.push(("bus", "in-process".to_owned())),
         }
         match self.redis() {
-            Some(url) => out.push(("Redis", shown(url))),
+            Some(url) => out.push(("Redis", redacted(url))),
             None => out.push(("limits", "in-process".to_owned())),
         }
         out

@@ -1083,9 +1083,10 @@ impl Identity {
                 Ok(agency)
             }
             Ok(None) => Err(AppError::not_found(format!("no agency {id}"))),
-            Err(e) if e.to_string().to_lowercase().contains("unique") => Err(AppError::conflict(
-                format!("an agency named {} exists", name.unwrap_or_default()),
-            )),
+            Err(e) if shared::db::is_unique_violation(&e) => Err(AppError::conflict(format!(
+                "an agency named {} exists",
+                name.unwrap_or_default()
+            ))),
             Err(e) => Err(e.into()),
         }
     }
