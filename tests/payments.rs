@@ -7,7 +7,7 @@
 mod common;
 
 use common::{
-    TestApp, code, spawn_app_with, spawn_child_with, spawn_parts, test_settings, tomorrow,
+    TestApp, code, spawn_app_with, spawn_child_with, spawn_without, test_settings, tomorrow,
 };
 use duikou::Part;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
@@ -111,7 +111,8 @@ async fn fifty_racing_payments_of_one_booking_make_one_charge_and_one_ledger_tra
 in_both_modes!(retries_of_a_slow_payment_with_its_key_wait_for_its_answer);
 /// A client retrying its payment with the same key while the first try
 /// still waits for the provider (`tok_slow`: two seconds) gets the first
-/// try's answer once it comes, not a refusal to retry later.
+/// try's answer once it comes, not a refusal to retry later; the key sent
+/// with another token is refused at once (it waited for the first too).
 async fn retries_of_a_slow_payment_with_its_key_wait_for_its_answer(settings: Settings) {
     let app = spawn_app_with(settings).await;
     let id = awaiting(&app, "slow-pay").await;
@@ -127,6 +128,17 @@ async fn retries_of_a_slow_payment_with_its_key_wait_for_its_answer(settings: Se
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        // The key sent with another token is another payment's key: told
+        // so at once, not after the first has settled.
+        let other = app.pay(&id, "tok_success", "slow-key").await;
+        assert_eq!(code(&other), "IDEMPOTENCY_KEY_REUSED", "{other}");
+        let status =
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM payments WHERE status = 'PROCESSING'";
+        assert_eq!(
+            count(&db, status).await,
+            1,
+            "answered while the first waits"
+        );
         futures::future::join(
             app.pay(&id, "tok_slow", "slow-key"),
             app.pay(&id, "tok_slow", "slow-key"),
@@ -350,22 +362,7 @@ async fn declines_say_why_and_the_booking_can_be_paid_again(settings: Settings) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_service_killed_after_the_provider_charged_is_reconciled_when_it_returns() {
     let settings = test_settings();
-    let mut app = spawn_parts(
-        settings.clone(),
-        &[
-            Part::Inventory,
-            Part::Booking,
-            Part::Partnership,
-            Part::Gateway,
-        ],
-    )
-    .await;
-    let bus = settings.bus();
-    app.extra_queues = vec![
-        bus.queue("payment.events"),
-        bus.dead_queue("payment.events"),
-        bus.rpc_queue("payment"),
-    ];
+    let app = spawn_without(&settings, Part::Payment).await;
     let reconcile_soon = [("DUIKOU_RECONCILE_AFTER_SECONDS", "1")];
     // It would reconcile by itself after 1 s: dies before it can.
     let mut payment = spawn_child_with(

@@ -547,3 +547,74 @@ async fn a_capture_marked_handled_after_a_run_asked_for_the_refunds_is_kept_back
     assert_eq!(payable(asked_before).await, Vec::<String>::new());
     assert_eq!(payable(asked_after).await, ["364.80"]);
 }
+
+/// A payout run that committed is read back by a retry with its reference
+/// whether or not booking answers now (an admin retrying a run whose answer
+/// was lost, during a deploy of booking): the questions a run asks booking
+/// are for making a run, not for reading one. Before, the retry asked
+/// booking first and answered SERVICE_UNAVAILABLE. A new run still needs
+/// booking, and the same reference for another period is still a mistake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_payout_run_is_read_back_while_booking_is_down() {
+    use common::{spawn_child, spawn_without, test_settings};
+    let settings = test_settings();
+    let app = spawn_without(&settings, duikou::Part::Booking).await;
+    let mut booking = spawn_child(&settings, "booking");
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let check_in = tomorrow() + Days::days(20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let id = loop {
+        let body = app.create_booking(&room_type, check_in, 1, "down").await;
+        if let Some(id) = body["data"]["createBooking"]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "booking never answered: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let paid = app.pay(&id, "tok_success", "down").await;
+    assert!(paid["errors"].is_null(), "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+    let admin = app.admin_token().await;
+    let run = |reference: &str, up_to: &str| {
+        let query = format!(
+            "mutation {{ runPayouts(reference: \"{reference}\", upTo: \"{up_to}\") \
+             {{ reference total {{ amount }} ranAt }} }}"
+        );
+        let admin = admin.clone();
+        let app = &app;
+        async move { app.graphql_as(Some(&admin), &query, json!({})).await }
+    };
+    let up_to = (chrono::Utc::now() + chrono::Duration::seconds(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // Up to a moment past the capture, once that moment has passed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true) <= up_to {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let first = run("R-1", &up_to).await;
+    assert_eq!(
+        first["data"]["runPayouts"]["total"]["amount"], "364.80",
+        "{first} ({id})"
+    );
+
+    booking.kill().await.expect("killed");
+    let again = run("R-1", &up_to).await;
+    assert_eq!(again["data"], first["data"], "the same run: {again}");
+    let other_period = run("R-1", "2026-01-01T00:00:00Z").await;
+    assert_eq!(
+        code(&other_period),
+        "IDEMPOTENCY_KEY_REUSED",
+        "{other_period}"
+    );
+    let new_run = run("R-2", &up_to).await;
+    assert_eq!(code(&new_run), "SERVICE_UNAVAILABLE", "{new_run}");
+    assert!(
+        new_run.to_string().contains("booking did not say"),
+        "names the part: {new_run}"
+    );
+}

@@ -312,3 +312,27 @@ async fn a_charge_no_payment_made_is_logged_once_as_a_mismatch(mut settings: Set
     let booking = app.wait_for_status(&id, "CONFIRMED").await;
     assert!(booking["errors"].is_null(), "{booking}");
 }
+
+/// The reconciler reads stuck payments page by page and one it cannot read
+/// is passed over: a hundred older PROCESSING rows without a split (as a
+/// hand-made or half-restored row would be) stood before a charge whose
+/// answer was lost. Before, the round's first read failed on them (and,
+/// had it skipped them, its hundred were always the same: the charge was
+/// never reached), so the booking waited for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_stuck_payments_do_not_keep_a_lost_charge_from_its_turn() {
+    use sea_orm::ConnectionTrait;
+    let app = app().await;
+    let db = app.service_db("payment").await;
+    db.execute_unprepared(
+        "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, status,
+                               created_at, updated_at)
+         SELECT gen_random_uuid(), gen_random_uuid(), 'unreadable-' || n, 'x', 100, 'PROCESSING',
+                TIMESTAMPTZ '2026-01-01 00:00:00+00', TIMESTAMPTZ '2026-01-01 00:00:00+00'
+           FROM generate_series(1, 100) AS n",
+    )
+    .await
+    .expect("unreadable rows");
+    let id = app.charged_unanswered().await;
+    app.wait_for_status(&id, "CONFIRMED").await;
+}

@@ -250,6 +250,31 @@ async fn a_cancellations_share_is_taken_of_what_is_left_when_payment_takes_it() 
     );
 }
 
+/// A refund asked where payment has no capture (a payment row lost to a
+/// restore, here set aside by hand) is answered: booking hears "no
+/// refund" and why, and its refund is no longer awaited (before, payment
+/// only logged it, and booking showed the refund due for ever, kept back
+/// from every payout run).
+#[tokio::test]
+async fn a_refund_asked_where_nothing_was_captured_is_answered() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let id = app.confirmed_booking(20).await;
+    app.service_db("payment")
+        .await
+        .execute_unprepared("UPDATE payments SET status = 'FAILED'")
+        .await
+        .expect("set aside");
+    let cancelled = app.cancel(&id, "nothing-captured").await;
+    assert!(cancelled["errors"].is_null(), "{cancelled}");
+    let done = app
+        .wait_for_booking(&id, "payment's answer", |b| {
+            history_has(b, "no refund: nothing was captured")
+        })
+        .await;
+    assert_eq!(amount(&done["refunded"]), "0.00", "{done}");
+}
+
 /// Right after an admin's refund, before booking has heard of it (its row
 /// is held, so the news waits), the traveler is quoted half of what is
 /// left — what cancelling pays. An exploratory run was quoted half of the

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestApp, spawn_child, spawn_parts, test_settings, tomorrow};
+use common::{TestApp, spawn_child, spawn_without, test_settings, tomorrow};
 use duikou::Part;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -50,22 +50,7 @@ async fn causes(app: &TestApp, id: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookings_reach_their_end_when_the_booking_process_is_killed_between_steps() {
     let settings = test_settings();
-    let mut app = spawn_parts(
-        settings.clone(),
-        &[
-            Part::Inventory,
-            Part::Payment,
-            Part::Partnership,
-            Part::Gateway,
-        ],
-    )
-    .await;
-    let bus = settings.bus();
-    app.extra_queues = vec![
-        bus.queue("booking.events"),
-        bus.dead_queue("booking.events"),
-        bus.rpc_queue("booking"),
-    ];
+    let app = spawn_without(&settings, Part::Booking).await;
     let room_type = app.homestay(BOOKINGS as u32).await.room_type_id.to_string();
 
     // Created, then the process dies before it hears of the holds.

@@ -413,6 +413,17 @@ pub fn is_unique_violation(e: &DbErr) -> bool {
     )
 }
 
+/// True when the error is a CHECK-constraint violation (on PostgreSQL and
+/// SQLite alike, by the database's code rather than its wording).
+pub fn is_check_violation(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr::SqlxError;
+    let (DbErr::Exec(SqlxError(err)) | DbErr::Query(SqlxError(err))) = e else {
+        return false;
+    };
+    err.as_database_error()
+        .is_some_and(|db| db.is_check_violation())
+}
+
 /// A page read from `rows`, fetched with one more than `first`: the
 /// first `first` of them, each read by `read`, and whether more follow.
 pub fn page<T>(

@@ -162,6 +162,27 @@ pub async fn spawn_parts(settings: Settings, parts: &[Part]) -> TestApp {
     test
 }
 
+/// Every part but `missing` (booking or payment), each as if in a process
+/// of its own; the test runs that one as a child process
+/// ([`spawn_child`]) to kill and restart it. Its queues are deleted with
+/// the app's.
+pub async fn spawn_without(settings: &Settings, missing: Part) -> TestApp {
+    let name = match missing {
+        Part::Booking => "booking",
+        Part::Payment => "payment",
+        other => panic!("{other:?} is not run as a child here"),
+    };
+    let parts: Vec<Part> = SEPARATELY.into_iter().filter(|p| *p != missing).collect();
+    let mut app = spawn_parts(settings.clone(), &parts).await;
+    let bus = settings.bus();
+    app.extra_queues = vec![
+        bus.queue(&format!("{name}.events")),
+        bus.dead_queue(&format!("{name}.events")),
+        bus.rpc_queue(name),
+    ];
+    app
+}
+
 /// The password every test account gets.
 pub const PASSWORD: &str = "草原上的蒙古包-2026";
 /// The bootstrap platform admin of every test app.

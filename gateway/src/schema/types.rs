@@ -661,7 +661,8 @@ impl Night {
     async fn rooms(&self) -> u32 {
         self.0.rooms
     }
-    /// Rooms still free.
+    /// Rooms neither held nor sold. A closed night keeps its count here
+    /// but takes no booking (see `closed`).
     async fn available(&self) -> u32 {
         self.0.available
     }

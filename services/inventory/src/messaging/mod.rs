@@ -829,7 +829,7 @@ impl Inventory {
         };
         let n = match storage::set_nights(&txn, req.room_type_id, req.from, req.to, terms).await {
             Ok(n) => n,
-            Err(e) if e.to_string().to_lowercase().contains("check constraint") => {
+            Err(e) if shared::db::is_check_violation(&e) => {
                 drop(txn);
                 let busiest =
                     storage::busiest_night(&self.db, req.room_type_id, req.from, Some(req.to))
@@ -1134,7 +1134,7 @@ impl Inventory {
         let today = china_today(Utc::now());
         match storage::update_room_type(&txn, &view, today).await {
             Ok(()) => {}
-            Err(e) if e.to_string().to_lowercase().contains("check constraint") => {
+            Err(e) if shared::db::is_check_violation(&e) => {
                 drop(txn);
                 let busiest =
                     storage::busiest_night(&self.db, req.room_type_id, today, None).await?;

@@ -375,7 +375,7 @@ impl Inventory {
         let changed = routes::update_departure(&txn, before.id, req.seats, price, last_booking_day)
             .await
             .map_err(|e| {
-                if e.to_string().to_lowercase().contains("check constraint") {
+                if shared::db::is_check_violation(&e) {
                     AppError::conflict(format!(
                         "seats: {} held or sold (as last read); a departure cannot have fewer",
                         shared::text::plural(taken, "seat", "seats")

@@ -339,6 +339,10 @@ impl Payments {
         fingerprint: &str,
         mut first: storage::Stored,
     ) -> Result<PaymentView, AppError> {
+        // Another payment's key answers at once, whatever its state.
+        if first.fingerprint != fingerprint {
+            return replay(first, fingerprint);
+        }
         let deadline = tokio::time::Instant::now() + RETRY_WAITS_FOR_FIRST;
         while first.view.status == "PROCESSING" && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -428,30 +432,46 @@ impl Payments {
     pub async fn reconcile(&self, after: chrono::Duration) -> Result<usize, AppError> {
         let cutoff = chrono::Utc::now() - after;
         let mut found = 0;
-        for p in storage::stuck_processing(&self.db, cutoff, 100).await? {
-            match self.reconcile_payment(&p).await {
-                Ok(true) => found += 1,
-                Ok(false) => {}
-                Err(e) => warn!(payment = %p.id, error = %e.message, "reconciliation: next round"),
-            }
-        }
-        for refund in storage::pending_refunds(&self.db, cutoff, 100).await? {
-            match self.complete_refund(&refund, None).await {
-                Ok(RefundProgress::Done) => {
-                    let note =
-                        "a refund the provider had not confirmed was asked again and completed";
-                    self.note_finding(
-                        "REFUND_COMPLETED",
-                        (refund.payment_id, refund.booking_id, Some(refund.id)),
-                        refund.amount,
-                        note,
-                    )
-                    .await;
-                    found += 1;
+        // Page by page, so that a hundred the provider keeps failing on
+        // do not keep the newer ones from their turn.
+        let mut after = None;
+        loop {
+            let (stuck, next) = storage::stuck_processing(&self.db, cutoff, after, 100).await?;
+            for p in stuck {
+                match self.reconcile_payment(&p).await {
+                    Ok(true) => found += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!(payment = %p.id, error = %e.message, "reconciliation: next round")
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => warn!(refund = %refund.id, error = %e, "reconciliation: next round"),
             }
+            let Some(next) = next else { break };
+            after = Some(next);
+        }
+        let mut after = None;
+        loop {
+            let (pending, next) = storage::pending_refunds(&self.db, cutoff, after, 100).await?;
+            for refund in pending {
+                match self.complete_refund(&refund, None).await {
+                    Ok(RefundProgress::Done) => {
+                        let note =
+                            "a refund the provider had not confirmed was asked again and completed";
+                        self.note_finding(
+                            "REFUND_COMPLETED",
+                            (refund.payment_id, refund.booking_id, Some(refund.id)),
+                            refund.amount,
+                            note,
+                        )
+                        .await;
+                        found += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(refund = %refund.id, error = %e, "reconciliation: next round"),
+                }
+            }
+            let Some(next) = next else { break };
+            after = Some(next);
         }
         let since = chrono::Utc::now() - chrono::Duration::days(1);
         for m in storage::provider_mismatches_since(&self.db, since).await? {
@@ -551,6 +571,43 @@ fn unanswered(who: &str, what: &str, e: AppError) -> AppError {
 /// about the rest.
 const HEARD_IN_A_RUN: u64 = 5_000;
 
+/// The payout run recorded under `reference`, read in `txn`, which it
+/// commits (with the run, when it was made in it).
+/// `asked_up_to`: the period a retry says again, if it does: the same
+/// reference for another period is a mistake, not a retry (a retry of a
+/// run "up to now" cannot say its period again, and gets the run).
+async fn stored_run(
+    txn: sea_orm::DatabaseTransaction,
+    reference: &str,
+    asked_up_to: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<PayoutRun, AppError> {
+    let times = storage::payout_run_times(&txn, reference).await?;
+    if let (Some((first, _)), Some(up_to)) = (times, asked_up_to)
+        && first != up_to
+    {
+        return Err(AppError::new(
+            ErrorCode::IdempotencyKeyReused,
+            format!(
+                "reference {reference} was run up to {first}; a run up to {up_to} needs a \
+                 reference of its own"
+            ),
+        ));
+    }
+    let payouts: Vec<HostBalance> = storage::payouts_of(&txn, reference)
+        .await?
+        .into_iter()
+        .map(|(host_id, owed)| HostBalance { host_id, owed })
+        .collect();
+    txn.commit().await?;
+    Ok(PayoutRun {
+        total: payouts.iter().map(|p| p.owed).sum(),
+        reference: reference.to_owned(),
+        up_to: times.map(|(up_to, _)| up_to),
+        ran_at: times.map(|(_, at)| at),
+        payouts,
+    })
+}
+
 impl Payments {
     /// Pays every host what it is owed for entries before `up_to`: one
     /// balanced transaction per host (host payable → payouts bank), once
@@ -565,6 +622,16 @@ impl Payments {
         if up_to > chrono::Utc::now() {
             return Err(AppError::bad_input(FUTURE_PERIOD));
         }
+        // A retry of a run that committed gets it back at once, whether or
+        // not booking and inventory answer now (the run's questions to
+        // them are for making a run, not for reading one).
+        if storage::payout_run_times(&self.db, &reference)
+            .await?
+            .is_some()
+        {
+            let txn = self.db.begin().await?;
+            return stored_run(txn, &reference, req.up_to.map(|_| up_to)).await;
+        }
         // Asked before anything is read: a cancellation answered before
         // this run began is kept back, whether or not its refund request
         // has reached payment.
@@ -572,22 +639,6 @@ impl Payments {
         let txn = self.db.begin().await?;
         storage::lock_payouts(&txn).await?;
         let made = storage::insert_payout_run(&txn, &reference, up_to).await?;
-        // A retry gets the run it made; the same reference for another
-        // period is a mistake, not a retry (a retry of a run "up to now"
-        // cannot say its period again, and gets the run).
-        if !made
-            && req.up_to.is_some()
-            && let Some((first, _)) = storage::payout_run_times(&txn, &reference).await?
-            && first != up_to
-        {
-            return Err(AppError::new(
-                ErrorCode::IdempotencyKeyReused,
-                format!(
-                    "reference {reference} was run up to {first}; a run up to {up_to} needs a \
-                     reference of its own"
-                ),
-            ));
-        }
         if made {
             for (host, owed, region) in
                 storage::payable_balances(&txn, up_to, (&asked, asked_at)).await?
@@ -607,20 +658,7 @@ impl Payments {
             }
             info!(%reference, "payout run");
         }
-        let payouts: Vec<HostBalance> = storage::payouts_of(&txn, &reference)
-            .await?
-            .into_iter()
-            .map(|(host_id, owed)| HostBalance { host_id, owed })
-            .collect();
-        let times = storage::payout_run_times(&txn, &reference).await?;
-        txn.commit().await?;
-        Ok(PayoutRun {
-            total: payouts.iter().map(|p| p.owed).sum(),
-            reference,
-            up_to: times.map(|(up_to, _)| up_to),
-            ran_at: times.map(|(_, at)| at),
-            payouts,
-        })
+        stored_run(txn, &reference, req.up_to.map(|_| up_to)).await
     }
 
     /// The refunds on their way to payment, which a payout run keeps the
@@ -853,7 +891,19 @@ impl Payments {
                     "the payment is still in progress; refund after it settles".into(),
                 ));
             }
-            warn!(booking = %ev.booking_id, "refund requested, but nothing was captured");
+            // Booking asks only after it heard a capture: a restore or a
+            // hand-made request. Booking is told, so its refund is not
+            // awaited for ever (nor kept back from every payout run).
+            let why = "nothing was captured for this booking";
+            warn!(booking = %ev.booking_id, why, "refund refused");
+            let refused = RefundRefused {
+                booking_id: ev.booking_id,
+                request: env.id,
+                reason: why.into(),
+            };
+            enqueue(&txn, &[env.follow(SERVICE, &refused)]).await?;
+            txn.commit().await?;
+            self.outbox.committed();
             return Ok(None);
         };
         let left = captured.payment.amount - captured.refunded;

@@ -1156,25 +1156,87 @@ pub async fn set_refund_fingerprint<C: ConnectionTrait>(
 }
 
 /// Refunds left PENDING since before `before` (the provider did not
-/// confirm, or payment stopped in between), oldest first.
+/// confirm, or payment stopped in between), oldest first, `limit` of them
+/// after `after` (where the last page ended; None: from the first).
 pub async fn pending_refunds<C: ConnectionTrait>(
     conn: &C,
     before: chrono::DateTime<Utc>,
+    after: Option<Stuck>,
     limit: u64,
-) -> Result<Vec<Refund>, DbErr> {
-    let b = conn.get_database_backend();
-    conn.query_all_raw(stmt(
-        b,
-        &format!(
-            "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = 'PENDING' AND updated_at < $1
-             ORDER BY updated_at LIMIT $2"
-        ),
-        vec![before.into(), (limit as i64).into()],
+) -> Result<(Vec<Refund>, Option<Stuck>), DbErr> {
+    let (rows, next) = stuck(
+        conn,
+        ("refunds", REFUND_COLUMNS, "PENDING"),
+        before,
+        after,
+        limit,
+    )
+    .await?;
+    let read = |r: &QueryResult| refund_row(r).map(|(refund, _)| refund);
+    Ok((
+        rows.iter()
+            .filter_map(|r| readable(r, "refund", read))
+            .collect(),
+        next,
     ))
-    .await?
-    .iter()
-    .map(|r| refund_row(r).map(|(refund, _)| refund))
-    .collect()
+}
+
+/// Where a page of stuck rows ended: its last row's `updated_at` and id.
+pub type Stuck = (chrono::DateTime<Utc>, uuid::Uuid);
+
+/// A page of `table`'s rows (`columns` of them) still `status` since before
+/// `before`, oldest first after `after`, and where the page ended (None:
+/// the last page). Paged so that rows the provider keeps failing on do
+/// not keep newer ones from their turn in a round.
+async fn stuck<C: ConnectionTrait>(
+    conn: &C,
+    (table, columns, status): (&str, &str, &str),
+    before: chrono::DateTime<Utc>,
+    after: Option<Stuck>,
+    limit: u64,
+) -> Result<(Vec<QueryResult>, Option<Stuck>), DbErr> {
+    let b = conn.get_database_backend();
+    let (from, id) = after.unwrap_or((chrono::DateTime::<Utc>::UNIX_EPOCH, uuid::Uuid::nil()));
+    let rows = conn
+        .query_all_raw(stmt(
+            b,
+            &format!(
+                "SELECT {columns} FROM {table} WHERE status = $1 AND updated_at < $2
+                   AND (updated_at > $3 OR (updated_at = $3 AND id > $4))
+                 ORDER BY updated_at, id LIMIT $5"
+            ),
+            vec![
+                status.into(),
+                before.into(),
+                from.into(),
+                uuid_value(b, id),
+                (limit as i64).into(),
+            ],
+        ))
+        .await?;
+    let next = match rows.last() {
+        Some(last) if rows.len() as u64 == limit => {
+            Some((last.try_get("", "updated_at")?, row_uuid(last, "id")?))
+        }
+        _ => None,
+    };
+    Ok((rows, next))
+}
+
+/// `read` of `row`, or None with a warning: one row the reconciler cannot
+/// read (a split or region written by a newer release, say) leaves the
+/// rest of its round to run.
+fn readable<T>(
+    row: &QueryResult,
+    what: &str,
+    read: impl FnOnce(&QueryResult) -> Result<T, DbErr>,
+) -> Option<T> {
+    read(row)
+        .inspect_err(|e| {
+            let id = row_uuid(row, "id").map(|id| id.to_string()).unwrap_or_default();
+            tracing::warn!(%id, error = %e, "reconciliation: a {what} it cannot read, left for a person");
+        })
+        .ok()
 }
 
 /// What the payment's SUCCEEDED refunds add up to: where the next refund's
@@ -1489,26 +1551,23 @@ pub struct Processing {
     pub agency: Option<AgencyId>,
 }
 
-/// Payments PROCESSING since before `before`, oldest first: a provider that
-/// never answered, or a crash between the charge and its record.
+/// Payments PROCESSING since before `before` (a provider that never
+/// answered, or a crash between the charge and its record), oldest first,
+/// `limit` of them after `after` (None: from the first).
 pub async fn stuck_processing<C: ConnectionTrait>(
     conn: &C,
     before: chrono::DateTime<Utc>,
+    after: Option<Stuck>,
     limit: u64,
-) -> Result<Vec<Processing>, DbErr> {
-    let b = conn.get_database_backend();
-    conn.query_all_raw(stmt(
-        b,
-        &format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'PROCESSING' AND updated_at < $1
-             ORDER BY updated_at LIMIT $2"
-        ),
-        vec![before.into(), (limit as i64).into()],
+) -> Result<(Vec<Processing>, Option<Stuck>), DbErr> {
+    let table = ("payments", PAYMENT_COLUMNS, "PROCESSING");
+    let (rows, next) = stuck(conn, table, before, after, limit).await?;
+    Ok((
+        rows.iter()
+            .filter_map(|r| readable(r, "payment", settlement))
+            .collect(),
+        next,
     ))
-    .await?
-    .iter()
-    .map(settlement)
-    .collect()
 }
 
 /// What settling or refunding a payment row needs.
