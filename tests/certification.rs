@@ -178,7 +178,12 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     assert!(
         during["errors"][0]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("runs until"))
+            .is_some_and(|m| m.contains(&format!(
+                "runs through {}; certify from {}",
+                today + Duration::days(7),
+                today + Duration::days(8)
+            ))),
+        "the notice's last day, then the first day to certify: {during}"
     );
     let rejected = step(
         &app,
@@ -199,6 +204,32 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
         )
         .await;
     assert_eq!(code(&with_evidence), "BAD_USER_INPUT", "{with_evidence}");
+    // A link twice, a long link (said as too long, not as no URL), a
+    // statement of a full stop: refused, each saying why.
+    let apply = format!(
+        "mutation($l: ID!, $s: String!, $e: [String!]!) {{ applyForCertification(listingId: $l, statement: $s, evidence: $e) {{ {FIELDS} }} }}"
+    );
+    let link = "https://a.example.cn/1";
+    let long = format!("https://a.example.cn/{}", "x".repeat(600));
+    for (statement, evidence, says) in [
+        (
+            "带动脱贫户",
+            json!([link, format!(" {link} ")]),
+            "listed twice",
+        ),
+        ("带动脱贫户", json!([long]), "at most 500 bytes"),
+        ("。", json!([]), "statement: must hold a letter or a digit"),
+    ] {
+        let variables = json!({ "l": listing, "s": statement, "e": evidence });
+        let refused = app.graphql_as(Some(&admin), &apply, variables).await;
+        assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
+        let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{refused}");
+        assert!(
+            message.chars().count() < 200,
+            "the link cut short: {refused}"
+        );
+    }
     let links = [
         "https://aohan.example.cn/fupin/2026-12.pdf",
         "https://aohan.example.cn/photos/1.jpg",

@@ -339,7 +339,8 @@ async fn a_query_of_too_many_names_is_refused_before_it_is_parsed() {
 
 /// A partnership's nested `report` is a call to partnership each: it costs
 /// 100 against the complexity limit (a page of 100 pairs with 24 years
-/// each was 2,400 calls from one anonymous request).
+/// each was 2,400 calls from one anonymous request); `regionImpact`, which
+/// reads a year of bookings, costs 1,000.
 #[tokio::test]
 async fn nested_partnership_reports_cost_a_call_each() {
     let app = spawn_app().await;
@@ -352,6 +353,23 @@ async fn nested_partnership_reports_cost_a_call_each() {
     let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), few).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["data"]["partnerships"]["edges"].is_array(), "{body}");
+    // A region's year reads a year of bookings twice: five in a request
+    // are too many (thirty aliases were sixty such reads), four are not.
+    let regions = |n: i32| -> String {
+        let aliases: String = (0..n)
+            .map(|i| {
+                format!(
+                    " r{i}: regionImpact(regionCode: \"110000\", year: {}) {{ year }}",
+                    1990 + i
+                )
+            })
+            .collect();
+        format!("{{{aliases} }}")
+    };
+    refused_saying(&app, &regions(5), "complex").await;
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &regions(4)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["r3"]["year"], 1993, "{body}");
 }
 
 /// A field written many times in one query — 64 copies of `welfareFund {

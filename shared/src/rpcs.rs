@@ -141,9 +141,7 @@ impl HomestayDetails {
         }
         for photo in &self.photos {
             if !is_http_url(photo) {
-                return Err(crate::AppError::bad_input(format!(
-                    "photos: `{photo}` is not an http(s) URL"
-                )));
+                return Err(not_an_http_url("photos", photo));
             }
         }
         for (field, list) in [("amenities", &self.amenities), ("photos", &self.photos)] {
@@ -161,11 +159,23 @@ impl HomestayDetails {
     }
 }
 
+/// The error for a link [`is_http_url`] refuses, the link cut short if long.
+pub fn not_an_http_url(field: &str, link: &str) -> crate::AppError {
+    let shown: String = link.chars().take(80).collect();
+    let cut = if shown.len() < link.len() { "…" } else { "" };
+    crate::AppError::bad_input(format!(
+        "{field}: `{shown}{cut}` is not an http(s) URL of at most {MAX_URL} bytes without spaces"
+    ))
+}
+
+/// Longest link kept (photos, evidence), in bytes.
+const MAX_URL: usize = 500;
+
 /// True for an http or https URL of at most 500 bytes (photos, evidence).
 pub fn is_http_url(link: &str) -> bool {
     // The url crate takes a space inside a link (it would encode it): a link
     // shown as typed must be one a reader can follow as it reads.
-    link.len() <= 500
+    link.len() <= MAX_URL
         && !link.chars().any(|c| c.is_whitespace() || c.is_control())
         && url::Url::parse(link).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
 }

@@ -83,7 +83,7 @@ pub fn is_blank(text: &str) -> bool {
 /// and fillers alone show nothing a reader could take for a name or a
 /// reason (U+3164 HANGUL FILLER and its kin are letters that show
 /// nothing).
-fn says_something(text: &str) -> bool {
+pub fn says_something(text: &str) -> bool {
     text.chars().any(shows_as_letter)
 }
 

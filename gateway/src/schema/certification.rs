@@ -70,7 +70,8 @@ impl Certification {
     async fn applied_at(&self) -> DateTime<Utc> {
         self.0.applied_at
     }
-    /// The public notice ends this day; certification is possible from then.
+    /// The first day after the public notice: objections are taken until
+    /// the day before, and certification is possible from this day.
     async fn notice_ends_on(&self) -> Option<Date> {
         self.0.notice_ends_on.map(Date)
     }

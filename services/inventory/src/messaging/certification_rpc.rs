@@ -28,6 +28,12 @@ const MAX_VALIDITY_MONTHS: u32 = 5 * 12;
 
 fn text(field: &str, value: &str) -> Result<String, AppError> {
     crate::domain::check_text(field, value, MAX_TEXT, true)?;
+    // "。" or "😀" is not a statement, an objection or a resolution.
+    if !shared::text::says_something(value) {
+        return Err(AppError::bad_input(format!(
+            "{field}: must hold a letter or a digit"
+        )));
+    }
     Ok(value.trim().to_owned())
 }
 
@@ -45,19 +51,20 @@ fn evidence(links: &[String]) -> Result<Vec<String>, AppError> {
             "evidence: at most {MAX_EVIDENCE} links"
         )));
     }
-    links
-        .iter()
-        .map(|link| {
-            let link = link.trim();
-            if shared::rpcs::is_http_url(link) {
-                Ok(link.to_owned())
-            } else {
-                Err(AppError::bad_input(format!(
-                    "evidence: `{link}` is not an http(s) URL"
-                )))
-            }
-        })
-        .collect()
+    let mut kept: Vec<String> = Vec::with_capacity(links.len());
+    for link in links {
+        let link = link.trim();
+        if !shared::rpcs::is_http_url(link) {
+            return Err(shared::rpcs::not_an_http_url("evidence", link));
+        }
+        if kept.iter().any(|k| k == link) {
+            return Err(AppError::bad_input(format!(
+                "evidence: `{link}` is listed twice"
+            )));
+        }
+        kept.push(link.to_owned());
+    }
+    Ok(kept)
 }
 
 fn conflict(c: &CertificationView, step: &str) -> AppError {
@@ -202,7 +209,8 @@ impl Inventory {
                 }
                 if let Some(ends) = current.notice_ends_on.filter(|d| today < *d) {
                     return Err(AppError::conflict(format!(
-                        "the public notice runs until {ends}; certify from then on"
+                        "the public notice runs through {}; certify from {ends}",
+                        ends - Duration::days(1)
                     )));
                 }
                 let latest = today

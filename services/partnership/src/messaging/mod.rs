@@ -369,8 +369,15 @@ impl Partnerships {
         if shared::db::claim(&txn, "partnership terms").await? {
             let queued = storage::queue_recredit(&txn, "", "partnership terms applied").await?;
             txn.commit().await?;
-            if self.recredit(queued, RECREDIT_BATCH, &|| false).await? {
-                info!("credited every partnership by its term");
+            // A batch that fails (a deadlock with a handler crediting the
+            // same totals, the database restarting) leaves the rest queued
+            // for the crediting loop: the start goes on.
+            match self.recredit(queued, RECREDIT_BATCH, &|| false).await {
+                Ok(true) => info!("credited every partnership by its term"),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "crediting by term: left queued, taken up again shortly")
+                }
             }
         }
         Ok(())
