@@ -396,13 +396,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Check { grace_seconds } => {
-            println!("invariants ({} mode):", settings.mode());
             // Exit 2 when it could not check at all (a server away, a wrong
             // setting): monitoring must tell that from an inconsistency (1).
             let checked = match settings.check() {
-                Ok(()) => duikou::check::run(&settings, chrono::Duration::seconds(grace_seconds))
-                    .await
-                    .map_err(|e| format!("{e:#}")),
+                Ok(()) => {
+                    println!("invariants ({} mode):", settings.mode());
+                    duikou::check::run(&settings, chrono::Duration::seconds(grace_seconds))
+                        .await
+                        // sea-orm's words for an error of ours, not the reader's.
+                        .map_err(|e| format!("{e:#}").replace("Custom Error: ", ""))
+                }
                 Err(e) => Err(e),
             };
             let findings = match checked {

@@ -345,7 +345,7 @@ fn one_part_alone_without_servers_is_refused() {
 
 /// Without servers each process has its own bus, so two on one data
 /// directory would each publish the other's outbox to itself: the second is
-/// refused, saying why, until the first stops.
+/// refused, saying why, until the first stops; so is `duikou migrate`.
 #[tokio::test]
 async fn a_second_process_on_the_same_data_directory_is_refused() {
     let settings = common::embedded_test_settings();
@@ -358,7 +358,17 @@ async fn a_second_process_on_the_same_data_directory_is_refused() {
         refused.contains("another Duikou is running on"),
         "{refused}"
     );
+    // Nor are its databases migrated under it (`duikou migrate` was not).
+    let migrated = duikou::migrate(&settings).await;
+    let refused = migrated.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    assert!(
+        refused.contains("another Duikou is running on"),
+        "{refused}"
+    );
     first.stop().await;
+    duikou::migrate(&settings)
+        .await
+        .expect("migrates once the first has stopped");
     let again = duikou::App::start(settings.clone(), duikou::Part::All)
         .await
         .expect("starts once the first has stopped");
@@ -422,8 +432,6 @@ async fn in_json_log_format_every_start_up_line_is_json() {
 /// heard of the booking.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_left_in_an_outbox_at_a_stop_reaches_every_part_at_the_next_start() {
-    use sea_orm::ConnectionTrait;
-    use shared::events::{BookingConfirmed, ListingSnapshot};
     let settings = common::embedded_test_settings();
     // The databases made as a start makes them; then a confirmation in
     // booking's outbox, as a stop leaves one.
@@ -432,10 +440,88 @@ async fn an_event_left_in_an_outbox_at_a_stop_reaches_every_part_at_the_next_sta
         .expect("first start")
         .stop()
         .await;
+    let db = shared::db::connect(&settings, "booking")
+        .await
+        .expect("booking's database");
+    let booking = leave_a_confirmation(&db, 2).await;
+    let _ = db.close().await;
+
+    let app = duikou::App::start(settings.clone(), duikou::Part::All)
+        .await
+        .expect("second start");
+    let partnership = shared::db::connect(&settings, "partnership")
+        .await
+        .expect("partnership's database");
+    let heard = || travelers_heard(&partnership, booking);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while heard().await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partnership never heard of the confirmation left in booking's outbox"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(heard().await, Some(2));
+    let _ = partnership.close().await;
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&settings.data_dir);
+}
+
+/// A clean stop in embedded mode relays what the outboxes hold while the
+/// parts still consume: a confirmation committed in booking's outbox just
+/// before the stop reaches partnership before the process ends, and no
+/// outbox keeps a row. (The parts stopped consuming first: the relay's
+/// last rounds could not deliver on the in-process bus, the event waited
+/// for the next start, and `duikou check` on the stopped data failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_in_embedded_mode_delivers_what_the_outboxes_hold() {
+    use sea_orm::ConnectionTrait;
+    let settings = common::embedded_test_settings();
+    let app = duikou::App::start(settings.clone(), duikou::Part::All)
+        .await
+        .expect("start");
+    let db = shared::db::connect(&settings, "booking")
+        .await
+        .expect("booking's database");
+    // Committed without waking the relay (its next poll is up to half a
+    // second away): the stop begins with it in the outbox.
+    let booking = leave_a_confirmation(&db, 3).await;
+    app.stop().await;
+
+    let left = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM outbox",
+        ))
+        .await
+        .expect("read")
+        .map(|r| r.try_get::<i64>("", "n").expect("n"));
+    assert_eq!(left, Some(0), "booking's outbox emptied before the stop");
+    let partnership = shared::db::connect(&settings, "partnership")
+        .await
+        .expect("partnership's database");
+    let travelers = travelers_heard(&partnership, booking).await;
+    assert_eq!(
+        travelers,
+        Some(3),
+        "partnership heard of it before the stop"
+    );
+    let _ = db.close().await;
+    let _ = partnership.close().await;
+    let _ = std::fs::remove_dir_all(&settings.data_dir);
+}
+
+/// A confirmation of a new booking with `travelers`, committed in booking's
+/// outbox `db` as a stop may leave one (without waking a relay).
+async fn leave_a_confirmation(
+    db: &sea_orm::DatabaseConnection,
+    travelers: u32,
+) -> shared::ids::BookingId {
+    use shared::events::{BookingConfirmed, ListingSnapshot};
     let booking = shared::ids::BookingId::new();
     let confirmed = BookingConfirmed {
         booking_id: booking,
-        travelers: 2,
+        travelers,
         sponsor_region: shared::region::RegionCode::parse("110108").ok(),
         listing: ListingSnapshot {
             title: "草原人家".into(),
@@ -453,46 +539,30 @@ async fn an_event_left_in_an_outbox_at_a_stop_reaches_every_part_at_the_next_sta
         captured: None,
         booking: None,
     };
-    let db = shared::db::connect(&settings, "booking")
-        .await
-        .expect("booking's database");
     shared::outbox::enqueue(
-        &db,
+        db,
         &[shared::envelope::Envelope::new(
             "booking", booking.0, &confirmed,
         )],
     )
     .await
     .expect("left in the outbox");
-    let _ = db.close().await;
+    booking
+}
 
-    let app = duikou::App::start(settings.clone(), duikou::Part::All)
+/// The travelers partnership recorded for `booking`, if it heard of it.
+async fn travelers_heard(
+    partnership: &sea_orm::DatabaseConnection,
+    booking: shared::ids::BookingId,
+) -> Option<i32> {
+    use sea_orm::ConnectionTrait;
+    partnership
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            partnership.get_database_backend(),
+            "SELECT travelers FROM booking_facts WHERE booking_id = $1",
+            [booking.0.to_string().into()],
+        ))
         .await
-        .expect("second start");
-    let partnership = shared::db::connect(&settings, "partnership")
-        .await
-        .expect("partnership's database");
-    let heard = || async {
-        partnership
-            .query_one_raw(sea_orm::Statement::from_sql_and_values(
-                partnership.get_database_backend(),
-                "SELECT travelers FROM booking_facts WHERE booking_id = $1",
-                [booking.0.to_string().into()],
-            ))
-            .await
-            .expect("read")
-            .map(|r| r.try_get::<i32>("", "travelers").expect("travelers"))
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while heard().await.is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "partnership never heard of the confirmation left in booking's outbox"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(heard().await, Some(2));
-    let _ = partnership.close().await;
-    app.stop().await;
-    let _ = std::fs::remove_dir_all(&settings.data_dir);
+        .expect("read")
+        .map(|r| r.try_get::<i32>("", "travelers").expect("travelers"))
 }

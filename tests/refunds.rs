@@ -771,3 +771,70 @@ async fn a_lost_stay_heard_after_the_booker_cancelled_refunds_the_rest(settings:
     );
     assert_eq!(app.fund_balance().await, "0.00");
 }
+
+/// A host who cannot honour a paid stay (a fire, an illness): an admin of
+/// the listing's region cancels it for the host, with the reason, and all
+/// that was paid goes back though the policy would give nothing the day
+/// before; its room is on sale again. Only such an admin may (a traveler,
+/// another region's admin: FORBIDDEN), and the reason must say something.
+/// Before, a region admin could not cancel a booking at all.
+#[tokio::test]
+async fn a_region_admin_cancels_a_stay_for_its_host_and_all_is_refunded() {
+    let app = spawn_app().await;
+    let id = app.confirmed_booking(0).await;
+    let quote = app
+        .graphql(
+            "query($id: ID!) { cancellationQuote(bookingId: $id) { refund { amount } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        quote["data"]["cancellationQuote"]["refund"]["amount"], "0.00",
+        "by the policy, nothing the day before: {quote}"
+    );
+    let cancel = |token: Option<String>, key: &'static str, for_host: Option<&'static str>| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            app.graphql_as(
+                token.as_deref(),
+                &format!("mutation($id: ID!, $key: String!, $why: String) {{ cancelBooking(bookingId: $id, idempotencyKey: $key, forHost: $why) {{ {} }} }}", common::BOOKING_FIELDS),
+                json!({ "id": id, "key": key, "why": for_host }),
+            )
+            .await
+        }
+    };
+    let traveler = cancel(app.token.clone(), "t", Some("我家有事")).await;
+    assert_eq!(common::code(&traveler), "FORBIDDEN", "{traveler}");
+    let beijing = app.region_admin("haidian@example.cn", "110108").await;
+    let elsewhere = cancel(Some(beijing), "b", Some("牧户家中失火，无法接待")).await;
+    assert_eq!(common::code(&elsewhere), "FORBIDDEN", "{elsewhere}");
+    let aohan = app.region_admin("aohan@example.cn", "150430").await;
+    let by_policy = cancel(Some(aohan.clone()), "p", None).await;
+    assert_eq!(common::code(&by_policy), "FORBIDDEN", "{by_policy}");
+    assert!(
+        by_policy.to_string().contains("forHost"),
+        "says how: {by_policy}"
+    );
+    let blank = cancel(Some(aohan.clone()), "e", Some("  ")).await;
+    assert_eq!(common::code(&blank), "BAD_USER_INPUT", "{blank}");
+
+    let why = "牧户家中失火，无法接待";
+    let cancelled = cancel(Some(aohan.clone()), "h", Some(why)).await;
+    let booking = &cancelled["data"]["cancelBooking"];
+    assert_eq!(booking["status"], "CANCELLED", "{cancelled}");
+    assert_eq!(amount(&booking["refundDue"]), "380.00", "{cancelled}");
+    assert!(
+        booking["reason"].as_str().is_some_and(|r| r.contains(why)),
+        "{cancelled}"
+    );
+    let again = cancel(Some(aohan), "h", Some(why)).await;
+    assert_eq!(again["data"], cancelled["data"], "a retry: {again}");
+    let done = app
+        .wait_for_booking(&id, "the refund", |b| amount(&b["refunded"]) == "380.00")
+        .await;
+    assert!(history_has(&done, why), "{done}");
+    let booked = app.what_was_booked(&id).await;
+    let room_type = booked["roomTypeId"].as_str().unwrap_or_default();
+    app.wait_for_available(room_type, json!([1])).await;
+}

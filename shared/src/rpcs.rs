@@ -1523,8 +1523,14 @@ pub struct CancelBooking {
     pub idempotency_key: String,
     /// The booking.
     pub booking_id: BookingId,
-    /// Who cancels: its owner, its agency or a platform admin.
+    /// Who cancels: its owner, its agency or a platform admin; with
+    /// `for_host`, an admin of the listing's region.
     pub viewer: crate::auth::Principal,
+    /// Cancelled for its host, who cannot honour it, for this reason: all
+    /// that was paid goes back, whatever the policy. (Absent from an older
+    /// gateway's requests.)
+    #[serde(default)]
+    pub for_host: Option<String>,
 }
 impl Rpc for CancelBooking {
     const SERVICE: &'static str = "booking";

@@ -29,7 +29,13 @@ pub struct Runtime {
     pub tracker: TaskTracker,
     /// Outbox relays of the parts started, until [`Runtime::start_relays`].
     relays: Arc<std::sync::Mutex<Vec<Relay>>>,
+    /// The databases whose outboxes the relays publish.
+    outboxes: Arc<std::sync::Mutex<Vec<DatabaseConnection>>>,
 }
+
+/// How long a stop on the in-process bus waits for the outboxes to empty
+/// while the parts still consume ([`Runtime::shutdown`]).
+const SETTLE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Runtime {
     /// Connects the bus the settings name (RabbitMQ if `amqp_url`, else in-process).
@@ -54,6 +60,7 @@ impl Runtime {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             relays: Arc::default(),
+            outboxes: Arc::default(),
         }
     }
 
@@ -66,6 +73,10 @@ impl Runtime {
         let db = crate::db::connect(&self.settings, service).await?;
         crate::db::migrate::<M>(&db).await?;
         let signal = OutboxSignal::default();
+        self.outboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(db.clone());
         self.relays
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -95,11 +106,74 @@ impl Runtime {
     }
 
     pub async fn shutdown(&self) {
+        // On the in-process bus an event is delivered only while its part
+        // consumes, and one relayed from a handler's commit goes on to the
+        // next part: the outboxes are let empty first (a few seconds at
+        // most), or what they held waits for the next start, and the data
+        // left behind reads as inconsistent until then. RabbitMQ keeps
+        // what is published for parts that stopped.
+        if self.settings.amqp().is_none() {
+            self.settle_outboxes().await;
+        }
         self.bus.shutdown().await;
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
         self.bus.close().await;
+    }
+}
+
+impl Runtime {
+    /// Waits until every outbox of this process is empty, for at most
+    /// [`SETTLE_FOR`], or until a second goes by with no row published
+    /// (an event no part takes stays for the next start).
+    async fn settle_outboxes(&self) {
+        use sea_orm::ConnectionTrait;
+        let dbs = self
+            .outboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let until = tokio::time::Instant::now() + SETTLE_FOR;
+        let mut last = (usize::MAX, tokio::time::Instant::now());
+        loop {
+            let mut left = 0;
+            for db in &dbs {
+                let count = crate::outbox::stmt(
+                    db.get_database_backend(),
+                    "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM outbox",
+                    vec![],
+                );
+                match db.query_one_raw(count).await {
+                    Ok(Some(row)) => {
+                        left +=
+                            usize::try_from(row.try_get::<i64>("", "n").unwrap_or(0)).unwrap_or(0);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stopping: an outbox not read; its events wait for the next start");
+                        return;
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if left == 0 || now >= until {
+                if left > 0 {
+                    tracing::warn!(left, "stopping: events left for the next start");
+                }
+                return;
+            }
+            if left < last.0 {
+                last = (left, now);
+            } else if now - last.1 >= std::time::Duration::from_secs(1) {
+                tracing::warn!(
+                    left,
+                    "stopping: events no part takes, left for the next start"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -1118,11 +1118,19 @@ impl Mutation {
     /// time) a paid booking is under way and no longer cancelled
     /// (CONFLICT): an admin refunds it instead. Retrying with the same key
     /// is safe.
+    ///
+    /// `forHost`: an admin of the listing's region (or a platform admin)
+    /// cancels it for its host, who cannot honour it (a flood, an
+    /// illness): all that was paid goes back whatever the policy, and the
+    /// reason is in its history and `reason`; up to its first day, as
+    /// above.
     async fn cancel_booking(
         &self,
         ctx: &Context<'_>,
         booking_id: ID,
         idempotency_key: String,
+        #[graphql(desc = "Why its host cannot honour it: one line, at most 200 characters.")]
+        for_host: Option<String>,
     ) -> Result<Booking> {
         let viewer = principal(ctx)?.clone();
         let idempotency_key = scoped_key(&viewer, &idempotency_key)?;
@@ -1134,6 +1142,7 @@ impl Mutation {
                     idempotency_key,
                     booking_id,
                     viewer,
+                    for_host,
                 },
             )
             .await?,

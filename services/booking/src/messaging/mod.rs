@@ -62,6 +62,10 @@ enum Canceller<'a> {
     /// The operator, who cancelled the departure on `.0` for reason `.1`:
     /// all that was paid goes back, whatever the policy.
     Operator(chrono::NaiveDate, &'a str),
+    /// An admin of the listing's region (or a platform admin), account
+    /// `.0`, for its host, who cannot honour it (reason `.1`): all that was
+    /// paid goes back, whatever the policy; not once the stay is under way.
+    Host(shared::ids::AccountId, &'a str),
 }
 
 /// What became of a request to cancel a booking.
@@ -139,6 +143,10 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
             format!("the departure on {day} was cancelled by its operator: {reason}"),
             "the departure was cancelled".to_owned(),
         ),
+        Canceller::Host(account, reason) => (
+            format!("cancelled for its host by an admin (account {account}): {reason}"),
+            CANCELLED_UNPAID.to_owned(),
+        ),
     };
     let unpaid = Changes {
         reason: Some(who.clone()),
@@ -206,6 +214,15 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
                 100,
                 format!("{who}; refunded in full"),
                 format!("{why}; full refund {all}"),
+            )
+        }
+        Canceller::Host(_, reason) => {
+            let all = (quote.paid - current.refunded).max(Fen::ZERO);
+            (
+                all,
+                100,
+                format!("{who}; refunded in full"),
+                format!("cancelled after payment for its host: {reason}; full refund {all}"),
             )
         }
     };
@@ -540,8 +557,32 @@ impl Bookings {
         let Some(booking) = storage::by_id(&txn, id).await? else {
             return Err(AppError::not_found(format!("no booking {id}")));
         };
-        if !req.viewer.owns(booking.view.booker.as_ref()) {
-            return Err(forbidden(&req.viewer, &booking.view, "cancel"));
+        let for_host = req.for_host.as_deref().map(str::trim);
+        match for_host {
+            Some(reason) => {
+                shared::text::check_line("reason", reason, 200, true)?;
+                let region = booking.view.listing.as_ref().map(|l| l.region_code);
+                if !region.is_some_and(|r| req.viewer.administers(r)) {
+                    return Err(AppError::new(
+                        ErrorCode::Forbidden,
+                        "only the admins of the listing's region (and platform admins) cancel a \
+                         booking for its host; its booker cancels without `forHost`",
+                    ));
+                }
+            }
+            None if !req.viewer.owns(booking.view.booker.as_ref()) => {
+                let region = booking.view.listing.as_ref().map(|l| l.region_code);
+                if region.is_some_and(|r| req.viewer.administers(r)) {
+                    return Err(AppError::new(
+                        ErrorCode::Forbidden,
+                        "its booker cancels it by the listing's policy; an admin of its \
+                         region cancels it for its host, with `forHost` saying why (refunded \
+                         in full)",
+                    ));
+                }
+                return Err(forbidden(&req.viewer, &booking.view, "cancel"));
+            }
+            None => {}
         }
         // A second request with the key waits here on the first's row
         // until it commits, then replays its answer.
@@ -555,8 +596,9 @@ impl Bookings {
             (_, Some(answer)) => return Ok(answer),
             (_, None) => {}
         }
-        let by = match &booking.view.booker {
-            Some(booker) if req.viewer.booked(booker) => Canceller::Booker,
+        let by = match (&booking.view.booker, for_host) {
+            (_, Some(reason)) => Canceller::Host(req.viewer.account_id, reason),
+            (Some(booker), None) if req.viewer.booked(booker) => Canceller::Booker,
             _ => Canceller::Admin(req.viewer.account_id),
         };
         let events = match cancel_one(&txn, &booking.view, by, None).await? {
