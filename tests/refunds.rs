@@ -838,3 +838,62 @@ async fn a_region_admin_cancels_a_stay_for_its_host_and_all_is_refunded() {
     let room_type = booked["roomTypeId"].as_str().unwrap_or_default();
     app.wait_for_available(room_type, json!([1])).await;
 }
+
+/// A capture booking handled long ago, delivered again after its inbox row
+/// was pruned (a copy replayed from a dead-letter queue weeks later),
+/// changes nothing: before, it was taken for a payment after the booking
+/// ended and the CONFIRMED stay was refunded in full, its room still sold.
+#[tokio::test]
+async fn a_capture_replayed_after_its_inbox_row_was_pruned_changes_nothing() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let id = app.confirmed_booking(20).await;
+    let payment = app.service_db("payment").await;
+    let row = payment
+        .query_one_raw(sea_orm::Statement::from_string(
+            payment.get_database_backend(),
+            "SELECT id, split FROM payments",
+        ))
+        .await
+        .expect("read")
+        .expect("the payment");
+    let payment_id: uuid::Uuid = row.try_get("", "id").expect("id");
+    let split: String = row.try_get("", "split").expect("split");
+    let booking = app.service_db("booking").await;
+    booking
+        .execute_unprepared("DELETE FROM inbox")
+        .await
+        .expect("pruned");
+    let booking_id: BookingId = id.parse().expect("booking id");
+    let again = Envelope::new(
+        "payment",
+        booking_id.0,
+        &shared::events::PaymentCaptured {
+            booking_id,
+            payment_id: shared::ids::PaymentId(payment_id),
+            split: serde_json::from_str(&split).expect("a split"),
+        },
+    );
+    let event = again.id;
+    app.publish(again).await;
+    let handled = || async {
+        booking
+            .query_one_raw(sea_orm::Statement::from_string(
+                booking.get_database_backend(),
+                format!("SELECT 1 AS one FROM inbox WHERE event_id = '{event}'"),
+            ))
+            .await
+            .expect("read")
+            .is_some()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !handled().await {
+        assert!(std::time::Instant::now() < deadline, "never handled");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let now = app
+        .wait_for_booking(&id, "as it was", |b| b["status"] == "CONFIRMED")
+        .await;
+    assert_eq!(now["refundDue"], Value::Null, "{now}");
+    assert!(!history_has(&now, "full refund"), "{now}");
+}

@@ -689,7 +689,8 @@ async fn publish_confirmed(
         let result = match sent {
             Ok(confirm) => match confirm.await {
                 Ok(c) => {
-                    if let Confirmation::Ack(Some(r)) = &c {
+                    // A nack may carry another publish's return too.
+                    if let Confirmation::Ack(Some(r)) | Confirmation::Nack(Some(r)) = &c {
                         returned.insert(r.delivery.routing_key.to_string());
                     }
                     confirmation_result(&env.kind, c)
@@ -805,31 +806,37 @@ async fn dead_letter(inner: &Inner, dead_queue: &str, delivery: &Delivery, reaso
         AMQPValue::LongString(delivery.routing_key.as_str().into()),
     );
     let properties = delivery.properties.clone().with_headers(headers);
-    let stored = tokio::time::timeout(BROKER_DEADLINE, async {
-        inner
-            .lend_confirming()
-            .await?
-            .basic_publish(
-                "".into(),
-                dead_queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &delivery.data,
-                properties,
-            )
-            .await?
-            .await
-            .map_err(BusError::from)
-            .and_then(|c| confirmation_result(dead_queue, c))
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(BusError::Broker(
-            "the dead letter was not confirmed in time".into(),
-        ))
-    });
+    let late = || BusError::Broker("the dead letter was not confirmed in time".into());
+    let stored = match tokio::time::timeout(BROKER_DEADLINE, inner.lend_confirming()).await {
+        Ok(Ok(mut channel)) => {
+            let sent = tokio::time::timeout(BROKER_DEADLINE, async {
+                channel
+                    .basic_publish(
+                        "".into(),
+                        dead_queue.into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        &delivery.data,
+                        properties,
+                    )
+                    .await?
+                    .await
+                    .map_err(BusError::from)
+                    .and_then(|c| confirmation_result(dead_queue, c))
+            })
+            .await;
+            sent.unwrap_or_else(|_| {
+                // Its confirm is still owed: lent again, it could take a
+                // later publish's return with it (as in `publish`).
+                channel.discarded = true;
+                Err(late())
+            })
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(late()),
+    };
     match stored {
         Ok(()) => {
             warn!(reason, queue = dead_queue, "dead-lettered a message");
@@ -1344,7 +1351,15 @@ impl Bus for AmqpBus {
                     let _ = tx.send(Answer::Returned);
                 }
             }
-            Ok(Ok(Confirmation::Nack(_))) => {
+            Ok(Ok(Confirmation::Nack(returned))) => {
+                // A return riding on this nack may be another call's.
+                if let Some(owner) = returned
+                    .as_ref()
+                    .and_then(|r| r.delivery.properties.correlation_id().clone())
+                    && let Some(tx) = lock(&self.pending).remove(owner.as_str())
+                {
+                    let _ = tx.send(Answer::Returned);
+                }
                 return Err(AppError::new(
                     ErrorCode::ServiceUnavailable,
                     "the message broker refused the request",

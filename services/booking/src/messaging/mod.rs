@@ -1048,6 +1048,16 @@ impl Bookings {
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
+        // Handled before, its inbox row pruned since (a copy replayed from
+        // a dead-letter queue weeks later): nothing more to do. Taken for a
+        // capture after the booking ended, it refunded a CONFIRMED stay.
+        if storage::captures_heard(&txn, &[ev.payment_id])
+            .await?
+            .contains(&ev.payment_id)
+        {
+            txn.commit().await?;
+            return Ok(());
+        }
         let confirm = |txn| {
             storage::transition(
                 txn,
