@@ -134,6 +134,9 @@ struct Fleet {
     logs: PathBuf,
     procs: Vec<Proc>,
     starts: usize,
+    /// Parts found exited on their own before a planned kill: which, and
+    /// how they ended.
+    crashed: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -162,9 +165,15 @@ impl Fleet {
         Ok(())
     }
 
-    /// SIGKILL to the `i`-th process, then the same part again.
+    /// SIGKILL to the `i`-th process, then the same part again. One that
+    /// had exited on its own is noted in `crashed` (killing what is left of
+    /// it would hide the crash), and started again all the same.
     async fn kill_and_restart(&mut self, i: usize) -> anyhow::Result<String> {
         let (part, index) = (self.procs[i].part, self.procs[i].index);
+        if let Some(status) = self.procs[i].child.try_wait()? {
+            self.crashed
+                .push((format!("{part}#{index}"), status.to_string()));
+        }
         self.procs[i].child.kill().await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let fresh = self.spawn(part, index)?;
@@ -195,16 +204,19 @@ impl Fleet {
             .collect()
     }
 
-    /// The parts that are no longer running, and how they ended.
+    /// The parts that exited on their own, and how they ended: those
+    /// found so before a planned kill, and those no longer running now.
     fn exited(&mut self) -> Vec<(String, String)> {
-        self.procs
+        let now = self
+            .procs
             .iter_mut()
             .filter_map(|p| match p.child.try_wait() {
                 Ok(Some(status)) => Some((format!("{}#{}", p.part, p.index), status.to_string())),
                 Ok(None) => None,
                 Err(e) => Some((format!("{}#{}", p.part, p.index), e.to_string())),
             })
-            .collect()
+            .collect::<Vec<_>>();
+        self.crashed.iter().cloned().chain(now).collect()
     }
 
     async fn stop(&mut self) {
@@ -406,6 +418,21 @@ impl Client {
     }
 }
 
+/// The timings the run's parts get, short enough that unpaid bookings end
+/// within the run, kept on the settings the final check reads: with the
+/// defaults there it allowed a minute where the parts take ten seconds
+/// (a reconciler that never marked a capture could not fail the check).
+fn with_chaos_timings(settings: Settings) -> Settings {
+    Settings {
+        hold_seconds: 60,
+        hold_grace_seconds: 10,
+        pending_retry_seconds: 5,
+        reconcile_after_seconds: 5,
+        rpc_timeout_ms: 3000,
+        ..settings
+    }
+}
+
 fn env_for(
     settings: &Settings,
     gateway_addr: &str,
@@ -425,12 +452,21 @@ fn env_for(
         ("DUIKOU_GATEWAY_ADDR", gateway_addr.to_owned()),
         ("DUIKOU_DEMO", "false".to_owned()),
         ("DUIKOU_RATE_LIMIT", "0".to_owned()),
-        // Short enough that unpaid bookings end within the run.
-        ("DUIKOU_HOLD_SECONDS", "60".to_owned()),
-        ("DUIKOU_HOLD_GRACE_SECONDS", "10".to_owned()),
-        ("DUIKOU_PENDING_RETRY_SECONDS", "5".to_owned()),
-        ("DUIKOU_RECONCILE_AFTER_SECONDS", "5".to_owned()),
-        ("DUIKOU_RPC_TIMEOUT_MS", "3000".to_owned()),
+        // The run's timings (`with_chaos_timings`), which the check reads too.
+        ("DUIKOU_HOLD_SECONDS", settings.hold_seconds.to_string()),
+        (
+            "DUIKOU_HOLD_GRACE_SECONDS",
+            settings.hold_grace_seconds.to_string(),
+        ),
+        (
+            "DUIKOU_PENDING_RETRY_SECONDS",
+            settings.pending_retry_seconds.to_string(),
+        ),
+        (
+            "DUIKOU_RECONCILE_AFTER_SECONDS",
+            settings.reconcile_after_seconds.to_string(),
+        ),
+        ("DUIKOU_RPC_TIMEOUT_MS", settings.rpc_timeout_ms.to_string()),
         (
             "DUIKOU_JWT_SECRET",
             format!("chaos-{}-{}", settings.db_prefix, "k".repeat(32)),
@@ -486,12 +522,15 @@ fn run_command(program: &str, args: &[&str]) -> anyhow::Result<()> {
 /// `rabbitmqctl stop_app`, a pause, `start_app`.
 async fn restart_broker() -> anyhow::Result<()> {
     tokio::task::spawn_blocking(|| {
-        run_command("rabbitmqctl", &["-q", "--timeout", "60", "stop_app"])?;
+        let stopped = run_command("rabbitmqctl", &["-q", "--timeout", "60", "stop_app"]);
         std::thread::sleep(Duration::from_secs(2));
-        // Bounded, and a start that did not answer is confirmed with
-        // `await_startup`, so a chaos run never waits on the CLI for ever.
-        run_command("rabbitmqctl", &["-q", "--timeout", "60", "start_app"])
-            .or_else(|_| run_command("rabbitmqctl", &["-q", "--timeout", "60", "await_startup"]))
+        // Started whatever the stop answered (a stop the CLI gave up on may
+        // still stop it): the broker is never left stopped. Bounded, and a
+        // start that did not answer is confirmed with `await_startup`, so a
+        // chaos run never waits on the CLI for ever.
+        let started = run_command("rabbitmqctl", &["-q", "--timeout", "60", "start_app"])
+            .or_else(|_| run_command("rabbitmqctl", &["-q", "--timeout", "60", "await_startup"]));
+        stopped.and(started)
     })
     .await?
 }
@@ -537,6 +576,7 @@ pub(crate) fn run_queues(settings: &Settings) -> Vec<String> {
 /// Runs the plan and reports; the databases and queues are removed after.
 pub async fn run(settings: Settings, plan: Plan) -> anyhow::Result<Report> {
     let (settings, prefix) = bench_settings(settings);
+    let settings = with_chaos_timings(settings);
     let logs = std::env::temp_dir().join(format!("duikou-chaos-{}", prefix.trim_end_matches('_')));
     std::fs::create_dir_all(&logs)?;
     // Interrupted (Ctrl-C, SIGTERM): the run's tasks are aborted and its
@@ -578,6 +618,7 @@ async fn run_in(settings: &Settings, plan: &Plan, logs: &Path) -> anyhow::Result
         logs: logs.to_owned(),
         procs: Vec::new(),
         starts: 0,
+        crashed: Vec::new(),
     };
     let starting = Instant::now();
     fleet.start_all(plan.parts)?;

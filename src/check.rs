@@ -160,32 +160,44 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
 async fn capacity(db: &DatabaseConnection) -> anyhow::Result<Finding> {
     let nights = rows(
         db,
-        "SELECT n.room_type_id, n.night, n.rooms - n.available AS taken,
-                (SELECT COALESCE(SUM(h.rooms), 0) FROM holds h
-                 WHERE h.room_type_id = n.room_type_id AND h.state IN ('HELD', 'COMMITTED')
-                   AND h.check_in <= n.night AND h.check_out > n.night) AS held
-         FROM room_nights n",
+        // One grouped join over the live holds (a subquery per night read
+        // every hold once per night: nights × holds on a real catalogue).
+        "SELECT n.room_type_id AS what, n.night, n.rooms - n.available AS taken,
+                CAST(COALESCE(SUM(h.rooms), 0) AS BIGINT) AS held
+         FROM room_nights n
+         LEFT JOIN holds h
+           ON h.room_type_id = n.room_type_id AND h.state IN ('HELD', 'COMMITTED')
+          AND h.check_in <= n.night AND h.check_out > n.night
+         GROUP BY n.room_type_id, n.night, n.rooms, n.available",
         vec![],
     )
     .await?;
     let departures = rows(
         db,
-        "SELECT d.id, d.starts_on AS night, d.seats - d.available AS taken,
-                (SELECT COALESCE(SUM(h.rooms), 0) FROM holds h
-                 WHERE h.departure_id = d.id AND h.state IN ('HELD', 'COMMITTED')) AS held
-         FROM departures d",
+        "SELECT d.id AS what, d.starts_on AS night, d.seats - d.available AS taken,
+                CAST(COALESCE(SUM(h.rooms), 0) AS BIGINT) AS held
+         FROM departures d
+         LEFT JOIN holds h ON h.departure_id = d.id AND h.state IN ('HELD', 'COMMITTED')
+         GROUP BY d.id, d.starts_on, d.seats, d.available",
         vec![],
     )
     .await?;
     let mut offenders = Vec::new();
-    for r in nights.iter().chain(&departures) {
+    for (kind, r) in nights
+        .iter()
+        .map(|r| ("room type", r))
+        .chain(departures.iter().map(|r| ("departure", r)))
+    {
         let taken: i64 = r.try_get::<i32>("", "taken").map(i64::from)?;
         let held: i64 = r
             .try_get::<i64>("", "held")
             .or_else(|_| r.try_get::<i32>("", "held").map(i64::from))?;
         if taken != held {
             let night: chrono::NaiveDate = r.try_get("", "night")?;
-            offenders.push(format!("{night}: taken {taken}, holds say {held}"));
+            let what = shared::db::row_uuid(r, "what")?;
+            offenders.push(format!(
+                "{kind} {what}, {night}: taken {taken}, holds say {held}"
+            ));
         }
     }
     Ok(finding(

@@ -68,17 +68,20 @@ enum Command {
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
         clients: usize,
         /// Processes to kill (SIGKILL) and restart, spread over the load.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10_000))]
         kills: usize,
         /// The least seconds between two kills (they are spread evenly over
         /// the load).
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         kill_every: u64,
         /// RabbitMQ restarts during the load.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100))]
         broker_restarts: usize,
         /// PostgreSQL restarts during the load.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100))]
         postgres_restarts: usize,
         /// Also deliver every event two to five times, shuffled, some late.
         #[arg(long)]

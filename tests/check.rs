@@ -202,6 +202,12 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         ],
         "{findings:#?}"
     );
+    // The offender named, so an operator can find it among many listings.
+    let capacity = findings
+        .iter()
+        .find(|f| f.invariant.starts_with("capacity"))
+        .expect("the capacity check ran");
+    assert!(capacity.detail.contains("room type "), "{capacity:#?}");
     let provider = findings
         .iter()
         .find(|f| f.invariant.starts_with("provider"))
