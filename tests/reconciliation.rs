@@ -55,6 +55,7 @@ async fn a_payment_the_provider_never_charged_is_failed() {
         agency: None,
         account: None,
         split: Split::of(Fen::yuan(380), SplitRates::default()),
+        starts_on: None,
     };
     assert!(
         payment::storage::insert_processing(&db, &new)

@@ -1496,6 +1496,7 @@ async fn a_payout_run_right_after_a_departure_was_cancelled_keeps_its_seats_back
         cancelled["data"]["cancelBooking"]["refundDue"]["amount"], "0.00",
         "{cancelled}"
     );
+    app.stays_under_way().await;
     let platform = app.admin_token().await;
     let ask = |query: &'static str| app.graphql_as(Some(&platform), query, json!({}));
     let owed = ask("{ hostBalances(payable: true) { amount { amount } } }").await;
@@ -1505,6 +1506,7 @@ async fn a_payout_run_right_after_a_departure_was_cancelled_keeps_its_seats_back
         "the host is owed the kept seat's earnings"
     );
     let paid = confirmed("paid").await;
+    app.stays_under_way().await;
 
     let held = common::LockHeld::begin(
         app.service_db("booking").await,

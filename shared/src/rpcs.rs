@@ -1585,6 +1585,15 @@ impl BookingView {
     /// its agency) and the admins of the listing's region — but for a
     /// REJECTED one, which held nothing there: its travelers' details are
     /// not the region's to read, though it names the listing it asked for.
+    /// The day its stay (check-in) or departure begins, if known (a
+    /// departure's once held: its listing carries the day).
+    pub fn starts_on(&self) -> Option<chrono::NaiveDate> {
+        match &self.item {
+            HoldItem::RoomNights { check_in, .. } => Some(*check_in),
+            HoldItem::Seats { .. } => self.listing.as_ref().and_then(|l| l.starts_on),
+        }
+    }
+
     pub fn visible_to(&self, viewer: &crate::auth::Principal) -> bool {
         let region = self
             .listing

@@ -731,6 +731,18 @@ impl TestApp {
         .await
     }
 
+    /// Every stay or departure paid so far as if under way (its first day
+    /// long past): its host's share is payable in a payout run, as it is
+    /// once a stay has begun.
+    pub async fn stays_under_way(&self) {
+        use sea_orm::ConnectionTrait;
+        self.service_db("payment")
+            .await
+            .execute_unprepared("UPDATE payments SET starts_on = '2000-01-01'")
+            .await
+            .expect("stays under way");
+    }
+
     /// Free rooms of a room type on each of `nights` nights from tomorrow.
     pub async fn available(&self, room_type: &str, nights: i64) -> Value {
         let body = self

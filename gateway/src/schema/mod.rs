@@ -490,7 +490,7 @@ impl Query {
         up_to: Option<chrono::DateTime<chrono::Utc>>,
         #[graphql(
             default,
-            desc = "true: what `runPayouts(upTo:)` would pay now, before running it — earnings before `upTo` less every payout and every refund so far (a refund after `upTo` too), hosts owed more than nothing."
+            desc = "true: what `runPayouts(upTo:)` would pay now, before running it — earnings before `upTo` of stays under way by then, less every payout and every refund so far (a refund after `upTo` too), hosts owed more than nothing."
         )]
         payable: bool,
     ) -> Result<Vec<HostBalance>> {
@@ -1606,8 +1606,10 @@ impl Mutation {
     }
 
     /// Pays every host what it is owed for bookings captured before `upTo`
-    /// (now when omitted): balanced ledger entries, once per `reference` —
-    /// the same reference again returns the first run (platform admins).
+    /// (now when omitted) whose stay or departure is under way by then (from
+    /// the day after its first day, China time: until then its booker may
+    /// cancel it): balanced ledger entries, once per `reference` — the same
+    /// reference again returns the first run (platform admins).
     async fn run_payouts(
         &self,
         ctx: &Context<'_>,

@@ -285,10 +285,7 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
 /// China Standard Time (UTC+8), the calendar the policy is written in.
 /// None when the start is unknown (no listing snapshot yet for seats).
 pub fn days_before(view: &BookingView, now: DateTime<Utc>) -> Option<i64> {
-    let start = match &view.item {
-        HoldItem::RoomNights { check_in, .. } => Some(*check_in),
-        HoldItem::Seats { .. } => view.listing.as_ref().and_then(|l| l.starts_on),
-    }?;
+    let start = view.starts_on()?;
     Some((start - shared::policy::china_today(now)).num_days())
 }
 

@@ -229,6 +229,7 @@ impl Payments {
             agency,
             account: booking.booker.map(|b| b.account_id),
             split: Split::of(amount, rates),
+            starts_on: booking.starts_on(),
         };
         let inserted = match storage::insert_processing(&self.db, &new).await {
             Ok(inserted) => inserted,

@@ -33,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(ChargesByDay),
             Box::new(CapturesHeard),
             Box::new(MismatchesOnce),
+            Box::new(StaysBegin),
         ]
     }
 }
@@ -360,6 +361,25 @@ impl MigrationTrait for MismatchesOnce {
     }
 }
 
+struct StaysBegin;
+
+impl MigrationName for StaysBegin {
+    fn name(&self) -> &str {
+        "m20261206_000003_payments_starts_on"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for StaysBegin {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The day the stay or departure paid for begins: a host's share is
+        // paid out once it is under way (a cancellation before gives it all
+        // back). Payments made before this release have none, and stay
+        // payable at capture as they were.
+        run_ddl(manager, &["ALTER TABLE payments ADD COLUMN starts_on DATE"]).await
+    }
+}
+
 struct CapturesHeard;
 
 impl MigrationName for CapturesHeard {
@@ -565,6 +585,8 @@ pub struct NewPayment<'a> {
     pub account: Option<AccountId>,
     /// How the amount will be split once captured (rates as of now).
     pub split: Split,
+    /// The day the stay or departure begins.
+    pub starts_on: Option<chrono::NaiveDate>,
 }
 
 /// Inserts a PROCESSING payment unless the key exists; Ok(false) when it does.
@@ -578,8 +600,8 @@ pub async fn insert_processing<C: ConnectionTrait>(
     let r = conn
         .execute_raw(stmt(
             b,
-            "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, host_id, region_code, agency_id, split, status, created_at, updated_at, account_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, 'PROCESSING', $8, $8, $11)
+            "INSERT INTO payments (id, booking_id, idempotency_key, fingerprint, amount_fen, host_id, region_code, agency_id, split, status, created_at, updated_at, account_id, starts_on)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, 'PROCESSING', $8, $8, $11, $12)
              ON CONFLICT (idempotency_key) DO NOTHING",
             vec![
                 uuid_value(b, new.id.0),
@@ -593,6 +615,7 @@ pub async fn insert_processing<C: ConnectionTrait>(
                 shared::db::opt_uuid_value(b, new.agency.map(|a| a.0)),
                 serde_json::to_string(&new.split).unwrap_or_default().into(),
                 shared::db::opt_uuid_value(b, new.account.map(|a| a.0)),
+                new.starts_on.into(),
             ],
         ))
         .await?;
@@ -1701,7 +1724,7 @@ pub async fn payable_balances<C: ConnectionTrait>(
                  UNION ALL
                  SELECT NULL, NULL, NULL, host_id, split, refunded_fen, NULL, amount_fen
                  FROM payments
-                 WHERE (booking_heard_at IS NULL OR booking_heard_at >= $4)
+                 WHERE ((booking_heard_at IS NULL OR booking_heard_at >= $4) OR starts_on >= $5)
                    AND status = 'CAPTURED' AND refunded_fen < amount_fen
                    AND host_id IS NOT NULL AND split IS NOT NULL"
             ),
@@ -1710,6 +1733,7 @@ pub async fn payable_balances<C: ConnectionTrait>(
                 uuid_value(b, uuid::Uuid::nil()),
                 true.into(),
                 asked_at.into(),
+                shared::policy::china_today(up_to).into(),
             ],
         ))
         .await?;
@@ -1729,9 +1753,11 @@ pub async fn payable_balances<C: ConnectionTrait>(
             .map_err(|e| DbErr::Custom(format!("payments.split: {e}")))?;
         let reserved = Fen(row.try_get("", "refunded_fen")?);
         let share = match row.try_get::<Option<i64>>("", "captured")? {
-            // A capture booking has not handled: what no refund has
-            // reserved yet (reserved ones are held back as pending, or
-            // are in the ledger).
+            // A capture booking has not handled, or of a stay not under
+            // way by the end of the run's period (China time: its booker
+            // may still cancel it): what no refund has reserved yet
+            // (reserved ones are held back as pending, or are in the
+            // ledger).
             Some(captured) => split.reversal(reserved, Fen(captured)).host,
             None => {
                 let pending = Fen(row.try_get("", "pending")?);
