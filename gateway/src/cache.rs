@@ -60,8 +60,39 @@ return 1
 /// The longest query kept as a persisted one; a longer one still runs when
 /// sent whole, it is just not kept.
 pub const MAX_PERSISTED_QUERY: usize = 32 * 1024;
-/// Answers kept in this process's memory (each a page at most).
+/// Rules versions' admissions kept in this process.
 const LOCAL_ENTRIES: u64 = 10_000;
+/// Bytes of answers (as JSON) kept in this process's memory: weighed, not
+/// counted (ten thousand calendars of a year each were gigabytes).
+const LOCAL_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest answer kept, in either level (as JSON); a larger one is
+/// answered, not kept.
+const MAX_KEPT_ANSWER: usize = 1024 * 1024;
+
+/// A decoded answer kept in this process: what it weighs (its JSON's
+/// bytes) and how long it has left to live — a copy of a Redis entry lives
+/// no longer than the entry (a fresh minute for each copy let a replica
+/// serve an answer up to two minutes old).
+#[derive(Clone)]
+struct Local {
+    value: Arc<dyn Any + Send + Sync>,
+    bytes: u32,
+    ttl: Duration,
+}
+
+/// Each [`Local`] expires when its own lifetime says.
+struct LocalExpiry;
+
+impl moka::Expiry<String, Local> for LocalExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Local,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
 
 /// The cache, or none (no Redis configured: every read goes to the
 /// service). It also keeps automatic persisted queries (APQ): in Redis,
@@ -73,7 +104,7 @@ pub struct Cache {
     version: Arc<Mutex<Version>>,
     persisted: moka::sync::Cache<String, Arc<str>>,
     /// Decoded answers by the same versioned keys as in Redis.
-    local: moka::sync::Cache<String, Arc<dyn Any + Send + Sync>>,
+    local: moka::future::Cache<String, Local>,
     /// The version of the listings' rules (what a quote refuses as the
     /// request's fault), moved only by `inventory.catalogue_changed` and the
     /// catalogue changes this gateway carried.
@@ -191,9 +222,10 @@ impl Cache {
                 .max_capacity(PERSISTED_IN_PROCESS)
                 .time_to_live(std::time::Duration::from_secs(PERSISTED_SECONDS))
                 .build(),
-            local: moka::sync::Cache::builder()
-                .max_capacity(LOCAL_ENTRIES)
-                .time_to_live(Duration::from_secs(TTL_SECONDS))
+            local: moka::future::Cache::builder()
+                .weigher(|_: &String, answer: &Local| answer.bytes)
+                .max_capacity(LOCAL_BYTES)
+                .expire_after(LocalExpiry)
                 .build(),
             rules: Arc::new(Mutex::new(Version::new())),
             admitted: moka::future::Cache::builder()
@@ -376,40 +408,88 @@ impl Cache {
         let (Some(redis), Some(key)) = (&self.redis, self.key(request)) else {
             return shared::bus::call(bus, request).await;
         };
-        if let Some(reply) = self
+        let fetched = std::sync::atomic::AtomicBool::new(false);
+        // One fetch for every request of this key at once (a query writing
+        // one search thirty times, a burst after the version moved): the
+        // others wait for its answer.
+        let kept = self
             .local
-            .get(&key)
-            .and_then(|hit| hit.downcast_ref::<R::Reply>().cloned())
-        {
+            .try_get_with(key.clone(), async {
+                fetched.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.fetch(redis, &key, bus, request).await
+            })
+            .await
+            .map_err(|e| (*e).clone())?;
+        if !fetched.load(std::sync::atomic::Ordering::Relaxed) {
             metrics::counter!("duikou_cache_total", "method" => R::METHOD, "outcome" => "local")
                 .increment(1);
-            return Ok(reply);
         }
+        kept.value
+            .downcast_ref::<R::Reply>()
+            .cloned()
+            .ok_or_else(|| AppError::internal("a cached answer of another type"))
+    }
+
+    /// `request`'s answer from Redis (with the entry's lifetime left) or
+    /// from the service (then written to Redis), to keep in this process.
+    async fn fetch<R>(
+        &self,
+        redis: &ConnectionManager,
+        key: &str,
+        bus: &dyn Bus,
+        request: &R,
+    ) -> Result<Local, AppError>
+    where
+        R: Rpc,
+        R::Reply: Serialize + DeserializeOwned + Clone + Sync,
+    {
+        let full = Duration::from_secs(TTL_SECONDS);
         let mut conn = redis.clone();
-        match redis::cmd("GET")
-            .arg(&key)
-            .query_async::<Option<String>>(&mut conn)
-            .await
-        {
-            Ok(Some(hit)) => {
+        let found = redis::pipe()
+            .get(key)
+            .pttl(key)
+            .query_async::<(Option<String>, i64)>(&mut conn)
+            .await;
+        match found {
+            Ok((Some(hit), left)) => {
                 if let Ok(reply) = serde_json::from_str::<R::Reply>(&hit) {
                     metrics::counter!("duikou_cache_total", "method" => R::METHOD, "outcome" => "hit")
                         .increment(1);
-                    self.local.insert(key, Arc::new(reply.clone()));
-                    return Ok(reply);
+                    // -1: no expiry set (never so here); -2: gone since.
+                    let left = u64::try_from(left).map_or(full, Duration::from_millis);
+                    return Ok(local(reply, hit.len(), left.min(full)));
                 }
             }
-            Ok(None) => {}
+            Ok((None, _)) => {}
             Err(e) => tracing::warn!(error = %e, "catalogue cache unavailable; asking the service"),
         }
         metrics::counter!("duikou_cache_total", "method" => R::METHOD, "outcome" => "miss")
             .increment(1);
         let reply = shared::bus::call(bus, request).await?;
-        if let Ok(body) = serde_json::to_string(&reply) {
-            set_for(redis, &key, &body, TTL_SECONDS).await;
-        }
-        self.local.insert(key, Arc::new(reply.clone()));
-        Ok(reply)
+        let bytes = match serde_json::to_string(&reply) {
+            Ok(body) if body.len() <= MAX_KEPT_ANSWER => {
+                set_for(redis, key, &body, TTL_SECONDS).await;
+                body.len()
+            }
+            _ => usize::MAX,
+        };
+        Ok(local(reply, bytes, full))
+    }
+}
+
+/// `reply` to keep in this process, weighing `bytes` (past
+/// [`MAX_KEPT_ANSWER`] it weighs more than the cache holds: not kept), for
+/// `ttl`.
+fn local<T: Any + Send + Sync>(reply: T, bytes: usize, ttl: Duration) -> Local {
+    let bytes = if bytes > MAX_KEPT_ANSWER {
+        u32::MAX
+    } else {
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    };
+    Local {
+        value: Arc::new(reply),
+        bytes,
+        ttl,
     }
 }
 

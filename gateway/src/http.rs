@@ -188,7 +188,8 @@ impl Answers {
 }
 
 /// Parsed queries by their text, those that passed the checks before
-/// execution, at most [`DOCUMENT_BYTES`] as their names weigh parsed.
+/// execution, at most [`DOCUMENT_BYTES`] as their text (the key) and their
+/// names parsed weigh, none longer than [`MAX_KEPT_DOCUMENT`].
 #[derive(Clone)]
 struct Documents(moka::sync::Cache<String, Arc<async_graphql::parser::types::ExecutableDocument>>);
 
@@ -202,13 +203,21 @@ const DOCUMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// name, its position and the lists that hold them).
 const BYTES_A_NAME: usize = 512;
 
+/// The longest query text kept parsed (as a persisted query's): a longer
+/// one is parsed at each request.
+const MAX_KEPT_DOCUMENT: usize = crate::cache::MAX_PERSISTED_QUERY;
+
 impl Documents {
     fn new() -> Documents {
         Documents(
             moka::sync::Cache::builder()
+                // The text counts too: two names behind a comment or a
+                // string of 250 KiB weighed a kilobyte, and 16 MiB of
+                // such "kilobytes" held some 4 GiB of text.
                 .weigher(|query: &String, _| {
                     let names = crate::nesting::names(query).max(1);
-                    u32::try_from(names.saturating_mul(BYTES_A_NAME)).unwrap_or(u32::MAX)
+                    let parsed = names.saturating_mul(BYTES_A_NAME);
+                    u32::try_from(parsed.saturating_add(query.len())).unwrap_or(u32::MAX)
                 })
                 .max_capacity(DOCUMENT_BYTES)
                 .build(),
@@ -225,7 +234,7 @@ impl Documents {
 
     /// Keeps `doc`, parsed from `query` and found fit to run.
     fn keep(&self, query: &str, doc: &Arc<async_graphql::parser::types::ExecutableDocument>) {
-        if !self.0.contains_key(query) {
+        if query.len() <= MAX_KEPT_DOCUMENT && !self.0.contains_key(query) {
             self.0.insert(query.to_owned(), doc.clone());
         }
     }
