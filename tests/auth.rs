@@ -1472,3 +1472,51 @@ async fn ten_wrong_passwords_for_one_email_stop_its_logins_for_a_while() {
         .expect("time passed");
     assert!(app.login("guessed@example.com").await["accessToken"].is_string());
 }
+
+/// An address and a password typed composed (é) or decomposed (e + U+0301,
+/// as some keyboards and pastes send them) are one address and one
+/// password: a traveler registered one way logs in the other, and the
+/// other spelling registers no second account that looks the same. (Both
+/// were compared byte by byte: "wrong email or password", and a twin.)
+#[tokio::test]
+async fn an_address_and_a_password_typed_decomposed_are_the_same() {
+    let app = common::spawn_app().await;
+    let (email, password) = ("renée.müller@example.de", "Crème-brûlée-Ñandú-2026");
+    let decomposed = |s: &str| -> String {
+        use unicode_normalization::UnicodeNormalization;
+        s.nfd().collect()
+    };
+    assert_ne!(decomposed(email), email);
+    let register = "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }";
+    let first = app
+        .graphql_as(
+            None,
+            register,
+            json!({ "i": { "email": email, "password": password, "displayName": "Renée", "homeRegionCode": "110108" } }),
+        )
+        .await;
+    assert!(
+        first["data"]["register"]["accessToken"].is_string(),
+        "{first}"
+    );
+    let login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { account { email } } }";
+    let decomposed_login = app
+        .graphql_as(
+            None,
+            login,
+            json!({ "e": decomposed(email), "p": decomposed(password) }),
+        )
+        .await;
+    assert_eq!(
+        decomposed_login["data"]["login"]["account"]["email"], email,
+        "{decomposed_login}"
+    );
+    let twin = app
+        .graphql_as(
+            None,
+            register,
+            json!({ "i": { "email": decomposed(email), "password": password, "displayName": "Renée", "homeRegionCode": "110108" } }),
+        )
+        .await;
+    assert_eq!(code(&twin), "CONFLICT", "{twin}");
+}

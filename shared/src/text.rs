@@ -103,11 +103,24 @@ pub fn has_control(text: &str) -> bool {
 /// lookup takes it (sign-in, `grantRole`, registration): one `@`, a dotted
 /// domain, and nothing that does not show or shows another way round
 /// (spaces, control characters, zero-width characters, direction
-/// overrides). Chinese and other letters are welcome. What a new address
+/// overrides), composed (NFC). Chinese and other letters are welcome. What a new address
 /// must be besides is [`check_new_email`]: an address already stored is
 /// found as it was written, whatever the rules for new ones.
+/// The address as written before addresses were composed: how one stored
+/// then is still found (None when it is the same as [`normalise_email`]'s).
+pub fn email_as_once_stored(email: &str) -> Option<String> {
+    use unicode_normalization::UnicodeNormalization;
+    let written = email.trim().to_lowercase();
+    let composed: String = written.nfc().collect();
+    (written != composed).then_some(written)
+}
+
 pub fn normalise_email(email: &str) -> Result<String, AppError> {
-    let email = email.trim().to_lowercase();
+    // Composed (NFC): "renée" typed as e + U+0301 by some keyboards and
+    // pastes is the address typed as é (it made a second account that
+    // looked the same, and could not log in to the first).
+    use unicode_normalization::UnicodeNormalization;
+    let email: String = email.trim().to_lowercase().nfc().collect();
     let hidden = |c: char| {
         c.is_whitespace()
             || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}')

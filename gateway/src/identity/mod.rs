@@ -194,9 +194,16 @@ fn hash_now(password: &[u8]) -> Result<String, AppError> {
         .map_err(AppError::internal)
 }
 
-/// Hashes a password with argon2id.
+/// A password composed (NFC): "crème" typed as e + U+0300 by one keyboard
+/// and as è by another is one password.
+fn composed(password: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    password.nfc().collect()
+}
+
+/// Hashes a password with argon2id, composed (NFC).
 pub async fn hash_password(password: String) -> Result<String, AppError> {
-    hashing(move || hash_now(password.as_bytes())).await?
+    hashing(move || hash_now(composed(&password).as_bytes())).await?
 }
 
 /// Checks a password against a stored hash; without one — an unknown
@@ -216,10 +223,15 @@ pub async fn verify_password(password: String, hash: Option<String>) -> Result<b
                 Err(_) => return false,
             },
         };
-        Argon2::default()
-            .verify_password(password.as_bytes(), &stored)
-            .is_ok()
-            && real
+        // Composed, as hashed since; as typed, for one set decomposed
+        // before (checked only when the two differ).
+        let nfc = composed(&password);
+        let matches = |typed: &str| {
+            Argon2::default()
+                .verify_password(typed.as_bytes(), &stored)
+                .is_ok()
+        };
+        (matches(&nfc) || (nfc != password && matches(&password))) && real
     })
     .await
 }
@@ -565,6 +577,7 @@ impl Identity {
 
     /// Logs in with email and password.
     pub async fn login(&self, email: &str, password: String) -> Result<Tokens, AppError> {
+        let email_written = email;
         let email = normalise_email(email).ok();
         // Guessing one account's password from many addresses (each with
         // its own rate allowance) stops after a few wrong ones; every
@@ -573,7 +586,15 @@ impl Identity {
             self.password_attempt(email).await?;
         }
         let found = match &email {
-            Some(email) => storage::account_by_email(&self.db, email).await?,
+            Some(composed) => match storage::account_by_email(&self.db, composed).await? {
+                // Stored decomposed before addresses were composed: found
+                // as it was written.
+                None => match shared::text::email_as_once_stored(&email_written) {
+                    Some(written) => storage::account_by_email(&self.db, &written).await?,
+                    None => None,
+                },
+                found => found,
+            },
             None => None,
         };
         let hash = found.as_ref().map(|(_, h)| h.clone());
