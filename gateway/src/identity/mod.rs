@@ -589,7 +589,7 @@ impl Identity {
             Some(composed) => match storage::account_by_email(&self.db, composed).await? {
                 // Stored decomposed before addresses were composed: found
                 // as it was written.
-                None => match shared::text::email_as_once_stored(&email_written) {
+                None => match shared::text::email_as_once_stored(email_written) {
                     Some(written) => storage::account_by_email(&self.db, &written).await?,
                     None => None,
                 },
