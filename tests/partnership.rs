@@ -1370,3 +1370,57 @@ async fn a_recredit_goes_a_batch_at_a_time_and_what_is_left_is_finished_by_the_s
     assert!(twice.is_empty(), "{} bookings credited twice", twice.len());
     assert_totals_match_the_records(&app, &[pair.id]).await;
 }
+
+/// A traveler living outside mainland China registers without a home
+/// region (before, `homeRegionCode` was required, and a foreigner had to
+/// claim a Chinese region, whose partnerships their bookings then counted
+/// for): their bookings count for no partnership unless they declare a
+/// sponsor region.
+#[tokio::test]
+async fn a_traveler_from_abroad_registers_without_a_home_region_and_credits_no_pair() {
+    let mut app = spawn_app().await;
+    app.pair("110108", "150430").await;
+    let registered = app
+        .graphql_as(
+            None,
+            "mutation($i: RegisterInput!) { register(input: $i) { accessToken account { homeRegionCode } } }",
+            json!({ "i": { "email": "abroad@example.com", "password": common::PASSWORD, "displayName": "Jane Doe" } }),
+        )
+        .await;
+    let token = registered["data"]["register"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{registered}"))
+        .to_owned();
+    assert_eq!(
+        registered["data"]["register"]["account"]["homeRegionCode"],
+        Value::Null,
+        "{registered}"
+    );
+    app.token = Some(token);
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let check_in = tomorrow() + Days::days(5);
+    let created = app
+        .graphql(
+            "mutation($input: CreateBookingInput!) { createBooking(input: $input, idempotencyKey: \"abroad\") { id } }",
+            json!({ "input": {
+                "roomTypeId": room_type,
+                "checkIn": check_in.to_string(),
+                "checkOut": (check_in + Days::days(1)).to_string(),
+                "travelers": [{ "name": "Jane Doe", "idType": "PASSPORT", "idNumber": "X1234567" }],
+                "contact": { "name": "Jane Doe", "phone": "13800138000" }
+            } }),
+        )
+        .await;
+    let id = TestApp::id_of(&created);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let paid = app.pay(&id, "tok_success", "abroad").await;
+    assert!(paid["errors"].is_null(), "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+    app.wait_for_partnership_facts("150430", |facts| {
+        facts.iter().any(|f| f.captured.gross > Fen::ZERO)
+    })
+    .await;
+    assert_eq!(impact_of(&app, &id).await, vec![], "credited to no pair");
+    let trace = money_trace(&app, &id).await;
+    assert_eq!(trace["paid"]["amount"], "380.00", "{trace}");
+}

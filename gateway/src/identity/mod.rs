@@ -558,14 +558,14 @@ impl Identity {
         email: &str,
         password: String,
         display_name: &str,
-        home_region: RegionCode,
+        home_region: Option<RegionCode>,
     ) -> Result<Tokens, AppError> {
         let account = self
             .create_account(NewAccount {
                 email: email.into(),
                 password,
                 display_name: display_name.into(),
-                home_region: Some(home_region),
+                home_region,
                 role: Role::Traveler,
                 region_scope: None,
                 agency_id: None,

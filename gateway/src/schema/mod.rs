@@ -1646,9 +1646,14 @@ impl Mutation {
 
     /// Creates a traveler account and logs it in. Bookings made with it
     /// count for the partnerships of `homeRegionCode` (unless a booking
-    /// declares another sponsor region).
+    /// declares another sponsor region); without one (a traveler living
+    /// outside mainland China), for none unless a booking declares one.
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<AuthPayload> {
-        let home = region(&input.home_region_code)?;
+        let home = input
+            .home_region_code
+            .as_ref()
+            .map(|code| region(code))
+            .transpose()?;
         let tokens = identity(ctx)?
             .register(&input.email, input.password, &input.display_name, home)
             .await
@@ -1720,8 +1725,9 @@ pub struct RegisterInput {
     pub password: String,
     /// Shown name.
     pub display_name: String,
-    /// Home region (e.g. 110108 北京市海淀区).
-    pub home_region_code: ID,
+    /// Home region (e.g. 110108 北京市海淀区), a division code of mainland
+    /// China; left out (or null) by a traveler who lives elsewhere.
+    pub home_region_code: Option<ID>,
 }
 
 impl From<DocumentType> for IdType {
