@@ -1519,4 +1519,49 @@ async fn an_address_and_a_password_typed_decomposed_are_the_same() {
         )
         .await;
     assert_eq!(code(&twin), "CONFLICT", "{twin}");
+
+    // An address stored decomposed before addresses were composed (set so
+    // here): still found by login and grantRole, and still taken.
+    use sea_orm::ConnectionTrait;
+    let old = "zoë@example.nl";
+    let registered = app
+        .graphql_as(
+            None,
+            register,
+            json!({ "i": { "email": old, "password": password, "displayName": "Zoë", "homeRegionCode": "110108" } }),
+        )
+        .await;
+    assert!(registered["errors"].is_null(), "{registered}");
+    app.service_db("gateway")
+        .await
+        .execute_unprepared(&format!(
+            "UPDATE accounts SET email = '{}' WHERE email = '{old}'",
+            decomposed(old)
+        ))
+        .await
+        .expect("stored decomposed");
+    let found = app
+        .graphql_as(None, login, json!({ "e": old, "p": password }))
+        .await;
+    assert!(found["data"]["login"].is_object(), "{found}");
+    let taken = app
+        .graphql_as(
+            None,
+            register,
+            json!({ "i": { "email": old, "password": password, "displayName": "Zoë", "homeRegionCode": "110108" } }),
+        )
+        .await;
+    assert_eq!(code(&taken), "CONFLICT", "{taken}");
+    let admin = app.admin_token().await;
+    let granted = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($e: String!) { grantRole(email: $e, role: REGION_ADMIN, regionCode: \"150430\") { role } }",
+            json!({ "e": old }),
+        )
+        .await;
+    assert_eq!(
+        granted["data"]["grantRole"]["role"], "REGION_ADMIN",
+        "{granted}"
+    );
 }

@@ -828,8 +828,11 @@ async fn a_region_admin_cancels_a_stay_for_its_host_and_all_is_refunded() {
         booking["reason"].as_str().is_some_and(|r| r.contains(why)),
         "{cancelled}"
     );
-    let again = cancel(Some(aohan), "h", Some(why)).await;
+    let again = cancel(Some(aohan.clone()), "h", Some(why)).await;
     assert_eq!(again["data"], cancelled["data"], "a retry: {again}");
+    // Another request, once it is cancelled, gives nothing more: said so.
+    let later = cancel(Some(aohan), "h2", Some(why)).await;
+    assert_eq!(common::code(&later), "CONFLICT", "{later}");
     let done = app
         .wait_for_booking(&id, "the refund", |b| amount(&b["refunded"]) == "380.00")
         .await;
@@ -896,4 +899,42 @@ async fn a_capture_replayed_after_its_inbox_row_was_pruned_changes_nothing() {
         .await;
     assert_eq!(now["refundDue"], Value::Null, "{now}");
     assert!(!history_has(&now, "full refund"), "{now}");
+}
+
+/// A stay cancelled for its host while its payment is on its way to
+/// booking (captured, not yet heard): the capture, heard after, goes back
+/// in full, not by the policy (which gives nothing the day before). The
+/// first version wrote the unpaid cancellation's cause, which a capture
+/// heard later reads as "paid before the booker cancelled": 0.00 back.
+#[tokio::test]
+async fn a_capture_heard_after_a_cancellation_for_the_host_goes_back_in_full() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "fire").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let held = common::LockHeld::begin(
+        app.service_db("booking").await,
+        "LOCK TABLE inbox IN EXCLUSIVE MODE",
+    )
+    .await;
+    let paid = app.pay(&id, "tok_success", "fire").await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    held.until_waiting(1, true).await;
+    let aohan = app.region_admin("aohan@example.cn", "150430").await;
+    let cancelled = app
+        .graphql_as(
+            Some(&aohan),
+            "mutation($id: ID!) { cancelBooking(bookingId: $id, idempotencyKey: \"fire\", forHost: \"牧户家中失火\") { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    held.release().await;
+    app.wait_for_booking(&id, "all of it back", |b| {
+        amount(&b["refunded"]) == "380.00"
+    })
+    .await;
 }

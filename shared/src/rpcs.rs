@@ -1581,10 +1581,6 @@ pub struct BookingView {
 }
 
 impl BookingView {
-    /// Whether `viewer` may read this booking: its booker (the account, or
-    /// its agency) and the admins of the listing's region — but for a
-    /// REJECTED one, which held nothing there: its travelers' details are
-    /// not the region's to read, though it names the listing it asked for.
     /// The day its stay (check-in) or departure begins, if known (a
     /// departure's once held: its listing carries the day).
     pub fn starts_on(&self) -> Option<chrono::NaiveDate> {
@@ -1594,6 +1590,10 @@ impl BookingView {
         }
     }
 
+    /// Whether `viewer` may read this booking: its booker (the account, or
+    /// its agency) and the admins of the listing's region — but for a
+    /// REJECTED one, which held nothing there: its travelers' details are
+    /// not the region's to read, though it names the listing it asked for.
     pub fn visible_to(&self, viewer: &crate::auth::Principal) -> bool {
         let region = self
             .listing

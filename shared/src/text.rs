@@ -99,22 +99,31 @@ pub fn has_control(text: &str) -> bool {
     })
 }
 
-/// Normalises (trimmed, lower case) and checks an email address as every
-/// lookup takes it (sign-in, `grantRole`, registration): one `@`, a dotted
-/// domain, and nothing that does not show or shows another way round
-/// (spaces, control characters, zero-width characters, direction
-/// overrides), composed (NFC). Chinese and other letters are welcome. What a new address
-/// must be besides is [`check_new_email`]: an address already stored is
-/// found as it was written, whatever the rules for new ones.
-/// The address as written before addresses were composed: how one stored
-/// then is still found (None when it is the same as [`normalise_email`]'s).
-pub fn email_as_once_stored(email: &str) -> Option<String> {
+/// How an address stored before addresses were composed may have been
+/// written, besides [`normalise_email`]'s composed form: as typed, and
+/// fully decomposed (NFD) — so that its account is still found whichever
+/// way its owner types it now. Empty when both are the composed form.
+pub fn email_as_once_stored(email: &str) -> Vec<String> {
     use unicode_normalization::UnicodeNormalization;
     let written = email.trim().to_lowercase();
     let composed: String = written.nfc().collect();
-    (written != composed).then_some(written)
+    let decomposed: String = written.nfd().collect();
+    let mut forms = Vec::new();
+    for form in [written, decomposed] {
+        if form != composed && !forms.contains(&form) {
+            forms.push(form);
+        }
+    }
+    forms
 }
 
+/// Normalises (trimmed, lower case, composed: NFC) and checks an email
+/// address as every lookup takes it (sign-in, `grantRole`, registration):
+/// one `@`, a dotted domain, and nothing that does not show or shows
+/// another way round (spaces, control characters, zero-width characters,
+/// direction overrides). Chinese and other letters are welcome. What a new
+/// address must be besides is [`check_new_email`]: an address already
+/// stored is found as it was written, whatever the rules for new ones.
 pub fn normalise_email(email: &str) -> Result<String, AppError> {
     // Composed (NFC): "renée" typed as e + U+0301 by some keyboards and
     // pastes is the address typed as é (it made a second account that

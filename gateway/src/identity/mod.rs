@@ -515,6 +515,22 @@ impl Identity {
         })
     }
 
+    /// The account of address `typed` (as sent), with its password hash:
+    /// by its composed form, or, for one stored decomposed before
+    /// addresses were composed, as it was written.
+    async fn account_by_address(&self, typed: &str) -> Result<Option<(Account, String)>, AppError> {
+        let composed = normalise_email(typed)?;
+        if let Some(found) = storage::account_by_email(&self.db, &composed).await? {
+            return Ok(Some(found));
+        }
+        for written in shared::text::email_as_once_stored(typed) {
+            if let Some(found) = storage::account_by_email(&self.db, &written).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     /// Creates an account (checked: email, password, name, region).
     pub async fn create_account(&self, new: NewAccount) -> Result<Account, AppError> {
         let email = normalise_email(&new.email)?;
@@ -525,6 +541,12 @@ impl Identity {
             )));
         }
         check_password("password", &new.password)?;
+        // One stored decomposed before: the same address, taken.
+        if self.account_by_address(&new.email).await?.is_some() {
+            return Err(AppError::conflict(format!(
+                "an account for {email} exists already; log in instead"
+            )));
+        }
         let display_name = new.display_name.trim().to_owned();
         shared::text::check_line("displayName", &display_name, 100, true)?;
         for region in [new.home_region, new.region_scope].into_iter().flatten() {
@@ -586,15 +608,7 @@ impl Identity {
             self.password_attempt(email).await?;
         }
         let found = match &email {
-            Some(composed) => match storage::account_by_email(&self.db, composed).await? {
-                // Stored decomposed before addresses were composed: found
-                // as it was written.
-                None => match shared::text::email_as_once_stored(email_written) {
-                    Some(written) => storage::account_by_email(&self.db, &written).await?,
-                    None => None,
-                },
-                found => found,
-            },
+            Some(_) => self.account_by_address(email_written).await?,
             None => None,
         };
         let hash = found.as_ref().map(|(_, h)| h.clone());
@@ -809,10 +823,10 @@ impl Identity {
 
     /// Creates the platform admin from configuration if the email is unused.
     pub async fn bootstrap_admin(&self, email: &str, password: &str) -> Result<(), AppError> {
-        let email = normalise_email(email)?;
-        if let Some((account, hash)) = storage::account_by_email(&self.db, &email).await? {
+        if let Some((account, hash)) = self.account_by_address(email).await? {
             return self.bootstrap_again(account, hash, password).await;
         }
+        let email = normalise_email(email)?;
         match self
             .create_account(NewAccount {
                 email: email.clone(),
@@ -893,6 +907,7 @@ impl Identity {
         agency: Option<AgencyId>,
         by: AccountId,
     ) -> Result<Account, AppError> {
+        let typed = email;
         let email = normalise_email(email)?;
         // What does not go with the role is refused, not dropped: the
         // caller meant something by it.
@@ -936,7 +951,8 @@ impl Identity {
                  create another for the agency you mean",
             ));
         }
-        let (account, _) = storage::account_by_email(&self.db, &email)
+        let (account, _) = self
+            .account_by_address(typed)
             .await?
             .ok_or_else(|| AppError::not_found(format!("no account {email}")))?;
         // The person named by id, not whoever registered the email first.

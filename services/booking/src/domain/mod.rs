@@ -162,15 +162,19 @@ fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
 }
 
 /// Puts a create request in the one form it is stored, compared and
-/// fingerprinted in: names and document numbers trimmed, document numbers
-/// in capitals (a resident ID's check character `x` is `X`), the contact's
-/// email trimmed and in lower case, blank email and notes left out.
+/// fingerprinted in: names trimmed and composed (NFC: "Renée" typed with
+/// a combining accent is the name on the passport, and counts its letters
+/// as such), document numbers trimmed and in capitals (a resident ID's
+/// check character `x` is `X`), the contact's email trimmed and in lower
+/// case, blank email and notes left out.
 pub fn normalise(req: &mut CreateBooking) {
+    use unicode_normalization::UnicodeNormalization;
+    let name = |name: &str| name.trim().nfc().collect::<String>();
     for t in &mut req.travelers {
-        t.name = t.name.trim().to_owned();
+        t.name = name(&t.name);
         t.id_number = t.id_number.trim().to_ascii_uppercase();
     }
-    req.contact.name = req.contact.name.trim().to_owned();
+    req.contact.name = name(&req.contact.name);
     req.contact.phone = req.contact.phone.trim().to_owned();
     req.contact.email = req
         .contact
@@ -567,6 +571,16 @@ mod tests {
         again.item = req.item.clone();
         normalise(&mut again);
         assert_eq!(fingerprint(&again), fingerprint(&req));
+        // A name typed with combining accents is the name, composed, and
+        // counts its letters: sixty of them fit the hundred.
+        let decomposed = "Rene\u{301}e ".to_owned() + &"e\u{301}".repeat(60);
+        let mut accented = request(&[(decomposed.as_str(), "E1234567")]);
+        normalise(&mut accented);
+        assert_eq!(
+            accented.travelers[0].name,
+            "Renée ".to_owned() + &"é".repeat(60)
+        );
+        assert_eq!(refusal(&accented), "");
 
         let mut twice = request(&[
             ("张三", "11010519491231002X"),

@@ -83,6 +83,10 @@ enum Cancelled {
 /// The history's cause of a booker's cancellation of a booking booking saw
 /// unpaid (a capture it has not heard of yet may have come before it).
 const CANCELLED_UNPAID: &str = "cancelled before payment";
+/// The history cause of a booking its host could not honour, cancelled
+/// before its payment was recorded: unlike [`CANCELLED_UNPAID`], a capture
+/// heard after it is refunded in full, not by the policy.
+const CANCELLED_FOR_HOST: &str = "cancelled for its host before payment";
 
 /// The history's note that inventory gave a booking's capacity back.
 const RELEASED: &str = "capacity released";
@@ -145,7 +149,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
         ),
         Canceller::Host(account, reason) => (
             format!("cancelled for its host by an admin (account {account}): {reason}"),
-            CANCELLED_UNPAID.to_owned(),
+            CANCELLED_FOR_HOST.to_owned(),
         ),
     };
     let unpaid = Changes {
@@ -561,6 +565,19 @@ impl Bookings {
         match for_host {
             Some(reason) => {
                 shared::text::check_line("reason", reason, 200, true)?;
+                // Its booker cancels by the policy, admin or not.
+                if booking
+                    .view
+                    .booker
+                    .as_ref()
+                    .is_some_and(|b| req.viewer.booked(b))
+                {
+                    return Err(AppError::new(
+                        ErrorCode::Forbidden,
+                        "you booked it: cancel it as its booker, without `forHost` (by the \
+                         listing's policy)",
+                    ));
+                }
                 let region = booking.view.listing.as_ref().map(|l| l.region_code);
                 if !region.is_some_and(|r| req.viewer.administers(r)) {
                     return Err(AppError::new(
@@ -603,6 +620,14 @@ impl Bookings {
         };
         let events = match cancel_one(&txn, &booking.view, by, None).await? {
             Cancelled::Moved(events) => events,
+            // Cancelled before (by its booker, say, by the policy): this
+            // request gives nothing more back, and says so.
+            Cancelled::Already if for_host.is_some() => {
+                return Err(AppError::conflict(
+                    "the booking was cancelled already; its history says what was refunded, \
+                     and a platform admin can give the rest back (refundPayment)",
+                ));
+            }
             Cancelled::Already => Vec::new(),
             Cancelled::Not(status) => {
                 return Err(AppError::conflict(format!(

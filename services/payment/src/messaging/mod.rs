@@ -434,8 +434,10 @@ impl Payments {
         let cutoff = chrono::Utc::now() - after;
         let mut found = 0;
         // Page by page, so that a hundred the provider keeps failing on
-        // do not keep the newer ones from their turn.
-        let mut after = None;
+        // do not keep the newer ones from their turn; at most
+        // [`ROUND_PAGES`] of each a round, so a stop waits for one round of
+        // bounded length.
+        let (mut after, mut pages) = (None, 0);
         loop {
             let (stuck, next) = storage::stuck_processing(&self.db, cutoff, after, 100).await?;
             for p in stuck {
@@ -449,8 +451,12 @@ impl Payments {
             }
             let Some(next) = next else { break };
             after = Some(next);
+            pages += 1;
+            if pages == ROUND_PAGES {
+                break;
+            }
         }
-        let mut after = None;
+        let (mut after, mut pages) = (None, 0);
         loop {
             let (pending, next) = storage::pending_refunds(&self.db, cutoff, after, 100).await?;
             for refund in pending {
@@ -473,6 +479,10 @@ impl Payments {
             }
             let Some(next) = next else { break };
             after = Some(next);
+            pages += 1;
+            if pages == ROUND_PAGES {
+                break;
+            }
         }
         let since = chrono::Utc::now() - chrono::Duration::days(1);
         for m in storage::provider_mismatches_since(&self.db, since).await? {
@@ -571,6 +581,10 @@ fn unanswered(who: &str, what: &str, e: AppError) -> AppError {
 /// about at most before it reads the books; the reconciler's loop asks
 /// about the rest.
 const HEARD_IN_A_RUN: u64 = 5_000;
+
+/// Pages of a hundred stuck payments, and of a hundred pending refunds,
+/// one reconciler round reads at most; the rest wait for the next round.
+const ROUND_PAGES: usize = 50;
 
 /// The payout run recorded under `reference`, read in `txn`, which it
 /// commits (with the run, when it was made in it).

@@ -376,7 +376,16 @@ impl MigrationTrait for StaysBegin {
         // paid out once it is under way (a cancellation before gives it all
         // back). Payments made before this release have none, and stay
         // payable at capture as they were.
-        run_ddl(manager, &["ALTER TABLE payments ADD COLUMN starts_on DATE"]).await
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE payments ADD COLUMN starts_on DATE",
+                // A run keeps back only captures in the ledger before its
+                // `upTo`: looked up by booking.
+                "CREATE INDEX ledger_entries_booking ON ledger_entries (booking_id)",
+            ],
+        )
+        .await
     }
 }
 
@@ -1726,7 +1735,11 @@ pub async fn payable_balances<C: ConnectionTrait>(
                  FROM payments
                  WHERE ((booking_heard_at IS NULL OR booking_heard_at >= $4) OR starts_on >= $5)
                    AND status = 'CAPTURED' AND refunded_fen < amount_fen
-                   AND host_id IS NOT NULL AND split IS NOT NULL"
+                   AND host_id IS NOT NULL AND split IS NOT NULL
+                   -- In what is owed: captured before `upTo` (one after
+                   -- it was held back from earnings it was never part of).
+                   AND EXISTS (SELECT 1 FROM ledger_entries l
+                               WHERE l.booking_id = payments.booking_id AND l.created_at < $1)"
             ),
             vec![
                 up_to.into(),
