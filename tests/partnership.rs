@@ -1424,3 +1424,59 @@ async fn a_traveler_from_abroad_registers_without_a_home_region_and_credits_no_p
     let trace = money_trace(&app, &id).await;
     assert_eq!(trace["paid"]["amount"], "380.00", "{trace}");
 }
+
+/// An agreement sent again (a retry after an unanswered call) is the one
+/// recorded, not a second copy no one can remove; a target for a year
+/// before the pair began is refused (no booking could meet it).
+#[tokio::test]
+async fn an_agreement_sent_again_is_the_one_recorded_and_no_target_precedes_the_pair() {
+    let app = spawn_app().await;
+    let bus = app.app.rt.bus.as_ref();
+    let pair = call(
+        bus,
+        &shared::rpcs::CreatePartnership {
+            since: chrono::NaiveDate::from_ymd_opt(2021, 1, 1),
+            ..common::pairing("110108", "150425")
+        },
+    )
+    .await
+    .expect("pair");
+    let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).expect("date");
+    let agreement = |year: i32| CreateAgreement {
+        partnership_id: pair.id,
+        title: "《海淀—克旗协议》".into(),
+        signed_on: date(2020, 12, 1),
+        starts_on: date(2020, 12, 1),
+        ends_on: date(2030, 12, 31),
+        signatories: vec!["海淀区".into(), "克什克腾旗".into()],
+        targets: vec![YearTarget {
+            year,
+            tourists: Some(100),
+            spend: None,
+            certified_spend: None,
+            custom: vec![],
+        }],
+        by: Principal::platform(),
+    };
+    let first = call(bus, &agreement(2026)).await.expect("recorded");
+    let again = call(bus, &agreement(2026)).await.expect("sent again");
+    assert_eq!(again.id, first.id, "the one recorded");
+    let now = call(
+        bus,
+        &shared::rpcs::GetPartnership {
+            partnership_id: pair.id,
+        },
+    )
+    .await
+    .expect("read")
+    .expect("the pair");
+    assert_eq!(now.agreements.len(), 1, "{now:?}");
+    let before = call(bus, &agreement(2020))
+        .await
+        .expect_err("a year before the pair");
+    assert_eq!(before.code, ErrorCode::BadUserInput);
+    assert!(
+        before.message.contains("before the partnership began"),
+        "{before:?}"
+    );
+}

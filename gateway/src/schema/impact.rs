@@ -265,8 +265,15 @@ pub struct MoneyProgress {
     pub on_track: bool,
 }
 
+/// To a tenth, rounded down, from the whole figures (no float error):
+/// 99.96 % of a target is not 100.0 % (a target missed by a fen read as
+/// reached).
 fn percent(p: &rpcs::TargetProgress) -> f64 {
-    (p.percent * 10.0).round() / 10.0
+    if p.target <= 0 {
+        return (p.percent * 10.0).floor() / 10.0;
+    }
+    let tenths = i128::from(p.actual) * 1000 / i128::from(p.target);
+    i64::try_from(tenths).map_or(p.percent, |t| t as f64 / 10.0)
 }
 
 fn progress(p: Option<rpcs::TargetProgress>) -> Option<TargetProgress> {
@@ -606,4 +613,24 @@ pub async fn update_partnership(
     )
     .await?;
     Ok(Partnership(updated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent;
+
+    #[test]
+    fn a_target_missed_by_a_fen_is_not_shown_reached() {
+        let progress = |actual: i64, target: i64| shared::rpcs::TargetProgress {
+            actual,
+            target,
+            percent: actual as f64 * 100.0 / target as f64,
+            on_track: false,
+        };
+        assert_eq!(percent(&progress(2_036_000, 2_036_001)), 99.9);
+        assert_eq!(percent(&progress(38_000, 1_000_000)), 3.8);
+        assert_eq!(percent(&progress(5, 5)), 100.0);
+        // 0.3 of 1 by floats is 29.999…: the whole figures say 30.0.
+        assert_eq!(percent(&progress(3, 10)), 30.0);
+    }
 }

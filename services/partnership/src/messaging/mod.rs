@@ -525,6 +525,29 @@ impl Partnerships {
                 view.ends_on
             )));
         }
+        // Nothing counts for a pair before it began: a year before then
+        // would hold a target no booking can meet.
+        if let Some(since) = pair.since
+            && let Some(t) = view
+                .targets
+                .iter()
+                .find(|t| t.year < chrono::Datelike::year(&since))
+        {
+            return Err(AppError::bad_input(format!(
+                "a target's year {} is before the partnership began ({since})",
+                t.year
+            )));
+        }
+        // The same agreement sent again (a retry after an unanswered
+        // call): the one recorded, not a second copy for good.
+        if let Some(recorded) = pair.agreements.iter().find(|a| {
+            AgreementView {
+                id: a.id,
+                ..view.clone()
+            } == **a
+        }) {
+            return Ok(recorded.clone());
+        }
         // Nothing counts for a pair after it ended: an agreement starting
         // then would hold targets no booking can meet.
         if let Some(end) = pair.ended_on.filter(|_| pair.status == "ENDED")
