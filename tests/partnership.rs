@@ -1479,4 +1479,20 @@ async fn an_agreement_sent_again_is_the_one_recorded_and_no_target_precedes_the_
         before.message.contains("before the partnership began"),
         "{before:?}"
     );
+    // Nor may the pair's beginning move past a target's year.
+    let later = call(
+        bus,
+        &shared::rpcs::UpdatePartnership {
+            partnership_id: pair.id,
+            status: None,
+            since: chrono::NaiveDate::from_ymd_opt(2027, 1, 1),
+            ended_on: None,
+            notes: None,
+            by: Principal::platform(),
+        },
+    )
+    .await
+    .expect_err("a since past a target");
+    assert_eq!(later.code, ErrorCode::BadUserInput);
+    assert!(later.message.contains("has a target for 2026"), "{later:?}");
 }

@@ -675,6 +675,16 @@ async fn a_run_over_a_past_period_keeps_back_nothing_sold_after_it() {
         .paid_booking(&room_type, tomorrow() + Days::days(30), "tok_success")
         .await;
     app.wait_for_status(&later, "CONFIRMED").await;
+    // And one sold and cancelled after it: its refund is not the period's.
+    let cancelled = app
+        .paid_booking(&room_type, tomorrow() + Days::days(40), "tok_success")
+        .await;
+    app.wait_for_status(&cancelled, "CONFIRMED").await;
+    app.cancel(&cancelled, "changed-plans").await;
+    app.wait_for_booking(&cancelled, "refunded in full", |b| {
+        b["refunded"]["amount"] == "380.00"
+    })
+    .await;
     let admin = app.admin_token().await;
     let run = app
         .graphql_as(

@@ -99,18 +99,18 @@ pub fn has_control(text: &str) -> bool {
     })
 }
 
-/// How an address stored before addresses were composed may have been
-/// written, besides [`normalise_email`]'s composed form: as typed, and
-/// fully decomposed (NFD) — so that its account is still found whichever
-/// way its owner types it now. Empty when both are the composed form.
-pub fn email_as_once_stored(email: &str) -> Vec<String> {
+/// The forms an address may be stored in, to look it up by, first to
+/// last: as typed (trimmed, lower case), `composed` ([`normalise_email`]'s
+/// form, every address stored since addresses were composed), and fully
+/// decomposed (NFD) — one stored before is found whichever way its owner
+/// types it now, and of two made then, one each way, each as typed.
+pub fn email_forms(typed: &str, composed: String) -> Vec<String> {
     use unicode_normalization::UnicodeNormalization;
-    let written = email.trim().to_lowercase();
-    let composed: String = written.nfc().collect();
+    let written = typed.trim().to_lowercase();
     let decomposed: String = written.nfd().collect();
-    let mut forms = Vec::new();
-    for form in [written, decomposed] {
-        if form != composed && !forms.contains(&form) {
+    let mut forms: Vec<String> = Vec::with_capacity(3);
+    for form in [written, composed, decomposed] {
+        if !forms.contains(&form) {
             forms.push(form);
         }
     }

@@ -238,7 +238,9 @@ pub async fn verify_password(password: String, hash: Option<String>) -> Result<b
 
 /// Checks a new password; `field` is the argument that carries it.
 fn check_password(field: &str, password: &str) -> Result<(), AppError> {
-    if !PASSWORD_CHARS.contains(&password.chars().count()) {
+    // Counted as hashed: composed (five é typed with combining accents are
+    // five characters, not ten).
+    if !PASSWORD_CHARS.contains(&composed(password).chars().count()) {
         return Err(AppError::bad_input(format!(
             "{field}: a password has {} to {} characters",
             PASSWORD_CHARS.start(),
@@ -516,15 +518,14 @@ impl Identity {
     }
 
     /// The account of address `typed` (as sent), with its password hash:
-    /// by its composed form, or, for one stored decomposed before
-    /// addresses were composed, as it was written.
+    /// as typed, by its composed form, or fully decomposed (one stored
+    /// before addresses were composed).
     async fn account_by_address(&self, typed: &str) -> Result<Option<(Account, String)>, AppError> {
+        // As typed first: of two accounts made before addresses were
+        // composed, one each way, each is found as its owner types it.
         let composed = normalise_email(typed)?;
-        if let Some(found) = storage::account_by_email(&self.db, &composed).await? {
-            return Ok(Some(found));
-        }
-        for written in shared::text::email_as_once_stored(typed) {
-            if let Some(found) = storage::account_by_email(&self.db, &written).await? {
+        for form in shared::text::email_forms(typed, composed) {
+            if let Some(found) = storage::account_by_email(&self.db, &form).await? {
                 return Ok(Some(found));
             }
         }
@@ -748,7 +749,7 @@ impl Identity {
         new: String,
     ) -> Result<Tokens, AppError> {
         check_password("newPassword", &new)?;
-        if new == current {
+        if composed(&new) == composed(&current) {
             return Err(AppError::bad_input(
                 "newPassword: the same as the current one; choose another",
             ));
@@ -757,7 +758,8 @@ impl Identity {
         // login does: the same count, by the account's email.
         let email = storage::account_by_id(&self.db, who.account_id)
             .await?
-            .map(|a| a.email);
+            // Composed, as login counts it (one stored decomposed before).
+            .map(|a| normalise_email(&a.email).unwrap_or(a.email));
         if let Some(email) = &email {
             self.password_attempt(email).await?;
         }

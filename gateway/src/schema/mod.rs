@@ -842,7 +842,9 @@ pub struct CreateBookingInput {
     /// The sponsor region the trip is credited to (GB/T 2260 code): the
     /// booker's home region when left out; given, it may only say that more
     /// or less exactly (海淀区 or 北京市 for a home in 海淀区), else
-    /// BAD_USER_INPUT.
+    /// BAD_USER_INPUT. A booker without a home region (living outside
+    /// mainland China) may name any region (a trip organised by a Beijing
+    /// district's programme, say); left out, none.
     pub sponsor_region_code: Option<ID>,
     /// Notes for the host.
     pub notes: Option<String>,

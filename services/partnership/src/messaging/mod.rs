@@ -309,6 +309,21 @@ impl Partnerships {
                 agreement.title, agreement.ends_on
             )));
         }
+        // Nor a target for a year before it: no booking could meet it.
+        if let Some(since) = req.since
+            && let Some((agreement, year)) = pair.agreements.iter().find_map(|a| {
+                a.targets
+                    .iter()
+                    .map(|t| t.year)
+                    .find(|y| *y < chrono::Datelike::year(&since))
+                    .map(|y| (a, y))
+            })
+        {
+            return Err(AppError::bad_input(format!(
+                "since {since}: the agreement {} has a target for {year}, before it",
+                agreement.title
+            )));
+        }
         // The mirror of `since`: an end before an agreement began leaves
         // that agreement's targets where nothing can ever count.
         if let Some(end) = ended_on
@@ -517,6 +532,16 @@ impl Partnerships {
         let pair = storage::partnership_by_id(&txn, req.partnership_id)
             .await?
             .ok_or_else(not_found)?;
+        // The same agreement sent again (a retry after an unanswered
+        // call): the one recorded, not a second copy for good.
+        if let Some(recorded) = pair.agreements.iter().find(|a| {
+            AgreementView {
+                id: a.id,
+                ..view.clone()
+            } == **a
+        }) {
+            return Ok(recorded.clone());
+        }
         if let Some(since) = pair.since
             && view.ends_on < since
         {
@@ -537,16 +562,6 @@ impl Partnerships {
                 "a target's year {} is before the partnership began ({since})",
                 t.year
             )));
-        }
-        // The same agreement sent again (a retry after an unanswered
-        // call): the one recorded, not a second copy for good.
-        if let Some(recorded) = pair.agreements.iter().find(|a| {
-            AgreementView {
-                id: a.id,
-                ..view.clone()
-            } == **a
-        }) {
-            return Ok(recorded.clone());
         }
         // Nothing counts for a pair after it ended: an agreement starting
         // then would hold targets no booking can meet.

@@ -382,7 +382,7 @@ impl MigrationTrait for StaysBegin {
                 "ALTER TABLE payments ADD COLUMN starts_on DATE",
                 // A run keeps back only captures in the ledger before its
                 // `upTo`: looked up by booking.
-                "CREATE INDEX ledger_entries_booking ON ledger_entries (booking_id)",
+                "CREATE INDEX IF NOT EXISTS ledger_entries_booking ON ledger_entries (booking_id)",
             ],
         )
         .await
@@ -1729,6 +1729,8 @@ pub async fn payable_balances<C: ConnectionTrait>(
                         CAST(SUM(r.amount_fen) AS BIGINT), NULL
                  FROM refunds r JOIN payments p ON p.id = r.payment_id
                  WHERE r.status = 'PENDING' AND p.host_id IS NOT NULL AND p.split IS NOT NULL
+                   AND EXISTS (SELECT 1 FROM ledger_entries l
+                               WHERE l.booking_id = p.booking_id AND l.created_at < $1)
                  GROUP BY p.id, p.host_id, p.split, p.refunded_fen
                  UNION ALL
                  SELECT NULL, NULL, NULL, host_id, split, refunded_fen, NULL, amount_fen
@@ -1900,8 +1902,12 @@ pub async fn host_balances_at<C: ConnectionTrait>(
 /// payout (booked to the nil booking `$2`) and every refund whenever made.
 const HOST_BALANCES: &str = "SELECT account, MIN(region_code) AS region_code,
         CAST(SUM(amount_fen) AS BIGINT) AS owed
-    FROM ledger_entries
-    WHERE account LIKE 'host:%' AND (created_at < $1 OR ($3 AND (booking_id = $2 OR amount_fen < 0)))
+    FROM ledger_entries e
+    WHERE account LIKE 'host:%' AND (created_at < $1 OR ($3 AND (booking_id = $2
+        -- A refund since, of earnings before `upTo` (one of a stay sold
+        -- after it took that period's earnings away for a run).
+        OR (amount_fen < 0 AND EXISTS (SELECT 1 FROM ledger_entries c
+                                       WHERE c.booking_id = e.booking_id AND c.created_at < $1)))))
     GROUP BY account HAVING SUM(amount_fen) <> 0";
 
 async fn balances<C: ConnectionTrait>(
