@@ -394,8 +394,9 @@ pub struct ImpactTrace {
     /// What stays after refunds, shared out: the host household (with the
     /// capture's rounding remainder), the platform fee, the welfare fund
     /// donation and the agency's commission. The parts add up to paid −
-    /// refunded; a partial refund rounds the platform's and the fund's
-    /// shares it takes back down, the agency's and the host's up
+    /// refunded; a partial refund rounds the platform's share it takes
+    /// back down, and the fund's too when an agency shares the booking
+    /// (else the fund takes the remainder), the agency's and the host's up
     /// (docs/architecture.md, the ledger).
     pub kept: super::types::PaymentSplit,
     /// The household, cooperative or village collective paid.
