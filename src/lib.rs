@@ -265,10 +265,11 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     use shared::outbox::OutboxSignal;
     install_crypto();
     // Embedded, not under a running process (its schema changed under it).
-    let _data_lock = match settings.postgres() {
-        None => Some(lock_data_dir(&settings.data_dir)?),
-        Some(_) => None,
-    };
+    let _data_lock = settings
+        .postgres()
+        .is_none()
+        .then(|| lock_data_dir(&settings.data_dir))
+        .transpose()?;
     let inventory_db = shared::db::connect(settings, inventory::SERVICE).await?;
     shared::db::migrate::<inventory::storage::Migrator>(&inventory_db).await?;
     let booking_db = shared::db::connect(settings, booking::SERVICE).await?;

@@ -321,13 +321,18 @@ pub async fn run_ddl(
 /// it in the error's text: "terminating connection due to administrator
 /// command" is all 57P01 says there).
 pub fn sqlstate(e: &DbErr) -> Option<String> {
+    Some(sqlx_error(e)?.as_database_error()?.code()?.into_owned())
+}
+
+/// The driver's error under `e`, if it came from the database driver.
+fn sqlx_error(e: &DbErr) -> Option<&sea_orm::SqlxError> {
     use sea_orm::RuntimeErr::SqlxError;
-    let (DbErr::Exec(SqlxError(err)) | DbErr::Query(SqlxError(err)) | DbErr::Conn(SqlxError(err))) =
-        e
-    else {
-        return None;
-    };
-    Some(err.as_database_error()?.code()?.into_owned())
+    match e {
+        DbErr::Exec(SqlxError(err))
+        | DbErr::Query(SqlxError(err))
+        | DbErr::Conn(SqlxError(err)) => Some(err),
+        _ => None,
+    }
 }
 
 /// True for errors worth retrying: serialization failure, deadlock, busy.
@@ -416,11 +421,8 @@ pub fn is_unique_violation(e: &DbErr) -> bool {
 /// True when the error is a CHECK-constraint violation (on PostgreSQL and
 /// SQLite alike, by the database's code rather than its wording).
 pub fn is_check_violation(e: &DbErr) -> bool {
-    use sea_orm::RuntimeErr::SqlxError;
-    let (DbErr::Exec(SqlxError(err)) | DbErr::Query(SqlxError(err))) = e else {
-        return false;
-    };
-    err.as_database_error()
+    sqlx_error(e)
+        .and_then(|err| err.as_database_error())
         .is_some_and(|db| db.is_check_violation())
 }
 

@@ -121,9 +121,7 @@ impl Runtime {
         self.tracker.wait().await;
         self.bus.close().await;
     }
-}
 
-impl Runtime {
     /// Waits until every outbox of this process is empty, for at most
     /// [`SETTLE_FOR`], or until a second goes by with no row published
     /// (an event no part takes stays for the next start).

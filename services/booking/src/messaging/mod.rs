@@ -562,6 +562,11 @@ impl Bookings {
             return Err(AppError::not_found(format!("no booking {id}")));
         };
         let for_host = req.for_host.as_deref().map(str::trim);
+        let administers = booking
+            .view
+            .listing
+            .as_ref()
+            .is_some_and(|l| req.viewer.administers(l.region_code));
         match for_host {
             Some(reason) => {
                 shared::text::check_line("reason", reason, 200, true)?;
@@ -578,8 +583,7 @@ impl Bookings {
                          listing's policy)",
                     ));
                 }
-                let region = booking.view.listing.as_ref().map(|l| l.region_code);
-                if !region.is_some_and(|r| req.viewer.administers(r)) {
+                if !administers {
                     return Err(AppError::new(
                         ErrorCode::Forbidden,
                         "only the admins of the listing's region (and platform admins) cancel a \
@@ -588,8 +592,7 @@ impl Bookings {
                 }
             }
             None if !req.viewer.owns(booking.view.booker.as_ref()) => {
-                let region = booking.view.listing.as_ref().map(|l| l.region_code);
-                if region.is_some_and(|r| req.viewer.administers(r)) {
+                if administers {
                     return Err(AppError::new(
                         ErrorCode::Forbidden,
                         "its booker cancels it by the listing's policy; an admin of its \

@@ -279,6 +279,23 @@ pub const MAX_CUSTOM: usize = 20;
 /// sold, …): past it a figure is a typing slip, not a plan.
 pub const MAX_CUSTOM_TARGET: f64 = 1e12;
 
+/// The first agreement among `agreements` with a target for a year before
+/// `since`, and that year: a target no booking can meet (nothing counts
+/// for a pair before it began).
+pub fn target_before(
+    since: chrono::NaiveDate,
+    agreements: &[shared::rpcs::AgreementView],
+) -> Option<(&shared::rpcs::AgreementView, i32)> {
+    let first = chrono::Datelike::year(&since);
+    agreements.iter().find_map(|a| {
+        a.targets
+            .iter()
+            .map(|t| t.year)
+            .find(|y| *y < first)
+            .map(|y| (a, y))
+    })
+}
+
 /// Checks yearly targets — within [`YEARS`], none negative, one per year,
 /// one per custom indicator (at most [`MAX_CUSTOM`] of them), names and
 /// units one line of text — and gives them back with the names and units

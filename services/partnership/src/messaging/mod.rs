@@ -311,13 +311,7 @@ impl Partnerships {
         }
         // Nor a target for a year before it: no booking could meet it.
         if let Some(since) = req.since
-            && let Some((agreement, year)) = pair.agreements.iter().find_map(|a| {
-                a.targets
-                    .iter()
-                    .map(|t| t.year)
-                    .find(|y| *y < chrono::Datelike::year(&since))
-                    .map(|y| (a, y))
-            })
+            && let Some((agreement, year)) = domain::target_before(since, &pair.agreements)
         {
             return Err(AppError::bad_input(format!(
                 "since {since}: the agreement {} has a target for {year}, before it",
@@ -553,14 +547,10 @@ impl Partnerships {
         // Nothing counts for a pair before it began: a year before then
         // would hold a target no booking can meet.
         if let Some(since) = pair.since
-            && let Some(t) = view
-                .targets
-                .iter()
-                .find(|t| t.year < chrono::Datelike::year(&since))
+            && let Some((_, year)) = domain::target_before(since, std::slice::from_ref(&view))
         {
             return Err(AppError::bad_input(format!(
-                "a target's year {} is before the partnership began ({since})",
-                t.year
+                "a target's year {year} is before the partnership began ({since})"
             )));
         }
         // Nothing counts for a pair after it ended: an agreement starting

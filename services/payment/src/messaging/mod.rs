@@ -437,9 +437,10 @@ impl Payments {
         // do not keep the newer ones from their turn; at most
         // [`ROUND_PAGES`] of each a round, so a stop waits for one round of
         // bounded length.
-        let (mut after, mut pages) = (None, 0);
+        let mut round = Round::default();
         loop {
-            let (stuck, next) = storage::stuck_processing(&self.db, cutoff, after, 100).await?;
+            let (stuck, next) =
+                storage::stuck_processing(&self.db, cutoff, round.after, 100).await?;
             for p in stuck {
                 match self.reconcile_payment(&p).await {
                     Ok(true) => found += 1,
@@ -449,16 +450,14 @@ impl Payments {
                     }
                 }
             }
-            let Some(next) = next else { break };
-            after = Some(next);
-            pages += 1;
-            if pages == ROUND_PAGES {
+            if !round.turn(next) {
                 break;
             }
         }
-        let (mut after, mut pages) = (None, 0);
+        let mut round = Round::default();
         loop {
-            let (pending, next) = storage::pending_refunds(&self.db, cutoff, after, 100).await?;
+            let (pending, next) =
+                storage::pending_refunds(&self.db, cutoff, round.after, 100).await?;
             for refund in pending {
                 match self.complete_refund(&refund, None).await {
                     Ok(RefundProgress::Done) => {
@@ -477,10 +476,7 @@ impl Payments {
                     Err(e) => warn!(refund = %refund.id, error = %e, "reconciliation: next round"),
                 }
             }
-            let Some(next) = next else { break };
-            after = Some(next);
-            pages += 1;
-            if pages == ROUND_PAGES {
+            if !round.turn(next) {
                 break;
             }
         }
@@ -585,6 +581,24 @@ const HEARD_IN_A_RUN: u64 = 5_000;
 /// Pages of a hundred stuck payments, and of a hundred pending refunds,
 /// one reconciler round reads at most; the rest wait for the next round.
 const ROUND_PAGES: usize = 50;
+
+/// Where a reconciler round is in one kind of stuck rows.
+#[derive(Default)]
+struct Round {
+    /// Where the last page ended (None: at the first).
+    after: Option<storage::Stuck>,
+    pages: usize,
+}
+
+impl Round {
+    /// Moves past a page that ended at `next` (None: the last); whether
+    /// another page is read this round.
+    fn turn(&mut self, next: Option<storage::Stuck>) -> bool {
+        self.pages += 1;
+        self.after = next;
+        self.after.is_some() && self.pages < ROUND_PAGES
+    }
+}
 
 /// The payout run recorded under `reference`, read in `txn`, which it
 /// commits (with the run, when it was made in it).
@@ -909,16 +923,8 @@ impl Payments {
             // Booking asks only after it heard a capture: a restore or a
             // hand-made request. Booking is told, so its refund is not
             // awaited for ever (nor kept back from every payout run).
-            let why = "nothing was captured for this booking";
-            warn!(booking = %ev.booking_id, why, "refund refused");
-            let refused = RefundRefused {
-                booking_id: ev.booking_id,
-                request: env.id,
-                reason: why.into(),
-            };
-            enqueue(&txn, &[env.follow(SERVICE, &refused)]).await?;
-            txn.commit().await?;
-            self.outbox.committed();
+            self.refuse(txn, env, ev, "nothing was captured for this booking".into())
+                .await?;
             return Ok(None);
         };
         let left = captured.payment.amount - captured.refunded;
@@ -962,24 +968,37 @@ impl Payments {
                 }
                 None => format!("{asked} asked, {left} left to refund"),
             };
-            warn!(booking = %ev.booking_id, %why, "refund refused");
             refund.amount = amount.max(Fen::ZERO);
             refund.split = captured.payment.split.reversal(Fen::ZERO, Fen::ZERO);
             refund.status = "REFUSED".into();
             storage::insert_refund(&txn, &refund, key, Some(&why)).await?;
-            let refused = RefundRefused {
-                booking_id: ev.booking_id,
-                request: env.id,
-                reason: why,
-            };
-            enqueue(&txn, &[env.follow(SERVICE, &refused)]).await?;
-            txn.commit().await?;
-            self.outbox.committed();
+            self.refuse(txn, env, ev, why).await?;
             return Ok(None);
         }
         storage::insert_refund(&txn, &refund, key, None).await?;
         txn.commit().await?;
         Ok(Some(refund))
+    }
+
+    /// Answers refund request `ev` (`env`) with `payment.refund_refused`,
+    /// saying `why`, and commits `txn` with it.
+    async fn refuse(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        env: &Envelope,
+        ev: &RefundRequested,
+        why: String,
+    ) -> Result<(), HandlerError> {
+        warn!(booking = %ev.booking_id, %why, "refund refused");
+        let refused = RefundRefused {
+            booking_id: ev.booking_id,
+            request: env.id,
+            reason: why,
+        };
+        enqueue(&txn, &[env.follow(SERVICE, &refused)]).await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(())
     }
 }
 

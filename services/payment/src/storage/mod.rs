@@ -1213,6 +1213,20 @@ pub async fn pending_refunds<C: ConnectionTrait>(
     ))
 }
 
+/// SQL: whether the booking named by `$booking` (a column) was captured
+/// before the period's end `$1`: a payout run keeps back and deducts only
+/// what is in what it owes (one sold after `upTo` took that period's
+/// earnings away). One definition for the statements that must agree.
+macro_rules! captured_before_up_to {
+    ($booking:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM ledger_entries c WHERE c.booking_id = ",
+            $booking,
+            " AND c.created_at < $1)"
+        )
+    };
+}
+
 /// Where a page of stuck rows ended: its last row's `updated_at` and id.
 pub type Stuck = (chrono::DateTime<Utc>, uuid::Uuid);
 
@@ -1729,8 +1743,7 @@ pub async fn payable_balances<C: ConnectionTrait>(
                         CAST(SUM(r.amount_fen) AS BIGINT), NULL
                  FROM refunds r JOIN payments p ON p.id = r.payment_id
                  WHERE r.status = 'PENDING' AND p.host_id IS NOT NULL AND p.split IS NOT NULL
-                   AND EXISTS (SELECT 1 FROM ledger_entries l
-                               WHERE l.booking_id = p.booking_id AND l.created_at < $1)
+                   AND {pending_before}
                  GROUP BY p.id, p.host_id, p.split, p.refunded_fen
                  UNION ALL
                  SELECT NULL, NULL, NULL, host_id, split, refunded_fen, NULL, amount_fen
@@ -1738,10 +1751,9 @@ pub async fn payable_balances<C: ConnectionTrait>(
                  WHERE ((booking_heard_at IS NULL OR booking_heard_at >= $4) OR starts_on >= $5)
                    AND status = 'CAPTURED' AND refunded_fen < amount_fen
                    AND host_id IS NOT NULL AND split IS NOT NULL
-                   -- In what is owed: captured before `upTo` (one after
-                   -- it was held back from earnings it was never part of).
-                   AND EXISTS (SELECT 1 FROM ledger_entries l
-                               WHERE l.booking_id = payments.booking_id AND l.created_at < $1)"
+                   AND {captured_before}",
+                pending_before = captured_before_up_to!("p.booking_id"),
+                captured_before = captured_before_up_to!("payments.booking_id"),
             ),
             vec![
                 up_to.into(),
@@ -1900,15 +1912,17 @@ pub async fn host_balances_at<C: ConnectionTrait>(
 
 /// Each host account's balance: entries before `$1`, and with `$3` every
 /// payout (booked to the nil booking `$2`) and every refund whenever made.
-const HOST_BALANCES: &str = "SELECT account, MIN(region_code) AS region_code,
+const HOST_BALANCES: &str = concat!(
+    "SELECT account, MIN(region_code) AS region_code,
         CAST(SUM(amount_fen) AS BIGINT) AS owed
     FROM ledger_entries e
     WHERE account LIKE 'host:%' AND (created_at < $1 OR ($3 AND (booking_id = $2
-        -- A refund since, of earnings before `upTo` (one of a stay sold
-        -- after it took that period's earnings away for a run).
-        OR (amount_fen < 0 AND EXISTS (SELECT 1 FROM ledger_entries c
-                                       WHERE c.booking_id = e.booking_id AND c.created_at < $1)))))
-    GROUP BY account HAVING SUM(amount_fen) <> 0";
+        OR (amount_fen < 0 AND ",
+    // A refund since, of earnings before `upTo`.
+    captured_before_up_to!("e.booking_id"),
+    "))))
+    GROUP BY account HAVING SUM(amount_fen) <> 0"
+);
 
 async fn balances<C: ConnectionTrait>(
     conn: &C,
