@@ -1496,3 +1496,133 @@ async fn an_agreement_sent_again_is_the_one_recorded_and_no_target_precedes_the_
     assert_eq!(later.code, ErrorCode::BadUserInput);
     assert!(later.message.contains("has a target for 2026"), "{later:?}");
 }
+
+/// An agreement recorded by mistake (or superseded, or never signed) is
+/// withdrawn: it stays on record apart from those in force, its targets
+/// count no more, and it no longer keeps the pair from ending before it
+/// starts. Before, one starting in the future kept the pair from ever
+/// ending, and nothing but the database could take it back.
+#[tokio::test]
+async fn a_withdrawn_agreement_stays_on_record_and_no_longer_counts_or_bounds_the_term() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let pair = app.pair("110114", "150425").await.id.to_string();
+    let today = shared::policy::china_today(Utc::now());
+    let starts = today + Days::days(30);
+    let year = starts.year();
+    let recorded = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($id: ID!, $s: Date!, $e: Date!, $y: Int!) { recordAgreement(input: {
+                partnershipId: $id, title: \"帮扶协议\", signedOn: \"2026-01-01\", startsOn: $s,
+                endsOn: $e, targets: [{ year: $y, tourists: 100 }] }) { id withdrawal { on } } }",
+            json!({ "id": pair, "s": starts, "e": starts + Days::days(400), "y": year }),
+        )
+        .await;
+    assert!(recorded["errors"].is_null(), "{recorded}");
+    assert!(recorded["data"]["recordAgreement"]["withdrawal"].is_null());
+    let agreement = recorded["data"]["recordAgreement"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let end_today = || {
+        app.graphql_as(
+            Some(&admin),
+            "mutation($id: ID!) { updatePartnership(input: { partnershipId: $id, status: ENDED })
+                { status } }",
+            json!({ "id": pair }),
+        )
+    };
+    let target = || async {
+        let body = app
+            .graphql(
+                "query($id: ID!, $y: Int!) { partnershipReport(partnershipId: $id, year: $y) {
+                    targets { tourists } } }",
+                json!({ "id": pair, "y": year }),
+            )
+            .await;
+        assert!(body["errors"].is_null(), "{body}");
+        body["data"]["partnershipReport"]["targets"]["tourists"].clone()
+    };
+    assert_eq!(common::code(&end_today().await), "BAD_USER_INPUT");
+    assert_eq!(target().await, 100);
+
+    let withdraw = "mutation($id: ID!, $r: String!) { withdrawAgreement(agreementId: $id,
+        reason: $r) { id title withdrawal { on reason } } }";
+    let stranger = app.region_admin("chaoyang@example.cn", "110105").await;
+    let refused = app
+        .graphql_as(
+            Some(&stranger),
+            withdraw,
+            json!({ "id": agreement, "r": "录入错误" }),
+        )
+        .await;
+    assert_eq!(common::code(&refused), "FORBIDDEN", "{refused}");
+    let blank = app
+        .graphql_as(
+            Some(&admin),
+            withdraw,
+            json!({ "id": agreement, "r": " \u{3164} " }),
+        )
+        .await;
+    assert_eq!(common::code(&blank), "BAD_USER_INPUT", "{blank}");
+    let unknown = app
+        .graphql_as(
+            Some(&admin),
+            withdraw,
+            json!({ "id": uuid::Uuid::new_v4().to_string(), "r": "录入错误" }),
+        )
+        .await;
+    assert_eq!(common::code(&unknown), "NOT_FOUND", "{unknown}");
+
+    let withdrawn = app
+        .graphql_as(
+            Some(&admin),
+            withdraw,
+            json!({ "id": agreement, "r": " 录入错误：起始日期写错 " }),
+        )
+        .await;
+    assert_eq!(
+        withdrawn["data"]["withdrawAgreement"],
+        json!({ "id": agreement, "title": "帮扶协议",
+                "withdrawal": { "on": today, "reason": "录入错误：起始日期写错" } }),
+        "{withdrawn}"
+    );
+    // A retry answers the withdrawal recorded; another reason is refused.
+    let again = app
+        .graphql_as(
+            Some(&admin),
+            withdraw,
+            json!({ "id": agreement, "r": "录入错误：起始日期写错" }),
+        )
+        .await;
+    assert_eq!(again["data"], withdrawn["data"], "{again}");
+    let other = app
+        .graphql_as(
+            Some(&admin),
+            withdraw,
+            json!({ "id": agreement, "r": "未签署" }),
+        )
+        .await;
+    assert_eq!(common::code(&other), "CONFLICT", "{other}");
+
+    let read = app
+        .graphql(
+            "query($id: ID!) { partnership(id: $id) { agreements { id }
+                withdrawnAgreements { id withdrawal { reason } } } }",
+            json!({ "id": pair }),
+        )
+        .await;
+    assert_eq!(
+        read["data"]["partnership"],
+        json!({ "agreements": [], "withdrawnAgreements": [
+            { "id": agreement, "withdrawal": { "reason": "录入错误：起始日期写错" } }] }),
+        "{read}"
+    );
+    assert!(target().await.is_null());
+    let ended = end_today().await;
+    assert_eq!(
+        ended["data"]["updatePartnership"]["status"], "ENDED",
+        "{ended}"
+    );
+}

@@ -2284,6 +2284,38 @@ pub struct AgreementView {
     pub signatories: Vec<String>,
     /// Targets by year.
     pub targets: Vec<YearTarget>,
+    /// Set once it was withdrawn (recorded by mistake, superseded, never
+    /// signed): its targets no longer count and it no longer bounds the
+    /// pair's term.
+    #[serde(default)]
+    pub withdrawal: Option<Withdrawal>,
+}
+
+/// Why and when an agreement was withdrawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    /// The day (China time).
+    pub on: NaiveDate,
+    /// Why, as the admin wrote it.
+    pub reason: String,
+}
+
+/// Withdraws an agreement: recorded by mistake (to be recorded again as
+/// it should have been), superseded or never signed. It stays on record,
+/// apart from those in force; its targets count no more.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WithdrawAgreement {
+    /// The agreement.
+    pub agreement_id: crate::ids::AgreementId,
+    /// Why, one line.
+    pub reason: String,
+    /// Who withdraws it: the partnership's admins.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for WithdrawAgreement {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "withdraw_agreement";
+    type Reply = AgreementView;
 }
 
 /// A partnership.
@@ -2306,8 +2338,11 @@ pub struct PartnershipView {
     pub notes: Option<String>,
     /// Demonstration data.
     pub demo: bool,
-    /// Its agreements, oldest first.
+    /// Its agreements in force, oldest first.
     pub agreements: Vec<AgreementView>,
+    /// Those withdrawn, oldest first: on record, counting for nothing.
+    #[serde(default)]
+    pub withdrawn_agreements: Vec<AgreementView>,
     /// Its figures are still being credited (a pair recorded, or a term
     /// moved, over the bookings of its beneficiary's sub-tree).
     #[serde(default)]

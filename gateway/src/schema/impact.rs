@@ -52,9 +52,20 @@ impl Partnership {
     async fn demo(&self) -> bool {
         self.0.demo
     }
-    /// Its agreements (框架协议), oldest first.
+    /// Its agreements (框架协议) in force, oldest first: their targets are
+    /// what `report` measures progress against.
     async fn agreements(&self) -> Vec<Agreement> {
         self.0.agreements.iter().cloned().map(Agreement).collect()
+    }
+    /// Its withdrawn agreements (`withdrawAgreement`), oldest first: on
+    /// record, counting for nothing.
+    async fn withdrawn_agreements(&self) -> Vec<Agreement> {
+        self.0
+            .withdrawn_agreements
+            .iter()
+            .cloned()
+            .map(Agreement)
+            .collect()
     }
     /// Its figures are still being credited with the bookings it covers (a
     /// pair just recorded, or a term moved, over many bookings of its
@@ -153,6 +164,22 @@ impl Agreement {
     async fn targets(&self) -> Vec<YearTarget> {
         self.0.targets.iter().map(YearTarget::from).collect()
     }
+    /// When and why it was withdrawn; null while in force.
+    async fn withdrawal(&self) -> Option<AgreementWithdrawal> {
+        self.0.withdrawal.as_ref().map(|w| AgreementWithdrawal {
+            on: Date(w.on),
+            reason: w.reason.clone(),
+        })
+    }
+}
+
+/// An agreement's withdrawal.
+#[derive(SimpleObject)]
+pub struct AgreementWithdrawal {
+    /// The day (China time).
+    pub on: Date,
+    /// Why, as the admin wrote it.
+    pub reason: String,
 }
 
 impl From<&rpcs::YearTarget> for YearTarget {
@@ -560,6 +587,26 @@ pub async fn record_agreement(ctx: &Context<'_>, input: AgreementInput) -> Resul
     )
     .await?;
     Ok(Agreement(created))
+}
+
+/// `withdrawAgreement`: the same admins as the partnership's.
+pub async fn withdraw_agreement(
+    ctx: &Context<'_>,
+    agreement_id: ID,
+    reason: String,
+) -> Result<Agreement> {
+    let by = principal(ctx)?.clone();
+    let agreement_id = super::parse("agreement id", &agreement_id)?;
+    let withdrawn = rpc(
+        ctx,
+        rpcs::WithdrawAgreement {
+            agreement_id,
+            reason,
+            by,
+        },
+    )
+    .await?;
+    Ok(Agreement(withdrawn))
 }
 
 /// Partnership status.

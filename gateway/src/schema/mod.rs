@@ -1518,6 +1518,21 @@ impl Mutation {
         impact::record_agreement(ctx, input).await
     }
 
+    /// Withdraws an agreement recorded by mistake, superseded or never
+    /// signed (the partnership's admins): it stays on record among the
+    /// pair's `withdrawnAgreements`, its targets count no more, and it no
+    /// longer bounds the pair's term. To correct one, withdraw it and
+    /// record it again as it should be. The same reason again answers the
+    /// withdrawal recorded; another, CONFLICT.
+    async fn withdraw_agreement(
+        &self,
+        ctx: &Context<'_>,
+        agreement_id: ID,
+        reason: String,
+    ) -> Result<Agreement> {
+        impact::withdraw_agreement(ctx, agreement_id, reason).await
+    }
+
     /// Registers a travel agency with its home region and commission
     /// contract (platform admins).
     async fn create_agency(

@@ -422,6 +422,7 @@ mod tests {
             ends_on: NaiveDate::from_ymd_opt(2030, 12, 31).expect("day"),
             signatories: Vec::new(),
             targets: vec![target],
+            withdrawal: None,
         }
     }
 

@@ -16,13 +16,17 @@ use shared::rpc::RpcRouter;
 use shared::rpcs::{
     AgreementView, CreateAgreement, CreatePartnership, Figures, GetBookingImpact, GetPartnership,
     GetPartnershipReport, GetRegionImpact, ImpactCredit, ListPartnerships, PartnershipPage,
-    PartnershipReport, PartnershipView, RegionImpact, UpdatePartnership,
+    PartnershipReport, PartnershipView, RegionImpact, UpdatePartnership, WithdrawAgreement,
+    Withdrawal,
 };
 use shared::{AppError, ErrorCode};
 use tracing::{info, warn};
 
 /// Longest notes on a partnership.
 const MAX_NOTES: usize = 2_000;
+
+/// Longest reason for withdrawing an agreement.
+const MAX_REASON: usize = 500;
 
 /// Bookings credited again per transaction when a pair or its term changes.
 pub const RECREDIT_BATCH: u64 = 200;
@@ -130,8 +134,8 @@ impl Partnerships {
 
     /// The RPC methods partnership answers.
     pub fn rpc(&self) -> RpcRouter {
-        let s = [(); 8].map(|()| self.clone());
-        let [a, b, c, d, e, f, g, h] = s;
+        let s = [(); 9].map(|()| self.clone());
+        let [a, b, c, d, e, f, g, h, i] = s;
         RpcRouter::new(SERVICE)
             .ready_with(self.db.clone())
             .route::<UpdatePartnership, _, _>(move |req| {
@@ -145,6 +149,10 @@ impl Partnerships {
             .route::<CreateAgreement, _, _>(move |req| {
                 let s = b.clone();
                 async move { s.create_agreement(req).await }
+            })
+            .route::<WithdrawAgreement, _, _>(move |req| {
+                let s = i.clone();
+                async move { s.withdraw_agreement(req).await }
             })
             .route::<ListPartnerships, _, _>(move |req| {
                 let s = c.clone();
@@ -199,6 +207,7 @@ impl Partnerships {
             notes,
             demo: req.demo,
             agreements: Vec::new(),
+            withdrawn_agreements: Vec::new(),
             crediting: true,
         };
         let txn = self.db.begin().await?;
@@ -511,6 +520,7 @@ impl Partnerships {
                 .map(|name| name.trim().to_owned())
                 .collect(),
             targets,
+            withdrawal: None,
         };
         let not_found = || AppError::not_found(format!("no partnership {}", req.partnership_id));
         // Who may record it, before taking any lock (the lock holds every
@@ -571,6 +581,69 @@ impl Partnerships {
         storage::insert_agreement(&txn, &view).await?;
         txn.commit().await?;
         Ok(view)
+    }
+
+    /// Withdraws an agreement: it stays on record, among the pair's
+    /// withdrawn ones, and counts for nothing more (its targets, its days
+    /// bounding the pair's term). Sent again with the same reason (a retry),
+    /// the withdrawal recorded; with another, CONFLICT.
+    pub async fn withdraw_agreement(
+        &self,
+        req: WithdrawAgreement,
+    ) -> Result<AgreementView, AppError> {
+        let reason = req.reason.trim();
+        shared::text::check_line("reason", reason, MAX_REASON, true)?;
+        let not_found = || AppError::not_found(format!("no agreement {}", req.agreement_id));
+        let of = |pair: PartnershipView| {
+            pair.agreements
+                .into_iter()
+                .chain(pair.withdrawn_agreements)
+                .find(|a| a.id == req.agreement_id)
+        };
+        // Who may withdraw it, before taking any lock.
+        let partnership_id = storage::partnership_of_agreement(&self.db, req.agreement_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let pair = storage::partnership_by_id(&self.db, partnership_id)
+            .await?
+            .ok_or_else(not_found)?;
+        may_record(&req.by, pair.sponsor, pair.beneficiary)?;
+        let txn = self.db.begin().await?;
+        // One at a time with the other edits of the pair's agreements and
+        // term, which read the agreements in force.
+        storage::lock_facts(&txn).await?;
+        let pair = storage::partnership_by_id(&txn, partnership_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let agreement = of(pair).ok_or_else(not_found)?;
+        if let Some(done) = &agreement.withdrawal {
+            return if done.reason == reason {
+                Ok(agreement)
+            } else {
+                Err(AppError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the agreement {} was withdrawn on {}: {}",
+                        agreement.title, done.on, done.reason
+                    ),
+                ))
+            };
+        }
+        let withdrawal = Withdrawal {
+            on: shared::policy::china_today(Utc::now()),
+            reason: reason.to_owned(),
+        };
+        if !storage::withdraw_agreement(&txn, req.agreement_id, &withdrawal, req.by.account_id)
+            .await?
+        {
+            return Err(AppError::internal("the agreement changed under the lock"));
+        }
+        txn.commit().await?;
+        info!(agreement = %agreement.id, partnership = %partnership_id, reason, "agreement withdrawn");
+        Ok(AgreementView {
+            withdrawal: Some(withdrawal),
+            ..agreement
+        })
     }
 
     /// Partnerships touching a region's sub-tree (either side), or all, a

@@ -12,7 +12,7 @@ use shared::ids::{AgreementId, BookingId, PartnershipId};
 use shared::money::Fen;
 use shared::outbox::stmt;
 use shared::region::RegionCode;
-use shared::rpcs::{AgreementView, Figures, PartnershipView, YearTarget};
+use shared::rpcs::{AgreementView, Figures, PartnershipView, Withdrawal, YearTarget};
 
 /// Partnership's migrations.
 pub struct Migrator;
@@ -27,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(FactsByDay),
             Box::new(RefundsHeard),
             Box::new(Recredits),
+            Box::new(Withdrawals),
         ]
     }
 }
@@ -248,6 +249,30 @@ impl MigrationTrait for Recredits {
     }
 }
 
+struct Withdrawals;
+
+impl MigrationName for Withdrawals {
+    fn name(&self) -> &str {
+        "m20261207_000001_agreement_withdrawals"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Withdrawals {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // An agreement withdrawn stays on record: when, why and by whom.
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE agreements ADD COLUMN withdrawn_on DATE",
+                "ALTER TABLE agreements ADD COLUMN withdrawal_reason TEXT",
+                "ALTER TABLE agreements ADD COLUMN withdrawn_by UUID",
+            ],
+        )
+        .await
+    }
+}
+
 /// Queues crediting every partnership again with the confirmed bookings of
 /// listings whose code starts with `prefix` (`""`: every booking).
 pub async fn queue_recredit<C: ConnectionTrait>(
@@ -434,6 +459,7 @@ fn partnership(row: &QueryResult) -> Result<PartnershipView, DbErr> {
         notes: row.try_get("", "notes")?,
         demo: row.try_get("", "demo")?,
         agreements: Vec::new(),
+        withdrawn_agreements: Vec::new(),
         crediting: false,
     })
 }
@@ -490,7 +516,7 @@ pub async fn partnerships<C: ConnectionTrait>(conn: &C) -> Result<Vec<Partnershi
         .collect::<Result<Vec<_>, _>>()?;
     for a in agreements {
         if let Some(p) = list.iter_mut().find(|p| p.id == a.partnership_id) {
-            p.agreements.push(a);
+            file_agreement(p, a);
         }
     }
     let prefixes = crediting_prefixes(conn).await?;
@@ -517,7 +543,7 @@ pub async fn partnership_by_id<C: ConnectionTrait>(
         return Ok(None);
     };
     let mut view = partnership(&row)?;
-    view.agreements = conn
+    let agreements = conn
         .query_all_raw(stmt(
             b,
             &format!(
@@ -526,12 +552,63 @@ pub async fn partnership_by_id<C: ConnectionTrait>(
             ),
             vec![uuid_value(b, id.0)],
         ))
-        .await?
-        .iter()
-        .map(agreement)
-        .collect::<Result<Vec<_>, _>>()?;
+        .await?;
+    for a in &agreements {
+        file_agreement(&mut view, agreement(a)?);
+    }
     view.crediting = crediting(conn, view.beneficiary).await?;
     Ok(Some(view))
+}
+
+/// Files an agreement with its partnership's in force or withdrawn ones:
+/// everything that reads a pair's targets or bounds its term reads
+/// `agreements`, which holds only those in force.
+fn file_agreement(p: &mut PartnershipView, a: AgreementView) {
+    if a.withdrawal.is_some() {
+        p.withdrawn_agreements.push(a);
+    } else {
+        p.agreements.push(a);
+    }
+}
+
+/// The partnership an agreement belongs to, if the agreement exists.
+pub async fn partnership_of_agreement<C: ConnectionTrait>(
+    conn: &C,
+    id: AgreementId,
+) -> Result<Option<PartnershipId>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        "SELECT partnership_id FROM agreements WHERE id = $1",
+        vec![uuid_value(b, id.0)],
+    ))
+    .await?
+    .map(|r| Ok(PartnershipId(row_uuid(&r, "partnership_id")?)))
+    .transpose()
+}
+
+/// Marks an agreement withdrawn, if it is not already.
+pub async fn withdraw_agreement<C: ConnectionTrait>(
+    conn: &C,
+    id: AgreementId,
+    withdrawal: &Withdrawal,
+    by: shared::ids::AccountId,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            "UPDATE agreements SET withdrawn_on = $2, withdrawal_reason = $3, withdrawn_by = $4
+             WHERE id = $1 AND withdrawn_on IS NULL",
+            vec![
+                uuid_value(b, id.0),
+                withdrawal.on.into(),
+                withdrawal.reason.as_str().into(),
+                uuid_value(b, by.0),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// The partnership of `sponsor` and `beneficiary`, if they are paired.
@@ -605,8 +682,8 @@ pub async fn insert_agreement<C: ConnectionTrait>(
 }
 
 /// The columns of `agreements` [`agreement`] reads, named.
-const AGREEMENT_COLUMNS: &str =
-    "id, partnership_id, title, signed_on, starts_on, ends_on, signatories, targets";
+const AGREEMENT_COLUMNS: &str = "id, partnership_id, title, signed_on, starts_on, ends_on, \
+     signatories, targets, withdrawn_on, withdrawal_reason";
 
 fn agreement(row: &QueryResult) -> Result<AgreementView, DbErr> {
     Ok(AgreementView {
@@ -618,6 +695,15 @@ fn agreement(row: &QueryResult) -> Result<AgreementView, DbErr> {
         ends_on: row.try_get("", "ends_on")?,
         signatories: json_col(row, "signatories")?,
         targets: json_col::<Vec<YearTarget>>(row, "targets")?,
+        withdrawal: match row.try_get::<Option<NaiveDate>>("", "withdrawn_on")? {
+            Some(on) => Some(Withdrawal {
+                on,
+                reason: row
+                    .try_get::<Option<String>>("", "withdrawal_reason")?
+                    .unwrap_or_default(),
+            }),
+            None => None,
+        },
     })
 }
 
