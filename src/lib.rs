@@ -206,6 +206,7 @@ impl App {
                     limiter,
                     redis,
                     cache,
+                    ping_every: std::time::Duration::from_secs(settings.socket_ping_seconds),
                 },
                 listener,
                 cancel.clone(),

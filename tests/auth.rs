@@ -935,7 +935,7 @@ async fn a_websocket_runs_subscriptions_only_and_closes_when_its_token_expires()
     .await;
     assert_eq!(
         common::ws::closed_within(&mut ws, std::time::Duration::from_secs(15)).await,
-        Some(4401),
+        Some(4403),
         "the socket outlived its token by 13 s, or closed without saying why"
     );
 }
@@ -1264,7 +1264,7 @@ async fn a_revocation_through_one_gateway_stops_the_token_on_every_replica() {
     }
     assert_eq!(
         common::ws::closed_within(&mut ws, std::time::Duration::from_secs(15)).await,
-        Some(4401),
+        Some(4403),
         "the socket outlived its revoked token, or closed without saying why"
     );
     let (third, third_url) = replica(settings).await;

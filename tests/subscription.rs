@@ -1109,3 +1109,72 @@ async fn the_older_protocol_is_served_and_says_why_it_refuses() {
         "{pushed}"
     );
 }
+
+/// A client gone without a close (a phone off the network, a NAT that
+/// forgot the flow) answers no ping: its socket is closed with 1001 after
+/// three pings, instead of holding one of the account's 32 sockets until
+/// its token expires. A client that reads (and so answers each ping with
+/// a pong) stays. The silent one is read as raw bytes, so that nothing
+/// answers the pings for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_answers_no_ping_is_closed_and_one_that_does_stays() {
+    use tokio::io::AsyncReadExt;
+    let app = common::spawn_app_with(shared::config::Settings {
+        socket_ping_seconds: 1,
+        ..common::test_settings()
+    })
+    .await;
+    let token = app.token.clone().expect("token");
+    let mut answering = connect(&app).await;
+    let mut silent = connect(&app).await;
+    for ws in [&mut answering, &mut silent] {
+        let ack = init(ws, &token).await;
+        assert_eq!(
+            ack.map(|a| a["type"].clone()),
+            Some(json!("connection_ack"))
+        );
+    }
+    // The one that reads answers every ping meanwhile (read at the same
+    // time, or it would be silent too), and stays.
+    let answered = tokio::spawn(async move {
+        common::ws::closed_within(&mut answering, std::time::Duration::from_secs(5)).await
+    });
+    // The silent socket's frames, as the server sends them (unmasked): a
+    // ping every second, then a close whose first two bytes are its code.
+    let raw = silent.get_mut();
+    let mut bytes = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let close = loop {
+        let mut at = 0;
+        let mut close = None;
+        while bytes.len() >= at + 2 {
+            let (opcode, len) = (bytes[at] & 0x0f, usize::from(bytes[at + 1] & 0x7f));
+            assert!(len < 126, "control frames only: {bytes:?}");
+            if bytes.len() < at + 2 + len {
+                break;
+            }
+            if opcode == 0x8 {
+                close = Some(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+            }
+            at += 2 + len;
+        }
+        if let Some(code) = close {
+            break Some(code);
+        }
+        let mut chunk = [0u8; 256];
+        match tokio::time::timeout_at(deadline, raw.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => bytes.extend_from_slice(&chunk[..n]),
+            _ => break None,
+        }
+    };
+    assert_eq!(
+        close,
+        Some(1001),
+        "the silent socket stayed open: {bytes:?}"
+    );
+    assert_eq!(
+        answered.await.expect("reader"),
+        None,
+        "a socket that answers its pings was closed"
+    );
+}

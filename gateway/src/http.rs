@@ -63,6 +63,9 @@ pub struct Infra {
     pub redis: Option<redis::aio::ConnectionManager>,
     /// Catalogue reads (a pass-through without Redis).
     pub cache: crate::cache::Cache,
+    /// How often a subscription socket is pinged (three of these without a
+    /// word from its client, and it is closed as gone).
+    pub ping_every: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -86,15 +89,18 @@ pub struct Sockets {
     slots: Arc<tokio::sync::Semaphore>,
     per_account: crate::socket::PerAccount,
     stopping: CancellationToken,
+    ping_every: std::time::Duration,
 }
 
 impl Sockets {
-    /// Slots for [`crate::socket::MAX_SOCKETS`], closed on `stopping`.
-    pub fn new(stopping: CancellationToken) -> Self {
+    /// Slots for [`crate::socket::MAX_SOCKETS`], closed on `stopping`,
+    /// each pinged `ping_every`.
+    pub fn new(stopping: CancellationToken, ping_every: std::time::Duration) -> Self {
         Sockets {
             slots: Arc::new(tokio::sync::Semaphore::new(crate::socket::MAX_SOCKETS)),
             per_account: crate::socket::PerAccount::default(),
             stopping,
+            ping_every,
         }
     }
 
@@ -252,6 +258,7 @@ pub fn router(
         limiter,
         redis,
         cache,
+        ping_every: _,
     } = infra;
     crate::metrics::handle();
     let request_id = axum::http::HeaderName::from_static("x-request-id");
@@ -768,6 +775,7 @@ async fn graphql_get(
         .and_then(|v| v.to_str().ok())
         .and_then(preferred_lang);
     let stopping = gw.sockets.stopping.clone();
+    let ping_every = gw.sockets.ping_every;
     let Ok(slot) = gw.sockets.slots.clone().try_acquire_owned() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -842,7 +850,22 @@ async fn graphql_get(
                 let closed = std::sync::atomic::AtomicBool::new(false);
                 let ended = {
                     let forward = async {
-                        while let Some(message) = outgoing.next().await {
+                        // A ping now and then: a client gone without a
+                        // close (a phone off the network, a NAT that forgot
+                        // the flow) answers none, and is found out by
+                        // `crate::socket::silent` below.
+                        let mut pings = tokio::time::interval_at(
+                            tokio::time::Instant::now() + ping_every,
+                            ping_every,
+                        );
+                        loop {
+                            let message = tokio::select! {
+                                message = outgoing.next() => match message {
+                                    Some(message) => message,
+                                    None => break,
+                                },
+                                _ = pings.tick() => axum::extract::ws::Message::Ping(Default::default()),
+                            };
                             let Some(message) = crate::socket::outgoing(message, &conduct) else {
                                 continue;
                             };
@@ -875,6 +898,9 @@ async fn graphql_get(
                         }
                         reason = crate::socket::init_overdue(initialising) => {
                             Some((crate::socket::INIT_TIMEOUT, reason.to_owned()))
+                        }
+                        reason = crate::socket::silent(&conduct, ping_every) => {
+                            Some((crate::socket::GOING_AWAY, reason))
                         }
                         () = stopping.cancelled() => {
                             Some((crate::socket::GOING_AWAY, crate::socket::STOPPING.to_owned()))
@@ -1809,7 +1835,7 @@ pub async fn serve(
         .map_err(|e| std::io::Error::other(format!("subscribing to booking changes: {e}")))?;
     let watching = identity.watch_revocations(cancel.clone());
     let schema = build_schema(Some(bus.clone()), Some(identity.clone()), Some(push));
-    let sockets = Sockets::new(cancel.clone());
+    let sockets = Sockets::new(cancel.clone(), infra.ping_every);
     let app = router(schema, Some(identity), infra, Some(bus), sockets.clone());
     let handle = tokio::spawn(async move {
         serve_connections(listener, app, cancel).await;

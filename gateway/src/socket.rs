@@ -64,10 +64,12 @@ impl Extension for SubscriptionsOnlyExtension {
 /// The token a connection was opened with: whose, and what it says.
 pub type Opened = Option<(shared::ids::AccountId, crate::identity::Token)>;
 
-/// The close code a connection ends with when its token does (4401,
-/// graphql-transport-ws's "Unauthorized"): the client reconnects with a
-/// fresh token, where 1006 (no close frame) would look like a network fault.
-pub const TOKEN_ENDED: u16 = 4401;
+/// The close code a connection ends with when its token does (expired or
+/// revoked): 4403, "Forbidden", after which the `graphql-ws` client
+/// reconnects (with `connectionParams` read again: a fresh token). Not
+/// 4401 "Unauthorized", which that client takes as fatal and never
+/// retries, leaving every subscription dead at the token's first expiry.
+pub const TOKEN_ENDED: u16 = 4403;
 
 /// The close code a connection whose `connection_init` was refused (a bad
 /// or expired token) ends with: 4403, "Forbidden", as graphql-transport-ws
@@ -141,6 +143,8 @@ pub struct Conduct {
     ended: std::sync::Mutex<Option<(u16, String)>>,
     /// The code of the refusal of the client's `connection_init`.
     refusal: std::sync::Mutex<Option<String>>,
+    /// When the client last sent anything (a pong included).
+    heard: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// The subscriptions of a connection, by id.
@@ -203,6 +207,10 @@ impl Conduct {
     /// with its code.
     fn admit(&self, read: &Result<axum::extract::ws::Message, axum::Error>) -> bool {
         use axum::extract::ws::Message;
+        *self
+            .heard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
         let bytes: &[u8] = match read {
             Err(e) => {
                 let (code, reason) = unreadable(e);
@@ -384,6 +392,32 @@ pub fn close_reason(reason: &str) -> String {
         _ => kept,
     };
     format!("{kept}{MORE}")
+}
+
+/// Resolves, with the reason to close with, once the client has sent
+/// nothing — no message, no pong to the pings sent every `ping_every` —
+/// for three of them: gone without a close (a phone off the network, a
+/// NAT that forgot the flow), it would otherwise hold its slot, its
+/// account's share of sockets and its subscriptions until its token
+/// expired.
+pub async fn silent(conduct: &Conduct, ping_every: std::time::Duration) -> String {
+    let began = tokio::time::Instant::now();
+    let patience = ping_every.saturating_mul(3);
+    loop {
+        tokio::time::sleep(ping_every).await;
+        let heard = conduct
+            .heard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or(began);
+        if heard.elapsed() >= patience {
+            tracing::debug!("a WebSocket answered no ping; closing it");
+            return format!(
+                "nothing heard for {} s, not even a pong: reconnect",
+                patience.as_secs()
+            );
+        }
+    }
 }
 
 /// How long a closing socket waits for its close frame to be taken.

@@ -86,6 +86,11 @@ pub struct Settings {
     /// Lifetime of an access token, in minutes.
     #[serde(deserialize_with = "whole")]
     pub access_token_minutes: i64,
+    /// How often the gateway pings a subscription socket, in seconds; a
+    /// socket that has sent nothing (not even the pong every client sends
+    /// back) for three of these is closed as gone.
+    #[serde(deserialize_with = "whole")]
+    pub socket_ping_seconds: u64,
     /// Requests a caller (account, or IP without a token) may send per
     /// window; 0 turns the limit off.
     #[serde(deserialize_with = "whole")]
@@ -140,6 +145,7 @@ impl Default for Settings {
             rate_limit: 600,
             rate_limit_window_seconds: 60,
             access_token_minutes: 15,
+            socket_ping_seconds: 20,
             admin_email: None,
             admin_password: None,
             log_format: "pretty".into(),
@@ -393,6 +399,9 @@ impl Settings {
         // far past it a deadline's date arithmetic overflows.
         if !(1..=600_000).contains(&self.rpc_timeout_ms) {
             return Err("DUIKOU_RPC_TIMEOUT_MS must be between 1 and 600000 (ten minutes)".into());
+        }
+        if !(1..=3600).contains(&self.socket_ping_seconds) {
+            return Err("DUIKOU_SOCKET_PING_SECONDS must be between 1 and 3600 (an hour)".into());
         }
         if self.hold_seconds < 1 || self.pending_retry_seconds < 1 {
             return Err(
