@@ -981,3 +981,74 @@ async fn a_platform_admin_changes_an_agencys_contract_for_bookings_from_then_on(
         "{read}"
     );
 }
+
+/// An integration that asks `apiClientToken` for every job leaves at most
+/// a hundred live refresh tokens behind (the oldest go, unknown from then
+/// on, and ending no other session), and an expired one is deleted at the
+/// next issue: before, every call left a live 30-day credential and a row
+/// for good, and revoking the client walked them all under its lock.
+#[tokio::test]
+async fn an_api_client_keeps_a_hundred_live_refresh_tokens_and_no_expired_one() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let (agency_id, _, _) = agency(&app, "票务通", 500).await;
+    let admin = app.admin_token().await;
+    let client = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($a: ID!) { createApiClient(agencyId: $a, name: \"nightly jobs\") { clientId clientSecret } }",
+            json!({ "a": agency_id }),
+        )
+        .await;
+    let creds = json!({
+        "c": client["data"]["createApiClient"]["clientId"],
+        "s": client["data"]["createApiClient"]["clientSecret"],
+    });
+    let exchange = "mutation($c: String!, $s: String!) { apiClientToken(clientId: $c, clientSecret: $s) { refreshToken } }";
+    let mut refresh_tokens = Vec::new();
+    for _ in 0..102 {
+        let issued = app.graphql_as(None, exchange, creds.clone()).await;
+        refresh_tokens.push(
+            issued["data"]["apiClientToken"]["refreshToken"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{issued}"))
+                .to_owned(),
+        );
+    }
+    let db = app.service_db("gateway").await;
+    let rows = || async {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) AS n FROM refresh_tokens WHERE account_id =
+                    (SELECT account_id FROM api_clients WHERE client_id = $1)",
+                [creds["c"].as_str().expect("client id").into()],
+            ))
+            .await
+            .expect("counted")
+            .expect("a row");
+        row.try_get::<i64>("", "n").expect("n")
+    };
+    assert_eq!(rows().await, 100);
+    let refresh = "mutation($r: String!) { refreshToken(token: $r) { refreshToken } }";
+    let oldest = app
+        .graphql_as(None, refresh, json!({ "r": refresh_tokens[0] }))
+        .await;
+    assert_eq!(code(&oldest), "UNAUTHENTICATED", "{oldest}");
+    // Unknown, not leaked: the newest session goes on.
+    let newest = app
+        .graphql_as(None, refresh, json!({ "r": refresh_tokens[101] }))
+        .await;
+    assert!(newest["errors"].is_null(), "{newest}");
+
+    db.execute_unprepared(
+        "UPDATE refresh_tokens SET expires_at = now() - interval '1 second'
+         WHERE revoked_at IS NOT NULL",
+    )
+    .await
+    .expect("the rotated token expired");
+    let issued = app.graphql_as(None, exchange, creds.clone()).await;
+    assert!(issued["errors"].is_null(), "{issued}");
+    // The rotated (revoked) token, expired, is gone; the 100 live stay.
+    assert_eq!(rows().await, 100);
+}

@@ -494,7 +494,20 @@ impl StoredRefresh {
     }
 }
 
-/// Stores a refresh token's hash.
+/// Most live refresh tokens (sessions) an account keeps: past it the
+/// oldest goes. An API client asking `apiClientToken` per job would
+/// otherwise leave a live 30-day credential and a row per call.
+pub const MAX_LIVE_REFRESH: u32 = 100;
+
+/// Most revoked refresh tokens an account keeps (each rotation revokes
+/// one), for telling a leaked one presented again: one older is unknown,
+/// refused all the same.
+pub const MAX_REVOKED_REFRESH: u32 = 1_000;
+
+/// Stores a refresh token's hash; the account's expired ones are deleted,
+/// and its oldest past [`MAX_LIVE_REFRESH`] live or
+/// [`MAX_REVOKED_REFRESH`] revoked, so that its rows stay bounded however
+/// often it signs in.
 pub async fn insert_refresh<C: ConnectionTrait>(
     conn: &C,
     hash: &str,
@@ -516,6 +529,29 @@ pub async fn insert_refresh<C: ConnectionTrait>(
         ],
     ))
     .await?;
+    conn.execute_raw(stmt(
+        b,
+        "DELETE FROM refresh_tokens WHERE account_id = $1 AND expires_at < $2",
+        vec![uuid_value(b, account.0), Utc::now().into()],
+    ))
+    .await?;
+    // Newest first, the ones past the allowance (a LIMIT both databases
+    // take: PostgreSQL refuses SQLite's `LIMIT -1`).
+    for (state, kept) in [
+        ("revoked_at IS NULL", MAX_LIVE_REFRESH),
+        ("revoked_at IS NOT NULL", MAX_REVOKED_REFRESH),
+    ] {
+        conn.execute_raw(stmt(
+            b,
+            &format!(
+                "DELETE FROM refresh_tokens WHERE token_hash IN (
+                    SELECT token_hash FROM refresh_tokens WHERE account_id = $1 AND {state}
+                    ORDER BY created_at DESC, token_hash LIMIT 1000000000 OFFSET $2)"
+            ),
+            vec![uuid_value(b, account.0), i64::from(kept).into()],
+        ))
+        .await?;
+    }
     Ok(())
 }
 
