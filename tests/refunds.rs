@@ -830,6 +830,9 @@ async fn a_region_admin_cancels_a_stay_for_its_host_and_all_is_refunded() {
     );
     let again = cancel(Some(aohan.clone()), "h", Some(why)).await;
     assert_eq!(again["data"], cancelled["data"], "a retry: {again}");
+    // The key with another reason is another request, not a retry.
+    let other = cancel(Some(aohan.clone()), "h", Some("牧户生病")).await;
+    assert_eq!(common::code(&other), "IDEMPOTENCY_KEY_REUSED", "{other}");
     // Another request, once it is cancelled, gives nothing more: said so.
     let later = cancel(Some(aohan), "h2", Some(why)).await;
     assert_eq!(common::code(&later), "CONFLICT", "{later}");
@@ -937,4 +940,41 @@ async fn a_capture_heard_after_a_cancellation_for_the_host_goes_back_in_full() {
         amount(&b["refunded"]) == "380.00"
     })
     .await;
+}
+
+/// A platform admin who cancelled a stay by the policy and then, finding
+/// the host at fault, sends the same key with `forHost` is told the key
+/// was used for another request: before, the first answer (the policy's
+/// refund) came back as if the stay had been refunded in full.
+#[tokio::test]
+async fn a_cancel_key_sent_again_with_for_host_is_another_request() {
+    let app = spawn_app().await;
+    let id = app.confirmed_booking(0).await;
+    let admin = app.admin_token().await;
+    let cancel = |for_host: Option<&'static str>| {
+        app.graphql_as(
+            Some(&admin),
+            "mutation($id: ID!, $why: String) { cancelBooking(bookingId: $id,
+                idempotencyKey: \"support-1\", forHost: $why) { status refundDue { amount } } }",
+            json!({ "id": id, "why": for_host }),
+        )
+    };
+    let by_policy = cancel(None).await;
+    assert_eq!(
+        by_policy["data"]["cancelBooking"],
+        json!({ "status": "CANCELLED", "refundDue": { "amount": "0.00" } }),
+        "{by_policy}"
+    );
+    let for_host = cancel(Some("牧户家中失火")).await;
+    assert_eq!(
+        common::code(&for_host),
+        "IDEMPOTENCY_KEY_REUSED",
+        "{for_host}"
+    );
+    assert!(
+        for_host.to_string().contains("without `forHost`"),
+        "{for_host}"
+    );
+    let retry = cancel(None).await;
+    assert_eq!(retry["data"], by_policy["data"], "{retry}");
 }

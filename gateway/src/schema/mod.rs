@@ -1119,7 +1119,8 @@ impl Mutation {
     /// the refund. From the day after its check-in or departure (China
     /// time) a paid booking is under way and no longer cancelled
     /// (CONFLICT): an admin refunds it instead. Retrying with the same key
-    /// is safe.
+    /// is safe; the key sent with or without `forHost` (or with another
+    /// reason) than at first is IDEMPOTENCY_KEY_REUSED.
     ///
     /// `forHost`: an admin of the listing's region (or a platform admin)
     /// cancels it for its host, who cannot honour it (a flood, an

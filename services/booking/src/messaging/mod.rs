@@ -562,11 +562,14 @@ impl Bookings {
             return Err(AppError::not_found(format!("no booking {id}")));
         };
         let for_host = req.for_host.as_deref().map(str::trim);
-        let administers = booking
-            .view
-            .listing
-            .as_ref()
-            .is_some_and(|l| req.viewer.administers(l.region_code));
+        // A booking not held yet has no listing to judge by: a platform
+        // admin administers every region all the same.
+        let administers = req.viewer.is_platform_admin()
+            || booking
+                .view
+                .listing
+                .as_ref()
+                .is_some_and(|l| req.viewer.administers(l.region_code));
         match for_host {
             Some(reason) => {
                 shared::text::check_line("reason", reason, 200, true)?;
@@ -581,6 +584,15 @@ impl Bookings {
                         ErrorCode::Forbidden,
                         "you booked it: cancel it as its booker, without `forHost` (by the \
                          listing's policy)",
+                    ));
+                }
+                if !administers
+                    && booking.view.listing.is_none()
+                    && req.viewer.role == shared::auth::Role::RegionAdmin
+                {
+                    return Err(AppError::conflict(
+                        "the booking is not held yet, so its listing (and whose region it is in) \
+                         is not known: try again in a moment",
                     ));
                 }
                 if !administers {
@@ -606,15 +618,29 @@ impl Bookings {
         }
         // A second request with the key waits here on the first's row
         // until it commits, then replays its answer.
-        match storage::claim_cancel_key(&txn, key, id).await? {
-            (first, _) if first != id => {
-                return Err(AppError::new(
-                    ErrorCode::IdempotencyKeyReused,
-                    "this idempotency key was used to cancel a different booking",
-                ));
-            }
-            (_, Some(answer)) => return Ok(answer),
-            (_, None) => {}
+        let first = storage::claim_cancel_key(&txn, key, id, for_host).await?;
+        if first.booking != id {
+            return Err(AppError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this idempotency key was used to cancel a different booking",
+            ));
+        }
+        // The same key with or without `forHost`, or another reason, is
+        // another request: its answer (by the policy, say) is not this one's.
+        if first.for_host.as_deref() != for_host {
+            let was = match &first.for_host {
+                Some(reason) => format!("for its host (\"{reason}\")"),
+                None => "without `forHost`".to_owned(),
+            };
+            return Err(AppError::new(
+                ErrorCode::IdempotencyKeyReused,
+                format!(
+                    "this idempotency key was used to cancel this booking {was}: a new request needs a key of its own"
+                ),
+            ));
+        }
+        if let Some(answer) = first.answer {
+            return Ok(answer);
         }
         let by = match (&booking.view.booker, for_host) {
             (_, Some(reason)) => Canceller::Host(req.viewer.account_id, reason),

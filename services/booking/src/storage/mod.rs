@@ -41,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(RefundsAsked),
             Box::new(RefundsWhole),
             Box::new(CapturesHeard),
+            Box::new(CancelledForHost),
         ]
     }
 }
@@ -386,6 +387,27 @@ impl MigrationTrait for CapturesHeard {
                 payment_id UUID PRIMARY KEY,
                 booking_id UUID NOT NULL,
                 heard_at TIMESTAMPTZ NOT NULL)"],
+        )
+        .await
+    }
+}
+
+struct CancelledForHost;
+
+impl MigrationName for CancelledForHost {
+    fn name(&self) -> &str {
+        "m20261207_000001_booking_cancel_for_host"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CancelledForHost {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A cancel key's request says whether it was for the host, and why:
+        // the same key sent with another is another request.
+        run_ddl(
+            manager,
+            &["ALTER TABLE cancellations ADD COLUMN for_host TEXT"],
         )
         .await
     }
@@ -1092,38 +1114,56 @@ pub async fn set_cancel_response<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Records a cancel request's key; returns the booking the key belongs to
-/// (this one if new, the first one if the key was used before) and the
-/// answer given to it, if any.
+/// A cancel request as its key first recorded it.
+pub struct CancelKey {
+    /// The booking it cancels.
+    pub booking: BookingId,
+    /// Its `forHost` reason, if it was for the host.
+    pub for_host: Option<String>,
+    /// The answer given to it, once given.
+    pub answer: Option<BookingView>,
+}
+
+/// Records a cancel request's key (for `booking`, with `for_host`);
+/// returns the request the key belongs to: this one if new, the first
+/// one if the key was used before.
 pub async fn claim_cancel_key<C: ConnectionTrait>(
     conn: &C,
     key: &str,
     booking: BookingId,
-) -> Result<(BookingId, Option<BookingView>), DbErr> {
+    for_host: Option<&str>,
+) -> Result<CancelKey, DbErr> {
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO cancellations (idempotency_key, booking_id, at) VALUES ($1, $2, $3)
+        "INSERT INTO cancellations (idempotency_key, booking_id, at, for_host)
+         VALUES ($1, $2, $3, $4)
          ON CONFLICT (idempotency_key) DO NOTHING",
-        vec![key.into(), uuid_value(b, booking.0), Utc::now().into()],
+        vec![
+            key.into(),
+            uuid_value(b, booking.0),
+            Utc::now().into(),
+            for_host.map(str::to_owned).into(),
+        ],
     ))
     .await?;
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT booking_id, response FROM cancellations WHERE idempotency_key = $1",
+            "SELECT booking_id, for_host, response FROM cancellations
+             WHERE idempotency_key = $1",
             vec![key.into()],
         ))
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("cancellation key".into()))?;
-    let response = row
-        .try_get::<Option<String>>("", "response")?
-        .map(|r| from_json(&r, "cancellations.response"))
-        .transpose()?;
-    Ok((
-        BookingId(shared::db::row_uuid(&row, "booking_id")?),
-        response,
-    ))
+    Ok(CancelKey {
+        booking: BookingId(shared::db::row_uuid(&row, "booking_id")?),
+        for_host: row.try_get("", "for_host")?,
+        answer: row
+            .try_get::<Option<String>>("", "response")?
+            .map(|r| from_json(&r, "cancellations.response"))
+            .transpose()?,
+    })
 }
 
 /// A PENDING booking whose hold request went unanswered.
