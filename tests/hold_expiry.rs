@@ -438,3 +438,98 @@ async fn the_sweeper_gives_nights_back_by_date_so_a_room_count_change_never_dead
     let nights = free(&db, room_type, 12).await;
     assert!(nights.iter().all(|&n| n == 2), "{nights:?}");
 }
+
+/// The homestay's id of a room type, and a statement taking it off sale.
+async fn off_sale(db: &DatabaseConnection, room_type: RoomTypeId) -> String {
+    let homestay = scalar(
+        db,
+        "SELECT CAST(homestay_id AS TEXT) AS v FROM room_types WHERE id = $1",
+        room_type.0,
+    )
+    .await
+    .expect("its homestay");
+    format!("UPDATE homestays SET published = FALSE WHERE id = '{homestay}'")
+}
+
+/// The host takes the homestay off sale once the expired hold gave its
+/// room back: a late payment is refused as off sale, not confirmed on a
+/// listing its host withdrew (the take looked at free rooms only).
+#[tokio::test]
+async fn a_late_commit_of_an_expired_hold_on_a_homestay_taken_off_sale_is_refused() {
+    let (app, bus, mut told) = inventory_with_listener().await;
+    let db = app.service_db("inventory").await;
+    let room_type = common::homestay_on(bus.as_ref(), 1).await.room_type_id;
+    let held = request(room_type, 0, 1, Duration::seconds(1));
+    publish(&bus, std::slice::from_ref(&held)).await;
+    assert!(matches!(next(&mut told).await, Told::Released(ev) if ev.expired));
+    db.execute_unprepared(&off_sale(&db, room_type).await)
+        .await
+        .expect("taken off sale");
+
+    publish(&bus, &[confirmed(booking_of(&held))]).await;
+    match next(&mut told).await {
+        Told::Refused(ev) => {
+            assert_eq!(ev.code, shared::ErrorCode::Closed, "{}", ev.reason);
+            assert!(ev.reason.contains("taken off sale"), "{}", ev.reason);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    wait_for_hold(&db, booking_of(&held), "REFUSED").await;
+    assert_eq!(free(&db, room_type, 1).await, [1], "nothing taken");
+}
+
+/// A hold request whose take runs while the homestay is being taken off
+/// sale (its row locked by the change, here held open by the test) waits
+/// for the change and is refused: before, the take did not look at the
+/// homestay, and a booking was held on a listing just withdrawn.
+#[tokio::test]
+async fn a_hold_taken_while_its_homestay_goes_off_sale_is_refused() {
+    let (app, bus, _told) = inventory_with_listener().await;
+    let db = app.service_db("inventory").await;
+    let room_type = common::homestay_on(bus.as_ref(), 1).await.room_type_id;
+    let withdraw = off_sale(&db, room_type).await;
+    let homestay = withdraw.rsplit('\'').nth(1).expect("the id").to_owned();
+    let change = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!("SELECT id FROM homestays WHERE id = '{homestay}' FOR UPDATE"),
+    )
+    .await;
+    let asked = request(room_type, 0, 1, Duration::minutes(15));
+    publish(&bus, std::slice::from_ref(&asked)).await;
+    change.until_waiting(1, true).await;
+    change.run(&withdraw).await.expect("taken off sale");
+    change.release().await;
+    wait_for_hold(&db, booking_of(&asked), "REJECTED").await;
+    assert_eq!(free(&db, room_type, 1).await, [1], "nothing taken");
+}
+
+/// A late payment that takes an expired hold's room again tells the
+/// gateways' caches (which heard the expiry's release) that the room is
+/// taken after all.
+#[tokio::test]
+async fn a_late_commit_that_takes_the_room_again_announces_the_change() {
+    let (app, bus, mut told) = inventory_with_listener().await;
+    let db = app.service_db("inventory").await;
+    let room_type = common::homestay_on(bus.as_ref(), 1).await.room_type_id;
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    let router = EventRouter::new("test.cache.stand-in")
+        .on::<shared::events::CatalogueChanged, _, _>(move |_, ev| {
+            let _ = tx.send(ev.by);
+            async { Ok(()) }
+        });
+    bus.subscribe(router).await.expect("listening");
+    let held = request(room_type, 0, 1, Duration::seconds(1));
+    publish(&bus, std::slice::from_ref(&held)).await;
+    assert!(matches!(next(&mut told).await, Told::Released(ev) if ev.expired));
+
+    publish(&bus, &[confirmed(booking_of(&held))]).await;
+    wait_for_hold(&db, booking_of(&held), "COMMITTED").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, changes.recv()).await {
+            Ok(Some(by)) if by == "late_payment" => break,
+            Ok(Some(_)) => continue,
+            _ => panic!("no catalogue change announced for the late payment"),
+        }
+    }
+}

@@ -335,25 +335,24 @@ impl Inventory {
                 let Some(txn) = begin_once(&self.db, &env).await? else {
                     return Ok(());
                 };
-                let assess::Refusal(code, reason) = match assessed.held {
-                    // Closed, or its rules changed, while this request was
-                    // looking (the take waited on the change's lock of the
-                    // nights): said as such, not as a sale. Else sold out.
-                    Held::Nights(_, stay, _) => {
-                        match assess::assess(&txn, &ev.item, ev.travelers).await? {
-                            Ok(assess::Assessed {
-                                refusal: Some(refusal),
-                                ..
-                            })
-                            | Err(refusal) => refusal,
-                            Ok(_) => assess::sold_out_nights(stay),
-                        }
-                    }
-                    // Cancelled while this request was looking (the take
-                    // waited on the cancellation's lock of the departure).
-                    // Else sold out, with the seats left as they are now
-                    // (read before the take, they could exceed those asked).
-                    Held::Seats(departure, seats) => {
+                // Closed, taken off sale, cancelled or its rules changed
+                // while this request was looking (the take waited on the
+                // change's lock of the nights, the homestay, the route or
+                // the departure): said as such, not as a sale.
+                let changed = match assess::assess(&txn, &ev.item, ev.travelers).await? {
+                    Ok(assess::Assessed {
+                        refusal: Some(refusal),
+                        ..
+                    })
+                    | Err(refusal) => Some(refusal),
+                    Ok(_) => None,
+                };
+                let assess::Refusal(code, reason) = match (changed, assessed.held) {
+                    (Some(refusal), _) => refusal,
+                    (None, Held::Nights(_, stay, _)) => assess::sold_out_nights(stay),
+                    // Sold out, with the seats left as they are now (read
+                    // before the take, they could exceed those asked).
+                    (None, Held::Seats(departure, seats)) => {
                         match routes::departure(&txn, departure).await? {
                             Some((_, d)) => assess::cancelled(&d).unwrap_or_else(|| {
                                 assess::sold_out_seats(seats, d.seats_left, d.starts_on)
@@ -539,6 +538,12 @@ impl Inventory {
                 };
                 if retaken {
                     storage::set_hold_state(&txn, ev.booking_id, "COMMITTED").await?;
+                    // The expiry's `hold_released` told the gateways' caches
+                    // the capacity was free: this tells them it is not.
+                    let taken = shared::events::CatalogueChanged {
+                        by: "late_payment".to_owned(),
+                    };
+                    enqueue(&txn, &[env.follow(SERVICE, &taken)]).await?;
                     info!(booking = %ev.booking_id, "an expired hold was paid; capacity taken again");
                 } else {
                     let assess::Refusal(code, meanwhile) = not_taken_again(&txn, &hold).await?;
@@ -1369,10 +1374,17 @@ async fn not_taken_again<C: sea_orm::ConnectionTrait>(
         return Ok(assess::Refusal(code, why.into()));
     }
     if let Some(departure) = hold.departure_id
-        && let Some((_, d)) = routes::departure(conn, departure).await?
-        && let Some(cancelled) = assess::cancelled(&d)
+        && let Some((route, d)) = routes::departure(conn, departure).await?
     {
-        return Ok(cancelled);
+        if let Some(cancelled) = assess::cancelled(&d) {
+            return Ok(cancelled);
+        }
+        if route.status != shared::rpcs::RouteStatus::Published {
+            return Ok(assess::Refusal(
+                ErrorCode::Closed,
+                "the route was taken off sale meanwhile".into(),
+            ));
+        }
     }
     Ok(assess::Refusal(ErrorCode::SoldOut, SOLD_MEANWHILE.into()))
 }

@@ -1190,7 +1190,7 @@ fn snapshot(row: &QueryResult) -> Result<ListingSnapshot, DbErr> {
 }
 
 /// Takes `rooms` rooms on every night of the stay, or nothing. Returns the
-/// total price when every night had room.
+/// total price when every night had room and the homestay is on sale.
 pub async fn take_nights<C: ConnectionTrait>(
     conn: &C,
     room_type: RoomTypeId,
@@ -1198,14 +1198,26 @@ pub async fn take_nights<C: ConnectionTrait>(
     rooms: u32,
 ) -> Result<Option<Fen>, DbErr> {
     let b = conn.get_database_backend();
+    // The homestay's row shared until the transaction ends (PostgreSQL;
+    // SQLite has one writer): a `publishListing(false)` committing while
+    // this take runs is waited for and then seen, so nothing is taken on a
+    // homestay just taken off sale, nor by a late payment's take again.
+    let on_sale = match b {
+        sea_orm::DbBackend::Postgres => "h.published FOR SHARE OF h",
+        _ => "h.published",
+    };
     // One statement takes the rooms and reads the nights' prices back.
     let taken = conn
         .query_all_raw(stmt(
             b,
-            "UPDATE room_nights SET available = available - $4
-             WHERE room_type_id = $1 AND night >= $2 AND night < $3 AND available >= $4
-               AND NOT closed
-             RETURNING price_fen",
+            &format!(
+                "UPDATE room_nights SET available = available - $4
+                 WHERE room_type_id = $1 AND night >= $2 AND night < $3 AND available >= $4
+                   AND NOT closed
+                   AND EXISTS (SELECT 1 FROM room_types r JOIN homestays h ON h.id = r.homestay_id
+                               WHERE r.id = $1 AND {on_sale})
+                 RETURNING price_fen"
+            ),
             vec![
                 uuid_value(b, room_type.0),
                 stay.check_in.into(),

@@ -616,20 +616,30 @@ pub async fn bookings_on_cancelled<C: ConnectionTrait>(
         .collect()
 }
 
-/// Takes `seats` seats of a departure that runs, or none: what they cost
-/// at the take (None when not taken).
+/// Takes `seats` seats of a departure that runs, of a route on sale, or
+/// none: what they cost at the take (None when not taken).
 pub async fn take_seats<C: ConnectionTrait>(
     conn: &C,
     departure: DepartureId,
     seats: u32,
 ) -> Result<Option<Fen>, DbErr> {
     let b = conn.get_database_backend();
+    // The route's row shared until the transaction ends (PostgreSQL): a
+    // `publishRoute(false)` committing meanwhile is waited for, then seen.
+    let on_sale = match b {
+        sea_orm::DbBackend::Postgres => "r.status = 'PUBLISHED' FOR SHARE",
+        _ => "r.status = 'PUBLISHED'",
+    };
     let Some(taken) = conn
         .query_one_raw(stmt(
             b,
-            "UPDATE departures SET available = available - $2
-             WHERE id = $1 AND available >= $2 AND cancelled_at IS NULL
-             RETURNING price_fen, route_id",
+            &format!(
+                "UPDATE departures SET available = available - $2
+                 WHERE id = $1 AND available >= $2 AND cancelled_at IS NULL
+                   AND EXISTS (SELECT 1 FROM routes r WHERE r.id = departures.route_id
+                               AND {on_sale})
+                 RETURNING price_fen, route_id"
+            ),
             vec![uuid_value(b, departure.0), seats.into()],
         ))
         .await?
