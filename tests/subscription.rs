@@ -654,6 +654,18 @@ async fn a_silent_socket_is_closed_and_every_error_over_a_socket_has_a_code() {
             "subscription { bookingsUpdated { id } again: bookingsUpdated { status } }",
             json!({}),
         ),
+        // Through a fragment, async-graphql runs no stream at all: the
+        // subscription would complete at once with nothing said.
+        (
+            "fragment",
+            "subscription { ...F } fragment F on Subscription { bookingsUpdated { id } }",
+            json!({}),
+        ),
+        (
+            "inline",
+            "subscription { ... on Subscription { bookingsUpdated { id } } }",
+            json!({}),
+        ),
         // 301 errors, as over HTTP cut to the first hundred and a count.
         ("many", many.as_str(), json!({})),
     ] {

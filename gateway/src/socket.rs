@@ -38,12 +38,21 @@ impl Extension for SubscriptionsOnlyExtension {
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
         // A subscription has one root field (GraphQL's "single root field"
-        // rule): two would be two streams pushed as one.
+        // rule): two would be two streams pushed as one. Written directly:
+        // async-graphql starts no stream for one selected through a
+        // fragment, and the subscription would complete with nothing said.
         if doc.operations.iter().any(|(_, op)| {
-            op.node.ty == OperationType::Subscription && op.node.selection_set.node.items.len() != 1
+            let roots = &op.node.selection_set.node.items;
+            op.node.ty == OperationType::Subscription
+                && (roots.len() != 1
+                    || !matches!(
+                        roots[0].node,
+                        async_graphql::parser::types::Selection::Field(_)
+                    ))
         }) {
             return Err(crate::error::refused(
-                "a subscription selects exactly one root field; subscribe once for each",
+                "a subscription selects exactly one root field, written out (not through a \
+                 fragment); subscribe once for each",
             ));
         }
         let on_socket = ctx.data_opt::<OverWebSocket>().is_some();

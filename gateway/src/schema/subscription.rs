@@ -47,13 +47,14 @@ impl Subscription {
         // announces was already read, pushes nothing.
         let known = current.status;
         Ok(futures::stream::unfold(
-            (changes, bus, viewer, known, slot),
-            move |(mut changes, bus, viewer, mut known, slot)| async move {
+            (Some(changes), bus, viewer, known, slot),
+            move |(changes, bus, viewer, mut known, slot)| async move {
                 // A booking that ended moves no more: the subscription
                 // completes (and gives its slot back).
                 if is_final(&known) {
                     return None;
                 }
+                let mut changes = changes?;
                 loop {
                     let changed = match changes.recv().await {
                         Ok(Pushed::Moved(changed)) if changed.booking_id == booking_id => {
@@ -74,9 +75,23 @@ impl Subscription {
                             known.clone_from(&view.status);
                             Ok(Booking(view))
                         }
+                        // Moved where the viewer may not follow (a region
+                        // admin's booking REJECTED, which only its booker
+                        // reads) or gone: said once, and the subscription
+                        // ends, instead of waiting for ever on a booking
+                        // whose end it cannot see (and saying it again at
+                        // every gap in the pushes).
+                        Err(e)
+                            if matches!(
+                                e.code,
+                                shared::ErrorCode::Forbidden | shared::ErrorCode::NotFound
+                            ) =>
+                        {
+                            return Some((Err(gql(e)), (None, bus, viewer, known, slot)));
+                        }
                         Err(e) => Err(gql(e)),
                     };
-                    return Some((item, (changes, bus, viewer, known, slot)));
+                    return Some((item, (Some(changes), bus, viewer, known, slot)));
                 }
             },
         ))
