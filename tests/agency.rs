@@ -653,7 +653,25 @@ async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_
         )
         .await;
     assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
-    assert!(message(&refused).contains("apiClientToken"), "{refused}");
+    // Not sent to apiClientToken, which refuses a revoked client too.
+    assert!(
+        message(&refused).contains("API client was revoked"),
+        "{refused}"
+    );
+    // Nor can it change a password it does not have (it was told the
+    // password was wrong, then that its email had ten wrong passwords).
+    let no_password = app
+        .graphql_as(
+            Some(&client_token),
+            "mutation { changePassword(currentPassword: \"dks_guess\", newPassword: \"a-new-long-password-2026\") { accessToken } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&no_password), "BAD_USER_INPUT", "{no_password}");
+    assert!(
+        message(&no_password).contains("no password"),
+        "{no_password}"
+    );
     let unknown = app
         .graphql_as(Some(&admin), revoke, json!({ "c": "dk_nobody" }))
         .await;

@@ -1190,3 +1190,30 @@ async fn a_socket_that_answers_no_ping_is_closed_and_one_that_does_stays() {
         "a socket that answers its pings was closed"
     );
 }
+
+/// A booking that has ended already is pushed once, as it ended, and the
+/// subscription completes: before, the client got a bare `complete` and
+/// could not tell an ended booking from a feed that broke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_to_an_ended_booking_pushes_how_it_ended_and_completes() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "ended").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let cancelled = app.cancel(&id, "cancel").await;
+    assert!(cancelled["errors"].is_null(), "{cancelled}");
+
+    let mut ws = connect(&app).await;
+    init(&mut ws, app.token.as_deref().expect("token"))
+        .await
+        .expect("ack");
+    send(&mut ws, subscribe(&id)).await;
+    let pushed = next(&mut ws).await.expect("a push");
+    assert_eq!(
+        pushed["payload"]["data"]["bookingUpdated"],
+        json!({ "id": id, "status": "CANCELLED" }),
+        "{pushed}"
+    );
+    let complete = next(&mut ws).await.expect("complete");
+    assert_eq!(complete["type"], "complete", "{complete}");
+}

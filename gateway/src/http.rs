@@ -768,6 +768,13 @@ async fn graphql_get(
         Ok(ws) => ws,
         Err(e) => return e.into_response(),
     };
+    // The upgrade's id (set by the layer, echoed in the 101) goes with
+    // every RPC the connection's subscriptions make, as a request's does.
+    let request_id = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     // Names and texts in the language the upgrade asked for, as over HTTP.
     let lang = parts
         .headers
@@ -846,7 +853,7 @@ async fn graphql_get(
                         Ok(data)
                     })
                     .serve();
-            async move {
+            shared::telemetry::with_request_id(request_id, async move {
                 let closed = std::sync::atomic::AtomicBool::new(false);
                 let ended = {
                     let forward = async {
@@ -922,7 +929,7 @@ async fn graphql_get(
                     .await;
                 }
                 drop(slot);
-            }
+            })
         })
         .into_response()
 }

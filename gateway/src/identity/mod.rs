@@ -676,6 +676,13 @@ impl Identity {
                      apiClientToken)",
                 ));
             }
+            // A revoked client's token: apiClientToken would refuse it too.
+            if storage::revoked_client_account(&txn, stored.account_id).await? {
+                return Err(unauthenticated(
+                    "this API client was revoked: ask a platform admin for a new one \
+                     (createApiClient)",
+                ));
+            }
             return Err(unauthenticated(
                 "this refresh token was revoked; log in again (an API client: apiClientToken)",
             ));
@@ -754,6 +761,18 @@ impl Identity {
                 "newPassword: the same as the current one; choose another",
             ));
         }
+        // An API client signs in with its secret: there is no password to
+        // guess (the answer was "the current password is wrong", then the
+        // login limit's "wrong passwords for this email").
+        let hash = storage::password_hash(&self.db, who.account_id).await?;
+        // (An API client's account stores an empty hash.)
+        if hash.as_deref().is_none_or(str::is_empty) {
+            return Err(AppError::bad_input(
+                "this account has no password: an API client signs in with its secret \
+                 (apiClientToken), and a new secret is a new client (createApiClient, a \
+                 platform admin's)",
+            ));
+        }
         // A stolen access token guesses the password no faster than a
         // login does: the same count, by the account's email.
         let email = storage::account_by_id(&self.db, who.account_id)
@@ -763,7 +782,6 @@ impl Identity {
         if let Some(email) = &email {
             self.password_attempt(email).await?;
         }
-        let hash = storage::password_hash(&self.db, who.account_id).await?;
         if !verify_password(current, hash.clone()).await? {
             return Err(AppError::new(
                 ErrorCode::Forbidden,

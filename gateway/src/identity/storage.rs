@@ -964,6 +964,22 @@ fn api_client_row(row: &QueryResult) -> Result<ApiClient, DbErr> {
     })
 }
 
+/// Whether the account is a revoked API client's.
+pub async fn revoked_client_account<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT 1 AS one FROM api_clients WHERE account_id = $1 AND revoked_at IS NOT NULL",
+            vec![uuid_value(b, account.0)],
+        ))
+        .await?
+        .is_some())
+}
+
 /// The API clients of an agency, oldest first.
 pub async fn api_clients_of<C: ConnectionTrait>(
     conn: &C,

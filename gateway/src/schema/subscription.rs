@@ -22,7 +22,8 @@ pub struct Subscription;
 impl Subscription {
     /// The booking, pushed each time its status changes (PENDING →
     /// AWAITING_PAYMENT → CONFIRMED, …). For its owner, its agency and the
-    /// admins of its region.
+    /// admins of its region. It completes once the booking has ended; one
+    /// that has ended already is pushed once, as it ended, then completes.
     async fn booking_updated(
         &self,
         ctx: &Context<'_>,
@@ -45,10 +46,16 @@ impl Subscription {
         // The status the client last learnt of (from the subscription or
         // before it): an event that arrives late, after the status it
         // announces was already read, pushes nothing.
-        let known = current.status;
+        let known = current.status.clone();
+        // A booking that has ended already is pushed once as it ended, so
+        // the client learns how, and the subscription completes.
+        let ended = is_final(&known).then_some(current);
         Ok(futures::stream::unfold(
-            (Some(changes), bus, viewer, known, slot),
-            move |(changes, bus, viewer, mut known, slot)| async move {
+            (Some(changes), bus, viewer, known, slot, ended),
+            move |(changes, bus, viewer, mut known, slot, ended)| async move {
+                if let Some(view) = ended {
+                    return Some((Ok(Booking(view)), (changes, bus, viewer, known, slot, None)));
+                }
                 // A booking that ended moves no more: the subscription
                 // completes (and gives its slot back).
                 if is_final(&known) {
@@ -87,11 +94,11 @@ impl Subscription {
                                 shared::ErrorCode::Forbidden | shared::ErrorCode::NotFound
                             ) =>
                         {
-                            return Some((Err(gql(e)), (None, bus, viewer, known, slot)));
+                            return Some((Err(gql(e)), (None, bus, viewer, known, slot, None)));
                         }
                         Err(e) => Err(gql(e)),
                     };
-                    return Some((item, (Some(changes), bus, viewer, known, slot)));
+                    return Some((item, (Some(changes), bus, viewer, known, slot, None)));
                 }
             },
         ))

@@ -165,17 +165,30 @@ fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
 /// fingerprinted in: names trimmed and composed (NFC: "Renée" typed with
 /// a combining accent is the name on the passport, and counts its letters
 /// as such), document numbers trimmed and in capitals (a resident ID's
-/// check character `x` is `X`), the contact's email trimmed and in lower
-/// case, blank email and notes left out.
+/// check character `x` is `X`), document numbers and the phone with their
+/// full-width characters (`１３８００１３８０００`, as a Chinese input method
+/// types them) as the ASCII ones they stand for (NFKC), the contact's
+/// email trimmed and in lower case, blank email and notes left out.
 pub fn normalise(req: &mut CreateBooking) {
     use unicode_normalization::UnicodeNormalization;
     let name = |name: &str| name.trim().nfc().collect::<String>();
     for t in &mut req.travelers {
         t.name = name(&t.name);
-        t.id_number = t.id_number.trim().to_ascii_uppercase();
+        t.id_number = t
+            .id_number
+            .nfkc()
+            .collect::<String>()
+            .trim()
+            .to_ascii_uppercase();
     }
     req.contact.name = name(&req.contact.name);
-    req.contact.phone = req.contact.phone.trim().to_owned();
+    req.contact.phone = req
+        .contact
+        .phone
+        .nfkc()
+        .collect::<String>()
+        .trim()
+        .to_owned();
     req.contact.email = req
         .contact
         .email
@@ -228,8 +241,8 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
         || !written.ends_with(|c: char| c.is_ascii_digit())
     {
         return Err(AppError::bad_input(
-            "contact.phone: 5 to 20 digits, with a + in front and dashes or spaces \
-             between if you like",
+            "contact.phone: 5 to 20 digits and at most 30 characters, with a + in front \
+             and dashes or spaces between if you like",
         ));
     }
     shared::text::check_line("contact.name", &req.contact.name, 100, true)?;
@@ -606,6 +619,14 @@ mod tests {
             call.contact.phone = phone.into();
             assert_eq!(refusal(&call).is_empty(), taken, "{phone}");
         }
+        // As a Chinese input method types them: full-width digits, plus
+        // and dash are the ASCII ones, in the phone and the document.
+        let mut wide = request(&[("张三", "１１０１０５１９４９１２３１００２ｘ")]);
+        wide.contact.phone = "＋８６ １３８－００１３－８０００".into();
+        normalise(&mut wide);
+        assert_eq!(wide.travelers[0].id_number, "11010519491231002X");
+        assert_eq!(wide.contact.phone, "+86 138-0013-8000");
+        assert_eq!(refusal(&wide), "");
         let mut mail = request(&[("张三", "11010519491231002X")]);
         mail.contact.email = Some("nope".into());
         assert!(refusal(&mail).starts_with("contact.email"));
