@@ -651,6 +651,16 @@ async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
         )
         .await;
     assert_eq!(closed["data"]["setRoomCalendar"], 1, "{closed}");
+    // No term at all changes nothing: refused, not "1 night set".
+    let nothing = app
+        .graphql_as(
+            Some(&admin),
+            terms,
+            json!({ "rt": room_type, "from": day(9), "to": day(10) }),
+        )
+        .await;
+    assert_eq!(code(&nothing), "BAD_USER_INPUT", "{nothing}");
+    assert!(nothing.to_string().contains("nothing to set"), "{nothing}");
     assert_eq!(
         calendar_of(9, 10).await,
         json!([{ "rooms": 1, "closed": true, "minStay": 1, "price": { "amount": "320.00" } }])

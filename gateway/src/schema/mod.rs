@@ -1425,8 +1425,9 @@ impl Mutation {
     /// each night has it (raising the price keeps closed nights closed); a
     /// night not yet on sale needs a `price`, and gets every room, open, for
     /// stays of any length unless told otherwise. Lowering the rooms below
-    /// what is held or sold on a night is a CONFLICT. Answers how many
-    /// nights were set.
+    /// what is held or sold on a night is a CONFLICT; giving no term at all
+    /// is BAD_USER_INPUT (nothing would change). Answers how many nights
+    /// were set.
     #[allow(clippy::too_many_arguments)]
     async fn set_room_calendar(
         &self,

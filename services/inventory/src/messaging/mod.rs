@@ -782,6 +782,18 @@ impl Inventory {
     /// Sets the terms of a range of nights: those given, the others kept.
     pub async fn set_room_calendar(&self, req: SetRoomCalendar) -> Result<u32, AppError> {
         calendar_range(req.from, req.to)?;
+        // Every term left out is kept: with none given nothing would change,
+        // and "1 night set" would tell an admin whose form lost its fields
+        // that something had.
+        if req.rooms.is_none()
+            && req.price.is_none()
+            && req.closed.is_none()
+            && req.min_stay.is_none()
+        {
+            return Err(AppError::bad_input(
+                "nothing to set: give rooms, price, closed or minStay (those left out are kept)",
+            ));
+        }
         if let Some(price) = req.price {
             shared::money::check_price(price)?;
         }
@@ -812,7 +824,8 @@ impl Inventory {
             .unwrap_or_default();
         if req.rooms.is_some_and(|rooms| rooms > count) {
             return Err(AppError::bad_input(format!(
-                "rooms: the room type has {count} rooms; at most {count} can be on sale"
+                "rooms: the room type has {}; at most {count} can be on sale",
+                shared::text::plural(count, "room", "rooms")
             )));
         }
         if req.price.is_none()
