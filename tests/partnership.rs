@@ -1626,3 +1626,86 @@ async fn a_withdrawn_agreement_stays_on_record_and_no_longer_counts_or_bounds_th
         "{ended}"
     );
 }
+
+/// A sponsor district's admin reads which bookings make up its pair's
+/// figures (ids, regions, what each counts for; no person), a page at a
+/// time; one cancelled since counts nothing and is left out. Travelers and
+/// other regions' admins may not (the report is the public view). Before,
+/// a sponsor admin could read only the totals.
+#[tokio::test]
+async fn a_pairs_admins_list_the_bookings_that_make_up_its_figures() {
+    let app = spawn_app().await;
+    let pair = app.pair("110108", "150430").await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let mut ids = Vec::new();
+    for (n, day) in [3, 5, 7].into_iter().enumerate() {
+        ids.push(
+            confirmed_and_heard(
+                &app,
+                &room_type,
+                common::tomorrow() + Days::days(day),
+                n + 1,
+            )
+            .await,
+        );
+    }
+    let cancelled = app.cancel(&ids[2], "cancel").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    let haidian = app.region_admin("haidian@example.cn", "110108").await;
+    let credits = |token: Option<String>, first: i32, after: Option<String>| {
+        let app = &app;
+        let id = pair.id.to_string();
+        async move {
+            app.graphql_as(
+                token.as_deref(),
+                "query($id: ID!, $y: Int!, $f: Int!, $a: String) { partnership(id: $id) {
+                    credits(year: $y, first: $f, after: $a) { totalCount
+                        pageInfo { hasNextPage endCursor }
+                        edges { node { bookingId sponsorRegion { code } listingRegion { code }
+                            impact { tourists bookings } } } } } }",
+                json!({ "id": id, "y": year_now(), "f": first, "a": after }),
+            )
+            .await
+        }
+    };
+    // The cancellation's reversal reaches partnership a moment later.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let all = credits(Some(haidian.clone()), 10, None).await;
+        if all["data"]["partnership"]["credits"]["totalCount"] == 2 {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "{all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut kept = [ids[0].clone(), ids[1].clone()];
+    kept.sort();
+    let node = |id: &str| {
+        json!({ "node": { "bookingId": id, "sponsorRegion": { "code": "110108" },
+                "listingRegion": { "code": "150430" },
+                "impact": { "tourists": 1, "bookings": 1 } } })
+    };
+    assert_eq!(
+        all["data"]["partnership"]["credits"]["edges"],
+        json!([node(&kept[0]), node(&kept[1])]),
+        "{all}"
+    );
+    let first = credits(Some(haidian.clone()), 1, None).await;
+    let page = &first["data"]["partnership"]["credits"];
+    assert_eq!(page["edges"], json!([node(&kept[0])]), "{first}");
+    assert_eq!(page["pageInfo"]["hasNextPage"], true, "{first}");
+    let cursor = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    let second = credits(Some(haidian.clone()), 1, cursor).await;
+    let page = &second["data"]["partnership"]["credits"];
+    assert_eq!(page["edges"], json!([node(&kept[1])]), "{second}");
+    assert_eq!(page["pageInfo"]["hasNextPage"], false, "{second}");
+
+    let chaoyang = app.region_admin("chaoyang@example.cn", "110105").await;
+    for token in [app.token.clone(), Some(chaoyang)] {
+        let refused = credits(token, 10, None).await;
+        assert_eq!(common::code(&refused), "FORBIDDEN", "{refused}");
+    }
+}

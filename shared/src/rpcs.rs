@@ -2349,6 +2349,58 @@ pub struct PartnershipView {
     pub crediting: bool,
 }
 
+/// The bookings a partnership was credited with in a year (China time),
+/// each with what it counts for now (net of refunds; one cancelled since
+/// counts nothing and is left out), a page at a time by booking id: for
+/// the admins of either side (and platform admins), to see which trips
+/// make up their figures. No person: ids, regions and figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListPartnershipCredits {
+    /// The partnership.
+    pub partnership_id: crate::ids::PartnershipId,
+    /// The year.
+    pub year: i32,
+    /// Page size (1 to 100).
+    pub first: u32,
+    /// The credits after this booking's.
+    #[serde(default)]
+    pub after: Option<BookingId>,
+    /// Who asks: an admin of either side.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for ListPartnershipCredits {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "list_partnership_credits";
+    type Reply = PartnershipCreditPage;
+}
+
+/// One booking's credit to a partnership.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartnershipCredit {
+    /// The booking.
+    pub booking_id: BookingId,
+    /// When it was confirmed.
+    pub confirmed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The sponsor region it was credited from (the booker's, or the one
+    /// declared).
+    pub sponsor_region: Option<RegionCode>,
+    /// The listing's region.
+    pub listing_region: Option<RegionCode>,
+    /// What it counts for now.
+    pub figures: Figures,
+}
+
+/// A page of a partnership's credits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartnershipCreditPage {
+    /// The page, by booking id.
+    pub credits: Vec<PartnershipCredit>,
+    /// More after the last one.
+    pub has_next_page: bool,
+    /// How many bookings count for the year, over all pages.
+    pub total_count: u64,
+}
+
 /// Partnerships where a region (or a region inside it) is either side, a
 /// page at a time, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]

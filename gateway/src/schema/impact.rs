@@ -83,6 +83,84 @@ impl Partnership {
     async fn report(&self, ctx: &Context<'_>, year: i32) -> Result<PartnershipReport> {
         report(ctx, self.0.id, year).await
     }
+    /// The bookings it counts for in `year` (China time), by booking id,
+    /// each with what it counts for now (net of refunds; one cancelled
+    /// since is left out): which trips make up the report's figures. No
+    /// person is named. For the admins of either side and platform admins
+    /// (FORBIDDEN to anyone else: the report is the public view). Costs
+    /// 100 against the complexity limit, as `report` does.
+    #[graphql(complexity = "REPORT_COST + child_complexity")]
+    async fn credits(
+        &self,
+        ctx: &Context<'_>,
+        year: i32,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<PartnershipCreditConnection> {
+        let page = rpc(
+            ctx,
+            rpcs::ListPartnershipCredits {
+                partnership_id: self.0.id,
+                year,
+                first: super::page_size(first)?,
+                after: after.map(|a| super::parse("cursor", &a)).transpose()?,
+                by: principal(ctx)?.clone(),
+            },
+        )
+        .await?;
+        let edges: Vec<PartnershipCreditEdge> = page
+            .credits
+            .into_iter()
+            .map(|c| PartnershipCreditEdge {
+                cursor: c.booking_id.to_string(),
+                node: PartnershipCredit {
+                    booking_id: ID(c.booking_id.to_string()),
+                    confirmed_at: c.confirmed_at,
+                    sponsor_region: c.sponsor_region.and_then(region),
+                    listing_region: c.listing_region.and_then(region),
+                    impact: c.figures.into(),
+                },
+            })
+            .collect();
+        Ok(PartnershipCreditConnection {
+            page_info: super::types::page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
+            edges,
+            total_count: page.total_count,
+        })
+    }
+}
+
+/// One booking's credit to a partnership.
+#[derive(SimpleObject)]
+pub struct PartnershipCredit {
+    /// The booking (its admins and booker read it; the sponsor side's
+    /// admins see only this).
+    pub booking_id: ID,
+    /// When it was confirmed.
+    pub confirmed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The sponsor region it was credited from: the booker's home, or the
+    /// one declared with the booking.
+    pub sponsor_region: Option<Region>,
+    /// The listing's region.
+    pub listing_region: Option<Region>,
+    /// What it counts for now.
+    pub impact: Impact,
+}
+
+/// An edge of a [`PartnershipCreditConnection`].
+#[derive(SimpleObject)]
+pub struct PartnershipCreditEdge {
+    pub cursor: String,
+    pub node: PartnershipCredit,
+}
+
+/// A page of a partnership's credits, by booking id.
+#[derive(SimpleObject)]
+pub struct PartnershipCreditConnection {
+    pub edges: Vec<PartnershipCreditEdge>,
+    pub page_info: async_graphql::connection::PageInfo,
+    /// How many bookings count for the year, over all pages.
+    pub total_count: u64,
 }
 
 /// What a partnership's nested `report` costs against the complexity

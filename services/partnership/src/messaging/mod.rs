@@ -15,9 +15,9 @@ use shared::region::{RegionCode, RegionLevel, reference_region};
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
     AgreementView, CreateAgreement, CreatePartnership, Figures, GetBookingImpact, GetPartnership,
-    GetPartnershipReport, GetRegionImpact, ImpactCredit, ListPartnerships, PartnershipPage,
-    PartnershipReport, PartnershipView, RegionImpact, UpdatePartnership, WithdrawAgreement,
-    Withdrawal,
+    GetPartnershipReport, GetRegionImpact, ImpactCredit, ListPartnershipCredits, ListPartnerships,
+    PartnershipCreditPage, PartnershipPage, PartnershipReport, PartnershipView, RegionImpact,
+    UpdatePartnership, WithdrawAgreement, Withdrawal,
 };
 use shared::{AppError, ErrorCode};
 use tracing::{info, warn};
@@ -134,8 +134,8 @@ impl Partnerships {
 
     /// The RPC methods partnership answers.
     pub fn rpc(&self) -> RpcRouter {
-        let s = [(); 9].map(|()| self.clone());
-        let [a, b, c, d, e, f, g, h, i] = s;
+        let s = [(); 10].map(|()| self.clone());
+        let [a, b, c, d, e, f, g, h, i, j] = s;
         RpcRouter::new(SERVICE)
             .ready_with(self.db.clone())
             .route::<UpdatePartnership, _, _>(move |req| {
@@ -153,6 +153,10 @@ impl Partnerships {
             .route::<WithdrawAgreement, _, _>(move |req| {
                 let s = i.clone();
                 async move { s.withdraw_agreement(req).await }
+            })
+            .route::<ListPartnershipCredits, _, _>(move |req| {
+                let s = j.clone();
+                async move { s.credits(req).await }
             })
             .route::<ListPartnerships, _, _>(move |req| {
                 let s = c.clone();
@@ -643,6 +647,40 @@ impl Partnerships {
         Ok(AgreementView {
             withdrawal: Some(withdrawal),
             ..agreement
+        })
+    }
+
+    /// The bookings a pair counts for a year, for the admins of either
+    /// side (a sponsor district checking which of its residents' trips make
+    /// up its figures; the banner checking which stays).
+    pub async fn credits(
+        &self,
+        req: ListPartnershipCredits,
+    ) -> Result<PartnershipCreditPage, AppError> {
+        if !(1..=100).contains(&req.first) {
+            return Err(AppError::bad_input("first: 1 to 100 bookings at a time"));
+        }
+        check_year(req.year)?;
+        let pair = storage::partnership_by_id(&self.db, req.partnership_id)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("no partnership {}", req.partnership_id)))?;
+        if !(req.by.administers(pair.sponsor) || req.by.administers(pair.beneficiary)) {
+            return Err(AppError::new(
+                ErrorCode::Forbidden,
+                "a pair's bookings are for the admins of its two regions (and platform \
+                 admins); its report is public",
+            ));
+        }
+        let first = req.first;
+        let (mut credits, total_count) =
+            storage::credits_page(&self.db, req.partnership_id, req.year, req.after, first + 1)
+                .await?;
+        let has_next_page = credits.len() > first as usize;
+        credits.truncate(first as usize);
+        Ok(PartnershipCreditPage {
+            credits,
+            has_next_page,
+            total_count,
         })
     }
 

@@ -28,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(RefundsHeard),
             Box::new(Recredits),
             Box::new(Withdrawals),
+            Box::new(CreditsByPair),
         ]
     }
 }
@@ -268,6 +269,28 @@ impl MigrationTrait for Withdrawals {
                 "ALTER TABLE agreements ADD COLUMN withdrawal_reason TEXT",
                 "ALTER TABLE agreements ADD COLUMN withdrawn_by UUID",
             ],
+        )
+        .await
+    }
+}
+
+struct CreditsByPair;
+
+impl MigrationName for CreditsByPair {
+    fn name(&self) -> &str {
+        "m20261207_000002_attributions_by_pair"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreditsByPair {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A pair's credits for a year, a page at a time by booking
+        // (`credits_page`), without reading every pair's.
+        run_ddl(
+            manager,
+            &["CREATE INDEX IF NOT EXISTS attributions_pair_year
+                ON attributions (partnership_id, year, booking_id)"],
         )
         .await
     }
@@ -1053,6 +1076,63 @@ pub async fn credited<C: ConnectionTrait>(
         .iter()
         .map(|r| Ok((PartnershipId(row_uuid(r, "partnership_id")?), figures(r)?)))
         .collect()
+}
+
+/// The bookings that count for `partnership` in `year` (their records net
+/// of reversals: one cancelled since sums to no booking and is left out),
+/// by booking id after `after`, `first` of them; and how many there are.
+pub async fn credits_page<C: ConnectionTrait>(
+    conn: &C,
+    partnership: PartnershipId,
+    year: i32,
+    after: Option<BookingId>,
+    first: u32,
+) -> Result<(Vec<shared::rpcs::PartnershipCredit>, u64), DbErr> {
+    let b = conn.get_database_backend();
+    let mut values = vec![uuid_value(b, partnership.0), year.into()];
+    let after_clause = match after {
+        Some(after) => {
+            values.push(uuid_value(b, after.0));
+            " AND a.booking_id > $3"
+        }
+        None => "",
+    };
+    const COUNTING: &str = "SELECT a.booking_id FROM attributions a
+         WHERE a.partnership_id = $1 AND a.year = $2
+         GROUP BY a.booking_id HAVING SUM(a.bookings) > 0";
+    let total: i64 = conn
+        .query_one_raw(stmt(
+            b,
+            &format!("SELECT COUNT(*) AS n FROM ({COUNTING}) counted"),
+            values[..2].to_vec(),
+        ))
+        .await?
+        .map(|r| r.try_get("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    let sql = format!(
+        "SELECT a.booking_id, f.sponsor_code, f.listing_code, f.confirmed_at, {SUMS}
+         FROM attributions a LEFT JOIN booking_facts f ON f.booking_id = a.booking_id
+         WHERE a.partnership_id = $1 AND a.year = $2{after_clause}
+         GROUP BY a.booking_id, f.sponsor_code, f.listing_code, f.confirmed_at
+         HAVING SUM(a.bookings) > 0
+         ORDER BY a.booking_id LIMIT {first}"
+    );
+    let credits = conn
+        .query_all_raw(stmt(b, &sql, values))
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(shared::rpcs::PartnershipCredit {
+                booking_id: BookingId(row_uuid(r, "booking_id")?),
+                confirmed_at: r.try_get("", "confirmed_at")?,
+                sponsor_region: opt_row_region(r, "sponsor_code")?,
+                listing_region: opt_row_region(r, "listing_code")?,
+                figures: figures(r)?,
+            })
+        })
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    Ok((credits, u64::try_from(total).unwrap_or(0)))
 }
 
 /// Appends one attribution record and adds it to the month's totals.
