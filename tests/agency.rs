@@ -1070,3 +1070,40 @@ async fn an_api_client_keeps_a_hundred_live_refresh_tokens_and_no_expired_one() 
     // The rotated (revoked) token, expired, is gone; the 100 live stay.
     assert_eq!(rows().await, 100);
 }
+
+/// Used refresh tokens are kept newest-used first: one issued long ago and
+/// rotated just now stays among the thousand kept, so presented again (a
+/// copy in other hands) it still ends every session. Kept newest-issued
+/// first, it went at its own rotation once a thousand newer ones had been
+/// used, and came back as merely "unknown".
+#[tokio::test]
+async fn a_long_lived_refresh_token_rotated_now_is_still_told_as_leaked() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    app.register("often@example.cn", "110108").await;
+    let old = app.login("often@example.cn").await["refreshToken"]
+        .as_str()
+        .expect("a refresh token")
+        .to_owned();
+    // A busy other session's thousand used tokens, all issued after `old`.
+    app.service_db("gateway")
+        .await
+        .execute_unprepared(
+            "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, revoked_at, created_at)
+             SELECT 'used-' || g, a.id, now() + interval '30 days', now(), now()
+             FROM accounts a, generate_series(1, 1000) g WHERE a.email = 'often@example.cn'",
+        )
+        .await
+        .expect("a busy session's used tokens");
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { refreshToken } }";
+    let rotated = app.graphql_as(None, refresh, json!({ "t": old })).await;
+    assert!(rotated["errors"].is_null(), "{rotated}");
+    let again = app.graphql_as(None, refresh, json!({ "t": old })).await;
+    assert_eq!(code(&again), "UNAUTHENTICATED", "{again}");
+    assert!(
+        again
+            .to_string()
+            .contains("every session of the account was ended"),
+        "{again}"
+    );
+}

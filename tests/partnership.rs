@@ -1709,3 +1709,51 @@ async fn a_pairs_admins_list_the_bookings_that_make_up_its_figures() {
         assert_eq!(common::code(&refused), "FORBIDDEN", "{refused}");
     }
 }
+
+/// Withdrawing an agreement whose spend target kept a later
+/// certified-spend target in check would leave targets every record path
+/// refuses (certified spend above spend): refused, saying which.
+#[tokio::test]
+async fn an_agreement_is_not_withdrawn_when_the_targets_left_would_contradict() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let pair = app.pair("110114", "150425").await.id.to_string();
+    let record = |starts: &'static str, targets: Value| {
+        let (app, admin, pair) = (&app, &admin, &pair);
+        async move {
+            let body = app
+                .graphql_as(
+                    Some(admin),
+                    "mutation($id: ID!, $s: Date!, $t: [YearTargetInput!]!) { recordAgreement(input: {
+                        partnershipId: $id, title: \"协议\", signedOn: \"2026-01-01\", startsOn: $s,
+                        endsOn: \"2027-12-31\", targets: $t }) { id } }",
+                    json!({ "id": pair, "s": starts, "t": targets }),
+                )
+                .await;
+            body["data"]["recordAgreement"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{body}"))
+                .to_owned()
+        }
+    };
+    record(
+        "2027-01-01",
+        json!([{ "year": 2027, "spend": "100.00", "certifiedSpend": "50.00" }]),
+    )
+    .await;
+    let raising = record("2027-06-01", json!([{ "year": 2027, "spend": "300.00" }])).await;
+    record(
+        "2027-03-01",
+        json!([{ "year": 2027, "certifiedSpend": "200.00" }]),
+    )
+    .await;
+    let refused = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($id: ID!) { withdrawAgreement(agreementId: $id, reason: \"作废\") { id } }",
+            json!({ "id": raising }),
+        )
+        .await;
+    assert_eq!(common::code(&refused), "BAD_USER_INPUT", "{refused}");
+    assert!(refused.to_string().contains("2027"), "{refused}");
+}

@@ -865,6 +865,8 @@ async fn graphql_get(
                             tokio::time::Instant::now() + ping_every,
                             ping_every,
                         );
+                        // After a stall, one ping, not the missed ones at once.
+                        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         loop {
                             let message = tokio::select! {
                                 message = outgoing.next() => match message {

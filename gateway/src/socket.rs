@@ -152,7 +152,7 @@ pub struct Conduct {
     ended: std::sync::Mutex<Option<(u16, String)>>,
     /// The code of the refusal of the client's `connection_init`.
     refusal: std::sync::Mutex<Option<String>>,
-    /// When the client last sent anything (a pong included).
+    /// When the client last sent anything (a pong included) that was read.
     heard: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
@@ -214,12 +214,17 @@ impl Conduct {
     /// the type): the connection ends there. Text and binary frames alike,
     /// as async-graphql reads both. A frame that cannot be read ends it too,
     /// with its code.
-    fn admit(&self, read: &Result<axum::extract::ws::Message, axum::Error>) -> bool {
-        use axum::extract::ws::Message;
+    /// Notes that the client is there: something it sent was read.
+    fn heard(&self) {
         *self
             .heard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+    }
+
+    fn admit(&self, read: &Result<axum::extract::ws::Message, axum::Error>) -> bool {
+        use axum::extract::ws::Message;
+        self.heard();
         let bytes: &[u8] = match read {
             Err(e) => {
                 let (code, reason) = unreadable(e);

@@ -619,7 +619,27 @@ impl Partnerships {
         let pair = storage::partnership_by_id(&txn, partnership_id)
             .await?
             .ok_or_else(not_found)?;
+        // What stays in force must still hold together: without a newer
+        // agreement's spend target, an older one's lower spend may fall
+        // under a certified-spend target another set.
+        let staying: Vec<AgreementView> = pair
+            .agreements
+            .iter()
+            .filter(|a| a.id != req.agreement_id)
+            .cloned()
+            .collect();
         let agreement = of(pair).ok_or_else(not_found)?;
+        if agreement.withdrawal.is_none() {
+            domain::merged_targets_hold(&staying, agreement.targets.iter().map(|t| t.year))
+                .map_err(|e| {
+                    AppError::bad_input(format!(
+                        "withdrawing {} would leave {} — withdraw or supersede the others \
+                         first",
+                        agreement.title,
+                        e.message.trim_start_matches("the targets for ")
+                    ))
+                })?;
+        }
         if let Some(done) = &agreement.withdrawal {
             return if done.reason == reason {
                 Ok(agreement)
