@@ -2107,3 +2107,58 @@ async fn a_history_note_racing_a_move_is_written_with_the_status_after_it() {
         .unwrap_or_default();
     assert_eq!(last["status"], "EXPIRED", "{noted}");
 }
+
+/// Travelers from Hong Kong and Taiwan book with the permits they travel
+/// on (回乡证, 台胞证), typed as a Chinese input method types them
+/// (full-width, lower case): read back as their kinds, starred. Before,
+/// only resident IDs and passports were taken.
+#[tokio::test]
+async fn travelers_from_hong_kong_and_taiwan_book_with_their_permits() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let created = app
+        .graphql(
+            "mutation($input: CreateBookingInput!) {
+                createBooking(input: $input, idempotencyKey: \"permits\") { id } }",
+            json!({ "input": {
+                "roomTypeId": room_type,
+                "checkIn": tomorrow().to_string(),
+                "checkOut": (tomorrow() + chrono::Duration::days(1)).to_string(),
+                "travelers": [
+                    { "name": "陳大文", "idType": "HK_MACAO_PERMIT", "idNumber": "ｈ１２３４５６７８" },
+                    { "name": "林志明", "idType": "TAIWAN_PERMIT", "idNumber": "87654321" }
+                ],
+                "contact": { "name": "陳大文", "phone": "+852 9123 4567" }
+            } }),
+        )
+        .await;
+    let id = TestApp::id_of(&created);
+    let read = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { guests { name idType idNumber } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        read["data"]["booking"]["guests"],
+        json!([
+            { "name": "陳大文", "idType": "HK_MACAO_PERMIT", "idNumber": "*****5678" },
+            { "name": "林志明", "idType": "TAIWAN_PERMIT", "idNumber": "****4321" }
+        ]),
+        "{read}"
+    );
+    let wrong = app
+        .graphql(
+            "mutation($input: CreateBookingInput!) {
+                createBooking(input: $input, idempotencyKey: \"wrong\") { id } }",
+            json!({ "input": {
+                "roomTypeId": room_type,
+                "checkIn": tomorrow().to_string(),
+                "checkOut": (tomorrow() + chrono::Duration::days(1)).to_string(),
+                "travelers": [{ "name": "陳大文", "idType": "HK_MACAO_PERMIT", "idNumber": "12345678" }],
+                "contact": { "name": "陳大文", "phone": "+852 9123 4567" }
+            } }),
+        )
+        .await;
+    assert_eq!(common::code(&wrong), "BAD_USER_INPUT", "{wrong}");
+}

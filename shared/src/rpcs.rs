@@ -1300,10 +1300,18 @@ pub struct CertificationView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum IdType {
-    /// 居民身份证, 18 characters with a checksum.
+    /// 居民身份证, 18 characters with a checksum; so are the residence
+    /// permits of Hong Kong, Macao and Taiwan residents (港澳台居民居住证,
+    /// 81…/82…/83…) and the foreign permanent resident ID card of 2023
+    /// (外国人永久居留身份证, 9…), which are written as one.
     ResidentId,
     /// Passport.
     Passport,
+    /// 港澳居民来往内地通行证 (回乡证): H (Hong Kong) or M (Macao) and 8
+    /// digits (10 on cards before 2013: the 8 and a 2-digit issue count).
+    HkMacaoPermit,
+    /// 台湾居民来往大陆通行证 (台胞证): 8 digits (10 on booklets before 2015).
+    TaiwanPermit,
 }
 
 /// A traveler, with real name and document.

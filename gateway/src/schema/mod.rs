@@ -804,7 +804,7 @@ impl Query {
 pub struct TravelerIn {
     /// Real name, as on the document.
     pub name: String,
-    /// RESIDENT_ID or PASSPORT.
+    /// RESIDENT_ID, PASSPORT, HK_MACAO_PERMIT or TAIWAN_PERMIT.
     pub id_type: DocumentType,
     /// The document's number.
     pub id_number: String,
@@ -1754,6 +1754,8 @@ impl From<DocumentType> for IdType {
         match d {
             DocumentType::ResidentId => IdType::ResidentId,
             DocumentType::Passport => IdType::Passport,
+            DocumentType::HkMacaoPermit => IdType::HkMacaoPermit,
+            DocumentType::TaiwanPermit => IdType::TaiwanPermit,
         }
     }
 }

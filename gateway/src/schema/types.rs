@@ -107,13 +107,34 @@ pub fn in_lang<'a>(
     }
 }
 
-/// Kind of identity document.
+/// Kind of identity document, as China's real-name rules for travel take
+/// them.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum DocumentType {
-    /// 居民身份证.
+    /// 居民身份证: 18 characters with a checksum. Also the residence permits
+    /// of Hong Kong, Macao and Taiwan residents (港澳台居民居住证, 81…, 82…,
+    /// 83…) and the foreign permanent resident ID card of 2023
+    /// (外国人永久居留身份证, 9…), which have the same form.
     ResidentId,
-    /// Passport.
+    /// Passport: 5 to 20 letters and digits.
     Passport,
+    /// 港澳居民来往内地通行证 (回乡证): H or M and 8 digits (10 on older
+    /// cards).
+    HkMacaoPermit,
+    /// 台湾居民来往大陆通行证 (台胞证): 8 digits (10 on older booklets).
+    TaiwanPermit,
+}
+
+impl From<shared::rpcs::IdType> for DocumentType {
+    fn from(t: shared::rpcs::IdType) -> DocumentType {
+        use shared::rpcs::IdType;
+        match t {
+            IdType::ResidentId => DocumentType::ResidentId,
+            IdType::Passport => DocumentType::Passport,
+            IdType::HkMacaoPermit => DocumentType::HkMacaoPermit,
+            IdType::TaiwanPermit => DocumentType::TaiwanPermit,
+        }
+    }
 }
 
 /// An administrative region (GB/T 2260).
@@ -437,10 +458,7 @@ impl Booking {
             .into_iter()
             .map(|t| Traveler {
                 name: t.name,
-                id_type: match t.id_type {
-                    shared::rpcs::IdType::ResidentId => DocumentType::ResidentId,
-                    shared::rpcs::IdType::Passport => DocumentType::Passport,
-                },
+                id_type: t.id_type.into(),
                 id_number: t.id_number,
             })
             .collect())
@@ -506,7 +524,7 @@ async fn guests_of(
 pub struct Traveler {
     /// Real name, as on the document.
     pub name: String,
-    /// RESIDENT_ID or PASSPORT.
+    /// RESIDENT_ID, PASSPORT, HK_MACAO_PERMIT or TAIWAN_PERMIT.
     pub id_type: DocumentType,
     /// The document's number, all but its last four characters starred
     /// (`**************002X`; fewer shown of a short passport number).

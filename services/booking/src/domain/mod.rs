@@ -131,6 +131,20 @@ pub fn guests(
     }
 }
 
+/// A 港澳居民来往内地通行证 number: H or M, then 8 digits, or 10 (a card
+/// before 2013 carried a 2-digit issue count after them).
+fn hk_macao_permit(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some('H' | 'M'))
+        && matches!(id.len(), 9 | 11)
+        && chars.all(|c| c.is_ascii_digit())
+}
+
+/// A 台湾居民来往大陆通行证 number: 8 digits, or 10 on an older booklet.
+fn taiwan_permit(id: &str) -> bool {
+    matches!(id.len(), 8 | 10) && id.chars().all(|c| c.is_ascii_digit())
+}
+
 fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
     let n = i + 1;
     shared::text::check_line(&format!("traveler {n}: name"), &t.name, 100, true)?;
@@ -155,6 +169,18 @@ fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
         {
             Err(AppError::bad_input(format!(
                 "traveler {n}: a passport number is 5 to 20 letters and digits"
+            )))
+        }
+        IdType::HkMacaoPermit if !hk_macao_permit(t.id_number.trim()) => {
+            Err(AppError::bad_input(format!(
+                "traveler {n}: a Hong Kong or Macao permit number (港澳居民来往内地通行证) is H \
+                 or M and 8 digits (10 on older cards)"
+            )))
+        }
+        IdType::TaiwanPermit if !taiwan_permit(t.id_number.trim()) => {
+            Err(AppError::bad_input(format!(
+                "traveler {n}: a Taiwan permit number (台湾居民来往大陆通行证) is 8 digits (10 \
+                 on older booklets)"
             )))
         }
         _ => Ok(()),
@@ -641,6 +667,44 @@ mod tests {
             from_haidian.sponsor_region = code(declared);
             assert_eq!(refusal(&from_haidian).is_empty(), taken, "{declared}");
         }
+    }
+
+    #[test]
+    fn permits_of_hong_kong_macao_and_taiwan_residents_have_their_own_forms() {
+        let with = |id_type: IdType, number: &str| {
+            let mut req = request(&[("陈大文", "11010519491231002X")]);
+            req.travelers[0].id_type = id_type;
+            req.travelers[0].id_number = number.into();
+            normalise(&mut req);
+            refusal(&req)
+        };
+        for good in ["H12345678", "M1234567801", "h12345678"] {
+            assert_eq!(with(IdType::HkMacaoPermit, good), "", "{good}");
+        }
+        for bad in [
+            "12345678",
+            "H1234567",
+            "X12345678",
+            "H123456789",
+            "H1234567A",
+        ] {
+            assert!(
+                with(IdType::HkMacaoPermit, bad).contains("港澳居民来往内地通行证"),
+                "{bad}"
+            );
+        }
+        for good in ["12345678", "1234567890"] {
+            assert_eq!(with(IdType::TaiwanPermit, good), "", "{good}");
+        }
+        for bad in ["1234567", "123456789", "T1234567"] {
+            assert!(
+                with(IdType::TaiwanPermit, bad).contains("台湾居民来往大陆通行证"),
+                "{bad}"
+            );
+        }
+        // A Hong Kong resident's residence permit (810000…) is written as
+        // a resident ID, and checked as one.
+        assert_eq!(with(IdType::ResidentId, "810000199408230021"), "");
     }
 
     #[test]
