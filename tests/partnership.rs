@@ -1629,9 +1629,10 @@ async fn a_withdrawn_agreement_stays_on_record_and_no_longer_counts_or_bounds_th
 
 /// A sponsor district's admin reads which bookings make up its pair's
 /// figures (ids, regions, what each counts for; no person), a page at a
-/// time; one cancelled since counts nothing and is left out. Travelers and
-/// other regions' admins may not (the report is the public view). Before,
-/// a sponsor admin could read only the totals.
+/// time, adding up to the report: one cancelled with half refunded counts
+/// the half it kept (no tourist), one refunded in full is left out.
+/// Travelers and other regions' admins get null there, the rest of the
+/// pair as it is. Before, a sponsor admin could read only the totals.
 #[tokio::test]
 async fn a_pairs_admins_list_the_bookings_that_make_up_its_figures() {
     let app = spawn_app().await;
@@ -1649,11 +1650,14 @@ async fn a_pairs_admins_list_the_bookings_that_make_up_its_figures() {
             .await,
         );
     }
-    let cancelled = app.cancel(&ids[2], "cancel").await;
-    assert_eq!(
-        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
-        "{cancelled}"
-    );
+    // Six days ahead: half back by the policy; eight: all of it.
+    for id in &ids[1..] {
+        let cancelled = app.cancel(id, &format!("cancel-{id}")).await;
+        assert_eq!(
+            cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+            "{cancelled}"
+        );
+    }
     let haidian = app.region_admin("haidian@example.cn", "110108").await;
     let credits = |token: Option<String>, first: i32, after: Option<String>| {
         let app = &app;
@@ -1662,51 +1666,70 @@ async fn a_pairs_admins_list_the_bookings_that_make_up_its_figures() {
             app.graphql_as(
                 token.as_deref(),
                 "query($id: ID!, $y: Int!, $f: Int!, $a: String) { partnership(id: $id) {
-                    credits(year: $y, first: $f, after: $a) { totalCount
+                    id credits(year: $y, first: $f, after: $a) { totalCount
                         pageInfo { hasNextPage endCursor }
                         edges { node { bookingId sponsorRegion { code } listingRegion { code }
-                            impact { tourists bookings } } } } } }",
+                            impact { tourists bookings spend { amount } } } } } } }",
                 json!({ "id": id, "y": year_now(), "f": first, "a": after }),
             )
             .await
         }
     };
-    // The cancellation's reversal reaches partnership a moment later.
+    // The cancellations' reversals reach partnership a moment later.
     let deadline = Instant::now() + Duration::from_secs(20);
     let all = loop {
         let all = credits(Some(haidian.clone()), 10, None).await;
-        if all["data"]["partnership"]["credits"]["totalCount"] == 2 {
+        let page = &all["data"]["partnership"]["credits"];
+        if page["totalCount"] == 2 && page["edges"].to_string().contains("\"tourists\":0") {
             break all;
         }
         assert!(Instant::now() < deadline, "{all}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let mut kept = [ids[0].clone(), ids[1].clone()];
-    kept.sort();
-    let node = |id: &str| {
+    let node = |id: &str, counted: i64, spend: &str| {
         json!({ "node": { "bookingId": id, "sponsorRegion": { "code": "110108" },
                 "listingRegion": { "code": "150430" },
-                "impact": { "tourists": 1, "bookings": 1 } } })
+                "impact": { "tourists": counted, "bookings": counted, "spend": { "amount": spend } } } })
     };
+    let mut expected = [node(&ids[0], 1, "380.00"), node(&ids[1], 0, "190.00")];
+    expected.sort_by_key(|n| {
+        n["node"]["bookingId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let edges = &all["data"]["partnership"]["credits"]["edges"];
+    assert_eq!(edges, &json!(expected), "{all}");
+    // They add up to the report.
     assert_eq!(
-        all["data"]["partnership"]["credits"]["edges"],
-        json!([node(&kept[0]), node(&kept[1])]),
-        "{all}"
+        report(&app, pair.id).await["totals"]["spend"]["amount"],
+        "570.00"
     );
+
     let first = credits(Some(haidian.clone()), 1, None).await;
     let page = &first["data"]["partnership"]["credits"];
-    assert_eq!(page["edges"], json!([node(&kept[0])]), "{first}");
+    assert_eq!(page["edges"], json!([expected[0]]), "{first}");
     assert_eq!(page["pageInfo"]["hasNextPage"], true, "{first}");
     let cursor = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
     let second = credits(Some(haidian.clone()), 1, cursor).await;
     let page = &second["data"]["partnership"]["credits"];
-    assert_eq!(page["edges"], json!([node(&kept[1])]), "{second}");
+    assert_eq!(page["edges"], json!([expected[1]]), "{second}");
     assert_eq!(page["pageInfo"]["hasNextPage"], false, "{second}");
 
     let chaoyang = app.region_admin("chaoyang@example.cn", "110105").await;
     for token in [app.token.clone(), Some(chaoyang)] {
         let refused = credits(token, 10, None).await;
         assert_eq!(common::code(&refused), "FORBIDDEN", "{refused}");
+        // The pair itself is public: only its credits are null.
+        assert_eq!(
+            refused["data"]["partnership"]["id"],
+            pair.id.to_string(),
+            "{refused}"
+        );
+        assert!(
+            refused["data"]["partnership"]["credits"].is_null(),
+            "{refused}"
+        );
     }
 }
 

@@ -84,11 +84,14 @@ impl Partnership {
         report(ctx, self.0.id, year).await
     }
     /// The bookings it counts for in `year` (China time), by booking id,
-    /// each with what it counts for now (net of refunds; one cancelled
-    /// since is left out): which trips make up the report's figures. No
-    /// person is named. For the admins of either side and platform admins
-    /// (FORBIDDEN to anyone else: the report is the public view). Costs
-    /// 100 against the complexity limit, as `report` does.
+    /// each with what it counts for now, net of refunds — one cancelled
+    /// since with what it kept (no tourist; the spend its refund left), one
+    /// that keeps nothing left out —: the trips that make up the report's
+    /// figures, adding up to its totals. No person is named. For the
+    /// admins of either side and platform admins; anyone else gets null
+    /// here and FORBIDDEN in `errors`, the rest of the pair as it is (the
+    /// report is the public view). Costs 100 against the complexity limit,
+    /// as `report` does.
     #[graphql(complexity = "REPORT_COST + child_complexity")]
     async fn credits(
         &self,
@@ -96,7 +99,7 @@ impl Partnership {
         year: i32,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<PartnershipCreditConnection> {
+    ) -> Result<Option<PartnershipCreditConnection>> {
         let page = rpc(
             ctx,
             rpcs::ListPartnershipCredits {
@@ -122,11 +125,11 @@ impl Partnership {
                 },
             })
             .collect();
-        Ok(PartnershipCreditConnection {
+        Ok(Some(PartnershipCreditConnection {
             page_info: super::types::page_info(edges.iter().map(|e| &e.cursor), page.has_next_page),
             edges,
             total_count: page.total_count,
-        })
+        }))
     }
 }
 

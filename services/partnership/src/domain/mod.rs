@@ -254,22 +254,32 @@ pub fn merged_targets_hold(
     agreements: &[shared::rpcs::AgreementView],
     years: impl IntoIterator<Item = i32>,
 ) -> Result<(), AppError> {
-    for year in years {
-        if let Some(YearTarget {
-            spend: Some(spend),
-            certified_spend: Some(certified),
-            ..
-        }) = year_targets(agreements, year)
-            && certified > spend
-        {
-            return Err(AppError::bad_input(format!(
-                "the targets for {year}: with the partnership's other agreements, certifiedSpend \
-                 would be {certified} and spend {spend} (the newest agreement setting each \
-                 decides it); certified spend is part of spend, so not more"
-            )));
-        }
+    match merged_contradiction(agreements, years) {
+        Some((year, certified, spend)) => Err(AppError::bad_input(format!(
+            "the targets for {year}: with the partnership's other agreements, certifiedSpend \
+             would be {certified} and spend {spend} (the newest agreement setting each \
+             decides it); certified spend is part of spend, so not more"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The first of `years` whose merged targets put certified spend above
+/// spend, with the two: (year, certified spend, spend).
+pub fn merged_contradiction(
+    agreements: &[shared::rpcs::AgreementView],
+    years: impl IntoIterator<Item = i32>,
+) -> Option<(i32, Fen, Fen)> {
+    years
+        .into_iter()
+        .find_map(|year| match year_targets(agreements, year) {
+            Some(YearTarget {
+                spend: Some(spend),
+                certified_spend: Some(certified),
+                ..
+            }) if certified > spend => Some((year, certified, spend)),
+            _ => None,
+        })
 }
 
 /// Most custom indicators one year's targets name.
@@ -381,6 +391,8 @@ pub fn validate_targets(mut targets: Vec<YearTarget>) -> Result<Vec<YearTarget>,
     // Kept as they are compared: a later agreement's " 培训" replaces "培训".
     for c in targets.iter_mut().flat_map(|t| t.custom.iter_mut()) {
         c.name = c.name.trim().to_owned();
+        // -0 (not below 0, so taken) is 0: shown as "-0" otherwise.
+        c.target += 0.0;
         c.unit = c
             .unit
             .as_deref()
@@ -587,5 +599,23 @@ mod tests {
         assert!(!progress(99, 100, 2025, mid).on_track);
         assert!(progress(0, 100, 2027, mid).on_track);
         assert_eq!(progress(25, 100, 2026, mid).percent, 25.0);
+    }
+
+    #[test]
+    fn a_custom_target_of_minus_zero_is_zero() {
+        let targets = validate_targets(vec![YearTarget {
+            year: 2027,
+            tourists: None,
+            spend: None,
+            certified_spend: None,
+            custom: vec![shared::rpcs::CustomTarget {
+                name: "培训".into(),
+                target: -0.0,
+                unit: None,
+            }],
+        }])
+        .expect("taken");
+        let target = targets[0].custom[0].target;
+        assert!(target == 0.0 && target.is_sign_positive(), "{target}");
     }
 }

@@ -629,16 +629,16 @@ impl Partnerships {
             .cloned()
             .collect();
         let agreement = of(pair).ok_or_else(not_found)?;
-        if agreement.withdrawal.is_none() {
-            domain::merged_targets_hold(&staying, agreement.targets.iter().map(|t| t.year))
-                .map_err(|e| {
-                    AppError::bad_input(format!(
-                        "withdrawing {} would leave {} — withdraw or supersede the others \
-                         first",
-                        agreement.title,
-                        e.message.trim_start_matches("the targets for ")
-                    ))
-                })?;
+        if agreement.withdrawal.is_none()
+            && let Some((year, certified, spend)) =
+                domain::merged_contradiction(&staying, agreement.targets.iter().map(|t| t.year))
+        {
+            return Err(AppError::bad_input(format!(
+                "withdrawing {} would leave the targets for {year} at certifiedSpend \
+                 {certified} above spend {spend} (set by the other agreements in force): \
+                 withdraw or supersede those first",
+                agreement.title
+            )));
         }
         if let Some(done) = &agreement.withdrawal {
             return if done.reason == reason {
@@ -929,7 +929,8 @@ fn may_record(
     } else {
         Err(AppError::new(
             shared::ErrorCode::Forbidden,
-            "only a platform admin or an admin of one of the two regions may record this",
+            "only a platform admin or an admin of one of the pair's two regions may record or \
+             change its partnership and agreements",
         ))
     }
 }

@@ -1078,9 +1078,10 @@ pub async fn credited<C: ConnectionTrait>(
         .collect()
 }
 
-/// The bookings that count for `partnership` in `year` (their records net
-/// of reversals: one cancelled since sums to no booking and is left out),
-/// by booking id after `after`, `first` of them; and how many there are.
+/// The bookings that count for `partnership` in `year`, their records net
+/// of reversals: one cancelled since counts what it kept (no tourist, the
+/// spend its refund left), one that keeps nothing is left out; by booking
+/// id after `after`, `first` of them; and how many there are.
 pub async fn credits_page<C: ConnectionTrait>(
     conn: &C,
     partnership: PartnershipId,
@@ -1097,13 +1098,18 @@ pub async fn credits_page<C: ConnectionTrait>(
         }
         None => "",
     };
-    const COUNTING: &str = "SELECT a.booking_id FROM attributions a
+    // Anything left to count: a booking, tourists, or money kept.
+    const COUNTS: &str = "(SUM(a.bookings) <> 0 OR SUM(a.tourists) <> 0 OR SUM(a.spend_fen) <> 0
+         OR SUM(a.certified_fen) <> 0 OR SUM(a.host_fen) <> 0 OR SUM(a.fund_fen) <> 0)";
+    let counting = format!(
+        "SELECT a.booking_id FROM attributions a
          WHERE a.partnership_id = $1 AND a.year = $2
-         GROUP BY a.booking_id HAVING SUM(a.bookings) > 0";
+         GROUP BY a.booking_id HAVING {COUNTS}"
+    );
     let total: i64 = conn
         .query_one_raw(stmt(
             b,
-            &format!("SELECT COUNT(*) AS n FROM ({COUNTING}) counted"),
+            &format!("SELECT COUNT(*) AS n FROM ({counting}) counted"),
             values[..2].to_vec(),
         ))
         .await?
@@ -1115,7 +1121,7 @@ pub async fn credits_page<C: ConnectionTrait>(
          FROM attributions a LEFT JOIN booking_facts f ON f.booking_id = a.booking_id
          WHERE a.partnership_id = $1 AND a.year = $2{after_clause}
          GROUP BY a.booking_id, f.sponsor_code, f.listing_code, f.confirmed_at
-         HAVING SUM(a.bookings) > 0
+         HAVING {COUNTS}
          ORDER BY a.booking_id LIMIT {first}"
     );
     let credits = conn
