@@ -164,4 +164,34 @@ async fn every_outcome_is_announced_with_its_regions_travelers_and_amounts() {
         )
         .await;
     assert_eq!(common::code(&elsewhere), "BAD_USER_INPUT", "{elsewhere}");
+
+    // What it counts for is read back: declared (北京市, around the home),
+    // or the booker's home when none was.
+    let declared = book(&app, &room_type, 5, "110000", "declared").await;
+    let plain = app
+        .graphql(
+            "mutation($input: CreateBookingInput!) { createBooking(input: $input, idempotencyKey: \"plain\") { sponsorRegion { code } } }",
+            json!({ "input": {
+                "roomTypeId": room_type,
+                "checkIn": (tomorrow() + chrono::Duration::days(6)).to_string(),
+                "checkOut": (tomorrow() + chrono::Duration::days(7)).to_string(),
+                "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
+                "contact": { "name": "张三", "phone": "13800138000" } } }),
+        )
+        .await;
+    assert_eq!(
+        plain["data"]["createBooking"]["sponsorRegion"]["code"], "110108",
+        "{plain}"
+    );
+    let read = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { sponsorRegion { code name } } }",
+            json!({ "id": declared }),
+        )
+        .await;
+    assert_eq!(
+        read["data"]["booking"]["sponsorRegion"],
+        json!({ "code": "110000", "name": "北京市" }),
+        "{read}"
+    );
 }

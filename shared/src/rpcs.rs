@@ -1586,6 +1586,11 @@ pub struct BookingView {
     /// The booking agency's commission, basis points (0 without one).
     #[serde(default)]
     pub commission_bp: u32,
+    /// The sponsor region it counts for (declared with it, else the
+    /// booker's home region; none for a booker living abroad who declared
+    /// none).
+    #[serde(default)]
+    pub sponsor_region: Option<RegionCode>,
 }
 
 impl BookingView {

@@ -386,6 +386,15 @@ impl Booking {
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
         self.0.expires_at
     }
+    /// The sponsor region it counts for in the partnerships' figures: the
+    /// one declared with it (`sponsorRegionCode`), else the booker's home
+    /// region; null for a booker living abroad who declared none.
+    async fn sponsor_region(&self) -> Option<Region> {
+        self.0
+            .sponsor_region
+            .and_then(shared::region::reference_region)
+            .map(Region)
+    }
     /// Why it was rejected, expired or cancelled.
     async fn reason(&self) -> Option<&str> {
         self.0.reason.as_deref()

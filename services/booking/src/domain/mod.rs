@@ -430,6 +430,7 @@ mod tests {
             history: Vec::new(),
             booker: None,
             commission_bp: 0,
+            sponsor_region: None,
         }
     }
 

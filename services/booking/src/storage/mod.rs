@@ -540,6 +540,7 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
                     .map(AgencyId),
             }),
             commission_bp: u32::try_from(row.try_get::<i32>("", "commission_bp")?).unwrap_or(0),
+            sponsor_region: sponsor.as_deref().and_then(|s| RegionCode::parse(s).ok()),
         },
         fingerprint: row.try_get("", "fingerprint")?,
         sponsor_region: sponsor.and_then(|s| RegionCode::parse(&s).ok()),
@@ -599,10 +600,7 @@ pub async fn insert<C: ConnectionTrait>(
         json(&req.travelers).into(),
         (req.travelers.len() as i32).into(),
         json(&req.contact).into(),
-        req.sponsor_region
-            .or(req.by.home_region)
-            .map(|r| r.to_string())
-            .into(),
+        sponsor_of(req).map(|r| r.to_string()).into(),
         req.notes.clone().into(),
         now.into(),
         uuid_value(b, req.by.account_id.0),
@@ -662,7 +660,14 @@ pub fn as_created(id: BookingId, req: &CreateBooking, now: DateTime<Utc>) -> Boo
             agency_id: req.by.agency_id,
         }),
         commission_bp: u32::try_from(commission_bp(req)).unwrap_or(0),
+        sponsor_region: sponsor_of(req),
     }
+}
+
+/// The sponsor region a booking made by `req` counts for: the one declared,
+/// else the booker's home region.
+fn sponsor_of(req: &CreateBooking) -> Option<RegionCode> {
+    req.sponsor_region.or(req.by.home_region)
 }
 
 /// The first history entry's cause.
