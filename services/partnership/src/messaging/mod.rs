@@ -629,17 +629,6 @@ impl Partnerships {
             .cloned()
             .collect();
         let agreement = of(pair).ok_or_else(not_found)?;
-        if agreement.withdrawal.is_none()
-            && let Some((year, certified, spend)) =
-                domain::merged_contradiction(&staying, agreement.targets.iter().map(|t| t.year))
-        {
-            return Err(AppError::bad_input(format!(
-                "withdrawing {} would leave the targets for {year} at certifiedSpend \
-                 {certified} above spend {spend} (set by the other agreements in force): \
-                 withdraw or supersede those first",
-                agreement.title
-            )));
-        }
         if let Some(done) = &agreement.withdrawal {
             return if done.reason == reason {
                 Ok(agreement)
@@ -652,6 +641,16 @@ impl Partnerships {
                     ),
                 ))
             };
+        }
+        if let Some((year, certified, spend)) =
+            domain::merged_contradiction(&staying, agreement.targets.iter().map(|t| t.year))
+        {
+            return Err(AppError::bad_input(format!(
+                "withdrawing {} would leave the targets for {year} at certifiedSpend \
+                 {certified} above spend {spend} (set by the other agreements in force): \
+                 withdraw or supersede those first",
+                agreement.title
+            )));
         }
         let withdrawal = Withdrawal {
             on: shared::policy::china_today(Utc::now()),
