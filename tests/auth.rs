@@ -938,6 +938,19 @@ async fn a_websocket_runs_subscriptions_only_and_closes_when_its_token_expires()
         Some(4403),
         "the socket outlived its token by 13 s, or closed without saying why"
     );
+    // Expired a moment ago (within HTTP's leeway for clocks): refused at
+    // `connection_init`, not acknowledged and closed in the same instant.
+    let just_expired = forge(
+        SECRET,
+        json!({ "role": "TRAVELER", "exp": Utc::now().timestamp() - 1 }),
+    );
+    let mut ws = connect(&app).await;
+    let refused = init(&mut ws, &just_expired).await;
+    assert_ne!(
+        refused.as_ref().map(|a| a["type"].clone()),
+        Some(json!("connection_ack")),
+        "{refused:?}"
+    );
 }
 
 /// A logout ends its session whichever of its refresh tokens it is given:

@@ -971,6 +971,16 @@ fn connection_principal(
     };
     let identity = identity.ok_or("no identity here")?;
     let (principal, token) = identity.verify_until(&token).map_err(crate::error::gql)?;
+    // HTTP gives an expiring token a few seconds' leeway (clocks differ);
+    // a socket lives until the token expires, so one within them would be
+    // acknowledged and closed in the same instant — a reconnect that looks
+    // like a success, again and again.
+    if token.expires <= chrono::Utc::now() {
+        return Err(crate::error::gql(shared::AppError::new(
+            shared::ErrorCode::Unauthenticated,
+            crate::socket::TOKEN_EXPIRED,
+        )));
+    }
     opened.send_replace(Some((principal.account_id, token)));
     Ok(Some(principal))
 }

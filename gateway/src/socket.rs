@@ -80,6 +80,11 @@ pub type Opened = Option<(shared::ids::AccountId, crate::identity::Token)>;
 /// retries, leaving every subscription dead at the token's first expiry.
 pub const TOKEN_ENDED: u16 = 4403;
 
+/// Why a socket whose token expired is closed, or refused at
+/// `connection_init`.
+pub const TOKEN_EXPIRED: &str =
+    "the access token expired: reconnect with a fresh one (refreshToken)";
+
 /// The close code a connection whose `connection_init` was refused (a bad
 /// or expired token) ends with: 4403, "Forbidden", as graphql-transport-ws
 /// recommends; async-graphql closes such a connection with 1002, which
@@ -598,7 +603,7 @@ pub async fn token_ended(
     tokio::select! {
         () = tokio::time::sleep(left) => {
             tracing::debug!("a WebSocket's token expired; closing it");
-            "the access token expired: reconnect with a fresh one (refreshToken)"
+            TOKEN_EXPIRED
         }
         () = revoked => {
             tracing::info!(%account, "a WebSocket's token was revoked; closing it");
