@@ -1396,6 +1396,35 @@ async fn a_traveler_from_abroad_registers_without_a_home_region_and_credits_no_p
         Value::Null,
         "{registered}"
     );
+    // A form's empty field is none too; a region the table lacks is said
+    // with what would do: the city around it, or (Hong Kong) none.
+    let register =
+        "mutation($i: RegisterInput!) { register(input: $i) { account { homeRegionCode } } }";
+    for (email, home, answer) in [
+        ("blank@example.hk", "", None),
+        ("tianhe@example.cn", "440106", Some("广州市 (440100)")),
+        ("hk@example.hk", "810000", Some("Hong Kong")),
+    ] {
+        let body = app
+            .graphql_as(
+                None,
+                register,
+                json!({ "i": { "email": email, "password": common::PASSWORD,
+                               "displayName": "陳大文", "homeRegionCode": home } }),
+            )
+            .await;
+        match answer {
+            None => assert_eq!(
+                body["data"]["register"]["account"]["homeRegionCode"],
+                Value::Null,
+                "{body}"
+            ),
+            Some(said) => {
+                assert_eq!(common::code(&body), "BAD_USER_INPUT", "{body}");
+                assert!(body.to_string().contains(said), "{body}");
+            }
+        }
+    }
     app.token = Some(token);
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let check_in = tomorrow() + Days::days(5);

@@ -129,7 +129,21 @@ pub fn normalise_email(email: &str) -> Result<String, AppError> {
     // pastes is the address typed as é (it made a second account that
     // looked the same, and could not log in to the first).
     use unicode_normalization::UnicodeNormalization;
-    let email: String = email.trim().to_lowercase().nfc().collect();
+    // Full-width forms (`ｃｈａｎ＠ｅｘａｍｐｌｅ．ｈｋ`, as a Chinese input
+    // method types them) are the ASCII characters they stand for: the
+    // address is registered, and signed in to, as its owner reads it.
+    let half_width = |c: char| match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c),
+        other => other,
+    };
+    let email: String = email
+        .trim()
+        .chars()
+        .map(half_width)
+        .collect::<String>()
+        .to_lowercase()
+        .nfc()
+        .collect();
     let hidden = |c: char| {
         c.is_whitespace()
             || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}')
@@ -267,6 +281,13 @@ mod tests {
             Some("alice@example.cn")
         );
         assert!(normalise_email("张三@例子.中国").is_ok());
+        // Typed full-width, as a Chinese input method may: the same address.
+        assert_eq!(
+            normalise_email("ｃｈａｎ．Ｔａｉｍａｎ＠ｅｘａｍｐｌｅ．ｈｋ")
+                .ok()
+                .as_deref(),
+            Some("chan.taiman@example.hk")
+        );
         for odd in [
             "a@b@example.cn",
             "al\u{7}ice@example.cn",
@@ -294,13 +315,17 @@ mod tests {
             "bob\u{fe0f}@sec.test",
             "bob@\u{455}ec.test",
             "b\u{43e}b@sec.test",
-            "ＢＯＢ@sec.test",
             "bob@sec..test",
             "bob@-sec.test",
             "bob@sec-.test",
         ] {
             assert!(new(alike).is_err(), "{alike:?}");
         }
+        // Full-width, it is bob@sec.test itself (taken, not a look-alike).
+        assert_eq!(
+            normalise_email("ＢＯＢ@sec.test").ok().as_deref(),
+            Some("bob@sec.test")
+        );
         // Scripts whose letters carry marks, wholly Cyrillic parts, IDN,
         // plus-addressing and hyphens inside a label are welcome.
         for fine in [

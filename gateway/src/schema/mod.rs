@@ -228,12 +228,26 @@ fn yuan(what: &str, s: &str) -> Result<shared::money::Fen> {
 fn region(code: &str) -> Result<RegionCode> {
     let parsed = RegionCode::parse(code).map_err(|e| bad_input(e.to_string()))?;
     if shared::region::is_known(parsed) {
-        Ok(parsed)
-    } else {
-        Err(bad_input(format!(
-            "unknown region {parsed}: `regions` lists the regions Duikou knows"
-        )))
+        return Ok(parsed);
     }
+    // Said with what would do: the known region around it, or (Hong Kong,
+    // Macao, Taiwan) that the table is mainland China's.
+    let around = parsed
+        .ancestors()
+        .into_iter()
+        .find_map(shared::region::reference_region);
+    Err(bad_input(match around {
+        _ if (81..=83).contains(&(parsed.get() / 10_000)) => format!(
+            "unknown region {parsed}: Duikou's regions are mainland China's; someone living \
+             in Hong Kong, Macao or Taiwan gives none (a home region left out)"
+        ),
+        Some(around) => format!(
+            "unknown region {parsed}: Duikou's table does not list it; {} ({}) around it is \
+             listed, give that (`regions` lists the regions Duikou knows)",
+            around.name_zh, around.code
+        ),
+        None => format!("unknown region {parsed}: `regions` lists the regions Duikou knows"),
+    }))
 }
 
 /// Which of a viewer's bookings a list holds.
@@ -1668,9 +1682,11 @@ impl Mutation {
     /// declares another sponsor region); without one (a traveler living
     /// outside mainland China), for none unless a booking declares one.
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<AuthPayload> {
+        // Blank is none, as a form's empty field sends it.
         let home = input
             .home_region_code
             .as_ref()
+            .filter(|code| !code.trim().is_empty())
             .map(|code| region(code))
             .transpose()?;
         let tokens = identity(ctx)?
