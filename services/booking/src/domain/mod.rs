@@ -140,6 +140,19 @@ fn hk_macao_permit(id: &str) -> bool {
         && chars.all(|c| c.is_ascii_digit())
 }
 
+/// The form of a Hong Kong identity card number (`A123456(7)`: one or two
+/// letters, six digits, a check digit or A, in brackets or not), which a
+/// Hong Kong resident may type where a mainland resident ID goes.
+fn hong_kong_identity_card(id: &str) -> bool {
+    let id: String = id.chars().filter(|c| !matches!(c, '(' | ')')).collect();
+    let letters = id.chars().take_while(char::is_ascii_uppercase).count();
+    let rest = &id[letters..];
+    matches!(letters, 1 | 2)
+        && rest.len() == 7
+        && rest[..6].chars().all(|c| c.is_ascii_digit())
+        && rest[6..].chars().all(|c| c.is_ascii_digit() || c == 'A')
+}
+
 /// A 台湾居民来往大陆通行证 number: 8 digits, or 10 on an older booklet.
 fn taiwan_permit(id: &str) -> bool {
     matches!(id.len(), 8 | 10) && id.chars().all(|c| c.is_ascii_digit())
@@ -154,8 +167,14 @@ fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
             shared::policy::china_today(chrono::Utc::now()),
         ) {
             Some(why) => Err(AppError::bad_input(format!(
-                "traveler {n}: `{}` is not a valid resident ID number ({why})",
-                t.id_number
+                "traveler {n}: `{}` is not a valid resident ID number ({why}){}",
+                t.id_number,
+                if hong_kong_identity_card(&t.id_number) {
+                    "; it looks like a Hong Kong identity card: on the mainland a Hong Kong \
+                     resident travels on the 港澳居民来往内地通行证 (HK_MACAO_PERMIT)"
+                } else {
+                    ""
+                }
             ))),
             None => Ok(()),
         },
@@ -190,7 +209,7 @@ fn check_traveler(i: usize, t: &TravelerInput) -> Result<(), AppError> {
 /// Puts a create request in the one form it is stored, compared and
 /// fingerprinted in: names trimmed and composed (NFC: "Renée" typed with
 /// a combining accent is the name on the passport, and counts its letters
-/// as such), document numbers trimmed and in capitals (a resident ID's
+/// as such), document numbers without spaces and in capitals (a resident ID's
 /// check character `x` is `X`), document numbers and the phone with their
 /// full-width characters (`１３８００１３８０００`, as a Chinese input method
 /// types them) as the ASCII ones they stand for (NFKC), the contact's
@@ -200,11 +219,13 @@ pub fn normalise(req: &mut CreateBooking) {
     let name = |name: &str| name.trim().nfc().collect::<String>();
     for t in &mut req.travelers {
         t.name = name(&t.name);
+        // Spaces inside too: numbers are printed in groups (`H 1234 5678`)
+        // and no document's number holds one.
         t.id_number = t
             .id_number
             .nfkc()
+            .filter(|c| !c.is_whitespace())
             .collect::<String>()
-            .trim()
             .to_ascii_uppercase();
     }
     req.contact.name = name(&req.contact.name);
@@ -703,6 +724,17 @@ mod tests {
                 "{bad}"
             );
         }
+        // Printed in groups, typed with spaces: the same number.
+        assert_eq!(with(IdType::HkMacaoPermit, "H 1234 5678"), "");
+        // A Hong Kong identity card typed as a resident ID: pointed to
+        // the permit.
+        for card in ["A123456(7)", "AB9876543", "a123456(A)"] {
+            assert!(
+                with(IdType::ResidentId, card).contains("HK_MACAO_PERMIT"),
+                "{card}"
+            );
+        }
+        assert!(!with(IdType::ResidentId, "11010519491231002Y").contains("HK_MACAO_PERMIT"));
         // A Hong Kong resident's residence permit (810000…) is written as
         // a resident ID, and checked as one.
         assert_eq!(with(IdType::ResidentId, "810000199408230021"), "");
