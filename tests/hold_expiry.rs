@@ -221,34 +221,30 @@ async fn an_unpaid_hold_past_its_deadline_is_released_and_a_late_commit_is_refus
     );
 }
 
-/// The host closes the night once the expired hold gave it back: a late
-/// payment is refused as closed, not as "sold meanwhile" (it was not).
-#[tokio::test]
-async fn a_late_commit_of_an_expired_hold_on_a_night_closed_since_is_refused_as_closed() {
+/// A hold that expired, then `change` (SQL made from its room type) done
+/// by its host: the late payment is refused CLOSED, saying `why`, and
+/// nothing is taken.
+async fn late_commit_refused_after(
+    change: impl AsyncFnOnce(&DatabaseConnection, RoomTypeId) -> String,
+    why: &str,
+) {
     let (app, bus, mut told) = inventory_with_listener().await;
     let db = app.service_db("inventory").await;
     let room_type = common::homestay_on(bus.as_ref(), 1).await.room_type_id;
     let held = request(room_type, 0, 1, Duration::seconds(1));
     publish(&bus, std::slice::from_ref(&held)).await;
     assert!(matches!(next(&mut told).await, Told::Released(ev) if ev.expired));
-    let closed = db
-        .execute_unprepared(&format!(
-            "UPDATE room_nights SET closed = TRUE WHERE room_type_id = '{}'",
-            room_type.0
-        ))
+    let changed = db
+        .execute_unprepared(&change(&db, room_type).await)
         .await
-        .expect("nights closed");
-    assert!(closed.rows_affected() > 0);
+        .expect("changed by its host");
+    assert!(changed.rows_affected() > 0);
 
     publish(&bus, &[confirmed(booking_of(&held))]).await;
     match next(&mut told).await {
         Told::Refused(ev) => {
             assert_eq!(ev.code, shared::ErrorCode::Closed, "{}", ev.reason);
-            assert!(
-                ev.reason.contains("a night of the stay was closed"),
-                "{}",
-                ev.reason
-            );
+            assert!(ev.reason.contains(why), "{}", ev.reason);
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -256,11 +252,37 @@ async fn a_late_commit_of_an_expired_hold_on_a_night_closed_since_is_refused_as_
     assert_eq!(free(&db, room_type, 1).await, [1], "nothing taken");
 }
 
+/// The host closes the night once the expired hold gave it back: a late
+/// payment is refused as closed, not as "sold meanwhile" (it was not).
+#[tokio::test]
+async fn a_late_commit_of_an_expired_hold_on_a_night_closed_since_is_refused_as_closed() {
+    late_commit_refused_after(
+        async |_, room_type| {
+            format!(
+                "UPDATE room_nights SET closed = TRUE WHERE room_type_id = '{}'",
+                room_type.0
+            )
+        },
+        "a night of the stay was closed",
+    )
+    .await;
+}
+
+/// A late payment takes an expired hold's nights again while they are
+/// free, and tells the gateways' caches (which heard the expiry's release)
+/// that they are taken after all.
 #[tokio::test]
 async fn a_late_commit_of_an_expired_hold_takes_the_room_again_while_it_is_free() {
     let (app, bus, mut told) = inventory_with_listener().await;
     let db = app.service_db("inventory").await;
     let room_type = common::homestay_on(bus.as_ref(), 1).await.room_type_id;
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    let router = EventRouter::new("test.cache.stand-in")
+        .on::<shared::events::CatalogueChanged, _, _>(move |_, ev| {
+            let _ = tx.send(ev.by);
+            async { Ok(()) }
+        });
+    bus.subscribe(router).await.expect("listening");
     let held = request(room_type, 0, 2, Duration::seconds(1));
     publish(&bus, std::slice::from_ref(&held)).await;
     assert!(matches!(next(&mut told).await, Told::Released(ev) if ev.expired));
@@ -273,6 +295,14 @@ async fn a_late_commit_of_an_expired_hold_takes_the_room_again_while_it_is_free(
         [0, 0],
         "both nights taken again"
     );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, changes.recv()).await {
+            Ok(Some(by)) if by == "late_payment" => break,
+            Ok(Some(_)) => continue,
+            _ => panic!("no catalogue change announced for the late payment"),
+        }
+    }
 }
 
 /// A booking confirmed after its hold expired and then cancelled at once:
@@ -456,26 +486,7 @@ async fn off_sale(db: &DatabaseConnection, room_type: RoomTypeId) -> String {
 /// listing its host withdrew (the take looked at free rooms only).
 #[tokio::test]
 async fn a_late_commit_of_an_expired_hold_on_a_homestay_taken_off_sale_is_refused() {
-    let (app, bus, mut told) = inventory_with_listener().await;
-    let db = app.service_db("inventory").await;
-    let room_type = common::homestay_on(bus.as_ref(), 1).await.room_type_id;
-    let held = request(room_type, 0, 1, Duration::seconds(1));
-    publish(&bus, std::slice::from_ref(&held)).await;
-    assert!(matches!(next(&mut told).await, Told::Released(ev) if ev.expired));
-    db.execute_unprepared(&off_sale(&db, room_type).await)
-        .await
-        .expect("taken off sale");
-
-    publish(&bus, &[confirmed(booking_of(&held))]).await;
-    match next(&mut told).await {
-        Told::Refused(ev) => {
-            assert_eq!(ev.code, shared::ErrorCode::Closed, "{}", ev.reason);
-            assert!(ev.reason.contains("taken off sale"), "{}", ev.reason);
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-    wait_for_hold(&db, booking_of(&held), "REFUSED").await;
-    assert_eq!(free(&db, room_type, 1).await, [1], "nothing taken");
+    late_commit_refused_after(off_sale, "taken off sale").await;
 }
 
 /// A hold request whose take runs while the homestay is being taken off
@@ -501,35 +512,4 @@ async fn a_hold_taken_while_its_homestay_goes_off_sale_is_refused() {
     change.release().await;
     wait_for_hold(&db, booking_of(&asked), "REJECTED").await;
     assert_eq!(free(&db, room_type, 1).await, [1], "nothing taken");
-}
-
-/// A late payment that takes an expired hold's room again tells the
-/// gateways' caches (which heard the expiry's release) that the room is
-/// taken after all.
-#[tokio::test]
-async fn a_late_commit_that_takes_the_room_again_announces_the_change() {
-    let (app, bus, mut told) = inventory_with_listener().await;
-    let db = app.service_db("inventory").await;
-    let room_type = common::homestay_on(bus.as_ref(), 1).await.room_type_id;
-    let (tx, mut changes) = mpsc::unbounded_channel();
-    let router = EventRouter::new("test.cache.stand-in")
-        .on::<shared::events::CatalogueChanged, _, _>(move |_, ev| {
-            let _ = tx.send(ev.by);
-            async { Ok(()) }
-        });
-    bus.subscribe(router).await.expect("listening");
-    let held = request(room_type, 0, 1, Duration::seconds(1));
-    publish(&bus, std::slice::from_ref(&held)).await;
-    assert!(matches!(next(&mut told).await, Told::Released(ev) if ev.expired));
-
-    publish(&bus, &[confirmed(booking_of(&held))]).await;
-    wait_for_hold(&db, booking_of(&held), "COMMITTED").await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        match tokio::time::timeout_at(deadline, changes.recv()).await {
-            Ok(Some(by)) if by == "late_payment" => break,
-            Ok(Some(_)) => continue,
-            _ => panic!("no catalogue change announced for the late payment"),
-        }
-    }
 }

@@ -529,32 +529,29 @@ pub async fn insert_refresh<C: ConnectionTrait>(
         ],
     ))
     .await?;
+    // In one statement: the expired, and the ones past each allowance,
+    // newest first (a LIMIT both databases take: PostgreSQL refuses
+    // SQLite's `LIMIT -1`) — live ones by when they were issued, used ones
+    // by when they were used: one issued long ago and rotated just now (by
+    // this very call, perhaps) is the one a leak or a logout racing the
+    // rotation presents next.
     conn.execute_raw(stmt(
         b,
-        "DELETE FROM refresh_tokens WHERE account_id = $1 AND expires_at < $2",
-        vec![uuid_value(b, account.0), Utc::now().into()],
+        "DELETE FROM refresh_tokens WHERE account_id = $1 AND (expires_at < $2
+            OR token_hash IN (SELECT token_hash FROM refresh_tokens
+                WHERE account_id = $1 AND revoked_at IS NULL
+                ORDER BY created_at DESC, token_hash LIMIT 1000000000 OFFSET $3)
+            OR token_hash IN (SELECT token_hash FROM refresh_tokens
+                WHERE account_id = $1 AND revoked_at IS NOT NULL
+                ORDER BY revoked_at DESC, token_hash LIMIT 1000000000 OFFSET $4))",
+        vec![
+            uuid_value(b, account.0),
+            Utc::now().into(),
+            i64::from(MAX_LIVE_REFRESH).into(),
+            i64::from(MAX_REVOKED_REFRESH).into(),
+        ],
     ))
     .await?;
-    // Newest first, the ones past the allowance (a LIMIT both databases
-    // take: PostgreSQL refuses SQLite's `LIMIT -1`): live ones by when they
-    // were issued, used ones by when they were used — one issued long ago
-    // and rotated just now (by this very call, perhaps) is the one a leak
-    // or a logout racing the rotation presents next.
-    for (state, newest, kept) in [
-        ("revoked_at IS NULL", "created_at", MAX_LIVE_REFRESH),
-        ("revoked_at IS NOT NULL", "revoked_at", MAX_REVOKED_REFRESH),
-    ] {
-        conn.execute_raw(stmt(
-            b,
-            &format!(
-                "DELETE FROM refresh_tokens WHERE token_hash IN (
-                    SELECT token_hash FROM refresh_tokens WHERE account_id = $1 AND {state}
-                    ORDER BY {newest} DESC, token_hash LIMIT 1000000000 OFFSET $2)"
-            ),
-            vec![uuid_value(b, account.0), i64::from(kept).into()],
-        ))
-        .await?;
-    }
     Ok(())
 }
 

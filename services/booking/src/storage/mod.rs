@@ -491,9 +491,6 @@ pub struct Stored {
     pub view: BookingView,
     /// The create request's fingerprint.
     pub fingerprint: String,
-    /// The region the booking counts for as sponsor (declared, else the
-    /// booker's home region).
-    pub sponsor_region: Option<RegionCode>,
     /// The booker's home region.
     pub home_region: Option<RegionCode>,
     /// Gross of a capture recorded while the booking was still PENDING.
@@ -540,10 +537,9 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
                     .map(AgencyId),
             }),
             commission_bp: u32::try_from(row.try_get::<i32>("", "commission_bp")?).unwrap_or(0),
-            sponsor_region: sponsor.as_deref().and_then(|s| RegionCode::parse(s).ok()),
+            sponsor_region: sponsor.and_then(|s| RegionCode::parse(&s).ok()),
         },
         fingerprint: row.try_get("", "fingerprint")?,
-        sponsor_region: sponsor.and_then(|s| RegionCode::parse(&s).ok()),
         home_region: shared::db::opt_row_region(row, "home_region")?,
         captured_early: row.try_get::<Option<i64>>("", "captured_fen")?.map(Fen),
         captured: row
@@ -929,7 +925,7 @@ fn outcome_event(
         listing: v.listing.clone(),
         listing_region: v.listing.as_ref().map(|l| l.region_code),
         booker_home_region: booking.home_region,
-        sponsor_region: booking.sponsor_region,
+        sponsor_region: v.sponsor_region,
         travelers: v.travelers,
         total: v.total,
         refund_due: v.refund_due,
@@ -952,7 +948,7 @@ fn outcome_event(
                 &BookingConfirmed {
                     booking_id: v.id,
                     travelers: v.travelers,
-                    sponsor_region: booking.sponsor_region,
+                    sponsor_region: v.sponsor_region,
                     listing,
                     total,
                     booker_home_region: booking.home_region,
