@@ -19,6 +19,26 @@ fn amounts(v: &Value) -> Vec<String> {
     out
 }
 
+/// What a payout run now would pay each host (the preview), as `admin`.
+async fn payable(app: &common::TestApp, admin: &str) -> Value {
+    app.graphql_as(
+        Some(admin),
+        "{ hostBalances(payable: true) { amount { amount } } }",
+        json!({}),
+    )
+    .await
+}
+
+/// `runPayouts` under `reference`, as `admin`: the run's total.
+async fn run_payouts(app: &common::TestApp, admin: &str, reference: &str) -> Value {
+    app.graphql_as(
+        Some(admin),
+        "mutation($r: String!) { runPayouts(reference: $r) { total { amount } } }",
+        json!({ "r": reference }),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     let app = spawn_app().await;
@@ -291,25 +311,13 @@ async fn a_run_keeps_back_the_host_share_of_refunds_still_pending() {
     let admin = app.pending_refund(&id, "pending-1").await;
 
     // Owed 364.80 for the night; 96.00 of it goes back with the refund.
-    let preview = app
-        .graphql_as(
-            Some(&admin),
-            "{ hostBalances(payable: true) { amount { amount } } }",
-            json!({}),
-        )
-        .await;
+    let preview = payable(&app, &admin).await;
     assert_eq!(
         amounts(&preview["data"]["hostBalances"]),
         ["268.80"],
         "{preview}"
     );
-    let run = app
-        .graphql_as(
-            Some(&admin),
-            "mutation { runPayouts(reference: \"WHILE-PENDING\") { total { amount } } }",
-            json!({}),
-        )
-        .await;
+    let run = run_payouts(&app, &admin, "WHILE-PENDING").await;
     assert_eq!(
         run["data"]["runPayouts"]["total"]["amount"], "268.80",
         "{run}"
@@ -362,17 +370,10 @@ async fn a_refund_confirmed_while_a_run_reads_the_books_is_taken_off_once() {
                         AS leg (account, amount)",
     )
     .await;
-    let (run, ()) = tokio::join!(
-        app.graphql_as(
-            Some(&admin),
-            "mutation { runPayouts(reference: \"DURING-REFUND\") { total { amount } } }",
-            json!({}),
-        ),
-        async {
-            confirming.until_waiting(1, true).await;
-            confirming.release().await;
-        }
-    );
+    let (run, ()) = tokio::join!(run_payouts(&app, &admin, "DURING-REFUND"), async {
+        confirming.until_waiting(1, true).await;
+        confirming.release().await;
+    });
     assert_eq!(
         run["data"]["runPayouts"]["total"]["amount"], "268.80",
         "{run}"
@@ -402,6 +403,81 @@ async fn a_cancellation_answered_before_a_run_is_kept_back_while_its_refund_is_o
         "{cancelled}"
     );
     run_keeps_the_refund_back(&app, &id, held).await;
+}
+
+/// A run that waits out another (here its lock held) asks again which
+/// refunds are on their way once its turn comes: a cancellation answered
+/// while it waited is kept back too. (Asked only before it waited, the run
+/// paid the host 364.80 of a stay refunded in full, and the host then owed
+/// it back.)
+#[tokio::test]
+async fn a_cancellation_answered_while_a_run_waits_for_another_is_kept_back() {
+    let app = spawn_app().await;
+    let id = app.confirmed_booking(20).await;
+    app.stays_under_way().await;
+    let admin = app.admin_token().await;
+    // Payable before the cancellation (and its capture heard by payment).
+    let preview = payable(&app, &admin).await;
+    assert_eq!(
+        amounts(&preview["data"]["hostBalances"]),
+        ["364.80"],
+        "{preview}"
+    );
+    let held = app.payment_row_held(&id).await;
+    let other_run = common::LockHeld::begin(
+        app.service_db("payment").await,
+        "SELECT pg_advisory_xact_lock(7461)",
+    )
+    .await;
+    let (run, held) = tokio::join!(run_payouts(&app, &admin, "WAITED"), async {
+        other_run.until_waiting(1, true).await;
+        let cancelled = app.cancel(&id, "while-waiting").await;
+        assert_eq!(
+            cancelled["data"]["cancelBooking"]["refundDue"]["amount"], "380.00",
+            "{cancelled}"
+        );
+        held.until_waiting(1, true).await;
+        other_run.release().await;
+        held
+    });
+    assert_eq!(
+        run["data"]["runPayouts"]["total"]["amount"], "0.00",
+        "{run}"
+    );
+    held.release().await;
+}
+
+/// A stay not begun is kept back whole; its cancellation, whose refund
+/// has not reached payment yet, is in that and is not kept back again
+/// (it was: the host's stay under way went unpaid, 0.00 instead of 364.80,
+/// until payment heard of the refund).
+#[tokio::test]
+async fn a_stay_not_begun_cancelled_while_its_refund_is_on_its_way_is_kept_back_once() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let begun = app
+        .paid_booking(&room_type, tomorrow() + Days::days(1), "tok_success")
+        .await;
+    app.wait_for_status(&begun, "CONFIRMED").await;
+    app.stays_under_way().await;
+    let ahead = app
+        .paid_booking(&room_type, tomorrow() + Days::days(20), "tok_success")
+        .await;
+    app.wait_for_status(&ahead, "CONFIRMED").await;
+    let held = app.payment_row_held(&ahead).await;
+    let cancelled = app.cancel(&ahead, "plans-changed").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["refundDue"]["amount"], "380.00",
+        "{cancelled}"
+    );
+    held.until_waiting(1, true).await;
+    let admin = app.admin_token().await;
+    let run = run_payouts(&app, &admin, "ONCE").await;
+    assert_eq!(
+        run["data"]["runPayouts"]["total"]["amount"], "364.80",
+        "{run}"
+    );
+    held.release().await;
 }
 
 /// A confirmed booking of 380.00, with its payment's row held (so payment

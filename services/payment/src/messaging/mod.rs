@@ -578,6 +578,9 @@ fn unanswered(who: &str, what: &str, e: AppError) -> AppError {
 /// about the rest.
 const HEARD_IN_A_RUN: u64 = 5_000;
 
+/// How many other payout runs one waits out before it gives up.
+const RUNS_WAITED_OUT: u32 = 10;
+
 /// Pages of a hundred stuck payments, and of a hundred pending refunds,
 /// one reconciler round reads at most; the rest wait for the next round.
 const ROUND_PAGES: usize = 50;
@@ -663,10 +666,27 @@ impl Payments {
         }
         // Asked before anything is read: a cancellation answered before
         // this run began is kept back, whether or not its refund request
-        // has reached payment.
-        let (asked, asked_at) = self.refunds_owed().await?;
-        let txn = self.db.begin().await?;
-        storage::lock_payouts(&txn).await?;
+        // has reached payment. A run that finds another under way waits
+        // for it and asks again: those answered while it waited are kept
+        // back too (asked once, a run waiting out a long one paid stays
+        // cancelled meanwhile, and the host owed them back).
+        let mut waits = 0;
+        let (txn, asked, asked_at) = loop {
+            let (asked, asked_at) = self.refunds_owed().await?;
+            let txn = self.db.begin().await?;
+            if storage::try_lock_payouts(&txn).await? {
+                break (txn, asked, asked_at);
+            }
+            storage::lock_payouts(&txn).await?;
+            txn.rollback().await?;
+            waits += 1;
+            if waits == RUNS_WAITED_OUT {
+                return Err(AppError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "other payout runs kept the books busy; try again shortly",
+                ));
+            }
+        };
         let made = storage::insert_payout_run(&txn, &reference, up_to).await?;
         if made {
             for (host, owed, region) in

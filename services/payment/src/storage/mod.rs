@@ -1736,17 +1736,18 @@ pub async fn payable_balances<C: ConnectionTrait>(
             &format!(
                 "WITH owed AS ({HOST_BALANCES})
                  SELECT account, region_code, owed, NULL AS host_id, NULL AS split,
-                        NULL AS refunded_fen, NULL AS pending, CAST(NULL AS BIGINT) AS captured
+                        NULL AS refunded_fen, NULL AS pending, CAST(NULL AS BIGINT) AS captured,
+                        NULL AS payment_id
                  FROM owed
                  UNION ALL
                  SELECT NULL, NULL, NULL, p.host_id, p.split, p.refunded_fen,
-                        CAST(SUM(r.amount_fen) AS BIGINT), NULL
+                        CAST(SUM(r.amount_fen) AS BIGINT), NULL, p.id
                  FROM refunds r JOIN payments p ON p.id = r.payment_id
                  WHERE r.status = 'PENDING' AND p.host_id IS NOT NULL AND p.split IS NOT NULL
                    AND {pending_before}
                  GROUP BY p.id, p.host_id, p.split, p.refunded_fen
                  UNION ALL
-                 SELECT NULL, NULL, NULL, host_id, split, refunded_fen, NULL, amount_fen
+                 SELECT NULL, NULL, NULL, host_id, split, refunded_fen, NULL, amount_fen, id
                  FROM payments
                  WHERE ((booking_heard_at IS NULL OR booking_heard_at >= $4) OR starts_on >= $5)
                    AND status = 'CAPTURED' AND refunded_fen < amount_fen
@@ -1766,6 +1767,8 @@ pub async fn payable_balances<C: ConnectionTrait>(
         .await?;
     let mut owed = Vec::new();
     let mut promised: std::collections::HashMap<HostId, Fen> = std::collections::HashMap::new();
+    // Captures kept back whole: a refund of one on its way is in it.
+    let mut kept_whole = std::collections::HashSet::new();
     for row in &rows {
         if row.try_get::<Option<String>>("", "account")?.is_some() {
             owed.push(host_balance(row)?);
@@ -1785,7 +1788,10 @@ pub async fn payable_balances<C: ConnectionTrait>(
             // may still cancel it): what no refund has reserved yet
             // (reserved ones are held back as pending, or are in the
             // ledger).
-            Some(captured) => split.reversal(reserved, Fen(captured)).host,
+            Some(captured) => {
+                kept_whole.insert(row_uuid(row, "payment_id")?);
+                split.reversal(reserved, Fen(captured)).host
+            }
             None => {
                 let pending = Fen(row.try_get("", "pending")?);
                 split.reversal(reserved - pending, reserved).host
@@ -1795,8 +1801,10 @@ pub async fn payable_balances<C: ConnectionTrait>(
             .entry(HostId(row_uuid(row, "host_id")?))
             .or_default() += share;
     }
-    for (host, share) in unheard {
-        *promised.entry(host).or_default() += share;
+    for (payment, host, share) in unheard {
+        if !kept_whole.contains(&payment) {
+            *promised.entry(host).or_default() += share;
+        }
     }
     // By host, as `host_balances` lists them (the union has no order).
     owed.sort_by_key(|(host, _, _)| host.0);
@@ -1839,11 +1847,12 @@ pub async fn refunded_at_bookings_request<C: ConnectionTrait>(
 
 /// The host shares of the refunds booking asked for (`asked`) that payment
 /// has no refund of yet — their request still on its way — each taken as
-/// the next refund of its booking's capture, at most what is left of it.
+/// the next refund of its booking's capture, at most what is left of it;
+/// by payment.
 async fn unheard_shares<C: ConnectionTrait>(
     conn: &C,
     asked: &[shared::rpcs::RefundAsked],
-) -> Result<Vec<(HostId, Fen)>, DbErr> {
+) -> Result<Vec<(uuid::Uuid, HostId, Fen)>, DbErr> {
     let b = conn.get_database_backend();
     let mut heard = std::collections::HashSet::new();
     for chunk in asked.chunks(500) {
@@ -1871,7 +1880,7 @@ async fn unheard_shares<C: ConnectionTrait>(
             .query_all_raw(stmt(
                 b,
                 &format!(
-                    "SELECT booking_id, host_id, split, amount_fen, refunded_fen FROM payments
+                    "SELECT id, booking_id, host_id, split, amount_fen, refunded_fen FROM payments
                      WHERE status = 'CAPTURED' AND host_id IS NOT NULL AND split IS NOT NULL
                        AND booking_id IN ({})",
                     shared::db::placeholders(1, chunk.len())
@@ -1894,7 +1903,11 @@ async fn unheard_shares<C: ConnectionTrait>(
             let left = Fen(row.try_get("", "amount_fen")?) - reserved;
             let amount = ask.amount.min(left).max(Fen::ZERO);
             let share = split.reversal(reserved, reserved + amount).host;
-            shares.push((HostId(row_uuid(row, "host_id")?), share));
+            shares.push((
+                row_uuid(row, "id")?,
+                HostId(row_uuid(row, "host_id")?),
+                share,
+            ));
         }
     }
     Ok(shares)
@@ -2061,14 +2074,39 @@ pub async fn payouts_of<C: ConnectionTrait>(
     .collect()
 }
 
+/// The advisory lock payout runs take, in their transaction.
+const PAYOUTS_LOCK: i64 = 7461;
+
 /// Serialises payout runs on PostgreSQL (SQLite has one writer anyway).
 pub async fn lock_payouts<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     if b == sea_orm::DbBackend::Postgres {
-        conn.execute_raw(stmt(b, "SELECT pg_advisory_xact_lock(7461)", vec![]))
-            .await?;
+        conn.execute_raw(stmt(
+            b,
+            "SELECT pg_advisory_xact_lock($1)",
+            vec![PAYOUTS_LOCK.into()],
+        ))
+        .await?;
     }
     Ok(())
+}
+
+/// Takes the payouts' lock if no other run holds it (always on SQLite:
+/// its one writer serialises runs); whether it did.
+pub async fn try_lock_payouts<C: ConnectionTrait>(conn: &C) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    if b != sea_orm::DbBackend::Postgres {
+        return Ok(true);
+    }
+    let row = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT pg_try_advisory_xact_lock($1) AS taken",
+            vec![PAYOUTS_LOCK.into()],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("pg_try_advisory_xact_lock".into()))?;
+    row.try_get("", "taken")
 }
 
 /// When a payout run was recorded, and the moment it paid up to.
