@@ -941,6 +941,27 @@ async fn the_calendars_of_a_homestays_room_types_come_in_one_call() {
         single,
         "none per room type"
     );
+    // A range refused beside it fails its own fields only (one bad range
+    // failed the whole batch: every calendar of the page, and the homestay).
+    let mixed = app
+        .graphql_as(
+            None,
+            "query($id: ID!, $from: Date!, $to: Date!) { good: homestay(id: $id) { roomTypes { calendar(from: $from, to: $to) { available } } } bad: homestay(id: $id) { roomTypes { calendar(from: $to, to: $from) { available } } } }",
+            json!({ "id": created.homestay_id.to_string(), "from": tomorrow().to_string(),
+                    "to": (tomorrow() + Days::days(2)).to_string() }),
+        )
+        .await;
+    let good = mixed["data"]["good"]["roomTypes"][0]["calendar"].clone();
+    assert_eq!(good.as_array().map(Vec::len), Some(2), "{mixed}");
+    assert!(mixed["data"]["bad"].is_null(), "{mixed}");
+    let errors = mixed["errors"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !errors.is_empty()
+            && errors
+                .iter()
+                .all(|e| e["path"][0] == "bad" && e["extensions"]["code"] == "BAD_USER_INPUT"),
+        "{mixed}"
+    );
 }
 
 in_both_modes!(a_region_admin_pages_through_its_hosts_by_banner_then_name);

@@ -634,6 +634,44 @@ async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
         .expect("answers");
     let id = made.headers()["x-request-id"].to_str().expect("ascii");
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    // An id that is not a short token is replaced: it goes into every RPC's
+    // headers, and one of 200 KB made RabbitMQ drop the gateway's
+    // connection (SERVICE_UNAVAILABLE, every subscription ended); headers
+    // that large are refused now anyway.
+    let huge = app
+        .http
+        .post(&app.url)
+        .header("x-request-id", "a".repeat(200_000))
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(huge.status().as_u16(), 431, "headers past 64 KiB");
+    for (n, given) in ["a".repeat(1_000), "two words".to_owned()]
+        .iter()
+        .enumerate()
+    {
+        // A call to payment each time (no cache answers it).
+        let query = format!("{{ fund{n}: welfareFund {{ balance {{ amount }} }} }}");
+        let answer = app
+            .http
+            .post(&app.url)
+            .header("x-request-id", given)
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .expect("answers");
+        let id = answer.headers()["x-request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        let body: Value = answer.json().await.expect("json");
+        assert!(
+            body["data"][format!("fund{n}")]["balance"]["amount"].is_string(),
+            "{body}"
+        );
+    }
     app.graphql("{ noSuchField }", json!({})).await;
     // A path nothing serves is counted too, under one label whatever the
     // path (a scan of unknown paths must not make a series per path).
@@ -861,25 +899,35 @@ async fn slow_and_chunked_requests_end() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("KiB"), "{answer}");
 
-    // Headers never finished: the connection is closed (10 s allowed).
-    let mut slow = tokio::net::TcpStream::connect(address(&app))
-        .await
-        .expect("connects");
-    slow.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .expect("sent");
-    let mut rest = Vec::new();
-    let ended = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        slow.read_to_end(&mut rest),
-    )
-    .await;
-    assert!(
-        ended.is_ok(),
-        "a half-sent request held its connection for 30 s"
-    );
-    let rest = String::from_utf8_lossy(&rest);
-    assert!(!rest.contains(" 200 "), "{rest}");
+    // Headers never finished, never begun, or an HTTP/2 preface: the
+    // connection is closed (10 s allowed). (A connection that sent nothing,
+    // or only the preface, was held for ever: 8,192 of them locked every
+    // client out.)
+    let sends: [&[u8]; 3] = [
+        b"POST /graphql HTTP/1.1\r\nHost: x\r\n",
+        b"",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ];
+    let held = sends.map(|sent| {
+        let address = address(&app);
+        async move {
+            let mut slow = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connects");
+            slow.write_all(sent).await.expect("sent");
+            let mut rest = Vec::new();
+            let ended = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                slow.read_to_end(&mut rest),
+            )
+            .await;
+            let sent = String::from_utf8_lossy(sent);
+            assert!(ended.is_ok(), "{sent:?} held its connection for 30 s");
+            let rest = String::from_utf8_lossy(&rest);
+            assert!(!rest.contains(" 200 "), "{sent:?}: {rest}");
+        }
+    });
+    futures::future::join_all(held).await;
 }
 
 #[tokio::test]
@@ -948,22 +996,31 @@ async fn oversized_bodies_pages_over_a_hundred_and_costly_queries_are_refused_wi
                 d: searchHomestays({window}, first: {first}, rooms: 3) {{ {wide} }} }}"
         )
     };
-    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &four(100)).await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("complex")),
-        "{body}"
-    );
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
-        "{body}"
-    );
-    assert!(body["data"].is_null(), "{body}");
+    refused_saying(&app, &four(100), "complex").await;
     let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &four(10)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["errors"].is_null(), "{body}");
+
+    // A calendar costs its selection per week of nights (once, twenty
+    // calendars of a year each fit, 146,000 nights from a search page of
+    // them); twenty of a fortnight run.
+    let calendars = |to: &str| {
+        let one = format!(
+            "calendar(from: \"2027-01-01\", to: \"{to}\") {{ date available price {{ amount }} closed minStay }}"
+        );
+        let aliases: String = (0..20)
+            .map(|n| {
+                format!(
+                    " h{n}: homestay(id: \"{}\") {{ roomTypes {{ {one} }} }}",
+                    uuid::Uuid::nil()
+                )
+            })
+            .collect();
+        format!("{{{aliases} }}")
+    };
+    refused_saying(&app, &calendars("2028-01-01"), "complex").await;
+    let (status, _, body) = post(&app, Some(GRAPHQL_RESPONSE), &calendars("2027-01-15")).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
@@ -1301,7 +1358,7 @@ async fn get_picks_the_named_operation_browsers_may_call_and_answers_vary() {
         .header("Access-Control-Request-Method", "POST")
         .header(
             "Access-Control-Request-Headers",
-            "authorization, content-type",
+            "authorization, content-type, traceparent, apollographql-client-name",
         )
         .send()
         .await
@@ -1315,7 +1372,11 @@ async fn get_picks_the_named_operation_browsers_may_call_and_answers_vary() {
             .to_ascii_lowercase()
     };
     assert_eq!(allowed(&preflight, "access-control-allow-origin"), "*");
-    assert!(allowed(&preflight, "access-control-allow-headers").contains("authorization"));
+    // Whatever the page sends: a trace context, a client's name.
+    let headers = allowed(&preflight, "access-control-allow-headers");
+    for h in ["authorization", "traceparent", "apollographql-client-name"] {
+        assert!(headers.contains(h), "{h}: {headers}");
+    }
     let answer = app
         .http
         .post(&app.url)
@@ -1337,6 +1398,47 @@ async fn get_picks_the_named_operation_browsers_may_call_and_answers_vary() {
             .any(|v| v.contains("accept-language") && v.contains("authorization")),
         "{vary:?}"
     );
+}
+
+/// HEAD is refused like every method but GET and POST (axum answered it
+/// with the GET handler, which read a body: a `register` sent with HEAD
+/// made the account); an empty `Authorization` (clients send one when
+/// nobody is signed in) is no credentials, not a bad token.
+#[tokio::test]
+async fn head_is_refused_and_an_empty_authorization_is_no_credentials() {
+    let app = spawn_app().await;
+    let register = json!({
+        "query": "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }",
+        "variables": { "input": { "email": "head@example.cn", "password": common::PASSWORD,
+                                  "displayName": "头", "homeRegionCode": "110108" } },
+    });
+    let head = app
+        .http
+        .head(&app.url)
+        .header(CONTENT_TYPE, "application/json")
+        .body(register.to_string())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(head.status().as_u16(), 405);
+    assert_eq!(head.headers()["allow"], "GET, POST");
+    assert!(
+        app.login("head@example.cn").await.is_null(),
+        "the mutation sent with HEAD ran"
+    );
+    for value in ["", "Bearer ", "bearer"] {
+        let answer = app
+            .http
+            .post(&app.url)
+            .header("authorization", value)
+            .json(&json!({ "query": "{ regions(parentCode: \"150400\") { code } }" }))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(answer.status().as_u16(), 200, "{value:?}");
+        let body: Value = answer.json().await.expect("json");
+        assert!(body["data"]["regions"].is_array(), "{value:?}: {body}");
+    }
 }
 
 /// A NUL character anywhere a caller writes text — a variable, or

@@ -266,7 +266,12 @@ pub fn router(
         .route("/", get(graphiql))
         .route(
             "/graphql",
-            get(graphql_get).post(graphql).fallback(other_method),
+            // HEAD too is refused (axum would answer it with the GET
+            // handler, which reads a body: a mutation ran).
+            get(graphql_get)
+                .head(other_method)
+                .post(graphql)
+                .fallback(other_method),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -291,6 +296,7 @@ pub fn router(
         // one), in its log span and echoed in the response.
         .layer(
             tower::ServiceBuilder::new()
+                .layer(axum::middleware::map_request(own_request_id))
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
@@ -625,22 +631,43 @@ async fn too_large(response: Response) -> Response {
     too_large_error()
 }
 
+/// The longest `x-request-id` taken from a client.
+const REQUEST_ID_MAX: usize = 128;
+
+/// Drops a client's `x-request-id` that is not a short token (at most
+/// [`REQUEST_ID_MAX`] of letters, digits and `-._:`), so that a new one is
+/// made: the id goes into every log line and every RPC's headers, and one
+/// of 200 KB made RabbitMQ close the gateway's connection (a frame too
+/// large), ending every call and subscription in flight.
+async fn own_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let fits = |v: &axum::http::HeaderValue| {
+        let v = v.as_bytes();
+        !v.is_empty()
+            && v.len() <= REQUEST_ID_MAX
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(b))
+    };
+    let headers = request.headers_mut();
+    let mut given = headers.get_all("x-request-id").iter();
+    let keep = matches!((given.next(), given.next()), (Some(v), None) if fits(v));
+    if !keep {
+        headers.remove("x-request-id");
+    }
+    request
+}
+
 /// Browser apps on any origin may call the API: it is authorised by a
 /// bearer token in a header, never by a cookie, so another origin's page
 /// gets nothing a script could not get without a browser.
 fn cors() -> tower_http::cors::CorsLayer {
-    use axum::http::header::{ACCEPT, ACCEPT_LANGUAGE, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+    use axum::http::header::RETRY_AFTER;
     let request_id = axum::http::HeaderName::from_static("x-request-id");
+    // Whatever headers the page sends (a client's name, a trace context):
+    // mirrored, since `*` would not cover `Authorization`.
     tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            AUTHORIZATION,
-            CONTENT_TYPE,
-            ACCEPT,
-            ACCEPT_LANGUAGE,
-            request_id.clone(),
-        ])
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .expose_headers([request_id, RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(3600))
 }
@@ -1050,11 +1077,13 @@ async fn run_graphql(
     // Credentials that cannot be read (not text, or two headers) are still
     // credentials: refused with 401 like a bad token, never run anonymously.
     let mut given = headers.get_all(header::AUTHORIZATION).iter();
+    // An empty one is none: clients send `Authorization: ""` (or a bare
+    // `Bearer `) when nobody is signed in.
     let bearer = given
         .next()
-        .map(|first| match (first.to_str(), given.next()) {
-            (Ok(value), None) => bearer_token(value),
-            _ => String::new(),
+        .and_then(|first| match (first.to_str(), given.next()) {
+            (Ok(value), None) => Some(bearer_token(value)).filter(|t| !t.is_empty()),
+            _ => Some(String::new()),
         });
     let principal = match bearer {
         None => None,
@@ -1128,7 +1157,7 @@ async fn run_graphql(
     // syntax error is left to the executor, which reports it the GraphQL way.
     let doc = gw.documents.parse(&request.query);
     if let Some(doc) = &doc {
-        if method == Method::GET && is_mutation(&request, doc) {
+        if method != Method::POST && is_mutation(&request, doc) {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "BAD_USER_INPUT",
@@ -1873,20 +1902,27 @@ const MAX_CONNECTIONS: usize = 8192;
 /// How long a client may take to send a request's headers (and, on a
 /// kept-alive connection, to start its next request).
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The most a request's line and headers may take (hyper's default is
+/// about 400 KB): past it, 431.
+const MAX_HEADERS: usize = 64 * 1024;
 
 /// Accepts connections and serves each (HTTP/1.1, upgrades to WebSocket)
 /// until `cancel`, then lets those open finish their requests. What
 /// `axum::serve` does, with limits it has no setting for: no more than
 /// [`MAX_CONNECTIONS`], headers within [`HEADER_READ_TIMEOUT`].
 async fn serve_connections(listener: TcpListener, app: Router, cancel: CancellationToken) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connections = tokio_util::task::TaskTracker::new();
+    // HTTP/1 only: a server that also takes HTTP/2 first waits, with no
+    // timeout, for the bytes that tell which a client speaks (a connection
+    // sending nothing was held for ever, and 8,192 of them locked everyone
+    // out); the header timeout runs from the connection's first byte.
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADERS);
     let builder = Arc::new(builder);
     loop {
         let accepted = tokio::select! {
@@ -1925,24 +1961,37 @@ async fn serve_connections(listener: TcpListener, app: Router, cancel: Cancellat
             },
         );
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let stop = cancel.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            // On stop: the request in hand is answered, then it closes.
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::trace!(error = %e, "a connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
 }
 
 /// The token of an `Authorization` value: after `Bearer ` (the scheme in
 /// any case, RFC 7235), or the whole value.
 fn bearer_token(value: &str) -> String {
     let value = value.trim();
+    if value.eq_ignore_ascii_case("bearer") {
+        return String::new();
+    }
     match value.get(..7) {
         Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => value[7..].trim().to_owned(),
         _ => value.to_owned(),

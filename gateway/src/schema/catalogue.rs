@@ -397,6 +397,7 @@ impl RoomType {
         self.0.rooms
     }
     /// Its nights in [from, to): rooms, free rooms, price, closed, minimum stay.
+    #[graphql(complexity = "super::per_span(Some(&from), Some(&to), 7, child_complexity)")]
     async fn calendar(&self, ctx: &Context<'_>, from: Date, to: Date) -> Result<Vec<Night>> {
         let nights = match ctx
             .data_opt::<async_graphql::dataloader::DataLoader<super::loaders::CalendarLoader>>()
@@ -405,6 +406,7 @@ impl RoomType {
             Some(loader) => loader
                 .load_one((self.0.id, from.0, to.0))
                 .await
+                .and_then(|found| found.transpose())
                 .map_err(|e| crate::error::gql((*e).clone()))?
                 .unwrap_or_default(),
             None => {

@@ -31,13 +31,13 @@ pub struct CalendarLoader {
 }
 
 impl Loader<CalendarKey> for CalendarLoader {
-    type Value = Vec<Night>;
+    type Value = Ranged<Vec<Night>>;
     type Error = Arc<AppError>;
 
     async fn load(
         &self,
         keys: &[CalendarKey],
-    ) -> Result<HashMap<CalendarKey, Vec<Night>>, Arc<AppError>> {
+    ) -> Result<HashMap<CalendarKey, Ranged<Vec<Night>>>, Arc<AppError>> {
         by_range(
             &self.cache,
             self.bus.as_ref(),
@@ -52,6 +52,11 @@ impl Loader<CalendarKey> for CalendarLoader {
     }
 }
 
+/// What one id loads over one range, or why that range was refused (a
+/// range of its own: one bad range in a query fails its own fields, not
+/// every field the batch held).
+pub type Ranged<V> = Result<V, Arc<AppError>>;
+
 /// What `keys` — each an id and a range — load, asked once per range and
 /// per hundred ids (a page can show more than a service reads at once),
 /// through the catalogue cache.
@@ -60,7 +65,7 @@ async fn by_range<I, A, V, R>(
     bus: &dyn Bus,
     keys: &[(I, A, A)],
     request: impl Fn(Vec<I>, A, A) -> R,
-) -> Result<HashMap<(I, A, A), V>, Arc<AppError>>
+) -> Result<HashMap<(I, A, A), Ranged<V>>, Arc<AppError>>
 where
     I: Copy + Ord + std::hash::Hash,
     A: Copy + Eq + std::hash::Hash,
@@ -75,12 +80,18 @@ where
     for ((from, to), mut ids) in ranges {
         ids.sort();
         for chunk in ids.chunks(100) {
-            let answer = cache
-                .call(bus, &request(chunk.to_vec(), from, to))
-                .await
-                .map_err(Arc::new)?;
-            for (id, value) in answer {
-                found.insert((id, from, to), value);
+            match cache.call(bus, &request(chunk.to_vec(), from, to)).await {
+                Ok(answer) => {
+                    for (id, value) in answer {
+                        found.insert((id, from, to), Ok(value));
+                    }
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for id in chunk {
+                        found.insert((*id, from, to), Err(e.clone()));
+                    }
+                }
             }
         }
     }
@@ -97,13 +108,13 @@ pub struct DepartureLoader {
 }
 
 impl Loader<DeparturesKey> for DepartureLoader {
-    type Value = Vec<DepartureView>;
+    type Value = Ranged<Vec<DepartureView>>;
     type Error = Arc<AppError>;
 
     async fn load(
         &self,
         keys: &[DeparturesKey],
-    ) -> Result<HashMap<DeparturesKey, Vec<DepartureView>>, Arc<AppError>> {
+    ) -> Result<HashMap<DeparturesKey, Ranged<Vec<DepartureView>>>, Arc<AppError>> {
         by_range(
             &self.cache,
             self.bus.as_ref(),

@@ -152,6 +152,7 @@ impl Route {
     /// Departures leaving in [from, to]. Without dates: those this route
     /// was found with by `searchRoutes`, or the coming year's for `route(id)`
     /// and `regionListings`.
+    #[graphql(complexity = "super::per_span(from.as_ref(), to.as_ref(), 30, child_complexity)")]
     async fn departures(
         &self,
         ctx: &Context<'_>,
@@ -167,6 +168,7 @@ impl Route {
             Some(loader) => loader
                 .load_one(key)
                 .await
+                .and_then(|found| found.transpose())
                 .map_err(|e| crate::error::gql((*e).clone()))?
                 .unwrap_or_default(),
             None => {
