@@ -23,13 +23,23 @@ pub fn instant(
     field: &str,
     at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> async_graphql::Result<Option<chrono::DateTime<chrono::Utc>>> {
-    use chrono::Datelike;
+    use chrono::{Datelike, Timelike};
     match at {
         Some(at) if !DATE_YEARS.contains(&at.year()) => Err(crate::error::bad_input(format!(
             "{field}: an instant between the years {} and {}",
             DATE_YEARS.start(),
             DATE_YEARS.end()
         ))),
+        // A leap second (`10:00:60Z`, which chrono keeps as such) is the
+        // next second, as PostgreSQL stores it: kept as given, a payout
+        // run's `upTo` read back another instant than the one asked, and
+        // every try was IDEMPOTENCY_KEY_REUSED.
+        Some(at) if at.nanosecond() >= 1_000_000_000 => {
+            let past = at.nanosecond() - 1_000_000_000;
+            Ok(at
+                .with_nanosecond(past)
+                .map(|at| at + chrono::Duration::seconds(1)))
+        }
         at => Ok(at),
     }
 }
@@ -806,7 +816,7 @@ impl WelfareFund {
         let first = super::page_size(first.unwrap_or(20))?;
         let after = after
             .map(|a| {
-                a.parse::<i64>().map_err(|_| {
+                a.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
                     crate::error::bad_input(format!("`{a}` is not a cursor from this list"))
                 })
             })
@@ -947,5 +957,30 @@ mod count_tests {
         assert_eq!(count(false, None).ok(), Some(0));
         assert!(count(true, None).is_err());
         assert_eq!(count(true, Some(u64::MAX)).ok(), Some(u32::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leap_second_is_the_next_second() {
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .expect("an instant")
+                .with_timezone(&chrono::Utc)
+        };
+        for (given, read) in [
+            ("2026-12-06T10:00:60Z", "2026-12-06T10:01:00Z"),
+            ("2026-12-31T23:59:60.5Z", "2027-01-01T00:00:00.5Z"),
+            ("2026-12-06T10:00:59Z", "2026-12-06T10:00:59Z"),
+        ] {
+            assert_eq!(
+                instant("upTo", Some(at(given))).ok().flatten(),
+                Some(at(read)),
+                "{given}"
+            );
+        }
     }
 }

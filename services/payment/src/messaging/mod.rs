@@ -854,8 +854,9 @@ impl Payments {
             .after
             .as_deref()
             .map(|c| {
-                c.parse::<i64>()
-                    .map_err(|_| AppError::bad_input(format!("after: `{c}` is not a cursor here")))
+                c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    AppError::bad_input(format!("after: `{c}` is not a cursor here"))
+                })
             })
             .transpose()?;
         let kind = req.kind.as_deref();
