@@ -38,7 +38,8 @@ pub struct Settings {
     /// Unacked deliveries per consumer.
     #[serde(deserialize_with = "whole")]
     pub prefetch: u16,
-    /// Deliveries before a message is dead-lettered.
+    /// Redeliveries of a failing message before it is dead-lettered (it is
+    /// delivered this many times plus the first).
     #[serde(deserialize_with = "whole")]
     pub delivery_limit: u32,
     /// How long a hold lasts before the booking expires, in seconds.

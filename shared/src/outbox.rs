@@ -53,6 +53,10 @@ pub fn kernel_ddl(backend: DbBackend) -> Vec<String> {
     .collect()
 }
 
+/// The inbox's index by age ([`crate::runtime::KernelInboxByAge`]; may be
+/// built by hand first, `CONCURRENTLY`, under this name).
+pub const INBOX_BY_AGE: &str = "CREATE INDEX IF NOT EXISTS inbox_handled_at ON inbox (handled_at)";
+
 fn id_value(backend: DbBackend, id: uuid::Uuid) -> Value {
     match backend {
         DbBackend::Sqlite => id.to_string().into(),
@@ -204,6 +208,12 @@ pub struct Relay {
 /// are tried again (their queue may exist by then).
 const PARK_FOR: Duration = Duration::from_secs(5);
 
+/// The longest one pass over unroutable rows lasts, however often new ones
+/// come: then the relay sweeps from the head again (a row committed late
+/// with a lower seq, behind the pass, waits no longer than this; one pass
+/// reaches past any backlog long before).
+const PARK_AT_MOST: Duration = Duration::from_secs(60);
+
 /// Where a relay resumes after a round the broker found unroutable rows
 /// in: past them, until [`PARK_FOR`] has gone by without passing any more,
 /// so that rows behind them — for queues that do exist — still go out,
@@ -217,6 +227,7 @@ const PARK_FOR: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Parked {
     after: Option<i64>,
+    first_passed: Option<std::time::Instant>,
     last_passed: Option<std::time::Instant>,
 }
 
@@ -226,6 +237,9 @@ impl Parked {
         if self
             .last_passed
             .is_some_and(|at| now.duration_since(at) >= PARK_FOR)
+            || self
+                .first_passed
+                .is_some_and(|at| now.duration_since(at) >= PARK_AT_MOST)
         {
             *self = Parked::default();
         }
@@ -233,6 +247,7 @@ impl Parked {
     }
 
     fn pass(&mut self, seq: i64, now: std::time::Instant) {
+        self.first_passed.get_or_insert(now);
         self.last_passed = Some(now);
         self.after = Some(
             self.after
@@ -444,10 +459,12 @@ impl Relay {
     pub fn spawn(self, cancel: CancellationToken, tracker: &TaskTracker) {
         tracker.spawn(async move {
             let mut backoff = Duration::from_millis(50);
-            let mut pruned = std::time::Instant::now();
+            // At the start, then hourly: a process restarted more often
+            // than hourly (a crash loop, frequent deploys) pruned never.
+            let mut pruned: Option<std::time::Instant> = None;
             loop {
-                if pruned.elapsed() >= PRUNE_EVERY {
-                    pruned = std::time::Instant::now();
+                if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                    pruned = Some(std::time::Instant::now());
                     match prune_inbox(&self.db, INBOX_KEEP).await {
                         Ok(n) => debug!(rows = n, "pruned the inbox"),
                         Err(e) => warn!(error = %e, "could not prune the inbox; will try later"),
@@ -507,7 +524,7 @@ pub enum RelayError {
 
 #[cfg(test)]
 mod tests {
-    use super::{PARK_FOR, Parked};
+    use super::{PARK_AT_MOST, PARK_FOR, Parked};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -526,5 +543,26 @@ mod tests {
         // Nothing passed over for PARK_FOR: back to the head.
         let quiet = 8_000 + u64::try_from(PARK_FOR.as_millis()).unwrap_or(5_000);
         assert_eq!(parked.current(at(quiet)), None);
+    }
+
+    /// Rows passed over every few seconds without end (a part not deployed
+    /// while its events keep coming): the pass still ends after
+    /// PARK_AT_MOST, so a row committed late behind it goes out.
+    #[test]
+    fn a_pass_over_rows_ends_after_a_minute_however_often_rows_come() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let most = u64::try_from(PARK_AT_MOST.as_millis()).unwrap_or(60_000);
+        let mut parked = Parked::default();
+        let mut ms = 0;
+        while ms < most {
+            assert_eq!(parked.current(at(ms)), (ms > 0).then_some(100), "{ms}");
+            parked.pass(100, at(ms));
+            ms += 3_000;
+        }
+        assert_eq!(parked.current(at(most)), None, "back to the head");
+        // And a new pass begins with the next rows passed over.
+        parked.pass(200, at(most));
+        assert_eq!(parked.current(at(most + 1)), Some(200));
     }
 }

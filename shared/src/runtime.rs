@@ -23,10 +23,16 @@ pub struct Runtime {
     pub settings: Arc<Settings>,
     /// The bus (RabbitMQ or in-process).
     pub bus: Arc<dyn Bus>,
-    /// Cancelled on shutdown, after the bus stopped.
+    /// Cancelled first on shutdown: background sweeps (expiry, the
+    /// reconciler, crediting) end their round while every part of the
+    /// process still answers their calls.
     pub cancel: CancellationToken,
-    /// Background tasks to wait for on shutdown.
+    /// Those background tasks, waited for before the bus stops.
     pub tracker: TaskTracker,
+    /// The outbox relays: they run until the bus has stopped, so that what
+    /// the last handlers commit is published.
+    relays_stop: CancellationToken,
+    relays_running: TaskTracker,
     /// Outbox relays of the parts started, until [`Runtime::start_relays`].
     relays: Arc<std::sync::Mutex<Vec<Relay>>>,
     /// The databases whose outboxes the relays publish.
@@ -59,6 +65,8 @@ impl Runtime {
             bus,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            relays_stop: CancellationToken::new(),
+            relays_running: TaskTracker::new(),
             relays: Arc::default(),
             outboxes: Arc::default(),
         }
@@ -94,18 +102,27 @@ impl Runtime {
     pub fn start_relays(&self) {
         let relays = std::mem::take(&mut *self.relays.lock().unwrap_or_else(|p| p.into_inner()));
         for relay in relays {
-            relay.spawn(self.cancel.clone(), &self.tracker);
+            relay.spawn(self.relays_stop.clone(), &self.relays_running);
         }
     }
 
-    /// Stops consuming, lets in-flight handlers finish, then stops background work.
     /// Stops consumers and background tasks without waiting for them.
     pub fn halt(&self) {
         self.bus.halt();
         self.cancel.cancel();
+        self.relays_stop.cancel();
     }
 
+    /// Stops the background sweeps (their round finished), then consuming
+    /// (in-flight handlers finish), then the relays. Sweeps first: one
+    /// going on while the bus stopped called parts of this very process
+    /// that no longer answered — booking's expiry sweep, not told by a
+    /// stopped payment that a payment was in flight, expired the booking
+    /// being paid, and its capture was then refunded in full.
     pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
         // On the in-process bus an event is delivered only while its part
         // consumes, and one relayed from a handler's commit goes on to the
         // next part: the outboxes are let empty first (a few seconds at
@@ -116,9 +133,9 @@ impl Runtime {
             self.settle_outboxes().await;
         }
         self.bus.shutdown().await;
-        self.cancel.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.relays_stop.cancel();
+        self.relays_running.close();
+        self.relays_running.wait().await;
         self.bus.close().await;
     }
 
@@ -192,6 +209,29 @@ impl sea_orm_migration::MigrationTrait for KernelMigration {
         for ddl in crate::outbox::kernel_ddl(conn.get_database_backend()) {
             conn.execute_unprepared(&ddl).await?;
         }
+        Ok(())
+    }
+}
+
+/// The kernel's second migration: the inbox indexed by when each event was
+/// handled, for the relay's pruning (a week of rows scanned each time
+/// otherwise); last in every service's list.
+pub struct KernelInboxByAge;
+
+impl sea_orm_migration::MigrationName for KernelInboxByAge {
+    fn name(&self) -> &str {
+        "m20261208_000000_kernel_inbox_by_age"
+    }
+}
+
+#[async_trait::async_trait]
+impl sea_orm_migration::MigrationTrait for KernelInboxByAge {
+    async fn up(&self, manager: &sea_orm_migration::SchemaManager) -> Result<(), DbErr> {
+        use sea_orm::ConnectionTrait;
+        manager
+            .get_connection()
+            .execute_unprepared(crate::outbox::INBOX_BY_AGE)
+            .await?;
         Ok(())
     }
 }

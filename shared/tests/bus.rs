@@ -888,3 +888,37 @@ async fn a_call_made_while_serving_one_ends_before_its_caller_gives_up() {
     }
     k.cleanup(client.as_ref()).await;
 }
+
+/// At a stop, background sweeps end their round while every part of the
+/// process still answers: one round calling a part as the stop began got
+/// its answer. (The bus stopped first: booking's expiry sweep, calling a
+/// payment that no longer answered, expired a booking being paid, whose
+/// capture was then refunded in full.)
+#[tokio::test]
+async fn a_sweep_ending_its_round_at_a_stop_is_still_answered() {
+    let k = Kernel::new(5).await;
+    let bus = k.bus(&amqp_url()).await;
+    let rt = duikou_shared::runtime::Runtime::with_bus(
+        duikou_shared::config::Settings::default(),
+        bus.clone(),
+    );
+    let router = duikou_shared::rpc::RpcRouter::new("inventory")
+        .route::<ListRegions, _, _>(|_| async { Ok(duikou_shared::region::reference_regions()) });
+    rt.bus.serve(router).await.expect("serve");
+    let (answered, answer) = tokio::sync::oneshot::channel();
+    let (cancel, bus_of_sweep) = (rt.cancel.clone(), rt.bus.clone());
+    rt.tracker.spawn(async move {
+        cancel.cancelled().await;
+        // The round under way when the stop came.
+        let request = ListRegions {
+            parent_code: None,
+            poverty_only: false,
+        };
+        let got = call_within(bus_of_sweep.as_ref(), &request, Duration::from_secs(2)).await;
+        let _ = answered.send(got.map(|regions| regions.len()));
+    });
+    rt.shutdown().await;
+    let got = answer.await.expect("the sweep ended its round");
+    assert!(matches!(got, Ok(n) if n > 0), "{got:?}");
+    drop(k);
+}

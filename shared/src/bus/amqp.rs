@@ -358,7 +358,13 @@ impl AmqpBus {
             declared: Mutex::default(),
             unanswered: Mutex::default(),
         };
-        bus.listen_for_replies(rpc_channel).await?;
+        tokio::time::timeout(BROKER_DEADLINE, bus.listen_for_replies(rpc_channel))
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::Broker(
+                    "RabbitMQ did not start the bus's reply consumer in time".into(),
+                ))
+            })?;
         Ok(bus)
     }
 

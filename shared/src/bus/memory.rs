@@ -145,7 +145,9 @@ impl MemoryBus {
                     warn!(queue, %reason, "stopped before the handler succeeded; left in the outbox");
                     return;
                 }
-                if delivery.attempt >= self.config.delivery_limit {
+                // As RabbitMQ's quorum queues count: the first delivery
+                // and `delivery_limit` more.
+                if delivery.attempt > self.config.delivery_limit {
                     let reason = format!("delivery limit reached; last error: {reason}");
                     self.bury(queue, delivery.body, reason);
                     return finished(done);

@@ -42,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(RefundsWhole),
             Box::new(CapturesHeard),
             Box::new(CancelledForHost),
+            Box::new(shared::runtime::KernelInboxByAge),
         ]
     }
 }

@@ -43,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(routes::DepartureCancellation),
             Box::new(routes::DepartureDays),
             Box::new(routes::CancelledDepartures),
+            Box::new(shared::runtime::KernelInboxByAge),
         ]
     }
 }

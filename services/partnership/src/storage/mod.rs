@@ -29,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(Recredits),
             Box::new(Withdrawals),
             Box::new(CreditsByPair),
+            Box::new(shared::runtime::KernelInboxByAge),
         ]
     }
 }

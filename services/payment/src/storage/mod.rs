@@ -34,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(CapturesHeard),
             Box::new(MismatchesOnce),
             Box::new(StaysBegin),
+            Box::new(shared::runtime::KernelInboxByAge),
         ]
     }
 }
