@@ -1071,6 +1071,66 @@ async fn an_api_client_keeps_a_hundred_live_refresh_tokens_and_no_expired_one() 
     assert_eq!(rows().await, 100);
 }
 
+/// A used refresh token whose row was trimmed away (a thief refreshing a
+/// thousand times so that the owner's copy is forgotten) is still known as
+/// a copy of a sign-in that goes on, by the session it names: presented,
+/// it ends every session. It was "unknown", and the thief's chain lived on.
+#[tokio::test]
+async fn a_used_refresh_token_trimmed_away_still_ends_every_session() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    app.register("stolen@example.cn", "110108").await;
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { refreshToken } }";
+    let rotated = |token: String| {
+        let app = &app;
+        async move {
+            let answer = app.graphql_as(None, refresh, json!({ "t": token })).await;
+            answer["data"]["refreshToken"]["refreshToken"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{answer}"))
+                .to_owned()
+        }
+    };
+    let owners = app.login("stolen@example.cn").await["refreshToken"]
+        .as_str()
+        .expect("a refresh token")
+        .to_owned();
+    // The thief refreshes first, then a thousand more times (stood in for
+    // by a thousand used rows), and once more: the owner's copy is trimmed.
+    let thiefs = rotated(owners.clone()).await;
+    let gateway = app.service_db("gateway").await;
+    gateway
+        .execute_unprepared(
+            "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, revoked_at, created_at)
+             SELECT 'used-' || g, a.id, now() + interval '30 days', now(), now()
+             FROM accounts a, generate_series(1, 1000) g WHERE a.email = 'stolen@example.cn'",
+        )
+        .await
+        .expect("a thousand used tokens");
+    let thiefs = rotated(thiefs).await;
+    let kept = gateway
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT COUNT(*) AS n FROM refresh_tokens
+             WHERE token_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')",
+            [owners.clone().into()],
+        ))
+        .await
+        .expect("counted")
+        .and_then(|r| r.try_get::<i64>("", "n").ok());
+    assert_eq!(kept, Some(0), "the owner's copy was trimmed away");
+    let again = app.graphql_as(None, refresh, json!({ "t": owners })).await;
+    assert_eq!(code(&again), "UNAUTHENTICATED", "{again}");
+    assert!(
+        again
+            .to_string()
+            .contains("every session of the account was ended"),
+        "{again}"
+    );
+    let thief = app.graphql_as(None, refresh, json!({ "t": thiefs })).await;
+    assert_eq!(code(&thief), "UNAUTHENTICATED", "{thief}");
+}
+
 /// Used refresh tokens are kept newest-used first: one issued long ago and
 /// rotated just now stays among the thousand kept, so presented again (a
 /// copy in other hands) it still ends every session. Kept newest-issued

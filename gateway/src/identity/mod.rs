@@ -120,6 +120,13 @@ pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// The sign-in a refresh token names (`<session>.<secret>`; none for one
+/// issued before tokens named theirs).
+fn session_of(token: &str) -> Option<uuid::Uuid> {
+    let (session, _) = token.trim().split_once('.')?;
+    uuid::Uuid::try_parse(session).ok()
+}
+
 /// 32 random bytes, URL-safe base64.
 pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
@@ -497,7 +504,10 @@ impl Identity {
         account: Account,
         session: uuid::Uuid,
     ) -> Result<Tokens, AppError> {
-        let refresh = random_secret();
+        // Named by its sign-in: a used token presented after its row was
+        // trimmed away (a thief refreshing a thousand times to get it
+        // trimmed) is still known as a copy of a session that goes on.
+        let refresh = format!("{}.{}", session.simple(), random_secret());
         storage::insert_refresh(
             conn,
             &digest(&refresh),
@@ -662,19 +672,18 @@ impl Identity {
         let hash = digest(token);
         let txn = self.db.begin().await?;
         let Some(stored) = storage::refresh_locked(&txn, &hash).await? else {
+            // Unknown, of a sign-in that goes on with another token: one
+            // used long ago, whose row was trimmed.
+            if let Some(session) = session_of(token)
+                && let Some((account, true)) = storage::session_locked(&txn, session).await?
+            {
+                return Err(self.leaked(txn, account).await?);
+            }
             return Err(unauthenticated("unknown refresh token"));
         };
         if stored.revoked_at.is_some() {
             if stored.leaked() {
-                let generation = storage::revoke_all(&txn, stored.account_id).await?;
-                txn.commit().await?;
-                self.note_revoked(stored.account_id, generation, Utc::now());
-                warn!(account = %stored.account_id, "a revoked refresh token was used; all sessions revoked");
-                return Err(unauthenticated(
-                    "this refresh token had been used already, so a copy may be in other hands: \
-                     every session of the account was ended; log in again (an API client: \
-                     apiClientToken)",
-                ));
+                return Err(self.leaked(txn, stored.account_id).await?);
             }
             // A revoked client's token: apiClientToken would refuse it too.
             if storage::revoked_client_account(&txn, stored.account_id).await? {
@@ -700,6 +709,23 @@ impl Identity {
         Ok(tokens)
     }
 
+    /// A refresh token presented again: every session of `account` ends
+    /// (committing `txn`), and the error to answer with.
+    async fn leaked(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        account: AccountId,
+    ) -> Result<AppError, AppError> {
+        let generation = storage::revoke_all(&txn, account).await?;
+        txn.commit().await?;
+        self.note_revoked(account, generation, Utc::now());
+        warn!(%account, "a revoked refresh token was used; all sessions revoked");
+        Ok(unauthenticated(
+            "this refresh token had been used already, so a copy may be in other hands: every \
+             session of the account was ended; log in again (an API client: apiClientToken)",
+        ))
+    }
+
     /// Ends the session a refresh token belongs to (logout), whichever of
     /// its tokens it is — one already refreshed too (a refresh racing the
     /// logout, an app refreshing in the background): its current token
@@ -714,6 +740,11 @@ impl Identity {
             let txn = self.db.begin().await?;
             if let Some(stored) = storage::refresh_locked(&txn, &hash).await? {
                 storage::end_session(&txn, &hash, stored.session).await?;
+            } else if let Some(session) = session_of(token)
+                && storage::session_locked(&txn, session).await?.is_some()
+            {
+                // One used long ago (its row trimmed): its session still ends.
+                storage::end_session(&txn, &hash, Some(session)).await?;
             }
             txn.commit().await?;
             return Ok(());

@@ -622,6 +622,39 @@ pub async fn refresh_locked<C: ConnectionTrait>(
     refresh_for_update(conn, hash).await
 }
 
+/// The account of sign-in `session`, locked, and whether the session has
+/// a live refresh token; None for a session no token row names.
+pub async fn session_locked<C: ConnectionTrait>(
+    conn: &C,
+    session: uuid::Uuid,
+) -> Result<Option<(AccountId, bool)>, DbErr> {
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT account_id FROM refresh_tokens WHERE session = $1 LIMIT 1",
+            vec![uuid_value(b, session)],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let account = AccountId(row_uuid(&row, "account_id")?);
+    lock_account(conn, account).await?;
+    let live = conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT COUNT(*) AS n FROM refresh_tokens
+             WHERE session = $1 AND revoked_at IS NULL AND expires_at > $2",
+            vec![uuid_value(b, session), Utc::now().into()],
+        ))
+        .await?
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(Some((account, live > 0)))
+}
+
 /// The account a refresh token belongs to, without locking anything.
 async fn refresh_owner<C: ConnectionTrait>(
     conn: &C,
