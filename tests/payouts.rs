@@ -761,6 +761,15 @@ async fn a_run_over_a_past_period_keeps_back_nothing_sold_after_it() {
         b["refunded"]["amount"] == "380.00"
     })
     .await;
+    // Nor is one sold after it whose refund is on its way (held up on its
+    // payment's row): it took 364.80 off the period's pay.
+    let on_its_way = app
+        .paid_booking(&room_type, tomorrow() + Days::days(50), "tok_success")
+        .await;
+    app.wait_for_status(&on_its_way, "CONFIRMED").await;
+    let held = app.payment_row_held(&on_its_way).await;
+    app.cancel(&on_its_way, "changed-plans-too").await;
+    held.until_waiting(1, true).await;
     let admin = app.admin_token().await;
     let run = app
         .graphql_as(
@@ -773,6 +782,7 @@ async fn a_run_over_a_past_period_keeps_back_nothing_sold_after_it() {
         run["data"]["runPayouts"]["total"]["amount"], "364.80",
         "the period's earnings: {run}"
     );
+    held.release().await;
 }
 
 /// A moment in whole seconds after everything so far (an `upTo` a run

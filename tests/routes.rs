@@ -1332,6 +1332,47 @@ async fn a_change_of_a_departure_cancelled_meanwhile_is_refused() {
     assert!(now["cancelledAt"].is_string(), "{now}");
 }
 
+/// A departure leaving today, or gone, no longer changes, and one gone
+/// cannot be cancelled: the departure's state, CONFLICT (it was
+/// BAD_USER_INPUT, as if the request were malformed).
+#[tokio::test]
+async fn a_departure_on_its_way_is_a_conflict_to_change_or_cancel() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (_, departure) = route_on_sale(&app, &admin, 10, 10, 0).await;
+    let inventory = app.service_db("inventory").await;
+    let today = tomorrow() - Duration::days(1);
+    for (day, words) in [
+        (today, "leaves today"),
+        (today - Duration::days(1), "has left"),
+    ] {
+        inventory
+            .execute_unprepared(&format!(
+                "UPDATE departures SET starts_on = '{day}' WHERE id = '{departure}'"
+            ))
+            .await
+            .expect("moved");
+        let changed = app
+            .graphql_as(
+                Some(&admin),
+                "mutation($d: ID!) { updateDeparture(departureId: $d, seats: 20) { seats } }",
+                json!({ "d": departure }),
+            )
+            .await;
+        assert_eq!(code(&changed), "CONFLICT", "{changed}");
+        assert!(changed.to_string().contains(words), "{changed}");
+    }
+    let cancelled = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($d: ID!) { cancelDeparture(departureId: $d, reason: \"雷暴\") { cancelledAt } }",
+            json!({ "d": departure }),
+        )
+        .await;
+    assert_eq!(code(&cancelled), "CONFLICT", "{cancelled}");
+    assert!(cancelled.to_string().contains("has left"), "{cancelled}");
+}
+
 /// The seats a departure has free as inventory stores them (its view shows
 /// none once it is cancelled): what its released bookings gave back.
 async fn seats_in_store(app: &TestApp, departure: &str) -> i64 {

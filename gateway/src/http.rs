@@ -1917,7 +1917,8 @@ async fn serve_connections(listener: TcpListener, app: Router, cancel: Cancellat
     // HTTP/1 only: a server that also takes HTTP/2 first waits, with no
     // timeout, for the bytes that tell which a client speaks (a connection
     // sending nothing was held for ever, and 8,192 of them locked everyone
-    // out); the header timeout runs from the connection's first byte.
+    // out); hyper's header timeout runs from the connection's first read,
+    // before any byte has come.
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -134,15 +134,28 @@ pub async fn prune_inbox(db: &DatabaseConnection, older_than: Duration) -> Resul
         DbBackend::Sqlite => before.format("%Y-%m-%d %H:%M:%S").to_string().into(),
         _ => before.into(),
     };
-    let done = db
-        .execute_raw(stmt(
-            backend,
-            "DELETE FROM inbox WHERE handled_at < $1",
-            vec![before],
-        ))
-        .await?;
-    Ok(done.rows_affected())
+    // In batches, each its own commit: a first prune of a large inbox
+    // holds no lock for long, and what a crash interrupts stays done.
+    let mut total = 0;
+    loop {
+        let done = db
+            .execute_raw(stmt(
+                backend,
+                "DELETE FROM inbox WHERE event_id IN
+                    (SELECT event_id FROM inbox WHERE handled_at < $1 LIMIT $2)",
+                vec![before.clone(), PRUNE_BATCH.into()],
+            ))
+            .await?
+            .rows_affected();
+        total += done;
+        if done < PRUNE_BATCH as u64 {
+            return Ok(total);
+        }
+    }
 }
+
+/// Inbox rows one pruning statement deletes at most.
+const PRUNE_BATCH: i64 = 10_000;
 
 /// Wakes the relay after a commit that enqueued events.
 #[derive(Clone, Default)]
@@ -457,19 +470,25 @@ impl Relay {
     /// Runs until `cancel`: publishes whatever is pending whenever woken or
     /// every poll interval, backing off while the broker is away.
     pub fn spawn(self, cancel: CancellationToken, tracker: &TaskTracker) {
+        // The inbox is pruned beside the relay, at the start and then
+        // hourly: a process restarted more often than hourly (a crash loop,
+        // frequent deploys) pruned never, when it waited an hour.
+        let (db, stop) = (self.db.clone(), cancel.clone());
+        tracker.spawn(async move {
+            loop {
+                match prune_inbox(&db, INBOX_KEEP).await {
+                    Ok(n) => debug!(rows = n, "pruned the inbox"),
+                    Err(e) => warn!(error = %e, "could not prune the inbox; will try later"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(PRUNE_EVERY) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+        });
         tracker.spawn(async move {
             let mut backoff = Duration::from_millis(50);
-            // At the start, then hourly: a process restarted more often
-            // than hourly (a crash loop, frequent deploys) pruned never.
-            let mut pruned: Option<std::time::Instant> = None;
             loop {
-                if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-                    pruned = Some(std::time::Instant::now());
-                    match prune_inbox(&self.db, INBOX_KEEP).await {
-                        Ok(n) => debug!(rows = n, "pruned the inbox"),
-                        Err(e) => warn!(error = %e, "could not prune the inbox; will try later"),
-                    }
-                }
                 match self.relay_once().await {
                     Ok(n) if n as u64 >= self.batch => continue,
                     Ok(_) => backoff = Duration::from_millis(50),

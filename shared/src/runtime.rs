@@ -1,9 +1,12 @@
 //! What every service gets from the launcher: settings, the bus, and a place
 //! to run background work that stops cleanly.
 //!
-//! Shutdown order matters: first the bus stops taking deliveries and lets the
-//! handlers in flight finish (their effects commit, their acks go out), then
-//! background tasks (outbox relays, sweepers) stop after a last round.
+//! Shutdown order matters: first the background sweeps (expiry, the
+//! reconciler, crediting) end their round, while every part of the process
+//! still answers their calls (for [`SWEEPS_END_WITHIN`] at most); then the
+//! bus stops taking deliveries and lets the handlers in flight finish (their
+//! effects commit, their acks go out); then the outbox relays publish what
+//! is left and stop.
 
 use crate::bus::Bus;
 use crate::bus::amqp::AmqpBus;
@@ -38,6 +41,10 @@ pub struct Runtime {
     /// The databases whose outboxes the relays publish.
     outboxes: Arc<std::sync::Mutex<Vec<DatabaseConnection>>>,
 }
+
+/// How long a stop waits for the background rounds under way before it
+/// stops the bus anyway.
+pub const SWEEPS_END_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a stop on the in-process bus waits for the outboxes to empty
 /// while the parts still consume ([`Runtime::shutdown`]).
@@ -122,7 +129,15 @@ impl Runtime {
     pub async fn shutdown(&self) {
         self.cancel.cancel();
         self.tracker.close();
-        self.tracker.wait().await;
+        // Bounded: the consumers still take deliveries meanwhile, and a
+        // round that hangs must not hold up the stop (it is waited for
+        // again, as before, once the bus stopped).
+        if tokio::time::timeout(SWEEPS_END_WITHIN, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a background round is still running; stopping the bus beside it");
+        }
         // On the in-process bus an event is delivered only while its part
         // consumes, and one relayed from a handler's commit goes on to the
         // next part: the outboxes are let empty first (a few seconds at
@@ -136,6 +151,7 @@ impl Runtime {
         self.relays_stop.cancel();
         self.relays_running.close();
         self.relays_running.wait().await;
+        self.tracker.wait().await;
         self.bus.close().await;
     }
 

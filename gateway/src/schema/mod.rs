@@ -41,7 +41,8 @@ pub(crate) fn per_item(first: i32, child_complexity: usize) -> usize {
 
 /// How much a list over dates costs: its selection once per `days_each`
 /// days of the span (a week of nights, a month of departures), at most a
-/// year's worth; an open end counts as a year. (Counted once, a 366-night
+/// year's worth; an open end counts as a year. (A route's departures asked
+/// with no dates are those already read with it, counted once.) (Counted once, a 366-night
 /// calendar on each offer of a search page let one anonymous request read
 /// 146,000 nights.)
 pub(crate) fn per_span(
@@ -811,6 +812,7 @@ impl Query {
     /// A room type's nights from `from` to `to` (exclusive). A homestay off
     /// sale shows its calendar to the admins of its region only (NOT_FOUND
     /// to anyone else, as for an unknown room type).
+    #[graphql(complexity = "per_span(Some(&from), Some(&to), 7, child_complexity)")]
     async fn room_calendar(
         &self,
         ctx: &Context<'_>,

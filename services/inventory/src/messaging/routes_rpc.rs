@@ -346,7 +346,9 @@ impl Inventory {
             } else {
                 "has left"
             };
-            return Err(AppError::bad_input(format!(
+            // The departure's state, not the request's fault (as a
+            // cancelled one's).
+            return Err(AppError::conflict(format!(
                 "the departure of {} {gone}; it cannot change",
                 before.starts_on
             )));
@@ -415,7 +417,7 @@ impl Inventory {
         }
         let today = china_today(Utc::now());
         if before.starts_on < today {
-            return Err(AppError::bad_input(format!(
+            return Err(AppError::conflict(format!(
                 "the departure of {} has left; it cannot be cancelled",
                 before.starts_on
             )));

@@ -1730,7 +1730,7 @@ pub async fn payable_balances<C: ConnectionTrait>(
     (asked, asked_at): (&[shared::rpcs::RefundAsked], chrono::DateTime<Utc>),
 ) -> Result<Vec<(HostId, Fen, RegionCode)>, DbErr> {
     let b = conn.get_database_backend();
-    let unheard = unheard_shares(conn, asked).await?;
+    let unheard = unheard_shares(conn, asked, up_to).await?;
     let rows = conn
         .query_all_raw(stmt(
             b,
@@ -1849,10 +1849,13 @@ pub async fn refunded_at_bookings_request<C: ConnectionTrait>(
 /// The host shares of the refunds booking asked for (`asked`) that payment
 /// has no refund of yet — their request still on its way — each taken as
 /// the next refund of its booking's capture, at most what is left of it;
-/// by payment.
+/// by payment. Only of captures in the ledger before `up_to`: a later one
+/// is no part of the run's earnings (it took the refund of a sale after the
+/// period out of the period's pay).
 async fn unheard_shares<C: ConnectionTrait>(
     conn: &C,
     asked: &[shared::rpcs::RefundAsked],
+    up_to: chrono::DateTime<Utc>,
 ) -> Result<Vec<(uuid::Uuid, HostId, Fen)>, DbErr> {
     let b = conn.get_database_backend();
     let mut heard = std::collections::HashSet::new();
@@ -1883,12 +1886,12 @@ async fn unheard_shares<C: ConnectionTrait>(
                 &format!(
                     "SELECT id, booking_id, host_id, split, amount_fen, refunded_fen FROM payments
                      WHERE status = 'CAPTURED' AND host_id IS NOT NULL AND split IS NOT NULL
-                       AND booking_id IN ({})",
-                    shared::db::placeholders(1, chunk.len())
+                       AND {captured_before} AND booking_id IN ({})",
+                    shared::db::placeholders(2, chunk.len()),
+                    captured_before = captured_before_up_to!("payments.booking_id"),
                 ),
-                chunk
-                    .iter()
-                    .map(|a| uuid_value(b, a.booking_id.0))
+                std::iter::once(up_to.into())
+                    .chain(chunk.iter().map(|a| uuid_value(b, a.booking_id.0)))
                     .collect(),
             ))
             .await?;
