@@ -549,13 +549,16 @@ async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_
         booking.as_str(),
         "{seen}"
     );
-    let inside = "query($id: ID!) { agency(id: $id) { name staff { email } apiClients { clientId revokedAt } } }";
+    // Staff listed as `me` shows them: from the agency's region, not the
+    // home they registered with (150430, which their colleagues and the
+    // agency's integrations read).
+    let inside = "query($id: ID!) { agency(id: $id) { name staff { email homeRegionCode } apiClients { clientId revokedAt } } }";
     let view = app
         .graphql_as(Some(&staff), inside, json!({ "id": mine }))
         .await;
     assert_eq!(
         view["data"]["agency"],
-        json!({ "name": "草原国旅", "staff": [{ "email": staff_email }],
+        json!({ "name": "草原国旅", "staff": [{ "email": staff_email, "homeRegionCode": "110105" }],
                 "apiClients": [{ "clientId": client_id, "revokedAt": null }] }),
         "{view}"
     );

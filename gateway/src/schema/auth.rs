@@ -187,7 +187,16 @@ impl Agency {
     async fn staff(&self, ctx: &Context<'_>) -> Result<Vec<Account>> {
         agency_insider(ctx, self.0.id)?;
         let staff = identity(ctx)?.agency_staff(self.0.id).await.map_err(gql)?;
-        Ok(staff.into_iter().map(Account).collect())
+        // Each as `me` shows them: from the agency's region (the one their
+        // bookings count for), not the home they registered with, which is
+        // theirs and not their colleagues' or the integrations' to read.
+        Ok(staff
+            .into_iter()
+            .map(|mut member| {
+                member.home_region = Some(self.0.home_region);
+                Account(member)
+            })
+            .collect())
     }
     /// Its commission from `from` through `to` (China days, at most 366):
     /// what its bookings' payments owed it when captured, less what refunds
