@@ -332,6 +332,77 @@ async fn forged_expired_and_misaddressed_tokens_are_refused_with_401() {
     assert!(body["errors"].is_null(), "{body}");
 }
 
+/// A refresh, a login or a logout sent with the access token an app still
+/// holds — expired here — runs: each takes credentials of its own (an auth
+/// link attaching the stale token to every request looped 401 → refresh →
+/// 401, and could not log out). Anything else with it is 401, a sign-in
+/// beside another field included.
+#[tokio::test]
+async fn signing_in_refreshing_and_logging_out_run_with_a_stale_access_token() {
+    let app = app().await;
+    let refresh_token = |v: &Value| {
+        v["refreshToken"]
+            .as_str()
+            .expect("a refresh token")
+            .to_owned()
+    };
+    let first = refresh_token(&login(&app, "traveler@example.cn").await);
+    let stale = forge(SECRET, json!({ "exp": Utc::now().timestamp() - 60 }));
+    let send = |query: &'static str, variables: Value| {
+        let (app, stale) = (&app, stale.clone());
+        async move {
+            let response = app
+                .http
+                .post(&app.url)
+                .bearer_auth(&stale)
+                .json(&json!({ "query": query, "variables": variables }))
+                .send()
+                .await
+                .expect("answer");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, refreshed) = send(
+        "mutation($t: String!) { refreshToken(token: $t) { refreshToken } }",
+        json!({ "t": first }),
+    )
+    .await;
+    assert_eq!(status, 200, "{refreshed}");
+    let second = refresh_token(&refreshed["data"]["refreshToken"]);
+    let (status, signed_in) = send(
+        "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }",
+        json!({ "e": "traveler@example.cn", "p": common::PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, 200, "{signed_in}");
+    assert!(
+        signed_in["data"]["login"]["accessToken"].is_string(),
+        "{signed_in}"
+    );
+    let (status, out) = send(
+        "mutation($t: String!) { logout(refreshToken: $t) }",
+        json!({ "t": second }),
+    )
+    .await;
+    assert_eq!(
+        (status, &out["data"]["logout"]),
+        (200, &json!(true)),
+        "{out}"
+    );
+    for (query, variables) in [
+        (ME, json!({})),
+        (
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } changePassword(currentPassword: $p, newPassword: \"another-password-2027\") { accessToken } }",
+            json!({ "e": "traveler@example.cn", "p": common::PASSWORD }),
+        ),
+    ] {
+        let (status, body) = send(query, variables).await;
+        assert_eq!(status, 401, "{query}: {body}");
+        assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+    }
+}
+
 #[tokio::test]
 async fn every_role_is_kept_to_its_own_bookings() {
     let app = app().await;

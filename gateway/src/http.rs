@@ -731,6 +731,39 @@ fn is_mutation(
     }
 }
 
+/// The mutations that take credentials of their own, not the bearer's.
+const SIGN_IN: [&str; 5] = [
+    "login",
+    "register",
+    "refreshToken",
+    "logout",
+    "apiClientToken",
+];
+
+/// Whether the operation `request` runs is a mutation of [`SIGN_IN`]
+/// fields only: one an app sends with the stale access token it still
+/// holds (an auth link attaches it to every request), which must not be
+/// refused for that token — a refresh refused for an expired access token
+/// looped, and a logout never went through.
+fn signs_in_only(
+    request: &async_graphql::Request,
+    doc: &async_graphql::parser::types::ExecutableDocument,
+) -> bool {
+    use async_graphql::parser::types::Selection;
+    let op = match (&doc.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), _) => op,
+        (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name) {
+            Some(op) => op,
+            None => return false,
+        },
+        (DocumentOperations::Multiple(_), None) => return false,
+    };
+    op.node.ty == OperationType::Mutation
+        && op.node.selection_set.node.items.iter().all(|s| {
+            matches!(&s.node, Selection::Field(f) if SIGN_IN.contains(&f.node.name.node.as_str()))
+        })
+}
+
 /// GET: a WebSocket upgrade for subscriptions, or a query.
 async fn graphql_get(
     State(gw): State<Gateway>,
@@ -1085,6 +1118,9 @@ async fn run_graphql(
             (Ok(value), None) => Some(bearer_token(value)).filter(|t| !t.is_empty()),
             _ => Some(String::new()),
         });
+    // A token refused: 401 — unless the request signs in, refreshes or
+    // logs out (see `signs_in_only`), which runs without it.
+    let mut refused_token = None;
     let principal = match bearer {
         None => None,
         Some(token) => {
@@ -1102,18 +1138,20 @@ async fn run_graphql(
                     if let Err(wait) = gw.limiter.check(&format!("ip:{ip}")).await {
                         return rate_limited(wait);
                     }
-                    crate::metrics::graphql_error(e.code.as_str());
-                    return error(StatusCode::UNAUTHORIZED, e.code.as_str(), &e.message);
+                    refused_token = Some(e);
+                    None
                 }
             }
         }
     };
-    let limited = match &principal {
-        Some(p) => match gw.limiter.check(&format!("account:{}", p.account_id)).await {
+    let limited = match (&principal, &refused_token) {
+        (Some(p), _) => match gw.limiter.check(&format!("account:{}", p.account_id)).await {
             Ok(()) => gw.limiter.check_ip_ceiling(&ip).await,
             wait => wait,
         },
-        None => gw.limiter.check(&format!("ip:{ip}")).await,
+        // Counted against the address already.
+        (None, Some(_)) => Ok(()),
+        (None, None) => gw.limiter.check(&format!("ip:{ip}")).await,
     };
     if let Err(wait) = limited {
         return rate_limited(wait);
@@ -1156,6 +1194,12 @@ async fn run_graphql(
     // executor (clients repeat the same queries: parsed ones are kept); a
     // syntax error is left to the executor, which reports it the GraphQL way.
     let doc = gw.documents.parse(&request.query);
+    if let Some(e) = refused_token
+        && !doc.as_ref().is_some_and(|doc| signs_in_only(&request, doc))
+    {
+        crate::metrics::graphql_error(e.code.as_str());
+        return error(StatusCode::UNAUTHORIZED, e.code.as_str(), &e.message);
+    }
     if let Some(doc) = &doc {
         if method != Method::POST && is_mutation(&request, doc) {
             return error(
@@ -1893,6 +1937,9 @@ pub async fn serve(
     Ok((addr, handle))
 }
 
+/// How long a stop waits for the requests in hand to be answered.
+const CONNECTIONS_END_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a request's body may take to arrive.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most connections open at once: past it the gateway accepts no more
@@ -1983,7 +2030,15 @@ async fn serve_connections(listener: TcpListener, app: Router, cancel: Cancellat
     }
     drop(listener);
     connections.close();
-    connections.wait().await;
+    // Bounded: a client that sends its request slowly (half its headers,
+    // a few bytes of its body) held the stop for its read timeout, 10 or
+    // 30 s, long enough for a process manager to kill the gateway.
+    if tokio::time::timeout(CONNECTIONS_END_WITHIN, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open at the stop; closed");
+    }
 }
 
 /// The token of an `Authorization` value: after `Bearer ` (the scheme in

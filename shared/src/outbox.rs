@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 /// A statement written with PostgreSQL's `$n` placeholders, made to run on
 /// either backend (SQLite understands the same numbers as `?n`).
@@ -125,6 +125,16 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Deletes inbox rows handled before `older_than` ago; returns how many.
 pub async fn prune_inbox(db: &DatabaseConnection, older_than: Duration) -> Result<u64, DbErr> {
+    prune_inbox_until(db, older_than, &CancellationToken::new()).await
+}
+
+/// [`prune_inbox`], stopping between batches once `stop` is cancelled (a
+/// stop waited for a first prune of millions of rows: 20 s for four).
+pub async fn prune_inbox_until(
+    db: &DatabaseConnection,
+    older_than: Duration,
+    stop: &CancellationToken,
+) -> Result<u64, DbErr> {
     let before = chrono::Utc::now()
         - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
     let backend = db.get_database_backend();
@@ -148,7 +158,7 @@ pub async fn prune_inbox(db: &DatabaseConnection, older_than: Duration) -> Resul
             .await?
             .rows_affected();
         total += done;
-        if done < PRUNE_BATCH as u64 {
+        if done < PRUNE_BATCH as u64 || stop.is_cancelled() {
             return Ok(total);
         }
     }
@@ -476,8 +486,9 @@ impl Relay {
         let (db, stop) = (self.db.clone(), cancel.clone());
         tracker.spawn(async move {
             loop {
-                match prune_inbox(&db, INBOX_KEEP).await {
-                    Ok(n) => debug!(rows = n, "pruned the inbox"),
+                match prune_inbox_until(&db, INBOX_KEEP, &stop).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(rows = n, "pruned the inbox"),
                     Err(e) => warn!(error = %e, "could not prune the inbox; will try later"),
                 }
                 tokio::select! {

@@ -922,3 +922,39 @@ async fn a_sweep_ending_its_round_at_a_stop_is_still_answered() {
     assert!(matches!(got, Ok(n) if n > 0), "{got:?}");
     drop(k);
 }
+
+/// A temporary queue's events (one process's pushes) are handled in the
+/// order published, one after another, on RabbitMQ too.
+#[tokio::test]
+async fn an_ephemeral_queue_handles_its_events_in_the_order_published() {
+    let k = Kernel::new(5).await;
+    let bus = k.bus(&amqp_url()).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let router =
+        duikou_shared::bus::EventRouter::new(format!("push.{}", uuid::Uuid::now_v7().simple()))
+            .ephemeral()
+            .on::<Ping, _, _>(move |_, ping| {
+                let s = s.clone();
+                async move {
+                    if ping.n == 0 {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    s.lock().expect("seen").push(ping.n);
+                    Ok(())
+                }
+            });
+    bus.subscribe(router).await.expect("subscribe");
+    let events: Vec<Envelope> = (0..3)
+        .map(|n| Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n }))
+        .collect();
+    for sent in bus.publish(&events).await {
+        sent.expect("published");
+    }
+    eventually("three handled", WAIT, || async {
+        (seen.lock().expect("seen").len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(*seen.lock().expect("seen"), vec![0, 1, 2]);
+    k.cleanup(bus.as_ref()).await;
+}

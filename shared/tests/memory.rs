@@ -308,6 +308,27 @@ async fn inbox_rows_older_than_the_keep_are_pruned_and_newer_ones_kept() {
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
+
+    // A stop ends a long prune between batches (it waited for all of it:
+    // 20 s for four million rows).
+    s.db.execute_unprepared(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25000)
+         INSERT INTO inbox (event_id, kind, handled_at)
+         SELECT 'old-' || i, 'test.ping', '2000-01-01 00:00:00' FROM n",
+    )
+    .await
+    .expect("old rows");
+    let stopped = CancellationToken::new();
+    stopped.cancel();
+    let pruned = duikou_shared::outbox::prune_inbox_until(
+        &s.db,
+        duikou_shared::outbox::INBOX_KEEP,
+        &stopped,
+    )
+    .await
+    .expect("pruned");
+    assert_eq!(pruned, 10_000, "one batch, then the stop");
+    assert_eq!(count().await, 15_001);
 }
 
 /// The in-process bus keeps nothing: an event leaves its outbox only once
@@ -416,4 +437,39 @@ async fn a_stopping_relay_publishes_every_batch_left() {
             .try_get("", "n")
             .expect("n");
     assert_eq!(left, 0, "every row published before the relay stopped");
+}
+
+/// A temporary queue's events (one process's pushes) are handled in the
+/// order published, one after another: the first's slow handler does not
+/// let the second overtake it (handled side by side, a booking's
+/// confirmation pushed after its cancellation was dropped as older).
+#[tokio::test]
+async fn an_ephemeral_queue_handles_its_events_in_the_order_published() {
+    let bus = bus(5);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let router = EventRouter::new("pushes")
+        .ephemeral()
+        .on::<Ping, _, _>(move |_, ping| {
+            let s = s.clone();
+            async move {
+                if ping.n == 0 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                s.lock().expect("seen").push(ping.n);
+                Ok(())
+            }
+        });
+    bus.subscribe(router).await.expect("subscribe");
+    let events: Vec<Envelope> = (0..3)
+        .map(|n| Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n }))
+        .collect();
+    bus.publish(&events).await;
+    let s = seen.clone();
+    eventually("three handled", move || {
+        let s = s.clone();
+        async move { s.lock().expect("seen").len() == 3 }
+    })
+    .await;
+    assert_eq!(*seen.lock().expect("seen"), vec![0, 1, 2]);
 }

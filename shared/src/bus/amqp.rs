@@ -1057,7 +1057,7 @@ type Declare =
 async fn consume<F, Fut>(
     inner: Arc<Inner>,
     queue: String,
-    (declare, gap): (Declare, Option<super::GapHook>),
+    (declare, gap, in_order): (Declare, Option<super::GapHook>, bool),
     stop: Consuming,
     handle: F,
 ) -> Result<(), BusError>
@@ -1106,7 +1106,11 @@ where
             match next {
                 Some(Ok(delivery)) => {
                     backoff = Duration::from_millis(100);
-                    handlers.spawn(handle(delivery));
+                    if in_order {
+                        handle(delivery).await;
+                    } else {
+                        handlers.spawn(handle(delivery));
+                    }
                     continue;
                 }
                 Some(Err(e)) => warn!(queue, error = %e, "consumer channel lost; opening a new one"),
@@ -1186,13 +1190,16 @@ impl Bus for AmqpBus {
         let queue = self.inner.config.queue(router.queue());
         let declare = self.declaring(&router);
         let gap = router.gap_hook().filter(|_| router.is_ephemeral());
+        // One process's pushes, handled in the order published (see
+        // `EventRouter::ephemeral`).
+        let in_order = router.is_ephemeral();
         let router = Arc::new(router);
         let inner = self.inner.clone();
         let stop = self.cancel.clone();
         consume(
             self.inner.clone(),
             queue,
-            (declare, gap),
+            (declare, gap, in_order),
             self.stopping(),
             move |delivery| {
                 let (inner, router, stop) = (inner.clone(), router.clone(), stop.clone());
@@ -1246,7 +1253,7 @@ impl Bus for AmqpBus {
         consume(
             self.inner.clone(),
             queue,
-            (declare, None),
+            (declare, None, false),
             self.stopping(),
             move |delivery| {
                 let (inner, router) = (inner.clone(), router.clone());

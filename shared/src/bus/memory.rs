@@ -250,6 +250,12 @@ impl Bus for MemoryBus {
                     () = bus.cancel.cancelled() => break,
                 };
                 let Some(delivery) = next else { break };
+                // One process's pushes, handled in the order published (see
+                // `EventRouter::ephemeral`).
+                if router.is_ephemeral() {
+                    bus.deliver(&router, delivery).await;
+                    continue;
+                }
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;
                 };

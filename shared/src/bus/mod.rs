@@ -193,7 +193,11 @@ impl EventRouter {
     /// Makes the queue this process's own and temporary: not durable, gone
     /// with the connection, no dead-lettering. For pushes to connected
     /// clients, where every gateway replica needs every event and an event
-    /// missed while down has no one to go to. Give it a unique name.
+    /// missed while down has no one to go to. Give it a unique name. Its
+    /// events are handled one after another, in the order they arrive
+    /// (handled side by side, a booking confirmed and cancelled within a
+    /// few milliseconds was pushed cancelled first, and its confirmation,
+    /// then older than what was pushed, never): keep its handlers quick.
     pub fn ephemeral(mut self) -> Self {
         self.ephemeral = true;
         self

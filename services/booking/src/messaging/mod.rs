@@ -344,6 +344,10 @@ struct InFlight {
     asked: Vec<BookingId>,
     /// Of those, the ones with a payment in flight.
     flying: Vec<BookingId>,
+    /// Past the wait, those payment captured (in time: it charges no
+    /// booking past its deadline), their `payment.captured` not yet
+    /// handled: they are confirmed by it, not expired.
+    captured: Vec<BookingId>,
 }
 
 /// How long the expiry sweeper waits for payment's answer before expiring
@@ -1409,7 +1413,7 @@ impl Bookings {
             .filter(|(id, expires_at)| match &asked {
                 None => true,
                 Some(asked) => {
-                    now >= *expires_at + self.payment_wait
+                    (now >= *expires_at + self.payment_wait && !asked.captured.contains(id))
                         || (asked.asked.contains(id) && !asked.flying.contains(id))
                 }
             })
@@ -1450,6 +1454,34 @@ impl Bookings {
         Ok(events.len())
     }
 
+    /// Of `late` (overdue past the wait), those with a captured payment;
+    /// none when payment does not say (they expire, as before).
+    async fn captured_of(
+        &self,
+        bus: &dyn shared::bus::Bus,
+        late: Vec<BookingId>,
+    ) -> Vec<BookingId> {
+        if late.is_empty() {
+            return Vec::new();
+        }
+        let ask = shared::rpcs::GetBookingsMoney {
+            booking_ids: late,
+            viewer: Principal::platform(),
+        };
+        let asking = shared::bus::call_within(bus, &ask, IN_FLIGHT_ASK_WITHIN);
+        match shared::bus::patiently(asking).await {
+            Ok(money) => money
+                .into_iter()
+                .filter(|m| m.payments.iter().any(|p| p.status == "CAPTURED"))
+                .map(|m| m.booking_id)
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "payment did not say which late bookings were paid; expiring them");
+                Vec::new()
+            }
+        }
+    }
+
     /// The overdue bookings payment was asked about, and those of them
     /// with a payment in flight; None when it was not asked (no bus, no
     /// wait) or did not answer in time: every overdue booking expires then,
@@ -1466,16 +1498,25 @@ impl Bookings {
         else {
             return Ok(None);
         };
-        // Those still within the wait (past it they expire unasked), read
-        // without locks (a row another replica holds is asked about too).
+        // Read without locks (a row another replica holds is asked about
+        // too): those still within the wait are asked whether a payment is
+        // in flight; those past it (booking was down, or behind on its
+        // events) whether one was captured — its news is queued for this
+        // very booking, which expired it unasked and then refunded a
+        // payment made in time (an operator's restart: half of 300).
         let within = now - self.payment_wait;
-        let asked: Vec<BookingId> = storage::overdue(&self.db, now, Some(within), 100, false)
+        let (asked, late): (Vec<_>, Vec<_>) = storage::overdue(&self.db, now, None, 100, false)
             .await?
             .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+            .partition(|(_, expires_at)| *expires_at >= within);
+        let asked: Vec<BookingId> = asked.into_iter().map(|(id, _)| id).collect();
+        let late: Vec<BookingId> = late.into_iter().map(|(id, _)| id).collect();
+        let captured = self.captured_of(bus.as_ref(), late).await;
         if asked.is_empty() {
-            return Ok(Some(InFlight::default()));
+            return Ok(Some(InFlight {
+                captured,
+                ..InFlight::default()
+            }));
         }
         let ask = shared::rpcs::PaymentsInFlight {
             booking_ids: asked.clone(),
@@ -1484,7 +1525,11 @@ impl Bookings {
         // (which would expire bookings whose payments are in flight).
         let asking = shared::bus::call_within(bus.as_ref(), &ask, IN_FLIGHT_ASK_WITHIN);
         match shared::bus::patiently(asking).await {
-            Ok(flying) => Ok(Some(InFlight { asked, flying })),
+            Ok(flying) => Ok(Some(InFlight {
+                asked,
+                flying,
+                captured,
+            })),
             Err(e) => {
                 warn!(error = %e, "payment did not say which payments are in flight; expiring at the deadline");
                 Ok(None)
