@@ -1122,6 +1122,16 @@ async fn a_used_refresh_token_trimmed_away_still_ends_every_session() {
         .expect("counted")
         .and_then(|r| r.try_get::<i64>("", "n").ok());
     assert_eq!(kept, Some(0), "the owner's copy was trimmed away");
+    // The session alone (a token's plain first part, which a log may keep)
+    // ends nothing: the seal is checked.
+    let session = owners.split('.').next().expect("a session");
+    let forged = format!("{session}.forged.{}", "0".repeat(32));
+    let refused = app.graphql_as(None, refresh, json!({ "t": forged })).await;
+    assert!(
+        refused.to_string().contains("unknown refresh token"),
+        "{refused}"
+    );
+    let thiefs = rotated(thiefs).await;
     let again = app.graphql_as(None, refresh, json!({ "t": owners })).await;
     assert_eq!(code(&again), "UNAUTHENTICATED", "{again}");
     assert!(

@@ -364,7 +364,8 @@ async fn signing_in_refreshing_and_logging_out_run_with_a_stale_access_token() {
         }
     };
     let (status, refreshed) = send(
-        "mutation($t: String!) { refreshToken(token: $t) { refreshToken } }",
+        // Named, and sent without `operationName`, as plain clients do.
+        "mutation Refresh($t: String!) { refreshToken(token: $t) { refreshToken } }",
         json!({ "t": first }),
     )
     .await;

@@ -756,6 +756,11 @@ fn signs_in_only(
             Some(op) => op,
             None => return false,
         },
+        // One named operation, sent without its name: the one that runs.
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => match ops.values().next() {
+            Some(op) => op,
+            None => return false,
+        },
         (DocumentOperations::Multiple(_), None) => return false,
     };
     op.node.ty == OperationType::Mutation
@@ -2037,7 +2042,9 @@ async fn serve_connections(listener: TcpListener, app: Router, cancel: Cancellat
         .await
         .is_err()
     {
-        tracing::warn!("some connections were still open at the stop; closed");
+        tracing::warn!(
+            "some connections were still open at the stop; left to end with the process"
+        );
     }
 }
 

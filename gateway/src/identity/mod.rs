@@ -102,6 +102,9 @@ pub struct Identity {
     access_ttl: Duration,
     refresh_ttl: Duration,
     revoked: Arc<Revoked>,
+    /// The key a refresh token's session is sealed with (from the signing
+    /// secret, apart from its use for access tokens).
+    seal_key: Arc<[u8; 32]>,
 }
 
 /// Wrong passwords for one email within [`LOGIN_WINDOW`] before its logins
@@ -120,11 +123,34 @@ pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// The sign-in a refresh token names (`<session>.<secret>`; none for one
-/// issued before tokens named theirs).
-fn session_of(token: &str) -> Option<uuid::Uuid> {
-    let (session, _) = token.trim().split_once('.')?;
-    uuid::Uuid::try_parse(session).ok()
+/// The seal of a refresh token's `body` (`<session>.<secret>`) under `key`:
+/// HMAC-SHA-256, its first 16 bytes in hex.
+fn seal(key: &[u8; 32], body: &str) -> Option<[u8; 16]> {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
+    mac.update(body.as_bytes());
+    let full = mac.finalize().into_bytes();
+    full.get(..16)?.try_into().ok()
+}
+
+/// The sign-in a refresh token names, when its seal shows this platform
+/// issued it (`<session>.<secret>.<seal>`): a token whose row was trimmed
+/// away is still told by it. Sealed, so that the session alone (the
+/// token's plain first part, which a log may keep) ends nothing. None for
+/// one issued before tokens named their sign-in, or forged.
+fn session_of(key: &[u8; 32], token: &str) -> Option<uuid::Uuid> {
+    let (body, sealed) = token.trim().rsplit_once('.')?;
+    let (session, _) = body.split_once('.')?;
+    let given = hex::decode(sealed).ok()?;
+    let expected = seal(key, body)?;
+    // Compared in constant time.
+    let same = given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected.iter())
+            .fold(0u8, |d, (a, b)| d | (a ^ b))
+            == 0;
+    same.then(|| uuid::Uuid::try_parse(session).ok()).flatten()
 }
 
 /// 32 random bytes, URL-safe base64.
@@ -354,6 +380,13 @@ impl Identity {
             access_ttl: Duration::minutes(access_minutes.clamp(1, 24 * 60)),
             refresh_ttl: Duration::days(30),
             revoked: Arc::default(),
+            seal_key: Arc::new(
+                Sha256::new()
+                    .chain_update(b"duikou refresh-token seal\0")
+                    .chain_update(secret.as_bytes())
+                    .finalize()
+                    .into(),
+            ),
         })
     }
 
@@ -507,7 +540,10 @@ impl Identity {
         // Named by its sign-in: a used token presented after its row was
         // trimmed away (a thief refreshing a thousand times to get it
         // trimmed) is still known as a copy of a session that goes on.
-        let refresh = format!("{}.{}", session.simple(), random_secret());
+        let body = format!("{}.{}", session.simple(), random_secret());
+        let sealed = seal(&self.seal_key, &body)
+            .ok_or_else(|| AppError::internal("the refresh token could not be sealed"))?;
+        let refresh = format!("{body}.{}", hex::encode(sealed));
         storage::insert_refresh(
             conn,
             &digest(&refresh),
@@ -674,7 +710,7 @@ impl Identity {
         let Some(stored) = storage::refresh_locked(&txn, &hash).await? else {
             // Unknown, of a sign-in that goes on with another token: one
             // used long ago, whose row was trimmed.
-            if let Some(session) = session_of(token)
+            if let Some(session) = session_of(&self.seal_key, token)
                 && let Some((account, true)) = storage::session_locked(&txn, session).await?
             {
                 return Err(self.leaked(txn, account).await?);
@@ -740,7 +776,7 @@ impl Identity {
             let txn = self.db.begin().await?;
             if let Some(stored) = storage::refresh_locked(&txn, &hash).await? {
                 storage::end_session(&txn, &hash, stored.session).await?;
-            } else if let Some(session) = session_of(token)
+            } else if let Some(session) = session_of(&self.seal_key, token)
                 && storage::session_locked(&txn, session).await?.is_some()
             {
                 // One used long ago (its row trimmed): its session still ends.

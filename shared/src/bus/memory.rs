@@ -145,6 +145,13 @@ impl MemoryBus {
                     warn!(queue, %reason, "stopped before the handler succeeded; left in the outbox");
                     return;
                 }
+                // A temporary queue's copy is given up at once, as on
+                // RabbitMQ: handed back, it would hold up (handled in
+                // order) every push behind it.
+                if router.is_ephemeral() {
+                    warn!(queue, %reason, "dropped a push its handler failed on");
+                    return finished(done);
+                }
                 // As RabbitMQ's quorum queues count: the first delivery
                 // and `delivery_limit` more.
                 if delivery.attempt > self.config.delivery_limit {

@@ -344,10 +344,25 @@ struct InFlight {
     asked: Vec<BookingId>,
     /// Of those, the ones with a payment in flight.
     flying: Vec<BookingId>,
-    /// Past the wait, those payment captured (in time: it charges no
-    /// booking past its deadline), their `payment.captured` not yet
-    /// handled: they are confirmed by it, not expired.
+    /// Past the wait, those payment was asked about (None: it did not
+    /// answer, and they expire as before), and of them those it captured
+    /// (in time: it charges no booking past its deadline), their
+    /// `payment.captured` not yet handled: they are confirmed by it, not
+    /// expired.
+    late: Option<Vec<BookingId>>,
     captured: Vec<BookingId>,
+}
+
+impl InFlight {
+    /// Whether overdue booking `id`, past the wait, expires: unless it was
+    /// not asked about (another replica had the first ones locked, or the
+    /// round moved on: it waits for the next round) or was captured.
+    fn expires_late(&self, id: &BookingId) -> bool {
+        match &self.late {
+            None => true,
+            Some(late) => late.contains(id) && !self.captured.contains(id),
+        }
+    }
 }
 
 /// How long the expiry sweeper waits for payment's answer before expiring
@@ -1413,7 +1428,7 @@ impl Bookings {
             .filter(|(id, expires_at)| match &asked {
                 None => true,
                 Some(asked) => {
-                    (now >= *expires_at + self.payment_wait && !asked.captured.contains(id))
+                    (now >= *expires_at + self.payment_wait && asked.expires_late(id))
                         || (asked.asked.contains(id) && !asked.flying.contains(id))
                 }
             })
@@ -1454,30 +1469,47 @@ impl Bookings {
         Ok(events.len())
     }
 
-    /// Of `late` (overdue past the wait), those with a captured payment;
-    /// none when payment does not say (they expire, as before).
+    /// Of `late` (overdue past the wait), those with a captured payment not
+    /// given back in full (a wrong amount refunded is done with); None when
+    /// payment does not say (they expire, as before).
     async fn captured_of(
         &self,
         bus: &dyn shared::bus::Bus,
-        late: Vec<BookingId>,
-    ) -> Vec<BookingId> {
+        late: &[BookingId],
+    ) -> Option<Vec<BookingId>> {
         if late.is_empty() {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let ask = shared::rpcs::GetBookingsMoney {
-            booking_ids: late,
+            booking_ids: late.to_vec(),
             viewer: Principal::platform(),
         };
         let asking = shared::bus::call_within(bus, &ask, IN_FLIGHT_ASK_WITHIN);
         match shared::bus::patiently(asking).await {
-            Ok(money) => money
-                .into_iter()
-                .filter(|m| m.payments.iter().any(|p| p.status == "CAPTURED"))
-                .map(|m| m.booking_id)
-                .collect(),
+            Ok(money) => Some(
+                money
+                    .into_iter()
+                    .filter(|m| {
+                        let captured: i64 = m
+                            .payments
+                            .iter()
+                            .filter(|p| p.status == "CAPTURED")
+                            .map(|p| p.amount.0)
+                            .sum();
+                        let given_back: i64 = m
+                            .refunds
+                            .iter()
+                            .filter(|r| r.status != "FAILED" && r.status != "REFUSED")
+                            .map(|r| r.amount.0)
+                            .sum();
+                        captured > given_back
+                    })
+                    .map(|m| m.booking_id)
+                    .collect(),
+            ),
             Err(e) => {
                 warn!(error = %e, "payment did not say which late bookings were paid; expiring them");
-                Vec::new()
+                None
             }
         }
     }
@@ -1511,9 +1543,13 @@ impl Bookings {
             .partition(|(_, expires_at)| *expires_at >= within);
         let asked: Vec<BookingId> = asked.into_iter().map(|(id, _)| id).collect();
         let late: Vec<BookingId> = late.into_iter().map(|(id, _)| id).collect();
-        let captured = self.captured_of(bus.as_ref(), late).await;
+        let (late, captured) = match self.captured_of(bus.as_ref(), &late).await {
+            Some(captured) => (Some(late), captured),
+            None => (None, Vec::new()),
+        };
         if asked.is_empty() {
             return Ok(Some(InFlight {
+                late,
                 captured,
                 ..InFlight::default()
             }));
@@ -1528,6 +1564,7 @@ impl Bookings {
             Ok(flying) => Ok(Some(InFlight {
                 asked,
                 flying,
+                late,
                 captured,
             })),
             Err(e) => {
