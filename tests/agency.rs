@@ -1131,6 +1131,19 @@ async fn a_used_refresh_token_trimmed_away_still_ends_every_session() {
         refused.to_string().contains("unknown refresh token"),
         "{refused}"
     );
+    // Nor does the live token sent with a newline, or its seal in capitals
+    // (both were read as a copy of it gone missing: every session ended).
+    let (body, sealed) = thiefs.rsplit_once('.').expect("sealed");
+    for typo in [
+        format!("{thiefs}\n"),
+        format!("{body}.{}", sealed.to_uppercase()),
+    ] {
+        let refused = app.graphql_as(None, refresh, json!({ "t": typo })).await;
+        assert!(
+            refused.to_string().contains("unknown refresh token"),
+            "{refused}"
+        );
+    }
     let thiefs = rotated(thiefs).await;
     let again = app.graphql_as(None, refresh, json!({ "t": owners })).await;
     assert_eq!(code(&again), "UNAUTHENTICATED", "{again}");

@@ -139,15 +139,17 @@ fn seal(key: &[u8; 32], body: &str) -> Option<[u8; 16]> {
 /// token's plain first part, which a log may keep) ends nothing. None for
 /// one issued before tokens named their sign-in, or forged.
 fn session_of(key: &[u8; 32], token: &str) -> Option<uuid::Uuid> {
-    let (body, sealed) = token.trim().rsplit_once('.')?;
+    // As sent, byte for byte, as it was looked up by its hash: the live
+    // token sent with a newline (or its seal in capitals) is not a copy of
+    // itself gone missing, which would end every session.
+    let (body, sealed) = token.rsplit_once('.')?;
     let (session, _) = body.split_once('.')?;
-    let given = hex::decode(sealed).ok()?;
-    let expected = seal(key, body)?;
+    let expected = hex::encode(seal(key, body)?);
     // Compared in constant time.
-    let same = given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected.iter())
+    let same = sealed.len() == expected.len()
+        && sealed
+            .bytes()
+            .zip(expected.bytes())
             .fold(0u8, |d, (a, b)| d | (a ^ b))
             == 0;
     same.then(|| uuid::Uuid::try_parse(session).ok()).flatten()

@@ -351,6 +351,9 @@ struct InFlight {
     /// expired.
     late: Option<Vec<BookingId>>,
     captured: Vec<BookingId>,
+    /// Payment did not say which payments are in flight: those within the
+    /// wait expire at their deadline (the late ones still go by `late`).
+    unanswered: bool,
 }
 
 impl InFlight {
@@ -1427,9 +1430,9 @@ impl Bookings {
             .into_iter()
             .filter(|(id, expires_at)| match &asked {
                 None => true,
+                Some(asked) if now >= *expires_at + self.payment_wait => asked.expires_late(id),
                 Some(asked) => {
-                    (now >= *expires_at + self.payment_wait && asked.expires_late(id))
-                        || (asked.asked.contains(id) && !asked.flying.contains(id))
+                    asked.unanswered || (asked.asked.contains(id) && !asked.flying.contains(id))
                 }
             })
             .map(|(id, _)| id)
@@ -1566,10 +1569,17 @@ impl Bookings {
                 flying,
                 late,
                 captured,
+                unanswered: false,
             })),
             Err(e) => {
                 warn!(error = %e, "payment did not say which payments are in flight; expiring at the deadline");
-                Ok(None)
+                // The late ones it spoke of still go by what it said.
+                Ok(Some(InFlight {
+                    late,
+                    captured,
+                    unanswered: true,
+                    ..InFlight::default()
+                }))
             }
         }
     }
