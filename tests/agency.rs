@@ -1074,6 +1074,23 @@ async fn an_api_client_keeps_a_hundred_live_refresh_tokens_and_no_expired_one() 
     assert_eq!(rows().await, 100);
 }
 
+/// A thousand refresh tokens of `email`'s account, used just now (rows
+/// standing in for a thousand rotations).
+async fn thousand_used_tokens(app: &TestApp, email: &str) {
+    use sea_orm::ConnectionTrait;
+    app.service_db("gateway")
+        .await
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, revoked_at, created_at)
+             SELECT 'used-' || g, a.id, now() + interval '30 days', now(), now()
+             FROM accounts a, generate_series(1, 1000) g WHERE a.email = $1",
+            [email.into()],
+        ))
+        .await
+        .expect("a thousand used tokens");
+}
+
 /// A used refresh token whose row was trimmed away (a thief refreshing a
 /// thousand times so that the owner's copy is forgotten) is still known as
 /// a copy of a sign-in that goes on, by the session it names: presented,
@@ -1102,14 +1119,7 @@ async fn a_used_refresh_token_trimmed_away_still_ends_every_session() {
     // by a thousand used rows), and once more: the owner's copy is trimmed.
     let thiefs = rotated(owners.clone()).await;
     let gateway = app.service_db("gateway").await;
-    gateway
-        .execute_unprepared(
-            "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, revoked_at, created_at)
-             SELECT 'used-' || g, a.id, now() + interval '30 days', now(), now()
-             FROM accounts a, generate_series(1, 1000) g WHERE a.email = 'stolen@example.cn'",
-        )
-        .await
-        .expect("a thousand used tokens");
+    thousand_used_tokens(&app, "stolen@example.cn").await;
     let thiefs = rotated(thiefs).await;
     let kept = gateway
         .query_one_raw(sea_orm::Statement::from_sql_and_values(
@@ -1164,7 +1174,6 @@ async fn a_used_refresh_token_trimmed_away_still_ends_every_session() {
 /// used, and came back as merely "unknown".
 #[tokio::test]
 async fn a_long_lived_refresh_token_rotated_now_is_still_told_as_leaked() {
-    use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     app.register("often@example.cn", "110108").await;
     let old = app.login("often@example.cn").await["refreshToken"]
@@ -1172,15 +1181,7 @@ async fn a_long_lived_refresh_token_rotated_now_is_still_told_as_leaked() {
         .expect("a refresh token")
         .to_owned();
     // A busy other session's thousand used tokens, all issued after `old`.
-    app.service_db("gateway")
-        .await
-        .execute_unprepared(
-            "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, revoked_at, created_at)
-             SELECT 'used-' || g, a.id, now() + interval '30 days', now(), now()
-             FROM accounts a, generate_series(1, 1000) g WHERE a.email = 'often@example.cn'",
-        )
-        .await
-        .expect("a busy session's used tokens");
+    thousand_used_tokens(&app, "often@example.cn").await;
     let refresh = "mutation($t: String!) { refreshToken(token: $t) { refreshToken } }";
     let rotated = app.graphql_as(None, refresh, json!({ "t": old })).await;
     assert!(rotated["errors"].is_null(), "{rotated}");

@@ -715,19 +715,35 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     )
 }
 
-/// Whether the request would run a mutation (refused over GET).
+/// The operation of `doc` the request runs: the only one (named or not,
+/// `operationName` given or not), or the one it names; None when it names
+/// none there or leaves the choice among several open.
+fn chosen<'d>(
+    request: &async_graphql::Request,
+    doc: &'d async_graphql::parser::types::ExecutableDocument,
+) -> Option<&'d async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>> {
+    match (&doc.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
+/// Whether the request would run a mutation (refused over GET): the one it
+/// runs, or, the choice left open, any of them.
 fn is_mutation(
     request: &async_graphql::Request,
     doc: &async_graphql::parser::types::ExecutableDocument,
 ) -> bool {
-    match (&doc.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(op), _) => op.node.ty == OperationType::Mutation,
-        (DocumentOperations::Multiple(ops), Some(name)) => ops
-            .get(name)
-            .is_some_and(|op| op.node.ty == OperationType::Mutation),
-        (DocumentOperations::Multiple(ops), None) => {
-            ops.values().any(|op| op.node.ty == OperationType::Mutation)
-        }
+    match chosen(request, doc) {
+        Some(op) => op.node.ty == OperationType::Mutation,
+        None => match &doc.operations {
+            DocumentOperations::Multiple(ops) => {
+                ops.values().any(|op| op.node.ty == OperationType::Mutation)
+            }
+            DocumentOperations::Single(_) => false,
+        },
     }
 }
 
@@ -750,18 +766,8 @@ fn signs_in_only(
     doc: &async_graphql::parser::types::ExecutableDocument,
 ) -> bool {
     use async_graphql::parser::types::Selection;
-    let op = match (&doc.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(op), _) => op,
-        (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name) {
-            Some(op) => op,
-            None => return false,
-        },
-        // One named operation, sent without its name: the one that runs.
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => match ops.values().next() {
-            Some(op) => op,
-            None => return false,
-        },
-        (DocumentOperations::Multiple(_), None) => return false,
+    let Some(op) = chosen(request, doc) else {
+        return false;
     };
     op.node.ty == OperationType::Mutation
         && op.node.selection_set.node.items.iter().all(|s| {
