@@ -243,9 +243,14 @@ async fn start_identity(settings: &Settings) -> anyhow::Result<gateway::identity
     use gateway::identity::{Identity, storage};
     let db = shared::db::connect(settings, storage::DATABASE).await?;
     shared::db::migrate::<storage::Migrator>(&db).await?;
-    let identity = Identity::new(db, settings.jwt_secret(), settings.access_token_minutes)
-        .await
-        .map_err(|e| anyhow::anyhow!("starting identity: {}", e.message))?;
+    let identity = Identity::new(
+        db,
+        settings.jwt_secret(),
+        settings.access_token_minutes,
+        settings.refresh_reuse_seconds,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting identity: {}", e.message))?;
     if let Some((email, password)) = settings.bootstrap_admin() {
         identity
             .bootstrap_admin(email, password)

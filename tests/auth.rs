@@ -113,7 +113,9 @@ async fn a_traveler_registers_logs_in_refreshes_once_per_token_and_logs_out() {
     let me = app.graphql_as(Some(&token(second)), ME, json!({})).await;
     assert_eq!(me["data"]["me"]["email"], "traveler@example.cn");
 
-    // The first refresh token was used: using it again revokes every session.
+    // The first refresh token was used: using it again (past the few
+    // seconds another tab of the client may) revokes every session.
+    app.exchanged_long_ago(&first["refreshToken"]).await;
     let reused = app
         .graphql_as(None, refresh, json!({ "t": first["refreshToken"] }))
         .await;
@@ -1080,6 +1082,84 @@ async fn a_logout_ends_its_session_whichever_token_and_no_other() {
     );
 }
 
+/// Two tabs refreshing one token at once (the account's row held, so both
+/// are in flight together): each gets a pair of its own in the same
+/// sign-in, and both go on (the second ended every session of the
+/// account). Presented again past the grace, the token has leaked as
+/// before; within it, after a logout of the sign-in, it ends nothing else.
+#[tokio::test]
+async fn two_tabs_refreshing_one_token_at_once_both_go_on_and_a_late_reuse_is_a_leak() {
+    let app = app().await;
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { accessToken refreshToken } }";
+    let logout = "mutation($t: String!) { logout(refreshToken: $t) }";
+    let first = login(&app, "traveler@example.cn").await;
+    let held = common::LockHeld::begin(
+        app.service_db("gateway").await,
+        "SELECT id FROM accounts WHERE email = 'traveler@example.cn' FOR UPDATE",
+    )
+    .await;
+    let tab = || app.graphql_as(None, refresh, json!({ "t": first["refreshToken"] }));
+    let (one, two) = held.race(tab(), tab()).await;
+    let mut next = Vec::new();
+    for answer in [&one, &two] {
+        let pair = &answer["data"]["refreshToken"];
+        assert!(
+            pair["refreshToken"].is_string(),
+            "both tabs go on: {answer}"
+        );
+        let me = app.graphql_as(Some(&token(pair)), ME, json!({})).await;
+        assert_eq!(me["data"]["me"]["email"], "traveler@example.cn", "{me}");
+        next.push(pair["refreshToken"].clone());
+    }
+    assert_ne!(next[0], next[1], "each tab has a pair of its own");
+    // Each tab's own token rotates on as any does.
+    for t in &next {
+        let on = app.graphql_as(None, refresh, json!({ "t": t })).await;
+        assert!(
+            on["data"]["refreshToken"]["refreshToken"].is_string(),
+            "{on}"
+        );
+    }
+
+    // Within the grace, after the sign-in was logged out: refused, and
+    // another sign-in of the account goes on.
+    let other = login(&app, "traveler@example.cn").await;
+    let phone = login(&app, "traveler@example.cn").await;
+    let rotated = app
+        .graphql_as(None, refresh, json!({ "t": phone["refreshToken"] }))
+        .await["data"]["refreshToken"]
+        .clone();
+    let out = app
+        .graphql_as(None, logout, json!({ "t": rotated["refreshToken"] }))
+        .await;
+    assert_eq!(out["data"]["logout"], true, "{out}");
+    let late = app
+        .graphql_as(None, refresh, json!({ "t": phone["refreshToken"] }))
+        .await;
+    assert_eq!(code(&late), "UNAUTHENTICATED", "{late}");
+    let goes_on = app
+        .graphql_as(None, refresh, json!({ "t": other["refreshToken"] }))
+        .await;
+    let other = goes_on["data"]["refreshToken"].clone();
+    assert!(other["refreshToken"].is_string(), "{goes_on}");
+
+    // Past the grace (its exchange moved back a minute), the first token
+    // presented again has leaked: every session ends.
+    app.exchanged_long_ago(&first["refreshToken"]).await;
+    let leaked = app
+        .graphql_as(None, refresh, json!({ "t": first["refreshToken"] }))
+        .await;
+    assert_eq!(code(&leaked), "UNAUTHENTICATED", "{leaked}");
+    let ended = app
+        .graphql_as(None, refresh, json!({ "t": other["refreshToken"] }))
+        .await;
+    assert_eq!(
+        code(&ended),
+        "UNAUTHENTICATED",
+        "every session ended: {ended}"
+    );
+}
+
 /// Logging out ends one session; logging out everywhere ends every
 /// session of the account, its access tokens included (a lost phone).
 /// Tokens it ended, presented later, end nothing more.
@@ -1395,6 +1475,7 @@ async fn a_used_refresh_token_presented_after_a_role_change_still_ends_every_ses
         "{granted}"
     );
     // Erin's own client presents the token the thief used first.
+    app.exchanged_long_ago(&stolen["refreshToken"]).await;
     let reused = app
         .graphql_as(None, refresh, json!({ "t": stolen["refreshToken"] }))
         .await;

@@ -87,6 +87,13 @@ pub struct Settings {
     /// Lifetime of an access token, in minutes.
     #[serde(deserialize_with = "whole")]
     pub access_token_minutes: i64,
+    /// For how many seconds a refresh token just exchanged may be exchanged
+    /// again (two tabs, or an app's parallel requests, refreshing one token
+    /// at once): each such call gets a pair of its own in the same sign-in.
+    /// Past it, a token presented again has leaked and ends every session.
+    /// 0: no grace.
+    #[serde(deserialize_with = "whole")]
+    pub refresh_reuse_seconds: i64,
     /// How often the gateway pings a subscription socket, in seconds; a
     /// socket that has sent nothing (not even the pong every client sends
     /// back) for three of these is closed as gone.
@@ -146,6 +153,7 @@ impl Default for Settings {
             rate_limit: 600,
             rate_limit_window_seconds: 60,
             access_token_minutes: 15,
+            refresh_reuse_seconds: 10,
             socket_ping_seconds: 20,
             admin_email: None,
             admin_password: None,
@@ -400,6 +408,9 @@ impl Settings {
         // far past it a deadline's date arithmetic overflows.
         if !(1..=600_000).contains(&self.rpc_timeout_ms) {
             return Err("DUIKOU_RPC_TIMEOUT_MS must be between 1 and 600000 (ten minutes)".into());
+        }
+        if !(0..=60).contains(&self.refresh_reuse_seconds) {
+            return Err("DUIKOU_REFRESH_REUSE_SECONDS must be between 0 and 60".into());
         }
         if !(1..=3600).contains(&self.socket_ping_seconds) {
             return Err("DUIKOU_SOCKET_PING_SECONDS must be between 1 and 3600 (an hour)".into());
@@ -789,6 +800,10 @@ mod tests {
             },
             Settings {
                 prefetch: 0,
+                ..Settings::default()
+            },
+            Settings {
+                refresh_reuse_seconds: 61,
                 ..Settings::default()
             },
         ] {

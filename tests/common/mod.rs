@@ -460,6 +460,29 @@ impl TestApp {
             .expect("the service database")
     }
 
+    /// Moves the exchange of refresh token `token` a minute back, past the
+    /// reuse grace: presented again now, it is a copy in other hands, not
+    /// another tab of its client refreshing at the same moment.
+    pub async fn exchanged_long_ago(&self, token: &Value) {
+        use sea_orm::ConnectionTrait;
+        use sha2::Digest;
+        let token = token
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {token}"));
+        let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+        let moved = self
+            .service_db("gateway")
+            .await
+            .execute_unprepared(&format!(
+                "UPDATE refresh_tokens SET revoked_at = revoked_at - interval '1 minute' \
+                 WHERE token_hash = '{hash}' AND revoked_at IS NOT NULL"
+            ))
+            .await
+            .expect("moved back")
+            .rows_affected();
+        assert_eq!(moved, 1, "{token} was not exchanged");
+    }
+
     /// A change to a listing of 赤峰市 (`admin` administers it), the thing
     /// named by the variable `id_var`: an admin of Beijing gets
     /// FORBIDDEN, and `admin` NOT_FOUND for an id that names nothing.

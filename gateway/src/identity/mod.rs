@@ -101,6 +101,9 @@ pub struct Identity {
     validation: Arc<Validation>,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    /// For how long a refresh token just exchanged may be exchanged again
+    /// (see [`Identity::refresh`]).
+    reuse_grace: Duration,
     revoked: Arc<Revoked>,
     /// The key a refresh token's session is sealed with (from the signing
     /// secret, apart from its use for access tokens).
@@ -358,6 +361,7 @@ impl Identity {
         db: DatabaseConnection,
         secret: Option<&str>,
         access_minutes: i64,
+        reuse_seconds: i64,
     ) -> Result<Identity, AppError> {
         let secret = match secret {
             Some(s) if s.len() >= 32 => s.to_owned(),
@@ -381,6 +385,7 @@ impl Identity {
             validation: Arc::new(validation),
             access_ttl: Duration::minutes(access_minutes.clamp(1, 24 * 60)),
             refresh_ttl: Duration::days(30),
+            reuse_grace: Duration::seconds(reuse_seconds.clamp(0, 60)),
             revoked: Arc::default(),
             seal_key: Arc::new(
                 Sha256::new()
@@ -705,7 +710,10 @@ impl Identity {
     /// Exchanges a refresh token for a new pair; the old one stops working.
     /// A token used twice means it leaked: every token of the account is
     /// revoked and the holder must log in again (not for a token that went
-    /// with an earlier revocation of everything: that is merely old).
+    /// with an earlier revocation of everything: that is merely old) —
+    /// unless it is presented again within the reuse grace of its exchange
+    /// while its sign-in goes on: two tabs or an app's parallel requests
+    /// refreshing one token at once, each of which gets a pair of its own.
     pub async fn refresh(&self, token: &str) -> Result<Tokens, AppError> {
         let hash = digest(token);
         let txn = self.db.begin().await?;
@@ -719,8 +727,31 @@ impl Identity {
             }
             return Err(unauthenticated("unknown refresh token"));
         };
-        if stored.revoked_at.is_some() {
+        if let Some(exchanged) = stored.revoked_at {
             if stored.leaked() {
+                // Exchanged a moment ago: another tab or request of the
+                // same client most likely, and the sign-in goes on.
+                if let Some(session) = stored.session
+                    && Utc::now() - exchanged <= self.reuse_grace
+                    && stored.expires_at > Utc::now()
+                {
+                    let live = storage::session_locked(&txn, session)
+                        .await?
+                        .is_some_and(|(_, live)| live);
+                    if !live {
+                        // Its successor logged out meanwhile: that ended
+                        // the sign-in and nothing more.
+                        return Err(unauthenticated(
+                            "this sign-in was ended meanwhile (a logout); log in again",
+                        ));
+                    }
+                    let account = storage::account_by_id(&txn, stored.account_id)
+                        .await?
+                        .ok_or_else(|| unauthenticated("the account no longer exists"))?;
+                    let tokens = self.issue_in(&txn, account, session).await?;
+                    txn.commit().await?;
+                    return Ok(tokens);
+                }
                 return Err(self.leaked(txn, stored.account_id).await?);
             }
             // A revoked client's token: apiClientToken would refuse it too.
