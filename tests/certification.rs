@@ -384,17 +384,7 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
         )
         .await,
     );
-    app.wait_for_status(&booking, "AWAITING_PAYMENT").await;
-    let snapshot = app
-        .graphql(
-            "query($id: ID!) { booking(id: $id) { listing { certified } } }",
-            json!({ "id": booking }),
-        )
-        .await;
-    assert_eq!(
-        snapshot["data"]["booking"]["listing"]["certified"], true,
-        "{snapshot}"
-    );
+    assert_eq!(held_as_certified(&app, &booking).await, true);
 
     // The public notice board, newest first, for anyone.
     let board = app
@@ -915,4 +905,47 @@ async fn each_step_answers_the_state_it_made_though_another_follows_at_once() {
             "{state}"
         );
     }
+}
+
+/// A booking whose take waits on a revocation committing (the test holds
+/// the homestay's row, its badge cleared, until the take waits on it)
+/// keeps the listing as it is after: not certified. Its snapshot was the
+/// one read before the wait, and certified spend counted a booking made
+/// after the badge was gone (a refund rule changed meanwhile the same).
+#[tokio::test]
+async fn a_booking_taken_while_a_revocation_commits_is_not_certified() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let homestay = app.homestay(1).await;
+    let listing = homestay.homestay_id.to_string();
+    certify_now(&app, &admin, &listing).await;
+    let held = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!("UPDATE homestays SET certified_until = NULL WHERE id = '{listing}'"),
+    )
+    .await;
+    let room_type = homestay.room_type_id.to_string();
+    let (created, ()) = tokio::join!(
+        app.create_booking(&room_type, tomorrow(), 1, "during-revocation"),
+        async {
+            held.until_waiting(1, true).await;
+            held.release().await;
+        }
+    );
+    let booking = TestApp::id_of(&created);
+    assert_eq!(held_as_certified(&app, &booking).await, false);
+}
+
+/// Whether `booking`, once held, keeps its listing as certified.
+async fn held_as_certified(app: &TestApp, booking: &str) -> Value {
+    app.wait_for_status(booking, "AWAITING_PAYMENT").await;
+    let snapshot = app
+        .graphql(
+            "query($id: ID!) { booking(id: $id) { listing { certified } } }",
+            json!({ "id": booking }),
+        )
+        .await;
+    let certified = &snapshot["data"]["booking"]["listing"]["certified"];
+    assert!(certified.is_boolean(), "{snapshot}");
+    certified.clone()
 }

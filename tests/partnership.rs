@@ -1127,23 +1127,25 @@ async fn a_regions_year_is_summed_as_each_booking_contributes() {
 }
 
 /// A pair cannot end before one of its agreements starts, nor take an
-/// agreement that starts after it ended: that agreement's targets could
-/// never be met, and the report would show them all the same (the
-/// `since` side was guarded, the end side not).
+/// agreement that starts after it ended, or has a target for a year after
+/// it ended: that agreement's targets could never be met, and the report
+/// would show them all the same (the `since` side was guarded, the end
+/// side not).
 #[tokio::test]
 async fn a_pair_and_its_agreements_agree_on_when_it_ended() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let pair = app.pair("110113", "150426").await.id.to_string();
-    let record = |starts: &'static str| {
+    let record_for = |starts: &'static str, year: i32| {
         let (app, admin, pair) = (&app, &admin, &pair);
         async move {
             app.graphql_as(
                 Some(admin),
-                "mutation($id: ID!, $s: Date!) { recordAgreement(input: { partnershipId: $id,
-                    title: \"帮扶协议\", signedOn: \"2026-01-01\", startsOn: $s,
-                    endsOn: \"2028-12-31\", targets: [{ year: 2027, tourists: 100 }] }) { id } }",
-                json!({ "id": pair, "s": starts }),
+                "mutation($id: ID!, $s: Date!, $y: Int!) { recordAgreement(input: {
+                    partnershipId: $id, title: \"帮扶协议\", signedOn: \"2026-01-01\",
+                    startsOn: $s, endsOn: \"2028-12-31\", targets: [{ year: $y, tourists: 100 }] })
+                    { id } }",
+                json!({ "id": pair, "s": starts, "y": year }),
             )
             .await
         }
@@ -1160,6 +1162,7 @@ async fn a_pair_and_its_agreements_agree_on_when_it_ended() {
             .await
         }
     };
+    let record = |starts: &'static str| record_for(starts, 2027);
     let first = record("2026-03-01").await;
     assert!(first["errors"].is_null(), "{first}");
     let too_early = end("2025-12-31").await;
@@ -1172,7 +1175,13 @@ async fn a_pair_and_its_agreements_agree_on_when_it_ended() {
     );
     let after = record("2026-07-01").await;
     assert_eq!(common::code(&after), "BAD_USER_INPUT", "{after}");
-    let within = record("2026-05-01").await;
+    let later_target = record("2026-05-01").await;
+    assert_eq!(
+        common::code(&later_target),
+        "BAD_USER_INPUT",
+        "a target for 2027 of a pair ended in 2026: {later_target}"
+    );
+    let within = record_for("2026-05-01", 2026).await;
     assert!(within["errors"].is_null(), "{within}");
 }
 

@@ -325,8 +325,37 @@ impl Inventory {
         };
         match taken {
             Some(total) => {
-                self.grant(txn, &env, &ev, assessed.held, total, assessed.listing)
-                    .await
+                // The listing as it is now that the take holds its locks: a
+                // change committed while the take waited on them (a refund
+                // rule, a revoked badge, a longer minimum stay) was not in
+                // the first read. Sold out is what the take itself made it.
+                let now = match assess::assess(&txn, &ev.item, ev.travelers).await? {
+                    Ok(assess::Assessed {
+                        refusal: None | Some(assess::Refusal(ErrorCode::SoldOut, _)),
+                        listing,
+                        ..
+                    }) => Ok(listing),
+                    Ok(assess::Assessed {
+                        refusal: Some(refusal),
+                        listing,
+                        ..
+                    }) => Err((refusal, Some(listing))),
+                    Err(refusal) => Err((refusal, None)),
+                };
+                match now {
+                    Ok(listing) => {
+                        self.grant(txn, &env, &ev, assessed.held, total, listing)
+                            .await
+                    }
+                    Err((assess::Refusal(code, reason), listing)) => {
+                        txn.rollback().await?;
+                        let Some(txn) = begin_once(&self.db, &env).await? else {
+                            return Ok(());
+                        };
+                        let refused = rejection(&ev, code, &reason, listing);
+                        self.reject(txn, &env, refused).await
+                    }
+                }
             }
             None => {
                 // Some night (or the departure) lacked room: undo any partial

@@ -306,6 +306,16 @@ pub fn target_before(
     })
 }
 
+/// The first year of `agreement`'s targets after `end`'s year: a target
+/// no booking can meet (nothing counts for a pair after it ended).
+pub fn target_after(
+    end: chrono::NaiveDate,
+    agreement: &shared::rpcs::AgreementView,
+) -> Option<i32> {
+    let last = chrono::Datelike::year(&end);
+    agreement.targets.iter().map(|t| t.year).find(|y| *y > last)
+}
+
 /// Checks yearly targets — within [`YEARS`], none negative, one per year,
 /// one per custom indicator (at most [`MAX_CUSTOM`] of them), names and
 /// units one line of text — and gives them back with the names and units

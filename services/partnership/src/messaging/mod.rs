@@ -578,6 +578,14 @@ impl Partnerships {
                 view.starts_on
             )));
         }
+        if let Some(end) = pair.ended_on.filter(|_| pair.status == "ENDED")
+            && let Some(year) = domain::target_after(end, &view)
+        {
+            return Err(AppError::bad_input(format!(
+                "a target's year {year} is after the partnership ended ({end}); set the pair \
+                 ACTIVE again first if it goes on"
+            )));
+        }
         let mut agreements = pair.agreements.clone();
         agreements.push(view.clone());
         agreements.sort_by_key(|a| (a.starts_on, a.id));
