@@ -577,7 +577,7 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
     .collect::<anyhow::Result<Vec<_>>>()?;
     let credited = rows(
         &dbs.partnership,
-        "SELECT p.id, p.sponsor_code, p.beneficiary_code, p.since, p.ended_on,
+        "SELECT p.id, p.sponsor_code, p.beneficiary_code, p.since, p.ended_on, p.status,
                 CAST(COALESCE(SUM(t.tourists), 0) AS BIGINT) AS tourists,
                 CAST(COALESCE(SUM(t.bookings), 0) AS BIGINT) AS bookings,
                 CAST(COALESCE(SUM(t.spend_fen), 0) AS BIGINT) AS spend,
@@ -585,7 +585,7 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
                 CAST(COALESCE(SUM(t.host_fen), 0) AS BIGINT) AS host,
                 CAST(COALESCE(SUM(t.fund_fen), 0) AS BIGINT) AS fund
          FROM partnerships p LEFT JOIN impact_totals t ON t.partnership_id = p.id
-         GROUP BY p.id, p.sponsor_code, p.beneficiary_code, p.since, p.ended_on",
+         GROUP BY p.id, p.sponsor_code, p.beneficiary_code, p.since, p.ended_on, p.status",
         vec![],
     )
     .await?;
@@ -600,6 +600,7 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
         let pair = partnership::domain::Pair {
             since: r.try_get("", "since")?,
             ended_on: r.try_get("", "ended_on")?,
+            withdrawn: r.try_get::<String>("", "status")? == "WITHDRAWN",
             ..partnership::domain::Pair::of(sponsor, beneficiary)
         };
         let in_pair = confirmed.iter().filter(|(_, s, l, _, _, day)| {

@@ -1848,3 +1848,121 @@ async fn a_custom_target_of_seventeen_digits_is_read_back_exactly() {
         json!(207961810867.32758_f64)
     );
 }
+
+/// A pair recorded by mistake — the wrong way round, or Beijing for 海淀区
+/// — is withdrawn by its admin: what it was credited is taken back, it is
+/// listed no more but stays on record, and the right pair (refused as its
+/// reverse before) is recorded; recorded again, a withdrawn pair comes back
+/// under its id. Before, a mistaken pair could not be removed, and its
+/// reverse was refused for good.
+#[tokio::test]
+async fn a_pair_recorded_by_mistake_is_withdrawn_and_the_right_one_recorded() {
+    let app = spawn_app().await;
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let booking = confirmed_and_heard(&app, &room_type, tomorrow(), 1).await;
+    let create = "mutation($s: ID!, $b: ID!) { createPartnership(input: { sponsorRegionCode: $s,
+        beneficiaryRegionCode: $b, since: \"2018-06-01\" }) { id status } }";
+    let pair = |s: &'static str, b: &'static str| {
+        let (app, chifeng) = (&app, &chifeng);
+        async move {
+            let body = app
+                .graphql_as(Some(chifeng), create, json!({ "s": s, "b": b }))
+                .await;
+            (
+                body["data"]["createPartnership"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                body,
+            )
+        }
+    };
+    let withdraw = |id: &str, reason: &str| {
+        app.graphql_as(
+            Some(&chifeng),
+            "mutation($id: ID!, $r: String!) { withdrawPartnership(partnershipId: $id, reason: $r) {
+                status withdrawal { reason } } }",
+            json!({ "id": id, "r": reason }),
+        )
+    };
+    let (backwards, _) = pair("150430", "110108").await;
+    let (_, refused) = pair("110108", "150430").await;
+    assert_eq!(common::code(&refused), "BAD_USER_INPUT", "{refused}");
+    let (city, _) = pair("110000", "150430").await;
+    let one = impact(1, 1, "380.00", "364.80", "3.80");
+    wait_for_impact(&app, &booking, &[("110000-150430", one.clone())]).await;
+
+    // Its agreements go first.
+    let agreement = app
+        .graphql_as(
+            Some(&chifeng),
+            "mutation($id: ID!) { recordAgreement(input: { partnershipId: $id, title: \"协议\",
+                signedOn: \"2026-01-01\", startsOn: \"2026-01-01\", endsOn: \"2026-12-31\" }) { id } }",
+            json!({ "id": city }),
+        )
+        .await["data"]["recordAgreement"]["id"]
+        .clone();
+    let first = withdraw(&city, "应为海淀区").await;
+    assert_eq!(common::code(&first), "BAD_USER_INPUT", "{first}");
+    let out = app
+        .graphql_as(
+            Some(&chifeng),
+            "mutation($id: ID!) { withdrawAgreement(agreementId: $id, reason: \"随结对撤回\") { id } }",
+            json!({ "id": agreement }),
+        )
+        .await;
+    assert!(out["errors"].is_null(), "{out}");
+    let expected = json!({ "status": "WITHDRAWN", "withdrawal": { "reason": "应为海淀区" } });
+    for _ in 0..2 {
+        // Sent again (a retry): the withdrawal recorded.
+        let done = withdraw(&city, "应为海淀区").await;
+        assert_eq!(done["data"]["withdrawPartnership"], expected, "{done}");
+    }
+    let other = withdraw(&city, "另一个原因").await;
+    assert_eq!(common::code(&other), "CONFLICT", "{other}");
+    let edit = app
+        .graphql_as(
+            Some(&chifeng),
+            "mutation($id: ID!) { updatePartnership(input: { partnershipId: $id, notes: \"x\" }) { id } }",
+            json!({ "id": city }),
+        )
+        .await;
+    assert_eq!(common::code(&edit), "CONFLICT", "{edit}");
+    let backwards_out = withdraw(&backwards, "录反了").await;
+    assert!(backwards_out["errors"].is_null(), "{backwards_out}");
+    wait_for_impact(&app, &booking, &[]).await;
+    let on_record = app
+        .graphql_as(
+            None,
+            "query($id: ID!) { partnership(id: $id) { status withdrawal { reason } } }",
+            json!({ "id": city }),
+        )
+        .await;
+    assert_eq!(on_record["data"]["partnership"], expected, "{on_record}");
+    let listed = app
+        .graphql_as(
+            None,
+            "{ partnerships(first: 100) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(listed["data"]["partnerships"]["totalCount"], 0, "{listed}");
+
+    // The right pair now, and the city's again (under its id).
+    let (right, body) = pair("110108", "150430").await;
+    assert!(!right.is_empty(), "{body}");
+    let (again, body) = pair("110000", "150430").await;
+    assert_eq!(
+        (again.as_str(), &body["data"]["createPartnership"]["status"]),
+        (city.as_str(), &json!("ACTIVE")),
+        "{body}"
+    );
+    wait_for_impact(
+        &app,
+        &booking,
+        &[("110108-150430", one.clone()), ("110000-150430", one)],
+    )
+    .await;
+    impact_checks_hold(&app).await;
+}

@@ -2345,7 +2345,7 @@ pub struct PartnershipView {
     /// Its last day, once ENDED: bookings confirmed after it do not count.
     #[serde(default)]
     pub ended_on: Option<NaiveDate>,
-    /// ACTIVE or ENDED.
+    /// ACTIVE, ENDED or WITHDRAWN.
     pub status: String,
     /// Notes.
     pub notes: Option<String>,
@@ -2360,6 +2360,31 @@ pub struct PartnershipView {
     /// moved, over the bookings of its beneficiary's sub-tree).
     #[serde(default)]
     pub crediting: bool,
+    /// Set once it was withdrawn (status WITHDRAWN): recorded by mistake,
+    /// it counts nothing and is listed no more.
+    #[serde(default)]
+    pub withdrawal: Option<Withdrawal>,
+}
+
+/// Withdraws a partnership recorded by mistake (the wrong way round, a
+/// mistyped region): it stays on record, counts nothing (what it was
+/// credited is taken back), is listed no more and keeps neither its
+/// reverse nor itself from being recorded again. Its agreements must be
+/// withdrawn first. Sent again with the same reason (a retry), the
+/// withdrawal recorded; with another, CONFLICT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WithdrawPartnership {
+    /// The partnership.
+    pub partnership_id: crate::ids::PartnershipId,
+    /// Why, one line.
+    pub reason: String,
+    /// Who withdraws it: the partnership's admins.
+    pub by: crate::auth::Principal,
+}
+impl Rpc for WithdrawPartnership {
+    const SERVICE: &'static str = "partnership";
+    const METHOD: &'static str = "withdraw_partnership";
+    type Reply = PartnershipView;
 }
 
 /// The bookings a partnership was credited with in a year (China time),

@@ -38,12 +38,18 @@ impl Partnership {
     async fn ended_on(&self) -> Option<Date> {
         self.0.ended_on.map(Date)
     }
-    /// ACTIVE, or ENDED on `endedOn`.
+    /// ACTIVE, ENDED on `endedOn`, or WITHDRAWN (`withdrawal`).
     async fn status(&self) -> PartnershipStatus {
         match self.0.status.as_str() {
             "ENDED" => PartnershipStatus::Ended,
+            "WITHDRAWN" => PartnershipStatus::Withdrawn,
             _ => PartnershipStatus::Active,
         }
+    }
+    /// When and why it was withdrawn (`withdrawPartnership`); null
+    /// otherwise.
+    async fn withdrawal(&self) -> Option<AgreementWithdrawal> {
+        withdrawal(self.0.withdrawal.as_ref())
     }
     async fn notes(&self) -> Option<&str> {
         self.0.notes.as_deref()
@@ -247,14 +253,18 @@ impl Agreement {
     }
     /// When and why it was withdrawn; null while in force.
     async fn withdrawal(&self) -> Option<AgreementWithdrawal> {
-        self.0.withdrawal.as_ref().map(|w| AgreementWithdrawal {
-            on: Date(w.on),
-            reason: w.reason.clone(),
-        })
+        withdrawal(self.0.withdrawal.as_ref())
     }
 }
 
-/// An agreement's withdrawal.
+fn withdrawal(w: Option<&rpcs::Withdrawal>) -> Option<AgreementWithdrawal> {
+    w.map(|w| AgreementWithdrawal {
+        on: Date(w.on),
+        reason: w.reason.clone(),
+    })
+}
+
+/// The withdrawal of an agreement or a partnership recorded by mistake.
 #[derive(SimpleObject)]
 pub struct AgreementWithdrawal {
     /// The day (China time).
@@ -690,6 +700,26 @@ pub async fn withdraw_agreement(
     Ok(Agreement(withdrawn))
 }
 
+/// `withdrawPartnership`: the same admins as the partnership's.
+pub async fn withdraw_partnership(
+    ctx: &Context<'_>,
+    partnership_id: ID,
+    reason: String,
+) -> Result<Partnership> {
+    let by = principal(ctx)?.clone();
+    let partnership_id = super::parse("partnership id", &partnership_id)?;
+    let withdrawn = rpc(
+        ctx,
+        rpcs::WithdrawPartnership {
+            partnership_id,
+            reason,
+            by,
+        },
+    )
+    .await?;
+    Ok(Partnership(withdrawn))
+}
+
 /// Partnership status.
 #[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq)]
 pub enum PartnershipStatus {
@@ -697,6 +727,9 @@ pub enum PartnershipStatus {
     Active,
     /// Ended (on `endedOn`); what it counted before stays.
     Ended,
+    /// Withdrawn, recorded by mistake (`withdrawPartnership`): it counts
+    /// nothing and is listed no more. Not a status to set.
+    Withdrawn,
 }
 
 /// Changes to a partnership; omitted fields stay. A change of `since` or of
@@ -731,6 +764,7 @@ pub async fn update_partnership(
                 match s {
                     PartnershipStatus::Active => "ACTIVE",
                     PartnershipStatus::Ended => "ENDED",
+                    PartnershipStatus::Withdrawn => "WITHDRAWN",
                 }
                 .to_owned()
             }),

@@ -1571,6 +1571,22 @@ impl Mutation {
         impact::withdraw_agreement(ctx, agreement_id, reason).await
     }
 
+    /// Withdraws a partnership recorded by mistake — the wrong way round,
+    /// a mistyped region — (the partnership's admins): it stays on record
+    /// (`partnership(id:)`, status WITHDRAWN), what it was credited is
+    /// taken back, it is listed no more, and neither the right pair nor
+    /// itself is refused when recorded again (itself under its id). Its
+    /// agreements in force must be withdrawn first. The same reason again
+    /// answers the withdrawal recorded; another, CONFLICT.
+    async fn withdraw_partnership(
+        &self,
+        ctx: &Context<'_>,
+        partnership_id: ID,
+        reason: String,
+    ) -> Result<Partnership> {
+        impact::withdraw_partnership(ctx, partnership_id, reason).await
+    }
+
     /// Registers a travel agency with its home region and commission
     /// contract (platform admins).
     async fn create_agency(

@@ -100,6 +100,8 @@ pub struct Pair {
     pub since: Option<NaiveDate>,
     /// Its last day, once ended: bookings confirmed after it do not count.
     pub ended_on: Option<NaiveDate>,
+    /// Withdrawn (recorded by mistake): it counts nothing.
+    pub withdrawn: bool,
 }
 
 impl Pair {
@@ -110,15 +112,18 @@ impl Pair {
             beneficiary,
             since: None,
             ended_on: None,
+            withdrawn: false,
         }
     }
 
     /// Whether a booking from `sponsor` to a listing in `listing`,
     /// confirmed on `day` (China time), counts here: the regions match and
     /// the day lies in the partnership's term — from `since` through
-    /// `ended_on`, both included (as an agreement's term).
+    /// `ended_on`, both included (as an agreement's term) — and the pair
+    /// was not withdrawn.
     pub fn credits(&self, sponsor: RegionCode, listing: RegionCode, day: NaiveDate) -> bool {
-        self.sponsor.contains(sponsor)
+        !self.withdrawn
+            && self.sponsor.contains(sponsor)
             && self.beneficiary.contains(listing)
             && self.since.is_none_or(|since| since <= day)
             && self.ended_on.is_none_or(|end| day <= end)
@@ -568,6 +573,11 @@ mod tests {
         assert!(counts(day(2026, 6, 1)), "on its first day");
         assert!(counts(day(2026, 12, 1)), "on the day it ended");
         assert!(!counts(day(2026, 12, 2)), "after it ended");
+        let withdrawn = Pair {
+            withdrawn: true,
+            ..pair
+        };
+        assert!(!withdrawn.credits(code("110108"), code("150430"), day(2026, 6, 1)));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use shared::rpcs::{
     AgreementView, CreateAgreement, CreatePartnership, Figures, GetBookingImpact, GetPartnership,
     GetPartnershipReport, GetRegionImpact, ImpactCredit, ListPartnershipCredits, ListPartnerships,
     PartnershipCreditPage, PartnershipPage, PartnershipReport, PartnershipView, RegionImpact,
-    UpdatePartnership, WithdrawAgreement, Withdrawal,
+    UpdatePartnership, WithdrawAgreement, WithdrawPartnership, Withdrawal,
 };
 use shared::{AppError, ErrorCode};
 use tracing::{info, warn};
@@ -134,8 +134,8 @@ impl Partnerships {
 
     /// The RPC methods partnership answers.
     pub fn rpc(&self) -> RpcRouter {
-        let s = [(); 10].map(|()| self.clone());
-        let [a, b, c, d, e, f, g, h, i, j] = s;
+        let s = [(); 11].map(|()| self.clone());
+        let [a, b, c, d, e, f, g, h, i, j, k] = s;
         RpcRouter::new(SERVICE)
             .ready_with(self.db.clone())
             .route::<UpdatePartnership, _, _>(move |req| {
@@ -153,6 +153,10 @@ impl Partnerships {
             .route::<WithdrawAgreement, _, _>(move |req| {
                 let s = i.clone();
                 async move { s.withdraw_agreement(req).await }
+            })
+            .route::<WithdrawPartnership, _, _>(move |req| {
+                let s = k.clone();
+                async move { s.withdraw_partnership(req).await }
             })
             .route::<ListPartnershipCredits, _, _>(move |req| {
                 let s = j.clone();
@@ -213,6 +217,7 @@ impl Partnerships {
             agreements: Vec::new(),
             withdrawn_agreements: Vec::new(),
             crediting: true,
+            withdrawal: None,
         };
         let txn = self.db.begin().await?;
         storage::lock_facts(&txn).await?;
@@ -225,23 +230,34 @@ impl Partnerships {
                 req.beneficiary, req.sponsor
             )));
         }
+        let mut view = view;
         if !storage::insert_partnership(&txn, &view).await? {
+            let existing = storage::partnership_of(&txn, req.sponsor, req.beneficiary).await?;
+            // Withdrawn (recorded by mistake, or too soon): recorded again,
+            // under its id, as now asked.
+            if let Some(withdrawn) = existing.as_ref().filter(|p| p.status == "WITHDRAWN")
+                && storage::record_again(&txn, withdrawn.id, &view).await?
+            {
+                view.id = withdrawn.id;
+                view.agreements = withdrawn.agreements.clone();
+                view.withdrawn_agreements = withdrawn.withdrawn_agreements.clone();
+            }
             // The same pair asked for again as it was recorded (a retry of
             // a call that answered SERVICE_UNAVAILABLE, or whose replica
             // stopped, after the pair was committed) is that pair.
-            if let Some(existing) =
-                storage::partnership_of(&txn, req.sponsor, req.beneficiary).await?
+            else if let Some(existing) = existing
                 && existing.since == view.since
                 && existing.notes == view.notes
                 && existing.demo == view.demo
                 && existing.status == "ACTIVE"
             {
                 return Ok(existing);
+            } else {
+                return Err(AppError::bad_input(format!(
+                    "{} and {} are already paired",
+                    req.sponsor, req.beneficiary
+                )));
             }
-            return Err(AppError::bad_input(format!(
-                "{} and {} are already paired",
-                req.sponsor, req.beneficiary
-            )));
         }
         let queued =
             storage::queue_recredit(&txn, &req.beneficiary.code_prefix(), "partnership created")
@@ -264,6 +280,12 @@ impl Partnerships {
         &self,
         req: UpdatePartnership,
     ) -> Result<PartnershipView, AppError> {
+        if req.status.as_deref() == Some("WITHDRAWN") {
+            return Err(AppError::bad_input(
+                "status WITHDRAWN is not set here: withdrawPartnership withdraws a pair \
+                 recorded by mistake, with a reason",
+            ));
+        }
         if let Some(status) = req.status.as_deref()
             && !matches!(status, "ACTIVE" | "ENDED")
         {
@@ -294,18 +316,8 @@ impl Partnerships {
             )));
         }
         let not_found = || AppError::not_found(format!("no partnership {}", req.partnership_id));
-        // Who may edit it, before taking any lock.
-        let pair = storage::partnership_by_id(&self.db, req.partnership_id)
-            .await?
-            .ok_or_else(not_found)?;
-        may_record(&req.by, pair.sponsor, pair.beneficiary)?;
-        let txn = self.db.begin().await?;
-        // Edits one at a time, and no booking recorded while the term moves
-        // (see `storage::lock_facts`); then the pair as it is now.
-        storage::lock_facts(&txn).await?;
-        let pair = storage::partnership_by_id(&txn, req.partnership_id)
-            .await?
-            .ok_or_else(not_found)?;
+        let (txn, pair) = self.pair_locked(req.partnership_id, &req.by).await?;
+        withdrawn_stays(&pair)?;
         let status = match (req.status, req.ended_on) {
             (Some(status), _) => status,
             (None, Some(_)) => "ENDED".to_owned(),
@@ -540,6 +552,7 @@ impl Partnerships {
         let pair = storage::partnership_by_id(&txn, req.partnership_id)
             .await?
             .ok_or_else(not_found)?;
+        withdrawn_stays(&pair)?;
         // The same agreement sent again (a retry after an unanswered
         // call): the one recorded, not a second copy for good.
         if let Some(recorded) = pair.agreements.iter().find(|a| {
@@ -677,6 +690,87 @@ impl Partnerships {
         })
     }
 
+    /// Partnership `id` as it is once its edits go one at a time — `by`
+    /// may edit it (asked before taking any lock), the attribution table
+    /// locked so that no booking is recorded while what the pair counts
+    /// changes (see `storage::lock_facts`) — with the transaction holding
+    /// the lock.
+    async fn pair_locked(
+        &self,
+        id: shared::ids::PartnershipId,
+        by: &shared::auth::Principal,
+    ) -> Result<(sea_orm::DatabaseTransaction, PartnershipView), AppError> {
+        let not_found = || AppError::not_found(format!("no partnership {id}"));
+        let pair = storage::partnership_by_id(&self.db, id)
+            .await?
+            .ok_or_else(not_found)?;
+        may_record(by, pair.sponsor, pair.beneficiary)?;
+        let txn = self.db.begin().await?;
+        storage::lock_facts(&txn).await?;
+        let pair = storage::partnership_by_id(&txn, id)
+            .await?
+            .ok_or_else(not_found)?;
+        Ok((txn, pair))
+    }
+
+    /// Withdraws a partnership recorded by mistake: it stays on record,
+    /// counts nothing from now on (what it was credited is taken back, a
+    /// recredit of its beneficiary's bookings), is listed no more, and
+    /// keeps neither its reverse nor itself from being recorded. Its
+    /// agreements must be withdrawn first. Sent again with the same reason
+    /// (a retry), the withdrawal recorded; with another, CONFLICT.
+    pub async fn withdraw_partnership(
+        &self,
+        req: WithdrawPartnership,
+    ) -> Result<PartnershipView, AppError> {
+        let reason = req.reason.trim();
+        shared::text::check_line("reason", reason, MAX_REASON, true)?;
+        let (txn, pair) = self.pair_locked(req.partnership_id, &req.by).await?;
+        if let Some(done) = &pair.withdrawal {
+            return if done.reason == reason {
+                Ok(pair)
+            } else {
+                Err(AppError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the partnership {} → {} was withdrawn on {}: {}",
+                        pair.sponsor, pair.beneficiary, done.on, done.reason
+                    ),
+                ))
+            };
+        }
+        if let Some(agreement) = pair.agreements.first() {
+            return Err(AppError::bad_input(format!(
+                "the agreement {} is in force on this pair: withdraw its agreements first \
+                 (withdrawAgreement), then the pair",
+                agreement.title
+            )));
+        }
+        let withdrawal = Withdrawal {
+            on: shared::policy::china_today(Utc::now()),
+            reason: reason.to_owned(),
+        };
+        if !storage::withdraw_partnership(&txn, pair.id, &withdrawal, req.by.account_id).await? {
+            return Err(AppError::internal("the partnership changed under the lock"));
+        }
+        let queued = storage::queue_recredit(
+            &txn,
+            &pair.beneficiary.code_prefix(),
+            "partnership withdrawn",
+        )
+        .await?;
+        txn.commit().await?;
+        info!(partnership = %pair.id, reason, "partnership withdrawn");
+        self.recredit_for_a_while(queued).await;
+        let view = storage::partnership_by_id(&self.db, pair.id)
+            .await?
+            .ok_or_else(|| AppError::internal("the partnership vanished"))?;
+        Ok(PartnershipView {
+            crediting: storage::crediting(&self.db, view.beneficiary).await?,
+            ..view
+        })
+    }
+
     /// The bookings a pair counts for a year, for the admins of either
     /// side (a sponsor district checking which of its residents' trips make
     /// up its figures; the banner checking which stays).
@@ -720,7 +814,8 @@ impl Partnerships {
                 "first: ask for 1 to 100 partnerships at a time",
             ));
         }
-        let all = storage::partnerships(&self.db).await?;
+        let mut all = storage::partnerships(&self.db).await?;
+        all.retain(|p| p.withdrawal.is_none());
         let matching: Vec<PartnershipView> = match req.region {
             None => all,
             Some(r) => all
@@ -921,6 +1016,21 @@ fn check_year(year: i32) -> Result<(), AppError> {
                 domain::YEARS.end()
             ),
         ))
+    }
+}
+
+/// A withdrawn pair is not edited: CONFLICT, with when and why.
+fn withdrawn_stays(pair: &PartnershipView) -> Result<(), AppError> {
+    match &pair.withdrawal {
+        Some(done) => Err(AppError::new(
+            ErrorCode::Conflict,
+            format!(
+                "the partnership {} → {} was withdrawn on {} ({}): record it again \
+                 (createPartnership) if it goes on",
+                pair.sponsor, pair.beneficiary, done.on, done.reason
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

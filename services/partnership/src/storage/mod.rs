@@ -30,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(Withdrawals),
             Box::new(CreditsByPair),
             Box::new(shared::runtime::KernelInboxByAge),
+            Box::new(PairWithdrawals),
         ]
     }
 }
@@ -275,6 +276,31 @@ impl MigrationTrait for Withdrawals {
     }
 }
 
+struct PairWithdrawals;
+
+impl MigrationName for PairWithdrawals {
+    fn name(&self) -> &str {
+        "m20261209_000000_partnership_withdrawals"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PairWithdrawals {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A pair withdrawn (recorded by mistake) stays on record: when,
+        // why and by whom.
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE partnerships ADD COLUMN withdrawn_on DATE",
+                "ALTER TABLE partnerships ADD COLUMN withdrawal_reason TEXT",
+                "ALTER TABLE partnerships ADD COLUMN withdrawn_by UUID",
+            ],
+        )
+        .await
+    }
+}
+
 struct CreditsByPair;
 
 impl MigrationName for CreditsByPair {
@@ -450,7 +476,7 @@ pub async fn insert_partnership<C: ConnectionTrait>(
     Ok(r.rows_affected() == 1)
 }
 
-/// Whether `sponsor` already sponsors `beneficiary`.
+/// Whether `sponsor` already sponsors `beneficiary` (a pair not withdrawn).
 pub async fn sponsors<C: ConnectionTrait>(
     conn: &C,
     sponsor: RegionCode,
@@ -460,7 +486,8 @@ pub async fn sponsors<C: ConnectionTrait>(
     Ok(conn
         .query_one_raw(stmt(
             b,
-            "SELECT 1 AS one FROM partnerships WHERE sponsor_code = $1 AND beneficiary_code = $2",
+            "SELECT 1 AS one FROM partnerships
+             WHERE sponsor_code = $1 AND beneficiary_code = $2 AND status <> 'WITHDRAWN'",
             vec![sponsor.to_string().into(), beneficiary.to_string().into()],
         ))
         .await?
@@ -469,8 +496,8 @@ pub async fn sponsors<C: ConnectionTrait>(
 
 /// The columns of `partnerships` [`partnership`] reads, named
 /// (`shared::db` says why).
-const PARTNERSHIP_COLUMNS: &str =
-    "id, sponsor_code, beneficiary_code, since, ended_on, status, notes, demo";
+const PARTNERSHIP_COLUMNS: &str = "id, sponsor_code, beneficiary_code, since, ended_on, status, \
+     notes, demo, withdrawn_on, withdrawal_reason";
 
 fn partnership(row: &QueryResult) -> Result<PartnershipView, DbErr> {
     Ok(PartnershipView {
@@ -485,6 +512,13 @@ fn partnership(row: &QueryResult) -> Result<PartnershipView, DbErr> {
         agreements: Vec::new(),
         withdrawn_agreements: Vec::new(),
         crediting: false,
+        withdrawal: match (
+            row.try_get::<Option<chrono::NaiveDate>>("", "withdrawn_on")?,
+            row.try_get::<Option<String>>("", "withdrawal_reason")?,
+        ) {
+            (Some(on), Some(reason)) => Some(Withdrawal { on, reason }),
+            _ => None,
+        },
     })
 }
 
@@ -618,17 +652,71 @@ pub async fn withdraw_agreement<C: ConnectionTrait>(
     withdrawal: &Withdrawal,
     by: shared::ids::AccountId,
 ) -> Result<bool, DbErr> {
+    mark_withdrawn(conn, "agreements", id.0, withdrawal, by).await
+}
+
+/// Marks a partnership withdrawn, if it is not already.
+pub async fn withdraw_partnership<C: ConnectionTrait>(
+    conn: &C,
+    id: PartnershipId,
+    withdrawal: &Withdrawal,
+    by: shared::ids::AccountId,
+) -> Result<bool, DbErr> {
+    mark_withdrawn(conn, "partnerships", id.0, withdrawal, by).await
+}
+
+/// Marks row `id` of `table` (agreements, partnerships) withdrawn, if it
+/// is not already; a partnership's status says so too.
+async fn mark_withdrawn<C: ConnectionTrait>(
+    conn: &C,
+    table: &str,
+    id: uuid::Uuid,
+    withdrawal: &Withdrawal,
+    by: shared::ids::AccountId,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    let status = if table == "partnerships" {
+        ", status = 'WITHDRAWN'"
+    } else {
+        ""
+    };
+    let r = conn
+        .execute_raw(stmt(
+            b,
+            &format!(
+                "UPDATE {table} SET withdrawn_on = $2, withdrawal_reason = $3, withdrawn_by = $4
+                 {status} WHERE id = $1 AND withdrawn_on IS NULL"
+            ),
+            vec![
+                uuid_value(b, id),
+                withdrawal.on.into(),
+                withdrawal.reason.as_str().into(),
+                uuid_value(b, by.0),
+            ],
+        ))
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Records a withdrawn pair again, as `p` asks (its id kept): ACTIVE from
+/// `p.since`, its withdrawal gone.
+pub async fn record_again<C: ConnectionTrait>(
+    conn: &C,
+    id: PartnershipId,
+    p: &PartnershipView,
+) -> Result<bool, DbErr> {
     let b = conn.get_database_backend();
     let r = conn
         .execute_raw(stmt(
             b,
-            "UPDATE agreements SET withdrawn_on = $2, withdrawal_reason = $3, withdrawn_by = $4
-             WHERE id = $1 AND withdrawn_on IS NULL",
+            "UPDATE partnerships SET status = 'ACTIVE', since = $2, ended_on = NULL, notes = $3,
+                    demo = $4, withdrawn_on = NULL, withdrawal_reason = NULL, withdrawn_by = NULL
+             WHERE id = $1 AND status = 'WITHDRAWN'",
             vec![
                 uuid_value(b, id.0),
-                withdrawal.on.into(),
-                withdrawal.reason.as_str().into(),
-                uuid_value(b, by.0),
+                p.since.into(),
+                p.notes.clone().into(),
+                p.demo.into(),
             ],
         ))
         .await?;
@@ -660,7 +748,8 @@ pub async fn pairs<C: ConnectionTrait>(conn: &C) -> Result<Vec<(PartnershipId, P
     let b = conn.get_database_backend();
     conn.query_all_raw(stmt(
         b,
-        "SELECT id, sponsor_code, beneficiary_code, since, ended_on FROM partnerships ORDER BY id",
+        "SELECT id, sponsor_code, beneficiary_code, since, ended_on, status FROM partnerships
+         ORDER BY id",
         vec![],
     ))
     .await?
@@ -673,6 +762,7 @@ pub async fn pairs<C: ConnectionTrait>(conn: &C) -> Result<Vec<(PartnershipId, P
                 beneficiary: row_region(r, "beneficiary_code")?,
                 since: r.try_get("", "since")?,
                 ended_on: r.try_get("", "ended_on")?,
+                withdrawn: r.try_get::<String>("", "status")? == "WITHDRAWN",
             },
         ))
     })
