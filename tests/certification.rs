@@ -949,3 +949,51 @@ async fn held_as_certified(app: &TestApp, booking: &str) -> Value {
     assert!(certified.is_boolean(), "{snapshot}");
     certified.clone()
 }
+
+/// Every decision sent again as it was (a retry after a lost answer)
+/// answers what it recorded; with another reason, CONFLICT as before. A
+/// retried revocation, rejection, certification or acceptance was a
+/// CONFLICT ("the certification is REVOKED") though it had gone through.
+#[tokio::test]
+async fn a_decision_sent_again_answers_what_it_recorded() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let listing = app.homestay(1).await.homestay_id.to_string();
+    let (first, certified) = certify_now(&app, &admin, &listing).await;
+    assert_eq!(certified["state"], "CERTIFIED", "{certified}");
+    let again = step(
+        &app,
+        Some(&admin),
+        "certifyListing(certificationId: $id)",
+        json!({ "id": first }),
+    )
+    .await;
+    assert_eq!(again, certified, "a certify sent again");
+    let revoke = "revokeCertification(certificationId: $id, reason: $t)";
+    let reason = json!({ "id": first, "t": "抽查未落实带贫机制" });
+    let revoked = step(&app, Some(&admin), revoke, reason.clone()).await;
+    assert_eq!(revoked["state"], "REVOKED", "{revoked}");
+    assert_eq!(step(&app, Some(&admin), revoke, reason).await, revoked);
+    let other = step(
+        &app,
+        Some(&admin),
+        revoke,
+        json!({ "id": first, "t": "另一个原因" }),
+    )
+    .await;
+    assert_eq!(code(&other), "CONFLICT", "{other}");
+
+    let second = apply(&app, &admin, &listing).await["id"].clone();
+    let notice = "acceptForPublicNotice(certificationId: $id, noticeDays: $d)";
+    let accepted = step(&app, Some(&admin), notice, json!({ "id": second, "d": 7 })).await;
+    assert_eq!(accepted["state"], "PUBLIC_NOTICE", "{accepted}");
+    let resent = step(&app, Some(&admin), notice, json!({ "id": second, "d": 7 })).await;
+    assert_eq!(resent, accepted, "an acceptance sent again");
+    let longer = step(&app, Some(&admin), notice, json!({ "id": second, "d": 10 })).await;
+    assert_eq!(code(&longer), "CONFLICT", "{longer}");
+    let reject = "rejectCertification(certificationId: $id, reason: $t)";
+    let why = json!({ "id": second, "t": "材料不全" });
+    let rejected = step(&app, Some(&admin), reject, why.clone()).await;
+    assert_eq!(rejected["state"], "REJECTED", "{rejected}");
+    assert_eq!(step(&app, Some(&admin), reject, why).await, rejected);
+}

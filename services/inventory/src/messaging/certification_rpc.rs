@@ -74,6 +74,30 @@ fn conflict(c: &CertificationView, step: &str) -> AppError {
     ))
 }
 
+/// Whether `step` is the one that brought `current` where it is, with the
+/// same decision (its reason, resolution, validity or notice): sent again.
+fn taken_already(step: &Step, current: &CertificationView, today: chrono::NaiveDate) -> bool {
+    let noted = |note: Option<&str>| current.decision_note.as_deref() == note.map(str::trim);
+    match step {
+        Step::AcceptForPublicNotice { notice_days } => {
+            current.state == State::PublicNotice
+                && current.notice_ends_on
+                    == Some(today + Duration::days(i64::from(*notice_days) + 1))
+        }
+        Step::Certify {
+            valid_until,
+            resolution,
+        } => {
+            current.state == State::Certified
+                && current.valid_until == Some(*valid_until)
+                && noted(resolution.as_deref())
+        }
+        Step::Reject { reason } => current.state == State::Rejected && noted(Some(reason)),
+        Step::Revoke { reason } => current.state == State::Revoked && noted(Some(reason)),
+        Step::Object { .. } => false,
+    }
+}
+
 impl Inventory {
     /// Files an application for a listing, for its host.
     pub async fn apply_for_certification(
@@ -141,6 +165,11 @@ impl Inventory {
         let Some(current) = store::get(&txn, req.certification_id, today).await? else {
             return Err(AppError::not_found("no such certification"));
         };
+        // The same step sent again (a retry after a lost answer or
+        // SERVICE_UNAVAILABLE): what it recorded, not a CONFLICT.
+        if taken_already(&req.step, &current, today) {
+            return Self::answer(txn, current.id, today).await;
+        }
         let by = req.by.account_id.0;
         let (from, to, change) = match req.step {
             Step::AcceptForPublicNotice { notice_days } => {
