@@ -1192,11 +1192,31 @@ async fn the_welfare_fund_shows_each_donation_without_personal_data(settings: Se
         node["bookingReference"]
     );
 
-    // Too many at once, or a cursor no entry has (a negative one read as
-    // an empty page).
+    // A banner's entries, its prefecture's (within it), another region's
+    // (none), a page of them.
+    for (region, count) in [("150430", 2), ("150400", 2), ("110108", 0)] {
+        let of = app
+            .graphql(
+                "query($r: ID!) { welfareFund { entries(regionCode: $r, first: 1) { totalCount
+                    edges { node { regionCode } } } } }",
+                json!({ "r": region }),
+            )
+            .await;
+        let entries = &of["data"]["welfareFund"]["entries"];
+        assert_eq!(entries["totalCount"], count, "{region}: {of}");
+        assert_eq!(
+            entries["edges"].as_array().map(Vec::len),
+            Some(count.min(1)),
+            "{of}"
+        );
+    }
+
+    // Too many at once, a cursor no entry has (a negative one read as
+    // an empty page), or a region Duikou does not know.
     for query in [
         "{ welfareFund { entries(first: 1000) { totalCount } } }",
         "{ welfareFund { entries(after: \"-5\") { totalCount } } }",
+        "{ welfareFund { entries(regionCode: \"999999\") { totalCount } } }",
     ] {
         let refused = app.graphql(query, json!({})).await;
         assert_eq!(

@@ -1708,6 +1708,10 @@ pub struct GetWelfareFund {
     /// Entries older than this entry id.
     #[serde(default)]
     pub after: Option<i64>,
+    /// Only entries of listings in this region (and the regions within
+    /// it); the count too.
+    #[serde(default)]
+    pub region: Option<RegionCode>,
 }
 impl Rpc for GetWelfareFund {
     const SERVICE: &'static str = "payment";

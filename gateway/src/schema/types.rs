@@ -763,6 +763,7 @@ impl WelfareFund {
             shared::rpcs::GetWelfareFund {
                 first: 1,
                 after: None,
+                region: None,
             },
         )
         .await?;
@@ -803,13 +804,16 @@ impl WelfareFund {
             .collect())
     }
 
-    /// Entries, newest first (Relay connection; `first` at most 100).
+    /// Entries, newest first (Relay connection; `first` at most 100); with
+    /// `regionCode`, only those of listings in that region or within it
+    /// (a banner's, a prefecture's), `totalCount` too.
     #[graphql(complexity = "super::per_item(first.unwrap_or(20), child_complexity)")]
     async fn entries(
         &self,
         ctx: &async_graphql::Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        region_code: Option<ID>,
     ) -> async_graphql::Result<
         async_graphql::connection::Connection<String, FundEntry, FundEntryCount>,
     > {
@@ -821,7 +825,16 @@ impl WelfareFund {
                 })
             })
             .transpose()?;
-        let page = super::rpc(ctx, shared::rpcs::GetWelfareFund { first, after }).await?;
+        let region = region_code.map(|code| super::region(&code)).transpose()?;
+        let page = super::rpc(
+            ctx,
+            shared::rpcs::GetWelfareFund {
+                first,
+                after,
+                region,
+            },
+        )
+        .await?;
         let mut connection = async_graphql::connection::Connection::with_additional_fields(
             after.is_some(),
             page.has_next_page,

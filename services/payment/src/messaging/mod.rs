@@ -888,10 +888,10 @@ impl Payments {
             return Err(AppError::bad_input("ask for 1 to 100 entries at a time"));
         }
         let (entries, has_next_page) =
-            storage::fund_entries(&self.db, req.first, req.after).await?;
+            storage::fund_entries(&self.db, req.first, req.after, req.region).await?;
         Ok(WelfareFundPage {
             balance: storage::balance(&self.db, crate::domain::FUND).await?,
-            total_count: storage::entry_count(&self.db, crate::domain::FUND).await?,
+            total_count: storage::entry_count(&self.db, crate::domain::FUND, req.region).await?,
             entries,
             has_next_page,
         })

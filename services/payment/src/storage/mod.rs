@@ -813,17 +813,20 @@ pub async fn fund_entries<C: ConnectionTrait>(
     conn: &C,
     first: u32,
     after: Option<i64>,
+    region: Option<RegionCode>,
 ) -> Result<(Vec<shared::rpcs::FundEntry>, bool), DbErr> {
     let b = conn.get_database_backend();
     let rows = conn
         .query_all_raw(stmt(
             b,
             "SELECT id, booking_id, region_code, amount_fen, created_at FROM ledger_entries
-             WHERE account = $1 AND amount_fen <> 0 AND id < $2 ORDER BY id DESC LIMIT $3",
+             WHERE account = $1 AND amount_fen <> 0 AND id < $2 AND region_code LIKE $4
+             ORDER BY id DESC LIMIT $3",
             vec![
                 crate::domain::FUND.into(),
                 after.unwrap_or(i64::MAX).into(),
                 (i64::from(first) + 1).into(),
+                within(region).into(),
             ],
         ))
         .await?;
@@ -840,16 +843,29 @@ pub async fn fund_entries<C: ConnectionTrait>(
     })
 }
 
+/// The `LIKE` pattern of the region codes within `region` (all of them
+/// for none).
+fn within(region: Option<RegionCode>) -> String {
+    format!(
+        "{}%",
+        region.map(RegionCode::code_prefix).unwrap_or_default()
+    )
+}
+
 /// Number of ledger entries of an account that move money (0.00 legs left
-/// out, as [`fund_entries`] leaves them).
-pub async fn entry_count<C: ConnectionTrait>(conn: &C, account: &str) -> Result<i64, DbErr> {
+/// out, as [`fund_entries`] leaves them), of listings within `region`.
+pub async fn entry_count<C: ConnectionTrait>(
+    conn: &C,
+    account: &str,
+    region: Option<RegionCode>,
+) -> Result<i64, DbErr> {
     let b = conn.get_database_backend();
     let row = conn
         .query_one_raw(stmt(
             b,
             "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ledger_entries
-             WHERE account = $1 AND amount_fen <> 0",
-            vec![account.into()],
+             WHERE account = $1 AND amount_fen <> 0 AND region_code LIKE $2",
+            vec![account.into(), within(region).into()],
         ))
         .await?;
     Ok(match row {
