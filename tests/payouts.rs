@@ -70,6 +70,14 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     );
     let traveler = app.graphql(balances, json!({})).await;
     assert_eq!(traveler["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    // A region's admins see what its households are owed, and no other
+    // region's (they were FORBIDDEN every balance).
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    let own = app.graphql_as(Some(&chifeng), balances, json!({})).await;
+    assert_eq!(own["data"], owed["data"], "{own}");
+    let beijing = app.region_admin("beijing@example.cn", "110000").await;
+    let none = app.graphql_as(Some(&beijing), balances, json!({})).await;
+    assert_eq!(none["data"]["hostBalances"], json!([]), "{none}");
     // Whom to pay: each host's name and region beside its balance, read
     // for the whole list in one call.
     let calls = || app.metric("duikou_rpc_total", &["method=\"get_hosts\""]);

@@ -110,6 +110,10 @@ pub struct Identity {
     seal_key: Arc<[u8; 32]>,
 }
 
+/// Most live refresh tokens one sign-in gets by its token sent again
+/// within the reuse grace (see [`Identity::refresh`]).
+pub const MAX_LIVE_PER_SIGN_IN: i64 = 10;
+
 /// Wrong passwords for one email within [`LOGIN_WINDOW`] before its logins
 /// are refused until the window has passed.
 pub const MAX_LOGIN_FAILURES: i32 = 10;
@@ -721,7 +725,8 @@ impl Identity {
             // Unknown, of a sign-in that goes on with another token: one
             // used long ago, whose row was trimmed.
             if let Some(session) = session_of(&self.seal_key, token)
-                && let Some((account, true)) = storage::session_locked(&txn, session).await?
+                && let Some((account, live)) = storage::session_locked(&txn, session).await?
+                && live > 0
             {
                 return Err(self.leaked(txn, account).await?);
             }
@@ -737,13 +742,23 @@ impl Identity {
                 {
                     let live = storage::session_locked(&txn, session)
                         .await?
-                        .is_some_and(|(_, live)| live);
-                    if !live {
+                        .map_or(0, |(_, live)| live);
+                    if live == 0 {
                         // Its successor logged out meanwhile: that ended
                         // the sign-in and nothing more.
                         return Err(unauthenticated(
                             "this sign-in was ended meanwhile (a logout); log in again",
                         ));
+                    }
+                    // A burst of one client's requests each sending it: a
+                    // few pairs, not one per request pushing the account's
+                    // other sign-ins out of its live tokens.
+                    if live >= MAX_LIVE_PER_SIGN_IN {
+                        return Err(unauthenticated(format!(
+                            "this sign-in holds {MAX_LIVE_PER_SIGN_IN} live refresh tokens already \
+                             from this one sent again at once: use a token one of those calls \
+                             returned (refresh one call at a time), or log in again"
+                        )));
                     }
                     let account = storage::account_by_id(&txn, stored.account_id)
                         .await?

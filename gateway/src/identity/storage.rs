@@ -622,12 +622,12 @@ pub async fn refresh_locked<C: ConnectionTrait>(
     refresh_for_update(conn, hash).await
 }
 
-/// The account of sign-in `session`, locked, and whether the session has
-/// a live refresh token; None for a session no token row names.
+/// The account of sign-in `session`, locked, and how many live refresh
+/// tokens the session has; None for a session no token row names.
 pub async fn session_locked<C: ConnectionTrait>(
     conn: &C,
     session: uuid::Uuid,
-) -> Result<Option<(AccountId, bool)>, DbErr> {
+) -> Result<Option<(AccountId, i64)>, DbErr> {
     let b = conn.get_database_backend();
     let Some(row) = conn
         .query_one_raw(stmt(
@@ -652,7 +652,7 @@ pub async fn session_locked<C: ConnectionTrait>(
         .map(|r| r.try_get::<i64>("", "n"))
         .transpose()?
         .unwrap_or(0);
-    Ok(Some((account, live > 0)))
+    Ok(Some((account, live)))
 }
 
 /// The account a refresh token belongs to, without locking anything.

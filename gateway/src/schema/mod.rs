@@ -515,10 +515,11 @@ impl Query {
         routes::route(ctx, id).await
     }
 
-    /// What each host is owed (platform admins): host shares captured, less
-    /// refunded, less paid out — now, or as the ledger stood at `upTo`. A
-    /// refund after a payout leaves a balance below zero, which later
-    /// earnings make good before anything more is paid.
+    /// What each host is owed (platform admins; a region's admins, its
+    /// hosts'): host shares captured, less refunded, less paid out — now,
+    /// or as the ledger stood at `upTo`. A refund after a payout leaves a
+    /// balance below zero, which later earnings make good before anything
+    /// more is paid.
     async fn host_balances(
         &self,
         ctx: &Context<'_>,
@@ -529,7 +530,7 @@ impl Query {
         )]
         payable: bool,
     ) -> Result<Vec<HostBalance>> {
-        let by = platform_admin(ctx)?.clone();
+        let by = principal(ctx)?.clone();
         let up_to = types::instant("upTo", up_to)?;
         let balances = rpc(ctx, rpcs::GetHostBalances { up_to, payable, by }).await?;
         Ok(balances.into_iter().map(HostBalance::from).collect())
@@ -1749,7 +1750,9 @@ impl Mutation {
     }
 
     /// A new token pair for a refresh token; the old refresh token stops
-    /// working (using it again revokes every session of the account).
+    /// working: sent again within 10 s of its exchange (two tabs, or a
+    /// retry of a call whose answer was lost), it gets a pair of its own;
+    /// later, it has leaked and revokes every session of the account.
     async fn refresh_token(&self, ctx: &Context<'_>, token: String) -> Result<AuthPayload> {
         Ok(identity(ctx)?.refresh(&token).await.map_err(gql)?.into())
     }

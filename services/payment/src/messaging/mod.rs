@@ -131,7 +131,13 @@ impl Payments {
             .route::<GetHostBalances, _, _>(move |req| {
                 let s = d.clone();
                 async move {
-                    platform_admin(&req.by)?;
+                    // A region's admins see its hosts' (what its households
+                    // are owed), a platform admin every host's.
+                    if !(req.by.is_platform_admin()
+                        || req.by.role == shared::auth::Role::RegionAdmin)
+                    {
+                        platform_admin(&req.by)?;
+                    }
                     let now = chrono::Utc::now();
                     let balances = match (req.up_to, req.payable) {
                         // What run_payouts would pay: its own reading.
@@ -148,6 +154,7 @@ impl Payments {
                     };
                     Ok(balances
                         .into_iter()
+                        .filter(|(_, _, region)| req.by.administers(*region))
                         .map(|(host_id, owed, _)| HostBalance { host_id, owed })
                         .collect())
                 }
@@ -1346,7 +1353,8 @@ fn platform_admin(by: &shared::auth::Principal) -> Result<(), AppError> {
     } else {
         Err(AppError::new(
             ErrorCode::Forbidden,
-            "only a platform admin sees host balances and runs payouts",
+            "only a platform admin runs payouts and sees every host's balance (a region's \
+             admins see its hosts')",
         ))
     }
 }
