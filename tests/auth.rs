@@ -1161,10 +1161,12 @@ async fn two_tabs_refreshing_one_token_at_once_both_go_on_and_a_late_reuse_is_a_
 }
 
 /// One client firing twenty requests at once, each refreshing the same
-/// token: a few pairs (a sign-in keeps ten live tokens at most this way),
-/// the rest refused — and another sign-in of the account, its oldest, goes
-/// on. Each resend added a live token, and past the account's hundred the
-/// other sign-ins' were deleted ("unknown refresh token").
+/// token: a few pairs (one token gets ten live tokens at most), the rest
+/// refused — and another sign-in of the account, its oldest, goes on. Each
+/// resend added a live token, and past the account's hundred the other
+/// sign-ins' were deleted ("unknown refresh token"). The pairs left unused
+/// do not use up the next token's grace (a cap on the sign-in's live
+/// tokens refused its first resend).
 #[tokio::test]
 async fn a_burst_of_refreshes_of_one_token_pushes_no_other_sign_in_out() {
     use sea_orm::ConnectionTrait;
@@ -1209,6 +1211,18 @@ async fn a_burst_of_refreshes_of_one_token_pushes_no_other_sign_in_out() {
         goes_on["data"]["refreshToken"]["refreshToken"].is_string(),
         "the other sign-in goes on: {goes_on}"
     );
+    // One tab goes on with its pair; the other nine stay unused.
+    let tab = burst
+        .iter()
+        .find_map(|b| b["data"]["refreshToken"]["refreshToken"].as_str())
+        .expect("a pair");
+    for _ in 0..2 {
+        let next = app.graphql_as(None, refresh, json!({ "t": tab })).await;
+        assert!(
+            next["data"]["refreshToken"]["refreshToken"].is_string(),
+            "its exchange, then its resend: {next}"
+        );
+    }
 }
 
 /// Logging out ends one session; logging out everywhere ends every

@@ -1503,6 +1503,8 @@ async fn a_booking_shows_its_guests_to_its_readers_with_documents_masked() {
     let room_type = app.homestay(5).await.room_type_id.to_string();
     let mut ids = Vec::new();
     for (n, passport) in ["E12345678", "G87654321"].into_iter().enumerate() {
+        // The second as a Chinese input method types it.
+        let email = ["zhang@example.cn", "ＺＨＡＮＧ＠ｅｘａｍｐｌｅ．ｃｎ"][n];
         let created = app
             .graphql(
                 "mutation($input: CreateBookingInput!, $key: String!) {
@@ -1518,7 +1520,7 @@ async fn a_booking_shows_its_guests_to_its_readers_with_documents_masked() {
                             { "name": " 张三 ", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" },
                             { "name": "Anna Li", "idType": "PASSPORT", "idNumber": passport }
                         ],
-                        "contact": { "name": "张三", "phone": "13800138000", "email": "zhang@example.cn" },
+                        "contact": { "name": "张三", "phone": "13800138000", "email": email },
                         "notes": "晚上九点到"
                     }
                 }),
@@ -1560,8 +1562,24 @@ async fn a_booking_shows_its_guests_to_its_readers_with_documents_masked() {
     );
     assert_eq!(
         edges[0]["node"]["contact"],
-        json!({ "name": "张三", "phone": "13800138000", "email": "zhang@example.cn" })
+        json!({ "name": "张三", "phone": "13800138000", "email": "zhang@example.cn" }),
+        "kept as the address it stands for: {page}"
     );
+    // Addresses that reach no one.
+    for email in ["zhang@example..cn", "zhang@-example.cn", "zhang@example"] {
+        let refused = app
+            .graphql(
+                "mutation($input: CreateBookingInput!) {
+                    createBooking(input: $input, idempotencyKey: \"bad-email\") { id } }",
+                json!({ "input": {
+                    "roomTypeId": room_type, "checkIn": tomorrow().to_string(),
+                    "checkOut": (tomorrow() + chrono::Duration::days(1)).to_string(),
+                    "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
+                    "contact": { "name": "张三", "phone": "13800138000", "email": email } } }),
+            )
+            .await;
+        assert_eq!(code(&refused), "BAD_USER_INPUT", "{email}: {refused}");
+    }
     assert_eq!(edges[0]["node"]["notes"], "晚上九点到");
     assert_eq!(calls().await, before + 1.0, "one call for the page");
 

@@ -1887,6 +1887,16 @@ async fn a_pair_recorded_by_mistake_is_withdrawn_and_the_right_one_recorded() {
         )
     };
     let (backwards, _) = pair("150430", "110108").await;
+    // A reader pages the list one pair at a time: its first page ends
+    // with the pair withdrawn before it asks for the next.
+    let paged = "query($after: String) { partnerships(first: 1, after: $after) {
+        edges { node { id } } pageInfo { endCursor } } }";
+    let page = app.graphql_as(None, paged, json!({})).await;
+    let cursor = page["data"]["partnerships"]["pageInfo"]["endCursor"].clone();
+    assert_eq!(
+        page["data"]["partnerships"]["edges"][0]["node"]["id"], backwards,
+        "{page}"
+    );
     let (_, refused) = pair("110108", "150430").await;
     assert_eq!(common::code(&refused), "BAD_USER_INPUT", "{refused}");
     let (city, _) = pair("110000", "150430").await;
@@ -1965,4 +1975,19 @@ async fn a_pair_recorded_by_mistake_is_withdrawn_and_the_right_one_recorded() {
     )
     .await;
     impact_checks_hold(&app).await;
+    // The reader's next page: after the withdrawn pair, the city's (first
+    // recorded) and the right one.
+    let next = app
+        .graphql_as(
+            None,
+            "query($after: String) { partnerships(after: $after) {
+            edges { node { id } } } }",
+            json!({ "after": cursor }),
+        )
+        .await;
+    assert_eq!(
+        next["data"]["partnerships"]["edges"],
+        json!([{ "node": { "id": city } }, { "node": { "id": right } }]),
+        "{next}"
+    );
 }

@@ -75,6 +75,13 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
     let own = app.graphql_as(Some(&chifeng), balances, json!({})).await;
     assert_eq!(own["data"], owed["data"], "{own}");
+    // The preview of a run (it asks the other services) is a run's.
+    let preview = "{ hostBalances(payable: true) { hostId } }";
+    let refused = app.graphql_as(Some(&chifeng), preview, json!({})).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
     let beijing = app.region_admin("beijing@example.cn", "110000").await;
     let none = app.graphql_as(Some(&beijing), balances, json!({})).await;
     assert_eq!(none["data"]["hostBalances"], json!([]), "{none}");

@@ -110,9 +110,9 @@ pub struct Identity {
     seal_key: Arc<[u8; 32]>,
 }
 
-/// Most live refresh tokens one sign-in gets by its token sent again
-/// within the reuse grace (see [`Identity::refresh`]).
-pub const MAX_LIVE_PER_SIGN_IN: i64 = 10;
+/// Most live refresh tokens one refresh token gets exchanged for, sent
+/// again within the reuse grace (see [`Identity::refresh`]).
+pub const MAX_LIVE_PER_TOKEN: i64 = 10;
 
 /// Wrong passwords for one email within [`LOGIN_WINDOW`] before its logins
 /// are refused until the window has passed.
@@ -725,7 +725,7 @@ impl Identity {
             // Unknown, of a sign-in that goes on with another token: one
             // used long ago, whose row was trimmed.
             if let Some(session) = session_of(&self.seal_key, token)
-                && let Some((account, live)) = storage::session_locked(&txn, session).await?
+                && let Some((account, live)) = storage::session_locked(&txn, session, None).await?
                 && live > 0
             {
                 return Err(self.leaked(txn, account).await?);
@@ -740,10 +740,8 @@ impl Identity {
                     && Utc::now() - exchanged <= self.reuse_grace
                     && stored.expires_at > Utc::now()
                 {
-                    let live = storage::session_locked(&txn, session)
-                        .await?
-                        .map_or(0, |(_, live)| live);
-                    if live == 0 {
+                    let live = |since| storage::session_locked(&txn, session, since);
+                    if live(None).await?.is_none_or(|(_, live)| live == 0) {
                         // Its successor logged out meanwhile: that ended
                         // the sign-in and nothing more.
                         return Err(unauthenticated(
@@ -752,11 +750,16 @@ impl Identity {
                     }
                     // A burst of one client's requests each sending it: a
                     // few pairs, not one per request pushing the account's
-                    // other sign-ins out of its live tokens.
-                    if live >= MAX_LIVE_PER_SIGN_IN {
+                    // other sign-ins out of its live tokens. Counted since
+                    // its exchange: pairs an earlier token's resends left
+                    // behind (a tab's, never used) do not use these up.
+                    if live(Some(exchanged))
+                        .await?
+                        .is_some_and(|(_, live)| live >= MAX_LIVE_PER_TOKEN)
+                    {
                         return Err(unauthenticated(format!(
-                            "this sign-in holds {MAX_LIVE_PER_SIGN_IN} live refresh tokens already \
-                             from this one sent again at once: use a token one of those calls \
+                            "this refresh token was sent again at once more often than it gets \
+                             pairs for ({MAX_LIVE_PER_TOKEN}): use a token one of those calls \
                              returned (refresh one call at a time), or log in again"
                         )));
                     }
@@ -825,7 +828,9 @@ impl Identity {
             if let Some(stored) = storage::refresh_locked(&txn, &hash).await? {
                 storage::end_session(&txn, &hash, stored.session).await?;
             } else if let Some(session) = session_of(&self.seal_key, token)
-                && storage::session_locked(&txn, session).await?.is_some()
+                && storage::session_locked(&txn, session, None)
+                    .await?
+                    .is_some()
             {
                 // One used long ago (its row trimmed): its session still ends.
                 storage::end_session(&txn, &hash, Some(session)).await?;

@@ -623,10 +623,12 @@ pub async fn refresh_locked<C: ConnectionTrait>(
 }
 
 /// The account of sign-in `session`, locked, and how many live refresh
-/// tokens the session has; None for a session no token row names.
+/// tokens the session has, issued since `since` (any time: None); None for
+/// a session no token row names.
 pub async fn session_locked<C: ConnectionTrait>(
     conn: &C,
     session: uuid::Uuid,
+    since: Option<DateTime<Utc>>,
 ) -> Result<Option<(AccountId, i64)>, DbErr> {
     let b = conn.get_database_backend();
     let Some(row) = conn
@@ -645,8 +647,13 @@ pub async fn session_locked<C: ConnectionTrait>(
         .query_one_raw(stmt(
             b,
             "SELECT COUNT(*) AS n FROM refresh_tokens
-             WHERE session = $1 AND revoked_at IS NULL AND expires_at > $2",
-            vec![uuid_value(b, session), Utc::now().into()],
+             WHERE session = $1 AND revoked_at IS NULL AND expires_at > $2
+               AND created_at >= $3",
+            vec![
+                uuid_value(b, session),
+                Utc::now().into(),
+                since.unwrap_or(DateTime::<Utc>::UNIX_EPOCH).into(),
+            ],
         ))
         .await?
         .map(|r| r.try_get::<i64>("", "n"))

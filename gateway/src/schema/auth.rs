@@ -137,7 +137,8 @@ pub struct AuthPayload {
     /// Send as `Authorization: Bearer <accessToken>`; short-lived.
     pub access_token: String,
     /// Exchange with `refreshToken` for a new pair; each works once (sent
-    /// again within 10 s, as by two tabs at once, it gets a pair of its own).
+    /// again within seconds — 10 by default —, as by two tabs at once, it
+    /// gets a pair of its own).
     pub refresh_token: String,
     /// Seconds the access token lives.
     pub expires_in: i64,

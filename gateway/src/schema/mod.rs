@@ -516,7 +516,7 @@ impl Query {
     }
 
     /// What each host is owed (platform admins; a region's admins, its
-    /// hosts'): host shares captured, less refunded, less paid out — now,
+    /// hosts', `payable` aside): host shares captured, less refunded, less paid out — now,
     /// or as the ledger stood at `upTo`. A refund after a payout leaves a
     /// balance below zero, which later earnings make good before anything
     /// more is paid.
@@ -1750,9 +1750,10 @@ impl Mutation {
     }
 
     /// A new token pair for a refresh token; the old refresh token stops
-    /// working: sent again within 10 s of its exchange (two tabs, or a
-    /// retry of a call whose answer was lost), it gets a pair of its own;
-    /// later, it has leaked and revokes every session of the account.
+    /// working: sent again within seconds of its exchange (10 by default;
+    /// two tabs, or a retry of a call whose answer was lost), it gets a
+    /// pair of its own; later, it has leaked and revokes every session of
+    /// the account.
     async fn refresh_token(&self, ctx: &Context<'_>, token: String) -> Result<AuthPayload> {
         Ok(identity(ctx)?.refresh(&token).await.map_err(gql)?.into())
     }

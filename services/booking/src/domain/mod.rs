@@ -236,11 +236,15 @@ pub fn normalise(req: &mut CreateBooking) {
         .collect::<String>()
         .trim()
         .to_owned();
+    // As an account's address is kept: full-width forms (an input
+    // method's `ｏｐｓ＠ｅｘａｍｐｌｅ．ｃｎ`) as the ASCII they stand for, so
+    // that a host can write to it; one that is no address stays as typed
+    // for `validate` to refuse.
     req.contact.email = req
         .contact
         .email
         .take()
-        .map(|e| e.trim().to_lowercase())
+        .map(|e| shared::text::normalise_email(&e).unwrap_or_else(|_| e.trim().to_lowercase()))
         .filter(|e| !e.is_empty());
     req.notes = req
         .notes
@@ -294,9 +298,18 @@ pub fn validate(req: &CreateBooking) -> Result<(), AppError> {
     }
     shared::text::check_line("contact.name", &req.contact.name, 100, true)?;
     if let Some(email) = &req.contact.email {
-        shared::text::normalise_email(email).map_err(|_| {
-            AppError::bad_input(format!("contact.email: `{email}` is not an email address"))
-        })?;
+        let refused =
+            || AppError::bad_input(format!("contact.email: `{email}` is not an email address"));
+        let email = shared::text::normalise_email(email).map_err(|_| refused())?;
+        // Dotted names, none empty nor starting or ending with a dash
+        // (`a@b..cn` and `a@-b.cn` reach no one).
+        let domain = email.rsplit_once('@').map_or("", |(_, domain)| domain);
+        if domain
+            .split('.')
+            .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
+        {
+            return Err(refused());
+        }
     }
     if let Some(region) = req.sponsor_region
         && shared::region::reference_region(region).is_none()
@@ -678,6 +691,16 @@ mod tests {
         let mut mail = request(&[("张三", "11010519491231002X")]);
         mail.contact.email = Some("nope".into());
         assert!(refusal(&mail).starts_with("contact.email"));
+        // An address as an input method types it: the one it stands for;
+        // one whose domain reaches no one, refused.
+        let mut wide = request(&[("张三", "11010519491231002X")]);
+        wide.contact.email = Some(" ＺＨＡＮＧ＠ｅｘａｍｐｌｅ．ｃｎ".into());
+        normalise(&mut wide);
+        assert_eq!(wide.contact.email.as_deref(), Some("zhang@example.cn"));
+        for nowhere in ["a@b..cn", "a@-b.cn", "a@b-.cn", "a@b"] {
+            mail.contact.email = Some(nowhere.into());
+            assert!(refusal(&mail).starts_with("contact.email"), "{nowhere}");
+        }
         let mut nowhere = request(&[("张三", "11010519491231002X")]);
         nowhere.sponsor_region = shared::region::RegionCode::parse("119999").ok();
         assert!(refusal(&nowhere).starts_with("sponsorRegionCode"));

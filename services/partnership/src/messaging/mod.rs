@@ -814,32 +814,29 @@ impl Partnerships {
                 "first: ask for 1 to 100 partnerships at a time",
             ));
         }
-        let mut all = storage::partnerships(&self.db).await?;
-        all.retain(|p| p.withdrawal.is_none());
-        let matching: Vec<PartnershipView> = match req.region {
-            None => all,
-            Some(r) => all
-                .into_iter()
-                .filter(|p| {
-                    [p.sponsor, p.beneficiary]
-                        .iter()
-                        .any(|side| r.contains(*side) || side.contains(r))
-                })
-                .collect(),
-        };
-        let total_count = matching.len() as u64;
+        let all = storage::partnerships(&self.db).await?;
+        // The cursor is placed among every pair, withdrawn ones too: the
+        // last of a page withdrawn meanwhile still marks where it ends.
         let start = match req.after {
             None => 0,
             Some(after) => {
-                matching
-                    .iter()
+                all.iter()
                     .position(|p| p.id == after)
                     .ok_or_else(|| AppError::bad_input("after: not a cursor of this list"))?
                     + 1
             }
         };
+        let listed = |p: &PartnershipView| {
+            p.withdrawal.is_none()
+                && req.region.is_none_or(|r| {
+                    [p.sponsor, p.beneficiary]
+                        .iter()
+                        .any(|side| r.contains(*side) || side.contains(r))
+                })
+        };
+        let total_count = all.iter().filter(|p| listed(p)).count() as u64;
         let first = req.first as usize;
-        let rest = matching.into_iter().skip(start);
+        let rest = all.into_iter().skip(start).filter(listed);
         let mut partnerships: Vec<PartnershipView> = rest.take(first + 1).collect();
         let has_next_page = partnerships.len() > first;
         partnerships.truncate(first);
