@@ -187,7 +187,8 @@ impl App {
                                 "connecting to Redis at {} (DUIKOU_REDIS_URL)",
                                 shared::config::redacted(url)
                             )
-                        })?,
+                        })
+                        .map(gateway::guarded::Redis::new)?,
                 ),
                 None => None,
             };

@@ -458,6 +458,88 @@ async fn readiness_says_what_the_gateway_depends_on() {
     );
 }
 
+/// Redis gone mid-run (the test's proxy in front of it drops every
+/// connection and each new one): requests answer at once, going on without
+/// it, and `/readyz` stays 200 naming it; with Redis back, it is used again.
+/// Each request waited for the client's reconnect cycle (seconds, per
+/// call), and every replica's `/readyz` went 503 on the one shared Redis.
+#[tokio::test]
+async fn a_redis_gone_mid_run_costs_requests_no_wait_and_takes_no_replica_out() {
+    let (url, cut) = redis_proxy().await;
+    let mut settings = common::test_settings();
+    settings.redis_url = Some(url.into());
+    // Counted in Redis: every request asks it.
+    settings.rate_limit = 10_000;
+    let app = common::spawn_app_with(settings).await;
+    let readyz = app.url.replace("/graphql", "/readyz");
+    let redis_state = || async {
+        let answer = app.http.get(&readyz).send().await.expect("answers");
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.expect("json");
+        (
+            status,
+            body["redis"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    assert_eq!(redis_state().await, (200, "ok".to_owned()));
+    cut.send_replace(true);
+    for n in 0..5 {
+        let asked = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            app.graphql_as(None, "{ regions { code } }", json!({})),
+        )
+        .await;
+        let body = asked.unwrap_or_else(|_| panic!("request {n} waited for Redis"));
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    let (status, redis) = redis_state().await;
+    assert_eq!(status, 200, "{redis}");
+    assert!(redis.starts_with("failing"), "{redis}");
+    cut.send_replace(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while redis_state().await.1 != "ok" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Redis never used again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A TCP proxy to the tests' Redis: its URL, and a switch that, set, drops
+/// every connection through it and each new one at once.
+async fn redis_proxy() -> (String, tokio::sync::watch::Sender<bool>) {
+    let target = common::redis_url()
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    let (cut, watching) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (mut cut, target) = (watching.clone(), target.clone());
+            tokio::spawn(async move {
+                if *cut.borrow() {
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = cut.wait_for(|cut| *cut) => {}
+                }
+            });
+        }
+    });
+    (format!("redis://{addr}"), cut)
+}
+
 #[tokio::test]
 async fn readiness_names_each_service_that_does_not_answer() {
     let app = common::spawn_parts(

@@ -16,7 +16,7 @@
 //! change's commit and its event reaching them (milliseconds), a read may
 //! be stale; the hold itself always decides.
 
-use redis::aio::ConnectionManager;
+use crate::guarded::Redis;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -99,7 +99,7 @@ impl moka::Expiry<String, Local> for LocalExpiry {
 /// shared by the replicas, or in process without it.
 #[derive(Clone)]
 pub struct Cache {
-    redis: Option<ConnectionManager>,
+    redis: Option<Redis>,
     prefix: String,
     version: Arc<Mutex<Version>>,
     persisted: moka::sync::Cache<String, Arc<str>>,
@@ -210,7 +210,7 @@ impl std::fmt::Display for Version {
 
 impl Cache {
     /// A cache in Redis under `prefix`, or a pass-through without Redis.
-    pub fn new(redis: Option<ConnectionManager>, prefix: &str) -> Cache {
+    pub fn new(redis: Option<Redis>, prefix: &str) -> Cache {
         Cache {
             redis,
             prefix: format!("{prefix}cache:"),
@@ -299,17 +299,15 @@ impl Cache {
     pub async fn persisted(&self, hash: &str) -> Option<String> {
         let key = format!("{}apq:{hash}", self.prefix);
         match &self.redis {
-            Some(redis) => {
-                let mut conn = redis.clone();
-                redis::cmd("GET")
-                    .arg(&key)
-                    .query_async::<Option<String>>(&mut conn)
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "persisted queries unavailable");
-                        None
-                    })
-            }
+            Some(redis) => redis
+                .run("persisted queries", |mut conn| async move {
+                    redis::cmd("GET")
+                        .arg(&key)
+                        .query_async::<Option<String>>(&mut conn)
+                        .await
+                })
+                .await
+                .flatten(),
             None => self.persisted.get(hash).map(|q| q.to_string()),
         }
     }
@@ -322,21 +320,23 @@ impl Cache {
             self.persisted.insert(hash.to_owned(), query.into());
             return;
         };
-        let mut conn = redis.clone();
-        let kept = redis::Script::new(PERSIST_WITHIN_BUDGET)
-            .key(&key)
-            .key(persisted_budget_key(
-                &self.prefix,
-                std::time::SystemTime::now(),
-            ))
-            .arg(query)
-            .arg(PERSISTED_SECONDS)
-            .arg(PERSISTED_BUDGET)
-            .invoke_async::<u8>(&mut conn)
+        let budget = persisted_budget_key(&self.prefix, std::time::SystemTime::now());
+        let kept = redis
+            .run("persisted queries", |mut conn| async move {
+                redis::Script::new(PERSIST_WITHIN_BUDGET)
+                    .key(&key)
+                    .key(budget)
+                    .arg(query)
+                    .arg(PERSISTED_SECONDS)
+                    .arg(PERSISTED_BUDGET)
+                    .invoke_async::<u8>(&mut conn)
+                    .await
+            })
             .await;
         match kept {
-            Ok(1) => {}
-            Ok(first) => {
+            // Kept, or Redis trouble (logged by the guard): the query runs.
+            Some(1) | None => {}
+            Some(first) => {
                 metrics::counter!("duikou_persisted_queries_refused_total").increment(1);
                 if first == 2 {
                     tracing::warn!(
@@ -345,7 +345,6 @@ impl Cache {
                     );
                 }
             }
-            Err(e) => tracing::warn!(error = %e, key, "could not keep a persisted query"),
         }
     }
 
@@ -434,7 +433,7 @@ impl Cache {
     /// from the service (then written to Redis), to keep in this process.
     async fn fetch<R>(
         &self,
-        redis: &ConnectionManager,
+        redis: &Redis,
         key: &str,
         bus: &dyn Bus,
         request: &R,
@@ -444,32 +443,38 @@ impl Cache {
         R::Reply: Serialize + DeserializeOwned + Clone + Sync,
     {
         let full = Duration::from_secs(TTL_SECONDS);
-        let mut conn = redis.clone();
-        let found = redis::pipe()
-            .get(key)
-            .pttl(key)
-            .query_async::<(Option<String>, i64)>(&mut conn)
+        let found = redis
+            .run("the catalogue cache", |mut conn| async move {
+                redis::pipe()
+                    .get(key)
+                    .pttl(key)
+                    .query_async::<(Option<String>, i64)>(&mut conn)
+                    .await
+            })
             .await;
-        match found {
-            Ok((Some(hit), left)) => {
-                if let Ok(reply) = serde_json::from_str::<R::Reply>(&hit) {
-                    metrics::counter!("duikou_cache_total", "method" => R::METHOD, "outcome" => "hit")
-                        .increment(1);
-                    // -1: no expiry set (never so here); -2: gone since.
-                    let left = u64::try_from(left).map_or(full, Duration::from_millis);
-                    return Ok(local(reply, hit.len(), left.min(full)));
-                }
-            }
-            Ok((None, _)) => {}
-            Err(e) => tracing::warn!(error = %e, "catalogue cache unavailable; asking the service"),
+        // A miss, or Redis trouble (logged by the guard), asks the service;
+        // so does an entry gone between its GET and its PTTL (-2: it
+        // expired just then, and would have been kept a whole minute).
+        if let Some((Some(hit), left)) = found
+            && left != -2
+            && let Ok(reply) = serde_json::from_str::<R::Reply>(&hit)
+        {
+            metrics::counter!("duikou_cache_total", "method" => R::METHOD, "outcome" => "hit")
+                .increment(1);
+            // -1: no expiry set (never so here).
+            let left = u64::try_from(left).map_or(full, Duration::from_millis);
+            return Ok(local(reply, hit.len(), left.min(full)));
         }
         metrics::counter!("duikou_cache_total", "method" => R::METHOD, "outcome" => "miss")
             .increment(1);
         let reply = shared::bus::call(bus, request).await?;
         let bytes = match serde_json::to_string(&reply) {
             Ok(body) if body.len() <= MAX_KEPT_ANSWER => {
-                set_for(redis, key, &body, TTL_SECONDS).await;
-                body.len()
+                let bytes = body.len();
+                // Written beside the answer, not before it goes out.
+                let (redis, key) = (redis.clone(), key.to_owned());
+                tokio::spawn(async move { set_for(&redis, &key, &body, TTL_SECONDS).await });
+                bytes
             }
             _ => usize::MAX,
         };
@@ -502,19 +507,20 @@ pub fn persisted_budget_key(prefix: &str, at: std::time::SystemTime) -> String {
     format!("{prefix}apq-budget:{}", seconds / PERSISTED_SECONDS)
 }
 
-/// `SET key value EX seconds`; a failure is logged (the cache is only a cache).
-async fn set_for(redis: &ConnectionManager, key: &str, value: &str, seconds: u64) {
-    let mut conn = redis.clone();
-    let stored: Result<(), _> = redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .arg("EX")
-        .arg(seconds)
-        .query_async(&mut conn)
+/// `SET key value EX seconds`; a failure is logged by the guard (the cache
+/// is only a cache).
+async fn set_for(redis: &Redis, key: &str, value: &str, seconds: u64) {
+    redis
+        .run("the catalogue cache", |mut conn| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("EX")
+                .arg(seconds)
+                .query_async::<()>(&mut conn)
+                .await
+        })
         .await;
-    if let Err(e) = stored {
-        tracing::warn!(error = %e, key, "could not write to the cache");
-    }
 }
 
 #[cfg(test)]

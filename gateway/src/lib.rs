@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod error;
+pub mod guarded;
 pub mod http;
 pub mod identity;
 pub mod limits;

@@ -11,13 +11,11 @@ pub const IP_CEILING: u32 = 10;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use redis::aio::ConnectionManager;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tracing::warn;
 
 /// Whole seconds a refused caller is told to wait: rounded up, so that
 /// waiting exactly this long finds room, and at least one.
@@ -56,8 +54,9 @@ const SWEEP_EVERY: u64 = 10_000;
 pub enum Limiter {
     /// Counted in Redis, shared by every gateway.
     Redis {
-        /// The connection (reconnects by itself).
-        conn: ConnectionManager,
+        /// The connection (reconnects by itself; skipped a while after a
+        /// failure).
+        conn: crate::guarded::Redis,
         /// Key prefix (isolates deployments and tests).
         prefix: String,
         /// Requests per window.
@@ -79,7 +78,7 @@ impl Limiter {
     /// A limiter of `limit` requests per `window`, counted in Redis when a
     /// connection is given.
     pub fn new(
-        redis: Option<ConnectionManager>,
+        redis: Option<crate::guarded::Redis>,
         prefix: &str,
         limit: u32,
         window: Duration,
@@ -150,26 +149,26 @@ impl Limiter {
                 let secs = window.as_secs().max(1);
                 let slot = now.as_secs() / secs;
                 let key = format!("{prefix}{who}:{slot}");
-                let mut conn = conn.clone();
-                let counted: Result<(i64,), _> = redis::pipe()
-                    .atomic()
-                    .incr(&key, 1)
-                    .expire(&key, i64::try_from(secs * 2).unwrap_or(i64::MAX))
-                    .ignore()
-                    .query_async(&mut conn)
+                let counted = conn
+                    .run("the rate limit", |mut conn| async move {
+                        redis::pipe()
+                            .atomic()
+                            .incr(&key, 1)
+                            .expire(&key, i64::try_from(secs * 2).unwrap_or(i64::MAX))
+                            .ignore()
+                            .query_async::<(i64,)>(&mut conn)
+                            .await
+                    })
                     .await;
                 match counted {
-                    Ok((n,)) if n > i64::from(*limit) * i64::from(times) => {
+                    Some((n,)) if n > i64::from(*limit) * i64::from(times) => {
                         let ends = (slot + 1) * secs;
                         Err(Duration::from_secs(
                             ends.saturating_sub(now.as_secs()).max(1),
                         ))
                     }
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        warn!(error = %e, "rate limit check failed; letting the request through");
-                        Ok(())
-                    }
+                    // Redis trouble (logged by the guard) lets it through.
+                    Some(_) | None => Ok(()),
                 }
             }
         }
