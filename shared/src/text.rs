@@ -134,6 +134,9 @@ pub fn normalise_email(email: &str) -> Result<String, AppError> {
     // address is registered, and signed in to, as its owner reads it.
     let half_width = |c: char| match c {
         '\u{FF01}'..='\u{FF5E}' => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c),
+        // The ideographic full stops, as Chinese punctuation types `.`
+        // (IDNA takes them as dots too).
+        '\u{3002}' | '\u{FF61}' => '.',
         other => other,
     };
     let email: String = email
@@ -287,6 +290,11 @@ mod tests {
                 .ok()
                 .as_deref(),
             Some("chan.taiman@example.hk")
+        );
+        // With Chinese punctuation's full stop for the dots.
+        assert_eq!(
+            normalise_email("lisi＠example。com｡cn").ok().as_deref(),
+            Some("lisi@example.com.cn")
         );
         for odd in [
             "a@b@example.cn",

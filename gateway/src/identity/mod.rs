@@ -538,7 +538,8 @@ impl Identity {
         conn: &C,
         account: Account,
     ) -> Result<Tokens, AppError> {
-        self.issue_in(conn, account, uuid::Uuid::now_v7()).await
+        self.issue_in(conn, account, uuid::Uuid::now_v7(), None)
+            .await
     }
 
     /// Tokens for `account` carrying on the sign-in `session`.
@@ -547,6 +548,7 @@ impl Identity {
         conn: &C,
         account: Account,
         session: uuid::Uuid,
+        exchanged_from: Option<&str>,
     ) -> Result<Tokens, AppError> {
         // Named by its sign-in: a used token presented after its row was
         // trimmed away (a thief refreshing a thousand times to get it
@@ -561,6 +563,7 @@ impl Identity {
             account.id,
             Utc::now() + self.refresh_ttl,
             session,
+            exchanged_from,
         )
         .await?;
         // An agency's bookings count for the agency's region, whichever of
@@ -725,7 +728,7 @@ impl Identity {
             // Unknown, of a sign-in that goes on with another token: one
             // used long ago, whose row was trimmed.
             if let Some(session) = session_of(&self.seal_key, token)
-                && let Some((account, live)) = storage::session_locked(&txn, session, None).await?
+                && let Some((account, live)) = storage::session_locked(&txn, session).await?
                 && live > 0
             {
                 return Err(self.leaked(txn, account).await?);
@@ -740,8 +743,8 @@ impl Identity {
                     && Utc::now() - exchanged <= self.reuse_grace
                     && stored.expires_at > Utc::now()
                 {
-                    let live = |since| storage::session_locked(&txn, session, since);
-                    if live(None).await?.is_none_or(|(_, live)| live == 0) {
+                    let live = storage::session_locked(&txn, session).await?;
+                    if live.is_none_or(|(_, live)| live == 0) {
                         // Its successor logged out meanwhile: that ended
                         // the sign-in and nothing more.
                         return Err(unauthenticated(
@@ -750,13 +753,11 @@ impl Identity {
                     }
                     // A burst of one client's requests each sending it: a
                     // few pairs, not one per request pushing the account's
-                    // other sign-ins out of its live tokens. Counted since
-                    // its exchange: pairs an earlier token's resends left
-                    // behind (a tab's, never used) do not use these up.
-                    if live(Some(exchanged))
-                        .await?
-                        .is_some_and(|(_, live)| live >= MAX_LIVE_PER_TOKEN)
-                    {
+                    // other sign-ins out of its live tokens. Those it was
+                    // exchanged for and still live: pairs an earlier
+                    // token's resends left behind, or the tabs' own
+                    // refreshes since, do not use these up.
+                    if storage::exchanged_for(&txn, &hash).await? >= MAX_LIVE_PER_TOKEN {
                         return Err(unauthenticated(format!(
                             "this refresh token was sent again at once more often than it gets \
                              pairs for ({MAX_LIVE_PER_TOKEN}): use a token one of those calls \
@@ -766,7 +767,7 @@ impl Identity {
                     let account = storage::account_by_id(&txn, stored.account_id)
                         .await?
                         .ok_or_else(|| unauthenticated("the account no longer exists"))?;
-                    let tokens = self.issue_in(&txn, account, session).await?;
+                    let tokens = self.issue_in(&txn, account, session, Some(&hash)).await?;
                     txn.commit().await?;
                     return Ok(tokens);
                 }
@@ -791,7 +792,7 @@ impl Identity {
             .ok_or_else(|| unauthenticated("the account no longer exists"))?;
         storage::revoke(&txn, &hash).await?;
         let session = stored.session.unwrap_or_else(uuid::Uuid::now_v7);
-        let tokens = self.issue_in(&txn, account, session).await?;
+        let tokens = self.issue_in(&txn, account, session, Some(&hash)).await?;
         txn.commit().await?;
         Ok(tokens)
     }
@@ -828,9 +829,7 @@ impl Identity {
             if let Some(stored) = storage::refresh_locked(&txn, &hash).await? {
                 storage::end_session(&txn, &hash, stored.session).await?;
             } else if let Some(session) = session_of(&self.seal_key, token)
-                && storage::session_locked(&txn, session, None)
-                    .await?
-                    .is_some()
+                && storage::session_locked(&txn, session).await?.is_some()
             {
                 // One used long ago (its row trimmed): its session still ends.
                 storage::end_session(&txn, &hash, Some(session)).await?;

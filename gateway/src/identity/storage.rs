@@ -27,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(RefreshRevocation),
             Box::new(RefreshSessions),
             Box::new(LoginFailures),
+            Box::new(RefreshExchangedFrom),
         ]
     }
 }
@@ -180,6 +181,31 @@ impl MigrationTrait for RefreshSessions {
                 // Revoked by a logout, not by use: presented again it is
                 // merely dead, not leaked.
                 "ALTER TABLE refresh_tokens ADD COLUMN logged_out BOOLEAN NOT NULL DEFAULT FALSE",
+            ],
+        )
+        .await
+    }
+}
+
+struct RefreshExchangedFrom;
+
+impl MigrationName for RefreshExchangedFrom {
+    fn name(&self) -> &str {
+        "m20261209_000001_refresh_exchanged_from"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RefreshExchangedFrom {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // The token (its hash) a refresh token was exchanged for:
+                // what bounds the pairs one token gets within the reuse
+                // grace. None for a sign-in's first, and for those before.
+                "ALTER TABLE refresh_tokens ADD COLUMN exchanged_from TEXT",
+                "CREATE INDEX refresh_tokens_exchanged_from ON refresh_tokens (exchanged_from)",
             ],
         )
         .await
@@ -514,18 +540,21 @@ pub async fn insert_refresh<C: ConnectionTrait>(
     account: AccountId,
     expires_at: DateTime<Utc>,
     session: uuid::Uuid,
+    exchanged_from: Option<&str>,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, created_at, session)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, created_at, session,
+                                     exchanged_from)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         vec![
             hash.into(),
             uuid_value(b, account.0),
             expires_at.into(),
             Utc::now().into(),
             uuid_value(b, session),
+            exchanged_from.map(str::to_owned).into(),
         ],
     ))
     .await?;
@@ -623,12 +652,10 @@ pub async fn refresh_locked<C: ConnectionTrait>(
 }
 
 /// The account of sign-in `session`, locked, and how many live refresh
-/// tokens the session has, issued since `since` (any time: None); None for
-/// a session no token row names.
+/// tokens the session has; None for a session no token row names.
 pub async fn session_locked<C: ConnectionTrait>(
     conn: &C,
     session: uuid::Uuid,
-    since: Option<DateTime<Utc>>,
 ) -> Result<Option<(AccountId, i64)>, DbErr> {
     let b = conn.get_database_backend();
     let Some(row) = conn
@@ -647,19 +674,30 @@ pub async fn session_locked<C: ConnectionTrait>(
         .query_one_raw(stmt(
             b,
             "SELECT COUNT(*) AS n FROM refresh_tokens
-             WHERE session = $1 AND revoked_at IS NULL AND expires_at > $2
-               AND created_at >= $3",
-            vec![
-                uuid_value(b, session),
-                Utc::now().into(),
-                since.unwrap_or(DateTime::<Utc>::UNIX_EPOCH).into(),
-            ],
+             WHERE session = $1 AND revoked_at IS NULL AND expires_at > $2",
+            vec![uuid_value(b, session), Utc::now().into()],
         ))
         .await?
         .map(|r| r.try_get::<i64>("", "n"))
         .transpose()?
         .unwrap_or(0);
     Ok(Some((account, live)))
+}
+
+/// How many live refresh tokens the token `hash` was exchanged for.
+pub async fn exchanged_for<C: ConnectionTrait>(conn: &C, hash: &str) -> Result<i64, DbErr> {
+    let b = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT COUNT(*) AS n FROM refresh_tokens
+             WHERE exchanged_from = $1 AND revoked_at IS NULL AND expires_at > $2",
+            vec![hash.into(), Utc::now().into()],
+        ))
+        .await?
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0))
 }
 
 /// The account a refresh token belongs to, without locking anything.
