@@ -460,16 +460,18 @@ async fn readiness_says_what_the_gateway_depends_on() {
 
 /// Redis gone mid-run (the test's proxy in front of it drops every
 /// connection and each new one): requests answer at once, going on without
-/// it, and `/readyz` stays 200 naming it; with Redis back, it is used again.
-/// Each request waited for the client's reconnect cycle (seconds, per
-/// call), and every replica's `/readyz` went 503 on the one shared Redis.
+/// it — the limit counted in the process meanwhile —, and `/readyz` stays
+/// 200 naming it; with Redis back, it is used again. Each request waited
+/// for the client's reconnect cycle (seconds, per call), every replica's
+/// `/readyz` went 503 on the one shared Redis, and then the limit was off.
 #[tokio::test]
 async fn a_redis_gone_mid_run_costs_requests_no_wait_and_takes_no_replica_out() {
     let (url, cut) = redis_proxy().await;
     let mut settings = common::test_settings();
     settings.redis_url = Some(url.into());
     // Counted in Redis: every request asks it.
-    settings.rate_limit = 10_000;
+    settings.rate_limit = 8;
+    settings.rate_limit_window_seconds = 600;
     let app = common::spawn_app_with(settings).await;
     let readyz = app.url.replace("/graphql", "/readyz");
     let redis_state = || async {
@@ -483,15 +485,23 @@ async fn a_redis_gone_mid_run_costs_requests_no_wait_and_takes_no_replica_out() 
     };
     assert_eq!(redis_state().await, (200, "ok".to_owned()));
     cut.send_replace(true);
-    for n in 0..5 {
+    let mut limited = None;
+    for n in 0..12 {
         let asked = tokio::time::timeout(
             std::time::Duration::from_secs(3),
             app.graphql_as(None, "{ regions { code } }", json!({})),
         )
         .await;
         let body = asked.unwrap_or_else(|_| panic!("request {n} waited for Redis"));
-        assert!(body["errors"].is_null(), "{body}");
+        if body["errors"].is_null() {
+            continue;
+        }
+        assert_eq!(common::code(&body), "RATE_LIMITED", "{body}");
+        limited = Some(n);
+        break;
     }
+    // The process counts from nothing: eight go through, the ninth waits.
+    assert_eq!(limited, Some(8), "the limit while Redis is gone");
     let (status, redis) = redis_state().await;
     assert_eq!(status, 200, "{redis}");
     assert!(redis.starts_with("failing"), "{redis}");

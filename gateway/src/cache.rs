@@ -511,7 +511,7 @@ pub fn persisted_budget_key(prefix: &str, at: std::time::SystemTime) -> String {
 /// is only a cache).
 async fn set_for(redis: &Redis, key: &str, value: &str, seconds: u64) {
     redis
-        .run("the catalogue cache", |mut conn| async move {
+        .write_behind("the catalogue cache", |mut conn| async move {
             redis::cmd("SET")
                 .arg(key)
                 .arg(value)

@@ -63,6 +63,10 @@ pub enum Limiter {
         limit: u32,
         /// The window.
         window: Duration,
+        /// Counted in this process instead while Redis fails (a
+        /// [`Limiter::Local`]): the limits stay on, each replica counting
+        /// alone.
+        meanwhile: Box<Limiter>,
     },
     /// Counted in this process: per caller, and the IP ceiling.
     Local(
@@ -93,6 +97,7 @@ impl Limiter {
                 prefix: format!("{prefix}ratelimit:"),
                 limit,
                 window,
+                meanwhile: Box::new(Limiter::new(None, prefix, limit, window)),
             },
             None => {
                 let quota = |burst: NonZeroU32| {
@@ -111,8 +116,9 @@ impl Limiter {
         }
     }
 
-    /// Ok, or how long `who` must wait. Redis trouble lets requests through
-    /// (logged): the limit protects the service, it must not take it down.
+    /// Ok, or how long `who` must wait. While Redis fails (logged) each
+    /// replica counts alone: the limit protects the service, it must not
+    /// take it down, nor go off with Redis.
     pub async fn check(&self, who: &str) -> Result<(), Duration> {
         self.check_times(who, 1).await
     }
@@ -122,26 +128,33 @@ impl Limiter {
         self.check_times(&format!("ceiling:{ip}"), IP_CEILING).await
     }
 
+    /// The count in this process ([`Limiter::Local`]; Ok for the others).
+    fn check_here(&self, who: &str, times: u32) -> Result<(), Duration> {
+        let Limiter::Local(caller, ceiling, checks) = self else {
+            return Ok(());
+        };
+        if checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            for limiter in [caller, ceiling] {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        }
+        let limiter = if times > 1 { ceiling } else { caller };
+        limiter
+            .check_key(&who.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
     async fn check_times(&self, who: &str, times: u32) -> Result<(), Duration> {
         match self {
             Limiter::Off => Ok(()),
-            Limiter::Local(caller, ceiling, checks) => {
-                if checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-                    for limiter in [caller, ceiling] {
-                        limiter.retain_recent();
-                        limiter.shrink_to_fit();
-                    }
-                }
-                let limiter = if times > 1 { ceiling } else { caller };
-                limiter
-                    .check_key(&who.to_owned())
-                    .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-            }
+            Limiter::Local(..) => self.check_here(who, times),
             Limiter::Redis {
                 conn,
                 prefix,
                 limit,
                 window,
+                meanwhile,
             } => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -167,8 +180,9 @@ impl Limiter {
                             ends.saturating_sub(now.as_secs()).max(1),
                         ))
                     }
-                    // Redis trouble (logged by the guard) lets it through.
-                    Some(_) | None => Ok(()),
+                    Some(_) => Ok(()),
+                    // Redis trouble (logged by the guard): counted here.
+                    None => meanwhile.check_here(who, times),
                 }
             }
         }

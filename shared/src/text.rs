@@ -198,6 +198,15 @@ pub fn check_new_email(email: &str) -> Result<(), AppError> {
     if email.chars().any(shows_nothing) {
         return refused("it holds characters that do not show");
     }
+    // Dots that are not the dot (`bob․smith` with a one-dot leader beside
+    // `bob.smith`): whatever compatibility reads as `.` (the ideographic
+    // ones are dots already, by `normalise_email`).
+    if email.chars().any(|c| {
+        use unicode_normalization::UnicodeNormalization;
+        c != '.' && std::iter::once(c).nfkc().eq(std::iter::once('.'))
+    }) {
+        return refused("write its dots as dots");
+    }
     if email.chars().any(|c| matches!(c, '\u{FF01}'..='\u{FF5E}')) {
         return refused("write it in ordinary letters, not full-width ones");
     }
@@ -326,6 +335,8 @@ mod tests {
             "bob@sec..test",
             "bob@-sec.test",
             "bob@sec-.test",
+            "b\u{2024}ob@sec.test",
+            "bob@sec\u{fe52}test.cn",
         ] {
             assert!(new(alike).is_err(), "{alike:?}");
         }
