@@ -1228,38 +1228,48 @@ async fn bookings_racing_a_departures_cancellation_all_end_and_hold_no_seat() {
 /// answered SERVICE_UNAVAILABLE); a review of inventory found it.
 #[tokio::test]
 async fn a_departure_cancelled_while_a_hold_on_it_is_released_waits_instead_of_deadlocking() {
-    let app = spawn_app().await;
-    let admin = app.region_admin("chifeng@example.cn", "150400").await;
-    let (_, departure) = route_on_sale(&app, &admin, 10, 100, 1).await;
-    let id = TestApp::id_of(&book_seats(&app, &departure, &["甲"], "held").await);
-    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
-    // Standing in for the release: the hold's row first.
-    let release = common::LockHeld::begin(
-        app.service_db("inventory").await,
-        &format!("SELECT booking_id FROM holds WHERE booking_id = '{id}' FOR UPDATE"),
+    // Standing in for the release: the hold's row first, then the
+    // departure's, to give the seat back.
+    let (cancelled, given_back) = cancel_racing(
+        |_, hold| format!("SELECT booking_id FROM holds WHERE booking_id = '{hold}' FOR UPDATE"),
+        |departure, _| {
+            format!("UPDATE departures SET available = available + 1 WHERE id = '{departure}'")
+        },
     )
     .await;
-    let cancel = app.graphql_as(
-        Some(&admin),
-        "mutation($d: ID!) { cancelDeparture(departureId: $d, reason: \"雷暴\") { cancelledAt } }",
-        json!({ "d": departure }),
-    );
-    let (cancelled, given_back) = tokio::join!(cancel, async {
-        release.until_waiting(1, true).await;
-        // Then the departure's, to give the seat back.
-        let given_back = release
-            .run(&format!(
-                "UPDATE departures SET available = available + 1 WHERE id = '{departure}'"
-            ))
-            .await;
-        release.release().await;
-        given_back
-    });
     assert!(given_back.is_ok(), "the release failed: {given_back:?}");
     assert!(
         cancelled["data"]["cancelDeparture"]["cancelledAt"].is_string(),
         "{cancelled}"
     );
+}
+
+/// A departure of 赤峰 with one seat held, and its cancellation raced with
+/// a transaction of the test's: `first(departure, hold)` locks, and once
+/// the cancellation waits on it `then(departure, hold)` runs in it; the
+/// cancellation's answer and what became of `then`.
+async fn cancel_racing(
+    first: impl Fn(&str, &str) -> String,
+    then: impl Fn(&str, &str) -> String,
+) -> (Value, Result<(), sea_orm::DbErr>) {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (_, departure) = route_on_sale(&app, &admin, 10, 100, 1).await;
+    let hold = TestApp::id_of(&book_seats(&app, &departure, &["甲"], "held").await);
+    app.wait_for_status(&hold, "AWAITING_PAYMENT").await;
+    let held =
+        common::LockHeld::begin(app.service_db("inventory").await, &first(&departure, &hold)).await;
+    let cancel = app.graphql_as(
+        Some(&admin),
+        "mutation($d: ID!) { cancelDeparture(departureId: $d, reason: \"雷暴\") { cancelledAt } }",
+        json!({ "d": departure }),
+    );
+    tokio::join!(cancel, async {
+        held.until_waiting(1, true).await;
+        let done = held.run(&then(&departure, &hold)).await;
+        held.release().await;
+        done
+    })
 }
 
 /// A departure's price changed while a hold waits to take its seats (the
@@ -1584,5 +1594,27 @@ async fn a_payout_run_right_after_a_departure_was_cancelled_keeps_its_seats_back
         after["data"]["hostBalances"],
         json!([]),
         "owes nothing: {after}"
+    );
+}
+
+/// A cancellation PostgreSQL picks to break a deadlock (the test holds the
+/// departure, as a take in flight does, then asks for the hold the
+/// cancellation locked, as a release of a hold taken meanwhile does) is
+/// sent again inside and goes through; it answered SERVICE_UNAVAILABLE,
+/// and the admin had to send it again.
+#[tokio::test]
+async fn a_cancellation_that_gives_way_in_a_deadlock_goes_through_all_the_same() {
+    let (cancelled, locked) = cancel_racing(
+        |departure, _| format!("SELECT id FROM departures WHERE id = '{departure}' FOR UPDATE"),
+        |_, hold| format!("SELECT booking_id FROM holds WHERE booking_id = '{hold}' FOR UPDATE"),
+    )
+    .await;
+    assert!(
+        locked.is_ok(),
+        "the test's side gave way instead: {locked:?}"
+    );
+    assert!(
+        cancelled["data"]["cancelDeparture"]["cancelledAt"].is_string(),
+        "{cancelled}"
     );
 }

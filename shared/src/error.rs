@@ -110,6 +110,19 @@ impl AppError {
     }
 }
 
+/// The message of a transaction the database failed to break a deadlock
+/// or a serialization conflict (SERVICE_UNAVAILABLE): the same request may
+/// pass now, and a caller that knows it is safe may send it again.
+pub const GAVE_WAY: &str = "a concurrent change got in the way; try again";
+
+impl AppError {
+    /// Whether this is a transaction that gave way to a concurrent one
+    /// ([`GAVE_WAY`]).
+    pub fn gave_way(&self) -> bool {
+        self.code == ErrorCode::ServiceUnavailable && self.message == GAVE_WAY
+    }
+}
+
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
         if crate::db::is_unavailable(&e) {
@@ -122,10 +135,7 @@ impl From<sea_orm::DbErr> for AppError {
             // A deadlock or serialization failure: the database chose this
             // transaction to give way; the same request may pass now.
             tracing::info!(error = %e, "transaction gave way to a concurrent one");
-            AppError::new(
-                ErrorCode::ServiceUnavailable,
-                "a concurrent change got in the way; try again",
-            )
+            AppError::new(ErrorCode::ServiceUnavailable, GAVE_WAY)
         } else {
             AppError::internal(e)
         }

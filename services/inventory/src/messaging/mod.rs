@@ -203,7 +203,19 @@ impl Inventory {
             .route::<shared::rpcs::CancelDeparture, _, _>(move |req| {
                 let s = cd.clone();
                 async move {
-                    let done = s.cancel_departure(req).await;
+                    // A deadlock PostgreSQL broke by failing the
+                    // cancellation (a release of a hold a take committed
+                    // between its two looks at the holds): sent again,
+                    // twice at most, rather than answered unavailable. It
+                    // is one transaction, and a second cancel answers the
+                    // first.
+                    let mut done = s.cancel_departure(req.clone()).await;
+                    for _ in 0..2 {
+                        if !done.as_ref().is_err_and(AppError::gave_way) {
+                            break;
+                        }
+                        done = s.cancel_departure(req.clone()).await;
+                    }
                     s.announce("cancel_departure", done).await
                 }
             })
