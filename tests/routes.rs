@@ -1351,7 +1351,9 @@ async fn a_departure_on_its_way_is_a_conflict_to_change_or_cancel() {
     let admin = app.region_admin("chifeng@example.cn", "150400").await;
     let (_, departure) = route_on_sale(&app, &admin, 10, 10, 0).await;
     let inventory = app.service_db("inventory").await;
-    let today = tomorrow() - Duration::days(1);
+    // Today in China, as inventory judges it (from 16:00 UTC a day past
+    // the UTC date).
+    let today = shared::policy::china_today(chrono::Utc::now());
     for (day, words) in [
         (today, "leaves today"),
         (today - Duration::days(1), "has left"),
