@@ -929,25 +929,9 @@ async fn a_sweep_ending_its_round_at_a_stop_is_still_answered() {
 async fn an_ephemeral_queue_handles_its_events_in_the_order_published() {
     let k = Kernel::new(5).await;
     let bus = k.bus(&amqp_url()).await;
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let router =
-        duikou_shared::bus::EventRouter::new(format!("push.{}", uuid::Uuid::now_v7().simple()))
-            .ephemeral()
-            .on::<Ping, _, _>(move |_, ping| {
-                let s = s.clone();
-                async move {
-                    if ping.n == 0 {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    s.lock().expect("seen").push(ping.n);
-                    Ok(())
-                }
-            });
+    let (router, seen) = common::ordered_pushes(format!("push.{}", uuid::Uuid::now_v7().simple()));
     bus.subscribe(router).await.expect("subscribe");
-    let events: Vec<Envelope> = (0..3)
-        .map(|n| Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n }))
-        .collect();
+    let events = common::pings(3);
     for sent in bus.publish(&events).await {
         sent.expect("published");
     }

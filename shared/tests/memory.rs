@@ -1,6 +1,8 @@
 //! The in-process bus and the outbox/inbox on SQLite: the same guarantees
 //! as RabbitMQ and PostgreSQL, for embedded mode.
 
+mod common;
+
 use duikou_shared::bus::memory::MemoryBus;
 use duikou_shared::bus::{Bus, BusConfig, EventRouter, HandlerError, call_within};
 use duikou_shared::config::Settings;
@@ -446,24 +448,9 @@ async fn a_stopping_relay_publishes_every_batch_left() {
 #[tokio::test]
 async fn an_ephemeral_queue_handles_its_events_in_the_order_published() {
     let bus = bus(5);
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let router = EventRouter::new("pushes")
-        .ephemeral()
-        .on::<Ping, _, _>(move |_, ping| {
-            let s = s.clone();
-            async move {
-                if ping.n == 0 {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                s.lock().expect("seen").push(ping.n);
-                Ok(())
-            }
-        });
+    let (router, seen) = common::ordered_pushes("pushes".into());
     bus.subscribe(router).await.expect("subscribe");
-    let events: Vec<Envelope> = (0..3)
-        .map(|n| Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n }))
-        .collect();
+    let events = common::pings(3);
     bus.publish(&events).await;
     let s = seen.clone();
     eventually("three handled", move || {

@@ -56,6 +56,34 @@ impl Event for Ping {
     const TYPE: &'static str = "test.ping";
 }
 
+/// A temporary queue's router under `name` that records the pings it
+/// handles, the first (n = 0) slowly: if events were handled side by side
+/// it would be overtaken. With what it saw.
+pub fn ordered_pushes(name: String) -> (EventRouter, Arc<Mutex<Vec<i64>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let router = EventRouter::new(name)
+        .ephemeral()
+        .on::<Ping, _, _>(move |_, ping| {
+            let s = s.clone();
+            async move {
+                if ping.n == 0 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                s.lock().expect("seen").push(ping.n);
+                Ok(())
+            }
+        });
+    (router, seen)
+}
+
+/// Pings 0 to `count` - 1, as events.
+pub fn pings(count: i64) -> Vec<Envelope> {
+    (0..count)
+        .map(|n| Envelope::new("test", uuid::Uuid::now_v7(), &Ping { n }))
+        .collect()
+}
+
 /// An event no test binds a queue for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pong {

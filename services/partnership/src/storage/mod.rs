@@ -512,14 +512,22 @@ fn partnership(row: &QueryResult) -> Result<PartnershipView, DbErr> {
         agreements: Vec::new(),
         withdrawn_agreements: Vec::new(),
         crediting: false,
-        withdrawal: match (
-            row.try_get::<Option<chrono::NaiveDate>>("", "withdrawn_on")?,
-            row.try_get::<Option<String>>("", "withdrawal_reason")?,
-        ) {
-            (Some(on), Some(reason)) => Some(Withdrawal { on, reason }),
-            _ => None,
-        },
+        withdrawal: withdrawal(row)?,
     })
+}
+
+/// A row's withdrawal (agreements, partnerships): set once `withdrawn_on`
+/// is.
+fn withdrawal(row: &QueryResult) -> Result<Option<Withdrawal>, DbErr> {
+    let Some(on) = row.try_get::<Option<NaiveDate>>("", "withdrawn_on")? else {
+        return Ok(None);
+    };
+    Ok(Some(Withdrawal {
+        on,
+        reason: row
+            .try_get::<Option<String>>("", "withdrawal_reason")?
+            .unwrap_or_default(),
+    }))
 }
 
 /// The sub-trees queued recredits cover (`recredits.prefix`).
@@ -809,15 +817,7 @@ fn agreement(row: &QueryResult) -> Result<AgreementView, DbErr> {
         ends_on: row.try_get("", "ends_on")?,
         signatories: json_col(row, "signatories")?,
         targets: json_col::<Vec<YearTarget>>(row, "targets")?,
-        withdrawal: match row.try_get::<Option<NaiveDate>>("", "withdrawn_on")? {
-            Some(on) => Some(Withdrawal {
-                on,
-                reason: row
-                    .try_get::<Option<String>>("", "withdrawal_reason")?
-                    .unwrap_or_default(),
-            }),
-            None => None,
-        },
+        withdrawal: withdrawal(row)?,
     })
 }
 
