@@ -2019,36 +2019,37 @@ async fn a_create_retried_after_midnight_passed_its_check_in_gets_its_booking() 
     assert_eq!(refused.code, shared::ErrorCode::BadUserInput, "{refused:?}");
 }
 
-/// A booking paid in time whose `booking.confirmed` inventory has not
-/// heard yet (its consumer held up: here by a lock on its inbox, as a
-/// backlog or a restart with the event still queued would) keeps its room
-/// when the hold passes its deadline: inventory's sweeper asks booking
-/// first and commits the hold. It released it, and a booking made in
-/// between could take the room, the confirmed traveler then refunded (a
-/// review of inventory found it).
-#[tokio::test]
-async fn a_hold_paid_in_time_is_kept_while_inventory_has_not_heard_of_it() {
-    use sea_orm::ConnectionTrait;
+/// A booking made with holds of `hold_seconds`, paid and CONFIRMED while
+/// inventory's consumer is held up (a lock on its inbox, as a backlog or a
+/// restart with the event still queued would): the app, the room type, the
+/// booking and the lock.
+async fn confirmed_while_inventory_is_behind(
+    hold_seconds: i64,
+    key: &str,
+) -> (TestApp, String, String, common::LockHeld) {
     let mut settings = test_settings();
-    settings.hold_seconds = 3;
+    settings.hold_seconds = hold_seconds;
     settings.hold_grace_seconds = 0;
     let app = spawn_app_with(settings).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
-    let id = TestApp::id_of(
-        &app.create_booking(&room_type, tomorrow(), 1, "in-time")
-            .await,
-    );
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, key).await);
     app.wait_for_status(&id, "AWAITING_PAYMENT").await;
     let inventory = app.service_db("inventory").await;
-    let held =
-        common::LockHeld::begin(inventory.clone(), "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
-    let paid = app.pay(&id, "tok_success", "in-time").await;
+    let held = common::LockHeld::begin(inventory, "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
+    let paid = app.pay(&id, "tok_success", key).await;
     assert!(paid["errors"].is_null(), "{paid}");
     app.wait_for_status(&id, "CONFIRMED").await;
     // Inventory's handler of `booking.confirmed` waits for the inbox.
     held.until_waiting(1, true).await;
+    (app, room_type, id, held)
+}
+
+/// The state of a booking's hold once it is no longer HELD.
+async fn hold_left_held(app: &TestApp, id: &str) -> String {
+    use sea_orm::ConnectionTrait;
+    let inventory = app.service_db("inventory").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let state = loop {
+    loop {
         let state: String = inventory
             .query_one_raw(sea_orm::Statement::from_string(
                 inventory.get_database_backend(),
@@ -2060,18 +2061,59 @@ async fn a_hold_paid_in_time_is_kept_while_inventory_has_not_heard_of_it() {
             .try_get("", "state")
             .expect("state");
         if state != "HELD" {
-            break state;
+            return state;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sweeper never took it up"
-        );
+        assert!(std::time::Instant::now() < deadline, "the hold stayed HELD");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    }
+}
+
+/// A booking paid in time whose `booking.confirmed` inventory has not
+/// heard yet keeps its room when the hold passes its deadline: inventory's
+/// sweeper asks booking first and commits the hold. It released it, and a
+/// booking made in between could take the room, the confirmed traveler
+/// then refunded (a review of inventory found it).
+#[tokio::test]
+async fn a_hold_paid_in_time_is_kept_while_inventory_has_not_heard_of_it() {
+    let (app, room_type, id, held) = confirmed_while_inventory_is_behind(3, "in-time").await;
+    let state = hold_left_held(&app, &id).await;
     held.release().await;
     assert_eq!(state, "COMMITTED", "the paid hold was put back on sale");
     assert_eq!(app.available(&room_type, 1).await, json!([0]));
     assert_eq!(app.status(&id).await, "CONFIRMED");
+}
+
+/// The same booking cancelled by its booker before the sweep (nothing
+/// refunded the day before the stay): booking answers the sweeper that it
+/// was confirmed, so the hold is committed, and the release queued behind
+/// the confirmation gives the room back. The sweeper released it (booking
+/// named only bookings CONFIRMED now), and had the room been sold or closed
+/// before the confirmation came, the confirmation was refused and the
+/// booker refunded in full against the policy (a review of the saga).
+#[tokio::test]
+async fn a_hold_confirmed_then_cancelled_is_not_put_back_on_sale_by_the_sweeper() {
+    let (app, room_type, id, held) = confirmed_while_inventory_is_behind(6, "then-cancelled").await;
+    let cancelled = app.cancel(&id, "then-cancelled").await;
+    let booking = &cancelled["data"]["cancelBooking"];
+    assert_eq!(booking["status"], "CANCELLED", "{cancelled}");
+    let due = booking["refundDue"].clone();
+    let state = hold_left_held(&app, &id).await;
+    held.release().await;
+    assert_eq!(
+        state, "COMMITTED",
+        "the confirmed hold was put back on sale"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.available(&room_type, 1).await != json!([1]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancellation never gave the room back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let read = app.wait_for_booking(&id, "a read", |_| true).await;
+    assert_eq!(read["status"], "CANCELLED", "{read}");
+    assert_eq!(read["refundDue"], due, "refunded beyond the policy: {read}");
 }
 
 /// A move that waited on the booking's row for another committing (a

@@ -1850,10 +1850,12 @@ impl Rpc for GetRefundsAsked {
     type Reply = Vec<RefundAsked>;
 }
 
-/// Which of these bookings are CONFIRMED (inventory's hold sweeper, before
-/// it releases holds overdue: a booking paid in time whose
-/// `booking.confirmed` inventory has not heard yet — its consumer behind or
-/// just started — keeps its room). At most a page of ids.
+/// Which of these bookings were confirmed — CONFIRMED now, or confirmed and
+/// cancelled since (inventory's hold sweeper, before it releases holds
+/// overdue: a booking paid in time whose `booking.confirmed` inventory has
+/// not heard yet — its consumer behind or just started — keeps its room;
+/// one cancelled since gives it back by the release queued behind its
+/// confirmation). At most a page of ids.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetConfirmedBookings {
     /// The bookings asked about.

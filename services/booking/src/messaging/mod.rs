@@ -458,12 +458,7 @@ impl Bookings {
                 let s = k.clone();
                 async move {
                     shared::rpcs::at_most_a_page(&req.booking_ids)?;
-                    Ok(storage::by_ids(&s.db, &req.booking_ids)
-                        .await?
-                        .into_iter()
-                        .filter(|b| Status::parse(&b.view.status) == Some(Status::Confirmed))
-                        .map(|b| b.view.id)
-                        .collect())
+                    Ok(storage::confirmed_once(&s.db, &req.booking_ids).await?)
                 }
             })
     }
@@ -862,7 +857,9 @@ impl Bookings {
         match moved {
             // Paid something else than the total (a capture of another
             // amount never confirms): it all goes back; the booking waits
-            // for its payment.
+            // for its payment (had payment itself captured it, that payment
+            // stays its one live payment and the booking can only expire:
+            // docs/decisions.md).
             Some(b) if b.captured_early.is_some_and(|paid| paid != ev.total) => {
                 let why = format!(
                     "paid {} for a total of {}; refunded in full",

@@ -736,6 +736,30 @@ pub async fn by_ids<C: ConnectionTrait>(conn: &C, ids: &[BookingId]) -> Result<V
     rows_by_ids(conn, ids).await?.iter().map(stored).collect()
 }
 
+/// Which of these bookings were confirmed: CONFIRMED now, or confirmed
+/// once and cancelled since. Inventory's hold sweeper commits the overdue
+/// holds of these rather than put them back on sale: a booking confirmed
+/// and then cancelled by its booker has its release queued behind its
+/// confirmation, which gives the room back; had the sweeper released the
+/// hold and the room gone to someone else, the late confirmation would be
+/// refused and the booker refunded in full against the policy.
+pub async fn confirmed_once<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[BookingId],
+) -> Result<Vec<BookingId>, DbErr> {
+    shared::db::rows_with_ids(
+        conn,
+        "SELECT id FROM bookings b WHERE id IN ({ids}) AND (status = 'CONFIRMED' \
+         OR EXISTS (SELECT 1 FROM booking_history h \
+                    WHERE h.booking_id = b.id AND h.status = 'CONFIRMED'))",
+        ids.iter().map(|id| id.0),
+    )
+    .await?
+    .iter()
+    .map(|r| shared::db::row_uuid(r, "id").map(BookingId))
+    .collect()
+}
+
 /// A booking with who travels on it, as its create request gave them
 /// (document numbers whole).
 pub struct WithGuests {

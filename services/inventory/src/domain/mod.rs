@@ -36,7 +36,8 @@ pub enum Asked {
 /// What the sweep does with an overdue hold.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Sweep {
-    /// Its booking is CONFIRMED: sold, as its confirmation would make it.
+    /// Its booking was confirmed: sold, as its confirmation would make it
+    /// (cancelled since, the release queued behind it gives the room back).
     Commit,
     /// Back on sale.
     Release,
