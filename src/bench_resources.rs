@@ -16,7 +16,8 @@ pub struct ResourcesRun {
     pub layout: &'static str,
     /// Bookings made during the run.
     pub bookings: usize,
-    /// Seconds from starting the processes until `/readyz` answered 200.
+    /// Seconds from starting the processes until `/readyz?all` answered 200
+    /// (every service answering).
     pub ready_seconds: f64,
     /// Each process's peak resident set at the end of the run.
     pub peak_rss: Vec<PeakRss>,

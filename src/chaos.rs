@@ -90,7 +90,7 @@ pub struct Report {
     pub passed: bool,
     /// Where the parts' logs are.
     pub logs: String,
-    /// Seconds from starting the processes until the gateway's `/readyz`
+    /// Seconds from starting the processes until the gateway's `/readyz?all`
     /// first answered 200 (the databases were created and migrated before).
     pub ready_seconds: f64,
     /// Each process's peak resident memory (VmHWM) at the end of the run.
@@ -492,7 +492,7 @@ fn free_port() -> anyhow::Result<u16> {
 
 async fn wait_ready(http: &reqwest::Client, base: &str, until: Instant) -> anyhow::Result<()> {
     loop {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+        if let Ok(r) = http.get(format!("{base}/readyz?all")).send().await
             && r.status().is_success()
         {
             return Ok(());

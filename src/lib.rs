@@ -47,6 +47,9 @@ pub struct App {
     /// Where the gateway listens, when this process runs it.
     pub gateway_addr: Option<SocketAddr>,
     gateway: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// Cancelled by [`App::drain`]: the gateway's `/readyz` says it is
+    /// stopping.
+    draining: CancellationToken,
     /// Demonstration accounts created by this start, to show once.
     pub demo_accounts: Option<gateway::identity::DemoAccounts>,
     /// Embedded, the lock on the data directory, held while this runs.
@@ -145,6 +148,7 @@ impl App {
             rt,
             gateway_addr: None,
             gateway: None,
+            draining: CancellationToken::new(),
             demo_accounts: None,
             _data_lock: data_lock,
         };
@@ -208,6 +212,7 @@ impl App {
                     redis,
                     cache,
                     ping_every: std::time::Duration::from_secs(settings.socket_ping_seconds),
+                    draining: app.draining.clone(),
                 },
                 listener,
                 cancel.clone(),
@@ -225,6 +230,18 @@ impl App {
     pub fn stop_gateway(&self) {
         if let Some((cancel, _)) = &self.gateway {
             cancel.cancel();
+        }
+    }
+
+    /// The first step of a stop behind a load balancer: the gateway's
+    /// `/readyz` answers 503 (`"stopping"`) while it goes on serving for
+    /// `within`, so that the balancer's next probes take this replica out
+    /// before its listener closes (closed at once, connections it still
+    /// sent here were refused). Nothing to wait for without a gateway.
+    pub async fn drain(&self, within: std::time::Duration) {
+        self.draining.cancel();
+        if self.gateway.is_some() {
+            tokio::time::sleep(within).await;
         }
     }
 

@@ -499,6 +499,7 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
     }
     let servers = settings.servers();
     let json = settings.log_format.eq_ignore_ascii_case("json");
+    let settings_drain = settings.drain_seconds;
     // A stop asked for while connecting (waiting for the broker, which it
     // would do for ever) ends it there: nothing has started. Asked for
     // later, it waits for the start to end (migrations and seeding run to
@@ -549,8 +550,12 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
     }
     // Asked again, it stops at once: what was in flight is delivered again
     // to the next start.
+    let drain = std::time::Duration::from_secs(settings_drain);
     tokio::select! {
-        () = app.stop() => {}
+        () = async {
+            app.drain(drain).await;
+            app.stop().await;
+        } => {}
         () = duikou::shutdown_signal() => {
             anyhow::bail!("asked twice to stop: stopped without finishing what was in flight");
         }

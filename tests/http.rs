@@ -453,8 +453,41 @@ async fn readiness_says_what_the_gateway_depends_on() {
     let body: Value = ready.json().await.expect("json");
     assert_eq!(
         body,
-        json!({ "ready": true, "database": "ok", "redis": "ok",
+        json!({ "ready": true, "degraded": false, "database": "ok", "redis": "ok",
                 "services": { "inventory": "ok", "booking": "ok", "payment": "ok", "partnership": "ok" } })
+    );
+}
+
+/// Asked to stop, a gateway first says so on `/readyz` (503, `stopping`)
+/// while it goes on answering requests for the drain: a load balancer
+/// takes it out before its listener closes. It closed the listener at
+/// once, refusing connections the balancer still sent (a review of the
+/// deployment with replicas).
+#[tokio::test]
+async fn a_gateway_asked_to_stop_says_it_is_stopping_and_goes_on_answering() {
+    let app = spawn_app().await;
+    let readyz = app.url.replace("/graphql", "/readyz");
+    let draining = app.app.drain(std::time::Duration::from_secs(30));
+    tokio::pin!(draining);
+    // The drain's first step is taken on its first poll.
+    assert!(
+        futures::poll!(draining.as_mut()).is_pending(),
+        "the drain did not wait"
+    );
+    let answer = app.http.get(&readyz).send().await.expect("answers");
+    assert_eq!(answer.status().as_u16(), 503);
+    let body: Value = answer.json().await.expect("json");
+    assert_eq!(body["stopping"], true, "{body}");
+    assert_eq!(body["ready"], false, "{body}");
+    let search = app
+        .graphql("{ regions(parentCode: \"150400\") { code } }", json!({}))
+        .await;
+    assert!(search["errors"].is_null(), "{search}");
+    assert!(
+        search["data"]["regions"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{search}"
     );
 }
 
@@ -550,6 +583,11 @@ async fn redis_proxy() -> (String, tokio::sync::watch::Sender<bool>) {
     (format!("redis://{addr}"), cut)
 }
 
+/// A service down is named, and takes no gateway out: every replica shares
+/// it, and draining them all would take search and booking down with a
+/// partnership restart (a review of the deployment with replicas found
+/// every gateway 503). `?all` waits for every service. With no service
+/// answering at all, the gateway's own link is in doubt: 503.
 #[tokio::test]
 async fn readiness_names_each_service_that_does_not_answer() {
     let app = common::spawn_parts(
@@ -557,15 +595,19 @@ async fn readiness_names_each_service_that_does_not_answer() {
         &[duikou::Part::Inventory, duikou::Part::Gateway],
     )
     .await;
-    let ready = app
-        .http
-        .get(app.url.replace("/graphql", "/readyz"))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(ready.status().as_u16(), 503);
-    let body: Value = ready.json().await.expect("json");
-    assert_eq!(body["ready"], false);
+    let readyz = app.url.replace("/graphql", "/readyz");
+    let ask = |query: &'static str| {
+        let (http, url) = (app.http.clone(), format!("{readyz}{query}"));
+        async move {
+            let answer = http.get(&url).send().await.expect("answers");
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = ask("").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["degraded"], true);
     assert_eq!(body["services"]["inventory"], "ok", "{body}");
     for missing in ["booking", "payment", "partnership"] {
         assert!(
@@ -575,13 +617,29 @@ async fn readiness_names_each_service_that_does_not_answer() {
             "{missing}: {body}"
         );
     }
+    for all in ["?all", "?all=true"] {
+        let (status, body) = ask(all).await;
+        assert_eq!(status, 503, "{all}: {body}");
+        assert_eq!(body["ready"], false, "{body}");
+    }
+    assert_eq!(ask("?all=false").await.0, 200);
+
+    let alone = common::spawn_parts(common::test_settings(), &[duikou::Part::Gateway]).await;
+    let answer = alone
+        .http
+        .get(alone.url.replace("/graphql", "/readyz"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(answer.status().as_u16(), 503);
 }
 
 #[tokio::test]
-async fn a_service_that_lost_its_database_is_not_ready() {
+async fn a_service_that_lost_its_database_is_named() {
     use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     let readyz = app.url.replace("/graphql", "/readyz");
+    let all = format!("{readyz}?all");
     let admin = sea_orm::Database::connect(common::postgres_url())
         .await
         .expect("postgres");
@@ -597,7 +655,7 @@ async fn a_service_that_lost_its_database_is_not_ready() {
         .expect("terminated");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let body = loop {
-        let answer = app.http.get(&readyz).send().await.expect("answers");
+        let answer = app.http.get(&all).send().await.expect("answers");
         let status = answer.status().as_u16();
         let body: Value = answer.json().await.expect("json");
         if status == 503 {
@@ -606,6 +664,9 @@ async fn a_service_that_lost_its_database_is_not_ready() {
         assert!(std::time::Instant::now() < deadline, "still ready: {body}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
+    let plain = app.http.get(&readyz).send().await.expect("answers");
+    let plain_status = plain.status().as_u16();
+    let plain: Value = plain.json().await.expect("json");
     admin
         .execute_unprepared(&set(true))
         .await
@@ -620,17 +681,12 @@ async fn a_service_that_lost_its_database_is_not_ready() {
     for up in ["inventory", "booking", "partnership"] {
         assert_eq!(body["services"][up], "ok", "{body}");
     }
-    // With its database back, it is ready again.
+    // The replica itself stays in: payment is every replica's.
+    assert_eq!(plain_status, 200, "{plain}");
+    assert_eq!(plain["degraded"], true, "{plain}");
+    // With its database back, everything is ready again.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while app
-        .http
-        .get(&readyz)
-        .send()
-        .await
-        .expect("answers")
-        .status()
-        != 200
-    {
+    while app.http.get(&all).send().await.expect("answers").status() != 200 {
         assert!(std::time::Instant::now() < deadline, "not ready again");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

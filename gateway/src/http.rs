@@ -66,6 +66,10 @@ pub struct Infra {
     /// How often a subscription socket is pinged (three of these without a
     /// word from its client, and it is closed as gone).
     pub ping_every: std::time::Duration,
+    /// Cancelled when the process is asked to stop: `/readyz` answers 503
+    /// (`"stopping"`) while requests are still served, so that a load
+    /// balancer stops sending before the listener closes.
+    pub draining: CancellationToken,
 }
 
 #[derive(Clone)]
@@ -80,6 +84,7 @@ struct Gateway {
     answers: Answers,
     /// Subscription connections that may still open, and when to close them.
     sockets: Sockets,
+    draining: CancellationToken,
 }
 
 /// The gateway's subscription sockets: a slot each (at most
@@ -259,6 +264,7 @@ pub fn router(
         redis,
         cache,
         ping_every: _,
+        draining,
     } = infra;
     crate::metrics::handle();
     let request_id = axum::http::HeaderName::from_static("x-request-id");
@@ -326,17 +332,35 @@ pub fn router(
             documents: Documents::new(),
             answers: Answers::new(),
             sockets,
+            draining,
         })
 }
 
 /// The services `/readyz` asks.
 const SERVICES: [&str; 4] = ["inventory", "booking", "payment", "partnership"];
 
-/// Ready when the gateway's database answers and every service answers a
-/// ping through the bus: 200, or 503 naming what failed. Redis is named
-/// too, but a Redis failing takes no replica out: the gateway goes on
-/// without it.
-async fn readyz(State(gw): State<Gateway>) -> Response {
+/// `/readyz?all`: every service must answer too.
+#[derive(serde::Deserialize)]
+struct Readiness {
+    all: Option<String>,
+}
+
+/// Whether this replica should take requests: 200 when the gateway's
+/// database answers and a service answers a ping through the bus (its own
+/// link to the broker works), 503 naming what failed, or `"stopping"`
+/// once the process is asked to stop. Every service and Redis are named
+/// (`"degraded": true` when one fails) but one of them failing takes no
+/// replica out: every replica shares them, so a probe draining on one
+/// would drain them all, and a partnership restart would take search and
+/// booking down with it. `?all` asks for everything — every service
+/// answering — for a start-up that waits for the whole system.
+async fn readyz(
+    State(gw): State<Gateway>,
+    axum::extract::Query(readiness): axum::extract::Query<Readiness>,
+) -> Response {
+    let all = readiness
+        .all
+        .is_some_and(|v| !matches!(v.as_str(), "false" | "0"));
     let database = match &gw.identity {
         Some(identity) => match tokio::time::timeout(READY_DEADLINE, identity.db().ping()).await {
             Ok(Ok(())) => "ok".to_owned(),
@@ -345,9 +369,6 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
         },
         None => "not configured".to_owned(),
     };
-    // Told, but no reason to take the replica out: without Redis the
-    // gateway goes on (and every replica shares one, so a probe draining
-    // on it would drain them all).
     let redis = match &gw.redis {
         Some(redis) => {
             let ping = redis
@@ -391,14 +412,26 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
             services.insert("bus".into(), "not configured".into());
         }
     }
-    let ready = database == "ok" && services.values().all(|v| v == "ok");
+    let answering = services.values().filter(|v| *v == "ok").count();
+    let stopping = gw.draining.is_cancelled();
+    let ready = !stopping
+        && database == "ok"
+        && if all {
+            answering == services.len()
+        } else {
+            answering > 0
+        };
+    let degraded = answering < services.len() || redis.starts_with("failing");
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body =
-        json!({ "ready": ready, "database": database, "redis": redis, "services": services });
+    let mut body = json!({ "ready": ready, "degraded": degraded, "database": database,
+                           "redis": redis, "services": services });
+    if stopping {
+        body["stopping"] = true.into();
+    }
     (status, axum::Json(body)).into_response()
 }
 

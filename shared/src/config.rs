@@ -99,6 +99,11 @@ pub struct Settings {
     /// back) for three of these is closed as gone.
     #[serde(deserialize_with = "whole")]
     pub socket_ping_seconds: u64,
+    /// Seconds a stopping gateway goes on serving with `/readyz` answering
+    /// 503, before it closes its listener: set it to a little more than
+    /// the load balancer's probe period. 0 (the default): closed at once.
+    #[serde(deserialize_with = "whole")]
+    pub drain_seconds: u64,
     /// Requests a caller (account, or IP without a token) may send per
     /// window; 0 turns the limit off.
     #[serde(deserialize_with = "whole")]
@@ -155,6 +160,7 @@ impl Default for Settings {
             access_token_minutes: 15,
             refresh_reuse_seconds: 10,
             socket_ping_seconds: 20,
+            drain_seconds: 0,
             admin_email: None,
             admin_password: None,
             log_format: "pretty".into(),
@@ -411,6 +417,9 @@ impl Settings {
         }
         if !(0..=60).contains(&self.refresh_reuse_seconds) {
             return Err("DUIKOU_REFRESH_REUSE_SECONDS must be between 0 and 60".into());
+        }
+        if self.drain_seconds > 300 {
+            return Err("DUIKOU_DRAIN_SECONDS must be between 0 and 300 (five minutes)".into());
         }
         if !(1..=3600).contains(&self.socket_ping_seconds) {
             return Err("DUIKOU_SOCKET_PING_SECONDS must be between 1 and 3600 (an hour)".into());
@@ -804,6 +813,10 @@ mod tests {
             },
             Settings {
                 refresh_reuse_seconds: 61,
+                ..Settings::default()
+            },
+            Settings {
+                drain_seconds: 301,
                 ..Settings::default()
             },
         ] {
