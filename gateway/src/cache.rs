@@ -373,9 +373,14 @@ impl Cache {
         }
     }
 
-    /// What every cached answer's key starts with: the catalogue version
-    /// and the day (China time: certifications lapse and cut-offs pass at
-    /// midnight with no event). None without Redis: nothing is cached.
+    /// What every cached answer's key starts with: the contracts' build,
+    /// the catalogue version and the day (China time: certifications lapse
+    /// and cut-offs pass at midnight with no event). None without Redis:
+    /// nothing is cached. Built from other contracts (an older gateway
+    /// beside this one in a rolling upgrade), a gateway reads and writes
+    /// entries of its own: decoding this one's views it would drop the
+    /// fields it does not know — a cancelled departure's cancellation — and
+    /// write them back without them. Persisted queries stay shared.
     pub fn scope(&self) -> Option<String> {
         self.redis.as_ref()?;
         let version = self
@@ -384,7 +389,11 @@ impl Cache {
             .unwrap_or_else(|p| p.into_inner())
             .to_string();
         let today = shared::policy::china_today(chrono::Utc::now());
-        Some(format!("{}{version}:{today}", self.prefix))
+        Some(format!(
+            "{}{}:{version}:{today}",
+            self.prefix,
+            shared::CONTRACTS
+        ))
     }
 
     fn key<R: Rpc>(&self, request: &R) -> Option<String> {

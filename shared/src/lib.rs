@@ -22,3 +22,21 @@ pub mod telemetry;
 pub mod text;
 
 pub use error::{AppError, ErrorCode};
+
+/// A fingerprint of these contracts (a hash of this crate's sources, made
+/// when it is built): binaries built from different contracts tell their
+/// cached views apart by it.
+pub const CONTRACTS: &str = env!("DUIKOU_CONTRACTS_FINGERPRINT");
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_contracts_have_a_fingerprint() {
+        assert_eq!(super::CONTRACTS.len(), 12);
+        assert!(
+            super::CONTRACTS
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+}
