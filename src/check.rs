@@ -10,7 +10,10 @@
 //!    hold and the grace period (AWAITING_PAYMENT: and the wait for a
 //!    payment in flight).
 //! 3. Money: each CONFIRMED booking has exactly one CAPTURED payment and one
-//!    ledger transaction; every ledger transaction sums to zero; no payment
+//!    ledger transaction; every ledger transaction sums to zero; each
+//!    booking's postings, account by account (its host's, the platform's,
+//!    the fund's, an agency's, clearing), are its captures' splits less its
+//!    refunds' reversed splits; no payment
 //!    is left PROCESSING longer than the grace period; the welfare fund's
 //!    balance is the fund shares of the captures less those of the refunds;
 //!    the provider's books (the sandbox's) agree with the payments: one
@@ -97,17 +100,32 @@ fn finding(invariant: &'static str, offenders: Vec<String>, ok_detail: String) -
 /// may legitimately still be in flight.
 pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Finding>> {
     let open = |service: &'static str| async move {
-        use anyhow::Context;
-        shared::db::connect_existing(settings, service)
-            .await
-            .with_context(|| {
-                format!(
-                    "{service}'s database {} (check reads, it creates nothing: is \
+        let name = shared::db::database_name(settings, service);
+        let db = match shared::db::connect_existing(settings, service).await {
+            Ok(db) => db,
+            // The prefix is the likely mistake only when the server answered
+            // that there is no such database.
+            Err(e)
+                if e.to_string().contains("does not exist")
+                    || e.to_string().contains("no database") =>
+            {
+                anyhow::bail!(
+                    "{service}'s database {name}: {e} (check reads, it creates nothing: is \
                      DUIKOU_DB_PREFIX ({:?}) the one the services run with?)",
-                    shared::db::database_name(settings, service),
                     settings.db_prefix
                 )
-            })
+            }
+            Err(e) => anyhow::bail!("{service}'s database {name}: {e}"),
+        };
+        // Created but never migrated (a `migrate` that stopped, another
+        // release's prefix): said here, not as a missing table later.
+        if let Err(e) = rows(&db, "SELECT 1 AS one FROM seaql_migrations LIMIT 1", vec![]).await {
+            anyhow::bail!(
+                "{service}'s database {name} has no migrations applied ({e}): run `duikou \
+                 migrate` with the services' settings first"
+            );
+        }
+        anyhow::Ok(db)
     };
     let dbs = Dbs {
         inventory: open("inventory").await?,
@@ -128,6 +146,7 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         .await?,
         one_capture_per_confirmed_booking(&dbs).await?,
         balanced_ledger(&dbs.payment).await?,
+        ledger_follows_splits(&dbs.payment).await?,
         no_stuck_payment(&dbs.payment, cutoff).await?,
         fund_matches_splits(&dbs.payment).await?,
         provider_matches_payments(&dbs.payment, cutoff).await?,
@@ -162,7 +181,8 @@ async fn capacity(db: &DatabaseConnection) -> anyhow::Result<Finding> {
         db,
         // One grouped join over the live holds (a subquery per night read
         // every hold once per night: nights × holds on a real catalogue).
-        "SELECT n.room_type_id AS what, n.night, n.rooms - n.available AS taken,
+        "SELECT n.room_type_id AS what, n.night, n.rooms AS capacity,
+                n.rooms - n.available AS taken,
                 CAST(COALESCE(SUM(h.rooms), 0) AS BIGINT) AS held
          FROM room_nights n
          LEFT JOIN holds h
@@ -174,7 +194,8 @@ async fn capacity(db: &DatabaseConnection) -> anyhow::Result<Finding> {
     .await?;
     let departures = rows(
         db,
-        "SELECT d.id AS what, d.starts_on AS night, d.seats - d.available AS taken,
+        "SELECT d.id AS what, d.starts_on AS night, d.seats AS capacity,
+                d.seats - d.available AS taken,
                 CAST(COALESCE(SUM(h.rooms), 0) AS BIGINT) AS held
          FROM departures d
          LEFT JOIN holds h ON h.departure_id = d.id AND h.state IN ('HELD', 'COMMITTED')
@@ -195,8 +216,14 @@ async fn capacity(db: &DatabaseConnection) -> anyhow::Result<Finding> {
         if taken != held {
             let night: chrono::NaiveDate = r.try_get("", "night")?;
             let what = shared::db::row_uuid(r, "what")?;
+            let capacity: i64 = r.try_get::<i32>("", "capacity").map(i64::from)?;
+            let over = if held > capacity {
+                format!(" (over capacity by {})", held - capacity)
+            } else {
+                String::new()
+            };
             offenders.push(format!(
-                "{kind} {what}, {night}: taken {taken}, holds say {held}"
+                "{kind} {what}, {night}: taken {taken} of {capacity}, holds say {held}{over}"
             ));
         }
     }
@@ -317,6 +344,88 @@ async fn balanced_ledger(db: &DatabaseConnection) -> anyhow::Result<Finding> {
     ))
 }
 
+/// Each booking's postings, account by account, are what its captures'
+/// splits give less its refunds' reversed splits: a transaction that pays
+/// the host less than its split and the platform more still balances and
+/// leaves the fund alone, and payout runs pay hosts from these accounts.
+/// (Payouts post under no booking.)
+async fn ledger_follows_splits(db: &DatabaseConnection) -> anyhow::Result<Finding> {
+    use shared::ids::{AgencyId, HostId};
+    type Books = BTreeMap<uuid::Uuid, BTreeMap<String, i64>>;
+    let (mut expected, mut posted): (Books, Books) = Default::default();
+    let mut offenders = Vec::new();
+    // One statement, so one snapshot: a capture committing between two
+    // reads would show its postings without its split, or the other way.
+    let found = rows(
+        db,
+        "SELECT 'capture' AS what, p.id AS payment, p.booking_id, p.host_id, p.agency_id, p.split,
+                CAST(NULL AS TEXT) AS account, CAST(NULL AS BIGINT) AS n
+         FROM payments p WHERE p.status = 'CAPTURED'
+         UNION ALL
+         SELECT 'refund', p.id, r.booking_id, p.host_id, p.agency_id, r.split, NULL, NULL
+         FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE r.status = 'SUCCEEDED'
+         UNION ALL
+         SELECT 'posted', NULL, booking_id, NULL, NULL, NULL, account, CAST(SUM(amount_fen) AS BIGINT)
+         FROM ledger_entries GROUP BY booking_id, account",
+        vec![],
+    )
+    .await?;
+    for r in &found {
+        let what: String = r.try_get("", "what")?;
+        let booking = shared::db::row_uuid(r, "booking_id")?;
+        if what == "posted" {
+            // Payouts post under no booking.
+            if !booking.is_nil() {
+                posted
+                    .entry(booking)
+                    .or_default()
+                    .insert(r.try_get("", "account")?, r.try_get("", "n")?);
+            }
+            continue;
+        }
+        let payment = shared::db::row_uuid(r, "payment")?;
+        let split: Option<String> = r.try_get("", "split")?;
+        let (Some(host), Some(split)) = (shared::db::opt_row_uuid(r, "host_id")?, split) else {
+            offenders.push(format!("payment {payment}: a {what} with no host or split"));
+            continue;
+        };
+        let split: shared::money::Split = serde_json::from_str(&split)?;
+        let agency = shared::db::opt_row_uuid(r, "agency_id")?.map(AgencyId);
+        let legs = if what == "capture" {
+            payment::domain::capture_legs(&split, HostId(host), agency)
+        } else {
+            payment::domain::refund_legs(&split, HostId(host), agency)
+        };
+        let accounts = expected.entry(booking).or_default();
+        for (account, amount) in legs {
+            *accounts.entry(account).or_default() += amount.get();
+        }
+    }
+    let none = BTreeMap::new();
+    let bookings: BTreeSet<&uuid::Uuid> = expected.keys().chain(posted.keys()).collect();
+    for booking in &bookings {
+        let (want, got) = (
+            expected.get(booking).unwrap_or(&none),
+            posted.get(booking).unwrap_or(&none),
+        );
+        let accounts: BTreeSet<&String> = want.keys().chain(got.keys()).collect();
+        let differs = accounts.into_iter().find_map(|account| {
+            let (w, g) = (
+                want.get(account).copied().unwrap_or(0),
+                got.get(account).copied().unwrap_or(0),
+            );
+            (w != g)
+                .then(|| format!("{booking}: {account} posted {g} fen, its splits give {w} fen"))
+        });
+        offenders.extend(differs);
+    }
+    Ok(finding(
+        "ledger: each booking's postings follow its splits",
+        offenders,
+        format!("{} bookings' postings agree", bookings.len()),
+    ))
+}
+
 async fn fund_matches_splits(db: &DatabaseConnection) -> anyhow::Result<Finding> {
     let fund_share = |rows: &[QueryResult]| -> anyhow::Result<i64> {
         rows.iter().try_fold(0i64, |sum, r| {
@@ -389,10 +498,19 @@ async fn provider_matches_payments(
         .map(|r| {
             let key: String = r.try_get("", "key")?;
             let status: Option<String> = r.try_get("", "status")?;
-            Ok(format!(
-                "charge {key} belongs to a payment {}",
-                status.as_deref().unwrap_or("that does not exist")
-            ))
+            let charged: i64 = r.try_get("", "charged")?;
+            let amount: Option<i64> = r.try_get("", "amount")?;
+            Ok(match (status, amount) {
+                (Some(status), Some(amount)) if status == "CAPTURED" => {
+                    format!("charge {key} is for {charged} fen, its payment for {amount} fen")
+                }
+                (Some(status), _) => {
+                    format!("charge {key} ({charged} fen) belongs to a payment {status}")
+                }
+                (None, _) => {
+                    format!("charge {key} ({charged} fen) belongs to a payment that does not exist")
+                }
+            })
         })
         .collect::<anyhow::Result<_>>()?;
     let uncharged = rows(
@@ -481,7 +599,22 @@ async fn impact_totals(db: &DatabaseConnection) -> anyhow::Result<Finding> {
             let kept = partnership::storage::monthly_totals(db, pair.id, year).await?;
             let raw = partnership::storage::monthly_recomputed(db, pair.id, year).await?;
             if kept != raw {
-                offenders.push(format!("partnership {} in {year}", pair.id));
+                let month = |list: &[(u32, shared::rpcs::Figures)], m: u32| {
+                    list.iter()
+                        .find(|(at, _)| *at == m)
+                        .map_or_else(|| "nothing".to_owned(), |(_, f)| format!("{f:?}"))
+                };
+                let months: BTreeSet<u32> = kept.iter().chain(&raw).map(|(m, _)| *m).collect();
+                let first = months
+                    .into_iter()
+                    .find(|m| month(&kept, *m) != month(&raw, *m))
+                    .unwrap_or(0);
+                offenders.push(format!(
+                    "partnership {} in {year}-{first:02}: kept {}, attributions give {}",
+                    pair.id,
+                    month(&kept, first),
+                    month(&raw, first)
+                ));
             }
         }
     }
@@ -719,34 +852,110 @@ async fn by_booking(
 /// A booking as [`settled_bookings`] reads it.
 type Settled = (uuid::Uuid, String, Option<i64>, i64);
 
+/// What a hold holds, as inventory has it: a room type's nights, or a
+/// departure's seats; and how many.
+#[derive(Debug, PartialEq, Eq)]
+enum Holding {
+    Nights(uuid::Uuid, chrono::NaiveDate, chrono::NaiveDate, i64),
+    Seats(uuid::Uuid, i64),
+    Nothing,
+}
+
+impl Holding {
+    fn of(item: &shared::events::HoldItem) -> Holding {
+        match item {
+            shared::events::HoldItem::RoomNights {
+                room_type_id,
+                check_in,
+                check_out,
+                rooms,
+            } => Holding::Nights(room_type_id.0, *check_in, *check_out, i64::from(*rooms)),
+            shared::events::HoldItem::Seats {
+                departure_id,
+                seats,
+            } => Holding::Seats(departure_id.0, i64::from(*seats)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Holding::Nights(room_type, from, to, n) => {
+                format!("{n} room(s) of {room_type} {from}..{to}")
+            }
+            Holding::Seats(departure, n) => format!("{n} seat(s) on {departure}"),
+            Holding::Nothing => "nothing".into(),
+        }
+    }
+}
+
 async fn holds_follow_bookings(dbs: &Dbs, bookings: &[Settled]) -> anyhow::Result<Finding> {
-    let holds: BTreeMap<uuid::Uuid, String> = rows(
+    let holds: BTreeMap<uuid::Uuid, (String, Holding)> = rows(
         &dbs.inventory,
-        "SELECT booking_id, state FROM holds",
+        "SELECT booking_id, state, room_type_id, check_in, check_out, departure_id, rooms
+         FROM holds",
         vec![],
     )
     .await?
     .iter()
     .map(|r| {
+        let rooms = i64::from(r.try_get::<i32>("", "rooms")?);
+        let holding = match (
+            shared::db::opt_row_uuid(r, "room_type_id")?,
+            shared::db::opt_row_uuid(r, "departure_id")?,
+        ) {
+            (Some(room_type), _) => Holding::Nights(
+                room_type,
+                r.try_get("", "check_in")?,
+                r.try_get("", "check_out")?,
+                rooms,
+            ),
+            (None, Some(departure)) => Holding::Seats(departure, rooms),
+            (None, None) => Holding::Nothing,
+        };
         Ok((
             shared::db::row_uuid(r, "booking_id")?,
-            r.try_get("", "state")?,
+            (r.try_get("", "state")?, holding),
         ))
+    })
+    .collect::<anyhow::Result<_>>()?;
+    // What each CONFIRMED booking booked: its hold must hold exactly that.
+    let booked: BTreeMap<uuid::Uuid, Holding> = rows(
+        &dbs.booking,
+        "SELECT id, item FROM bookings WHERE status = 'CONFIRMED'",
+        vec![],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        let item: String = r.try_get("", "item")?;
+        let item: shared::events::HoldItem = serde_json::from_str(&item)?;
+        Ok((shared::db::row_uuid(r, "id")?, Holding::of(&item)))
     })
     .collect::<anyhow::Result<_>>()?;
     let mut offenders = Vec::new();
     for (id, status, _, _) in bookings {
-        let hold = holds.get(id).map(String::as_str);
+        let hold = holds.get(id);
+        let state = hold.map(|(state, _)| state.as_str());
         let agrees = match status.as_str() {
-            "CONFIRMED" => hold == Some("COMMITTED"),
-            _ => !matches!(hold, Some("HELD" | "COMMITTED")),
+            "CONFIRMED" => state == Some("COMMITTED"),
+            _ => !matches!(state, Some("HELD" | "COMMITTED")),
         };
         if !agrees {
-            offenders.push(format!("{id} {status}, hold {}", hold.unwrap_or("none")));
+            offenders.push(format!("{id} {status}, hold {}", state.unwrap_or("none")));
+            continue;
+        }
+        if let (Some((_, holding)), Some(wanted)) = (hold, booked.get(id))
+            && holding != wanted
+        {
+            offenders.push(format!(
+                "{id} {status} for {}, its hold holds {}",
+                wanted.describe(),
+                holding.describe()
+            ));
         }
     }
     Ok(finding(
-        "holds follow bookings: CONFIRMED is COMMITTED, an ended booking holds nothing",
+        "holds follow bookings: CONFIRMED is COMMITTED for what it booked, an ended booking holds nothing",
         offenders,
         format!("{} settled bookings", bookings.len()),
     ))
@@ -950,14 +1159,27 @@ async fn outboxes_drained(dbs: &Dbs, cutoff: chrono::DateTime<Utc>) -> anyhow::R
             sea_orm::DbBackend::Sqlite => cutoff.format("%Y-%m-%d %H:%M:%S").to_string().into(),
             _ => cutoff.into(),
         };
-        let old = count(
+        let old = rows(
             db,
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM outbox WHERE created_at < $1",
+            "SELECT CAST(COUNT(*) OVER () AS BIGINT) AS n, seq, kind, created_at FROM outbox
+             WHERE created_at < $1 ORDER BY seq LIMIT 1",
             vec![cutoff],
         )
         .await?;
-        if old > 0 {
-            offenders.push(format!("{service}: {old} unpublished"));
+        if let Some(r) = old.first() {
+            let (n, seq, kind): (i64, i64, String) = (
+                r.try_get("", "n")?,
+                r.try_get("", "seq")?,
+                r.try_get("", "kind")?,
+            );
+            // SQLite keeps it as text.
+            let at = match r.try_get::<chrono::DateTime<Utc>>("", "created_at") {
+                Ok(at) => at.to_rfc3339(),
+                Err(_) => r.try_get::<String>("", "created_at")?,
+            };
+            offenders.push(format!(
+                "{service}: {n} unpublished, the oldest row {seq} ({kind}, written {at})"
+            ));
         }
     }
     Ok(finding(

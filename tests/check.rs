@@ -75,7 +75,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .await
             .expect("checks run");
         if findings.iter().all(|f| f.holds) {
-            assert_eq!(findings.len(), 16, "{findings:?}");
+            assert_eq!(findings.len(), 17, "{findings:?}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{findings:#?}");
@@ -92,6 +92,23 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         )
         .await
         .expect("corrupted");
+    // A balanced transaction that takes a yuan of the kept booking's host
+    // share for the platform: every sum still holds, the fund is untouched,
+    // and a payout run would pay the household short (an exploratory run of
+    // the checker found it passed).
+    let kept_id: uuid::Uuid = kept.parse().expect("booking id");
+    payment
+        .execute_unprepared(&format!(
+            "INSERT INTO ledger_entries (txn_id, booking_id, account, amount_fen, region_code, created_at)
+             SELECT t.id, '{kept_id}', l.account, l.amount, '150430', now()
+             FROM (SELECT gen_random_uuid() AS id) t,
+                  (SELECT (SELECT account FROM ledger_entries
+                           WHERE booking_id = '{kept_id}' AND account LIKE 'host:%' LIMIT 1) AS account,
+                          -100 AS amount
+                   UNION ALL SELECT 'platform_revenue', 100) l"
+        ))
+        .await
+        .expect("host short-changed");
     let inventory = app.service_db("inventory").await;
     inventory
         .execute_unprepared(
@@ -129,6 +146,14 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         .await
         .expect("hold tampered");
     assert_eq!(retaken.rows_affected(), 1);
+    // The kept booking's hold a night longer than the booking.
+    let longer = inventory
+        .execute_unprepared(&format!(
+            "UPDATE holds SET check_out = check_out + 1 WHERE booking_id = '{kept_id}'"
+        ))
+        .await
+        .expect("hold tampered");
+    assert_eq!(longer.rows_affected(), 1);
     let undone = payment
         .execute_unprepared(&format!(
             "UPDATE refunds SET status = 'FAILED' WHERE booking_id = '{cancelled_id}'"
@@ -191,11 +216,12 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         [
             "capacity: taken = live holds, never over capacity",
             "ledger: every transaction sums to zero",
+            "ledger: each booking's postings follow its splits",
             // The refund undone shows in payment's own books too.
             "welfare fund: balance = fund shares of captures less refunds",
             "provider: one charge per captured payment, refunds agree",
             "impact: credited spend, certified spend, host income and fund = payment's, booking by booking",
-            "holds follow bookings: CONFIRMED is COMMITTED, an ended booking holds nothing",
+            "holds follow bookings: CONFIRMED is COMMITTED for what it booked, an ended booking holds nothing",
             "money follows bookings: refunds agree, an ended booking keeps only what it may",
             "nothing for unknown bookings: no money kept, no capacity held for a booking booking lacks",
             "payouts: no capture kept back past booking's handling and payment's next round"
@@ -208,6 +234,28 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         .find(|f| f.invariant.starts_with("capacity"))
         .expect("the capacity check ran");
     assert!(capacity.detail.contains("room type "), "{capacity:#?}");
+    let holds = findings
+        .iter()
+        .find(|f| f.invariant.starts_with("holds follow"))
+        .expect("the holds check ran");
+    assert!(
+        holds
+            .detail
+            .contains(&format!("{kept_id} CONFIRMED for 1 room(s) of ")),
+        "{holds:#?}"
+    );
+    let postings = findings
+        .iter()
+        .find(|f| f.invariant.starts_with("ledger: each booking"))
+        .expect("the postings check ran");
+    assert!(
+        postings.detail.contains(&format!("{kept_id}: host:")),
+        "{postings:#?}"
+    );
+    assert!(
+        postings.detail.contains(&format!("{cancelled_id}: ")),
+        "the undone refund's postings: {postings:#?}"
+    );
     let provider = findings
         .iter()
         .find(|f| f.invariant.starts_with("provider"))
@@ -215,7 +263,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
     assert!(
         provider
             .detail
-            .contains("charge orphan-charge belongs to a payment that does not exist"),
+            .contains("charge orphan-charge (100 fen) belongs to a payment that does not exist"),
         "{provider:#?}"
     );
     let payouts = findings
@@ -273,6 +321,35 @@ async fn the_checker_creates_no_database_it_does_not_find() {
         .expect("query")
         .and_then(|r| r.try_get::<i64>("", "n").ok());
     assert_eq!(created, Some(0));
+}
+
+/// A database created but never migrated (a `migrate` that stopped before
+/// it) is said to be so, with what to do, not read as a missing table.
+#[tokio::test]
+async fn a_database_never_migrated_is_said_to_need_migrate() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let mut settings = (*app.app.rt.settings).clone();
+    settings.db_prefix = format!("{}bare_", settings.db_prefix);
+    let bare = shared::db::database_name(&settings, "inventory");
+    let admin = sea_orm::Database::connect(common::postgres_url())
+        .await
+        .expect("postgres");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{bare}\""))
+        .await
+        .expect("created");
+    let refused = duikou::check::run(&settings, Duration::seconds(60)).await;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE \"{bare}\" WITH (FORCE)"))
+        .await
+        .expect("dropped");
+    let refused = format!("{:#}", refused.expect_err("nothing to check"));
+    assert!(
+        refused.contains(&bare) && refused.contains("run `duikou migrate`"),
+        "{refused}"
+    );
+    assert!(!refused.contains("DUIKOU_DB_PREFIX"), "{refused}");
 }
 
 /// Pointed at the right databases but a mistyped bus prefix, the checker
