@@ -337,3 +337,40 @@ async fn unreadable_stuck_payments_do_not_keep_a_lost_charge_from_its_turn() {
     let id = app.charged_unanswered().await;
     app.wait_for_status(&id, "CONFIRMED").await;
 }
+
+/// Inventory's sweeper releases the hold of a booking whose payment is on
+/// its way (booking was down past the hold's grace, so inventory could not
+/// ask it; here the test speaks for inventory): the booking is not expired
+/// under it — the capture, when payment has it, confirms the booking and
+/// inventory takes the room again. It expired, and the traveler who paid in
+/// time was refunded (left by the eighteenth session's review).
+#[tokio::test]
+async fn a_hold_released_while_its_payment_is_on_its_way_leaves_the_booking_to_its_payment() {
+    // The reconciler left at its default minute: the payment stays on its
+    // way while the release is handled.
+    let app = spawn_app_with(test_settings()).await;
+    let id = app.charged_unanswered().await;
+    let booking_id = BookingId(id.parse().expect("a booking id"));
+    let released = shared::events::HoldReleased {
+        booking_id,
+        expired: true,
+    };
+    app.publish(shared::envelope::Envelope::new(
+        "inventory",
+        booking_id.0,
+        &released,
+    ))
+    .await;
+    app.wait_for_booking(&id, "the release handled", |b| {
+        b["history"].as_array().into_iter().flatten().any(|h| {
+            h["cause"]
+                .as_str()
+                .is_some_and(|c| c.contains("inventory released the hold"))
+        })
+    })
+    .await;
+    // Read again: a booking's history is read after its status, so the
+    // answer that showed the step may show the status before it.
+    let booking = app.wait_for_booking(&id, "a read", |_| true).await;
+    assert_eq!(booking["status"], "AWAITING_PAYMENT", "{booking}");
+}

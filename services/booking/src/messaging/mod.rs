@@ -90,6 +90,10 @@ const CANCELLED_FOR_HOST: &str = "cancelled for its host before payment";
 
 /// The history's note that inventory gave a booking's capacity back.
 const RELEASED: &str = "capacity released";
+/// The history's step when inventory's sweeper released the hold of a
+/// booking whose payment is on its way.
+const RELEASED_WHILE_PAYING: &str =
+    "inventory released the hold while a payment is on its way; its capture confirms the booking";
 
 /// When the booker cancelled `booking` as unpaid at or after `captured_at`
 /// (the capture committed first; its news came later), that moment; None
@@ -954,9 +958,42 @@ impl Bookings {
     /// inventory's own sweeper for a hold past its deadline, which expires
     /// a booking still awaiting payment.
     async fn on_hold_released(&self, env: Envelope, ev: HoldReleased) -> Result<(), HandlerError> {
+        // Asked before the transaction (no row held across a call).
+        let paying = ev.expired && self.payment_on_its_way(ev.booking_id).await?;
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
+        if paying {
+            // Inventory's sweeper released the hold of a booking it could
+            // not ask about (booking down past the hold's grace) while its
+            // traveler paid in time: the capture, queued behind this or
+            // still on its way, confirms it, and inventory takes the room
+            // again (or refuses, and all is refunded). Expired here, the
+            // traveler was refunded a payment made in time. Should the
+            // payment fail, the expiry sweeper ends it at its deadline.
+            storage::lock(&txn, ev.booking_id).await?;
+            let current = storage::by_id(&txn, ev.booking_id).await?;
+            if current
+                .as_ref()
+                .is_some_and(|b| Status::parse(&b.view.status) == Some(Status::AwaitingPayment))
+            {
+                storage::history(
+                    &txn,
+                    ev.booking_id,
+                    Status::AwaitingPayment,
+                    RELEASED_WHILE_PAYING,
+                    Utc::now(),
+                )
+                .await?;
+            }
+            txn.commit().await?;
+            // The room is free until the capture takes it again.
+            if let Some(b) = current {
+                self.sold_out
+                    .released(&b.view.item, env.occurred_at, Utc::now());
+            }
+            return Ok(());
+        }
         let expired = if ev.expired {
             let changes = Changes {
                 reason: Some("not paid in time".into()),
@@ -1001,6 +1038,29 @@ impl Bookings {
             self.sold_out.released(&item, env.occurred_at, Utc::now());
         }
         Ok(())
+    }
+
+    /// Whether booking `id` is AWAITING_PAYMENT with a payment in flight or
+    /// captured at payment (asked within [`IN_FLIGHT_ASK_WITHIN`]; payment
+    /// not answering, or no bus: no, and the release expires it as before).
+    async fn payment_on_its_way(&self, id: BookingId) -> Result<bool, HandlerError> {
+        let awaiting = storage::by_id(&self.db, id)
+            .await?
+            .is_some_and(|b| Status::parse(&b.view.status) == Some(Status::AwaitingPayment));
+        let bus = self.payments.as_ref().and_then(std::sync::Weak::upgrade);
+        let (true, Some(bus)) = (awaiting, bus) else {
+            return Ok(false);
+        };
+        let ask = shared::rpcs::PaymentsInFlight {
+            booking_ids: vec![id],
+        };
+        match shared::bus::call_within(bus.as_ref(), &ask, IN_FLIGHT_ASK_WITHIN).await {
+            Ok(paying) => Ok(paying.contains(&id)),
+            Err(e) => {
+                warn!(booking = %id, error = %e, "payment did not say whether a payment is on its way; the released hold expires the booking");
+                Ok(false)
+            }
+        }
     }
 
     /// Inventory could not take an expired hold again for a booking that
