@@ -106,7 +106,8 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
             // The prefix is the likely mistake only when the server answered
             // that there is no such database.
             Err(e)
-                if e.to_string().contains("does not exist")
+                if e.to_string()
+                    .contains(&format!("database \"{name}\" does not exist"))
                     || e.to_string().contains("no database") =>
             {
                 anyhow::bail!(
@@ -353,6 +354,7 @@ async fn ledger_follows_splits(db: &DatabaseConnection) -> anyhow::Result<Findin
     use shared::ids::{AgencyId, HostId};
     type Books = BTreeMap<uuid::Uuid, BTreeMap<String, i64>>;
     let (mut expected, mut posted): (Books, Books) = Default::default();
+    let mut unknown = BTreeSet::new();
     let mut offenders = Vec::new();
     // One statement, so one snapshot: a capture committing between two
     // reads would show its postings without its split, or the other way.
@@ -386,7 +388,10 @@ async fn ledger_follows_splits(db: &DatabaseConnection) -> anyhow::Result<Findin
         let payment = shared::db::row_uuid(r, "payment")?;
         let split: Option<String> = r.try_get("", "split")?;
         let (Some(host), Some(split)) = (shared::db::opt_row_uuid(r, "host_id")?, split) else {
-            offenders.push(format!("payment {payment}: a {what} with no host or split"));
+            // Recorded before payments kept them (payouts and the fund
+            // leave these out too): nothing to compare with.
+            tracing::debug!(%payment, "a {what} with no host or split; its booking not compared");
+            unknown.insert(booking);
             continue;
         };
         let split: shared::money::Split = serde_json::from_str(&split)?;
@@ -402,7 +407,11 @@ async fn ledger_follows_splits(db: &DatabaseConnection) -> anyhow::Result<Findin
         }
     }
     let none = BTreeMap::new();
-    let bookings: BTreeSet<&uuid::Uuid> = expected.keys().chain(posted.keys()).collect();
+    let bookings: BTreeSet<&uuid::Uuid> = expected
+        .keys()
+        .chain(posted.keys())
+        .filter(|b| !unknown.contains(*b))
+        .collect();
     for booking in &bookings {
         let (want, got) = (
             expected.get(booking).unwrap_or(&none),
@@ -422,7 +431,15 @@ async fn ledger_follows_splits(db: &DatabaseConnection) -> anyhow::Result<Findin
     Ok(finding(
         "ledger: each booking's postings follow its splits",
         offenders,
-        format!("{} bookings' postings agree", bookings.len()),
+        if unknown.is_empty() {
+            format!("{} bookings' postings agree", bookings.len())
+        } else {
+            format!(
+                "{} bookings' postings agree ({} paid before payments kept their splits, not compared)",
+                bookings.len(),
+                unknown.len()
+            )
+        },
     ))
 }
 

@@ -1,6 +1,7 @@
 //! HTTP: GraphQL at `/graphql` (POST, and GET for queries only), GraphiQL at
-//! `/`, `/healthz` (the process answers), `/readyz` (its database, Redis and
-//! every service behind the bus answer) and `/metrics` (Prometheus). Every
+//! `/`, `/healthz` (the process answers), `/readyz` (whether this replica
+//! should take requests: its database and its link to the services; `?all`:
+//! every service answers) and `/metrics` (Prometheus). Every
 //! request carries an `x-request-id` (the client's, or a new one) in its log
 //! span and its response. A bearer token, when sent, must be
 //! valid: a bad one is refused with 401 before anything runs.

@@ -671,7 +671,7 @@ impl Inventory {
                 Sweep::Later => continue,
                 Sweep::Commit => {
                     storage::set_hold_state(&txn, booking, "COMMITTED").await?;
-                    warn!(%booking, "hold past its deadline belongs to a confirmed booking; committed");
+                    warn!(%booking, "hold past its deadline belongs to a booking confirmed (perhaps cancelled since: its release gives it back); committed");
                     continue;
                 }
                 Sweep::Release => {}

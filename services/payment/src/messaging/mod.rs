@@ -1318,8 +1318,9 @@ fn replay(first: storage::Stored, fingerprint: &str) -> Result<PaymentView, AppE
     match first.view.status.as_str() {
         "PROCESSING" => Err(AppError::new(
             ErrorCode::ServiceUnavailable,
-            "a payment with this key is still waiting for the provider; retry with the same key \
-             shortly (do not pay again with another)",
+            "a payment with this key is still waiting for the provider, or its answer was lost \
+             (payment then asks the provider again by itself, within about two minutes); retry \
+             with the same key to learn how it ended (do not pay again with another)",
         )),
         // Failed at the deadline, never sent to the provider: answered as
         // the first try was.
