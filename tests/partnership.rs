@@ -267,16 +267,24 @@ async fn a_haidian_booking_in_aohan_credits_the_district_and_province_pairs_once
                 && e["node"]["amount"]["amount"] == "3.80"),
         "{money} not in {fund}"
     );
-    // Nobody else may trace it.
+    // Nobody else may trace it; the rest of the answer stays (the field is
+    // nullable, as DESIGN.md has it: non-null, the refusal nulled `data`).
     let stranger = app.register("stranger@example.cn", "110105").await;
     let refused = app
         .graphql_as(
             Some(&stranger),
-            "query($id: ID!) { bookingImpact(bookingId: $id) { paid { amount } } }",
+            "query($id: ID!) { regions(parentCode: \"150400\") { code }
+                bookingImpact(bookingId: $id) { paid { amount } } }",
             json!({ "id": id }),
         )
         .await;
-    assert!(refused["data"].is_null(), "{refused}");
+    assert!(refused["data"]["bookingImpact"].is_null(), "{refused}");
+    assert!(
+        refused["data"]["regions"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{refused}"
+    );
     assert!(
         matches!(
             refused["errors"][0]["extensions"]["code"].as_str(),

@@ -795,13 +795,18 @@ impl Query {
 
     /// Where a booking's money went — the host household, the platform,
     /// the welfare fund, the agency — net of refunds, and which
-    /// partnerships it counted for. Its owner, its agency and admins.
-    async fn booking_impact(&self, ctx: &Context<'_>, booking_id: ID) -> Result<ImpactTrace> {
+    /// partnerships it counted for. Its owner, its agency and admins. Null
+    /// with the error when it cannot be read (the rest of the answer stays).
+    async fn booking_impact(
+        &self,
+        ctx: &Context<'_>,
+        booking_id: ID,
+    ) -> Result<Option<ImpactTrace>> {
         let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &booking_id)?;
         // Only those who may see the booking see where its money went.
         let booking = rpc(ctx, rpcs::GetBooking { booking_id, viewer }).await?;
-        impact::trace(ctx, booking).await
+        impact::trace(ctx, booking).await.map(Some)
     }
 
     /// The public welfare fund (公益基金): its balance and every entry, newest
