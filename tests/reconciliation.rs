@@ -374,3 +374,47 @@ async fn a_hold_released_while_its_payment_is_on_its_way_leaves_the_booking_to_i
     let booking = app.wait_for_booking(&id, "a read", |_| true).await;
     assert_eq!(booking["status"], "AWAITING_PAYMENT", "{booking}");
 }
+
+/// A payment whose first request is gone — its process killed after the
+/// provider charged and before the capture was recorded — is settled by
+/// the traveler's retry with its key: payment asks the provider again by
+/// the payment's own key, finds the charge, and answers CAPTURED. The retry
+/// was told "still waiting" until the reconciler's round, a minute or more
+/// (a run of replicas with payment killed mid-load). The test makes that
+/// state from a lost answer: the provider charged, the payment PROCESSING;
+/// the first request's card then stands for one that answers.
+#[tokio::test]
+async fn a_retry_of_a_payment_whose_first_request_is_gone_asks_the_provider_again() {
+    use sea_orm::ConnectionTrait;
+    use sha2::Digest;
+    let app = spawn_app_with(test_settings()).await;
+    let id = app.charged_unanswered().await;
+    let fingerprint = hex::encode(sha2::Sha256::digest(format!("{id}|tok_success")));
+    let changed = app
+        .service_db("payment")
+        .await
+        .execute_unprepared(&format!(
+            "UPDATE payments SET fingerprint = '{fingerprint}' WHERE booking_id = '{id}'"
+        ))
+        .await
+        .expect("the first request's card");
+    assert_eq!(changed.rows_affected(), 1);
+    let retried = app.pay(&id, "tok_success", "pay").await;
+    assert_eq!(
+        retried["data"]["payBooking"]["status"], "CAPTURED",
+        "{retried}"
+    );
+    app.wait_for_status(&id, "CONFIRMED").await;
+    // One charge at the provider: the first one, found by its key.
+    let charges = app
+        .service_db("payment")
+        .await
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM sandbox_charges".to_owned(),
+        ))
+        .await
+        .expect("charges")
+        .and_then(|r| r.try_get::<i64>("", "n").ok());
+    assert_eq!(charges, Some(1));
+}

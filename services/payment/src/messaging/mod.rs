@@ -259,7 +259,16 @@ impl Payments {
         if !inserted {
             // Same key, concurrently: the other request owns it.
             let first = self.keyed(key).await?;
-            return self.first_answer(key, &fingerprint, first).await;
+            let answer = self.first_answer(key, &fingerprint, first).await;
+            if answer
+                .as_ref()
+                .is_err_and(|e| e.code == ErrorCode::ServiceUnavailable)
+            {
+                return self
+                    .ask_again(key, &fingerprint, token, &listing, agency, answer)
+                    .await;
+            }
+            return answer;
         }
         let processing = storage::Processing {
             id,
@@ -329,6 +338,54 @@ impl Payments {
         // The reconciler settled it first: this is it now.
         let settled = self.keyed(key).await?;
         replay(settled, &fingerprint)
+    }
+
+    /// A retry whose payment is still PROCESSING past [`first_answer`]'s
+    /// wait: the first request may be gone (its process killed between the
+    /// provider's charge and the record of it), and the traveler was told
+    /// to retry until the reconciler's round, a minute or more. The
+    /// provider charges once per key, so asking it again with the
+    /// payment's own key and the same card finds the charge made (or makes
+    /// the one the first asked for, or is declined as it was) — what the
+    /// first request's own retries do; whichever settles first wins, the
+    /// other finds it settled. The provider silent again: `waiting`, the
+    /// wait's answer.
+    ///
+    /// [`first_answer`]: Self::first_answer
+    async fn ask_again(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        token: &str,
+        listing: &shared::events::ListingSnapshot,
+        agency: Option<shared::ids::AgencyId>,
+        waiting: Result<PaymentView, AppError>,
+    ) -> Result<PaymentView, AppError> {
+        let first = self.keyed(key).await?;
+        let (true, Some(split)) = (first.view.status == "PROCESSING", first.view.split) else {
+            return replay(first, fingerprint);
+        };
+        let processing = storage::Processing {
+            id: first.view.id,
+            booking_id: first.view.booking_id,
+            amount: first.view.amount,
+            split,
+            host: listing.host_id,
+            region: listing.region_code,
+            agency,
+        };
+        let id = processing.id.to_string();
+        match self.provider.charge(&id, token, processing.amount).await {
+            Ok(charge) => {
+                self.settle(&processing, Ok(&charge.reference)).await?;
+            }
+            Err(ProviderError::Declined(reason)) => {
+                self.settle(&processing, Err(&reason)).await?;
+            }
+            Err(ProviderError::Timeout) => return waiting,
+        }
+        info!(payment = %processing.id, "a retry asked the provider again and settled the payment");
+        replay(self.keyed(key).await?, fingerprint)
     }
 
     /// The payment made with `key`, which exists (its insert was seen).
