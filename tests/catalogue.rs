@@ -686,10 +686,19 @@ async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
     );
     assert!(offered(5, 3).await);
 
+    // The night to change is named (it said "a night from … to" the
+    // check-out day, which is no night).
+    let over_closed = outcome(&app, &room_type, 1, 2, 1, "closed").await;
     assert!(
-        outcome(&app, &room_type, 1, 2, 1, "closed")
-            .await
-            .starts_with("CLOSED")
+        over_closed.starts_with("CLOSED")
+            && over_closed.contains(&format!("closed on the night of {}", day(2))),
+        "{over_closed}"
+    );
+    let past_calendar = outcome(&app, &room_type, 10, 2, 1, "past the calendar").await;
+    assert!(
+        past_calendar.starts_with("CLOSED")
+            && past_calendar.contains(&format!("from {} through {}", day(10), day(11))),
+        "{past_calendar}"
     );
     assert!(
         outcome(&app, &room_type, 5, 2, 1, "short")

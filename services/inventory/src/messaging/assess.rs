@@ -125,12 +125,18 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                     "this homestay is not on sale",
                 ))
             } else if rules.closed {
+                // The night to change, when one is closed; else some night
+                // was never put on sale (past the calendar, or not yet open).
+                let last_night = stay.check_out.pred_opt().unwrap_or(stay.check_out);
                 Some(refuse(
                     ErrorCode::Closed,
-                    format!(
-                        "the homestay is closed (or not yet open) on a night from {check_in} to \
-                         {check_out}"
-                    ),
+                    match rules.first_closed {
+                        Some(night) => format!("the homestay is closed on the night of {night}"),
+                        None => format!(
+                            "the homestay is not open on every night from {check_in} through \
+                             {last_night} (not yet on sale, or past its calendar)"
+                        ),
+                    },
                 ))
             } else if i64::from(rules.min_stay) > stay.nights() {
                 Some(refuse(

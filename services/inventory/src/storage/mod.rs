@@ -857,6 +857,9 @@ pub struct StayRules {
     pub published: bool,
     /// Some night of the stay is closed or was never put on sale.
     pub closed: bool,
+    /// The first night of the stay closed (or with no rooms), when one is;
+    /// None when only nights never put on sale make it `closed`.
+    pub first_closed: Option<chrono::NaiveDate>,
     /// The check-in night's minimum stay (1 when the night is not set).
     pub min_stay: u32,
     /// Guests per room.
@@ -884,6 +887,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
                     h.host_id, h.region_code, h.certified_until,
                     h.cancellation_policy, h.published, r.max_guests,
                     CAST(COALESCE(SUM(CASE WHEN n.closed OR n.rooms = 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
+                    MIN(CASE WHEN n.closed OR n.rooms = 0 THEN n.night END) AS first_closed,
                     CAST(COUNT(n.night) AS BIGINT) AS on_sale,
                     CAST(COALESCE(MAX(CASE WHEN n.night = $2 THEN n.min_stay ELSE 1 END), 1) AS BIGINT) AS min_stay,
                     CASE WHEN COUNT(n.night) = $4 THEN CAST(MIN(n.available) AS BIGINT) ELSE 0 END AS fewest_free,
@@ -908,6 +912,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
         // A night never put on sale is as closed as one closed.
         closed: row.try_get::<i64>("", "closed")? > 0
             || row.try_get::<i64>("", "on_sale")? < stay.nights(),
+        first_closed: row.try_get("", "first_closed")?,
         min_stay: u32::try_from(row.try_get::<i64>("", "min_stay")?).unwrap_or(1),
         max_guests: u32::try_from(row.try_get::<i32>("", "max_guests")?).unwrap_or(0),
         fewest_free: u32::try_from(row.try_get::<i64>("", "fewest_free")?).unwrap_or(0),
