@@ -338,14 +338,15 @@ async fn unreadable_stuck_payments_do_not_keep_a_lost_charge_from_its_turn() {
     app.wait_for_status(&id, "CONFIRMED").await;
 }
 
-/// Inventory's sweeper releases the hold of a booking whose payment is on
-/// its way (booking was down past the hold's grace, so inventory could not
-/// ask it; here the test speaks for inventory): the booking is not expired
-/// under it — the capture, when payment has it, confirms the booking and
-/// inventory takes the room again. It expired, and the traveler who paid in
-/// time was refunded (left by the eighteenth session's review).
+/// Inventory's sweeper releases the hold of a booking still awaiting
+/// payment (booking was down past the hold's grace, so inventory could not
+/// ask it; here the test speaks for inventory) while its payment is on its
+/// way: the release does not expire the booking — booking's own expiry
+/// decides, asking payment, and a capture confirms it (inventory takes the
+/// room again). The release expired it, and a traveler who paid in time
+/// was refunded (left by the eighteenth session).
 #[tokio::test]
-async fn a_hold_released_while_its_payment_is_on_its_way_leaves_the_booking_to_its_payment() {
+async fn a_hold_released_by_inventory_leaves_the_booking_to_bookings_own_expiry() {
     // The reconciler left at its default minute: the payment stays on its
     // way while the release is handled.
     let app = spawn_app_with(test_settings()).await;
@@ -417,4 +418,46 @@ async fn a_retry_of_a_payment_whose_first_request_is_gone_asks_the_provider_agai
         .expect("charges")
         .and_then(|r| r.try_get::<i64>("", "n").ok());
     assert_eq!(charges, Some(1));
+}
+
+/// The other side of the test above: a booking with no payment, its hold
+/// released by inventory, is expired by booking's own sweeper at its
+/// deadline — the release leaves nothing waiting for ever.
+#[tokio::test]
+async fn a_booking_whose_hold_inventory_released_is_expired_by_its_own_sweeper() {
+    let mut settings = test_settings();
+    settings.hold_seconds = 2;
+    let app = spawn_app_with(settings).await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let id = TestApp::id_of(
+        &app.create_booking(&room_type, tomorrow(), 1, "unpaid")
+            .await,
+    );
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let booking_id = BookingId(id.parse().expect("a booking id"));
+    let released = shared::events::HoldReleased {
+        booking_id,
+        expired: true,
+    };
+    app.publish(shared::envelope::Envelope::new(
+        "inventory",
+        booking_id.0,
+        &released,
+    ))
+    .await;
+    app.wait_for_status(&id, "EXPIRED").await;
+    let expired = app.wait_for_booking(&id, "a read", |_| true).await;
+    assert_eq!(expired["reason"], "not paid in time", "{expired}");
+    let causes: Vec<&str> = expired["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["cause"].as_str())
+        .collect();
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.contains("inventory released the hold")),
+        "{expired}"
+    );
 }

@@ -41,7 +41,13 @@ pub enum ProviderError {
 /// A payment provider.
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + 'static {
-    /// Charges `amount` to `token`, once per `idempotency_key`.
+    /// Charges `amount` to `token`, once per `idempotency_key`. A call
+    /// with a key charged before returns that charge; a call while another
+    /// with the same key is still in flight (a retry of a payment whose
+    /// first request may be gone) returns the charge or `Timeout`, never
+    /// `Declined` — an adapter maps a provider's "request in progress" or
+    /// "already paid" answers so (a decline fails the payment the first
+    /// call may be capturing).
     async fn charge(
         &self,
         idempotency_key: &str,

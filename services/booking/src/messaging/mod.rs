@@ -91,9 +91,8 @@ const CANCELLED_FOR_HOST: &str = "cancelled for its host before payment";
 /// The history's note that inventory gave a booking's capacity back.
 const RELEASED: &str = "capacity released";
 /// The history's step when inventory's sweeper released the hold of a
-/// booking whose payment is on its way.
-const RELEASED_WHILE_PAYING: &str =
-    "inventory released the hold while a payment is on its way; its capture confirms the booking";
+/// booking still awaiting payment (booking's expiry decides).
+const RELEASED_WHILE_AWAITING: &str = "inventory released the hold past the deadline; a payment captured in time still confirms the booking";
 
 /// When the booker cancelled `booking` as unpaid at or after `captured_at`
 /// (the capture committed first; its news came later), that moment; None
@@ -955,112 +954,56 @@ impl Bookings {
     }
 
     /// Capacity given back: at booking's request (history only, once), or by
-    /// inventory's own sweeper for a hold past its deadline, which expires
-    /// a booking still awaiting payment.
+    /// inventory's own sweeper for a hold past its deadline, which leaves a
+    /// booking still awaiting payment to booking's own expiry.
     async fn on_hold_released(&self, env: Envelope, ev: HoldReleased) -> Result<(), HandlerError> {
-        // Asked before the transaction (no row held across a call).
-        let paying = ev.expired && self.payment_on_its_way(ev.booking_id).await?;
         let Some(txn) = begin_once(&self.db, &env).await? else {
             return Ok(());
         };
-        if paying {
-            // Inventory's sweeper released the hold of a booking it could
-            // not ask about (booking down past the hold's grace) while its
-            // traveler paid in time: the capture, queued behind this or
-            // still on its way, confirms it, and inventory takes the room
-            // again (or refuses, and all is refunded). Expired here, the
-            // traveler was refunded a payment made in time. Should the
-            // payment fail, the expiry sweeper ends it at its deadline.
-            storage::lock(&txn, ev.booking_id).await?;
-            let current = storage::by_id(&txn, ev.booking_id).await?;
-            if current
-                .as_ref()
-                .is_some_and(|b| Status::parse(&b.view.status) == Some(Status::AwaitingPayment))
-            {
-                storage::history(
-                    &txn,
-                    ev.booking_id,
-                    Status::AwaitingPayment,
-                    RELEASED_WHILE_PAYING,
-                    Utc::now(),
-                )
-                .await?;
-            }
-            txn.commit().await?;
-            // The room is free until the capture takes it again.
-            if let Some(b) = current {
-                self.sold_out
-                    .released(&b.view.item, env.occurred_at, Utc::now());
-            }
-            return Ok(());
-        }
-        let expired = if ev.expired {
-            let changes = Changes {
-                reason: Some("not paid in time".into()),
-                ..Changes::default()
-            };
-            storage::transition(
-                &txn,
-                ev.booking_id,
-                &[Status::AwaitingPayment],
-                Status::Expired,
-                changes,
-                "payment deadline passed; inventory released the hold",
-            )
-            .await?
-        } else {
-            None
-        };
-        let item = match expired {
-            Some(b) => Some(b.view.item),
-            None => {
+        storage::lock(&txn, ev.booking_id).await?;
+        let current = storage::by_id(&txn, ev.booking_id).await?;
+        if let Some(status) = current.as_ref().and_then(|b| Status::parse(&b.view.status)) {
+            if ev.expired && status == Status::AwaitingPayment {
+                // Inventory's sweeper released the hold of a booking still
+                // awaiting payment: booking was down past the hold's grace,
+                // or kept the booking for a payment in flight. Booking's own
+                // expiry decides: it asks payment, patiently, and keeps a
+                // booking whose capture is on its way (the capture confirms
+                // it; inventory takes the room again, or refuses and all is
+                // refunded), else expires it at once, the booking being past
+                // its deadline. Expired here, a booking paid in time whose
+                // capture was queued behind this release was refunded.
+                if !storage::has_cause(&txn, ev.booking_id, RELEASED_WHILE_AWAITING).await? {
+                    storage::history(
+                        &txn,
+                        ev.booking_id,
+                        status,
+                        RELEASED_WHILE_AWAITING,
+                        Utc::now(),
+                    )
+                    .await?;
+                }
+            } else if !(ev.expired && status == Status::Confirmed) {
                 // Once: a cancel while PENDING asks for the release, and so
                 // does the grant that comes after it; inventory answers each,
                 // and the two answers may be handled at once. Not for a hold
                 // that expired under a booking paid within the grace: its
                 // confirmation takes the capacity again, and its release, if
                 // it is ever cancelled, is the one to record.
-                storage::lock(&txn, ev.booking_id).await?;
-                let current = storage::by_id(&txn, ev.booking_id).await?;
-                if let Some(status) = current.as_ref().and_then(|b| Status::parse(&b.view.status))
-                    && !(ev.expired && status == Status::Confirmed)
-                    && !storage::has_cause(&txn, ev.booking_id, RELEASED).await?
-                {
+                if !storage::has_cause(&txn, ev.booking_id, RELEASED).await? {
                     storage::history(&txn, ev.booking_id, status, RELEASED, Utc::now()).await?;
                 }
-                current.map(|b| b.view.item)
             }
-        };
+        }
         txn.commit().await?;
         self.outbox.committed();
-        // Room again: a stay refused as sold out may fit now.
-        if let Some(item) = item {
-            self.sold_out.released(&item, env.occurred_at, Utc::now());
+        // Room again: a stay refused as sold out may fit now (or until a
+        // late capture takes it again).
+        if let Some(b) = current {
+            self.sold_out
+                .released(&b.view.item, env.occurred_at, Utc::now());
         }
         Ok(())
-    }
-
-    /// Whether booking `id` is AWAITING_PAYMENT with a payment in flight or
-    /// captured at payment (asked within [`IN_FLIGHT_ASK_WITHIN`]; payment
-    /// not answering, or no bus: no, and the release expires it as before).
-    async fn payment_on_its_way(&self, id: BookingId) -> Result<bool, HandlerError> {
-        let awaiting = storage::by_id(&self.db, id)
-            .await?
-            .is_some_and(|b| Status::parse(&b.view.status) == Some(Status::AwaitingPayment));
-        let bus = self.payments.as_ref().and_then(std::sync::Weak::upgrade);
-        let (true, Some(bus)) = (awaiting, bus) else {
-            return Ok(false);
-        };
-        let ask = shared::rpcs::PaymentsInFlight {
-            booking_ids: vec![id],
-        };
-        match shared::bus::call_within(bus.as_ref(), &ask, IN_FLIGHT_ASK_WITHIN).await {
-            Ok(paying) => Ok(paying.contains(&id)),
-            Err(e) => {
-                warn!(booking = %id, error = %e, "payment did not say whether a payment is on its way; the released hold expires the booking");
-                Ok(false)
-            }
-        }
     }
 
     /// Inventory could not take an expired hold again for a booking that

@@ -265,7 +265,7 @@ impl Payments {
                 .is_err_and(|e| e.code == ErrorCode::ServiceUnavailable)
             {
                 return self
-                    .ask_again(key, &fingerprint, token, &listing, agency, answer)
+                    .ask_again(key, &fingerprint, token, booking.expires_at, answer)
                     .await;
             }
             return answer;
@@ -349,7 +349,9 @@ impl Payments {
     /// the one the first asked for, or is declined as it was) — what the
     /// first request's own retries do; whichever settles first wins, the
     /// other finds it settled. The provider silent again: `waiting`, the
-    /// wait's answer.
+    /// wait's answer — and so past the booking's deadline, when no charge
+    /// may begin (booking may have expired it meanwhile): the reconciler
+    /// then finds or closes it, as before.
     ///
     /// [`first_answer`]: Self::first_answer
     async fn ask_again(
@@ -357,34 +359,30 @@ impl Payments {
         key: &str,
         fingerprint: &str,
         token: &str,
-        listing: &shared::events::ListingSnapshot,
-        agency: Option<shared::ids::AgencyId>,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
         waiting: Result<PaymentView, AppError>,
     ) -> Result<PaymentView, AppError> {
-        let first = self.keyed(key).await?;
-        let (true, Some(split)) = (first.view.status == "PROCESSING", first.view.split) else {
-            return replay(first, fingerprint);
-        };
-        let processing = storage::Processing {
-            id: first.view.id,
-            booking_id: first.view.booking_id,
-            amount: first.view.amount,
-            split,
-            host: listing.host_id,
-            region: listing.region_code,
-            agency,
+        if expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
+            return waiting;
+        }
+        let processing = match storage::processing_by_key(&self.db, key).await {
+            Ok(Some(processing)) => processing,
+            Ok(None) => return replay(self.keyed(key).await?, fingerprint),
+            // Unreadable (no split or host kept): left to the reconciler.
+            Err(e) => {
+                warn!(error = %e, "a payment retry could not read its payment; answering as it waits");
+                return waiting;
+            }
         };
         let id = processing.id.to_string();
-        match self.provider.charge(&id, token, processing.amount).await {
-            Ok(charge) => {
-                self.settle(&processing, Ok(&charge.reference)).await?;
-            }
-            Err(ProviderError::Declined(reason)) => {
-                self.settle(&processing, Err(&reason)).await?;
-            }
+        let settled = match self.provider.charge(&id, token, processing.amount).await {
+            Ok(charge) => self.settle(&processing, Ok(&charge.reference)).await?,
+            Err(ProviderError::Declined(reason)) => self.settle(&processing, Err(&reason)).await?,
             Err(ProviderError::Timeout) => return waiting,
+        };
+        if settled {
+            info!(payment = %processing.id, "a retry asked the provider again and settled the payment");
         }
-        info!(payment = %processing.id, "a retry asked the provider again and settled the payment");
         replay(self.keyed(key).await?, fingerprint)
     }
 

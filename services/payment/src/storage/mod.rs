@@ -645,6 +645,25 @@ pub async fn by_key<C: ConnectionTrait>(conn: &C, key: &str) -> Result<Option<St
     .transpose()
 }
 
+/// The payment made with `key` while it is PROCESSING, as settling it
+/// needs (its split, host, region and agency as stored); None otherwise.
+pub async fn processing_by_key<C: ConnectionTrait>(
+    conn: &C,
+    key: &str,
+) -> Result<Option<Processing>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_one_raw(stmt(
+        b,
+        &format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = $1 AND status = 'PROCESSING'"
+        ),
+        vec![key.into()],
+    ))
+    .await?
+    .map(|r| settlement(&r))
+    .transpose()
+}
+
 /// Marks a PROCESSING payment CAPTURED; Ok(false) when something else
 /// (the pay request or the reconciler) settled it first.
 pub async fn mark_captured<C: ConnectionTrait>(
