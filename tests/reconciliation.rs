@@ -338,6 +338,22 @@ async fn unreadable_stuck_payments_do_not_keep_a_lost_charge_from_its_turn() {
     app.wait_for_status(&id, "CONFIRMED").await;
 }
 
+/// Publishes inventory's sweeper's release of booking `id`'s hold, past
+/// its deadline (`expired: true`), as inventory would.
+async fn released_by_inventory(app: &TestApp, id: &str) {
+    let booking_id = BookingId(id.parse().expect("a booking id"));
+    let released = shared::events::HoldReleased {
+        booking_id,
+        expired: true,
+    };
+    app.publish(shared::envelope::Envelope::new(
+        "inventory",
+        booking_id.0,
+        &released,
+    ))
+    .await;
+}
+
 /// Inventory's sweeper releases the hold of a booking still awaiting
 /// payment (booking was down past the hold's grace, so inventory could not
 /// ask it; here the test speaks for inventory) while its payment is on its
@@ -351,17 +367,7 @@ async fn a_hold_released_by_inventory_leaves_the_booking_to_bookings_own_expiry(
     // way while the release is handled.
     let app = spawn_app_with(test_settings()).await;
     let id = app.charged_unanswered().await;
-    let booking_id = BookingId(id.parse().expect("a booking id"));
-    let released = shared::events::HoldReleased {
-        booking_id,
-        expired: true,
-    };
-    app.publish(shared::envelope::Envelope::new(
-        "inventory",
-        booking_id.0,
-        &released,
-    ))
-    .await;
+    released_by_inventory(&app, &id).await;
     app.wait_for_booking(&id, "the release handled", |b| {
         b["history"].as_array().into_iter().flatten().any(|h| {
             h["cause"]
@@ -434,17 +440,7 @@ async fn a_booking_whose_hold_inventory_released_is_expired_by_its_own_sweeper()
             .await,
     );
     app.wait_for_status(&id, "AWAITING_PAYMENT").await;
-    let booking_id = BookingId(id.parse().expect("a booking id"));
-    let released = shared::events::HoldReleased {
-        booking_id,
-        expired: true,
-    };
-    app.publish(shared::envelope::Envelope::new(
-        "inventory",
-        booking_id.0,
-        &released,
-    ))
-    .await;
+    released_by_inventory(&app, &id).await;
     app.wait_for_status(&id, "EXPIRED").await;
     let expired = app.wait_for_booking(&id, "a read", |_| true).await;
     assert_eq!(expired["reason"], "not paid in time", "{expired}");
