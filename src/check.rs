@@ -31,7 +31,7 @@
 //!    queues empty (on RabbitMQ).
 //! 6. Across services, for every booking that last moved before the grace
 //!    period: inventory's hold follows booking's decision (a CONFIRMED
-//!    booking's hold COMMITTED; an ended booking's neither HELD nor
+//!    booking's hold COMMITTED, holding what it booked; an ended booking's neither HELD nor
 //!    COMMITTED), and the money does too (booking's refunded figure is
 //!    payment's succeeded refunds; a REJECTED or EXPIRED booking, or one
 //!    cancelled before it was paid, keeps nothing it captured; a cancelled

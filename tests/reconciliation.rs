@@ -432,7 +432,7 @@ async fn a_retry_of_a_payment_whose_first_request_is_gone_asks_the_provider_agai
 #[tokio::test]
 async fn a_booking_whose_hold_inventory_released_is_expired_by_its_own_sweeper() {
     let mut settings = test_settings();
-    settings.hold_seconds = 2;
+    settings.hold_seconds = 5;
     let app = spawn_app_with(settings).await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let id = TestApp::id_of(
@@ -441,6 +441,9 @@ async fn a_booking_whose_hold_inventory_released_is_expired_by_its_own_sweeper()
     );
     app.wait_for_status(&id, "AWAITING_PAYMENT").await;
     released_by_inventory(&app, &id).await;
+    // Noted while the booking still awaits payment (its deadline seconds
+    // away), then ended by the sweeper.
+    app.wait_for_cause(&id, "inventory released the hold").await;
     app.wait_for_status(&id, "EXPIRED").await;
     let expired = app.wait_for_booking(&id, "a read", |_| true).await;
     assert_eq!(expired["reason"], "not paid in time", "{expired}");

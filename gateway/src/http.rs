@@ -315,8 +315,9 @@ pub fn router(
                         tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
                     })
                     // A 5xx here is a dependency failing (a 503 from
-                    // `/readyz` every probe while a service is down), said
-                    // at WARN; a panic is logged at ERROR where it is caught.
+                    // `/readyz` every probe while this replica's links are
+                    // down, or from `?all` while a service is), said at
+                    // WARN; a panic is logged at ERROR where it is caught.
                     .on_failure(
                         tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN),
                     ),

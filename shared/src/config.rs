@@ -53,7 +53,8 @@ pub struct Settings {
     /// in flight (begun in time, the provider's answer not recorded yet),
     /// for the payment to settle; 0 expires every booking at its deadline.
     /// At most three quarters of `hold_grace_seconds` is used: inventory's
-    /// own sweeper releases the hold, and so ends the booking, then.
+    /// own sweeper releases the hold then (booking's expiry still decides,
+    /// keeping a booking whose capture is on its way).
     #[serde(deserialize_with = "whole")]
     pub payment_wait_seconds: i64,
     /// A booking still PENDING this many seconds after its hold request asks again.

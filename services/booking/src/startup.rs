@@ -25,6 +25,7 @@ pub fn bookings(settings: &Settings, db: DatabaseConnection, outbox: OutboxSigna
         ))),
         payments: None,
         payment_wait: chrono::Duration::seconds(settings.payment_wait_in_effect()),
+        expiry_from: Arc::default(),
     }
 }
 

@@ -338,6 +338,10 @@ pub struct Bookings {
     /// answers within the pay request's deadline, or the reconciler
     /// settles the payment a minute or two later.
     pub payment_wait: Duration,
+    /// Where the expiry sweeper's next round reads from (None: the oldest
+    /// overdue booking): on after a full page, so that bookings it keeps
+    /// for a capture on its way never hold the head of every round.
+    pub expiry_from: Arc<std::sync::Mutex<Option<chrono::DateTime<Utc>>>>,
 }
 
 /// What payment said of the overdue bookings the expiry sweeper asked about.
@@ -370,6 +374,9 @@ impl InFlight {
         }
     }
 }
+
+/// Overdue bookings the expiry sweeper reads a round.
+const EXPIRY_PAGE: u64 = 100;
 
 /// How long the expiry sweeper waits for payment's answer before expiring
 /// as if no payment were in flight.
@@ -1419,9 +1426,25 @@ impl Bookings {
         // payment refuses to charge past a booking's deadline, also after
         // recording the payment, so none it did not count starts later.
         let now = Utc::now();
-        let asked = self.payments_in_flight(now).await?;
+        let since = *self
+            .expiry_from
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let asked = self.payments_in_flight(now, since).await?;
         let txn = self.db.begin().await?;
-        let overdue = storage::overdue(&txn, now, None, 100, true).await?;
+        let overdue = storage::overdue(&txn, now, since, EXPIRY_PAGE, true).await?;
+        // A full page: the next round reads on from its last deadline (a
+        // hundred bookings kept for captures whose news was dead-lettered
+        // held the head of every round, and no later booking expired); a
+        // page not full: back to the oldest.
+        let next = match overdue.last() {
+            Some((_, at)) if overdue.len() as u64 == EXPIRY_PAGE => Some(*at),
+            _ => None,
+        };
+        *self
+            .expiry_from
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
         // With payment asked, a booking expires when payment said it has
         // none in flight, or when the wait is over; one it was not asked
         // about (another replica had it locked, a later one came into the
@@ -1524,6 +1547,7 @@ impl Bookings {
     async fn payments_in_flight(
         &self,
         now: chrono::DateTime<Utc>,
+        since: Option<chrono::DateTime<Utc>>,
     ) -> Result<Option<InFlight>, sea_orm::DbErr> {
         let Some(bus) = self
             .payments
@@ -1540,10 +1564,11 @@ impl Bookings {
         // very booking, which expired it unasked and then refunded a
         // payment made in time (an operator's restart: half of 300).
         let within = now - self.payment_wait;
-        let (asked, late): (Vec<_>, Vec<_>) = storage::overdue(&self.db, now, None, 100, false)
-            .await?
-            .into_iter()
-            .partition(|(_, expires_at)| *expires_at >= within);
+        let (asked, late): (Vec<_>, Vec<_>) =
+            storage::overdue(&self.db, now, since, EXPIRY_PAGE, false)
+                .await?
+                .into_iter()
+                .partition(|(_, expires_at)| *expires_at >= within);
         let asked: Vec<BookingId> = asked.into_iter().map(|(id, _)| id).collect();
         let late: Vec<BookingId> = late.into_iter().map(|(id, _)| id).collect();
         let (late, captured) = match self.captured_of(bus.as_ref(), &late).await {

@@ -21,11 +21,12 @@ pub fn calendar_range(from: NaiveDate, to: NaiveDate) -> Result<i64, AppError> {
 /// about (`GetConfirmedBookings`).
 #[derive(Debug, Default)]
 pub enum Asked {
-    /// It answered: those asked, and those of them CONFIRMED.
+    /// It answered: those asked, and those of them confirmed (now, or
+    /// cancelled since).
     Answered {
         /// The bookings asked about.
         asked: std::collections::HashSet<shared::ids::BookingId>,
-        /// Those of them booking has CONFIRMED.
+        /// Those of them booking confirmed.
         confirmed: std::collections::HashSet<shared::ids::BookingId>,
     },
     /// It did not answer (or there was nothing to ask).

@@ -617,9 +617,10 @@ impl Inventory {
     /// this consumer may be behind, or just started with the confirmation
     /// still queued (the sweeper runs every second, a handler waiting out a
     /// database outage every five). So booking is asked first, over `bus`,
-    /// which of them are CONFIRMED: those are committed, as their
-    /// confirmation would, instead of put back on sale for someone else
-    /// while their traveler holds a confirmation; only those asked about
+    /// which of them were confirmed (CONFIRMED now, or cancelled since,
+    /// their release queued behind the confirmation): those are committed,
+    /// as their confirmation would, instead of put back on sale for someone
+    /// else while their traveler holds a confirmation; only those asked about
     /// are swept (the rest wait for the next round's question). Booking not
     /// answering, the holds are released as before (this is the net for
     /// booking away) when `release_unanswered`, else left for later (until
@@ -696,7 +697,7 @@ impl Inventory {
         })
     }
 
-    /// Asks booking which overdue holds' bookings are CONFIRMED (nothing
+    /// Asks booking which overdue holds' bookings were confirmed (nothing
     /// overdue: answered, as nothing was asked).
     async fn ask_booking(
         &self,
