@@ -181,6 +181,22 @@ impl Fleet {
         Ok(format!("{part}#{index}"))
     }
 
+    /// Starts again each part that exited on its own, as a process manager
+    /// would, noting it in `crashed` (the run reports it): a part that had
+    /// died for good (its start cut by a database restart) left the clients
+    /// retrying until the run's deadline.
+    fn revive(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.procs.len() {
+            if let Some(status) = self.procs[i].child.try_wait()? {
+                let (part, index) = (self.procs[i].part, self.procs[i].index);
+                self.crashed
+                    .push((format!("{part}#{index}"), status.to_string()));
+                self.procs[i] = self.spawn(part, index)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Each running process's peak resident set, from `/proc` (Linux).
     fn peak_rss(&self) -> Vec<PeakRss> {
         self.procs
@@ -759,6 +775,17 @@ async fn load(
         }));
     }
     let plan_until = client.until;
+    let watchdog = {
+        let fleet = fleet.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Err(e) = fleet.lock().await.revive() {
+                    tracing::warn!(error = %e, "a part that exited could not be started again");
+                }
+            }
+        })
+    };
     let faults = {
         let (fleet, plan, next, gate, progress) = (
             fleet.clone(),
@@ -819,7 +846,7 @@ async fn load(
         workers
             .iter()
             .map(tokio::task::JoinHandle::abort_handle)
-            .chain([faults.abort_handle()])
+            .chain([faults.abort_handle(), watchdog.abort_handle()])
             .collect(),
     );
     let mut outcomes = BTreeMap::new();
@@ -848,10 +875,13 @@ async fn load(
         // again.
         faults.abort();
         let _ = faults.await;
+        watchdog.abort();
         fleet.lock().await.stop().await;
         return Err(failure);
     }
-    let done = faults.await??;
+    let done = faults.await;
+    watchdog.abort();
+    let done = done??;
     progress.finish_and_clear();
     let settled_seconds = started.elapsed().as_secs_f64();
     println!("  every booking ended after {settled_seconds:.1} s; checking the invariants…");
