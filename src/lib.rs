@@ -259,8 +259,7 @@ impl App {
 /// bootstrap admin from configuration.
 async fn start_identity(settings: &Settings) -> anyhow::Result<gateway::identity::Identity> {
     use gateway::identity::{Identity, storage};
-    let db = shared::db::connect(settings, storage::DATABASE).await?;
-    shared::db::migrate::<storage::Migrator>(&db).await?;
+    let db = shared::db::connect_migrated::<storage::Migrator>(settings, storage::DATABASE).await?;
     let identity = Identity::new(
         db,
         settings.jwt_secret(),

@@ -469,6 +469,40 @@ pub fn opt_uuid_value(backend: DbBackend, id: Option<uuid::Uuid>) -> sea_orm::Va
     }
 }
 
+/// How long a part's start waits for a database that is unavailable (a
+/// restart in progress) before it gives up.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Connects to `service`'s database and runs its migrations ([`connect`],
+/// [`migrate`]). A part started while PostgreSQL restarts (a process
+/// manager bringing it back at that moment) waits for it, as its handlers
+/// do, instead of exiting: a chaos run found payment gone for good, its
+/// start cut by "terminating connection due to administrator command".
+/// Bounded by [`START_PATIENCE`]; a failed statement fails at once.
+pub async fn connect_migrated<M: sea_orm_migration::MigratorTrait>(
+    settings: &Settings,
+    service: &str,
+) -> Result<DatabaseConnection, DbErr> {
+    let deadline = tokio::time::Instant::now() + START_PATIENCE;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let started = async {
+            let db = connect(settings, service).await?;
+            migrate::<M>(&db).await?;
+            Ok::<_, DbErr>(db)
+        }
+        .await;
+        match started {
+            Err(e) if is_unavailable(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(service, error = %e, "database unavailable at start; waiting for it");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            started => return started,
+        }
+    }
+}
+
 /// Runs the migrations `M` in one transaction, so a failed or interrupted
 /// migration leaves nothing half-applied (on SQLite too: a column added by
 /// a migration stopped before it was recorded made every later start fail).

@@ -50,10 +50,6 @@ pub const SWEEPS_END_WITHIN: std::time::Duration = std::time::Duration::from_sec
 /// while the parts still consume ([`Runtime::shutdown`]).
 const SETTLE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How long a part's start waits for a database that is unavailable (a
-/// restart in progress) before it gives up.
-const START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
-
 impl Runtime {
     /// Connects the bus the settings name (RabbitMQ if `amqp_url`, else in-process).
     pub async fn connect(settings: Settings) -> anyhow::Result<Runtime> {
@@ -89,32 +85,7 @@ impl Runtime {
         &self,
         service: &str,
     ) -> Result<(DatabaseConnection, OutboxSignal), DbErr> {
-        // A part started while PostgreSQL restarts (a process manager
-        // bringing it back at that moment) waits for it, as its handlers
-        // do, instead of exiting: a chaos run found payment gone for good,
-        // its start cut by "terminating connection due to administrator
-        // command". Bounded; a failed statement fails at once.
-        let deadline = tokio::time::Instant::now() + START_PATIENCE;
-        let mut pause = std::time::Duration::from_millis(200);
-        let db = loop {
-            let started = async {
-                let db = crate::db::connect(&self.settings, service).await?;
-                crate::db::migrate::<M>(&db).await?;
-                Ok::<_, DbErr>(db)
-            }
-            .await;
-            match started {
-                Ok(db) => break db,
-                Err(e)
-                    if crate::db::is_unavailable(&e) && tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::warn!(service, error = %e, "database unavailable at start; waiting for it");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let db = crate::db::connect_migrated::<M>(&self.settings, service).await?;
         let signal = OutboxSignal::default();
         self.outboxes
             .lock()
