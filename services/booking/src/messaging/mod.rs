@@ -969,38 +969,32 @@ impl Bookings {
         };
         storage::lock(&txn, ev.booking_id).await?;
         let current = storage::by_id(&txn, ev.booking_id).await?;
-        if let Some(status) = current.as_ref().and_then(|b| Status::parse(&b.view.status)) {
-            if ev.expired && status == Status::AwaitingPayment {
-                // Inventory's sweeper released the hold of a booking still
-                // awaiting payment: booking was down past the hold's grace,
-                // or kept the booking for a payment in flight. Booking's own
-                // expiry decides: it asks payment, patiently, and keeps a
-                // booking whose capture is on its way (the capture confirms
-                // it; inventory takes the room again, or refuses and all is
-                // refunded), else expires it at once, the booking being past
-                // its deadline. Expired here, a booking paid in time whose
-                // capture was queued behind this release was refunded.
-                if !storage::has_cause(&txn, ev.booking_id, RELEASED_WHILE_AWAITING).await? {
-                    storage::history(
-                        &txn,
-                        ev.booking_id,
-                        status,
-                        RELEASED_WHILE_AWAITING,
-                        Utc::now(),
-                    )
-                    .await?;
-                }
-            } else if !(ev.expired && status == Status::Confirmed) {
-                // Once: a cancel while PENDING asks for the release, and so
-                // does the grant that comes after it; inventory answers each,
-                // and the two answers may be handled at once. Not for a hold
-                // that expired under a booking paid within the grace: its
-                // confirmation takes the capacity again, and its release, if
-                // it is ever cancelled, is the one to record.
-                if !storage::has_cause(&txn, ev.booking_id, RELEASED).await? {
-                    storage::history(&txn, ev.booking_id, status, RELEASED, Utc::now()).await?;
-                }
-            }
+        let status = current.as_ref().and_then(|b| Status::parse(&b.view.status));
+        let note = match status {
+            // Inventory's sweeper released the hold of a booking still
+            // awaiting payment: booking was down past the hold's grace, or
+            // kept the booking for a payment in flight. Booking's own expiry
+            // decides: it asks payment, patiently, and keeps a booking whose
+            // capture is on its way (the capture confirms it; inventory
+            // takes the room again, or refuses and all is refunded), else
+            // expires it at once, the booking being past its deadline.
+            // Expired here, a booking paid in time whose capture was queued
+            // behind this release was refunded.
+            Some(Status::AwaitingPayment) if ev.expired => Some(RELEASED_WHILE_AWAITING),
+            // Not for a hold that expired under a booking paid within the
+            // grace: its confirmation takes the capacity again, and its
+            // release, if it is ever cancelled, is the one to record.
+            Some(Status::Confirmed) if ev.expired => None,
+            // Once: a cancel while PENDING asks for the release, and so does
+            // the grant that comes after it; inventory answers each, and the
+            // two answers may be handled at once.
+            Some(_) => Some(RELEASED),
+            None => None,
+        };
+        if let (Some(status), Some(note)) = (status, note)
+            && !storage::has_cause(&txn, ev.booking_id, note).await?
+        {
+            storage::history(&txn, ev.booking_id, status, note, Utc::now()).await?;
         }
         txn.commit().await?;
         self.outbox.committed();
