@@ -898,6 +898,55 @@ async fn search_answers_come_from_the_cache_until_the_catalogue_or_a_hold_change
     }
 }
 
+/// Cached answers are kept under the build of the contracts that wrote
+/// them (`shared::CONTRACTS`): in a rolling upgrade an older gateway, whose
+/// views lack a newer field, neither reads this one's entries nor writes
+/// back a copy without the field. Every entry the gateway writes is under
+/// its fingerprint.
+#[tokio::test]
+async fn cached_answers_are_kept_under_the_contracts_they_were_built_from() {
+    let app = spawn_app().await;
+    let prefix = format!("{}cache:", app.settings.db_prefix);
+    let mut redis = redis::Client::open(common::redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let entries = loop {
+        let regions = app
+            .graphql_as(
+                None,
+                "{ regions(parentCode: \"150400\") { code } }",
+                json!({}),
+            )
+            .await;
+        assert!(regions["data"]["regions"].is_array(), "{regions}");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut redis)
+            .await
+            .expect("keys");
+        let entries: Vec<String> = keys
+            .into_iter()
+            .filter(|k| !k.starts_with(&format!("{prefix}apq")))
+            .collect();
+        if !entries.is_empty() {
+            break entries;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer was ever cached"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let ours = format!("{prefix}{}:", shared::CONTRACTS);
+    assert!(
+        entries.iter().all(|k| k.starts_with(&ours)),
+        "entries not under the contracts' fingerprint {ours}: {entries:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_calendars_of_a_homestays_room_types_come_in_one_call() {
     let app = spawn_app().await;

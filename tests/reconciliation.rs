@@ -382,6 +382,59 @@ async fn a_hold_released_by_inventory_leaves_the_booking_to_bookings_own_expiry(
     assert_eq!(booking["status"], "AWAITING_PAYMENT", "{booking}");
 }
 
+/// Makes the card of `id`'s payment (its first request's) `token`, as if
+/// the first request had paid with it.
+async fn first_paid_with(app: &TestApp, id: &str, token: &str) {
+    use sea_orm::ConnectionTrait;
+    use sha2::Digest;
+    let fingerprint = hex::encode(sha2::Sha256::digest(format!("{id}|{token}")));
+    let changed = app
+        .service_db("payment")
+        .await
+        .execute_unprepared(&format!(
+            "UPDATE payments SET fingerprint = '{fingerprint}' WHERE booking_id = '{id}'"
+        ))
+        .await
+        .expect("the first request's card");
+    assert_eq!(changed.rows_affected(), 1);
+}
+
+/// One row of payment's database: `sql` selecting one BIGINT `n` or TEXT `s`.
+async fn payment_scalar<T: sea_orm::TryGetable>(
+    app: &TestApp,
+    sql: &str,
+    column: &str,
+) -> Option<T> {
+    use sea_orm::ConnectionTrait;
+    app.service_db("payment")
+        .await
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            sql.to_owned(),
+        ))
+        .await
+        .expect("a read of payment's database")
+        .and_then(|r| r.try_get::<T>("", column).ok())
+}
+
+async fn charges_at_the_provider(app: &TestApp) -> Option<i64> {
+    payment_scalar(
+        app,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM sandbox_charges",
+        "n",
+    )
+    .await
+}
+
+async fn payment_status(app: &TestApp, id: &str) -> Option<String> {
+    payment_scalar(
+        app,
+        &format!("SELECT status AS s FROM payments WHERE booking_id = '{id}'"),
+        "s",
+    )
+    .await
+}
+
 /// A payment whose first request is gone — its process killed after the
 /// provider charged and before the capture was recorded — is settled by
 /// the traveler's retry with its key: payment asks the provider again by
@@ -392,20 +445,9 @@ async fn a_hold_released_by_inventory_leaves_the_booking_to_bookings_own_expiry(
 /// the first request's card then stands for one that answers.
 #[tokio::test]
 async fn a_retry_of_a_payment_whose_first_request_is_gone_asks_the_provider_again() {
-    use sea_orm::ConnectionTrait;
-    use sha2::Digest;
     let app = spawn_app_with(test_settings()).await;
     let id = app.charged_unanswered().await;
-    let fingerprint = hex::encode(sha2::Sha256::digest(format!("{id}|tok_success")));
-    let changed = app
-        .service_db("payment")
-        .await
-        .execute_unprepared(&format!(
-            "UPDATE payments SET fingerprint = '{fingerprint}' WHERE booking_id = '{id}'"
-        ))
-        .await
-        .expect("the first request's card");
-    assert_eq!(changed.rows_affected(), 1);
+    first_paid_with(&app, &id, "tok_success").await;
     let retried = app.pay(&id, "tok_success", "pay").await;
     assert_eq!(
         retried["data"]["payBooking"]["status"], "CAPTURED",
@@ -413,17 +455,54 @@ async fn a_retry_of_a_payment_whose_first_request_is_gone_asks_the_provider_agai
     );
     app.wait_for_status(&id, "CONFIRMED").await;
     // One charge at the provider: the first one, found by its key.
-    let charges = app
-        .service_db("payment")
+    assert_eq!(charges_at_the_provider(&app).await, Some(1));
+}
+
+/// The same retry when the provider never made the charge (the first
+/// request killed before its call) and the card is declined now: the retry
+/// fails the payment and says why, and the booking can be paid again — it
+/// was left PROCESSING, every other payment refused, until the reconciler.
+#[tokio::test]
+async fn a_retry_of_a_payment_never_charged_whose_card_is_declined_fails_it() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app_with(test_settings()).await;
+    let id = app.charged_unanswered().await;
+    app.service_db("payment")
         .await
-        .query_one_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM sandbox_charges".to_owned(),
-        ))
+        .execute_unprepared("DELETE FROM sandbox_charges")
         .await
-        .expect("charges")
-        .and_then(|r| r.try_get::<i64>("", "n").ok());
-    assert_eq!(charges, Some(1));
+        .expect("the charge never made");
+    first_paid_with(&app, &id, "tok_decline").await;
+    let retried = app.pay(&id, "tok_decline", "pay").await;
+    assert_eq!(
+        retried["errors"][0]["extensions"]["code"], "PAYMENT_DECLINED",
+        "{retried}"
+    );
+    assert_eq!(payment_status(&app, &id).await.as_deref(), Some("FAILED"));
+    let paid = app.pay(&id, "tok_success", "pay-again").await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+}
+
+/// The same retry while the provider still gives no answer: it is told to
+/// wait, as before, and nothing is settled or charged again — the payment
+/// stays PROCESSING for the reconciler, one charge at the provider.
+#[tokio::test]
+async fn a_retry_the_provider_still_does_not_answer_leaves_the_payment_to_the_reconciler() {
+    let app = spawn_app_with(test_settings()).await;
+    let id = app.charged_unanswered().await;
+    let retried = app.pay(&id, "tok_lost_answer", "pay").await;
+    assert_eq!(
+        retried["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
+        "{retried}"
+    );
+    assert_eq!(
+        payment_status(&app, &id).await.as_deref(),
+        Some("PROCESSING")
+    );
+    assert_eq!(charges_at_the_provider(&app).await, Some(1));
+    let booking = app.wait_for_booking(&id, "a read", |_| true).await;
+    assert_eq!(booking["status"], "AWAITING_PAYMENT", "{booking}");
 }
 
 /// The other side of the test above: a booking with no payment, its hold
