@@ -1272,6 +1272,40 @@ async fn cancel_racing(
     })
 }
 
+/// A change to fewer seats that bookings made impossible while it waited on
+/// the departure's row says how many seats are taken now: it quoted the
+/// count it had read before them ("0 seats held or sold" for a change to 5).
+#[tokio::test]
+async fn fewer_seats_refused_name_the_seats_taken_when_the_change_was_made() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (_, departure) = route_on_sale(&app, &admin, 20, 10, 1).await;
+    // Eight seats being taken (as holds take them) while the change comes.
+    let taking = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!("UPDATE departures SET available = available - 8 WHERE id = '{departure}'"),
+    )
+    .await;
+    let (refused, ()) = tokio::join!(
+        app.graphql_as(
+            Some(&admin),
+            "mutation($d: ID!) { updateDeparture(departureId: $d, seats: 5) { seats } }",
+            json!({ "d": departure }),
+        ),
+        async {
+            taking.until_waiting(1, true).await;
+            taking.release().await;
+        }
+    );
+    assert_eq!(code(&refused), "CONFLICT", "{refused}");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("8 seats held or sold now")),
+        "{refused}"
+    );
+}
+
 /// A departure's price changed while a hold waits to take its seats (the
 /// change holds the row, as an admin's `updateDeparture` does while it
 /// commits): the hold is priced as the seats are taken, not as the request

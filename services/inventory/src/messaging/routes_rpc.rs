@@ -373,19 +373,17 @@ impl Inventory {
             (None, true) => routes::PriceChange::Route,
             (None, false) => routes::PriceChange::Keep,
         };
-        let taken = before.seats.saturating_sub(before.seats_left);
-        let changed = routes::update_departure(&txn, before.id, req.seats, price, last_booking_day)
-            .await
-            .map_err(|e| {
-                if shared::db::is_check_violation(&e) {
-                    AppError::conflict(format!(
-                        "seats: {} held or sold (as last read); a departure cannot have fewer",
-                        shared::text::plural(taken, "seat", "seats")
-                    ))
-                } else {
-                    AppError::from(e)
+        let changed =
+            match routes::update_departure(&txn, before.id, req.seats, price, last_booking_day)
+                .await
+            {
+                Ok(changed) => changed,
+                Err(e) if shared::db::is_check_violation(&e) => {
+                    drop(txn);
+                    return Err(self.fewer_seats_than_taken(req.departure_id).await);
                 }
-            })?;
+                Err(e) => return Err(e.into()),
+            };
         // Cancelled since it was read: it keeps what it had then.
         if !changed {
             return Err(cancelled());
@@ -395,6 +393,20 @@ impl Inventory {
         };
         txn.commit().await?;
         Ok(after)
+    }
+
+    /// The refusal of fewer seats than are taken, with the count taken as
+    /// it is now (read afresh: the one read before the update may be older
+    /// than the bookings that refused it — a count below the seats asked).
+    async fn fewer_seats_than_taken(&self, id: DepartureId) -> AppError {
+        let taken = match routes::departure(&self.db, id).await {
+            Ok(Some((_, now))) => now.seats.saturating_sub(now.seats_left),
+            _ => return AppError::conflict("seats: fewer than are held or sold"),
+        };
+        AppError::conflict(format!(
+            "seats: {} held or sold now; a departure cannot have fewer",
+            shared::text::plural(taken, "seat", "seats")
+        ))
     }
 
     /// Cancels a departure that has not left (on its day it still may be):
