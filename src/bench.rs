@@ -55,6 +55,8 @@ pub async fn events(
     Ok(runs)
 }
 
+/// One measured run on a database and queues of its own, removed after
+/// however it ended.
 async fn one_run(
     postgres: &str,
     amqp: &str,
@@ -63,17 +65,42 @@ async fn one_run(
 ) -> anyhow::Result<EventsRun> {
     let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
     let db_name = format!("bench_{id}_events");
-    shared::db::ensure_database(postgres, &db_name).await?;
-    let db = Database::connect(shared::db::with_database(postgres, &db_name)?).await?;
+    let config = BusConfig {
+        prefix: format!("bench.{id}."),
+        ..BusConfig::default()
+    };
+    let mut queues = Vec::new();
+    let result = measure_events(
+        (postgres, &db_name),
+        (amqp, &config, &mut queues),
+        events,
+        consumers,
+    )
+    .await;
+    if !queues.is_empty()
+        && let Err(e) = admin::delete(amqp, &config, &queues).await
+    {
+        tracing::warn!(error = %e, prefix = %config.prefix, "the run's queues were not all removed");
+    }
+    if let Err(e) = shared::db::drop_database(postgres, &db_name).await {
+        tracing::warn!(error = %e, database = %db_name, "the run's database was not removed");
+    }
+    result
+}
+
+async fn measure_events(
+    (postgres, db_name): (&str, &str),
+    (amqp, config, queues): (&str, &BusConfig, &mut Vec<String>),
+    events: i64,
+    consumers: usize,
+) -> anyhow::Result<EventsRun> {
+    shared::db::ensure_database(postgres, db_name).await?;
+    let db = Database::connect(shared::db::with_database(postgres, db_name)?).await?;
     for ddl in shared::outbox::kernel_ddl(DbBackend::Postgres) {
         db.execute_unprepared(&ddl).await?;
     }
     db.execute_unprepared("CREATE TABLE effects (n BIGINT PRIMARY KEY)")
         .await?;
-    let config = BusConfig {
-        prefix: format!("bench.{id}."),
-        ..BusConfig::default()
-    };
     let bus = Arc::new(
         AmqpBus::connect(amqp, config.clone())
             .await
@@ -98,9 +125,12 @@ async fn one_run(
             }
         });
         bus.subscribe(router).await?;
+        *queues = bus.declared_queues();
     }
     let signal = OutboxSignal::default();
     let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+    // Failed part-way, the relay stops too.
+    let _stop_relay = cancel.clone().drop_guard();
     Relay::new(db.clone(), bus.clone(), signal.clone()).spawn(cancel.clone(), &tracker);
 
     let count = || async {
@@ -156,12 +186,9 @@ async fn one_run(
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
-    let queues = bus.declared_queues();
     bus.shutdown().await;
     bus.close().await;
-    admin::delete(amqp, &config, &queues).await?;
     db.close().await?;
-    shared::db::drop_database(postgres, &db_name).await?;
     Ok(EventsRun {
         consumers,
         events,

@@ -75,11 +75,34 @@ pub struct ContentionRun {
     /// (read a second after it settled: PostgreSQL publishes its counters
     /// at most once a second).
     pub commits_per_client: BTreeMap<String, f64>,
-    /// Final status → bookings.
+    /// Final status → bookings, as the clients saw them.
     pub outcomes: BTreeMap<String, u64>,
+    /// CONFIRMED bookings in booking's database after the race: the
+    /// clients' count is what pushes said, this is what was sold.
+    pub confirmed_in_database: u64,
     /// Per cent of the machine's CPU each party used from the first request
     /// until every client had its answer (as in [`BookingRun`]).
     pub cpu_percent: BTreeMap<String, f64>,
+}
+
+impl ContentionRun {
+    /// Every room sold and none twice — in booking's database and as told
+    /// to the clients (fewer clients than rooms: each confirmed): how many,
+    /// or an error naming both counts.
+    pub fn sold_exactly_the_rooms(&self) -> anyhow::Result<u64> {
+        let due = u64::from(self.rooms).min(self.clients as u64);
+        let told = self.outcomes.get("CONFIRMED").copied().unwrap_or(0);
+        if self.confirmed_in_database != due || told != due {
+            anyhow::bail!(
+                "{} bookings CONFIRMED in booking's database and {told} told to the clients, for \
+                 {} rooms and {} clients: exactly {due} should be",
+                self.confirmed_in_database,
+                self.rooms,
+                self.clients
+            );
+        }
+        Ok(due)
+    }
 }
 
 const ROOM_TYPES: usize = 100;
@@ -102,6 +125,8 @@ struct Client {
 struct Feed {
     statuses: std::sync::Mutex<std::collections::HashMap<String, String>>,
     changed: tokio::sync::Notify,
+    /// Why the feed ended, once it has: no push comes after.
+    ended: std::sync::Mutex<Option<String>>,
 }
 
 impl Feed {
@@ -130,13 +155,23 @@ impl Feed {
         let feed = Arc::new(Feed::default());
         let keep = feed.clone();
         tokio::spawn(async move {
-            while let Some(Ok(message)) = ws.next().await {
-                let Message::Text(text) = message else {
-                    continue;
+            let ended = loop {
+                let message = match ws.next().await {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "the gateway closed the socket".to_owned(),
+                };
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Close(frame) => break format!("closed: {frame:?}"),
+                    _ => continue,
                 };
                 let Ok(v) = serde_json::from_str::<Value>(&text) else {
                     continue;
                 };
+                if matches!(v["type"].as_str(), Some("error" | "complete")) {
+                    break format!("the subscription ended: {text}");
+                }
                 let b = &v["payload"]["data"]["bookingsUpdated"];
                 if let (Some(id), Some(status)) = (b["id"].as_str(), b["status"].as_str()) {
                     keep.statuses
@@ -145,7 +180,9 @@ impl Feed {
                         .insert(id.to_owned(), status.to_owned());
                     keep.changed.notify_waiters();
                 }
-            }
+            };
+            *keep.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(ended);
+            keep.changed.notify_waiters();
         });
         Ok(feed)
     }
@@ -165,6 +202,9 @@ impl Feed {
                 .cloned();
             if let Some(status) = status.filter(|s| !from.contains(&s.as_str())) {
                 return Ok(status);
+            }
+            if let Some(why) = self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                anyhow::bail!("the feed of pushes ended ({why}) before booking {id} left {from:?}");
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if tokio::time::timeout(left, notified).await.is_err() {
@@ -406,17 +446,25 @@ async fn commits(postgres: &str, prefix: &str) -> anyhow::Result<i64> {
     Ok(commits_by_database(postgres, prefix).await?.values().sum())
 }
 
-/// Commits so far in each of the bench's databases, by service.
+/// The scratch database pgbench runs in (named under the bench's prefix,
+/// so that `scripts/test` drops it if a killed bench left it).
+fn pgbench_database(prefix: &str) -> String {
+    format!("{prefix}pgbench")
+}
+
+/// Commits so far in each of the bench's service databases, by service
+/// (pgbench's scratch database left out).
 async fn commits_by_database(
     postgres: &str,
     prefix: &str,
 ) -> anyhow::Result<BTreeMap<String, i64>> {
-    let db = sea_orm::Database::connect(postgres).await?;
+    let db = sea_orm::Database::connect(shared::db::with_database(postgres, "postgres")?).await?;
     let rows = db
         .query_all_raw(sea_orm::Statement::from_sql_and_values(
             db.get_database_backend(),
-            "SELECT datname, CAST(xact_commit AS BIGINT) AS n FROM pg_stat_database WHERE datname LIKE $1",
-            [format!("{prefix}%").into()],
+            "SELECT datname, CAST(xact_commit AS BIGINT) AS n FROM pg_stat_database \
+             WHERE datname LIKE $1 AND datname <> $2",
+            [format!("{prefix}%").into(), pgbench_database(prefix).into()],
         ))
         .await?;
     db.close().await?;
@@ -482,9 +530,9 @@ pub async fn booking(
     print!("  seeding {ROOM_TYPES} room types × {NIGHTS} nights… ");
     let (app, client, room_types, clients_rt) = start(&settings, ROOM_TYPES, 500).await?;
     println!("done");
-    let pgbench_db = format!("{prefix}pgbench");
-    shared::db::ensure_database(&postgres, &pgbench_db).await?;
+    let pgbench_db = pgbench_database(&prefix);
     let result = async {
+        shared::db::ensure_database(&postgres, &pgbench_db).await?;
         let mut runs = Vec::new();
         for &clients in client_counts {
             runs.push(
@@ -588,6 +636,26 @@ async fn booking_run(
     })
 }
 
+/// CONFIRMED bookings in the bench's booking database.
+async fn confirmed_in(settings: &Settings) -> anyhow::Result<u64> {
+    let postgres = settings
+        .postgres()
+        .ok_or_else(|| anyhow::anyhow!("no PostgreSQL"))?;
+    let url = shared::db::with_database(postgres, &shared::db::database_name(settings, "booking"))?;
+    let db = sea_orm::Database::connect(url).await?;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM bookings WHERE status = 'CONFIRMED'",
+        ))
+        .await?;
+    db.close().await?;
+    let n: i64 = row
+        .ok_or_else(|| anyhow::anyhow!("no count"))?
+        .try_get("", "n")?;
+    Ok(u64::try_from(n)?)
+}
+
 /// The contention benchmark.
 pub async fn contention(
     settings: Settings,
@@ -630,6 +698,7 @@ pub async fn contention(
         let cpu_percent = shares_since(cpu_before);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let after = commits_by_database(&postgres, &prefix).await?;
+        let confirmed_in_database = confirmed_in(&settings).await?;
         let commits_per_client = after
             .iter()
             .map(|(service, n)| {
@@ -645,6 +714,7 @@ pub async fn contention(
             answered_seconds: answered.as_secs_f64(),
             commits_per_client,
             outcomes,
+            confirmed_in_database,
             cpu_percent,
         })
     }
@@ -654,4 +724,29 @@ pub async fn contention(
     app.stop().await;
     cleanup(&settings, &queues).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contention_run_that_sold_a_room_twice_or_left_one_is_refused() {
+        let run = |told: u64, in_database: u64| ContentionRun {
+            clients: 1000,
+            rooms: 10,
+            settled_seconds: 1.0,
+            created_seconds: 0.5,
+            answered_seconds: 0.8,
+            commits_per_client: BTreeMap::new(),
+            outcomes: BTreeMap::from([("CONFIRMED".to_owned(), told)]),
+            confirmed_in_database: in_database,
+            cpu_percent: BTreeMap::new(),
+        };
+        assert_eq!(run(10, 10).sold_exactly_the_rooms().ok(), Some(10));
+        for (told, in_database) in [(10, 11), (11, 11), (9, 10), (10, 9)] {
+            let refused = run(told, in_database).sold_exactly_the_rooms();
+            assert!(refused.is_err(), "{told} told, {in_database} stored");
+        }
+    }
 }

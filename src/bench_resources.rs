@@ -21,8 +21,9 @@ pub struct ResourcesRun {
     pub ready_seconds: f64,
     /// Each process's peak resident set at the end of the run.
     pub peak_rss: Vec<PeakRss>,
-    /// Whether every invariant held after the load.
-    pub invariants_hold: bool,
+    /// Whether every invariant held after the load and nothing else went
+    /// wrong (the run's `passed`: no part crashed, every booking ended).
+    pub passed: bool,
 }
 
 /// Runs both layouts with `bookings` bookings by `clients` clients.
@@ -51,12 +52,16 @@ pub async fn resources(
             parts,
         };
         let report = chaos::run(settings.clone(), plan).await?;
+        if !report.passed {
+            // What went wrong, not only that something did.
+            chaos::print(&report);
+        }
         let run = ResourcesRun {
             layout,
             bookings,
             ready_seconds: report.ready_seconds,
             peak_rss: report.peak_rss,
-            invariants_hold: report.passed,
+            passed: report.passed,
         };
         print(&run);
         runs.push(run);
@@ -66,12 +71,12 @@ pub async fn resources(
 
 fn print(run: &ResourcesRun) {
     println!(
-        "    ready after {:.2} s; invariants {}",
+        "    ready after {:.2} s; {}",
         run.ready_seconds,
-        if run.invariants_hold {
-            "hold"
+        if run.passed {
+            "every invariant holds"
         } else {
-            "DO NOT HOLD"
+            "the run DID NOT PASS (above)"
         }
     );
     for p in &run.peak_rss {

@@ -535,9 +535,28 @@ fn run_command(program: &str, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Held by a server restart for its whole length, on its blocking thread:
+/// a run that ends (interrupted, or a client past the deadline) while a
+/// restart is under way, which aborting its task does not stop, waits for
+/// it ([`restarts_done`]) before checking or removing anything — else the
+/// removal met a stopped server and left the run's queues or databases.
+static RESTARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn restarting() -> std::sync::MutexGuard<'static, ()> {
+    RESTARTING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Returns once no server restart is under way.
+async fn restarts_done() {
+    let _ = tokio::task::spawn_blocking(|| drop(restarting())).await;
+}
+
 /// `rabbitmqctl stop_app`, a pause, `start_app`.
 async fn restart_broker() -> anyhow::Result<()> {
     tokio::task::spawn_blocking(|| {
+        let _restarting = restarting();
         let stopped = run_command("rabbitmqctl", &["-q", "--timeout", "60", "stop_app"]);
         std::thread::sleep(Duration::from_secs(2));
         // Started whatever the stop answered (a stop the CLI gave up on may
@@ -551,26 +570,72 @@ async fn restart_broker() -> anyhow::Result<()> {
     .await?
 }
 
-/// `pg_ctlcluster <version> main restart` (the local cluster).
-async fn restart_postgres() -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(|| {
-        let version = std::fs::read_dir("/etc/postgresql")?
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().into_string().ok())
-            // By number: "16" is newer than "9.6".
-            .max_by(|a, b| version_order(a).total_cmp(&version_order(b)))
-            .ok_or_else(|| anyhow::anyhow!("no cluster under /etc/postgresql"))?;
+/// `pg_ctlcluster <version> <cluster> restart` for the local cluster that
+/// listens on `port` (the run's PostgreSQL), found with `pg_lsclusters`.
+async fn restart_postgres(port: u16) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let _restarting = restarting();
+        let out = std::process::Command::new("pg_lsclusters")
+            .arg("--no-header")
+            .output()
+            .map_err(|e| anyhow::anyhow!("`pg_lsclusters` could not run: {e}"))?;
+        let clusters = String::from_utf8_lossy(&out.stdout);
+        let (version, cluster) = cluster_on(&clusters, port).ok_or_else(|| {
+            anyhow::anyhow!("no local PostgreSQL cluster listens on port {port}: {clusters}")
+        })?;
         run_command(
             "pg_ctlcluster",
-            &["--skip-systemctl-redirect", &version, "main", "restart"],
+            &["--skip-systemctl-redirect", &version, &cluster, "restart"],
         )
     })
     .await?
 }
 
-/// A cluster directory's version as a number ("9.6" → 9.6), 0 if none.
-fn version_order(version: &str) -> f64 {
-    version.parse().unwrap_or(0.0)
+/// The version and name of the cluster on `port` in `pg_lsclusters
+/// --no-header`'s lines (version, cluster, port, status, …).
+fn cluster_on(clusters: &str, port: u16) -> Option<(String, String)> {
+    clusters.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (version, cluster, on) = (fields.next()?, fields.next()?, fields.next()?);
+        (on.parse() == Ok(port)).then(|| (version.to_owned(), cluster.to_owned()))
+    })
+}
+
+/// Refuses servers that are not on this machine: the run restarts the
+/// local RabbitMQ and PostgreSQL (`rabbitmqctl`, `pg_ctlcluster`), so run
+/// against another host it would restart servers it does not use, and
+/// pass without its own ever going down. Returns PostgreSQL's port.
+fn loopback_only(settings: &Settings) -> anyhow::Result<u16> {
+    let mut postgres_port = 5432;
+    for (variable, url) in [
+        ("DUIKOU_POSTGRES_URL", settings.postgres()),
+        ("DUIKOU_AMQP_URL", settings.amqp()),
+        ("DUIKOU_REDIS_URL", settings.redis()),
+    ] {
+        let Some(url) = url else { continue };
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("{variable} is not a URL: {e}"))?;
+        let host = parsed.host_str().unwrap_or_default();
+        let local = host.is_empty()
+            || host == "localhost"
+            // A socket directory (`%2Fvar%2Frun%2Fpostgresql`).
+            || host.starts_with("%2F")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !local {
+            anyhow::bail!(
+                "{variable} names {host}: a chaos run restarts this machine's servers, so it runs \
+                 only against servers on loopback"
+            );
+        }
+        if variable == "DUIKOU_POSTGRES_URL" {
+            postgres_port = parsed.port().unwrap_or(5432);
+        }
+    }
+    Ok(postgres_port)
 }
 
 /// The queues the run's parts declare (for removal afterwards).
@@ -591,21 +656,23 @@ pub(crate) fn run_queues(settings: &Settings) -> Vec<String> {
 
 /// Runs the plan and reports; the databases and queues are removed after.
 pub async fn run(settings: Settings, plan: Plan) -> anyhow::Result<Report> {
+    let postgres_port = loopback_only(&settings)?;
     let (settings, prefix) = bench_settings(settings);
     let settings = with_chaos_timings(settings);
     let logs = std::env::temp_dir().join(format!("duikou-chaos-{}", prefix.trim_end_matches('_')));
     std::fs::create_dir_all(&logs)?;
     // Interrupted (Ctrl-C, SIGTERM): the run's tasks are aborted and its
     // processes killed as they are dropped (`kill_on_drop`), and its
-    // databases and queues removed as after any run. A broker restart in
-    // progress finishes first (it runs on a blocking thread), so RabbitMQ
-    // is not left stopped.
+    // databases and queues removed as after any run, once a server restart
+    // in progress has finished (it runs on a blocking thread): RabbitMQ is
+    // not left stopped, and the removal finds the servers up.
     let result = tokio::select! {
-        result = run_in(&settings, &plan, &logs) => result,
+        result = run_in(&settings, &plan, &logs, postgres_port) => result,
         () = crate::shutdown_signal() => Err(anyhow::anyhow!(
             "interrupted: the parts were stopped and the run's databases and queues removed"
         )),
     };
+    restarts_done().await;
     cleanup(&settings, &run_queues(&settings)).await;
     result
 }
@@ -623,7 +690,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn run_in(settings: &Settings, plan: &Plan, logs: &Path) -> anyhow::Result<Report> {
+async fn run_in(
+    settings: &Settings,
+    plan: &Plan,
+    logs: &Path,
+    postgres_port: u16,
+) -> anyhow::Result<Report> {
     let until = Instant::now() + plan.deadline;
     crate::migrate(settings).await?;
     let port = free_port()?;
@@ -681,6 +753,7 @@ async fn run_in(settings: &Settings, plan: &Plan, logs: &Path) -> anyhow::Result
             client,
             room_types,
             Arc::new(Mutex::new(fleet)),
+            postgres_port,
         )
         .await?;
         report.ready_seconds = ready_seconds;
@@ -713,6 +786,7 @@ async fn load(
     client: Client,
     room_types: Vec<shared::ids::RoomTypeId>,
     fleet: Arc<Mutex<Fleet>>,
+    postgres_port: u16,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -823,7 +897,7 @@ async fn load(
                         }
                         Fault::PostgresRestart => {
                             progress.set_message("restarting PostgreSQL");
-                            restart_postgres().await?;
+                            restart_postgres(postgres_port).await?;
                             done.postgres += 1;
                         }
                         Fault::Kill => {
@@ -842,7 +916,7 @@ async fn load(
             made.map(|()| done)
         })
     };
-    let _abort = AbortOnDrop(
+    let abort = AbortOnDrop(
         workers
             .iter()
             .map(tokio::task::JoinHandle::abort_handle)
@@ -852,6 +926,7 @@ async fn load(
     let mut outcomes = BTreeMap::new();
     let mut roomy_lost = BTreeMap::new();
     let mut stories = Vec::new();
+    let mut gave_up = None;
     for worker in workers {
         let failure = match worker.await {
             Ok(Ok(ended)) => {
@@ -869,32 +944,60 @@ async fn load(
             Ok(Err(e)) => e,
             Err(e) => e.into(),
         };
-        // A client gave up (the run's deadline): stop the faults and the
-        // processes before the caller removes the run's databases and
-        // queues, or a part restarted by a late fault would create them
-        // again.
-        faults.abort();
-        let _ = faults.await;
-        watchdog.abort();
-        fleet.lock().await.stop().await;
-        return Err(failure);
+        gave_up = Some(failure);
+        break;
     }
-    let done = faults.await;
-    watchdog.abort();
-    let done = done??;
-    progress.finish_and_clear();
+    let (done, findings) = if let Some(failure) = &gave_up {
+        // A client gave up (the run's deadline): every other client, the
+        // faults and the watchdog stop, a server restart under way ends,
+        // and the parts stop before the invariants are checked once — they
+        // say what was left unfinished (a booking not ended, a dead
+        // letter) — and before the caller removes the run's databases and
+        // queues, which a part restarted by a late fault would create
+        // again.
+        for task in &abort.0 {
+            task.abort();
+        }
+        restarts_done().await;
+        fleet.lock().await.stop().await;
+        progress.abandon_with_message(format!("a client gave up: {failure:#}"));
+        let findings = crate::check::run(settings, chrono::Duration::seconds(0)).await?;
+        (FaultsDone::default(), findings)
+    } else {
+        let done = faults.await;
+        watchdog.abort();
+        let done = done??;
+        progress.finish_and_clear();
+        println!(
+            "  every booking ended after {:.1} s; checking the invariants…",
+            started.elapsed().as_secs_f64()
+        );
+        // Everything has ended; what is in flight now are the tails (a
+        // capture's impact, a relay's last rows): give them a moment, then
+        // check.
+        (done, settle_and_check(settings).await?)
+    };
     let settled_seconds = started.elapsed().as_secs_f64();
-    println!("  every booking ended after {settled_seconds:.1} s; checking the invariants…");
-    // Everything has ended; what is in flight now are the tails (a capture's
-    // impact, a relay's last rows): give them a moment, then check.
-    let findings = settle_and_check(settings).await?;
     let peak_rss = fleet.lock().await.peak_rss();
     // Each part still running: one that died on its own (not killed by the
     // run) would be hidden by its replica or by the restarts.
     let exited = fleet.lock().await.exited();
     fleet.lock().await.stop().await;
     let internal_errors = client.internal.load(Ordering::Relaxed);
-    let mut problems = problems(&outcomes, plan, &done);
+    let mut problems: Vec<String> = gave_up
+        .iter()
+        .map(|failure| {
+            format!(
+                "a client gave up ({failure:#}); the outcomes count the bookings of the \
+                 clients that had finished, {} of {}, and the faults made are not counted",
+                outcomes.values().sum::<usize>(),
+                plan.bookings
+            )
+        })
+        .collect();
+    if gave_up.is_none() {
+        problems.extend(self::problems(&outcomes, plan, &done));
+    }
     problems.extend(
         exited
             .into_iter()
@@ -1053,6 +1156,58 @@ pub fn print(report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_postgresql_restarted_is_the_cluster_on_the_run_s_port() {
+        let clusters = "13  main 5433 down   postgres /var/lib/postgresql/13/main /var/log/13.log\n\
+                        15  main 5432 online postgres /var/lib/postgresql/15/main /var/log/15.log\n";
+        assert_eq!(
+            cluster_on(clusters, 5432),
+            Some(("15".to_owned(), "main".to_owned()))
+        );
+        assert_eq!(
+            cluster_on(clusters, 5433),
+            Some(("13".to_owned(), "main".to_owned()))
+        );
+        assert_eq!(cluster_on(clusters, 5434), None);
+    }
+
+    #[test]
+    fn a_run_is_refused_servers_off_this_machine() {
+        let with = |postgres: &str, amqp: &str| {
+            loopback_only(&Settings {
+                postgres_url: Some(postgres.into()),
+                amqp_url: Some(amqp.into()),
+                ..Settings::default()
+            })
+        };
+        let local = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        assert_eq!(
+            with("postgres://root@127.0.0.1:5433", local).ok(),
+            Some(5433)
+        );
+        assert_eq!(with("postgres://root@localhost", local).ok(), Some(5432));
+        assert_eq!(with("postgres://root@[::1]:5432/x", local).ok(), Some(5432));
+        assert_eq!(
+            with("postgres://root@%2Fvar%2Frun%2Fpostgresql", local).ok(),
+            Some(5432)
+        );
+        let refused = with("postgres://root@db.example.cn:5432", local)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            refused.contains("DUIKOU_POSTGRES_URL names db.example.cn"),
+            "{refused}"
+        );
+        assert!(
+            with(
+                "postgres://root@127.0.0.1",
+                "amqp://guest:guest@10.0.0.7:5672/%2f"
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn faults_are_due_in_order_inside_the_load() {

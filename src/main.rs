@@ -302,6 +302,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .join(", ")
             );
             write_json(&json, &run)?;
+            let due = run.sold_exactly_the_rooms()?;
+            println!("  exactly {due} confirmed, in the database as told to the clients");
             Ok(())
         }
         Command::Bench {
@@ -387,6 +389,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "chaos: {bookings} bookings by {clients} clients; {kills} kills, {broker_restarts} RabbitMQ and {postgres_restarts} PostgreSQL restarts{}",
                 if faulty_bus { ", faulty bus" } else { "" }
             );
+            // An earlier run's report must not stand for this one if it
+            // ends without one.
+            match std::fs::remove_file(&json) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
             let report = duikou::chaos::run(on_local_servers(settings), plan).await?;
             duikou::chaos::print(&report);
             write_json(&json, &report)?;

@@ -11,6 +11,8 @@ async fn the_contention_bench_confirms_exactly_the_rooms_there_are_and_splits_th
         .await
         .expect("the bench runs");
     assert_eq!(run.outcomes.get("CONFIRMED"), Some(&3), "{run:?}");
+    assert_eq!(run.confirmed_in_database, 3, "{run:?}");
+    assert_eq!(run.sold_exactly_the_rooms().ok(), Some(3), "{run:?}");
     // Turned away by the hold (REJECTED) or, once a stay was refused, at
     // the create itself; nothing else.
     let refused = |outcome| run.outcomes.get(outcome).copied().unwrap_or(0);
