@@ -788,6 +788,8 @@ async fn an_unpaid_booking_expires_and_its_rooms_go_back_on_sale(mut settings: S
     assert_eq!(app.wait_until_held_or_rejected(&shut_out).await, "REJECTED");
     let expired = app.wait_for_status(&id, "EXPIRED").await;
     assert_eq!(expired["reason"], "not paid in time");
+    // Its deadline was while it awaited payment; none stands now.
+    assert!(expired["expiresAt"].is_null(), "{expired}");
     app.wait_for_available(&room_type, json!([1])).await;
 
     let late = app.pay(&id, "tok_success", "late").await;
@@ -800,10 +802,12 @@ async fn an_unpaid_booking_expires_and_its_rooms_go_back_on_sale(mut settings: S
         &app.create_booking(&room_type, tomorrow(), 1, "expire-3")
             .await,
     );
-    app.wait_for_status(&next, "AWAITING_PAYMENT").await;
+    let held = app.wait_for_status(&next, "AWAITING_PAYMENT").await;
+    assert!(held["expiresAt"].is_string(), "{held}");
     let paid = app.pay(&next, "tok_success", "next-pays").await;
     assert!(paid["errors"].is_null(), "{paid}");
-    app.wait_for_status(&next, "CONFIRMED").await;
+    let confirmed = app.wait_for_status(&next, "CONFIRMED").await;
+    assert!(confirmed["expiresAt"].is_null(), "{confirmed}");
     app.wait_for_available(&room_type, json!([0])).await;
 }
 

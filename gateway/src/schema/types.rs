@@ -392,9 +392,13 @@ impl Booking {
     async fn listing(&self) -> Option<Listing> {
         self.0.listing.as_ref().map(Listing::from)
     }
-    /// Pay before this, or the booking expires.
+    /// Pay before this, or the booking expires: while it is PENDING or
+    /// AWAITING_PAYMENT; null once it is confirmed or has ended (no
+    /// deadline stands then).
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.0.expires_at
+        self.0
+            .expires_at
+            .filter(|_| matches!(self.0.status.as_str(), "PENDING" | "AWAITING_PAYMENT"))
     }
     /// The sponsor region it counts for in the partnerships' figures: the
     /// one declared with it (`sponsorRegionCode`), else the booker's home
