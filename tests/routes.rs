@@ -774,6 +774,13 @@ async fn a_route_is_edited_and_its_bookings_keep_the_terms_they_were_held_under(
         cancellationPolicy { daysBefore refundPercent } departures { pricePerPerson { amount } } } }";
     let update =
         |input: Value| app.graphql_as(Some(&admin), UPDATE, json!({ "r": route, "i": input }));
+    let nothing = update(json!({})).await;
+    assert!(
+        nothing["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("nothing to change: give titleZh")),
+        "{nothing}"
+    );
     let edited = update(json!({
         "titleEn": " Capital to Grassland by train ",
         "itinerary": [
@@ -836,7 +843,7 @@ async fn a_route_is_edited_and_its_bookings_keep_the_terms_they_were_held_under(
         "r",
     )
     .await;
-    let unchanged = update(json!({})).await;
+    let unchanged = update(json!({ "titleZh": "首都—草原 五日游" })).await;
     assert_eq!(unchanged["data"]["updateRoute"], expected, "{unchanged}");
     assert_eq!(
         found(&search(&app, json!({ "region": "150428" })).await),
@@ -908,6 +915,14 @@ async fn a_departure_changes_its_seats_price_and_cutoff_but_never_unsells_a_seat
         }
         app.graphql_as(Some(&admin), UPDATE, all)
     };
+    let nothing = update(json!({})).await;
+    assert_eq!(code(&nothing), "BAD_USER_INPUT", "{nothing}");
+    assert!(
+        nothing["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("nothing to change: give seats")),
+        "{nothing}"
+    );
     let too_few = update(json!({ "s": 2 })).await;
     assert_eq!(code(&too_few), "CONFLICT", "{too_few}");
     assert!(
@@ -955,7 +970,7 @@ async fn a_departure_changes_its_seats_price_and_cutoff_but_never_unsells_a_seat
         "d",
     )
     .await;
-    let unchanged = update(json!({})).await;
+    let unchanged = update(json!({ "s": 5 })).await;
     assert_eq!(
         unchanged["data"]["updateDeparture"],
         changed["data"]["updateDeparture"]

@@ -223,6 +223,18 @@ impl Rpc for UpdateHomestay {
     /// The homestay as it is now.
     type Reply = HomestayView;
 }
+impl UpdateHomestay {
+    /// Whether it leaves every field as it is.
+    pub fn changes_nothing(&self) -> bool {
+        self.name.is_none()
+            && self.name_en.is_none()
+            && self.address.is_none()
+            && self.grade == GradeChange::Keep
+            && self.amenities.is_none()
+            && self.photos.is_none()
+            && self.cancellation_policy.is_none()
+    }
+}
 
 /// What [`UpdateHomestay`] does to the grade.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +279,16 @@ impl Rpc for UpdateRoomType {
     const METHOD: &'static str = "update_room_type";
     /// The room type as it is now.
     type Reply = RoomTypeView;
+}
+impl UpdateRoomType {
+    /// Whether it leaves every field as it is.
+    pub fn changes_nothing(&self) -> bool {
+        self.name.is_none()
+            && self.name_en.is_none()
+            && self.beds.is_none()
+            && self.max_guests.is_none()
+            && self.rooms.is_none()
+    }
 }
 
 /// Adds a room type to a homestay.
@@ -704,6 +726,18 @@ impl Rpc for UpdateRoute {
     /// The route as it is now, with its coming year's departures.
     type Reply = RouteView;
 }
+impl UpdateRoute {
+    /// Whether it leaves every field as it is.
+    pub fn changes_nothing(&self) -> bool {
+        self.title_zh.is_none()
+            && self.title_en.is_none()
+            && self.description_zh.is_none()
+            && self.description_en.is_none()
+            && self.itinerary.is_none()
+            && self.price.is_none()
+            && self.cancellation_policy.is_none()
+    }
+}
 
 /// A route's sale state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -834,6 +868,15 @@ impl Rpc for UpdateDeparture {
     const METHOD: &'static str = "update_departure";
     /// The departure as it is now.
     type Reply = DepartureView;
+}
+impl UpdateDeparture {
+    /// Whether it leaves every field as it is.
+    pub fn changes_nothing(&self) -> bool {
+        self.seats.is_none()
+            && self.price.is_none()
+            && !self.route_price
+            && self.cutoff_days.is_none()
+    }
 }
 
 /// Cancels a departure that has not left (admins of its route's region):

@@ -131,7 +131,10 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                 Some(refuse(
                     ErrorCode::Closed,
                     match rules.first_closed {
-                        Some(night) => format!("the homestay is closed on the night of {night}"),
+                        Some(night) => format!(
+                            "the homestay takes no bookings on the night of {night} (closed, or no \
+                             rooms on sale)"
+                        ),
                         None => format!(
                             "the homestay is not open on every night from {check_in} through \
                              {last_night} (not yet on sale, or past its calendar)"

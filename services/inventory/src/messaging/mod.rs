@@ -776,6 +776,11 @@ impl Inventory {
         req: shared::rpcs::UpdateHomestay,
     ) -> Result<shared::rpcs::HomestayView, AppError> {
         use shared::rpcs::GradeChange;
+        if req.changes_nothing() {
+            return Err(nothing_to_change(
+                "name, nameEn, address, grade, amenities, photos or cancellationPolicy",
+            ));
+        }
         let name = req.name.as_deref().map(str::trim);
         if let Some(name) = name {
             shared::text::check_line("name", name, 100, true)?;
@@ -966,6 +971,14 @@ pub(crate) async fn host_of<'a, C: sea_orm::ConnectionTrait>(
         }
         None => Ok((HostId::new(), Some(host_name("hostName", name)?))),
     }
+}
+
+/// BAD_USER_INPUT for a change that changes nothing (a form that lost its
+/// fields would be told it had saved), naming the fields it may give.
+pub(crate) fn nothing_to_change(fields: &str) -> AppError {
+    AppError::bad_input(format!(
+        "nothing to change: give {fields} (those left out are kept)"
+    ))
 }
 
 /// CONFLICT for a room count below what a night has held or sold, naming
@@ -1174,6 +1187,9 @@ impl Inventory {
         &self,
         req: shared::rpcs::UpdateRoomType,
     ) -> Result<RoomTypeView, AppError> {
+        if req.changes_nothing() {
+            return Err(nothing_to_change("name, nameEn, beds, maxGuests or rooms"));
+        }
         let txn = self.db.begin().await?;
         let Some(current) = storage::room_type_for_update(&txn, req.room_type_id).await? else {
             return Err(AppError::not_found("no such room type"));

@@ -173,6 +173,12 @@ impl Inventory {
         &self,
         req: shared::rpcs::UpdateRoute,
     ) -> Result<RouteView, AppError> {
+        if req.changes_nothing() {
+            return Err(super::nothing_to_change(
+                "titleZh, titleEn, descriptionZh, descriptionEn, itinerary, pricePerPerson or \
+                 cancellationPolicy",
+            ));
+        }
         // Titles are one line, as when the route was written (the English
         // one may be emptied: English readers then see the Chinese).
         for (field, title, required) in [
@@ -310,6 +316,11 @@ impl Inventory {
         &self,
         req: shared::rpcs::UpdateDeparture,
     ) -> Result<DepartureView, AppError> {
+        if req.changes_nothing() {
+            return Err(super::nothing_to_change(
+                "seats, pricePerPerson (null: the route's) or cutoffDays",
+            ));
+        }
         if let Some(seats) = req.seats
             && (seats == 0 || seats > MAX_SEATS)
         {
