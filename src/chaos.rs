@@ -79,8 +79,11 @@ pub struct Report {
     pub broker_restarts: usize,
     /// PostgreSQL restarts done.
     pub postgres_restarts: usize,
-    /// Seconds from the first booking until every booking had ended.
+    /// Seconds from the first booking until every booking had ended (or
+    /// until a client gave up).
     pub settled_seconds: f64,
+    /// A client gave up (the run's deadline): the run did not finish.
+    pub gave_up: bool,
     /// The invariants, after the run.
     pub findings: Vec<crate::check::Finding>,
     /// What else went wrong: bookings that did not end, faults planned
@@ -570,72 +573,158 @@ async fn restart_broker() -> anyhow::Result<()> {
     .await?
 }
 
-/// `pg_ctlcluster <version> <cluster> restart` for the local cluster that
-/// listens on `port` (the run's PostgreSQL), found with `pg_lsclusters`.
-async fn restart_postgres(port: u16) -> anyhow::Result<()> {
+/// `pg_ctlcluster <version> <cluster> restart`: the run's PostgreSQL,
+/// found before the run ([`restart_targets`]).
+async fn restart_postgres(cluster: Cluster) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || {
         let _restarting = restarting();
-        let out = std::process::Command::new("pg_lsclusters")
-            .arg("--no-header")
-            .output()
-            .map_err(|e| anyhow::anyhow!("`pg_lsclusters` could not run: {e}"))?;
-        let clusters = String::from_utf8_lossy(&out.stdout);
-        let (version, cluster) = cluster_on(&clusters, port).ok_or_else(|| {
-            anyhow::anyhow!("no local PostgreSQL cluster listens on port {port}: {clusters}")
-        })?;
         run_command(
             "pg_ctlcluster",
-            &["--skip-systemctl-redirect", &version, &cluster, "restart"],
+            &[
+                "--skip-systemctl-redirect",
+                &cluster.version,
+                &cluster.name,
+                "restart",
+            ],
         )
     })
     .await?
 }
 
-/// The version and name of the cluster on `port` in `pg_lsclusters
-/// --no-header`'s lines (version, cluster, port, status, …).
-fn cluster_on(clusters: &str, port: u16) -> Option<(String, String)> {
-    clusters.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (version, cluster, on) = (fields.next()?, fields.next()?, fields.next()?);
-        (on.parse() == Ok(port)).then(|| (version.to_owned(), cluster.to_owned()))
-    })
+/// A local PostgreSQL cluster, as `pg_ctlcluster` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cluster {
+    version: String,
+    name: String,
 }
 
-/// Refuses servers that are not on this machine: the run restarts the
-/// local RabbitMQ and PostgreSQL (`rabbitmqctl`, `pg_ctlcluster`), so run
-/// against another host it would restart servers it does not use, and
-/// pass without its own ever going down. Returns PostgreSQL's port.
-fn loopback_only(settings: &Settings) -> anyhow::Result<u16> {
-    let mut postgres_port = 5432;
-    for (variable, url) in [
-        ("DUIKOU_POSTGRES_URL", settings.postgres()),
-        ("DUIKOU_AMQP_URL", settings.amqp()),
-        ("DUIKOU_REDIS_URL", settings.redis()),
-    ] {
-        let Some(url) = url else { continue };
+/// The cluster on `port` in `pg_lsclusters --no-header`'s lines (version,
+/// cluster, port, status, …): the one online, if two share the port.
+fn cluster_on(clusters: &str, port: u16) -> Option<Cluster> {
+    let on_port = clusters.lines().filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (version, name, on) = (fields.next()?, fields.next()?, fields.next()?);
+        let online = fields.next() == Some("online");
+        (on.parse() == Ok(port)).then(|| {
+            let cluster = Cluster {
+                version: version.to_owned(),
+                name: name.to_owned(),
+            };
+            (online, cluster)
+        })
+    });
+    let all: Vec<(bool, Cluster)> = on_port.collect();
+    all.iter()
+        .find(|(online, _)| *online)
+        .or_else(|| all.first())
+        .map(|(_, cluster)| cluster.clone())
+}
+
+/// Whether `host` (as a URL gives it) is this machine: empty, `localhost`,
+/// a loopback address or a socket directory (`/…`, `%2F…`).
+fn on_this_machine(host: &str) -> bool {
+    host.is_empty()
+        || host == "localhost"
+        || host.starts_with('/')
+        || host.to_ascii_lowercase().starts_with("%2f")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host and port PostgreSQL is reached at through `url`, read as the
+/// driver (sqlx) reads it: the `host`, `hostaddr` and `port` parameters
+/// over the URL's own, then `PGHOST` and `PGPORT` from `env`, then 5432.
+fn postgres_server(
+    url: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<(String, u16)> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| anyhow::anyhow!("DUIKOU_POSTGRES_URL is not a URL: {e}"))?;
+    let param = |name: &str| {
+        parsed
+            .query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    let host = param("hostaddr")
+        .or_else(|| param("host"))
+        .or_else(|| {
+            parsed
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+        })
+        .or_else(|| env("PGHOST"))
+        .unwrap_or_default();
+    let port = match param("port").or_else(|| parsed.port().map(|p| p.to_string())) {
+        Some(port) => Some(port),
+        None => env("PGPORT"),
+    };
+    let port = match port {
+        Some(port) => port.parse().map_err(|_| {
+            anyhow::anyhow!("DUIKOU_POSTGRES_URL: the port {port:?} is not a number")
+        })?,
+        None => 5432,
+    };
+    Ok((host, port))
+}
+
+/// The servers the plan restarts, checked and found before the run: a
+/// chaos run restarts this machine's RabbitMQ (`rabbitmqctl`: the default
+/// node, on 5672) and the PostgreSQL cluster on the run's port
+/// (`pg_ctlcluster`), so run against servers elsewhere it would restart
+/// ones it does not use, and pass without its own ever going down.
+/// Returns the cluster to restart, when the plan restarts PostgreSQL.
+async fn restart_targets(settings: &Settings, plan: &Plan) -> anyhow::Result<Option<Cluster>> {
+    let refuse = |variable: &str, what: String| {
+        anyhow::anyhow!(
+            "{variable} names {what}: a chaos run restarts this machine's RabbitMQ (its default \
+             node, on port 5672) and the PostgreSQL cluster on the run's port, so it restarts \
+             only servers on loopback"
+        )
+    };
+    if plan.broker_restarts > 0 {
+        let url = settings
+            .amqp()
+            .ok_or_else(|| anyhow::anyhow!("a broker restart needs DUIKOU_AMQP_URL"))?;
         let parsed = reqwest::Url::parse(url)
-            .map_err(|e| anyhow::anyhow!("{variable} is not a URL: {e}"))?;
-        let host = parsed.host_str().unwrap_or_default();
-        let local = host.is_empty()
-            || host == "localhost"
-            // A socket directory (`%2Fvar%2Frun%2Fpostgresql`).
-            || host.starts_with("%2F")
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if !local {
-            anyhow::bail!(
-                "{variable} names {host}: a chaos run restarts this machine's servers, so it runs \
-                 only against servers on loopback"
-            );
-        }
-        if variable == "DUIKOU_POSTGRES_URL" {
-            postgres_port = parsed.port().unwrap_or(5432);
+            .map_err(|e| anyhow::anyhow!("DUIKOU_AMQP_URL is not a URL: {e}"))?;
+        let host = parsed.host_str().unwrap_or_default().to_owned();
+        let port = parsed.port().unwrap_or(5672);
+        if !on_this_machine(&host) || port != 5672 {
+            return Err(refuse("DUIKOU_AMQP_URL", format!("{host}:{port}")));
         }
     }
-    Ok(postgres_port)
+    if plan.postgres_restarts == 0 {
+        return Ok(None);
+    }
+    let url = settings
+        .postgres()
+        .ok_or_else(|| anyhow::anyhow!("a PostgreSQL restart needs DUIKOU_POSTGRES_URL"))?;
+    let (host, port) = postgres_server(url, |name| std::env::var(name).ok())?;
+    if !on_this_machine(&host) {
+        return Err(refuse("DUIKOU_POSTGRES_URL", format!("{host}:{port}")));
+    }
+    let out = Command::new("pg_lsclusters")
+        .arg("--no-header")
+        .output()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "`pg_lsclusters` could not run ({e}): a PostgreSQL restart needs postgresql-common"
+            )
+        })?;
+    let clusters = String::from_utf8_lossy(&out.stdout);
+    cluster_on(&clusters, port).map(Some).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no local PostgreSQL cluster listens on port {port} (pg_lsclusters: {}): a chaos \
+             run restarts the cluster the run uses",
+            clusters.trim()
+        )
+    })
 }
 
 /// The queues the run's parts declare (for removal afterwards).
@@ -656,7 +745,7 @@ pub(crate) fn run_queues(settings: &Settings) -> Vec<String> {
 
 /// Runs the plan and reports; the databases and queues are removed after.
 pub async fn run(settings: Settings, plan: Plan) -> anyhow::Result<Report> {
-    let postgres_port = loopback_only(&settings)?;
+    let cluster = restart_targets(&settings, &plan).await?;
     let (settings, prefix) = bench_settings(settings);
     let settings = with_chaos_timings(settings);
     let logs = std::env::temp_dir().join(format!("duikou-chaos-{}", prefix.trim_end_matches('_')));
@@ -667,7 +756,7 @@ pub async fn run(settings: Settings, plan: Plan) -> anyhow::Result<Report> {
     // in progress has finished (it runs on a blocking thread): RabbitMQ is
     // not left stopped, and the removal finds the servers up.
     let result = tokio::select! {
-        result = run_in(&settings, &plan, &logs, postgres_port) => result,
+        result = run_in(&settings, &plan, &logs, cluster) => result,
         () = crate::shutdown_signal() => Err(anyhow::anyhow!(
             "interrupted: the parts were stopped and the run's databases and queues removed"
         )),
@@ -694,7 +783,7 @@ async fn run_in(
     settings: &Settings,
     plan: &Plan,
     logs: &Path,
-    postgres_port: u16,
+    cluster: Option<Cluster>,
 ) -> anyhow::Result<Report> {
     let until = Instant::now() + plan.deadline;
     crate::migrate(settings).await?;
@@ -753,7 +842,7 @@ async fn run_in(
             client,
             room_types,
             Arc::new(Mutex::new(fleet)),
-            postgres_port,
+            cluster,
         )
         .await?;
         report.ready_seconds = ready_seconds;
@@ -786,7 +875,7 @@ async fn load(
     client: Client,
     room_types: Vec<shared::ids::RoomTypeId>,
     fleet: Arc<Mutex<Fleet>>,
-    postgres_port: u16,
+    cluster: Option<Cluster>,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -860,21 +949,30 @@ async fn load(
             }
         })
     };
+    // The faults made so far, read also when the task failed or was stopped.
+    let done = Arc::new(std::sync::Mutex::new(FaultsDone::default()));
     let faults = {
-        let (fleet, plan, next, gate, progress) = (
+        let (fleet, plan, next, gate, progress, made) = (
             fleet.clone(),
             plan.clone(),
             next.clone(),
             gate.clone(),
             progress.clone(),
+            done.clone(),
         );
+        let done = move |note: &dyn Fn(&mut FaultsDone)| {
+            note(
+                &mut made
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+        };
         tokio::spawn(async move {
             // However this task ends (done, failed, panicked, aborted), no
             // booking stays held back.
             let _open = OpenOnDrop(gate.clone());
-            let mut done = FaultsDone::default();
             let mut last_kill: Option<Instant> = None;
-            let made = async {
+            async {
                 while let Some(&(mark, fault)) = due.first() {
                     let spaced = fault != Fault::Kill
                         || last_kill.is_none_or(|at| at.elapsed() >= plan.kill_every);
@@ -893,27 +991,29 @@ async fn load(
                         Fault::BrokerRestart => {
                             progress.set_message("restarting RabbitMQ");
                             restart_broker().await?;
-                            done.broker += 1;
+                            done(&|d| d.broker += 1);
                         }
                         Fault::PostgresRestart => {
                             progress.set_message("restarting PostgreSQL");
-                            restart_postgres(postgres_port).await?;
-                            done.postgres += 1;
+                            let cluster = cluster.clone().ok_or_else(|| {
+                                anyhow::anyhow!("no PostgreSQL cluster was found to restart")
+                            })?;
+                            restart_postgres(cluster).await?;
+                            done(&|d| d.postgres += 1);
                         }
                         Fault::Kill => {
                             let mut fleet = fleet.lock().await;
                             let victim = random(fleet.procs.len());
                             let killed = fleet.kill_and_restart(victim).await?;
                             progress.set_message(format!("killed {killed}"));
-                            done.killed.push(killed);
+                            done(&|d| d.killed.push(killed.clone()));
                             last_kill = Some(Instant::now());
                         }
                     }
                 }
                 Ok::<_, anyhow::Error>(())
             }
-            .await;
-            made.map(|()| done)
+            .await
         })
     };
     let abort = AbortOnDrop(
@@ -947,54 +1047,70 @@ async fn load(
         gave_up = Some(failure);
         break;
     }
-    let (done, findings) = if let Some(failure) = &gave_up {
+    // What went wrong beside the invariants; a fault that failed (a restart
+    // the CLI could not make) is one of them, said beside the rest rather
+    // than in place of the report.
+    let mut problems = Vec::new();
+    let fault_failed = |ended: Result<anyhow::Result<()>, tokio::task::JoinError>| match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("a fault could not be made: {e:#}")),
+        Err(e) if e.is_cancelled() => None,
+        Err(e) => Some(format!("the faults' task failed: {e}")),
+    };
+    if let Some(failure) = &gave_up {
         // A client gave up (the run's deadline): every other client, the
-        // faults and the watchdog stop, a server restart under way ends,
-        // and the parts stop before the invariants are checked once — they
-        // say what was left unfinished (a booking not ended, a dead
-        // letter) — and before the caller removes the run's databases and
-        // queues, which a part restarted by a late fault would create
-        // again.
+        // watchdog and the faults stop (a fault task that had failed first
+        // says why), and a server restart under way ends, before the
+        // invariants are checked once — they name what they can of what was
+        // left unfinished (a booking still PENDING, a dead letter).
         for task in &abort.0 {
             task.abort();
         }
+        problems.extend(fault_failed(faults.await));
         restarts_done().await;
-        fleet.lock().await.stop().await;
         progress.abandon_with_message(format!("a client gave up: {failure:#}"));
-        let findings = crate::check::run(settings, chrono::Duration::seconds(0)).await?;
-        (FaultsDone::default(), findings)
     } else {
-        let done = faults.await;
+        problems.extend(fault_failed(faults.await));
         watchdog.abort();
-        let done = done??;
         progress.finish_and_clear();
         println!(
             "  every booking ended after {:.1} s; checking the invariants…",
             started.elapsed().as_secs_f64()
         );
-        // Everything has ended; what is in flight now are the tails (a
-        // capture's impact, a relay's last rows): give them a moment, then
-        // check.
-        (done, settle_and_check(settings).await?)
-    };
+    }
     let settled_seconds = started.elapsed().as_secs_f64();
+    // Everything has ended; what is in flight now are the tails (a capture's
+    // impact, a relay's last rows): give them a moment, then check — once
+    // only when a client gave up. A check that cannot run is a problem.
+    let checked = if gave_up.is_some() {
+        crate::check::run(settings, chrono::Duration::seconds(0)).await
+    } else {
+        settle_and_check(settings).await
+    };
+    let findings = checked.unwrap_or_else(|e| {
+        problems.push(format!("the invariants could not be checked: {e:#}"));
+        Vec::new()
+    });
+    // Read before the parts are stopped (a part stopped reads as exited).
     let peak_rss = fleet.lock().await.peak_rss();
     // Each part still running: one that died on its own (not killed by the
     // run) would be hidden by its replica or by the restarts.
     let exited = fleet.lock().await.exited();
     fleet.lock().await.stop().await;
+    let done = std::mem::take(
+        &mut *done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     let internal_errors = client.internal.load(Ordering::Relaxed);
-    let mut problems: Vec<String> = gave_up
-        .iter()
-        .map(|failure| {
-            format!(
-                "a client gave up ({failure:#}); the outcomes count the bookings of the \
-                 clients that had finished, {} of {}, and the faults made are not counted",
-                outcomes.values().sum::<usize>(),
-                plan.bookings
-            )
-        })
-        .collect();
+    problems.extend(gave_up.iter().map(|failure| {
+        format!(
+            "a client gave up ({failure:#}) after {settled_seconds:.0} s; the outcomes count {} \
+             of the {} bookings (those of the clients heard before it)",
+            outcomes.values().sum::<usize>(),
+            plan.bookings
+        )
+    }));
     if gave_up.is_none() {
         problems.extend(self::problems(&outcomes, plan, &done));
     }
@@ -1027,6 +1143,7 @@ async fn load(
         broker_restarts: done.broker,
         postgres_restarts: done.postgres,
         settled_seconds,
+        gave_up: gave_up.is_some(),
         findings,
         problems,
         passed,
@@ -1149,7 +1266,14 @@ pub fn print(report: &Report) {
     for problem in &report.problems {
         println!("  PROBLEM: {problem}");
     }
-    println!("  settled in {:.1} s; invariants:", report.settled_seconds);
+    if report.gave_up {
+        println!(
+            "  gave up after {:.1} s; invariants then:",
+            report.settled_seconds
+        );
+    } else {
+        println!("  settled in {:.1} s; invariants:", report.settled_seconds);
+    }
     crate::check::report(&report.findings);
 }
 
@@ -1160,52 +1284,117 @@ mod tests {
     #[test]
     fn the_postgresql_restarted_is_the_cluster_on_the_run_s_port() {
         let clusters = "13  main 5433 down   postgres /var/lib/postgresql/13/main /var/log/13.log\n\
+                        14  old  5432 down   postgres /var/lib/postgresql/14/old /var/log/14.log\n\
                         15  main 5432 online postgres /var/lib/postgresql/15/main /var/log/15.log\n";
-        assert_eq!(
-            cluster_on(clusters, 5432),
-            Some(("15".to_owned(), "main".to_owned()))
-        );
-        assert_eq!(
-            cluster_on(clusters, 5433),
-            Some(("13".to_owned(), "main".to_owned()))
-        );
+        let cluster = |version: &str, name: &str| Cluster {
+            version: version.to_owned(),
+            name: name.to_owned(),
+        };
+        assert_eq!(cluster_on(clusters, 5432), Some(cluster("15", "main")));
+        assert_eq!(cluster_on(clusters, 5433), Some(cluster("13", "main")));
         assert_eq!(cluster_on(clusters, 5434), None);
     }
 
     #[test]
-    fn a_run_is_refused_servers_off_this_machine() {
-        let with = |postgres: &str, amqp: &str| {
-            loopback_only(&Settings {
-                postgres_url: Some(postgres.into()),
-                amqp_url: Some(amqp.into()),
-                ..Settings::default()
+    fn postgresql_is_found_where_the_driver_finds_it() {
+        let server = |url: &str, pgport: Option<&str>| {
+            postgres_server(url, |name| {
+                (name == "PGPORT")
+                    .then(|| pgport.map(str::to_owned))
+                    .flatten()
             })
+            .ok()
         };
-        let local = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        let at = |host: &str, port: u16| Some((host.to_owned(), port));
         assert_eq!(
-            with("postgres://root@127.0.0.1:5433", local).ok(),
-            Some(5433)
+            server("postgres://root@127.0.0.1:5433", None),
+            at("127.0.0.1", 5433)
         );
-        assert_eq!(with("postgres://root@localhost", local).ok(), Some(5432));
-        assert_eq!(with("postgres://root@[::1]:5432/x", local).ok(), Some(5432));
         assert_eq!(
-            with("postgres://root@%2Fvar%2Frun%2Fpostgresql", local).ok(),
-            Some(5432)
+            server("postgresql://root@localhost", None),
+            at("localhost", 5432)
         );
-        let refused = with("postgres://root@db.example.cn:5432", local)
+        assert_eq!(
+            server("postgres://root@localhost", Some("5434")),
+            at("localhost", 5434)
+        );
+        assert_eq!(
+            server("postgres://root@127.0.0.1/?port=5433", None),
+            at("127.0.0.1", 5433)
+        );
+        assert_eq!(
+            server("postgres:///duikou?host=db.example.cn", None),
+            at("db.example.cn", 5432)
+        );
+        assert_eq!(
+            server("postgres://root@127.0.0.1/?hostaddr=10.0.0.7", None),
+            at("10.0.0.7", 5432)
+        );
+        assert_eq!(
+            server("postgres://root@[::1]:5432/x", None),
+            at("[::1]", 5432)
+        );
+        for local in [
+            "127.0.0.1",
+            "localhost",
+            "[::1]",
+            "",
+            "%2fvar%2frun%2fpostgresql",
+            "/tmp",
+        ] {
+            assert!(on_this_machine(local), "{local}");
+        }
+        for elsewhere in ["db.example.cn", "10.0.0.7", "[2001:db8::1]"] {
+            assert!(!on_this_machine(elsewhere), "{elsewhere}");
+        }
+    }
+
+    #[tokio::test]
+    async fn restarts_of_servers_off_this_machine_are_refused() {
+        let plan = Plan {
+            bookings: 10,
+            clients: 1,
+            kills: 0,
+            kill_every: Duration::from_secs(1),
+            broker_restarts: 1,
+            postgres_restarts: 0,
+            faulty_bus: false,
+            exe: PathBuf::new(),
+            deadline: Duration::from_secs(1),
+            parts: SEPARATE,
+        };
+        let with = |amqp: &str| Settings {
+            postgres_url: Some("postgres://root@db.example.cn".into()),
+            amqp_url: Some(amqp.into()),
+            ..Settings::default()
+        };
+        let local = with("amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(restart_targets(&local, &plan).await.ok(), Some(None));
+        for elsewhere in [
+            "amqp://guest:guest@10.0.0.7:5672/%2f",
+            "amqp://guest:guest@127.0.0.1:5673/%2f",
+        ] {
+            let refused = restart_targets(&with(elsewhere), &plan).await;
+            let said = refused.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                said.starts_with("DUIKOU_AMQP_URL names"),
+                "{elsewhere}: {said}"
+            );
+        }
+        // A PostgreSQL restart planned: the database elsewhere is refused
+        // (without one, kills alone, it is not asked about).
+        let restarts_postgres = Plan {
+            postgres_restarts: 1,
+            ..plan
+        };
+        let said = restart_targets(&local, &restarts_postgres)
+            .await
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            refused.contains("DUIKOU_POSTGRES_URL names db.example.cn"),
-            "{refused}"
-        );
-        assert!(
-            with(
-                "postgres://root@127.0.0.1",
-                "amqp://guest:guest@10.0.0.7:5672/%2f"
-            )
-            .is_err()
+            said.starts_with("DUIKOU_POSTGRES_URL names db.example.cn"),
+            "{said}"
         );
     }
 

@@ -478,6 +478,10 @@ async fn a_retry_of_a_payment_never_charged_whose_card_is_declined_fails_it() {
         retried["errors"][0]["extensions"]["code"], "PAYMENT_DECLINED",
         "{retried}"
     );
+    assert_eq!(
+        retried["errors"][0]["message"], "the card was declined",
+        "{retried}"
+    );
     assert_eq!(payment_status(&app, &id).await.as_deref(), Some("FAILED"));
     let paid = app.pay(&id, "tok_success", "pay-again").await;
     assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");

@@ -391,7 +391,8 @@ impl Inventory {
                 Ok(changed) => changed,
                 Err(e) if shared::db::is_check_violation(&e) => {
                     drop(txn);
-                    return Err(self.fewer_seats_than_taken(req.departure_id).await);
+                    let asked = req.seats.unwrap_or(before.seats);
+                    return Err(self.fewer_seats_than_taken(req.departure_id, asked).await);
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -409,15 +410,22 @@ impl Inventory {
     /// The refusal of fewer seats than are taken, with the count taken as
     /// it is now (read afresh: the one read before the update may be older
     /// than the bookings that refused it — a count below the seats asked).
-    async fn fewer_seats_than_taken(&self, id: DepartureId) -> AppError {
+    /// Seats given back since (a release) may leave fewer taken than asked
+    /// again: then it says the count moved.
+    async fn fewer_seats_than_taken(&self, id: DepartureId, asked: u32) -> AppError {
         let taken = match routes::departure(&self.db, id).await {
             Ok(Some((_, now))) => now.seats.saturating_sub(now.seats_left),
             _ => return AppError::conflict("seats: fewer than are held or sold"),
         };
-        AppError::conflict(format!(
-            "seats: {} held or sold now; a departure cannot have fewer",
-            shared::text::plural(taken, "seat", "seats")
-        ))
+        let seats = shared::text::plural(taken, "seat", "seats");
+        AppError::conflict(if taken > asked {
+            format!("seats: {seats} held or sold now; a departure cannot have fewer")
+        } else {
+            format!(
+                "seats: more than {asked} were held or sold as the change was made ({seats} \
+                 now, as bookings come and go): try again"
+            )
+        })
     }
 
     /// Cancels a departure that has not left (on its day it still may be):
