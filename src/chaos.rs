@@ -634,42 +634,17 @@ fn on_this_machine(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The host and port PostgreSQL is reached at through `url`, read as the
-/// driver (sqlx) reads it: the `host`, `hostaddr` and `port` parameters
-/// over the URL's own, then `PGHOST` and `PGPORT` from `env`, then 5432.
-fn postgres_server(
-    url: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> anyhow::Result<(String, u16)> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| anyhow::anyhow!("DUIKOU_POSTGRES_URL is not a URL: {e}"))?;
-    let param = |name: &str| {
-        parsed
-            .query_pairs()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.into_owned())
-    };
-    let host = param("hostaddr")
-        .or_else(|| param("host"))
-        .or_else(|| {
-            parsed
-                .host_str()
-                .filter(|h| !h.is_empty())
-                .map(str::to_owned)
-        })
-        .or_else(|| env("PGHOST"))
-        .unwrap_or_default();
-    let port = match param("port").or_else(|| parsed.port().map(|p| p.to_string())) {
-        Some(port) => Some(port),
-        None => env("PGPORT"),
-    };
-    let port = match port {
-        Some(port) => port.parse().map_err(|_| {
-            anyhow::anyhow!("DUIKOU_POSTGRES_URL: the port {port:?} is not a number")
-        })?,
-        None => 5432,
-    };
-    Ok((host, port))
+/// Where PostgreSQL is reached through `url`, read by the driver itself
+/// (sqlx: the URL's `host`, `hostaddr` and `port` parameters, then
+/// `PGHOSTADDR`, `PGHOST` and `PGPORT`): whether that is this machine (a
+/// socket or a loopback host), the host, and the port.
+fn postgres_server(url: &str) -> anyhow::Result<(bool, String, u16)> {
+    use std::str::FromStr;
+    let options = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("DUIKOU_POSTGRES_URL is not a PostgreSQL URL: {e}"))?;
+    let host = options.get_host().to_owned();
+    let local = options.get_socket().is_some() || on_this_machine(&host);
+    Ok((local, host, options.get_port()))
 }
 
 /// The servers the plan restarts, checked and found before the run: a
@@ -704,8 +679,8 @@ async fn restart_targets(settings: &Settings, plan: &Plan) -> anyhow::Result<Opt
     let url = settings
         .postgres()
         .ok_or_else(|| anyhow::anyhow!("a PostgreSQL restart needs DUIKOU_POSTGRES_URL"))?;
-    let (host, port) = postgres_server(url, |name| std::env::var(name).ok())?;
-    if !on_this_machine(&host) {
+    let (local, host, port) = postgres_server(url)?;
+    if !local {
         return Err(refuse("DUIKOU_POSTGRES_URL", format!("{host}:{port}")));
     }
     let out = Command::new("pg_lsclusters")
@@ -990,6 +965,7 @@ async fn load(
                     match fault {
                         Fault::BrokerRestart => {
                             progress.set_message("restarting RabbitMQ");
+                            done(&|d| d.under_way = Some(("restarting RabbitMQ".into(), None)));
                             restart_broker().await?;
                             done(&|d| d.broker += 1);
                         }
@@ -998,18 +974,28 @@ async fn load(
                             let cluster = cluster.clone().ok_or_else(|| {
                                 anyhow::anyhow!("no PostgreSQL cluster was found to restart")
                             })?;
+                            done(&|d| d.under_way = Some(("restarting PostgreSQL".into(), None)));
                             restart_postgres(cluster).await?;
                             done(&|d| d.postgres += 1);
                         }
                         Fault::Kill => {
                             let mut fleet = fleet.lock().await;
                             let victim = random(fleet.procs.len());
+                            let label = format!(
+                                "{}#{}",
+                                fleet.procs[victim].part, fleet.procs[victim].index
+                            );
+                            done(&|d| {
+                                d.under_way =
+                                    Some((format!("killing {label}"), Some(label.clone())));
+                            });
                             let killed = fleet.kill_and_restart(victim).await?;
                             progress.set_message(format!("killed {killed}"));
                             done(&|d| d.killed.push(killed.clone()));
                             last_kill = Some(Instant::now());
                         }
                     }
+                    done(&|d| d.under_way = None);
                 }
                 Ok::<_, anyhow::Error>(())
             }
@@ -1051,6 +1037,8 @@ async fn load(
     // the CLI could not make) is one of them, said beside the rest rather
     // than in place of the report.
     let mut problems = Vec::new();
+    // A fault under way when a client gave up, cut off by the stop.
+    let mut cut_off = false;
     let fault_failed = |ended: Result<anyhow::Result<()>, tokio::task::JoinError>| match ended {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(format!("a fault could not be made: {e:#}")),
@@ -1066,7 +1054,11 @@ async fn load(
         for task in &abort.0 {
             task.abort();
         }
-        problems.extend(fault_failed(faults.await));
+        let ended = faults.await;
+        cut_off = ended
+            .as_ref()
+            .is_err_and(tokio::task::JoinError::is_cancelled);
+        problems.extend(fault_failed(ended));
         restarts_done().await;
         progress.abandon_with_message(format!("a client gave up: {failure:#}"));
     } else {
@@ -1095,13 +1087,25 @@ async fn load(
     let peak_rss = fleet.lock().await.peak_rss();
     // Each part still running: one that died on its own (not killed by the
     // run) would be hidden by its replica or by the restarts.
-    let exited = fleet.lock().await.exited();
+    let mut exited = fleet.lock().await.exited();
     fleet.lock().await.stop().await;
     let done = std::mem::take(
         &mut *done
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
+    if cut_off && let Some((what, victim)) = &done.under_way {
+        problems.push(format!(
+            "the run stopped while {what}: that fault is not counted"
+        ));
+        // The kill's own SIGKILL, not a crash: its last entry for that part.
+        if let Some(at) = victim
+            .as_ref()
+            .and_then(|victim| exited.iter().rposition(|(part, _)| part == victim))
+        {
+            exited.remove(at);
+        }
+    }
     let internal_errors = client.internal.load(Ordering::Relaxed);
     problems.extend(gave_up.iter().map(|failure| {
         format!(
@@ -1112,7 +1116,12 @@ async fn load(
         )
     }));
     if gave_up.is_none() {
-        problems.extend(self::problems(&outcomes, plan, &done));
+        // Too few faults made for the load is said only when none failed
+        // (a fault that failed says why).
+        let a_fault_failed = problems.iter().any(|p| {
+            p.starts_with("a fault could not be made") || p.starts_with("the faults' task failed")
+        });
+        problems.extend(self::problems(&outcomes, plan, &done, !a_fault_failed));
     }
     problems.extend(
         exited
@@ -1200,6 +1209,10 @@ struct FaultsDone {
     killed: Vec<String>,
     broker: usize,
     postgres: usize,
+    /// The fault being made, and for a kill its victim (`booking#1`): one
+    /// cut off by the run's stop is said so, its victim not taken for a
+    /// part that exited on its own.
+    under_way: Option<(String, Option<String>)>,
 }
 
 /// Checks until every invariant holds or 60 s have passed (outboxes and
@@ -1220,7 +1233,12 @@ async fn settle_and_check(settings: &Settings) -> anyhow::Result<Vec<crate::chec
 /// A run passes only if every booking ended (CONFIRMED, or refused) and
 /// every planned fault was made: a run whose load ended before its faults
 /// proved nothing about them.
-fn problems(outcomes: &BTreeMap<String, usize>, plan: &Plan, done: &FaultsDone) -> Vec<String> {
+fn problems(
+    outcomes: &BTreeMap<String, usize>,
+    plan: &Plan,
+    done: &FaultsDone,
+    count_faults: bool,
+) -> Vec<String> {
     let ended = [
         "CONFIRMED",
         "REJECTED",
@@ -1238,7 +1256,7 @@ fn problems(outcomes: &BTreeMap<String, usize>, plan: &Plan, done: &FaultsDone) 
         ("RabbitMQ restarts", done.broker, plan.broker_restarts),
         ("PostgreSQL restarts", done.postgres, plan.postgres_restarts),
     ] {
-        if made < planned {
+        if count_faults && made < planned {
             problems.push(format!(
                 "{made} of {planned} {what} made before the load ended: give it more bookings"
             ));
@@ -1297,43 +1315,35 @@ mod tests {
 
     #[test]
     fn postgresql_is_found_where_the_driver_finds_it() {
-        let server = |url: &str, pgport: Option<&str>| {
-            postgres_server(url, |name| {
-                (name == "PGPORT")
-                    .then(|| pgport.map(str::to_owned))
-                    .flatten()
-            })
-            .ok()
+        let server = |url: &str| {
+            postgres_server(url)
+                .ok()
+                .map(|(local, _, port)| (local, port))
         };
-        let at = |host: &str, port: u16| Some((host.to_owned(), port));
+        assert_eq!(server("postgres://root@127.0.0.1:5433"), Some((true, 5433)));
         assert_eq!(
-            server("postgres://root@127.0.0.1:5433", None),
-            at("127.0.0.1", 5433)
+            server("postgresql://root@localhost:5432/x"),
+            Some((true, 5432))
         );
         assert_eq!(
-            server("postgresql://root@localhost", None),
-            at("localhost", 5432)
+            server("postgres://root@127.0.0.1/?port=5433"),
+            Some((true, 5433))
+        );
+        assert_eq!(server("postgres://root@[::1]:5432/x"), Some((true, 5432)));
+        assert_eq!(
+            server("postgres://root@%2fvar%2frun%2fpostgresql:5432"),
+            Some((true, 5432))
+        );
+        // The driver's last word on the host is the one that counts.
+        assert_eq!(
+            server("postgres://root@127.0.0.1:5432/?host=db.example.cn"),
+            Some((false, 5432))
         );
         assert_eq!(
-            server("postgres://root@localhost", Some("5434")),
-            at("localhost", 5434)
+            server("postgres://root@127.0.0.1:5432/?hostaddr=127.0.0.1&host=db.example.cn"),
+            Some((false, 5432))
         );
-        assert_eq!(
-            server("postgres://root@127.0.0.1/?port=5433", None),
-            at("127.0.0.1", 5433)
-        );
-        assert_eq!(
-            server("postgres:///duikou?host=db.example.cn", None),
-            at("db.example.cn", 5432)
-        );
-        assert_eq!(
-            server("postgres://root@127.0.0.1/?hostaddr=10.0.0.7", None),
-            at("10.0.0.7", 5432)
-        );
-        assert_eq!(
-            server("postgres://root@[::1]:5432/x", None),
-            at("[::1]", 5432)
-        );
+        assert_eq!(server("postgres://root@10.0.0.7:5432"), Some((false, 5432)));
         for local in [
             "127.0.0.1",
             "localhost",

@@ -110,11 +110,11 @@ async fn a_failed_field_is_null_and_a_missing_variable_refuses_the_request() {
     assert_eq!(data.get("booking"), Some(&Value::Null), "{body}");
     assert!(data["regions"].is_array(), "{body}");
     assert_eq!(body["errors"][0]["path"], json!(["booking"]), "{body}");
-    // cancellationQuote: CancellationQuote!
+    // myBookings: BookingConnection!
     let (status, _, body) = post(
         &app,
         Some(GRAPHQL_RESPONSE),
-        "{ cancellationQuote(bookingId: \"0191e6a0-0000-7000-8000-000000000000\") { paid { amount } } regions(parentCode: \"150400\") { code } }",
+        "{ myBookings(first: 1) { edges { cursor } } regions(parentCode: \"150400\") { code } }",
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -1704,4 +1704,78 @@ async fn an_answer_lists_fields_in_the_order_the_query_asks() {
             pair[1]
         );
     }
+}
+
+/// A part away nulls only the fields it serves, each with its error: the
+/// rest of the answer is kept. (The fund's figures, a quote and a
+/// partnership's report were non-null: with payment or partnership away
+/// they nulled the whole `data`, every other field asked beside them lost.)
+#[tokio::test]
+async fn a_part_away_nulls_only_the_fields_it_serves() {
+    use duikou::Part;
+    let unavailable_at = |body: &Value, path: Value| {
+        body["errors"].as_array().is_some_and(|errors| {
+            errors
+                .iter()
+                .any(|e| e["path"] == path && e["extensions"]["code"] == "SERVICE_UNAVAILABLE")
+        })
+    };
+    // Payment away: the fund's figures are null, the regions beside them
+    // (inventory's) are answered.
+    let app = common::spawn_parts(
+        common::test_settings(),
+        &[
+            Part::Inventory,
+            Part::Booking,
+            Part::Partnership,
+            Part::Gateway,
+        ],
+    )
+    .await;
+    let body = app
+        .graphql_as(
+            None,
+            "{ regions(parentCode: \"150400\") { code }
+               welfareFund { balance { amount } byYear { year } entries(first: 1) { totalCount } } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        body["data"]["regions"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    for field in ["balance", "byYear", "entries"] {
+        assert!(body["data"]["welfareFund"][field].is_null(), "{body}");
+        assert!(
+            unavailable_at(&body, json!(["welfareFund", field])),
+            "{field}: {body}"
+        );
+    }
+    drop(app);
+
+    // Partnership away: a report is null, the fund beside it answered.
+    let app = common::spawn_parts(
+        common::test_settings(),
+        &[Part::Inventory, Part::Booking, Part::Payment, Part::Gateway],
+    )
+    .await;
+    let body = app
+        .graphql_as(
+            None,
+            "query($p: ID!) { welfareFund { balance { amount } }
+               partnershipReport(partnershipId: $p, year: 2026) { totals { tourists } } }",
+            json!({ "p": uuid::Uuid::now_v7().to_string() }),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["welfareFund"]["balance"]["amount"], "0.00",
+        "{body}"
+    );
+    assert!(body["data"]["partnershipReport"].is_null(), "{body}");
+    assert!(
+        unavailable_at(&body, json!(["partnershipReport"])),
+        "{body}"
+    );
 }

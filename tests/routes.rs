@@ -920,7 +920,8 @@ async fn a_departure_changes_its_seats_price_and_cutoff_but_never_unsells_a_seat
     assert!(
         nothing["errors"][0]["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("nothing to change: give seats")),
+            .is_some_and(|m| m
+                .starts_with("nothing to change: give seats, pricePerPerson, routePrice: true")),
         "{nothing}"
     );
     let too_few = update(json!({ "s": 2 })).await;

@@ -59,18 +59,22 @@ impl HomestayOffer {
         self.0.total.into()
     }
     /// The homestay: address, grade, amenities, photos, refund rule (the
-    /// homestays of a page come in one call).
-    async fn homestay(&self, ctx: &Context<'_>) -> Result<Homestay> {
-        offer_homestay(ctx, self.0.homestay_id).await.map(Homestay)
+    /// homestays of a page come in one call, apart from the search: null
+    /// with its error when that call fails, the offer kept).
+    async fn homestay(&self, ctx: &Context<'_>) -> Result<Option<Homestay>> {
+        offer_homestay(ctx, self.0.homestay_id)
+            .await
+            .map(|h| Some(Homestay(h)))
     }
-    /// The room type offered: beds, guests, rooms.
-    async fn room_type(&self, ctx: &Context<'_>) -> Result<RoomType> {
+    /// The room type offered: beds, guests, rooms (from the same call as
+    /// `homestay`: null with its error when it fails).
+    async fn room_type(&self, ctx: &Context<'_>) -> Result<Option<RoomType>> {
         let homestay = offer_homestay(ctx, self.0.homestay_id).await?;
         homestay
             .room_types
             .into_iter()
             .find(|r| r.id == self.0.room_type_id)
-            .map(RoomType)
+            .map(|r| Some(RoomType(r)))
             .ok_or_else(|| crate::error::gql(shared::AppError::not_found("no such room type")))
     }
 }
@@ -396,9 +400,16 @@ impl RoomType {
     async fn rooms(&self) -> u32 {
         self.0.rooms
     }
-    /// Its nights in [from, to): rooms, free rooms, price, closed, minimum stay.
+    /// Its nights in [from, to): rooms, free rooms, price, closed, minimum
+    /// stay (a call of its own: null with its error when it fails, the room
+    /// type and its homestay kept).
     #[graphql(complexity = "super::per_span(Some(&from), Some(&to), 7, child_complexity)")]
-    async fn calendar(&self, ctx: &Context<'_>, from: Date, to: Date) -> Result<Vec<Night>> {
+    async fn calendar(
+        &self,
+        ctx: &Context<'_>,
+        from: Date,
+        to: Date,
+    ) -> Result<Option<Vec<Night>>> {
         let nights = match ctx
             .data_opt::<async_graphql::dataloader::DataLoader<super::loaders::CalendarLoader>>()
         {
@@ -422,7 +433,7 @@ impl RoomType {
                 .await?
             }
         };
-        Ok(nights.into_iter().map(Night).collect())
+        Ok(Some(nights.into_iter().map(Night).collect()))
     }
 }
 

@@ -84,10 +84,11 @@ impl Partnership {
     /// Its figures for a year (China time): totals, months, progress
     /// against the agreement's targets, CSV. Costs 100 against the
     /// complexity limit: each is a call to partnership, which reads and
-    /// writes out the year (under fifty a request).
+    /// writes out the year (under fifty a request). Null with its error
+    /// when that call fails: the pair, and the list it is in, kept.
     #[graphql(complexity = "REPORT_COST + child_complexity")]
-    async fn report(&self, ctx: &Context<'_>, year: i32) -> Result<PartnershipReport> {
-        report(ctx, self.0.id, year).await
+    async fn report(&self, ctx: &Context<'_>, year: i32) -> Result<Option<PartnershipReport>> {
+        report(ctx, self.0.id, year).await.map(Some)
     }
     /// The bookings it counts for in `year` (China time), by booking id,
     /// each with what it counts for now, net of refunds — one cancelled

@@ -457,8 +457,10 @@ impl Query {
         listing_id: Option<ID>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<CertificationConnection> {
-        certification::list(ctx, region_code, state, listing_id, first, after).await
+    ) -> Result<Option<CertificationConnection>> {
+        certification::list(ctx, region_code, state, listing_id, first, after)
+            .await
+            .map(Some)
     }
 
     /// The hosts (households, cooperatives, village collectives) of a
@@ -471,8 +473,10 @@ impl Query {
         region_code: ID,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<catalogue::HostConnection> {
-        catalogue::hosts(ctx, region_code, first, after).await
+    ) -> Result<Option<catalogue::HostConnection>> {
+        catalogue::hosts(ctx, region_code, first, after)
+            .await
+            .map(Some)
     }
 
     /// The homestays and routes of hosts in the region's sub-tree, drafts
@@ -488,7 +492,7 @@ impl Query {
         published: Option<bool>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<CatalogueListingConnection> {
+    ) -> Result<Option<CatalogueListingConnection>> {
         catalogue::region_listings(
             ctx,
             catalogue::ListingFilter {
@@ -500,6 +504,7 @@ impl Query {
             },
         )
         .await
+        .map(Some)
     }
 
     /// A homestay with its address, grade, amenities, photos and room types
@@ -529,11 +534,11 @@ impl Query {
             desc = "true: what `runPayouts(upTo:)` would pay now, before running it — earnings before `upTo` of stays under way by then, less every payout and every refund so far (a refund after `upTo` too), hosts owed more than nothing."
         )]
         payable: bool,
-    ) -> Result<Vec<HostBalance>> {
+    ) -> Result<Option<Vec<HostBalance>>> {
         let by = principal(ctx)?.clone();
         let up_to = types::instant("upTo", up_to)?;
         let balances = rpc(ctx, rpcs::GetHostBalances { up_to, payable, by }).await?;
-        Ok(balances.into_iter().map(HostBalance::from).collect())
+        Ok(Some(balances.into_iter().map(HostBalance::from).collect()))
     }
 
     /// Payout runs, newest first, with what each host was paid (platform admins).
@@ -543,8 +548,8 @@ impl Query {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<payments::PayoutRunConnection> {
-        payments::payout_runs(ctx, first, after).await
+    ) -> Result<Option<payments::PayoutRunConnection>> {
+        payments::payout_runs(ctx, first, after).await.map(Some)
     }
 
     /// What the reconciler found comparing the payment provider's records
@@ -557,8 +562,10 @@ impl Query {
         kind: Option<payments::ReconciliationKind>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-    ) -> Result<payments::ReconciliationConnection> {
-        payments::reconciliation_log(ctx, kind, first, after).await
+    ) -> Result<Option<payments::ReconciliationConnection>> {
+        payments::reconciliation_log(ctx, kind, first, after)
+            .await
+            .map(Some)
     }
 
     /// Who you are (needs a token).
@@ -642,7 +649,7 @@ impl Query {
         after: Option<String>,
         filter: Option<BookingFilter>,
         #[graphql(default)] order_by: BookingOrder,
-    ) -> Result<BookingConnection> {
+    ) -> Result<Option<BookingConnection>> {
         let viewer = principal(ctx)?.clone();
         if !matches!(
             viewer.role,
@@ -652,7 +659,9 @@ impl Query {
                 "only region and platform admins list a region's bookings",
             ));
         }
-        list_bookings(ctx, (viewer, false), (first, after, order_by), filter).await
+        list_bookings(ctx, (viewer, false), (first, after, order_by), filter)
+            .await
+            .map(Some)
     }
 
     /// One booking: yours, your agency's, or (admins) one in your region.
@@ -674,7 +683,7 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         input: BookingQuoteInput,
-    ) -> Result<types::BookingQuote> {
+    ) -> Result<Option<types::BookingQuote>> {
         let travelers = traveler_count(non_negative("travelers", input.travelers)? as usize)?;
         let item = hold_item(
             input.room_type_id.as_ref(),
@@ -696,7 +705,7 @@ impl Query {
                 rpcs::NO_SUCH_ROOM_TYPE
             })));
         }
-        Ok(types::BookingQuote(quote))
+        Ok(Some(types::BookingQuote(quote)))
     }
 
     /// What cancelling a booking now would refund, by its listing's policy.
@@ -704,7 +713,7 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         booking_id: ID,
-    ) -> Result<CancellationQuote> {
+    ) -> Result<Option<CancellationQuote>> {
         let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &booking_id)?;
         let mut quote = rpc(ctx, rpcs::QuoteCancellation { booking_id, viewer }).await?;
@@ -731,7 +740,7 @@ impl Query {
                 Err(e) => tracing::warn!(error = ?e.message, "quoting without payment's figures"),
             }
         }
-        Ok(CancellationQuote(quote))
+        Ok(Some(CancellationQuote(quote)))
     }
 
     /// Partnerships (结对帮扶) that cover the region on either side: a side
@@ -772,9 +781,9 @@ impl Query {
         ctx: &Context<'_>,
         partnership_id: ID,
         year: i32,
-    ) -> Result<PartnershipReport> {
+    ) -> Result<Option<PartnershipReport>> {
         let partnership_id = parse("partnership id", &partnership_id)?;
-        impact::report(ctx, partnership_id, year).await
+        impact::report(ctx, partnership_id, year).await.map(Some)
     }
 
     /// A region's year as sponsor and as beneficiary, each booking once.
@@ -786,11 +795,11 @@ impl Query {
         ctx: &Context<'_>,
         region_code: ID,
         year: i32,
-    ) -> Result<RegionImpact> {
+    ) -> Result<Option<RegionImpact>> {
         let region = region(&region_code)?;
-        Ok(RegionImpact(
+        Ok(Some(RegionImpact(
             rpc(ctx, rpcs::GetRegionImpact { region, year }).await?,
-        ))
+        )))
     }
 
     /// Where a booking's money went — the host household, the platform,
@@ -825,7 +834,7 @@ impl Query {
         room_type_id: ID,
         from: Date,
         to: Date,
-    ) -> Result<Vec<Night>> {
+    ) -> Result<Option<Vec<Night>>> {
         let room_type_id: RoomTypeId = parse("room type id", &room_type_id)?;
         let nights = rpc(
             ctx,
@@ -837,7 +846,7 @@ impl Query {
             },
         )
         .await?;
-        Ok(nights.into_iter().map(Night).collect())
+        Ok(Some(nights.into_iter().map(Night).collect()))
     }
 }
 

@@ -151,16 +151,19 @@ impl Route {
     }
     /// Departures leaving in [from, to]. Without dates: those this route
     /// was found with by `searchRoutes`, or the coming year's for `route(id)`
-    /// and `regionListings`.
+    /// and `regionListings`. With dates, a call of its own: null with its
+    /// error when it fails, the route kept.
     #[graphql(complexity = "super::per_span(from.as_ref(), to.as_ref(), 30, child_complexity)")]
     async fn departures(
         &self,
         ctx: &Context<'_>,
         from: Option<Date>,
         to: Option<Date>,
-    ) -> Result<Vec<Departure>> {
+    ) -> Result<Option<Vec<Departure>>> {
         if from.is_none() && to.is_none() {
-            return Ok(self.0.departures.iter().cloned().map(Departure).collect());
+            return Ok(Some(
+                self.0.departures.iter().cloned().map(Departure).collect(),
+            ));
         }
         let key = (self.0.id, from.map(|d| d.0), to.map(|d| d.0));
         let found = match ctx.data_opt::<DataLoader<super::loaders::DepartureLoader>>() {
@@ -179,7 +182,7 @@ impl Route {
                     .unwrap_or_default()
             }
         };
-        Ok(found.into_iter().map(Departure).collect())
+        Ok(Some(found.into_iter().map(Departure).collect()))
     }
 }
 

@@ -392,13 +392,13 @@ impl Booking {
     async fn listing(&self) -> Option<Listing> {
         self.0.listing.as_ref().map(Listing::from)
     }
-    /// Pay before this, or the booking expires: while it is PENDING or
-    /// AWAITING_PAYMENT; null once it is confirmed or has ended (no
-    /// deadline stands then).
+    /// Pay before this, or the booking expires: set while it is
+    /// AWAITING_PAYMENT; null while PENDING (no hold yet) and once it is
+    /// confirmed or has ended (no deadline stands then).
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
         self.0
             .expires_at
-            .filter(|_| matches!(self.0.status.as_str(), "PENDING" | "AWAITING_PAYMENT"))
+            .filter(|_| self.0.status == "AWAITING_PAYMENT")
     }
     /// The sponsor region it counts for in the partnerships' figures: the
     /// one declared with it (`sponsorRegionCode`), else the booker's home
@@ -760,8 +760,13 @@ pub struct FundEntryCount {
 
 #[Object]
 impl WelfareFund {
-    /// The fund's balance.
-    async fn balance(&self, ctx: &async_graphql::Context<'_>) -> async_graphql::Result<Money> {
+    /// The fund's balance. The fields here are read from payment (the
+    /// balance and the entries in one call, the totals in another): null
+    /// with the error when a read fails, the rest of the answer kept.
+    async fn balance(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Option<Money>> {
         let page = super::rpc(
             ctx,
             shared::rpcs::GetWelfareFund {
@@ -771,23 +776,25 @@ impl WelfareFund {
             },
         )
         .await?;
-        Ok(page.balance.into())
+        Ok(Some(page.balance.into()))
     }
 
     /// Net donations per year (China time), oldest first.
     async fn by_year(
         &self,
         ctx: &async_graphql::Context<'_>,
-    ) -> async_graphql::Result<Vec<FundYear>> {
+    ) -> async_graphql::Result<Option<Vec<FundYear>>> {
         let totals = super::rpc(ctx, shared::rpcs::GetFundTotals { year: None }).await?;
-        Ok(totals
-            .by_year
-            .into_iter()
-            .map(|(year, amount)| FundYear {
-                year,
-                amount: amount.into(),
-            })
-            .collect())
+        Ok(Some(
+            totals
+                .by_year
+                .into_iter()
+                .map(|(year, amount)| FundYear {
+                    year,
+                    amount: amount.into(),
+                })
+                .collect(),
+        ))
     }
 
     /// Net donations per beneficiary region (the listing's county), largest
@@ -796,16 +803,18 @@ impl WelfareFund {
         &self,
         ctx: &async_graphql::Context<'_>,
         year: Option<i32>,
-    ) -> async_graphql::Result<Vec<FundRegion>> {
+    ) -> async_graphql::Result<Option<Vec<FundRegion>>> {
         let totals = super::rpc(ctx, shared::rpcs::GetFundTotals { year }).await?;
-        Ok(totals
-            .by_region
-            .into_iter()
-            .map(|(code, amount)| FundRegion {
-                region_code: ID(code.to_string()),
-                amount: amount.into(),
-            })
-            .collect())
+        Ok(Some(
+            totals
+                .by_region
+                .into_iter()
+                .map(|(code, amount)| FundRegion {
+                    region_code: ID(code.to_string()),
+                    amount: amount.into(),
+                })
+                .collect(),
+        ))
     }
 
     /// Entries, newest first (Relay connection; `first` at most 100); with
@@ -819,7 +828,7 @@ impl WelfareFund {
         after: Option<String>,
         region_code: Option<ID>,
     ) -> async_graphql::Result<
-        async_graphql::connection::Connection<String, FundEntry, FundEntryCount>,
+        Option<async_graphql::connection::Connection<String, FundEntry, FundEntryCount>>,
     > {
         let first = super::page_size(first.unwrap_or(20))?;
         let after = after
@@ -857,7 +866,7 @@ impl WelfareFund {
                 },
             )
         }));
-        Ok(connection)
+        Ok(Some(connection))
     }
 }
 

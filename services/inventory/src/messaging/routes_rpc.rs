@@ -318,7 +318,7 @@ impl Inventory {
     ) -> Result<DepartureView, AppError> {
         if req.changes_nothing() {
             return Err(super::nothing_to_change(
-                "seats, pricePerPerson (null: the route's) or cutoffDays",
+                "seats, pricePerPerson, routePrice: true (the route's price again) or cutoffDays",
             ));
         }
         if let Some(seats) = req.seats
@@ -422,8 +422,8 @@ impl Inventory {
             format!("seats: {seats} held or sold now; a departure cannot have fewer")
         } else {
             format!(
-                "seats: more than {asked} were held or sold as the change was made ({seats} \
-                 now, as bookings come and go): try again"
+                "seats: bookings took more than {asked} as the change was made ({seats} held \
+                 or sold now, as bookings come and go): try again"
             )
         })
     }
