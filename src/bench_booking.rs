@@ -78,7 +78,8 @@ pub struct ContentionRun {
     /// Final status → bookings, as the clients saw them.
     pub outcomes: BTreeMap<String, u64>,
     /// CONFIRMED bookings in booking's database after the race: the
-    /// clients' count is what pushes said, this is what was sold.
+    /// clients' count is what they were told (pushes, or polls with
+    /// `--poll`), this is what was sold.
     pub confirmed_in_database: u64,
     /// Per cent of the machine's CPU each party used from the first request
     /// until every client had its answer (as in [`BookingRun`]).

@@ -654,11 +654,10 @@ fn postgres_server(url: &str) -> anyhow::Result<(bool, String, u16)> {
 /// ones it does not use, and pass without its own ever going down.
 /// Returns the cluster to restart, when the plan restarts PostgreSQL.
 async fn restart_targets(settings: &Settings, plan: &Plan) -> anyhow::Result<Option<Cluster>> {
-    let refuse = |variable: &str, what: String| {
+    let refuse = |variable: &str, what: String, restarts: &str| {
         anyhow::anyhow!(
-            "{variable} names {what}: a chaos run restarts this machine's RabbitMQ (its default \
-             node, on port 5672) and the PostgreSQL cluster on the run's port, so it restarts \
-             only servers on loopback"
+            "{variable} names {what}: a chaos run restarts {restarts}, so it runs only against \
+             that one"
         )
     };
     if plan.broker_restarts > 0 {
@@ -670,7 +669,11 @@ async fn restart_targets(settings: &Settings, plan: &Plan) -> anyhow::Result<Opt
         let host = parsed.host_str().unwrap_or_default().to_owned();
         let port = parsed.port().unwrap_or(5672);
         if !on_this_machine(&host) || port != 5672 {
-            return Err(refuse("DUIKOU_AMQP_URL", format!("{host}:{port}")));
+            return Err(refuse(
+                "DUIKOU_AMQP_URL",
+                format!("{host}:{port}"),
+                "this machine's RabbitMQ (its default node, on loopback port 5672)",
+            ));
         }
     }
     if plan.postgres_restarts == 0 {
@@ -681,7 +684,11 @@ async fn restart_targets(settings: &Settings, plan: &Plan) -> anyhow::Result<Opt
         .ok_or_else(|| anyhow::anyhow!("a PostgreSQL restart needs DUIKOU_POSTGRES_URL"))?;
     let (local, host, port) = postgres_server(url)?;
     if !local {
-        return Err(refuse("DUIKOU_POSTGRES_URL", format!("{host}:{port}")));
+        return Err(refuse(
+            "DUIKOU_POSTGRES_URL",
+            format!("{host}:{port}"),
+            "this machine's PostgreSQL cluster on the run's port",
+        ));
     }
     let out = Command::new("pg_lsclusters")
         .arg("--no-header")

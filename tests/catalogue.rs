@@ -715,7 +715,12 @@ async fn a_homestay_has_details_room_types_closed_nights_and_a_minimum_stay() {
         .await;
     assert_eq!(none["data"]["setRoomCalendar"], 1, "{none}");
     let no_rooms = outcome(&app, &room_type, 8, 1, 1, "no rooms").await;
-    assert!(no_rooms.starts_with("CLOSED"), "{no_rooms}");
+    assert!(
+        no_rooms.starts_with("CLOSED")
+            && no_rooms.contains(&format!("no bookings on the night of {}", day(8)))
+            && no_rooms.contains("none of its rooms on sale"),
+        "{no_rooms}"
+    );
     // Refused at once: no hold could ever sleep three in a two-guest room.
     let crowded = outcome(&app, &room_type, 0, 1, 3, "crowded").await;
     assert!(

@@ -399,7 +399,7 @@ async fn first_paid_with(app: &TestApp, id: &str, token: &str) {
     assert_eq!(changed.rows_affected(), 1);
 }
 
-/// One row of payment's database: `sql` selecting one BIGINT `n` or TEXT `s`.
+/// `column` of the first row `sql` reads from payment's database.
 async fn payment_scalar<T: sea_orm::TryGetable>(
     app: &TestApp,
     sql: &str,

@@ -49,7 +49,12 @@ pub fn with_database(url: &str, database: &str) -> Result<String, DbErr> {
         }
         None => false,
     };
-    if loopback && !parsed.query_pairs().any(|(k, _)| k == "sslmode") {
+    // A `host` or `hostaddr` parameter is where the driver connects, over
+    // the URL's own host: the server may be elsewhere, TLS is left as said.
+    let elsewhere_maybe = parsed
+        .query_pairs()
+        .any(|(k, _)| k == "sslmode" || k == "host" || k == "hostaddr");
+    if loopback && !elsewhere_maybe {
         parsed.query_pairs_mut().append_pair("sslmode", "disable");
     }
     Ok(parsed.to_string())
@@ -604,6 +609,13 @@ mod tests {
         assert_eq!(
             remote.as_deref(),
             Some("postgres://root@db.example.cn:5432/x")
+        );
+        // The driver goes where `host` says, whatever the URL's host.
+        let redirected =
+            super::with_database("postgres://root@127.0.0.1:5432/?host=db.example.cn", "x").ok();
+        assert_eq!(
+            redirected.as_deref(),
+            Some("postgres://root@127.0.0.1:5432/x?host=db.example.cn")
         );
     }
 

@@ -447,7 +447,8 @@ impl Query {
     /// The public notice board of certifications (扶贫产品认定) of listings
     /// in the region's sub-tree, newest first; anyone may read it. Those
     /// of a listing not on sale are shown to its region's admins only,
-    /// except while in public notice (公示 is public).
+    /// except while in public notice (公示 is public). Null with the error
+    /// when it cannot be read (the rest of the answer stays).
     #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn certifications(
         &self,
@@ -465,7 +466,8 @@ impl Query {
 
     /// The hosts (households, cooperatives, village collectives) of a
     /// region's sub-tree, by region code and name, with how many listings
-    /// each has (admins of the region).
+    /// each has (admins of the region). Null with the error when it cannot
+    /// be read (the rest of the answer stays).
     #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn hosts(
         &self,
@@ -482,7 +484,8 @@ impl Query {
     /// The homestays and routes of hosts in the region's sub-tree, drafts
     /// and listings off sale included, newest first (admins of the region).
     /// `published`: only those on sale, or only those not; `hostId`: one
-    /// host's.
+    /// host's. Null with the error when it cannot be read (the rest of the
+    /// answer stays).
     #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn region_listings(
         &self,
@@ -524,7 +527,8 @@ impl Query {
     /// hosts', `payable` aside): host shares captured, less refunded, less paid out — now,
     /// or as the ledger stood at `upTo`. A refund after a payout leaves a
     /// balance below zero, which later earnings make good before anything
-    /// more is paid.
+    /// more is paid. Null with the error when it cannot be read (the rest
+    /// of the answer stays).
     async fn host_balances(
         &self,
         ctx: &Context<'_>,
@@ -541,7 +545,9 @@ impl Query {
         Ok(Some(balances.into_iter().map(HostBalance::from).collect()))
     }
 
-    /// Payout runs, newest first, with what each host was paid (platform admins).
+    /// Payout runs, newest first, with what each host was paid (platform
+    /// admins). Null with the error when it cannot be read (the rest of the
+    /// answer stays).
     #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn payout_runs(
         &self,
@@ -554,7 +560,8 @@ impl Query {
 
     /// What the reconciler found comparing the payment provider's records
     /// with the ledger, and what it did, newest first (platform admins);
-    /// `kind: MISMATCH` lists what needs a person.
+    /// `kind: MISMATCH` lists what needs a person. Null with the error when
+    /// it cannot be read (the rest of the answer stays).
     #[graphql(complexity = "per_item(first, child_complexity)")]
     async fn reconciliation_log(
         &self,
@@ -640,7 +647,8 @@ impl Query {
     /// Bookings held on listings in your region (region admins; platform
     /// admins: all), newest first or by the day they start (`orderBy:
     /// STARTS_ON`, the hosts' arrivals list). A booking counts once
-    /// inventory held its listing.
+    /// inventory held its listing. Null with the error when it cannot be
+    /// read (the rest of the answer stays).
     #[graphql(complexity = "per_item(first.unwrap_or(20), child_complexity)")]
     async fn region_bookings(
         &self,
@@ -679,6 +687,8 @@ impl Query {
     /// rules the hold applies; ask before `createBooking`. Anonymous. A
     /// listing off sale is quoted (refusal NOT_PUBLISHED) to its region's
     /// admins alone; to anyone else it is NOT_FOUND, as an unknown id is.
+    /// Null with the error when it cannot be given (the rest of the answer
+    /// stays).
     async fn booking_quote(
         &self,
         ctx: &Context<'_>,
@@ -709,6 +719,8 @@ impl Query {
     }
 
     /// What cancelling a booking now would refund, by its listing's policy.
+    /// Null with the error when it cannot be given (the rest of the answer
+    /// stays).
     async fn cancellation_quote(
         &self,
         ctx: &Context<'_>,
@@ -775,7 +787,8 @@ impl Query {
     }
 
     /// A partnership's figures for a year (China time): totals, months,
-    /// progress against its agreement's targets, CSV.
+    /// progress against its agreement's targets, CSV. Null with the error
+    /// when it cannot be read (the rest of the answer stays).
     async fn partnership_report(
         &self,
         ctx: &Context<'_>,
@@ -788,7 +801,8 @@ impl Query {
 
     /// A region's year as sponsor and as beneficiary, each booking once.
     /// Costs 1,000 against the complexity limit (four in a request): each
-    /// reads the year's bookings of the whole country twice.
+    /// reads the year's bookings of the whole country twice. Null with the
+    /// error when it cannot be read (the rest of the answer stays).
     #[graphql(complexity = "REGION_IMPACT_COST + child_complexity")]
     async fn region_impact(
         &self,
@@ -826,7 +840,8 @@ impl Query {
 
     /// A room type's nights from `from` to `to` (exclusive). A homestay off
     /// sale shows its calendar to the admins of its region only (NOT_FOUND
-    /// to anyone else, as for an unknown room type).
+    /// to anyone else, as for an unknown room type). Null with the error
+    /// when it cannot be read (the rest of the answer stays).
     #[graphql(complexity = "per_span(Some(&from), Some(&to), 7, child_complexity)")]
     async fn room_calendar(
         &self,
@@ -1245,6 +1260,7 @@ impl Mutation {
     /// Changes a homestay's names, address, grade, amenities, photos or
     /// refund rule; what is left out stays (admins of its region). Bookings
     /// already held keep the name and refund rule they were held under.
+    /// Nothing to change (`input: {}`) is BAD_USER_INPUT.
     async fn update_homestay(
         &self,
         ctx: &Context<'_>,
@@ -1311,7 +1327,8 @@ impl Mutation {
     /// region): `seats` in all, never fewer than are held or sold
     /// (CONFLICT); its own price per person (or `routePrice: true`: the
     /// route's again); when bookings close. What is left out stays;
-    /// bookings already held keep their price.
+    /// bookings already held keep their price. Nothing to change (only the
+    /// departure's id) is BAD_USER_INPUT.
     async fn update_departure(
         &self,
         ctx: &Context<'_>,
@@ -1360,7 +1377,8 @@ impl Mutation {
 
     /// Changes a route's titles, descriptions, itinerary, price or refund
     /// rule; what is left out stays (admins of its region). Bookings already
-    /// held keep the price and refund rule they were held under.
+    /// held keep the price and refund rule they were held under. Nothing to
+    /// change (`input: {}`) is BAD_USER_INPUT.
     async fn update_route(
         &self,
         ctx: &Context<'_>,
@@ -1532,6 +1550,7 @@ impl Mutation {
     /// Changes a room type's names, beds, guests or room count; what is
     /// left out stays (admins of its homestay's region). Bookings already
     /// held stand; fewer rooms are refused while a night has more taken.
+    /// Nothing to change (`input: {}`) is BAD_USER_INPUT.
     async fn update_room_type(
         &self,
         ctx: &Context<'_>,

@@ -760,9 +760,9 @@ pub struct FundEntryCount {
 
 #[Object]
 impl WelfareFund {
-    /// The fund's balance. The fields here are read from payment (the
-    /// balance and the entries in one call, the totals in another): null
-    /// with the error when a read fails, the rest of the answer kept.
+    /// The fund's balance. Each field of the fund is a read of its own from
+    /// payment: null with the error when it fails, the rest of the answer
+    /// kept.
     async fn balance(
         &self,
         ctx: &async_graphql::Context<'_>,
@@ -779,7 +779,8 @@ impl WelfareFund {
         Ok(Some(page.balance.into()))
     }
 
-    /// Net donations per year (China time), oldest first.
+    /// Net donations per year (China time), oldest first. Null with the
+    /// error when it cannot be read.
     async fn by_year(
         &self,
         ctx: &async_graphql::Context<'_>,
@@ -798,7 +799,8 @@ impl WelfareFund {
     }
 
     /// Net donations per beneficiary region (the listing's county), largest
-    /// first; for one year, or all.
+    /// first; for one year, or all. Null with the error when it cannot be
+    /// read.
     async fn by_region(
         &self,
         ctx: &async_graphql::Context<'_>,
@@ -819,7 +821,8 @@ impl WelfareFund {
 
     /// Entries, newest first (Relay connection; `first` at most 100); with
     /// `regionCode`, only those of listings in that region or within it
-    /// (a banner's, a prefecture's), `totalCount` too.
+    /// (a banner's, a prefecture's), `totalCount` too. Null with the error
+    /// when it cannot be read.
     #[graphql(complexity = "super::per_item(first.unwrap_or(20), child_complexity)")]
     async fn entries(
         &self,

@@ -132,8 +132,8 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                     ErrorCode::Closed,
                     match rules.first_closed {
                         Some(night) => format!(
-                            "the homestay takes no bookings on the night of {night} (closed, or no \
-                             rooms on sale)"
+                            "the room type takes no bookings on the night of {night} (closed, or \
+                             none of its rooms on sale)"
                         ),
                         None => format!(
                             "the homestay is not open on every night from {check_in} through \

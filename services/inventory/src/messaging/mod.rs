@@ -1438,7 +1438,7 @@ async fn not_taken_again<C: sea_orm::ConnectionTrait>(
             ),
             Some((_, rules)) if rules.closed => (
                 ErrorCode::Closed,
-                "a night of the stay was closed or taken off sale meanwhile",
+                "a night of the stay was closed, or left with no rooms on sale, meanwhile",
             ),
             _ => (ErrorCode::SoldOut, SOLD_MEANWHILE),
         };

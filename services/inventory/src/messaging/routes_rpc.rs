@@ -415,7 +415,12 @@ impl Inventory {
     async fn fewer_seats_than_taken(&self, id: DepartureId, asked: u32) -> AppError {
         let taken = match routes::departure(&self.db, id).await {
             Ok(Some((_, now))) => now.seats.saturating_sub(now.seats_left),
-            _ => return AppError::conflict("seats: fewer than are held or sold"),
+            found => {
+                if let Err(e) = found {
+                    tracing::warn!(error = %e, "the seats taken could not be read again");
+                }
+                return AppError::conflict("seats: fewer than are held or sold");
+            }
         };
         let seats = shared::text::plural(taken, "seat", "seats");
         AppError::conflict(if taken > asked {
