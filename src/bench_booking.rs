@@ -639,22 +639,10 @@ async fn booking_run(
 
 /// CONFIRMED bookings in the bench's booking database.
 async fn confirmed_in(settings: &Settings) -> anyhow::Result<u64> {
-    let postgres = settings
-        .postgres()
-        .ok_or_else(|| anyhow::anyhow!("no PostgreSQL"))?;
-    let url = shared::db::with_database(postgres, &shared::db::database_name(settings, "booking"))?;
-    let db = sea_orm::Database::connect(url).await?;
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM bookings WHERE status = 'CONFIRMED'",
-        ))
-        .await?;
+    let db = shared::db::connect_existing(settings, "booking").await?;
+    let confirmed = shared::db::count(&db, "bookings WHERE status = 'CONFIRMED'", vec![]).await?;
     db.close().await?;
-    let n: i64 = row
-        .ok_or_else(|| anyhow::anyhow!("no count"))?
-        .try_get("", "n")?;
-    Ok(u64::try_from(n)?)
+    Ok(confirmed)
 }
 
 /// The contention benchmark.

@@ -624,14 +624,9 @@ fn cluster_on(clusters: &str, port: u16) -> Option<Cluster> {
 /// a loopback address or a socket directory (`/…`, `%2F…`).
 fn on_this_machine(host: &str) -> bool {
     host.is_empty()
-        || host == "localhost"
         || host.starts_with('/')
         || host.to_ascii_lowercase().starts_with("%2f")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        || shared::db::loopback_host(host)
 }
 
 /// Where PostgreSQL is reached through `url`, read by the driver itself
@@ -1052,6 +1047,7 @@ async fn load(
         Err(e) if e.is_cancelled() => None,
         Err(e) => Some(format!("the faults' task failed: {e}")),
     };
+    let failed_fault;
     if let Some(failure) = &gave_up {
         // A client gave up (the run's deadline): every other client, the
         // watchdog and the faults stop (a fault task that had failed first
@@ -1065,11 +1061,11 @@ async fn load(
         cut_off = ended
             .as_ref()
             .is_err_and(tokio::task::JoinError::is_cancelled);
-        problems.extend(fault_failed(ended));
+        failed_fault = fault_failed(ended);
         restarts_done().await;
         progress.abandon_with_message(format!("a client gave up: {failure:#}"));
     } else {
-        problems.extend(fault_failed(faults.await));
+        failed_fault = fault_failed(faults.await);
         watchdog.abort();
         progress.finish_and_clear();
         println!(
@@ -1077,6 +1073,8 @@ async fn load(
             started.elapsed().as_secs_f64()
         );
     }
+    let a_fault_failed = failed_fault.is_some();
+    problems.extend(failed_fault);
     let settled_seconds = started.elapsed().as_secs_f64();
     // Everything has ended; what is in flight now are the tails (a capture's
     // impact, a relay's last rows): give them a moment, then check — once
@@ -1125,9 +1123,6 @@ async fn load(
     if gave_up.is_none() {
         // Too few faults made for the load is said only when none failed
         // (a fault that failed says why).
-        let a_fault_failed = problems.iter().any(|p| {
-            p.starts_with("a fault could not be made") || p.starts_with("the faults' task failed")
-        });
         problems.extend(self::problems(&outcomes, plan, &done, !a_fault_failed));
     }
     problems.extend(

@@ -19,6 +19,17 @@ pub fn database_name(settings: &Settings, service: &str) -> String {
     format!("{}{service}", settings.db_prefix)
 }
 
+/// Whether a URL's host (as `host_str` gives it: an IPv6 address in
+/// brackets) is `localhost` or a loopback address.
+pub fn loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Replaces the database in a PostgreSQL URL. On a loopback address with
 /// no `sslmode` given, TLS is turned off: it protects nothing between two
 /// processes of one machine, and it cost the booking path a tenth of its
@@ -36,19 +47,7 @@ pub fn with_database(url: &str, database: &str) -> Result<String, DbErr> {
         )));
     }
     parsed.set_path(&format!("/{database}"));
-    let loopback = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        // Not a special scheme: the url crate leaves IP addresses as text.
-        Some(url::Host::Domain(name)) => {
-            name == "localhost"
-                || name
-                    .trim_matches(|c| c == '[' || c == ']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        None => false,
-    };
+    let loopback = parsed.host_str().is_some_and(loopback_host);
     // A `host` or `hostaddr` parameter is where the driver connects, over
     // the URL's own host: the server may be elsewhere, TLS is left as said.
     let elsewhere_maybe = parsed
