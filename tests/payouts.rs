@@ -660,18 +660,9 @@ async fn a_retried_payout_run_is_read_back_while_booking_is_down() {
     let mut booking = spawn_child(&settings, "booking");
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let check_in = tomorrow() + Days::days(20);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let id = loop {
-        let body = app.create_booking(&room_type, check_in, 1, "down").await;
-        if let Some(id) = body["data"]["createBooking"]["id"].as_str() {
-            break id.to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "booking never answered: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let id = app
+        .create_booking_once_up(&room_type, check_in, "down")
+        .await;
     app.wait_for_status(&id, "AWAITING_PAYMENT").await;
     let paid = app.pay(&id, "tok_success", "down").await;
     assert!(paid["errors"].is_null(), "{paid}");

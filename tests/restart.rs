@@ -7,28 +7,15 @@ mod common;
 use common::{TestApp, spawn_child, spawn_without, test_settings, tomorrow};
 use duikou::Part;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BOOKINGS: usize = 10;
 
 /// createBooking until the booking service answers (it may be starting).
 async fn create(app: &TestApp, room_type: &str, n: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body = app
-            .create_booking(
-                room_type,
-                tomorrow() + chrono::Duration::days(n as i64),
-                1,
-                &format!("restart-{n}"),
-            )
-            .await;
-        if let Some(id) = body["data"]["createBooking"]["id"].as_str() {
-            return id.to_owned();
-        }
-        assert!(Instant::now() < deadline, "booking never answered: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let check_in = tomorrow() + chrono::Duration::days(n as i64);
+    app.create_booking_once_up(room_type, check_in, &format!("restart-{n}"))
+        .await
 }
 
 /// The history causes of a booking (read once booking answers again).

@@ -443,12 +443,14 @@ pub async fn silent(conduct: &Conduct, ping_every: std::time::Duration) -> Strin
 pub const CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolves, with the reason to close with, when the connection has not
-/// been initialised within [`INIT_WITHIN`]; never once it has.
+/// been initialised within [`INIT_WITHIN`]; never once it has, nor once its
+/// `connection_init` was refused (the sender is dropped with the refusal,
+/// whose own close — 4403 and why — must not race a 4408 here).
 pub async fn init_overdue(mut initialised: tokio::sync::watch::Receiver<bool>) -> &'static str {
-    let done = tokio::time::timeout(INIT_WITHIN, initialised.wait_for(|done| *done))
+    let in_time = tokio::time::timeout(INIT_WITHIN, initialised.wait_for(|done| *done))
         .await
-        .is_ok_and(|r| r.is_ok());
-    if done {
+        .is_ok();
+    if in_time {
         std::future::pending::<()>().await;
     }
     "Connection initialisation timeout"
@@ -742,6 +744,20 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    /// A refused `connection_init` drops the sender: the refusal's own
+    /// close (4403 and why) is the answer, never a 4408 racing it.
+    #[tokio::test]
+    async fn a_refused_init_is_not_called_overdue() {
+        let (sender, initialised) = tokio::sync::watch::channel(false);
+        drop(sender);
+        let raced = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            super::init_overdue(initialised),
+        )
+        .await;
+        assert!(raced.is_err(), "said overdue at once: {raced:?}");
     }
 
     #[test]

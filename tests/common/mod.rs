@@ -348,6 +348,28 @@ impl TestApp {
         .await
     }
 
+    /// [`create_booking`](Self::create_booking) retried until a booking
+    /// part (a child process just started) answers, within 30 s; the id.
+    pub async fn create_booking_once_up(
+        &self,
+        room_type: &str,
+        check_in: NaiveDate,
+        key: &str,
+    ) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let body = self.create_booking(room_type, check_in, 1, key).await;
+            if let Some(id) = body["data"]["createBooking"]["id"].as_str() {
+                return id.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "booking never answered: {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Polls (20 s at most) until partnership has heard of a confirmed
     /// booking of `gross` in `region`: its facts, which attribution reads.
     pub async fn wait_until_partnership_heard(&self, region: &str, gross: Fen) {

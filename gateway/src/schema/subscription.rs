@@ -96,7 +96,15 @@ impl Subscription {
                         {
                             return Some((Err(gql(e)), (None, bus, viewer, known, slot, None)));
                         }
-                        Err(e) => Err(gql(e)),
+                        // Not read (booking away or slow): the change it
+                        // was to show is not pushed, and nothing would
+                        // read it again. Said, and the subscription ends,
+                        // so the client subscribes again (reading the
+                        // booking afresh) instead of waiting unaware.
+                        Err(e) => {
+                            let e = missed(e, booking_id);
+                            return Some((Err(gql(e)), (None, bus, viewer, known, slot, None)));
+                        }
                     };
                     return Some((item, (Some(changes), bus, viewer, known, slot, None)));
                 }
@@ -175,7 +183,15 @@ impl Subscription {
                                 }
                                 Ok(Booking(view))
                             }
-                            Err(e) => Err(gql(e)),
+                            // Not read (an event without the booking, from
+                            // an older producer, with booking away): its
+                            // change is not pushed. Said, naming it, and the
+                            // feed ends, as after a gap, so the client
+                            // catches up.
+                            Err(e) => {
+                                let e = missed(e, changed.booking_id);
+                                return Some((Err(gql(e)), (None, bus, viewer, known, slot)));
+                            }
                         };
                     return Some((item, (Some(changes), bus, viewer, known, slot)));
                 }
@@ -207,6 +223,20 @@ async fn view_of(
         viewer: viewer.clone(),
     };
     call(bus.as_ref(), &request).await
+}
+
+/// `e`, the failed read of a booking whose change a subscription was to
+/// push, as the subscription's last word: its code kept (retry safe or
+/// not), and what to do.
+fn missed(e: shared::AppError, booking_id: BookingId) -> shared::AppError {
+    shared::AppError::new(
+        e.code,
+        format!(
+            "a change of booking {booking_id} could not be pushed ({}): subscribe again \
+             and read it afresh",
+            e.message
+        ),
+    )
 }
 
 /// How many bookings a feed remembers the last pushed status of.
