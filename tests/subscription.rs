@@ -328,6 +328,37 @@ async fn paying_on_the_push_needs_no_read_of_the_booking() {
     );
 }
 
+/// A booking cancelled through a gateway is no longer paid on the view
+/// that gateway heard before: `payBooking` right after the cancel's answer
+/// is a CONFLICT, with no charge made. Before, the gateway forgot the
+/// view only when it heard the cancellation's push, and a traveler paying
+/// at once was charged (and refunded by the saga). Each round races the
+/// push; without the fix most rounds charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paying_right_after_cancelling_charges_nothing() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let mut ws = traveler_feed(&app, "subscription { bookingsUpdated { id status } }").await;
+    for round in 0..10 {
+        let key = format!("cancel-then-pay-{round}");
+        let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, &key).await);
+        // Heard by the gateway: the view payBooking would pay on.
+        feed_until(&mut ws, &id, "AWAITING_PAYMENT").await;
+        let cancelled = app.cancel(&id, &key).await;
+        assert_eq!(
+            cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+            "{cancelled}"
+        );
+        let paid = app.pay(&id, "tok_success", &key).await;
+        assert_eq!(common::code(&paid), "CONFLICT", "round {round}: {paid}");
+    }
+    let payment = app.service_db("payment").await;
+    let charges = shared::db::count(&payment, "sandbox_charges", vec![])
+        .await
+        .expect("counted");
+    assert_eq!(charges, 0, "no charge made");
+}
+
 /// A late or repeated event of a booking that ended pushes nothing on the
 /// feed (deliveries are handled side by side): the ended booking is
 /// remembered, not forgotten, so a status already pushed is not again.

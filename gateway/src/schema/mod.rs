@@ -1204,18 +1204,23 @@ impl Mutation {
         let viewer = principal(ctx)?.clone();
         let idempotency_key = scoped_key(&viewer, &idempotency_key)?;
         let booking_id: BookingId = parse("booking id", &booking_id)?;
-        Ok(Booking(
-            rpc(
-                ctx,
-                rpcs::CancelBooking {
-                    idempotency_key,
-                    booking_id,
-                    viewer,
-                    for_host,
-                },
-            )
-            .await?,
-        ))
+        let cancelled = rpc(
+            ctx,
+            rpcs::CancelBooking {
+                idempotency_key,
+                booking_id,
+                viewer,
+                for_host,
+            },
+        )
+        .await?;
+        // Heard here at once: a payBooking on this gateway right after
+        // must not pay on the view it heard while the booking awaited
+        // payment (the cancellation's push comes a moment later).
+        if let Some(cache) = ctx.data_opt::<crate::cache::Cache>() {
+            cache.heard(&cancelled);
+        }
+        Ok(Booking(cancelled))
     }
 
     /// Gives an account a role (platform admins only): REGION_ADMIN needs
