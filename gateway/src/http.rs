@@ -548,6 +548,95 @@ pub(crate) fn too_many_fields(doc: &ExecutableDocument) -> Option<String> {
 /// field a query may run.
 pub(crate) const MAX_SELECTIONS_WALKED: usize = 4 * MAX_FIELDS_RUN;
 
+/// The lists of introspection whose length the complexity limit does not
+/// see (it counts a list without `first` once, whatever it holds: the
+/// schema's some hundred and fifty types, each type's fields).
+const INTROSPECTION_LISTS: [&str; 4] = ["fields", "interfaces", "possibleTypes", "inputFields"];
+
+/// How deep introspection may nest [`INTROSPECTION_LISTS`] (as graphql-js's
+/// `MaxIntrospectionDepthRule`): GraphiQL's and the code generators'
+/// introspection query nests them one deep.
+const MAX_INTROSPECTION_LISTS: usize = 2;
+
+/// Why a document is refused for the introspection it asks, if it is:
+/// `__schema` more than once, or [`INTROSPECTION_LISTS`] nested deeper than
+/// [`MAX_INTROSPECTION_LISTS`]. Thirty aliases of `__schema`, each nesting
+/// a type's fields five deep, answered 2.6 MB for 1.4 s of a gateway's CPU,
+/// anonymously, ten times a second within the rate limit. Walks the
+/// document as written out: call it after [`too_many_fields`], which
+/// bounds that walk.
+pub(crate) fn too_much_introspection(doc: &ExecutableDocument) -> Option<String> {
+    let schemas = Runs::new(doc, &|f| f.name.node.as_str() == "__schema", true)
+        .operations(true)
+        .max()
+        .unwrap_or(0);
+    if schemas > 1 {
+        return Some(format!(
+            "the query asks for `__schema` {schemas} times (a fragment counts each time it is \
+             spread); once per request"
+        ));
+    }
+    let mut open = HashSet::new();
+    let deepest = doc
+        .operations
+        .iter()
+        .map(|(_, op)| lists_deep(doc, &op.node.selection_set.node, false, 0, &mut open))
+        .max()
+        .unwrap_or(0);
+    (deepest > MAX_INTROSPECTION_LISTS).then(|| {
+        format!(
+            "the query nests `fields`, `interfaces`, `possibleTypes` or `inputFields` of \
+             introspection {deepest} deep; at most {MAX_INTROSPECTION_LISTS}: ask for a type \
+             by name with `__type(name:)` instead"
+        )
+    })
+}
+
+/// The deepest nesting of [`INTROSPECTION_LISTS`] under `__schema` or
+/// `__type` in `set`, `depth` of them above it; fragments followed as
+/// spread (a cycle, refused by validation later, stops).
+fn lists_deep<'a>(
+    doc: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    inside: bool,
+    depth: usize,
+    open: &mut HashSet<&'a str>,
+) -> usize {
+    set.items
+        .iter()
+        .map(|s| match &s.node {
+            Selection::Field(f) => {
+                let name = f.node.name.node.as_str();
+                let inside = inside || matches!(name, "__schema" | "__type");
+                let depth = depth + usize::from(inside && INTROSPECTION_LISTS.contains(&name));
+                depth.max(lists_deep(
+                    doc,
+                    &f.node.selection_set.node,
+                    inside,
+                    depth,
+                    open,
+                ))
+            }
+            Selection::InlineFragment(f) => {
+                lists_deep(doc, &f.node.selection_set.node, inside, depth, open)
+            }
+            Selection::FragmentSpread(f) => {
+                let name = f.node.fragment_name.node.as_str();
+                match doc.fragments.get(name) {
+                    Some(fragment) if open.insert(name) => {
+                        let below =
+                            lists_deep(doc, &fragment.node.selection_set.node, inside, depth, open);
+                        open.remove(name);
+                        below
+                    }
+                    _ => depth,
+                }
+            }
+        })
+        .max()
+        .unwrap_or(depth)
+}
+
 /// How many root fields the largest operation runs: each is a call to a
 /// service, where one request's cost multiplies.
 fn root_field_count(doc: &ExecutableDocument) -> usize {
@@ -1272,7 +1361,7 @@ async fn run_graphql(
                 &format!("the query uses {aliases} aliases; at most {MAX_ALIASES} are allowed"),
             );
         }
-        if let Some(message) = too_many_fields(doc) {
+        if let Some(message) = too_many_fields(doc).or_else(|| too_much_introspection(doc)) {
             return error(status, "BAD_USER_INPUT", &message);
         }
         // Variables as the spec coerces them, once the cheap refusals
@@ -1849,6 +1938,9 @@ fn shorten(message: &mut String) {
 /// async-graphql's refusal of a query over its limits, said with the
 /// limit and what to do ("Query is too complex." told neither).
 pub(crate) fn explained(message: &str) -> Option<String> {
+    if let Some(said) = syntax_error(message) {
+        return Some(said);
+    }
     // A date and time that does not parse: say the form it takes.
     if message.starts_with("Failed to parse \"DateTime\"") && !message.contains("RFC 3339") {
         return Some(format!(
@@ -1886,6 +1978,40 @@ pub(crate) fn explained(message: &str) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// The parser's syntax error — pest's picture: ` --> 1:330`, the line
+/// quoted whole, a caret, then `= expected selection` — with the reason
+/// first and the line cut to the place: a generated client's query is one
+/// long line, and cut to [`MAX_MESSAGE`] the picture kept only the position.
+fn syntax_error(message: &str) -> Option<String> {
+    let (at, _) = message
+        .trim_start()
+        .strip_prefix("--> ")?
+        .split_once('\n')?;
+    let (line, column) = at.split_once(':')?;
+    let column: usize = column.trim().parse().ok()?;
+    let reason = message
+        .lines()
+        .rev()
+        .find_map(|l| l.trim_start().strip_prefix("= "))?;
+    let quoted = message
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(&format!("{line} | ")))
+        .unwrap_or_default();
+    let before = column.saturating_sub(1);
+    let from = before.saturating_sub(40);
+    let mut near: String = quoted.chars().skip(from).take(before - from + 20).collect();
+    if from > 0 {
+        near.insert(0, '…');
+    }
+    if quoted.chars().count() > before + 20 {
+        near.push('…');
+    }
+    Some(format!(
+        "syntax error at line {line}, column {column}: {reason}, near `{}`",
+        near.trim()
+    ))
 }
 
 /// The error that stands for `left_out` errors past [`MAX_ERRORS`].
@@ -2109,6 +2235,64 @@ fn bearer_token(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_syntax_error_says_why_first_and_quotes_only_the_place() {
+        let fields: String = (0..40).map(|i| format!("a{i}: __typename ")).collect();
+        let query = format!("{{ {fields} regions {{ code }} ");
+        let Err(e) = async_graphql::parser::parse_query(&query) else {
+            panic!("parsed")
+        };
+        let said = explained(&e.to_string()).expect("explained");
+        assert!(
+            said.starts_with("syntax error at line 1, column ") && said.contains("expected"),
+            "{said}"
+        );
+        assert!(
+            said.chars().count() < 200 && said.contains("code }"),
+            "{said}"
+        );
+        let short = async_graphql::parser::parse_query("{ a(b: ) }").expect_err("refused");
+        let said = explained(&short.to_string()).expect("explained");
+        assert!(said.contains("near `{ a(b: ) }`"), "{said}");
+    }
+
+    #[test]
+    fn introspection_asks_the_schema_once_and_nests_its_lists_two_deep() {
+        let refusal = |query: &str| {
+            let doc = async_graphql::parser::parse_query(query).expect("parses");
+            too_much_introspection(&doc)
+        };
+        // GraphiQL's introspection query, in short.
+        let graphiql = "query IntrospectionQuery { __schema { queryType { name } types { ...FullType } } }
+            fragment FullType on __Type { kind name fields(includeDeprecated: true) { name args { ...InputValue } type { ...TypeRef } }
+              inputFields { ...InputValue } interfaces { ...TypeRef } enumValues(includeDeprecated: true) { name } possibleTypes { ...TypeRef } }
+            fragment InputValue on __InputValue { name type { ...TypeRef } }
+            fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name } } } }";
+        assert_eq!(refusal(graphiql), None);
+        assert_eq!(
+            refusal("{ __type(name: \"Query\") { fields { type { fields { name } } } } }"),
+            None
+        );
+        let twice = refusal("{ a: __schema { types { name } } b: __schema { types { name } } }");
+        assert!(twice.is_some_and(|m| m.contains("2 times")));
+        let spread = refusal("{ ...S ...S } fragment S on Query { __schema { types { name } } }");
+        assert!(spread.is_some_and(|m| m.contains("2 times")));
+        for deep in [
+            "{ __schema { types { fields { type { fields { type { fields { name } } } } } } } }",
+            "{ __type(name: \"Query\") { fields { type { interfaces { possibleTypes { name } } } } } }",
+            "{ __schema { types { ...F } } } fragment F on __Type { fields { type { ...G } } } fragment G on __Type { inputFields { type { inputFields { name } } } }",
+            "{ __schema { types { ... on __Type { fields { type { fields { type { fields { name } } } } } } } } }",
+        ] {
+            let refused = refusal(deep);
+            assert!(
+                refused.as_deref().is_some_and(|m| m.contains("3 deep")),
+                "{deep}: {refused:?}"
+            );
+        }
+        // Fields of the application's own types are no introspection.
+        assert_eq!(refusal("{ regions { code } }"), None);
+    }
 
     #[test]
     fn retry_after_rounds_up_so_that_waiting_it_finds_room() {
