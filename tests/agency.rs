@@ -975,6 +975,8 @@ async fn a_platform_admin_changes_an_agencys_contract_for_bookings_from_then_on(
         (json!({ "a": id, "bp": 3001 }), "BAD_USER_INPUT"),
         (json!({ "a": id, "bp": -1 }), "BAD_USER_INPUT"),
         (json!({ "a": id, "n": "京蒙旅行社" }), "CONFLICT"),
+        // Nothing to change (it answered as saved).
+        (json!({ "a": id }), "BAD_USER_INPUT"),
         (
             json!({ "a": uuid::Uuid::now_v7().to_string(), "bp": 100 }),
             "NOT_FOUND",

@@ -888,6 +888,20 @@ async fn admins_record_pairs_and_agreements_of_their_own_regions_only() {
         json!({ "status": "ENDED", "notes": "协议期满", "since": "2018-06-01" }),
         "{done}"
     );
+    // Nothing to change (it answered as saved).
+    let empty = app
+        .graphql_as(
+            Some(&chifeng),
+            update,
+            json!({ "i": { "partnershipId": id } }),
+        )
+        .await;
+    assert!(
+        empty["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("nothing to change: give status")),
+        "{empty}"
+    );
     let cleared = app
         .graphql_as(
             Some(&chifeng),

@@ -2266,6 +2266,15 @@ pub struct UpdatePartnership {
     /// Who edits it: the partnership's admins.
     pub by: crate::auth::Principal,
 }
+impl UpdatePartnership {
+    /// Whether it leaves every field as it is.
+    pub fn changes_nothing(&self) -> bool {
+        self.status.is_none()
+            && self.since.is_none()
+            && self.ended_on.is_none()
+            && self.notes.is_none()
+    }
+}
 impl Rpc for UpdatePartnership {
     const SERVICE: &'static str = "partnership";
     const METHOD: &'static str = "update_partnership";

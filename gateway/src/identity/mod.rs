@@ -1246,6 +1246,11 @@ impl Identity {
         name: Option<&str>,
         commission_bp: Option<u32>,
     ) -> Result<Agency, AppError> {
+        if name.is_none() && commission_bp.is_none() {
+            return Err(AppError::bad_input(
+                "nothing to change: give name or commissionBasisPoints (those left out are kept)",
+            ));
+        }
         let name = name.map(str::trim);
         if let Some(name) = name {
             shared::text::check_line("name", name, 200, true)?;

@@ -280,6 +280,12 @@ impl Partnerships {
         &self,
         req: UpdatePartnership,
     ) -> Result<PartnershipView, AppError> {
+        if req.changes_nothing() {
+            return Err(AppError::bad_input(
+                "nothing to change: give status, since, endedOn or notes (those left out are \
+                 kept)",
+            ));
+        }
         if req.status.as_deref() == Some("WITHDRAWN") {
             return Err(AppError::bad_input(
                 "status WITHDRAWN is not set here: withdrawPartnership withdraws a pair \
