@@ -702,14 +702,17 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
         }
     }
     let certified = held_certified(&dbs.inventory).await?;
-    // Every booking ever confirmed: (id, sponsor, listing, travelers,
-    // CONFIRMED now, the day of its confirmation in China time).
+    // Every booking ever confirmed, and every one paid before it was
+    // cancelled (its capture heard after: it keeps the policy's share,
+    // counted from the day booking heard of it): (id, sponsor, listing,
+    // travelers, CONFIRMED now, the day of its confirmation in China time).
     let confirmed = rows(
         &dbs.booking,
         "SELECT b.id, b.sponsor_region, b.listing_region, b.traveler_count, b.status, MIN(h.at) AS at
-         FROM bookings b JOIN booking_history h ON h.booking_id = b.id AND h.status = 'CONFIRMED'
+         FROM bookings b JOIN booking_history h ON h.booking_id = b.id
+              AND (h.status = 'CONFIRMED' OR h.cause LIKE $1)
          GROUP BY b.id, b.sponsor_region, b.listing_region, b.traveler_count, b.status",
-        vec![],
+        vec![format!("{}%", booking::messaging::PAID_BEFORE_CANCELLING).into()],
     )
     .await?
     .iter()

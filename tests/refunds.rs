@@ -713,9 +713,14 @@ async fn two_identical_full_refunds_at_once_both_get_the_refund() {
 /// days ahead — not all of it, as for a payment made after a cancellation
 /// (an exploratory run got a full refund under a no-refund policy, 6 times
 /// in 20, by cancelling at once after `payBooking`).
+///
+/// The half it keeps counts for the partnership that sent it, as a booking
+/// confirmed and then cancelled does (it counted for none, though the host
+/// and the fund kept their shares), and the invariant check agrees.
 #[tokio::test]
 async fn a_payment_heard_after_the_booker_cancelled_is_refunded_by_the_policy() {
     let app = spawn_app().await;
+    app.pair("110108", "150430").await;
     let (id, held) = app
         .cancelled_before_its_capture_is_heard(tomorrow() + Days::days(3), "late-news")
         .await;
@@ -733,6 +738,31 @@ async fn a_payment_heard_after_the_booker_cancelled_is_refunded_by_the_policy() 
         ),
         "{done}"
     );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let counted = loop {
+        let impact = app
+            .graphql(
+                "query($id: ID!) { bookingImpact(bookingId: $id) { partnerships {
+                    impact { bookings tourists spend { amount } hostIncome { amount } fund { amount } } } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        let pairs = &impact["data"]["bookingImpact"]["partnerships"];
+        if pairs.as_array().is_some_and(|p| !p.is_empty()) {
+            break pairs[0]["impact"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counted nowhere: {impact}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        counted,
+        json!({ "bookings": 0, "tourists": 0, "spend": { "amount": "190.00" },
+                "hostIncome": { "amount": "182.40" }, "fund": { "amount": "1.90" } })
+    );
+    app.until_invariants_hold().await;
 }
 
 in_both_modes!(a_lost_stay_heard_after_the_booker_cancelled_refunds_the_rest);

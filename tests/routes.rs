@@ -1169,18 +1169,8 @@ async fn an_operator_cancels_a_departure_and_its_bookings_are_cancelled_and_refu
     assert_eq!(prices[&again_on_sale], "3180.00", "{repriced}");
 
     // Seats given back, one capture and one reversal, the ledger balanced.
-    let settings = app.app.rt.settings.clone();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let findings = duikou::check::run(&settings, chrono::Duration::zero())
-            .await
-            .expect("checks run");
-        if findings.iter().all(|f| f.holds) && seats_in_store(&app, &departure).await == 10 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{findings:#?}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    app.until_invariants_hold().await;
+    assert_eq!(seats_in_store(&app, &departure).await, 10);
 }
 
 /// Bookings racing the cancellation of their departure: each ends

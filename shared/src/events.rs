@@ -329,6 +329,20 @@ impl Event for BookingConfirmed {
     const TYPE: &'static str = "booking.confirmed";
 }
 
+/// booking → partnership: a capture made before its booking was cancelled
+/// and heard after (the booker paid, then cancelled at once): the booking
+/// was never confirmed, yet keeps what the policy keeps, as a booking
+/// confirmed and then cancelled does, and counts so (impact.md). The facts
+/// a confirmation would have carried, `captured` set and `booking` none;
+/// its `occurred_at` is when booking heard of the capture. Inventory and
+/// the gateways do not bind it: nothing is held, nothing to push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BookingCaptureKept(pub BookingConfirmed);
+impl Event for BookingCaptureKept {
+    const TYPE: &'static str = "booking.capture_kept";
+}
+
 /// What every booking outcome event says about the booking: enough for
 /// partnership's attribution and for pushes, without a read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

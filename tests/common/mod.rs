@@ -348,6 +348,24 @@ impl TestApp {
         .await
     }
 
+    /// Polls `duikou check` with no grace until every invariant holds
+    /// (outbox rows may be in flight a moment), within 20 s; panics with
+    /// the findings otherwise.
+    pub async fn until_invariants_hold(&self) {
+        let settings = self.app.rt.settings.clone();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let findings = duikou::check::run(&settings, chrono::Duration::zero())
+                .await
+                .expect("checks run");
+            if findings.iter().all(|f| f.holds) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{findings:#?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// [`create_booking`](Self::create_booking) retried until a booking
     /// part (a child process just started) answers, within 30 s; the id.
     pub async fn create_booking_once_up(

@@ -12,12 +12,12 @@ use shared::auth::{Principal, Role};
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
 use shared::events::{
-    DepartureCancelled, HoldCommitRefused, HoldGranted, HoldRejected, HoldReleaseRequested,
-    HoldReleased, HoldRequested, PaymentCaptured, PaymentFailed, PaymentRefunded, RefundRefused,
-    RefundRequested,
+    BookingCaptureKept, BookingConfirmed, DepartureCancelled, HoldCommitRefused, HoldGranted,
+    HoldRejected, HoldReleaseRequested, HoldReleased, HoldRequested, PaymentCaptured,
+    PaymentFailed, PaymentRefunded, RefundRefused, RefundRequested,
 };
 use shared::ids::BookingId;
-use shared::money::Fen;
+use shared::money::{Fen, Split};
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::rpc::RpcRouter;
 use shared::rpcs::{
@@ -83,6 +83,10 @@ enum Cancelled {
 /// The history's cause of a booker's cancellation of a booking booking saw
 /// unpaid (a capture it has not heard of yet may have come before it).
 const CANCELLED_UNPAID: &str = "cancelled before payment";
+/// How the history of a booking paid before it was cancelled (the capture
+/// heard after the cancellation) begins the row that says so: the check
+/// counts such a booking's kept money from that row's day.
+pub const PAID_BEFORE_CANCELLING: &str = "payment captured before the cancellation";
 /// The history cause of a booking its host could not honour, cancelled
 /// before its payment was recorded: unlike [`CANCELLED_UNPAID`], a capture
 /// heard after it is refunded in full, not by the policy.
@@ -111,6 +115,30 @@ async fn paid_before_cancelling<C: sea_orm::ConnectionTrait>(
         .into_iter()
         .find(|h| h.status == Status::Cancelled.as_str() && h.cause == CANCELLED_UNPAID);
     Ok(cancelled.map(|h| h.at).filter(|at| captured_at <= *at))
+}
+
+/// What partnership is told of a booking paid before it was cancelled: the
+/// facts its confirmation would have carried, with the capture's split.
+/// None (logged) for a booking with no listing or price snapshot, which
+/// no capture can have paid.
+fn capture_kept(stored: &storage::Stored, split: Split) -> Option<BookingCaptureKept> {
+    let v = &stored.view;
+    let (Some(listing), Some(total)) = (v.listing.clone(), v.total) else {
+        warn!(booking = %v.id, "a capture kept for a booking without a listing or price; not counted");
+        return None;
+    };
+    Some(BookingCaptureKept(BookingConfirmed {
+        booking_id: v.id,
+        travelers: v.travelers,
+        sponsor_region: v.sponsor_region,
+        listing,
+        total,
+        booker_home_region: stored.home_region,
+        agency_id: v.booker.and_then(|b| b.agency_id),
+        commission_bp: v.commission_bp,
+        captured: Some(split),
+        booking: None,
+    }))
 }
 
 /// Cancels `booking` (as last read) in `txn`: before payment its hold is
@@ -1206,12 +1234,18 @@ impl Bookings {
                     policy.refund(ev.split.gross, days),
                 );
                 let cause = format!(
-                    "payment captured before the cancellation; refund {refund} ({percent}% by \
-                     the policy, {days} {} ahead)",
+                    "{PAID_BEFORE_CANCELLING}; refund {refund} ({percent}% by the policy, {days} \
+                     {} ahead)",
                     if days == 1 { "day" } else { "days" }
                 );
-                storage::history(&txn, ev.booking_id, Status::Cancelled, &cause, Utc::now())
-                    .await?;
+                let now = Utc::now();
+                storage::history(&txn, ev.booking_id, Status::Cancelled, &cause, now).await?;
+                // What it keeps counts for its partnerships, as a booking
+                // confirmed then cancelled does (it counted nowhere).
+                let kept = capture_kept(&stored, ev.split).map(|kept| Envelope {
+                    occurred_at: now,
+                    ..env.follow(SERVICE, &kept)
+                });
                 let request = (refund > Fen::ZERO).then(|| {
                     let refund = RefundRequested {
                         booking_id: ev.booking_id,
@@ -1227,7 +1261,7 @@ impl Bookings {
                 });
                 let request_id = request.as_ref().map(|r| r.id);
                 storage::set_refund_due(&txn, ev.booking_id, refund, request_id).await?;
-                enqueue(&txn, &request.into_iter().collect::<Vec<_>>()).await?;
+                enqueue(&txn, &request.into_iter().chain(kept).collect::<Vec<_>>()).await?;
                 info!(booking = %ev.booking_id, %refund, "paid before it was cancelled; refunded by the policy");
             } else {
                 // Captured after the booking expired or was cancelled (its hold

@@ -8,7 +8,9 @@ use chrono::Utc;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
-use shared::events::{BookingCancelled, BookingConfirmed, PaymentCaptured, PaymentRefunded};
+use shared::events::{
+    BookingCancelled, BookingCaptureKept, BookingConfirmed, PaymentCaptured, PaymentRefunded,
+};
 use shared::ids::{AgreementId, BookingId, PartnershipId};
 use shared::outbox::begin_once;
 use shared::region::{RegionCode, RegionLevel, reference_region};
@@ -63,6 +65,22 @@ macro_rules! on {
     }};
 }
 
+/// The fact a confirmation (or a capture kept) brings.
+fn confirmed(env: &Envelope, ev: BookingConfirmed) -> (BookingId, Fact) {
+    (
+        ev.booking_id,
+        Fact::Confirmed {
+            sponsor: ev.sponsor_region,
+            listing: ev.listing.region_code,
+            certified: ev.listing.certified,
+            travelers: ev.travelers,
+            total: ev.total,
+            at: env.occurred_at,
+            captured: ev.captured.as_ref().map(money),
+        },
+    )
+}
+
 impl Partnerships {
     /// The events attribution learns from.
     pub fn events(&self) -> EventRouter {
@@ -71,20 +89,16 @@ impl Partnerships {
             r,
             self,
             BookingConfirmed,
-            |env: &Envelope, ev: BookingConfirmed| {
-                Some((
-                    ev.booking_id,
-                    Fact::Confirmed {
-                        sponsor: ev.sponsor_region,
-                        listing: ev.listing.region_code,
-                        certified: ev.listing.certified,
-                        travelers: ev.travelers,
-                        total: ev.total,
-                        at: env.occurred_at,
-                        captured: ev.captured.as_ref().map(money),
-                    },
-                ))
-            }
+            |env: &Envelope, ev: BookingConfirmed| { Some(confirmed(env, ev)) }
+        );
+        // Paid before it was cancelled: it counts as a booking confirmed
+        // when booking heard of the capture, and cancelled (which its
+        // `booking.cancelled` says, in whichever order they come).
+        let r = on!(
+            r,
+            self,
+            BookingCaptureKept,
+            |env: &Envelope, ev: BookingCaptureKept| { Some(confirmed(env, ev.0)) }
         );
         // The capture's split comes with the confirmation: one event, one
         // transaction per booking.
