@@ -150,6 +150,7 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         ledger_follows_splits(&dbs.payment).await?,
         no_stuck_payment(&dbs.payment, cutoff).await?,
         fund_matches_splits(&dbs.payment).await?,
+        refunds_reserved_match(&dbs.payment).await?,
         provider_matches_payments(&dbs.payment, cutoff).await?,
         impact_totals(&dbs.partnership).await?,
         impact_counts,
@@ -157,7 +158,7 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         outboxes_drained(&dbs, cutoff).await?,
     ];
     let settled = settled_bookings(&dbs.booking, cutoff).await?;
-    out.push(holds_follow_bookings(&dbs, &settled).await?);
+    out.push(holds_follow_bookings(&dbs, &settled, cutoff).await?);
     out.push(money_follows_bookings(&dbs, &settled, cutoff).await?);
     out.push(nothing_for_unknown_bookings(&dbs).await?);
     out.push(
@@ -488,6 +489,42 @@ async fn fund_matches_splits(db: &DatabaseConnection) -> anyhow::Result<Finding>
         "welfare fund: balance = fund shares of captures less refunds",
         offenders,
         format!("{expected} fen"),
+    ))
+}
+
+/// What payment counts as refunded of each payment (`refunded_fen`: the
+/// reservation every refund, payout and cancellation's share is taken
+/// against) is the sum of its refunds made or under way. A drift would
+/// refund a traveler less than the policy (a share of too little left), or
+/// let more than was paid go back, with every other check holding.
+async fn refunds_reserved_match(db: &DatabaseConnection) -> anyhow::Result<Finding> {
+    let drifted = rows(
+        db,
+        "SELECT p.id, p.refunded_fen AS reserved,
+                CAST(COALESCE(SUM(r.amount_fen), 0) AS BIGINT) AS refunds
+         FROM payments p
+         LEFT JOIN refunds r ON r.payment_id = p.id AND r.status IN ('PENDING', 'SUCCEEDED')
+         GROUP BY p.id, p.refunded_fen
+         HAVING p.refunded_fen <> COALESCE(SUM(r.amount_fen), 0)",
+        vec![],
+    )
+    .await?;
+    let offenders = drifted
+        .iter()
+        .map(|r| {
+            Ok(format!(
+                "payment {} counts {} fen refunded, its refunds {} fen",
+                shared::db::row_uuid(r, "id")?,
+                r.try_get::<i64>("", "reserved")?,
+                r.try_get::<i64>("", "refunds")?
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let payments = shared::db::count(db, "payments", vec![]).await?;
+    Ok(finding(
+        "payment: each payment's refunded total = its refunds made or under way",
+        offenders,
+        format!("{payments} payments"),
     ))
 }
 
@@ -908,7 +945,11 @@ impl Holding {
     }
 }
 
-async fn holds_follow_bookings(dbs: &Dbs, bookings: &[Settled]) -> anyhow::Result<Finding> {
+async fn holds_follow_bookings(
+    dbs: &Dbs,
+    bookings: &[Settled],
+    cutoff: chrono::DateTime<Utc>,
+) -> anyhow::Result<Finding> {
     let holds: BTreeMap<uuid::Uuid, (String, Holding)> = rows(
         &dbs.inventory,
         "SELECT booking_id, state, room_type_id, check_in, check_out, departure_id, rooms
@@ -974,8 +1015,26 @@ async fn holds_follow_bookings(dbs: &Dbs, bookings: &[Settled]) -> anyhow::Resul
             ));
         }
     }
+    // A departure cancelled before the cutoff carries no one: booking ends
+    // each of its bookings (refunded in full) and their holds go, whatever
+    // booking says of them (one it never heard of keeps a trip that is not
+    // running, and its host the money).
+    for r in rows(
+        &dbs.inventory,
+        "SELECT h.booking_id, h.state FROM holds h JOIN departures d ON d.id = h.departure_id
+         WHERE d.cancelled_at < $1 AND h.state IN ('HELD', 'COMMITTED')",
+        vec![cutoff.into()],
+    )
+    .await?
+    {
+        offenders.push(format!(
+            "{} holds seats ({}) on a departure cancelled before the grace",
+            shared::db::row_uuid(&r, "booking_id")?,
+            r.try_get::<String>("", "state")?
+        ));
+    }
     Ok(finding(
-        "holds follow bookings: CONFIRMED is COMMITTED for what it booked, an ended booking holds nothing",
+        "holds follow bookings: CONFIRMED is COMMITTED for what it booked, an ended booking and a cancelled departure hold nothing",
         offenders,
         format!("{} settled bookings", bookings.len()),
     ))

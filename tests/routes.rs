@@ -1171,6 +1171,45 @@ async fn an_operator_cancels_a_departure_and_its_bookings_are_cancelled_and_refu
     // Seats given back, one capture and one reversal, the ledger balanced.
     app.until_invariants_hold().await;
     assert_eq!(seats_in_store(&app, &departure).await, 10);
+
+    // Had booking never heard of the cancellation (the paid booking still
+    // CONFIRMED, its seats COMMITTED), the check names it: the trip is not
+    // running and its host keeps the money (it passed).
+    if app.settings.postgres_url.is_some() {
+        let paid_id: uuid::Uuid = paid.parse().expect("booking id");
+        for (part, sql) in [
+            (
+                "booking",
+                format!("UPDATE bookings SET status = 'CONFIRMED' WHERE id = '{paid_id}'"),
+            ),
+            (
+                "inventory",
+                format!("UPDATE holds SET state = 'COMMITTED' WHERE booking_id = '{paid_id}'"),
+            ),
+        ] {
+            let changed = app
+                .service_db(part)
+                .await
+                .execute_unprepared(&sql)
+                .await
+                .expect("tampered");
+            assert_eq!(changed.rows_affected(), 1, "{sql}");
+        }
+        let findings = duikou::check::run(&app.app.rt.settings, chrono::Duration::zero())
+            .await
+            .expect("checks run");
+        let holds = findings
+            .iter()
+            .find(|f| f.invariant.starts_with("holds follow"))
+            .expect("the holds check ran");
+        assert!(
+            !holds.holds
+                && holds.detail.contains(&format!(
+                    "{paid_id} holds seats (COMMITTED) on a departure cancelled"
+                )),
+            "{holds:#?}"
+        );
+    }
 }
 
 /// Bookings racing the cancellation of their departure: each ends
