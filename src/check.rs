@@ -1293,11 +1293,17 @@ async fn dead_letters(amqp: &str, settings: &Settings) -> anyhow::Result<Finding
     ))
 }
 
-/// Prints the findings as a table; true when every invariant holds.
+/// Prints the findings as a table; true when every invariant holds. A
+/// reader that stops reading (`duikou check | head -1`) ends the printing,
+/// not the process (`println!` panicked, exit 101 instead of 0, 1 or 2).
 pub fn report(findings: &[Finding]) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     for f in findings {
         let mark = if f.holds { "ok  " } else { "FAIL" };
-        println!("  {mark} {:<62} {}", f.invariant, f.detail);
+        if writeln!(out, "  {mark} {:<62} {}", f.invariant, f.detail).is_err() {
+            break;
+        }
     }
     findings.iter().all(|f| f.holds)
 }

@@ -411,7 +411,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // setting): monitoring must tell that from an inconsistency (1).
             let checked = match settings.check() {
                 Ok(()) => {
-                    println!("invariants ({} mode):", settings.mode());
+                    // A reader gone already (`| head -0`) is no error here.
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stdout(), "invariants ({} mode):", settings.mode());
                     duikou::check::run(&settings, chrono::Duration::seconds(grace_seconds))
                         .await
                         // sea-orm's words for an error of ours, not the reader's.

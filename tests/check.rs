@@ -82,6 +82,30 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
+    // Read by a script that stops at the first line (`duikou check | head
+    // -1`): it exits 0 as it found, not 101 with a panic on the pipe.
+    {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_duikou"))
+            .args(["check", "--grace-seconds", "0"])
+            .env("DUIKOU_POSTGRES_URL", common::postgres_url())
+            .env("DUIKOU_AMQP_URL", common::amqp_url())
+            .env("DUIKOU_DB_PREFIX", &settings.db_prefix)
+            .env("DUIKOU_BUS_PREFIX", &settings.bus_prefix)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        let stdout = child.stdout.take().expect("piped");
+        let mut first = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("a line");
+        assert!(first.starts_with("invariants"), "{first}");
+        let out = child.wait_with_output().expect("ends");
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+
     // An unbalanced ledger row and a room taken without a hold.
     app.ledger_tampered = true;
     let payment = app.service_db("payment").await;

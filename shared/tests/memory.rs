@@ -460,3 +460,66 @@ async fn an_ephemeral_queue_handles_its_events_in_the_order_published() {
     .await;
     assert_eq!(*seen.lock().expect("seen"), vec![0, 1, 2]);
 }
+
+/// A SQLite connection whose commit failed (as on a full disk: SQLite
+/// rolls the transaction back, sqlx still counts it open) is not used
+/// again: before, its next transaction was a savepoint, a rollback of that
+/// left SQLite inside a transaction for good, and every later "commit"
+/// released a savepoint in it — answered as saved, never written, lost at
+/// a restart. The failed commit is made here by committing behind sqlx's
+/// back. The data directory has a space and a `?` in its name (they were
+/// read as a URL's syntax).
+#[tokio::test]
+async fn a_connection_whose_commit_failed_is_not_used_again() {
+    let dir =
+        std::env::temp_dir().join(format!("duikou test {}?x=1", uuid::Uuid::now_v7().simple()));
+    let settings = Settings {
+        data_dir: dir.clone(),
+        ..Settings::default()
+    };
+    let db = duikou_shared::db::connect(&settings, "kernel")
+        .await
+        .expect("sqlite in a directory with a space and a `?`");
+    let _cleanup = Sqlite {
+        db: db.clone(),
+        dir: dir.clone(),
+    };
+    db.execute_unprepared("CREATE TABLE kept (n INTEGER PRIMARY KEY)")
+        .await
+        .expect("table");
+    // Committed behind sqlx's back: its own COMMIT then fails.
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("INSERT INTO kept (n) VALUES (1)")
+        .await
+        .expect("insert");
+    txn.execute_unprepared("COMMIT").await.expect("committed");
+    assert!(txn.commit().await.is_err(), "sqlx's commit fails");
+    // A transaction given up (a handler's error), then one committed.
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("INSERT INTO kept (n) VALUES (2)")
+        .await
+        .expect("insert");
+    drop(txn);
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("INSERT INTO kept (n) VALUES (3)")
+        .await
+        .expect("insert");
+    txn.commit().await.expect("commit");
+    // What another connection to the file reads: what was written.
+    let other = duikou_shared::db::connect_existing(&settings, "kernel")
+        .await
+        .expect("a second connection");
+    let rows = other
+        .query_all_raw(stmt(
+            other.get_database_backend(),
+            "SELECT n FROM kept ORDER BY n",
+            vec![],
+        ))
+        .await
+        .expect("read");
+    let kept: Vec<i64> = rows
+        .iter()
+        .map(|r| r.try_get::<i64>("", "n").expect("n"))
+        .collect();
+    assert_eq!(kept, [1, 3]);
+}
