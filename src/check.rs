@@ -83,6 +83,18 @@ async fn count(db: &DatabaseConnection, sql: &str, values: Vec<Value>) -> anyhow
     })
 }
 
+/// `text`, a row's JSON, read as a `T`, or an error naming the row: one
+/// unreadable row (corrupted by hand, or a newer release's variant read by
+/// an older check) said where it is, not only the parser's words.
+fn json_of<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+    id: uuid::Uuid,
+) -> anyhow::Result<T> {
+    use anyhow::Context as _;
+    serde_json::from_str(text).with_context(|| format!("{what} {id} cannot be read ({text:.200})"))
+}
+
 fn finding(invariant: &'static str, offenders: Vec<String>, ok_detail: String) -> Finding {
     Finding {
         invariant,
@@ -395,7 +407,7 @@ async fn ledger_follows_splits(db: &DatabaseConnection) -> anyhow::Result<Findin
             unknown.insert(booking);
             continue;
         };
-        let split: shared::money::Split = serde_json::from_str(&split)?;
+        let split: shared::money::Split = json_of(&split, "the split of payment", payment)?;
         let agency = shared::db::opt_row_uuid(r, "agency_id")?.map(AgencyId);
         let legs = if what == "capture" {
             payment::domain::capture_legs(&split, HostId(host), agency)
@@ -449,7 +461,13 @@ async fn fund_matches_splits(db: &DatabaseConnection) -> anyhow::Result<Finding>
         rows.iter().try_fold(0i64, |sum, r| {
             let split: Option<String> = r.try_get("", "split")?;
             let fund = match split {
-                Some(s) => serde_json::from_str::<shared::money::Split>(&s)?.fund.get(),
+                Some(s) => json_of::<shared::money::Split>(
+                    &s,
+                    "a split of booking",
+                    shared::db::row_uuid(r, "booking_id")?,
+                )?
+                .fund
+                .get(),
                 None => 0,
             };
             Ok(sum + fund)
@@ -458,7 +476,7 @@ async fn fund_matches_splits(db: &DatabaseConnection) -> anyhow::Result<Finding>
     let captured = fund_share(
         &rows(
             db,
-            "SELECT split FROM payments WHERE status = 'CAPTURED'",
+            "SELECT booking_id, split FROM payments WHERE status = 'CAPTURED'",
             vec![],
         )
         .await?,
@@ -466,7 +484,7 @@ async fn fund_matches_splits(db: &DatabaseConnection) -> anyhow::Result<Finding>
     let refunded = fund_share(
         &rows(
             db,
-            "SELECT split FROM refunds WHERE status = 'SUCCEEDED'",
+            "SELECT booking_id, split FROM refunds WHERE status = 'SUCCEEDED'",
             vec![],
         )
         .await?,
@@ -697,9 +715,11 @@ async fn held_certified(inventory: &DatabaseConnection) -> anyhow::Result<BTreeS
     for r in rows(inventory, sql, vec![kind.into()]).await? {
         let payload: Option<String> = r.try_get("", "reply_payload")?;
         let Some(payload) = payload else { continue };
-        let granted: shared::events::HoldGranted = serde_json::from_str(&payload)?;
+        let booking = shared::db::row_uuid(&r, "booking_id")?;
+        let granted: shared::events::HoldGranted =
+            json_of(&payload, "the hold granted to booking", booking)?;
         if granted.listing.certified {
-            certified.insert(shared::db::row_uuid(&r, "booking_id")?);
+            certified.insert(booking);
         }
     }
     Ok(certified)
@@ -729,10 +749,9 @@ async fn impact_matches_bookings_and_payments(dbs: &Dbs) -> anyhow::Result<[Find
         for r in rows(&dbs.payment, sql, vec![]).await? {
             let split: Option<String> = r.try_get("", "split")?;
             let Some(split) = split else { continue };
-            let split: shared::money::Split = serde_json::from_str(&split)?;
-            let money = kept_money
-                .entry(shared::db::row_uuid(&r, "booking_id")?)
-                .or_default();
+            let booking = shared::db::row_uuid(&r, "booking_id")?;
+            let split: shared::money::Split = json_of(&split, "a split of booking", booking)?;
+            let money = kept_money.entry(booking).or_default();
             money.spend += sign * split.gross.get();
             money.host += sign * split.host.get();
             money.fund += sign * split.fund.get();
@@ -989,8 +1008,9 @@ async fn holds_follow_bookings(
     .iter()
     .map(|r| {
         let item: String = r.try_get("", "item")?;
-        let item: shared::events::HoldItem = serde_json::from_str(&item)?;
-        Ok((shared::db::row_uuid(r, "id")?, Holding::of(&item)))
+        let id = shared::db::row_uuid(r, "id")?;
+        let item: shared::events::HoldItem = json_of(&item, "the item of booking", id)?;
+        Ok((id, Holding::of(&item)))
     })
     .collect::<anyhow::Result<_>>()?;
     let mut offenders = Vec::new();

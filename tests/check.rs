@@ -320,6 +320,23 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
     ] {
         assert!(money.detail.contains(figure), "{figure}: {money:#?}");
     }
+    // A row it cannot read (a newer release's variant, a hand's mistake):
+    // the error names the row, not only the parser's words.
+    booking
+        .execute_unprepared(&format!(
+            "UPDATE bookings SET item = '{{\"kind\":\"ROOM_NIGHT\"}}' WHERE id = '{kept_id}'"
+        ))
+        .await
+        .expect("item garbled");
+    let unreadable = duikou::check::run(&settings, grace)
+        .await
+        .expect_err("cannot check");
+    let said = format!("{unreadable:#}");
+    assert!(
+        said.contains(&format!("the item of booking {kept_id} cannot be read"))
+            && said.contains("ROOM_NIGHT"),
+        "{said}"
+    );
 }
 
 /// The checker reads: pointed at databases that do not exist (a mistyped
