@@ -348,7 +348,8 @@ impl TestApp {
         .await
     }
 
-    /// Polls `duikou check` with no grace until every invariant holds
+    /// Polls `duikou check` with no grace until every invariant (all
+    /// eighteen) holds
     /// (outbox rows may be in flight a moment), within 20 s; panics with
     /// the findings otherwise.
     pub async fn until_invariants_hold(&self) {
@@ -359,6 +360,9 @@ impl TestApp {
                 .await
                 .expect("checks run");
             if findings.iter().all(|f| f.holds) {
+                // Every invariant said, in both modes (embedded left its
+                // dead-letters line out).
+                assert_eq!(findings.len(), 18, "{findings:#?}");
                 return;
             }
             assert!(std::time::Instant::now() < deadline, "{findings:#?}");
