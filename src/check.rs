@@ -298,10 +298,31 @@ async fn sagas_end(
 async fn one_capture_per_confirmed_booking(dbs: &Dbs) -> anyhow::Result<Finding> {
     let confirmed = rows(
         &dbs.booking,
-        "SELECT id FROM bookings WHERE status = 'CONFIRMED'",
+        "SELECT id, total_fen, agency_id FROM bookings WHERE status = 'CONFIRMED'",
         vec![],
     )
     .await?;
+    // What payment captured for each, and for whom: its total, its agency
+    // (payment takes both from the booking's view the gateway sent; a
+    // stale or wrong one paid another amount, or the commission to no
+    // agency, with every sum in payment's books still agreeing).
+    let captured: BTreeMap<uuid::Uuid, (i64, Option<uuid::Uuid>)> = rows(
+        &dbs.payment,
+        "SELECT booking_id, amount_fen, agency_id FROM payments WHERE status = 'CAPTURED'",
+        vec![],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            shared::db::row_uuid(r, "booking_id")?,
+            (
+                r.try_get::<i64>("", "amount_fen")?,
+                shared::db::opt_row_uuid(r, "agency_id")?,
+            ),
+        ))
+    })
+    .collect::<anyhow::Result<_>>()?;
     let captures = by_booking(
         &dbs.payment,
         "SELECT booking_id, CAST(COUNT(*) AS BIGINT) AS n FROM payments
@@ -327,10 +348,38 @@ async fn one_capture_per_confirmed_booking(dbs: &Dbs) -> anyhow::Result<Finding>
         );
         if c != 1 || l != 1 {
             offenders.push(format!("{id}: {c} captures, {l} ledger transactions"));
+            continue;
+        }
+        let total: Option<i64> = r.try_get("", "total_fen")?;
+        let agency = shared::db::opt_row_uuid(r, "agency_id")?;
+        // A payment with no agency is one of a booking without, or one
+        // recorded before payments kept theirs: only the amount is compared
+        // (a commission it posted to no agency shows below).
+        if let Some((amount, paid_for)) = captured.get(&id)
+            && (Some(*amount) != total || paid_for.is_some() && *paid_for != agency)
+        {
+            offenders.push(format!(
+                "{id}: captured {amount} fen for agency {paid_for:?}, booking says {total:?} fen \
+                 for agency {agency:?}"
+            ));
         }
     }
+    // A commission posted to no agency (`agency:unknown`, where a capture
+    // whose split has an agency share but no agency puts it).
+    for r in rows(
+        &dbs.payment,
+        "SELECT DISTINCT booking_id FROM ledger_entries WHERE account = 'agency:unknown'",
+        vec![],
+    )
+    .await?
+    {
+        offenders.push(format!(
+            "{}: a commission posted to no agency (agency:unknown)",
+            shared::db::row_uuid(&r, "booking_id")?
+        ));
+    }
     Ok(finding(
-        "each CONFIRMED booking: one capture, one ledger transaction",
+        "each CONFIRMED booking: one capture of its total for its agency, one ledger transaction",
         offenders,
         format!("{} confirmed bookings", confirmed.len()),
     ))

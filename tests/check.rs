@@ -219,6 +219,15 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         .await
         .expect("capture heard long ago");
     assert_eq!(long_ago.rows_affected(), 1);
+    // A confirmed booking whose total is not what payment captured (as a
+    // payment made from a stale view of it would be).
+    let repriced = booking
+        .execute_unprepared(&format!(
+            "UPDATE bookings SET total_fen = total_fen + 100 WHERE id = '{never_handled}'"
+        ))
+        .await
+        .expect("repriced");
+    assert_eq!(repriced.rows_affected(), 1);
     // A charge at the provider that no payment made.
     payment
         .execute_unprepared(
@@ -239,6 +248,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         failing,
         [
             "capacity: taken = live holds, never over capacity",
+            "each CONFIRMED booking: one capture of its total for its agency, one ledger transaction",
             "ledger: every transaction sums to zero",
             "ledger: each booking's postings follow its splits",
             // The refund undone shows in payment's own books too.
@@ -291,6 +301,16 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .detail
             .contains("charge orphan-charge (100 fen) belongs to a payment that does not exist"),
         "{provider:#?}"
+    );
+    let captured = findings
+        .iter()
+        .find(|f| f.invariant.starts_with("each CONFIRMED booking"))
+        .expect("the capture check ran");
+    assert!(
+        captured
+            .detail
+            .contains(&format!("{never_handled}: captured 38000 fen")),
+        "{captured:#?}"
     );
     let payouts = findings
         .iter()
