@@ -1376,9 +1376,15 @@ async fn dead_letters(amqp: &str, settings: &Settings) -> anyhow::Result<Finding
 pub fn report(findings: &[Finding]) -> bool {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
+    // The details in one column, however long the invariants' names grow.
+    let width = findings
+        .iter()
+        .map(|f| f.invariant.chars().count())
+        .max()
+        .unwrap_or(0);
     for f in findings {
         let mark = if f.holds { "ok  " } else { "FAIL" };
-        if writeln!(out, "  {mark} {:<62} {}", f.invariant, f.detail).is_err() {
+        if writeln!(out, "  {mark} {:<width$} {}", f.invariant, f.detail).is_err() {
             break;
         }
     }

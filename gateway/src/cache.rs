@@ -255,6 +255,15 @@ impl Cache {
         }
     }
 
+    /// A booking may have moved without its answer reaching this gateway
+    /// (a cancel that committed and timed out): what was heard of it
+    /// awaiting payment is not paid on; the next `payBooking` reads it.
+    pub fn unsure(&self, id: BookingId) {
+        if matches!(self.payable.get(&id), Some(Some(_))) {
+            self.payable.invalidate(&id);
+        }
+    }
+
     /// The booking as last heard, if it was awaiting payment then and its
     /// hold has not run out: what `payBooking` sends payment without
     /// reading the booking back. A change not heard yet (milliseconds) is
@@ -535,6 +544,49 @@ async fn set_for(redis: &Redis, key: &str, value: &str, seconds: u64) {
 #[cfg(test)]
 mod tests {
     use super::{LATE_WINDOW_MS, Version};
+
+    fn awaiting(id: shared::ids::BookingId, status: &str) -> shared::rpcs::BookingView {
+        shared::rpcs::BookingView {
+            id,
+            status: status.into(),
+            item: shared::events::HoldItem::Seats {
+                departure_id: shared::ids::DepartureId(uuid::Uuid::now_v7()),
+                seats: 1,
+            },
+            travelers: 1,
+            total: None,
+            listing: None,
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::minutes(15)),
+            reason: None,
+            created_at: chrono::Utc::now(),
+            updated_at: None,
+            refund_due: None,
+            refunded: shared::money::Fen::ZERO,
+            history: Vec::new(),
+            booker: None,
+            commission_bp: 0,
+            sponsor_region: None,
+        }
+    }
+
+    /// A cancel whose answer was lost may have committed: the booking is
+    /// not paid on what was heard of it awaiting payment, and a later
+    /// status heard before stays (no late copy brings the old view back).
+    #[test]
+    fn a_booking_unsure_is_read_before_it_is_paid() {
+        let cache = super::Cache::new(None, "t");
+        let id = shared::ids::BookingId(uuid::Uuid::now_v7());
+        cache.heard(&awaiting(id, "AWAITING_PAYMENT"));
+        assert!(cache.payable(id).is_some());
+        cache.unsure(id);
+        assert!(cache.payable(id).is_none(), "read again");
+        cache.heard(&awaiting(id, "AWAITING_PAYMENT"));
+        assert!(cache.payable(id).is_some(), "heard again");
+        cache.heard(&awaiting(id, "CANCELLED"));
+        cache.unsure(id);
+        cache.heard(&awaiting(id, "AWAITING_PAYMENT"));
+        assert!(cache.payable(id).is_none(), "a late copy after the end");
+    }
 
     /// An event id stamped at `ms` (a UUIDv7's first 48 bits), `n` apart.
     fn id(ms: u64, n: u128) -> uuid::Uuid {

@@ -553,6 +553,25 @@ pub(crate) const MAX_SELECTIONS_WALKED: usize = 4 * MAX_FIELDS_RUN;
 /// schema's some hundred and fifty types, each type's fields).
 const INTROSPECTION_LISTS: [&str; 4] = ["fields", "interfaces", "possibleTypes", "inputFields"];
 
+/// Every list of introspection: each holds some of the schema's hundred
+/// and fifty types, their fields or their arguments.
+const INTROSPECTION_ALL_LISTS: [&str; 8] = [
+    "types",
+    "fields",
+    "args",
+    "inputFields",
+    "interfaces",
+    "enumValues",
+    "possibleTypes",
+    "directives",
+];
+
+/// How many lists of introspection ([`INTROSPECTION_ALL_LISTS`]) a request
+/// may run, fragments counted as spread: GraphiQL's query runs nine.
+/// Aliases of `types` or `fields` inside one `__schema` multiplied the
+/// answer as aliases of `__schema` did (29 of them: 5.3 MB, 4.5 s).
+const MAX_INTROSPECTION_LISTS_RUN: usize = 12;
+
 /// How deep introspection may nest [`INTROSPECTION_LISTS`] (as graphql-js's
 /// `MaxIntrospectionDepthRule`): GraphiQL's and the code generators'
 /// introspection query nests them one deep.
@@ -577,6 +596,18 @@ pub(crate) fn too_much_introspection(doc: &ExecutableDocument) -> Option<String>
         ));
     }
     let mut open = HashSet::new();
+    let lists = doc
+        .operations
+        .iter()
+        .map(|(_, op)| lists_run(doc, &op.node.selection_set.node, false, &mut open))
+        .max()
+        .unwrap_or(0);
+    if lists > MAX_INTROSPECTION_LISTS_RUN {
+        return Some(format!(
+            "the query runs {lists} lists of introspection (`types`, `fields`, `args`, …; a \
+             fragment counts each time it is spread); at most {MAX_INTROSPECTION_LISTS_RUN}"
+        ));
+    }
     let deepest = doc
         .operations
         .iter()
@@ -589,6 +620,41 @@ pub(crate) fn too_much_introspection(doc: &ExecutableDocument) -> Option<String>
              introspection {deepest} deep; at most {MAX_INTROSPECTION_LISTS}: ask for a type \
              by name with `__type(name:)` instead"
         )
+    })
+}
+
+/// How many of [`INTROSPECTION_ALL_LISTS`] run under `__schema` or
+/// `__type` in `set`, fragments counted each time they are spread (a cycle,
+/// refused by validation later, stops).
+fn lists_run<'a>(
+    doc: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    inside: bool,
+    open: &mut HashSet<&'a str>,
+) -> usize {
+    set.items.iter().fold(0usize, |n, s| {
+        n.saturating_add(match &s.node {
+            Selection::Field(f) => {
+                let name = f.node.name.node.as_str();
+                let inside = inside || matches!(name, "__schema" | "__type");
+                usize::from(inside && INTROSPECTION_ALL_LISTS.contains(&name))
+                    .saturating_add(lists_run(doc, &f.node.selection_set.node, inside, open))
+            }
+            Selection::InlineFragment(f) => {
+                lists_run(doc, &f.node.selection_set.node, inside, open)
+            }
+            Selection::FragmentSpread(f) => {
+                let name = f.node.fragment_name.node.as_str();
+                match doc.fragments.get(name) {
+                    Some(fragment) if open.insert(name) => {
+                        let n = lists_run(doc, &fragment.node.selection_set.node, inside, open);
+                        open.remove(name);
+                        n
+                    }
+                    _ => 0,
+                }
+            }
+        })
     })
 }
 
@@ -1496,8 +1562,10 @@ async fn run_graphql(
         ));
     }
     for e in &mut response.errors {
-        shorten(&mut e.message);
+        // Explained before it is cut: a syntax error's reason comes last in
+        // the parser's words, past the cut on a long one-line query.
         let code = with_code(e);
+        shorten(&mut e.message);
         crate::metrics::graphql_error(&code);
     }
 
@@ -2008,10 +2076,12 @@ fn syntax_error(message: &str) -> Option<String> {
     if quoted.chars().count() > before + 20 {
         near.push('…');
     }
-    Some(format!(
-        "syntax error at line {line}, column {column}: {reason}, near `{}`",
-        near.trim()
-    ))
+    let near = near.trim();
+    Some(if near.is_empty() {
+        format!("syntax error at line {line}, column {column}: {reason}, at the end of the query")
+    } else {
+        format!("syntax error at line {line}, column {column}: {reason}, near `{near}`")
+    })
 }
 
 /// The error that stands for `left_out` errors past [`MAX_ERRORS`].
@@ -2255,6 +2325,10 @@ mod tests {
         let short = async_graphql::parser::parse_query("{ a(b: ) }").expect_err("refused");
         let said = explained(&short.to_string()).expect("explained");
         assert!(said.contains("near `{ a(b: ) }`"), "{said}");
+        let ended = async_graphql::parser::parse_query("{\n  regions {\n    code\n  \n")
+            .expect_err("refused");
+        let said = explained(&ended.to_string()).expect("explained");
+        assert!(said.ends_with("at the end of the query"), "{said}");
     }
 
     #[test]
@@ -2292,6 +2366,23 @@ mod tests {
         }
         // Fields of the application's own types are no introspection.
         assert_eq!(refusal("{ regions { code } }"), None);
+        // Aliases inside one `__schema`: each list counts.
+        let aliased: String = (0..13)
+            .map(|i| format!("t{i}: types {{ name }} "))
+            .collect();
+        let many = refusal(&format!("{{ __schema {{ {aliased} }} }}"));
+        assert!(
+            many.as_deref()
+                .is_some_and(|m| m.contains("13 lists of introspection")),
+            "{many:?}"
+        );
+        let spread = refusal(
+            "{ __schema { ...T ...T ...T ...T ...T ...T ...T } } fragment T on __Schema { types { fields { name } } }",
+        );
+        assert!(
+            spread.as_deref().is_some_and(|m| m.contains("14 lists")),
+            "{spread:?}"
+        );
     }
 
     #[test]

@@ -1213,14 +1213,18 @@ impl Mutation {
                 for_host,
             },
         )
-        .await?;
+        .await;
         // Heard here at once: a payBooking on this gateway right after
         // must not pay on the view it heard while the booking awaited
-        // payment (the cancellation's push comes a moment later).
+        // payment (the cancellation's push comes a moment later); nor
+        // after a cancel whose answer was lost (it may have committed).
         if let Some(cache) = ctx.data_opt::<crate::cache::Cache>() {
-            cache.heard(&cancelled);
+            match &cancelled {
+                Ok(view) => cache.heard(view),
+                Err(_) => cache.unsure(booking_id),
+            }
         }
-        Ok(Booking(cancelled))
+        Ok(Booking(cancelled?))
     }
 
     /// Gives an account a role (platform admins only): REGION_ADMIN needs
