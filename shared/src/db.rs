@@ -385,8 +385,22 @@ pub fn is_unavailable(e: &DbErr) -> bool {
         return true;
     }
     // admin_shutdown, crash_shutdown, cannot_connect_now; the
-    // connection_exception class.
-    if sqlstate(e).is_some_and(|code| code.starts_with("57P0") || code.starts_with("08")) {
+    // connection_exception class; insufficient_resources (a full disk, out
+    // of memory, too many connections). On SQLite, whose codes are numbers
+    // and never five characters: a full disk (13) and an I/O error (10,
+    // and its extended codes). Each passes when the disk has room again:
+    // a handler failing on one waits in place instead of dead-lettering its
+    // event after a few tries (embedded mode keeps no dead letters past a
+    // restart), and a client is told to retry, not INTERNAL.
+    if sqlstate(e).is_some_and(|code| {
+        code.starts_with("57P0")
+            || code.starts_with("08")
+            || code.starts_with("53")
+            || code.len() < 5
+                && code
+                    .parse::<u32>()
+                    .is_ok_and(|n| matches!(n & 0xff, 10 | 13))
+    }) {
         return true;
     }
     let s = e.to_string();

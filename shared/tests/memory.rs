@@ -523,3 +523,37 @@ async fn a_connection_whose_commit_failed_is_not_used_again() {
         .collect();
     assert_eq!(kept, [1, 3]);
 }
+
+/// A full disk (here SQLite's page limit, its SQLITE_FULL) is a database
+/// away for a while, not a failed statement: handlers wait in place
+/// rather than dead-letter their events after a few tries, and a client
+/// is told to retry (it answered INTERNAL, and embedded mode lost the
+/// events it dead-lettered at the next restart).
+#[tokio::test]
+async fn a_full_disk_is_a_database_away_not_a_failed_statement() {
+    let s = sqlite().await;
+    s.db.execute_unprepared("CREATE TABLE filler (b BLOB)")
+        .await
+        .expect("table");
+    let pages =
+        s.db.query_one_raw(stmt(
+            s.db.get_database_backend(),
+            "PRAGMA page_count",
+            vec![],
+        ))
+        .await
+        .expect("counted")
+        .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+        .expect("pages");
+    s.db.execute_unprepared(&format!("PRAGMA max_page_count = {pages}"))
+        .await
+        .expect("capped");
+    let full =
+        s.db.execute_unprepared("INSERT INTO filler (b) VALUES (zeroblob(1000000))")
+            .await
+            .expect_err("no room");
+    assert!(full.to_string().contains("full"), "{full}");
+    assert!(duikou_shared::db::is_unavailable(&full), "{full}");
+    let told = AppError::from(full);
+    assert_eq!(told.code, ErrorCode::ServiceUnavailable, "{told:?}");
+}
