@@ -219,10 +219,20 @@ async fn settled(conn: &mut sea_orm::sqlx::SqliteConnection) -> Result<bool, sea
     conn.ping().await?;
     let open = conn.is_in_transaction();
     if open {
-        tracing::error!(
-            "a SQLite connection was given back inside a transaction (a commit failed: disk \
-             full?); closed, what it held rolled back"
-        );
+        metrics::counter!("duikou_sqlite_connections_reset_total").increment(1);
+        // Once in ten seconds at most: a minute of full disk closed
+        // thousands (their count is the metric).
+        static SAID_AT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+        let now = chrono::Utc::now().timestamp();
+        let said = SAID_AT.load(std::sync::atomic::Ordering::Relaxed);
+        if now - said >= 10 {
+            SAID_AT.store(now, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(
+                "a SQLite connection was given back inside a transaction (a commit failed: disk \
+                 full?); closed, what it held rolled back (duikou_sqlite_connections_reset_total \
+                 counts them)"
+            );
+        }
     }
     Ok(!open)
 }

@@ -1187,7 +1187,8 @@ impl Bookings {
         }
         let mut known = true;
         if moved.is_some() {
-            info!(booking = %ev.booking_id, "booking confirmed");
+            // Said once committed (a commit that failed, on a full disk,
+            // logged "confirmed" at every try).
         } else if storage::record_early_capture(&txn, ev.booking_id, &ev.split).await? {
             // Out of order: the hold's answer is not recorded yet. It
             // confirms the booking when it comes (or refunds it).
@@ -1302,6 +1303,9 @@ impl Bookings {
         }
         txn.commit().await?;
         self.outbox.committed();
+        if moved.is_some() {
+            info!(booking = %ev.booking_id, "booking confirmed");
+        }
         Ok(())
     }
 
