@@ -578,7 +578,8 @@ const MAX_INTROSPECTION_LISTS_RUN: usize = 12;
 const MAX_INTROSPECTION_LISTS: usize = 2;
 
 /// Why a document is refused for the introspection it asks, if it is:
-/// `__schema` more than once, or [`INTROSPECTION_LISTS`] nested deeper than
+/// `__schema` more than once, more than [`MAX_INTROSPECTION_LISTS_RUN`] of
+/// its lists, or [`INTROSPECTION_LISTS`] nested deeper than
 /// [`MAX_INTROSPECTION_LISTS`]. Thirty aliases of `__schema`, each nesting
 /// a type's fields five deep, answered 2.6 MB for 1.4 s of a gateway's CPU,
 /// anonymously, ten times a second within the rate limit. Walks the
@@ -596,24 +597,17 @@ pub(crate) fn too_much_introspection(doc: &ExecutableDocument) -> Option<String>
         ));
     }
     let mut open = HashSet::new();
-    let lists = doc
+    let (lists, deepest) = doc
         .operations
         .iter()
-        .map(|(_, op)| lists_run(doc, &op.node.selection_set.node, false, &mut open))
-        .max()
-        .unwrap_or(0);
+        .map(|(_, op)| introspection_lists(doc, &op.node.selection_set.node, false, 0, &mut open))
+        .fold((0, 0), |(n, d), (m, e)| (n.max(m), d.max(e)));
     if lists > MAX_INTROSPECTION_LISTS_RUN {
         return Some(format!(
             "the query runs {lists} lists of introspection (`types`, `fields`, `args`, …; a \
              fragment counts each time it is spread); at most {MAX_INTROSPECTION_LISTS_RUN}"
         ));
     }
-    let deepest = doc
-        .operations
-        .iter()
-        .map(|(_, op)| lists_deep(doc, &op.node.selection_set.node, false, 0, &mut open))
-        .max()
-        .unwrap_or(0);
     (deepest > MAX_INTROSPECTION_LISTS).then(|| {
         format!(
             "the query nests `fields`, `interfaces`, `possibleTypes` or `inputFields` of \
@@ -623,84 +617,52 @@ pub(crate) fn too_much_introspection(doc: &ExecutableDocument) -> Option<String>
     })
 }
 
-/// How many of [`INTROSPECTION_ALL_LISTS`] run under `__schema` or
-/// `__type` in `set`, fragments counted each time they are spread (a cycle,
-/// refused by validation later, stops).
-fn lists_run<'a>(
-    doc: &'a ExecutableDocument,
-    set: &'a SelectionSet,
-    inside: bool,
-    open: &mut HashSet<&'a str>,
-) -> usize {
-    set.items.iter().fold(0usize, |n, s| {
-        n.saturating_add(match &s.node {
-            Selection::Field(f) => {
-                let name = f.node.name.node.as_str();
-                let inside = inside || matches!(name, "__schema" | "__type");
-                usize::from(inside && INTROSPECTION_ALL_LISTS.contains(&name))
-                    .saturating_add(lists_run(doc, &f.node.selection_set.node, inside, open))
-            }
-            Selection::InlineFragment(f) => {
-                lists_run(doc, &f.node.selection_set.node, inside, open)
-            }
-            Selection::FragmentSpread(f) => {
-                let name = f.node.fragment_name.node.as_str();
-                match doc.fragments.get(name) {
-                    Some(fragment) if open.insert(name) => {
-                        let n = lists_run(doc, &fragment.node.selection_set.node, inside, open);
-                        open.remove(name);
-                        n
-                    }
-                    _ => 0,
-                }
-            }
-        })
-    })
-}
-
-/// The deepest nesting of [`INTROSPECTION_LISTS`] under `__schema` or
-/// `__type` in `set`, `depth` of them above it; fragments followed as
-/// spread (a cycle, refused by validation later, stops).
-fn lists_deep<'a>(
+/// In `set`, with `depth` of [`INTROSPECTION_LISTS`] above it: how many of
+/// [`INTROSPECTION_ALL_LISTS`] run under `__schema` or `__type` (fragments
+/// counted each time they are spread), and the deepest nesting of
+/// [`INTROSPECTION_LISTS`]; one walk (a cycle, refused by validation later,
+/// stops).
+fn introspection_lists<'a>(
     doc: &'a ExecutableDocument,
     set: &'a SelectionSet,
     inside: bool,
     depth: usize,
     open: &mut HashSet<&'a str>,
-) -> usize {
-    set.items
-        .iter()
-        .map(|s| match &s.node {
+) -> (usize, usize) {
+    set.items.iter().fold((0, depth), |(runs, deepest), s| {
+        let (more, below) = match &s.node {
             Selection::Field(f) => {
                 let name = f.node.name.node.as_str();
                 let inside = inside || matches!(name, "__schema" | "__type");
                 let depth = depth + usize::from(inside && INTROSPECTION_LISTS.contains(&name));
-                depth.max(lists_deep(
-                    doc,
-                    &f.node.selection_set.node,
-                    inside,
-                    depth,
-                    open,
-                ))
+                let (n, d) =
+                    introspection_lists(doc, &f.node.selection_set.node, inside, depth, open);
+                let here = usize::from(inside && INTROSPECTION_ALL_LISTS.contains(&name));
+                (n.saturating_add(here), d)
             }
             Selection::InlineFragment(f) => {
-                lists_deep(doc, &f.node.selection_set.node, inside, depth, open)
+                introspection_lists(doc, &f.node.selection_set.node, inside, depth, open)
             }
             Selection::FragmentSpread(f) => {
                 let name = f.node.fragment_name.node.as_str();
                 match doc.fragments.get(name) {
                     Some(fragment) if open.insert(name) => {
-                        let below =
-                            lists_deep(doc, &fragment.node.selection_set.node, inside, depth, open);
+                        let found = introspection_lists(
+                            doc,
+                            &fragment.node.selection_set.node,
+                            inside,
+                            depth,
+                            open,
+                        );
                         open.remove(name);
-                        below
+                        found
                     }
-                    _ => depth,
+                    _ => (0, depth),
                 }
             }
-        })
-        .max()
-        .unwrap_or(depth)
+        };
+        (runs.saturating_add(more), deepest.max(below))
+    })
 }
 
 /// How many root fields the largest operation runs: each is a call to a

@@ -122,22 +122,14 @@ async fn paid_before_cancelling<C: sea_orm::ConnectionTrait>(
 /// None (logged) for a booking with no listing or price snapshot, which
 /// no capture can have paid.
 fn capture_kept(stored: &storage::Stored, split: Split) -> Option<BookingCaptureKept> {
-    let v = &stored.view;
-    let (Some(listing), Some(total)) = (v.listing.clone(), v.total) else {
-        warn!(booking = %v.id, "a capture kept for a booking without a listing or price; not counted");
+    let Some(confirmed) = storage::confirmation(stored, Some(split)) else {
+        warn!(booking = %stored.view.id, "a capture kept for a booking without a listing or price; not counted");
         return None;
     };
+    // Nothing to push: partnership alone hears it.
     Some(BookingCaptureKept(BookingConfirmed {
-        booking_id: v.id,
-        travelers: v.travelers,
-        sponsor_region: v.sponsor_region,
-        listing,
-        total,
-        booker_home_region: stored.home_region,
-        agency_id: v.booker.and_then(|b| b.agency_id),
-        commission_bp: v.commission_bp,
-        captured: Some(split),
         booking: None,
+        ..confirmed
     }))
 }
 

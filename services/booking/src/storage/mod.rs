@@ -937,6 +937,25 @@ pub async fn transition<C: ConnectionTrait>(
     Ok(Some(moved))
 }
 
+/// What a confirmation of `booking` tells (`captured`: the capture's
+/// split), the booking's view with it; None without a listing or price
+/// snapshot, which nothing can have confirmed.
+pub fn confirmation(booking: &Stored, captured: Option<Split>) -> Option<BookingConfirmed> {
+    let v = &booking.view;
+    Some(BookingConfirmed {
+        booking_id: v.id,
+        travelers: v.travelers,
+        sponsor_region: v.sponsor_region,
+        listing: v.listing.clone()?,
+        total: v.total?,
+        booker_home_region: booking.home_region,
+        agency_id: v.booker.and_then(|b| b.agency_id),
+        commission_bp: v.commission_bp,
+        captured,
+        booking: Some(Box::new(v.clone())),
+    })
+}
+
 /// The event that announces a booking reaching `to`, if `to` has one.
 fn outcome_event(
     booking: &Stored,
@@ -961,28 +980,13 @@ fn outcome_event(
     let source = crate::SERVICE;
     Ok(match to {
         Status::Confirmed => {
-            let (Some(listing), Some(total)) = (v.listing.clone(), v.total) else {
+            let Some(confirmed) = confirmation(booking, booking.captured) else {
                 return Err(DbErr::Custom(format!(
                     "booking {} confirmed without a listing or price snapshot",
                     v.id
                 )));
             };
-            Some(Envelope::new(
-                source,
-                v.id.0,
-                &BookingConfirmed {
-                    booking_id: v.id,
-                    travelers: v.travelers,
-                    sponsor_region: v.sponsor_region,
-                    listing,
-                    total,
-                    booker_home_region: booking.home_region,
-                    agency_id: v.booker.and_then(|b| b.agency_id),
-                    commission_bp: v.commission_bp,
-                    captured: booking.captured,
-                    booking: Some(Box::new(v.clone())),
-                },
-            ))
+            Some(Envelope::new(source, v.id.0, &confirmed))
         }
         Status::Cancelled => Some(Envelope::new(
             source,
