@@ -458,6 +458,36 @@ async fn a_retry_of_a_payment_whose_first_request_is_gone_asks_the_provider_agai
     assert_eq!(charges_at_the_provider(&app).await, Some(1));
 }
 
+/// The same retry sent once the first request has had its time (its
+/// process killed, the traveler retrying after being told to): it asks the
+/// provider at once, within the gateway's deadline — it waited 4 s for the
+/// gone request before asking, and answered SERVICE_UNAVAILABLE to a
+/// gateway that waits less (the first retry after a kill did, by default).
+#[tokio::test]
+async fn a_retry_long_after_its_first_request_asks_the_provider_at_once() {
+    use sea_orm::ConnectionTrait;
+    let mut settings = test_settings();
+    settings.rpc_timeout_ms = 3_000;
+    let app = spawn_app_with(settings).await;
+    let id = app.charged_unanswered().await;
+    first_paid_with(&app, &id, "tok_success").await;
+    app.service_db("payment")
+        .await
+        .execute_unprepared(&format!(
+            "UPDATE payments SET created_at = created_at - interval '1 minute' \
+             WHERE booking_id = '{id}'"
+        ))
+        .await
+        .expect("the first request a minute ago");
+    let retried = app.pay(&id, "tok_success", "pay").await;
+    assert_eq!(
+        retried["data"]["payBooking"]["status"], "CAPTURED",
+        "{retried}"
+    );
+    app.wait_for_status(&id, "CONFIRMED").await;
+    assert_eq!(charges_at_the_provider(&app).await, Some(1));
+}
+
 /// The same retry when the provider never made the charge (the first
 /// request killed before its call) and the card is declined now: the retry
 /// fails the payment and says why, and the booking can be paid again — it

@@ -26,9 +26,23 @@ use shared::{AppError, ErrorCode};
 use std::sync::Arc;
 use tracing::{error, info, warn};
 
-/// How long a retry of a payment still waiting for the provider waits for
-/// its answer (under the gateway's RPC deadline, 5 s by default).
+/// How long from a payment's first request a retry of it, the payment still
+/// waiting for the provider, waits for that request's answer (under the
+/// gateway's RPC deadline, 5 s by default). A retry sent later asks the
+/// provider again at once: the first request has had its time, and may be
+/// gone (its process killed) — a retry that waited its own 4 s and then
+/// called the provider answered past the gateway's deadline.
 const RETRY_WAITS_FOR_FIRST: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// When a retry stops waiting for the first request made at `began`:
+/// [`RETRY_WAITS_FOR_FIRST`] after it (now, if that is past; a clock that
+/// puts `began` ahead of now waits the whole time, no longer).
+fn first_waited_until(began: chrono::DateTime<chrono::Utc>) -> tokio::time::Instant {
+    let since = (chrono::Utc::now() - began)
+        .to_std()
+        .unwrap_or(std::time::Duration::ZERO);
+    tokio::time::Instant::now() + RETRY_WAITS_FOR_FIRST.saturating_sub(since)
+}
 
 /// What the reconciler writes in its log, each entry one of these.
 pub const RECONCILIATION_KINDS: [&str; 5] = [
@@ -319,21 +333,14 @@ impl Payments {
         };
         if settled_here {
             // As stored by this request's own settlement: no read back.
-            let view = PaymentView {
+            return answer(PaymentView {
                 id,
                 booking_id: booking.id,
                 status: status.to_owned(),
                 amount,
                 split: Some(new.split),
                 failure_reason,
-            };
-            return replay(
-                storage::Stored {
-                    view,
-                    fingerprint: fingerprint.clone(),
-                },
-                &fingerprint,
-            );
+            });
         }
         // The reconciler settled it first: this is it now.
         let settled = self.keyed(key).await?;
@@ -395,9 +402,10 @@ impl Payments {
 
     /// The answer of the payment first made with `key`: at once when it has
     /// settled, else once it does — a retry sent while the first request
-    /// still waits for the provider waits with it, up to
-    /// [`RETRY_WAITS_FOR_FIRST`]; past that SERVICE_UNAVAILABLE (the
-    /// provider is slow or its answer was lost: the reconciler settles it).
+    /// still waits for the provider waits with it, until
+    /// [`RETRY_WAITS_FOR_FIRST`] after the first began; past that
+    /// SERVICE_UNAVAILABLE (the provider is slow or its answer was lost:
+    /// the caller may ask it again, else the reconciler settles it).
     /// `first` is the key's row as just read.
     async fn first_answer(
         &self,
@@ -409,7 +417,7 @@ impl Payments {
         if first.fingerprint != fingerprint {
             return replay(first, fingerprint);
         }
-        let deadline = tokio::time::Instant::now() + RETRY_WAITS_FOR_FIRST;
+        let deadline = first_waited_until(first.created_at);
         while first.view.status == "PROCESSING" && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
             first = self.keyed(key).await?;
@@ -1370,7 +1378,13 @@ fn replay(first: storage::Stored, fingerprint: &str) -> Result<PaymentView, AppE
             "this idempotency key was used for a different payment",
         ));
     }
-    match first.view.status.as_str() {
+    answer(first.view)
+}
+
+/// A payment as its request is answered: an error while it waits for the
+/// provider or once it failed, else the payment.
+fn answer(payment: PaymentView) -> Result<PaymentView, AppError> {
+    match payment.status.as_str() {
         "PROCESSING" => Err(AppError::new(
             ErrorCode::ServiceUnavailable,
             "a payment with this key is still waiting for the provider, or its answer was lost \
@@ -1380,24 +1394,20 @@ fn replay(first: storage::Stored, fingerprint: &str) -> Result<PaymentView, AppE
         // Failed at the deadline, never sent to the provider: answered as
         // the first try was.
         "FAILED"
-            if first
-                .view
+            if payment
                 .failure_reason
                 .as_deref()
                 .is_some_and(|r| r.starts_with(TIME_TO_PAY_ENDED)) =>
         {
             Err(AppError::conflict(
-                first.view.failure_reason.unwrap_or_default(),
+                payment.failure_reason.unwrap_or_default(),
             ))
         }
         "FAILED" => Err(AppError::new(
             ErrorCode::PaymentDeclined,
-            first
-                .view
-                .failure_reason
-                .unwrap_or_else(|| "declined".into()),
+            payment.failure_reason.unwrap_or_else(|| "declined".into()),
         )),
-        _ => Ok(first.view),
+        _ => Ok(payment),
     }
 }
 

@@ -553,6 +553,8 @@ pub struct Stored {
     pub view: PaymentView,
     /// Fingerprint of the request that created it.
     pub fingerprint: String,
+    /// When the request that created it began.
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
@@ -570,6 +572,7 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
             failure_reason: row.try_get("", "failure_reason")?,
         },
         fingerprint: row.try_get("", "fingerprint")?,
+        created_at: row.try_get("", "created_at")?,
     })
 }
 
