@@ -307,6 +307,53 @@ async fn a_charge_whose_answer_timed_out_is_found_on_retry_and_made_once(setting
     );
 }
 
+/// A booking held late on its check-in (or departure) day whose deadline
+/// runs past China midnight is not paid once that day is over: confirmed,
+/// it was under way at once — never cancelled, the host paid out — and the
+/// traveler charged for a departure gone without them. On the day itself
+/// it pays. No test can wait for midnight: the stay is moved in the
+/// booking's row.
+#[tokio::test]
+async fn a_booking_whose_stay_began_yesterday_is_not_paid() {
+    let mut app = spawn_app_with(test_settings()).await;
+    let id = awaiting(&app, "began").await;
+    let today = shared::policy::china_today(chrono::Utc::now());
+    let yesterday = today - chrono::Days::new(1);
+    app.move_stay_to(&id, yesterday).await;
+    // Paid through a gateway that has not heard the booking awaiting
+    // payment as it was before the move (it pays on the view it heard).
+    let replica = duikou::App::start(app.settings.clone(), Part::Gateway)
+        .await
+        .expect("another gateway starts");
+    app.url = format!(
+        "http://{}/graphql",
+        replica.gateway_addr.expect("it serves")
+    );
+    app.parts.push(replica);
+    let refused = app.pay(&id, "tok_success", "late").await;
+    assert_eq!(code(&refused), "CONFLICT", "{refused}");
+    let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("began on {yesterday}")),
+        "{refused}"
+    );
+    assert_eq!(app.status(&id).await, "AWAITING_PAYMENT");
+    let payments = app.service_db("payment").await;
+    assert_eq!(
+        count(
+            &payments,
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM sandbox_charges"
+        )
+        .await,
+        0,
+        "nothing charged"
+    );
+    app.move_stay_to(&id, today).await;
+    let paid = app.pay(&id, "tok_success", "on-the-day").await;
+    assert_eq!(paid["data"]["payBooking"]["status"], "CAPTURED", "{paid}");
+    app.wait_for_status(&id, "CONFIRMED").await;
+}
+
 in_both_modes!(declines_say_why_and_the_booking_can_be_paid_again);
 async fn declines_say_why_and_the_booking_can_be_paid_again(settings: Settings) {
     let app = spawn_app_with(settings).await;

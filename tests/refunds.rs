@@ -359,24 +359,11 @@ async fn an_admins_cancellation_names_the_admin() {
 /// the stay is moved to the past in the booking's row.
 #[tokio::test]
 async fn a_paid_stay_under_way_is_not_cancelled() {
-    use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let id = app.confirmed_booking(3).await;
     let today = shared::policy::china_today(chrono::Utc::now());
-    let move_to = |day: chrono::NaiveDate| {
-        format!(
-            "UPDATE bookings SET starts_on = '{day}',
-                 item = jsonb_set(jsonb_set(item::jsonb, '{{check_in}}', '\"{day}\"'),
-                                  '{{check_out}}', '\"{}\"')::text
-             WHERE id = '{id}'",
-            day + Days::days(1)
-        )
-    };
-    let db = app.service_db("booking").await;
-    db.execute_unprepared(&move_to(today - Days::days(1)))
-        .await
-        .expect("the stay began yesterday");
+    app.move_stay_to(&id, today - Days::days(1)).await;
     let quote = app
         .graphql(
             "query($id: ID!) { cancellationQuote(bookingId: $id) { cancellable daysBefore refund { amount } } }",
@@ -401,9 +388,7 @@ async fn a_paid_stay_under_way_is_not_cancelled() {
     assert_eq!(app.status(&id).await, "CONFIRMED");
     // Its check-in day: still cancellable, for the day-0 share (nothing,
     // by the standard policy).
-    db.execute_unprepared(&move_to(today))
-        .await
-        .expect("the stay begins today");
+    app.move_stay_to(&id, today).await;
     let cancelled = app.cancel(&id, "no-show").await;
     assert_eq!(
         cancelled["data"]["cancelBooking"]["status"], "CANCELLED",

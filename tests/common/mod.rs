@@ -604,6 +604,23 @@ impl TestApp {
         id
     }
 
+    /// Moves a one-night stay's booking to check in on `day` in
+    /// booking's row (PostgreSQL): no test can wait for a day to pass.
+    pub async fn move_stay_to(&self, id: &str, day: NaiveDate) {
+        use sea_orm::ConnectionTrait;
+        self.service_db("booking")
+            .await
+            .execute_unprepared(&format!(
+                "UPDATE bookings SET starts_on = '{day}',
+                     item = jsonb_set(jsonb_set(item::jsonb, '{{check_in}}', '\"{day}\"'),
+                                      '{{check_out}}', '\"{}\"')::text
+                 WHERE id = '{id}'",
+                day + chrono::Days::new(1)
+            ))
+            .await
+            .expect("the stay moved");
+    }
+
     /// A booking for tomorrow paid with `tok_lost_answer` under the key
     /// "pay": charged, the provider's answer lost (SERVICE_UNAVAILABLE), its
     /// payment PROCESSING until the reconciler asks.

@@ -1348,8 +1348,23 @@ fn payable(
     // Past its deadline a booking is as good as expired, whether or not
     // booking's sweeper (every half second, or later when busy) has
     // marked it yet: no charge is started for it.
-    if let Some(at) = booking.expires_at.filter(|at| *at <= chrono::Utc::now()) {
+    let now = chrono::Utc::now();
+    if let Some(at) = booking.expires_at.filter(|at| *at <= now) {
         return Err(AppError::conflict(time_to_pay_ended(at)));
+    }
+    // Nor once its stay or departure has begun (China time; the day
+    // itself still pays, as it still books): paid, it would be confirmed
+    // under way — no longer cancelled, the host paid out — for a group
+    // that left without the traveler. Held late on the day, its deadline
+    // may run past midnight. It expires at the deadline.
+    if let Some(began) = booking
+        .starts_on()
+        .filter(|day| *day < shared::policy::china_today(now))
+    {
+        return Err(AppError::conflict(format!(
+            "its stay or departure began on {began} (China time): it can no longer be paid, \
+             and expires at its deadline; book another"
+        )));
     }
     let (Some(amount), Some(listing)) = (booking.total, booking.listing.clone()) else {
         return Err(AppError::conflict("the booking has no price yet"));
