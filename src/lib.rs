@@ -90,6 +90,24 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
+/// An error and its causes on one line, each said once: a cause whose text
+/// its outer error already quotes (the database driver's, under sea-orm's)
+/// is left out — `{:#}` printed the driver's message twice.
+pub fn explained(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// Installs the process-wide rustls crypto provider (STACK.md trap 1).
 pub fn install_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -379,5 +397,33 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An error whose text quotes its source, as sea-orm's do the driver's.
+    #[derive(Debug)]
+    struct Quoting(std::io::Error);
+    impl std::fmt::Display for Quoting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Connection Error: {}", self.0)
+        }
+    }
+    impl std::error::Error for Quoting {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let e = anyhow::Error::new(Quoting(std::io::Error::other("file is not a database")))
+            .context("starting inventory");
+        assert_eq!(
+            super::explained(&e),
+            "starting inventory: Connection Error: file is not a database"
+        );
+        assert_eq!(format!("{e:#}").matches("not a database").count(), 2);
     }
 }

@@ -518,7 +518,12 @@ impl Settings {
             )),
             None => out.push((
                 "SQLite",
-                format!("{}/{}<service>.db", self.data_dir.display(), self.db_prefix),
+                // Joined, not formatted: an empty directory (the working
+                // one) printed as if the files were under `/`.
+                self.data_dir
+                    .join(format!("{}<service>.db", self.db_prefix))
+                    .display()
+                    .to_string(),
             )),
         }
         match self.amqp() {
@@ -587,6 +592,23 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("postgres://db:5432"), "{summary}");
+    }
+
+    #[test]
+    fn the_summary_names_the_sqlite_files_where_they_are() {
+        let files = |dir: &str| {
+            let settings = Settings {
+                data_dir: PathBuf::from(dir),
+                ..Settings::default()
+            };
+            settings.servers()[0].1.clone()
+        };
+        assert_eq!(files(""), "duikou_<service>.db");
+        assert_eq!(files("data"), "data/duikou_<service>.db");
+        assert_eq!(
+            files("/var/lib/duikou/"),
+            "/var/lib/duikou/duikou_<service>.db"
+        );
     }
 
     fn from_toml(text: &str) -> Result<Settings, config::ConfigError> {

@@ -171,7 +171,7 @@ async fn open(
             connect_explained(server, options).await
         }
         None => {
-            let path = settings.data_dir.join(format!("{name}.db"));
+            let path = sqlite_file(settings, service);
             if !create && !path.exists() {
                 return Err(DbErr::Custom(format!(
                     "no database {} (has Duikou run with these settings?)",
@@ -391,6 +391,17 @@ pub fn is_transient(e: &DbErr) -> bool {
 /// True when the database could not be reached or dropped the connection
 /// (a restart, an outage): worth waiting for, unlike a failed statement.
 pub fn is_unavailable(e: &DbErr) -> bool {
+    // A SQLite file that is no database, corrupt, cannot be opened or
+    // written (its directory's permissions) or asks a password: none
+    // passes by waiting (a start waited its minute on each).
+    if sqlstate(e).is_some_and(|code| {
+        code.len() < 5
+            && code
+                .parse::<u32>()
+                .is_ok_and(|n| matches!(n & 0xff, 8 | 11 | 14 | 23 | 26))
+    }) {
+        return false;
+    }
     if matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
         return true;
     }
@@ -556,9 +567,24 @@ pub async fn connect_migrated<M: sea_orm_migration::MigratorTrait>(
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
-            started => return started,
+            started => {
+                return started.map_err(|e| {
+                    let at = match settings.postgres() {
+                        Some(_) => format!("database {}", database_name(settings, service)),
+                        None => sqlite_file(settings, service).display().to_string(),
+                    };
+                    DbErr::Custom(format!("{at}: {e}"))
+                });
+            }
         }
     }
+}
+
+/// The SQLite file of `service`'s database in embedded mode.
+fn sqlite_file(settings: &Settings, service: &str) -> std::path::PathBuf {
+    settings
+        .data_dir
+        .join(format!("{}.db", database_name(settings, service)))
 }
 
 /// Runs the migrations `M` in one transaction, so a failed or interrupted

@@ -557,3 +557,38 @@ async fn a_full_disk_is_a_database_away_not_a_failed_statement() {
     let told = AppError::from(full);
     assert_eq!(told.code, ErrorCode::ServiceUnavailable, "{told:?}");
 }
+
+/// No migrations: a start that only opens the database.
+struct NoMigrations;
+impl sea_orm_migration::MigratorTrait for NoMigrations {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        Vec::new()
+    }
+}
+
+/// A data directory whose database file is not a SQLite database (another
+/// program's file, a copy cut short) fails the start at once, naming the
+/// file: it was taken for a database unavailable, and the start waited its
+/// minute for it before saying the driver's message, twice, and no file.
+#[tokio::test]
+async fn a_file_that_is_no_database_fails_the_start_naming_it() {
+    let dir = std::env::temp_dir().join(format!("duikou-test-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("duikou_kernel.db");
+    std::fs::write(&file, "not a database, ".repeat(64)).expect("written");
+    let settings = Settings {
+        data_dir: dir.clone(),
+        ..Settings::default()
+    };
+    let refused = duikou_shared::db::connect(&settings, "kernel")
+        .await
+        .expect_err("no database");
+    assert!(!duikou_shared::db::is_unavailable(&refused), "{refused}");
+    let start = duikou_shared::db::connect_migrated::<NoMigrations>(&settings, "kernel")
+        .await
+        .expect_err("no database");
+    let said = start.to_string();
+    assert!(said.contains(&file.display().to_string()), "{said}");
+    assert_eq!(said.matches("not a database").count(), 1, "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
