@@ -89,6 +89,26 @@ async fn status_codes_and_media_types_follow_what_the_client_accepts() {
     let (status, _, body) = post(&app, Some("text/html"), valid).await;
     assert_eq!(status, 406, "{body}");
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+
+    // The upload spec's multipart form (it ran): no file is taken here.
+    let form = "--X\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n\
+                {\"query\": \"{ regions { code } }\"}\r\n--X\r\n\
+                Content-Disposition: form-data; name=\"map\"\r\n\r\n{}\r\n--X--\r\n";
+    let response = app
+        .http
+        .post(&app.url)
+        .header(CONTENT_TYPE, "multipart/form-data; boundary=X")
+        .body(form)
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status().as_u16(), 415);
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    assert!(body["data"].is_null(), "{body}");
 }
 
 /// A field that fails is null in `data`, beside the fields that did not

@@ -31,6 +31,32 @@ fn region(code: &str) -> Option<RegionCode> {
     RegionCode::parse(code).ok()
 }
 
+/// `createBooking` of one night `nights_ahead` after tomorrow, declaring
+/// `sponsor` (none: the booker's home region): the answer's id and
+/// sponsor region, or its errors.
+async fn create(
+    app: &TestApp,
+    room_type: &str,
+    nights_ahead: i64,
+    sponsor: Option<&str>,
+    key: &str,
+) -> Value {
+    let mut input = json!({
+        "roomTypeId": room_type,
+        "checkIn": (tomorrow() + chrono::Duration::days(nights_ahead)).to_string(),
+        "checkOut": (tomorrow() + chrono::Duration::days(nights_ahead + 1)).to_string(),
+        "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
+        "contact": { "name": "张三", "phone": "13800138000" } });
+    if let Some(sponsor) = sponsor {
+        input["sponsorRegionCode"] = json!(sponsor);
+    }
+    app.graphql(
+        "mutation($input: CreateBookingInput!, $key: String!) { createBooking(input: $input, idempotencyKey: $key) { id sponsorRegion { code } } }",
+        json!({ "key": key, "input": input }),
+    )
+    .await
+}
+
 async fn book(
     app: &TestApp,
     room_type: &str,
@@ -38,19 +64,7 @@ async fn book(
     sponsor: &str,
     key: &str,
 ) -> String {
-    let body: Value = app
-        .graphql(
-            "mutation($input: CreateBookingInput!, $key: String!) { createBooking(input: $input, idempotencyKey: $key) { id } }",
-            json!({ "key": key, "input": {
-                "roomTypeId": room_type,
-                "checkIn": (tomorrow() + chrono::Duration::days(nights_ahead)).to_string(),
-                "checkOut": (tomorrow() + chrono::Duration::days(nights_ahead + 1)).to_string(),
-                "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
-                "contact": { "name": "张三", "phone": "13800138000" },
-                "sponsorRegionCode": sponsor } }),
-        )
-        .await;
-    TestApp::id_of(&body)
+    TestApp::id_of(&create(app, room_type, nights_ahead, Some(sponsor), key).await)
 }
 
 #[tokio::test]
@@ -151,38 +165,30 @@ async fn every_outcome_is_announced_with_its_regions_travelers_and_amounts() {
 
     // Another district than the booker's own is no sponsor of its trips
     // (it would credit 朝阳区's partnerships with a 海淀 traveler).
-    let elsewhere = app
-        .graphql(
-            "mutation($input: CreateBookingInput!) { createBooking(input: $input, idempotencyKey: \"elsewhere\") { id } }",
-            json!({ "input": {
-                "roomTypeId": room_type,
-                "checkIn": (tomorrow() + chrono::Duration::days(3)).to_string(),
-                "checkOut": (tomorrow() + chrono::Duration::days(4)).to_string(),
-                "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
-                "contact": { "name": "张三", "phone": "13800138000" },
-                "sponsorRegionCode": "110105" } }),
-        )
-        .await;
+    let elsewhere = create(&app, &room_type, 3, Some("110105"), "elsewhere").await;
     assert_eq!(common::code(&elsewhere), "BAD_USER_INPUT", "{elsewhere}");
 
     // What it counts for is read back: declared (北京市, around the home),
     // or the booker's home when none was.
     let declared = book(&app, &room_type, 5, "110000", "declared").await;
-    let plain = app
-        .graphql(
-            "mutation($input: CreateBookingInput!) { createBooking(input: $input, idempotencyKey: \"plain\") { sponsorRegion { code } } }",
-            json!({ "input": {
-                "roomTypeId": room_type,
-                "checkIn": (tomorrow() + chrono::Duration::days(6)).to_string(),
-                "checkOut": (tomorrow() + chrono::Duration::days(7)).to_string(),
-                "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
-                "contact": { "name": "张三", "phone": "13800138000" } } }),
-        )
-        .await;
+    let plain = create(&app, &room_type, 6, None, "plain").await;
     assert_eq!(
         plain["data"]["createBooking"]["sponsorRegion"]["code"], "110108",
         "{plain}"
     );
+    // Its retry spelling out the home region is the same request (it was
+    // IDEMPOTENCY_KEY_REUSED); declaring another is not.
+    let spelled_out = create(&app, &room_type, 6, Some("110108"), "plain").await;
+    assert_eq!(
+        spelled_out["data"]["createBooking"]["sponsorRegion"]["code"], "110108",
+        "{spelled_out}"
+    );
+    assert_eq!(
+        spelled_out["data"]["createBooking"]["id"],
+        plain["data"]["createBooking"]["id"]
+    );
+    let other = create(&app, &room_type, 6, Some("110000"), "plain").await;
+    assert_eq!(common::code(&other), "IDEMPOTENCY_KEY_REUSED", "{other}");
     let read = app
         .graphql(
             "query($id: ID!) { booking(id: $id) { sponsorRegion { code name } } }",

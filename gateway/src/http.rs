@@ -1259,6 +1259,19 @@ async fn run_graphql(
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
+    // The multipart form of the upload spec, which the extractor reads:
+    // the schema takes no file, and a form is what a page on another
+    // origin may post without asking first.
+    if headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().to_ascii_lowercase().starts_with(b"multipart/"))
+    {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_USER_INPUT",
+            "no file is uploaded here: send the request as application/json",
+        );
+    }
     let mut request = match request {
         Ok(request) => request.into_inner(),
         Err(rejection) => return unreadable(rejection.0),

@@ -426,13 +426,34 @@ pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
 }
 
 /// A fingerprint of the request without its key: the same key with a
-/// different fingerprint is IDEMPOTENCY_KEY_REUSED.
+/// different fingerprint is IDEMPOTENCY_KEY_REUSED. A sponsor region
+/// declared that is the booker's home region is the one it counts for
+/// undeclared, and is fingerprinted as undeclared: a retry spelling out the
+/// default is the same request (it was refused as another).
 pub fn fingerprint(req: &CreateBooking) -> String {
+    fingerprint_with(
+        req,
+        req.sponsor_region
+            .filter(|r| Some(*r) != req.by.home_region),
+    )
+}
+
+/// Whether `stored` is the fingerprint of `req`: as [`fingerprint`] makes
+/// it, or as it was made before 2026-12-07, the sponsor region as declared
+/// (a retry across the release of a request that declared its home region).
+pub fn is_fingerprint_of(stored: &str, req: &CreateBooking) -> bool {
+    stored == fingerprint(req) || stored == fingerprint_with(req, req.sponsor_region)
+}
+
+fn fingerprint_with(
+    req: &CreateBooking,
+    sponsor_region: Option<shared::region::RegionCode>,
+) -> String {
     let body = serde_json::json!({
         "item": req.item,
         "travelers": req.travelers,
         "contact": req.contact,
-        "sponsor_region": req.sponsor_region,
+        "sponsor_region": sponsor_region,
         "notes": req.notes,
     });
     hex::encode(Sha256::digest(body.to_string().as_bytes()))

@@ -40,8 +40,8 @@ fn forbidden(viewer: &Principal, booking: &BookingView, what: &str) -> AppError 
 /// The answer to a create whose key was taken by `first`: the first
 /// answer, exactly (Stripe's semantics; `booking(id)` reads the current
 /// state), or IDEMPOTENCY_KEY_REUSED for a different request.
-fn replay(first: storage::Stored, fingerprint: &str) -> Result<BookingView, AppError> {
-    if first.fingerprint != fingerprint {
+fn replay(first: storage::Stored, req: &CreateBooking) -> Result<BookingView, AppError> {
+    if !domain::is_fingerprint_of(&first.fingerprint, req) {
         return Err(AppError::new(
             ErrorCode::IdempotencyKeyReused,
             "this idempotency key was used for a different booking request",
@@ -509,11 +509,11 @@ impl Bookings {
             && let Err(past) = shared::stay::check_not_past(check_in, Utc::now())
         {
             // A retry of a create taken before midnight keeps its answer.
-            return self.replayed(&req, &fingerprint).await?.ok_or(past);
+            return self.replayed(&req).await?.ok_or(past);
         }
         if let Some(reason) = self.sold_out.refusal(&req.item, Utc::now()) {
             // A retry of a create that was taken keeps its answer.
-            if let Some(first) = self.replayed(&req, &fingerprint).await? {
+            if let Some(first) = self.replayed(&req).await? {
                 return Ok(first);
             }
             debug!(item = ?req.item, "refused at once: this stay was just refused as sold out");
@@ -557,7 +557,7 @@ impl Bookings {
             let first = storage::by_key(&self.db, &req.idempotency_key)
                 .await?
                 .ok_or_else(|| AppError::internal("idempotency key vanished"))?;
-            return replay(first, &fingerprint);
+            return replay(first, &req);
         };
         self.outbox.committed();
         // The answer is what a read of the new row gives (checked wherever
@@ -575,14 +575,10 @@ impl Bookings {
 
     /// The first answer to a create with `req`'s idempotency key, if it
     /// made a booking (IDEMPOTENCY_KEY_REUSED if that was another request).
-    async fn replayed(
-        &self,
-        req: &CreateBooking,
-        fingerprint: &str,
-    ) -> Result<Option<BookingView>, AppError> {
+    async fn replayed(&self, req: &CreateBooking) -> Result<Option<BookingView>, AppError> {
         storage::by_key(&self.db, &req.idempotency_key)
             .await?
-            .map(|first| replay(first, fingerprint))
+            .map(|first| replay(first, req))
             .transpose()
     }
 
@@ -593,8 +589,7 @@ impl Bookings {
         mut req: CreateBooking,
     ) -> Result<Option<BookingView>, AppError> {
         domain::normalise(&mut req);
-        let fingerprint = domain::fingerprint(&req);
-        self.replayed(&req, &fingerprint).await
+        self.replayed(&req).await
     }
 
     /// Cancels a booking. Before payment its hold is released; after
