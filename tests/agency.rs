@@ -21,18 +21,7 @@ async fn agency(app: &TestApp, name: &str, bp: i32) -> (String, String, String) 
         .as_str()
         .unwrap_or_else(|| panic!("{created}"))
         .to_owned();
-    let client = app
-        .graphql_as(
-            Some(&admin),
-            "mutation($a: ID!) { createApiClient(agencyId: $a, name: \"booking system\") { clientId clientSecret } }",
-            json!({ "a": id }),
-        )
-        .await;
-    let creds = &client["data"]["createApiClient"];
-    let (client_id, secret) = (
-        creds["clientId"].as_str().expect("id").to_owned(),
-        creds["clientSecret"].as_str().expect("secret").to_owned(),
-    );
+    let (client_id, secret) = api_client(app, &admin, &id, "booking system").await;
     let token = app
         .graphql_as(
             None,
@@ -55,6 +44,22 @@ async fn agency(app: &TestApp, name: &str, bp: i32) -> (String, String, String) 
             .as_str()
             .expect("token")
             .to_owned(),
+    )
+}
+
+/// A new API client of agency `id`, made by `admin`: its id and secret.
+async fn api_client(app: &TestApp, admin: &str, id: &str, name: &str) -> (String, String) {
+    let client = app
+        .graphql_as(
+            Some(admin),
+            "mutation($a: ID!, $n: String!) { createApiClient(agencyId: $a, name: $n) { clientId clientSecret } }",
+            json!({ "a": id, "n": name }),
+        )
+        .await;
+    let creds = &client["data"]["createApiClient"];
+    (
+        creds["clientId"].as_str().expect("id").to_owned(),
+        creds["clientSecret"].as_str().expect("secret").to_owned(),
     )
 }
 
@@ -1196,4 +1201,112 @@ async fn a_long_lived_refresh_token_rotated_now_is_still_told_as_leaked() {
             .contains("every session of the account was ended"),
         "{again}"
     );
+}
+
+/// A platform admin suspends an agency, saying why: the tokens its API
+/// client and its staff hold stop at once, neither signs in again (told
+/// why), and a booking it made stands; reinstated, both sign in again.
+/// Only platform admins suspend; suspending again keeps the first reason.
+#[tokio::test]
+async fn a_suspended_agency_signs_in_nowhere_until_it_is_reinstated() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (id, _, held) = agency(&app, "草原国旅", 800).await;
+    let (client_id, secret) = api_client(&app, &admin, &id, "second system").await;
+    let client_token = || {
+        app.graphql_as(
+            None,
+            "mutation($c: String!, $s: String!) { apiClientToken(clientId: $c, clientSecret: $s) { accessToken } }",
+            json!({ "c": client_id, "s": secret }),
+        )
+    };
+    let staff_email = "guide@caoyuan.example.cn";
+    app.register(staff_email, "150430").await;
+    let granted = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($e: String!, $a: ID!) { grantRole(email: $e, role: AGENCY, agencyId: $a) { role } }",
+            json!({ "e": staff_email, "a": id }),
+        )
+        .await;
+    assert_eq!(granted["data"]["grantRole"]["role"], "AGENCY", "{granted}");
+    let staff = app.login(staff_email).await["accessToken"]
+        .as_str()
+        .expect("staff logs in")
+        .to_owned();
+    let room_type = app.homestay(2).await.room_type_id.to_string();
+    let booked = TestApp::id_of(&group_booking(&app, &held, &room_type, "before").await);
+
+    let suspend = |token: String, reason: &'static str| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            app.graphql_as(
+                Some(&token),
+                "mutation($a: ID!, $r: String!) { suspendAgency(agencyId: $a, reason: $r) { suspendedAt suspensionReason } }",
+                json!({ "a": id, "r": reason }),
+            )
+            .await
+        }
+    };
+    assert_eq!(code(&suspend(held.clone(), "自己停").await), "FORBIDDEN");
+    assert_eq!(code(&suspend(admin.clone(), "  ").await), "BAD_USER_INPUT");
+    let suspended = suspend(admin.clone(), "合同到期未续签").await;
+    let answer = &suspended["data"]["suspendAgency"];
+    assert_eq!(answer["suspensionReason"], "合同到期未续签", "{suspended}");
+    assert!(answer["suspendedAt"].is_string(), "{suspended}");
+    let again = suspend(admin.clone(), "another reason").await;
+    assert_eq!(again["data"]["suspendAgency"], *answer, "{again}");
+
+    // What they hold stops; what they ask for is refused, saying why.
+    for token in [&held, &staff] {
+        let me = app
+            .graphql_as(Some(token), "{ me { role } }", json!({}))
+            .await;
+        assert_eq!(code(&me), "UNAUTHENTICATED", "{me}");
+    }
+    let refused = client_token().await;
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    let why = refused["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("suspended") && why.contains("合同到期未续签"),
+        "{refused}"
+    );
+    let login = app
+        .graphql_as(
+            None,
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }",
+            json!({ "e": staff_email, "p": common::PASSWORD }),
+        )
+        .await;
+    assert_eq!(code(&login), "FORBIDDEN", "{login}");
+    // Its booking stands (a platform admin reads it).
+    let read = app
+        .graphql_as(
+            Some(&admin),
+            "query($id: ID!) { booking(id: $id) { id } }",
+            json!({ "id": booked }),
+        )
+        .await;
+    assert_eq!(read["data"]["booking"]["id"], booked.as_str(), "{read}");
+
+    // Reinstated: both sign in again.
+    let reinstated = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($a: ID!) { reinstateAgency(agencyId: $a) { suspendedAt suspensionReason } }",
+            json!({ "a": id }),
+        )
+        .await;
+    assert_eq!(
+        reinstated["data"]["reinstateAgency"],
+        json!({ "suspendedAt": null, "suspensionReason": null }),
+        "{reinstated}"
+    );
+    let token = client_token().await;
+    assert!(
+        token["data"]["apiClientToken"]["accessToken"].is_string(),
+        "{token}"
+    );
+    assert!(app.login(staff_email).await["accessToken"].is_string());
 }

@@ -121,6 +121,19 @@ pub const MAX_LOGIN_FAILURES: i32 = 10;
 /// The window [`MAX_LOGIN_FAILURES`] counts in, from the first failure.
 pub const LOGIN_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 
+/// Why an account of a suspended agency gets no token.
+fn suspended(agency: &Agency, since: chrono::DateTime<Utc>, reason: &str) -> AppError {
+    AppError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "the agency {} is suspended since {} ({reason}): its accounts sign in again once a \
+             platform admin reinstates it",
+            agency.name,
+            shared::policy::china_today(since)
+        ),
+    )
+}
+
 fn unauthenticated(message: impl Into<String>) -> AppError {
     AppError::new(ErrorCode::Unauthenticated, message)
 }
@@ -946,18 +959,23 @@ impl Identity {
 
     /// Where `account`'s bookings count from: its agency's region for an
     /// AGENCY account, its own home otherwise.
+    /// Refused while its agency is suspended: no token for any of its
+    /// accounts (staff and API clients).
     async fn sponsor_of<C: sea_orm::ConnectionTrait>(
         &self,
         conn: &C,
         account: &Account,
     ) -> Result<Option<RegionCode>, AppError> {
-        Ok(match (account.role, account.agency_id) {
-            (Role::Agency, Some(agency)) => storage::agency(conn, agency)
-                .await?
-                .map(|a| a.home_region)
-                .or(account.home_region),
-            _ => account.home_region,
-        })
+        let (Role::Agency, Some(agency)) = (account.role, account.agency_id) else {
+            return Ok(account.home_region);
+        };
+        let agency = storage::agency(conn, agency).await?;
+        if let Some(agency) = &agency
+            && let Some((since, reason)) = &agency.suspended
+        {
+            return Err(suspended(agency, *since, reason));
+        }
+        Ok(agency.map(|a| a.home_region).or(account.home_region))
     }
 
     /// Creates the platform admin from configuration if the email is unused.
@@ -1229,6 +1247,7 @@ impl Identity {
             name: name.to_owned(),
             home_region,
             commission_bp,
+            suspended: None,
         };
         if !storage::insert_agency(&self.db, &agency).await? {
             return Err(AppError::conflict(format!("an agency named {name} exists")));
@@ -1269,6 +1288,50 @@ impl Identity {
                 name.unwrap_or_default()
             ))),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Suspends an agency (platform admins): none of its accounts — staff
+    /// and API clients — gets a token until it is reinstated, and the
+    /// tokens they hold stop at once (on other gateway replicas within
+    /// [`REVOCATION_POLL`]). Its bookings stand: those confirmed are
+    /// honoured, those awaiting payment expire unpaid unless it is
+    /// reinstated in time. Suspending it again keeps the first time and
+    /// reason.
+    pub async fn suspend_agency(&self, id: AgencyId, reason: &str) -> Result<Agency, AppError> {
+        let reason = reason.trim();
+        shared::text::check_line("reason", reason, 500, true)?;
+        let txn = self.db.begin().await?;
+        // The agency first, then its accounts' locks (`revoke_all`): a
+        // token issued under an account's lock before this either reads
+        // the agency unsuspended and is revoked here, or waits and reads it
+        // suspended.
+        let Some(agency) = storage::set_suspension(&txn, id, Some((Utc::now(), reason))).await?
+        else {
+            return Err(AppError::not_found(format!("no agency {id}")));
+        };
+        let mut revoked = Vec::new();
+        for account in storage::agency_accounts(&txn, id).await? {
+            revoked.push((account, storage::revoke_all(&txn, account).await?));
+        }
+        txn.commit().await?;
+        let now = Utc::now();
+        for (account, generation) in &revoked {
+            self.note_revoked(*account, *generation, now);
+        }
+        info!(agency = %id, accounts = revoked.len(), "agency suspended");
+        Ok(agency)
+    }
+
+    /// Reinstates a suspended agency (platform admins): its accounts sign
+    /// in again (API clients with their secrets, unless revoked).
+    pub async fn reinstate_agency(&self, id: AgencyId) -> Result<Agency, AppError> {
+        match storage::set_suspension(&self.db, id, None).await? {
+            Some(agency) => {
+                info!(agency = %id, "agency reinstated");
+                Ok(agency)
+            }
+            None => Err(AppError::not_found(format!("no agency {id}"))),
         }
     }
 

@@ -28,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(RefreshSessions),
             Box::new(LoginFailures),
             Box::new(RefreshExchangedFrom),
+            Box::new(AgencySuspension),
         ]
     }
 }
@@ -79,6 +80,29 @@ impl MigrationTrait for Identity {
                     name TEXT NOT NULL,
                     revoked_at TIMESTAMPTZ,
                     created_at TIMESTAMPTZ NOT NULL)",
+            ],
+        )
+        .await
+    }
+}
+
+struct AgencySuspension;
+
+impl MigrationName for AgencySuspension {
+    fn name(&self) -> &str {
+        "m20261207_000001_agency_suspension"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AgencySuspension {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A suspended agency's accounts get no tokens (`suspend_agency`).
+        run_ddl(
+            manager,
+            &[
+                "ALTER TABLE agencies ADD COLUMN suspended_at TIMESTAMPTZ",
+                "ALTER TABLE agencies ADD COLUMN suspension_reason TEXT",
             ],
         )
         .await
@@ -834,6 +858,8 @@ pub struct Agency {
     pub home_region: RegionCode,
     /// Commission on its bookings, basis points.
     pub commission_bp: u32,
+    /// Since when it is suspended, and why: its accounts get no tokens.
+    pub suspended: Option<(DateTime<Utc>, String)>,
 }
 
 /// Inserts an agency; Ok(false) when the name is taken.
@@ -884,6 +910,54 @@ pub async fn update_agency<C: ConnectionTrait>(
     .await?
     .map(|r| agency_row(&r))
     .transpose()
+}
+
+/// Suspends an agency (`Some`: when and why; suspended already, it keeps
+/// its first time and reason) or reinstates it (`None`); the agency as it
+/// is now, None when there is no such agency.
+pub async fn set_suspension<C: ConnectionTrait>(
+    conn: &C,
+    id: AgencyId,
+    suspension: Option<(DateTime<Utc>, &str)>,
+) -> Result<Option<Agency>, DbErr> {
+    let b = conn.get_database_backend();
+    let (sql, values) = match suspension {
+        Some((at, reason)) => (
+            "UPDATE agencies SET suspended_at = COALESCE(suspended_at, $2),
+                 suspension_reason = COALESCE(suspension_reason, $3)
+             WHERE id = $1",
+            vec![uuid_value(b, id.0), at.into(), reason.into()],
+        ),
+        None => (
+            "UPDATE agencies SET suspended_at = NULL, suspension_reason = NULL WHERE id = $1",
+            vec![uuid_value(b, id.0)],
+        ),
+    };
+    conn.query_one_raw(stmt(
+        b,
+        &format!("{sql} RETURNING {AGENCY_COLUMNS}"),
+        values,
+    ))
+    .await?
+    .map(|r| agency_row(&r))
+    .transpose()
+}
+
+/// Every account of an agency: its staff and its API clients'.
+pub async fn agency_accounts<C: ConnectionTrait>(
+    conn: &C,
+    id: AgencyId,
+) -> Result<Vec<AccountId>, DbErr> {
+    let b = conn.get_database_backend();
+    conn.query_all_raw(stmt(
+        b,
+        "SELECT id FROM accounts WHERE agency_id = $1 ORDER BY id",
+        vec![uuid_value(b, id.0)],
+    ))
+    .await?
+    .iter()
+    .map(|r| Ok(AccountId(row_uuid(r, "id")?)))
+    .collect()
 }
 
 /// An agency by id.
@@ -1003,14 +1077,18 @@ pub async fn agency_count<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
 }
 
 /// The columns of `agencies` [`agency_row`] reads, named.
-const AGENCY_COLUMNS: &str = "id, name, home_region, commission_bp";
+const AGENCY_COLUMNS: &str =
+    "id, name, home_region, commission_bp, suspended_at, suspension_reason";
 
 fn agency_row(row: &QueryResult) -> Result<Agency, DbErr> {
+    let at: Option<DateTime<Utc>> = row.try_get("", "suspended_at")?;
+    let reason: Option<String> = row.try_get("", "suspension_reason")?;
     Ok(Agency {
         id: AgencyId(row_uuid(row, "id")?),
         name: row.try_get("", "name")?,
         home_region: row_region(row, "home_region")?,
         commission_bp: u32::try_from(row.try_get::<i32>("", "commission_bp")?).unwrap_or(0),
+        suspended: at.map(|at| (at, reason.unwrap_or_default())),
     })
 }
 

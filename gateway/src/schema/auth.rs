@@ -176,6 +176,15 @@ impl Agency {
     async fn commission_basis_points(&self) -> u32 {
         self.0.commission_bp
     }
+    /// Since when it is suspended (`suspendAgency`): none of its accounts
+    /// signs in. Null while it is not.
+    async fn suspended_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.suspended.as_ref().map(|(at, _)| *at)
+    }
+    /// Why it was suspended; null while it is not.
+    async fn suspension_reason(&self) -> Option<&str> {
+        self.0.suspended.as_ref().map(|(_, why)| why.as_str())
+    }
     /// Its integrations' credentials (never the secrets): platform admins
     /// and the agency's own accounts.
     async fn api_clients(&self, ctx: &Context<'_>) -> Result<Vec<ApiClient>> {

@@ -1673,6 +1673,39 @@ impl Mutation {
             .into())
     }
 
+    /// Suspends an agency (platform admins), saying why: none of its
+    /// accounts — staff and API clients — gets a token until it is
+    /// reinstated, and those they hold stop at once (on other gateway
+    /// replicas within 2 s). Its bookings stand: confirmed ones are
+    /// honoured, those awaiting payment expire unpaid. Again: the first
+    /// time and reason are kept.
+    async fn suspend_agency(
+        &self,
+        ctx: &Context<'_>,
+        agency_id: ID,
+        reason: String,
+    ) -> Result<Agency> {
+        platform_admin(ctx)?;
+        let id = parse("agencyId", &agency_id)?;
+        Ok(identity(ctx)?
+            .suspend_agency(id, &reason)
+            .await
+            .map_err(gql)?
+            .into())
+    }
+
+    /// Reinstates a suspended agency (platform admins): its accounts sign
+    /// in again — API clients with their secrets, unless revoked.
+    async fn reinstate_agency(&self, ctx: &Context<'_>, agency_id: ID) -> Result<Agency> {
+        platform_admin(ctx)?;
+        let id = parse("agencyId", &agency_id)?;
+        Ok(identity(ctx)?
+            .reinstate_agency(id)
+            .await
+            .map_err(gql)?
+            .into())
+    }
+
     /// Creates API credentials for an agency's integration (platform admins).
     /// The secret is returned once.
     async fn create_api_client(
