@@ -1831,3 +1831,60 @@ async fn a_page_of_510_room_types_reads_every_calendar_and_a_homestay_takes_thir
         .count();
     assert_eq!(read, 510);
 }
+
+/// A calendar change that waited past the gateway's deadline — its admin
+/// told "did not answer in time", to try again — is not made when its turn
+/// comes: an exploratory run saw changes told failed land seconds later,
+/// over the change the admin made next (travelers charged the older
+/// price). The change is made to wait on the calendar's table.
+#[tokio::test]
+async fn a_calendar_change_its_admin_was_told_failed_is_not_made_later() {
+    use sea_orm::ConnectionTrait;
+    let mut settings = common::test_settings();
+    settings.rpc_timeout_ms = 2_000;
+    let app = common::spawn_app_with(settings).await;
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    let room_type = listed_by_admin(&app, &chifeng).await;
+    let inventory = app.service_db("inventory").await;
+    let held = common::LockHeld::begin(
+        inventory.clone(),
+        "LOCK TABLE room_nights IN EXCLUSIVE MODE",
+    )
+    .await;
+    let (told, ()) = tokio::join!(
+        app.graphql_as(
+            Some(&chifeng),
+            "mutation($rt: ID!, $from: Date!, $to: Date!) { setRoomCalendar(roomTypeId: $rt, from: $from, to: $to, price: \"131.00\") }",
+            json!({ "rt": room_type, "from": tomorrow().to_string(), "to": (tomorrow() + Days::days(10)).to_string() }),
+        ),
+        held.until_waiting(1, true),
+    );
+    assert_eq!(code(&told), "SERVICE_UNAVAILABLE", "{told}");
+    held.release().await;
+    // Its turn came, and it was not made.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app
+        .metric("duikou_rpc_changes_refused_late_total", &[])
+        .await
+        < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late change was never refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let prices = inventory
+        .query_all_raw(sea_orm::Statement::from_string(
+            inventory.get_database_backend(),
+            format!(
+                "SELECT DISTINCT price_fen FROM room_nights WHERE room_type_id = '{room_type}'"
+            ),
+        ))
+        .await
+        .expect("the calendar")
+        .iter()
+        .map(|r| r.try_get::<i64>("", "price_fen").expect("price"))
+        .collect::<Vec<_>>();
+    assert_eq!(prices, vec![30_000], "the price set before, on every night");
+}

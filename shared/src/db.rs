@@ -237,6 +237,17 @@ async fn settled(conn: &mut sea_orm::sqlx::SqliteConnection) -> Result<bool, sea
     Ok(!open)
 }
 
+/// Commits a change made while serving an RPC, unless its caller has given
+/// up on it ([`crate::bus::caller_still_waits`]): then rolls it back and
+/// says so.
+pub async fn commit_in_time(txn: sea_orm::DatabaseTransaction) -> Result<(), crate::AppError> {
+    if let Err(late) = crate::bus::caller_still_waits() {
+        txn.rollback().await?;
+        return Err(late);
+    }
+    Ok(txn.commit().await?)
+}
+
 /// `$first, $first+1, …`: the placeholders of an `IN (…)` list of `n`
 /// values whose first is parameter `first`.
 pub fn placeholders(first: usize, n: usize) -> String {

@@ -391,6 +391,30 @@ pub async fn serving_until<F: std::future::Future>(
 /// What a call made while serving an RPC leaves its caller to answer in.
 const ANSWER_IN: Duration = Duration::from_millis(500);
 
+/// While serving an RPC, refuses a change about to commit once its caller
+/// has given up or is within [`ANSWER_IN`] of it: the caller was (or will
+/// be) told the part "did not answer in time; try again", and a change
+/// landing after that answer is one its client believes undone — an
+/// admin's calendar change told it failed was applied over the change the
+/// admin made next. SERVICE_UNAVAILABLE, counted in
+/// `duikou_rpc_changes_refused_late_total`; outside an RPC (an event's
+/// handler, a sweeper) always Ok. For changes a retry cannot find by a
+/// key: one kept by its idempotency key is better committed late, its
+/// retry answered from it.
+pub fn caller_still_waits() -> Result<(), AppError> {
+    match CALLER_GIVES_UP.try_with(|at| *at) {
+        Ok(at) if std::time::Instant::now() + ANSWER_IN >= at => {
+            metrics::counter!("duikou_rpc_changes_refused_late_total").increment(1);
+            tracing::warn!("a change was ready only as its caller gave up on it; not made");
+            Err(AppError::new(
+                ErrorCode::ServiceUnavailable,
+                "this took too long and was not done: try again",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The deadline of a call made now: the bus's, or less while serving an
 /// RPC whose caller gives up sooner.
 fn deadline_now(own: Duration) -> Duration {

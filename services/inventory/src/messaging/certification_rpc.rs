@@ -328,7 +328,7 @@ impl Inventory {
         let view = store::get(&txn, id, today)
             .await?
             .ok_or_else(|| AppError::internal("the certification vanished"))?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(view)
     }
 

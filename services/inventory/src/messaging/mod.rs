@@ -764,7 +764,7 @@ impl Inventory {
             !req.unpublished,
         )
         .await?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(created)
     }
 
@@ -819,7 +819,7 @@ impl Inventory {
         details.tidy();
         details.check()?;
         storage::update_homestay(&txn, &homestay, policy.as_ref()).await?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         if let Some(policy) = policy {
             homestay.cancellation_policy = policy;
         }
@@ -907,7 +907,7 @@ impl Inventory {
             }
             Err(e) => return Err(e.into()),
         };
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(n)
     }
 
@@ -1024,7 +1024,7 @@ impl Inventory {
         let name = host_name("name", &req.name)?;
         let id = HostId::new();
         storage::insert_host(&txn, id, name, req.region_code).await?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(HostView {
             id,
             name: name.to_owned(),
@@ -1220,7 +1220,7 @@ impl Inventory {
             // SERVICE_UNAVAILABLE, "try again" (`AppError::from`).
             Err(e) => return Err(e.into()),
         }
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(view)
     }
 
@@ -1240,7 +1240,7 @@ impl Inventory {
         }
         let view = room.view(RoomTypeId::new());
         storage::insert_room_type(&txn, req.homestay_id, &view).await?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(view)
     }
 }

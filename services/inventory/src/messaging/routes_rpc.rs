@@ -161,7 +161,7 @@ impl Inventory {
             },
         )
         .await?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(created)
     }
 
@@ -237,7 +237,7 @@ impl Inventory {
             today + Duration::days(MAX_WINDOW_DAYS - 1),
         )
         .await?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         if let Some(policy) = policy {
             route.cancellation_policy = policy;
         }
@@ -306,7 +306,7 @@ impl Inventory {
             }
             other => other?,
         }
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(departure)
     }
 
@@ -403,7 +403,7 @@ impl Inventory {
         let Some((_, after)) = routes::departure(&txn, req.departure_id).await? else {
             return Err(AppError::not_found(NO_DEPARTURE));
         };
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(after)
     }
 
@@ -481,7 +481,7 @@ impl Inventory {
         let Some((_, after)) = routes::departure(&txn, before.id).await? else {
             return Err(AppError::not_found(NO_DEPARTURE));
         };
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         self.outbox.committed();
         Ok(after)
     }
@@ -499,7 +499,7 @@ impl Inventory {
         };
         may_change(&req.by, &route, NO_ROUTE)?;
         routes::set_status(&txn, route.id, req.status).await?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         route.status = req.status;
         Ok(route)
     }
@@ -529,7 +529,7 @@ impl Inventory {
         } else {
             storage::set_homestay_published(&txn, req.listing_id, req.published).await?;
         }
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(shared::rpcs::ListingPublished {
             listing_id: req.listing_id,
             listing_kind: listing.kind.to_owned(),

@@ -276,7 +276,7 @@ impl Partnerships {
         let queued =
             storage::queue_recredit(&txn, &req.beneficiary.code_prefix(), "partnership created")
                 .await?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         info!(partnership = %view.id, sponsor = %view.sponsor, beneficiary = %view.beneficiary, "partnership created");
         self.recredit_for_a_while(queued).await;
         Ok(PartnershipView {
@@ -400,7 +400,7 @@ impl Partnerships {
         let view = storage::partnership_by_id(&txn, req.partnership_id)
             .await?
             .ok_or_else(|| AppError::internal("the partnership vanished"))?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         info!(partnership = %view.id, status = %view.status, since = ?view.since, ended_on = ?view.ended_on, "partnership edited");
         if let Some(queued) = queued {
             self.recredit_for_a_while(queued).await;
@@ -624,7 +624,7 @@ impl Partnerships {
         agreements.sort_by_key(|a| (a.starts_on, a.id));
         domain::merged_targets_hold(&agreements, view.targets.iter().map(|t| t.year))?;
         storage::insert_agreement(&txn, &view).await?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         Ok(view)
     }
 
@@ -702,7 +702,7 @@ impl Partnerships {
         {
             return Err(AppError::internal("the agreement changed under the lock"));
         }
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         info!(agreement = %agreement.id, partnership = %partnership_id, reason, "agreement withdrawn");
         Ok(AgreementView {
             withdrawal: Some(withdrawal),
@@ -779,7 +779,7 @@ impl Partnerships {
             "partnership withdrawn",
         )
         .await?;
-        txn.commit().await?;
+        shared::db::commit_in_time(txn).await?;
         info!(partnership = %pair.id, reason, "partnership withdrawn");
         self.recredit_for_a_while(queued).await;
         let view = storage::partnership_by_id(&self.db, pair.id)
