@@ -507,7 +507,11 @@ async fn serve(settings: Settings, part: Part) -> anyhow::Result<()> {
              without them `duikou serve` runs every part in one process"
         );
     }
-    let servers = settings.servers();
+    let mut servers = settings.servers();
+    // Only the gateway reads Redis (rate limits, caches).
+    if !matches!(part, Part::All | Part::Gateway) {
+        servers.retain(|(what, _)| !matches!(*what, "Redis" | "limits"));
+    }
     let json = settings.log_format.eq_ignore_ascii_case("json");
     let settings_drain = settings.drain_seconds;
     // A stop asked for while connecting (waiting for the broker, which it
