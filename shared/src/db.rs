@@ -402,17 +402,6 @@ pub fn is_transient(e: &DbErr) -> bool {
 /// True when the database could not be reached or dropped the connection
 /// (a restart, an outage): worth waiting for, unlike a failed statement.
 pub fn is_unavailable(e: &DbErr) -> bool {
-    // A SQLite file that is no database, corrupt, cannot be opened or
-    // written (its directory's permissions) or asks a password: none
-    // passes by waiting (a start waited its minute on each).
-    if sqlstate(e).is_some_and(|code| {
-        code.len() < 5
-            && code
-                .parse::<u32>()
-                .is_ok_and(|n| matches!(n & 0xff, 8 | 11 | 14 | 23 | 26))
-    }) {
-        return false;
-    }
     if matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
         return true;
     }
@@ -573,7 +562,7 @@ pub async fn connect_migrated<M: sea_orm_migration::MigratorTrait>(
         }
         .await;
         match started {
-            Err(e) if is_unavailable(&e) && tokio::time::Instant::now() < deadline => {
+            Err(e) if worth_waiting_at_start(&e) && tokio::time::Instant::now() < deadline => {
                 tracing::warn!(service, error = %e, "database unavailable at start; waiting for it");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
@@ -589,6 +578,22 @@ pub async fn connect_migrated<M: sea_orm_migration::MigratorTrait>(
             }
         }
     }
+}
+
+/// Whether a start that failed with `e` may pass by waiting: a database
+/// unavailable ([`is_unavailable`]), but not a SQLite file that is no
+/// database, corrupt, cannot be opened or written (its directory's
+/// permissions) or asks a password — a start waited its minute on each.
+/// Only at start: running, a connection reopened when the process is out
+/// of file descriptors fails as "cannot open" too, and passes.
+pub fn worth_waiting_at_start(e: &DbErr) -> bool {
+    let broken_file = sqlstate(e).is_some_and(|code| {
+        code.len() < 5
+            && code
+                .parse::<u32>()
+                .is_ok_and(|n| matches!(n & 0xff, 8 | 11 | 14 | 23 | 26))
+    });
+    is_unavailable(e) && !broken_file
 }
 
 /// The SQLite file of `service`'s database in embedded mode.

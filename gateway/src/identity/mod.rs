@@ -581,7 +581,7 @@ impl Identity {
         .await?;
         // An agency's bookings count for the agency's region, whichever of
         // its staff (whose own home may be elsewhere) or clients books.
-        let sponsor = self.sponsor_of(conn, &account).await?;
+        let sponsor = self.sponsor_of(conn, &account, true).await?;
         Ok(Tokens {
             access_token: self.access_token(&account, sponsor)?,
             refresh_token: refresh,
@@ -703,7 +703,18 @@ impl Identity {
         if let Some(email) = &email {
             storage::login_succeeded(&txn, email).await?;
         }
-        let tokens = self.issue(&txn, account).await?;
+        let tokens = match self.issue(&txn, account).await {
+            Ok(tokens) => tokens,
+            // Refused with the right password (a suspended agency's
+            // staff): not a wrong password, counted towards a lock-out.
+            Err(refused) => {
+                txn.rollback().await?;
+                if let Some(email) = &email {
+                    storage::login_succeeded(&self.db, email).await?;
+                }
+                return Err(refused);
+            }
+        };
         txn.commit().await?;
         Ok(tokens)
     }
@@ -953,24 +964,27 @@ impl Identity {
         let Some(mut account) = storage::account_by_id(&self.db, id).await? else {
             return Ok(None);
         };
-        account.home_region = self.sponsor_of(&self.db, &account).await?;
+        account.home_region = self.sponsor_of(&self.db, &account, false).await?;
         Ok(Some(account))
     }
 
     /// Where `account`'s bookings count from: its agency's region for an
-    /// AGENCY account, its own home otherwise.
-    /// Refused while its agency is suspended: no token for any of its
-    /// accounts (staff and API clients).
+    /// AGENCY account, its own home otherwise. With `issuing` (a token for
+    /// it), refused while its agency is suspended: no token for any of its
+    /// accounts (staff and API clients). Not otherwise: a grant to such an
+    /// agency, or a read of its account, is answered.
     async fn sponsor_of<C: sea_orm::ConnectionTrait>(
         &self,
         conn: &C,
         account: &Account,
+        issuing: bool,
     ) -> Result<Option<RegionCode>, AppError> {
         let (Role::Agency, Some(agency)) = (account.role, account.agency_id) else {
             return Ok(account.home_region);
         };
         let agency = storage::agency(conn, agency).await?;
-        if let Some(agency) = &agency
+        if issuing
+            && let Some(agency) = &agency
             && let Some((since, reason)) = &agency.suspended
         {
             return Err(suspended(agency, *since, reason));
@@ -1152,7 +1166,7 @@ impl Identity {
             .ok_or_else(|| AppError::not_found(format!("no account {email}")))?;
         // The same role again changes nothing and stops no token.
         if (account.role, account.region_scope, account.agency_id) == (role, region_scope, agency) {
-            let home_region = self.sponsor_of(&txn, &account).await?;
+            let home_region = self.sponsor_of(&txn, &account, false).await?;
             return Ok(Account {
                 home_region,
                 ..account
@@ -1172,7 +1186,7 @@ impl Identity {
             ..account
         };
         // As `me` will show it: an agency's staff at home in its region.
-        let home_region = self.sponsor_of(&self.db, &granted).await?;
+        let home_region = self.sponsor_of(&self.db, &granted, false).await?;
         Ok(Account {
             home_region,
             ..granted
