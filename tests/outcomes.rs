@@ -189,6 +189,13 @@ async fn every_outcome_is_announced_with_its_regions_travelers_and_amounts() {
     );
     let other = create(&app, &room_type, 6, Some("110000"), "plain").await;
     assert_eq!(common::code(&other), "IDEMPOTENCY_KEY_REUSED", "{other}");
+    // And the other way: made spelling it out, retried leaving it out.
+    let spelled = create(&app, &room_type, 8, Some("110108"), "spelled").await;
+    let left_out = create(&app, &room_type, 8, None, "spelled").await;
+    assert_eq!(
+        left_out["data"]["createBooking"]["id"], spelled["data"]["createBooking"]["id"],
+        "{left_out}"
+    );
     let read = app
         .graphql(
             "query($id: ID!) { booking(id: $id) { sponsorRegion { code name } } }",

@@ -425,24 +425,29 @@ pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
     }
 }
 
-/// A fingerprint of the request without its key: the same key with a
-/// different fingerprint is IDEMPOTENCY_KEY_REUSED. A sponsor region
-/// declared that is the booker's home region is the one it counts for
-/// undeclared, and is fingerprinted as undeclared: a retry spelling out the
-/// default is the same request (it was refused as another).
+/// A fingerprint of the request without its key, as stored with it: the
+/// same key with a request of another fingerprint is
+/// IDEMPOTENCY_KEY_REUSED ([`is_fingerprint_of`]). The sponsor region as
+/// declared, as every release has made it: an older replica compares a
+/// retry with it byte for byte.
 pub fn fingerprint(req: &CreateBooking) -> String {
-    fingerprint_with(
-        req,
-        req.sponsor_region
-            .filter(|r| Some(*r) != req.by.home_region),
-    )
+    fingerprint_with(req, req.sponsor_region)
 }
 
-/// Whether `stored` is the fingerprint of `req`: as [`fingerprint`] makes
-/// it, or as it was made before 2026-12-07, the sponsor region as declared
-/// (a retry across the release of a request that declared its home region).
+/// Whether `stored` is the fingerprint of `req`. A sponsor region declared
+/// that is the booker's home region is the one the booking counts for
+/// undeclared: a retry that spells out the default, or leaves out the one
+/// spelled out before, is the same request (it was refused as another).
 pub fn is_fingerprint_of(stored: &str, req: &CreateBooking) -> bool {
-    stored == fingerprint(req) || stored == fingerprint_with(req, req.sponsor_region)
+    let home = req.by.home_region;
+    let spellings = if req.sponsor_region.is_none() || req.sponsor_region == home {
+        vec![None, home]
+    } else {
+        vec![req.sponsor_region]
+    };
+    spellings
+        .into_iter()
+        .any(|region| stored == fingerprint_with(req, region))
 }
 
 fn fingerprint_with(
@@ -640,6 +645,28 @@ mod tests {
             },
             commission_bp: 0,
         }
+    }
+
+    /// The fingerprint kept is the request's as declared, as older
+    /// replicas make and compare it (one kept in another form refused their
+    /// byte-identical retry); any spelling of the home region is the same
+    /// request, another region is not.
+    #[test]
+    fn a_fingerprint_is_kept_as_declared_and_matches_every_spelling_of_home() {
+        let home = shared::region::RegionCode::parse("110108").ok();
+        let mut spelled = request(&[("张三", "11010519491231002X")]);
+        spelled.by.home_region = home;
+        let mut left_out = spelled.clone();
+        left_out.sponsor_region = None;
+        let mut other = spelled.clone();
+        other.sponsor_region = shared::region::RegionCode::parse("110000").ok();
+        assert_ne!(fingerprint(&spelled), fingerprint(&left_out));
+        for (first, retry) in [(&spelled, &left_out), (&left_out, &spelled)] {
+            assert!(is_fingerprint_of(&fingerprint(first), retry));
+            assert!(!is_fingerprint_of(&fingerprint(first), &other));
+            assert!(!is_fingerprint_of(&fingerprint(&other), retry));
+        }
+        assert!(is_fingerprint_of(&fingerprint(&other), &other));
     }
 
     fn refusal(req: &CreateBooking) -> String {
