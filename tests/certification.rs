@@ -991,6 +991,29 @@ async fn a_decision_sent_again_answers_what_it_recorded() {
     assert_eq!(resent, accepted, "an acceptance sent again");
     let longer = step(&app, Some(&admin), notice, json!({ "id": second, "d": 10 })).await;
     assert_eq!(code(&longer), "CONFLICT", "{longer}");
+    // Sent again the next day (an answer lost at 23:59, retried after
+    // midnight): what it recorded, not a CONFLICT. No test waits for
+    // midnight: the acceptance is moved a day back in inventory's row.
+    let id = second.as_str().expect("an id");
+    app.service_db("inventory")
+        .await
+        .execute_unprepared(&format!(
+            "UPDATE certifications SET accepted_on = accepted_on - 1,
+                 notice_ends_on = notice_ends_on - 1 WHERE id = '{id}'"
+        ))
+        .await
+        .expect("accepted yesterday");
+    let ends = accepted["noticeEndsOn"]
+        .as_str()
+        .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
+        .expect("its notice's end");
+    let next_day = step(&app, Some(&admin), notice, json!({ "id": second, "d": 7 })).await;
+    assert_eq!(next_day["state"], "PUBLIC_NOTICE", "{next_day}");
+    assert_eq!(
+        next_day["noticeEndsOn"],
+        (ends - Duration::days(1)).to_string(),
+        "{next_day}"
+    );
     let reject = "rejectCertification(certificationId: $id, reason: $t)";
     let why = json!({ "id": second, "t": "材料不全" });
     let rejected = step(&app, Some(&admin), reject, why.clone()).await;

@@ -76,13 +76,23 @@ fn conflict(c: &CertificationView, step: &str) -> AppError {
 
 /// Whether `step` is the one that brought `current` where it is, with the
 /// same decision (its reason, resolution, validity or notice): sent again.
-fn taken_already(step: &Step, current: &CertificationView, today: chrono::NaiveDate) -> bool {
+/// An acceptance is judged from the day it was made (`accepted_on`; today
+/// for one an older release made): sent again after midnight it was a
+/// CONFLICT.
+fn taken_already(
+    step: &Step,
+    current: &CertificationView,
+    today: chrono::NaiveDate,
+    accepted_on: Option<chrono::NaiveDate>,
+) -> bool {
     let noted = |note: Option<&str>| current.decision_note.as_deref() == note.map(str::trim);
     match step {
         Step::AcceptForPublicNotice { notice_days } => {
             current.state == State::PublicNotice
                 && current.notice_ends_on
-                    == Some(today + Duration::days(i64::from(*notice_days) + 1))
+                    == Some(
+                        accepted_on.unwrap_or(today) + Duration::days(i64::from(*notice_days) + 1),
+                    )
         }
         Step::Certify {
             valid_until,
@@ -167,7 +177,11 @@ impl Inventory {
         };
         // The same step sent again (a retry after a lost answer or
         // SERVICE_UNAVAILABLE): what it recorded, not a CONFLICT.
-        if taken_already(&req.step, &current, today) {
+        let accepted_on = match req.step {
+            Step::AcceptForPublicNotice { .. } => store::accepted_on(&txn, current.id).await?,
+            _ => None,
+        };
+        if taken_already(&req.step, &current, today, accepted_on) {
             return Self::answer(txn, current.id, today).await;
         }
         let by = req.by.account_id.0;
@@ -184,6 +198,7 @@ impl Inventory {
                 // at 23:59 still stays up `notice_days` full days.
                 let change = Change {
                     notice_ends_on: Some(today + Duration::days(i64::from(notice_days) + 1)),
+                    accepted_on: Some(today),
                     ..Change::default()
                 };
                 (State::Applied, State::PublicNotice, change)

@@ -79,6 +79,46 @@ impl MigrationTrait for Evidence {
     }
 }
 
+/// The day an application was accepted for public notice: a retry of the
+/// acceptance sent after midnight is known by it (`accepted_on`).
+pub(super) struct AcceptedOn;
+
+impl MigrationName for AcceptedOn {
+    fn name(&self) -> &str {
+        "m20261207_000001_certification_accepted_on"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AcceptedOn {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &["ALTER TABLE certifications ADD COLUMN accepted_on DATE"],
+        )
+        .await
+    }
+}
+
+/// The day certification `id` was accepted for public notice (China
+/// time); None before it was, or when an older release accepted it.
+pub async fn accepted_on<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+) -> Result<Option<NaiveDate>, DbErr> {
+    let b = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(
+            b,
+            "SELECT accepted_on FROM certifications WHERE id = $1",
+            vec![uuid_value(b, id)],
+        ))
+        .await?
+        .map(|r| r.try_get::<Option<NaiveDate>>("", "accepted_on"))
+        .transpose()?
+        .flatten())
+}
+
 /// A listing that can be certified.
 pub struct Listing {
     /// HOMESTAY or ROUTE.
@@ -170,6 +210,8 @@ pub async fn end_notice_for_demo<C: ConnectionTrait>(
 pub struct Change {
     /// The end of the public notice.
     pub notice_ends_on: Option<NaiveDate>,
+    /// The day it was accepted for public notice.
+    pub accepted_on: Option<NaiveDate>,
     /// The last valid day.
     pub valid_until: Option<NaiveDate>,
     /// The decision's note.
@@ -194,7 +236,8 @@ pub async fn transition<C: ConnectionTrait>(
                  notice_ends_on = COALESCE($4, notice_ends_on),
                  valid_until = COALESCE($5, valid_until),
                  decision_note = COALESCE($6, decision_note),
-                 decided_by = $7
+                 decided_by = $7,
+                 accepted_on = COALESCE($8, accepted_on)
              WHERE id = $1 AND state = $2",
             vec![
                 uuid_value(b, id),
@@ -204,6 +247,7 @@ pub async fn transition<C: ConnectionTrait>(
                 change.valid_until.into(),
                 change.note.into(),
                 uuid_value(b, by),
+                change.accepted_on.into(),
             ],
         ))
         .await?;

@@ -44,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(routes::DepartureDays),
             Box::new(routes::CancelledDepartures),
             Box::new(shared::runtime::KernelInboxByAge),
+            Box::new(certification::AcceptedOn),
         ]
     }
 }
