@@ -1867,3 +1867,54 @@ async fn a_part_away_nulls_only_the_fields_it_serves() {
         "{body}"
     );
 }
+
+/// A variable whose value does not parse — a date that does not exist, in a
+/// variable of its own or inside an input object, or an Int past 2³¹ − 1 —
+/// refuses the whole request before anything runs: it failed only the
+/// field using it, after the mutations before it had run (a booking made
+/// whose id its client never got).
+#[tokio::test]
+async fn a_variable_that_does_not_parse_refuses_the_request_before_anything_runs() {
+    let app = spawn_app().await;
+    let room_type = app.homestay(1).await.room_type_id.to_string();
+    let day = |n: i64| (common::tomorrow() + chrono::Duration::days(n)).to_string();
+    let input = |check_in: &str, check_out: &str| {
+        json!({ "roomTypeId": room_type, "checkIn": check_in, "checkOut": check_out,
+                "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
+                "contact": { "name": "张三", "phone": "13800138000" } })
+    };
+    let first = "a: createBooking(idempotencyKey: \"first\", input: $ok) { id }";
+    for (query, variables) in [
+        (
+            format!(
+                "mutation($ok: CreateBookingInput!, $d: Date!) {{ {first} b: createBooking(idempotencyKey: \"second\", input: {{ roomTypeId: \"{room_type}\", checkIn: $d, checkOut: \"2027-03-01\", travelers: [{{ name: \"张三\", idType: RESIDENT_ID, idNumber: \"11010519491231002X\" }}], contact: {{ name: \"张三\", phone: \"13800138000\" }} }}) {{ id }} }}"
+            ),
+            json!({ "ok": input(&day(1), &day(2)), "d": "2027-02-30" }),
+        ),
+        (
+            format!(
+                "mutation($ok: CreateBookingInput!, $bad: CreateBookingInput!) {{ {first} b: createBooking(idempotencyKey: \"second\", input: $bad) {{ id }} }}"
+            ),
+            json!({ "ok": input(&day(1), &day(2)), "bad": input("2027-02-30", "2027-03-01") }),
+        ),
+        (
+            format!(
+                "mutation($ok: CreateBookingInput!, $r: Int!) {{ {first} b: createBooking(idempotencyKey: \"second\", input: {{ roomTypeId: \"{room_type}\", rooms: $r, checkIn: \"{}\", checkOut: \"{}\", travelers: [{{ name: \"张三\", idType: RESIDENT_ID, idNumber: \"11010519491231002X\" }}], contact: {{ name: \"张三\", phone: \"13800138000\" }} }}) {{ id }} }}",
+                day(3),
+                day(4)
+            ),
+            json!({ "ok": input(&day(1), &day(2)), "r": 3_000_000_000_i64 }),
+        ),
+    ] {
+        let body = app.graphql(&query, variables).await;
+        assert!(body.get("data").is_none(), "nothing ran: {body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}"
+        );
+    }
+    let mine = app
+        .graphql("{ myBookings(first: 10) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(mine["data"]["myBookings"]["totalCount"], 0, "{mine}");
+}

@@ -1587,8 +1587,8 @@ async fn run_graphql(
 }
 
 /// A variable of a non-null type that the request leaves out (with no
-/// default) or sends null (default or not): a request error, refused before
-/// anything runs (the executor reported it as the first field using it
+/// default) or sends null (default or not), or an Int variable past 32 bits
+/// ([`ints_fit`]): a request error, refused before anything runs (the executor reported it as the first field using it
 /// failing, with a path, and a 200 where the spec's media type asks 400).
 fn missing_variable(
     doc: &async_graphql::parser::types::ExecutableDocument,
@@ -1615,6 +1615,41 @@ fn missing_variable(
                 _ => None,
             }
         })
+        .or_else(|| {
+            operation
+                .variable_definitions
+                .iter()
+                .find_map(|definition| {
+                    let definition = &definition.node;
+                    let name = definition.name.node.as_str();
+                    let value = request.variables.get(name)?;
+                    (!ints_fit(&definition.var_type.node, value)).then(|| {
+                        format!(
+                            "variable ${name}: an Int is a whole number from {} to {}",
+                            i32::MIN,
+                            i32::MAX
+                        )
+                    })
+                })
+        })
+}
+
+/// Whether the Ints of `value`, a variable of type `ty`, fit an Int (32
+/// bits): async-graphql takes a larger one as valid and fails only the
+/// field that uses it, after the mutations before it have run. (An Int
+/// inside an input object's variable is still found only there.)
+fn ints_fit(ty: &async_graphql::parser::types::Type, value: &async_graphql::Value) -> bool {
+    use async_graphql::parser::types::BaseType;
+    match (&ty.base, value) {
+        (BaseType::Named(name), async_graphql::Value::Number(n)) if name.as_str() == "Int" => {
+            n.as_i64().is_some_and(|n| i32::try_from(n).is_ok())
+        }
+        (BaseType::List(item), async_graphql::Value::List(values)) => {
+            values.iter().all(|v| ints_fit(item, v))
+        }
+        (BaseType::List(item), single) => ints_fit(item, single),
+        _ => true,
+    }
 }
 
 /// The document as the spec runs it with the variables sent (§6.4.1):

@@ -67,6 +67,13 @@ impl ScalarType for Date {
         Ok(Date(date))
     }
 
+    /// Checked with the request, before anything runs: a variable that is
+    /// no date refuses the whole request (400), where it failed only the
+    /// field using it — after the mutations before it had run.
+    fn is_valid(value: &Value) -> bool {
+        Self::parse(value.clone()).is_ok()
+    }
+
     fn to_value(&self) -> Value {
         Value::String(self.0.to_string())
     }
