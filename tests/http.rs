@@ -1883,6 +1883,11 @@ async fn a_variable_that_does_not_parse_refuses_the_request_before_anything_runs
                 "travelers": [{ "name": "张三", "idType": "RESIDENT_ID", "idNumber": "11010519491231002X" }],
                 "contact": { "name": "张三", "phone": "13800138000" } })
     };
+    let rooms = |n: i64| {
+        let mut input = input(&day(3), &day(4));
+        input["rooms"] = json!(n);
+        input
+    };
     let first = "a: createBooking(idempotencyKey: \"first\", input: $ok) { id }";
     for (query, variables) in [
         (
@@ -1904,6 +1909,12 @@ async fn a_variable_that_does_not_parse_refuses_the_request_before_anything_runs
                 day(4)
             ),
             json!({ "ok": input(&day(1), &day(2)), "r": 3_000_000_000_i64 }),
+        ),
+        (
+            format!(
+                "mutation($ok: CreateBookingInput!, $bad: CreateBookingInput!) {{ {first} b: createBooking(idempotencyKey: \"second\", input: $bad) {{ id }} }}"
+            ),
+            json!({ "ok": input(&day(1), &day(2)), "bad": rooms(3_000_000_000) }),
         ),
     ] {
         let body = app.graphql(&query, variables).await;

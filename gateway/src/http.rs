@@ -1426,7 +1426,7 @@ async fn run_graphql(
         // document the executor takes.
         let sent = as_sent(doc, &mut request);
         request.set_parsed_query(sent);
-        if let Some(message) = missing_variable(doc, &request) {
+        if let Some(message) = missing_variable(doc, &request, input_fields(&gw.schema)) {
             crate::metrics::graphql_error("BAD_USER_INPUT");
             return error(status, "BAD_USER_INPUT", &message);
         }
@@ -1593,6 +1593,7 @@ async fn run_graphql(
 fn missing_variable(
     doc: &async_graphql::parser::types::ExecutableDocument,
     request: &async_graphql::Request,
+    inputs: &InputFields,
 ) -> Option<String> {
     let operation = crate::order::operation(doc, request.operation_name.as_deref())?;
     operation
@@ -1623,7 +1624,7 @@ fn missing_variable(
                     let definition = &definition.node;
                     let name = definition.name.node.as_str();
                     let value = request.variables.get(name)?;
-                    (!ints_fit(&definition.var_type.node, value)).then(|| {
+                    (!ints_fit(&definition.var_type.node, value, inputs)).then(|| {
                         format!(
                             "variable ${name}: an Int is a whole number from {} to {}",
                             i32::MIN,
@@ -1634,20 +1635,67 @@ fn missing_variable(
         })
 }
 
+/// The fields of each input object type of the schema, and their types.
+type InputFields =
+    std::collections::HashMap<String, Vec<(String, async_graphql::parser::types::Type)>>;
+
+/// [`InputFields`] of `schema`, read once from its SDL.
+fn input_fields(schema: &DuikouSchema) -> &'static InputFields {
+    use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+    static FIELDS: std::sync::OnceLock<InputFields> = std::sync::OnceLock::new();
+    FIELDS.get_or_init(|| {
+        let Ok(document) = async_graphql::parser::parse_schema(schema.sdl()) else {
+            return InputFields::new();
+        };
+        document
+            .definitions
+            .into_iter()
+            .filter_map(|definition| match definition {
+                TypeSystemDefinition::Type(t) => match t.node.kind {
+                    TypeKind::InputObject(input) => Some((
+                        t.node.name.node.to_string(),
+                        input
+                            .fields
+                            .into_iter()
+                            .map(|f| (f.node.name.node.to_string(), f.node.ty.node))
+                            .collect(),
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    })
+}
+
 /// Whether the Ints of `value`, a variable of type `ty`, fit an Int (32
-/// bits): async-graphql takes a larger one as valid and fails only the
-/// field that uses it, after the mutations before it have run. (An Int
-/// inside an input object's variable is still found only there.)
-fn ints_fit(ty: &async_graphql::parser::types::Type, value: &async_graphql::Value) -> bool {
+/// bits), inside input objects too: async-graphql takes a larger one as
+/// valid and fails only the field that uses it, after the mutations before
+/// it have run.
+fn ints_fit(
+    ty: &async_graphql::parser::types::Type,
+    value: &async_graphql::Value,
+    inputs: &InputFields,
+) -> bool {
+    use async_graphql::Value;
     use async_graphql::parser::types::BaseType;
     match (&ty.base, value) {
-        (BaseType::Named(name), async_graphql::Value::Number(n)) if name.as_str() == "Int" => {
+        (BaseType::Named(name), Value::Number(n)) if name.as_str() == "Int" => {
             n.as_i64().is_some_and(|n| i32::try_from(n).is_ok())
         }
-        (BaseType::List(item), async_graphql::Value::List(values)) => {
-            values.iter().all(|v| ints_fit(item, v))
+        (BaseType::Named(name), Value::Object(fields)) => {
+            inputs.get(name.as_str()).is_none_or(|declared| {
+                declared.iter().all(|(field, ty)| {
+                    fields
+                        .get(field.as_str())
+                        .is_none_or(|v| ints_fit(ty, v, inputs))
+                })
+            })
         }
-        (BaseType::List(item), single) => ints_fit(item, single),
+        (BaseType::List(item), Value::List(values)) => {
+            values.iter().all(|v| ints_fit(item, v, inputs))
+        }
+        (BaseType::List(item), single) => ints_fit(item, single, inputs),
         _ => true,
     }
 }

@@ -391,6 +391,16 @@ pub async fn serving_until<F: std::future::Future>(
 /// What a call made while serving an RPC leaves its caller to answer in.
 const ANSWER_IN: Duration = Duration::from_millis(500);
 
+/// `own`, or less while serving an RPC whose caller gives up sooner (with
+/// [`ANSWER_IN`] left for the answer): how long work done before answering
+/// may take — after a commit, so that the answer still reaches its caller
+/// and is not taken for a failure (SERVICE_UNAVAILABLE for a change made).
+pub fn within_callers_wait(own: Duration) -> Duration {
+    CALLER_GIVES_UP
+        .try_with(|at| at.saturating_duration_since(std::time::Instant::now()))
+        .map_or(own, |left| own.min(left.saturating_sub(ANSWER_IN)))
+}
+
 /// While serving an RPC, refuses a change about to commit once its caller
 /// has given up or is within [`ANSWER_IN`] of it: the caller was (or will
 /// be) told the part "did not answer in time; try again", and a change

@@ -511,7 +511,10 @@ impl Partnerships {
     /// is recorded either way.
     async fn recredit_for_a_while(&self, id: uuid::Uuid) {
         let crediting = self.recredit(id, RECREDIT_BATCH, &|| false);
-        match tokio::time::timeout(RECREDIT_WHILE_ASKED, crediting).await {
+        // Within the caller's wait: past it, the pair recorded would be
+        // answered as a failure.
+        let asked = shared::bus::within_callers_wait(RECREDIT_WHILE_ASKED);
+        match tokio::time::timeout(asked, crediting).await {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) | Err(_) => {
                 info!(recredit = %id, "crediting goes on in the background");
