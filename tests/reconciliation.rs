@@ -435,6 +435,19 @@ async fn payment_status(app: &TestApp, id: &str) -> Option<String> {
     .await
 }
 
+/// The traveler's retry of `id`'s payment with its key answers CAPTURED and
+/// the booking is confirmed, on one charge at the provider: the first one,
+/// found by its key.
+async fn retried_to_one_charge(app: &TestApp, id: &str) {
+    let retried = app.pay(id, "tok_success", "pay").await;
+    assert_eq!(
+        retried["data"]["payBooking"]["status"], "CAPTURED",
+        "{retried}"
+    );
+    app.wait_for_status(id, "CONFIRMED").await;
+    assert_eq!(charges_at_the_provider(app).await, Some(1));
+}
+
 /// A payment whose first request is gone — its process killed after the
 /// provider charged and before the capture was recorded — is settled by
 /// the traveler's retry with its key: payment asks the provider again by
@@ -448,14 +461,7 @@ async fn a_retry_of_a_payment_whose_first_request_is_gone_asks_the_provider_agai
     let app = spawn_app_with(test_settings()).await;
     let id = app.charged_unanswered().await;
     first_paid_with(&app, &id, "tok_success").await;
-    let retried = app.pay(&id, "tok_success", "pay").await;
-    assert_eq!(
-        retried["data"]["payBooking"]["status"], "CAPTURED",
-        "{retried}"
-    );
-    app.wait_for_status(&id, "CONFIRMED").await;
-    // One charge at the provider: the first one, found by its key.
-    assert_eq!(charges_at_the_provider(&app).await, Some(1));
+    retried_to_one_charge(&app, &id).await;
 }
 
 /// The same retry sent once the first request has had its time (its
@@ -479,13 +485,7 @@ async fn a_retry_long_after_its_first_request_asks_the_provider_at_once() {
         ))
         .await
         .expect("the first request a minute ago");
-    let retried = app.pay(&id, "tok_success", "pay").await;
-    assert_eq!(
-        retried["data"]["payBooking"]["status"], "CAPTURED",
-        "{retried}"
-    );
-    app.wait_for_status(&id, "CONFIRMED").await;
-    assert_eq!(charges_at_the_provider(&app).await, Some(1));
+    retried_to_one_charge(&app, &id).await;
 }
 
 /// The same retry when the provider never made the charge (the first

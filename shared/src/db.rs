@@ -379,6 +379,12 @@ pub fn sqlstate(e: &DbErr) -> Option<String> {
     Some(sqlx_error(e)?.as_database_error()?.code()?.into_owned())
 }
 
+/// SQLite's (extended) result code of `e`: a number, where PostgreSQL's
+/// SQLSTATE has five characters.
+fn sqlite_code(e: &DbErr) -> Option<u32> {
+    sqlstate(e).filter(|code| code.len() < 5)?.parse().ok()
+}
+
 /// The driver's error under `e`, if it came from the database driver.
 fn sqlx_error(e: &DbErr) -> Option<&sea_orm::SqlxError> {
     use sea_orm::RuntimeErr::SqlxError;
@@ -414,14 +420,9 @@ pub fn is_unavailable(e: &DbErr) -> bool {
     // event after a few tries (embedded mode keeps no dead letters past a
     // restart), and a client is told to retry, not INTERNAL.
     if sqlstate(e).is_some_and(|code| {
-        code.starts_with("57P0")
-            || code.starts_with("08")
-            || code.starts_with("53")
-            || code.len() < 5
-                && code
-                    .parse::<u32>()
-                    .is_ok_and(|n| matches!(n & 0xff, 10 | 13))
-    }) {
+        code.starts_with("57P0") || code.starts_with("08") || code.starts_with("53")
+    }) || sqlite_code(e).is_some_and(|n| matches!(n & 0xff, 10 | 13))
+    {
         return true;
     }
     let s = e.to_string();
@@ -587,12 +588,7 @@ pub async fn connect_migrated<M: sea_orm_migration::MigratorTrait>(
 /// Only at start: running, a connection reopened when the process is out
 /// of file descriptors fails as "cannot open" too, and passes.
 pub fn worth_waiting_at_start(e: &DbErr) -> bool {
-    let broken_file = sqlstate(e).is_some_and(|code| {
-        code.len() < 5
-            && code
-                .parse::<u32>()
-                .is_ok_and(|n| matches!(n & 0xff, 8 | 11 | 14 | 23 | 26))
-    });
+    let broken_file = sqlite_code(e).is_some_and(|n| matches!(n & 0xff, 8 | 11 | 14 | 23 | 26));
     is_unavailable(e) && !broken_file
 }
 
