@@ -240,12 +240,36 @@ async fn settled(conn: &mut sea_orm::sqlx::SqliteConnection) -> Result<bool, sea
 /// Commits a change made while serving an RPC, unless its caller has given
 /// up on it ([`crate::bus::caller_still_waits`]): then rolls it back and
 /// says so.
+///
+/// The call's id is recorded in the inbox with the change: a copy of the
+/// request redelivered because the part serving it stopped after this
+/// commit but before its answer and ack (a replica killed) is refused,
+/// CONFLICT, not made a second time — an admin's homestay, room type or
+/// route created twice, neither with a key a retry could find it by. A
+/// copy of a request whose first delivery made no change runs as usual.
 pub async fn commit_in_time(txn: sea_orm::DatabaseTransaction) -> Result<(), crate::AppError> {
     if let Err(late) = crate::bus::caller_still_waits() {
         txn.rollback().await?;
         return Err(late);
     }
-    Ok(txn.commit().await?)
+    let call = crate::bus::call_to_record();
+    if let Some(call) = call
+        && !crate::outbox::record_once(&txn, call, "rpc").await?
+    {
+        txn.rollback().await?;
+        metrics::counter!("duikou_rpc_repeats_refused_total").increment(1);
+        tracing::warn!(%call, "a redelivered RPC request whose change was made already; not made again");
+        return Err(crate::AppError::new(
+            crate::ErrorCode::Conflict,
+            "this change was made already, by an earlier delivery of the same request whose \
+             answer was lost as the part serving it stopped: look it up before making it again",
+        ));
+    }
+    txn.commit().await?;
+    if call.is_some() {
+        crate::bus::recorded_call();
+    }
+    Ok(())
 }
 
 /// `$first, $first+1, …`: the placeholders of an `IN (…)` list of `n`

@@ -99,20 +99,30 @@ pub async fn begin_once(
     env: &Envelope,
 ) -> Result<Option<DatabaseTransaction>, DbErr> {
     let txn = db.begin().await?;
-    let backend = txn.get_database_backend();
-    let inserted = txn
-        .execute_raw(stmt(
-            backend,
-            "INSERT INTO inbox (event_id, kind) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
-            vec![id_value(backend, env.id), env.kind.clone().into()],
-        ))
-        .await?;
-    if inserted.rows_affected() == 0 {
+    if !record_once(&txn, env.id, &env.kind).await? {
         debug!(id = %env.id, "event already handled; skipping");
         txn.rollback().await?;
         return Ok(None);
     }
     Ok(Some(txn))
+}
+
+/// Records `id` (an event's, or an RPC call's) in the inbox inside the
+/// caller's transaction; false when it was there already: handled before.
+pub async fn record_once<C: ConnectionTrait>(
+    conn: &C,
+    id: uuid::Uuid,
+    kind: &str,
+) -> Result<bool, DbErr> {
+    let backend = conn.get_database_backend();
+    let inserted = conn
+        .execute_raw(stmt(
+            backend,
+            "INSERT INTO inbox (event_id, kind) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
+            vec![id_value(backend, id), kind.into()],
+        ))
+        .await?;
+    Ok(inserted.rows_affected() > 0)
 }
 
 /// How long an event's inbox row is kept: far longer than any redelivery

@@ -798,6 +798,118 @@ async fn an_rpc_request_past_its_callers_deadline_is_not_run() {
     k.cleanup(server.as_ref()).await;
 }
 
+/// Records one application of `0` in the test's `effects` table.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Apply(i64);
+impl duikou_shared::rpc::Rpc for Apply {
+    const SERVICE: &'static str = "inventory";
+    const METHOD: &'static str = "apply";
+    type Reply = ();
+}
+
+/// A request redelivered after the part serving it made its change but
+/// stopped before answering and acking it (a replica killed between the
+/// two) carries the same call id: its change, committed through
+/// `commit_in_time`, is refused then, CONFLICT, not made twice — an
+/// admin's keyless create would otherwise be made again. Shown here with
+/// the same request published twice under one correlation id, as the
+/// broker redelivers it; a request under another id is made.
+#[tokio::test]
+async fn a_request_redelivered_after_its_change_committed_is_not_made_twice() {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
+    let k = Kernel::new(5).await;
+    let server = k.bus(&amqp_url()).await;
+    let db = k.db.clone();
+    let router = duikou_shared::rpc::RpcRouter::new("inventory").route::<Apply, _, _>(move |req| {
+        let db = db.clone();
+        async move {
+            let txn = db.begin().await?;
+            txn.execute_raw(duikou_shared::outbox::stmt(
+                DbBackend::Postgres,
+                "INSERT INTO effects (n, times) VALUES ($1, 1) \
+                 ON CONFLICT (n) DO UPDATE SET times = effects.times + 1",
+                vec![req.0.into()],
+            ))
+            .await?;
+            duikou_shared::db::commit_in_time(txn).await
+        }
+    });
+    server.serve(router).await.expect("serve");
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = conn.create_channel().await.expect("channel");
+    let replies = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("reply queue")
+        .name()
+        .clone();
+    let queue = k.config.rpc_queue("inventory");
+    let call = uuid::Uuid::now_v7();
+    let other = uuid::Uuid::now_v7();
+    for (n, id) in [(1, call), (1, call), (2, other)] {
+        let mut headers = FieldTable::default();
+        let deadline = chrono::Utc::now().timestamp_millis() + 60_000;
+        headers.insert("x-deadline-ms".into(), AMQPValue::LongLongInt(deadline));
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &serde_json::to_vec(&Apply(n)).expect("json"),
+                lapin::BasicProperties::default()
+                    .with_type("apply".into())
+                    .with_correlation_id(id.to_string().as_str().into())
+                    .with_reply_to(replies.clone())
+                    .with_headers(headers),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+    }
+    let mut answers = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while answers.len() < 3 {
+        assert!(Instant::now() < deadline, "answers so far: {answers:?}");
+        match channel
+            .basic_get(replies.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+        {
+            Some(reply) => {
+                let body: serde_json::Value =
+                    serde_json::from_slice(&reply.delivery.data).expect("reply json");
+                let corr = reply.delivery.properties.correlation_id().clone();
+                answers.push((corr.map(|c| c.to_string()), body));
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert_eq!(k.effects().await, (2, 2), "each call's change made once");
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(_, body)| body.pointer("/Err/code").and_then(|c| c.as_str()) == Some("CONFLICT"))
+        .collect();
+    assert_eq!(refused.len(), 1, "one copy refused: {answers:?}");
+    assert_eq!(refused[0].0.as_deref(), Some(call.to_string().as_str()));
+    let _ = conn.close(0, "done".into()).await;
+    server.shutdown().await;
+    server.close().await;
+    k.cleanup(server.as_ref()).await;
+}
+
 /// A part that is stopping still hears the answers to its calls until its
 /// bus closes: its sweepers and the handlers it lets finish call other
 /// parts. (The reply listener stopped with the consumers; a booking

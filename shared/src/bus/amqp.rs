@@ -967,8 +967,15 @@ async fn handle_rpc(inner: &Inner, router: &RpcRouter, delivery: Delivery) {
                 request_id = request_id.as_deref().unwrap_or("-"));
             // The service's own calls serve the same request, and end
             // before its caller gives up.
-            let call = super::serving_until(caller_gives_up, router.dispatch(&method, body))
-                .instrument(span);
+            // The call's id, which a redelivered copy of it shares.
+            let call_id = delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .and_then(|c| Uuid::parse_str(c.as_str()).ok());
+            let call =
+                super::serving_until(caller_gives_up, call_id, router.dispatch(&method, body))
+                    .instrument(span);
             crate::telemetry::with_request_id(request_id, call).await
         }
         Err(e) => Err(AppError::bad_input(format!("request is not JSON: {e}"))),

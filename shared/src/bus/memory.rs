@@ -311,10 +311,13 @@ impl Bus for MemoryBus {
                 method = method_name,
                 request_id = request_id.as_deref().unwrap_or("-")
             );
-            let reply =
-                super::serving_until(Some(caller_gives_up), router.dispatch(&method_name, body))
-                    .instrument(span)
-                    .await?;
+            let reply = super::serving_until(
+                Some(caller_gives_up),
+                None,
+                router.dispatch(&method_name, body),
+            )
+            .instrument(span)
+            .await?;
             let bytes = serde_json::to_vec(&reply).map_err(AppError::internal)?;
             serde_json::from_slice(&bytes).map_err(AppError::internal)
         };

@@ -368,9 +368,16 @@ pub(crate) fn patient() -> bool {
     PATIENT.try_with(|()| ()).is_ok()
 }
 
+/// The RPC being served: when its caller gives up on it, and the call's
+/// own id (its correlation id over RabbitMQ) while no change made serving
+/// it has been recorded under it yet ([`call_to_record`]).
+struct Serving {
+    gives_up: std::time::Instant,
+    call: std::cell::Cell<Option<uuid::Uuid>>,
+}
+
 tokio::task_local! {
-    /// When the caller of the RPC being served gives up on it.
-    static CALLER_GIVES_UP: std::time::Instant;
+    static CALLER_GIVES_UP: Serving;
 }
 
 /// Runs `work`, an RPC's handler, knowing when its caller gives up: the
@@ -378,14 +385,39 @@ tokio::task_local! {
 /// — which names the part that did not answer — reaches the caller, not
 /// the caller's own "did not answer in time" (a payout run asking a booking
 /// that was down made the admin wait 5 s for the vaguer message).
+///
+/// `call`, the call's id, is what a change made serving it is recorded
+/// under ([`crate::db::commit_in_time`]): a request redelivered after the
+/// part serving it stopped between its commit and its answer is then
+/// refused, not made twice.
 pub async fn serving_until<F: std::future::Future>(
     caller_gives_up: Option<std::time::Instant>,
+    call: Option<uuid::Uuid>,
     work: F,
 ) -> F::Output {
     match caller_gives_up {
-        Some(at) => CALLER_GIVES_UP.scope(at, work).await,
+        Some(gives_up) => {
+            let serving = Serving {
+                gives_up,
+                call: std::cell::Cell::new(call),
+            };
+            CALLER_GIVES_UP.scope(serving, work).await
+        }
         None => work.await,
     }
+}
+
+/// The id of the RPC being served, while none of the changes made serving
+/// it has been recorded under it ([`crate::db::commit_in_time`] records
+/// the first, then [`recorded_call`]).
+pub(crate) fn call_to_record() -> Option<uuid::Uuid> {
+    CALLER_GIVES_UP.try_with(|s| s.call.get()).ok().flatten()
+}
+
+/// The RPC being served has a change recorded under its id: its later
+/// changes are not recorded again.
+pub(crate) fn recorded_call() {
+    let _ = CALLER_GIVES_UP.try_with(|s| s.call.set(None));
 }
 
 /// What a call made while serving an RPC leaves its caller to answer in.
@@ -397,7 +429,10 @@ const ANSWER_IN: Duration = Duration::from_millis(500);
 /// and is not taken for a failure (SERVICE_UNAVAILABLE for a change made).
 pub fn within_callers_wait(own: Duration) -> Duration {
     CALLER_GIVES_UP
-        .try_with(|at| at.saturating_duration_since(std::time::Instant::now()))
+        .try_with(|s| {
+            s.gives_up
+                .saturating_duration_since(std::time::Instant::now())
+        })
         .map_or(own, |left| own.min(left.saturating_sub(ANSWER_IN)))
 }
 
@@ -412,7 +447,7 @@ pub fn within_callers_wait(own: Duration) -> Duration {
 /// key: one kept by its idempotency key is better committed late, its
 /// retry answered from it.
 pub fn caller_still_waits() -> Result<(), AppError> {
-    match CALLER_GIVES_UP.try_with(|at| *at) {
+    match CALLER_GIVES_UP.try_with(|s| s.gives_up) {
         Ok(at) if std::time::Instant::now() + ANSWER_IN >= at => {
             metrics::counter!("duikou_rpc_changes_refused_late_total").increment(1);
             tracing::warn!("a change was ready only as its caller gave up on it; not made");

@@ -40,6 +40,10 @@ use shared::{AppError, ErrorCode};
 use std::collections::HashMap;
 use tracing::{info, warn};
 
+/// How long a catalogue change's announcement may take outside an RPC's
+/// wait (within one, less: [`shared::bus::within_callers_wait`]).
+const ANNOUNCE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a sweep of overdue holds did.
 #[derive(Debug, Clone, Copy)]
 pub struct Swept {
@@ -278,6 +282,10 @@ impl Inventory {
     /// Tells the gateways' caches that the catalogue changed, after a
     /// catalogue change committed (its own small transaction: should this
     /// process die in between, the caches' expiry bounds what is stale).
+    /// Within the caller's wait: a change made must be answered as made, not
+    /// taken for a failure its client retries (a second homestay) while the
+    /// announcement waits on a busy database; one not announced in time is
+    /// left to the caches' expiry.
     async fn announce<T>(&self, method: &str, done: Result<T, AppError>) -> Result<T, AppError> {
         if done.is_ok() {
             let event = Envelope::new(
@@ -291,11 +299,16 @@ impl Inventory {
                 let txn = self.db.begin().await?;
                 enqueue(&txn, &[event]).await?;
                 txn.commit().await
-            }
-            .await;
-            match sent {
-                Ok(()) => self.outbox.committed(),
-                Err(e) => warn!(error = %e, method, "could not announce a catalogue change"),
+            };
+            let wait = shared::bus::within_callers_wait(ANNOUNCE_WITHIN);
+            match tokio::time::timeout(wait, sent).await {
+                Ok(Ok(())) => self.outbox.committed(),
+                Ok(Err(e)) => warn!(error = %e, method, "could not announce a catalogue change"),
+                Err(_) => warn!(
+                    method,
+                    "a catalogue change was not announced in its caller's wait; the caches' \
+                     expiry bounds what they serve stale"
+                ),
             }
         }
         done

@@ -280,7 +280,7 @@ impl Partnerships {
         info!(partnership = %view.id, sponsor = %view.sponsor, beneficiary = %view.beneficiary, "partnership created");
         self.recredit_for_a_while(queued).await;
         Ok(PartnershipView {
-            crediting: storage::crediting(&self.db, view.beneficiary).await?,
+            crediting: self.still_crediting(view.beneficiary).await,
             ..view
         })
     }
@@ -406,7 +406,7 @@ impl Partnerships {
             self.recredit_for_a_while(queued).await;
         }
         Ok(PartnershipView {
-            crediting: storage::crediting(&self.db, view.beneficiary).await?,
+            crediting: self.still_crediting(view.beneficiary).await,
             ..view
         })
     }
@@ -522,6 +522,22 @@ impl Partnerships {
             Ok(Err(e)) => {
                 warn!(recredit = %id, error = %e, "crediting failed; will retry in the background");
             }
+        }
+    }
+
+    /// Whether `beneficiary`'s figures are still being credited, asked after
+    /// a change committed: within the caller's wait, and "still crediting"
+    /// when it cannot be told — the change is made, and its answer must not
+    /// become a failure its admin retries.
+    async fn still_crediting(&self, beneficiary: RegionCode) -> bool {
+        let asked = shared::bus::within_callers_wait(RECREDIT_WHILE_ASKED);
+        match tokio::time::timeout(asked, storage::crediting(&self.db, beneficiary)).await {
+            Ok(Ok(crediting)) => crediting,
+            Ok(Err(e)) => {
+                warn!(error = %e, %beneficiary, "could not tell whether a pair is still crediting");
+                true
+            }
+            Err(_) => true,
         }
     }
 
@@ -782,14 +798,14 @@ impl Partnerships {
             "partnership withdrawn",
         )
         .await?;
+        let view = storage::partnership_by_id(&txn, pair.id)
+            .await?
+            .ok_or_else(|| AppError::internal("the partnership vanished"))?;
         shared::db::commit_in_time(txn).await?;
         info!(partnership = %pair.id, reason, "partnership withdrawn");
         self.recredit_for_a_while(queued).await;
-        let view = storage::partnership_by_id(&self.db, pair.id)
-            .await?
-            .ok_or_else(|| AppError::internal("the partnership vanished"))?;
         Ok(PartnershipView {
-            crediting: storage::crediting(&self.db, view.beneficiary).await?,
+            crediting: self.still_crediting(view.beneficiary).await,
             ..view
         })
     }
