@@ -240,36 +240,55 @@ async fn settled(conn: &mut sea_orm::sqlx::SqliteConnection) -> Result<bool, sea
 /// Commits a change made while serving an RPC, unless its caller has given
 /// up on it ([`crate::bus::caller_still_waits`]): then rolls it back and
 /// says so.
-///
-/// The call's id is recorded in the inbox with the change: a copy of the
-/// request redelivered because the part serving it stopped after this
-/// commit but before its answer and ack (a replica killed) is refused,
-/// CONFLICT, not made a second time — an admin's homestay, room type or
-/// route created twice, neither with a key a retry could find it by. A
-/// copy of a request whose first delivery made no change runs as usual.
 pub async fn commit_in_time(txn: sea_orm::DatabaseTransaction) -> Result<(), crate::AppError> {
     if let Err(late) = crate::bus::caller_still_waits() {
         txn.rollback().await?;
         return Err(late);
     }
+    Ok(txn.commit().await?)
+}
+
+/// What a copy of a request whose creation was made already is told
+/// ([`commit_once_in_time`]).
+const MADE_ALREADY: &str = "this was created already, by an earlier delivery of the same request \
+     whose answer was lost as the part serving it stopped: look it up before creating it again";
+
+/// [`commit_in_time`] for a keyless create (a homestay, room type, host,
+/// route, departure), which a request run twice makes twice: the call's id
+/// is recorded in the inbox with the change, so that a copy of the request
+/// redelivered because the part serving it stopped after this commit but
+/// before its answer and ack (a replica killed) is refused — CONFLICT,
+/// [`is_made_already`] — not made a second time. A copy of a request whose
+/// first delivery made nothing runs as usual. Changes that come out the
+/// same when run again (an update to given values, a step answered as
+/// recorded) use [`commit_in_time`]: their copy answers as the first would
+/// have.
+pub async fn commit_once_in_time(txn: sea_orm::DatabaseTransaction) -> Result<(), crate::AppError> {
+    // Recorded before the deadline is looked at: the insert can wait (on
+    // the first delivery's uncommitted row, a lock on the inbox).
     let call = crate::bus::call_to_record();
     if let Some(call) = call
         && !crate::outbox::record_once(&txn, call, "rpc").await?
     {
         txn.rollback().await?;
         metrics::counter!("duikou_rpc_repeats_refused_total").increment(1);
-        tracing::warn!(%call, "a redelivered RPC request whose change was made already; not made again");
+        tracing::warn!(%call, "a redelivered RPC request whose creation was made already; not made again");
         return Err(crate::AppError::new(
             crate::ErrorCode::Conflict,
-            "this change was made already, by an earlier delivery of the same request whose \
-             answer was lost as the part serving it stopped: look it up before making it again",
+            MADE_ALREADY,
         ));
     }
-    txn.commit().await?;
+    commit_in_time(txn).await?;
     if call.is_some() {
         crate::bus::recorded_call();
     }
     Ok(())
+}
+
+/// Whether `e` is [`commit_once_in_time`]'s refusal of a repeated create:
+/// its creation was made (and may not have been announced).
+pub fn is_made_already(e: &crate::AppError) -> bool {
+    e.code == crate::ErrorCode::Conflict && e.message == MADE_ALREADY
 }
 
 /// `$first, $first+1, …`: the placeholders of an `IN (…)` list of `n`

@@ -809,9 +809,9 @@ impl duikou_shared::rpc::Rpc for Apply {
 
 /// A request redelivered after the part serving it made its change but
 /// stopped before answering and acking it (a replica killed between the
-/// two) carries the same call id: its change, committed through
-/// `commit_in_time`, is refused then, CONFLICT, not made twice — an
-/// admin's keyless create would otherwise be made again. Shown here with
+/// two) carries the same call id: a keyless create, committed through
+/// `commit_once_in_time`, is refused then, CONFLICT, not made twice — an
+/// admin's homestay would otherwise be made again. Shown here with
 /// the same request published twice under one correlation id, as the
 /// broker redelivers it; a request under another id is made.
 #[tokio::test]
@@ -833,7 +833,7 @@ async fn a_request_redelivered_after_its_change_committed_is_not_made_twice() {
                 vec![req.0.into()],
             ))
             .await?;
-            duikou_shared::db::commit_in_time(txn).await
+            duikou_shared::db::commit_once_in_time(txn).await
         }
     });
     server.serve(router).await.expect("serve");

@@ -9,7 +9,7 @@ use crate::SERVICE;
 use crate::domain::{StayDates, calendar_range};
 use crate::storage::{self, Held, routes};
 use chrono::Utc;
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use shared::auth::Principal;
 use shared::bus::{EventRouter, HandlerError};
 use shared::envelope::Envelope;
@@ -286,8 +286,11 @@ impl Inventory {
     /// taken for a failure its client retries (a second homestay) while the
     /// announcement waits on a busy database; one not announced in time is
     /// left to the caches' expiry.
+    /// A create refused as made already ([`shared::db::is_made_already`]) is
+    /// announced too: the delivery that made it may have stopped before
+    /// announcing it, and its admin, told to look it up, must find it.
     async fn announce<T>(&self, method: &str, done: Result<T, AppError>) -> Result<T, AppError> {
-        if done.is_ok() {
+        if done.is_ok() || done.as_ref().is_err_and(shared::db::is_made_already) {
             let event = Envelope::new(
                 SERVICE,
                 uuid::Uuid::now_v7(),
@@ -295,12 +298,22 @@ impl Inventory {
                     by: method.to_owned(),
                 },
             );
+            // At least a moment: a change committed just inside its
+            // caller's wait (commit_in_time leaves the answer 0.5 s).
+            let wait = shared::bus::within_callers_wait(ANNOUNCE_WITHIN)
+                .max(std::time::Duration::from_millis(100));
             let sent = async {
                 let txn = self.db.begin().await?;
+                if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+                    // The server gives up with us: a statement still waiting
+                    // when we stop would keep its connection from the pool
+                    // (a stall pinning one more with each change).
+                    let limit = format!("SET LOCAL statement_timeout = {}", wait.as_millis());
+                    txn.execute_unprepared(&limit).await?;
+                }
                 enqueue(&txn, &[event]).await?;
                 txn.commit().await
             };
-            let wait = shared::bus::within_callers_wait(ANNOUNCE_WITHIN);
             match tokio::time::timeout(wait, sent).await {
                 Ok(Ok(())) => self.outbox.committed(),
                 Ok(Err(e)) => warn!(error = %e, method, "could not announce a catalogue change"),
@@ -777,7 +790,7 @@ impl Inventory {
             !req.unpublished,
         )
         .await?;
-        shared::db::commit_in_time(txn).await?;
+        shared::db::commit_once_in_time(txn).await?;
         Ok(created)
     }
 
@@ -1037,7 +1050,7 @@ impl Inventory {
         let name = host_name("name", &req.name)?;
         let id = HostId::new();
         storage::insert_host(&txn, id, name, req.region_code).await?;
-        shared::db::commit_in_time(txn).await?;
+        shared::db::commit_once_in_time(txn).await?;
         Ok(HostView {
             id,
             name: name.to_owned(),
@@ -1253,7 +1266,7 @@ impl Inventory {
         }
         let view = room.view(RoomTypeId::new());
         storage::insert_room_type(&txn, req.homestay_id, &view).await?;
-        shared::db::commit_in_time(txn).await?;
+        shared::db::commit_once_in_time(txn).await?;
         Ok(view)
     }
 }

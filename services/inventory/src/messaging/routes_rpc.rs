@@ -161,7 +161,7 @@ impl Inventory {
             },
         )
         .await?;
-        shared::db::commit_in_time(txn).await?;
+        shared::db::commit_once_in_time(txn).await?;
         Ok(created)
     }
 
@@ -306,7 +306,7 @@ impl Inventory {
             }
             other => other?,
         }
-        shared::db::commit_in_time(txn).await?;
+        shared::db::commit_once_in_time(txn).await?;
         Ok(departure)
     }
 
