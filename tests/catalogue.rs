@@ -1926,3 +1926,41 @@ async fn a_change_made_is_answered_as_made_while_its_announcement_waits() {
     let prices = prices_of(&inventory, &room_type, &tomorrow).await;
     assert_eq!(prices, vec![13_100], "the change answered as made is made");
 }
+
+/// A create its service did not answer in time may have been made (the
+/// replica stopped between its commit and its answer, and no other took
+/// the request up in time: an exploratory run made 5 of 16 homestays so
+/// answered), and has no key a retry could find it by: its admin is told
+/// to look for it before sending it again, not to try again. An update,
+/// which comes out the same sent twice, is still told to try again.
+#[tokio::test]
+async fn a_create_that_was_not_answered_in_time_says_it_may_have_been_made() {
+    let (app, chifeng, room_type, inventory) = calendar_under_a_short_deadline().await;
+    let held =
+        common::LockHeld::begin(inventory.clone(), "LOCK TABLE homestays IN EXCLUSIVE MODE").await;
+    let created = app
+        .graphql_as(
+            Some(&chifeng),
+            "mutation($i: HomestayInput!) { createHomestay(input: $i) { roomTypeId } }",
+            json!({ "i": { "hostName": "敖汉旗牧民合作社", "regionCode": "150430", "name": "草原人家二号",
+                           "roomType": { "name": "家庭房", "beds": 2, "maxGuests": 3, "rooms": 3 } } }),
+        )
+        .await;
+    held.release().await;
+    assert_eq!(code(&created), "SERVICE_UNAVAILABLE", "{created}");
+    let message = created["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("may have been created") && message.contains("look for it"),
+        "{created}"
+    );
+    let held = common::LockHeld::begin(
+        inventory.clone(),
+        "LOCK TABLE room_nights IN EXCLUSIVE MODE",
+    )
+    .await;
+    let updated = price_at_131(&app, &chifeng, &room_type).await;
+    held.release().await;
+    assert_eq!(code(&updated), "SERVICE_UNAVAILABLE", "{updated}");
+    let message = updated["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("try again"), "{updated}");
+}

@@ -1699,3 +1699,46 @@ async fn a_cancellation_that_gives_way_in_a_deadlock_goes_through_all_the_same()
         "{cancelled}"
     );
 }
+
+/// A departure's request handed to inventory twice (a replica killed
+/// after adding it, before answering: the broker redelivers it to
+/// another) adds one departure, and the copy is told it was created
+/// already — not "the route already has a departure on …", which reads
+/// as someone else's (an exploratory run under replica kills).
+#[tokio::test]
+async fn a_departure_request_delivered_twice_adds_one_and_says_so() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (route, _) = route_on_sale(&app, &admin, 5, 10, 1).await;
+    let day = tomorrow() + Duration::days(20);
+    let replies = app
+        .rpc_delivered_twice(&shared::rpcs::AddDeparture {
+            route_id: route.parse().expect("a route id"),
+            starts_on: day,
+            seats: 6,
+            price: None,
+            cutoff_days: 1,
+            by: shared::auth::Principal::platform(),
+        })
+        .await;
+    let made: Vec<_> = replies.iter().filter(|r| r.get("Ok").is_some()).collect();
+    let refused: Vec<_> = replies.iter().filter_map(|r| r.get("Err")).collect();
+    assert_eq!((made.len(), refused.len()), (1, 1), "{replies:?}");
+    assert_eq!(refused[0]["code"], "CONFLICT", "{replies:?}");
+    let message = refused[0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("created already"), "{replies:?}");
+    let inventory = app.service_db("inventory").await;
+    let count = inventory
+        .query_one_raw(sea_orm::Statement::from_string(
+            inventory.get_database_backend(),
+            format!(
+                "SELECT COUNT(*) AS n FROM departures WHERE route_id = '{route}' AND starts_on = '{day}'"
+            ),
+        ))
+        .await
+        .expect("departures")
+        .expect("a row")
+        .try_get::<i64>("", "n")
+        .expect("n");
+    assert_eq!(count, 1);
+}

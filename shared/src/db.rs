@@ -271,18 +271,32 @@ pub async fn commit_once_in_time(txn: sea_orm::DatabaseTransaction) -> Result<()
         && !crate::outbox::record_once(&txn, call, "rpc").await?
     {
         txn.rollback().await?;
-        metrics::counter!("duikou_rpc_repeats_refused_total").increment(1);
-        tracing::warn!(%call, "a redelivered RPC request whose creation was made already; not made again");
-        return Err(crate::AppError::new(
-            crate::ErrorCode::Conflict,
-            MADE_ALREADY,
-        ));
+        return Err(made_already(call));
     }
     commit_in_time(txn).await?;
     if call.is_some() {
         crate::bus::recorded_call();
     }
     Ok(())
+}
+
+/// The refusal of a copy of `call`, whose creation was made already.
+fn made_already(call: uuid::Uuid) -> crate::AppError {
+    metrics::counter!("duikou_rpc_repeats_refused_total").increment(1);
+    tracing::warn!(%call, "a redelivered RPC request whose creation was made already; not made again");
+    crate::AppError::new(crate::ErrorCode::Conflict, MADE_ALREADY)
+}
+
+/// For a create that found what it makes exists already (a unique key
+/// taken): [`commit_once_in_time`]'s refusal when this very request made
+/// it (a redelivered copy), rather than the conflict with someone else's
+/// it would otherwise report. Asks `conn`, not the create's transaction
+/// (PostgreSQL's is aborted by then).
+pub async fn refuse_if_made_already<C: ConnectionTrait>(conn: &C) -> Result<(), crate::AppError> {
+    match crate::bus::call_to_record() {
+        Some(call) if crate::outbox::recorded(conn, call).await? => Err(made_already(call)),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `e` is [`commit_once_in_time`]'s refusal of a repeated create:

@@ -125,6 +125,19 @@ pub async fn record_once<C: ConnectionTrait>(
     Ok(inserted.rows_affected() > 0)
 }
 
+/// Whether `id` is recorded in the inbox ([`record_once`]).
+pub async fn recorded<C: ConnectionTrait>(conn: &C, id: uuid::Uuid) -> Result<bool, DbErr> {
+    let backend = conn.get_database_backend();
+    let found = conn
+        .query_one_raw(stmt(
+            backend,
+            "SELECT 1 AS found FROM inbox WHERE event_id = $1",
+            vec![id_value(backend, id)],
+        ))
+        .await?;
+    Ok(found.is_some())
+}
+
 /// How long an event's inbox row is kept: far longer than any redelivery
 /// (the delivery limit is spent in seconds to minutes), short enough that
 /// the table does not grow with every event a service ever handled.

@@ -1188,3 +1188,71 @@ impl LockHeld {
         })
     }
 }
+
+impl TestApp {
+    /// Sends `request` to its service's queue twice under one correlation
+    /// id, as the broker redelivers a request whose replica stopped before
+    /// acking it, and gives back both replies (`{"Ok": …}` / `{"Err": …}`),
+    /// in the order they came.
+    #[allow(dead_code)]
+    pub async fn rpc_delivered_twice<R: shared::rpc::Rpc>(&self, request: &R) -> Vec<Value> {
+        use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+        use lapin::types::{AMQPValue, FieldTable};
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let channel = conn.create_channel().await.expect("channel");
+        let replies = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("reply queue")
+            .name()
+            .clone();
+        let queue = self.settings.bus().rpc_queue(R::SERVICE);
+        let call = uuid::Uuid::now_v7().to_string();
+        let body = serde_json::to_vec(request).expect("json");
+        for _ in 0..2 {
+            let mut headers = FieldTable::default();
+            let deadline = Utc::now().timestamp_millis() + 30_000;
+            headers.insert("x-deadline-ms".into(), AMQPValue::LongLongInt(deadline));
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    lapin::BasicProperties::default()
+                        .with_type(R::METHOD.into())
+                        .with_correlation_id(call.as_str().into())
+                        .with_reply_to(replies.clone())
+                        .with_headers(headers),
+                )
+                .await
+                .expect("published");
+        }
+        let mut answers = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while answers.len() < 2 {
+            assert!(Instant::now() < deadline, "replies so far: {answers:?}");
+            match channel
+                .basic_get(replies.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("get")
+            {
+                Some(reply) => answers
+                    .push(serde_json::from_slice(&reply.delivery.data).expect("a JSON reply")),
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let _ = conn.close(0, "done".into()).await;
+        answers
+    }
+}

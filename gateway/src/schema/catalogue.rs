@@ -4,7 +4,7 @@
 use super::auth::principal;
 use super::types::Night;
 use super::types::{Date, Lang, Money, in_lang, page_info};
-use super::{cached, changing, non_negative, parse, region, rpc, yuan};
+use super::{cached, changing, creating, non_negative, parse, region, rpc, yuan};
 use crate::error::bad_input;
 use async_graphql::{
     Context, Enum, ID, InputObject, MaybeUndefined, Object, Result, SimpleObject, Union,
@@ -241,8 +241,9 @@ pub struct HomestayCreated {
 pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<HomestayCreated> {
     let by = principal(ctx)?.clone();
     let policy = policy_tiers(input.cancellation_policy)?;
-    let created = changing(
+    let created = creating(
         ctx,
+        "homestay",
         rpcs::CreateHomestay {
             host_name: input.host_name.unwrap_or_default(),
             host_id: input.host_id.map(|h| parse("host id", &h)).transpose()?,
@@ -525,8 +526,9 @@ impl From<rpcs::HostView> for Host {
 /// `createHost`: admins of the region.
 pub async fn create_host(ctx: &Context<'_>, name: String, region_code: ID) -> Result<Host> {
     let by = principal(ctx)?.clone();
-    let host = rpc(
+    let host = creating(
         ctx,
+        "host",
         rpcs::CreateHost {
             name,
             region_code: region(&region_code)?,
@@ -682,8 +684,9 @@ pub async fn add_room_type(
     room_type: RoomTypeInput,
 ) -> Result<RoomType> {
     let by = principal(ctx)?.clone();
-    let view = changing(
+    let view = creating(
         ctx,
+        "room type",
         rpcs::AddRoomType {
             homestay_id: parse("homestay id", &homestay_id)?,
             room_type: room_type.into_rpc()?,

@@ -4,7 +4,7 @@
 use super::auth::principal;
 use super::catalogue::{PolicyTierInput, policy_tiers};
 use super::types::{Date, Lang, Money, PolicyTier, in_lang, page_info, policy_tiers_view};
-use super::{cached, changing, non_negative, parse, region, yuan};
+use super::{cached, changing, creating, non_negative, parse, region, yuan};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use shared::rpcs::{self, RouteStatus as Status};
@@ -322,8 +322,9 @@ pub struct RouteCreated {
 pub async fn create_route(ctx: &Context<'_>, input: RouteInput) -> Result<RouteCreated> {
     let by = principal(ctx)?.clone();
     let itinerary = itinerary_rpc(input.itinerary)?;
-    let created = changing(
+    let created = creating(
         ctx,
+        "route",
         rpcs::CreateRoute {
             host_name: input.host_name.unwrap_or_default(),
             host_id: input.host_id.map(|h| parse("host id", &h)).transpose()?,
@@ -414,8 +415,9 @@ pub async fn add_departure(
     cutoff_days: i32,
 ) -> Result<Departure> {
     let by = principal(ctx)?.clone();
-    let departure = changing(
+    let departure = creating(
         ctx,
+        "departure",
         rpcs::AddDeparture {
             route_id: parse("route id", &route_id)?,
             starts_on: starts_on.0,

@@ -518,6 +518,9 @@ pub fn reply_as<R: Rpc>(reply: serde_json::Value) -> Result<R::Reply, AppError> 
     })
 }
 
+/// What a caller is told when a service did not answer in time.
+const UNANSWERED: &str = "a part of Duikou did not answer in time; try again shortly";
+
 /// The error a caller sees when a service did not answer in time (which
 /// one is logged, not told: service names are internal).
 pub(crate) fn rpc_timeout(service: &str, method: &str, deadline: Duration) -> AppError {
@@ -527,10 +530,14 @@ pub(crate) fn rpc_timeout(service: &str, method: &str, deadline: Duration) -> Ap
         deadline_ms = deadline.as_millis(),
         "RPC deadline passed"
     );
-    AppError::new(
-        ErrorCode::ServiceUnavailable,
-        "a part of Duikou did not answer in time; try again shortly",
-    )
+    AppError::new(ErrorCode::ServiceUnavailable, UNANSWERED)
+}
+
+/// Whether `e` says a service took the request and did not answer in time
+/// ([`rpc_timeout`]): unlike a part not running, what it asked may have
+/// been done — the service committing it and stopping before its answer.
+pub fn is_unanswered(e: &AppError) -> bool {
+    e.code == ErrorCode::ServiceUnavailable && e.message == UNANSWERED
 }
 
 /// Backoff before a failed delivery is handed back: grows with the attempt.
