@@ -1742,3 +1742,107 @@ async fn a_departure_request_delivered_twice_adds_one_and_says_so() {
         .expect("n");
     assert_eq!(count, 1);
 }
+
+/// An app, its 赤峰市 admin, a departure two days ahead (the route's
+/// policy gives nothing back then) and a booking of one seat on it, paid.
+async fn a_paid_seat_two_days_ahead() -> (TestApp, String, String, String) {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (_, departure) = route_on_sale(&app, &admin, 2, 10, 1).await;
+    let paid = TestApp::id_of(&book_seats(&app, &departure, &["王芳"], "paid").await);
+    app.wait_for_status(&paid, "AWAITING_PAYMENT").await;
+    let charged = app.pay(&paid, "tok_success", "pay").await;
+    assert!(charged["errors"].is_null(), "{charged}");
+    app.wait_for_status(&paid, "CONFIRMED").await;
+    (app, admin, departure, paid)
+}
+
+/// The admin cancels `departure` (a blizzard).
+async fn cancel_departure(app: &TestApp, admin: &str, departure: &str) {
+    let done = app
+        .graphql_as(
+            Some(admin),
+            "mutation($d: ID!) { cancelDeparture(departureId: $d, reason: \"暴雪封路\") { cancelledAt } }",
+            json!({ "d": departure }),
+        )
+        .await;
+    assert!(done["errors"].is_null(), "{done}");
+}
+
+/// A paid booking its booker cancels just after its departure was
+/// cancelled — before booking heard of the departure's cancellation (its
+/// handlers held here: their inbox locked) — is refunded in full like
+/// every other booking on it, not by the route's policy (nothing two days
+/// ahead): an exploratory run saw 4 of 16 bookings cancelled within 20 ms
+/// of the departure keep only the policy's share.
+#[tokio::test]
+async fn a_booking_cancelled_by_its_booker_as_its_departure_is_cancelled_is_refunded_in_full() {
+    let (app, admin, departure, paid) = a_paid_seat_two_days_ahead().await;
+    let held = common::LockHeld::begin(
+        app.service_db("booking").await,
+        "LOCK TABLE inbox IN EXCLUSIVE MODE",
+    )
+    .await;
+    cancel_departure(&app, &admin, &departure).await;
+    held.until_waiting(1, true).await;
+    let cancelled = app.cancel(&paid, "cancel").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["refundDue"]["amount"], "0.00",
+        "the booker's own cancellation, by the policy: {cancelled}"
+    );
+    held.release().await;
+    let refunded = app
+        .wait_for_booking(&paid, "the full refund", |b| {
+            b["refunded"]["amount"] == "2980.00"
+        })
+        .await;
+    assert_eq!(refunded["refundDue"]["amount"], "2980.00", "{refunded}");
+    app.until_invariants_hold().await;
+}
+
+/// The other way round: a booker who cancelled before the departure was
+/// cancelled — inventory still counting the seats (the release waits: its
+/// inbox locked) and listing the booking in the cancellation — keeps the
+/// policy's share; the departure's cancellation came after their choice.
+#[tokio::test]
+async fn a_booking_cancelled_by_its_booker_before_its_departure_keeps_the_policys_share() {
+    let (app, admin, departure, paid) = a_paid_seat_two_days_ahead().await;
+    let inventory = app.service_db("inventory").await;
+    let held =
+        common::LockHeld::begin(inventory.clone(), "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
+    let cancelled = app.cancel(&paid, "cancel").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["refundDue"]["amount"], "0.00",
+        "{cancelled}"
+    );
+    cancel_departure(&app, &admin, &departure).await;
+    held.release().await;
+    let booking = app.service_db("booking").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let heard = booking
+            .query_one_raw(sea_orm::Statement::from_string(
+                booking.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM inbox WHERE kind = 'inventory.departure_cancelled'",
+            ))
+            .await
+            .expect("inbox")
+            .expect("a row")
+            .try_get::<i64>("", "n")
+            .expect("n");
+        if heard > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "booking never heard of it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.until_invariants_hold().await;
+    let now = app
+        .wait_for_booking(&paid, "cancelled", |b| b["status"] == "CANCELLED")
+        .await;
+    assert_eq!(now["refunded"]["amount"], "0.00", "{now}");
+    assert_eq!(now["refundDue"]["amount"], "0.00", "{now}");
+}

@@ -293,6 +293,81 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
     }
 }
 
+/// Asks payment for all that is left of booking `id`'s payment (`total`)
+/// with `request` (a `RefundRequested` of no amount), in place of the
+/// policy's share its booker was promised: the trip could never have been
+/// had. The booker's own request, if payment has not made it yet, takes
+/// its share of what is left; together they give back all of it.
+async fn refund_the_rest<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    total: Fen,
+    request: Envelope,
+    why: &str,
+) -> Result<(), sea_orm::DbErr> {
+    storage::set_refund_due(conn, id, total, Some(request.id)).await?;
+    storage::history(
+        conn,
+        id,
+        Status::Cancelled,
+        &format!("{why}; the rest refunded"),
+        Utc::now(),
+    )
+    .await?;
+    storage::refund_whole(conn, id).await?;
+    enqueue(conn, &[request]).await
+}
+
+/// A paid booking on a cancelled departure that its booker cancelled as
+/// the departure was being cancelled — the cancellation recorded here at
+/// or after inventory's (the event's time), before its event arrived —
+/// was refunded by its policy: all of it goes back, as for every booking
+/// on the departure (an exploratory run saw 4 of 16 bookings cancelled
+/// within 20 ms of the departure keep only the policy's half). One its
+/// booker cancelled before the departure's cancellation keeps the
+/// policy's share: that was the booker's own choice.
+async fn cancelled_as_its_departure_was<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    cause: &Envelope,
+    ev: &DepartureCancelled,
+) -> Result<(), sea_orm::DbErr> {
+    let Some(current) = storage::by_id(conn, id).await? else {
+        return Ok(());
+    };
+    let view = &current.view;
+    let (Some(total), Some(due)) = (view.total, view.refund_due) else {
+        return Ok(()); // never paid
+    };
+    if view.status != Status::Cancelled.as_str() || due >= total {
+        return Ok(());
+    }
+    let cancelled_at = storage::history_of(conn, id)
+        .await?
+        .into_iter()
+        .find(|h| h.status == Status::Cancelled.as_str())
+        .map(|h| h.at);
+    if cancelled_at.is_none_or(|at| at < cause.occurred_at) {
+        return Ok(());
+    }
+    let why = format!(
+        "the departure on {} was cancelled by its operator: {}",
+        ev.starts_on, ev.reason
+    );
+    let request = cause.follow(
+        SERVICE,
+        &RefundRequested {
+            booking_id: id,
+            amount: None,
+            reason: why.clone(),
+            percent_of_left: None,
+        },
+    );
+    refund_the_rest(conn, id, total, request, &why).await?;
+    warn!(booking = %id, "cancelled by its booker as its departure was cancelled; refunding the rest");
+    Ok(())
+}
+
 /// Refunds in full a capture recorded while `booking` was PENDING, now that
 /// it ended without a hold.
 async fn refund_early_capture<C: sea_orm::ConnectionTrait>(
@@ -1076,21 +1151,10 @@ impl Bookings {
         let cancelled_since = moved.is_none()
             && current.view.status == Status::Cancelled.as_str()
             && current.view.refund_due.unwrap_or(Fen::ZERO) < refund;
-        if cancelled_since {
-            // This request replaces the booker's: it asks for all that is
-            // left, theirs included.
-            let asked = request.as_ref().map(|r| r.id);
-            storage::set_refund_due(&txn, ev.booking_id, refund, asked).await?;
-            storage::history(
-                &txn,
-                ev.booking_id,
-                Status::Cancelled,
-                &format!("{}; the rest refunded", ev.reason),
-                Utc::now(),
-            )
-            .await?;
-        }
-        if let Some(request) = request.filter(|_| moved.is_some() || cancelled_since) {
+        if cancelled_since && let Some(request) = request {
+            refund_the_rest(&txn, ev.booking_id, refund, request, &ev.reason).await?;
+            warn!(booking = %ev.booking_id, "a cancelled booking lost its expired hold; refunding the rest");
+        } else if let Some(request) = request.filter(|_| moved.is_some()) {
             storage::refund_whole(&txn, ev.booking_id).await?;
             enqueue(&txn, &[request]).await?;
             warn!(booking = %ev.booking_id, "a confirmed booking lost its expired hold; refunding");
@@ -1115,9 +1179,12 @@ impl Bookings {
         let mut events = Vec::new();
         let bookings = storage::by_ids(&txn, &ev.bookings).await?;
         for booking in &bookings {
-            if let Cancelled::Moved(moved) = cancel_one(&txn, &booking.view, by, Some(&env)).await?
-            {
-                events.extend(moved);
+            match cancel_one(&txn, &booking.view, by, Some(&env)).await? {
+                Cancelled::Moved(moved) => events.extend(moved),
+                Cancelled::Already => {
+                    cancelled_as_its_departure_was(&txn, booking.view.id, &env, &ev).await?;
+                }
+                _ => {}
             }
         }
         enqueue(&txn, &events).await?;
