@@ -472,7 +472,9 @@ async fn cancelled_before_hearing_of(app: &TestApp, given: &str) -> String {
 /// request: then it is what was given back — half of the 280 left after a
 /// goodwill refund of 100 (140, not the 190 quoted), or nothing when the
 /// goodwill refund took it all. An exploratory run saw it stay at the
-/// quote, more than was ever paid back.
+/// quote, more than was ever paid back. The booking's reason names what
+/// was given too (another saw "refund 500.00" stay beside a `refundDue`
+/// of 200.00).
 #[tokio::test]
 async fn refund_due_becomes_what_payment_gave_back() {
     let app = spawn_app().await;
@@ -483,6 +485,10 @@ async fn refund_due_becomes_what_payment_gave_back() {
         })
         .await;
     assert!(history_has(&done, "refunded 140.00"), "{done}");
+    assert_eq!(
+        done["reason"], "cancelled by the booker; refund 140.00",
+        "{done}"
+    );
 
     let id = cancelled_before_hearing_of(&app, "380.00").await;
     let done = app
@@ -496,6 +502,10 @@ async fn refund_due_becomes_what_payment_gave_back() {
             &done,
             "no refund: nothing left to refund: the 380.00 paid was given back already"
         ),
+        "{done}"
+    );
+    assert_eq!(
+        done["reason"], "cancelled by the booker; refund 0.00",
         "{done}"
     );
 }

@@ -219,13 +219,20 @@ pub(crate) async fn creating<R: Rpc>(
             }
             Err(gql(e))
         }
-        Err(e) if shared::bus::is_unanswered(&e) => Err(gql(shared::AppError::new(
-            shared::ErrorCode::ServiceUnavailable,
-            format!(
-                "a part of Duikou did not answer in time, and the {what} may have been created: \
+        Err(e) if shared::bus::is_unanswered(&e) => {
+            // It may be there: the admin told to look must find it, not a
+            // cached page from before (no announcement may ever come).
+            if let Some(cache) = ctx.data_opt::<crate::cache::Cache>() {
+                cache.changed_here();
+            }
+            Err(gql(shared::AppError::new(
+                shared::ErrorCode::ServiceUnavailable,
+                format!(
+                    "a part of Duikou did not answer in time, and the {what} may have been created: \
                  look for it before sending this again"
-            ),
-        ))),
+                ),
+            )))
+        }
         Err(e) => Err(gql(e)),
     }
 }

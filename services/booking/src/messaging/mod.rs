@@ -293,6 +293,37 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
     }
 }
 
+/// [`storage::refund_answered`], and the booking's reason made to name the
+/// refund given when it named the one promised: a refund an admin made in
+/// between leaves less to give back ("cancelled by the booker; refund
+/// 500.00" stood beside a `refundDue` of 200.00).
+async fn refund_answered<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    request: uuid::Uuid,
+    given: Fen,
+) -> Result<bool, sea_orm::DbErr> {
+    let before = storage::by_id(conn, id).await?;
+    if !storage::refund_answered(conn, id, request, given).await? {
+        return Ok(false);
+    }
+    let after = storage::by_id(conn, id).await?;
+    let promised = before.as_ref().and_then(|b| b.view.refund_due);
+    let due = after.as_ref().and_then(|b| b.view.refund_due);
+    if let (Some(promised), Some(due), Some(reason)) = (
+        promised,
+        due,
+        after.as_ref().and_then(|b| b.view.reason.as_ref()),
+    ) && promised != due
+    {
+        let (was, now) = (format!("; refund {promised}"), format!("; refund {due}"));
+        if reason.contains(&was) {
+            storage::set_reason(conn, id, &reason.replacen(&was, &now, 1)).await?;
+        }
+    }
+    Ok(true)
+}
+
 /// Asks payment for all that is left of booking `id`'s payment (`total`)
 /// with `request` (a `RefundRequested` of no amount), in place of the
 /// policy's share its booker was promised: the trip could never have been
@@ -306,6 +337,7 @@ async fn refund_the_rest<C: sea_orm::ConnectionTrait>(
     why: &str,
 ) -> Result<(), sea_orm::DbErr> {
     storage::set_refund_due(conn, id, total, Some(request.id)).await?;
+    storage::set_reason(conn, id, &format!("{why}; refunded in full")).await?;
     storage::history(
         conn,
         id,
@@ -339,7 +371,13 @@ async fn cancelled_as_its_departure_was<C: sea_orm::ConnectionTrait>(
     let (Some(total), Some(due)) = (view.total, view.refund_due) else {
         return Ok(()); // never paid
     };
-    if view.status != Status::Cancelled.as_str() || due >= total {
+    // Cancelled for its host (or by inventory) it was promised all that
+    // was left already, an admin's partial refund aside.
+    let in_full = view
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.ends_with("; refunded in full"));
+    if view.status != Status::Cancelled.as_str() || due >= total || in_full {
         return Ok(());
     }
     let cancelled_at = storage::history_of(conn, id)
@@ -1374,7 +1412,7 @@ impl Bookings {
         if let Some(status) = self.status_of(&txn, ev.booking_id).await? {
             storage::add_refunded(&txn, ev.booking_id, ev.split.gross).await?;
             if let Some(request) = ev.request {
-                storage::refund_answered(&txn, ev.booking_id, request, ev.split.gross).await?;
+                refund_answered(&txn, ev.booking_id, request, ev.split.gross).await?;
             }
             let cause = format!("refunded {}: {}", ev.split.gross, ev.reason);
             storage::history(&txn, ev.booking_id, status, &cause, Utc::now()).await?;
@@ -1394,7 +1432,7 @@ impl Bookings {
             return Ok(());
         };
         if let Some(status) = self.status_of(&txn, ev.booking_id).await?
-            && storage::refund_answered(&txn, ev.booking_id, ev.request, Fen::ZERO).await?
+            && refund_answered(&txn, ev.booking_id, ev.request, Fen::ZERO).await?
         {
             let cause = format!("no refund: {}", ev.reason);
             storage::history(&txn, ev.booking_id, status, &cause, Utc::now()).await?;

@@ -1280,6 +1280,22 @@ pub async fn set_refund_due<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Rewrites a booking's reason (the refund it names changed since).
+pub async fn set_reason<C: ConnectionTrait>(
+    conn: &C,
+    id: BookingId,
+    reason: &str,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE bookings SET reason = $2 WHERE id = $1",
+        vec![uuid_value(b, id.0), reason.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Payment answered the refund `request`: the promise becomes what it gave
 /// back (the policy's share of what was left when it refunded, or nothing
 /// when refunds made meanwhile took it all), unless it is the whole total
