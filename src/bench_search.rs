@@ -176,6 +176,7 @@ pub(crate) async fn seed_room_types(
         let created = call(
             bus,
             &CreateHomestay {
+                idempotency_key: None,
                 host_name: format!("牧户 {i}"),
                 host_id: None,
                 region_code,

@@ -1782,6 +1782,7 @@ async fn a_page_of_510_room_types_reads_every_calendar_and_a_homestay_takes_thir
         shared::bus::call(
             bus,
             &AddRoomType {
+                idempotency_key: None,
                 homestay_id,
                 room_type: NewRoomType {
                     name: "单间".into(),
@@ -1963,4 +1964,83 @@ async fn a_create_that_was_not_answered_in_time_says_it_may_have_been_made() {
     assert_eq!(code(&updated), "SERVICE_UNAVAILABLE", "{updated}");
     let message = updated["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("try again"), "{updated}");
+}
+
+/// A create sent again with its idempotency key answers what it first
+/// answered, one homestay made — also when eight copies race (a client
+/// retrying a create it was told "may have been created" for); the key
+/// with another input is IDEMPOTENCY_KEY_REUSED; another admin's same key
+/// is theirs. A room type and a departure the same.
+#[tokio::test]
+async fn a_create_sent_again_with_its_key_is_made_once() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    let create = "mutation($i: HomestayInput!, $k: String) { createHomestay(input: $i, idempotencyKey: $k) { homestayId } }";
+    let input = |name: &str| {
+        json!({ "hostName": "敖汉旗牧民合作社", "regionCode": "150430", "name": name,
+                "roomType": { "name": "家庭房", "beds": 2, "maxGuests": 3, "rooms": 3 } })
+    };
+    let sent = futures::future::join_all((0..8).map(|_| {
+        app.graphql_as(
+            Some(&chifeng),
+            create,
+            json!({ "i": input("草原人家"), "k": " hs-1" }),
+        )
+    }))
+    .await;
+    let ids: std::collections::BTreeSet<_> = sent
+        .iter()
+        .map(|r| {
+            r["data"]["createHomestay"]["homestayId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{r}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{sent:?}");
+    let reused = app
+        .graphql_as(
+            Some(&chifeng),
+            create,
+            json!({ "i": input("草原人家二号"), "k": "hs-1" }),
+        )
+        .await;
+    assert_eq!(code(&reused), "IDEMPOTENCY_KEY_REUSED", "{reused}");
+    let other = app.region_admin("aohan@example.cn", "150430").await;
+    let theirs = app
+        .graphql_as(
+            Some(&other),
+            create,
+            json!({ "i": input("草原人家"), "k": "hs-1" }),
+        )
+        .await;
+    let theirs = theirs["data"]["createHomestay"]["homestayId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{theirs}"));
+    assert!(!ids.contains(theirs));
+    let inventory = app.service_db("inventory").await;
+    let made = inventory
+        .query_one_raw(sea_orm::Statement::from_string(
+            inventory.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM homestays WHERE name = '草原人家'",
+        ))
+        .await
+        .expect("homestays")
+        .expect("a row")
+        .try_get::<i64>("", "n")
+        .expect("n");
+    assert_eq!(made, 2, "one per account");
+
+    let homestay = ids.first().expect("an id");
+    let add = "mutation($h: ID!, $k: String) { addRoomType(homestayId: $h, idempotencyKey: $k,
+        roomType: { name: \"大通铺\", beds: 6, maxGuests: 6, rooms: 1 }) { id } }";
+    let first = app
+        .graphql_as(Some(&chifeng), add, json!({ "h": homestay, "k": "rt-1" }))
+        .await;
+    let again = app
+        .graphql_as(Some(&chifeng), add, json!({ "h": homestay, "k": "rt-1" }))
+        .await;
+    assert!(first["errors"].is_null(), "{first}");
+    assert_eq!(first, again);
 }

@@ -177,6 +177,7 @@ async fn ten_seats(settings: shared::config::Settings) {
     let route = call(
         bus.as_ref(),
         &CreateRoute {
+            idempotency_key: None,
             host_name: "合作社".into(),
             host_id: None,
             region_code: banner,
@@ -200,6 +201,7 @@ async fn ten_seats(settings: shared::config::Settings) {
     let departure = call(
         bus.as_ref(),
         &AddDeparture {
+            idempotency_key: None,
             route_id: route.route_id,
             starts_on: tomorrow() + Duration::days(20),
             seats: CAPACITY as u32,

@@ -1713,6 +1713,7 @@ async fn a_departure_request_delivered_twice_adds_one_and_says_so() {
     let day = tomorrow() + Duration::days(20);
     let replies = app
         .rpc_delivered_twice(&shared::rpcs::AddDeparture {
+            idempotency_key: None,
             route_id: route.parse().expect("a route id"),
             starts_on: day,
             seats: 6,
@@ -1845,4 +1846,25 @@ async fn a_booking_cancelled_by_its_booker_before_its_departure_keeps_the_policy
         .await;
     assert_eq!(now["refunded"]["amount"], "0.00", "{now}");
     assert_eq!(now["refundDue"]["amount"], "0.00", "{now}");
+}
+
+/// `addDeparture` sent again with its key answers the departure it added
+/// (without one, the day taken is CONFLICT).
+#[tokio::test]
+async fn a_departure_sent_again_with_its_key_answers_the_one_added() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (route, _) = route_on_sale(&app, &admin, 5, 10, 1).await;
+    let add = "mutation($r: ID!, $d: Date!, $k: String) {
+        addDeparture(routeId: $r, startsOn: $d, seats: 8, idempotencyKey: $k) { id seats } }";
+    let day = (tomorrow() + Duration::days(30)).to_string();
+    let vars = json!({ "r": route, "d": day, "k": "dep-1" });
+    let first = app.graphql_as(Some(&admin), add, vars.clone()).await;
+    assert!(first["errors"].is_null(), "{first}");
+    let again = app.graphql_as(Some(&admin), add, vars).await;
+    assert_eq!(first, again);
+    let unkeyed = app
+        .graphql_as(Some(&admin), add, json!({ "r": route, "d": day }))
+        .await;
+    assert_eq!(code(&unkeyed), "CONFLICT", "{unkeyed}");
 }

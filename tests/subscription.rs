@@ -533,6 +533,7 @@ async fn a_socket_speaks_the_language_its_upgrade_asked_for() {
     let created = shared::bus::call(
         bus,
         &CreateHomestay {
+            idempotency_key: None,
             host_name: "敖汉旗测试牧户".into(),
             host_id: None,
             region_code: "150430".parse().expect("code"),

@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod keyed;
 pub mod money;
 pub mod outbox;
 pub mod policy;

@@ -87,6 +87,10 @@ pub struct CreateHomestay {
     /// Who asks: an admin of the region (internal callers such as the demo
     /// seed say [`Principal::platform`](crate::auth::Principal::platform)).
     pub by: crate::auth::Principal,
+    /// The client's idempotency key, scoped to it by the gateway: sent
+    /// again, the create answers what it first answered.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// The official grade of a rural homestay (乡村民宿等级).
@@ -300,6 +304,10 @@ pub struct AddRoomType {
     pub room_type: NewRoomType,
     /// Who asks: an admin of the homestay's region.
     pub by: crate::auth::Principal,
+    /// The client's idempotency key, scoped to it by the gateway: sent
+    /// again, the create answers what it first answered.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 impl Rpc for AddRoomType {
     const SERVICE: &'static str = "inventory";
@@ -404,6 +412,10 @@ pub struct CreateHost {
     pub region_code: RegionCode,
     /// Who asks: an admin of the region.
     pub by: crate::auth::Principal,
+    /// The client's idempotency key, scoped to it by the gateway: sent
+    /// again, the create answers what it first answered.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 impl Rpc for CreateHost {
     const SERVICE: &'static str = "inventory";
@@ -802,6 +814,10 @@ pub struct CreateRoute {
     pub cancellation_policy: Option<Vec<crate::policy::PolicyTier>>,
     /// Who asks: an admin of the start region.
     pub by: crate::auth::Principal,
+    /// The client's idempotency key, scoped to it by the gateway: sent
+    /// again, the create answers what it first answered.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// Ids of what [`CreateRoute`] made.
@@ -834,6 +850,10 @@ pub struct AddDeparture {
     pub cutoff_days: u32,
     /// Who asks: an admin of the route's region.
     pub by: crate::auth::Principal,
+    /// The client's idempotency key, scoped to it by the gateway: sent
+    /// again, the create answers what it first answered.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 impl Rpc for AddDeparture {
     const SERVICE: &'static str = "inventory";

@@ -1023,6 +1023,7 @@ pub async fn homestay_on(bus: &dyn shared::bus::Bus, rooms: u32) -> HomestayCrea
     let created = call(
         bus,
         &CreateHomestay {
+            idempotency_key: None,
             host_name: "敖汉旗测试牧户".into(),
             host_id: None,
             region_code: RegionCode::parse("150430").expect("code"),

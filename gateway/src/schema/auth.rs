@@ -64,6 +64,11 @@ pub fn scoped_key(p: &Principal, key: &str) -> Result<String> {
     Ok(format!("{scope}:{key}"))
 }
 
+/// [`scoped_key`] of a key the caller may leave out.
+pub fn scoped(p: &Principal, key: Option<String>) -> Result<Option<String>> {
+    key.map(|k| scoped_key(p, &k)).transpose()
+}
+
 /// A role.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum Role {

@@ -1,7 +1,7 @@
 //! The catalogue: homestay search for travelers, listing management for
 //! region admins.
 
-use super::auth::principal;
+use super::auth::{principal, scoped};
 use super::types::Night;
 use super::types::{Date, Lang, Money, in_lang, page_info};
 use super::{cached, changing, creating, non_negative, parse, region, rpc, yuan};
@@ -238,13 +238,18 @@ pub struct HomestayCreated {
 }
 
 /// `createHomestay`: admins of the region (the inventory service checks).
-pub async fn create_homestay(ctx: &Context<'_>, input: HomestayInput) -> Result<HomestayCreated> {
+pub async fn create_homestay(
+    ctx: &Context<'_>,
+    input: HomestayInput,
+    idempotency_key: Option<String>,
+) -> Result<HomestayCreated> {
     let by = principal(ctx)?.clone();
     let policy = policy_tiers(input.cancellation_policy)?;
     let created = creating(
         ctx,
         "homestay",
         rpcs::CreateHomestay {
+            idempotency_key: scoped(&by, idempotency_key)?,
             host_name: input.host_name.unwrap_or_default(),
             host_id: input.host_id.map(|h| parse("host id", &h)).transpose()?,
             region_code: region(&input.region_code)?,
@@ -524,12 +529,18 @@ impl From<rpcs::HostView> for Host {
 }
 
 /// `createHost`: admins of the region.
-pub async fn create_host(ctx: &Context<'_>, name: String, region_code: ID) -> Result<Host> {
+pub async fn create_host(
+    ctx: &Context<'_>,
+    name: String,
+    region_code: ID,
+    idempotency_key: Option<String>,
+) -> Result<Host> {
     let by = principal(ctx)?.clone();
     let host = creating(
         ctx,
         "host",
         rpcs::CreateHost {
+            idempotency_key: scoped(&by, idempotency_key)?,
             name,
             region_code: region(&region_code)?,
             by,
@@ -682,12 +693,14 @@ pub async fn add_room_type(
     ctx: &Context<'_>,
     homestay_id: ID,
     room_type: RoomTypeInput,
+    idempotency_key: Option<String>,
 ) -> Result<RoomType> {
     let by = principal(ctx)?.clone();
     let view = creating(
         ctx,
         "room type",
         rpcs::AddRoomType {
+            idempotency_key: scoped(&by, idempotency_key)?,
             homestay_id: parse("homestay id", &homestay_id)?,
             room_type: room_type.into_rpc()?,
             by,

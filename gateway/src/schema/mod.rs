@@ -229,7 +229,8 @@ pub(crate) async fn creating<R: Rpc>(
                 shared::ErrorCode::ServiceUnavailable,
                 format!(
                     "a part of Duikou did not answer in time, and the {what} may have been created: \
-                 look for it before sending this again"
+                 look for it before sending this again (sent with an idempotencyKey, send it again \
+                 with the same key: it answers the {what} if it was made)"
                 ),
             )))
         }
@@ -1305,8 +1306,12 @@ impl Mutation {
         &self,
         ctx: &Context<'_>,
         input: HomestayInput,
+        #[graphql(
+            desc = "Your key for this create (1 to 200 characters): sent again with it, it answers what it first did instead of creating a second; with another input, IDEMPOTENCY_KEY_REUSED."
+        )]
+        idempotency_key: Option<String>,
     ) -> Result<catalogue::HomestayCreated> {
-        catalogue::create_homestay(ctx, input).await
+        catalogue::create_homestay(ctx, input, idempotency_key).await
     }
 
     /// Changes a homestay's names, address, grade, amenities, photos or
@@ -1324,12 +1329,21 @@ impl Mutation {
 
     /// Writes a route as a DRAFT (admins of its start region); add
     /// departures, then `publishRoute`.
-    async fn create_route(&self, ctx: &Context<'_>, input: RouteInput) -> Result<RouteCreated> {
-        routes::create_route(ctx, input).await
+    async fn create_route(
+        &self,
+        ctx: &Context<'_>,
+        input: RouteInput,
+        #[graphql(
+            desc = "Your key for this create (1 to 200 characters): sent again with it, it answers what it first did instead of creating a second; with another input, IDEMPOTENCY_KEY_REUSED."
+        )]
+        idempotency_key: Option<String>,
+    ) -> Result<RouteCreated> {
+        routes::create_route(ctx, input, idempotency_key).await
     }
 
     /// Adds a departure with `seats` seats (admins of the route's region).
     /// Bookings close `cutoffDays` days before it leaves (China time).
+    #[allow(clippy::too_many_arguments)] // the mutation's arguments
     async fn add_departure(
         &self,
         ctx: &Context<'_>,
@@ -1339,6 +1353,10 @@ impl Mutation {
         #[graphql(desc = "Price per person in yuan; the route's price when omitted.")]
         price_per_person: Option<String>,
         #[graphql(default = 1)] cutoff_days: i32,
+        #[graphql(
+            desc = "Your key for this create (1 to 200 characters): sent again with it, it answers what it first did instead of creating a second; with another input, IDEMPOTENCY_KEY_REUSED."
+        )]
+        idempotency_key: Option<String>,
     ) -> Result<Departure> {
         routes::add_departure(
             ctx,
@@ -1347,6 +1365,7 @@ impl Mutation {
             seats,
             price_per_person,
             cutoff_days,
+            idempotency_key,
         )
         .await
     }
@@ -1584,8 +1603,17 @@ impl Mutation {
 
     /// Registers a host before its first listing, so that several homestays
     /// and routes pay the same household or cooperative (admins of its region).
-    async fn create_host(&self, ctx: &Context<'_>, name: String, region_code: ID) -> Result<Host> {
-        catalogue::create_host(ctx, name, region_code).await
+    async fn create_host(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        region_code: ID,
+        #[graphql(
+            desc = "Your key for this create (1 to 200 characters): sent again with it, it answers what it first did instead of creating a second; with another input, IDEMPOTENCY_KEY_REUSED."
+        )]
+        idempotency_key: Option<String>,
+    ) -> Result<Host> {
+        catalogue::create_host(ctx, name, region_code, idempotency_key).await
     }
 
     /// Adds a room type to a homestay (admins of its region); a homestay
@@ -1595,8 +1623,12 @@ impl Mutation {
         ctx: &Context<'_>,
         homestay_id: ID,
         room_type: RoomTypeInput,
+        #[graphql(
+            desc = "Your key for this create (1 to 200 characters): sent again with it, it answers what it first did instead of creating a second; with another input, IDEMPOTENCY_KEY_REUSED."
+        )]
+        idempotency_key: Option<String>,
     ) -> Result<RoomType> {
-        catalogue::add_room_type(ctx, homestay_id, room_type).await
+        catalogue::add_room_type(ctx, homestay_id, room_type, idempotency_key).await
     }
 
     /// Changes a room type's names, beds, guests or room count; what is

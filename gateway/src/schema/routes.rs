@@ -1,7 +1,7 @@
 //! Routes (旅游线路) and departures: search and reads for travelers,
 //! management for region admins.
 
-use super::auth::principal;
+use super::auth::{principal, scoped};
 use super::catalogue::{PolicyTierInput, policy_tiers};
 use super::types::{Date, Lang, Money, PolicyTier, in_lang, page_info, policy_tiers_view};
 use super::{cached, changing, creating, non_negative, parse, region, yuan};
@@ -319,13 +319,18 @@ pub struct RouteCreated {
 }
 
 /// `createRoute`.
-pub async fn create_route(ctx: &Context<'_>, input: RouteInput) -> Result<RouteCreated> {
+pub async fn create_route(
+    ctx: &Context<'_>,
+    input: RouteInput,
+    idempotency_key: Option<String>,
+) -> Result<RouteCreated> {
     let by = principal(ctx)?.clone();
     let itinerary = itinerary_rpc(input.itinerary)?;
     let created = creating(
         ctx,
         "route",
         rpcs::CreateRoute {
+            idempotency_key: scoped(&by, idempotency_key)?,
             host_name: input.host_name.unwrap_or_default(),
             host_id: input.host_id.map(|h| parse("host id", &h)).transpose()?,
             region_code: region(&input.region_code)?,
@@ -413,12 +418,14 @@ pub async fn add_departure(
     seats: i32,
     price_per_person: Option<String>,
     cutoff_days: i32,
+    idempotency_key: Option<String>,
 ) -> Result<Departure> {
     let by = principal(ctx)?.clone();
     let departure = creating(
         ctx,
         "departure",
         rpcs::AddDeparture {
+            idempotency_key: scoped(&by, idempotency_key)?,
             route_id: parse("route id", &route_id)?,
             starts_on: starts_on.0,
             seats: non_negative("seats", seats)?,

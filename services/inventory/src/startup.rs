@@ -71,6 +71,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
         let (region, name) = (h.region, h.name);
         let created = inventory
             .create_homestay(CreateHomestay {
+                idempotency_key: None,
                 host_name: h.host.into(),
                 host_id: None,
                 region_code: RegionCode::parse(region)?,
@@ -123,6 +124,7 @@ pub async fn seed_demo(inventory: &Inventory) -> anyhow::Result<()> {
         for week in 0..12 {
             inventory
                 .add_departure(AddDeparture {
+                    idempotency_key: None,
                     route_id: created.route_id,
                     starts_on: first + Duration::weeks(week),
                     seats: 30,
@@ -256,6 +258,7 @@ fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
     };
     Ok(vec![
         CreateRoute {
+            idempotency_key: None,
             host_name: "[演示] 克什克腾旗草原旅游专业合作社".into(),
             host_id: None,
             region_code: r("150425")?,
@@ -275,6 +278,7 @@ fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
             by: Principal::platform(),
         },
         CreateRoute {
+            idempotency_key: None,
             host_name: "[演示] 四子王旗草原自驾营地".into(),
             host_id: None,
             region_code: r("150929")?,
@@ -293,6 +297,7 @@ fn demo_routes() -> anyhow::Result<Vec<CreateRoute>> {
             by: Principal::platform(),
         },
         CreateRoute {
+            idempotency_key: None,
             host_name: "[演示] 香格里拉市藏族村寨旅游合作社".into(),
             host_id: None,
             region_code: r("533401")?,

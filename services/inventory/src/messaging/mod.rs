@@ -19,12 +19,13 @@ use shared::events::{
     HoldReleased, HoldRequested,
 };
 use shared::ids::{BookingId, HomestayId, HostId, RoomTypeId, RouteId};
+use shared::keyed::CreateKey;
 use shared::money::Fen;
 use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::policy::CancellationPolicy;
 use shared::policy::china_today;
 use shared::region::RegionCode;
-use shared::rpc::RpcRouter;
+use shared::rpc::{Rpc, RpcRouter};
 use shared::rpcs::{
     AddDeparture, CreateRoute, GetRoute, OfferPage, SearchHomestays, SearchRoutes, SetRouteStatus,
 };
@@ -756,6 +757,14 @@ impl Inventory {
 
     /// Creates a host, its homestay and a room type.
     pub async fn create_homestay(&self, req: CreateHomestay) -> Result<HomestayCreated, AppError> {
+        let key = CreateKey::of(
+            <CreateHomestay as Rpc>::METHOD,
+            req.idempotency_key.as_deref(),
+            &req,
+        )?;
+        if let Some(first) = key.replay(&self.db).await? {
+            return Ok(first);
+        }
         let name = req.name.trim();
         shared::text::check_line("name", name, 100, true)?;
         let name_en = req.name_en.trim();
@@ -790,8 +799,7 @@ impl Inventory {
             !req.unpublished,
         )
         .await?;
-        shared::db::commit_once_in_time(txn).await?;
-        Ok(created)
+        key.commit(txn, &self.db, created).await
     }
 
     /// Changes a homestay's names, details and refund rule for bookings
@@ -1038,6 +1046,14 @@ fn host_name<'a>(field: &str, name: &'a str) -> Result<&'a str, AppError> {
 impl Inventory {
     /// Registers a host (admins of its region).
     pub async fn create_host(&self, req: CreateHost) -> Result<HostView, AppError> {
+        let key = CreateKey::of(
+            <CreateHost as Rpc>::METHOD,
+            req.idempotency_key.as_deref(),
+            &req,
+        )?;
+        if let Some(first) = key.replay(&self.db).await? {
+            return Ok(first);
+        }
         county("regionCode", req.region_code)?;
         administers(&req.by, req.region_code)?;
         let txn = self.db.begin().await?;
@@ -1050,13 +1066,13 @@ impl Inventory {
         let name = host_name("name", &req.name)?;
         let id = HostId::new();
         storage::insert_host(&txn, id, name, req.region_code).await?;
-        shared::db::commit_once_in_time(txn).await?;
-        Ok(HostView {
+        let view = HostView {
             id,
             name: name.to_owned(),
             region_code: req.region_code,
             listings: 0,
-        })
+        };
+        key.commit(txn, &self.db, view).await
     }
 
     /// A page of a region's hosts by region code, name and id (admins of
@@ -1252,6 +1268,14 @@ impl Inventory {
 
     /// Adds a room type to a homestay (admins of its region).
     pub async fn add_room_type(&self, req: AddRoomType) -> Result<RoomTypeView, AppError> {
+        let key = CreateKey::of(
+            <AddRoomType as Rpc>::METHOD,
+            req.idempotency_key.as_deref(),
+            &req,
+        )?;
+        if let Some(first) = key.replay(&self.db).await? {
+            return Ok(first);
+        }
         let room = check_room_type(&req.room_type)?;
         let txn = self.db.begin().await?;
         // Locked: two additions at once count each other.
@@ -1266,8 +1290,7 @@ impl Inventory {
         }
         let view = room.view(RoomTypeId::new());
         storage::insert_room_type(&txn, req.homestay_id, &view).await?;
-        shared::db::commit_once_in_time(txn).await?;
-        Ok(view)
+        key.commit(txn, &self.db, view).await
     }
 }
 

@@ -8,8 +8,10 @@ use sea_orm::TransactionTrait;
 use shared::db::is_unique_violation;
 use shared::envelope::Envelope;
 use shared::ids::{DepartureId, RouteId};
+use shared::keyed::CreateKey;
 use shared::outbox::enqueue;
 use shared::policy::china_today;
+use shared::rpc::Rpc;
 use shared::rpcs::{
     AddDeparture, CreateRoute, DepartureView, GetRoute, ItineraryDay, RouteCreated, RoutePage,
     RouteStatus, RouteView, SearchRoutes, SetRouteStatus,
@@ -127,6 +129,14 @@ fn may_change(
 impl Inventory {
     /// Creates a route as a DRAFT.
     pub async fn create_route(&self, req: CreateRoute) -> Result<RouteCreated, AppError> {
+        let key = CreateKey::of(
+            <CreateRoute as Rpc>::METHOD,
+            req.idempotency_key.as_deref(),
+            &req,
+        )?;
+        if let Some(first) = key.replay(&self.db).await? {
+            return Ok(first);
+        }
         shared::text::check_line("titleZh", &req.title_zh, MAX_TITLE, true)?;
         shared::text::check_line("titleEn", &req.title_en, MAX_TITLE, false)?;
         check_text("descriptionZh", &req.description_zh, MAX_DESCRIPTION, false)?;
@@ -161,8 +171,7 @@ impl Inventory {
             },
         )
         .await?;
-        shared::db::commit_once_in_time(txn).await?;
-        Ok(created)
+        key.commit(txn, &self.db, created).await
     }
 
     /// Changes a route's texts, itinerary, price or refund rule (admins of
@@ -246,6 +255,14 @@ impl Inventory {
 
     /// Adds a departure with seats to a route.
     pub async fn add_departure(&self, req: AddDeparture) -> Result<DepartureView, AppError> {
+        let key = CreateKey::of(
+            <AddDeparture as Rpc>::METHOD,
+            req.idempotency_key.as_deref(),
+            &req,
+        )?;
+        if let Some(first) = key.replay(&self.db).await? {
+            return Ok(first);
+        }
         if req.seats == 0 || req.seats > MAX_SEATS {
             return Err(AppError::bad_input(format!(
                 "seats: 1 to {MAX_SEATS} on one departure"
@@ -301,6 +318,10 @@ impl Inventory {
             Err(e) if is_unique_violation(&e) => {
                 drop(txn);
                 shared::db::refuse_if_made_already(&self.db).await?;
+                // A request with the same key, made meanwhile, took the day.
+                if let Some(first) = key.replay(&self.db).await? {
+                    return Ok(first);
+                }
                 return Err(AppError::conflict(format!(
                     "the route already has a departure on {}",
                     req.starts_on
@@ -308,8 +329,7 @@ impl Inventory {
             }
             other => other?,
         }
-        shared::db::commit_once_in_time(txn).await?;
-        Ok(departure)
+        key.commit(txn, &self.db, departure).await
     }
 
     /// Changes a departure that has not left: seats (never fewer than are

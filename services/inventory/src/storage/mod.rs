@@ -45,7 +45,25 @@ impl MigratorTrait for Migrator {
             Box::new(routes::CancelledDepartures),
             Box::new(shared::runtime::KernelInboxByAge),
             Box::new(certification::AcceptedOn),
+            Box::new(CreateKeys),
         ]
+    }
+}
+
+/// The keys clients send with the creates that have none of their own
+/// ([`shared::keyed`]).
+struct CreateKeys;
+
+impl MigrationName for CreateKeys {
+    fn name(&self) -> &str {
+        "m20261207_000002_create_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(manager, &[shared::keyed::DDL]).await
     }
 }
 
