@@ -2044,3 +2044,43 @@ async fn a_create_sent_again_with_its_key_is_made_once() {
     assert!(first["errors"].is_null(), "{first}");
     assert_eq!(first, again);
 }
+
+/// Two copies of a keyed `addRoomType` for the 30th room type, both held
+/// on the homestay's row until the other arrives: the one served second
+/// finds 30 under the lock — its own copy's — and answers that room type,
+/// not "at most 30" (the session's review).
+#[tokio::test]
+async fn two_copies_of_a_keyed_room_type_at_the_cap_both_answer_it() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let homestay = app.homestay(1).await.homestay_id.to_string();
+    let add = "mutation($h: ID!, $n: String!, $k: String) { addRoomType(homestayId: $h,
+        idempotencyKey: $k, roomType: { name: $n, beds: 1, maxGuests: 1, rooms: 1 }) { id } }";
+    for i in 0..28 {
+        let added = app
+            .graphql_as(
+                Some(&admin),
+                add,
+                json!({ "h": homestay, "n": format!("房{i}") }),
+            )
+            .await;
+        assert!(added["errors"].is_null(), "{added}");
+    }
+    let held = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        &format!("SELECT id FROM homestays WHERE id = '{homestay}' FOR UPDATE"),
+    )
+    .await;
+    let vars = json!({ "h": homestay, "n": "第三十间", "k": "rt-30" });
+    let (first, second, ()) = tokio::join!(
+        app.graphql_as(Some(&admin), add, vars.clone()),
+        app.graphql_as(Some(&admin), add, vars.clone()),
+        async move {
+            // The second waits on the first (a tuple lock), not on us.
+            held.until_waiting(2, false).await;
+            held.release().await;
+        }
+    );
+    assert!(first["errors"].is_null(), "{first}");
+    assert_eq!(first, second);
+}

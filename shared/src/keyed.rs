@@ -20,15 +20,44 @@ pub const DDL: &str = "CREATE TABLE create_keys (
     reply TEXT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
 
+/// `value` as a fingerprint reads it: texts trimmed (the creates trim
+/// them: "草原人家 " makes the homestay "草原人家" makes), and fields left
+/// at nothing — null, false, 0, "", [] or {} — left out, in objects at
+/// every depth, so that a field added to a request later with such a
+/// default does not make a retry sent across the upgrade another request.
+pub fn canonical(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let nothing = |v: &Value| match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    };
+    match value {
+        Value::String(s) => Value::String(s.trim().to_owned()),
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, canonical(v)))
+                .filter(|(_, v)| !nothing(v))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// A create's key and its request's fingerprint, or none (no key sent:
 /// every request is a new create).
 pub struct CreateKey(Option<(String, String)>);
 
 impl CreateKey {
     /// `key` (scoped to its caller) for `method`, and the fingerprint of
-    /// `request`: its JSON without who asks and the key itself (a retry by
-    /// another admin of the same account, or with a token refreshed since,
-    /// is the same request).
+    /// `request`: its JSON without who asks and the key itself (a retry
+    /// with a token refreshed since is the same request), read as the
+    /// create reads it ([`canonical`]).
     pub fn of<R: Serialize>(
         method: &str,
         key: Option<&str>,
@@ -42,7 +71,7 @@ impl CreateKey {
             fields.remove("by");
             fields.remove("idempotency_key");
         }
-        let fingerprint = hex::encode(Sha256::digest(body.to_string().as_bytes()));
+        let fingerprint = hex::encode(Sha256::digest(canonical(body).to_string().as_bytes()));
         Ok(CreateKey(Some((format!("{method}:{key}"), fingerprint))))
     }
 
@@ -137,5 +166,25 @@ impl CreateKey {
         }
         crate::db::commit_once_in_time(txn).await?;
         Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical;
+    use serde_json::json;
+
+    #[test]
+    fn a_fingerprint_reads_texts_trimmed_and_defaults_as_absent() {
+        let sent = json!({ "name": " 草原人家 ", "name_en": "", "unpublished": false,
+                           "room_type": { "rooms": 3, "beds": 0, "photos": [] },
+                           "host_id": null, "itinerary": ["150430", " 150400"] });
+        let read = json!({ "name": "草原人家", "room_type": { "rooms": 3 },
+                           "itinerary": ["150430", "150400"] });
+        assert_eq!(canonical(sent), read);
+        assert_ne!(
+            canonical(json!({ "seats": 8 })),
+            canonical(json!({ "seats": 9 }))
+        );
     }
 }

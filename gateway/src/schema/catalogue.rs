@@ -247,7 +247,7 @@ pub async fn create_homestay(
     let policy = policy_tiers(input.cancellation_policy)?;
     let created = creating(
         ctx,
-        "homestay",
+        ("homestay", idempotency_key.is_some()),
         rpcs::CreateHomestay {
             idempotency_key: scoped(&by, idempotency_key)?,
             host_name: input.host_name.unwrap_or_default(),
@@ -538,7 +538,7 @@ pub async fn create_host(
     let by = principal(ctx)?.clone();
     let host = creating(
         ctx,
-        "host",
+        ("host", idempotency_key.is_some()),
         rpcs::CreateHost {
             idempotency_key: scoped(&by, idempotency_key)?,
             name,
@@ -698,7 +698,7 @@ pub async fn add_room_type(
     let by = principal(ctx)?.clone();
     let view = creating(
         ctx,
-        "room type",
+        ("room type", idempotency_key.is_some()),
         rpcs::AddRoomType {
             idempotency_key: scoped(&by, idempotency_key)?,
             homestay_id: parse("homestay id", &homestay_id)?,

@@ -194,48 +194,42 @@ pub(crate) async fn changing<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R:
     Ok(done)
 }
 
-/// [`changing`] for a create with no idempotency key (a homestay, room
-/// type, host, route, departure): one its service did not answer in time
-/// may have been made — the replica serving it stopped between its commit
-/// and its answer, and none took the request up again in time — so its
-/// client is told to look before sending it again, not to try again (an
-/// exploratory run made 5 of 16 homestays so answered, a retry of each a
-/// second). `what`: what was being created, for the message.
+/// [`changing`] for a create of the catalogue (a homestay, room type,
+/// host, route, departure): one its service did not answer in time may
+/// have been made — the replica serving it stopped between its commit and
+/// its answer, and none took the request up again in time — so its client
+/// is told so, not to try again (an exploratory run made 5 of 16 homestays
+/// so answered, a retry of each a second): sent with an idempotency key
+/// (`keyed`), to send it again with the key; without, to look for it
+/// first. `what`: what was being created, for the message. The cache
+/// moves on whenever it may have been made, so that the one looking finds
+/// it (no announcement may ever come).
 pub(crate) async fn creating<R: Rpc>(
     ctx: &Context<'_>,
-    what: &str,
+    (what, keyed): (&str, bool),
     request: R,
 ) -> Result<R::Reply> {
-    match call_service(ctx, request).await {
-        Ok(done) => {
-            if let Some(cache) = ctx.data_opt::<crate::cache::Cache>() {
-                cache.changed_here();
-            }
-            Ok(done)
-        }
-        Err(e) if shared::db::is_made_already(&e) => {
-            if let Some(cache) = ctx.data_opt::<crate::cache::Cache>() {
-                cache.changed_here();
-            }
-            Err(gql(e))
-        }
-        Err(e) if shared::bus::is_unanswered(&e) => {
-            // It may be there: the admin told to look must find it, not a
-            // cached page from before (no announcement may ever come).
-            if let Some(cache) = ctx.data_opt::<crate::cache::Cache>() {
-                cache.changed_here();
-            }
-            Err(gql(shared::AppError::new(
-                shared::ErrorCode::ServiceUnavailable,
-                format!(
-                    "a part of Duikou did not answer in time, and the {what} may have been created: \
-                 look for it before sending this again (sent with an idempotencyKey, send it again \
-                 with the same key: it answers the {what} if it was made)"
-                ),
-            )))
-        }
-        Err(e) => Err(gql(e)),
+    let done = call_service(ctx, request).await;
+    let unanswered = done.as_ref().is_err_and(shared::bus::is_unanswered);
+    let made = done.is_ok() || unanswered || done.as_ref().is_err_and(shared::db::is_made_already);
+    if made && let Some(cache) = ctx.data_opt::<crate::cache::Cache>() {
+        cache.changed_here();
     }
+    if unanswered {
+        let then = if keyed {
+            "send it again with the same idempotencyKey: it answers the one made, or makes it"
+        } else {
+            "look for it before sending this again (sent with an idempotencyKey, a create sent \
+             again answers the one made)"
+        };
+        return Err(gql(shared::AppError::new(
+            shared::ErrorCode::ServiceUnavailable,
+            format!(
+                "a part of Duikou did not answer in time, and the {what} may have been created: {then}"
+            ),
+        )));
+    }
+    done.map_err(gql)
 }
 
 /// [`rpc`] through the catalogue cache (reads that need no principal).

@@ -328,7 +328,7 @@ pub async fn create_route(
     let itinerary = itinerary_rpc(input.itinerary)?;
     let created = creating(
         ctx,
-        "route",
+        ("route", idempotency_key.is_some()),
         rpcs::CreateRoute {
             idempotency_key: scoped(&by, idempotency_key)?,
             host_name: input.host_name.unwrap_or_default(),
@@ -423,7 +423,7 @@ pub async fn add_departure(
     let by = principal(ctx)?.clone();
     let departure = creating(
         ctx,
-        "departure",
+        ("departure", idempotency_key.is_some()),
         rpcs::AddDeparture {
             idempotency_key: scoped(&by, idempotency_key)?,
             route_id: parse("route id", &route_id)?,

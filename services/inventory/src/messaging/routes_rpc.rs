@@ -317,11 +317,11 @@ impl Inventory {
         match routes::insert_departure(&txn, &departure, req.price).await {
             Err(e) if is_unique_violation(&e) => {
                 drop(txn);
-                shared::db::refuse_if_made_already(&self.db).await?;
                 // A request with the same key, made meanwhile, took the day.
                 if let Some(first) = key.replay(&self.db).await? {
                     return Ok(first);
                 }
+                shared::db::refuse_if_made_already(&self.db).await?;
                 return Err(AppError::conflict(format!(
                     "the route already has a departure on {}",
                     req.starts_on
