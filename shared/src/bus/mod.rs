@@ -369,8 +369,8 @@ pub(crate) fn patient() -> bool {
 }
 
 /// The RPC being served: when its caller gives up on it, and the call's
-/// own id (its correlation id over RabbitMQ) while no change made serving
-/// it has been recorded under it yet ([`call_to_record`]).
+/// own id (its correlation id over RabbitMQ) while nothing made serving it
+/// has been recorded under it yet ([`call_to_record`]).
 struct Serving {
     gives_up: std::time::Instant,
     call: std::cell::Cell<Option<uuid::Uuid>>,
@@ -386,9 +386,9 @@ tokio::task_local! {
 /// the caller's own "did not answer in time" (a payout run asking a booking
 /// that was down made the admin wait 5 s for the vaguer message).
 ///
-/// `call`, the call's id, is what a change made serving it is recorded
-/// under ([`crate::db::commit_in_time`]): a request redelivered after the
-/// part serving it stopped between its commit and its answer is then
+/// `call`, the call's id, is what a create made serving it is recorded
+/// under ([`crate::db::commit_once_in_time`]): a request redelivered after
+/// the part serving it stopped between its commit and its answer is then
 /// refused, not made twice.
 pub async fn serving_until<F: std::future::Future>(
     caller_gives_up: Option<std::time::Instant>,
@@ -407,9 +407,9 @@ pub async fn serving_until<F: std::future::Future>(
     }
 }
 
-/// The id of the RPC being served, while none of the changes made serving
-/// it has been recorded under it ([`crate::db::commit_in_time`] records
-/// the first, then [`recorded_call`]).
+/// The id of the RPC being served, while nothing made serving it has been
+/// recorded under it ([`crate::db::commit_once_in_time`] records the
+/// first, then [`recorded_call`]).
 pub(crate) fn call_to_record() -> Option<uuid::Uuid> {
     CALLER_GIVES_UP.try_with(|s| s.call.get()).ok().flatten()
 }
