@@ -7,6 +7,7 @@
 //! own transaction.
 
 use crate::outbox::stmt;
+use crate::rpc::Rpc;
 use crate::{AppError, ErrorCode};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 use serde::Serialize;
@@ -54,15 +55,12 @@ pub fn canonical(value: serde_json::Value) -> serde_json::Value {
 pub struct CreateKey(Option<(String, String)>);
 
 impl CreateKey {
-    /// `key` (scoped to its caller) for `method`, and the fingerprint of
-    /// `request`: its JSON without who asks and the key itself (a retry
-    /// with a token refreshed since is the same request), read as the
-    /// create reads it ([`canonical`]).
-    pub fn of<R: Serialize>(
-        method: &str,
-        key: Option<&str>,
-        request: &R,
-    ) -> Result<CreateKey, AppError> {
+    /// `key` (scoped to its caller) for `request`'s method, and the
+    /// fingerprint of `request`: its JSON without who asks and the key
+    /// itself (a retry with a token refreshed since is the same request),
+    /// read as the create reads it ([`canonical`]).
+    pub fn of<R: Rpc>(request: &R, key: Option<&str>) -> Result<CreateKey, AppError> {
+        let method = R::METHOD;
         let Some(key) = key else {
             return Ok(CreateKey(None));
         };

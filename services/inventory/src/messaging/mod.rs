@@ -25,7 +25,7 @@ use shared::outbox::{OutboxSignal, begin_once, enqueue};
 use shared::policy::CancellationPolicy;
 use shared::policy::china_today;
 use shared::region::RegionCode;
-use shared::rpc::{Rpc, RpcRouter};
+use shared::rpc::RpcRouter;
 use shared::rpcs::{
     AddDeparture, CreateRoute, GetRoute, OfferPage, SearchHomestays, SearchRoutes, SetRouteStatus,
 };
@@ -757,11 +757,7 @@ impl Inventory {
 
     /// Creates a host, its homestay and a room type.
     pub async fn create_homestay(&self, req: CreateHomestay) -> Result<HomestayCreated, AppError> {
-        let key = CreateKey::of(
-            <CreateHomestay as Rpc>::METHOD,
-            req.idempotency_key.as_deref(),
-            &req,
-        )?;
+        let key = CreateKey::of(&req, req.idempotency_key.as_deref())?;
         if let Some(first) = key.replay(&self.db).await? {
             return Ok(first);
         }
@@ -1046,11 +1042,7 @@ fn host_name<'a>(field: &str, name: &'a str) -> Result<&'a str, AppError> {
 impl Inventory {
     /// Registers a host (admins of its region).
     pub async fn create_host(&self, req: CreateHost) -> Result<HostView, AppError> {
-        let key = CreateKey::of(
-            <CreateHost as Rpc>::METHOD,
-            req.idempotency_key.as_deref(),
-            &req,
-        )?;
+        let key = CreateKey::of(&req, req.idempotency_key.as_deref())?;
         if let Some(first) = key.replay(&self.db).await? {
             return Ok(first);
         }
@@ -1268,11 +1260,7 @@ impl Inventory {
 
     /// Adds a room type to a homestay (admins of its region).
     pub async fn add_room_type(&self, req: AddRoomType) -> Result<RoomTypeView, AppError> {
-        let key = CreateKey::of(
-            <AddRoomType as Rpc>::METHOD,
-            req.idempotency_key.as_deref(),
-            &req,
-        )?;
+        let key = CreateKey::of(&req, req.idempotency_key.as_deref())?;
         if let Some(first) = key.replay(&self.db).await? {
             return Ok(first);
         }

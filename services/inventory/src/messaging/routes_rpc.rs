@@ -11,7 +11,6 @@ use shared::ids::{DepartureId, RouteId};
 use shared::keyed::CreateKey;
 use shared::outbox::enqueue;
 use shared::policy::china_today;
-use shared::rpc::Rpc;
 use shared::rpcs::{
     AddDeparture, CreateRoute, DepartureView, GetRoute, ItineraryDay, RouteCreated, RoutePage,
     RouteStatus, RouteView, SearchRoutes, SetRouteStatus,
@@ -129,11 +128,7 @@ fn may_change(
 impl Inventory {
     /// Creates a route as a DRAFT.
     pub async fn create_route(&self, req: CreateRoute) -> Result<RouteCreated, AppError> {
-        let key = CreateKey::of(
-            <CreateRoute as Rpc>::METHOD,
-            req.idempotency_key.as_deref(),
-            &req,
-        )?;
+        let key = CreateKey::of(&req, req.idempotency_key.as_deref())?;
         if let Some(first) = key.replay(&self.db).await? {
             return Ok(first);
         }
@@ -255,11 +250,7 @@ impl Inventory {
 
     /// Adds a departure with seats to a route.
     pub async fn add_departure(&self, req: AddDeparture) -> Result<DepartureView, AppError> {
-        let key = CreateKey::of(
-            <AddDeparture as Rpc>::METHOD,
-            req.idempotency_key.as_deref(),
-            &req,
-        )?;
+        let key = CreateKey::of(&req, req.idempotency_key.as_deref())?;
         if let Some(first) = key.replay(&self.db).await? {
             return Ok(first);
         }
