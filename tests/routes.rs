@@ -1848,6 +1848,60 @@ async fn a_booking_cancelled_by_its_booker_before_its_departure_keeps_the_policy
     assert_eq!(now["refundDue"]["amount"], "0.00", "{now}");
 }
 
+/// A booker who pays, then cancels just after the departure was cancelled,
+/// with booking hearing of the departure before the payment (its capture
+/// handler held on `captures_heard`), gets all of it back: the booking
+/// looked unpaid when cancelled, and the capture heard later was refunded
+/// by the route's policy (nothing two days ahead).
+#[tokio::test]
+async fn a_payment_heard_after_its_departure_and_the_bookers_cancellation_goes_back_in_full() {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (_, departure) = route_on_sale(&app, &admin, 2, 10, 1).await;
+    let booked = TestApp::id_of(&book_seats(&app, &departure, &["王芳"], "late").await);
+    app.wait_for_status(&booked, "AWAITING_PAYMENT").await;
+    let booking = app.service_db("booking").await;
+    let inbox =
+        common::LockHeld::begin(booking.clone(), "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
+    cancel_departure(&app, &admin, &departure).await;
+    inbox.until_waiting(1, true).await;
+    let charged = app.pay(&booked, "tok_success", "pay").await;
+    assert!(charged["errors"].is_null(), "{charged}");
+    inbox.until_waiting(2, true).await;
+    let cancelled = app.cancel(&booked, "cancel").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "unpaid as far as booking knows: {cancelled}"
+    );
+    let captures = common::LockHeld::begin(
+        booking.clone(),
+        "LOCK TABLE captures_heard IN ACCESS EXCLUSIVE MODE",
+    )
+    .await;
+    inbox.release().await;
+    app.wait_for_booking(&booked, "the departure's cancellation heard", |b| {
+        b["history"].as_array().is_some_and(|h| {
+            h.iter()
+                .any(|h| h["cause"].as_str().is_some_and(|c| c.contains("暴雪封路")))
+        })
+    })
+    .await;
+    captures.release().await;
+    let refunded = app
+        .wait_for_booking(&booked, "the full refund", |b| {
+            b["refunded"]["amount"] == "2980.00"
+        })
+        .await;
+    assert_eq!(refunded["refundDue"]["amount"], "2980.00", "{refunded}");
+    assert!(
+        refunded["reason"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("暴雪封路; refunded in full")),
+        "{refunded}"
+    );
+    app.until_invariants_hold().await;
+}
+
 /// `addDeparture` sent again with its key answers the departure it added
 /// (without one, the day taken is CONFLICT).
 #[tokio::test]

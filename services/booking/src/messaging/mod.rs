@@ -91,6 +91,11 @@ pub const PAID_BEFORE_CANCELLING: &str = "payment captured before the cancellati
 /// before its payment was recorded: unlike [`CANCELLED_UNPAID`], a capture
 /// heard after it is refunded in full, not by the policy.
 const CANCELLED_FOR_HOST: &str = "cancelled for its host before payment";
+/// How the history row begins that says a booking its booker cancelled
+/// unpaid (as far as booking knew) had its departure cancelled by the
+/// operator first: a capture heard after it goes back in full, not by the
+/// policy. The departure's words follow, after ": ".
+const DEPARTURE_CANCELLED_FIRST: &str = "its departure had been cancelled when its booker cancelled it; any payment made goes back in full";
 
 /// The history's note that inventory gave a booking's capacity back.
 const RELEASED: &str = "capacity released";
@@ -115,6 +120,27 @@ async fn paid_before_cancelling<C: sea_orm::ConnectionTrait>(
         .into_iter()
         .find(|h| h.status == Status::Cancelled.as_str() && h.cause == CANCELLED_UNPAID);
     Ok(cancelled.map(|h| h.at).filter(|at| captured_at <= *at))
+}
+
+/// The departure's words, when `booking` is cancelled and its history says
+/// its departure was cancelled before its booker cancelled it
+/// ([`DEPARTURE_CANCELLED_FIRST`]).
+async fn departure_cancelled_first<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    booking: &BookingView,
+) -> Result<Option<String>, sea_orm::DbErr> {
+    if booking.status != Status::Cancelled.as_str() {
+        return Ok(None);
+    }
+    Ok(storage::history_of(conn, booking.id)
+        .await?
+        .into_iter()
+        .find_map(|h| {
+            h.cause
+                .strip_prefix(DEPARTURE_CANCELLED_FIRST)
+                .and_then(|why| why.strip_prefix(": "))
+                .map(str::to_owned)
+        }))
 }
 
 /// What partnership is told of a booking paid before it was cancelled: the
@@ -329,23 +355,17 @@ async fn refund_answered<C: sea_orm::ConnectionTrait>(
 /// policy's share its booker was promised: the trip could never have been
 /// had. The booker's own request, if payment has not made it yet, takes
 /// its share of what is left; together they give back all of it.
+/// `step` is the history's row.
 async fn refund_the_rest<C: sea_orm::ConnectionTrait>(
     conn: &C,
     id: BookingId,
     total: Fen,
     request: Envelope,
-    why: &str,
+    (why, step): (&str, &str),
 ) -> Result<(), sea_orm::DbErr> {
     storage::set_refund_due(conn, id, total, Some(request.id)).await?;
     storage::set_reason(conn, id, &format!("{why}; refunded in full")).await?;
-    storage::history(
-        conn,
-        id,
-        Status::Cancelled,
-        &format!("{why}; the rest refunded"),
-        Utc::now(),
-    )
-    .await?;
+    storage::history(conn, id, Status::Cancelled, step, Utc::now()).await?;
     storage::refund_whole(conn, id).await?;
     enqueue(conn, &[request]).await
 }
@@ -357,7 +377,9 @@ async fn refund_the_rest<C: sea_orm::ConnectionTrait>(
 /// on the departure (an exploratory run saw 4 of 16 bookings cancelled
 /// within 20 ms of the departure keep only the policy's half). One its
 /// booker cancelled before the departure's cancellation keeps the
-/// policy's share: that was the booker's own choice.
+/// policy's share: that was the booker's own choice. One cancelled as
+/// unpaid is marked ([`DEPARTURE_CANCELLED_FIRST`]): a payment it made
+/// before its booker cancelled, heard of only now, goes back in full.
 async fn cancelled_as_its_departure_was<C: sea_orm::ConnectionTrait>(
     conn: &C,
     id: BookingId,
@@ -368,16 +390,7 @@ async fn cancelled_as_its_departure_was<C: sea_orm::ConnectionTrait>(
         return Ok(());
     };
     let view = &current.view;
-    let (Some(total), Some(due)) = (view.total, view.refund_due) else {
-        return Ok(()); // never paid
-    };
-    // Cancelled for its host (or by inventory) it was promised all that
-    // was left already, an admin's partial refund aside.
-    let in_full = view
-        .reason
-        .as_deref()
-        .is_some_and(|r| r.ends_with("; refunded in full"));
-    if view.status != Status::Cancelled.as_str() || due >= total || in_full {
+    if view.status != Status::Cancelled.as_str() {
         return Ok(());
     }
     let cancelled_at = storage::history_of(conn, id)
@@ -392,6 +405,19 @@ async fn cancelled_as_its_departure_was<C: sea_orm::ConnectionTrait>(
         "the departure on {} was cancelled by its operator: {}",
         ev.starts_on, ev.reason
     );
+    let Some(due) = view.refund_due else {
+        let step = format!("{DEPARTURE_CANCELLED_FIRST}: {why}");
+        return storage::history(conn, id, Status::Cancelled, &step, Utc::now()).await;
+    };
+    // Cancelled for its host (or by inventory) it was promised all that
+    // was left already, an admin's partial refund aside.
+    let in_full = view
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.ends_with("; refunded in full"));
+    let Some(total) = view.total.filter(|total| due < *total && !in_full) else {
+        return Ok(());
+    };
     let request = cause.follow(
         SERVICE,
         &RefundRequested {
@@ -401,7 +427,8 @@ async fn cancelled_as_its_departure_was<C: sea_orm::ConnectionTrait>(
             percent_of_left: None,
         },
     );
-    refund_the_rest(conn, id, total, request, &why).await?;
+    let step = format!("{why}; the rest refunded");
+    refund_the_rest(conn, id, total, request, (&why, &step)).await?;
     warn!(booking = %id, "cancelled by its booker as its departure was cancelled; refunding the rest");
     Ok(())
 }
@@ -1190,7 +1217,8 @@ impl Bookings {
             && current.view.status == Status::Cancelled.as_str()
             && current.view.refund_due.unwrap_or(Fen::ZERO) < refund;
         if cancelled_since && let Some(request) = request {
-            refund_the_rest(&txn, ev.booking_id, refund, request, &ev.reason).await?;
+            let step = format!("{}; the rest refunded", ev.reason);
+            refund_the_rest(&txn, ev.booking_id, refund, request, (&ev.reason, &step)).await?;
             warn!(booking = %ev.booking_id, "a cancelled booking lost its expired hold; refunding the rest");
         } else if let Some(request) = request.filter(|_| moved.is_some()) {
             storage::refund_whole(&txn, ev.booking_id).await?;
@@ -1308,6 +1336,25 @@ impl Bookings {
                 storage::history(&txn, ev.booking_id, status, &why, Utc::now()).await?;
                 ask_full_refund(&txn, Some(&env), ev.booking_id, ev.split.gross, why).await?;
                 warn!(booking = %ev.booking_id, "a capture of another amount than the total; refunding");
+            } else if let Some(why) = departure_cancelled_first(&txn, &stored.view).await? {
+                // Paid, then cancelled by its booker once the operator had
+                // cancelled the departure (booking heard of the payment
+                // last): the trip could never have been had, all goes back.
+                let request = env.follow(
+                    SERVICE,
+                    &RefundRequested {
+                        booking_id: ev.booking_id,
+                        amount: None,
+                        reason: why.clone(),
+                        percent_of_left: None,
+                    },
+                );
+                let step = format!(
+                    "payment captured before its booker cancelled; {why}; refunded in full"
+                );
+                let gross = ev.split.gross;
+                refund_the_rest(&txn, ev.booking_id, gross, request, (&why, &step)).await?;
+                warn!(booking = %ev.booking_id, "paid, then cancelled after its departure was; refunding in full");
             } else if let Some(at) =
                 paid_before_cancelling(&txn, &stored.view, env.occurred_at).await?
             {
