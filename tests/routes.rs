@@ -1747,15 +1747,49 @@ async fn a_departure_request_delivered_twice_adds_one_and_says_so() {
 /// An app, its 赤峰市 admin, a departure two days ahead (the route's
 /// policy gives nothing back then) and a booking of one seat on it, paid.
 async fn a_paid_seat_two_days_ahead() -> (TestApp, String, String, String) {
-    let app = spawn_app().await;
-    let admin = app.region_admin("chifeng@example.cn", "150400").await;
-    let (_, departure) = route_on_sale(&app, &admin, 2, 10, 1).await;
-    let paid = TestApp::id_of(&book_seats(&app, &departure, &["王芳"], "paid").await);
-    app.wait_for_status(&paid, "AWAITING_PAYMENT").await;
+    let (app, admin, departure, paid) = an_unpaid_seat_two_days_ahead().await;
     let charged = app.pay(&paid, "tok_success", "pay").await;
     assert!(charged["errors"].is_null(), "{charged}");
     app.wait_for_status(&paid, "CONFIRMED").await;
     (app, admin, departure, paid)
+}
+
+/// The same, the booking awaiting its payment.
+async fn an_unpaid_seat_two_days_ahead() -> (TestApp, String, String, String) {
+    let app = spawn_app().await;
+    let admin = app.region_admin("chifeng@example.cn", "150400").await;
+    let (_, departure) = route_on_sale(&app, &admin, 2, 10, 1).await;
+    let booked = TestApp::id_of(&book_seats(&app, &departure, &["王芳"], "seat").await);
+    app.wait_for_status(&booked, "AWAITING_PAYMENT").await;
+    (app, admin, departure, booked)
+}
+
+/// Polls (20 s at most) until booking's inbox holds an event of `kind`:
+/// booking has handled one.
+async fn until_booking_heard(app: &TestApp, kind: &str) {
+    let booking = app.service_db("booking").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let heard = booking
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                booking.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM inbox WHERE kind = $1",
+                [kind.into()],
+            ))
+            .await
+            .expect("inbox")
+            .expect("a row")
+            .try_get::<i64>("", "n")
+            .expect("n");
+        if heard > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "booking never heard {kind}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// The admin cancels `departure` (a blizzard).
@@ -1818,28 +1852,7 @@ async fn a_booking_cancelled_by_its_booker_before_its_departure_keeps_the_policy
     );
     cancel_departure(&app, &admin, &departure).await;
     held.release().await;
-    let booking = app.service_db("booking").await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let heard = booking
-            .query_one_raw(sea_orm::Statement::from_string(
-                booking.get_database_backend(),
-                "SELECT COUNT(*) AS n FROM inbox WHERE kind = 'inventory.departure_cancelled'",
-            ))
-            .await
-            .expect("inbox")
-            .expect("a row")
-            .try_get::<i64>("", "n")
-            .expect("n");
-        if heard > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "booking never heard of it"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_booking_heard(&app, "inventory.departure_cancelled").await;
     app.until_invariants_hold().await;
     let now = app
         .wait_for_booking(&paid, "cancelled", |b| b["status"] == "CANCELLED")
@@ -1848,45 +1861,41 @@ async fn a_booking_cancelled_by_its_booker_before_its_departure_keeps_the_policy
     assert_eq!(now["refundDue"]["amount"], "0.00", "{now}");
 }
 
-/// A booker who pays, then cancels just after the departure was cancelled,
-/// with booking hearing of the departure before the payment (its capture
-/// handler held on `captures_heard`), gets all of it back: the booking
-/// looked unpaid when cancelled, and the capture heard later was refunded
-/// by the route's policy (nothing two days ahead).
+/// Booking, deaf until now (`inbox` held), hears of the departure's
+/// cancellation first and of the payment last (its capture handler held
+/// on `captures_heard` until the first is handled).
+async fn hear_the_departure_then_the_payment(app: &TestApp, inbox: common::LockHeld) {
+    let captures = common::LockHeld::begin(
+        app.service_db("booking").await,
+        "LOCK TABLE captures_heard IN ACCESS EXCLUSIVE MODE",
+    )
+    .await;
+    inbox.release().await;
+    until_booking_heard(app, "inventory.departure_cancelled").await;
+    captures.release().await;
+}
+
+/// A booker pays, the operator cancels the departure, the booker cancels;
+/// booking, deaf meanwhile (its inbox locked), hears of the departure
+/// first and of the payment last: the booking looked unpaid when
+/// cancelled, and the capture heard after was refunded by the route's
+/// policy (nothing two days ahead). All of it goes back.
 #[tokio::test]
 async fn a_payment_heard_after_its_departure_and_the_bookers_cancellation_goes_back_in_full() {
-    let app = spawn_app().await;
-    let admin = app.region_admin("chifeng@example.cn", "150400").await;
-    let (_, departure) = route_on_sale(&app, &admin, 2, 10, 1).await;
-    let booked = TestApp::id_of(&book_seats(&app, &departure, &["王芳"], "late").await);
-    app.wait_for_status(&booked, "AWAITING_PAYMENT").await;
+    let (app, admin, departure, booked) = an_unpaid_seat_two_days_ahead().await;
     let booking = app.service_db("booking").await;
-    let inbox =
-        common::LockHeld::begin(booking.clone(), "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
-    cancel_departure(&app, &admin, &departure).await;
-    inbox.until_waiting(1, true).await;
+    let inbox = common::LockHeld::begin(booking, "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
     let charged = app.pay(&booked, "tok_success", "pay").await;
     assert!(charged["errors"].is_null(), "{charged}");
+    inbox.until_waiting(1, true).await;
+    cancel_departure(&app, &admin, &departure).await;
     inbox.until_waiting(2, true).await;
     let cancelled = app.cancel(&booked, "cancel").await;
     assert_eq!(
         cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
         "unpaid as far as booking knows: {cancelled}"
     );
-    let captures = common::LockHeld::begin(
-        booking.clone(),
-        "LOCK TABLE captures_heard IN ACCESS EXCLUSIVE MODE",
-    )
-    .await;
-    inbox.release().await;
-    app.wait_for_booking(&booked, "the departure's cancellation heard", |b| {
-        b["history"].as_array().is_some_and(|h| {
-            h.iter()
-                .any(|h| h["cause"].as_str().is_some_and(|c| c.contains("暴雪封路")))
-        })
-    })
-    .await;
-    captures.release().await;
+    hear_the_departure_then_the_payment(&app, inbox).await;
     let refunded = app
         .wait_for_booking(&booked, "the full refund", |b| {
             b["refunded"]["amount"] == "2980.00"
@@ -1899,6 +1908,71 @@ async fn a_payment_heard_after_its_departure_and_the_bookers_cancellation_goes_b
             .is_some_and(|r| r.ends_with("暴雪封路; refunded in full")),
         "{refunded}"
     );
+    app.until_invariants_hold().await;
+}
+
+/// The other way round: the booker pays and cancels before the operator
+/// cancels the departure (which still lists the booking: inventory's
+/// inbox held, the seat not yet given back), booking hearing of the
+/// payment last: the booker's own choice, the policy's share (nothing).
+#[tokio::test]
+async fn a_payment_heard_last_for_a_booking_cancelled_before_its_departure_keeps_the_policys_share()
+{
+    let (app, admin, departure, booked) = an_unpaid_seat_two_days_ahead().await;
+    let releases = common::LockHeld::begin(
+        app.service_db("inventory").await,
+        "LOCK TABLE inbox IN EXCLUSIVE MODE",
+    )
+    .await;
+    let booking = app.service_db("booking").await;
+    let inbox = common::LockHeld::begin(booking, "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
+    let charged = app.pay(&booked, "tok_success", "pay").await;
+    assert!(charged["errors"].is_null(), "{charged}");
+    inbox.until_waiting(1, true).await;
+    let cancelled = app.cancel(&booked, "cancel").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    cancel_departure(&app, &admin, &departure).await;
+    inbox.until_waiting(2, true).await;
+    hear_the_departure_then_the_payment(&app, inbox).await;
+    releases.release().await;
+    let kept = app
+        .wait_for_cause(
+            &booked,
+            "payment captured before the cancellation; refund 0.00",
+        )
+        .await;
+    assert_eq!(kept["refundDue"]["amount"], "0.00", "{kept}");
+    app.until_invariants_hold().await;
+    let now = app.wait_for_booking(&booked, "read", |_| true).await;
+    assert_eq!(now["refunded"]["amount"], "0.00", "{now}");
+}
+
+/// A capture of another amount (forged on the bus), refunded, pays nothing:
+/// a booking cancelled unpaid after its departure was is not "topped up"
+/// to its total by the departure's cancellation (payment refused it, and
+/// `refundDue` stayed at the total though nothing went back).
+#[tokio::test]
+async fn a_departures_cancellation_tops_up_nothing_for_a_booking_never_paid() {
+    let (app, admin, departure, booked) = an_unpaid_seat_two_days_ahead().await;
+    app.publish_captured(&booked, 1).await;
+    app.wait_for_cause(&booked, "no refund: nothing was captured")
+        .await;
+    let booking = app.service_db("booking").await;
+    let inbox = common::LockHeld::begin(booking, "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
+    cancel_departure(&app, &admin, &departure).await;
+    inbox.until_waiting(1, true).await;
+    let cancelled = app.cancel(&booked, "cancel").await;
+    assert_eq!(
+        cancelled["data"]["cancelBooking"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    inbox.release().await;
+    until_booking_heard(&app, "inventory.departure_cancelled").await;
+    let now = app.wait_for_booking(&booked, "read", |_| true).await;
+    assert_eq!(now["refundDue"]["amount"], "0.00", "{now}");
     app.until_invariants_hold().await;
 }
 

@@ -91,11 +91,11 @@ pub const PAID_BEFORE_CANCELLING: &str = "payment captured before the cancellati
 /// before its payment was recorded: unlike [`CANCELLED_UNPAID`], a capture
 /// heard after it is refunded in full, not by the policy.
 const CANCELLED_FOR_HOST: &str = "cancelled for its host before payment";
-/// How the history row begins that says a booking its booker cancelled
-/// unpaid (as far as booking knew) had its departure cancelled by the
-/// operator first: a capture heard after it goes back in full, not by the
-/// policy. The departure's words follow, after ": ".
-const DEPARTURE_CANCELLED_FIRST: &str = "its departure had been cancelled when its booker cancelled it; any payment made goes back in full";
+/// How the history row begins that says a booking cancelled unpaid (as far
+/// as booking knew) had its departure cancelled by the operator first: a
+/// capture heard after it goes back in full, not by the policy. The
+/// departure's words follow, after ": ".
+const DEPARTURE_CANCELLED_FIRST: &str = "cancelled after its departure was, unpaid as far as booking knew; a payment heard of later goes back in full";
 
 /// The history's note that inventory gave a booking's capacity back.
 const RELEASED: &str = "capacity released";
@@ -377,9 +377,10 @@ async fn refund_the_rest<C: sea_orm::ConnectionTrait>(
 /// on the departure (an exploratory run saw 4 of 16 bookings cancelled
 /// within 20 ms of the departure keep only the policy's half). One its
 /// booker cancelled before the departure's cancellation keeps the
-/// policy's share: that was the booker's own choice. One cancelled as
-/// unpaid is marked ([`DEPARTURE_CANCELLED_FIRST`]): a payment it made
-/// before its booker cancelled, heard of only now, goes back in full.
+/// policy's share: that was the booker's own choice. One not paid as far
+/// as booking knows (no capture confirmed it or was kept by its policy)
+/// is noted instead ([`DEPARTURE_CANCELLED_FIRST`]): a payment heard of
+/// later goes back in full.
 async fn cancelled_as_its_departure_was<C: sea_orm::ConnectionTrait>(
     conn: &C,
     id: BookingId,
@@ -393,9 +394,9 @@ async fn cancelled_as_its_departure_was<C: sea_orm::ConnectionTrait>(
     if view.status != Status::Cancelled.as_str() {
         return Ok(());
     }
-    let cancelled_at = storage::history_of(conn, id)
-        .await?
-        .into_iter()
+    let history = storage::history_of(conn, id).await?;
+    let cancelled_at = history
+        .iter()
         .find(|h| h.status == Status::Cancelled.as_str())
         .map(|h| h.at);
     if cancelled_at.is_none_or(|at| at < cause.occurred_at) {
@@ -405,10 +406,25 @@ async fn cancelled_as_its_departure_was<C: sea_orm::ConnectionTrait>(
         "the departure on {} was cancelled by its operator: {}",
         ev.starts_on, ev.reason
     );
-    let Some(due) = view.refund_due else {
-        let step = format!("{DEPARTURE_CANCELLED_FIRST}: {why}");
-        return storage::history(conn, id, Status::Cancelled, &step, Utc::now()).await;
-    };
+    // Paid: confirmed by its capture (of the total), or its capture heard
+    // after the cancellation kept by the policy. A capture of another
+    // amount, refunded, paid nothing: topped up "to the total", payment
+    // refused it and `refundDue` stayed above what went back.
+    let paid = current.captured.is_some()
+        || history
+            .iter()
+            .any(|h| h.cause.starts_with(PAID_BEFORE_CANCELLING));
+    if !paid {
+        let noted = history
+            .iter()
+            .any(|h| h.cause.starts_with(DEPARTURE_CANCELLED_FIRST));
+        if !noted {
+            let step = format!("{DEPARTURE_CANCELLED_FIRST}: {why}");
+            storage::history(conn, id, Status::Cancelled, &step, Utc::now()).await?;
+        }
+        return Ok(());
+    }
+    let due = view.refund_due.unwrap_or(Fen::ZERO);
     // Cancelled for its host (or by inventory) it was promised all that
     // was left already, an admin's partial refund aside.
     let in_full = view
@@ -1337,9 +1353,9 @@ impl Bookings {
                 ask_full_refund(&txn, Some(&env), ev.booking_id, ev.split.gross, why).await?;
                 warn!(booking = %ev.booking_id, "a capture of another amount than the total; refunding");
             } else if let Some(why) = departure_cancelled_first(&txn, &stored.view).await? {
-                // Paid, then cancelled by its booker once the operator had
-                // cancelled the departure (booking heard of the payment
-                // last): the trip could never have been had, all goes back.
+                // Cancelled once the operator had cancelled the departure,
+                // paid (before or after) as booking heard last: the trip
+                // could never have been had, all of it goes back.
                 let request = env.follow(
                     SERVICE,
                     &RefundRequested {
@@ -1349,9 +1365,8 @@ impl Bookings {
                         percent_of_left: None,
                     },
                 );
-                let step = format!(
-                    "payment captured before its booker cancelled; {why}; refunded in full"
-                );
+                let step =
+                    format!("payment heard of after the cancellation; {why}; refunded in full");
                 let gross = ev.split.gross;
                 refund_the_rest(&txn, ev.booking_id, gross, request, (&why, &step)).await?;
                 warn!(booking = %ev.booking_id, "paid, then cancelled after its departure was; refunding in full");
