@@ -2481,6 +2481,11 @@ pub struct ListPartnershipCredits {
     /// The credits after this booking's.
     #[serde(default)]
     pub after: Option<BookingId>,
+    /// Leave `total_count` at 0 (not asked for: counting reads every
+    /// booking of the pair's year). Gateways before 2026-12-07 leave it
+    /// out and get the count.
+    #[serde(default)]
+    pub skip_count: bool,
     /// Who asks: an admin of either side.
     pub by: crate::auth::Principal,
 }
@@ -2513,7 +2518,8 @@ pub struct PartnershipCreditPage {
     pub credits: Vec<PartnershipCredit>,
     /// More after the last one.
     pub has_next_page: bool,
-    /// How many bookings count for the year, over all pages.
+    /// How many bookings count for the year, over all pages (0 when asked
+    /// with `skip_count`).
     pub total_count: u64,
 }
 

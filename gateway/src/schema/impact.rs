@@ -114,6 +114,7 @@ impl Partnership {
                 year,
                 first: super::page_size(first)?,
                 after: after.map(|a| super::parse("cursor", &a)).transpose()?,
+                skip_count: !ctx.look_ahead().field("totalCount").exists(),
                 by: principal(ctx)?.clone(),
             },
         )

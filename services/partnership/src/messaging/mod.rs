@@ -832,9 +832,9 @@ impl Partnerships {
             ));
         }
         let first = req.first;
+        let page = (req.after, first + 1, !req.skip_count);
         let (mut credits, total_count) =
-            storage::credits_page(&self.db, req.partnership_id, req.year, req.after, first + 1)
-                .await?;
+            storage::credits_page(&self.db, req.partnership_id, req.year, page).await?;
         let has_next_page = credits.len() > first as usize;
         credits.truncate(first as usize);
         Ok(PartnershipCreditPage {
