@@ -554,13 +554,43 @@ async fn fund_matches_splits(db: &DatabaseConnection) -> anyhow::Result<Finding>
     )
     .await?;
     let expected = captured - refunded;
-    let offenders = if balance == expected {
+    let mut offenders = if balance == expected {
         Vec::new()
     } else {
         vec![format!(
             "fund entries sum to {balance} fen, captures less refunds give {expected} fen"
         )]
     };
+    // The public figures read the totals the database keeps as fund entries
+    // are posted (`fund_totals`): region by region, they are the entries'.
+    let drifted = rows(
+        db,
+        "SELECT COALESCE(l.region_code, k.region_code) AS region_code,
+                COALESCE(l.amount, 0) AS posted, COALESCE(l.entries, 0) AS posted_entries,
+                COALESCE(k.amount, 0) AS kept, COALESCE(k.entries, 0) AS kept_entries
+         FROM (SELECT region_code, CAST(SUM(amount_fen) AS BIGINT) AS amount,
+                      CAST(SUM(CASE WHEN amount_fen <> 0 THEN 1 ELSE 0 END) AS BIGINT) AS entries
+               FROM ledger_entries WHERE account = 'welfare_fund' GROUP BY region_code) l
+         FULL OUTER JOIN
+              (SELECT region_code, CAST(SUM(amount_fen) AS BIGINT) AS amount,
+                      CAST(SUM(entries) AS BIGINT) AS entries
+               FROM fund_totals GROUP BY region_code) k ON k.region_code = l.region_code
+         WHERE COALESCE(l.amount, 0) <> COALESCE(k.amount, 0)
+            OR COALESCE(l.entries, 0) <> COALESCE(k.entries, 0)
+         ORDER BY 1",
+        vec![],
+    )
+    .await?;
+    for r in &drifted {
+        offenders.push(format!(
+            "region {}: the fund's kept totals say {} fen over {} entries, its entries {} fen over {}",
+            r.try_get::<String>("", "region_code")?,
+            r.try_get::<i64>("", "kept")?,
+            r.try_get::<i64>("", "kept_entries")?,
+            r.try_get::<i64>("", "posted")?,
+            r.try_get::<i64>("", "posted_entries")?,
+        ));
+    }
     Ok(finding(
         "welfare fund: balance = fund shares of captures less refunds",
         offenders,

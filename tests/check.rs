@@ -218,6 +218,13 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         .await
         .expect("repriced");
     assert_eq!(repriced.rows_affected(), 1);
+    // The fund's public totals drifted from its entries (kept by a
+    // trigger as entries are posted: here changed by hand).
+    let drifted = payment
+        .execute_unprepared("UPDATE fund_totals SET amount_fen = amount_fen + 1")
+        .await
+        .expect("fund totals drifted");
+    assert!(drifted.rows_affected() > 0);
     // A charge at the provider that no payment made.
     payment
         .execute_unprepared(
@@ -253,6 +260,14 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             "payouts: no capture kept back past booking's handling and payment's next round"
         ],
         "{findings:#?}"
+    );
+    let fund = findings
+        .iter()
+        .find(|f| f.invariant.starts_with("welfare fund"))
+        .expect("the fund's finding");
+    assert!(
+        fund.detail.contains("the fund's kept totals say"),
+        "{fund:#?}"
     );
     // The offender named, so an operator can find it among many listings.
     let capacity = findings

@@ -963,8 +963,8 @@ impl Payments {
         let (entries, has_next_page) =
             storage::fund_entries(&self.db, req.first, req.after, req.region).await?;
         Ok(WelfareFundPage {
-            balance: storage::balance(&self.db, crate::domain::FUND).await?,
-            total_count: storage::entry_count(&self.db, crate::domain::FUND, req.region).await?,
+            balance: storage::fund_balance(&self.db).await?,
+            total_count: storage::fund_entry_count(&self.db, req.region).await?,
             entries,
             has_next_page,
         })
