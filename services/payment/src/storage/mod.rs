@@ -36,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(StaysBegin),
             Box::new(shared::runtime::KernelInboxByAge),
             Box::new(FundTotals),
+            Box::new(HostEntries),
         ]
     }
 }
@@ -473,6 +474,32 @@ impl MigrationTrait for FundTotals {
             conn.execute_unprepared(sql).await?;
         }
         Ok(())
+    }
+}
+
+struct HostEntries;
+
+impl MigrationName for HostEntries {
+    fn name(&self) -> &str {
+        "m20261207_000002_ledger_host_entries"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for HostEntries {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The host balances (`HOST_BALANCES`: `hostBalances`, every payout
+        // run) read only the hosts' entries, in account order, from the
+        // index alone: at 2.4 million entries a scan of them all and a sort
+        // spilled to disk took 1.09 s, this 0.38 s. Still every host entry
+        // ever posted (performance.md, "At a year's data").
+        run_ddl(
+            manager,
+            &["CREATE INDEX ledger_host_entries
+               ON ledger_entries (account, created_at, amount_fen, booking_id, region_code)
+               WHERE account LIKE 'host:%'"],
+        )
+        .await
     }
 }
 
