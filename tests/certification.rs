@@ -137,11 +137,18 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     assert_eq!(first["state"], "APPLIED", "{first}");
     assert_eq!(first["listingKind"], "HOMESTAY");
     let first = first["id"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(
-        code(&apply(&app, &admin, &listing).await),
-        "CONFLICT",
-        "one open application"
-    );
+    // The same filing sent again (its answer lost) answers the one it
+    // made; another is refused: one open application.
+    let again = apply(&app, &admin, &listing).await;
+    assert_eq!(again["id"], first.as_str(), "{again}");
+    let other = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($l: ID!) { applyForCertification(listingId: $l, statement: \"另一份申请\") { id } }",
+            json!({ "l": listing }),
+        )
+        .await;
+    assert_eq!(code(&other), "CONFLICT", "one open application: {other}");
     let early = step(
         &app,
         Some(&admin),

@@ -138,6 +138,16 @@ impl Inventory {
         .await
         {
             Err(e) if is_unique_violation(&e) => {
+                // The same filing sent again (its answer lost): the
+                // application it made, as it stands now.
+                drop(txn);
+                let txn = self.db.begin().await?;
+                let filed = (statement.as_str(), evidence.as_slice());
+                if let Some(made) =
+                    store::open_as_filed(&txn, req.listing_id, filed, req.by.account_id.0).await?
+                {
+                    return Self::answer(txn, made, china_today(Utc::now())).await;
+                }
                 return Err(AppError::conflict(
                     "this listing has an application under review already",
                 ));

@@ -188,6 +188,34 @@ pub async fn insert<C: ConnectionTrait>(
     Ok(())
 }
 
+/// The open application (applied for, or on public notice) of `listing_id`
+/// that `by` filed with this statement and evidence: the one a retry of
+/// its filing (its answer lost) finds.
+pub async fn open_as_filed<C: ConnectionTrait>(
+    conn: &C,
+    listing_id: Uuid,
+    (statement, evidence): (&str, &[String]),
+    by: Uuid,
+) -> Result<Option<Uuid>, DbErr> {
+    let b = conn.get_database_backend();
+    let evidence = serde_json::to_string(evidence).map_err(|e| DbErr::Custom(e.to_string()))?;
+    conn.query_one_raw(stmt(
+        b,
+        "SELECT id FROM certifications
+         WHERE listing_id = $1 AND state IN ('APPLIED', 'PUBLIC_NOTICE')
+           AND statement = $2 AND evidence = $3 AND applied_by = $4",
+        vec![
+            uuid_value(b, listing_id),
+            statement.into(),
+            evidence.into(),
+            uuid_value(b, by),
+        ],
+    ))
+    .await?
+    .map(|r| shared::db::row_uuid(&r, "id"))
+    .transpose()
+}
+
 /// Demonstration data only: records the public notice of `id` as ending on
 /// `on`, as though its days had passed.
 pub async fn end_notice_for_demo<C: ConnectionTrait>(
