@@ -123,7 +123,7 @@ async fn paid_before_cancelling<C: sea_orm::ConnectionTrait>(
 }
 
 /// The departure's words, when `booking` is cancelled and its history says
-/// its departure was cancelled before its booker cancelled it
+/// its departure was cancelled before it was, unpaid as booking knew
 /// ([`DEPARTURE_CANCELLED_FIRST`]).
 async fn departure_cancelled_first<C: sea_orm::ConnectionTrait>(
     conn: &C,
