@@ -163,6 +163,7 @@ pub async fn run(settings: &Settings, grace: Duration) -> anyhow::Result<Vec<Fin
         no_stuck_payment(&dbs.payment, cutoff).await?,
         fund_matches_splits(&dbs.payment).await?,
         refunds_reserved_match(&dbs.payment).await?,
+        payouts_follow_the_ledger(&dbs.payment).await?,
         provider_matches_payments(&dbs.payment, cutoff).await?,
         impact_totals(&dbs.partnership).await?,
         impact_counts,
@@ -1328,6 +1329,64 @@ async fn captures_heard(
         "payouts: no capture kept back past booking's handling and payment's next round",
         offenders,
         format!("{} captures not yet heard of", unheard.len()),
+    ))
+}
+
+/// What the payout runs recorded paying each host (`payouts`) is what the
+/// ledger moved from its account to the payout account (the postings a
+/// run makes under no booking), and the payout account holds all of it: a
+/// run that recorded a payout and lost its posting would pay the household
+/// again next time; a posting without its record, pay it short.
+async fn payouts_follow_the_ledger(db: &DatabaseConnection) -> anyhow::Result<Finding> {
+    let nil = shared::db::uuid_value(db.get_database_backend(), uuid::Uuid::nil());
+    let drifted = rows(
+        db,
+        "SELECT COALESCE(p.host, l.host) AS host, COALESCE(p.paid, 0) AS recorded,
+                COALESCE(l.posted, 0) AS posted
+         FROM (SELECT CAST(host_id AS TEXT) AS host, CAST(SUM(amount_fen) AS BIGINT) AS paid
+               FROM payouts GROUP BY host_id) p
+         FULL OUTER JOIN
+              (SELECT substr(account, 6) AS host, CAST(-SUM(amount_fen) AS BIGINT) AS posted
+               FROM ledger_entries WHERE account LIKE 'host:%' AND booking_id = $1
+               GROUP BY account) l ON l.host = p.host
+         WHERE COALESCE(p.paid, 0) <> COALESCE(l.posted, 0)
+         ORDER BY 1",
+        vec![nil],
+    )
+    .await?;
+    let mut offenders = drifted
+        .iter()
+        .map(|r| {
+            Ok(format!(
+                "host {}: payouts recorded {} fen, the ledger moved {} fen to the payout account",
+                r.try_get::<String>("", "host")?,
+                r.try_get::<i64>("", "recorded")?,
+                r.try_get::<i64>("", "posted")?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let recorded = count(
+        db,
+        "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS n FROM payouts",
+        vec![],
+    )
+    .await?;
+    let banked = count(
+        db,
+        "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS n FROM ledger_entries
+         WHERE account = 'payouts_bank'",
+        vec![],
+    )
+    .await?;
+    if banked != recorded {
+        offenders.push(format!(
+            "the payout account holds {banked} fen, payouts recorded {recorded} fen"
+        ));
+    }
+    Ok(finding(
+        "payouts: each host's payouts = the ledger's postings to the payout account",
+        offenders,
+        format!("{recorded} fen paid out"),
     ))
 }
 

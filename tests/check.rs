@@ -225,6 +225,14 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         .await
         .expect("fund totals drifted");
     assert!(drifted.rows_affected() > 0);
+    // A payout recorded that the ledger never moved (paid again next run).
+    payment
+        .execute_unprepared(
+            "INSERT INTO payouts (reference, host_id, amount_fen, created_at)
+             VALUES ('run-lost', gen_random_uuid(), 100, now())",
+        )
+        .await
+        .expect("a payout without its posting");
     // A charge at the provider that no payment made.
     payment
         .execute_unprepared(
@@ -252,6 +260,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             "welfare fund: balance = fund shares of captures less refunds",
             // Payment still counts the undone refund as refunded.
             "payment: each payment's refunded total = its refunds made or under way",
+            "payouts: each host's payouts = the ledger's postings to the payout account",
             "provider: one charge per captured payment, refunds agree",
             "impact: credited spend, certified spend, host income and fund = payment's, booking by booking",
             "holds follow bookings: CONFIRMED is COMMITTED for what it booked, an ended booking and a cancelled departure hold nothing",
@@ -317,9 +326,21 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .contains(&format!("{never_handled}: captured 38000 fen")),
         "{captured:#?}"
     );
+    let paid = findings
+        .iter()
+        .find(|f| f.invariant.starts_with("payouts: each host's payouts"))
+        .expect("the payouts' postings check ran");
+    assert!(
+        paid.detail
+            .contains("payouts recorded 100 fen, the ledger moved 0 fen")
+            && paid
+                .detail
+                .contains("the payout account holds 0 fen, payouts recorded 100 fen"),
+        "{paid:#?}"
+    );
     let payouts = findings
         .iter()
-        .find(|f| f.invariant.starts_with("payouts"))
+        .find(|f| f.invariant.starts_with("payouts: no capture kept back"))
         .expect("the payouts check ran");
     for (booking, why) in [
         (&never_handled, "booking has not handled its capture"),

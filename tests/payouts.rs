@@ -258,6 +258,8 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
         .expect("query")
         .expect("a row");
     assert_eq!(row.try_get::<i64>("", "total").expect("total"), 0);
+    // And every invariant holds, the payouts recorded = their postings.
+    app.until_invariants_hold().await;
 }
 
 /// A run over a period that ended before a refund still counts the refund:

@@ -362,7 +362,7 @@ impl TestApp {
             if findings.iter().all(|f| f.holds) {
                 // Every invariant said, in both modes (embedded left its
                 // dead-letters line out).
-                assert_eq!(findings.len(), 18, "{findings:#?}");
+                assert_eq!(findings.len(), 19, "{findings:#?}");
                 return;
             }
             assert!(std::time::Instant::now() < deadline, "{findings:#?}");
