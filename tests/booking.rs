@@ -1858,6 +1858,39 @@ async fn an_arrivals_list_pages_by_the_day_bookings_start(settings: Settings) {
     );
 }
 
+/// A booking and its quote lead back to the homestay booked
+/// (`listing.listingId`): a traveler's "my trip" finds it again without a
+/// search.
+#[tokio::test]
+async fn a_booking_names_the_homestay_it_holds() {
+    let app = spawn_app().await;
+    let homestay = app.homestay(1).await;
+    let room_type = homestay.room_type_id.to_string();
+    let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "trip").await);
+    app.wait_for_status(&id, "AWAITING_PAYMENT").await;
+    let read = app
+        .graphql(
+            "query($id: ID!, $rt: ID!, $in: Date!, $out: Date!) {
+                booking(id: $id) { listing { listingId } }
+                bookingQuote(input: { roomTypeId: $rt, checkIn: $in, checkOut: $out, travelers: 1 }) {
+                    listing { listingId } } }",
+            json!({ "id": id, "rt": room_type, "in": tomorrow().to_string(),
+                    "out": (tomorrow() + chrono::Days::new(1)).to_string() }),
+        )
+        .await;
+    let expected = homestay.homestay_id.to_string();
+    assert_eq!(
+        read["data"]["booking"]["listing"]["listingId"],
+        expected.as_str(),
+        "{read}"
+    );
+    assert_eq!(
+        read["data"]["bookingQuote"]["listing"]["listingId"],
+        expected.as_str(),
+        "{read}"
+    );
+}
+
 /// A capture for another amount than the booking's total (a forged or
 /// mistaken `payment.captured` on the bus) never confirms it: booking
 /// asks for it all back and the booking still waits for its payment,

@@ -531,6 +531,7 @@ async fn leave_a_confirmation(
             certified: false,
             cancellation_policy: Default::default(),
             starts_on: None,
+            listing_id: None,
         },
         total: shared::money::Fen::yuan(380),
         booker_home_region: None,

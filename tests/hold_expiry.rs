@@ -144,6 +144,7 @@ fn confirmed(booking: BookingId) -> Envelope {
             certified: false,
             cancellation_policy: Default::default(),
             starts_on: None,
+            listing_id: None,
         },
         total: Fen::yuan(380),
         booker_home_region: None,

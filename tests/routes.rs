@@ -382,7 +382,7 @@ async fn many_travelers_racing_for_a_departure_never_oversell_it() {
         async move {
             let body = app
                 .graphql(
-                    "query($id: ID!) { booking(id: $id) { status startsOn listing { title en: title(lang: EN) } } }",
+                    "query($id: ID!) { booking(id: $id) { status startsOn listing { title en: title(lang: EN) listingId } } }",
                     json!({ "id": id }),
                 )
                 .await;
@@ -399,6 +399,11 @@ async fn many_travelers_racing_for_a_departure_never_oversell_it() {
         assert!(held["startsOn"].is_string(), "{held}");
         let en = held["listing"]["en"].as_str().unwrap_or_default();
         assert!(en.starts_with("Capital to Grassland"), "in English: {held}");
+        assert_eq!(
+            held["listing"]["listingId"],
+            route.as_str(),
+            "the route: {held}"
+        );
         assert_eq!(
             (&refused["startsOn"], &refused["listing"]),
             (&held["startsOn"], &held["listing"]),

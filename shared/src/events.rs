@@ -90,6 +90,10 @@ pub struct ListingSnapshot {
     /// The departure's date, for seats on a route (a stay starts at check-in).
     #[serde(default)]
     pub starts_on: Option<NaiveDate>,
+    /// The homestay or route (none from producers before 2026-12-07): a
+    /// traveler's trip leads back to the listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing_id: Option<uuid::Uuid>,
 }
 
 /// inventory → booking: the capacity is held.

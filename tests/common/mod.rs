@@ -784,6 +784,7 @@ impl TestApp {
                 certified: false,
                 cancellation_policy: Default::default(),
                 starts_on: None,
+                listing_id: None,
             },
             expires_at: chrono::Utc::now() + chrono::Duration::minutes(15),
         };

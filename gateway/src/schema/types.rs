@@ -233,6 +233,7 @@ fn status(s: &str) -> BookingStatus {
 
 /// The listing a booking holds, as it was when held.
 pub struct Listing {
+    listing_id: Option<ID>,
     title: String,
     title_en: Option<String>,
     region_code: ID,
@@ -265,11 +266,18 @@ impl Listing {
     async fn host_id(&self) -> &ID {
         &self.host_id
     }
+    /// The homestay (`homestay(id:)`) or route (`route(id:)`) booked, to
+    /// find it again; null for bookings held before 2026-12-07. Not named
+    /// `id`: this is a snapshot, one per booking, not the listing itself.
+    async fn listing_id(&self) -> Option<&ID> {
+        self.listing_id.as_ref()
+    }
 }
 
 impl From<&shared::events::ListingSnapshot> for Listing {
     fn from(l: &shared::events::ListingSnapshot) -> Listing {
         Listing {
+            listing_id: l.listing_id.map(|id| ID(id.to_string())),
             title: l.title.clone(),
             title_en: l.title_en.clone(),
             region_code: ID(l.region_code.to_string()),

@@ -209,6 +209,7 @@ pub(crate) async fn assess<C: ConnectionTrait>(
                 certified: shared::policy::certified_now(route.certified_until),
                 cancellation_policy: route.cancellation_policy,
                 starts_on: Some(departure.starts_on),
+                listing_id: Some(route.id.0),
             };
             Ok(Ok(Assessed {
                 refusal,

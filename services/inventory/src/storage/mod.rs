@@ -902,8 +902,8 @@ pub async fn stay_rules<C: ConnectionTrait>(
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT h.name AS homestay, r.name AS room, h.name_en AS homestay_en, r.name_en AS room_en,
-                    h.host_id, h.region_code, h.certified_until,
+            "SELECT h.id AS homestay_id, h.name AS homestay, r.name AS room, h.name_en AS homestay_en,
+                    r.name_en AS room_en, h.host_id, h.region_code, h.certified_until,
                     h.cancellation_policy, h.published, r.max_guests,
                     CAST(COALESCE(SUM(CASE WHEN n.closed OR n.rooms = 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS closed,
                     MIN(CASE WHEN n.closed OR n.rooms = 0 THEN n.night END) AS first_closed,
@@ -915,7 +915,7 @@ pub async fn stay_rules<C: ConnectionTrait>(
              JOIN homestays h ON h.id = r.homestay_id
              LEFT JOIN room_nights n ON n.room_type_id = r.id AND n.night >= $2 AND n.night < $3
              WHERE r.id = $1
-             GROUP BY h.name, r.name, h.name_en, r.name_en, h.host_id, h.region_code,
+             GROUP BY h.id, h.name, r.name, h.name_en, r.name_en, h.host_id, h.region_code,
                       h.certified_until, h.cancellation_policy, h.published, r.max_guests",
             vec![
                 uuid_value(b, room_type.0),
@@ -1166,9 +1166,9 @@ pub async fn listing<C: ConnectionTrait>(
     let row = conn
         .query_one_raw(stmt(
             b,
-            "SELECT h.name AS homestay, r.name AS room, h.name_en AS homestay_en,
-                    r.name_en AS room_en, h.host_id, h.region_code, h.certified_until,
-                    h.cancellation_policy
+            "SELECT h.id AS homestay_id, h.name AS homestay, r.name AS room,
+                    h.name_en AS homestay_en, r.name_en AS room_en, h.host_id, h.region_code,
+                    h.certified_until, h.cancellation_policy
              FROM room_types r JOIN homestays h ON h.id = r.homestay_id WHERE r.id = $1",
             vec![uuid_value(b, room_type.0)],
         ))
@@ -1176,9 +1176,9 @@ pub async fn listing<C: ConnectionTrait>(
     row.map(|row| snapshot(&row)).transpose()
 }
 
-/// The listing snapshot in a row of `homestay`, `room`, `homestay_en`,
-/// `room_en`, `host_id`, `region_code`, `certified_until` and
-/// `cancellation_policy`.
+/// The listing snapshot in a row of `homestay_id`, `homestay`, `room`,
+/// `homestay_en`, `room_en`, `host_id`, `region_code`, `certified_until`
+/// and `cancellation_policy`.
 fn snapshot(row: &QueryResult) -> Result<ListingSnapshot, DbErr> {
     let homestay: String = row.try_get("", "homestay")?;
     let room: String = row.try_get("", "room")?;
@@ -1211,6 +1211,7 @@ fn snapshot(row: &QueryResult) -> Result<ListingSnapshot, DbErr> {
             None => CancellationPolicy::default(),
         },
         starts_on: None,
+        listing_id: Some(row_uuid(row, "homestay_id")?),
     })
 }
 
