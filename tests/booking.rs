@@ -1860,7 +1860,8 @@ async fn an_arrivals_list_pages_by_the_day_bookings_start(settings: Settings) {
 
 /// A booking and its quote lead back to the homestay booked
 /// (`listing.listingId`): a traveler's "my trip" finds it again without a
-/// search.
+/// search; the booking's listing carries the refund rule it was held
+/// under, the quote's.
 #[tokio::test]
 async fn a_booking_names_the_homestay_it_holds() {
     let app = spawn_app().await;
@@ -1871,9 +1872,9 @@ async fn a_booking_names_the_homestay_it_holds() {
     let read = app
         .graphql(
             "query($id: ID!, $rt: ID!, $in: Date!, $out: Date!) {
-                booking(id: $id) { listing { listingId } }
+                booking(id: $id) { listing { listingId cancellationPolicy { daysBefore refundPercent } } }
                 bookingQuote(input: { roomTypeId: $rt, checkIn: $in, checkOut: $out, travelers: 1 }) {
-                    listing { listingId } } }",
+                    listing { listingId } cancellationPolicy { daysBefore refundPercent } } }",
             json!({ "id": id, "rt": room_type, "in": tomorrow().to_string(),
                     "out": (tomorrow() + chrono::Days::new(1)).to_string() }),
         )
@@ -1887,6 +1888,15 @@ async fn a_booking_names_the_homestay_it_holds() {
     assert_eq!(
         read["data"]["bookingQuote"]["listing"]["listingId"],
         expected.as_str(),
+        "{read}"
+    );
+    let held_under = &read["data"]["booking"]["listing"]["cancellationPolicy"];
+    assert!(
+        held_under.as_array().is_some_and(|t| !t.is_empty()),
+        "{read}"
+    );
+    assert_eq!(
+        held_under, &read["data"]["bookingQuote"]["cancellationPolicy"],
         "{read}"
     );
 }

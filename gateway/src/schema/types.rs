@@ -234,6 +234,7 @@ fn status(s: &str) -> BookingStatus {
 /// The listing a booking holds, as it was when held.
 pub struct Listing {
     listing_id: Option<ID>,
+    cancellation_policy: shared::policy::CancellationPolicy,
     title: String,
     title_en: Option<String>,
     region_code: ID,
@@ -272,12 +273,19 @@ impl Listing {
     async fn listing_id(&self) -> Option<&ID> {
         self.listing_id.as_ref()
     }
+    /// Refund tiers if a paid booking is cancelled, as they were when held
+    /// (a later change of the listing's rule applies to bookings held
+    /// after it).
+    async fn cancellation_policy(&self) -> Vec<PolicyTier> {
+        policy_tiers_view(&self.cancellation_policy)
+    }
 }
 
 impl From<&shared::events::ListingSnapshot> for Listing {
     fn from(l: &shared::events::ListingSnapshot) -> Listing {
         Listing {
             listing_id: l.listing_id.map(|id| ID(id.to_string())),
+            cancellation_policy: l.cancellation_policy.clone(),
             title: l.title.clone(),
             title_en: l.title_en.clone(),
             region_code: ID(l.region_code.to_string()),
