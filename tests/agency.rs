@@ -1335,3 +1335,52 @@ async fn a_suspended_agency_signs_in_nowhere_until_it_is_reinstated() {
     );
     assert!(app.login(staff_email).await["accessToken"].is_string());
 }
+
+/// Reports that read much of the ledger take at most half of payment's
+/// database connections: with a pool of two, three agencies' commissions
+/// stuck on the ledger (its table locked here, as a long read would keep
+/// them) hold one connection, and a read of payment's payout runs still
+/// answers (without the limit they took both, and the read waited out the
+/// deadline).
+#[tokio::test]
+async fn commission_reads_leave_payment_a_connection_for_payments() {
+    let settings = shared::config::Settings {
+        db_max_connections: 2,
+        ..common::test_settings()
+    };
+    let app = common::spawn_app_with(settings).await;
+    let (agency_id, _, _) = agency(&app, "草原之旅国际旅行社", 800).await;
+    let admin = app.admin_token().await;
+    let ledger = common::LockHeld::begin(
+        app.service_db("payment").await,
+        "LOCK TABLE ledger_entries IN ACCESS EXCLUSIVE MODE",
+    )
+    .await;
+    let today = shared::policy::china_today(chrono::Utc::now()).to_string();
+    let query = "query($a: ID!, $d: Date!) { agency(id: $a) { commission(from: $d, to: $d) { bookings } } }";
+    let vars = json!({ "a": agency_id, "d": today });
+    let reads = futures::future::join_all(
+        (0..3).map(|_| app.graphql_as(Some(&admin), query, vars.clone())),
+    );
+    let meanwhile = async {
+        ledger.until_waiting(1, true).await;
+        // Payment's payout runs: a read of its own table, not the ledger.
+        let runs = app
+            .graphql_as(
+                Some(&admin),
+                "{ payoutRuns(first: 1) { edges { cursor } } }",
+                json!({}),
+            )
+            .await;
+        ledger.release().await;
+        runs
+    };
+    let (answers, runs) = tokio::join!(reads, meanwhile);
+    assert_eq!(runs["data"]["payoutRuns"]["edges"], json!([]), "{runs}");
+    for answer in answers {
+        assert_eq!(
+            answer["data"]["agency"]["commission"]["bookings"], 0,
+            "{answer}"
+        );
+    }
+}

@@ -23,6 +23,9 @@ pub fn payments(settings: &Settings, db: DatabaseConnection, outbox: OutboxSigna
         provider: Arc::new(provider),
         rates: settings.split_rates(),
         bus: None,
+        reports: Arc::new(tokio::sync::Semaphore::new(
+            crate::messaging::report_permits(settings.db_max_connections),
+        )),
     }
 }
 

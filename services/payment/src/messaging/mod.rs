@@ -76,6 +76,22 @@ pub struct Payments {
     /// are on their way (none: only those payment has heard of are kept
     /// back). Weak: the in-process bus holds these handlers.
     pub bus: Option<std::sync::Weak<dyn shared::bus::Bus>>,
+    /// Reports that read much of the ledger (an agency's commission, host
+    /// balances) run at most half the database pool at once, so that
+    /// payments and refunds always find a connection: a page of agencies'
+    /// yearly commissions, read in parallel, took every connection and
+    /// `payBooking` timed out waiting for one.
+    pub reports: Arc<tokio::sync::Semaphore>,
+}
+
+/// The permits of [`Payments::reports`] for a pool of `pool` connections.
+pub fn report_permits(pool: u32) -> usize {
+    usize::try_from(pool / 2).unwrap_or(1).max(1)
+}
+
+/// A report's turn never comes: the semaphore closed (never, as it is).
+fn stopping() -> AppError {
+    AppError::new(ErrorCode::ServiceUnavailable, "payment is stopping")
 }
 
 impl Payments {
@@ -155,6 +171,7 @@ impl Payments {
                     {
                         platform_admin(&req.by)?;
                     }
+                    let _report = s.reports.acquire().await.map_err(|_| stopping())?;
                     let now = chrono::Utc::now();
                     let balances = match (req.up_to, req.payable) {
                         // What run_payouts would pay: its own reading.
@@ -188,6 +205,7 @@ impl Payments {
                     if req.from >= req.until {
                         return Err(AppError::bad_input("the period must end after it begins"));
                     }
+                    let _report = s.reports.acquire().await.map_err(|_| stopping())?;
                     Ok(
                         storage::agency_commission(&s.db, req.agency_id, req.from, req.until)
                             .await?,

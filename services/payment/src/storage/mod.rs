@@ -37,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(shared::runtime::KernelInboxByAge),
             Box::new(FundTotals),
             Box::new(HostEntries),
+            Box::new(PaymentsByAgency),
         ]
     }
 }
@@ -498,6 +499,28 @@ impl MigrationTrait for HostEntries {
             &["CREATE INDEX ledger_host_entries
                ON ledger_entries (account, created_at, amount_fen, booking_id, region_code)
                WHERE account LIKE 'host:%'"],
+        )
+        .await
+    }
+}
+
+struct PaymentsByAgency;
+
+impl MigrationName for PaymentsByAgency {
+    fn name(&self) -> &str {
+        "m20261207_000003_payments_by_agency"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PaymentsByAgency {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // An agency's commission counts its captured bookings from its own
+        // payments (it scanned every capture of the period: 1-2 s a year
+        // at 490,000 bookings, 0.15-0.4 s for an agency with none).
+        run_ddl(
+            manager,
+            &["CREATE INDEX payments_agency ON payments (agency_id) WHERE agency_id IS NOT NULL"],
         )
         .await
     }
@@ -2130,10 +2153,10 @@ pub async fn agency_commission<C: ConnectionTrait>(
             b,
             "SELECT CAST(COALESCE(SUM(CASE WHEN amount_fen > 0 THEN amount_fen ELSE 0 END), 0) AS BIGINT) AS earned,
                     CAST(COALESCE(SUM(CASE WHEN amount_fen < 0 THEN -amount_fen ELSE 0 END), 0) AS BIGINT) AS reversed,
-                    (SELECT CAST(COUNT(DISTINCT l.booking_id) AS BIGINT) FROM ledger_entries l
-                     WHERE l.account = $4 AND l.amount_fen < 0 AND l.created_at >= $2 AND l.created_at < $3
-                       AND EXISTS (SELECT 1 FROM payments p
-                                   WHERE p.booking_id = l.booking_id AND p.agency_id = $5)) AS bookings
+                    (SELECT CAST(COUNT(DISTINCT l.booking_id) AS BIGINT)
+                     FROM payments p JOIN ledger_entries l ON l.booking_id = p.booking_id
+                     WHERE p.agency_id = $5 AND l.account = $4 AND l.amount_fen < 0
+                       AND l.created_at >= $2 AND l.created_at < $3) AS bookings
              FROM ledger_entries WHERE account = $1 AND created_at >= $2 AND created_at < $3",
             vec![
                 crate::domain::agency_account(agency).into(),
