@@ -1365,19 +1365,22 @@ async fn payouts_follow_the_ledger(db: &DatabaseConnection) -> anyhow::Result<Fi
             ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let recorded = count(
+    // Both in one statement: a run committing between two would part them.
+    let totals = rows(
         db,
-        "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS n FROM payouts",
+        "SELECT (SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM payouts) AS recorded,
+                (SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM ledger_entries
+                 WHERE account = 'payouts_bank') AS banked",
         vec![],
     )
     .await?;
-    let banked = count(
-        db,
-        "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) AS n FROM ledger_entries
-         WHERE account = 'payouts_bank'",
-        vec![],
-    )
-    .await?;
+    let (recorded, banked) = match totals.first() {
+        Some(r) => (
+            r.try_get::<i64>("", "recorded")?,
+            r.try_get::<i64>("", "banked")?,
+        ),
+        None => (0, 0),
+    };
     if banked != recorded {
         offenders.push(format!(
             "the payout account holds {banked} fen, payouts recorded {recorded} fen"

@@ -1341,11 +1341,16 @@ async fn a_suspended_agency_signs_in_nowhere_until_it_is_reinstated() {
 /// stuck on the ledger (its table locked here, as a long read would keep
 /// them) hold one connection, and a read of payment's payout runs still
 /// answers (without the limit they took both, and the read waited out the
-/// deadline).
+/// deadline). The two waiting for their turn give up while their caller
+/// still waits, "busy with other reports", instead of queueing on (and
+/// holding deliveries of payment's queue) until the first is done.
 #[tokio::test]
 async fn commission_reads_leave_payment_a_connection_for_payments() {
+    // Callers wait 10 s: the turns given up at 5 s leave the first read,
+    // let go then, time to answer well within its caller's wait.
     let settings = shared::config::Settings {
         db_max_connections: 2,
+        rpc_timeout_ms: 10_000,
         ..common::test_settings()
     };
     let app = common::spawn_app_with(settings).await;
@@ -1359,9 +1364,12 @@ async fn commission_reads_leave_payment_a_connection_for_payments() {
     let today = shared::policy::china_today(chrono::Utc::now()).to_string();
     let query = "query($a: ID!, $d: Date!) { agency(id: $a) { commission(from: $d, to: $d) { bookings } } }";
     let vars = json!({ "a": agency_id, "d": today });
-    let reads = futures::future::join_all(
-        (0..3).map(|_| app.graphql_as(Some(&admin), query, vars.clone())),
-    );
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let reads = futures::future::join_all((0..3).map(|_| async {
+        let answer = app.graphql_as(Some(&admin), query, vars.clone()).await;
+        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        answer
+    }));
     let meanwhile = async {
         ledger.until_waiting(1, true).await;
         // Payment's payout runs: a read of its own table, not the ledger.
@@ -1372,15 +1380,31 @@ async fn commission_reads_leave_payment_a_connection_for_payments() {
                 json!({}),
             )
             .await;
+        // The two without a turn answer while the first is still held.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reports waiting for their turn never gave up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         ledger.release().await;
         runs
     };
     let (answers, runs) = tokio::join!(reads, meanwhile);
     assert_eq!(runs["data"]["payoutRuns"]["edges"], json!([]), "{runs}");
-    for answer in answers {
-        assert_eq!(
-            answer["data"]["agency"]["commission"]["bookings"], 0,
-            "{answer}"
-        );
-    }
+    let made = answers
+        .iter()
+        .filter(|a| a["data"]["agency"]["commission"]["bookings"] == 0)
+        .count();
+    let busy = answers
+        .iter()
+        .filter(|a| {
+            a["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(payment::messaging::REPORTS_BUSY))
+        })
+        .count();
+    assert_eq!((made, busy), (1, 2), "{answers:#?}");
 }

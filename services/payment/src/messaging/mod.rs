@@ -89,10 +89,30 @@ pub fn report_permits(pool: u32) -> usize {
     usize::try_from(pool / 2).unwrap_or(1).max(1)
 }
 
-/// A report's turn never comes: the semaphore closed (never, as it is).
-fn stopping() -> AppError {
-    AppError::new(ErrorCode::ServiceUnavailable, "payment is stopping")
+/// How long a report waits for its turn at most (less when its caller
+/// gives up sooner).
+const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A report's turn: a permit of `reports`, waited for only while the caller
+/// still waits. A report queued past that would keep one of the queue's
+/// deliveries — and the `payBooking`s behind it — for an answer nobody
+/// reads.
+async fn report_turn(
+    reports: &tokio::sync::Semaphore,
+) -> Result<tokio::sync::SemaphorePermit<'_>, AppError> {
+    let wait = shared::bus::within_callers_wait(REPORT_WAIT);
+    match tokio::time::timeout(wait, reports.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(AppError::new(
+            ErrorCode::ServiceUnavailable,
+            "payment is stopping",
+        )),
+        Err(_) => Err(AppError::new(ErrorCode::ServiceUnavailable, REPORTS_BUSY)),
+    }
 }
+
+/// The answer to a report that did not get its turn in time.
+pub const REPORTS_BUSY: &str = "payment is busy with other reports; try again shortly";
 
 impl Payments {
     /// The events payment reacts to.
@@ -171,7 +191,7 @@ impl Payments {
                     {
                         platform_admin(&req.by)?;
                     }
-                    let _report = s.reports.acquire().await.map_err(|_| stopping())?;
+                    let _report = report_turn(&s.reports).await?;
                     let now = chrono::Utc::now();
                     let balances = match (req.up_to, req.payable) {
                         // What run_payouts would pay: its own reading.
@@ -205,7 +225,7 @@ impl Payments {
                     if req.from >= req.until {
                         return Err(AppError::bad_input("the period must end after it begins"));
                     }
-                    let _report = s.reports.acquire().await.map_err(|_| stopping())?;
+                    let _report = report_turn(&s.reports).await?;
                     Ok(
                         storage::agency_commission(&s.db, req.agency_id, req.from, req.until)
                             .await?,
