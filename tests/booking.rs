@@ -982,11 +982,10 @@ async fn a_payment_recorded_after_the_deadline_is_not_charged() {
 /// its inbox while the grant and the first answer arrive.
 #[tokio::test]
 async fn a_hold_granted_after_the_cancel_is_released_once_in_the_history() {
-    use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     let room_type = app.homestay(1).await.room_type_id.to_string();
     let db = app.service_db("booking").await;
-    let held = common::LockHeld::begin(db.clone(), "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
+    let held = common::LockHeld::begin(db, "LOCK TABLE inbox IN EXCLUSIVE MODE").await;
     let id = TestApp::id_of(
         &app.create_booking(&room_type, tomorrow(), 1, "granted-late")
             .await,
@@ -999,26 +998,8 @@ async fn a_hold_granted_after_the_cancel_is_released_once_in_the_history() {
     );
     held.until_waiting(2, true).await; // and inventory's first answer
     held.release().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let answered: i64 = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                "SELECT COUNT(*) AS n FROM inbox WHERE kind = 'inventory.hold_released'",
-            ))
-            .await
-            .expect("count")
-            .and_then(|r| r.try_get("", "n").ok())
-            .unwrap_or_default();
-        if answered == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{answered} answers heard"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    app.until_heard("booking", "inventory.hold_released", 2)
+        .await;
     let history = app
         .graphql(
             "query($id: ID!) { booking(id: $id) { history { cause } } }",

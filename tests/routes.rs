@@ -1769,34 +1769,6 @@ async fn an_unpaid_seat_two_days_ahead() -> (TestApp, String, String, String) {
     (app, admin, departure, booked)
 }
 
-/// Polls (20 s at most) until booking's inbox holds an event of `kind`:
-/// booking has handled one.
-async fn until_booking_heard(app: &TestApp, kind: &str) {
-    let booking = app.service_db("booking").await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let heard = booking
-            .query_one_raw(sea_orm::Statement::from_sql_and_values(
-                booking.get_database_backend(),
-                "SELECT COUNT(*) AS n FROM inbox WHERE kind = $1",
-                [kind.into()],
-            ))
-            .await
-            .expect("inbox")
-            .expect("a row")
-            .try_get::<i64>("", "n")
-            .expect("n");
-        if heard > 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "booking never heard {kind}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 /// The admin cancels `departure` (a blizzard).
 async fn cancel_departure(app: &TestApp, admin: &str, departure: &str) {
     let done = app
@@ -1857,7 +1829,8 @@ async fn a_booking_cancelled_by_its_booker_before_its_departure_keeps_the_policy
     );
     cancel_departure(&app, &admin, &departure).await;
     held.release().await;
-    until_booking_heard(&app, "inventory.departure_cancelled").await;
+    app.until_heard("booking", "inventory.departure_cancelled", 1)
+        .await;
     app.until_invariants_hold().await;
     let now = app
         .wait_for_booking(&paid, "cancelled", |b| b["status"] == "CANCELLED")
@@ -1876,7 +1849,8 @@ async fn hear_the_departure_then_the_payment(app: &TestApp, inbox: common::LockH
     )
     .await;
     inbox.release().await;
-    until_booking_heard(app, "inventory.departure_cancelled").await;
+    app.until_heard("booking", "inventory.departure_cancelled", 1)
+        .await;
     captures.release().await;
 }
 
@@ -1943,11 +1917,19 @@ async fn a_payment_heard_last_for_a_booking_cancelled_before_its_departure_keeps
     inbox.until_waiting(2, true).await;
     hear_the_departure_then_the_payment(&app, inbox).await;
     releases.release().await;
+    // The booking and its history are two reads: wait for both to say it
+    // (one read between the capture's commit and the other saw half).
     let kept = app
-        .wait_for_cause(
-            &booked,
-            "payment captured before the cancellation; refund 0.00",
-        )
+        .wait_for_booking(&booked, "kept by the policy", |b| {
+            b["refundDue"]["amount"] == "0.00"
+                && b["history"].as_array().is_some_and(|h| {
+                    h.iter().any(|e| {
+                        e["cause"].as_str().is_some_and(|c| {
+                            c.starts_with("payment captured before the cancellation; refund 0.00")
+                        })
+                    })
+                })
+        })
         .await;
     assert_eq!(kept["refundDue"]["amount"], "0.00", "{kept}");
     app.until_invariants_hold().await;
@@ -1975,7 +1957,8 @@ async fn a_departures_cancellation_tops_up_nothing_for_a_booking_never_paid() {
         "{cancelled}"
     );
     inbox.release().await;
-    until_booking_heard(&app, "inventory.departure_cancelled").await;
+    app.until_heard("booking", "inventory.departure_cancelled", 1)
+        .await;
     let now = app.wait_for_booking(&booked, "read", |_| true).await;
     assert_eq!(now["refundDue"]["amount"], "0.00", "{now}");
     app.until_invariants_hold().await;

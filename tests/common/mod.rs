@@ -807,6 +807,34 @@ impl TestApp {
         .await
     }
 
+    /// Polls (20 s at most) until `service`'s inbox holds `n` events of
+    /// `kind`: it has handled them.
+    pub async fn until_heard(&self, service: &str, kind: &str, n: i64) {
+        use sea_orm::ConnectionTrait;
+        let db = self.service_db(service).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let heard = db
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    db.get_database_backend(),
+                    "SELECT COUNT(*) AS n FROM inbox WHERE kind = $1",
+                    [kind.into()],
+                ))
+                .await
+                .expect("inbox")
+                .and_then(|r| r.try_get::<i64>("", "n").ok())
+                .unwrap_or_default();
+            if heard >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service} heard {heard} {kind}, not {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// cancelBooking; the whole response body.
     pub async fn cancel(&self, id: &str, key: &str) -> Value {
         self.graphql(

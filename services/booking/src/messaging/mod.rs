@@ -103,44 +103,32 @@ const RELEASED: &str = "capacity released";
 /// booking still awaiting payment (booking's expiry decides).
 const RELEASED_WHILE_AWAITING: &str = "inventory released the hold past the deadline; a payment captured in time still confirms the booking";
 
-/// When the booker cancelled `booking` as unpaid at or after `captured_at`
-/// (the capture committed first; its news came later), that moment; None
-/// for any other ending (an operator's cancellation, an expiry, a payment
-/// made after the cancellation: all of it goes back then).
-async fn paid_before_cancelling<C: sea_orm::ConnectionTrait>(
-    conn: &C,
-    booking: &BookingView,
+/// When the booker cancelled a booking (its `history`) as unpaid at or
+/// after `captured_at` (the capture committed first; its news came later),
+/// that moment; None for any other ending (an operator's cancellation, an
+/// expiry, a payment made after the cancellation: all of it goes back
+/// then).
+fn paid_before_cancelling(
+    history: &[shared::rpcs::HistoryEntry],
     captured_at: chrono::DateTime<Utc>,
-) -> Result<Option<chrono::DateTime<Utc>>, sea_orm::DbErr> {
-    if booking.status != Status::Cancelled.as_str() {
-        return Ok(None);
-    }
-    let cancelled = storage::history_of(conn, booking.id)
-        .await?
-        .into_iter()
-        .find(|h| h.status == Status::Cancelled.as_str() && h.cause == CANCELLED_UNPAID);
-    Ok(cancelled.map(|h| h.at).filter(|at| captured_at <= *at))
+) -> Option<chrono::DateTime<Utc>> {
+    history
+        .iter()
+        .find(|h| h.status == Status::Cancelled.as_str() && h.cause == CANCELLED_UNPAID)
+        .map(|h| h.at)
+        .filter(|at| captured_at <= *at)
 }
 
-/// The departure's words, when `booking` is cancelled and its history says
-/// its departure was cancelled before it was, unpaid as booking knew
+/// The departure's words, when a booking's `history` says its departure
+/// was cancelled before it was, unpaid as booking knew
 /// ([`DEPARTURE_CANCELLED_FIRST`]).
-async fn departure_cancelled_first<C: sea_orm::ConnectionTrait>(
-    conn: &C,
-    booking: &BookingView,
-) -> Result<Option<String>, sea_orm::DbErr> {
-    if booking.status != Status::Cancelled.as_str() {
-        return Ok(None);
-    }
-    Ok(storage::history_of(conn, booking.id)
-        .await?
-        .into_iter()
-        .find_map(|h| {
-            h.cause
-                .strip_prefix(DEPARTURE_CANCELLED_FIRST)
-                .and_then(|why| why.strip_prefix(": "))
-                .map(str::to_owned)
-        }))
+fn departure_cancelled_first(history: &[shared::rpcs::HistoryEntry]) -> Option<String> {
+    history.iter().find_map(|h| {
+        h.cause
+            .strip_prefix(DEPARTURE_CANCELLED_FIRST)
+            .and_then(|why| why.strip_prefix(": "))
+            .map(str::to_owned)
+    })
 }
 
 /// What partnership is told of a booking paid before it was cancelled: the
@@ -1340,6 +1328,12 @@ impl Bookings {
             .await?
             .and_then(|b| Status::parse(&b.view.status).map(|s| (b, s)))
         {
+            // A cancelled booking's history says how it ended (read once).
+            let history = if status == Status::Cancelled {
+                storage::history_of(&txn, ev.booking_id).await?
+            } else {
+                Vec::new()
+            };
             if status == Status::AwaitingPayment && stored.view.total != Some(ev.split.gross) {
                 // A capture of another amount than the total never
                 // confirms: it all goes back; the booking waits for its
@@ -1352,7 +1346,7 @@ impl Bookings {
                 storage::history(&txn, ev.booking_id, status, &why, Utc::now()).await?;
                 ask_full_refund(&txn, Some(&env), ev.booking_id, ev.split.gross, why).await?;
                 warn!(booking = %ev.booking_id, "a capture of another amount than the total; refunding");
-            } else if let Some(why) = departure_cancelled_first(&txn, &stored.view).await? {
+            } else if let Some(why) = departure_cancelled_first(&history) {
                 // Cancelled once the operator had cancelled the departure,
                 // paid (before or after) as booking heard last: the trip
                 // could never have been had, all of it goes back.
@@ -1370,9 +1364,7 @@ impl Bookings {
                 let gross = ev.split.gross;
                 refund_the_rest(&txn, ev.booking_id, gross, request, (&why, &step)).await?;
                 warn!(booking = %ev.booking_id, "paid, then cancelled after its departure was; refunding in full");
-            } else if let Some(at) =
-                paid_before_cancelling(&txn, &stored.view, env.occurred_at).await?
-            {
+            } else if let Some(at) = paid_before_cancelling(&history, env.occurred_at) {
                 // The traveler had paid when it cancelled; booking heard of the
                 // payment only after: the cancellation was one after payment,
                 // refunded by the policy as of then (all of it was refunded,
