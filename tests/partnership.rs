@@ -1291,6 +1291,43 @@ async fn a_refund_replayed_after_the_inbox_forgot_it_is_counted_once() {
     .await;
 }
 
+/// Every part but partnership running on `settings` (nothing but the test
+/// does partnership's work), partnership's database migrated, what its
+/// first start does once done, and a pair of 海淀区 with `beneficiary`
+/// recorded: the app, the database, partnership's service on it and the
+/// pair.
+async fn without_partnership_running(
+    settings: shared::config::Settings,
+    beneficiary: &str,
+) -> (
+    TestApp,
+    sea_orm::DatabaseConnection,
+    partnership::messaging::Partnerships,
+    shared::rpcs::PartnershipView,
+) {
+    use duikou::Part;
+    let app = common::spawn_parts(
+        settings,
+        &[Part::Inventory, Part::Booking, Part::Payment, Part::Gateway],
+    )
+    .await;
+    let db = app.service_db("partnership").await;
+    shared::db::migrate::<partnership::storage::Migrator>(&db)
+        .await
+        .expect("migrated");
+    let partnerships = partnership::messaging::Partnerships { db: db.clone() };
+    // What a first start does once, so a later start leaves it be.
+    partnerships
+        .apply_terms_once()
+        .await
+        .expect("terms applied");
+    let pair = partnerships
+        .create_partnership(common::pairing("110108", beneficiary))
+        .await
+        .expect("paired");
+    (app, db, partnerships, pair)
+}
+
 /// Recording a pair credits the bookings it covers a batch per
 /// transaction, not in one transaction that holds attribution up: a
 /// recredit stopped after its first batch (a replica gone, the admin's
@@ -1301,26 +1338,8 @@ async fn a_recredit_goes_a_batch_at_a_time_and_what_is_left_is_finished_by_the_s
     use duikou::{App, Part};
     use sea_orm::ConnectionTrait;
     let settings = test_settings();
-    // Partnership not running yet: nothing but this test does its work.
-    let mut app = common::spawn_parts(
-        settings.clone(),
-        &[Part::Inventory, Part::Booking, Part::Payment, Part::Gateway],
-    )
-    .await;
-    let db = app.service_db("partnership").await;
-    shared::db::migrate::<partnership::storage::Migrator>(&db)
-        .await
-        .expect("migrated");
-    let partnerships = partnership::messaging::Partnerships { db: db.clone() };
-    // What a first start does once, so the later start leaves it be.
-    partnerships
-        .apply_terms_once()
-        .await
-        .expect("terms applied");
-    let pair = partnerships
-        .create_partnership(common::pairing("110108", "150430"))
-        .await
-        .expect("paired");
+    let (mut app, db, partnerships, pair) =
+        without_partnership_running(settings.clone(), "150430").await;
     // Bookings partnership knows of and has not credited (as if confirmed
     // while the pair was recorded).
     let now = Utc::now();
@@ -1399,6 +1418,77 @@ async fn a_recredit_goes_a_batch_at_a_time_and_what_is_left_is_finished_by_the_s
         .await
         .expect("attributions read");
     assert!(twice.is_empty(), "{} bookings credited twice", twice.len());
+    assert_totals_match_the_records(&app, &[pair.id]).await;
+}
+
+/// Two crediting runs of one pair side by side, each meeting bookings of
+/// two months in the other's order, both finish: a transaction adds its
+/// months' totals in one order, not booking by booking (run A held
+/// March's row and waited for January's, run B the other way round, and
+/// PostgreSQL aborted one as a deadlock). The runs are paused on a
+/// booking each (its facts row locked) until both have credited one.
+#[tokio::test]
+async fn two_crediting_runs_over_the_same_months_do_not_deadlock() {
+    use sea_orm::ConnectionTrait;
+    // 赤峰市: both banners' bookings count for it.
+    let (app, db, _, pair) = without_partnership_running(test_settings(), "150400").await;
+    let year = year_now();
+    let confirmed = |month: u32| format!("{year}-{month:02}-15T04:00:00Z");
+    // Each banner's bookings in id order: 敖汉旗 March then January, 阿鲁科尔沁旗
+    // January then March; the second of each is where its run waits.
+    let mut waits_at = Vec::new();
+    for (banner, months) in [("150430", [3, 1]), ("150421", [1, 3])] {
+        for month in months {
+            let id = uuid::Uuid::now_v7();
+            db.execute_unprepared(&format!(
+                "INSERT INTO booking_facts (booking_id, sponsor_code, listing_code, travelers,
+                     total_fen, confirmed_at, captured_gross, captured_host, captured_fund)
+                 VALUES ('{id}', '110108', '{banner}', 2, 38000, '{}', 38000, 36480, 380)",
+                confirmed(month),
+            ))
+            .await
+            .expect("a booking's facts");
+            if month == months[1] {
+                waits_at.push(format!("'{id}'"));
+            }
+        }
+    }
+    let held = common::LockHeld::begin(
+        app.service_db("partnership").await,
+        &format!(
+            "SELECT booking_id FROM booking_facts WHERE booking_id IN ({}) FOR UPDATE",
+            waits_at.join(", ")
+        ),
+    )
+    .await;
+    let mut runs = Vec::new();
+    for banner in ["150430", "150421"] {
+        let queued = partnership::storage::queue_recredit(&db, banner, "test")
+            .await
+            .expect("queued");
+        let run = partnership::messaging::Partnerships {
+            db: app.service_db("partnership").await,
+        };
+        runs.push(tokio::spawn(async move {
+            run.recredit(queued, 10, &|| false).await
+        }));
+    }
+    held.until_waiting(2, true).await;
+    held.release().await;
+    for run in runs {
+        let done = run.await.expect("the run").expect("credited, no deadlock");
+        assert!(done, "the run finished its banner");
+    }
+    let totals = partnership::storage::monthly_totals(&db, pair.id, year)
+        .await
+        .expect("totals");
+    let bookings = |month: u32| {
+        totals
+            .iter()
+            .find(|(m, _)| *m == month)
+            .map_or(0, |(_, f)| f.bookings)
+    };
+    assert_eq!((bookings(1), bookings(3)), (2, 2), "{totals:?}");
     assert_totals_match_the_records(&app, &[pair.id]).await;
 }
 

@@ -50,10 +50,14 @@ pub async fn send(ws: &mut Socket, message: Value) {
         .expect("sent");
 }
 
-/// The next JSON message, or None when the socket closed or nothing came in time.
+/// The next JSON message, or None when the socket closed or nothing came
+/// within 20 s. One deadline for the call: the gateway's pings (every 20 s
+/// by default) are skipped without granting more time, else a push that
+/// never comes would be waited for forever.
 pub async fn next(ws: &mut Socket) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).ok(),
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
             _ => return None,

@@ -134,14 +134,10 @@ impl Partnerships {
         };
         let facts = storage::record_fact(&txn, booking, fact).await?;
         let pairs = storage::pairs(&txn).await?;
-        reconcile(
-            &txn,
-            booking,
-            &facts,
-            &pairs,
-            &format!("{} {}", env.kind, env.id),
-        )
-        .await?;
+        let mut totals = storage::Totals::new();
+        let cause = format!("{} {}", env.kind, env.id);
+        reconcile(&txn, booking, &facts, &pairs, &cause, &mut totals).await?;
+        storage::add_to_totals(&txn, &totals).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -463,10 +459,12 @@ impl Partnerships {
             };
             let bookings = storage::confirmed_in(&txn, &work.prefix, work.after, batch).await?;
             let pairs = storage::pairs(&txn).await?;
+            let mut totals = storage::Totals::new();
             for booking in &bookings {
                 let facts = storage::record_fact(&txn, *booking, Fact::Nothing).await?;
-                reconcile(&txn, *booking, &facts, &pairs, &work.cause).await?;
+                reconcile(&txn, *booking, &facts, &pairs, &work.cause, &mut totals).await?;
             }
+            storage::add_to_totals(&txn, &totals).await?;
             let more = u64::try_from(bookings.len()).is_ok_and(|n| n >= batch);
             let last = bookings.last().copied().filter(|_| more);
             storage::advance_recredit(&txn, id, last).await?;
@@ -982,14 +980,18 @@ impl Partnerships {
 }
 
 /// Credits every partnership with the difference between what the booking
-/// contributes to it now and what it was credited so far. Runs with the
-/// booking's facts row locked (see `storage::record_fact`).
+/// contributes to it now and what it was credited so far: its attribution
+/// records, and the months' totals added to `totals`, which the caller adds
+/// to the kept ones once for the transaction ([`storage::add_to_totals`],
+/// in one order whatever the bookings' order). Runs with the booking's
+/// facts row locked (see `storage::record_fact`).
 async fn reconcile<C: ConnectionTrait>(
     conn: &C,
     booking: BookingId,
     facts: &Facts,
     pairs: &[(PartnershipId, Pair)],
     cause: &str,
+    totals: &mut storage::Totals,
 ) -> Result<(), DbErr> {
     let Some(period) = facts.period() else {
         return Ok(()); // not confirmed yet: nothing counts
@@ -1004,7 +1006,9 @@ async fn reconcile<C: ConnectionTrait>(
             .unwrap_or_default();
         let delta = want - have;
         if !delta.is_zero() {
-            storage::credit(conn, booking, *id, cause, period, &delta).await?;
+            storage::attribute(conn, booking, *id, cause, period, &delta).await?;
+            let total = totals.entry((*id, period.0, period.1)).or_default();
+            *total = *total + delta;
         }
     }
     Ok(())

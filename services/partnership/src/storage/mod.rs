@@ -1241,8 +1241,8 @@ pub async fn credits_page<C: ConnectionTrait>(
     Ok((credits, u64::try_from(total).unwrap_or(0)))
 }
 
-/// Appends one attribution record and adds it to the month's totals.
-pub async fn credit<C: ConnectionTrait>(
+/// Appends one attribution record (its month's totals: [`add_to_totals`]).
+pub async fn attribute<C: ConnectionTrait>(
     conn: &C,
     booking: BookingId,
     partnership: PartnershipId,
@@ -1251,16 +1251,6 @@ pub async fn credit<C: ConnectionTrait>(
     delta: &Contribution,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
-    let nums = |d: &Contribution| -> Vec<Value> {
-        vec![
-            d.tourists.into(),
-            d.bookings.into(),
-            d.spend.get().into(),
-            d.certified_spend.get().into(),
-            d.host_income.get().into(),
-            d.fund.get().into(),
-        ]
-    };
     let mut values = vec![
         uuid_value(b, booking.0),
         uuid_value(b, partnership.0),
@@ -1268,7 +1258,7 @@ pub async fn credit<C: ConnectionTrait>(
         year.into(),
         month.into(),
     ];
-    values.extend(nums(delta));
+    values.extend(figure_values(delta));
     values.push(Utc::now().into());
     conn.execute_raw(stmt(
         b,
@@ -1278,23 +1268,57 @@ pub async fn credit<C: ConnectionTrait>(
         values,
     ))
     .await?;
-    let mut values = vec![uuid_value(b, partnership.0), year.into(), month.into()];
-    values.extend(nums(delta));
-    conn.execute_raw(stmt(
-        b,
-        "INSERT INTO impact_totals (partnership_id, year, month,
-            tourists, bookings, spend_fen, certified_fen, host_fen, fund_fen)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (partnership_id, year, month) DO UPDATE SET
-            tourists = impact_totals.tourists + excluded.tourists,
-            bookings = impact_totals.bookings + excluded.bookings,
-            spend_fen = impact_totals.spend_fen + excluded.spend_fen,
-            certified_fen = impact_totals.certified_fen + excluded.certified_fen,
-            host_fen = impact_totals.host_fen + excluded.host_fen,
-            fund_fen = impact_totals.fund_fen + excluded.fund_fen",
-        values,
-    ))
-    .await?;
+    Ok(())
+}
+
+/// `figures` as the columns tourists, bookings, spend_fen, certified_fen,
+/// host_fen and fund_fen take them.
+fn figure_values(figures: &Contribution) -> [Value; 6] {
+    [
+        figures.tourists.into(),
+        figures.bookings.into(),
+        figures.spend.get().into(),
+        figures.certified_spend.get().into(),
+        figures.host_income.get().into(),
+        figures.fund.get().into(),
+    ]
+}
+
+/// What a transaction's attributions add to each (pair, year, month).
+pub type Totals = std::collections::BTreeMap<(PartnershipId, i32, u32), Contribution>;
+
+/// Adds `totals` to the kept monthly totals, in key order: every
+/// transaction that credits takes the rows it changes in that one order (a
+/// batch of bookings of several months, or two pairs' crediting side by
+/// side, took them booking by booking, and two of them could deadlock).
+pub async fn add_to_totals<C: ConnectionTrait>(conn: &C, totals: &Totals) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    for ((partnership, year, month), delta) in totals {
+        if delta.is_zero() {
+            continue;
+        }
+        let mut values = vec![
+            uuid_value(b, partnership.0),
+            (*year).into(),
+            (*month).into(),
+        ];
+        values.extend(figure_values(delta));
+        conn.execute_raw(stmt(
+            b,
+            "INSERT INTO impact_totals (partnership_id, year, month,
+                tourists, bookings, spend_fen, certified_fen, host_fen, fund_fen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (partnership_id, year, month) DO UPDATE SET
+                tourists = impact_totals.tourists + excluded.tourists,
+                bookings = impact_totals.bookings + excluded.bookings,
+                spend_fen = impact_totals.spend_fen + excluded.spend_fen,
+                certified_fen = impact_totals.certified_fen + excluded.certified_fen,
+                host_fen = impact_totals.host_fen + excluded.host_fen,
+                fund_fen = impact_totals.fund_fen + excluded.fund_fen",
+            values,
+        ))
+        .await?;
+    }
     Ok(())
 }
 
