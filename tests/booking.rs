@@ -910,6 +910,40 @@ async fn a_payment_begun_in_time_and_answered_after_the_deadline_confirms_the_bo
     app.wait_for_available(&room_type, json!([0])).await;
 }
 
+/// A payment its provider answers after the gateway stopped waiting tells
+/// the traveler to send it again with the same key (it said only "try
+/// again shortly", and another key is another payment), and the same key
+/// sent again answers the one charge.
+#[tokio::test]
+async fn a_payment_answered_too_late_says_to_send_it_again_with_its_key() {
+    let mut settings = common::test_settings();
+    settings.sandbox_slow_ms = 3_000;
+    settings.rpc_timeout_ms = 1_500;
+    let app = spawn_app_with(settings).await;
+    let (_, id, _) = awaiting_payment(&app, "too-late").await;
+    let paid = app.pay(&id, "tok_slow", "slow-pay").await;
+    common::assert_error(
+        &paid,
+        "SERVICE_UNAVAILABLE",
+        "send it again with the same idempotencyKey",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let again = app.pay(&id, "tok_slow", "slow-pay").await;
+        if again["data"]["payBooking"]["status"] == "CAPTURED" {
+            break;
+        }
+        assert_eq!(common::code(&again), "SERVICE_UNAVAILABLE", "{again}");
+        assert!(std::time::Instant::now() < deadline, "{again}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let payment = app.service_db("payment").await;
+    let charges = shared::db::count(&payment, "sandbox_charges", vec![])
+        .await
+        .expect("counted");
+    assert_eq!(charges, 1, "one charge");
+}
+
 /// A payment captured in time whose news booking handles only past the
 /// deadline and the wait (booking down, or behind on its events: here its
 /// handlers wait on the inbox) confirms the booking: the sweeper asks

@@ -830,6 +830,25 @@ async fn every_error_has_a_code_and_a_depth_bomb_is_refused() {
             .is_some_and(|m| m.contains("RFC 3339")),
         "{body}"
     );
+    // A day that does not exist, in the query and in a variable: the
+    // message says what a Date is (it named only the type).
+    for (query, variables) in [
+        (
+            "{ searchHomestays(checkIn: \"2027-02-30\", checkOut: \"2027-03-02\", guests: 1) { totalCount } }",
+            json!({}),
+        ),
+        (
+            "query($d: Date!) { searchHomestays(checkIn: $d, checkOut: \"2027-03-02\", guests: 1) { totalCount } }",
+            json!({ "d": "2027-02-30" }),
+        ),
+    ] {
+        let body = app.graphql(query, variables).await;
+        common::assert_error(
+            &body,
+            "BAD_USER_INPUT",
+            "a Date is a day that exists, written YYYY-MM-DD",
+        );
+    }
     // Too costly (30 pages of 100 offers): said with the limit and what to do.
     let wide = (0..30)
         .map(|i| {

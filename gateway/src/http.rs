@@ -2090,6 +2090,15 @@ pub(crate) fn explained(message: &str) -> Option<String> {
              2026-12-05T08:00:00+08:00 or 2026-12-05T00:00:00Z)"
         ));
     }
+    // A day that does not parse (`2027-02-30`, `2027-2-3`), given in the
+    // query or a variable: the validator says only the type it expected.
+    if message.starts_with("Invalid value for argument") && message.ends_with("type \"Date\"") {
+        return Some(format!(
+            "{message}: a Date is a day that exists, written YYYY-MM-DD, in the years {} to {}",
+            crate::schema::types::DATE_YEARS.start(),
+            crate::schema::types::DATE_YEARS.end()
+        ));
+    }
     // The parser's own bound, met by a fragment that spreads itself long
     // before any nesting a client means.
     if message.starts_with("The recursion depth of the query cannot be greater than") {

@@ -349,7 +349,7 @@ impl TestApp {
     }
 
     /// Polls `duikou check` with no grace until every invariant (all
-    /// eighteen) holds
+    /// nineteen) holds
     /// (outbox rows may be in flight a moment), within 20 s; panics with
     /// the findings otherwise.
     pub async fn until_invariants_hold(&self) {
@@ -1027,6 +1027,18 @@ pub fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or("none")
+}
+
+/// Asserts that `body`'s first error has `code` and a message containing
+/// `says`.
+pub fn assert_error(body: &Value, code: &str, says: &str) {
+    assert_eq!(self::code(body), code, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(says)),
+        "{body}"
+    );
 }
 
 /// A platform admin's request to pair two regions (codes as written).

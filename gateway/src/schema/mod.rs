@@ -8,7 +8,7 @@ pub mod loaders;
 mod payments;
 mod routes;
 mod subscription;
-mod types;
+pub(crate) mod types;
 
 use crate::error::{bad_input, gql};
 use crate::identity::Identity;
@@ -179,6 +179,33 @@ async fn call_service_within<R: Rpc>(
 
 pub(crate) async fn rpc<R: Rpc>(ctx: &Context<'_>, request: R) -> Result<R::Reply> {
     call_service(ctx, request).await.map_err(gql)
+}
+
+/// [`rpc`] for a request its client sent with a key (`key`: the argument
+/// that carries it, `idempotencyKey` or a payout run's `reference`): one
+/// its service did not answer in time may have been done, and the client
+/// is told to send it again with the same key — which answers what was
+/// done, or does it — never with another (a payment or refund under a new
+/// key is another one).
+pub(crate) async fn keyed_rpc<R: Rpc>(
+    ctx: &Context<'_>,
+    key: &str,
+    request: R,
+) -> Result<R::Reply> {
+    call_service(ctx, request).await.map_err(|e| {
+        if shared::bus::is_unanswered(&e) {
+            gql(shared::AppError::new(
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "a part of Duikou did not answer in time, and this may have been done: \
+                     send it again with the same {key}, which answers what was done or does \
+                     it (never with another)"
+                ),
+            ))
+        } else {
+            gql(e)
+        }
+    })
 }
 
 /// [`rpc`] for a change of the catalogue (a listing, calendar, route or
@@ -1171,7 +1198,7 @@ impl Mutation {
                 Ok(None) | Err(_) => Err(refused),
             };
         }
-        Ok(Booking(rpc(ctx, request).await?))
+        Ok(Booking(keyed_rpc(ctx, "idempotencyKey", request).await?))
     }
 
     /// Pays a booking that is AWAITING_PAYMENT. A retry with the same key
@@ -1204,8 +1231,9 @@ impl Mutation {
             }
         };
         // Payment decides who may pay (the booker): see docs/identity.md.
-        let payment = rpc(
+        let payment = keyed_rpc(
             ctx,
+            "idempotencyKey",
             rpcs::PayBooking {
                 idempotency_key,
                 booking,
@@ -1242,8 +1270,9 @@ impl Mutation {
         let viewer = principal(ctx)?.clone();
         let idempotency_key = scoped_key(&viewer, &idempotency_key)?;
         let booking_id: BookingId = parse("booking id", &booking_id)?;
-        let cancelled = rpc(
+        let cancelled = keyed_rpc(
             ctx,
+            "idempotencyKey",
             rpcs::CancelBooking {
                 idempotency_key,
                 booking_id,
@@ -1833,8 +1862,9 @@ impl Mutation {
         up_to: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<payments::PayoutRun> {
         let by = platform_admin(ctx)?.clone();
-        let run = rpc(
+        let run = keyed_rpc(
             ctx,
+            "reference",
             rpcs::RunPayouts {
                 reference,
                 up_to: types::instant("upTo", up_to)?,

@@ -127,8 +127,9 @@ pub async fn refund_payment(
         },
     )
     .await?;
-    let view = rpc(
+    let view = super::keyed_rpc(
         ctx,
+        "idempotencyKey",
         rpcs::RefundPayment {
             booking_id,
             amount: yuan("amount", &amount)?,

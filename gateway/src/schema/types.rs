@@ -14,7 +14,7 @@ pub struct Date(pub NaiveDate);
 /// The years a date may name: wide enough for any stay, agreement or
 /// report, narrow enough that no day arithmetic on it can overflow
 /// (chrono alone reads `+262142-06-01` as a date).
-const DATE_YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
+pub(crate) const DATE_YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
 
 /// An instant a caller gave (`updatedSince`, `upTo`), refused outside the
 /// years a [`Date`] may name: PostgreSQL keeps no time before 4713 BC, and
