@@ -1332,6 +1332,54 @@ async fn captures_heard(
     ))
 }
 
+/// The payouts' invariant's name.
+const PAYOUTS_FOLLOW_THE_LEDGER: &str = "payouts: each host's payouts = the ledger's postings to \
+     the payout account, each host's mark = its entries before it";
+
+/// The hosts' kept sums up to their mark (`host_marks`, which host
+/// balances and payout runs read in place of the entries before it) =
+/// those entries, host by host, in one statement (a run moves the mark):
+/// an entry stamped before the mark but committed after it moved would be
+/// in no balance. One mark for all.
+async fn host_marks_follow_the_ledger(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
+    let drifted = rows(
+        db,
+        "WITH mark AS (SELECT MAX(mark_at) AS at, COUNT(DISTINCT mark_at) AS marks
+                       FROM host_marks)
+         SELECT COALESCE(k.account, l.account) AS account, COALESCE(k.owed, 0) AS kept,
+                COALESCE(l.owed, 0) AS posted, (SELECT marks FROM mark) AS marks
+         FROM (SELECT account, owed_fen AS owed FROM host_marks) k
+         FULL OUTER JOIN
+              (SELECT account, CAST(SUM(amount_fen) AS BIGINT) AS owed FROM ledger_entries
+               WHERE account LIKE 'host:%' AND created_at < (SELECT at FROM mark)
+               GROUP BY account) l ON l.account = k.account
+         WHERE COALESCE(k.owed, 0) <> COALESCE(l.owed, 0) OR (SELECT marks FROM mark) > 1
+         ORDER BY 1",
+        vec![],
+    )
+    .await?;
+    let mut offenders = Vec::new();
+    for r in &drifted {
+        let marks: i64 = r.try_get("", "marks")?;
+        if marks > 1 {
+            offenders.push(format!(
+                "the hosts' sums are kept up to {marks} moments, not one"
+            ));
+            break;
+        }
+    }
+    for r in &drifted {
+        let (kept, posted): (i64, i64) = (r.try_get("", "kept")?, r.try_get("", "posted")?);
+        if kept != posted {
+            offenders.push(format!(
+                "{}: kept {kept} fen up to the hosts' mark, the entries before it sum to {posted} fen",
+                r.try_get::<String>("", "account")?
+            ));
+        }
+    }
+    Ok(offenders)
+}
+
 /// What the payout runs recorded paying each host (`payouts`) is what the
 /// ledger moved from its account to the payout account (the postings a
 /// run makes under no booking), and the payout account holds all of it: a
@@ -1386,8 +1434,9 @@ async fn payouts_follow_the_ledger(db: &DatabaseConnection) -> anyhow::Result<Fi
             "the payout account holds {banked} fen, payouts recorded {recorded} fen"
         ));
     }
+    offenders.extend(host_marks_follow_the_ledger(db).await?);
     Ok(finding(
-        "payouts: each host's payouts = the ledger's postings to the payout account",
+        PAYOUTS_FOLLOW_THE_LEDGER,
         offenders,
         format!("{recorded} fen paid out"),
     ))

@@ -233,6 +233,15 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         )
         .await
         .expect("a payout without its posting");
+    // A host's sum kept up to the mark that its entries do not make (its
+    // balance read wrong by every run after).
+    payment
+        .execute_unprepared(
+            "INSERT INTO host_marks (account, region_code, owed_fen, mark_at)
+             VALUES ('host:00000000-0000-7000-8000-0000000000aa', '150430', 100, now())",
+        )
+        .await
+        .expect("a mark no entry makes");
     // A charge at the provider that no payment made.
     payment
         .execute_unprepared(
@@ -260,7 +269,7 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             "welfare fund: balance = fund shares of captures less refunds",
             // Payment still counts the undone refund as refunded.
             "payment: each payment's refunded total = its refunds made or under way",
-            "payouts: each host's payouts = the ledger's postings to the payout account",
+            "payouts: each host's payouts = the ledger's postings to the payout account, each host's mark = its entries before it",
             "provider: one charge per captured payment, refunds agree",
             "impact: credited spend, certified spend, host income and fund = payment's, booking by booking",
             "holds follow bookings: CONFIRMED is COMMITTED for what it booked, an ended booking and a cancelled departure hold nothing",
@@ -335,7 +344,11 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
             .contains("payouts recorded 100 fen, the ledger moved 0 fen")
             && paid
                 .detail
-                .contains("the payout account holds 0 fen, payouts recorded 100 fen"),
+                .contains("the payout account holds 0 fen, payouts recorded 100 fen")
+            && paid.detail.contains(
+                "host:00000000-0000-7000-8000-0000000000aa: kept 100 fen up to the hosts' mark, \
+                 the entries before it sum to 0 fen"
+            ),
         "{paid:#?}"
     );
     let payouts = findings

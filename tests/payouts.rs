@@ -7,6 +7,7 @@ use chrono::Duration as Days;
 use common::{code, spawn_app, tomorrow};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
+use shared::config::Settings;
 
 fn amounts(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = v
@@ -260,6 +261,150 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     assert_eq!(row.try_get::<i64>("", "total").expect("total"), 0);
     // And every invariant holds, the payouts recorded = their postings.
     app.until_invariants_hold().await;
+}
+
+in_both_modes!(runs_read_the_hosts_sums_up_to_their_mark_and_the_entries_since);
+/// A run keeps each host's sum up to a mark an hour behind it (or at its
+/// `upTo`), and the next run, preview and balances read the sums and only
+/// the entries since: they pay what reading every entry pays. Here the
+/// captures' host entries are moved two days back, as earlier bookings'.
+async fn runs_read_the_hosts_sums_up_to_their_mark_and_the_entries_since(settings: Settings) {
+    let app = common::spawn_app_with(settings).await;
+    app.confirmed_booking(3).await;
+    let second = app.confirmed_booking(3).await;
+    app.stays_under_way().await;
+    host_entries_days_back(&app, 2).await;
+    let admin = app.admin_token().await;
+    let preview = payable(&app, &admin).await;
+    assert_eq!(
+        amounts(&preview["data"]["hostBalances"]),
+        ["364.80", "364.80"],
+        "{preview}"
+    );
+    let run = run_payouts(&app, &admin, "MARK-1").await;
+    assert_eq!(
+        run["data"]["runPayouts"]["total"]["amount"], "729.60",
+        "{run}"
+    );
+    let payment = app.service_db("payment").await;
+    let kept = |db: sea_orm::DatabaseConnection| async move {
+        db.query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT owed_fen FROM host_marks ORDER BY owed_fen",
+        ))
+        .await
+        .expect("marks read")
+        .iter()
+        .map(|r| r.try_get::<i64>("", "owed_fen").expect("owed"))
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(kept(payment.clone()).await, [36_480, 36_480]);
+
+    // After the mark: a refund of a stay before it, and a new stay.
+    let refund = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($b: ID!) { refundPayment(bookingId: $b, amount: \"100.00\", reason: \"停电\",
+                 idempotencyKey: \"part\") { status } }",
+            json!({ "b": second }),
+        )
+        .await;
+    assert_eq!(
+        refund["data"]["refundPayment"]["status"], "SUCCEEDED",
+        "{refund}"
+    );
+    app.confirmed_booking(4).await;
+    app.stays_under_way().await;
+    let preview = payable(&app, &admin).await;
+    assert_eq!(
+        amounts(&preview["data"]["hostBalances"]),
+        ["364.80"],
+        "{preview}"
+    );
+    let run = run_payouts(&app, &admin, "MARK-2").await;
+    assert_eq!(
+        run["data"]["runPayouts"]["total"]["amount"], "364.80",
+        "{run}"
+    );
+    // The refund's host share (96.00 of 100.00) is owed back.
+    let owed = app
+        .graphql_as(
+            Some(&admin),
+            "{ hostBalances { amount { amount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(amounts(&owed["data"]["hostBalances"]), ["-96.00"], "{owed}");
+    assert_eq!(kept(payment).await, [36_480, 36_480]);
+    app.until_invariants_hold().await;
+}
+
+/// Moves the hosts' ledger entries `days` back, as if posted then (the
+/// ledger's append-only triggers off meanwhile).
+async fn host_entries_days_back(app: &common::TestApp, days: i64) {
+    use sea_orm::{DbBackend, Statement, TransactionTrait};
+    let payment = app.service_db("payment").await;
+    let b = payment.get_database_backend();
+    let txn = payment.begin().await.expect("begin");
+    if b == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL session_replication_role = replica")
+            .await
+            .expect("triggers off");
+        txn.execute_unprepared(&format!(
+            "UPDATE ledger_entries SET created_at = created_at - interval '{days} days'
+             WHERE account LIKE 'host:%'"
+        ))
+        .await
+        .expect("moved back");
+        return txn.commit().await.expect("committed");
+    }
+    // SQLite: the triggers dropped and made again; each instant written
+    // back bound, as the application writes it.
+    let triggers = txn
+        .query_all_raw(Statement::from_string(
+            b,
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'ledger_entries'",
+        ))
+        .await
+        .expect("triggers read");
+    let triggers: Vec<(String, String)> = triggers
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "name").expect("name"),
+                r.try_get("", "sql").expect("sql"),
+            )
+        })
+        .collect();
+    for (name, _) in &triggers {
+        txn.execute_unprepared(&format!("DROP TRIGGER {name}"))
+            .await
+            .expect("trigger dropped");
+    }
+    let entries = txn
+        .query_all_raw(Statement::from_string(
+            b,
+            "SELECT id, created_at FROM ledger_entries WHERE account LIKE 'host:%'",
+        ))
+        .await
+        .expect("entries read");
+    for r in &entries {
+        let id: i64 = r.try_get("", "id").expect("id");
+        let at: chrono::DateTime<chrono::Utc> = r.try_get("", "created_at").expect("created_at");
+        txn.execute_raw(Statement::from_sql_and_values(
+            b,
+            "UPDATE ledger_entries SET created_at = $1 WHERE id = $2",
+            [(at - Days::days(days)).into(), id.into()],
+        ))
+        .await
+        .expect("moved back");
+    }
+    for (_, sql) in &triggers {
+        txn.execute_unprepared(sql)
+            .await
+            .expect("trigger made again");
+    }
+    txn.commit().await.expect("committed");
 }
 
 /// A run over a period that ended before a refund still counts the refund:

@@ -800,6 +800,10 @@ impl Payments {
         };
         let made = storage::insert_payout_run(&txn, &reference, up_to).await?;
         if made {
+            // The hosts' mark follows the runs' periods, so that the next
+            // run (and preview) reads the entries since, not all of them.
+            let mark = up_to.min(chrono::Utc::now() - storage::MARK_BEHIND);
+            storage::advance_host_marks(&txn, mark).await?;
             for (host, owed, region) in
                 storage::payable_balances(&txn, up_to, (&asked, asked_at)).await?
             {
