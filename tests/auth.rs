@@ -1017,24 +1017,90 @@ async fn a_websocket_runs_subscriptions_only_and_closes_when_its_token_expires()
         json!({ "id": "feed", "type": "subscribe", "payload": { "query": "subscription { bookingsUpdated { id } }" } }),
     )
     .await;
+    let expired = "the access token expired: reconnect with a fresh one (refreshToken)";
     assert_eq!(
-        common::ws::closed_within(&mut ws, std::time::Duration::from_secs(15)).await,
-        Some(4403),
+        common::ws::close_within(&mut ws, std::time::Duration::from_secs(15)).await,
+        Some((4403, expired.to_owned())),
         "the socket outlived its token by 13 s, or closed without saying why"
     );
     // Expired a moment ago (within HTTP's leeway for clocks): refused at
-    // `connection_init`, not acknowledged and closed in the same instant.
-    let just_expired = forge(
-        SECRET,
-        json!({ "role": "TRAVELER", "exp": Utc::now().timestamp() - 1 }),
+    // `connection_init`, not acknowledged and closed in the same instant;
+    // and one expired long ago. Both in the words of a socket whose token
+    // expires (the second said to "use your refresh token", as HTTP does).
+    for ago in [1, 60] {
+        let stale = forge(
+            SECRET,
+            json!({ "role": "TRAVELER", "exp": Utc::now().timestamp() - ago }),
+        );
+        let mut ws = connect(&app).await;
+        send(
+            &mut ws,
+            json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {stale}") } }),
+        )
+        .await;
+        assert_eq!(
+            common::ws::close_within(&mut ws, std::time::Duration::from_secs(5)).await,
+            Some((4403, expired.to_owned())),
+            "expired {ago} s ago"
+        );
+    }
+}
+
+/// The refresh tokens that expired are deleted, those of accounts that
+/// never sign in again too (an account's were deleted only as it was
+/// issued another, so each sign-in of a dormant account stayed a row for
+/// ever); live ones stay, and the expired one is refused still.
+#[tokio::test]
+async fn refresh_tokens_that_expired_are_deleted() {
+    use sea_orm::ConnectionTrait;
+    let app = app().await;
+    let dormant = login(&app, "traveler@example.cn").await;
+    login(&app, ADMIN).await;
+    let db = app.service_db(gateway::identity::storage::DATABASE).await;
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            db.query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                sql,
+            ))
+            .await
+            .expect("counted")
+            .expect("a row")
+            .try_get::<i64>("", "n")
+            .expect("n")
+        }
+    };
+    db.execute_unprepared(
+        "UPDATE refresh_tokens SET expires_at = now() - interval '2 days'
+         WHERE account_id = (SELECT id FROM accounts WHERE email = 'traveler@example.cn')",
+    )
+    .await
+    .expect("expired");
+    let expired = "SELECT COUNT(*) AS n FROM refresh_tokens WHERE expires_at < now()";
+    let live = "SELECT COUNT(*) AS n FROM refresh_tokens WHERE expires_at >= now()";
+    let (before, others) = (count(expired).await, count(live).await);
+    assert!(
+        before >= 1 && others >= 1,
+        "{before} expired, {others} live"
     );
-    let mut ws = connect(&app).await;
-    let refused = init(&mut ws, &just_expired).await;
-    assert_ne!(
-        refused.as_ref().map(|a| a["type"].clone()),
-        Some(json!("connection_ack")),
-        "{refused:?}"
-    );
+    let identity = gateway::identity::Identity::new(db.clone(), Some(SECRET), 15, 10)
+        .await
+        .expect("identity");
+    let deleted = identity
+        .prune_refresh_tokens(&tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("pruned");
+    assert_eq!(u64::try_from(before).ok(), Some(deleted));
+    assert_eq!((count(expired).await, count(live).await), (0, others));
+    let refused = app
+        .graphql_as(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": dormant["refreshToken"] }),
+        )
+        .await;
+    assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
 }
 
 /// A logout ends its session whichever of its refresh tokens it is given:

@@ -1213,7 +1213,18 @@ fn connection_principal(
         }
     };
     let identity = identity.ok_or("no identity here")?;
-    let (principal, token) = identity.verify_until(&token).map_err(crate::error::gql)?;
+    // Expired, it is refused as a socket whose token expires is closed:
+    // in the same words, saying to reconnect.
+    let (principal, token) = identity
+        .verify_until(&token)
+        .map_err(|e| match e.message.as_str() {
+            crate::identity::ACCESS_TOKEN_EXPIRED => shared::AppError::new(
+                shared::ErrorCode::Unauthenticated,
+                crate::socket::TOKEN_EXPIRED,
+            ),
+            _ => e,
+        })
+        .map_err(crate::error::gql)?;
     // HTTP gives an expiring token a few seconds' leeway (clocks differ);
     // a socket lives until the token expires, so one within them would be
     // acknowledged and closed in the same instant — a reconnect that looks

@@ -98,13 +98,20 @@ pub async fn subscribed(
 /// whatever else it sends meanwhile: 1006 when it closes without a close
 /// frame, None when it does not close in time.
 pub async fn closed_within(ws: &mut Socket, within: Duration) -> Option<u16> {
+    close_within(ws, within).await.map(|(code, _)| code)
+}
+
+/// [`closed_within`], with the reason the close frame gave.
+pub async fn close_within(ws: &mut Socket, within: Duration) -> Option<(u16, String)> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => return None,
-            Ok(None | Some(Err(_))) => return Some(1006),
+            Ok(None | Some(Err(_))) => return Some((1006, String::new())),
             Ok(Some(Ok(Message::Close(frame)))) => {
-                return Some(frame.map_or(1005, |f| u16::from(f.code)));
+                return Some(frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                }));
             }
             Ok(Some(Ok(_))) => continue,
         }

@@ -28,6 +28,10 @@ use tracing::{info, warn};
 const ISSUER: &str = "duikou";
 const AUDIENCE: &str = "duikou-api";
 
+/// Why a request with an expired access token is refused (a socket says
+/// it its own way: `socket::TOKEN_EXPIRED`).
+pub(crate) const ACCESS_TOKEN_EXPIRED: &str = "the access token expired; use your refresh token";
+
 /// Passwords: long enough to resist guessing, short enough to hash cheaply.
 const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 10..=128;
 
@@ -73,6 +77,9 @@ pub struct Token {
 
 /// How often a gateway reads the revocations other replicas made.
 pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often each gateway deletes the refresh tokens that expired.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Access-token revocations this gateway knows of: for each account whose
 /// tokens were revoked within an access token's lifetime, the generation
@@ -447,13 +454,16 @@ impl Identity {
     }
 
     /// Reads revocations every [`REVOCATION_POLL`] until `cancel`, so that
-    /// one made through another replica refuses its tokens here too.
+    /// one made through another replica refuses its tokens here too; and
+    /// every [`PRUNE_EVERY`] (the first a poll after the start) deletes the
+    /// refresh tokens that expired ([`Self::prune_refresh_tokens`]).
     pub fn watch_revocations(
         &self,
         cancel: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let identity = self.clone();
         tokio::spawn(async move {
+            let mut pruned: Option<std::time::Instant> = None;
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(REVOCATION_POLL) => {}
@@ -463,8 +473,37 @@ impl Identity {
                     metrics::counter!("duikou_revocation_reads_failed_total").increment(1);
                     warn!(error = %e.message, "reading token revocations failed; will retry");
                 }
+                if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                    pruned = Some(std::time::Instant::now());
+                    match identity.prune_refresh_tokens(&cancel).await {
+                        Ok(0) => {}
+                        Ok(n) => info!(deleted = n, "expired refresh tokens deleted"),
+                        Err(e) => {
+                            warn!(error = %e, "deleting expired refresh tokens failed; will retry")
+                        }
+                    }
+                }
             }
         })
+    }
+
+    /// Deletes the refresh tokens that expired (a day's margin: clocks),
+    /// a thousand a statement, until none is left or `cancel`; how many.
+    pub async fn prune_refresh_tokens(
+        &self,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<u64, sea_orm::DbErr> {
+        const BATCH: u64 = 1_000;
+        let before = Utc::now() - Duration::days(1);
+        let mut deleted = 0;
+        while !cancel.is_cancelled() {
+            let n = storage::prune_expired_refresh_tokens(&self.db, before, BATCH).await?;
+            deleted += n;
+            if n < BATCH {
+                break;
+            }
+        }
+        Ok(deleted)
     }
 
     /// The database (for the agency and API client handlers).
@@ -485,9 +524,7 @@ impl Identity {
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
-                    ErrorKind::ExpiredSignature => {
-                        unauthenticated("the access token expired; use your refresh token")
-                    }
+                    ErrorKind::ExpiredSignature => unauthenticated(ACCESS_TOKEN_EXPIRED),
                     _ => unauthenticated("the access token is not valid"),
                 }
             })?;

@@ -808,6 +808,30 @@ pub async fn revoke_access<C: ConnectionTrait>(conn: &C, account: AccountId) -> 
     .try_get("", "token_generation")
 }
 
+/// Deletes up to `batch` refresh tokens that expired before `before`, and
+/// says how many: an account's own are deleted whenever it is issued one,
+/// these are of accounts that have not signed in since (they would stay
+/// for ever, one table row per sign-in of every account ever).
+pub async fn prune_expired_refresh_tokens<C: ConnectionTrait>(
+    conn: &C,
+    before: chrono::DateTime<Utc>,
+    batch: u64,
+) -> Result<u64, DbErr> {
+    let b = conn.get_database_backend();
+    let done = conn
+        .execute_raw(stmt(
+            b,
+            "DELETE FROM refresh_tokens WHERE token_hash IN (
+                SELECT token_hash FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+            vec![
+                before.into(),
+                i64::try_from(batch).unwrap_or(i64::MAX).into(),
+            ],
+        ))
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// The token generation of every account whose access tokens were revoked
 /// after `since`.
 pub async fn revocations_since<C: ConnectionTrait>(
