@@ -454,6 +454,40 @@ async fn a_database_never_migrated_is_said_to_need_migrate() {
     assert!(!refused.contains("DUIKOU_DB_PREFIX"), "{refused}");
 }
 
+/// A database a migration of this release has not reached (checked
+/// before `duikou migrate`, in an upgrade) is said to need it, not failed
+/// on a table the invariants read (payment's `fund_totals` was "relation
+/// does not exist"); migrated, it is checked.
+#[tokio::test]
+async fn a_database_behind_this_release_is_said_to_need_migrate() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let settings = (*app.app.rt.settings).clone();
+    let payment = app.service_db("payment").await;
+    payment
+        .execute_unprepared(
+            "DELETE FROM seaql_migrations WHERE version = 'm20261207_000004_host_marks'",
+        )
+        .await
+        .expect("a migration undone on record");
+    let refused = duikou::check::run(&settings, Duration::seconds(60)).await;
+    let refused = format!("{:#}", refused.expect_err("behind"));
+    assert!(
+        refused.contains("payment's database is behind this release: 1 migration(s) not applied, from m20261207_000004_host_marks")
+            && refused.contains("run `duikou migrate`"),
+        "{refused}"
+    );
+    payment
+        .execute_unprepared(
+            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m20261207_000004_host_marks', 0)",
+        )
+        .await
+        .expect("on record again");
+    duikou::check::run(&settings, Duration::seconds(60))
+        .await
+        .expect("checked");
+}
+
 /// Pointed at the right databases but a mistyped bus prefix, the checker
 /// does not read the dead-letter queues it cannot find as empty.
 #[tokio::test]
