@@ -238,7 +238,8 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
     payment
         .execute_unprepared(
             "INSERT INTO host_marks (account, region_code, owed_fen, mark_at)
-             VALUES ('host:00000000-0000-7000-8000-0000000000aa', '150430', 100, now())",
+             VALUES ('host:00000000-0000-7000-8000-0000000000aa', '150430', 100,
+                     '1970-01-02T00:00:00Z')",
         )
         .await
         .expect("a mark no entry makes");

@@ -264,31 +264,42 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
 }
 
 in_both_modes!(runs_read_the_hosts_sums_up_to_their_mark_and_the_entries_since);
-/// A run keeps each host's sum up to a mark an hour behind it (or at its
-/// `upTo`), and the next run, preview and balances read the sums and only
-/// the entries since: they pay what reading every entry pays. Here the
-/// captures' host entries are moved two days back, as earlier bookings'.
+/// A run keeps each host's sum up to a mark (its `upTo`, or an hour before
+/// the database's clock if earlier), and the next run, its preview and the
+/// balances read the sums and only the entries since: they pay and owe
+/// what reading every entry does. Two captures are moved two days back
+/// (under the first run's mark, three hours ago), a refund and a third
+/// capture two hours back (between it and the second run's); a balance asked as of before the
+/// mark reads every entry; a host entry stamped before the mark is
+/// refused, not lost.
 async fn runs_read_the_hosts_sums_up_to_their_mark_and_the_entries_since(settings: Settings) {
+    use sea_orm::{Statement, TransactionTrait};
     let app = common::spawn_app_with(settings).await;
+    let now = chrono::Utc::now;
     app.confirmed_booking(3).await;
     let second = app.confirmed_booking(3).await;
     app.stays_under_way().await;
-    host_entries_days_back(&app, 2).await;
+    host_entries_back(&app, chrono::DateTime::UNIX_EPOCH, Days::days(2)).await;
     let admin = app.admin_token().await;
-    let preview = payable(&app, &admin).await;
+    let run = |reference: &'static str, up_to: chrono::DateTime<chrono::Utc>| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            app.graphql_as(
+                Some(admin),
+                "mutation($r: String!, $t: DateTime!) { runPayouts(reference: $r, upTo: $t) { total { amount } } }",
+                json!({ "r": reference, "t": up_to.to_rfc3339() }),
+            )
+            .await
+        }
+    };
+    let first = run("MARK-1", now() - Days::hours(3)).await;
     assert_eq!(
-        amounts(&preview["data"]["hostBalances"]),
-        ["364.80", "364.80"],
-        "{preview}"
-    );
-    let run = run_payouts(&app, &admin, "MARK-1").await;
-    assert_eq!(
-        run["data"]["runPayouts"]["total"]["amount"], "729.60",
-        "{run}"
+        first["data"]["runPayouts"]["total"]["amount"], "729.60",
+        "{first}"
     );
     let payment = app.service_db("payment").await;
     let kept = |db: sea_orm::DatabaseConnection| async move {
-        db.query_all_raw(sea_orm::Statement::from_string(
+        db.query_all_raw(Statement::from_string(
             db.get_database_backend(),
             "SELECT owed_fen FROM host_marks ORDER BY owed_fen",
         ))
@@ -300,7 +311,9 @@ async fn runs_read_the_hosts_sums_up_to_their_mark_and_the_entries_since(setting
     };
     assert_eq!(kept(payment.clone()).await, [36_480, 36_480]);
 
-    // After the mark: a refund of a stay before it, and a new stay.
+    // Between the marks (two hours back): a refund of a stay under the
+    // first, and a third stay.
+    let since_the_run = now();
     let refund = app
         .graphql_as(
             Some(&admin),
@@ -315,18 +328,35 @@ async fn runs_read_the_hosts_sums_up_to_their_mark_and_the_entries_since(setting
     );
     app.confirmed_booking(4).await;
     app.stays_under_way().await;
+    host_entries_back(&app, since_the_run, Days::hours(2)).await;
+    // As of before the mark: every entry read (the kept sums are later).
+    let as_of = app
+        .graphql_as(
+            Some(&admin),
+            "query($t: DateTime!) { hostBalances(upTo: $t) { amount { amount } } }",
+            json!({ "t": (now() - Days::hours(4)).to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(
+        amounts(&as_of["data"]["hostBalances"]),
+        ["364.80", "364.80"],
+        "{as_of}"
+    );
     let preview = payable(&app, &admin).await;
     assert_eq!(
         amounts(&preview["data"]["hostBalances"]),
         ["364.80"],
         "{preview}"
     );
-    let run = run_payouts(&app, &admin, "MARK-2").await;
+    let second_run = run("MARK-2", now()).await;
     assert_eq!(
-        run["data"]["runPayouts"]["total"]["amount"], "364.80",
-        "{run}"
+        second_run["data"]["runPayouts"]["total"]["amount"], "364.80",
+        "{second_run}"
     );
-    // The refund's host share (96.00 of 100.00) is owed back.
+    // The refund and the third capture are under the new mark, added to
+    // the sums; the payouts are after it. The refund's host share (96.00
+    // of 100.00) is owed back.
+    assert_eq!(kept(payment.clone()).await, [26_880, 36_480, 36_480]);
     let owed = app
         .graphql_as(
             Some(&admin),
@@ -335,13 +365,36 @@ async fn runs_read_the_hosts_sums_up_to_their_mark_and_the_entries_since(setting
         )
         .await;
     assert_eq!(amounts(&owed["data"]["hostBalances"]), ["-96.00"], "{owed}");
-    assert_eq!(kept(payment).await, [36_480, 36_480]);
+
+    // A host entry stamped before the mark (a clock behind) is refused.
+    let b = payment.get_database_backend();
+    let txn = payment.begin().await.expect("begin");
+    let refused = txn
+        .execute_raw(Statement::from_sql_and_values(
+            b,
+            "INSERT INTO ledger_entries (txn_id, booking_id, account, amount_fen, region_code, created_at)
+             VALUES ($1, $2, 'host:00000000-0000-7000-8000-0000000000bb', 100, '150430', $3)",
+            [
+                shared::db::uuid_value(b, uuid::Uuid::now_v7()),
+                shared::db::uuid_value(b, uuid::Uuid::now_v7()),
+                (now() - Days::hours(2)).into(),
+            ],
+        ))
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("before the hosts' mark")),
+        "{refused:?}"
+    );
+    drop(txn);
     app.until_invariants_hold().await;
 }
 
-/// Moves the hosts' ledger entries `days` back, as if posted then (the
-/// ledger's append-only triggers off meanwhile).
-async fn host_entries_days_back(app: &common::TestApp, days: i64) {
+/// Moves the hosts' ledger entries stamped at or after `from` back by
+/// `by`, as if posted then (the ledger's append-only triggers off
+/// meanwhile).
+async fn host_entries_back(app: &common::TestApp, from: chrono::DateTime<chrono::Utc>, by: Days) {
     use sea_orm::{DbBackend, Statement, TransactionTrait};
     let payment = app.service_db("payment").await;
     let b = payment.get_database_backend();
@@ -350,9 +403,14 @@ async fn host_entries_days_back(app: &common::TestApp, days: i64) {
         txn.execute_unprepared("SET LOCAL session_replication_role = replica")
             .await
             .expect("triggers off");
-        txn.execute_unprepared(&format!(
-            "UPDATE ledger_entries SET created_at = created_at - interval '{days} days'
-             WHERE account LIKE 'host:%'"
+        txn.execute_raw(Statement::from_sql_and_values(
+            b,
+            format!(
+                "UPDATE ledger_entries SET created_at = created_at - interval '{} seconds'
+                 WHERE account LIKE 'host:%' AND created_at >= $1",
+                by.num_seconds()
+            ),
+            [from.into()],
         ))
         .await
         .expect("moved back");
@@ -391,10 +449,13 @@ async fn host_entries_days_back(app: &common::TestApp, days: i64) {
     for r in &entries {
         let id: i64 = r.try_get("", "id").expect("id");
         let at: chrono::DateTime<chrono::Utc> = r.try_get("", "created_at").expect("created_at");
+        if at < from {
+            continue;
+        }
         txn.execute_raw(Statement::from_sql_and_values(
             b,
             "UPDATE ledger_entries SET created_at = $1 WHERE id = $2",
-            [(at - Days::days(days)).into(), id.into()],
+            [(at - by).into(), id.into()],
         ))
         .await
         .expect("moved back");

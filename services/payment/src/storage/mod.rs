@@ -543,6 +543,35 @@ impl MigrationTrait for HostMarks {
         // entries since to it, read by time from the second index, instead
         // of every host entry ever posted (performance.md, "At a year's
         // data"). Empty until the first run after this migration.
+        //
+        // A host entry stamped before the mark would be in no balance
+        // (neither the kept sums nor the entries read after them): the
+        // database refuses it, loudly, rather than let it be lost — its
+        // posting fails and is made again, stamped again (a process whose
+        // clock is an hour slow fails every time).
+        let guard: &[&str] = match manager.get_database_backend() {
+            sea_orm::DbBackend::Postgres => &[
+                "CREATE FUNCTION host_entries_after_the_mark() RETURNS trigger
+                 LANGUAGE plpgsql AS $$
+                 BEGIN
+                     IF NEW.created_at < (SELECT MAX(mark_at) FROM host_marks) THEN
+                         RAISE EXCEPTION 'a host entry stamped % is before the hosts'' mark: \
+                             no balance would count it (a clock behind?)', NEW.created_at;
+                     END IF;
+                     RETURN NEW;
+                 END $$",
+                "CREATE TRIGGER ledger_entries_host_mark BEFORE INSERT ON ledger_entries
+                 FOR EACH ROW WHEN (NEW.account LIKE 'host:%')
+                 EXECUTE FUNCTION host_entries_after_the_mark()",
+            ],
+            _ => &[
+                "CREATE TRIGGER ledger_entries_host_mark BEFORE INSERT ON ledger_entries
+                    WHEN NEW.account LIKE 'host:%'
+                         AND NEW.created_at < (SELECT MAX(mark_at) FROM host_marks)
+                    BEGIN SELECT RAISE(ABORT, 'a host entry stamped before the hosts'' mark: \
+                        no balance would count it (a clock behind?)'); END",
+            ],
+        };
         run_ddl(
             manager,
             &[
@@ -551,12 +580,14 @@ impl MigrationTrait for HostMarks {
                     region_code TEXT NOT NULL,
                     owed_fen BIGINT NOT NULL,
                     mark_at TIMESTAMPTZ NOT NULL)",
+                "CREATE INDEX host_marks_at ON host_marks (mark_at)",
                 "CREATE INDEX ledger_host_entries_by_time
                    ON ledger_entries (created_at, account, amount_fen, booking_id, region_code)
                    WHERE account LIKE 'host:%'",
             ],
         )
-        .await
+        .await?;
+        run_ddl(manager, guard).await
     }
 }
 
@@ -2157,10 +2188,11 @@ const HOST_BALANCES: &str = concat!(
     GROUP BY account HAVING SUM(amount_fen) <> 0"
 );
 
-/// How far behind the clock the hosts' mark stays at least: an entry is
-/// stamped with its process's clock before its transaction commits, so one
-/// stamped before the mark but committed after it moved would be left out
-/// of every balance. An hour is far past any posting's transaction and any
+/// How far behind the database's clock the hosts' mark stays at least: an
+/// entry is stamped with its process's clock as it is inserted, and one
+/// stamped before the mark is refused (a trigger), but one inserted before
+/// a run moved the mark past it and committed after would be left out of
+/// every balance. An hour is far past any posting's transaction and any
 /// clock drift between replicas; `duikou check` compares the marks with
 /// the entries.
 pub const MARK_BEHIND: chrono::Duration = chrono::Duration::hours(1);
