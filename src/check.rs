@@ -110,9 +110,10 @@ fn finding(invariant: &'static str, offenders: Vec<String>, ok_detail: String) -
 
 /// Refuses, saying to migrate, a database `service`'s migrations `M` are
 /// not all applied to (the invariants read what they add: an upgrade
-/// checked before its `duikou migrate` failed on a missing table). Read
-/// from `seaql_migrations` alone: the migrator's own look creates the
-/// table it reads, and the check writes nothing.
+/// checked before its `duikou migrate` failed on a missing table); and one
+/// a later release migrated (its invariants may read what this check does
+/// not know, and call good data broken). Read from `seaql_migrations`
+/// directly: the check writes nothing.
 async fn migrated<M: sea_orm_migration::MigratorTrait>(
     db: &DatabaseConnection,
     service: &str,
@@ -132,6 +133,16 @@ async fn migrated<M: sea_orm_migration::MigratorTrait>(
             "{service}'s database is behind this release: {} migration(s) not applied, from \
              {first}: run `duikou migrate` with the services' settings first",
             pending.len()
+        );
+    }
+    let known: BTreeSet<String> = M::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    if let Some(newer) = applied.difference(&known).last() {
+        anyhow::bail!(
+            "{service}'s database was migrated by a later release ({newer}): check it with the \
+             services' release of duikou"
         );
     }
     Ok(())

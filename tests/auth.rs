@@ -1087,10 +1087,7 @@ async fn refresh_tokens_that_expired_are_deleted() {
     let identity = gateway::identity::Identity::new(db.clone(), Some(SECRET), 15, 10)
         .await
         .expect("identity");
-    let deleted = identity
-        .prune_refresh_tokens(&tokio_util::sync::CancellationToken::new())
-        .await
-        .expect("pruned");
+    let deleted = identity.prune_refresh_tokens(1_000).await.expect("pruned");
     assert_eq!(u64::try_from(before).ok(), Some(deleted));
     assert_eq!((count(expired).await, count(live).await), (0, others));
     let refused = app

@@ -460,7 +460,7 @@ async fn a_database_never_migrated_is_said_to_need_migrate() {
 /// on a table the invariants read (payment's `fund_totals` was "relation
 /// does not exist"); migrated, it is checked.
 #[tokio::test]
-async fn a_database_behind_this_release_is_said_to_need_migrate() {
+async fn a_database_behind_or_ahead_of_this_release_is_refused() {
     use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     let settings = (*app.app.rt.settings).clone();
@@ -487,6 +487,22 @@ async fn a_database_behind_this_release_is_said_to_need_migrate() {
     duikou::check::run(&settings, Duration::seconds(60))
         .await
         .expect("checked");
+    // Ahead of this check (a later release's migration on record): refused
+    // too, naming it, rather than checked by rules it may have outgrown.
+    payment
+        .execute_unprepared(
+            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m20991231_000001_later', 0)",
+        )
+        .await
+        .expect("a later migration on record");
+    let refused = duikou::check::run(&settings, Duration::seconds(60)).await;
+    let refused = format!("{:#}", refused.expect_err("ahead"));
+    assert!(
+        refused.contains(
+            "payment's database was migrated by a later release (m20991231_000001_later)"
+        ),
+        "{refused}"
+    );
 }
 
 /// Pointed at the right databases but a mistyped bus prefix, the checker

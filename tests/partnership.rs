@@ -1423,41 +1423,55 @@ async fn a_recredit_goes_a_batch_at_a_time_and_what_is_left_is_finished_by_the_s
 
 /// Two crediting runs of one pair side by side, each meeting bookings of
 /// two months in the other's order, both finish: a transaction adds its
-/// months' totals in one order, not booking by booking (run A held
-/// March's row and waited for January's, run B the other way round, and
-/// PostgreSQL aborted one as a deadlock). The runs are paused on a
-/// booking each (its facts row locked) until both have credited one.
+/// months' totals in one order, not booking by booking. Staged with
+/// March's totals row held by the test: run A (March, then January) waits
+/// for it first; run B (January, then March) takes January and waits for
+/// March too. Let go, A took March and waited for January, B held January
+/// and waited for March, and PostgreSQL aborted one as a deadlock; now A
+/// takes January first, so B waits for A and both finish.
 #[tokio::test]
 async fn two_crediting_runs_over_the_same_months_do_not_deadlock() {
     use sea_orm::ConnectionTrait;
-    // 赤峰市: both banners' bookings count for it.
-    let (app, db, _, pair) = without_partnership_running(test_settings(), "150400").await;
+    // 赤峰市: every banner's bookings count for it.
+    let (app, db, partnerships, pair) =
+        without_partnership_running(test_settings(), "150400").await;
     let year = year_now();
-    let confirmed = |month: u32| format!("{year}-{month:02}-15T04:00:00Z");
-    // Each banner's bookings in id order: 敖汉旗 March then January, 阿鲁科尔沁旗
-    // January then March; the second of each is where its run waits.
-    let mut waits_at = Vec::new();
+    let facts = |banner: &str, month: u32| {
+        format!(
+            "INSERT INTO booking_facts (booking_id, sponsor_code, listing_code, travelers,
+                 total_fen, confirmed_at, captured_gross, captured_host, captured_fund)
+             VALUES ('{}', '110108', '{banner}', 2, 38000, '{year}-{month:02}-15T04:00:00Z',
+                     38000, 36480, 380)",
+            uuid::Uuid::now_v7()
+        )
+    };
+    // March's totals row, made by a booking of a third banner.
+    db.execute_unprepared(&facts("150422", 3))
+        .await
+        .expect("a booking's facts");
+    let queued = partnership::storage::queue_recredit(&db, "150422", "test")
+        .await
+        .expect("queued");
+    assert!(
+        partnerships
+            .recredit(queued, 10, &|| false)
+            .await
+            .expect("credited")
+    );
+    // Each banner's bookings in id order: 敖汉旗 March then January,
+    // 阿鲁科尔沁旗 January then March.
     for (banner, months) in [("150430", [3, 1]), ("150421", [1, 3])] {
         for month in months {
-            let id = uuid::Uuid::now_v7();
-            db.execute_unprepared(&format!(
-                "INSERT INTO booking_facts (booking_id, sponsor_code, listing_code, travelers,
-                     total_fen, confirmed_at, captured_gross, captured_host, captured_fund)
-                 VALUES ('{id}', '110108', '{banner}', 2, 38000, '{}', 38000, 36480, 380)",
-                confirmed(month),
-            ))
-            .await
-            .expect("a booking's facts");
-            if month == months[1] {
-                waits_at.push(format!("'{id}'"));
-            }
+            db.execute_unprepared(&facts(banner, month))
+                .await
+                .expect("a booking's facts");
         }
     }
     let held = common::LockHeld::begin(
         app.service_db("partnership").await,
         &format!(
-            "SELECT booking_id FROM booking_facts WHERE booking_id IN ({}) FOR UPDATE",
-            waits_at.join(", ")
+            "SELECT month FROM impact_totals WHERE partnership_id = '{}' AND month = 3 FOR UPDATE",
+            pair.id
         ),
     )
     .await;
@@ -1473,7 +1487,8 @@ async fn two_crediting_runs_over_the_same_months_do_not_deadlock() {
             run.recredit(queued, 10, &|| false).await
         }));
     }
-    held.until_waiting(2, true).await;
+    // A waiting for the test, B for A (or, booking by booking, for the test).
+    held.until_waiting(2, false).await;
     held.release().await;
     for run in runs {
         let done = run.await.expect("the run").expect("credited, no deadlock");
@@ -1488,7 +1503,7 @@ async fn two_crediting_runs_over_the_same_months_do_not_deadlock() {
             .find(|(m, _)| *m == month)
             .map_or(0, |(_, f)| f.bookings)
     };
-    assert_eq!((bookings(1), bookings(3)), (2, 2), "{totals:?}");
+    assert_eq!((bookings(1), bookings(3)), (2, 3), "{totals:?}");
     assert_totals_match_the_records(&app, &[pair.id]).await;
 }
 

@@ -388,6 +388,30 @@ async fn runs_read_the_hosts_sums_up_to_their_mark_and_the_entries_since(setting
         "{refused:?}"
     );
     drop(txn);
+    // A mark a day ahead, as a run on a clock running fast would set it:
+    // payments still capture (their entries refused until the clock caught
+    // up), posted at the mark.
+    let ahead = now() + Days::days(1);
+    payment::storage::advance_host_marks(&payment, ahead)
+        .await
+        .expect("mark moved ahead");
+    let late = app.confirmed_booking(5).await;
+    let stamped = payment
+        .query_all_raw(Statement::from_sql_and_values(
+            b,
+            "SELECT created_at FROM ledger_entries WHERE booking_id = $1",
+            [shared::db::uuid_value(b, late.parse().expect("booking id"))],
+        ))
+        .await
+        .expect("entries read");
+    assert_eq!(stamped.len(), 4, "the capture's legs");
+    for r in &stamped {
+        let at: chrono::DateTime<chrono::Utc> = r.try_get("", "created_at").expect("stamp");
+        assert!(
+            (at - ahead).num_milliseconds().abs() < 1,
+            "{at} is not the mark {ahead}"
+        );
+    }
     app.until_invariants_hold().await;
 }
 

@@ -456,14 +456,17 @@ impl Identity {
     /// Reads revocations every [`REVOCATION_POLL`] until `cancel`, so that
     /// one made through another replica refuses its tokens here too; and
     /// every [`PRUNE_EVERY`] (the first a poll after the start) deletes the
-    /// refresh tokens that expired ([`Self::prune_refresh_tokens`]).
+    /// refresh tokens that expired, a thousand a poll until none is left
+    /// ([`Self::prune_refresh_tokens`]): a backlog of millions does not
+    /// hold the revocations up.
     pub fn watch_revocations(
         &self,
         cancel: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        const BATCH: u64 = 1_000;
         let identity = self.clone();
         tokio::spawn(async move {
-            let mut pruned: Option<std::time::Instant> = None;
+            let mut prune_at = std::time::Instant::now();
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(REVOCATION_POLL) => {}
@@ -473,37 +476,33 @@ impl Identity {
                     metrics::counter!("duikou_revocation_reads_failed_total").increment(1);
                     warn!(error = %e.message, "reading token revocations failed; will retry");
                 }
-                if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-                    pruned = Some(std::time::Instant::now());
-                    match identity.prune_refresh_tokens(&cancel).await {
-                        Ok(0) => {}
-                        Ok(n) => info!(deleted = n, "expired refresh tokens deleted"),
-                        Err(e) => {
-                            warn!(error = %e, "deleting expired refresh tokens failed; will retry")
+                if std::time::Instant::now() < prune_at {
+                    continue;
+                }
+                prune_at = std::time::Instant::now() + PRUNE_EVERY;
+                match identity.prune_refresh_tokens(BATCH).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            info!(deleted = n, "expired refresh tokens deleted");
                         }
+                        // More left: the next batch at the next poll.
+                        if n == BATCH {
+                            prune_at = std::time::Instant::now();
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "deleting expired refresh tokens failed; will retry")
                     }
                 }
             }
         })
     }
 
-    /// Deletes the refresh tokens that expired (a day's margin: clocks),
-    /// a thousand a statement, until none is left or `cancel`; how many.
-    pub async fn prune_refresh_tokens(
-        &self,
-        cancel: &tokio_util::sync::CancellationToken,
-    ) -> Result<u64, sea_orm::DbErr> {
-        const BATCH: u64 = 1_000;
+    /// Deletes up to `at_most` refresh tokens that expired (a day's margin:
+    /// clocks); how many.
+    pub async fn prune_refresh_tokens(&self, at_most: u64) -> Result<u64, sea_orm::DbErr> {
         let before = Utc::now() - Duration::days(1);
-        let mut deleted = 0;
-        while !cancel.is_cancelled() {
-            let n = storage::prune_expired_refresh_tokens(&self.db, before, BATCH).await?;
-            deleted += n;
-            if n < BATCH {
-                break;
-            }
-        }
-        Ok(deleted)
+        storage::prune_expired_refresh_tokens(&self.db, before, at_most).await
     }
 
     /// The database (for the agency and API client handlers).

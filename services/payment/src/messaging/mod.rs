@@ -802,9 +802,12 @@ impl Payments {
         if made {
             // The hosts' mark follows the runs' periods, so that the next
             // run (and preview) reads the entries since, not all of them.
-            // By the database's clock: one replica's running fast would put
-            // the mark past entries other replicas are still stamping.
-            let mark = up_to.min(storage::clock(&txn).await? - storage::MARK_BEHIND);
+            // Behind this replica's clock and the database's: either
+            // running fast would put the mark past entries others are still
+            // stamping.
+            let mark = up_to
+                .min(chrono::Utc::now() - storage::MARK_BEHIND)
+                .min(storage::clock(&txn).await? - storage::MARK_BEHIND);
             storage::advance_host_marks(&txn, mark).await?;
             for (host, owed, region) in
                 storage::payable_balances(&txn, up_to, (&asked, asked_at)).await?

@@ -961,10 +961,11 @@ pub async fn capture_at_once<C: ConnectionTrait>(
                 "WITH moved AS (UPDATE payments SET status = 'CAPTURED', provider_ref = $2, updated_at = $3
                                 WHERE id = $1 AND status = 'PROCESSING' RETURNING id),
                       legs AS (INSERT INTO ledger_entries (txn_id, booking_id, account, amount_fen, region_code, created_at)
-                               SELECT $4, $5, v.account, v.amount, $6, $3
+                               SELECT $4, $5, v.account, v.amount, $6, {}
                                FROM moved, (VALUES {}) AS v (account, amount)),
                       queued AS (INSERT INTO outbox (event_id, kind, body) SELECT $7, $8, $9 FROM moved)
                  SELECT COUNT(*) AS moved FROM moved",
+                not_before_the_mark(b, "$3"),
                 rows.join(", ")
             ),
             values,
@@ -974,6 +975,20 @@ pub async fn capture_at_once<C: ConnectionTrait>(
         Some(r) => r.try_get::<i64>("", "moved")? == 1,
         None => false,
     })
+}
+
+/// The stamp `param` for a ledger entry, or the hosts' mark if that is
+/// later: an entry stamped before the mark would be in no host's balance
+/// (the database refuses one, `host_entries_after_the_mark`), and a mark
+/// set while a clock ran ahead would otherwise refuse every posting until
+/// the clock caught up with it. Posted at the mark instead, an entry counts
+/// from the next run on.
+fn not_before_the_mark(b: sea_orm::DbBackend, param: &str) -> String {
+    let later = match b {
+        sea_orm::DbBackend::Postgres => "GREATEST",
+        _ => "MAX",
+    };
+    format!("{later}({param}, COALESCE((SELECT MAX(mark_at) FROM host_marks), {param}))")
 }
 
 /// Appends one balanced ledger transaction.
@@ -987,8 +1002,9 @@ pub async fn post<C: ConnectionTrait>(
     let b = conn.get_database_backend();
     let txn_id = uuid::Uuid::now_v7();
     // One statement for every leg: a capture's four legs are one round trip.
+    let at = not_before_the_mark(b, "$4");
     let rows: Vec<String> = (0..legs.len())
-        .map(|i| format!("($1, $2, ${}, ${}, $3, $4)", 5 + 2 * i, 6 + 2 * i))
+        .map(|i| format!("($1, $2, ${}, ${}, $3, {at})", 5 + 2 * i, 6 + 2 * i))
         .collect();
     let mut values: Vec<sea_orm::Value> = vec![
         uuid_value(b, txn_id),
@@ -2188,11 +2204,11 @@ const HOST_BALANCES: &str = concat!(
     GROUP BY account HAVING SUM(amount_fen) <> 0"
 );
 
-/// How far behind the database's clock the hosts' mark stays at least: an
-/// entry is stamped with its process's clock as it is inserted, and one
-/// stamped before the mark is refused (a trigger), but one inserted before
-/// a run moved the mark past it and committed after would be left out of
-/// every balance. An hour is far past any posting's transaction and any
+/// How far behind the clocks the hosts' mark stays at least: an entry is
+/// stamped with its process's clock as it is inserted, no earlier than the
+/// mark (and the database refuses one stamped before it), but one inserted
+/// before a run moved the mark past it and committed after would be left
+/// out of every balance. An hour is far past any posting's transaction and any
 /// clock drift between replicas; `duikou check` compares the marks with
 /// the entries.
 pub const MARK_BEHIND: chrono::Duration = chrono::Duration::hours(1);
