@@ -123,10 +123,13 @@ async fn migrated<M: sea_orm_migration::MigratorTrait>(
         .iter()
         .map(|r| r.try_get::<String>("", "version"))
         .collect::<Result<_, _>>()?;
-    let pending: Vec<String> = M::migrations()
+    let known: Vec<String> = M::migrations()
         .iter()
         .map(|m| m.name().to_owned())
-        .filter(|name| !applied.contains(name))
+        .collect();
+    let pending: Vec<&String> = known
+        .iter()
+        .filter(|name| !applied.contains(*name))
         .collect();
     if let Some(first) = pending.first() {
         anyhow::bail!(
@@ -135,11 +138,7 @@ async fn migrated<M: sea_orm_migration::MigratorTrait>(
             pending.len()
         );
     }
-    let known: BTreeSet<String> = M::migrations()
-        .iter()
-        .map(|m| m.name().to_owned())
-        .collect();
-    if let Some(newer) = applied.difference(&known).last() {
+    if let Some(newer) = applied.iter().rfind(|name| !known.contains(name)) {
         anyhow::bail!(
             "{service}'s database was migrated by a later release ({newer}): check it with the \
              services' release of duikou"

@@ -465,14 +465,17 @@ async fn a_database_behind_or_ahead_of_this_release_is_refused() {
     let app = spawn_app().await;
     let settings = (*app.app.rt.settings).clone();
     let payment = app.service_db("payment").await;
+    let refusal = || async {
+        let refused = duikou::check::run(&settings, Duration::seconds(60)).await;
+        format!("{:#}", refused.expect_err("refused"))
+    };
     payment
         .execute_unprepared(
             "DELETE FROM seaql_migrations WHERE version = 'm20261207_000004_host_marks'",
         )
         .await
         .expect("a migration undone on record");
-    let refused = duikou::check::run(&settings, Duration::seconds(60)).await;
-    let refused = format!("{:#}", refused.expect_err("behind"));
+    let refused = refusal().await;
     assert!(
         refused.contains("payment's database is behind this release: 1 migration(s) not applied, from m20261207_000004_host_marks")
             && refused.contains("run `duikou migrate`"),
@@ -495,8 +498,7 @@ async fn a_database_behind_or_ahead_of_this_release_is_refused() {
         )
         .await
         .expect("a later migration on record");
-    let refused = duikou::check::run(&settings, Duration::seconds(60)).await;
-    let refused = format!("{:#}", refused.expect_err("ahead"));
+    let refused = refusal().await;
     assert!(
         refused.contains(
             "payment's database was migrated by a later release (m20991231_000001_later)"

@@ -802,12 +802,13 @@ impl Payments {
         if made {
             // The hosts' mark follows the runs' periods, so that the next
             // run (and preview) reads the entries since, not all of them.
-            // Behind this replica's clock and the database's: either
-            // running fast would put the mark past entries others are still
+            // Behind this replica's clock and the database's (as read when
+            // the run asked for the refunds, a moment ago): either running
+            // fast would put the mark past entries others are still
             // stamping.
             let mark = up_to
                 .min(chrono::Utc::now() - storage::MARK_BEHIND)
-                .min(storage::clock(&txn).await? - storage::MARK_BEHIND);
+                .min(asked_at - storage::MARK_BEHIND);
             storage::advance_host_marks(&txn, mark).await?;
             for (host, owed, region) in
                 storage::payable_balances(&txn, up_to, (&asked, asked_at)).await?
