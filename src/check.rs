@@ -1390,13 +1390,17 @@ async fn host_marks_follow_the_ledger(db: &DatabaseConnection) -> anyhow::Result
         "WITH mark AS (SELECT MAX(mark_at) AS at, COUNT(DISTINCT mark_at) AS marks
                        FROM host_marks)
          SELECT COALESCE(k.account, l.account) AS account, COALESCE(k.owed, 0) AS kept,
-                COALESCE(l.owed, 0) AS posted, (SELECT marks FROM mark) AS marks
-         FROM (SELECT account, owed_fen AS owed FROM host_marks) k
+                COALESCE(l.owed, 0) AS posted, k.region AS kept_region, l.region AS region,
+                (SELECT marks FROM mark) AS marks
+         FROM (SELECT account, owed_fen AS owed, region_code AS region FROM host_marks) k
          FULL OUTER JOIN
-              (SELECT account, CAST(SUM(amount_fen) AS BIGINT) AS owed FROM ledger_entries
+              (SELECT account, CAST(SUM(amount_fen) AS BIGINT) AS owed,
+                      MIN(region_code) AS region
+               FROM ledger_entries
                WHERE account LIKE 'host:%' AND created_at < (SELECT at FROM mark)
                GROUP BY account) l ON l.account = k.account
-         WHERE COALESCE(k.owed, 0) <> COALESCE(l.owed, 0) OR (SELECT marks FROM mark) > 1
+         WHERE COALESCE(k.owed, 0) <> COALESCE(l.owed, 0) OR k.region <> l.region
+            OR (SELECT marks FROM mark) > 1
          ORDER BY 1",
         vec![],
     )
@@ -1412,11 +1416,23 @@ async fn host_marks_follow_the_ledger(db: &DatabaseConnection) -> anyhow::Result
         }
     }
     for r in &drifted {
+        let account = r.try_get::<String>("", "account")?;
         let (kept, posted): (i64, i64) = (r.try_get("", "kept")?, r.try_get("", "posted")?);
         if kept != posted {
             offenders.push(format!(
-                "{}: kept {kept} fen up to the hosts' mark, the entries before it sum to {posted} fen",
-                r.try_get::<String>("", "account")?
+                "{account}: kept {kept} fen up to the hosts' mark, the entries before it sum to {posted} fen"
+            ));
+        }
+        // The balances and payouts name a host's region as its kept sum's
+        // and its entries' least: a sum kept under another would move the
+        // host's payouts to another region's report.
+        let regions: (Option<String>, Option<String>) =
+            (r.try_get("", "kept_region")?, r.try_get("", "region")?);
+        if let (Some(kept), Some(posted)) = regions
+            && kept != posted
+        {
+            offenders.push(format!(
+                "{account}: kept under region {kept}, its entries before the mark are of {posted}"
             ));
         }
     }

@@ -234,7 +234,17 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
         .await
         .expect("a payout without its posting");
     // A host's sum kept up to the mark that its entries do not make (its
-    // balance read wrong by every run after).
+    // balance read wrong by every run after), under another region than
+    // its entries' (its payouts in another region's report).
+    payment
+        .execute_unprepared(
+            "INSERT INTO ledger_entries (txn_id, booking_id, account, amount_fen, region_code, created_at)
+             VALUES (gen_random_uuid(), gen_random_uuid(),
+                     'host:00000000-0000-7000-8000-0000000000aa', 30, '110108',
+                     '1970-01-01T12:00:00Z')",
+        )
+        .await
+        .expect("an entry before the mark");
     payment
         .execute_unprepared(
             "INSERT INTO host_marks (account, region_code, owed_fen, mark_at)
@@ -348,7 +358,11 @@ async fn the_checker_passes_after_real_traffic_and_finds_corruption() {
                 .contains("the payout account holds 0 fen, payouts recorded 100 fen")
             && paid.detail.contains(
                 "host:00000000-0000-7000-8000-0000000000aa: kept 100 fen up to the hosts' mark, \
-                 the entries before it sum to 0 fen"
+                 the entries before it sum to 30 fen"
+            )
+            && paid.detail.contains(
+                "host:00000000-0000-7000-8000-0000000000aa: kept under region 150430, \
+                 its entries before the mark are of 110108"
             ),
         "{paid:#?}"
     );

@@ -1035,3 +1035,30 @@ async fn a_moment_passed() -> String {
     }
     at
 }
+
+/// The mark trails the clocks by an hour so that entries stamped but not
+/// yet committed are after it; a transaction left open (a stuck task) is
+/// ended by the server long before that, on every connection of a pool.
+#[tokio::test]
+async fn a_transaction_left_idle_is_ended_long_before_the_mark_passes_it() {
+    use sea_orm::TransactionTrait;
+    let app = spawn_app().await;
+    let db = app.service_db("payment").await;
+    // Two at once: two connections, each set up as it was opened.
+    let open = [db.begin().await.expect("a"), db.begin().await.expect("b")];
+    for txn in &open {
+        let row = txn
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SHOW idle_in_transaction_session_timeout",
+            ))
+            .await
+            .expect("show")
+            .expect("a row");
+        let limit: String = row
+            .try_get("", "idle_in_transaction_session_timeout")
+            .expect("text");
+        assert_eq!(limit, "10min");
+    }
+    assert!(Days::minutes(10) < payment::storage::MARK_BEHIND);
+}

@@ -137,6 +137,15 @@ pub async fn drop_database(server_url: &str, database: &str) -> Result<(), DbErr
     admin.close().await
 }
 
+/// How long a PostgreSQL connection may sit in an open transaction doing
+/// nothing before the server ends the session (rolling the transaction
+/// back). No part waits on anything but the database inside a
+/// transaction, so only a stuck task meets it; and such a transaction
+/// would hold its locks and rows indefinitely, and stamp ledger entries
+/// with a moment the payout runs' mark (an hour behind) could pass
+/// before they commit (services/payment, `MARK_BEHIND`).
+pub const IDLE_IN_TRANSACTION_LIMIT: &str = "SET idle_in_transaction_session_timeout = '10min'";
+
 /// Connects `service` to its own database, creating it if need be.
 pub async fn connect(settings: &Settings, service: &str) -> Result<DatabaseConnection, DbErr> {
     open(settings, service, true).await
@@ -167,6 +176,16 @@ async fn open(
                 .max_connections(settings.db_max_connections)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(5))
+                .map_sqlx_postgres_pool_opts(|p| {
+                    p.after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sea_orm::sqlx::query(IDLE_IN_TRANSACTION_LIMIT)
+                                .execute(conn)
+                                .await
+                                .map(drop)
+                        })
+                    })
+                })
                 .sqlx_logging(false);
             connect_explained(server, options).await
         }
