@@ -165,6 +165,10 @@ fn seal(key: &[u8; 32], body: &str) -> Option<[u8; 16]> {
 /// away is still told by it. Sealed, so that the session alone (the
 /// token's plain first part, which a log may keep) ends nothing. None for
 /// one issued before tokens named their sign-in, or forged.
+/// A refresh token of ours whose sign-in has no live token left.
+pub const SIGN_IN_ENDED: &str = "this sign-in has ended (its refresh token expired, it was \
+     logged out, or a hundred newer sign-ins of the account replaced it); log in again";
+
 fn session_of(key: &[u8; 32], token: &str) -> Option<uuid::Uuid> {
     // As sent, byte for byte, as it was looked up by its hash: the live
     // token sent with a newline (or its seal in capitals) is not a copy of
@@ -785,13 +789,15 @@ impl Identity {
         let hash = digest(token);
         let txn = self.db.begin().await?;
         let Some(stored) = storage::refresh_locked(&txn, &hash).await? else {
-            // Unknown, of a sign-in that goes on with another token: one
-            // used long ago, whose row was trimmed.
-            if let Some(session) = session_of(&self.seal_key, token)
-                && let Some((account, live)) = storage::session_locked(&txn, session).await?
-                && live > 0
-            {
-                return Err(self.leaked(txn, account).await?);
+            // Unknown, but sealed by this platform: of a sign-in that goes
+            // on with another token (one used long ago, whose row was
+            // trimmed), or of one that has ended (the rows of tokens
+            // expired a day are deleted).
+            if let Some(session) = session_of(&self.seal_key, token) {
+                return Err(match storage::session_locked(&txn, session).await? {
+                    Some((account, live)) if live > 0 => self.leaked(txn, account).await?,
+                    _ => unauthenticated(SIGN_IN_ENDED),
+                });
             }
             return Err(unauthenticated("unknown refresh token"));
         };
