@@ -122,6 +122,17 @@ async fn a_search_finds_stays_bookable_every_night_cheapest_first_and_pages() {
         false
     );
 
+    // Guests or rooms below one: one refusal, saying what a search takes
+    // (a negative count was refused in other words than none).
+    for (guests, rooms) in [(-1, 1), (0, 1), (1, -1), (1, 0)] {
+        common::assert_error(
+            &app.graphql_as(None, SEARCH, window("150400", 2, guests, rooms))
+                .await,
+            "BAD_USER_INPUT",
+            "search for 1 to 50 rooms and 1 to ",
+        );
+    }
+
     // Both rooms of 测试蒙古包 taken on the second night: no longer bookable for the stay.
     for key in ["a", "b"] {
         let id = TestApp::id_of(

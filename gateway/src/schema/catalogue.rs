@@ -130,8 +130,10 @@ pub async fn search(
             region: region_code.map(|c| region(&c)).transpose()?,
             check_in: check_in.0,
             check_out: check_out.0,
-            guests: non_negative("guests", guests)?,
-            rooms: non_negative("rooms", rooms)?,
+            // Below one, negative or not, inventory's refusal says what
+            // a search takes.
+            guests: u32::try_from(guests).unwrap_or(0),
+            rooms: u32::try_from(rooms).unwrap_or(0),
             certified_only,
             first: super::page_size(first)?,
             after,

@@ -233,7 +233,9 @@ pub async fn search(ctx: &Context<'_>, s: RouteSearch) -> Result<RouteConnection
             region: s.region_code.map(|c| region(&c)).transpose()?,
             from,
             to,
-            travelers: non_negative("travelers", s.travelers)?,
+            // Below one, negative or not: inventory's refusal says what a
+            // search takes.
+            travelers: u32::try_from(s.travelers).unwrap_or(0),
             max_price,
             certified_only: s.certified_only,
             text: s.text,
