@@ -292,7 +292,8 @@ async fn a_quote_right_after_an_admins_refund_counts_it() {
     );
     let read = app
         .graphql(
-            "query($id: ID!) { cancellationQuote(bookingId: $id) { refund { amount } }
+            "query($id: ID!) { cancellationQuote(bookingId: $id) {
+                    paid { amount } refunded { amount } refundPercent refund { amount } }
                 booking(id: $id) { refunds { status } } }",
             json!({ "id": id }),
         )
@@ -302,10 +303,16 @@ async fn a_quote_right_after_an_admins_refund_counts_it() {
         read["data"]["booking"]["refunds"][0]["status"], "SUCCEEDED",
         "{read}"
     );
+    let quote = &read["data"]["cancellationQuote"];
     assert_eq!(
-        amount(&read["data"]["cancellationQuote"]["refund"]),
-        "140.00",
-        "half of the 280 left: {read}"
+        (
+            amount(&quote["paid"]),
+            amount(&quote["refunded"]),
+            quote["refundPercent"].as_i64(),
+            amount(&quote["refund"])
+        ),
+        ("380.00", "100.00", Some(50), "140.00"),
+        "half of the 280 left, which the quote shows: {read}"
     );
     let cancelled = app.cancel(&id, &id).await;
     assert_eq!(
@@ -842,6 +849,38 @@ async fn a_region_admin_cancels_a_stay_for_its_host_and_all_is_refunded() {
     );
     let blank = cancel(Some(aohan.clone()), "e", Some("  ")).await;
     assert_eq!(common::code(&blank), "BAD_USER_INPUT", "{blank}");
+    // Quoted for the host, before: all of it, to those who may cancel so.
+    let for_host = |token: Option<String>| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            app.graphql_as(
+                token.as_deref(),
+                "query($id: ID!) { cancellationQuote(bookingId: $id, forHost: true) {
+                    refundPercent refund { amount } } }",
+                json!({ "id": id }),
+            )
+            .await
+        }
+    };
+    for refused in [
+        for_host(app.token.clone()).await,
+        for_host(Some(
+            app.region_admin("haidian2@example.cn", "110108").await,
+        ))
+        .await,
+    ] {
+        assert_eq!(common::code(&refused), "FORBIDDEN", "{refused}");
+    }
+    let quoted = for_host(Some(aohan.clone())).await;
+    assert_eq!(
+        (
+            quoted["data"]["cancellationQuote"]["refundPercent"].as_i64(),
+            amount(&quoted["data"]["cancellationQuote"]["refund"])
+        ),
+        (Some(100), "380.00"),
+        "{quoted}"
+    );
 
     let why = "牧户家中失火，无法接待";
     let cancelled = cancel(Some(aohan.clone()), "h", Some(why)).await;

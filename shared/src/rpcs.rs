@@ -1698,6 +1698,9 @@ pub struct QuoteCancellation {
     pub booking_id: BookingId,
     /// Who asks.
     pub viewer: crate::auth::Principal,
+    /// Quote an admin's cancellation for the host (everything left back).
+    #[serde(default)]
+    pub for_host: bool,
 }
 impl Rpc for QuoteCancellation {
     const SERVICE: &'static str = "booking";
@@ -1716,9 +1719,13 @@ pub struct CancellationQuote {
     pub cancellable: bool,
     /// What was paid (zero before payment).
     pub paid: Fen,
+    /// What of it was refunded already (an admin's refund): the refund is
+    /// a share of what is left.
+    #[serde(default)]
+    pub refunded: Fen,
     /// What cancelling now refunds.
     pub refund: Fen,
-    /// The policy's share for `days_before`.
+    /// The policy's share for `days_before` (100 for the host).
     pub refund_percent: u8,
     /// Whole days (China time) until the stay or departure starts.
     pub days_before: i64,

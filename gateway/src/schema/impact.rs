@@ -365,7 +365,8 @@ pub struct TargetProgress {
     pub actual: i64,
     /// The target.
     pub target: i64,
-    /// actual / target in percent.
+    /// actual / target in percent, to a tenth rounded down (a target
+    /// missed by a fen is 99.9, not 100.0).
     pub percent: f64,
     /// At or ahead of the share of the year gone by.
     pub on_track: bool,
@@ -379,7 +380,8 @@ pub struct MoneyProgress {
     pub actual: Money,
     /// The target.
     pub target: Money,
-    /// actual / target in percent.
+    /// actual / target in percent, to a tenth rounded down (a target
+    /// missed by a fen is 99.9, not 100.0).
     pub percent: f64,
     /// At or ahead of the share of the year gone by.
     pub on_track: bool,

@@ -783,17 +783,28 @@ impl Query {
         Ok(Some(types::BookingQuote(quote)))
     }
 
-    /// What cancelling a booking now would refund, by its listing's policy.
-    /// Null with the error when it cannot be given (the rest of the answer
-    /// stays).
+    /// What cancelling a booking now would refund, by its listing's policy
+    /// — or, `forHost: true`, what an admin's `cancelBooking(forHost:)`
+    /// would: all that is left (the admins who may cancel it so; FORBIDDEN
+    /// for others). Null with the error when it cannot be given (the rest
+    /// of the answer stays).
     async fn cancellation_quote(
         &self,
         ctx: &Context<'_>,
         booking_id: ID,
+        #[graphql(default = false)] for_host: bool,
     ) -> Result<Option<CancellationQuote>> {
         let viewer = principal(ctx)?.clone();
         let booking_id: BookingId = parse("booking id", &booking_id)?;
-        let mut quote = rpc(ctx, rpcs::QuoteCancellation { booking_id, viewer }).await?;
+        let mut quote = rpc(
+            ctx,
+            rpcs::QuoteCancellation {
+                booking_id,
+                viewer,
+                for_host,
+            },
+        )
+        .await?;
         // What was paid and what is left to refund, as payment counts them
         // when the cancellation reaches it. Booking hears of a capture or a
         // refund (an admin's) only when payment's event arrives: a moment
@@ -810,6 +821,7 @@ impl Query {
                         let taken = payments::refunded(&money.refunds, &["PENDING", "SUCCEEDED"]);
                         let left = (captured.amount - taken).max(shared::money::Fen::ZERO);
                         quote.paid = captured.amount;
+                        quote.refunded = taken.min(captured.amount);
                         quote.refund = left.scale(i64::from(quote.refund_percent), 100);
                     }
                 }

@@ -639,11 +639,18 @@ impl CancellationQuote {
     async fn paid(&self) -> Money {
         self.0.paid.into()
     }
+    /// What of it was refunded already, or is on its way back (an admin's
+    /// refund): `refund` is `refundPercent` of what is left, `paid` less
+    /// this.
+    async fn refunded(&self) -> Money {
+        self.0.refunded.into()
+    }
     /// What cancelling now refunds.
     async fn refund(&self) -> Money {
         self.0.refund.into()
     }
-    /// The policy's share for `daysBefore`.
+    /// The policy's share for `daysBefore`, of what is left (100 quoted
+    /// `forHost`).
     async fn refund_percent(&self) -> u8 {
         self.0.refund_percent
     }

@@ -379,8 +379,9 @@ pub fn under_way(view: &BookingView, now: DateTime<Utc>) -> Option<chrono::Naive
     (days < 0).then(|| shared::policy::china_today(now) + chrono::Duration::days(days))
 }
 
-/// What cancelling the booking at `now` refunds, by its listing's policy.
-pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
+/// What cancelling the booking at `now` refunds, by its listing's policy,
+/// or everything left when an admin cancels it for its host.
+pub fn quote(view: &BookingView, now: DateTime<Utc>, for_host: bool) -> CancellationQuote {
     let status = Status::parse(&view.status);
     let policy = view
         .listing
@@ -400,22 +401,24 @@ pub fn quote(view: &BookingView, now: DateTime<Utc>) -> CancellationQuote {
     ) && under_way(view, now).is_none();
     // The policy's share for the days left, paid or not (unpaid, it is
     // the share of nothing, and says what paying now would leave).
-    let percent = if cancellable {
-        policy.refund_percent(days)
-    } else {
-        0
+    let percent = match (cancellable, for_host) {
+        (false, _) => 0,
+        (true, true) => 100,
+        (true, false) => policy.refund_percent(days),
     };
+    let refunded = view.refunded.min(paid);
     CancellationQuote {
         booking_id: view.id,
         status: view.status.clone(),
         cancellable,
         paid,
+        refunded,
         // The policy's share of what the traveler still has in: after a
         // refund already made (a complaint settled by an admin), the share
         // of what is left, so that the two never add up to more than the
         // policy and the complaint together give.
-        refund: if percent > 0 && paid > Fen::ZERO {
-            policy.refund((paid - view.refunded).max(Fen::ZERO), days)
+        refund: if percent > 0 {
+            (paid - refunded).scale(i64::from(percent), 100)
         } else {
             Fen::ZERO
         },
@@ -512,7 +515,7 @@ mod tests {
             .with_ymd_and_hms(2026, 12, 2, 20, 0, 0)
             .single()
             .expect("time");
-        let q = quote(&view, at);
+        let q = quote(&view, at, false);
         assert_eq!(
             (q.days_before, q.refund_percent, q.refund),
             (7, 100, Fen(76_000))
@@ -521,17 +524,17 @@ mod tests {
             .with_ymd_and_hms(2026, 12, 5, 1, 0, 0)
             .single()
             .expect("time");
-        assert_eq!(quote(&view, at).refund, Fen(38_000));
+        assert_eq!(quote(&view, at, false).refund, Fen(38_000));
         let at = Utc
             .with_ymd_and_hms(2026, 12, 9, 1, 0, 0)
             .single()
             .expect("time");
-        assert_eq!(quote(&view, at).refund, Fen::ZERO);
+        assert_eq!(quote(&view, at, false).refund, Fen::ZERO);
         let unpaid = BookingView {
             status: "AWAITING_PAYMENT".into(),
             ..view
         };
-        let q = quote(&unpaid, at);
+        let q = quote(&unpaid, at, false);
         assert!(q.cancellable);
         assert_eq!((q.paid, q.refund), (Fen::ZERO, Fen::ZERO));
         // Unpaid, the policy's share still reads as the policy has it.
@@ -539,7 +542,34 @@ mod tests {
             .with_ymd_and_hms(2026, 12, 2, 20, 0, 0)
             .single()
             .expect("time");
-        assert_eq!(quote(&unpaid, early).refund_percent, 100);
+        assert_eq!(quote(&unpaid, early, false).refund_percent, 100);
+    }
+
+    #[test]
+    fn a_quote_for_the_host_gives_back_all_that_is_left_whatever_the_policy() {
+        use chrono::TimeZone;
+        let check_in = chrono::NaiveDate::from_ymd_opt(2026, 12, 10).expect("date");
+        // The day before: the policy gives nothing back.
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 9, 1, 0, 0)
+            .single()
+            .expect("time");
+        let view = BookingView {
+            refunded: Fen(1_000),
+            ..confirmed(check_in, 76_000)
+        };
+        let (policy, host) = (quote(&view, at, false), quote(&view, at, true));
+        assert_eq!((policy.refund_percent, policy.refund), (0, Fen::ZERO));
+        assert_eq!(
+            (host.refund_percent, host.paid, host.refunded, host.refund),
+            (100, Fen(76_000), Fen(1_000), Fen(75_000))
+        );
+        // Under way, not even for its host.
+        let late = Utc
+            .with_ymd_and_hms(2026, 12, 10, 16, 0, 0)
+            .single()
+            .expect("time");
+        assert_eq!(quote(&view, late, true).refund, Fen::ZERO);
     }
 
     #[test]
@@ -554,10 +584,10 @@ mod tests {
         };
         // 12-10 15:00 UTC is 23:00 on the check-in day in Beijing.
         assert_eq!(under_way(&view, at(10, 15)), None);
-        assert!(quote(&view, at(10, 15)).cancellable);
+        assert!(quote(&view, at(10, 15), false).cancellable);
         // 12-10 16:00 UTC is already 12-11 there.
         assert_eq!(under_way(&view, at(10, 16)), Some(check_in));
-        let q = quote(&view, at(10, 16));
+        let q = quote(&view, at(10, 16), false);
         assert_eq!(
             (q.cancellable, q.days_before, q.refund),
             (false, -1, Fen::ZERO)
@@ -568,7 +598,7 @@ mod tests {
             ..view
         };
         assert_eq!(under_way(&unpaid, at(12, 1)), None);
-        assert!(quote(&unpaid, at(12, 1)).cancellable);
+        assert!(quote(&unpaid, at(12, 1), false).cancellable);
     }
 
     #[test]
@@ -578,20 +608,20 @@ mod tests {
             refunded: Fen(10_000),
             ..confirmed(check_in, 100_000)
         };
-        let q = quote(&view, Utc::now());
+        let q = quote(&view, Utc::now(), false);
         assert_eq!((q.refund_percent, q.refund), (100, Fen(90_000)));
         let all_back = BookingView {
             refunded: Fen(100_000),
             ..view.clone()
         };
-        assert_eq!(quote(&all_back, Utc::now()).refund, Fen::ZERO);
+        assert_eq!(quote(&all_back, Utc::now(), false).refund, Fen::ZERO);
         // Half by the policy, after 400 of 1,000 were given back: half of
         // the 600 left, not half of the price on top of the 400.
         let half = BookingView {
             refunded: Fen(40_000),
             ..confirmed(Utc::now().date_naive() + chrono::Duration::days(4), 100_000)
         };
-        let q = quote(&half, Utc::now());
+        let q = quote(&half, Utc::now(), false);
         assert_eq!((q.refund_percent, q.refund), (50, Fen(30_000)));
         // Cancelled after payment: what was paid stays; cancelling again
         // refunds nothing.
@@ -601,7 +631,7 @@ mod tests {
             refunded: Fen(70_000),
             ..half
         };
-        let q = quote(&cancelled, Utc::now());
+        let q = quote(&cancelled, Utc::now(), false);
         assert_eq!(
             (q.cancellable, q.paid, q.refund, q.refund_percent),
             (false, Fen(100_000), Fen::ZERO, 0)

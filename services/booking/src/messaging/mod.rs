@@ -230,7 +230,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
     {
         return Ok(Cancelled::UnderWay(began));
     }
-    let quote = domain::quote(&current, now);
+    let quote = domain::quote(&current, now, false);
     let (refund, percent, changes, cause_text) = match by {
         Canceller::Booker | Canceller::Admin(_) => (
             quote.refund,
@@ -578,7 +578,7 @@ impl Bookings {
             .ready_with(self.db.clone())
             .route::<QuoteCancellation, _, _>(move |req| {
                 let s = d.clone();
-                async move { s.quote(&req.viewer, req.booking_id).await }
+                async move { s.quote(&req.viewer, req.booking_id, req.for_host).await }
             })
             .route::<ListBookings, _, _>(move |req| {
                 let s = e.clone();
@@ -748,46 +748,11 @@ impl Bookings {
             return Err(AppError::not_found(format!("no booking {id}")));
         };
         let for_host = req.for_host.as_deref().map(str::trim);
-        // A booking not held yet has no listing to judge by: a platform
-        // admin administers every region all the same.
-        let administers = req.viewer.is_platform_admin()
-            || booking
-                .view
-                .listing
-                .as_ref()
-                .is_some_and(|l| req.viewer.administers(l.region_code));
+        let administers = administers(&req.viewer, &booking.view);
         match for_host {
             Some(reason) => {
                 shared::text::check_line("reason", reason, 200, true)?;
-                // Its booker cancels by the policy, admin or not.
-                if booking
-                    .view
-                    .booker
-                    .as_ref()
-                    .is_some_and(|b| req.viewer.booked(b))
-                {
-                    return Err(AppError::new(
-                        ErrorCode::Forbidden,
-                        "you booked it: cancel it as its booker, without `forHost` (by the \
-                         listing's policy)",
-                    ));
-                }
-                if !administers
-                    && booking.view.listing.is_none()
-                    && req.viewer.role == shared::auth::Role::RegionAdmin
-                {
-                    return Err(AppError::conflict(
-                        "the booking is not held yet, so its listing (and whose region it is in) \
-                         is not known: try again in a moment",
-                    ));
-                }
-                if !administers {
-                    return Err(AppError::new(
-                        ErrorCode::Forbidden,
-                        "only the admins of the listing's region (and platform admins) cancel a \
-                         booking for its host; its booker cancels without `forHost`",
-                    ));
-                }
+                may_cancel_for_host(&req.viewer, &booking.view)?;
             }
             None if !req.viewer.owns(booking.view.booker.as_ref()) => {
                 if administers {
@@ -878,9 +843,13 @@ impl Bookings {
         &self,
         viewer: &Principal,
         id: BookingId,
+        for_host: bool,
     ) -> Result<CancellationQuote, AppError> {
         let view = self.get_for(viewer, id).await?;
-        Ok(domain::quote(&view, Utc::now()))
+        if for_host {
+            may_cancel_for_host(viewer, &view)?;
+        }
+        Ok(domain::quote(&view, Utc::now(), for_host))
     }
 
     /// One booking, if `viewer` may see it: its owner, its agency, an admin
@@ -1786,4 +1755,43 @@ impl Bookings {
             }
         }
     }
+}
+
+/// Whether `viewer` administers the booking's listing's region. A booking
+/// not held yet has no listing to judge by: a platform admin administers
+/// every region all the same.
+fn administers(viewer: &Principal, view: &BookingView) -> bool {
+    viewer.is_platform_admin()
+        || view
+            .listing
+            .as_ref()
+            .is_some_and(|l| viewer.administers(l.region_code))
+}
+
+/// Whether `viewer` may cancel the booking for its host (`forHost`), or
+/// have that quoted: an admin of its listing's region or a platform admin,
+/// who did not book it.
+fn may_cancel_for_host(viewer: &Principal, view: &BookingView) -> Result<(), AppError> {
+    // Its booker cancels by the policy, admin or not.
+    if view.booker.as_ref().is_some_and(|b| viewer.booked(b)) {
+        return Err(AppError::new(
+            ErrorCode::Forbidden,
+            "you booked it: cancel it as its booker, without `forHost` (by the \
+             listing's policy)",
+        ));
+    }
+    if administers(viewer, view) {
+        return Ok(());
+    }
+    if view.listing.is_none() && viewer.role == Role::RegionAdmin {
+        return Err(AppError::conflict(
+            "the booking is not held yet, so its listing (and whose region it is in) \
+             is not known: try again in a moment",
+        ));
+    }
+    Err(AppError::new(
+        ErrorCode::Forbidden,
+        "only the admins of the listing's region (and platform admins) cancel a \
+         booking for its host; its booker cancels without `forHost`",
+    ))
 }
