@@ -29,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(LoginFailures),
             Box::new(RefreshExchangedFrom),
             Box::new(AgencySuspension),
+            Box::new(RefreshExpiry),
         ]
     }
 }
@@ -230,6 +231,30 @@ impl MigrationTrait for RefreshExchangedFrom {
                 // grace. None for a sign-in's first, and for those before.
                 "ALTER TABLE refresh_tokens ADD COLUMN exchanged_from TEXT",
                 "CREATE INDEX refresh_tokens_exchanged_from ON refresh_tokens (exchanged_from)",
+            ],
+        )
+        .await
+    }
+}
+
+struct RefreshExpiry;
+
+impl MigrationName for RefreshExpiry {
+    fn name(&self) -> &str {
+        "m20261207_000006_refresh_expiry"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RefreshExpiry {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // The hourly prune of tokens expired a day
+                // ([`prune_expired_refresh_tokens`]) read the whole table
+                // when there was nothing to delete.
+                "CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_at)",
             ],
         )
         .await

@@ -419,9 +419,9 @@ impl Partnerships {
         if shared::db::claim(&txn, "partnership terms").await? {
             let queued = storage::queue_recredit(&txn, "", "partnership terms applied").await?;
             txn.commit().await?;
-            // A batch that fails (a deadlock with a handler crediting the
-            // same totals, the database restarting) leaves the rest queued
-            // for the crediting loop: the start goes on.
+            // A batch that fails (the database restarting; an older
+            // replica crediting beside it in a rolling upgrade) leaves the
+            // rest queued for the crediting loop: the start goes on.
             match self.recredit(queued, RECREDIT_BATCH, &|| false).await {
                 Ok(true) => info!("credited every partnership by its term"),
                 Ok(false) => {}
@@ -480,8 +480,8 @@ impl Partnerships {
 
     /// Does every queued recredit: one a replica stopped in, or one an RPC
     /// left to run on ([`RECREDIT_WHILE_ASKED`]).
-    /// One that fails (a deadlock with an event's handler: PostgreSQL
-    /// aborted the batch) is left for the next look, and the rest go on.
+    /// One that fails (the database restarting, say: PostgreSQL aborted
+    /// the batch) is left for the next look, and the rest go on.
     /// Once `stop` is cancelled, what is left stays queued.
     pub async fn recredit_queued(
         &self,
