@@ -1319,6 +1319,14 @@ async fn a_quote_prices_a_request_before_booking_and_says_when_it_cannot_be_held
             "{n} travelers"
         );
     }
+    // Fewer than none in the words of none (it said "must not be negative").
+    for n in [0, -1] {
+        common::assert_error(
+            &app.graphql_as(None, quote, two_nights(n)).await,
+            "BAD_USER_INPUT",
+            "travelers: a booking has 1 to 50 travelers",
+        );
+    }
     // Yesterday's nights, which createBooking refuses, and more rooms than
     // any booking takes (their beds overflowed a u32) are refused too.
     let yesterday = json!({ "rt": room_type, "in": (tomorrow() - chrono::Duration::days(2)).to_string(),
@@ -1370,6 +1378,25 @@ async fn a_pending_booking_cancelled_before_inventory_answers_holds_nothing() {
             .await,
     );
     assert_eq!(app.status(&id).await, "PENDING");
+    // Its listing not known yet, an admin of a region is told to wait, by
+    // the quote for the host as by the cancellation for it.
+    let aohan = app.region_admin("aohan@example.cn", "150430").await;
+    for (what, query) in [
+        (
+            "cancellationQuote",
+            "query($id: ID!) { cancellationQuote(bookingId: $id, forHost: true) { refund { amount } } }",
+        ),
+        (
+            "cancelBooking",
+            "mutation($id: ID!) { cancelBooking(bookingId: $id, idempotencyKey: \"h\", forHost: \"牧户家中失火\") { status } }",
+        ),
+    ] {
+        let told = app
+            .graphql_as(Some(&aohan), query, json!({ "id": id }))
+            .await;
+        common::assert_error(&told, "CONFLICT", "not held yet");
+        assert!(told.to_string().contains(what), "{told}");
+    }
     let cancelled = app.cancel(&id, "cancel-pending").await;
     assert_eq!(
         cancelled["data"]["cancelBooking"]["status"], "CANCELLED",

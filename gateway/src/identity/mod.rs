@@ -160,15 +160,16 @@ fn seal(key: &[u8; 32], body: &str) -> Option<[u8; 16]> {
     full.get(..16)?.try_into().ok()
 }
 
+/// A refresh token of ours whose sign-in has no live token left.
+pub const SIGN_IN_ENDED: &str = "this sign-in has ended (its refresh token expired, it was \
+     logged out, a hundred newer sign-ins of the account replaced it, or every session of the \
+     account was ended); log in again";
+
 /// The sign-in a refresh token names, when its seal shows this platform
 /// issued it (`<session>.<secret>.<seal>`): a token whose row was trimmed
 /// away is still told by it. Sealed, so that the session alone (the
 /// token's plain first part, which a log may keep) ends nothing. None for
 /// one issued before tokens named their sign-in, or forged.
-/// A refresh token of ours whose sign-in has no live token left.
-pub const SIGN_IN_ENDED: &str = "this sign-in has ended (its refresh token expired, it was \
-     logged out, or a hundred newer sign-ins of the account replaced it); log in again";
-
 fn session_of(key: &[u8; 32], token: &str) -> Option<uuid::Uuid> {
     // As sent, byte for byte, as it was looked up by its hash: the live
     // token sent with a newline (or its seal in capitals) is not a copy of

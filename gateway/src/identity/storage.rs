@@ -253,8 +253,9 @@ impl MigrationTrait for RefreshExpiry {
             &[
                 // The hourly prune of tokens expired a day
                 // ([`prune_expired_refresh_tokens`]) read the whole table
-                // when there was nothing to delete.
-                "CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_at)",
+                // when there was nothing to delete. May be built by hand
+                // first, `CONCURRENTLY`, under this name.
+                "CREATE INDEX IF NOT EXISTS refresh_tokens_expires ON refresh_tokens (expires_at)",
             ],
         )
         .await

@@ -845,10 +845,19 @@ impl Bookings {
         id: BookingId,
         for_host: bool,
     ) -> Result<CancellationQuote, AppError> {
-        let view = self.get_for(viewer, id).await?;
-        if for_host {
+        // For the host, as `cancelBooking(forHost:)` asks: those who may
+        // cancel it so (an admin of a booking not held yet is told to wait,
+        // not that it is not theirs to see).
+        let view = if for_host {
+            let view = storage::by_id(&self.db, id)
+                .await?
+                .map(|s| s.view)
+                .ok_or_else(|| AppError::not_found(format!("no booking {id}")))?;
             may_cancel_for_host(viewer, &view)?;
-        }
+            view
+        } else {
+            self.get_for(viewer, id).await?
+        };
         Ok(domain::quote(&view, Utc::now(), for_host))
     }
 
