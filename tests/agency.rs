@@ -1408,3 +1408,97 @@ async fn commission_reads_leave_payment_a_connection_for_payments() {
         .count();
     assert_eq!((made, busy), (1, 2), "{answers:#?}");
 }
+
+/// `createApiClient` sent again with its key — its answer lost — makes no
+/// second client: the same one, with a new secret (the lost one no longer
+/// works); copies sent at once make one; once the client has signed in
+/// its secret was delivered, and the key is CONFLICT naming it; with
+/// another name, IDEMPOTENCY_KEY_REUSED. (It made a client per call.)
+#[tokio::test]
+async fn a_create_api_client_sent_again_with_its_key_makes_one_client() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (agency_id, _, _) = agency(&app, "再来一次旅行社", 500).await;
+    let create = |key: &'static str, name: &'static str| {
+        let (app, admin, agency_id) = (&app, admin.clone(), agency_id.clone());
+        async move {
+            app.graphql_as(
+                Some(&admin),
+                "mutation($a: ID!, $n: String!, $k: String) {
+                    createApiClient(agencyId: $a, name: $n, idempotencyKey: $k) { clientId clientSecret } }",
+                json!({ "a": agency_id, "n": name, "k": key }),
+            )
+            .await
+        }
+    };
+    let creds = |body: &Value| {
+        let c = &body["data"]["createApiClient"];
+        match (c["clientId"].as_str(), c["clientSecret"].as_str()) {
+            (Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
+            _ => panic!("no credentials: {body}"),
+        }
+    };
+    let sign_in = |(id, secret): (String, String)| {
+        let app = &app;
+        async move {
+            app.graphql_as(
+                None,
+                "mutation($c: String!, $s: String!) { apiClientToken(clientId: $c, clientSecret: $s) { accessToken } }",
+                json!({ "c": id, "s": secret }),
+            )
+            .await
+        }
+    };
+    let named = |name: &'static str| {
+        let (app, admin, agency_id) = (&app, admin.clone(), agency_id.clone());
+        async move {
+            let body = app
+                .graphql_as(
+                    Some(&admin),
+                    "query($a: ID!) { agency(id: $a) { apiClients { name } } }",
+                    json!({ "a": agency_id }),
+                )
+                .await;
+            body["data"]["agency"]["apiClients"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{body}"))
+                .iter()
+                .filter(|c| c["name"] == name)
+                .count()
+        }
+    };
+
+    let first = creds(&create("setup-1", "订单系统").await);
+    let again = creds(&create("setup-1", " 订单系统 ").await);
+    assert_eq!(first.0, again.0, "the same client");
+    assert_ne!(first.1, again.1, "a new secret");
+    assert_eq!(named("订单系统").await, 1);
+    let lost = sign_in(first.clone()).await;
+    assert_eq!(code(&lost), "UNAUTHENTICATED", "the lost secret: {lost}");
+    let other = create("setup-1", "对账系统").await;
+    common::assert_error(&other, "IDEMPOTENCY_KEY_REUSED", &first.0);
+    let signed_in = sign_in(again).await;
+    assert!(signed_in["errors"].is_null(), "{signed_in}");
+    let late = create("setup-1", "订单系统").await;
+    common::assert_error(
+        &late,
+        "CONFLICT",
+        &format!("{}, which has signed in", first.0),
+    );
+
+    // Copies sent at once: one client, both answered with it.
+    let (a, b) = tokio::join!(create("setup-2", "夜间任务"), create("setup-2", "夜间任务"));
+    let (a, b) = (creds(&a), creds(&b));
+    assert_eq!(a.0, b.0);
+    assert_eq!(named("夜间任务").await, 1);
+    // Without a key, each call is a client of its own, as before.
+    for _ in 0..2 {
+        creds(&app.graphql_as(
+            Some(&admin),
+            "mutation($a: ID!) { createApiClient(agencyId: $a, name: \"各自\") { clientId clientSecret } }",
+            json!({ "a": agency_id }),
+        )
+        .await);
+    }
+    assert_eq!(named("各自").await, 2);
+}

@@ -160,6 +160,11 @@ fn seal(key: &[u8; 32], body: &str) -> Option<[u8; 16]> {
     full.get(..16)?.try_into().ok()
 }
 
+/// How long after its making an API client's create sent again with its
+/// key gets a new secret (if the client has not signed in): past it, the
+/// first answer was read.
+pub const RESEND_WITHIN: Duration = Duration::days(1);
+
 /// A refresh token of ours whose sign-in has no live token left.
 pub const SIGN_IN_ENDED: &str = "this sign-in has ended (its refresh token expired, it was \
      logged out, a hundred newer sign-ins of the account replaced it, or every session of the \
@@ -1276,7 +1281,7 @@ impl Identity {
             .create_agency("[演示] 草原之旅国际旅行社", home, 800)
             .await?;
         let (client_id, client_secret) = self
-            .create_api_client(agency.id, "demo integration", None)
+            .create_api_client(agency.id, "demo integration", None, None)
             .await?;
         Ok(Some(DemoAccounts {
             client_id,
@@ -1398,18 +1403,23 @@ impl Identity {
     }
 
     /// Creates an API client for an agency: an AGENCY account of its own and
-    /// a secret returned once (only its hash is kept).
+    /// a secret returned once (only its hash is kept). With `key` (the
+    /// caller's idempotency key, scoped), a retry answers the client the key
+    /// made, with a new secret while it has not signed in within a day of
+    /// its making ([`Self::created_with`]).
     pub async fn create_api_client(
         &self,
         agency: AgencyId,
         name: &str,
         by: Option<AccountId>,
+        key: Option<&str>,
     ) -> Result<(String, String), AppError> {
         let name = name.trim();
         shared::text::check_line("name", name, 100, true)?;
         let Some(agency) = storage::agency(&self.db, agency).await? else {
             return Err(AppError::not_found(format!("no agency {agency}")));
         };
+        let fingerprint = format!("{}\n{name}", agency.id);
         let client_id = format!("dk_{}", uuid::Uuid::now_v7().simple());
         let secret = random_secret();
         let account = Account {
@@ -1440,12 +1450,74 @@ impl Identity {
                 ));
             }
         }
+        // Under the caller's lock: copies sent at once wait for the first.
+        if let Some(key) = key
+            && let Some(made) = storage::api_client_by_create_key(&txn, key).await?
+        {
+            return self.created_with(txn, made, &fingerprint).await;
+        }
         // No password: the account logs in only with the client's secret.
         storage::insert_account(&txn, &account, "").await?;
-        storage::insert_api_client(&txn, &client_id, &digest(&secret), account.id, name).await?;
+        storage::insert_api_client(
+            &txn,
+            &client_id,
+            &digest(&secret),
+            account.id,
+            name,
+            key.map(|k| (k, fingerprint.as_str())),
+        )
+        .await?;
         txn.commit().await?;
         info!(agency = %agency.id, client = %client_id, "API client created");
         Ok((client_id, secret))
+    }
+
+    /// `createApiClient` sent again with the key that made `made`: the
+    /// same client with a new secret (the first answer's secret, lost with
+    /// it, stops working) while the client has never signed in and was
+    /// made within [`RESEND_WITHIN`]; CONFLICT naming it once it has
+    /// signed in (its secret was delivered) or been revoked;
+    /// IDEMPOTENCY_KEY_REUSED with another agency or name.
+    async fn created_with(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        made: storage::KeyedApiClient,
+        fingerprint: &str,
+    ) -> Result<(String, String), AppError> {
+        let client = made.client;
+        let id = &client.client_id;
+        if made.fingerprint != fingerprint {
+            return Err(AppError::new(
+                ErrorCode::IdempotencyKeyReused,
+                format!(
+                    "this idempotency key made API client {id}, for another agency or name: a \
+                     new client needs a key of its own"
+                ),
+            ));
+        }
+        if client.revoked_at.is_some() {
+            return Err(AppError::conflict(format!(
+                "this idempotency key made API client {id}, revoked since: create another with \
+                 a new key"
+            )));
+        }
+        // Its sign-ins wait on this (`client_token` reads the secret again
+        // under the same lock): none slips in with the old secret.
+        storage::lock_account(&txn, client.account_id).await?;
+        if Utc::now() - client.created_at > RESEND_WITHIN
+            || storage::ever_signed_in(&txn, client.account_id).await?
+        {
+            return Err(AppError::conflict(format!(
+                "this idempotency key made API client {id}, which has signed in since or is \
+                 over a day old: its secret was delivered then. If it is lost, revoke the \
+                 client (revokeApiClient) and create another with a new key"
+            )));
+        }
+        let secret = random_secret();
+        storage::set_api_client_secret(&txn, id, &digest(&secret)).await?;
+        txn.commit().await?;
+        info!(client = %id, "API client's create sent again: a new secret");
+        Ok((id.clone(), secret))
     }
 
     /// A page of agencies, oldest first, with the total.
@@ -1526,9 +1598,11 @@ impl Identity {
         let txn = self.db.begin().await?;
         storage::lock_account(&txn, account).await?;
         match storage::api_client(&txn, client_id.trim()).await? {
-            Some(key) if !key.revoked => {}
-            Some(_) => return Err(revoked()),
-            None => return Err(refused()),
+            // Its secret too: a create sent again gives a client that has
+            // not signed in a new one, under this lock.
+            Some(now) if now.revoked => return Err(revoked()),
+            Some(now) if now.secret_hash == key.secret_hash => {}
+            _ => return Err(refused()),
         }
         let account = storage::account_by_id(&txn, account)
             .await?

@@ -30,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(RefreshExchangedFrom),
             Box::new(AgencySuspension),
             Box::new(RefreshExpiry),
+            Box::new(ApiClientKeys),
         ]
     }
 }
@@ -256,6 +257,32 @@ impl MigrationTrait for RefreshExpiry {
                 // when there was nothing to delete. May be built by hand
                 // first, `CONCURRENTLY`, under this name.
                 "CREATE INDEX IF NOT EXISTS refresh_tokens_expires ON refresh_tokens (expires_at)",
+            ],
+        )
+        .await
+    }
+}
+
+struct ApiClientKeys;
+
+impl MigrationName for ApiClientKeys {
+    fn name(&self) -> &str {
+        "m20261207_000007_api_client_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ApiClientKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &[
+                // `createApiClient`'s idempotency key (scoped to the admin
+                // who sent it) and what it was sent with: a retry finds
+                // the client it made. None for those made without one.
+                "ALTER TABLE api_clients ADD COLUMN create_key TEXT",
+                "ALTER TABLE api_clients ADD COLUMN create_fingerprint TEXT",
+                "CREATE UNIQUE INDEX api_clients_create_key ON api_clients (create_key)",
             ],
         )
         .await
@@ -1033,19 +1060,102 @@ pub async fn insert_api_client<C: ConnectionTrait>(
     secret_hash: &str,
     account: AccountId,
     name: &str,
+    key: Option<(&str, &str)>,
 ) -> Result<(), DbErr> {
     let b = conn.get_database_backend();
+    let (key, fingerprint) = key.unzip();
     conn.execute_raw(stmt(
         b,
-        "INSERT INTO api_clients (client_id, secret_hash, account_id, name, created_at)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO api_clients
+            (client_id, secret_hash, account_id, name, created_at, create_key, create_fingerprint)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         vec![
             client_id.into(),
             secret_hash.into(),
             uuid_value(b, account.0),
             name.into(),
             Utc::now().into(),
+            key.map(str::to_owned).into(),
+            fingerprint.map(str::to_owned).into(),
         ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The API client made with an idempotency key (scoped), if one was.
+pub async fn api_client_by_create_key<C: ConnectionTrait>(
+    conn: &C,
+    key: &str,
+) -> Result<Option<KeyedApiClient>, DbErr> {
+    let b = conn.get_database_backend();
+    let Some(row) = conn
+        .query_one_raw(stmt(
+            b,
+            &format!(
+                "SELECT {API_CLIENT_COLUMNS}, c.create_fingerprint
+                 FROM api_clients c WHERE c.create_key = $1"
+            ),
+            vec![key.into()],
+        ))
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(KeyedApiClient {
+        client: api_client_row(&row)?,
+        fingerprint: row
+            .try_get::<Option<String>>("", "create_fingerprint")?
+            .unwrap_or_default(),
+    }))
+}
+
+/// An API client and what its create was sent with.
+pub struct KeyedApiClient {
+    /// The client.
+    pub client: ApiClient,
+    /// The create's input, as [`insert_api_client`] kept it.
+    pub fingerprint: String,
+}
+
+/// Whether the account was ever issued a token (rows of tokens expired over
+/// a day are deleted: asked of a client a day old at most, it tells).
+pub async fn ever_signed_in<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+) -> Result<bool, DbErr> {
+    any_row_of(
+        conn,
+        "SELECT 1 AS one FROM refresh_tokens WHERE account_id = $1 LIMIT 1",
+        account,
+    )
+    .await
+}
+
+/// Whether `sql`, given the account as `$1`, answers a row.
+async fn any_row_of<C: ConnectionTrait>(
+    conn: &C,
+    sql: &str,
+    account: AccountId,
+) -> Result<bool, DbErr> {
+    let b = conn.get_database_backend();
+    Ok(conn
+        .query_one_raw(stmt(b, sql, vec![uuid_value(b, account.0)]))
+        .await?
+        .is_some())
+}
+
+/// Gives an API client another secret (its digest).
+pub async fn set_api_client_secret<C: ConnectionTrait>(
+    conn: &C,
+    client_id: &str,
+    secret_hash: &str,
+) -> Result<(), DbErr> {
+    let b = conn.get_database_backend();
+    conn.execute_raw(stmt(
+        b,
+        "UPDATE api_clients SET secret_hash = $2 WHERE client_id = $1",
+        vec![client_id.into(), secret_hash.into()],
     ))
     .await?;
     Ok(())
@@ -1175,15 +1285,12 @@ pub async fn revoked_client_account<C: ConnectionTrait>(
     conn: &C,
     account: AccountId,
 ) -> Result<bool, DbErr> {
-    let b = conn.get_database_backend();
-    Ok(conn
-        .query_one_raw(stmt(
-            b,
-            "SELECT 1 AS one FROM api_clients WHERE account_id = $1 AND revoked_at IS NOT NULL",
-            vec![uuid_value(b, account.0)],
-        ))
-        .await?
-        .is_some())
+    any_row_of(
+        conn,
+        "SELECT 1 AS one FROM api_clients WHERE account_id = $1 AND revoked_at IS NOT NULL",
+        account,
+    )
+    .await
 }
 
 /// The API clients of an agency, oldest first.

@@ -1824,11 +1824,17 @@ impl Mutation {
         ctx: &Context<'_>,
         agency_id: ID,
         name: String,
+        #[graphql(
+            desc = "Your key for this create (1 to 200 characters): sent again with it (the answer was lost), it answers the same client with a new secret — the lost one no longer works — instead of creating a second, as long as the client has not signed in and is less than a day old; after that CONFLICT, naming the client; with another agency or name, IDEMPOTENCY_KEY_REUSED."
+        )]
+        idempotency_key: Option<String>,
     ) -> Result<ApiClientCredentials> {
-        let by = platform_admin(ctx)?.account_id;
+        let admin = platform_admin(ctx)?;
+        let by = admin.account_id;
+        let key = scoped(admin, idempotency_key)?;
         let agency = parse("agency id", &agency_id)?;
         let (client_id, client_secret) = identity(ctx)?
-            .create_api_client(agency, &name, Some(by))
+            .create_api_client(agency, &name, Some(by), key.as_deref())
             .await
             .map_err(gql)?;
         Ok(ApiClientCredentials {
