@@ -368,7 +368,8 @@ pub struct TargetProgress {
     /// actual / target in percent, to a tenth rounded down (a target
     /// missed by a fen is 99.9, not 100.0).
     pub percent: f64,
-    /// At or ahead of the share of the year gone by.
+    /// At or ahead of the share of the year gone by (its days before
+    /// today, China time: none on 1 January).
     pub on_track: bool,
 }
 
@@ -383,7 +384,8 @@ pub struct MoneyProgress {
     /// actual / target in percent, to a tenth rounded down (a target
     /// missed by a fen is 99.9, not 100.0).
     pub percent: f64,
-    /// At or ahead of the share of the year gone by.
+    /// At or ahead of the share of the year gone by (its days before
+    /// today, China time: none on 1 January).
     pub on_track: bool,
 }
 

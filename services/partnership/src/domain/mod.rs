@@ -157,7 +157,9 @@ impl Pair {
 }
 
 /// Progress of `actual` against `target` for `year`, judged at `on`: the
-/// target is spread evenly over the year, a past year must have reached it.
+/// target is spread evenly over the year's days gone by before `on` (on 1
+/// January none is due; on 31 December all but a day's share), a past
+/// year must have reached it.
 pub fn progress(actual: i64, target: i64, year: i32, on: NaiveDate) -> TargetProgress {
     let percent = if target > 0 {
         actual as f64 * 100.0 / target as f64
@@ -174,7 +176,9 @@ pub fn progress(actual: i64, target: i64, year: i32, on: NaiveDate) -> TargetPro
         } else {
             365.0
         };
-        f64::from(on.ordinal()) / days
+        // Today is not over: it was counted gone, so every pair with a
+        // target read off track from the first second of the year.
+        f64::from(on.ordinal0()) / days
     };
     TargetProgress {
         actual,
@@ -619,6 +623,15 @@ mod tests {
         assert!(!progress(99, 100, 2025, mid).on_track);
         assert!(progress(0, 100, 2027, mid).on_track);
         assert_eq!(progress(25, 100, 2026, mid).percent, 25.0);
+        // The days before today: on 1 January nothing is due yet, on 31
+        // December all but its own day.
+        let (first, last) = (
+            NaiveDate::from_ymd_opt(2027, 1, 1).expect("date"),
+            NaiveDate::from_ymd_opt(2026, 12, 31).expect("date"),
+        );
+        assert!(progress(0, 2000, 2027, first).on_track);
+        assert!(progress(3650 - 10, 3650, 2026, last).on_track);
+        assert!(!progress(3650 - 11, 3650, 2026, last).on_track);
     }
 
     #[test]
