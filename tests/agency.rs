@@ -1486,11 +1486,19 @@ async fn a_create_api_client_sent_again_with_its_key_makes_one_client() {
         &format!("{}, which has signed in", first.0),
     );
 
-    // Copies sent at once: one client, both answered with it.
+    // Copies sent at once: one client, both answered with it, and the
+    // secret of the one answered last works (the other's, given a new
+    // one by it, does not).
     let (a, b) = tokio::join!(create("setup-2", "夜间任务"), create("setup-2", "夜间任务"));
     let (a, b) = (creds(&a), creds(&b));
     assert_eq!(a.0, b.0);
     assert_eq!(named("夜间任务").await, 1);
+    let signed_in = [sign_in(a).await, sign_in(b).await].map(|t| t["errors"].is_null());
+    assert_eq!(
+        signed_in.iter().filter(|ok| **ok).count(),
+        1,
+        "{signed_in:?}"
+    );
     // Without a key, each call is a client of its own, as before.
     for _ in 0..2 {
         creds(&app.graphql_as(
@@ -1501,4 +1509,51 @@ async fn a_create_api_client_sent_again_with_its_key_makes_one_client() {
         .await);
     }
     assert_eq!(named("各自").await, 2);
+}
+
+/// A create sent again while the client is being revoked: it waits for the
+/// revocation and answers CONFLICT "revoked since", giving the revoked
+/// client no new secret (it read the client before the revocation and
+/// answered a secret that signs in nowhere).
+#[tokio::test]
+async fn a_create_sent_again_while_its_client_is_revoked_says_so() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (agency_id, _, _) = agency(&app, "撤销中旅行社", 500).await;
+    let create = || {
+        let (app, admin, agency_id) = (&app, admin.clone(), agency_id.clone());
+        async move {
+            app.graphql_as(
+                Some(&admin),
+                "mutation($a: ID!) { createApiClient(agencyId: $a, name: \"对账\", idempotencyKey: \"k\") { clientId } }",
+                json!({ "a": agency_id }),
+            )
+            .await
+        }
+    };
+    let first = create().await;
+    let client = first["data"]["createApiClient"]["clientId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    // The revocation under way: the client's account held, as
+    // revokeApiClient holds it until it commits.
+    let held = common::LockHeld::begin(
+        app.service_db("gateway").await,
+        &format!(
+            "SELECT id FROM accounts WHERE id =
+                (SELECT account_id FROM api_clients WHERE client_id = '{client}') FOR UPDATE"
+        ),
+    )
+    .await;
+    let (again, ()) = tokio::join!(create(), async {
+        held.until_waiting(1, true).await;
+        held.run(&format!(
+            "UPDATE api_clients SET revoked_at = now() WHERE client_id = '{client}'"
+        ))
+        .await
+        .expect("revoked");
+        held.release().await;
+    });
+    common::assert_error(&again, "CONFLICT", "revoked since");
 }

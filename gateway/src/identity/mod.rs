@@ -1495,15 +1495,19 @@ impl Identity {
                 ),
             ));
         }
-        if client.revoked_at.is_some() {
+        // Its sign-ins and its revocation wait on this (`client_token`
+        // reads the secret again under the same lock): none slips in with
+        // the old secret, and a revocation committed meanwhile is seen.
+        storage::lock_account(&txn, client.account_id).await?;
+        if storage::api_client(&txn, id)
+            .await?
+            .is_none_or(|now| now.revoked)
+        {
             return Err(AppError::conflict(format!(
                 "this idempotency key made API client {id}, revoked since: create another with \
                  a new key"
             )));
         }
-        // Its sign-ins wait on this (`client_token` reads the secret again
-        // under the same lock): none slips in with the old secret.
-        storage::lock_account(&txn, client.account_id).await?;
         if Utc::now() - client.created_at > RESEND_WITHIN
             || storage::ever_signed_in(&txn, client.account_id).await?
         {
@@ -1554,6 +1558,9 @@ impl Identity {
         let Some((client, agency)) = storage::api_client_by_id(&txn, client_id).await? else {
             return Err(AppError::not_found(format!("no API client {client_id}")));
         };
+        // The account first, as a sign-in and a create sent again take it
+        // before the client's row: neither waits on the other in turn.
+        storage::lock_account(&txn, client.account_id).await?;
         storage::revoke_api_client(&txn, client_id).await?;
         let generation = storage::revoke_all(&txn, client.account_id).await?;
         let revoked = storage::api_client_by_id(&txn, client_id)

@@ -1825,7 +1825,7 @@ impl Mutation {
         agency_id: ID,
         name: String,
         #[graphql(
-            desc = "Your key for this create (1 to 200 characters): sent again with it (the answer was lost), it answers the same client with a new secret — the lost one no longer works — instead of creating a second, as long as the client has not signed in and is less than a day old; after that CONFLICT, naming the client; with another agency or name, IDEMPOTENCY_KEY_REUSED."
+            desc = "Your key for this create (1 to 200 characters): sent again with it (the answer was lost), it answers the same client with a new secret — the lost one no longer works; of copies in flight at once only the last answer's does — instead of creating a second, as long as the client has not signed in, is less than a day old and is not revoked; after that CONFLICT, naming the client; with another agency or name, IDEMPOTENCY_KEY_REUSED."
         )]
         idempotency_key: Option<String>,
     ) -> Result<ApiClientCredentials> {

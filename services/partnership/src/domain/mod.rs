@@ -166,25 +166,24 @@ pub fn progress(actual: i64, target: i64, year: i32, on: NaiveDate) -> TargetPro
     } else {
         100.0
     };
-    let elapsed = if on.year() > year {
-        1.0
+    // The days gone by of the year's: today is not over (it was counted
+    // gone, so every pair with a target read off track from the first
+    // second of the year).
+    let days = NaiveDate::from_ymd_opt(year, 12, 31).map_or(365, |d| d.ordinal());
+    let gone = if on.year() > year {
+        days
     } else if on.year() < year {
-        0.0
+        0
     } else {
-        let days = if NaiveDate::from_ymd_opt(year, 12, 31).is_some_and(|d| d.ordinal() == 366) {
-            366.0
-        } else {
-            365.0
-        };
-        // Today is not over: it was counted gone, so every pair with a
-        // target read off track from the first second of the year.
-        f64::from(on.ordinal0()) / days
+        on.ordinal0()
     };
     TargetProgress {
         actual,
         target,
         percent,
-        on_track: actual as f64 >= target as f64 * elapsed,
+        // In whole numbers: 365 × (29 / 365) in floats is 29.000000000000004,
+        // and 29 of a due 29 read off track.
+        on_track: i128::from(actual) * i128::from(days) >= i128::from(target) * i128::from(gone),
     }
 }
 
@@ -632,6 +631,13 @@ mod tests {
         assert!(progress(0, 2000, 2027, first).on_track);
         assert!(progress(3650 - 10, 3650, 2026, last).on_track);
         assert!(!progress(3650 - 11, 3650, 2026, last).on_track);
+        // Exactly the share due, which floats put a hair above it.
+        let thirtieth = NaiveDate::from_ymd_opt(2026, 1, 30).expect("date");
+        assert!(progress(29, 365, 2026, thirtieth).on_track);
+        assert!(!progress(28, 365, 2026, thirtieth).on_track);
+        // A leap year's 366 days.
+        let leap = NaiveDate::from_ymd_opt(2028, 1, 26).expect("date");
+        assert!(progress(25, 366, 2028, leap).on_track);
     }
 
     #[test]
