@@ -50,10 +50,51 @@ pub fn refund_legs(reversed: &Split, host: HostId, agency: Option<AgencyId>) -> 
         .collect()
 }
 
+/// How far behind the clocks the hosts' mark stays at least: an entry is
+/// stamped with its process's clock as it is inserted, no earlier than the
+/// mark (and the database refuses one stamped before it), but one inserted
+/// before a run moved the mark past it and committed after would be left
+/// out of every balance. An hour is far past any posting's transaction
+/// (an idle one is ended after ten minutes: `shared::db`) and any clock
+/// drift between replicas; `duikou check` compares the marks with the
+/// entries.
+pub const MARK_BEHIND: chrono::Duration = chrono::Duration::hours(1);
+
+/// Where a payout run over entries before `up_to` moves the hosts' mark:
+/// to `up_to`, but [`MARK_BEHIND`] behind this replica's clock (`here`)
+/// and the database's (`database`), whichever is earlier — either running
+/// fast would put the mark past entries others are still stamping.
+pub fn host_mark(
+    up_to: chrono::DateTime<chrono::Utc>,
+    here: chrono::DateTime<chrono::Utc>,
+    database: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    up_to.min(here - MARK_BEHIND).min(database - MARK_BEHIND)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shared::money::SplitRates;
+
+    #[test]
+    fn the_hosts_mark_stays_an_hour_behind_both_clocks() {
+        use chrono::TimeZone;
+        let at = |h, m| {
+            chrono::Utc
+                .with_ymd_and_hms(2026, 12, 7, h, m, 0)
+                .single()
+                .expect("time")
+        };
+        // A run over a past period: its end.
+        assert_eq!(host_mark(at(8, 0), at(12, 0), at(12, 0)), at(8, 0));
+        // Up to now: an hour ago.
+        assert_eq!(host_mark(at(12, 0), at(12, 0), at(12, 0)), at(11, 0));
+        // This replica's clock ten minutes fast, or the database's: an hour
+        // behind the slower one.
+        assert_eq!(host_mark(at(12, 10), at(12, 10), at(12, 0)), at(11, 0));
+        assert_eq!(host_mark(at(12, 0), at(12, 0), at(12, 10)), at(11, 0));
+    }
 
     #[test]
     fn a_capture_posts_legs_that_sum_to_zero() {

@@ -806,9 +806,7 @@ impl Payments {
             // the run asked for the refunds, a moment ago): either running
             // fast would put the mark past entries others are still
             // stamping.
-            let mark = up_to
-                .min(chrono::Utc::now() - storage::MARK_BEHIND)
-                .min(asked_at - storage::MARK_BEHIND);
+            let mark = crate::domain::host_mark(up_to, chrono::Utc::now(), asked_at);
             storage::advance_host_marks(&txn, mark).await?;
             for (host, owed, region) in
                 storage::payable_balances(&txn, up_to, (&asked, asked_at)).await?

@@ -2204,14 +2204,8 @@ const HOST_BALANCES: &str = concat!(
     GROUP BY account HAVING SUM(amount_fen) <> 0"
 );
 
-/// How far behind the clocks the hosts' mark stays at least: an entry is
-/// stamped with its process's clock as it is inserted, no earlier than the
-/// mark (and the database refuses one stamped before it), but one inserted
-/// before a run moved the mark past it and committed after would be left
-/// out of every balance. An hour is far past any posting's transaction and any
-/// clock drift between replicas; `duikou check` compares the marks with
-/// the entries.
-pub const MARK_BEHIND: chrono::Duration = chrono::Duration::hours(1);
+/// How far behind the clocks the hosts' mark stays ([`crate::domain::MARK_BEHIND`]).
+pub use crate::domain::MARK_BEHIND;
 
 /// Moves the hosts' mark on to `to` (never back): adds each host's entries
 /// from the mark up to `to` to its kept sum ([`HOST_BALANCES`] reads the
