@@ -546,6 +546,17 @@ impl Settings {
     pub fn postgres(&self) -> Option<&str> {
         self.postgres_url.as_ref().map(|s| s.expose_secret())
     }
+
+    /// The connections each service's pool opens at most: the setting on
+    /// PostgreSQL; one on SQLite, which has one writer anyway (a second
+    /// connection inside an open transaction would wait on itself).
+    pub fn db_pool_size(&self) -> u32 {
+        if self.postgres().is_some() {
+            self.db_max_connections
+        } else {
+            1
+        }
+    }
 }
 
 #[cfg(test)]

@@ -173,7 +173,7 @@ async fn open(
             }
             let mut options = ConnectOptions::new(with_database(server, &name)?);
             options
-                .max_connections(settings.db_max_connections)
+                .max_connections(settings.db_pool_size())
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(5))
                 .map_sqlx_postgres_pool_opts(|p| {
@@ -215,9 +215,12 @@ async fn open(
                         .foreign_keys(true)
                 })
                 .map_sqlx_sqlite_pool_opts(|p| p.after_release(|conn, _| Box::pin(settled(conn))));
-            // One connection: SQLite has one writer anyway, and a second
-            // connection inside an open transaction would wait on itself.
-            options.max_connections(1).sqlx_logging(false);
+            // One connection (`db_pool_size`): SQLite has one writer
+            // anyway, and a second connection inside an open transaction
+            // would wait on itself.
+            options
+                .max_connections(settings.db_pool_size())
+                .sqlx_logging(false);
             Database::connect(options).await
         }
     }

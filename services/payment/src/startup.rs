@@ -24,7 +24,10 @@ pub fn payments(settings: &Settings, db: DatabaseConnection, outbox: OutboxSigna
         rates: settings.split_rates(),
         bus: None,
         reports: Arc::new(tokio::sync::Semaphore::new(
-            crate::messaging::report_permits(settings.db_max_connections),
+            // Of the pool as opened: one connection embedded, whatever
+            // DUIKOU_DB_MAX_CONNECTIONS says (two permits had a payment
+            // wait behind two reports for the one connection).
+            crate::messaging::report_permits(settings.db_pool_size()),
         )),
     }
 }
@@ -62,4 +65,35 @@ pub async fn start(rt: &Runtime) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reports take half the pool at most, of the pool as it is opened: on
+    /// SQLite one connection whatever `DUIKOU_DB_MAX_CONNECTIONS` says, so
+    /// one report at a time (two had a payment wait behind both).
+    #[tokio::test]
+    async fn reports_take_turns_on_the_pool_as_opened() {
+        let db = sea_orm::Database::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        let embedded = Settings {
+            db_max_connections: 10,
+            ..Settings::default()
+        };
+        let on_postgres = Settings {
+            postgres_url: Some("postgres://root@127.0.0.1:5432".to_owned().into()),
+            ..embedded.clone()
+        };
+        for (settings, permits) in [(embedded, 1), (on_postgres, 5)] {
+            let p = payments(
+                &settings,
+                db.clone(),
+                shared::outbox::OutboxSignal::default(),
+            );
+            assert_eq!(p.reports.available_permits(), permits);
+        }
+    }
 }
