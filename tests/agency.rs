@@ -68,6 +68,18 @@ async fn api_client(app: &TestApp, admin: &str, id: &str, name: &str) -> (String
     )
 }
 
+/// `createApiClient` of agency `id` by `admin` with idempotency `key`: the
+/// whole answer.
+async fn keyed_api_client(app: &TestApp, admin: &str, id: &str, key: &str, name: &str) -> Value {
+    app.graphql_as(
+        Some(admin),
+        "mutation($a: ID!, $n: String!, $k: String) {
+            createApiClient(agencyId: $a, name: $n, idempotencyKey: $k) { clientId clientSecret } }",
+        json!({ "a": id, "n": name, "k": key }),
+    )
+    .await
+}
+
 async fn group_booking(app: &TestApp, token: &str, room_type: &str, key: &str) -> Value {
     app.graphql_as(
         Some(token),
@@ -1419,18 +1431,7 @@ async fn a_create_api_client_sent_again_with_its_key_makes_one_client() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let (agency_id, _, _) = agency(&app, "再来一次旅行社", 500).await;
-    let create = |key: &'static str, name: &'static str| {
-        let (app, admin, agency_id) = (&app, admin.clone(), agency_id.clone());
-        async move {
-            app.graphql_as(
-                Some(&admin),
-                "mutation($a: ID!, $n: String!, $k: String) {
-                    createApiClient(agencyId: $a, name: $n, idempotencyKey: $k) { clientId clientSecret } }",
-                json!({ "a": agency_id, "n": name, "k": key }),
-            )
-            .await
-        }
-    };
+    let create = |key, name| keyed_api_client(&app, &admin, &agency_id, key, name);
     let creds = |body: &Value| {
         let c = &body["data"]["createApiClient"];
         match (c["clientId"].as_str(), c["clientSecret"].as_str()) {
@@ -1501,12 +1502,7 @@ async fn a_create_api_client_sent_again_with_its_key_makes_one_client() {
     );
     // Without a key, each call is a client of its own, as before.
     for _ in 0..2 {
-        creds(&app.graphql_as(
-            Some(&admin),
-            "mutation($a: ID!) { createApiClient(agencyId: $a, name: \"各自\") { clientId clientSecret } }",
-            json!({ "a": agency_id }),
-        )
-        .await);
+        api_client(&app, &admin, &agency_id, "各自").await;
     }
     assert_eq!(named("各自").await, 2);
 }
@@ -1520,17 +1516,7 @@ async fn a_create_sent_again_while_its_client_is_revoked_says_so() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let (agency_id, _, _) = agency(&app, "撤销中旅行社", 500).await;
-    let create = || {
-        let (app, admin, agency_id) = (&app, admin.clone(), agency_id.clone());
-        async move {
-            app.graphql_as(
-                Some(&admin),
-                "mutation($a: ID!) { createApiClient(agencyId: $a, name: \"对账\", idempotencyKey: \"k\") { clientId } }",
-                json!({ "a": agency_id }),
-            )
-            .await
-        }
-    };
+    let create = || keyed_api_client(&app, &admin, &agency_id, "k", "对账");
     let first = create().await;
     let client = first["data"]["createApiClient"]["clientId"]
         .as_str()

@@ -1060,5 +1060,5 @@ async fn a_transaction_left_idle_is_ended_long_before_the_mark_passes_it() {
             .expect("text");
         assert_eq!(limit, "10min");
     }
-    assert!(Days::minutes(10) < payment::storage::MARK_BEHIND);
+    assert!(Days::minutes(10) < payment::domain::MARK_BEHIND);
 }

@@ -2204,9 +2204,6 @@ const HOST_BALANCES: &str = concat!(
     GROUP BY account HAVING SUM(amount_fen) <> 0"
 );
 
-/// How far behind the clocks the hosts' mark stays ([`crate::domain::MARK_BEHIND`]).
-pub use crate::domain::MARK_BEHIND;
-
 /// Moves the hosts' mark on to `to` (never back): adds each host's entries
 /// from the mark up to `to` to its kept sum ([`HOST_BALANCES`] reads the
 /// sums in place of those entries). Payout runs call it, each under the
