@@ -1062,17 +1062,13 @@ async fn an_api_client_keeps_a_hundred_live_refresh_tokens_and_no_expired_one() 
     }
     let db = app.service_db("gateway").await;
     let rows = || async {
-        let row = db
-            .query_one_raw(sea_orm::Statement::from_sql_and_values(
-                sea_orm::DbBackend::Postgres,
-                "SELECT count(*) AS n FROM refresh_tokens WHERE account_id =
-                    (SELECT account_id FROM api_clients WHERE client_id = $1)",
-                [creds["c"].as_str().expect("client id").into()],
-            ))
-            .await
-            .expect("counted")
-            .expect("a row");
-        row.try_get::<i64>("", "n").expect("n")
+        common::count_of(
+            &db,
+            "SELECT count(*) AS n FROM refresh_tokens WHERE account_id =
+                (SELECT account_id FROM api_clients WHERE client_id = $1)",
+            vec![creds["c"].as_str().expect("client id").into()],
+        )
+        .await
     };
     assert_eq!(rows().await, 100);
     let refresh = "mutation($r: String!) { refreshToken(token: $r) { refreshToken } }";
@@ -1121,7 +1117,6 @@ async fn thousand_used_tokens(app: &TestApp, email: &str) {
 /// it ends every session. It was "unknown", and the thief's chain lived on.
 #[tokio::test]
 async fn a_used_refresh_token_trimmed_away_still_ends_every_session() {
-    use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     app.register("stolen@example.cn", "110108").await;
     let refresh = "mutation($t: String!) { refreshToken(token: $t) { refreshToken } }";
@@ -1145,17 +1140,14 @@ async fn a_used_refresh_token_trimmed_away_still_ends_every_session() {
     let gateway = app.service_db("gateway").await;
     thousand_used_tokens(&app, "stolen@example.cn").await;
     let thiefs = rotated(thiefs).await;
-    let kept = gateway
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "SELECT COUNT(*) AS n FROM refresh_tokens
-             WHERE token_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')",
-            [owners.clone().into()],
-        ))
-        .await
-        .expect("counted")
-        .and_then(|r| r.try_get::<i64>("", "n").ok());
-    assert_eq!(kept, Some(0), "the owner's copy was trimmed away");
+    let kept = common::count_of(
+        &gateway,
+        "SELECT COUNT(*) AS n FROM refresh_tokens
+         WHERE token_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')",
+        vec![owners.clone().into()],
+    )
+    .await;
+    assert_eq!(kept, 0, "the owner's copy was trimmed away");
     // The session alone (a token's plain first part, which a log may keep)
     // ends nothing: the seal is checked.
     let session = owners.split('.').next().expect("a session");

@@ -1059,20 +1059,7 @@ async fn refresh_tokens_that_expired_are_deleted() {
     let dormant = login(&app, "traveler@example.cn").await;
     login(&app, ADMIN).await;
     let db = app.service_db(gateway::identity::storage::DATABASE).await;
-    let count = |sql: &'static str| {
-        let db = db.clone();
-        async move {
-            db.query_one_raw(sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                sql,
-            ))
-            .await
-            .expect("counted")
-            .expect("a row")
-            .try_get::<i64>("", "n")
-            .expect("n")
-        }
-    };
+    let count = |sql: &'static str| common::count_of(&db, sql, vec![]);
     db.execute_unprepared(
         "UPDATE refresh_tokens SET expires_at = now() - interval '2 days'
          WHERE account_id = (SELECT id FROM accounts WHERE email = 'traveler@example.cn')",
@@ -1104,6 +1091,47 @@ async fn refresh_tokens_that_expired_are_deleted() {
         "UNAUTHENTICATED",
         gateway::identity::SIGN_IN_ENDED,
     );
+}
+
+/// A gateway deletes expired refresh tokens on its own: the first prune a
+/// revocation poll after it starts, and a backlog bigger than a batch (a
+/// thousand) batch after batch at the polls that follow, not an hour apart
+/// (`Identity::watch_revocations`; the test above calls the prune itself).
+/// Two gateways run here, each of which may prune first: without the
+/// batches that follow, the two first prunes leave 500 of the 2,500.
+#[tokio::test]
+async fn a_gateway_prunes_a_backlog_of_expired_refresh_tokens_batch_after_batch() {
+    use sea_orm::ConnectionTrait;
+    let app = app().await;
+    let db = app.service_db(gateway::identity::storage::DATABASE).await;
+    db.execute_unprepared(
+        "INSERT INTO refresh_tokens (token_hash, account_id, expires_at, created_at)
+         SELECT 'backlog-' || n, a.id, now() - interval '2 days', now() - interval '32 days'
+         FROM accounts a, generate_series(1, 2500) n WHERE a.email = 'traveler@example.cn'",
+    )
+    .await
+    .expect("a backlog of expired tokens");
+    let another = duikou::App::start(app.settings.clone(), duikou::Part::Gateway)
+        .await
+        .expect("a gateway starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left = common::count_of(
+            &db,
+            "SELECT COUNT(*) AS n FROM refresh_tokens WHERE token_hash LIKE 'backlog-%'",
+            vec![],
+        )
+        .await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} expired refresh tokens left a minute after a gateway started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    another.stop().await;
 }
 
 /// A logout ends its session whichever of its refresh tokens it is given:

@@ -1984,7 +1984,6 @@ async fn a_create_that_was_not_answered_in_time_says_it_may_have_been_made() {
 /// is theirs. A room type and a departure the same.
 #[tokio::test]
 async fn a_create_sent_again_with_its_key_is_made_once() {
-    use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
     let create = "mutation($i: HomestayInput!, $k: String) { createHomestay(input: $i, idempotencyKey: $k) { homestayId } }";
@@ -2031,16 +2030,12 @@ async fn a_create_sent_again_with_its_key_is_made_once() {
         .unwrap_or_else(|| panic!("{theirs}"));
     assert!(!ids.contains(theirs));
     let inventory = app.service_db("inventory").await;
-    let made = inventory
-        .query_one_raw(sea_orm::Statement::from_string(
-            inventory.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM homestays WHERE name = '草原人家'",
-        ))
-        .await
-        .expect("homestays")
-        .expect("a row")
-        .try_get::<i64>("", "n")
-        .expect("n");
+    let made = common::count_of(
+        &inventory,
+        "SELECT COUNT(*) AS n FROM homestays WHERE name = '草原人家'",
+        vec![],
+    )
+    .await;
     assert_eq!(made, 2, "one per account");
 
     let homestay = ids.first().expect("an id");

@@ -428,16 +428,13 @@ async fn the_checker_creates_no_database_it_does_not_find() {
         "{refused:#}"
     );
     let inventory = app.service_db("inventory").await;
-    let created = inventory
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
-            inventory.get_database_backend(),
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM pg_database WHERE datname LIKE $1",
-            [format!("{}%", settings.db_prefix).into()],
-        ))
-        .await
-        .expect("query")
-        .and_then(|r| r.try_get::<i64>("", "n").ok());
-    assert_eq!(created, Some(0));
+    let created = common::count_of(
+        &inventory,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM pg_database WHERE datname LIKE $1",
+        vec![format!("{}%", settings.db_prefix).into()],
+    )
+    .await;
+    assert_eq!(created, 0);
 }
 
 /// A database created but never migrated (a `migrate` that stopped before

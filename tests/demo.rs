@@ -140,17 +140,8 @@ async fn replicas_starting_together_on_empty_databases_seed_the_demo_once() {
         .collect();
     let mut app = common::spawn_parts(settings, &[Part::Gateway]).await;
     app.parts.extend(parts);
-    use sea_orm::ConnectionTrait;
     let n = |db: sea_orm::DatabaseConnection, sql: &'static str| async move {
-        db.query_one_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            sql,
-        ))
-        .await
-        .expect("query")
-        .expect("a row")
-        .try_get::<i64>("", "n")
-        .expect("n")
+        common::count_of(&db, sql, vec![]).await
     };
     let inventory = app.service_db("inventory").await;
     let partnership = app.service_db("partnership").await;

@@ -475,7 +475,6 @@ async fn an_event_left_in_an_outbox_at_a_stop_reaches_every_part_at_the_next_sta
 /// for the next start, and `duikou check` on the stopped data failed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_in_embedded_mode_delivers_what_the_outboxes_hold() {
-    use sea_orm::ConnectionTrait;
     let settings = common::embedded_test_settings();
     let app = duikou::App::start(settings.clone(), duikou::Part::All)
         .await
@@ -488,15 +487,13 @@ async fn a_clean_stop_in_embedded_mode_delivers_what_the_outboxes_hold() {
     let booking = leave_a_confirmation(&db, 3).await;
     app.stop().await;
 
-    let left = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM outbox",
-        ))
-        .await
-        .expect("read")
-        .map(|r| r.try_get::<i64>("", "n").expect("n"));
-    assert_eq!(left, Some(0), "booking's outbox emptied before the stop");
+    let left = common::count_of(
+        &db,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM outbox",
+        vec![],
+    )
+    .await;
+    assert_eq!(left, 0, "booking's outbox emptied before the stop");
     let partnership = shared::db::connect(&settings, "partnership")
         .await
         .expect("partnership's database");

@@ -1737,18 +1737,14 @@ async fn a_departure_request_delivered_twice_adds_one_and_says_so() {
     let message = refused[0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("created already"), "{replies:?}");
     let inventory = app.service_db("inventory").await;
-    let count = inventory
-        .query_one_raw(sea_orm::Statement::from_string(
-            inventory.get_database_backend(),
-            format!(
-                "SELECT COUNT(*) AS n FROM departures WHERE route_id = '{route}' AND starts_on = '{day}'"
-            ),
-        ))
-        .await
-        .expect("departures")
-        .expect("a row")
-        .try_get::<i64>("", "n")
-        .expect("n");
+    let count = common::count_of(
+        &inventory,
+        &format!(
+            "SELECT COUNT(*) AS n FROM departures WHERE route_id = '{route}' AND starts_on = '{day}'"
+        ),
+        vec![],
+    )
+    .await;
     assert_eq!(count, 1);
 }
 

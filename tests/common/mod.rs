@@ -810,20 +810,15 @@ impl TestApp {
     /// Polls (20 s at most) until `service`'s inbox holds `n` events of
     /// `kind`: it has handled them.
     pub async fn until_heard(&self, service: &str, kind: &str, n: i64) {
-        use sea_orm::ConnectionTrait;
         let db = self.service_db(service).await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let heard = db
-                .query_one_raw(sea_orm::Statement::from_sql_and_values(
-                    db.get_database_backend(),
-                    "SELECT COUNT(*) AS n FROM inbox WHERE kind = $1",
-                    [kind.into()],
-                ))
-                .await
-                .expect("inbox")
-                .and_then(|r| r.try_get::<i64>("", "n").ok())
-                .unwrap_or_default();
+            let heard = count_of(
+                &db,
+                "SELECT COUNT(*) AS n FROM inbox WHERE kind = $1",
+                vec![kind.into()],
+            )
+            .await;
             if heard >= n {
                 return;
             }
@@ -1022,6 +1017,25 @@ pub fn edges(body: &Value, field: &str) -> Vec<Value> {
         .unwrap_or_else(|| panic!("no {field} edges in {body}"))
 }
 
+/// The `n` of the one row `sql` reads from `db` (`SELECT COUNT(*) AS n …`),
+/// with `$1`, `$2`, … bound to `values`.
+pub async fn count_of<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> i64 {
+    db.query_one_raw(sea_orm::Statement::from_sql_and_values(
+        db.get_database_backend(),
+        sql,
+        values,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    .unwrap_or_else(|| panic!("{sql}: no row"))
+    .try_get::<i64>("", "n")
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// The `extensions.code` of a response's first error ("none" without one).
 pub fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
@@ -1156,24 +1170,17 @@ impl LockHeld {
     /// Polls (20 s at most) until `n` connections to the database wait for
     /// a lock: those this transaction blocks (`on_holder`), or any.
     pub async fn until_waiting(&self, n: i64, on_holder: bool) {
-        use sea_orm::ConnectionTrait;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let waiting = self
-                .db
-                .query_one_raw(sea_orm::Statement::from_sql_and_values(
-                    self.db.get_database_backend(),
-                    "SELECT COUNT(*) AS n FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'
-                       AND backend_type = 'client backend'
-                       AND (NOT $2 OR $1 = ANY (pg_blocking_pids(pid)))",
-                    [self.pid.into(), on_holder.into()],
-                ))
-                .await
-                .expect("pg_stat_activity")
-                .expect("a row")
-                .try_get::<i64>("", "n")
-                .expect("count");
+            let waiting = count_of(
+                &self.db,
+                "SELECT COUNT(*) AS n FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND backend_type = 'client backend'
+                   AND (NOT $2 OR $1 = ANY (pg_blocking_pids(pid)))",
+                vec![self.pid.into(), on_holder.into()],
+            )
+            .await;
             if waiting >= n {
                 return;
             }
