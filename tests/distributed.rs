@@ -154,3 +154,41 @@ async fn a_gateway_stopped_cleanly_logs_no_error() {
     )
     .await;
 }
+
+/// Whatever `RUST_LOG` asks, the broker's login is never logged: lapin's
+/// trace lines print every frame, the PLAIN `\0user\0password` of the
+/// connection's StartOk among them (`RUST_LOG=trace` printed the test
+/// broker's password as bytes); its debug lines still show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_password_is_not_logged_even_at_trace() {
+    let settings = test_settings();
+    // Its databases and queues, which `migrate` finds made, are the app's
+    // to remove.
+    let _app = common::spawn_app_with(settings.clone()).await;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_duikou"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("DUIKOU_")) {
+        command.env_remove(key);
+    }
+    let migrated = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        command
+            .arg("migrate")
+            .env("DUIKOU_POSTGRES_URL", common::postgres_url())
+            .env("DUIKOU_AMQP_URL", common::amqp_url())
+            .env("DUIKOU_DB_PREFIX", &settings.db_prefix)
+            .env("DUIKOU_BUS_PREFIX", &settings.bus_prefix)
+            .env("RUST_LOG", "trace")
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("migrate ends within two minutes")
+    .expect("migrate runs");
+    assert!(migrated.status.success(), "{migrated:?}");
+    let log = String::from_utf8_lossy(&migrated.stdout);
+    assert!(log.contains("DEBUG lapin"), "lapin's debug lines are shown");
+    for secret in ["StartOk", "LongString([0,"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}

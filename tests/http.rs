@@ -948,8 +948,10 @@ async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
         "duikou_rpc_seconds",
         "duikou_rpc_total",
         "duikou_graphql_errors_total",
-        // An alarm before anything sets it off: 0, not absent.
+        // Alarms before anything sets them off: 0, not absent.
         "duikou_revocation_reads_failed_total 0",
+        "duikou_redis_failures_total 0",
+        "duikou_sqlite_connections_reset_total 0",
     ] {
         assert!(
             metrics.contains(series),
@@ -963,6 +965,39 @@ async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
     );
     assert!(metrics.contains("service=\"inventory\""), "{metrics}");
     assert!(metrics.contains("code=\"BAD_USER_INPUT\""), "{metrics}");
+}
+
+/// Every error answered is counted by its code, those the gateway makes
+/// before the executor runs too: too many aliases, a mutation sent with
+/// GET, two secrets in one request (these three were answered and not
+/// counted, so a client refused each time never showed on the dashboard).
+#[tokio::test]
+async fn refusals_before_the_executor_are_counted_as_errors() {
+    let app = spawn_app().await;
+    let counted = || app.metric("duikou_graphql_errors_total", &["code=\"BAD_USER_INPUT\""]);
+    let before = counted().await;
+    let aliases: String = (0..31).map(|n| format!("a{n}: __typename ")).collect();
+    let refused = app.graphql(&format!("{{ {aliases} }}"), json!({})).await;
+    assert_eq!(common::code(&refused), "BAD_USER_INPUT", "{refused}");
+    let got = app
+        .http
+        .get(format!(
+            "{}?query=mutation{{logout(refreshToken:\"x\")}}",
+            app.url
+        ))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(got.status(), 405);
+    let two = app
+        .graphql(
+            "mutation { a: login(email: \"a@example.cn\", password: \"x\") { accessToken }
+                        b: login(email: \"b@example.cn\", password: \"x\") { accessToken } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(common::code(&two), "BAD_USER_INPUT", "{two}");
+    assert_eq!(counted().await - before, 3.0);
 }
 
 #[tokio::test]

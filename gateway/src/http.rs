@@ -774,7 +774,11 @@ impl<'a> Runs<'a> {
     }
 }
 
+/// An answer of one error the GraphQL way, counted by its code
+/// (`duikou_graphql_errors_total`: every refusal made here, before the
+/// executor, as the executor's own errors are).
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    crate::metrics::graphql_error(code);
     let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_ACCEPTABLE {
@@ -855,7 +859,6 @@ async fn vary(mut response: Response) -> Response {
 
 /// 413, the GraphQL way.
 fn too_large_error() -> Response {
-    crate::metrics::graphql_error("BAD_USER_INPUT");
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "BAD_USER_INPUT",
@@ -879,7 +882,6 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         panic = shared::error::panic_message(panic.as_ref()),
         "a request panicked"
     );
-    crate::metrics::graphql_error("INTERNAL");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "INTERNAL",
@@ -1367,7 +1369,6 @@ async fn run_graphql(
         return refused;
     }
     if request.query.trim().is_empty() {
-        crate::metrics::graphql_error("BAD_USER_INPUT");
         return error(
             StatusCode::BAD_REQUEST,
             "BAD_USER_INPUT",
@@ -1377,7 +1378,6 @@ async fn run_graphql(
     // PostgreSQL keeps no NUL in text: one in any argument would end as
     // INTERNAL wherever the text reaches a database, so none is taken.
     if holds_nul(&request) {
-        crate::metrics::graphql_error("BAD_USER_INPUT");
         let status = match wants {
             Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
             _ => StatusCode::OK,
@@ -1390,7 +1390,6 @@ async fn run_graphql(
     }
     // Before any parsing: deep nesting would overflow the parser's stack.
     if let Some(message) = crate::nesting::refusal(&request.query) {
-        crate::metrics::graphql_error("BAD_USER_INPUT");
         let status = match wants {
             Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
             _ => StatusCode::OK,
@@ -1404,7 +1403,6 @@ async fn run_graphql(
     if let Some(e) = refused_token
         && !doc.as_ref().is_some_and(|doc| signs_in_only(&request, doc))
     {
-        crate::metrics::graphql_error(e.code.as_str());
         return error(StatusCode::UNAUTHORIZED, e.code.as_str(), &e.message);
     }
     if let Some(doc) = &doc {
@@ -1438,7 +1436,6 @@ async fn run_graphql(
         let sent = as_sent(doc, &mut request);
         request.set_parsed_query(sent);
         if let Some(message) = missing_variable(doc, &request, input_fields(&gw.schema)) {
-            crate::metrics::graphql_error("BAD_USER_INPUT");
             return error(status, "BAD_USER_INPUT", &message);
         }
         let roots = root_field_count(doc);
@@ -1920,7 +1917,6 @@ fn unreadable(e: async_graphql::ParseRequestError) -> Response {
         E::Io(e) => format!("the request could not be read: {e}"),
         other => format!("the request could not be read: {other}"),
     };
-    crate::metrics::graphql_error("BAD_USER_INPUT");
     error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message)
 }
 
@@ -1981,7 +1977,6 @@ async fn persisted_query(
             Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
             _ => StatusCode::OK,
         };
-        crate::metrics::graphql_error(code);
         error(status, code, message)
     };
     let version = persisted.get("version");
@@ -2036,7 +2031,6 @@ async fn persisted_query(
 
 /// 429 with RATE_LIMITED and `Retry-After`.
 fn rate_limited(wait: std::time::Duration) -> Response {
-    crate::metrics::graphql_error("RATE_LIMITED");
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,
         "RATE_LIMITED",

@@ -217,12 +217,23 @@ fn unknown_keys_refused(
     source: config::File<config::FileSourceFile, config::FileFormat>,
 ) -> Result<(), config::ConfigError> {
     let alone = config::Config::builder().add_source(source).build()?;
-    let mut unknown = Vec::new();
-    // A value the file gets wrong is the whole load's to judge: a variable
-    // may override it.
-    let read: Result<Settings, _> =
-        serde_ignored::deserialize(alone, |key| unknown.push(key.to_string()));
-    if read.is_err() || unknown.is_empty() {
+    let keys: serde_json::Map<String, serde_json::Value> = alone.try_deserialize()?;
+    // Each key read alone: a key read as a setting is known whatever its
+    // value (a value the file gets wrong is the whole load's to judge: a
+    // variable may override it), and a wrong value elsewhere in the file
+    // must not stop the reading before a misspelt key is reached.
+    let unknown: Vec<String> = keys
+        .into_iter()
+        .filter(|(key, value)| {
+            let mut passed_over = false;
+            let one =
+                serde_json::Value::Object([(key.clone(), value.clone())].into_iter().collect());
+            let _: Result<Settings, _> = serde_ignored::deserialize(one, |_| passed_over = true);
+            passed_over
+        })
+        .map(|(key, _)| key)
+        .collect();
+    if unknown.is_empty() {
         return Ok(());
     }
     Err(config::ConfigError::Message(format!(
@@ -740,6 +751,22 @@ mod tests {
                 .unwrap_or_default();
             assert!(said.contains("no setting is called"), "{name}: {said}");
         }
+        // A misspelt key beside a bad value a variable overrides is still
+        // named (the file's reading stopped at the bad value, and the typo
+        // went unseen).
+        let both = file(
+            "both.toml",
+            "hold_secnods = 30\nrate_limit = \"lots\"\nprefetch = 70000\n",
+        );
+        let variables = HashMap::from([
+            ("DUIKOU_RATE_LIMIT".to_owned(), "7".to_owned()),
+            ("DUIKOU_PREFETCH".to_owned(), "8".to_owned()),
+        ]);
+        let said = Settings::load_from(Some(&both), Some(variables))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(said.contains("no setting is called hold_secnods"), "{said}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -95,9 +95,22 @@ async fn connect_explained(
     )))
 }
 
+/// One connection to the server's `postgres` database, to create or drop
+/// the services' own: given up after 5 s as the services' pools are (the
+/// library's default was 30 s, so a start against a server away said
+/// nothing for half a minute).
+fn maintenance(server_url: &str) -> Result<ConnectOptions, DbErr> {
+    let mut options = ConnectOptions::new(with_database(server_url, "postgres")?);
+    options
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    Ok(options)
+}
+
 /// Creates the database on the server unless it exists (safe under races).
 pub async fn ensure_database(server_url: &str, database: &str) -> Result<(), DbErr> {
-    let admin = connect_explained(server_url, with_database(server_url, "postgres")?).await?;
+    let admin = connect_explained(server_url, maintenance(server_url)?).await?;
     let exists = admin
         .query_one_raw(stmt(
             DbBackend::Postgres,
@@ -127,7 +140,7 @@ pub async fn ensure_database(server_url: &str, database: &str) -> Result<(), DbE
 
 /// Drops a database (test cleanup), closing its connections.
 pub async fn drop_database(server_url: &str, database: &str) -> Result<(), DbErr> {
-    let admin = connect_explained(server_url, with_database(server_url, "postgres")?).await?;
+    let admin = connect_explained(server_url, maintenance(server_url)?).await?;
     let quoted = database.replace('"', "\"\"");
     admin
         .execute_unprepared(&format!(
@@ -752,6 +765,24 @@ mod tests {
             .expect("a count");
         assert_eq!(left, 0, "the half-made table stayed");
     }
+
+    /// Creating a service's database on a server away gives up as the
+    /// services' pools do, saying why: the maintenance connection waited
+    /// the library's 30 s, so a start said nothing for half a minute.
+    #[tokio::test]
+    async fn a_server_away_is_said_within_seconds_when_creating_a_database() {
+        let said = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            super::ensure_database("postgres://root@127.0.0.1:1", "duikou_never"),
+        )
+        .await
+        .expect("an answer within 20 s")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(said.contains("cannot be reached"), "{said}");
+    }
+
     #[test]
     fn sqlite_ddl_changes_the_date_type_and_nothing_that_contains_it() {
         let sql = "ALTER TABLE p ADD COLUMN ended_on DATE; UPDATE p SET ended_on = CURRENT_DATE;

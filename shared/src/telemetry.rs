@@ -3,7 +3,9 @@
 //! Event and RPC handlers run inside spans carrying the correlation id, so
 //! every line a saga step logs names its booking.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Installs the global subscriber once; later calls do nothing (tests).
 pub fn init(format: &str) {
@@ -11,14 +13,26 @@ pub fn init(format: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,sea_orm=warn"));
     // Colours only for a terminal: piped to a file or a collector, escape
     // codes are noise.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    let _ = if format.eq_ignore_ascii_case("json") {
-        builder.json().try_init()
+    let lines = if format.eq_ignore_ascii_case("json") {
+        lines.json().boxed()
     } else {
-        builder.try_init()
+        lines.boxed()
     };
+    let _ = tracing_subscriber::registry()
+        .with(lines.with_filter(filter).with_filter(no_frames()))
+        .try_init();
+}
+
+/// The AMQP client's trace lines print the frames it sends and hears, the
+/// broker login's `\0user\0password` among them: never shown, whatever
+/// `RUST_LOG` asks (its debug lines and above are).
+fn no_frames<S>() -> impl tracing_subscriber::layer::Filter<S> {
+    tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() <= tracing::Level::DEBUG
+            || !(meta.target().starts_with("lapin") || meta.target().starts_with("amq_protocol"))
+    })
 }
 
 tokio::task_local! {
