@@ -157,6 +157,16 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     )
     .await;
     assert_eq!(code(&early), "CONFLICT", "{early}");
+    // A resolution that is no text is the caller's input, said first as
+    // every other step says it (it was CONFLICT "… is APPLIED").
+    let garbled = step(
+        &app,
+        Some(&admin),
+        "certifyListing(certificationId: $id, resolution: $t)",
+        json!({ "id": first, "t": "a\u{1}b" }),
+    )
+    .await;
+    assert_eq!(code(&garbled), "BAD_USER_INPUT", "{garbled}");
 
     // A seven-day notice: no certification before it ends.
     let notice = step(

@@ -1611,6 +1611,103 @@ async fn an_unknown_region_is_refused_not_read_as_empty() {
     }
 }
 
+/// What is refused alike reads alike, whichever operation refuses it: an
+/// `after` no list wrote is one message on every list (there were eight,
+/// some naming the argument, some not); a malformed id of one kind one
+/// wording whichever argument carries it; a login asked for before the
+/// input is read; an admin's booking FORBIDDEN whatever it names; and a
+/// message names the argument the caller wrote (an update's own `rooms`,
+/// not `roomType.rooms`; tests/routes.rs `pricePerPerson`, tests/refunds.rs
+/// `forHost`).
+#[tokio::test]
+async fn what_is_refused_alike_reads_alike() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let day = common::tomorrow();
+    let stay = format!(
+        "checkIn: \"{day}\", checkOut: \"{}\"",
+        day + chrono::Duration::days(1)
+    );
+    let not_a_cursor =
+        "after: `zz` is not a cursor of this list; pass the endCursor of one of its pages";
+    for query in [
+        format!("{{ searchHomestays({stay}, guests: 1, after: \"zz\") {{ edges {{ cursor }} }} }}"),
+        "{ searchRoutes(after: \"zz\") { edges { cursor } } }".to_owned(),
+        "{ myBookings(after: \"zz\") { edges { cursor } } }".to_owned(),
+        "{ myBookings(after: \"zz\", orderBy: STARTS_ON) { edges { cursor } } }".to_owned(),
+        "{ hosts(regionCode: \"150400\", after: \"zz\") { edges { cursor } } }".to_owned(),
+        "{ certifications(after: \"zz\") { edges { cursor } } }".to_owned(),
+        "{ regionListings(regionCode: \"150400\", after: \"zz\") { edges { cursor } } }".to_owned(),
+        "{ agencies(after: \"zz\") { edges { cursor } } }".to_owned(),
+        "{ payoutRuns(after: \"zz\") { edges { cursor } } }".to_owned(),
+        "{ reconciliationLog(after: \"zz\") { edges { cursor } } }".to_owned(),
+        "{ partnerships(after: \"zz\") { edges { cursor } } }".to_owned(),
+        "{ welfareFund { entries(after: \"zz\") { edges { cursor } } } }".to_owned(),
+    ] {
+        let body = app.graphql_as(Some(&admin), &query, json!({})).await;
+        common::assert_error(&body, "BAD_USER_INPUT", not_a_cursor);
+    }
+    for query in [
+        "{ agency(id: \"x\") { id } }",
+        "mutation { suspendAgency(agencyId: \"x\", reason: \"逾期未结算\") { id } }",
+    ] {
+        let body = app.graphql_as(Some(&admin), query, json!({})).await;
+        common::assert_error(&body, "BAD_USER_INPUT", "`x` is not a valid agency id");
+    }
+    let anonymous = app
+        .graphql_as(None, "{ agency(id: \"x\") { id } }", json!({}))
+        .await;
+    assert_eq!(common::code(&anonymous), "UNAUTHENTICATED", "{anonymous}");
+
+    let room_type = app.homestay(2).await.room_type_id.to_string();
+    let book = |rooms: i64, room_type: String| {
+        let app = &app;
+        async move {
+            app.graphql(
+                "mutation($rt: ID!, $in: Date!, $out: Date!, $rooms: Int!) {
+                    createBooking(idempotencyKey: \"k\", input: {
+                        roomTypeId: $rt, checkIn: $in, checkOut: $out, rooms: $rooms,
+                        travelers: [{ name: \"王芳\", idType: RESIDENT_ID, idNumber: \"11010519491231002X\" }],
+                        contact: { name: \"王芳\", phone: \"13800138000\" } }) { id } }",
+                json!({ "rt": room_type, "in": day, "out": day + chrono::Duration::days(1), "rooms": rooms }),
+            )
+            .await
+        }
+    };
+    for rooms in [0, -1] {
+        let refused = book(rooms, room_type.clone()).await;
+        common::assert_error(&refused, "BAD_USER_INPUT", "rooms: 1 to 50");
+    }
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for room_type in [room_type.clone(), unknown] {
+        let by_admin = app
+            .graphql_as(
+                Some(&admin),
+                "mutation($rt: ID!, $in: Date!, $out: Date!) {
+                    createBooking(idempotencyKey: \"k\", input: {
+                        roomTypeId: $rt, checkIn: $in, checkOut: $out,
+                        travelers: [{ name: \"王芳\", idType: RESIDENT_ID, idNumber: \"11010519491231002X\" }],
+                        contact: { name: \"王芳\", phone: \"13800138000\" } }) { id } }",
+                json!({ "rt": room_type, "in": day, "out": day + chrono::Duration::days(1) }),
+            )
+            .await;
+        common::assert_error(
+            &by_admin,
+            "FORBIDDEN",
+            "bookings are made by travelers and agencies",
+        );
+    }
+    let update = app
+        .graphql_as(
+            Some(&admin),
+            "mutation($rt: ID!) { updateRoomType(roomTypeId: $rt, input: { rooms: 0 }) { id } }",
+            json!({ "rt": room_type }),
+        )
+        .await;
+    common::assert_error(&update, "BAD_USER_INPUT", "rooms: 1 to");
+    assert!(!update.to_string().contains("roomType."), "{update}");
+}
+
 /// GraphQL over HTTP's GET names the operation `operationName` (it was
 /// read only as `operation_name`); a browser page on another origin may
 /// call the API (CORS: bearer tokens, no cookies); and an answer says the

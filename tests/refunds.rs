@@ -848,7 +848,8 @@ async fn a_region_admin_cancels_a_stay_for_its_host_and_all_is_refunded() {
         "says how: {by_policy}"
     );
     let blank = cancel(Some(aohan.clone()), "e", Some("  ")).await;
-    assert_eq!(common::code(&blank), "BAD_USER_INPUT", "{blank}");
+    // Named as the caller wrote it (it said `reason`, no argument's name).
+    common::assert_error(&blank, "BAD_USER_INPUT", "forHost: must not be empty");
     // Quoted for the host, before: all of it, to those who may cancel so.
     let for_host = |token: Option<String>| {
         let app = &app;

@@ -482,7 +482,7 @@ async fn bad_route_input_and_late_bookings_get_clear_errors() {
     for (input, says) in [
         (bad, "itinerary"),
         (gap, "itinerary"),
-        (price, "price"),
+        (price, "pricePerPerson: more than zero"),
         (region, "990101"),
         (prefecture, "regionCode: 150400"),
         (twice, "itinerary day 1: region 150430 is listed twice"),

@@ -1385,7 +1385,7 @@ async fn run_graphql(
         return error(
             status,
             "BAD_USER_INPUT",
-            "text may not hold the NUL character (U+0000)",
+            "no text of a request (its query, variables or arguments) may hold the NUL character (U+0000)",
         );
     }
     // Before any parsing: deep nesting would overflow the parser's stack.

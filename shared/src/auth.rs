@@ -88,6 +88,18 @@ impl Principal {
         self.role == Role::PlatformAdmin
     }
 
+    /// Refuses a principal who does not book (admins administer): bookings
+    /// are made by travelers and agencies.
+    pub fn may_book(&self) -> Result<(), crate::AppError> {
+        match self.role {
+            Role::Traveler | Role::Agency => Ok(()),
+            _ => Err(crate::AppError::new(
+                crate::ErrorCode::Forbidden,
+                "bookings are made by travelers and agencies",
+            )),
+        }
+    }
+
     /// True when this principal administers `region`: a platform admin, or
     /// a region admin whose region contains it.
     pub fn administers(&self, region: RegionCode) -> bool {

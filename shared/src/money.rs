@@ -18,11 +18,12 @@ pub const CURRENCY: &str = "CNY";
 /// stays far inside `i64`.
 pub const MAX_PRICE: Fen = Fen::yuan(1_000_000);
 
-/// Checks a price a listing asks: more than zero, at most [`MAX_PRICE`].
-pub fn check_price(price: Fen) -> Result<(), crate::AppError> {
+/// Checks a price a listing asks, given as `field`: more than zero, at
+/// most [`MAX_PRICE`].
+pub fn check_price(field: &str, price: Fen) -> Result<(), crate::AppError> {
     if price <= Fen::ZERO || price > MAX_PRICE {
         return Err(crate::AppError::bad_input(format!(
-            "price: more than zero and at most {MAX_PRICE}"
+            "{field}: more than zero and at most {MAX_PRICE}"
         )));
     }
     Ok(())

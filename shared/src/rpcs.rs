@@ -14,6 +14,14 @@ use serde::{Deserialize, Serialize};
 /// Most travelers on one booking (and in one quote).
 pub const MAX_TRAVELERS: usize = 50;
 
+/// The one refusal, whatever the list, of an `after` that is no cursor of
+/// the list it is given to.
+pub fn not_a_cursor(after: impl std::fmt::Display) -> crate::AppError {
+    crate::AppError::bad_input(format!(
+        "after: `{after}` is not a cursor of this list; pass the endCursor of one of its pages"
+    ))
+}
+
 /// Refuses more bookings than a page (100) in one batched call.
 pub fn at_most_a_page(ids: &[BookingId]) -> Result<(), crate::AppError> {
     if ids.len() > 100 {

@@ -113,7 +113,7 @@ impl Partnership {
                 partnership_id: self.0.id,
                 year,
                 first: super::page_size(first)?,
-                after: after.map(|a| super::parse("cursor", &a)).transpose()?,
+                after: after.map(|a| super::cursor(&a)).transpose()?,
                 skip_count: !ctx.look_ahead().field("totalCount").exists(),
                 by: principal(ctx)?.clone(),
             },

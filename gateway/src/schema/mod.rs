@@ -276,6 +276,11 @@ fn parse<T: FromStr>(what: &str, value: &str) -> Result<T> {
         .map_err(|_| bad_input(format!("`{value}` is not a valid {what}")))
 }
 
+/// A list's `after`, read as its cursors are written.
+pub(crate) fn cursor<T: FromStr>(after: &str) -> Result<T> {
+    after.parse().map_err(|_| gql(rpcs::not_a_cursor(after)))
+}
+
 /// A count from the API (GraphQL `Int` is signed).
 /// Most items a page holds (`first`), everywhere.
 pub(crate) const MAX_PAGE: u32 = 100;
@@ -378,9 +383,7 @@ async fn list_bookings(
     filter: Option<BookingFilter>,
 ) -> Result<BookingConnection> {
     let first = page_size(first.unwrap_or(20))?;
-    let after = after
-        .map(|a| parse::<BookingId>("cursor", &a))
-        .transpose()?;
+    let after = after.map(|a| cursor::<BookingId>(&a)).transpose()?;
     let filter = filter.unwrap_or_default();
     let mut statuses: Vec<String> = filter
         .status
@@ -665,7 +668,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<AgencyConnection> {
         platform_admin(ctx)?;
-        let after = after.map(|a| parse("cursor", &a)).transpose()?;
+        let after = after.map(|a| cursor(&a)).transpose()?;
         let (list, has_next_page, total_count) = identity(ctx)?
             .agencies(page_size(first)?, after)
             .await
@@ -686,6 +689,8 @@ impl Query {
 
     /// One agency: platform admins, and the agency's own accounts.
     async fn agency(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Agency>> {
+        // Who asks first, as every field that needs a login does.
+        principal(ctx)?;
         let id = parse("agency id", &id)?;
         agency_insider(ctx, id)?;
         Ok(identity(ctx)?.agency(id).await.map_err(gql)?.map(Agency))
@@ -850,7 +855,7 @@ impl Query {
             rpcs::ListPartnerships {
                 region,
                 first: page_size(first)?,
-                after: after.map(|a| parse("cursor", &a)).transpose()?,
+                after: after.map(|a| cursor(&a)).transpose()?,
             },
         )
         .await?;
@@ -1019,10 +1024,11 @@ fn hold_item(
             let (Some(check_in), Some(check_out)) = (check_in, check_out) else {
                 return Err(bad_input("checkIn, checkOut: a stay needs both"));
             };
-            let rooms = u32::try_from(rooms.unwrap_or(1))
-                .map_err(|_| bad_input("rooms: must be positive"))?;
+            // Below one, negative or not, inventory's refusal says what a
+            // stay takes (as for the searches).
+            let rooms = u32::try_from(rooms.unwrap_or(1)).unwrap_or(0);
             Ok(HoldItem::RoomNights {
-                room_type_id: parse("roomTypeId", room_type)?,
+                room_type_id: parse("room type id", room_type)?,
                 check_in: check_in.0,
                 check_out: check_out.0,
                 rooms,
@@ -1037,7 +1043,7 @@ fn hold_item(
                      seat per traveler; leave them out",
                 ));
             }
-            let departure_id: DepartureId = parse("departureId", departure)?;
+            let departure_id: DepartureId = parse("departure id", departure)?;
             Ok(HoldItem::Seats {
                 departure_id,
                 seats: travelers,
@@ -1159,6 +1165,9 @@ impl Mutation {
         idempotency_key: String,
     ) -> Result<Booking> {
         let by = principal(ctx)?.clone();
+        // Who may book before what is booked: an admin's request for an
+        // unknown listing was NOT_FOUND, for a known one FORBIDDEN.
+        by.may_book().map_err(gql)?;
         let idempotency_key = scoped_key(&by, &idempotency_key)?;
         // The count first: what the rooms sleep says nothing useful of 51.
         let travelers = traveler_count(input.travelers.len())?;
@@ -1773,7 +1782,7 @@ impl Mutation {
         commission_basis_points: Option<i32>,
     ) -> Result<Agency> {
         platform_admin(ctx)?;
-        let id = parse("agencyId", &agency_id)?;
+        let id = parse("agency id", &agency_id)?;
         let bp = commission_basis_points
             .map(|bp| u32::try_from(bp).map_err(|_| bad_input(crate::identity::COMMISSION_RANGE)))
             .transpose()?;
@@ -1797,7 +1806,7 @@ impl Mutation {
         reason: String,
     ) -> Result<Agency> {
         platform_admin(ctx)?;
-        let id = parse("agencyId", &agency_id)?;
+        let id = parse("agency id", &agency_id)?;
         Ok(identity(ctx)?
             .suspend_agency(id, &reason)
             .await
@@ -1809,7 +1818,7 @@ impl Mutation {
     /// in again — API clients with their secrets, unless revoked.
     async fn reinstate_agency(&self, ctx: &Context<'_>, agency_id: ID) -> Result<Agency> {
         platform_admin(ctx)?;
-        let id = parse("agencyId", &agency_id)?;
+        let id = parse("agency id", &agency_id)?;
         Ok(identity(ctx)?
             .reinstate_agency(id)
             .await

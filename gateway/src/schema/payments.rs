@@ -116,7 +116,7 @@ pub async fn refund_payment(
     idempotency_key: String,
 ) -> Result<Refund> {
     let by = platform_admin(ctx)?.clone();
-    let booking_id = parse("bookingId", &booking_id)?;
+    let booking_id = parse("booking id", &booking_id)?;
     // Payment knows a booking only by its payments; a mistyped id is told
     // it names no booking, not that the booking was never paid.
     rpc(

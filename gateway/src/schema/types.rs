@@ -866,9 +866,10 @@ impl WelfareFund {
         let first = super::page_size(first.unwrap_or(20))?;
         let after = after
             .map(|a| {
-                a.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                    crate::error::bad_input(format!("`{a}` is not a cursor from this list"))
-                })
+                a.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| crate::error::gql(shared::rpcs::not_a_cursor(&a)))
             })
             .transpose()?;
         let region = region_code.map(|code| super::region(&code)).transpose()?;

@@ -640,12 +640,7 @@ impl Bookings {
     /// Creates a PENDING booking and asks inventory for the hold, once per
     /// idempotency key.
     pub async fn create(&self, mut req: CreateBooking) -> Result<BookingView, AppError> {
-        if !matches!(req.by.role, Role::Traveler | Role::Agency) {
-            return Err(AppError::new(
-                ErrorCode::Forbidden,
-                "bookings are made by travelers and agencies",
-            ));
-        }
+        req.by.may_book()?;
         domain::normalise(&mut req);
         domain::validate(&req)?;
         let fingerprint = domain::fingerprint(&req);
@@ -751,7 +746,7 @@ impl Bookings {
         let administers = administers(&req.viewer, &booking.view);
         match for_host {
             Some(reason) => {
-                shared::text::check_line("reason", reason, 200, true)?;
+                shared::text::check_line("forHost", reason, 200, true)?;
                 may_cancel_for_host(&req.viewer, &booking.view)?;
             }
             None if !req.viewer.owns(booking.view.booker.as_ref()) => {
@@ -956,9 +951,7 @@ impl Bookings {
             && let Some(after) = req.after
             && !storage::on_list(&self.db, &req.viewer, &only(), after).await?
         {
-            return Err(AppError::bad_input(
-                "`after` is not a cursor of this list: pass a page's endCursor",
-            ));
+            return Err(shared::rpcs::not_a_cursor(after));
         }
         let total_count = if req.count {
             Some(storage::count(&self.db, &req.viewer, only()).await?)

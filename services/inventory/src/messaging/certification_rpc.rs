@@ -258,6 +258,8 @@ impl Inventory {
                 valid_until,
                 resolution,
             } => {
+                // The input first, as the other steps check theirs.
+                let resolution = resolution.map(|r| text("resolution", &r)).transpose()?;
                 if current.state != State::PublicNotice {
                     return Err(conflict(&current, "certify"));
                 }
@@ -276,7 +278,7 @@ impl Inventory {
                     )));
                 }
                 let note = match (current.objections.is_empty(), resolution) {
-                    (_, Some(r)) => Some(text("resolution", &r)?),
+                    (_, Some(r)) => Some(r),
                     (true, None) => None,
                     (false, None) => {
                         return Err(AppError::bad_input(format!(

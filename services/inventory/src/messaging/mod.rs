@@ -765,7 +765,7 @@ impl Inventory {
         shared::text::check_line("name", name, 100, true)?;
         let name_en = req.name_en.trim();
         shared::text::check_line("nameEn", name_en, 100, false)?;
-        let room = check_room_type(&req.room_type)?;
+        let room = check_room_type(&req.room_type, false)?;
         let mut details = req.details;
         details.tidy();
         details.check()?;
@@ -872,7 +872,7 @@ impl Inventory {
             ));
         }
         if let Some(price) = req.price {
-            shared::money::check_price(price)?;
+            shared::money::check_price("price", price)?;
         }
         if req.min_stay.is_some_and(|m| !(1..=30).contains(&m)) {
             return Err(AppError::bad_input("minStay: 1 to 30 nights"));
@@ -1086,9 +1086,7 @@ impl Inventory {
                 .await?
                 .is_empty()
         {
-            return Err(AppError::bad_input(format!(
-                "after: `{after}` is not a cursor here"
-            )));
+            return Err(shared::rpcs::not_a_cursor(after));
         }
         let total_count = if req.count {
             Some(storage::host_count(&self.db, &prefix).await?)
@@ -1195,18 +1193,26 @@ impl CheckedRoomType<'_> {
     }
 }
 
-fn check_room_type(r: &NewRoomType) -> Result<CheckedRoomType<'_>, AppError> {
+/// Checks a room type as a create sends it (`roomType`) or as an update
+/// leaves it (`in_update`: its fields are the `input`'s own, and named so).
+fn check_room_type(r: &NewRoomType, in_update: bool) -> Result<CheckedRoomType<'_>, AppError> {
+    let within = if in_update { "" } else { "roomType." };
     let name = r.name.trim();
-    shared::text::check_line("roomType.name", name, 100, true)?;
-    shared::text::check_line("roomType.nameEn", r.name_en.trim(), 100, false)?;
+    shared::text::check_line(&format!("{within}name"), name, 100, true)?;
+    shared::text::check_line(&format!("{within}nameEn"), r.name_en.trim(), 100, false)?;
     if r.beds == 0 || r.max_guests == 0 || r.beds > 20 || r.max_guests > 20 {
-        return Err(AppError::bad_input(
-            "roomType: 1 to 20 beds and 1 to 20 guests per room",
-        ));
+        let what = if in_update {
+            "beds, maxGuests"
+        } else {
+            "roomType"
+        };
+        return Err(AppError::bad_input(format!(
+            "{what}: 1 to 20 beds and 1 to 20 guests per room"
+        )));
     }
     if !(1..=MAX_ROOMS).contains(&r.rooms) {
         return Err(AppError::bad_input(format!(
-            "roomType.rooms: 1 to {MAX_ROOMS} rooms of this type"
+            "{within}rooms: 1 to {MAX_ROOMS} rooms of this type"
         )));
     }
     Ok(CheckedRoomType(r, name))
@@ -1239,7 +1245,7 @@ impl Inventory {
             max_guests: req.max_guests.unwrap_or(current.max_guests),
             rooms: req.rooms.unwrap_or(current.rooms),
         };
-        let view = check_room_type(&wanted)?.view(req.room_type_id);
+        let view = check_room_type(&wanted, true)?.view(req.room_type_id);
         let rooms = view.rooms;
         let today = china_today(Utc::now());
         match storage::update_room_type(&txn, &view, today).await {
@@ -1264,7 +1270,7 @@ impl Inventory {
         if let Some(first) = key.replay(&self.db).await? {
             return Ok(first);
         }
-        let room = check_room_type(&req.room_type)?;
+        let room = check_room_type(&req.room_type, false)?;
         let txn = self.db.begin().await?;
         // Locked: two additions at once count each other.
         let Some(homestay) = storage::homestay_for_update(&txn, req.homestay_id).await? else {
@@ -1310,10 +1316,7 @@ pub(crate) fn page_after(first: u32, after: Option<&str>) -> Result<Option<uuid:
         return Err(AppError::bad_input("first: 1 to 100 at a time"));
     }
     after
-        .map(|c| {
-            uuid::Uuid::parse_str(c)
-                .map_err(|_| AppError::bad_input(format!("after: `{c}` is not a cursor here")))
-        })
+        .map(|c| uuid::Uuid::parse_str(c).map_err(|_| shared::rpcs::not_a_cursor(c)))
         .transpose()
 }
 
@@ -1407,9 +1410,7 @@ impl Inventory {
                     .and_then(|(t, id)| {
                         Some((t.parse::<i64>().ok()?, uuid::Uuid::parse_str(id).ok()?))
                     })
-                    .ok_or_else(|| {
-                        AppError::bad_input(format!("`{c}` is not a cursor of this search"))
-                    })
+                    .ok_or_else(|| shared::rpcs::not_a_cursor(c))
             })
             .transpose()?;
         let prefix = req.region.map(RegionCode::code_prefix).unwrap_or_default();

@@ -5,6 +5,7 @@ use crate::domain::check_text;
 use crate::storage::{self, routes};
 use chrono::{Duration, NaiveDate, Utc};
 use sea_orm::TransactionTrait;
+use shared::AppError;
 use shared::db::is_unique_violation;
 use shared::envelope::Envelope;
 use shared::ids::{DepartureId, RouteId};
@@ -15,7 +16,6 @@ use shared::rpcs::{
     AddDeparture, CreateRoute, DepartureView, GetRoute, ItineraryDay, RouteCreated, RoutePage,
     RouteStatus, RouteView, SearchRoutes, SetRouteStatus,
 };
-use shared::{AppError, ErrorCode};
 
 /// Longest itinerary accepted.
 const MAX_DAYS: usize = 60;
@@ -137,7 +137,7 @@ impl Inventory {
         check_text("descriptionZh", &req.description_zh, MAX_DESCRIPTION, false)?;
         check_text("descriptionEn", &req.description_en, MAX_DESCRIPTION, false)?;
         check_itinerary(&req.itinerary)?;
-        shared::money::check_price(req.price)?;
+        shared::money::check_price("pricePerPerson", req.price)?;
         let policy = super::policy(req.cancellation_policy)?;
         super::county("regionCode", req.region_code)?;
         administers(&req.by, req.region_code)?;
@@ -205,7 +205,7 @@ impl Inventory {
             check_itinerary(itinerary)?;
         }
         if let Some(price) = req.price {
-            shared::money::check_price(price)?;
+            shared::money::check_price("pricePerPerson", price)?;
         }
         let policy = super::policy(req.cancellation_policy)?;
         let txn = self.db.begin().await?;
@@ -260,7 +260,7 @@ impl Inventory {
             )));
         }
         if let Some(price) = req.price {
-            shared::money::check_price(price)?;
+            shared::money::check_price("pricePerPerson", price)?;
         }
         if req.cutoff_days > 365 {
             return Err(AppError::bad_input("cutoffDays: at most 365"));
@@ -342,7 +342,7 @@ impl Inventory {
             )));
         }
         if let Some(price) = req.price {
-            shared::money::check_price(price)?;
+            shared::money::check_price("pricePerPerson", price)?;
         }
         if req.cutoff_days.is_some_and(|d| d > 365) {
             return Err(AppError::bad_input("cutoffDays: at most 365"));
@@ -610,12 +610,7 @@ impl Inventory {
             .map(|c| {
                 c.split_once(':')
                     .and_then(|(d, id)| Some((d.parse().ok()?, uuid::Uuid::parse_str(id).ok()?)))
-                    .ok_or_else(|| {
-                        AppError::new(
-                            ErrorCode::BadUserInput,
-                            format!("after: `{c}` is not a cursor of this search"),
-                        )
-                    })
+                    .ok_or_else(|| shared::rpcs::not_a_cursor(c))
             })
             .transpose()?;
         let prefix = req

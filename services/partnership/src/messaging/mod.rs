@@ -859,7 +859,7 @@ impl Partnerships {
             Some(after) => {
                 all.iter()
                     .position(|p| p.id == after)
-                    .ok_or_else(|| AppError::bad_input("after: not a cursor of this list"))?
+                    .ok_or_else(|| shared::rpcs::not_a_cursor(after))?
                     + 1
             }
         };

@@ -936,9 +936,7 @@ impl Payments {
         if let Some(after) = req.after.as_deref()
             && !storage::payout_run_exists(&self.db, after).await?
         {
-            return Err(AppError::bad_input(
-                "after: not a cursor of this list (pass a payout run's cursor)",
-            ));
+            return Err(shared::rpcs::not_a_cursor(after));
         }
         let (runs, has_next_page) =
             storage::payout_runs(&self.db, req.first, req.after.as_deref()).await?;
@@ -973,9 +971,10 @@ impl Payments {
             .after
             .as_deref()
             .map(|c| {
-                c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                    AppError::bad_input(format!("after: `{c}` is not a cursor here"))
-                })
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| shared::rpcs::not_a_cursor(c))
             })
             .transpose()?;
         let kind = req.kind.as_deref();
