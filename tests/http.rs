@@ -1706,6 +1706,18 @@ async fn what_is_refused_alike_reads_alike() {
         .await;
     common::assert_error(&update, "BAD_USER_INPUT", "rooms: 1 to");
     assert!(!update.to_string().contains("roomType."), "{update}");
+    // A count whose least is one: -1 in the words of 0 (it said "must not
+    // be negative" where 0 got the range).
+    for beds in [0, -1] {
+        let refused = app
+            .graphql_as(
+                Some(&admin),
+                "mutation($rt: ID!, $b: Int!) { updateRoomType(roomTypeId: $rt, input: { beds: $b }) { id } }",
+                json!({ "rt": room_type, "b": beds }),
+            )
+            .await;
+        common::assert_error(&refused, "BAD_USER_INPUT", "1 to 20 beds");
+    }
 }
 
 /// GraphQL over HTTP's GET names the operation `operationName` (it was

@@ -4,7 +4,7 @@
 use super::auth::{principal, scoped};
 use super::types::Night;
 use super::types::{Date, Lang, Money, in_lang, page_info};
-use super::{cached, changing, creating, non_negative, parse, region, rpc, yuan};
+use super::{at_least_one, cached, changing, creating, non_negative, parse, region, rpc, yuan};
 use crate::error::bad_input;
 use async_graphql::{
     Context, Enum, ID, InputObject, MaybeUndefined, Object, Result, SimpleObject, Union,
@@ -348,7 +348,7 @@ pub async fn set_room_calendar(ctx: &Context<'_>, a: CalendarArgs) -> Result<u32
             rooms: a.rooms.map(|r| non_negative("rooms", r)).transpose()?,
             price,
             closed: a.closed,
-            min_stay: a.min_stay.map(|m| non_negative("minStay", m)).transpose()?,
+            min_stay: a.min_stay.map(at_least_one),
             by,
         },
     )
@@ -360,9 +360,9 @@ impl RoomTypeInput {
         Ok(rpcs::NewRoomType {
             name: self.name,
             name_en: self.name_en,
-            beds: non_negative("beds", self.beds)?,
-            max_guests: non_negative("maxGuests", self.max_guests)?,
-            rooms: non_negative("rooms", self.rooms)?,
+            beds: at_least_one(self.beds),
+            max_guests: at_least_one(self.max_guests),
+            rooms: at_least_one(self.rooms),
         })
     }
 }
@@ -735,16 +735,15 @@ pub async fn update_room_type(
     input: RoomTypeUpdate,
 ) -> Result<RoomType> {
     let by = principal(ctx)?.clone();
-    let count = |what: &str, n: Option<i32>| n.map(|n| non_negative(what, n)).transpose();
     let view = changing(
         ctx,
         rpcs::UpdateRoomType {
             room_type_id: parse("room type id", &room_type_id)?,
             name: input.name,
             name_en: input.name_en,
-            beds: count("beds", input.beds)?,
-            max_guests: count("maxGuests", input.max_guests)?,
-            rooms: count("rooms", input.rooms)?,
+            beds: input.beds.map(at_least_one),
+            max_guests: input.max_guests.map(at_least_one),
+            rooms: input.rooms.map(at_least_one),
             by,
         },
     )

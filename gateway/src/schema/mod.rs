@@ -294,6 +294,14 @@ pub(crate) fn page_size(first: i32) -> Result<u32> {
         .ok_or_else(|| bad_input(format!("first: 1 to {MAX_PAGE} at a time, not {first}")))
 }
 
+/// A count whose least is one (seats, beds, guests, rooms of a type, a
+/// minimum stay): below one, negative or not, is passed on as 0, so that
+/// the service's refusal says what it takes in one set of words for 0
+/// and -1 (as the searches' counts).
+fn at_least_one(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
 fn non_negative(what: &str, n: i32) -> Result<u32> {
     u32::try_from(n).map_err(|_| bad_input(format!("{what} must not be negative")))
 }
@@ -1465,7 +1473,7 @@ impl Mutation {
             ctx,
             rpcs::UpdateDeparture {
                 departure_id: parse("departure id", &departure_id)?,
-                seats: seats.map(|n| non_negative("seats", n)).transpose()?,
+                seats: seats.map(at_least_one),
                 route_price,
                 price: price_per_person
                     .map(|p| yuan("pricePerPerson", &p))

@@ -430,7 +430,7 @@ pub async fn add_departure(
             idempotency_key: scoped(&by, idempotency_key)?,
             route_id: parse("route id", &route_id)?,
             starts_on: starts_on.0,
-            seats: non_negative("seats", seats)?,
+            seats: super::at_least_one(seats),
             price: price_per_person
                 .map(|p| yuan("pricePerPerson", &p))
                 .transpose()?,

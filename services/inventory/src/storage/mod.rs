@@ -46,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(shared::runtime::KernelInboxByAge),
             Box::new(certification::AcceptedOn),
             Box::new(CreateKeys),
+            Box::new(routes::SearchText),
         ]
     }
 }

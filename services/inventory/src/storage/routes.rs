@@ -115,6 +115,63 @@ impl MigrationTrait for CancelledDepartures {
     }
 }
 
+/// What a route's text search reads: its four texts, folded as the
+/// search folds the traveler's words ([`search_text`], Rust's Unicode
+/// lower case). SQL's `LOWER` folded ASCII only on SQLite (Ü never found
+/// ü) and letter by letter on PostgreSQL (Σ at a word's end is ς in
+/// Rust); one function on both sides finds a word in whichever case.
+/// Filled here for the routes there are, by the same function.
+pub(super) struct SearchText;
+
+impl MigrationName for SearchText {
+    fn name(&self) -> &str {
+        "m20261207_000008_route_search_text"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SearchText {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_ddl(
+            manager,
+            &["ALTER TABLE routes ADD COLUMN search_text TEXT NOT NULL DEFAULT ''"],
+        )
+        .await?;
+        let conn = manager.get_connection();
+        let b = conn.get_database_backend();
+        let rows = conn
+            .query_all_raw(stmt(
+                b,
+                "SELECT id, title_zh, title_en, description_zh, description_en FROM routes",
+                vec![],
+            ))
+            .await?;
+        for row in rows {
+            let texts: [String; 4] = [
+                row.try_get("", "title_zh")?,
+                row.try_get("", "title_en")?,
+                row.try_get("", "description_zh")?,
+                row.try_get("", "description_en")?,
+            ];
+            conn.execute_raw(stmt(
+                b,
+                "UPDATE routes SET search_text = $2 WHERE id = $1",
+                vec![
+                    uuid_value(b, row_uuid(&row, "id")?),
+                    search_text(&texts.each_ref().map(String::as_str)).into(),
+                ],
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A route's texts as its search reads them: joined, in lower case.
+pub fn search_text(texts: &[&str; 4]) -> String {
+    texts.join(" ").to_lowercase()
+}
+
 pub(super) struct DepartureDays;
 
 impl MigrationName for DepartureDays {
@@ -205,8 +262,9 @@ pub async fn insert_route<C: ConnectionTrait>(conn: &C, r: NewRoute<'_>) -> Resu
     conn.execute_raw(stmt(
         b,
         "INSERT INTO routes (id, host_id, region_code, title_zh, title_en, description_zh,
-                             description_en, itinerary, price_fen, cancellation_policy, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'DRAFT')",
+                             description_en, itinerary, price_fen, cancellation_policy, status,
+                             search_text)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'DRAFT', $11)",
         vec![
             uuid_value(b, r.id.0),
             uuid_value(b, r.host.0.0),
@@ -218,6 +276,7 @@ pub async fn insert_route<C: ConnectionTrait>(conn: &C, r: NewRoute<'_>) -> Resu
             json(serde_json::to_string(r.itinerary))?.into(),
             r.price.get().into(),
             super::policy_column(r.policy)?,
+            search_text(&r.texts).into(),
         ],
     ))
     .await?;
@@ -274,7 +333,8 @@ pub async fn update_route<C: ConnectionTrait>(
     conn.execute_raw(stmt(
         b,
         "UPDATE routes SET title_zh = $2, title_en = $3, description_zh = $4, description_en = $5,
-                itinerary = $6, price_fen = $7, cancellation_policy = COALESCE($8, cancellation_policy)
+                itinerary = $6, price_fen = $7, cancellation_policy = COALESCE($8, cancellation_policy),
+                search_text = $9
          WHERE id = $1",
         vec![
             uuid_value(b, r.id.0),
@@ -285,6 +345,13 @@ pub async fn update_route<C: ConnectionTrait>(
             serde_json::to_string(&r.itinerary).map_err(json)?.into(),
             r.price.get().into(),
             super::policy_column(policy)?,
+            search_text(&[
+                &r.title_zh,
+                &r.title_en,
+                &r.description_zh,
+                &r.description_en,
+            ])
+            .into(),
         ],
     ))
     .await?;
@@ -722,11 +789,7 @@ impl RouteFilter<'_> {
             AND (NOT $7 OR (r.certified_until IS NOT NULL AND r.certified_until >= $4))",
         );
         for n in 0..self.words().len() {
-            sql.push_str(&format!(
-                " AND LOWER(r.title_zh || ' ' || r.title_en || ' ' || r.description_zh || ' '
-                            || r.description_en) LIKE ${} ESCAPE '\\'",
-                8 + n
-            ));
+            sql.push_str(&format!(" AND r.search_text LIKE ${} ESCAPE '\\'", 8 + n));
         }
         sql
     }
