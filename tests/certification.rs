@@ -167,6 +167,7 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     )
     .await;
     assert_eq!(code(&garbled), "BAD_USER_INPUT", "{garbled}");
+    assert!(garbled.to_string().contains("resolution:"), "{garbled}");
 
     // A seven-day notice: no certification before it ends.
     let notice = step(

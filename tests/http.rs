@@ -951,6 +951,7 @@ async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
         // Alarms before anything sets them off: 0, not absent.
         "duikou_revocation_reads_failed_total 0",
         "duikou_redis_failures_total 0",
+        "duikou_redis_skipped_total 0",
         "duikou_sqlite_connections_reset_total 0",
     ] {
         assert!(
@@ -973,6 +974,8 @@ async fn requests_carry_an_id_and_the_gateway_exports_metrics() {
 /// counted, so a client refused each time never showed on the dashboard).
 #[tokio::test]
 async fn refusals_before_the_executor_are_counted_as_errors() {
+    // The recorder is the process's: exact counts hold as nextest runs
+    // each test in a process of its own (the README's test command).
     let app = spawn_app().await;
     let counted = || app.metric("duikou_graphql_errors_total", &["code=\"BAD_USER_INPUT\""]);
     let before = counted().await;
@@ -1643,6 +1646,7 @@ async fn what_is_refused_alike_reads_alike() {
         "{ reconciliationLog(after: \"zz\") { edges { cursor } } }".to_owned(),
         "{ partnerships(after: \"zz\") { edges { cursor } } }".to_owned(),
         "{ welfareFund { entries(after: \"zz\") { edges { cursor } } } }".to_owned(),
+        "{ regionBookings(after: \"zz\") { edges { cursor } } }".to_owned(),
     ] {
         let body = app.graphql_as(Some(&admin), &query, json!({})).await;
         common::assert_error(&body, "BAD_USER_INPUT", not_a_cursor);

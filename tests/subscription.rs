@@ -82,11 +82,15 @@ async fn someone_else_and_a_bad_token_get_no_pushes() {
     let id = TestApp::id_of(&app.create_booking(&room_type, tomorrow(), 1, "mine").await);
 
     let other = app.register("other@example.cn", "110105").await;
+    let counted = || app.metric("duikou_graphql_errors_total", &["code=\"FORBIDDEN\""]);
+    let before = counted().await;
     let mut ws = connect(&app).await;
     init(&mut ws, &other).await.expect("ack");
     send(&mut ws, subscribe(&id)).await;
     let refused = next(&mut ws).await.expect("an answer");
     assert_eq!(refusal(&refused), "FORBIDDEN", "{refused}");
+    // Counted as an error answered over HTTP is (it was not).
+    assert_eq!(counted().await - before, 1.0);
 
     // Every subscription is someone's: a connection without a token is
     // refused at connection_init (4403), not kept open for nothing.

@@ -801,7 +801,13 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 /// A 413 from the body limit (or from reading a chunked body past it),
 /// with a code and a message instead of plain text.
 async fn too_large(response: Response) -> Response {
-    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+    let ours = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // One the handler made already (a chunked body read past the limit)
+    // is answered and counted once.
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || ours {
         return response;
     }
     too_large_error()

@@ -535,11 +535,14 @@ fn with_codes(text: &str, given: Option<&str>) -> Option<String> {
         let Some(error) = error.as_object_mut() else {
             continue;
         };
-        if error
+        // Counted as over HTTP (`duikou_graphql_errors_total`), coded
+        // already or not.
+        if let Some(code) = error
             .get("extensions")
             .and_then(|x| x.get("code"))
-            .is_some()
+            .and_then(|c| c.as_str())
         {
+            crate::metrics::graphql_error(code);
             continue;
         }
         // Judged by async-graphql's own words, then said plainly.
@@ -549,6 +552,7 @@ fn with_codes(text: &str, given: Option<&str>) -> Option<String> {
             .and_then(|p| p.as_array())
             .is_some_and(|p| !p.is_empty());
         let code = given.unwrap_or_else(|| crate::http::missing_code(text, has_path));
+        crate::metrics::graphql_error(code);
         if let Some(explained) = crate::http::explained(text) {
             error.insert("message".to_owned(), explained.into());
         }

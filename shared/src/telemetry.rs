@@ -21,7 +21,10 @@ pub fn init(format: &str) {
         lines.boxed()
     };
     let _ = tracing_subscriber::registry()
-        .with(lines.with_filter(filter).with_filter(no_frames()))
+        // The EnvFilter outermost: its level hint is the one the registry
+        // keeps (and hands to the `log` crate), so lines below `RUST_LOG`'s
+        // level are not even made.
+        .with(lines.with_filter(no_frames()).with_filter(filter))
         .try_init();
 }
 

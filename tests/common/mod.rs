@@ -813,12 +813,13 @@ impl TestApp {
         let db = self.service_db(service).await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let heard = count_of(
+            let heard = try_count_of(
                 &db,
                 "SELECT COUNT(*) AS n FROM inbox WHERE kind = $1",
                 vec![kind.into()],
             )
-            .await;
+            .await
+            .unwrap_or_default();
             if heard >= n {
                 return;
             }
@@ -1024,16 +1025,26 @@ pub async fn count_of<C: sea_orm::ConnectionTrait>(
     sql: &str,
     values: Vec<sea_orm::Value>,
 ) -> i64 {
+    try_count_of(db, sql, values)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// [`count_of`] for a loop that polls: a read that fails (a database busy
+/// or restarting) is tried again by the loop, not the test's end.
+pub async fn try_count_of<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<i64, sea_orm::DbErr> {
     db.query_one_raw(sea_orm::Statement::from_sql_and_values(
         db.get_database_backend(),
         sql,
         values,
     ))
-    .await
-    .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    .unwrap_or_else(|| panic!("{sql}: no row"))
+    .await?
+    .ok_or_else(|| sea_orm::DbErr::RecordNotFound("no row".to_owned()))?
     .try_get::<i64>("", "n")
-    .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// The `extensions.code` of a response's first error ("none" without one).

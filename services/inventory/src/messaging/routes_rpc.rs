@@ -600,7 +600,8 @@ impl Inventory {
                 "travelers: 1 to {most}, as one booking takes"
             )));
         }
-        let text = req.text.as_deref().map(|t| t.trim().to_lowercase());
+        // Folded as the routes' texts are (`storage::routes::search_text`).
+        let text = req.text.as_deref().map(|t| shared::text::folded(t.trim()));
         if let Some(t) = &text {
             check_text("text", t, 100, false)?;
         }

@@ -167,9 +167,10 @@ impl MigrationTrait for SearchText {
     }
 }
 
-/// A route's texts as its search reads them: joined, in lower case.
+/// A route's texts as its search reads them: joined, folded as the
+/// traveler's words are ([`shared::text::folded`]).
 pub fn search_text(texts: &[&str; 4]) -> String {
-    texts.join(" ").to_lowercase()
+    shared::text::folded(&texts.join(" "))
 }
 
 pub(super) struct DepartureDays;
