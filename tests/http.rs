@@ -1511,6 +1511,34 @@ async fn an_argument_or_variable_that_does_not_parse_is_the_callers_fault() {
         let body = app.graphql_as(token, query, json!({})).await;
         assert_eq!(common::code(&body), "BAD_USER_INPUT", "{query}: {body}");
     }
+    // An instant that does not parse refuses the request before anything
+    // runs (400, no data), as a Date does: async-graphql's own DateTime
+    // failed only its field (200, the field null, the rest run).
+    for (query, variables) in [
+        (
+            "{ hostBalances(upTo: \"garbage\") { amount { amount } } }",
+            json!({}),
+        ),
+        (
+            "query($t: DateTime) { hostBalances(upTo: $t) { amount { amount } } }",
+            json!({ "t": "2026-12-04" }),
+        ),
+        (
+            "{ myBookings(filter: { updatedSince: \"-9999-01-01T00:00:00Z\" }) { totalCount } }",
+            json!({}),
+        ),
+    ] {
+        // Anonymous: refused before who asks matters.
+        let (status, _, body) = post_json(
+            &app,
+            Some(GRAPHQL_RESPONSE),
+            json!({ "query": query, "variables": variables }),
+        )
+        .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.get("data").is_none(), "{query}: {body}");
+        common::assert_error(&body, "BAD_USER_INPUT", "");
+    }
     let still = app.graphql_as(None, "{ __typename }", json!({})).await;
     assert_eq!(still["data"]["__typename"], "Query", "{still}");
 }

@@ -2094,21 +2094,26 @@ pub(crate) fn explained(message: &str) -> Option<String> {
     if let Some(said) = syntax_error(message) {
         return Some(said);
     }
-    // A date and time that does not parse: say the form it takes.
-    if message.starts_with("Failed to parse \"DateTime\"") && !message.contains("RFC 3339") {
-        return Some(format!(
-            "{message} (a DateTime is an RFC 3339 date and time with its offset, e.g. \
-             2026-12-05T08:00:00+08:00 or 2026-12-05T00:00:00Z)"
-        ));
-    }
-    // A day that does not parse (`2027-02-30`, `2027-2-3`), given in the
-    // query or a variable: the validator says only the type it expected.
-    if message.starts_with("Invalid value for argument") && message.ends_with("type \"Date\"") {
-        return Some(format!(
-            "{message}: a Date is a day that exists, written YYYY-MM-DD, in the years {} to {}",
-            crate::schema::types::DATE_YEARS.start(),
-            crate::schema::types::DATE_YEARS.end()
-        ));
+    // A day or an instant that does not parse (`2027-02-30`, `2027-2-3`,
+    // `yesterday`), given in the query or a variable: the validator says
+    // only the type it expected.
+    if message.starts_with("Invalid value for argument") {
+        let years = crate::schema::types::DATE_YEARS;
+        if message.ends_with("type \"Date\"") {
+            return Some(format!(
+                "{message}: a Date is a day that exists, written YYYY-MM-DD, in the years {} to {}",
+                years.start(),
+                years.end()
+            ));
+        }
+        if message.ends_with("type \"DateTime\"") {
+            return Some(format!(
+                "{message}: a DateTime is an RFC 3339 date and time with its offset, e.g. \
+                 2026-12-05T08:00:00+08:00 or 2026-12-05T00:00:00Z, in the years {} to {}",
+                years.start(),
+                years.end()
+            ));
+        }
     }
     // The parser's own bound, met by a fragment that spreads itself long
     // before any nesting a client means.

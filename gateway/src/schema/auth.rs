@@ -1,5 +1,6 @@
 //! Identity in the schema: who is asking, and the account mutations.
 
+use super::types::Instant;
 use crate::error::gql;
 use crate::identity::{Identity, Tokens, storage::Account as StoredAccount};
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
@@ -183,8 +184,8 @@ impl Agency {
     }
     /// Since when it is suspended (`suspendAgency`): none of its accounts
     /// signs in. Null while it is not.
-    async fn suspended_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.0.suspended.as_ref().map(|(at, _)| *at)
+    async fn suspended_at(&self) -> Option<Instant> {
+        self.0.suspended.as_ref().map(|(at, _)| Instant(*at))
     }
     /// Why it was suspended; null while it is not.
     async fn suspension_reason(&self) -> Option<&str> {
@@ -313,12 +314,12 @@ impl ApiClient {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    async fn created_at(&self) -> chrono::DateTime<chrono::Utc> {
-        self.0.created_at
+    async fn created_at(&self) -> Instant {
+        Instant(self.0.created_at)
     }
     /// When it was revoked; it gets no more tokens after.
-    async fn revoked_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.0.revoked_at
+    async fn revoked_at(&self) -> Option<Instant> {
+        self.0.revoked_at.map(Instant)
     }
 }
 

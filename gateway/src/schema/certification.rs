@@ -2,10 +2,9 @@
 //! the steps region admins take.
 
 use super::auth::principal;
-use super::types::{Date, page_info};
+use super::types::{Date, Instant, page_info};
 use super::{changing, page_size, parse, region, rpc};
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
-use chrono::{DateTime, Utc};
 use shared::policy::china_today;
 use shared::rpcs::{self, CertificationStep as Step};
 
@@ -31,7 +30,7 @@ pub enum CertificationState {
 #[derive(SimpleObject)]
 pub struct Objection {
     pub text: String,
-    pub at: DateTime<Utc>,
+    pub at: Instant,
     /// The account that objected: shown to the admins who decide on the
     /// certification (the listing's region, or the platform), null to
     /// everyone else.
@@ -67,8 +66,8 @@ impl Certification {
     async fn statement(&self) -> &str {
         &self.0.statement
     }
-    async fn applied_at(&self) -> DateTime<Utc> {
-        self.0.applied_at
+    async fn applied_at(&self) -> Instant {
+        Instant(self.0.applied_at)
     }
     /// The first day after the public notice: objections are taken until
     /// the day before, and certification is possible from this day.
@@ -82,7 +81,7 @@ impl Certification {
             .iter()
             .map(|o| Objection {
                 text: o.text.clone(),
-                at: o.at,
+                at: Instant(o.at),
                 by_account_id: o.by.filter(|_| decides).map(|id| ID(id.0.to_string())),
             })
             .collect()
@@ -194,5 +193,5 @@ pub async fn advance(ctx: &Context<'_>, id: ID, step: Step) -> Result<Certificat
 
 /// The default validity of a certification: three years from today.
 pub fn default_validity() -> chrono::NaiveDate {
-    shared::policy::three_years_after(china_today(Utc::now()))
+    shared::policy::three_years_after(china_today(chrono::Utc::now()))
 }

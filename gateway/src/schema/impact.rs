@@ -126,7 +126,7 @@ impl Partnership {
                 cursor: c.booking_id.to_string(),
                 node: PartnershipCredit {
                     booking_id: ID(c.booking_id.to_string()),
-                    confirmed_at: c.confirmed_at,
+                    confirmed_at: c.confirmed_at.map(super::types::Instant),
                     sponsor_region: c.sponsor_region.and_then(region),
                     listing_region: c.listing_region.and_then(region),
                     impact: c.figures.into(),
@@ -148,7 +148,7 @@ pub struct PartnershipCredit {
     /// admins see only this).
     pub booking_id: ID,
     /// When it was confirmed.
-    pub confirmed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub confirmed_at: Option<super::types::Instant>,
     /// The sponsor region it was credited from: the booker's home, or the
     /// one declared with the booking.
     pub sponsor_region: Option<Region>,

@@ -87,13 +87,7 @@ pub fn build_schema(
         // The WebSocket is for subscriptions (crate::socket).
         .extension(crate::socket::SubscriptionsOnly)
         // A failed field is null, as the spec says, not left out.
-        .extension(crate::nulls::FieldErrorsAsNull)
-        // async-graphql's own description speaks of its Rust type.
-        .override_output_type_description::<chrono::DateTime<chrono::Utc>>(
-            "An instant, RFC 3339 with its offset (`2026-12-05T08:00:00Z`, \
-             `2026-12-05T16:00:00+08:00`); answered in UTC. Given as an argument, \
-             in the years 1900 to 2200.",
-        );
+        .extension(crate::nulls::FieldErrorsAsNull);
     if let Some(bus) = bus {
         builder = builder.data(bus);
     }
@@ -358,7 +352,7 @@ pub struct BookingFilter {
     /// `bookingsUpdated` subscription dropped catches up with this (ask
     /// from a minute before the last `updatedAt` seen and keep each id
     /// once: a change is stamped just before it commits).
-    pub updated_since: Option<chrono::DateTime<chrono::Utc>>,
+    pub updated_since: Option<types::Instant>,
     /// Only bookings starting on this day or later: a stay's check-in, a
     /// departure's day (China dates). With `startsTo`, a region's arrivals
     /// for a week.
@@ -411,7 +405,7 @@ async fn list_bookings(
             first,
             after,
             statuses,
-            updated_since: types::instant("updatedSince", filter.updated_since)?,
+            updated_since: types::instant("updatedSince", filter.updated_since.map(|at| at.0))?,
             starts_from: filter.starts_from.map(|d| d.0),
             starts_to: filter.starts_to.map(|d| d.0),
             departure_id: filter
@@ -608,7 +602,7 @@ impl Query {
     async fn host_balances(
         &self,
         ctx: &Context<'_>,
-        up_to: Option<chrono::DateTime<chrono::Utc>>,
+        up_to: Option<types::Instant>,
         #[graphql(
             default,
             desc = "true: what `runPayouts(upTo:)` would pay now, before running it — earnings before `upTo` of stays under way by then, less every payout and every refund so far (a refund after `upTo` too), hosts owed more than nothing."
@@ -616,7 +610,7 @@ impl Query {
         payable: bool,
     ) -> Result<Option<Vec<HostBalance>>> {
         let by = principal(ctx)?.clone();
-        let up_to = types::instant("upTo", up_to)?;
+        let up_to = types::instant("upTo", up_to.map(|at| at.0))?;
         let balances = rpc(ctx, rpcs::GetHostBalances { up_to, payable, by }).await?;
         Ok(Some(balances.into_iter().map(HostBalance::from).collect()))
     }
@@ -1895,7 +1889,7 @@ impl Mutation {
         &self,
         ctx: &Context<'_>,
         reference: String,
-        up_to: Option<chrono::DateTime<chrono::Utc>>,
+        up_to: Option<types::Instant>,
     ) -> Result<payments::PayoutRun> {
         let by = platform_admin(ctx)?.clone();
         let run = keyed_rpc(
@@ -1903,7 +1897,7 @@ impl Mutation {
             "reference",
             rpcs::RunPayouts {
                 reference,
-                up_to: types::instant("upTo", up_to)?,
+                up_to: types::instant("upTo", up_to.map(|at| at.0))?,
                 by,
             },
         )

@@ -2,10 +2,9 @@
 //! admin's partial refund), payout history and the reconciliation log.
 
 use super::auth::platform_admin;
-use super::types::{HostBalance, Money, PaymentSplit, page_info};
+use super::types::{HostBalance, Instant, Money, PaymentSplit, page_info};
 use super::{page_size, parse, rpc, yuan};
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
-use chrono::{DateTime, Utc};
 use shared::money::Split;
 use shared::rpcs;
 
@@ -66,8 +65,8 @@ impl Refund {
     async fn failure_reason(&self) -> Option<&str> {
         self.0.failure_reason.as_deref()
     }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    async fn created_at(&self) -> Instant {
+        Instant(self.0.created_at)
     }
 }
 
@@ -148,9 +147,9 @@ pub struct PayoutRun {
     /// The batch reference.
     pub reference: String,
     /// Ledger entries before this moment were paid out.
-    pub up_to: Option<DateTime<Utc>>,
+    pub up_to: Option<Instant>,
     /// When it ran.
-    pub ran_at: Option<DateTime<Utc>>,
+    pub ran_at: Option<Instant>,
     /// What each host was paid.
     pub payouts: Vec<HostBalance>,
     pub total: Money,
@@ -160,8 +159,8 @@ impl From<rpcs::PayoutRun> for PayoutRun {
     fn from(run: rpcs::PayoutRun) -> PayoutRun {
         PayoutRun {
             reference: run.reference,
-            up_to: run.up_to,
-            ran_at: run.ran_at,
+            up_to: run.up_to.map(Instant),
+            ran_at: run.ran_at.map(Instant),
             total: run.total.into(),
             payouts: run.payouts.into_iter().map(HostBalance::from).collect(),
         }
@@ -220,7 +219,7 @@ pub async fn payout_runs(
 /// One thing the reconciler found comparing the provider with the ledger.
 #[derive(SimpleObject)]
 pub struct ReconciliationEntry {
-    pub at: DateTime<Utc>,
+    pub at: Instant,
     /// What it records (REFUND_DECLINED and MISMATCH are for a person).
     pub kind: ReconciliationKind,
     pub payment_id: ID,
@@ -318,7 +317,7 @@ pub async fn reconciliation_log(
             ReconciliationEdge {
                 cursor,
                 node: ReconciliationEntry {
-                    at: e.at,
+                    at: Instant(e.at),
                     kind,
                     payment_id: ID(e.payment_id.to_string()),
                     booking_id: ID(e.booking_id.to_string()),

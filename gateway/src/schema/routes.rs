@@ -86,8 +86,8 @@ impl Departure {
     /// When its operator cancelled it (`cancelDeparture`); null while it
     /// runs. A cancelled departure takes no bookings, and those made on it
     /// were cancelled and refunded in full.
-    async fn cancelled_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.0.cancelled_at
+    async fn cancelled_at(&self) -> Option<super::types::Instant> {
+        self.0.cancelled_at.map(super::types::Instant)
     }
     /// Why it was cancelled, as its operator gave it.
     async fn cancel_reason(&self) -> Option<&str> {

@@ -16,6 +16,56 @@ pub struct Date(pub NaiveDate);
 /// (chrono alone reads `+262142-06-01` as a date).
 pub(crate) const DATE_YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
 
+/// An instant, as the API reads and writes it (`DateTime`): chrono's own
+/// reading and writing (async-graphql's scalar), and an argument checked
+/// with the request as a [`Date`] is — one that does not parse, or outside
+/// the years a date may name, refuses the whole request (400) where
+/// async-graphql's scalar failed only its field (200, the field null).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instant(pub DateTime<Utc>);
+
+impl From<DateTime<Utc>> for Instant {
+    fn from(at: DateTime<Utc>) -> Instant {
+        Instant(at)
+    }
+}
+
+/// An instant, RFC 3339 with its offset (`2026-12-05T08:00:00Z`, `2026-12-05T16:00:00+08:00`); answered in UTC. Given as an argument, in the years 1900 to 2200.
+#[Scalar(
+    name = "DateTime",
+    specified_by_url = "https://datatracker.ietf.org/doc/html/rfc3339"
+)]
+impl ScalarType for Instant {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        use chrono::Datelike;
+        let Value::String(s) = &value else {
+            return Err(InputValueError::expected_type(value));
+        };
+        let at = s.parse::<DateTime<Utc>>().map_err(|_| {
+            InputValueError::custom(format!(
+                "`{s}` is not a DateTime: an RFC 3339 date and time with its offset, e.g. \
+                 2026-12-05T08:00:00+08:00 or 2026-12-05T00:00:00Z"
+            ))
+        })?;
+        if !DATE_YEARS.contains(&at.year()) {
+            return Err(InputValueError::custom(format!(
+                "`{s}`: an instant between the years {} and {}",
+                DATE_YEARS.start(),
+                DATE_YEARS.end()
+            )));
+        }
+        Ok(Instant(at))
+    }
+
+    fn is_valid(value: &Value) -> bool {
+        Self::parse(value.clone()).is_ok()
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.to_rfc3339())
+    }
+}
+
 /// An instant a caller gave (`updatedSince`, `upTo`), refused outside the
 /// years a [`Date`] may name: PostgreSQL keeps no time before 4713 BC, and
 /// such an instant was an INTERNAL error where it reached a query.
@@ -418,10 +468,11 @@ impl Booking {
     /// Pay before this, or the booking expires: set while it is
     /// AWAITING_PAYMENT; null while PENDING (no hold yet) and once it is
     /// confirmed or has ended (no deadline stands then).
-    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+    async fn expires_at(&self) -> Option<Instant> {
         self.0
             .expires_at
             .filter(|_| self.0.status == "AWAITING_PAYMENT")
+            .map(Instant)
     }
     /// The sponsor region it counts for in the partnerships' figures: the
     /// one declared with it (`sponsorRegionCode`), else the booker's home
@@ -449,12 +500,12 @@ impl Booking {
             .ok()
             .map(shared::ErrorCode::as_str)
     }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    async fn created_at(&self) -> Instant {
+        Instant(self.0.created_at)
     }
     /// When it last changed: its status, a refund, or a retried hold.
-    async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at.unwrap_or(self.0.created_at)
+    async fn updated_at(&self) -> Instant {
+        Instant(self.0.updated_at.unwrap_or(self.0.created_at))
     }
     /// The refund promised when it was cancelled after payment, or when a
     /// payment arrived after it had ended: the quote until payment has made
@@ -543,7 +594,7 @@ impl Booking {
             .map(|h| BookingEvent {
                 status: status(&h.status),
                 cause: h.cause.clone(),
-                at: h.at,
+                at: Instant(h.at),
             })
             .collect())
     }
@@ -594,7 +645,7 @@ pub struct BookingEvent {
     /// What caused it.
     pub cause: String,
     /// When.
-    pub at: DateTime<Utc>,
+    pub at: Instant,
 }
 
 /// One step of a cancellation policy.
@@ -778,7 +829,7 @@ pub struct FundEntry {
     /// The donation (negative when a refund reversed it).
     pub amount: Money,
     /// When it was posted.
-    pub at: DateTime<Utc>,
+    pub at: Instant,
 }
 
 /// Extra fields of the fund's entry list.
@@ -896,7 +947,7 @@ impl WelfareFund {
                     booking_reference: e.booking_reference,
                     region_code: ID(e.region_code.to_string()),
                     amount: e.amount.into(),
-                    at: e.at,
+                    at: Instant(e.at),
                 },
             )
         }));
