@@ -1878,11 +1878,14 @@ async fn an_arrivals_list_pages_by_the_day_bookings_start(settings: Settings) {
             .await
         }
     };
-    let refused = mine_after(theirs).await;
+    let refused = mine_after(theirs.clone()).await;
     assert_eq!(common::code(&refused), "BAD_USER_INPUT", "{refused}");
-    let unknown = mine_after(uuid::Uuid::now_v7().to_string()).await;
+    let nobodys = uuid::Uuid::now_v7().to_string();
+    let unknown = mine_after(nobodys.clone()).await;
+    // The same answer but for the cursor each quotes back.
     assert_eq!(
-        unknown["errors"], refused["errors"],
+        unknown["errors"].to_string().replace(&nobodys, "…"),
+        refused["errors"].to_string().replace(&theirs, "…"),
         "the same answer: {unknown}"
     );
     assert_eq!(
