@@ -116,11 +116,11 @@ impl MigrationTrait for CancelledDepartures {
 }
 
 /// What a route's text search reads: its four texts, folded as the
-/// search folds the traveler's words ([`search_text`], Rust's Unicode
-/// lower case). SQL's `LOWER` folded ASCII only on SQLite (Ü never found
-/// ü) and letter by letter on PostgreSQL (Σ at a word's end is ς in
-/// Rust); one function on both sides finds a word in whichever case.
-/// Filled here for the routes there are, by the same function.
+/// search folds the traveler's words ([`search_text`]: composed, each
+/// letter lower-cased on its own, ς as σ). SQL's `LOWER` folded ASCII
+/// only on SQLite (Ü never found ü) and differed from Rust's on a final Σ
+/// on PostgreSQL; one function on both sides finds a word in whichever
+/// case. Filled here for the routes there are, by the same function.
 pub(super) struct SearchText;
 
 impl MigrationName for SearchText {
