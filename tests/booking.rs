@@ -1888,6 +1888,7 @@ async fn an_arrivals_list_pages_by_the_day_bookings_start(settings: Settings) {
         refused["errors"].to_string().replace(&theirs, "…"),
         "the same answer: {unknown}"
     );
+    assert_eq!(unknown["data"], refused["data"], "{unknown}");
     assert_eq!(
         mine_after(b.clone()).await["data"]["myBookings"]["edges"]
             .as_array()

@@ -1524,6 +1524,10 @@ async fn an_argument_or_variable_that_does_not_parse_is_the_callers_fault() {
             json!({ "t": "2026-12-04" }),
         ),
         (
+            "query($t: DateTime = \"soon\") { hostBalances(upTo: $t) { amount { amount } } }",
+            json!({}),
+        ),
+        (
             "{ myBookings(filter: { updatedSince: \"-9999-01-01T00:00:00Z\" }) { totalCount } }",
             json!({}),
         ),
@@ -1537,7 +1541,7 @@ async fn an_argument_or_variable_that_does_not_parse_is_the_callers_fault() {
         .await;
         assert_eq!(status, 400, "{query}: {body}");
         assert!(body.get("data").is_none(), "{query}: {body}");
-        common::assert_error(&body, "BAD_USER_INPUT", "");
+        common::assert_error(&body, "BAD_USER_INPUT", "a DateTime is an RFC 3339");
     }
     let still = app.graphql_as(None, "{ __typename }", json!({})).await;
     assert_eq!(still["data"]["__typename"], "Query", "{still}");

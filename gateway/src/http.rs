@@ -2095,9 +2095,11 @@ pub(crate) fn explained(message: &str) -> Option<String> {
         return Some(said);
     }
     // A day or an instant that does not parse (`2027-02-30`, `2027-2-3`,
-    // `yesterday`), given in the query or a variable: the validator says
-    // only the type it expected.
-    if message.starts_with("Invalid value for argument") {
+    // `yesterday`), given in the query, a variable or a variable's default:
+    // the validator says only the type it expected.
+    if message.starts_with("Invalid value for argument")
+        || message.starts_with("Invalid default value for argument")
+    {
         let years = crate::schema::types::DATE_YEARS;
         if message.ends_with("type \"Date\"") {
             return Some(format!(

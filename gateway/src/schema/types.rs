@@ -21,6 +21,9 @@ pub(crate) const DATE_YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
 /// with the request as a [`Date`] is — one that does not parse, or outside
 /// the years a date may name, refuses the whole request (400) where
 /// async-graphql's scalar failed only its field (200, the field null).
+/// The validator then says only the type it expected (worded in
+/// `http::explained`); `parse`'s own words are a second line. async-graphql's
+/// `chrono` feature is off, so no chrono type can be a second `DateTime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Instant(pub DateTime<Utc>);
 
