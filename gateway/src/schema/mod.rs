@@ -405,7 +405,7 @@ async fn list_bookings(
             first,
             after,
             statuses,
-            updated_since: types::instant("updatedSince", filter.updated_since.map(|at| at.0))?,
+            updated_since: filter.updated_since.map(|at| at.0),
             starts_from: filter.starts_from.map(|d| d.0),
             starts_to: filter.starts_to.map(|d| d.0),
             departure_id: filter
@@ -610,7 +610,7 @@ impl Query {
         payable: bool,
     ) -> Result<Option<Vec<HostBalance>>> {
         let by = principal(ctx)?.clone();
-        let up_to = types::instant("upTo", up_to.map(|at| at.0))?;
+        let up_to = up_to.map(|at| at.0);
         let balances = rpc(ctx, rpcs::GetHostBalances { up_to, payable, by }).await?;
         Ok(Some(balances.into_iter().map(HostBalance::from).collect()))
     }
@@ -1897,7 +1897,7 @@ impl Mutation {
             "reference",
             rpcs::RunPayouts {
                 reference,
-                up_to: types::instant("upTo", up_to.map(|at| at.0))?,
+                up_to: up_to.map(|at| at.0),
                 by,
             },
         )

@@ -21,8 +21,8 @@ pub(crate) const DATE_YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
 /// with the request as a [`Date`] is — one that does not parse, or outside
 /// the years a date may name, refuses the whole request (400) where
 /// async-graphql's scalar failed only its field (200, the field null).
-/// The validator then says only the type it expected (worded in
-/// `http::explained`); `parse`'s own words are a second line. async-graphql's
+/// A leap second is read as the next second. The validator says only the
+/// type it expected (worded in `http::explained`). async-graphql's
 /// `chrono` feature is off, so no chrono type can be a second `DateTime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Instant(pub DateTime<Utc>);
@@ -40,7 +40,7 @@ impl From<DateTime<Utc>> for Instant {
 )]
 impl ScalarType for Instant {
     fn parse(value: Value) -> InputValueResult<Self> {
-        use chrono::Datelike;
+        use chrono::{Datelike, Timelike};
         let Value::String(s) = &value else {
             return Err(InputValueError::expected_type(value));
         };
@@ -50,6 +50,8 @@ impl ScalarType for Instant {
                  2026-12-05T08:00:00+08:00 or 2026-12-05T00:00:00Z"
             ))
         })?;
+        // PostgreSQL keeps no time before 4713 BC: such an instant was an
+        // INTERNAL error where it reached a query.
         if !DATE_YEARS.contains(&at.year()) {
             return Err(InputValueError::custom(format!(
                 "`{s}`: an instant between the years {} and {}",
@@ -57,6 +59,16 @@ impl ScalarType for Instant {
                 DATE_YEARS.end()
             )));
         }
+        // A leap second (`10:00:60Z`, which chrono keeps as such) is the
+        // next second, as PostgreSQL stores it: kept as given, a payout
+        // run's `upTo` read back another instant than the one asked, and
+        // every try was IDEMPOTENCY_KEY_REUSED.
+        let at = match at.nanosecond().checked_sub(1_000_000_000) {
+            Some(past) => at
+                .with_nanosecond(past)
+                .map_or(at, |at| at + chrono::Duration::seconds(1)),
+            None => at,
+        };
         Ok(Instant(at))
     }
 
@@ -66,34 +78,6 @@ impl ScalarType for Instant {
 
     fn to_value(&self) -> Value {
         Value::String(self.0.to_rfc3339())
-    }
-}
-
-/// An instant a caller gave (`updatedSince`, `upTo`), refused outside the
-/// years a [`Date`] may name: PostgreSQL keeps no time before 4713 BC, and
-/// such an instant was an INTERNAL error where it reached a query.
-pub fn instant(
-    field: &str,
-    at: Option<chrono::DateTime<chrono::Utc>>,
-) -> async_graphql::Result<Option<chrono::DateTime<chrono::Utc>>> {
-    use chrono::{Datelike, Timelike};
-    match at {
-        Some(at) if !DATE_YEARS.contains(&at.year()) => Err(crate::error::bad_input(format!(
-            "{field}: an instant between the years {} and {}",
-            DATE_YEARS.start(),
-            DATE_YEARS.end()
-        ))),
-        // A leap second (`10:00:60Z`, which chrono keeps as such) is the
-        // next second, as PostgreSQL stores it: kept as given, a payout
-        // run's `upTo` read back another instant than the one asked, and
-        // every try was IDEMPOTENCY_KEY_REUSED.
-        Some(at) if at.nanosecond() >= 1_000_000_000 => {
-            let past = at.nanosecond() - 1_000_000_000;
-            Ok(at
-                .with_nanosecond(past)
-                .map(|at| at + chrono::Duration::seconds(1)))
-        }
-        at => Ok(at),
     }
 }
 
@@ -1091,7 +1075,9 @@ mod tests {
             ("2026-12-06T10:00:59Z", "2026-12-06T10:00:59Z"),
         ] {
             assert_eq!(
-                instant("upTo", Some(at(given))).ok().flatten(),
+                <Instant as ScalarType>::parse(Value::String(given.to_owned()))
+                    .ok()
+                    .map(|i| i.0),
                 Some(at(read)),
                 "{given}"
             );
