@@ -430,6 +430,20 @@ async fn every_role_is_kept_to_its_own_bookings() {
             .await;
         assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
     }
+    // Paid or awaiting payment, heard by the gateway or read: one wording.
+    let pay = "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"x\") { status } }";
+    let paid = app
+        .paid_booking(&room_type, tomorrow(), "tok_success")
+        .await;
+    app.wait_for_status(&paid, "CONFIRMED").await;
+    for id in [&mine, &paid] {
+        let refused = app.graphql_as(Some(&other), pay, json!({ "id": id })).await;
+        assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+        assert_eq!(
+            refused["errors"][0]["message"], "only the booker pays a booking",
+            "{refused}"
+        );
+    }
     // The same idempotency key from another traveler is another booking.
     let same_key = TestApp::id_of(
         &app.graphql_as(
@@ -964,6 +978,100 @@ async fn each_role_is_refused_every_read_and_change_outside_its_reach_and_nothin
         json!([{ "rooms": 3 }]),
         "{calendar}"
     );
+}
+
+/// Who may do something is asked before what they sent is read: a
+/// traveler or an agency sending a malformed id, region or amount to an
+/// admin's operation is told it is the admins' (FORBIDDEN), not what is
+/// wrong with the input (BAD_USER_INPUT) — which those who may are told.
+#[tokio::test]
+async fn who_may_is_asked_before_the_input_is_read() {
+    let app = app().await;
+    let admin = token(&login(&app, ADMIN).await);
+    let traveler = app.token.clone().expect("the test traveler");
+    let (_, agency) = agency_token(&app, &admin).await;
+    let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
+    // A pair whose bookings 赤峰's admin sees (敖汉旗 is its beneficiary).
+    let pair = app
+        .graphql_as(
+            Some(&admin),
+            "mutation { createPartnership(input: { sponsorRegionCode: \"110105\", beneficiaryRegionCode: \"150430\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    let pair = pair["data"]["createPartnership"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a pair: {pair}"))
+        .to_owned();
+    let room_type = "roomType: { name: \"x\", beds: 1, maxGuests: 1, rooms: 1 }";
+    // Each with something malformed in it; the admins' unless said.
+    let admins: Vec<String> = vec![
+        "query { hosts(regionCode: \"zz\") { edges { cursor } } }".into(),
+        "query { regionListings(regionCode: \"zz\") { edges { cursor } } }".into(),
+        "query { regionBookings(first: 0) { edges { cursor } } }".into(),
+        format!("mutation {{ createHomestay(input: {{ regionCode: \"zz\", name: \"x\", {room_type} }}) {{ __typename }} }}"),
+        "mutation { updateHomestay(homestayId: \"x\", input: { name: \"y\" }) { __typename } }".into(),
+        "mutation { setRoomCalendar(roomTypeId: \"x\", from: \"2027-01-01\", to: \"2027-01-02\", price: \"abc\") }".into(),
+        "mutation { createHost(name: \"x\", regionCode: \"zz\") { __typename } }".into(),
+        format!("mutation {{ addRoomType(homestayId: \"x\", {room_type}) {{ __typename }} }}"),
+        "mutation { updateRoomType(roomTypeId: \"x\", input: { name: \"y\" }) { __typename } }".into(),
+        "mutation { publishListing(listingId: \"x\") { __typename } }".into(),
+        "mutation { createRoute(input: { regionCode: \"zz\", titleZh: \"x\", itinerary: [], pricePerPerson: \"abc\" }) { __typename } }".into(),
+        "mutation { updateRoute(routeId: \"x\", input: { titleZh: \"y\" }) { __typename } }".into(),
+        "mutation { addDeparture(routeId: \"x\", startsOn: \"2027-01-01\", seats: 1) { __typename } }".into(),
+        "mutation { updateDeparture(departureId: \"x\", seats: 1) { __typename } }".into(),
+        "mutation { cancelDeparture(departureId: \"x\", reason: \"r\") { __typename } }".into(),
+        "mutation { publishRoute(routeId: \"x\") { __typename } }".into(),
+        "mutation { applyForCertification(listingId: \"x\", statement: \"s\") { __typename } }".into(),
+        "mutation { acceptForPublicNotice(certificationId: \"x\") { __typename } }".into(),
+        "mutation { certifyListing(certificationId: \"x\") { __typename } }".into(),
+        "mutation { rejectCertification(certificationId: \"x\", reason: \"r\") { __typename } }".into(),
+        "mutation { revokeCertification(certificationId: \"x\", reason: \"r\") { __typename } }".into(),
+        "mutation { createPartnership(input: { sponsorRegionCode: \"zz\", beneficiaryRegionCode: \"zz\" }) { __typename } }".into(),
+        "mutation { updatePartnership(input: { partnershipId: \"x\", notes: \"n\" }) { __typename } }".into(),
+        "mutation { recordAgreement(input: { partnershipId: \"x\", title: \"t\", signedOn: \"2026-01-01\", startsOn: \"2026-01-01\", endsOn: \"2026-12-31\" }) { __typename } }".into(),
+        "mutation { withdrawAgreement(agreementId: \"x\", reason: \"r\") { __typename } }".into(),
+        "mutation { withdrawPartnership(partnershipId: \"x\", reason: \"r\") { __typename } }".into(),
+        "query { cancellationQuote(bookingId: \"x\", forHost: true) { refund { amount } } }".into(),
+        "mutation { cancelBooking(bookingId: \"x\", idempotencyKey: \"k\", forHost: \"a flood\") { __typename } }".into(),
+        format!("query {{ partnership(id: \"{pair}\") {{ credits(year: 2026, first: 0) {{ totalCount }} }} }}"),
+    ];
+    // (the operation, who is refused, one who may and is told of the input)
+    type Check<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let mut checks: Vec<Check> = admins
+        .into_iter()
+        .map(|q| {
+            (
+                q,
+                vec![
+                    ("a traveler", traveler.as_str()),
+                    ("an agency", agency.as_str()),
+                ],
+                chifeng.as_str(),
+            )
+        })
+        .collect();
+    // An agency's own: those in no agency are refused before the id.
+    checks.push((
+        "query { agency(id: \"x\") { __typename } }".into(),
+        vec![
+            ("a traveler", traveler.as_str()),
+            ("赤峰's admin", chifeng.as_str()),
+        ],
+        agency.as_str(),
+    ));
+    for (query, refused, may) in &checks {
+        let anonymous = app.graphql_as(None, query, json!({})).await;
+        assert_eq!(code(&anonymous), "UNAUTHENTICATED", "{query}: {anonymous}");
+        for (who, token) in refused {
+            let body = app.graphql_as(Some(token), query, json!({})).await;
+            assert_eq!(code(&body), "FORBIDDEN", "{who}, {query}: {body}");
+            let said = body["errors"][0]["message"].as_str().unwrap_or_default();
+            assert!(said.starts_with("only "), "{who}, {query}: {body}");
+        }
+        let body = app.graphql_as(Some(may), query, json!({})).await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{query}: {body}");
+    }
 }
 
 /// The WebSocket is for subscriptions, and lives no longer than its token:

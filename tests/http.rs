@@ -849,6 +849,27 @@ async fn every_error_has_a_code_and_a_depth_bomb_is_refused() {
             "a Date is a day that exists, written YYYY-MM-DD",
         );
     }
+    // Said once where the request's cost is counted by its dates too (the
+    // complexity functions read them and failed a second time).
+    let some_id = uuid::Uuid::now_v7().to_string();
+    for (query, variables) in [
+        (
+            "query($id: ID!) { roomCalendar(roomTypeId: $id, from: \"2027-02-30\", to: \"2027-03-02\") { rooms } }",
+            json!({ "id": some_id }),
+        ),
+        (
+            "query($id: ID!, $d: Date) { route(id: $id) { departures(from: $d) { id } } }",
+            json!({ "id": some_id, "d": "2027-13-01" }),
+        ),
+    ] {
+        let body = app.graphql(query, variables).await;
+        common::assert_error(
+            &body,
+            "BAD_USER_INPUT",
+            "a Date is a day that exists, written YYYY-MM-DD",
+        );
+        assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "{body}");
+    }
     // Too costly (30 pages of 100 offers): said with the limit and what to do.
     let wide = (0..30)
         .map(|i| {

@@ -1544,6 +1544,16 @@ async fn run_graphql(
         gw.answers.0.insert(key, body.clone());
         return answered(body, wants);
     }
+    // A date read twice in validation is said once.
+    let request_errors: Vec<String> = response
+        .errors
+        .iter()
+        .filter(|e| e.path.is_empty())
+        .map(|e| e.message.clone())
+        .collect();
+    response
+        .errors
+        .retain(|e| !(e.path.is_empty() && priced_twice(&e.message, &request_errors)));
     // A field selected twice (two fragments) fails twice, alike: said once.
     let mut said = std::collections::HashSet::new();
     response.errors.retain(|e| {
@@ -2047,6 +2057,27 @@ fn rate_limited(wait: std::time::Duration) -> Response {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
+}
+
+/// Whether a request error repeats another of `request_errors`: the
+/// lists a request's cost counts by their dates (`roomCalendar`,
+/// `RoomType.calendar`, `Route.departures`) have complexity functions that
+/// read the dates too, so one that does not parse fails there again —
+/// "Failed to parse \"Date\": …" beside the validator's "Invalid value for
+/// argument …, expected type \"Date\"", which says it (and is explained).
+pub(crate) fn priced_twice(message: &str, request_errors: &[String]) -> bool {
+    let Some((ty, _)) = message
+        .strip_prefix("Failed to parse \"")
+        .and_then(|rest| rest.split_once('"'))
+    else {
+        return false;
+    };
+    let expected = format!("expected type \"{ty}\"");
+    request_errors.iter().any(|m| {
+        (m.starts_with("Invalid value for argument")
+            || m.starts_with("Invalid default value for argument"))
+            && m.ends_with(&expected)
+    })
 }
 
 /// Gives an error that has no `extensions.code` the one it should have: a

@@ -100,6 +100,13 @@ impl Principal {
         }
     }
 
+    /// Whether this principal administers some region (a region admin or a
+    /// platform admin): who may ever change the catalogue, certify or
+    /// record partnerships, before asking which region.
+    pub fn may_administer(&self) -> bool {
+        matches!(self.role, Role::RegionAdmin | Role::PlatformAdmin)
+    }
+
     /// True when this principal administers `region`: a platform admin, or
     /// a region admin whose region contains it.
     pub fn administers(&self, region: RegionCode) -> bool {

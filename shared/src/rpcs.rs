@@ -1743,6 +1743,16 @@ pub struct CancellationQuote {
 
 // ------------------------------------------------------------------ payment
 
+/// What a `forHost` cancellation (or its quote) asked by one who is no
+/// admin says, the booking's own booker included.
+pub const FOR_HOST_IS_ADMINS: &str = "only the admins of the listing's region (and platform \
+     admins) cancel a booking for its host; its booker cancels without `forHost`";
+
+/// What paying another's booking says, whether payment refuses it or the
+/// gateway, which could not read the booking to pay it (one wording for
+/// both: a stranger learns no more from one than from the other).
+pub const ONLY_THE_BOOKER_PAYS: &str = "only the booker pays a booking";
+
 /// Pays a booking awaiting payment with a provider token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PayBooking {

@@ -27,6 +27,22 @@ pub fn platform_admin<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
     }
 }
 
+/// The caller if it is a region or platform admin, FORBIDDEN (or
+/// UNAUTHENTICATED) otherwise: asked before anything is read of the input,
+/// so a traveler or an agency is told who may do it, not what is wrong with
+/// what they sent. Whether the admin's region is the one concerned is the
+/// service's to judge, from what it reads.
+pub fn region_admin<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
+    let p = principal(ctx)?;
+    if p.may_administer() {
+        Ok(p)
+    } else {
+        Err(forbidden(
+            "only the admins of a region (and platform admins) may do this",
+        ))
+    }
+}
+
 /// The caller, if logged in: for the services to answer as it may see.
 pub fn viewer(ctx: &Context<'_>) -> Option<Principal> {
     ctx.data_opt::<Principal>().cloned()
@@ -288,6 +304,9 @@ impl From<crate::identity::storage::Agency> for Agency {
     }
 }
 
+/// What one outside an agency asking for what is its own is told.
+pub const AGENCY_INSIDERS: &str = "only the agency itself and platform admins may see this";
+
 /// The caller if it is a platform admin or an account of `agency`.
 pub fn agency_insider<'a>(
     ctx: &Context<'a>,
@@ -297,9 +316,7 @@ pub fn agency_insider<'a>(
     if p.is_platform_admin() || p.agency_id == Some(agency) {
         Ok(p)
     } else {
-        Err(forbidden(
-            "only the agency itself and platform admins may see this",
-        ))
+        Err(forbidden(AGENCY_INSIDERS))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The catalogue: homestay search for travelers, listing management for
 //! region admins.
 
-use super::auth::{principal, scoped};
+use super::auth::{region_admin, scoped};
 use super::types::Night;
 use super::types::{Date, Lang, Money, in_lang, page_info};
 use super::{at_least_one, cached, changing, creating, non_negative, parse, region, rpc, yuan};
@@ -245,7 +245,7 @@ pub async fn create_homestay(
     input: HomestayInput,
     idempotency_key: Option<String>,
 ) -> Result<HomestayCreated> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let policy = policy_tiers(input.cancellation_policy)?;
     let created = creating(
         ctx,
@@ -301,7 +301,7 @@ pub async fn update_homestay(
     homestay_id: ID,
     input: HomestayUpdate,
 ) -> Result<Homestay> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let view = changing(
         ctx,
         rpcs::UpdateHomestay {
@@ -337,7 +337,7 @@ pub struct CalendarArgs {
 
 /// `setRoomCalendar`: admins of the homestay's region.
 pub async fn set_room_calendar(ctx: &Context<'_>, a: CalendarArgs) -> Result<u32> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let price = a.price.map(|p| yuan("price", &p)).transpose()?;
     changing(
         ctx,
@@ -537,7 +537,7 @@ pub async fn create_host(
     region_code: ID,
     idempotency_key: Option<String>,
 ) -> Result<Host> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let host = creating(
         ctx,
         ("host", idempotency_key.is_some()),
@@ -576,7 +576,7 @@ pub async fn hosts(
     first: i32,
     after: Option<String>,
 ) -> Result<HostConnection> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let count = ctx.look_ahead().field("totalCount").exists();
     let page = rpc(
         ctx,
@@ -642,7 +642,7 @@ pub async fn region_listings(
     ctx: &Context<'_>,
     f: ListingFilter,
 ) -> Result<CatalogueListingConnection> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let count = ctx.look_ahead().field("totalCount").exists();
     let page = rpc(
         ctx,
@@ -697,7 +697,7 @@ pub async fn add_room_type(
     room_type: RoomTypeInput,
     idempotency_key: Option<String>,
 ) -> Result<RoomType> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let view = creating(
         ctx,
         ("room type", idempotency_key.is_some()),
@@ -734,7 +734,7 @@ pub async fn update_room_type(
     room_type_id: ID,
     input: RoomTypeUpdate,
 ) -> Result<RoomType> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let view = changing(
         ctx,
         rpcs::UpdateRoomType {
@@ -767,7 +767,7 @@ pub async fn publish_listing(
     listing_id: ID,
     published: bool,
 ) -> Result<ListingPublication> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let done = changing(
         ctx,
         rpcs::PublishListing {

@@ -691,8 +691,12 @@ impl Query {
 
     /// One agency: platform admins, and the agency's own accounts.
     async fn agency(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Agency>> {
-        // Who asks first, as every field that needs a login does.
-        principal(ctx)?;
+        // Who asks first, as every field that needs a login does; one who
+        // is in no agency is refused before the id is read.
+        let p = principal(ctx)?;
+        if !(p.is_platform_admin() || p.agency_id.is_some()) {
+            return Err(forbidden(AGENCY_INSIDERS));
+        }
         let id = parse("agency id", &id)?;
         agency_insider(ctx, id)?;
         Ok(identity(ctx)?.agency(id).await.map_err(gql)?.map(Agency))
@@ -730,15 +734,7 @@ impl Query {
         filter: Option<BookingFilter>,
         #[graphql(default)] order_by: BookingOrder,
     ) -> Result<Option<BookingConnection>> {
-        let viewer = principal(ctx)?.clone();
-        if !matches!(
-            viewer.role,
-            shared::auth::Role::RegionAdmin | shared::auth::Role::PlatformAdmin
-        ) {
-            return Err(forbidden(
-                "only region and platform admins list a region's bookings",
-            ));
-        }
+        let viewer = region_admin(ctx)?.clone();
         list_bookings(ctx, (viewer, false), (first, after, order_by), filter)
             .await
             .map(Some)
@@ -803,6 +799,9 @@ impl Query {
         #[graphql(default = false)] for_host: bool,
     ) -> Result<Option<CancellationQuote>> {
         let viewer = principal(ctx)?.clone();
+        if for_host && !viewer.may_administer() {
+            return Err(forbidden(rpcs::FOR_HOST_IS_ADMINS));
+        }
         let booking_id: BookingId = parse("booking id", &booking_id)?;
         let mut quote = rpc(
             ctx,
@@ -1243,16 +1242,23 @@ impl Mutation {
             .and_then(|c| c.payable(booking_id));
         let booking = match heard {
             Some(view) => (*view).clone(),
-            None => {
-                rpc(
-                    ctx,
-                    rpcs::GetBooking {
-                        booking_id,
-                        viewer: viewer.clone(),
-                    },
-                )
-                .await?
-            }
+            // One who may not see it is not its booker: refused as payment
+            // refuses a booking heard (one wording, whichever way).
+            None => call_service(
+                ctx,
+                rpcs::GetBooking {
+                    booking_id,
+                    viewer: viewer.clone(),
+                },
+            )
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::Forbidden => {
+                    shared::AppError::new(ErrorCode::Forbidden, rpcs::ONLY_THE_BOOKER_PAYS)
+                }
+                _ => e,
+            })
+            .map_err(gql)?,
         };
         // Payment decides who may pay (the booker): see docs/identity.md.
         let payment = keyed_rpc(
@@ -1292,6 +1298,9 @@ impl Mutation {
         for_host: Option<String>,
     ) -> Result<Booking> {
         let viewer = principal(ctx)?.clone();
+        if for_host.is_some() && !viewer.may_administer() {
+            return Err(forbidden(rpcs::FOR_HOST_IS_ADMINS));
+        }
         let idempotency_key = scoped_key(&viewer, &idempotency_key)?;
         let booking_id: BookingId = parse("booking id", &booking_id)?;
         let cancelled = keyed_rpc(
@@ -1428,7 +1437,7 @@ impl Mutation {
         #[graphql(desc = "Why, for its travelers: one line, at most 200 characters.")]
         reason: String,
     ) -> Result<Departure> {
-        let by = principal(ctx)?.clone();
+        let by = region_admin(ctx)?.clone();
         let departure = changing(
             ctx,
             rpcs::CancelDeparture {
@@ -1462,7 +1471,7 @@ impl Mutation {
         route_price: bool,
         cutoff_days: Option<i32>,
     ) -> Result<Departure> {
-        let by = principal(ctx)?.clone();
+        let by = region_admin(ctx)?.clone();
         let departure = changing(
             ctx,
             rpcs::UpdateDeparture {

@@ -1,7 +1,7 @@
 //! Routes (旅游线路) and departures: search and reads for travelers,
 //! management for region admins.
 
-use super::auth::{principal, scoped};
+use super::auth::{region_admin, scoped};
 use super::catalogue::{PolicyTierInput, policy_tiers};
 use super::types::{Date, Lang, Money, PolicyTier, in_lang, page_info, policy_tiers_view};
 use super::{cached, changing, creating, non_negative, parse, region, yuan};
@@ -326,7 +326,7 @@ pub async fn create_route(
     input: RouteInput,
     idempotency_key: Option<String>,
 ) -> Result<RouteCreated> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let itinerary = itinerary_rpc(input.itinerary)?;
     let created = creating(
         ctx,
@@ -390,7 +390,7 @@ pub struct RouteUpdate {
 
 /// `updateRoute`.
 pub async fn update_route(ctx: &Context<'_>, route_id: ID, input: RouteUpdate) -> Result<Route> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let route = changing(
         ctx,
         rpcs::UpdateRoute {
@@ -422,7 +422,7 @@ pub async fn add_departure(
     cutoff_days: i32,
     idempotency_key: Option<String>,
 ) -> Result<Departure> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let departure = creating(
         ctx,
         ("departure", idempotency_key.is_some()),
@@ -444,7 +444,7 @@ pub async fn add_departure(
 
 /// `publishRoute`.
 pub async fn publish_route(ctx: &Context<'_>, route_id: ID, published: bool) -> Result<Route> {
-    let by = principal(ctx)?.clone();
+    let by = region_admin(ctx)?.clone();
     let route = changing(
         ctx,
         rpcs::SetRouteStatus {

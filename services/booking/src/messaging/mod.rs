@@ -1793,7 +1793,6 @@ fn may_cancel_for_host(viewer: &Principal, view: &BookingView) -> Result<(), App
     }
     Err(AppError::new(
         ErrorCode::Forbidden,
-        "only the admins of the listing's region (and platform admins) cancel a \
-         booking for its host; its booker cancels without `forHost`",
+        shared::rpcs::FOR_HOST_IS_ADMINS,
     ))
 }

@@ -253,7 +253,7 @@ impl Payments {
         if !req.viewer.owns(booking.booker.as_ref()) {
             return Err(AppError::new(
                 ErrorCode::Forbidden,
-                "only the booker pays a booking",
+                shared::rpcs::ONLY_THE_BOOKER_PAYS,
             ));
         }
         let fingerprint = hex::encode(Sha256::digest(format!("{}|{}", booking.id, token)));
