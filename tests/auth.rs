@@ -430,14 +430,22 @@ async fn every_role_is_kept_to_its_own_bookings() {
             .await;
         assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
     }
-    // Paid or awaiting payment, heard by the gateway or read: one wording.
-    let pay = "mutation($id: ID!) { payBooking(bookingId: $id, paymentToken: \"tok_success\", idempotencyKey: \"x\") { status } }";
+    // Paid or awaiting payment, heard by the gateway or read, with a
+    // token or a blank: one wording.
+    let pay = "mutation($id: ID!, $t: String!) { payBooking(bookingId: $id, paymentToken: $t, idempotencyKey: \"x\") { status } }";
     let paid = app
         .paid_booking(&room_type, tomorrow(), "tok_success")
         .await;
     app.wait_for_status(&paid, "CONFIRMED").await;
-    for id in [&mine, &paid] {
-        let refused = app.graphql_as(Some(&other), pay, json!({ "id": id })).await;
+    for (id, t) in [
+        (&mine, "tok_success"),
+        (&mine, " "),
+        (&paid, "tok_success"),
+        (&paid, " "),
+    ] {
+        let refused = app
+            .graphql_as(Some(&other), pay, json!({ "id": id, "t": t }))
+            .await;
         assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
         assert_eq!(
             refused["errors"][0]["message"], "only the booker pays a booking",
@@ -697,20 +705,34 @@ async fn payment_shows_a_bookings_money_only_to_whom_the_booking_is() {
         0,
         "海淀's admin"
     );
-    let paid_by_stranger = call(
-        bus,
-        &shared::rpcs::PayBooking {
-            idempotency_key: "not-mine".into(),
-            booking,
-            payment_token: "tok_success".into(),
-            viewer: who(fresh(), Role::Traveler, None),
-        },
-    )
-    .await;
-    assert_eq!(
-        paid_by_stranger.map(|_| ()).map_err(|e| e.code),
-        Err(shared::ErrorCode::Forbidden)
-    );
+    // Who pays is asked first: a blank token or key from a stranger (what
+    // the gateway sends of a booking it heard) is refused as a good one.
+    for (key, token) in [
+        ("not-mine", "tok_success"),
+        ("not-mine", " "),
+        (" ", "tok_success"),
+    ] {
+        let paid_by_stranger = call(
+            bus,
+            &shared::rpcs::PayBooking {
+                idempotency_key: key.into(),
+                booking: booking.clone(),
+                payment_token: token.into(),
+                viewer: who(fresh(), Role::Traveler, None),
+            },
+        )
+        .await;
+        assert_eq!(
+            paid_by_stranger
+                .map(|_| ())
+                .map_err(|e| (e.code, e.message)),
+            Err((
+                shared::ErrorCode::Forbidden,
+                shared::rpcs::ONLY_THE_BOOKER_PAYS.to_owned()
+            )),
+            "{key:?} {token:?}"
+        );
+    }
 }
 
 /// An agency's API client token (the agency made by the platform admin).

@@ -861,15 +861,36 @@ async fn every_error_has_a_code_and_a_depth_bomb_is_refused() {
             "query($id: ID!, $d: Date) { route(id: $id) { departures(from: $d) { id } } }",
             json!({ "id": some_id, "d": "2027-13-01" }),
         ),
+        (
+            "query($id: ID!) { homestay(id: $id) { roomTypes { calendar(from: \"2027-1-5\", to: \"2027-01-09\") { rooms } } } }",
+            json!({ "id": some_id }),
+        ),
+        // Not a text at all.
+        (
+            "query($id: ID!) { roomCalendar(roomTypeId: $id, from: 5, to: \"2027-03-02\") { rooms } }",
+            json!({ "id": some_id }),
+        ),
     ] {
         let body = app.graphql(query, variables).await;
-        common::assert_error(
-            &body,
-            "BAD_USER_INPUT",
-            "a Date is a day that exists, written YYYY-MM-DD",
-        );
+        assert_eq!(common::code(&body), "BAD_USER_INPUT", "{body}");
         assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Invalid value for argument")),
+            "{body}"
+        );
     }
+    // An Int past 32 bits passes the validator and is reported by the
+    // complexity function alone: kept beside a bad Date.
+    let body = app
+        .graphql(
+            "query($id: ID!) { roomCalendar(roomTypeId: $id, from: \"2027-02-30\", to: \"2027-03-02\") { rooms } \
+             regionListings(regionCode: \"150400\", first: 3000000000) { totalCount } }",
+            json!({ "id": some_id }),
+        )
+        .await;
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(2), "{body}");
     // Too costly (30 pages of 100 offers): said with the limit and what to do.
     let wide = (0..30)
         .map(|i| {

@@ -1544,16 +1544,16 @@ async fn run_graphql(
         gw.answers.0.insert(key, body.clone());
         return answered(body, wants);
     }
-    // A date read twice in validation is said once.
-    let request_errors: Vec<String> = response
+    // A date that does not parse is said once (see `priced_twice`).
+    if response
         .errors
         .iter()
-        .filter(|e| e.path.is_empty())
-        .map(|e| e.message.clone())
-        .collect();
-    response
-        .errors
-        .retain(|e| !(e.path.is_empty() && priced_twice(&e.message, &request_errors)));
+        .any(|e| e.path.is_empty() && refuses_a_date(&e.message))
+    {
+        response
+            .errors
+            .retain(|e| !(e.path.is_empty() && priced_twice(&e.message)));
+    }
     // A field selected twice (two fragments) fails twice, alike: said once.
     let mut said = std::collections::HashSet::new();
     response.errors.retain(|e| {
@@ -2059,25 +2059,28 @@ fn rate_limited(wait: std::time::Duration) -> Response {
     response
 }
 
-/// Whether a request error repeats another of `request_errors`: the
-/// lists a request's cost counts by their dates (`roomCalendar`,
+/// Whether a request error is the validator's refusal of a `Date`
+/// argument or variable default.
+fn refuses_a_date(message: &str) -> bool {
+    (message.starts_with("Invalid value for argument")
+        || message.starts_with("Invalid default value for argument"))
+        && (message.ends_with("expected type \"Date\"")
+            || message.ends_with("expected type \"Date!\""))
+}
+
+/// Whether a request error is a date's second report: the lists a
+/// request's cost counts by their dates (`roomCalendar`,
 /// `RoomType.calendar`, `Route.departures`) have complexity functions that
-/// read the dates too, so one that does not parse fails there again —
-/// "Failed to parse \"Date\": …" beside the validator's "Invalid value for
-/// argument …, expected type \"Date\"", which says it (and is explained).
-pub(crate) fn priced_twice(message: &str, request_errors: &[String]) -> bool {
-    let Some((ty, _)) = message
-        .strip_prefix("Failed to parse \"")
-        .and_then(|rest| rest.split_once('"'))
-    else {
-        return false;
-    };
-    let expected = format!("expected type \"{ty}\"");
-    request_errors.iter().any(|m| {
-        (m.starts_with("Invalid value for argument")
-            || m.starts_with("Invalid default value for argument"))
-            && m.ends_with(&expected)
-    })
+/// read the dates too, so one that does not parse fails there again
+/// ("Failed to parse \"Date\": …", or "Expected input type \"Date\", found
+/// 5.") beside the validator's refusal. Dropped only beside such a refusal,
+/// and only for `Date`, whose validator parses as its reader does (every
+/// date the complexity functions fail on, the validator refused too): an
+/// `Int` past 32 bits passes the validator and is reported by the
+/// complexity functions alone.
+fn priced_twice(message: &str) -> bool {
+    message.starts_with("Failed to parse \"Date\"")
+        || message.starts_with("Expected input type \"Date\"")
 }
 
 /// Gives an error that has no `extensions.code` the one it should have: a

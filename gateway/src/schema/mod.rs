@@ -1243,7 +1243,9 @@ impl Mutation {
         let booking = match heard {
             Some(view) => (*view).clone(),
             // One who may not see it is not its booker: refused as payment
-            // refuses a booking heard (one wording, whichever way).
+            // refuses a booking heard (one wording, whichever way). The
+            // read's only FORBIDDEN is that (`get_for`); a refusal of
+            // another kind added there would need its own arm here.
             None => call_service(
                 ctx,
                 rpcs::GetBooking {

@@ -242,13 +242,8 @@ impl Payments {
     /// booking, and the provider is called with a key derived from the
     /// payment so a retry after a timeout never charges twice.
     pub async fn pay(&self, req: PayBooking) -> Result<PaymentView, AppError> {
-        let key = shared::text::scoped_key(&req.idempotency_key)?;
-        // A provider's token is short; a long one would be copied into the
-        // booking's history and the error with every failed attempt.
-        // Copied from a provider's page with a space or a line end around
-        // it, it is the same token.
-        let token = req.payment_token.trim();
-        shared::text::check("paymentToken", token, 200, true)?;
+        // Who pays first: a stranger is told only that, whatever it sent
+        // (as the gateway tells one it could not read the booking for).
         let booking = &req.booking;
         if !req.viewer.owns(booking.booker.as_ref()) {
             return Err(AppError::new(
@@ -256,6 +251,13 @@ impl Payments {
                 shared::rpcs::ONLY_THE_BOOKER_PAYS,
             ));
         }
+        let key = shared::text::scoped_key(&req.idempotency_key)?;
+        // A provider's token is short; a long one would be copied into the
+        // booking's history and the error with every failed attempt.
+        // Copied from a provider's page with a space or a line end around
+        // it, it is the same token.
+        let token = req.payment_token.trim();
+        shared::text::check("paymentToken", token, 200, true)?;
         let fingerprint = hex::encode(Sha256::digest(format!("{}|{}", booking.id, token)));
         let (amount, listing) = match payable(booking) {
             Ok(payable) => payable,
