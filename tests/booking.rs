@@ -2045,6 +2045,112 @@ async fn a_create_retried_after_its_listing_went_off_sale_gets_its_booking() {
     assert_eq!(code(&other), "IDEMPOTENCY_KEY_REUSED", "{other}");
 }
 
+/// Two copies of one create (a client's retry while the first still runs,
+/// on two booking replicas): the first passed before the sold-out memory
+/// refused, the second meets the memory while the first is being made. The
+/// second waits for the first and answers its booking; it answered
+/// SOLD_OUT "nothing was booked" while the key made a booking that held
+/// the room. The first is held mid-statement, its key taken, by a trigger
+/// on the outbox waiting for the test's advisory lock. PostgreSQL: on
+/// SQLite one writer at a time makes the copies take turns.
+#[tokio::test]
+async fn a_copy_of_a_create_refused_by_the_memory_answers_the_booking_its_key_is_making() {
+    use sea_orm::ConnectionTrait;
+    use shared::events::HoldItem;
+    let app = spawn_app().await;
+    let room_type_id = app.homestay(3).await.room_type_id;
+    let db = app.service_db("booking").await;
+    let settings = test_settings();
+    // Two replicas' handlers on booking's database: one has just heard the
+    // stay refused as sold out, the other has not.
+    let unaware = booking::startup::bookings(&settings, db.clone(), Default::default());
+    let refusing = booking::startup::bookings(&settings, db.clone(), Default::default());
+    let item = HoldItem::RoomNights {
+        room_type_id,
+        check_in: tomorrow(),
+        check_out: tomorrow() + chrono::Duration::days(1),
+        rooms: 1,
+    };
+    let now = chrono::Utc::now();
+    refusing
+        .sold_out
+        .refused(&item, now, "1 room asked, 0 left", now);
+    let create = shared::rpcs::CreateBooking {
+        idempotency_key: "twice".into(),
+        item,
+        travelers: vec![shared::rpcs::TravelerInput {
+            name: "张三".into(),
+            id_type: shared::rpcs::IdType::Passport,
+            id_number: "E12345678".into(),
+        }],
+        contact: shared::rpcs::ContactInput {
+            name: "张三".into(),
+            phone: "13800138000".into(),
+            email: None,
+        },
+        sponsor_region: None,
+        notes: None,
+        by: shared::auth::Principal {
+            role: shared::auth::Role::Traveler,
+            account_id: shared::ids::AccountId(uuid::Uuid::new_v4()),
+            ..shared::auth::Principal::platform()
+        },
+        commission_bp: 0,
+    };
+    assert!(refusing.sold_out.refusal(&create.item, now).is_some());
+    db.execute_unprepared(
+        "CREATE FUNCTION test_held_up() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_advisory_xact_lock_shared(4711); RETURN NEW; END $$;
+         CREATE TRIGGER test_held_up BEFORE INSERT ON outbox
+           FOR EACH ROW EXECUTE FUNCTION test_held_up()",
+    )
+    .await
+    .expect("the trigger");
+    let held = common::LockHeld::begin(db.clone(), "SELECT pg_advisory_xact_lock(4711)").await;
+    let first = tokio::spawn({
+        let (unaware, create) = (unaware.clone(), create.clone());
+        async move { unaware.create(create).await }
+    });
+    // The first has its key and waits for the outbox.
+    held.until_waiting(1, true).await;
+    let second = tokio::spawn({
+        let create = create.clone();
+        async move { refusing.create(create).await }
+    });
+    // The second waits for the first, or answers at once (the fault).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting = common::count_of(
+            &db,
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database()
+               AND wait_event_type = 'Lock' AND backend_type = 'client backend'",
+            vec![],
+        )
+        .await;
+        if waiting >= 2 || second.is_finished() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second copy neither waited nor answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    held.release().await;
+    let first = first
+        .await
+        .expect("ran")
+        .expect("the first makes the booking");
+    let second = second.await.expect("ran");
+    assert_eq!(
+        second.as_ref().map(|b| b.id),
+        Ok(first.id),
+        "the second copy answered {second:?} while its key made booking {}",
+        first.id
+    );
+    assert_eq!(second, Ok(first));
+}
+
 /// A create for a same-day check-in retried with its key after China
 /// midnight (the check-in now yesterday) gets the booking it made, not
 /// "checkIn is in the past": booking looks the key up before refusing.

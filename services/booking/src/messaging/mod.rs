@@ -650,19 +650,7 @@ impl Bookings {
             // A retry of a create taken before midnight keeps its answer.
             return self.replayed(&req).await?.ok_or(past);
         }
-        if let Some(reason) = self.sold_out.refusal(&req.item, Utc::now()) {
-            // A retry of a create that was taken keeps its answer.
-            if let Some(first) = self.replayed(&req).await? {
-                return Ok(first);
-            }
-            debug!(item = ?req.item, "refused at once: this stay was just refused as sold out");
-            return Err(AppError::new(
-                ErrorCode::SoldOut,
-                // The count is inventory's when it refused: capacity added since
-                // is heard within the memory's span.
-                format!("{reason} when last asked; nothing was booked"),
-            ));
-        }
+        let refused = self.sold_out.refusal(&req.item, Utc::now());
         let id = BookingId::new();
         // As stored (microseconds), so the answer's history is what a read gives.
         let now = Utc::now().trunc_subsecs(6);
@@ -676,6 +664,28 @@ impl Bookings {
         // The answer is the booking as created (PENDING), whatever the saga
         // does the moment it is committed; a retry gets it too.
         let view = storage::as_created(id, &req, now);
+        if let Some(reason) = refused {
+            // A copy of this create that was taken, or is being made (it
+            // passed before the memory refused, here or on another
+            // replica), keeps its answer: the key is tried as the create
+            // would try it, waiting for that copy, and let go. (One sent
+            // after this answer makes the booking: nothing was kept.)
+            let txn = self.db.begin().await?;
+            let free = storage::insert(&txn, (id, &req, &fingerprint), &view, &hold, now).await?;
+            txn.rollback().await?;
+            if free.is_none()
+                && let Some(first) = self.replayed(&req).await?
+            {
+                return Ok(first);
+            }
+            debug!(item = ?req.item, "refused at once: this stay was just refused as sold out");
+            return Err(AppError::new(
+                ErrorCode::SoldOut,
+                // The count is inventory's when it refused: capacity added since
+                // is heard within the memory's span.
+                format!("{reason} when last asked; nothing was booked"),
+            ));
+        }
         // One statement on PostgreSQL (the booking, its history, the hold's
         // request in the outbox); a transaction around the three elsewhere.
         // Two requests with one key: the second waits on the unique index
