@@ -2045,39 +2045,22 @@ async fn a_create_retried_after_its_listing_went_off_sale_gets_its_booking() {
     assert_eq!(code(&other), "IDEMPOTENCY_KEY_REUSED", "{other}");
 }
 
-/// Two copies of one create (a client's retry while the first still runs,
-/// on two booking replicas): the first passed before the sold-out memory
-/// refused, the second meets the memory while the first is being made. The
-/// second waits for the first and answers its booking; it answered
-/// SOLD_OUT "nothing was booked" while the key made a booking that held
-/// the room. The first is held mid-statement, its key taken, by a trigger
-/// on the outbox waiting for the test's advisory lock. PostgreSQL: on
-/// SQLite one writer at a time makes the copies take turns.
-#[tokio::test]
-async fn a_copy_of_a_create_refused_by_the_memory_answers_the_booking_its_key_is_making() {
-    use sea_orm::ConnectionTrait;
-    use shared::events::HoldItem;
-    let app = spawn_app().await;
-    let room_type_id = app.homestay(3).await.room_type_id;
-    let db = app.service_db("booking").await;
-    let settings = test_settings();
-    // Two replicas' handlers on booking's database: one has just heard the
-    // stay refused as sold out, the other has not.
-    let unaware = booking::startup::bookings(&settings, db.clone(), Default::default());
-    let refusing = booking::startup::bookings(&settings, db.clone(), Default::default());
-    let item = HoldItem::RoomNights {
-        room_type_id,
-        check_in: tomorrow(),
-        check_out: tomorrow() + chrono::Duration::days(1),
-        rooms: 1,
-    };
-    let now = chrono::Utc::now();
-    refusing
-        .sold_out
-        .refused(&item, now, "1 room asked, 0 left", now);
-    let create = shared::rpcs::CreateBooking {
-        idempotency_key: "twice".into(),
-        item,
+/// A one-night, one-room create of `room_type_id` from `check_in` by a
+/// traveler of its own, as booking's RPC takes it.
+fn one_night(
+    room_type_id: shared::ids::RoomTypeId,
+    check_in: chrono::NaiveDate,
+    key: &str,
+    by: &shared::auth::Principal,
+) -> shared::rpcs::CreateBooking {
+    shared::rpcs::CreateBooking {
+        idempotency_key: key.into(),
+        item: shared::events::HoldItem::RoomNights {
+            room_type_id,
+            check_in,
+            check_out: check_in + chrono::Duration::days(1),
+            rooms: 1,
+        },
         travelers: vec![shared::rpcs::TravelerInput {
             name: "张三".into(),
             id_type: shared::rpcs::IdType::Passport,
@@ -2090,13 +2073,44 @@ async fn a_copy_of_a_create_refused_by_the_memory_answers_the_booking_its_key_is
         },
         sponsor_region: None,
         notes: None,
-        by: shared::auth::Principal {
-            role: shared::auth::Role::Traveler,
-            account_id: shared::ids::AccountId(uuid::Uuid::new_v4()),
-            ..shared::auth::Principal::platform()
-        },
+        by: by.clone(),
         commission_bp: 0,
-    };
+    }
+}
+
+/// A traveler of its own, as the gateway passes one to booking.
+fn a_traveler() -> shared::auth::Principal {
+    shared::auth::Principal {
+        role: shared::auth::Role::Traveler,
+        account_id: shared::ids::AccountId(uuid::Uuid::new_v4()),
+        ..shared::auth::Principal::platform()
+    }
+}
+
+/// Two copies of one create (a client's retry while the first still runs,
+/// on two booking replicas): the first passed before the sold-out memory
+/// refused, the second meets the memory while the first is being made. The
+/// second waits for the first and answers its booking; it answered
+/// SOLD_OUT "nothing was booked" while the key made a booking that held
+/// the room. The first is held mid-statement, its key taken, by a trigger
+/// on the outbox waiting for the test's advisory lock. PostgreSQL: on
+/// SQLite one writer at a time makes the copies take turns.
+#[tokio::test]
+async fn a_copy_of_a_create_refused_by_the_memory_answers_the_booking_its_key_is_making() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let room_type_id = app.homestay(3).await.room_type_id;
+    let db = app.service_db("booking").await;
+    let settings = test_settings();
+    // Two replicas' handlers on booking's database: one has just heard the
+    // stay refused as sold out, the other has not.
+    let unaware = booking::startup::bookings(&settings, db.clone(), Default::default());
+    let refusing = booking::startup::bookings(&settings, db.clone(), Default::default());
+    let create = one_night(room_type_id, tomorrow(), "twice", &a_traveler());
+    let now = chrono::Utc::now();
+    refusing
+        .sold_out
+        .refused(&create.item, now, "1 room asked, 0 left", now);
     assert!(refusing.sold_out.refusal(&create.item, now).is_some());
     db.execute_unprepared(
         "CREATE FUNCTION test_held_up() RETURNS trigger LANGUAGE plpgsql AS
@@ -2158,37 +2172,10 @@ async fn a_copy_of_a_create_refused_by_the_memory_answers_the_booking_its_key_is
 #[tokio::test]
 async fn a_create_retried_after_midnight_passed_its_check_in_gets_its_booking() {
     use sea_orm::ConnectionTrait;
-    use shared::events::HoldItem;
     let app = spawn_app().await;
     let room_type_id = app.homestay(3).await.room_type_id;
-    let by = shared::auth::Principal {
-        role: shared::auth::Role::Traveler,
-        account_id: shared::ids::AccountId(uuid::Uuid::new_v4()),
-        ..shared::auth::Principal::platform()
-    };
-    let create = |check_in: chrono::NaiveDate| shared::rpcs::CreateBooking {
-        idempotency_key: "same-day".into(),
-        item: HoldItem::RoomNights {
-            room_type_id,
-            check_in,
-            check_out: check_in + chrono::Duration::days(1),
-            rooms: 1,
-        },
-        travelers: vec![shared::rpcs::TravelerInput {
-            name: "张三".into(),
-            id_type: shared::rpcs::IdType::Passport,
-            id_number: "E12345678".into(),
-        }],
-        contact: shared::rpcs::ContactInput {
-            name: "张三".into(),
-            phone: "13800138000".into(),
-            email: None,
-        },
-        sponsor_region: None,
-        notes: None,
-        by: by.clone(),
-        commission_bp: 0,
-    };
+    let by = a_traveler();
+    let create = |check_in: chrono::NaiveDate| one_night(room_type_id, check_in, "same-day", &by);
     let today = shared::policy::china_today(chrono::Utc::now());
     let bus = app.app.rt.bus.as_ref();
     let made = shared::bus::call(bus, &create(today))
