@@ -522,10 +522,17 @@ async fn platform_admins_list_agencies_agencies_see_their_own_staff_and_clients_
             "{granted}"
         );
     }
-    let staff = app.login(staff_email).await["accessToken"]
+    let signed_in = app.login(staff_email).await;
+    let staff = signed_in["accessToken"]
         .as_str()
         .expect("staff logs in")
         .to_owned();
+    // Staff's home, as the sign-in shows it, is the agency's (as `me` and
+    // the agency's staff list show it), not the one it registered with.
+    assert_eq!(
+        signed_in["account"]["homeRegionCode"], "110105",
+        "{signed_in}"
+    );
     // From 敖汉 in person, from the agency's 朝阳区 as its staff: `me` says
     // where its bookings count from, as its token does.
     let me = app
@@ -1239,9 +1246,14 @@ async fn a_suspended_agency_signs_in_nowhere_until_it_is_reinstated() {
         )
         .await;
     assert_eq!(granted["data"]["grantRole"]["role"], "AGENCY", "{granted}");
-    let staff = app.login(staff_email).await["accessToken"]
+    let signed_in = app.login(staff_email).await;
+    let staff = signed_in["accessToken"]
         .as_str()
         .expect("staff logs in")
+        .to_owned();
+    let staff_refresh = signed_in["refreshToken"]
+        .as_str()
+        .expect("a refresh token")
         .to_owned();
     let room_type = app.homestay(2).await.room_type_id.to_string();
     let booked = TestApp::id_of(&group_booking(&app, &held, &room_type, "before").await);
@@ -1274,13 +1286,21 @@ async fn a_suspended_agency_signs_in_nowhere_until_it_is_reinstated() {
             .await;
         assert_eq!(code(&me), "UNAUTHENTICATED", "{me}");
     }
-    let refused = client_token().await;
-    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
-    let why = refused["errors"][0]["message"].as_str().unwrap_or_default();
-    assert!(
-        why.contains("suspended") && why.contains("合同到期未续签"),
-        "{refused}"
-    );
+    let refreshed = app
+        .graphql_as(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": staff_refresh }),
+        )
+        .await;
+    for refused in [client_token().await, refreshed] {
+        assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+        let why = refused["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("suspended") && why.contains("合同到期未续签"),
+            "{refused}"
+        );
+    }
     // Told so however often it is tried: the right password is no wrong
     // one counted towards a lock-out (it was RATE_LIMITED at the 11th).
     for _ in 0..=identity_max_failures() {

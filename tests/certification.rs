@@ -168,6 +168,21 @@ async fn a_listing_is_certified_after_public_notice_and_loses_the_badge_when_rev
     .await;
     assert_eq!(code(&garbled), "BAD_USER_INPUT", "{garbled}");
     assert!(garbled.to_string().contains("resolution:"), "{garbled}");
+    // So is a validity of today or past five years (it was CONFLICT too).
+    for day in [
+        shared::policy::china_today(chrono::Utc::now()),
+        shared::policy::china_today(chrono::Utc::now()) + chrono::Duration::days(6 * 366),
+    ] {
+        let far = step(
+            &app,
+            Some(&admin),
+            "certifyListing(certificationId: $id, validUntil: $v)",
+            json!({ "id": first, "v": day.to_string() }),
+        )
+        .await;
+        assert_eq!(code(&far), "BAD_USER_INPUT", "{far}");
+        assert!(far.to_string().contains("validUntil:"), "{far}");
+    }
 
     // A seven-day notice: no certification before it ends.
     let notice = step(

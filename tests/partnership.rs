@@ -2067,6 +2067,23 @@ async fn a_pair_recorded_by_mistake_is_withdrawn_and_the_right_one_recorded() {
     let backwards_out = withdraw(&backwards, "录反了").await;
     assert!(backwards_out["errors"].is_null(), "{backwards_out}");
     wait_for_impact(&app, &booking, &[]).await;
+    // Its report reads nothing: not a month of zeros where it counted.
+    let today = shared::policy::china_today(chrono::Utc::now());
+    for year in [today.year(), tomorrow().year()] {
+        let report = app
+            .graphql_as(
+                None,
+                "query($id: ID!, $y: Int!) { partnershipReport(partnershipId: $id, year: $y) {
+                    totals { tourists bookings } monthly { month } } }",
+                json!({ "id": city, "y": year }),
+            )
+            .await;
+        assert_eq!(
+            report["data"]["partnershipReport"],
+            json!({ "totals": { "tourists": 0, "bookings": 0 }, "monthly": [] }),
+            "{report}"
+        );
+    }
     let on_record = app
         .graphql_as(
             None,

@@ -230,7 +230,7 @@ impl TestApp {
         let body = self
             .graphql_as(
                 None,
-                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken expiresIn account { email role } } }",
+                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken expiresIn account { email role homeRegionCode } } }",
                 json!({ "e": email, "p": PASSWORD }),
             )
             .await;

@@ -605,7 +605,7 @@ impl Identity {
     async fn issue_in<C: sea_orm::ConnectionTrait>(
         &self,
         conn: &C,
-        account: Account,
+        mut account: Account,
         session: uuid::Uuid,
         exchanged_from: Option<&str>,
     ) -> Result<Tokens, AppError> {
@@ -628,8 +628,12 @@ impl Identity {
         // An agency's bookings count for the agency's region, whichever of
         // its staff (whose own home may be elsewhere) or clients books.
         let sponsor = self.sponsor_of(conn, &account, true).await?;
+        let access_token = self.access_token(&account, sponsor)?;
+        // Shown as every other read of the account shows it (`me`, an
+        // agency's staff): an agency account's home is its agency's.
+        account.home_region = sponsor;
         Ok(Tokens {
-            access_token: self.access_token(&account, sponsor)?,
+            access_token,
             refresh_token: refresh,
             expires_in: self.access_ttl.num_seconds(),
             account,
@@ -851,6 +855,11 @@ impl Identity {
                     "this API client was revoked: ask a platform admin for a new one \
                      (createApiClient)",
                 ));
+            }
+            // Its agency suspended (which revoked it): said so, as a login
+            // or apiClientToken would say it, not "log in again".
+            if let Some(account) = storage::account_by_id(&txn, stored.account_id).await? {
+                self.sponsor_of(&txn, &account, true).await?;
             }
             return Err(unauthenticated(
                 "this refresh token was revoked; log in again (an API client: apiClientToken)",

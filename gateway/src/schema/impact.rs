@@ -435,7 +435,8 @@ impl PartnershipReport {
     async fn totals(&self) -> Impact {
         self.0.totals.into()
     }
-    /// Months with any activity.
+    /// Months with anything counted (a month whose bookings were all
+    /// taken back, by refunds or a withdrawal, is left out).
     async fn monthly(&self) -> Vec<MonthImpact> {
         self.0
             .monthly

@@ -260,6 +260,14 @@ impl Inventory {
             } => {
                 // The input first, as the other steps check theirs.
                 let resolution = resolution.map(|r| text("resolution", &r)).transpose()?;
+                let latest = today
+                    .checked_add_months(chrono::Months::new(MAX_VALIDITY_MONTHS))
+                    .unwrap_or(today);
+                if valid_until <= today || valid_until > latest {
+                    return Err(AppError::bad_input(format!(
+                        "validUntil: after today and at most five years ahead, by {latest}"
+                    )));
+                }
                 if current.state != State::PublicNotice {
                     return Err(conflict(&current, "certify"));
                 }
@@ -267,14 +275,6 @@ impl Inventory {
                     return Err(AppError::conflict(format!(
                         "the public notice runs through {}; certify from {ends}",
                         ends - Duration::days(1)
-                    )));
-                }
-                let latest = today
-                    .checked_add_months(chrono::Months::new(MAX_VALIDITY_MONTHS))
-                    .unwrap_or(today);
-                if valid_until <= today || valid_until > latest {
-                    return Err(AppError::bad_input(format!(
-                        "validUntil: after today and at most five years ahead, by {latest}"
                     )));
                 }
                 let note = match (current.objections.is_empty(), resolution) {

@@ -1362,6 +1362,10 @@ async fn monthly<C: ConnectionTrait>(
         let month: i32 = r.try_get("", "month")?;
         Ok((u32::try_from(month).unwrap_or(0), figures(r)?))
     })
+    // A month whose every figure was taken back (refunds, a pair withdrawn
+    // or its term moved past its bookings) counts nothing: left out, as a
+    // month never credited is.
+    .filter(|m| !matches!(m, Ok((_, f)) if *f == Figures::default()))
     .collect()
 }
 
