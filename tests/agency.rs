@@ -1255,6 +1255,19 @@ async fn a_suspended_agency_signs_in_nowhere_until_it_is_reinstated() {
         .as_str()
         .expect("a refresh token")
         .to_owned();
+    // A second sign-in of the staff's, ended before the suspension.
+    let ended = app.login(staff_email).await["refreshToken"]
+        .as_str()
+        .expect("a refresh token")
+        .to_owned();
+    let out = app
+        .graphql_as(
+            None,
+            "mutation($t: String!) { logout(refreshToken: $t) }",
+            json!({ "t": ended }),
+        )
+        .await;
+    assert!(out["errors"].is_null(), "{out}");
     let room_type = app.homestay(2).await.room_type_id.to_string();
     let booked = TestApp::id_of(&group_booking(&app, &held, &room_type, "before").await);
 
@@ -1293,6 +1306,17 @@ async fn a_suspended_agency_signs_in_nowhere_until_it_is_reinstated() {
             json!({ "t": staff_refresh }),
         )
         .await;
+    // A sign-in ended before is told only that (the suspension is not its
+    // holder's to learn).
+    let ended = app
+        .graphql_as(
+            None,
+            "mutation($t: String!) { refreshToken(token: $t) { accessToken } }",
+            json!({ "t": ended }),
+        )
+        .await;
+    assert_eq!(code(&ended), "UNAUTHENTICATED", "{ended}");
+    assert!(!ended.to_string().contains("suspended"), "{ended}");
     for refused in [client_token().await, refreshed] {
         assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
         let why = refused["errors"][0]["message"].as_str().unwrap_or_default();

@@ -2105,13 +2105,20 @@ async fn a_copy_of_a_create_refused_by_the_memory_answers_the_booking_its_key_is
     // Two replicas' handlers on booking's database: one has just heard the
     // stay refused as sold out, the other has not.
     let unaware = booking::startup::bookings(&settings, db.clone(), Default::default());
-    let refusing = booking::startup::bookings(&settings, db.clone(), Default::default());
+    // Its memory long, so the refusal lasts however slow the steps below.
+    let refusing = booking::startup::bookings(
+        &Settings {
+            sold_out_memory_ms: 600_000,
+            ..test_settings()
+        },
+        db.clone(),
+        Default::default(),
+    );
     let create = one_night(room_type_id, tomorrow(), "twice", &a_traveler());
     let now = chrono::Utc::now();
     refusing
         .sold_out
         .refused(&create.item, now, "1 room asked, 0 left", now);
-    assert!(refusing.sold_out.refusal(&create.item, now).is_some());
     db.execute_unprepared(
         "CREATE FUNCTION test_held_up() RETURNS trigger LANGUAGE plpgsql AS
            $$ BEGIN PERFORM pg_advisory_xact_lock_shared(4711); RETURN NEW; END $$;
@@ -2127,6 +2134,13 @@ async fn a_copy_of_a_create_refused_by_the_memory_answers_the_booking_its_key_is
     });
     // The first has its key and waits for the outbox.
     held.until_waiting(1, true).await;
+    assert!(
+        refusing
+            .sold_out
+            .refusal(&create.item, chrono::Utc::now())
+            .is_some(),
+        "the second copy meets the memory"
+    );
     let second = tokio::spawn({
         let create = create.clone();
         async move { refusing.create(create).await }

@@ -856,10 +856,20 @@ impl Identity {
                      (createApiClient)",
                 ));
             }
-            // Its agency suspended (which revoked it): said so, as a login
-            // or apiClientToken would say it, not "log in again".
-            if let Some(account) = storage::account_by_id(&txn, stored.account_id).await? {
-                self.sponsor_of(&txn, &account, true).await?;
+            // Revoked by its agency's suspension (live until then): said
+            // so, as a login or apiClientToken would say it, not "log in
+            // again". One that had ended before (a logout, a use, a
+            // password change, its time) is told it was revoked, as
+            // before: the suspension is not its holder's to learn of.
+            if !stored.logged_out
+                && let Some(account) = storage::account_by_id(&txn, stored.account_id).await?
+                && let (Role::Agency, Some(agency)) = (account.role, account.agency_id)
+                && let Some(agency) = storage::agency(&txn, agency).await?
+                && let Some((since, reason)) = &agency.suspended
+                && exchanged >= *since
+                && stored.expires_at > *since
+            {
+                return Err(suspended(&agency, *since, reason));
             }
             return Err(unauthenticated(
                 "this refresh token was revoked; log in again (an API client: apiClientToken)",

@@ -665,17 +665,21 @@ impl Bookings {
         // does the moment it is committed; a retry gets it too.
         let view = storage::as_created(id, &req, now);
         if let Some(reason) = refused {
-            // A copy of this create that was taken, or is being made (it
-            // passed before the memory refused, here or on another
-            // replica), keeps its answer: the key is tried as the create
-            // would try it, waiting for that copy, and let go. (One sent
-            // after this answer makes the booking: nothing was kept.)
-            let txn = self.db.begin().await?;
-            let free = storage::insert(&txn, (id, &req, &fingerprint), &view, &hold, now).await?;
-            txn.rollback().await?;
-            if free.is_none()
-                && let Some(first) = self.replayed(&req).await?
-            {
+            // A copy of this create that was taken, or whose insert is
+            // under way (it passed before the memory refused, here or on
+            // another replica), keeps its answer. On PostgreSQL the key is
+            // tried as the create tries it, waiting for that copy, and let
+            // go (a read misses a copy not yet committed); SQLite's one
+            // connection has no copy half made. (A copy whose insert comes
+            // after this answer makes the booking: nothing is kept.)
+            if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
+                let txn = self.db.begin().await?;
+                let taken = storage::key_taken(&txn, (id, &req, &fingerprint), &view, now).await?;
+                txn.rollback().await?;
+                if taken && let Some(first) = self.replayed(&req).await? {
+                    return Ok(first);
+                }
+            } else if let Some(first) = self.replayed(&req).await? {
                 return Ok(first);
             }
             debug!(item = ?req.item, "refused at once: this stay was just refused as sold out");

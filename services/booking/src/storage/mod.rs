@@ -583,41 +583,28 @@ fn stored(row: &QueryResult) -> Result<Stored, DbErr> {
     })
 }
 
-/// Inserts a new PENDING booking, with its first history entry, whose
-/// answer to its request is `first_response`, unless its idempotency key
-/// exists; returns it as stored (`RETURNING`), or None when the key exists.
-/// On PostgreSQL `queued` goes into the outbox in the same statement, so a
-/// create is one round trip and needs no transaction around it; elsewhere
-/// the caller enqueues it in its transaction.
-pub async fn insert<C: ConnectionTrait>(
-    conn: &C,
+/// The INSERT of a new PENDING booking's row unless its idempotency key
+/// exists (no RETURNING), and its values ($1 to $18).
+fn booking_row(
+    b: DbBackend,
     (id, req, fingerprint): (BookingId, &CreateBooking, &str),
     first_response: &BookingView,
-    queued: &Envelope,
     now: DateTime<Utc>,
-) -> Result<Option<Stored>, DbErr> {
-    let b = conn.get_database_backend();
-    let insert = &format!("INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
+) -> (&'static str, Vec<Value>) {
+    let insert = "INSERT INTO bookings (id, status, idempotency_key, fingerprint, item, travelers,
                 traveler_count, contact, sponsor_region, notes, created_at, updated_at,
                 account_id, agency_id, commission_bp, home_region, first_response, starts_on,
                 departure_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16, $17,
                      $18)
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING {BOOKING_COLUMNS}");
-    let sql = logged(
-        b,
-        19,
-        insert,
-        "queued AS (INSERT INTO outbox (event_id, kind, body) SELECT $20, $21, $22 FROM moved)",
-    );
+             ON CONFLICT (idempotency_key) DO NOTHING";
     // A stay starts at check-in (seats on the day the hold tells); seats
     // are on a departure.
     let (starts_on, departure) = match req.item {
         shared::events::HoldItem::RoomNights { check_in, .. } => (Some(check_in), None),
         shared::events::HoldItem::Seats { departure_id, .. } => (None, Some(departure_id.0)),
     };
-    let mut values: Vec<Value> = vec![
+    let values: Vec<Value> = vec![
         uuid_value(b, id.0),
         Status::Pending.as_str().into(),
         req.idempotency_key.trim().into(),
@@ -637,6 +624,48 @@ pub async fn insert<C: ConnectionTrait>(
         starts_on.into(),
         shared::db::opt_uuid_value(b, departure),
     ];
+    (insert, values)
+}
+
+/// Whether the idempotency key of a create is taken, waiting for a copy
+/// still being made to commit or give up (PostgreSQL: the booking's row
+/// alone is tried under the unique index, and the caller rolls it back —
+/// a read does not see a copy not yet committed). Its own transaction,
+/// which the caller rolls back.
+pub async fn key_taken(
+    txn: &sea_orm::DatabaseTransaction,
+    new: (BookingId, &CreateBooking, &str),
+    first_response: &BookingView,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let b = txn.get_database_backend();
+    let (insert, values) = booking_row(b, new, first_response, now);
+    let tried = txn.execute_raw(stmt(b, insert, values)).await?;
+    Ok(tried.rows_affected() == 0)
+}
+
+/// Inserts a new PENDING booking, with its first history entry, whose
+/// answer to its request is `first_response`, unless its idempotency key
+/// exists; returns it as stored (`RETURNING`), or None when the key exists.
+/// On PostgreSQL `queued` goes into the outbox in the same statement, so a
+/// create is one round trip and needs no transaction around it; elsewhere
+/// the caller enqueues it in its transaction.
+pub async fn insert<C: ConnectionTrait>(
+    conn: &C,
+    (id, req, fingerprint): (BookingId, &CreateBooking, &str),
+    first_response: &BookingView,
+    queued: &Envelope,
+    now: DateTime<Utc>,
+) -> Result<Option<Stored>, DbErr> {
+    let b = conn.get_database_backend();
+    let (insert, mut values) = booking_row(b, (id, req, fingerprint), first_response, now);
+    let insert = &format!("{insert} RETURNING {BOOKING_COLUMNS}");
+    let sql = logged(
+        b,
+        19,
+        insert,
+        "queued AS (INSERT INTO outbox (event_id, kind, body) SELECT $20, $21, $22 FROM moved)",
+    );
     if b == DbBackend::Postgres {
         values.push(CREATED.into());
         values.extend(shared::outbox::row_values(b, queued));
