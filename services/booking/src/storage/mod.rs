@@ -628,10 +628,9 @@ fn booking_row(
 }
 
 /// Whether the idempotency key of a create is taken, waiting for a copy
-/// still being made to commit or give up (PostgreSQL: the booking's row
-/// alone is tried under the unique index, and the caller rolls it back —
-/// a read does not see a copy not yet committed). Its own transaction,
-/// which the caller rolls back.
+/// still being made to commit or give up: the booking's row alone is tried
+/// under the unique index in `txn`, which the caller rolls back (a read
+/// does not see a copy not yet committed; PostgreSQL's use).
 pub async fn key_taken(
     txn: &sea_orm::DatabaseTransaction,
     new: (BookingId, &CreateBooking, &str),
