@@ -709,6 +709,46 @@ async fn two_identical_full_refunds_at_once_both_get_the_refund() {
         .await;
 }
 
+/// Two copies of one refund request (the bus delivered it twice, or to two
+/// replicas) both waiting on the payment's row: the second, let in after
+/// the first made the refund, goes on with it. It failed on the request's
+/// key before (seen under `DUIKOU_FAULTS=all`), and only its redelivery
+/// found the refund.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_of_a_refund_request_at_once_both_answer_with_one_refund() {
+    let app = spawn_app().await;
+    let id = app.confirmed_booking(9).await;
+    let booking_id: BookingId = id.parse().expect("booking id");
+    let db = app.service_db("payment").await;
+    let replica = payment::startup::payments(
+        &app.settings,
+        db.clone(),
+        shared::outbox::OutboxSignal::default(),
+    );
+    let ev = RefundRequested {
+        booking_id,
+        amount: Some(Fen::yuan(100)),
+        reason: "goodwill".into(),
+        percent_of_left: None,
+    };
+    let env = Envelope::new("booking", booking_id.0, &ev);
+    let held = app.payment_row_held(&id).await;
+    let copy = || replica.on_refund_requested(env.clone(), ev.clone());
+    let (answers, ()) = tokio::join!(futures::future::join(copy(), copy()), async {
+        // The second waits on the first (its tuple lock), not the holder.
+        held.until_waiting(2, false).await;
+        held.release().await;
+    });
+    assert!(answers.0.is_ok(), "{:?}", answers.0);
+    assert!(answers.1.is_ok(), "{:?}", answers.1);
+    let counts = payment::storage::refund_counts(&db, booking_id)
+        .await
+        .expect("counts");
+    assert_eq!(counts, vec![("SUCCEEDED".to_owned(), 1)]);
+    app.wait_for_booking(&id, "one refund", |b| amount(&b["refunded"]) == "100.00")
+        .await;
+}
+
 /// Paid, then cancelled before booking heard of the payment (its news held
 /// back): the cancellation answers as before payment, and when the capture
 /// arrives it is refunded by the policy as of the cancellation, half four

@@ -648,7 +648,7 @@ impl Bookings {
             && let Err(past) = shared::stay::check_not_past(check_in, Utc::now())
         {
             // A retry of a create taken before midnight keeps its answer.
-            return self.replayed(&req).await?.ok_or(past);
+            return self.replayed_once_made(&req).await?.ok_or(past);
         }
         let refused = self.sold_out.refusal(&req.item, Utc::now());
         let id = BookingId::new();
@@ -667,19 +667,9 @@ impl Bookings {
         if let Some(reason) = refused {
             // A copy of this create that was taken, or whose insert is
             // under way (it passed before the memory refused, here or on
-            // another replica), keeps its answer. On PostgreSQL the key is
-            // tried as the create tries it, waiting for that copy, and let
-            // go (a read misses a copy not yet committed); SQLite's one
-            // connection has no copy half made. (A copy whose insert comes
-            // after this answer makes the booking: nothing is kept.)
-            if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
-                let txn = self.db.begin().await?;
-                let taken = storage::key_taken(&txn, (id, &req, &fingerprint), &view, now).await?;
-                txn.rollback().await?;
-                if taken && let Some(first) = self.replayed(&req).await? {
-                    return Ok(first);
-                }
-            } else if let Some(first) = self.replayed(&req).await? {
+            // another replica), keeps its answer. (A copy whose insert
+            // comes after this answer makes the booking: nothing is kept.)
+            if let Some(first) = self.replayed_once_made(&req).await? {
                 return Ok(first);
             }
             debug!(item = ?req.item, "refused at once: this stay was just refused as sold out");
@@ -735,6 +725,31 @@ impl Bookings {
             .transpose()
     }
 
+    /// [`Self::replayed`] once a copy of the create still being made (here
+    /// or on another replica) has committed or given up: what a refusal
+    /// answers a retry with. On PostgreSQL the key is tried as the create
+    /// tries it, waiting for that copy, and let go (a read misses a copy
+    /// not yet committed); SQLite's one connection has no copy half made.
+    /// A try that fails (a row the table would not take) leaves the read.
+    async fn replayed_once_made(
+        &self,
+        req: &CreateBooking,
+    ) -> Result<Option<BookingView>, AppError> {
+        if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            let id = BookingId::new();
+            let now = Utc::now().trunc_subsecs(6);
+            let fingerprint = domain::fingerprint(req);
+            let view = storage::as_created(id, req, now);
+            let txn = self.db.begin().await?;
+            let taken = storage::key_taken(&txn, (id, req, &fingerprint), &view, now).await;
+            txn.rollback().await?;
+            if matches!(taken, Ok(false)) {
+                return Ok(None);
+            }
+        }
+        self.replayed(req).await
+    }
+
     /// [`shared::rpcs::ReplayCreateBooking`]: the gateway's question when
     /// it refuses a create that may be a retry.
     pub async fn replay_create(
@@ -742,7 +757,7 @@ impl Bookings {
         mut req: CreateBooking,
     ) -> Result<Option<BookingView>, AppError> {
         domain::normalise(&mut req);
-        self.replayed(&req).await
+        self.replayed_once_made(&req).await
     }
 
     /// Cancels a booking. Before payment its hold is released; after

@@ -1024,7 +1024,7 @@ impl Payments {
     /// [`Payments::complete_refund`]. A redelivery after a crash resumes
     /// from the stored refund; a provider that does not answer leaves it
     /// PENDING for the reconciler. Never pays twice.
-    async fn on_refund_requested(
+    pub async fn on_refund_requested(
         &self,
         env: Envelope,
         ev: RefundRequested,
@@ -1068,6 +1068,15 @@ impl Payments {
                 .await?;
             return Ok(None);
         };
+        // Another copy of this request (delivered twice, or redelivered to
+        // another replica) that had the payment's row first has made its
+        // refund: this copy goes on with that one. Read under the row's
+        // lock, after the other committed; before, this copy failed on the
+        // key and was redelivered.
+        if let Some(made) = storage::refund_by_key(&txn, key).await? {
+            txn.rollback().await?;
+            return Ok(Some(made));
+        }
         let left = captured.payment.amount - captured.refunded;
         // A cancellation's refund is the policy's share of what is left,
         // taken here, where the refunds are: booking quoted it from what it
