@@ -1459,6 +1459,44 @@ async fn a_burst_of_refreshes_of_one_token_pushes_no_other_sign_in_out() {
     );
 }
 
+/// A logout given what is not a refresh token of this platform (the access
+/// token, one cut short or changed, anything) says so and ends nothing: it
+/// answered true, and an integration took its user for signed out while
+/// the session went on for 30 days.
+#[tokio::test]
+async fn a_logout_given_no_refresh_token_of_ours_says_so() {
+    let app = app().await;
+    let logout = "mutation($t: String!) { logout(refreshToken: $t) }";
+    let refresh = "mutation($t: String!) { refreshToken(token: $t) { refreshToken } }";
+    let signed_in = login(&app, "traveler@example.cn").await;
+    let token = signed_in["refreshToken"].as_str().expect("a refresh token");
+    let changed = format!(
+        "{}{}",
+        &token[..token.len() - 1],
+        if token.ends_with('0') { '1' } else { '0' }
+    );
+    let access = signed_in["accessToken"].as_str().expect("an access token");
+    for wrong in [access, &token[..token.len() - 1], &changed, "garbage"] {
+        let out = app.graphql_as(None, logout, json!({ "t": wrong })).await;
+        assert_eq!(code(&out), "BAD_USER_INPUT", "{wrong}: {out}");
+        assert!(
+            out["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("nothing was logged out")),
+            "{out}"
+        );
+    }
+    let out = app.graphql_as(None, refresh, json!({ "t": token })).await;
+    let token = out["data"]["refreshToken"]["refreshToken"]
+        .as_str()
+        .expect("the session goes on");
+    // Its own token logs out, and again (a retry) still answers true.
+    for _ in 0..2 {
+        let out = app.graphql_as(None, logout, json!({ "t": token })).await;
+        assert_eq!(out["data"]["logout"], true, "{out}");
+    }
+}
+
 /// Logging out ends one session; logging out everywhere ends every
 /// session of the account, its access tokens included (a lost phone).
 /// Tokens it ended, presented later, end nothing more.

@@ -347,14 +347,41 @@ async fn fragments_that_double_at_each_level_are_refused_before_they_are_walked(
     .await;
 }
 
-/// A query of more names than a query may run fields is refused before it
-/// is parsed (130,000 one-letter fields in 256 KiB parsed to some 40 MB,
-/// kept in the gateway's cache of parsed queries though refused after).
+/// A query of more names, or values, than a query may run fields is
+/// refused before it is parsed (130,000 one-letter fields in 256 KiB parsed
+/// to some 40 MB, kept in the gateway's cache of parsed queries though
+/// refused after; 85,000 empty lists, no name among them, took seconds of
+/// a worker and 50 MB each, and sixteen of them kept in the cache weighed
+/// their names' few kilobytes, 700 MB in all).
 #[tokio::test]
-async fn a_query_of_too_many_names_is_refused_before_it_is_parsed() {
+async fn a_query_of_too_many_names_or_values_is_refused_before_it_is_parsed() {
     let app = spawn_app().await;
     let many = format!("{{ {} }}", "a ".repeat(100_000));
-    refused_saying(&app, &many, "more than 10000 names").await;
+    refused_saying(&app, &many, "more than 10000 names and values").await;
+    for value in ["[]", "0 ", "\"\" "] {
+        let values = format!("{{ nosuch(a: [{}]) }}", value.repeat(30_000));
+        refused_saying(&app, &values, "more than 10000 names and values").await;
+    }
+}
+
+/// An unknown field is named without a guess at what was meant: the guess
+/// compared the name with every field of its type, in time that grows with
+/// the name's length — one anonymous request of a 250,000-letter field held
+/// a worker for seconds, four of them the whole gateway.
+#[tokio::test]
+async fn an_unknown_field_or_argument_is_named_without_a_guess() {
+    let app = spawn_app().await;
+    let (_, _, body) = post(&app, None, "{ regionz { code } }").await;
+    assert_eq!(
+        body["errors"][0]["message"], "Unknown field \"regionz\" on type \"Query\".",
+        "{body}"
+    );
+    let (_, _, body) = post(&app, None, "{ regions(parentCod: \"15\") { code } }").await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("Unknown argument \"parentCod\"") && !message.contains("Did you mean"),
+        "{body}"
+    );
 }
 
 /// A partnership's nested `report` is a call to partnership each: it costs
@@ -1083,6 +1110,16 @@ async fn a_persisted_query_is_sent_once_and_then_named_by_its_hash() {
             "{refused}"
         );
     }
+    // Not an object: refused, not ignored (the query sent with it ran,
+    // never kept, and the client never knew).
+    let refused = send(json!({ "query": "{ __typename }",
+        "extensions": { "persistedQuery": "x" } }))
+    .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
+    assert!(refused["data"].is_null(), "{refused}");
     // A query refused before parsing is refused so when sent to be kept,
     // not parsed on the way (16,000 levels would overflow the parser's
     // stack and abort the gateway).
@@ -1263,6 +1300,52 @@ async fn slow_and_chunked_requests_end() {
         }
     });
     futures::future::join_all(held).await;
+}
+
+/// A body that keeps coming, a byte every few seconds, is cut off 30 s
+/// after its headers, whole or not (400, saying so): the timeout restarted
+/// with every byte, and a body sent a byte every 20 s was answered after
+/// 80 s — a few clients so could hold every connection the gateway takes.
+#[tokio::test]
+async fn a_body_trickling_in_is_cut_off_thirty_seconds_after_its_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let body = r#"{"query":"{ __typename }"}"#;
+    let (mut reading, mut writing) = tokio::net::TcpStream::connect(address(&app))
+        .await
+        .expect("connects")
+        .into_split();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    writing.write_all(head.as_bytes()).await.expect("sent");
+    // A byte every 3 s: the whole body would take 78 s.
+    let trickle = tokio::spawn(async move {
+        for byte in body.bytes() {
+            if writing.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !String::from_utf8_lossy(&answer).contains("within 30 s") {
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout_at(deadline, reading.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(
+        answer.contains("the body did not arrive within 30 s"),
+        "{answer:?}"
+    );
 }
 
 #[tokio::test]

@@ -76,11 +76,18 @@ async fn hosts_are_paid_what_they_are_owed_once_per_batch() {
     let chifeng = app.region_admin("chifeng@example.cn", "150400").await;
     let own = app.graphql_as(Some(&chifeng), balances, json!({})).await;
     assert_eq!(own["data"], owed["data"], "{own}");
-    // The preview of a run (it asks the other services) is a run's.
+    // The preview of a run (it asks the other services) is a run's, and
+    // the refusal names what made it one.
     let preview = "{ hostBalances(payable: true) { hostId } }";
     let refused = app.graphql_as(Some(&chifeng), preview, json!({})).await;
     assert_eq!(
         refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("`payable: true` previews a payout run")),
         "{refused}"
     );
     let beijing = app.region_admin("beijing@example.cn", "110000").await;

@@ -91,7 +91,10 @@ impl Redis {
         }
         let why = match tokio::time::timeout(CALL_WITHIN, call(self.conn.clone())).await {
             Ok(Ok(answer)) => {
-                if self.down.swap(false, Ordering::Relaxed) {
+                // A call sent before another failed may still answer: Redis
+                // is said to be back only once it is used again (the log
+                // said "failed", "answers again" a dozen times in 100 ms).
+                if !self.skipped() && self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!("Redis answers again");
                 }
                 return Some(answer);

@@ -201,19 +201,21 @@ impl Answers {
 
 /// Parsed queries by their text, those that passed the checks before
 /// execution, at most [`DOCUMENT_BYTES`] as their text (the key) and their
-/// names parsed weigh, none longer than [`MAX_KEPT_DOCUMENT`].
+/// names and values parsed weigh, none longer than [`MAX_KEPT_DOCUMENT`].
 #[derive(Clone)]
 struct Documents(moka::sync::Cache<String, Arc<async_graphql::parser::types::ExecutableDocument>>);
 
-/// What the parsed documents kept may weigh, each name of their text at
-/// [`BYTES_A_NAME`]: a parsed document is far larger than its text (a
+/// What the parsed documents kept may weigh, each name or value of their
+/// text at [`BYTES_A_PART`] (values were not counted: 16 MiB of documents
+/// of empty lists held 700 MB): a parsed document is far larger than its text (a
 /// query of one-letter fields some 150 times), so text length let a few
 /// dozen 256 KiB documents hold a gigabyte.
 const DOCUMENT_BYTES: u64 = 16 * 1024 * 1024;
 
-/// What a name of a query weighs parsed, at most (a field's node, its
-/// name, its position and the lists that hold them).
-const BYTES_A_NAME: usize = 512;
+/// What a name or value of a query weighs parsed, at most (a field's
+/// node, its name, its position and the lists that hold them; a value's
+/// node, some 80 bytes).
+const BYTES_A_PART: usize = 512;
 
 /// The longest query text kept parsed (as a persisted query's): a longer
 /// one is parsed at each request.
@@ -227,8 +229,8 @@ impl Documents {
                 // string of 250 KiB weighed a kilobyte, and 16 MiB of
                 // such "kilobytes" held some 4 GiB of text.
                 .weigher(|query: &String, _| {
-                    let names = crate::nesting::names(query).max(1);
-                    let parsed = names.saturating_mul(BYTES_A_NAME);
+                    let parts = crate::nesting::parts(query).max(1);
+                    let parsed = parts.saturating_mul(BYTES_A_PART);
                     u32::try_from(parsed.saturating_add(query.len())).unwrap_or(u32::MAX)
                 })
                 .max_capacity(DOCUMENT_BYTES)
@@ -288,8 +290,9 @@ pub fn router(
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         // A body that stops coming (a `Content-Length` of 100, 3 bytes
-        // sent) fails instead of holding the connection forever.
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
+        // sent), or comes a byte at a time, fails instead of holding the
+        // connection for as long as its client likes.
+        .layer(axum::middleware::map_request(body_within_deadline))
         // A bug that panics answers INTERNAL, the GraphQL way, instead of
         // dropping the connection with no answer at all.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
@@ -627,8 +630,8 @@ pub(crate) fn too_much_introspection(doc: &ExecutableDocument) -> Option<String>
     (deepest > MAX_INTROSPECTION_LISTS).then(|| {
         format!(
             "the query nests `fields`, `interfaces`, `possibleTypes` or `inputFields` of \
-             introspection {deepest} deep; at most {MAX_INTROSPECTION_LISTS}: ask for a type \
-             by name with `__type(name:)` instead"
+             introspection {deepest} deep; at most {MAX_INTROSPECTION_LISTS}: ask for the \
+             types further down by name, each with a `__type(name:)` of its own"
         )
     })
 }
@@ -1985,15 +1988,24 @@ async fn persisted_query(
 ) -> Result<(), Response> {
     use async_graphql::Value;
     use sha2::Digest;
-    let Some(Value::Object(persisted)) = request.extensions.0.get("persistedQuery") else {
-        return Ok(());
-    };
     let refused = |code: &str, message: &str| {
         let status = match wants {
             Wants::GraphqlResponse => StatusCode::BAD_REQUEST,
             _ => StatusCode::OK,
         };
         error(status, code, message)
+    };
+    let persisted = match request.extensions.0.get("persistedQuery") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(persisted)) => persisted,
+        // Not ignored: the client meant a persisted query, and one sent
+        // with its text would run unkept, unsaid.
+        Some(_) => {
+            return Err(refused(
+                "BAD_USER_INPUT",
+                "persistedQuery must be an object: {\"version\": 1, \"sha256Hash\": \"…\"}",
+            ));
+        }
     };
     let version = persisted.get("version");
     let hash = match (version, persisted.get("sha256Hash")) {
@@ -2321,8 +2333,61 @@ pub async fn serve(
 /// How long a stop waits for the requests in hand to be answered.
 const CONNECTIONS_END_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// How long a request's body may take to arrive.
+/// How long a request's body may take to arrive, from its headers.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A request body that must arrive whole within [`BODY_READ_TIMEOUT`] of
+/// its request's headers. tower-http's body timeout restarts with every
+/// frame: a byte every 20 s kept a request, and one of
+/// [`MAX_CONNECTIONS`], for as long as its client liked.
+struct WithinDeadline {
+    body: axum::body::Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// Why a body was cut off (the client reads it in the 400's message).
+#[derive(Debug, thiserror::Error)]
+#[error("the body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs())]
+struct BodyTooSlow;
+
+impl hyper::body::Body for WithinDeadline {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        // What has come is read first: only a body that keeps its reader
+        // waiting sets the timer.
+        match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Some(Err(axum::Error::new(BodyTooSlow))))
+            }
+            polled => polled,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// `request` with its body held to [`BODY_READ_TIMEOUT`] ([`WithinDeadline`]).
+async fn body_within_deadline(request: axum::extract::Request) -> axum::extract::Request {
+    request.map(|body| {
+        axum::body::Body::new(WithinDeadline {
+            body,
+            deadline: Box::pin(tokio::time::sleep(BODY_READ_TIMEOUT)),
+        })
+    })
+}
 /// Most connections open at once: past it the gateway accepts no more
 /// until one closes (they wait in the kernel's backlog), so that clients
 /// holding connections cannot take every file descriptor.

@@ -3,7 +3,8 @@
 //! parsing: the GraphQL parser and the input conversion recurse once per
 //! level, and a few hundred nested `[` in a 700-byte anonymous request
 //! would otherwise overflow a worker's stack and abort the process.
-//! And how many names it may hold, for the memory its parsing takes.
+//! And how many names and values it may hold, for the time and memory its
+//! parsing takes.
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::ExecutableDocument;
@@ -14,15 +15,19 @@ use std::sync::Arc;
 /// are limited to 16 levels by the schema; 64 leaves inputs room.
 pub const MAX_NESTING: usize = 64;
 
-/// The most names (of fields, arguments, types, variables, fragments,
-/// enum values) a query's text may hold: as many as the fields a query may
-/// run. Each weighs some hundreds of bytes parsed, so a 256 KiB body of
-/// one-letter fields parsed to some 40 MB before any check could look.
-pub const MAX_NAMES: usize = crate::http::MAX_FIELDS_RUN;
+/// The most parts a query's text may hold — names (of fields, arguments,
+/// types, variables, fragments, enum values) and values (numbers, strings,
+/// lists, input objects) — as many as the fields a query may run. Each
+/// weighs some tens to hundreds of bytes parsed and takes its time: a
+/// 256 KiB body of one-letter fields parsed to some 40 MB before any check
+/// could look, and one of empty lists (`[][]…`, no name at all) took
+/// seconds of a worker and 50 MB. Large inputs go in variables, which are
+/// JSON and not counted here.
+pub const MAX_PARTS: usize = crate::http::MAX_FIELDS_RUN;
 
 /// Why `query` is refused, if it nests deeper than [`MAX_NESTING`] or
-/// holds more than [`MAX_NAMES`] names. Brackets and names in strings,
-/// block strings and comments do not count.
+/// holds more than [`MAX_PARTS`] names and values. What is in strings,
+/// block strings and comments does not count (a string is one value).
 pub fn refusal(query: &str) -> Option<String> {
     let scan = scan(query);
     if scan.deepest > MAX_NESTING {
@@ -31,30 +36,34 @@ pub fn refusal(query: &str) -> Option<String> {
              send flatter input"
         ));
     }
-    (scan.names > MAX_NAMES).then(|| {
-        format!("the query is too long: more than {MAX_NAMES} names; send a smaller query")
+    (scan.parts > MAX_PARTS).then(|| {
+        format!(
+            "the query is too long: more than {MAX_PARTS} names and values; send a smaller \
+             query, large inputs as variables"
+        )
     })
 }
 
-/// How many names `query` holds, counted up to one past [`MAX_NAMES`].
-pub fn names(query: &str) -> usize {
-    scan(query).names
+/// How many names and values `query` holds, counted up to one past
+/// [`MAX_PARTS`].
+pub fn parts(query: &str) -> usize {
+    scan(query).parts
 }
 
 /// What [`scan`] finds of a query's text.
 struct Scan {
     /// The deepest bracket nesting, up to one past [`MAX_NESTING`].
     deepest: usize,
-    /// Names, up to one past [`MAX_NAMES`].
-    names: usize,
+    /// Names and values, up to one past [`MAX_PARTS`].
+    parts: usize,
 }
 
 /// Reads `query` once, lexically (it may not parse), until it is seen to
 /// be refused.
 fn scan(query: &str) -> Scan {
     let bytes = query.as_bytes();
-    let (mut depth, mut deepest, mut names, mut i) = (0usize, 0usize, 0usize, 0usize);
-    while i < bytes.len() && deepest <= MAX_NESTING && names <= MAX_NAMES {
+    let (mut depth, mut deepest, mut parts, mut i) = (0usize, 0usize, 0usize, 0usize);
+    while i < bytes.len() && deepest <= MAX_NESTING && parts <= MAX_PARTS {
         match bytes[i] {
             b'#' => {
                 while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
@@ -62,6 +71,7 @@ fn scan(query: &str) -> Scan {
                 }
             }
             b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                parts += 1;
                 i += 3;
                 while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
                     // `\"""` is an escaped delimiter inside a block string.
@@ -74,26 +84,31 @@ fn scan(query: &str) -> Scan {
                 i += 2;
             }
             b'"' => {
+                parts += 1;
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
             }
             b'[' | b'{' | b'(' => {
+                // A list or an object is a value; a selection set or an
+                // argument list is a part of what holds it, counted too.
+                parts += 1;
                 depth += 1;
                 deepest = deepest.max(depth);
             }
             b']' | b'}' | b')' => depth = depth.saturating_sub(1),
             b'_' | b'a'..=b'z' | b'A'..=b'Z' => {
-                names += 1;
+                parts += 1;
                 while i + 1 < bytes.len()
                     && matches!(bytes[i + 1], b'_' | b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9')
                 {
                     i += 1;
                 }
             }
-            // A number's digits (and its exponent's `e`) are no name.
+            // A number is one value (its exponent's `e` no name).
             b'0'..=b'9' | b'-' => {
+                parts += 1;
                 while i + 1 < bytes.len()
                     && matches!(bytes[i + 1], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
                 {
@@ -104,7 +119,7 @@ fn scan(query: &str) -> Scan {
         }
         i += 1;
     }
-    Scan { deepest, names }
+    Scan { deepest, parts }
 }
 
 /// The deepest bracket nesting of `query`, counted up to one past the limit.
@@ -191,19 +206,26 @@ mod tests {
     }
 
     #[test]
-    fn names_count_outside_strings_comments_and_numbers() {
+    fn names_and_values_count_outside_strings_and_comments() {
+        // query Q ( v Int { a ( b 1e5 c v { __typename: not the comment's.
         assert_eq!(
-            names("query Q($v: Int) { a(b: 1e5, c: $v) { __typename } } # d e f"),
-            9
+            parts("query Q($v: Int) { a(b: 1e5, c: $v) { __typename } } # d e f"),
+            14
         );
-        assert_eq!(names(r#"{ a(b: "c d e", f: """ g h """, i: -1.5E-3) }"#), 4);
-        let long = format!("{{ {} }}", "a ".repeat(MAX_NAMES + 1));
+        // { a ( b "…" f """…""" i -1.5E-3: a string is one value.
+        assert_eq!(parts(r#"{ a(b: "c d e", f: """ g h """, i: -1.5E-3) }"#), 9);
+        let long = format!("{{ {} }}", "a ".repeat(MAX_PARTS));
         assert!(
-            refusal(&long).is_some_and(|m| m.contains("names")),
+            refusal(&long).is_some_and(|m| m.contains("names and values")),
             "{:?}",
             refusal(&long)
         );
-        let fine = format!("{{ {} }}", "a ".repeat(MAX_NAMES));
+        let fine = format!("{{ {} }}", "a ".repeat(MAX_PARTS - 1));
         assert!(refusal(&fine).is_none());
+        // Values without a name: empty lists, numbers, strings.
+        for value in ["[]", "1 ", "\"x\"", "{}"] {
+            let many = format!("{{ a(b: [{}]) }}", value.repeat(MAX_PARTS));
+            assert!(refusal(&many).is_some(), "{value}");
+        }
     }
 }

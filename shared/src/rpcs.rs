@@ -1610,6 +1610,13 @@ pub struct CancelBooking {
     /// gateway's requests.)
     #[serde(default)]
     pub for_host: Option<String>,
+    /// What payment had refunded of the booking (made or under way) when
+    /// the gateway asked, None when it could not: booking hears of a
+    /// refund (an admin's) only when payment's event arrives, and the
+    /// policy's share is of what is left. (Absent from an older gateway's
+    /// requests.)
+    #[serde(default)]
+    pub refunded: Option<crate::money::Fen>,
 }
 impl Rpc for CancelBooking {
     const SERVICE: &'static str = "booking";

@@ -176,6 +176,17 @@ pub fn normalise_email(email: &str) -> Result<String, AppError> {
         && !has_control(&email);
     if valid {
         Ok(email)
+    } else if email.len() > 254 {
+        Err(AppError::bad_input(format!(
+            "an email address is 254 bytes at most; this one is {}",
+            email.len()
+        )))
+    } else if email.chars().any(hidden) || has_control(&email) {
+        // Said escaped: the character itself would show nothing.
+        Err(AppError::bad_input(format!(
+            "{email:?} is not an email address: it holds a space or a character that shows \
+             nothing"
+        )))
     } else {
         Err(AppError::bad_input(format!(
             "`{email}` is not an email address"
@@ -347,6 +358,21 @@ mod tests {
         ] {
             assert!(normalise_email(odd).is_err(), "{odd:?}");
         }
+        // What is wrong is shown: a character that shows nothing escaped,
+        // a long one's length.
+        let said = |email: &str| normalise_email(email).err().map(|e| e.message);
+        assert_eq!(
+            said("zw\u{200b}@example.cn").as_deref(),
+            Some(
+                "\"zw\\u{200b}@example.cn\" is not an email address: it holds a space or a \
+                 character that shows nothing"
+            )
+        );
+        let long = format!("{}@example.cn", "a".repeat(250));
+        assert_eq!(
+            said(&long).as_deref(),
+            Some("an email address is 254 bytes at most; this one is 261")
+        );
     }
 
     #[test]

@@ -909,7 +909,9 @@ impl Identity {
     /// its tokens it is — one already refreshed too (a refresh racing the
     /// logout, an app refreshing in the background): its current token
     /// goes, and presented again it is dead, not taken for a leak.
-    /// Unknown tokens are fine. `everywhere`: every refresh and access
+    /// One of ours already ended is fine (a retry); what is not a refresh
+    /// token of ours at all (an access token, one cut short or changed) is
+    /// refused, saying nothing ended. `everywhere`: every refresh and access
     /// token of its account, for a token still in use only (an old one
     /// could otherwise end the sessions of whoever holds the account now).
     pub async fn logout(&self, token: &str, everywhere: bool) -> Result<(), AppError> {
@@ -919,11 +921,19 @@ impl Identity {
             let txn = self.db.begin().await?;
             if let Some(stored) = storage::refresh_locked(&txn, &hash).await? {
                 storage::end_session(&txn, &hash, stored.session).await?;
-            } else if let Some(session) = session_of(&self.seal_key, token)
-                && storage::session_locked(&txn, session).await?.is_some()
-            {
+            } else if let Some(session) = session_of(&self.seal_key, token) {
                 // One used long ago (its row trimmed): its session still ends.
-                storage::end_session(&txn, &hash, Some(session)).await?;
+                if storage::session_locked(&txn, session).await?.is_some() {
+                    storage::end_session(&txn, &hash, Some(session)).await?;
+                }
+            } else {
+                // It answered true, and the caller took its user for signed
+                // out while the session went on.
+                return Err(AppError::bad_input(
+                    "refreshToken: not a refresh token of this platform (an access token? one \
+                     cut short or changed?): nothing was logged out; send the refreshToken that \
+                     login or refreshToken answered",
+                ));
             }
             txn.commit().await?;
             return Ok(());

@@ -82,6 +82,11 @@ pub fn build_schema(
     let mut builder = Schema::build(Query, Mutation, Subscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
+        // No "Did you mean" for an unknown field or argument: the guess
+        // compares the name with every one of its type, in time that
+        // grows with the name's length (a 250,000-letter field held a
+        // worker for seconds). The schema is introspectable: tools guess.
+        .disable_suggestions()
         // Lists and input objects nested past this overflow the stack.
         .extension(crate::nesting::NestingLimit)
         // The WebSocket is for subscriptions (crate::socket).
@@ -1305,6 +1310,21 @@ impl Mutation {
         }
         let idempotency_key = scoped_key(&viewer, &idempotency_key)?;
         let booking_id: BookingId = parse("booking id", &booking_id)?;
+        // What payment has refunded, as the quote counts it: a refund an
+        // admin made a moment ago that booking has not heard of yet is not
+        // still paid (the answer and the history said the policy's share
+        // of the whole price). Payment away: booking's own figure.
+        let refunded = match loaders::money(ctx, booking_id).await {
+            Ok(money) => money
+                .payments
+                .iter()
+                .any(|p| p.status == "CAPTURED")
+                .then(|| payments::refunded(&money.refunds, &["PENDING", "SUCCEEDED"])),
+            Err(e) => {
+                tracing::warn!(error = ?e.message, "cancelling without payment's figures");
+                None
+            }
+        };
         let cancelled = keyed_rpc(
             ctx,
             "idempotencyKey",
@@ -1313,6 +1333,7 @@ impl Mutation {
                 booking_id,
                 viewer,
                 for_host,
+                refunded,
             },
         )
         .await;

@@ -156,6 +156,7 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
     booking: &BookingView,
     by: Canceller<'_>,
     cause: Option<&Envelope>,
+    refunded_at_payment: Option<Fen>,
 ) -> Result<Cancelled, sea_orm::DbErr> {
     let id = booking.id;
     // The booking's saga goes on; what caused this is its cause.
@@ -221,9 +222,14 @@ async fn cancel_one<C: sea_orm::ConnectionTrait>(
     // committed. A CONFIRMED booking's price no longer changes, and the
     // conditional move below makes sure it still is CONFIRMED.
     storage::lock(txn, id).await?;
-    let current = storage::by_id(txn, id)
+    let mut current = storage::by_id(txn, id)
         .await?
         .map_or_else(|| booking.clone(), |b| b.view);
+    // A refund payment has made that booking has not heard of yet (an
+    // admin's, a moment ago) is not still paid.
+    if let Some(refunded) = refunded_at_payment {
+        current.refunded = current.refunded.max(refunded);
+    }
     let now = Utc::now();
     if !matches!(by, Canceller::Operator(..))
         && let Some(began) = domain::under_way(&current, now)
@@ -822,7 +828,7 @@ impl Bookings {
             (Some(booker), None) if req.viewer.booked(booker) => Canceller::Booker,
             _ => Canceller::Admin(req.viewer.account_id),
         };
-        let events = match cancel_one(&txn, &booking.view, by, None).await? {
+        let events = match cancel_one(&txn, &booking.view, by, None, req.refunded).await? {
             Cancelled::Moved(events) => events,
             // Cancelled before (by its booker, say, by the policy): this
             // request gives nothing more back, and says so.
@@ -1249,7 +1255,7 @@ impl Bookings {
         let mut events = Vec::new();
         let bookings = storage::by_ids(&txn, &ev.bookings).await?;
         for booking in &bookings {
-            match cancel_one(&txn, &booking.view, by, Some(&env)).await? {
+            match cancel_one(&txn, &booking.view, by, Some(&env), None).await? {
                 Cancelled::Moved(moved) => events.extend(moved),
                 Cancelled::Already => {
                     cancelled_as_its_departure_was(&txn, booking.view.id, &env, &ev).await?;

@@ -185,6 +185,13 @@ impl Payments {
                     // are owed), a platform admin every host's. The preview
                     // of a run (`payable`) asks booking and inventory and
                     // records what it heard: a run's, the platform's.
+                    if req.payable && req.by.role == shared::auth::Role::RegionAdmin {
+                        return Err(AppError::new(
+                            ErrorCode::Forbidden,
+                            "`payable: true` previews a payout run, a platform admin's; a \
+                             region's admins see its hosts' balances without it",
+                        ));
+                    }
                     if req.payable
                         || !(req.by.is_platform_admin()
                             || req.by.role == shared::auth::Role::RegionAdmin)
