@@ -298,6 +298,7 @@ pub fn router(
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         // Said the GraphQL way, like every other refusal.
         .layer(axum::middleware::map_response(too_large))
+        .layer(axum::middleware::from_fn(media_as_asked))
         // An answer depends on these request headers: a cache in front
         // must not give one caller's answer to another.
         .layer(axum::middleware::map_response(vary))
@@ -467,31 +468,51 @@ enum Wants {
     Neither,
 }
 
+/// What `Accept` prefers, by its quality values: a type it gives `q=0` is
+/// refused (it was dropped, and a header refusing JSON read as none), the
+/// highest `q` wins, and at equal `q` GraphQL's own media type.
 fn wants(headers: &HeaderMap) -> Wants {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return Wants::Json;
     };
-    let types: Vec<String> = accept
-        .split(',')
-        .filter(|t| !t.contains("q=0") || t.contains("q=0."))
-        .map(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .collect();
-    if types.iter().any(|t| t == GRAPHQL_RESPONSE) {
-        Wants::GraphqlResponse
-    } else if types.is_empty()
-        || types
-            .iter()
-            .any(|t| t == "application/json" || t == "application/*" || t == "*/*")
-    {
-        Wants::Json
-    } else {
-        Wants::Neither
+    let (mut best, mut listed) = (None::<(u16, Wants)>, false);
+    for entry in accept.split(',') {
+        let mut params = entry.split(';');
+        let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        if media.is_empty() {
+            continue;
+        }
+        listed = true;
+        // In thousandths, as the RFC writes it (at most three decimals).
+        let quality = params
+            .filter_map(|p| {
+                let (name, value) = p.split_once('=')?;
+                name.trim().eq_ignore_ascii_case("q").then(|| value.trim())
+            })
+            .next()
+            .map_or(Some(1000), |q| {
+                q.parse::<f32>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))
+                    .map(|q| (q * 1000.0).round() as u16)
+            })
+            .unwrap_or(0);
+        let this = match media.as_str() {
+            GRAPHQL_RESPONSE => Wants::GraphqlResponse,
+            "application/json" | "application/*" | "*/*" => Wants::Json,
+            _ => continue,
+        };
+        let better = best.is_none_or(|(q, was)| {
+            quality > q || (quality == q && this == Wants::GraphqlResponse && was != this)
+        });
+        if quality > 0 && better {
+            best = Some((quality, this));
+        }
+    }
+    match best {
+        Some((_, wanted)) => wanted,
+        None if !listed => Wants::Json,
+        None => Wants::Neither,
     }
 }
 
@@ -1266,22 +1287,18 @@ fn holds_nul(request: &async_graphql::Request) -> bool {
         || request.variables.values().any(in_value)
 }
 
-async fn graphql(
-    State(gw): State<Gateway>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    request: Result<GraphQLRequest, GraphQLRejection>,
-) -> Response {
-    let wants = wants(&headers);
-    let mut response = run_graphql(gw, peer, method, headers, request).await;
-    // The gateway's own refusals are JSON: in the media type the client
-    // asked for, as the executor's answers are.
+/// Answers on `/graphql` that are JSON — the gateway's own refusals, made
+/// in its handler or in a layer (a 413, a 405) — in the media type the
+/// client asked for, as the executor's answers are (the 405 and the 413
+/// came as `application/json` to a client taking only the other).
+async fn media_as_asked(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let wants = (request.uri().path() == "/graphql").then(|| wants(request.headers()));
+    let mut response = next.run(request).await;
     let json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if wants == Wants::GraphqlResponse && json {
+    if wants == Some(Wants::GraphqlResponse) && json {
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static(GRAPHQL_RESPONSE),
@@ -1290,9 +1307,9 @@ async fn graphql(
     response
 }
 
-async fn run_graphql(
-    gw: Gateway,
-    peer: SocketAddr,
+async fn graphql(
+    State(gw): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
@@ -2505,6 +2522,35 @@ fn bearer_token(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_is_read_by_its_quality_values() {
+        let wants = |accept: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT,
+                header::HeaderValue::from_str(accept).expect("a header"),
+            );
+            super::wants(&headers)
+        };
+        assert_eq!(wants("application/json;q=0"), Wants::Neither);
+        assert_eq!(
+            wants("application/json, application/graphql-response+json;q=0.9"),
+            Wants::Json
+        );
+        assert_eq!(
+            wants("application/graphql-response+json, application/json"),
+            Wants::GraphqlResponse
+        );
+        assert_eq!(
+            wants("application/json;q=0.5, application/graphql-response+json;Q=0.5"),
+            Wants::GraphqlResponse
+        );
+        assert_eq!(wants("text/html, */*;q=0.8"), Wants::Json);
+        assert_eq!(wants("text/html"), Wants::Neither);
+        assert_eq!(wants(""), Wants::Json);
+        assert_eq!(wants("application/json;q=2"), Wants::Neither);
+    }
 
     #[test]
     fn a_syntax_error_says_why_first_and_quotes_only_the_place() {

@@ -192,6 +192,22 @@ fn session_of(key: &[u8; 32], token: &str) -> Option<uuid::Uuid> {
     same.then(|| uuid::Uuid::try_parse(session).ok()).flatten()
 }
 
+/// Whether `token` has a shape refresh tokens had before they named their
+/// sign-in and were sealed: `<secret>` or `<session>.<secret>` (a secret:
+/// [`random_secret`]'s 43 characters).
+fn unsealed_refresh_token(token: &str) -> bool {
+    let secret = |s: &str| {
+        s.len() == 43
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    match token.split('.').collect::<Vec<_>>().as_slice() {
+        [s] => secret(s),
+        [session, s] => uuid::Uuid::try_parse(session).is_ok() && secret(s),
+        _ => false,
+    }
+}
+
 /// 32 random bytes, URL-safe base64.
 pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
@@ -926,12 +942,15 @@ impl Identity {
                 if storage::session_locked(&txn, session).await?.is_some() {
                     storage::end_session(&txn, &hash, Some(session)).await?;
                 }
-            } else {
+            } else if !unsealed_refresh_token(token) {
                 // It answered true, and the caller took its user for signed
-                // out while the session went on.
+                // out while the session went on. (One of the two shapes
+                // issued before tokens were sealed, its row gone, cannot be
+                // told from one that ended: true, as before.)
                 return Err(AppError::bad_input(
-                    "refreshToken: not a refresh token of this platform (an access token? one \
-                     cut short or changed?): nothing was logged out; send the refreshToken that \
+                    "refreshToken: not a refresh token this platform holds or sealed (an access \
+                     token? one cut short or changed? one sealed before its signing secret \
+                     changed, ended since?): nothing was logged out; send the refreshToken that \
                      login or refreshToken answered",
                 ));
             }

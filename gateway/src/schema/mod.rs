@@ -1313,18 +1313,24 @@ impl Mutation {
         // What payment has refunded, as the quote counts it: a refund an
         // admin made a moment ago that booking has not heard of yet is not
         // still paid (the answer and the history said the policy's share
-        // of the whole price). Payment away: booking's own figure.
-        let refunded = match loaders::money(ctx, booking_id).await {
-            Ok(money) => money
-                .payments
-                .iter()
-                .any(|p| p.status == "CAPTURED")
-                .then(|| payments::refunded(&money.refunds, &["PENDING", "SUCCEEDED"])),
-            Err(e) => {
-                tracing::warn!(error = ?e.message, "cancelling without payment's figures");
-                None
-            }
+        // of the whole price). Payment away or slow (a second at most: a
+        // cancellation frees rooms): booking's own figure.
+        let asked = rpcs::GetBookingsMoney {
+            booking_ids: vec![booking_id],
+            viewer: viewer.clone(),
         };
+        let refunded =
+            match call_service_within(ctx, asked, std::time::Duration::from_secs(1)).await {
+                Ok(money) => money
+                    .iter()
+                    .find(|m| m.booking_id == booking_id)
+                    .filter(|m| m.payments.iter().any(|p| p.status == "CAPTURED"))
+                    .map(|m| payments::refunded(&m.refunds, &["PENDING", "SUCCEEDED"])),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "cancelling without payment's figures");
+                    None
+                }
+            };
         let cancelled = keyed_rpc(
             ctx,
             "idempotencyKey",
