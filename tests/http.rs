@@ -109,6 +109,19 @@ async fn status_codes_and_media_types_follow_what_the_client_accepts() {
         "{body}"
     );
     assert!(body["data"].is_null(), "{body}");
+
+    // A `Content-Type` left empty says no type: the body is read as JSON,
+    // as with none (it was refused as no GraphQL request).
+    let response = app
+        .http
+        .post(&app.url)
+        .header(CONTENT_TYPE, "")
+        .body(json!({ "query": "{ regions { code } }" }).to_string())
+        .send()
+        .await
+        .expect("the gateway answers");
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(body["data"]["regions"].is_array(), "{body}");
 }
 
 /// A field that fails is null in `data`, beside the fields that did not
@@ -1988,6 +2001,23 @@ async fn head_is_refused_and_an_empty_authorization_is_no_credentials() {
         .expect("answers");
     assert_eq!(head.status().as_u16(), 405);
     assert_eq!(head.headers()["allow"], "GET, POST");
+    // Nor offered: an OPTIONS listed it (axum's own `Allow`, added to the
+    // CORS layer's answer).
+    let options = app
+        .http
+        .request(reqwest::Method::OPTIONS, &app.url)
+        .send()
+        .await
+        .expect("answers");
+    let allow = options
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap_or("?"));
+    assert!(!allow.is_some_and(|a| a.contains("HEAD")), "{allow:?}");
+    assert_eq!(
+        options.headers()["access-control-allow-methods"],
+        "GET,POST"
+    );
     assert!(
         app.login("head@example.cn").await.is_null(),
         "the mutation sent with HEAD ran"

@@ -280,6 +280,7 @@ pub fn router(
             get(graphql_get)
                 .head(other_method)
                 .post(graphql)
+                .options(graphql_options)
                 .fallback(other_method),
         )
         .route("/healthz", get(|| async { "ok" }))
@@ -1963,6 +1964,17 @@ fn not_json(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     (e.is_syntax() || e.is_eof()).then(|| e.to_string())
 }
 
+/// `OPTIONS /graphql`: what may be sent. The CORS layer answers every
+/// OPTIONS before it (`Access-Control-Allow-Methods: GET,POST`); without a
+/// handler of its own, axum added an `Allow` offering HEAD, which is 405.
+async fn graphql_options() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(header::ALLOW, "GET, POST, OPTIONS")],
+    )
+        .into_response()
+}
+
 /// Any method but GET and POST on `/graphql`.
 async fn other_method() -> Response {
     let mut response = error(
@@ -2396,8 +2408,18 @@ impl hyper::body::Body for WithinDeadline {
     }
 }
 
-/// `request` with its body held to [`BODY_READ_TIMEOUT`] ([`WithinDeadline`]).
-async fn body_within_deadline(request: axum::extract::Request) -> axum::extract::Request {
+/// `request` with its body held to [`BODY_READ_TIMEOUT`] ([`WithinDeadline`]),
+/// and without a `Content-Type` left empty: no type, as none (the body is
+/// read as JSON whatever type it says; async-graphql's reader refused one
+/// saying "").
+async fn body_within_deadline(mut request: axum::extract::Request) -> axum::extract::Request {
+    if request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().trim_ascii().is_empty())
+    {
+        request.headers_mut().remove(header::CONTENT_TYPE);
+    }
     request.map(|body| {
         axum::body::Body::new(WithinDeadline {
             body,
