@@ -164,29 +164,28 @@ pub fn normalise_email(email: &str) -> Result<String, AppError> {
         c.is_whitespace()
             || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}')
     };
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        })
-        && !email.chars().any(hidden)
-        && !has_control(&email);
-    if valid {
-        Ok(email)
-    } else if email.len() > 254 {
-        Err(AppError::bad_input(format!(
+    if email.len() > 254 {
+        return Err(AppError::bad_input(format!(
             "an email address is 254 bytes at most; this one is {}",
             email.len()
-        )))
-    } else if email.chars().any(hidden) || has_control(&email) {
+        )));
+    }
+    if email.chars().any(hidden) || has_control(&email) {
         // Said escaped: the character itself would show nothing.
-        Err(AppError::bad_input(format!(
+        return Err(AppError::bad_input(format!(
             "{email:?} is not an email address: it holds a space or a character that shows \
              nothing"
-        )))
+        )));
+    }
+    let shaped = email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.contains('@')
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+    });
+    if shaped {
+        Ok(email)
     } else {
         Err(AppError::bad_input(format!(
             "`{email}` is not an email address"

@@ -828,13 +828,11 @@ impl Query {
         if quote.status != "PENDING" {
             match loaders::money(ctx, booking_id).await {
                 Ok(money) => {
-                    let captured = money.payments.iter().find(|p| p.status == "CAPTURED");
-                    if let Some(captured) = captured {
-                        let taken = payments::refunded(&money.refunds, &["PENDING", "SUCCEEDED"]);
-                        let left = (captured.amount - taken).max(shared::money::Fen::ZERO);
-                        quote.paid = captured.amount;
-                        quote.refunded = taken.min(captured.amount);
-                        quote.refund = left.scale(i64::from(quote.refund_percent), 100);
+                    if let Some((paid, refunded)) = payments::captured_and_refunded(&money) {
+                        quote.paid = paid;
+                        quote.refunded = refunded;
+                        quote.refund =
+                            (paid - refunded).scale(i64::from(quote.refund_percent), 100);
                     }
                 }
                 // Payment away: booking's own figures, which lag it at most.
@@ -1324,8 +1322,8 @@ impl Mutation {
                 Ok(money) => money
                     .iter()
                     .find(|m| m.booking_id == booking_id)
-                    .filter(|m| m.payments.iter().any(|p| p.status == "CAPTURED"))
-                    .map(|m| payments::refunded(&m.refunds, &["PENDING", "SUCCEEDED"])),
+                    .and_then(payments::captured_and_refunded)
+                    .map(|(_, refunded)| refunded),
                 Err(e) => {
                     tracing::warn!(error = %e.message, "cancelling without payment's figures");
                     None

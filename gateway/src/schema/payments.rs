@@ -85,6 +85,17 @@ pub fn refunded(refunds: &[rpcs::RefundView], statuses: &[&str]) -> shared::mone
         .sum()
 }
 
+/// What payment counts of a booking's money, if it captured any: the
+/// amount captured and what is refunded of it, made or under way — ahead
+/// of booking, which hears of each when payment's event arrives.
+pub fn captured_and_refunded(
+    money: &rpcs::BookingMoney,
+) -> Option<(shared::money::Fen, shared::money::Fen)> {
+    let captured = money.payments.iter().find(|p| p.status == "CAPTURED")?;
+    let taken = refunded(&money.refunds, &["PENDING", "SUCCEEDED"]);
+    Some((captured.amount, taken.min(captured.amount)))
+}
+
 /// The payment that stands for a booking: the captured (or still
 /// processing) one, else the latest attempt.
 pub async fn payment_of(
